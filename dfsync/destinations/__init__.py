@@ -1,0 +1,70 @@
+"""Where rows go: ``duckdb``, ``parquet``, ``postgres``, ``sqlite``, ``http``.
+
+Each is one small module implementing :class:`dfsync.destinations.base.Destination`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import BatchResult, Destination, DestinationSession, WriteBatch, destination_from_config
+
+__all__ = [
+    "BatchResult",
+    "Destination",
+    "DestinationSession",
+    "WriteBatch",
+    "destination_from_config",
+    "duckdb",
+    "http",
+    "parquet",
+    "postgres",
+    "sqlite",
+]
+
+
+def duckdb(path: str, table: str) -> Destination:
+    """A table in a DuckDB database file (created if missing); ``table`` may be ``schema.table``.
+
+    >>> dest = dfsync.destinations.duckdb("warehouse.duckdb", table="customers")
+    """
+    from .duckdb import DuckDBDestination
+
+    return DuckDBDestination(path, table)
+
+
+def parquet(directory: str) -> Destination:
+    """A Parquet data set in ``directory`` (one ``data.parquet``, replaced atomically per run)."""
+    from .parquet import ParquetDestination
+
+    return ParquetDestination(directory)
+
+
+def postgres(uri: str, table: str, **options: Any) -> Destination:
+    """A PostgreSQL table (``schema.table`` allowed). The password may be ``env:NAME``."""
+    from .postgres import PostgresDestination
+
+    return PostgresDestination(uri, table, **options)
+
+
+def sqlite(path: str, table: str, **options: Any) -> Destination:
+    """A table in a SQLite database file (created if missing)."""
+    from .sqlite import SQLiteDestination
+
+    return SQLiteDestination(path, table, **options)
+
+
+def http(url: str, **options: Any) -> Destination:
+    """A REST API: batched JSON requests, retries, rate limits and per-record outcomes."""
+    from .http import HTTPDestination
+
+    return HTTPDestination(url, **options)
+
+
+def _load_all() -> None:
+    import contextlib
+    import importlib
+
+    for mod in ("duckdb", "parquet", "postgres", "sqlite", "http"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"{__name__}.{mod}")

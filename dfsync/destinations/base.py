@@ -1,0 +1,212 @@
+"""The small protocol every destination implements.
+
+A destination is a *description* (picklable, JSON-configurable, no open connection);
+``open(ctx)`` gives a :class:`DestinationSession` that lives for one run:
+
+    session.prepare(schema)        create the table if missing, or check the records fit it
+                                   (raise SchemaMismatchError before anything is sent)
+    session.committed_batches()    the ledger: {batch_no: [keys the batch did NOT deliver]}
+                                   for batches of this run the destination has committed
+    session.write(batch)           apply one batch atomically *together with its ledger entry*;
+                                   return a BatchResult naming rows that failed or were skipped
+    session.finish()               end of run: swap a replaced table / rewrite a file set
+    session.close()
+
+Row-level rejections are returned, not raised. A destination raises
+``TransientDestinationError`` when an outage outlasted its retries (the run pauses) and
+``DestinationError`` for terminal problems (the run fails).
+
+A batch is an Arrow table of the records as sent (mapped columns) plus a ``_action``
+column: ``insert``, ``update`` or ``delete``. The runner already applied the
+destination mode's choice of what to send (insert mode never sends updates, only mirror
+sends deletes, replace sends every row as ``insert``); the session decides *how*:
+``insert`` rows are appended in insert/replace mode and upserted in upsert/mirror mode,
+``update`` rows are upserted (update mode: updated where they exist, else skipped).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from ..errors import ConfigError
+from ..states import DestinationMode
+
+__all__ = [
+    "ACTION_COLUMN",
+    "BatchResult",
+    "Destination",
+    "DestinationContext",
+    "DestinationSession",
+    "WriteBatch",
+    "bisect_failures",
+    "destination_from_config",
+    "register_destination",
+]
+
+ACTION_COLUMN = "_action"
+LEDGER_TABLE = "_dfsync_batches"
+
+
+@dataclass(frozen=True)
+class DestinationContext:
+    """What a destination session knows about the run it serves."""
+
+    sync_id: int
+    sync_name: str
+    run_id: int
+    mode: DestinationMode
+    primary_key: tuple[str, ...]
+
+
+@dataclass
+class WriteBatch:
+    batch_no: int
+    data: pa.Table  # record columns + ACTION_COLUMN
+
+    @property
+    def num_rows(self) -> int:
+        return self.data.num_rows
+
+    def records(self) -> pa.Table:
+        """The batch without the action column."""
+        return self.data.drop_columns([ACTION_COLUMN])
+
+    def where_action(self, *actions: str) -> pa.Table:
+        import pyarrow.compute as pc
+
+        mask = pc.is_in(self.data[ACTION_COLUMN], pa.array(list(actions)))
+        return self.data.filter(mask)
+
+
+@dataclass
+class BatchResult:
+    """Row-level outcome of one batch. Row numbers index ``WriteBatch.data``."""
+
+    failed: dict[int, str] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)
+
+
+class DestinationSession(ABC):
+    def __init__(self, destination: Destination, ctx: DestinationContext) -> None:
+        self.destination = destination
+        self.ctx = ctx
+
+    @abstractmethod
+    def prepare(self, schema: pa.Schema) -> None: ...
+
+    def committed_batches(self) -> dict[int, list[list[Any]]]:
+        """Batches of this run the destination confirmed, with the keys they did not deliver.
+
+        Destinations that cannot know (HTTP) return {}: in-flight batches are then sent
+        again with the same batch number, so idempotency keys repeat.
+        """
+        return {}
+
+    @abstractmethod
+    def write(self, batch: WriteBatch) -> BatchResult: ...
+
+    def finish(self) -> None:  # noqa: B027 - optional hook
+        """Called once when every batch of the run was written."""
+
+    def abandon(self) -> None:  # noqa: B027 - optional hook
+        """The run failed: drop anything prepared for it (e.g. a replace table)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> DestinationSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Destination(ABC):
+    """Base class: subclasses set ``kind`` and implement ``open`` and ``config``."""
+
+    kind: ClassVar[str]
+    #: True when each batch commits atomically with its ledger entry (exactly once).
+    transactional: ClassVar[bool] = True
+    #: Destination modes this destination supports.
+    modes: ClassVar[frozenset[DestinationMode]] = frozenset(DestinationMode)
+
+    @abstractmethod
+    def open(self, ctx: DestinationContext) -> DestinationSession: ...
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-safe configuration; secrets only as ``env:NAME`` references."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Destination:
+        return cls(**config)
+
+    def identity(self) -> str:
+        """What makes two destinations the same place (delivered state is kept per place)."""
+        return json.dumps({"kind": self.kind, **self.config()}, sort_keys=True, default=str)
+
+    def validate(self, columns: Sequence[str], primary_key: Sequence[str], mode: DestinationMode) -> None:
+        """Raise ConfigError at create_sync for settings this destination cannot honour."""
+        if mode not in self.modes:
+            choices = ", ".join(sorted(m.value for m in self.modes))
+            raise ConfigError(
+                f"the {self.kind} destination does not support destination_mode={mode.value!r}; "
+                f"choose one of {choices}"
+            )
+
+    def describe(self) -> str:
+        """One line for reprs and widgets (no secrets)."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if v is not None)
+        return f"{self.kind}({args})"
+
+    def __repr__(self) -> str:
+        return f"<dfsync destination {self.describe()}>"
+
+
+_REGISTRY: dict[str, type[Destination]] = {}
+
+
+def register_destination(cls: type[Destination]) -> type[Destination]:
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def destination_from_config(config: dict[str, Any]) -> Destination:
+    config = dict(config)
+    kind = config.pop("kind")
+    if kind not in _REGISTRY:
+        from . import _load_all
+
+        _load_all()
+    try:
+        cls = _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(f"unknown destination kind {kind!r}; known: {sorted(_REGISTRY)}") from None
+    return cls.from_config(config)
+
+
+def bisect_failures(
+    rows: pa.Table, attempt: Callable[[pa.Table], str | None], *, offset: int = 0
+) -> dict[int, str]:
+    """Find the rows of ``rows`` that make ``attempt`` fail, by halving.
+
+    ``attempt(sub_table)`` tries to apply the rows (and rolls back); it returns None if
+    they would be accepted, else the error text. Costs O(bad * log n) attempts.
+    """
+    error = attempt(rows)
+    if error is None:
+        return {}
+    if rows.num_rows == 1:
+        return {offset: error}
+    mid = rows.num_rows // 2
+    found = bisect_failures(rows.slice(0, mid), attempt, offset=offset)
+    found.update(bisect_failures(rows.slice(mid), attempt, offset=offset + mid))
+    if not found:  # the rows only fail together (e.g. duplicate keys inside the batch)
+        return {offset + i: error for i in range(rows.num_rows)}
+    return found

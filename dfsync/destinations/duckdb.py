@@ -1,0 +1,290 @@
+"""DuckDB database file as a destination.
+
+Each batch is applied in one DuckDB transaction together with its row in the
+``_dfsync_batches`` ledger of the same file, so a batch is in the destination exactly
+when its ledger row is: a crash between the destination commit and the workspace update
+costs nothing on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import ConfigError, DestinationError, SchemaMismatchError, TransientDestinationError
+from ..states import DestinationMode
+from .base import (
+    ACTION_COLUMN,
+    LEDGER_TABLE,
+    BatchResult,
+    Destination,
+    DestinationContext,
+    DestinationSession,
+    WriteBatch,
+    bisect_failures,
+    register_destination,
+)
+from .sql import TableName, check_compatible, q
+
+_DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.InvalidInputException,
+                duckdb.OutOfRangeException, duckdb.MismatchTypeException)
+
+
+@register_destination
+class DuckDBDestination(Destination):
+    kind = "duckdb"
+
+    def __init__(self, path: str, table: str) -> None:
+        if not table or not isinstance(table, str):
+            raise ConfigError("destinations.duckdb() needs table='name' (or 'schema.name')")
+        self.path = os.fspath(path)
+        self.table = table
+        self.name = TableName.parse(table)
+
+    def config(self) -> dict[str, Any]:
+        return {"path": self.path, "table": self.table}
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, "path": os.path.abspath(self.path), "table": self.table})
+
+    def open(self, ctx: DestinationContext) -> DestinationSession:
+        return DuckDBSession(self, ctx)
+
+
+class DuckDBSession(DestinationSession):
+    destination: DuckDBDestination
+
+    def __init__(self, destination: DuckDBDestination, ctx: DestinationContext) -> None:
+        super().__init__(destination, ctx)
+        self.con = _connect(destination.path)
+        self.target = destination.name
+        self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
+        self.fresh = False
+        self.columns: list[str] = []
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (run_key VARCHAR, batch_no INTEGER, rows BIGINT, "
+            f"not_delivered JSON, committed_at TIMESTAMPTZ)"
+        )
+        if ctx.mode == DestinationMode.REPLACE:
+            self.write_target = TableName(self.target.schema, f"{self.target.table}__dfsync_replace_{ctx.run_id}")
+        else:
+            self.write_target = self.target
+
+    # -------------------------------------------------------------- prepare
+    def _exists(self, name: TableName) -> bool:
+        return self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?", [name.schema or "main", name.table]).fetchone()[0] > 0
+
+    def _describe(self, name: TableName) -> dict[str, str]:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ? ORDER BY column_index", [name.schema or "main", name.table]).fetchall()
+        return dict(rows)
+
+    def prepare(self, schema: pa.Schema) -> None:
+        cols = [f.name for f in schema if f.name != ACTION_COLUMN]
+        self.columns = cols
+        empty = pa.Table.from_pylist([], schema=pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
+        self.con.register("_dfsync_schema", empty)
+        try:
+            incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}
+            exists = self._exists(self.target)
+            if exists and self.ctx.mode != DestinationMode.REPLACE:
+                check_compatible(incoming, self._describe(self.target), self.target.display, self.ctx.primary_key)
+            elif not exists and self.ctx.mode == DestinationMode.UPDATE:
+                raise DestinationError(
+                    f"table {self.target.display} does not exist in {self.destination.path}; update mode only "
+                    f"changes rows that exist. Create the table first, or use destination_mode='upsert'."
+                )
+            marker = self.con.execute(
+                f"SELECT count(*) FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = 0", [self.run_key]).fetchone()[0]
+            if self.write_target.schema:
+                self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self.write_target.schema)}")
+            if marker:
+                self.fresh = True  # resumed run: the table was fresh when the run began
+                if not self._exists(self.write_target):
+                    raise DestinationError(f"table {self.write_target.display} disappeared during the run")
+                return
+            self.con.execute("BEGIN TRANSACTION")
+            if self.ctx.mode == DestinationMode.REPLACE:
+                self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
+            if not self._exists(self.write_target):
+                self.con.execute(f"CREATE TABLE {self.write_target.sql} AS SELECT * FROM _dfsync_schema LIMIT 0")
+                self.fresh = True
+            else:
+                self.fresh = self.con.execute(f"SELECT count(*) = 0 FROM {self.write_target.sql}").fetchone()[0]
+            if self.fresh:
+                self.con.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, 0, 0, NULL, now())", [self.run_key])
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._rollback()
+            raise DestinationError(f"could not prepare {self.target.display} in {self.destination.path}: {exc}") from exc
+        finally:
+            self.con.unregister("_dfsync_schema")
+
+    # -------------------------------------------------------------- ledger
+    def committed_batches(self) -> dict[int, list[list[Any]]]:
+        rows = self.con.execute(
+            f"SELECT batch_no, not_delivered FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no > 0",
+            [self.run_key]).fetchall()
+        return {b: json.loads(nd) if nd else [] for b, nd in rows}
+
+    # -------------------------------------------------------------- write
+    def _apply(self, rows: pa.Table) -> list[tuple]:
+        """Apply rows inside the open transaction; return keys update mode did not find."""
+        con, t = self.con, self.write_target.sql
+        pk = self.ctx.primary_key
+        mode = self.ctx.mode
+        cols = ", ".join(q(c) for c in self.columns)
+        con.register("_dfsync_batch", rows)
+        try:
+            on = " AND ".join(f"{t}.{q(k)} IS NOT DISTINCT FROM b.{q(k)}" for k in pk)
+            actions = set(rows.column(ACTION_COLUMN).unique().to_pylist()) if rows.num_rows else set()
+            missing: list[tuple] = []
+            if mode == DestinationMode.UPDATE:
+                sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
+                keys = ", ".join(f"{t}.{q(k)}" for k in pk)
+                if sets:
+                    found = set(con.execute(
+                        f"UPDATE {t} SET {sets} FROM _dfsync_batch b WHERE {on} RETURNING {keys}").fetchall())
+                else:
+                    found = set(con.execute(
+                        f"SELECT {keys} FROM {t} SEMI JOIN _dfsync_batch b ON {on}").fetchall())
+                all_keys = con.execute(f"SELECT {', '.join(q(k) for k in pk)} FROM _dfsync_batch").fetchall()
+                missing = [k for k in all_keys if k not in found]
+                return missing
+            if "delete" in actions:
+                con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND b.{ACTION_COLUMN} = 'delete'")
+            upserting = mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
+            if upserting:
+                # inserts into a table that was empty when the run began cannot collide
+                cond = "b._action = 'update'" if self.fresh else "b._action IN ('insert','update')"
+                if "update" in actions or not self.fresh:
+                    con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND {cond}")
+            con.execute(
+                f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _dfsync_batch WHERE {ACTION_COLUMN} <> 'delete'")
+            return missing
+        finally:
+            con.unregister("_dfsync_batch")
+
+    def _rollback(self) -> None:
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+
+    def _commit(self, batch_no: int, rows: pa.Table, not_delivered: list[list[Any]]) -> list[tuple]:
+        self.con.execute("BEGIN TRANSACTION")
+        missing = self._apply(rows)
+        nd = not_delivered + [list(k) for k in missing]
+        self.con.execute(
+            f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, now())",
+            [self.run_key, batch_no, rows.num_rows, json.dumps(nd, default=str) if nd else None])
+        self.con.execute("COMMIT")
+        return missing
+
+    def write(self, batch: WriteBatch) -> BatchResult:
+        data = batch.data
+        for attempt in range(5):
+            try:
+                missing = self._commit(batch.batch_no, data, [])
+                return self._result(data, {}, missing)
+            except _DATA_ERRORS:
+                self._rollback()
+                break
+            except duckdb.IOException as exc:
+                self._rollback()
+                if attempt == 4:
+                    raise TransientDestinationError(f"DuckDB destination {self.destination.path}: {exc}") from exc
+                time.sleep(0.2 * 2**attempt)
+            except duckdb.Error as exc:
+                self._rollback()
+                raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc
+
+        def attempt_rows(sub: pa.Table) -> str | None:
+            try:
+                self.con.execute("BEGIN TRANSACTION")
+                self._apply(sub)
+                return None
+            except _DATA_ERRORS as exc:
+                return str(exc)
+            finally:
+                self._rollback()
+
+        failed = bisect_failures(data, attempt_rows)
+        good = data.filter(pa.array([i not in failed for i in range(data.num_rows)]))
+        pk = self.ctx.primary_key
+        bad_keys = [[data.column(k)[i].as_py() for k in pk] for i in sorted(failed)]
+        try:
+            missing = self._commit(batch.batch_no, good, bad_keys)
+        except duckdb.Error as exc:
+            self._rollback()
+            raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc
+        return self._result(data, failed, missing)
+
+    def _result(self, data: pa.Table, failed: dict[int, str], missing: list[tuple]) -> BatchResult:
+        skipped: dict[int, str] = {}
+        if missing:
+            miss = set(missing)
+            pk = self.ctx.primary_key
+            cols = [data.column(k).to_pylist() for k in pk]
+            for i, key in enumerate(zip(*cols)):
+                if key in miss and i not in failed:
+                    skipped[i] = "no row with this key in the destination (update mode only updates existing rows)"
+        return BatchResult(failed=failed, skipped=skipped)
+
+    # -------------------------------------------------------------- finish
+    def finish(self) -> None:
+        if self.ctx.mode != DestinationMode.REPLACE:
+            return
+        if not self._exists(self.write_target):
+            return  # already swapped by an earlier attempt of this run
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            self.con.execute(f"DROP TABLE IF EXISTS {self.target.sql}")
+            self.con.execute(f"ALTER TABLE {self.write_target.sql} RENAME TO {q(self.target.table)}")
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._rollback()
+            raise DestinationError(f"could not swap in the replaced table {self.target.display}: {exc}") from exc
+
+    def abandon(self) -> None:
+        if self.ctx.mode == DestinationMode.REPLACE:
+            try:
+                self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
+            except duckdb.Error:
+                pass
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        except duckdb.Error:
+            pass
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    delay = 0.05
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return duckdb.connect(path)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise DestinationError(f"cannot open DuckDB destination {path}: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise TransientDestinationError(
+                    f"DuckDB destination {path} is locked by another process ({exc}); close that "
+                    f"connection and run the sync again (the run is paused and will resume)"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as exc:
+            raise DestinationError(f"cannot open DuckDB destination {path}: {exc}") from exc

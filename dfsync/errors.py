@@ -1,0 +1,174 @@
+"""Every error dfsync raises, under one root.
+
+    DfsyncError
+    ├── ConfigError                  bad arguments to create_sync / a source / a destination
+    │   ├── MissingDependencyError   an optional extra is not installed (names the pip command)
+    │   └── SessionOnlyError         a sync whose source lives in another process's memory
+    ├── SyncNotFoundError            ws.sync(name) for an unknown name (also a KeyError)
+    ├── SyncDisabledError            running a disabled sync
+    ├── SyncAlreadyRunning           a second concurrent run of the same sync
+    ├── InvalidTransition            a state change STATES.md does not allow
+    ├── WorkspaceError
+    │   ├── WorkspaceBusy            another process holds the workspace file
+    │   └── WorkspaceCorrupt         the file is not a readable dfsync workspace
+    ├── SourceError                  the source could not be read
+    │   ├── EmptySourceError         a full-refresh source returned no rows
+    │   └── InvalidRecordsError      null/duplicate primary keys (on_invalid="fail")
+    ├── ValidationFailed             checks failed under on_invalid="fail"
+    ├── DestinationError             terminal: the destination refused (auth, schema, missing table)
+    │   ├── SchemaMismatchError      the destination table does not fit the records
+    │   └── TransientDestinationError  outage that outlasted its retries: the run pauses
+    └── SyncRunFailed                run.raise_for_status() on a run that did not succeed
+
+Messages say what went wrong and what to do next. Errors from other libraries are
+converted in one place per backend with ``raise ... from exc``; secrets are scrubbed
+from every message with :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ConfigError",
+    "DestinationError",
+    "DfsyncError",
+    "EmptySourceError",
+    "InvalidRecordsError",
+    "InvalidTransition",
+    "MissingDependencyError",
+    "SchemaMismatchError",
+    "SessionOnlyError",
+    "SourceError",
+    "SyncAlreadyRunning",
+    "SyncDisabledError",
+    "SyncNotFoundError",
+    "SyncRunFailed",
+    "TransientDestinationError",
+    "ValidationFailed",
+    "WorkspaceBusy",
+    "WorkspaceCorrupt",
+    "WorkspaceError",
+    "redact",
+]
+
+
+class DfsyncError(Exception):
+    """Root of every error dfsync raises."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact(message))
+
+
+class ConfigError(DfsyncError, ValueError):
+    """A sync, source or destination was configured with something invalid."""
+
+
+class MissingDependencyError(ConfigError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+        what = f" for {purpose}" if purpose else ""
+        super().__init__(
+            f"{package} is needed{what} but is not installed. "
+            f"Install it with: pip install 'dfsync[{extra}]'"
+        )
+        self.extra = extra
+
+
+class SessionOnlyError(ConfigError):
+    """The sync reads an in-memory frame that only exists in the process that created it."""
+
+
+class SyncNotFoundError(DfsyncError, KeyError):
+    """No sync with that name exists in the workspace."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class SyncDisabledError(DfsyncError):
+    """The sync is disabled; enable it with sync.enable() to run it."""
+
+
+class SyncAlreadyRunning(DfsyncError):
+    """Another run of the same sync is in progress."""
+
+
+class InvalidTransition(DfsyncError):
+    """A state change that STATES.md does not allow."""
+
+
+class WorkspaceError(DfsyncError):
+    """The workspace file could not be used."""
+
+
+class WorkspaceBusy(WorkspaceError):
+    """Another process holds the workspace file open for writing."""
+
+
+class WorkspaceCorrupt(WorkspaceError):
+    """The workspace file is truncated, corrupt, or not a dfsync workspace."""
+
+
+class SourceError(DfsyncError):
+    """The source could not be read."""
+
+
+class EmptySourceError(SourceError):
+    """A full-refresh source returned no rows."""
+
+
+class InvalidRecordsError(SourceError):
+    """The source has rows with null or duplicate primary keys."""
+
+
+class ValidationFailed(DfsyncError):
+    """Validation checks failed and the sync's policy is on_invalid='fail'."""
+
+
+class DestinationError(DfsyncError):
+    """The destination refused the data for a reason retrying will not fix."""
+
+
+class SchemaMismatchError(DestinationError):
+    """The destination table does not fit the records (missing column, incompatible type)."""
+
+
+class TransientDestinationError(DestinationError):
+    """The destination was unreachable or overloaded for longer than the retries allow."""
+
+
+class SyncRunFailed(DfsyncError):
+    """Raised by run.raise_for_status() when a run did not end in success."""
+
+    def __init__(self, message: str, run: object | None = None) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]+)@")
+_KV_SECRET = re.compile(
+    r"(?i)\b(password|passwd|pwd|token|secret|api[_-]?key|authorization)(\s*[=:]\s*)(?:(bearer|basic)\s+)?([^\s&;,'\"]+)"
+)
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so :func:`redact` removes it wherever it appears."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Remove passwords and tokens from text meant for users, logs or the workspace."""
+    if not text:
+        return text
+    text = _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _KV_SECRET.sub(
+        lambda m: f"{m[1]}{m[2]}{(m[3] + ' ') if m[3] else ''}***", text
+    )
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text

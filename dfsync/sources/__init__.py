@@ -1,0 +1,64 @@
+"""Where rows come from: ``frame``, ``files``, ``duckdb_query``, ``database``.
+
+Each is one small module implementing :class:`dfsync.sources.base.Source`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import CursorFilter, Source, source_from_config
+
+__all__ = ["CursorFilter", "Source", "database", "duckdb_query", "files", "frame", "source_from_config"]
+
+
+def frame(df: Any, *, name: str | None = None) -> Source:
+    """An in-memory polars DataFrame/LazyFrame, pandas DataFrame or Arrow table.
+
+    >>> import polars as pl, dfsync
+    >>> src = dfsync.sources.frame(pl.DataFrame({"id": [1, 2], "email": ["a@x.io", "b@x.io"]}))
+    >>> src.schema()
+    Schema([('id', Int64), ('email', String)])
+    """
+    from .frame import FrameSource
+
+    return FrameSource(df, name=name)
+
+
+def files(path: str | list[str], format: str | None = None, **options: Any) -> Source:
+    """Parquet, CSV or NDJSON files: a path, a glob (``data/*.parquet``) or a list of them.
+
+    The format comes from the extension unless ``format`` says (``"parquet"``, ``"csv"``,
+    ``"ndjson"``). Extra options go to the reader (e.g. ``separator=";"`` for CSV).
+    """
+    from .files import FilesSource
+
+    return FilesSource(path, format=format, **options)
+
+
+def duckdb_query(sql: str, database: str | None = None) -> Source:
+    """The result of a DuckDB SQL query, over a database file or (None) the files it names.
+
+    >>> src = dfsync.sources.duckdb_query("SELECT * FROM read_csv('data/customers_v1.csv')")
+    """
+    from .duckdb_query import DuckDBQuerySource
+
+    return DuckDBQuerySource(sql, database=database)
+
+
+def database(uri: str, query: str, **options: Any) -> Source:
+    """Rows of a SQL query on PostgreSQL (``postgresql://…``), SQLite (``sqlite:///path``) and
+    other databases, streamed as Arrow batches. Passwords may be ``env:NAME`` references.
+    """
+    from .database import DatabaseSource
+
+    return DatabaseSource(uri, query, **options)
+
+
+def _load_all() -> None:
+    import contextlib
+    import importlib
+
+    for mod in ("frame", "files", "duckdb_query", "database"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"{__name__}.{mod}")

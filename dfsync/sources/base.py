@@ -1,0 +1,94 @@
+"""The small protocol every source implements.
+
+A source is a description (no open connection). The staging engine asks it for rows
+in one of two shapes, whichever is cheaper for that source:
+
+* ``duckdb_relation(con, cursor)``: a DuckDB relation on the staging connection (files,
+  DuckDB SQL): DuckDB reads it natively, no Python in the loop. May return None.
+* ``scan(cursor)``: a polars LazyFrame (always available), streamed into DuckDB as Arrow
+  batches.
+
+``cursor`` is None (full refresh) or a :class:`CursorFilter`: read only rows whose
+``field >= value`` (at or past the last delivered cursor; the diff removes the
+boundary rows that were already delivered). Sources push it down where they can.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import polars as pl
+
+from ..errors import ConfigError
+
+__all__ = [
+    "CursorFilter",
+    "Source",
+    "register_source",
+    "source_from_config",
+]
+
+
+@dataclass(frozen=True)
+class CursorFilter:
+    field: str
+    value: Any  # a Python scalar (int, float, str, date, datetime)
+
+
+class Source(ABC):
+    kind: ClassVar[str]
+    #: True when the source only exists in this process (an in-memory frame).
+    session_only: ClassVar[bool] = False
+
+    @abstractmethod
+    def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame: ...
+
+    def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:
+        return None
+
+    def schema(self) -> pl.Schema:
+        """Column names and types, without reading the data where possible."""
+        return self.scan().collect_schema()
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-safe configuration (secrets as ``env:NAME`` references)."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Source:
+        return cls(**config)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if v is not None)
+        return f"{self.kind}({args})"
+
+    def __repr__(self) -> str:
+        return f"<dfsync source {self.describe()}>"
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, **self.config()}, sort_keys=True, default=str)
+
+
+_REGISTRY: dict[str, type[Source]] = {}
+
+
+def register_source(cls: type[Source]) -> type[Source]:
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def source_from_config(config: dict[str, Any]) -> Source:
+    config = dict(config)
+    kind = config.pop("kind")
+    if kind not in _REGISTRY:
+        from . import _load_all
+
+        _load_all()
+    try:
+        cls = _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(f"unknown source kind {kind!r}; known: {sorted(_REGISTRY)}") from None
+    return cls.from_config(config)

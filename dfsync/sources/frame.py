@@ -1,0 +1,60 @@
+"""In-memory frames: polars (eager or lazy), pandas, Arrow. Session-only by nature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from ..errors import ConfigError, SessionOnlyError
+from .base import CursorFilter, Source, register_source
+
+
+@register_source
+class FrameSource(Source):
+    kind = "frame"
+    session_only = True
+
+    def __init__(self, df: Any, *, name: str | None = None) -> None:
+        self.name = name
+        self._lf = _to_lazy(df)
+
+    def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
+        lf = self._lf
+        if cursor is not None:
+            lf = lf.filter(pl.col(cursor.field) >= cursor.value)
+        return lf
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Source:
+        raise SessionOnlyError(
+            "this sync reads an in-memory frame that only exists in the Python session that "
+            "created it; run it from that session, or give it a files, duckdb_query or "
+            "database source to run it from another process (CLI, scheduler)"
+        )
+
+    def describe(self) -> str:
+        return f"frame({self.name or 'in-memory'})"
+
+
+def _to_lazy(df: Any) -> pl.LazyFrame:
+    if isinstance(df, pl.LazyFrame):
+        return df
+    if isinstance(df, pl.DataFrame):
+        return df.lazy()
+    mod = type(df).__module__.split(".")[0]
+    if mod == "pyarrow":
+        import pyarrow as pa
+
+        if isinstance(df, pa.RecordBatch):
+            df = pa.Table.from_batches([df])
+        return pl.from_arrow(df).lazy()  # type: ignore[union-attr]
+    if mod == "pandas":
+        return pl.from_pandas(df).lazy()
+    raise ConfigError(
+        f"sources.frame() takes a polars DataFrame/LazyFrame, a pandas DataFrame or an Arrow "
+        f"table, not {type(df).__name__}; for files use sources.files(path)"
+    )

@@ -1,0 +1,590 @@
+"""The workspace file: the only module that writes SQL for the workspace tables.
+
+Tables (schema version in ``dfsync_schema``; migrations only ever add):
+
+    syncs      one row per sync: name, status, definition (JSON), cursor, schedule
+    runs       one row per run: status, owner process, error, counters
+    events     every transition of a sync or a run, with time and detail
+    batches    the transfer ledger on our side: in-flight / committed per (run, batch)
+    checks     per-run validation results
+    state_<id> per sync: delivered state, key columns + fingerprint (what the destination confirmed)
+    log_<id>   per sync: rows of batches sent in runs not yet folded into state_<id>
+    rec_<id>   per sync: records kept after a run (failed, invalid, skipped; small runs: all)
+
+Concurrency: DuckDB lets one process open a file read-write, and that locks out every
+other process. So connections are short: each operation opens the file (cheap when the
+process already has it open) and closes it; a running sync *leases* a connection for at
+most ``LEASE_SECONDS`` and then lets go at the next batch boundary, so a notebook or CLI in
+another process gets its turn. A process that finds the file locked retries for
+``busy_timeout`` seconds, then raises WorkspaceBusy naming the process that holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from .errors import (
+    InvalidTransition,
+    SyncNotFoundError,
+    WorkspaceBusy,
+    WorkspaceCorrupt,
+    WorkspaceError,
+)
+from .states import RunStatus, SyncStatus, check_transition, sync_target
+
+SCHEMA_VERSION = 1
+LEASE_SECONDS = 1.0
+COUNTERS = (
+    "queried",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "invalid",
+    "sent",
+    "succeeded",
+    "failed",
+    "retried",
+    "skipped",
+)
+
+# Add-only: a migration may create tables or add columns, never drop or rename.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE SEQUENCE IF NOT EXISTS dfsync_sync_ids START 1",
+        "CREATE SEQUENCE IF NOT EXISTS dfsync_run_ids START 1",
+        "CREATE SEQUENCE IF NOT EXISTS dfsync_event_ids START 1",
+        """CREATE TABLE IF NOT EXISTS syncs (
+            id BIGINT, name VARCHAR, status VARCHAR, definition JSON,
+            definition_version INTEGER, state_key VARCHAR, fp_algo VARCHAR,
+            key_types JSON, cursor_value JSON, schedule VARCHAR,
+            next_run_at TIMESTAMPTZ, session_only BOOLEAN,
+            created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)""",
+        f"""CREATE TABLE IF NOT EXISTS runs (
+            id BIGINT, sync_id BIGINT, status VARCHAR, definition_version INTEGER,
+            trigger VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+            updated_at TIMESTAMPTZ, owner_pid INTEGER, owner_host VARCHAR,
+            owner_token VARCHAR, request VARCHAR, error VARCHAR, error_kind VARCHAR,
+            cursor_max JSON, batches INTEGER DEFAULT 0,
+            {", ".join(f"{c} BIGINT DEFAULT 0" for c in COUNTERS)})""",
+        """CREATE TABLE IF NOT EXISTS events (
+            id BIGINT, ts TIMESTAMPTZ, sync_id BIGINT, run_id BIGINT, kind VARCHAR,
+            from_status VARCHAR, to_status VARCHAR, detail VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS batches (
+            run_id BIGINT, batch_no INTEGER, status VARCHAR, rows BIGINT,
+            failed BIGINT, sent_at TIMESTAMPTZ, committed_at TIMESTAMPTZ)""",
+        """CREATE TABLE IF NOT EXISTS checks (
+            run_id BIGINT, check_name VARCHAR, kind VARCHAR, column_name VARCHAR,
+            level VARCHAR, success BOOLEAN, element_count BIGINT, unexpected_count BIGINT,
+            unexpected_percent DOUBLE, partial_unexpected_list JSON, result JSON)""",
+    ],
+}
+
+_LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
+_local_locks: dict[str, threading.RLock] = {}
+_memory_cons: dict[str, duckdb.DuckDBPyConnection] = {}
+_OWNER_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def quote(name: str) -> str:
+    """Quote an SQL identifier (any characters are safe)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def owner_token() -> str:
+    return _OWNER_TOKEN
+
+
+class Store:
+    """All reads and writes of one workspace file."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.memory = path == ":memory:"
+        self._key = f"memory:{id(self)}" if self.memory else os.path.abspath(path)
+        self._lock = _local_locks.setdefault(self._key, threading.RLock())
+        self._lease: duckdb.DuckDBPyConnection | None = None
+        self._lease_since = 0.0
+        self._lease_thread: int | None = None
+        if self.memory:
+            _memory_cons[self._key] = duckdb.connect(":memory:")
+        else:
+            d = os.path.dirname(os.path.abspath(path))
+            os.makedirs(d, exist_ok=True)
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                self._check_header()
+        with self.connect() as con:
+            self._migrate(con)
+
+    # ------------------------------------------------------------------ connections
+    def _check_header(self) -> None:
+        with open(self.path, "rb") as fh:
+            head = fh.read(16)
+        if len(head) < 12 or head[8:12] != b"DUCK":
+            raise WorkspaceCorrupt(
+                f"{self.path} is not a DuckDB workspace file (wrong header). It was not "
+                f"changed. Point dfsync.Workspace() at another path, or move this file away "
+                f"if you want a fresh workspace."
+            )
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.memory:
+            return _memory_cons[self._key].cursor()
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                return duckdb.connect(self.path)
+            except duckdb.IOException as exc:
+                msg = str(exc)
+                if "lock" not in msg.lower():
+                    raise WorkspaceCorrupt(
+                        f"cannot open the workspace {self.path}: {msg}. The file was not "
+                        f"changed; if it is damaged, restore it or move it away."
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    m = _LOCK_RE.search(msg)
+                    holder = f"process {m.group(1)}" if m else "another process"
+                    raise WorkspaceBusy(
+                        f"workspace busy: {self.path} is held by {holder}. Wait for it to "
+                        f"finish, or close that process's connection, then try again."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.2)
+            except duckdb.Error as exc:
+                raise WorkspaceCorrupt(
+                    f"cannot open the workspace {self.path}: {exc}. The file was not changed; "
+                    f"if it is damaged, restore it from a copy or move it away."
+                ) from exc
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one operation (a transaction is the caller's business)."""
+        with self._lock:
+            if self._lease is not None and self._lease_thread == threading.get_ident():
+                yield self._lease
+                return
+            con = self._open()
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            else:
+                con.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep one connection open across many operations of this thread (a run's loop).
+
+        Call :meth:`release_if_stale` at batch boundaries to let other processes in.
+        """
+        with self._lock:
+            owns = self._lease is None
+            if owns:
+                self._lease = self._open()
+                self._lease_since = time.monotonic()
+                self._lease_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                if owns and self._lease is not None:
+                    self._lease.close()
+                    self._lease = None
+                    self._lease_thread = None
+
+    def release_if_stale(self) -> None:
+        if self.memory or self._lease is None:
+            return
+        if time.monotonic() - self._lease_since >= LEASE_SECONDS:
+            self._lease.close()
+            time.sleep(0.005)  # a window for a waiting process
+            self._lease = self._open()
+            self._lease_since = time.monotonic()
+
+    def close(self) -> None:
+        if self.memory:
+            con = _memory_cons.pop(self._key, None)
+            if con is not None:
+                con.close()
+
+    # ------------------------------------------------------------------ schema
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS dfsync_schema (version INTEGER, applied_at TIMESTAMPTZ)")
+        have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchone()[0]
+        if have > SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"{self.path} was written by a newer dfsync (schema {have} > {SCHEMA_VERSION}); "
+                f"upgrade dfsync to open it"
+            )
+        for version in range(have + 1, SCHEMA_VERSION + 1):
+            con.execute("BEGIN TRANSACTION")
+            for stmt in MIGRATIONS[version]:
+                con.execute(stmt)
+            con.execute("INSERT INTO dfsync_schema VALUES (?, ?)", [version, now()])
+            con.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        with self.connect() as con:
+            return con.execute("SELECT max(version) FROM dfsync_schema").fetchone()[0]
+
+    # ------------------------------------------------------------------ syncs
+    def sync_row(self, name: str | None = None, *, sync_id: int | None = None) -> dict[str, Any]:
+        with self.connect() as con:
+            if sync_id is not None:
+                cur = con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])
+            else:
+                cur = con.execute("SELECT * FROM syncs WHERE name = ?", [name])
+            row = _one(cur)
+            if row is None and sync_id is None:
+                names = [r[0] for r in con.execute("SELECT name FROM syncs ORDER BY name").fetchall()]
+        if row is None:
+            if sync_id is not None:
+                raise SyncNotFoundError(f"no sync with id {sync_id}")
+            hint = f"; syncs in this workspace: {', '.join(names)}" if names else "; this workspace has no syncs yet (create one with ws.create_sync(...))"
+            raise SyncNotFoundError(f"no sync named {name!r}{hint}")
+        return _decode_sync(row)
+
+    def sync_exists(self, name: str) -> bool:
+        with self.connect() as con:
+            return con.execute("SELECT count(*) FROM syncs WHERE name = ?", [name]).fetchone()[0] > 0
+
+    def create_sync(self, name: str, definition: dict, state_key: str, schedule: str | None,
+                    next_run_at: datetime | None, session_only: bool) -> int:
+        with self.transaction() as con:
+            sid = con.execute("SELECT nextval('dfsync_sync_ids')").fetchone()[0]
+            t = now()
+            target = sync_target(None, "create")
+            con.execute(
+                "INSERT INTO syncs (id, name, status, definition, definition_version, state_key, "
+                "schedule, next_run_at, session_only, created_at, updated_at) VALUES (?,?,?,?,1,?,?,?,?,?,?)",
+                [sid, name, target.value, json.dumps(definition), state_key, schedule, next_run_at,
+                 session_only, t, t],
+            )
+            self._event(con, sid, None, "sync", None, target.value, "created")
+        return sid
+
+    def update_definition(self, sync_id: int, definition: dict, state_key: str, schedule: str | None,
+                          next_run_at: datetime | None, session_only: bool) -> tuple[int, bool]:
+        """Store a changed definition as a new version; returns (version, state reset)."""
+        with self.transaction() as con:
+            old = _decode_sync(_one(con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])))
+            if old["definition"] == definition and old["schedule"] == schedule:
+                return old["definition_version"], False
+            version = old["definition_version"] + 1
+            reset = old["state_key"] != state_key
+            con.execute(
+                "UPDATE syncs SET definition = ?, definition_version = ?, state_key = ?, schedule = ?, "
+                "next_run_at = ?, session_only = ?, updated_at = ? WHERE id = ?",
+                [json.dumps(definition), version, state_key, schedule, next_run_at, session_only, now(), sync_id],
+            )
+            detail = f"definition version {version}"
+            if reset:
+                for t in ("state", "log"):
+                    con.execute(f"DROP TABLE IF EXISTS {t}_{sync_id}")
+                con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL WHERE id = ?", [sync_id])
+                detail += "; destination or primary key changed: delivered state reset, every row is sent again"
+            self._event(con, sync_id, None, "definition", None, None, detail)
+        return version, reset
+
+    def set_sync_status(self, sync_id: int, event: str, detail: str = "", con: Any = None) -> SyncStatus:
+        if con is None:
+            with self.transaction() as c:
+                return self.set_sync_status(sync_id, event, detail, con=c)
+        current = SyncStatus(con.execute("SELECT status FROM syncs WHERE id = ?", [sync_id]).fetchone()[0])
+        if event == "enable":
+            last = con.execute(
+                "SELECT status FROM runs WHERE sync_id = ? AND status IN ('success','failed') "
+                "ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1", [sync_id]).fetchone()
+            event = {None: "enable", "success": "enable_healthy", "failed": "enable_failed"}[last[0] if last else None]
+        target = sync_target(current, event)
+        con.execute("UPDATE syncs SET status = ?, updated_at = ? WHERE id = ?", [target.value, now(), sync_id])
+        self._event(con, sync_id, None, "sync", current.value, target.value, detail or event)
+        return target
+
+    def set_sync_fields(self, sync_id: int, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        vals = [json.dumps(v) if k in ("cursor_value", "key_types") and v is not None else v for k, v in fields.items()]
+        with self.connect() as con:
+            con.execute(f"UPDATE syncs SET {cols} WHERE id = ?", [*vals, sync_id])
+
+    def syncs_frame(self) -> pl.DataFrame:
+        with self.connect() as con:
+            return _frame(con.execute(
+                """SELECT s.name, s.status, s.definition->>'$.source.kind' AS source,
+                          s.definition->>'$.destination.kind' AS destination,
+                          s.definition->>'$.destination_mode' AS destination_mode,
+                          s.schedule, s.next_run_at, r.id AS last_run_id, r.status AS last_run_status,
+                          r.started_at AS last_run_started_at, r.finished_at AS last_run_finished_at,
+                          s.definition_version, s.session_only, s.id AS sync_id
+                   FROM syncs s LEFT JOIN (
+                       SELECT * FROM runs QUALIFY row_number() OVER (PARTITION BY sync_id ORDER BY id DESC) = 1
+                   ) r ON r.sync_id = s.id ORDER BY s.name"""))
+
+    def all_syncs(self) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            cur = con.execute("SELECT * FROM syncs ORDER BY name")
+            cols = [d[0] for d in cur.description]
+            return [_decode_sync(dict(zip(cols, r))) for r in cur.fetchall()]
+
+    def delete_sync(self, sync_id: int) -> None:
+        with self.transaction() as con:
+            for t in ("state", "log", "rec"):
+                con.execute(f"DROP TABLE IF EXISTS {t}_{sync_id}")
+            run_ids = "SELECT id FROM runs WHERE sync_id = ?"
+            con.execute(f"DELETE FROM batches WHERE run_id IN ({run_ids})", [sync_id])
+            con.execute(f"DELETE FROM checks WHERE run_id IN ({run_ids})", [sync_id])
+            con.execute("DELETE FROM events WHERE sync_id = ?", [sync_id])
+            con.execute("DELETE FROM runs WHERE sync_id = ?", [sync_id])
+            con.execute("DELETE FROM syncs WHERE id = ?", [sync_id])
+
+    # ------------------------------------------------------------------ runs
+    def create_run(self, sync_id: int, definition_version: int, trigger: str) -> int:
+        with self.transaction() as con:
+            self._refuse_if_running(con, sync_id)
+            rid = con.execute("SELECT nextval('dfsync_run_ids')").fetchone()[0]
+            t = now()
+            check_transition(None, RunStatus.STARTED, what="run")
+            host, pid = socket.gethostname(), os.getpid()
+            con.execute(
+                "INSERT INTO runs (id, sync_id, status, definition_version, trigger, started_at, updated_at, "
+                "owner_pid, owner_host, owner_token) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [rid, sync_id, RunStatus.STARTED.value, definition_version, trigger, t, t, pid, host, _OWNER_TOKEN],
+            )
+            self._event(con, sync_id, rid, "run", None, RunStatus.STARTED.value, f"run created ({trigger})")
+        return rid
+
+    def _refuse_if_running(self, con: Any, sync_id: int) -> None:
+        from .errors import SyncAlreadyRunning
+
+        row = con.execute(
+            "SELECT id, status, owner_pid, owner_host, owner_token FROM runs WHERE sync_id = ? AND status IN "
+            "('started','querying','queued','in_progress') ORDER BY id DESC LIMIT 1", [sync_id]).fetchone()
+        if row is not None:
+            raise SyncAlreadyRunning(
+                f"run {row[0]} of this sync is {row[1]} in process {row[2]} on {row[3]}; wait for it "
+                f"(run.wait()) or abort it (run.abort()) before starting another"
+            )
+
+    def claim_run(self, run_id: int, sync_id: int) -> None:
+        """Make this process the owner of a paused run it is about to resume."""
+        with self.transaction() as con:
+            self._refuse_if_running(con, sync_id)
+            con.execute("UPDATE runs SET owner_pid = ?, owner_host = ?, owner_token = ?, request = NULL WHERE id = ?",
+                        [os.getpid(), socket.gethostname(), _OWNER_TOKEN, run_id])
+
+    def transition_run(self, run_id: int, target: RunStatus, detail: str = "", *, error: str | None = None,
+                       error_kind: str | None = None, con: Any = None) -> RunStatus:
+        """The one place a run's status changes; appends the event in the same transaction."""
+        if con is None:
+            with self.transaction() as c:
+                return self.transition_run(run_id, target, detail, error=error, error_kind=error_kind, con=c)
+        sync_id, cur = con.execute("SELECT sync_id, status FROM runs WHERE id = ?", [run_id]).fetchone()
+        current = RunStatus(cur)
+        check_transition(current, target, what="run")
+        t = now()
+        fields = "status = ?, updated_at = ?"
+        vals: list[Any] = [target.value, t]
+        if target.terminal:
+            fields += ", finished_at = ?, request = NULL"
+            vals.append(t)
+        if error is not None:
+            fields += ", error = ?, error_kind = ?"
+            vals += [error, error_kind]
+        con.execute(f"UPDATE runs SET {fields} WHERE id = ?", [*vals, run_id])
+        self._event(con, sync_id, run_id, "run", current.value, target.value, detail)
+        if target.terminal:
+            status = SyncStatus(con.execute("SELECT status FROM syncs WHERE id = ?", [sync_id]).fetchone()[0])
+            if status != SyncStatus.DISABLED:
+                event = "run_succeeded" if target == RunStatus.SUCCESS else "run_failed"
+                self.set_sync_status(sync_id, event, f"run {run_id} {target.value}", con=con)
+        return target
+
+    def run_row(self, run_id: int) -> dict[str, Any]:
+        with self.connect() as con:
+            row = _one(con.execute("SELECT * FROM runs WHERE id = ?", [run_id]))
+        if row is None:
+            raise WorkspaceError(f"no run with id {run_id} in this workspace")
+        return row
+
+    def runs_frame(self, sync_id: int | None = None, limit: int | None = None) -> pl.DataFrame:
+        where = "WHERE r.sync_id = ?" if sync_id is not None else ""
+        lim = f"LIMIT {int(limit)}" if limit else ""
+        with self.connect() as con:
+            return _frame(con.execute(
+                f"""SELECT r.id AS run_id, s.name AS sync, r.status, r.trigger, r.definition_version,
+                       r.started_at, r.finished_at,
+                       epoch_ms(coalesce(r.finished_at, r.updated_at)) / 1000.0 - epoch_ms(r.started_at) / 1000.0 AS duration_s,
+                       {", ".join(f"r.{c}" for c in COUNTERS)}, r.batches, r.error
+                    FROM runs r JOIN syncs s ON s.id = r.sync_id {where}
+                    ORDER BY r.id DESC {lim}""", [sync_id] if sync_id is not None else []))
+
+    def latest_run_id(self, sync_id: int, status: Sequence[str] | None = None) -> int | None:
+        q = "SELECT max(id) FROM runs WHERE sync_id = ?"
+        args: list[Any] = [sync_id]
+        if status:
+            q += f" AND status IN ({','.join('?' * len(status))})"
+            args += list(status)
+        with self.connect() as con:
+            return con.execute(q, args).fetchone()[0]
+
+    def add_counters(self, run_id: int, con: Any = None, **deltas: int) -> None:
+        deltas = {k: v for k, v in deltas.items() if v}
+        if not deltas:
+            return
+        sets = ", ".join(f"{k} = {k} + ?" for k in deltas)
+        sql = f"UPDATE runs SET {sets}, updated_at = ? WHERE id = ?"
+        if con is None:
+            with self.connect() as c:
+                c.execute(sql, [*deltas.values(), now(), run_id])
+        else:
+            con.execute(sql, [*deltas.values(), now(), run_id])
+
+    def set_counters(self, run_id: int, **values: int) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self.connect() as con:
+            con.execute(f"UPDATE runs SET {sets}, updated_at = ? WHERE id = ?", [*values.values(), now(), run_id])
+
+    def set_run_fields(self, run_id: int, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.connect() as con:
+            con.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*fields.values(), run_id])
+
+    def request(self, run_id: int, what: str | None) -> None:
+        with self.connect() as con:
+            con.execute("UPDATE runs SET request = ? WHERE id = ?", [what, run_id])
+
+    def pending_request(self, run_id: int) -> str | None:
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT r.request, s.status FROM runs r JOIN syncs s ON s.id = r.sync_id WHERE r.id = ?",
+                [run_id]).fetchone()
+        if row[0]:
+            return row[0]
+        return "pause" if row[1] == SyncStatus.DISABLED.value else None
+
+    def events_frame(self, run_id: int | None = None, sync_id: int | None = None) -> pl.DataFrame:
+        if run_id is not None:
+            where, arg = "run_id = ?", run_id
+        else:
+            where, arg = "sync_id = ?", sync_id
+        with self.connect() as con:
+            return _frame(con.execute(
+                f"SELECT ts, kind, from_status, to_status, detail, run_id FROM events WHERE {where} ORDER BY id",
+                [arg]))
+
+    def note(self, sync_id: int, run_id: int | None, detail: str) -> None:
+        with self.connect() as con:
+            self._event(con, sync_id, run_id, "note", None, None, detail)
+
+    def _event(self, con: Any, sync_id: int, run_id: int | None, kind: str,
+               from_status: str | None, to_status: str | None, detail: str) -> None:
+        from .errors import redact
+
+        con.execute(
+            "INSERT INTO events VALUES (nextval('dfsync_event_ids'), ?, ?, ?, ?, ?, ?, ?)",
+            [now(), sync_id, run_id, kind, from_status, to_status, redact(detail)],
+        )
+
+    # ------------------------------------------------------------------ orphans
+    def recover_orphans(self, is_alive: Any) -> list[tuple[int, str, str]]:
+        """Runs whose owner process is gone: in_progress -> paused, earlier -> failed."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT id, status, owner_pid, owner_host, owner_token FROM runs "
+                "WHERE status IN ('started','querying','queued','in_progress')").fetchall()
+        moved = []
+        for rid, status, pid, host, token in rows:
+            if is_alive(pid, host, token):
+                continue
+            with self.transaction() as con:
+                cur = con.execute("SELECT status, owner_token FROM runs WHERE id = ?", [rid]).fetchone()
+                if cur[0] != status or cur[1] != token:
+                    continue
+                if status == RunStatus.IN_PROGRESS.value:
+                    self.transition_run(rid, RunStatus.PAUSED, "owner process gone", con=con)
+                    moved.append((rid, status, "paused"))
+                else:
+                    self.transition_run(rid, RunStatus.FAILED, "owner process gone", con=con,
+                                        error="interrupted: the process running it died before anything was sent",
+                                        error_kind="interrupted")
+                    moved.append((rid, status, "failed"))
+        return moved
+
+    # ------------------------------------------------------------------ delivered state
+    def has_table(self, con: Any, name: str) -> bool:
+        return con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+            [name]).fetchone()[0] > 0
+
+    def batch_rows(self, run_id: int, status: str | None = None) -> list[tuple[int, str, int]]:
+        q = "SELECT batch_no, status, rows FROM batches WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if status:
+            q += " AND status = ?"
+            args.append(status)
+        with self.connect() as con:
+            return con.execute(q + " ORDER BY batch_no", args).fetchall()
+
+    def inflight_batches(self, sync_id: int) -> list[tuple[int, int]]:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT b.run_id, b.batch_no FROM batches b JOIN runs r ON r.id = b.run_id "
+                "WHERE r.sync_id = ? AND b.status = 'inflight' ORDER BY b.run_id, b.batch_no", [sync_id]).fetchall()
+
+    def checks_frame(self, run_id: int) -> pl.DataFrame:
+        with self.connect() as con:
+            return _frame(con.execute(
+                "SELECT check_name, kind, column_name, level, success, element_count, unexpected_count, "
+                "unexpected_percent, partial_unexpected_list, result FROM checks WHERE run_id = ? ORDER BY rowid",
+                [run_id]))
+
+
+def _one(cur: Any) -> dict[str, Any] | None:
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row))
+
+
+def _decode_sync(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for k in ("definition", "cursor_value", "key_types"):
+        if isinstance(row.get(k), str):
+            row[k] = json.loads(row[k])
+    return row
+
+
+def _frame(cur: Any) -> pl.DataFrame:
+    tbl = cur.to_arrow_table() if hasattr(cur, "to_arrow_table") else cur.fetch_arrow_table()
+    return pl.from_arrow(tbl)  # type: ignore[return-value]
+
+
+def raise_invalid(msg: str) -> None:
+    raise InvalidTransition(msg)

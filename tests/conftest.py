@@ -1,0 +1,16 @@
+"""Shared test set-up.
+
+Every module in ``tests/plugins/`` is loaded as a pytest plugin, so each backend keeps its
+fixtures in its own file. ``tests/plugins/targets.py`` holds the registry behind the
+parametrised ``target`` fixture: the same behaviour tests run against every destination.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+pytest_plugins = sorted(
+    f"tests.plugins.{p.stem}"
+    for p in (pathlib.Path(__file__).parent / "plugins").glob("*.py")
+    if p.stem != "__init__"
+)
