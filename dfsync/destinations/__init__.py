@@ -42,14 +42,14 @@ def parquet(directory: str) -> Destination:
 
 def postgres(uri: str, table: str, **options: Any) -> Destination:
     """A PostgreSQL table (``schema.table`` allowed). The password may be ``env:NAME``."""
-    from .postgres import PostgresDestination
+    from ._postgres import PostgresDestination
 
     return PostgresDestination(uri, table, **options)
 
 
 def sqlite(path: str, table: str, **options: Any) -> Destination:
     """A table in a SQLite database file (created if missing)."""
-    from .sqlite import SQLiteDestination
+    from ._sqlite import SQLiteDestination
 
     return SQLiteDestination(path, table, **options)
 
@@ -65,6 +65,6 @@ def _load_all() -> None:
     import contextlib
     import importlib
 
-    for mod in ("duckdb", "parquet", "postgres", "sqlite", "http"):
+    for mod in ("duckdb", "parquet", "_postgres", "_sqlite", "http"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"{__name__}.{mod}")

@@ -50,7 +50,7 @@ def database(uri: str, query: str, **options: Any) -> Source:
     """Rows of a SQL query on PostgreSQL (``postgresql://…``), SQLite (``sqlite:///path``) and
     other databases, streamed as Arrow batches. Passwords may be ``env:NAME`` references.
     """
-    from .database import DatabaseSource
+    from ._database import DatabaseSource
 
     return DatabaseSource(uri, query, **options)
 
@@ -59,6 +59,6 @@ def _load_all() -> None:
     import contextlib
     import importlib
 
-    for mod in ("frame", "files", "duckdb_query", "database"):
+    for mod in ("frame", "files", "duckdb_query", "_database"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"{__name__}.{mod}")
