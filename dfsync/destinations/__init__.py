@@ -28,14 +28,14 @@ def duckdb(path: str, table: str) -> Destination:
 
     >>> dest = dfsync.destinations.duckdb("warehouse.duckdb", table="customers")
     """
-    from .duckdb import DuckDBDestination
+    from ._duckdb import DuckDBDestination
 
     return DuckDBDestination(path, table)
 
 
 def parquet(directory: str) -> Destination:
     """A Parquet data set in ``directory`` (one ``data.parquet``, replaced atomically per run)."""
-    from .parquet import ParquetDestination
+    from ._parquet import ParquetDestination
 
     return ParquetDestination(directory)
 
@@ -56,7 +56,7 @@ def sqlite(path: str, table: str, **options: Any) -> Destination:
 
 def http(url: str, **options: Any) -> Destination:
     """A REST API: batched JSON requests, retries, rate limits and per-record outcomes."""
-    from .http import HTTPDestination
+    from ._http import HTTPDestination
 
     return HTTPDestination(url, **options)
 
@@ -65,6 +65,6 @@ def _load_all() -> None:
     import contextlib
     import importlib
 
-    for mod in ("duckdb", "parquet", "_postgres", "_sqlite", "http"):
+    for mod in ("_duckdb", "_parquet", "_postgres", "_sqlite", "_http"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"{__name__}.{mod}")

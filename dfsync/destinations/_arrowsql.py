@@ -45,7 +45,7 @@ from .base import (
     WriteBatch,
     bisect_failures,
 )
-from .sql import TableName, check_compatible, q
+from ._sql import TableName, check_compatible, q
 
 log = logging.getLogger("dfsync.destinations")
 

@@ -60,7 +60,7 @@ import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for th
 
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError, register_secret
 from .base import Destination, DestinationContext, DestinationSession, register_destination
-from .sql import TableName, q
+from ._sql import TableName, q
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession
 
 __all__ = ["PostgresDestination", "arrow_to_pg", "resolve_secret"]

@@ -26,7 +26,7 @@ import pyarrow as pa
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
 from .base import Destination, DestinationContext, DestinationSession, register_destination
-from .sql import TableName, q
+from ._sql import TableName, q
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]
 
