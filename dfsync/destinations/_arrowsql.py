@@ -67,6 +67,9 @@ class ArrowSQLSession(DestinationSession):
     #: parameter placeholder style: "$" (PostgreSQL) or "?" (SQLite)
     param_style = "$"
     json_cast = ""
+    #: create new tables without their primary key and add it in finish(): one index build
+    #: at the end is far cheaper than maintaining the index row by row during a bulk load
+    defer_primary_key = False
     label = "SQL"
 
     def __init__(self, destination: Any, ctx: DestinationContext) -> None:
@@ -237,8 +240,11 @@ class ArrowSQLSession(DestinationSession):
             if self.ctx.mode == DestinationMode.REPLACE:
                 cur.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
             if not self._exists(self.write_target):
-                cur.execute(self._create_sql(self.write_target, incoming))
+                cur.execute(self._create_sql(self.write_target, incoming, with_key=not self.defer_primary_key))
                 self.fresh = True
+                if self.defer_primary_key:  # batch -1 marks "this run owes the table its key"
+                    cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, rows, not_delivered) "
+                                f"VALUES ({self._place(1)}, -1, 0, NULL)", parameters=(self.run_key,))
             else:
                 self.fresh = bool(self._fetch(cur, f"SELECT NOT EXISTS (SELECT 1 FROM {self.write_target.sql})")[0][0])
             if self.fresh:
@@ -253,10 +259,20 @@ class ArrowSQLSession(DestinationSession):
                      self.write_target.display, self.ctx.primary_key)
         self.con.commit()
 
-    def _create_sql(self, name: TableName, types: dict[str, str]) -> str:
+    def _create_sql(self, name: TableName, types: dict[str, str], *, with_key: bool = True) -> str:
         cols = ", ".join(f"{q(c)} {types[c]}" for c in self.columns)
         pk = ", ".join(q(k) for k in self.ctx.primary_key)
-        return f"CREATE TABLE {name.sql} ({cols}, PRIMARY KEY ({pk}))"
+        return f"CREATE TABLE {name.sql} ({cols}{f', PRIMARY KEY ({pk})' if with_key else ''})"
+
+    def _add_deferred_key(self, cur: Any) -> None:
+        """Give a table this run created its PRIMARY KEY (idempotent; see defer_primary_key)."""
+        if not self.defer_primary_key or not self._exists(self.write_target):
+            return
+        owed = self._fetch(cur, f"SELECT count(*) FROM {self._ledger_name().sql} WHERE run_key = "
+                                f"{self._place(1)} AND batch_no = -1", (self.run_key,))[0][0]
+        if owed and not self._has_unique_key(self.write_target):
+            pk = ", ".join(q(k) for k in self.ctx.primary_key)
+            cur.execute(f"ALTER TABLE {self.write_target.sql} ADD PRIMARY KEY ({pk})")
 
     # ---------------------------------------------------------------- ledger
     def committed_batches(self) -> dict[int, list[list[Any]]]:
@@ -407,10 +423,11 @@ class ArrowSQLSession(DestinationSession):
 
     # ---------------------------------------------------------------- finish
     def finish(self) -> None:
-        if self.ctx.mode != DestinationMode.REPLACE:
-            return
-
         def go(cur: Any) -> None:
+            self._add_deferred_key(cur)
+            if self.ctx.mode != DestinationMode.REPLACE:
+                self.con.commit()
+                return
             if not self._exists(self.write_target):
                 return  # already swapped by an earlier attempt of this run
             # one transaction: readers see the old table until the commit, then the new one

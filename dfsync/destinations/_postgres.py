@@ -223,6 +223,7 @@ class PostgresSession(ArrowSQLSession):
     destination: PostgresDestination
     label = "PostgreSQL"
     json_cast = "::jsonb"
+    defer_primary_key = True
 
     def _connect(self) -> Any:
         try:
