@@ -45,6 +45,35 @@ _LIVE: dict[tuple[str, str], dict[str, Any]] = {}
 _ACTIVE: dict[tuple[str, int], tuple[Runner, threading.Thread | None]] = {}
 
 
+def resolve_callback(ref: str, what: str) -> Callable[..., Any]:
+    """Import a callback named as ``"package.module:function"``."""
+    import importlib
+
+    mod_name, _, attr = ref.partition(":")
+    try:
+        fn = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{what}={ref!r} cannot be imported ({exc}); write it as 'package.module:function'") from None
+    if not attr or not callable(fn):
+        raise ConfigError(f"{what}={ref!r} is not a callable; write it as 'package.module:function'")
+    return fn  # type: ignore[return-value]
+
+
+class _LazyCallback:
+    """A stored callback reference, imported when the run ends."""
+
+    def __init__(self, ref: str, what: str) -> None:
+        self.ref, self.what = ref, what
+
+    def __call__(self, run: Any) -> Any:
+        return resolve_callback(self.ref, self.what)(run)
+
+    def __repr__(self) -> str:
+        return f"<callback {self.ref}>"
+
+
 def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
     me = owner_token()
     host = socket.gethostname()
@@ -148,9 +177,16 @@ class Workspace:
         if isinstance(max_failed_rows, bool) or not isinstance(max_failed_rows, (int, float)) or max_failed_rows < 0 \
                 or (isinstance(max_failed_rows, float) and max_failed_rows >= 1 and not max_failed_rows.is_integer()):
             raise ConfigError("max_failed_rows must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
-        for cb_name, cb in (("on_success", on_success), ("on_failure", on_failure), ("on_paused", on_paused)):
-            if cb is not None and not callable(cb):
-                raise ConfigError(f"{cb_name} must be a callable receiving the SyncRun")
+        callbacks = {"on_success": on_success, "on_failure": on_failure, "on_paused": on_paused}
+        for cb_name, cb in callbacks.items():
+            if isinstance(cb, str):
+                resolve_callback(cb, cb_name)  # "package.module:function" — fail now if it does not import
+            elif cb is not None and not callable(cb):
+                raise ConfigError(f"{cb_name} must be a callable receiving the SyncRun, or a "
+                                  f"'package.module:function' string (which also works from the CLI and scheduler)")
+        if failed_rows_alert is not None and (isinstance(failed_rows_alert, bool) or
+                                              not isinstance(failed_rows_alert, (int, float)) or failed_rows_alert < 0):
+            raise ConfigError("failed_rows_alert must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
         if smode == SyncMode.INCREMENTAL and not cursor_field:
             raise ConfigError("sync_mode='incremental' needs cursor_field='<column>' (e.g. an updated_at timestamp)")
         if smode == SyncMode.INCREMENTAL and dmode in (DestinationMode.MIRROR, DestinationMode.REPLACE):
@@ -199,6 +235,7 @@ class Workspace:
             "schedule": schedule,
             "failed_rows_alert": failed_rows_alert,
             "allow_empty": allow_empty,
+            "callbacks": {k: v for k, v in callbacks.items() if isinstance(v, str)},
         }
         state_key = json.dumps({"destination": destination.identity(), "primary_key": keys})
         store = self.store
@@ -216,7 +253,7 @@ class Workspace:
             sid = store.create_sync(name, definition, state_key, schedule, next_run, source.session_only)
         _LIVE[(store._key, name)] = {
             "source": source, "destination": destination, "checks": check_objs, "mapping": mapper,
-            "on_success": on_success, "on_failure": on_failure, "on_paused": on_paused,
+            **{k: v for k, v in callbacks.items() if v is not None and not isinstance(v, str)},
         }
         return Sync(self, name)
 
@@ -295,9 +332,12 @@ class Sync:
         self.schedule: str | None = d.get("schedule")
         self.failed_rows_alert = d.get("failed_rows_alert")
         self.allow_empty: bool = bool(d.get("allow_empty"))
-        self.on_success = live.get("on_success")
-        self.on_failure = live.get("on_failure")
-        self.on_paused = live.get("on_paused")
+        stored = d.get("callbacks") or {}
+        for cb_name in ("on_success", "on_failure", "on_paused"):
+            cb = live.get(cb_name)
+            if cb is None and cb_name in stored:
+                cb = _LazyCallback(stored[cb_name], cb_name)
+            setattr(self, cb_name, cb)
         self._live = live
 
     @property
@@ -431,9 +471,13 @@ class Sync:
             records = pl.from_arrow(staging.records(include_unchanged=True))
             if counts["delete"] == 0 and c["delete"]:
                 records = records.filter(pl.col("_action") != "delete")
+            sends_unchanged = self.destination_mode == DestinationMode.REPLACE
+            skips_updates = self.destination_mode == DestinationMode.INSERT
             records = records.drop("_batch", "_error").with_columns(
-                pl.when(pl.col("_status") == "invalid").then(pl.lit("invalid")).otherwise(pl.lit("would_send"))
-                .alias("_status"))
+                pl.when(pl.col("_status") == "invalid").then(pl.lit("invalid"))
+                .when((pl.col("_action") == "unchanged") & (not sends_unchanged)).then(pl.lit("unchanged"))
+                .when((pl.col("_action") == "update") & skips_updates).then(pl.lit("skipped"))
+                .otherwise(pl.lit("pending")).alias("_status"))
             return Preview(self.name, counts, records, validation, result.key_problems)  # type: ignore[arg-type]
         finally:
             staging.close()
