@@ -128,6 +128,8 @@ class Staging:
         fp = f"hash({cols_sql}, '{sig}')"
         kq = [quote(k) for k in key]
 
+        if state is not None and state.num_rows == 0:
+            state = None  # nothing delivered yet: no join needed
         if state is not None:
             con.register("_dlv_in", state)
             con.execute("CREATE OR REPLACE TABLE dlv AS SELECT * FROM _dlv_in")
@@ -143,15 +145,19 @@ class Staging:
         )
         same = "FALSE" if force else "s._fp = d._fp"
         try:
-            con.execute(
-                f"""CREATE OR REPLACE TABLE stg AS
-                SELECT {rec_cols}, coalesce(s._fp, d._fp) AS _fp,
-                       CASE WHEN s._present IS NULL THEN 'delete'
-                            WHEN d._fp IS NULL THEN 'insert'
-                            WHEN {same} THEN 'unchanged' ELSE 'update' END AS _action
-                FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
-                {join} JOIN dlv d ON {on}"""
-            )
+            if state is None:  # first run (or state reset): every row is an insert
+                cols_only = ", ".join(quote(c) for c in self.columns)
+                con.execute(f"CREATE OR REPLACE TABLE stg AS SELECT {cols_only}, {fp} AS _fp, 'insert' AS _action FROM _src")
+            else:
+                con.execute(
+                    f"""CREATE OR REPLACE TABLE stg AS
+                    SELECT {rec_cols}, coalesce(s._fp, d._fp) AS _fp,
+                           CASE WHEN s._present IS NULL THEN 'delete'
+                                WHEN d._fp IS NULL THEN 'insert'
+                                WHEN {same} THEN 'unchanged' ELSE 'update' END AS _action
+                    FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
+                    {join} JOIN dlv d ON {on}"""
+                )
         except duckdb.Error as exc:
             msg = str(exc).splitlines()[0]
             if "Binder" in type(exc).__name__ or "Conversion" in type(exc).__name__:
@@ -281,7 +287,7 @@ class Staging:
         if only_keys is not None:
             cur.register("_only", only_keys)
             src += " SEMI JOIN _only o ON " + " AND ".join(f"s.{quote(k)} = o.{quote(k)}" for k in self.key)
-        rel = cur.sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM {src} WHERE {where} ORDER BY s.rowid")
+        rel = cur.sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM {src} WHERE {where}")
         return rel.to_arrow_reader(batch_size)
 
     def record_outcomes(self, rids: pa.Array | pa.ChunkedArray, status: str, batch_no: int,
