@@ -1,4 +1,4 @@
-"""Pieces of the REST API destination (:mod:`dfsync.destinations.http`), kept apart to keep
+"""Pieces of the REST API destination (:mod:`dfsync.destinations._http`), kept apart to keep
 each module short: secrets, routes, the rate limiter, the nested-JSON transform and the
 default per-record outcome reader.
 """
@@ -361,7 +361,14 @@ def load_callable(ref: Any, what: str) -> Any:
             f"created the sync; run it from that session, or use a module-level function"
         )
     mod, _, qual = str(ref).partition(":")
-    obj: Any = importlib.import_module(mod)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
+    if not mod or not qual:
+        raise ConfigError(f"{what}={ref!r}: give a function, or 'module:function' to import one")
+    try:
+        obj: Any = importlib.import_module(mod)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what}={ref!r} cannot be imported ({exc}); is the module installed?") from exc
+    if not callable(obj):
+        raise ConfigError(f"{what}={ref!r} is not a function")
     return obj

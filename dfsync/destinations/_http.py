@@ -141,6 +141,10 @@ class _Retryable(Exception):
         self.reason, self.retry_after = reason, retry_after
 
 
+class _NotSent(TransientDestinationError):
+    """A request not sent because another request of the batch gave up."""
+
+
 # ------------------------------------------------------------------ destination
 @register_destination
 class HTTPDestination(Destination):
@@ -347,8 +351,9 @@ class HTTPSession(DestinationSession):
         digest = hashlib.sha1(ctx.sync_name.encode()).hexdigest()[:8]
         self.key_prefix = f"dfsync-{digest}-s{ctx.sync_id}-r{ctx.run_id}"
         self.columns: list[str] = []
-        self.wait = tenacity.wait_exponential_jitter(
-            initial=d.retry_initial_wait, max=d.retry_max_wait, jitter=d.retry_initial_wait)
+        # exponential backoff plus jitter (spreads the retries of concurrent requests apart)
+        self.wait = (tenacity.wait_exponential(multiplier=d.retry_initial_wait, max=d.retry_max_wait)
+                     + tenacity.wait_random(0, d.retry_initial_wait))
 
     # -------------------------------------------------------------- prepare
     def prepare(self, schema: pa.Schema) -> None:
@@ -388,7 +393,8 @@ class HTTPSession(DestinationSession):
                 raise DestinationError(
                     f"the batch has {len(rows)} {action} rows but the http destination has no {action} "
                     f"route; give it one, e.g. {action}='DELETE /{{id}}'")
-            requests.extend(self._plan(batch.batch_no, action, route, data.take(rows), rows))
+            records = data.take(rows).drop_columns([ACTION_COLUMN])
+            requests.extend(self._plan(batch.batch_no, action, route, records, rows))
         self.stop.clear()
         futures: list[Future] = [self.pool.submit(self._send, r) for r in requests]
         result = BatchResult()
@@ -402,8 +408,10 @@ class HTTPSession(DestinationSession):
             result.failed.update(failed)
             result.skipped.update(skipped)
         if errors:
+            # the root cause first: a terminal error, else the request that gave up
             terminal = [e for e in errors if not isinstance(e, TransientDestinationError)]
-            raise (terminal or errors)[0]
+            causes = [e for e in errors if not isinstance(e, _NotSent)]
+            raise (terminal or causes or errors)[0]
         return result
 
     def _plan(self, batch_no: int, action: str, route: Route, table: pa.Table, rows: pa.Array) -> list[_Request]:
@@ -466,7 +474,7 @@ class HTTPSession(DestinationSession):
             for attempt in retrying:
                 with attempt:
                     if self.stop.is_set():
-                        raise TransientDestinationError(
+                        raise _NotSent(
                             f"{req.route.method} {redact(req.url)}: not sent because another request of the "
                             f"batch gave up; the run is paused, run the sync again to resume")
                     if self.limiter:
