@@ -23,7 +23,8 @@ Bodies
     ``records -> body`` (``records`` is a list of dicts; str/bytes are sent as they are,
     anything else is JSON-encoded). ``envelope="data"`` wraps an array as ``{"data": [...]}``.
     Per-record requests send one JSON object. Encoding is vectorised: polars writes the
-    JSON of a whole action group in one call and requests take slices of its lines.
+    JSON-ready frame of a whole action group in one ``select`` and each worker thread
+    writes its request's slice with ``write_json`` (no per-value Python).
     Datetimes become ISO 8601, binary becomes base64, decimals become strings.
 
 Nested JSON
@@ -320,7 +321,8 @@ class _Request:
     url: str
     rows: pa.Array  # positions in WriteBatch.data
     records: pa.Table  # the request's records (for parsers / body functions)
-    lines: list[bytes]  # JSON object per record
+    frame: pl.DataFrame | None  # JSON-ready (nested) records, encoded in the worker thread
+    line: bytes | None  # per-record requests: the record's JSON object
     key: str
 
 
@@ -366,18 +368,19 @@ class HTTPSession(DestinationSession):
         if self.destination.nested:
             nest_expressions(self.columns)  # raises ConfigError on colliding paths
 
-    def _encode(self, table: pa.Table, group: str) -> list[bytes]:
-        """One JSON object per row, in one polars call (vectorised)."""
+    def _json_frame(self, table: pa.Table, group: str) -> pl.DataFrame:
+        """The records as polars will write them: ISO dates, base64 bytes, nested paths.
+
+        One vectorised ``select`` per action group; requests encode slices of it.
+        """
         if not self.columns:
             self.prepare(table.schema)
         cols = self.columns if group == "all" else (list(self.ctx.primary_key) or self.columns)
         df = pl.from_arrow(table.select(cols))
-        ready = json_ready(df.schema)  # type: ignore[union-attr]
-        df = df.select(ready)  # type: ignore[union-attr]
+        df = df.select(json_ready(df.schema))  # type: ignore[union-attr]
         if self.destination.nested:
             df = df.select(nest_expressions(cols))
-        text = df.write_ndjson().encode()
-        return text.split(b"\n")[:-1] if text else []
+        return df
 
     # -------------------------------------------------------------- write
     def write(self, batch: WriteBatch) -> BatchResult:
@@ -416,14 +419,15 @@ class HTTPSession(DestinationSession):
 
     def _plan(self, batch_no: int, action: str, route: Route, table: pa.Table, rows: pa.Array) -> list[_Request]:
         d = self.destination
-        lines = self._encode(table, "key" if action == "delete" else "all")
+        frame = self._json_frame(table, "key" if action == "delete" else "all")
         prefix = f"{self.key_prefix}-b{batch_no}-{action}"
         if not route.per_record:
-            return [
-                _Request(action, route, route.url, rows[i:i + d.batch_size], table.slice(i, d.batch_size),
-                         lines[i:i + d.batch_size], f"{prefix}-{i // d.batch_size}")
-                for i in range(0, table.num_rows, d.batch_size)
-            ]
+            bs = d.batch_size
+            return [_Request(action, route, route.url, rows[i:i + bs], table.slice(i, bs), frame.slice(i, bs),
+                             None, f"{prefix}-{i // bs}")
+                    for i in range(0, table.num_rows, bs)]
+        text = frame.write_ndjson().encode()
+        lines = text.split(b"\n")[:-1] if text else []
         fields = {f: table.column(f).to_pylist() for f in route.fields}
         pk = list(self.ctx.primary_key) or list(route.fields)
         keys = list(zip(*(table.column(k).to_pylist() for k in pk), strict=True))
@@ -431,7 +435,7 @@ class HTTPSession(DestinationSession):
         for i in range(table.num_rows):
             url = route.format({f: v[i] for f, v in fields.items()})
             digest = hashlib.sha1(json.dumps(keys[i], default=str).encode()).hexdigest()[:16]
-            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1), lines[i:i + 1],
+            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1), None, lines[i],
                                 f"{prefix}-k{digest}"))
         return out
 
@@ -446,11 +450,12 @@ class HTTPSession(DestinationSession):
             if isinstance(made, str):
                 return made.encode(), "application/json"
             return json.dumps(made, default=str).encode(), "application/json"
-        if req.route.per_record:
-            return req.lines[0], "application/json"
+        if req.line is not None:
+            return req.line, "application/json"
+        assert req.frame is not None
         if d.body == "ndjson":
-            return b"\n".join(req.lines) + b"\n", "application/x-ndjson"
-        array = b"[" + b",".join(req.lines) + b"]"
+            return req.frame.write_ndjson().encode(), "application/x-ndjson"
+        array = req.frame.write_json().encode()  # polars releases the GIL: workers encode in parallel
         if d.envelope:
             array = b"{" + json.dumps(d.envelope).encode() + b":" + array + b"}"
         return array, "application/json"
