@@ -98,8 +98,9 @@ def main() -> None:
             print(f"run {rep + 1}: {n:,} records in {elapsed:.3f}s = {n / elapsed:,.0f} records/s")
         # the ceiling of any httpx-based client on this machine: the same number of requests
         # with bodies encoded beforehand, straight through httpx.Client from the same threads
-        import httpx
         from concurrent.futures import ThreadPoolExecutor
+
+        import httpx
 
         body = pl.from_arrow(df.slice(0, args.batch).drop_columns(["_action"])).write_json().encode()
         client = httpx.Client(limits=httpx.Limits(max_connections=args.concurrency,

@@ -50,9 +50,10 @@ Retries and outcomes
 
 Idempotency and delivery
     At least once: ``transactional = False`` and ``committed_batches()`` is empty. Every
-    request carries ``Idempotency-Key: dfsync-<sync>-s<sync_id>-r<run_id>-b<batch>-<action>-<n>``
-    (``n`` is the request's index in the action group, or a hash of the record's key for
-    per-record requests), the same on every retry and every re-send of the batch.
+    request carries ``Idempotency-Key: dfsync-<hash of sync name>-s<sync_id>-r<run_id>-<action>-<h>``
+    where ``h`` hashes the primary keys of the request's records (in order). It is the
+    same on every retry, and on every re-send of the same records in the same run (a
+    resumed run), whatever batch number the runner gives them; a new run gets new keys.
 
 Secrets
     ``auth`` is a bearer token ``str`` or ``("user", "password")``; it and any header value
@@ -140,6 +141,14 @@ class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason, self.retry_after = reason, retry_after
+
+
+def _keys_digest(table: pa.Table, key: Sequence[str]) -> str:
+    """A short hash of the records' primary keys, in order: equal for a re-sent request."""
+    h = hashlib.sha1()
+    for k in key:
+        h.update(json.dumps(table.column(k).to_pylist(), default=str).encode())
+    return h.hexdigest()[:16]
 
 
 class _NotSent(TransientDestinationError):
@@ -397,7 +406,7 @@ class HTTPSession(DestinationSession):
                     f"the batch has {len(rows)} {action} rows but the http destination has no {action} "
                     f"route; give it one, e.g. {action}='DELETE /{{id}}'")
             records = data.take(rows).drop_columns([ACTION_COLUMN])
-            requests.extend(self._plan(batch.batch_no, action, route, records, rows))
+            requests.extend(self._plan(action, route, records, rows))
         self.stop.clear()
         futures: list[Future] = [self.pool.submit(self._send, r) for r in requests]
         result = BatchResult()
@@ -417,26 +426,26 @@ class HTTPSession(DestinationSession):
             raise (terminal or causes or errors)[0]
         return result
 
-    def _plan(self, batch_no: int, action: str, route: Route, table: pa.Table, rows: pa.Array) -> list[_Request]:
+    def _plan(self, action: str, route: Route, table: pa.Table, rows: pa.Array) -> list[_Request]:
         d = self.destination
         frame = self._json_frame(table, "key" if action == "delete" else "all")
-        prefix = f"{self.key_prefix}-b{batch_no}-{action}"
+        prefix = f"{self.key_prefix}-{action}"
+        pk = list(self.ctx.primary_key) or list(route.fields) or self.columns
         if not route.per_record:
             bs = d.batch_size
             return [_Request(action, route, route.url, rows[i:i + bs], table.slice(i, bs), frame.slice(i, bs),
-                             None, f"{prefix}-{i // bs}")
+                             None, f"{prefix}-{_keys_digest(table.slice(i, bs), pk)}")
                     for i in range(0, table.num_rows, bs)]
         text = frame.write_ndjson().encode()
         lines = text.split(b"\n")[:-1] if text else []
         fields = {f: table.column(f).to_pylist() for f in route.fields}
-        pk = list(self.ctx.primary_key) or list(route.fields)
         keys = list(zip(*(table.column(k).to_pylist() for k in pk), strict=True))
         out = []
         for i in range(table.num_rows):
             url = route.format({f: v[i] for f, v in fields.items()})
             digest = hashlib.sha1(json.dumps(keys[i], default=str).encode()).hexdigest()[:16]
             out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1), None, lines[i],
-                                f"{prefix}-k{digest}"))
+                                f"{prefix}-{digest}"))
         return out
 
     def _body(self, req: _Request) -> tuple[bytes | None, str | None]:
