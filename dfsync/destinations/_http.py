@@ -482,17 +482,16 @@ class HTTPSession(DestinationSession):
             wait=self._wait_for,
             retry=tenacity.retry_if_exception_type(_Retryable),
             before_sleep=lambda state: self._log_retry(req, state),
+            sleep=self.stop.wait,  # a closing session (Ctrl-C, another request gave up) cuts waits short
             reraise=True,
         )
         try:
             for attempt in retrying:
                 with attempt:
-                    if self.stop.is_set():
+                    if self.stop.is_set() or (self.limiter and not self.limiter.acquire(self.stop)):
                         raise _NotSent(
                             f"{req.route.method} {redact(req.url)}: not sent because another request of the "
                             f"batch gave up; the run is paused, run the sync again to resume")
-                    if self.limiter:
-                        self.limiter.acquire()
                     try:
                         response = self.client.request(req.route.method, req.url, content=content,
                                                        headers=headers)

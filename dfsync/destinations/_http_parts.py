@@ -160,15 +160,19 @@ class RateLimiter:
         self._times: deque[float] = deque(maxlen=count)
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self, stop: threading.Event | None = None) -> bool:
+        """Wait for a slot; False when ``stop`` was set while waiting (nothing acquired)."""
         while True:
             with self._lock:
                 now = time.monotonic()
                 if len(self._times) < self.count or now - self._times[0] >= self.period:
                     self._times.append(now)
-                    return
+                    return True
                 wait = self.period - (now - self._times[0])
-            time.sleep(wait)
+            if stop is None:
+                time.sleep(wait)
+            elif stop.wait(wait):
+                return False
 
 
 # ------------------------------------------------------------------ nested JSON
