@@ -224,14 +224,14 @@ class HTTPDestination(Destination):
         if isinstance(self.body, str) and self.body not in ("json", "ndjson"):
             raise ConfigError(f"body={body!r}: choose 'json', 'ndjson' or a function records -> body")
         self.envelope = envelope
-        for name, value, low in (("batch_size", batch_size, 1), ("concurrency", concurrency, 1),
-                                 ("max_retries", max_retries, 0)):
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, not {value!r}")
-        for name, value in (("timeout", timeout), ("retry_initial_wait", retry_initial_wait),
-                            ("retry_max_wait", retry_max_wait), ("max_retry_after", max_retry_after)):
-            if not isinstance(value, (int, float)) or value < 0 or (name == "timeout" and value == 0):
-                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        for opt, count, low in (("batch_size", batch_size, 1), ("concurrency", concurrency, 1),
+                                ("max_retries", max_retries, 0)):
+            if not isinstance(count, int) or count < low:
+                raise ConfigError(f"{opt} must be an integer >= {low}, not {count!r}")
+        for opt, secs in (("timeout", timeout), ("retry_initial_wait", retry_initial_wait),
+                          ("retry_max_wait", retry_max_wait), ("max_retry_after", max_retry_after)):
+            if not isinstance(secs, (int, float)) or secs < 0 or (opt == "timeout" and secs == 0):
+                raise ConfigError(f"{opt} must be a positive number of seconds, not {secs!r}")
         self.batch_size, self.concurrency = batch_size, concurrency
         self.rate_limit = rate_limit
         self.rate = parse_rate_limit(rate_limit) if rate_limit is not None else None
@@ -482,7 +482,7 @@ class HTTPSession(DestinationSession):
             wait=self._wait_for,
             retry=tenacity.retry_if_exception_type(_Retryable),
             before_sleep=lambda state: self._log_retry(req, state),
-            sleep=self.stop.wait,  # a closing session (Ctrl-C, another request gave up) cuts waits short
+            sleep=self._sleep,  # a closing session (Ctrl-C, another request gave up) cuts waits short
             reraise=True,
         )
         try:
@@ -509,6 +509,9 @@ class HTTPSession(DestinationSession):
                 f"{d.max_retries + 1} attempts); the run is paused, run the sync again to resume"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)
 
     def _wait_for(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -152,7 +152,8 @@ class RateLimiter:
     Thread-safe; bursts up to ``count`` are allowed, which is what "N per period" APIs
     promise. A small exact limiter, no dependency needed.
 
-    >>> limiter = RateLimiter(10, 1.0); limiter.acquire()
+    >>> RateLimiter(10, 1.0).acquire()
+    True
     """
 
     def __init__(self, count: int, period: float) -> None:
@@ -288,7 +289,8 @@ def results_parser(response: Any, records: Sequence[dict[str, Any]], primary_key
 
     Returns ``{position in the request: error}`` for the records that failed.
 
-    >>> results_parser(httpx.Response(207, json={"results": [{"index": 1, "error": "bad email"}]}), [{}, {}])
+    >>> import httpx
+    >>> results_parser(httpx.Response(200, json={"results": [{"index": 1, "error": "bad email"}]}), [{}, {}])
     {1: 'bad email'}
     """
     multi = response.status_code == 207
