@@ -202,10 +202,14 @@ class Staging:
         con, key = self.con, self.key
         kq = [quote(k) for k in key]
         null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
-        nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchall()[0][0]
+        distinct = kq[0] if len(kq) == 1 else f"({', '.join(kq)})"
+        nulls, extra = con.execute(
+            f"SELECT count(*) FILTER (WHERE {null_cond}), count(*) FILTER (WHERE NOT ({null_cond})) - "
+            f"count(DISTINCT {distinct}) FILTER (WHERE NOT ({null_cond})) FROM stg WHERE _action <> 'delete'"
+        ).fetchall()[0]
         dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE _action <> 'delete' AND NOT ({null_cond}) "
                    f"GROUP BY ALL HAVING count(*) > 1")
-        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0]
+        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0] if extra else (0, 0)
         problems = []
         if nulls:
             problems.append(f"{nulls} rows have a null primary key ({', '.join(key)})")
@@ -280,11 +284,12 @@ class Staging:
         rel = cur.sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM {src} WHERE {where} ORDER BY s.rowid")
         return rel.to_arrow_reader(batch_size)
 
-    def record_outcomes(self, rids: pa.Array, statuses: pa.Array, batch_no: int, errors: pa.Array) -> None:
-        tbl = pa.table({"_rid": rids, "_status": statuses, "_batch": pa.array([batch_no] * len(rids), pa.int32()),
-                        "_error": errors})
-        self.con.register("_out", tbl)
-        self.con.execute("INSERT INTO outcomes SELECT * FROM _out")
+    def record_outcomes(self, rids: pa.Array | pa.ChunkedArray, status: str, batch_no: int,
+                        error: str | None = None) -> None:
+        if len(rids) == 0:
+            return
+        self.con.register("_out", pa.table({"_rid": rids}))
+        self.con.execute("INSERT INTO outcomes SELECT _rid, ?, ?, ? FROM _out", [status, batch_no, error])
         self.con.unregister("_out")
 
     def mark_skipped(self, mode: DestinationMode) -> pa.Table | None:
