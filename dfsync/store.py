@@ -521,7 +521,7 @@ class Store:
                 "WHERE status IN ('started','querying','queued','in_progress')").fetchall()
         moved = []
         for rid, status, pid, host, token in rows:
-            if is_alive(pid, host, token):
+            if is_alive(rid, pid, host, token):
                 continue
             with self.transaction() as con:
                 cur = con.execute("SELECT status, owner_token FROM runs WHERE id = ?", [rid]).fetchone()

@@ -28,35 +28,35 @@ def duckdb(path: str, table: str) -> Destination:
 
     >>> dest = dfsync.destinations.duckdb("warehouse.duckdb", table="customers")
     """
-    from .duckdb import DuckDBDestination
+    from ._duckdb import DuckDBDestination
 
     return DuckDBDestination(path, table)
 
 
 def parquet(directory: str) -> Destination:
     """A Parquet data set in ``directory`` (one ``data.parquet``, replaced atomically per run)."""
-    from .parquet import ParquetDestination
+    from ._parquet import ParquetDestination
 
     return ParquetDestination(directory)
 
 
 def postgres(uri: str, table: str, **options: Any) -> Destination:
     """A PostgreSQL table (``schema.table`` allowed). The password may be ``env:NAME``."""
-    from .postgres import PostgresDestination
+    from ._postgres import PostgresDestination
 
     return PostgresDestination(uri, table, **options)
 
 
 def sqlite(path: str, table: str, **options: Any) -> Destination:
     """A table in a SQLite database file (created if missing)."""
-    from .sqlite import SQLiteDestination
+    from ._sqlite import SQLiteDestination
 
     return SQLiteDestination(path, table, **options)
 
 
 def http(url: str, **options: Any) -> Destination:
     """A REST API: batched JSON requests, retries, rate limits and per-record outcomes."""
-    from .http import HTTPDestination
+    from ._http import HTTPDestination
 
     return HTTPDestination(url, **options)
 
@@ -65,6 +65,6 @@ def _load_all() -> None:
     import contextlib
     import importlib
 
-    for mod in ("duckdb", "parquet", "postgres", "sqlite", "http"):
+    for mod in ("_duckdb", "_parquet", "_postgres", "_sqlite", "_http"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"{__name__}.{mod}")

@@ -20,7 +20,7 @@ def frame(df: Any, *, name: str | None = None) -> Source:
     >>> src.schema()
     Schema([('id', Int64), ('email', String)])
     """
-    from .frame import FrameSource
+    from ._frame import FrameSource
 
     return FrameSource(df, name=name)
 
@@ -31,7 +31,7 @@ def files(path: str | list[str], format: str | None = None, **options: Any) -> S
     The format comes from the extension unless ``format`` says (``"parquet"``, ``"csv"``,
     ``"ndjson"``). Extra options go to the reader (e.g. ``separator=";"`` for CSV).
     """
-    from .files import FilesSource
+    from ._files import FilesSource
 
     return FilesSource(path, format=format, **options)
 
@@ -41,7 +41,7 @@ def duckdb_query(sql: str, database: str | None = None) -> Source:
 
     >>> src = dfsync.sources.duckdb_query("SELECT * FROM read_csv('data/customers_v1.csv')")
     """
-    from .duckdb_query import DuckDBQuerySource
+    from ._duckdb_query import DuckDBQuerySource
 
     return DuckDBQuerySource(sql, database=database)
 
@@ -50,7 +50,7 @@ def database(uri: str, query: str, **options: Any) -> Source:
     """Rows of a SQL query on PostgreSQL (``postgresql://…``), SQLite (``sqlite:///path``) and
     other databases, streamed as Arrow batches. Passwords may be ``env:NAME`` references.
     """
-    from .database import DatabaseSource
+    from ._database import DatabaseSource
 
     return DatabaseSource(uri, query, **options)
 
@@ -59,6 +59,6 @@ def _load_all() -> None:
     import contextlib
     import importlib
 
-    for mod in ("frame", "files", "duckdb_query", "database"):
+    for mod in ("_frame", "_files", "_duckdb_query", "_database"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"{__name__}.{mod}")

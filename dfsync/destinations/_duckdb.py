@@ -29,10 +29,10 @@ from .base import (
     bisect_failures,
     register_destination,
 )
-from .sql import TableName, check_compatible, q
+from ._sql import TableName, check_compatible, q
 
 _DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.InvalidInputException,
-                duckdb.OutOfRangeException, duckdb.MismatchTypeException)
+                duckdb.OutOfRangeException, duckdb.TypeMismatchException)
 
 
 @register_destination

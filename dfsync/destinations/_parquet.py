@@ -1,0 +1,193 @@
+"""A Parquet data set: ``directory/data.parquet``, replaced atomically once per run.
+
+Batches are written aside as ``directory/_dfsync/<run>/batch-000001.parquet.part``
+(each one atomically: written to a temporary name, then renamed), which doubles as the
+ledger: a batch is committed exactly when its file exists. ``finish()`` merges the
+current data with every batch of the run in DuckDB, writes ``data.parquet.tmp`` with
+the run's key in the Parquet key-value metadata, and renames it over ``data.parquet``
+(atomic on POSIX). A resumed run that finds its key already in ``data.parquet`` knows the
+swap happened and only cleans up, so no batch is ever applied twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError, DestinationError
+from ..states import DestinationMode
+from .base import (
+    ACTION_COLUMN,
+    BatchResult,
+    Destination,
+    DestinationContext,
+    DestinationSession,
+    WriteBatch,
+    register_destination,
+)
+from ._sql import check_compatible, q
+
+DATA_FILE = "data.parquet"
+
+
+@register_destination
+class ParquetDestination(Destination):
+    kind = "parquet"
+
+    def __init__(self, directory: str) -> None:
+        if not directory:
+            raise ConfigError("destinations.parquet() needs a directory")
+        self.directory = os.fspath(directory)
+
+    def config(self) -> dict[str, Any]:
+        return {"directory": self.directory}
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, "directory": os.path.abspath(self.directory)})
+
+    def open(self, ctx: DestinationContext) -> DestinationSession:
+        return ParquetSession(self, ctx)
+
+
+def _lit(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+class ParquetSession(DestinationSession):
+    destination: ParquetDestination
+
+    def __init__(self, destination: ParquetDestination, ctx: DestinationContext) -> None:
+        super().__init__(destination, ctx)
+        self.dir = os.path.abspath(destination.directory)
+        self.data = os.path.join(self.dir, DATA_FILE)
+        self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{ctx.sync_id}-{ctx.run_id}")
+        self.batch_dir = os.path.join(self.dir, "_dfsync", safe)
+        self.con = duckdb.connect()
+        self.schema: pa.Schema | None = None
+
+    def _has_data(self) -> bool:
+        return os.path.exists(self.data)
+
+    def _already_swapped(self) -> bool:
+        if not self._has_data():
+            return False
+        meta = pq.read_schema(self.data).metadata or {}
+        return meta.get(b"dfsync_run", b"").decode() == self.run_key
+
+    def prepare(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        os.makedirs(self.batch_dir, exist_ok=True)
+        if self.ctx.mode == DestinationMode.REPLACE or not self._has_data():
+            if self.ctx.mode == DestinationMode.UPDATE:
+                raise DestinationError(
+                    f"{self.data} does not exist; update mode only changes rows that exist. "
+                    f"Use destination_mode='upsert' to create it."
+                )
+            return
+        try:
+            existing = {r[0]: r[1] for r in self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({_lit(self.data)})").fetchall()}
+        except duckdb.Error as exc:
+            raise DestinationError(f"cannot read the existing {self.data}: {exc}") from exc
+        empty = pa.Table.from_pylist([], schema=pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
+        self.con.register("_dfsync_schema", empty)
+        incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}
+        self.con.unregister("_dfsync_schema")
+        check_compatible(incoming, existing, self.data, self.ctx.primary_key)
+
+    def _batch_path(self, batch_no: int) -> str:
+        return os.path.join(self.batch_dir, f"batch-{batch_no:06d}.parquet.part")
+
+    def committed_batches(self) -> dict[int, list[list[Any]]]:
+        done: dict[int, list[list[Any]]] = {}
+        if self._already_swapped():
+            # every batch of this run is in data.parquet; the marker lists them
+            meta = pq.read_schema(self.data).metadata or {}
+            for b in json.loads(meta.get(b"dfsync_batches", b"[]")):
+                done[int(b)] = []
+            return done
+        for path in glob.glob(os.path.join(self.batch_dir, "batch-*.parquet.part")):
+            done[int(os.path.basename(path)[6:12])] = []
+        return done
+
+    def write(self, batch: WriteBatch) -> BatchResult:
+        skipped: dict[int, str] = {}
+        data = batch.data
+        if self.ctx.mode == DestinationMode.UPDATE:
+            pk = list(self.ctx.primary_key)
+            self.con.register("_b", data.select(pk))
+            on = " AND ".join(f"b.{q(k)} IS NOT DISTINCT FROM d.{q(k)}" for k in pk)
+            found = set(self.con.execute(
+                f"SELECT {', '.join('b.' + q(k) for k in pk)} FROM _b b SEMI JOIN read_parquet({_lit(self.data)}) d ON {on}").fetchall())
+            self.con.unregister("_b")
+            keys = list(zip(*[data.column(k).to_pylist() for k in pk]))
+            for i, key in enumerate(keys):
+                if key not in found:
+                    skipped[i] = "no row with this key in the data set (update mode only updates existing rows)"
+            if skipped:
+                data = data.filter(pa.array([i not in skipped for i in range(data.num_rows)]))
+        path = self._batch_path(batch.batch_no)
+        tmp = path + ".tmp"
+        try:
+            pq.write_table(data, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise DestinationError(f"could not write to {self.dir}: {exc}") from exc
+        return BatchResult(skipped=skipped)
+
+    def finish(self) -> None:
+        files = sorted(glob.glob(os.path.join(self.batch_dir, "batch-*.parquet.part")))
+        if self._already_swapped():
+            shutil.rmtree(self.batch_dir, ignore_errors=True)
+            return
+        pk = list(self.ctx.primary_key)
+        assert self.schema is not None
+        cols = [f.name for f in self.schema if f.name != ACTION_COLUMN]
+        sel = ", ".join(q(c) for c in cols)
+        if files:
+            changes = f"read_parquet([{', '.join(_lit(f) for f in files)}], union_by_name=true)"
+        else:
+            self.con.register("_empty", pa.Table.from_pylist([], schema=self.schema))
+            changes = "_empty"
+        mode = self.ctx.mode
+        has_base = self._has_data() and mode != DestinationMode.REPLACE
+        base = f"read_parquet({_lit(self.data)})"
+        on = " AND ".join(f"c.{q(k)} IS NOT DISTINCT FROM d.{q(k)}" for k in pk)
+        new_rows = f"SELECT {sel} FROM {changes} WHERE {q(ACTION_COLUMN)} <> 'delete'"
+        if not has_base:
+            query = new_rows
+        elif mode == DestinationMode.INSERT:
+            query = f"SELECT {sel} FROM {base} UNION ALL BY NAME {new_rows}"
+        else:  # upsert, mirror, update: every key in the changes replaces (or removes) its old row
+            query = (f"SELECT {sel} FROM {base} d ANTI JOIN {changes} c ON {on} "
+                     f"UNION ALL BY NAME {new_rows}")
+        batches = sorted(int(os.path.basename(f)[6:12]) for f in files)
+        meta = {"dfsync_run": self.run_key, "dfsync_batches": json.dumps(batches)}
+        meta_sql = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in meta.items())
+        tmp = self.data + ".tmp"
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            self.con.execute(f"COPY ({query}) TO {_lit(tmp)} (FORMAT parquet, KV_METADATA {{{meta_sql}}})")
+            os.replace(tmp, self.data)
+        except (duckdb.Error, OSError) as exc:
+            raise DestinationError(f"could not write {self.data}: {exc}") from exc
+        shutil.rmtree(self.batch_dir, ignore_errors=True)
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.batch_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        self.con.close()
+        parent = os.path.join(self.dir, "_dfsync")
+        if os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)

@@ -1,0 +1,160 @@
+"""Column mappings: destination field <- source column, constant, or polars expression.
+
+    mapping={"id": "customer_id",                                  # rename
+             "full_name": pl.col("first") + " " + pl.col("last"),  # polars expression
+             "origin": dfsync.static("crm")}                       # constant
+
+A mapping is evaluated vectorised: plain renames and constants run inside DuckDB as a
+SELECT list when the source can be read natively; anything with an expression runs in
+polars before the rows reach DuckDB. ``None`` sends every source column as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from .errors import ConfigError
+from .store import quote
+
+__all__ = ["Mapping", "Static", "static"]
+
+
+@dataclass(frozen=True)
+class Static:
+    """A constant value sent in every record."""
+
+    value: Any
+
+    def __repr__(self) -> str:
+        return f"static({self.value!r})"
+
+
+def static(value: Any) -> Static:
+    """A constant destination field: ``mapping={"origin": dfsync.static("crm")}``.
+
+    >>> dfsync.static("crm")
+    static('crm')
+    """
+    return Static(value)
+
+
+def _sql_literal(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    raise TypeError
+
+
+class Mapping:
+    """A validated mapping for one source schema."""
+
+    def __init__(self, spec: dict[str, Any] | None) -> None:
+        if spec is not None and not isinstance(spec, dict):
+            raise ConfigError("mapping= takes a dict {destination_field: source_column | dfsync.static(v) | polars expression} or None")
+        self.spec = dict(spec) if spec else None
+        for field, value in (self.spec or {}).items():
+            if not isinstance(field, str) or not field:
+                raise ConfigError(f"mapping keys are destination field names (non-empty strings), not {field!r}")
+            if not isinstance(value, (str, Static, pl.Expr)):
+                raise ConfigError(
+                    f"mapping[{field!r}] = {value!r} is not a source column name, dfsync.static(value) "
+                    f"or a polars expression"
+                )
+
+    @property
+    def has_expressions(self) -> bool:
+        return any(isinstance(v, pl.Expr) for v in (self.spec or {}).values())
+
+    def fields(self, source_schema: pl.Schema) -> list[str]:
+        return list(self.spec) if self.spec else list(source_schema.names())
+
+    def validate(self, source_schema: pl.Schema) -> pl.Schema:
+        """Check every referenced column exists; return the mapped schema."""
+        names = list(source_schema.names())
+        if self.spec:
+            for field, value in self.spec.items():
+                if isinstance(value, str) and value not in source_schema:
+                    raise ConfigError(
+                        f"mapping[{field!r}] refers to column {value!r}, which the source does not have; "
+                        f"the source columns are: {', '.join(names)}"
+                    )
+        try:
+            return pl.LazyFrame(schema=source_schema).select(self.polars_exprs()).collect_schema()
+        except (pl.exceptions.ColumnNotFoundError, pl.exceptions.PolarsError) as exc:
+            raise ConfigError(
+                f"a mapping expression cannot be evaluated on the source: {str(exc).splitlines()[0]}; "
+                f"the source columns are: {', '.join(names)}"
+            ) from None
+
+    def polars_exprs(self) -> list[pl.Expr]:
+        if not self.spec:
+            return [pl.all()]
+        out = []
+        for field, value in self.spec.items():
+            if isinstance(value, str):
+                out.append(pl.col(value).alias(field))
+            elif isinstance(value, Static):
+                out.append(pl.lit(value.value).alias(field))
+            else:
+                out.append(value.alias(field))
+        return out
+
+    def sql_select(self) -> str | None:
+        """A DuckDB SELECT list, or None when the mapping needs polars."""
+        if not self.spec:
+            return "*"
+        parts = []
+        for field, value in self.spec.items():
+            if isinstance(value, str):
+                parts.append(f"{quote(value)} AS {quote(field)}")
+            elif isinstance(value, Static):
+                try:
+                    parts.append(f"{_sql_literal(value.value)} AS {quote(field)}")
+                except TypeError:
+                    return None
+            else:
+                return None
+        return ", ".join(parts)
+
+    def config(self) -> dict[str, Any] | None:
+        """JSON-safe form (polars expressions via their JSON serialisation)."""
+        if not self.spec:
+            return None
+        out: dict[str, Any] = {}
+        for field, value in self.spec.items():
+            if isinstance(value, str):
+                out[field] = {"column": value}
+            elif isinstance(value, Static):
+                out[field] = {"static": value.value}
+            else:
+                out[field] = {"expr": value.meta.serialize(format="json")}
+        return out
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> Mapping:
+        if not config:
+            return cls(None)
+        spec: dict[str, Any] = {}
+        for field, value in config.items():
+            if "column" in value:
+                spec[field] = value["column"]
+            elif "static" in value:
+                spec[field] = Static(value["static"])
+            else:
+                import io
+
+                spec[field] = pl.Expr.deserialize(io.StringIO(value["expr"]), format="json")
+        return cls(spec)
+
+    def signature(self) -> str:
+        return hashlib.sha1(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,0 +1,613 @@
+"""One run of a sync, start to end: query -> stage -> check -> push.
+
+Every status change goes through ``Store.transition_run``. The transfer keeps the
+workspace exact batch by batch:
+
+1. *before* a batch is sent, its keys and fingerprints go into ``state_<sync>`` marked
+   not-yet-confirmed, and the batch is ``inflight`` in ``batches``;
+2. the destination applies the batch atomically with its own ledger entry;
+3. one workspace transaction then confirms the batch: drops the keys the destination did
+   not take, removes the previous versions of updated/deleted keys, marks the rest
+   confirmed, stores failed/skipped records and adds the counters.
+
+A crash between 2 and 3 is settled by :func:`reconcile` on the next run, which asks the
+destination's ledger whether the batch landed. So delivered state never claims a row the
+destination lacks, nor forgets one it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import traceback
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .destinations.base import ACTION_COLUMN, DestinationContext, DestinationSession, WriteBatch
+from .errors import (
+    DfsyncError,
+    EmptySourceError,
+    TransientDestinationError,
+    ValidationFailed,
+    redact,
+)
+from .sources.base import CursorFilter
+from .staging import FP_ALGO, Staging
+from .states import DestinationMode, RecordStatus, RunStatus, SyncMode
+from .store import Store, quote
+
+if TYPE_CHECKING:
+    from .workspace import Sync
+
+#: (store key, run id) -> Staging kept alive for a paused run in this process
+LIVE_STAGING: dict[tuple[str, int], Staging] = {}
+#: (store key, sync id) -> lock held while this process runs the sync
+_SYNC_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+RECORD_RETENTION = 10_000  # runs that change at most this many rows keep every record
+
+
+class StopRequested(Exception):
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def sync_lock(store: Store, sync_id: int) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _SYNC_LOCKS.setdefault((store._key, sync_id), threading.Lock())
+
+
+# ---------------------------------------------------------------------- state tables
+def state_table(sync_id: int) -> str:
+    return f"state_{sync_id}"
+
+
+def rec_table(sync_id: int) -> str:
+    return f"rec_{sync_id}"
+
+
+def _key_match(a: str, b: str, key: list[str]) -> str:
+    return " AND ".join(f"{a}.{quote(k)} = {b}.{quote(k)}" for k in key)
+
+
+def delivered_state(store: Store, sync_id: int, key: list[str]) -> pa.Table | None:
+    with store.connect() as con:
+        if not store.has_table(con, state_table(sync_id)):
+            return None
+        cols = ", ".join(quote(k) for k in key)
+        return con.sql(f"SELECT {cols}, _fp FROM {state_table(sync_id)} WHERE _ok").to_arrow_table()
+
+
+def confirm_batch(con: Any, sync_id: int, run_id: int, batch_no: int, key: list[str],
+                  not_delivered: list[list[Any]]) -> None:
+    """Inside a workspace transaction: the destination confirmed (run_id, batch_no)."""
+    st = state_table(sync_id)
+    this = f"_run = {int(run_id)} AND _batch = {int(batch_no)}"
+    if not_delivered:
+        keys = pa.table({k: [row[i] for row in not_delivered] for i, k in enumerate(key)})
+        con.register("_nd", keys)
+        con.execute(f"DELETE FROM {st} s USING _nd n WHERE s.{this.replace(' AND ', ' AND s.')} AND {_key_match('s', 'n', key)}")
+        con.unregister("_nd")
+    has_changes = con.execute(f"SELECT count(*) FROM {st} WHERE {this} AND _action IN ('update','delete')").fetchone()[0]
+    if has_changes:
+        con.execute(
+            f"DELETE FROM {st} s USING (SELECT {', '.join(quote(k) for k in key)} FROM {st} "
+            f"WHERE {this} AND _action IN ('update','delete')) n "
+            f"WHERE s._ok AND {_key_match('s', 'n', key)}")
+        con.execute(f"DELETE FROM {st} WHERE {this} AND _action = 'delete'")
+    con.execute(f"UPDATE {st} SET _ok = TRUE WHERE {this}")
+    con.execute(
+        "UPDATE batches SET status = 'committed', committed_at = now(), failed = ? WHERE run_id = ? AND batch_no = ?",
+        [len(not_delivered), run_id, batch_no])
+
+
+def discard_batch(con: Any, sync_id: int, run_id: int, batch_no: int | None = None) -> None:
+    st = state_table(sync_id)
+    where = f"_run = {int(run_id)}" + (f" AND _batch = {int(batch_no)}" if batch_no is not None else "")
+    if con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+        [st]).fetchone()[0]:
+        con.execute(f"DELETE FROM {st} WHERE {where}")
+    bw = "run_id = ?" + (" AND batch_no = ?" if batch_no is not None else "")
+    con.execute(f"UPDATE batches SET status = 'discarded' WHERE {bw} AND status <> 'discarded'",
+                [run_id] + ([batch_no] if batch_no is not None else []))
+
+
+def reconcile(sync: Sync) -> None:
+    """Settle batches a dead process left in flight, by asking the destination's ledger."""
+    store = sync.workspace.store
+    inflight = store.inflight_batches(sync.id)
+    if not inflight:
+        return
+    by_run: dict[int, list[int]] = {}
+    for run_id, batch_no in inflight:
+        by_run.setdefault(run_id, []).append(batch_no)
+    for run_id, batches in by_run.items():
+        session = sync.destination.open(_context(sync, run_id))
+        try:
+            committed = session.committed_batches()
+        finally:
+            session.close()
+        with store.transaction() as con:
+            for b in batches:
+                if b in committed:
+                    confirm_batch(con, sync.id, run_id, b, sync.primary_key, committed[b])
+                else:
+                    discard_batch(con, sync.id, run_id, b)
+        store.note(sync.id, run_id, f"reconciled in-flight batches {batches}: "
+                   f"{sorted(set(batches) & set(committed))} had landed")
+
+
+def _context(sync: Sync, run_id: int) -> DestinationContext:
+    return DestinationContext(sync_id=sync.id, sync_name=sync.name, run_id=run_id,
+                              mode=sync.destination_mode, primary_key=tuple(sync.primary_key))
+
+
+def applies_per_batch(sync: Sync) -> bool:
+    """Does a committed batch change what readers of the destination see right away?"""
+    return sync.destination_mode != DestinationMode.REPLACE and getattr(sync.destination, "applies_per_batch", True)
+
+
+# ---------------------------------------------------------------------- cursor values
+def _cursor_to_json(v: Any) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return {"type": "datetime", "value": v.isoformat()}
+    if isinstance(v, date):
+        return {"type": "date", "value": v.isoformat()}
+    if isinstance(v, (int, float, str, bool)):
+        return {"type": type(v).__name__, "value": v}
+    return {"type": "str", "value": str(v)}
+
+
+def _cursor_from_json(d: dict[str, Any] | None) -> Any:
+    if not d:
+        return None
+    t, v = d["type"], d["value"]
+    if t == "datetime":
+        return datetime.fromisoformat(v)
+    if t == "date":
+        return date.fromisoformat(v)
+    return v
+
+
+def _max_cursor(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    try:
+        return max(a, b)
+    except TypeError:
+        return b
+
+
+# ---------------------------------------------------------------------- the run
+class Runner:
+    def __init__(self, sync: Sync, run_id: int, *, resume: bool,
+                 progress: Callable[[str, dict[str, int]], None] | None = None) -> None:
+        self.sync = sync
+        self.ws = sync.workspace
+        self.store = sync.workspace.store
+        self.run_id = run_id
+        self.resume = resume
+        self.progress = progress
+        self.staging: Staging | None = LIVE_STAGING.get((self.store._key, run_id))
+        self.session: DestinationSession | None = None
+        self.status = RunStatus(self.store.run_row(run_id)["status"])
+        self.stop_event = threading.Event()
+        self.stop_what = "pause"
+        self.cursor_max: Any = None
+
+    # .............................................................. helpers
+    def _to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
+        self.store.transition_run(self.run_id, target, detail, **kw)
+        self.status = target
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(self.status.value, self.store.run_row(self.run_id))
+            except Exception:  # a display problem never breaks a run
+                pass
+
+    def _check_requests(self) -> None:
+        what = "pause" if self.stop_event.is_set() else None
+        what = self.store.pending_request(self.run_id) or what
+        if self.stop_event.is_set() and self.stop_what == "abort":
+            what = "abort"
+        if what:
+            raise StopRequested(what)
+
+    # .............................................................. main
+    def execute(self) -> None:
+        try:
+            self._execute()
+        except KeyboardInterrupt:
+            self._interrupted("interrupted (KeyboardInterrupt)")
+            raise
+        except StopRequested as stop:
+            if stop.what == "abort":
+                self._fail("aborted by the user", "aborted")
+            else:
+                self._interrupted("paused on request")
+        except TransientDestinationError as exc:
+            if self.status == RunStatus.IN_PROGRESS:
+                self._pause(f"destination unavailable: {exc}")
+            else:
+                self._fail(str(exc), "transient")
+        except DfsyncError as exc:
+            self._fail(str(exc), type(exc).__name__)
+        except Exception as exc:  # an unexpected error still leaves a consistent workspace
+            tb = traceback.format_exc(limit=5)
+            self._fail(f"{type(exc).__name__}: {exc}", "internal", detail=tb)
+        finally:
+            if self.session is not None:
+                with contextlib.suppress(Exception):
+                    self.session.close()
+            if self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded:
+                self._drop_staging()
+            self._notify()
+
+    def _execute(self) -> None:
+        sync = self.sync
+        if self.status == RunStatus.PAUSED:
+            reconcile(sync)
+            if self.staging is not None and self.staging.loaded:
+                self._to(RunStatus.IN_PROGRESS, "resumed")
+                self._transfer()
+                return
+            self._to(RunStatus.QUERYING, "resumed; staged rows were lost with the process, querying again")
+            if sync.destination_mode == DestinationMode.REPLACE:
+                self._restart_replace()
+        else:
+            reconcile(sync)
+            self._to(RunStatus.QUERYING, "query begins")
+        self._query()
+        self._to(RunStatus.QUEUED, "all rows staged")
+        self._validate()
+        self._to(RunStatus.IN_PROGRESS, "checks passed")
+        self._transfer()
+
+    # .............................................................. querying
+    def _query(self) -> None:
+        sync, store = self.sync, self.store
+        row = store.sync_row(sync_id=sync.id)
+        force = False
+        if row["fp_algo"] and row["fp_algo"] != FP_ALGO:
+            force = True
+            import warnings
+
+            msg = (f"the fingerprint algorithm changed ({row['fp_algo']} -> {FP_ALGO}); this run sends every "
+                   f"row once so no update is skipped")
+            warnings.warn(msg, stacklevel=2)
+            store.note(sync.id, self.run_id, msg)
+        cursor = None
+        if sync.sync_mode == SyncMode.INCREMENTAL:
+            value = _cursor_from_json(row["cursor_value"])
+            if value is not None:
+                cursor = CursorFilter(sync.cursor_field, value)  # type: ignore[arg-type]
+        retry, retry_keys = self._retry_rows()
+        if self.staging is None:
+            self.staging = Staging(temp_dir=self.ws.staging_dir(self.run_id))
+        result = self.staging.load(
+            sync.source, sync.mapping, sync.primary_key, cursor=cursor,
+            detect_deletes=sync.sync_mode == SyncMode.FULL_REFRESH,
+            state=delivered_state(store, sync.id, sync.primary_key), force=force,
+            retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
+            quarantine_keys=sync.on_invalid == "skip",
+        )
+        for p in result.key_problems:
+            store.note(sync.id, self.run_id, f"quarantined: {p}")
+        c = result.counts
+        if sync.sync_mode == SyncMode.FULL_REFRESH and result.queried == 0 and not sync.allow_empty:
+            raise EmptySourceError(
+                f"the source {sync.source.describe()} returned no rows. A full refresh of an empty source "
+                f"would {'delete every row at' if sync.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 'send nothing to'} "
+                f"the destination, so nothing was sent. If the source is really empty, create the sync "
+                f"with allow_empty=True."
+            )
+        deletes = c["delete"] if sync.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0
+        store.set_counters(self.run_id, queried=result.queried, inserted=c["insert"], updated=c["update"],
+                           deleted=deletes, unchanged=c["unchanged"], retried=result.retried,
+                           invalid=result.invalid)
+        store.set_sync_fields(sync.id, key_types=self.staging.types)
+
+    def _retry_rows(self) -> tuple[pa.Table | None, pa.Table | None]:
+        rt = rec_table(self.sync.id)
+        key = ", ".join(quote(k) for k in self.sync.primary_key)
+        with self.store.connect() as con:
+            if not self.store.has_table(con, rt):
+                return None, None
+            keys = con.sql(f"SELECT DISTINCT {key} FROM {rt} WHERE _status = 'failed'").to_arrow_table()
+            rows = con.sql(
+                f"SELECT * EXCLUDE ({', '.join(RECORD_META_ALL)}) FROM {rt} WHERE _status IN ('failed','invalid') "
+                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _run_id DESC) = 1").to_arrow_table()
+        return rows, keys
+
+    def _restart_replace(self) -> None:
+        """A replace run whose staging died restarts its rewrite from scratch."""
+        session = self.sync.destination.open(_context(self.sync, self.run_id))
+        try:
+            session.abandon()
+        finally:
+            session.close()
+        with self.store.transaction() as con:
+            discard_batch(con, self.sync.id, self.run_id)
+
+    # .............................................................. validation
+    def _validate(self) -> None:
+        sync = self.sync
+        assert self.staging is not None
+        if not sync.checks:
+            return
+        from . import checks as checks_mod
+
+        view = self.staging.to_check_view()
+        evaluation = checks_mod.evaluate(self.staging.con, view, sync.checks)
+        self._store_check_results(evaluation.results)
+        failed = evaluation.failed
+        if not failed:
+            return
+        if sync.on_invalid == "fail":
+            raise ValidationFailed(evaluation.summary() + ". Nothing was sent; fix the data, or use "
+                                   "on_invalid='skip' to quarantine failing rows and send the rest.")
+        table_failures = [r for r in failed if r.get("level") == "table" and r.get("kind") != "unique"
+                          and not r.get("kind", "").endswith("unique")]
+        if sync.on_invalid == "skip":
+            self.staging.add_invalid(evaluation.failures_table)
+        self.store.note(sync.id, self.run_id, f"{sync.on_invalid}: {evaluation.summary()}")
+        if table_failures and sync.on_invalid == "skip":
+            self.store.note(sync.id, self.run_id, "table-level checks failed (recorded): "
+                            + ", ".join(r["check_name"] for r in table_failures))
+        self.store.set_counters(self.run_id, invalid=self.staging.invalid_count())
+
+    def _store_check_results(self, results: list[dict[str, Any]]) -> None:
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM checks WHERE run_id = ?", [self.run_id])
+            for r in results:
+                con.execute(
+                    "INSERT INTO checks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [self.run_id, r.get("check_name"), r.get("kind"), r.get("column_name"), r.get("level"),
+                     bool(r.get("success")), r.get("element_count"), r.get("unexpected_count"),
+                     r.get("unexpected_percent"), json.dumps(r.get("partial_unexpected_list"), default=str),
+                     json.dumps(r.get("result"), default=str)])
+
+    # .............................................................. transfer
+    def _transfer(self) -> None:
+        sync, store, staging = self.sync, self.store, self.staging
+        assert staging is not None
+        self._check_requests()
+        self.session = sync.destination.open(_context(sync, self.run_id))
+        self.session.prepare(staging.arrow_schema())
+        key = list(sync.primary_key)
+        mode = sync.destination_mode
+        # rows this process already sent in an earlier stretch of the run
+        self._store_invalid_records()
+        skipped = staging.mark_skipped(mode)
+        if skipped is not None and skipped.num_rows:
+            self._store_records(skipped)
+            store.add_counters(self.run_id, skipped=skipped.num_rows)
+        total = staging.pending_count(mode)
+        keep_all = total <= RECORD_RETENTION
+        with store.connect() as con:
+            next_batch = (con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
+                                      [self.run_id]).fetchone()[0]) + 1
+        self._report()
+        with store.lease():
+            self._ensure_state_table(con_schema=staging)
+            reader = staging.batches(mode, sync.batch_size)
+            for rb in reader:
+                if rb.num_rows == 0:
+                    continue
+                self._send(pa.Table.from_batches([rb]), next_batch, key, keep_all)
+                next_batch += 1
+                store.release_if_stale()
+                self._check_requests()
+        self._finish()
+
+    def _ensure_state_table(self, con_schema: Staging) -> None:
+        st = state_table(self.sync.id)
+        with self.store.connect() as con:
+            if not self.store.has_table(con, st):
+                cols = ", ".join(f"{quote(k)} {con_schema.types[k]}" for k in self.sync.primary_key)
+                con.execute(f"CREATE TABLE {st} ({cols}, _fp UBIGINT, _run BIGINT, _batch INTEGER, "
+                            f"_action VARCHAR, _ok BOOLEAN)")
+
+    def _send(self, tbl: pa.Table, batch_no: int, key: list[str], keep_all: bool) -> None:
+        store, sync = self.store, self.sync
+        st = state_table(sync.id)
+        n = tbl.num_rows
+        # 1. write ahead: keys + fingerprints, not yet confirmed
+        log = tbl.select([*key, "_fp", ACTION_COLUMN]).append_column("_run", pa.array([self.run_id] * n, pa.int64())) \
+            .append_column("_batch", pa.array([batch_no] * n, pa.int32()))
+        with store.transaction() as con:
+            con.register("_log", log)
+            cols = ", ".join(quote(k) for k in key)
+            con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, _run, _batch, {ACTION_COLUMN}, FALSE FROM _log")
+            con.unregister("_log")
+            con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)", [self.run_id, batch_no, n])
+        # 2. the destination applies the batch with its ledger entry
+        data = tbl.drop_columns(["_fp", "_rid"])
+        result = self.session.write(WriteBatch(batch_no, data))  # type: ignore[union-attr]
+        # 3. confirm
+        bad = {**result.skipped, **result.failed}
+        not_delivered = [[tbl.column(k)[i].as_py() for k in key] for i in sorted(bad)]
+        status = [RecordStatus.SUCCEEDED.value] * n
+        errors: list[str | None] = [None] * n
+        for i, err in result.skipped.items():
+            status[i], errors[i] = RecordStatus.SKIPPED.value, redact(err)
+        for i, err in result.failed.items():
+            status[i], errors[i] = RecordStatus.FAILED.value, redact(err)[:2000]
+        delivered_mask = pa.array([s == "succeeded" for s in status])
+        if sync.sync_mode == SyncMode.INCREMENTAL and sync.cursor_field in tbl.column_names:
+            delivered_cursor = pc.max(tbl.column(sync.cursor_field).filter(delivered_mask)).as_py()
+            self.cursor_max = _max_cursor(self.cursor_max, delivered_cursor)
+        keep = [i for i in range(n) if status[i] != "succeeded" or keep_all]
+        with store.transaction() as con:
+            confirm_batch(con, sync.id, self.run_id, batch_no, key, not_delivered)
+            store.add_counters(self.run_id, con=con, sent=n, succeeded=n - len(bad), failed=len(result.failed),
+                               skipped=len(result.skipped), batches=1)
+            if self.cursor_max is not None:
+                con.execute("UPDATE runs SET cursor_max = ? WHERE id = ?",
+                            [json.dumps(_cursor_to_json(self.cursor_max)), self.run_id])
+            if keep:
+                recs = tbl.take(keep).drop_columns(["_rid", "_fp"]).rename_columns(
+                    [c if c != ACTION_COLUMN else "_action" for c in data.column_names])
+                recs = recs.append_column("_status", pa.array([status[i] for i in keep], pa.string())) \
+                    .append_column("_batch", pa.array([batch_no] * len(keep), pa.int32())) \
+                    .append_column("_error", pa.array([errors[i] for i in keep], pa.string())) \
+                    .append_column("_checks", pa.nulls(len(keep), pa.list_(pa.string()))) \
+                    .append_column("_fingerprint", tbl.column("_fp").take(keep))
+                self._store_records(recs, con=con)
+        assert self.staging is not None
+        self.staging.record_outcomes(tbl.column("_rid").combine_chunks(), pa.array(status, pa.string()), batch_no,
+                                     pa.array(errors, pa.string()))
+        self._report()
+
+    def _store_invalid_records(self) -> None:
+        assert self.staging is not None
+        with self.store.connect() as con:
+            already = con.execute("SELECT count(*) FROM runs WHERE id = ? AND batches > 0", [self.run_id]).fetchone()[0]
+        if already:
+            return
+        inv = self.staging.invalid_records()
+        if inv.num_rows:
+            self._store_records(inv)
+
+    def _store_records(self, recs: pa.Table, con: Any = None) -> None:
+        if con is None:
+            with self.store.transaction() as c:
+                return self._store_records(recs, con=c)
+        rt = rec_table(self.sync.id)
+        recs = recs.append_column("_run_id", pa.array([self.run_id] * recs.num_rows, pa.int64()))
+        con.register("_recs", recs)
+        try:
+            if not self.store.has_table(con, rt):
+                con.execute(f"CREATE TABLE {rt} AS SELECT * FROM _recs LIMIT 0")
+            have = {r[0] for r in con.execute(f"DESCRIBE {rt}").fetchall()}
+            for name, typ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
+                if name not in have:
+                    con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
+            con.execute(f"INSERT INTO {rt} BY NAME SELECT * FROM _recs")
+        finally:
+            con.unregister("_recs")
+
+    # .............................................................. the end
+    def _finish(self) -> None:
+        sync, store = self.sync, self.store
+        assert self.session is not None
+        self.session.finish()
+        run = store.run_row(self.run_id)
+        sent, succeeded, failed = run["sent"], run["succeeded"], run["failed"]
+        limit = sync.max_failed_rows
+        allowed = limit * sent if isinstance(limit, float) and 0 < limit < 1 else limit
+        problem = None
+        if failed and succeeded == 0:
+            problem = f"every row sent was rejected by the destination ({failed} rows)"
+        elif failed > allowed:
+            problem = (f"{failed} rows were rejected by the destination, more than max_failed_rows={limit}; "
+                       f"see run.records(status='failed') for the errors")
+        key = list(sync.primary_key)
+        st, rt = state_table(sync.id), rec_table(sync.id)
+        with store.transaction() as con:
+            if sync.destination_mode == DestinationMode.REPLACE and store.has_table(con, st):
+                con.execute(f"DELETE FROM {st} WHERE _run <> ?", [self.run_id])
+            if store.has_table(con, rt) and store.has_table(con, st):
+                con.execute(
+                    f"DELETE FROM {rt} r USING {st} s WHERE s._run = ? AND s._ok AND r._run_id <> ? "
+                    f"AND r._status IN ('failed','invalid','skipped') AND {_key_match('r', 's', key)}",
+                    [self.run_id, self.run_id])
+                con.execute(
+                    f"DELETE FROM {rt} WHERE _status = 'succeeded' AND _run_id NOT IN "
+                    f"(SELECT id FROM runs WHERE sync_id = ? ORDER BY id DESC LIMIT 20)", [sync.id])
+            self._save_cursor(con)
+            con.execute("UPDATE syncs SET fp_algo = ? WHERE id = ?", [FP_ALGO, sync.id])
+            if problem:
+                store.transition_run(self.run_id, RunStatus.FAILED, problem, error=problem,
+                                     error_kind="too_many_failed_rows", con=con)
+            else:
+                store.transition_run(self.run_id, RunStatus.SUCCESS, "all pending rows handled", con=con)
+        self.status = RunStatus.FAILED if problem else RunStatus.SUCCESS
+        self._report()
+
+    def _save_cursor(self, con: Any) -> None:
+        if self.sync.sync_mode != SyncMode.INCREMENTAL:
+            return
+        run_cursor = con.execute("SELECT cursor_max FROM runs WHERE id = ?", [self.run_id]).fetchone()[0]
+        old = con.execute("SELECT cursor_value FROM syncs WHERE id = ?", [self.sync.id]).fetchone()[0]
+        new = _max_cursor(_cursor_from_json(json.loads(old) if old else None),
+                          _cursor_from_json(json.loads(run_cursor) if run_cursor else None))
+        con.execute("UPDATE syncs SET cursor_value = ? WHERE id = ?", [json.dumps(_cursor_to_json(new)), self.sync.id])
+
+    def _interrupted(self, why: str) -> None:
+        if self.status == RunStatus.IN_PROGRESS:
+            self._pause(why)
+        elif not self.status.terminal and self.status != RunStatus.PAUSED:
+            self._fail(f"interrupted before anything was sent ({why})", "interrupted")
+
+    def _pause(self, why: str) -> None:
+        with contextlib.suppress(Exception):
+            self._to(RunStatus.PAUSED, redact(why))
+        if self.staging is not None and self.staging.loaded:
+            LIVE_STAGING[(self.store._key, self.run_id)] = self.staging
+
+    def _fail(self, error: str, kind: str, detail: str | None = None) -> None:
+        error = redact(error)
+        if self.status.terminal:
+            return
+        if self.session is not None and not applies_per_batch(self.sync):
+            with contextlib.suppress(Exception):
+                self.session.abandon()
+            with contextlib.suppress(Exception), self.store.transaction() as con:
+                discard_batch(con, self.sync.id, self.run_id)
+        try:
+            with self.store.transaction() as con:
+                if self.sync.sync_mode == SyncMode.INCREMENTAL:
+                    self._save_cursor(con)
+                self.store.transition_run(self.run_id, RunStatus.FAILED, redact(detail or error), error=error,
+                                          error_kind=kind, con=con)
+            self.status = RunStatus.FAILED
+        except Exception:
+            pass
+        self._report()
+
+    def _drop_staging(self) -> None:
+        LIVE_STAGING.pop((self.store._key, self.run_id), None)
+        if self.staging is not None:
+            self.staging.close()
+            import shutil
+
+            shutil.rmtree(self.staging.temp_dir, ignore_errors=True)
+            self.staging = None
+
+    def _notify(self) -> None:
+        callbacks = {RunStatus.SUCCESS: self.sync.on_success, RunStatus.FAILED: self.sync.on_failure,
+                     RunStatus.PAUSED: self.sync.on_paused}
+        cb = callbacks.get(self.status)
+        run = self.ws._run_handle(self.run_id)
+        alert = self.sync.failed_rows_alert
+        if self.status == RunStatus.SUCCESS and alert is not None and self.sync.on_failure is not None:
+            counts = run.counts
+            limit = alert * counts["sent"] if isinstance(alert, float) and 0 < alert < 1 else alert
+            if counts["failed"] > limit:
+                self._call(self.sync.on_failure, run, "on_failure (failed_rows_alert)")
+        if cb is not None:
+            self._call(cb, run, f"on_{self.status.value if self.status != RunStatus.SUCCESS else 'success'}")
+
+    def _call(self, cb: Callable[[Any], Any], run: Any, name: str) -> None:
+        try:
+            cb(run)
+        except Exception as exc:  # a callback never changes the run's outcome
+            with contextlib.suppress(Exception):
+                self.store.note(self.sync.id, self.run_id, f"callback {name} raised {type(exc).__name__}: {exc}")
+
+
+RECORD_META_ALL = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")

@@ -1,0 +1,323 @@
+"""The SyncRecord staging table: rows in, fingerprints, diff, Arrow batches out.
+
+Staging lives in a private in-memory DuckDB database that spills to a temp directory
+(PERF.md: a file-backed copy would cost as much as the destination write). It holds:
+
+    stg       every staged row: mapped record columns, _fp (fingerprint), _action
+              (insert / update / delete / unchanged); the row id is stg.rowid (_rid)
+    dlv       the delivered state (key columns + _fp) copied in from the workspace
+    invalid   (_rid, check_name): rows quarantined by key checks or validation
+    outcomes  (_rid, _status, _batch, _error): what happened to each row sent so far
+
+Exactness across a hard kill does not depend on staging surviving: the workspace keeps
+the delivered state per batch, and a resumed run re-diffs the source against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from .errors import ConfigError, InvalidRecordsError, SourceError
+from .mapping import Mapping
+from .sources.base import CursorFilter, Source
+from .states import DestinationMode
+from .store import quote
+
+FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
+ACTIONS = ("insert", "update", "delete", "unchanged")
+RECORD_META = ("_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
+
+
+@dataclass
+class StageResult:
+    counts: dict[str, int] = field(default_factory=dict)
+    queried: int = 0
+    retried: int = 0
+    invalid: int = 0
+    key_problems: list[str] = field(default_factory=list)
+
+
+def _arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:
+    """Stream a LazyFrame as Arrow record batches (bounded memory, no Python row loop)."""
+    schema = pl.DataFrame(schema=lf.collect_schema()).to_arrow().schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for df in lf.collect_batches(chunk_size=100_000):
+            tbl = df.to_arrow()
+            if tbl.schema != schema:
+                tbl = tbl.cast(schema)
+            yield from tbl.to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+class Staging:
+    """One run's staging database."""
+
+    def __init__(self, temp_dir: str | None = None, memory_limit: str | None = None) -> None:
+        self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="dfsync-staging-")
+        os.makedirs(self.temp_dir, exist_ok=True)
+        config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "true"}
+        if memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY"):
+            config["memory_limit"] = memory_limit or os.environ["DFSYNC_STAGING_MEMORY"]
+        self.con = duckdb.connect(":memory:", config=config)
+        self.columns: list[str] = []
+        self.key: list[str] = []
+        self.loaded = False
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        except duckdb.Error:
+            pass
+
+    # ------------------------------------------------------------------ load
+    def load(
+        self,
+        source: Source,
+        mapping: Mapping,
+        key: Sequence[str],
+        *,
+        cursor: CursorFilter | None,
+        detect_deletes: bool,
+        state: pa.RecordBatchReader | pa.Table | None,
+        force: bool = False,
+        retry: pa.Table | None = None,
+        retry_keys: pa.Table | None = None,
+        quarantine_keys: bool = False,
+    ) -> StageResult:
+        con = self.con
+        self.key = list(key)
+        select = mapping.sql_select()
+        rel = None
+        try:
+            if select is not None:
+                rel = source.duckdb_relation(con, cursor)
+            if rel is not None:
+                con.execute("DROP VIEW IF EXISTS _src_raw")
+                rel.create_view("_src_raw")
+            else:
+                lf = source.scan(cursor).select(mapping.polars_exprs())
+                con.register("_src_raw", _arrow_stream(lf))
+                select = "*"
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _src AS SELECT {select} FROM _src_raw")
+            desc = con.execute("DESCRIBE SELECT * FROM _src").fetchall()
+        except SourceError:
+            raise
+        except (duckdb.Error, pl.exceptions.PolarsError, OSError) as exc:
+            raise SourceError(f"could not read {source.describe()}: {str(exc).splitlines()[0]}") from exc
+        self.columns = [r[0] for r in desc]
+        self.types = {r[0]: r[1] for r in desc}
+        missing = [k for k in key if k not in self.columns]
+        if missing:
+            raise ConfigError(
+                f"primary key {missing} is not among the records' fields: {', '.join(self.columns)}"
+            )
+        sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t in desc).encode()).hexdigest()[:16]
+        self.signature = sig
+        cols_sql = ", ".join(quote(c) for c in self.columns)
+        fp = f"hash({cols_sql}, '{sig}')"
+        kq = [quote(k) for k in key]
+
+        if state is not None:
+            con.register("_dlv_in", state)
+            con.execute("CREATE OR REPLACE TABLE dlv AS SELECT * FROM _dlv_in")
+            con.unregister("_dlv_in")
+        else:
+            key_cols = ", ".join(f"{quote(k)} {self.types[k]}" for k in key)
+            con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
+        join = "FULL" if detect_deletes else "LEFT"
+        on = " AND ".join(f"s.{k} = d.{k}" for k in kq)
+        rec_cols = ", ".join(
+            f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}" if c in key else f"s.{quote(c)}"
+            for c in self.columns
+        )
+        same = "FALSE" if force else "s._fp = d._fp"
+        try:
+            con.execute(
+                f"""CREATE OR REPLACE TABLE stg AS
+                SELECT {rec_cols}, coalesce(s._fp, d._fp) AS _fp,
+                       CASE WHEN s._present IS NULL THEN 'delete'
+                            WHEN d._fp IS NULL THEN 'insert'
+                            WHEN {same} THEN 'unchanged' ELSE 'update' END AS _action
+                FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
+                {join} JOIN dlv d ON {on}"""
+            )
+        except duckdb.Error as exc:
+            msg = str(exc).splitlines()[0]
+            if "Binder" in type(exc).__name__ or "Conversion" in type(exc).__name__:
+                raise SourceError(
+                    f"the source's primary key {list(key)} no longer matches the delivered state "
+                    f"(types changed?): {msg}. Recreate the sync under a new name to start afresh."
+                ) from exc
+            raise SourceError(f"could not stage {source.describe()}: {msg}") from exc
+        con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
+        con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
+
+        result = StageResult()
+        if retry is not None and retry.num_rows:
+            self._add_retry(retry, fp, on)
+        if retry_keys is not None and retry_keys.num_rows:
+            con.register("_retry_keys", retry_keys)
+            result.retried = con.execute(
+                f"SELECT count(*) FROM stg s SEMI JOIN _retry_keys d ON {on} WHERE s._action <> 'unchanged'"
+            ).fetchone()[0]
+            con.unregister("_retry_keys")
+        self._check_keys(result, quarantine_keys)
+        counts = dict.fromkeys(ACTIONS, 0)
+        counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
+        result.counts = counts
+        result.queried = counts["insert"] + counts["update"] + counts["unchanged"]
+        result.invalid = self.invalid_count()
+        self.loaded = True
+        return result
+
+    def _add_retry(self, retry: pa.Table, fp: str, on: str) -> None:
+        """Rows that failed or were quarantined earlier and that this read did not bring."""
+        con = self.con
+        cols = [c for c in self.columns if c in retry.column_names]
+        if len(cols) != len(self.columns):
+            return  # the record shape changed since; the full source read covers them
+        con.register("_retry", retry.select(self.columns))
+        cols_sql = ", ".join(quote(c) for c in self.columns)
+        con.execute(
+            f"""INSERT INTO stg SELECT {cols_sql}, _fp, CASE WHEN d._fp IS NULL THEN 'insert'
+                     WHEN s._fp = d._fp THEN 'unchanged' ELSE 'update' END
+                FROM (SELECT r.*, {fp} AS _fp FROM _retry r ANTI JOIN stg x ON
+                      {" AND ".join(f"r.{quote(k)} = x.{quote(k)}" for k in self.key)}) s
+                LEFT JOIN dlv d ON {on}"""
+        )
+        con.unregister("_retry")
+
+    def _check_keys(self, result: StageResult, quarantine: bool) -> None:
+        con, key = self.con, self.key
+        kq = [quote(k) for k in key]
+        null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
+        nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchone()[0]
+        dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE _action <> 'delete' AND NOT ({null_cond}) "
+                   f"GROUP BY ALL HAVING count(*) > 1")
+        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchone()
+        problems = []
+        if nulls:
+            problems.append(f"{nulls} rows have a null primary key ({', '.join(key)})")
+        if dups[0]:
+            examples = con.execute(f"{dup_sql} ORDER BY n DESC LIMIT 5").fetchall()
+            shown = ", ".join(
+                f"{'/'.join(repr(v) for v in ex[:-1])} ({ex[-1]} times)" for ex in examples)
+            problems.append(f"{dups[0]} primary key values appear more than once ({int(dups[1])} rows), e.g. {shown}")
+        result.key_problems = problems
+        if not problems:
+            return
+        if not quarantine:
+            raise InvalidRecordsError(
+                "the source has rows that cannot be synced: " + "; ".join(problems)
+                + ". Fix them in the source, choose another primary_key, or create the sync with "
+                "on_invalid='skip' to quarantine them and send the rest. Nothing was sent."
+            )
+        con.execute(
+            f"INSERT INTO invalid SELECT rowid, 'primary_key not_null' FROM stg WHERE _action <> 'delete' AND ({null_cond})")
+        join_on = " AND ".join(f"s.{k} = d.{k}" for k in kq)
+        con.execute(
+            f"INSERT INTO invalid SELECT s.rowid, 'primary_key unique' FROM stg s SEMI JOIN ({dup_sql}) d ON {join_on} "
+            f"WHERE s._action <> 'delete'")
+
+    # ------------------------------------------------------------------ checks
+    def to_check_view(self) -> str:
+        """A view of the rows about to be sent (inserts and updates), with _rid."""
+        cols = ", ".join(quote(c) for c in self.columns)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP VIEW to_check AS SELECT {cols}, rowid AS _rid FROM stg "
+            f"WHERE _action IN ('insert','update') AND rowid NOT IN (SELECT _rid FROM invalid)")
+        return "to_check"
+
+    def add_invalid(self, failures_table: str) -> None:
+        self.con.execute(f"INSERT INTO invalid SELECT _rid, check_name FROM {failures_table}")
+
+    def invalid_count(self) -> int:
+        return self.con.execute("SELECT count(DISTINCT _rid) FROM invalid").fetchone()[0]
+
+    # ------------------------------------------------------------------ transfer
+    @staticmethod
+    def send_filter(mode: DestinationMode) -> str:
+        if mode == DestinationMode.INSERT:
+            return "_action = 'insert'"
+        if mode == DestinationMode.MIRROR:
+            return "_action IN ('insert','update','delete')"
+        if mode == DestinationMode.REPLACE:
+            return "_action IN ('insert','update','unchanged')"
+        return "_action IN ('insert','update')"
+
+    def skipped_by_mode(self, mode: DestinationMode) -> str | None:
+        if mode == DestinationMode.INSERT:
+            return "_action = 'update'"
+        return None
+
+    def pending_count(self, mode: DestinationMode) -> int:
+        return self.con.execute(
+            f"SELECT count(*) FROM stg WHERE {self.send_filter(mode)} AND rowid NOT IN (SELECT _rid FROM invalid) "
+            f"AND rowid NOT IN (SELECT _rid FROM outcomes)").fetchone()[0]
+
+    def batches(self, mode: DestinationMode, batch_size: int, only_keys: pa.Table | None = None) -> pa.RecordBatchReader:
+        """Pending rows as Arrow batches: record columns, _action, _fp, _rid."""
+        cols = ", ".join(quote(c) for c in self.columns)
+        action = "'insert'" if mode == DestinationMode.REPLACE else "_action"
+        where = (f"{self.send_filter(mode)} AND s.rowid NOT IN (SELECT _rid FROM invalid) "
+                 f"AND s.rowid NOT IN (SELECT _rid FROM outcomes)")
+        src = "stg s"
+        cur = self.con.cursor()
+        if only_keys is not None:
+            cur.register("_only", only_keys)
+            src += " SEMI JOIN _only o ON " + " AND ".join(f"s.{quote(k)} = o.{quote(k)}" for k in self.key)
+        rel = cur.sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM {src} WHERE {where} ORDER BY s.rowid")
+        return rel.to_arrow_reader(batch_size)
+
+    def record_outcomes(self, rids: pa.Array, statuses: pa.Array, batch_no: int, errors: pa.Array) -> None:
+        tbl = pa.table({"_rid": rids, "_status": statuses, "_batch": pa.array([batch_no] * len(rids), pa.int32()),
+                        "_error": errors})
+        self.con.register("_out", tbl)
+        self.con.execute("INSERT INTO outcomes SELECT * FROM _out")
+        self.con.unregister("_out")
+
+    def mark_skipped(self, mode: DestinationMode) -> pa.Table | None:
+        cond = self.skipped_by_mode(mode)
+        if cond is None:
+            return None
+        self.con.execute(
+            f"INSERT INTO outcomes SELECT rowid, 'skipped', NULL, 'insert mode only appends new rows; this row changed' "
+            f"FROM stg WHERE {cond} AND rowid NOT IN (SELECT _rid FROM invalid) AND rowid NOT IN (SELECT _rid FROM outcomes)")
+        return self.records(status="skipped")
+
+    # ------------------------------------------------------------------ inspection
+    def records(self, status: str | None = None, include_unchanged: bool = False,
+                limit: int | None = None) -> pa.Table:
+        cols = ", ".join(f"s.{quote(c)}" for c in self.columns)
+        status_sql = ("coalesce(o._status, CASE WHEN i.checks IS NOT NULL THEN 'invalid' "
+                      "WHEN s._action = 'unchanged' THEN 'unchanged' ELSE 'pending' END)")
+        where = [] if include_unchanged else ["(s._action <> 'unchanged' OR o._status IS NOT NULL)"]
+        if status:
+            where.append(f"{status_sql} = '{status}'")
+        w = ("WHERE " + " AND ".join(where)) if where else ""
+        lim = f"LIMIT {int(limit)}" if limit else ""
+        return self.con.cursor().sql(
+            f"""SELECT {cols}, s._action, {status_sql} AS _status, o._batch, o._error,
+                       i.checks AS _checks, s._fp AS _fingerprint
+                FROM stg s
+                LEFT JOIN (SELECT _rid, list(check_name ORDER BY check_name) AS checks FROM invalid GROUP BY _rid) i ON i._rid = s.rowid
+                LEFT JOIN outcomes o ON o._rid = s.rowid
+                {w} ORDER BY s.rowid {lim}""").to_arrow_table()
+
+    def invalid_records(self) -> pa.Table:
+        return self.records(status="invalid")
+
+    def arrow_schema(self) -> pa.Schema:
+        cols = ", ".join(quote(c) for c in self.columns)
+        return self.con.cursor().sql(f"SELECT {cols}, _action FROM stg LIMIT 0").to_arrow_table().schema

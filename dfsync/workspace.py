@@ -1,0 +1,678 @@
+"""What users touch: :class:`Workspace`, :class:`Sync`, :class:`SyncRun`, :class:`Preview`.
+
+These are thin handles over the workspace file: every property reads the store, so a
+handle never goes stale and a run started in another process shows up here too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+import psutil
+
+from . import _html
+from .destinations.base import Destination, destination_from_config
+from .errors import (
+    ConfigError,
+    DfsyncError,
+    SessionOnlyError,
+    SourceError,
+    SyncAlreadyRunning,
+    SyncDisabledError,
+    SyncRunFailed,
+)
+from .mapping import Mapping
+from .runner import LIVE_STAGING, Runner, delivered_state, discard_batch, rec_table, sync_lock
+from .sources.base import Source, source_from_config
+from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
+from .store import COUNTERS, Store, owner_token
+
+__all__ = ["Preview", "Sync", "SyncRun", "Workspace"]
+
+DEFAULT_PATH = os.path.join(".dfsync", "workspace.duckdb")
+ON_INVALID = ("fail", "skip", "warn")
+
+#: (store key, sync name) -> live objects that cannot be stored (frames, callbacks)
+_LIVE: dict[tuple[str, str], dict[str, Any]] = {}
+#: (store key, run id) -> (Runner, Thread | None) for runs executing in this process
+_ACTIVE: dict[tuple[str, int], tuple[Runner, threading.Thread | None]] = {}
+
+
+def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
+    me = owner_token()
+    host = socket.gethostname()
+
+    def alive(run_id: int, pid: int, owner_host: str, token: str) -> bool:
+        if token == me:
+            return (ws_key, run_id) in _ACTIVE
+        if owner_host != host:
+            return True  # another machine: we cannot tell, so we leave it alone
+        try:
+            proc = psutil.Process(pid)
+            started_ns = int(token.rsplit(":", 1)[1])
+            return proc.create_time() * 1e9 <= started_ns + 1e9 and proc.status() != psutil.STATUS_ZOMBIE
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, IndexError):
+            return False
+
+    return alive
+
+
+class Workspace:
+    """A DuckDB file holding syncs, runs, events, counters and delivered state.
+
+    >>> ws = dfsync.Workspace(":memory:")
+    >>> ws.syncs().height
+    0
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0) -> None:
+        self.path = os.fspath(path) if path is not None else DEFAULT_PATH
+        self.store = Store(self.path, busy_timeout=busy_timeout)
+        self.recover()
+
+    # .............................................................. housekeeping
+    def recover(self) -> list[tuple[int, str, str]]:
+        """Move runs whose process died: in_progress -> paused, earlier states -> failed."""
+        return self.store.recover_orphans(_owner_alive(self.store._key))
+
+    def staging_dir(self, run_id: int) -> str:
+        base = os.path.join(os.path.dirname(os.path.abspath(self.path)), "staging") if not self.store.memory \
+            else os.path.join(os.path.expanduser("~"), ".cache", "dfsync", "staging")
+        return os.path.join(base, f"run-{os.getpid()}-{run_id}")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # .............................................................. syncs
+    def create_sync(
+        self,
+        name: str,
+        *,
+        source: Source,
+        destination: Destination,
+        primary_key: str | Sequence[str],
+        mapping: dict[str, Any] | None = None,
+        sync_mode: str = "full_refresh",
+        cursor_field: str | None = None,
+        destination_mode: str = "upsert",
+        checks: Any = None,
+        on_invalid: str = "fail",
+        max_failed_rows: int | float = 0,
+        batch_size: int = 100_000,
+        schedule: str | None = None,
+        on_success: Callable[[SyncRun], Any] | None = None,
+        on_failure: Callable[[SyncRun], Any] | None = None,
+        on_paused: Callable[[SyncRun], Any] | None = None,
+        failed_rows_alert: int | float | None = None,
+        allow_empty: bool = False,
+        if_exists: str = "update",
+    ) -> Sync:
+        """Define a sync (or, with the same name, change its definition: a new version is recorded).
+
+        Everything is validated here, so a bad setting fails now rather than mid-run.
+
+        >>> sync = ws.create_sync("customers", source=dfsync.sources.files("data/customers_v1.parquet"),
+        ...     destination=dfsync.destinations.duckdb("warehouse.duckdb", table="customers"),
+        ...     primary_key="id")
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("a sync needs a non-empty name")
+        if if_exists not in ("update", "error"):
+            raise ConfigError("if_exists must be 'update' (change the existing sync) or 'error'")
+        if not isinstance(source, Source):
+            raise ConfigError(f"source= must be a dfsync source (dfsync.sources.files/frame/duckdb_query/database), not {type(source).__name__}")
+        if not isinstance(destination, Destination):
+            raise ConfigError(f"destination= must be a dfsync destination (dfsync.destinations.duckdb/parquet/postgres/sqlite/http), not {type(destination).__name__}")
+        smode = SyncMode.parse(sync_mode, "sync_mode")
+        dmode = DestinationMode.parse(destination_mode, "destination_mode")
+        if on_invalid not in ON_INVALID:
+            raise ConfigError(f"unknown on_invalid {on_invalid!r}; choose one of {', '.join(map(repr, ON_INVALID))}")
+        keys = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
+        if not keys or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigError("primary_key must be a column name or a list of column names (as sent, after mapping)")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
+        if isinstance(max_failed_rows, bool) or not isinstance(max_failed_rows, (int, float)) or max_failed_rows < 0 \
+                or (isinstance(max_failed_rows, float) and max_failed_rows >= 1 and not max_failed_rows.is_integer()):
+            raise ConfigError("max_failed_rows must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
+        for cb_name, cb in (("on_success", on_success), ("on_failure", on_failure), ("on_paused", on_paused)):
+            if cb is not None and not callable(cb):
+                raise ConfigError(f"{cb_name} must be a callable receiving the SyncRun")
+        if smode == SyncMode.INCREMENTAL and not cursor_field:
+            raise ConfigError("sync_mode='incremental' needs cursor_field='<column>' (e.g. an updated_at timestamp)")
+        if smode == SyncMode.INCREMENTAL and dmode in (DestinationMode.MIRROR, DestinationMode.REPLACE):
+            raise ConfigError(
+                f"destination_mode={dmode.value!r} needs sync_mode='full_refresh': an incremental read cannot "
+                f"see rows deleted from the source. Use 'upsert' with incremental syncs.")
+        mapper = Mapping(mapping)
+        try:
+            src_schema = source.schema()
+        except DfsyncError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"could not read the schema of {source.describe()}: {str(exc).splitlines()[0]}") from exc
+        fields = list(mapper.validate(src_schema).names())
+        missing = [k for k in keys if k not in fields]
+        if missing:
+            raise ConfigError(
+                f"primary_key {missing[0]!r} is not a field of the records; the fields (after mapping) are: "
+                f"{', '.join(fields)}")
+        if cursor_field and cursor_field not in fields:
+            raise ConfigError(f"cursor_field {cursor_field!r} is not a field of the records; the fields are: {', '.join(fields)}")
+        destination.validate(fields, keys, dmode)
+        check_objs: list[Any] = []
+        if checks is not None:
+            from . import checks as checks_mod
+
+            check_objs = checks_mod.normalize_checks(checks)
+            checks_mod.validate_checks(check_objs, fields)
+        next_run = None
+        if schedule is not None:
+            from .schedule import parse_schedule
+
+            next_run = parse_schedule(schedule).next_after(datetime.now().astimezone())
+        definition = {
+            "source": {"kind": source.kind, **source.config()},
+            "destination": {"kind": destination.kind, **destination.config()},
+            "primary_key": keys,
+            "mapping": mapper.config(),
+            "sync_mode": smode.value,
+            "cursor_field": cursor_field,
+            "destination_mode": dmode.value,
+            "checks": [c.config() for c in check_objs],
+            "on_invalid": on_invalid,
+            "max_failed_rows": max_failed_rows,
+            "batch_size": batch_size,
+            "schedule": schedule,
+            "failed_rows_alert": failed_rows_alert,
+            "allow_empty": allow_empty,
+        }
+        state_key = json.dumps({"destination": destination.identity(), "primary_key": keys})
+        store = self.store
+        if store.sync_exists(name):
+            if if_exists == "error":
+                raise ConfigError(f"a sync named {name!r} already exists; pick another name or use if_exists='update'")
+            sid = store.sync_row(name)["id"]
+            version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, source.session_only)
+            if reset:
+                import warnings
+
+                warnings.warn(f"sync {name!r}: destination or primary key changed, so every row is sent again once",
+                              stacklevel=2)
+        else:
+            sid = store.create_sync(name, definition, state_key, schedule, next_run, source.session_only)
+        _LIVE[(store._key, name)] = {
+            "source": source, "destination": destination, "checks": check_objs, "mapping": mapper,
+            "on_success": on_success, "on_failure": on_failure, "on_paused": on_paused,
+        }
+        return Sync(self, name)
+
+    def sync(self, name: str) -> Sync:
+        """An existing sync by name (``SyncNotFoundError`` lists the names that exist)."""
+        self.store.sync_row(name)
+        return Sync(self, name)
+
+    def syncs(self) -> pl.DataFrame:
+        """One row per sync: status, source and destination kinds, schedule, last run."""
+        return self.store.syncs_frame()
+
+    def runs(self, limit: int | None = None) -> pl.DataFrame:
+        """Every run of every sync, newest first, with counters."""
+        return self.store.runs_frame(limit=limit)
+
+    def run(self, run_id: int) -> SyncRun:
+        """A run by id (as shown in ``sync.runs()``)."""
+        return self._run_handle(int(run_id))
+
+    def _run_handle(self, run_id: int) -> SyncRun:
+        row = self.store.run_row(run_id)
+        name = self.store.sync_row(sync_id=row["sync_id"])["name"]
+        return SyncRun(self, run_id, name)
+
+    def delete_sync(self, name: str) -> None:
+        """Remove a sync, its runs and its delivered state (the destination is untouched)."""
+        row = self.store.sync_row(name)
+        if self.store.latest_run_id(row["id"], ["started", "querying", "queued", "in_progress"]):
+            raise SyncAlreadyRunning(f"sync {name!r} is running; abort or wait for the run before deleting it")
+        self.store.delete_sync(row["id"])
+        _LIVE.pop((self.store._key, name), None)
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""
+        with self.store.connect() as con:
+            return pl.from_arrow(con.execute(query, params or []).to_arrow_table())  # type: ignore[return-value]
+
+    def scheduler(self, **kwargs: Any) -> Any:
+        """Run due syncs on their schedules in a background thread (see ``dfsync.schedule``)."""
+        from .schedule import Scheduler
+
+        sched = Scheduler(self, **kwargs)
+        sched.start()
+        return sched
+
+    def __repr__(self) -> str:
+        return f"<dfsync.Workspace {self.path!r}>"
+
+    def _repr_html_(self) -> str:
+        return _html.workspace_html(self)
+
+
+class Sync:
+    """A saved sync definition; run it with :meth:`run`."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._load()
+
+    def _load(self) -> None:
+        row = self.workspace.store.sync_row(self.name)
+        self.id: int = row["id"]
+        d = row["definition"]
+        self.definition = d
+        self.definition_version: int = row["definition_version"]
+        live = _LIVE.get((self.workspace.store._key, self.name), {})
+        self.primary_key: list[str] = list(d["primary_key"])
+        self.sync_mode = SyncMode(d["sync_mode"])
+        self.cursor_field: str | None = d.get("cursor_field")
+        self.destination_mode = DestinationMode(d["destination_mode"])
+        self.on_invalid: str = d["on_invalid"]
+        self.max_failed_rows = d["max_failed_rows"]
+        self.batch_size: int = d["batch_size"]
+        self.schedule: str | None = d.get("schedule")
+        self.failed_rows_alert = d.get("failed_rows_alert")
+        self.allow_empty: bool = bool(d.get("allow_empty"))
+        self.on_success = live.get("on_success")
+        self.on_failure = live.get("on_failure")
+        self.on_paused = live.get("on_paused")
+        self._live = live
+
+    @property
+    def source(self) -> Source:
+        if "source" in self._live:
+            return self._live["source"]
+        return source_from_config(self.definition["source"])
+
+    @property
+    def destination(self) -> Destination:
+        if "destination" not in self._live:
+            self._live["destination"] = destination_from_config(self.definition["destination"])
+        return self._live["destination"]
+
+    @property
+    def mapping(self) -> Mapping:
+        if "mapping" not in self._live:
+            self._live["mapping"] = Mapping.from_config(self.definition.get("mapping"))
+        return self._live["mapping"]
+
+    @property
+    def checks(self) -> list[Any]:
+        if "checks" not in self._live:
+            cfg = self.definition.get("checks") or []
+            if cfg:
+                from . import checks as checks_mod
+
+                self._live["checks"] = checks_mod.checks_from_config(cfg)
+            else:
+                self._live["checks"] = []
+        return self._live["checks"]
+
+    @property
+    def status(self) -> SyncStatus:
+        return SyncStatus(self.workspace.store.sync_row(self.name)["status"])
+
+    @property
+    def session_only(self) -> bool:
+        return bool(self.workspace.store.sync_row(self.name)["session_only"])
+
+    @property
+    def next_run_at(self) -> datetime | None:
+        return self.workspace.store.sync_row(self.name)["next_run_at"]
+
+    # .............................................................. running
+    def run(self, *, progress: bool = True, background: bool = False, trigger: str = "manual") -> SyncRun:
+        """Run the sync (or resume its paused run) and return the run.
+
+        Blocking by default; ``background=True`` returns at once and the run goes on in a
+        thread (``run.wait()``). ``progress`` shows a live panel in a notebook and a progress
+        bar in a terminal; ``progress=False`` is silent.
+        """
+        ws, store = self.workspace, self.workspace.store
+        self._load()
+        if self.status == SyncStatus.DISABLED:
+            raise SyncDisabledError(f"sync {self.name!r} is disabled; call sync.enable() to run it again")
+        if self.session_only and "source" not in self._live:
+            raise SessionOnlyError(
+                f"sync {self.name!r} reads an in-memory frame that only exists in the Python session that "
+                f"created it; run it there, or recreate it with a files, duckdb_query or database source")
+        self.source  # noqa: B018 - fail now if the source cannot be rebuilt
+        lock = sync_lock(store, self.id)
+        if not lock.acquire(blocking=False):
+            raise SyncAlreadyRunning(f"sync {self.name!r} is already running in this process; wait for it (run.wait())")
+        try:
+            ws.recover()
+            paused = store.latest_run_id(self.id, ["paused"])
+            if paused is not None:
+                store.claim_run(paused, self.id)
+                run_id = paused
+            else:
+                run_id = store.create_run(self.id, self.definition_version, trigger)
+        except BaseException:
+            lock.release()
+            raise
+        reporter = None
+        if progress:
+            from ._progress import make_reporter
+
+            reporter = make_reporter(self, run_id, background=background)
+        runner = Runner(self, run_id, resume=paused is not None, progress=reporter)
+        key = (store._key, run_id)
+
+        def work() -> None:
+            try:
+                runner.execute()
+            finally:
+                _ACTIVE.pop(key, None)
+                lock.release()
+                if reporter is not None and hasattr(reporter, "close"):
+                    reporter.close()
+
+        if background:
+            thread = threading.Thread(target=work, name=f"dfsync-run-{run_id}", daemon=True)
+            _ACTIVE[key] = (runner, thread)
+            thread.start()
+        else:
+            _ACTIVE[key] = (runner, None)
+            work()
+        return SyncRun(ws, run_id, self.name)
+
+    def preview(self) -> Preview:
+        """Query, diff and check like a run, but send nothing and change no state."""
+        from .staging import Staging
+
+        self._load()
+        store = self.workspace.store
+        staging = Staging()
+        try:
+            result = staging.load(
+                self.source, self.mapping, self.primary_key, cursor=self._cursor(),
+                detect_deletes=self.sync_mode == SyncMode.FULL_REFRESH,
+                state=delivered_state(store, self.id, self.primary_key),
+                quarantine_keys=True)
+            validation = None
+            if self.checks:
+                from . import checks as checks_mod
+
+                evaluation = checks_mod.evaluate(staging.con, staging.to_check_view(), self.checks)
+                staging.add_invalid(evaluation.failures_table)
+                validation = pl.DataFrame(evaluation.results, infer_schema_length=None) if evaluation.results else None
+            c = result.counts
+            counts = {"insert": c["insert"], "update": c["update"],
+                      "delete": c["delete"] if self.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0,
+                      "unchanged": c["unchanged"], "invalid": staging.invalid_count()}
+            records = pl.from_arrow(staging.records(include_unchanged=True))
+            if counts["delete"] == 0 and c["delete"]:
+                records = records.filter(pl.col("_action") != "delete")
+            records = records.drop("_batch", "_error").with_columns(
+                pl.when(pl.col("_status") == "invalid").then(pl.lit("invalid")).otherwise(pl.lit("would_send"))
+                .alias("_status"))
+            return Preview(self.name, counts, records, validation, result.key_problems)  # type: ignore[arg-type]
+        finally:
+            staging.close()
+            import shutil
+
+            shutil.rmtree(staging.temp_dir, ignore_errors=True)
+
+    def _cursor(self) -> Any:
+        from .runner import _cursor_from_json
+        from .sources.base import CursorFilter
+
+        if self.sync_mode != SyncMode.INCREMENTAL:
+            return None
+        value = _cursor_from_json(self.workspace.store.sync_row(self.name)["cursor_value"])
+        return CursorFilter(self.cursor_field, value) if value is not None else None  # type: ignore[arg-type]
+
+    @property
+    def cursor(self) -> Any:
+        """The last delivered cursor value (incremental syncs), or None."""
+        c = self._cursor()
+        return c.value if c else None
+
+    # .............................................................. control
+    def disable(self) -> None:
+        """Stop the sync from running (manually or on schedule); a transferring run pauses."""
+        store = self.workspace.store
+        store.set_sync_status(self.id, "disable", "disabled by the user")
+        active = store.latest_run_id(self.id, ["in_progress"])
+        if active is not None:
+            entry = _ACTIVE.get((store._key, active))
+            if entry is not None:
+                entry[0].stop_event.set()
+
+    def enable(self) -> None:
+        """Allow the sync to run again; its status goes back to what its last finished run says."""
+        self.workspace.store.set_sync_status(self.id, "enable", "enabled by the user")
+
+    def runs(self, limit: int | None = None) -> pl.DataFrame:
+        """Run history, newest first: status, times, counters, definition version, error."""
+        return self.workspace.store.runs_frame(self.id, limit)
+
+    def last_run(self) -> SyncRun | None:
+        rid = self.workspace.store.latest_run_id(self.id)
+        return SyncRun(self.workspace, rid, self.name) if rid else None
+
+    def current_run(self) -> SyncRun | None:
+        """The run that is going on or paused, if any."""
+        rid = self.workspace.store.latest_run_id(self.id, ["started", "querying", "queued", "in_progress", "paused"])
+        return SyncRun(self.workspace, rid, self.name) if rid else None
+
+    def events(self) -> pl.DataFrame:
+        return self.workspace.store.events_frame(sync_id=self.id)
+
+    def delivered(self) -> pl.DataFrame:
+        """The delivered state: key and fingerprint of every row the destination confirmed."""
+        tbl = delivered_state(self.workspace.store, self.id, self.primary_key)
+        return pl.from_arrow(tbl) if tbl is not None else pl.DataFrame()  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return (f"<dfsync.Sync {self.name!r} {self.status.value}: {self.source.describe() if 'source' in self._live else self.definition['source']['kind']}"
+                f" -> {self.destination.describe()} [{self.destination_mode.value}]>")
+
+    def _repr_html_(self) -> str:
+        return _html.sync_html(self)
+
+
+class SyncRun:
+    """One execution of a sync. Properties read the workspace, so they are always current."""
+
+    def __init__(self, workspace: Workspace, run_id: int, sync_name: str) -> None:
+        self.workspace = workspace
+        self.id = run_id
+        self.sync_name = sync_name
+
+    @property
+    def _row(self) -> dict[str, Any]:
+        return self.workspace.store.run_row(self.id)
+
+    @property
+    def sync(self) -> Sync:
+        return Sync(self.workspace, self.sync_name)
+
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus(self._row["status"])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        row = self._row
+        return {c: int(row[c] or 0) for c in COUNTERS}
+
+    @property
+    def error(self) -> str | None:
+        return self._row["error"]
+
+    @property
+    def started_at(self) -> datetime:
+        return self._row["started_at"]
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return self._row["finished_at"]
+
+    @property
+    def definition_version(self) -> int:
+        return self._row["definition_version"]
+
+    @property
+    def durations(self) -> dict[str, float]:
+        """Seconds spent in each state (from the event log)."""
+        ev = self.events()
+        out: dict[str, float] = {}
+        ts, states = ev["ts"].to_list(), ev["to_status"].to_list()
+        kinds = ev["kind"].to_list()
+        pairs = [(t, s) for t, s, k in zip(ts, states, kinds) if k == "run"]
+        end = self.finished_at or datetime.now(pairs[0][0].tzinfo if pairs else None)
+        for (t0, s0), nxt in zip(pairs, [*pairs[1:], (end, None)]):
+            if s0 in ("success", "failed"):
+                continue
+            out[s0] = out.get(s0, 0.0) + (nxt[0] - t0).total_seconds()
+        return out
+
+    def raise_for_status(self) -> SyncRun:
+        """Raise :class:`SyncRunFailed` unless the run ended in success; returns the run."""
+        st = self.status
+        if st != RunStatus.SUCCESS:
+            msg = f"run {self.id} of sync {self.sync_name!r} is {st.value}"
+            if self.error:
+                msg += f": {self.error}"
+            raise SyncRunFailed(msg, run=self)
+        return self
+
+    def records(self, status: str | None = None, *, limit: int | None = None) -> pl.DataFrame:
+        """SyncRecord rows of this run: record fields plus _action, _status, _batch, _error, _checks.
+
+        While a run is going on (or paused) in this process every staged row is here; after
+        it ends, failed, invalid and skipped rows stay (and every row of small runs).
+        """
+        valid = ("pending", "succeeded", "failed", "invalid", "skipped")
+        if status is not None and status not in valid:
+            raise ConfigError(f"unknown record status {status!r}; choose one of {', '.join(valid)}")
+        key = (self.workspace.store._key, self.id)
+        staging = LIVE_STAGING.get(key) or (_ACTIVE[key][0].staging if key in _ACTIVE else None)
+        if staging is not None and staging.loaded:
+            return pl.from_arrow(staging.records(status=status, limit=limit))  # type: ignore[return-value]
+        row = self._row
+        rt = rec_table(row["sync_id"])
+        store = self.workspace.store
+        with store.connect() as con:
+            if not store.has_table(con, rt):
+                return pl.DataFrame()
+            where = "_run_id = ?" + (" AND _status = ?" if status else "")
+            lim = f"LIMIT {int(limit)}" if limit else ""
+            tbl = con.execute(f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {where} ORDER BY _batch NULLS FIRST {lim}",
+                              [self.id] + ([status] if status else [])).to_arrow_table()
+        return pl.from_arrow(tbl)  # type: ignore[return-value]
+
+    def events(self) -> pl.DataFrame:
+        """State transitions and notes of this run, with timestamps."""
+        return self.workspace.store.events_frame(run_id=self.id)
+
+    @property
+    def validation(self) -> pl.DataFrame:
+        """Per-check results of this run (one row per check)."""
+        return self.workspace.store.checks_frame(self.id)
+
+    def wait(self, timeout: float | None = None) -> SyncRun:
+        """Block until a background run stops (ended or paused)."""
+        entry = _ACTIVE.get((self.workspace.store._key, self.id))
+        if entry is not None and entry[1] is not None:
+            entry[1].join(timeout)
+        return self
+
+    def pause(self) -> None:
+        """Ask the run to stop at the next batch boundary; it becomes paused and resumes on the next run."""
+        self._request("pause")
+
+    def abort(self) -> None:
+        """Move a running or paused run to failed (a running one stops at the next batch boundary)."""
+        store = self.workspace.store
+        st = self.status
+        if st.terminal:
+            return
+        key = (store._key, self.id)
+        if st == RunStatus.PAUSED and key not in _ACTIVE:
+            sync = self.sync
+            from .runner import applies_per_batch
+
+            if not applies_per_batch(sync):
+                from .runner import _context
+
+                try:
+                    session = sync.destination.open(_context(sync, self.id))
+                    session.abandon()
+                    session.close()
+                except DfsyncError:
+                    pass
+                with store.transaction() as con:
+                    discard_batch(con, sync.id, self.id)
+            store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
+                                 error_kind="aborted")
+            staging = LIVE_STAGING.pop(key, None)
+            if staging is not None:
+                staging.close()
+            return
+        self._request("abort")
+
+    def _request(self, what: str) -> None:
+        store = self.workspace.store
+        entry = _ACTIVE.get((store._key, self.id))
+        if entry is not None:
+            entry[0].stop_what = what
+            entry[0].stop_event.set()
+        else:
+            store.request(self.id, what)  # a run in another process polls for it
+
+    def __repr__(self) -> str:
+        c = self.counts
+        return (f"<dfsync.SyncRun {self.id} of {self.sync_name!r}: {self.status.value} "
+                f"(inserted={c['inserted']}, updated={c['updated']}, deleted={c['deleted']}, "
+                f"unchanged={c['unchanged']}, failed={c['failed']})>")
+
+    def _repr_html_(self) -> str:
+        return _html.run_html(self)
+
+
+class Preview:
+    """What a run would do now: counts per action, the staged rows, check results."""
+
+    def __init__(self, sync_name: str, counts: dict[str, int], records: pl.DataFrame,
+                 validation: pl.DataFrame | None, problems: list[str]) -> None:
+        self.sync_name = sync_name
+        self.counts = counts
+        self.records = records
+        self.validation = validation
+        self.problems = problems
+
+    @property
+    def changes(self) -> pl.DataFrame:
+        """Only the rows that would be sent or deleted."""
+        return self.records.filter(pl.col("_action") != "unchanged")
+
+    def __repr__(self) -> str:
+        return f"<dfsync.Preview of {self.sync_name!r}: {self.counts}>"
+
+    def _repr_html_(self) -> str:
+        return _html.preview_html(self)
