@@ -135,7 +135,7 @@ def sql_columns(predicate: str) -> list[str]:
     """Column names a SQL predicate reads (parsed by DuckDB; lambda parameters excluded)."""
     with _parse_lock:
         try:
-            raw = _parser().execute("SELECT json_serialize_sql(?)", [f"SELECT ({predicate})"]).fetchone()[0]
+            raw = _parser().execute("SELECT json_serialize_sql(?)", [f"SELECT ({predicate})"]).fetchall()[0][0]
         except Exception as exc:  # duckdb.Error: a parse error
             raise ConfigError(f"sql(): cannot parse predicate {predicate!r}: {exc}") from exc
     tree = json.loads(raw)
@@ -174,7 +174,7 @@ def regex_ok(pattern: str) -> str | None:
         return None
     with _parse_lock:
         try:
-            _parser().execute("SELECT regexp_matches('', ?)", [re2]).fetchone()
+            _parser().execute("SELECT regexp_matches('', ?)", [re2]).fetchall()
         except Exception:  # duckdb.InvalidInputException: RE2 refused it
             return None
     return re2

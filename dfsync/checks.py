@@ -127,8 +127,7 @@ class ExpressionCheck(Check):
         if not isinstance(expr, pl.Expr):
             raise ConfigError(f"expression() needs a polars expression such as pl.col('age') > 0, got {expr!r}")
         self.expr = expr
-        super().__init__("expression", None, name=name or str(expr), mostly=mostly,
-                         columns=expr.meta.root_names())
+        super().__init__("expression", None, name=name, mostly=mostly, columns=expr.meta.root_names())
 
     def config(self) -> dict:
         cfg = super().config()
@@ -451,7 +450,7 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     if "_rid" not in types:
         raise ConfigError(f"relation {relation} has no _rid column")
     ft = failures_table or f"_dfsync_check_failures_{uuid.uuid4().hex[:12]}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(ft)} (_rid BIGINT, check_name VARCHAR)")
+    _run(con, f"CREATE OR REPLACE TEMP TABLE {quote(ft)} (_rid BIGINT, check_name VARCHAR)")
     record_cols = [c for c in types if c != "_rid"]
     validate_checks(checks, record_cols)
 
@@ -469,7 +468,8 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
         if failing_sql:
             cases = ", ".join(f"CASE WHEN {comp.fail} THEN '{_esc(c.name)}' END" for c, comp in failing_sql)
             where = " OR ".join(f"coalesce({comp.fail}, false)" for _, comp in failing_sql)
-            con.execute(
+            _run(
+                con,
                 f"INSERT INTO {quote(ft)} SELECT _rid, check_name FROM "
                 f"(SELECT _rid, unnest([{cases}]) AS check_name FROM {rel} WHERE {where}) "
                 "WHERE check_name IS NOT NULL")
@@ -483,8 +483,17 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
                 _insert_rids(con, ft, c.name, bad)
     finally:
         for t in temps:
-            con.execute(f"DROP TABLE IF EXISTS {quote(t)}")
+            _run(con, f"DROP TABLE IF EXISTS {quote(t)}")
     return Evaluation(ft, [results[c.name] for c in checks])
+
+
+def _run(con: Any, statement: str, params: list | None = None) -> None:
+    """Execute a statement that returns no rows and finish it (DuckDB 2 refuses new work on a
+    connection while a result is unfinished)."""
+    con.execute(statement, params) if params is not None else con.execute(statement)
+    done = getattr(con, "complete", None)
+    if callable(done):
+        done()
 
 
 def _esc(s: str) -> str:
@@ -498,7 +507,7 @@ def _insert_rids(con: Any, ft: str, name: str, rids: Any) -> None:
     view = f"_dfsync_rids_{uuid.uuid4().hex[:8]}"
     con.register(view, tbl)
     try:
-        con.execute(f"INSERT INTO {quote(ft)} SELECT _rid, ? FROM {quote(view)}", [name])
+        _run(con, f"INSERT INTO {quote(ft)} SELECT _rid, ? FROM {quote(view)}", [name])
     finally:
         con.unregister(view)
 
@@ -542,7 +551,7 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
             temps.append(dups)
         comp = compile_check(form, types, rel, dups)
         if comp.setup:
-            con.execute(comp.setup)
+            _run(con, comp.setup)
         compiled.append((c, comp))
     select = ["count(*)"]
     for _, comp in compiled:
@@ -551,7 +560,7 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
             select.append(f"count(*) FILTER (WHERE {comp.missing})" if comp.missing else "NULL")
             select.append(f"min_by({comp.value}, _rid, {PARTIAL}) FILTER (WHERE {comp.fail})"
                           if comp.value else "NULL")
-    row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchone()
+    row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchall()[0]
     n = int(row[0])
     i = 1
     for c, comp in compiled:
@@ -581,7 +590,7 @@ def _run_expression(con: Any, rel: str, c: ExpressionCheck, n: int) -> tuple[dic
     import polars as pl
 
     cols = ", ".join(quote(x) for x in [*c.columns(), "_rid"])
-    df = pl.from_arrow(con.execute(f"SELECT {cols} FROM {rel}").to_arrow_table())
+    df = pl.from_arrow(con.sql(f"SELECT {cols} FROM {rel}").to_arrow_table())
     try:
         ok = df.select(c.expr.alias("__ok")).to_series()
     except Exception as exc:  # polars raises many kinds; the user's expression is at fault

@@ -118,9 +118,9 @@ class GXCheck(Check):
             vs = kw["value_set"]
             if all(_comparable(v, t) for v in vs) and (is_numeric(t) or is_text(t) or t == "BOOLEAN"):
                 return Check("in_set", col, mostly=mostly, values=vs)
-        if etype == "expect_column_values_to_match_regex" and is_text(t) and isinstance(kw.get("regex"), str):
-            if regex_ok(kw["regex"]) is not None:
-                return Check("matches", col, mostly=mostly, regex=kw["regex"])
+        if etype == "expect_column_values_to_match_regex" and is_text(t) and isinstance(kw.get("regex"), str) \
+                and regex_ok(kw["regex"]) is not None:
+            return Check("matches", col, mostly=mostly, regex=kw["regex"])
         if etype == "expect_column_value_lengths_to_be_between" and is_text(t) and num(lo) and num(hi) \
                 and (lo is not None or hi is not None):
             return Check("length_between", col, mostly=mostly, min=lo, max=hi, **strict)
@@ -182,7 +182,7 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
     etype = check.kind[3:]
     cols = check.columns() or record_cols
     sel = ", ".join(quote(c) for c in [*cols, "_rid"])
-    reader = con.execute(f"SELECT {sel} FROM {rel} ORDER BY _rid").to_arrow_reader(CHUNK_ROWS)
+    reader = con.sql(f"SELECT {sel} FROM {rel} ORDER BY _rid").to_arrow_reader(CHUNK_ROWS)
     chunked = etype.startswith(_MAP_PREFIXES) and etype not in _WHOLE
     fmt = {"result_format": "COMPLETE" if check.level == ROW or etype in _UNIQUE else "SUMMARY"}
     if not chunked:
