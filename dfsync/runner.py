@@ -93,7 +93,7 @@ def confirm_batch(con: Any, sync_id: int, run_id: int, batch_no: int, key: list[
         con.register("_nd", keys)
         con.execute(f"DELETE FROM {st} s USING _nd n WHERE s.{this.replace(' AND ', ' AND s.')} AND {_key_match('s', 'n', key)}")
         con.unregister("_nd")
-    has_changes = con.execute(f"SELECT count(*) FROM {st} WHERE {this} AND _action IN ('update','delete')").fetchone()[0]
+    has_changes = con.execute(f"SELECT count(*) FROM {st} WHERE {this} AND _action IN ('update','delete')").fetchall()[0][0]
     if has_changes:
         con.execute(
             f"DELETE FROM {st} s USING (SELECT {', '.join(quote(k) for k in key)} FROM {st} "
@@ -111,7 +111,7 @@ def discard_batch(con: Any, sync_id: int, run_id: int, batch_no: int | None = No
     where = f"_run = {int(run_id)}" + (f" AND _batch = {int(batch_no)}" if batch_no is not None else "")
     if con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
-        [st]).fetchone()[0]:
+        [st]).fetchall()[0][0]:
         con.execute(f"DELETE FROM {st} WHERE {where}")
     bw = "run_id = ?" + (" AND batch_no = ?" if batch_no is not None else "")
     con.execute(f"UPDATE batches SET status = 'discarded' WHERE {bw} AND status <> 'discarded'",
@@ -399,7 +399,7 @@ class Runner:
         keep_all = total <= RECORD_RETENTION
         with store.connect() as con:
             next_batch = (con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
-                                      [self.run_id]).fetchone()[0]) + 1
+                                      [self.run_id]).fetchall()[0][0]) + 1
         self._report()
         with store.lease():
             self._ensure_state_table(con_schema=staging)
@@ -475,7 +475,7 @@ class Runner:
     def _store_invalid_records(self) -> None:
         assert self.staging is not None
         with self.store.connect() as con:
-            already = con.execute("SELECT count(*) FROM runs WHERE id = ? AND batches > 0", [self.run_id]).fetchone()[0]
+            already = con.execute("SELECT count(*) FROM runs WHERE id = ? AND batches > 0", [self.run_id]).fetchall()[0][0]
         if already:
             return
         inv = self.staging.invalid_records()
@@ -493,7 +493,7 @@ class Runner:
             if not self.store.has_table(con, rt):
                 con.execute(f"CREATE TABLE {rt} AS SELECT * FROM _recs LIMIT 0")
             have = {r[0] for r in con.execute(f"DESCRIBE {rt}").fetchall()}
-            for name, typ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
+            for name, typ, *_ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
                 if name not in have:
                     con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
             con.execute(f"INSERT INTO {rt} BY NAME SELECT * FROM _recs")
@@ -541,8 +541,8 @@ class Runner:
     def _save_cursor(self, con: Any) -> None:
         if self.sync.sync_mode != SyncMode.INCREMENTAL:
             return
-        run_cursor = con.execute("SELECT cursor_max FROM runs WHERE id = ?", [self.run_id]).fetchone()[0]
-        old = con.execute("SELECT cursor_value FROM syncs WHERE id = ?", [self.sync.id]).fetchone()[0]
+        run_cursor = con.execute("SELECT cursor_max FROM runs WHERE id = ?", [self.run_id]).fetchall()[0][0]
+        old = con.execute("SELECT cursor_value FROM syncs WHERE id = ?", [self.sync.id]).fetchall()[0][0]
         new = _max_cursor(_cursor_from_json(json.loads(old) if old else None),
                           _cursor_from_json(json.loads(run_cursor) if run_cursor else None))
         con.execute("UPDATE syncs SET cursor_value = ? WHERE id = ?", [json.dumps(_cursor_to_json(new)), self.sync.id])

@@ -122,7 +122,7 @@ class Staging:
             raise ConfigError(
                 f"primary key {missing} is not among the records' fields: {', '.join(self.columns)}"
             )
-        sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t in desc).encode()).hexdigest()[:16]
+        sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t, *_ in desc).encode()).hexdigest()[:16]
         self.signature = sig
         cols_sql = ", ".join(quote(c) for c in self.columns)
         fp = f"hash({cols_sql}, '{sig}')"
@@ -170,7 +170,7 @@ class Staging:
             con.register("_retry_keys", retry_keys)
             result.retried = con.execute(
                 f"SELECT count(*) FROM stg s SEMI JOIN _retry_keys d ON {on} WHERE s._action <> 'unchanged'"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             con.unregister("_retry_keys")
         self._check_keys(result, quarantine_keys)
         counts = dict.fromkeys(ACTIONS, 0)
@@ -202,10 +202,10 @@ class Staging:
         con, key = self.con, self.key
         kq = [quote(k) for k in key]
         null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
-        nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchone()[0]
+        nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchall()[0][0]
         dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE _action <> 'delete' AND NOT ({null_cond}) "
                    f"GROUP BY ALL HAVING count(*) > 1")
-        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchone()
+        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0]
         problems = []
         if nulls:
             problems.append(f"{nulls} rows have a null primary key ({', '.join(key)})")
@@ -243,7 +243,7 @@ class Staging:
         self.con.execute(f"INSERT INTO invalid SELECT _rid, check_name FROM {failures_table}")
 
     def invalid_count(self) -> int:
-        return self.con.execute("SELECT count(DISTINCT _rid) FROM invalid").fetchone()[0]
+        return self.con.execute("SELECT count(DISTINCT _rid) FROM invalid").fetchall()[0][0]
 
     # ------------------------------------------------------------------ transfer
     @staticmethod
@@ -264,7 +264,7 @@ class Staging:
     def pending_count(self, mode: DestinationMode) -> int:
         return self.con.execute(
             f"SELECT count(*) FROM stg WHERE {self.send_filter(mode)} AND rowid NOT IN (SELECT _rid FROM invalid) "
-            f"AND rowid NOT IN (SELECT _rid FROM outcomes)").fetchone()[0]
+            f"AND rowid NOT IN (SELECT _rid FROM outcomes)").fetchall()[0][0]
 
     def batches(self, mode: DestinationMode, batch_size: int, only_keys: pa.Table | None = None) -> pa.RecordBatchReader:
         """Pending rows as Arrow batches: record columns, _action, _fp, _rid."""

@@ -237,7 +237,7 @@ class Store:
     # ------------------------------------------------------------------ schema
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS dfsync_schema (version INTEGER, applied_at TIMESTAMPTZ)")
-        have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchone()[0]
+        have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchall()[0][0]
         if have > SCHEMA_VERSION:
             raise WorkspaceError(
                 f"{self.path} was written by a newer dfsync (schema {have} > {SCHEMA_VERSION}); "
@@ -252,7 +252,7 @@ class Store:
 
     def schema_version(self) -> int:
         with self.connect() as con:
-            return con.execute("SELECT max(version) FROM dfsync_schema").fetchone()[0]
+            return con.execute("SELECT max(version) FROM dfsync_schema").fetchall()[0][0]
 
     # ------------------------------------------------------------------ syncs
     def sync_row(self, name: str | None = None, *, sync_id: int | None = None) -> dict[str, Any]:
@@ -273,12 +273,12 @@ class Store:
 
     def sync_exists(self, name: str) -> bool:
         with self.connect() as con:
-            return con.execute("SELECT count(*) FROM syncs WHERE name = ?", [name]).fetchone()[0] > 0
+            return con.execute("SELECT count(*) FROM syncs WHERE name = ?", [name]).fetchall()[0][0] > 0
 
     def create_sync(self, name: str, definition: dict, state_key: str, schedule: str | None,
                     next_run_at: datetime | None, session_only: bool) -> int:
         with self.transaction() as con:
-            sid = con.execute("SELECT nextval('dfsync_sync_ids')").fetchone()[0]
+            sid = con.execute("SELECT nextval('dfsync_sync_ids')").fetchall()[0][0]
             t = now()
             target = sync_target(None, "create")
             con.execute(
@@ -317,11 +317,11 @@ class Store:
         if con is None:
             with self.transaction() as c:
                 return self.set_sync_status(sync_id, event, detail, con=c)
-        current = SyncStatus(con.execute("SELECT status FROM syncs WHERE id = ?", [sync_id]).fetchone()[0])
+        current = SyncStatus(con.execute("SELECT status FROM syncs WHERE id = ?", [sync_id]).fetchall()[0][0])
         if event == "enable":
-            last = con.execute(
+            last = first(con.execute(
                 "SELECT status FROM runs WHERE sync_id = ? AND status IN ('success','failed') "
-                "ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1", [sync_id]).fetchone()
+                "ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1", [sync_id]))
             event = {None: "enable", "success": "enable_healthy", "failed": "enable_failed"}[last[0] if last else None]
         target = sync_target(current, event)
         con.execute("UPDATE syncs SET status = ?, updated_at = ? WHERE id = ?", [target.value, now(), sync_id])
@@ -336,7 +336,7 @@ class Store:
 
     def syncs_frame(self) -> pl.DataFrame:
         with self.connect() as con:
-            return _frame(con.execute(
+            return _frame(con, 
                 """SELECT s.name, s.status, s.definition->>'$.source.kind' AS source,
                           s.definition->>'$.destination.kind' AS destination,
                           s.definition->>'$.destination_mode' AS destination_mode,
@@ -345,7 +345,7 @@ class Store:
                           s.definition_version, s.session_only, s.id AS sync_id
                    FROM syncs s LEFT JOIN (
                        SELECT * FROM runs QUALIFY row_number() OVER (PARTITION BY sync_id ORDER BY id DESC) = 1
-                   ) r ON r.sync_id = s.id ORDER BY s.name"""))
+                   ) r ON r.sync_id = s.id ORDER BY s.name""")
 
     def all_syncs(self) -> list[dict[str, Any]]:
         with self.connect() as con:
@@ -368,7 +368,7 @@ class Store:
     def create_run(self, sync_id: int, definition_version: int, trigger: str) -> int:
         with self.transaction() as con:
             self._refuse_if_running(con, sync_id)
-            rid = con.execute("SELECT nextval('dfsync_run_ids')").fetchone()[0]
+            rid = con.execute("SELECT nextval('dfsync_run_ids')").fetchall()[0][0]
             t = now()
             check_transition(None, RunStatus.STARTED, what="run")
             host, pid = socket.gethostname(), os.getpid()
@@ -383,9 +383,9 @@ class Store:
     def _refuse_if_running(self, con: Any, sync_id: int) -> None:
         from .errors import SyncAlreadyRunning
 
-        row = con.execute(
+        row = first(con.execute(
             "SELECT id, status, owner_pid, owner_host, owner_token FROM runs WHERE sync_id = ? AND status IN "
-            "('started','querying','queued','in_progress') ORDER BY id DESC LIMIT 1", [sync_id]).fetchone()
+            "('started','querying','queued','in_progress') ORDER BY id DESC LIMIT 1", [sync_id]))
         if row is not None:
             raise SyncAlreadyRunning(
                 f"run {row[0]} of this sync is {row[1]} in process {row[2]} on {row[3]}; wait for it "
@@ -405,7 +405,7 @@ class Store:
         if con is None:
             with self.transaction() as c:
                 return self.transition_run(run_id, target, detail, error=error, error_kind=error_kind, con=c)
-        sync_id, cur = con.execute("SELECT sync_id, status FROM runs WHERE id = ?", [run_id]).fetchone()
+        sync_id, cur = first(con.execute("SELECT sync_id, status FROM runs WHERE id = ?", [run_id]))
         current = RunStatus(cur)
         check_transition(current, target, what="run")
         t = now()
@@ -420,7 +420,7 @@ class Store:
         con.execute(f"UPDATE runs SET {fields} WHERE id = ?", [*vals, run_id])
         self._event(con, sync_id, run_id, "run", current.value, target.value, detail)
         if target.terminal:
-            status = SyncStatus(con.execute("SELECT status FROM syncs WHERE id = ?", [sync_id]).fetchone()[0])
+            status = SyncStatus(con.execute("SELECT status FROM syncs WHERE id = ?", [sync_id]).fetchall()[0][0])
             if status != SyncStatus.DISABLED:
                 event = "run_succeeded" if target == RunStatus.SUCCESS else "run_failed"
                 self.set_sync_status(sync_id, event, f"run {run_id} {target.value}", con=con)
@@ -437,13 +437,13 @@ class Store:
         where = "WHERE r.sync_id = ?" if sync_id is not None else ""
         lim = f"LIMIT {int(limit)}" if limit else ""
         with self.connect() as con:
-            return _frame(con.execute(
+            return _frame(con, 
                 f"""SELECT r.id AS run_id, s.name AS sync, r.status, r.trigger, r.definition_version,
                        r.started_at, r.finished_at,
                        epoch_ms(coalesce(r.finished_at, r.updated_at)) / 1000.0 - epoch_ms(r.started_at) / 1000.0 AS duration_s,
                        {", ".join(f"r.{c}" for c in COUNTERS)}, r.batches, r.error
                     FROM runs r JOIN syncs s ON s.id = r.sync_id {where}
-                    ORDER BY r.id DESC {lim}""", [sync_id] if sync_id is not None else []))
+                    ORDER BY r.id DESC {lim}""", [sync_id] if sync_id is not None else [])
 
     def latest_run_id(self, sync_id: int, status: Sequence[str] | None = None) -> int | None:
         q = "SELECT max(id) FROM runs WHERE sync_id = ?"
@@ -452,7 +452,7 @@ class Store:
             q += f" AND status IN ({','.join('?' * len(status))})"
             args += list(status)
         with self.connect() as con:
-            return con.execute(q, args).fetchone()[0]
+            return con.execute(q, args).fetchall()[0][0]
 
     def add_counters(self, run_id: int, con: Any = None, **deltas: int) -> None:
         deltas = {k: v for k, v in deltas.items() if v}
@@ -482,9 +482,9 @@ class Store:
 
     def pending_request(self, run_id: int) -> str | None:
         with self.connect() as con:
-            row = con.execute(
+            row = first(con.execute(
                 "SELECT r.request, s.status FROM runs r JOIN syncs s ON s.id = r.sync_id WHERE r.id = ?",
-                [run_id]).fetchone()
+                [run_id]))
         if row[0]:
             return row[0]
         return "pause" if row[1] == SyncStatus.DISABLED.value else None
@@ -495,9 +495,9 @@ class Store:
         else:
             where, arg = "sync_id = ?", sync_id
         with self.connect() as con:
-            return _frame(con.execute(
+            return _frame(con, 
                 f"SELECT ts, kind, from_status, to_status, detail, run_id FROM events WHERE {where} ORDER BY id",
-                [arg]))
+                [arg])
 
     def note(self, sync_id: int, run_id: int | None, detail: str) -> None:
         with self.connect() as con:
@@ -524,7 +524,7 @@ class Store:
             if is_alive(rid, pid, host, token):
                 continue
             with self.transaction() as con:
-                cur = con.execute("SELECT status, owner_token FROM runs WHERE id = ?", [rid]).fetchone()
+                cur = first(con.execute("SELECT status, owner_token FROM runs WHERE id = ?", [rid]))
                 if cur[0] != status or cur[1] != token:
                     continue
                 if status == RunStatus.IN_PROGRESS.value:
@@ -541,7 +541,7 @@ class Store:
     def has_table(self, con: Any, name: str) -> bool:
         return con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
-            [name]).fetchone()[0] > 0
+            [name]).fetchall()[0][0] > 0
 
     def batch_rows(self, run_id: int, status: str | None = None) -> list[tuple[int, str, int]]:
         q = "SELECT batch_no, status, rows FROM batches WHERE run_id = ?"
@@ -560,14 +560,20 @@ class Store:
 
     def checks_frame(self, run_id: int) -> pl.DataFrame:
         with self.connect() as con:
-            return _frame(con.execute(
+            return _frame(con, 
                 "SELECT check_name, kind, column_name, level, success, element_count, unexpected_count, "
                 "unexpected_percent, partial_unexpected_list, result FROM checks WHERE run_id = ? ORDER BY rowid",
-                [run_id]))
+                [run_id])
+
+
+def first(cur: Any) -> Any:
+    """The first row of a result, draining it (DuckDB 2 refuses new work on an undrained result)."""
+    rows = cur.fetchall()
+    return rows[0] if rows else None
 
 
 def _one(cur: Any) -> dict[str, Any] | None:
-    row = cur.fetchone()
+    row = first(cur)
     if row is None:
         return None
     return dict(zip([d[0] for d in cur.description], row))
@@ -581,9 +587,9 @@ def _decode_sync(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _frame(cur: Any) -> pl.DataFrame:
-    tbl = cur.to_arrow_table() if hasattr(cur, "to_arrow_table") else cur.fetch_arrow_table()
-    return pl.from_arrow(tbl)  # type: ignore[return-value]
+def _frame(con: Any, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+    """Run a query and return a polars DataFrame (through Arrow, without the DB-API copy)."""
+    return pl.from_arrow(con.sql(query, params=list(params) if params else None).to_arrow_table())  # type: ignore[return-value]
 
 
 def raise_invalid(msg: str) -> None:

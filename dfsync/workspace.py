@@ -253,7 +253,7 @@ class Workspace:
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""
         with self.store.connect() as con:
-            return pl.from_arrow(con.execute(query, params or []).to_arrow_table())  # type: ignore[return-value]
+            return pl.from_arrow(con.sql(query, params=list(params) if params else None).to_arrow_table())  # type: ignore[return-value]
 
     def scheduler(self, **kwargs: Any) -> Any:
         """Run due syncs on their schedules in a background thread (see ``dfsync.schedule``)."""
@@ -582,8 +582,8 @@ class SyncRun:
                 return pl.DataFrame()
             where = "_run_id = ?" + (" AND _status = ?" if status else "")
             lim = f"LIMIT {int(limit)}" if limit else ""
-            tbl = con.execute(f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {where} ORDER BY _batch NULLS FIRST {lim}",
-                              [self.id] + ([status] if status else [])).to_arrow_table()
+            tbl = con.sql(f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {where} ORDER BY _batch NULLS FIRST {lim}",
+                          params=[self.id] + ([status] if status else [])).to_arrow_table()
         return pl.from_arrow(tbl)  # type: ignore[return-value]
 
     def events(self) -> pl.DataFrame:

@@ -79,7 +79,7 @@ class DuckDBSession(DestinationSession):
     def _exists(self, name: TableName) -> bool:
         return self.con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ?", [name.schema or "main", name.table]).fetchone()[0] > 0
+            "AND schema_name = ? AND table_name = ?", [name.schema or "main", name.table]).fetchall()[0][0] > 0
 
     def _describe(self, name: TableName) -> dict[str, str]:
         rows = self.con.execute(
@@ -103,7 +103,7 @@ class DuckDBSession(DestinationSession):
                     f"changes rows that exist. Create the table first, or use destination_mode='upsert'."
                 )
             marker = self.con.execute(
-                f"SELECT count(*) FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = 0", [self.run_key]).fetchone()[0]
+                f"SELECT count(*) FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = 0", [self.run_key]).fetchall()[0][0]
             if self.write_target.schema:
                 self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self.write_target.schema)}")
             if marker:
@@ -118,7 +118,7 @@ class DuckDBSession(DestinationSession):
                 self.con.execute(f"CREATE TABLE {self.write_target.sql} AS SELECT * FROM _dfsync_schema LIMIT 0")
                 self.fresh = True
             else:
-                self.fresh = self.con.execute(f"SELECT count(*) = 0 FROM {self.write_target.sql}").fetchone()[0]
+                self.fresh = self.con.execute(f"SELECT count(*) = 0 FROM {self.write_target.sql}").fetchall()[0][0]
             if self.fresh:
                 self.con.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, 0, 0, NULL, now())", [self.run_key])
             self.con.execute("COMMIT")
