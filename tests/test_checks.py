@@ -222,3 +222,83 @@ def test_missing_validation_extra_names_the_pip_command():
     """.replace("import dfsync.checks as dc", "import dfsync, dfsync.checks as dc"))
     assert out.returncode == 0, out.stderr
     assert "pip install 'dfsync[validation]'" in out.stdout
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _sync(tmp_path, df, on_invalid, checks, name="people"):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = tmp_path / "dest.duckdb"
+    sync = ws.create_sync(name, source=dfsync.sources.frame(df),
+                          destination=dfsync.destinations.duckdb(str(dest), table="people"),
+                          primary_key="id", checks=checks, on_invalid=on_invalid)
+    return ws, sync, dest
+
+
+def _sent(dest) -> list[int]:
+    if not dest.exists():
+        return []
+    con = duckdb.connect(str(dest), read_only=True)
+    try:
+        return sorted(r[0] for r in con.execute("SELECT id FROM people").fetchall())
+    except duckdb.CatalogException:
+        return []
+    finally:
+        con.close()
+
+
+def test_e2e_fail_sends_nothing_and_says_why(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "fail", [dc.not_null("email"), dc.between("age", 0, 130)])
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.FAILED
+    assert "2 checks failed: email not_null: 1 rows; age between: 2 rows" in run.error
+    assert _sent(dest) == []
+    v = run.validation
+    assert isinstance(v, pl.DataFrame)
+    assert v.sort("check_name")["unexpected_count"].to_list() == [2, 1]
+
+
+def test_e2e_skip_quarantines_failing_rows_and_sends_the_rest(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "skip", [dc.not_null("email"), dc.between("age", 0, 130),
+                                                    dc.unique("email")])
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    # id 2 (null email), 4 (age -1), 5 (age 200); 1 and 6 share an email (unique marks both)
+    assert run.counts["invalid"] == 5
+    invalid = run.records(status="invalid").sort("id")
+    assert invalid["id"].to_list() == [1, 2, 4, 5, 6]
+    failed = dict(zip(invalid["id"].to_list(), invalid["_checks"].to_list(), strict=True))
+    assert sorted(failed[2]) == ["email not_null"]
+    assert sorted(failed[5]) == ["age between"]
+    assert sorted(failed[1]) == ["email unique"]
+    assert _sent(dest) == [3, 7, 8]
+
+
+def test_e2e_warn_sends_everything_and_records_failures(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "warn", [dc.not_null("email")])
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    assert _sent(dest) == list(range(1, 9))
+    v = run.validation
+    assert v["success"].to_list() == [False] and v["unexpected_count"].to_list() == [1]
+
+
+def test_e2e_quarantined_row_is_rechecked_and_sent_once_it_passes(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "skip", [dc.between("age", 0, 130)])
+    sync.run(progress=False)
+    assert 5 not in _sent(dest)
+    fixed = DATA.with_columns(age=pl.when(pl.col("id").is_in([4, 5])).then(50.0).otherwise(pl.col("age")))
+    ws2, sync2, _ = _sync(tmp_path, fixed, "skip", [dc.between("age", 0, 130)])
+    run = sync2.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    assert _sent(dest) == list(range(1, 9))
+    assert run.counts["invalid"] == 0
+
+
+def test_e2e_preview_includes_check_results(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "skip", [dc.not_null("email"), dc.row_count_between(1, 100)])
+    p = sync.preview()
+    assert p.validation is not None
+    assert p.validation.sort("check_name")["success"].to_list() == [False, True]
+    assert _sent(dest) == []
