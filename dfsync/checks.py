@@ -463,16 +463,7 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     results: dict[str, dict] = {}
     temps: list[str] = []
     try:
-        n, compiled = _run_sql_checks(con, rel, types, sql_checks, temps, results)
-        failing_sql = [(c, comp) for c, comp in compiled if not results[c.name]["success"] and comp.fail]
-        if failing_sql:
-            cases = ", ".join(f"CASE WHEN {comp.fail} THEN '{_esc(c.name)}' END" for c, comp in failing_sql)
-            where = " OR ".join(f"coalesce({comp.fail}, false)" for _, comp in failing_sql)
-            _run(
-                con,
-                f"INSERT INTO {quote(ft)} SELECT _rid, check_name FROM "
-                f"(SELECT _rid, unnest([{cases}]) AS check_name FROM {rel} WHERE {where}) "
-                "WHERE check_name IS NOT NULL")
+        n = _run_sql_checks(con, rel, types, sql_checks, temps, results, ft)
         for c in others:
             if isinstance(c, ExpressionCheck):
                 res, bad = _run_expression(con, rel, c, n)
@@ -542,7 +533,14 @@ def result_row(check: Check, *, success: bool, n: int, unexpected: int | None, m
 
 
 def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple[Check, Check]],
-                    temps: list[str], results: dict[str, dict]) -> tuple[int, list]:
+                    temps: list[str], results: dict[str, dict], ft: str) -> int:
+    """Evaluate SQL-form checks with each predicate computed once per row.
+
+    Pass 1 keeps only failing rows (their _rid, failed check names and shown values) in a
+    temp table: the one scan that evaluates every predicate, like a hand-written query.
+    Pass 2 counts rows and missing values (cheap NULL tests). Counts and partial lists
+    then come from the small table of failing rows.
+    """
     compiled = []
     for c, form in pairs:
         dups = None
@@ -553,17 +551,31 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
         if comp.setup:
             _run(con, comp.setup)
         compiled.append((c, comp))
-    select = ["count(*)"]
-    for _, comp in compiled:
-        if comp.fail:
-            select.append(f"count(*) FILTER (WHERE {comp.fail})")
-            select.append(f"count(*) FILTER (WHERE {comp.missing})" if comp.missing else "NULL")
-            select.append(f"min_by({comp.value}, _rid, {PARTIAL}) FILTER (WHERE {comp.fail})"
-                          if comp.value else "NULL")
+    row_checks = [(i, c, comp) for i, (c, comp) in enumerate(compiled) if comp.fail]
+    fails = f"_dfsync_fail_{uuid.uuid4().hex[:12]}"
+    if row_checks:
+        temps.append(fails)
+        flags = ", ".join(f"coalesce({comp.fail}, false) AS f{i}" for i, _, comp in row_checks)
+        where = " OR ".join(f"f{i}" for i, _, _ in row_checks)
+        values = "".join(f", CASE WHEN f{i} THEN {comp.value} END AS v{i}" for i, _, comp in row_checks if comp.value)
+        _run(con, f"CREATE TEMP TABLE {quote(fails)} AS SELECT * EXCLUDE (_row) FROM ("
+                  f"SELECT _rid, {', '.join(f'f{i}' for i, _, _ in row_checks)}{values}, true AS _row "
+                  f"FROM (SELECT *, {flags} FROM {rel}) WHERE {where})")
+    select = ["count(*)"] + [f"count(*) FILTER (WHERE {comp.missing})" for _, _, comp in row_checks if comp.missing]
     row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchall()[0]
     n = int(row[0])
-    i = 1
-    for c, comp in compiled:
+    missing = dict(zip([i for i, _, comp in row_checks if comp.missing], row[1:], strict=True))
+    counts: dict[int, tuple[int, list]] = {}
+    if row_checks:
+        agg = []
+        for i, _, comp in row_checks:
+            agg.append(f"count(*) FILTER (WHERE f{i})")
+            agg.append(f"min_by(v{i}, _rid, {PARTIAL}) FILTER (WHERE f{i})" if comp.value else "NULL")
+        out = con.execute(f"SELECT {', '.join(agg)} FROM {quote(fails)}").fetchall()[0]
+        for k, (i, _, _) in enumerate(row_checks):
+            counts[i] = (int(out[2 * k]), list(out[2 * k + 1] or []))
+    failing = []
+    for i, (c, comp) in enumerate(compiled):
         form = comp.check
         if not comp.fail:  # row_count_between
             p = form.params
@@ -575,15 +587,18 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
             results[c.name]["result"].pop("unexpected_count")
             results[c.name]["result"].pop("unexpected_percent")
             continue
-        u, m, part = int(row[i]), row[i + 1], row[i + 2]
-        i += 3
-        m = None if m is None else int(m)
+        u, part = counts[i]
+        m = None if i not in missing else int(missing[i])
         if comp.value is None:  # not_null: the unexpected values are the nulls themselves
             part = [None] * min(u, PARTIAL)
         considered = n if m is None else n - m
         ok = mostly_success(considered, u, form.mostly)
-        results[c.name] = result_row(c, success=ok, n=n, unexpected=u, missing=m, partial=list(part or []))
-    return n, compiled
+        results[c.name] = result_row(c, success=ok, n=n, unexpected=u, missing=m, partial=part)
+        if not ok and u:
+            failing.append(f"SELECT _rid, '{_esc(c.name)}' FROM {quote(fails)} WHERE f{i}")
+    if failing:
+        _run(con, f"INSERT INTO {quote(ft)} " + " UNION ALL ".join(failing))
+    return n
 
 
 def _run_expression(con: Any, rel: str, c: ExpressionCheck, n: int) -> tuple[dict, Any]:
