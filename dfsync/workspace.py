@@ -238,19 +238,21 @@ class Workspace:
             "callbacks": {k: v for k, v in callbacks.items() if isinstance(v, str)},
         }
         state_key = json.dumps({"destination": destination.identity(), "primary_key": keys})
+        # only this process can run it: an in-memory frame, or a literal secret / lambda in the destination
+        session_only = bool(source.session_only or getattr(destination, "session_only", False))
         store = self.store
         if store.sync_exists(name):
             if if_exists == "error":
                 raise ConfigError(f"a sync named {name!r} already exists; pick another name or use if_exists='update'")
             sid = store.sync_row(name)["id"]
-            version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, source.session_only)
+            version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, session_only)
             if reset:
                 import warnings
 
                 warnings.warn(f"sync {name!r}: destination or primary key changed, so every row is sent again once",
                               stacklevel=2)
         else:
-            sid = store.create_sync(name, definition, state_key, schedule, next_run, source.session_only)
+            sid = store.create_sync(name, definition, state_key, schedule, next_run, session_only)
         _LIVE[(store._key, name)] = {
             "source": source, "destination": destination, "checks": check_objs, "mapping": mapper,
             **{k: v for k, v in callbacks.items() if v is not None and not isinstance(v, str)},
@@ -400,8 +402,9 @@ class Sync:
             raise SyncDisabledError(f"sync {self.name!r} is disabled; call sync.enable() to run it again")
         if self.session_only and "source" not in self._live:
             raise SessionOnlyError(
-                f"sync {self.name!r} reads an in-memory frame that only exists in the Python session that "
-                f"created it; run it there, or recreate it with a files, duckdb_query or database source")
+                f"sync {self.name!r} can only run in the Python session that created it: it reads an in-memory "
+                f"frame, or its destination holds a literal secret or a function. Run it there, or recreate it "
+                f"with a files, duckdb_query or database source and secrets written as 'env:NAME'")
         self.source  # noqa: B018 - fail now if the source cannot be rebuilt
         lock = sync_lock(store, self.id)
         if not lock.acquire(blocking=False):
@@ -463,7 +466,7 @@ class Sync:
 
                 evaluation = checks_mod.evaluate(staging.con, staging.to_check_view(), self.checks)
                 staging.add_invalid(evaluation.failures_table)
-                validation = pl.DataFrame(evaluation.results, infer_schema_length=None) if evaluation.results else None
+                validation = _results_frame(evaluation.results) if evaluation.results else None
             c = result.counts
             counts = {"insert": c["insert"], "update": c["update"],
                       "delete": c["delete"] if self.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0,
@@ -702,6 +705,13 @@ class SyncRun:
 
     def _repr_html_(self) -> str:
         return _html.run_html(self)
+
+
+def _results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:
+    """Check results as a frame; lists and result dicts as JSON text (their types vary by check)."""
+    rows = [{**r, "partial_unexpected_list": json.dumps(r.get("partial_unexpected_list"), default=str),
+             "result": json.dumps(r.get("result"), default=str)} for r in results]
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 class Preview:
