@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -329,7 +330,7 @@ def run_size(args: argparse.Namespace, rows: int, base: str, cluster: Cluster | 
                 expect_v1 = remote_checksum("postgres", uri, TABLE)
                 cluster.drop("ref")
             results.setdefault((rows, target, "initial", "reference"), []).append(r)
-            print(f"[{rows:,} {target} rep {rep}] reference {r['seconds']:.2f}s", flush=True)
+            print(f"[{rows:,} {target} rep {rep}] reference {r['seconds']:.2f}s {r['peak_rss_mb']:6.0f}MB", flush=True)
 
         for rep in range(args.reps):
             order = TOOLS[rep % len(TOOLS):] + TOOLS[:rep % len(TOOLS)]
@@ -444,8 +445,9 @@ def report(args: argparse.Namespace, results: dict[tuple, list[dict]], cluster: 
     for rows in sizes:
         for target in args.targets:
             lines += [f"## {rows:,} rows x 8 columns -> {target}", "",
-                      "| job | tool | seconds (median) | rows/s | peak RSS MB | vs dlt: time ratio | speed-up | target | met |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|:-:|"]
+                      "| job | tool | seconds (median) | rows/s | peak RSS MB | vs dlt: time ratio | speed-up | "
+                      "speed-up per rep | target | met |",
+                      "|---|---|---:|---:|---:|---:|---:|---|---:|:-:|"]
             for job in ("initial", "re-sync"):
                 dlt_r = results.get((rows, target, job, "dlt merge"))
                 dlt_s = med(dlt_r, "seconds") if dlt_r else None
@@ -455,16 +457,19 @@ def report(args: argparse.Namespace, results: dict[tuple, list[dict]], cluster: 
                     if not rs:
                         continue
                     s, m = med(rs, "seconds"), max(r["peak_rss_mb"] for r in rs)
-                    ratio = speed = tgt = met = ""
+                    ratio = speed = tgt = met = per_rep = ""
                     if dlt_s and tool != "dlt merge":
                         ratio, speed = f"{s / dlt_s:.2f}", f"{dlt_s / s:.2f}x"
+                        if tool != "reference" and dlt_r and len(dlt_r) == len(rs):
+                            # same repetition = measured minutes apart: steadier under shared load
+                            per_rep = " ".join(f"{d['seconds'] / r['seconds']:.2f}" for d, r in zip(dlt_r, rs))
                     if tool == "dfsync upsert" and dlt_s:
                         want = TARGETS[target][0 if job == "initial" else 1]
                         tgt = f"{want}x"
                         ok_t, ok_m = dlt_s / s >= want, m <= (dlt_m or 0)
                         met = ("yes" if ok_t and ok_m else "no" + ("" if ok_t else " (time)") + ("" if ok_m else " (RSS)"))
                     lines.append(f"| {job} | {tool} | {s:.2f} | {rows / s:,.0f} | {m:.0f} | {ratio} | {speed} | "
-                                 f"{tgt} | {met} |")
+                                 f"{per_rep} | {tgt} | {met} |")
             lines.append("")
             lines.append("Phase medians (dfsync: seconds per run state; dlt: seconds per pipeline step):")
             lines.append("")
@@ -477,6 +482,31 @@ def report(args: argparse.Namespace, results: dict[tuple, list[dict]], cluster: 
                         lines.append(f"- {job}, {tool}: {fmt_durations(d)}")
             lines.append("")
     return "\n".join(lines) + "\n"
+
+
+_LINE = re.compile(r"^\[([\d,]+) (\w+) rep (\d+)\] (?:(reference)|(initial|re-sync)\s+(dfsync upsert|dlt merge|"
+                   r"dfsync mirror))\s+([\d.]+)s(?:\s+(\d+)MB)?\s*(.*)$")
+
+
+def results_from_logs(paths: list[str], rss_fallback: dict[tuple[int, str], float]) -> dict[tuple, list[dict]]:
+    """Rebuild the measurements from the lines a run printed (to report runs made in parts)."""
+    results: dict[tuple, list[dict]] = {}
+    for path in paths:
+        with open(path) as f:
+            for ln in f:
+                m = _LINE.match(ln.strip())
+                if not m:
+                    continue
+                rows, target = int(m.group(1).replace(",", "")), m.group(2)
+                job, tool = ("initial", "reference") if m.group(4) else (m.group(5), m.group(6))
+                rss = float(m.group(8)) if m.group(8) else rss_fallback.get((rows, target), float("nan"))
+                durations = {}
+                for part in filter(None, (p.strip() for p in m.group(9).split(","))):
+                    k, v = part.rsplit(" ", 1)
+                    durations[k] = float(v)
+                results.setdefault((rows, target, job, tool), []).append(
+                    {"seconds": float(m.group(7)), "peak_rss_mb": rss, "durations": durations})
+    return results
 
 
 def med(rs: list[dict], key: str) -> float:
@@ -493,6 +523,10 @@ def main() -> None:
     ap.add_argument("--dlt-strategy", default="delete-insert", choices=["delete-insert", "upsert"])
     ap.add_argument("--workdir", default=None, help="keep generated data here (reused across runs)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS_dlt.md"))
+    ap.add_argument("--from-logs", nargs="+", default=None,
+                    help="only write the report from the printed lines of earlier runs (a long run made in parts)")
+    ap.add_argument("--ref-rss", default="", help="with --from-logs: ROWS:TARGET:MB,... for logs whose "
+                    "reference lines lack the RSS")
     ap.add_argument("--child", default=None)
     ap.add_argument("--kwargs", default="{}")
     args = ap.parse_args()
@@ -508,6 +542,17 @@ def main() -> None:
 
     if importlib.util.find_spec("dlt") is None:  # not imported here: the parent stays small
         raise SystemExit("dlt is not installed: pip install -e '.[bench]'")
+
+    if args.from_logs:
+        fallback = {(int(r), t): float(mb) for r, t, mb in (x.split(":") for x in args.ref_rss.split(",") if x)}
+        results = results_from_logs(args.from_logs, fallback)
+        args.targets = [t for t in args.targets if any(k[1] == t for k in results)]
+        args.reps = max(len(v) for v in results.values())
+        text = report(args, results, None)
+        with open(args.out, "w") as f:
+            f.write(text)
+        print(text)
+        return
 
     base = args.workdir or tempfile.mkdtemp(prefix="dfsync-dlt-")
     os.makedirs(base, exist_ok=True)
