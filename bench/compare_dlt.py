@@ -113,9 +113,7 @@ def step_dlt(work: str, src: str, target: str, dest: str, strategy: str) -> dict
 
     @dlt.resource(name=TABLE, write_disposition={"disposition": "merge", "strategy": strategy}, primary_key="id")
     def rows():  # Arrow tables straight from the Parquet file: dlt's documented fast path
-        pf = pq.ParquetFile(src)
-        for rb in pf.iter_batches(batch_size=1_000_000):
-            yield rb
+        yield from pq.ParquetFile(src).iter_batches(batch_size=1_000_000)
 
     if target == "postgres" and "@" in dest and ":" not in dest.split("//", 1)[1].split("@", 1)[0]:
         # dlt insists on a password; the throwaway cluster trusts loopback and ignores it
@@ -356,7 +354,7 @@ def run_size(args: argparse.Namespace, rows: int, base: str, cluster: Cluster | 
                     print(f"[{rows:,} {target} rep {rep}] {job:<8} {tool:<14} {r['seconds']:7.2f}s "
                           f"{r['peak_rss_mb']:6.0f}MB  {fmt_durations(r.get('durations'))}", flush=True)
                 verify(target, job, dests, expect_v1, deleted)
-            for tool, (work, dest, _) in dests.items():
+            for work, dest, _ in dests.values():
                 shutil.rmtree(work, ignore_errors=True)
                 if target == "postgres" and cluster is not None:
                     cluster.drop(dest.rsplit("/", 1)[1])
@@ -462,7 +460,7 @@ def report(args: argparse.Namespace, results: dict[tuple, list[dict]], cluster: 
                         ratio, speed = f"{s / dlt_s:.2f}", f"{dlt_s / s:.2f}x"
                         if tool != "reference" and dlt_r and len(dlt_r) == len(rs):
                             # same repetition = measured minutes apart: steadier under shared load
-                            per_rep = " ".join(f"{d['seconds'] / r['seconds']:.2f}" for d, r in zip(dlt_r, rs))
+                            per_rep = " ".join(f"{d['seconds'] / r['seconds']:.2f}" for d, r in zip(dlt_r, rs, strict=True))
                     if tool == "dfsync upsert" and dlt_s:
                         want = TARGETS[target][0 if job == "initial" else 1]
                         tgt = f"{want}x"
