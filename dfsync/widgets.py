@@ -301,7 +301,12 @@ class SyncPanel(_Widget):
             self._say("no run to abort")
             return
         local = _runner_entry(run) is not None
-        run.abort()
+        if local:
+            # run.abort() first reads the run's status, which waits for this process's transfer to
+            # release the workspace; the request itself needs no workspace access
+            run._request("abort")
+        else:
+            run.abort()
         self._say(f"abort requested for run {run.id}" if local else f"run {run.id} aborted")
         if local:
             self._follow(run)
