@@ -96,11 +96,15 @@ class _Widget:
 
     def close(self) -> None:
         """Close this widget's models (it disappears from the page); other widgets are untouched."""
-        stack = [self.widget]
-        while stack:
-            x = stack.pop()
-            stack.extend(getattr(x, "children", ()))
-            x.close()
+        _close_tree(self.widget)
+
+
+def _close_tree(widget: Any) -> None:
+    stack = [widget]
+    while stack:
+        x = stack.pop()
+        stack.extend(getattr(x, "children", ()))
+        x.close()
 
 
 class SyncPanel(_Widget):
@@ -496,7 +500,10 @@ class Dashboard(_Widget):
             rows.append(row)
         if not df.height:
             rows.append(self._cell("<i>no syncs yet</i>", "400px"))
+        old = self.table.children
         self.table.children = rows
+        for x in old:  # the replaced rows' models would otherwise live on in the kernel (and saved state)
+            _close_tree(x)
         if self.open_panel is not None:
             self.open_panel.refresh()
         return self
