@@ -15,9 +15,9 @@ Threads: a run started from the panel goes on in a background thread
 (``sync.run(background=True, progress=False)``). The panel follows it through the run's
 progress hook (called by the runner at every state change and committed batch) and a
 small poller thread that refreshes once the run stops; runs started in another process
-are followed by polling the workspace. Button handlers never read the workspace while
-this process is transferring, because the runner holds the workspace connection for the
-whole transfer and a read would freeze the kernel until it ends.
+are followed by polling the workspace. Pause, Abort and Disable hand their request to the
+run's thread directly when it runs in this process, so they take effect at the next batch
+boundary without a round trip through the workspace file.
 """
 
 from __future__ import annotations
