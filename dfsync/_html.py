@@ -256,7 +256,7 @@ def history_chart(runs: pl.DataFrame, *, width: int = 520, height: int = 120) ->
              f'<text x="{pad}" y="10" fill="#2563eb">rows changed (max {max_rows:,})</text>',
              f'<text x="{width - pad}" y="10" fill="#d97706" text-anchor="end">duration (max {fmt_seconds(max_secs)})</text>']
     points = []
-    for i, (r, n, s) in enumerate(zip(data, rows, secs)):
+    for i, (r, n, s) in enumerate(zip(data, rows, secs, strict=False)):
         x = pad + i * slot + (slot - bar_w) / 2
         h = (plot_h - 16) * n / max_rows
         y = plot_h - h

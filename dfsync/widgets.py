@@ -22,6 +22,7 @@ boundary without a round trip through the workspace file.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -76,10 +77,8 @@ def _attach(run: SyncRun, hook: Callable[[str, dict[str, Any]], None]) -> bool:
 
         def chained(status: str, row: dict[str, Any]) -> None:
             for h in list(hooks):
-                try:
+                with contextlib.suppress(Exception):  # one display failing must not hide the others
                     h(status, row)
-                except Exception:  # one display failing must not hide the others
-                    pass
 
         chained._dfsync_hooks = hooks  # type: ignore[attr-defined]
         runner.progress = chained
@@ -362,17 +361,13 @@ class SyncPanel(_Widget):
                     continue
             else:
                 # another process runs it (or it just ended): read the workspace
-                try:
+                with contextlib.suppress(DfsyncError):
                     self.refresh_state_only()
-                except DfsyncError:
-                    pass
                 if self.state.get("run_status") in ACTIVE:
                     self._closed.wait(self.poll_interval)
                     continue
-            try:
+            with contextlib.suppress(DfsyncError):
                 self._render(self._snapshot(self._run))
-            except DfsyncError:
-                pass
             return
 
     def refresh_state_only(self) -> None:
@@ -405,10 +400,8 @@ class _LiveReporter:
 
     def close(self) -> None:
         """The run stopped: show its final state (the sync status may have changed with it)."""
-        try:
+        with contextlib.suppress(DfsyncError):
             self.panel.refresh_state_only()
-        except DfsyncError:
-            pass
 
 
 def live_reporter(sync: Sync, run_id: int) -> _LiveReporter:

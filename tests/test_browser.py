@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -77,8 +76,11 @@ shutil.copy(DATA / "customers_v2.parquet", work / "source" / "customers.parquet"
 @pytest.fixture
 def lab(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
     """A JupyterLab server over a temp copy holding panel.ipynb and data/; yields (base url with token, root)."""
-    pytest.importorskip("jupyterlab")
-    pytest.importorskip("ipywidgets")
+    import importlib.util
+
+    for module in ("jupyterlab", "ipywidgets", "nbformat"):
+        if importlib.util.find_spec(module) is None:
+            _unavailable(f"{module} is not installed (pip install 'dfsync[dev]')")
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 

@@ -210,3 +210,32 @@ def test_05_monitoring(tmp_path: pathlib.Path) -> None:
     assert 'data-status="disabled"' in row_html  # orders was disabled before the last refresh
     history = models_with_class(models, "dfsync-history")
     assert len(history) == 1 and history[0]["value"].count("<rect") == 2
+
+
+def test_run_in_a_notebook_without_ipywidgets_shows_static_html(tmp_path: pathlib.Path) -> None:
+    """No ``widgets`` extra: ``sync.run()`` still shows its progress, as HTML updated in place."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    copy_repo_bits(tmp_path)
+    nb = new_notebook(cells=[new_code_cell(c) for c in (
+        'import sys\nsys.modules["ipywidgets"] = None  # as if the package were not installed',
+        "import pathlib, dfsync\n"
+        "ws = dfsync.Workspace('ws.duckdb')\n"
+        "sync = ws.create_sync('c', source=dfsync.sources.files(str(pathlib.Path('data/customers_v1.parquet').resolve())),\n"
+        "    destination=dfsync.destinations.duckdb('wh.duckdb', table='c'), primary_key='customer_id')\n"
+        "run = sync.run()\n"
+        "assert run.status == 'success'",
+        "try:\n    dfsync.widgets.SyncPanel(sync)\nexcept dfsync.MissingDependencyError as exc:\n    print(exc)",
+    )])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "nowidgets.ipynb"
+    nbformat.write(nb, path)
+    out = execute(path, jupyter_env(tmp_path))
+    run_outputs = out.cells[1].outputs
+    html = [o for o in run_outputs if o.get("output_type") == "display_data"]
+    assert len(html) == 1 and "text/html" in html[0]["data"]
+    final = html[0]["data"]["text/html"]  # nbclient applied the in-place updates
+    assert 'data-status="success"' in final and 'data-value="200"' in final
+    assert "widgets" not in out.metadata  # no widget models were created
+    printed = "".join(o.get("text", "") for o in out.cells[2].outputs)
+    assert "pip install 'dfsync[widgets]'" in printed
