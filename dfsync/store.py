@@ -334,6 +334,15 @@ class Store:
         with self.connect() as con:
             con.execute(f"UPDATE syncs SET {cols} WHERE id = ?", [*vals, sync_id])
 
+    def claim_next_run(self, sync_id: int, expected: datetime | None, new: datetime) -> bool:
+        """Compare-and-set ``next_run_at``: True if it was still ``expected`` (this caller won the slot)."""
+        with self.transaction() as con:
+            row = first(con.execute("SELECT next_run_at FROM syncs WHERE id = ?", [sync_id]))
+            if row is None or row[0] != expected:
+                return False
+            con.execute("UPDATE syncs SET next_run_at = ? WHERE id = ?", [new, sync_id])
+        return True
+
     def syncs_frame(self) -> pl.DataFrame:
         with self.connect() as con:
             return _frame(con, 
