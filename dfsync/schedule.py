@@ -113,7 +113,7 @@ def parse_schedule(text: str | None) -> Schedule | None:
     if m:
         n = int(m.group(1) or 1)
         if n < 1:
-            raise ConfigError(f"schedule {text!r}: the interval must be at least 1 {m.group(2)}")
+            raise ConfigError(f"schedule {text!r}: the interval must be at least 1 {m.group(2)}; accepted: {ACCEPTED_FORMS}")
         return Schedule(text=text, kind="interval", interval=n * _UNITS[m.group(2)])
     if norm.startswith("every"):
         raise ConfigError(f"cannot read the schedule {text!r}; accepted: {ACCEPTED_FORMS}")
