@@ -136,7 +136,12 @@ def reconcile(sync: Sync) -> None:
         with store.transaction() as con:
             for b in batches:
                 if b in committed:
-                    confirm_batch(con, sync.id, run_id, b, sync.primary_key, committed[b])
+                    nd = committed[b]
+                    confirm_batch(con, sync.id, run_id, b, sync.primary_key, nd)
+                    rows = con.execute("SELECT rows FROM batches WHERE run_id = ? AND batch_no = ?",
+                                       [run_id, b]).fetchall()[0][0]
+                    store.add_counters(run_id, con=con, sent=rows, succeeded=rows - len(nd), failed=len(nd),
+                                       batches=1)
                 else:
                     discard_batch(con, sync.id, run_id, b)
         store.note(sync.id, run_id, f"reconciled in-flight batches {batches}: "
@@ -261,6 +266,7 @@ class Runner:
         if self.status == RunStatus.PAUSED:
             reconcile(sync)
             if self.staging is not None and self.staging.loaded:
+                self._adopt_confirmed_batches()
                 self._to(RunStatus.IN_PROGRESS, "resumed")
                 self._transfer()
                 return
@@ -275,6 +281,26 @@ class Runner:
         self._validate()
         self._to(RunStatus.IN_PROGRESS, "checks passed")
         self._transfer()
+
+    def _adopt_confirmed_batches(self) -> None:
+        """Batches confirmed by reconcile that the live staging never heard of count as sent."""
+        assert self.staging is not None
+        known = [r[0] for r in self.staging.con.execute(
+            "SELECT DISTINCT _batch FROM outcomes WHERE _batch IS NOT NULL").fetchall()]
+        key = self.sync.primary_key
+        cols = ", ".join(quote(k) for k in key)
+        not_in = f"AND _batch NOT IN ({', '.join(str(int(b)) for b in known)})" if known else ""
+        with self.store.connect() as con:
+            if not self.store.has_table(con, state_table(self.sync.id)):
+                return
+            done = con.sql(f"SELECT {cols}, _batch FROM {state_table(self.sync.id)} WHERE _run = {int(self.run_id)} "
+                           f"AND _ok {not_in}").to_arrow_table()
+        if done.num_rows:
+            scon = self.staging.con
+            scon.register("_done", done)
+            scon.execute(f"INSERT INTO outcomes SELECT s.rowid, 'succeeded', d._batch, NULL FROM stg s "
+                         f"JOIN _done d ON {_key_match('s', 'd', key)}")
+            scon.unregister("_done")
 
     # .............................................................. querying
     def _query(self) -> None:
@@ -297,13 +323,15 @@ class Runner:
         retry, retry_keys = self._retry_rows()
         if self.staging is None:
             self.staging = Staging(temp_dir=self.ws.staging_dir(self.run_id))
-        result = self.staging.load(
-            sync.source, sync.mapping, sync.primary_key, cursor=cursor,
-            detect_deletes=sync.sync_mode == SyncMode.FULL_REFRESH,
-            state=delivered_state(store, sync.id, sync.primary_key), force=force,
-            retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
-            quarantine_keys=sync.on_invalid == "skip",
-        )
+        state = delivered_state(store, sync.id, sync.primary_key)
+        with store.released():  # reading the source can take long: let other processes in
+            result = self.staging.load(
+                sync.source, sync.mapping, sync.primary_key, cursor=cursor,
+                detect_deletes=sync.sync_mode == SyncMode.FULL_REFRESH,
+                state=state, force=force,
+                retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
+                quarantine_keys=sync.on_invalid == "skip",
+            )
         for p in result.key_problems:
             store.note(sync.id, self.run_id, f"quarantined: {p}")
         c = result.counts

@@ -228,16 +228,20 @@ class Store:
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one operation (a transaction is the caller's business)."""
-        with self._lock:
-            if self._lease is not None and self._lease_thread == threading.get_ident():
-                yield self._lease
-                return
-            con = self._open()
-            try:
-                yield con
-            finally:
-                con.close()
+        """A connection for one operation (a transaction is the caller's business).
+
+        The thread holding a lease reuses its connection; any other thread opens its own,
+        which is cheap while this process has the file open (DuckDB shares the instance).
+        """
+        lease = self._lease
+        if lease is not None and self._lease_thread == threading.get_ident():
+            yield lease
+            return
+        con = self._open()
+        try:
+            yield con
+        finally:
+            con.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -253,32 +257,63 @@ class Store:
 
     @contextlib.contextmanager
     def lease(self) -> Iterator[None]:
-        """Keep one connection open across many operations of this thread (a run's loop).
+        """Keep one connection open across many operations of this thread (a run).
 
-        Call :meth:`release_if_stale` at batch boundaries to let other processes in.
+        :meth:`release_if_stale` at batch boundaries and :meth:`released` around long work
+        that does not need the workspace let other processes in.
         """
+        me = threading.get_ident()
         with self._lock:
-            owns = self._lease is None
-            if owns:
+            if self._lease is not None:
+                if self._lease_thread == me:
+                    owns = False
+                else:  # another thread of this process runs; it keeps its lease
+                    owns = None
+            else:
+                owns = True
                 self._lease = self._open()
                 self._lease_since = time.monotonic()
-                self._lease_thread = threading.get_ident()
-            try:
-                yield
-            finally:
-                if owns and self._lease is not None:
-                    self._lease.close()
+                self._lease_thread = me
+        try:
+            yield
+        finally:
+            if owns:
+                with self._lock:
+                    if self._lease is not None:
+                        self._lease.close()
                     self._lease = None
                     self._lease_thread = None
 
+    def _holds_lease(self) -> bool:
+        return self._lease is not None and self._lease_thread == threading.get_ident()
+
     def release_if_stale(self) -> None:
-        if self.memory or self._lease is None:
+        if self.memory or not self._holds_lease():
             return
         if time.monotonic() - self._lease_since >= LEASE_SECONDS or self._waiters():
+            with self._lock:
+                assert self._lease is not None
+                self._lease.close()
+                time.sleep(0.005)  # a window for a waiting process (_open defers to announced ones)
+                self._lease = self._open()
+                self._lease_since = time.monotonic()
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Let go of this thread's lease during long work that does not touch the workspace."""
+        if self.memory or not self._holds_lease():
+            yield
+            return
+        with self._lock:
+            assert self._lease is not None
             self._lease.close()
-            time.sleep(0.005)  # a window for a waiting process (_open defers to announced ones)
-            self._lease = self._open()
-            self._lease_since = time.monotonic()
+            self._lease = None
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._lease = self._open()
+                self._lease_since = time.monotonic()
 
     def close(self) -> None:
         if self.memory:

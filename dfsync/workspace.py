@@ -350,6 +350,10 @@ class Sync:
         thread (``run.wait()``). ``progress`` shows a live panel in a notebook and a progress
         bar in a terminal; ``progress=False`` is silent.
         """
+        with self.workspace.store.lease():
+            return self._run(progress=progress, background=background, trigger=trigger)
+
+    def _run(self, *, progress: bool, background: bool, trigger: str) -> SyncRun:
         ws, store = self.workspace, self.workspace.store
         self._load()
         if self.status == SyncStatus.DISABLED:
@@ -383,7 +387,8 @@ class Sync:
 
         def work() -> None:
             try:
-                runner.execute()
+                with store.lease():
+                    runner.execute()
             finally:
                 _ACTIVE.pop(key, None)
                 lock.release()

@@ -142,8 +142,7 @@ class DuckDBSession(DestinationSession):
         pk = self.ctx.primary_key
         mode = self.ctx.mode
         cols = ", ".join(q(c) for c in self.columns)
-        con.register("_dfsync_batch", rows)
-        try:
+        if True:  # the batch is registered as _dfsync_batch by the caller, outside the transaction
             on = " AND ".join(f"{t}.{q(k)} IS NOT DISTINCT FROM b.{q(k)}" for k in pk)
             actions = set(rows.column(ACTION_COLUMN).unique().to_pylist()) if rows.num_rows else set()
             missing: list[tuple] = []
@@ -170,8 +169,6 @@ class DuckDBSession(DestinationSession):
             con.execute(
                 f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _dfsync_batch WHERE {ACTION_COLUMN} <> 'delete'")
             return missing
-        finally:
-            con.unregister("_dfsync_batch")
 
     def _rollback(self) -> None:
         try:
@@ -180,14 +177,21 @@ class DuckDBSession(DestinationSession):
             pass
 
     def _commit(self, batch_no: int, rows: pa.Table, not_delivered: list[list[Any]]) -> list[tuple]:
-        self.con.execute("BEGIN TRANSACTION")
-        missing = self._apply(rows)
-        nd = not_delivered + [list(k) for k in missing]
-        self.con.execute(
-            f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, now())",
-            [self.run_key, batch_no, rows.num_rows, json.dumps(nd, default=str) if nd else None])
-        self.con.execute("COMMIT")
-        return missing
+        self.con.register("_dfsync_batch", rows)
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            missing = self._apply(rows)
+            nd = not_delivered + [list(k) for k in missing]
+            self.con.execute(
+                f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, now())",
+                [self.run_key, batch_no, rows.num_rows, json.dumps(nd, default=str) if nd else None])
+            self.con.execute("COMMIT")
+            return missing
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self.con.unregister("_dfsync_batch")
 
     def write(self, batch: WriteBatch) -> BatchResult:
         data = batch.data
@@ -208,6 +212,7 @@ class DuckDBSession(DestinationSession):
                 raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc
 
         def attempt_rows(sub: pa.Table) -> str | None:
+            self.con.register("_dfsync_batch", sub)
             try:
                 self.con.execute("BEGIN TRANSACTION")
                 self._apply(sub)
@@ -216,6 +221,7 @@ class DuckDBSession(DestinationSession):
                 return str(exc)
             finally:
                 self._rollback()
+                self.con.unregister("_dfsync_batch")
 
         failed = bisect_failures(data, attempt_rows)
         good = data.filter(pa.array([i not in failed for i in range(data.num_rows)]))

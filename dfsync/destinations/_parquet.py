@@ -41,6 +41,7 @@ DATA_FILE = "data.parquet"
 @register_destination
 class ParquetDestination(Destination):
     kind = "parquet"
+    applies_per_batch = False
 
     def __init__(self, directory: str) -> None:
         if not directory:

@@ -133,6 +133,9 @@ class Destination(ABC):
     kind: ClassVar[str]
     #: True when each batch commits atomically with its ledger entry (exactly once).
     transactional: ClassVar[bool] = True
+    #: True when a committed batch is visible in the destination at once; False when the run's
+    #: batches only take effect in ``finish()`` (a failed run then delivered nothing).
+    applies_per_batch: ClassVar[bool] = True
     #: Destination modes this destination supports.
     modes: ClassVar[frozenset[DestinationMode]] = frozenset(DestinationMode)
 

@@ -28,36 +28,40 @@ class DuckDBQuerySource(Source):
         sql = " ".join(self.sql.split())
         return f"duckdb_query({sql[:60]}{'…' if len(sql) > 60 else ''})"
 
-    def _attach(self, con: Any) -> str | None:
+    def _source_connection(self) -> Any:
+        import duckdb
+
         if self.database is None:
             return None
         if not os.path.exists(self.database):
             raise SourceError(f"DuckDB database {self.database!r} does not exist")
-        alias = "dfsync_src"
-        attached = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
-        if alias not in attached:
-            path = self.database.replace("'", "''")
-            try:
-                con.execute(f"ATTACH '{path}' AS {alias} (READ_ONLY)")
-            except Exception as exc:
-                raise SourceError(f"could not open DuckDB database {self.database!r}: {exc}") from exc
-        con.execute(f"USE {alias}")
-        return alias
+        try:
+            return duckdb.connect(self.database, read_only=True)
+        except duckdb.ConnectionException:
+            # this process already has the file open read-write: share that instance
+            return duckdb.connect(self.database)
+        except duckdb.Error as exc:
+            raise SourceError(f"could not open DuckDB database {self.database!r}: {exc}") from exc
 
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:
-        self._attach(con)
-        try:
-            rel = con.sql(self.sql)
-        except Exception as exc:
-            raise SourceError(f"the source query failed: {exc}") from exc
-        finally:
-            if self.database is not None:
-                con.execute("USE memory")
-        if cursor is not None:
-            import duckdb
+        import duckdb
 
-            rel = rel.filter(duckdb.ColumnExpression(cursor.field) >= duckdb.ConstantExpression(cursor.value))
-        return rel
+        src_con = self._source_connection()
+        sql = self.sql
+        params: list[Any] = []
+        if cursor is not None:
+            sql = f'SELECT * FROM ({self.sql}) AS dfsync_q WHERE "{cursor.field.replace(chr(34), chr(34) * 2)}" >= ?'
+            params = [cursor.value]
+        try:
+            if src_con is None:
+                rel = con.sql(sql, params=params or None)
+                rel.describe  # noqa: B018 - bind now, so a bad query fails here
+                return rel
+            self._src_con = src_con  # keep it open while the stream is read
+            reader = src_con.sql(sql, params=params or None).to_arrow_reader(100_000)
+            return con.from_arrow(reader)
+        except duckdb.Error as exc:
+            raise SourceError(f"the source query failed: {str(exc).splitlines()[0]}") from exc
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         import duckdb

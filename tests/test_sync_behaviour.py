@@ -1,0 +1,322 @@
+"""Behaviour of a sync, run after run, against every destination (the ``target`` fixture)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+import dfsync
+import tests.faulty  # noqa: F401 - registers the "faulty" destination
+from tests.faulty import FaultyDestination
+
+
+def people(ids, version=1):
+    return pl.DataFrame({
+        "id": ids,
+        "name": [f"name{i}" + ("" if version == 1 or i % 3 else "-v2") for i in ids],
+        "score": [float(i) * 1.5 for i in ids],
+        "active": [i % 2 == 0 for i in ids],
+    })
+
+
+def sorted_rows(df: pl.DataFrame, key="id") -> list[dict]:
+    if df.is_empty():
+        return []
+    return df.sort(key).to_dicts()
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+    yield w
+    w.close()
+
+
+def make(ws, target, df, mode="upsert", name="people", **kw):
+    return ws.create_sync(name, source=dfsync.sources.frame(df), destination=target.make("people"),
+                          primary_key=kw.pop("primary_key", "id"), destination_mode=mode, **kw)
+
+
+def test_full_refresh_upsert_then_changes(ws, target):
+    v1 = people(list(range(1, 101)))
+    sync = make(ws, target, v1)
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    assert run.counts["inserted"] == 100 and run.counts["sent"] == 100 and run.counts["succeeded"] == 100
+    assert sorted_rows(target.read("people")) == sorted_rows(v1)
+    assert sync.status == dfsync.SyncStatus.HEALTHY
+
+    v2 = people(list(range(1, 91)) + list(range(101, 111)), version=2)
+    sync = make(ws, target, v2)
+    run = sync.run(progress=False)
+    c = run.counts
+    assert run.status == "success"
+    changed = sum(1 for i in range(1, 91) if i % 3 == 0)
+    assert (c["inserted"], c["updated"], c["unchanged"], c["deleted"]) == (10, changed, 90 - changed, 0)
+    assert c["sent"] == 10 + changed
+    # upsert leaves rows that disappeared from the source
+    expected = pl.concat([v2, v1.filter(pl.col("id") > 90)]).unique("id")
+    assert sorted_rows(target.read("people")) == sorted_rows(expected)
+
+    run = sync.run(progress=False)  # nothing changed: nothing is sent
+    assert run.counts["sent"] == 0 and run.counts["unchanged"] == 100
+
+
+def test_mirror_deletes_and_matches_source(ws, target):
+    sync = make(ws, target, people(list(range(1, 51))), mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    v2 = people(list(range(10, 61)), version=2)
+    sync = make(ws, target, v2, mode="mirror")
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["deleted"] == 9 and run.counts["inserted"] == 10
+    assert sorted_rows(target.read("people")) == sorted_rows(v2)
+    deletes = run.records().filter(pl.col("_action") == "delete")
+    assert sorted(deletes["id"].to_list()) == list(range(1, 10))
+
+
+def test_insert_mode_appends_new_rows_only(ws, target):
+    v1 = people([1, 2, 3])
+    sync = make(ws, target, v1, mode="insert")
+    assert sync.run(progress=False).status == "success"
+    v2 = people([1, 2, 3, 4], version=2)  # id 3 changed, id 4 new
+    sync = make(ws, target, v2, mode="insert")
+    run = sync.run(progress=False)
+    assert run.status == "success"
+    assert run.counts["skipped"] == 1 and run.counts["sent"] == 1
+    got = target.read("people")
+    assert sorted(got["id"].to_list()) == [1, 2, 3, 4]
+    assert got.filter(pl.col("id") == 3)["name"].item() == "name3"  # not updated
+    skipped = run.records(status="skipped")
+    assert skipped["id"].to_list() == [3] and "insert mode" in skipped["_error"].item()
+
+
+def test_update_mode_changes_existing_rows_only(ws, target):
+    seed = make(ws, target, people([1, 2, 3]), mode="upsert", name="seed")
+    assert seed.run(progress=False).status == "success"
+    v2 = people([2, 3, 4], version=2).with_columns(pl.col("name") + "!")
+    sync = make(ws, target, v2, mode="update", name="updater")
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    got = sorted_rows(target.read("people"))
+    assert [r["id"] for r in got] == [1, 2, 3]
+    assert {r["id"]: r["name"] for r in got} == {1: "name1", 2: "name2!", 3: "name3-v2!"}
+    assert run.records(status="skipped")["id"].to_list() == [4]
+    assert run.counts["skipped"] == 1 and run.counts["succeeded"] == 2
+
+
+def test_replace_rewrites_table(ws, target):
+    sync = make(ws, target, people(list(range(1, 21))), mode="replace")
+    assert sync.run(progress=False).status == "success"
+    v2 = people(list(range(15, 31)), version=2)
+    sync = make(ws, target, v2, mode="replace")
+    run = sync.run(progress=False)
+    assert run.status == "success"
+    assert run.counts["sent"] == 16  # every row, changed or not
+    assert sorted_rows(target.read("people")) == sorted_rows(v2)
+    assert sync.run(progress=False).counts["sent"] == 16
+    assert sorted_rows(target.read("people")) == sorted_rows(v2)
+
+
+def test_composite_primary_key(ws, target):
+    df = pl.DataFrame({"region": ["eu", "eu", "us", "us"], "id": [1, 2, 1, 2], "v": [1, 2, 3, 4]})
+    sync = make(ws, target, df, mode="mirror", primary_key=["region", "id"])
+    assert sync.run(progress=False).status == "success"
+    df2 = pl.DataFrame({"region": ["eu", "us", "us"], "id": [1, 1, 3], "v": [10, 3, 5]})
+    sync = make(ws, target, df2, mode="mirror", primary_key=["region", "id"])
+    run = sync.run(progress=False)
+    c = run.counts
+    assert (c["inserted"], c["updated"], c["deleted"], c["unchanged"]) == (1, 1, 2, 1)
+    assert sorted_rows(target.read("people"), ["region", "id"]) == sorted_rows(df2, ["region", "id"])
+
+
+def test_incremental_cursor_boundary(ws, target):
+    t0 = datetime(2026, 1, 1)
+    df1 = pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"], "ts": [t0, t0 + timedelta(1), t0 + timedelta(2)]})
+    sync = ws.create_sync("inc", source=dfsync.sources.frame(df1), destination=target.make("people"),
+                          primary_key="id", sync_mode="incremental", cursor_field="ts")
+    assert sync.run(progress=False).counts["sent"] == 3
+    assert sync.cursor == t0 + timedelta(2)
+    # id 4 shares the boundary cursor value; id 1 changed but its cursor moved on; id 2 changed without moving
+    df2 = pl.DataFrame({"id": [1, 2, 3, 4], "v": ["A", "B", "c", "d"],
+                        "ts": [t0 + timedelta(3), t0 + timedelta(1), t0 + timedelta(2), t0 + timedelta(2)]})
+    sync = ws.create_sync("inc", source=dfsync.sources.frame(df2), destination=target.make("people"),
+                          primary_key="id", sync_mode="incremental", cursor_field="ts")
+    run = sync.run(progress=False)
+    c = run.counts
+    assert c["queried"] == 3  # rows at or past the cursor: 1, 3, 4
+    assert (c["inserted"], c["updated"], c["unchanged"]) == (1, 1, 1)
+    got = {r["id"]: r["v"] for r in target.read("people").to_dicts()}
+    assert got == {1: "A", 2: "b", 3: "c", 4: "d"}
+    assert sync.cursor == t0 + timedelta(3)
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
+def test_null_and_duplicate_keys_fail_clearly_or_quarantine(ws, target):
+    df = pl.DataFrame({"id": [1, 2, 2, None, 5], "v": ["a", "b", "b2", "n", "e"]})
+    sync = make(ws, target, df)
+    run = sync.run(progress=False)
+    assert run.status == "failed"
+    assert "null primary key" in run.error and "appear more than once" in run.error and "2 (2 times)" in run.error
+    assert "on_invalid='skip'" in run.error
+    assert run.counts["sent"] == 0 and target.read("people").is_empty()
+    with pytest.raises(dfsync.SyncRunFailed, match="null primary key"):
+        run.raise_for_status()
+
+    sync = make(ws, target, df, on_invalid="skip", name="skipping")
+    run = sync.run(progress=False)
+    assert run.status == "success"
+    assert sorted(target.read("people")["id"].to_list()) == [1, 5]
+    inv = run.records(status="invalid")
+    assert inv.height == 3 and run.counts["invalid"] == 3
+    assert set(inv["_checks"].explode().to_list()) == {"primary_key unique", "primary_key not_null"}
+
+
+def test_preview_sends_nothing_and_changes_nothing(ws, target):
+    sync = make(ws, target, people([1, 2, 3]), mode="mirror")
+    sync.run(progress=False)
+    before_runs = sync.runs().height
+    before_state = sync.delivered().sort("id")
+    sync = make(ws, target, people([2, 3, 4], version=2), mode="mirror")
+    p = sync.preview()
+    assert p.counts == {"insert": 1, "update": 1, "delete": 1, "unchanged": 1, "invalid": 0}
+    assert p.records.height == 4
+    assert dict(zip(p.records["id"].to_list(), p.records["_action"].to_list())) == {
+        1: "delete", 2: "unchanged", 3: "update", 4: "insert"}
+    assert sync.runs().height == before_runs
+    assert sync.delivered().sort("id").equals(before_state)
+    assert sorted(target.read("people")["id"].to_list()) == [1, 2, 3]
+    assert "preview" in p._repr_html_()
+
+
+def test_interrupt_during_transfer_pauses_then_resumes_without_querying(ws, target, tmp_path):
+    v1 = people(list(range(1, 101)))
+    dest = FaultyDestination(target.make("people"), interrupt_before=3)
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v1), destination=dest, primary_key="id",
+                          destination_mode="insert", batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    run = sync.last_run()
+    assert run.status == "paused"
+    assert run.counts["sent"] == 20
+    resumed = sync.run(progress=False)
+    assert resumed.id == run.id and resumed.status == "success"
+    events = resumed.events().filter(kind="run")["to_status"].to_list()
+    assert events == ["started", "querying", "queued", "in_progress", "paused", "in_progress", "success"]
+    got = target.read("people")
+    assert got.height == 100 and got["id"].n_unique() == 100
+    assert sorted_rows(got) == sorted_rows(v1)
+
+
+def test_interrupt_between_destination_commit_and_workspace_update(ws, target):
+    """The batch landed but the workspace never heard: resume must not send it again."""
+    v1 = people(list(range(1, 51)))
+    dest = FaultyDestination(target.make("people"), interrupt_after=2)
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v1), destination=dest, primary_key="id",
+                          destination_mode="insert", batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.last_run().status == "paused"
+    run = sync.run(progress=False)
+    assert run.status == "success"
+    assert run.counts["sent"] == 50
+    got = target.read("people")
+    assert got.height == 50 and got["id"].n_unique() == 50
+
+
+def test_interrupt_before_transfer_fails_with_interrupted(ws, target, monkeypatch):
+    sync = make(ws, target, people([1, 2]))
+    from dfsync.staging import Staging
+
+    def boom(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Staging, "load", boom)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    run = sync.last_run()
+    assert run.status == "failed" and "interrupted" in run.error
+    monkeypatch.undo()
+    assert sync.run(progress=False).status == "success"  # the next run starts afresh
+
+
+def test_failed_run_after_commit_is_reconciled_next_run(ws, target):
+    v1 = people(list(range(1, 31)))
+    dest = FaultyDestination(target.make("people"), raise_after=2)
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v1), destination=dest, primary_key="id",
+                          destination_mode="insert", batch_size=10)
+    run = sync.run(progress=False)
+    assert run.status == "failed" and "injected failure" in run.error
+    run2 = sync.run(progress=False)
+    assert run2.status == "success"
+    got = target.read("people")
+    if target.kind == "parquet":
+        # a parquet data set only changes at the end of a successful run
+        assert run2.counts["sent"] == 30
+    assert got.height == 30 and got["id"].n_unique() == 30
+
+
+def test_background_run_and_counters_from_another_handle(ws, target, tmp_path):
+    v1 = people(list(range(1, 201)))
+    dest = FaultyDestination(target.make("people"), sleep=0.02)
+    sync = ws.create_sync("bg", source=dfsync.sources.frame(v1), destination=dest, primary_key="id", batch_size=20)
+    run = sync.run(background=True, progress=False)
+    other = dfsync.Workspace(ws.path)
+    seen = set()
+    import time
+
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        r = other.run(run.id)
+        seen.add(r.counts["sent"])
+        if r.status.terminal:
+            break
+        time.sleep(0.01)
+    run.wait()
+    assert run.status == "success"
+    assert max(seen) == 200 and len(seen) > 2  # counters moved while it ran
+
+
+def test_disable_enable_and_disabled_run(ws, target):
+    sync = make(ws, target, people([1]))
+    assert sync.status == "pending"
+    sync.disable()
+    assert sync.status == "disabled"
+    with pytest.raises(dfsync.SyncDisabledError, match="enable"):
+        sync.run(progress=False)
+    sync.enable()
+    assert sync.status == "pending"
+    sync.run(progress=False)
+    sync.disable()
+    sync.enable()
+    assert sync.status == "healthy"
+    kinds = sync.events().filter(kind="sync")["to_status"].to_list()
+    assert kinds == ["pending", "disabled", "pending", "healthy", "disabled", "healthy"]
+
+
+def test_failed_sync_heals(ws, target):
+    bad = pl.DataFrame({"id": [1, 1], "v": [1, 2]})
+    sync = make(ws, target, bad)
+    sync.run(progress=False)
+    assert sync.status == "failed"
+    sync = make(ws, target, pl.DataFrame({"id": [1, 2], "v": [1, 2]}))
+    sync.run(progress=False)
+    assert sync.status == "healthy"
+
+
+def test_abort_paused_run(ws, target):
+    dest = FaultyDestination(target.make("people"), interrupt_before=2)
+    sync = ws.create_sync("a", source=dfsync.sources.frame(people(list(range(1, 41)))), destination=dest,
+                          primary_key="id", batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    run = sync.last_run()
+    assert run.status == "paused"
+    run.abort()
+    assert run.status == "failed" and "aborted" in run.error
+    again = sync.run(progress=False)
+    assert again.id != run.id and again.status == "success"
+    got = target.read("people")
+    assert got.height == 40 and got["id"].n_unique() == 40

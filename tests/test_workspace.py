@@ -1,0 +1,310 @@
+"""Workspace, create_sync validation, sources, records and the public surface."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+from tests.faulty import env_with_repo
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "data")
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+    yield w
+    w.close()
+
+
+def duck(tmp_path, table="t"):
+    return dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table=table)
+
+
+def read(tmp_path, table="t", order="id"):
+    con = duckdb.connect(str(tmp_path / "dest.duckdb"), read_only=True)
+    try:
+        return pl.from_arrow(con.sql(f'SELECT * FROM "{table}" ORDER BY {order}').to_arrow_table())
+    finally:
+        con.close()
+
+
+def test_public_surface_sorted_and_complete():
+    assert dfsync.__all__ == sorted(dfsync.__all__)
+    for name in dfsync.__all__:
+        assert getattr(dfsync, name) is not None
+    for name in ("Workspace", "Sync", "SyncRun", "RunStatus", "SyncStatus", "DfsyncError", "SyncNotFoundError",
+                 "SyncRunFailed", "InvalidTransition", "SyncDisabledError", "SyncAlreadyRunning", "static"):
+        assert name in dfsync.__all__
+
+
+def test_import_is_light():
+    code = ("import sys, dfsync; heavy = [m for m in ('ipywidgets', 'great_expectations', 'adbc_driver_postgresql', "
+            "'psycopg', 'httpx', 'pandas') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_with_repo(), check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_default_path_and_memory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    w = dfsync.Workspace()
+    assert os.path.exists(tmp_path / ".dfsync" / "workspace.duckdb")
+    assert w.store.schema_version() >= 1
+    m = dfsync.Workspace(":memory:")
+    s = m.create_sync("x", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})), destination=duck(tmp_path),
+                      primary_key="id")
+    assert s.run(progress=False).status == "success"
+    assert m.syncs()["name"].to_list() == ["x"]
+
+
+def test_workspace_survives_reopen_and_lists_syncs(tmp_path):
+    src = dfsync.sources.files(os.path.join(DATA, "customers_v1.parquet"))
+    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+    s = w.create_sync("c", source=src, destination=duck(tmp_path), primary_key="customer_id")
+    run = s.run(progress=False)
+    w.close()
+    w2 = dfsync.Workspace(tmp_path / "ws.duckdb")
+    s2 = w2.sync("c")
+    assert s2.status == "healthy"
+    assert s2.runs()["run_id"].to_list() == [run.id]
+    assert w2.syncs().select("name", "status", "source", "destination", "last_run_status").row(0) == (
+        "c", "healthy", "files", "duckdb", "success")
+    assert s2.run(progress=False).counts["unchanged"] == 200  # rebuilt from the stored definition
+
+
+def test_sync_not_found_lists_names(ws, tmp_path):
+    ws.create_sync("alpha", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})), destination=duck(tmp_path),
+                   primary_key="id")
+    with pytest.raises(dfsync.SyncNotFoundError, match="alpha") as exc:
+        ws.sync("beta")
+    assert isinstance(exc.value, KeyError) and isinstance(exc.value, dfsync.DfsyncError)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"destination_mode": "upsertt"}, "'insert', 'upsert', 'update', 'mirror', 'replace'"),
+        ({"sync_mode": "full"}, "'full_refresh', 'incremental'"),
+        ({"on_invalid": "drop"}, "'fail', 'skip', 'warn'"),
+        ({"primary_key": "nope"}, "id, email, score"),
+        ({"mapping": {"id": "id", "mail": "e_mail"}}, "the source columns are: id, email, score"),
+        ({"mapping": {"id": "id", "x": pl.col("missing") + 1}}, "id, email, score"),
+        ({"sync_mode": "incremental"}, "cursor_field"),
+        ({"sync_mode": "incremental", "cursor_field": "ts"}, "not a field"),
+        ({"sync_mode": "incremental", "cursor_field": "score", "destination_mode": "mirror"}, "full_refresh"),
+        ({"batch_size": 0}, "positive integer"),
+        ({"max_failed_rows": -1}, "max_failed_rows"),
+        ({"on_success": "print"}, "callable"),
+    ],
+)
+def test_bad_configuration_fails_at_create_sync(ws, tmp_path, kwargs, match):
+    df = pl.DataFrame({"id": [1], "email": ["a@b"], "score": [1.0]})
+    args = {"source": dfsync.sources.frame(df), "destination": duck(tmp_path), "primary_key": "id"} | kwargs
+    with pytest.raises(dfsync.ConfigError, match=match):
+        ws.create_sync("bad", **args)
+    assert ws.syncs().height == 0  # nothing was saved
+
+
+def test_missing_files_fail_clearly(ws, tmp_path):
+    with pytest.raises(dfsync.SourceError, match="no parquet files match"):
+        ws.create_sync("x", source=dfsync.sources.files(str(tmp_path / "nope" / "*.parquet")),
+                       destination=duck(tmp_path), primary_key="id")
+    with pytest.raises(dfsync.ConfigError, match="format"):
+        dfsync.sources.files(str(tmp_path / "x.txt"))
+
+
+def test_files_sources_csv_ndjson_glob(ws, tmp_path):
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "city": ["Zürich", "東京", "", "Paris 🥐"]})
+    (tmp_path / "in").mkdir()
+    df[:2].write_parquet(tmp_path / "in" / "a.parquet")
+    df[2:].write_parquet(tmp_path / "in" / "b.parquet")
+    df.write_csv(tmp_path / "in.csv")
+    df.write_ndjson(tmp_path / "in.ndjson")
+    for i, src in enumerate([dfsync.sources.files(str(tmp_path / "in" / "*.parquet")),
+                             dfsync.sources.files(str(tmp_path / "in.csv")),
+                             dfsync.sources.files(str(tmp_path / "in.ndjson"))]):
+        s = ws.create_sync(f"f{i}", source=src, destination=duck(tmp_path, f"t{i}"), primary_key="id")
+        assert s.run(progress=False).status == "success"
+        got = read(tmp_path, f"t{i}")
+        assert got["city"].fill_null("").to_list() == df["city"].to_list()
+
+
+def test_duckdb_query_source(ws, tmp_path):
+    dbp = str(tmp_path / "src.duckdb")
+    con = duckdb.connect(dbp)
+    con.execute("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(50)")
+    con.close()
+    s = ws.create_sync("q", source=dfsync.sources.duckdb_query("SELECT * FROM people WHERE id < 10", database=dbp),
+                       destination=duck(tmp_path), primary_key="id")
+    assert s.run(progress=False).counts["inserted"] == 10
+    pq = os.path.join(DATA, "customers_v1.parquet")
+    s2 = ws.create_sync("q2", source=dfsync.sources.duckdb_query(f"SELECT customer_id AS id, plan FROM '{pq}'"),
+                        destination=duck(tmp_path, "plans"), primary_key="id")
+    assert s2.run(progress=False).counts["inserted"] == 200
+
+
+def test_pandas_and_arrow_frames(ws, tmp_path):
+    import pandas as pd
+
+    pdf = pd.DataFrame({"id": [1, 2], "v": ["a", "b"]})
+    s = ws.create_sync("pd", source=dfsync.sources.frame(pdf), destination=duck(tmp_path, "pd"), primary_key="id")
+    assert s.run(progress=False).counts["inserted"] == 2
+    tbl = pl.DataFrame({"id": [1, 2], "v": ["a", "b"]}).to_arrow()
+    s = ws.create_sync("pa", source=dfsync.sources.frame(tbl), destination=duck(tmp_path, "pa"), primary_key="id")
+    assert s.run(progress=False).counts["inserted"] == 2
+    lazy = pl.LazyFrame({"id": [1], "v": ["z"]})
+    s = ws.create_sync("lz", source=dfsync.sources.frame(lazy), destination=duck(tmp_path, "lz"), primary_key="id")
+    assert s.run(progress=False).counts["inserted"] == 1
+    with pytest.raises(dfsync.ConfigError, match="polars DataFrame"):
+        dfsync.sources.frame([1, 2, 3])
+
+
+def test_mapping_rename_static_expression(ws, tmp_path):
+    df = pl.DataFrame({"customer_id": [1, 2], "first": ["Ada", "Alan"], "last": ["Lovelace", "Turing"],
+                       "email": ["ADA@X.IO", "alan@x.io"]})
+    s = ws.create_sync("m", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                       mapping={"id": "customer_id", "full_name": pl.col("first") + " " + pl.col("last"),
+                                "email": pl.col("email").str.to_lowercase(), "origin": dfsync.static("crm")})
+    assert s.run(progress=False).status == "success"
+    got = read(tmp_path)
+    assert got.to_dicts() == [
+        {"id": 1, "full_name": "Ada Lovelace", "email": "ada@x.io", "origin": "crm"},
+        {"id": 2, "full_name": "Alan Turing", "email": "alan@x.io", "origin": "crm"},
+    ]
+    # changing the mapping re-sends exactly the rows whose mapped values changed
+    s = ws.create_sync("m", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                       mapping={"id": "customer_id", "full_name": pl.col("first") + " " + pl.col("last"),
+                                "email": pl.col("email"), "origin": dfsync.static("crm")})
+    run = s.run(progress=False)
+    assert run.counts["updated"] == 1 and run.counts["unchanged"] == 1
+    assert s.runs()["definition_version"].to_list() == [2, 1]
+
+
+def test_schema_mismatch_reported_before_sending(ws, tmp_path):
+    con = duckdb.connect(str(tmp_path / "dest.duckdb"))
+    con.execute("CREATE TABLE t (id BIGINT, name VARCHAR)")
+    con.execute("INSERT INTO t VALUES (99, 'keep')")
+    con.close()
+    df = pl.DataFrame({"id": [1], "name": [5], "extra": [1.0]})
+    s = ws.create_sync("s", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id")
+    run = s.run(progress=False)
+    assert run.status == "failed"
+    assert "'extra'" in run.error and "missing" in run.error and "'name'" in run.error
+    assert run.counts["sent"] == 0
+    assert read(tmp_path).to_dicts() == [{"id": 99, "name": "keep"}]
+
+
+def test_destination_rejections_recorded_and_retried(ws, tmp_path):
+    con = duckdb.connect(str(tmp_path / "dest.duckdb"))
+    con.execute("CREATE TABLE t (id BIGINT, email VARCHAR NOT NULL)")
+    con.close()
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "email": ["a", None, "c", None]})
+    s = ws.create_sync("r", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                       max_failed_rows=2)
+    run = s.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["failed"] == 2 and run.counts["succeeded"] == 2
+    failed = run.records(status="failed").sort("id")
+    assert failed["id"].to_list() == [2, 4]
+    assert all("NOT NULL" in e for e in failed["_error"].to_list())
+    assert read(tmp_path)["id"].to_list() == [1, 3]
+    # unchanged, the failed rows are sent again next run
+    run2 = s.run(progress=False)
+    assert run2.counts["sent"] == 2 and run2.counts["retried"] == 2 and run2.counts["failed"] == 2
+    # fixed at the source: delivered, and no longer listed as failed
+    s = ws.create_sync("r", source=dfsync.sources.frame(df.fill_null("fixed")), destination=duck(tmp_path),
+                       primary_key="id", max_failed_rows=2)
+    run3 = s.run(progress=False)
+    assert run3.counts["succeeded"] == 2 and run3.counts["failed"] == 0
+    assert read(tmp_path)["id"].to_list() == [1, 2, 3, 4]
+    assert run.records(status="failed").is_empty()
+
+
+def test_too_many_failures_and_all_failed(ws, tmp_path):
+    con = duckdb.connect(str(tmp_path / "dest.duckdb"))
+    con.execute("CREATE TABLE t (id BIGINT, email VARCHAR NOT NULL)")
+    con.close()
+    df = pl.DataFrame({"id": [1, 2, 3], "email": ["a", None, None]})
+    s = ws.create_sync("r", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                       max_failed_rows=1)
+    run = s.run(progress=False)
+    assert run.status == "failed" and "max_failed_rows=1" in run.error
+    df2 = pl.DataFrame({"id": [5, 6], "email": [None, None]})
+    s = ws.create_sync("all", source=dfsync.sources.frame(df2), destination=duck(tmp_path), primary_key="id",
+                       max_failed_rows=0.99)
+    run = s.run(progress=False)
+    assert run.status == "failed" and "every row" in run.error
+
+
+def test_empty_source_is_refused(ws, tmp_path):
+    s = ws.create_sync("e", source=dfsync.sources.frame(pl.DataFrame({"id": [1]}).clear()),
+                       destination=duck(tmp_path), primary_key="id", destination_mode="mirror")
+    run = s.run(progress=False)
+    assert run.status == "failed" and "allow_empty=True" in run.error
+    s = ws.create_sync("e", source=dfsync.sources.frame(pl.DataFrame({"id": [1]}).clear()),
+                       destination=duck(tmp_path), primary_key="id", allow_empty=True)
+    assert s.run(progress=False).status == "success"
+
+
+def test_fingerprint_algorithm_change_resends_once(ws, tmp_path):
+    df = pl.DataFrame({"id": [1, 2, 3]})
+    s = ws.create_sync("f", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id")
+    s.run(progress=False)
+    ws.store.set_sync_fields(s.id, fp_algo="duckdb-hash/0.0.1")
+    with pytest.warns(UserWarning, match="fingerprint algorithm changed"):
+        run = s.run(progress=False)
+    assert run.counts["updated"] == 3 and run.counts["sent"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert s.run(progress=False).counts["sent"] == 0
+    assert read(tmp_path)["id"].to_list() == [1, 2, 3]
+
+
+def test_corrupt_workspace_is_a_clear_error_and_untouched(tmp_path):
+    p = tmp_path / "ws.duckdb"
+    p.write_bytes(b"this is not a database" * 100)
+    before = p.read_bytes()
+    with pytest.raises(dfsync.WorkspaceCorrupt, match="not a DuckDB workspace"):
+        dfsync.Workspace(p)
+    assert p.read_bytes() == before
+    good = tmp_path / "good.duckdb"
+    dfsync.Workspace(good).close()
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 3])  # truncated
+    with pytest.raises(dfsync.WorkspaceError):
+        w = dfsync.Workspace(good)
+        w.syncs()
+
+
+def test_records_and_events_and_repr(ws, tmp_path):
+    df = pl.DataFrame({"id": [1, 2], "v": ["a", "b"]})
+    s = ws.create_sync("r", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id")
+    run = s.run(progress=False)
+    recs = run.records()
+    assert set(recs.columns) >= {"id", "v", "_action", "_status", "_batch", "_error"}
+    assert recs["_status"].to_list() == ["succeeded", "succeeded"]
+    assert run.records(status="failed").height == 0
+    with pytest.raises(dfsync.ConfigError, match="unknown record status"):
+        run.records(status="ok")
+    assert "success" in repr(run) and "r" in repr(s)
+    assert "<div" in run._repr_html_() and "<div" in s._repr_html_() and "<div" in ws._repr_html_()
+    assert set(run.durations) == {"started", "querying", "queued", "in_progress"}
+    assert run.raise_for_status() is run
+    assert ws.sql("SELECT count(*) AS n FROM runs")["n"].item() == 1
+
+
+def test_delete_sync(ws, tmp_path):
+    s = ws.create_sync("d", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})), destination=duck(tmp_path),
+                       primary_key="id")
+    s.run(progress=False)
+    ws.delete_sync("d")
+    assert ws.syncs().height == 0
+    with pytest.raises(dfsync.SyncNotFoundError):
+        ws.sync("d")
