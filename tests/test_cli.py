@@ -96,8 +96,6 @@ def test_run_a_duckdb_query_sync_into_parquet_from_the_cli(tmp_path, ws_path, df
     assert got["login"][1] == "user2"
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: duckdb_query(database=...) runs `USE memory` before the "
-                   "relation is bound, so a table of the attached file is not found (sources/_duckdb_query.py)")
 def test_run_a_duckdb_database_query_sync_from_the_cli(tmp_path, ws_path, dfsync_cli) -> None:
     db = tmp_path / "app.duckdb"
     con = duckdb.connect(str(db))
