@@ -38,7 +38,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, DfsyncError, SessionOnlyError, SyncAlreadyRunning, SyncNotFoundError, WorkspaceBusy
+from .errors import (
+    ConfigError,
+    DfsyncError,
+    SessionOnlyError,
+    SyncAlreadyRunning,
+    SyncNotFoundError,
+    WorkspaceBusy,
+)
 
 if TYPE_CHECKING:
     from .workspace import SyncRun, Workspace
