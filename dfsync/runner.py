@@ -21,10 +21,11 @@ import contextlib
 import json
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -156,6 +157,24 @@ def _context(sync: Sync, run_id: int) -> DestinationContext:
 def applies_per_batch(sync: Sync) -> bool:
     """Does a committed batch change what readers of the destination see right away?"""
     return sync.destination_mode != DestinationMode.REPLACE and getattr(sync.destination, "applies_per_batch", True)
+
+
+def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
+    """Arrow tables of exactly ``size`` rows (the last may be smaller) from a reader."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for rb in reader:
+        if rb.num_rows == 0:
+            continue
+        pending.append(rb)
+        count += rb.num_rows
+        while count >= size:
+            tbl = pa.Table.from_batches(pending)
+            yield tbl.slice(0, size)
+            rest = tbl.slice(size)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending)
 
 
 # ---------------------------------------------------------------------- cursor values
@@ -432,10 +451,8 @@ class Runner:
         with store.lease():
             self._ensure_state_table(con_schema=staging)
             reader = staging.batches(mode, sync.batch_size)
-            for rb in reader:
-                if rb.num_rows == 0:
-                    continue
-                self._send(pa.Table.from_batches([rb]), next_batch, key, keep_all)
+            for tbl in rebatch(reader, sync.batch_size):
+                self._send(tbl, next_batch, key, keep_all)
                 next_batch += 1
                 store.release_if_stale()
                 self._check_requests()
@@ -453,32 +470,29 @@ class Runner:
         store, sync = self.store, self.sync
         st = state_table(sync.id)
         n = tbl.num_rows
+        cols = ", ".join(quote(k) for k in key)
         # 1. write ahead: keys + fingerprints, not yet confirmed
-        log = tbl.select([*key, "_fp", ACTION_COLUMN]).append_column("_run", pa.array([self.run_id] * n, pa.int64())) \
-            .append_column("_batch", pa.array([batch_no] * n, pa.int32()))
         with store.transaction() as con:
-            con.register("_log", log)
-            cols = ", ".join(quote(k) for k in key)
-            con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, _run, _batch, {ACTION_COLUMN}, FALSE FROM _log")
+            con.register("_log", tbl.select([*key, "_fp", ACTION_COLUMN]))
+            con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, {int(self.run_id)}, {int(batch_no)}, "
+                        f"{ACTION_COLUMN}, FALSE FROM _log")
             con.unregister("_log")
             con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)", [self.run_id, batch_no, n])
         # 2. the destination applies the batch with its ledger entry
         data = tbl.drop_columns(["_fp", "_rid"])
         result = self.session.write(WriteBatch(batch_no, data))  # type: ignore[union-attr]
-        # 3. confirm
-        bad = {**result.skipped, **result.failed}
+        # 3. confirm (vectorised: only rejected rows are looked at one by one)
+        bad: dict[int, tuple[str, str]] = {i: (RecordStatus.SKIPPED.value, redact(e)) for i, e in result.skipped.items()}
+        bad.update({i: (RecordStatus.FAILED.value, redact(e)[:2000]) for i, e in result.failed.items()})
+        good_mask = np.ones(n, dtype=bool)
+        if bad:
+            good_mask[list(bad)] = False
+        delivered = pa.array(good_mask)
         not_delivered = [[tbl.column(k)[i].as_py() for k in key] for i in sorted(bad)]
-        status = [RecordStatus.SUCCEEDED.value] * n
-        errors: list[str | None] = [None] * n
-        for i, err in result.skipped.items():
-            status[i], errors[i] = RecordStatus.SKIPPED.value, redact(err)
-        for i, err in result.failed.items():
-            status[i], errors[i] = RecordStatus.FAILED.value, redact(err)[:2000]
-        delivered_mask = pa.array([s == "succeeded" for s in status])
         if sync.sync_mode == SyncMode.INCREMENTAL and sync.cursor_field in tbl.column_names:
-            delivered_cursor = pc.max(tbl.column(sync.cursor_field).filter(delivered_mask)).as_py()
+            delivered_cursor = pc.max(tbl.column(sync.cursor_field).filter(delivered)).as_py()
             self.cursor_max = _max_cursor(self.cursor_max, delivered_cursor)
-        keep = [i for i in range(n) if status[i] != "succeeded" or keep_all]
+        keep = list(range(n)) if keep_all else sorted(bad)
         with store.transaction() as con:
             confirm_batch(con, sync.id, self.run_id, batch_no, key, not_delivered)
             store.add_counters(self.run_id, con=con, sent=n, succeeded=n - len(bad), failed=len(result.failed),
@@ -487,17 +501,20 @@ class Runner:
                 con.execute("UPDATE runs SET cursor_max = ? WHERE id = ?",
                             [json.dumps(_cursor_to_json(self.cursor_max)), self.run_id])
             if keep:
-                recs = tbl.take(keep).drop_columns(["_rid", "_fp"]).rename_columns(
-                    [c if c != ACTION_COLUMN else "_action" for c in data.column_names])
-                recs = recs.append_column("_status", pa.array([status[i] for i in keep], pa.string())) \
+                status = [bad[i][0] if i in bad else RecordStatus.SUCCEEDED.value for i in keep]
+                errors = [bad[i][1] if i in bad else None for i in keep]
+                recs = tbl.take(keep).drop_columns(["_rid", "_fp"])
+                recs = recs.append_column("_status", pa.array(status, pa.string())) \
                     .append_column("_batch", pa.array([batch_no] * len(keep), pa.int32())) \
-                    .append_column("_error", pa.array([errors[i] for i in keep], pa.string())) \
+                    .append_column("_error", pa.array(errors, pa.string())) \
                     .append_column("_checks", pa.nulls(len(keep), pa.list_(pa.string()))) \
                     .append_column("_fingerprint", tbl.column("_fp").take(keep))
                 self._store_records(recs, con=con)
         assert self.staging is not None
-        self.staging.record_outcomes(tbl.column("_rid").combine_chunks(), pa.array(status, pa.string()), batch_no,
-                                     pa.array(errors, pa.string()))
+        rids = tbl.column("_rid")
+        self.staging.record_outcomes(rids.filter(delivered), RecordStatus.SUCCEEDED.value, batch_no)
+        for i, (st_, err) in bad.items():
+            self.staging.record_outcomes(rids.take([i]), st_, batch_no, err)
         self._report()
 
     def _store_invalid_records(self) -> None:

@@ -128,6 +128,8 @@ class Staging:
         fp = f"hash({cols_sql}, '{sig}')"
         kq = [quote(k) for k in key]
 
+        if state is not None and state.num_rows == 0:
+            state = None  # nothing delivered yet: no join needed
         if state is not None:
             con.register("_dlv_in", state)
             con.execute("CREATE OR REPLACE TABLE dlv AS SELECT * FROM _dlv_in")
@@ -143,15 +145,19 @@ class Staging:
         )
         same = "FALSE" if force else "s._fp = d._fp"
         try:
-            con.execute(
-                f"""CREATE OR REPLACE TABLE stg AS
-                SELECT {rec_cols}, coalesce(s._fp, d._fp) AS _fp,
-                       CASE WHEN s._present IS NULL THEN 'delete'
-                            WHEN d._fp IS NULL THEN 'insert'
-                            WHEN {same} THEN 'unchanged' ELSE 'update' END AS _action
-                FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
-                {join} JOIN dlv d ON {on}"""
-            )
+            if state is None:  # first run (or state reset): every row is an insert
+                cols_only = ", ".join(quote(c) for c in self.columns)
+                con.execute(f"CREATE OR REPLACE TABLE stg AS SELECT {cols_only}, {fp} AS _fp, 'insert' AS _action FROM _src")
+            else:
+                con.execute(
+                    f"""CREATE OR REPLACE TABLE stg AS
+                    SELECT {rec_cols}, coalesce(s._fp, d._fp) AS _fp,
+                           CASE WHEN s._present IS NULL THEN 'delete'
+                                WHEN d._fp IS NULL THEN 'insert'
+                                WHEN {same} THEN 'unchanged' ELSE 'update' END AS _action
+                    FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
+                    {join} JOIN dlv d ON {on}"""
+                )
         except duckdb.Error as exc:
             msg = str(exc).splitlines()[0]
             if "Binder" in type(exc).__name__ or "Conversion" in type(exc).__name__:
@@ -202,10 +208,14 @@ class Staging:
         con, key = self.con, self.key
         kq = [quote(k) for k in key]
         null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
-        nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchall()[0][0]
+        distinct = kq[0] if len(kq) == 1 else f"({', '.join(kq)})"
+        nulls, extra = con.execute(
+            f"SELECT count(*) FILTER (WHERE {null_cond}), count(*) FILTER (WHERE NOT ({null_cond})) - "
+            f"count(DISTINCT {distinct}) FILTER (WHERE NOT ({null_cond})) FROM stg WHERE _action <> 'delete'"
+        ).fetchall()[0]
         dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE _action <> 'delete' AND NOT ({null_cond}) "
                    f"GROUP BY ALL HAVING count(*) > 1")
-        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0]
+        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0] if extra else (0, 0)
         problems = []
         if nulls:
             problems.append(f"{nulls} rows have a null primary key ({', '.join(key)})")
@@ -277,14 +287,15 @@ class Staging:
         if only_keys is not None:
             cur.register("_only", only_keys)
             src += " SEMI JOIN _only o ON " + " AND ".join(f"s.{quote(k)} = o.{quote(k)}" for k in self.key)
-        rel = cur.sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM {src} WHERE {where} ORDER BY s.rowid")
+        rel = cur.sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM {src} WHERE {where}")
         return rel.to_arrow_reader(batch_size)
 
-    def record_outcomes(self, rids: pa.Array, statuses: pa.Array, batch_no: int, errors: pa.Array) -> None:
-        tbl = pa.table({"_rid": rids, "_status": statuses, "_batch": pa.array([batch_no] * len(rids), pa.int32()),
-                        "_error": errors})
-        self.con.register("_out", tbl)
-        self.con.execute("INSERT INTO outcomes SELECT * FROM _out")
+    def record_outcomes(self, rids: pa.Array | pa.ChunkedArray, status: str, batch_no: int,
+                        error: str | None = None) -> None:
+        if len(rids) == 0:
+            return
+        self.con.register("_out", pa.table({"_rid": rids}))
+        self.con.execute("INSERT INTO outcomes SELECT _rid, ?, ?, ? FROM _out", [status, batch_no, error])
         self.con.unregister("_out")
 
     def mark_skipped(self, mode: DestinationMode) -> pa.Table | None:

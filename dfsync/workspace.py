@@ -45,6 +45,35 @@ _LIVE: dict[tuple[str, str], dict[str, Any]] = {}
 _ACTIVE: dict[tuple[str, int], tuple[Runner, threading.Thread | None]] = {}
 
 
+def resolve_callback(ref: str, what: str) -> Callable[..., Any]:
+    """Import a callback named as ``"package.module:function"``."""
+    import importlib
+
+    mod_name, _, attr = ref.partition(":")
+    try:
+        fn = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{what}={ref!r} cannot be imported ({exc}); write it as 'package.module:function'") from None
+    if not attr or not callable(fn):
+        raise ConfigError(f"{what}={ref!r} is not a callable; write it as 'package.module:function'")
+    return fn  # type: ignore[return-value]
+
+
+class _LazyCallback:
+    """A stored callback reference, imported when the run ends."""
+
+    def __init__(self, ref: str, what: str) -> None:
+        self.ref, self.what = ref, what
+
+    def __call__(self, run: Any) -> Any:
+        return resolve_callback(self.ref, self.what)(run)
+
+    def __repr__(self) -> str:
+        return f"<callback {self.ref}>"
+
+
 def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
     me = owner_token()
     host = socket.gethostname()
@@ -148,9 +177,16 @@ class Workspace:
         if isinstance(max_failed_rows, bool) or not isinstance(max_failed_rows, (int, float)) or max_failed_rows < 0 \
                 or (isinstance(max_failed_rows, float) and max_failed_rows >= 1 and not max_failed_rows.is_integer()):
             raise ConfigError("max_failed_rows must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
-        for cb_name, cb in (("on_success", on_success), ("on_failure", on_failure), ("on_paused", on_paused)):
-            if cb is not None and not callable(cb):
-                raise ConfigError(f"{cb_name} must be a callable receiving the SyncRun")
+        callbacks = {"on_success": on_success, "on_failure": on_failure, "on_paused": on_paused}
+        for cb_name, cb in callbacks.items():
+            if isinstance(cb, str):
+                resolve_callback(cb, cb_name)  # "package.module:function" — fail now if it does not import
+            elif cb is not None and not callable(cb):
+                raise ConfigError(f"{cb_name} must be a callable receiving the SyncRun, or a "
+                                  f"'package.module:function' string (which also works from the CLI and scheduler)")
+        if failed_rows_alert is not None and (isinstance(failed_rows_alert, bool) or
+                                              not isinstance(failed_rows_alert, (int, float)) or failed_rows_alert < 0):
+            raise ConfigError("failed_rows_alert must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
         if smode == SyncMode.INCREMENTAL and not cursor_field:
             raise ConfigError("sync_mode='incremental' needs cursor_field='<column>' (e.g. an updated_at timestamp)")
         if smode == SyncMode.INCREMENTAL and dmode in (DestinationMode.MIRROR, DestinationMode.REPLACE):
@@ -199,24 +235,27 @@ class Workspace:
             "schedule": schedule,
             "failed_rows_alert": failed_rows_alert,
             "allow_empty": allow_empty,
+            "callbacks": {k: v for k, v in callbacks.items() if isinstance(v, str)},
         }
         state_key = json.dumps({"destination": destination.identity(), "primary_key": keys})
+        # only this process can run it: an in-memory frame, or a literal secret / lambda in the destination
+        session_only = bool(source.session_only or getattr(destination, "session_only", False))
         store = self.store
         if store.sync_exists(name):
             if if_exists == "error":
                 raise ConfigError(f"a sync named {name!r} already exists; pick another name or use if_exists='update'")
             sid = store.sync_row(name)["id"]
-            version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, source.session_only)
+            version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, session_only)
             if reset:
                 import warnings
 
                 warnings.warn(f"sync {name!r}: destination or primary key changed, so every row is sent again once",
                               stacklevel=2)
         else:
-            sid = store.create_sync(name, definition, state_key, schedule, next_run, source.session_only)
+            sid = store.create_sync(name, definition, state_key, schedule, next_run, session_only)
         _LIVE[(store._key, name)] = {
             "source": source, "destination": destination, "checks": check_objs, "mapping": mapper,
-            "on_success": on_success, "on_failure": on_failure, "on_paused": on_paused,
+            **{k: v for k, v in callbacks.items() if v is not None and not isinstance(v, str)},
         }
         return Sync(self, name)
 
@@ -295,9 +334,12 @@ class Sync:
         self.schedule: str | None = d.get("schedule")
         self.failed_rows_alert = d.get("failed_rows_alert")
         self.allow_empty: bool = bool(d.get("allow_empty"))
-        self.on_success = live.get("on_success")
-        self.on_failure = live.get("on_failure")
-        self.on_paused = live.get("on_paused")
+        stored = d.get("callbacks") or {}
+        for cb_name in ("on_success", "on_failure", "on_paused"):
+            cb = live.get(cb_name)
+            if cb is None and cb_name in stored:
+                cb = _LazyCallback(stored[cb_name], cb_name)
+            setattr(self, cb_name, cb)
         self._live = live
 
     @property
@@ -360,8 +402,9 @@ class Sync:
             raise SyncDisabledError(f"sync {self.name!r} is disabled; call sync.enable() to run it again")
         if self.session_only and "source" not in self._live:
             raise SessionOnlyError(
-                f"sync {self.name!r} reads an in-memory frame that only exists in the Python session that "
-                f"created it; run it there, or recreate it with a files, duckdb_query or database source")
+                f"sync {self.name!r} can only run in the Python session that created it: it reads an in-memory "
+                f"frame, or its destination holds a literal secret or a function. Run it there, or recreate it "
+                f"with a files, duckdb_query or database source and secrets written as 'env:NAME'")
         self.source  # noqa: B018 - fail now if the source cannot be rebuilt
         lock = sync_lock(store, self.id)
         if not lock.acquire(blocking=False):
@@ -423,7 +466,7 @@ class Sync:
 
                 evaluation = checks_mod.evaluate(staging.con, staging.to_check_view(), self.checks)
                 staging.add_invalid(evaluation.failures_table)
-                validation = pl.DataFrame(evaluation.results, infer_schema_length=None) if evaluation.results else None
+                validation = _results_frame(evaluation.results) if evaluation.results else None
             c = result.counts
             counts = {"insert": c["insert"], "update": c["update"],
                       "delete": c["delete"] if self.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0,
@@ -431,9 +474,13 @@ class Sync:
             records = pl.from_arrow(staging.records(include_unchanged=True))
             if counts["delete"] == 0 and c["delete"]:
                 records = records.filter(pl.col("_action") != "delete")
+            sends_unchanged = self.destination_mode == DestinationMode.REPLACE
+            skips_updates = self.destination_mode == DestinationMode.INSERT
             records = records.drop("_batch", "_error").with_columns(
-                pl.when(pl.col("_status") == "invalid").then(pl.lit("invalid")).otherwise(pl.lit("would_send"))
-                .alias("_status"))
+                pl.when(pl.col("_status") == "invalid").then(pl.lit("invalid"))
+                .when((pl.col("_action") == "unchanged") & (not sends_unchanged)).then(pl.lit("unchanged"))
+                .when((pl.col("_action") == "update") & skips_updates).then(pl.lit("skipped"))
+                .otherwise(pl.lit("pending")).alias("_status"))
             return Preview(self.name, counts, records, validation, result.key_problems)  # type: ignore[arg-type]
         finally:
             staging.close()
@@ -658,6 +705,13 @@ class SyncRun:
 
     def _repr_html_(self) -> str:
         return _html.run_html(self)
+
+
+def _results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:
+    """Check results as a frame; lists and result dicts as JSON text (their types vary by check)."""
+    rows = [{**r, "partial_unexpected_list": json.dumps(r.get("partial_unexpected_list"), default=str),
+             "result": json.dumps(r.get("result"), default=str)} for r in results]
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 class Preview:

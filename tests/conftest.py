@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pathlib
 
-pytest_plugins = sorted(
+pytest_plugins = ["tests.plugins.targets"] + sorted(
     f"tests.plugins.{p.stem}"
     for p in (pathlib.Path(__file__).parent / "plugins").glob("*.py")
-    if p.stem != "__init__"
+    if p.stem not in ("__init__", "targets")
 )

@@ -104,7 +104,8 @@ class DestinationSession(ABC):
         """Batches of this run the destination confirmed, with the keys they did not deliver.
 
         Destinations that cannot know (HTTP) return {}: in-flight batches are then sent
-        again with the same batch number, so idempotency keys repeat.
+        again, and such a destination derives idempotency keys from the records themselves
+        (not the batch number) so a receiver can recognise a repeat.
         """
         return {}
 

@@ -1,0 +1,274 @@
+"""SQL for the built-in checks (private; see :mod:`dfsync.checks`).
+
+Each row-level check compiles to three DuckDB expressions over one row: ``fail`` (true
+when the row fails), ``missing`` (true when GX would ignore the value: NULL, or NaN in a
+float column, because pandas reads both as missing) and ``value`` (shown in
+partial_unexpected_list). Keeping these identical to GX's pandas engine is what the
+equivalence tests check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from dfsync._regex import to_re2
+from dfsync.errors import ConfigError
+
+PARTIAL = 20  # GX's default partial_unexpected_count
+
+_NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+            "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "REAL"}
+_FLOAT = {"FLOAT", "DOUBLE", "REAL"}
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def quote(name: str) -> str:
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def qualify(relation: str) -> str:
+    """A relation name as given (schema.table) when plain, else quoted."""
+    return relation if _IDENT.fullmatch(relation) else quote(relation)
+
+
+def is_numeric(t: str) -> bool:
+    return t in _NUMERIC or t.startswith("DECIMAL")
+
+
+def is_text(t: str) -> bool:
+    return t == "VARCHAR"
+
+
+def is_scalar(t: str) -> bool:
+    return not any(x in t for x in ("[]", "STRUCT", "MAP", "UNION")) and not t.endswith("]")
+
+
+def literal(v: Any) -> str:
+    """A SQL literal for a value from a check's parameters."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "'nan'::DOUBLE"
+        if math.isinf(v):
+            return "'inf'::DOUBLE" if v > 0 else "'-inf'::DOUBLE"
+        return repr(v) + "::DOUBLE"
+    if isinstance(v, decimal.Decimal):
+        return f"'{v}'::DOUBLE"
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    if isinstance(v, dt.datetime):
+        return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
+    if isinstance(v, dt.date):
+        return f"DATE '{v.isoformat()}'"
+    raise ConfigError(f"cannot use {v!r} ({type(v).__name__}) in a check")
+
+
+def mostly_success(considered: int, unexpected: int, mostly: float) -> bool:
+    """GX's rule: vacuously true on no rows, else the passing share must reach ``mostly``."""
+    if considered == 0:
+        return True
+    return (float(considered) - float(unexpected)) / float(considered) >= mostly
+
+
+def as_float_or_none(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def jsonable(v: Any) -> Any:
+    """Make a value JSON-safe (NaN/inf become None: JSON has no such numbers)."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, decimal.Decimal):
+        return float(v) if v.is_finite() else None
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    item = getattr(v, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return jsonable(item())
+        except (TypeError, ValueError):
+            pass
+    iso = getattr(v, "isoformat", None)  # pandas Timestamp
+    if callable(iso):
+        return iso()
+    try:
+        json.dumps(v)
+        return v
+    except (TypeError, ValueError):
+        return str(v)
+
+
+_parse_lock = threading.Lock()
+_parse_con: Any = None
+
+
+def _parser() -> Any:
+    global _parse_con
+    if _parse_con is None:
+        import duckdb
+
+        _parse_con = duckdb.connect()
+    return _parse_con
+
+
+def sql_columns(predicate: str) -> list[str]:
+    """Column names a SQL predicate reads (parsed by DuckDB; lambda parameters excluded)."""
+    with _parse_lock:
+        try:
+            raw = _parser().execute("SELECT json_serialize_sql(?)", [f"SELECT ({predicate})"]).fetchall()[0][0]
+        except Exception as exc:  # duckdb.Error: a parse error
+            raise ConfigError(f"sql(): cannot parse predicate {predicate!r}: {exc}") from exc
+    tree = json.loads(raw)
+    if tree.get("error"):
+        raise ConfigError(f"sql(): cannot parse predicate {predicate!r}: {tree.get('error_message')}")
+    cols: list[str] = []
+    lambdas: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class") == "LAMBDA":
+                lhs = node.get("lhs") or {}
+                for sub in lhs.get("children", [lhs]):
+                    lambdas.update(sub.get("column_names", [])[-1:])
+            if node.get("class") == "COLUMN_REF":
+                name = node["column_names"][-1]
+                if name not in cols:
+                    cols.append(name)
+            for x in node.values():
+                walk(x)
+        elif isinstance(node, list):
+            for x in node:
+                walk(x)
+
+    stmts = tree.get("statements", [])
+    if len(stmts) != 1:
+        raise ConfigError(f"sql(): {predicate!r} must be one predicate, not several statements")
+    walk(stmts[0]["node"].get("select_list"))
+    return [c for c in cols if c not in lambdas]
+
+
+def regex_ok(pattern: str) -> str | None:
+    """The RE2 form of a Python regex when DuckDB accepts it, else None."""
+    re2 = to_re2(pattern)
+    if re2 is None:
+        return None
+    with _parse_lock:
+        try:
+            _parser().execute("SELECT regexp_matches('', ?)", [re2]).fetchall()
+        except Exception:  # duckdb.InvalidInputException: RE2 refused it
+            return None
+    return re2
+
+
+@dataclass
+class Compiled:
+    check: Any
+    fail: str | None  # None: a table-level check without rows (row_count_between)
+    missing: str | None
+    value: str | None
+    setup: str | None = None
+
+
+def missing_expr(col: str, t: str) -> str:
+    q = quote(col)
+    return f"({q} IS NULL OR isnan({q}))" if t in _FLOAT else f"({q} IS NULL)"
+
+
+def compile_check(check: Any, types: dict[str, str], rel: str, dups: str | None) -> Compiled:
+    """SQL expressions evaluating one built-in check (its kind decides the shape)."""
+    kind, col, p = check.kind, check.column, check.params
+    t = types.get(col, "") if col else ""
+    q = quote(col) if col else ""
+    if kind == "row_count_between":
+        return Compiled(check, None, None, None)
+    if kind == "sql":
+        pred = p["predicate"]
+        cols = [c for c in p.get("columns", []) if c in types]
+        value = ("{" + ", ".join(f"{_lit_key(c)}: {quote(c)}" for c in cols) + "}") if cols else "_rid"
+        return Compiled(check, f"(NOT coalesce(({pred}), false))", None, value)
+    if kind == "not_null":
+        return Compiled(check, missing_expr(col, t), None, None)
+    if kind == "unique":
+        cols = p.get("columns") or [col]
+        miss = " OR ".join(missing_expr(c, types.get(c, "")) for c in cols)
+        qcols = ", ".join(quote(c) for c in cols)
+        setup = (f"CREATE OR REPLACE TEMP TABLE {quote(dups)} AS SELECT {qcols} FROM {rel} "
+                 f"WHERE NOT ({miss}) GROUP BY ALL HAVING count(*) > 1")
+        if len(cols) == 1:
+            key = q
+            value = q
+        else:
+            key = "{" + ", ".join(f"{_lit_key(c)}: {quote(c)}" for c in cols) + "}"
+            value = key
+        fail = f"(NOT ({miss}) AND {key} IN (SELECT {key} FROM {quote(dups)}))"
+        return Compiled(check, fail, f"({miss})", value, setup)
+    miss = missing_expr(col, t)
+    if kind == "between":
+        cond = _range(q, p)
+        return Compiled(check, f"(NOT {miss} AND ({cond}))", miss, q)
+    if kind == "length_between":
+        text = q if is_text(t) else f"CAST({q} AS VARCHAR)"
+        cond = _range(f"length({text})", p)
+        return Compiled(check, f"(NOT {miss} AND ({cond}))", miss, q)
+    if kind == "in_set":
+        vals = [v for v in p["values"] if _comparable(v, t)]
+        if not vals:
+            return Compiled(check, f"(NOT {miss})", miss, q)
+        lits = ", ".join(literal(v) for v in vals)
+        return Compiled(check, f"(NOT {miss} AND {q} NOT IN ({lits}))", miss, q)
+    if kind == "matches":
+        re2 = regex_ok(p["regex"])
+        if re2 is None:
+            raise ConfigError(f"check {check.name!r}: regex {p['regex']!r} cannot run in DuckDB (RE2)")
+        text = q if is_text(t) else f"CAST({q} AS VARCHAR)"
+        return Compiled(check, f"(NOT {miss} AND NOT regexp_matches({text}, {literal(re2)}))", miss, q)
+    raise ConfigError(f"unknown check kind {kind!r}")
+
+
+def _lit_key(c: str) -> str:
+    return "'" + c.replace("'", "''") + "'"
+
+
+def _comparable(v: Any, t: str) -> bool:
+    """Whether ``v`` can equal a value of column type ``t`` (pandas' isin never matches across types).
+
+    Leaving the others out of the SQL list keeps DuckDB from casting (and failing on) them.
+    """
+    if v is None or isinstance(v, float) and math.isnan(v):
+        return False  # missing values are ignored anyway
+    if t == "BOOLEAN":
+        return isinstance(v, bool)
+    if is_numeric(t):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if is_text(t):
+        return isinstance(v, str)
+    return True
+
+
+def _range(x: str, p: dict) -> str:
+    parts = []
+    if p.get("min") is not None:
+        parts.append(f"{x} {'<=' if p.get('strict_min') else '<'} {literal(p['min'])}")
+    if p.get("max") is not None:
+        parts.append(f"{x} {'>=' if p.get('strict_max') else '>'} {literal(p['max'])}")
+    return " OR ".join(parts) or "false"

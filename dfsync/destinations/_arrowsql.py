@@ -1,0 +1,453 @@
+"""The session logic shared by the ADBC SQL destinations (PostgreSQL, SQLite).
+
+One batch = one destination transaction:
+
+1. the Arrow batch (plus a ``_dfsync_row`` number) is ingested into a TEMP staging table
+   with ADBC's bulk ingest (COPY on PostgreSQL), never a Python row loop;
+2. set-based SQL applies it to the target (``INSERT … ON CONFLICT``, ``UPDATE … FROM``,
+   ``DELETE … WHERE EXISTS``);
+3. the ``_dfsync_batches`` ledger row (run key, batch number, keys *not* delivered) is
+   inserted, and the transaction commits. The batch is in the table exactly when its
+   ledger row is, so a crash anywhere costs nothing on resume.
+
+When the apply fails for data reasons (NOT NULL, CHECK, FK, overflow), the whole
+transaction is rolled back, the batch is staged once in its own committed transaction,
+and :func:`bisect_failures` narrows the bad rows down with cheap ``apply …; ROLLBACK``
+attempts over row ranges of the staged batch. ADBC's PostgreSQL driver refuses every
+statement, ``ROLLBACK TO SAVEPOINT`` included, once a statement failed inside a
+transaction, so the attempts use whole-transaction rollbacks instead of savepoints; the
+staged rows are not re-sent, so an attempt costs one SQL statement. The good rows are
+then applied with the ledger row in one last transaction.
+
+Subclasses provide the dialect: connecting, error classification, catalog queries and
+type names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import DestinationError, DfsyncError, SchemaMismatchError, TransientDestinationError, redact
+from ..states import DestinationMode
+from .base import (
+    ACTION_COLUMN,
+    LEDGER_TABLE,
+    BatchResult,
+    DestinationContext,
+    DestinationSession,
+    WriteBatch,
+    bisect_failures,
+)
+from ._sql import TableName, check_compatible, q
+
+log = logging.getLogger("dfsync.destinations")
+
+ROW_COLUMN = "_dfsync_row"
+STAGE_TABLE = "_dfsync_stage"
+DATA = "data"
+TRANSIENT = "transient"
+TERMINAL = "terminal"
+SKIP_MESSAGE = "no row with this key in the destination (update mode only updates existing rows)"
+
+
+class Transient(Exception):
+    """Internal: the connection broke; the caller reconnects and retries."""
+
+
+class ArrowSQLSession(DestinationSession):
+    """A destination session over an ADBC DB-API connection (see the module docstring)."""
+
+    #: parameter placeholder style: "$" (PostgreSQL) or "?" (SQLite)
+    param_style = "$"
+    json_cast = ""
+    #: create new tables without their primary key and add it in finish(): one index build
+    #: at the end is far cheaper than maintaining the index row by row during a bulk load
+    defer_primary_key = False
+    label = "SQL"
+
+    def __init__(self, destination: Any, ctx: DestinationContext) -> None:
+        super().__init__(destination, ctx)
+        self.target: TableName = destination.name
+        self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
+        self.columns: list[str] = []
+        self.fresh = False
+        self.direct = False  # table's columns are exactly the records' mapped types
+        self.unique_key = True
+        self.con: Any = None
+        self.write_target = self._replace_name() if ctx.mode == DestinationMode.REPLACE else self.target
+        self._with_retries(self._connect_and_ledger)
+
+    # ---------------------------------------------------------------- dialect hooks
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _classify(self, exc: BaseException) -> str:
+        """DATA (row-level, bisect), TRANSIENT (reconnect, retry) or TERMINAL."""
+
+    @abstractmethod
+    def _exists(self, name: TableName) -> bool: ...
+
+    @abstractmethod
+    def _describe(self, name: TableName) -> dict[str, str]:
+        """Column name -> the database's type name, in table order."""
+
+    @abstractmethod
+    def _incoming_types(self, schema: pa.Schema) -> dict[str, str]:
+        """Column name -> the type name a column created for it would get."""
+
+    @abstractmethod
+    def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
+        """Translate type names to the DuckDB names sql.check_compatible speaks."""
+
+    @abstractmethod
+    def _has_unique_key(self, name: TableName) -> bool: ...
+
+    @abstractmethod
+    def _ledger_ddl(self) -> str: ...
+
+    @abstractmethod
+    def _replace_name(self) -> TableName: ...
+
+    def _ledger_name(self) -> TableName:
+        return TableName(self.target.schema, LEDGER_TABLE)
+
+    def _stage_sql(self) -> str:
+        return q(STAGE_TABLE)
+
+    def _conform(self, data: pa.Table) -> pa.Table:
+        """Cast Arrow types the driver cannot ingest to ones it can (same values)."""
+        return data
+
+    def _place(self, i: int) -> str:
+        return f"${i}" if self.param_style == "$" else "?"
+
+    # ---------------------------------------------------------------- plumbing
+    def _where(self) -> str:
+        return self.destination.describe()
+
+    def _with_retries(self, fn: Callable[[], Any]) -> Any:
+        """Run fn, reconnecting on transient failures with exponential backoff (tenacity)."""
+        import tenacity
+
+        def reset(state: tenacity.RetryCallState) -> None:
+            log.warning("%s destination %s: connection problem (%s); retrying",
+                        self.label, self._where(), redact(str(state.outcome.exception())))
+            self._drop_connection()
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(Transient),
+            stop=tenacity.stop_after_delay(self.destination.retry_timeout),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=5),
+            before_sleep=reset,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except Transient as exc:
+            self._drop_connection()
+            raise TransientDestinationError(
+                f"{self.label} destination {self._where()} is unreachable ({exc}); retried for "
+                f"{self.destination.retry_timeout:g}s. The run is paused and resumes on the next run."
+            ) from None
+
+    def _drop_connection(self) -> None:
+        if self.con is not None:
+            try:
+                self.con.close()
+            except Exception:
+                pass
+        self.con = None
+
+    def _run(self, fn: Callable[[Any], Any]) -> Any:
+        """Run fn(cursor) on the live connection; convert driver errors in this one place."""
+        if self.con is None:
+            self.con = self._connect()
+        try:
+            with self.con.cursor() as cur:
+                return fn(cur)
+        except (Transient, DfsyncError):
+            raise
+        except Exception as exc:
+            kind = self._classify(exc)
+            if kind == TRANSIENT:
+                raise Transient(redact(str(exc))) from exc
+            if kind == DATA:
+                raise
+            self._rollback()
+            raise DestinationError(self._terminal_message(exc)) from exc
+
+    def _terminal_message(self, exc: BaseException) -> str:
+        return f"{self.label} destination {self._where()} refused: {exc}"
+
+    def _rollback(self) -> None:
+        if self.con is None:
+            return
+        try:
+            self.con.rollback()
+        except Exception:
+            self._drop_connection()
+
+    def _fetch(self, cur: Any, sql: str, params: tuple = ()) -> list[tuple]:
+        cur.execute(sql, parameters=params or None)
+        rows = cur.fetchall()
+        return rows
+
+    def _connect_and_ledger(self) -> None:
+        def go(cur: Any) -> None:
+            cur.execute(self._ledger_ddl())
+            self.con.commit()
+
+        self._run(go)
+
+    # ---------------------------------------------------------------- prepare
+    def prepare(self, schema: pa.Schema) -> None:
+        records = pa.schema([f for f in schema if f.name not in (ACTION_COLUMN, ROW_COLUMN)])
+        self.columns = records.names
+        missing_pk = [k for k in self.ctx.primary_key if k not in self.columns]
+        if missing_pk:
+            raise SchemaMismatchError(f"the records lack the primary key column(s) {missing_pk}")
+        self._with_retries(lambda: self._run(lambda cur: self._prepare(cur, records)))
+
+    def _prepare(self, cur: Any, records: pa.Schema) -> None:
+        incoming = self._incoming_types(records)
+        exists = self._exists(self.target)
+        if exists and self.ctx.mode != DestinationMode.REPLACE:
+            existing = self._describe(self.target)
+            check_compatible(self._as_duckdb_types(incoming), self._as_duckdb_types(existing),
+                             self.target.display, self.ctx.primary_key)
+        elif not exists and self.ctx.mode == DestinationMode.UPDATE:
+            raise DestinationError(
+                f"table {self.target.display} does not exist in {self._where()}; update mode only "
+                f"changes rows that exist. Create the table first, or use destination_mode='upsert'."
+            )
+        ledger = self._ledger_name().sql
+        marker = self._fetch(cur, f"SELECT count(*) FROM {ledger} WHERE run_key = {self._place(1)} "
+                                  f"AND batch_no = 0", (self.run_key,))[0][0]
+        self.con.commit()
+        if marker:
+            self.fresh = True  # a resumed run: the table was fresh when the run began
+            if not self._exists(self.write_target):
+                raise DestinationError(f"table {self.write_target.display} disappeared during the run")
+        else:
+            if self.ctx.mode == DestinationMode.REPLACE:
+                cur.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
+            if not self._exists(self.write_target):
+                cur.execute(self._create_sql(self.write_target, incoming, with_key=not self.defer_primary_key))
+                self.fresh = True
+                if self.defer_primary_key:  # batch -1 marks "this run owes the table its key"
+                    cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, rows, not_delivered) "
+                                f"VALUES ({self._place(1)}, -1, 0, NULL)", parameters=(self.run_key,))
+            else:
+                self.fresh = bool(self._fetch(cur, f"SELECT NOT EXISTS (SELECT 1 FROM {self.write_target.sql})")[0][0])
+            if self.fresh:
+                cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, rows, not_delivered) "
+                            f"VALUES ({self._place(1)}, 0, 0, NULL)", parameters=(self.run_key,))
+            self.con.commit()
+        actual = self._describe(self.write_target)
+        self.direct = list(actual.items()) == [(c, incoming[c]) for c in self.columns]
+        self.unique_key = self._has_unique_key(self.write_target)
+        if not self.unique_key:
+            log.info("%s has no unique constraint on %s: upserts use UPDATE … FROM + INSERT … WHERE NOT EXISTS",
+                     self.write_target.display, self.ctx.primary_key)
+        self.con.commit()
+
+    def _create_sql(self, name: TableName, types: dict[str, str], *, with_key: bool = True) -> str:
+        cols = ", ".join(f"{q(c)} {types[c]}" for c in self.columns)
+        pk = ", ".join(q(k) for k in self.ctx.primary_key)
+        return f"CREATE TABLE {name.sql} ({cols}{f', PRIMARY KEY ({pk})' if with_key else ''})"
+
+    def _add_deferred_key(self, cur: Any) -> None:
+        """Give a table this run created its PRIMARY KEY (idempotent; see defer_primary_key)."""
+        if not self.defer_primary_key or not self._exists(self.write_target):
+            return
+        owed = self._fetch(cur, f"SELECT count(*) FROM {self._ledger_name().sql} WHERE run_key = "
+                                f"{self._place(1)} AND batch_no = -1", (self.run_key,))[0][0]
+        if owed and not self._has_unique_key(self.write_target):
+            pk = ", ".join(q(k) for k in self.ctx.primary_key)
+            cur.execute(f"ALTER TABLE {self.write_target.sql} ADD PRIMARY KEY ({pk})")
+
+    # ---------------------------------------------------------------- ledger
+    def committed_batches(self) -> dict[int, list[list[Any]]]:
+        def go(cur: Any) -> dict[int, list[list[Any]]]:
+            rows = self._fetch(cur, f"SELECT batch_no, not_delivered FROM {self._ledger_name().sql} "
+                                    f"WHERE run_key = {self._place(1)} AND batch_no > 0", (self.run_key,))
+            self.con.commit()
+            return {int(b): json.loads(nd) if nd else [] for b, nd in rows}
+
+        return self._with_retries(lambda: self._run(go))
+
+    # ---------------------------------------------------------------- write
+    def write(self, batch: WriteBatch) -> BatchResult:
+        return self._with_retries(lambda: self._write_once(batch))
+
+    def _write_once(self, batch: WriteBatch) -> BatchResult:
+        if self.con is None:
+            # a reconnect: the commit of the previous attempt may have landed before the reset
+            done = self.committed_batches().get(batch.batch_no)
+            if done is not None:
+                return self._result_from_ledger(batch.data, done)
+        data = self._conform(batch.data)
+        data = data.append_column(ROW_COLUMN, pa.array(np.arange(data.num_rows, dtype=np.int64)))
+        try:
+            missing = self._run(lambda cur: self._commit(cur, batch.batch_no, data, fast=True))
+            return self._result(batch.data, {}, missing)
+        except Transient:
+            raise
+        except Exception as exc:
+            if self._classify(exc) != DATA:
+                raise
+            self._rollback()
+        return self._run(lambda cur: self._bisect(cur, batch.batch_no, data, batch.data))
+
+    def _stage(self, cur: Any, data: pa.Table) -> None:
+        cur.adbc_ingest(STAGE_TABLE, data, mode="replace", temporary=True)
+
+    def _commit(self, cur: Any, batch_no: int, data: pa.Table, *, fast: bool,
+                bad: dict[int, str] | None = None) -> list[tuple]:
+        actions = set(data.column(ACTION_COLUMN).unique().to_pylist()) if data.num_rows else set()
+        mode = self.ctx.mode
+        if fast and self.fresh and self.direct and actions <= {"insert"} and mode != DestinationMode.UPDATE:
+            # a table that was empty when the run began: new rows cannot collide, so they
+            # go straight into it with one bulk COPY (no staging table, no join)
+            if data.num_rows:
+                self._ingest_direct(cur, data.select(self.columns))
+            missing: list[tuple] = []
+        else:
+            if fast:
+                self._stage(cur, data)
+            where = "TRUE" if not bad else f"b.{q(ROW_COLUMN)} NOT IN ({', '.join(str(int(i)) for i in bad)})"
+            missing = self._apply(cur, actions, where)
+        pk = self.ctx.primary_key
+        nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(bad or {})]
+        nd += [list(k) for k in missing]
+        cur.execute(
+            f"INSERT INTO {self._ledger_name().sql} (run_key, batch_no, rows, not_delivered) "
+            f"VALUES ({self._place(1)}, {self._place(2)}, {self._place(3)}, {self._place(4)}{self.json_cast})",
+            parameters=(self.run_key, int(batch_no), int(data.num_rows), json.dumps(nd, default=str)))
+        self.con.commit()
+        return missing
+
+    def _ingest_direct(self, cur: Any, data: pa.Table) -> None:
+        cur.adbc_ingest(self.write_target.table, data, mode="append", db_schema_name=self.write_target.schema)
+
+    def _apply(self, cur: Any, actions: set[str], where: str) -> list[tuple]:
+        """Apply the staged rows matching ``where`` (inside the open transaction).
+
+        Returns the keys update mode did not find.
+        """
+        t, s = self.write_target.sql, self._stage_sql()
+        pk = self.ctx.primary_key
+        mode = self.ctx.mode
+        cols = ", ".join(q(c) for c in self.columns)
+        bcols = ", ".join(f"b.{q(c)}" for c in self.columns)
+        on = " AND ".join(f"{t}.{q(k)} = b.{q(k)}" for k in pk)
+        sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
+        act = f"b.{q(ACTION_COLUMN)}"
+        if mode == DestinationMode.UPDATE:
+            keys = ", ".join(f"b.{q(k)}" for k in pk)
+            missing = self._fetch(cur, f"SELECT {keys} FROM {s} b WHERE {where} "
+                                       f"AND NOT EXISTS (SELECT 1 FROM {t} WHERE {on})")
+            if sets:
+                cur.execute(f"UPDATE {t} SET {sets} FROM {s} b WHERE {on} AND {where}")
+            return [tuple(r) for r in missing]
+        if "delete" in actions:
+            cur.execute(f"DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} b WHERE {on} "
+                        f"AND {act} = 'delete' AND {where})")
+        rows = f"{act} <> 'delete' AND {where}"
+        upserting = mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
+        if not upserting or (self.fresh and actions <= {"insert", "delete"}):
+            cur.execute(f"INSERT INTO {t} ({cols}) SELECT {bcols} FROM {s} b WHERE {rows}")
+        elif self.unique_key:
+            conflict = ", ".join(q(k) for k in pk)
+            ex = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in self.columns if c not in pk)
+            do = f"DO UPDATE SET {ex}" if ex else "DO NOTHING"
+            cur.execute(f"INSERT INTO {t} ({cols}) SELECT {bcols} FROM {s} b WHERE {rows} "
+                        f"ON CONFLICT ({conflict}) {do}")
+        else:
+            if sets:
+                cur.execute(f"UPDATE {t} SET {sets} FROM {s} b WHERE {on} AND {rows}")
+            cur.execute(f"INSERT INTO {t} ({cols}) SELECT {bcols} FROM {s} b WHERE {rows} "
+                        f"AND NOT EXISTS (SELECT 1 FROM {t} WHERE {on})")
+        return []
+
+    def _bisect(self, cur: Any, batch_no: int, data: pa.Table, original: pa.Table) -> BatchResult:
+        self._stage(cur, data)  # staged once, committed: the attempts below only run SQL
+        self.con.commit()
+        actions = set(data.column(ACTION_COLUMN).unique().to_pylist()) if data.num_rows else set()
+
+        def attempt(sub: pa.Table) -> str | None:
+            lo, hi = sub.column(ROW_COLUMN)[0].as_py(), sub.column(ROW_COLUMN)[-1].as_py()
+            try:
+                self._apply(cur, actions, f"b.{q(ROW_COLUMN)} BETWEEN {int(lo)} AND {int(hi)}")
+                return None
+            except Exception as exc:
+                if self._classify(exc) != DATA:
+                    raise
+                return self._row_message(exc)
+            finally:
+                self.con.rollback()
+
+        failed = bisect_failures(data, attempt)
+        missing = self._commit(cur, batch_no, data, fast=False, bad=failed)
+        cur.execute(f"DROP TABLE IF EXISTS {self._stage_sql()}")
+        self.con.commit()
+        return self._result(original, failed, missing)
+
+    def _row_message(self, exc: BaseException) -> str:
+        return redact(str(exc))
+
+    def _result(self, data: pa.Table, failed: dict[int, str], missing: list[tuple]) -> BatchResult:
+        skipped: dict[int, str] = {}
+        if missing:
+            miss = {tuple(k) for k in missing}
+            cols = [data.column(k).to_pylist() for k in self.ctx.primary_key]
+            for i, key in enumerate(zip(*cols)):
+                if key in miss and i not in failed:
+                    skipped[i] = SKIP_MESSAGE
+        return BatchResult(failed=failed, skipped=skipped)
+
+    def _result_from_ledger(self, data: pa.Table, not_delivered: list[list[Any]]) -> BatchResult:
+        keys = {json.dumps(k, default=str) for k in not_delivered}
+        cols = [data.column(k).to_pylist() for k in self.ctx.primary_key]
+        why = "not delivered (the destination rejected the row; its message was lost in a connection reset)"
+        failed = {i: why for i, key in enumerate(zip(*cols)) if json.dumps(list(key), default=str) in keys}
+        return BatchResult(failed=failed)
+
+    # ---------------------------------------------------------------- finish
+    def finish(self) -> None:
+        def go(cur: Any) -> None:
+            self._add_deferred_key(cur)
+            if self.ctx.mode != DestinationMode.REPLACE:
+                self.con.commit()
+                return
+            if not self._exists(self.write_target):
+                return  # already swapped by an earlier attempt of this run
+            # one transaction: readers see the old table until the commit, then the new one
+            cur.execute(f"DROP TABLE IF EXISTS {self.target.sql}")
+            cur.execute(f"ALTER TABLE {self.write_target.sql} RENAME TO {q(self.target.table)}")
+            self.con.commit()
+
+        self._with_retries(lambda: self._run(go))
+
+    def abandon(self) -> None:
+        if self.ctx.mode != DestinationMode.REPLACE:
+            return
+        try:
+            def go(cur: Any) -> None:
+                cur.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
+                self.con.commit()
+
+            self._run(go)
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        self._drop_connection()

@@ -1,0 +1,333 @@
+"""PostgreSQL table as a destination, through ADBC (Arrow in, COPY on the wire).
+
+    >>> dest = dfsync.destinations.postgres("postgresql://app@db:5432/crm", table="crm.customers",
+    ...                                     password="env:PGPASSWORD_CRM")
+
+How a batch travels (see :mod:`dfsync.destinations._arrowsql`): Arrow batch -> TEMP staging
+table by ``adbc_ingest`` (binary COPY) -> ``INSERT … ON CONFLICT`` / ``UPDATE … FROM`` /
+``DELETE … WHERE EXISTS`` -> ledger row in ``<schema>._dfsync_batches``, all in one
+transaction (exactly once). Into a table that was empty when the run began, new rows are
+COPYed straight into the table. ``replace`` builds ``<table>__dfsync_replace_<run>`` and
+swaps it in with DROP + RENAME in one transaction: readers never see an empty table.
+
+Passwords. Never stored, never printed. Give the password as ``password="env:NAME"``
+(read from the environment each time a connection opens), or write ``env:NAME`` in the
+URI's password slot (``postgresql://app:env:PGPASS@db/crm``), or leave it to libpq
+(``PGPASSWORD``, ``~/.pgpass``). A literal password in the URI works in this process but is
+kept out of :meth:`config` (other processes must get it from one of the above).
+
+Arrow -> PostgreSQL types, for tables dfsync creates (the key becomes the PRIMARY KEY):
+
+    ===================================  ==========================
+    Arrow                                PostgreSQL
+    ===================================  ==========================
+    bool                                 boolean
+    int8, int16, uint8                   smallint
+    int32, uint16                        integer
+    int64, uint32                        bigint
+    uint64                               numeric(20,0)
+    float16, float32                     real
+    float64                              double precision
+    decimal128(p, s)                     numeric(p,s)
+    string, large_string, string_view    text
+    binary, large_binary, fixed binary   bytea
+    date32, date64                       date
+    time32, time64                       time
+    timestamp (no tz)                    timestamp   (microseconds)
+    timestamp (with tz)                  timestamptz (microseconds)
+    duration                             interval
+    list<T>, large_list<T>               T[]
+    null                                 text
+    struct, map, other                   not supported: cast to a JSON string in the mapping
+    ===================================  ==========================
+
+An existing table is used as it is; prepare() checks every record column exists with a
+compatible type and reports all mismatches before anything is sent. Without a unique
+constraint on the key, upserts fall back to UPDATE … FROM + INSERT … WHERE NOT EXISTS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for the casts
+
+from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError, register_secret
+from .base import Destination, DestinationContext, DestinationSession, register_destination
+from ._sql import TableName, q
+from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession
+
+__all__ = ["PostgresDestination", "arrow_to_pg", "resolve_secret"]
+
+
+def resolve_secret(value: str | None, what: str) -> str | None:
+    """``"env:NAME"`` -> the value of environment variable NAME (else the value itself).
+
+    >>> resolve_secret("env:HOME", "password") == os.environ["HOME"]
+    True
+    """
+    if value is None or not value.startswith("env:"):
+        return value
+    name = value[4:]
+    if name not in os.environ:
+        raise ConfigError(f"the {what} refers to environment variable {name!r}, which is not set; "
+                          f"export {name}=… before running the sync")
+    secret = os.environ[name]
+    register_secret(secret)
+    register_secret(quote(secret, safe=""))
+    return secret
+
+
+def split_password(uri: str) -> tuple[str, str | None]:
+    """Return the URI without its password, and the password (None when there is none)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri, None
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
+
+
+_SIMPLE = {
+    pa.bool_(): "boolean", pa.int8(): "smallint", pa.int16(): "smallint", pa.uint8(): "smallint",
+    pa.int32(): "integer", pa.uint16(): "integer", pa.int64(): "bigint", pa.uint32(): "bigint",
+    pa.uint64(): "numeric(20,0)", pa.float16(): "real", pa.float32(): "real",
+    pa.float64(): "double precision", pa.string(): "text", pa.large_string(): "text",
+    pa.string_view(): "text", pa.binary(): "bytea", pa.large_binary(): "bytea",
+    pa.date32(): "date", pa.date64(): "date", pa.null(): "text",
+}
+
+
+def arrow_to_pg(t: pa.DataType) -> str:
+    """The PostgreSQL type dfsync creates for an Arrow type (table in the module docstring).
+
+    >>> arrow_to_pg(pa.timestamp("us", tz="UTC"))
+    'timestamp with time zone'
+    """
+    if pa.types.is_dictionary(t):
+        return arrow_to_pg(t.value_type)
+    if t in _SIMPLE:
+        return _SIMPLE[t]
+    if pa.types.is_decimal(t):
+        return f"numeric({t.precision},{t.scale})"
+    if pa.types.is_fixed_size_binary(t):
+        return "bytea"
+    if pa.types.is_timestamp(t):
+        return "timestamp with time zone" if t.tz else "timestamp without time zone"
+    if pa.types.is_time(t):
+        return "time without time zone"
+    if pa.types.is_duration(t):
+        return "interval"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return arrow_to_pg(t.value_type) + "[]"
+    raise SchemaMismatchError(
+        f"Arrow type {t} has no PostgreSQL column type in dfsync; convert the column to a JSON "
+        f"string (e.g. pl.col(c).struct.json_encode()) in the sync's mapping"
+    )
+
+
+# PostgreSQL type names (format_type) -> the DuckDB names sql.check_compatible speaks
+_PG_TO_DUCK = {
+    "smallint": "SMALLINT", "integer": "INTEGER", "bigint": "BIGINT", "real": "FLOAT",
+    "double precision": "DOUBLE", "numeric": "DECIMAL", "text": "VARCHAR", "character varying": "VARCHAR",
+    "character": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE", "bytea": "BLOB",
+    "timestamp without time zone": "TIMESTAMP", "timestamp with time zone": "TIMESTAMP WITH TIME ZONE",
+    "time without time zone": "TIME", "interval": "INTERVAL", "json": "JSON", "jsonb": "JSON", "uuid": "UUID",
+}
+
+
+def pg_to_duck(t: str) -> str:
+    array = t.endswith("[]")
+    base = re.sub(r"\(.*\)", "", t[:-2] if array else t).strip()
+    if base == "numeric" and t.startswith("numeric(20,0)"):
+        name = "UBIGINT"
+    else:
+        name = _PG_TO_DUCK.get(base, base.upper())
+    return name + ("[]" if array else "")
+
+
+@register_destination
+class PostgresDestination(Destination):
+    """A PostgreSQL table; ``table`` may be ``schema.table`` (quote parts to keep dots: ``'"a.b".t'``)."""
+
+    kind = "postgres"
+
+    def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
+                 connect_timeout: int = 10) -> None:
+        if not isinstance(uri, str) or not uri.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("destinations.postgres() needs a URI like 'postgresql://user@host:5432/dbname'")
+        if not table or not isinstance(table, str):
+            raise ConfigError("destinations.postgres() needs table='name' (or 'schema.name')")
+        self.uri, in_uri = split_password(uri)
+        if in_uri is not None and password is None:
+            if in_uri.startswith("env:"):
+                password = in_uri
+            else:
+                register_secret(in_uri)
+                register_secret(quote(in_uri, safe=""))
+                self._literal_password: str | None = in_uri
+        if password is not None and not password.startswith("env:"):
+            # a literal password: usable here, never stored (config() keeps no trace of it)
+            register_secret(password)
+            register_secret(quote(password, safe=""))
+            self._literal_password = password
+            password = None
+        if not hasattr(self, "_literal_password"):
+            self._literal_password = None
+        self.password = password
+        self.table = table
+        self.name = TableName.parse(table)
+        self.retry_timeout = float(retry_timeout)
+        self.connect_timeout = int(connect_timeout)
+
+    def config(self) -> dict[str, Any]:
+        return {"uri": self.uri, "table": self.table, "password": self.password,
+                "retry_timeout": self.retry_timeout, "connect_timeout": self.connect_timeout}
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, "uri": self.uri, "table": self.table})
+
+    def describe(self) -> str:
+        return f"postgres({self.uri}, table={self.table!r})"
+
+    def connection_uri(self) -> str:
+        """The URI with the password filled in (never stored or shown)."""
+        secret = resolve_secret(self.password, "postgres password") or self._literal_password
+        parts = urlsplit(self.uri)
+        netloc = parts.netloc
+        if secret is not None:
+            user, host = netloc.rsplit("@", 1) if "@" in netloc else ("", netloc)
+            netloc = f"{user}:{quote(secret, safe='')}@{host}"
+        query = parts.query
+        if "connect_timeout" not in query:
+            query = (query + "&" if query else "") + f"connect_timeout={self.connect_timeout}"
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+    def open(self, ctx: DestinationContext) -> DestinationSession:
+        return PostgresSession(self, ctx)
+
+
+_TRANSIENT_TEXT = ("connection refused", "server closed the connection", "no connection to the server",
+                   "terminating connection", "could not connect", "connection reset", "timeout expired",
+                   "the database system is", "could not receive data", "could not send data",
+                   "broken pipe", "connection timed out", "ssl syscall", "eof detected")
+
+
+class PostgresSession(ArrowSQLSession):
+    destination: PostgresDestination
+    label = "PostgreSQL"
+    json_cast = "::jsonb"
+    defer_primary_key = True
+
+    def _connect(self) -> Any:
+        try:
+            import adbc_driver_postgresql.dbapi as pgdb
+        except ImportError:
+            raise MissingDependencyError("adbc-driver-postgresql", "postgres", "the PostgreSQL destination") from None
+        uri = self.destination.connection_uri()
+        try:
+            return pgdb.connect(uri)
+        except Exception as exc:
+            if self._classify(exc) == TRANSIENT:
+                from ._arrowsql import Transient
+
+                raise Transient(str(exc)) from exc
+            raise DestinationError(
+                f"cannot connect to PostgreSQL {self.destination.uri}: {exc}. Check the user, the "
+                f"password (password='env:NAME'), the database name and pg_hba.conf."
+            ) from exc
+
+    def _classify(self, exc: BaseException) -> str:
+        state = getattr(exc, "sqlstate", None) or ""
+        text = str(exc).lower()
+        if state[:2] in ("08",) or state in ("57P01", "57P02", "57P03", "53300", "40001", "40P01", "55P03"):
+            return TRANSIENT
+        if state[:2] in ("22", "23") or state == "21000":
+            return DATA
+        if not state and any(t in text for t in _TRANSIENT_TEXT) and not any(
+                t in text for t in ("password authentication failed", "no pg_hba.conf entry")):
+            return TRANSIENT
+        return TERMINAL
+
+    def _terminal_message(self, exc: BaseException) -> str:
+        text = str(exc)
+        hint = ""
+        if "42501" in text or "permission denied" in text.lower():
+            hint = " Grant the sync's user the needed privileges (INSERT/UPDATE/DELETE, CREATE on the schema)."
+        return f"PostgreSQL destination {self.destination.describe()} refused: {text}.{hint}"
+
+    def _where(self) -> str:
+        return self.destination.describe()
+
+    def _replace_name(self) -> TableName:
+        name = f"{self.target.table}__dfsync_replace_{self.ctx.run_id}"
+        if len(name.encode()) > 63:  # PostgreSQL truncates identifiers at 63 bytes
+            digest = hashlib.sha1(self.target.table.encode()).hexdigest()[:12]
+            name = f"_dfsync_replace_{digest}_{self.ctx.run_id}"
+        return TableName(self.target.schema, name)
+
+    def _stage_sql(self) -> str:
+        return f"pg_temp.{q('_dfsync_stage')}"
+
+    def _ledger_ddl(self) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self._ledger_name().sql} (run_key text NOT NULL, "
+                "batch_no integer NOT NULL, rows bigint, not_delivered jsonb, "
+                "committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_key, batch_no))")
+
+    def _connect_and_ledger(self) -> None:
+        def go(cur: Any) -> None:
+            if self.target.schema:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self.target.schema)}")
+            cur.execute(self._ledger_ddl())
+            self.con.commit()
+
+        self._run(go)
+
+    def _exists(self, name: TableName) -> bool:
+        with self.con.cursor() as cur:
+            return bool(self._fetch(cur, "SELECT to_regclass($1) IS NOT NULL", (name.sql,))[0][0])
+
+    def _describe(self, name: TableName) -> dict[str, str]:
+        with self.con.cursor() as cur:
+            rows = self._fetch(cur, "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute "
+                                    "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped "
+                                    "ORDER BY attnum", (name.sql,))
+        return {a: t for a, t in rows}
+
+    def _has_unique_key(self, name: TableName) -> bool:
+        with self.con.cursor() as cur:
+            rows = self._fetch(cur, "SELECT i.indexrelid::bigint, a.attname::text FROM pg_index i JOIN pg_attribute a "
+                                    "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                                    "WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL "
+                                    "AND i.indexprs IS NULL", (name.sql,))
+        indexes: dict[int, set[str]] = {}
+        for idx, col in rows:
+            indexes.setdefault(idx, set()).add(col)
+        return set(self.ctx.primary_key) in indexes.values()
+
+    def _incoming_types(self, schema: pa.Schema) -> dict[str, str]:
+        return {f.name: arrow_to_pg(f.type) for f in schema}
+
+    def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
+        return {c: pg_to_duck(t) for c, t in types.items()}
+
+    def _conform(self, data: pa.Table) -> pa.Table:
+        fields = []
+        changed = False
+        for f in data.schema:
+            t = f.type
+            if pa.types.is_dictionary(t):
+                t = t.value_type
+            new = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+                   pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32(), pa.null(): pa.string(),
+                   pa.string_view(): pa.large_string(), pa.date64(): pa.date32()}.get(t, t)
+            changed |= new != f.type
+            fields.append(pa.field(f.name, new))
+        return data.cast(pa.schema(fields)) if changed else data
+

@@ -1,0 +1,205 @@
+"""A table in a SQLite database file as a destination, through ADBC's SQLite driver.
+
+    >>> dest = dfsync.destinations.sqlite("app.sqlite", table="customers")
+
+Same flow and guarantees as PostgreSQL (:mod:`dfsync.destinations._arrowsql`): the batch is
+bulk-ingested into a TEMP staging table, applied with ``INSERT … ON CONFLICT`` /
+``UPDATE … FROM`` / ``DELETE … WHERE EXISTS`` and committed together with its row in the
+``_dfsync_batches`` ledger of the same file (exactly once); ``replace`` swaps a new table in
+with DROP + RENAME in one transaction. A busy database (another writer) is retried, then the
+run pauses.
+
+Arrow -> SQLite declared types, for tables dfsync creates (the key becomes the PRIMARY KEY):
+integers -> INTEGER, floats -> REAL, decimal -> NUMERIC (sent as text), strings -> TEXT,
+binary -> BLOB, bool -> BOOLEAN (0/1), date -> DATE, timestamp -> TIMESTAMP, time -> TIME
+(dates and times are stored as ISO-8601 text by the driver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
+from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
+from .base import Destination, DestinationContext, DestinationSession, register_destination
+from ._sql import TableName, q
+
+__all__ = ["SQLiteDestination", "arrow_to_sqlite"]
+
+
+def arrow_to_sqlite(t: pa.DataType) -> str:
+    """The declared SQLite type dfsync creates for an Arrow type.
+
+    >>> arrow_to_sqlite(pa.int32())
+    'INTEGER'
+    """
+    if pa.types.is_dictionary(t):
+        return arrow_to_sqlite(t.value_type)
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_integer(t):
+        return "INTEGER"
+    if pa.types.is_floating(t):
+        return "REAL"
+    if pa.types.is_decimal(t):
+        return "NUMERIC"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t):
+        return "TEXT"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "BLOB"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP"
+    if pa.types.is_time(t):
+        return "TIME"
+    raise SchemaMismatchError(
+        f"Arrow type {t} has no SQLite column type in dfsync; convert the column to a string "
+        f"(e.g. JSON) in the sync's mapping"
+    )
+
+
+def _affinity(decl: str) -> str:
+    """SQLite's column affinity rules, named the way sql.check_compatible speaks."""
+    d = decl.upper()
+    if d in ("BOOLEAN", "DATE", "TIMESTAMP", "TIME", "DATETIME"):
+        return {"DATETIME": "TIMESTAMP"}.get(d, d)
+    if "INT" in d:
+        return "BIGINT"
+    if any(k in d for k in ("CHAR", "CLOB", "TEXT")):
+        return "VARCHAR"
+    if "BLOB" in d or not d:
+        return "BLOB"
+    if any(k in d for k in ("REAL", "FLOA", "DOUB")):
+        return "DOUBLE"
+    return "DECIMAL"
+
+
+@register_destination
+class SQLiteDestination(Destination):
+    """A table in a SQLite file (created if missing)."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, table: str, *, retry_timeout: float = 30.0) -> None:
+        if not table or not isinstance(table, str):
+            raise ConfigError("destinations.sqlite() needs table='name'")
+        self.path = os.fspath(path)
+        self.table = table
+        name = TableName.parse(table)
+        if name.schema not in (None, "main"):
+            raise ConfigError(f"destinations.sqlite(): {table!r} names schema {name.schema!r}; a SQLite "
+                              "file has one schema, so give the table name alone")
+        self.name = TableName(None, name.table)
+        self.retry_timeout = float(retry_timeout)
+
+    def config(self) -> dict[str, Any]:
+        return {"path": self.path, "table": self.table, "retry_timeout": self.retry_timeout}
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, "path": os.path.abspath(self.path), "table": self.table})
+
+    def describe(self) -> str:
+        return f"sqlite({self.path}, table={self.table!r})"
+
+    def open(self, ctx: DestinationContext) -> DestinationSession:
+        return SQLiteSession(self, ctx)
+
+
+class SQLiteSession(ArrowSQLSession):
+    destination: SQLiteDestination
+    label = "SQLite"
+    param_style = "?"
+
+    def _connect(self) -> Any:
+        try:
+            import adbc_driver_sqlite.dbapi as sqlite_db
+        except ImportError:
+            raise MissingDependencyError("adbc-driver-sqlite", "sqlite", "the SQLite destination") from None
+        parent = os.path.dirname(os.path.abspath(self.destination.path))
+        os.makedirs(parent, exist_ok=True)
+        try:
+            con = sqlite_db.connect(self.destination.path)
+            with con.cursor() as cur:
+                cur.execute(f"PRAGMA busy_timeout = {int(min(5.0, self.destination.retry_timeout) * 1000)}")
+            con.commit()
+            return con
+        except Exception as exc:
+            if self._classify(exc) == TRANSIENT:
+                raise Transient(str(exc)) from exc
+            raise DestinationError(f"cannot open SQLite destination {self.destination.path}: {exc}") from exc
+
+    def _classify(self, exc: BaseException) -> str:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            return TRANSIENT
+        if any(k in text for k in ("constraint", "datatype mismatch", "too big", "integrity")):
+            return DATA
+        if type(exc).__name__ in ("IntegrityError", "DataError"):
+            return DATA
+        return TERMINAL
+
+    def _rollback(self) -> None:
+        if self.con is None:
+            return
+        try:
+            self.con.rollback()
+        except Exception:
+            pass
+
+    def _replace_name(self) -> TableName:
+        return TableName(None, f"{self.target.table}__dfsync_replace_{self.ctx.run_id}")
+
+    def _stage_sql(self) -> str:
+        return f"temp.{q('_dfsync_stage')}"
+
+    def _ledger_ddl(self) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self._ledger_name().sql} (run_key TEXT NOT NULL, "
+                "batch_no INTEGER NOT NULL, rows INTEGER, not_delivered TEXT, "
+                "committed_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (run_key, batch_no))")
+
+    def _exists(self, name: TableName) -> bool:
+        with self.con.cursor() as cur:
+            return bool(self._fetch(cur, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                    (name.table,))[0][0])
+
+    def _describe(self, name: TableName) -> dict[str, str]:
+        with self.con.cursor() as cur:
+            rows = self._fetch(cur, "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", (name.table,))
+        return {a: t for a, t in rows}
+
+    def _has_unique_key(self, name: TableName) -> bool:
+        with self.con.cursor() as cur:
+            pk = self._fetch(cur, "SELECT name FROM pragma_table_info(?) WHERE pk > 0", (name.table,))
+            idx = self._fetch(cur, "SELECT il.name, ii.name FROM pragma_index_list(?) il, "
+                                   "pragma_index_info(il.name) ii WHERE il.\"unique\" AND il.partial = 0",
+                              (name.table,))
+        want = set(self.ctx.primary_key)
+        if {r[0] for r in pk} == want:
+            return True
+        indexes: dict[str, set[str]] = {}
+        for i, col in idx:
+            indexes.setdefault(i, set()).add(col)
+        return want in indexes.values()
+
+    def _incoming_types(self, schema: pa.Schema) -> dict[str, str]:
+        return {f.name: arrow_to_sqlite(f.type) for f in schema}
+
+    def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
+        return {c: _affinity(t) for c, t in types.items()}
+
+    def _conform(self, data: pa.Table) -> pa.Table:
+        fields, changed = [], False
+        for f in data.schema:
+            t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+            if pa.types.is_decimal(t) or pa.types.is_null(t) or pa.types.is_string_view(t):
+                t = pa.large_string()
+            elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:
+                t = pa.int64()  # SQLite integers are signed 64-bit; larger values fail per row
+            changed |= t != f.type
+            fields.append(pa.field(f.name, t))
+        return data.cast(pa.schema(fields)) if changed else data

@@ -1,0 +1,243 @@
+"""Great Expectations 1.x adapter: expectations become dfsync checks.
+
+The common column expectations are evaluated as DuckDB SQL with the same results as
+GX's pandas engine (see ``_checks_sql``); every other expectation runs through GX itself
+on the staged rows, chunk by chunk where the expectation is row-wise, so memory stays
+bounded. ``great_expectations`` is imported only here and only when needed: it costs
+seconds to import.
+
+>>> import great_expectations.expectations as gxe                # doctest: +SKIP
+>>> [c.kind for c in from_gx(gxe.ExpectColumnValuesToNotBeNull(column="email"))]  # doctest: +SKIP
+['gx:expect_column_values_to_not_be_null']
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from typing import Any
+
+from dfsync._checks_sql import (
+    _comparable,
+    is_numeric,
+    is_scalar,
+    is_text,
+    jsonable,
+    mostly_success,
+    quote,
+    regex_ok,
+)
+from dfsync.checks import ROW, TABLE, Check, result_row
+from dfsync.errors import ConfigError, MissingDependencyError
+
+CHUNK_ROWS = 250_000  # rows per pandas chunk handed to GX
+
+# Expectations whose outcome for a row depends on other rows: never chunked.
+_WHOLE = {
+    "expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
+    "expect_multicolumn_values_to_be_unique", "expect_column_values_to_be_increasing",
+    "expect_column_values_to_be_decreasing", "expect_column_value_z_scores_to_be_less_than",
+    "expect_column_values_to_not_be_outliers",
+}
+_MAP_PREFIXES = ("expect_column_values_to_", "expect_column_value_lengths_", "expect_column_value_z_scores_",
+                 "expect_column_pair_values_", "expect_multicolumn_values_", "expect_compound_columns_",
+                 "expect_select_column_values_to_be_unique_within_record")
+_UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
+           "expect_multicolumn_values_to_be_unique", "expect_select_column_values_to_be_unique_within_record"}
+
+
+def is_gx_object(obj: Any) -> bool:
+    """True for Great Expectations objects, without importing GX."""
+    return type(obj).__module__.startswith("great_expectations")
+
+
+def gx_available() -> bool:
+    if "great_expectations" in sys.modules:
+        return sys.modules["great_expectations"] is not None
+    try:
+        return importlib.util.find_spec("great_expectations") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def import_gx() -> Any:
+    """Import great_expectations (quietly), or raise MissingDependencyError naming the extra."""
+    if not gx_available():
+        raise MissingDependencyError("great_expectations", "validation", "Great Expectations checks")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    try:
+        import great_expectations
+    except ImportError as exc:
+        raise MissingDependencyError("great_expectations", "validation", "Great Expectations checks") from exc
+    return great_expectations
+
+
+class GXCheck(Check):
+    """A Great Expectations expectation, evaluated in SQL when possible, else through GX."""
+
+    def __init__(self, gx_config: dict, *, name: str | None = None) -> None:
+        etype = gx_config["type"]
+        kw = dict(gx_config.get("kwargs") or {})
+        self.gx_config = {"type": etype, "kwargs": kw, "meta": gx_config.get("meta") or {}}
+        cols = kw.get("column_list") or [c for c in (kw.get("column_A"), kw.get("column_B")) if c]
+        level = TABLE if etype in _UNIQUE or not etype.startswith(_MAP_PREFIXES) else ROW
+        mostly = kw.get("mostly", 1.0)
+        super().__init__(f"gx:{etype}", kw.get("column"), name=name, level=level,
+                         mostly=mostly if isinstance(mostly, (int, float)) else 1.0,
+                         **({"columns": list(cols)} if cols else {}))
+
+    def default_name(self) -> str:
+        cols = self.columns()
+        etype = self.kind[3:]
+        return f"{', '.join(cols)} {etype}" if cols else etype
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "expectation": jsonable(self.gx_config)}
+
+    def sql_form(self, types: dict[str, str]) -> Check | None:
+        """The built-in check with identical results for these column types, if there is one."""
+        kw = self.gx_config["kwargs"]
+        if kw.get("row_condition") or any(isinstance(v, dict) for v in kw.values()):
+            return None  # conditions and suite parameters: GX decides
+        etype, col = self.kind[3:], kw.get("column")
+        t = types.get(col, "") if col else ""
+        mostly = self.mostly
+        lo, hi = kw.get("min_value"), kw.get("max_value")
+        strict = {"strict_min": bool(kw.get("strict_min")), "strict_max": bool(kw.get("strict_max"))}
+
+        def num(v: Any) -> bool:
+            return v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if etype == "expect_column_values_to_not_be_null" and col:
+            return Check("not_null", col, mostly=mostly)
+        if etype == "expect_column_values_to_be_between" and is_numeric(t) and num(lo) and num(hi) \
+                and (lo is not None or hi is not None):
+            return Check("between", col, mostly=mostly, min=lo, max=hi, **strict)
+        if etype == "expect_column_values_to_be_in_set" and t and isinstance(kw.get("value_set"), list):
+            vs = kw["value_set"]
+            if all(_comparable(v, t) for v in vs) and (is_numeric(t) or is_text(t) or t == "BOOLEAN"):
+                return Check("in_set", col, mostly=mostly, values=vs)
+        if etype == "expect_column_values_to_match_regex" and is_text(t) and isinstance(kw.get("regex"), str) \
+                and regex_ok(kw["regex"]) is not None:
+            return Check("matches", col, mostly=mostly, regex=kw["regex"])
+        if etype == "expect_column_value_lengths_to_be_between" and is_text(t) and num(lo) and num(hi) \
+                and (lo is not None or hi is not None):
+            return Check("length_between", col, mostly=mostly, min=lo, max=hi, **strict)
+        if etype == "expect_column_values_to_be_unique" and t and is_scalar(t):
+            return Check("unique", col, level=TABLE, mostly=mostly)
+        if etype == "expect_table_row_count_to_be_between" and num(lo) and num(hi):
+            return Check("row_count_between", None, level=TABLE, min=lo, max=hi, **strict)
+        return None
+
+
+def from_gx(obj: Any) -> list[Check]:
+    """Checks for a GX ExpectationSuite or a single expectation."""
+    cls = type(obj).__name__
+    if cls == "ExpectationSuite":
+        return [c for e in obj.expectations for c in from_gx(e)]
+    conf = getattr(obj, "configuration", None)
+    if conf is not None and hasattr(conf, "to_json_dict"):
+        return [GXCheck(conf.to_json_dict())]
+    raise ConfigError(f"{cls} is not supported as a check; pass GX expectations or an ExpectationSuite")
+
+
+def check_from_config(cfg: dict) -> Check:
+    """Rebuild a stored GX check; checks that GX is installed, without importing it."""
+    if not gx_available():
+        raise MissingDependencyError("great_expectations", "validation", f"the stored check {cfg.get('name')!r}")
+    return GXCheck(cfg["expectation"], name=cfg.get("name"))
+
+
+# ----------------------------------------------------------------------------- GX engine
+
+_state: dict[str, Any] = {}
+
+
+def _batch_definition() -> Any:
+    if "bd" not in _state:
+        gx = import_gx()
+        ctx = gx.get_context(mode="ephemeral")
+        asset = ctx.data_sources.add_pandas("dfsync").add_dataframe_asset("staged")
+        _state["bd"] = asset.add_batch_definition_whole_dataframe("rows")
+    return _state["bd"]
+
+
+def expectation(check: GXCheck) -> Any:
+    import_gx()
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    return ExpectationConfiguration(**check.gx_config).to_domain_obj()
+
+
+def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> tuple[dict, list | None]:
+    """Run one expectation through GX's pandas engine on the staged rows.
+
+    Row-wise expectations see ``CHUNK_ROWS`` rows at a time and their counts are added up;
+    others see the whole of the columns they read at once. Returns the result and the
+    ``_rid`` of failing rows (row-wise expectations only).
+    """
+    exp = expectation(check)
+    bd = _batch_definition()
+    etype = check.kind[3:]
+    cols = check.columns() or record_cols
+    sel = ", ".join(quote(c) for c in [*cols, "_rid"])
+    reader = con.sql(f"SELECT {sel} FROM {rel} ORDER BY _rid").to_arrow_reader(CHUNK_ROWS)
+    chunked = etype.startswith(_MAP_PREFIXES) and etype not in _WHOLE
+    fmt = {"result_format": "COMPLETE" if check.level == ROW or etype in _UNIQUE else "SUMMARY"}
+    if not chunked:
+        import pyarrow as pa
+
+        batches = [reader.read_all()]
+        if batches[0].num_rows == 0:
+            batches = [pa.Table.from_batches([], schema=reader.schema)]
+    else:
+        batches = reader
+    n = u = m = 0
+    has_missing = False
+    partial: list = []
+    rids: list = []
+    last: dict = {}
+    for batch in batches:
+        df = batch.to_pandas().set_index("_rid")
+        res = bd.get_batch(batch_parameters={"dataframe": df}).validate(exp, result_format=fmt)
+        info = res.exception_info or {}
+        err = info.get("exception_message") if "raised_exception" in info else next(
+            (v.get("exception_message") for v in info.values() if isinstance(v, dict) and v.get("raised_exception")),
+            None)
+        if err:
+            raise ConfigError(f"check {check.name!r}: Great Expectations failed: {err}")
+        r = dict(res.result or {})
+        last = r
+        if not chunked:
+            ok = bool(res.success)
+            break
+        n += int(r.get("element_count") or 0)
+        u += int(r.get("unexpected_count") or 0)
+        if "missing_count" in r:
+            has_missing = True
+            m += int(r.get("missing_count") or 0)
+        if len(partial) < 20:
+            partial.extend(r.get("partial_unexpected_list") or [])
+        for d in r.get("unexpected_index_list") or []:
+            rids.append(d["_rid"] if isinstance(d, dict) else d)
+    else:
+        ok = True
+    if not chunked:
+        extra = {k: v for k, v in last.items() if not k.startswith("unexpected_index") and k != "unexpected_list"}
+        if "unexpected_count" in last:
+            bad = [d["_rid"] if isinstance(d, dict) else d for d in last.get("unexpected_index_list") or []]
+            res_row = result_row(check, success=ok, n=int(last.get("element_count") or 0),
+                                 unexpected=int(last["unexpected_count"]), missing=last.get("missing_count"),
+                                 partial=list(last.get("partial_unexpected_list") or []), extra=extra)
+            return res_row, bad
+        out = result_row(check, success=ok, n=0, unexpected=None, missing=None, partial=None, extra=extra)
+        out["element_count"] = None
+        for k in ("element_count", "unexpected_count", "unexpected_percent"):
+            out["result"].pop(k, None)
+        return out, None
+    considered = n - m if has_missing else n
+    ok = mostly_success(considered, u, check.mostly)
+    out = result_row(check, success=ok, n=n, unexpected=u, missing=m if has_missing else None,
+                     partial=partial)
+    return out, rids

@@ -1,0 +1,201 @@
+"""A throwaway PostgreSQL 15 cluster for the test session, plus the ``postgres``/``sqlite`` targets.
+
+``pg_server`` (session scope) runs ``initdb`` + ``pg_ctl`` in a temp dir on a free loopback
+port (as the ``postgres`` user when the tests run as root: initdb refuses root) and stops it
+at the end. Without PostgreSQL the tests are skipped, except under ``CI=true`` where they
+FAIL: CI must never pass by skipping the real server.
+
+``pg_server.restart()`` / ``stop()`` / ``start()`` let outage tests take the server away.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+import pytest
+
+import dfsync
+
+from .targets import Target, register_target
+
+#: a role that must authenticate with a password (every other role is trusted)
+PASSWORD_ROLE = "app"
+_PG_DIRS = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/14/bin"]
+
+
+def _find_bin(name: str) -> str | None:
+    for d in _PG_DIRS:
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    return shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _unavailable(msg: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"PostgreSQL is required under CI=true: {msg}", pytrace=False)
+    pytest.skip(f"PostgreSQL not available: {msg}")
+
+
+@dataclass
+class PGServer:
+    """A running throwaway cluster. ``uri`` connects as the superuser ``dfsync`` (trust auth)."""
+
+    datadir: str
+    port: int
+    pg_ctl: str
+    as_user: list[str]
+    log: str
+    user: str = "dfsync"
+    dbname: str = "postgres"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.dbname}"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run([*self.as_user, self.pg_ctl, "-D", self.datadir, "-l", self.log, *args],
+                       check=True, capture_output=True, timeout=120)
+
+    # fsync=off survives a server crash (the OS keeps the data) but not an OS crash, which
+    # no test makes; synchronous_commit stays on: an acknowledged commit must survive
+    # ``stop("immediate")``, or exactly-once tests would blame dfsync for the server's loss
+    def start(self) -> None:
+        self._ctl("-w", "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 "
+                  "-c fsync=off -c full_page_writes=off", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-w", "-m", mode, "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def execute(self, sql: str, params: tuple | None = None, dbname: str | None = None) -> list[tuple]:
+        """Run SQL over psycopg in autocommit (never leaves a session idle in transaction)."""
+        import psycopg
+
+        uri = self.uri if dbname is None else self.uri.rsplit("/", 1)[0] + "/" + dbname
+        with psycopg.connect(uri, autocommit=True) as con:
+            cur = con.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def new_database(self) -> str:
+        """A fresh empty database; returns its URI (tests stay independent)."""
+        name = "t_" + uuid.uuid4().hex[:12]
+        self.execute(f'CREATE DATABASE "{name}"')
+        return self.uri.rsplit("/", 1)[0] + "/" + name
+
+    def read(self, uri: str, sql: str) -> pl.DataFrame:
+        import adbc_driver_postgresql.dbapi as pgdb
+
+        with pgdb.connect(uri) as con, con.cursor() as cur:
+            cur.execute(sql)
+            table = cur.fetch_arrow_table()
+        return pl.from_arrow(table)  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PGServer]:
+    initdb, pg_ctl = _find_bin("initdb"), _find_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        _unavailable("initdb/pg_ctl not found (apt-get install -y postgresql)")
+    try:
+        import adbc_driver_postgresql  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        _unavailable(f"{exc} (pip install 'dfsync[postgres]')")
+    root = tempfile.mkdtemp(prefix="dfsync-pg-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    datadir = os.path.join(root, "data")
+    log = os.path.join(root, "server.log")
+    server = PGServer(datadir, _free_port(), pg_ctl, as_user, log)  # type: ignore[arg-type]
+    try:
+        subprocess.run([*as_user, initdb, "-D", datadir, "-U", "dfsync", "--auth=trust", "-E", "UTF8",
+                        "--no-sync"], check=True, capture_output=True, timeout=120)
+        hba = os.path.join(datadir, "pg_hba.conf")
+        with open(hba) as f:
+            rules = f.read()
+        with open(hba, "w") as f:  # role "app" must give its password (secrets/auth tests)
+            f.write(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + rules)
+        server.start()
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        tail = open(log).read()[-2000:] if os.path.exists(log) else ""
+        shutil.rmtree(root, ignore_errors=True)
+        _unavailable(f"could not start a cluster: {exc} {detail.decode(errors='replace')} {tail}")
+    try:
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        except Exception:
+            pass
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_uri(pg_server: PGServer) -> str:
+    """A fresh database of the session cluster for one test."""
+    for _ in range(50):  # a previous outage test may still be bringing the server back
+        try:
+            return pg_server.new_database()
+        except Exception:
+            time.sleep(0.2)
+    return pg_server.new_database()
+
+
+@register_target("postgres")
+def _postgres_target(request, tmp_path) -> Target:
+    server: PGServer = request.getfixturevalue("pg_server")
+    uri = server.new_database()
+
+    def read(table: str) -> pl.DataFrame:
+        exists = server.execute("SELECT to_regclass(%s) IS NOT NULL", ('"' + table.replace('"', '""') + '"',),
+                                dbname=uri.rsplit("/", 1)[1])[0][0]
+        if not exists:
+            return pl.DataFrame()
+        return server.read(uri, 'SELECT * FROM "' + table.replace('"', '""') + '"')
+
+    return Target("postgres", lambda table: dfsync.destinations.postgres(uri, table=table), read)
+
+
+@register_target("sqlite")
+def _sqlite_target(request, tmp_path) -> Target:
+    path = str(tmp_path / "dest.sqlite")
+
+    def read(table: str) -> pl.DataFrame:
+        import sqlite3
+
+        if not os.path.exists(path):
+            return pl.DataFrame()
+        con = sqlite3.connect(path)
+        try:
+            quoted = '"' + table.replace('"', '""') + '"'
+            if not con.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?",
+                               (table,)).fetchone()[0]:
+                return pl.DataFrame()
+            return pl.read_database(f"SELECT * FROM {quoted}", con)
+        finally:
+            con.close()
+
+    return Target("sqlite", lambda table: dfsync.destinations.sqlite(path, table=table), read)

@@ -1,0 +1,304 @@
+"""Built-in checks on real DuckDB data (nulls, NaN, empty strings, Unicode), their config
+round trip, the errors users see, and the validation gate end to end through a workspace."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync import checks as dc
+from dfsync.errors import ConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+DATA = pl.DataFrame(
+    {
+        "id": [1, 2, 3, 4, 5, 6, 7, 8],
+        "email": ["a@x.io", None, "", "ü@x.io", "b@x", "a@x.io", "日本@例え.jp", "c@x.io"],
+        "age": [30.0, None, math.nan, -1.0, 200.0, 45.0, 0.0, 130.0],
+        "status": ["active", "churned", None, "Active", "active", "", "churned", "😀"],
+        "zip": ["12345", "1234", None, "e\u0301e\u0301e\u0301e\u0301e", "123456", "", "12 45", "98765"],
+    },
+    schema={"id": pl.Int64, "email": pl.String, "age": pl.Float64, "status": pl.String, "zip": pl.String},
+)
+
+
+def staged(df: pl.DataFrame = DATA) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.register("src", df.with_columns(_rid=pl.col("id") * 10).to_arrow())
+    con.execute("CREATE TABLE rows AS SELECT * FROM src")
+    con.complete()
+    return con
+
+
+def run(*checks: dc.Check, df: pl.DataFrame = DATA) -> tuple[dict[str, dict], dict[str, list[int]], dc.Evaluation]:
+    con = staged(df)
+    ev = dc.evaluate(con, "rows", dc.normalize_checks(list(checks)))
+    failing: dict[str, list[int]] = {}
+    for rid, name in con.execute(f"SELECT _rid, check_name FROM {ev.failures_table} ORDER BY _rid").fetchall():
+        failing.setdefault(name, []).append(rid // 10)
+    return {r["check_name"]: r for r in ev.results}, failing, ev
+
+
+def test_not_null_fails_null_and_nan_but_not_empty_string():
+    res, failing, _ = run(dc.not_null("email"), dc.not_null("age"))
+    assert failing == {"email not_null": [2], "age not_null": [2, 3]}
+    assert res["age not_null"]["unexpected_count"] == 2
+    assert res["age not_null"]["partial_unexpected_list"] == [None, None]
+    assert res["email not_null"]["unexpected_percent"] == pytest.approx(12.5)
+
+
+def test_between_ignores_missing_and_honours_strictness():
+    res, failing, _ = run(dc.between("age", 0, 130), dc.between("age", 0, 130, strict_min=True, strict_max=True,
+                                                                   name="age strictly"))
+    assert failing["age between"] == [4, 5]
+    assert failing["age strictly"] == [4, 5, 7, 8]
+    r = res["age between"]
+    assert (r["element_count"], r["result"]["missing_count"]) == (8, 2)
+    assert r["unexpected_percent"] == pytest.approx(2 / 6 * 100)
+    assert sorted(r["partial_unexpected_list"]) == [-1.0, 200.0]
+
+
+def test_in_set_is_exact_and_case_sensitive():
+    _, failing, _ = run(dc.in_set("status", ["active", "churned", "😀"]))
+    assert failing["status in_set"] == [4, 6]  # "Active" and "" fail; None is ignored
+
+
+def test_matches_is_a_python_style_search_on_unicode():
+    _, failing, _ = run(dc.matches("email", r"^[^@\s]+@[^@\s]+\.\w+$"))
+    # "" and "b@x" fail; "日本@例え.jp" passes because \w is Unicode as in Python; NULL ignored
+    assert failing["email matches"] == [3, 5]
+
+
+def test_length_between_counts_code_points():
+    res, failing, _ = run(dc.length_between("zip", 5, 5))
+    # "e\u0301" x4 + "e" is 9 code points (5 graphemes): it fails, as len() says
+    assert failing["zip length_between"] == [2, 4, 5, 6]
+    assert res["zip length_between"]["result"]["missing_count"] == 1
+
+
+def test_unique_marks_every_copy_and_is_table_level():
+    res, failing, _ = run(dc.unique("email"), dc.unique(["email", "status"]))
+    assert failing["email unique"] == [1, 6]
+    assert res["email unique"]["level"] == "table"
+    assert "email, status unique" not in failing  # a@x.io/active vs a@x.io/"" differ
+    assert res["email, status unique"]["success"] is True
+
+
+def test_row_count_between():
+    res, failing, ev = run(dc.row_count_between(1, 5), dc.row_count_between(min=1, name="some rows"))
+    assert res["row_count_between"]["success"] is False
+    assert res["row_count_between"]["result"]["observed_value"] == 8
+    assert res["some rows"]["success"] is True
+    assert failing == {}
+    assert ev.summary() == "1 check failed: row_count_between: 8 rows (expected 1..5)"
+
+
+def test_sql_and_expression_checks_fail_false_and_null():
+    res, failing, _ = run(dc.sql("age >= 18", name="adult"), dc.expression(pl.col("age") >= 18, name="adult pl"))
+    # -1 and 0 fail; NULL fails (must be true); polars and DuckDB both order NaN above every number
+    assert failing["adult pl"] == [2, 4, 7]
+    assert failing["adult"] == [2, 4, 7]
+    assert res["adult"]["column_name"] == "age"
+    assert res["adult"]["partial_unexpected_list"][0] == {"age": None}
+
+
+def test_mostly_lets_a_share_fail_and_lists_no_rows():
+    res, failing, _ = run(dc.not_null("email", mostly=0.8), dc.not_null("email", mostly=0.9, name="strict"))
+    assert res["email not_null"]["success"] is True and "email not_null" not in failing
+    assert res["strict"]["success"] is False and failing["strict"] == [2]
+
+
+def test_all_pass_summary_and_empty_relation():
+    res, failing, ev = run(dc.not_null("id"), dc.unique("id"), df=DATA)
+    assert ev.failed == [] and failing == {}
+    res, failing, ev = run(dc.not_null("email"), dc.between("age", 0, 1), dc.row_count_between(max=0),
+                           df=DATA.head(0))
+    assert all(r["success"] for r in ev.results)
+    assert res["email not_null"]["element_count"] == 0
+
+
+def test_summary_names_failed_checks_and_counts():
+    _, _, ev = run(dc.not_null("email"), dc.between("age", 0, 130), dc.not_null("id"))
+    assert ev.summary() == "2 checks failed: email not_null: 1 rows; age between: 2 rows"
+    json.dumps(ev.results)  # JSON-safe, to be stored
+
+
+def test_config_round_trip_for_every_kind():
+    checks = dc.normalize_checks([
+        dc.not_null("email"), dc.unique(["email", "status"]), dc.between("age", 0, 130, strict_max=True),
+        dc.in_set("status", ["active", 1, True]), dc.matches("email", "@"), dc.length_between("zip", 5),
+        dc.row_count_between(1), dc.expression(pl.col("age") > 0, name="pos"), dc.sql("age > 0", mostly=0.5),
+    ])
+    configs = json.loads(json.dumps([c.config() for c in checks]))
+    rebuilt = dc.checks_from_config(configs)
+    assert [c.config() for c in rebuilt] == [c.config() for c in checks]
+    con = staged()
+    a = dc.evaluate(con, "rows", checks).results
+    b = dc.evaluate(con, "rows", rebuilt).results
+    assert a == b
+
+
+def test_default_names_are_made_unique_and_explicit_duplicates_refused():
+    names = [c.name for c in dc.normalize_checks([dc.not_null("a"), dc.not_null("a"), dc.not_null("a")])]
+    assert names == ["a not_null", "a not_null (2)", "a not_null (3)"]
+    with pytest.raises(ConfigError, match="share the name 'x'"):
+        dc.normalize_checks([dc.not_null("a", name="x"), dc.unique("b", name="x")])
+
+
+def test_unknown_column_lists_the_columns_that_exist():
+    with pytest.raises(ConfigError, match="'emial'.*Did you mean 'email'.*Columns: id, email"):
+        dc.validate_checks([dc.not_null("emial")], ["id", "email"])
+    with pytest.raises(ConfigError, match="'agee'"):
+        dc.validate_checks([dc.sql("agee > 1 AND list_filter([1], x -> x > 0) = [1]")], ["age"])
+    dc.validate_checks([dc.sql("age > 1 AND list_filter([1], x -> x > 0) = [1]")], ["age"])  # lambda param ok
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: dc.between("a"), "needs min, max or both"),
+        (lambda: dc.between("a", 5, 1), "greater than max"),
+        (lambda: dc.between("a", "x", 1), "must be numbers"),
+        (lambda: dc.in_set("a", "abc"), "list of allowed values"),
+        (lambda: dc.matches("a", "("), "invalid regex"),
+        (lambda: dc.matches("a", r"(?<=x)y"), "RE2"),
+        (lambda: dc.not_null(""), "column name"),
+        (lambda: dc.not_null("a", mostly=2), "mostly"),
+        (lambda: dc.sql("a >"), "cannot parse"),
+        (lambda: dc.expression("a > 1"), "polars expression"),
+        (lambda: dc.normalize_checks(["not_null"]), "not a check"),
+        (lambda: dc.normalize_checks(42), "checks must be"),
+    ],
+)
+def test_bad_checks_say_what_to_do(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+
+
+def test_import_and_builtin_checks_do_not_import_great_expectations():
+    out = _python("""
+        import sys, duckdb, dfsync
+        import dfsync.checks as dc
+        con = duckdb.connect()
+        con.execute("CREATE TABLE t AS SELECT range AS _rid, range AS x FROM range(3)").complete()
+        assert dc.evaluate(con, "t", [dc.not_null("x"), dc.matches("x", "1")]).results
+        print("great_expectations" in sys.modules)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_missing_validation_extra_names_the_pip_command():
+    stored = {"kind": "gx:expect_column_values_to_not_be_null", "name": "x not null",
+              "expectation": {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}}
+    out = _python(f"""
+        import sys
+        sys.modules["great_expectations"] = None   # as if the extra were not installed
+        import dfsync.checks as dc
+        assert dc.not_null("x")                    # built-ins still work
+        try:
+            dc.checks_from_config([{stored!r}])
+        except dfsync.MissingDependencyError as exc:
+            print(exc)
+        else:
+            print("no error")
+    """.replace("import dfsync.checks as dc", "import dfsync, dfsync.checks as dc"))
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'dfsync[validation]'" in out.stdout
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _sync(tmp_path, df, on_invalid, checks, name="people"):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = tmp_path / "dest.duckdb"
+    sync = ws.create_sync(name, source=dfsync.sources.frame(df),
+                          destination=dfsync.destinations.duckdb(str(dest), table="people"),
+                          primary_key="id", checks=checks, on_invalid=on_invalid)
+    return ws, sync, dest
+
+
+def _sent(dest) -> list[int]:
+    if not dest.exists():
+        return []
+    con = duckdb.connect(str(dest), read_only=True)
+    try:
+        return sorted(r[0] for r in con.execute("SELECT id FROM people").fetchall())
+    except duckdb.CatalogException:
+        return []
+    finally:
+        con.close()
+
+
+def test_e2e_fail_sends_nothing_and_says_why(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "fail", [dc.not_null("email"), dc.between("age", 0, 130)])
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.FAILED
+    assert "2 checks failed: email not_null: 1 rows; age between: 2 rows" in run.error
+    assert _sent(dest) == []
+    v = run.validation
+    assert isinstance(v, pl.DataFrame)
+    assert v.sort("check_name")["unexpected_count"].to_list() == [2, 1]
+
+
+def test_e2e_skip_quarantines_failing_rows_and_sends_the_rest(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "skip", [dc.not_null("email"), dc.between("age", 0, 130),
+                                                    dc.unique("email")])
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    # id 2 (null email), 4 (age -1), 5 (age 200); 1 and 6 share an email (unique marks both)
+    assert run.counts["invalid"] == 5
+    invalid = run.records(status="invalid").sort("id")
+    assert invalid["id"].to_list() == [1, 2, 4, 5, 6]
+    failed = dict(zip(invalid["id"].to_list(), invalid["_checks"].to_list(), strict=True))
+    assert sorted(failed[2]) == ["email not_null"]
+    assert sorted(failed[5]) == ["age between"]
+    assert sorted(failed[1]) == ["email unique"]
+    assert _sent(dest) == [3, 7, 8]
+
+
+def test_e2e_warn_sends_everything_and_records_failures(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "warn", [dc.not_null("email")])
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    assert _sent(dest) == list(range(1, 9))
+    v = run.validation
+    assert v["success"].to_list() == [False] and v["unexpected_count"].to_list() == [1]
+
+
+def test_e2e_quarantined_row_is_rechecked_and_sent_once_it_passes(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "skip", [dc.between("age", 0, 130)])
+    sync.run(progress=False)
+    assert 5 not in _sent(dest)
+    fixed = DATA.with_columns(age=pl.when(pl.col("id").is_in([4, 5])).then(50.0).otherwise(pl.col("age")))
+    ws2, sync2, _ = _sync(tmp_path, fixed, "skip", [dc.between("age", 0, 130)])
+    run = sync2.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    assert _sent(dest) == list(range(1, 9))
+    assert run.counts["invalid"] == 0
+
+
+def test_e2e_preview_includes_check_results(tmp_path):
+    ws, sync, dest = _sync(tmp_path, DATA, "skip", [dc.not_null("email"), dc.row_count_between(1, 100)])
+    p = sync.preview()
+    assert p.validation is not None
+    assert p.validation.sort("check_name")["success"].to_list() == [False, True]
+    assert _sent(dest) == []

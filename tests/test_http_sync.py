@@ -1,0 +1,160 @@
+"""The REST API destination end to end: ws.create_sync(..., destination=http(...)) + sync.run().
+
+Against the scripted idempotent server on 127.0.0.1 (tests/plugins/http_server.py).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+import dfsync
+from tests.plugins.http_server import Reply
+
+FAST = {"retry_initial_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 3, "timeout": 5.0}
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+
+
+def people(n: int, *, changed: set[int] = frozenset()) -> pl.DataFrame:
+    return pl.DataFrame({
+        "id": list(range(n)),
+        "email": [f"p{i}@x.io" + ("!" if i in changed else "") for i in range(n)],
+        "city": ["Oslo" if i % 2 else "Bergen" for i in range(n)],
+    })
+
+
+def delivered_ids(server) -> list[int]:
+    return sorted(r["id"] for r in server.delivered())
+
+
+def test_a_sync_sends_new_rows_then_only_changes_with_their_routes(ws, http_server):
+    dest = dfsync.destinations.http(http_server.url + "/people", update="PATCH /{id}", delete="DELETE /{id}",
+                                    batch_size=40, concurrency=3, **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(100)), destination=dest,
+                          primary_key="id", destination_mode="mirror", batch_size=64,
+                          mapping={"id": "id", "email": "email", "address.city": "city"})
+    run = sync.run(progress=False)
+    run.raise_for_status()
+    assert delivered_ids(http_server) == list(range(100))
+    first = next(r for r in http_server.delivered() if r["id"] == 1)
+    assert first == {"id": 1, "email": "p1@x.io", "address": {"city": "Oslo"}}  # nested from the mapping
+    assert run.counts["succeeded"] == 100
+    http_server.reset()
+
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(98, changed={5, 6})), destination=dest,
+                          primary_key="id", destination_mode="mirror", batch_size=64,
+                          mapping={"id": "id", "email": "email", "address.city": "city"})
+    sync.run(progress=False).raise_for_status()
+    seen = sorted((r.method, r.path) for r in http_server.requests)
+    assert seen == [("DELETE", "/people/98"), ("DELETE", "/people/99"),
+                    ("PATCH", "/people/5"), ("PATCH", "/people/6")]
+
+
+def test_rejected_records_are_stored_and_retried_next_run(ws, http_server):
+    refuse = {3, 17, 42}
+
+    def answer(req):
+        return Reply(207, {"results": [
+            {"id": r["id"], "status": 422, "error": f"invalid email {r['email']}"} if r["id"] in refuse
+            else {"id": r["id"], "status": 200} for r in req.records]})
+
+    http_server.handler = answer
+    dest = dfsync.destinations.http(http_server.url, batch_size=25, **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(60)), destination=dest,
+                          primary_key="id", max_failed_rows=5)
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS
+    assert run.counts["failed"] == 3
+    failed = run.records(status="failed")
+    assert sorted(failed["id"].to_list()) == sorted(refuse)
+    errors = [e for c in failed.columns if "error" in c for e in failed[c].to_list()]
+    assert len(errors) == 3 and all("invalid email" in e for e in errors)
+    # the API accepts them now: the next run sends exactly the failed rows again
+    refuse.clear()
+    http_server.reset()
+    http_server.handler = answer
+    run2 = sync.run(progress=False)
+    run2.raise_for_status()
+    assert delivered_ids(http_server) == [3, 17, 42]
+
+
+def test_too_many_rejections_fail_the_run(ws, http_server):
+    http_server.handler = lambda req: Reply(400, {"error": "schema says no"})
+    dest = dfsync.destinations.http(http_server.url, batch_size=10, **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(30)), destination=dest,
+                          primary_key="id", max_failed_rows=0)
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.FAILED
+    assert len(http_server.requests) == 3  # a 400 is not retried
+
+
+def test_an_outage_pauses_the_run_and_the_resume_sends_no_duplicates(ws, http_server):
+    # the first 3 requests get through, then the API is down for longer than the retries
+    http_server.handler = lambda req: Reply(503, "maintenance") if req.n >= 3 else None
+    dest = dfsync.destinations.http(http_server.url, batch_size=10, concurrency=2, **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(200)), destination=dest,
+                          primary_key="id", batch_size=50)
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.PAUSED
+    details = " ".join(str(v) for row in run.events().rows() for v in row)
+    assert "destination unavailable" in details and "HTTP 503" in details
+    got_before = delivered_ids(http_server)
+    assert 0 < len(got_before) < 200
+
+    http_server.handler = None  # the API is back
+    resumed = sync.run(progress=False)
+    assert resumed.id == run.id  # the same run, resumed
+    resumed.raise_for_status()
+    assert delivered_ids(http_server) == list(range(200))  # every record applied exactly once
+    assert all(len(keys) == 1 for keys in http_server.keys_per_record().values())
+    assert len(http_server.replayed) == 3  # the re-sent requests carried the same keys
+
+
+def test_the_definition_keeps_secrets_out_of_the_workspace(ws, http_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("PEOPLE_TOKEN", "people-token-31337")
+    dest = dfsync.destinations.http(http_server.url, auth="env:PEOPLE_TOKEN", **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(5)), destination=dest, primary_key="id")
+    sync.run(progress=False).raise_for_status()
+    assert {r.headers["authorization"] for r in http_server.requests} == {"Bearer people-token-31337"}
+    assert "people-token-31337" not in repr(sync)
+    ws.close()
+    raw = (tmp_path / "ws.duckdb").read_bytes()
+    assert b"people-token-31337" not in raw and b"env:PEOPLE_TOKEN" in raw
+
+
+def test_a_literal_token_works_in_this_session_only(tmp_path, http_server):
+    path = str(tmp_path / "ws.duckdb")
+    ws = dfsync.Workspace(path)
+    dest = dfsync.destinations.http(http_server.url, auth="literal-token-4242", **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.files(str(_parquet(tmp_path))), destination=dest,
+                          primary_key="id")
+    sync.run(progress=False).raise_for_status()
+    assert {r.headers["authorization"] for r in http_server.requests} == {"Bearer literal-token-4242"}
+    ws.close()
+    assert b"literal-token-4242" not in (tmp_path / "ws.duckdb").read_bytes()
+    # another process (CLI, scheduler) cannot rebuild the destination: it says how to fix that
+    code = ("import dfsync, sys\n"
+            "try:\n"
+            f"    dfsync.Workspace({path!r}).sync('people').run(progress=False).raise_for_status()\n"
+            "except dfsync.DfsyncError as exc:\n"
+            "    print(type(exc).__name__, exc); sys.exit(3)\n")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 3, proc.stderr
+    assert "env:NAME" in proc.stdout and "literal-token-4242" not in proc.stdout + proc.stderr
+
+
+def _parquet(tmp_path):
+    f = tmp_path / "people.parquet"
+    people(5).write_parquet(f)
+    return f

@@ -1,0 +1,133 @@
+"""The SQLite destination on real SQLite files: modes, ledger, bisection, replace, hostile names."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+
+import dfsync
+from dfsync.destinations.base import ACTION_COLUMN, WriteBatch
+from dfsync.errors import DestinationError, SchemaMismatchError, TransientDestinationError
+
+from .test_postgres import batch, ctx, write_all
+
+
+def rows(path, sql):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_modes_and_ledger(tmp_path):
+    path = str(tmp_path / "d.sqlite")
+    dest = dfsync.destinations.sqlite(path, table="t")
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1, 2, 3], v=["a", "b", "c"]), batch(2, id=[4], v=["d"]))
+    write_all(dest, ctx("upsert", 2), batch(1, ["update", "insert"], id=[2, 5], v=["B", "e"]))
+    res = write_all(dest, ctx("update", 3), batch(1, "update", id=[1, 9], v=["A", "z"]))
+    assert list(res[0].skipped) == [1]
+    write_all(dest, ctx("mirror", 4), batch(1, ["delete", "update"], id=[3, 4], v=["c", "D"]))
+    assert rows(path, "SELECT id, v FROM t ORDER BY id") == [(1, "A"), (2, "B"), (4, "D"), (5, "e")]
+    ledger = rows(path, "SELECT run_key, batch_no, not_delivered FROM _dfsync_batches ORDER BY run_key, batch_no")
+    assert [(r[0], r[1]) for r in ledger][:3] == [("s#1/1", 0), ("s#1/1", 1), ("s#1/1", 2)]
+    assert json.loads(dict(((r[0], r[1]), r[2]) for r in ledger)[("s#1/3", 1)]) == [[9]]
+    assert rows(path, "SELECT name FROM pragma_table_info('t') WHERE pk > 0") == [("id",)]
+
+
+def test_resume_skips_committed(tmp_path):
+    path = str(tmp_path / "d.sqlite")
+    dest = dfsync.destinations.sqlite(path, table="t")
+    b1, b2 = batch(1, id=[1, 2], v=["a", "b"]), batch(2, id=[3], v=["c"])
+    with dest.open(ctx()) as s:
+        s.prepare(b1.data.schema)
+        s.write(b1)
+    with dest.open(ctx()) as s:
+        s.prepare(b1.data.schema)
+        assert s.committed_batches() == {1: []}
+        s.write(b2)
+    assert rows(path, "SELECT id FROM t ORDER BY id") == [(1,), (2,), (3,)]
+
+
+def test_replace_and_abandon(tmp_path):
+    path = str(tmp_path / "d.sqlite")
+    dest = dfsync.destinations.sqlite(path, table="t")
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1, 2], v=["a", "b"]))
+    with dest.open(ctx("replace", 2)) as s:
+        s.prepare(batch(1, id=[1], v=["x"]).data.schema)
+        s.write(batch(1, id=[7], v=["g"]))
+        s.abandon()
+    assert rows(path, "SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+    with dest.open(ctx("replace", 3)) as s:
+        s.prepare(batch(1, id=[1], v=["x"]).data.schema)
+        s.write(batch(1, id=[5, 6], v=["e", "f"]))
+        assert rows(path, "SELECT id FROM t ORDER BY id") == [(1,), (2,)]  # old table until the swap
+        s.finish()
+    assert rows(path, "SELECT id, v FROM t ORDER BY id") == [(5, "e"), (6, "f")]
+    assert rows(path, "SELECT count(*) FROM sqlite_master WHERE name LIKE '%dfsync_replace%'") == [(0,)]
+
+
+def test_row_failures_bisected(tmp_path):
+    path = str(tmp_path / "d.sqlite")
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER CHECK (qty >= 0))")
+    con.commit()
+    con.close()
+    n = 500
+    names = ["n"] * n
+    qty = [1] * n
+    names[3] = None
+    qty[250] = -1
+    b = WriteBatch(1, pa.table({"id": list(range(n)), "name": pa.array(names, pa.string()), "qty": qty,
+                                ACTION_COLUMN: ["insert"] * n}))
+    (res,) = write_all(dfsync.destinations.sqlite(path, table="t"), ctx(), b)
+    assert sorted(res.failed) == [3, 250]
+    assert "NOT NULL" in res.failed[3] and "CHECK" in res.failed[250]
+    assert rows(path, "SELECT count(*) FROM t") == [(n - 2,)]
+    assert json.loads(rows(path, "SELECT not_delivered FROM _dfsync_batches WHERE batch_no = 1")[0][0]) == [[3], [250]]
+
+
+def test_hostile_names_and_schema_mismatch(tmp_path):
+    path = str(tmp_path / "d.sqlite")
+    rows(path, "CREATE TABLE victim (id INTEGER)")
+    table = 't"; DROP TABLE victim; --'
+    col = "v'); DROP TABLE victim; --"
+    dest = dfsync.destinations.sqlite(path, table=table)
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1, 2], **{col: ["a", "b"]}))
+    write_all(dest, ctx("mirror", 2), batch(1, ["update", "delete"], id=[1, 2], **{col: ["A", "b"]}))
+    assert rows(path, "SELECT count(*) FROM sqlite_master WHERE name = 'victim'") == [(1,)]
+    quoted = '"' + table.replace('"', '""') + '"'
+    assert rows(path, f"SELECT * FROM {quoted}") == [(1, "A")]
+    with dest.open(ctx("upsert", 3)) as s, pytest.raises(SchemaMismatchError, match="'id' is BLOB|'extra'"):
+        s.prepare(pa.schema([("id", pa.binary()), ("extra", pa.int64())]))
+
+
+def test_update_mode_missing_table(tmp_path):
+    dest = dfsync.destinations.sqlite(str(tmp_path / "d.sqlite"), table="nope")
+    with dest.open(ctx("update")) as s, pytest.raises(DestinationError, match="does not exist"):
+        s.prepare(batch(1, id=[1]).data.schema)
+
+
+def test_locked_database_pauses(tmp_path):
+    path = str(tmp_path / "d.sqlite")
+    dest = dfsync.destinations.sqlite(path, table="t", retry_timeout=0.5)
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1], v=["a"]))
+    # another *process* holds the write lock (POSIX locks do not conflict within one process)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+         "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()", path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TransientDestinationError, match="paused"):
+            write_all(dest, ctx("upsert", 2), batch(1, id=[2], v=["b"]))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    write_all(dest, ctx("upsert", 2), batch(1, id=[2], v=["b"]))
+    assert rows(path, "SELECT id FROM t ORDER BY id") == [(1,), (2,)]
