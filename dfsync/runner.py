@@ -395,11 +395,13 @@ class Runner:
         assert self.staging is not None
         if not sync.checks:
             return
-        from . import checks as checks_mod
+        from . import checks as checks_mod, gx
 
         view = self.staging.to_check_view()
         evaluation = checks_mod.evaluate(self.staging.con, view, sync.checks)
         self._store_check_results(evaluation.results)
+        gx.run_checkpoint_actions(sync.checks, evaluation.results, sync_name=sync.name, run_id=self.run_id,
+                                  note=lambda msg: self.store.note(sync.id, self.run_id, msg))
         failed = evaluation.failed
         if not failed:
             return

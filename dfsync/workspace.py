@@ -238,8 +238,10 @@ class Workspace:
             "callbacks": {k: v for k, v in callbacks.items() if isinstance(v, str)},
         }
         state_key = json.dumps({"destination": destination.identity(), "primary_key": keys})
-        # only this process can run it: an in-memory frame, or a literal secret / lambda in the destination
-        session_only = bool(source.session_only or getattr(destination, "session_only", False))
+        # only this process can run it: an in-memory frame, a literal secret / lambda in the destination,
+        # or a GX action with a literal secret or a class defined in __main__
+        session_only = bool(source.session_only or getattr(destination, "session_only", False)
+                            or any(getattr(c, "session_only", False) for c in check_objs))
         store = self.store
         if store.sync_exists(name):
             if if_exists == "error":
@@ -405,8 +407,9 @@ class Sync:
         if self.session_only and "source" not in self._live:
             raise SessionOnlyError(
                 f"sync {self.name!r} can only run in the Python session that created it: it reads an in-memory "
-                f"frame, or its destination holds a literal secret or a function. Run it there, or recreate it "
-                f"with a files, duckdb_query or database source and secrets written as 'env:NAME'")
+                f"frame, its destination holds a literal secret or a function, or a GX checkpoint action does. "
+                f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
+                f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
         self.source  # noqa: B018 - fail now if the source cannot be rebuilt
         lock = sync_lock(store, self.id)
         if not lock.acquire(blocking=False):
