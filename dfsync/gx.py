@@ -52,8 +52,8 @@ _UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_u
 
 
 def is_gx_object(obj: Any) -> bool:
-    """True for Great Expectations objects, without importing GX."""
-    return type(obj).__module__.startswith("great_expectations")
+    """True for Great Expectations objects (and subclasses, e.g. custom actions), without importing GX."""
+    return any(t.__module__.startswith("great_expectations") for t in type(obj).__mro__)
 
 
 def gx_available() -> bool:
