@@ -395,7 +395,8 @@ class Runner:
         assert self.staging is not None
         if not sync.checks:
             return
-        from . import checks as checks_mod, gx
+        from . import checks as checks_mod
+        from . import gx
 
         view = self.staging.to_check_view()
         evaluation = checks_mod.evaluate(self.staging.con, view, sync.checks)

@@ -8,7 +8,11 @@ from typing import Literal
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from great_expectations.checkpoint.actions import ActionContext, UpdateDataDocsAction, ValidationAction  # noqa: E402
+from great_expectations.checkpoint.actions import (  # noqa: E402
+    ActionContext,
+    UpdateDataDocsAction,
+    ValidationAction,
+)
 
 
 class RecordAction(ValidationAction):
