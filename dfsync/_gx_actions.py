@@ -173,6 +173,9 @@ class CheckpointActions(Check):
                 note(f"GX action {action.name!r} ({action.type}) raised {type(exc).__name__}: {exc}")
                 continue
             action_context.update(action=action, action_result=out)
+        ran = [a.name for a, _ in action_context.data]
+        note(f"GX checkpoint {checkpoint.name!r} (validation success={result.success}): ran {len(ran)} of "
+             f"{len(ordered)} actions" + (f": {', '.join(ran)}" if ran else ""))
 
     def _synthetic_checkpoint(self, gx: Any, actions: list, by_name: dict[str, Check], sync_name: str) -> Any:
         """A gx.Checkpoint describing this sync's checks (actions read its name and suites)."""
@@ -265,10 +268,13 @@ def checks_from_checkpoint(cp: Any) -> list[Check]:
         out.extend(mine)
         vals.append({"name": vd.name, "id": vd.id, "suite_name": vd.suite.name, "suite_id": vd.suite.id,
                      "checks": mine})
-    context = cp._resolve_context().context  # what Checkpoint._run_actions hands its actions
+    try:
+        context = cp._resolve_context().context  # what Checkpoint._run_actions hands its actions
+    except Exception:  # no Data Context at all: the actions get dfsync's own ephemeral one
+        context = None
     out.append(CheckpointActions(checkpoint_name=cp.name, validations=vals, actions=cp.actions, checkpoint=cp,
                                  checkpoint_id=cp.id, result_format=cp.result_format, context=context,
-                                 context_root=_context_root(context)))
+                                 context_root=_context_root(context) if context is not None else None))
     return out
 
 
