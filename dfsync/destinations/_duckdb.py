@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ..errors import ConfigError, DestinationError, SchemaMismatchError, TransientDestinationError
+from ..errors import ConfigError, DestinationError, TransientDestinationError
 from ..states import DestinationMode
 from .base import (
     ACTION_COLUMN,
