@@ -210,20 +210,10 @@ class Staging:
         kq = [quote(k) for k in key]
         null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
         distinct = kq[0] if len(kq) == 1 else f"({', '.join(kq)})"
-        # Only keys of rows about to be sent can be in conflict: two copies of a key with different
-        # data cannot both match the delivered fingerprint. So after a diff, the expensive
-        # distinct-count is limited to keys that appear among inserted or updated rows.
-        scope = "stg"
-        if self.joined:
-            match = " AND ".join(f"a.{k} = c.{k}" for k in kq)
-            scope = (f"(SELECT a.* FROM stg a SEMI JOIN (SELECT {', '.join(kq)} FROM stg "
-                     f"WHERE _action IN ('insert','update')) c ON {match})")
         nulls, extra = con.execute(
             f"SELECT count(*) FILTER (WHERE {null_cond}), count(*) FILTER (WHERE NOT ({null_cond})) - "
-            f"count(DISTINCT {distinct}) FILTER (WHERE NOT ({null_cond})) FROM {scope} WHERE _action <> 'delete'"
+            f"count(DISTINCT {distinct}) FILTER (WHERE NOT ({null_cond})) FROM stg WHERE _action <> 'delete'"
         ).fetchall()[0]
-        if self.joined:  # nulls never join: count them over every row
-            nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchall()[0][0]
         dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE _action <> 'delete' AND NOT ({null_cond}) "
                    f"GROUP BY ALL HAVING count(*) > 1")
         dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0] if extra else (0, 0)
