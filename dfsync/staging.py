@@ -32,6 +32,7 @@ from .states import DestinationMode
 from .store import quote
 
 FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
+DEFAULT_MEMORY = "2GB"
 ACTIONS = ("insert", "update", "delete", "unchanged")
 RECORD_META = ("_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 
@@ -65,9 +66,10 @@ class Staging:
     def __init__(self, temp_dir: str | None = None, memory_limit: str | None = None) -> None:
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="dfsync-staging-")
         os.makedirs(self.temp_dir, exist_ok=True)
-        config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "true"}
-        if memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY"):
-            config["memory_limit"] = memory_limit or os.environ["DFSYNC_STAGING_MEMORY"]
+        # Staged rows live in memory and spill to temp_dir past the limit, so a sync of any size
+        # streams with bounded memory (DFSYNC_STAGING_MEMORY overrides, e.g. "8GB").
+        config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "true",
+                  "memory_limit": memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY", DEFAULT_MEMORY)}
         self.con = duckdb.connect(":memory:", config=config)
         self.columns: list[str] = []
         self.key: list[str] = []
