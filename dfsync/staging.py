@@ -96,6 +96,7 @@ class Staging:
         retry: pa.Table | None = None,
         retry_keys: pa.Table | None = None,
         quarantine_keys: bool = False,
+        keep_unchanged: bool = False,
     ) -> StageResult:
         con = self.con
         self.key = list(key)
@@ -141,11 +142,17 @@ class Staging:
             con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
         join = "FULL" if detect_deletes else "LEFT"
         on = " AND ".join(f"s.{k} = d.{k}" for k in kq)
-        rec_cols = ", ".join(
-            f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}" if c in key else f"s.{quote(c)}"
-            for c in self.columns
-        )
         same = "FALSE" if force else "s._fp = d._fp"
+        # Unchanged rows are counted but never sent (except by replace): keeping only their key
+        # and fingerprint makes a re-sync cost a read, a hash and a join, not a full copy.
+        def value(c: str) -> str:
+            if c in key:
+                return f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}"
+            if keep_unchanged:
+                return f"s.{quote(c)}"
+            return f"CASE WHEN d._fp IS NULL OR NOT ({same}) THEN s.{quote(c)} END AS {quote(c)}"
+
+        rec_cols = ", ".join(value(c) for c in self.columns)
         try:
             self.joined = state is not None
             if state is None:  # first run (or state reset): every row is an insert

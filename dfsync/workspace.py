@@ -462,7 +462,7 @@ class Sync:
                 self.source, self.mapping, self.primary_key, cursor=self._cursor(),
                 detect_deletes=self.sync_mode == SyncMode.FULL_REFRESH,
                 state=delivered_state(store, self.id, self.primary_key),
-                quarantine_keys=True)
+                quarantine_keys=True, keep_unchanged=True)
             validation = None
             if self.checks:
                 from . import checks as checks_mod
