@@ -350,6 +350,7 @@ class Runner:
                 state=state, force=force,
                 retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
                 quarantine_keys=sync.on_invalid == "skip",
+                keep_unchanged=sync.destination_mode == DestinationMode.REPLACE,
             )
         for p in result.key_problems:
             store.note(sync.id, self.run_id, f"quarantined: {p}")
