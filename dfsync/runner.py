@@ -350,6 +350,7 @@ class Runner:
                 state=state, force=force,
                 retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
                 quarantine_keys=sync.on_invalid == "skip",
+                keep_unchanged=sync.destination_mode == DestinationMode.REPLACE,
             )
         for p in result.key_problems:
             store.note(sync.id, self.run_id, f"quarantined: {p}")
@@ -396,10 +397,13 @@ class Runner:
         if not sync.checks:
             return
         from . import checks as checks_mod
+        from . import gx
 
         view = self.staging.to_check_view()
         evaluation = checks_mod.evaluate(self.staging.con, view, sync.checks)
         self._store_check_results(evaluation.results)
+        gx.run_checkpoint_actions(sync.checks, evaluation.results, sync_name=sync.name, run_id=self.run_id,
+                                  note=lambda msg: self.store.note(sync.id, self.run_id, msg))
         failed = evaluation.failed
         if not failed:
             return
