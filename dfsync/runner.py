@@ -436,11 +436,8 @@ class Runner:
         sync, store, staging = self.sync, self.store, self.staging
         assert staging is not None
         self._check_requests()
-        self.session = sync.destination.open(_context(sync, self.run_id))
-        self.session.prepare(staging.arrow_schema())
         key = list(sync.primary_key)
         mode = sync.destination_mode
-        # rows this process already sent in an earlier stretch of the run
         self._store_invalid_records()
         skipped = staging.mark_skipped(mode)
         if skipped is not None and skipped.num_rows:
@@ -451,6 +448,15 @@ class Runner:
         with store.connect() as con:
             next_batch = (con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
                                       [self.run_id]).fetchall()[0][0]) + 1
+            delivered_before = store.has_table(con, state_table(sync.id)) and con.execute(
+                f"SELECT count(*) > 0 FROM (SELECT 1 FROM {state_table(sync.id)} WHERE _ok LIMIT 1)").fetchall()[0][0]
+        if total == 0 and next_batch == 1 and mode != DestinationMode.REPLACE and delivered_before:
+            # nothing to send and nothing to finish: the destination is not even opened
+            self._report()
+            self._finish()
+            return
+        self.session = sync.destination.open(_context(sync, self.run_id))
+        self.session.prepare(staging.arrow_schema())
         self._report()
         with store.lease():
             self._ensure_state_table(con_schema=staging)
@@ -552,8 +558,8 @@ class Runner:
     # .............................................................. the end
     def _finish(self) -> None:
         sync, store = self.sync, self.store
-        assert self.session is not None
-        self.session.finish()
+        if self.session is not None:
+            self.session.finish()
         run = store.run_row(self.run_id)
         sent, succeeded, failed = run["sent"], run["succeeded"], run["failed"]
         limit = sync.max_failed_rows
