@@ -68,7 +68,7 @@ class Staging:
         os.makedirs(self.temp_dir, exist_ok=True)
         # Staged rows live in memory and spill to temp_dir past the limit, so a sync of any size
         # streams with bounded memory (DFSYNC_STAGING_MEMORY overrides, e.g. "8GB").
-        config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "true",
+        config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "false",
                   "memory_limit": memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY", DEFAULT_MEMORY)}
         self.con = duckdb.connect(":memory:", config=config)
         self.columns: list[str] = []
@@ -218,14 +218,11 @@ class Staging:
         con, key = self.con, self.key
         kq = [quote(k) for k in key]
         null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
-        distinct = kq[0] if len(kq) == 1 else f"({', '.join(kq)})"
-        nulls, extra = con.execute(
-            f"SELECT count(*) FILTER (WHERE {null_cond}), count(*) FILTER (WHERE NOT ({null_cond})) - "
-            f"count(DISTINCT {distinct}) FILTER (WHERE NOT ({null_cond})) FROM stg WHERE _action <> 'delete'"
-        ).fetchall()[0]
+        # GROUP BY spills to disk past the memory limit; count(DISTINCT) would not.
         dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE _action <> 'delete' AND NOT ({null_cond}) "
                    f"GROUP BY ALL HAVING count(*) > 1")
-        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0] if extra else (0, 0)
+        nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchall()[0][0]
+        dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0]
         problems = []
         if nulls:
             problems.append(f"{nulls} rows have a null primary key ({', '.join(key)})")
