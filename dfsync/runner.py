@@ -122,6 +122,7 @@ def discard_batch(con: Any, sync_id: int, run_id: int, batch_no: int | None = No
 def reconcile(sync: Sync) -> None:
     """Settle batches a dead process left in flight, by asking the destination's ledger."""
     store = sync.workspace.store
+    _discard_unapplied_failed_runs(sync)
     inflight = store.inflight_batches(sync.id)
     if not inflight:
         return
@@ -147,6 +148,34 @@ def reconcile(sync: Sync) -> None:
                     discard_batch(con, sync.id, run_id, b)
         store.note(sync.id, run_id, f"reconciled in-flight batches {batches}: "
                    f"{sorted(set(batches) & set(committed))} had landed")
+
+
+def _discard_unapplied_failed_runs(sync: Sync) -> None:
+    """Forget the batches of failed runs that a once-per-run destination never applied.
+
+    A destination that applies a run at its end (Parquet, ``replace`` mode) holds a resumed
+    run's earlier batches aside. If that run then fails before it transfers again (its
+    process dies while querying, or the source fails), the batches were never applied, so
+    the delivered state must not claim them. (A run failed at its end for too many rejected
+    rows was applied, and keeps its state.)
+    """
+    if applies_per_batch(sync):
+        return
+    store = sync.workspace.store
+    with store.connect() as con:
+        runs = [r[0] for r in con.execute(
+            "SELECT DISTINCT b.run_id FROM batches b JOIN runs r ON r.id = b.run_id WHERE r.sync_id = ? "
+            "AND r.status = 'failed' AND coalesce(r.error_kind, '') <> 'too_many_failed_rows' "
+            "AND b.status <> 'discarded' ORDER BY 1", [sync.id]).fetchall()]
+    for run_id in runs:
+        session = sync.destination.open(_context(sync, run_id))
+        try:
+            session.abandon()
+        finally:
+            session.close()
+        with store.transaction() as con:
+            discard_batch(con, sync.id, run_id)
+        store.note(sync.id, run_id, "discarded the batches of this failed run: the destination never applied them")
 
 
 def _context(sync: Sync, run_id: int) -> DestinationContext:
