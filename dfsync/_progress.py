@@ -21,14 +21,47 @@ def in_notebook() -> bool:
 def make_reporter(sync: Sync, run_id: int, *, background: bool = False) -> Any:
     """A callable(status, run_row) that shows progress, or None when there is nowhere to show it."""
     if in_notebook():
+        from .widgets import live_reporter
+
         try:
-            from .widgets import live_reporter
-        except ImportError:
-            return None
-        return live_reporter(sync, run_id)
+            return live_reporter(sync, run_id)
+        except ImportError:  # no ipywidgets: a static HTML display that is replaced as the run goes
+            return HtmlReporter(sync, run_id)
     if background or not sys.stderr.isatty():
         return None
     return TerminalReporter(sync.name, run_id)
+
+
+class HtmlReporter:
+    """Notebook progress without ipywidgets: one HTML output updated in place (``display_id``)."""
+
+    def __init__(self, sync: Sync, run_id: int) -> None:
+        from IPython.display import HTML, display
+
+        self._HTML = HTML
+        self.run = sync.workspace.run(run_id)
+        self.handle = display(HTML(self._html()), display_id=True)
+        self._last = 0.0
+        self._status = ""
+
+    def _html(self) -> str:
+        from . import _html
+
+        return _html.run_html(self.run)
+
+    def __call__(self, status: str, row: dict[str, Any]) -> None:
+        import time
+
+        now = time.monotonic()
+        if status == self._status and now - self._last < 0.2:
+            return
+        self._status, self._last = status, now
+        if self.handle is not None:
+            self.handle.update(self._HTML(self._html()))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.update(self._HTML(self._html()))
 
 
 class TerminalReporter:

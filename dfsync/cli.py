@@ -1,11 +1,330 @@
-"""The ``dfsync`` command line."""
+"""The ``dfsync`` command line: operate the syncs of a workspace from a terminal or cron.
+
+Every command takes ``--workspace PATH`` (default ``./.dfsync/workspace.duckdb``, or the
+``DFSYNC_WORKSPACE`` environment variable) and ``--json`` for scripts.
+
+Exit codes: 0 success; 1 a run failed or paused, or could not start (already running,
+workspace busy); 2 a usage or configuration problem (unknown sync, bad option, a
+session-only sync, no workspace at that path). Errors are one line on stderr.
+
+    dfsync syncs
+    dfsync run customers --preview
+    dfsync run customers
+    dfsync runs customers --json
+    dfsync records 12 --status failed
+    dfsync scheduler            # runs due syncs until Ctrl-C
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+from .errors import (
+    ConfigError,
+    DfsyncError,
+    InvalidTransition,
+    SyncDisabledError,
+    SyncNotFoundError,
+    WorkspaceBusy,
+    WorkspaceError,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .workspace import SyncRun, Workspace
+
+DEFAULT_WORKSPACE = os.path.join(".dfsync", "workspace.duckdb")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: problems the user fixes by changing the command or the configuration
+USAGE_ERRORS = (ConfigError, SyncNotFoundError, SyncDisabledError, InvalidTransition)
 
 app = typer.Typer(help="dfsync: keep a destination in sync with your data.", no_args_is_help=True,
                   add_completion=False)
+
+WorkspaceOpt = typer.Option(
+    DEFAULT_WORKSPACE, "--workspace", "-w", envvar="DFSYNC_WORKSPACE",
+    help="the workspace file (created from Python with dfsync.Workspace(PATH))")
+JsonOpt = typer.Option(False, "--json", help="print JSON for scripts instead of a table")
+
+
+# ---------------------------------------------------------------------- helpers
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"dfsync: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """DfsyncError -> one line on stderr and exit 2 (usage/config) or 1 (anything else)."""
+    try:
+        yield
+    except WorkspaceBusy as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    except (*USAGE_ERRORS, WorkspaceError) as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except DfsyncError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+
+
+def _open(path: str) -> Workspace:
+    """Open an existing workspace; a missing file is a usage error, not a new empty workspace."""
+    if path != ":memory:" and not os.path.exists(path):
+        raise _fail(
+            f"no workspace at {path}. Pass --workspace PATH (or set DFSYNC_WORKSPACE) to the file your "
+            f"notebook uses: dfsync.Workspace(PATH)", EXIT_USAGE)
+    from .workspace import Workspace
+
+    timeout = float(os.environ.get("DFSYNC_BUSY_TIMEOUT", "30"))
+    return Workspace(path, busy_timeout=timeout)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    return str(v)
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, default=_jsonable, indent=2))
+
+
+def _print_table(df: pl.DataFrame, empty: str) -> None:
+    import polars as pl
+
+    if df.height == 0:
+        typer.echo(empty)
+        return
+    # humans read times to the second, in UTC so two machines' output compares
+    df = df.with_columns(_fmt_time(pl.col(c), t) for c, t in df.schema.items() if isinstance(t, pl.Datetime))
+    df = df.with_columns(pl.col(c).round(2) for c, t in df.schema.items() if t.is_float())
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                   tbl_formatting="ASCII_MARKDOWN", fmt_str_lengths=60, tbl_width_chars=10_000):
+        typer.echo(str(df))
+
+
+def _fmt_time(col: pl.Expr, dtype: Any) -> pl.Expr:
+    if dtype.time_zone:
+        col = col.dt.convert_time_zone("UTC")
+    return col.dt.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _utc(dt: datetime) -> str:
+    from datetime import timezone
+
+    return f"{dt.astimezone(timezone.utc):%Y-%m-%d %H:%M:%SZ}"
+
+
+def _run_summary(run: SyncRun) -> dict[str, Any]:
+    return {"run_id": run.id, "sync": run.sync_name, "status": run.status.value, "counts": run.counts,
+            "error": run.error}
+
+
+def _echo_run(run: SyncRun) -> None:
+    c = run.counts
+    typer.echo(f"run {run.id} of {run.sync_name!r}: {run.status.value}  inserted={c['inserted']} "
+               f"updated={c['updated']} deleted={c['deleted']} unchanged={c['unchanged']} "
+               f"sent={c['sent']} failed={c['failed']} invalid={c['invalid']}")
+    if run.error:
+        typer.echo(f"  error: {run.error}")
+
+
+# ---------------------------------------------------------------------- commands
+@app.command()
+def syncs(workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """List the syncs: status, source and destination, schedule, next and last run."""
+    with _errors():
+        df = _open(workspace).syncs()
+        if as_json:
+            _print_json(df.to_dicts())
+            return
+        _print_table(df.select("name", "status", "source", "destination", "destination_mode", "schedule",
+                               "next_run_at", "last_run_id", "last_run_status", "last_run_finished_at"),
+                     "no syncs in this workspace yet")
+
+
+@app.command()
+def status(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """One sync: its status, definition, schedule, and its last and current run."""
+    with _errors():
+        sync = _open(workspace).sync(name)
+        last, current = sync.last_run(), sync.current_run()
+        info = {"name": sync.name, "status": sync.status.value, "schedule": sync.schedule,
+                "next_run_at": sync.next_run_at, "session_only": sync.session_only,
+                "definition_version": sync.definition_version, "definition": sync.definition,
+                "last_run": _run_summary(last) if last else None,
+                "current_run": _run_summary(current) if current else None}
+        if as_json:
+            _print_json(info)
+            return
+        d = sync.definition
+        typer.echo(f"sync {sync.name!r}: {info['status']}")
+        typer.echo(f"  source       {d['source']['kind']}: "
+                   + ", ".join(f"{k}={v}" for k, v in d["source"].items() if k != "kind"))
+        typer.echo(f"  destination  {sync.destination.describe()} [{d['destination_mode']}]")
+        typer.echo(f"  primary key  {', '.join(d['primary_key'])}   mode {d['sync_mode']}")
+        nxt = info["next_run_at"]
+        typer.echo(f"  schedule     {sync.schedule or 'manual'}"
+                   + (f"   next run {_utc(nxt)}" if nxt else ""))
+        if sync.session_only:
+            typer.echo("  session-only: its source is an in-memory frame; run it from the notebook that made it")
+        for label, run in (("last run", last), ("current run", current)):
+            if run is not None and (label == "last run" or current.id != last.id):  # type: ignore[union-attr]
+                typer.echo(f"  {label}:")
+                typer.echo("    ", nl=False)
+                _echo_run(run)
+
+
+@app.command()
+def run(
+    name: str,
+    preview: bool = typer.Option(False, "--preview", help="show what would change; send nothing"),
+    limit: int = typer.Option(20, "--limit", help="with --preview: how many changed rows to show"),
+    workspace: str = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run a sync now (or resume its paused run); exit code 1 if the run does not succeed."""
+    with _errors():
+        sync = _open(workspace).sync(name)
+        if preview:
+            p = sync.preview()
+            changes = p.changes.head(limit) if limit >= 0 else p.changes
+            if as_json:
+                _print_json({"sync": name, "counts": p.counts, "problems": p.problems,
+                             "changes": changes.to_dicts()})
+                return
+            typer.echo(f"preview of {name!r} (nothing sent): " + " ".join(f"{k}={v}" for k, v in p.counts.items()))
+            for problem in p.problems:
+                typer.echo(f"  problem: {problem}")
+            _print_table(changes, "no changes")
+            return
+        try:
+            result = sync.run(progress=not as_json, trigger="cli")
+        except SyncDisabledError as exc:
+            raise _fail(f"{exc} (from the command line: dfsync enable {name})", EXIT_USAGE) from None
+        except KeyboardInterrupt:
+            current = sync.current_run()
+            what = f"run {current.id} is {current.status.value}" if current else "the run stopped"
+            raise _fail(f"interrupted: {what}; `dfsync run {name}` resumes a paused run", 130) from None
+        if as_json:
+            _print_json(_run_summary(result))
+        else:
+            _echo_run(result)
+        if result.status.value != "success":
+            raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def runs(
+    name: str,
+    limit: int = typer.Option(20, "--limit", help="newest N runs (0: all)"),
+    workspace: str = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run history of a sync, newest first, with counters."""
+    with _errors():
+        df = _open(workspace).sync(name).runs(limit=limit or None)
+        if as_json:
+            _print_json(df.to_dicts())
+            return
+        _print_table(df.select("run_id", "status", "trigger", "started_at", "duration_s", "inserted", "updated",
+                               "deleted", "unchanged", "sent", "failed", "invalid", "error"),
+                     f"sync {name!r} has not run yet")
+
+
+@app.command()
+def records(
+    run_id: int,
+    status: str = typer.Option(None, "--status",
+                               help="pending, succeeded, failed, invalid or skipped (default: all kept)"),
+    limit: int = typer.Option(100, "--limit", help="at most N records (0: all)"),
+    workspace: str = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Records of a run with their action, status and error (failed rows stay after a run)."""
+    with _errors():
+        df = _open(workspace).run(run_id).records(status, limit=limit or None)
+        if as_json:
+            _print_json(df.to_dicts())
+            return
+        _print_table(df, f"no {status + ' ' if status else ''}records kept for run {run_id}")
+
+
+def _set_enabled(name: str, workspace: str, as_json: bool, enable: bool) -> None:
+    with _errors():
+        sync = _open(workspace).sync(name)
+        sync.enable() if enable else sync.disable()
+        st = sync.status.value
+        if as_json:
+            _print_json({"name": name, "status": st})
+        else:
+            typer.echo(f"sync {name!r}: {st}")
+
+
+@app.command()
+def enable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Allow a sync to run again (manually and on its schedule)."""
+    _set_enabled(name, workspace, as_json, True)
+
+
+@app.command()
+def disable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Stop a sync from running; a run transferring in this process pauses."""
+    _set_enabled(name, workspace, as_json, False)
+
+
+@app.command()
+def scheduler(
+    poll: float = typer.Option(5.0, "--poll", help="seconds between looks at the schedules"),
+    once: bool = typer.Option(False, "--once", help="run what is due now, then exit (for cron)"),
+    workspace: str = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run due syncs on their schedules until Ctrl-C (or once, with --once).
+
+    A run interrupted by Ctrl-C or SIGTERM pauses and resumes on its next run.
+    With --once the exit code is 1 if any run did not succeed.
+    """
+    from .schedule import Scheduler
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    with _errors():
+        ws = _open(workspace)
+        sched = Scheduler(ws, poll_seconds=poll)
+        if once:
+            started = sched.run_pending()
+            if as_json:
+                _print_json([_run_summary(r) for r in started])
+            else:
+                for r in started:
+                    _echo_run(r)
+                if not started:
+                    typer.echo("nothing due")
+            if any(r.status.value != "success" for r in started):
+                raise typer.Exit(EXIT_FAILED)
+            return
+        planned = ws.syncs().filter(ws.syncs()["schedule"].is_not_null())
+        typer.echo(f"dfsync scheduler: {ws.path}, {planned.height} scheduled syncs, polling every {poll}s "
+                   f"(Ctrl-C stops)", err=True)
+
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt  # so a running sync pauses cleanly, as with Ctrl-C
+
+        signal.signal(signal.SIGTERM, _term)
+        try:
+            sched.run_forever()
+        except KeyboardInterrupt:
+            typer.echo("dfsync scheduler: stopped", err=True)
 
 
 @app.command()
@@ -21,7 +340,10 @@ def demo(
 
 @app.callback()
 def _root() -> None:
-    """dfsync: keep a destination in sync with your data."""
+    """dfsync: keep a destination in sync with your data.
+
+    Exit codes: 0 success, 1 a run failed (or could not start), 2 a usage or configuration error.
+    """
 
 
 def main() -> None:

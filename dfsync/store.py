@@ -17,11 +17,19 @@ process already has it open) and closes it; a running sync *leases* a connection
 most ``LEASE_SECONDS`` and then lets go at the next batch boundary, so a notebook or CLI in
 another process gets its turn. A process that finds the file locked retries for
 ``busy_timeout`` seconds, then raises WorkspaceBusy naming the process that holds it.
+
+Hand-over: DuckDB's file lock does not queue, so a waiter could keep missing the brief gaps
+between another process's connections. A waiter therefore announces itself with a marker
+file ``<workspace>.wait-<pid>`` while it retries; a lease holder that sees one lets go at
+the next batch boundary (not only every LEASE_SECONDS) and waits, at most HANDOVER_SECONDS,
+for the marker to go; any process about to open the file first waits the same way for
+other processes' markers. Markers of dead processes are removed. See docs/CONCURRENCY.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -46,6 +54,7 @@ from .states import RunStatus, SyncStatus, check_transition, sync_target
 
 SCHEMA_VERSION = 1
 LEASE_SECONDS = 1.0
+HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
 COUNTERS = (
     "queried",
     "inserted",
@@ -147,32 +156,75 @@ class Store:
     def _open(self) -> duckdb.DuckDBPyConnection:
         if self.memory:
             return _memory_cons[self._key].cursor()
+        self._defer_to_waiters()
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.01
-        while True:
-            try:
-                return duckdb.connect(self.path)
-            except duckdb.IOException as exc:
-                msg = str(exc)
-                if "lock" not in msg.lower():
+        marker: str | None = None
+        try:
+            while True:
+                try:
+                    return duckdb.connect(self.path)
+                except duckdb.IOException as exc:
+                    msg = str(exc)
+                    if "lock" not in msg.lower():
+                        raise WorkspaceCorrupt(
+                            f"cannot open the workspace {self.path}: {msg}. The file was not "
+                            f"changed; if it is damaged, restore it or move it away."
+                        ) from exc
+                    if time.monotonic() >= deadline:
+                        m = _LOCK_RE.search(msg)
+                        holder = f"process {m.group(1)}" if m else "another process"
+                        raise WorkspaceBusy(
+                            f"workspace busy: {self.path} is held by {holder}. Wait for it to "
+                            f"finish, or close that process's connection, then try again."
+                        ) from exc
+                    if marker is None:
+                        marker = self._announce()
+                    time.sleep(delay)
+                    delay = min(delay * 1.5, 0.1)
+                except duckdb.Error as exc:
                     raise WorkspaceCorrupt(
-                        f"cannot open the workspace {self.path}: {msg}. The file was not "
-                        f"changed; if it is damaged, restore it or move it away."
+                        f"cannot open the workspace {self.path}: {exc}. The file was not changed; "
+                        f"if it is damaged, restore it from a copy or move it away."
                     ) from exc
-                if time.monotonic() >= deadline:
-                    m = _LOCK_RE.search(msg)
-                    holder = f"process {m.group(1)}" if m else "another process"
-                    raise WorkspaceBusy(
-                        f"workspace busy: {self.path} is held by {holder}. Wait for it to "
-                        f"finish, or close that process's connection, then try again."
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.2)
-            except duckdb.Error as exc:
-                raise WorkspaceCorrupt(
-                    f"cannot open the workspace {self.path}: {exc}. The file was not changed; "
-                    f"if it is damaged, restore it from a copy or move it away."
-                ) from exc
+        finally:
+            if marker is not None:
+                with contextlib.suppress(OSError):
+                    os.remove(marker)
+
+    # A waiter's marker file tells the process holding the file to hand it over.
+    def _announce(self) -> str | None:
+        marker = f"{self.path}.wait-{os.getpid()}"
+        try:
+            with open(marker, "w"):
+                pass
+        except OSError:  # a read-only directory: we still retry, just without the hint
+            return None
+        return marker
+
+    def _waiters(self) -> list[str]:
+        """Other live processes waiting for the file (stale markers of dead ones are removed)."""
+        import psutil
+
+        out = []
+        for marker in glob.glob(glob.escape(self.path) + ".wait-*"):
+            try:
+                pid = int(marker.rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            if pid == os.getpid():
+                continue
+            if psutil.pid_exists(pid):
+                out.append(marker)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(marker)
+        return out
+
+    def _defer_to_waiters(self) -> None:
+        deadline = time.monotonic() + HANDOVER_SECONDS
+        while self._waiters() and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -238,11 +290,11 @@ class Store:
     def release_if_stale(self) -> None:
         if self.memory or not self._holds_lease():
             return
-        if time.monotonic() - self._lease_since >= LEASE_SECONDS:
+        if time.monotonic() - self._lease_since >= LEASE_SECONDS or self._waiters():
             with self._lock:
                 assert self._lease is not None
                 self._lease.close()
-                time.sleep(0.005)  # a window for a waiting process
+                time.sleep(0.005)  # a window for a waiting process (_open defers to announced ones)
                 self._lease = self._open()
                 self._lease_since = time.monotonic()
 
@@ -368,6 +420,15 @@ class Store:
         vals = [json.dumps(v) if k in ("cursor_value", "key_types") and v is not None else v for k, v in fields.items()]
         with self.connect() as con:
             con.execute(f"UPDATE syncs SET {cols} WHERE id = ?", [*vals, sync_id])
+
+    def claim_next_run(self, sync_id: int, expected: datetime | None, new: datetime) -> bool:
+        """Compare-and-set ``next_run_at``: True if it was still ``expected`` (this caller won the slot)."""
+        with self.transaction() as con:
+            row = first(con.execute("SELECT next_run_at FROM syncs WHERE id = ?", [sync_id]))
+            if row is None or row[0] != expected:
+                return False
+            con.execute("UPDATE syncs SET next_run_at = ? WHERE id = ?", [new, sync_id])
+        return True
 
     def syncs_frame(self) -> pl.DataFrame:
         with self.connect() as con:

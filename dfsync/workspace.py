@@ -385,17 +385,19 @@ class Sync:
         return self.workspace.store.sync_row(self.name)["next_run_at"]
 
     # .............................................................. running
-    def run(self, *, progress: bool = True, background: bool = False, trigger: str = "manual") -> SyncRun:
+    def run(self, *, progress: bool | Callable[[str, dict[str, Any]], Any] = True, background: bool = False,
+            trigger: str = "manual") -> SyncRun:
         """Run the sync (or resume its paused run) and return the run.
 
         Blocking by default; ``background=True`` returns at once and the run goes on in a
         thread (``run.wait()``). ``progress`` shows a live panel in a notebook and a progress
-        bar in a terminal; ``progress=False`` is silent.
+        bar in a terminal; ``progress=False`` is silent; a callable ``(status, run_row)`` is called
+        at every state change and batch instead.
         """
         with self.workspace.store.lease():
             return self._run(progress=progress, background=background, trigger=trigger)
 
-    def _run(self, *, progress: bool, background: bool, trigger: str) -> SyncRun:
+    def _run(self, *, progress: Any, background: bool, trigger: str) -> SyncRun:
         ws, store = self.workspace, self.workspace.store
         self._load()
         if self.status == SyncStatus.DISABLED:
@@ -421,7 +423,9 @@ class Sync:
             lock.release()
             raise
         reporter = None
-        if progress:
+        if callable(progress):
+            reporter = progress  # a callable(status, run_row) of the caller's own
+        elif progress:
             from ._progress import make_reporter
 
             reporter = make_reporter(self, run_id, background=background)

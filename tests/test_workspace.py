@@ -189,16 +189,16 @@ def test_mapping_rename_static_expression(ws, tmp_path):
 
 def test_schema_mismatch_reported_before_sending(ws, tmp_path):
     con = duckdb.connect(str(tmp_path / "dest.duckdb"))
-    con.execute("CREATE TABLE t (id BIGINT, name VARCHAR)")
-    con.execute("INSERT INTO t VALUES (99, 'keep')")
+    con.execute("CREATE TABLE t (id BIGINT, name INTEGER)")
+    con.execute("INSERT INTO t VALUES (99, 7)")
     con.close()
-    df = pl.DataFrame({"id": [1], "name": [5], "extra": [1.0]})
+    df = pl.DataFrame({"id": [1], "name": ["five"], "extra": [1.0]})
     s = ws.create_sync("s", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id")
     run = s.run(progress=False)
     assert run.status == "failed"
     assert "'extra'" in run.error and "missing" in run.error and "'name'" in run.error
     assert run.counts["sent"] == 0
-    assert read(tmp_path).to_dicts() == [{"id": 99, "name": "keep"}]
+    assert read(tmp_path).to_dicts() == [{"id": 99, "name": 7}]
 
 
 def test_destination_rejections_recorded_and_retried(ws, tmp_path):

@@ -42,7 +42,7 @@ class DuckDBDestination(Destination):
     def __init__(self, path: str, table: str) -> None:
         if not table or not isinstance(table, str):
             raise ConfigError("destinations.duckdb() needs table='name' (or 'schema.name')")
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))  # works from any working directory
         self.table = table
         self.name = TableName.parse(table)
 

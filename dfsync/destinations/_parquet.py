@@ -46,7 +46,7 @@ class ParquetDestination(Destination):
     def __init__(self, directory: str) -> None:
         if not directory:
             raise ConfigError("destinations.parquet() needs a directory")
-        self.directory = os.fspath(directory)
+        self.directory = os.path.abspath(os.fspath(directory))  # works from any working directory
 
     def config(self) -> dict[str, Any]:
         return {"directory": self.directory}

@@ -53,28 +53,34 @@ def _norm(t: str) -> str:
             "CHARACTER VARYING": "VARCHAR"}.get(t, t)
 
 
+def _family(t: str) -> str:
+    if t in _INT_RANK or t in _FLOAT_RANK or t.startswith(("DECIMAL", "NUMERIC")):
+        return "number"
+    if t in _TS or t.startswith("TIMESTAMP") or t == "DATE":
+        return "time"
+    if t in ("VARCHAR", "JSON", "UUID") or t.startswith(("VARCHAR(", "CHAR")):
+        return "text"
+    if t.endswith("[]"):
+        return "list"
+    return t
+
+
 def compatible(src: str, dst: str) -> bool:
-    """Can a value of DuckDB type ``src`` be stored in a column of type ``dst`` without loss?"""
+    """Can values of DuckDB type ``src`` go into a column of type ``dst``?
+
+    Types of one family are compatible (numbers, text, date/time): a value that does not fit
+    (an integer overflow, say) is then rejected for that row alone, with the database's message,
+    instead of the whole run. Anything scalar can go into a text column.
+    """
     s, d = _norm(src), _norm(dst)
-    if s == d or s == '"NULL"' or s == "NULL":
+    if s == d or s in ('"NULL"', "NULL"):
         return True
-    if s in _INT_RANK and d in _INT_RANK:
-        return _INT_RANK[s] <= _INT_RANK[d]
-    if s in _INT_RANK and (d in _FLOAT_RANK or d.startswith("DECIMAL")):
-        return True
-    if s in _FLOAT_RANK and d in _FLOAT_RANK:
-        return _FLOAT_RANK[s] <= _FLOAT_RANK[d]
-    if s in _TS and d in _TS:
-        return True
-    if s == "DATE" and (d in _TS or d == "TIMESTAMP WITH TIME ZONE"):
-        return True
-    if s.startswith("DECIMAL") and (d.startswith("DECIMAL") or d in _FLOAT_RANK):
-        return True
-    if {s, d} <= {"VARCHAR", "JSON"}:
-        return True
-    if s.endswith("[]") and d.endswith("[]"):
+    fs, fd = _family(s), _family(d)
+    if fs == "list" and fd == "list":
         return compatible(s[:-2], d[:-2])
-    return False
+    if fd == "text":
+        return fs not in ("list",) and not s.startswith(("STRUCT", "MAP"))
+    return fs == fd and fs in ("number", "time", "text")
 
 
 def check_compatible(incoming: dict[str, str], existing: dict[str, str], table: str,

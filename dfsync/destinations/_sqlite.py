@@ -88,7 +88,7 @@ class SQLiteDestination(Destination):
     def __init__(self, path: str, table: str, *, retry_timeout: float = 30.0) -> None:
         if not table or not isinstance(table, str):
             raise ConfigError("destinations.sqlite() needs table='name'")
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))  # works from any working directory
         self.table = table
         name = TableName.parse(table)
         if name.schema not in (None, "main"):

@@ -19,7 +19,8 @@ class DuckDBQuerySource(Source):
         if not isinstance(sql, str) or not sql.strip():
             raise ConfigError("sources.duckdb_query() needs a SQL query string")
         self.sql = sql.strip().rstrip(";")
-        self.database = os.fspath(database) if database is not None else None
+        # absolute, so the stored definition works from any working directory (CLI, scheduler)
+        self.database = os.path.abspath(os.fspath(database)) if database is not None else None
 
     def config(self) -> dict[str, Any]:
         return {"sql": self.sql, "database": self.database}

@@ -29,7 +29,8 @@ class FilesSource(Source):
 
     def __init__(self, path: str | list[str], format: str | None = None, **options: Any) -> None:
         self.paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        self.paths = [os.fspath(p) for p in self.paths]
+        # absolute, so the stored definition works from any working directory (CLI, scheduler)
+        self.paths = [os.path.abspath(os.fspath(p)) for p in self.paths]
         if not self.paths:
             raise ConfigError("sources.files() needs at least one path or glob")
         if format is None:

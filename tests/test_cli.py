@@ -1,0 +1,304 @@
+"""The ``dfsync`` command, run as a real separate process on a workspace made from Python.
+
+Syncs are defined here (like in a notebook), then operated with ``python -m dfsync`` in
+another process: that is the persistence of definitions working end to end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+
+from .plugins.processes import REPO, child_env
+
+
+@pytest.fixture
+def ws_path(tmp_path):
+    return str(tmp_path / ".dfsync" / "workspace.duckdb")
+
+
+def _read_duckdb(path, table) -> pl.DataFrame:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return pl.from_arrow(con.sql(f"SELECT * FROM {table} ORDER BY 1").to_arrow_table())
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def files_sync(tmp_path, ws_path):
+    """A Parquet file -> DuckDB table sync, defined in this process and then closed."""
+    src = tmp_path / "customers.parquet"
+    pl.DataFrame({"id": [1, 2, 3], "name": ["ada", "bob", "cy"]}).write_parquet(src)
+    warehouse = tmp_path / "warehouse.duckdb"
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("customers", source=dfsync.sources.files(str(src)),
+                       destination=dfsync.destinations.duckdb(str(warehouse), table="customers"),
+                       primary_key="id", destination_mode="mirror", schedule="every 2 hours")
+    return src, warehouse
+
+
+def _clean_error(res, *needles: str) -> None:
+    """One readable line on stderr, no traceback."""
+    assert "Traceback" not in res.err, res.err
+    lines = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------- run from another process
+def test_run_a_files_sync_from_the_cli(files_sync, ws_path, dfsync_cli) -> None:
+    src, warehouse = files_sync
+    res = dfsync_cli("run", "customers", "--workspace", ws_path, "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["status"] == "success" and out["counts"]["inserted"] == 3 and out["counts"]["sent"] == 3
+    assert _read_duckdb(warehouse, "customers")["name"].to_list() == ["ada", "bob", "cy"]
+    # the source changes: the next CLI run sends only the difference
+    pl.DataFrame({"id": [1, 2, 4], "name": ["ada", "BOB", "dee"]}).write_parquet(src)
+    res = dfsync_cli("run", "customers", "--workspace", ws_path)
+    assert res.code == 0, res.err
+    assert "success" in res.out and "inserted=1 updated=1 deleted=1 unchanged=1" in res.out
+    assert "row/s" not in res.err  # no progress bar when stderr is not a terminal
+    assert _read_duckdb(warehouse, "customers").rows() == [(1, "ada"), (2, "BOB"), (4, "dee")]
+    with dfsync.Workspace(ws_path) as ws:
+        assert ws.sync("customers").runs()["trigger"].to_list() == ["cli", "cli"]
+
+
+def test_run_a_duckdb_query_sync_into_parquet_from_the_cli(tmp_path, ws_path, dfsync_cli) -> None:
+    pl.DataFrame({"id": range(50), "login": [f"user{i}" for i in range(50)]}).write_parquet(tmp_path / "users.parquet")
+    lake = tmp_path / "lake" / "users"
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("users", source=dfsync.sources.duckdb_query(
+            f"SELECT * FROM read_parquet('{tmp_path / 'users.parquet'}') WHERE id % 2 = 0"),
+            destination=dfsync.destinations.parquet(str(lake)), primary_key="id")
+    res = dfsync_cli("run", "users", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["counts"]["inserted"] == 25
+    got = pl.read_parquet(lake / "data.parquet").sort("id")
+    assert got["id"].to_list() == list(range(0, 50, 2))
+    assert got["login"][1] == "user2"
+
+
+def test_run_a_duckdb_database_query_sync_from_the_cli(tmp_path, ws_path, dfsync_cli) -> None:
+    db = tmp_path / "app.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE users AS SELECT range AS id, 'user' || range AS login FROM range(50)")
+    con.close()
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("users", source=dfsync.sources.duckdb_query("SELECT * FROM users", database=str(db)),
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="users"),
+                       primary_key="id")
+    res = dfsync_cli("run", "users", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    assert _read_duckdb(tmp_path / "w.duckdb", "users").height == 50
+
+
+def test_preview_sends_nothing(files_sync, ws_path, dfsync_cli) -> None:
+    _, warehouse = files_sync
+    res = dfsync_cli("run", "customers", "--preview", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["counts"]["insert"] == 3
+    assert sorted(r["id"] for r in out["changes"]) == [1, 2, 3]
+    assert {r["_action"] for r in out["changes"]} == {"insert"}
+    text = dfsync_cli("run", "customers", "--preview", "-w", ws_path)
+    assert text.code == 0 and "nothing sent" in text.out and "insert=3" in text.out
+    assert not warehouse.exists()
+    with dfsync.Workspace(ws_path) as ws:
+        assert ws.sync("customers").runs().height == 0
+
+
+def test_a_failed_run_exits_1_and_its_records_are_listed(tmp_path, ws_path, dfsync_cli) -> None:
+    src = tmp_path / "orders.csv"
+    pl.DataFrame({"id": [1, 2, 3], "amount": [1.0, 2.0, 3.0]}).write_csv(src)
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("orders", source=dfsync.sources.files(str(src)), primary_key="id",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="orders"))
+    pl.DataFrame({"id": [1, None, 3, 3], "amount": [1.0, 2.0, 3.0, 4.0]}).write_csv(src)
+    res = dfsync_cli("run", "orders", "-w", ws_path)
+    assert res.code == 1
+    assert "failed" in res.out and "error:" in res.out
+    # the same data with on_invalid="skip": the run succeeds and keeps the invalid rows
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("orders", source=dfsync.sources.files(str(src)), primary_key="id", on_invalid="skip",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="orders"))
+    res = dfsync_cli("run", "orders", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    run_id = json.loads(res.out)["run_id"]
+    res = dfsync_cli("records", str(run_id), "--status", "invalid", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    recs = json.loads(res.out)
+    assert sorted((r["id"], r["amount"]) for r in recs if r["id"] is not None) == [(3, 3.0), (3, 4.0)]
+    assert {r["_status"] for r in recs} == {"invalid"} and len(recs) == 3
+    res = dfsync_cli("records", str(run_id), "--status", "failed", "-w", ws_path)
+    assert res.code == 0 and "no failed records" in res.out
+    res = dfsync_cli("records", str(run_id), "--status", "bogus", "-w", ws_path)
+    assert res.code == 2
+    _clean_error(res, "unknown record status")
+
+
+def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> None:
+    assert dfsync_cli("run", "customers", "-w", ws_path).code == 0
+    res = dfsync_cli("runs", "customers", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    runs = json.loads(res.out)
+    assert [(r["status"], r["inserted"], r["trigger"]) for r in runs] == [("success", 3, "cli")]
+    text = dfsync_cli("runs", "customers", "-w", ws_path)
+    assert text.code == 0 and "| success" in text.out
+    res = dfsync_cli("syncs", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    (row,) = json.loads(res.out)
+    assert row["name"] == "customers" and row["schedule"] == "every 2 hours"
+    assert row["last_run_status"] == "success" and row["source"] == "files" and row["destination"] == "duckdb"
+    nxt = datetime.fromisoformat(row["next_run_at"])
+    assert nxt > datetime.now(timezone.utc) + timedelta(minutes=90)
+    text = dfsync_cli("syncs", "-w", ws_path)
+    assert "customers" in text.out and "every 2 hours" in text.out
+    status = dfsync_cli("status", "customers", "-w", ws_path)
+    assert status.code == 0 and "every 2 hours" in status.out and "next run" in status.out
+
+
+def test_workspace_from_the_environment_and_default_path(files_sync, ws_path, dfsync_cli, tmp_path) -> None:
+    res = dfsync_cli("syncs", "--json", DFSYNC_WORKSPACE=ws_path)
+    assert res.code == 0 and json.loads(res.out)[0]["name"] == "customers"
+    # cwd is tmp_path and the workspace is at ./.dfsync/workspace.duckdb: the default finds it
+    assert ws_path == str(tmp_path / ".dfsync" / "workspace.duckdb")
+    res = dfsync_cli("syncs", "--json")
+    assert res.code == 0 and json.loads(res.out)[0]["name"] == "customers"
+
+
+def test_enable_and_disable(files_sync, ws_path, dfsync_cli) -> None:
+    res = dfsync_cli("disable", "customers", "-w", ws_path, "--json")
+    assert res.code == 0 and json.loads(res.out) == {"name": "customers", "status": "disabled"}
+    res = dfsync_cli("run", "customers", "-w", ws_path)
+    assert res.code == 2
+    _clean_error(res, "disabled", "dfsync enable customers")
+    res = dfsync_cli("enable", "customers", "-w", ws_path)
+    assert res.code == 0 and "customers" in res.out
+    assert dfsync_cli("run", "customers", "-w", ws_path).code == 0
+
+
+# ---------------------------------------------------------------------- usage errors
+def test_usage_errors_exit_2_with_one_line(files_sync, ws_path, dfsync_cli, tmp_path) -> None:
+    res = dfsync_cli("run", "nope", "-w", ws_path)
+    assert res.code == 2
+    _clean_error(res, "no sync named 'nope'", "customers")
+    res = dfsync_cli("runs", "customers", "-w", str(tmp_path / "missing.duckdb"))
+    assert res.code == 2
+    _clean_error(res, "no workspace at")
+    assert not (tmp_path / "missing.duckdb").exists()  # a typo does not create a workspace
+    res = dfsync_cli("records", "999", "-w", ws_path)
+    assert res.code == 2
+    _clean_error(res, "no run with id 999")
+    assert dfsync_cli("run", "-w", ws_path).code == 2  # missing NAME: click's usage error
+    assert dfsync_cli("frobnicate").code == 2
+    bad = tmp_path / "not-a-workspace.duckdb"
+    bad.write_bytes(b"hello, this is not DuckDB" * 100)
+    res = dfsync_cli("syncs", "-w", str(bad))
+    assert res.code == 2
+    _clean_error(res, "not a DuckDB workspace")
+
+
+def test_a_session_only_sync_cannot_run_from_the_cli(tmp_path, ws_path, dfsync_cli) -> None:
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("frame_sync", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})), primary_key="id",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="t"))
+    res = dfsync_cli("run", "frame_sync", "-w", ws_path)
+    assert res.code == 2
+    _clean_error(res, "in-memory frame")
+    status = dfsync_cli("status", "frame_sync", "-w", ws_path, "--json")
+    assert json.loads(status.out)["session_only"] is True
+    with dfsync.Workspace(ws_path) as ws:
+        assert ws.sync("frame_sync").runs().height == 0
+
+
+# ---------------------------------------------------------------------- scheduler
+def _make_due(ws_path: str, name: str) -> None:
+    with dfsync.Workspace(ws_path) as ws:
+        ws.store.set_sync_fields(ws.sync(name).id, next_run_at=datetime.now(timezone.utc) - timedelta(hours=5))
+
+
+def test_scheduler_once_runs_what_is_due(files_sync, ws_path, dfsync_cli) -> None:
+    _, warehouse = files_sync
+    res = dfsync_cli("scheduler", "--once", "-w", ws_path)
+    assert res.code == 0 and "nothing due" in res.out
+    _make_due(ws_path, "customers")
+    res = dfsync_cli("scheduler", "--once", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+    (run,) = json.loads(res.out)
+    assert run["sync"] == "customers" and run["status"] == "success"
+    assert _read_duckdb(warehouse, "customers").height == 3
+    with dfsync.Workspace(ws_path) as ws:
+        sync = ws.sync("customers")
+        assert sync.runs()["trigger"].to_list() == ["schedule"]
+        assert sync.next_run_at > datetime.now(timezone.utc) + timedelta(minutes=90)
+    assert json.loads(dfsync_cli("scheduler", "--once", "-w", ws_path, "--json").out) == []
+
+
+def test_scheduler_in_the_foreground_stops_on_sigterm(files_sync, ws_path, spawn) -> None:
+    _make_due(ws_path, "customers")
+    proc = spawn("scheduler", "--poll", "0.2", "-w", ws_path)
+    deadline = time.monotonic() + 120
+    status = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        with dfsync.Workspace(ws_path) as ws:
+            runs = ws.sync("customers").runs()
+        if runs.height and runs["status"][0] == "success":
+            status = runs["status"][0]
+            break
+        time.sleep(0.2)
+    assert status == "success"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- terminal, demo
+def test_progress_bar_on_a_terminal(files_sync, ws_path, tmp_path) -> None:
+    """With stderr on a terminal, `dfsync run` draws a progress bar; piped, it does not."""
+    master, slave = pty.openpty()
+    # a fresh pty is 0x0; tqdm draws nothing that narrow, so give it a real terminal's size
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "dfsync", "run", "customers", "-w", ws_path], cwd=tmp_path,
+                            env=child_env(), stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    term = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, term
+    assert "customers #1" in term and "3/3" in term
+    assert "success" in out
+
+
+def test_demo_command_still_works(tmp_path, dfsync_cli) -> None:
+    res = dfsync_cli("demo", "--directory", str(tmp_path / "demo"), "--data", str(REPO / "data"))
+    assert res.code == 0, res.err
+    assert "customers" in res.out and "success" in res.out
+    assert (tmp_path / "demo" / "warehouse.duckdb").exists()

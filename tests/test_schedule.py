@@ -1,0 +1,262 @@
+"""Schedules and the scheduler, on a real workspace file, real Parquet sources and a DuckDB destination.
+
+Time is injected with ``Scheduler(clock=...)`` so "ten hours later" needs no waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync.errors import ConfigError
+from dfsync.schedule import Scheduler, parse_schedule
+from dfsync.sources._frame import FrameSource
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+# ---------------------------------------------------------------------- parsing
+@pytest.mark.parametrize(
+    ("text", "delta"),
+    [
+        ("every minute", timedelta(minutes=1)),
+        ("every 15 minutes", timedelta(minutes=15)),
+        ("Every  2 Hours", timedelta(hours=2)),
+        ("every day", timedelta(days=1)),
+        ("every 3 days", timedelta(days=3)),
+        ("hourly", timedelta(hours=1)),
+        ("daily", timedelta(days=1)),
+        ("weekly", timedelta(weeks=1)),
+        ("every 1 minute", timedelta(minutes=1)),
+    ],
+)
+def test_intervals_count_from_the_given_time(text: str, delta: timedelta) -> None:
+    s = parse_schedule(text)
+    assert s is not None and s.kind == "interval"
+    assert s.next_after(T0) == T0 + delta
+    assert s.next_after(T0).tzinfo is not None
+
+
+def test_none_is_manual() -> None:
+    assert parse_schedule(None) is None
+
+
+def test_cron_gives_wall_clock_times() -> None:
+    s = parse_schedule("*/15 * * * *")
+    assert s is not None and s.kind == "cron"
+    local = datetime(2024, 3, 1, 12, 7, 30).astimezone()
+    nxt = s.next_after(local)
+    assert nxt.tzinfo is not None
+    assert nxt == local.replace(minute=15, second=0)
+    # strictly after: on a boundary, the next boundary
+    assert s.next_after(nxt) == nxt + timedelta(minutes=15)
+    daily = parse_schedule("0 6 * * *")
+    assert daily is not None
+    got = daily.next_after(local)
+    assert (got.hour, got.minute) == (6, 0) and got > local
+
+
+@pytest.mark.parametrize("bad", ["every", "every 0 minutes", "every fortnight", "sometimes", "* * *",
+                                 "61 * * * *", "", "every -5 minutes"])
+def test_bad_schedules_list_the_accepted_forms(bad: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_schedule(bad)
+    msg = str(ei.value)
+    assert "every 15 minutes" in msg and "*/15 * * * *" in msg
+
+
+def test_next_after_refuses_naive_datetimes() -> None:
+    s = parse_schedule("hourly")
+    assert s is not None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        s.next_after(datetime(2024, 1, 1))
+
+
+# ---------------------------------------------------------------------- fixtures
+@pytest.fixture
+def setup(tmp_path):
+    src = tmp_path / "customers.parquet"
+    pl.DataFrame({"id": [1, 2, 3], "name": ["a", "b", "c"]}).write_parquet(src)
+    warehouse = tmp_path / "warehouse.duckdb"
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    yield ws, src, warehouse
+    ws.close()
+
+
+def _make(ws, src, warehouse, name="customers", schedule="every 15 minutes", table=None):
+    return ws.create_sync(name, source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(warehouse), table=table or name),
+                          primary_key="id", schedule=schedule)
+
+
+def _rows(warehouse, table) -> int:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------- create_sync
+def test_create_sync_stores_and_shows_the_next_run(setup) -> None:
+    ws, src, warehouse = setup
+    before = datetime.now(timezone.utc)
+    sync = _make(ws, src, warehouse)
+    after = datetime.now(timezone.utc)
+    nxt = sync.next_run_at
+    assert nxt is not None
+    assert before + timedelta(minutes=15) <= nxt <= after + timedelta(minutes=15)
+    row = ws.syncs().row(0, named=True)
+    assert row["schedule"] == "every 15 minutes"
+    assert row["next_run_at"] == nxt
+
+
+def test_create_sync_rejects_a_bad_schedule_and_stores_nothing(setup) -> None:
+    ws, src, warehouse = setup
+    with pytest.raises(ConfigError, match="accepted"):
+        _make(ws, src, warehouse, schedule="every now and then")
+    assert ws.syncs().height == 0
+
+
+def test_manual_sync_has_no_next_run_and_is_never_due(setup) -> None:
+    ws, src, warehouse = setup
+    sync = _make(ws, src, warehouse, schedule=None)
+    assert sync.next_run_at is None
+    sched = Scheduler(ws, clock=Clock(T0 + timedelta(days=365 * 10)))
+    assert sched.run_pending() == []
+    assert sync.runs().height == 0
+
+
+# ---------------------------------------------------------------------- scheduler
+def test_due_sync_runs_once_and_next_run_counts_from_now(setup) -> None:
+    ws, src, warehouse = setup
+    sync = _make(ws, src, warehouse)
+    planned = sync.next_run_at
+    clock = Clock(planned - timedelta(seconds=1))
+    sched = Scheduler(ws, clock=clock)
+    assert sched.run_pending() == []  # not due yet
+    assert sync.runs().height == 0
+    clock.t = planned + timedelta(seconds=5)
+    runs = sched.run_pending()
+    assert [r.status.value for r in runs] == ["success"]
+    assert sync.runs()["trigger"].to_list() == ["schedule"]
+    assert _rows(warehouse, "customers") == 3
+    assert sync.next_run_at == clock.t + timedelta(minutes=15)
+    assert sched.run_pending() == []  # nothing due at the same instant
+
+
+def test_missed_runs_lead_to_one_catch_up_run(setup) -> None:
+    ws, src, warehouse = setup
+    sync = _make(ws, src, warehouse)
+    # the scheduler was off for ten hours: 40 slots were missed
+    clock = Clock(sync.next_run_at + timedelta(hours=10))
+    sched = Scheduler(ws, clock=clock)
+    assert len(sched.run_pending()) == 1
+    assert len(sched.run_pending()) == 0
+    assert sync.runs().height == 1
+    assert sync.next_run_at == clock.t + timedelta(minutes=15)
+    clock.t += timedelta(minutes=15)
+    assert len(sched.run_pending()) == 1
+    assert sync.runs().height == 2
+
+
+def test_disabled_syncs_are_skipped(setup) -> None:
+    ws, src, warehouse = setup
+    a = _make(ws, src, warehouse, name="a")
+    b = _make(ws, src, warehouse, name="b")
+    b.disable()
+    sched = Scheduler(ws, clock=Clock(max(a.next_run_at, b.next_run_at) + timedelta(hours=1)))
+    runs = sched.run_pending()
+    assert [r.sync_name for r in runs] == ["a"]
+    assert b.runs().height == 0
+    b.enable()
+    assert [r.sync_name for r in sched.run_pending()] == ["b"]
+
+
+def test_a_failed_run_does_not_stop_the_other_syncs(setup, tmp_path) -> None:
+    ws, src, warehouse = setup
+    broken_src = tmp_path / "broken.parquet"
+    pl.DataFrame({"id": [1], "name": ["x"]}).write_parquet(broken_src)
+    broken = _make(ws, broken_src, warehouse, name="broken")
+    good = _make(ws, src, warehouse, name="good")
+    broken_src.unlink()  # the source disappears: that run fails
+    clock = Clock(max(broken.next_run_at, good.next_run_at) + timedelta(minutes=1))
+    runs = {r.sync_name: r.status.value for r in Scheduler(ws, clock=clock).run_pending()}
+    assert runs == {"broken": "failed", "good": "success"}
+    assert broken.next_run_at == clock.t + timedelta(minutes=15)
+
+
+def test_a_sync_already_running_is_not_started_again(setup) -> None:
+    ws, src, warehouse = setup
+
+    class GatedSource(FrameSource):
+        """A frame source whose read waits for the test to open the gate."""
+
+        gate = threading.Event()
+        entered = threading.Event()
+        armed = False
+
+        def scan(self, cursor=None):
+            if self.armed:
+                GatedSource.entered.set()
+                GatedSource.gate.wait(60)
+            return super().scan(cursor)
+
+    source = GatedSource(pl.DataFrame({"id": [1, 2], "name": ["a", "b"]}))
+    sync = ws.create_sync("gated", source=source, primary_key="id", schedule="every 15 minutes",
+                          destination=dfsync.destinations.duckdb(str(warehouse), table="gated"))
+    GatedSource.armed = True
+    first = sync.run(progress=False, background=True)
+    assert GatedSource.entered.wait(60)
+    clock = Clock(sync.next_run_at + timedelta(minutes=1))
+    try:
+        assert Scheduler(ws, clock=clock).run_pending() == []
+    finally:
+        GatedSource.gate.set()
+        first.wait(60)
+    assert first.status.value == "success"
+    assert sync.runs().height == 1  # the scheduler added no run
+    # and the slot it skipped is planned again from now
+    assert sync.next_run_at == clock.t + timedelta(minutes=15)
+
+
+def test_two_schedulers_share_a_due_run(setup) -> None:
+    """A notebook's ws.scheduler() and `dfsync scheduler` on one workspace: one run per slot."""
+    ws, src, warehouse = setup
+    sync = _make(ws, src, warehouse)
+    clock = Clock(sync.next_run_at + timedelta(minutes=1))
+    one, two = Scheduler(ws, clock=clock), Scheduler(ws, clock=clock)
+    due_for_two = two.due()
+    assert len(one.run_pending()) == 1
+    # `two` read the sync as due before `one` ran it; its claim must fail
+    assert two._run_one(due_for_two[0]) is None
+    assert sync.runs().height == 1
+
+
+def test_background_scheduler_thread_runs_due_syncs(setup) -> None:
+    ws, src, warehouse = setup
+    sync = _make(ws, src, warehouse)
+    done = threading.Event()
+    sched = ws.scheduler(poll_seconds=0.05, clock=Clock(sync.next_run_at + timedelta(minutes=1)),
+                         on_run=lambda run: done.set())
+    try:
+        assert sched.running
+        assert done.wait(60)
+    finally:
+        sched.stop(timeout=60)
+    assert not sched.running
+    assert sync.runs()["trigger"].to_list() == ["schedule"]
+    assert _rows(warehouse, "customers") == 3

@@ -1,0 +1,301 @@
+"""The notebook widgets driven from Python: real workspaces, real runs, real button handlers.
+
+``Button.click()`` fires the same ``on_click`` handlers a click in the browser fires, so these
+tests exercise what the buttons do in the kernel; ``tests/test_browser.py`` covers the page.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+import pytest
+
+import dfsync
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+
+widgets = pytest.importorskip("dfsync.widgets")
+pytest.importorskip("ipywidgets")
+
+
+def wait_for(pred: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll until ``pred()`` is truthy (a deadline against hangs, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def data_value(html: str, attr: str = "data-value") -> str:
+    m = re.search(rf'{attr}="([^"]*)"', html)
+    assert m, f"{attr} not in {html!r}"
+    return m.group(1)
+
+
+def shown_counts(panel: Any) -> dict[str, int]:
+    return {k: int(data_value(w.value)) for k, w in panel.counters.items()}
+
+
+@pytest.fixture
+def ws(tmp_path: pathlib.Path) -> dfsync.Workspace:
+    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def customers(ws: dfsync.Workspace, tmp_path: pathlib.Path) -> dfsync.Sync:
+    src = tmp_path / "customers.parquet"
+    shutil.copy(DATA / "customers_v1.parquet", src)
+    return ws.create_sync("customers", source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="customers"),
+                          primary_key="customer_id", destination_mode="mirror")
+
+
+@pytest.fixture
+def slow(ws: dfsync.Workspace, tmp_path: pathlib.Path) -> dfsync.Sync:
+    """Many one-row-ish batches into a real DuckDB table: a transfer long enough to steer."""
+    src = tmp_path / "many.parquet"
+    pl.DataFrame({"id": range(800), "v": [f"row {i}" for i in range(800)]}).write_parquet(src)
+    return ws.create_sync("many", source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="many"),
+                          primary_key="id", batch_size=8)
+
+
+def start_and_reach_transfer(panel: Any) -> None:
+    panel.run_button.click()
+    wait_for(lambda: panel.state.get("run_status") == "in_progress" and panel.state["counts"].get("sent", 0) > 0,
+             "the run to start sending")
+
+
+# ---------------------------------------------------------------------------- imports
+def _py(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          cwd=str(ROOT), timeout=120)
+
+
+def test_import_dfsync_does_not_import_ipywidgets() -> None:
+    r = _py("""
+        import sys, dfsync, dfsync.widgets
+        ws = dfsync.Workspace(":memory:")
+        ws._repr_html_()
+        print("ipywidgets" in sys.modules)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_widget_without_ipywidgets_names_the_extra(tmp_path: pathlib.Path) -> None:
+    r = _py(f"""
+        import sys
+        sys.modules["ipywidgets"] = None   # what an environment without the package looks like to import
+        import dfsync
+        ws = dfsync.Workspace({str(tmp_path / "w.duckdb")!r})
+        sync = ws.create_sync("c", source=dfsync.sources.files({str(DATA / "customers_v1.parquet")!r}),
+            destination=dfsync.destinations.duckdb({str(tmp_path / "wh.duckdb")!r}, table="c"), primary_key="customer_id")
+        run = sync.run(progress=False)
+        # static reprs need no ipywidgets
+        for obj in (ws, sync, run, sync.preview()):
+            assert "dfsync" in obj._repr_html_() or "preview" in obj._repr_html_()
+        for make in (lambda: dfsync.widgets.SyncPanel(sync), lambda: dfsync.widgets.RunHistory(sync),
+                     lambda: dfsync.widgets.Dashboard(ws)):
+            try:
+                make()
+            except dfsync.MissingDependencyError as exc:
+                print("ERR", exc)
+            else:
+                print("NO ERROR")
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        assert line.startswith("ERR") and "pip install 'dfsync[widgets]'" in line
+
+
+# ---------------------------------------------------------------------------- SyncPanel
+def test_panel_before_any_run(customers: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(customers)
+    assert panel.state["sync_status"] == "pending" and panel.state["run_id"] is None
+    assert data_value(panel.badge.value, "data-status") == "pending"
+    assert "no runs yet" in panel.run_info.value
+    assert not panel.run_button.disabled
+    assert panel.pause_button.disabled and panel.resume_button.disabled and panel.abort_button.disabled
+    assert panel.toggle_button.description == "Disable"
+
+
+def test_panel_after_a_run_shows_status_timeline_counters(customers: dfsync.Sync) -> None:
+    customers.run(progress=False)
+    panel = widgets.SyncPanel(customers)
+    assert panel.state["sync_status"] == "healthy" and panel.state["run_status"] == "success"
+    assert data_value(panel.badge.value, "data-status") == "healthy"
+    assert shown_counts(panel) == {"inserted": 200, "updated": 0, "deleted": 0, "unchanged": 0, "invalid": 0,
+                                   "failed": 0}
+    assert panel.progress.value == panel.progress.max == 200 and panel.progress.bar_style == "success"
+    tl = panel.timeline.value
+    for step in ("started", "querying", "queued", "in_progress", "success"):
+        assert f'data-step="{step}"' in tl
+    assert re.search(r'data-step="success" data-current="true"', tl)
+    assert set(panel.state["durations"]) >= {"started", "querying", "queued", "in_progress"}
+    assert data_value(panel.run_info.value, "data-runs") == "1"
+    assert panel.error.value == ""
+
+
+def test_run_button_runs_in_background_and_updates_panel(customers: dfsync.Sync, tmp_path: pathlib.Path) -> None:
+    panel = widgets.SyncPanel(customers)
+    panel.run_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "success" and panel.state["sync_status"] == "healthy"
+    assert data_value(panel.run_info.value, "data-runs") == "1"
+    assert shown_counts(panel)["inserted"] == 200
+    # the source changes; a second click sends only the difference
+    shutil.copy(DATA / "customers_v2.parquet", tmp_path / "customers.parquet")
+    panel.run_button.click()
+    panel.wait()
+    assert panel.state["run_id"] == 2 and data_value(panel.run_info.value, "data-runs") == "2"
+    c = shown_counts(panel)
+    expected = customers.last_run().counts
+    assert c["inserted"] == expected["inserted"] > 0 and c["updated"] == expected["updated"] > 0
+    assert c["unchanged"] == expected["unchanged"] > 0
+    assert panel.state["counts"]["sent"] == expected["inserted"] + expected["updated"] + expected["deleted"]
+    assert "started run 2" in panel.message.value
+
+
+def test_pause_then_resume_buttons(slow: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(slow)
+    start_and_reach_transfer(panel)
+    assert not panel.pause_button.disabled and panel.run_button.disabled
+    panel.pause_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "paused"
+    sent = panel.state["counts"]["sent"]
+    assert 0 < sent < 800
+    assert not panel.resume_button.disabled and panel.pause_button.disabled and not panel.abort_button.disabled
+    assert 'data-step="paused" data-current="true"' in panel.timeline.value
+    assert panel.progress.bar_style == "warning"
+    panel.resume_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "success" and panel.state["run_id"] == 1  # the same run, resumed
+    assert panel.state["counts"]["sent"] == 800 and panel.progress.value == 800
+    assert slow.runs().height == 1
+
+
+def test_abort_button_fails_the_run(slow: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(slow)
+    start_and_reach_transfer(panel)
+    panel.abort_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "failed" and panel.state["sync_status"] == "failed"
+    assert "aborted" in panel.error.value
+    assert data_value(panel.badge.value, "data-status") == "failed"
+    assert panel.state["counts"]["sent"] < 800
+
+
+def test_abort_button_on_a_paused_run(slow: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(slow)
+    start_and_reach_transfer(panel)
+    panel.pause_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "paused"
+    panel.abort_button.click()
+    assert panel.state["run_status"] == "failed"
+    assert slow.last_run().status == dfsync.RunStatus.FAILED
+
+
+def test_disable_during_a_run_pauses_it_and_enable_restores(slow: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(slow)
+    start_and_reach_transfer(panel)
+    panel.toggle_button.click()
+    panel.wait()
+    assert panel.state["sync_status"] == "disabled" and panel.state["run_status"] == "paused"
+    assert data_value(panel.badge.value, "data-status") == "disabled"
+    assert panel.toggle_button.description == "Enable"
+    assert panel.run_button.disabled and panel.resume_button.disabled
+    # a click that cannot act says why in the panel
+    panel.run_button.click()
+    assert "disabled" in panel.message.value and "sync.enable()" in panel.message.value
+    panel.toggle_button.click()
+    assert panel.toggle_button.description == "Disable"
+    assert panel.state["sync_status"] == "pending"  # no run has finished yet
+    assert not panel.resume_button.disabled
+
+
+def test_preview_button_shows_changes_and_sends_nothing(customers: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(customers)
+    panel.preview_button.click()
+    assert panel.last_preview is not None and panel.last_preview.counts["insert"] == 200
+    assert "preview of" in panel.preview_box.value and 'data-value="200"' in panel.preview_box.value
+    assert customers.runs().height == 0 and panel.state["runs"] == 0
+
+
+def test_refresh_shows_a_run_started_in_another_process(customers: dfsync.Sync, tmp_path: pathlib.Path) -> None:
+    panel = widgets.SyncPanel(customers)
+    assert panel.state["runs"] == 0
+    r = _py(f"""
+        import dfsync
+        ws = dfsync.Workspace({str(customers.workspace.path)!r})
+        print(ws.sync("customers").run(progress=False).status)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "success"
+    assert panel.state["runs"] == 0  # nothing changed until asked
+    panel.refresh_button.click()
+    assert panel.state["runs"] == 1 and panel.state["run_status"] == "success"
+    assert data_value(panel.badge.value, "data-status") == "healthy"
+    assert shown_counts(panel)["inserted"] == 200
+
+
+# ---------------------------------------------------------------------------- history and dashboard
+def test_run_history_table_and_chart(customers: dfsync.Sync, tmp_path: pathlib.Path) -> None:
+    customers.run(progress=False)
+    shutil.copy(DATA / "customers_v2.parquet", tmp_path / "customers.parquet")
+    customers.run(progress=False)
+    hist = widgets.RunHistory(customers)
+    html = hist.html.value
+    assert html.count("<rect") == 2 and "<svg" in html
+    assert html.count('data-status="success"') == 2
+    assert "run 1: 200 rows" in html
+    customers.run(progress=False)
+    hist.refresh_button.click()
+    assert hist.html.value.count("<rect") == 3 and hist.runs.height == 3
+
+
+def test_dashboard_lists_syncs_and_opens_a_panel(ws: dfsync.Workspace, customers: dfsync.Sync,
+                                                 slow: dfsync.Sync) -> None:
+    customers.run(progress=False)
+    dash = widgets.Dashboard(ws)
+    assert set(dash.open_buttons) == {"customers", "many"}
+    rows = [r for r in dash.table.children if "dfsync-dashboard-row" in r._dom_classes]
+    assert len(rows) == 2
+    text = " ".join(c.value for r in rows for c in r.children if hasattr(c, "value"))
+    assert 'data-status="healthy"' in text and 'data-status="pending"' in text and "never run" in text
+    dash.open_buttons["customers"].click()
+    assert dash.open_panel is not None and dash.open_panel.sync.name == "customers"
+    assert dash.detail.children == (dash.open_panel.widget,)
+    assert dash.open_panel.state["run_status"] == "success"
+    slow.disable()
+    dash.refresh_button.click()
+    text = " ".join(c.value for r in dash.table.children for c in r.children if hasattr(c, "value"))
+    assert 'data-status="disabled"' in text
+
+
+def test_close_closes_only_this_panel(customers: dfsync.Sync) -> None:
+    a, b = widgets.SyncPanel(customers), widgets.SyncPanel(customers)
+    a.close()
+    assert a.badge.comm is None
+    assert b.badge.comm is not None or b.badge._model_id  # still alive
