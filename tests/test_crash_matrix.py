@@ -360,30 +360,35 @@ test_crash_points_smoke.target_kinds = ["duckdb"]  # type: ignore[attr-defined]
 
 def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path):
     """Parquet holds a paused run's batches aside; if the resumed run fails before sending
-    again (here: its source is gone), the next run must send those rows again.
+    again (here: its source is gone), the next run must send those rows again — including
+    the deletes whose earlier versions the failed run had superseded.
 
     Found by the crash matrix (a resumed run SIGKILLed while querying); fixed in
-    ``runner._discard_unapplied_failed_runs``.
+    ``runner._discard_unapplied_failed_runs`` and ``confirm_batch(keep_superseded=...)``.
     """
-    data = source_versions("mirror", random.Random(1))[0]
+    v1 = source_versions("mirror", random.Random(1))[0]
+    v2 = v1.filter(pl.col("id") % 2 == 0)  # 60 deletes: the first batches sent are deletes
     src = tmp_path / "src.parquet"
-    data.write_parquet(src)
+    v1.write_parquet(src)
     lake = tmp_path / "lake"
     ws = dfsync.Workspace(tmp_path / "ws.duckdb")
-    dest = FaultyDestination(dfsync.destinations.parquet(str(lake)), interrupt_after=3)
+    dest = FaultyDestination(dfsync.destinations.parquet(str(lake)))
     sync = ws.create_sync("p", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
                           destination_mode="mirror", batch_size=BATCH)
-    with pytest.raises(KeyboardInterrupt):
-        sync.run(progress=False)
-    paused = sync.last_run()
-    assert paused.status == "paused" and paused.counts["succeeded"] == 2 * BATCH  # batch 3 is in flight
-    dfsync.runner.LIVE_STAGING.clear()  # as if the process had died: the resume must query again
-    os.rename(src, tmp_path / "away.parquet")
-    failed = sync.run(progress=False)
-    assert failed.id == paused.id and failed.status == "failed" and "no parquet files match" in failed.error
-    os.rename(tmp_path / "away.parquet", src)
-    run = sync.run(progress=False)
-    assert run.status == "success", run.error
-    got = pl.read_parquet(lake / "data.parquet").sort("id")
-    assert got.equals(data.sort("id"))
-    assert sync.run(progress=False).counts["sent"] == 0
+    for data in (v1, v2):  # a first load, then deletes
+        data.write_parquet(src)
+        dest.interrupt_after = 5
+        with pytest.raises(KeyboardInterrupt):
+            sync.run(progress=False)
+        paused = sync.last_run()
+        assert paused.status == "paused" and paused.counts["succeeded"] == 4 * BATCH  # batch 5 is in flight
+        dfsync.runner.LIVE_STAGING.clear()  # as if the process had died: the resume must query again
+        os.rename(src, tmp_path / "away.parquet")
+        failed = sync.run(progress=False)
+        assert failed.id == paused.id and failed.status == "failed" and "no parquet files match" in failed.error
+        os.rename(tmp_path / "away.parquet", src)
+        run = sync.run(progress=False)
+        assert run.status == "success", run.error
+        got = pl.read_parquet(lake / "data.parquet").sort("id")
+        assert got.equals(data.sort("id"))
+        assert sync.run(progress=False).counts["sent"] == 0
