@@ -21,7 +21,6 @@ import pathlib
 import time
 from typing import Any
 
-from dfsync.sources.base import CursorFilter, Source, register_source, source_from_config
 from dfsync.destinations.base import (
     Destination,
     DestinationContext,
@@ -29,7 +28,7 @@ from dfsync.destinations.base import (
     destination_from_config,
     register_destination,
 )
-
+from dfsync.sources.base import CursorFilter, Source, register_source, source_from_config
 
 #: this process's fault plan: {"phase": str, "n": int | None, "marker": path, "hold": seconds}
 FAULTS: dict[str, Any] = {}

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -157,7 +158,7 @@ def _ok_roundtrip(ctx: Ctx, df: pl.DataFrame, table: str = "okt", key: str | lis
 
 def _corrupt(ctx: Ctx, how: str) -> None:
     ctx.ws.close()
-    data = open("ws.duckdb", "rb").read()
+    data = Path("ws.duckdb").read_bytes()
     if how == "garbage":
         data = b"this is not a database" * 100
     elif how == "truncated":
@@ -168,7 +169,7 @@ def _corrupt(ctx: Ctx, how: str) -> None:
         data = b"\0" * 4096 + data[4096:]
     with open("ws.duckdb", "wb") as fh:
         fh.write(data)
-    before = open("ws.duckdb", "rb").read()
+    before = Path("ws.duckdb").read_bytes()
     try:  # damage may show when the file is opened, or when a page is first read
         ws = dfsync.Workspace("ws.duckdb")
         ws.syncs()
@@ -176,7 +177,7 @@ def _corrupt(ctx: Ctx, how: str) -> None:
         ws.sync("base").delivered()
         raise AssertionError("a damaged workspace was used without an error")
     finally:  # never a silent reset: the bytes are as they were
-        assert open("ws.duckdb", "rb").read() == before
+        assert Path("ws.duckdb").read_bytes() == before
 
 
 def _newer_schema(ctx: Ctx) -> None:
@@ -324,7 +325,7 @@ CASES: list[Case] = [
          ("no rows",), ("allow_empty",), new_run=True),
     Case("source-disappears", _source_disappears, errors.SourceError, ("src.parquet",), ("check the path",),
          new_run=True),
-    Case("source-file-corrupt", lambda c: (open("src.parquet", "wb").write(b"PAR1 garbage"), c.run_base())[1],
+    Case("source-file-corrupt", lambda c: (Path("src.parquet").write_bytes(b"PAR1 garbage"), c.run_base())[1],
          errors.SourceError, ("src.parquet",), ("check", "fix"), new_run=True),
     Case("all-rows-invalid", lambda c: c.create(checks=[dfsync.checks.between("score", max=0)]).run(progress=False),
          errors.ValidationFailed, ("score",), ("on_invalid='skip'",), new_run=True),

@@ -13,6 +13,7 @@ nothing lost and nothing applied twice.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -100,10 +101,8 @@ class CommitCutter:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.sock.close()
