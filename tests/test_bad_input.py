@@ -109,17 +109,25 @@ class Ctx:
 
 
 def snapshot(ctx: Ctx) -> dict[str, Any]:
-    ws = ctx.ws
-    snap: dict[str, Any] = {
-        "syncs": ws.sql("SELECT id, name, status, definition, definition_version, state_key, cursor_value, "
-                        "schedule FROM syncs ORDER BY id").to_dicts(),
-        "runs": ws.sql("SELECT id, sync_id, status, error, queried, inserted, updated, deleted, sent, succeeded, "
-                       "failed, batches FROM runs ORDER BY id").to_dicts(),
-        "batches": ws.sql("SELECT * FROM batches ORDER BY ALL").to_dicts(),
-    }
-    for t in ws.sql("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'state\\_%' ESCAPE '\\' "
-                    "OR table_name LIKE 'rec\\_%' ESCAPE '\\' ORDER BY 1")["table_name"]:
-        snap[t] = ws.sql(f"SELECT * FROM {t} ORDER BY ALL").to_dicts()
+    """Syncs, runs, batches, delivered state and records of the workspace, and every
+    destination table (one workspace connection: each open of the file costs time)."""
+
+    def rows(con: Any, sql: str) -> list[dict[str, Any]]:
+        return pl.from_arrow(con.sql(sql).to_arrow_table()).to_dicts()  # type: ignore[union-attr]
+
+    with ctx.ws.store.connect() as con:
+        snap: dict[str, Any] = {
+            "syncs": rows(con, "SELECT id, name, status, definition, definition_version, state_key, cursor_value, "
+                               "schedule FROM syncs ORDER BY id"),
+            "runs": rows(con, "SELECT id, sync_id, status, error, queried, inserted, updated, deleted, sent, "
+                              "succeeded, failed, batches FROM runs ORDER BY id"),
+            "batches": rows(con, "SELECT * FROM batches ORDER BY ALL"),
+        }
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'state\\_%' ESCAPE '\\' "
+            "OR table_name LIKE 'rec\\_%' ESCAPE '\\' ORDER BY 1").fetchall()]
+        for t in tables:
+            snap[t] = rows(con, f"SELECT * FROM {t} ORDER BY ALL")
     con = duckdb.connect("dest.duckdb", read_only=True)
     try:
         for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall():
