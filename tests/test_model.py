@@ -240,4 +240,4 @@ def test_model_many_examples():
     from hypothesis.stateful import run_state_machine_as_test
 
     run_state_machine_as_test(SyncModel, settings=settings(
-        max_examples=10, stateful_step_count=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
+        max_examples=30, stateful_step_count=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
