@@ -97,11 +97,21 @@ def step_sync(work: str, source: str, mode: str, batch_size: int) -> dict:
     return {"seconds": secs, "counts": run.counts, "durations": run.durations}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM): ru_maxrss would include the parent's high-water
+    mark inherited across fork+exec (the parent generated the data)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: argparse.Namespace) -> None:
     fn = {"reference": step_reference, "sync": step_sync}[args.step]
     kwargs = json.loads(args.kwargs)
     out = fn(**kwargs)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out, default=str))
 
 

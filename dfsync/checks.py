@@ -288,7 +288,9 @@ def normalize_checks(checks: Any) -> list[Check]:
     """Turn what a user passed as ``checks=`` into a list of :class:`Check` with unique names.
 
     Accepts None, one check, a list mixing dfsync checks and Great Expectations
-    expectations, or a GX ExpectationSuite.
+    expectations, a GX ExpectationSuite, or a GX Checkpoint (its suites become checks and
+    its actions run after each run's checks; bare GX ValidationActions in the list act
+    on all the checks; see :mod:`dfsync.gx`).
 
     >>> [c.name for c in normalize_checks([not_null("a"), not_null("a")])]
     ['a not_null', 'a not_null (2)']
@@ -300,7 +302,8 @@ def normalize_checks(checks: Any) -> list[Check]:
     items = [checks] if isinstance(checks, Check) or gx.is_gx_object(checks) else checks
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
         raise ConfigError(
-            f"checks must be a dfsync check, a list of checks, or a Great Expectations suite; got {checks!r}")
+            f"checks must be a dfsync check, a list of checks, or a Great Expectations suite or checkpoint; "
+            f"got {checks!r}")
     out: list[Check] = []
     for item in items:
         if isinstance(item, Check):
@@ -310,8 +313,8 @@ def normalize_checks(checks: Any) -> list[Check]:
         else:
             raise ConfigError(
                 f"not a check: {item!r}. Use dfsync.checks.not_null(...), between(...), ... "
-                "or a Great Expectations expectation / ExpectationSuite")
-    return _dedupe(out)
+                "or a Great Expectations expectation / ExpectationSuite / Checkpoint / ValidationAction")
+    return _dedupe(gx.bind_actions(out))
 
 
 def _dedupe(checks: list[Check]) -> list[Check]:
@@ -445,6 +448,7 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     """
     from dfsync import gx
 
+    checks = [c for c in checks if c.level != gx.ACTIONS]  # checkpoint actions run later, on these results
     rel = qualify(relation)
     types = {r[0]: str(r[1]) for r in con.execute(f"DESCRIBE {rel}").fetchall()}
     if "_rid" not in types:

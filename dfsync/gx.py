@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from dfsync._checks_sql import (
@@ -48,8 +49,8 @@ _UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_u
 
 
 def is_gx_object(obj: Any) -> bool:
-    """True for Great Expectations objects, without importing GX."""
-    return type(obj).__module__.startswith("great_expectations")
+    """True for Great Expectations objects (and subclasses, e.g. custom actions), without importing GX."""
+    return any(t.__module__.startswith("great_expectations") for t in type(obj).__mro__)
 
 
 def gx_available() -> bool:
@@ -132,20 +133,42 @@ class GXCheck(Check):
 
 
 def from_gx(obj: Any) -> list[Check]:
-    """Checks for a GX ExpectationSuite or a single expectation."""
+    """Checks for a GX ExpectationSuite, a single expectation, a Checkpoint or a ValidationAction.
+
+    A Checkpoint gives its suites' expectations plus a :class:`CheckpointActions` entry;
+    a ValidationAction gives a bare entry that :func:`bind_actions` completes.
+    """
     cls = type(obj).__name__
     if cls == "ExpectationSuite":
-        return [c for e in obj.expectations for c in from_gx(e)]
+        checks = [c for e in obj.expectations for c in from_gx(e)]
+        for c in checks:
+            c.gx_suite = obj.name  # type: ignore[attr-defined]  # groups bare actions' results by suite
+        return checks
+    if cls == "Checkpoint":
+        from dfsync._gx_actions import checks_from_checkpoint
+
+        return checks_from_checkpoint(obj)
+    from great_expectations.checkpoint.actions import ValidationAction  # a GX object: GX is loaded
+
+    if isinstance(obj, ValidationAction):
+        from dfsync._gx_actions import bare_action
+
+        return [bare_action(obj)]
     conf = getattr(obj, "configuration", None)
     if conf is not None and hasattr(conf, "to_json_dict"):
         return [GXCheck(conf.to_json_dict())]
-    raise ConfigError(f"{cls} is not supported as a check; pass GX expectations or an ExpectationSuite")
+    raise ConfigError(f"{cls} is not supported as a check; pass GX expectations, an ExpectationSuite, "
+                      "a Checkpoint or ValidationActions")
 
 
 def check_from_config(cfg: dict) -> Check:
     """Rebuild a stored GX check; checks that GX is installed, without importing it."""
     if not gx_available():
         raise MissingDependencyError("great_expectations", "validation", f"the stored check {cfg.get('name')!r}")
+    if cfg["kind"] == "gx:checkpoint":
+        from dfsync._gx_actions import CheckpointActions
+
+        return CheckpointActions.from_config(cfg)
     return GXCheck(cfg["expectation"], name=cfg.get("name"))
 
 
@@ -157,7 +180,7 @@ _state: dict[str, Any] = {}
 def _batch_definition() -> Any:
     if "bd" not in _state:
         gx = import_gx()
-        ctx = gx.get_context(mode="ephemeral")
+        ctx = _state["ctx"] = gx.get_context(mode="ephemeral")
         asset = ctx.data_sources.add_pandas("dfsync").add_dataframe_asset("staged")
         _state["bd"] = asset.add_batch_definition_whole_dataframe("rows")
     return _state["bd"]
@@ -241,3 +264,45 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
     out = result_row(check, success=ok, n=n, unexpected=u, missing=m if has_missing else None,
                      partial=partial)
     return out, rids
+
+
+# ----------------------------------------------------------------------------- checkpoint actions
+# (the machinery is in dfsync._gx_actions; these entry points keep GX unimported when unused)
+
+ACTIONS = "actions"  # Check.level of a checkpoint-actions entry: run after the checks, never evaluated
+
+
+def bind_actions(checks: list[Check]) -> list[Check]:
+    """Merge bare GX ValidationActions of a checks list into one entry reporting on every check.
+
+    Each ExpectationSuite given becomes one validation result; the other checks one more,
+    named ``dfsync``. A Checkpoint's own entry reports on its validation definitions only.
+
+    >>> [c.name for c in bind_actions([Check("not_null", "x")])]
+    ['x not_null']
+    """
+    if not any(c.level == ACTIONS for c in checks):
+        return checks
+    from dfsync import _gx_actions
+
+    return _gx_actions.bind(checks)
+
+
+def run_checkpoint_actions(checks: list[Check], results: list[dict], *, sync_name: str, run_id: int,
+                           note: Callable[[str], Any]) -> None:
+    """Run the GX checkpoint actions among ``checks`` on this run's check ``results``.
+
+    Called by the runner after every evaluation, passing or failing; GX actions decide
+    themselves whether to act (``notify_on=``). Nothing here raises: problems become
+    ``note`` calls (run events). Without a checkpoint among the checks, GX is not imported.
+
+    >>> run_checkpoint_actions([], [], sync_name="s", run_id=1, note=print)
+    """
+    for hook in checks:
+        if hook.level != ACTIONS:
+            continue
+        try:
+            hook.run(checks, results, sync_name=sync_name, run_id=run_id, note=note)  # type: ignore[attr-defined]
+        except Exception as exc:
+            note(f"GX checkpoint {hook.checkpoint_name!r}: actions not run: "  # type: ignore[attr-defined]
+                 f"{type(exc).__name__}: {exc}")

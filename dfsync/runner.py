@@ -387,6 +387,7 @@ class Runner:
                 state=state, force=force,
                 retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
                 quarantine_keys=sync.on_invalid == "skip",
+                keep_unchanged=sync.destination_mode == DestinationMode.REPLACE,
             )
         for p in result.key_problems:
             store.note(sync.id, self.run_id, f"quarantined: {p}")
@@ -433,10 +434,13 @@ class Runner:
         if not sync.checks:
             return
         from . import checks as checks_mod
+        from . import gx
 
         view = self.staging.to_check_view()
         evaluation = checks_mod.evaluate(self.staging.con, view, sync.checks)
         self._store_check_results(evaluation.results)
+        gx.run_checkpoint_actions(sync.checks, evaluation.results, sync_name=sync.name, run_id=self.run_id,
+                                  note=lambda msg: self.store.note(sync.id, self.run_id, msg))
         failed = evaluation.failed
         if not failed:
             return
@@ -469,11 +473,8 @@ class Runner:
         sync, store, staging = self.sync, self.store, self.staging
         assert staging is not None
         self._check_requests()
-        self.session = sync.destination.open(_context(sync, self.run_id))
-        self.session.prepare(staging.arrow_schema())
         key = list(sync.primary_key)
         mode = sync.destination_mode
-        # rows this process already sent in an earlier stretch of the run
         self._store_invalid_records()
         skipped = staging.mark_skipped(mode)
         if skipped is not None and skipped.num_rows:
@@ -484,6 +485,15 @@ class Runner:
         with store.connect() as con:
             next_batch = (con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
                                       [self.run_id]).fetchall()[0][0]) + 1
+            delivered_before = store.has_table(con, state_table(sync.id)) and con.execute(
+                f"SELECT count(*) > 0 FROM (SELECT 1 FROM {state_table(sync.id)} WHERE _ok LIMIT 1)").fetchall()[0][0]
+        if total == 0 and next_batch == 1 and mode != DestinationMode.REPLACE and delivered_before:
+            # nothing to send and nothing to finish: the destination is not even opened
+            self._report()
+            self._finish()
+            return
+        self.session = sync.destination.open(_context(sync, self.run_id))
+        self.session.prepare(staging.arrow_schema())
         self._report()
         with store.lease():
             self._ensure_state_table(con_schema=staging)
@@ -585,8 +595,8 @@ class Runner:
     # .............................................................. the end
     def _finish(self) -> None:
         sync, store = self.sync, self.store
-        assert self.session is not None
-        self.session.finish()
+        if self.session is not None:
+            self.session.finish()
         run = store.run_row(self.run_id)
         sent, succeeded, failed = run["sent"], run["succeeded"], run["failed"]
         limit = sync.max_failed_rows

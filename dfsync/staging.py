@@ -20,7 +20,6 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import duckdb
 import polars as pl
@@ -33,6 +32,7 @@ from .states import DestinationMode
 from .store import quote
 
 FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
+DEFAULT_MEMORY = "2GB"
 ACTIONS = ("insert", "update", "delete", "unchanged")
 RECORD_META = ("_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 
@@ -66,13 +66,15 @@ class Staging:
     def __init__(self, temp_dir: str | None = None, memory_limit: str | None = None) -> None:
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="dfsync-staging-")
         os.makedirs(self.temp_dir, exist_ok=True)
-        config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "true"}
-        if memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY"):
-            config["memory_limit"] = memory_limit or os.environ["DFSYNC_STAGING_MEMORY"]
+        # Staged rows live in memory and spill to temp_dir past the limit, so a sync of any size
+        # streams with bounded memory (DFSYNC_STAGING_MEMORY overrides, e.g. "8GB").
+        config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "true",
+                  "memory_limit": memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY", DEFAULT_MEMORY)}
         self.con = duckdb.connect(":memory:", config=config)
         self.columns: list[str] = []
         self.key: list[str] = []
         self.loaded = False
+        self.joined = False
 
     def close(self) -> None:
         try:
@@ -94,6 +96,7 @@ class Staging:
         retry: pa.Table | None = None,
         retry_keys: pa.Table | None = None,
         quarantine_keys: bool = False,
+        keep_unchanged: bool = False,
     ) -> StageResult:
         con = self.con
         self.key = list(key)
@@ -141,12 +144,19 @@ class Staging:
             con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
         join = "FULL" if detect_deletes else "LEFT"
         on = " AND ".join(f"s.{k} = d.{k}" for k in kq)
-        rec_cols = ", ".join(
-            f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}" if c in key else f"s.{quote(c)}"
-            for c in self.columns
-        )
         same = "FALSE" if force else "s._fp = d._fp"
+        # Unchanged rows are counted but never sent (except by replace): keeping only their key
+        # and fingerprint makes a re-sync cost a read, a hash and a join, not a full copy.
+        def value(c: str) -> str:
+            if c in key:
+                return f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}"
+            if keep_unchanged:
+                return f"s.{quote(c)}"
+            return f"CASE WHEN d._fp IS NULL OR NOT ({same}) THEN s.{quote(c)} END AS {quote(c)}"
+
+        rec_cols = ", ".join(value(c) for c in self.columns)
         try:
+            self.joined = state is not None
             if state is None:  # first run (or state reset): every row is an insert
                 cols_only = ", ".join(quote(c) for c in self.columns)
                 con.execute(f"CREATE OR REPLACE TABLE stg AS SELECT {cols_only}, {fp} AS _fp, 'insert' AS _action FROM _src")

@@ -7,15 +7,15 @@ Tables (schema version in ``dfsync_schema``; migrations only ever add):
     events     every transition of a sync or a run, with time and detail
     batches    the transfer ledger on our side: in-flight / committed per (run, batch)
     checks     per-run validation results
-    state_<id> per sync: delivered state, key columns + fingerprint (what the destination confirmed)
-    log_<id>   per sync: rows of batches sent in runs not yet folded into state_<id>
+    state_<id> per sync: key columns + fingerprint of every row sent, with its run and batch;
+               _ok marks rows the destination confirmed (the delivered state), the rest are in flight
     rec_<id>   per sync: records kept after a run (failed, invalid, skipped; small runs: all)
 
 Concurrency: DuckDB lets one process open a file read-write, and that locks out every
 other process. So connections are short: each operation opens the file (cheap when the
 process already has it open) and closes it; a running sync *leases* a connection for at
-most ``LEASE_SECONDS`` and then lets go at the next batch boundary, so a notebook or CLI in
-another process gets its turn. A process that finds the file locked retries for
+most ``LEASE_SECONDS``, or less when another process waits, and then lets go at the next
+batch boundary, so a notebook or CLI in another process gets its turn. A process that finds the file locked retries for
 ``busy_timeout`` seconds, then raises WorkspaceBusy naming the process that holds it.
 
 Hand-over: DuckDB's file lock does not queue, so a waiter could keep missing the brief gaps
@@ -53,7 +53,7 @@ from .errors import (
 from .states import RunStatus, SyncStatus, check_transition, sync_target
 
 SCHEMA_VERSION = 1
-LEASE_SECONDS = 1.0
+LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
 HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
 COUNTERS = (
     "queried",

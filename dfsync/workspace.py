@@ -26,23 +26,22 @@ from .errors import (
     SourceError,
     SyncAlreadyRunning,
     SyncDisabledError,
-    SyncRunFailed,
 )
+from ._registry import ACTIVE, LIVE
 from .mapping import Mapping
-from .runner import LIVE_STAGING, Runner, delivered_state, discard_batch, rec_table, sync_lock
+from .run import Preview, SyncRun, _results_frame
+from .runner import Runner, delivered_state, sync_lock
 from .sources.base import Source, source_from_config
-from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
-from .store import COUNTERS, Store, owner_token
+from .states import DestinationMode, SyncMode, SyncStatus
+from .store import Store, owner_token
 
-__all__ = ["Preview", "Sync", "SyncRun", "Workspace"]
+__all__ = ["Preview", "Sync", "SyncRun", "Workspace"]  # SyncRun and Preview live in dfsync.run
 
 DEFAULT_PATH = os.path.join(".dfsync", "workspace.duckdb")
 ON_INVALID = ("fail", "skip", "warn")
 
-#: (store key, sync name) -> live objects that cannot be stored (frames, callbacks)
-_LIVE: dict[tuple[str, str], dict[str, Any]] = {}
-#: (store key, run id) -> (Runner, Thread | None) for runs executing in this process
-_ACTIVE: dict[tuple[str, int], tuple[Runner, threading.Thread | None]] = {}
+_LIVE = LIVE
+_ACTIVE = ACTIVE  # runs executing in this process (the widgets follow them)
 
 
 def resolve_callback(ref: str, what: str) -> Callable[..., Any]:
@@ -238,8 +237,10 @@ class Workspace:
             "callbacks": {k: v for k, v in callbacks.items() if isinstance(v, str)},
         }
         state_key = json.dumps({"destination": destination.identity(), "primary_key": keys})
-        # only this process can run it: an in-memory frame, or a literal secret / lambda in the destination
-        session_only = bool(source.session_only or getattr(destination, "session_only", False))
+        # only this process can run it: an in-memory frame, a literal secret / lambda in the destination,
+        # or a GX action with a literal secret or a class defined in __main__
+        session_only = bool(source.session_only or getattr(destination, "session_only", False)
+                            or any(getattr(c, "session_only", False) for c in check_objs))
         store = self.store
         if store.sync_exists(name):
             if if_exists == "error":
@@ -405,8 +406,9 @@ class Sync:
         if self.session_only and "source" not in self._live:
             raise SessionOnlyError(
                 f"sync {self.name!r} can only run in the Python session that created it: it reads an in-memory "
-                f"frame, or its destination holds a literal secret or a function. Run it there, or recreate it "
-                f"with a files, duckdb_query or database source and secrets written as 'env:NAME'")
+                f"frame, its destination holds a literal secret or a function, or a GX checkpoint action does. "
+                f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
+                f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
         self.source  # noqa: B018 - fail now if the source cannot be rebuilt
         lock = sync_lock(store, self.id)
         if not lock.acquire(blocking=False):
@@ -463,7 +465,7 @@ class Sync:
                 self.source, self.mapping, self.primary_key, cursor=self._cursor(),
                 detect_deletes=self.sync_mode == SyncMode.FULL_REFRESH,
                 state=delivered_state(store, self.id, self.primary_key),
-                quarantine_keys=True)
+                quarantine_keys=True, keep_unchanged=True)
             validation = None
             if self.checks:
                 from . import checks as checks_mod
@@ -549,193 +551,3 @@ class Sync:
 
     def _repr_html_(self) -> str:
         return _html.sync_html(self)
-
-
-class SyncRun:
-    """One execution of a sync. Properties read the workspace, so they are always current."""
-
-    def __init__(self, workspace: Workspace, run_id: int, sync_name: str) -> None:
-        self.workspace = workspace
-        self.id = run_id
-        self.sync_name = sync_name
-
-    @property
-    def _row(self) -> dict[str, Any]:
-        return self.workspace.store.run_row(self.id)
-
-    @property
-    def sync(self) -> Sync:
-        return Sync(self.workspace, self.sync_name)
-
-    @property
-    def status(self) -> RunStatus:
-        return RunStatus(self._row["status"])
-
-    @property
-    def counts(self) -> dict[str, int]:
-        row = self._row
-        return {c: int(row[c] or 0) for c in COUNTERS}
-
-    @property
-    def error(self) -> str | None:
-        return self._row["error"]
-
-    @property
-    def started_at(self) -> datetime:
-        return self._row["started_at"]
-
-    @property
-    def finished_at(self) -> datetime | None:
-        return self._row["finished_at"]
-
-    @property
-    def definition_version(self) -> int:
-        return self._row["definition_version"]
-
-    @property
-    def durations(self) -> dict[str, float]:
-        """Seconds spent in each state (from the event log)."""
-        ev = self.events()
-        out: dict[str, float] = {}
-        ts, states = ev["ts"].to_list(), ev["to_status"].to_list()
-        kinds = ev["kind"].to_list()
-        pairs = [(t, s) for t, s, k in zip(ts, states, kinds) if k == "run"]
-        end = self.finished_at or datetime.now(pairs[0][0].tzinfo if pairs else None)
-        for (t0, s0), nxt in zip(pairs, [*pairs[1:], (end, None)]):
-            if s0 in ("success", "failed"):
-                continue
-            out[s0] = out.get(s0, 0.0) + (nxt[0] - t0).total_seconds()
-        return out
-
-    def raise_for_status(self) -> SyncRun:
-        """Raise :class:`SyncRunFailed` unless the run ended in success; returns the run."""
-        st = self.status
-        if st != RunStatus.SUCCESS:
-            msg = f"run {self.id} of sync {self.sync_name!r} is {st.value}"
-            if self.error:
-                msg += f": {self.error}"
-            raise SyncRunFailed(msg, run=self)
-        return self
-
-    def records(self, status: str | None = None, *, limit: int | None = None) -> pl.DataFrame:
-        """SyncRecord rows of this run: record fields plus _action, _status, _batch, _error, _checks.
-
-        While a run is going on (or paused) in this process every staged row is here; after
-        it ends, failed, invalid and skipped rows stay (and every row of small runs).
-        """
-        valid = ("pending", "succeeded", "failed", "invalid", "skipped")
-        if status is not None and status not in valid:
-            raise ConfigError(f"unknown record status {status!r}; choose one of {', '.join(valid)}")
-        key = (self.workspace.store._key, self.id)
-        staging = LIVE_STAGING.get(key) or (_ACTIVE[key][0].staging if key in _ACTIVE else None)
-        if staging is not None and staging.loaded:
-            return pl.from_arrow(staging.records(status=status, limit=limit))  # type: ignore[return-value]
-        row = self._row
-        rt = rec_table(row["sync_id"])
-        store = self.workspace.store
-        with store.connect() as con:
-            if not store.has_table(con, rt):
-                return pl.DataFrame()
-            where = "_run_id = ?" + (" AND _status = ?" if status else "")
-            lim = f"LIMIT {int(limit)}" if limit else ""
-            tbl = con.sql(f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {where} ORDER BY _batch NULLS FIRST {lim}",
-                          params=[self.id] + ([status] if status else [])).to_arrow_table()
-        return pl.from_arrow(tbl)  # type: ignore[return-value]
-
-    def events(self) -> pl.DataFrame:
-        """State transitions and notes of this run, with timestamps."""
-        return self.workspace.store.events_frame(run_id=self.id)
-
-    @property
-    def validation(self) -> pl.DataFrame:
-        """Per-check results of this run (one row per check)."""
-        return self.workspace.store.checks_frame(self.id)
-
-    def wait(self, timeout: float | None = None) -> SyncRun:
-        """Block until a background run stops (ended or paused)."""
-        entry = _ACTIVE.get((self.workspace.store._key, self.id))
-        if entry is not None and entry[1] is not None:
-            entry[1].join(timeout)
-        return self
-
-    def pause(self) -> None:
-        """Ask the run to stop at the next batch boundary; it becomes paused and resumes on the next run."""
-        self._request("pause")
-
-    def abort(self) -> None:
-        """Move a running or paused run to failed (a running one stops at the next batch boundary)."""
-        store = self.workspace.store
-        st = self.status
-        if st.terminal:
-            return
-        key = (store._key, self.id)
-        if st == RunStatus.PAUSED and key not in _ACTIVE:
-            sync = self.sync
-            from .runner import applies_per_batch
-
-            if not applies_per_batch(sync):
-                from .runner import _context
-
-                try:
-                    session = sync.destination.open(_context(sync, self.id))
-                    session.abandon()
-                    session.close()
-                except DfsyncError:
-                    pass
-                with store.transaction() as con:
-                    discard_batch(con, sync.id, self.id)
-            store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
-                                 error_kind="aborted")
-            staging = LIVE_STAGING.pop(key, None)
-            if staging is not None:
-                staging.close()
-            return
-        self._request("abort")
-
-    def _request(self, what: str) -> None:
-        store = self.workspace.store
-        entry = _ACTIVE.get((store._key, self.id))
-        if entry is not None:
-            entry[0].stop_what = what
-            entry[0].stop_event.set()
-        else:
-            store.request(self.id, what)  # a run in another process polls for it
-
-    def __repr__(self) -> str:
-        c = self.counts
-        return (f"<dfsync.SyncRun {self.id} of {self.sync_name!r}: {self.status.value} "
-                f"(inserted={c['inserted']}, updated={c['updated']}, deleted={c['deleted']}, "
-                f"unchanged={c['unchanged']}, failed={c['failed']})>")
-
-    def _repr_html_(self) -> str:
-        return _html.run_html(self)
-
-
-def _results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:
-    """Check results as a frame; lists and result dicts as JSON text (their types vary by check)."""
-    rows = [{**r, "partial_unexpected_list": json.dumps(r.get("partial_unexpected_list"), default=str),
-             "result": json.dumps(r.get("result"), default=str)} for r in results]
-    return pl.DataFrame(rows, infer_schema_length=None)
-
-
-class Preview:
-    """What a run would do now: counts per action, the staged rows, check results."""
-
-    def __init__(self, sync_name: str, counts: dict[str, int], records: pl.DataFrame,
-                 validation: pl.DataFrame | None, problems: list[str]) -> None:
-        self.sync_name = sync_name
-        self.counts = counts
-        self.records = records
-        self.validation = validation
-        self.problems = problems
-
-    @property
-    def changes(self) -> pl.DataFrame:
-        """Only the rows that would be sent or deleted."""
-        return self.records.filter(pl.col("_action") != "unchanged")
-
-    def __repr__(self) -> str:
-        return f"<dfsync.Preview of {self.sync_name!r}: {self.counts}>"
-
-    def _repr_html_(self) -> str:
-        return _html.preview_html(self)

@@ -193,7 +193,7 @@ def test_schema_mismatch_reported_before_sending(pg_server, pg_uri):
     msg = str(info.value)
     assert "'name' is VARCHAR in the records but BOOLEAN" in msg
     assert "'age' (BIGINT) is missing" in msg
-    assert "'id' is BIGINT in the records but INTEGER" in msg
+    assert "'id'" not in msg  # a narrower integer column is fine: values that do not fit fail per row
     assert pg_server.execute("SELECT count(*) FROM t", dbname=db) == [(0,)]
 
 

@@ -320,3 +320,15 @@ def test_abort_paused_run(ws, target):
     assert again.id != run.id and again.status == "success"
     got = target.read("people")
     assert got.height == 40 and got["id"].n_unique() == 40
+
+
+def test_duplicate_and_null_keys_caught_on_a_resync(ws, target):
+    sync = make(ws, target, pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]}))
+    assert sync.run(progress=False).status == "success"
+    # id 2 twice: one copy unchanged, one changed; and a null key
+    df = pl.DataFrame({"id": [1, 2, 2, 3, None], "v": ["a", "b", "B", "c", "n"]})
+    sync = make(ws, target, df)
+    run = sync.run(progress=False)
+    assert run.status == "failed"
+    assert "1 rows have a null primary key" in run.error and "2 (2 times)" in run.error
+    assert sorted_rows(target.read("people")) == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]

@@ -101,7 +101,8 @@ def test_sync_not_found_lists_names(ws, tmp_path):
         ({"sync_mode": "incremental", "cursor_field": "score", "destination_mode": "mirror"}, "full_refresh"),
         ({"batch_size": 0}, "positive integer"),
         ({"max_failed_rows": -1}, "max_failed_rows"),
-        ({"on_success": "print"}, "callable"),
+        ({"on_success": 42}, "callable"),
+        ({"on_success": "print"}, "package.module:function"),
     ],
 )
 def test_bad_configuration_fails_at_create_sync(ws, tmp_path, kwargs, match):

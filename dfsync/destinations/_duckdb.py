@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ..errors import ConfigError, DestinationError, SchemaMismatchError, TransientDestinationError
+from ..errors import ConfigError, DestinationError, TransientDestinationError
 from ..states import DestinationMode
 from .base import (
     ACTION_COLUMN,
@@ -62,6 +62,8 @@ class DuckDBSession(DestinationSession):
     def __init__(self, destination: DuckDBDestination, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
         self.con = _connect(destination.path)
+        # checkpoint (compress and write row groups) once at close, not every 16 MB of WAL
+        self.con.execute("SET checkpoint_threshold = '1GB'")
         self.target = destination.name
         self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
         self.fresh = False

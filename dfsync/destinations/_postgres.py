@@ -224,6 +224,15 @@ class PostgresSession(ArrowSQLSession):
     label = "PostgreSQL"
     json_cast = "::jsonb"
     defer_primary_key = True
+    #: memory for the one PRIMARY KEY build at the end of a first load: the server default
+    #: (64MB) makes a multi-million-row key build sort on disk (measured 10M rows: 18.5 s ->
+    #: 13.5-16.5 s with more). It is a cap, not an allocation, and SET LOCAL ends with the
+    #: transaction, so nothing else on the connection or server is affected.
+    key_build_memory = "512MB"
+
+    def _add_deferred_key(self, cur: Any) -> None:
+        cur.execute(f"SET LOCAL maintenance_work_mem = '{self.key_build_memory}'")
+        super()._add_deferred_key(cur)
 
     def _connect(self) -> Any:
         try:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from .._kinds import Kinds
 from ..errors import ConfigError
 from ..states import DestinationMode
 
@@ -173,26 +174,15 @@ class Destination(ABC):
         return f"<dfsync destination {self.describe()}>"
 
 
-_REGISTRY: dict[str, type[Destination]] = {}
+def _load_all() -> None:
+    from . import _load_all as load
+
+    load()
 
 
-def register_destination(cls: type[Destination]) -> type[Destination]:
-    _REGISTRY[cls.kind] = cls
-    return cls
-
-
-def destination_from_config(config: dict[str, Any]) -> Destination:
-    config = dict(config)
-    kind = config.pop("kind")
-    if kind not in _REGISTRY:
-        from . import _load_all
-
-        _load_all()
-    try:
-        cls = _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(f"unknown destination kind {kind!r}; known: {sorted(_REGISTRY)}") from None
-    return cls.from_config(config)
+_KINDS: Kinds[Destination] = Kinds("destination", _load_all)
+register_destination = _KINDS.register
+destination_from_config = _KINDS.from_config
 
 
 def bisect_failures(

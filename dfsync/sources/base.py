@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-from ..errors import ConfigError
+from .._kinds import Kinds
 
 __all__ = [
     "CursorFilter",
@@ -72,23 +72,12 @@ class Source(ABC):
         return json.dumps({"kind": self.kind, **self.config()}, sort_keys=True, default=str)
 
 
-_REGISTRY: dict[str, type[Source]] = {}
+def _load_all() -> None:
+    from . import _load_all as load
+
+    load()
 
 
-def register_source(cls: type[Source]) -> type[Source]:
-    _REGISTRY[cls.kind] = cls
-    return cls
-
-
-def source_from_config(config: dict[str, Any]) -> Source:
-    config = dict(config)
-    kind = config.pop("kind")
-    if kind not in _REGISTRY:
-        from . import _load_all
-
-        _load_all()
-    try:
-        cls = _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(f"unknown source kind {kind!r}; known: {sorted(_REGISTRY)}") from None
-    return cls.from_config(config)
+_KINDS: Kinds[Source] = Kinds("source", _load_all)
+register_source = _KINDS.register
+source_from_config = _KINDS.from_config
