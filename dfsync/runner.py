@@ -85,8 +85,13 @@ def delivered_state(store: Store, sync_id: int, key: list[str]) -> pa.Table | No
 
 
 def confirm_batch(con: Any, sync_id: int, run_id: int, batch_no: int, key: list[str],
-                  not_delivered: list[list[Any]]) -> None:
-    """Inside a workspace transaction: the destination confirmed (run_id, batch_no)."""
+                  not_delivered: list[list[Any]], keep_superseded: bool = False) -> None:
+    """Inside a workspace transaction: the destination confirmed (run_id, batch_no).
+
+    ``keep_superseded`` (destinations that apply a run only at its end): the previous
+    versions of updated/deleted keys are set aside (``_ok`` NULL) rather than deleted, so
+    discarding the run restores them; the run's end (``Runner._finish``) forgets them.
+    """
     st = state_table(sync_id)
     this = f"_run = {int(run_id)} AND _batch = {int(batch_no)}"
     if not_delivered:
@@ -96,8 +101,9 @@ def confirm_batch(con: Any, sync_id: int, run_id: int, batch_no: int, key: list[
         con.unregister("_nd")
     has_changes = con.execute(f"SELECT count(*) FROM {st} WHERE {this} AND _action IN ('update','delete')").fetchall()[0][0]
     if has_changes:
+        prev = "UPDATE {st} s SET _ok = NULL FROM" if keep_superseded else "DELETE FROM {st} s USING"
         con.execute(
-            f"DELETE FROM {st} s USING (SELECT {', '.join(quote(k) for k in key)} FROM {st} "
+            f"{prev.format(st=st)} (SELECT {', '.join(quote(k) for k in key)} FROM {st} "
             f"WHERE {this} AND _action IN ('update','delete')) n "
             f"WHERE s._ok AND {_key_match('s', 'n', key)}")
         con.execute(f"DELETE FROM {st} WHERE {this} AND _action = 'delete'")
@@ -114,6 +120,8 @@ def discard_batch(con: Any, sync_id: int, run_id: int, batch_no: int | None = No
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
         [st]).fetchall()[0][0]:
         con.execute(f"DELETE FROM {st} WHERE {where}")
+        if batch_no is None:  # the whole run is undone: what it superseded is current again
+            con.execute(f"UPDATE {st} SET _ok = TRUE WHERE _ok IS NULL")
     bw = "run_id = ?" + (" AND batch_no = ?" if batch_no is not None else "")
     con.execute(f"UPDATE batches SET status = 'discarded' WHERE {bw} AND status <> 'discarded'",
                 [run_id] + ([batch_no] if batch_no is not None else []))
@@ -122,6 +130,7 @@ def discard_batch(con: Any, sync_id: int, run_id: int, batch_no: int | None = No
 def reconcile(sync: Sync) -> None:
     """Settle batches a dead process left in flight, by asking the destination's ledger."""
     store = sync.workspace.store
+    _discard_unapplied_failed_runs(sync)
     inflight = store.inflight_batches(sync.id)
     if not inflight:
         return
@@ -138,7 +147,7 @@ def reconcile(sync: Sync) -> None:
             for b in batches:
                 if b in committed:
                     nd = committed[b]
-                    confirm_batch(con, sync.id, run_id, b, sync.primary_key, nd)
+                    confirm_batch(con, sync.id, run_id, b, sync.primary_key, nd, not applies_per_batch(sync))
                     rows = con.execute("SELECT rows FROM batches WHERE run_id = ? AND batch_no = ?",
                                        [run_id, b]).fetchall()[0][0]
                     store.add_counters(run_id, con=con, sent=rows, succeeded=rows - len(nd), failed=len(nd),
@@ -147,6 +156,34 @@ def reconcile(sync: Sync) -> None:
                     discard_batch(con, sync.id, run_id, b)
         store.note(sync.id, run_id, f"reconciled in-flight batches {batches}: "
                    f"{sorted(set(batches) & set(committed))} had landed")
+
+
+def _discard_unapplied_failed_runs(sync: Sync) -> None:
+    """Forget the batches of failed runs that a once-per-run destination never applied.
+
+    A destination that applies a run at its end (Parquet, ``replace`` mode) holds a resumed
+    run's earlier batches aside. If that run then fails before it transfers again (its
+    process dies while querying, or the source fails), the batches were never applied, so
+    the delivered state must not claim them. (A run failed at its end for too many rejected
+    rows was applied, and keeps its state.)
+    """
+    if applies_per_batch(sync):
+        return
+    store = sync.workspace.store
+    with store.connect() as con:
+        runs = [r[0] for r in con.execute(
+            "SELECT DISTINCT b.run_id FROM batches b JOIN runs r ON r.id = b.run_id WHERE r.sync_id = ? "
+            "AND r.status = 'failed' AND coalesce(r.error_kind, '') <> 'too_many_failed_rows' "
+            "AND b.status <> 'discarded' ORDER BY 1", [sync.id]).fetchall()]
+    for run_id in runs:
+        session = sync.destination.open(_context(sync, run_id))
+        try:
+            session.abandon()
+        finally:
+            session.close()
+        with store.transaction() as con:
+            discard_batch(con, sync.id, run_id)
+        store.note(sync.id, run_id, "discarded the batches of this failed run: the destination never applied them")
 
 
 def _context(sync: Sync, run_id: int) -> DestinationContext:
@@ -504,7 +541,7 @@ class Runner:
             self.cursor_max = _max_cursor(self.cursor_max, delivered_cursor)
         keep = list(range(n)) if keep_all else sorted(bad)
         with store.transaction() as con:
-            confirm_batch(con, sync.id, self.run_id, batch_no, key, not_delivered)
+            confirm_batch(con, sync.id, self.run_id, batch_no, key, not_delivered, not applies_per_batch(sync))
             store.add_counters(self.run_id, con=con, sent=n, succeeded=n - len(bad), failed=len(result.failed),
                                skipped=len(result.skipped), batches=1)
             if self.cursor_max is not None:
@@ -575,6 +612,8 @@ class Runner:
         with store.transaction() as con:
             if sync.destination_mode == DestinationMode.REPLACE and store.has_table(con, st):
                 con.execute(f"DELETE FROM {st} WHERE _run <> ?", [self.run_id])
+            if store.has_table(con, st):  # the run is applied: the versions it superseded are gone
+                con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
             if store.has_table(con, rt) and store.has_table(con, st):
                 con.execute(
                     f"DELETE FROM {rt} r USING {st} s WHERE s._run = ? AND s._ok AND r._run_id <> ? "

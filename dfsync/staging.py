@@ -117,7 +117,9 @@ class Staging:
         except SourceError:
             raise
         except (duckdb.Error, pl.exceptions.PolarsError, OSError) as exc:
-            raise SourceError(f"could not read {source.describe()}: {str(exc).splitlines()[0]}") from exc
+            raise SourceError(f"could not read {source.describe()}: {str(exc).splitlines()[0]}. Check that the "
+                              f"source exists and holds valid data, then run the sync again; nothing was "
+                              f"sent.") from exc
         self.columns = [r[0] for r in desc]
         self.types = {r[0]: r[1] for r in desc}
         missing = [k for k in key if k not in self.columns]

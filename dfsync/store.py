@@ -235,13 +235,26 @@ class Store:
         """
         lease = self._lease
         if lease is not None and self._lease_thread == threading.get_ident():
-            yield lease
+            with self._damaged_file():
+                yield lease
             return
         con = self._open()
         try:
-            yield con
+            with self._damaged_file():
+                yield con
         finally:
             con.close()
+
+    @contextlib.contextmanager
+    def _damaged_file(self) -> Iterator[None]:
+        """A truncated or overwritten file opens fine and fails when a page is read: say so."""
+        try:
+            yield
+        except duckdb.IOException as exc:
+            raise WorkspaceCorrupt(
+                f"the workspace {self.path} could not be read or written: {str(exc).splitlines()[0]}. "
+                f"If the file is damaged (truncated, overwritten), restore it from a copy or move it away; "
+                f"if the disk is full, free some space. dfsync did not reset it.") from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -4,6 +4,14 @@
 identity, same ledger) but can raise KeyboardInterrupt before or after a given batch,
 sleep per batch, or touch a marker file once a batch has committed — so tests can
 interrupt or SIGKILL a run at a known point. Importing this module registers the kind.
+
+Crash tests also use *fault points*: :data:`FAULTS` (empty unless a test sets it, usually
+in a child process it is about to SIGKILL) names one place — ``querying`` (the source is
+being read), ``queued`` (validation is running), ``before_write``/``after_write`` of the
+n-th batch this process sends, ``before_finish``/``after_finish`` — where the process
+touches a marker file and then holds still, so the parent kills it exactly there.
+:class:`FaultySource` wraps a real source to provide the ``querying`` point, and
+:func:`install_runner_hooks` the ``queued`` one.
 """
 
 from __future__ import annotations
@@ -20,6 +28,64 @@ from dfsync.destinations.base import (
     destination_from_config,
     register_destination,
 )
+from dfsync.sources.base import CursorFilter, Source, register_source, source_from_config
+
+#: this process's fault plan: {"phase": str, "n": int | None, "marker": path, "hold": seconds}
+FAULTS: dict[str, Any] = {}
+
+
+def fault_point(phase: str, n: int | None = None) -> None:
+    """Touch the marker and hold when this process's plan names this point (else nothing)."""
+    f = FAULTS
+    if not f or f.get("phase") != phase or (f.get("n") is not None and n != f["n"]):
+        return
+    pathlib.Path(f["marker"]).write_text(f"{phase} {n}")
+    if f.get("hold"):
+        time.sleep(f["hold"])
+
+
+def install_runner_hooks() -> None:
+    """Add the ``queued`` fault point: validation starts while the run is queued."""
+    from dfsync import runner
+
+    if getattr(runner.Runner._validate, "_faulty", False):
+        return
+    original = runner.Runner._validate
+
+    def _validate(self):  # type: ignore[no-untyped-def]
+        fault_point("queued")
+        return original(self)
+
+    _validate._faulty = True  # type: ignore[attr-defined]
+    runner.Runner._validate = _validate  # type: ignore[method-assign]
+
+
+@register_source
+class FaultySource(Source):
+    """A real source with the ``querying`` fault point (reading has begun)."""
+
+    kind = "faulty"
+
+    def __init__(self, inner: Source | dict[str, Any]) -> None:
+        self.inner = inner if isinstance(inner, Source) else source_from_config(inner)
+        self.session_only = self.inner.session_only  # type: ignore[misc]
+
+    def config(self) -> dict[str, Any]:
+        return {"inner": {"kind": self.inner.kind, **self.inner.config()}}
+
+    def schema(self):  # type: ignore[no-untyped-def]
+        return self.inner.schema()
+
+    def scan(self, cursor: CursorFilter | None = None):  # type: ignore[no-untyped-def]
+        fault_point("querying")
+        return self.inner.scan(cursor)
+
+    def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any:
+        fault_point("querying")
+        return self.inner.duckdb_relation(con, cursor)
+
+    def describe(self) -> str:
+        return self.inner.describe()
 
 
 @register_destination
@@ -78,7 +144,9 @@ class FaultySession(DestinationSession):
             raise KeyboardInterrupt
         if d.sleep:
             time.sleep(d.sleep)
+        fault_point("before_write", self.calls)
         result = self.inner.write(batch)
+        fault_point("after_write", self.calls)
         if d.marker and d.marker_after is not None and self.calls >= d.marker_after:
             pathlib.Path(d.marker).write_text(str(batch.batch_no))
         if d.interrupt_after is not None and self.calls == d.interrupt_after:
@@ -90,7 +158,10 @@ class FaultySession(DestinationSession):
         return result
 
     def finish(self):
-        return self.inner.finish()
+        fault_point("before_finish")
+        out = self.inner.finish()
+        fault_point("after_finish")
+        return out
 
     def abandon(self):
         return self.inner.abandon()

@@ -286,7 +286,8 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
             return duckdb.connect(path)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise DestinationError(f"cannot open DuckDB destination {path}: {exc}") from exc
+                raise DestinationError(f"cannot open DuckDB destination {path}: {exc}. Check that the path names "
+                                       f"a DuckDB database file you can write (or a new file in an existing directory).") from exc
             if time.monotonic() > deadline:
                 raise TransientDestinationError(
                     f"DuckDB destination {path} is locked by another process ({exc}); close that "
@@ -295,4 +296,5 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:
-            raise DestinationError(f"cannot open DuckDB destination {path}: {exc}") from exc
+            raise DestinationError(f"cannot open DuckDB destination {path}: {exc}. Check that the path names "
+                                   f"a DuckDB database file you can write (or a new file in an existing directory).") from exc

@@ -85,7 +85,9 @@ class FilesSource(Source):
         try:
             rel = con.read_parquet(files)
         except Exception as exc:  # duckdb.Error
-            raise SourceError(f"could not read {self.describe()}: {exc}") from exc
+            raise SourceError(f"could not read {self.describe()}: {str(exc).splitlines()[0]}. Check that the "
+                              f"files are complete, valid Parquet (re-export them if needed), then run again; "
+                              f"nothing was sent.") from exc
         if cursor is not None:
             import duckdb
 

@@ -1,0 +1,443 @@
+"""Bad input, one table: each case names the error class, what the message must say, and
+proves that neither the workspace nor the destination changed.
+
+Every case starts from a copy of the same baseline: a workspace whose sync ``base``
+(``src.parquet`` -> ``dest.duckdb`` table ``people``, upsert) has delivered 20 rows. The
+case then does one bad thing. For an error case the test checks:
+
+* the error is the given :class:`dfsync.DfsyncError` subclass — raised, or recorded as the
+  failed run's ``error_kind`` when the problem shows up while running;
+* the message says what was wrong (``says``) and what to do (``todo``);
+* the workspace (syncs, runs, delivered state) and the destination are as before, except
+  for the failed run's own record and the sync's status where STATES.md wants them.
+
+Cases whose id starts with ``ok-`` are *not* errors by design (huge strings, NaN and
+infinity, emoji keys, SQL-looking identifiers ...): they must sync correctly, and the case
+checks the destination holds exactly what was sent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync import errors
+from dfsync.runner import sync_lock
+
+N = 20
+
+
+def people(n: int = N, **overrides: Any) -> pl.DataFrame:
+    df = pl.DataFrame({
+        "id": list(range(1, n + 1)),
+        "name": [f"person {i}" for i in range(1, n + 1)],
+        "score": [i * 1.5 for i in range(1, n + 1)],
+        "seen_at": [datetime(2024, 1, 1) + timedelta(hours=i) for i in range(n)],
+    })
+    return df.with_columns(**{k: pl.Series(k, v) if isinstance(v, list) else v for k, v in overrides.items()})
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[str, str]:
+    """(work dir, pristine copy): sync 'base' delivered people() to dest.duckdb.
+
+    Definitions store absolute paths, so every case works in the same directory, restored
+    from the pristine copy first.
+    """
+    base = tmp_path_factory.mktemp("bad_input")
+    work, pristine = base / "w", base / "pristine"
+    work.mkdir()
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        people().write_parquet("src.parquet")
+        ws = dfsync.Workspace("ws.duckdb")
+        sync = ws.create_sync("base", source=dfsync.sources.files("src.parquet"),
+                              destination=dfsync.destinations.duckdb("dest.duckdb", table="people"),
+                              primary_key="id", destination_mode="upsert", batch_size=7)
+        assert sync.run(progress=False).status == "success"
+        ws.close()
+    finally:
+        os.chdir(cwd)
+    shutil.copytree(work, pristine)
+    return str(work), str(pristine)
+
+
+class Ctx:
+    """What a case may touch: the copied workspace, its source file and destination."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.ws = dfsync.Workspace("ws.duckdb")
+
+    def write_source(self, df: pl.DataFrame, path: str = "src.parquet") -> None:
+        df.write_parquet(path)
+
+    def base(self) -> dfsync.Sync:
+        return self.ws.sync("base")
+
+    def run_base(self) -> dfsync.SyncRun:
+        return self.base().run(progress=False)
+
+    def create(self, name: str = "other", **kw: Any) -> dfsync.Sync:
+        """create_sync with good defaults; a case overrides one thing."""
+        args: dict[str, Any] = dict(source=dfsync.sources.files("src.parquet"),
+                                    destination=dfsync.destinations.duckdb("dest.duckdb", table="people2"),
+                                    primary_key="id")
+        args.update(kw)
+        return self.ws.create_sync(name, **args)
+
+    def dest(self, table: str = "people") -> pl.DataFrame:
+        con = duckdb.connect("dest.duckdb", read_only=True)
+        try:
+            return pl.from_arrow(con.sql(f'SELECT * FROM "{table.replace(chr(34), chr(34) * 2)}"').to_arrow_table())
+        finally:
+            con.close()
+
+
+def snapshot(ctx: Ctx) -> dict[str, Any]:
+    """Syncs, runs, batches, delivered state and records of the workspace, and every
+    destination table (one workspace connection: each open of the file costs time)."""
+
+    def rows(con: Any, sql: str) -> list[dict[str, Any]]:
+        return pl.from_arrow(con.sql(sql).to_arrow_table()).to_dicts()  # type: ignore[union-attr]
+
+    with ctx.ws.store.connect() as con:
+        snap: dict[str, Any] = {
+            "syncs": rows(con, "SELECT id, name, status, definition, definition_version, state_key, cursor_value, "
+                               "schedule FROM syncs ORDER BY id"),
+            "runs": rows(con, "SELECT id, sync_id, status, error, queried, inserted, updated, deleted, sent, "
+                              "succeeded, failed, batches FROM runs ORDER BY id"),
+            "batches": rows(con, "SELECT * FROM batches ORDER BY ALL"),
+        }
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'state\\_%' ESCAPE '\\' "
+            "OR table_name LIKE 'rec\\_%' ESCAPE '\\' ORDER BY 1").fetchall()]
+        for t in tables:
+            snap[t] = rows(con, f"SELECT * FROM {t} ORDER BY ALL")
+    con = duckdb.connect("dest.duckdb", read_only=True)
+    try:
+        for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall():
+            snap["dest." + t] = con.sql(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall()
+    finally:
+        con.close()
+    return snap
+
+
+@dataclass
+class Case:
+    id: str
+    act: Callable[[Ctx], Any]  # raises, or returns a SyncRun that must have failed
+    error: type[errors.DfsyncError] | None = None  # None: an ok- case (act asserts the result)
+    says: tuple[str, ...] = ()  # the message names what was wrong ...
+    todo: tuple[str, ...] = ()  # ... and what to do (any of these words)
+    new_run: bool = False  # a failed run is recorded (its row and the sync status may change)
+
+
+# ---------------------------------------------------------------------- case actions
+def _ok_roundtrip(ctx: Ctx, df: pl.DataFrame, table: str = "okt", key: str | list[str] = "id",
+                  **kw: Any) -> None:
+    ctx.write_source(df, "ok.parquet")
+    sync = ctx.create("ok", source=dfsync.sources.files("ok.parquet"),
+                      destination=dfsync.destinations.duckdb("dest.duckdb", table=table), primary_key=key, **kw)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    got = ctx.dest(table).select(df.columns).sort(key)
+    want = df.sort(key)
+    for col in df.columns:
+        a, b = got[col].to_list(), want[col].to_list()
+        assert [("nan" if isinstance(x, float) and math.isnan(x) else x) for x in a] == \
+               [("nan" if isinstance(x, float) and math.isnan(x) else x) for x in b], col
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
+def _corrupt(ctx: Ctx, how: str) -> None:
+    ctx.ws.close()
+    data = Path("ws.duckdb").read_bytes()
+    if how == "garbage":
+        data = b"this is not a database" * 100
+    elif how == "truncated":
+        data = data[: len(data) // 3]
+    elif how == "header-only":
+        data = data[:12288]
+    elif how == "zeroed-header":
+        data = b"\0" * 4096 + data[4096:]
+    with open("ws.duckdb", "wb") as fh:
+        fh.write(data)
+    before = Path("ws.duckdb").read_bytes()
+    try:  # damage may show when the file is opened, or when a page is first read
+        ws = dfsync.Workspace("ws.duckdb")
+        ws.syncs()
+        ws.sync("base").runs()
+        ws.sync("base").delivered()
+        raise AssertionError("a damaged workspace was used without an error")
+    finally:  # never a silent reset: the bytes are as they were
+        assert Path("ws.duckdb").read_bytes() == before
+
+
+def _newer_schema(ctx: Ctx) -> None:
+    with ctx.ws.store.connect() as con:
+        con.execute("INSERT INTO dfsync_schema VALUES (999, now())")
+    snap = snapshot(ctx)
+    try:
+        dfsync.Workspace("ws.duckdb")
+    finally:
+        with ctx.ws.store.connect() as con:
+            con.execute("DELETE FROM dfsync_schema WHERE version = 999")
+        assert snapshot(ctx) == snap
+
+
+def _concurrent_in_process(ctx: Ctx) -> None:
+    lock = sync_lock(ctx.ws.store, ctx.base().id)  # what a background run of this sync holds
+    assert lock.acquire(blocking=False)
+    try:
+        ctx.run_base()
+    finally:
+        lock.release()
+
+
+def _concurrent_other_process(ctx: Ctx) -> None:
+    """A run owned by another live process (this test's parent) is going on."""
+    store = ctx.ws.store
+    rid = store.create_run(ctx.base().id, 1, "manual")
+    store.transition_run(rid, dfsync.RunStatus.QUERYING)
+    store.set_run_fields(rid, owner_pid=os.getppid(), owner_host=socket.gethostname(),
+                         owner_token=f"{socket.gethostname()}:{os.getppid()}:{time.time_ns()}")
+    try:
+        ctx.run_base()
+    finally:
+        assert ctx.ws.run(rid).status == "querying"  # the other process's run was left alone
+        store.transition_run(rid, dfsync.RunStatus.FAILED, "test clean-up", error="x", error_kind="x")
+        with store.connect() as con:  # restore the baseline exactly
+            con.execute("DELETE FROM events WHERE run_id = ?", [rid])
+            con.execute("DELETE FROM runs WHERE id = ?", [rid])
+            con.execute("UPDATE syncs SET status = 'healthy'")
+
+
+def _disabled(ctx: Ctx) -> None:
+    sync = ctx.base()
+    sync.disable()
+    snap = snapshot(ctx)
+    try:
+        sync.run(progress=False)
+    finally:
+        assert snapshot(ctx) == snap
+        sync.enable()
+        with ctx.ws.store.connect() as con:  # drop the disable/enable events' effect on the comparison
+            con.execute("UPDATE syncs SET status = 'healthy'")
+
+
+def _drift(ctx: Ctx, df: pl.DataFrame) -> dfsync.SyncRun:
+    ctx.write_source(df)
+    return ctx.run_base()
+
+
+def _naive_then_aware(ctx: Ctx) -> None:
+    """The destination column is naive (TIMESTAMP); aware values arrive: they land as UTC wall time."""
+    aware = people().with_columns(pl.col("seen_at").dt.replace_time_zone("Asia/Tokyo"),
+                                  pl.col("name") + " v2")
+    run = _drift(ctx, aware)
+    assert run.status == "success", run.error
+    got = ctx.dest().sort("id")
+    assert got["seen_at"].to_list() == aware["seen_at"].dt.convert_time_zone("UTC").dt.replace_time_zone(None).to_list()
+    assert got["name"].to_list() == aware["name"].to_list()
+
+
+def _source_disappears(ctx: Ctx) -> dfsync.SyncRun:
+    os.remove("src.parquet")
+    return ctx.run_base()
+
+
+def _injection_table(ctx: Ctx) -> None:
+    evil = 'x"; DROP TABLE people; --'
+    ctx.write_source(people(3), "ok.parquet")
+    sync = ctx.create("evil", source=dfsync.sources.files("ok.parquet"),
+                      destination=dfsync.destinations.duckdb("dest.duckdb", table=evil), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    assert ctx.dest(evil).height == 3 and ctx.dest("people").height == N  # people survived
+
+
+def _injection_column(ctx: Ctx) -> None:
+    evil = "a'); DROP TABLE people; --"
+    _ok_roundtrip(ctx, pl.DataFrame({"id": [1, 2], evil: ["x", "y"], 'q"uote': [1, 2]}))
+    assert ctx.dest("people").height == N
+
+
+def _injection_key_values(ctx: Ctx) -> None:
+    _ok_roundtrip(ctx, pl.DataFrame({"k": ["'; DROP TABLE people; --", '"); DELETE FROM people; --', "a\\b"],
+                                     "v": [1, 2, 3]}), key="k")
+    assert ctx.dest("people").height == N
+
+
+CASES: list[Case] = [
+    # ------------------------------------------------------------ configuration (create_sync)
+    Case("unknown-destination-mode", lambda c: c.create(destination_mode="merge"), errors.ConfigError,
+         ("merge",), ("upsert",)),
+    Case("unknown-sync-mode", lambda c: c.create(sync_mode="sometimes"), errors.ConfigError,
+         ("sometimes",), ("full_refresh", "incremental")),
+    Case("unknown-on-invalid", lambda c: c.create(on_invalid="ignore"), errors.ConfigError, ("ignore",), ("skip",)),
+    Case("mapping-to-missing-column", lambda c: c.create(mapping={"id": "id", "email": "e_mail"}),
+         errors.ConfigError, ("e_mail",), ("name", "column")),
+    Case("mapping-expression-missing-column",
+         lambda c: c.create(mapping={"id": "id", "x": pl.col("nope") + 1}), errors.ConfigError, ("nope",), ("column",)),
+    Case("mapping-not-a-dict", lambda c: c.create(mapping=["id"]), errors.ConfigError, ("mapping",), ("dict",)),
+    Case("primary-key-not-a-field", lambda c: c.create(primary_key="uid"), errors.ConfigError,
+         ("uid",), ("fields",)),
+    Case("primary-key-empty", lambda c: c.create(primary_key=[]), errors.ConfigError, ("primary_key",), ("column",)),
+    Case("batch-size-zero", lambda c: c.create(batch_size=0), errors.ConfigError, ("batch_size",), ("positive",)),
+    Case("batch-size-string", lambda c: c.create(batch_size="100"), errors.ConfigError, ("batch_size",), ("integer",)),
+    Case("max-failed-rows-negative", lambda c: c.create(max_failed_rows=-1), errors.ConfigError,
+         ("max_failed_rows",), ("int >= 0", "fraction")),
+    Case("incremental-without-cursor", lambda c: c.create(sync_mode="incremental"), errors.ConfigError,
+         ("cursor_field",), ("updated_at",)),
+    Case("incremental-mirror", lambda c: c.create(sync_mode="incremental", cursor_field="seen_at",
+                                                  destination_mode="mirror"),
+         errors.ConfigError, ("mirror", "deleted"), ("upsert",)),
+    Case("cursor-field-missing", lambda c: c.create(sync_mode="incremental", cursor_field="updated"),
+         errors.ConfigError, ("updated",), ("fields",)),
+    Case("source-not-a-source", lambda c: c.create(source=people()), errors.ConfigError,
+         ("DataFrame",), ("dfsync.sources",)),
+    Case("destination-not-a-destination", lambda c: c.create(destination="dest.duckdb"), errors.ConfigError,
+         ("str",), ("dfsync.destinations",)),
+    Case("check-on-missing-column", lambda c: c.create(checks=[dfsync.checks.not_null("mail")]), errors.ConfigError,
+         ("mail",), ("column", "field")),
+    Case("empty-sync-name", lambda c: c.create(name="  "), errors.ConfigError, ("name",), ("non-empty",)),
+    Case("name-taken-if-exists-error", lambda c: c.create(name="base", if_exists="error"), errors.ConfigError,
+         ("base", "exists"), ("another name",)),
+    Case("bad-schedule", lambda c: c.create(schedule="when the moon is blue"), errors.ConfigError,
+         ("moon",), ("every", "cron")),
+    Case("source-glob-matches-nothing", lambda c: c.create(source=dfsync.sources.files("nothing/*.parquet")),
+         errors.SourceError, ("nothing",), ("check the path",)),
+    Case("unknown-sync-name", lambda c: c.ws.sync("nope"), errors.SyncNotFoundError, ("nope",), ("base",)),
+    Case("unknown-record-status", lambda c: c.base().last_run().records(status="done"), errors.ConfigError,
+         ("done",), ("succeeded",)),
+    # ------------------------------------------------------------ the data (found while running)
+    Case("null-primary-key", lambda c: _drift(c, people(id=[None] + list(range(2, N + 1)))),
+         errors.InvalidRecordsError, ("null",), ("fix", "on_invalid"), new_run=True),
+    Case("duplicate-primary-key", lambda c: _drift(c, people(id=[1] + list(range(1, N)))),
+         errors.InvalidRecordsError, ("more than once",), ("fix", "on_invalid"), new_run=True),
+    Case("empty-source", lambda c: _drift(c, people().head(0)), errors.EmptySourceError,
+         ("no rows",), ("allow_empty",), new_run=True),
+    Case("source-disappears", _source_disappears, errors.SourceError, ("src.parquet",), ("check the path",),
+         new_run=True),
+    Case("source-file-corrupt", lambda c: (Path("src.parquet").write_bytes(b"PAR1 garbage"), c.run_base())[1],
+         errors.SourceError, ("src.parquet",), ("check", "fix"), new_run=True),
+    Case("all-rows-invalid", lambda c: c.create(checks=[dfsync.checks.between("score", max=0)]).run(progress=False),
+         errors.ValidationFailed, ("score",), ("on_invalid='skip'",), new_run=True),
+    Case("drift-type-change", lambda c: _drift(c, people(score=[f"{i}" for i in range(N)])),
+         errors.SchemaMismatchError, ("score",), ("ALTER", "column", "table"), new_run=True),
+    Case("drift-new-column", lambda c: _drift(c, people().with_columns(extra=pl.lit(1))),
+         errors.SchemaMismatchError, ("extra",), ("ALTER", "add", "column"), new_run=True),
+    Case("drift-key-type-change", lambda c: _drift(c, people().with_columns(pl.col("id").cast(pl.String))),
+         errors.SourceError, ("primary key", "types changed"), ("recreate the sync",), new_run=True),
+    Case("ok-drift-naive-to-aware-timestamps-stored-as-utc", _naive_then_aware),
+    # ------------------------------------------------------------ the workspace and concurrency
+    Case("disabled-sync", _disabled, errors.SyncDisabledError, ("disabled",), ("enable",)),
+    Case("concurrent-run-same-process", _concurrent_in_process, errors.SyncAlreadyRunning,
+         ("already running",), ("wait",)),
+    Case("concurrent-run-other-process", _concurrent_other_process, errors.SyncAlreadyRunning,
+         ("querying", "process"), ("wait", "abort")),
+    Case("workspace-garbage", lambda c: _corrupt(c, "garbage"), errors.WorkspaceCorrupt,
+         ("not a DuckDB workspace",), ("move this file away", "another path")),
+    Case("workspace-truncated", lambda c: _corrupt(c, "truncated"), errors.WorkspaceCorrupt,
+         ("ws.duckdb",), ("restore", "move it away")),
+    Case("workspace-truncated-to-header", lambda c: _corrupt(c, "header-only"), errors.WorkspaceCorrupt,
+         ("ws.duckdb",), ("restore", "move it away")),
+    Case("workspace-header-zeroed", lambda c: _corrupt(c, "zeroed-header"), errors.WorkspaceCorrupt,
+         ("ws.duckdb",), ("move", "restore")),
+    Case("workspace-from-newer-dfsync", _newer_schema, errors.WorkspaceError, ("newer",), ("upgrade",)),
+    Case("destination-path-is-a-directory",
+         lambda c: (os.mkdir("dir.duckdb"),
+                    c.create(destination=dfsync.destinations.duckdb("dir.duckdb", table="t")).run(progress=False))[1],
+         errors.DestinationError, ("dir.duckdb",), ("path", "check"), new_run=True),
+    # ------------------------------------------------------------ not errors by design
+    Case("ok-huge-strings", lambda c: _ok_roundtrip(c, people(3, name=["x" * 2_000_000, "é" * 300_000, ""]))),
+    Case("ok-nan-and-infinity",
+         lambda c: _ok_roundtrip(c, people(4, score=[float("nan"), float("inf"), float("-inf"), None]))),
+    Case("ok-unicode-and-emoji-keys",
+         lambda c: _ok_roundtrip(c, pl.DataFrame({"k": ["🚀", "é", "e\u0301", "日本", "ß", " "], "v": list(range(6))}),
+                                 key="k")),
+    Case("ok-composite-key-with-emoji", lambda c: _ok_roundtrip(
+        c, pl.DataFrame({"a": ["🙂", "🙂", "x"], "b": [1, 2, 1], "v": ["p", "q", "r"]}), key=["a", "b"])),
+    Case("ok-sql-injection-table-name", _injection_table),
+    Case("ok-sql-injection-column-names", _injection_column),
+    Case("ok-sql-looking-key-values", _injection_key_values),
+    Case("ok-aware-timestamps-other-zone", lambda c: _ok_roundtrip(c, pl.DataFrame({
+        "id": [1, 2], "at": [datetime(2024, 5, 1, 12, tzinfo=timezone.utc)] * 2}).with_columns(
+        pl.col("at").dt.convert_time_zone("Asia/Kolkata")))),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, baseline: tuple[str, str], monkeypatch) -> None:
+    root, pristine = baseline
+    shutil.rmtree(root)
+    shutil.copytree(pristine, root)
+    monkeypatch.chdir(root)
+    ctx = Ctx(root)
+    try:
+        if case.error is None:
+            case.act(ctx)
+            return
+        before = snapshot(ctx)
+        caught: BaseException | None = None
+        result = None
+        try:
+            result = case.act(ctx)
+        except errors.DfsyncError as exc:
+            caught = exc
+        if caught is not None:
+            assert isinstance(caught, case.error), f"{type(caught).__name__}: {caught}"
+            message = str(caught)
+            error_class = type(caught)
+        else:
+            assert isinstance(result, dfsync.SyncRun), f"expected {case.error.__name__}, got {result!r}"
+            assert result.status == "failed", f"expected a failed run, got {result.status}"
+            kind = result._row["error_kind"]
+            error_class = getattr(errors, kind, None)
+            assert error_class is not None and issubclass(error_class, case.error), \
+                f"error_kind {kind}: {result.error}"
+            message = result.error
+        low = message.lower()
+        for word in case.says:
+            assert word.lower() in low, f"the message does not say {word!r}: {message}"
+        assert any(w.lower() in low for w in case.todo), f"the message does not say what to do: {message}"
+        if case.id.startswith("workspace-"):
+            return  # the workspace file itself is the subject; _corrupt compared its bytes
+        if not ctx.ws.store.memory:
+            ctx.ws.close()
+            ctx.ws = dfsync.Workspace("ws.duckdb")
+        after = snapshot(ctx)
+        if case.new_run or caught is None:
+            failed_ids = {r["id"] for r in after["runs"]} - {r["id"] for r in before["runs"]}
+            assert len(failed_ids) <= 1
+            after["runs"] = [r for r in after["runs"] if r["id"] not in failed_ids]
+            for s in (*before["syncs"], *after["syncs"]):
+                s.pop("status")  # a failed run marks its sync failed (STATES.md)
+            new_syncs = {s["name"] for s in after["syncs"]} - {s["name"] for s in before["syncs"]}
+            after["syncs"] = [s for s in after["syncs"] if s["name"] not in new_syncs]
+            after["batches"] = [b for b in after["batches"] if b["run_id"] not in failed_ids]
+            for t in [t for t in after if t.startswith(("rec_", "state_")) and t not in before]:
+                assert not after.pop(t), f"{t} holds rows of a failed run"
+        assert after == before, "the workspace or the destination changed"
+        assert error_class is not None
+    finally:
+        ctx.ws.close()
+
+
+def test_enough_cases():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)

@@ -1,0 +1,394 @@
+"""SIGKILL a running sync at seeded random points, then recover: the destination is exact.
+
+For every transactional destination (DuckDB, Parquet, SQLite, PostgreSQL) and the modes
+insert, upsert and mirror, a sync goes through two source versions. For each version a
+seeded plan kills the sync process several times — while it reads the source
+(``querying``), while validation runs (``queued``), before or after the destination
+applied the n-th batch, at a random moment just after a batch (``jitter``), and around the
+end of the run (``finish``) — then one ordinary run completes it. After every kill:
+
+* opening the workspace leaves no run in ``started``/``querying``/``queued``/
+  ``in_progress`` (a dead owner's run is ``paused`` if it was transferring, else ``failed``);
+
+after the recovery run of each version:
+
+* the destination equals the source version exactly (mirror/upsert), or holds every
+  source row once (insert, whose versions only add rows) — no row lost, none duplicated;
+* every run is terminal, and a further run sends nothing (the delivered state is exact).
+
+The plan comes from ``DFSYNC_CRASH_SEED`` (default fixed); a failure prints the seed and
+the plan so it can be replayed. Sync processes are forked from a warm parent (imports take most of a fresh
+interpreter's life), so a kill point costs well under a second.
+
+The whole matrix is ``slow`` (CI: ``pytest -m slow``); :func:`test_crash_points_smoke`
+keeps three kill points in the default suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+import pytest
+
+import dfsync
+import tests.faulty  # noqa: F401 - registers the faulty source/destination
+from tests.faulty import FaultyDestination, FaultySource, env_with_repo
+
+SEED = int(os.environ.get("DFSYNC_CRASH_SEED", "1310"))
+ROWS = 120
+BATCH = 10
+KILLS_PER_VERSION = 4
+#: phases whose kill lands before the transfer started (the run must end failed)
+EARLY = ("querying", "queued")
+BATCH_PHASES = ("before_write", "after_write", "jitter")
+END = ("before_finish", "after_finish")
+TRANSACTIONAL = ["duckdb", "parquet", "sqlite", "postgres"]
+
+#: A warm parent: it imports everything once, then forks one sync process per kill point
+#: (``{"ws", "sync", "faults", "result"}`` on stdin; it answers "pid N", then "exit CODE").
+#: The forked process is a real, separate process holding real files and connections; it
+#: only skips the second of imports each fresh interpreter would spend.
+ZYGOTE = """
+import json, os, sys, traceback
+import tests.faulty as faulty
+import dfsync
+import dfsync.checks, dfsync.staging, dfsync.runner
+for mod in ("pandas", "dfsync.destinations._duckdb", "dfsync.destinations._parquet",
+            "dfsync.destinations._postgres", "dfsync.destinations._sqlite",
+            "adbc_driver_postgresql.dbapi", "adbc_driver_sqlite.dbapi"):
+    try:  # what a run imports lazily
+        __import__(mod)
+    except ImportError:
+        pass
+faulty.install_runner_hooks()
+print("ready", flush=True)
+for line in sys.stdin:
+    spec = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            faulty.FAULTS.update(spec["faults"])
+            run = dfsync.Workspace(spec["ws"]).sync(spec["sync"]).run(progress=False)
+            out = {"status": run.status.value, "error": run.error}
+            code = 0
+        except BaseException:
+            out = {"traceback": traceback.format_exc()}
+        with open(spec["result"], "w") as fh:
+            json.dump(out, fh)
+        os._exit(code)
+    print("pid", pid, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print("exit", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+# ---------------------------------------------------------------------- data
+def source_versions(mode: str, rng: random.Random) -> list[pl.DataFrame]:
+    """Two versions: insert only adds rows; upsert adds and updates; mirror also deletes."""
+    ids = list(range(ROWS))
+    v1 = pl.DataFrame({
+        "id": ids,
+        "name": [f"row {i} ✓ {rng.randrange(1000)}" for i in ids],
+        "value": [None if i % 17 == 0 else i * 0.25 for i in ids],
+    })
+    new = pl.DataFrame({
+        "id": list(range(ROWS, ROWS + 25)),
+        "name": [f"new {i} 🚀" for i in range(ROWS, ROWS + 25)],
+        "value": [float(i) for i in range(ROWS, ROWS + 25)],
+    })
+    if mode == "insert":
+        return [v1, pl.concat([v1, new])]
+    changed = set(rng.sample(ids, 35))
+    v2 = v1.with_columns(
+        pl.when(pl.col("id").is_in(changed)).then(pl.col("name") + " v2").otherwise(pl.col("name")).alias("name"))
+    if mode == "mirror":
+        gone = set(rng.sample(sorted(set(ids) - changed), 15))
+        v2 = v2.filter(~pl.col("id").is_in(gone))
+    return [v1, pl.concat([v2, new])]
+
+
+def pending_batches(mode: str, version: int) -> int:
+    """Batches the version's changes make (what the plan may kill inside)."""
+    if version == 0:
+        return math.ceil(ROWS / BATCH)
+    return math.ceil({"insert": 25, "upsert": 35 + 25, "mirror": 35 + 25 + 15}[mode] / BATCH)
+
+
+@dataclass
+class Kill:
+    phase: str
+    n: int | None = None
+    delay: float = 0.0
+
+    def spec(self, marker: str) -> dict:
+        phase = "after_write" if self.phase == "jitter" else self.phase
+        # jitter: no hold; the kill lands wherever the process is `delay` seconds later
+        return {"phase": phase, "n": self.n, "marker": marker, "hold": 0 if self.phase == "jitter" else 30}
+
+
+def plan_version(rng: random.Random, batches: int) -> list[Kill]:
+    """KILLS_PER_VERSION kill points; batch kills first (they need rows left), end kills last."""
+    phases = [rng.choice(EARLY + BATCH_PHASES + BATCH_PHASES + END) for _ in range(KILLS_PER_VERSION)]
+    phases.sort(key=lambda p: (p in END, rng.random()))
+    left = batches
+    plan = []
+    for p in phases:
+        if p in BATCH_PHASES:
+            if left < 2:  # not enough rows left to be sure to reach it: kill earlier instead
+                p = rng.choice(EARLY)
+            else:
+                n = rng.randint(1, min(3, left - 1))
+                plan.append(Kill(p, n, rng.uniform(0, 0.08) if p == "jitter" else 0.0))
+                left -= n + (p == "jitter")  # a jitter kill may land one batch later
+                continue
+        plan.append(Kill(p))
+    return plan
+
+
+# ---------------------------------------------------------------------- child processes
+class Zygote:
+    """The warm parent of the sync processes of one scenario."""
+
+    def __init__(self, tmp_path) -> None:
+        self.err = open(tmp_path / "zygote.stderr", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=env_with_repo(), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.err)
+        self.buf = b""
+        assert self.line(120) == "ready", self.stderr()
+
+    def stderr(self) -> str:
+        self.err.flush()
+        with open(self.err.name, "rb") as fh:
+            return fh.read().decode(errors="replace")[-4000:]
+
+    def line(self, timeout: float) -> str | None:
+        """The next line the zygote printed, or None after ``timeout`` seconds."""
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise AssertionError(f"the zygote died: {self.stderr()}")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    def start(self, spec: dict) -> int:
+        self.proc.stdin.write((json.dumps(spec) + "\n").encode())  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        answer = self.line(60)
+        assert answer and answer.startswith("pid "), answer
+        return int(answer.split()[1])
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.err.close()
+
+
+def kill_at(zygote: Zygote, ws_path: str, kill: Kill, marker: str, timeout: float = 120) -> bool:
+    """Run a sync process to the kill point and SIGKILL it; False if it finished first."""
+    if os.path.exists(marker):
+        os.remove(marker)
+    result = marker + ".result"
+    pid = zygote.start({"ws": ws_path, "sync": "crash", "faults": kill.spec(marker), "result": result})
+    deadline = time.monotonic() + timeout
+    ended = None
+    while not os.path.exists(marker):
+        ended = zygote.line(0.005)
+        if ended is not None:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"the sync process never reached {kill}")
+    if ended is None:
+        if kill.delay:
+            time.sleep(kill.delay)
+        os.kill(pid, signal.SIGKILL)  # the zygote has not reaped it yet, so the pid is still ours
+        ended = zygote.line(60)
+    assert ended is not None and ended.startswith("exit "), ended
+    code = int(ended.split()[1])
+    if code == -signal.SIGKILL:
+        return True
+    with open(result) as fh:
+        out = json.load(fh)
+    assert code == 0 and out.get("status") == "success", f"the sync process failed before {kill}: {out}"
+    return False
+
+
+# ---------------------------------------------------------------------- checks
+LIVE = ("started", "querying", "queued", "in_progress")
+
+
+def assert_recovered(ws_path: str, kill: Kill) -> None:
+    """Opening the workspace settles the dead owner's run; nothing is left live."""
+    ws = dfsync.Workspace(ws_path)
+    try:
+        runs = ws.sql("SELECT id, status, error FROM runs ORDER BY id")
+        assert not runs.filter(pl.col("status").is_in(LIVE)).height, runs
+        last = runs.row(-1, named=True)
+        if kill.phase in EARLY and last["status"] == "failed":
+            assert "interrupted" in last["error"]
+        else:  # killed while transferring (or a resumed run killed before it transferred again)
+            assert last["status"] in ("paused", "failed"), last
+            if kill.phase not in EARLY:
+                assert last["status"] == "paused", last
+        events = ws.sql("SELECT detail FROM events WHERE run_id = ? ORDER BY id", [last["id"]])["detail"].to_list()
+        assert events[-1] == "owner process gone"
+    finally:
+        ws.close()
+
+
+def expected_rows(mode: str, versions: list[pl.DataFrame], upto: int) -> pl.DataFrame:
+    return versions[upto]
+
+
+def assert_exact(target, table: str, expected: pl.DataFrame, context: str) -> None:
+    got = target.read(table)
+    assert got.height == got["id"].n_unique(), f"duplicates in the destination ({context})"
+    got = got.select(expected.columns).sort("id")
+    want = expected.sort("id")
+    assert got["id"].to_list() == want["id"].to_list(), f"rows lost or extra ({context})"
+    assert got["name"].to_list() == want["name"].to_list(), f"stale values ({context})"
+    assert got["value"].to_list() == want["value"].to_list(), f"stale values ({context})"
+
+
+@dataclass
+class Tally:
+    kills: int = 0
+    missed: list[str] = field(default_factory=list)
+
+
+def crash_scenario(tmp_path, target, mode: str, seed: int, kills_per_version: int | None = None,
+                   phases: list[Kill] | None = None) -> Tally:
+    rng = random.Random(f"{seed}-{target.kind}-{mode}")
+    versions = source_versions(mode, rng)
+    src = tmp_path / "src.parquet"
+    ws_path = str(tmp_path / "ws.duckdb")
+    versions[0].write_parquet(src)
+    ws = dfsync.Workspace(ws_path)
+    dest = FaultyDestination(target.make("t"))
+    ws.create_sync("crash", source=FaultySource(dfsync.sources.files(str(src))), destination=dest,
+                   primary_key="id", destination_mode=mode, batch_size=BATCH,
+                   checks=[dfsync.checks.not_null("id"), dfsync.checks.unique("id")])
+    ws.close()
+    tally = Tally()
+    plans: list[list[Kill]] = []
+    zygote = Zygote(tmp_path)
+    try:
+        _run_versions(tmp_path, target, mode, seed, versions, rng, zygote, tally, plans, kills_per_version, phases)
+    finally:
+        zygote.close()
+    return tally
+
+
+def _run_versions(tmp_path, target, mode, seed, versions, rng, zygote, tally, plans, kills_per_version, phases):
+    src = tmp_path / "src.parquet"
+    ws_path = str(tmp_path / "ws.duckdb")
+    marker = str(tmp_path / "marker")
+    for v, data in enumerate(versions):
+        data.write_parquet(src)
+        plan = phases if phases is not None else plan_version(rng, pending_batches(mode, v))
+        if kills_per_version is not None:
+            plan = plan[:kills_per_version]
+        plans.append(plan)
+        where = f"seed={seed} {target.kind}/{mode} version {v + 1}, plan {plans}"
+        for kill in plan:
+            if kill_at(zygote, ws_path, kill, marker):
+                tally.kills += 1
+                assert_recovered(ws_path, kill)
+            else:
+                tally.missed.append(f"v{v + 1} {kill}")
+        # the recovery run, in this process
+        ws = dfsync.Workspace(ws_path)
+        try:
+            sync = ws.sync("crash")
+            run = sync.run(progress=False)
+            assert run.status == "success", f"{where}: {run.error}"
+            assert_exact(target, "t", data, where)
+            again = sync.run(progress=False)
+            assert again.status == "success" and again.counts["sent"] == 0, f"{where}: {again.counts}"
+            statuses = ws.sql("SELECT status FROM runs")["status"].to_list()
+            assert set(statuses) <= {"success", "failed"}, f"{where}: {statuses}"
+        finally:
+            ws.close()
+
+
+# ---------------------------------------------------------------------- tests
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["insert", "upsert", "mirror"])
+def test_crash_matrix(tmp_path, target, mode):
+    tally = crash_scenario(tmp_path, target, mode, SEED)
+    # 2 versions x 4 planned kills; 3 modes -> at least 21 kill points per destination
+    assert tally.kills >= 7, f"seed={SEED}: only {tally.kills} kills landed; missed {tally.missed}"
+
+
+test_crash_matrix.target_kinds = TRANSACTIONAL  # type: ignore[attr-defined]
+
+
+def test_crash_points_smoke(tmp_path, target):
+    """Default suite: one kill while querying, one in validation, one after a batch landed."""
+    plan = [Kill("querying"), Kill("queued"), Kill("after_write", 2)]
+    tally = crash_scenario(tmp_path, target, "mirror", SEED, phases=plan)
+    assert tally.kills == 6, tally.missed
+
+
+test_crash_points_smoke.target_kinds = ["duckdb"]  # type: ignore[attr-defined]
+
+
+def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path):
+    """Parquet holds a paused run's batches aside; if the resumed run fails before sending
+    again (here: its source is gone), the next run must send those rows again — including
+    the deletes whose earlier versions the failed run had superseded.
+
+    Found by the crash matrix (a resumed run SIGKILLed while querying); fixed in
+    ``runner._discard_unapplied_failed_runs`` and ``confirm_batch(keep_superseded=...)``.
+    """
+    v1 = source_versions("mirror", random.Random(1))[0]
+    v2 = v1.filter(pl.col("id") % 2 == 0)  # 60 deletes: the first batches sent are deletes
+    src = tmp_path / "src.parquet"
+    v1.write_parquet(src)
+    lake = tmp_path / "lake"
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = FaultyDestination(dfsync.destinations.parquet(str(lake)))
+    sync = ws.create_sync("p", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                          destination_mode="mirror", batch_size=BATCH)
+    for data in (v1, v2):  # a first load, then deletes
+        data.write_parquet(src)
+        dest.interrupt_after = 5
+        with pytest.raises(KeyboardInterrupt):
+            sync.run(progress=False)
+        paused = sync.last_run()
+        assert paused.status == "paused" and paused.counts["succeeded"] == 4 * BATCH  # batch 5 is in flight
+        dfsync.runner.LIVE_STAGING.clear()  # as if the process had died: the resume must query again
+        os.rename(src, tmp_path / "away.parquet")
+        failed = sync.run(progress=False)
+        assert failed.id == paused.id and failed.status == "failed" and "no parquet files match" in failed.error
+        os.rename(tmp_path / "away.parquet", src)
+        run = sync.run(progress=False)
+        assert run.status == "success", run.error
+        got = pl.read_parquet(lake / "data.parquet").sort("id")
+        assert got.equals(data.sort("id"))
+        assert sync.run(progress=False).counts["sent"] == 0
