@@ -179,8 +179,6 @@ def test_planted_secrets_appear_nowhere(tmp_path, app_db, http_server, caplog, c
     assert_clean("reopened definitions", str(ws2.sql("SELECT definition FROM syncs").to_dicts()))
 
 
-@pytest.mark.xfail(strict=True, reason="known leak, reported to the HTTP destination's owner: a token in the "
-                   "URL's query string is stored in the sync definition and logged by httpx")
 def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog):
     caplog.set_level(logging.INFO)
     ws = dfsync.Workspace(tmp_path / "ws.duckdb")

@@ -125,6 +125,41 @@ __all__ = ["HTTPDestination", "HTTPSession", "RateLimiter", "nest_expressions", 
 log = logging.getLogger("dfsync.destinations.http")
 
 ACTIONS = ("insert", "update", "delete")
+def _scrub_query_secrets(url: str) -> str:
+    """The URL with secret-looking query values replaced by the session-only marker."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    scrubbed = []
+    for k, v in pairs:
+        if _SECRET_HEADER.search(k) or re.search(r"(?i)sig(nature)?$|^key$", k):
+            register_secret(v)
+            v = SESSION_ONLY
+        scrubbed.append((k, v))
+    return urlunsplit(parts._replace(query=urlencode(scrubbed, safe="<> ")))
+
+
+class _RedactingFilter(logging.Filter):
+    """Scrubs registered secrets from log records of the HTTP client (its request lines carry URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ..errors import redact
+
+        msg = record.getMessage()
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+for _name in ("httpx", "httpcore"):
+    if not any(isinstance(f, _RedactingFilter) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_RedactingFilter())
+
+
 _SECRET_HEADER = re.compile(r"(?i)authorization|token|secret|api[-_]?key|password|cookie|(^|[-_])key$")
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 
@@ -195,6 +230,9 @@ class HTTPDestination(Destination):
         if not isinstance(url, str) or not re.match(r"(?i)https?://[^/\s]+", url):
             raise ConfigError(f"destinations.http() needs an http(s) URL, not {url!r}")
         self.url = url
+        # A credential in the query string (?access_token=...) is a secret like any other: it is
+        # kept in memory, scrubbed from messages and logs, and never stored (session-only).
+        self.stored_url = _scrub_query_secrets(url)
         self.method = str(method).upper()
         self.specs = {"insert": insert, "update": update, "delete": delete}
         self.routes: dict[str, Route | None] = {
@@ -255,7 +293,7 @@ class HTTPDestination(Destination):
         elif isinstance(self.auth, tuple):
             auth = [self.auth[0], self.auth[1].stored()]
         return {
-            "url": self.url, "method": self.method, **{a: self._spec(a) for a in ACTIONS},
+            "url": self.stored_url, "method": self.method, **{a: self._spec(a) for a in ACTIONS},
             "headers": {k: v.stored() if isinstance(v, Secret) else v for k, v in self.headers.items()} or None,
             "auth": auth, "body": self.body_ref, "envelope": self.envelope,
             "batch_size": self.batch_size, "concurrency": self.concurrency, "rate_limit": self.rate_limit,
@@ -274,8 +312,10 @@ class HTTPDestination(Destination):
         config = dict(config)
         auth = config.get("auth")
         held = [k for k, v in (config.get("headers") or {}).items() if v == SESSION_ONLY]
+        if SESSION_ONLY in str(config.get("url", "")):
+            held = ["url query string"]
         if auth == SESSION_ONLY or (isinstance(auth, list) and auth[1] == SESSION_ONLY) or held:
-            what = "auth secret" if not held else f"header {held[0]!r}"
+            what = "auth secret" if not held else (held[0] if held[0].startswith("url") else f"header {held[0]!r}")
             raise SessionOnlyError(
                 f"this http destination's {what} was given literally, so it was kept in memory only; "
                 f"run the sync from the session that created it, or create it with the secret written "
