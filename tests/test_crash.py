@@ -50,7 +50,10 @@ def kill_mid_transfer(ws_path: str, name: str, marker: str, timeout: float = 120
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("mode", ["insert", "upsert", "mirror"])
+# insert mode (the hardest: a duplicate would show) in the default suite; the other modes, and
+# many more kill points, run under -m slow (here and in test_crash_matrix.py)
+@pytest.mark.parametrize("mode", ["insert", pytest.param("upsert", marks=pytest.mark.slow),
+                                  pytest.param("mirror", marks=pytest.mark.slow)])
 def test_sigkill_during_transfer_then_resume_is_exact(tmp_path, target, mode):
     data = source_rows(3000)
     src_file = tmp_path / "src.parquet"
