@@ -144,33 +144,33 @@ class DuckDBSession(DestinationSession):
         pk = self.ctx.primary_key
         mode = self.ctx.mode
         cols = ", ".join(q(c) for c in self.columns)
-        if True:  # the batch is registered as _dfsync_batch by the caller, outside the transaction
-            on = " AND ".join(f"{t}.{q(k)} IS NOT DISTINCT FROM b.{q(k)}" for k in pk)
-            actions = set(rows.column(ACTION_COLUMN).unique().to_pylist()) if rows.num_rows else set()
-            missing: list[tuple] = []
-            if mode == DestinationMode.UPDATE:
-                sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
-                keys = ", ".join(f"{t}.{q(k)}" for k in pk)
-                if sets:
-                    found = set(con.execute(
-                        f"UPDATE {t} SET {sets} FROM _dfsync_batch b WHERE {on} RETURNING {keys}").fetchall())
-                else:
-                    found = set(con.execute(
-                        f"SELECT {keys} FROM {t} SEMI JOIN _dfsync_batch b ON {on}").fetchall())
-                all_keys = con.execute(f"SELECT {', '.join(q(k) for k in pk)} FROM _dfsync_batch").fetchall()
-                missing = [k for k in all_keys if k not in found]
-                return missing
-            if "delete" in actions:
-                con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND b.{ACTION_COLUMN} = 'delete'")
-            upserting = mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
-            if upserting:
-                # inserts into a table that was empty when the run began cannot collide
-                cond = "b._action = 'update'" if self.fresh else "b._action IN ('insert','update')"
-                if "update" in actions or not self.fresh:
-                    con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND {cond}")
-            con.execute(
-                f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _dfsync_batch WHERE {ACTION_COLUMN} <> 'delete'")
+        # the batch is registered as _dfsync_batch by the caller, outside the transaction
+        on = " AND ".join(f"{t}.{q(k)} IS NOT DISTINCT FROM b.{q(k)}" for k in pk)
+        actions = set(rows.column(ACTION_COLUMN).unique().to_pylist()) if rows.num_rows else set()
+        missing: list[tuple] = []
+        if mode == DestinationMode.UPDATE:
+            sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
+            keys = ", ".join(f"{t}.{q(k)}" for k in pk)
+            if sets:
+                found = set(con.execute(
+                    f"UPDATE {t} SET {sets} FROM _dfsync_batch b WHERE {on} RETURNING {keys}").fetchall())
+            else:
+                found = set(con.execute(
+                    f"SELECT {keys} FROM {t} SEMI JOIN _dfsync_batch b ON {on}").fetchall())
+            all_keys = con.execute(f"SELECT {', '.join(q(k) for k in pk)} FROM _dfsync_batch").fetchall()
+            missing = [k for k in all_keys if k not in found]
             return missing
+        if "delete" in actions:
+            con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND b.{ACTION_COLUMN} = 'delete'")
+        upserting = mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
+        if upserting:
+            # inserts into a table that was empty when the run began cannot collide
+            cond = "b._action = 'update'" if self.fresh else "b._action IN ('insert','update')"
+            if "update" in actions or not self.fresh:
+                con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND {cond}")
+        con.execute(
+            f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _dfsync_batch WHERE {ACTION_COLUMN} <> 'delete'")
+        return missing
 
     def _rollback(self) -> None:
         try:
