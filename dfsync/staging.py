@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -46,6 +46,23 @@ class StageResult:
     key_problems: list[str] = field(default_factory=list)
 
 
+class _Counted:
+    """An Arrow stream that counts the rows DuckDB pulls through it (free, exact, one pass)."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.rows = 0
+        self.done = False
+        inner = reader
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for rb in inner:
+                self.rows += rb.num_rows
+                yield rb
+            self.done = True
+
+        self.reader = pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
 def _arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:
     """Stream a LazyFrame as Arrow record batches (bounded memory, no Python row loop)."""
     schema = pl.DataFrame(schema=lf.collect_schema()).to_arrow().schema
@@ -71,6 +88,9 @@ class Staging:
         config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "false",
                   "memory_limit": memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY", DEFAULT_MEMORY)}
         self.con = duckdb.connect(":memory:", config=config)
+        # GROUP BY on a dense integer key (the usual surrogate id) uses a perfect hash table up
+        # to 2^24 values (~150 MB): the duplicate-key check of a first run costs a third.
+        self.con.execute("SET perfect_ht_threshold = 24")
         self.columns: list[str] = []
         self.key: list[str] = []
         self.loaded = False
@@ -98,19 +118,85 @@ class Staging:
         quarantine_keys: bool = False,
         keep_unchanged: bool = False,
     ) -> StageResult:
+        """Read the source once, fingerprint every row and diff it with the delivered state.
+
+        Two ways, one result. The *changed-only* diff (a full-refresh re-sync of a source
+        whose row count comes free with the read) keeps just the inserts, updates and
+        deletes; unchanged rows are only counted, and duplicate keys among them are caught
+        by counting: every source row that matched a delivered key must match a different
+        one. The *full* diff keeps a key-and-fingerprint row for every source row; it runs
+        for first runs, replace mode and previews, incremental reads, or when the counts say
+        a key repeats (the source is then read again to name the offending values).
+        """
         con = self.con
         self.key = list(key)
+        if state is not None and state.num_rows == 0:
+            state = None  # nothing delivered yet: no join needed
+        counter = self._open_source(source, mapping, cursor)
+        self._load_state(state)
+        fast = (state is not None and detect_deletes and not keep_unchanged and not force
+                and (retry is None or retry.num_rows == 0) and counter is not None)
+        counts: dict[str, int] | None = None
+        if fast:
+            assert counter is not None and state is not None
+            counts = self._stage_changed(source, counter, state.num_rows)
+            if counts is None:  # a key repeats (or the files changed while read): the full diff says which
+                counter = self._open_source(source, mapping, cursor)
+        if counts is None:
+            self._stage_full(source, state is not None, detect_deletes, force, keep_unchanged)
+        con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
+        con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
+
+        on = " AND ".join(f"s.{quote(k)} = d.{quote(k)}" for k in self.key)
+        result = StageResult()
+        if retry is not None and retry.num_rows:
+            self._add_retry(retry, self._fp_sql, on)
+            counts = None
+        if retry_keys is not None and retry_keys.num_rows:
+            con.register("_retry_keys", retry_keys)
+            result.retried = con.execute(
+                f"SELECT count(*) FROM stg s SEMI JOIN _retry_keys d ON {on} WHERE s._action <> 'unchanged'"
+            ).fetchall()[0][0]
+            con.unregister("_retry_keys")
+        # only new keys can be null or repeat once the changed-only diff has checked the matched ones
+        self._check_keys(result, quarantine_keys, only_inserts=counts is not None)
+        if counts is None:
+            counts = dict.fromkeys(ACTIONS, 0)
+            counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
+        result.counts = counts
+        result.queried = counts["insert"] + counts["update"] + counts["unchanged"]
+        result.invalid = self.invalid_count()
+        self.loaded = True
+        return result
+
+    def _open_source(self, source: Source, mapping: Mapping, cursor: CursorFilter | None) -> Callable[[], int | None] | None:
+        """Make the source the view ``_src`` (mapped columns); return how to count its rows.
+
+        The count is exact and free: rows counted as they stream through, or Parquet
+        footers read after the scan when the files did not change meanwhile. None when
+        counting would cost another read.
+        """
+        con = self.con
         select = mapping.sql_select()
-        rel = None
+        counter: Callable[[], int | None] | None = None
         try:
-            if select is not None:
-                rel = source.duckdb_relation(con, cursor)
-            if rel is not None:
-                con.execute("DROP VIEW IF EXISTS _src_raw")
+            rel = source.duckdb_relation(con, cursor) if select is not None else None
+            con.execute("DROP VIEW IF EXISTS _src_raw")
+            if isinstance(rel, pa.RecordBatchReader):
+                stream = _Counted(rel)
+                con.register("_src_raw", stream.reader)
+                counter = lambda: stream.rows if stream.done else None  # noqa: E731
+            elif rel is not None:
                 rel.create_view("_src_raw")
+                before = source.snapshot() if cursor is None else None
+                if before is not None and source.counts_from_metadata:
+                    def counter() -> int | None:
+                        n = con.execute("SELECT count(*) FROM _src_raw").fetchall()[0][0]
+                        return n if source.snapshot() == before else None
             else:
-                lf = source.scan(cursor).select(mapping.polars_exprs())
-                con.register("_src_raw", _arrow_stream(lf))
+                stream = _Counted(_arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
+                con.register("_src_raw", stream.reader)
+                counter = lambda: stream.rows if stream.done else None  # noqa: E731
                 select = "*"
             con.execute(f"CREATE OR REPLACE TEMP VIEW _src AS SELECT {select} FROM _src_raw")
             desc = con.execute("DESCRIBE SELECT * FROM _src").fetchall()
@@ -122,26 +208,69 @@ class Staging:
                               f"sent.") from exc
         self.columns = [r[0] for r in desc]
         self.types = {r[0]: r[1] for r in desc}
-        missing = [k for k in key if k not in self.columns]
+        missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise ConfigError(
                 f"primary key {missing} is not among the records' fields: {', '.join(self.columns)}"
             )
         sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t, *_ in desc).encode()).hexdigest()[:16]
         self.signature = sig
-        cols_sql = ", ".join(quote(c) for c in self.columns)
-        fp = f"hash({cols_sql}, '{sig}')"
-        kq = [quote(k) for k in key]
+        self._fp_sql = f"hash({', '.join(quote(c) for c in self.columns)}, '{sig}')"
+        return counter
 
-        if state is not None and state.num_rows == 0:
-            state = None  # nothing delivered yet: no join needed
+    def _load_state(self, state: pa.RecordBatchReader | pa.Table | None) -> None:
+        con = self.con
         if state is not None:
             con.register("_dlv_in", state)
             con.execute("CREATE OR REPLACE TABLE dlv AS SELECT * FROM _dlv_in")
             con.unregister("_dlv_in")
         else:
-            key_cols = ", ".join(f"{quote(k)} {self.types[k]}" for k in key)
+            key_cols = ", ".join(f"{quote(k)} {self.types[k]}" for k in self.key)
             con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
+
+    def _stage_error(self, source: Source, exc: duckdb.Error) -> SourceError:
+        msg = str(exc).splitlines()[0]
+        if "Binder" in type(exc).__name__ or "Conversion" in type(exc).__name__:
+            return SourceError(
+                f"the source's primary key {list(self.key)} no longer matches the delivered state "
+                f"(types changed?): {msg}. Recreate the sync under a new name to start afresh.")
+        return SourceError(f"could not stage {source.describe()}: {msg}")
+
+    def _stage_changed(self, source: Source, counter: Callable[[], int | None], delivered: int) -> dict[str, int] | None:
+        """The changed-only diff; None when the counts show a repeated key (or cannot be trusted)."""
+        con, fp = self.con, self._fp_sql
+        on = " AND ".join(f"s.{quote(k)} = d.{quote(k)}" for k in self.key)
+        cols = ", ".join(f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}" if c in self.key
+                         else f"s.{quote(c)}" for c in self.columns)
+        try:
+            con.execute(
+                f"""CREATE OR REPLACE TABLE stg AS
+                SELECT {cols}, coalesce(s._fp, d._fp) AS _fp,
+                       CASE WHEN s._present IS NULL THEN 'delete' WHEN d._fp IS NULL THEN 'insert'
+                            ELSE 'update' END AS _action
+                FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
+                FULL JOIN dlv d ON {on}
+                WHERE s._fp IS DISTINCT FROM d._fp"""
+            )
+        except duckdb.Error as exc:
+            raise self._stage_error(source, exc) from exc
+        self.joined = True
+        counts = dict.fromkeys(ACTIONS, 0)
+        counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
+        read = counter()
+        if read is None:
+            return None
+        matched = read - counts["insert"]  # source rows whose key was delivered before
+        if matched != delivered - counts["delete"]:  # two source rows share a delivered key
+            return None
+        counts["unchanged"] = matched - counts["update"]
+        return counts
+
+    def _stage_full(self, source: Source, joined: bool, detect_deletes: bool, force: bool,
+                    keep_unchanged: bool) -> None:
+        con, fp = self.con, self._fp_sql
+        key = self.key
+        kq = [quote(k) for k in key]
         join = "FULL" if detect_deletes else "LEFT"
         on = " AND ".join(f"s.{k} = d.{k}" for k in kq)
         same = "FALSE" if force else "s._fp = d._fp"
@@ -156,8 +285,8 @@ class Staging:
 
         rec_cols = ", ".join(value(c) for c in self.columns)
         try:
-            self.joined = state is not None
-            if state is None:  # first run (or state reset): every row is an insert
+            self.joined = joined
+            if not joined:  # first run (or state reset): every row is an insert
                 cols_only = ", ".join(quote(c) for c in self.columns)
                 con.execute(f"CREATE OR REPLACE TABLE stg AS SELECT {cols_only}, {fp} AS _fp, 'insert' AS _action FROM _src")
             else:
@@ -171,33 +300,7 @@ class Staging:
                     {join} JOIN dlv d ON {on}"""
                 )
         except duckdb.Error as exc:
-            msg = str(exc).splitlines()[0]
-            if "Binder" in type(exc).__name__ or "Conversion" in type(exc).__name__:
-                raise SourceError(
-                    f"the source's primary key {list(key)} no longer matches the delivered state "
-                    f"(types changed?): {msg}. Recreate the sync under a new name to start afresh."
-                ) from exc
-            raise SourceError(f"could not stage {source.describe()}: {msg}") from exc
-        con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
-        con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
-
-        result = StageResult()
-        if retry is not None and retry.num_rows:
-            self._add_retry(retry, fp, on)
-        if retry_keys is not None and retry_keys.num_rows:
-            con.register("_retry_keys", retry_keys)
-            result.retried = con.execute(
-                f"SELECT count(*) FROM stg s SEMI JOIN _retry_keys d ON {on} WHERE s._action <> 'unchanged'"
-            ).fetchall()[0][0]
-            con.unregister("_retry_keys")
-        self._check_keys(result, quarantine_keys)
-        counts = dict.fromkeys(ACTIONS, 0)
-        counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
-        result.counts = counts
-        result.queried = counts["insert"] + counts["update"] + counts["unchanged"]
-        result.invalid = self.invalid_count()
-        self.loaded = True
-        return result
+            raise self._stage_error(source, exc) from exc
 
     def _add_retry(self, retry: pa.Table, fp: str, on: str) -> None:
         """Rows that failed or were quarantined earlier and that this read did not bring."""
@@ -216,14 +319,15 @@ class Staging:
         )
         con.unregister("_retry")
 
-    def _check_keys(self, result: StageResult, quarantine: bool) -> None:
+    def _check_keys(self, result: StageResult, quarantine: bool, only_inserts: bool = False) -> None:
         con, key = self.con, self.key
         kq = [quote(k) for k in key]
         null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
+        rows = "_action = 'insert'" if only_inserts else "_action <> 'delete'"
         # GROUP BY spills to disk past the memory limit; count(DISTINCT) would not.
-        dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE _action <> 'delete' AND NOT ({null_cond}) "
+        dup_sql = (f"SELECT {', '.join(kq)}, count(*) AS n FROM stg WHERE {rows} AND NOT ({null_cond}) "
                    f"GROUP BY ALL HAVING count(*) > 1")
-        nulls = con.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND ({null_cond})").fetchall()[0][0]
+        nulls = con.execute(f"SELECT count(*) FROM stg WHERE {rows} AND ({null_cond})").fetchall()[0][0]
         dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0]
         problems = []
         if nulls:
@@ -243,11 +347,11 @@ class Staging:
                 "on_invalid='skip' to quarantine them and send the rest. Nothing was sent."
             )
         con.execute(
-            f"INSERT INTO invalid SELECT rowid, 'primary_key not_null' FROM stg WHERE _action <> 'delete' AND ({null_cond})")
+            f"INSERT INTO invalid SELECT rowid, 'primary_key not_null' FROM stg WHERE {rows} AND ({null_cond})")
         join_on = " AND ".join(f"s.{k} = d.{k}" for k in kq)
         con.execute(
             f"INSERT INTO invalid SELECT s.rowid, 'primary_key unique' FROM stg s SEMI JOIN ({dup_sql}) d ON {join_on} "
-            f"WHERE s._action <> 'delete'")
+            f"WHERE s.{rows}")
 
     # ------------------------------------------------------------------ checks
     def to_check_view(self) -> str:
@@ -322,7 +426,8 @@ class Staging:
         cols = ", ".join(f"s.{quote(c)}" for c in self.columns)
         status_sql = ("coalesce(o._status, CASE WHEN i.checks IS NOT NULL THEN 'invalid' "
                       "WHEN s._action = 'unchanged' THEN 'unchanged' ELSE 'pending' END)")
-        where = [] if include_unchanged else ["(s._action <> 'unchanged' OR o._status IS NOT NULL)"]
+        where = [] if include_unchanged else [
+            "(s._action <> 'unchanged' OR o._status IS NOT NULL OR i.checks IS NOT NULL)"]
         if status:
             where.append(f"{status_sql} = '{status}'")
         w = ("WHERE " + " AND ".join(where)) if where else ""

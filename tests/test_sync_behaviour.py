@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -332,3 +333,65 @@ def test_duplicate_and_null_keys_caught_on_a_resync(ws, target):
     assert run.status == "failed"
     assert "1 rows have a null primary key" in run.error and "2 (2 times)" in run.error
     assert sorted_rows(target.read("people")) == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]
+
+
+@pytest.mark.parametrize("shape", ["frame", "parquet"])
+def test_exact_copy_of_a_delivered_row_is_a_duplicate_key(ws, tmp_path, shape):
+    """A re-sync stages only changed rows; a repeated key among the *unchanged* ones is still caught."""
+    def source(df):
+        if shape == "frame":
+            return dfsync.sources.frame(df)
+        path = tmp_path / f"people_{df.height}.parquet"
+        df.write_parquet(path)
+        return dfsync.sources.files(str(path))
+
+    dest = dfsync.destinations.duckdb(tmp_path / "dest.duckdb", table="people")
+    first = pl.DataFrame({"id": [1, 2, 3, 4], "v": ["a", "b", "c", "d"]})
+    sync = ws.create_sync("dups", source=source(first), destination=dest, primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    # id 3 twice, both copies identical to what was delivered; id 4 changed; id 5 new
+    df = pl.DataFrame({"id": [1, 2, 3, 3, 4, 5], "v": ["a", "b", "c", "c", "D", "e"]})
+    sync = ws.create_sync("dups", source=source(df), destination=dest, primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and "3 (2 times)" in run.error, run.error
+    assert run.counts["sent"] == 0
+    with duckdb.connect(str(tmp_path / "dest.duckdb")) as con:
+        assert con.sql("SELECT id, v FROM people ORDER BY id").fetchall() == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+
+    sync = ws.create_sync("dups", source=source(df), destination=dest, primary_key="id",
+                          on_invalid="skip")
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    c = run.counts
+    assert (c["inserted"], c["updated"], c["invalid"]) == (1, 1, 2), c
+    assert sorted(run.records(status="invalid")["id"].to_list()) == [3, 3]
+    with duckdb.connect(str(tmp_path / "dest.duckdb")) as con:
+        assert con.sql("SELECT id, v FROM people ORDER BY id").fetchall() == [
+            (1, "a"), (2, "b"), (3, "c"), (4, "D"), (5, "e")]
+
+
+@pytest.mark.parametrize("shape", ["frame", "parquet"])
+def test_resync_counts_every_action(ws, tmp_path, shape):
+    def source(df, name):
+        if shape == "frame":
+            return dfsync.sources.frame(df)
+        path = tmp_path / f"{name}.parquet"
+        df.write_parquet(path)
+        return dfsync.sources.files(str(path))
+
+    dest = dfsync.destinations.duckdb(tmp_path / "dest.duckdb", table="t")
+    v1 = pl.DataFrame({"id": list(range(100)), "v": [f"x{i}" for i in range(100)]})
+    sync = ws.create_sync("counts", source=source(v1, "v1"), destination=dest, primary_key="id",
+                          destination_mode="mirror")
+    assert sync.run(progress=False).counts["inserted"] == 100
+    v2 = v1.filter(pl.col("id") % 10 != 3).with_columns(
+        pl.when(pl.col("id") % 10 == 7).then(pl.col("v") + "!").otherwise(pl.col("v")).alias("v"))
+    v2 = pl.concat([v2, pl.DataFrame({"id": [100, 101], "v": ["n1", "n2"]})])
+    sync = ws.create_sync("counts", source=source(v2, "v2"), destination=dest, primary_key="id",
+                          destination_mode="mirror")
+    run = sync.run(progress=False)
+    c = run.counts
+    assert (c["queried"], c["inserted"], c["updated"], c["deleted"], c["unchanged"]) == (92, 2, 10, 10, 80), c
+    with duckdb.connect(str(tmp_path / "dest.duckdb")) as con:
+        got = pl.from_arrow(con.sql("SELECT * FROM t ORDER BY id").to_arrow_table())
+    assert got.equals(v2.sort("id"))

@@ -118,7 +118,7 @@ class DatabaseSource(Source):
         return pa.RecordBatchReader.from_batches(inner.schema, batches())
 
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:
-        return con.from_arrow(self.reader(cursor))
+        return self.reader(cursor)
 
     def _arrow_schema(self, cursor: CursorFilter | None) -> pa.Schema:
         # SQLite's driver infers column types from the first rows it reads (an empty result

@@ -66,6 +66,24 @@ class FilesSource(Source):
             )
         return found
 
+    @property
+    def counts_from_metadata(self) -> bool:  # type: ignore[override]
+        return self.format == "parquet"
+
+    def snapshot(self) -> str | None:
+        """Paths, sizes and modification times of the matching files (no data read)."""
+        try:
+            files = self.resolve()
+            parts = []
+            for f in files:
+                st = os.stat(f)
+                parts.append(f"{f}\0{st.st_size}\0{st.st_mtime_ns}")
+        except (SourceError, OSError):
+            return None
+        import hashlib
+
+        return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         files = self.resolve()
         if self.format == "parquet":

@@ -4,7 +4,8 @@ A source is a description (no open connection). The staging engine asks it for r
 in one of two shapes, whichever is cheaper for that source:
 
 * ``duckdb_relation(con, cursor)``: a DuckDB relation on the staging connection (files,
-  DuckDB SQL): DuckDB reads it natively, no Python in the loop. May return None.
+  DuckDB SQL): DuckDB reads it natively, no Python in the loop; or an Arrow record batch
+  reader (databases), streamed in and counted on the way. May return None.
 * ``scan(cursor)``: a polars LazyFrame (always available), streamed into DuckDB as Arrow
   batches.
 
@@ -46,7 +47,18 @@ class Source(ABC):
     @abstractmethod
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame: ...
 
+    #: True when ``SELECT count(*)`` of its relation reads only metadata (Parquet footers).
+    counts_from_metadata: ClassVar[bool] = False
+
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:
+        """A DuckDB relation on ``con``, or a ``pyarrow.RecordBatchReader`` to stream, or None."""
+        return None
+
+    def snapshot(self) -> str | None:
+        """A cheap signature of the data as it is now (files: paths, sizes, mtimes), or None.
+
+        Equal signatures before and after a read mean the read saw one version of the data.
+        """
         return None
 
     def schema(self) -> pl.Schema:
