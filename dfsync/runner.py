@@ -265,6 +265,7 @@ class Runner:
         self.stop_event = threading.Event()
         self.stop_what = "pause"
         self.cursor_max: Any = None
+        self.source_token: str | None = None  # set when this run read (or skipped) an unchanged-files source
 
     # .............................................................. helpers
     def _to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
@@ -341,6 +342,7 @@ class Runner:
     def _adopt_confirmed_batches(self) -> None:
         """Batches confirmed by reconcile that the live staging never heard of count as sent."""
         assert self.staging is not None
+        self.staging.flush_outcomes()
         known = [r[0] for r in self.staging.con.execute(
             "SELECT DISTINCT _batch FROM outcomes WHERE _batch IS NOT NULL").fetchall()]
         key = self.sync.primary_key
@@ -379,6 +381,18 @@ class Runner:
         retry, retry_keys = self._retry_rows()
         if self.staging is None:
             self.staging = Staging(temp_dir=self.ws.staging_dir(self.run_id))
+        token = None if force or (retry is not None and retry.num_rows) else self._source_token(row)
+        if token is not None and token == row.get("source_snapshot") and row.get("key_types"):
+            delivered = self._delivered_count()
+            if delivered:
+                self.staging.load_nothing(sync.primary_key, row["key_types"])
+                self.source_token = token
+                store.note(sync.id, self.run_id, "the source files have the same paths, sizes and modification "
+                           "times as when everything was last delivered: not read again")
+                store.set_counters(self.run_id, queried=delivered, unchanged=delivered)
+                return
+        if row.get("source_snapshot"):
+            store.set_sync_fields(sync.id, source_snapshot=None)
         state = delivered_state(store, sync.id, sync.primary_key)
         with store.released():  # reading the source can take long: let other processes in
             result = self.staging.load(
@@ -404,6 +418,24 @@ class Runner:
                            deleted=deletes, unchanged=c["unchanged"], retried=result.retried,
                            invalid=result.invalid)
         store.set_sync_fields(sync.id, key_types=self.staging.types)
+        if token is not None and self._source_token(row) == token:  # the files did not change while read
+            self.source_token = token
+
+    def _source_token(self, row: dict[str, Any]) -> str | None:
+        """What the source looks like now, for a full refresh that may skip an unchanged source."""
+        sync = self.sync
+        if (sync.sync_mode != SyncMode.FULL_REFRESH or sync.checks
+                or sync.destination_mode == DestinationMode.REPLACE
+                or not getattr(sync.source, "skip_unchanged", False)):
+            return None
+        snap = sync.source.snapshot()
+        return f"{snap}|v{row['definition_version']}|{FP_ALGO}" if snap else None
+
+    def _delivered_count(self) -> int:
+        with self.store.connect() as con:
+            if not self.store.has_table(con, state_table(self.sync.id)):
+                return 0
+            return con.execute(f"SELECT count(*) FROM {state_table(self.sync.id)} WHERE _ok").fetchall()[0][0]
 
     def _retry_rows(self) -> tuple[pa.Table | None, pa.Table | None]:
         rt = rec_table(self.sync.id)
@@ -623,7 +655,8 @@ class Runner:
                     f"DELETE FROM {rt} WHERE _status = 'succeeded' AND _run_id NOT IN "
                     f"(SELECT id FROM runs WHERE sync_id = ? ORDER BY id DESC LIMIT 20)", [sync.id])
             self._save_cursor(con)
-            con.execute("UPDATE syncs SET fp_algo = ? WHERE id = ?", [FP_ALGO, sync.id])
+            con.execute("UPDATE syncs SET fp_algo = ?, source_snapshot = ? WHERE id = ?",
+                        [FP_ALGO, None if problem or run["failed"] or run["invalid"] else self.source_token, sync.id])
             if problem:
                 store.transition_run(self.run_id, RunStatus.FAILED, problem, error=problem,
                                      error_kind="too_many_failed_rows", con=con)

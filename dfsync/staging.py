@@ -20,6 +20,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -95,6 +96,7 @@ class Staging:
         self.key: list[str] = []
         self.loaded = False
         self.joined = False
+        self._pending: list[tuple[Any, str, int, str | None]] = []  # outcomes not yet in the table
 
     def close(self) -> None:
         try:
@@ -168,6 +170,16 @@ class Staging:
         result.invalid = self.invalid_count()
         self.loaded = True
         return result
+
+    def load_nothing(self, key: Sequence[str], types: dict[str, str]) -> StageResult:
+        """Stage no rows (the source is known unchanged since everything was delivered)."""
+        self.key, self.types, self.columns = list(key), dict(types), list(types)
+        cols = ", ".join(f"{quote(c)} {t}" for c, t in types.items())
+        self.con.execute(f"CREATE OR REPLACE TABLE stg ({cols}, _fp UBIGINT, _action VARCHAR)")
+        self.con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
+        self.con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
+        self.loaded = self.joined = True
+        return StageResult(counts=dict.fromkeys(ACTIONS, 0))
 
     def _open_source(self, source: Source, mapping: Mapping, cursor: CursorFilter | None) -> Callable[[], int | None] | None:
         """Make the source the view ``_src`` (mapped columns); return how to count its rows.
@@ -385,12 +397,14 @@ class Staging:
         return None
 
     def pending_count(self, mode: DestinationMode) -> int:
+        self.flush_outcomes()
         return self.con.execute(
             f"SELECT count(*) FROM stg WHERE {self.send_filter(mode)} AND rowid NOT IN (SELECT _rid FROM invalid) "
             f"AND rowid NOT IN (SELECT _rid FROM outcomes)").fetchall()[0][0]
 
     def batches(self, mode: DestinationMode, batch_size: int, only_keys: pa.Table | None = None) -> pa.RecordBatchReader:
         """Pending rows as Arrow batches: record columns, _action, _fp, _rid."""
+        self.flush_outcomes()
         cols = ", ".join(quote(c) for c in self.columns)
         action = "'insert'" if mode == DestinationMode.REPLACE else "_action"
         where = (f"{self.send_filter(mode)} AND s.rowid NOT IN (SELECT _rid FROM invalid) "
@@ -405,16 +419,27 @@ class Staging:
 
     def record_outcomes(self, rids: pa.Array | pa.ChunkedArray, status: str, batch_no: int,
                         error: str | None = None) -> None:
+        """Note what happened to rows just sent; written to ``outcomes`` when next read.
+
+        A run that is not paused never reads them back, so a transfer does not pay an
+        insert per batch for its bookkeeping.
+        """
         if len(rids) == 0:
             return
-        self.con.register("_out", pa.table({"_rid": rids}))
-        self.con.execute("INSERT INTO outcomes SELECT _rid, ?, ?, ? FROM _out", [status, batch_no, error])
-        self.con.unregister("_out")
+        self._pending.append((rids, status, batch_no, error))
+
+    def flush_outcomes(self) -> None:
+        pending, self._pending = self._pending, []
+        for rids, status, batch_no, error in pending:
+            self.con.register("_out", pa.table({"_rid": rids}))
+            self.con.execute("INSERT INTO outcomes SELECT _rid, ?, ?, ? FROM _out", [status, batch_no, error])
+            self.con.unregister("_out")
 
     def mark_skipped(self, mode: DestinationMode) -> pa.Table | None:
         cond = self.skipped_by_mode(mode)
         if cond is None:
             return None
+        self.flush_outcomes()
         self.con.execute(
             f"INSERT INTO outcomes SELECT rowid, 'skipped', NULL, 'insert mode only appends new rows; this row changed' "
             f"FROM stg WHERE {cond} AND rowid NOT IN (SELECT _rid FROM invalid) AND rowid NOT IN (SELECT _rid FROM outcomes)")
@@ -423,6 +448,7 @@ class Staging:
     # ------------------------------------------------------------------ inspection
     def records(self, status: str | None = None, include_unchanged: bool = False,
                 limit: int | None = None) -> pa.Table:
+        self.flush_outcomes()
         cols = ", ".join(f"s.{quote(c)}" for c in self.columns)
         status_sql = ("coalesce(o._status, CASE WHEN i.checks IS NOT NULL THEN 'invalid' "
                       "WHEN s._action = 'unchanged' THEN 'unchanged' ELSE 'pending' END)")

@@ -52,7 +52,7 @@ from .errors import (
 )
 from .states import RunStatus, SyncStatus, check_transition, sync_target
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
 HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
 COUNTERS = (
@@ -99,6 +99,8 @@ MIGRATIONS: dict[int, list[str]] = {
             level VARCHAR, success BOOLEAN, element_count BIGINT, unexpected_count BIGINT,
             unexpected_percent DOUBLE, partial_unexpected_list JSON, result JSON)""",
     ],
+    # what the source looked like (files: paths, sizes, mtimes) when a run last delivered all of it
+    2: ["ALTER TABLE syncs ADD COLUMN IF NOT EXISTS source_snapshot VARCHAR"],
 }
 
 _LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
@@ -408,7 +410,8 @@ class Store:
             if reset:
                 for t in ("state", "log"):
                     con.execute(f"DROP TABLE IF EXISTS {t}_{sync_id}")
-                con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL WHERE id = ?", [sync_id])
+                con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
+                            "source_snapshot = NULL WHERE id = ?", [sync_id])
                 detail += "; destination or primary key changed: delivered state reset, every row is sent again"
             self._event(con, sync_id, None, "definition", None, None, detail)
         return version, reset

@@ -39,8 +39,8 @@ def test_postgres_source_incremental_pushdown(pg_server, pg_uri):
     assert src.scan(CursorFilter("id", 990)).collect()["id"].sort().to_list() == list(range(990, 1001))
     import duckdb
 
-    rel = src.duckdb_relation(duckdb.connect(), CursorFilter("id", 995))
-    assert sorted(r[0] for r in rel.fetchall()) == [995, 996, 997, 998, 999, 1000]
+    reader = src.duckdb_relation(duckdb.connect(), CursorFilter("id", 995))  # an Arrow stream for staging
+    assert sorted(reader.read_all().column("id").to_pylist()) == [995, 996, 997, 998, 999, 1000]
     # the filter ran in PostgreSQL with a bound parameter, not as text pasted into the SQL
     sql, params = src._sql(CursorFilter("id", "1; DROP TABLE src"))
     assert params == ("1; DROP TABLE src",) and "DROP" not in sql

@@ -27,7 +27,8 @@ FORMATS = ("parquet", "csv", "ndjson")
 class FilesSource(Source):
     kind = "files"
 
-    def __init__(self, path: str | list[str], format: str | None = None, **options: Any) -> None:
+    def __init__(self, path: str | list[str], format: str | None = None, *, skip_unchanged: bool = True,
+                 **options: Any) -> None:
         self.paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         # absolute, so the stored definition works from any working directory (CLI, scheduler)
         self.paths = [os.path.abspath(os.fspath(p)) for p in self.paths]
@@ -46,9 +47,15 @@ class FilesSource(Source):
             raise ConfigError(f"unknown file format {format!r}; choose one of {', '.join(FORMATS)}")
         self.format = format
         self.options = options
+        # a full refresh whose files all have the paths, sizes and modification times of the
+        # last run that delivered everything is not read again (see docs/GUARANTEES.md)
+        self.skip_unchanged = bool(skip_unchanged)
 
     def config(self) -> dict[str, Any]:
-        return {"path": self.paths, "format": self.format, **self.options}
+        cfg: dict[str, Any] = {"path": self.paths, "format": self.format, **self.options}
+        if not self.skip_unchanged:
+            cfg["skip_unchanged"] = False
+        return cfg
 
     def describe(self) -> str:
         return f"files({', '.join(self.paths)})"
