@@ -524,15 +524,19 @@ class Runner:
             self._report()
             self._finish()
             return
+        staging.for_transfer()
         self.session = sync.destination.open(_context(sync, self.run_id))
         self.session.prepare(staging.arrow_schema())
         self._report()
         with store.lease():
             self._ensure_state_table(con_schema=staging)
             reader = staging.batches(mode, sync.batch_size)
+            pool = pa.default_memory_pool()
             for tbl in rebatch(reader, sync.batch_size):
                 self._send(tbl, next_batch, key, keep_all)
                 next_batch += 1
+                del tbl
+                pool.release_unused()  # hand the batch's buffers back to the OS, not to a cache
                 store.release_if_stale()
                 self._check_requests()
         self._finish()

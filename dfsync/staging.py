@@ -47,6 +47,17 @@ class StageResult:
     key_problems: list[str] = field(default_factory=list)
 
 
+def _half(limit: str) -> str:
+    """Half of a DuckDB memory size ("2GB" -> "1024MB"); the same string if it cannot be read."""
+    import re
+
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", limit, re.IGNORECASE)
+    if not m:
+        return limit
+    scale = {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 2**20}[m.group(2).upper()]
+    return f"{max(64, int(float(m.group(1)) * scale / 2))}MB"
+
+
 class _Counted:
     """An Arrow stream that counts the rows DuckDB pulls through it (free, exact, one pass)."""
 
@@ -86,14 +97,23 @@ class Staging:
         os.makedirs(self.temp_dir, exist_ok=True)
         # Staged rows live in memory and spill to temp_dir past the limit, so a sync of any size
         # streams with bounded memory (DFSYNC_STAGING_MEMORY overrides, e.g. "8GB").
+        self.memory_limit = memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY", DEFAULT_MEMORY)
         config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "false",
-                  "memory_limit": memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY", DEFAULT_MEMORY)}
+                  "memory_limit": self.memory_limit}
         self.con = duckdb.connect(":memory:", config=config)
         self.columns: list[str] = []
         self.key: list[str] = []
         self.loaded = False
         self.joined = False
         self._pending: list[tuple[Any, str, int, str | None]] = []  # outcomes not yet in the table
+
+    def for_transfer(self) -> None:
+        """Halve the memory cap once the rows are staged and checked.
+
+        The transfer only scans ``stg`` in order, while the destination and the workspace
+        need memory of their own: the whole process stays within about the staging cap.
+        """
+        self.con.execute(f"SET memory_limit = '{_half(self.memory_limit)}'")
 
     def close(self) -> None:
         try:

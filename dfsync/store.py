@@ -54,6 +54,7 @@ from .states import RunStatus, SyncStatus, check_transition, sync_target
 
 SCHEMA_VERSION = 2
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
+WORKSPACE_MEMORY = os.environ.get("DFSYNC_WORKSPACE_MEMORY", "256MB")
 HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
 COUNTERS = (
     "queried",
@@ -165,7 +166,10 @@ class Store:
         try:
             while True:
                 try:
-                    return duckdb.connect(self.path)
+                    con = duckdb.connect(self.path)
+                    # the workspace's pages are evicted, not kept: a run's memory is its staging
+                    con.execute(f"SET memory_limit = '{WORKSPACE_MEMORY}'")
+                    return con
                 except duckdb.IOException as exc:
                     msg = str(exc)
                     if "lock" not in msg.lower():

@@ -34,8 +34,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import DestinationError, DfsyncError, SchemaMismatchError, TransientDestinationError, redact
+from ..errors import (
+    DestinationError,
+    DfsyncError,
+    SchemaMismatchError,
+    TransientDestinationError,
+    redact,
+)
 from ..states import DestinationMode
+from ._sql import TableName, check_compatible, q
 from .base import (
     ACTION_COLUMN,
     LEDGER_TABLE,
@@ -43,9 +50,9 @@ from .base import (
     DestinationContext,
     DestinationSession,
     WriteBatch,
+    batch_actions,
     bisect_failures,
 )
-from ._sql import TableName, check_compatible, q
 
 log = logging.getLogger("dfsync.destinations")
 
@@ -312,7 +319,7 @@ class ArrowSQLSession(DestinationSession):
 
     def _commit(self, cur: Any, batch_no: int, data: pa.Table, *, fast: bool,
                 bad: dict[int, str] | None = None) -> list[tuple]:
-        actions = set(data.column(ACTION_COLUMN).unique().to_pylist()) if data.num_rows else set()
+        actions = batch_actions(data)
         mode = self.ctx.mode
         if fast and self.fresh and self.direct and actions <= {"insert"} and mode != DestinationMode.UPDATE:
             # a table that was empty when the run began: new rows cannot collide, so they
@@ -381,7 +388,7 @@ class ArrowSQLSession(DestinationSession):
     def _bisect(self, cur: Any, batch_no: int, data: pa.Table, original: pa.Table) -> BatchResult:
         self._stage(cur, data)  # staged once, committed: the attempts below only run SQL
         self.con.commit()
-        actions = set(data.column(ACTION_COLUMN).unique().to_pylist()) if data.num_rows else set()
+        actions = batch_actions(data)
 
         def attempt(sub: pa.Table) -> str | None:
             lo, hi = sub.column(ROW_COLUMN)[0].as_py(), sub.column(ROW_COLUMN)[-1].as_py()

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, DestinationError, TransientDestinationError
 from ..states import DestinationMode
+from ._sql import TableName, check_compatible, q
 from .base import (
     ACTION_COLUMN,
     LEDGER_TABLE,
@@ -26,11 +27,12 @@ from .base import (
     DestinationContext,
     DestinationSession,
     WriteBatch,
+    batch_actions,
     bisect_failures,
     register_destination,
 )
-from ._sql import TableName, check_compatible, q
 
+DEFAULT_MEMORY = "512MB"  # DFSYNC_DESTINATION_MEMORY overrides
 _DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.InvalidInputException,
                 duckdb.OutOfRangeException, duckdb.TypeMismatchException)
 
@@ -62,8 +64,15 @@ class DuckDBSession(DestinationSession):
     def __init__(self, destination: DuckDBDestination, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
         self.con = _connect(destination.path)
-        # checkpoint (compress and write row groups) once at close, not every 16 MB of WAL
+        # checkpoint (compress and write row groups) once at close, not every 16 MB of WAL; and
+        # cap the buffer pool, so the pages just written are evicted rather than kept (a large
+        # first load would otherwise hold the whole new table in memory). Both are restored at
+        # close: another connection of this process may share the database instance.
+        self._settings = dict(self.con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('checkpoint_threshold', 'memory_limit')"
+        ).fetchall())
         self.con.execute("SET checkpoint_threshold = '1GB'")
+        self.con.execute(f"SET memory_limit = '{os.environ.get('DFSYNC_DESTINATION_MEMORY', DEFAULT_MEMORY)}'")
         self.target = destination.name
         self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
         self.fresh = False
@@ -146,7 +155,7 @@ class DuckDBSession(DestinationSession):
         cols = ", ".join(q(c) for c in self.columns)
         # the batch is registered as _dfsync_batch by the caller, outside the transaction
         on = " AND ".join(f"{t}.{q(k)} IS NOT DISTINCT FROM b.{q(k)}" for k in pk)
-        actions = set(rows.column(ACTION_COLUMN).unique().to_pylist()) if rows.num_rows else set()
+        actions = batch_actions(rows)
         missing: list[tuple] = []
         if mode == DestinationMode.UPDATE:
             sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
@@ -270,6 +279,11 @@ class DuckDBSession(DestinationSession):
                 pass
 
     def close(self) -> None:
+        try:
+            for name, value in self._settings.items():
+                self.con.execute(f"SET {name} = '{value}'")
+        except duckdb.Error:
+            pass
         try:
             self.con.close()
         except duckdb.Error:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, DestinationError
 from ..states import DestinationMode
+from ._sql import check_compatible, q
 from .base import (
     ACTION_COLUMN,
     BatchResult,
@@ -33,7 +34,6 @@ from .base import (
     WriteBatch,
     register_destination,
 )
-from ._sql import check_compatible, q
 
 DATA_FILE = "data.parquet"
 

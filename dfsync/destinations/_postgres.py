@@ -58,10 +58,16 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for the casts
 
-from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError, register_secret
-from .base import Destination, DestinationContext, DestinationSession, register_destination
-from ._sql import TableName, q
+from ..errors import (
+    ConfigError,
+    DestinationError,
+    MissingDependencyError,
+    SchemaMismatchError,
+    register_secret,
+)
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession
+from ._sql import TableName, q
+from .base import Destination, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["PostgresDestination", "arrow_to_pg", "resolve_secret"]
 

@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
-from .base import Destination, DestinationContext, DestinationSession, register_destination
 from ._sql import TableName, q
+from .base import Destination, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]
 

@@ -174,6 +174,18 @@ class Destination(ABC):
         return f"<dfsync destination {self.describe()}>"
 
 
+def batch_actions(data: pa.Table) -> set[str]:
+    """The actions present in a batch (a first load is all inserts: one vectorised compare)."""
+    import pyarrow.compute as pc
+
+    if data.num_rows == 0:
+        return set()
+    col = data.column(ACTION_COLUMN)
+    if not pc.any(pc.not_equal(col, "insert")).as_py():
+        return {"insert"}
+    return set(col.unique().to_pylist())
+
+
 def _load_all() -> None:
     from . import _load_all as load
 
