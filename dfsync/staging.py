@@ -108,12 +108,16 @@ class Staging:
         self._pending: list[tuple[Any, str, int, str | None]] = []  # outcomes not yet in the table
 
     def for_transfer(self) -> None:
-        """Halve the memory cap once the rows are staged and checked.
+        """Halve the memory cap for the transfer when the staged rows did not fit anyway.
 
         The transfer only scans ``stg`` in order, while the destination and the workspace
-        need memory of their own: the whole process stays within about the staging cap.
+        need memory of their own. Rows that fit in memory stay there (halving would spill
+        them only to read them back); rows that already spilled lose little, and the whole
+        process stays within about the staging cap however large the run.
         """
-        self.con.execute(f"SET memory_limit = '{_half(self.memory_limit)}'")
+        spilled = self.con.execute("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()").fetchall()[0][0]
+        if spilled:
+            self.con.execute(f"SET memory_limit = '{_half(self.memory_limit)}'")
 
     def close(self) -> None:
         try:
