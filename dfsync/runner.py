@@ -186,9 +186,17 @@ def _discard_unapplied_failed_runs(sync: Sync) -> None:
         store.note(sync.id, run_id, "discarded the batches of this failed run: the destination never applied them")
 
 
-def _context(sync: Sync, run_id: int) -> DestinationContext:
+def _context(sync: Sync, run_id: int, requeried: bool = False) -> DestinationContext:
     return DestinationContext(sync_id=sync.id, sync_name=sync.name, run_id=run_id,
-                              mode=sync.destination_mode, primary_key=tuple(sync.primary_key))
+                              mode=sync.destination_mode, primary_key=tuple(sync.primary_key),
+                              requeried=requeried)
+
+
+def _requeried(store: Store, run_id: int) -> bool:
+    """Did this run go through ``querying`` more than once (in any process)?"""
+    with store.connect() as con:
+        return con.execute("SELECT count(*) > 1 FROM events WHERE run_id = ? AND kind = 'run' "
+                           "AND to_status = 'querying'", [run_id]).fetchall()[0][0]
 
 
 def applies_per_batch(sync: Sync) -> bool:
@@ -525,7 +533,7 @@ class Runner:
             self._finish()
             return
         staging.for_transfer()
-        self.session = sync.destination.open(_context(sync, self.run_id))
+        self.session = sync.destination.open(_context(sync, self.run_id, _requeried(store, self.run_id)))
         self.session.prepare(staging.arrow_schema())
         self._report()
         with store.lease():

@@ -227,6 +227,39 @@ def test_interrupt_between_destination_commit_and_workspace_update(ws, target):
     assert got.height == 50 and got["id"].n_unique() == 50
 
 
+@pytest.mark.parametrize("mode", ["upsert", "mirror"])
+def test_resume_after_lost_staging_with_a_changed_source_keeps_one_version(ws, target, mode):
+    """A paused run whose staged rows are lost reads the source again; if a row it already
+    sent has changed since, both versions are in the same run: the newer one must win."""
+    import dfsync.runner
+
+    v1 = people(list(range(1, 31)))
+    dest = FaultyDestination(target.make("people"), interrupt_after=1)
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v1), destination=dest, primary_key="id",
+                          destination_mode=mode, batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    paused = sync.last_run()
+    assert paused.status == "paused"
+    dfsync.runner.LIVE_STAGING.pop((ws.store._key, paused.id)).close()  # as if the process had died
+    # the first batch reached the destination (the interruption came after its write)
+    sent_first = ws.sql(f"SELECT id FROM state_{sync.id} ORDER BY id")["id"].to_list()
+    assert len(sent_first) == 10
+    # every row of the first batch changes, one is deleted; then the run resumes
+    v2 = v1.with_columns(pl.when(pl.col("id").is_in(sent_first)).then(pl.col("name") + " v2")
+                         .otherwise(pl.col("name")).alias("name")).filter(pl.col("id") != sent_first[0])
+    dest.interrupt_after = None
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v2), destination=dest, primary_key="id",
+                          destination_mode=mode, batch_size=10)
+    run = sync.run(progress=False)
+    assert run.id == paused.id and run.status == "success", run.error
+    got = target.read("people")
+    assert got["id"].n_unique() == got.height, "a key was delivered twice"
+    want = v2 if mode == "mirror" else pl.concat([v2, v1.filter(pl.col("id") == sent_first[0])])
+    assert sorted_rows(got) == sorted_rows(want)
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
 def test_interrupt_before_transfer_fails_with_interrupted(ws, target, monkeypatch):
     sync = make(ws, target, people([1, 2]))
     from dfsync.staging import Staging

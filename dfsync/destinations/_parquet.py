@@ -155,7 +155,14 @@ class ParquetSession(DestinationSession):
         assert self.schema is not None
         cols = [f.name for f in self.schema if f.name != ACTION_COLUMN]
         sel = ", ".join(q(c) for c in cols)
-        if files:
+        if files and self.ctx.requeried and len(files) > 1:
+            # a run that re-read its source may have sent a key in an earlier batch and again,
+            # newer, in a later one: keep each key's last version (batch files sort by number)
+            keys = ", ".join(q(k) for k in pk)
+            changes = (f"(SELECT * EXCLUDE (_dfsync_file) FROM read_parquet([{', '.join(_lit(f) for f in files)}], "
+                       f"union_by_name=true, filename='_dfsync_file') "
+                       f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _dfsync_file DESC) = 1)")
+        elif files:
             changes = f"read_parquet([{', '.join(_lit(f) for f in files)}], union_by_name=true)"
         else:
             self.con.register("_empty", pa.Table.from_pylist([], schema=self.schema))

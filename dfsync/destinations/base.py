@@ -63,6 +63,9 @@ class DestinationContext:
     run_id: int
     mode: DestinationMode
     primary_key: tuple[str, ...]
+    #: the run read its source more than once (it resumed after its staged rows were lost), so
+    #: two of its batches may carry the same key: the later batch's version is the one to keep
+    requeried: bool = False
 
 
 @dataclass
