@@ -368,16 +368,25 @@ def test_duplicate_and_null_keys_caught_on_a_resync(ws, target):
     assert sorted_rows(target.read("people")) == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]
 
 
-@pytest.mark.parametrize("shape", ["frame", "parquet"])
-def test_exact_copy_of_a_delivered_row_is_a_duplicate_key(ws, tmp_path, shape):
-    """A re-sync stages only changed rows; a repeated key among the *unchanged* ones is still caught."""
+@pytest.fixture(params=["frame", "parquet"])
+def source_of(request, tmp_path):
+    """Make a source from a frame: the frame itself (streamed) or a Parquet file (read by DuckDB)."""
+    made = [0]
+
     def source(df):
-        if shape == "frame":
+        if request.param == "frame":
             return dfsync.sources.frame(df)
-        path = tmp_path / f"people_{df.height}.parquet"
+        made[0] += 1
+        path = tmp_path / f"source_{made[0]}.parquet"
         df.write_parquet(path)
         return dfsync.sources.files(str(path))
 
+    return source
+
+
+def test_exact_copy_of_a_delivered_row_is_a_duplicate_key(ws, tmp_path, source_of):
+    """A re-sync stages only changed rows; a repeated key among the *unchanged* ones is still caught."""
+    source = source_of
     dest = dfsync.destinations.duckdb(tmp_path / "dest.duckdb", table="people")
     first = pl.DataFrame({"id": [1, 2, 3, 4], "v": ["a", "b", "c", "d"]})
     sync = ws.create_sync("dups", source=source(first), destination=dest, primary_key="id")
@@ -403,24 +412,16 @@ def test_exact_copy_of_a_delivered_row_is_a_duplicate_key(ws, tmp_path, shape):
             (1, "a"), (2, "b"), (3, "c"), (4, "D"), (5, "e")]
 
 
-@pytest.mark.parametrize("shape", ["frame", "parquet"])
-def test_resync_counts_every_action(ws, tmp_path, shape):
-    def source(df, name):
-        if shape == "frame":
-            return dfsync.sources.frame(df)
-        path = tmp_path / f"{name}.parquet"
-        df.write_parquet(path)
-        return dfsync.sources.files(str(path))
-
+def test_resync_counts_every_action(ws, tmp_path, source_of):
     dest = dfsync.destinations.duckdb(tmp_path / "dest.duckdb", table="t")
     v1 = pl.DataFrame({"id": list(range(100)), "v": [f"x{i}" for i in range(100)]})
-    sync = ws.create_sync("counts", source=source(v1, "v1"), destination=dest, primary_key="id",
+    sync = ws.create_sync("counts", source=source_of(v1), destination=dest, primary_key="id",
                           destination_mode="mirror")
     assert sync.run(progress=False).counts["inserted"] == 100
     v2 = v1.filter(pl.col("id") % 10 != 3).with_columns(
         pl.when(pl.col("id") % 10 == 7).then(pl.col("v") + "!").otherwise(pl.col("v")).alias("v"))
     v2 = pl.concat([v2, pl.DataFrame({"id": [100, 101], "v": ["n1", "n2"]})])
-    sync = ws.create_sync("counts", source=source(v2, "v2"), destination=dest, primary_key="id",
+    sync = ws.create_sync("counts", source=source_of(v2), destination=dest, primary_key="id",
                           destination_mode="mirror")
     run = sync.run(progress=False)
     c = run.counts
