@@ -87,6 +87,19 @@ class FaultySource(Source):
     def describe(self) -> str:
         return self.inner.describe()
 
+    # what the staging engine asks of the source beyond reading it: passed through, so crash
+    # tests exercise the changed-only diff and the unchanged-files skip of the real source
+    @property
+    def counts_from_metadata(self) -> bool:  # type: ignore[override]
+        return self.inner.counts_from_metadata
+
+    @property
+    def skip_unchanged(self) -> bool:
+        return getattr(self.inner, "skip_unchanged", False)
+
+    def snapshot(self) -> str | None:
+        return self.inner.snapshot()
+
 
 @register_destination
 class FaultyDestination(Destination):
