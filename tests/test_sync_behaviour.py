@@ -260,6 +260,36 @@ def test_resume_after_lost_staging_with_a_changed_source_keeps_one_version(ws, t
     assert sync.run(progress=False).counts["sent"] == 0
 
 
+def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws, target):
+    """Paused after batch 1; process dies; the source changes a row of batch 1; the resumed run
+    re-reads and is paused again before sending; the next resume must still send that row's
+    new version (the earlier batch delivered the old one). Found by a randomized model run."""
+    import dfsync.runner
+
+    v1 = people(list(range(1, 21)))
+    dest = FaultyDestination(target.make("people"), interrupt_before=2)
+    kw = dict(destination=dest, primary_key="id", destination_mode="mirror", batch_size=10)
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v1), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    paused = sync.last_run()
+    dfsync.runner.LIVE_STAGING.pop((ws.store._key, paused.id)).close()  # as if the process had died
+    first = ws.sql(f"SELECT id FROM state_{sync.id} WHERE _ok ORDER BY id")["id"].to_list()
+    assert len(first) == 10
+    v2 = v1.with_columns(pl.when(pl.col("id") == first[0]).then(pl.lit("changed")).otherwise(pl.col("name"))
+                         .alias("name"))
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v2), **kw)
+    dest.interrupt_before = 1  # the resumed run reads again, then is paused before it sends
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.last_run().id == paused.id and sync.last_run().status == "paused"
+    dest.interrupt_before = None
+    run = sync.run(progress=False)  # resumes with the staged rows of the second read
+    assert run.id == paused.id and run.status == "success", run.error
+    assert sorted_rows(target.read("people")) == sorted_rows(v2)
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
 def test_interrupt_before_transfer_fails_with_interrupted(ws, target, monkeypatch):
     sync = make(ws, target, people([1, 2]))
     from dfsync.staging import Staging
