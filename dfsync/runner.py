@@ -350,9 +350,11 @@ class Runner:
     def _adopt_confirmed_batches(self) -> None:
         """Batches confirmed by reconcile that the live staging never heard of count as sent.
 
-        Only a staged row *with the fingerprint the batch carried* is that batch's row: a run
-        that re-read its source after losing its staging may hold, under the same key, a newer
-        version than the one an earlier batch of the run delivered, and that one must be sent.
+        Only a staged row with the fingerprint *and action* the batch carried is that batch's
+        row: a run that re-read its source after losing its staging may hold, under the same
+        key, a newer version (or the delete) of a row an earlier batch of the run delivered,
+        and that must be sent. (A delete carries the delivered fingerprint, so the action
+        tells it from the insert that delivered it.)
         """
         assert self.staging is not None
         self.staging.flush_outcomes()
@@ -364,13 +366,14 @@ class Runner:
         with self.store.connect() as con:
             if not self.store.has_table(con, state_table(self.sync.id)):
                 return
-            done = con.sql(f"SELECT {cols}, _fp, _batch FROM {state_table(self.sync.id)} "
+            done = con.sql(f"SELECT {cols}, _fp, _action, _batch FROM {state_table(self.sync.id)} "
                            f"WHERE _run = {int(self.run_id)} AND _ok {not_in}").to_arrow_table()
         if done.num_rows:
             scon = self.staging.con
             scon.register("_done", done)
             scon.execute(f"INSERT INTO outcomes SELECT s.rowid, 'succeeded', d._batch, NULL FROM stg s "
-                         f"JOIN _done d ON {_key_match('s', 'd', key)} AND s._fp = d._fp")
+                         f"JOIN _done d ON {_key_match('s', 'd', key)} AND s._fp = d._fp "
+                         f"AND s._action = d._action")
             scon.unregister("_done")
 
     # .............................................................. querying

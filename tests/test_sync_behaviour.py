@@ -261,9 +261,10 @@ def test_resume_after_lost_staging_with_a_changed_source_keeps_one_version(ws, t
 
 
 def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws, target):
-    """Paused after batch 1; process dies; the source changes a row of batch 1; the resumed run
-    re-reads and is paused again before sending; the next resume must still send that row's
-    new version (the earlier batch delivered the old one). Found by a randomized model run."""
+    """Paused after batch 1; process dies; the source changes one row of batch 1 and drops
+    another; the resumed run re-reads and is paused again before sending; the next resume must
+    still send the new version and the delete (the earlier batch delivered the old rows).
+    Found by randomized model runs."""
     import dfsync.runner
 
     v1 = people(list(range(1, 21)))
@@ -276,8 +277,9 @@ def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws,
     dfsync.runner.LIVE_STAGING.pop((ws.store._key, paused.id)).close()  # as if the process had died
     first = ws.sql(f"SELECT id FROM state_{sync.id} WHERE _ok ORDER BY id")["id"].to_list()
     assert len(first) == 10
+    # one row of batch 1 changes, another is deleted
     v2 = v1.with_columns(pl.when(pl.col("id") == first[0]).then(pl.lit("changed")).otherwise(pl.col("name"))
-                         .alias("name"))
+                         .alias("name")).filter(pl.col("id") != first[1])
     sync = ws.create_sync("p", source=dfsync.sources.frame(v2), **kw)
     dest.interrupt_before = 1  # the resumed run reads again, then is paused before it sends
     with pytest.raises(KeyboardInterrupt):
