@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,8 +50,6 @@ class StageResult:
 
 def _half(limit: str) -> str:
     """Half of a DuckDB memory size ("2GB" -> "1024MB"); the same string if it cannot be read."""
-    import re
-
     m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", limit, re.IGNORECASE)
     if not m:
         return limit
@@ -164,7 +163,7 @@ class Staging:
             assert counter is not None and state is not None
             counts = self._stage_changed(source, counter, state.num_rows)
             if counts is None:  # a key repeats (or the files changed while read): the full diff says which
-                counter = self._open_source(source, mapping, cursor)
+                self._open_source(source, mapping, cursor)
         if counts is None:
             self._stage_full(source, state is not None, detect_deletes, force, keep_unchanged)
         con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob as _glob
+import hashlib
 import os
 from typing import Any
 
@@ -87,8 +88,6 @@ class FilesSource(Source):
                 parts.append(f"{f}\0{st.st_size}\0{st.st_mtime_ns}")
         except (SourceError, OSError):
             return None
-        import hashlib
-
         return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
