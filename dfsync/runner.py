@@ -18,7 +18,9 @@ destination lacks, nor forgets one it has.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -29,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._arrow import bool_array, int_array, string_array
 from .destinations.base import ACTION_COLUMN, DestinationContext, DestinationSession, WriteBatch
 from .errors import (
     DfsyncError,
@@ -223,6 +226,26 @@ def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
 
 
 # ---------------------------------------------------------------------- cursor values
+def _warm_imports(modules: tuple[str, ...]) -> None:
+    """Import a destination's driver in the background while the source is read.
+
+    Drivers such as ADBC's take most of a second to import (pyarrow.dataset, pandas) and
+    are needed only once the transfer begins; the read runs in DuckDB and polars without
+    the GIL, so the import costs the run nothing. A failed import is left for the
+    destination to report when it opens.
+    """
+    missing = [m for m in modules if m not in sys.modules]
+    if not missing:
+        return
+
+    def load() -> None:
+        for name in missing:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    threading.Thread(target=load, name="dfsync-driver-import", daemon=True).start()
+
+
 def _cursor_to_json(v: Any) -> dict[str, Any] | None:
     if v is None:
         return None
@@ -328,6 +351,7 @@ class Runner:
 
     def _execute(self) -> None:
         sync = self.sync
+        _warm_imports(sync.destination.driver_modules)
         if self.status == RunStatus.PAUSED:
             reconcile(sync)
             if self.staging is not None and self.staging.loaded:
@@ -583,13 +607,15 @@ class Runner:
         # 3. confirm (vectorised: only rejected rows are looked at one by one)
         bad: dict[int, tuple[str, str]] = {i: (RecordStatus.SKIPPED.value, redact(e)) for i, e in result.skipped.items()}
         bad.update({i: (RecordStatus.FAILED.value, redact(e)[:2000]) for i, e in result.failed.items()})
-        good_mask = np.ones(n, dtype=bool)
+        delivered: pa.Array | None = None  # None: every row
         if bad:
+            good_mask = np.ones(n, dtype=bool)
             good_mask[list(bad)] = False
-        delivered = pa.array(good_mask)
+            delivered = bool_array(good_mask)
         not_delivered = [[tbl.column(k)[i].as_py() for k in key] for i in sorted(bad)]
         if sync.sync_mode == SyncMode.INCREMENTAL and sync.cursor_field in tbl.column_names:
-            delivered_cursor = pc.max(tbl.column(sync.cursor_field).filter(delivered)).as_py()
+            cursor_col = tbl.column(sync.cursor_field)
+            delivered_cursor = pc.max(cursor_col if delivered is None else cursor_col.filter(delivered)).as_py()
             self.cursor_max = _max_cursor(self.cursor_max, delivered_cursor)
         keep = list(range(n)) if keep_all else sorted(bad)
         with store.transaction() as con:
@@ -602,18 +628,20 @@ class Runner:
             if keep:
                 status = [bad[i][0] if i in bad else RecordStatus.SUCCEEDED.value for i in keep]
                 errors = [bad[i][1] if i in bad else None for i in keep]
-                recs = tbl.take(keep).drop_columns(["_rid", "_fp"])
-                recs = recs.append_column("_status", pa.array(status, pa.string())) \
-                    .append_column("_batch", pa.array([batch_no] * len(keep), pa.int32())) \
-                    .append_column("_error", pa.array(errors, pa.string())) \
+                idx = int_array(keep)
+                recs = (tbl if keep_all else tbl.take(idx)).drop_columns(["_rid", "_fp"])
+                recs = recs.append_column("_status", string_array(status)) \
+                    .append_column("_batch", int_array(np.full(len(keep), batch_no), pa.int32())) \
+                    .append_column("_error", string_array(errors)) \
                     .append_column("_checks", pa.nulls(len(keep), pa.list_(pa.string()))) \
-                    .append_column("_fingerprint", tbl.column("_fp").take(keep))
+                    .append_column("_fingerprint", tbl.column("_fp") if keep_all else tbl.column("_fp").take(idx))
                 self._store_records(recs, con=con)
         assert self.staging is not None
         rids = tbl.column("_rid")
-        self.staging.record_outcomes(rids.filter(delivered), RecordStatus.SUCCEEDED.value, batch_no)
+        self.staging.record_outcomes(rids if delivered is None else rids.filter(delivered),
+                                     RecordStatus.SUCCEEDED.value, batch_no)
         for i, (st_, err) in bad.items():
-            self.staging.record_outcomes(rids.take([i]), st_, batch_no, err)
+            self.staging.record_outcomes(rids.take(int_array([i])), st_, batch_no, err)
         self._report()
 
     def _store_invalid_records(self) -> None:
@@ -631,7 +659,7 @@ class Runner:
             with self.store.transaction() as c:
                 return self._store_records(recs, con=c)
         rt = rec_table(self.sync.id)
-        recs = recs.append_column("_run_id", pa.array([self.run_id] * recs.num_rows, pa.int64()))
+        recs = recs.append_column("_run_id", int_array(np.full(recs.num_rows, self.run_id)))
         con.register("_recs", recs)
         try:
             if not self.store.has_table(con, rt):

@@ -21,12 +21,13 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from ._arrow import int64_copy, int_array
 from .errors import ConfigError, InvalidRecordsError, SourceError
 from .mapping import Mapping
 from .sources.base import CursorFilter, Source
@@ -104,7 +105,7 @@ class Staging:
         self.key: list[str] = []
         self.loaded = False
         self.joined = False
-        self._pending: list[tuple[Any, str, int, str | None]] = []  # outcomes not yet in the table
+        self._pending: list[tuple[np.ndarray, str, int, str | None]] = []  # outcomes not yet in the table
 
     def for_transfer(self) -> None:
         """Halve the memory cap for the transfer when the staged rows did not fit anyway.
@@ -454,12 +455,13 @@ class Staging:
         """
         if len(rids) == 0:
             return
-        self._pending.append((rids, status, batch_no, error))
+        # a copy: an Arrow slice of the batch would keep the whole batch's memory alive
+        self._pending.append((int64_copy(rids), status, batch_no, error))
 
     def flush_outcomes(self) -> None:
         pending, self._pending = self._pending, []
         for rids, status, batch_no, error in pending:
-            self.con.register("_out", pa.table({"_rid": rids}))
+            self.con.register("_out", pa.Table.from_arrays([int_array(rids)], names=["_rid"]))
             self.con.execute("INSERT INTO outcomes SELECT _rid, ?, ?, ? FROM _out", [status, batch_no, error])
             self.con.unregister("_out")
 

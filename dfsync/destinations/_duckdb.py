@@ -101,7 +101,7 @@ class DuckDBSession(DestinationSession):
     def prepare(self, schema: pa.Schema) -> None:
         cols = [f.name for f in schema if f.name != ACTION_COLUMN]
         self.columns = cols
-        empty = pa.Table.from_pylist([], schema=pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
+        empty = pa.Table.from_batches([], schema=pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
         self.con.register("_dfsync_schema", empty)
         try:
             incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}

@@ -199,6 +199,7 @@ class HTTPDestination(Destination):
     """
 
     kind = "http"
+    driver_modules = ("httpx",)
     transactional = False
     modes = frozenset({DestinationMode.INSERT, DestinationMode.UPSERT, DestinationMode.UPDATE,
                        DestinationMode.MIRROR})

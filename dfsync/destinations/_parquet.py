@@ -98,7 +98,7 @@ class ParquetSession(DestinationSession):
             existing = {r[0]: r[1] for r in self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({_lit(self.data)})").fetchall()}
         except duckdb.Error as exc:
             raise DestinationError(f"cannot read the existing {self.data}: {exc}") from exc
-        empty = pa.Table.from_pylist([], schema=pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
+        empty = pa.Table.from_batches([], schema=pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
         self.con.register("_dfsync_schema", empty)
         incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}
         self.con.unregister("_dfsync_schema")
@@ -165,7 +165,7 @@ class ParquetSession(DestinationSession):
         elif files:
             changes = f"read_parquet([{', '.join(_lit(f) for f in files)}], union_by_name=true)"
         else:
-            self.con.register("_empty", pa.Table.from_pylist([], schema=self.schema))
+            self.con.register("_empty", pa.Table.from_batches([], schema=self.schema))
             changes = "_empty"
         mode = self.ctx.mode
         has_base = self._has_data() and mode != DestinationMode.REPLACE

@@ -143,6 +143,9 @@ class Destination(ABC):
     applies_per_batch: ClassVar[bool] = True
     #: Destination modes this destination supports.
     modes: ClassVar[frozenset[DestinationMode]] = frozenset(DestinationMode)
+    #: Driver modules ``open`` will import; a run imports them in the background while it
+    #: reads its source (some drivers take most of a second to import).
+    driver_modules: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def open(self, ctx: DestinationContext) -> DestinationSession: ...
@@ -181,10 +184,12 @@ def batch_actions(data: pa.Table) -> set[str]:
     """The actions present in a batch (a first load is all inserts: one vectorised compare)."""
     import pyarrow.compute as pc
 
+    from .._arrow import string_scalar
+
     if data.num_rows == 0:
         return set()
     col = data.column(ACTION_COLUMN)
-    if not pc.any(pc.not_equal(col, "insert")).as_py():
+    if not pc.any(pc.not_equal(col, string_scalar("insert"))).as_py():
         return {"insert"}
     return set(col.unique().to_pylist())
 
