@@ -192,7 +192,7 @@ def _discard_unapplied_failed_runs(sync: Sync) -> None:
 def _context(sync: Sync, run_id: int, requeried: bool = False) -> DestinationContext:
     return DestinationContext(sync_id=sync.id, sync_name=sync.name, run_id=run_id,
                               mode=sync.destination_mode, primary_key=tuple(sync.primary_key),
-                              requeried=requeried)
+                              requeried=requeried, workspace_id=sync.workspace.store.ledger_id(run_id))
 
 
 def _requeried(store: Store, run_id: int) -> bool:

@@ -52,7 +52,7 @@ from .errors import (
 )
 from .states import RunStatus, SyncStatus, check_transition, sync_target
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
 WORKSPACE_MEMORY = os.environ.get("DFSYNC_WORKSPACE_MEMORY", "256MB")
 HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
@@ -102,6 +102,14 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # what the source looked like (files: paths, sizes, mtimes) when a run last delivered all of it
     2: ["ALTER TABLE syncs ADD COLUMN IF NOT EXISTS source_snapshot VARCHAR"],
+    # this workspace's own id, part of every run's key in destination ledgers: two workspaces
+    # (or one deleted and made anew) syncing into one table must not read each other's ledger
+    # rows as their own. Runs that began before this migration keep their key without it.
+    3: [
+        "CREATE TABLE IF NOT EXISTS workspace_meta (key VARCHAR, value VARCHAR)",
+        "INSERT INTO workspace_meta SELECT 'id', replace(gen_random_uuid()::VARCHAR, '-', '')",
+        "INSERT INTO workspace_meta SELECT 'ledger_id_from_run', (SELECT coalesce(max(id), 0) + 1 FROM runs)::VARCHAR",
+    ],
 }
 
 _LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
@@ -135,6 +143,7 @@ class Store:
         self._lease: duckdb.DuckDBPyConnection | None = None
         self._lease_since = 0.0
         self._lease_thread: int | None = None
+        self._ledger: tuple[str, int] | None = None
         if self.memory:
             _memory_cons[self._key] = duckdb.connect(":memory:")
         else:
@@ -355,6 +364,15 @@ class Store:
                 con.execute(stmt)
             con.execute("INSERT INTO dfsync_schema VALUES (?, ?)", [version, now()])
             con.execute("COMMIT")
+
+    def ledger_id(self, run_id: int) -> str:
+        """The workspace id a run's destination ledger key carries ("" for runs begun before it had one)."""
+        if self._ledger is None:
+            with self.connect() as con:
+                meta = dict(con.execute("SELECT key, value FROM workspace_meta").fetchall())
+            self._ledger = (meta["id"], int(meta["ledger_id_from_run"]))
+        wid, first = self._ledger
+        return wid if run_id >= first else ""
 
     def schema_version(self) -> int:
         with self.connect() as con:

@@ -461,3 +461,22 @@ def test_resync_counts_every_action(ws, tmp_path, source_of):
     with duckdb.connect(str(tmp_path / "dest.duckdb")) as con:
         got = pl.from_arrow(con.sql("SELECT * FROM t ORDER BY id").to_arrow_table())
     assert got.equals(v2.sort("id"))
+
+
+@pytest.mark.parametrize("mode", ["upsert", "mirror"])
+def test_a_second_workspace_into_the_same_table_keeps_one_row_per_key(tmp_path, target, mode):
+    """Destination ledgers key a run by sync name, id and run id, which a second workspace (or
+    the first one deleted and made anew) repeats: its first run was taken for a resumed run of
+    a table that was empty when it began, and upsert wrote every row a second time."""
+    v1, v2 = people(list(range(1, 51))), people(list(range(1, 41)) + list(range(60, 70)), version=2)
+    for name, df in (("a", v1), ("b", v1), ("b", v2)):
+        w = dfsync.Workspace(tmp_path / f"{name}.duckdb")
+        run = make(w, target, df, mode=mode).run(progress=False)
+        assert run.status == "success", run.error
+        w.close()
+    got = target.read("people")
+    assert got["id"].n_unique() == got.height  # one row per key
+    if mode == "mirror":
+        assert sorted_rows(got) == sorted_rows(v2)
+    else:
+        assert sorted_rows(got) == sorted_rows(pl.concat([v1.filter(pl.col("id") > 40), v2]))

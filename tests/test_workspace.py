@@ -309,3 +309,25 @@ def test_delete_sync(ws, tmp_path):
     assert ws.syncs().height == 0
     with pytest.raises(dfsync.SyncNotFoundError):
         ws.sync("d")
+
+
+def test_runs_begun_before_workspaces_had_an_id_keep_their_ledger_key(tmp_path):
+    """Schema 3 gives each workspace an id for destination ledger keys; a run begun before the
+    upgrade (say, paused) keeps the key its batches were committed under."""
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    w = dfsync.Workspace(path)
+    w.close()
+    con = duckdb.connect(str(path))  # make it a schema-2 workspace that already had two runs
+    con.execute("DROP TABLE workspace_meta")
+    con.execute("DELETE FROM dfsync_schema WHERE version = 3")
+    con.execute("INSERT INTO runs (id, sync_id, status) VALUES (1, 1, 'success'), (2, 1, 'paused')")
+    con.close()
+    store = dfsync.Workspace(path).store
+    assert store.schema_version() == 3
+    assert store.ledger_id(1) == store.ledger_id(2) == ""
+    wid = store.ledger_id(3)
+    assert len(wid) == 32 and store.ledger_id(99) == wid
+    other = dfsync.Workspace(tmp_path / "new.duckdb").store
+    assert other.ledger_id(1) not in ("", wid)

@@ -82,7 +82,7 @@ class ArrowSQLSession(DestinationSession):
     def __init__(self, destination: Any, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
         self.target: TableName = destination.name
-        self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
+        self.run_key = ctx.run_key
         self.columns: list[str] = []
         self.fresh = False
         self.direct = False  # table's columns are exactly the records' mapped types

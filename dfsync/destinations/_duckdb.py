@@ -74,7 +74,7 @@ class DuckDBSession(DestinationSession):
         self.con.execute("SET checkpoint_threshold = '1GB'")
         self.con.execute(f"SET memory_limit = '{os.environ.get('DFSYNC_DESTINATION_MEMORY', DEFAULT_MEMORY)}'")
         self.target = destination.name
-        self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
+        self.run_key = ctx.run_key
         self.fresh = False
         self.columns: list[str] = []
         self.con.execute(

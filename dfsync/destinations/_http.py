@@ -401,7 +401,7 @@ class HTTPSession(DestinationSession):
         self.limiter = RateLimiter(*d.rate) if d.rate else None
         self.stop = threading.Event()  # set when one request gave up: the others stop retrying
         digest = hashlib.sha1(ctx.sync_name.encode()).hexdigest()[:8]
-        self.key_prefix = f"dfsync-{digest}-s{ctx.sync_id}-r{ctx.run_id}"
+        self.key_prefix = f"dfsync-{digest}-{ctx.run_tag}"
         self.columns: list[str] = []
         # exponential backoff plus jitter (spreads the retries of concurrent requests apart)
         self.wait = (tenacity.wait_exponential(multiplier=d.retry_initial_wait, max=d.retry_max_wait)

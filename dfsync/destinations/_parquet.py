@@ -69,8 +69,9 @@ class ParquetSession(DestinationSession):
         super().__init__(destination, ctx)
         self.dir = os.path.abspath(destination.directory)
         self.data = os.path.join(self.dir, DATA_FILE)
-        self.run_key = f"{ctx.sync_name}#{ctx.sync_id}/{ctx.run_id}"
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{ctx.sync_id}-{ctx.run_id}")
+        self.run_key = ctx.run_key
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{ctx.sync_id}-{ctx.run_id}"
+                      + (f"-{ctx.workspace_id[:12]}" if ctx.workspace_id else ""))
         self.batch_dir = os.path.join(self.dir, "_dfsync", safe)
         self.con = duckdb.connect()
         self.schema: pa.Schema | None = None

@@ -66,6 +66,20 @@ class DestinationContext:
     #: the run read its source more than once (it resumed after its staged rows were lost), so
     #: two of its batches may carry the same key: the later batch's version is the one to keep
     requeried: bool = False
+    #: the workspace's id ("" for runs begun before workspaces had one)
+    workspace_id: str = ""
+
+    @property
+    def run_key(self) -> str:
+        """This run's key in a destination's ledger: unique across workspaces."""
+        base = f"{self.sync_name}#{self.sync_id}/{self.run_id}"
+        return f"{base}@{self.workspace_id}" if self.workspace_id else base
+
+    @property
+    def run_tag(self) -> str:
+        """A short, file- and header-safe form of ``run_key``."""
+        base = f"s{self.sync_id}-r{self.run_id}"
+        return f"{base}-w{self.workspace_id[:12]}" if self.workspace_id else base
 
 
 @dataclass
