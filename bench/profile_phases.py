@@ -6,7 +6,8 @@
 Wraps the runner's and the destination's methods with timers (initial load of --src into a
 fresh destination, then the re-sync with --src2) and prints, per run, the seconds inside:
 staging.load (read + hash + diff), delivered_state (state copy out of the workspace),
-runner._send split into its workspace write-ahead, destination write and confirm parts,
+each batch's workspace write-ahead, its destination write (on the writer thread, overlapping
+the next batch's write-ahead) and its confirm (which first waits for that write),
 the workspace lease reopen (release_if_stale), the destination's finish and close, and the
 rest. For a sampled profile of the same runs, run it under ``py-spy record``.
 """
@@ -77,9 +78,10 @@ def instrument(target: str) -> None:
     timed(staging.Staging, "pending_count", "staging.pending_count")
     timed(runner, "delivered_state", "delivered_state (workspace -> arrow)")
     timed(runner, "rebatch", "rebatch (generator creation)")
-    timed(runner.Runner, "_send", "runner._send total")
-    timed(runner, "confirm_batch", "_send: confirm_batch")
-    timed(runner.Runner, "_store_records", "_send: _store_records")
+    timed(runner.Runner, "_write_ahead", "write-ahead of each batch (workspace)")
+    timed(runner.Runner, "_confirm", "confirm of each batch (waits for its write)")
+    timed(runner, "confirm_batch", "  confirm_batch (workspace)")
+    timed(runner.Runner, "_store_records", "  _store_records")
     timed(runner.Runner, "_finish", "runner._finish (incl. session.finish)")
     timed(runner.Runner, "_ensure_state_table", "_ensure_state_table")
     timed(runner.Runner, "_drop_staging", "drop staging")
@@ -99,7 +101,7 @@ def instrument(target: str) -> None:
         from dfsync.destinations import _postgres as mod
 
         cls = mod.PostgresSession
-    timed(cls, "write", "_send: destination.write")
+    timed(cls, "write", "destination.write (worker thread)")
     timed(cls, "close", "destination close")
     timed(cls, "prepare", "destination prepare")
     timed(cls, "finish", "destination finish")
@@ -146,11 +148,8 @@ def main() -> None:
                 continue
             print(f"\n== {label}: {total:.2f}s total ({t_run - t:.2f}s workspace open + create_sync), "
                   f"counts {run.counts}")
-            send = TIMES["runner._send total"]
-            parts = TIMES["_send: confirm_batch"] + TIMES["_send: destination.write"]
             for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1]):
                 print(f"  {k:<44} {v:7.2f}s  x{COUNTS[k] or ''}")
-            print(f"  {'_send: rest (write-ahead insert, records, outcomes)':<44} {send - parts:7.2f}s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -17,6 +17,7 @@ destination lacks, nor forgets one it has.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import json
@@ -24,6 +25,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._arrow import bool_array, int_array, string_array
-from .destinations.base import ACTION_COLUMN, DestinationContext, DestinationSession, WriteBatch
+from .destinations.base import ACTION_COLUMN, BatchResult, DestinationContext, DestinationSession, WriteBatch
 from .errors import (
     DfsyncError,
     EmptySourceError,
@@ -226,6 +228,40 @@ def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
 
 
 # ---------------------------------------------------------------------- cursor values
+class _DestinationWriter:
+    """A destination session's writes on one background thread, in order, one at a time.
+
+    A write queued behind one that failed is not attempted (the run stops at the failure).
+    """
+
+    def __init__(self, session: DestinationSession | None) -> None:
+        assert session is not None
+        self.session = session
+        self.pool: ThreadPoolExecutor | None = None
+        self.last: Future[BatchResult] | None = None
+
+    def submit(self, batch: WriteBatch) -> Future[BatchResult]:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfsync-destination")
+        before = self.last
+
+        def write() -> BatchResult:
+            if before is not None and (before.cancelled() or before.exception() is not None):
+                raise _NotWritten(f"batch {batch.batch_no} was not sent: an earlier batch failed")
+            return self.session.write(batch)
+
+        self.last = self.pool.submit(write)
+        return self.last
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _NotWritten(Exception):
+    pass
+
+
 def _warm_imports(modules: tuple[str, ...]) -> None:
     """Import a destination's driver in the background while the source is read.
 
@@ -572,13 +608,35 @@ class Runner:
             self._ensure_state_table(con_schema=staging)
             reader = staging.batches(mode, sync.batch_size)
             pool = pa.default_memory_pool()
-            for tbl in rebatch(reader, sync.batch_size):
-                self._send(tbl, next_batch, key, keep_all)
-                next_batch += 1
-                del tbl
-                pool.release_unused()  # hand the batch's buffers back to the OS, not to a cache
-                store.release_if_stale()
-                self._check_requests()
+            # A transactional destination writes batch n on a worker thread while this thread
+            # reads batch n+1 from staging and writes it ahead to the workspace; batches are
+            # still written one at a time, in order, and confirmed in order.
+            depth = 1 if getattr(sync.destination, "transactional", True) else 0
+            sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
+            writer = _DestinationWriter(self.session)
+            try:
+                for tbl in rebatch(reader, sync.batch_size):
+                    self._write_ahead(tbl, next_batch, key)
+                    sent.append((tbl, next_batch, writer.submit(WriteBatch(next_batch, tbl.drop_columns(["_fp", "_rid"])))))
+                    next_batch += 1
+                    del tbl
+                    while len(sent) > depth:
+                        self._confirm(*sent.popleft(), key, keep_all)
+                    pool.release_unused()  # hand the batch's buffers back to the OS, not to a cache
+                    store.release_if_stale()
+                    self._check_requests()
+                while sent:
+                    self._confirm(*sent.popleft(), key, keep_all)
+            except StopRequested:
+                # a pause or abort between batches: settle what the destination already has
+                writer.close()
+                while sent and sent[0][2].done() and sent[0][2].exception() is None:
+                    self._confirm(*sent.popleft(), key, keep_all)
+                raise
+            finally:
+                # never leave a write running under a session about to be closed; a batch it
+                # committed but this thread did not confirm stays in flight for reconcile()
+                writer.close()
         self._finish()
 
     def _ensure_state_table(self, con_schema: Staging) -> None:
@@ -589,22 +647,25 @@ class Runner:
                 con.execute(f"CREATE TABLE {st} ({cols}, _fp UBIGINT, _run BIGINT, _batch INTEGER, "
                             f"_action VARCHAR, _ok BOOLEAN)")
 
-    def _send(self, tbl: pa.Table, batch_no: int, key: list[str], keep_all: bool) -> None:
-        store, sync = self.store, self.sync
-        st = state_table(sync.id)
-        n = tbl.num_rows
+    def _write_ahead(self, tbl: pa.Table, batch_no: int, key: list[str]) -> None:
+        """Before a batch is sent: its keys, fingerprints and actions, not yet confirmed."""
+        st = state_table(self.sync.id)
         cols = ", ".join(quote(k) for k in key)
-        # 1. write ahead: keys + fingerprints, not yet confirmed
-        with store.transaction() as con:
+        with self.store.transaction() as con:
             con.register("_log", tbl.select([*key, "_fp", ACTION_COLUMN]))
             con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, {int(self.run_id)}, {int(batch_no)}, "
                         f"{ACTION_COLUMN}, FALSE FROM _log")
             con.unregister("_log")
-            con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)", [self.run_id, batch_no, n])
-        # 2. the destination applies the batch with its ledger entry
-        data = tbl.drop_columns(["_fp", "_rid"])
-        result = self.session.write(WriteBatch(batch_no, data))  # type: ignore[union-attr]
-        # 3. confirm (vectorised: only rejected rows are looked at one by one)
+            con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)",
+                        [self.run_id, batch_no, tbl.num_rows])
+
+    def _confirm(self, tbl: pa.Table, batch_no: int, written: Future[BatchResult], key: list[str],
+                 keep_all: bool) -> None:
+        """After the destination applied a batch (with its ledger entry): record the outcome."""
+        store, sync = self.store, self.sync
+        n = tbl.num_rows
+        result = written.result()
+        # vectorised: only rejected rows are looked at one by one
         bad: dict[int, tuple[str, str]] = {i: (RecordStatus.SKIPPED.value, redact(e)) for i, e in result.skipped.items()}
         bad.update({i: (RecordStatus.FAILED.value, redact(e)[:2000]) for i, e in result.failed.items()})
         delivered: pa.Array | None = None  # None: every row
