@@ -34,7 +34,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._arrow import bool_array, int_array, string_array
-from .destinations.base import ACTION_COLUMN, BatchResult, DestinationContext, DestinationSession, WriteBatch
+from .destinations.base import (
+    ACTION_COLUMN,
+    BatchResult,
+    DestinationContext,
+    DestinationSession,
+    WriteBatch,
+)
 from .errors import (
     DfsyncError,
     EmptySourceError,
