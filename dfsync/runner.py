@@ -235,37 +235,62 @@ def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
 
 # ---------------------------------------------------------------------- cursor values
 class _DestinationWriter:
-    """A destination session's writes on one background thread, in order, one at a time.
+    """Destination writes on background threads: one thread per session, batches in turn.
 
-    A write queued behind one that failed is not attempted (the run stops at the failure).
+    One session (the usual case) writes its batches in order, one at a time. A destination
+    whose session sets ``parallel_writes`` > 1 gets that many sessions (``fork()``, each on
+    its own connection), batch n going to session n mod k. Once a write fails, no write
+    queued after it is attempted.
     """
 
     def __init__(self, session: DestinationSession | None) -> None:
         assert session is not None
-        self.session = session
-        self.pool: ThreadPoolExecutor | None = None
-        self.last: Future[BatchResult] | None = None
+        self.sessions: list[DestinationSession] = [session]
+        self.want = max(1, int(getattr(session, "parallel_writes", 1)))
+        self.pools: list[ThreadPoolExecutor] = []
+        self.failed = threading.Event()
+        self.count = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.want
 
     def submit(self, batch: WriteBatch) -> Future[BatchResult]:
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfsync-destination")
-        before = self.last
+        i = self.count % self.want
+        self.count += 1
+        if i == len(self.sessions):  # forked when first needed (a one-batch run opens no more)
+            self.sessions.append(self.sessions[0].fork())
+        if i == len(self.pools):
+            self.pools.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dfsync-destination-{i}"))
+        session = self.sessions[i]
 
         def write() -> BatchResult:
-            if before is not None and (before.cancelled() or before.exception() is not None):
+            if self.failed.is_set():
                 raise _NotWritten(f"batch {batch.batch_no} was not sent: an earlier batch failed")
-            return self.session.write(batch)
+            try:
+                return session.write(batch)
+            except BaseException:
+                self.failed.set()
+                raise
 
-        self.last = self.pool.submit(write)
-        return self.last
+        return self.pools[i].submit(write)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self.pools = []
+        for forked in self.sessions[1:]:  # the first is the runner's, closed by it
+            with contextlib.suppress(Exception):
+                forked.close()
+        del self.sessions[1:]
 
 
 class _NotWritten(Exception):
     pass
+
+
+def _landed(written: Future[BatchResult]) -> bool:
+    return written.done() and not written.cancelled() and written.exception() is None
 
 
 def _warm_imports(modules: tuple[str, ...]) -> None:
@@ -614,12 +639,12 @@ class Runner:
             self._ensure_state_table(con_schema=staging)
             reader = staging.batches(mode, sync.batch_size)
             pool = pa.default_memory_pool()
-            # A transactional destination writes batch n on a worker thread while this thread
-            # reads batch n+1 from staging and writes it ahead to the workspace; batches are
-            # still written one at a time, in order, and confirmed in order.
-            depth = 1 if getattr(sync.destination, "transactional", True) else 0
-            sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
+            # A transactional destination writes batch n on a writer thread while this thread
+            # reads batch n+1 from staging and writes it ahead to the workspace (PostgreSQL
+            # writes two batches at once, on two connections); batches are confirmed in order.
             writer = _DestinationWriter(self.session)
+            depth = writer.capacity if getattr(sync.destination, "transactional", True) else 0
+            sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
                 for tbl in rebatch(reader, sync.batch_size):
                     self._write_ahead(tbl, next_batch, key)
@@ -636,7 +661,7 @@ class Runner:
             except StopRequested:
                 # a pause or abort between batches: settle what the destination already has
                 writer.close()
-                while sent and sent[0][2].done() and sent[0][2].exception() is None:
+                while sent and _landed(sent[0][2]):
                     self._confirm(*sent.popleft(), key, keep_all)
                 raise
             finally:

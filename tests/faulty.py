@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 import time
 from typing import Any
 
@@ -138,10 +139,19 @@ class FaultyDestination(Destination):
 class FaultySession(DestinationSession):
     destination: FaultyDestination
 
-    def __init__(self, destination: FaultyDestination, ctx: DestinationContext, inner: DestinationSession) -> None:
+    def __init__(self, destination: FaultyDestination, ctx: DestinationContext, inner: DestinationSession,
+                 shared: dict[str, Any] | None = None) -> None:
         super().__init__(destination, ctx)
         self.inner = inner
-        self.calls = 0
+        self.parallel_writes = inner.parallel_writes  # forks share the count of writes
+        self.shared = shared if shared is not None else {"calls": 0, "lock": threading.Lock()}
+
+    @property
+    def calls(self) -> int:
+        return self.shared["calls"]
+
+    def fork(self) -> FaultySession:
+        return FaultySession(self.destination, self.ctx, self.inner.fork(), self.shared)
 
     def prepare(self, schema):
         return self.inner.prepare(schema)
@@ -151,21 +161,23 @@ class FaultySession(DestinationSession):
 
     def write(self, batch):
         d = self.destination
-        self.calls += 1
-        if d.interrupt_before is not None and self.calls == d.interrupt_before:
+        with self.shared["lock"]:
+            self.shared["calls"] += 1
+            calls = self.shared["calls"]
+        if d.interrupt_before is not None and calls == d.interrupt_before:
             d.interrupt_before = None  # once
             raise KeyboardInterrupt
         if d.sleep:
             time.sleep(d.sleep)
-        fault_point("before_write", self.calls)
+        fault_point("before_write", calls)
         result = self.inner.write(batch)
-        fault_point("after_write", self.calls)
-        if d.marker and d.marker_after is not None and self.calls >= d.marker_after:
+        fault_point("after_write", calls)
+        if d.marker and d.marker_after is not None and calls >= d.marker_after:
             pathlib.Path(d.marker).write_text(str(batch.batch_no))
-        if d.interrupt_after is not None and self.calls == d.interrupt_after:
+        if d.interrupt_after is not None and calls == d.interrupt_after:
             d.interrupt_after = None
             raise KeyboardInterrupt
-        if d.raise_after is not None and self.calls == d.raise_after:
+        if d.raise_after is not None and calls == d.raise_after:
             d.raise_after = None
             raise RuntimeError("injected failure after the destination committed")
         return result

@@ -25,6 +25,7 @@ type names.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from abc import abstractmethod
@@ -280,6 +281,11 @@ class ArrowSQLSession(DestinationSession):
         if owed and not self._has_unique_key(self.write_target):
             pk = ", ".join(q(k) for k in self.ctx.primary_key)
             cur.execute(f"ALTER TABLE {self.write_target.sql} ADD PRIMARY KEY ({pk})")
+
+    def fork(self) -> ArrowSQLSession:
+        other = copy.copy(self)  # prepared state (columns, fresh, direct, unique_key) shared
+        other.con = None  # connects on first use
+        return other
 
     # ---------------------------------------------------------------- ledger
     def committed_batches(self) -> dict[int, list[list[Any]]]:

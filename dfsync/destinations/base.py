@@ -111,9 +111,18 @@ class BatchResult:
 
 
 class DestinationSession(ABC):
+    #: how many batches may be written at once, each by a ``fork()`` of this session on a
+    #: connection of its own (batches of one run never share a key, and each commits with
+    #: its own ledger entry, so their order at the destination does not matter)
+    parallel_writes: int = 1
+
     def __init__(self, destination: Destination, ctx: DestinationContext) -> None:
         self.destination = destination
         self.ctx = ctx
+
+    def fork(self) -> DestinationSession:
+        """A session for the same run, prepared like this one, on its own connection."""
+        raise NotImplementedError(f"{type(self).__name__} writes one batch at a time")
 
     @abstractmethod
     def prepare(self, schema: pa.Schema) -> None: ...
