@@ -243,10 +243,13 @@ class _DestinationWriter:
     queued after it is attempted.
     """
 
-    def __init__(self, session: DestinationSession | None) -> None:
+    def __init__(self, session: DestinationSession | None, *, inline: bool = False) -> None:
         assert session is not None
         self.sessions: list[DestinationSession] = [session]
         self.want = max(1, int(getattr(session, "parallel_writes", 1)))
+        #: write on the calling thread (a destination without a ledger, such as HTTP: Ctrl-C
+        #: then interrupts the write at once instead of waiting for its retries to end)
+        self.inline = inline
         self.pools: list[ThreadPoolExecutor] = []
         self.failed = threading.Event()
         self.count = 0
@@ -256,6 +259,10 @@ class _DestinationWriter:
         return self.want
 
     def submit(self, batch: WriteBatch) -> Future[BatchResult]:
+        if self.inline:
+            done: Future[BatchResult] = Future()
+            done.set_result(self.sessions[0].write(batch))  # an exception propagates as before
+            return done
         i = self.count % self.want
         self.count += 1
         if i == len(self.sessions):  # forked when first needed (a one-batch run opens no more)
@@ -642,8 +649,9 @@ class Runner:
             # A transactional destination writes batch n on a writer thread while this thread
             # reads batch n+1 from staging and writes it ahead to the workspace (PostgreSQL
             # writes two batches at once, on two connections); batches are confirmed in order.
-            writer = _DestinationWriter(self.session)
-            depth = writer.capacity if getattr(sync.destination, "transactional", True) else 0
+            transactional = getattr(sync.destination, "transactional", True)
+            writer = _DestinationWriter(self.session, inline=not transactional)
+            depth = writer.capacity if transactional else 0
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
                 for tbl in rebatch(reader, sync.batch_size):

@@ -114,3 +114,13 @@ def test_postgres_writes_two_batches_at_once_and_lands_every_row(pg_server, pg_u
     run = run_with(df2, 10)
     assert run.status == "success" and run.counts["updated"] == run.counts["sent"] == 143  # 15 batches
     assert dict(sql("SELECT id, v FROM two_writers")) == dict(zip(df2["id"].to_list(), df2["v"].to_list(), strict=True))
+
+
+def test_inline_writes_happen_on_the_calling_thread():
+    log: list = []
+    w = _DestinationWriter(Recording(log, 2), inline=True)
+    assert w.submit(batch(1)).result(0) is not None
+    with pytest.raises(RuntimeError):
+        _DestinationWriter(Recording([], 1, fail_on=1), inline=True).submit(batch(1))
+    w.close()
+    assert log == [(1, "s0", threading.current_thread().name)]
