@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib
 import json
-import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -300,26 +298,6 @@ def _landed(written: Future[BatchResult]) -> bool:
     return written.done() and not written.cancelled() and written.exception() is None
 
 
-def _warm_imports(modules: tuple[str, ...]) -> None:
-    """Import a destination's driver in the background while the source is read.
-
-    Drivers such as ADBC's take most of a second to import (pyarrow.dataset, pandas) and
-    are needed only once the transfer begins; the read runs in DuckDB and polars without
-    the GIL, so the import costs the run nothing. A failed import is left for the
-    destination to report when it opens.
-    """
-    missing = [m for m in modules if m not in sys.modules]
-    if not missing:
-        return
-
-    def load() -> None:
-        for name in missing:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-
-    threading.Thread(target=load, name="dfsync-driver-import", daemon=True).start()
-
-
 def _cursor_to_json(v: Any) -> dict[str, Any] | None:
     if v is None:
         return None
@@ -425,7 +403,6 @@ class Runner:
 
     def _execute(self) -> None:
         sync = self.sync
-        _warm_imports(sync.destination.driver_modules)
         if self.status == RunStatus.PAUSED:
             reconcile(sync)
             if self.staging is not None and self.staging.loaded:

@@ -93,34 +93,3 @@ def test_int64_copy_is_a_copy_of_slices_and_chunks():
     assert not np.shares_memory(got, np.frombuffer(base.buffers()[1], dtype=np.int64))
     assert int64_copy(base.slice(7, 2)).tolist() == [7, 8]
     assert int64_copy(pa.chunked_array([], pa.int64())).tolist() == []
-
-
-def test_driver_modules_are_imported_in_the_background(tmp_path, monkeypatch):
-    import threading
-
-    from dfsync import runner
-
-    (tmp_path / "dfsync_fake_driver.py").write_text("import time\ntime.sleep(0.2)\nLOADED = True\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = set(threading.enumerate())
-    runner._warm_imports(("dfsync_fake_driver", "dfsync_no_such_driver"))
-    assert "dfsync_fake_driver" not in sys.modules  # the caller did not wait for it
-    for t in set(threading.enumerate()) - before:
-        t.join(10)
-    assert sys.modules["dfsync_fake_driver"].LOADED
-    assert "dfsync_no_such_driver" not in sys.modules  # a missing driver is the session's to report
-    runner._warm_imports(("dfsync_fake_driver",))  # already there: no thread
-    assert set(threading.enumerate()) <= before | {threading.current_thread()}
-    sys.modules.pop("dfsync_fake_driver")
-
-
-def test_postgres_and_sqlite_name_their_drivers():
-    import importlib
-
-    from dfsync.destinations._postgres import PostgresDestination
-    from dfsync.destinations._sqlite import SQLiteDestination
-
-    for cls in (PostgresDestination, SQLiteDestination):
-        assert cls.driver_modules
-        for name in cls.driver_modules:
-            importlib.import_module(name)  # the names are real

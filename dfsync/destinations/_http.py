@@ -199,7 +199,6 @@ class HTTPDestination(Destination):
     """
 
     kind = "http"
-    driver_modules = ("httpx",)
     transactional = False
     modes = frozenset({DestinationMode.INSERT, DestinationMode.UPSERT, DestinationMode.UPDATE,
                        DestinationMode.MIRROR})

@@ -163,7 +163,6 @@ class PostgresDestination(Destination):
     """A PostgreSQL table; ``table`` may be ``schema.table`` (quote parts to keep dots: ``'"a.b".t'``)."""
 
     kind = "postgres"
-    driver_modules = ("adbc_driver_postgresql.dbapi",)
 
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
                  connect_timeout: int = 10) -> None:

@@ -84,7 +84,6 @@ class SQLiteDestination(Destination):
     """A table in a SQLite file (created if missing)."""
 
     kind = "sqlite"
-    driver_modules = ("adbc_driver_sqlite.dbapi",)
 
     def __init__(self, path: str, table: str, *, retry_timeout: float = 30.0) -> None:
         if not table or not isinstance(table, str):

@@ -166,9 +166,6 @@ class Destination(ABC):
     applies_per_batch: ClassVar[bool] = True
     #: Destination modes this destination supports.
     modes: ClassVar[frozenset[DestinationMode]] = frozenset(DestinationMode)
-    #: Driver modules ``open`` will import; a run imports them in the background while it
-    #: reads its source (some drivers take most of a second to import).
-    driver_modules: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def open(self, ctx: DestinationContext) -> DestinationSession: ...
