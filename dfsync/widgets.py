@@ -126,6 +126,9 @@ class SyncPanel(_Widget):
         self.state: dict[str, Any] = {}
         self.last_preview: Any = None
         self._run: SyncRun | None = sync.workspace.run(run_id) if run_id is not None else None
+        #: a panel made for one run (the live panel of ``sync.run()``) keeps showing it when a
+        #: later run starts; only its Refresh button (or its own Run) moves it on
+        self.follow_latest = run_id is None
         self._render_lock = threading.RLock()
         self._poller: threading.Thread | None = None
         self._closed = threading.Event()
@@ -373,7 +376,7 @@ class SyncPanel(_Widget):
     def refresh_state_only(self) -> None:
         """Like :meth:`refresh` but never starts a poller (used by the poller itself)."""
         last = self.sync.last_run()
-        if last is not None and (self._run is None or last.id > self._run.id):
+        if last is not None and (self._run is None or (self.follow_latest and last.id > self._run.id)):
             self._run = last
         self._render(self._snapshot(self._run))
 

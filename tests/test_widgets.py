@@ -156,6 +156,22 @@ def test_panel_after_a_run_shows_status_timeline_counters(customers: dfsync.Sync
     assert panel.error.value == ""
 
 
+def test_the_live_panel_of_a_run_keeps_showing_that_run(customers: dfsync.Sync) -> None:
+    """sync.run()'s panel is made for its run: its poller, still waking up after the run ended,
+    must not switch it to the next run (a notebook's second sync.run() showed up in the first
+    panel when the runs were quick)."""
+    first = customers.run(progress=False)
+    pinned = widgets.SyncPanel(customers, run_id=first.id)
+    latest = widgets.SyncPanel(customers)
+    second = customers.run(progress=False)
+    pinned.refresh_state_only()  # what the poller and the reporter's close do
+    latest.refresh_state_only()
+    assert data_value(pinned.run_info.value, "data-run-id") == str(first.id)
+    assert data_value(latest.run_info.value, "data-run-id") == str(second.id)
+    pinned.refresh()  # the Refresh button: the user asks for the latest
+    assert data_value(pinned.run_info.value, "data-run-id") == str(second.id)
+
+
 def test_run_button_runs_in_background_and_updates_panel(customers: dfsync.Sync, tmp_path: pathlib.Path) -> None:
     panel = widgets.SyncPanel(customers)
     panel.run_button.click()
