@@ -242,23 +242,24 @@ class Workspace:
         session_only = bool(source.session_only or getattr(destination, "session_only", False)
                             or any(getattr(c, "session_only", False) for c in check_objs))
         store = self.store
-        if store.sync_exists(name):
-            if if_exists == "error":
-                raise ConfigError(f"a sync named {name!r} already exists; pick another name or use if_exists='update'")
-            sid = store.sync_row(name)["id"]
-            version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, session_only)
-            if reset:
-                import warnings
+        with store.lease():  # one workspace connection for the lookups and the write, not four
+            if store.sync_exists(name):
+                if if_exists == "error":
+                    raise ConfigError(f"a sync named {name!r} already exists; pick another name or use if_exists='update'")
+                sid = store.sync_row(name)["id"]
+                version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, session_only)
+                if reset:
+                    import warnings
 
-                warnings.warn(f"sync {name!r}: destination or primary key changed, so every row is sent again once",
-                              stacklevel=2)
-        else:
-            sid = store.create_sync(name, definition, state_key, schedule, next_run, session_only)
-        _LIVE[(store._key, name)] = {
-            "source": source, "destination": destination, "checks": check_objs, "mapping": mapper,
-            **{k: v for k, v in callbacks.items() if v is not None and not isinstance(v, str)},
-        }
-        return Sync(self, name)
+                    warnings.warn(f"sync {name!r}: destination or primary key changed, so every row is sent again once",
+                                  stacklevel=2)
+            else:
+                sid = store.create_sync(name, definition, state_key, schedule, next_run, session_only)
+            _LIVE[(store._key, name)] = {
+                "source": source, "destination": destination, "checks": check_objs, "mapping": mapper,
+                **{k: v for k, v in callbacks.items() if v is not None and not isinstance(v, str)},
+            }
+            return Sync(self, name)
 
     def sync(self, name: str) -> Sync:
         """An existing sync by name (``SyncNotFoundError`` lists the names that exist)."""
