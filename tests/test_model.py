@@ -54,9 +54,18 @@ names = st.none() | st.text(st.characters(codec="utf-8", exclude_categories=["Cs
 scores = st.none() | st.floats(allow_nan=True, allow_infinity=True, width=64) | st.sampled_from([0.0, -0.0, 1.5])
 
 
+#: destinations the model draws from; DFSYNC_MODEL_KINDS=postgres,duckdb (say) for a hunt that
+#: includes PostgreSQL and its two-connection writer (test_model_many_examples only)
+KINDS = [k.strip() for k in os.environ.get("DFSYNC_MODEL_KINDS", "duckdb,parquet,sqlite").split(",") if k.strip()]
+_FIXTURES: dict[str, object] = {}  # pg_server, handed over by the test that asked for it
+
+
 class _Req:
     def __init__(self, kind: str) -> None:
         self.param = kind
+
+    def getfixturevalue(self, name: str) -> object:
+        return _FIXTURES[name]
 
 
 class SyncModel(RuleBasedStateMachine):
@@ -72,7 +81,7 @@ class SyncModel(RuleBasedStateMachine):
         self.interrupted_run: set[int] = set()
 
     # ------------------------------------------------------------------ set-up
-    @initialize(kind=st.sampled_from(["duckdb", "parquet", "sqlite"]), incremental=st.booleans(),
+    @initialize(kind=st.sampled_from(KINDS), incremental=st.booleans(),
                 first=st.dictionaries(keys, st.tuples(names, scores), min_size=4, max_size=14))
     def setup(self, kind: str, incremental: bool, first: dict) -> None:
         self.kind = kind
@@ -239,8 +248,11 @@ test_model = SyncModel.TestCase
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_model_many_examples():
+def test_model_many_examples(request):
     from hypothesis.stateful import run_state_machine_as_test
+
+    if "postgres" in KINDS:
+        _FIXTURES["pg_server"] = request.getfixturevalue("pg_server")
 
     # derandomized: the same histories every build (a CI run must not depend on luck);
     # DFSYNC_MODEL_EXAMPLES raises the count for a longer exploration, and DFSYNC_MODEL_RANDOM=1
