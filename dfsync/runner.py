@@ -231,7 +231,7 @@ def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending)
 
 
-# ---------------------------------------------------------------------- cursor values
+# ---------------------------------------------------------------------- destination writes
 class _DestinationWriter:
     """Destination writes on background threads: one thread per session, batches in turn.
 
@@ -244,7 +244,7 @@ class _DestinationWriter:
     def __init__(self, session: DestinationSession | None, *, inline: bool = False) -> None:
         assert session is not None
         self.sessions: list[DestinationSession] = [session]
-        self.want = max(1, int(getattr(session, "parallel_writes", 1)))
+        self.capacity = max(1, int(getattr(session, "parallel_writes", 1)))
         #: write on the calling thread (a destination without a ledger, such as HTTP: Ctrl-C
         #: then interrupts the write at once instead of waiting for its retries to end)
         self.inline = inline
@@ -253,15 +253,16 @@ class _DestinationWriter:
         self.count = 0
 
     @property
-    def capacity(self) -> int:
-        return self.want
+    def depth(self) -> int:
+        """Batches that may be written but not yet confirmed while the next one is prepared."""
+        return 0 if self.inline else self.capacity
 
     def submit(self, batch: WriteBatch) -> Future[BatchResult]:
         if self.inline:
             done: Future[BatchResult] = Future()
             done.set_result(self.sessions[0].write(batch))  # an exception propagates as before
             return done
-        i = self.count % self.want
+        i = self.count % self.capacity
         self.count += 1
         if i == len(self.sessions):  # forked when first needed (a one-batch run opens no more)
             self.sessions.append(self.sessions[0].fork())
@@ -298,6 +299,7 @@ def _landed(written: Future[BatchResult]) -> bool:
     return written.done() and not written.cancelled() and written.exception() is None
 
 
+# ---------------------------------------------------------------------- cursor values
 def _cursor_to_json(v: Any) -> dict[str, Any] | None:
     if v is None:
         return None
@@ -626,9 +628,7 @@ class Runner:
             # A transactional destination writes batch n on a writer thread while this thread
             # reads batch n+1 from staging and writes it ahead to the workspace (PostgreSQL
             # writes two batches at once, on two connections); batches are confirmed in order.
-            transactional = getattr(sync.destination, "transactional", True)
-            writer = _DestinationWriter(self.session, inline=not transactional)
-            depth = writer.capacity if transactional else 0
+            writer = _DestinationWriter(self.session, inline=not getattr(sync.destination, "transactional", True))
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
                 for tbl in rebatch(reader, sync.batch_size):
@@ -636,7 +636,7 @@ class Runner:
                     sent.append((tbl, next_batch, writer.submit(WriteBatch(next_batch, tbl.drop_columns(["_fp", "_rid"])))))
                     next_batch += 1
                     del tbl
-                    while len(sent) > depth:
+                    while len(sent) > writer.depth:
                         self._confirm(*sent.popleft(), key, keep_all)
                     pool.release_unused()  # hand the batch's buffers back to the OS, not to a cache
                     store.release_if_stale()
@@ -705,13 +705,13 @@ class Runner:
             if keep:
                 status = [bad[i][0] if i in bad else RecordStatus.SUCCEEDED.value for i in keep]
                 errors = [bad[i][1] if i in bad else None for i in keep]
-                idx = int_array(keep)
-                recs = (tbl if keep_all else tbl.take(idx)).drop_columns(["_rid", "_fp"])
+                picked = tbl if keep_all else tbl.take(int_array(keep))
+                recs = picked.drop_columns(["_rid", "_fp"])
                 recs = recs.append_column("_status", string_array(status)) \
                     .append_column("_batch", int_array(np.full(len(keep), batch_no), pa.int32())) \
                     .append_column("_error", string_array(errors)) \
                     .append_column("_checks", pa.nulls(len(keep), pa.list_(pa.string()))) \
-                    .append_column("_fingerprint", tbl.column("_fp") if keep_all else tbl.column("_fp").take(idx))
+                    .append_column("_fingerprint", picked.column("_fp"))
                 self._store_records(recs, con=con)
         assert self.staging is not None
         rids = tbl.column("_rid")

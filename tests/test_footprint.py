@@ -26,9 +26,6 @@ def test_a_run_does_not_import_pandas(tmp_path, kind):
     src = tmp_path / "src.parquet"
     script = textwrap.dedent(f"""
         import json, sys
-        import pyarrow.parquet as pq, pyarrow as pa
-        pq.write_table(pa.Table.from_batches([pa.RecordBatch.from_arrays(
-            [pa.nulls(0, pa.int64())], names=["x"])]), {str(tmp_path / 'warm.parquet')!r})
         import polars as pl
         pl.DataFrame({{"id": list(range(1000)), "v": [str(i) for i in range(1000)], "bad": [None] * 1000}}
                      ).write_parquet({str(src)!r})

@@ -56,6 +56,7 @@ def test_parallel_sessions_take_batches_in_turn_and_forks_are_closed():
     log: list = []
     first = Recording(log, 2)
     w = _DestinationWriter(first)
+    assert w.depth == 2
     for f in [w.submit(batch(i)) for i in range(1, 7)]:
         f.result(5)
     forked = w.sessions[1]
@@ -119,6 +120,7 @@ def test_postgres_writes_two_batches_at_once_and_lands_every_row(pg_server, pg_u
 def test_inline_writes_happen_on_the_calling_thread():
     log: list = []
     w = _DestinationWriter(Recording(log, 2), inline=True)
+    assert w.depth == 0  # each inline write is confirmed before the next batch is read
     assert w.submit(batch(1)).result(0) is not None
     with pytest.raises(RuntimeError):
         _DestinationWriter(Recording([], 1, fail_on=1), inline=True).submit(batch(1))

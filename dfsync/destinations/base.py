@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from .._arrow import string_scalar
 from .._kinds import Kinds
 from ..errors import ConfigError
 from ..states import DestinationMode
@@ -203,8 +204,6 @@ class Destination(ABC):
 def batch_actions(data: pa.Table) -> set[str]:
     """The actions present in a batch (a first load is all inserts: one vectorised compare)."""
     import pyarrow.compute as pc
-
-    from .._arrow import string_scalar
 
     if data.num_rows == 0:
         return set()
