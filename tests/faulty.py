@@ -146,10 +146,6 @@ class FaultySession(DestinationSession):
         self.parallel_writes = inner.parallel_writes  # forks share the count of writes
         self.shared = shared if shared is not None else {"calls": 0, "lock": threading.Lock()}
 
-    @property
-    def calls(self) -> int:
-        return self.shared["calls"]
-
     def fork(self) -> FaultySession:
         return FaultySession(self.destination, self.ctx, self.inner.fork(), self.shared)
 
