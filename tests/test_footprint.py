@@ -19,10 +19,12 @@ from dfsync._arrow import bool_array, int64_copy, int_array, string_array, strin
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "parquet"])
-def test_a_run_does_not_import_pandas(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["duckdb", "parquet", "sqlite", "postgres"])
+def test_a_run_does_not_import_pandas(tmp_path, kind, request):
     """pyarrow imports pandas on its first look at a Python value (0.3 s, most of a small
-    run); a sync of files into a local destination never needs it."""
+    run), and ADBC's DB-API module imports pyarrow.dataset and pandas (0.5-1.0 s): a sync of
+    files into any of these destinations never needs either."""
+    uri = request.getfixturevalue("pg_uri") if kind == "postgres" else None
     src = tmp_path / "src.parquet"
     script = textwrap.dedent(f"""
         import json, sys
@@ -32,8 +34,10 @@ def test_a_run_does_not_import_pandas(tmp_path, kind):
         assert "pandas" not in sys.modules, "the test itself imported pandas"
         import dfsync
         ws = dfsync.Workspace({str(tmp_path / 'ws.duckdb')!r})
-        dest = (dfsync.destinations.duckdb({str(tmp_path / 'd.duckdb')!r}, table="t") if {kind!r} == "duckdb"
-                else dfsync.destinations.parquet({str(tmp_path / 'out')!r}))
+        dest = {{"duckdb": lambda: dfsync.destinations.duckdb({str(tmp_path / 'd.duckdb')!r}, table="t"),
+                 "parquet": lambda: dfsync.destinations.parquet({str(tmp_path / 'out')!r}),
+                 "sqlite": lambda: dfsync.destinations.sqlite({str(tmp_path / 'd.sqlite')!r}, table="t"),
+                 "postgres": lambda: dfsync.destinations.postgres({uri!r}, table="t")}}[{kind!r}]()
         sync = ws.create_sync("s", source=dfsync.sources.files({str(src)!r}), destination=dest,
                               primary_key="id", destination_mode="mirror")
         first = sync.run(progress=False)
@@ -41,7 +45,7 @@ def test_a_run_does_not_import_pandas(tmp_path, kind):
                      ).write_parquet({str(src)!r})
         second = sync.run(progress=False)
         print(json.dumps({{"statuses": [first.status, second.status], "counts": second.counts,
-                           "pandas": "pandas" in sys.modules}}))
+                           "pandas": "pandas" in sys.modules, "dataset": "pyarrow.dataset" in sys.modules}}))
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
                        env=dict(os.environ, PYTHONPATH=ROOT))
@@ -49,6 +53,46 @@ def test_a_run_does_not_import_pandas(tmp_path, kind):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["statuses"] == ["success", "success"]
     assert (out["counts"]["inserted"], out["counts"]["updated"], out["counts"]["deleted"]) == (500, 500, 500)
+    assert out["pandas"] is False
+    assert out["dataset"] is False
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_a_database_source_does_not_import_pandas(tmp_path, dialect, request):
+    """Reading a PostgreSQL or SQLite query (with an incremental cursor bound as a parameter)
+    goes through the same low-level ADBC calls."""
+    if dialect == "postgres":
+        server = request.getfixturevalue("pg_server")
+        uri = request.getfixturevalue("pg_uri")
+        server.execute("CREATE TABLE src AS SELECT g AS id, g * 10 AS ts, 'v' || g AS v FROM generate_series(1, 300) g",
+                       dbname=uri.rsplit("/", 1)[1])
+    else:
+        import sqlite3
+
+        path = tmp_path / "src.sqlite"
+        with sqlite3.connect(path) as con:
+            con.execute("CREATE TABLE src (id INTEGER PRIMARY KEY, ts INTEGER, v TEXT)")
+            con.executemany("INSERT INTO src VALUES (?, ?, ?)", [(i, i * 10, f"v{i}") for i in range(1, 301)])
+        uri = f"sqlite:///{path}"
+    script = textwrap.dedent(f"""
+        import json, sys
+        import dfsync
+        ws = dfsync.Workspace({str(tmp_path / 'ws.duckdb')!r})
+        sync = ws.create_sync("s", source=dfsync.sources.database({uri!r}, "SELECT * FROM src"),
+                              destination=dfsync.destinations.duckdb({str(tmp_path / 'd.duckdb')!r}, table="t"),
+                              primary_key="id", sync_mode="incremental", cursor_field="ts")
+        first = sync.run(progress=False)
+        second = sync.run(progress=False)
+        print(json.dumps({{"statuses": [first.status, second.status], "first": first.counts["inserted"],
+                           "queried": second.counts["queried"], "pandas": "pandas" in sys.modules}}))
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["statuses"] == ["success", "success"]
+    assert out["first"] == 300
+    assert out["queried"] == 1  # the second run reads from the last cursor value on (inclusive)
     assert out["pandas"] is False
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._arrow import int_array
 from ..errors import (
     DestinationError,
     DfsyncError,
@@ -308,7 +309,7 @@ class ArrowSQLSession(DestinationSession):
             if done is not None:
                 return self._result_from_ledger(batch.data, done)
         data = self._conform(batch.data)
-        data = data.append_column(ROW_COLUMN, pa.array(np.arange(data.num_rows, dtype=np.int64)))
+        data = data.append_column(ROW_COLUMN, int_array(np.arange(data.num_rows, dtype=np.int64)))
         try:
             missing = self._run(lambda cur: self._commit(cur, batch.batch_no, data, fast=True))
             return self._result(batch.data, {}, missing)

@@ -246,12 +246,14 @@ class PostgresSession(ArrowSQLSession):
 
     def _connect(self) -> Any:
         try:
-            import adbc_driver_postgresql.dbapi as pgdb
+            import adbc_driver_postgresql  # noqa: F401
         except ImportError:
             raise MissingDependencyError("adbc-driver-postgresql", "postgres", "the PostgreSQL destination") from None
+        from .._adbc import connect_postgres
+
         uri = self.destination.connection_uri()
         try:
-            return pgdb.connect(uri)
+            return connect_postgres(uri)
         except Exception as exc:
             if self._classify(exc) == TRANSIENT:
                 from ._arrowsql import Transient

@@ -117,13 +117,15 @@ class SQLiteSession(ArrowSQLSession):
 
     def _connect(self) -> Any:
         try:
-            import adbc_driver_sqlite.dbapi as sqlite_db
+            import adbc_driver_sqlite  # noqa: F401
         except ImportError:
             raise MissingDependencyError("adbc-driver-sqlite", "sqlite", "the SQLite destination") from None
+        from .._adbc import connect_sqlite
+
         parent = os.path.dirname(os.path.abspath(self.destination.path))
         os.makedirs(parent, exist_ok=True)
         try:
-            con = sqlite_db.connect(self.destination.path)
+            con = connect_sqlite(self.destination.path)
             with con.cursor() as cur:
                 cur.execute(f"PRAGMA busy_timeout = {int(min(5.0, self.destination.retry_timeout) * 1000)}")
             con.commit()

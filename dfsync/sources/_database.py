@@ -61,13 +61,15 @@ class DatabaseSource(Source):
 
     # ------------------------------------------------------------------ reading
     def _connect(self) -> Any:
+        from .._adbc import connect_postgres, connect_sqlite
+
         try:
             if self.dialect == "sqlite":
-                import adbc_driver_sqlite.dbapi as driver
+                import adbc_driver_sqlite  # noqa: F401
 
                 path = self.uri[len("sqlite:///"):] if self.uri.startswith("sqlite:///") else self.uri[len("sqlite://"):]
-                return driver.connect(path or ":memory:")
-            import adbc_driver_postgresql.dbapi as driver
+                return connect_sqlite(path or ":memory:")
+            import adbc_driver_postgresql  # noqa: F401
         except ImportError as exc:
             extra = "sqlite" if self.dialect == "sqlite" else "postgres"
             raise MissingDependencyError(str(exc.name), extra, "sources.database()") from None
@@ -76,7 +78,7 @@ class DatabaseSource(Source):
         holder = PostgresDestination(self.uri, table="_", password=self.password)
         holder._literal_password = self._literal_password
         try:
-            return driver.connect(holder.connection_uri())
+            return connect_postgres(holder.connection_uri())
         except Exception as exc:
             raise SourceError(f"cannot connect to {self.uri}: {redact(str(exc))}") from exc
 
