@@ -66,7 +66,7 @@ import dfsync
 import dfsync.checks, dfsync.staging, dfsync.runner
 for mod in ("pandas", "dfsync.destinations._duckdb", "dfsync.destinations._parquet",
             "dfsync.destinations._postgres", "dfsync.destinations._sqlite",
-            "adbc_driver_postgresql.dbapi", "adbc_driver_sqlite.dbapi"):
+            "dfsync._adbc", "adbc_driver_postgresql", "adbc_driver_sqlite"):
     try:  # what a run imports lazily
         __import__(mod)
     except ImportError:

@@ -71,7 +71,7 @@ class Transient(Exception):
 
 
 class ArrowSQLSession(DestinationSession):
-    """A destination session over an ADBC DB-API connection (see the module docstring)."""
+    """A destination session over an ADBC connection (:mod:`dfsync._adbc`; see the module docstring)."""
 
     #: parameter placeholder style: "$" (PostgreSQL) or "?" (SQLite)
     param_style = "$"
