@@ -60,6 +60,7 @@ LIVE_STAGING: dict[tuple[str, int], Staging] = {}
 _SYNC_LOCKS: dict[tuple[str, int], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 RECORD_RETENTION = 10_000  # runs that change at most this many rows keep every record
+SPLIT_MIN_ROWS = 10_000  # smallest batch a run is split into to use a destination's parallel writers
 
 
 class StopRequested(Exception):
@@ -256,6 +257,16 @@ class _DestinationWriter:
     def depth(self) -> int:
         """Batches that may be written but not yet confirmed while the next one is prepared."""
         return 0 if self.inline else self.capacity
+
+    def batch_rows(self, batch_size: int, total: int) -> int:
+        """Rows per batch: ``batch_size``, or less so that a run smaller than one batch per
+        session still gives every session a share (30k changed rows into PostgreSQL: two
+        15k-row batches applied at once on two connections, not one on one). Never below
+        ``SPLIT_MIN_ROWS`` a batch, where a second connection costs more than it saves."""
+        if self.inline or self.capacity <= 1:
+            return batch_size
+        share = -(-total // self.capacity)
+        return batch_size if share < SPLIT_MIN_ROWS else min(batch_size, share)
 
     def submit(self, batch: WriteBatch) -> Future[BatchResult]:
         if self.inline:
@@ -631,7 +642,7 @@ class Runner:
             writer = _DestinationWriter(self.session, inline=not getattr(sync.destination, "transactional", True))
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
-                for tbl in rebatch(reader, sync.batch_size):
+                for tbl in rebatch(reader, writer.batch_rows(sync.batch_size, total)):
                     self._write_ahead(tbl, next_batch, key)
                     sent.append((tbl, next_batch, writer.submit(WriteBatch(next_batch, tbl.drop_columns(["_fp", "_rid"])))))
                     next_batch += 1

@@ -10,7 +10,7 @@ import pytest
 
 import dfsync
 from dfsync.destinations.base import BatchResult, WriteBatch
-from dfsync.runner import _DestinationWriter, _landed, _NotWritten
+from dfsync.runner import SPLIT_MIN_ROWS, _DestinationWriter, _landed, _NotWritten
 
 
 class Recording:
@@ -115,6 +115,49 @@ def test_postgres_writes_two_batches_at_once_and_lands_every_row(pg_server, pg_u
     run = run_with(df2, 10)
     assert run.status == "success" and run.counts["updated"] == run.counts["sent"] == 143  # 15 batches
     assert dict(sql("SELECT id, v FROM two_writers")) == dict(zip(df2["id"].to_list(), df2["v"].to_list(), strict=True))
+
+
+@pytest.mark.parametrize(("parallel", "inline", "total", "want"), [
+    (2, False, 30_000, 15_000),             # a re-sync's change set: one share per connection
+    (2, False, 150_000, 75_000),            # balanced, not 100k + 50k
+    (2, False, 2_000_000, 100_000),         # never above batch_size
+    (2, False, 2 * SPLIT_MIN_ROWS - 2, 100_000),  # shares below the floor: not split
+    (3, False, 60_000, 20_000),
+    (1, False, 30_000, 100_000),            # one connection: batch_size as given
+    (2, True, 30_000, 100_000),             # inline writes (HTTP): as given
+])
+def test_batch_rows_splits_a_small_run_across_the_sessions(parallel, inline, total, want):
+    w = _DestinationWriter(Recording([], parallel), inline=inline)
+    assert w.batch_rows(100_000, total) == want
+    assert w.batch_rows(1_000, total) == min(1_000, want)  # a smaller batch_size still rules
+
+
+def test_postgres_applies_a_mid_size_change_on_both_connections(pg_server, pg_uri, tmp_path):
+    """A change set smaller than two batches is split so both connections apply a share,
+    and every changed row lands exactly once."""
+    import polars as pl
+
+    def sql(q: str) -> list[tuple]:
+        return pg_server.execute(q, dbname=pg_uri.rsplit("/", 1)[1])
+
+    n = 3 * SPLIT_MIN_ROWS
+    df = pl.DataFrame({"id": list(range(n)), "v": ["a"] * n})
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+
+    def run_with(frame: pl.DataFrame) -> dfsync.SyncRun:
+        sync = ws.create_sync("split", source=dfsync.sources.frame(frame),
+                              destination=dfsync.destinations.postgres(pg_uri, table="split_writes"),
+                              primary_key="id", destination_mode="upsert")
+        return sync.run(progress=False)
+
+    assert run_with(df).status == "success"
+    run = run_with(df.with_columns(pl.when(pl.col("id") % 3 > 0).then(pl.lit("b")).otherwise(pl.col("v")).alias("v")))
+    changed = 2 * SPLIT_MIN_ROWS
+    assert run.status == "success" and run.counts["updated"] == run.counts["succeeded"] == changed
+    ledger = sql("SELECT batch_no, rows FROM _dfsync_batches WHERE batch_no > 0 AND run_key LIKE '%/2@%' "
+                 "ORDER BY 1")
+    assert ledger == [(1, changed // 2), (2, changed // 2)]
+    assert sql("SELECT v, count(*) FROM split_writes GROUP BY v ORDER BY v") == [("a", n - changed), ("b", changed)]
 
 
 def test_inline_writes_happen_on_the_calling_thread():
