@@ -37,7 +37,8 @@ from .store import quote
 FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
 #: staged rows kept in memory before spilling to disk. 1GB keeps a 10M-row first load at about
 #: 1.5 GB peak RSS (2GB: 2.05 GB, above dlt's 1.7 GB on the same PostgreSQL job), for about the
-#: same speed into DuckDB and 5-10% more time into PostgreSQL (bench/RESULTS_dlt.md)
+#: same speed into DuckDB and 10-15% more time into PostgreSQL (bench/RESULTS_dlt.md, fourth
+#: session); DFSYNC_STAGING_MEMORY=2GB trades the memory back for that time
 DEFAULT_MEMORY = "1GB"
 ACTIONS = ("insert", "update", "delete", "unchanged")
 RECORD_META = ("_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
