@@ -84,7 +84,6 @@ class Cursor:
         self._stmt = _manager().AdbcStatement(con._conn)
         self._handle: Any = None
         self._reader: pa.RecordBatchReader | None = None
-        self.rowcount = -1
 
     def _clear(self) -> None:
         if self._reader is not None:
@@ -93,7 +92,6 @@ class Cursor:
         elif self._handle is not None:
             handle, self._handle = self._handle, None
             handle.release()
-        self._handle = None
 
     def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
         """Run one statement; ``parameters`` fill ``$1``/``?`` placeholders in order."""
@@ -103,7 +101,7 @@ class Cursor:
             columns = [_param(v) for v in parameters]
             batch = pa.RecordBatch.from_arrays(columns, names=[str(i) for i in range(len(columns))])
             self._stmt.bind_stream(_stream_handle(batch))
-        self._handle, self.rowcount = _blocking(self._stmt.execute_query, self._stmt.cancel)
+        self._handle, _ = _blocking(self._stmt.execute_query, self._stmt.cancel)  # (stream, row count)
         return self
 
     def fetch_record_batch(self) -> pa.RecordBatchReader:
@@ -115,12 +113,9 @@ class Cursor:
             self._reader = _import_reader(handle)
         return self._reader
 
-    def fetch_arrow_table(self) -> pa.Table:
-        reader = self.fetch_record_batch()
-        return pa.Table.from_batches(list(reader), reader.schema)
-
     def fetchall(self) -> list[tuple]:
-        table = self.fetch_arrow_table()
+        reader = self.fetch_record_batch()
+        table = pa.Table.from_batches(list(reader), reader.schema)
         return list(zip(*(c.to_pylist() for c in table.columns))) if table.num_columns else []
 
     def adbc_ingest(self, table_name: str, data: pa.Table | pa.RecordBatch | pa.RecordBatchReader, mode: str,
