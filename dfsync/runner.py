@@ -397,7 +397,7 @@ class Runner:
             else:
                 self._interrupted("paused on request")
         except TransientDestinationError as exc:
-            if self.status == RunStatus.IN_PROGRESS:
+            if self._pausable():
                 self._pause(f"destination unavailable: {exc}")
             else:
                 self._fail(str(exc), "transient")
@@ -410,7 +410,8 @@ class Runner:
             if self.session is not None:
                 with contextlib.suppress(Exception):
                     self.session.close()
-            if self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded:
+            if (self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded
+                    or LIVE_STAGING.get((self.store._key, self.run_id)) is not self.staging):
                 self._drop_staging()
             self._notify()
 
@@ -810,16 +811,26 @@ class Runner:
                           _cursor_from_json(json.loads(run_cursor) if run_cursor else None))
         con.execute("UPDATE syncs SET cursor_value = ? WHERE id = ?", [json.dumps(_cursor_to_json(new)), self.sync.id])
 
+    def _pausable(self) -> bool:
+        """An interruption pauses the run (rather than failing it): while it transfers, and
+        while a run resumed from ``paused`` reads or checks again (STATES.md: the batches it
+        applied before stay its own, so it must not fail and discard them)."""
+        return self.status in (RunStatus.IN_PROGRESS, RunStatus.PAUSED) or (
+            self.resume and self.status in (RunStatus.QUERYING, RunStatus.QUEUED))
+
     def _interrupted(self, why: str) -> None:
-        if self.status == RunStatus.IN_PROGRESS:
+        if self._pausable():
             self._pause(why)
-        elif not self.status.terminal and self.status != RunStatus.PAUSED:
+        elif not self.status.terminal:
             self._fail(f"interrupted before anything was sent ({why})", "interrupted")
 
     def _pause(self, why: str) -> None:
-        with contextlib.suppress(Exception):
-            self._to(RunStatus.PAUSED, redact(why))
-        if self.staging is not None and self.staging.loaded:
+        transferring = self.status == RunStatus.IN_PROGRESS
+        if self.status != RunStatus.PAUSED:
+            with contextlib.suppress(Exception):
+                self._to(RunStatus.PAUSED, redact(why), error=redact(why), error_kind="paused")
+        # staged rows are resumed only once checked and transferring; otherwise the resume reads again
+        if transferring and self.staging is not None and self.staging.loaded:
             LIVE_STAGING[(self.store._key, self.run_id)] = self.staging
 
     def _fail(self, error: str, kind: str, detail: str | None = None) -> None:

@@ -114,6 +114,9 @@ RUN_TRANSITIONS: dict[tuple[RunStatus | None, RunStatus], str] = {
     (R.IN_PROGRESS, R.PAUSED): "interrupted",
     (R.PAUSED, R.IN_PROGRESS): "resumed",
     (R.PAUSED, R.QUERYING): "resumed; staged rows lost, querying again",
+    # only a run resumed from paused (it may own applied batches; Store.transition_run checks)
+    (R.QUERYING, R.PAUSED): "a resumed run interrupted before it transferred again",
+    (R.QUEUED, R.PAUSED): "a resumed run interrupted before it transferred again",
     **{(s, R.FAILED): "error or abort" for s in _ACTIVE_OR_PAUSED},
 }
 

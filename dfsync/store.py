@@ -542,6 +542,9 @@ class Store:
         sync_id, cur = first(con.execute("SELECT sync_id, status FROM runs WHERE id = ?", [run_id]))
         current = RunStatus(cur)
         check_transition(current, target, what="run")
+        if target == RunStatus.PAUSED and current != RunStatus.IN_PROGRESS and not self._resumed(con, run_id):
+            raise InvalidTransition(f"a run cannot go from {current} to paused unless it was resumed from paused "
+                                    f"(nothing was sent yet: it fails instead)")
         t = now()
         fields = "status = ?, updated_at = ?"
         vals: list[Any] = [target.value, t]
@@ -551,6 +554,8 @@ class Store:
         if error is not None:
             fields += ", error = ?, error_kind = ?"
             vals += [error, error_kind]
+        elif current == RunStatus.PAUSED and not target.terminal:  # resumed: why it paused is history
+            fields += ", error = NULL, error_kind = NULL"
         con.execute(f"UPDATE runs SET {fields} WHERE id = ?", [*vals, run_id])
         self._event(con, sync_id, run_id, "run", current.value, target.value, detail)
         if target.terminal:
@@ -559,6 +564,12 @@ class Store:
                 event = "run_succeeded" if target == RunStatus.SUCCESS else "run_failed"
                 self.set_sync_status(sync_id, event, f"run {run_id} {target.value}", con=con)
         return target
+
+    @staticmethod
+    def _resumed(con: Any, run_id: int) -> bool:
+        """Was this run resumed from ``paused`` (so it may own batches it already applied)?"""
+        return con.execute("SELECT count(*) > 0 FROM events WHERE run_id = ? AND kind = 'run' "
+                           "AND from_status = 'paused'", [run_id]).fetchall()[0][0]
 
     def run_row(self, run_id: int) -> dict[str, Any]:
         with self.connect() as con:
@@ -648,7 +659,11 @@ class Store:
 
     # ------------------------------------------------------------------ orphans
     def recover_orphans(self, is_alive: Any) -> list[tuple[int, str, str]]:
-        """Runs whose owner process is gone: in_progress -> paused, earlier -> failed."""
+        """Runs whose owner process is gone: in_progress -> paused, earlier -> failed.
+
+        A run resumed from ``paused`` goes back to ``paused`` from ``querying``/``queued`` too:
+        the batches it applied before stay its own, and the next run resumes it again.
+        """
         with self.connect() as con:
             rows = con.execute(
                 "SELECT id, status, owner_pid, owner_host, owner_token FROM runs "
@@ -661,8 +676,11 @@ class Store:
                 cur = first(con.execute("SELECT status, owner_token FROM runs WHERE id = ?", [rid]))
                 if cur[0] != status or cur[1] != token:
                     continue
-                if status == RunStatus.IN_PROGRESS.value:
-                    self.transition_run(rid, RunStatus.PAUSED, "owner process gone", con=con)
+                if status == RunStatus.IN_PROGRESS.value or (
+                        status in (RunStatus.QUERYING.value, RunStatus.QUEUED.value) and self._resumed(con, rid)):
+                    self.transition_run(rid, RunStatus.PAUSED, "owner process gone", con=con,
+                                        error="paused: the process running it died; the next run resumes it",
+                                        error_kind="owner_gone")
                     moved.append((rid, status, "paused"))
                 else:
                     self.transition_run(rid, RunStatus.FAILED, "owner process gone", con=con,

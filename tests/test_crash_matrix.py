@@ -251,7 +251,12 @@ def assert_recovered(ws_path: str, kill: Kill) -> None:
         last = runs.row(-1, named=True)
         if kill.phase == "jitter" and last["status"] == "success":
             return  # the last batch's run finished within the jitter delay: killed after success
-        if kill.phase in EARLY and last["status"] == "failed":
+        resumed = ws.sql("SELECT count(*) AS n FROM events WHERE run_id = ? AND kind = 'run' "
+                         "AND from_status = 'paused'", [last["id"]])["n"][0]
+        if kill.phase in EARLY and resumed:
+            # a resumed run (it already applied batches) killed before it transferred again
+            assert last["status"] == "paused", last
+        elif kill.phase in EARLY and last["status"] == "failed":
             assert "interrupted" in last["error"]
         else:  # killed while transferring (or a resumed run killed before it transferred again)
             assert last["status"] in ("paused", "failed"), last
@@ -331,7 +336,10 @@ def _run_versions(tmp_path, target, mode, seed, versions, rng, zygote, tally, pl
             assert run.status == "success", f"{where}: {run.error}"
             assert_exact(target, "t", data, where)
             again = sync.run(progress=False)
-            assert again.status == "success" and again.counts["sent"] == 0, f"{where}: {again.counts}"
+            # replace rewrites the whole table every run, but nothing in it changed
+            changed = again.counts["sent"] if mode != "replace" else sum(
+                again.counts[c] for c in ("inserted", "updated", "deleted"))
+            assert again.status == "success" and changed == 0, f"{where}: {again.counts}"
             statuses = ws.sql("SELECT status FROM runs")["status"].to_list()
             assert set(statuses) <= {"success", "failed"}, f"{where}: {statuses}"
         finally:
@@ -394,3 +402,20 @@ def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path):
         got = pl.read_parquet(lake / "data.parquet").sort("id")
         assert got.equals(data.sort("id"))
         assert sync.run(progress=False).counts["sent"] == 0
+
+
+#: a run paused after two batches, its resume killed while querying, then while validating
+RESUME_GAP = [Kill("after_write", 2), Kill("querying"), Kill("queued")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["insert", "replace"])
+def test_resumed_run_killed_before_transfer_stays_paused(tmp_path, target, mode):
+    """STATES.md: a run resumed from ``paused`` that dies while querying or queued goes back to
+    ``paused`` (never ``failed``), so the batches it applied stay its own: no double append in
+    insert mode, no rewrite lost in replace mode, on a destination that applies a run at its end."""
+    tally = crash_scenario(tmp_path, target, mode, SEED, phases=RESUME_GAP)
+    assert tally.kills == 6, tally.missed
+
+
+test_resumed_run_killed_before_transfer_stays_paused.target_kinds = ["parquet", "duckdb", "sqlite"]  # type: ignore[attr-defined]

@@ -16,6 +16,8 @@ EXPECTED_RUN = {
     (R.IN_PROGRESS, R.SUCCESS), (R.IN_PROGRESS, R.PAUSED), (R.PAUSED, R.IN_PROGRESS), (R.PAUSED, R.QUERYING),
     (R.STARTED, R.FAILED), (R.QUERYING, R.FAILED), (R.QUEUED, R.FAILED), (R.IN_PROGRESS, R.FAILED),
     (R.PAUSED, R.FAILED),
+    # a run resumed from paused goes back to paused (Store.transition_run refuses it for other runs)
+    (R.QUERYING, R.PAUSED), (R.QUEUED, R.PAUSED),
 }
 
 
@@ -104,3 +106,24 @@ def test_store_refuses_invalid_transition_and_logs_valid_ones(tmp_path):
     assert ev["to_status"].to_list() == ["started", "querying", "queued", "in_progress", "success"]
     assert ev["from_status"].to_list()[1:] == ["started", "querying", "queued", "in_progress"]
     assert ev["ts"].is_sorted()
+
+
+def test_only_a_resumed_run_pauses_before_it_transfers(tmp_path):
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    import polars as pl
+
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
+                          primary_key="id")
+    rid = ws.store.create_run(sync.id, 1, "manual")
+    ws.store.transition_run(rid, RunStatus.QUERYING)
+    with pytest.raises(dfsync.InvalidTransition, match="resumed from paused"):
+        ws.store.transition_run(rid, RunStatus.PAUSED)
+    ws.store.transition_run(rid, RunStatus.QUEUED)
+    ws.store.transition_run(rid, RunStatus.IN_PROGRESS)
+    ws.store.transition_run(rid, RunStatus.PAUSED, error="why", error_kind="x")
+    assert ws.run(rid).error == "why"
+    ws.store.transition_run(rid, RunStatus.QUERYING)
+    assert ws.run(rid).error is None  # resumed: why it paused is history
+    ws.store.transition_run(rid, RunStatus.PAUSED)
+    assert ws.run(rid).status == "paused"

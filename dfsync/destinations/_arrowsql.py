@@ -455,8 +455,10 @@ class ArrowSQLSession(DestinationSession):
         if self.ctx.mode != DestinationMode.REPLACE:
             return
         try:
-            def go(cur: Any) -> None:
+            def go(cur: Any) -> None:  # the table and the ledger rows that describe it go together
                 cur.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
+                cur.execute(f"DELETE FROM {self._ledger_name().sql} WHERE run_key = {self._place(1)}",
+                            parameters=(self.run_key,))
                 self.con.commit()
 
             self._run(go)

@@ -273,10 +273,13 @@ class DuckDBSession(DestinationSession):
 
     def abandon(self) -> None:
         if self.ctx.mode == DestinationMode.REPLACE:
-            try:
+            try:  # the table and the ledger rows that describe it go together (a resumed run starts it anew)
+                self.con.execute("BEGIN TRANSACTION")
                 self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
+                self.con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE run_key = ?", [self.run_key])
+                self.con.execute("COMMIT")
             except duckdb.Error:
-                pass
+                self._rollback()
 
     def close(self) -> None:
         try:

@@ -1,0 +1,69 @@
+"""STATES.md's resume gap: a run resumed from ``paused`` that is interrupted while it reads or
+checks again goes back to ``paused`` (never ``failed``), so the batches it applied stay its own.
+
+The SIGKILL side of it is in ``tests/test_crash_matrix.py`` (slow suite); here the in-process
+interruptions: Ctrl-C while the resumed run reads its source, on a destination that applies a
+run only at its end (Parquet) in insert mode, where failing the run used to discard batches.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync.sources._frame import FrameSource
+from tests.faulty import FaultyDestination
+
+
+class InterruptingFrame(FrameSource):
+    """A frame source whose next read is interrupted (Ctrl-C) when ``armed``."""
+
+    armed = False
+
+    def scan(self, cursor=None):  # type: ignore[no-untyped-def]
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        return super().scan(cursor)
+
+
+def test_ctrl_c_while_a_resumed_run_queries_pauses_it_again(tmp_path):
+    data = pl.DataFrame({"id": list(range(60)), "v": [f"row {i}" for i in range(60)]})
+    src = InterruptingFrame(data)
+    lake = tmp_path / "lake"
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = FaultyDestination(dfsync.destinations.parquet(str(lake)), interrupt_after=3)
+    sync = ws.create_sync("p", source=src, destination=dest, primary_key="id", destination_mode="insert",
+                          batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    paused = sync.last_run()
+    assert paused.status == "paused" and "interrupted" in paused.error
+    dfsync.runner.LIVE_STAGING.clear()  # as if the process had died: the resume reads the source again
+    src.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    again = sync.last_run()
+    assert again.id == paused.id and again.status == "paused", again.error
+    statuses = again.events().filter(kind="run")["to_status"].to_list()
+    assert statuses[-2:] == ["querying", "paused"]
+    # its batches were never discarded: the next run finishes it with every row exactly once
+    run = sync.run(progress=False)
+    assert run.id == paused.id and run.status == "success", run.error
+    got = pl.read_parquet(lake / "data.parquet").sort("id")
+    assert got.equals(data)
+    assert run.error is None
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
+def test_ctrl_c_while_a_fresh_run_queries_still_fails_it(tmp_path):
+    src = InterruptingFrame(pl.DataFrame({"id": [1, 2]}))
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("p", source=src, destination=dfsync.destinations.parquet(str(tmp_path / "lake")),
+                          primary_key="id")
+    src.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    run = sync.last_run()
+    assert run.status == "failed" and "interrupted before anything was sent" in run.error
