@@ -46,7 +46,6 @@ from .errors import (
     ValidationFailed,
     redact,
 )
-from .sources.base import CursorFilter
 from .staging import FP_ALGO, Staging
 from .states import DestinationMode, RecordStatus, RunStatus, SyncMode
 from .store import Store, quote
@@ -478,11 +477,9 @@ class Runner:
                    f"row once so no update is skipped")
             warnings.warn(msg, stacklevel=2)
             store.note(sync.id, self.run_id, msg)
-        cursor = None
-        if sync.sync_mode == SyncMode.INCREMENTAL:
-            value = _cursor_from_json(row["cursor_value"])
-            if value is not None:
-                cursor = CursorFilter(sync.cursor_field, value)  # type: ignore[arg-type]
+        from ._window import read_from
+
+        cursor = read_from(row["definition"], _cursor_from_json(row["cursor_value"]))
         retry, retry_keys = self._retry_rows()
         if self.staging is None:
             self.staging = Staging(temp_dir=self.ws.staging_dir(self.run_id))

@@ -453,6 +453,28 @@ class Store:
         self._event(con, sync_id, None, "sync", current.value, target.value, detail or event)
         return target
 
+    def reset_delivered(self, sync_id: int, detail: str) -> None:
+        """Forget a sync's delivered state and cursor (its next run is a first load).
+
+        Refused while a run of it is going on or paused: that run owns batches in flight.
+        """
+        from .errors import SyncAlreadyRunning
+
+        with self.transaction() as con:
+            row = first(con.execute(
+                "SELECT id, status FROM runs WHERE sync_id = ? AND status IN "
+                "('started','querying','queued','in_progress','paused') ORDER BY id DESC LIMIT 1", [sync_id]))
+            if row is not None:
+                what = "wait for it (run.wait())" if row[1] != "paused" else \
+                    "finish it (sync.run() resumes it)"
+                raise SyncAlreadyRunning(
+                    f"cannot reset while run {row[0]} of this sync is {row[1]}: {what} or abort it "
+                    f"(run.abort()), then reset")
+            con.execute(f"DROP TABLE IF EXISTS state_{int(sync_id)}")
+            con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
+                        "source_snapshot = NULL, updated_at = ? WHERE id = ?", [now(), sync_id])
+            self._event(con, sync_id, None, "reset", None, None, detail)
+
     def set_sync_fields(self, sync_id: int, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
         vals = [json.dumps(v) if k in ("cursor_value", "key_types") and v is not None else v for k, v in fields.items()]

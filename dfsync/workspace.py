@@ -32,7 +32,7 @@ from .mapping import Mapping
 from .run import Preview, SyncRun, _results_frame
 from .runner import Runner, delivered_state, sync_lock
 from .sources.base import Source, source_from_config
-from .states import DestinationMode, SyncMode, SyncStatus
+from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
 from .store import Store, owner_token
 
 __all__ = ["Preview", "Sync", "SyncRun", "Workspace"]  # SyncRun and Preview live in dfsync.run
@@ -71,6 +71,28 @@ class _LazyCallback:
 
     def __repr__(self) -> str:
         return f"<callback {self.ref}>"
+
+
+def _record_schema(source: Source, mapper: Mapping, keys: list[str], cursor_field: str | None,
+                   what: str = "") -> pl.Schema:
+    """The records' schema (after mapping); the primary key and cursor must be among its fields."""
+    try:
+        src_schema = source.schema()
+    except DfsyncError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"could not read the schema of {source.describe()}: {str(exc).splitlines()[0]}") from exc
+    schema = mapper.validate(src_schema)
+    fields = list(schema.names())
+    missing = [k for k in keys if k not in fields]
+    if missing:
+        raise ConfigError(
+            f"primary_key {missing[0]!r} is not a field of the records{what}; the fields (after mapping) are: "
+            f"{', '.join(fields)}")
+    if cursor_field and cursor_field not in fields:
+        raise ConfigError(f"cursor_field {cursor_field!r} is not a field of the records{what}; "
+                          f"the fields are: {', '.join(fields)}")
+    return schema
 
 
 def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
@@ -147,6 +169,8 @@ class Workspace:
         failed_rows_alert: int | float | None = None,
         allow_empty: bool = False,
         if_exists: str = "update",
+        lookback: Any = None,
+        initial_cursor: Any = None,
     ) -> Sync:
         """Define a sync (or, with the same name, change its definition: a new version is recorded).
 
@@ -193,20 +217,15 @@ class Workspace:
                 f"destination_mode={dmode.value!r} needs sync_mode='full_refresh': an incremental read cannot "
                 f"see rows deleted from the source. Use 'upsert' with incremental syncs.")
         mapper = Mapping(mapping)
-        try:
-            src_schema = source.schema()
-        except DfsyncError:
-            raise
-        except Exception as exc:
-            raise SourceError(f"could not read the schema of {source.describe()}: {str(exc).splitlines()[0]}") from exc
-        fields = list(mapper.validate(src_schema).names())
-        missing = [k for k in keys if k not in fields]
-        if missing:
-            raise ConfigError(
-                f"primary_key {missing[0]!r} is not a field of the records; the fields (after mapping) are: "
-                f"{', '.join(fields)}")
-        if cursor_field and cursor_field not in fields:
-            raise ConfigError(f"cursor_field {cursor_field!r} is not a field of the records; the fields are: {', '.join(fields)}")
+        record_schema = _record_schema(source, mapper, keys, cursor_field)
+        fields = list(record_schema.names())
+        window: dict[str, Any] = {}
+        if (lookback is not None or initial_cursor is not None) and smode != SyncMode.INCREMENTAL:
+            raise ConfigError("lookback= and initial_cursor= are for sync_mode='incremental' (with cursor_field=)")
+        if cursor_field and smode == SyncMode.INCREMENTAL:
+            from ._window import check_window
+
+            window = check_window(cursor_field, record_schema[cursor_field], lookback, initial_cursor)
         destination.validate(fields, keys, dmode)
         check_objs: list[Any] = []
         if checks is not None:
@@ -235,6 +254,7 @@ class Workspace:
             "failed_rows_alert": failed_rows_alert,
             "allow_empty": allow_empty,
             "callbacks": {k: v for k, v in callbacks.items() if isinstance(v, str)},
+            **window,  # lookback / initial_cursor, only when set (older definitions stay equal)
         }
         state_key = json.dumps({"destination": destination.identity(), "primary_key": keys})
         # only this process can run it: an in-memory frame, a literal secret / lambda in the destination,
@@ -317,6 +337,7 @@ class Sync:
     def __init__(self, workspace: Workspace, name: str) -> None:
         self.workspace = workspace
         self.name = name
+        self._one_run_source: Source | None = None  # source= of one run or preview
         self._load()
 
     def _load(self) -> None:
@@ -346,6 +367,8 @@ class Sync:
 
     @property
     def source(self) -> Source:
+        if self._one_run_source is not None:
+            return self._one_run_source
         if "source" in self._live:
             return self._live["source"]
         return source_from_config(self.definition["source"])
@@ -388,29 +411,63 @@ class Sync:
 
     # .............................................................. running
     def run(self, *, progress: bool | Callable[[str, dict[str, Any]], Any] = True, background: bool = False,
-            trigger: str = "manual") -> SyncRun:
+            trigger: str = "manual", source: Any = None, raise_on_failure: bool = False) -> SyncRun:
         """Run the sync (or resume its paused run) and return the run.
 
         Blocking by default; ``background=True`` returns at once and the run goes on in a
         thread (``run.wait()``). ``progress`` shows a live panel in a notebook and a progress
         bar in a terminal; ``progress=False`` is silent; a callable ``(status, run_row)`` is called
         at every state change and batch instead.
-        """
-        with self.workspace.store.lease():
-            return self._run(progress=progress, background=background, trigger=trigger)
 
-    def _run(self, *, progress: Any, background: bool, trigger: str) -> SyncRun:
+        ``source=`` (a frame or a dfsync source) is read by this run instead of the sync's own
+        source; the saved definition is unchanged and its mapping, keys and checks still apply.
+        ``raise_on_failure=True`` raises :class:`dfsync.SyncRunFailed` when the run ends
+        ``failed`` (a ``paused`` run is not a failure: the next run resumes it).
+        """
+        one_run = self._source_for_run(source)
+        with self.workspace.store.lease():
+            run = self._run(progress=progress, background=background, trigger=trigger, source=one_run)
+        if raise_on_failure:
+            if background:
+                run.wait()
+            if run.status == RunStatus.FAILED:
+                run.raise_for_status()
+        return run
+
+    def _source_for_run(self, source: Any) -> Source | None:
+        """``source=`` of run/preview as a checked Source (a frame is wrapped), or None."""
+        if source is None:
+            return None
+        if not isinstance(source, Source):
+            from .sources import frame
+
+            source = frame(source)
+        self._load()
+        _record_schema(source, self.mapping, self.primary_key, self.cursor_field,
+                       what=f" read from {source.describe()} (source= of this run)")
+        return source
+
+    def _with_source(self, source: Source | None) -> Sync:
+        """This sync reading ``source`` for one run (or preview): a handle of its own."""
+        if source is None:
+            return self
+        other = Sync(self.workspace, self.name)
+        other._one_run_source = source
+        return other
+
+    def _run(self, *, progress: Any, background: bool, trigger: str, source: Source | None = None) -> SyncRun:
         ws, store = self.workspace, self.workspace.store
         self._load()
         if self.status == SyncStatus.DISABLED:
             raise SyncDisabledError(f"sync {self.name!r} is disabled; call sync.enable() to run it again")
-        if self.session_only and "source" not in self._live:
+        if self.session_only and "source" not in self._live and source is None:
             raise SessionOnlyError(
                 f"sync {self.name!r} can only run in the Python session that created it: it reads an in-memory "
                 f"frame, its destination holds a literal secret or a function, or a GX checkpoint action does. "
                 f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
                 f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
-        self.source  # noqa: B018 - fail now if the source cannot be rebuilt
+        if source is None:
+            self.source  # noqa: B018 - fail now if the source cannot be rebuilt
         lock = sync_lock(store, self.id)
         if not lock.acquire(blocking=False):
             raise SyncAlreadyRunning(f"sync {self.name!r} is already running in this process; wait for it (run.wait())")
@@ -432,7 +489,10 @@ class Sync:
             from ._progress import make_reporter
 
             reporter = make_reporter(self, run_id, background=background)
-        runner = Runner(self, run_id, resume=paused is not None, progress=reporter)
+        if source is not None:
+            store.note(self.id, run_id, f"this run reads {source.describe()} (sync.run(source=...)); "
+                       f"the saved definition is unchanged")
+        runner = Runner(self._with_source(source), run_id, resume=paused is not None, progress=reporter)
         key = (store._key, run_id)
 
         def work() -> None:
@@ -454,8 +514,14 @@ class Sync:
             work()
         return SyncRun(ws, run_id, self.name)
 
-    def preview(self) -> Preview:
-        """Query, diff and check like a run, but send nothing and change no state."""
+    def preview(self, *, source: Any = None) -> Preview:
+        """Query, diff and check like a run, but send nothing and change no state.
+
+        ``source=`` previews another frame or source against this sync (as ``run(source=)``).
+        """
+        one_run = self._source_for_run(source)
+        if one_run is not None:
+            return self._with_source(one_run).preview()
         from .staging import Staging
 
         self._load()
@@ -463,7 +529,7 @@ class Sync:
         staging = Staging()
         try:
             result = staging.load(
-                self.source, self.mapping, self.primary_key, cursor=self._cursor(),
+                self.source, self.mapping, self.primary_key, cursor=self._read_from(),
                 detect_deletes=self.sync_mode == SyncMode.FULL_REFRESH,
                 state=delivered_state(store, self.id, self.primary_key),
                 quarantine_keys=True, keep_unchanged=True)
@@ -495,22 +561,36 @@ class Sync:
 
             shutil.rmtree(staging.temp_dir, ignore_errors=True)
 
-    def _cursor(self) -> Any:
-        from .runner import _cursor_from_json
-        from .sources.base import CursorFilter
+    def _read_from(self) -> Any:
+        """The cursor condition the next incremental read uses (lookback / initial_cursor applied)."""
+        from ._window import read_from
 
-        if self.sync_mode != SyncMode.INCREMENTAL:
-            return None
-        value = _cursor_from_json(self.workspace.store.sync_row(self.name)["cursor_value"])
-        return CursorFilter(self.cursor_field, value) if value is not None else None  # type: ignore[arg-type]
+        return read_from(self.definition, self.cursor)
 
     @property
     def cursor(self) -> Any:
         """The last delivered cursor value (incremental syncs), or None."""
-        c = self._cursor()
-        return c.value if c else None
+        from .runner import _cursor_from_json
+
+        if self.sync_mode != SyncMode.INCREMENTAL:
+            return None
+        return _cursor_from_json(self.workspace.store.sync_row(self.name)["cursor_value"])
 
     # .............................................................. control
+    def reset(self) -> None:
+        """Forget what was delivered and the cursor: the next run is a first load (every row is
+        sent again; an incremental sync starts at ``initial_cursor``). The destination is not
+        touched. An event records who reset it. Refused while a run is going on or paused."""
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except Exception:  # no user name (some containers): the process still says who
+            user = "unknown user"
+        self.workspace.store.reset_delivered(
+            self.id, f"delivered state and cursor forgotten by {user} on {socket.gethostname()} "
+                     f"(pid {os.getpid()}): the next run is a first load; the destination was not touched")
+
     def disable(self) -> None:
         """Stop the sync from running (manually or on schedule); a transferring run pauses."""
         store = self.workspace.store

@@ -1,4 +1,10 @@
-"""In-memory frames: polars (eager or lazy), pandas, Arrow. Session-only by nature."""
+"""In-memory frames: polars (eager or lazy), pandas, Arrow. Session-only by nature.
+
+The source keeps the frame object, not a copy: every run (and preview) reads it as it is
+then, through :meth:`FrameSource.read`, the one place a frame becomes a polars LazyFrame.
+An in-place pandas edit (``df.loc[0:4, "dep_delay"] = 999``) is seen by the next run; polars
+frames and Arrow tables are read without a copy.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +23,15 @@ class FrameSource(Source):
 
     def __init__(self, df: Any, *, name: str | None = None) -> None:
         self.name = name
-        self._lf = _to_lazy(df)
+        _check_frame(df)
+        self.frame = df
+
+    def read(self) -> pl.LazyFrame:
+        """The frame as it is now, as a polars LazyFrame (pandas is converted at each read)."""
+        return _to_lazy(self.frame)
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
-        lf = self._lf
+        lf = self.read()
         if cursor is not None:
             lf = lf.filter(pl.col(cursor.field) >= cursor.value)
         return lf
@@ -40,6 +51,15 @@ class FrameSource(Source):
         return f"frame({self.name or 'in-memory'})"
 
 
+def _check_frame(df: Any) -> None:
+    if isinstance(df, (pl.LazyFrame, pl.DataFrame)) or type(df).__module__.split(".")[0] in ("pyarrow", "pandas"):
+        return
+    raise ConfigError(
+        f"sources.frame() takes a polars DataFrame/LazyFrame, a pandas DataFrame or an Arrow "
+        f"table, not {type(df).__name__}; for files use sources.files(path)"
+    )
+
+
 def _to_lazy(df: Any) -> pl.LazyFrame:
     if isinstance(df, pl.LazyFrame):
         return df
@@ -54,7 +74,5 @@ def _to_lazy(df: Any) -> pl.LazyFrame:
         return pl.from_arrow(df).lazy()  # type: ignore[union-attr]
     if mod == "pandas":
         return pl.from_pandas(df).lazy()
-    raise ConfigError(
-        f"sources.frame() takes a polars DataFrame/LazyFrame, a pandas DataFrame or an Arrow "
-        f"table, not {type(df).__name__}; for files use sources.files(path)"
-    )
+    _check_frame(df)
+    raise AssertionError("unreachable")

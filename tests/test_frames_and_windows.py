@@ -1,0 +1,196 @@
+"""Frames read when the run reads them, ``run/preview(source=)``, incremental windows
+(``lookback=``, ``initial_cursor=``) and ``sync.reset()`` (issue 18, points 1 and 2)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import dfsync
+from dfsync.sources._frame import FrameSource
+from tests.faulty import FaultyDestination
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+    yield w
+    w.close()
+
+
+def read(tmp_path, table="t"):
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "d.duckdb")) as con:
+        return pl.from_arrow(con.sql(f"SELECT * FROM {table} ORDER BY 1").to_arrow_table())
+
+
+def dest(tmp_path, table="t"):
+    return dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table=table)
+
+
+# ---------------------------------------------------------------------- point 1: frames
+def test_in_place_pandas_edit_is_seen_by_the_next_run(ws, tmp_path):
+    flights = pd.DataFrame({"id": range(100), "dep_delay": [float(i % 7) for i in range(100)],
+                            "carrier": ["UA", "AA"] * 50})
+    sync = ws.create_sync("f", source=dfsync.sources.frame(flights), destination=dest(tmp_path), primary_key="id")
+    assert sync.run(progress=False).counts["inserted"] == 100
+    flights.loc[0:4, "dep_delay"] = 999  # the user's frame, edited in place
+    assert sync.preview().counts["update"] == 5
+    run = sync.run(progress=False)
+    assert (run.counts["updated"], run.counts["unchanged"]) == (5, 95)
+    assert read(tmp_path)["dep_delay"].to_list()[:6] == [999.0] * 5 + [5.0]
+    assert sync.definition_version == 1
+
+
+def test_polars_and_arrow_frames_are_read_without_a_copy():
+    df = pl.DataFrame({"x": list(range(100_000))})
+    got = FrameSource(df).read().collect()
+    assert got["x"].to_arrow().buffers()[1].address == df["x"].to_arrow().buffers()[1].address
+    tbl = pa.table({"x": list(range(100_000))})
+    got = FrameSource(tbl).read().collect()
+    assert got["x"].to_arrow().buffers()[1].address == tbl["x"].chunks[0].buffers()[1].address
+
+
+def test_run_with_another_source_keeps_the_definition(ws, tmp_path):
+    base = pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]})
+    sync = ws.create_sync("s", source=dfsync.sources.frame(base), destination=dest(tmp_path), primary_key="id",
+                          mapping={"id": "id", "v": pl.col("v").str.to_uppercase()})
+    sync.run(progress=False)
+    fix = pl.DataFrame({"id": [2, 4], "v": ["bb", "d"]})
+    assert sync.preview(source=fix).counts == {"insert": 1, "update": 1, "delete": 0, "unchanged": 0, "invalid": 0}
+    run = sync.run(progress=False, source=fix.to_pandas())  # any frame, wrapped for this run
+    assert (run.counts["inserted"], run.counts["updated"]) == (1, 1)
+    assert read(tmp_path)["v"].to_list() == ["A", "BB", "C", "D"]  # the sync's mapping still applies
+    assert run.definition_version == 1 and ws.sync("s").definition_version == 1
+    assert "sync.run(source=...)" in " ".join(run.events()["detail"].to_list())
+    # the next plain run reads the sync's own source again
+    assert sync.preview().counts["update"] == 1  # id 2 is 'b' there
+
+
+def test_another_source_must_fit_the_sync(ws, tmp_path):
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1], "v": ["a"]})),
+                          destination=dest(tmp_path), primary_key="id")
+    with pytest.raises(dfsync.ConfigError, match="primary_key 'id' is not a field .*source= of this run"):
+        sync.run(progress=False, source=pl.DataFrame({"key": [1], "v": ["a"]}))
+    with pytest.raises(dfsync.ConfigError, match="sources.frame\\(\\) takes"):
+        sync.preview(source=[1, 2])
+    assert sync.runs().height == 0
+
+
+# ---------------------------------------------------------------------- point 2: windows
+T0 = datetime(2013, 1, 1, tzinfo=timezone.utc)
+
+
+def events(ids, hours, values):
+    return pl.DataFrame({"id": ids, "ts": [T0 + timedelta(hours=h) for h in hours], "v": values})
+
+
+def test_lookback_catches_late_and_corrected_rows_and_sends_nothing_twice(ws, tmp_path):
+    box = {"df": events([1, 2, 3], [0, 10, 20], ["a", "b", "c"])}
+
+    class Live(FrameSource):  # the user's latest frame, whatever it is now
+        def read(self):
+            return box["df"].lazy()
+
+    sync = ws.create_sync("e", source=Live(box["df"]), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="ts", lookback="12 hours")
+    assert sync.run(progress=False).counts["sent"] == 3
+    assert sync.cursor == T0 + timedelta(hours=20)
+    # a late row (ts 15h < cursor), a correction of id 2 (same ts), and an old row outside the window
+    box["df"] = events([1, 2, 3, 4, 5], [0, 10, 20, 15, 1], ["a-late", "B", "c", "d", "e"])
+    run = sync.run(progress=False)
+    c = run.counts
+    assert c["queried"] == 3 and (c["inserted"], c["updated"], c["unchanged"]) == (1, 1, 1)  # ts >= 8h
+    got = dict(read(tmp_path).select("id", "v").iter_rows())
+    assert got == {1: "a", 2: "B", 3: "c", 4: "d"}  # ids 1 and 5 lie before the window
+    assert sync.run(progress=False).counts["sent"] == 0  # re-reading the window sends nothing twice
+    assert sync.cursor == T0 + timedelta(hours=20)
+
+
+def test_numeric_lookback_and_initial_cursor(ws, tmp_path):
+    df = pl.DataFrame({"id": list(range(10)), "seq": [i * 10 for i in range(10)]})
+    src = dfsync.sources.frame(df)
+    sync = ws.create_sync("n", source=src, destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="seq", lookback=25, initial_cursor=50)
+    assert sync.preview().counts["insert"] == 5
+    assert sync.run(progress=False).counts["queried"] == 5  # seq >= 50
+    assert sync.cursor == 90
+    assert sync.run(progress=False).counts["queried"] == 3  # seq >= 65
+    assert sorted(read(tmp_path)["id"].to_list()) == [5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"lookback": 5}, "lookback is a duration such as '2 days'"),
+    ({"lookback": "two days"}, "lookback is a duration"),
+    ({"initial_cursor": "yesterday"}, "does not fit the cursor 'ts'"),
+    ({"initial_cursor": datetime(2013, 1, 1)}, "has no time zone"),
+    ({"lookback": "1 day", "sync_mode": "full_refresh"}, "are for sync_mode='incremental'"),
+])
+def test_bad_windows_fail_at_create_sync(ws, tmp_path, kwargs, message):
+    args = {"sync_mode": "incremental", "cursor_field": "ts", **kwargs}
+    with pytest.raises(dfsync.ConfigError, match=message):
+        ws.create_sync("bad", source=dfsync.sources.frame(events([1], [0], ["a"])), destination=dest(tmp_path),
+                       primary_key="id", **args)
+    assert ws.syncs().height == 0
+
+
+def test_initial_cursor_as_iso_text_bounds_the_first_run(ws, tmp_path):
+    sync = ws.create_sync("i", source=dfsync.sources.frame(events([1, 2, 3], [0, 10, 20], list("abc"))),
+                          destination=dest(tmp_path), primary_key="id", sync_mode="incremental",
+                          cursor_field="ts", initial_cursor="2013-01-01T09:00:00+00:00")
+    assert sync.run(progress=False).counts["inserted"] == 2
+
+
+def test_reset_forgets_delivered_state_and_cursor_but_not_the_destination(ws, tmp_path):
+    df = events([1, 2, 3], [0, 10, 20], list("abc"))
+    sync = ws.create_sync("r", source=dfsync.sources.frame(df), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="ts", initial_cursor=T0 + timedelta(hours=5))
+    assert sync.run(progress=False).counts["inserted"] == 2
+    sync.reset()
+    assert sync.cursor is None and sync.delivered().height == 0
+    assert read(tmp_path).height == 2  # the destination is not touched
+    ev = sync.events().filter(kind="reset")
+    assert ev.height == 1 and "forgotten by" in ev["detail"][0] and "destination was not touched" in ev["detail"][0]
+    run = sync.run(progress=False)  # a first load again, from initial_cursor; upsert: still one row per key
+    assert run.counts["inserted"] == 2 and read(tmp_path).height == 2
+
+
+def test_reset_is_refused_while_a_run_is_active_or_paused(ws, tmp_path):
+    df = pl.DataFrame({"id": list(range(50))})
+    gate = threading.Event()
+
+    class Slow(FrameSource):
+        def read(self):
+            gate.wait(30)
+            return super().read()
+
+    src = Slow(df)
+    gate.set()
+    sync = ws.create_sync("r", source=src, destination=FaultyDestination(dest(tmp_path), sleep=0.3),
+                          primary_key="id", batch_size=10)
+    gate.clear()
+    run = sync.run(progress=False, background=True)
+    try:
+        with pytest.raises(dfsync.SyncAlreadyRunning, match="cannot reset while run .* is"):
+            sync.reset()
+    finally:
+        gate.set()
+        for _ in range(3000):  # pause once it transfers (a pause before that would fail the run)
+            if run.status == "in_progress":
+                break
+            time.sleep(0.01)
+        run.pause()
+        run.wait()
+    assert run.status == "paused"
+    with pytest.raises(dfsync.SyncAlreadyRunning, match="is paused: finish it"):
+        sync.reset()
+    assert sync.run(progress=False).status == "success"
+    sync.reset()
+    assert sync.delivered().height == 0
