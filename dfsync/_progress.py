@@ -19,35 +19,45 @@ def in_notebook() -> bool:
 
 
 def make_reporter(sync: Sync, run_id: int, *, background: bool = False) -> Any:
-    """A callable(status, run_row) that shows progress, or None when there is nowhere to show it."""
-    if in_notebook():
-        from .widgets import live_reporter
+    """A callable(status, run_row) that shows progress, or None when there is nowhere to show it.
 
-        try:
-            return live_reporter(sync, run_id)
-        except ImportError:  # no ipywidgets: a static HTML display that is replaced as the run goes
-            return HtmlReporter(sync, run_id)
+    In a notebook a blocking run shows HTML updated in place (its buttons could not act while
+    the cell runs anyway): it leaves no widget models behind, and the saved notebook shows the
+    run's final state wherever it is opened. A background run gets a live SyncPanel, whose
+    Pause and Abort work while it goes on.
+    """
+    if in_notebook():
+        if background:
+            try:
+                from .widgets import live_reporter
+
+                return live_reporter(sync, run_id)
+            except ImportError:  # no ipywidgets: the HTML display below
+                pass
+        return HtmlReporter(sync, run_id)
     if background or not sys.stderr.isatty():
         return None
     return TerminalReporter(sync.name, run_id)
 
 
 class HtmlReporter:
-    """Notebook progress without ipywidgets: one HTML output updated in place (``display_id``)."""
+    """Notebook progress as one HTML output updated in place (``display_id``); no widgets."""
 
     def __init__(self, sync: Sync, run_id: int) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        self._HTML = HTML
+        self._display = display
         self.run = sync.workspace.run(run_id)
-        self.handle = display(HTML(self._html()), display_id=True)
+        self.handle = display(self._bundle(), raw=True, display_id=True)
         self._last = 0.0
         self._status = ""
 
-    def _html(self) -> str:
-        from . import _html
+    def _bundle(self, row: dict[str, Any] | None = None) -> dict[str, str]:
+        from . import _html_run
 
-        return _html.run_html(self.run)
+        row = row if row is not None else self.run._row
+        return {"text/html": _html_run.run_html(self.run, row),
+                "text/plain": f"<dfsync run {self.run.id} of {self.run.sync_name!r}: {row['status']}>"}
 
     def __call__(self, status: str, row: dict[str, Any]) -> None:
         import time
@@ -57,21 +67,25 @@ class HtmlReporter:
             return
         self._status, self._last = status, now
         if self.handle is not None:
-            self.handle.update(self._HTML(self._html()))
+            self.handle.update(self._bundle(row), raw=True)
 
     def close(self) -> None:
         if self.handle is not None:
-            self.handle.update(self._HTML(self._html()))
+            self.handle.update(self._bundle(), raw=True)
 
 
 class TerminalReporter:
+    COUNTS = ("queried", "inserted", "updated", "deleted", "unchanged", "invalid", "sent")
+
     def __init__(self, name: str, run_id: int) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=0, desc=f"{name} #{run_id}", unit="row", leave=True, file=sys.stderr)
 
     def __call__(self, status: str, row: dict[str, Any]) -> None:
-        total = int(row["inserted"] or 0) + int(row["updated"] or 0) + int(row["deleted"] or 0) - int(row["invalid"] or 0)
+        from ._html_run import to_send
+
+        total = to_send({k: int(v or 0) for k, v in row.items() if k in self.COUNTS})
         if total and self.bar.total != total:
             self.bar.total = total
         self.bar.n = int(row["sent"] or 0)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _html
+from . import _html, _html_run
 from ._registry import ACTIVE
 from .errors import ConfigError, DfsyncError, SyncRunFailed
 from .runner import LIVE_STAGING, discard_batch, rec_table
@@ -179,9 +179,13 @@ class SyncRun:
 
     def __repr__(self) -> str:
         c = self.counts
-        return (f"<dfsync.SyncRun {self.id} of {self.sync_name!r}: {self.status.value} "
+        text = (f"<dfsync.SyncRun {self.id} of {self.sync_name!r}: {self.status.value} "
                 f"(inserted={c['inserted']}, updated={c['updated']}, deleted={c['deleted']}, "
-                f"unchanged={c['unchanged']}, failed={c['failed']})>")
+                f"unchanged={c['unchanged']}, invalid={c['invalid']}, failed={c['failed']})")
+        if (c["invalid"] or c["failed"]) and self.status.value not in _html_run.ACTIVE:
+            why = _html_run.run_text(self)
+            text += f"; {why}" if why else ""
+        return text + ">"
 
     def _repr_html_(self) -> str:
         return _html.run_html(self)

@@ -612,6 +612,10 @@ class Store:
                     FROM runs r JOIN syncs s ON s.id = r.sync_id {where}
                     ORDER BY r.id DESC {lim}""", [sync_id] if sync_id is not None else [])
 
+    def run_count(self, sync_id: int) -> int:
+        with self.connect() as con:
+            return int(con.execute("SELECT count(*) FROM runs WHERE sync_id = ?", [sync_id]).fetchall()[0][0])
+
     def latest_run_id(self, sync_id: int, status: Sequence[str] | None = None) -> int | None:
         q = "SELECT max(id) FROM runs WHERE sync_id = ?"
         args: list[Any] = [sync_id]
@@ -738,6 +742,48 @@ class Store:
                 "SELECT check_name, kind, column_name, level, success, element_count, unexpected_count, "
                 "unexpected_percent, partial_unexpected_list, result FROM checks WHERE run_id = ? ORDER BY rowid",
                 [run_id])
+
+    # ------------------------------------------------------------------ what the panels explain
+    def run_timeline(self, run_id: int) -> list[tuple[str, datetime]]:
+        """(state entered, when) for every state change of a run, oldest first."""
+        with self.connect() as con:
+            return con.execute("SELECT to_status, ts FROM events WHERE run_id = ? AND kind = 'run' ORDER BY id",
+                               [run_id]).fetchall()
+
+    def failed_checks(self, run_id: int) -> list[dict[str, Any]]:
+        """The checks of a run that failed, most rows first: name, kind, column, level, rows."""
+        with self.connect() as con:
+            return [dict(zip(("check", "kind", "column", "level", "rows"), r, strict=True)) for r in con.execute(
+                "SELECT check_name, kind, column_name, level, coalesce(unexpected_count, 0) FROM checks "
+                "WHERE run_id = ? AND NOT coalesce(success, true) ORDER BY unexpected_count DESC NULLS LAST, rowid",
+                [run_id]).fetchall()]
+
+    def failed_errors(self, sync_id: int, run_id: int, limit: int = 10) -> list[tuple[str, int]]:
+        """(destination error, rows) of a run's failed records, most rows first."""
+        rt = f"rec_{int(sync_id)}"
+        with self.connect() as con:
+            if not self.has_table(con, rt):
+                return []
+            return con.execute(
+                f"SELECT coalesce(_error, '(no message)'), count(*) FROM {rt} WHERE _run_id = ? AND _status = 'failed' "
+                f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}", [run_id]).fetchall()
+
+    def record_sample(self, sync_id: int, run_id: int, status: str, *, check: str | None = None,
+                      error: str | None = None, limit: int = 5) -> pl.DataFrame:
+        """The first stored records of a run with ``status`` (and failing ``check`` / with ``error``)."""
+        rt = f"rec_{int(sync_id)}"
+        where, args = ["_run_id = ?", "_status = ?"], [run_id, status]
+        if check is not None:
+            where.append("list_contains(_checks, ?)")
+            args.append(check)
+        if error is not None:
+            where.append("coalesce(_error, '(no message)') = ?")
+            args.append(error)
+        with self.connect() as con:
+            if not self.has_table(con, rt):
+                return pl.DataFrame()
+            return _frame(con, f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {' AND '.join(where)} "
+                               f"ORDER BY rowid LIMIT {int(limit)}", args)
 
 
 def first(cur: Any) -> Any:

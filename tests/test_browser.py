@@ -1,10 +1,11 @@
-"""The SyncPanel in a real browser: JupyterLab + Debian's Chromium driven by Playwright.
+"""The panels in a real browser: JupyterLab + Debian's Chromium driven by Playwright.
 
-Opens a notebook, runs all cells, checks the panel's status and counters as rendered, clicks
-Run and sees the run count, status and counters change, clicks Disable and sees the badge
-change. Screenshots of every step go to the test's tmp dir. Recipe and selectors:
-/work/shared/design/TESTING.md. Never ``playwright install``: it downloads a browser.
-Without Chromium the test is skipped, except under ``CI=true`` where it fails.
+Opens a notebook whose SyncPanel sits inside an ``ipywidgets.Tab`` next to RunHistory and
+Dashboard, runs all cells, checks the panel's status and counters as rendered, clicks Run and
+sees the run count, status and counters change, clicks Disable and sees the badge change.
+Screenshots of every step go to the test's tmp dir. Chromium is Debian's (/usr/bin/chromium);
+never ``playwright install``, which downloads a browser. Without Chromium the test is skipped,
+except under ``CI=true`` where it fails.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ sync = ws.create_sync("customers", source=dfsync.sources.files(str(work / "sourc
 sync.run(progress=False).raise_for_status()
 """,
     """
+import ipywidgets
 panel = dfsync.widgets.SyncPanel(sync)
-panel
+tab = ipywidgets.Tab([panel, dfsync.widgets.RunHistory(sync), dfsync.widgets.Dashboard(ws)],
+                     titles=["panel", "history", "dashboard"])
+tab
 """,
     """
 # the source moves to version 2: the next click on Run sends the difference
@@ -157,21 +161,21 @@ def test_sync_panel_in_jupyterlab(lab: tuple[str, pathlib.Path]) -> None:
 
             panel = page.locator(".dfsync-panel")
             expect(panel).to_have_count(1, timeout=TIMEOUT_MS)
-            badge = panel.locator(".dfsync-status .dfsync-badge")
+            expect(page.locator(".lm-TabBar-tab, .p-TabBar-tab").filter(has_text="history")).to_have_count(1)
+            badge = panel.locator(".dfsync-header .dfsync-status .dfsync-badge")
             expect(badge).to_have_attribute("data-status", "healthy", timeout=TIMEOUT_MS)
             expect(badge).to_have_text("healthy")
 
             def count(name: str) -> object:
-                return panel.locator(f".dfsync-counter-{name} .dfsync-count")
+                return panel.locator(f'.dfsync-body .dfsync-count[data-counter="{name}"]')
 
             expect(count("inserted")).to_have_attribute("data-value", "200")
             expect(count("inserted")).to_contain_text("200")
             expect(count("updated")).to_have_attribute("data-value", "0")
-            runs = panel.locator(".dfsync-run [data-runs]")
+            runs = panel.locator(".dfsync-header [data-runs]")
             expect(runs).to_have_attribute("data-runs", "1")
             expect(panel.locator('.dfsync-step[data-step="success"][data-current="true"]')).to_have_count(1)
-            bar = panel.locator(".widget-hprogress .progress-bar")
-            expect(bar).to_have_attribute("style", re.compile(r"width:\s*100%"))
+            expect(panel.locator(".dfsync-body .dfsync-bar")).to_have_attribute("data-percent", "100.0")
             # the last cell (source -> v2) has run too, so the kernel is idle again
             expect(page.get_by_text(re.compile(r"\| Idle$")).first).to_be_visible(timeout=TIMEOUT_MS)
             shot("after-run-all")

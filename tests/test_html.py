@@ -9,7 +9,7 @@ import shutil
 import polars as pl
 
 import dfsync
-from dfsync import _html
+from dfsync import _html, _html_history, _html_run
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
 
@@ -23,11 +23,11 @@ def test_one_colour_per_status() -> None:
 
 
 def test_timeline_highlights_the_current_step_and_shows_times() -> None:
-    tl = _html.timeline("queued", {"started": 0.5, "querying": 12.25, "queued": 0.1})
+    tl = _html_run.timeline("queued", {"started": 0.5, "querying": 12.25, "queued": 0.1})
     assert re.findall(r'data-step="(\w+)" data-current="true"', tl) == ["queued"]
     assert "12.2 s" in tl and "0.50 s" in tl
     assert "Success / Paused / Failed" in tl  # the end is not known yet
-    done = _html.timeline("paused", {})
+    done = _html_run.timeline("paused", {})
     assert re.findall(r'data-step="(\w+)" data-current="true"', done) == ["paused"]
     assert "In Progress" in done
 
@@ -51,6 +51,6 @@ def test_reprs_of_a_real_workspace_escape_user_text(tmp_path: pathlib.Path) -> N
     shtml = sync._repr_html_()
     assert "recent runs" in shtml and shtml.count('class="dfsync-badge"') >= 3
     assert 'data-value="200"' in run._repr_html_()
-    hist = _html.history_html(sync.name, sync.runs())
-    assert hist.count("<rect") == 2 and "<svg" in hist
+    hist = _html_history.history_html(sync.name, sync.runs())
+    assert hist.count("class=\"dfsync-run-bar\"") == 2 and "<svg" in hist
     ws.close()

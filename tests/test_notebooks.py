@@ -88,25 +88,39 @@ def attr(html: str, name: str) -> str:
     return m.group(1)
 
 
+def outputs(nb: Any) -> list[dict[str, Any]]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def html_outputs(nb: Any) -> list[str]:
+    return [o.get("data", {}).get("text/html", "") for o in outputs(nb)
+            if o.get("output_type") in ("display_data", "execute_result") and "text/html" in o.get("data", {})]
+
+
+def read_run(html: str) -> dict[str, Any]:
+    """Status, run id and counters of the first run shown in a piece of dfsync HTML."""
+    body = html[html.index('class="dfsync-run-body"'):]
+    return {"run_status": attr(body, "data-status"), "run_id": attr(body, "data-run-id"),
+            "counts": {k: int(v) for k, v in re.findall(r'data-counter="(\w+)" data-value="(\d+)"', body)}}
+
+
+def run_panels(nb: Any) -> list[dict[str, Any]]:
+    """What every ``sync.run()`` left in the notebook: its static HTML panel, in order."""
+    return [read_run(h) for h in html_outputs(nb) if "dfsync-run-panel" in h]
+
+
 def panels(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each saved SyncPanel as {status, run_id, runs, run_status, counts} read from its widget models."""
+    """Each saved SyncPanel widget as {status, run_id, runs, run_status, counts} read from its models."""
     out = []
     for panel in models_with_class(models, "dfsync-panel"):
-        ids = set()
-        stack = list(panel["children"])
-        while stack:
-            mid = stack.pop().removeprefix("IPY_MODEL_")
-            ids.add(mid)
-            stack.extend(models[mid]["state"].get("children") or [])
-        sub = {mid: models[mid] for mid in ids}
-        run = models_with_class(sub, "dfsync-run")[0]["value"]
-        p = {"status": attr(models_with_class(sub, "dfsync-status")[0]["value"], "data-status"),
-             "runs": int(attr(run, "data-runs")), "run_id": attr(run, "data-run-id"),
-             "counts": {}, "run_status": None}
+        kids = [models[c.removeprefix("IPY_MODEL_")]["state"] for c in panel["children"]]
+        header = next(k for k in kids if "dfsync-header" in k["_dom_classes"])["value"]
+        body = next(k for k in kids if "dfsync-body" in k["_dom_classes"])["value"]
+        status_span = header[header.index('class="dfsync-status"'):]
+        p = {"status": attr(status_span, "data-status"), "runs": int(attr(header, "data-runs")),
+             "run_id": attr(header, "data-run-id"), "counts": {}, "run_status": None}
         if p["run_id"]:
-            p["run_status"] = attr(models_with_class(sub, "dfsync-timeline-widget")[0]["value"], "data-status")
-            for k in ("inserted", "updated", "deleted", "unchanged", "invalid", "failed"):
-                p["counts"][k] = int(attr(models_with_class(sub, f"dfsync-counter-{k}")[0]["value"], "data-value"))
+            p.update({k: v for k, v in read_run(body).items() if k != "run_id"})
         out.append(p)
     return out
 
@@ -119,97 +133,154 @@ def run_notebook(name: str, tmp_path: pathlib.Path, extra_env: dict[str, str] | 
     if missing:
         pytest.skip(f"{name} needs {', '.join(missing)}, which is not in this checkout yet")
     nb = execute(path, env)
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error", f"{name}: {out.get('ename')}: {out.get('evalue')}"
+    for out in outputs(nb):
+        assert out.get("output_type") != "error", f"{name}: {out.get('ename')}: {out.get('evalue')}"
     # nothing was written to the real home
     assert (tmp_path / "home").exists()
+    check_renders_anywhere(nb, name)
     return nb
 
 
-def test_notebooks_are_stored_without_outputs() -> None:
+MAX_MODELS = 80  # widget models a notebook may store: a few per widget (and dashboard row), none per run
+
+
+def check_renders_anywhere(nb: Any, name: str) -> None:
+    """What a reader without a kernel sees: run panels as HTML, a snapshot beside every widget."""
+    from nbconvert import HTMLExporter
+
+    for out in outputs(nb):
+        data = out.get("data", {})
+        assert "VBox(children" not in data.get("text/plain", "") and "HBox(children" not in data.get("text/plain", "")
+        if "application/vnd.jupyter.widget-view+json" in data:
+            assert 'class="dfsync' in data.get("text/html", ""), f"{name}: a widget output without its HTML snapshot"
+    models = widget_models(nb)
+    assert len(models) <= MAX_MODELS, f"{name} stores {len(models)} widget models"
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    for html in html_outputs(nb):
+        if "dfsync-run-panel" in html:
+            assert html in page or read_run(html)["run_id"] in page  # the run panel is in the exported page
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_has_outputs_that_render_as_html(path: pathlib.Path) -> None:
+    """The notebooks are committed with their outputs (notebooks/regenerate.py) and read without a kernel."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count is not None for c in code), f"{path.name}: run notebooks/regenerate.py"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    check_renders_anywhere(nb, path.stem)
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    if run_panels(nb):
+        assert "dfsync-run-panel" in page and 'class="dfsync-run-body"' in page
+        assert all(p["run_status"] in ("success", "failed", "paused") for p in run_panels(nb))
+
+
+def test_notebooks_exist() -> None:
     assert {p.stem for p in NOTEBOOKS} >= {"01_quickstart", "02_incremental_and_preview", "03_validation",
                                            "04_postgres", "05_monitoring"}
-    for p in NOTEBOOKS:
-        nb = nbformat.read(p, as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, f"{p.name} has outputs"
-        assert "widgets" not in nb.metadata, f"{p.name} has saved widget state"
 
 
 def test_01_quickstart(tmp_path: pathlib.Path) -> None:
     nb = run_notebook("01_quickstart", tmp_path)
     models = widget_models(nb)
-    ps = panels(models)
-    # two live panels from sync.run(), then the explicit SyncPanel
-    assert len(ps) == 3
-    first, second, final = ps
-    assert first["run_id"] == "1" and first["run_status"] == "success" and first["counts"]["inserted"] == 200
-    assert second["run_id"] == "2" and second["run_status"] == "success"
-    assert (second["counts"]["inserted"], second["counts"]["updated"], second["counts"]["deleted"]) == (5, 12, 3)
-    assert final == {**second, "status": "healthy", "runs": 2}
-    assert all(p["status"] == "healthy" for p in ps)
-    progress = [m["state"] for m in models.values() if m["model_name"] == "IntProgressModel"]
-    assert len(progress) == 3 and all(p["value"] == p["max"] and p["bar_style"] == "success" for p in progress)
+    runs = run_panels(nb)
+    # two sync.run() panels, then run2's repr
+    assert [(r["run_id"], r["run_status"]) for r in runs] == [("1", "success"), ("2", "success"), ("2", "success")]
+    assert runs[0]["counts"]["inserted"] == 200
+    assert (runs[1]["counts"]["inserted"], runs[1]["counts"]["updated"], runs[1]["counts"]["deleted"]) == (5, 12, 3)
+    (final,) = panels(models)
+    assert final == {"status": "healthy", "runs": 2, "run_id": "2", "run_status": "success",
+                     "counts": runs[1]["counts"]}
     history = models_with_class(models, "dfsync-history")
-    assert len(history) == 1 and history[0]["value"].count("<rect") == 2
+    assert len(history) == 1 and history[0]["value"].count('class="dfsync-run-bar"') == 2
     # static reprs are in the outputs too (they do not need the widget manager)
-    html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
-    assert 'class="dfsync"' in html and "dfsync workspace" in html
+    html = "".join(html_outputs(nb))
+    assert 'class="dfsync' in html and "dfsync workspace" in html
 
 
 def test_02_incremental_and_preview(tmp_path: pathlib.Path) -> None:
     nb = run_notebook("02_incremental_and_preview", tmp_path)
-    ps = panels(widget_models(nb))
-    assert [p["run_status"] for p in ps] == ["success", "success"]
-    assert ps[0]["counts"]["inserted"] == 500
-    assert (ps[1]["counts"]["inserted"], ps[1]["counts"]["updated"]) == (40, 10)
-    html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
+    runs = run_panels(nb)
+    assert [r["run_status"] for r in runs] == ["success", "success", "success"]  # two runs, run2's repr
+    assert runs[0]["counts"]["inserted"] == 500
+    assert (runs[1]["counts"]["inserted"], runs[1]["counts"]["updated"]) == (40, 10)
+    html = "".join(html_outputs(nb))
     assert "preview of <code>orders</code>" in html and "nothing would change" in html
+    assert not widget_models(nb)
 
 
 def test_03_validation(tmp_path: pathlib.Path) -> None:
     nb = run_notebook("03_validation", tmp_path)
-    ps = panels(widget_models(nb))
-    assert ps[0]["run_status"] == "failed" and ps[0]["status"] == "failed"
-    assert ps[-1]["run_status"] == "success" and ps[-1]["counts"]["invalid"] == 5
+    runs = run_panels(nb)
+    assert runs[0]["run_status"] == "failed"
+    assert runs[-1]["run_status"] == "success" and runs[-1]["counts"]["invalid"] == 5
+    (panel,) = panels(widget_models(nb))
+    assert panel["run_status"] == "success" and panel["counts"]["invalid"] == 5
 
 
 def test_04_postgres(tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
     nb = nbformat.read(ROOT / "notebooks" / "04_postgres.ipynb", as_version=4)
     if missing_requirements(nb, jupyter_env(tmp_path / "probe")):
         pytest.skip("the PostgreSQL destination is not in this checkout yet")
-    try:
-        server = request.getfixturevalue("pg_server")
-    except pytest.FixtureLookupError:
-        pytest.skip("the pg_server fixture (tests/plugins/postgres.py) is not in this checkout yet")
+    server = request.getfixturevalue("pg_server")
     nb = run_notebook("04_postgres", tmp_path / "run", {"DFSYNC_PG_URI": server.uri})
-    ps = panels(widget_models(nb))
-    assert [p["run_status"] for p in ps] == ["success", "success", "success"]
-    assert ps[1]["counts"]["updated"] == 12
+    runs = run_panels(nb)
+    assert [r["run_status"] for r in runs] == ["success", "success", "success"]
+    assert runs[1]["counts"]["updated"] == 12
+    (panel,) = panels(widget_models(nb))
+    assert panel["run_status"] == "success" and panel["runs"] == 2
 
 
 def test_05_monitoring(tmp_path: pathlib.Path) -> None:
     nb = run_notebook("05_monitoring", tmp_path)
     models = widget_models(nb)
-    ps = panels(models)
-    # the panel opened from the dashboard, then the live panel of the resumed run
-    assert len(ps) == 2
-    assert ps[0]["run_status"] == "success" and ps[0]["runs"] == 2
-    assert ps[1]["run_status"] == "success" and ps[1]["runs"] == 1  # resumed: still one run of events
-    assert ps[1]["counts"]["inserted"] == 2000
-    # nbclient keeps closed models too, so read the rows the dashboard table holds at the end
+    # the panel opened from the dashboard
+    (panel,) = panels(models)
+    assert panel["run_status"] == "success" and panel["runs"] == 2
+    # the paused run's repr, then the resumed run's panel: the same run, now complete
+    runs = run_panels(nb)
+    assert runs[-2]["run_status"] == "paused" and runs[-1]["run_status"] == "success"
+    assert runs[-1]["run_id"] == runs[-2]["run_id"] and runs[-1]["counts"]["inserted"] == 2000
     table = models_with_class(models, "dfsync-dashboard-table")
     assert len(table) == 1
-    children = [models[c.removeprefix("IPY_MODEL_")]["state"] for c in table[0]["children"]]
-    dash_rows = [c for c in children if "dfsync-dashboard-row" in (c.get("_dom_classes") or [])]
-    assert len(dash_rows) == 3  # one per sync
-    row_html = " ".join(models[c.removeprefix("IPY_MODEL_")]["state"].get("value", "")
-                        for r in dash_rows for c in r["children"])
+    cells = [models[c.removeprefix("IPY_MODEL_")]["state"] for c in table[0]["children"]]
+    row_cells = [c for c in cells if "dfsync-dashboard-row" in (c.get("_dom_classes") or [])]
+    assert len(row_cells) == 3 * 4  # one row per sync
+    row_html = " ".join(c["value"] for c in row_cells)
     assert 'data-status="disabled"' in row_html  # orders was disabled before the last refresh
     history = models_with_class(models, "dfsync-history")
-    assert len(history) == 1 and history[0]["value"].count("<rect") == 2
+    assert len(history) == 1 and history[0]["value"].count('class="dfsync-run-bar"') == 2
+
+
+def test_ten_runs_store_no_more_widget_models_than_one(tmp_path: pathlib.Path) -> None:
+    """Runs leave static HTML, not widget models: a notebook's saved state does not grow with its runs."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    copy_repo_bits(tmp_path)
+    sizes = []
+    for n in (1, 10):
+        nb = new_notebook(cells=[new_code_cell(c) for c in (
+            "import dfsync, polars as pl\n"
+            f"ws = dfsync.Workspace('ws{n}.duckdb')\n"
+            f"pl.DataFrame({{'id': range(100), 'v': -1}}).write_parquet('src{n}.parquet')\n"
+            f"sync = ws.create_sync('s', source=dfsync.sources.files('src{n}.parquet'),\n"
+            f"    destination=dfsync.destinations.duckdb('wh{n}.duckdb', table='s'), primary_key='id')",
+            f"for i in range({n}):\n"
+            f"    pl.DataFrame({{'id': range(100), 'v': i}}).write_parquet('src{n}.parquet')\n"
+            "    assert sync.run().status == 'success'",
+            "dfsync.widgets.SyncPanel(sync)",
+            "dfsync.widgets.RunHistory(sync)",
+        )])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        path = tmp_path / f"runs{n}.ipynb"
+        nbformat.write(nb, path)
+        out = execute(path, jupyter_env(tmp_path))
+        assert all(o.get("output_type") != "error" for o in outputs(out)), [o for o in outputs(out)]
+        assert len(run_panels(out)) >= n
+        sizes.append(len(widget_models(out)))
+    assert sizes[0] == sizes[1] <= 30, sizes
 
 
 def test_run_in_a_notebook_without_ipywidgets_shows_static_html(tmp_path: pathlib.Path) -> None:

@@ -47,7 +47,13 @@ def data_value(html: str, attr: str = "data-value") -> str:
 
 
 def shown_counts(panel: Any) -> dict[str, int]:
-    return {k: int(data_value(w.value)) for k, w in panel.counters.items()}
+    """The counters as the panel's HTML shows them."""
+    return {k: int(v) for k, v in re.findall(r'data-counter="(\w+)" data-value="(\d+)"', panel.body.value)}
+
+
+def bar(panel: Any) -> tuple[int, int]:
+    """(sent, total) of the panel's progress bar."""
+    return int(data_value(panel.body.value, "data-sent")), int(data_value(panel.body.value, "data-total"))
 
 
 @pytest.fixture
@@ -132,10 +138,10 @@ def test_widget_without_ipywidgets_names_the_extra(tmp_path: pathlib.Path) -> No
 def test_panel_before_any_run(customers: dfsync.Sync) -> None:
     panel = widgets.SyncPanel(customers)
     assert panel.state["sync_status"] == "pending" and panel.state["run_id"] is None
-    assert data_value(panel.badge.value, "data-status") == "pending"
-    assert "no runs yet" in panel.run_info.value
-    assert not panel.run_button.disabled
-    assert panel.pause_button.disabled and panel.resume_button.disabled and panel.abort_button.disabled
+    assert data_value(panel.header.value, "data-status") == "pending"
+    assert "no runs yet" in panel.header.value
+    assert not panel.run_button.disabled and panel.run_button.description == "Run"
+    assert panel.pause_button.disabled and panel.abort_button.disabled
     assert panel.toggle_button.description == "Disable"
 
 
@@ -143,17 +149,17 @@ def test_panel_after_a_run_shows_status_timeline_counters(customers: dfsync.Sync
     customers.run(progress=False)
     panel = widgets.SyncPanel(customers)
     assert panel.state["sync_status"] == "healthy" and panel.state["run_status"] == "success"
-    assert data_value(panel.badge.value, "data-status") == "healthy"
+    assert data_value(panel.header.value, "data-status") == "healthy"
     assert shown_counts(panel) == {"inserted": 200, "updated": 0, "deleted": 0, "unchanged": 0, "invalid": 0,
                                    "failed": 0}
-    assert panel.progress.value == panel.progress.max == 200 and panel.progress.bar_style == "success"
-    tl = panel.timeline.value
+    assert bar(panel) == (200, 200)
+    tl = panel.body.value
     for step in ("started", "querying", "queued", "in_progress", "success"):
         assert f'data-step="{step}"' in tl
     assert re.search(r'data-step="success" data-current="true"', tl)
     assert set(panel.state["durations"]) >= {"started", "querying", "queued", "in_progress"}
-    assert data_value(panel.run_info.value, "data-runs") == "1"
-    assert panel.error.value == ""
+    assert data_value(panel.header.value, "data-runs") == "1"
+    assert "dfsync-error-text" not in panel.body.value
 
 
 def test_the_live_panel_of_a_run_keeps_showing_that_run(customers: dfsync.Sync) -> None:
@@ -166,10 +172,10 @@ def test_the_live_panel_of_a_run_keeps_showing_that_run(customers: dfsync.Sync) 
     second = customers.run(progress=False)
     pinned.refresh_state_only()  # what the poller and the reporter's close do
     latest.refresh_state_only()
-    assert data_value(pinned.run_info.value, "data-run-id") == str(first.id)
-    assert data_value(latest.run_info.value, "data-run-id") == str(second.id)
+    assert data_value(pinned.header.value, "data-run-id") == str(first.id)
+    assert data_value(latest.header.value, "data-run-id") == str(second.id)
     pinned.refresh()  # the Refresh button: the user asks for the latest
-    assert data_value(pinned.run_info.value, "data-run-id") == str(second.id)
+    assert data_value(pinned.header.value, "data-run-id") == str(second.id)
 
 
 def test_run_button_runs_in_background_and_updates_panel(customers: dfsync.Sync, tmp_path: pathlib.Path) -> None:
@@ -177,13 +183,13 @@ def test_run_button_runs_in_background_and_updates_panel(customers: dfsync.Sync,
     panel.run_button.click()
     panel.wait()
     assert panel.state["run_status"] == "success" and panel.state["sync_status"] == "healthy"
-    assert data_value(panel.run_info.value, "data-runs") == "1"
+    assert data_value(panel.header.value, "data-runs") == "1"
     assert shown_counts(panel)["inserted"] == 200
     # the source changes; a second click sends only the difference
     shutil.copy(DATA / "customers_v2.parquet", tmp_path / "customers.parquet")
     panel.run_button.click()
     panel.wait()
-    assert panel.state["run_id"] == 2 and data_value(panel.run_info.value, "data-runs") == "2"
+    assert panel.state["run_id"] == 2 and data_value(panel.header.value, "data-runs") == "2"
     c = shown_counts(panel)
     expected = customers.last_run().counts
     assert c["inserted"] == expected["inserted"] > 0 and c["updated"] == expected["updated"] > 0
@@ -202,12 +208,11 @@ def test_pause_then_resume_buttons(slow: dfsync.Sync) -> None:
     sent = panel.state["counts"]["sent"]
     assert 0 < sent < 800
     assert not panel.resume_button.disabled and panel.pause_button.disabled and not panel.abort_button.disabled
-    assert 'data-step="paused" data-current="true"' in panel.timeline.value
-    assert panel.progress.bar_style == "warning"
+    assert 'data-step="paused" data-current="true"' in panel.body.value
     panel.resume_button.click()
     panel.wait()
     assert panel.state["run_status"] == "success" and panel.state["run_id"] == 1  # the same run, resumed
-    assert panel.state["counts"]["sent"] == 800 and panel.progress.value == 800
+    assert panel.state["counts"]["sent"] == 800 and bar(panel) == (800, 800)
     assert slow.runs().height == 1
 
 
@@ -217,8 +222,8 @@ def test_abort_button_fails_the_run(slow: dfsync.Sync) -> None:
     panel.abort_button.click()
     panel.wait()
     assert panel.state["run_status"] == "failed" and panel.state["sync_status"] == "failed"
-    assert "aborted" in panel.error.value
-    assert data_value(panel.badge.value, "data-status") == "failed"
+    assert "aborted" in panel.body.value and "dfsync-error-text" in panel.body.value
+    assert data_value(panel.header.value, "data-status") == "failed"
     assert panel.state["counts"]["sent"] < 800
 
 
@@ -239,7 +244,7 @@ def test_disable_during_a_run_pauses_it_and_enable_restores(slow: dfsync.Sync) -
     panel.toggle_button.click()
     panel.wait()
     assert panel.state["sync_status"] == "disabled" and panel.state["run_status"] == "paused"
-    assert data_value(panel.badge.value, "data-status") == "disabled"
+    assert data_value(panel.header.value, "data-status") == "disabled"
     assert panel.toggle_button.description == "Enable"
     assert panel.run_button.disabled and panel.resume_button.disabled
     # a click that cannot act says why in the panel
@@ -272,7 +277,7 @@ def test_refresh_shows_a_run_started_in_another_process(customers: dfsync.Sync, 
     assert panel.state["runs"] == 0  # nothing changed until asked
     panel.refresh_button.click()
     assert panel.state["runs"] == 1 and panel.state["run_status"] == "success"
-    assert data_value(panel.badge.value, "data-status") == "healthy"
+    assert data_value(panel.header.value, "data-status") == "healthy"
     assert shown_counts(panel)["inserted"] == 200
 
 
@@ -283,12 +288,13 @@ def test_run_history_table_and_chart(customers: dfsync.Sync, tmp_path: pathlib.P
     customers.run(progress=False)
     hist = widgets.RunHistory(customers)
     html = hist.html.value
-    assert html.count("<rect") == 2 and "<svg" in html
+    assert html.count('class="dfsync-run-bar"') == 2 and "<svg" in html
     assert html.count('data-status="success"') == 2
-    assert "run 1: 200 rows" in html
+    assert 'data-run="1" data-sent="200" data-planned="200"' in html
+    assert "rows (log scale)" in html and ">run</text>" in html and "rows/s" in html
     customers.run(progress=False)
     hist.refresh_button.click()
-    assert hist.html.value.count("<rect") == 3 and hist.runs.height == 3
+    assert hist.html.value.count('class="dfsync-run-bar"') == 3 and hist.runs.height == 3
 
 
 def test_dashboard_lists_syncs_and_opens_a_panel(ws: dfsync.Workspace, customers: dfsync.Sync,
@@ -296,22 +302,22 @@ def test_dashboard_lists_syncs_and_opens_a_panel(ws: dfsync.Workspace, customers
     customers.run(progress=False)
     dash = widgets.Dashboard(ws)
     assert set(dash.open_buttons) == {"customers", "many"}
-    rows = [r for r in dash.table.children if "dfsync-dashboard-row" in r._dom_classes]
-    assert len(rows) == 2
-    text = " ".join(c.value for r in rows for c in r.children if hasattr(c, "value"))
+    cells = [c for c in dash.table.children if "dfsync-dashboard-row" in c._dom_classes]
+    assert len(cells) == 2 * 4
+    text = " ".join(c.value for c in cells)
     assert 'data-status="healthy"' in text and 'data-status="pending"' in text and "never run" in text
     dash.open_buttons["customers"].click()
     assert dash.open_panel is not None and dash.open_panel.sync.name == "customers"
-    assert dash.detail.children == (dash.open_panel.widget,)
+    assert dash.detail.children == (dash.open_panel,)
     assert dash.open_panel.state["run_status"] == "success"
     slow.disable()
     dash.refresh_button.click()
-    text = " ".join(c.value for r in dash.table.children for c in r.children if hasattr(c, "value"))
+    text = " ".join(c.value for c in dash.table.children if hasattr(c, "value"))
     assert 'data-status="disabled"' in text
 
 
 def test_close_closes_only_this_panel(customers: dfsync.Sync) -> None:
     a, b = widgets.SyncPanel(customers), widgets.SyncPanel(customers)
     a.close()
-    assert a.badge.comm is None
-    assert b.badge.comm is not None or b.badge._model_id  # still alive
+    assert a.header.comm is None and a.comm is None
+    assert b.header.comm is not None or b.header._model_id  # still alive

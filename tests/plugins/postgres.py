@@ -10,6 +10,7 @@ FAIL: CI must never pass by skipping the real server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -111,8 +112,9 @@ class PGServer:
         return pl.from_arrow(table)  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PGServer]:
+@contextlib.contextmanager
+def throwaway_server() -> Iterator[PGServer]:
+    """A PostgreSQL cluster in a temp dir for as long as the block runs (notebooks/regenerate.py uses it too)."""
     initdb, pg_ctl = _find_bin("initdb"), _find_bin("pg_ctl")
     if not initdb or not pg_ctl:
         _unavailable("initdb/pg_ctl not found (apt-get install -y postgresql)")
@@ -151,6 +153,12 @@ def pg_server() -> Iterator[PGServer]:
         except Exception:
             pass
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PGServer]:
+    with throwaway_server() as server:
+        yield server
 
 
 @pytest.fixture

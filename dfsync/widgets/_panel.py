@@ -1,15 +1,4 @@
-"""Live ipywidgets for notebooks: :class:`SyncPanel`, :class:`RunHistory`, :class:`Dashboard`.
-
-This is the only dfsync module that imports ipywidgets, and only when a widget is built,
-so ``import dfsync`` (and even ``import dfsync.widgets``) works without it; building a
-widget without it raises :class:`~dfsync.MissingDependencyError` naming
-``pip install 'dfsync[widgets]'``.
-
->>> import dfsync
->>> ws = dfsync.Workspace("state.duckdb")
->>> panel = dfsync.widgets.SyncPanel(ws.sync("customers"))
->>> panel            # the last expression of a cell displays the live panel
->>> panel.run_button.click()   # what clicking Run in the browser does
+""":class:`SyncPanel`: one sync's status and run, with buttons that act in the kernel.
 
 Threads: a run started from the panel goes on in a background thread
 (``sync.run(background=True, progress=False)``). The panel follows it through the run's
@@ -18,6 +7,9 @@ small poller thread that refreshes once the run stops; runs started in another p
 are followed by polling the workspace. Pause, Abort and Disable hand their request to the
 run's thread directly when it runs in this process, so they take effect at the next batch
 boundary without a round trip through the workspace file.
+
+Widget models: the panel is a few HTML widgets and one row of buttons sharing one layout
+and one style, so a saved notebook holds a small, fixed number of models per panel.
 """
 
 from __future__ import annotations
@@ -26,32 +18,25 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _html
-from .errors import DfsyncError, MissingDependencyError
+import ipywidgets as w
+from ipywidgets.widgets.widget_string import HTMLStyle
+
+from .. import _html, _html_run
+from ..errors import DfsyncError
 
 if TYPE_CHECKING:
-    from .workspace import Sync, SyncRun, Workspace
+    from ..workspace import Sync, SyncRun
 
-__all__ = ["Dashboard", "RunHistory", "SyncPanel", "live_reporter"]
-
-ACTIVE = ("started", "querying", "queued", "in_progress")
+ACTIVE = _html_run.ACTIVE
 REPORT_EVERY = 0.2  # seconds between redraws while a run's state does not change
-BAR_STYLE = {"success": "success", "failed": "danger", "paused": "warning"}
-
-
-def _ipywidgets() -> Any:
-    try:
-        import ipywidgets
-    except ImportError:
-        raise MissingDependencyError("ipywidgets", "widgets", "dfsync's notebook widgets") from None
-    return ipywidgets
 
 
 def _runner_entry(run: SyncRun) -> Any:
     """(Runner, Thread | None) when ``run`` executes in this process, else None."""
-    from .workspace import _ACTIVE
+    from ..workspace import _ACTIVE
 
     return _ACTIVE.get((run.workspace.store._key, run.id))
 
@@ -85,33 +70,44 @@ def _attach(run: SyncRun, hook: Callable[[str, dict[str, Any]], None]) -> bool:
     return True
 
 
-class _Widget:
-    """Display plumbing shared by the widgets: the ipywidgets root lives in ``.widget``."""
-
-    widget: Any
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def close(self) -> None:
-        """Close this widget's models (it disappears from the page); other widgets are untouched."""
-        _close_tree(self.widget)
-
-
-def _close_tree(widget: Any) -> None:
+def close_tree(widget: Any) -> None:
+    """Close a widget and everything under it (their models leave the kernel and saved state)."""
     stack = [widget]
     while stack:
         x = stack.pop()
         stack.extend(getattr(x, "children", ()))
-        x.close()
+        w.Widget.close(x)
 
 
-class SyncPanel(_Widget):
+class SnapshotMixin:
+    """A widget that also offers a static ``text/html`` snapshot of what it shows.
+
+    JupyterLab and VS Code render the live widget; a page without a widget manager (nbconvert
+    HTML, GitHub, a notebook reopened without its kernel) can show the snapshot instead.
+    """
+
+    def snapshot_html(self) -> str:  # pragma: no cover - every widget defines it
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        data = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
+        if isinstance(data, tuple):
+            data = data[0]
+        data = dict(data or {})
+        data["text/html"] = self.snapshot_html()
+        data["text/plain"] = repr(self)
+        return data
+
+
+class SyncPanel(SnapshotMixin, w.VBox):
     """A live status panel for one sync, with buttons that act in the kernel.
 
-    Shows the sync's status badge, the current (or last) run's timeline with the time in
-    each state, a progress bar of sent vs pending rows, the counters, the error, and
-    buttons Run, Preview, Pause, Resume, Abort, Disable/Enable and Refresh.
+    Shows the sync's status, the current (or last) run's timeline with the time in each
+    state, progress (rows read, sent, pending, rows/s, time left), the time per state of a
+    finished run, the counters, the invalid rows per check and the failed rows per error,
+    and buttons Run (Resume while a run is paused), Preview, Pause, Abort, Disable/Enable
+    and Refresh. A panel showing a run that is no longer the sync's latest says so and
+    offers Follow latest.
 
     >>> panel = dfsync.widgets.SyncPanel(sync)
     >>> panel.run_button.click(); panel.wait()
@@ -120,79 +116,82 @@ class SyncPanel(_Widget):
     """
 
     def __init__(self, sync: Sync, *, run_id: int | None = None, poll_interval: float = 0.5) -> None:
-        w = _ipywidgets()
         self.sync = sync
         self.poll_interval = poll_interval
         self.state: dict[str, Any] = {}
+        self.view: dict[str, Any] | None = None
         self.last_preview: Any = None
         self._run: SyncRun | None = sync.workspace.run(run_id) if run_id is not None else None
-        #: a panel made for one run (the live panel of ``sync.run()``) keeps showing it when a
-        #: later run starts; only its Refresh button (or its own Run) moves it on
+        #: a panel made for one run keeps showing it when a later run starts; it then says so
+        #: and its Follow latest (or Refresh, or its own Run) moves it on
         self.follow_latest = run_id is None
         self._render_lock = threading.RLock()
         self._poller: threading.Thread | None = None
         self._closed = threading.Event()
         self._last_report = 0.0
 
-        def html(cls: str, **kw: Any) -> Any:
-            x = w.HTML(**kw)
+        html_layout, html_style = w.Layout(), HTMLStyle()
+
+        def html(cls: str) -> Any:
+            x = w.HTML(layout=html_layout, style=html_style)
             x.add_class(cls)
             return x
 
-        self.title = html("dfsync-title")
-        self.badge = html("dfsync-status")
-        self.run_info = html("dfsync-run")
-        self.timeline = html("dfsync-timeline-widget")
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(width="420px"))
-        self.progress.add_class("dfsync-progress")
-        self.progress_text = html("dfsync-progress-text")
-        self.counters = {k: html(f"dfsync-counter-{k}") for k in _html.PANEL_COUNTERS}
-        self.error = html("dfsync-error")
+        self.header = html("dfsync-header")
+        self.body = html("dfsync-body")
         self.message = html("dfsync-message")
         self.preview_box = html("dfsync-preview")
+        shared_layout, shared_style = w.Layout(width="auto"), w.ButtonStyle()
 
-        def button(text: str, icon: str, tip: str, handler: Callable[[], None]) -> Any:
-            b = w.Button(description=text, icon=icon, tooltip=tip, layout=w.Layout(width="auto"))
-            b.add_class(f"dfsync-btn-{text.lower()}")
-            b.on_click(lambda _b: self._act(text, handler))
+        def button(text: str, icon: str, tip: str, handler: Callable[[], None], cls: str = "") -> Any:
+            b = w.Button(description=text, icon=icon, tooltip=tip, layout=shared_layout, style=shared_style)
+            b.add_class(f"dfsync-btn-{cls or text.lower()}")
+            b.on_click(lambda _b: self._act(b.description, handler))
             return b
 
         self.run_button = button("Run", "play", "run the sync now (in the background)", self._do_run)
         self.preview_button = button("Preview", "eye", "what a run would send, sending nothing", self._do_preview)
         self.pause_button = button("Pause", "pause", "stop at the next batch; Resume continues", self._do_pause)
-        self.resume_button = button("Resume", "forward", "continue the paused run", self._do_resume)
         self.abort_button = button("Abort", "stop", "end the run as failed", self._do_abort)
-        self.toggle_button = button("Disable", "power-off", "turn the sync off / on", self._do_toggle)
-        self.toggle_button.add_class("dfsync-btn-toggle")
+        self.toggle_button = button("Disable", "power-off", "turn the sync off / on", self._do_toggle, "toggle")
         self.refresh_button = button("Refresh", "refresh", "reload from the workspace", self.refresh)
-        buttons = w.HBox([self.run_button, self.preview_button, self.pause_button, self.resume_button,
-                          self.abort_button, self.toggle_button, self.refresh_button])
-        self.widget = w.VBox([
-            w.HBox([self.title, self.badge]),
-            self.run_info, self.timeline,
-            w.HBox([self.progress, self.progress_text]),
-            w.HBox(list(self.counters.values())),
-            self.error, buttons, self.message, self.preview_box,
-        ], layout=w.Layout(border="1px solid #9ca3af80", padding="6px 10px", max_width="980px"))
-        self.widget.add_class("dfsync-panel")
+        self.follow_button = w.Button(description="Follow latest", icon="arrow-right",
+                                      tooltip="show the sync's latest run", style=shared_style,
+                                      layout=w.Layout(width="auto", display="none"))
+        self.follow_button.add_class("dfsync-btn-follow")
+        self.follow_button.on_click(lambda _b: self._act("Follow latest", self._do_follow))
+        #: while a run is paused the Run button resumes it (one button, not Run and Resume)
+        self.resume_button = self.run_button
+        buttons = w.HBox([self.run_button, self.preview_button, self.pause_button, self.abort_button,
+                          self.toggle_button, self.refresh_button, self.follow_button])
+        buttons.add_class("dfsync-buttons")
+        super().__init__([self.header, self.body, buttons, self.message, self.preview_box],
+                         layout=w.Layout(border=f"1px solid {_html.LINE}", padding="6px 10px",
+                                         width="fit-content", max_width="100%"))
+        self.add_class("dfsync-panel")
         self.refresh()
+
+    def __repr__(self) -> str:
+        s = self.state
+        run = f"run {s['run_id']} {s['run_status']}" if s.get("run_id") else "no runs yet"
+        return f"<dfsync.widgets.SyncPanel of {self.sync.name!r}: {s.get('sync_status')}, {run}>"
 
     # .............................................................. reading state
     def _snapshot(self, run: SyncRun | None, row: dict[str, Any] | None = None) -> dict[str, Any]:
         store = self.sync.workspace.store
         srow = store.sync_row(self.sync.name)
-        with store.connect() as con:
-            n_runs = con.execute("SELECT count(*) FROM runs WHERE sync_id = ?", [srow["id"]]).fetchall()[0][0]
-        state: dict[str, Any] = {"sync_status": srow["status"], "runs": int(n_runs), "run_id": None,
+        latest = store.latest_run_id(srow["id"])
+        n_runs = store.run_count(srow["id"]) if latest else 0
+        state: dict[str, Any] = {"sync_status": srow["status"], "runs": n_runs, "run_id": None,
                                  "run_status": None, "counts": {}, "durations": {}, "error": None,
-                                 "next_run_at": srow["next_run_at"], "started_at": None}
+                                 "next_run_at": srow["next_run_at"], "started_at": None, "latest_run_id": latest}
+        view = None
         if run is not None:
-            row = row if row is not None else run._row
-            from .store import COUNTERS
-
-            state.update(run_id=run.id, run_status=row["status"], error=row["error"],
-                         counts={c: int(row[c] or 0) for c in COUNTERS}, durations=run.durations,
-                         started_at=row["started_at"])
+            view = _html_run.run_view(run, row)
+            state.update(run_id=run.id, run_status=view["status"], error=view["error"], counts=view["counts"],
+                         durations=_html_run.durations(view), started_at=view["started_at"],
+                         speed=_html_run.speed(view))
+        state["view"] = view
         return state
 
     def refresh(self) -> SyncPanel:
@@ -200,6 +199,7 @@ class SyncPanel(_Widget):
         last = self.sync.last_run()
         if last is not None and (self._run is None or last.id > self._run.id):
             self._run = last
+            self.follow_latest = True
         state = self._snapshot(self._run)
         self._render(state)
         if state["run_status"] in ACTIVE:
@@ -214,51 +214,65 @@ class SyncPanel(_Widget):
             return  # many small batches: redraw a few times a second, not after every batch
         self._last_report = now
         if self._run is None or row.get("id") != self._run.id:
+            if not self.follow_latest and self._run is not None:
+                return  # a pinned panel does not jump to another run
             self._run = self.sync.workspace.run(row["id"])
         self._render(self._snapshot(self._run, row))
 
     # .............................................................. rendering
+    def header_html(self, s: dict[str, Any]) -> str:
+        name = (f'<span style="font-weight:600;font-size:1.1em;margin-right:8px">{_html.esc(self.sync.name)}</span>'
+                f'<span class="dfsync-status">{_html.badge(s["sync_status"])}</span>')
+        if s["run_id"] is None:
+            run = f'<span data-runs="{s["runs"]}" data-run-id="">no runs yet</span>'
+        else:
+            nxt = f' · next scheduled {_html.fmt_time(s["next_run_at"])}' if s["next_run_at"] else ""
+            run = (f'<span class="dfsync-run" data-runs="{s["runs"]}" data-run-id="{s["run_id"]}">run #{s["run_id"]} '
+                   f'{_html.badge(s["run_status"])} · started {_html.fmt_time(s["started_at"])} · {s["runs"]} '
+                   f'run{"s" if s["runs"] != 1 else ""} in total{nxt}</span>')
+        stale = ""
+        latest = s.get("latest_run_id")
+        if s["run_id"] is not None and latest is not None and latest != s["run_id"]:
+            stale = (f'<div class="dfsync-stale" data-latest="{latest}" style="margin-top:2px;font-weight:600">'
+                     f'⚠ this is run #{s["run_id"]}; the sync\'s latest run is #{latest} '
+                     f'(Follow latest shows it)</div>')
+        return (f'<div style="{_html.FONT};color:{_html.TEXT}"><div>{name}</div><div style="margin-top:2px">{run}'
+                f'</div>{stale}</div>')
+
+    def snapshot_html(self) -> str:
+        """The panel as static HTML (what a saved notebook shows without the widget manager)."""
+        with self._render_lock:
+            s = self.state
+            body = _html_run.run_body(s["view"]) if s.get("view") else ""
+            return (f'<div class="dfsync dfsync-panel-snapshot" style="{_html.FONT};color:{_html.TEXT};'
+                    f'border:1px solid {_html.LINE};padding:6px 10px;width:fit-content;max-width:100%;'
+                    f'box-sizing:border-box">{self.header_html(s)}{body}</div>')
+
     def _render(self, s: dict[str, Any]) -> None:
         with self._render_lock:
             self.state = s
+            self.view = s.get("view")
             st, rs = s["sync_status"], s["run_status"]
-            self.title.value = (f'<span style="{_html.FONT};font-weight:600;font-size:1.1em;margin-right:8px">'
-                                f'{_html.esc(self.sync.name)}</span>')
-            self.badge.value = _html.badge(st)
-            if s["run_id"] is None:
-                self.run_info.value = (f'<span data-runs="{s["runs"]}" data-run-id="" style="{_html.FONT}">'
-                                       f'no runs yet</span>')
-                self.timeline.value = ""
-            else:
-                nxt = f' · next scheduled {_html.fmt_time(s["next_run_at"])}' if s["next_run_at"] else ""
-                self.run_info.value = (
-                    f'<span data-runs="{s["runs"]}" data-run-id="{s["run_id"]}" style="{_html.FONT}">'
-                    f'run #{s["run_id"]} {_html.badge(rs)} · started {_html.fmt_time(s["started_at"])} · '
-                    f'{s["runs"]} run{"s" if s["runs"] != 1 else ""} in total{nxt}</span>')
-                self.timeline.value = _html.timeline(rs, s["durations"])
-            counts = s["counts"]
-            total, sent = _html.pending_total(counts), int(counts.get("sent", 0))
-            if rs == "success" and total == 0:
-                total = sent = 1  # nothing to send is a full bar, not an empty one
-            self.progress.max = max(total, 1)
-            self.progress.value = min(sent, self.progress.max)
-            self.progress.bar_style = BAR_STYLE.get(rs or "", "info")
-            self.progress_text.value = (f'<span style="{_html.FONT};color:{_html.MUTED};margin-left:8px">'
-                                        f'{_html.progress_text(rs, counts) if rs else ""}</span>')
-            for k, widget in self.counters.items():
-                widget.value = _html.counter(k, counts.get(k, 0))
-            self.error.value = _html.error_html(s["error"])
+            self.header.value = self.header_html(s)
+            self.body.value = (f'<div style="{_html.FONT};color:{_html.TEXT}">{_html_run.run_body(self.view)}</div>'
+                               if self.view else "")
             active, paused, disabled = rs in ACTIVE, rs == "paused", st == "disabled"
+            self.run_button.description = "Resume" if paused else "Run"
+            self.run_button.icon = "forward" if paused else "play"
+            self.run_button.tooltip = "continue the paused run" if paused else "run the sync now (in the background)"
             self.run_button.disabled = active or disabled
-            self.resume_button.disabled = not paused or disabled
             self.pause_button.disabled = not active
             self.abort_button.disabled = not (active or paused)
             self.toggle_button.description = "Enable" if disabled else "Disable"
             self.toggle_button.icon = "check" if disabled else "power-off"
+            stale = s["run_id"] is not None and s.get("latest_run_id") not in (None, s["run_id"])
+            self.follow_button.layout.display = None if stale else "none"
 
     def _say(self, text: str, *, error: bool = False) -> None:
-        colour = "#dc2626" if error else _html.MUTED
-        self.message.value = f'<span style="{_html.FONT};color:{colour}">{_html.esc(text)}</span>'
+        colour = _html.ERROR if error else _html.MUTED
+        t = datetime.now().strftime("%H:%M:%S")
+        self.message.value = (f'<span style="{_html.FONT};color:{colour}"><span class="dfsync-time">{t}</span> '
+                              f'{_html.esc(text)}</span>')
 
     # .............................................................. buttons
     def _act(self, name: str, handler: Callable[[], Any]) -> None:
@@ -281,16 +295,19 @@ class SyncPanel(_Widget):
     def _start(self, verb: str) -> SyncRun:
         run = self.sync.run(background=True, progress=False)
         self._run = run
+        self.follow_latest = True
         _attach(run, self._on_report)
         self._say(f"{verb} run {run.id}")
         self._follow(run)
         return run
 
     def _do_run(self) -> None:
-        self._start("started")
+        self._start("resumed" if self.state.get("run_status") == "paused" else "started")
 
-    def _do_resume(self) -> None:
-        self._start("resumed")
+    def _do_follow(self) -> None:
+        self.follow_latest = True
+        self.refresh()
+        self._say(f"showing the latest run, #{self.state.get('run_id')}")
 
     def _do_pause(self) -> None:
         run = self._local_active() or self.sync.current_run()
@@ -388,12 +405,13 @@ class SyncPanel(_Widget):
         return self
 
     def close(self) -> None:
+        """Close this panel's models (it disappears from the page); other widgets are untouched."""
         self._closed.set()
-        super().close()
+        close_tree(self)
 
 
 class _LiveReporter:
-    """What ``sync.run(progress=True)`` calls in a notebook: it drives a displayed SyncPanel."""
+    """What ``sync.run(background=True)`` calls in a notebook: it drives a displayed SyncPanel."""
 
     def __init__(self, panel: SyncPanel) -> None:
         self.panel = panel
@@ -408,109 +426,9 @@ class _LiveReporter:
 
 
 def live_reporter(sync: Sync, run_id: int) -> _LiveReporter:
-    """Display a live :class:`SyncPanel` for run ``run_id`` and return its progress callable.
-
-    Called by ``sync.run()`` in a notebook; raises ``MissingDependencyError`` without ipywidgets.
-    """
+    """Display a live :class:`SyncPanel` pinned to run ``run_id`` and return its progress callable."""
     from IPython.display import display
 
     panel = SyncPanel(sync, run_id=run_id)
     display(panel)
     return _LiveReporter(panel)
-
-
-class RunHistory(_Widget):
-    """Recent runs of a sync as a table with a chart of rows changed and duration per run.
-
-    >>> dfsync.widgets.RunHistory(sync, limit=20)
-    """
-
-    def __init__(self, sync: Sync, *, limit: int = 20) -> None:
-        w = _ipywidgets()
-        self.sync = sync
-        self.limit = limit
-        self.html = w.HTML()
-        self.html.add_class("dfsync-history")
-        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="auto"))
-        self.refresh_button.on_click(lambda _b: self.refresh())
-        self.widget = w.VBox([self.html, self.refresh_button])
-        self.refresh()
-
-    def refresh(self) -> RunHistory:
-        self.runs = self.sync.runs(limit=self.limit)
-        self.html.value = _html.history_html(self.sync.name, self.runs)
-        return self
-
-
-class Dashboard(_Widget):
-    """Every sync of a workspace: status, last run, next scheduled run; Open shows its SyncPanel.
-
-    >>> dash = dfsync.widgets.Dashboard(ws)
-    >>> panel = dash.open("customers")
-    """
-
-    COLUMNS = (("sync", "180px"), ("status", "90px"), ("last run", "220px"), ("next run", "170px"), ("", "90px"))
-
-    def __init__(self, ws: Workspace) -> None:
-        w = _ipywidgets()
-        self._w = w
-        self.ws = ws
-        self.panels: dict[str, SyncPanel] = {}
-        self.open_panel: SyncPanel | None = None
-        self.table = w.VBox()
-        self.table.add_class("dfsync-dashboard-table")
-        self.detail = w.VBox()
-        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="auto"))
-        self.refresh_button.on_click(lambda _b: self.refresh())
-        self.title = w.HTML(f'<div style="{_html.FONT};font-weight:600">dfsync workspace '
-                            f'<code>{_html.esc(ws.path)}</code></div>')
-        self.widget = w.VBox([self.title, self.table, self.refresh_button, self.detail])
-        self.widget.add_class("dfsync-dashboard")
-        self.open_buttons: dict[str, Any] = {}
-        self.refresh()
-
-    def _cell(self, html: str, width: str) -> Any:
-        return self._w.HTML(f'<div style="{_html.FONT}">{html}</div>', layout=self._w.Layout(width=width))
-
-    def refresh(self) -> Dashboard:
-        """Reload every sync's row (and the open panel)."""
-        w = self._w
-        df = self.ws.syncs()
-        self.syncs = df
-        header = w.HBox([self._cell(f"<b>{name}</b>", width) for name, width in self.COLUMNS])
-        rows = [header]
-        self.open_buttons = {}
-        for r in df.iter_rows(named=True):
-            last = (f'#{r["last_run_id"]} {_html.badge(r["last_run_status"])} '
-                    f'{_html.fmt_time(r["last_run_finished_at"] or r["last_run_started_at"])}'
-                    if r["last_run_id"] else "never run")
-            nxt = _html.fmt_time(r["next_run_at"]) if r["next_run_at"] else ("manual" if not r["schedule"] else "")
-            b = w.Button(description="Open", icon="folder-open", layout=w.Layout(width="80px"))
-            b.add_class("dfsync-btn-open")
-            b.on_click(lambda _b, name=r["name"]: self.open(name))
-            self.open_buttons[r["name"]] = b
-            row = w.HBox([self._cell(f"<code>{_html.esc(r['name'])}</code>", "180px"),
-                          self._cell(_html.badge(r["status"]), "90px"), self._cell(last, "220px"),
-                          self._cell(_html.esc(nxt), "170px"), b])
-            row.add_class("dfsync-dashboard-row")
-            rows.append(row)
-        if not df.height:
-            rows.append(self._cell("<i>no syncs yet</i>", "400px"))
-        old = self.table.children
-        self.table.children = rows
-        for x in old:  # the replaced rows' models would otherwise live on in the kernel (and saved state)
-            _close_tree(x)
-        if self.open_panel is not None:
-            self.open_panel.refresh()
-        return self
-
-    def open(self, name: str) -> SyncPanel:
-        """Show the SyncPanel of sync ``name`` under the table and return it."""
-        panel = self.panels.get(name)
-        if panel is None:
-            panel = self.panels[name] = SyncPanel(self.ws.sync(name))
-        else:
-            panel.refresh()
-        self.open_panel = panel
-        self.detail.children = [panel.widget]
-        return panel

@@ -1,0 +1,68 @@
+"""Static HTML of a preview: per action a varied sample of rows, only the record's own columns,
+updates as before → after.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._html import MUTED, WARN, box, counters, esc, scroll
+from ._html_run import INTERNAL
+
+if TYPE_CHECKING:
+    from .run import Preview
+
+ACTIONS = (("insert", "inserted"), ("update", "updated"), ("delete", "deleted"))
+SAMPLE = 5
+
+
+def _cell(v: Any) -> str:
+    return '<span style="opacity:0.75">null</span>' if v is None else esc(v)
+
+
+def action_table(rows: list[dict[str, Any]], columns: list[str], before: dict[Any, dict[str, Any]] | None,
+                 key: list[str]) -> str:
+    """Rows as a table; with ``before``, a changed field shows ``old → new`` (unchanged fields plain)."""
+    th = "".join(f'<th style="text-align:left;padding:2px 8px;white-space:nowrap">{esc(c)}</th>' for c in columns)
+    trs = []
+    for r in rows:
+        old = (before or {}).get(tuple(r.get(k) for k in key))
+        tds = []
+        for c in columns:
+            v = r.get(c)
+            if old is not None and c in old and old[c] != v and c not in key:
+                tds.append(f'<td class="dfsync-changed" style="padding:2px 8px;white-space:nowrap">'
+                           f'<span class="dfsync-before" style="text-decoration:line-through;opacity:0.8">'
+                           f'{_cell(old[c])}</span> → <b class="dfsync-after">{_cell(v)}</b></td>')
+            else:
+                tds.append(f'<td style="padding:2px 8px;white-space:nowrap">{_cell(v)}</td>')
+        trs.append("<tr>" + "".join(tds) + "</tr>")
+    return scroll(f'<table class="dfsync-preview-table" style="border-collapse:collapse;font-size:0.9em">'
+                  f'<thead><tr>{th}</tr></thead><tbody>{"".join(trs)}</tbody></table>', "dfsync-preview-scroll")
+
+
+def preview_html(p: Preview) -> str:
+    body = counters(p.counts, ("insert", "update", "delete", "unchanged", "invalid"))
+    if p.problems:
+        body += "".join(f'<div style="color:{WARN}">{esc(x)}</div>' for x in p.problems)
+    samples = getattr(p, "samples", None) or {}
+    before = getattr(p, "before", None) or {}
+    key = list(getattr(p, "primary_key", []) or [])
+    shown = False
+    for action, _done in ACTIONS:
+        df = samples.get(action)
+        if df is None:
+            df = p.changes.filter(p.changes["_action"] == action).head(SAMPLE) if p.changes.height else None
+        if df is None or not df.height:
+            continue
+        shown = True
+        n = p.counts.get(action, df.height)
+        cols = [c for c in df.columns if c not in INTERNAL]
+        note = "" if action != "update" or before else (
+            f' <span style="color:{MUTED}">(previous values not available)</span>')
+        body += (f'<div class="dfsync-preview-action" data-action="{action}" style="margin-top:6px">'
+                 f'<div style="font-weight:600">{action} · {df.height} of {n:,} rows{note}</div>'
+                 f'{action_table(df.to_dicts(), cols, before if action == "update" else None, key)}</div>')
+    if not shown:
+        body += "<i>nothing would change</i>"
+    return box(f"preview of <code>{esc(p.sync_name)}</code> (nothing sent)", body, cls="dfsync dfsync-preview-box")
