@@ -44,7 +44,6 @@ def execute(path: pathlib.Path, env: dict[str, str], cwd: pathlib.Path | None = 
     """Execute ``path`` in a fresh kernel (widget state saved in its metadata); returns the notebook."""
     import nbclient
     import nbformat
-
     from nbformat.corpus.words import generate_corpus_id
 
     nb = nbformat.read(path, as_version=4)

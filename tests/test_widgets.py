@@ -321,3 +321,133 @@ def test_close_closes_only_this_panel(customers: dfsync.Sync) -> None:
     a.close()
     assert a.header.comm is None and a.comm is None
     assert b.header.comm is not None or b.header._model_id  # still alive
+
+
+# ---------------------------------------------------------------------------- what the panel explains
+@pytest.fixture
+def bad_emails(ws: dfsync.Workspace, tmp_path: pathlib.Path) -> dfsync.Sync:
+    """Customers with 3 missing and 2 malformed e-mails, quarantined by two checks."""
+    src = tmp_path / "bad.parquet"
+    pl.read_parquet(DATA / "customers_v1.parquet").with_columns(
+        email=pl.when(pl.col("customer_id").is_in([3, 4, 8])).then(None)
+        .when(pl.col("customer_id").is_in([5, 9])).then(pl.lit("not-an-email"))
+        .otherwise(pl.col("email"))).write_parquet(src)
+    return ws.create_sync("bad", source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="bad"),
+                          primary_key="customer_id", on_invalid="skip",
+                          checks=[dfsync.checks.not_null("email"), dfsync.checks.matches("email", r"^[^@\s]+@[^@\s]+$")])
+
+
+def section(html: str, start: str, end: str = "</details>") -> str:
+    i = html.index(start)
+    return html[i:html.index(end, i)]
+
+
+INTERNAL_COLUMNS = ("_fingerprint", "_status", "_checks", "_action", "_batch", "_run_id", "_error")
+
+
+def test_invalid_rows_are_broken_down_per_check_with_their_first_rows(bad_emails: dfsync.Sync) -> None:
+    run = bad_emails.run(progress=False)
+    assert run.counts["invalid"] == 5
+    panel = widgets.SyncPanel(bad_emails)
+    body = panel.body.value
+    assert dict(re.findall(r'data-check="([^"]+)" data-rows="(\d+)"', body)) == {"email not_null": "3",
+                                                                                 "email matches": "2"}
+    nulls = section(body, 'data-check="email not_null"')
+    assert "<summary" in nulls and "email not_null" in nulls
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", nulls)
+    assert {"3", "4", "8"} <= set(cells) and "5" not in cells  # the rows this check held back, not the others
+    malformed = section(body, 'data-check="email matches"')
+    assert "not-an-email" in malformed and {"5", "9"} <= set(re.findall(r"<td[^>]*>([^<]*)</td>", malformed))
+    for col in INTERNAL_COLUMNS:
+        assert col not in body
+    # the run's repr and its HTML say the same
+    assert "invalid=5" in repr(run) and "email not_null 3" in repr(run) and "email matches 2" in repr(run)
+    assert 'data-check="email matches" data-rows="2"' in run._repr_html_()
+
+
+def test_failed_rows_are_broken_down_per_destination_error(ws: dfsync.Workspace, http_server: Any) -> None:
+    from tests.plugins.http_server import Reply
+
+    reasons = {3: "invalid email", 17: "invalid email", 42: "unknown city"}
+
+    def answer(req: Any) -> Any:
+        return Reply(207, {"results": [{"id": r["id"], "status": 422, "error": reasons[r["id"]]} if r["id"] in reasons
+                                       else {"id": r["id"], "status": 200} for r in req.records]})
+
+    http_server.handler = answer
+    dest = dfsync.destinations.http(http_server.url, batch_size=25, retry_initial_wait=0.01, retry_max_wait=0.05,
+                                    max_retries=3, timeout=5.0)
+    df = pl.DataFrame({"id": list(range(60)), "city": ["Oslo"] * 60})
+    sync = ws.create_sync("people", source=dfsync.sources.frame(df), destination=dest, primary_key="id",
+                          max_failed_rows=5)
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS and run.counts["failed"] == 3
+    body = widgets.SyncPanel(sync).body.value
+    groups = re.findall(r'class="dfsync-failure" data-rows="(\d+)"><summary[^>]*><span[^>]*>([^<]*)</span>', body)
+    assert len(groups) == 2
+    assert {(int(n), "unknown city" in e, "invalid email" in e) for n, e in groups} == {(2, False, True),
+                                                                                          (1, True, False)}
+    first = section(body, 'class="dfsync-failure" data-rows="2"')
+    assert {"3", "17"} <= set(re.findall(r"<td[^>]*>([^<]*)</td>", first))
+    for col in INTERNAL_COLUMNS:
+        assert col not in body
+    assert "failed by error" in repr(run) and "unknown city" in repr(run)
+
+
+def test_live_progress_then_time_per_state_with_the_pause_as_its_own_segment(slow: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(slow)
+    start_and_reach_transfer(panel)
+    with panel._render_lock:
+        live, sp = panel.body.value, dict(panel.state["speed"])
+    line = section(live, 'class="dfsync-speed"', "</div>")
+    assert "800 read" in line and " sent of 800" in line and "pending" in line
+    assert "rows/s" in line and "elapsed" in line and "left" in line
+    assert sp["total"] == 800 and 0 < sp["sent"] < 800 and sp["rate"] > 0 and sp["eta"] > 0
+    assert "dfsync-segments" not in live  # the time per state comes when the run stops
+    panel.pause_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "paused" and "paused after" in panel.body.value
+    panel.resume_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "success"
+    done = panel.body.value
+    segs = re.findall(r'class="dfsync-segment" data-state="(\w+)" data-seconds="([\d.]+)"', done)
+    states = [s for s, _ in segs]
+    # in order, the pause between two stretches of sending, not folded into either
+    assert states[-3:] == ["in_progress", "paused", "in_progress"] and states.count("paused") == 1
+    total = float(data_value(done[done.index('class="dfsync-segments"'):], "data-total"))
+    assert abs(total - sum(float(t) for _, t in segs)) < 0.01
+    assert "took" in section(done, 'class="dfsync-speed"', "</div>") and "left" not in done
+
+
+def test_a_paused_run_has_one_button_to_resume_it(slow: dfsync.Sync) -> None:
+    panel = widgets.SyncPanel(slow)
+    start_and_reach_transfer(panel)
+    panel.pause_button.click()
+    panel.wait()
+    buttons = [b for b in panel.children[2].children if b.layout.display != "none"]
+    usable = [b.description for b in buttons if not b.disabled]
+    assert usable.count("Resume") == 1 and "Run" not in usable and "Pause" not in usable
+    assert panel.run_button is panel.resume_button and panel.run_button.description == "Resume"
+    panel.run_button.click()
+    panel.wait()
+    assert panel.state["run_status"] == "success" and panel.run_button.description == "Run"
+    assert slow.runs().height == 1
+    assert re.search(r'class="dfsync-time">\d\d:\d\d:\d\d</span> resumed run 1', panel.message.value)
+
+
+def test_a_panel_of_an_older_run_says_so_and_offers_the_latest(customers: dfsync.Sync) -> None:
+    first = customers.run(progress=False)
+    pinned = widgets.SyncPanel(customers, run_id=first.id)
+    assert "dfsync-stale" not in pinned.header.value and pinned.follow_button.layout.display == "none"
+    customers.run(progress=False)
+    pinned.refresh_state_only()  # what its poller does: it keeps showing its run...
+    assert data_value(pinned.header.value, "data-run-id") == str(first.id)
+    # ...and says it is not the latest, with a button to follow it
+    assert 'class="dfsync-stale" data-latest="2"' in pinned.header.value
+    assert pinned.follow_button.layout.display != "none"
+    pinned.follow_button.click()
+    assert data_value(pinned.header.value, "data-run-id") == "2" and "dfsync-stale" not in pinned.header.value
+    assert pinned.follow_button.layout.display == "none"
+    assert re.search(r'class="dfsync-time">\d\d:\d\d:\d\d</span> showing the latest run, #2', pinned.message.value)
