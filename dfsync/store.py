@@ -768,6 +768,26 @@ class Store:
                 f"SELECT coalesce(_error, '(no message)'), count(*) FROM {rt} WHERE _run_id = ? AND _status = 'failed' "
                 f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}", [run_id]).fetchall()
 
+    def last_sent_values(self, sync_id: int, key: list[str], keys: Any) -> pl.DataFrame:
+        """The values last delivered for ``keys`` (an Arrow table of key columns), from stored records.
+
+        Records of small runs are kept whole, so this knows the previous values of rows sent by
+        them; keys without a kept record are absent from the result.
+        """
+        rt = f"rec_{int(sync_id)}"
+        on = " AND ".join(f"r.{quote(k)} IS NOT DISTINCT FROM k.{quote(k)}" for k in key)
+        with self.connect() as con:
+            if not self.has_table(con, rt):
+                return pl.DataFrame()
+            con.register("_dfsync_keys", keys)
+            try:
+                return _frame(con, f"SELECT r.* EXCLUDE (_run_id) FROM {rt} r JOIN _dfsync_keys k ON {on} "
+                                   f"WHERE r._status = 'succeeded' AND r._action IN ('insert', 'update') "
+                                   f"QUALIFY row_number() OVER (PARTITION BY {', '.join(f'r.{quote(k)}' for k in key)} "
+                                   f"ORDER BY r._run_id DESC) = 1")
+            finally:
+                con.unregister("_dfsync_keys")
+
     def record_sample(self, sync_id: int, run_id: int, status: str, *, check: str | None = None,
                       error: str | None = None, limit: int = 5) -> pl.DataFrame:
         """The first stored records of a run with ``status`` (and failing ``check`` / with ``error``)."""

@@ -554,7 +554,11 @@ class Sync:
                 .when((pl.col("_action") == "unchanged") & (not sends_unchanged)).then(pl.lit("unchanged"))
                 .when((pl.col("_action") == "update") & skips_updates).then(pl.lit("skipped"))
                 .otherwise(pl.lit("pending")).alias("_status"))
-            return Preview(self.name, counts, records, validation, result.key_problems)  # type: ignore[arg-type]
+            preview = Preview(self.name, counts, records, validation, result.key_problems)  # type: ignore[arg-type]
+            from ._changes import attach_samples
+
+            attach_samples(preview, self)
+            return preview
         finally:
             staging.close()
             import shutil

@@ -54,3 +54,81 @@ def test_reprs_of_a_real_workspace_escape_user_text(tmp_path: pathlib.Path) -> N
     hist = _html_history.history_html(sync.name, sync.runs())
     assert hist.count("class=\"dfsync-run-bar\"") == 2 and "<svg" in hist
     ws.close()
+
+
+INTERNAL_COLUMNS = ("_fingerprint", "_status", "_checks", "_action", "_batch", "_run_id", "_error")
+
+
+def _changed_cells(html: str) -> list[tuple[str, str]]:
+    return re.findall(r'class="dfsync-before"[^>]*>([^<]*)</span> → <b class="dfsync-after">([^<]*)</b>', html)
+
+
+def _v1_then_v2(tmp_path: pathlib.Path, destination: object) -> dfsync.Sync:
+    src = tmp_path / "c.parquet"
+    shutil.copy(DATA / "customers_v1.parquet", src)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("c", source=dfsync.sources.files(str(src)), destination=destination,
+                          primary_key="customer_id", destination_mode="mirror")
+    sync.run(progress=False).raise_for_status()
+    shutil.copy(DATA / "customers_v2.parquet", src)
+    return sync
+
+
+def test_preview_shows_updates_as_before_and_after_read_from_the_destination(tmp_path: pathlib.Path) -> None:
+    wh = tmp_path / "wh.duckdb"
+    sync = _v1_then_v2(tmp_path, dfsync.destinations.duckdb(str(wh), table="c"))
+    p = sync.preview()
+    assert p.before_source == "destination"
+    html = p._repr_html_()
+    for col in INTERNAL_COLUMNS:
+        assert col not in html
+    assert re.findall(r'data-action="(\w+)"', html) == ["insert", "update", "delete"]
+    update = html[html.index('data-action="update"'):html.index('data-action="delete"')]
+    pairs = _changed_cells(update)
+    assert pairs and all(old != new for old, new in pairs)
+    # the before values are the destination's own: compare with the table
+    import duckdb
+
+    with duckdb.connect(str(wh)) as con:
+        plans = dict(con.sql("SELECT customer_id, plan FROM c").fetchall())
+    changed_plans = {int(k): old for k, old, _ in re.findall(
+        r"<tr><td[^>]*>(\d+)</td><td class=\"dfsync-changed\"[^>]*><span class=\"dfsync-before\"[^>]*>([^<]*)</span>"
+        r" → <b class=\"dfsync-after\">([^<]*)</b>", update)}
+    assert changed_plans and all(plans[k] == old for k, old in changed_plans.items())
+    # varied: the sample shows more than one kind of change (which fields changed), not the first 5 keys
+    def kind(r: dict) -> frozenset[str]:
+        old = p.before[(r["customer_id"],)]
+        return frozenset(c for c in r if c in old and str(old[c]) != str(r[c]))
+
+    kinds = {kind(r) for r in p.samples["update"].to_dicts()}
+    assert len(kinds) > 1
+    first_keys = sorted(p.changes.filter(p.changes["_action"] == "update")["customer_id"].to_list())[:5]
+    assert sorted(p.samples["update"]["customer_id"].to_list()) != first_keys
+    # the tables scroll inside the preview instead of widening it
+    assert html.count('class="dfsync-preview-scroll" style="overflow-x:auto;max-width:100%"') == 3
+
+
+def test_preview_before_values_fall_back_to_the_last_delivered_ones(tmp_path: pathlib.Path) -> None:
+    sync = _v1_then_v2(tmp_path, dfsync.destinations.parquet(str(tmp_path / "out")))
+    p = sync.preview()
+    assert p.before_source == "last delivered"
+    pairs = _changed_cells(p._repr_html_())
+    assert pairs and all(old != new for old, new in pairs)
+
+
+def test_preview_keeps_invalid_rows_out_of_the_action_samples(tmp_path: pathlib.Path) -> None:
+    src = tmp_path / "c.parquet"
+    pl.read_parquet(DATA / "customers_v1.parquet").with_columns(
+        email=pl.when(pl.col("customer_id") <= 3).then(None).otherwise(pl.col("email"))).write_parquet(src)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("c", source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="c"),
+                          primary_key="customer_id", checks=[dfsync.checks.not_null("email")], on_invalid="skip")
+    p = sync.preview()
+    assert set(p.samples["insert"]["customer_id"].to_list()).isdisjoint({1, 2, 3})
+    assert sorted(p.samples["invalid"]["customer_id"].to_list()) == [1, 2, 3]
+    html = p._repr_html_()
+    invalid = html[html.index('data-action="invalid"'):]
+    assert "failed checks" in invalid and "email not_null" in invalid
+    for col in INTERNAL_COLUMNS:
+        assert col not in html
