@@ -198,7 +198,8 @@ def _discard_unapplied_failed_runs(sync: Sync) -> None:
 def _context(sync: Sync, run_id: int, requeried: bool = False) -> DestinationContext:
     return DestinationContext(sync_id=sync.id, sync_name=sync.name, run_id=run_id,
                               mode=sync.destination_mode, primary_key=tuple(sync.primary_key),
-                              requeried=requeried, workspace_id=sync.workspace.store.ledger_id(run_id))
+                              requeried=requeried, workspace_id=sync.workspace.store.ledger_id(run_id),
+                              schema=sync.schema_policy)
 
 
 def _requeried(store: Store, run_id: int) -> bool:
@@ -615,6 +616,7 @@ class Runner:
             self._store_records(skipped)
             store.add_counters(self.run_id, skipped=skipped.num_rows)
         total = staging.pending_count(mode)
+        plan = self._decide_schema(staging)
         keep_all = total <= RECORD_RETENTION
         with store.connect() as con:
             next_batch = (con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
@@ -628,7 +630,9 @@ class Runner:
             return
         staging.for_transfer()
         self.session = sync.destination.open(_context(sync, self.run_id, _requeried(store, self.run_id)))
+        self.session.widen_columns = {c.column for c in plan.changes if c.kind == "widened"}
         self.session.prepare(staging.arrow_schema())
+        self._record_schema(plan, total)
         self._report()
         with store.lease():
             self._ensure_state_table(con_schema=staging)
@@ -663,6 +667,36 @@ class Runner:
                 # committed but this thread did not confirm stays in flight for reconcile()
                 writer.close()
         self._finish()
+
+    def _decide_schema(self, staging: Staging) -> Any:
+        """Compare the records about to be sent with the fields delivered before (nothing sent yet).
+
+        Raises SchemaMismatchError under schema='freeze' for any change, and under both
+        policies for a change that could lose or alter a value (dfsync._schema).
+        """
+        from . import _schema
+
+        sync = self.sync
+        records = pa.schema([f for f in staging.arrow_schema() if f.name != ACTION_COLUMN])
+        recorded = _schema.load(self.store.sync_row(sync_id=sync.id).get("dest_schema"))
+        where = sync.destination.describe()
+        plan = _schema.plan(recorded, records, sync.primary_key, sync.schema_policy, where,
+                            replace=sync.destination_mode == DestinationMode.REPLACE)
+        _schema.check_time_units(staging.con, "stg", records, getattr(sync.destination, "time_unit", "ns"), where)
+        return plan
+
+    def _record_schema(self, plan: Any, total: int) -> None:
+        """The destination took the records' fields: one event per change, and remember them."""
+        from . import _schema
+
+        noted = {c.column for c in plan.changes}
+        for c in plan.changes:
+            self.store.note(self.sync.id, self.run_id, c.describe(total if c.kind == "added" else None), kind="schema")
+        assert self.session is not None
+        for column, text in self.session.schema_changes:
+            if column not in noted:
+                self.store.note(self.sync.id, self.run_id, f"schema: {text}", kind="schema")
+        self.store.set_sync_fields(self.sync.id, dest_schema=_schema.dump(plan.fields))
 
     def _ensure_state_table(self, con_schema: Staging) -> None:
         st = state_table(self.sync.id)
@@ -750,10 +784,14 @@ class Runner:
         try:
             if not self.store.has_table(con, rt):
                 con.execute(f"CREATE TABLE {rt} AS SELECT * FROM _recs LIMIT 0")
-            have = {r[0] for r in con.execute(f"DESCRIBE {rt}").fetchall()}
+            have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {rt}").fetchall()}
             for name, typ, *_ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
                 if name not in have:
                     con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
+                elif have[name] != typ:  # the column's type changed (a widening, or a replace run)
+                    wider = con.execute(f"SELECT typeof([NULL::{have[name]}, NULL::{typ}][1])").fetchall()[0][0]
+                    con.execute(f"ALTER TABLE {rt} ALTER COLUMN {quote(name)} SET DATA TYPE "
+                                f"{wider if wider == typ else 'VARCHAR'}")
             con.execute(f"INSERT INTO {rt} BY NAME SELECT * FROM _recs")
         finally:
             con.unregister("_recs")

@@ -52,7 +52,7 @@ from .errors import (
 )
 from .states import RunStatus, SyncStatus, check_transition, sync_target
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
 WORKSPACE_MEMORY = os.environ.get("DFSYNC_WORKSPACE_MEMORY", "256MB")
 HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
@@ -110,6 +110,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "INSERT INTO workspace_meta SELECT 'id', replace(gen_random_uuid()::VARCHAR, '-', '')",
         "INSERT INTO workspace_meta SELECT 'ledger_id_from_run', (SELECT coalesce(max(id), 0) + 1 FROM runs)::VARCHAR",
     ],
+    # the fields a sync delivered (dfsync._schema): what the next run's records are compared with
+    4: ["ALTER TABLE syncs ADD COLUMN IF NOT EXISTS dest_schema JSON"],
 }
 
 _LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
@@ -433,7 +435,7 @@ class Store:
                 for t in ("state", "log"):
                     con.execute(f"DROP TABLE IF EXISTS {t}_{sync_id}")
                 con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
-                            "source_snapshot = NULL WHERE id = ?", [sync_id])
+                            "source_snapshot = NULL, dest_schema = NULL WHERE id = ?", [sync_id])
                 detail += "; destination or primary key changed: delivered state reset, every row is sent again"
             self._event(con, sync_id, None, "definition", None, None, detail)
         return version, reset
@@ -477,7 +479,8 @@ class Store:
 
     def set_sync_fields(self, sync_id: int, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
-        vals = [json.dumps(v) if k in ("cursor_value", "key_types") and v is not None else v for k, v in fields.items()]
+        vals = [json.dumps(v) if k in ("cursor_value", "key_types", "dest_schema") and v is not None else v
+                for k, v in fields.items()]
         with self.connect() as con:
             con.execute(f"UPDATE syncs SET {cols} WHERE id = ?", [*vals, sync_id])
 
@@ -670,9 +673,9 @@ class Store:
                 f"SELECT ts, kind, from_status, to_status, detail, run_id FROM events WHERE {where} ORDER BY id",
                 [arg])
 
-    def note(self, sync_id: int, run_id: int | None, detail: str) -> None:
+    def note(self, sync_id: int, run_id: int | None, detail: str, kind: str = "note") -> None:
         with self.connect() as con:
-            self._event(con, sync_id, run_id, "note", None, None, detail)
+            self._event(con, sync_id, run_id, kind, None, None, detail)
 
     def _event(self, con: Any, sync_id: int, run_id: int | None, kind: str,
                from_status: str | None, to_status: str | None, detail: str) -> None:
@@ -821,7 +824,7 @@ def _one(cur: Any) -> dict[str, Any] | None:
 
 def _decode_sync(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
-    for k in ("definition", "cursor_value", "key_types"):
+    for k in ("definition", "cursor_value", "key_types", "dest_schema"):
         if isinstance(row.get(k), str):
             row[k] = json.loads(row[k])
     return row

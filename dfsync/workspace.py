@@ -18,6 +18,8 @@ import polars as pl
 import psutil
 
 from . import _html
+from ._registry import ACTIVE, LIVE
+from ._schema import check_policy, schema_frame
 from .destinations.base import Destination, destination_from_config
 from .errors import (
     ConfigError,
@@ -27,7 +29,6 @@ from .errors import (
     SyncAlreadyRunning,
     SyncDisabledError,
 )
-from ._registry import ACTIVE, LIVE
 from .mapping import Mapping
 from .run import Preview, SyncRun, _results_frame
 from .runner import Runner, delivered_state, sync_lock
@@ -171,6 +172,7 @@ class Workspace:
         if_exists: str = "update",
         lookback: Any = None,
         initial_cursor: Any = None,
+        schema: str = "evolve",
     ) -> Sync:
         """Define a sync (or, with the same name, change its definition: a new version is recorded).
 
@@ -188,6 +190,7 @@ class Workspace:
             raise ConfigError(f"source= must be a dfsync source (dfsync.sources.files/frame/duckdb_query/database), not {type(source).__name__}")
         if not isinstance(destination, Destination):
             raise ConfigError(f"destination= must be a dfsync destination (dfsync.destinations.duckdb/parquet/postgres/sqlite/http), not {type(destination).__name__}")
+        policy = check_policy(schema)
         smode = SyncMode.parse(sync_mode, "sync_mode")
         dmode = DestinationMode.parse(destination_mode, "destination_mode")
         if on_invalid not in ON_INVALID:
@@ -253,6 +256,7 @@ class Workspace:
             "schedule": schedule,
             "failed_rows_alert": failed_rows_alert,
             "allow_empty": allow_empty,
+            "schema": policy,
             "callbacks": {k: v for k, v in callbacks.items() if isinstance(v, str)},
             **window,  # lookback / initial_cursor, only when set (older definitions stay equal)
         }
@@ -357,6 +361,7 @@ class Sync:
         self.schedule: str | None = d.get("schedule")
         self.failed_rows_alert = d.get("failed_rows_alert")
         self.allow_empty: bool = bool(d.get("allow_empty"))
+        self.schema_policy: str = d.get("schema") or "evolve"
         stored = d.get("callbacks") or {}
         for cb_name in ("on_success", "on_failure", "on_paused"):
             cb = live.get(cb_name)
@@ -624,6 +629,14 @@ class Sync:
 
     def events(self) -> pl.DataFrame:
         return self.workspace.store.events_frame(sync_id=self.id)
+
+    def schema(self) -> pl.DataFrame:
+        """The destination's fields as the sync knows them: field, type, nullable, key, in_source.
+
+        Before the first delivery: the fields the source would send now (after mapping).
+        ``in_source`` is False for a field the source no longer sends (the destination keeps it).
+        """
+        return schema_frame(self)
 
     def delivered(self) -> pl.DataFrame:
         """The delivered state: key and fingerprint of every row the destination confirmed."""

@@ -194,12 +194,16 @@ def test_schema_mismatch_reported_before_sending(ws, tmp_path):
     con.execute("INSERT INTO t VALUES (99, 7)")
     con.close()
     df = pl.DataFrame({"id": [1], "name": ["five"], "extra": [1.0]})
-    s = ws.create_sync("s", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id")
-    run = s.run(progress=False)
-    assert run.status == "failed"
-    assert "'extra'" in run.error and "missing" in run.error and "'name'" in run.error
-    assert run.counts["sent"] == 0
-    assert read(tmp_path).to_dicts() == [{"id": 99, "name": 7}]
+    for policy in ("evolve", "freeze"):
+        s = ws.create_sync("s", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                           schema=policy)
+        run = s.run(progress=False)
+        assert run.status == "failed"
+        assert "'name'" in run.error and "string" in run.error and "INTEGER" in run.error
+        if policy == "freeze":  # freeze names the missing column too (evolve would add it)
+            assert "'extra'" in run.error and "missing" in run.error
+        assert run.counts["sent"] == 0
+        assert read(tmp_path).to_dicts() == [{"id": 99, "name": 7}]
 
 
 def test_destination_rejections_recorded_and_retried(ws, tmp_path):
@@ -321,11 +325,11 @@ def test_runs_begun_before_workspaces_had_an_id_keep_their_ledger_key(tmp_path):
     w.close()
     con = duckdb.connect(str(path))  # make it a schema-2 workspace that already had two runs
     con.execute("DROP TABLE workspace_meta")
-    con.execute("DELETE FROM dfsync_schema WHERE version = 3")
+    con.execute("DELETE FROM dfsync_schema WHERE version >= 3")
     con.execute("INSERT INTO runs (id, sync_id, status) VALUES (1, 1, 'success'), (2, 1, 'paused')")
     con.close()
     store = dfsync.Workspace(path).store
-    assert store.schema_version() == 3
+    assert store.schema_version() == dfsync.store.SCHEMA_VERSION
     assert store.ledger_id(1) == store.ledger_id(2) == ""
     wid = store.ledger_id(3)
     assert len(wid) == 32 and store.ledger_id(99) == wid

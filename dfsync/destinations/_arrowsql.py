@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._arrow import int_array
+from .._schema import plan_table
 from ..errors import (
     DestinationError,
     DfsyncError,
@@ -44,7 +45,7 @@ from ..errors import (
     redact,
 )
 from ..states import DestinationMode
-from ._sql import TableName, check_compatible, q
+from ._sql import TableName, duck_to_arrow, q
 from .base import (
     ACTION_COLUMN,
     LEDGER_TABLE,
@@ -114,7 +115,32 @@ class ArrowSQLSession(DestinationSession):
 
     @abstractmethod
     def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
-        """Translate type names to the DuckDB names sql.check_compatible speaks."""
+        """Translate the database's type names to DuckDB's (see ``_native_to_arrow``)."""
+
+    def _native_to_arrow(self, declared: str) -> pa.DataType | str | None:
+        """The Arrow type a column of this declared type reads back as (None: unknown)."""
+        return duck_to_arrow(self._as_duckdb_types({"c": declared})["c"])
+
+    #: can ALTER TABLE change a column to a wider type in place?
+    can_widen = True
+
+    def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
+        return f"ALTER TABLE {name.sql} ALTER COLUMN {q(column)} TYPE {declared}"
+
+    def _fit_table(self, cur: Any, records: pa.Schema, incoming: dict[str, str]) -> None:
+        """Add the columns the records bring and widen the ones they outgrew (or raise, nothing sent)."""
+        existing = {c: (t, self._native_to_arrow(t)) for c, t in self._describe(self.target).items()}
+        plan = plan_table(records, existing, policy=self.ctx.schema, can_widen=self.can_widen,
+                          widen=self.widen_columns,
+                          where=f"table {self.target.display} of {self._where()}")
+        for f in plan.add:
+            cur.execute(f"ALTER TABLE {self.target.sql} ADD COLUMN {q(f.name)} {incoming[f.name]}")
+            self.schema_changes.append((f.name, f"added column {f.name!r} {incoming[f.name]} to {self.target.display}"))
+        for col, f in plan.widen:
+            cur.execute(self._widen_sql(self.target, col, incoming[f.name]))
+            self.schema_changes.append((f.name, f"widened column {col!r} of {self.target.display} to {incoming[f.name]}"))
+        if plan.add or plan.widen:
+            self.con.commit()
 
     @abstractmethod
     def _has_unique_key(self, name: TableName) -> bool: ...
@@ -229,9 +255,7 @@ class ArrowSQLSession(DestinationSession):
         incoming = self._incoming_types(records)
         exists = self._exists(self.target)
         if exists and self.ctx.mode != DestinationMode.REPLACE:
-            existing = self._describe(self.target)
-            check_compatible(self._as_duckdb_types(incoming), self._as_duckdb_types(existing),
-                             self.target.display, self.ctx.primary_key)
+            self._fit_table(cur, records, incoming)
         elif not exists and self.ctx.mode == DestinationMode.UPDATE:
             raise DestinationError(
                 f"table {self.target.display} does not exist in {self._where()}; update mode only "

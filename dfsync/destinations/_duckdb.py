@@ -16,9 +16,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from .._schema import plan_table
 from ..errors import ConfigError, DestinationError, TransientDestinationError
 from ..states import DestinationMode
-from ._sql import TableName, check_compatible, q
+from ._sql import TableName, q
 from .base import (
     ACTION_COLUMN,
     LEDGER_TABLE,
@@ -77,6 +78,7 @@ class DuckDBSession(DestinationSession):
         self.run_key = ctx.run_key
         self.fresh = False
         self.columns: list[str] = []
+        self.unsent: list[str] = []  # table columns the records do not carry
         self.con.execute(
             f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (run_key VARCHAR, batch_no INTEGER, rows BIGINT, "
             f"not_delivered JSON, committed_at TIMESTAMPTZ)"
@@ -92,11 +94,30 @@ class DuckDBSession(DestinationSession):
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
             "AND schema_name = ? AND table_name = ?", [name.schema or "main", name.table]).fetchall()[0][0] > 0
 
-    def _describe(self, name: TableName) -> dict[str, str]:
+    def _describe(self, name: TableName) -> dict[str, tuple[str, pa.DataType]]:
+        """Each column's declared type and the Arrow type it reads back as."""
         rows = self.con.execute(
             "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
             "AND schema_name = ? AND table_name = ? ORDER BY column_index", [name.schema or "main", name.table]).fetchall()
-        return dict(rows)
+        arrow = self.con.sql(f"SELECT * FROM {name.sql} LIMIT 0").to_arrow_table().schema
+        return {c: (t, arrow.field(c).type) for c, t in rows}
+
+    def _fit_table(self, incoming: dict[str, str]) -> None:
+        """Add the columns the records bring and widen the ones they outgrew (or raise, nothing sent)."""
+        schema = self.con.sql("SELECT * FROM _dfsync_schema").to_arrow_table().schema
+        plan = plan_table(schema, self._describe(self.target), policy=self.ctx.schema, widen=self.widen_columns,
+                          where=f"table {self.target.display} of {self.destination.path}")
+        t = self.target.sql
+        for f in plan.add:
+            self.con.execute(f"ALTER TABLE {t} ADD COLUMN {q(f.name)} {incoming[f.name]}")
+            self.schema_changes.append((f.name, f"added column {f.name!r} {incoming[f.name]} to {self.target.display}"))
+        for name, f in plan.widen:
+            self.con.execute(f"ALTER TABLE {t} ALTER COLUMN {q(name)} SET DATA TYPE {incoming[f.name]}")
+            self.schema_changes.append((f.name, f"widened column {name!r} of {self.target.display} to {incoming[f.name]}"))
+
+    def _note_unsent(self, cols: list[str]) -> None:
+        sent = {c.lower() for c in cols}
+        self.unsent = [c for c in self._describe(self.write_target) if c.lower() not in sent]
 
     def prepare(self, schema: pa.Schema) -> None:
         cols = [f.name for f in schema if f.name != ACTION_COLUMN]
@@ -107,7 +128,7 @@ class DuckDBSession(DestinationSession):
             incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}
             exists = self._exists(self.target)
             if exists and self.ctx.mode != DestinationMode.REPLACE:
-                check_compatible(incoming, self._describe(self.target), self.target.display, self.ctx.primary_key)
+                self._fit_table(incoming)
             elif not exists and self.ctx.mode == DestinationMode.UPDATE:
                 raise DestinationError(
                     f"table {self.target.display} does not exist in {self.destination.path}; update mode only "
@@ -121,6 +142,7 @@ class DuckDBSession(DestinationSession):
                 self.fresh = True  # resumed run: the table was fresh when the run began
                 if not self._exists(self.write_target):
                     raise DestinationError(f"table {self.write_target.display} disappeared during the run")
+                self._note_unsent(cols)
                 return
             self.con.execute("BEGIN TRANSACTION")
             if self.ctx.mode == DestinationMode.REPLACE:
@@ -133,6 +155,7 @@ class DuckDBSession(DestinationSession):
             if self.fresh:
                 self.con.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, 0, 0, NULL, now())", [self.run_key])
             self.con.execute("COMMIT")
+            self._note_unsent(cols)
         except duckdb.Error as exc:
             self._rollback()
             raise DestinationError(f"could not prepare {self.target.display} in {self.destination.path}: {exc}") from exc
@@ -172,11 +195,20 @@ class DuckDBSession(DestinationSession):
         if "delete" in actions:
             con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND b.{ACTION_COLUMN} = 'delete'")
         upserting = mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
-        if upserting:
-            # inserts into a table that was empty when the run began cannot collide
-            cond = "b._action = 'update'" if self.fresh else "b._action IN ('insert','update')"
-            if "update" in actions or not self.fresh:
-                con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND {cond}")
+        # inserts into a table that was empty when the run began cannot collide
+        cond = "b._action = 'update'" if self.fresh else "b._action IN ('insert','update')"
+        if upserting and self.unsent and ("update" in actions or not self.fresh):
+            # the table has columns the records do not carry (the source dropped them): update the
+            # columns sent in place, so the others keep their values, then insert the new keys
+            sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
+            if sets:
+                con.execute(f"UPDATE {t} SET {sets} FROM _dfsync_batch b WHERE {on} AND {cond}")
+            con.execute(
+                f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _dfsync_batch b WHERE {ACTION_COLUMN} <> 'delete' "
+                f"AND NOT EXISTS (SELECT 1 FROM {t} WHERE {on})")
+            return missing
+        if upserting and ("update" in actions or not self.fresh):
+            con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND {cond}")
         con.execute(
             f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _dfsync_batch WHERE {ACTION_COLUMN} <> 'delete'")
         return missing

@@ -22,9 +22,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._schema import plan_table
 from ..errors import ConfigError, DestinationError
 from ..states import DestinationMode
-from ._sql import check_compatible, q
+from ._sql import q
 from .base import (
     ACTION_COLUMN,
     BatchResult,
@@ -75,6 +76,7 @@ class ParquetSession(DestinationSession):
         self.batch_dir = os.path.join(self.dir, "_dfsync", safe)
         self.con = duckdb.connect()
         self.schema: pa.Schema | None = None
+        self.existing: pa.Schema | None = None  # the data set's schema when the run began (not replace)
 
     def _has_data(self) -> bool:
         return os.path.exists(self.data)
@@ -96,14 +98,15 @@ class ParquetSession(DestinationSession):
                 )
             return
         try:
-            existing = {r[0]: r[1] for r in self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({_lit(self.data)})").fetchall()}
-        except duckdb.Error as exc:
+            existing = pq.read_schema(self.data)
+        except (OSError, pa.ArrowException) as exc:
             raise DestinationError(f"cannot read the existing {self.data}: {exc}") from exc
-        empty = pa.Table.from_batches([], schema=pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
-        self.con.register("_dfsync_schema", empty)
-        incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}
-        self.con.unregister("_dfsync_schema")
-        check_compatible(incoming, existing, self.data, self.ctx.primary_key)
+        records = pa.schema([f for f in schema if f.name != ACTION_COLUMN])
+        # the whole file is rewritten at the end of the run: new columns and wider types need no
+        # step of their own (rows that had no value for a new column read back NULL)
+        plan_table(records, {f.name: (str(f.type), f.type) for f in existing}, policy=self.ctx.schema,
+                   where=self.data)
+        self.existing = existing
 
     def _batch_path(self, batch_no: int) -> str:
         return os.path.join(self.batch_dir, f"batch-{batch_no:06d}.parquet.part")
@@ -175,10 +178,17 @@ class ParquetSession(DestinationSession):
         new_rows = f"SELECT {sel} FROM {changes} WHERE {q(ACTION_COLUMN)} <> 'delete'"
         if not has_base:
             query = new_rows
-        elif mode == DestinationMode.INSERT:
-            query = f"SELECT {sel} FROM {base} UNION ALL BY NAME {new_rows}"
+        elif mode == DestinationMode.INSERT:  # columns the records lack are NULL in the new rows
+            query = f"SELECT * FROM {base} UNION ALL BY NAME {new_rows}"
         else:  # upsert, mirror, update: every key in the changes replaces (or removes) its old row
-            query = (f"SELECT {sel} FROM {base} d ANTI JOIN {changes} c ON {on} "
+            # columns the data set has and the records lack (the source dropped them) keep their
+            # values in the rows replaced, and are NULL in new rows
+            kept = [f.name for f in pq.read_schema(self.data) if f.name not in cols]
+            if kept:
+                csel = ", ".join(f"c.{q(c)}" for c in cols) + ", " + ", ".join(f"d.{q(c)}" for c in kept)
+                new_rows = (f"SELECT {csel} FROM {changes} c LEFT JOIN {base} d ON {on} "
+                            f"WHERE c.{q(ACTION_COLUMN)} <> 'delete'")
+            query = (f"SELECT d.* FROM {base} d ANTI JOIN {changes} c ON {on} "
                      f"UNION ALL BY NAME {new_rows}")
         batches = sorted(int(os.path.basename(f)[6:12]) for f in files)
         meta = {"dfsync_run": self.run_key, "dfsync_batches": json.dumps(batches)}

@@ -145,6 +145,7 @@ _PG_TO_DUCK = {
     "character": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE", "bytea": "BLOB",
     "timestamp without time zone": "TIMESTAMP", "timestamp with time zone": "TIMESTAMP WITH TIME ZONE",
     "time without time zone": "TIME", "interval": "INTERVAL", "json": "JSON", "jsonb": "JSON", "uuid": "UUID",
+    "numeric(20,0)": "UBIGINT",
 }
 
 
@@ -163,6 +164,8 @@ class PostgresDestination(Destination):
     """A PostgreSQL table; ``table`` may be ``schema.table`` (quote parts to keep dots: ``'"a.b".t'``)."""
 
     kind = "postgres"
+    #: the finest time unit its timestamp/interval columns keep
+    time_unit = "us"
 
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
                  connect_timeout: int = 10) -> None:
@@ -337,6 +340,20 @@ class PostgresSession(ArrowSQLSession):
 
     def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
         return {c: pg_to_duck(t) for c, t in types.items()}
+
+    def _native_to_arrow(self, declared: str) -> pa.DataType | str | None:
+        base = re.sub(r"\(.*\)", "", declared).strip()
+        if base == "numeric" and "(" in declared:  # keep the declared precision and scale
+            p, _, sc = declared[declared.index("(") + 1:declared.index(")")].partition(",")
+            p_, s_ = int(p), int(sc or 0)
+            return pa.decimal128(p_, s_) if p_ <= 38 else pa.decimal256(p_, s_)
+        if base in ("timestamp without time zone", "timestamp with time zone", "interval", "time without time zone"):
+            # microseconds; finer source values are checked before anything is sent (dfsync._schema)
+            unit_ok = {"timestamp without time zone": pa.timestamp("ns"),
+                       "timestamp with time zone": pa.timestamp("ns", "UTC"),
+                       "interval": pa.month_day_nano_interval(), "time without time zone": pa.time64("ns")}
+            return unit_ok[base]
+        return super()._native_to_arrow(declared)
 
     def _conform(self, data: pa.Table) -> pa.Table:
         fields = []

@@ -1,14 +1,15 @@
-"""Helpers shared by the SQL destinations: quoting, table names, type compatibility."""
+"""Helpers shared by the SQL destinations: quoting, table names, type names."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import SchemaMismatchError
+import pyarrow as pa
 
-__all__ = ["TableName", "check_compatible", "q"]
+from .._schema import JSON
+
+__all__ = ["TableName", "duck_to_arrow", "q"]
 
 
 def q(name: str) -> str:
@@ -39,67 +40,57 @@ class TableName:
         return f"{self.schema}.{self.table}" if self.schema else self.table
 
 
-_INT_RANK = {"TINYINT": 1, "SMALLINT": 2, "INTEGER": 3, "BIGINT": 4, "HUGEINT": 5,
-             "UTINYINT": 1, "USMALLINT": 2, "UINTEGER": 3, "UBIGINT": 4, "UHUGEINT": 5}
-_FLOAT_RANK = {"FLOAT": 1, "DOUBLE": 2}
-_TS = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATETIME"}
+_DUCK_TO_ARROW = {
+    "TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INTEGER": pa.int32(), "BIGINT": pa.int64(),
+    "UTINYINT": pa.uint8(), "USMALLINT": pa.uint16(), "UINTEGER": pa.uint32(), "UBIGINT": pa.uint64(),
+    "HUGEINT": pa.decimal128(38, 0), "FLOAT": pa.float32(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(),
+    "VARCHAR": pa.large_string(), "BLOB": pa.large_binary(), "DATE": pa.date32(), "TIME": pa.time64("us"),
+    "TIMESTAMP": pa.timestamp("us"), "TIMESTAMP_NS": pa.timestamp("ns"), "TIMESTAMP_MS": pa.timestamp("ms"),
+    "TIMESTAMP_S": pa.timestamp("s"), "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", "UTC"),
+    "INTERVAL": pa.month_day_nano_interval(), "UUID": None,
+}
 
 
-def _norm(t: str) -> str:
-    t = t.upper().strip()
-    return {"INT8": "BIGINT", "INT4": "INTEGER", "INT2": "SMALLINT", "INT": "INTEGER", "LONG": "BIGINT",
-            "FLOAT8": "DOUBLE", "FLOAT4": "FLOAT", "REAL": "FLOAT", "DOUBLE PRECISION": "DOUBLE",
-            "TEXT": "VARCHAR", "STRING": "VARCHAR", "BOOL": "BOOLEAN", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE",
-            "CHARACTER VARYING": "VARCHAR"}.get(t, t)
+def duck_to_arrow(name: str) -> pa.DataType | str | None:
+    """The Arrow type a column of DuckDB type ``name`` reads back as (None: unknown).
 
-
-def _family(t: str) -> str:
-    if t in _INT_RANK or t in _FLOAT_RANK or t.startswith(("DECIMAL", "NUMERIC")):
-        return "number"
-    if t in _TS or t.startswith("TIMESTAMP") or t == "DATE":
-        return "time"
-    if t in ("VARCHAR", "JSON", "UUID") or t.startswith(("VARCHAR(", "CHAR")):
-        return "text"
-    if t.endswith("[]"):
-        return "list"
-    return t
-
-
-def compatible(src: str, dst: str) -> bool:
-    """Can values of DuckDB type ``src`` go into a column of type ``dst``?
-
-    Types of one family are compatible (numbers, text, date/time): a value that does not fit
-    (an integer overflow, say) is then rejected for that row alone, with the database's message,
-    instead of the whole run. Anything scalar can go into a text column.
+    Destinations describe their tables in these names (``_as_duckdb_types``); "json" stands
+    for a JSON column, which holds text and nested values.
     """
-    s, d = _norm(src), _norm(dst)
-    if s == d or s in ('"NULL"', "NULL"):
-        return True
-    fs, fd = _family(s), _family(d)
-    if fs == "list" and fd == "list":
-        return compatible(s[:-2], d[:-2])
-    if fd == "text":
-        return fs not in ("list",) and not s.startswith(("STRUCT", "MAP"))
-    return fs == fd and fs in ("number", "time", "text")
+    t = name.upper().strip()
+    t = {"INT8": "BIGINT", "INT4": "INTEGER", "INT2": "SMALLINT", "INT": "INTEGER", "LONG": "BIGINT",
+         "FLOAT8": "DOUBLE", "FLOAT4": "FLOAT", "REAL": "FLOAT", "DOUBLE PRECISION": "DOUBLE",
+         "TEXT": "VARCHAR", "STRING": "VARCHAR", "BOOL": "BOOLEAN", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE",
+         "CHARACTER VARYING": "VARCHAR", "DATETIME": "TIMESTAMP"}.get(t, t)
+    if t == "JSON":
+        return JSON
+    if t.endswith("[]"):
+        inner = duck_to_arrow(t[:-2])
+        return pa.large_list(inner) if isinstance(inner, pa.DataType) else None
+    m = re.fullmatch(r"(?:DECIMAL|NUMERIC)\s*\((\d+)\s*,\s*(\d+)\)", t)
+    if m:
+        p, s = int(m.group(1)), int(m.group(2))
+        return pa.decimal128(p, s) if p <= 38 else pa.decimal256(p, s)
+    if t in ("DECIMAL", "NUMERIC"):  # no declared precision: any number of digits
+        return pa.decimal256(76, 38)
+    if t.startswith(("VARCHAR(", "CHAR")):
+        return pa.large_string()
+    return _DUCK_TO_ARROW.get(t)
 
 
-def check_compatible(incoming: dict[str, str], existing: dict[str, str], table: str,
-                     primary_key: Sequence[str] = ()) -> None:
-    """Raise SchemaMismatchError (before anything is sent) listing every problem."""
-    problems = []
-    existing_ci = {k.lower(): (k, v) for k, v in existing.items()}
-    for col, typ in incoming.items():
-        found = existing.get(col)
-        if found is None and col.lower() in existing_ci:
-            found = existing_ci[col.lower()][1]
-        if found is None:
-            problems.append(f"column {col!r} ({typ}) is missing from the table")
-        elif not compatible(typ, found):
-            problems.append(f"column {col!r} is {typ} in the records but {found} in the table")
-    if problems:
-        raise SchemaMismatchError(
-            f"the records do not fit table {table}: " + "; ".join(problems)
-            + f". The table has: {', '.join(f'{k} {v}' for k, v in existing.items())}. Add the columns "
-            "or change their type in the destination, adjust the sync's mapping, or use "
-            "destination_mode='replace' to recreate the table. Nothing was sent."
-        )
+def nested_to_json(data: pa.Table, columns: list[str]) -> pa.Table:
+    """Replace list / struct / map columns by their JSON text (nulls stay null)."""
+    if not columns:
+        return data
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("_data", data.select(columns))
+        sel = ", ".join(f"to_json({q(c)})::VARCHAR AS {q(c)}" for c in columns)
+        text = con.sql(f"SELECT {sel} FROM _data").to_arrow_table()
+    finally:
+        con.close()
+    for c in columns:
+        data = data.set_column(data.schema.get_field_index(c), c, text.column(c).cast(pa.large_string()))
+    return data

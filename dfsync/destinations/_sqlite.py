@@ -11,7 +11,7 @@ run pauses.
 
 Arrow -> SQLite declared types, for tables dfsync creates (the key becomes the PRIMARY KEY):
 integers -> INTEGER, floats -> REAL, decimal -> NUMERIC (sent as text), strings -> TEXT,
-binary -> BLOB, bool -> BOOLEAN (0/1), date -> DATE, timestamp -> TIMESTAMP, time -> TIME
+binary -> BLOB, lists / structs / maps -> JSON (JSON text), bool -> BOOLEAN (0/1), date -> DATE, timestamp -> TIMESTAMP (tz-aware: TIMESTAMPTZ, in UTC), time -> TIME
 (dates and times are stored as ISO-8601 text by the driver).
 """
 
@@ -23,9 +23,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from .._schema import JSON, is_nested
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
-from ._sql import TableName, q
+from ._sql import TableName, nested_to_json, q
 from .base import Destination, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]
@@ -54,9 +55,11 @@ def arrow_to_sqlite(t: pa.DataType) -> str:
     if pa.types.is_date(t):
         return "DATE"
     if pa.types.is_timestamp(t):
-        return "TIMESTAMP"
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"  # declared apart: naive and tz-aware never mix
     if pa.types.is_time(t):
         return "TIME"
+    if is_nested(t):
+        return "JSON"  # JSON text (SQLite's json functions read it)
     raise SchemaMismatchError(
         f"Arrow type {t} has no SQLite column type in dfsync; convert the column to a string "
         f"(e.g. JSON) in the sync's mapping"
@@ -194,7 +197,24 @@ class SQLiteSession(ArrowSQLSession):
     def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
         return {c: _affinity(t) for c, t in types.items()}
 
+    #: SQLite cannot change a column's declared type; its INTEGER and REAL columns already
+    #: hold 64-bit values, so the widenings dfsync applies need no change here
+    can_widen = False
+
+    def _native_to_arrow(self, declared: str) -> pa.DataType | str | None:
+        d = declared.upper().strip()
+        if d in ("TIMESTAMP", "DATETIME"):
+            return pa.timestamp("ns")  # ISO-8601 text with up to nine fractional digits
+        if d == "TIMESTAMPTZ":
+            return pa.timestamp("ns", "UTC")
+        if d == "JSON":
+            return JSON
+        if d == "NUMERIC":
+            return pa.decimal256(76, 38)  # written as text: every digit kept
+        return super()._native_to_arrow(declared)
+
     def _conform(self, data: pa.Table) -> pa.Table:
+        data = nested_to_json(data, [f.name for f in data.schema if is_nested(f.type)])
         fields, changed = [], False
         for f in data.schema:
             t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type

@@ -69,6 +69,9 @@ class DestinationContext:
     requeried: bool = False
     #: the workspace's id ("" for runs begun before workspaces had one)
     workspace_id: str = ""
+    #: the sync's schema policy: "evolve" adds missing columns and widens types without loss,
+    #: "freeze" refuses any change of an existing table (see dfsync._schema)
+    schema: str = "evolve"
 
     @property
     def run_key(self) -> str:
@@ -120,6 +123,11 @@ class DestinationSession(ABC):
     def __init__(self, destination: Destination, ctx: DestinationContext) -> None:
         self.destination = destination
         self.ctx = ctx
+        #: (column, what prepare() did to it) for an existing table: added or widened columns, for the run's events
+        self.schema_changes: list[tuple[str, str]] = []
+        #: columns whose source type widened since the sync last delivered (set by the runner):
+        #: prepare() widens them in an existing table where the database can
+        self.widen_columns: set[str] = set()
 
     def fork(self) -> DestinationSession:
         """A session for the same run, prepared like this one, on its own connection."""

@@ -1,0 +1,390 @@
+"""Schema changes between runs: what the destination holds, what the source now sends.
+
+One rule on every destination (docs/SCHEMA.md): every value written reads back equal, or
+the run says why before anything is sent. A sync remembers the fields it delivered (name,
+Arrow type, nullable, key, still sent); each run compares the records it is about to send
+with them, and ``schema=`` decides:
+
+* ``"evolve"`` (default): a new field is added (nullable) and every row is sent once with
+  its value; a field the source no longer sends is left as it is in existing rows (NULL in
+  new ones); a type the destination column can hold, or widen to without loss, is used.
+* ``"freeze"``: any added, dropped or retyped field fails the run, naming each.
+
+Under both, a change that could lose or alter a value (a float into an integer column, a
+timestamp into a date, tz-aware into naive, text into a number) raises
+:class:`SchemaMismatchError` naming the column, both types and the ways out.
+``destination_mode="replace"`` rewrites the table with the source's schema instead.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import ConfigError, SchemaMismatchError
+
+__all__ = ["POLICIES", "Change", "Plan", "fits", "plan", "type_name"]
+
+POLICIES = ("evolve", "freeze")
+_UNITS = {"s": 0, "ms": 1, "us": 2, "ns": 3}
+#: a destination column declared as JSON (PostgreSQL json/jsonb): holds text and nested values
+JSON = "json"
+
+
+def check_policy(policy: Any) -> str:
+    if policy not in POLICIES:
+        raise ConfigError(f"schema must be 'evolve' (add new columns, widen types without loss) or "
+                          f"'freeze' (fail on any change of the source's columns), not {policy!r}")
+    return str(policy)
+
+
+def _base(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+            or pa.types.is_fixed_size_binary(t))
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
+
+
+def is_nested(t: pa.DataType) -> bool:
+    t = _base(t)
+    return _is_list(t) or pa.types.is_struct(t) or pa.types.is_map(t)
+
+
+def _int_range(t: pa.DataType) -> tuple[int, int]:
+    bits = t.bit_width
+    if pa.types.is_signed_integer(t):
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _digits(t: pa.DataType) -> int:
+    lo, hi = _int_range(t)
+    return len(str(max(abs(lo), hi)))
+
+
+def fits(src: pa.DataType | str, dst: pa.DataType | str) -> bool:
+    """Does every value of Arrow type ``src`` read back equal from a column of type ``dst``?
+
+    >>> fits(pa.int32(), pa.int64()), fits(pa.float64(), pa.int64()), fits(pa.timestamp("us", "UTC"), pa.timestamp("us"))
+    (True, False, False)
+    """
+    if isinstance(dst, str):  # JSON: text and nested values
+        return isinstance(src, pa.DataType) and (_is_text(_base(src)) or is_nested(src) or pa.types.is_null(src))
+    if isinstance(src, str):
+        return False
+    src, dst = _base(src), _base(dst)
+    if src == dst or pa.types.is_null(src):
+        return True
+    if _is_text(src):
+        return _is_text(dst)
+    if _is_bytes(src):
+        return _is_bytes(dst) and not pa.types.is_fixed_size_binary(dst)
+    if pa.types.is_boolean(src):
+        return pa.types.is_boolean(dst)
+    if pa.types.is_integer(src):
+        lo, hi = _int_range(src)
+        if pa.types.is_integer(dst):
+            dlo, dhi = _int_range(dst)
+            return dlo <= lo and hi <= dhi
+        if pa.types.is_decimal(dst):
+            return _digits(src) <= dst.precision - dst.scale
+        return False  # into a float: it reads back as a float, and large values round
+    if pa.types.is_floating(src):
+        return pa.types.is_floating(dst) and src.bit_width <= dst.bit_width
+    if pa.types.is_decimal(src):
+        return (pa.types.is_decimal(dst) and src.scale <= dst.scale
+                and src.precision - src.scale <= dst.precision - dst.scale)
+    if pa.types.is_date(src):
+        return pa.types.is_date(dst)
+    if pa.types.is_timestamp(src):
+        return (pa.types.is_timestamp(dst) and (src.tz is None) == (dst.tz is None)
+                and _UNITS[src.unit] <= _UNITS[dst.unit])
+    if pa.types.is_time(src):
+        return pa.types.is_time(dst) and _UNITS[src.unit] <= _UNITS[dst.unit]
+    if pa.types.is_duration(src):
+        return ((pa.types.is_duration(dst) and _UNITS[src.unit] <= _UNITS[dst.unit])
+                or dst == pa.month_day_nano_interval())
+    if _is_list(src):
+        return _is_list(dst) and fits(src.value_type, dst.value_type)
+    if pa.types.is_struct(src):
+        if not pa.types.is_struct(dst):
+            return False
+        names = {dst.field(i).name: dst.field(i).type for i in range(dst.num_fields)}
+        return all(src.field(i).name in names and fits(src.field(i).type, names[src.field(i).name])
+                   for i in range(src.num_fields))
+    if pa.types.is_map(src):
+        return pa.types.is_map(dst) and fits(src.key_type, dst.key_type) and fits(src.item_type, dst.item_type)
+    return False
+
+
+def rejected_if_too_large(src: pa.DataType | str, dst: pa.DataType | str) -> bool:
+    """Would a database refuse (not alter) a ``src`` value too large for a ``dst`` column?
+
+    Integers out of an integer column's range and decimals with more digits than a
+    column's precision (at the same or a smaller scale) fail with an error for that row;
+    nothing is rounded or cut.
+    """
+    if isinstance(src, str) or isinstance(dst, str):
+        return False
+    src, dst = _base(src), _base(dst)
+    if pa.types.is_integer(src):
+        return pa.types.is_integer(dst) or pa.types.is_decimal(dst)
+    if pa.types.is_decimal(src):
+        return pa.types.is_decimal(dst) and src.scale <= dst.scale
+    return False
+
+
+def same(a: pa.DataType | str, b: pa.DataType | str) -> bool:
+    """Do the two types hold exactly the same values (string vs large_string, say)?"""
+    return fits(a, b) and fits(b, a)
+
+
+def type_name(t: pa.DataType | str) -> str:
+    """A short readable name of an Arrow type (``double``, ``timestamp[us, tz=UTC]``)."""
+    return str(t)
+
+
+def _fix(column: str, dst: pa.DataType | str) -> str:
+    cast = ""
+    if isinstance(dst, pa.DataType):
+        try:
+            import polars as pl
+
+            dtype = pl.DataFrame(pa.table({column: pa.array([], type=dst)})).dtypes[0]
+            cast = f"mapping={{{column!r}: pl.col({column!r}).cast(pl.{dtype!r})}}, "
+        except Exception:
+            cast = ""
+    return (f"cast it in the sync's mapping ({cast or 'a polars expression'}if every value converts "
+            f"exactly), or rewrite the table with the source's types with destination_mode='replace'")
+
+
+def mismatch(column: str, src: pa.DataType | str, dst: pa.DataType | str, where: str, dst_name: str | None = None) -> str:
+    return (f"column {column!r} is {type_name(src)} in the source but {dst_name or type_name(dst)} in "
+            f"{where}: writing it could lose or alter values; {_fix(column, dst)}")
+
+
+# ---------------------------------------------------------------------- the sync's recorded fields
+@dataclass
+class Field:
+    name: str
+    type: pa.DataType
+    nullable: bool = True
+    key: bool = False
+    sent: bool = True  # False: the source no longer sends it (the destination keeps the column)
+
+
+def dump(fields: Sequence[Field]) -> dict[str, Any]:
+    schema = pa.schema([pa.field(f.name, f.type, f.nullable) for f in fields])
+    return {"arrow": base64.b64encode(schema.serialize().to_pybytes()).decode(),
+            "key": [f.name for f in fields if f.key], "not_sent": [f.name for f in fields if not f.sent]}
+
+
+def load(data: dict[str, Any] | None) -> list[Field]:
+    if not data:
+        return []
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(data["arrow"])))
+    key, gone = set(data.get("key") or ()), set(data.get("not_sent") or ())
+    return [Field(f.name, f.type, f.nullable, f.name in key, f.name not in gone) for f in schema]
+
+
+@dataclass
+class Change:
+    kind: str  # added | dropped | widened | narrower | restored
+    column: str
+    old: pa.DataType | None = None
+    new: pa.DataType | None = None
+
+    def describe(self, rows: int | None = None) -> str:
+        c = self.column
+        if self.kind == "added":
+            again = f"; {rows} row(s) are sent once with its value" if rows is not None else ""
+            return f"schema: column {c!r} ({type_name(self.new)}) added to the destination (nullable){again}"
+        if self.kind == "restored":
+            return f"schema: column {c!r} ({type_name(self.new)}) is sent again"
+        if self.kind == "dropped":
+            return (f"schema: column {c!r} is no longer in the source: existing rows keep their values, "
+                    f"new rows get NULL")
+        if self.kind == "widened":
+            return f"schema: column {c!r} widened from {type_name(self.old)} to {type_name(self.new)}"
+        return (f"schema: column {c!r} is now {type_name(self.new)} in the source; the destination keeps "
+                f"{type_name(self.old)}, which holds every value")
+
+    def frozen(self) -> str:
+        if self.kind in ("added", "restored"):
+            return f"column {self.column!r} ({type_name(self.new)}) was added to the source"
+        if self.kind == "dropped":
+            return f"column {self.column!r} is no longer in the source"
+        return f"column {self.column!r} changed type from {type_name(self.old)} to {type_name(self.new)}"
+
+
+@dataclass
+class Plan:
+    changes: list[Change]
+    fields: list[Field]  # what the destination holds after this run
+
+
+def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], policy: str,
+         where: str, *, replace: bool = False) -> Plan:
+    """Compare the records about to be sent with the fields delivered before.
+
+    Raises SchemaMismatchError (nothing sent) under ``freeze`` for any change, and under
+    both policies for a type the destination's column cannot hold without loss.
+    """
+    new_fields = [Field(f.name, f.type, True, f.name in key) for f in incoming]
+    if replace or not recorded:
+        return Plan([], new_fields)
+    old = {f.name: f for f in recorded}
+    changes: list[Change] = []
+    lossy: list[str] = []
+    result: list[Field] = []
+    names = set(incoming.names)
+    for f in recorded:
+        if f.name in names:
+            continue
+        result.append(Field(f.name, f.type, f.nullable, f.key, sent=False))
+        if f.sent:
+            changes.append(Change("dropped", f.name, f.type))
+    for f in incoming:
+        was = old.get(f.name)
+        if was is None:
+            changes.append(Change("added", f.name, None, f.type))
+            result.append(Field(f.name, f.type, True, f.name in key))
+            continue
+        field = Field(f.name, was.type, was.nullable, f.name in key)
+        if not was.sent:
+            changes.append(Change("restored", f.name, was.type, f.type))
+        if same(f.type, was.type):
+            pass
+        elif fits(f.type, was.type):
+            changes.append(Change("narrower", f.name, was.type, f.type))
+        elif fits(was.type, f.type):
+            changes.append(Change("widened", f.name, was.type, f.type))
+            field.type = f.type
+        else:
+            lossy.append(mismatch(f.name, f.type, was.type, where))
+        result.append(field)
+    if lossy:
+        raise SchemaMismatchError("; ".join(lossy) + ". Nothing was sent.")
+    if policy == "freeze" and changes:
+        raise SchemaMismatchError(
+            "the source's columns changed and the sync has schema='freeze': "
+            + "; ".join(c.frozen() for c in changes)
+            + f". Nothing was sent to {where}. Change the source or the mapping back, or create the sync "
+              "with schema='evolve' to apply the change (or destination_mode='replace' to rewrite the table)."
+        )
+    order = {f.name: i for i, f in enumerate(recorded)}
+    result.sort(key=lambda fl: order.get(fl.name, len(order)))
+    return Plan(changes, result)
+
+
+# ---------------------------------------------------------------------- an existing table
+@dataclass
+class TablePlan:
+    add: list[pa.Field]
+    widen: list[tuple[str, pa.Field]]  # (existing column name, new field)
+
+
+def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, pa.DataType | str | None]], *, policy: str,
+               where: str, can_widen: bool = True, widen: Sequence[str] = ()) -> TablePlan:
+    """Fit the records to an existing table: columns to add, columns to widen, or an error.
+
+    ``existing`` maps each table column to (its declared type, the Arrow type it reads
+    back as; None when dfsync does not know the declared type). Names match exactly, else
+    case-insensitively (PostgreSQL folds unquoted names, SQLite ignores case). ``widen``
+    names the columns whose source type widened since the sync last delivered: those are
+    widened in place (where the database can). A column that is merely narrower than the
+    source's type (a table made by hand, an INTEGER column for int64 values) is kept as it
+    is when the database refuses a value too large for it row by row.
+    """
+    ci = {k.lower(): k for k in existing}
+    problems: list[str] = []
+    add: list[pa.Field] = []
+    to_widen: list[tuple[str, pa.Field]] = []
+    widen_ = set(widen)
+    for f in incoming:
+        name = f.name if f.name in existing else ci.get(f.name.lower())
+        if name is None:
+            if policy == "freeze":
+                problems.append(f"column {f.name!r} ({type_name(f.type)}) is missing from the table "
+                                f"(schema='freeze' does not add columns)")
+            else:
+                add.append(pa.field(f.name, f.type, True))
+            continue
+        declared, arrow = existing[name]
+        if arrow is None:
+            problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where}, "
+                            f"a type dfsync cannot check; {_fix(f.name, f.type)}")
+        elif fits(f.type, arrow):
+            continue
+        elif f.name in widen_ and fits(arrow, f.type) and policy == "evolve" and can_widen:
+            to_widen.append((name, pa.field(name, f.type, True)))
+        elif rejected_if_too_large(f.type, arrow):
+            continue
+        elif not isinstance(arrow, str) and fits(arrow, f.type):
+            problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where} "
+                            f"(schema='freeze' does not widen columns)")
+        else:
+            problems.append(mismatch(f.name, f.type, arrow, where, declared))
+    if problems:
+        raise SchemaMismatchError(
+            f"the records do not fit {where}: " + "; ".join(problems)
+            + f". The table has: {', '.join(f'{k} {v[0]}' for k, v in existing.items())}. Nothing was sent.")
+    return TablePlan(add, to_widen)
+
+
+def schema_frame(sync: Any) -> Any:
+    """``sync.schema()``: the recorded fields, or what the source would send now."""
+    import polars as pl
+
+    fields = load(sync.workspace.store.sync_row(sync.name).get("dest_schema"))
+    if not fields:
+        mapped = sync.mapping.validate(sync.source.schema())
+        arrow = pl.DataFrame(schema=mapped).to_arrow().schema
+        fields = [Field(f.name, f.type, True, f.name in sync.primary_key) for f in arrow]
+    return pl.DataFrame({
+        "field": [f.name for f in fields], "type": [type_name(f.type) for f in fields],
+        "nullable": [f.nullable and not f.key for f in fields], "key": [f.key for f in fields],
+        "in_source": [f.sent for f in fields]}, schema={"field": pl.String, "type": pl.String,
+                                                       "nullable": pl.Boolean, "key": pl.Boolean,
+                                                       "in_source": pl.Boolean})
+
+
+def check_time_units(con: Any, table: str, records: pa.Schema, unit: str, where: str) -> None:
+    """Refuse (before anything is sent) values finer than the destination keeps.
+
+    PostgreSQL keeps microseconds: a nanosecond timestamp whose values are whole
+    microseconds goes in exactly; one with a nanosecond part would be rounded.
+    """
+    if unit == "ns":
+        return
+    from .store import quote
+
+    for f in records:
+        t = _base(f.type)
+        if not ((pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t)) and t.unit == "ns"):
+            continue
+        c = quote(f.name)
+        ns = f"epoch_ns({c})" if pa.types.is_timestamp(t) else f"(epoch_ns(TIMESTAMP '1970-01-01' + {c}))"
+        bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {c} IS NOT NULL AND {ns} % 1000 <> 0 "
+                          f"LIMIT 1").fetchall()
+        if bad:
+            raise SchemaMismatchError(
+                f"column {f.name!r} holds values with nanoseconds (e.g. {bad[0][0]}) but {where} keeps "
+                f"{unit}: writing them would round them. Truncate them in the sync's mapping "
+                f"(mapping={{{f.name!r}: pl.col({f.name!r}).dt.truncate('1us')}}) if that is acceptable. "
+                f"Nothing was sent.")
