@@ -361,6 +361,12 @@ CASES: list[Case] = [
                     c.create(destination=dfsync.destinations.duckdb("dir.duckdb", table="t")).run(progress=False))[1],
          errors.DestinationError, ("dir.duckdb",), ("path", "check"), new_run=True),
     # ------------------------------------------------------------ not errors by design
+    Case("mysql-uri-without-database",
+         lambda c: c.create(destination=dfsync.destinations.mysql("mysql://app@127.0.0.1:3306", table="people")),
+         errors.ConfigError, ("database",), ("mysql://user@host:3306/DATABASE",)),
+    Case("mysql-password-env-not-set", lambda c: c.create(destination=dfsync.destinations.mysql(
+        "mysql://app@127.0.0.1:1/crm", table="people", password="env:DFSYNC_BAD_INPUT_UNSET")).run(progress=False),
+         errors.ConfigError, ("DFSYNC_BAD_INPUT_UNSET",), ("export",), new_run=True),
     Case("ok-huge-strings", lambda c: _ok_roundtrip(c, people(3, name=["x" * 2_000_000, "é" * 300_000, ""]))),
     Case("ok-nan-and-infinity",
          lambda c: _ok_roundtrip(c, people(4, score=[float("nan"), float("inf"), float("-inf"), None]))),

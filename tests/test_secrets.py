@@ -41,6 +41,46 @@ def assert_clean(what: str, data: str | bytes) -> None:
             assert f not in blob, f"a secret ({s[:6]}...) leaked into {what}"
 
 
+def assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn) -> None:
+    """Search every place a secret could show: reprs, tables, logs, output, the workspace files."""
+    # -- everything a user or a log could see
+    seen += [("ws.syncs()", str(ws.syncs().to_dicts())), ("ws.runs()", str(ws.runs().to_dicts())),
+             ("repr(ws)", repr(ws)), ("ws html", ws._repr_html_())]
+    for table in ("syncs", "runs", "events", "batches", "checks"):
+        seen.append((f"table {table}", str(ws.sql(f"SELECT * FROM {table}").to_dicts())))
+    for sync in syncs:
+        seen += [(f"{sync.name} repr", repr(sync)), (f"{sync.name} html", sync._repr_html_()),
+                 (f"{sync.name} runs", str(sync.runs().to_dicts())),
+                 (f"{sync.name} events", str(sync.events().to_dicts())),
+                 (f"{sync.name} definition", str(sync.definition)),
+                 (f"{sync.name} destination", f"{sync.destination!r} {sync.destination.describe()} "
+                                              f"{sync.destination.config()} {sync.destination.identity()}"),
+                 (f"{sync.name} source", f"{sync.source!r} {sync.source.describe()}")]
+        run = sync.last_run()
+        seen += [(f"{sync.name} run repr", repr(run)), (f"{sync.name} run html", run._repr_html_()),
+                 (f"{sync.name} run error", str(run.error)),
+                 (f"{sync.name} run events", str(run.events().to_dicts())),
+                 (f"{sync.name} records", str(run.records().to_dicts()))]
+    out, err = capfd.readouterr()
+    seen += [("stdout", out), ("stderr", err)]
+    seen += [(f"log {r.name}", f"{r.getMessage()} {r.exc_text or ''}") for r in caplog.records]
+    seen += [("warnings", " ".join(str(w.message) for w in recwarn))]
+    for what, text in seen:
+        assert_clean(what, text)
+
+    # -- the workspace file and everything next to it (WAL, staging leftovers), byte for byte
+    ws.close()
+    files = [os.path.join(d, f) for d, _, fs in os.walk(ws_path.parent) for f in fs]
+    assert files
+    for path in files:
+        with open(path, "rb") as fh:
+            assert_clean(path, fh.read())
+    # a fresh process-level view of the same workspace: what another process would load
+    ws2 = dfsync.Workspace(ws_path)
+    assert_clean("reopened syncs", str(ws2.syncs().to_dicts()))
+    assert_clean("reopened definitions", str(ws2.sql("SELECT definition FROM syncs").to_dicts()))
+
+
 @pytest.fixture
 def app_db(pg_server):
     """A fresh database owned by role ``app``, which must log in with PW."""
@@ -141,42 +181,7 @@ def test_planted_secrets_appear_nowhere(tmp_path, app_db, http_server, caplog, c
     assert f"Bearer {TOKEN}" in auths and any(r.headers.get("x-api-key") == API_KEY for r in http_server.requests)
     assert ws.sync("pg_wrong").last_run().error and "password" in ws.sync("pg_wrong").last_run().error.lower()
 
-    # -- everything a user or a log could see
-    seen += [("ws.syncs()", str(ws.syncs().to_dicts())), ("ws.runs()", str(ws.runs().to_dicts())),
-             ("repr(ws)", repr(ws)), ("ws html", ws._repr_html_())]
-    for table in ("syncs", "runs", "events", "batches", "checks"):
-        seen.append((f"table {table}", str(ws.sql(f"SELECT * FROM {table}").to_dicts())))
-    for sync in syncs:
-        seen += [(f"{sync.name} repr", repr(sync)), (f"{sync.name} html", sync._repr_html_()),
-                 (f"{sync.name} runs", str(sync.runs().to_dicts())),
-                 (f"{sync.name} events", str(sync.events().to_dicts())),
-                 (f"{sync.name} definition", str(sync.definition)),
-                 (f"{sync.name} destination", f"{sync.destination!r} {sync.destination.describe()} "
-                                              f"{sync.destination.config()} {sync.destination.identity()}"),
-                 (f"{sync.name} source", f"{sync.source!r} {sync.source.describe()}")]
-        run = sync.last_run()
-        seen += [(f"{sync.name} run repr", repr(run)), (f"{sync.name} run html", run._repr_html_()),
-                 (f"{sync.name} run error", str(run.error)),
-                 (f"{sync.name} run events", str(run.events().to_dicts())),
-                 (f"{sync.name} records", str(run.records().to_dicts()))]
-    out, err = capfd.readouterr()
-    seen += [("stdout", out), ("stderr", err)]
-    seen += [(f"log {r.name}", f"{r.getMessage()} {r.exc_text or ''}") for r in caplog.records]
-    seen += [("warnings", " ".join(str(w.message) for w in recwarn))]
-    for what, text in seen:
-        assert_clean(what, text)
-
-    # -- the workspace file and everything next to it (WAL, staging leftovers), byte for byte
-    ws.close()
-    files = [os.path.join(d, f) for d, _, fs in os.walk(ws_path.parent) for f in fs]
-    assert files
-    for path in files:
-        with open(path, "rb") as fh:
-            assert_clean(path, fh.read())
-    # a fresh process-level view of the same workspace: what another process would load
-    ws2 = dfsync.Workspace(ws_path)
-    assert_clean("reopened syncs", str(ws2.syncs().to_dicts()))
-    assert_clean("reopened definitions", str(ws2.sql("SELECT definition FROM syncs").to_dicts()))
+    assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn)
 
 
 def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog):
@@ -188,3 +193,40 @@ def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog):
     assert sync.run(progress=False).status == "success"
     assert_clean("syncs table", str(ws.sql("SELECT definition FROM syncs").to_dicts()))
     assert_clean("logs", " ".join(r.getMessage() for r in caplog.records))
+
+
+def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, capfd, monkeypatch, recwarn):
+    """MySQL/MariaDB: user ``app`` must give PW; literal, wrong and ``env:`` passwords."""
+    caplog.set_level(logging.DEBUG)
+    db = mariadb_server.new_database()
+    mariadb_server.execute(f"ALTER USER 'app'@'%' IDENTIFIED BY '{PW}'")
+    mariadb_server.execute(f"CREATE TABLE `{db}`.src AS SELECT seq AS id, CONCAT('n', seq) AS name FROM seq_1_to_30",
+                           database=db)
+    monkeypatch.setenv("DFSYNC_TEST_MYPASS", PW)
+    monkeypatch.setenv("DFSYNC_UNUSED", ENV_PW)
+    where = f"127.0.0.1:{mariadb_server.port}/{db}"
+    data = pl.DataFrame({"id": list(range(1, 31)), "name": [f"n{i}" for i in range(1, 31)]})
+    ws_path = tmp_path / "ws" / "workspace.duckdb"
+    ws = dfsync.Workspace(ws_path)
+    seen: list[tuple[str, str]] = []
+    made = {
+        "my_literal": dict(destination=dfsync.destinations.mysql(f"mysql://app:{PW}@{where}", table="t1")),
+        "my_wrong": dict(destination=dfsync.destinations.mysql(f"mysql://app:{WRONG_PW}@{where}", table="t2")),
+        "my_env": dict(destination=dfsync.destinations.mysql(f"mysql://app@{where}", table="t3",
+                                                             password="env:DFSYNC_TEST_MYPASS"),
+                       destination_mode="mirror"),
+    }
+    syncs, statuses = [], {}
+    for name, kw in made.items():
+        sync = ws.create_sync(name, source=dfsync.sources.frame(data), primary_key="id", **kw)
+        syncs.append(sync)
+        run = sync.run(progress=name == "my_literal")
+        statuses[name] = run.status.value
+        try:
+            run.raise_for_status()
+        except dfsync.DfsyncError as exc:
+            seen.append((f"{name}: error", f"{exc!s} {exc!r}"))
+    assert statuses == {"my_literal": "success", "my_wrong": "failed", "my_env": "success"}, statuses
+    assert "access denied" in ws.sync("my_wrong").last_run().error.lower()
+    assert mariadb_server.execute(f"SELECT count(*) FROM `{db}`.t3")[0][0] == 30
+    assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn)

@@ -1,4 +1,4 @@
-"""Where rows go: ``duckdb``, ``parquet``, ``postgres``, ``sqlite``, ``http``.
+"""Where rows go: ``duckdb``, ``parquet``, ``postgres``, ``mysql``, ``sqlite``, ``http``.
 
 Each is one small module implementing :class:`dfsync.destinations.base.Destination`.
 """
@@ -17,6 +17,7 @@ __all__ = [
     "destination_from_config",
     "duckdb",
     "http",
+    "mysql",
     "parquet",
     "postgres",
     "sqlite",
@@ -47,6 +48,17 @@ def postgres(uri: str, table: str, **options: Any) -> Destination:
     return PostgresDestination(uri, table, **options)
 
 
+def mysql(uri: str, table: str, **options: Any) -> Destination:
+    """A MySQL 8 or MariaDB table (InnoDB; ``database.table`` allowed). The password may be ``env:NAME``.
+
+    >>> dest = dfsync.destinations.mysql("mysql://app@db:3306/crm", table="scores",
+    ...                                  password="env:MYSQL_PASSWORD")
+    """
+    from ._mysql import MySQLDestination
+
+    return MySQLDestination(uri, table, **options)
+
+
 def sqlite(path: str, table: str, **options: Any) -> Destination:
     """A table in a SQLite database file (created if missing)."""
     from ._sqlite import SQLiteDestination
@@ -65,6 +77,6 @@ def _load_all() -> None:
     import contextlib
     import importlib
 
-    for mod in ("_duckdb", "_parquet", "_postgres", "_sqlite", "_http"):
+    for mod in ("_duckdb", "_parquet", "_postgres", "_mysql", "_sqlite", "_http"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"{__name__}.{mod}")

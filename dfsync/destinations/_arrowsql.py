@@ -276,12 +276,12 @@ class ArrowSQLSession(DestinationSession):
                 cur.execute(self._create_sql(self.write_target, incoming, with_key=not self.defer_primary_key))
                 self.fresh = True
                 if self.defer_primary_key:  # batch -1 marks "this run owes the table its key"
-                    cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, rows, not_delivered) "
+                    cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, \"rows\", not_delivered) "
                                 f"VALUES ({self._place(1)}, -1, 0, NULL)", parameters=(self.run_key,))
             else:
                 self.fresh = bool(self._fetch(cur, f"SELECT NOT EXISTS (SELECT 1 FROM {self.write_target.sql})")[0][0])
             if self.fresh:
-                cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, rows, not_delivered) "
+                cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, \"rows\", not_delivered) "
                             f"VALUES ({self._place(1)}, 0, 0, NULL)", parameters=(self.run_key,))
             self.con.commit()
         actual = self._describe(self.write_target)
@@ -367,7 +367,7 @@ class ArrowSQLSession(DestinationSession):
         nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(bad or {})]
         nd += [list(k) for k in missing]
         cur.execute(
-            f"INSERT INTO {self._ledger_name().sql} (run_key, batch_no, rows, not_delivered) "
+            f"INSERT INTO {self._ledger_name().sql} (run_key, batch_no, \"rows\", not_delivered) "
             f"VALUES ({self._place(1)}, {self._place(2)}, {self._place(3)}, {self._place(4)}{self.json_cast})",
             parameters=(self.run_key, int(batch_no), int(data.num_rows), json.dumps(nd, default=str)))
         self.con.commit()

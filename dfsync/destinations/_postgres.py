@@ -69,7 +69,7 @@ from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession
 from ._sql import TableName, q
 from .base import Destination, DestinationContext, DestinationSession, register_destination
 
-__all__ = ["PostgresDestination", "arrow_to_pg", "resolve_secret"]
+__all__ = ["PostgresDestination", "arrow_to_pg", "resolve_secret", "take_password"]
 
 
 def resolve_secret(value: str | None, what: str) -> str | None:
@@ -98,6 +98,23 @@ def split_password(uri: str) -> tuple[str, str | None]:
     host = parts.netloc.rsplit("@", 1)[1]
     user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
+
+
+def take_password(uri: str, password: str | None) -> tuple[str, str | None, str | None]:
+    """Split a URI's credentials: (URI without password, ``env:NAME`` reference, literal password).
+
+    A literal password (in the URI or given) is usable in this process but never stored:
+    configurations keep only the reference.
+    """
+    uri, in_uri = split_password(uri)
+    literal = None
+    if in_uri is not None and password is None:
+        password = in_uri
+    if password is not None and not password.startswith("env:"):
+        register_secret(password)
+        register_secret(quote(password, safe=""))
+        literal, password = password, None
+    return uri, password, literal
 
 
 _SIMPLE = {
@@ -173,23 +190,7 @@ class PostgresDestination(Destination):
             raise ConfigError("destinations.postgres() needs a URI like 'postgresql://user@host:5432/dbname'")
         if not table or not isinstance(table, str):
             raise ConfigError("destinations.postgres() needs table='name' (or 'schema.name')")
-        self.uri, in_uri = split_password(uri)
-        if in_uri is not None and password is None:
-            if in_uri.startswith("env:"):
-                password = in_uri
-            else:
-                register_secret(in_uri)
-                register_secret(quote(in_uri, safe=""))
-                self._literal_password: str | None = in_uri
-        if password is not None and not password.startswith("env:"):
-            # a literal password: usable here, never stored (config() keeps no trace of it)
-            register_secret(password)
-            register_secret(quote(password, safe=""))
-            self._literal_password = password
-            password = None
-        if not hasattr(self, "_literal_password"):
-            self._literal_password = None
-        self.password = password
+        self.uri, self.password, self._literal_password = take_password(uri, password)
         self.table = table
         self.name = TableName.parse(table)
         self.retry_timeout = float(retry_timeout)
