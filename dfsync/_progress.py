@@ -89,7 +89,16 @@ class TerminalReporter:
         if total and self.bar.total != total:
             self.bar.total = total
         self.bar.n = int(row["sent"] or 0)
-        self.bar.set_postfix_str(status, refresh=True)
+        self.bar.set_postfix_str(status_text(status, row), refresh=True)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def status_text(status: str, row: dict[str, Any]) -> str:
+    """A run's status for one line of text; a failed or paused run adds why (the first line of its error)."""
+    error = row.get("error")
+    if status in ("failed", "paused") and error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"{status}: {reason[:300]}{'…' if len(reason) > 300 else ''}" if reason else status
+    return status

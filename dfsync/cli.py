@@ -86,7 +86,7 @@ def _open(path: str) -> Workspace:
     from .workspace import Workspace
 
     timeout = float(os.environ.get("DFSYNC_BUSY_TIMEOUT", "30"))
-    return Workspace(path, busy_timeout=timeout)
+    return Workspace(path, busy_timeout=timeout, create=False)  # the CLI never makes a workspace
 
 
 def _jsonable(v: Any) -> Any:

@@ -147,6 +147,18 @@ class SyncRunFailed(DfsyncError):
         self.run = run
 
 
+_NUMPY_REPR = re.compile(r"\bnp\.(?:float|int|uint|bool|str|bytes|complex|longdouble|double|single)\w*\(([^()]*)\)")
+
+_NUMPY_BOOL = re.compile(r"\bnp\.(True|False)_")
+
+
+def plain_numbers(text: str) -> str:
+    """Numbers as plain values in messages: ``np.float64(-5.0)`` (numpy 2's repr) reads ``-5.0``."""
+    if not text or "np." not in text:
+        return text
+    return _NUMPY_BOOL.sub(r"\1", _NUMPY_REPR.sub(r"\1", text))
+
+
 _URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]+)@")
 _KV_SECRET = re.compile(
     r"(?i)\b(password|passwd|pwd|token|secret|api[_-]?key|authorization)(\s*[=:]\s*)(?:(bearer|basic)\s+)?([^\s&;,'\"]+)"
@@ -161,7 +173,8 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """Remove passwords and tokens from text meant for users, logs or the workspace."""
+    """Remove passwords and tokens from text meant for users, logs or the workspace (and show
+    numpy numbers as plain values)."""
     if not text:
         return text
     text = _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
@@ -171,4 +184,4 @@ def redact(text: str) -> str:
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
-    return text
+    return plain_numbers(text)

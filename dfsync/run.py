@@ -69,8 +69,12 @@ class SyncRun:
         return self._row["definition_version"]
 
     @property
-    def durations(self) -> dict[str, float]:
-        """Seconds spent in each state (from the event log)."""
+    def durations(self) -> Any:
+        """Seconds spent in each state: ``run.durations()`` (a method since 0.2: it queries the event log;
+        ``run.durations`` without the call still works, with a DeprecationWarning)."""
+        return _MethodNow(self._durations, "run.durations")
+
+    def _durations(self) -> dict[str, float]:
         ev = self.events()
         out: dict[str, float] = {}
         ts, states = ev["ts"].to_list(), ev["to_status"].to_list()
@@ -123,9 +127,11 @@ class SyncRun:
         return self.workspace.store.events_frame(run_id=self.id)
 
     @property
-    def validation(self) -> pl.DataFrame:
-        """Per-check results of this run (one row per check)."""
-        return self.workspace.store.checks_frame(self.id)
+    def validation(self) -> Any:
+        """Per-check results of this run, one row per check: ``run.validation()`` (a method since 0.2:
+        it queries the checks table; ``run.validation`` without the call still works, with a
+        DeprecationWarning)."""
+        return _MethodNow(lambda: self.workspace.store.checks_frame(self.id), "run.validation")
 
     def wait(self, timeout: float | None = None) -> SyncRun:
         """Block until a background run stops (ended or paused)."""
@@ -189,6 +195,50 @@ class SyncRun:
 
     def _repr_html_(self) -> str:
         return _html.run_html(self)
+
+
+class _MethodNow:
+    """What a former property that became a method returns (the handle convention: properties
+    are a handle's own state, methods query other rows). Calling it is the new spelling; using
+    it as the value itself (the old spelling) still works and warns."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn: Any, name: str) -> None:
+        self._fn, self._name = fn, name
+
+    def __call__(self) -> Any:
+        return self._fn()
+
+    def _old(self) -> Any:
+        import warnings
+
+        warnings.warn(f"{self._name} is a method: write {self._name}() (the spelling without the call "
+                      f"goes away in the next version)", DeprecationWarning, stacklevel=3)
+        return self._fn()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._old(), name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._old()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._old())
+
+    def __len__(self) -> int:
+        return len(self._old())
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._old()
+
+    def __eq__(self, other: object) -> Any:
+        return self._old() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._old())
 
 
 def _results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:

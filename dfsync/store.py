@@ -136,7 +136,7 @@ def owner_token() -> str:
 class Store:
     """All reads and writes of one workspace file."""
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.memory = path == ":memory:"
@@ -149,12 +149,24 @@ class Store:
         if self.memory:
             _memory_cons[self._key] = duckdb.connect(":memory:")
         else:
-            d = os.path.dirname(os.path.abspath(path))
-            os.makedirs(d, exist_ok=True)
-            if os.path.exists(path) and os.path.getsize(path) > 0:
+            from ._paths import not_writable
+
+            exists = os.path.exists(path) and os.path.getsize(path) > 0
+            if exists:
                 self._check_header()
+            elif not create:
+                raise WorkspaceError(f"no dfsync workspace at {path}; nothing was created. Pass the workspace "
+                                     f"file your notebook uses: dfsync.Workspace(PATH), on the command line "
+                                     f"--workspace PATH")
+            why = not_writable(path)
+            if why:
+                raise WorkspaceError(
+                    f"cannot use the workspace {path}: {why}. dfsync writes its workspace file and a journal "
+                    f"next to it; give dfsync.Workspace() a path in a directory you can write"
+                    f"{' (the file was not changed)' if exists else ''}.")
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with self.connect() as con:
-            self._migrate(con)
+            self._migrate(con, create)
 
     # ------------------------------------------------------------------ connections
     def _check_header(self) -> None:
@@ -352,7 +364,9 @@ class Store:
                 con.close()
 
     # ------------------------------------------------------------------ schema
-    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _migrate(self, con: duckdb.DuckDBPyConnection, create: bool = True) -> None:
+        if not self.memory:
+            self._refuse_foreign(con, create)
         con.execute("CREATE TABLE IF NOT EXISTS dfsync_schema (version INTEGER, applied_at TIMESTAMPTZ)")
         have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchall()[0][0]
         if have > SCHEMA_VERSION:
@@ -366,6 +380,26 @@ class Store:
                 con.execute(stmt)
             con.execute("INSERT INTO dfsync_schema VALUES (?, ?)", [version, now()])
             con.execute("COMMIT")
+
+    def _refuse_foreign(self, con: duckdb.DuckDBPyConnection, create: bool) -> None:
+        """A DuckDB file that is not a dfsync workspace is never turned into one (nothing is written)."""
+        names = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal "
+            "ORDER BY 1").fetchall()]
+        if "dfsync_schema" in names:
+            return
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise WorkspaceError(
+                f"{self.path} is a DuckDB database with other tables ({shown}), not a dfsync workspace; "
+                f"dfsync did not change it. Give dfsync.Workspace() a file of its own (the default is "
+                f"{os.path.join('.dfsync', 'workspace.duckdb')}); to sync into this database use "
+                f"dfsync.destinations.duckdb({self.path!r}, table=...)")
+        if not create:
+            raise WorkspaceError(f"{self.path} is not a dfsync workspace (it has no dfsync tables); nothing was "
+                                 f"written. Pass the workspace file your notebook uses: dfsync.Workspace(PATH), "
+                                 f"on the command line --workspace PATH")
 
     def ledger_id(self, run_id: int) -> str:
         """The workspace id a run's destination ledger key carries ("" for runs begun before it had one)."""
@@ -610,7 +644,8 @@ class Store:
             return _frame(con, 
                 f"""SELECT r.id AS run_id, s.name AS sync, r.status, r.trigger, r.definition_version,
                        r.started_at, r.finished_at,
-                       epoch_ms(coalesce(r.finished_at, r.updated_at)) / 1000.0 - epoch_ms(r.started_at) / 1000.0 AS duration_s,
+                       round((epoch_ms(coalesce(r.finished_at, r.updated_at)) - epoch_ms(r.started_at)) / 1000.0, 3)
+                           AS duration_s,
                        {", ".join(f"r.{c}" for c in COUNTERS)}, r.batches, r.error
                     FROM runs r JOIN syncs s ON s.id = r.sync_id {where}
                     ORDER BY r.id DESC {lim}""", [sync_id] if sync_id is not None else [])

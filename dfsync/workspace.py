@@ -123,9 +123,12 @@ class Workspace:
     0
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0,
+                 create: bool = True) -> None:
+        """Open the workspace at ``path`` (made if missing; ``create=False``: open only an existing
+        one). A DuckDB file holding other tables is refused (``WorkspaceError``) and left unchanged."""
         self.path = os.fspath(path) if path is not None else DEFAULT_PATH
-        self.store = Store(self.path, busy_timeout=busy_timeout)
+        self.store = Store(self.path, busy_timeout=busy_timeout, create=create)
         self.recover()
 
     # .............................................................. housekeeping
@@ -268,15 +271,27 @@ class Workspace:
         store = self.store
         with store.lease():  # one workspace connection for the lookups and the write, not four
             if store.sync_exists(name):
+                old = store.sync_row(name)
+                changed = [k for k in sorted(set(definition) | set(old["definition"]))
+                           if definition.get(k) != old["definition"].get(k)]
                 if if_exists == "error":
-                    raise ConfigError(f"a sync named {name!r} already exists; pick another name or use if_exists='update'")
-                sid = store.sync_row(name)["id"]
-                version, reset = store.update_definition(sid, definition, state_key, schedule, next_run, session_only)
-                if reset:
+                    what = (f"with a different definition ({', '.join(changed)} differ)" if changed
+                            else "with this definition")
+                    raise ConfigError(
+                        f"a sync named {name!r} already exists {what}. if_exists='update' (the default) stores "
+                        f"the new definition as its next version and keeps what it delivered, so only changes "
+                        f"are sent; or pick another name, or ws.delete_sync({name!r}) first")
+                version, reset = store.update_definition(old["id"], definition, state_key, schedule, next_run,
+                                                         session_only)
+                if version != old["definition_version"]:
                     import warnings
 
-                    warnings.warn(f"sync {name!r}: destination or primary key changed, so every row is sent again once",
-                                  stacklevel=2)
+                    then = ("the destination or primary key changed, so every row is sent again once" if reset
+                            else "what it delivered is kept, so only changes are sent")
+                    warnings.warn(
+                        f"sync {name!r} already existed: its definition changed ({', '.join(changed) or 'schedule'}) "
+                        f"and is now version {version}; {then}. (if_exists='update' does this; "
+                        f"if_exists='error' refuses a name in use.)", stacklevel=2)
             else:
                 sid = store.create_sync(name, definition, state_key, schedule, next_run, session_only)
             _LIVE[(store._key, name)] = {

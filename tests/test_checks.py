@@ -254,7 +254,7 @@ def test_e2e_fail_sends_nothing_and_says_why(tmp_path):
     assert run.status == dfsync.RunStatus.FAILED
     assert "2 checks failed: email not_null: 1 rows; age between: 2 rows" in run.error
     assert _sent(dest) == []
-    v = run.validation
+    v = run.validation()
     assert isinstance(v, pl.DataFrame)
     assert v.sort("check_name")["unexpected_count"].to_list() == [2, 1]
 
@@ -280,7 +280,7 @@ def test_e2e_warn_sends_everything_and_records_failures(tmp_path):
     run = sync.run(progress=False)
     assert run.status == dfsync.RunStatus.SUCCESS, run.error
     assert _sent(dest) == list(range(1, 9))
-    v = run.validation
+    v = run.validation()
     assert v["success"].to_list() == [False] and v["unexpected_count"].to_list() == [1]
 
 

@@ -81,7 +81,7 @@ def test_passing_run_hands_the_action_a_checkpoint_result(ws, tmp_path):
     assert res["unexpected"] == {EMAIL: 0, AGE: 0}
     assert line["described"]["successful_validations"] == 1
     # the suite's expectations are the sync's checks, in run.validation() as usual
-    assert sorted(run.validation["check_name"].to_list()) == sorted([EMAIL, AGE])
+    assert sorted(run.validation()["check_name"].to_list()) == sorted([EMAIL, AGE])
 
 
 @pytest.mark.parametrize("on_invalid", ["skip", "fail"])

@@ -300,7 +300,7 @@ def test_records_and_events_and_repr(ws, tmp_path):
         run.records(status="ok")
     assert "success" in repr(run) and "r" in repr(s)
     assert "<div" in run._repr_html_() and "<div" in s._repr_html_() and "<div" in ws._repr_html_()
-    assert set(run.durations) == {"started", "querying", "queued", "in_progress"}
+    assert set(run.durations()) == {"started", "querying", "queued", "in_progress"}
     assert run.raise_for_status() is run
     assert ws.sql("SELECT count(*) AS n FROM runs")["n"].item() == 1
 

@@ -173,8 +173,12 @@ class ArrowSQLSession(DestinationSession):
         import tenacity
 
         def reset(state: tenacity.RetryCallState) -> None:
-            log.warning("%s destination %s: connection problem (%s); retrying",
-                        self.label, self._where(), redact(str(state.outcome.exception())))
+            # one warning per outage, not one per attempt; the rest at debug level
+            first = state.attempt_number == 1
+            (log.warning if first else log.debug)(
+                "%s destination %s: connection problem (%s); %s", self.label, self._where(),
+                " ".join(redact(str(state.outcome.exception())).split()),
+                f"retrying for up to {self.destination.retry_timeout:g}s" if first else "retrying")
             self._drop_connection()
 
         retrying = tenacity.Retrying(
@@ -189,7 +193,7 @@ class ArrowSQLSession(DestinationSession):
         except Transient as exc:
             self._drop_connection()
             raise TransientDestinationError(
-                f"{self.label} destination {self._where()} is unreachable ({exc}); retried for "
+                f"{self.label} destination {self._where()} is unreachable ({' '.join(str(exc).split())}); retried for "
                 f"{self.destination.retry_timeout:g}s. The run is paused and resumes on the next run."
             ) from None
 

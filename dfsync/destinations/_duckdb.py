@@ -326,6 +326,12 @@ class DuckDBSession(DestinationSession):
 
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    from .._paths import not_writable
+
+    why = not_writable(path)
+    if why:
+        raise DestinationError(f"cannot write the DuckDB destination {path}: {why}. Point "
+                               f"destinations.duckdb() at a file in a directory you can write.")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     delay = 0.05

@@ -88,7 +88,13 @@ class ParquetSession(DestinationSession):
         return meta.get(b"dfsync_run", b"").decode() == self.run_key
 
     def prepare(self, schema: pa.Schema) -> None:
+        from .._paths import not_writable
+
         self.schema = schema
+        why = not_writable(self.dir, is_dir=True)
+        if why:
+            raise DestinationError(f"cannot write the Parquet destination {self.dir}: {why}. Point "
+                                   f"destinations.parquet() at a directory you can write.")
         os.makedirs(self.batch_dir, exist_ok=True)
         if self.ctx.mode == DestinationMode.REPLACE or not self._has_data():
             if self.ctx.mode == DestinationMode.UPDATE:

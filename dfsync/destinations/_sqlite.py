@@ -125,6 +125,12 @@ class SQLiteSession(ArrowSQLSession):
             raise MissingDependencyError("adbc-driver-sqlite", "sqlite", "the SQLite destination") from None
         from .._adbc import connect_sqlite
 
+        from .._paths import not_writable
+
+        why = not_writable(self.destination.path)
+        if why:
+            raise DestinationError(f"cannot write the SQLite destination {self.destination.path}: {why}. "
+                                   f"Point destinations.sqlite() at a file in a directory you can write.")
         parent = os.path.dirname(os.path.abspath(self.destination.path))
         os.makedirs(parent, exist_ok=True)
         try:

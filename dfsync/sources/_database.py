@@ -14,6 +14,7 @@ destination's rules (``password="env:NAME"``, ``env:NAME`` in the URI, libpq's P
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +69,12 @@ class DatabaseSource(Source):
                 import adbc_driver_sqlite  # noqa: F401
 
                 path = self.uri[len("sqlite:///"):] if self.uri.startswith("sqlite:///") else self.uri[len("sqlite://"):]
+                if path and path != ":memory:" and not path.startswith("file:") and not os.path.isfile(path):
+                    # SQLite would create an empty database there and the query would fail on a missing table
+                    raise SourceError(
+                        f"the SQLite database {path} does not exist (looked for {os.path.abspath(path)}); "
+                        f"nothing was created. Check the path: sqlite:///relative/path.db or "
+                        f"sqlite:////absolute/path.db")
                 return connect_sqlite(path or ":memory:")
             import adbc_driver_postgresql  # noqa: F401
         except ImportError as exc:

@@ -1,0 +1,214 @@
+"""What a new user meets in the first hour (issue 18): failures you can see (point 3),
+errors that point at the real problem (5), a user's database never turned into a workspace
+(6) and one convention for the handles (7). Frames and windows: test_frames_and_windows.py."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import warnings
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync._progress import TerminalReporter
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+    yield w
+    w.close()
+
+
+def frame(n=3):
+    return dfsync.sources.frame(pl.DataFrame({"id": list(range(n)), "v": [i * 0.5 for i in range(n)]}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------- 3. failures you can see
+def test_a_paused_run_says_why_and_the_outage_logs_one_line(ws, caplog):
+    """A wrong PostgreSQL port: the run pauses after its retries, run.error says why, one warning."""
+    caplog.set_level(logging.DEBUG, logger="dfsync")
+    sync = ws.create_sync("pg", source=frame(), primary_key="id", destination=dfsync.destinations.postgres(
+        f"postgresql://someone@127.0.0.1:{free_port()}/db", table="t", retry_timeout=1.5))
+    run = sync.run(progress=False)
+    assert run.status == "paused"
+    first = run.error.splitlines()[0]
+    assert "unreachable" in first and "Connection refused" in first and "resumes on the next run" in first
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("dfsync")]
+    assert len(warned) == 1 and "retrying for up to 1.5s" in warned[0].getMessage(), [r.getMessage() for r in warned]
+
+
+def test_terminal_progress_line_shows_why_a_run_failed(ws, capsys):
+    sync = ws.create_sync("f", source=frame(), primary_key="id", checks=[dfsync.checks.between("v", 0, 0.1)],
+                          destination=dfsync.destinations.duckdb(str(ws.path) + ".d", table="t"))
+    run = sync.run(progress=TerminalReporter("f", 0))
+    assert run.status == "failed"
+    err = capsys.readouterr().err
+    assert "failed: 1 check failed: v between: 2 rows" in err, err
+
+
+def test_raise_on_failure(ws, tmp_path):
+    sync = ws.create_sync("f", source=frame(), primary_key="id", checks=[dfsync.checks.between("v", 0, 0.1)],
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    with pytest.raises(dfsync.SyncRunFailed, match="is failed: 1 check failed") as exc:
+        sync.run(progress=False, raise_on_failure=True)
+    assert exc.value.run.status == "failed"
+    with pytest.raises(dfsync.SyncRunFailed):
+        sync.run(progress=False, background=True, raise_on_failure=True)
+    ok = ws.create_sync("ok", source=frame(), primary_key="id",
+                        destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t2"))
+    assert ok.run(progress=False, raise_on_failure=True).status == "success"
+
+
+def test_messages_print_numbers_as_plain_values(ws, tmp_path):
+    with pytest.raises(dfsync.ConfigError) as exc:
+        ws.create_sync("n", source=frame(), primary_key="id", batch_size=np.int64(-5),
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    assert "not -5" in str(exc.value) and "np." not in str(exc.value)
+    assert str(dfsync.ConfigError(f"{np.float64(-5.0)!r} {np.bool_(True)!r}")) == "-5.0 True"
+
+
+def test_cli_json_durations_are_milliseconds(ws, tmp_path, dfsync_cli):
+    src = tmp_path / "s.parquet"
+    pl.DataFrame({"id": [1, 2]}).write_parquet(src)
+    ws.create_sync("c", source=dfsync.sources.files(str(src)), primary_key="id",
+                   destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")).run(progress=False)
+    ws.close()
+    res = dfsync_cli("runs", "c", "--workspace", str(tmp_path / "ws.duckdb"), "--json")
+    assert res.code == 0, res.err
+    d = json.loads(res.out)[0]["duration_s"]
+    assert d == round(d, 3) and d > 0
+
+
+# ---------------------------------------------------------------------- 5. errors at the real problem
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A directory nobody may write, root included (chattr +i when running as root)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    dfsync.Workspace(d / "ws.duckdb").close()  # a healthy workspace already there
+    os.chmod(d, 0o555)
+    immutable = os.geteuid() == 0
+    if immutable:
+        assert shutil.which("chattr"), "chattr (e2fsprogs) is needed to make a directory read-only for root"
+        subprocess.run(["chattr", "+i", str(d)], check=True)
+    yield d
+    if immutable:
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    os.chmod(d, 0o755)
+
+
+def test_read_only_directory_is_named(readonly_dir, tmp_path):
+    for path in (readonly_dir / "new.duckdb", readonly_dir / "ws.duckdb", readonly_dir / "sub" / "ws.duckdb"):
+        with pytest.raises(dfsync.WorkspaceError, match="is not writable") as exc:
+            dfsync.Workspace(path)
+        assert not isinstance(exc.value, dfsync.WorkspaceCorrupt)
+        assert str(readonly_dir) in str(exc.value)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    for name, dest in [("duckdb", dfsync.destinations.duckdb(str(readonly_dir / "w.duckdb"), table="t")),
+                       ("sqlite", dfsync.destinations.sqlite(str(readonly_dir / "w.sqlite"), table="t")),
+                       ("parquet", dfsync.destinations.parquet(str(readonly_dir / "lake")))]:
+        run = ws.create_sync(name, source=frame(), destination=dest, primary_key="id").run(progress=False)
+        assert run.status == "failed" and f"directory {readonly_dir} is not writable" in run.error, run.error
+    assert sorted(os.listdir(readonly_dir)) == ["ws.duckdb"]
+
+
+def test_missing_sqlite_source_is_named_and_not_created(ws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(dfsync.SourceError, match="the SQLite database missing.sqlite does not exist"):
+        ws.create_sync("s", source=dfsync.sources.database("sqlite:///missing.sqlite", "SELECT * FROM t"),
+                       destination=dfsync.destinations.duckdb("d.duckdb", table="t"), primary_key="id")
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_reused_name_says_what_if_exists_does(ws, tmp_path):
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    ws.create_sync("s", source=frame(), destination=dest, primary_key="id")
+    with pytest.raises(dfsync.ConfigError, match=r"different definition \(destination_mode differ\).*"
+                                                 r"if_exists='update' \(the default\)"):
+        ws.create_sync("s", source=frame(), destination=dest, primary_key="id", destination_mode="mirror",
+                       if_exists="error")
+    with pytest.warns(UserWarning, match=r"definition changed \(destination_mode\) and is now version 2; what it "
+                                         r"delivered is kept.*if_exists='error' refuses"):
+        ws.create_sync("s", source=frame(), destination=dest, primary_key="id", destination_mode="mirror")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same definition again: nothing to say
+        ws.create_sync("s", source=frame(), destination=dest, primary_key="id", destination_mode="mirror")
+
+
+# ---------------------------------------------------------------------- 6. a user's database
+def digest(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_a_users_duckdb_file_is_never_turned_into_a_workspace(tmp_path, dfsync_cli):
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE TABLE customers AS SELECT range AS id FROM range(1000)")
+        con.execute("CREATE VIEW big AS SELECT * FROM customers WHERE id > 500")
+    before, mtime = digest(warehouse), os.stat(warehouse).st_mtime_ns
+    with pytest.raises(dfsync.WorkspaceError, match=r"other tables \(big, customers\), not a dfsync workspace; "
+                                                    r"dfsync did not change it"):
+        dfsync.Workspace(warehouse)
+    for args in (["syncs"], ["status", "x"], ["runs", "x"], ["records", "1"], ["run", "x"]):
+        res = dfsync_cli(*args, "--workspace", str(warehouse))
+        assert res.code == 2 and "not a dfsync workspace" in res.err, (args, res.err)
+    assert digest(warehouse) == before and os.stat(warehouse).st_mtime_ns == mtime
+    assert sorted(os.listdir(tmp_path)) == ["warehouse.duckdb"]
+
+
+def test_read_only_cli_commands_never_create_a_workspace(tmp_path, dfsync_cli):
+    empty = tmp_path / "empty.duckdb"
+    with duckdb.connect(str(empty)):
+        pass
+    before = digest(empty)
+    for args in (["syncs"], ["status", "x"], ["runs", "x"], ["records", "1"]):
+        res = dfsync_cli(*args, "--workspace", str(empty))
+        assert res.code == 2 and "not a dfsync workspace" in res.err, (args, res.err)
+        res = dfsync_cli(*args)  # the default path
+        assert res.code == 2 and "no workspace at" in res.err, (args, res.err)
+    assert digest(empty) == before and sorted(os.listdir(tmp_path)) == ["empty.duckdb"]
+    # the Python API still makes a workspace in an empty DuckDB file (or a new path)
+    dfsync.Workspace(empty).close()
+    res = dfsync_cli("syncs", "--workspace", str(empty), "--json")
+    assert res.code == 0 and json.loads(res.out) == []
+
+
+# ---------------------------------------------------------------------- 7. the handle convention
+def test_properties_are_own_state_methods_query(ws, tmp_path):
+    sync = ws.create_sync("h", source=frame(), primary_key="id", checks=[dfsync.checks.not_null("id")],
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    run = sync.run(progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # own state: properties
+        assert (sync.status, sync.cursor, run.status, run.error, run.counts["sent"]) == ("healthy", None, "success", None, 3)
+        # queries of other rows: methods
+        assert sync.last_run().id == run.id and sync.current_run() is None
+        assert set(run.durations()) == {"started", "querying", "queued", "in_progress"}
+        assert run.validation()["check_name"].to_list() == ["id not_null"]
+        assert sync.runs().height == 1 and run.events().height >= 5
+    # the old spellings still work, and say so
+    with pytest.warns(DeprecationWarning, match=r"run.validation is a method: write run.validation\(\)"):
+        assert run.validation["check_name"].to_list() == ["id not_null"]
+    with pytest.warns(DeprecationWarning, match=r"run.durations\(\)"):
+        assert "querying" in run.durations
+    with contextlib.suppress(DeprecationWarning), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert run.validation.height == 1 and len(run.durations) == 4
