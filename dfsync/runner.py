@@ -42,6 +42,7 @@ from .destinations.base import (
 from .errors import (
     DfsyncError,
     EmptySourceError,
+    InvalidRecordsError,
     TransientDestinationError,
     ValidationFailed,
     redact,
@@ -497,18 +498,25 @@ class Runner:
         if row.get("source_snapshot"):
             store.set_sync_fields(sync.id, source_snapshot=None)
         state = delivered_state(store, sync.id, sync.primary_key)
-        with store.released():  # reading the source can take long: let other processes in
-            result = self.staging.load(
-                sync.source, sync.mapping, sync.primary_key, cursor=cursor,
-                detect_deletes=sync.sync_mode == SyncMode.FULL_REFRESH,
-                state=state, force=force,
-                retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
-                quarantine_keys=sync.on_invalid == "skip",
-                keep_unchanged=sync.destination_mode == DestinationMode.REPLACE,
-            )
+        try:
+            with store.released():  # reading the source can take long: let other processes in
+                result = self.staging.load(
+                    sync.source, sync.mapping, sync.primary_key, cursor=cursor,
+                    detect_deletes=sync.sync_mode == SyncMode.FULL_REFRESH,
+                    state=state, force=force,
+                    retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
+                    quarantine_keys=sync.on_invalid == "skip",
+                    keep_unchanged=sync.destination_mode == DestinationMode.REPLACE,
+                )
+        except InvalidRecordsError as exc:
+            failed = getattr(exc, "stage_result", None)
+            if failed is not None:  # null or repeated keys under on_invalid='fail': say what was found
+                store.set_counters(self.run_id, queried=failed.queried, retried=failed.retried)
+                self._set_valid_counters()
+                self._keep_invalid_records()
+            raise
         for p in result.key_problems:
             store.note(sync.id, self.run_id, f"quarantined: {p}")
-        c = result.counts
         if sync.sync_mode == SyncMode.FULL_REFRESH and result.queried == 0 and not sync.allow_empty:
             raise EmptySourceError(
                 f"the source {sync.source.describe()} returned no rows. A full refresh of an empty source "
@@ -516,13 +524,32 @@ class Runner:
                 f"the destination, so nothing was sent. If the source is really empty, create the sync "
                 f"with allow_empty=True."
             )
-        deletes = c["delete"] if sync.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0
-        store.set_counters(self.run_id, queried=result.queried, inserted=c["insert"], updated=c["update"],
-                           deleted=deletes, unchanged=c["unchanged"], retried=result.retried,
-                           invalid=result.invalid)
+        store.set_counters(self.run_id, queried=result.queried, retried=result.retried)
+        self._set_valid_counters()
         store.set_sync_fields(sync.id, key_types=self.staging.types)
         if token is not None and self._source_token(row) == token:  # the files did not change while read
             self.source_token = token
+
+    def _set_valid_counters(self) -> None:
+        """inserted / updated / unchanged / invalid as staged now: quarantined rows count only as
+        invalid, so ``queried = inserted + updated + unchanged + invalid`` on every run."""
+        assert self.staging is not None
+        c = self.staging.valid_counts()
+        deletes = c["delete"] if self.sync.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0
+        self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], deleted=deletes,
+                                unchanged=c["unchanged"], invalid=c["invalid"])
+
+    def _keep_invalid_records(self) -> None:
+        """A run failing on its rows keeps the offending ones (the first RECORD_RETENTION) as
+        ``invalid`` records, so the user sees them without re-running under another policy."""
+        assert self.staging is not None
+        inv = self.staging.invalid_records(limit=RECORD_RETENTION)
+        if inv.num_rows:
+            self._store_records(inv)
+        total = self.staging.invalid_count()
+        if total > inv.num_rows:
+            self.store.note(self.sync.id, self.run_id, f"{total} rows are invalid; the first {inv.num_rows} "
+                            "are kept as run.records(status='invalid')")
 
     def _source_token(self, row: dict[str, Any]) -> str | None:
         """What the source looks like now, for a full refresh that may skip an unchanged source."""
@@ -548,7 +575,10 @@ class Runner:
                 return None, None
             keys = con.sql(f"SELECT DISTINCT {key} FROM {rt} WHERE _status = 'failed'").to_arrow_table()
             rows = con.sql(
-                f"SELECT * EXCLUDE ({', '.join(RECORD_META_ALL)}) FROM {rt} WHERE _status IN ('failed','invalid') "
+                f"SELECT * EXCLUDE ({', '.join(RECORD_META_ALL)}) FROM {rt} WHERE (_status = 'failed' OR "
+                # rows a failed run found invalid were never let through: the next read brings them
+                f"_status = 'invalid' AND _run_id IN (SELECT id FROM runs WHERE status <> 'failed')) "
+                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in self.sync.primary_key)}) "
                 f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _run_id DESC) = 1").to_arrow_table()
         return rows, keys
 
@@ -580,8 +610,12 @@ class Runner:
         if not failed:
             return
         if sync.on_invalid == "fail":
+            self.staging.add_invalid(evaluation.failures_table)
+            self._set_valid_counters()
+            self._keep_invalid_records()
             raise ValidationFailed(evaluation.summary() + ". Nothing was sent; fix the data, or use "
-                                   "on_invalid='skip' to quarantine failing rows and send the rest.")
+                                   "on_invalid='skip' to quarantine failing rows and send the rest "
+                                   "(the failing rows: run.records(status='invalid')).")
         table_failures = [r for r in failed if r.get("level") == "table" and r.get("kind") != "unique"
                           and not r.get("kind", "").endswith("unique")]
         if sync.on_invalid == "skip":
@@ -590,7 +624,7 @@ class Runner:
         if table_failures and sync.on_invalid == "skip":
             self.store.note(sync.id, self.run_id, "table-level checks failed (recorded): "
                             + ", ".join(r["check_name"] for r in table_failures))
-        self.store.set_counters(self.run_id, invalid=self.staging.invalid_count())
+        self._set_valid_counters()
 
     def _store_check_results(self, results: list[dict[str, Any]]) -> None:
         with self.store.transaction() as con:
@@ -614,7 +648,8 @@ class Runner:
         skipped = staging.mark_skipped(mode)
         if skipped is not None and skipped.num_rows:
             self._store_records(skipped)
-            store.add_counters(self.run_id, skipped=skipped.num_rows)
+            # handed to the transfer and skipped by the mode: sent = succeeded + failed + skipped
+            store.add_counters(self.run_id, sent=skipped.num_rows, skipped=skipped.num_rows)
         total = staging.pending_count(mode)
         plan = self._decide_schema(staging)
         keep_all = total <= RECORD_RETENTION

@@ -110,6 +110,7 @@ class Staging:
         self.loaded = False
         self.joined = False
         self._pending: list[tuple[np.ndarray, str, int, str | None]] = []  # outcomes not yet in the table
+        self.read_counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)  # rows per action as read and diffed
 
     def for_transfer(self) -> None:
         """Halve the memory cap for the transfer when the staged rows did not fit anyway.
@@ -186,15 +187,37 @@ class Staging:
             ).fetchall()[0][0]
             con.unregister("_retry_keys")
         # only new keys can be null or repeat once the changed-only diff has checked the matched ones
-        self._check_keys(result, quarantine_keys, only_inserts=counts is not None)
+        self._check_keys(result, only_inserts=counts is not None)
         if counts is None:
             counts = dict.fromkeys(ACTIONS, 0)
             counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
-        result.counts = counts
         result.queried = counts["insert"] + counts["update"] + counts["unchanged"]
-        result.invalid = self.invalid_count()
+        self.read_counts = dict(counts)
+        result.counts = self.valid_counts()
+        result.invalid = result.counts["invalid"]
         self.loaded = True
+        if result.key_problems and not quarantine_keys:
+            err = InvalidRecordsError(
+                "the source has rows that cannot be synced: " + "; ".join(result.key_problems)
+                + ". Fix them in the source, choose another primary_key, or create the sync with "
+                "on_invalid='skip' to quarantine them and send the rest. Nothing was sent; the offending "
+                "rows are kept as run.records(status='invalid')."
+            )
+            err.stage_result = result  # type: ignore[attr-defined]  # the runner records counters and rows
+            raise err
         return result
+
+    def valid_counts(self) -> dict[str, int]:
+        """Rows per action that are still to be handled, plus ``invalid``: the quarantined rows
+        taken out of the action they had, so ``insert + update + unchanged + invalid`` is
+        every row read, whatever the checks quarantined."""
+        counts = dict(self.read_counts)
+        per = self.con.execute(
+            "SELECT s._action, count(*) FROM stg s SEMI JOIN invalid i ON s.rowid = i._rid GROUP BY ALL").fetchall()
+        for action, n in per:
+            counts[action] -= n
+        counts["invalid"] = sum(n for _, n in per)
+        return counts
 
     def load_nothing(self, key: Sequence[str], types: dict[str, str]) -> StageResult:
         """Stage no rows (the source is known unchanged since everything was delivered)."""
@@ -204,7 +227,8 @@ class Staging:
         self.con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
         self.con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
         self.loaded = self.joined = True
-        return StageResult(counts=dict.fromkeys(ACTIONS, 0))
+        self.read_counts = dict.fromkeys(ACTIONS, 0)
+        return StageResult(counts={**self.read_counts, "invalid": 0})
 
     def _open_source(self, source: Source, mapping: Mapping, cursor: CursorFilter | None) -> Callable[[], int | None] | None:
         """Make the source the view ``_src`` (mapped columns); return how to count its rows.
@@ -349,9 +373,9 @@ class Staging:
         if len(cols) != len(self.columns):
             return  # the record shape changed since; the full source read covers them
         con.register("_retry", retry.select(self.columns))
-        cols_sql = ", ".join(quote(c) for c in self.columns)
+        cols_sql = ", ".join(f"s.{quote(c)}" for c in self.columns)
         con.execute(
-            f"""INSERT INTO stg SELECT {cols_sql}, _fp, CASE WHEN d._fp IS NULL THEN 'insert'
+            f"""INSERT INTO stg SELECT {cols_sql}, s._fp, CASE WHEN d._fp IS NULL THEN 'insert'
                      WHEN s._fp = d._fp THEN 'unchanged' ELSE 'update' END
                 FROM (SELECT r.*, {fp} AS _fp FROM _retry r ANTI JOIN stg x ON
                       {" AND ".join(f"r.{quote(k)} = x.{quote(k)}" for k in self.key)}) s
@@ -359,7 +383,8 @@ class Staging:
         )
         con.unregister("_retry")
 
-    def _check_keys(self, result: StageResult, quarantine: bool, only_inserts: bool = False) -> None:
+    def _check_keys(self, result: StageResult, only_inserts: bool = False) -> None:
+        """Null and repeated primary keys: noted in ``result.key_problems``, the rows in ``invalid``."""
         con, key = self.con, self.key
         kq = [quote(k) for k in key]
         null_cond = " OR ".join(f"{k} IS NULL" for k in kq)
@@ -385,12 +410,6 @@ class Staging:
         result.key_problems = problems
         if not problems:
             return
-        if not quarantine:
-            raise InvalidRecordsError(
-                "the source has rows that cannot be synced: " + "; ".join(problems)
-                + ". Fix them in the source, choose another primary_key, or create the sync with "
-                "on_invalid='skip' to quarantine them and send the rest. Nothing was sent."
-            )
         con.execute(
             f"INSERT INTO invalid SELECT rowid, 'primary_key not_null' FROM stg WHERE {rows} AND ({null_cond})")
         join_on = " AND ".join(f"s.{k} = d.{k}" for k in kq)
@@ -500,8 +519,8 @@ class Staging:
                 LEFT JOIN outcomes o ON o._rid = s.rowid
                 {w} ORDER BY s.rowid {lim}""").to_arrow_table()
 
-    def invalid_records(self) -> pa.Table:
-        return self.records(status="invalid")
+    def invalid_records(self, limit: int | None = None) -> pa.Table:
+        return self.records(status="invalid", limit=limit)
 
     def arrow_schema(self) -> pa.Schema:
         cols = ", ".join(quote(c) for c in self.columns)

@@ -558,12 +558,13 @@ class Sync:
                 from . import checks as checks_mod
 
                 evaluation = checks_mod.evaluate(staging.con, staging.to_check_view(), self.checks)
-                staging.add_invalid(evaluation.failures_table)
+                if self.on_invalid != "warn":  # warn sends failing rows: the counts say what a run would do
+                    staging.add_invalid(evaluation.failures_table)
                 validation = _results_frame(evaluation.results) if evaluation.results else None
-            c = result.counts
+            c = staging.valid_counts()  # quarantined rows count once, as invalid
             counts = {"insert": c["insert"], "update": c["update"],
                       "delete": c["delete"] if self.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0,
-                      "unchanged": c["unchanged"], "invalid": staging.invalid_count()}
+                      "unchanged": c["unchanged"], "invalid": c["invalid"]}
             records = pl.from_arrow(staging.records(include_unchanged=True))
             if counts["delete"] == 0 and c["delete"]:
                 records = records.filter(pl.col("_action") != "delete")

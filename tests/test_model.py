@@ -60,6 +60,18 @@ KINDS = [k.strip() for k in os.environ.get("DFSYNC_MODEL_KINDS", "duckdb,parquet
 _FIXTURES: dict[str, object] = {}  # pg_server, handed over by the test that asked for it
 
 
+#: checks the model draws (by name, so hypothesis prints them); with any but "none" the
+#: destination comparison is skipped (rows may be quarantined) but the counters must add up
+CHECKS = ["none", "score between", "name not_null + unique"]
+
+
+def _checks(which: str) -> list | None:
+    import dfsync.checks as dc
+
+    return {"none": None, "score between": [dc.between("score", -1e6, 1e6)],
+            "name not_null + unique": [dc.not_null("name"), dc.unique("name")]}[which]
+
+
 class _Req:
     def __init__(self, kind: str) -> None:
         self.param = kind
@@ -82,9 +94,11 @@ class SyncModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ set-up
     @initialize(kind=st.sampled_from(KINDS), incremental=st.booleans(),
-                first=st.dictionaries(keys, st.tuples(names, scores), min_size=4, max_size=14))
-    def setup(self, kind: str, incremental: bool, first: dict) -> None:
+                first=st.dictionaries(keys, st.tuples(names, scores), min_size=4, max_size=14),
+                checks=st.sampled_from(CHECKS), on_invalid=st.sampled_from(["skip", "warn", "fail"]))
+    def setup(self, kind: str, incremental: bool, first: dict, checks: str, on_invalid: str) -> None:
         self.kind = kind
+        self.checks, self.on_invalid = checks, on_invalid
         self.rows = {k: (name, score, self.clock) for k, (name, score) in first.items()}
         self.ever = {k: {self._norm(v)} for k, v in self.rows.items()}
         self.incremental = incremental
@@ -99,7 +113,8 @@ class SyncModel(RuleBasedStateMachine):
         kw = dict(sync_mode="incremental", cursor_field="updated_at", destination_mode="upsert") \
             if self.incremental else dict(destination_mode="mirror")
         self.sync = self.ws.create_sync("model", source=dfsync.sources.frame(self.frame()), destination=self.dest,
-                                        primary_key="k", batch_size=BATCH, allow_empty=True, **kw)
+                                        primary_key="k", batch_size=BATCH, allow_empty=True,
+                                        checks=_checks(self.checks), on_invalid=self.on_invalid, **kw)
 
     def teardown(self) -> None:
         dfsync.runner.LIVE_STAGING.clear()
@@ -181,6 +196,11 @@ class SyncModel(RuleBasedStateMachine):
         except KeyboardInterrupt:
             self.paused_version, self.staging_alive = staged, True
             raise
+        if run.status == "failed" and self.on_invalid == "fail" and self.checks != "none":
+            _sums(run.counts)  # a run stopped by its checks adds up too
+            assert run.counts["invalid"] > 0 and run.counts["sent"] == 0, (run.counts, run.error)
+            assert run.records(status="invalid").height == run.counts["invalid"]
+            return run
         assert run.status == "success", run.error
         self.last_staged = staged
         self.paused_version, self.staging_alive = None, False
@@ -188,16 +208,16 @@ class SyncModel(RuleBasedStateMachine):
 
     def _after_success(self, run: dfsync.SyncRun) -> None:
         c = run.counts
-        assert c["sent"] == c["succeeded"] + c["failed"] + c["skipped"], c
+        _sums(c)
+        if run.status == "failed":  # stopped by its checks (see _run)
+            return
         assert c["failed"] == 0, run.records(status="failed")
-        if not self.incremental:
-            assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"], c
         changes = c["inserted"] + c["updated"] + c["deleted"]
         if run.id not in self.interrupted_run:
             assert c["sent"] == changes, c
         else:  # the rows sent before the interruption are counted once, the rest on resume
             assert c["sent"] >= changes, c
-        if self.last_staged == self.version:
+        if self.last_staged == self.version and self.checks == "none":
             event(f"{self.kind} {'incremental' if self.incremental else 'mirror'}: destination checked"
                   + (" after a resume" if run.id in self.interrupted_run else ""))
             self._check_destination()
@@ -239,6 +259,12 @@ class SyncModel(RuleBasedStateMachine):
             live = self.ws.sql("SELECT count(*) AS n FROM runs WHERE status IN "
                                "('started','querying','queued','in_progress')")["n"][0]
             assert live == 0
+
+
+def _sums(c: dict) -> None:
+    """STATES.md: both sums hold for every run, every policy, every destination."""
+    assert c["sent"] == c["succeeded"] + c["failed"] + c["skipped"], c
+    assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"], c
 
 
 SyncModel.TestCase.settings = settings(max_examples=4, stateful_step_count=8, deadline=None,

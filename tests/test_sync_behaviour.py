@@ -86,7 +86,7 @@ def test_insert_mode_appends_new_rows_only(ws, target):
     sync = make(ws, target, v2, mode="insert")
     run = sync.run(progress=False)
     assert run.status == "success"
-    assert run.counts["skipped"] == 1 and run.counts["sent"] == 1
+    assert run.counts["skipped"] == 1 and run.counts["sent"] == 2  # sent = succeeded + failed + skipped
     got = target.read("people")
     assert sorted(got["id"].to_list()) == [1, 2, 3, 4]
     assert got.filter(pl.col("id") == 3)["name"].item() == "name3"  # not updated
