@@ -101,13 +101,18 @@ def box(title: str, body: str, *, cls: str = "dfsync") -> str:
 _box = box
 
 
-def scroll(inner: str, cls: str = "dfsync-scroll") -> str:
-    """Wide content (a table) scrolls sideways inside its box instead of widening the page."""
-    return f'<div class="{cls}" style="overflow-x:auto;max-width:100%">{inner}</div>'
+def scroll(inner: str, cls: str = "dfsync-scroll", *, fill: bool = False) -> str:
+    """Wide content (a table) scrolls sideways inside its box instead of widening the page.
+
+    ``fill=True``: the content never widens its box at all (``width:0;min-width:100%`` adds
+    nothing to the box's own width): rows of records take the width the panel has.
+    """
+    size = "width:0;min-width:100%" if fill else "max-width:100%"
+    return f'<div class="{cls}" style="overflow-x:auto;{size}">{inner}</div>'
 
 
 def table(rows: list[dict[str, Any]], columns: list[str], *, raw: tuple[str, ...] = ("status",),
-          headers: dict[str, str] | None = None, numeric: tuple[str, ...] = ()) -> str:
+          headers: dict[str, str] | None = None, numeric: tuple[str, ...] = (), fill: bool = False) -> str:
     """An HTML table; cells of the ``raw`` columns are already HTML, the rest are escaped.
 
     Headers and cells share their alignment (numbers right, text left) and nothing wraps.
@@ -124,7 +129,7 @@ def table(rows: list[dict[str, Any]], columns: list[str], *, raw: tuple[str, ...
                          f'{r.get(c) if c in raw else esc(_cell(r.get(c)))}</td>' for c in columns) + "</tr>"
         for r in rows)
     return scroll(f'<table style="border-collapse:collapse;font-size:0.9em;color:{TEXT}"><thead><tr>{head}</tr>'
-                  f'</thead><tbody>{body}</tbody></table>')
+                  f'</thead><tbody>{body}</tbody></table>', fill=fill)
 
 
 def _cell(v: Any) -> Any:

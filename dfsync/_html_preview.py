@@ -42,7 +42,7 @@ def action_table(rows: list[dict[str, Any]], columns: list[str], before: dict[An
                 tds.append(f'<td style="padding:2px 8px;white-space:nowrap">{_cell(v)}</td>')
         trs.append("<tr>" + "".join(tds) + "</tr>")
     return scroll(f'<table class="dfsync-preview-table" style="border-collapse:collapse;font-size:0.9em">'
-                  f'<thead><tr>{th}</tr></thead><tbody>{"".join(trs)}</tbody></table>', "dfsync-preview-scroll")
+                  f'<thead><tr>{th}</tr></thead><tbody>{"".join(trs)}</tbody></table>', "dfsync-preview-scroll", fill=True)
 
 
 def preview_html(p: Preview) -> str:

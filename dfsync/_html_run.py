@@ -214,7 +214,7 @@ def segments_bar(view: dict[str, Any]) -> str:
 def _sample_table(df: Any) -> str:
     if df is None or not df.height:
         return f'<div style="color:{MUTED};font-size:0.85em">(rows not kept)</div>'
-    return table(df.to_dicts(), list(df.columns), raw=())
+    return table(df.to_dicts(), list(df.columns), raw=(), fill=True)
 
 
 def breakdown(view: dict[str, Any]) -> str:

@@ -77,6 +77,45 @@ shutil.copy(DATA / "customers_v2.parquet", work / "source" / "customers.parquet"
 ]
 
 
+THEMES_NOTEBOOK = [
+    """
+import pathlib
+import polars as pl
+import dfsync
+
+DATA = pathlib.Path("data").resolve()
+work = pathlib.Path("work").resolve()
+work.mkdir(exist_ok=True)
+src = work / "customers.parquet"
+
+
+def bad_emails(df):  # 3 missing and 2 malformed e-mails: quarantined by the checks
+    return df.with_columns(email=pl.when(pl.col("customer_id").is_in([3, 4, 8])).then(None)
+                           .when(pl.col("customer_id").is_in([5, 9])).then(pl.lit("not-an-email"))
+                           .otherwise(pl.col("email")))
+
+
+bad_emails(pl.read_parquet(DATA / "customers_v1.parquet")).write_parquet(src)
+ws = dfsync.Workspace(work / "workspace.duckdb")
+sync = ws.create_sync("customers", source=dfsync.sources.files(str(src)),
+                      destination=dfsync.destinations.duckdb(str(work / "warehouse.duckdb"), table="customers"),
+                      primary_key="customer_id", destination_mode="mirror", on_invalid="skip",
+                      checks=[dfsync.checks.not_null("email"), dfsync.checks.matches("email", r"^[^@\\s]+@[^@\\s]+$")])
+sync.run(progress=False).raise_for_status()
+v2 = bad_emails(pl.read_parquet(DATA / "customers_v2.parquet"))
+v2.write_parquet(src)
+sync.run(progress=False).raise_for_status()
+# what the next run would change: new plans and values for a few customers
+v2.with_columns(plan=pl.when(pl.col("customer_id").is_between(40, 44)).then(pl.lit("enterprise")).otherwise(pl.col("plan")),
+                lifetime_value=pl.when(pl.col("customer_id").is_between(60, 80)).then(pl.col("lifetime_value") + 1)
+                .otherwise(pl.col("lifetime_value"))).write_parquet(src)
+""",
+    "panel = dfsync.widgets.SyncPanel(sync, run_id=1)\npanel",
+    "dfsync.widgets.RunHistory(sync)",
+    "dfsync.widgets.Dashboard(ws)",
+]
+
+
 @pytest.fixture
 def lab(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
     """A JupyterLab server over a temp copy holding panel.ipynb and data/; yields (base url with token, root)."""
@@ -91,9 +130,10 @@ def lab(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
     root = tmp_path / "root"
     root.mkdir()
     copy_repo_bits(root)
-    nb = new_notebook(cells=[new_code_cell(c.strip()) for c in PANEL_NOTEBOOK])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(nb, root / "panel.ipynb")
+    for name, cells in (("panel", PANEL_NOTEBOOK), ("themes", THEMES_NOTEBOOK)):
+        nb = new_notebook(cells=[new_code_cell(c.strip()) for c in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        nbformat.write(nb, root / f"{name}.ipynb")
 
     env = jupyter_env(tmp_path)
     settings, workspaces = tmp_path / "lab-settings", tmp_path / "lab-workspaces"
@@ -215,3 +255,141 @@ def test_sync_panel_in_jupyterlab(lab: tuple[str, pathlib.Path]) -> None:
         finally:
             browser.close()
     assert len(list(shots.glob("*.png"))) >= 4
+
+
+# every text node inside the dfsync widgets: its colour (fill for SVG text) against the first
+# opaque background behind it, with opacities and translucent layers composited as drawn
+CONTRAST_JS = r"""
+(roots) => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\(([^)]+)\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, under) => {
+    const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + under[i] * (1 - a)).concat([1]);
+  };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const bg = parse(getComputedStyle(e).backgroundColor);
+      if (bg && bg[3] > 0) { layers.push(bg); if (bg[3] >= 1) break; }
+    }
+    let c = [255, 255, 255, 1];
+    for (let i = layers.length - 1; i >= 0; i--) c = over(layers[i], c);
+    return c;
+  };
+  const out = [];
+  for (const root of document.querySelectorAll(roots)) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const text = n.textContent.trim();
+      const el = n.parentElement;
+      if (!text || !el || !el.getClientRects().length) continue;
+      if (el.closest("button:disabled")) continue;  // inactive controls are exempt (WCAG 1.4.3)
+      const style = getComputedStyle(el);
+      if (style.visibility === "hidden") continue;
+      let colour = parse(el instanceof SVGElement ? style.fill : style.color);
+      if (!colour) continue;
+      let opacity = 1;
+      for (let e = el; e; e = e.parentElement) opacity *= Number(getComputedStyle(e).opacity);
+      const bg = background(el);
+      colour = over([colour[0], colour[1], colour[2], colour[3] * opacity], bg);
+      const [a, b] = [lum(colour), lum(bg)];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      out.push({text: text.slice(0, 40), ratio: Math.round(ratio * 100) / 100,
+                colour: colour.slice(0, 3).map(Math.round).join(","), bg: bg.slice(0, 3).map(Math.round).join(",")});
+    }
+  }
+  return out;
+}
+"""
+ROOTS = ".dfsync-panel, .dfsync-run-history, .dfsync-dashboard"
+INTERNAL_COLUMNS = ("_fingerprint", "_status", "_checks", "_action", "_batch", "_run_id")
+
+
+def test_panels_explain_the_run_in_light_and_dark_themes(lab: tuple[str, pathlib.Path]) -> None:
+    if not os.path.exists(CHROMIUM):
+        _unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is not installed")
+    url, shots = lab
+    url = url.replace("/panel.ipynb", "/themes.ipynb")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            page.goto(url, timeout=TIMEOUT_MS)
+            expect(page.get_by_text(re.compile(r"\| Idle$")).first).to_be_visible(timeout=TIMEOUT_MS)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            panel = page.locator(".dfsync-panel").first
+            history, dashboard = page.locator(".dfsync-run-history"), page.locator(".dfsync-dashboard")
+            for x in (panel, history, dashboard):
+                expect(x).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_text(re.compile(r"\| Idle$")).first).to_be_visible(timeout=TIMEOUT_MS)
+
+            # 1. invalid rows per check, each opening to the rows it held back (run 1 had them)
+            nulls = panel.locator('.dfsync-check[data-check="email not_null"]')
+            expect(nulls).to_have_attribute("data-rows", "3")
+            expect(panel.locator('.dfsync-check[data-check="email matches"]')).to_have_attribute("data-rows", "2")
+            expect(nulls.locator("summary")).to_contain_text("email not_null")
+            nulls.locator("summary").click()
+            expect(nulls.locator("table")).to_be_visible()
+            expect(nulls.locator("td").filter(has_text=re.compile(r"^8$"))).to_have_count(1)
+            # 5. it shows run 1 of 2: it says so and offers the latest
+            expect(panel.locator(".dfsync-stale")).to_contain_text("latest run is #2")
+            expect(panel.locator("button.dfsync-btn-follow")).to_be_visible()
+
+            # 2. Preview: before -> after values, record columns only, the table inside the panel
+            panel.locator("button.dfsync-btn-preview").click()
+            before = panel.locator(".dfsync-preview .dfsync-changed .dfsync-before").first
+            expect(before).to_be_visible(timeout=TIMEOUT_MS)
+            changed = panel.locator(".dfsync-preview .dfsync-changed").first
+            expect(changed).to_contain_text("→")
+            assert before.inner_text().strip() != changed.locator(".dfsync-after").inner_text().strip()
+            expect(panel.locator(".dfsync-preview")).to_contain_text("before from the destination")
+            for width in (1400, 760):
+                page.set_viewport_size({"width": width, "height": 1800})
+                page.wait_for_timeout(300)
+                box = panel.bounding_box()
+                for table in panel.locator(".dfsync-preview-scroll").all():
+                    tb = table.bounding_box()
+                    assert tb["x"] >= box["x"] - 1 and tb["x"] + tb["width"] <= box["x"] + box["width"] + 1, (width, tb, box)
+            page.set_viewport_size({"width": 1400, "height": 1800})
+            text = " ".join(x.inner_text() for x in page.locator(ROOTS).all())
+            for col in INTERNAL_COLUMNS:
+                assert col not in text
+            # 4. the history chart: labelled axes, per-run bars
+            expect(history.locator(".dfsync-axis-label").filter(has_text="rows (log scale)")).to_have_count(1)
+            expect(history.locator(".dfsync-run-bar")).to_have_count(2)
+
+            for theme in ("JupyterLab Light", "JupyterLab Dark"):
+                page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+                light = "true" if theme.endswith("Light") else "false"
+                expect(page.locator(f"body[data-jp-theme-light='{light}']")).to_have_count(1, timeout=TIMEOUT_MS)
+                page.wait_for_timeout(500)
+                tag = "light" if light == "true" else "dark"
+                for name, x in (("sync-panel", panel), ("run-history", history), ("dashboard", dashboard)):
+                    x.scroll_into_view_if_needed()
+                    x.screenshot(path=str(shots / f"{tag}-{name}.png"))
+                # 6. every text colour against its background, WCAG AA (4.5:1)
+                seen = page.evaluate(CONTRAST_JS, ROOTS)
+                (shots / f"{tag}-contrast.json").write_text(json.dumps(sorted(seen, key=lambda s: s["ratio"]), indent=1))
+                assert len(seen) > 50
+                low = [s for s in seen if s["ratio"] < 4.5]
+                assert not low, f"{theme}: {low[:10]}"
+        except Exception:
+            page.screenshot(path=str(shots / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert {p.name for p in shots.glob("*.png")} >= {f"{t}-{n}.png" for t in ("light", "dark")
+                                                       for n in ("sync-panel", "run-history", "dashboard")}

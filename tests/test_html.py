@@ -105,7 +105,7 @@ def test_preview_shows_updates_as_before_and_after_read_from_the_destination(tmp
     first_keys = sorted(p.changes.filter(p.changes["_action"] == "update")["customer_id"].to_list())[:5]
     assert sorted(p.samples["update"]["customer_id"].to_list()) != first_keys
     # the tables scroll inside the preview instead of widening it
-    assert html.count('class="dfsync-preview-scroll" style="overflow-x:auto;max-width:100%"') == 3
+    assert html.count('class="dfsync-preview-scroll" style="overflow-x:auto;width:0;min-width:100%"') == 3
 
 
 def test_preview_before_values_fall_back_to_the_last_delivered_ones(tmp_path: pathlib.Path) -> None:

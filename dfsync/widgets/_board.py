@@ -26,7 +26,8 @@ class RunHistory(SnapshotMixin, w.VBox):
         self.limit = limit
         self.html = w.HTML()
         self.html.add_class("dfsync-history")
-        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="auto"))
+        self.refresh_button = w.Button(description="Refresh", icon="refresh",
+                                       layout=w.Layout(width="auto", align_self="flex-start"))
         self.refresh_button.add_class("dfsync-btn-refresh")
         self.refresh_button.on_click(lambda _b: self.refresh())
         super().__init__([self.html, self.refresh_button], layout=w.Layout(width="fit-content", max_width="100%"))
@@ -66,7 +67,8 @@ class Dashboard(SnapshotMixin, w.VBox):
                                                grid_gap="2px 14px", align_items="center"))
         self.table.add_class("dfsync-dashboard-table")
         self.detail = w.VBox()
-        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="auto"))
+        self.refresh_button = w.Button(description="Refresh", icon="refresh",
+                                       layout=w.Layout(width="auto", align_self="flex-start"))
         self.refresh_button.add_class("dfsync-btn-refresh")
         self.refresh_button.on_click(lambda _b: self.refresh())
         self.title = w.HTML(f'<div style="{_html.FONT};color:{_html.TEXT};font-weight:600">dfsync workspace '

@@ -130,7 +130,8 @@ class SyncPanel(SnapshotMixin, w.VBox):
         self._closed = threading.Event()
         self._last_report = 0.0
 
-        html_layout, html_style = w.Layout(), HTMLStyle()
+        # overflow lets a wide preview table scroll inside the panel instead of widening it
+        html_layout, html_style = w.Layout(max_width="100%", overflow="auto"), HTMLStyle()
 
         def html(cls: str) -> Any:
             x = w.HTML(layout=html_layout, style=html_style)
@@ -169,7 +170,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
                          layout=w.Layout(border=f"1px solid {_html.LINE}", padding="6px 10px",
                                          width="fit-content", max_width="100%"))
         self.add_class("dfsync-panel")
-        self.refresh()
+        self._reload(latest=self.follow_latest)  # a panel made for one run starts on it
 
     def __repr__(self) -> str:
         s = self.state
@@ -196,8 +197,11 @@ class SyncPanel(SnapshotMixin, w.VBox):
 
     def refresh(self) -> SyncPanel:
         """Reload from the workspace: shows the latest run, including runs started elsewhere."""
+        return self._reload(latest=True)
+
+    def _reload(self, *, latest: bool) -> SyncPanel:
         last = self.sync.last_run()
-        if last is not None and (self._run is None or last.id > self._run.id):
+        if last is not None and (self._run is None or (latest and last.id > self._run.id)):
             self._run = last
             self.follow_latest = True
         state = self._snapshot(self._run)
