@@ -109,9 +109,13 @@ def _sent(ws: dfsync.Workspace, name: str) -> int:
     return int(ws.sync(name).last_run().counts["sent"])
 
 
-@pytest.mark.parametrize("policy", ["evolve", "freeze"])
+# freeze refuses in the runner, before any destination is opened: its cases beyond DuckDB run with -m slow
+MATRIX = [pytest.param(k, p, id=f"{k}-{p}", marks=[pytest.mark.slow] if p == "freeze" and k != "duckdb" else [])
+          for k in KINDS for p in ("evolve", "freeze")]
+
+
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("dest", KINDS, indirect=True)
+@pytest.mark.parametrize(("dest", "policy"), MATRIX, indirect=["dest"])
 def test_schema_change(dest: Target, case: str, policy: str, tmp_path):
     first, second, expected = CASES[case]
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
@@ -135,6 +139,8 @@ def test_schema_change(dest: Target, case: str, policy: str, tmp_path):
         assert after.equals(before), (before, after)
         return
     assert run.status == "success", run.error
+    # the fingerprint covers the schema it was computed under: every row is sent once more
+    assert run.counts["sent"] == len(expected)
     cols = sorted({c for row in expected.values() for c in row})
     assert contents(dest, cols) == expected
     changes = run.events().filter(pl.col("kind") == "schema")["detail"].to_list()

@@ -73,6 +73,8 @@ def _to_lazy(df: Any) -> pl.LazyFrame:
             df = pa.Table.from_batches([df])
         return pl.from_arrow(df).lazy()  # type: ignore[union-attr]
     if mod == "pandas":
-        return pl.from_pandas(df).lazy()
+        from .._pandas import pandas_to_polars
+
+        return pandas_to_polars(df).lazy()
     _check_frame(df)
     raise AssertionError("unreachable")

@@ -1,0 +1,139 @@
+"""A pandas DataFrame as a polars DataFrame, converted as docs/SCHEMA.md says or refused.
+
+``pandas_to_polars`` is the one place a pandas frame is converted. What it does:
+
+* NaN in a float column is pandas' missing value: it becomes NULL (a polars frame's NaN
+  stays NaN). Nullable extension dtypes (``Int64``, ``boolean``, ``string``, ``Float64``)
+  keep their type; a categorical column is sent as its values (text, or the categories'
+  type).
+* An object column converts when its values are of one kind (all text, all bytes, all
+  ints, all dicts, ...); ints mixed with floats convert to float when every int is exact
+  in a float (up to 2**53).
+* Refused with a :class:`ConfigError` naming the column and the fix: an object column of
+  mixed kinds (ints and strings, text and bytes, ...) or of arbitrary Python objects,
+  Period / Interval / sparse / complex columns, MultiIndex column labels, duplicate column
+  names, and a MultiIndex or named row index (its values would be dropped: ``reset_index()``
+  makes them columns). An unnamed row index (row numbers) is not sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from typing import Any
+
+import polars as pl
+
+from .errors import ConfigError
+
+__all__ = ["pandas_to_polars"]
+
+_EXACT = 2**53
+
+
+def _kind(v: Any) -> str | None:
+    import numpy as np
+
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, (bytes, bytearray)):
+        return "bytes"
+    if isinstance(v, decimal.Decimal):
+        return "decimal"
+    if isinstance(v, dt.datetime):  # pandas.Timestamp too
+        return "datetime"
+    if isinstance(v, dt.date):
+        return "date"
+    if isinstance(v, dt.time):
+        return "time"
+    if isinstance(v, dt.timedelta):  # pandas.Timedelta too
+        return "duration"
+    if isinstance(v, dict):
+        return "dict"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "list"
+    return None
+
+
+def _check_object_column(name: str, col: Any) -> None:
+    values = col.dropna()
+    kinds: dict[str, Any] = {}
+    for v in values:
+        k = _kind(v)
+        if k is None:
+            raise ConfigError(
+                f"column {name!r} holds Python objects of type {type(v).__name__} ({v!r:.60}), which have no "
+                f"column type; convert them in the frame first, e.g. df[{name!r}] = df[{name!r}].astype(str) "
+                f"(or map them to numbers / dicts)")
+        kinds.setdefault(k, v)
+        if len(kinds) > 2:
+            break
+    if len(kinds) <= 1:
+        return
+    if set(kinds) == {"int", "float"}:
+        ints = [v for v in values if _kind(v) == "int"]
+        if all(-_EXACT <= int(v) <= _EXACT for v in ints):
+            return  # converted to float, every value exact
+    shown = ", ".join(f"{k} ({v!r:.30})" for k, v in kinds.items())
+    raise ConfigError(
+        f"column {name!r} mixes values of different kinds: {shown}; a column has one type. Convert it "
+        f"in the frame first, e.g. df[{name!r}] = df[{name!r}].astype(str) for text, or "
+        f"pd.to_numeric(df[{name!r}]) for numbers")
+
+
+def pandas_to_polars(df: Any) -> pl.DataFrame:
+    """Convert a pandas DataFrame (see the module docstring), or raise ConfigError naming the column."""
+    import pandas as pd
+
+    if isinstance(df.columns, pd.MultiIndex):
+        raise ConfigError(
+            f"the frame's columns have several levels ({list(df.columns[:2])}...); give them one-level "
+            f"names first, e.g. df.columns = ['_'.join(map(str, c)) for c in df.columns]")
+    dup = df.columns[df.columns.duplicated()].tolist()
+    if dup:
+        raise ConfigError(f"the frame has duplicate column names {dup[:5]}; rename them so each is unique")
+    index = df.index
+    if isinstance(index, pd.MultiIndex) or index.name is not None:
+        names = [n for n in index.names if n is not None]
+        raise ConfigError(
+            f"the frame's row index {names or list(index.names)} holds values that would not be sent; "
+            f"make them columns with df.reset_index() (or drop them with df.reset_index(drop=True))")
+    for name in df.columns:
+        col = df[name]
+        dtype = col.dtype
+        kind = getattr(dtype, "kind", "")
+        if isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)):
+            raise ConfigError(
+                f"column {name!r} is a pandas {dtype} column, which has no column type; convert it first, "
+                f"e.g. df[{name!r}] = df[{name!r}].astype(str)"
+                + (f" or df[{name!r}].dt.to_timestamp()" if isinstance(dtype, pd.PeriodDtype) else ""))
+        if isinstance(dtype, pd.SparseDtype):
+            raise ConfigError(f"column {name!r} is sparse; convert it first: df[{name!r}] = "
+                              f"df[{name!r}].sparse.to_dense()")
+        if kind == "c":
+            raise ConfigError(f"column {name!r} holds complex numbers, which have no column type; split "
+                              f"them first (np.real / np.imag) or df[{name!r}] = df[{name!r}].astype(str)")
+        if kind == "O":
+            _check_object_column(str(name), col)
+    try:
+        out = pl.from_pandas(df)
+    except Exception as exc:  # name the column that fails
+        for name in df.columns:
+            try:
+                pl.from_pandas(df[[name]])
+            except Exception as col_exc:
+                raise ConfigError(
+                    f"column {name!r} cannot be converted ({type(col_exc).__name__}: {str(col_exc)[:200]}); "
+                    f"convert it in the frame first, e.g. df[{name!r}] = df[{name!r}].astype(str)") from None
+        raise ConfigError(f"the pandas frame cannot be converted: {type(exc).__name__}: {str(exc)[:200]}") from None
+    for name, dtype in out.schema.items():
+        if isinstance(dtype, pl.Object) or type(dtype).__name__ in ("Extension", "BaseExtension"):
+            raise ConfigError(f"column {name!r} converts to {dtype}, which has no column type; convert it "
+                              f"first, e.g. df[{name!r}] = df[{name!r}].astype(str)")
+    return out

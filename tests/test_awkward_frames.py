@@ -1,0 +1,101 @@
+"""pandas frames with awkward columns: converted as docs/SCHEMA.md says, or a ConfigError naming
+the column and the fix, never a bare pyarrow exception; workspace and destination unchanged."""
+
+from __future__ import annotations
+
+import decimal
+import os
+
+import duckdb
+import pandas as pd
+import pytest
+
+import dfsync
+from dfsync.errors import ConfigError
+
+
+class Opaque:
+    pass
+
+
+def _frame(col: object, n: int = 3) -> pd.DataFrame:
+    return pd.DataFrame({"id": list(range(1, n + 1)), "a": col})
+
+
+BAD = {
+    "mixed-int-and-text": (_frame([1, "x", 2]), "'a'", "astype(str)"),
+    "mixed-text-and-bytes": (_frame(["x", b"y", None]), "'a'", "astype(str)"),
+    "arbitrary-objects": (_frame([Opaque(), None, Opaque()]), "'a'", "Opaque"),
+    "mixed-dict-and-list": (_frame([{"k": 1}, [1, 2], None]), "'a'", "one type"),
+    "period": (_frame(pd.period_range("2020-01", periods=3, freq="M")), "'a'", "to_timestamp"),
+    "interval": (_frame(pd.interval_range(0, 3)), "'a'", "astype(str)"),
+    "sparse": (_frame(pd.arrays.SparseArray([0, 0, 1])), "'a'", "to_dense"),
+    "complex": (_frame([1 + 2j, 3j, 0j]), "'a'", "np.real"),
+    "multiindex-columns": (pd.DataFrame([[1, 2]], columns=pd.MultiIndex.from_tuples([("id", ""), ("a", "b")])),
+                           "levels", "df.columns ="),
+    "multiindex-rows": (pd.DataFrame({"id": [1, 2]}, index=pd.MultiIndex.from_tuples([(1, "x"), (2, "y")],
+                                                                                      names=["k", "l"])),
+                        "'k'", "reset_index()"),
+    "named-index": (pd.DataFrame({"a": [1, 2]}, index=pd.Index([1, 2], name="id")), "'id'", "reset_index()"),
+    "duplicate-columns": (pd.DataFrame([[1, 2, 3]], columns=["id", "a", "a"]), "'a'", "rename"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_awkward_frame_refused_at_create_sync(case, tmp_path):
+    df, named, fix = BAD[case]
+    ws_path = tmp_path / "ws.duckdb"
+    ws = dfsync.Workspace(str(ws_path))
+    dest = dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t")
+    with pytest.raises(ConfigError) as info:
+        ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest, primary_key="id")
+    assert named in str(info.value) and fix in str(info.value), str(info.value)
+    assert ws.syncs().height == 0
+    assert not os.path.exists(tmp_path / "dest.duckdb")
+
+
+@pytest.mark.parametrize("case", ["mixed-int-and-text", "arbitrary-objects", "period"])
+def test_awkward_column_after_an_in_place_edit_fails_the_run_before_sending(case, tmp_path):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    df = pd.DataFrame({"id": [1, 2, 3], "a": ["p", "q", "r"]})
+    sync = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.duckdb(path, "t"),
+                          primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    bad, _, fix = BAD[case]
+    df["a"] = bad["a"]  # the frame is read at each run
+    run = sync.run(progress=False)
+    assert run.status == "failed" and "'a'" in run.error and fix in run.error
+    assert run.counts["sent"] == 0
+    con = duckdb.connect(path, read_only=True)
+    assert con.sql("SELECT id, a FROM t ORDER BY id").fetchall() == [(1, "p"), (2, "q"), (3, "r")]
+    con.close()
+
+
+def test_documented_conversions(tmp_path):
+    """What converts: NaN is pandas' missing value, one-kind object columns, categoricals, nullable dtypes."""
+    df = pd.DataFrame({
+        "id": [1, 2, 3],
+        "f": [1.5, float("nan"), float("inf")],
+        "ints_and_floats": pd.Series([1, 2.5, None], dtype=object),
+        "dec": [decimal.Decimal("1.10"), None, decimal.Decimal("2.25")],
+        "cat": pd.Categorical(["x", "y", None]),
+        "n": pd.array([1, None, 3], dtype="Int64"),
+        "d": [{"k": 1}, None, {"k": 2}],
+    })
+    df.index = [10, 20, 30]  # an unnamed index (row labels) is not sent
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.duckdb(path, "t"),
+                         primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(path, read_only=True)
+    rows = con.sql("SELECT * FROM t ORDER BY id").fetchall()
+    cols = [c[0] for c in con.sql("DESCRIBE t").fetchall()]
+    con.close()
+    assert cols == ["id", "f", "ints_and_floats", "dec", "cat", "n", "d"]
+    assert rows == [
+        (1, 1.5, 1.0, decimal.Decimal("1.10"), "x", 1, {"k": 1}),
+        (2, None, 2.5, None, "y", None, None),
+        (3, float("inf"), None, decimal.Decimal("2.25"), None, 3, {"k": 2}),
+    ]
