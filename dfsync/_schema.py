@@ -299,7 +299,7 @@ class TablePlan:
     widen: list[tuple[str, pa.Field]]  # (existing column name, new field)
 
 
-def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, pa.DataType | str | None]], *, policy: str,
+def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, policy: str,
                where: str, can_widen: bool = True, widen: Sequence[str] = ()) -> TablePlan:
     """Fit the records to an existing table: columns to add, columns to widen, or an error.
 
@@ -326,6 +326,8 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, pa.DataType |
                 add.append(pa.field(f.name, f.type, True))
             continue
         declared, arrow = existing[name]
+        if isinstance(arrow, list):  # the column holds either (MySQL DATETIME: naive, or tz-aware as UTC)
+            arrow = next((a for a in arrow if fits(f.type, a)), arrow[0])
         if arrow is None:
             problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where}, "
                             f"a type dfsync cannot check; {_fix(f.name, f.type)}")

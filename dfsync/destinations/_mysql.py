@@ -95,6 +95,8 @@ class MySQLDestination(Destination):
     """A MySQL or MariaDB table (InnoDB); ``table`` may be ``database.table``."""
 
     kind = "mysql"
+    #: the finest time unit its DATETIME(6) / TIME(6) columns keep
+    time_unit = "us"
 
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
                  connect_timeout: int = 10) -> None:
@@ -292,6 +294,23 @@ class MySQLSession(ArrowSQLSession):
 
     def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
         return {c: mysql_to_duck(t) for c, t in types.items()}
+
+    def _native_to_arrow(self, declared: str) -> Any:
+        import re
+
+        t = declared.lower().strip()
+        m = re.fullmatch(r"(?:datetime|timestamp)(?:\((\d)\))?", t)
+        if m:  # no time zone in MySQL: a DATETIME holds naive values, or tz-aware ones as UTC
+            fsp = int(m.group(1) or 0)
+            unit = "s" if fsp == 0 else "ms" if fsp <= 3 else "ns"  # finer than us: checked before sending
+            return [pa.timestamp(unit), pa.timestamp(unit, "UTC")]
+        m = re.fullmatch(r"(?:decimal|numeric)\((\d+),(\d+)\)(?: unsigned)?", t)
+        if m:
+            return pa.decimal128(int(m.group(1)), int(m.group(2)))
+        return super()._native_to_arrow(declared)
+
+    def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
+        return f"ALTER TABLE {name.sql} MODIFY COLUMN {q(column)} {declared}"
 
     def _create_sql(self, name: TableName, types: dict[str, str], *, with_key: bool = True) -> str:
         return (super()._create_sql(name, types, with_key=with_key)
