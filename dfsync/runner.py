@@ -396,7 +396,8 @@ class Runner:
             if stop.what == "abort":
                 self._fail("aborted by the user", "aborted")
             else:
-                self._interrupted("paused on request")
+                disabled = self.store.sync_row(sync_id=self.sync.id)["status"] == "disabled"
+                self._interrupted("paused: the sync was disabled" if disabled else "paused on request (run.pause())")
         except TransientDestinationError as exc:
             if self._pausable():
                 self._pause(f"destination unavailable: {exc}")
@@ -896,9 +897,13 @@ class Runner:
 
     def _pause(self, why: str) -> None:
         transferring = self.status == RunStatus.IN_PROGRESS
-        if self.status != RunStatus.PAUSED:
-            with contextlib.suppress(Exception):
-                self._to(RunStatus.PAUSED, redact(why), error=redact(why), error_kind="paused")
+        error = why if "resume" in why else f"{why}; the next sync.run() resumes it"
+        with contextlib.suppress(Exception):
+            if self.status != RunStatus.PAUSED:
+                self._to(RunStatus.PAUSED, redact(why), error=redact(error), error_kind="paused")
+            else:  # it never left paused (e.g. the destination was down while it resumed): the new reason
+                self.store.set_run_fields(self.run_id, error=redact(error), error_kind="paused")
+                self.store.note(self.sync.id, self.run_id, f"still paused: {redact(why)}")
         # staged rows are resumed only once checked and transferring; otherwise the resume reads again
         if transferring and self.staging is not None and self.staging.loaded:
             LIVE_STAGING[(self.store._key, self.run_id)] = self.staging

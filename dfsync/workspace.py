@@ -293,7 +293,7 @@ class Workspace:
                         f"and is now version {version}; {then}. (if_exists='update' does this; "
                         f"if_exists='error' refuses a name in use.)", stacklevel=2)
             else:
-                sid = store.create_sync(name, definition, state_key, schedule, next_run, session_only)
+                store.create_sync(name, definition, state_key, schedule, next_run, session_only)
             _LIVE[(store._key, name)] = {
                 "source": source, "destination": destination, "checks": check_objs, "mapping": mapper,
                 **{k: v for k, v in callbacks.items() if v is not None and not isinstance(v, str)},

@@ -419,4 +419,4 @@ def test_resumed_run_killed_before_transfer_stays_paused(tmp_path, target, mode)
     assert tally.kills == 6, tally.missed
 
 
-test_resumed_run_killed_before_transfer_stays_paused.target_kinds = ["parquet", "duckdb", "sqlite"]  # type: ignore[attr-defined]
+test_resumed_run_killed_before_transfer_stays_paused.target_kinds = ["parquet", "duckdb", "sqlite", "postgres"]  # type: ignore[attr-defined]

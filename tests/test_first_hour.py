@@ -55,6 +55,27 @@ def test_a_paused_run_says_why_and_the_outage_logs_one_line(ws, caplog):
     assert "Connection refused" in run._repr_html_()  # the notebook panel shows the same reason
 
 
+def test_a_run_paused_by_disabling_its_sync_says_so(ws, tmp_path):
+    import time
+
+    from tests.faulty import FaultyDestination
+
+    sync = ws.create_sync("d", source=frame(40), primary_key="id", batch_size=10,
+                          destination=FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
+                                                        sleep=0.3))
+    run = sync.run(progress=False, background=True)
+    for _ in range(3000):
+        if run.status == "in_progress":
+            break
+        time.sleep(0.01)
+    sync.disable()
+    run.wait()
+    assert run.status == "paused" and run.error.startswith("paused: the sync was disabled; the next sync.run() resumes")
+    sync.enable()
+    again = sync.run(progress=False)
+    assert again.id == run.id and again.status == "success" and again.error is None
+
+
 def test_terminal_progress_line_shows_why_a_run_failed(ws, capsys):
     sync = ws.create_sync("f", source=frame(), primary_key="id", checks=[dfsync.checks.between("v", 0, 0.1)],
                           destination=dfsync.destinations.duckdb(str(ws.path) + ".d", table="t"))

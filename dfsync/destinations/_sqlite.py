@@ -124,7 +124,6 @@ class SQLiteSession(ArrowSQLSession):
         except ImportError:
             raise MissingDependencyError("adbc-driver-sqlite", "sqlite", "the SQLite destination") from None
         from .._adbc import connect_sqlite
-
         from .._paths import not_writable
 
         why = not_writable(self.destination.path)
