@@ -33,7 +33,6 @@ from ._html import (
     fmt_time,
     label,
     scroll,
-    table,
 )
 
 if TYPE_CHECKING:
@@ -174,7 +173,7 @@ def speed_line(view: dict[str, Any]) -> str:
     else:
         pending = max(int(sp["total"]) - int(sp["sent"]), 0)
         parts = [f"{c.get('queried', 0):,} read", f"{int(sp['sent']):,} sent of {int(sp['total']):,}",
-                 f"{pending:,} pending"]
+                 f"{pending:,} not sent" if st == "failed" else f"{pending:,} pending"]
         if sp["rate"]:
             parts.append(fmt_rate(sp["rate"]))
         if st in ACTIVE:
@@ -214,7 +213,9 @@ def segments_bar(view: dict[str, Any]) -> str:
 def _sample_table(df: Any) -> str:
     if df is None or not df.height:
         return f'<div style="color:{MUTED};font-size:0.85em">(rows not kept)</div>'
-    return table(df.to_dicts(), list(df.columns), raw=(), fill=True)
+    from ._html_preview import action_table
+
+    return action_table(df.to_dicts(), list(df.columns), None, [])
 
 
 def breakdown(view: dict[str, Any]) -> str:

@@ -132,3 +132,34 @@ def test_preview_keeps_invalid_rows_out_of_the_action_samples(tmp_path: pathlib.
     assert "failed checks" in invalid and "email not_null" in invalid
     for col in INTERNAL_COLUMNS:
         assert col not in html
+
+
+def test_history_chart_reads_at_a_glance() -> None:
+    """Log scale: a 6k-row run next to a 200k-row run is visible; an aborted run is visibly partial."""
+    from datetime import datetime, timezone
+
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base = {"sync": "c", "trigger": "manual", "definition_version": 1, "started_at": t, "finished_at": t,
+            "queried": 0, "updated": 0, "deleted": 0, "unchanged": 0, "succeeded": 0, "failed": 0,
+            "retried": 0, "skipped": 0, "batches": 1, "error": None}
+    runs = pl.DataFrame([  # newest first, as sync.runs() gives them
+        {**base, "run_id": 3, "status": "failed", "inserted": 201_000, "invalid": 0, "sent": 77_000,
+         "duration_s": 30.0, "error": "aborted by the user"},
+        {**base, "run_id": 2, "status": "success", "inserted": 6_000, "invalid": 400, "sent": 6_000,
+         "duration_s": 2.0},
+        {**base, "run_id": 1, "status": "success", "inserted": 200_000, "invalid": 0, "sent": 200_000,
+         "duration_s": 20.0},
+    ])
+    svg = _html_history.history_chart(runs)
+    bars = {int(r): (int(s), int(p), part) for r, s, p, part in re.findall(
+        r'data-run="(\d+)" data-sent="(\d+)" data-planned="(\d+)" data-invalid="\d+" data-partial="(\w+)"', svg)}
+    assert bars == {1: (200_000, 200_000, "false"), 2: (6_000, 6_000, "false"), 3: (77_000, 201_000, "true")}
+    heights = {}
+    for run_id in (1, 2):
+        g = svg[svg.index(f'data-run="{run_id}"'):]
+        heights[run_id] = float(re.findall(r'<rect [^>]*height="([\d.]+)"', g)[1])  # the "sent" bar
+    assert heights[2] > 0.6 * heights[1]  # on a linear scale it would be 3% of it
+    assert ">77k/201k</text>" in svg and "rows (log scale)" in svg and ">rows/s</text>" in svg
+    assert svg.count(f'fill="{_html_history.INVALID}"') >= 2  # run 2's invalid bar and the legend
+    table = _html_history.runs_table(runs)
+    assert table.count('text-align:right') > 10 and "white-space:nowrap" in table
