@@ -18,7 +18,7 @@ import pytest
 import dfsync
 from tests.plugins.targets import TARGETS, Target
 
-KINDS = ["duckdb", "parquet", "sqlite", "postgres", "http"]
+KINDS = ["duckdb", "parquet", "sqlite", "postgres", "mysql", "http"]
 FAST = {"retry_initial_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 3, "timeout": 5.0}
 UTC = timezone.utc
 
@@ -90,7 +90,7 @@ COLUMN = {"added": "n", "dropped": "b", "int_widening": "a", "float_into_int": "
 
 
 def _norm(kind: str, v: object) -> object:
-    if kind == "sqlite" and isinstance(v, str) and v[:1] in "[{":
+    if kind in ("sqlite", "mysql") and isinstance(v, str) and v[:1] in "[{":
         return json.loads(v)
     if isinstance(v, pl.Series):
         return v.to_list()

@@ -70,6 +70,7 @@ from ._mysql_data import (
     arrow_to_mysql,
     conform,
     mysql_connect,
+    mysql_to_arrow,
     mysql_to_duck,
     normal_type,
     row_message,
@@ -95,7 +96,7 @@ class MySQLDestination(Destination):
     """A MySQL or MariaDB table (InnoDB); ``table`` may be ``database.table``."""
 
     kind = "mysql"
-    #: the finest time unit its DATETIME(6) / TIME(6) columns keep
+    #: the finest time unit its datetime/time columns keep
     time_unit = "us"
 
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
@@ -273,10 +274,10 @@ class MySQLSession(ArrowSQLSession):
     def _describe(self, name: TableName) -> dict[str, str]:
         where, params = self._schema_sql(name)
         with self.con.cursor() as cur:
-            rows = self._fetch(cur, f"SELECT column_name, column_type FROM information_schema.columns WHERE "
-                                    f"table_schema = {where} AND table_name = %s ORDER BY ordinal_position",
+            rows = self._fetch(cur, f"SELECT column_name, column_type, column_comment FROM information_schema.columns "
+                                    f"WHERE table_schema = {where} AND table_name = %s ORDER BY ordinal_position",
                                (*params, name.table))
-        return {str(a): normal_type(str(t)) for a, t in rows}
+        return {str(a): normal_type(str(t), str(c or "")) for a, t, c in rows}
 
     def _has_unique_key(self, name: TableName) -> bool:
         where, params = self._schema_sql(name)
@@ -295,19 +296,8 @@ class MySQLSession(ArrowSQLSession):
     def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
         return {c: mysql_to_duck(t) for c, t in types.items()}
 
-    def _native_to_arrow(self, declared: str) -> Any:
-        import re
-
-        t = declared.lower().strip()
-        m = re.fullmatch(r"(?:datetime|timestamp)(?:\((\d)\))?", t)
-        if m:  # no time zone in MySQL: a DATETIME holds naive values, or tz-aware ones as UTC
-            fsp = int(m.group(1) or 0)
-            unit = "s" if fsp == 0 else "ms" if fsp <= 3 else "ns"  # finer than us: checked before sending
-            return [pa.timestamp(unit), pa.timestamp(unit, "UTC")]
-        m = re.fullmatch(r"(?:decimal|numeric)\((\d+),(\d+)\)(?: unsigned)?", t)
-        if m:
-            return pa.decimal128(int(m.group(1)), int(m.group(2)))
-        return super()._native_to_arrow(declared)
+    def _native_to_arrow(self, declared: str) -> pa.DataType | str | None:
+        return mysql_to_arrow(declared)
 
     def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
         return f"ALTER TABLE {name.sql} MODIFY COLUMN {q(column)} {declared}"

@@ -17,15 +17,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._schema import JSON, is_nested
 from ..errors import DestinationError, MissingDependencyError, SchemaMismatchError
-from ._sql import q
+from ._sql import nested_to_json, q
 
-__all__ = ["KEY_CHARS", "SQL_MODE", "Loader", "RowWarnings", "arrow_to_mysql", "conform", "mysql_connect",
+__all__ = ["JSON_TYPE", "KEY_CHARS", "SQL_MODE", "UTC_TYPE", "mysql_to_arrow", "Loader", "RowWarnings", "arrow_to_mysql", "conform", "mysql_connect",
            "mysql_to_duck", "normal_type", "row_message", "unstorable"]
 
 SQL_MODE = ("STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
             "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO,ANSI_QUOTES")
 KEY_CHARS = 255
+#: columns dfsync creates for values MySQL has no type of its own for carry a comment that
+#: says what they hold: tz-aware timestamps as their UTC wall clock, nested values as JSON
+UTC_TYPE = "datetime(6) COMMENT 'dfsync: UTC'"
+JSON_TYPE = "json COMMENT 'dfsync: JSON'"
 
 _INTS = {pa.int8(): "tinyint", pa.int16(): "smallint", pa.int32(): "int", pa.int64(): "bigint",
          pa.uint8(): "tinyint unsigned", pa.uint16(): "smallint unsigned", pa.uint32(): "int unsigned",
@@ -40,6 +45,10 @@ def arrow_to_mysql(t: pa.DataType, key: bool = False) -> str:
     """
     if pa.types.is_dictionary(t):
         return arrow_to_mysql(t.value_type, key)
+    if is_nested(t):
+        return JSON_TYPE
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        return UTC_TYPE
     if t in _INTS:
         return _INTS[t]
     if pa.types.is_boolean(t):
@@ -61,9 +70,53 @@ def arrow_to_mysql(t: pa.DataType, key: bool = False) -> str:
         return "datetime(6)"
     raise SchemaMismatchError(
         f"Arrow type {t} has no MySQL column type in dfsync; convert the column in the sync's mapping "
-        f"(a JSON string for lists and structs: pl.col(c).struct.json_encode(); a number of seconds "
-        f"for durations)"
+        f"(durations: a number of seconds, pl.col(c).dt.total_seconds())"
     )
+
+
+def mysql_to_arrow(declared: str) -> pa.DataType | str | None:
+    """The Arrow type a column of this declared MySQL type holds exactly (None: dfsync cannot tell).
+
+    >>> mysql_to_arrow("datetime(3)")[0], mysql_to_arrow(UTC_TYPE)
+    (TimestampType(timestamp[ms]), TimestampType(timestamp[ns, tz=UTC]))
+    """
+    if declared == UTC_TYPE:
+        return pa.timestamp("ns", "UTC")
+    if declared == JSON_TYPE or declared == "json":
+        return JSON
+    if declared == "tinyint(1)":
+        return pa.bool_()
+    m = re.fullmatch(r"(tinyint|smallint|mediumint|int|bigint)( unsigned)?( zerofill)?", declared)
+    if m:
+        bits = {"tinyint": 8, "smallint": 16, "mediumint": 32, "int": 32, "bigint": 64}[m.group(1)]
+        if m.group(1) == "mediumint":  # 24 bits: a value out of range is refused per row
+            bits = 32
+        return getattr(pa, ("uint" if m.group(2) else "int") + str(bits))()
+    if declared in ("float", "double", "real") or declared.startswith(("float", "double")):
+        return pa.float32() if declared.startswith("float") else pa.float64()
+    m = re.fullmatch(r"decimal\((\d+),(\d+)\)( unsigned)?", declared)
+    if m:
+        p, sc = int(m.group(1)), int(m.group(2))
+        return pa.decimal128(p, sc) if p <= 38 else pa.decimal256(p, sc)
+    m = re.fullmatch(r"(datetime|timestamp|time)(?:\((\d)\))?", declared)
+    if m:
+        # fsp 0: whole seconds, 1-3: ms, 4-6: us (finer source values are checked before
+        # sending, so a nanosecond type whose values are whole microseconds fits)
+        fsp = int(m.group(2) or 0)
+        unit = "s" if fsp == 0 else "ms" if fsp <= 3 else "ns"
+        if m.group(1) == "time":
+            return pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
+        if m.group(1) == "timestamp":  # an instant (sessions run in UTC)
+            return pa.timestamp(unit, "UTC")
+        # a wall clock: naive values, or tz-aware ones as their UTC wall clock
+        return [pa.timestamp(unit), pa.timestamp(unit, "UTC")]  # type: ignore[return-value]
+    if declared == "date":
+        return pa.date32()
+    if re.fullmatch(r"(var)?char\(\d+\)|(tiny|medium|long)?text", declared):
+        return pa.large_string()
+    if re.fullmatch(r"(var)?binary\(\d+\)|(tiny|medium|long)?blob", declared):
+        return pa.large_binary()
+    return None
 
 
 _TO_DUCK = {"tinyint": "TINYINT", "smallint": "SMALLINT", "mediumint": "INTEGER", "int": "INTEGER",
@@ -89,9 +142,16 @@ def mysql_to_duck(t: str) -> str:
     return base.upper()
 
 
-def normal_type(t: str) -> str:
-    """MariaDB shows ``bigint(20) unsigned``, MySQL 8 ``bigint unsigned``: one spelling."""
+def normal_type(t: str, comment: str = "") -> str:
+    """MariaDB shows ``bigint(20) unsigned``, MySQL 8 ``bigint unsigned``: one spelling.
+
+    A column dfsync made for UTC timestamps or JSON is named by its type and comment.
+    """
     t = t.lower().strip()
+    if comment == "dfsync: UTC" and t == "datetime(6)":
+        return UTC_TYPE
+    if comment == "dfsync: JSON" and t in ("json", "longtext"):  # MariaDB's JSON is a checked longtext
+        return JSON_TYPE
     if t.startswith("tinyint(1)"):
         return t
     return re.sub(r"^(tinyint|smallint|mediumint|int|bigint)\(\d+\)", r"\1", t)
@@ -113,6 +173,7 @@ def mysql_connect(uri: str, secret: str | None, *, connect_timeout: int = 10, lo
 
 def conform(data: pa.Table) -> pa.Table:
     """Arrow values as the server reads them from CSV (same values, other spellings)."""
+    data = nested_to_json(data, [f.name for f in data.schema if is_nested(f.type)])
     cols = []
     for f in data.schema:
         col = data.column(f.name)
@@ -148,6 +209,8 @@ def unstorable(data: pa.Table, columns: list[str]) -> dict[int, str]:
             ints = pc.fill_null(col.cast(pa.int64()), 0).to_numpy()
             mask = pa.array(ints % 1000 != 0)
             why = f"column {name!r}: MySQL keeps microseconds; this value has nanoseconds"
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            bad.update({i: f"column {name!r}: the value is not valid UTF-8" for i in _invalid_utf8(col)})
         elif pa.types.is_floating(t):
             mask = pc.or_(pc.is_nan(col), pc.is_inf(col))
             why = f"column {name!r}: MySQL cannot store NaN or infinity"
@@ -158,6 +221,25 @@ def unstorable(data: pa.Table, columns: list[str]) -> dict[int, str]:
 
 
 _LOCAL_REFUSED = {1148, 3948, 2068, 1235, 4166}
+
+
+def _invalid_utf8(col: pa.ChunkedArray) -> list[int]:
+    """Rows of a string column whose bytes are not UTF-8 (Arrow checks this only when asked)."""
+    try:
+        for chunk in col.chunks:
+            chunk.validate(full=True)
+        return []
+    except pa.ArrowInvalid:
+        pass
+    raw = col.cast(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary()).to_pylist()
+    out = []
+    for i, b in enumerate(raw):
+        try:
+            if b is not None:
+                b.decode("utf-8")
+        except UnicodeDecodeError:
+            out.append(i)
+    return out
 
 
 class RowWarnings(Exception):

@@ -75,7 +75,7 @@ class MariaDBServer:
 
     def _wait(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 self.execute("SELECT 1")
