@@ -61,7 +61,18 @@ def _kind(v: Any) -> str | None:
     return None
 
 
+#: what pandas' (C-speed) ``infer_dtype`` says of a column whose values are all of one kind
+_ONE_KIND = frozenset({"string", "bytes", "floating", "integer", "decimal", "boolean", "datetime", "date",
+                       "time", "timedelta", "empty"})
+
+
 def _check_object_column(name: str, col: Any) -> None:
+    import pandas as pd
+
+    if isinstance(col.dtype, pd.StringDtype):
+        return  # text (or missing) by construction
+    if pd.api.types.infer_dtype(col, skipna=True) in _ONE_KIND:
+        return  # one kind: no need to look at each value in Python (336k flights: 2 s a column)
     values = col.dropna()
     kinds: dict[str, Any] = {}
     for v in values:
