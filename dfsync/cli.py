@@ -12,6 +12,7 @@ session-only sync, no workspace at that path). Errors are one line on stderr.
     dfsync run customers
     dfsync runs customers --json
     dfsync records 12 --status failed
+    dfsync reset customers      # the next run is a first load
     dfsync scheduler            # runs due syncs until Ctrl-C
 """
 
@@ -281,6 +282,22 @@ def enable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) ->
 def disable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """Stop a sync from running; a run transferring in this process pauses."""
     _set_enabled(name, workspace, as_json, False)
+
+
+@app.command()
+def reset(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Forget what a sync delivered and its cursor: its next run is a first load (sends every row).
+
+    The destination is not touched. Refused while a run of the sync is going on or paused.
+    """
+    with _errors():
+        sync = _open(workspace).sync(name)
+        sync.reset()
+        if as_json:
+            _print_json({"name": name, "reset": True})
+        else:
+            typer.echo(f"sync {name!r}: delivered state and cursor forgotten; its next run is a first load "
+                       f"(the destination was not touched)")
 
 
 @app.command()

@@ -118,6 +118,20 @@ def test_cli_json_durations_are_milliseconds(ws, tmp_path, dfsync_cli):
     assert d == round(d, 3) and d > 0
 
 
+def test_cli_reset(ws, tmp_path, dfsync_cli):
+    src = tmp_path / "s.parquet"
+    pl.DataFrame({"id": [1, 2]}).write_parquet(src)
+    sync = ws.create_sync("c", source=dfsync.sources.files(str(src)), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    sync.run(progress=False)
+    ws.close()
+    res = dfsync_cli("reset", "c", "--workspace", str(tmp_path / "ws.duckdb"))
+    assert res.code == 0 and "its next run is a first load" in res.out, res.err
+    with dfsync.Workspace(tmp_path / "ws.duckdb") as again:
+        assert again.sync("c").delivered().height == 0
+        assert again.sync("c").events().filter(kind="reset").height == 1
+
+
 # ---------------------------------------------------------------------- 5. errors at the real problem
 @pytest.fixture
 def readonly_dir(tmp_path):

@@ -194,3 +194,22 @@ def test_reset_is_refused_while_a_run_is_active_or_paused(ws, tmp_path):
     assert sync.run(progress=False).status == "success"
     sync.reset()
     assert sync.delivered().height == 0
+
+
+def test_date_cursor_lookback_rounds_up_to_whole_days(ws, tmp_path):
+    from datetime import date
+
+    box = {"df": pl.DataFrame({"id": [1, 2], "day": [date(2013, 1, 1), date(2013, 1, 5)], "v": ["a", "b"]})}
+
+    class Live(FrameSource):
+        def read(self):
+            return box["df"].lazy()
+
+    sync = ws.create_sync("d", source=Live(box["df"]), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="day", lookback="36 hours")
+    sync.run(progress=False)
+    box["df"] = pl.DataFrame({"id": [1, 2, 3, 4], "day": [date(2013, 1, 1), date(2013, 1, 5), date(2013, 1, 3),
+                                                          date(2013, 1, 2)], "v": ["a", "b", "late", "too late"]})
+    run = sync.run(progress=False)  # reads day >= Jan 3 (36 hours below Jan 5, rounded to 2 days)
+    assert (run.counts["queried"], run.counts["inserted"]) == (2, 1)
+    assert sorted(read(tmp_path)["id"].to_list()) == [1, 2, 3]
