@@ -149,7 +149,7 @@ def timeline(status: str, durs: dict[str, float] | None = None) -> str:
         parts.append(f'<div class="dfsync-step" data-step="{esc(step)}"{cur} style="display:inline-block;'
                      f'text-align:center;vertical-align:top">{text}{sub}</div>')
     arrow = f'<div style="display:inline-block;color:{MUTED};padding:0 6px;vertical-align:top">→</div>'
-    return (f'<div class="dfsync-timeline" data-status="{esc(status)}" style="{FONT};white-space:nowrap">'
+    return (f'<div class="dfsync-timeline" data-status="{esc(status)}" style="{FONT}">'
             f'{arrow.join(parts)}</div>')
 
 
@@ -161,7 +161,7 @@ def progress_bar(view: dict[str, Any]) -> str:
     colour = {"success": COLORS["success"], "failed": COLORS["failed"], "paused": COLORS["paused"]}.get(
         st, COLORS["started"])
     return (f'<div class="dfsync-bar" data-sent="{sent}" data-total="{total}" data-percent="{pct:.1f}" '
-            f'style="width:420px;max-width:100%;height:10px;border-radius:5px;background:{LINE};overflow:hidden">'
+            f'style="width:100%;max-width:420px;height:10px;border-radius:5px;background:{LINE};overflow:hidden">'
             f'<div style="width:{pct:.1f}%;height:100%;background:{colour}"></div></div>')
 
 
@@ -205,7 +205,7 @@ def segments_bar(view: dict[str, Any]) -> str:
                         f'background:{COLORS.get(s, "#374151")};margin-right:3px"></span>{esc(label(s))} '
                         f'{esc(fmt_seconds(t))}</span>' for s, t in segs)
     return (f'<div class="dfsync-segments" data-total="{total:.3f}" style="margin:4px 0">'
-            f'<div style="display:flex;width:420px;max-width:100%;border-radius:3px;overflow:hidden;gap:1px">'
+            f'<div style="display:flex;width:100%;max-width:420px;border-radius:3px;overflow:hidden;gap:1px">'
             f'{"".join(cells)}</div><div style="color:{MUTED};font-size:0.8em;margin-top:2px">'
             f'total {esc(fmt_seconds(total))}: {legend}</div></div>')
 

@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -175,13 +176,19 @@ def lab(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
         log.close()
 
 
-def test_sync_panel_in_jupyterlab(lab: tuple[str, pathlib.Path]) -> None:
+def playwright() -> tuple[Any, Any]:
+    """Playwright's ``expect`` and ``sync_playwright`` with Debian's Chromium, or skip (fail under CI)."""
     if not os.path.exists(CHROMIUM):
         _unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _unavailable("the playwright Python package is not installed")
+    return expect, sync_playwright
+
+
+def test_sync_panel_in_jupyterlab(lab: tuple[str, pathlib.Path]) -> None:
+    expect, sync_playwright = playwright()
     url, shots = lab
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -315,12 +322,7 @@ INTERNAL_COLUMNS = ("_fingerprint", "_status", "_checks", "_action", "_batch", "
 
 
 def test_panels_explain_the_run_in_light_and_dark_themes(lab: tuple[str, pathlib.Path]) -> None:
-    if not os.path.exists(CHROMIUM):
-        _unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _unavailable("the playwright Python package is not installed")
+    expect, sync_playwright = playwright()
     url, shots = lab
     url = url.replace("/panel.ipynb", "/themes.ipynb")
     with sync_playwright() as pw:

@@ -12,7 +12,6 @@ that lands in another branch); it is skipped only while one of them cannot be im
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -32,18 +31,23 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("ipywidgets")
 
 
+def _regenerate() -> Any:
+    """notebooks/regenerate.py, the script that saves the committed notebooks (one way to run them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dfsync_regenerate", ROOT / "notebooks" / "regenerate.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+REGENERATE = _regenerate()
+
+
 def jupyter_env(tmp: pathlib.Path) -> dict[str, str]:
     """Environment for a kernel that writes only under ``tmp`` and imports this checkout's dfsync."""
-    home = tmp / "home"
-    env = dict(os.environ)
-    env.update({
-        "HOME": str(home), "JUPYTER_CONFIG_DIR": str(home / "jupyter-config"),
-        "JUPYTER_DATA_DIR": str(home / "jupyter-data"), "JUPYTER_RUNTIME_DIR": str(home / "jupyter-runtime"),
-        "IPYTHONDIR": str(home / "ipython"), "TMPDIR": str(tmp / "scratch"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    })
-    for d in ("jupyter-config", "jupyter-data", "jupyter-runtime", "ipython"):
-        (home / d).mkdir(parents=True, exist_ok=True)
+    env = REGENERATE.kernel_env(tmp)
+    env["TMPDIR"] = str(tmp / "scratch")
     (tmp / "scratch").mkdir(exist_ok=True)
     return env
 
@@ -67,11 +71,7 @@ def missing_requirements(nb: Any, env: dict[str, str]) -> list[str]:
 
 
 def execute(path: pathlib.Path, env: dict[str, str]) -> Any:
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=240, store_widget_state=True,
-                                     resources={"metadata": {"path": str(path.parent)}})
-    client.execute(env=env, cwd=str(path.parent))
-    return nb
+    return REGENERATE.execute(path, env)
 
 
 def widget_models(nb: Any) -> dict[str, dict[str, Any]]:
