@@ -283,6 +283,32 @@ def test_ten_runs_store_no_more_widget_models_than_one(tmp_path: pathlib.Path) -
     assert sizes[0] == sizes[1] <= 30, sizes
 
 
+def test_a_background_run_leaves_its_final_state_in_the_saved_output(tmp_path: pathlib.Path) -> None:
+    """sync.run(background=True) shows a live SyncPanel (Pause and Abort work while it goes); when the
+    run ends, the output's HTML snapshot is brought up to date, so the saved notebook shows the end."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    copy_repo_bits(tmp_path)
+    nb = new_notebook(cells=[new_code_cell(c) for c in (
+        "import pathlib, dfsync\n"
+        "ws = dfsync.Workspace('ws.duckdb')\n"
+        "sync = ws.create_sync('c', source=dfsync.sources.files(str(pathlib.Path('data/customers_v1.parquet').resolve())),\n"
+        "    destination=dfsync.destinations.duckdb('wh.duckdb', table='c'), primary_key='customer_id')\n"
+        "run = sync.run(background=True)",
+        "run.wait()\nassert run.status == 'success'",
+    )])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "background.ipynb"
+    nbformat.write(nb, path)
+    out = execute(path, jupyter_env(tmp_path))
+    assert all(o.get("output_type") != "error" for o in outputs(out))
+    (shown,) = [o for o in out.cells[0].outputs if o.get("output_type") == "display_data"]
+    assert "application/vnd.jupyter.widget-view+json" in shown["data"]
+    assert read_run(shown["data"]["text/html"])["run_status"] == "success"
+    (panel,) = panels(widget_models(out))
+    assert panel["run_status"] == "success" and panel["counts"]["inserted"] == 200
+
+
 def test_run_in_a_notebook_without_ipywidgets_shows_static_html(tmp_path: pathlib.Path) -> None:
     """No ``widgets`` extra: ``sync.run()`` still shows its progress, as HTML updated in place."""
     from nbformat.v4 import new_code_cell, new_notebook

@@ -417,8 +417,9 @@ class SyncPanel(SnapshotMixin, w.VBox):
 class _LiveReporter:
     """What ``sync.run(background=True)`` calls in a notebook: it drives a displayed SyncPanel."""
 
-    def __init__(self, panel: SyncPanel) -> None:
+    def __init__(self, panel: SyncPanel, handle: Any = None) -> None:
         self.panel = panel
+        self.handle = handle
 
     def __call__(self, status: str, run_row: dict[str, Any]) -> None:
         self.panel._on_report(status, run_row)
@@ -427,6 +428,9 @@ class _LiveReporter:
         """The run stopped: show its final state (the sync status may have changed with it)."""
         with contextlib.suppress(DfsyncError):
             self.panel.refresh_state_only()
+        if self.handle is not None:  # the saved output's HTML snapshot shows the end, not the start
+            with contextlib.suppress(Exception):
+                self.handle.update(self.panel)
 
 
 def live_reporter(sync: Sync, run_id: int) -> _LiveReporter:
@@ -434,5 +438,4 @@ def live_reporter(sync: Sync, run_id: int) -> _LiveReporter:
     from IPython.display import display
 
     panel = SyncPanel(sync, run_id=run_id)
-    display(panel)
-    return _LiveReporter(panel)
+    return _LiveReporter(panel, display(panel, display_id=True))
