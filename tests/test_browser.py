@@ -369,9 +369,18 @@ def test_panels_explain_the_run_in_light_and_dark_themes(lab: tuple[str, pathlib
             text = " ".join(x.inner_text() for x in page.locator(ROOTS).all())
             for col in INTERNAL_COLUMNS:
                 assert col not in text
-            # 4. the history chart: labelled axes, per-run bars
+            # 4. the history chart: labelled axes, per-run bars; the dashboard's last run on one line
             expect(history.locator(".dfsync-axis-label").filter(has_text="rows (log scale)")).to_have_count(1)
             expect(history.locator(".dfsync-run-bar")).to_have_count(2)
+            last_run = dashboard.locator(".dfsync-last-run").first.bounding_box()
+            sync_name = dashboard.locator(".dfsync-dashboard-row code").first.bounding_box()
+            assert last_run["height"] < 1.6 * sync_name["height"] + 8, (last_run, sync_name)
+            # 6. Refresh buttons are the size of the panel's other buttons
+            sizes = [b.bounding_box() for b in (panel.locator("button.dfsync-btn-refresh"),
+                                                history.locator("button.dfsync-btn-refresh"),
+                                                dashboard.locator("button.dfsync-btn-refresh").last)]
+            assert max(b["width"] for b in sizes) < 1.2 * min(b["width"] for b in sizes), sizes
+            assert len({round(b["height"]) for b in sizes}) == 1, sizes
 
             for theme in ("JupyterLab Light", "JupyterLab Dark"):
                 page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
