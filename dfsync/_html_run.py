@@ -223,7 +223,8 @@ def breakdown(view: dict[str, Any]) -> str:
     out = []
     for c in view["checks"]:
         what = f"{c['column'] or ''} {c['kind']}".strip() if c["column"] else c["check"]
-        scope = "" if (c.get("level") or "row") == "row" else f" ({c['level']})"
+        dataset = c.get("scope") == "dataset" or (c.get("scope") is None and (c.get("level") or "row") != "row")
+        scope = " (checked on every row read)" if dataset else ""
         out.append(f'<details class="dfsync-check" data-check="{esc(c["check"])}" data-rows="{int(c["rows"])}">'
                    f'<summary style="cursor:pointer"><b>{esc(what)}</b>{esc(scope)} '
                    f'<span class="dfsync-check-rows">{int(c["rows"]):,}</span> rows</summary>'

@@ -789,12 +789,12 @@ class Store:
                                [run_id]).fetchall()
 
     def failed_checks(self, run_id: int) -> list[dict[str, Any]]:
-        """The checks of a run that failed, most rows first: name, kind, column, level, rows."""
+        """The checks of a run that failed, most rows first: name, kind, column, level, scope, rows."""
         with self.connect() as con:
-            return [dict(zip(("check", "kind", "column", "level", "rows"), r, strict=True)) for r in con.execute(
-                "SELECT check_name, kind, column_name, level, coalesce(unexpected_count, 0) FROM checks "
-                "WHERE run_id = ? AND NOT coalesce(success, true) ORDER BY unexpected_count DESC NULLS LAST, rowid",
-                [run_id]).fetchall()]
+            rows = _frame(con, "SELECT * FROM checks WHERE run_id = ? AND NOT coalesce(success, true) "
+                               "ORDER BY unexpected_count DESC NULLS LAST, rowid", [run_id]).to_dicts()
+        return [{"check": r["check_name"], "kind": r["kind"], "column": r["column_name"], "level": r["level"],
+                 "scope": r.get("scope"), "rows": int(r["unexpected_count"] or 0)} for r in rows]
 
     def failed_errors(self, sync_id: int, run_id: int, limit: int = 10) -> list[tuple[str, int]]:
         """(destination error, rows) of a run's failed records, most rows first."""
