@@ -381,7 +381,8 @@ def check_time_units(con: Any, table: str, records: pa.Schema, unit: str, where:
         if not ((pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t)) and t.unit == "ns"):
             continue
         c = quote(f.name)
-        ns = f"epoch_ns({c})" if pa.types.is_timestamp(t) else f"(epoch_ns(TIMESTAMP '1970-01-01' + {c}))"
+        ns = f"epoch_ns({c})" if pa.types.is_timestamp(t) or pa.types.is_time(t) \
+            else f"(epoch_ns(TIMESTAMP '1970-01-01' + {c}))"  # a TIME_NS cannot be added to a timestamp
         bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {c} IS NOT NULL AND {ns} % 1000 <> 0 "
                           f"LIMIT 1").fetchall()
         if bad:

@@ -367,6 +367,13 @@ CASES: list[Case] = [
     Case("mysql-password-env-not-set", lambda c: c.create(destination=dfsync.destinations.mysql(
         "mysql://app@127.0.0.1:1/crm", table="people", password="env:DFSYNC_BAD_INPUT_UNSET")).run(progress=False),
          errors.ConfigError, ("DFSYNC_BAD_INPUT_UNSET",), ("export",), new_run=True),
+    Case("delta-partition-by-missing-column", lambda c: c.create(
+        destination=dfsync.destinations.delta("lake/people", partition_by="region")),
+         errors.ConfigError, ("region",), ("partition by one of",)),
+    Case("delta-unsupported-type", lambda c: c.create(
+        source=dfsync.sources.frame(people().with_columns(pl.col("seen_at").dt.time().alias("at"))),
+        destination=dfsync.destinations.delta("lake/people")).run(progress=False),
+         errors.SchemaMismatchError, ("time",), ("mapping",), new_run=True),
     Case("ok-huge-strings", lambda c: _ok_roundtrip(c, people(3, name=["x" * 2_000_000, "é" * 300_000, ""]))),
     Case("ok-nan-and-infinity",
          lambda c: _ok_roundtrip(c, people(4, score=[float("nan"), float("inf"), float("-inf"), None]))),

@@ -1,6 +1,6 @@
 """SIGKILL a running sync at seeded random points, then recover: the destination is exact.
 
-For every transactional destination (DuckDB, Parquet, SQLite, PostgreSQL, MySQL) and the modes
+For every transactional destination (DuckDB, Parquet, SQLite, PostgreSQL, MySQL, Delta) and the modes
 insert, upsert and mirror, a sync goes through two source versions. For each version a
 seeded plan kills the sync process several times — while it reads the source
 (``querying``), while validation runs (``queued``), before or after the destination
@@ -53,7 +53,7 @@ KILLS_PER_VERSION = 4
 EARLY = ("querying", "queued")
 BATCH_PHASES = ("before_write", "after_write", "jitter")
 END = ("before_finish", "after_finish")
-TRANSACTIONAL = ["duckdb", "parquet", "sqlite", "postgres", "mysql"]
+TRANSACTIONAL = ["duckdb", "parquet", "sqlite", "postgres", "mysql", "delta"]
 
 #: A warm parent: it imports everything once, then forks one sync process per kill point
 #: (``{"ws", "sync", "faults", "result"}`` on stdin; it answers "pid N", then "exit CODE").
@@ -67,7 +67,7 @@ import dfsync.checks, dfsync.staging, dfsync.runner
 for mod in ("pandas", "dfsync.destinations._duckdb", "dfsync.destinations._parquet",
             "dfsync.destinations._postgres", "dfsync.destinations._sqlite",
             "dfsync._adbc", "adbc_driver_postgresql", "adbc_driver_sqlite",
-            "dfsync.destinations._mysql", "pymysql"):
+            "dfsync.destinations._mysql", "pymysql", "dfsync.destinations._delta", "deltalake"):
     try:  # what a run imports lazily
         __import__(mod)
     except ImportError:

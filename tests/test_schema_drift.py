@@ -18,7 +18,7 @@ import pytest
 import dfsync
 from tests.plugins.targets import TARGETS, Target
 
-KINDS = ["duckdb", "parquet", "sqlite", "postgres", "mysql", "http"]
+KINDS = ["duckdb", "parquet", "sqlite", "postgres", "mysql", "delta", "http"]
 FAST = {"retry_initial_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 3, "timeout": 5.0}
 UTC = timezone.utc
 

@@ -196,7 +196,8 @@ def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog):
 
 
 def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, capfd, monkeypatch, recwarn):
-    """MySQL/MariaDB: user ``app`` must give PW; literal, wrong and ``env:`` passwords."""
+    """MySQL/MariaDB: user ``app`` must give PW; literal, wrong and ``env:`` passwords. Delta Lake:
+    secret storage options, as a literal and as an ``env:`` reference."""
     caplog.set_level(logging.DEBUG)
     db = mariadb_server.new_database()
     mariadb_server.execute(f"ALTER USER 'app'@'%' IDENTIFIED BY '{PW}'")
@@ -216,6 +217,10 @@ def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, 
                                                              password="env:DFSYNC_TEST_MYPASS"),
                        destination_mode="mirror"),
     }
+    monkeypatch.setenv("DFSYNC_TEST_DELTA_KEY", ENV_PW)
+    made["delta_opts"] = dict(destination=dfsync.destinations.delta(
+        str(tmp_path / "lake" / "t"), storage_options={"AWS_SECRET_ACCESS_KEY": "env:DFSYNC_TEST_DELTA_KEY",
+                                                       "azure_storage_sas_token": PW}))
     syncs, statuses = [], {}
     for name, kw in made.items():
         sync = ws.create_sync(name, source=dfsync.sources.frame(data), primary_key="id", **kw)
@@ -226,7 +231,8 @@ def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, 
             run.raise_for_status()
         except dfsync.DfsyncError as exc:
             seen.append((f"{name}: error", f"{exc!s} {exc!r}"))
-    assert statuses == {"my_literal": "success", "my_wrong": "failed", "my_env": "success"}, statuses
+    assert statuses == {"my_literal": "success", "my_wrong": "failed", "my_env": "success",
+                        "delta_opts": "success"}, statuses
     assert "access denied" in ws.sync("my_wrong").last_run().error.lower()
     assert mariadb_server.execute(f"SELECT count(*) FROM `{db}`.t3")[0][0] == 30
     assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn)

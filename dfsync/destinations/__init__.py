@@ -1,4 +1,4 @@
-"""Where rows go: ``duckdb``, ``parquet``, ``postgres``, ``mysql``, ``sqlite``, ``http``.
+"""Where rows go: ``duckdb``, ``parquet``, ``delta``, ``postgres``, ``mysql``, ``sqlite``, ``http``.
 
 Each is one small module implementing :class:`dfsync.destinations.base.Destination`.
 """
@@ -15,6 +15,7 @@ __all__ = [
     "DestinationSession",
     "WriteBatch",
     "destination_from_config",
+    "delta",
     "duckdb",
     "http",
     "mysql",
@@ -32,6 +33,18 @@ def duckdb(path: str, table: str) -> Destination:
     from ._duckdb import DuckDBDestination
 
     return DuckDBDestination(path, table)
+
+
+def delta(path: str, *, partition_by: list[str] | str | None = None,
+          storage_options: dict[str, str] | None = None) -> Destination:
+    """A Delta Lake table (``pip install 'dfsync[delta]'``): MERGE per batch, exactly once through
+    Delta transaction identifiers; ``storage_options`` go to delta-rs (values may be ``env:NAME``).
+
+    >>> dest = dfsync.destinations.delta("lake/customers", partition_by="country")
+    """
+    from ._delta import DeltaDestination
+
+    return DeltaDestination(path, partition_by=partition_by, storage_options=storage_options)
 
 
 def parquet(directory: str) -> Destination:
@@ -77,6 +90,6 @@ def _load_all() -> None:
     import contextlib
     import importlib
 
-    for mod in ("_duckdb", "_parquet", "_postgres", "_mysql", "_sqlite", "_http"):
+    for mod in ("_duckdb", "_parquet", "_delta", "_postgres", "_mysql", "_sqlite", "_http"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"{__name__}.{mod}")

@@ -1,0 +1,426 @@
+"""A Delta Lake table as a destination, through ``deltalake`` (delta-rs).
+
+    >>> dest = dfsync.destinations.delta("lake/customers", partition_by=["country"])
+
+Each batch is one Delta commit: ``insert``/``upsert``/``update``/``mirror`` go through a
+MERGE on the sync's key (a table that was empty when the run began takes new rows as a
+plain append), ``replace`` writes the run's batches aside (``<path>/_dfsync/<run>/``, which
+Delta readers ignore) and swaps the table's contents in one overwrite commit at the end:
+readers see the old rows or the new ones, never a mix.
+
+Exactly once. Every commit carries a Delta transaction identifier: the application id
+``dfsync:<run key>`` and the batch number as its version (``txn`` action), plus the
+batch's undelivered keys in the commit's metadata. A resumed run asks the table for its
+application id's version, so a batch whose commit landed before a crash is never applied
+twice. The table stays readable by any Delta reader (polars ``read_delta``, Spark, DuckDB's
+``delta_scan``) after every commit.
+
+Schema. New tables get the records' types (unsigned integers one size up, uint64 as
+decimal(20,0), tz-aware timestamps as Delta ``timestamp`` in UTC, naive ones as
+``timestamp_ntz``, microseconds). On an existing table the sync's ``schema=`` policy
+applies (:mod:`dfsync._schema`): ``evolve`` adds new columns (nullable) and widens a type
+without loss by rewriting the table in one commit; ``freeze`` refuses any change. Time of
+day, durations and intervals have no Delta type: cast them in the mapping.
+
+``storage_options`` pass through to delta-rs for object stores (S3, GCS, Azure); dfsync
+is tested on local paths. Secret values may be ``env:NAME`` references (read at run time);
+literal values of secret-looking keys (``*secret*``, ``*token*``, ``*key*``, ``*password*``)
+work in this process but are never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._schema import plan_table
+from ..errors import (
+    ConfigError,
+    DestinationError,
+    MissingDependencyError,
+    SchemaMismatchError,
+    register_secret,
+)
+from ..states import DestinationMode
+from .base import (
+    ACTION_COLUMN,
+    BatchResult,
+    Destination,
+    DestinationContext,
+    DestinationSession,
+    WriteBatch,
+    batch_actions,
+    register_destination,
+)
+
+__all__ = ["DeltaDestination", "delta_type"]
+
+SKIP_MESSAGE = "no row with this key in the destination (update mode only updates existing rows)"
+EXISTS_MESSAGE = "a row with this key is already in the table (insert mode only adds new keys)"
+_SECRET_KEY = re.compile(r"secret|token|password|key|credential|sas", re.I)
+
+
+def delta_type(t: pa.DataType) -> pa.DataType:
+    """The Arrow type a Delta column holds a value of type ``t`` as (same values).
+
+    >>> delta_type(pa.uint32()), delta_type(pa.timestamp("ns", "Europe/Paris"))
+    (DataType(int64), TimestampType(timestamp[us, tz=UTC]))
+    """
+    if pa.types.is_dictionary(t):
+        return delta_type(t.value_type)
+    widen = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+             pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32(), pa.date64(): pa.date32(),
+             pa.null(): pa.large_string(), pa.string_view(): pa.large_string(),
+             pa.binary_view(): pa.large_binary()}
+    if t in widen:
+        return widen[t]
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", "UTC" if t.tz else None)
+    if pa.types.is_fixed_size_binary(t):
+        return pa.large_binary()
+    if pa.types.is_decimal(t) and t.precision <= 38:
+        return pa.decimal128(t.precision, t.scale)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(pa.field("element", delta_type(t.value_type), True))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(t.field(i).name, delta_type(t.field(i).type), True) for i in range(t.num_fields)])
+    if pa.types.is_map(t):
+        return pa.map_(delta_type(t.key_type), delta_type(t.item_type))
+    if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_date32(t)
+            or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)):
+        return t
+    raise SchemaMismatchError(
+        f"Arrow type {t} has no Delta Lake column type; convert the column in the sync's mapping (a time of "
+        f"day as a string, a duration as a number of seconds: pl.col(c).dt.total_seconds())")
+
+
+def _readback(t: pa.DataType) -> pa.DataType:
+    """What a Delta column of Arrow type ``t`` accepts exactly, for the schema check.
+
+    Timestamps keep microseconds; a nanosecond source whose values are whole microseconds
+    fits (finer values are refused before sending, ``time_unit``).
+    """
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("ns", t.tz)
+    return t
+
+
+@register_destination
+class DeltaDestination(Destination):
+    """A Delta Lake table at ``path`` (a directory, or an object-store URI with ``storage_options``)."""
+
+    kind = "delta"
+    #: the finest time unit its timestamp columns keep
+    time_unit = "us"
+
+    def __init__(self, path: str, *, partition_by: list[str] | str | None = None,
+                 storage_options: dict[str, str] | None = None) -> None:
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError("destinations.delta() needs a path: a directory or an object-store URI")
+        if isinstance(partition_by, str):
+            partition_by = [partition_by]
+        if partition_by is not None and (not isinstance(partition_by, list)
+                                         or not all(isinstance(c, str) for c in partition_by)):
+            raise ConfigError("destinations.delta(partition_by=...) takes a column name or a list of them")
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise ConfigError("destinations.delta(storage_options=...) takes a dict of strings")
+        self.path = path if "://" in path else os.path.abspath(path)
+        self.partition_by = list(partition_by) if partition_by else None
+        self.storage_options: dict[str, str] | None = None
+        self._literal: dict[str, str] = {}
+        if storage_options:
+            kept = {}
+            for k, v in storage_options.items():
+                v = str(v)
+                if not v.startswith("env:") and _SECRET_KEY.search(str(k)):
+                    register_secret(v)
+                    self._literal[str(k)] = v  # usable here, never stored
+                else:
+                    kept[str(k)] = v
+            self.storage_options = kept or None
+
+    def config(self) -> dict[str, Any]:
+        return {"path": self.path, "partition_by": self.partition_by, "storage_options": self.storage_options}
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, "path": self.path})
+
+    def describe(self) -> str:
+        return f"delta({self.path})"
+
+    def options(self) -> dict[str, str] | None:
+        """storage_options with ``env:NAME`` references resolved (never stored)."""
+        from ._postgres import resolve_secret
+
+        out = {k: resolve_secret(v, f"storage option {k}") or "" for k, v in (self.storage_options or {}).items()}
+        out.update(self._literal)
+        return out or None
+
+    def validate(self, columns: Any, primary_key: Any, mode: DestinationMode) -> None:
+        super().validate(columns, primary_key, mode)
+        missing = [c for c in self.partition_by or () if c not in columns]
+        if missing:
+            raise ConfigError(f"partition_by names {missing}, which the records do not have "
+                              f"(they have {', '.join(columns)}); partition by one of those columns")
+
+    def open(self, ctx: DestinationContext) -> DestinationSession:
+        return DeltaSession(self, ctx)
+
+
+class DeltaSession(DestinationSession):
+    destination: DeltaDestination
+
+    def __init__(self, destination: DeltaDestination, ctx: DestinationContext) -> None:
+        super().__init__(destination, ctx)
+        try:
+            import deltalake  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("deltalake", "delta", "the Delta Lake destination") from None
+        self.uri = destination.path
+        self.opts = destination.options()
+        self.app_id = f"dfsync:{ctx.run_key}"
+        self.columns: list[str] = []
+        self.fresh = False
+        self.not_null: list[str] = []
+        self.parts = os.path.join(self.uri, "_dfsync", ctx.run_tag) if "://" not in self.uri else None
+        self._dt: Any = None
+
+    # ---------------------------------------------------------------- table access
+    def _table(self) -> Any:
+        from deltalake import DeltaTable
+
+        if self._dt is None:
+            if not DeltaTable.is_deltatable(self.uri, storage_options=self.opts):
+                return None
+            self._dt = DeltaTable(self.uri, storage_options=self.opts)
+        else:
+            self._dt.update_incremental()
+        return self._dt
+
+    def _commit_props(self, version: int, meta: dict[str, Any]) -> Any:
+        from deltalake import CommitProperties, Transaction
+
+        return CommitProperties(custom_metadata={"dfsync": json.dumps({"run": self.ctx.run_key, **meta}, default=str)},
+                                app_transactions=[Transaction(self.app_id, int(version))])
+
+    def _run_commits(self, dt: Any) -> dict[int, dict[str, Any]]:
+        """This run's commits, newest last: {batch: metadata} from the table's history."""
+        top = dt.transaction_version(self.app_id)
+        if top is None:
+            return {}
+        found: dict[int, dict[str, Any]] = {}
+        for entry in dt.history(int(top) + 200):
+            try:
+                meta = json.loads(entry.get("dfsync") or "{}")
+            except ValueError:
+                continue
+            if meta.get("run") == self.ctx.run_key and "batch" in meta:
+                found[int(meta["batch"])] = meta
+        return found
+
+    # ---------------------------------------------------------------- prepare
+    def prepare(self, schema: pa.Schema) -> None:
+        records = pa.schema([f for f in schema if f.name != ACTION_COLUMN])
+        self.columns = records.names
+        target = pa.schema([pa.field(f.name, delta_type(f.type), True) for f in records])
+        if self.ctx.mode == DestinationMode.REPLACE:
+            self.target_schema = target
+            return
+        dt = self._table()
+        if dt is None:
+            if self.ctx.mode == DestinationMode.UPDATE:
+                raise DestinationError(f"there is no Delta table at {self.uri}; update mode only changes rows "
+                                       f"that exist. Create the table first, or use destination_mode='upsert'.")
+            from deltalake import write_deltalake
+
+            write_deltalake(self.uri, target.empty_table(), partition_by=self.destination.partition_by,
+                            mode="append", storage_options=self.opts)
+            dt = self._table()
+        else:
+            self._fit(dt, records)
+        have = pa.schema(dt.schema().to_arrow())
+        self.target_schema = have
+        self.not_null = [f.name for f in have if not f.nullable and f.name in self.columns]
+        runs = self._run_commits(dt)
+        if runs:  # a resumed run: was the table empty when it began?
+            self.fresh = bool(runs[max(runs)].get("fresh"))
+        else:
+            self.fresh = dt.count() == 0 if hasattr(dt, "count") else dt.to_pyarrow_table().num_rows == 0
+
+    def _fit(self, dt: Any, records: pa.Schema) -> None:
+        from deltalake import Schema, write_deltalake
+
+        have = pa.schema(dt.schema().to_arrow())
+        existing = {f.name: (str(f.type), _readback(f.type)) for f in have}
+        plan = plan_table(records, existing, policy=self.ctx.schema, where=f"Delta table {self.uri}",
+                          widen=self.widen_columns)
+        if plan.add:
+            fields = [pa.field(f.name, delta_type(f.type), True) for f in plan.add]
+            dt.alter.add_columns(Schema.from_arrow(pa.schema(fields)).fields)
+            for f in fields:
+                self.schema_changes.append((f.name, f"added column {f.name!r} ({f.type}) to Delta table {self.uri}"))
+        if plan.widen:  # Delta cannot change a column's type in place: one commit rewrites the table
+            table = dt.to_pyarrow_table()
+            for col, f in plan.widen:
+                i = table.schema.get_field_index(col)
+                table = table.set_column(i, pa.field(col, delta_type(f.type), True), table.column(col).cast(delta_type(f.type)))
+                self.schema_changes.append((col, f"widened column {col!r} of Delta table {self.uri} to {f.type}"))
+            write_deltalake(dt, table, mode="overwrite", schema_mode="overwrite",
+                            partition_by=dt.metadata().partition_columns or None)
+        if plan.add or plan.widen:
+            self._dt = None
+
+    # ---------------------------------------------------------------- ledger
+    def committed_batches(self) -> dict[int, list[list[Any]]]:
+        if self.ctx.mode == DestinationMode.REPLACE:
+            return {b: [] for b in self._parts()}
+        dt = self._table()
+        if dt is None:
+            return {}
+        return {b: meta.get("not_delivered") or [] for b, meta in self._run_commits(dt).items()}
+
+    # ---------------------------------------------------------------- write
+    def _conform(self, data: pa.Table) -> pa.Table:
+        cols = [data.column(f.name).cast(delta_type(f.type), safe=False) if delta_type(f.type) != f.type
+                else data.column(f.name) for f in data.schema]
+        return pa.table(cols, names=data.column_names)
+
+    def write(self, batch: WriteBatch) -> BatchResult:
+        if self.ctx.mode == DestinationMode.REPLACE:
+            return self._write_part(batch)
+        dt = self._table()
+        done = self._run_commits(dt).get(batch.batch_no) if dt.transaction_version(self.app_id) is not None \
+            and dt.transaction_version(self.app_id) >= batch.batch_no else None
+        if done is not None:  # committed before a crash or a lost answer: never twice
+            return self._from_ledger(batch.data, done.get("not_delivered") or [])
+        data = self._conform(batch.records()).append_column(ACTION_COLUMN, batch.data.column(ACTION_COLUMN))
+        failed, skipped = self._unfit_rows(data), {}
+        mode = self.ctx.mode
+        if mode in (DestinationMode.UPDATE, DestinationMode.INSERT):
+            present = self._present(dt, data)
+            for i in np.flatnonzero(present):
+                if mode == DestinationMode.INSERT and int(i) not in failed:
+                    failed[int(i)] = EXISTS_MESSAGE
+            if mode == DestinationMode.UPDATE:
+                skipped = {int(i): SKIP_MESSAGE for i in np.flatnonzero(~present) if int(i) not in failed}
+        out = set(failed) | set(skipped)
+        keep = data
+        if out:
+            mask = np.ones(data.num_rows, dtype=bool)
+            mask[list(out)] = False
+            keep = data.filter(pa.array(mask))
+        pk = self.ctx.primary_key
+        nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(out)]
+        props = self._commit_props(batch.batch_no, {"batch": batch.batch_no, "fresh": self.fresh, "not_delivered": nd})
+        self._apply(dt, keep, props)
+        return BatchResult(failed=failed, skipped=skipped)
+
+    def _unfit_rows(self, data: pa.Table) -> dict[int, str]:
+        """Rows a NOT NULL column of the table would refuse (Delta refuses the whole commit)."""
+        bad: dict[int, str] = {}
+        for c in self.not_null:
+            for i in np.flatnonzero(data.column(c).is_null().to_numpy(zero_copy_only=False)):
+                bad.setdefault(int(i), f"column {c!r} is NOT NULL in the Delta table and the value is null")
+        return bad
+
+    def _present(self, dt: Any, data: pa.Table) -> np.ndarray:
+        """For each row: does the table hold its key?"""
+        import polars as pl
+
+        pk = list(self.ctx.primary_key)
+        if data.num_rows == 0:
+            return np.zeros(0, dtype=bool)
+        first = data.column(pk[0])
+        found = dt.to_pyarrow_dataset().to_table(columns=pk, filter=pc.field(pk[0]).isin(first.drop_null().combine_chunks()))
+        batch_keys = pl.from_arrow(data.select(pk)).with_row_index("_i")  # type: ignore[union-attr]
+        there = pl.from_arrow(found.cast(data.select(pk).schema)).unique()  # type: ignore[union-attr]
+        hit = batch_keys.join(there, on=pk, how="semi")["_i"].to_numpy()
+        out = np.zeros(data.num_rows, dtype=bool)
+        out[hit] = True
+        return out
+
+    def _apply(self, dt: Any, data: pa.Table, props: Any) -> None:
+        from deltalake import write_deltalake
+
+        actions = batch_actions(data)
+        mode = self.ctx.mode
+        records = data.select(self.columns)
+        if self.fresh and actions <= {"insert"} and mode != DestinationMode.UPDATE and not self.ctx.requeried:
+            # a table that was empty when the run began: new keys cannot collide
+            write_deltalake(dt, records, mode="append", commit_properties=props)
+            return
+        def col(c: str) -> str:
+            return "`" + c.replace("`", "``") + "`"
+
+        on = " AND ".join(f"t.{col(k)} = s.{col(k)}" for k in self.ctx.primary_key)
+        values = {col(c): f"s.{col(c)}" for c in self.columns}
+        act = f"s.{col(ACTION_COLUMN)}"
+        merger = dt.merge(data, on, source_alias="s", target_alias="t", commit_properties=props)
+        if mode == DestinationMode.MIRROR and "delete" in actions:
+            merger = merger.when_matched_delete(f"{act} = 'delete'")
+        if mode in (DestinationMode.UPSERT, DestinationMode.MIRROR, DestinationMode.UPDATE):
+            merger = merger.when_matched_update(values, f"{act} <> 'delete'")
+        if mode != DestinationMode.UPDATE:
+            merger = merger.when_not_matched_insert(values, f"{act} <> 'delete'")
+        merger.execute()
+
+    def _from_ledger(self, data: pa.Table, not_delivered: list[list[Any]]) -> BatchResult:
+        keys = {json.dumps(k, default=str) for k in not_delivered}
+        cols = [data.column(k).to_pylist() for k in self.ctx.primary_key]
+        why = "not delivered (the row was refused; its message was lost when the run stopped)"
+        if self.ctx.mode == DestinationMode.UPDATE:
+            why = SKIP_MESSAGE
+        hits = {i for i, key in enumerate(zip(*cols, strict=True)) if json.dumps(list(key), default=str) in keys}
+        if self.ctx.mode == DestinationMode.UPDATE:
+            return BatchResult(skipped={i: why for i in hits})
+        return BatchResult(failed={i: why for i in hits})
+
+    # ---------------------------------------------------------------- replace: one overwrite commit
+    def _parts(self) -> list[int]:
+        if self.parts is None or not os.path.isdir(self.parts):
+            return []
+        return sorted(int(n[6:-8]) for n in os.listdir(self.parts) if re.fullmatch(r"batch-\d+\.parquet", n))
+
+    def _write_part(self, batch: WriteBatch) -> BatchResult:
+        import pyarrow.parquet as pq
+
+        if self.parts is None:
+            raise DestinationError("destination_mode='replace' on a Delta table needs a local path (its batches "
+                                   "wait beside the table until the run ends)")
+        os.makedirs(self.parts, exist_ok=True)
+        final = os.path.join(self.parts, f"batch-{batch.batch_no:08d}.parquet")
+        data = self._conform(batch.records()).cast(self.target_schema)
+        pq.write_table(data, final + ".part")
+        os.replace(final + ".part", final)  # the batch is held exactly when this file exists
+        return BatchResult()
+
+    def finish(self) -> None:
+        if self.ctx.mode != DestinationMode.REPLACE:
+            return
+        import pyarrow.dataset as ds
+        from deltalake import write_deltalake
+
+        dt = self._table()
+        if dt is None or dt.transaction_version(self.app_id) is None:
+            files = [os.path.join(self.parts, f"batch-{b:08d}.parquet") for b in self._parts()] if self.parts else []
+            data = ds.dataset(files, schema=self.target_schema, format="parquet").to_table() if files \
+                else self.target_schema.empty_table()
+            write_deltalake(self.uri, data, mode="overwrite", schema_mode="overwrite",
+                            partition_by=self.destination.partition_by, storage_options=self.opts,
+                            commit_properties=self._commit_props(0, {"replace": True}))
+        self.abandon()
+
+    def abandon(self) -> None:
+        if self.parts is not None:
+            shutil.rmtree(self.parts, ignore_errors=True)
+            parent = os.path.dirname(self.parts)
+            if os.path.isdir(parent) and not os.listdir(parent):
+                os.rmdir(parent)

@@ -1,0 +1,271 @@
+"""The Delta Lake destination on real Delta tables in temp directories (deltalake / delta-rs).
+
+Session-level tests drive the DestinationSession protocol the runner uses; end-to-end tests
+run syncs through a workspace. Every table is read back by polars' Delta reader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import json
+import os
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import dfsync
+from dfsync.destinations.base import ACTION_COLUMN, DestinationContext, WriteBatch
+from dfsync.errors import ConfigError, DestinationError, SchemaMismatchError
+from dfsync.states import DestinationMode
+
+deltalake = pytest.importorskip("deltalake") if os.environ.get("CI", "").lower() not in ("1", "true", "yes") \
+    else __import__("deltalake")
+
+
+def ctx(mode: str = "upsert", run_id: int = 1, pk: tuple[str, ...] = ("id",), **kw) -> DestinationContext:
+    return DestinationContext(sync_id=1, sync_name="s", run_id=run_id, mode=DestinationMode(mode), primary_key=pk, **kw)
+
+
+def batch(no: int, actions: list[str] | str = "insert", **cols: list) -> WriteBatch:
+    n = len(next(iter(cols.values())))
+    acts = [actions] * n if isinstance(actions, str) else actions
+    return WriteBatch(no, pa.table({**cols, ACTION_COLUMN: pa.array(acts, pa.string())}))
+
+
+def write_all(dest, c: DestinationContext, *batches: WriteBatch):
+    results = []
+    with dest.open(c) as s:
+        s.prepare(batches[0].data.schema)
+        done = s.committed_batches()
+        for b in batches:
+            if b.batch_no not in done:
+                results.append(s.write(b))
+        s.finish()
+    return results
+
+
+def read(path) -> pl.DataFrame:
+    return pl.read_delta(str(path)).sort("id")
+
+
+def test_batches_commit_with_transaction_ids_and_resume_skips_them(tmp_path):
+    path = tmp_path / "t"
+    dest = dfsync.destinations.delta(str(path))
+    b1, b2 = batch(1, id=[1, 2], name=["a", "b"]), batch(2, id=[3], name=["c"])
+    with dest.open(ctx()) as s:
+        s.prepare(b1.data.schema)
+        s.write(b1)
+        assert read(path)["id"].to_list() == [1, 2]  # readable after every batch
+        # the process "dies" here, before the workspace learns the batch landed
+    table = deltalake.DeltaTable(str(path))
+    assert table.transaction_version("dfsync:s#1/1") == 1
+    version = table.version()
+    with dest.open(ctx()) as s:  # the same run resumes
+        s.prepare(b1.data.schema)
+        assert s.committed_batches() == {1: []}
+        assert s.write(b1).failed == {}  # asked again: already there, not applied twice
+        assert deltalake.DeltaTable(str(path)).version() == version
+        s.write(b2)
+        s.finish()
+    assert read(path).to_dict(as_series=False) == {"id": [1, 2, 3], "name": ["a", "b", "c"]}
+    assert deltalake.DeltaTable(str(path)).transaction_version("dfsync:s#1/1") == 2
+
+
+def test_upsert_update_insert_mirror(tmp_path):
+    path = tmp_path / "t"
+    dest = dfsync.destinations.delta(str(path))
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1, 2, 3], v=[1.0, 2.0, 3.0]))
+    write_all(dest, ctx("upsert", 2), batch(1, ["update", "insert"], id=[2, 4], v=[20.0, 4.0]))
+    assert read(path).to_dict(as_series=False) == {"id": [1, 2, 3, 4], "v": [1.0, 20.0, 3.0, 4.0]}
+    (res,) = write_all(dest, ctx("update", 3), batch(1, "update", id=[1, 9], v=[10.0, 9.0]))
+    assert res.skipped == {1: "no row with this key in the destination (update mode only updates existing rows)"}
+    (res,) = write_all(dest, ctx("insert", 4), batch(1, "insert", id=[1, 5], v=[-1.0, 5.0]))
+    assert list(res.failed) == [0] and "already in the table" in res.failed[0]
+    write_all(dest, ctx("mirror", 5), batch(1, ["delete", "update"], id=[3, 4], v=[3.0, 40.0]))
+    assert read(path).to_dict(as_series=False) == {"id": [1, 2, 4, 5], "v": [10.0, 20.0, 40.0, 5.0]}
+    meta = [json.loads(h["dfsync"]) for h in deltalake.DeltaTable(str(path)).history() if "dfsync" in h]
+    assert {"run": "s#1/3", "batch": 1, "fresh": False, "not_delivered": [[9]]} in meta
+
+
+def test_update_mode_needs_the_table(tmp_path):
+    dest = dfsync.destinations.delta(str(tmp_path / "nope"))
+    with dest.open(ctx("update")) as s, pytest.raises(DestinationError, match="no Delta table.*upsert"):
+        s.prepare(batch(1, id=[1]).data.schema)
+
+
+def test_replace_is_one_overwrite_commit(tmp_path):
+    path = tmp_path / "t"
+    dest = dfsync.destinations.delta(str(path))
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1, 2], v=["a", "b"]))
+    with dest.open(ctx("replace", 2)) as s:
+        s.prepare(batch(1, id=[1], v=["x"]).data.schema)
+        s.write(batch(1, id=[5], v=["e"]))
+        s.write(batch(2, id=[6], v=["f"]))
+        assert read(path)["id"].to_list() == [1, 2]  # readers see the old rows until the end
+        assert s.committed_batches() == {1: [], 2: []}  # held beside the table
+        s.finish()
+    assert read(path).to_dict(as_series=False) == {"id": [5, 6], "v": ["e", "f"]}
+    last = deltalake.DeltaTable(str(path)).history(1)[0]
+    assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Overwrite"
+    assert not os.path.exists(path / "_dfsync")
+    with dest.open(ctx("replace", 3)) as s:  # an abandoned replace leaves the table alone
+        s.prepare(batch(1, id=[1], v=["x"]).data.schema)
+        s.write(batch(1, id=[9], v=["z"]))
+        s.abandon()
+    assert read(path)["id"].to_list() == [5, 6] and not os.path.exists(path / "_dfsync")
+
+
+TYPES = {
+    "id": pa.array([1, 2], pa.int64()),
+    "b": pa.array([True, None]), "i8": pa.array([-128, 127], pa.int8()), "i32": pa.array([-2**31, 7], pa.int32()),
+    "u8": pa.array([255, 0], pa.uint8()), "u32": pa.array([2**32 - 1, 0], pa.uint32()),
+    "u64": pa.array([2**64 - 1, 0], pa.uint64()),
+    "f32": pa.array([1.5, float("nan")], pa.float32()), "f64": pa.array([float("inf"), -0.0]),
+    "dec": pa.array([decimal.Decimal("12345678.90"), None], pa.decimal128(10, 2)),
+    "s": pa.array(["🚀 é", ""], pa.large_string()), "bin": pa.array([b"\x00\xff", None]),
+    "d": pa.array([dt.date(1, 1, 1), dt.date(9999, 12, 31)]),
+    "ts": pa.array([dt.datetime(2020, 1, 2, 3, 4, 5, 6), None], pa.timestamp("us")),
+    "tz": pa.array([dt.datetime(2020, 1, 2, 3, 4, 5, 123000, tzinfo=dt.timezone.utc), None],
+                   pa.timestamp("ms", tz="Europe/Paris")),
+    "l": pa.array([[1, 2], None], pa.list_(pa.int64())),
+    "st": pa.array([{"a": 1, "b": "x"}, None], pa.struct([("a", pa.int64()), ("b", pa.string())])),
+}
+
+
+@pytest.mark.parametrize("mode", ["upsert", "insert"])
+def test_every_type_round_trips(tmp_path, mode):
+    path = tmp_path / "types"
+    dest = dfsync.destinations.delta(str(path))
+    if mode == "upsert":  # an existing non-empty table: MERGE; a new one: append
+        write_all(dest, ctx("upsert", 1), WriteBatch(1, pa.table({**{k: v.slice(0, 1) for k, v in TYPES.items()},
+                                                                  ACTION_COLUMN: ["insert"]})))
+    write_all(dest, ctx(mode, 2), WriteBatch(1, pa.table({**TYPES, ACTION_COLUMN: ["insert"] * 2})))
+    got = deltalake.DeltaTable(str(path)).to_pyarrow_table().sort_by("id")
+    for name, arr in TYPES.items():
+        want = arr.to_pylist()
+        have = got.column(name).to_pylist()
+        if name == "tz":
+            want = [v.astimezone(dt.timezone.utc) if v else v for v in want]
+        if name == "f32":
+            assert have[0] == 1.5 and have[1] != have[1]
+            continue
+        assert have == want, (name, have, want)
+    assert str(got.schema.field("tz").type) == "timestamp[us, tz=UTC]"
+    assert got.schema.field("u64").type == pa.decimal128(20, 0)
+
+
+def test_unsupported_type_and_not_null_column(tmp_path):
+    dest = dfsync.destinations.delta(str(tmp_path / "t"))
+    with dest.open(ctx()) as s, pytest.raises(SchemaMismatchError, match="no Delta Lake column type"):
+        s.prepare(pa.schema([("id", pa.int64()), ("t", pa.time64("us"))]))
+    path = tmp_path / "nn"
+    deltalake.DeltaTable.create(str(path), pa.schema([pa.field("id", pa.int64(), False),
+                                                      pa.field("name", pa.string(), False)]))
+    (res,) = write_all(dfsync.destinations.delta(str(path)), ctx(), batch(1, id=[1, 2, 3], name=["a", None, "c"]))
+    assert list(res.failed) == [1] and "'name' is NOT NULL" in res.failed[1]
+    assert read(path)["id"].to_list() == [1, 3]
+
+
+def test_schema_policy_adds_widens_or_freezes(tmp_path):
+    path = tmp_path / "t"
+    dest = dfsync.destinations.delta(str(path))
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1], a=pa.array([1], pa.int32())))
+    with dest.open(dataclasses.replace(ctx("upsert", 2), schema="freeze")) as s, \
+            pytest.raises(SchemaMismatchError, match="'n'"):
+        s.prepare(batch(1, id=[1], a=pa.array([1], pa.int32()), n=["x"]).data.schema)
+    with dest.open(ctx("upsert", 3)) as s:
+        s.widen_columns = {"a"}
+        s.prepare(batch(1, id=[2], a=pa.array([3_000_000_000]), n=["x"]).data.schema)
+        s.write(batch(1, id=[2], a=pa.array([3_000_000_000]), n=["x"]))
+    got = read(path)
+    assert got.schema["a"] == pl.Int64 and got.rows() == [(1, 1, None), (2, 3_000_000_000, "x")]
+    with dest.open(ctx("upsert", 4)) as s, pytest.raises(SchemaMismatchError, match="'a'.*replace"):
+        s.prepare(batch(1, id=[2], a=[1.5], n=["x"]).data.schema)  # a float into an integer column
+
+
+def test_partition_by_and_storage_options(tmp_path, monkeypatch):
+    path = tmp_path / "t"
+    monkeypatch.setenv("DFSYNC_TEST_DELTA_SECRET", "s3cr3t-value")
+    dest = dfsync.destinations.delta(str(path), partition_by="country",
+                                     storage_options={"AWS_SECRET_ACCESS_KEY": "env:DFSYNC_TEST_DELTA_SECRET",
+                                                      "aws_session_token": "literal-t0ken", "timeout": "30s"})
+    assert dest.config()["storage_options"] == {"AWS_SECRET_ACCESS_KEY": "env:DFSYNC_TEST_DELTA_SECRET",
+                                                "timeout": "30s"}  # the literal token is never stored
+    assert "literal-t0ken" not in json.dumps(dest.config()) + repr(dest) + dest.identity()
+    assert dest.options()["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-value"
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2, 3], "country": ["fr", "de", "fr"], "v": [1, 2, 3]})
+    sync = ws.create_sync("p", source=dfsync.sources.frame(df), destination=dest, primary_key="id",
+                          destination_mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    assert deltalake.DeltaTable(str(path)).metadata().partition_columns == ["country"]
+    assert sorted(os.listdir(path)) == ["_delta_log", "country=de", "country=fr"]
+    sync = ws.create_sync("p", source=dfsync.sources.frame(df.filter(pl.col("id") != 1)), destination=dest,
+                          primary_key="id", destination_mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    assert read(path).select("id", "country", "v").rows() == [(2, "de", 2), (3, "fr", 3)]
+    with pytest.raises(ConfigError, match="partition_by"):
+        ws.create_sync("q", source=dfsync.sources.frame(df), primary_key="id",
+                       destination=dfsync.destinations.delta(str(tmp_path / "q"), partition_by="region"))
+    ws.close()
+
+
+def test_bad_config():
+    with pytest.raises(ConfigError, match="path"):
+        dfsync.destinations.delta("")
+    with pytest.raises(ConfigError, match="partition_by"):
+        dfsync.destinations.delta("x", partition_by=[1])
+
+
+# ---------------------------------------------------------------------- through a workspace
+def frame(n: int, version: int = 1) -> pl.DataFrame:
+    ids = list(range(n))
+    return pl.DataFrame({
+        "id": ids,
+        "name": [f"n{i}" + ("-v2" if version > 1 and i % 10 == 0 else "") for i in ids],
+        "ts": [dt.datetime(2026, 1, 1) + dt.timedelta(minutes=i + (10_000 if version > 1 and i % 10 == 0 else 0))
+               for i in ids],
+    })
+
+
+@pytest.mark.parametrize("sync_mode", ["full_refresh", "incremental"])
+@pytest.mark.parametrize("mode", ["insert", "upsert", "update", "mirror", "replace"])
+def test_every_mode_and_sync_mode(tmp_path, mode, sync_mode):
+    path = tmp_path / "t"
+    if mode == "update":  # update mode changes rows that exist
+        deltalake.write_deltalake(str(path), pl.DataFrame({"id": list(range(300))}).with_columns(
+            name=pl.lit(None, pl.String), ts=pl.lit(None, pl.Datetime("us"))).to_arrow())
+    kw = {"cursor_field": "ts"} if sync_mode == "incremental" else {}
+    dest = dfsync.destinations.delta(str(path))
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    if mode in ("mirror", "replace") and sync_mode == "incremental":
+        with pytest.raises(ConfigError):
+            ws.create_sync("s", source=dfsync.sources.frame(frame(1)), primary_key="id", destination_mode=mode,
+                           sync_mode=sync_mode, destination=dest, **kw)
+        return
+    v1, v2 = frame(300), frame(400, version=2)
+    if mode == "mirror":
+        v2 = v2.filter(pl.col("id") % 7 != 3)
+    for v in (v1, v2):
+        sync = ws.create_sync("s", source=dfsync.sources.frame(v), primary_key="id", destination_mode=mode,
+                              sync_mode=sync_mode, batch_size=128, destination=dest, **kw)
+        run = sync.run(progress=False)
+        assert run.status == "success", run.error
+        again = sync.run(progress=False)
+        assert again.status == "success" and again.counts["failed"] == 0
+        if mode == "replace":
+            assert again.counts["sent"] == v.height
+        else:
+            assert again.counts["sent"] == (again.counts["skipped"] if mode in ("insert", "update") else 0)
+    got = read(path).select(v1.columns)
+    if mode == "insert":
+        want = pl.concat([v1, v2.filter(pl.col("id") >= 300)])
+    elif mode == "update":
+        want = v2.filter(pl.col("id") < 300)
+    else:
+        want = v2
+    assert got.to_dicts() == want.sort("id").to_dicts()
+    ws.close()
