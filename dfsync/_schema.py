@@ -349,6 +349,17 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
     return TablePlan(add, to_widen)
 
 
+def check_destination_types(destination: Any, schema: Any) -> None:
+    """At create_sync: refuse a field type the destination cannot hold, naming the column and the fix."""
+    import polars as pl
+
+    try:
+        arrow = pl.DataFrame(schema=schema).to_arrow().schema
+    except Exception:  # checked again before anything is sent (Runner._decide_schema)
+        return
+    destination.check_schema(arrow)
+
+
 def schema_frame(sync: Any) -> Any:
     """``sync.schema()``: the recorded fields, or what the source would send now."""
     import polars as pl
@@ -366,12 +377,34 @@ def schema_frame(sync: Any) -> Any:
                                                        "in_source": pl.Boolean})
 
 
-def check_time_units(con: Any, table: str, records: pa.Schema, unit: str, where: str) -> None:
-    """Refuse (before anything is sent) values finer than the destination keeps.
+def check_values(con: Any, table: str, records: pa.Schema, destination: Any, where: str) -> None:
+    """Refuse (before anything is sent) values the destination would store altered.
 
-    PostgreSQL keeps microseconds: a nanosecond timestamp whose values are whole
-    microseconds goes in exactly; one with a nanosecond part would be rounded.
+    * ``time_unit``: PostgreSQL and MySQL keep microseconds: a nanosecond timestamp whose
+      values are whole microseconds goes in exactly; one with a nanosecond part would be rounded.
+    * ``nonfinite``: which of NaN / infinity the destination keeps ("nan,inf", "inf" for
+      SQLite, which stores NaN as NULL, "" for JSON, which has neither).
     """
+    from .store import quote
+
+    keeps = set(filter(None, str(getattr(destination, "nonfinite", "nan,inf")).split(",")))
+    if keeps != {"nan", "inf"}:
+        for f in records:
+            if not pa.types.is_floating(_base(f.type)):
+                continue
+            c = quote(f.name)
+            conds = ([] if "nan" in keeps else [f"isnan({c})"]) + ([] if "inf" in keeps else [f"isinf({c})"])
+            bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {' OR '.join(conds)} LIMIT 1").fetchall()
+            if bad:
+                raise SchemaMismatchError(
+                    f"column {f.name!r} holds {bad[0][0]}, which {where} cannot store as it is (it would read "
+                    f"back as NULL). Send NULL for it with mapping={{{f.name!r}: pl.col({f.name!r}).fill_nan(None)}}"
+                    f" (infinities: pl.when(pl.col({f.name!r}).is_infinite()).then(None).otherwise(pl.col({f.name!r})))"
+                    f", or choose a destination that keeps it (DuckDB, Parquet, PostgreSQL). Nothing was sent.")
+    check_time_units(con, table, records, getattr(destination, "time_unit", "ns"), where)
+
+
+def check_time_units(con: Any, table: str, records: pa.Schema, unit: str, where: str) -> None:
     if unit == "ns":
         return
     from .store import quote

@@ -718,7 +718,8 @@ class Runner:
         where = sync.destination.describe()
         plan = _schema.plan(recorded, records, sync.primary_key, sync.schema_policy, where,
                             replace=sync.destination_mode == DestinationMode.REPLACE)
-        _schema.check_time_units(staging.con, "stg", records, getattr(sync.destination, "time_unit", "ns"), where)
+        sync.destination.check_schema(records)
+        _schema.check_values(staging.con, "stg", records, sync.destination, where)
         return plan
 
     def _record_schema(self, plan: Any, total: int) -> None:

@@ -19,7 +19,7 @@ import psutil
 
 from . import _html
 from ._registry import ACTIVE, LIVE
-from ._schema import check_policy, schema_frame
+from ._schema import check_destination_types, check_policy, schema_frame
 from .destinations.base import Destination, destination_from_config
 from .errors import (
     ConfigError,
@@ -233,6 +233,7 @@ class Workspace:
 
             window = check_window(cursor_field, record_schema[cursor_field], lookback, initial_cursor)
         destination.validate(fields, keys, dmode)
+        check_destination_types(destination, record_schema)
         check_objs: list[Any] = []
         if checks is not None:
             from . import checks as checks_mod

@@ -124,9 +124,22 @@ class SyncModel(RuleBasedStateMachine):
 
     def frame(self) -> pl.DataFrame:
         ks = sorted(self.rows)
-        return pl.DataFrame({"k": ks, "name": [self.rows[k][0] for k in ks],
-                             "score": [self.rows[k][1] for k in ks],
-                             "updated_at": [self.rows[k][2] for k in ks]}, schema=SCHEMA)
+        df = pl.DataFrame({"k": ks, "name": [self.rows[k][0] for k in ks],
+                           "score": [self.rows[k][1] for k in ks],
+                           "updated_at": [self.rows[k][2] for k in ks]}, schema=SCHEMA)
+        if self.kind == "sqlite":  # SQLite cannot keep NaN: the documented fix sends NULL (docs/SCHEMA.md)
+            df = df.with_columns(pl.col("score").fill_nan(None))
+        if getattr(self, "extra", None) is not None:  # the source's schema changed (schema="evolve")
+            df = df.with_columns(extra=pl.col("k").str.len_chars().cast(self.extra))
+        return df
+
+    @rule(dtype=st.sampled_from([None, pl.Int32, pl.Int64]))
+    def schema_change(self, dtype: object) -> None:
+        """A column appears, widens (int32 -> int64), narrows or disappears: every row is sent once more."""
+        self.extra = dtype
+        event(f"schema: extra {dtype}")
+        self.version += 1
+        self._define()
 
     # ------------------------------------------------------------------ source versions
     @rule(data=st.data())

@@ -158,3 +158,25 @@ def _has_run_source() -> bool:
     import inspect
 
     return "source" in inspect.signature(dfsync.workspace.Sync.run).parameters
+
+
+@pytest.mark.parametrize("mode", ["upsert", "insert", "replace"])
+def test_duckdb_tables_declare_the_primary_key(mode, tmp_path):
+    import duckdb
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    dest = dfsync.destinations.duckdb(path, table="t")
+    for v in (1, 2):
+        df = pl.DataFrame({"k1": [1, 1, 2], "k2": ["a", "b", "a"], "v": [v, v, v]})
+        run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest, primary_key=["k1", "k2"],
+                             destination_mode=mode).run(progress=False)
+        assert run.status == "success", run.error
+    con = duckdb.connect(path, read_only=True)
+    keys = con.sql("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = 't' "
+                   "AND constraint_type = 'PRIMARY KEY'").fetchall()
+    rows = con.sql("SELECT * FROM t ORDER BY k1, k2").fetchall()
+    con.close()
+    assert keys == [(["k1", "k2"],)]
+    assert rows == [(1, "a", 1 if mode == "insert" else 2), (1, "b", 1 if mode == "insert" else 2),
+                    (2, "a", 1 if mode == "insert" else 2)]

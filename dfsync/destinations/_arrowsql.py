@@ -87,6 +87,7 @@ class ArrowSQLSession(DestinationSession):
         self.target: TableName = destination.name
         self.run_key = ctx.run_key
         self.columns: list[str] = []
+        self.records_schema = pa.schema([])
         self.fresh = False
         self.direct = False  # table's columns are exactly the records' mapped types
         self.unique_key = True
@@ -156,6 +157,10 @@ class ArrowSQLSession(DestinationSession):
 
     def _stage_sql(self) -> str:
         return q(STAGE_TABLE)
+
+    def _casts(self, actual: dict[str, str] | None) -> dict[str, str]:
+        """Column -> the SQL cast a staged value needs on its way into the table (e.g. JSON text -> jsonb)."""
+        return {}
 
     def _conform(self, data: pa.Table) -> pa.Table:
         """Cast Arrow types the driver cannot ingest to ones it can (same values)."""
@@ -250,6 +255,7 @@ class ArrowSQLSession(DestinationSession):
     def prepare(self, schema: pa.Schema) -> None:
         records = pa.schema([f for f in schema if f.name not in (ACTION_COLUMN, ROW_COLUMN)])
         self.columns = records.names
+        self.records_schema = records
         missing_pk = [k for k in self.ctx.primary_key if k not in self.columns]
         if missing_pk:
             raise SchemaMismatchError(f"the records lack the primary key column(s) {missing_pk}")
@@ -289,7 +295,7 @@ class ArrowSQLSession(DestinationSession):
                             f"VALUES ({self._place(1)}, 0, 0, NULL)", parameters=(self.run_key,))
             self.con.commit()
         actual = self._describe(self.write_target)
-        self.direct = list(actual.items()) == [(c, incoming[c]) for c in self.columns]
+        self.direct = list(actual.items()) == [(c, incoming[c]) for c in self.columns] and not self._casts(actual)
         self.unique_key = self._has_unique_key(self.write_target)
         if not self.unique_key:
             log.info("%s has no unique constraint on %s: upserts use UPDATE … FROM + INSERT … WHERE NOT EXISTS",
@@ -389,9 +395,10 @@ class ArrowSQLSession(DestinationSession):
         pk = self.ctx.primary_key
         mode = self.ctx.mode
         cols = ", ".join(q(c) for c in self.columns)
-        bcols = ", ".join(f"b.{q(c)}" for c in self.columns)
+        cast = self._casts(None)
+        bcols = ", ".join(f"b.{q(c)}{cast.get(c, '')}" for c in self.columns)
         on = " AND ".join(f"{t}.{q(k)} = b.{q(k)}" for k in pk)
-        sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
+        sets = ", ".join(f"{q(c)} = b.{q(c)}{cast.get(c, '')}" for c in self.columns if c not in pk)
         act = f"b.{q(ACTION_COLUMN)}"
         if mode == DestinationMode.UPDATE:
             keys = ", ".join(f"b.{q(k)}" for k in pk)

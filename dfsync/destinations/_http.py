@@ -109,6 +109,7 @@ from ._http_parts import (
     retry_after_seconds,
     snippet,
 )
+from ._sql import is_interval, nested_to_json
 from .base import (
     ACTION_COLUMN,
     BatchResult,
@@ -199,6 +200,8 @@ class HTTPDestination(Destination):
     """
 
     kind = "http"
+    #: JSON has no NaN or infinity (they would be sent as null): refused before anything is sent
+    nonfinite = ""
     transactional = False
     modes = frozenset({DestinationMode.INSERT, DestinationMode.UPSERT, DestinationMode.UPDATE,
                        DestinationMode.MIRROR})
@@ -425,7 +428,8 @@ class HTTPSession(DestinationSession):
         if not self.columns:
             self.prepare(table.schema)
         cols = self.columns if group == "all" else (list(self.ctx.primary_key) or self.columns)
-        df = pl.from_arrow(table.select(cols))
+        picked = table.select(cols)
+        df = pl.from_arrow(nested_to_json(picked, [f.name for f in picked.schema if is_interval(f.type)]))
         df = df.select(json_ready(df.schema))  # type: ignore[union-attr]
         if self.destination.nested:
             df = df.select(nest_expressions(cols))

