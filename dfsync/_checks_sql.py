@@ -187,6 +187,7 @@ class Compiled:
     missing: str | None
     value: str | None
     setup: str | None = None
+    agg: str | None = None  # an aggregate's SQL (column aggregate checks: the observed value)
 
 
 def missing_expr(col: str, t: str) -> str:
@@ -201,6 +202,8 @@ def compile_check(check: Any, types: dict[str, str], rel: str, dups: str | None)
     q = quote(col) if col else ""
     if kind == "row_count_between":
         return Compiled(check, None, None, None)
+    if kind == "aggregate":
+        return Compiled(check, None, None, None, agg=aggregate_sql(p["fn"], col, t))
     if kind == "sql":
         pred = p["predicate"]
         cols = [c for c in p.get("columns", []) if c in types]
@@ -243,6 +246,27 @@ def compile_check(check: Any, types: dict[str, str], rel: str, dups: str | None)
         text = q if is_text(t) else f"CAST({q} AS VARCHAR)"
         return Compiled(check, f"(NOT {miss} AND NOT regexp_matches({text}, {literal(re2)}))", miss, q)
     raise ConfigError(f"unknown check kind {kind!r}")
+
+
+#: GX column-aggregate metrics as DuckDB aggregates over the values pandas does not treat as
+#: missing (NULL, and NaN in float columns); sum of no values is 0 as in pandas
+AGGREGATES = {"mean": "avg({x})", "min": "min({x})", "max": "max({x})", "sum": "coalesce(sum({x}), 0)",
+              "median": "median({x})", "stdev": "stddev_samp({x})", "distinct": "count(DISTINCT {x})"}
+
+
+def aggregate_sql(fn: str, col: str, t: str) -> str:
+    q = quote(col)
+    x = f"CASE WHEN NOT isnan({q}) THEN {q} END" if t in _FLOAT else q
+    return AGGREGATES[fn].format(x=x)
+
+
+def between_success(observed: Any, p: dict) -> bool:
+    """GX's rule for a metric between min and max (strict_*: exclusive); no value fails."""
+    if observed is None or isinstance(observed, float) and math.isnan(observed):
+        return False
+    lo, hi = p.get("min"), p.get("max")
+    return (lo is None or (observed > lo if p.get("strict_min") else observed >= lo)) and \
+        (hi is None or (observed < hi if p.get("strict_max") else observed <= hi))
 
 
 def _lit_key(c: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import difflib
 import io
+import math
 import re
 import uuid
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from typing import Any
 
 from dfsync._checks_sql import (
     PARTIAL,
+    between_success,
     compile_check,
     jsonable,
     mostly_success,
@@ -100,6 +102,10 @@ class Check:
         if self.column is not None:
             return [self.column]
         return list(self.params.get("columns", []))
+
+    def columns_read(self, record_cols: list[str]) -> list[str]:
+        """The columns evaluating this check reads (some GX expectations need every column)."""
+        return self.columns()
 
     def config(self) -> dict:
         """A JSON-safe description, for :func:`checks_from_config`."""
@@ -398,12 +404,15 @@ class Evaluation:
     ``failures_table`` names a temporary table on the connection with one row per
     (failing row, failed check): ``(_rid BIGINT, check_name VARCHAR)``. Only checks that
     failed overall list rows there (a check passing thanks to ``mostly`` lists none).
-    ``results`` holds one GX-shaped dict per check.
+    ``results`` holds one GX-shaped dict per check, with its ``scope`` (rows / dataset).
     """
 
     def __init__(self, failures_table: str, results: list[dict]) -> None:
         self.failures_table = failures_table
         self.results = results
+        #: failing rows of dataset-level checks, by their _rid in the dataset relation (None:
+        #: evaluated on one relation, all in ``failures_table``)
+        self.dataset_failures: str | None = None
 
     @property
     def failed(self) -> list[dict]:
@@ -488,6 +497,59 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     return Evaluation(ft, [results[c.name] for c in checks])
 
 
+ROWS_SCOPE, DATASET_SCOPE = "rows", "dataset"
+
+
+def scope_of(check: Check) -> str:
+    """``rows`` (a row-level check: the rows about to be sent) or ``dataset`` (every row read)."""
+    return ROWS_SCOPE if check.level == ROW else DATASET_SCOPE
+
+
+def dataset_columns(checks: list[Check], record_cols: list[str] | None) -> list[str] | None:
+    """The columns the dataset-level checks read ([] without any; None: every column, when
+    ``record_cols`` is not known yet and a check needs them all)."""
+    out: list[str] = []
+    for c in checks:
+        if c.level != TABLE:
+            continue
+        cols = c.columns_read(record_cols if record_cols is not None else ["\0all"])
+        if "\0all" in cols:
+            return None
+        out += cols
+    return list(dict.fromkeys(out))
+
+
+def evaluate_staged(staging: Any, checks: list[Check]) -> Evaluation:
+    """Every check of a run on its staging: row-level ones on the rows about to be sent,
+    dataset-level ones on every row the run read (:meth:`Staging.dataset_view`)."""
+    rows = staging.to_check_view()
+    cols = dataset_columns(checks, staging.columns)
+    dataset = staging.dataset_view(cols) if any(c.level == TABLE for c in checks) else None
+    return evaluate_scoped(staging.con, rows, dataset, checks)
+
+
+def evaluate_scoped(con: Any, rows: str, dataset: str | None, checks: list[Check]) -> Evaluation:
+    """Row-level checks on ``rows`` (the rows about to be sent), dataset-level checks on
+    ``dataset`` (every row the run read; both relations carry ``_rid``).
+
+    The failures table lists failing rows of both; a dataset-level check's failing rows are
+    listed with the ``_rid`` they have in ``dataset``, in ``Evaluation.dataset_failures``
+    (the caller maps them to rows about to be sent). Results keep the order of ``checks``.
+    """
+    from dfsync import gx
+
+    checks = [c for c in checks if c.level != gx.ACTIONS]
+    whole = [c for c in checks if c.level != ROW]
+    if dataset is None or not whole:
+        return evaluate(con, rows, checks)
+    ev = evaluate(con, rows, [c for c in checks if c.level == ROW])
+    ds = evaluate(con, dataset, whole)
+    by_name = {r["check_name"]: r for r in ev.results + ds.results}
+    out = Evaluation(ev.failures_table, [by_name[c.name] for c in checks])
+    out.dataset_failures = ds.failures_table
+    return out
+
+
 def _run(con: Any, statement: str, params: list | None = None) -> None:
     """Execute a statement that returns no rows and finish it (DuckDB 2 refuses new work on a
     connection while a result is unfinished)."""
@@ -537,7 +599,7 @@ def result_row(check: Check, *, success: bool, n: int, unexpected: int | None, m
         res.update(jsonable(extra))
     col = check.column if check.column is not None else (", ".join(check.columns()) or None)
     return {"check_name": check.name, "kind": check.kind, "column_name": col, "level": check.level,
-            "success": bool(success), "element_count": n, "unexpected_count": unexpected,
+            "scope": scope_of(check), "success": bool(success), "element_count": n, "unexpected_count": unexpected,
             "unexpected_percent": pct, "partial_unexpected_list": res.get("partial_unexpected_list", []),
             "result": res}
 
@@ -571,10 +633,14 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
         _run(con, f"CREATE TEMP TABLE {quote(fails)} AS SELECT * EXCLUDE (_row) FROM ("
                   f"SELECT _rid, {', '.join(f'f{i}' for i, _, _ in row_checks)}{values}, true AS _row "
                   f"FROM (SELECT *, {flags} FROM {rel}) WHERE {where})")
-    select = ["count(*)"] + [f"count(*) FILTER (WHERE {comp.missing})" for _, _, comp in row_checks if comp.missing]
+    miss_ids = [i for i, _, comp in row_checks if comp.missing]
+    agg_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg]
+    select = ["count(*)"] + [f"count(*) FILTER (WHERE {compiled[i][1].missing})" for i in miss_ids] \
+        + [compiled[i][1].agg for i in agg_ids]
     row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchall()[0]
     n = int(row[0])
-    missing = dict(zip([i for i, _, comp in row_checks if comp.missing], row[1:], strict=True))
+    missing = dict(zip(miss_ids, row[1:1 + len(miss_ids)], strict=True))
+    observed = dict(zip(agg_ids, row[1 + len(miss_ids):], strict=True))
     counts: dict[int, tuple[int, list]] = {}
     if row_checks:
         agg = []
@@ -587,15 +653,22 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
     failing = []
     for i, (c, comp) in enumerate(compiled):
         form = comp.check
-        if not comp.fail:  # row_count_between
+        if not comp.fail:  # row_count_between, column aggregates: one observed value
             p = form.params
-            lo, hi = p.get("min"), p.get("max")
-            ok = (lo is None or (n > lo if p.get("strict_min") else n >= lo)) and \
-                 (hi is None or (n < hi if p.get("strict_max") else n <= hi))
+            value = observed[i] if comp.agg else n
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            ok = between_success(value, p)
+            extra = {"observed_value": value}
+            if not comp.agg:
+                extra.update(expected_min=p.get("min"), expected_max=p.get("max"))
             results[c.name] = result_row(c, success=ok, n=n, unexpected=None, missing=None, partial=None,
-                                         extra={"observed_value": n, "expected_min": lo, "expected_max": hi})
+                                         extra=extra)
             results[c.name]["result"].pop("unexpected_count")
             results[c.name]["result"].pop("unexpected_percent")
+            if comp.agg:
+                results[c.name]["result"].pop("element_count")
+                results[c.name]["element_count"] = None
             continue
         u, part = counts[i]
         m = None if i not in missing else int(missing[i])

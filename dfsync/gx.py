@@ -34,18 +34,66 @@ from dfsync.errors import ConfigError, MissingDependencyError
 
 CHUNK_ROWS = 250_000  # rows per pandas chunk handed to GX
 
-# Expectations whose outcome for a row depends on other rows: never chunked.
-_WHOLE = {
-    "expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
-    "expect_multicolumn_values_to_be_unique", "expect_column_values_to_be_increasing",
-    "expect_column_values_to_be_decreasing", "expect_column_value_z_scores_to_be_less_than",
-    "expect_column_values_to_not_be_outliers",
+# Map metrics whose outcome for a row depends on the other rows: a map expectation on one of
+# them (or on a subclass, which inherits its metric) is a dataset-level check.
+_CROSS_ROW_METRICS = {
+    "column_values.unique", "compound_columns.unique", "multicolumn_values.unique",
+    "column_values.increasing", "column_values.decreasing", "column_values.z_score.under_threshold",
+    "column_values.not_outliers",
 }
-_MAP_PREFIXES = ("expect_column_values_to_", "expect_column_value_lengths_", "expect_column_value_z_scores_",
-                 "expect_column_pair_values_", "expect_multicolumn_values_", "expect_compound_columns_",
-                 "expect_select_column_values_to_be_unique_within_record")
-_UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
-           "expect_multicolumn_values_to_be_unique", "expect_select_column_values_to_be_unique_within_record"}
+# keyword arguments that never change an expectation's result
+_NEUTRAL_KWARGS = {"catch_exceptions", "meta", "notes", "description", "id", "rendered_content"}
+# per compiled expectation type: the arguments its SQL form reproduces exactly; any other
+# argument given (result_format, windows, parse_strings_as_datetimes, ...) goes to GX itself
+_COMPILED_KWARGS = {
+    "expect_column_values_to_not_be_null": {"column", "mostly"},
+    "expect_column_values_to_be_between": {"column", "min_value", "max_value", "strict_min", "strict_max", "mostly"},
+    "expect_column_values_to_be_in_set": {"column", "value_set", "mostly"},
+    "expect_column_values_to_match_regex": {"column", "regex", "mostly"},
+    "expect_column_value_lengths_to_be_between": {"column", "min_value", "max_value", "strict_min", "strict_max",
+                                                  "mostly"},
+    "expect_column_values_to_be_unique": {"column", "mostly"},
+    "expect_table_row_count_to_be_between": {"min_value", "max_value", "strict_min", "strict_max"},
+}
+# column aggregate expectations compiled to one DuckDB aggregate each (see _checks_sql.AGGREGATES)
+_AGGREGATE_TYPES = {
+    "expect_column_mean_to_be_between": "mean", "expect_column_min_to_be_between": "min",
+    "expect_column_max_to_be_between": "max", "expect_column_sum_to_be_between": "sum",
+    "expect_column_median_to_be_between": "median", "expect_column_stdev_to_be_between": "stdev",
+    "expect_column_unique_value_count_to_be_between": "distinct",
+}
+for _t in _AGGREGATE_TYPES:
+    _COMPILED_KWARGS[_t] = {"column", "min_value", "max_value", "strict_min", "strict_max"}
+
+
+def expectation_class(etype: str) -> Any:
+    """GX's registered class for an expectation type (a user subclass registers itself when defined)."""
+    import_gx()
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    try:
+        return get_expectation_impl(etype)
+    except Exception as exc:  # ExpectationNotFoundError
+        raise ConfigError(f"Great Expectations does not know the expectation {etype!r}: import the module "
+                          "that defines it before using the sync") from exc
+
+
+def level_of(cls: type) -> tuple[str, bool]:
+    """(level, is_map) of an expectation class, from GX's class hierarchy, never its name.
+
+    Column, column-pair and multicolumn map expectations are row-level, unless their map
+    metric compares rows with each other (uniqueness, ordering, z-scores): those, and every
+    table or column-aggregate expectation, are dataset-level.
+    """
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
+    if issubclass(cls, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)):
+        return (TABLE if getattr(cls, "map_metric", None) in _CROSS_ROW_METRICS else ROW), True
+    return TABLE, False
 
 
 def is_gx_object(obj: Any) -> bool:
@@ -77,12 +125,15 @@ def import_gx() -> Any:
 class GXCheck(Check):
     """A Great Expectations expectation, evaluated in SQL when possible, else through GX."""
 
-    def __init__(self, gx_config: dict, *, name: str | None = None) -> None:
+    def __init__(self, gx_config: dict, *, name: str | None = None, level: str | None = None,
+                 is_map: bool | None = None) -> None:
         etype = gx_config["type"]
         kw = dict(gx_config.get("kwargs") or {})
         self.gx_config = {"type": etype, "kwargs": kw, "meta": gx_config.get("meta") or {}}
         cols = kw.get("column_list") or [c for c in (kw.get("column_A"), kw.get("column_B")) if c]
-        level = TABLE if etype in _UNIQUE or not etype.startswith(_MAP_PREFIXES) else ROW
+        if level is None or is_map is None:
+            level, is_map = level_of(expectation_class(etype))
+        self.is_map = bool(is_map)
         mostly = kw.get("mostly", 1.0)
         super().__init__(f"gx:{etype}", kw.get("column"), name=name, level=level,
                          mostly=mostly if isinstance(mostly, (int, float)) else 1.0,
@@ -94,14 +145,26 @@ class GXCheck(Check):
         return f"{', '.join(cols)} {etype}" if cols else etype
 
     def config(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "expectation": jsonable(self.gx_config)}
+        return {"kind": self.kind, "name": self.name, "expectation": jsonable(self.gx_config),
+                "level": self.level, "map": self.is_map}
+
+    def columns_read(self, record_cols: list[str]) -> list[str]:
+        """The columns GX is given: the expectation's own, or every column when it names none
+        or has a row_condition (which may name any column, in either condition parser)."""
+        kw = self.gx_config["kwargs"]
+        if kw.get("row_condition") or not self.columns():
+            return list(record_cols)
+        return self.columns()
 
     def sql_form(self, types: dict[str, str]) -> Check | None:
         """The built-in check with identical results for these column types, if there is one."""
         kw = self.gx_config["kwargs"]
-        if kw.get("row_condition") or any(isinstance(v, dict) for v in kw.values()):
-            return None  # conditions and suite parameters: GX decides
         etype, col = self.kind[3:], kw.get("column")
+        allowed = _COMPILED_KWARGS.get(etype)
+        if allowed is None or any(k not in allowed and k not in _NEUTRAL_KWARGS for k in kw):
+            return None  # row_condition, result_format, windows, ...: GX decides
+        if any(isinstance(v, dict) for v in kw.values()):
+            return None  # suite parameters: GX decides
         t = types.get(col, "") if col else ""
         mostly = self.mostly
         lo, hi = kw.get("min_value"), kw.get("max_value")
@@ -129,6 +192,9 @@ class GXCheck(Check):
             return Check("unique", col, level=TABLE, mostly=mostly)
         if etype == "expect_table_row_count_to_be_between" and num(lo) and num(hi):
             return Check("row_count_between", None, level=TABLE, min=lo, max=hi, **strict)
+        fn = _AGGREGATE_TYPES.get(etype)
+        if fn and num(lo) and num(hi) and (is_numeric(t) or fn == "distinct" and (is_text(t) or t == "BOOLEAN")):
+            return Check("aggregate", col, level=TABLE, fn=fn, min=lo, max=hi, **strict)
         return None
 
 
@@ -156,7 +222,8 @@ def from_gx(obj: Any) -> list[Check]:
         return [bare_action(obj)]
     conf = getattr(obj, "configuration", None)
     if conf is not None and hasattr(conf, "to_json_dict"):
-        return [GXCheck(conf.to_json_dict())]
+        level, is_map = level_of(type(obj))
+        return [GXCheck(conf.to_json_dict(), level=level, is_map=is_map)]
     raise ConfigError(f"{cls} is not supported as a check; pass GX expectations, an ExpectationSuite, "
                       "a Checkpoint or ValidationActions")
 
@@ -169,7 +236,7 @@ def check_from_config(cfg: dict) -> Check:
         from dfsync._gx_actions import CheckpointActions
 
         return CheckpointActions.from_config(cfg)
-    return GXCheck(cfg["expectation"], name=cfg.get("name"))
+    return GXCheck(cfg["expectation"], name=cfg.get("name"), level=cfg.get("level"), is_map=cfg.get("map"))
 
 
 # ----------------------------------------------------------------------------- GX engine
@@ -202,12 +269,11 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
     """
     exp = expectation(check)
     bd = _batch_definition()
-    etype = check.kind[3:]
-    cols = check.columns() or record_cols
+    cols = check.columns_read(record_cols)
     sel = ", ".join(quote(c) for c in [*cols, "_rid"])
     reader = con.sql(f"SELECT {sel} FROM {rel} ORDER BY _rid").to_arrow_reader(CHUNK_ROWS)
-    chunked = etype.startswith(_MAP_PREFIXES) and etype not in _WHOLE
-    fmt = {"result_format": "COMPLETE" if check.level == ROW or etype in _UNIQUE else "SUMMARY"}
+    chunked = check.level == ROW  # a row's outcome depends on that row only: bounded chunks
+    fmt = {"result_format": "COMPLETE" if check.is_map else "SUMMARY"}
     if not chunked:
         import pyarrow as pa
 
@@ -224,10 +290,7 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
     for batch in batches:
         df = batch.to_pandas().set_index("_rid")
         res = bd.get_batch(batch_parameters={"dataframe": df}).validate(exp, result_format=fmt)
-        info = res.exception_info or {}
-        err = info.get("exception_message") if "raised_exception" in info else next(
-            (v.get("exception_message") for v in info.values() if isinstance(v, dict) and v.get("raised_exception")),
-            None)
+        err = _gx_error(res)
         if err:
             raise ConfigError(f"check {check.name!r}: Great Expectations failed: {err}")
         r = dict(res.result or {})
@@ -264,6 +327,34 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
     out = result_row(check, success=ok, n=n, unexpected=u, missing=m if has_missing else None,
                      partial=partial)
     return out, rids
+
+
+def _gx_error(res: Any) -> str | None:
+    """The message of an exception GX caught while validating, if any."""
+    info = res.exception_info or {}
+    if "raised_exception" in info:
+        return info.get("exception_message") if info.get("raised_exception") else None
+    return next((v.get("exception_message") for v in info.values()
+                 if isinstance(v, dict) and v.get("raised_exception")), None)
+
+
+def check_arguments(checks: list[Check], empty: Any) -> None:
+    """Reject, at create_sync, expectations whose arguments GX itself rejects (min_value above
+    max_value, an unknown condition parser, ...): GX validates each on ``empty``, a zero-row
+    pandas frame of the records' columns and types, and its reason becomes a ConfigError."""
+    gx_checks = [c for c in checks if isinstance(c, GXCheck)]
+    if not gx_checks:
+        return
+    bd = _batch_definition()
+    for c in gx_checks:
+        try:
+            exp = expectation(c)
+            res = bd.get_batch(batch_parameters={"dataframe": empty}).validate(exp)
+            err = _gx_error(res)
+        except Exception as exc:  # GX raises many kinds for bad arguments
+            err = f"{type(exc).__name__}: {exc}"
+        if err:
+            raise ConfigError(f"check {c.name!r}: Great Expectations rejects its arguments: {err}")
 
 
 # ----------------------------------------------------------------------------- checkpoint actions

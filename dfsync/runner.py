@@ -346,6 +346,16 @@ def _max_cursor(a: Any, b: Any) -> Any:
         return b
 
 
+def _dataset_keep(checks: list[Any]) -> list[str] | None:
+    """Columns staging keeps for unchanged rows so dataset-level checks see every row read
+    (None: all of them); [] without dataset-level checks."""
+    if not checks:
+        return []
+    from .checks import dataset_columns
+
+    return dataset_columns(checks, None)
+
+
 # ---------------------------------------------------------------------- the run
 class Runner:
     def __init__(self, sync: Sync, run_id: int, *, resume: bool,
@@ -499,6 +509,7 @@ class Runner:
         if row.get("source_snapshot"):
             store.set_sync_fields(sync.id, source_snapshot=None)
         state = delivered_state(store, sync.id, sync.primary_key)
+        keep = _dataset_keep(sync.checks)
         try:
             with store.released():  # reading the source can take long: let other processes in
                 result = self.staging.load(
@@ -507,7 +518,8 @@ class Runner:
                     state=state, force=force,
                     retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
                     quarantine_keys=sync.on_invalid == "skip",
-                    keep_unchanged=sync.destination_mode == DestinationMode.REPLACE,
+                    keep_unchanged=sync.destination_mode == DestinationMode.REPLACE or keep is None,
+                    keep_columns=keep or (),
                 )
         except InvalidRecordsError as exc:
             failed = getattr(exc, "stage_result", None)
@@ -602,8 +614,7 @@ class Runner:
         from . import checks as checks_mod
         from . import gx
 
-        view = self.staging.to_check_view()
-        evaluation = checks_mod.evaluate(self.staging.con, view, sync.checks)
+        evaluation = checks_mod.evaluate_staged(self.staging, sync.checks)
         self._store_check_results(evaluation.results)
         gx.run_checkpoint_actions(sync.checks, evaluation.results, sync_name=sync.name, run_id=self.run_id,
                                   note=lambda msg: self.store.note(sync.id, self.run_id, msg))
@@ -611,19 +622,19 @@ class Runner:
         if not failed:
             return
         if sync.on_invalid == "fail":
-            self.staging.add_invalid(evaluation.failures_table)
+            self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
             self._set_valid_counters()
             self._keep_invalid_records()
             raise ValidationFailed(evaluation.summary() + ". Nothing was sent; fix the data, or use "
                                    "on_invalid='skip' to quarantine failing rows and send the rest "
                                    "(the failing rows: run.records(status='invalid')).")
-        table_failures = [r for r in failed if r.get("level") == "table" and r.get("kind") != "unique"
-                          and not r.get("kind", "").endswith("unique")]
+        # dataset-level checks with no failing rows to quarantine (a mean, a row count, ...)
+        table_failures = [r for r in failed if r.get("scope") == "dataset" and r.get("unexpected_count") is None]
         if sync.on_invalid == "skip":
-            self.staging.add_invalid(evaluation.failures_table)
+            self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
         self.store.note(sync.id, self.run_id, f"{sync.on_invalid}: {evaluation.summary()}")
         if table_failures and sync.on_invalid == "skip":
-            self.store.note(sync.id, self.run_id, "table-level checks failed (recorded): "
+            self.store.note(sync.id, self.run_id, "dataset-level checks failed (recorded; no rows to quarantine): "
                             + ", ".join(r["check_name"] for r in table_failures))
         self._set_valid_counters()
 
@@ -632,11 +643,13 @@ class Runner:
             con.execute("DELETE FROM checks WHERE run_id = ?", [self.run_id])
             for r in results:
                 con.execute(
-                    "INSERT INTO checks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO checks (run_id, check_name, kind, column_name, level, success, element_count, "
+                    "unexpected_count, unexpected_percent, partial_unexpected_list, result, scope) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     [self.run_id, r.get("check_name"), r.get("kind"), r.get("column_name"), r.get("level"),
                      bool(r.get("success")), r.get("element_count"), r.get("unexpected_count"),
                      r.get("unexpected_percent"), json.dumps(r.get("partial_unexpected_list"), default=str),
-                     json.dumps(r.get("result"), default=str)])
+                     json.dumps(r.get("result"), default=str), r.get("scope")])
 
     # .............................................................. transfer
     def _transfer(self) -> None:

@@ -111,6 +111,8 @@ class Staging:
         self.joined = False
         self._pending: list[tuple[np.ndarray, str, int, str | None]] = []  # outcomes not yet in the table
         self.read_counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)  # rows per action as read and diffed
+        self.changed_only = False  # the last load kept only changed rows (unchanged ones were counted)
+        self.keep_columns: set[str] = set()  # columns kept for unchanged rows too (dataset-level checks)
 
     def for_transfer(self) -> None:
         """Halve the memory cap for the transfer when the staged rows did not fit anyway.
@@ -145,6 +147,7 @@ class Staging:
         retry_keys: pa.Table | None = None,
         quarantine_keys: bool = False,
         keep_unchanged: bool = False,
+        keep_columns: Sequence[str] = (),
     ) -> StageResult:
         """Read the source once, fingerprint every row and diff it with the delivered state.
 
@@ -160,6 +163,9 @@ class Staging:
         self.key = list(key)
         if state is not None and state.num_rows == 0:
             state = None  # nothing delivered yet: no join needed
+        self._reopen = (source, mapping, cursor)  # dataset_view() reads the source again after a changed-only diff
+        self.changed_only = False
+        self.keep_columns = set(keep_columns)
         counter = self._open_source(source, mapping, cursor)
         self._load_state(state)
         fast = (state is not None and detect_deletes and not keep_unchanged and not force
@@ -168,6 +174,7 @@ class Staging:
         if fast:
             assert counter is not None and state is not None
             counts = self._stage_changed(source, counter, state.num_rows)
+            self.changed_only = counts is not None
             if counts is None:  # a key repeats (or the files changed while read): the full diff says which
                 self._open_source(source, mapping, cursor)
         if counts is None:
@@ -343,7 +350,7 @@ class Staging:
         def value(c: str) -> str:
             if c in key:
                 return f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}"
-            if keep_unchanged:
+            if keep_unchanged or c in self.keep_columns:
                 return f"s.{quote(c)}"
             return f"CASE WHEN d._fp IS NULL OR NOT ({same}) THEN s.{quote(c)} END AS {quote(c)}"
 
@@ -426,8 +433,44 @@ class Staging:
             f"WHERE _action IN ('insert','update') AND rowid NOT IN (SELECT _rid FROM invalid)")
         return "to_check"
 
-    def add_invalid(self, failures_table: str) -> None:
+    def dataset_view(self, columns: Sequence[str]) -> str:
+        """A view of every row the run read (the ``columns`` dataset-level checks need, the key
+        and ``_rid``): for a full refresh the whole mapped source, unchanged rows included; for
+        an incremental run the rows it read. ``_rid`` is the staged row's id where the row is
+        staged; rows only counted by a changed-only diff are read again from the source (the
+        named columns only) and get negative ids."""
+        cols = list(dict.fromkeys([*self.key, *columns]))
+        sel = ", ".join(quote(c) for c in cols)
+        con = self.con
+        if self.changed_only:
+            self._open_source(*self._reopen)
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE ds AS SELECT {sel} FROM _src")
+            except duckdb.Error as exc:
+                raise SourceError(f"could not read the source again for the dataset-level checks: "
+                                  f"{str(exc).splitlines()[0]}; nothing was sent") from exc
+            con.execute(f"CREATE OR REPLACE TEMP VIEW dataset AS SELECT {sel}, -1 - rowid AS _rid FROM ds")
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW dataset AS SELECT {sel}, rowid AS _rid FROM stg "
+                        f"WHERE _action <> 'delete'")
+        return "dataset"
+
+    def add_invalid(self, failures_table: str, dataset_failures: str | None = None) -> None:
+        """Quarantine failing rows: those of row-level checks, and those of dataset-level checks
+        that are about to be sent (a delivered, unchanged row stays as it is)."""
         self.con.execute(f"INSERT INTO invalid SELECT _rid, check_name FROM {failures_table}")
+        if dataset_failures is None:
+            return
+        sending = "_action IN ('insert','update')"
+        if self.changed_only:
+            on = " AND ".join(f"t.{quote(k)} = d.{quote(k)}" for k in self.key)
+            self.con.execute(
+                f"INSERT INTO invalid SELECT t.rowid, f.check_name FROM {dataset_failures} f "
+                f"JOIN ds d ON f._rid = -1 - d.rowid JOIN stg t ON {on} WHERE t.{sending}")
+        else:
+            self.con.execute(
+                f"INSERT INTO invalid SELECT _rid, check_name FROM {dataset_failures} "
+                f"WHERE _rid IN (SELECT rowid FROM stg WHERE {sending})")
 
     def invalid_count(self) -> int:
         return self.con.execute("SELECT count(DISTINCT _rid) FROM invalid").fetchall()[0][0]

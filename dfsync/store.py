@@ -52,7 +52,7 @@ from .errors import (
 )
 from .states import RunStatus, SyncStatus, check_transition, sync_target
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
 WORKSPACE_MEMORY = os.environ.get("DFSYNC_WORKSPACE_MEMORY", "256MB")
 HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
@@ -112,6 +112,8 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # the fields a sync delivered (dfsync._schema): what the next run's records are compared with
     4: ["ALTER TABLE syncs ADD COLUMN IF NOT EXISTS dest_schema JSON"],
+    # what each check result covered: 'rows' (the rows about to be sent) or 'dataset' (every row read)
+    5: ["ALTER TABLE checks ADD COLUMN IF NOT EXISTS scope VARCHAR"],
 }
 
 _LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
@@ -777,7 +779,7 @@ class Store:
     def checks_frame(self, run_id: int) -> pl.DataFrame:
         with self.connect() as con:
             return _frame(con, 
-                "SELECT check_name, kind, column_name, level, success, element_count, unexpected_count, "
+                "SELECT check_name, kind, column_name, level, scope, success, element_count, unexpected_count, "
                 "unexpected_percent, partial_unexpected_list, result FROM checks WHERE run_id = ? ORDER BY rowid",
                 [run_id])
 

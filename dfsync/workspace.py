@@ -240,6 +240,10 @@ class Workspace:
 
             check_objs = checks_mod.normalize_checks(checks)
             checks_mod.validate_checks(check_objs, fields)
+            if any(c.kind.startswith("gx:") for c in check_objs):
+                from . import gx
+
+                gx.check_arguments(check_objs, pl.DataFrame(schema=record_schema).to_pandas())
         next_run = None
         if schedule is not None:
             from .schedule import parse_schedule
@@ -558,9 +562,9 @@ class Sync:
             if self.checks:
                 from . import checks as checks_mod
 
-                evaluation = checks_mod.evaluate(staging.con, staging.to_check_view(), self.checks)
+                evaluation = checks_mod.evaluate_staged(staging, self.checks)
                 if self.on_invalid != "warn":  # warn sends failing rows: the counts say what a run would do
-                    staging.add_invalid(evaluation.failures_table)
+                    staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
                 validation = _results_frame(evaluation.results) if evaluation.results else None
             c = staging.valid_counts()  # quarantined rows count once, as invalid
             counts = {"insert": c["insert"], "update": c["update"],
@@ -586,6 +590,17 @@ class Sync:
             import shutil
 
             shutil.rmtree(staging.temp_dir, ignore_errors=True)
+
+    def validate(self) -> Any:
+        """Every check over the whole current source; nothing sent, no state changed.
+
+        Returns a ``ValidationResult``: ``.ok``, ``.checks`` (per-check summary with its scope)
+        and ``.invalid`` (the failing rows), e.g. to see which delivered rows a new check rejects.
+        """
+        from ._validate import validate
+
+        self._load()
+        return validate(self)
 
     def _read_from(self) -> Any:
         """The cursor condition the next incremental read uses (lookback / initial_cursor applied)."""

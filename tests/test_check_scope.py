@@ -3,6 +3,8 @@ rows a run failing on its keys found, and (below) the scope of dataset-level che
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import polars as pl
 import pytest
@@ -89,3 +91,106 @@ def test_a_run_failing_on_its_keys_records_what_it_read_and_the_offending_rows(t
     reason = "primary_key unique" if problem == "duplicate" else "primary_key not_null"
     assert all(chk == [reason] for chk in inv["_checks"].to_list())
     assert "run.records(status='invalid')" in run.error
+
+
+# ----------------------------------------------------------------------------- scope
+
+def _big(n: int = 20_000) -> pl.DataFrame:
+    return pl.DataFrame({"id": list(range(n)), "code": [f"c{i}" for i in range(n)],
+                         "delay": [float(i % 41 - 8) for i in range(n)]})  # mean 12.0
+
+
+def _gx_or_builtin(kind: str) -> list:
+    if kind == "builtin":
+        return [dc.row_count_between(10_000), dc.unique("code")]
+    gx = pytest.importorskip("great_expectations") if not _ci() else __import__("great_expectations")
+    gxe = gx.expectations
+    return [gxe.ExpectColumnMeanToBeBetween(column="delay", min_value=0, max_value=30),
+            gxe.ExpectTableRowCountToBeBetween(min_value=10_000),
+            gxe.ExpectColumnValuesToBeUnique(column="code"),
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column="code", min_value=10_000)]
+
+
+def _ci() -> bool:
+    import os
+
+    return os.environ.get("CI") == "true"
+
+
+@pytest.mark.parametrize("kind", ["builtin", "gx"])
+def test_dataset_checks_see_the_whole_source_on_a_full_refresh(tmp_path, kind):
+    df = _big()
+    ws, sync = _sync(tmp_path, df, on_invalid="fail", checks=_gx_or_builtin(kind), mode="mirror")
+    first = sync.run(progress=False)
+    assert first.status == "success", first.error
+    v = first.validation()
+    assert set(v["scope"].to_list()) == {"dataset"}
+    # three rows edited, to values far from the mean: the whole source still passes
+    edit = df.with_columns(delay=pl.when(pl.col("id") < 3).then(-500.0).otherwise(pl.col("delay")))
+    ws, sync = _sync(tmp_path, edit, on_invalid="fail", checks=_gx_or_builtin(kind), mode="mirror")
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["updated"] == 3 and run.counts["unchanged"] == 19_997 and run.counts["sent"] == 3
+    v = run.validation()
+    counts = [json.loads(r).get("observed_value") for r in v["result"].to_list()] + v["element_count"].to_list()
+    assert 20_000 in counts and 3 not in counts  # the whole source's rows, not the 3 changed ones
+    # now the whole data set breaks them: one code repeated, and (gx) the mean far out
+    broken = edit.with_columns(code=pl.when(pl.col("id") == 5).then(pl.lit("c6")).otherwise(pl.col("code")),
+                               delay=pl.col("delay") + (100.0 if kind == "gx" else 0.0))
+    ws, sync = _sync(tmp_path, broken, on_invalid="fail", checks=_gx_or_builtin(kind), mode="mirror")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    failed = run.validation().filter(~pl.col("success"))["check_name"].to_list()
+    assert any("unique" in n for n in failed), failed
+    if kind == "gx":
+        assert any("mean" in n for n in failed), failed
+    # the duplicate row about to be sent is the invalid one; the delivered row 6 is not re-judged
+    assert 5 in run.records(status="invalid")["id"].to_list()
+
+
+def test_dataset_checks_on_an_incremental_run_see_the_rows_it_read(tmp_path):
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2024, 1, 1)
+    df = _big(5000).with_columns(ts=pl.lit(t0) + pl.duration(seconds=pl.col("id")))
+    checks = lambda: [dc.row_count_between(1), dc.unique("code")]  # noqa: E731
+    kw = dict(sync_mode="incremental", cursor_field="ts")
+    ws, sync = _sync(tmp_path, df, on_invalid="skip", checks=checks(), **kw)
+    assert sync.run(progress=False).status == "success"
+    later = t0 + timedelta(days=1)
+    edit = df.with_columns(delay=pl.when(pl.col("id") < 3).then(99.0).otherwise(pl.col("delay")),
+                           ts=pl.when(pl.col("id") < 3).then(pl.lit(later)).otherwise(pl.col("ts")))
+    ws, sync = _sync(tmp_path, edit, on_invalid="skip", checks=checks(), **kw)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    rc = run.validation().filter(pl.col("kind") == "row_count_between")
+    read = run.counts["queried"]
+    assert read < 10 and json.loads(rc["result"].item())["observed_value"] == read  # the rows this run read
+    # a changed row now repeats a code of a row this run read: quarantined (skip), the rest sent
+    dup = edit.with_columns(code=pl.when(pl.col("id") == 1).then(pl.lit("c0")).otherwise(pl.col("code")),
+                            ts=pl.when(pl.col("id") < 3).then(pl.lit(later + timedelta(hours=1)))
+                            .otherwise(pl.col("ts")))
+    ws, sync = _sync(tmp_path, dup, on_invalid="skip", checks=checks(), **kw)
+    run = sync.run(progress=False)
+    _sums(run.counts)
+    assert sorted(run.records(status="invalid")["id"].to_list()) == [0, 1]
+    assert run.counts["sent"] == 1
+
+
+def test_validate_checks_the_whole_current_source_and_changes_nothing(tmp_path):
+    df = _flights(200)
+    ws, sync = _sync(tmp_path, df, on_invalid="skip")
+    assert sync.run(progress=False).status == "success"
+    ws, sync = _sync(tmp_path, df, on_invalid="skip",
+                     checks=[dc.in_set("carrier", ["UA", "AA", "DL"]), dc.row_count_between(1, 100)])
+    runs_before = ws.sql("SELECT count(*) AS n FROM runs")["n"][0]
+    result = sync.validate()
+    assert not result.ok
+    bad = df.filter(~pl.col("carrier").is_in(["UA", "AA", "DL"]))
+    assert sorted(result.invalid["id"].to_list()) == sorted(bad["id"].to_list())
+    checks = result.checks.sort("check_name")
+    assert checks["scope"].to_list() == ["rows", "dataset"]
+    assert checks["success"].to_list() == [False, False]
+    assert ws.sql("SELECT count(*) AS n FROM runs")["n"][0] == runs_before
+    assert _dest(tmp_path) == list(range(200))
+    assert sync.preview().counts["unchanged"] + sync.preview().counts["invalid"] == 200

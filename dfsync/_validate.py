@@ -1,0 +1,69 @@
+"""``sync.validate()``: every check of a sync over the whole current source (private).
+
+Nothing is sent and no state changes: the source is read into a throw-away staging as if
+nothing had been delivered yet, so row-level checks judge every row (not only the ones a
+run would send) and dataset-level checks the whole data set. It is the way to see which
+already-delivered rows a newly added check would reject.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from .workspace import Sync
+
+
+class ValidationResult:
+    """What :meth:`Sync.validate` found.
+
+    ``ok``: every check passed and no primary key is null or repeated; ``checks``: one row per
+    check (success, scope ``rows`` / ``dataset``, counts, GX-shaped result as JSON text);
+    ``invalid``: the failing rows with the record's columns and ``_checks`` (which checks
+    each failed); ``problems``: primary-key problems in words.
+    """
+
+    def __init__(self, sync_name: str, checks: pl.DataFrame, invalid: pl.DataFrame, rows: int,
+                 problems: list[str]) -> None:
+        self.sync_name = sync_name
+        self.checks = checks
+        self.invalid = invalid
+        self.rows = rows
+        self.problems = problems
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and (self.checks.is_empty() or bool(self.checks["success"].all()))
+
+    def __repr__(self) -> str:
+        failed = [] if self.checks.is_empty() else self.checks.filter(~pl.col("success"))["check_name"].to_list()
+        what = "all checks passed" if self.ok else f"failed: {', '.join(failed + self.problems)}"
+        return (f"<dfsync.ValidationResult of {self.sync_name!r} over {self.rows} rows: {what}; "
+                f"{self.invalid.height} invalid rows>")
+
+
+def validate(sync: Sync) -> ValidationResult:
+    from . import checks as checks_mod
+    from .run import _results_frame
+    from .staging import Staging
+
+    staging = Staging()
+    try:
+        result = staging.load(sync.source, sync.mapping, sync.primary_key, cursor=None, detect_deletes=False,
+                              state=None, quarantine_keys=True)
+        checks: pl.DataFrame = pl.DataFrame()
+        if sync.checks:
+            evaluation = checks_mod.evaluate_staged(staging, sync.checks)
+            staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
+            if evaluation.results:
+                checks = _results_frame(evaluation.results)
+        invalid: Any = pl.from_arrow(staging.invalid_records())
+        invalid = invalid.drop([c for c in ("_action", "_status", "_batch", "_error", "_fingerprint")
+                                if c in invalid.columns])
+        return ValidationResult(sync.name, checks, invalid, result.queried, list(result.key_problems))
+    finally:
+        staging.close()
+        shutil.rmtree(staging.temp_dir, ignore_errors=True)
