@@ -221,9 +221,14 @@ def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, 
     made["delta_opts"] = dict(destination=dfsync.destinations.delta(
         str(tmp_path / "lake" / "t"), storage_options={"AWS_SECRET_ACCESS_KEY": "env:DFSYNC_TEST_DELTA_KEY",
                                                        "azure_storage_sas_token": PW}))
+    made["my_source"] = dict(
+        source=dfsync.sources.database(f"mysql://app@{where}", "SELECT id, name FROM src",
+                                       password="env:DFSYNC_TEST_MYPASS"),
+        destination=dfsync.destinations.duckdb(str(tmp_path / "from_mysql.duckdb"), table="t"))
     syncs, statuses = [], {}
     for name, kw in made.items():
-        sync = ws.create_sync(name, source=dfsync.sources.frame(data), primary_key="id", **kw)
+        kw.setdefault("source", dfsync.sources.frame(data))
+        sync = ws.create_sync(name, primary_key="id", **kw)
         syncs.append(sync)
         run = sync.run(progress=name == "my_literal")
         statuses[name] = run.status.value
@@ -232,7 +237,7 @@ def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, 
         except dfsync.DfsyncError as exc:
             seen.append((f"{name}: error", f"{exc!s} {exc!r}"))
     assert statuses == {"my_literal": "success", "my_wrong": "failed", "my_env": "success",
-                        "delta_opts": "success"}, statuses
+                        "delta_opts": "success", "my_source": "success"}, statuses
     assert "access denied" in ws.sync("my_wrong").last_run().error.lower()
     assert mariadb_server.execute(f"SELECT count(*) FROM `{db}`.t3")[0][0] == 30
     assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn)

@@ -47,8 +47,8 @@ def duckdb_query(sql: str, database: str | None = None) -> Source:
 
 
 def database(uri: str, query: str, **options: Any) -> Source:
-    """Rows of a SQL query on PostgreSQL (``postgresql://…``), SQLite (``sqlite:///path``) and
-    other databases, streamed as Arrow batches. Passwords may be ``env:NAME`` references.
+    """Rows of a SQL query on PostgreSQL (``postgresql://…``), MySQL/MariaDB (``mysql://…``),
+    SQLite (``sqlite:///path``), streamed as Arrow batches. Passwords may be ``env:NAME`` references.
     """
     from ._database import DatabaseSource
 

@@ -1,4 +1,5 @@
-"""Rows of a SQL query on PostgreSQL or SQLite, streamed as Arrow record batches (ADBC).
+"""Rows of a SQL query on PostgreSQL, MySQL/MariaDB or SQLite, streamed as Arrow record batches
+(ADBC; PyMySQL for MySQL, :mod:`dfsync.sources._mysql`).
 
     >>> src = dfsync.sources.database("postgresql://app@db/crm", "SELECT * FROM customers",
     ...                               password="env:PGPASSWORD_CRM")
@@ -37,8 +38,10 @@ class DatabaseSource(Source):
 
         if not isinstance(query, str) or not query.strip():
             raise ConfigError("sources.database() needs a SQL query string")
-        if not isinstance(uri, str) or not uri.startswith(("postgresql://", "postgres://", "sqlite://")):
-            raise ConfigError("sources.database() takes 'postgresql://user@host/db' or 'sqlite:///path.db' URIs")
+        if not isinstance(uri, str) or not uri.startswith(("postgresql://", "postgres://", "sqlite://", "mysql://",
+                                                           "mariadb://")):
+            raise ConfigError("sources.database() takes 'postgresql://user@host/db', 'mysql://user@host/db' or "
+                              "'sqlite:///path.db' URIs")
         self.uri, in_uri = split_password(uri)
         self._literal_password: str | None = None
         if in_uri is not None and password is None:
@@ -51,7 +54,15 @@ class DatabaseSource(Source):
 
     @property
     def dialect(self) -> str:
+        if self.uri.startswith(("mysql://", "mariadb://")):
+            return "mysql"
         return "sqlite" if self.uri.startswith("sqlite://") else "postgres"
+
+    def secret(self) -> str | None:
+        """The password (``env:NAME`` resolved now; never stored)."""
+        from ..destinations._postgres import resolve_secret
+
+        return resolve_secret(self.password, "database password") or self._literal_password
 
     def config(self) -> dict[str, Any]:
         return {"uri": self.uri, "query": self.query, "password": self.password}
@@ -104,6 +115,10 @@ class DatabaseSource(Source):
 
         >>> src.reader().read_next_batch()  # doctest: +SKIP
         """
+        if self.dialect == "mysql":
+            from ._mysql import mysql_reader
+
+            return mysql_reader(self, cursor)
         sql, params = self._sql(cursor)
         con = self._connect()
         try:
@@ -130,6 +145,10 @@ class DatabaseSource(Source):
         return self.reader(cursor)
 
     def _arrow_schema(self, cursor: CursorFilter | None) -> pa.Schema:
+        if self.dialect == "mysql":
+            from ._mysql import mysql_schema
+
+            return mysql_schema(self, cursor)
         # SQLite's driver infers column types from the first rows it reads (an empty result
         # says int64 for everything), so there the schema comes from the real query's reader
         sql, params = self._sql(cursor, limit0=self.dialect != "sqlite")

@@ -1,0 +1,113 @@
+"""sources.database("mysql://...") against the real MariaDB server (tests/plugins/mariadb.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import dfsync
+from dfsync.errors import SourceError
+
+
+def db_of(uri: str) -> str:
+    return uri.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def src_db(mariadb_server, mysql_db):
+    db = db_of(mysql_db)
+    mariadb_server.execute(
+        "CREATE TABLE src (id bigint PRIMARY KEY, flag tinyint(1), small smallint, big bigint unsigned, "
+        "price decimal(10,2), f double, name varchar(50), note text, raw varbinary(10), d date, "
+        "ts datetime(6), tsz timestamp(6) NULL, t time(6), y year, j json, e enum('a','b'), "
+        "updated_at datetime(6)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4", database=db)
+    mariadb_server.execute(
+        "INSERT INTO src VALUES (1, 1, -5, 18446744073709551615, 12345678.90, 0.1, 'é 🚀', '50% off', x'00ff', "
+        "'2024-02-29', '2024-01-02 03:04:05.000006', '2024-01-02 03:04:05.5', '23:59:59.999999', 2024, "
+        "'{\"a\": [1, 2]}', 'b', '2024-01-01 00:00:00'), "
+        "(2, 0, NULL, 0, -0.01, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2024-01-02 00:00:00')",
+        database=db)
+    return mysql_db
+
+
+def test_types_and_values(src_db):
+    src = dfsync.sources.database(src_db, "SELECT * FROM src ORDER BY id")
+    table = pa.Table.from_batches(list(src.reader()))
+    assert dict(zip(table.schema.names, map(str, table.schema.types), strict=True)) == {
+        "id": "int64", "flag": "bool", "small": "int64", "big": "uint64", "price": "decimal128(10, 2)",
+        "f": "double", "name": "string", "note": "string", "raw": "binary", "d": "date32[day]",
+        "ts": "timestamp[us]", "tsz": "timestamp[us, tz=UTC]", "t": "time64[us]", "y": "int16",
+        "j": "string", "e": "string", "updated_at": "timestamp[us]"}
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["flag"] is True and row["big"] == 2**64 - 1 and row["price"] == decimal.Decimal("12345678.90")
+    assert row["f"] == 0.1 and row["name"] == "é 🚀" and row["raw"] == b"\x00\xff"
+    assert row["ts"] == dt.datetime(2024, 1, 2, 3, 4, 5, 6)
+    assert row["tsz"] == dt.datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=dt.timezone.utc)
+    assert row["t"] == dt.time(23, 59, 59, 999999) and row["y"] == 2024 and row["e"] == "b"
+    assert table.slice(1, 1).to_pylist()[0]["note"] == ""
+    assert src.schema()["price"] == pl.Decimal(10, 2)
+
+
+def test_incremental_cursor_is_a_bound_parameter(mariadb_server, src_db, tmp_path):
+    db = db_of(src_db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "out.duckdb")
+    # a literal % in the query must survive parameter binding
+    query = "SELECT id, name, updated_at FROM src WHERE note LIKE '%' OR note IS NULL"
+    sync = ws.create_sync("inc", source=dfsync.sources.database(src_db, query), primary_key="id",
+                          destination=dfsync.destinations.duckdb(out, table="t"), sync_mode="incremental",
+                          cursor_field="updated_at")
+    assert sync.run(progress=False).counts["sent"] == 2
+    mariadb_server.execute("INSERT INTO src (id, name, updated_at) VALUES (3, 'new', '2024-01-03 00:00:00')",
+                           database=db)
+    run = sync.run(progress=False)
+    assert run.counts["queried"] == 2 and run.counts["inserted"] == 1  # rows at or past the cursor only
+    con = duckdb.connect(out, read_only=True)
+    assert con.sql("SELECT id, name FROM t ORDER BY id").fetchall() == [(1, "é 🚀"), (2, None), (3, "new")]
+    con.close()
+    ws.close()
+
+
+def test_one_snapshot_per_read(mariadb_server, src_db, monkeypatch):
+    import dfsync.sources._mysql as m
+
+    db = db_of(src_db)
+    mariadb_server.execute("INSERT INTO src (id, updated_at) SELECT seq, NOW() FROM seq_10_to_2009", database=db)
+    monkeypatch.setattr(m, "BATCH_ROWS", 100)
+    reader = dfsync.sources.database(src_db, "SELECT id FROM src ORDER BY id").reader()
+    first = reader.read_next_batch()
+    writer = threading.Thread(target=mariadb_server.execute, args=(
+        "INSERT INTO src (id, updated_at) SELECT seq, NOW() FROM seq_5000_to_5999",), kwargs={"database": db})
+    writer.start()
+    writer.join()
+    rest = [b for b in reader]
+    ids = first.column(0).to_pylist() + [i for b in rest for i in b.column(0).to_pylist()]
+    assert len(ids) == 2002 and max(ids) == 2009  # the rows committed mid-read are not in this read
+
+
+def test_round_trip_through_the_mysql_destination(mariadb_server, mysql_db, tmp_path):
+    df = pl.DataFrame({"id": [1, 2], "s": ["a", None], "x": [1.5, None], "when": [dt.datetime(2024, 5, 1, 1, 2, 3, 4), None],
+                       "d": [dt.date(2024, 1, 1), None], "ok": [True, False]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    ws.create_sync("out", source=dfsync.sources.frame(df), primary_key="id",
+                   destination=dfsync.destinations.mysql(mysql_db, table="rt")).run(progress=False)
+    back = pl.from_arrow(pa.Table.from_batches(list(dfsync.sources.database(mysql_db, "SELECT * FROM rt ORDER BY id").reader())))
+    assert back.equals(df)
+    ws.close()
+
+
+def test_bad_query_and_time_out_of_range(src_db, mariadb_server, tmp_path):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    with pytest.raises(SourceError, match="no_such_table"):
+        ws.create_sync("bad", source=dfsync.sources.database(src_db, "SELECT * FROM no_such_table"),
+                       primary_key="id", destination=dfsync.destinations.duckdb(str(tmp_path / "o.duckdb"), table="t"))
+    ws.close()
+    src = dfsync.sources.database(src_db, "SELECT id, TIME'30:00:00' AS t FROM src")
+    with pytest.raises(SourceError, match="outside a time of day"):
+        list(src.reader())
