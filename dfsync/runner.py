@@ -840,11 +840,13 @@ class Runner:
                     con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
                 elif have[name] != typ:  # the column's type changed (a widening, or a replace run)
                     wider = con.execute(f"SELECT typeof([NULL::{have[name]}, NULL::{typ}][1])").fetchall()[0][0]
-                    con.execute(f"ALTER TABLE {rt} ALTER COLUMN {quote(name)} SET DATA TYPE "
-                                f"{wider if wider == typ else 'VARCHAR'}")
+                    if wider != have[name]:  # the records' type holds the stored values: widen to it
+                        con.execute(f"ALTER TABLE {rt} ALTER COLUMN {quote(name)} SET DATA TYPE "
+                                    f"{wider if wider == typ else 'VARCHAR'}")
             con.execute(f"INSERT INTO {rt} BY NAME SELECT * FROM _recs")
         finally:
-            con.unregister("_recs")
+            with contextlib.suppress(Exception):  # an aborted transaction must not hide the error that aborted it
+                con.unregister("_recs")
 
     # .............................................................. the end
     def _finish(self) -> None:

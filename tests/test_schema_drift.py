@@ -180,3 +180,17 @@ def test_duckdb_tables_declare_the_primary_key(mode, tmp_path):
     assert keys == [(["k1", "k2"],)]
     assert rows == [(1, "a", 1 if mode == "insert" else 2), (1, "b", 1 if mode == "insert" else 2),
                     (2, "a", 1 if mode == "insert" else 2)]
+
+
+@pytest.mark.parametrize("dest", ["duckdb", "parquet", "sqlite", "postgres"], indirect=True)
+def test_replace_rewrites_the_table_with_the_source_schema(dest: Target, tmp_path):
+    """The way out the errors name: destination_mode='replace' takes the source's types as they are."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dest.make("t")
+    first, second, _ = CASES["float_into_int"]
+    for df, mode in ((first, "upsert"), (second, "replace")):
+        run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=destination, primary_key="id",
+                             destination_mode=mode, schema="freeze").run(progress=False)
+        assert run.status == "success", run.error
+    assert contents(dest, ["a"]) == {1: {"a": 515.75}, 2: {"a": 600.0}}
+    assert ws.sync("s").schema().filter(pl.col("field") == "a")["type"].to_list() == ["double"]

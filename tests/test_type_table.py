@@ -188,3 +188,15 @@ def test_values_a_destination_cannot_keep_are_refused_before_sending(kind, reque
             continue
         assert run.status == "failed" and repr(col) in run.error and FIX[col] in run.error, run.error
         assert run.counts["sent"] == 0
+
+
+def test_nanoseconds_postgresql_would_round_are_refused_before_sending(request, tmp_path):
+    dest = Dest("postgres", request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2], "ts": pl.Series([1577836800123456789, 1577836800123456000]).cast(pl.Datetime("ns"))})
+    run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest.make(), primary_key="id").run(progress=False)
+    assert run.status == "failed" and "'ts'" in run.error and "truncate" in run.error and run.counts["sent"] == 0
+    ok = df.with_columns(pl.col("ts").dt.truncate("1us"))  # whole microseconds go in exactly
+    run = ws.create_sync("s", source=dfsync.sources.frame(ok), destination=dest.make(), primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    assert [r["ts"] for r in read_rows("postgres", dest, ["ts"])] == ok["ts"].to_list()
