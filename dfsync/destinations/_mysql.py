@@ -39,9 +39,10 @@ text compares byte for byte; the key becomes the PRIMARY KEY):
     date32, date64                       date
     time32, time64                       time(6)
     timestamp (no tz)                    datetime(6)
-    timestamp (with tz)                  datetime(6) holding UTC (MySQL has no zoned type)
+    timestamp (with tz)                  datetime(6) holding UTC, comment 'dfsync: UTC'
+    list, struct, map                    json (JSON text), comment 'dfsync: JSON'
     null                                 longtext
-    duration, list, struct, map          not supported: convert in the mapping
+    duration                             not supported: convert in the mapping
     ===================================  =============================================
 
 Sub-microsecond timestamps and times are rejected per row (the server keeps microseconds).
