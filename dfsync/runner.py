@@ -183,14 +183,27 @@ def _discard_unapplied_failed_runs(sync: Sync) -> None:
     with store.connect() as con:
         runs = [r[0] for r in con.execute(
             "SELECT DISTINCT b.run_id FROM batches b JOIN runs r ON r.id = b.run_id WHERE r.sync_id = ? "
-            "AND r.status = 'failed' AND coalesce(r.error_kind, '') <> 'too_many_failed_rows' "
+            "AND r.status = 'failed' AND coalesce(r.error_kind, '') NOT IN ('too_many_failed_rows', 'applied') "
             "AND b.status <> 'discarded' ORDER BY 1", [sync.id]).fetchall()]
     for run_id in runs:
         session = sync.destination.open(_context(sync, run_id))
         try:
-            session.abandon()
+            applied = session.applied()
+            if not applied:
+                session.abandon()
         finally:
             session.close()
+        if applied:  # its process died after the final swap: what it sent is delivered (never sent twice)
+            with store.transaction() as con:
+                st = state_table(sync.id)
+                if store.has_table(con, st):
+                    if sync.destination_mode == DestinationMode.REPLACE:
+                        con.execute(f"DELETE FROM {st} WHERE _run <> ?", [run_id])
+                    con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
+                con.execute("UPDATE runs SET error_kind = 'applied' WHERE id = ?", [run_id])
+            store.note(sync.id, run_id, "this failed run had been applied by the destination before its process "
+                       "died: its batches stay delivered")
+            continue
         with store.transaction() as con:
             discard_batch(con, sync.id, run_id)
         store.note(sync.id, run_id, "discarded the batches of this failed run: the destination never applied them")

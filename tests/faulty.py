@@ -187,6 +187,9 @@ class FaultySession(DestinationSession):
     def abandon(self):
         return self.inner.abandon()
 
+    def applied(self):
+        return self.inner.applied()
+
     def close(self):
         return self.inner.close()
 

@@ -420,3 +420,40 @@ def test_resumed_run_killed_before_transfer_stays_paused(tmp_path, target, mode)
 
 
 test_resumed_run_killed_before_transfer_stays_paused.target_kinds = ["parquet", "duckdb", "sqlite", "postgres"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", ["insert", pytest.param("replace", marks=pytest.mark.slow)])
+def test_a_run_applied_before_its_process_died_is_not_undone_by_a_failed_resume(tmp_path, mode):
+    """Killed after Parquet's final swap (the run is applied, the workspace never heard), then the
+    resumed run fails on its source: the applied batches must stay delivered, or the next run
+    appends those rows a second time (insert) or loses their delivered state."""
+    versions = source_versions("insert", random.Random(7))
+    src = tmp_path / "src.parquet"
+    ws_path = str(tmp_path / "ws.duckdb")
+    lake = tmp_path / "lake"
+    versions[0].write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("crash", source=FaultySource(dfsync.sources.files(str(src))), primary_key="id",
+                       destination=FaultyDestination(dfsync.destinations.parquet(str(lake))),
+                       destination_mode=mode, batch_size=BATCH)
+    zygote = Zygote(tmp_path)
+    try:
+        assert kill_at(zygote, ws_path, Kill("after_finish"), str(tmp_path / "marker"))
+    finally:
+        zygote.close()
+    assert pl.read_parquet(lake / "data.parquet").height == ROWS  # the swap happened
+    os.rename(src, tmp_path / "away.parquet")
+    with dfsync.Workspace(ws_path) as ws:
+        sync = ws.sync("crash")
+        assert sync.last_run().status == "paused"
+        failed = sync.run(progress=False)
+        assert failed.status == "failed" and "no parquet files match" in failed.error
+        os.rename(tmp_path / "away.parquet", src)
+        run = sync.run(progress=False)
+        assert run.status == "success", run.error
+        got = pl.read_parquet(lake / "data.parquet")
+        assert got.height == ROWS and got["id"].n_unique() == ROWS, (got.height, ws.sql(
+            "SELECT run_id, kind, from_status, to_status, detail FROM events ORDER BY id").rows())
+        again = sync.run(progress=False)
+        changed = sum(again.counts[c] for c in ("inserted", "updated", "deleted"))
+        assert again.status == "success" and changed == 0, again.counts

@@ -486,6 +486,18 @@ class ArrowSQLSession(DestinationSession):
 
         self._with_retries(lambda: self._run(go))
 
+    def applied(self) -> bool:
+        """A replace run is applied once its table was swapped in: its ledger marker stays, its table is gone."""
+        if self.ctx.mode != DestinationMode.REPLACE:
+            return False
+
+        def go(cur: Any) -> bool:
+            marker = self._fetch(cur, f"SELECT count(*) FROM {self._ledger_name().sql} WHERE run_key = "
+                                      f"{self._place(1)} AND batch_no = 0", (self.run_key,))[0][0]
+            return bool(marker) and not self._exists(self.write_target)
+
+        return bool(self._with_retries(lambda: self._run(go)))
+
     def abandon(self) -> None:
         if self.ctx.mode != DestinationMode.REPLACE:
             return

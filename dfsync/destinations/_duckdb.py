@@ -333,6 +333,14 @@ class DuckDBSession(DestinationSession):
             self._rollback()
             raise DestinationError(f"could not swap in the replaced table {self.target.display}: {exc}") from exc
 
+    def applied(self) -> bool:
+        """A replace run is applied once its table was swapped in: its ledger marker stays, its table is gone."""
+        if self.ctx.mode != DestinationMode.REPLACE:
+            return False
+        marker = self.con.execute(f"SELECT count(*) FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = 0",
+                                  [self.run_key]).fetchall()[0][0]
+        return bool(marker) and not self._exists(self.write_target)
+
     def abandon(self) -> None:
         if self.ctx.mode == DestinationMode.REPLACE:
             try:  # the table and the ledger rows that describe it go together (a resumed run starts it anew)

@@ -217,6 +217,9 @@ class ParquetSession(DestinationSession):
             raise DestinationError(f"could not write {self.data}: {exc}") from exc
         shutil.rmtree(self.batch_dir, ignore_errors=True)
 
+    def applied(self) -> bool:
+        return self._already_swapped()
+
     def abandon(self) -> None:
         shutil.rmtree(self.batch_dir, ignore_errors=True)
 

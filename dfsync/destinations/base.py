@@ -154,6 +154,12 @@ class DestinationSession(ABC):
     def abandon(self) -> None:  # noqa: B027 - optional hook
         """The run failed: drop anything prepared for it (e.g. a replace table)."""
 
+    def applied(self) -> bool:
+        """Did a destination that applies a run at its end already apply this one (its final
+        swap happened, say just before its process died)? Such a run's batches must never be
+        discarded. Destinations that apply each batch at once answer False."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
