@@ -7,7 +7,13 @@
    >= 8x faster). GX-pandas runs on --gx-rows rows (default 1M) and its time is scaled
    linearly to --rows; the report says so.
 
+3. (--resync) A full-refresh re-sync of a Parquet source with 1% of the rows changed, with
+   five dataset-level checks (row count, mean, min/max, unique, distinct count: they judge
+   the whole source, so the re-sync reads it again for their columns) against the same
+   re-sync without checks, in the same process, alternating (target: <= 1.2x).
+
     python bench/validation_bench.py [--rows 10000000] [--gx-rows 1000000]
+    python bench/validation_bench.py --resync [--rows 10000000] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -80,12 +86,74 @@ def timed(fn, repeat: int = 3) -> tuple[float, object]:
     return best, out
 
 
+def dataset_checks() -> list:
+    import great_expectations.expectations as gxe
+
+    return [dc.row_count_between(1), gxe.ExpectColumnMeanToBeBetween(column="age", min_value=0, max_value=100),
+            gxe.ExpectColumnMinToBeBetween(column="age", min_value=0),
+            gxe.ExpectColumnMaxToBeBetween(column="age", max_value=200),
+            dc.unique("email"), gxe.ExpectColumnUniqueValueCountToBeBetween(column="status", min_value=2)]
+
+
+def resync(n: int, repeat: int) -> None:
+    import shutil
+    import tempfile
+
+    import dfsync
+
+    d = tempfile.mkdtemp(prefix="dfsync-valbench-")
+    src = os.path.join(d, "src")
+    os.makedirs(src)
+    con = duckdb.connect()
+    make_rows(con, n)
+    con.execute(f"COPY (SELECT * EXCLUDE (_rid) FROM staged) TO '{src}/v.parquet' (FORMAT parquet)").complete()
+    ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
+    checks = dataset_checks()
+    syncs = {}
+    for label, chk in (("without checks", None), ("5 dataset-level checks", checks)):
+        name = "plain" if chk is None else "checked"
+        syncs[label] = ws.create_sync(
+            name, source=dfsync.sources.files(f"{src}/*.parquet", skip_unchanged=False),
+            destination=dfsync.destinations.duckdb(os.path.join(d, f"{name}.duckdb"), table="t"),
+            primary_key="id", destination_mode="mirror", checks=chk, on_invalid="fail")
+        t = time.perf_counter()
+        run = syncs[label].run(progress=False)
+        assert run.status == "success", run.error
+        print(f"initial load {label}: {time.perf_counter() - t:.1f} s")
+    times: dict[str, list[float]] = {k: [] for k in syncs}
+    for k in range(repeat):
+        # 1% of the rows change (a different 1% each round)
+        con.execute(f"UPDATE staged SET age = age + 0.5 WHERE (_rid + {k * 37}) % 100 = 0").complete()
+        con.execute(f"COPY (SELECT * EXCLUDE (_rid) FROM staged) TO '{src}/v.parquet' (FORMAT parquet)").complete()
+        for label, sync in (list(syncs.items()) if k % 2 == 0 else list(syncs.items())[::-1]):
+            t = time.perf_counter()
+            run = sync.run(progress=False)
+            times[label].append(time.perf_counter() - t)
+            assert run.status == "success", run.error
+            assert run.counts["updated"] == n // 100 and run.counts["unchanged"] == n - n // 100, run.counts
+    plain, checked = (min(v) for v in times.values())
+    print(f"\n3) full-refresh re-sync, {n:,} rows, 1% changed (best of {repeat}; all: {times})")
+    print(f"   without checks          : {plain:6.2f} s")
+    print(f"   5 dataset-level checks  : {checked:6.2f} s  ratio {checked / plain:.2f}x (target <= 1.2x)")
+    for label, sync in syncs.items():
+        print(f"   {label}: seconds per state of the last re-sync {sync.last_run().durations}")
+    v = syncs["5 dataset-level checks"].last_run().validation()
+    print(v.select("check_name", "scope", "success", "element_count").to_dicts())
+    ws.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--gx-rows", type=int, default=1_000_000)
+    ap.add_argument("--resync", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     n = args.rows
+    if args.resync:
+        resync(n, args.repeat)
+        return
     con = duckdb.connect()
     t = time.perf_counter()
     make_rows(con, n)

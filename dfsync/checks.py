@@ -622,8 +622,10 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
         comp = compile_check(form, types, rel, dups)
         if comp.setup:
             _run(con, comp.setup)
+            if dups and not con.execute(f"SELECT count(*) FROM {quote(dups)}").fetchall()[0][0]:
+                comp.fail = "false"  # no repeated value: no row fails (and no scan to look for them)
         compiled.append((c, comp))
-    row_checks = [(i, c, comp) for i, (c, comp) in enumerate(compiled) if comp.fail]
+    row_checks = [(i, c, comp) for i, (c, comp) in enumerate(compiled) if comp.fail and comp.fail != "false"]
     fails = f"_dfsync_fail_{uuid.uuid4().hex[:12]}"
     if row_checks:
         temps.append(fails)
@@ -633,7 +635,7 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
         _run(con, f"CREATE TEMP TABLE {quote(fails)} AS SELECT * EXCLUDE (_row) FROM ("
                   f"SELECT _rid, {', '.join(f'f{i}' for i, _, _ in row_checks)}{values}, true AS _row "
                   f"FROM (SELECT *, {flags} FROM {rel}) WHERE {where})")
-    miss_ids = [i for i, _, comp in row_checks if comp.missing]
+    miss_ids = [i for i, (_, comp) in enumerate(compiled) if comp.fail and comp.missing]
     agg_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg]
     select = ["count(*)"] + [f"count(*) FILTER (WHERE {compiled[i][1].missing})" for i in miss_ids] \
         + [compiled[i][1].agg for i in agg_ids]
@@ -670,7 +672,7 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
                 results[c.name]["result"].pop("element_count")
                 results[c.name]["element_count"] = None
             continue
-        u, part = counts[i]
+        u, part = counts.get(i, (0, []))  # not scanned: nothing can fail it
         m = None if i not in missing else int(missing[i])
         if comp.value is None:  # not_null: the unexpected values are the nulls themselves
             part = [None] * min(u, PARTIAL)

@@ -126,9 +126,29 @@ def _utc(dt: datetime) -> str:
     return f"{dt.astimezone(timezone.utc):%Y-%m-%d %H:%M:%SZ}"
 
 
+SCOPES = {"rows": "rows sent", "dataset": "whole data set"}
+
+
+def _checks_summary(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Each check: name, scope (rows sent / whole data set), success, failing rows."""
+    if frame is None or frame.is_empty():
+        return []
+    scope = frame["scope"] if "scope" in frame.columns else pl.Series([None] * frame.height)
+    return [{"check": r["check_name"], "scope": SCOPES.get(sc, sc), "success": r["success"],
+             "unexpected_count": r["unexpected_count"]} for r, sc in zip(frame.iter_rows(named=True), scope, strict=True)]
+
+
+def _echo_checks(checks: list[dict[str, Any]], only_failed: bool) -> None:
+    for ch in checks:
+        if only_failed and ch["success"]:
+            continue
+        rows = "" if ch["unexpected_count"] is None else f", {ch['unexpected_count']} rows"
+        typer.echo(f"  check {ch['check']!r} [{ch['scope']}]: {'passed' if ch['success'] else 'FAILED'}{rows}")
+
+
 def _run_summary(run: SyncRun) -> dict[str, Any]:
     return {"run_id": run.id, "sync": run.sync_name, "status": run.status.value, "counts": run.counts,
-            "error": run.error}
+            "error": run.error, "checks": _checks_summary(run.validation())}
 
 
 def _echo_run(run: SyncRun) -> None:
@@ -136,6 +156,7 @@ def _echo_run(run: SyncRun) -> None:
     typer.echo(f"run {run.id} of {run.sync_name!r}: {run.status.value}  inserted={c['inserted']} "
                f"updated={c['updated']} deleted={c['deleted']} unchanged={c['unchanged']} "
                f"sent={c['sent']} failed={c['failed']} invalid={c['invalid']}")
+    _echo_checks(_checks_summary(run.validation()), only_failed=True)
     if run.error:
         typer.echo(f"  error: {run.error}")
 
@@ -222,6 +243,26 @@ def run(
         else:
             _echo_run(result)
         if result.status.value != "success":
+            raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def validate(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Run every check over the whole current source (nothing sent); exit code 1 if one fails."""
+    with _errors():
+        result = _open(workspace).sync(name).validate()
+        checks = _checks_summary(result.checks)
+        if as_json:
+            _print_json({"sync": name, "ok": result.ok, "rows": result.rows, "checks": checks,
+                         "problems": result.problems, "invalid": result.invalid.head(100).to_dicts()})
+        else:
+            typer.echo(f"validate {name!r} over {result.rows} rows (nothing sent): "
+                       f"{'ok' if result.ok else 'FAILED'}; {result.invalid.height} invalid rows")
+            _echo_checks(checks, only_failed=False)
+            for problem in result.problems:
+                typer.echo(f"  problem: {problem}")
+            _print_table(result.invalid.head(20), "no invalid rows")
+        if not result.ok:
             raise typer.Exit(EXIT_FAILED)
 
 

@@ -248,6 +248,12 @@ def _batch_definition() -> Any:
     if "bd" not in _state:
         gx = import_gx()
         ctx = _state["ctx"] = gx.get_context(mode="ephemeral")
+        try:  # no "Calculating Metrics" bars in the user's notebook or terminal
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        except Exception:  # an older/newer GX without this setting: bars are cosmetic
+            pass
         asset = ctx.data_sources.add_pandas("dfsync").add_dataframe_asset("staged")
         _state["bd"] = asset.add_batch_definition_whole_dataframe("rows")
     return _state["bd"]

@@ -194,3 +194,22 @@ def test_validate_checks_the_whole_current_source_and_changes_nothing(tmp_path):
     assert ws.sql("SELECT count(*) AS n FROM runs")["n"][0] == runs_before
     assert _dest(tmp_path) == list(range(200))
     assert sync.preview().counts["unchanged"] + sync.preview().counts["invalid"] == 200
+
+
+def test_cli_shows_each_checks_scope(tmp_path, dfsync_cli):
+    src = tmp_path / "flights.parquet"
+    _flights(100).write_parquet(src)
+    ws_path = str(tmp_path / "ws.duckdb")
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("f", source=dfsync.sources.files(str(src)),
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t"),
+                       primary_key="id", on_invalid="skip",
+                       checks=[dc.in_set("carrier", ["UA", "AA", "DL"]), dc.row_count_between(1, 1000)])
+    res = dfsync_cli("validate", "f", "-w", ws_path, "--json")
+    assert res.code == 1, res.err
+    out = json.loads(res.out)
+    assert [(c["scope"], c["success"]) for c in out["checks"]] == [("rows sent", False), ("whole data set", True)]
+    assert out["rows"] == 100 and not out["ok"]
+    res = dfsync_cli("run", "f", "-w", ws_path)
+    assert res.code == 0, res.err
+    assert "[rows sent]: FAILED" in res.out
