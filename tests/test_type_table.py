@@ -37,7 +37,8 @@ ROWS = {
     "st": ([{"a": 1, "b": "x"}, {"a": None, "b": None}], pl.Struct({"a": pl.Int64, "b": pl.String})),
 }
 #: what each destination cannot keep, refused before sending (docs/SCHEMA.md)
-REFUSED = {"sqlite": {"nan"}, "http": {"nan", "inf"}, "parquet": {"dur"}}
+REFUSED = {"sqlite": {"nan"}, "http": {"nan", "inf"}, "parquet": {"dur"}, "mysql": {"nan", "inf", "dur"},
+           "delta": {"dur"}}
 FIX = {"nan": "fill_nan", "inf": "is_infinite", "dur": "total_microseconds"}
 
 
@@ -122,6 +123,24 @@ def read_rows(kind: str, target, cols: list[str]) -> list[dict]:
             cur = con.execute("SELECT * FROM t ORDER BY id")
             names = [d.name for d in cur.description]
             rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    elif kind == "mysql":
+        server, db = target.path
+        con = server.connect(db)
+        with con.cursor() as cur:  # FLOAT travels as 6-digit text: its exact value as a double
+            cur.execute("SELECT *, CAST(f32 AS DOUBLE) AS f32_exact FROM t ORDER BY id" if "f32" in cols
+                        else "SELECT * FROM t ORDER BY id")
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        con.close()
+        for r in rows:
+            if "f32_exact" in r:
+                r["f32"] = r.pop("f32_exact")
+            if r.get("tz") is not None:  # DATETIME holds the UTC wall clock
+                r["tz"] = r["tz"].replace(tzinfo=timezone.utc)
+    elif kind == "delta":
+        import deltalake
+
+        rows = sorted(deltalake.DeltaTable(target.path).to_pyarrow_table().to_pylist(), key=lambda r: r["id"])
     else:
         by_id: dict = {}
         for r in target.path.delivered():
@@ -145,13 +164,20 @@ class Dest:
         elif kind == "postgres":
             self.path = request.getfixturevalue("pg_server").new_database()
             self.make = lambda: dfsync.destinations.postgres(self.path, table="t")
+        elif kind == "mysql":
+            server = request.getfixturevalue("mariadb_server")
+            self.path = (server, server.new_database())
+            self.make = lambda: dfsync.destinations.mysql(server.uri(self.path[1]), table="t")
+        elif kind == "delta":
+            self.path = str(tmp_path / "delta" / "t")
+            self.make = lambda: dfsync.destinations.delta(self.path)
         else:
             self.path = request.getfixturevalue("http_server")
             self.make = lambda: dfsync.destinations.http(self.path.url + "/t", retry_initial_wait=0.01,
                                                          max_retries=2, timeout=5.0)
 
 
-KINDS = ["duckdb", "parquet", "sqlite", "postgres", "http"]
+KINDS = ["duckdb", "parquet", "sqlite", "postgres", "mysql", "delta", "http"]
 _ = TARGETS  # the postgres plugin registers the pg_server fixture
 
 

@@ -99,7 +99,7 @@ def delta_type(t: pa.DataType) -> pa.DataType:
         return t
     raise SchemaMismatchError(
         f"Arrow type {t} has no Delta Lake column type; convert the column in the sync's mapping (a time of "
-        f"day as a string, a duration as a number of seconds: pl.col(c).dt.total_seconds())")
+        f"day as a string, a duration as a number of microseconds: pl.col(c).dt.total_microseconds())")
 
 
 def _readback(t: pa.DataType) -> pa.DataType:
@@ -146,6 +146,9 @@ class DeltaDestination(Destination):
                 else:
                     kept[str(k)] = v
             self.storage_options = kept or None
+
+    def column_type(self, t: pa.DataType) -> str | None:
+        return str(delta_type(t))
 
     def config(self) -> dict[str, Any]:
         return {"path": self.path, "partition_by": self.partition_by, "storage_options": self.storage_options}

@@ -99,6 +99,8 @@ class MySQLDestination(Destination):
     kind = "mysql"
     #: the finest time unit its datetime/time columns keep
     time_unit = "us"
+    #: MySQL stores neither NaN nor infinity: refused before sending (dfsync._schema.check_values)
+    nonfinite = ""
 
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
                  connect_timeout: int = 10) -> None:
@@ -116,6 +118,9 @@ class MySQLDestination(Destination):
             raise ConfigError(f"table name {self.name.table!r} is longer than MySQL's 64 characters")
         self.retry_timeout = float(retry_timeout)
         self.connect_timeout = int(connect_timeout)
+
+    def column_type(self, t: pa.DataType) -> str | None:
+        return arrow_to_mysql(t)
 
     def config(self) -> dict[str, Any]:
         return {"uri": self.uri, "table": self.table, "password": self.password,

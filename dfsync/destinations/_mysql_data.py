@@ -70,7 +70,7 @@ def arrow_to_mysql(t: pa.DataType, key: bool = False) -> str:
         return "datetime(6)"
     raise SchemaMismatchError(
         f"Arrow type {t} has no MySQL column type in dfsync; convert the column in the sync's mapping "
-        f"(durations: a number of seconds, pl.col(c).dt.total_seconds())"
+        f"(durations: a number of microseconds, pl.col(c).dt.total_microseconds())"
     )
 
 
