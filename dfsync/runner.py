@@ -941,7 +941,7 @@ class Runner:
         error = redact(error)
         if self.status.terminal:
             return
-        if self.session is not None and not applies_per_batch(self.sync):
+        if self.session is not None and not applies_per_batch(self.sync) and not self._applied():
             with contextlib.suppress(Exception):
                 self.session.abandon()
             with contextlib.suppress(Exception), self.store.transaction() as con:
@@ -956,6 +956,14 @@ class Runner:
         except Exception:
             pass
         self._report()
+
+    def _applied(self) -> bool:
+        """Did the destination already apply this run (its final swap happened before the error)?
+        Then its batches stay delivered; the next run settles it (``_discard_unapplied_failed_runs``)."""
+        try:
+            return self.session is not None and self.session.applied()
+        except Exception:
+            return True  # cannot tell: keep the batches; the next run asks the destination again
 
     def _drop_staging(self) -> None:
         LIVE_STAGING.pop((self.store._key, self.run_id), None)

@@ -67,3 +67,28 @@ def test_ctrl_c_while_a_fresh_run_queries_still_fails_it(tmp_path):
         sync.run(progress=False)
     run = sync.last_run()
     assert run.status == "failed" and "interrupted before anything was sent" in run.error
+
+
+def test_an_error_after_parquets_final_swap_keeps_the_run_delivered(tmp_path, monkeypatch):
+    """The run is applied (data.parquet swapped) and then the workspace write that records it
+    fails: the failed run's batches are not discarded, so the next run does not append them again."""
+    data = pl.DataFrame({"id": list(range(30)), "v": [f"row {i}" for i in range(30)]})
+    lake = tmp_path / "lake"
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("p", source=dfsync.sources.frame(data), destination=dfsync.destinations.parquet(str(lake)),
+                          primary_key="id", destination_mode="insert", batch_size=10)
+    original = dfsync.runner.Runner._save_cursor
+
+    def broken(self, con):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(dfsync.runner.Runner, "_save_cursor", original)
+        raise OSError("disk full while recording the run")
+
+    monkeypatch.setattr(dfsync.runner.Runner, "_save_cursor", broken)
+    failed = sync.run(progress=False)
+    assert failed.status == "failed" and "disk full" in failed.error
+    assert pl.read_parquet(lake / "data.parquet").height == 30  # applied before the error
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["sent"] == 0, (run.counts, run.error)
+    got = pl.read_parquet(lake / "data.parquet")
+    assert got.height == 30 and got["id"].n_unique() == 30
+    assert "stay delivered" in " ".join(sync.events()["detail"].to_list())
