@@ -386,6 +386,7 @@ class Runner:
         self.stop_what = "pause"
         self.cursor_max: Any = None
         self.source_token: str | None = None  # set when this run read (or skipped) an unchanged-files source
+        self.reused_checks: int | None = None  # the run whose check results a skipped read reuses
 
     # .............................................................. helpers
     def _to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
@@ -512,7 +513,8 @@ class Runner:
         token = None if force or (retry is not None and retry.num_rows) else self._source_token(row)
         if token is not None and token == row.get("source_snapshot") and row.get("key_types"):
             delivered = self._delivered_count()
-            if delivered:
+            self.reused_checks = self._last_checked_run(row) if sync.checks else None
+            if delivered and (not sync.checks or self.reused_checks is not None):
                 self.staging.load_nothing(sync.primary_key, row["key_types"])
                 self.source_token = token
                 store.note(sync.id, self.run_id, "the source files have the same paths, sizes and modification "
@@ -580,12 +582,22 @@ class Runner:
     def _source_token(self, row: dict[str, Any]) -> str | None:
         """What the source looks like now, for a full refresh that may skip an unchanged source."""
         sync = self.sync
-        if (sync.sync_mode != SyncMode.FULL_REFRESH or sync.checks
+        if (sync.sync_mode != SyncMode.FULL_REFRESH
                 or sync.destination_mode == DestinationMode.REPLACE
                 or not getattr(sync.source, "skip_unchanged", False)):
             return None
         snap = sync.source.snapshot()
         return f"{snap}|v{row['definition_version']}|{FP_ALGO}" if snap else None
+
+    def _last_checked_run(self, row: dict[str, Any]) -> int | None:
+        """The latest successful run of this definition with check results (a run skipping
+        unchanged files reuses them: same checks, same files)."""
+        with self.store.connect() as con:
+            found = con.execute(
+                "SELECT max(r.id) FROM runs r WHERE r.sync_id = ? AND r.status = 'success' AND r.id <> ? "
+                "AND r.definition_version = ? AND EXISTS (SELECT 1 FROM checks c WHERE c.run_id = r.id)",
+                [self.sync.id, self.run_id, row["definition_version"]]).fetchall()[0][0]
+        return found
 
     def _delivered_count(self) -> int:
         with self.store.connect() as con:
@@ -623,6 +635,14 @@ class Runner:
         sync = self.sync
         assert self.staging is not None
         if not sync.checks:
+            return
+        if self.reused_checks is not None and self.source_token is not None:  # the files were not read again
+            with self.store.transaction() as con:
+                con.execute("DELETE FROM checks WHERE run_id = ?", [self.run_id])
+                con.execute("INSERT INTO checks BY NAME SELECT * REPLACE (? AS run_id) FROM checks WHERE run_id = ?",
+                            [self.run_id, self.reused_checks])
+            self.store.note(sync.id, self.run_id, f"the checks were not run again: the files are the ones run "
+                            f"{self.reused_checks} checked with the same checks; its results are reused")
             return
         from . import checks as checks_mod
         from . import gx

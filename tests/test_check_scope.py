@@ -213,3 +213,22 @@ def test_cli_shows_each_checks_scope(tmp_path, dfsync_cli):
     res = dfsync_cli("run", "f", "-w", ws_path)
     assert res.code == 0, res.err
     assert "[rows sent]: FAILED" in res.out
+
+
+def test_a_run_skipping_unchanged_files_reuses_the_check_results_and_says_so(tmp_path):
+    src = tmp_path / "flights.parquet"
+    _flights(300).write_parquet(src)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("f", source=dfsync.sources.files(str(src), skip_unchanged=True),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t"),
+                          primary_key="id", on_invalid="warn", destination_mode="mirror",
+                          checks=[dc.row_count_between(100), dc.unique("carrier")])
+    first = sync.run(progress=False)
+    assert first.status == "success", first.error
+    again = sync.run(progress=False)
+    assert again.status == "success" and again.counts["queried"] == again.counts["unchanged"] == 300
+    assert "not read again" in " ".join(again.events()["detail"].drop_nulls().to_list())
+    assert any(f"run {first.id} checked" in d for d in again.events()["detail"].drop_nulls().to_list())
+    cols = ["check_name", "scope", "success", "element_count", "unexpected_count", "result"]
+    assert again.validation().select(cols).equals(first.validation().select(cols))
+    assert json.loads(again.validation()["result"][0])["observed_value"] == 300  # not 0: the files' rows
