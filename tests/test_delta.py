@@ -269,3 +269,33 @@ def test_every_mode_and_sync_mode(tmp_path, mode, sync_mode):
         want = v2
     assert got.to_dicts() == want.sort("id").to_dicts()
     ws.close()
+
+
+def test_a_commit_lost_to_another_writer_is_retried_once_only(tmp_path, monkeypatch):
+    """delta-rs raises CommitFailedError when a concurrent commit won; the batch is tried again
+    (after checking its transaction id) and lands once; one that keeps failing pauses the run."""
+    from deltalake.exceptions import CommitFailedError
+
+    path = tmp_path / "t"
+    dest = dfsync.destinations.delta(str(path))
+    write_all(dest, ctx("upsert", 1), batch(1, id=[1], v=["a"]))
+    session = dest.open(ctx("upsert", 2))
+    session.prepare(batch(1, id=[1], v=["x"]).data.schema)
+    real, calls = session._apply, []
+
+    def flaky(dt_, data, props):
+        calls.append(1)
+        if len(calls) == 1:
+            deltalake.write_deltalake(str(path), pa.table({"id": [7], "v": ["other writer"]}), mode="append")
+            raise CommitFailedError("conflict: a concurrent transaction won")
+        return real(dt_, data, props)
+
+    monkeypatch.setattr(session, "_apply", flaky)
+    session.write(batch(1, ["update", "insert"], id=[1, 2], v=["A", "b"]))
+    assert len(calls) == 2
+    assert read(path).to_dict(as_series=False) == {"id": [1, 2, 7], "v": ["A", "b", "other writer"]}
+    monkeypatch.setattr(session, "_apply", lambda *a: (_ for _ in ()).throw(CommitFailedError("always")))
+    from dfsync.errors import TransientDestinationError
+
+    with pytest.raises(TransientDestinationError, match="paused"):
+        session._guard(lambda: session._write(batch(2, id=[3], v=["c"])), attempts=2)

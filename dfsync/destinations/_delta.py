@@ -46,6 +46,8 @@ from ..errors import (
     DestinationError,
     MissingDependencyError,
     SchemaMismatchError,
+    TransientDestinationError,
+    redact,
     register_secret,
 )
 from ..states import DestinationMode
@@ -299,6 +301,33 @@ class DeltaSession(DestinationSession):
     def write(self, batch: WriteBatch) -> BatchResult:
         if self.ctx.mode == DestinationMode.REPLACE:
             return self._write_part(batch)
+        return self._guard(lambda: self._write(batch))
+
+    def _guard(self, fn: Any, attempts: int = 5) -> Any:
+        """delta-rs errors as dfsync's: a commit that lost a race with another writer (or an object
+        store that did not answer) is tried again, then the run pauses; anything else fails it."""
+        import time
+
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except CommitFailedError as exc:
+                why = str(exc)
+            except OSError as exc:
+                why = str(exc)
+            except DeltaError as exc:
+                text = str(exc)
+                if not any(t in text.lower() for t in ("timed out", "connection", "object store", "generic")):
+                    raise DestinationError(f"Delta table {self.uri} refused the batch: {redact(text)}") from exc
+                why = text
+            self._dt = None  # read the table's state afresh: the txn check runs again first
+            time.sleep(min(0.1 * 2 ** attempt, 2.0))
+        raise TransientDestinationError(f"Delta table {self.uri} did not take the batch after {attempts} tries "
+                                        f"({redact(why)}); the run is paused and resumes on the next run")
+
+    def _write(self, batch: WriteBatch) -> BatchResult:
         dt = self._table()
         done = self._run_commits(dt).get(batch.batch_no) if dt.transaction_version(self.app_id) is not None \
             and dt.transaction_version(self.app_id) >= batch.batch_no else None
