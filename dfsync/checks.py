@@ -525,7 +525,12 @@ def evaluate_staged(staging: Any, checks: list[Check]) -> Evaluation:
     rows = staging.to_check_view()
     cols = dataset_columns(checks, staging.columns)
     dataset = staging.dataset_view(cols) if any(c.level == TABLE for c in checks) else None
-    return evaluate_scoped(staging.con, rows, dataset, checks)
+    ev = evaluate_scoped(staging.con, rows, dataset, checks)
+    if dataset is not None and not staging.dataset_rids and any(
+            r["scope"] == DATASET_SCOPE and r["unexpected_count"] for r in ev.results):
+        # rows fail a dataset-level check: evaluate again where every row has its id
+        ev = evaluate_scoped(staging.con, rows, staging.dataset_view(cols, exact_rids=True), checks)
+    return ev
 
 
 def evaluate_scoped(con: Any, rows: str, dataset: str | None, checks: list[Check]) -> Evaluation:

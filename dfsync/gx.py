@@ -313,12 +313,14 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
             partial.extend(r.get("partial_unexpected_list") or [])
         for d in r.get("unexpected_index_list") or []:
             rids.append(d["_rid"] if isinstance(d, dict) else d)
+        rids = [x for x in rids if x is not None and x == x]  # rows without an id (NaN) cannot be listed
     else:
         ok = True
     if not chunked:
         extra = {k: v for k, v in last.items() if not k.startswith("unexpected_index") and k != "unexpected_list"}
         if "unexpected_count" in last:
             bad = [d["_rid"] if isinstance(d, dict) else d for d in last.get("unexpected_index_list") or []]
+            bad = [x for x in bad if x is not None and x == x]  # rows without an id (NaN) cannot be listed
             res_row = result_row(check, success=ok, n=int(last.get("element_count") or 0),
                                  unexpected=int(last["unexpected_count"]), missing=last.get("missing_count"),
                                  partial=list(last.get("partial_unexpected_list") or []), extra=extra)

@@ -112,6 +112,8 @@ class Staging:
         self._pending: list[tuple[np.ndarray, str, int, str | None]] = []  # outcomes not yet in the table
         self.read_counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)  # rows per action as read and diffed
         self.changed_only = False  # the last load kept only changed rows (unchanged ones were counted)
+        self.src_rescannable = False
+        self.dataset_rids = True  # the dataset view's _rid identifies rows (see dataset_view)
         self.keep_columns: set[str] = set()  # columns kept for unchanged rows too (dataset-level checks)
 
     def for_transfer(self) -> None:
@@ -247,6 +249,7 @@ class Staging:
         con = self.con
         select = mapping.sql_select()
         counter: Callable[[], int | None] | None = None
+        self.src_rescannable = False  # _src is a DuckDB relation that can be scanned again (files)
         try:
             rel = source.duckdb_relation(con, cursor) if select is not None else None
             con.execute("DROP VIEW IF EXISTS _src_raw")
@@ -256,6 +259,7 @@ class Staging:
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731
             elif rel is not None:
                 rel.create_view("_src_raw")
+                self.src_rescannable = True
                 before = source.snapshot() if cursor is None else None
                 if before is not None and source.counts_from_metadata:
                     def counter() -> int | None:
@@ -433,16 +437,24 @@ class Staging:
             f"WHERE _action IN ('insert','update') AND rowid NOT IN (SELECT _rid FROM invalid)")
         return "to_check"
 
-    def dataset_view(self, columns: Sequence[str]) -> str:
+    def dataset_view(self, columns: Sequence[str], *, exact_rids: bool = False) -> str:
         """A view of every row the run read (the ``columns`` dataset-level checks need, the key
         and ``_rid``): for a full refresh the whole mapped source, unchanged rows included; for
         an incremental run the rows it read. ``_rid`` is the staged row's id where the row is
         staged; rows only counted by a changed-only diff are read again from the source (the
-        named columns only) and get negative ids."""
+        named columns only) and get negative ids.
+
+        A source DuckDB can scan again (files) is, unless ``exact_rids``, read in place with a
+        NULL ``_rid`` (``self.dataset_rids`` False): aggregates and passing checks need no row
+        ids, and a caller that finds failing rows asks again with ``exact_rids``."""
         cols = list(dict.fromkeys([*self.key, *columns]))
         sel = ", ".join(quote(c) for c in cols)
         con = self.con
-        if self.changed_only:
+        self.dataset_rids = True
+        if self.changed_only and self.src_rescannable and not exact_rids:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW dataset AS SELECT {sel}, NULL::BIGINT AS _rid FROM _src")
+            self.dataset_rids = False
+        elif self.changed_only:
             self._open_source(*self._reopen)
             try:
                 con.execute(f"CREATE OR REPLACE TEMP TABLE ds AS SELECT {sel} FROM _src")

@@ -232,3 +232,26 @@ def test_a_run_skipping_unchanged_files_reuses_the_check_results_and_says_so(tmp
     cols = ["check_name", "scope", "success", "element_count", "unexpected_count", "result"]
     assert again.validation().select(cols).equals(first.validation().select(cols))
     assert json.loads(again.validation()["result"][0])["observed_value"] == 300  # not 0: the files' rows
+
+
+def test_dataset_checks_read_a_file_source_in_place_and_still_name_failing_rows(tmp_path):
+    src = tmp_path / "big.parquet"
+    df = _big(5000)
+    df.write_parquet(src)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    kw = dict(source=dfsync.sources.files(str(src), skip_unchanged=False),
+              destination=dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t"),
+              primary_key="id", on_invalid="skip", destination_mode="mirror",
+              checks=[dc.row_count_between(4000), dc.unique("code")])
+    sync = ws.create_sync("f", **kw)
+    assert sync.run(progress=False).status == "success"
+    df.with_columns(delay=pl.when(pl.col("id") < 3).then(1.0).otherwise(pl.col("delay"))).write_parquet(src)
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["updated"] == 3 and run.counts["sent"] == 3
+    assert json.loads(run.validation()["result"][0])["observed_value"] == 5000
+    # row 5 (changed) now repeats the code of row 6 (delivered, unchanged): row 5 is quarantined
+    df.with_columns(code=pl.when(pl.col("id") == 5).then(pl.lit("c6")).otherwise(pl.col("code"))).write_parquet(src)
+    run = sync.run(progress=False)
+    _sums(run.counts)
+    assert run.records(status="invalid")["id"].to_list() == [5]
+    assert run.validation().filter(pl.col("kind") == "unique")["unexpected_count"].item() == 2
