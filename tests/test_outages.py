@@ -159,3 +159,26 @@ def test_http_server_down_then_back_delivers_each_record_once(tmp_path, http_ser
     assert sorted(r["id"] for r in delivered) == list(range(120))  # each record applied once
     assert all(len(keys) == 1 for keys in http_server.keys_per_record().values())
     assert sync.run(progress=False).counts["sent"] == 0
+
+
+def test_mysql_connection_lost_at_commit_applies_the_batch_once(mariadb_server, mysql_db, tmp_path):
+    """The same cut against MariaDB: PyMySQL's COMMIT reaches the server, its answer is dropped."""
+    proxy = CommitCutter(mariadb_server.port, cut_after_commits=4)
+    via_proxy = mysql_db.replace(f":{mariadb_server.port}/", f":{proxy.port}/")
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("commit", source=dfsync.sources.frame(rows()), primary_key="id", batch_size=50,
+                          destination=dfsync.destinations.mysql(via_proxy, table="t", retry_timeout=2),
+                          destination_mode="insert")
+    try:
+        run = sync.run(progress=False)
+        assert proxy.cut == 1, "the proxy never cut a commit"
+        if run.status == "paused":
+            run = sync.run(progress=False)
+        assert run.status == "success", run.error
+        assert run.counts["failed"] == 0, run.records(status="failed")
+    finally:
+        proxy.close()
+    got = mariadb_server.read(mysql_db.rsplit("/", 1)[1], "SELECT * FROM t ORDER BY id")
+    assert got.height == N and got["id"].n_unique() == N
+    assert got.to_dicts() == rows().sort("id").to_dicts()
+    assert sync.run(progress=False).counts["sent"] == 0
