@@ -159,7 +159,7 @@ def type_name(t: pa.DataType | str) -> str:
     return str(t)
 
 
-def _fix(column: str, dst: pa.DataType | str) -> str:
+def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True) -> str:
     cast = ""
     if isinstance(dst, pa.DataType):
         try:
@@ -169,13 +169,16 @@ def _fix(column: str, dst: pa.DataType | str) -> str:
             cast = f"mapping={{{column!r}: pl.col({column!r}).cast(pl.{dtype!r})}}, "
         except Exception:
             cast = ""
-    return (f"cast it in the sync's mapping ({cast or 'a polars expression'}if every value converts "
-            f"exactly), or rewrite the table with the source's types with destination_mode='replace'")
+    fix = f"cast it in the sync's mapping ({cast or 'a polars expression'}if every value converts exactly)"
+    if not replace_ok:  # an API has no table to rewrite (the http destination refuses 'replace')
+        return fix
+    return fix + ", or rewrite the table with the source's types with destination_mode='replace'"
 
 
-def mismatch(column: str, src: pa.DataType | str, dst: pa.DataType | str, where: str, dst_name: str | None = None) -> str:
+def mismatch(column: str, src: pa.DataType | str, dst: pa.DataType | str, where: str, dst_name: str | None = None,
+             replace_ok: bool = True) -> str:
     return (f"column {column!r} is {type_name(src)} in the source but {dst_name or type_name(dst)} in "
-            f"{where}: writing it could lose or alter values; {_fix(column, dst)}")
+            f"{where}: writing it could lose or alter values; {_fix(column, dst, replace_ok)}")
 
 
 # ---------------------------------------------------------------------- the sync's recorded fields
@@ -239,7 +242,7 @@ class Plan:
 
 
 def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], policy: str,
-         where: str, *, replace: bool = False) -> Plan:
+         where: str, *, replace: bool = False, replace_ok: bool = True) -> Plan:
     """Compare the records about to be sent with the fields delivered before.
 
     Raises SchemaMismatchError (nothing sent) under ``freeze`` for any change, and under
@@ -276,7 +279,7 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
             changes.append(Change("widened", f.name, was.type, f.type))
             field.type = f.type
         else:
-            lossy.append(mismatch(f.name, f.type, was.type, where))
+            lossy.append(mismatch(f.name, f.type, was.type, where, replace_ok=replace_ok))
         result.append(field)
     if lossy:
         raise SchemaMismatchError("; ".join(lossy) + ". Nothing was sent.")
@@ -285,7 +288,8 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
             "the source's columns changed and the sync has schema='freeze': "
             + "; ".join(c.frozen() for c in changes)
             + f". Nothing was sent to {where}. Change the source or the mapping back, or create the sync "
-              "with schema='evolve' to apply the change (or destination_mode='replace' to rewrite the table)."
+              "with schema='evolve' to apply the change"
+            + (" (or destination_mode='replace' to rewrite the table)." if replace_ok else ".")
         )
     order = {f.name: i for i, f in enumerate(recorded)}
     result.sort(key=lambda fl: order.get(fl.name, len(order)))

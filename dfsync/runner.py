@@ -763,7 +763,8 @@ class Runner:
         recorded = _schema.load(self.store.sync_row(sync_id=sync.id).get("dest_schema"))
         where = sync.destination.describe()
         plan = _schema.plan(recorded, records, sync.primary_key, sync.schema_policy, where,
-                            replace=sync.destination_mode == DestinationMode.REPLACE)
+                            replace=sync.destination_mode == DestinationMode.REPLACE,
+                            replace_ok=DestinationMode.REPLACE in sync.destination.modes)
         sync.destination.check_schema(records)
         _schema.check_values(staging.con, "stg", records, sync.destination, where)
         return plan
