@@ -153,3 +153,17 @@ def test_arguments_not_compiled_go_to_gx_and_give_its_result(exp):
     else:
         assert ours["result"]["observed_value"] == pytest.approx(theirs.result["observed_value"])
     assert isinstance(check, dgx.GXCheck)
+
+
+def test_aggregate_expectations_on_dates_are_not_rejected_for_want_of_rows(tmp_path):
+    from datetime import datetime
+
+    df = pl.DataFrame({"id": [1, 2], "t": [datetime(2021, 1, 1), datetime(2022, 1, 1)]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=dfsync.sources.frame(df),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
+                          primary_key="id", on_invalid="fail",
+                          checks=[gxe.ExpectColumnMaxToBeBetween(column="t", min_value=datetime(2020, 1, 1))])
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.validation()["scope"].to_list() == ["dataset"]
