@@ -2,8 +2,12 @@
 
     python bench/http_bench.py [--records 100000] [--batch 500] [--concurrency 8] [--latency 0.005]
 
-Prints achieved records/s as a fraction of the ideal ``batch x concurrency / latency``
-(target >= 0.7). The server is a minimal asyncio HTTP/1.1 server in a separate process
+Prints achieved records/s as a fraction of the ideal ``batch x concurrency / latency`` and
+of a bare httpx client sending the same number of requests with pre-encoded bodies from the
+same number of threads (target >= 0.9 of it). The two are measured interleaved, each rep with
+a fresh client (new connections), so their ratio compares the same moment of a shared
+machine; one more instrumented rep prints where dfsync's time goes (plan, encode, send,
+confirm). The server is a minimal asyncio HTTP/1.1 server in a separate process
 (so it does not share the client's GIL); it reads every body and answers 200 after
 ``latency`` seconds. The client side is the real session: encoding, threads, httpx,
 idempotency keys, outcome parsing.
@@ -49,6 +53,99 @@ def serve(port_queue: mp.Queue, latency: float) -> None:
     asyncio.run(main())
 
 
+
+def _dfsync_rep(dest, df, n: int, runner_batch: int, rep: int,
+                phases: dict | None = None) -> tuple[float, float]:
+    """One run's worth of records through a fresh session; seconds from the first write to the last
+    answer, and the CPU-seconds of this process meanwhile. With ``phases``, the session's encode / send / confirm steps are timed (summed over
+    threads; the wrappers add a little time, so that rep is not one of the measured ones)."""
+    from dfsync.destinations.base import DestinationContext, WriteBatch
+    from dfsync.states import DestinationMode
+
+    ctx = DestinationContext(sync_id=1, sync_name="bench", run_id=rep + 1,
+                             mode=DestinationMode.UPSERT, primary_key=("id",))
+    with dest.open(ctx) as session:
+        session.prepare(df.schema)
+        if phases is not None:
+            _instrument(session, phases)
+        t0, c0 = time.perf_counter(), time.process_time()
+        if phases is not None:
+            phases["start"] = t0
+        for b, start in enumerate(range(0, n, runner_batch)):
+            result = session.write(WriteBatch(b + 1, df.slice(start, runner_batch)))
+            assert not result.failed, result.failed
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _instrument(session, phases: dict) -> None:
+    import threading
+
+    lock = threading.Lock()
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                with lock:
+                    phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    def timed_plan(*a, **k):  # a generator: time each step (a chunk encoded, a request made)
+        gen = iter(session.__class__._plan(session, *a, **k))
+        while True:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                req = next(gen)
+            except StopIteration:
+                return
+            finally:
+                for name, secs in (("encode (main thread)", time.perf_counter() - t0),
+                                   ("  of which its CPU", time.thread_time() - c0)):
+                    phases[name] = phases.get(name, 0.0) + secs
+                phases["  last request ready at"] = time.perf_counter() - phases["start"]
+            yield req
+
+    session._plan = timed_plan
+    for name, attr in (("bodies (workers)", "_body"), ("confirm (workers)", "_outcome")):
+        setattr(session, attr, timed(name, getattr(session, attr)))
+    session.client.request = timed("send (workers)", session.client.request)
+
+
+def _raw_rep(url: str, body: bytes, requests: int, concurrency: int,
+             phases: dict | None = None) -> tuple[float, float]:
+    """The same number of requests, bodies encoded beforehand, through a fresh httpx.Client from
+    ``concurrency`` threads: the ceiling of any httpx-based client on this machine at that moment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    client = httpx.Client(limits=httpx.Limits(max_connections=concurrency,
+                                              max_keepalive_connections=concurrency))
+    post = client.post if phases is None else _timed_post(client, phases)
+    with ThreadPoolExecutor(concurrency) as pool:
+        t0, c0 = time.perf_counter(), time.process_time()
+        list(pool.map(lambda i: post(url, content=body), range(requests)))
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    client.close()
+    return elapsed, cpu
+
+
+def _timed_post(client, phases: dict):
+    import threading
+
+    lock = threading.Lock()
+
+    def post(*a, **k):
+        t0 = time.perf_counter()
+        r = client.post(*a, **k)
+        with lock:
+            phases["send (workers)"] = phases.get("send (workers)", 0.0) + time.perf_counter() - t0
+        return r
+    return post
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
@@ -56,14 +153,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--latency", type=float, default=0.005)
     ap.add_argument("--runner-batch", type=int, default=100_000, help="rows per WriteBatch (the sync's batch_size)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
     import polars as pl
 
     import dfsync
-    from dfsync.destinations.base import DestinationContext, WriteBatch
-    from dfsync.states import DestinationMode
 
     q: mp.Queue = mp.Queue()
     proc = mp.Process(target=serve, args=(q, args.latency), daemon=True)
@@ -79,52 +174,56 @@ def main() -> None:
         "address.city": ["Oslo"] * n,
         "_action": ["insert"] * n,
     }).to_arrow()
-    dest = dfsync.destinations.http(f"http://127.0.0.1:{port}/contacts", batch_size=args.batch,
-                                    concurrency=args.concurrency, timeout=10)
+    url = f"http://127.0.0.1:{port}/contacts"
+    dest = dfsync.destinations.http(url, batch_size=args.batch, concurrency=args.concurrency, timeout=10)
+    body = pl.from_arrow(df.slice(0, args.batch).drop_columns(["_action"])).write_json().encode()
+    requests = -(-n // args.batch)
     ideal = args.batch * args.concurrency / args.latency
-    rates = []
+    ratios, ours, raws, cpus = [], [], [], []
     try:
+        # warm-up (imports, first connections, polars' thread pool), not measured
+        _dfsync_rep(dest, df.slice(0, args.batch * args.concurrency), args.batch * args.concurrency,
+                    args.runner_batch, -1)
+        _raw_rep(url, body, args.concurrency * 2, args.concurrency)
+        # interleaved, both with a fresh client (new connections) each rep: same moment, same load
         for rep in range(args.repeat):
-            ctx = DestinationContext(sync_id=1, sync_name="bench", run_id=rep + 1,
-                                     mode=DestinationMode.UPSERT, primary_key=("id",))
-            with dest.open(ctx) as session:
-                session.prepare(df.schema)
-                t0 = time.perf_counter()
-                for b, start in enumerate(range(0, n, args.runner_batch)):
-                    result = session.write(WriteBatch(b + 1, df.slice(start, args.runner_batch)))
-                    assert not result.failed, result.failed
-                elapsed = time.perf_counter() - t0
-            rates.append(n / elapsed)
-            print(f"run {rep + 1}: {n:,} records in {elapsed:.3f}s = {n / elapsed:,.0f} records/s")
-        # the ceiling of any httpx-based client on this machine: the same number of requests
-        # with bodies encoded beforehand, straight through httpx.Client from the same threads
-        from concurrent.futures import ThreadPoolExecutor
-
-        import httpx
-
-        body = pl.from_arrow(df.slice(0, args.batch).drop_columns(["_action"])).write_json().encode()
-        client = httpx.Client(limits=httpx.Limits(max_connections=args.concurrency,
-                                                  max_keepalive_connections=args.concurrency))
-        url = f"http://127.0.0.1:{port}/contacts"
-        requests = -(-n // args.batch)
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(lambda i: client.post(url, content=body), range(args.concurrency * 2)))
-            raw = []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                list(pool.map(lambda i: client.post(url, content=body), range(requests)))
-                raw.append(n / (time.perf_counter() - t0))
-        client.close()
+            if rep % 2:
+                raw, raw_cpu = _raw_rep(url, body, requests, args.concurrency)
+                mine, cpu = _dfsync_rep(dest, df, n, args.runner_batch, rep)
+            else:
+                mine, cpu = _dfsync_rep(dest, df, n, args.runner_batch, rep)
+                raw, raw_cpu = _raw_rep(url, body, requests, args.concurrency)
+            cpus.append(cpu / raw_cpu)
+            ours.append(n / mine)
+            raws.append(n / raw)
+            ratios.append(raw / mine)
+            print(f"rep {rep + 1}: dfsync {mine:.3f}s = {n / mine:,.0f} rec/s ({n / mine / ideal:.2f} of ideal); "
+                  f"raw httpx {raw:.3f}s = {n / raw:,.0f} rec/s ({n / raw / ideal:.2f}); "
+                  f"dfsync/raw = {raw / mine:.2f}; CPU-s {cpu:.3f} vs {raw_cpu:.3f}")
+        phases: dict[str, float] = {}
+        mine, _ = _dfsync_rep(dest, df, n, args.runner_batch, args.repeat, phases)
+        raw_phases: dict[str, float] = {}
+        raw, _ = _raw_rep(url, body, requests, args.concurrency, raw_phases)
     finally:
         proc.terminate()
-    best = sorted(rates)[len(rates) // 2]
-    raw_best = sorted(raw)[len(raw) // 2]
-    print(f"raw httpx, pre-encoded bodies, same threads: {raw_best:,.0f} records/s = "
-          f"{raw_best / ideal:.2f} of ideal (the ceiling for an httpx client on this machine now)")
+
+    def median(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
     print(f"ideal (batch {args.batch} x concurrency {args.concurrency} / {args.latency * 1000:g} ms) = "
           f"{ideal:,.0f} records/s")
-    print(f"median achieved = {best:,.0f} records/s = {best / ideal:.2f} of ideal (target >= 0.7); "
-          f"{best / raw_best:.2f} of raw httpx")
+    print(f"median dfsync {median(ours):,.0f} rec/s = {median(ours) / ideal:.2f} of ideal; raw httpx "
+          f"{median(raws):,.0f} rec/s = {median(raws) / ideal:.2f} of ideal")
+    print(f"dfsync / raw httpx, per rep: {', '.join(f'{r:.2f}' for r in ratios)}; "
+          f"median {median(ratios):.2f} (target >= 0.9)")
+    print(f"client CPU-seconds, dfsync / raw httpx, per rep: {', '.join(f'{r:.2f}' for r in cpus)}; "
+          f"median {median(cpus):.2f}")
+    print(f"phases of one instrumented rep (wall {mine:.3f}s; worker figures are summed over "
+          f"{args.concurrency} threads):")
+    phases.pop("start")
+    for name, secs in phases.items():
+        print(f"  {name:22s} {secs * 1000:8.1f} ms")
+    print(f"  raw httpx same rep: wall {raw:.3f}s, send (workers) {raw_phases['send (workers)'] * 1000:.1f} ms")
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

@@ -318,6 +318,49 @@ def test_json_lines_envelope_and_function_bodies(http_server):
         "contacts": [{"id": 0, "name": "n0"}, {"id": 1, "name": "n1"}], "n": 2}
 
 
+AWKWARD = ["plain", "line\nbreak", "},{\"id\":0}", "tab\tand \\ backslash", "quote \" here", "ünïcødé ✓",
+           "\r\n", "", None, "[1,2]\n{}"]
+
+
+@pytest.mark.parametrize("body", ["json", "ndjson", "envelope"])
+def test_bodies_cut_from_one_encoded_chunk_carry_exactly_their_records(http_server, body):
+    """Each chunk is encoded once as JSON Lines and every request's body is a byte range of it:
+    strings holding newlines, '},{', quotes or nothing must not move a record to another request,
+    across chunk boundaries (batch_size 7 x concurrency 3 = 21 rows, then 42, ...) and with an
+    action group that is not the whole batch (updates interleaved with inserts)."""
+    n = 200
+    names = [AWKWARD[i % len(AWKWARD)] for i in range(n)]
+    actions = ["update" if i % 5 == 0 else "insert" for i in range(n)]
+    opts = {"body": "ndjson"} if body == "ndjson" else {"envelope": "data"} if body == "envelope" else {}
+    dest = dfsync.destinations.http(http_server.url, update="PATCH", batch_size=7, concurrency=3, **opts, **FAST)
+    (result,) = send(dest, WriteBatch(1, pa.table({"id": list(range(n)), "name": names, "_action": actions})))
+    assert result.failed == {}
+    by_method: dict[str, list] = {}
+    for req in http_server.requests:
+        assert 1 <= len(req.records) <= 7
+        by_method.setdefault(req.method, []).extend(req.records)
+    expect = {a: [{"id": i, "name": names[i]} for i in range(n) if actions[i] == a] for a in ("insert", "update")}
+    assert {m: sorted(r, key=lambda r: r["id"]) for m, r in by_method.items()} == {
+        "POST": expect["insert"], "PATCH": expect["update"]}
+    assert len({r.key for r in http_server.requests}) == len(http_server.requests)
+
+
+def test_partial_failure_maps_to_the_right_rows_across_chunks_and_groups(http_server):
+    """A 207 answer's per-record errors land on the rows of WriteBatch.data they came from, for a
+    group of rows picked out of the batch and sent in several chunks."""
+    def partial(req):
+        return Reply(207, {"results": [{"index": i, **({"error": f"bad {r['id']}"} if r["id"] % 3 == 0 else {})}
+                                       for i, r in enumerate(req.records)]})
+
+    http_server.handler = partial
+    n = 120
+    actions = ["update" if i % 4 == 1 else "insert" for i in range(n)]
+    dest = dfsync.destinations.http(http_server.url, update="PUT", batch_size=5, concurrency=2, **FAST)
+    (result,) = send(dest, WriteBatch(1, pa.table({"id": [1000 + i for i in range(n)], "name": ["x"] * n,
+                                                   "_action": actions})))
+    assert result.failed == {i: f"bad {1000 + i}" for i in range(n) if (1000 + i) % 3 == 0}
+
+
 def test_values_are_encoded_the_way_apis_expect(http_server):
     table = pa.table({
         "id": [1], "at": [dt.datetime(2024, 5, 6, 7, 8, 9, 123000)], "day": [dt.date(2024, 5, 6)],

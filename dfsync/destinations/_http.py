@@ -22,9 +22,11 @@ Bodies
     ``body="json"`` (a JSON array, the default), ``"ndjson"`` (JSON Lines) or a function
     ``records -> body`` (``records`` is a list of dicts; str/bytes are sent as they are,
     anything else is JSON-encoded). ``envelope="data"`` wraps an array as ``{"data": [...]}``.
-    Per-record requests send one JSON object. Encoding is vectorised: polars writes the
-    JSON-ready frame of a whole action group in one ``select`` and each worker thread
-    writes its request's slice with ``write_json`` (no per-value Python).
+    Per-record requests send one JSON object. Encoding is vectorised and pipelined: the
+    records go in chunks of a few requests' worth (the first chunk one request per worker,
+    so sending starts at once); polars makes each chunk JSON-ready in one ``select`` and
+    writes it as JSON Lines in one call, and each request's body is a byte range of that
+    text (no per-record Python); requests of a chunk are sent while the next is encoded.
     Datetimes become ISO 8601, binary becomes base64, decimals become strings.
 
 Nested JSON
@@ -73,7 +75,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +103,7 @@ from ._http_parts import (
     Secret,
     callable_ref,
     json_ready,
+    line_groups,
     load_callable,
     nest_expressions,
     parse_rate_limit,
@@ -177,14 +180,6 @@ class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason, self.retry_after = reason, retry_after
-
-
-def _keys_digest(table: pa.Table, key: Sequence[str]) -> str:
-    """A short hash of the records' primary keys, in order: equal for a re-sent request."""
-    h = hashlib.sha1()
-    for k in key:
-        h.update(json.dumps(table.column(k).to_pylist(), default=str).encode())
-    return h.hexdigest()[:16]
 
 
 class _NotSent(TransientDestinationError):
@@ -373,8 +368,8 @@ class _Request:
     url: str
     rows: pa.Array  # positions in WriteBatch.data
     records: pa.Table  # the request's records (for parsers / body functions)
-    frame: pl.DataFrame | None  # JSON-ready (nested) records, encoded in the worker thread
-    line: bytes | None  # per-record requests: the record's JSON object
+    text: bytes | None  # JSON Lines of the request's chunk (None: per-record delete or body function)
+    span: tuple[int, int]  # the request's byte range of ``text``
     key: str
 
 
@@ -405,6 +400,7 @@ class HTTPSession(DestinationSession):
         digest = hashlib.sha1(ctx.sync_name.encode()).hexdigest()[:8]
         self.key_prefix = f"dfsync-{digest}-{ctx.run_tag}"
         self.columns: list[str] = []
+        self.set_type = "content-type" not in {k.lower() for k in d.headers}
         # exponential backoff plus jitter (spreads the retries of concurrent requests apart)
         self.wait = (tenacity.wait_exponential(multiplier=d.retry_initial_wait, max=d.retry_max_wait)
                      + tenacity.wait_random(0, d.retry_initial_wait))
@@ -420,25 +416,21 @@ class HTTPSession(DestinationSession):
         if self.destination.nested:
             nest_expressions(self.columns)  # raises ConfigError on colliding paths
 
-    def _json_frame(self, table: pa.Table, group: str) -> pl.DataFrame:
-        """The records as polars will write them: ISO dates, base64 bytes, nested paths.
-
-        One vectorised ``select`` per action group; requests encode slices of it.
-        """
+    def _json_frames(self, table: pa.Table, group: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The records as polars will write them (ISO dates, base64 bytes, nested paths), and
+        the flat JSON-ready frame they come from (its key columns name the requests)."""
         if not self.columns:
             self.prepare(table.schema)
         cols = self.columns if group == "all" else (list(self.ctx.primary_key) or self.columns)
         picked = table.select(cols)
-        df = pl.from_arrow(nested_to_json(picked, [f.name for f in picked.schema if is_interval(f.type)]))
-        df = df.select(json_ready(df.schema))  # type: ignore[union-attr]
-        if self.destination.nested:
-            df = df.select(nest_expressions(cols))
-        return df
+        ready = pl.from_arrow(nested_to_json(picked, [f.name for f in picked.schema if is_interval(f.type)]))
+        ready = ready.select(json_ready(ready.schema))  # type: ignore[union-attr]
+        return (ready.select(nest_expressions(cols)) if self.destination.nested else ready), ready
 
     # -------------------------------------------------------------- write
     def write(self, batch: WriteBatch) -> BatchResult:
         data = batch.data
-        requests: list[_Request] = []
+        groups = []
         actions = data.column(ACTION_COLUMN)
         for action in ACTIONS:
             rows = pc.indices_nonzero(pc.equal(actions, action))
@@ -449,12 +441,19 @@ class HTTPSession(DestinationSession):
                 raise DestinationError(
                     f"the batch has {len(rows)} {action} rows but the http destination has no {action} "
                     f"route; give it one, e.g. {action}='DELETE /{{id}}'")
-            records = data.take(rows).drop_columns([ACTION_COLUMN])
-            requests.extend(self._plan(action, route, records, rows))
+            groups.append((action, route, rows))
         self.stop.clear()
-        futures: list[Future] = [self.pool.submit(self._send, r) for r in requests]
-        result = BatchResult()
+        futures: list[Future] = []
         errors: list[BaseException] = []
+        try:  # requests of a chunk go out while the next chunk is encoded
+            for action, route, rows in groups:
+                records = data if len(rows) == data.num_rows else data.take(rows)
+                for req in self._plan(action, route, records.drop_columns([ACTION_COLUMN]), rows):
+                    futures.append(self.pool.submit(self._send, req))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the requests in flight
+            self.stop.set()
+            errors.append(exc)
+        result = BatchResult()
         for fut in futures:  # wait for every request, even after one failed: none is left in flight
             try:
                 failed, skipped = fut.result()
@@ -465,31 +464,46 @@ class HTTPSession(DestinationSession):
             result.skipped.update(skipped)
         if errors:
             # the root cause first: a terminal error, else the request that gave up
-            terminal = [e for e in errors if not isinstance(e, TransientDestinationError)]
+            terminal = [e for e in errors if not isinstance(e, TransientDestinationError)]  # incl. encoding
             causes = [e for e in errors if not isinstance(e, _NotSent)]
             raise (terminal or causes or errors)[0]
         return result
 
-    def _plan(self, action: str, route: Route, table: pa.Table, rows: pa.Array) -> list[_Request]:
+    def _plan(self, action: str, route: Route, table: pa.Table, rows: pa.Array) -> Iterator[_Request]:
         d = self.destination
-        frame = self._json_frame(table, "key" if action == "delete" else "all")
+        group = "key" if action == "delete" else "all"
         prefix = f"{self.key_prefix}-{action}"
         pk = list(self.ctx.primary_key) or list(route.fields) or self.columns
-        if not route.per_record:
-            bs = d.batch_size
-            return [_Request(action, route, route.url, rows[i:i + bs], table.slice(i, bs), frame.slice(i, bs),
-                             None, f"{prefix}-{_keys_digest(table.slice(i, bs), pk)}")
-                    for i in range(0, table.num_rows, bs)]
+        if route.per_record:
+            yield from self._plan_per_record(action, route, table, rows, group, prefix, pk)
+            return
+        bs, start = d.batch_size, 0
+        chunk = bs * d.concurrency  # the first chunk: one request per worker, then larger ones
+        while start < table.num_rows:
+            part = table.slice(start, chunk)
+            frame, ready = self._json_frames(part, group)
+            text = None if callable(d.body) else frame.write_ndjson().encode()
+            keys = ready.select(pk).write_ndjson().encode()
+            spans = line_groups(text, bs) if text is not None else [(0, 0)] * len(line_groups(keys, bs))
+            for n, (span, (a, b)) in enumerate(zip(spans, line_groups(keys, bs), strict=True)):
+                yield _Request(action, route, route.url, rows[start + n * bs:start + (n + 1) * bs],
+                               part.slice(n * bs, bs), text, span,
+                               f"{prefix}-{hashlib.sha1(keys[a:b]).hexdigest()[:16]}")
+            start += chunk
+            chunk = min(chunk * 2, bs * d.concurrency * 8)
+
+    def _plan_per_record(self, action: str, route: Route, table: pa.Table, rows: pa.Array, group: str,
+                         prefix: str, pk: list[str]) -> list[_Request]:
+        frame, _ = self._json_frames(table, group)
         text = frame.write_ndjson().encode()
-        lines = text.split(b"\n")[:-1] if text else []
         fields = {f: table.column(f).to_pylist() for f in route.fields}
         keys = list(zip(*(table.column(k).to_pylist() for k in pk), strict=True))
         out = []
-        for i in range(table.num_rows):
+        for i, span in enumerate(line_groups(text, 1) if text else []):
             url = route.format({f: v[i] for f, v in fields.items()})
             digest = hashlib.sha1(json.dumps(keys[i], default=str).encode()).hexdigest()[:16]
-            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1), None, lines[i],
-                                f"{prefix}-{digest}"))
+            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1), text,
+                                (span[0], span[1] - 1), f"{prefix}-{digest}"))
         return out
 
     def _body(self, req: _Request) -> tuple[bytes | None, str | None]:
@@ -503,12 +517,14 @@ class HTTPSession(DestinationSession):
             if isinstance(made, str):
                 return made.encode(), "application/json"
             return json.dumps(made, default=str).encode(), "application/json"
-        if req.line is not None:
-            return req.line, "application/json"
-        assert req.frame is not None
+        assert req.text is not None
+        a, b = req.span
+        if req.route.per_record:
+            return req.text[a:b], "application/json"
         if d.body == "ndjson":
-            return req.frame.write_ndjson().encode(), "application/x-ndjson"
-        array = req.frame.write_json().encode()  # polars releases the GIL: workers encode in parallel
+            return req.text[a:b], "application/x-ndjson"
+        # JSON Lines -> a JSON array: newlines only separate records (JSON escapes them in strings)
+        array = b"[" + req.text[a:b - 1].replace(b"\n", b",") + b"]"
         if d.envelope:
             array = b"{" + json.dumps(d.envelope).encode() + b":" + array + b"}"
         return array, "application/json"
@@ -519,7 +535,7 @@ class HTTPSession(DestinationSession):
         d = self.destination
         content, ctype = self._body(req)
         headers = {d.idempotency_header: req.key}
-        if ctype and "content-type" not in {k.lower() for k in d.headers}:
+        if ctype and self.set_type:
             headers["Content-Type"] = ctype
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(d.max_retries + 1),
@@ -572,7 +588,7 @@ class HTTPSession(DestinationSession):
     def _outcome(self, req: _Request, response: Any) -> tuple[dict[int, str], dict[int, str]]:
         d = self.destination
         status = response.status_code
-        rows = req.rows.to_pylist()
+        rows = req.rows.to_pylist() if not 200 <= status < 300 else []
         where = f"{req.route.method} {redact(req.url)}"
         if status in _RETRY_STATUS:
             after = retry_after_seconds(response.headers.get("Retry-After"))
@@ -603,6 +619,9 @@ class HTTPSession(DestinationSession):
                 failed = results_parser(response, records, self.ctx.primary_key)
         except Exception as exc:  # a user parser that breaks must not lose the batch silently
             raise DestinationError(f"{where}: response_parser raised {type(exc).__name__}: {exc}") from exc
+        if not failed:
+            return {}, {}
+        rows = req.rows.to_pylist()
         return {rows[i]: redact(str(e)) for i, e in failed.items() if 0 <= i < len(rows)}, {}
 
     # -------------------------------------------------------------- end
