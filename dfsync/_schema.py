@@ -342,8 +342,9 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
         elif rejected_if_too_large(f.type, arrow):
             continue
         elif not isinstance(arrow, str) and fits(arrow, f.type):
-            problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where} "
-                            f"(schema='freeze' does not widen columns)")
+            why = ("schema='freeze' does not widen columns" if policy == "freeze" else
+                   f"dfsync widens a column only when the sync's own source type widened; {_fix(f.name, arrow)}")
+            problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where} ({why})")
         else:
             problems.append(mismatch(f.name, f.type, arrow, where, declared))
     if problems:

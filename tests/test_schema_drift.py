@@ -59,6 +59,11 @@ CASES = {
         pl.DataFrame({"id": [1, 2], "a": [10, BIG]}, schema_overrides={"a": pl.Int64}),
         {1: {"a": 10}, 2: {"a": BIG}},
     ),
+    "float_widening": (  # float32 -> float64: a Parquet file is rewritten with the wider type
+        pl.DataFrame({"id": [1, 2], "a": [0.5, 1.5]}, schema_overrides={"a": pl.Float32}),
+        pl.DataFrame({"id": [1, 2], "a": [0.1, 1e300]}, schema_overrides={"a": pl.Float64}),
+        {1: {"a": 0.1}, 2: {"a": 1e300}},
+    ),
     "float_into_int": (
         pl.DataFrame({"id": [1, 2], "a": [515, 600]}),
         pl.DataFrame({"id": [1, 2], "a": [515.75, 600.0]}),
@@ -85,7 +90,7 @@ CASES = {
         {1: {"a": 10, "l": [1, 2]}, 2: {"a": 20, "l": None}},
     ),
 }
-COLUMN = {"added": "n", "dropped": "b", "int_widening": "a", "float_into_int": "a", "timestamp_into_date": "a",
+COLUMN = {"added": "n", "dropped": "b", "int_widening": "a", "float_widening": "a", "float_into_int": "a", "timestamp_into_date": "a",
           "tz_aware_to_naive": "a", "text_into_number": "a", "nested_added": "l"}
 
 
@@ -197,3 +202,24 @@ def test_replace_rewrites_the_table_with_the_source_schema(dest: Target, tmp_pat
         assert run.status == "success", run.error
     assert contents(dest, ["a"]) == {1: {"a": 515.75}, 2: {"a": 600.0}}
     assert ws.sync("s").schema().filter(pl.col("field") == "a")["type"].to_list() == ["double"]
+
+
+def test_a_hand_made_narrower_column_is_not_blamed_on_freeze(tmp_path):
+    """A table made by hand with a FLOAT column, a float64 source, schema='evolve': the run fails
+    before sending, and its message gives the ways out instead of naming schema='freeze'."""
+    import duckdb
+
+    path = str(tmp_path / "wh.duckdb")
+    with duckdb.connect(path) as con:
+        con.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, a FLOAT)")
+        con.execute("INSERT INTO t VALUES (1, 0.5)")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2], "a": [0.1, 1e300]})),
+                          destination=dfsync.destinations.duckdb(path, table="t"), primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert ws.store.run_row(run.id)["error_kind"] == "SchemaMismatchError"
+    assert "'a'" in run.error and "freeze" not in run.error
+    assert "mapping" in run.error and "destination_mode='replace'" in run.error
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("SELECT * FROM t").fetchall() == [(1, 0.5)]
