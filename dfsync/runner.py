@@ -17,6 +17,7 @@ destination lacks, nor forgets one it has.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import json
@@ -56,6 +57,20 @@ if TYPE_CHECKING:
 
 #: (store key, run id) -> Staging kept alive for a paused run in this process
 LIVE_STAGING: dict[tuple[str, int], Staging] = {}
+
+
+@atexit.register
+def _drop_live_staging() -> None:
+    """A paused run's staged rows live as long as this process: at exit their files go too
+    (a run paused by a CLI process left its staging directory, and any spilled rows, behind);
+    the next process resumes it by reading the source again."""
+    import shutil
+
+    for staging in list(LIVE_STAGING.values()):
+        with contextlib.suppress(Exception):
+            staging.close()
+        shutil.rmtree(staging.temp_dir, ignore_errors=True)
+    LIVE_STAGING.clear()
 #: (store key, sync id) -> lock held while this process runs the sync
 _SYNC_LOCKS: dict[tuple[str, int], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()

@@ -8,6 +8,8 @@ run only at its end (Parquet) in insert mode, where failing the run used to disc
 
 from __future__ import annotations
 
+import os
+
 import polars as pl
 import pytest
 
@@ -92,3 +94,41 @@ def test_an_error_after_parquets_final_swap_keeps_the_run_delivered(tmp_path, mo
     got = pl.read_parquet(lake / "data.parquet")
     assert got.height == 30 and got["id"].n_unique() == 30
     assert "stay delivered" in " ".join(sync.events()["detail"].to_list())
+
+
+def test_a_process_that_exits_with_a_paused_run_leaves_no_staging_behind(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.faulty import env_with_repo
+
+    code = f"""
+import time
+import polars as pl, dfsync, tests.faulty
+from tests.faulty import FaultyDestination
+ws = dfsync.Workspace({str(tmp_path / 'ws.duckdb')!r})
+sync = ws.create_sync("p", source=dfsync.sources.frame(pl.DataFrame({{"id": list(range(50))}})), primary_key="id",
+    destination=FaultyDestination(dfsync.destinations.duckdb({str(tmp_path / 'd.duckdb')!r}, table="t"),
+                                  sleep=0.05), batch_size=10)
+run = sync.run(progress=False, background=True)
+for _ in range(3000):
+    if run.status == "in_progress":
+        break
+    time.sleep(0.01)
+run.pause()
+run.wait()
+print(run.status)
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=env_with_repo(), capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "paused", out.stderr
+    staging = tmp_path / "staging"
+    assert not staging.exists() or not os.listdir(staging), os.listdir(staging)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    run = ws.sync("p").run(progress=False, source=pl.DataFrame({"id": list(range(50))}))  # a frame: given again
+    assert run.status == "success" and 0 < run.counts["inserted"] < 50  # resumed: the rest, read again
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(50, 50)]
+    assert ws.sync("p").run(progress=False, source=pl.DataFrame({"id": list(range(50))})).counts["sent"] == 0
