@@ -406,6 +406,19 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"back as NULL). Send NULL for it with mapping={{{f.name!r}: pl.col({f.name!r}).fill_nan(None)}}"
                     f" (infinities: pl.when(pl.col({f.name!r}).is_infinite()).then(None).otherwise(pl.col({f.name!r})))"
                     f", or choose a destination that keeps it (DuckDB, Parquet, PostgreSQL). Nothing was sent.")
+    largest = getattr(destination, "largest_integer", None)
+    if largest is not None:
+        for f in records:
+            if not pa.types.is_unsigned_integer(_base(f.type)) or _int_range(_base(f.type))[1] <= largest:
+                continue
+            c = quote(f.name)
+            bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {c} > {int(largest)} LIMIT 1").fetchall()
+            if bad:
+                raise SchemaMismatchError(
+                    f"column {f.name!r} holds {bad[0][0]}, above the largest integer {where} stores "
+                    f"({largest}). Send it as exact decimal text with mapping={{{f.name!r}: "
+                    f"pl.col({f.name!r}).cast(pl.Decimal(20, 0))}}, or choose a destination with unsigned "
+                    f"64-bit integers (DuckDB, Parquet, PostgreSQL, MySQL). Nothing was sent.")
     check_time_units(con, table, records, getattr(destination, "time_unit", "ns"), where)
 
 

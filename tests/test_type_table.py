@@ -226,3 +226,26 @@ def test_nanoseconds_postgresql_would_round_are_refused_before_sending(request, 
     run = ws.create_sync("s", source=dfsync.sources.frame(ok), destination=dest.make(), primary_key="id").run(progress=False)
     assert run.status == "success", run.error
     assert [r["ts"] for r in read_rows("postgres", dest, ["ts"])] == ok["ts"].to_list()
+
+
+def test_a_uint64_above_sqlites_largest_integer_is_refused_before_sending(tmp_path):
+    """SQLite integers are signed 64-bit: 2**63 + 5 used to fail the whole run with a bare
+    ArrowInvalid from the batch's cast; it is refused naming the column, and the exact-decimal
+    cast the message gives reads back equal."""
+    import sqlite3
+
+    path = str(tmp_path / "dest.sqlite")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2, 3], "u": [1, 2**63 + 5, 2**64 - 1]}, schema_overrides={"u": pl.UInt64})
+    sync = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.sqlite(path, "t"),
+                          primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert ws.store.run_row(run.id)["error_kind"] == "SchemaMismatchError"
+    assert "'u'" in run.error and "9223372036854775813" in run.error and "pl.Decimal(20, 0)" in run.error
+    assert "ArrowInvalid" not in run.error
+    run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.sqlite(path, "t"),
+                         primary_key="id", mapping={"id": "id", "u": pl.col("u").cast(pl.Decimal(20, 0))}).run(progress=False)
+    assert run.status == "success", run.error
+    got = [int(v) for (v,) in sqlite3.connect(path).execute("SELECT u FROM t ORDER BY id")]
+    assert got == [1, 2**63 + 5, 2**64 - 1]

@@ -96,6 +96,8 @@ class SQLiteDestination(Destination):
     kind = "sqlite"
     #: SQLite stores a NaN REAL as NULL: a NaN is refused before anything is sent
     nonfinite = "inf"
+    #: SQLite integers are signed 64-bit: a uint64 value above this is refused before sending
+    largest_integer = 2**63 - 1
 
     def __init__(self, path: str, table: str, *, retry_timeout: float = 30.0) -> None:
         if not table or not isinstance(table, str):
@@ -244,7 +246,7 @@ class SQLiteSession(ArrowSQLSession):
             if pa.types.is_decimal(t) or pa.types.is_null(t) or pa.types.is_string_view(t):
                 t = pa.large_string()
             elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:
-                t = pa.int64()  # SQLite integers are signed 64-bit; larger values fail per row
+                t = pa.int64()  # signed 64-bit; larger values were refused (_schema.check_values)
             changed |= t != f.type
             fields.append(pa.field(f.name, t))
         return data.cast(pa.schema(fields)) if changed else data
