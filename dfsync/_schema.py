@@ -382,6 +382,15 @@ def schema_frame(sync: Any) -> Any:
                                                        "in_source": pl.Boolean})
 
 
+def _first_value(con: Any, table: str, column: str, condition: str) -> str | None:
+    """The first value of ``column`` (as text) in staged rows where ``condition`` holds, if any."""
+    from .store import quote
+
+    c = quote(column)
+    bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {condition.format(c=c)} LIMIT 1").fetchall()
+    return bad[0][0] if bad else None
+
+
 def check_values(con: Any, table: str, records: pa.Schema, destination: Any, where: str) -> None:
     """Refuse (before anything is sent) values the destination would store altered.
 
@@ -389,36 +398,29 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
       values are whole microseconds goes in exactly; one with a nanosecond part would be rounded.
     * ``nonfinite``: which of NaN / infinity the destination keeps ("nan,inf", "inf" for
       SQLite, which stores NaN as NULL, "" for JSON, which has neither).
+    * ``largest_integer``: SQLite's integers are signed 64-bit: a larger uint64 is refused.
     """
-    from .store import quote
-
     keeps = set(filter(None, str(getattr(destination, "nonfinite", "nan,inf")).split(",")))
-    if keeps != {"nan", "inf"}:
-        for f in records:
-            if not pa.types.is_floating(_base(f.type)):
-                continue
-            c = quote(f.name)
-            conds = ([] if "nan" in keeps else [f"isnan({c})"]) + ([] if "inf" in keeps else [f"isinf({c})"])
-            bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {' OR '.join(conds)} LIMIT 1").fetchall()
-            if bad:
-                raise SchemaMismatchError(
-                    f"column {f.name!r} holds {bad[0][0]}, which {where} cannot store as it is (it would read "
-                    f"back as NULL). Send NULL for it with mapping={{{f.name!r}: pl.col({f.name!r}).fill_nan(None)}}"
-                    f" (infinities: pl.when(pl.col({f.name!r}).is_infinite()).then(None).otherwise(pl.col({f.name!r})))"
-                    f", or choose a destination that keeps it (DuckDB, Parquet, PostgreSQL). Nothing was sent.")
     largest = getattr(destination, "largest_integer", None)
-    if largest is not None:
-        for f in records:
-            if not pa.types.is_unsigned_integer(_base(f.type)) or _int_range(_base(f.type))[1] <= largest:
-                continue
-            c = quote(f.name)
-            bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {c} > {int(largest)} LIMIT 1").fetchall()
-            if bad:
+    for f in records:
+        t, n = _base(f.type), f.name
+        if pa.types.is_floating(t) and keeps != {"nan", "inf"}:
+            conds = ([] if "nan" in keeps else ["isnan({c})"]) + ([] if "inf" in keeps else ["isinf({c})"])
+            bad = _first_value(con, table, n, " OR ".join(conds))
+            if bad is not None:
                 raise SchemaMismatchError(
-                    f"column {f.name!r} holds {bad[0][0]}, above the largest integer {where} stores "
-                    f"({largest}). Send it as exact decimal text with mapping={{{f.name!r}: "
-                    f"pl.col({f.name!r}).cast(pl.Decimal(20, 0))}}, or choose a destination with unsigned "
-                    f"64-bit integers (DuckDB, Parquet, PostgreSQL, MySQL). Nothing was sent.")
+                    f"column {n!r} holds {bad}, which {where} cannot store as it is (it would read "
+                    f"back as NULL). Send NULL for it with mapping={{{n!r}: pl.col({n!r}).fill_nan(None)}}"
+                    f" (infinities: pl.when(pl.col({n!r}).is_infinite()).then(None).otherwise(pl.col({n!r})))"
+                    f", or choose a destination that keeps it (DuckDB, Parquet, PostgreSQL). Nothing was sent.")
+        if largest is not None and pa.types.is_unsigned_integer(t) and _int_range(t)[1] > largest:
+            bad = _first_value(con, table, n, f"{{c}} > {int(largest)}")
+            if bad is not None:
+                raise SchemaMismatchError(
+                    f"column {n!r} holds {bad}, above the largest integer {where} stores ({largest}). "
+                    f"Send it as exact decimal text with mapping={{{n!r}: pl.col({n!r}).cast(pl.Decimal(20, 0))}}, "
+                    f"or choose a destination with unsigned 64-bit integers (DuckDB, Parquet, PostgreSQL, "
+                    f"MySQL). Nothing was sent.")
     check_time_units(con, table, records, getattr(destination, "time_unit", "ns"), where)
 
 
