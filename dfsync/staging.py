@@ -44,6 +44,20 @@ ACTIONS = ("insert", "update", "delete", "unchanged")
 RECORD_META = ("_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 
 
+
+def _no_case_clash(names: Sequence[str]) -> None:
+    """Refuse column names that differ only in case: DuckDB (staging), MySQL, SQLite and
+    DuckDB tables ignore case in names, so one of them would arrive renamed ('temp_1')."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise ConfigError(
+                f"columns {other!r} and {name!r} differ only in case; names that ignore case (DuckDB, "
+                f"where dfsync stages rows, MySQL, SQLite) would keep one and rename the other. Rename "
+                f"one of them in the source (e.g. df.rename(columns={{{name!r}: {name + '_2'!r}}})); "
+                f"nothing was sent.")
+
 @dataclass
 class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
@@ -254,6 +268,7 @@ class Staging:
             rel = source.duckdb_relation(con, cursor) if select is not None else None
             con.execute("DROP VIEW IF EXISTS _src_raw")
             if isinstance(rel, pa.RecordBatchReader):
+                _no_case_clash(rel.schema.names)
                 stream = _Counted(rel)
                 con.register("_src_raw", stream.reader)
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731
@@ -267,6 +282,7 @@ class Staging:
                         return n if source.snapshot() == before else None
             else:
                 stream = _Counted(_arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
+                _no_case_clash(stream.reader.schema.names)
                 con.register("_src_raw", stream.reader)
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731
                 select = "*"

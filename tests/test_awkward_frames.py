@@ -99,3 +99,23 @@ def test_documented_conversions(tmp_path):
         (2, None, 2.5, None, "y", None, None),
         (3, float("inf"), None, decimal.Decimal("2.25"), None, 3, {"k": 2}),
     ]
+
+
+@pytest.mark.parametrize("kind", ["polars", "pandas"])
+def test_columns_differing_only_in_case_fail_the_run_before_sending(kind, tmp_path):
+    """'Temp' and 'temp' arrived as 'Temp' and 'temp_1' (DuckDB staging ignores case in names):
+    a column renamed without a word. The run fails naming both, and nothing is written."""
+    import polars as pl
+
+    data = {"id": [1, 2], "Temp": [1.5, 2.5], "temp": [3.5, 4.5]}
+    df = pl.DataFrame(data) if kind == "polars" else pd.DataFrame(data)
+    path = str(tmp_path / "wh.duckdb")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.duckdb(path, "t"),
+                         primary_key="id").run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert ws.store.run_row(run.id)["error_kind"] == "ConfigError"
+    assert "'Temp'" in run.error and "'temp'" in run.error
+    if os.path.exists(path):
+        with duckdb.connect(path, read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'").fetchone()[0] == 0
