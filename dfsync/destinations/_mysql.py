@@ -97,6 +97,7 @@ class MySQLDestination(Destination):
     """A MySQL or MariaDB table (InnoDB); ``table`` may be ``database.table``."""
 
     kind = "mysql"
+    max_name = (64, "characters")
     #: the finest time unit its datetime/time columns keep
     time_unit = "us"
     #: MySQL stores neither NaN nor infinity: refused before sending (dfsync._schema.check_values)

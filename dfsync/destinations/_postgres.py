@@ -184,6 +184,7 @@ class PostgresDestination(Destination):
     """A PostgreSQL table; ``table`` may be ``schema.table`` (quote parts to keep dots: ``'"a.b".t'``)."""
 
     kind = "postgres"
+    max_name = (63, "bytes")
     #: the finest time unit its timestamp/interval columns keep
     time_unit = "us"
 

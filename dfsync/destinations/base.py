@@ -176,6 +176,9 @@ class Destination(ABC):
     kind: ClassVar[str]
     #: True when each batch commits atomically with its ledger entry (exactly once).
     transactional: ClassVar[bool] = True
+    #: The longest column name the database keeps as it is (PostgreSQL would silently cut a
+    #: longer one to 63 bytes): (limit, 'bytes' or 'characters'); None: no limit
+    max_name: ClassVar[tuple[int, str] | None] = None
     #: True when a committed batch is visible in the destination at once; False when the run's
     #: batches only take effect in ``finish()`` (a failed run then delivered nothing).
     applies_per_batch: ClassVar[bool] = True
@@ -217,6 +220,14 @@ class Destination(ABC):
         from ..errors import SchemaMismatchError
 
         for f in schema:
+            if self.max_name is not None:
+                limit, unit = self.max_name
+                size = len(f.name.encode()) if unit == "bytes" else len(f.name)
+                if size > limit:
+                    raise SchemaMismatchError(
+                        f"column name {f.name!r} is {size} {unit} long; {self.kind} keeps at most {limit} "
+                        f"(a longer name would be cut or refused). Give it a shorter name in the sync's "
+                        f"mapping, e.g. mapping={{'a_shorter_name': {f.name!r}, ...}}.")
             try:
                 self.column_type(f.type)
             except SchemaMismatchError as exc:
