@@ -330,3 +330,11 @@ def test_a_column_name_postgresql_would_cut_is_refused_at_create_sync(pg_server,
                           primary_key="id", mapping={"id": "id", "short": long})
     assert sync.run(progress=False).status == "success"
     assert read(pg_server, pg_uri).to_dicts() == [{"id": 1, "short": 7}]
+
+
+def test_a_table_name_postgresql_would_cut_is_refused(pg_uri):
+    """Two syncs to 't'*63 + '_a' and 't'*63 + '_b' both wrote into one table cut to 63 bytes."""
+    with pytest.raises(ConfigError) as exc:
+        dfsync.destinations.postgres(pg_uri, table="t" * 63 + "_a")
+    assert "63" in str(exc.value) and "t" * 63 + "_a" in str(exc.value)
+    assert dfsync.destinations.postgres(pg_uri, table="t" * 63).table == "t" * 63

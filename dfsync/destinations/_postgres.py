@@ -197,6 +197,11 @@ class PostgresDestination(Destination):
         self.uri, self.password, self._literal_password = take_password(uri, password)
         self.table = table
         self.name = TableName.parse(table)
+        for part in (self.name.schema, self.name.table):  # PostgreSQL would cut a longer one silently
+            if part and len(part.encode()) > 63:
+                raise ConfigError(f"table name {part!r} is {len(part.encode())} bytes long; PostgreSQL keeps "
+                                  f"63 (a longer name is cut, so two such tables would be one). Choose a "
+                                  f"shorter name.")
         self.retry_timeout = float(retry_timeout)
         self.connect_timeout = int(connect_timeout)
 
