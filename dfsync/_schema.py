@@ -159,17 +159,26 @@ def type_name(t: pa.DataType | str) -> str:
     return str(t)
 
 
-def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True) -> str:
+def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True,
+         src: pa.DataType | str | None = None) -> str:
     cast = ""
     if isinstance(dst, pa.DataType):
         try:
             import polars as pl
 
             dtype = pl.DataFrame(pa.table({column: pa.array([], type=dst)})).dtypes[0]
-            cast = f"mapping={{{column!r}: pl.col({column!r}).cast(pl.{dtype!r})}}, "
+            expr = f"pl.col({column!r})"
+            # polars cuts the fraction off a float cast to an integer without a word: the fix we
+            # suggest must make the rounding the user's visible choice, not hide it again
+            if isinstance(src, pa.DataType) and pa.types.is_floating(src) and pa.types.is_integer(dst):
+                expr += ".round(0)"
+            cast = f"mapping={{{column!r}: {expr}.cast(pl.{dtype!r})}}, "
         except Exception:
             cast = ""
     fix = f"cast it in the sync's mapping ({cast or 'a polars expression'}if every value converts exactly)"
+    if cast and ".round(0)" in cast:
+        fix = (f"round it in the sync's mapping ({cast}which rounds to the nearest whole number: "
+               "choose the rounding you want)")
     if not replace_ok:  # an API has no table to rewrite (the http destination refuses 'replace')
         return fix
     return fix + ", or rewrite the table with the source's types with destination_mode='replace'"
@@ -178,7 +187,7 @@ def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True) -> str:
 def mismatch(column: str, src: pa.DataType | str, dst: pa.DataType | str, where: str, dst_name: str | None = None,
              replace_ok: bool = True) -> str:
     return (f"column {column!r} is {type_name(src)} in the source but {dst_name or type_name(dst)} in "
-            f"{where}: writing it could lose or alter values; {_fix(column, dst, replace_ok)}")
+            f"{where}: writing it could lose or alter values; {_fix(column, dst, replace_ok, src)}")
 
 
 # ---------------------------------------------------------------------- the sync's recorded fields

@@ -223,3 +223,25 @@ def test_a_hand_made_narrower_column_is_not_blamed_on_freeze(tmp_path):
     assert "mapping" in run.error and "destination_mode='replace'" in run.error
     with duckdb.connect(path, read_only=True) as con:
         assert con.execute("SELECT * FROM t").fetchall() == [(1, 0.5)]
+
+
+def test_the_fix_named_for_a_float_into_an_integer_column_rounds_visibly(tmp_path):
+    """polars' plain cast cuts 515.75 to 515 without a word: the message must not suggest it.
+    It suggests rounding in the mapping; following it lands the rounded value."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t")
+    first = pl.DataFrame({"id": [1, 2], "a": [515, 600]})
+    second = pl.DataFrame({"id": [1, 2], "a": [515.75, 600.0]})
+    assert ws.create_sync("s", source=dfsync.sources.frame(first), destination=destination,
+                          primary_key="id").run(progress=False).status == "success"
+    run = ws.sync("s").run(source=dfsync.sources.frame(second), progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert "pl.col('a').round(0).cast(pl.Int64)" in run.error, run.error
+    assert "pl.col('a').cast(pl.Int64)" not in run.error
+    fixed = ws.create_sync("s", source=dfsync.sources.frame(second), destination=destination, primary_key="id",
+                           mapping={"id": "id", "a": pl.col("a").round(0).cast(pl.Int64)})
+    assert fixed.run(progress=False).status == "success"
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT id, a FROM t ORDER BY id").fetchall() == [(1, 516), (2, 600)]
