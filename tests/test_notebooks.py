@@ -283,24 +283,33 @@ def test_ten_runs_store_no_more_widget_models_than_one(tmp_path: pathlib.Path) -
     assert sizes[0] == sizes[1] <= 30, sizes
 
 
+CREATE = (
+    "import pathlib, dfsync\n"
+    "ws = dfsync.Workspace('ws.duckdb')\n"
+    "sync = ws.create_sync('c', source=dfsync.sources.files(str(pathlib.Path('data/customers_v1.parquet').resolve())),\n"
+    "    destination=dfsync.destinations.duckdb('wh.duckdb', table='c'), primary_key='customer_id')\n"
+)
+
+
+def small_notebook(tmp_path: pathlib.Path, name: str, *cells: str) -> Any:
+    """Write a notebook of ``cells`` next to a copy of data/ and execute it."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    if not (tmp_path / "data").exists():
+        copy_repo_bits(tmp_path)
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return execute(path, jupyter_env(tmp_path))
+
+
 def test_a_background_run_leaves_its_final_state_in_the_saved_output(tmp_path: pathlib.Path) -> None:
     """sync.run(background=True) shows a live SyncPanel (Pause and Abort work while it goes); when the
     run ends, the output's HTML snapshot is brought up to date, so the saved notebook shows the end."""
-    from nbformat.v4 import new_code_cell, new_notebook
 
-    copy_repo_bits(tmp_path)
-    nb = new_notebook(cells=[new_code_cell(c) for c in (
-        "import pathlib, dfsync\n"
-        "ws = dfsync.Workspace('ws.duckdb')\n"
-        "sync = ws.create_sync('c', source=dfsync.sources.files(str(pathlib.Path('data/customers_v1.parquet').resolve())),\n"
-        "    destination=dfsync.destinations.duckdb('wh.duckdb', table='c'), primary_key='customer_id')\n"
-        "run = sync.run(background=True)",
-        "run.wait()\nassert run.status == 'success'",
-    )])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "background.ipynb"
-    nbformat.write(nb, path)
-    out = execute(path, jupyter_env(tmp_path))
+    out = small_notebook(tmp_path, "background", CREATE + "run = sync.run(background=True)",
+                         "run.wait()\nassert run.status == 'success'")
     assert all(o.get("output_type") != "error" for o in outputs(out))
     (shown,) = [o for o in out.cells[0].outputs if o.get("output_type") == "display_data"]
     assert "application/vnd.jupyter.widget-view+json" in shown["data"]
@@ -311,23 +320,11 @@ def test_a_background_run_leaves_its_final_state_in_the_saved_output(tmp_path: p
 
 def test_run_in_a_notebook_without_ipywidgets_shows_static_html(tmp_path: pathlib.Path) -> None:
     """No ``widgets`` extra: ``sync.run()`` still shows its progress, as HTML updated in place."""
-    from nbformat.v4 import new_code_cell, new_notebook
 
-    copy_repo_bits(tmp_path)
-    nb = new_notebook(cells=[new_code_cell(c) for c in (
-        'import sys\nsys.modules["ipywidgets"] = None  # as if the package were not installed',
-        "import pathlib, dfsync\n"
-        "ws = dfsync.Workspace('ws.duckdb')\n"
-        "sync = ws.create_sync('c', source=dfsync.sources.files(str(pathlib.Path('data/customers_v1.parquet').resolve())),\n"
-        "    destination=dfsync.destinations.duckdb('wh.duckdb', table='c'), primary_key='customer_id')\n"
-        "run = sync.run()\n"
-        "assert run.status == 'success'",
-        "try:\n    dfsync.widgets.SyncPanel(sync)\nexcept dfsync.MissingDependencyError as exc:\n    print(exc)",
-    )])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "nowidgets.ipynb"
-    nbformat.write(nb, path)
-    out = execute(path, jupyter_env(tmp_path))
+    out = small_notebook(
+        tmp_path, "nowidgets", 'import sys\nsys.modules["ipywidgets"] = None  # as if the package were not installed',
+        CREATE + "run = sync.run()\nassert run.status == 'success'",
+        "try:\n    dfsync.widgets.SyncPanel(sync)\nexcept dfsync.MissingDependencyError as exc:\n    print(exc)")
     run_outputs = out.cells[1].outputs
     html = [o for o in run_outputs if o.get("output_type") == "display_data"]
     assert len(html) == 1 and "text/html" in html[0]["data"]
