@@ -123,10 +123,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--only", choices=["both", "initial", "resync"], default="both")
     ap.add_argument("--lease-seconds", type=float, default=None,
-                    help="experiment: override store.LEASE_SECONDS (how often the workspace is reopened)")
+                    help="experiment: override store._filelock.LEASE_SECONDS (how often the workspace is reopened)")
     args = ap.parse_args()
     if args.lease_seconds is not None:
-        store.LEASE_SECONDS = args.lease_seconds
+        store._filelock.LEASE_SECONDS = args.lease_seconds
     instrument(args.target)
     work = tempfile.mkdtemp(prefix="dfsync-prof-")
     try:

@@ -1,4 +1,4 @@
-"""The workspace file: the only module that writes SQL for the workspace tables.
+"""The DuckDB workspace file: the SQL of every workspace table.
 
 Tables (schema version in ``dfsync_schema``; migrations only ever add):
 
@@ -11,397 +11,28 @@ Tables (schema version in ``dfsync_schema``; migrations only ever add):
                _ok marks rows the destination confirmed (the delivered state), the rest are in flight
     rec_<id>   per sync: records kept after a run (failed, invalid, skipped; small runs: all)
 
-Concurrency: DuckDB lets one process open a file read-write, and that locks out every
-other process. So connections are short: each operation opens the file (cheap when the
-process already has it open) and closes it; a running sync *leases* a connection for at
-most ``LEASE_SECONDS``, or less when another process waits, and then lets go at the next
-batch boundary, so a notebook or CLI in another process gets its turn. A process that finds the file locked retries for
-``busy_timeout`` seconds, then raises WorkspaceBusy naming the process that holds it.
-
-Hand-over: DuckDB's file lock does not queue, so a waiter could keep missing the brief gaps
-between another process's connections. A waiter therefore announces itself with a marker
-file ``<workspace>.wait-<pid>`` while it retries; a lease holder that sees one lets go at
-the next batch boundary (not only every LEASE_SECONDS) and waits, at most HANDOVER_SECONDS,
-for the marker to go; any process about to open the file first waits the same way for
-other processes' markers. Markers of dead processes are removed. See docs/CONCURRENCY.md.
+Connections, leases and the hand-over between processes: :mod:`dfsync.store._filelock`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
-import re
 import socket
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-import duckdb
 import polars as pl
 
-from .errors import (
-    InvalidTransition,
-    SyncNotFoundError,
-    WorkspaceBusy,
-    WorkspaceCorrupt,
-    WorkspaceError,
-)
-from .states import RunStatus, SyncStatus, check_transition, sync_target
-
-SCHEMA_VERSION = 5
-LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
-WORKSPACE_MEMORY = os.environ.get("DFSYNC_WORKSPACE_MEMORY", "256MB")
-HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
-COUNTERS = (
-    "queried",
-    "inserted",
-    "updated",
-    "deleted",
-    "unchanged",
-    "invalid",
-    "sent",
-    "succeeded",
-    "failed",
-    "retried",
-    "skipped",
-)
-
-# Add-only: a migration may create tables or add columns, never drop or rename.
-MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        "CREATE SEQUENCE IF NOT EXISTS dfsync_sync_ids START 1",
-        "CREATE SEQUENCE IF NOT EXISTS dfsync_run_ids START 1",
-        "CREATE SEQUENCE IF NOT EXISTS dfsync_event_ids START 1",
-        """CREATE TABLE IF NOT EXISTS syncs (
-            id BIGINT, name VARCHAR, status VARCHAR, definition JSON,
-            definition_version INTEGER, state_key VARCHAR, fp_algo VARCHAR,
-            key_types JSON, cursor_value JSON, schedule VARCHAR,
-            next_run_at TIMESTAMPTZ, session_only BOOLEAN,
-            created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)""",
-        f"""CREATE TABLE IF NOT EXISTS runs (
-            id BIGINT, sync_id BIGINT, status VARCHAR, definition_version INTEGER,
-            trigger VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
-            updated_at TIMESTAMPTZ, owner_pid INTEGER, owner_host VARCHAR,
-            owner_token VARCHAR, request VARCHAR, error VARCHAR, error_kind VARCHAR,
-            cursor_max JSON, batches INTEGER DEFAULT 0,
-            {", ".join(f"{c} BIGINT DEFAULT 0" for c in COUNTERS)})""",
-        """CREATE TABLE IF NOT EXISTS events (
-            id BIGINT, ts TIMESTAMPTZ, sync_id BIGINT, run_id BIGINT, kind VARCHAR,
-            from_status VARCHAR, to_status VARCHAR, detail VARCHAR)""",
-        """CREATE TABLE IF NOT EXISTS batches (
-            run_id BIGINT, batch_no INTEGER, status VARCHAR, rows BIGINT,
-            failed BIGINT, sent_at TIMESTAMPTZ, committed_at TIMESTAMPTZ)""",
-        """CREATE TABLE IF NOT EXISTS checks (
-            run_id BIGINT, check_name VARCHAR, kind VARCHAR, column_name VARCHAR,
-            level VARCHAR, success BOOLEAN, element_count BIGINT, unexpected_count BIGINT,
-            unexpected_percent DOUBLE, partial_unexpected_list JSON, result JSON)""",
-    ],
-    # what the source looked like (files: paths, sizes, mtimes) when a run last delivered all of it
-    2: ["ALTER TABLE syncs ADD COLUMN IF NOT EXISTS source_snapshot VARCHAR"],
-    # this workspace's own id, part of every run's key in destination ledgers: two workspaces
-    # (or one deleted and made anew) syncing into one table must not read each other's ledger
-    # rows as their own. Runs that began before this migration keep their key without it.
-    3: [
-        "CREATE TABLE IF NOT EXISTS workspace_meta (key VARCHAR, value VARCHAR)",
-        "INSERT INTO workspace_meta SELECT 'id', replace(gen_random_uuid()::VARCHAR, '-', '')",
-        "INSERT INTO workspace_meta SELECT 'ledger_id_from_run', (SELECT coalesce(max(id), 0) + 1 FROM runs)::VARCHAR",
-    ],
-    # the fields a sync delivered (dfsync._schema): what the next run's records are compared with
-    4: ["ALTER TABLE syncs ADD COLUMN IF NOT EXISTS dest_schema JSON"],
-    # what each check result covered: 'rows' (the rows about to be sent) or 'dataset' (every row read)
-    5: ["ALTER TABLE checks ADD COLUMN IF NOT EXISTS scope VARCHAR"],
-}
-
-_LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
-_local_locks: dict[str, threading.RLock] = {}
-_memory_cons: dict[str, duckdb.DuckDBPyConnection] = {}
-_OWNER_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+from ..errors import InvalidTransition, SyncNotFoundError, WorkspaceError
+from ..states import RunStatus, SyncStatus, check_transition, sync_target
+from ._common import COUNTERS, decode_sync, first, frame, now, one_row, owner_token, quote
+from ._filelock import FileConnections
 
 
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def quote(name: str) -> str:
-    """Quote an SQL identifier (any characters are safe)."""
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def owner_token() -> str:
-    return _OWNER_TOKEN
-
-
-class Store:
+class Store(FileConnections):
     """All reads and writes of one workspace file."""
-
-    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True) -> None:
-        self.path = path
-        self.busy_timeout = busy_timeout
-        self.memory = path == ":memory:"
-        self._key = f"memory:{id(self)}" if self.memory else os.path.abspath(path)
-        self._lock = _local_locks.setdefault(self._key, threading.RLock())
-        self._lease: duckdb.DuckDBPyConnection | None = None
-        self._lease_since = 0.0
-        self._lease_thread: int | None = None
-        self._ledger: tuple[str, int] | None = None
-        if self.memory:
-            _memory_cons[self._key] = duckdb.connect(":memory:")
-        else:
-            from ._paths import not_writable
-
-            exists = os.path.exists(path) and os.path.getsize(path) > 0
-            if exists:
-                self._check_header()
-            elif not create:
-                raise WorkspaceError(f"no dfsync workspace at {path}; nothing was created. Pass the workspace "
-                                     f"file your notebook uses: dfsync.Workspace(PATH), on the command line "
-                                     f"--workspace PATH")
-            why = not_writable(path)
-            if why:
-                raise WorkspaceError(
-                    f"cannot use the workspace {path}: {why}. dfsync writes its workspace file and a journal "
-                    f"next to it; give dfsync.Workspace() a path in a directory you can write"
-                    f"{' (the file was not changed)' if exists else ''}.")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with self.connect() as con:
-            self._migrate(con, create)
-
-    # ------------------------------------------------------------------ connections
-    def _check_header(self) -> None:
-        with open(self.path, "rb") as fh:
-            head = fh.read(16)
-        if len(head) < 12 or head[8:12] != b"DUCK":
-            raise WorkspaceCorrupt(
-                f"{self.path} is not a DuckDB workspace file (wrong header). It was not "
-                f"changed. Point dfsync.Workspace() at another path, or move this file away "
-                f"if you want a fresh workspace."
-            )
-
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        if self.memory:
-            return _memory_cons[self._key].cursor()
-        self._defer_to_waiters()
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.01
-        marker: str | None = None
-        try:
-            while True:
-                try:
-                    con = duckdb.connect(self.path)
-                    # the workspace's pages are evicted, not kept: a run's memory is its staging
-                    con.execute(f"SET memory_limit = '{WORKSPACE_MEMORY}'")
-                    return con
-                except duckdb.IOException as exc:
-                    msg = str(exc)
-                    if "lock" not in msg.lower():
-                        raise WorkspaceCorrupt(
-                            f"cannot open the workspace {self.path}: {msg}. The file was not "
-                            f"changed; if it is damaged, restore it or move it away."
-                        ) from exc
-                    if time.monotonic() >= deadline:
-                        m = _LOCK_RE.search(msg)
-                        holder = f"process {m.group(1)}" if m else "another process"
-                        raise WorkspaceBusy(
-                            f"workspace busy: {self.path} is held by {holder}. Wait for it to "
-                            f"finish, or close that process's connection, then try again."
-                        ) from exc
-                    if marker is None:
-                        marker = self._announce()
-                    time.sleep(delay)
-                    delay = min(delay * 1.5, 0.1)
-                except duckdb.Error as exc:
-                    raise WorkspaceCorrupt(
-                        f"cannot open the workspace {self.path}: {exc}. The file was not changed; "
-                        f"if it is damaged, restore it from a copy or move it away."
-                    ) from exc
-        finally:
-            if marker is not None:
-                with contextlib.suppress(OSError):
-                    os.remove(marker)
-
-    # A waiter's marker file tells the process holding the file to hand it over.
-    def _announce(self) -> str | None:
-        marker = f"{self.path}.wait-{os.getpid()}"
-        try:
-            with open(marker, "w"):
-                pass
-        except OSError:  # a read-only directory: we still retry, just without the hint
-            return None
-        return marker
-
-    def _waiters(self) -> list[str]:
-        """Other live processes waiting for the file (stale markers of dead ones are removed)."""
-        import psutil
-
-        out = []
-        for marker in glob.glob(glob.escape(self.path) + ".wait-*"):
-            try:
-                pid = int(marker.rsplit("-", 1)[1])
-            except ValueError:
-                continue
-            if pid == os.getpid():
-                continue
-            if psutil.pid_exists(pid):
-                out.append(marker)
-            else:
-                with contextlib.suppress(OSError):
-                    os.remove(marker)
-        return out
-
-    def _defer_to_waiters(self) -> None:
-        deadline = time.monotonic() + HANDOVER_SECONDS
-        while self._waiters() and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one operation (a transaction is the caller's business).
-
-        The thread holding a lease reuses its connection; any other thread opens its own,
-        which is cheap while this process has the file open (DuckDB shares the instance).
-        """
-        lease = self._lease
-        if lease is not None and self._lease_thread == threading.get_ident():
-            with self._damaged_file():
-                yield lease
-            return
-        con = self._open()
-        try:
-            with self._damaged_file():
-                yield con
-        finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def _damaged_file(self) -> Iterator[None]:
-        """A truncated or overwritten file opens fine and fails when a page is read: say so."""
-        try:
-            yield
-        except duckdb.IOException as exc:
-            raise WorkspaceCorrupt(
-                f"the workspace {self.path} could not be read or written: {str(exc).splitlines()[0]}. "
-                f"If the file is damaged (truncated, overwritten), restore it from a copy or move it away; "
-                f"if the disk is full, free some space. dfsync did not reset it.") from exc
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            else:
-                con.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[None]:
-        """Keep one connection open across many operations of this thread (a run).
-
-        :meth:`release_if_stale` at batch boundaries and :meth:`released` around long work
-        that does not need the workspace let other processes in.
-        """
-        me = threading.get_ident()
-        with self._lock:
-            if self._lease is not None:
-                if self._lease_thread == me:
-                    owns = False
-                else:  # another thread of this process runs; it keeps its lease
-                    owns = None
-            else:
-                owns = True
-                self._lease = self._open()
-                self._lease_since = time.monotonic()
-                self._lease_thread = me
-        try:
-            yield
-        finally:
-            if owns:
-                with self._lock:
-                    if self._lease is not None:
-                        self._lease.close()
-                    self._lease = None
-                    self._lease_thread = None
-
-    def _holds_lease(self) -> bool:
-        return self._lease is not None and self._lease_thread == threading.get_ident()
-
-    def release_if_stale(self) -> None:
-        if self.memory or not self._holds_lease():
-            return
-        if time.monotonic() - self._lease_since >= LEASE_SECONDS or self._waiters():
-            with self._lock:
-                assert self._lease is not None
-                self._lease.close()
-                time.sleep(0.005)  # a window for a waiting process (_open defers to announced ones)
-                self._lease = self._open()
-                self._lease_since = time.monotonic()
-
-    @contextlib.contextmanager
-    def released(self) -> Iterator[None]:
-        """Let go of this thread's lease during long work that does not touch the workspace."""
-        if self.memory or not self._holds_lease():
-            yield
-            return
-        with self._lock:
-            assert self._lease is not None
-            self._lease.close()
-            self._lease = None
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._lease = self._open()
-                self._lease_since = time.monotonic()
-
-    def close(self) -> None:
-        if self.memory:
-            con = _memory_cons.pop(self._key, None)
-            if con is not None:
-                con.close()
-
-    # ------------------------------------------------------------------ schema
-    def _migrate(self, con: duckdb.DuckDBPyConnection, create: bool = True) -> None:
-        if not self.memory:
-            self._refuse_foreign(con, create)
-        con.execute("CREATE TABLE IF NOT EXISTS dfsync_schema (version INTEGER, applied_at TIMESTAMPTZ)")
-        have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchall()[0][0]
-        if have > SCHEMA_VERSION:
-            raise WorkspaceError(
-                f"{self.path} was written by a newer dfsync (schema {have} > {SCHEMA_VERSION}); "
-                f"upgrade dfsync to open it"
-            )
-        for version in range(have + 1, SCHEMA_VERSION + 1):
-            con.execute("BEGIN TRANSACTION")
-            for stmt in MIGRATIONS[version]:
-                con.execute(stmt)
-            con.execute("INSERT INTO dfsync_schema VALUES (?, ?)", [version, now()])
-            con.execute("COMMIT")
-
-    def _refuse_foreign(self, con: duckdb.DuckDBPyConnection, create: bool) -> None:
-        """A DuckDB file that is not a dfsync workspace is never turned into one (nothing is written)."""
-        names = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() UNION ALL "
-            "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal "
-            "ORDER BY 1").fetchall()]
-        if "dfsync_schema" in names:
-            return
-        if names:
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            raise WorkspaceError(
-                f"{self.path} is a DuckDB database with other tables ({shown}), not a dfsync workspace; "
-                f"dfsync did not change it. Give dfsync.Workspace() a file of its own (the default is "
-                f"{os.path.join('.dfsync', 'workspace.duckdb')}); to sync into this database use "
-                f"dfsync.destinations.duckdb({self.path!r}, table=...)")
-        if not create:
-            raise WorkspaceError(f"{self.path} is not a dfsync workspace (it has no dfsync tables); nothing was "
-                                 f"written. Pass the workspace file your notebook uses: dfsync.Workspace(PATH), "
-                                 f"on the command line --workspace PATH")
 
     def ledger_id(self, run_id: int) -> str:
         """The workspace id a run's destination ledger key carries ("" for runs begun before it had one)."""
@@ -423,7 +54,7 @@ class Store:
                 cur = con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])
             else:
                 cur = con.execute("SELECT * FROM syncs WHERE name = ?", [name])
-            row = _one(cur)
+            row = one_row(cur)
             if row is None and sync_id is None:
                 names = [r[0] for r in con.execute("SELECT name FROM syncs ORDER BY name").fetchall()]
         if row is None:
@@ -431,7 +62,7 @@ class Store:
                 raise SyncNotFoundError(f"no sync with id {sync_id}")
             hint = f"; syncs in this workspace: {', '.join(names)}" if names else "; this workspace has no syncs yet (create one with ws.create_sync(...))"
             raise SyncNotFoundError(f"no sync named {name!r}{hint}")
-        return _decode_sync(row)
+        return decode_sync(row)
 
     def sync_exists(self, name: str) -> bool:
         with self.connect() as con:
@@ -456,7 +87,7 @@ class Store:
                           next_run_at: datetime | None, session_only: bool) -> tuple[int, bool]:
         """Store a changed definition as a new version; returns (version, state reset)."""
         with self.transaction() as con:
-            old = _decode_sync(_one(con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])))
+            old = decode_sync(one_row(con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])))
             if old["definition"] == definition and old["schedule"] == schedule:
                 return old["definition_version"], False
             version = old["definition_version"] + 1
@@ -496,7 +127,7 @@ class Store:
 
         Refused while a run of it is going on or paused: that run owns batches in flight.
         """
-        from .errors import SyncAlreadyRunning
+        from ..errors import SyncAlreadyRunning
 
         with self.transaction() as con:
             row = first(con.execute(
@@ -531,7 +162,7 @@ class Store:
 
     def syncs_frame(self) -> pl.DataFrame:
         with self.connect() as con:
-            return _frame(con, 
+            return frame(con, 
                 """SELECT s.name, s.status, s.definition->>'$.source.kind' AS source,
                           s.definition->>'$.destination.kind' AS destination,
                           s.definition->>'$.destination_mode' AS destination_mode,
@@ -546,7 +177,7 @@ class Store:
         with self.connect() as con:
             cur = con.execute("SELECT * FROM syncs ORDER BY name")
             cols = [d[0] for d in cur.description]
-            return [_decode_sync(dict(zip(cols, r))) for r in cur.fetchall()]
+            return [decode_sync(dict(zip(cols, r))) for r in cur.fetchall()]
 
     def delete_sync(self, sync_id: int) -> None:
         with self.transaction() as con:
@@ -570,13 +201,13 @@ class Store:
             con.execute(
                 "INSERT INTO runs (id, sync_id, status, definition_version, trigger, started_at, updated_at, "
                 "owner_pid, owner_host, owner_token) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [rid, sync_id, RunStatus.STARTED.value, definition_version, trigger, t, t, pid, host, _OWNER_TOKEN],
+                [rid, sync_id, RunStatus.STARTED.value, definition_version, trigger, t, t, pid, host, owner_token()],
             )
             self._event(con, sync_id, rid, "run", None, RunStatus.STARTED.value, f"run created ({trigger})")
         return rid
 
     def _refuse_if_running(self, con: Any, sync_id: int) -> None:
-        from .errors import SyncAlreadyRunning
+        from ..errors import SyncAlreadyRunning
 
         row = first(con.execute(
             "SELECT id, status, owner_pid, owner_host, owner_token FROM runs WHERE sync_id = ? AND status IN "
@@ -592,7 +223,7 @@ class Store:
         with self.transaction() as con:
             self._refuse_if_running(con, sync_id)
             con.execute("UPDATE runs SET owner_pid = ?, owner_host = ?, owner_token = ?, request = NULL WHERE id = ?",
-                        [os.getpid(), socket.gethostname(), _OWNER_TOKEN, run_id])
+                        [os.getpid(), socket.gethostname(), owner_token(), run_id])
 
     def transition_run(self, run_id: int, target: RunStatus, detail: str = "", *, error: str | None = None,
                        error_kind: str | None = None, con: Any = None) -> RunStatus:
@@ -634,7 +265,7 @@ class Store:
 
     def run_row(self, run_id: int) -> dict[str, Any]:
         with self.connect() as con:
-            row = _one(con.execute("SELECT * FROM runs WHERE id = ?", [run_id]))
+            row = one_row(con.execute("SELECT * FROM runs WHERE id = ?", [run_id]))
         if row is None:
             raise WorkspaceError(f"no run with id {run_id} in this workspace")
         return row
@@ -643,7 +274,7 @@ class Store:
         where = "WHERE r.sync_id = ?" if sync_id is not None else ""
         lim = f"LIMIT {int(limit)}" if limit else ""
         with self.connect() as con:
-            return _frame(con, 
+            return frame(con, 
                 f"""SELECT r.id AS run_id, s.name AS sync, r.status, r.trigger, r.definition_version,
                        r.started_at, r.finished_at,
                        round((epoch_ms(coalesce(r.finished_at, r.updated_at)) - epoch_ms(r.started_at)) / 1000.0, 3)
@@ -706,7 +337,7 @@ class Store:
         else:
             where, arg = "sync_id = ?", sync_id
         with self.connect() as con:
-            return _frame(con, 
+            return frame(con, 
                 f"SELECT ts, kind, from_status, to_status, detail, run_id FROM events WHERE {where} ORDER BY id",
                 [arg])
 
@@ -716,7 +347,7 @@ class Store:
 
     def _event(self, con: Any, sync_id: int, run_id: int | None, kind: str,
                from_status: str | None, to_status: str | None, detail: str) -> None:
-        from .errors import redact
+        from ..errors import redact
 
         con.execute(
             "INSERT INTO events VALUES (nextval('dfsync_event_ids'), ?, ?, ?, ?, ?, ?, ?)",
@@ -778,7 +409,7 @@ class Store:
 
     def checks_frame(self, run_id: int) -> pl.DataFrame:
         with self.connect() as con:
-            return _frame(con, 
+            return frame(con, 
                 "SELECT check_name, kind, column_name, level, scope, success, element_count, unexpected_count, "
                 "unexpected_percent, partial_unexpected_list, result FROM checks WHERE run_id = ? ORDER BY rowid",
                 [run_id])
@@ -793,7 +424,7 @@ class Store:
     def failed_checks(self, run_id: int) -> list[dict[str, Any]]:
         """The checks of a run that failed, most rows first: name, kind, column, level, scope, rows."""
         with self.connect() as con:
-            rows = _frame(con, "SELECT * FROM checks WHERE run_id = ? AND NOT coalesce(success, true) "
+            rows = frame(con, "SELECT * FROM checks WHERE run_id = ? AND NOT coalesce(success, true) "
                                "ORDER BY unexpected_count DESC NULLS LAST, rowid", [run_id]).to_dicts()
         return [{"check": r["check_name"], "kind": r["kind"], "column": r["column_name"], "level": r["level"],
                  "scope": r.get("scope"), "rows": int(r["unexpected_count"] or 0)} for r in rows]
@@ -821,7 +452,7 @@ class Store:
                 return pl.DataFrame()
             con.register("_dfsync_keys", keys)
             try:
-                return _frame(con, f"SELECT r.* EXCLUDE (_run_id) FROM {rt} r JOIN _dfsync_keys k ON {on} "
+                return frame(con, f"SELECT r.* EXCLUDE (_run_id) FROM {rt} r JOIN _dfsync_keys k ON {on} "
                                    f"WHERE r._status = 'succeeded' AND r._action IN ('insert', 'update') "
                                    f"QUALIFY row_number() OVER (PARTITION BY {', '.join(f'r.{quote(k)}' for k in key)} "
                                    f"ORDER BY r._run_id DESC) = 1")
@@ -842,35 +473,6 @@ class Store:
         with self.connect() as con:
             if not self.has_table(con, rt):
                 return pl.DataFrame()
-            return _frame(con, f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {' AND '.join(where)} "
+            return frame(con, f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {' AND '.join(where)} "
                                f"ORDER BY rowid LIMIT {int(limit)}", args)
 
-
-def first(cur: Any) -> Any:
-    """The first row of a result, draining it (DuckDB 2 refuses new work on an undrained result)."""
-    rows = cur.fetchall()
-    return rows[0] if rows else None
-
-
-def _one(cur: Any) -> dict[str, Any] | None:
-    row = first(cur)
-    if row is None:
-        return None
-    return dict(zip([d[0] for d in cur.description], row))
-
-
-def _decode_sync(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    for k in ("definition", "cursor_value", "key_types", "dest_schema"):
-        if isinstance(row.get(k), str):
-            row[k] = json.loads(row[k])
-    return row
-
-
-def _frame(con: Any, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
-    """Run a query and return a polars DataFrame (through Arrow, without the DB-API copy)."""
-    return pl.from_arrow(con.sql(query, params=list(params) if params else None).to_arrow_table())  # type: ignore[return-value]
-
-
-def raise_invalid(msg: str) -> None:
-    raise InvalidTransition(msg)

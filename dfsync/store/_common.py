@@ -1,0 +1,68 @@
+"""What every workspace store shares: the run counters, identifier quoting, the owner token."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import polars as pl
+
+COUNTERS = (
+    "queried",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "invalid",
+    "sent",
+    "succeeded",
+    "failed",
+    "retried",
+    "skipped",
+)
+
+_OWNER_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def quote(name: str) -> str:
+    """Quote an SQL identifier (any characters are safe)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def owner_token() -> str:
+    return _OWNER_TOKEN
+
+
+def first(cur: Any) -> Any:
+    """The first row of a result, draining it (DuckDB 2 refuses new work on an undrained result)."""
+    rows = cur.fetchall()
+    return rows[0] if rows else None
+
+
+def one_row(cur: Any) -> dict[str, Any] | None:
+    row = first(cur)
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row))
+
+
+def decode_sync(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for k in ("definition", "cursor_value", "key_types", "dest_schema"):
+        if isinstance(row.get(k), str):
+            row[k] = json.loads(row[k])
+    return row
+
+
+def frame(con: Any, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+    """Run a query and return a polars DataFrame (through Arrow, without the DB-API copy)."""
+    return pl.from_arrow(con.sql(query, params=list(params) if params else None).to_arrow_table())  # type: ignore[return-value]

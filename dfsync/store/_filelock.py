@@ -1,0 +1,309 @@
+"""Opening the DuckDB workspace file: short connections, leases and the hand-over between processes.
+
+Concurrency: DuckDB lets one process open a file read-write, and that locks out every
+other process. So connections are short: each operation opens the file (cheap when the
+process already has it open) and closes it; a running sync *leases* a connection for at
+most ``LEASE_SECONDS``, or less when another process waits, and then lets go at the next
+batch boundary, so a notebook or CLI in another process gets its turn. A process that finds the file locked retries for
+``busy_timeout`` seconds, then raises WorkspaceBusy naming the process that holds it.
+
+Hand-over: DuckDB's file lock does not queue, so a waiter could keep missing the brief gaps
+between another process's connections. A waiter therefore announces itself with a marker
+file ``<workspace>.wait-<pid>`` while it retries; a lease holder that sees one lets go at
+the next batch boundary (not only every LEASE_SECONDS) and waits, at most HANDOVER_SECONDS,
+for the marker to go; any process about to open the file first waits the same way for
+other processes' markers. Markers of dead processes are removed. See docs/CONCURRENCY.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import duckdb
+
+from ..errors import WorkspaceBusy, WorkspaceCorrupt, WorkspaceError
+from ._common import now
+from ._migrations import MIGRATIONS, SCHEMA_VERSION
+
+LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
+WORKSPACE_MEMORY = os.environ.get("DFSYNC_WORKSPACE_MEMORY", "256MB")
+HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
+
+_LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
+_local_locks: dict[str, threading.RLock] = {}
+_memory_cons: dict[str, duckdb.DuckDBPyConnection] = {}
+
+
+class FileConnections:
+    """Connections to one workspace file (the SQL of its tables is in :class:`~dfsync.store._duckdb.Store`)."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.memory = path == ":memory:"
+        self._key = f"memory:{id(self)}" if self.memory else os.path.abspath(path)
+        self._lock = _local_locks.setdefault(self._key, threading.RLock())
+        self._lease: duckdb.DuckDBPyConnection | None = None
+        self._lease_since = 0.0
+        self._lease_thread: int | None = None
+        self._ledger: tuple[str, int] | None = None
+        if self.memory:
+            _memory_cons[self._key] = duckdb.connect(":memory:")
+        else:
+            from .._paths import not_writable
+
+            exists = os.path.exists(path) and os.path.getsize(path) > 0
+            if exists:
+                self._check_header()
+            elif not create:
+                raise WorkspaceError(f"no dfsync workspace at {path}; nothing was created. Pass the workspace "
+                                     f"file your notebook uses: dfsync.Workspace(PATH), on the command line "
+                                     f"--workspace PATH")
+            why = not_writable(path)
+            if why:
+                raise WorkspaceError(
+                    f"cannot use the workspace {path}: {why}. dfsync writes its workspace file and a journal "
+                    f"next to it; give dfsync.Workspace() a path in a directory you can write"
+                    f"{' (the file was not changed)' if exists else ''}.")
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with self.connect() as con:
+            self._migrate(con, create)
+
+    # ------------------------------------------------------------------ connections
+    def _check_header(self) -> None:
+        with open(self.path, "rb") as fh:
+            head = fh.read(16)
+        if len(head) < 12 or head[8:12] != b"DUCK":
+            raise WorkspaceCorrupt(
+                f"{self.path} is not a DuckDB workspace file (wrong header). It was not "
+                f"changed. Point dfsync.Workspace() at another path, or move this file away "
+                f"if you want a fresh workspace."
+            )
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.memory:
+            return _memory_cons[self._key].cursor()
+        self._defer_to_waiters()
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        marker: str | None = None
+        try:
+            while True:
+                try:
+                    con = duckdb.connect(self.path)
+                    # the workspace's pages are evicted, not kept: a run's memory is its staging
+                    con.execute(f"SET memory_limit = '{WORKSPACE_MEMORY}'")
+                    return con
+                except duckdb.IOException as exc:
+                    msg = str(exc)
+                    if "lock" not in msg.lower():
+                        raise WorkspaceCorrupt(
+                            f"cannot open the workspace {self.path}: {msg}. The file was not "
+                            f"changed; if it is damaged, restore it or move it away."
+                        ) from exc
+                    if time.monotonic() >= deadline:
+                        m = _LOCK_RE.search(msg)
+                        holder = f"process {m.group(1)}" if m else "another process"
+                        raise WorkspaceBusy(
+                            f"workspace busy: {self.path} is held by {holder}. Wait for it to "
+                            f"finish, or close that process's connection, then try again."
+                        ) from exc
+                    if marker is None:
+                        marker = self._announce()
+                    time.sleep(delay)
+                    delay = min(delay * 1.5, 0.1)
+                except duckdb.Error as exc:
+                    raise WorkspaceCorrupt(
+                        f"cannot open the workspace {self.path}: {exc}. The file was not changed; "
+                        f"if it is damaged, restore it from a copy or move it away."
+                    ) from exc
+        finally:
+            if marker is not None:
+                with contextlib.suppress(OSError):
+                    os.remove(marker)
+
+    # A waiter's marker file tells the process holding the file to hand it over.
+    def _announce(self) -> str | None:
+        marker = f"{self.path}.wait-{os.getpid()}"
+        try:
+            with open(marker, "w"):
+                pass
+        except OSError:  # a read-only directory: we still retry, just without the hint
+            return None
+        return marker
+
+    def _waiters(self) -> list[str]:
+        """Other live processes waiting for the file (stale markers of dead ones are removed)."""
+        import psutil
+
+        out = []
+        for marker in glob.glob(glob.escape(self.path) + ".wait-*"):
+            try:
+                pid = int(marker.rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            if pid == os.getpid():
+                continue
+            if psutil.pid_exists(pid):
+                out.append(marker)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(marker)
+        return out
+
+    def _defer_to_waiters(self) -> None:
+        deadline = time.monotonic() + HANDOVER_SECONDS
+        while self._waiters() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one operation (a transaction is the caller's business).
+
+        The thread holding a lease reuses its connection; any other thread opens its own,
+        which is cheap while this process has the file open (DuckDB shares the instance).
+        """
+        lease = self._lease
+        if lease is not None and self._lease_thread == threading.get_ident():
+            with self._damaged_file():
+                yield lease
+            return
+        con = self._open()
+        try:
+            with self._damaged_file():
+                yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _damaged_file(self) -> Iterator[None]:
+        """A truncated or overwritten file opens fine and fails when a page is read: say so."""
+        try:
+            yield
+        except duckdb.IOException as exc:
+            raise WorkspaceCorrupt(
+                f"the workspace {self.path} could not be read or written: {str(exc).splitlines()[0]}. "
+                f"If the file is damaged (truncated, overwritten), restore it from a copy or move it away; "
+                f"if the disk is full, free some space. dfsync did not reset it.") from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            else:
+                con.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep one connection open across many operations of this thread (a run).
+
+        :meth:`release_if_stale` at batch boundaries and :meth:`released` around long work
+        that does not need the workspace let other processes in.
+        """
+        me = threading.get_ident()
+        with self._lock:
+            if self._lease is not None:
+                if self._lease_thread == me:
+                    owns = False
+                else:  # another thread of this process runs; it keeps its lease
+                    owns = None
+            else:
+                owns = True
+                self._lease = self._open()
+                self._lease_since = time.monotonic()
+                self._lease_thread = me
+        try:
+            yield
+        finally:
+            if owns:
+                with self._lock:
+                    if self._lease is not None:
+                        self._lease.close()
+                    self._lease = None
+                    self._lease_thread = None
+
+    def _holds_lease(self) -> bool:
+        return self._lease is not None and self._lease_thread == threading.get_ident()
+
+    def release_if_stale(self) -> None:
+        if self.memory or not self._holds_lease():
+            return
+        if time.monotonic() - self._lease_since >= LEASE_SECONDS or self._waiters():
+            with self._lock:
+                assert self._lease is not None
+                self._lease.close()
+                time.sleep(0.005)  # a window for a waiting process (_open defers to announced ones)
+                self._lease = self._open()
+                self._lease_since = time.monotonic()
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Let go of this thread's lease during long work that does not touch the workspace."""
+        if self.memory or not self._holds_lease():
+            yield
+            return
+        with self._lock:
+            assert self._lease is not None
+            self._lease.close()
+            self._lease = None
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._lease = self._open()
+                self._lease_since = time.monotonic()
+
+    def close(self) -> None:
+        if self.memory:
+            con = _memory_cons.pop(self._key, None)
+            if con is not None:
+                con.close()
+
+    # ------------------------------------------------------------------ schema
+    def _migrate(self, con: duckdb.DuckDBPyConnection, create: bool = True) -> None:
+        if not self.memory:
+            self._refuse_foreign(con, create)
+        con.execute("CREATE TABLE IF NOT EXISTS dfsync_schema (version INTEGER, applied_at TIMESTAMPTZ)")
+        have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchall()[0][0]
+        if have > SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"{self.path} was written by a newer dfsync (schema {have} > {SCHEMA_VERSION}); "
+                f"upgrade dfsync to open it"
+            )
+        for version in range(have + 1, SCHEMA_VERSION + 1):
+            con.execute("BEGIN TRANSACTION")
+            for stmt in MIGRATIONS[version]:
+                con.execute(stmt)
+            con.execute("INSERT INTO dfsync_schema VALUES (?, ?)", [version, now()])
+            con.execute("COMMIT")
+
+    def _refuse_foreign(self, con: duckdb.DuckDBPyConnection, create: bool) -> None:
+        """A DuckDB file that is not a dfsync workspace is never turned into one (nothing is written)."""
+        names = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal "
+            "ORDER BY 1").fetchall()]
+        if "dfsync_schema" in names:
+            return
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise WorkspaceError(
+                f"{self.path} is a DuckDB database with other tables ({shown}), not a dfsync workspace; "
+                f"dfsync did not change it. Give dfsync.Workspace() a file of its own (the default is "
+                f"{os.path.join('.dfsync', 'workspace.duckdb')}); to sync into this database use "
+                f"dfsync.destinations.duckdb({self.path!r}, table=...)")
+        if not create:
+            raise WorkspaceError(f"{self.path} is not a dfsync workspace (it has no dfsync tables); nothing was "
+                                 f"written. Pass the workspace file your notebook uses: dfsync.Workspace(PATH), "
+                                 f"on the command line --workspace PATH")

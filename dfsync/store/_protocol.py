@@ -1,0 +1,142 @@
+"""The operations a workspace store offers (what runner, workspace, run and the widgets may call).
+
+Nothing outside ``dfsync/store/`` gets a raw connection to the workspace: every read and write
+of its tables is one of these operations, so a second store (PostgreSQL) implements this list
+and nothing else. Each operation is its own transaction unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import polars as pl
+
+from ..states import RunStatus, SyncStatus
+
+
+class WorkspaceStore(Protocol):
+    path: str
+    memory: bool
+
+    # ------------------------------------------------------------------ connections
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep the workspace open across many operations of this thread (a run)."""
+        ...
+
+    def release_if_stale(self) -> None:
+        """At a batch boundary: let other processes in if the lease is old or someone waits."""
+        ...
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Let go of this thread's lease during long work that does not touch the workspace."""
+        ...
+
+    def close(self) -> None: ...
+
+    def ledger_id(self, run_id: int) -> str:
+        """The workspace id a run's destination ledger key carries ("" for runs begun before it had one)."""
+        ...
+
+    def schema_version(self) -> int: ...
+
+    # ------------------------------------------------------------------ syncs
+    def sync_row(self, name: str | None = None, *, sync_id: int | None = None) -> dict[str, Any]: ...
+
+    def sync_exists(self, name: str) -> bool: ...
+
+    def create_sync(self, name: str, definition: dict, state_key: str, schedule: str | None,
+                    next_run_at: datetime | None, session_only: bool) -> int: ...
+
+    def update_definition(self, sync_id: int, definition: dict, state_key: str, schedule: str | None,
+                          next_run_at: datetime | None, session_only: bool) -> tuple[int, bool]:
+        """Store a changed definition as a new version; returns (version, state reset)."""
+        ...
+
+    def set_sync_status(self, sync_id: int, event: str, detail: str = "") -> SyncStatus: ...
+
+    def reset_delivered(self, sync_id: int, detail: str) -> None:
+        """Forget a sync's delivered state and cursor (its next run is a first load)."""
+        ...
+
+    def set_sync_fields(self, sync_id: int, **fields: Any) -> None: ...
+
+    def claim_next_run(self, sync_id: int, expected: datetime | None, new: datetime) -> bool:
+        """Compare-and-set ``next_run_at``: True if it was still ``expected`` (this caller won the slot)."""
+        ...
+
+    def syncs_frame(self) -> pl.DataFrame: ...
+
+    def all_syncs(self) -> list[dict[str, Any]]: ...
+
+    def delete_sync(self, sync_id: int) -> None: ...
+
+    # ------------------------------------------------------------------ runs
+    def create_run(self, sync_id: int, definition_version: int, trigger: str) -> int: ...
+
+    def claim_run(self, run_id: int, sync_id: int) -> None:
+        """Make this process the owner of a paused run it is about to resume."""
+        ...
+
+    def transition_run(self, run_id: int, target: RunStatus, detail: str = "", *, error: str | None = None,
+                       error_kind: str | None = None) -> RunStatus:
+        """The one place a run's status changes; appends the event in the same transaction."""
+        ...
+
+    def run_row(self, run_id: int) -> dict[str, Any]: ...
+
+    def runs_frame(self, sync_id: int | None = None, limit: int | None = None) -> pl.DataFrame: ...
+
+    def run_count(self, sync_id: int) -> int: ...
+
+    def latest_run_id(self, sync_id: int, status: Sequence[str] | None = None) -> int | None: ...
+
+    def add_counters(self, run_id: int, **deltas: int) -> None: ...
+
+    def set_counters(self, run_id: int, **values: int) -> None: ...
+
+    def set_run_fields(self, run_id: int, **fields: Any) -> None: ...
+
+    def request(self, run_id: int, what: str | None) -> None: ...
+
+    def pending_request(self, run_id: int) -> str | None: ...
+
+    def events_frame(self, run_id: int | None = None, sync_id: int | None = None) -> pl.DataFrame: ...
+
+    def note(self, sync_id: int, run_id: int | None, detail: str, kind: str = "note") -> None: ...
+
+    def recover_orphans(self, is_alive: Any) -> list[tuple[int, str, str]]:
+        """Runs whose owner process is gone: in_progress -> paused, earlier -> failed."""
+        ...
+
+    # ------------------------------------------------------------------ batches, checks, records
+    def batch_rows(self, run_id: int, status: str | None = None) -> list[tuple[int, str, int]]: ...
+
+    def inflight_batches(self, sync_id: int) -> list[tuple[int, int]]: ...
+
+    def checks_frame(self, run_id: int) -> pl.DataFrame: ...
+
+    def run_timeline(self, run_id: int) -> list[tuple[str, datetime]]:
+        """(state entered, when) for every state change of a run, oldest first."""
+        ...
+
+    def failed_checks(self, run_id: int) -> list[dict[str, Any]]:
+        """The checks of a run that failed, most rows first: name, kind, column, level, scope, rows."""
+        ...
+
+    def failed_errors(self, sync_id: int, run_id: int, limit: int = 10) -> list[tuple[str, int]]:
+        """(destination error, rows) of a run's failed records, most rows first."""
+        ...
+
+    def last_sent_values(self, sync_id: int, key: list[str], keys: Any) -> pl.DataFrame:
+        """The values last delivered for ``keys`` (an Arrow table of key columns), from stored records."""
+        ...
+
+    def record_sample(self, sync_id: int, run_id: int, status: str, *, check: str | None = None,
+                      error: str | None = None, limit: int = 5) -> pl.DataFrame:
+        """The first stored records of a run with ``status`` (and failing ``check`` / with ``error``)."""
+        ...
