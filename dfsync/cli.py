@@ -1,6 +1,7 @@
 """The ``dfsync`` command line: operate the syncs of a workspace from a terminal or cron.
 
-Every command takes ``--workspace PATH`` (default ``./.dfsync/workspace.duckdb``, or the
+Every command takes ``--workspace PATH`` (default ``./.dfsync/workspace.duckdb``; a
+``postgresql://user:env:NAME@host/db?schema=dfsync`` URI opens a PostgreSQL workspace; or the
 ``DFSYNC_WORKSPACE`` environment variable) and ``--json`` for scripts.
 
 Exit codes: 0 success; 1 a run failed or paused, or could not start (already running,
@@ -55,7 +56,8 @@ app = typer.Typer(help="dfsync: keep a destination in sync with your data.", no_
 
 WorkspaceOpt = typer.Option(
     DEFAULT_WORKSPACE, "--workspace", "-w", envvar="DFSYNC_WORKSPACE",
-    help="the workspace file (created from Python with dfsync.Workspace(PATH))")
+    help="the workspace file, or a postgresql://user:env:PASSWORD_VAR@host/db?schema=NAME URI "
+         "(created from Python with dfsync.Workspace(PATH))")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts instead of a table")
 
 
@@ -80,7 +82,7 @@ def _errors() -> Iterator[None]:
 
 def _open(path: str) -> Workspace:
     """Open an existing workspace; a missing file is a usage error, not a new empty workspace."""
-    if path != ":memory:" and not os.path.exists(path):
+    if path != ":memory:" and not path.startswith(("postgresql://", "postgres://")) and not os.path.exists(path):
         raise _fail(
             f"no workspace at {path}. Pass --workspace PATH (or set DFSYNC_WORKSPACE) to the file your "
             f"notebook uses: dfsync.Workspace(PATH)", EXIT_USAGE)

@@ -34,7 +34,7 @@ from .run import Preview, SyncRun, _results_frame
 from .runner import Runner, delivered_state, sync_lock
 from .sources.base import Source, source_from_config
 from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
-from .store import Store, owner_token
+from .store import open_store, owner_token
 
 __all__ = ["Preview", "Sync", "SyncRun", "Workspace"]  # SyncRun and Preview live in dfsync.run
 
@@ -127,8 +127,9 @@ class Workspace:
                  create: bool = True) -> None:
         """Open the workspace at ``path`` (made if missing; ``create=False``: open only an existing
         one). A DuckDB file holding other tables is refused (``WorkspaceError``) and left unchanged."""
-        self.path = os.fspath(path) if path is not None else DEFAULT_PATH
-        self.store = Store(self.path, busy_timeout=busy_timeout, create=create)
+        self.store = open_store(os.fspath(path) if path is not None else DEFAULT_PATH,
+                                busy_timeout=busy_timeout, create=create)
+        self.path = self.store.path  # a postgresql:// URI keeps an env:NAME password, never a literal one
         self.recover()
 
     # .............................................................. housekeeping
@@ -137,8 +138,9 @@ class Workspace:
         return self.store.recover_orphans(_owner_alive(self.store._key))
 
     def staging_dir(self, run_id: int) -> str:
-        base = os.path.join(os.path.dirname(os.path.abspath(self.path)), "staging") if not self.store.memory \
-            else os.path.join(os.path.expanduser("~"), ".cache", "dfsync", "staging")
+        base = getattr(self.store, "staging_root", None) or (
+            os.path.join(os.path.dirname(os.path.abspath(self.path)), "staging") if not self.store.memory
+            else os.path.join(os.path.expanduser("~"), ".cache", "dfsync", "staging"))
         return os.path.join(base, f"run-{os.getpid()}-{run_id}")
 
     def close(self) -> None:

@@ -29,8 +29,8 @@ def sorted_rows(df: pl.DataFrame, key="id") -> list[dict]:
 
 
 @pytest.fixture
-def ws(tmp_path):
-    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+def ws(ws_target):
+    w = dfsync.Workspace(ws_target)
     yield w
     w.close()
 

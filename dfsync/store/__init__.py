@@ -2,7 +2,8 @@
 
 :class:`WorkspaceStore` lists the operations the rest of dfsync uses; :class:`Store` implements
 them on a DuckDB file (``_duckdb.py``; opening the file, leases and the hand-over between
-processes in ``_filelock.py``; the schema in ``_migrations.py``).
+processes in ``_filelock.py``; the schema in ``_migrations.py``); :class:`PostgresStore` on a schema
+of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnections.py``, ``_pgcon.py``).
 """
 
 from __future__ import annotations
@@ -12,4 +13,15 @@ from ._duckdb import Store
 from ._migrations import SCHEMA_VERSION
 from ._protocol import WorkspaceStore
 
-__all__ = ["COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceStore", "now", "owner_token", "quote"]
+__all__ = ["COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceStore", "now", "open_store",
+           "owner_token", "quote"]
+
+
+def open_store(target: str, *, busy_timeout: float = 30.0, create: bool = True) -> WorkspaceStore:
+    """The store for a workspace target: a ``postgresql://`` URI (``?schema=NAME``, default
+    ``dfsync``) opens :class:`~dfsync.store._postgres.PostgresStore`, anything else a DuckDB file."""
+    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresStore
+
+        return PostgresStore(target, busy_timeout=busy_timeout, create=create)
+    return Store(target, busy_timeout=busy_timeout, create=create)

@@ -1,0 +1,58 @@
+"""The ``ws_target`` fixture: where a test's workspace lives, one workspace store per parameter.
+
+``duckdb``: a workspace file in the test's tmp dir. ``postgres``: a fresh schema of one
+database on the session's PostgreSQL server (``postgresql://...?schema=w_<hex>``), so every
+test has a workspace of its own and two workspaces share one database as users' do.
+
+Which stores a test runs against: ``@pytest.mark.workspaces("duckdb", "postgres")`` on the
+test, else ``WORKSPACE_STORES`` in its module, else ``DFSYNC_TEST_WORKSPACES`` (comma-separated,
+default ``duckdb``): ``DFSYNC_TEST_WORKSPACES=duckdb,postgres pytest tests/...`` runs a module
+that uses the fixture against both. Without a PostgreSQL server the postgres cases skip, and
+FAIL under ``CI=true`` (tests/plugins/postgres.py).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+STORES = ("duckdb", "postgres")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "workspaces(*stores): the workspace stores a test runs against")
+
+
+def _stores(metafunc) -> list[str]:
+    mark = metafunc.definition.get_closest_marker("workspaces")
+    if mark is not None:
+        return list(mark.args)
+    module = getattr(metafunc.module, "WORKSPACE_STORES", None)
+    if module:
+        return list(module)
+    return [s.strip() for s in os.environ.get("DFSYNC_TEST_WORKSPACES", "duckdb").split(",") if s.strip()]
+
+
+def pytest_generate_tests(metafunc):
+    if "ws_target" in metafunc.fixturenames:
+        stores = _stores(metafunc)
+        unknown = set(stores) - set(STORES)
+        assert not unknown, f"unknown workspace store(s) {unknown}; known: {STORES}"
+        metafunc.parametrize("ws_target", stores, indirect=True, ids=[f"ws-{s}" for s in stores])
+
+
+@pytest.fixture(scope="session")
+def pg_workspace_db(pg_server) -> str:
+    """One database of the session's server that holds every test's workspace schema."""
+    return pg_server.new_database()
+
+
+@pytest.fixture
+def ws_target(request, tmp_path) -> str:
+    """The target to give ``dfsync.Workspace()``: a file path or a ``postgresql://`` URI."""
+    if request.param == "duckdb":
+        return str(tmp_path / "ws.duckdb")
+    uri = request.getfixturevalue("pg_workspace_db")
+    return f"{uri}?schema=w_{uuid.uuid4().hex[:12]}"
