@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 import re
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from .errors import ConfigError
 from .sources.base import CursorFilter
+
+if TYPE_CHECKING:
+    from .definition import SyncDefinition
 
 __all__ = ["check_window", "read_from"]
 
@@ -108,17 +111,17 @@ def _initial_value(field: str, dtype: pl.DataType, kind: str, value: Any) -> Any
     return value
 
 
-def read_from(definition: dict[str, Any], delivered: Any) -> CursorFilter | None:
+def read_from(definition: SyncDefinition, delivered: Any) -> CursorFilter | None:
     """The cursor condition of an incremental run, given the last delivered cursor (or None)."""
     from .runner import _cursor_from_json
 
-    field = definition.get("cursor_field")
-    if definition.get("sync_mode") != "incremental" or not field:
+    field = definition.cursor_field
+    if definition.sync_mode != "incremental" or not field:
         return None
     if delivered is None:
-        start = _cursor_from_json(definition.get("initial_cursor"))
+        start = _cursor_from_json(definition.initial_cursor)
         return CursorFilter(field, start) if start is not None else None
-    lookback = definition.get("lookback") or {}
+    lookback = definition.lookback or {}
     start = delivered
     if "seconds" in lookback and isinstance(delivered, datetime):
         start = delivered - timedelta(seconds=lookback["seconds"])

@@ -20,7 +20,7 @@ from .states import RunStatus
 from .store import COUNTERS
 
 if TYPE_CHECKING:
-    from .workspace import Sync, Workspace
+    from .sync import Sync, Workspace
 
 __all__ = ["Preview", "SyncRun"]
 
@@ -39,7 +39,7 @@ class SyncRun:
 
     @property
     def sync(self) -> Sync:
-        from .workspace import Sync
+        from .sync import Sync
 
         return Sync(self.workspace, self.sync_name)
 

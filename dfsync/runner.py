@@ -521,7 +521,7 @@ class Runner:
             store.note(sync.id, self.run_id, msg)
         from ._window import read_from
 
-        cursor = read_from(row["definition"], _cursor_from_json(row["cursor_value"]))
+        cursor = read_from(sync.spec, _cursor_from_json(row["cursor_value"]))
         retry, retry_keys = self._retry_rows()
         if self.staging is None:
             self.staging = Staging(temp_dir=self.ws.staging_dir(self.run_id))

@@ -1,0 +1,74 @@
+"""Run callbacks (``on_success`` / ``on_failure`` / ``on_paused``): loading a stored
+``"package.module:function"`` reference, and calling them when a run ends.
+
+Callbacks fire on the handle's side, after the runner returned: a callback never changes
+the run's outcome; one that raises is noted as an event of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .states import RunStatus
+
+if TYPE_CHECKING:
+    from .sync import Sync
+
+
+def resolve_callback(ref: str, what: str) -> Callable[..., Any]:
+    """Import a callback named as ``"package.module:function"``."""
+    import importlib
+
+    mod_name, _, attr = ref.partition(":")
+    try:
+        fn = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{what}={ref!r} cannot be imported ({exc}); write it as 'package.module:function'") from None
+    if not attr or not callable(fn):
+        raise ConfigError(f"{what}={ref!r} is not a callable; write it as 'package.module:function'")
+    return fn  # type: ignore[return-value]
+
+
+class LazyCallback:
+    """A stored callback reference, imported when the run ends."""
+
+    def __init__(self, ref: str, what: str) -> None:
+        self.ref, self.what = ref, what
+
+    def __call__(self, run: Any) -> Any:
+        return resolve_callback(self.ref, self.what)(run)
+
+    def __repr__(self) -> str:
+        return f"<callback {self.ref}>"
+
+
+def notify(sync: Sync, run_id: int, status: RunStatus) -> None:
+    """Call the sync's callback for how its run ended (and ``on_failure`` for a successful run
+    whose rejected rows pass ``failed_rows_alert``)."""
+    from .run import SyncRun
+
+    callbacks = {RunStatus.SUCCESS: sync.on_success, RunStatus.FAILED: sync.on_failure,
+                 RunStatus.PAUSED: sync.on_paused}
+    cb = callbacks.get(status)
+    run = SyncRun(sync.workspace, run_id, sync.name)
+    alert = sync.failed_rows_alert
+    if status == RunStatus.SUCCESS and alert is not None and sync.on_failure is not None:
+        counts = run.counts
+        limit = alert * counts["sent"] if isinstance(alert, float) and 0 < alert < 1 else alert
+        if counts["failed"] > limit:
+            _call(sync, run_id, sync.on_failure, run, "on_failure (failed_rows_alert)")
+    if cb is not None:
+        _call(sync, run_id, cb, run, f"on_{status.value if status != RunStatus.SUCCESS else 'success'}")
+
+
+def _call(sync: Sync, run_id: int, cb: Callable[[Any], Any], run: Any, name: str) -> None:
+    try:
+        cb(run)
+    except Exception as exc:  # a callback never changes the run's outcome
+        with contextlib.suppress(Exception):
+            sync.workspace.store.note(sync.id, run_id, f"callback {name} raised {type(exc).__name__}: {exc}")

@@ -1,0 +1,346 @@
+"""The :class:`Sync` handle: a saved sync, run, previewed, validated and controlled by name.
+
+Like every handle it reads the workspace on each access, so it never goes stale. A run is
+executed by :class:`dfsync.runner.Runner`, which receives the definition as data
+(:class:`dfsync.definition.SyncDefinition`); the callbacks fire here once it returned.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from . import _html
+from ._callbacks import LazyCallback
+from ._registry import ACTIVE, LIVE
+from ._schema import schema_frame
+from .definition import CALLBACKS, SyncDefinition, record_schema
+from .destinations.base import Destination
+from .errors import SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
+from .mapping import Mapping
+from .run import Preview, SyncRun, _results_frame
+from .runner import Runner, delivered_state, sync_lock
+from .sources.base import Source, source_from_config
+from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+
+class Sync:
+    """A saved sync definition; run it with :meth:`run`."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._one_run_source: Source | None = None  # source= of one run or preview
+        self._load()
+
+    def _load(self) -> None:
+        row = self.workspace.store.sync_row(self.name)
+        self.id: int = row["id"]
+        self.definition: dict[str, Any] = row["definition"]  # as stored (JSON)
+        #: the definition as data (:class:`~dfsync.definition.SyncDefinition`), what a run receives
+        self.definition_version: int = row["definition_version"]
+        self._live = LIVE.get((self.workspace.store._key, self.name), {})
+        spec = self.spec = SyncDefinition.from_json(self.definition, self._live)
+        self.primary_key: list[str] = spec.primary_key
+        self.sync_mode: SyncMode = spec.sync_mode
+        self.cursor_field: str | None = spec.cursor_field
+        self.destination_mode: DestinationMode = spec.destination_mode
+        self.on_invalid: str = spec.on_invalid
+        self.max_failed_rows = spec.max_failed_rows
+        self.batch_size: int = spec.batch_size
+        self.schedule: str | None = spec.schedule
+        self.failed_rows_alert = spec.failed_rows_alert
+        self.allow_empty: bool = spec.allow_empty
+        self.schema_policy: str = spec.schema
+        for cb_name in CALLBACKS:
+            cb = getattr(spec, cb_name)
+            setattr(self, cb_name, LazyCallback(cb, cb_name) if isinstance(cb, str) else cb)
+
+    @property
+    def source(self) -> Source:
+        if self._one_run_source is not None:
+            return self._one_run_source
+        if "source" in self._live:
+            return self._live["source"]
+        return source_from_config(self.definition["source"])  # built again each time, as a fresh read
+
+    @property
+    def destination(self) -> Destination:
+        return self.spec.destination
+
+    @property
+    def mapping(self) -> Mapping:
+        return self.spec.mapping
+
+    @property
+    def checks(self) -> list[Any]:
+        return self.spec.checks
+
+    @property
+    def status(self) -> SyncStatus:
+        return SyncStatus(self.workspace.store.sync_row(self.name)["status"])
+
+    @property
+    def session_only(self) -> bool:
+        return bool(self.workspace.store.sync_row(self.name)["session_only"])
+
+    @property
+    def next_run_at(self) -> datetime | None:
+        return self.workspace.store.sync_row(self.name)["next_run_at"]
+
+    # .............................................................. running
+    def run(self, *, progress: bool | Callable[[str, dict[str, Any]], Any] = True, background: bool = False,
+            trigger: str = "manual", source: Any = None, raise_on_failure: bool = False) -> SyncRun:
+        """Run the sync (or resume its paused run) and return the run.
+
+        Blocking by default; ``background=True`` returns at once and the run goes on in a
+        thread (``run.wait()``). ``progress`` shows a live panel in a notebook and a progress
+        bar in a terminal; ``progress=False`` is silent; a callable ``(status, run_row)`` is called
+        at every state change and batch instead.
+
+        ``source=`` (a frame or a dfsync source) is read by this run instead of the sync's own
+        source; the saved definition is unchanged and its mapping, keys and checks still apply.
+        ``raise_on_failure=True`` raises :class:`dfsync.SyncRunFailed` when the run ends
+        ``failed`` (a ``paused`` run is not a failure: the next run resumes it).
+        """
+        one_run = self._source_for_run(source)
+        with self.workspace.store.lease():
+            run = self._run(progress=progress, background=background, trigger=trigger, source=one_run)
+        if raise_on_failure:
+            if background:
+                run.wait()
+            if run.status == RunStatus.FAILED:
+                run.raise_for_status()
+        return run
+
+    def _source_for_run(self, source: Any) -> Source | None:
+        """``source=`` of run/preview as a checked Source (a frame is wrapped), or None."""
+        if source is None:
+            return None
+        if not isinstance(source, Source):
+            from .sources import frame
+
+            source = frame(source)
+        self._load()
+        record_schema(source, self.mapping, self.primary_key, self.cursor_field,
+                      what=f" read from {source.describe()} (source= of this run)")
+        return source
+
+    def _with_source(self, source: Source | None) -> Sync:
+        """This sync reading ``source`` for one run (or preview): a handle of its own."""
+        if source is None:
+            return self
+        other = Sync(self.workspace, self.name)
+        other._one_run_source = source
+        return other
+
+    def _run(self, *, progress: Any, background: bool, trigger: str, source: Source | None = None) -> SyncRun:
+        ws, store = self.workspace, self.workspace.store
+        self._load()
+        if self.status == SyncStatus.DISABLED:
+            raise SyncDisabledError(f"sync {self.name!r} is disabled; call sync.enable() to run it again")
+        if self.session_only and "source" not in self._live and source is None:
+            raise SessionOnlyError(
+                f"sync {self.name!r} can only run in the Python session that created it: it reads an in-memory "
+                f"frame, its destination holds a literal secret or a function, or a GX checkpoint action does. "
+                f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
+                f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
+        if source is None:
+            self.source  # noqa: B018 - fail now if the source cannot be rebuilt
+        lock = sync_lock(store, self.id)
+        if not lock.acquire(blocking=False):
+            raise SyncAlreadyRunning(f"sync {self.name!r} is already running in this process; wait for it (run.wait())")
+        try:
+            ws.recover()
+            paused = store.latest_run_id(self.id, ["paused"])
+            if paused is not None:
+                store.claim_run(paused, self.id)
+                run_id = paused
+            else:
+                run_id = store.create_run(self.id, self.definition_version, trigger)
+        except BaseException:
+            lock.release()
+            raise
+        reporter = None
+        if callable(progress):
+            reporter = progress  # a callable(status, run_row) of the caller's own
+        elif progress:
+            from ._progress import make_reporter
+
+            reporter = make_reporter(self, run_id, background=background)
+        if source is not None:
+            store.note(self.id, run_id, f"this run reads {source.describe()} (sync.run(source=...)); "
+                       f"the saved definition is unchanged")
+        runner = Runner(self._with_source(source), run_id, resume=paused is not None, progress=reporter)
+        key = (store._key, run_id)
+
+        def work() -> None:
+            try:
+                with store.lease():
+                    runner.execute()
+            finally:
+                ACTIVE.pop(key, None)
+                lock.release()
+                if reporter is not None and hasattr(reporter, "close"):
+                    reporter.close()
+
+        if background:
+            thread = threading.Thread(target=work, name=f"dfsync-run-{run_id}", daemon=True)
+            ACTIVE[key] = (runner, thread)
+            thread.start()
+        else:
+            ACTIVE[key] = (runner, None)
+            work()
+        return SyncRun(ws, run_id, self.name)
+
+    def preview(self, *, source: Any = None) -> Preview:
+        """Query, diff and check like a run, but send nothing and change no state.
+
+        ``source=`` previews another frame or source against this sync (as ``run(source=)``).
+        """
+        one_run = self._source_for_run(source)
+        if one_run is not None:
+            return self._with_source(one_run).preview()
+        from .staging import Staging
+
+        self._load()
+        store = self.workspace.store
+        staging = Staging()
+        try:
+            result = staging.load(
+                self.source, self.mapping, self.primary_key, cursor=self._read_from(),
+                detect_deletes=self.sync_mode == SyncMode.FULL_REFRESH,
+                state=delivered_state(store, self.id, self.primary_key),
+                quarantine_keys=True, keep_unchanged=True)
+            validation = None
+            if self.checks:
+                from . import checks as checks_mod
+
+                evaluation = checks_mod.evaluate_staged(staging, self.checks)
+                if self.on_invalid != "warn":  # warn sends failing rows: the counts say what a run would do
+                    staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
+                validation = _results_frame(evaluation.results) if evaluation.results else None
+            c = staging.valid_counts()  # quarantined rows count once, as invalid
+            counts = {"insert": c["insert"], "update": c["update"],
+                      "delete": c["delete"] if self.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0,
+                      "unchanged": c["unchanged"], "invalid": c["invalid"]}
+            records = pl.from_arrow(staging.records(include_unchanged=True))
+            if counts["delete"] == 0 and c["delete"]:
+                records = records.filter(pl.col("_action") != "delete")
+            sends_unchanged = self.destination_mode == DestinationMode.REPLACE
+            skips_updates = self.destination_mode == DestinationMode.INSERT
+            records = records.drop("_batch", "_error").with_columns(
+                pl.when(pl.col("_status") == "invalid").then(pl.lit("invalid"))
+                .when((pl.col("_action") == "unchanged") & (not sends_unchanged)).then(pl.lit("unchanged"))
+                .when((pl.col("_action") == "update") & skips_updates).then(pl.lit("skipped"))
+                .otherwise(pl.lit("pending")).alias("_status"))
+            preview = Preview(self.name, counts, records, validation, result.key_problems)  # type: ignore[arg-type]
+            from ._changes import attach_samples
+
+            attach_samples(preview, self)
+            return preview
+        finally:
+            staging.close()
+            import shutil
+
+            shutil.rmtree(staging.temp_dir, ignore_errors=True)
+
+    def validate(self) -> Any:
+        """Every check over the whole current source; nothing sent, no state changed.
+
+        Returns a ``ValidationResult``: ``.ok``, ``.checks`` (per-check summary with its scope)
+        and ``.invalid`` (the failing rows), e.g. to see which delivered rows a new check rejects.
+        """
+        from ._validate import validate
+
+        self._load()
+        return validate(self)
+
+    def _read_from(self) -> Any:
+        """The cursor condition the next incremental read uses (lookback / initial_cursor applied)."""
+        from ._window import read_from
+
+        return read_from(self.spec, self.cursor)
+
+    @property
+    def cursor(self) -> Any:
+        """The last delivered cursor value (incremental syncs), or None."""
+        from .runner import _cursor_from_json
+
+        if self.sync_mode != SyncMode.INCREMENTAL:
+            return None
+        return _cursor_from_json(self.workspace.store.sync_row(self.name)["cursor_value"])
+
+    # .............................................................. control
+    def reset(self) -> None:
+        """Forget what was delivered and the cursor: the next run is a first load (every row is
+        sent again; an incremental sync starts at ``initial_cursor``). The destination is not
+        touched. An event records who reset it. Refused while a run is going on or paused."""
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except Exception:  # no user name (some containers): the process still says who
+            user = "unknown user"
+        self.workspace.store.reset_delivered(
+            self.id, f"delivered state and cursor forgotten by {user} on {socket.gethostname()} "
+                     f"(pid {os.getpid()}): the next run is a first load; the destination was not touched")
+
+    def disable(self) -> None:
+        """Stop the sync from running (manually or on schedule); a transferring run pauses."""
+        store = self.workspace.store
+        store.set_sync_status(self.id, "disable", "disabled by the user")
+        active = store.latest_run_id(self.id, ["in_progress"])
+        if active is not None:
+            entry = ACTIVE.get((store._key, active))
+            if entry is not None:
+                entry[0].stop_event.set()
+
+    def enable(self) -> None:
+        """Allow the sync to run again; its status goes back to what its last finished run says."""
+        self.workspace.store.set_sync_status(self.id, "enable", "enabled by the user")
+
+    def runs(self, limit: int | None = None) -> pl.DataFrame:
+        """Run history, newest first: status, times, counters, definition version, error."""
+        return self.workspace.store.runs_frame(self.id, limit)
+
+    def last_run(self) -> SyncRun | None:
+        rid = self.workspace.store.latest_run_id(self.id)
+        return SyncRun(self.workspace, rid, self.name) if rid else None
+
+    def current_run(self) -> SyncRun | None:
+        """The run that is going on or paused, if any."""
+        rid = self.workspace.store.latest_run_id(self.id, ["started", "querying", "queued", "in_progress", "paused"])
+        return SyncRun(self.workspace, rid, self.name) if rid else None
+
+    def events(self) -> pl.DataFrame:
+        return self.workspace.store.events_frame(sync_id=self.id)
+
+    def schema(self) -> pl.DataFrame:
+        """The destination's fields as the sync knows them: field, type, nullable, key, in_source.
+
+        Before the first delivery: the fields the source would send now (after mapping).
+        ``in_source`` is False for a field the source no longer sends (the destination keeps it).
+        """
+        return schema_frame(self)
+
+    def delivered(self) -> pl.DataFrame:
+        """The delivered state: key and fingerprint of every row the destination confirmed."""
+        tbl = delivered_state(self.workspace.store, self.id, self.primary_key)
+        return pl.from_arrow(tbl) if tbl is not None else pl.DataFrame()  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return (f"<dfsync.Sync {self.name!r} {self.status.value}: {self.source.describe() if 'source' in self._live else self.definition['source']['kind']}"
+                f" -> {self.destination.describe()} [{self.destination_mode.value}]>")
+
+    def _repr_html_(self) -> str:
+        return _html.sync_html(self)
