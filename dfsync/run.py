@@ -20,7 +20,8 @@ from .states import RunStatus
 from .store import COUNTERS
 
 if TYPE_CHECKING:
-    from .sync import Sync, Workspace
+    from .sync import Sync
+    from .workspace import Workspace
 
 __all__ = ["Preview", "SyncRun"]
 
@@ -155,11 +156,11 @@ class SyncRun:
             sync = self.sync
             from .runner import applies_per_batch
 
-            if not applies_per_batch(sync):
+            if not applies_per_batch(sync.spec):
                 from .runner import _context
 
                 try:
-                    session = sync.destination.open(_context(sync, self.id))
+                    session = sync.destination.open(_context(store, sync.id, sync.name, sync.spec, self.id))
                     session.abandon()
                     session.close()
                 except DfsyncError:

@@ -53,7 +53,7 @@ from .states import DestinationMode, RecordStatus, RunStatus, SyncMode
 from .store import Store, quote
 
 if TYPE_CHECKING:
-    from .workspace import Sync
+    from .definition import SyncDefinition
 
 #: (store key, run id) -> Staging kept alive for a paused run in this process
 LIVE_STAGING: dict[tuple[str, int], Staging] = {}
@@ -152,18 +152,17 @@ def discard_batch(con: Any, sync_id: int, run_id: int, batch_no: int | None = No
                 [run_id] + ([batch_no] if batch_no is not None else []))
 
 
-def reconcile(sync: Sync) -> None:
+def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) -> None:
     """Settle batches a dead process left in flight, by asking the destination's ledger."""
-    store = sync.workspace.store
-    _discard_unapplied_failed_runs(sync)
-    inflight = store.inflight_batches(sync.id)
+    _discard_unapplied_failed_runs(store, sync_id, sync_name, defn)
+    inflight = store.inflight_batches(sync_id)
     if not inflight:
         return
     by_run: dict[int, list[int]] = {}
     for run_id, batch_no in inflight:
         by_run.setdefault(run_id, []).append(batch_no)
     for run_id, batches in by_run.items():
-        session = sync.destination.open(_context(sync, run_id))
+        session = defn.destination.open(_context(store, sync_id, sync_name, defn, run_id))
         try:
             committed = session.committed_batches()
         finally:
@@ -172,18 +171,19 @@ def reconcile(sync: Sync) -> None:
             for b in batches:
                 if b in committed:
                     nd = committed[b]
-                    confirm_batch(con, sync.id, run_id, b, sync.primary_key, nd, not applies_per_batch(sync))
+                    confirm_batch(con, sync_id, run_id, b, defn.primary_key, nd, not applies_per_batch(defn))
                     rows = con.execute("SELECT rows FROM batches WHERE run_id = ? AND batch_no = ?",
                                        [run_id, b]).fetchall()[0][0]
                     store.add_counters(run_id, con=con, sent=rows, succeeded=rows - len(nd), failed=len(nd),
                                        batches=1)
                 else:
-                    discard_batch(con, sync.id, run_id, b)
-        store.note(sync.id, run_id, f"reconciled in-flight batches {batches}: "
+                    discard_batch(con, sync_id, run_id, b)
+        store.note(sync_id, run_id, f"reconciled in-flight batches {batches}: "
                    f"{sorted(set(batches) & set(committed))} had landed")
 
 
-def _discard_unapplied_failed_runs(sync: Sync) -> None:
+def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
+                                   defn: SyncDefinition) -> None:
     """Forget the batches of failed runs that a once-per-run destination never applied.
 
     A destination that applies a run at its end (Parquet, ``replace`` mode) holds a resumed
@@ -192,16 +192,15 @@ def _discard_unapplied_failed_runs(sync: Sync) -> None:
     the delivered state must not claim them. (A run failed at its end for too many rejected
     rows was applied, and keeps its state.)
     """
-    if applies_per_batch(sync):
+    if applies_per_batch(defn):
         return
-    store = sync.workspace.store
     with store.connect() as con:
         runs = [r[0] for r in con.execute(
             "SELECT DISTINCT b.run_id FROM batches b JOIN runs r ON r.id = b.run_id WHERE r.sync_id = ? "
             "AND r.status = 'failed' AND coalesce(r.error_kind, '') NOT IN ('too_many_failed_rows', 'applied') "
-            "AND b.status <> 'discarded' ORDER BY 1", [sync.id]).fetchall()]
+            "AND b.status <> 'discarded' ORDER BY 1", [sync_id]).fetchall()]
     for run_id in runs:
-        session = sync.destination.open(_context(sync, run_id))
+        session = defn.destination.open(_context(store, sync_id, sync_name, defn, run_id))
         try:
             applied = session.applied()
             if not applied:
@@ -210,25 +209,26 @@ def _discard_unapplied_failed_runs(sync: Sync) -> None:
             session.close()
         if applied:  # its process died after the final swap: what it sent is delivered (never sent twice)
             with store.transaction() as con:
-                st = state_table(sync.id)
+                st = state_table(sync_id)
                 if store.has_table(con, st):
-                    if sync.destination_mode == DestinationMode.REPLACE:
+                    if defn.destination_mode == DestinationMode.REPLACE:
                         con.execute(f"DELETE FROM {st} WHERE _run <> ?", [run_id])
                     con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
                 con.execute("UPDATE runs SET error_kind = 'applied' WHERE id = ?", [run_id])
-            store.note(sync.id, run_id, "this failed run had been applied by the destination before its process "
+            store.note(sync_id, run_id, "this failed run had been applied by the destination before its process "
                        "died: its batches stay delivered")
             continue
         with store.transaction() as con:
-            discard_batch(con, sync.id, run_id)
-        store.note(sync.id, run_id, "discarded the batches of this failed run: the destination never applied them")
+            discard_batch(con, sync_id, run_id)
+        store.note(sync_id, run_id, "discarded the batches of this failed run: the destination never applied them")
 
 
-def _context(sync: Sync, run_id: int, requeried: bool = False) -> DestinationContext:
-    return DestinationContext(sync_id=sync.id, sync_name=sync.name, run_id=run_id,
-                              mode=sync.destination_mode, primary_key=tuple(sync.primary_key),
-                              requeried=requeried, workspace_id=sync.workspace.store.ledger_id(run_id),
-                              schema=sync.schema_policy)
+def _context(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int,
+             requeried: bool = False) -> DestinationContext:
+    return DestinationContext(sync_id=sync_id, sync_name=sync_name, run_id=run_id,
+                              mode=defn.destination_mode, primary_key=tuple(defn.primary_key),
+                              requeried=requeried, workspace_id=store.ledger_id(run_id),
+                              schema=defn.schema)
 
 
 def _requeried(store: Store, run_id: int) -> bool:
@@ -238,9 +238,9 @@ def _requeried(store: Store, run_id: int) -> bool:
                            "AND to_status = 'querying'", [run_id]).fetchall()[0][0]
 
 
-def applies_per_batch(sync: Sync) -> bool:
+def applies_per_batch(defn: SyncDefinition) -> bool:
     """Does a committed batch change what readers of the destination see right away?"""
-    return sync.destination_mode != DestinationMode.REPLACE and getattr(sync.destination, "applies_per_batch", True)
+    return defn.destination_mode != DestinationMode.REPLACE and getattr(defn.destination, "applies_per_batch", True)
 
 
 def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
@@ -386,11 +386,17 @@ def _dataset_keep(checks: list[Any]) -> list[str] | None:
 
 # ---------------------------------------------------------------------- the run
 class Runner:
-    def __init__(self, sync: Sync, run_id: int, *, resume: bool,
+    """Executes one run. It receives plain data: the sync's definition, its id and name, the
+    workspace store and where to stage; it never sees the user-facing handles (the callbacks
+    fire on the handle's side once :meth:`execute` returned)."""
+
+    def __init__(self, defn: SyncDefinition, run_id: int, *, sync_id: int, sync_name: str, store: Store,
+                 staging_dir: str, resume: bool,
                  progress: Callable[[str, dict[str, int]], None] | None = None) -> None:
-        self.sync = sync
-        self.ws = sync.workspace
-        self.store = sync.workspace.store
+        self.defn = defn
+        self.sync_id, self.sync_name = sync_id, sync_name
+        self.store = store
+        self.staging_dir = staging_dir
         self.run_id = run_id
         self.resume = resume
         self.progress = progress
@@ -404,6 +410,12 @@ class Runner:
         self.reused_checks: int | None = None  # the run whose check results a skipped read reuses
 
     # .............................................................. helpers
+    def _context(self, run_id: int, requeried: bool = False) -> DestinationContext:
+        return _context(self.store, self.sync_id, self.sync_name, self.defn, run_id, requeried)
+
+    def _reconcile(self) -> None:
+        reconcile(self.store, self.sync_id, self.sync_name, self.defn)
+
     def _to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
         self.store.transition_run(self.run_id, target, detail, **kw)
         self.status = target
@@ -435,7 +447,7 @@ class Runner:
             if stop.what == "abort":
                 self._fail("aborted by the user", "aborted")
             else:
-                disabled = self.store.sync_row(sync_id=self.sync.id)["status"] == "disabled"
+                disabled = self.store.sync_row(sync_id=self.sync_id)["status"] == "disabled"
                 self._interrupted("paused: the sync was disabled" if disabled else "paused on request (run.pause())")
         except TransientDestinationError as exc:
             if self._pausable():
@@ -454,22 +466,21 @@ class Runner:
             if (self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded
                     or LIVE_STAGING.get((self.store._key, self.run_id)) is not self.staging):
                 self._drop_staging()
-            self._notify()
 
     def _execute(self) -> None:
-        sync = self.sync
+        defn = self.defn
         if self.status == RunStatus.PAUSED:
-            reconcile(sync)
+            self._reconcile()
             if self.staging is not None and self.staging.loaded:
                 self._adopt_confirmed_batches()
                 self._to(RunStatus.IN_PROGRESS, "resumed")
                 self._transfer()
                 return
             self._to(RunStatus.QUERYING, "resumed; staged rows were lost with the process, querying again")
-            if sync.destination_mode == DestinationMode.REPLACE:
+            if defn.destination_mode == DestinationMode.REPLACE:
                 self._restart_replace()
         else:
-            reconcile(sync)
+            self._reconcile()
             self._to(RunStatus.QUERYING, "query begins")
         self._query()
         self._to(RunStatus.QUEUED, "all rows staged")
@@ -490,13 +501,13 @@ class Runner:
         self.staging.flush_outcomes()
         known = [r[0] for r in self.staging.con.execute(
             "SELECT DISTINCT _batch FROM outcomes WHERE _batch IS NOT NULL").fetchall()]
-        key = self.sync.primary_key
+        key = self.defn.primary_key
         cols = ", ".join(quote(k) for k in key)
         not_in = f"AND _batch NOT IN ({', '.join(str(int(b)) for b in known)})" if known else ""
         with self.store.connect() as con:
-            if not self.store.has_table(con, state_table(self.sync.id)):
+            if not self.store.has_table(con, state_table(self.sync_id)):
                 return
-            done = con.sql(f"SELECT {cols}, _fp, _action, _batch FROM {state_table(self.sync.id)} "
+            done = con.sql(f"SELECT {cols}, _fp, _action, _batch FROM {state_table(self.sync_id)} "
                            f"WHERE _run = {int(self.run_id)} AND _ok {not_in}").to_arrow_table()
         if done.num_rows:
             scon = self.staging.con
@@ -508,8 +519,8 @@ class Runner:
 
     # .............................................................. querying
     def _query(self) -> None:
-        sync, store = self.sync, self.store
-        row = store.sync_row(sync_id=sync.id)
+        defn, store = self.defn, self.store
+        row = store.sync_row(sync_id=self.sync_id)
         force = False
         if row["fp_algo"] and row["fp_algo"] != FP_ALGO:
             force = True
@@ -518,37 +529,37 @@ class Runner:
             msg = (f"the fingerprint algorithm changed ({row['fp_algo']} -> {FP_ALGO}); this run sends every "
                    f"row once so no update is skipped")
             warnings.warn(msg, stacklevel=2)
-            store.note(sync.id, self.run_id, msg)
+            store.note(self.sync_id, self.run_id, msg)
         from ._window import read_from
 
-        cursor = read_from(sync.spec, _cursor_from_json(row["cursor_value"]))
+        cursor = read_from(defn, _cursor_from_json(row["cursor_value"]))
         retry, retry_keys = self._retry_rows()
         if self.staging is None:
-            self.staging = Staging(temp_dir=self.ws.staging_dir(self.run_id))
+            self.staging = Staging(temp_dir=self.staging_dir)
         token = None if force or (retry is not None and retry.num_rows) else self._source_token(row)
         if token is not None and token == row.get("source_snapshot") and row.get("key_types"):
             delivered = self._delivered_count()
-            self.reused_checks = self._last_checked_run(row) if sync.checks else None
-            if delivered and (not sync.checks or self.reused_checks is not None):
-                self.staging.load_nothing(sync.primary_key, row["key_types"])
+            self.reused_checks = self._last_checked_run(row) if defn.checks else None
+            if delivered and (not defn.checks or self.reused_checks is not None):
+                self.staging.load_nothing(defn.primary_key, row["key_types"])
                 self.source_token = token
-                store.note(sync.id, self.run_id, "the source files have the same paths, sizes and modification "
+                store.note(self.sync_id, self.run_id, "the source files have the same paths, sizes and modification "
                            "times as when everything was last delivered: not read again")
                 store.set_counters(self.run_id, queried=delivered, unchanged=delivered)
                 return
         if row.get("source_snapshot"):
-            store.set_sync_fields(sync.id, source_snapshot=None)
-        state = delivered_state(store, sync.id, sync.primary_key)
-        keep = _dataset_keep(sync.checks)
+            store.set_sync_fields(self.sync_id, source_snapshot=None)
+        state = delivered_state(store, self.sync_id, defn.primary_key)
+        keep = _dataset_keep(defn.checks)
         try:
             with store.released():  # reading the source can take long: let other processes in
                 result = self.staging.load(
-                    sync.source, sync.mapping, sync.primary_key, cursor=cursor,
-                    detect_deletes=sync.sync_mode == SyncMode.FULL_REFRESH,
+                    defn.source, defn.mapping, defn.primary_key, cursor=cursor,
+                    detect_deletes=defn.sync_mode == SyncMode.FULL_REFRESH,
                     state=state, force=force,
-                    retry=retry if sync.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
-                    quarantine_keys=sync.on_invalid == "skip",
-                    keep_unchanged=sync.destination_mode == DestinationMode.REPLACE or keep is None,
+                    retry=retry if defn.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
+                    quarantine_keys=defn.on_invalid == "skip",
+                    keep_unchanged=defn.destination_mode == DestinationMode.REPLACE or keep is None,
                     keep_columns=keep or (),
                 )
         except InvalidRecordsError as exc:
@@ -559,17 +570,17 @@ class Runner:
                 self._keep_invalid_records()
             raise
         for p in result.key_problems:
-            store.note(sync.id, self.run_id, f"quarantined: {p}")
-        if sync.sync_mode == SyncMode.FULL_REFRESH and result.queried == 0 and not sync.allow_empty:
+            store.note(self.sync_id, self.run_id, f"quarantined: {p}")
+        if defn.sync_mode == SyncMode.FULL_REFRESH and result.queried == 0 and not defn.allow_empty:
             raise EmptySourceError(
-                f"the source {sync.source.describe()} returned no rows. A full refresh of an empty source "
-                f"would {'delete every row at' if sync.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 'send nothing to'} "
+                f"the source {defn.source.describe()} returned no rows. A full refresh of an empty source "
+                f"would {'delete every row at' if defn.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 'send nothing to'} "
                 f"the destination, so nothing was sent. If the source is really empty, create the sync "
                 f"with allow_empty=True."
             )
         store.set_counters(self.run_id, queried=result.queried, retried=result.retried)
         self._set_valid_counters()
-        store.set_sync_fields(sync.id, key_types=self.staging.types)
+        store.set_sync_fields(self.sync_id, key_types=self.staging.types)
         if token is not None and self._source_token(row) == token:  # the files did not change while read
             self.source_token = token
 
@@ -578,7 +589,7 @@ class Runner:
         invalid, so ``queried = inserted + updated + unchanged + invalid`` on every run."""
         assert self.staging is not None
         c = self.staging.valid_counts()
-        deletes = c["delete"] if self.sync.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0
+        deletes = c["delete"] if self.defn.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0
         self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], deleted=deletes,
                                 unchanged=c["unchanged"], invalid=c["invalid"])
 
@@ -591,17 +602,17 @@ class Runner:
             self._store_records(inv)
         total = self.staging.invalid_count()
         if total > inv.num_rows:
-            self.store.note(self.sync.id, self.run_id, f"{total} rows are invalid; the first {inv.num_rows} "
+            self.store.note(self.sync_id, self.run_id, f"{total} rows are invalid; the first {inv.num_rows} "
                             "are kept as run.records(status='invalid')")
 
     def _source_token(self, row: dict[str, Any]) -> str | None:
         """What the source looks like now, for a full refresh that may skip an unchanged source."""
-        sync = self.sync
-        if (sync.sync_mode != SyncMode.FULL_REFRESH
-                or sync.destination_mode == DestinationMode.REPLACE
-                or not getattr(sync.source, "skip_unchanged", False)):
+        defn = self.defn
+        if (defn.sync_mode != SyncMode.FULL_REFRESH
+                or defn.destination_mode == DestinationMode.REPLACE
+                or not getattr(defn.source, "skip_unchanged", False)):
             return None
-        snap = sync.source.snapshot()
+        snap = defn.source.snapshot()
         return f"{snap}|v{row['definition_version']}|{FP_ALGO}" if snap else None
 
     def _last_checked_run(self, row: dict[str, Any]) -> int | None:
@@ -611,18 +622,18 @@ class Runner:
             found = con.execute(
                 "SELECT max(r.id) FROM runs r WHERE r.sync_id = ? AND r.status = 'success' AND r.id <> ? "
                 "AND r.definition_version = ? AND EXISTS (SELECT 1 FROM checks c WHERE c.run_id = r.id)",
-                [self.sync.id, self.run_id, row["definition_version"]]).fetchall()[0][0]
+                [self.sync_id, self.run_id, row["definition_version"]]).fetchall()[0][0]
         return found
 
     def _delivered_count(self) -> int:
         with self.store.connect() as con:
-            if not self.store.has_table(con, state_table(self.sync.id)):
+            if not self.store.has_table(con, state_table(self.sync_id)):
                 return 0
-            return con.execute(f"SELECT count(*) FROM {state_table(self.sync.id)} WHERE _ok").fetchall()[0][0]
+            return con.execute(f"SELECT count(*) FROM {state_table(self.sync_id)} WHERE _ok").fetchall()[0][0]
 
     def _retry_rows(self) -> tuple[pa.Table | None, pa.Table | None]:
-        rt = rec_table(self.sync.id)
-        key = ", ".join(quote(k) for k in self.sync.primary_key)
+        rt = rec_table(self.sync_id)
+        key = ", ".join(quote(k) for k in self.defn.primary_key)
         with self.store.connect() as con:
             if not self.store.has_table(con, rt):
                 return None, None
@@ -631,45 +642,45 @@ class Runner:
                 f"SELECT * EXCLUDE ({', '.join(RECORD_META_ALL)}) FROM {rt} WHERE (_status = 'failed' OR "
                 # rows a failed run found invalid were never let through: the next read brings them
                 f"_status = 'invalid' AND _run_id IN (SELECT id FROM runs WHERE status <> 'failed')) "
-                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in self.sync.primary_key)}) "
+                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in self.defn.primary_key)}) "
                 f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _run_id DESC) = 1").to_arrow_table()
         return rows, keys
 
     def _restart_replace(self) -> None:
         """A replace run whose staging died restarts its rewrite from scratch."""
-        session = self.sync.destination.open(_context(self.sync, self.run_id))
+        session = self.defn.destination.open(self._context(self.run_id))
         try:
             session.abandon()
         finally:
             session.close()
         with self.store.transaction() as con:
-            discard_batch(con, self.sync.id, self.run_id)
+            discard_batch(con, self.sync_id, self.run_id)
 
     # .............................................................. validation
     def _validate(self) -> None:
-        sync = self.sync
+        defn = self.defn
         assert self.staging is not None
-        if not sync.checks:
+        if not defn.checks:
             return
         if self.reused_checks is not None and self.source_token is not None:  # the files were not read again
             with self.store.transaction() as con:
                 con.execute("DELETE FROM checks WHERE run_id = ?", [self.run_id])
                 con.execute("INSERT INTO checks BY NAME SELECT * REPLACE (? AS run_id) FROM checks WHERE run_id = ?",
                             [self.run_id, self.reused_checks])
-            self.store.note(sync.id, self.run_id, f"the checks were not run again: the files are the ones run "
+            self.store.note(self.sync_id, self.run_id, f"the checks were not run again: the files are the ones run "
                             f"{self.reused_checks} checked with the same checks; its results are reused")
             return
         from . import checks as checks_mod
         from . import gx
 
-        evaluation = checks_mod.evaluate_staged(self.staging, sync.checks)
+        evaluation = checks_mod.evaluate_staged(self.staging, defn.checks)
         self._store_check_results(evaluation.results)
-        gx.run_checkpoint_actions(sync.checks, evaluation.results, sync_name=sync.name, run_id=self.run_id,
-                                  note=lambda msg: self.store.note(sync.id, self.run_id, msg))
+        gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
+                                  note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
         failed = evaluation.failed
         if not failed:
             return
-        if sync.on_invalid == "fail":
+        if defn.on_invalid == "fail":
             self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
             self._set_valid_counters()
             self._keep_invalid_records()
@@ -678,11 +689,11 @@ class Runner:
                                    "(the failing rows: run.records(status='invalid')).")
         # dataset-level checks with no failing rows to quarantine (a mean, a row count, ...)
         table_failures = [r for r in failed if r.get("scope") == "dataset" and r.get("unexpected_count") is None]
-        if sync.on_invalid == "skip":
+        if defn.on_invalid == "skip":
             self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
-        self.store.note(sync.id, self.run_id, f"{sync.on_invalid}: {evaluation.summary()}")
-        if table_failures and sync.on_invalid == "skip":
-            self.store.note(sync.id, self.run_id, "dataset-level checks failed (recorded; no rows to quarantine): "
+        self.store.note(self.sync_id, self.run_id, f"{defn.on_invalid}: {evaluation.summary()}")
+        if table_failures and defn.on_invalid == "skip":
+            self.store.note(self.sync_id, self.run_id, "dataset-level checks failed (recorded; no rows to quarantine): "
                             + ", ".join(r["check_name"] for r in table_failures))
         self._set_valid_counters()
 
@@ -701,11 +712,11 @@ class Runner:
 
     # .............................................................. transfer
     def _transfer(self) -> None:
-        sync, store, staging = self.sync, self.store, self.staging
+        defn, store, staging = self.defn, self.store, self.staging
         assert staging is not None
         self._check_requests()
-        key = list(sync.primary_key)
-        mode = sync.destination_mode
+        key = list(defn.primary_key)
+        mode = defn.destination_mode
         self._store_invalid_records()
         skipped = staging.mark_skipped(mode)
         if skipped is not None and skipped.num_rows:
@@ -718,30 +729,30 @@ class Runner:
         with store.connect() as con:
             next_batch = (con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
                                       [self.run_id]).fetchall()[0][0]) + 1
-            delivered_before = store.has_table(con, state_table(sync.id)) and con.execute(
-                f"SELECT count(*) > 0 FROM (SELECT 1 FROM {state_table(sync.id)} WHERE _ok LIMIT 1)").fetchall()[0][0]
+            delivered_before = store.has_table(con, state_table(self.sync_id)) and con.execute(
+                f"SELECT count(*) > 0 FROM (SELECT 1 FROM {state_table(self.sync_id)} WHERE _ok LIMIT 1)").fetchall()[0][0]
         if total == 0 and next_batch == 1 and mode != DestinationMode.REPLACE and delivered_before:
             # nothing to send and nothing to finish: the destination is not even opened
             self._report()
             self._finish()
             return
         staging.for_transfer()
-        self.session = sync.destination.open(_context(sync, self.run_id, _requeried(store, self.run_id)))
+        self.session = defn.destination.open(self._context(self.run_id, _requeried(store, self.run_id)))
         self.session.widen_columns = {c.column for c in plan.changes if c.kind == "widened"}
         self.session.prepare(staging.arrow_schema())
         self._record_schema(plan, total)
         self._report()
         with store.lease():
             self._ensure_state_table(con_schema=staging)
-            reader = staging.batches(mode, sync.batch_size)
+            reader = staging.batches(mode, defn.batch_size)
             pool = pa.default_memory_pool()
             # A transactional destination writes batch n on a writer thread while this thread
             # reads batch n+1 from staging and writes it ahead to the workspace (PostgreSQL
             # writes two batches at once, on two connections); batches are confirmed in order.
-            writer = _DestinationWriter(self.session, inline=not getattr(sync.destination, "transactional", True))
+            writer = _DestinationWriter(self.session, inline=not getattr(defn.destination, "transactional", True))
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
-                for tbl in rebatch(reader, writer.batch_rows(sync.batch_size, total)):
+                for tbl in rebatch(reader, writer.batch_rows(defn.batch_size, total)):
                     self._write_ahead(tbl, next_batch, key)
                     sent.append((tbl, next_batch, writer.submit(WriteBatch(next_batch, tbl.drop_columns(["_fp", "_rid"])))))
                     next_batch += 1
@@ -773,15 +784,15 @@ class Runner:
         """
         from . import _schema
 
-        sync = self.sync
+        defn = self.defn
         records = pa.schema([f for f in staging.arrow_schema() if f.name != ACTION_COLUMN])
-        recorded = _schema.load(self.store.sync_row(sync_id=sync.id).get("dest_schema"))
-        where = sync.destination.describe()
-        plan = _schema.plan(recorded, records, sync.primary_key, sync.schema_policy, where,
-                            replace=sync.destination_mode == DestinationMode.REPLACE,
-                            replace_ok=DestinationMode.REPLACE in sync.destination.modes)
-        sync.destination.check_schema(records)
-        _schema.check_values(staging.con, "stg", records, sync.destination, where)
+        recorded = _schema.load(self.store.sync_row(sync_id=self.sync_id).get("dest_schema"))
+        where = defn.destination.describe()
+        plan = _schema.plan(recorded, records, defn.primary_key, defn.schema, where,
+                            replace=defn.destination_mode == DestinationMode.REPLACE,
+                            replace_ok=DestinationMode.REPLACE in defn.destination.modes)
+        defn.destination.check_schema(records)
+        _schema.check_values(staging.con, "stg", records, defn.destination, where)
         return plan
 
     def _record_schema(self, plan: Any, total: int) -> None:
@@ -790,24 +801,24 @@ class Runner:
 
         noted = {c.column for c in plan.changes}
         for c in plan.changes:
-            self.store.note(self.sync.id, self.run_id, c.describe(total if c.kind == "added" else None), kind="schema")
+            self.store.note(self.sync_id, self.run_id, c.describe(total if c.kind == "added" else None), kind="schema")
         assert self.session is not None
         for column, text in self.session.schema_changes:
             if column not in noted:
-                self.store.note(self.sync.id, self.run_id, f"schema: {text}", kind="schema")
-        self.store.set_sync_fields(self.sync.id, dest_schema=_schema.dump(plan.fields))
+                self.store.note(self.sync_id, self.run_id, f"schema: {text}", kind="schema")
+        self.store.set_sync_fields(self.sync_id, dest_schema=_schema.dump(plan.fields))
 
     def _ensure_state_table(self, con_schema: Staging) -> None:
-        st = state_table(self.sync.id)
+        st = state_table(self.sync_id)
         with self.store.connect() as con:
             if not self.store.has_table(con, st):
-                cols = ", ".join(f"{quote(k)} {con_schema.types[k]}" for k in self.sync.primary_key)
+                cols = ", ".join(f"{quote(k)} {con_schema.types[k]}" for k in self.defn.primary_key)
                 con.execute(f"CREATE TABLE {st} ({cols}, _fp UBIGINT, _run BIGINT, _batch INTEGER, "
                             f"_action VARCHAR, _ok BOOLEAN)")
 
     def _write_ahead(self, tbl: pa.Table, batch_no: int, key: list[str]) -> None:
         """Before a batch is sent: its keys, fingerprints and actions, not yet confirmed."""
-        st = state_table(self.sync.id)
+        st = state_table(self.sync_id)
         cols = ", ".join(quote(k) for k in key)
         with self.store.transaction() as con:
             con.register("_log", tbl.select([*key, "_fp", ACTION_COLUMN]))
@@ -820,7 +831,7 @@ class Runner:
     def _confirm(self, tbl: pa.Table, batch_no: int, written: Future[BatchResult], key: list[str],
                  keep_all: bool) -> None:
         """After the destination applied a batch (with its ledger entry): record the outcome."""
-        store, sync = self.store, self.sync
+        store, defn = self.store, self.defn
         n = tbl.num_rows
         result = written.result()
         # vectorised: only rejected rows are looked at one by one
@@ -832,13 +843,13 @@ class Runner:
             good_mask[list(bad)] = False
             delivered = bool_array(good_mask)
         not_delivered = [[tbl.column(k)[i].as_py() for k in key] for i in sorted(bad)]
-        if sync.sync_mode == SyncMode.INCREMENTAL and sync.cursor_field in tbl.column_names:
-            cursor_col = tbl.column(sync.cursor_field)
+        if defn.sync_mode == SyncMode.INCREMENTAL and defn.cursor_field in tbl.column_names:
+            cursor_col = tbl.column(defn.cursor_field)
             delivered_cursor = pc.max(cursor_col if delivered is None else cursor_col.filter(delivered)).as_py()
             self.cursor_max = _max_cursor(self.cursor_max, delivered_cursor)
         keep = list(range(n)) if keep_all else sorted(bad)
         with store.transaction() as con:
-            confirm_batch(con, sync.id, self.run_id, batch_no, key, not_delivered, not applies_per_batch(sync))
+            confirm_batch(con, self.sync_id, self.run_id, batch_no, key, not_delivered, not applies_per_batch(defn))
             store.add_counters(self.run_id, con=con, sent=n, succeeded=n - len(bad), failed=len(result.failed),
                                skipped=len(result.skipped), batches=1)
             if self.cursor_max is not None:
@@ -877,7 +888,7 @@ class Runner:
         if con is None:
             with self.store.transaction() as c:
                 return self._store_records(recs, con=c)
-        rt = rec_table(self.sync.id)
+        rt = rec_table(self.sync_id)
         recs = recs.append_column("_run_id", int_array(np.full(recs.num_rows, self.run_id)))
         con.register("_recs", recs)
         try:
@@ -899,12 +910,12 @@ class Runner:
 
     # .............................................................. the end
     def _finish(self) -> None:
-        sync, store = self.sync, self.store
+        defn, store = self.defn, self.store
         if self.session is not None:
             self.session.finish()
         run = store.run_row(self.run_id)
         sent, succeeded, failed = run["sent"], run["succeeded"], run["failed"]
-        limit = sync.max_failed_rows
+        limit = defn.max_failed_rows
         allowed = limit * sent if isinstance(limit, float) and 0 < limit < 1 else limit
         problem = None
         if failed and succeeded == 0:
@@ -912,10 +923,10 @@ class Runner:
         elif failed > allowed:
             problem = (f"{failed} rows were rejected by the destination, more than max_failed_rows={limit}; "
                        f"see run.records(status='failed') for the errors")
-        key = list(sync.primary_key)
-        st, rt = state_table(sync.id), rec_table(sync.id)
+        key = list(defn.primary_key)
+        st, rt = state_table(self.sync_id), rec_table(self.sync_id)
         with store.transaction() as con:
-            if sync.destination_mode == DestinationMode.REPLACE and store.has_table(con, st):
+            if defn.destination_mode == DestinationMode.REPLACE and store.has_table(con, st):
                 con.execute(f"DELETE FROM {st} WHERE _run <> ?", [self.run_id])
             if store.has_table(con, st):  # the run is applied: the versions it superseded are gone
                 con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
@@ -926,10 +937,10 @@ class Runner:
                     [self.run_id, self.run_id])
                 con.execute(
                     f"DELETE FROM {rt} WHERE _status = 'succeeded' AND _run_id NOT IN "
-                    f"(SELECT id FROM runs WHERE sync_id = ? ORDER BY id DESC LIMIT 20)", [sync.id])
+                    f"(SELECT id FROM runs WHERE sync_id = ? ORDER BY id DESC LIMIT 20)", [self.sync_id])
             self._save_cursor(con)
             con.execute("UPDATE syncs SET fp_algo = ?, source_snapshot = ? WHERE id = ?",
-                        [FP_ALGO, None if problem or run["failed"] or run["invalid"] else self.source_token, sync.id])
+                        [FP_ALGO, None if problem or run["failed"] or run["invalid"] else self.source_token, self.sync_id])
             if problem:
                 store.transition_run(self.run_id, RunStatus.FAILED, problem, error=problem,
                                      error_kind="too_many_failed_rows", con=con)
@@ -939,13 +950,13 @@ class Runner:
         self._report()
 
     def _save_cursor(self, con: Any) -> None:
-        if self.sync.sync_mode != SyncMode.INCREMENTAL:
+        if self.defn.sync_mode != SyncMode.INCREMENTAL:
             return
         run_cursor = con.execute("SELECT cursor_max FROM runs WHERE id = ?", [self.run_id]).fetchall()[0][0]
-        old = con.execute("SELECT cursor_value FROM syncs WHERE id = ?", [self.sync.id]).fetchall()[0][0]
+        old = con.execute("SELECT cursor_value FROM syncs WHERE id = ?", [self.sync_id]).fetchall()[0][0]
         new = _max_cursor(_cursor_from_json(json.loads(old) if old else None),
                           _cursor_from_json(json.loads(run_cursor) if run_cursor else None))
-        con.execute("UPDATE syncs SET cursor_value = ? WHERE id = ?", [json.dumps(_cursor_to_json(new)), self.sync.id])
+        con.execute("UPDATE syncs SET cursor_value = ? WHERE id = ?", [json.dumps(_cursor_to_json(new)), self.sync_id])
 
     def _pausable(self) -> bool:
         """An interruption pauses the run (rather than failing it): while it transfers, and
@@ -962,13 +973,13 @@ class Runner:
 
     def _pause(self, why: str) -> None:
         transferring = self.status == RunStatus.IN_PROGRESS
-        error = why if "resume" in why else f"{why}; the next sync.run() resumes it"
+        error = why if "resume" in why else f"{why}; the next defn.run() resumes it"
         with contextlib.suppress(Exception):
             if self.status != RunStatus.PAUSED:
                 self._to(RunStatus.PAUSED, redact(why), error=redact(error), error_kind="paused")
             else:  # it never left paused (e.g. the destination was down while it resumed): the new reason
                 self.store.set_run_fields(self.run_id, error=redact(error), error_kind="paused")
-                self.store.note(self.sync.id, self.run_id, f"still paused: {redact(why)}")
+                self.store.note(self.sync_id, self.run_id, f"still paused: {redact(why)}")
         # staged rows are resumed only once checked and transferring; otherwise the resume reads again
         if transferring and self.staging is not None and self.staging.loaded:
             LIVE_STAGING[(self.store._key, self.run_id)] = self.staging
@@ -977,14 +988,14 @@ class Runner:
         error = redact(error)
         if self.status.terminal:
             return
-        if self.session is not None and not applies_per_batch(self.sync) and not self._applied():
+        if self.session is not None and not applies_per_batch(self.defn) and not self._applied():
             with contextlib.suppress(Exception):
                 self.session.abandon()
             with contextlib.suppress(Exception), self.store.transaction() as con:
-                discard_batch(con, self.sync.id, self.run_id)
+                discard_batch(con, self.sync_id, self.run_id)
         try:
             with self.store.transaction() as con:
-                if self.sync.sync_mode == SyncMode.INCREMENTAL:
+                if self.defn.sync_mode == SyncMode.INCREMENTAL:
                     self._save_cursor(con)
                 self.store.transition_run(self.run_id, RunStatus.FAILED, redact(detail or error), error=error,
                                           error_kind=kind, con=con)
@@ -1009,27 +1020,6 @@ class Runner:
 
             shutil.rmtree(self.staging.temp_dir, ignore_errors=True)
             self.staging = None
-
-    def _notify(self) -> None:
-        callbacks = {RunStatus.SUCCESS: self.sync.on_success, RunStatus.FAILED: self.sync.on_failure,
-                     RunStatus.PAUSED: self.sync.on_paused}
-        cb = callbacks.get(self.status)
-        run = self.ws._run_handle(self.run_id)
-        alert = self.sync.failed_rows_alert
-        if self.status == RunStatus.SUCCESS and alert is not None and self.sync.on_failure is not None:
-            counts = run.counts
-            limit = alert * counts["sent"] if isinstance(alert, float) and 0 < alert < 1 else alert
-            if counts["failed"] > limit:
-                self._call(self.sync.on_failure, run, "on_failure (failed_rows_alert)")
-        if cb is not None:
-            self._call(cb, run, f"on_{self.status.value if self.status != RunStatus.SUCCESS else 'success'}")
-
-    def _call(self, cb: Callable[[Any], Any], run: Any, name: str) -> None:
-        try:
-            cb(run)
-        except Exception as exc:  # a callback never changes the run's outcome
-            with contextlib.suppress(Exception):
-                self.store.note(self.sync.id, self.run_id, f"callback {name} raised {type(exc).__name__}: {exc}")
 
 
 RECORD_META_ALL = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html
-from ._callbacks import LazyCallback
+from ._callbacks import LazyCallback, notify
 from ._registry import ACTIVE, LIVE
 from ._schema import schema_frame
 from .definition import CALLBACKS, SyncDefinition, record_schema
@@ -154,8 +154,7 @@ class Sync:
                 f"frame, its destination holds a literal secret or a function, or a GX checkpoint action does. "
                 f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
                 f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
-        if source is None:
-            self.source  # noqa: B018 - fail now if the source cannot be rebuilt
+        run_source = source if source is not None else self.source  # fail now if it cannot be rebuilt
         lock = sync_lock(store, self.id)
         if not lock.acquire(blocking=False):
             raise SyncAlreadyRunning(f"sync {self.name!r} is already running in this process; wait for it (run.wait())")
@@ -180,13 +179,18 @@ class Sync:
         if source is not None:
             store.note(self.id, run_id, f"this run reads {source.describe()} (sync.run(source=...)); "
                        f"the saved definition is unchanged")
-        runner = Runner(self._with_source(source), run_id, resume=paused is not None, progress=reporter)
+        runner = Runner(self.spec.with_source(run_source), run_id,
+                        sync_id=self.id, sync_name=self.name, store=store, staging_dir=ws.staging_dir(run_id),
+                        resume=paused is not None, progress=reporter)
         key = (store._key, run_id)
 
         def work() -> None:
             try:
                 with store.lease():
-                    runner.execute()
+                    try:
+                        runner.execute()
+                    finally:  # the run's outcome is settled: its callback now (never changing it)
+                        notify(self, run_id, runner.status)
             finally:
                 ACTIVE.pop(key, None)
                 lock.release()

@@ -105,3 +105,19 @@ def test_a_workspace_written_by_an_earlier_version_opens_and_runs(tmp_path):
         assert run.status == dfsync.RunStatus.SUCCESS and run.counts["inserted"] == 2
         rich = ws.sync("rich").run(progress=False)
         assert rich.status == dfsync.RunStatus.SUCCESS and rich.counts["inserted"] == 2
+
+
+def test_the_runner_receives_plain_data_and_never_sees_the_handles():
+    """dfsync/runner.py imports no user-facing handle module and reaches for no handle attribute:
+    it gets the definition, the ids, the store and the staging directory; callbacks fire on the
+    handle's side."""
+    import ast
+    import pathlib
+
+    import dfsync.runner
+
+    tree = ast.parse(pathlib.Path(dfsync.runner.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+    assert not imported & {"workspace", "sync", "run", "_callbacks"}, imported
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not attrs & {"workspace", "_run_handle", "on_success", "on_failure", "on_paused", "ws"}, attrs
