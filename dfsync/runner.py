@@ -973,7 +973,7 @@ class Runner:
 
     def _pause(self, why: str) -> None:
         transferring = self.status == RunStatus.IN_PROGRESS
-        error = why if "resume" in why else f"{why}; the next defn.run() resumes it"
+        error = why if "resume" in why else f"{why}; the next sync.run() resumes it"
         with contextlib.suppress(Exception):
             if self.status != RunStatus.PAUSED:
                 self._to(RunStatus.PAUSED, redact(why), error=redact(error), error_kind="paused")
