@@ -5,7 +5,7 @@
 
 Wraps the runner's and the destination's methods with timers (initial load of --src into a
 fresh destination, then the re-sync with --src2) and prints, per run, the seconds inside:
-staging.load (read + hash + diff), delivered_state (state copy out of the workspace),
+staging.load (read + hash + diff), store.delivered (state copy out of the workspace),
 each batch's workspace write-ahead, its destination write (on the writer thread, overlapping
 the next batch's write-ahead) and its confirm (which first waits for that write),
 the workspace lease reopen (release_if_stale), the destination's finish and close, and the
@@ -76,14 +76,14 @@ def instrument(target: str) -> None:
     timed(staging.Staging, "batches", "staging.batches (open reader)")
     timed(staging.Staging, "record_outcomes", "staging.record_outcomes")
     timed(staging.Staging, "pending_count", "staging.pending_count")
-    timed(runner, "delivered_state", "delivered_state (workspace -> arrow)")
+    timed(store.Store, "delivered", "store.delivered (workspace -> arrow)")
     timed(runner, "rebatch", "rebatch (generator creation)")
-    timed(runner.Runner, "_write_ahead", "write-ahead of each batch (workspace)")
+    timed(store.Store, "write_ahead", "write-ahead of each batch (workspace)")
     timed(runner.Runner, "_confirm", "confirm of each batch (waits for its write)")
-    timed(runner, "confirm_batch", "  confirm_batch (workspace)")
-    timed(runner.Runner, "_store_records", "  _store_records")
+    timed(store.Store, "confirm_batch", "  store.confirm_batch (workspace, with counters and records)")
+    timed(store.Store, "_store_records", "  store._store_records")
     timed(runner.Runner, "_finish", "runner._finish (incl. session.finish)")
-    timed(runner.Runner, "_ensure_state_table", "_ensure_state_table")
+    timed(store.Store, "ensure_state_table", "store.ensure_state_table")
     timed(runner.Runner, "_drop_staging", "drop staging")
     timed(runner.Runner, "_validate", "validate")
     timed(runner.Runner, "_query", "runner._query total")
@@ -92,7 +92,7 @@ def instrument(target: str) -> None:
     timed(store.Store, "release_if_stale", "lease reopen (release_if_stale)")
     timed(store.Store, "add_counters", "store.add_counters")
     timed(store.Store, "transition_run", "store.transition_run")
-    timed_cm(store.Store, "transaction", "workspace transaction")
+    timed_cm(store.Store, "_transaction", "workspace transaction")
     if target == "duckdb":
         from dfsync.destinations import _duckdb as mod
 

@@ -15,7 +15,7 @@ import polars as pl
 from . import _html, _html_run
 from ._registry import ACTIVE
 from .errors import ConfigError, DfsyncError, SyncRunFailed
-from .runner import LIVE_STAGING, discard_batch, rec_table
+from .runner import LIVE_STAGING
 from .states import RunStatus
 from .store import COUNTERS
 
@@ -111,17 +111,8 @@ class SyncRun:
         staging = LIVE_STAGING.get(key) or (ACTIVE[key][0].staging if key in ACTIVE else None)
         if staging is not None and staging.loaded:
             return pl.from_arrow(staging.records(status=status, limit=limit))  # type: ignore[return-value]
-        row = self._row
-        rt = rec_table(row["sync_id"])
-        store = self.workspace.store
-        with store.connect() as con:
-            if not store.has_table(con, rt):
-                return pl.DataFrame()
-            where = "_run_id = ?" + (" AND _status = ?" if status else "")
-            lim = f"LIMIT {int(limit)}" if limit else ""
-            tbl = con.sql(f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {where} ORDER BY _batch NULLS FIRST {lim}",
-                          params=[self.id] + ([status] if status else [])).to_arrow_table()
-        return pl.from_arrow(tbl)  # type: ignore[return-value]
+        tbl = self.workspace.store.records(self._row["sync_id"], self.id, status, limit)
+        return pl.from_arrow(tbl) if tbl is not None else pl.DataFrame()  # type: ignore[return-value]
 
     def events(self) -> pl.DataFrame:
         """State transitions and notes of this run, with timestamps."""
@@ -165,8 +156,7 @@ class SyncRun:
                     session.close()
                 except DfsyncError:
                     pass
-                with store.transaction() as con:
-                    discard_batch(con, sync.id, self.id)
+                store.discard(sync.id, self.id)
             store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
                                  error_kind="aborted")
             staging = LIVE_STAGING.pop(key, None)

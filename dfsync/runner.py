@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import json
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -50,7 +49,7 @@ from .errors import (
 )
 from .staging import FP_ALGO, Staging
 from .states import DestinationMode, RecordStatus, RunStatus, SyncMode
-from .store import Store, quote
+from .store import Store, key_match
 
 if TYPE_CHECKING:
     from .definition import SyncDefinition
@@ -88,70 +87,6 @@ def sync_lock(store: Store, sync_id: int) -> threading.Lock:
         return _SYNC_LOCKS.setdefault((store._key, sync_id), threading.Lock())
 
 
-# ---------------------------------------------------------------------- state tables
-def state_table(sync_id: int) -> str:
-    return f"state_{sync_id}"
-
-
-def rec_table(sync_id: int) -> str:
-    return f"rec_{sync_id}"
-
-
-def _key_match(a: str, b: str, key: list[str]) -> str:
-    return " AND ".join(f"{a}.{quote(k)} = {b}.{quote(k)}" for k in key)
-
-
-def delivered_state(store: Store, sync_id: int, key: list[str]) -> pa.Table | None:
-    with store.connect() as con:
-        if not store.has_table(con, state_table(sync_id)):
-            return None
-        cols = ", ".join(quote(k) for k in key)
-        return con.sql(f"SELECT {cols}, _fp FROM {state_table(sync_id)} WHERE _ok").to_arrow_table()
-
-
-def confirm_batch(con: Any, sync_id: int, run_id: int, batch_no: int, key: list[str],
-                  not_delivered: list[list[Any]], keep_superseded: bool = False) -> None:
-    """Inside a workspace transaction: the destination confirmed (run_id, batch_no).
-
-    ``keep_superseded`` (destinations that apply a run only at its end): the previous
-    versions of updated/deleted keys are set aside (``_ok`` NULL) rather than deleted, so
-    discarding the run restores them; the run's end (``Runner._finish``) forgets them.
-    """
-    st = state_table(sync_id)
-    this = f"_run = {int(run_id)} AND _batch = {int(batch_no)}"
-    if not_delivered:
-        keys = pa.table({k: [row[i] for row in not_delivered] for i, k in enumerate(key)})
-        con.register("_nd", keys)
-        con.execute(f"DELETE FROM {st} s USING _nd n WHERE s.{this.replace(' AND ', ' AND s.')} AND {_key_match('s', 'n', key)}")
-        con.unregister("_nd")
-    has_changes = con.execute(f"SELECT count(*) FROM {st} WHERE {this} AND _action IN ('update','delete')").fetchall()[0][0]
-    if has_changes:
-        prev = "UPDATE {st} s SET _ok = NULL FROM" if keep_superseded else "DELETE FROM {st} s USING"
-        con.execute(
-            f"{prev.format(st=st)} (SELECT {', '.join(quote(k) for k in key)} FROM {st} "
-            f"WHERE {this} AND _action IN ('update','delete')) n "
-            f"WHERE s._ok AND {_key_match('s', 'n', key)}")
-        con.execute(f"DELETE FROM {st} WHERE {this} AND _action = 'delete'")
-    con.execute(f"UPDATE {st} SET _ok = TRUE WHERE {this}")
-    con.execute(
-        "UPDATE batches SET status = 'committed', committed_at = now(), failed = ? WHERE run_id = ? AND batch_no = ?",
-        [len(not_delivered), run_id, batch_no])
-
-
-def discard_batch(con: Any, sync_id: int, run_id: int, batch_no: int | None = None) -> None:
-    st = state_table(sync_id)
-    where = f"_run = {int(run_id)}" + (f" AND _batch = {int(batch_no)}" if batch_no is not None else "")
-    if con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
-        [st]).fetchall()[0][0]:
-        con.execute(f"DELETE FROM {st} WHERE {where}")
-        if batch_no is None:  # the whole run is undone: what it superseded is current again
-            con.execute(f"UPDATE {st} SET _ok = TRUE WHERE _ok IS NULL")
-    bw = "run_id = ?" + (" AND batch_no = ?" if batch_no is not None else "")
-    con.execute(f"UPDATE batches SET status = 'discarded' WHERE {bw} AND status <> 'discarded'",
-                [run_id] + ([batch_no] if batch_no is not None else []))
-
-
 def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) -> None:
     """Settle batches a dead process left in flight, by asking the destination's ledger."""
     _discard_unapplied_failed_runs(store, sync_id, sync_name, defn)
@@ -167,17 +102,7 @@ def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) 
             committed = session.committed_batches()
         finally:
             session.close()
-        with store.transaction() as con:
-            for b in batches:
-                if b in committed:
-                    nd = committed[b]
-                    confirm_batch(con, sync_id, run_id, b, defn.primary_key, nd, not applies_per_batch(defn))
-                    rows = con.execute("SELECT rows FROM batches WHERE run_id = ? AND batch_no = ?",
-                                       [run_id, b]).fetchall()[0][0]
-                    store.add_counters(run_id, con=con, sent=rows, succeeded=rows - len(nd), failed=len(nd),
-                                       batches=1)
-                else:
-                    discard_batch(con, sync_id, run_id, b)
+        store.settle_inflight(sync_id, run_id, batches, committed, defn.primary_key, not applies_per_batch(defn))
         store.note(sync_id, run_id, f"reconciled in-flight batches {batches}: "
                    f"{sorted(set(batches) & set(committed))} had landed")
 
@@ -194,12 +119,7 @@ def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
     """
     if applies_per_batch(defn):
         return
-    with store.connect() as con:
-        runs = [r[0] for r in con.execute(
-            "SELECT DISTINCT b.run_id FROM batches b JOIN runs r ON r.id = b.run_id WHERE r.sync_id = ? "
-            "AND r.status = 'failed' AND coalesce(r.error_kind, '') NOT IN ('too_many_failed_rows', 'applied') "
-            "AND b.status <> 'discarded' ORDER BY 1", [sync_id]).fetchall()]
-    for run_id in runs:
+    for run_id in store.failed_unapplied_runs(sync_id):
         session = defn.destination.open(_context(store, sync_id, sync_name, defn, run_id))
         try:
             applied = session.applied()
@@ -208,18 +128,11 @@ def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
         finally:
             session.close()
         if applied:  # its process died after the final swap: what it sent is delivered (never sent twice)
-            with store.transaction() as con:
-                st = state_table(sync_id)
-                if store.has_table(con, st):
-                    if defn.destination_mode == DestinationMode.REPLACE:
-                        con.execute(f"DELETE FROM {st} WHERE _run <> ?", [run_id])
-                    con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
-                con.execute("UPDATE runs SET error_kind = 'applied' WHERE id = ?", [run_id])
+            store.keep_applied_run(sync_id, run_id, defn.destination_mode == DestinationMode.REPLACE)
             store.note(sync_id, run_id, "this failed run had been applied by the destination before its process "
                        "died: its batches stay delivered")
             continue
-        with store.transaction() as con:
-            discard_batch(con, sync_id, run_id)
+        store.discard(sync_id, run_id)
         store.note(sync_id, run_id, "discarded the batches of this failed run: the destination never applied them")
 
 
@@ -229,13 +142,6 @@ def _context(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, r
                               mode=defn.destination_mode, primary_key=tuple(defn.primary_key),
                               requeried=requeried, workspace_id=store.ledger_id(run_id),
                               schema=defn.schema)
-
-
-def _requeried(store: Store, run_id: int) -> bool:
-    """Did this run go through ``querying`` more than once (in any process)?"""
-    with store.connect() as con:
-        return con.execute("SELECT count(*) > 1 FROM events WHERE run_id = ? AND kind = 'run' "
-                           "AND to_status = 'querying'", [run_id]).fetchall()[0][0]
 
 
 def applies_per_batch(defn: SyncDefinition) -> bool:
@@ -502,18 +408,12 @@ class Runner:
         known = [r[0] for r in self.staging.con.execute(
             "SELECT DISTINCT _batch FROM outcomes WHERE _batch IS NOT NULL").fetchall()]
         key = self.defn.primary_key
-        cols = ", ".join(quote(k) for k in key)
-        not_in = f"AND _batch NOT IN ({', '.join(str(int(b)) for b in known)})" if known else ""
-        with self.store.connect() as con:
-            if not self.store.has_table(con, state_table(self.sync_id)):
-                return
-            done = con.sql(f"SELECT {cols}, _fp, _action, _batch FROM {state_table(self.sync_id)} "
-                           f"WHERE _run = {int(self.run_id)} AND _ok {not_in}").to_arrow_table()
-        if done.num_rows:
+        done = self.store.run_delivered(self.sync_id, self.run_id, key, known)
+        if done is not None and done.num_rows:
             scon = self.staging.con
             scon.register("_done", done)
             scon.execute(f"INSERT INTO outcomes SELECT s.rowid, 'succeeded', d._batch, NULL FROM stg s "
-                         f"JOIN _done d ON {_key_match('s', 'd', key)} AND s._fp = d._fp "
+                         f"JOIN _done d ON {key_match('s', 'd', key)} AND s._fp = d._fp "
                          f"AND s._action = d._action")
             scon.unregister("_done")
 
@@ -533,13 +433,14 @@ class Runner:
         from ._window import read_from
 
         cursor = read_from(defn, _cursor_from_json(row["cursor_value"]))
-        retry, retry_keys = self._retry_rows()
+        retry, retry_keys = store.retry_rows(self.sync_id, defn.primary_key, RECORD_META_ALL)
         if self.staging is None:
             self.staging = Staging(temp_dir=self.staging_dir)
         token = None if force or (retry is not None and retry.num_rows) else self._source_token(row)
         if token is not None and token == row.get("source_snapshot") and row.get("key_types"):
-            delivered = self._delivered_count()
-            self.reused_checks = self._last_checked_run(row) if defn.checks else None
+            delivered = store.delivered_count(self.sync_id)
+            self.reused_checks = store.last_checked_run(self.sync_id, self.run_id, row["definition_version"]) \
+                if defn.checks else None
             if delivered and (not defn.checks or self.reused_checks is not None):
                 self.staging.load_nothing(defn.primary_key, row["key_types"])
                 self.source_token = token
@@ -549,7 +450,7 @@ class Runner:
                 return
         if row.get("source_snapshot"):
             store.set_sync_fields(self.sync_id, source_snapshot=None)
-        state = delivered_state(store, self.sync_id, defn.primary_key)
+        state = store.delivered(self.sync_id, defn.primary_key)
         keep = _dataset_keep(defn.checks)
         try:
             with store.released():  # reading the source can take long: let other processes in
@@ -615,37 +516,6 @@ class Runner:
         snap = defn.source.snapshot()
         return f"{snap}|v{row['definition_version']}|{FP_ALGO}" if snap else None
 
-    def _last_checked_run(self, row: dict[str, Any]) -> int | None:
-        """The latest successful run of this definition with check results (a run skipping
-        unchanged files reuses them: same checks, same files)."""
-        with self.store.connect() as con:
-            found = con.execute(
-                "SELECT max(r.id) FROM runs r WHERE r.sync_id = ? AND r.status = 'success' AND r.id <> ? "
-                "AND r.definition_version = ? AND EXISTS (SELECT 1 FROM checks c WHERE c.run_id = r.id)",
-                [self.sync_id, self.run_id, row["definition_version"]]).fetchall()[0][0]
-        return found
-
-    def _delivered_count(self) -> int:
-        with self.store.connect() as con:
-            if not self.store.has_table(con, state_table(self.sync_id)):
-                return 0
-            return con.execute(f"SELECT count(*) FROM {state_table(self.sync_id)} WHERE _ok").fetchall()[0][0]
-
-    def _retry_rows(self) -> tuple[pa.Table | None, pa.Table | None]:
-        rt = rec_table(self.sync_id)
-        key = ", ".join(quote(k) for k in self.defn.primary_key)
-        with self.store.connect() as con:
-            if not self.store.has_table(con, rt):
-                return None, None
-            keys = con.sql(f"SELECT DISTINCT {key} FROM {rt} WHERE _status = 'failed'").to_arrow_table()
-            rows = con.sql(
-                f"SELECT * EXCLUDE ({', '.join(RECORD_META_ALL)}) FROM {rt} WHERE (_status = 'failed' OR "
-                # rows a failed run found invalid were never let through: the next read brings them
-                f"_status = 'invalid' AND _run_id IN (SELECT id FROM runs WHERE status <> 'failed')) "
-                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in self.defn.primary_key)}) "
-                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _run_id DESC) = 1").to_arrow_table()
-        return rows, keys
-
     def _restart_replace(self) -> None:
         """A replace run whose staging died restarts its rewrite from scratch."""
         session = self.defn.destination.open(self._context(self.run_id))
@@ -653,8 +523,7 @@ class Runner:
             session.abandon()
         finally:
             session.close()
-        with self.store.transaction() as con:
-            discard_batch(con, self.sync_id, self.run_id)
+        self.store.discard(self.sync_id, self.run_id)
 
     # .............................................................. validation
     def _validate(self) -> None:
@@ -663,10 +532,7 @@ class Runner:
         if not defn.checks:
             return
         if self.reused_checks is not None and self.source_token is not None:  # the files were not read again
-            with self.store.transaction() as con:
-                con.execute("DELETE FROM checks WHERE run_id = ?", [self.run_id])
-                con.execute("INSERT INTO checks BY NAME SELECT * REPLACE (? AS run_id) FROM checks WHERE run_id = ?",
-                            [self.run_id, self.reused_checks])
+            self.store.copy_checks(self.run_id, self.reused_checks)
             self.store.note(self.sync_id, self.run_id, f"the checks were not run again: the files are the ones run "
                             f"{self.reused_checks} checked with the same checks; its results are reused")
             return
@@ -674,7 +540,7 @@ class Runner:
         from . import gx
 
         evaluation = checks_mod.evaluate_staged(self.staging, defn.checks)
-        self._store_check_results(evaluation.results)
+        self.store.store_checks(self.run_id, evaluation.results)
         gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
                                   note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
         failed = evaluation.failed
@@ -697,19 +563,6 @@ class Runner:
                             + ", ".join(r["check_name"] for r in table_failures))
         self._set_valid_counters()
 
-    def _store_check_results(self, results: list[dict[str, Any]]) -> None:
-        with self.store.transaction() as con:
-            con.execute("DELETE FROM checks WHERE run_id = ?", [self.run_id])
-            for r in results:
-                con.execute(
-                    "INSERT INTO checks (run_id, check_name, kind, column_name, level, success, element_count, "
-                    "unexpected_count, unexpected_percent, partial_unexpected_list, result, scope) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [self.run_id, r.get("check_name"), r.get("kind"), r.get("column_name"), r.get("level"),
-                     bool(r.get("success")), r.get("element_count"), r.get("unexpected_count"),
-                     r.get("unexpected_percent"), json.dumps(r.get("partial_unexpected_list"), default=str),
-                     json.dumps(r.get("result"), default=str), r.get("scope")])
-
     # .............................................................. transfer
     def _transfer(self) -> None:
         defn, store, staging = self.defn, self.store, self.staging
@@ -726,24 +579,20 @@ class Runner:
         total = staging.pending_count(mode)
         plan = self._decide_schema(staging)
         keep_all = total <= RECORD_RETENTION
-        with store.connect() as con:
-            next_batch = (con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
-                                      [self.run_id]).fetchall()[0][0]) + 1
-            delivered_before = store.has_table(con, state_table(self.sync_id)) and con.execute(
-                f"SELECT count(*) > 0 FROM (SELECT 1 FROM {state_table(self.sync_id)} WHERE _ok LIMIT 1)").fetchall()[0][0]
-        if total == 0 and next_batch == 1 and mode != DestinationMode.REPLACE and delivered_before:
+        next_batch = store.next_batch_no(self.run_id)
+        if total == 0 and next_batch == 1 and mode != DestinationMode.REPLACE and store.has_delivered(self.sync_id):
             # nothing to send and nothing to finish: the destination is not even opened
             self._report()
             self._finish()
             return
         staging.for_transfer()
-        self.session = defn.destination.open(self._context(self.run_id, _requeried(store, self.run_id)))
+        self.session = defn.destination.open(self._context(self.run_id, store.requeried(self.run_id)))
         self.session.widen_columns = {c.column for c in plan.changes if c.kind == "widened"}
         self.session.prepare(staging.arrow_schema())
         self._record_schema(plan, total)
         self._report()
         with store.lease():
-            self._ensure_state_table(con_schema=staging)
+            store.ensure_state_table(self.sync_id, {k: staging.types[k] for k in key})
             reader = staging.batches(mode, defn.batch_size)
             pool = pa.default_memory_pool()
             # A transactional destination writes batch n on a writer thread while this thread
@@ -753,7 +602,7 @@ class Runner:
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
                 for tbl in rebatch(reader, writer.batch_rows(defn.batch_size, total)):
-                    self._write_ahead(tbl, next_batch, key)
+                    store.write_ahead(self.sync_id, self.run_id, next_batch, tbl, key, ACTION_COLUMN)
                     sent.append((tbl, next_batch, writer.submit(WriteBatch(next_batch, tbl.drop_columns(["_fp", "_rid"])))))
                     next_batch += 1
                     del tbl
@@ -808,26 +657,6 @@ class Runner:
                 self.store.note(self.sync_id, self.run_id, f"schema: {text}", kind="schema")
         self.store.set_sync_fields(self.sync_id, dest_schema=_schema.dump(plan.fields))
 
-    def _ensure_state_table(self, con_schema: Staging) -> None:
-        st = state_table(self.sync_id)
-        with self.store.connect() as con:
-            if not self.store.has_table(con, st):
-                cols = ", ".join(f"{quote(k)} {con_schema.types[k]}" for k in self.defn.primary_key)
-                con.execute(f"CREATE TABLE {st} ({cols}, _fp UBIGINT, _run BIGINT, _batch INTEGER, "
-                            f"_action VARCHAR, _ok BOOLEAN)")
-
-    def _write_ahead(self, tbl: pa.Table, batch_no: int, key: list[str]) -> None:
-        """Before a batch is sent: its keys, fingerprints and actions, not yet confirmed."""
-        st = state_table(self.sync_id)
-        cols = ", ".join(quote(k) for k in key)
-        with self.store.transaction() as con:
-            con.register("_log", tbl.select([*key, "_fp", ACTION_COLUMN]))
-            con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, {int(self.run_id)}, {int(batch_no)}, "
-                        f"{ACTION_COLUMN}, FALSE FROM _log")
-            con.unregister("_log")
-            con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)",
-                        [self.run_id, batch_no, tbl.num_rows])
-
     def _confirm(self, tbl: pa.Table, batch_no: int, written: Future[BatchResult], key: list[str],
                  keep_all: bool) -> None:
         """After the destination applied a batch (with its ledger entry): record the outcome."""
@@ -848,24 +677,23 @@ class Runner:
             delivered_cursor = pc.max(cursor_col if delivered is None else cursor_col.filter(delivered)).as_py()
             self.cursor_max = _max_cursor(self.cursor_max, delivered_cursor)
         keep = list(range(n)) if keep_all else sorted(bad)
-        with store.transaction() as con:
-            confirm_batch(con, self.sync_id, self.run_id, batch_no, key, not_delivered, not applies_per_batch(defn))
-            store.add_counters(self.run_id, con=con, sent=n, succeeded=n - len(bad), failed=len(result.failed),
-                               skipped=len(result.skipped), batches=1)
-            if self.cursor_max is not None:
-                con.execute("UPDATE runs SET cursor_max = ? WHERE id = ?",
-                            [json.dumps(_cursor_to_json(self.cursor_max)), self.run_id])
-            if keep:
-                status = [bad[i][0] if i in bad else RecordStatus.SUCCEEDED.value for i in keep]
-                errors = [bad[i][1] if i in bad else None for i in keep]
-                picked = tbl if keep_all else tbl.take(int_array(keep))
-                recs = picked.drop_columns(["_rid", "_fp"])
-                recs = recs.append_column("_status", string_array(status)) \
-                    .append_column("_batch", int_array(np.full(len(keep), batch_no), pa.int32())) \
-                    .append_column("_error", string_array(errors)) \
-                    .append_column("_checks", pa.nulls(len(keep), pa.list_(pa.string()))) \
-                    .append_column("_fingerprint", picked.column("_fp"))
-                self._store_records(recs, con=con)
+        recs = None
+        if keep:
+            status = [bad[i][0] if i in bad else RecordStatus.SUCCEEDED.value for i in keep]
+            errors = [bad[i][1] if i in bad else None for i in keep]
+            picked = tbl if keep_all else tbl.take(int_array(keep))
+            recs = picked.drop_columns(["_rid", "_fp"])
+            recs = recs.append_column("_status", string_array(status)) \
+                .append_column("_batch", int_array(np.full(len(keep), batch_no), pa.int32())) \
+                .append_column("_error", string_array(errors)) \
+                .append_column("_checks", pa.nulls(len(keep), pa.list_(pa.string()))) \
+                .append_column("_fingerprint", picked.column("_fp"))
+        # one transaction: the state, the batch, the counters, the cursor and the records
+        store.confirm_batch(self.sync_id, self.run_id, batch_no, key, not_delivered, not applies_per_batch(defn),
+                            dict(sent=n, succeeded=n - len(bad), failed=len(result.failed),
+                                 skipped=len(result.skipped), batches=1),
+                            cursor_max=_cursor_to_json(self.cursor_max) if self.cursor_max is not None else None,
+                            records=recs)
         assert self.staging is not None
         rids = tbl.column("_rid")
         self.staging.record_outcomes(rids if delivered is None else rids.filter(delivered),
@@ -876,37 +704,14 @@ class Runner:
 
     def _store_invalid_records(self) -> None:
         assert self.staging is not None
-        with self.store.connect() as con:
-            already = con.execute("SELECT count(*) FROM runs WHERE id = ? AND batches > 0", [self.run_id]).fetchall()[0][0]
-        if already:
+        if (self.store.run_row(self.run_id)["batches"] or 0) > 0:  # stored before its first batch
             return
         inv = self.staging.invalid_records()
         if inv.num_rows:
             self._store_records(inv)
 
-    def _store_records(self, recs: pa.Table, con: Any = None) -> None:
-        if con is None:
-            with self.store.transaction() as c:
-                return self._store_records(recs, con=c)
-        rt = rec_table(self.sync_id)
-        recs = recs.append_column("_run_id", int_array(np.full(recs.num_rows, self.run_id)))
-        con.register("_recs", recs)
-        try:
-            if not self.store.has_table(con, rt):
-                con.execute(f"CREATE TABLE {rt} AS SELECT * FROM _recs LIMIT 0")
-            have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {rt}").fetchall()}
-            for name, typ, *_ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
-                if name not in have:
-                    con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
-                elif have[name] != typ:  # the column's type changed (a widening, or a replace run)
-                    wider = con.execute(f"SELECT typeof([NULL::{have[name]}, NULL::{typ}][1])").fetchall()[0][0]
-                    if wider != have[name]:  # the records' type holds the stored values: widen to it
-                        con.execute(f"ALTER TABLE {rt} ALTER COLUMN {quote(name)} SET DATA TYPE "
-                                    f"{wider if wider == typ else 'VARCHAR'}")
-            con.execute(f"INSERT INTO {rt} BY NAME SELECT * FROM _recs")
-        finally:
-            with contextlib.suppress(Exception):  # an aborted transaction must not hide the error that aborted it
-                con.unregister("_recs")
+    def _store_records(self, recs: pa.Table) -> None:
+        self.store.store_records(self.sync_id, self.run_id, recs)
 
     # .............................................................. the end
     def _finish(self) -> None:
@@ -923,40 +728,18 @@ class Runner:
         elif failed > allowed:
             problem = (f"{failed} rows were rejected by the destination, more than max_failed_rows={limit}; "
                        f"see run.records(status='failed') for the errors")
-        key = list(defn.primary_key)
-        st, rt = state_table(self.sync_id), rec_table(self.sync_id)
-        with store.transaction() as con:
-            if defn.destination_mode == DestinationMode.REPLACE and store.has_table(con, st):
-                con.execute(f"DELETE FROM {st} WHERE _run <> ?", [self.run_id])
-            if store.has_table(con, st):  # the run is applied: the versions it superseded are gone
-                con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
-            if store.has_table(con, rt) and store.has_table(con, st):
-                con.execute(
-                    f"DELETE FROM {rt} r USING {st} s WHERE s._run = ? AND s._ok AND r._run_id <> ? "
-                    f"AND r._status IN ('failed','invalid','skipped') AND {_key_match('r', 's', key)}",
-                    [self.run_id, self.run_id])
-                con.execute(
-                    f"DELETE FROM {rt} WHERE _status = 'succeeded' AND _run_id NOT IN "
-                    f"(SELECT id FROM runs WHERE sync_id = ? ORDER BY id DESC LIMIT 20)", [self.sync_id])
-            self._save_cursor(con)
-            con.execute("UPDATE syncs SET fp_algo = ?, source_snapshot = ? WHERE id = ?",
-                        [FP_ALGO, None if problem or run["failed"] or run["invalid"] else self.source_token, self.sync_id])
-            if problem:
-                store.transition_run(self.run_id, RunStatus.FAILED, problem, error=problem,
-                                     error_kind="too_many_failed_rows", con=con)
-            else:
-                store.transition_run(self.run_id, RunStatus.SUCCESS, "all pending rows handled", con=con)
+        store.finish_run(self.sync_id, self.run_id, list(defn.primary_key),
+                         replace=defn.destination_mode == DestinationMode.REPLACE, fp_algo=FP_ALGO,
+                         source_snapshot=None if problem or run["failed"] or run["invalid"] else self.source_token,
+                         merge_cursor=self._merge_cursor(), problem=problem)
         self.status = RunStatus.FAILED if problem else RunStatus.SUCCESS
         self._report()
 
-    def _save_cursor(self, con: Any) -> None:
+    def _merge_cursor(self) -> Callable[[Any, Any], Any] | None:
+        """How the store advances the sync's cursor at a run's end (None: not an incremental sync)."""
         if self.defn.sync_mode != SyncMode.INCREMENTAL:
-            return
-        run_cursor = con.execute("SELECT cursor_max FROM runs WHERE id = ?", [self.run_id]).fetchall()[0][0]
-        old = con.execute("SELECT cursor_value FROM syncs WHERE id = ?", [self.sync_id]).fetchall()[0][0]
-        new = _max_cursor(_cursor_from_json(json.loads(old) if old else None),
-                          _cursor_from_json(json.loads(run_cursor) if run_cursor else None))
-        con.execute("UPDATE syncs SET cursor_value = ? WHERE id = ?", [json.dumps(_cursor_to_json(new)), self.sync_id])
+            return None
+        return lambda old, run: _cursor_to_json(_max_cursor(_cursor_from_json(old), _cursor_from_json(run)))
 
     def _pausable(self) -> bool:
         """An interruption pauses the run (rather than failing it): while it transfers, and
@@ -991,14 +774,10 @@ class Runner:
         if self.session is not None and not applies_per_batch(self.defn) and not self._applied():
             with contextlib.suppress(Exception):
                 self.session.abandon()
-            with contextlib.suppress(Exception), self.store.transaction() as con:
-                discard_batch(con, self.sync_id, self.run_id)
+            with contextlib.suppress(Exception):
+                self.store.discard(self.sync_id, self.run_id)
         try:
-            with self.store.transaction() as con:
-                if self.defn.sync_mode == SyncMode.INCREMENTAL:
-                    self._save_cursor(con)
-                self.store.transition_run(self.run_id, RunStatus.FAILED, redact(detail or error), error=error,
-                                          error_kind=kind, con=con)
+            self.store.fail_run(self.sync_id, self.run_id, error, kind, redact(detail or error), self._merge_cursor())
             self.status = RunStatus.FAILED
         except Exception:
             pass

@@ -177,24 +177,22 @@ class Staging:
         """
         con = self.con
         self.key = list(key)
-        if state is not None and state.num_rows == 0:
-            state = None  # nothing delivered yet: no join needed
         self._reopen = (source, mapping, cursor)  # dataset_view() reads the source again after a changed-only diff
         self.changed_only = False
         self.keep_columns = set(keep_columns)
         counter = self._open_source(source, mapping, cursor)
-        self._load_state(state)
-        fast = (state is not None and detect_deletes and not keep_unchanged and not force
+        delivered = self._load_state(state)  # 0: nothing delivered yet, no join needed
+        fast = (delivered > 0 and detect_deletes and not keep_unchanged and not force
                 and (retry is None or retry.num_rows == 0) and counter is not None)
         counts: dict[str, int] | None = None
         if fast:
-            assert counter is not None and state is not None
-            counts = self._stage_changed(source, counter, state.num_rows)
+            assert counter is not None
+            counts = self._stage_changed(source, counter, delivered)
             self.changed_only = counts is not None
             if counts is None:  # a key repeats (or the files changed while read): the full diff says which
                 self._open_source(source, mapping, cursor)
         if counts is None:
-            self._stage_full(source, state is not None, detect_deletes, force, keep_unchanged)
+            self._stage_full(source, delivered > 0, detect_deletes, force, keep_unchanged)
         con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
         con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
 
@@ -306,18 +304,24 @@ class Staging:
         self._fp_sql = f"hash({', '.join(quote(c) for c in self.columns)}, '{sig}')"
         return counter
 
-    def _load_state(self, state: pa.RecordBatchReader | pa.Table | None) -> None:
+    def _load_state(self, state: pa.RecordBatchReader | pa.Table | None) -> int:
+        """The delivered state as ``dlv``; returns its row count (a stream is counted once stored)."""
         con = self.con
-        if isinstance(state, pa.Table):
+        if isinstance(state, pa.Table) and state.num_rows:
             self._dlv = state  # scanned in place (no copy); kept alive while staging is
             con.register("dlv", state)
-        elif state is not None:
+            return state.num_rows
+        if isinstance(state, pa.RecordBatchReader):  # a stream is read once: stored here (it may spill)
             con.register("_dlv_in", state)
             con.execute("CREATE OR REPLACE TABLE dlv AS SELECT * FROM _dlv_in")
             con.unregister("_dlv_in")
-        else:
-            key_cols = ", ".join(f"{quote(k)} {self.types[k]}" for k in self.key)
-            con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
+            delivered = con.execute("SELECT count(*) FROM dlv").fetchall()[0][0]
+            if delivered:
+                return delivered
+            con.execute("DROP TABLE dlv")
+        key_cols = ", ".join(f"{quote(k)} {self.types[k]}" for k in self.key)
+        con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
+        return 0
 
     def _stage_error(self, source: Source, exc: duckdb.Error) -> SourceError:
         msg = str(exc).splitlines()[0]

@@ -25,7 +25,7 @@ from .destinations.base import Destination
 from .errors import SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
 from .mapping import Mapping
 from .run import Preview, SyncRun, _results_frame
-from .runner import Runner, delivered_state, sync_lock
+from .runner import Runner, sync_lock
 from .sources.base import Source, source_from_config
 from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
 
@@ -223,7 +223,7 @@ class Sync:
             result = staging.load(
                 self.source, self.mapping, self.primary_key, cursor=self._read_from(),
                 detect_deletes=self.sync_mode == SyncMode.FULL_REFRESH,
-                state=delivered_state(store, self.id, self.primary_key),
+                state=store.delivered(self.id, self.primary_key),
                 quarantine_keys=True, keep_unchanged=True)
             validation = None
             if self.checks:
@@ -339,8 +339,8 @@ class Sync:
 
     def delivered(self) -> pl.DataFrame:
         """The delivered state: key and fingerprint of every row the destination confirmed."""
-        tbl = delivered_state(self.workspace.store, self.id, self.primary_key)
-        return pl.from_arrow(tbl) if tbl is not None else pl.DataFrame()  # type: ignore[return-value]
+        state = self.workspace.store.delivered(self.id, self.primary_key)
+        return pl.from_arrow(state.read_all()) if state is not None else pl.DataFrame()  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return (f"<dfsync.Sync {self.name!r} {self.status.value}: {self.source.describe() if 'source' in self._live else self.definition['source']['kind']}"

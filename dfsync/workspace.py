@@ -203,8 +203,7 @@ class Workspace:
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""
-        with self.store.connect() as con:
-            return pl.from_arrow(con.sql(query, params=list(params) if params else None).to_arrow_table())  # type: ignore[return-value]
+        return self.store.sql(query, params)
 
     def scheduler(self, **kwargs: Any) -> Any:
         """Run due syncs on their schedules in a background thread (see ``dfsync.schedule``)."""

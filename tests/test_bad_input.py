@@ -115,7 +115,7 @@ def snapshot(ctx: Ctx) -> dict[str, Any]:
     def rows(con: Any, sql: str) -> list[dict[str, Any]]:
         return pl.from_arrow(con.sql(sql).to_arrow_table()).to_dicts()  # type: ignore[union-attr]
 
-    with ctx.ws.store.connect() as con:
+    with ctx.ws.store._connect() as con:
         snap: dict[str, Any] = {
             "syncs": rows(con, "SELECT id, name, status, definition, definition_version, state_key, cursor_value, "
                                "schedule FROM syncs ORDER BY id"),
@@ -189,13 +189,13 @@ def _corrupt(ctx: Ctx, how: str) -> None:
 
 
 def _newer_schema(ctx: Ctx) -> None:
-    with ctx.ws.store.connect() as con:
+    with ctx.ws.store._connect() as con:
         con.execute("INSERT INTO dfsync_schema VALUES (999, now())")
     snap = snapshot(ctx)
     try:
         dfsync.Workspace("ws.duckdb")
     finally:
-        with ctx.ws.store.connect() as con:
+        with ctx.ws.store._connect() as con:
             con.execute("DELETE FROM dfsync_schema WHERE version = 999")
         assert snapshot(ctx) == snap
 
@@ -221,7 +221,7 @@ def _concurrent_other_process(ctx: Ctx) -> None:
     finally:
         assert ctx.ws.run(rid).status == "querying"  # the other process's run was left alone
         store.transition_run(rid, dfsync.RunStatus.FAILED, "test clean-up", error="x", error_kind="x")
-        with store.connect() as con:  # restore the baseline exactly
+        with store._connect() as con:  # restore the baseline exactly
             con.execute("DELETE FROM events WHERE run_id = ?", [rid])
             con.execute("DELETE FROM runs WHERE id = ?", [rid])
             con.execute("UPDATE syncs SET status = 'healthy'")
@@ -236,7 +236,7 @@ def _disabled(ctx: Ctx) -> None:
     finally:
         assert snapshot(ctx) == snap
         sync.enable()
-        with ctx.ws.store.connect() as con:  # drop the disable/enable events' effect on the comparison
+        with ctx.ws.store._connect() as con:  # drop the disable/enable events' effect on the comparison
             con.execute("UPDATE syncs SET status = 'healthy'")
 
 

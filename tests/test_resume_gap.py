@@ -79,13 +79,14 @@ def test_an_error_after_parquets_final_swap_keeps_the_run_delivered(tmp_path, mo
     ws = dfsync.Workspace(tmp_path / "ws.duckdb")
     sync = ws.create_sync("p", source=dfsync.sources.frame(data), destination=dfsync.destinations.parquet(str(lake)),
                           primary_key="id", destination_mode="insert", batch_size=10)
-    original = dfsync.runner.Runner._save_cursor
+    store_cls = type(ws.store)
+    original = store_cls._save_cursor  # inside the transaction that records the run's end
 
-    def broken(self, con):  # type: ignore[no-untyped-def]
-        monkeypatch.setattr(dfsync.runner.Runner, "_save_cursor", original)
+    def broken(self, *args):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(store_cls, "_save_cursor", original)
         raise OSError("disk full while recording the run")
 
-    monkeypatch.setattr(dfsync.runner.Runner, "_save_cursor", broken)
+    monkeypatch.setattr(store_cls, "_save_cursor", broken)
     failed = sync.run(progress=False)
     assert failed.status == "failed" and "disk full" in failed.error
     assert pl.read_parquet(lake / "data.parquet").height == 30  # applied before the error

@@ -28,28 +28,34 @@ import polars as pl
 from ..errors import InvalidTransition, SyncNotFoundError, WorkspaceError
 from ..states import RunStatus, SyncStatus, check_transition, sync_target
 from ._common import COUNTERS, decode_sync, first, frame, now, one_row, owner_token, quote
+from ._delivery import DeliveryOps
 from ._filelock import FileConnections
 
 
-class Store(FileConnections):
+class Store(DeliveryOps, FileConnections):
     """All reads and writes of one workspace file."""
 
     def ledger_id(self, run_id: int) -> str:
         """The workspace id a run's destination ledger key carries ("" for runs begun before it had one)."""
         if self._ledger is None:
-            with self.connect() as con:
+            with self._connect() as con:
                 meta = dict(con.execute("SELECT key, value FROM workspace_meta").fetchall())
             self._ledger = (meta["id"], int(meta["ledger_id_from_run"]))
         wid, first = self._ledger
         return wid if run_id >= first else ""
 
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Any query over the workspace tables, for the user (``Workspace.sql``)."""
+        with self._connect() as con:
+            return frame(con, query, params)
+
     def schema_version(self) -> int:
-        with self.connect() as con:
+        with self._connect() as con:
             return con.execute("SELECT max(version) FROM dfsync_schema").fetchall()[0][0]
 
     # ------------------------------------------------------------------ syncs
     def sync_row(self, name: str | None = None, *, sync_id: int | None = None) -> dict[str, Any]:
-        with self.connect() as con:
+        with self._connect() as con:
             if sync_id is not None:
                 cur = con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])
             else:
@@ -65,12 +71,12 @@ class Store(FileConnections):
         return decode_sync(row)
 
     def sync_exists(self, name: str) -> bool:
-        with self.connect() as con:
+        with self._connect() as con:
             return con.execute("SELECT count(*) FROM syncs WHERE name = ?", [name]).fetchall()[0][0] > 0
 
     def create_sync(self, name: str, definition: dict, state_key: str, schedule: str | None,
                     next_run_at: datetime | None, session_only: bool) -> int:
-        with self.transaction() as con:
+        with self._transaction() as con:
             sid = con.execute("SELECT nextval('dfsync_sync_ids')").fetchall()[0][0]
             t = now()
             target = sync_target(None, "create")
@@ -86,7 +92,7 @@ class Store(FileConnections):
     def update_definition(self, sync_id: int, definition: dict, state_key: str, schedule: str | None,
                           next_run_at: datetime | None, session_only: bool) -> tuple[int, bool]:
         """Store a changed definition as a new version; returns (version, state reset)."""
-        with self.transaction() as con:
+        with self._transaction() as con:
             old = decode_sync(one_row(con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])))
             if old["definition"] == definition and old["schedule"] == schedule:
                 return old["definition_version"], False
@@ -109,7 +115,7 @@ class Store(FileConnections):
 
     def set_sync_status(self, sync_id: int, event: str, detail: str = "", con: Any = None) -> SyncStatus:
         if con is None:
-            with self.transaction() as c:
+            with self._transaction() as c:
                 return self.set_sync_status(sync_id, event, detail, con=c)
         current = SyncStatus(con.execute("SELECT status FROM syncs WHERE id = ?", [sync_id]).fetchall()[0][0])
         if event == "enable":
@@ -129,7 +135,7 @@ class Store(FileConnections):
         """
         from ..errors import SyncAlreadyRunning
 
-        with self.transaction() as con:
+        with self._transaction() as con:
             row = first(con.execute(
                 "SELECT id, status FROM runs WHERE sync_id = ? AND status IN "
                 "('started','querying','queued','in_progress','paused') ORDER BY id DESC LIMIT 1", [sync_id]))
@@ -148,12 +154,12 @@ class Store(FileConnections):
         cols = ", ".join(f"{k} = ?" for k in fields)
         vals = [json.dumps(v) if k in ("cursor_value", "key_types", "dest_schema") and v is not None else v
                 for k, v in fields.items()]
-        with self.connect() as con:
+        with self._connect() as con:
             con.execute(f"UPDATE syncs SET {cols} WHERE id = ?", [*vals, sync_id])
 
     def claim_next_run(self, sync_id: int, expected: datetime | None, new: datetime) -> bool:
         """Compare-and-set ``next_run_at``: True if it was still ``expected`` (this caller won the slot)."""
-        with self.transaction() as con:
+        with self._transaction() as con:
             row = first(con.execute("SELECT next_run_at FROM syncs WHERE id = ?", [sync_id]))
             if row is None or row[0] != expected:
                 return False
@@ -161,7 +167,7 @@ class Store(FileConnections):
         return True
 
     def syncs_frame(self) -> pl.DataFrame:
-        with self.connect() as con:
+        with self._connect() as con:
             return frame(con, 
                 """SELECT s.name, s.status, s.definition->>'$.source.kind' AS source,
                           s.definition->>'$.destination.kind' AS destination,
@@ -174,13 +180,13 @@ class Store(FileConnections):
                    ) r ON r.sync_id = s.id ORDER BY s.name""")
 
     def all_syncs(self) -> list[dict[str, Any]]:
-        with self.connect() as con:
+        with self._connect() as con:
             cur = con.execute("SELECT * FROM syncs ORDER BY name")
             cols = [d[0] for d in cur.description]
             return [decode_sync(dict(zip(cols, r))) for r in cur.fetchall()]
 
     def delete_sync(self, sync_id: int) -> None:
-        with self.transaction() as con:
+        with self._transaction() as con:
             for t in ("state", "log", "rec"):
                 con.execute(f"DROP TABLE IF EXISTS {t}_{sync_id}")
             run_ids = "SELECT id FROM runs WHERE sync_id = ?"
@@ -192,7 +198,7 @@ class Store(FileConnections):
 
     # ------------------------------------------------------------------ runs
     def create_run(self, sync_id: int, definition_version: int, trigger: str) -> int:
-        with self.transaction() as con:
+        with self._transaction() as con:
             self._refuse_if_running(con, sync_id)
             rid = con.execute("SELECT nextval('dfsync_run_ids')").fetchall()[0][0]
             t = now()
@@ -220,7 +226,7 @@ class Store(FileConnections):
 
     def claim_run(self, run_id: int, sync_id: int) -> None:
         """Make this process the owner of a paused run it is about to resume."""
-        with self.transaction() as con:
+        with self._transaction() as con:
             self._refuse_if_running(con, sync_id)
             con.execute("UPDATE runs SET owner_pid = ?, owner_host = ?, owner_token = ?, request = NULL WHERE id = ?",
                         [os.getpid(), socket.gethostname(), owner_token(), run_id])
@@ -229,7 +235,7 @@ class Store(FileConnections):
                        error_kind: str | None = None, con: Any = None) -> RunStatus:
         """The one place a run's status changes; appends the event in the same transaction."""
         if con is None:
-            with self.transaction() as c:
+            with self._transaction() as c:
                 return self.transition_run(run_id, target, detail, error=error, error_kind=error_kind, con=c)
         sync_id, cur = first(con.execute("SELECT sync_id, status FROM runs WHERE id = ?", [run_id]))
         current = RunStatus(cur)
@@ -264,7 +270,7 @@ class Store(FileConnections):
                            "AND from_status = 'paused'", [run_id]).fetchall()[0][0]
 
     def run_row(self, run_id: int) -> dict[str, Any]:
-        with self.connect() as con:
+        with self._connect() as con:
             row = one_row(con.execute("SELECT * FROM runs WHERE id = ?", [run_id]))
         if row is None:
             raise WorkspaceError(f"no run with id {run_id} in this workspace")
@@ -273,7 +279,7 @@ class Store(FileConnections):
     def runs_frame(self, sync_id: int | None = None, limit: int | None = None) -> pl.DataFrame:
         where = "WHERE r.sync_id = ?" if sync_id is not None else ""
         lim = f"LIMIT {int(limit)}" if limit else ""
-        with self.connect() as con:
+        with self._connect() as con:
             return frame(con, 
                 f"""SELECT r.id AS run_id, s.name AS sync, r.status, r.trigger, r.definition_version,
                        r.started_at, r.finished_at,
@@ -284,7 +290,7 @@ class Store(FileConnections):
                     ORDER BY r.id DESC {lim}""", [sync_id] if sync_id is not None else [])
 
     def run_count(self, sync_id: int) -> int:
-        with self.connect() as con:
+        with self._connect() as con:
             return int(con.execute("SELECT count(*) FROM runs WHERE sync_id = ?", [sync_id]).fetchall()[0][0])
 
     def latest_run_id(self, sync_id: int, status: Sequence[str] | None = None) -> int | None:
@@ -293,37 +299,37 @@ class Store(FileConnections):
         if status:
             q += f" AND status IN ({','.join('?' * len(status))})"
             args += list(status)
-        with self.connect() as con:
+        with self._connect() as con:
             return con.execute(q, args).fetchall()[0][0]
 
-    def add_counters(self, run_id: int, con: Any = None, **deltas: int) -> None:
+    def add_counters(self, run_id: int, **deltas: int) -> None:
+        with self._connect() as con:
+            self._add_counters(con, run_id, deltas)
+
+    @staticmethod
+    def _add_counters(con: Any, run_id: int, deltas: dict[str, int]) -> None:
         deltas = {k: v for k, v in deltas.items() if v}
         if not deltas:
             return
         sets = ", ".join(f"{k} = {k} + ?" for k in deltas)
-        sql = f"UPDATE runs SET {sets}, updated_at = ? WHERE id = ?"
-        if con is None:
-            with self.connect() as c:
-                c.execute(sql, [*deltas.values(), now(), run_id])
-        else:
-            con.execute(sql, [*deltas.values(), now(), run_id])
+        con.execute(f"UPDATE runs SET {sets}, updated_at = ? WHERE id = ?", [*deltas.values(), now(), run_id])
 
     def set_counters(self, run_id: int, **values: int) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
-        with self.connect() as con:
+        with self._connect() as con:
             con.execute(f"UPDATE runs SET {sets}, updated_at = ? WHERE id = ?", [*values.values(), now(), run_id])
 
     def set_run_fields(self, run_id: int, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.connect() as con:
+        with self._connect() as con:
             con.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*fields.values(), run_id])
 
     def request(self, run_id: int, what: str | None) -> None:
-        with self.connect() as con:
+        with self._connect() as con:
             con.execute("UPDATE runs SET request = ? WHERE id = ?", [what, run_id])
 
     def pending_request(self, run_id: int) -> str | None:
-        with self.connect() as con:
+        with self._connect() as con:
             row = first(con.execute(
                 "SELECT r.request, s.status FROM runs r JOIN syncs s ON s.id = r.sync_id WHERE r.id = ?",
                 [run_id]))
@@ -336,13 +342,13 @@ class Store(FileConnections):
             where, arg = "run_id = ?", run_id
         else:
             where, arg = "sync_id = ?", sync_id
-        with self.connect() as con:
+        with self._connect() as con:
             return frame(con, 
                 f"SELECT ts, kind, from_status, to_status, detail, run_id FROM events WHERE {where} ORDER BY id",
                 [arg])
 
     def note(self, sync_id: int, run_id: int | None, detail: str, kind: str = "note") -> None:
-        with self.connect() as con:
+        with self._connect() as con:
             self._event(con, sync_id, run_id, kind, None, None, detail)
 
     def _event(self, con: Any, sync_id: int, run_id: int | None, kind: str,
@@ -361,7 +367,7 @@ class Store(FileConnections):
         A run resumed from ``paused`` goes back to ``paused`` from ``querying``/``queued`` too:
         the batches it applied before stay its own, and the next run resumes it again.
         """
-        with self.connect() as con:
+        with self._connect() as con:
             rows = con.execute(
                 "SELECT id, status, owner_pid, owner_host, owner_token FROM runs "
                 "WHERE status IN ('started','querying','queued','in_progress')").fetchall()
@@ -369,7 +375,7 @@ class Store(FileConnections):
         for rid, status, pid, host, token in rows:
             if is_alive(rid, pid, host, token):
                 continue
-            with self.transaction() as con:
+            with self._transaction() as con:
                 cur = first(con.execute("SELECT status, owner_token FROM runs WHERE id = ?", [rid]))
                 if cur[0] != status or cur[1] != token:
                     continue
@@ -387,7 +393,7 @@ class Store(FileConnections):
         return moved
 
     # ------------------------------------------------------------------ delivered state
-    def has_table(self, con: Any, name: str) -> bool:
+    def _has_table(self, con: Any, name: str) -> bool:
         return con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
             [name]).fetchall()[0][0] > 0
@@ -398,17 +404,17 @@ class Store(FileConnections):
         if status:
             q += " AND status = ?"
             args.append(status)
-        with self.connect() as con:
+        with self._connect() as con:
             return con.execute(q + " ORDER BY batch_no", args).fetchall()
 
     def inflight_batches(self, sync_id: int) -> list[tuple[int, int]]:
-        with self.connect() as con:
+        with self._connect() as con:
             return con.execute(
                 "SELECT b.run_id, b.batch_no FROM batches b JOIN runs r ON r.id = b.run_id "
                 "WHERE r.sync_id = ? AND b.status = 'inflight' ORDER BY b.run_id, b.batch_no", [sync_id]).fetchall()
 
     def checks_frame(self, run_id: int) -> pl.DataFrame:
-        with self.connect() as con:
+        with self._connect() as con:
             return frame(con, 
                 "SELECT check_name, kind, column_name, level, scope, success, element_count, unexpected_count, "
                 "unexpected_percent, partial_unexpected_list, result FROM checks WHERE run_id = ? ORDER BY rowid",
@@ -417,13 +423,13 @@ class Store(FileConnections):
     # ------------------------------------------------------------------ what the panels explain
     def run_timeline(self, run_id: int) -> list[tuple[str, datetime]]:
         """(state entered, when) for every state change of a run, oldest first."""
-        with self.connect() as con:
+        with self._connect() as con:
             return con.execute("SELECT to_status, ts FROM events WHERE run_id = ? AND kind = 'run' ORDER BY id",
                                [run_id]).fetchall()
 
     def failed_checks(self, run_id: int) -> list[dict[str, Any]]:
         """The checks of a run that failed, most rows first: name, kind, column, level, scope, rows."""
-        with self.connect() as con:
+        with self._connect() as con:
             rows = frame(con, "SELECT * FROM checks WHERE run_id = ? AND NOT coalesce(success, true) "
                                "ORDER BY unexpected_count DESC NULLS LAST, rowid", [run_id]).to_dicts()
         return [{"check": r["check_name"], "kind": r["kind"], "column": r["column_name"], "level": r["level"],
@@ -432,8 +438,8 @@ class Store(FileConnections):
     def failed_errors(self, sync_id: int, run_id: int, limit: int = 10) -> list[tuple[str, int]]:
         """(destination error, rows) of a run's failed records, most rows first."""
         rt = f"rec_{int(sync_id)}"
-        with self.connect() as con:
-            if not self.has_table(con, rt):
+        with self._connect() as con:
+            if not self._has_table(con, rt):
                 return []
             return con.execute(
                 f"SELECT coalesce(_error, '(no message)'), count(*) FROM {rt} WHERE _run_id = ? AND _status = 'failed' "
@@ -447,8 +453,8 @@ class Store(FileConnections):
         """
         rt = f"rec_{int(sync_id)}"
         on = " AND ".join(f"r.{quote(k)} IS NOT DISTINCT FROM k.{quote(k)}" for k in key)
-        with self.connect() as con:
-            if not self.has_table(con, rt):
+        with self._connect() as con:
+            if not self._has_table(con, rt):
                 return pl.DataFrame()
             con.register("_dfsync_keys", keys)
             try:
@@ -470,8 +476,8 @@ class Store(FileConnections):
         if error is not None:
             where.append("coalesce(_error, '(no message)') = ?")
             args.append(error)
-        with self.connect() as con:
-            if not self.has_table(con, rt):
+        with self._connect() as con:
+            if not self._has_table(con, rt):
                 return pl.DataFrame()
             return frame(con, f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {' AND '.join(where)} "
                                f"ORDER BY rowid LIMIT {int(limit)}", args)

@@ -72,7 +72,7 @@ class FileConnections:
                     f"next to it; give dfsync.Workspace() a path in a directory you can write"
                     f"{' (the file was not changed)' if exists else ''}.")
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with self.connect() as con:
+        with self._connect() as con:
             self._migrate(con, create)
 
     # ------------------------------------------------------------------ connections
@@ -163,7 +163,7 @@ class FileConnections:
             time.sleep(0.005)
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for one operation (a transaction is the caller's business).
 
         The thread holding a lease reuses its connection; any other thread opens its own,
@@ -193,8 +193,8 @@ class FileConnections:
                 f"if the disk is full, free some space. dfsync did not reset it.") from exc
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connect() as con:
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con

@@ -8,11 +8,12 @@ and nothing else. Each operation is its own transaction unless it says otherwise
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 import polars as pl
+import pyarrow as pa
 
 from ..states import RunStatus, SyncStatus
 
@@ -43,6 +44,10 @@ class WorkspaceStore(Protocol):
         ...
 
     def schema_version(self) -> int: ...
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Any query over the workspace tables, for the user (``Workspace.sql``)."""
+        ...
 
     # ------------------------------------------------------------------ syncs
     def sync_row(self, name: str | None = None, *, sync_id: int | None = None) -> dict[str, Any]: ...
@@ -139,4 +144,97 @@ class WorkspaceStore(Protocol):
     def record_sample(self, sync_id: int, run_id: int, status: str, *, check: str | None = None,
                       error: str | None = None, limit: int = 5) -> pl.DataFrame:
         """The first stored records of a run with ``status`` (and failing ``check`` / with ``error``)."""
+        ...
+
+    # ------------------------------------------------------------------ the delivered state
+    def delivered(self, sync_id: int, key: Sequence[str]) -> pa.RecordBatchReader | None:
+        """Key columns and ``_fp`` (uint64) of every row the destination confirmed, as a stream of
+        Arrow batches; None when the sync delivered nothing yet (no state table)."""
+        ...
+
+    def delivered_count(self, sync_id: int) -> int: ...
+
+    def has_delivered(self, sync_id: int) -> bool:
+        """Has the destination confirmed any row of this sync (cheaper than counting them)?"""
+        ...
+
+    def run_delivered(self, sync_id: int, run_id: int, key: Sequence[str],
+                      except_batches: Sequence[int] = ()) -> pa.Table | None:
+        """Key, ``_fp``, ``_action``, ``_batch`` of the confirmed rows of one run, but ``except_batches``."""
+        ...
+
+    def ensure_state_table(self, sync_id: int, key_types: dict[str, str]) -> None:
+        """Create the sync's delivered state (key columns of these DuckDB types) if it has none."""
+        ...
+
+    # ------------------------------------------------------------------ the batch ledger
+    def next_batch_no(self, run_id: int) -> int: ...
+
+    def write_ahead(self, sync_id: int, run_id: int, batch_no: int, rows: pa.Table, key: Sequence[str],
+                    action_column: str) -> None:
+        """Before a batch is sent (one transaction): its keys, ``_fp`` and actions unconfirmed, the batch in flight."""
+        ...
+
+    def confirm_batch(self, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
+                      not_delivered: list[list[Any]], keep_superseded: bool, counters: dict[str, int],
+                      cursor_max: Any = None, records: pa.Table | None = None) -> None:
+        """The destination applied a batch. ONE transaction: the state (rows not delivered dropped; what
+        the batch's updates and deletes superseded deleted, or set aside with ``keep_superseded``), the
+        batch committed, the run's counters, its ``cursor_max`` (JSON; None: unchanged) and its records."""
+        ...
+
+    def settle_inflight(self, sync_id: int, run_id: int, batches: Sequence[int],
+                        committed: dict[int, list[list[Any]]], key: Sequence[str], keep_superseded: bool) -> None:
+        """One transaction: in-flight batches the destination's ledger has (``committed``: batch -> keys not
+        delivered) are confirmed and counted, the others discarded."""
+        ...
+
+    def discard(self, sync_id: int, run_id: int, batch_no: int | None = None) -> None:
+        """Forget one batch, or every batch of the run (then what it superseded is current again)."""
+        ...
+
+    def failed_unapplied_runs(self, sync_id: int) -> list[int]:
+        """Failed runs with batches not discarded, unless known applied or failed for too many rejected rows."""
+        ...
+
+    def keep_applied_run(self, sync_id: int, run_id: int, replace: bool) -> None:
+        """A failed run the destination had applied: its rows stay delivered, it is marked ``applied``."""
+        ...
+
+    # ------------------------------------------------------------------ records and check results
+    def store_records(self, sync_id: int, run_id: int, records: pa.Table) -> None: ...
+
+    def records(self, sync_id: int, run_id: int, status: str | None = None,
+                limit: int | None = None) -> pa.Table | None:
+        """A run's kept records, oldest batch first (None: the sync kept none)."""
+        ...
+
+    def retry_rows(self, sync_id: int, key: Sequence[str],
+                   meta_columns: Sequence[str]) -> tuple[pa.Table | None, pa.Table | None]:
+        """(rows to send again, keys that failed) from the kept records; (None, None) if there are none."""
+        ...
+
+    def store_checks(self, run_id: int, results: list[dict[str, Any]]) -> None: ...
+
+    def copy_checks(self, run_id: int, from_run: int) -> None:
+        """A run reuses another run's check results (same files, same checks)."""
+        ...
+
+    def last_checked_run(self, sync_id: int, run_id: int, definition_version: int) -> int | None: ...
+
+    def requeried(self, run_id: int) -> bool:
+        """Did this run go through ``querying`` more than once (in any process)?"""
+        ...
+
+    # ------------------------------------------------------------------ the end of a run
+    def finish_run(self, sync_id: int, run_id: int, key: Sequence[str], *, replace: bool, fp_algo: str,
+                   source_snapshot: str | None, merge_cursor: Callable[[Any, Any], Any] | None,
+                   problem: str | None) -> None:
+        """One transaction: superseded state gone, records delivered again forgotten, cursor advanced
+        (``merge_cursor(sync's, run's)`` on JSON values), then success (or failed with ``problem``)."""
+        ...
+
+    def fail_run(self, sync_id: int, run_id: int, error: str, kind: str, detail: str,
+                 merge_cursor: Callable[[Any, Any], Any] | None) -> None:
+        """One transaction: the cursor its confirmed batches reached (incremental), then failed."""
         ...

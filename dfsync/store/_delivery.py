@@ -1,0 +1,339 @@
+"""The delivered state, the batch ledger, records and check results of a DuckDB workspace.
+
+Per sync, ``state_<id>`` holds the key columns and fingerprint of every row sent, with the run
+and batch that sent it and ``_ok`` (TRUE: the destination confirmed it; FALSE: in flight;
+NULL: set aside until the run that superseded it is applied); ``rec_<id>`` keeps records
+after a run. Each operation below is one transaction unless it says otherwise: the crash
+tests depend on where those boundaries are (a batch's confirmation is one transaction with
+its counters, the run's cursor and its records).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..states import RunStatus
+from ._common import first, quote
+
+# the cursor merge a caller passes to finish_run/fail_run: (sync's cursor, run's cursor_max) -> new (JSON values)
+CursorMerge = Callable[[Any, Any], Any]
+
+
+def state_table(sync_id: int) -> str:
+    return f"state_{int(sync_id)}"
+
+
+def rec_table(sync_id: int) -> str:
+    return f"rec_{int(sync_id)}"
+
+
+def key_match(a: str, b: str, key: Sequence[str]) -> str:
+    return " AND ".join(f"{a}.{quote(k)} = {b}.{quote(k)}" for k in key)
+
+
+class DeliveryOps:
+    """Mixed into :class:`dfsync.store._duckdb.Store` (which supplies ``_connect``/``_transaction``)."""
+
+    # ------------------------------------------------------------------ delivered state
+    def delivered(self, sync_id: int, key: Sequence[str]) -> pa.RecordBatchReader | None:
+        """Key columns and ``_fp`` of every delivered row, as a stream of Arrow batches (None: nothing yet).
+
+        DuckDB holds the file only while a connection is open, so the rows are read in one go
+        and handed out batch by batch (another store streams them from the server).
+        """
+        with self._connect() as con:
+            if not self._has_table(con, state_table(sync_id)):
+                return None
+            cols = ", ".join(quote(k) for k in key)
+            tbl = con.sql(f"SELECT {cols}, _fp FROM {state_table(sync_id)} WHERE _ok").to_arrow_table()
+        return pa.RecordBatchReader.from_batches(tbl.schema, tbl.to_batches())
+
+    def delivered_count(self, sync_id: int) -> int:
+        with self._connect() as con:
+            if not self._has_table(con, state_table(sync_id)):
+                return 0
+            return con.execute(f"SELECT count(*) FROM {state_table(sync_id)} WHERE _ok").fetchall()[0][0]
+
+    def has_delivered(self, sync_id: int) -> bool:
+        """Has the destination confirmed any row of this sync (cheaper than counting them)?"""
+        with self._connect() as con:
+            st = state_table(sync_id)
+            return bool(self._has_table(con, st) and con.execute(
+                f"SELECT count(*) > 0 FROM (SELECT 1 FROM {st} WHERE _ok LIMIT 1)").fetchall()[0][0])
+
+    def run_delivered(self, sync_id: int, run_id: int, key: Sequence[str],
+                      except_batches: Sequence[int] = ()) -> pa.Table | None:
+        """Key, ``_fp``, ``_action`` and ``_batch`` of the rows of ``run_id`` confirmed delivered,
+        leaving out ``except_batches`` (None: the sync has no delivered state)."""
+        cols = ", ".join(quote(k) for k in key)
+        not_in = f"AND _batch NOT IN ({', '.join(str(int(b)) for b in except_batches)})" if except_batches else ""
+        with self._connect() as con:
+            if not self._has_table(con, state_table(sync_id)):
+                return None
+            return con.sql(f"SELECT {cols}, _fp, _action, _batch FROM {state_table(sync_id)} "
+                           f"WHERE _run = {int(run_id)} AND _ok {not_in}").to_arrow_table()
+
+    def ensure_state_table(self, sync_id: int, key_types: dict[str, str]) -> None:
+        """Create the sync's delivered-state table (key columns of the staged DuckDB types) if missing."""
+        st = state_table(sync_id)
+        with self._connect() as con:
+            if not self._has_table(con, st):
+                cols = ", ".join(f"{quote(k)} {t}" for k, t in key_types.items())
+                con.execute(f"CREATE TABLE {st} ({cols}, _fp UBIGINT, _run BIGINT, _batch INTEGER, "
+                            f"_action VARCHAR, _ok BOOLEAN)")
+
+    # ------------------------------------------------------------------ batches
+    def next_batch_no(self, run_id: int) -> int:
+        with self._connect() as con:
+            return con.execute("SELECT coalesce(max(batch_no), 0) FROM batches WHERE run_id = ?",
+                               [run_id]).fetchall()[0][0] + 1
+
+    def write_ahead(self, sync_id: int, run_id: int, batch_no: int, rows: pa.Table, key: Sequence[str],
+                    action_column: str) -> None:
+        """Before a batch is sent: its keys, fingerprints and actions, not yet confirmed, and the batch in flight."""
+        st = state_table(sync_id)
+        cols = ", ".join(quote(k) for k in key)
+        with self._transaction() as con:
+            con.register("_log", rows.select([*key, "_fp", action_column]))
+            con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, {int(run_id)}, {int(batch_no)}, "
+                        f"{action_column}, FALSE FROM _log")
+            con.unregister("_log")
+            con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)",
+                        [run_id, batch_no, rows.num_rows])
+
+    def confirm_batch(self, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
+                      not_delivered: list[list[Any]], keep_superseded: bool, counters: dict[str, int],
+                      cursor_max: Any = None, records: pa.Table | None = None) -> None:
+        """The destination applied (run_id, batch_no): in ONE transaction, the state, the batch's
+        status, the run's counters, its ``cursor_max`` (a JSON value, None: unchanged) and its records."""
+        with self._transaction() as con:
+            self._confirm(con, sync_id, run_id, batch_no, key, not_delivered, keep_superseded)
+            self._add_counters(con, run_id, counters)
+            if cursor_max is not None:
+                con.execute("UPDATE runs SET cursor_max = ? WHERE id = ?", [json.dumps(cursor_max), run_id])
+            if records is not None:
+                self._store_records(con, sync_id, run_id, records)
+
+    def settle_inflight(self, sync_id: int, run_id: int, batches: Sequence[int], committed: dict[int, list[list[Any]]],
+                        key: Sequence[str], keep_superseded: bool) -> None:
+        """Batches a dead process left in flight, as the destination's ledger tells (one transaction):
+        those in ``committed`` (batch -> keys not delivered) are confirmed and counted, the rest discarded."""
+        with self._transaction() as con:
+            for b in batches:
+                if b in committed:
+                    nd = committed[b]
+                    self._confirm(con, sync_id, run_id, b, key, nd, keep_superseded)
+                    rows = con.execute("SELECT rows FROM batches WHERE run_id = ? AND batch_no = ?",
+                                       [run_id, b]).fetchall()[0][0]
+                    self._add_counters(con, run_id, dict(sent=rows, succeeded=rows - len(nd), failed=len(nd),
+                                                         batches=1))
+                else:
+                    self._discard(con, sync_id, run_id, b)
+
+    def discard(self, sync_id: int, run_id: int, batch_no: int | None = None) -> None:
+        """Forget a batch (or, without ``batch_no``, every batch of the run: what it superseded is current again)."""
+        with self._transaction() as con:
+            self._discard(con, sync_id, run_id, batch_no)
+
+    def failed_unapplied_runs(self, sync_id: int) -> list[int]:
+        """Failed runs of the sync with batches not discarded, unless known applied or failed at the end
+        for too many rejected rows (those were applied)."""
+        with self._connect() as con:
+            return [r[0] for r in con.execute(
+                "SELECT DISTINCT b.run_id FROM batches b JOIN runs r ON r.id = b.run_id WHERE r.sync_id = ? "
+                "AND r.status = 'failed' AND coalesce(r.error_kind, '') NOT IN ('too_many_failed_rows', 'applied') "
+                "AND b.status <> 'discarded' ORDER BY 1", [sync_id]).fetchall()]
+
+    def keep_applied_run(self, sync_id: int, run_id: int, replace: bool) -> None:
+        """A failed run the destination had applied: its batches stay delivered (what it superseded goes;
+        ``replace``: every other run's rows go) and it is marked ``applied``."""
+        with self._transaction() as con:
+            st = state_table(sync_id)
+            if self._has_table(con, st):
+                if replace:
+                    con.execute(f"DELETE FROM {st} WHERE _run <> ?", [run_id])
+                con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
+            con.execute("UPDATE runs SET error_kind = 'applied' WHERE id = ?", [run_id])
+
+    def _confirm(self, con: Any, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
+                 not_delivered: list[list[Any]], keep_superseded: bool = False) -> None:
+        """Inside a transaction: the destination confirmed (run_id, batch_no).
+
+        ``keep_superseded`` (destinations that apply a run only at its end): the previous
+        versions of updated/deleted keys are set aside (``_ok`` NULL) rather than deleted, so
+        discarding the run restores them; the run's end (:meth:`finish_run`) forgets them.
+        """
+        st = state_table(sync_id)
+        this = f"_run = {int(run_id)} AND _batch = {int(batch_no)}"
+        if not_delivered:
+            keys = pa.table({k: [row[i] for row in not_delivered] for i, k in enumerate(key)})
+            con.register("_nd", keys)
+            con.execute(f"DELETE FROM {st} s USING _nd n WHERE s.{this.replace(' AND ', ' AND s.')} "
+                        f"AND {key_match('s', 'n', key)}")
+            con.unregister("_nd")
+        has_changes = con.execute(
+            f"SELECT count(*) FROM {st} WHERE {this} AND _action IN ('update','delete')").fetchall()[0][0]
+        if has_changes:
+            prev = "UPDATE {st} s SET _ok = NULL FROM" if keep_superseded else "DELETE FROM {st} s USING"
+            con.execute(
+                f"{prev.format(st=st)} (SELECT {', '.join(quote(k) for k in key)} FROM {st} "
+                f"WHERE {this} AND _action IN ('update','delete')) n "
+                f"WHERE s._ok AND {key_match('s', 'n', key)}")
+            con.execute(f"DELETE FROM {st} WHERE {this} AND _action = 'delete'")
+        con.execute(f"UPDATE {st} SET _ok = TRUE WHERE {this}")
+        con.execute(
+            "UPDATE batches SET status = 'committed', committed_at = now(), failed = ? WHERE run_id = ? AND batch_no = ?",
+            [len(not_delivered), run_id, batch_no])
+
+    def _discard(self, con: Any, sync_id: int, run_id: int, batch_no: int | None = None) -> None:
+        st = state_table(sync_id)
+        where = f"_run = {int(run_id)}" + (f" AND _batch = {int(batch_no)}" if batch_no is not None else "")
+        if self._has_table(con, st):
+            con.execute(f"DELETE FROM {st} WHERE {where}")
+            if batch_no is None:  # the whole run is undone: what it superseded is current again
+                con.execute(f"UPDATE {st} SET _ok = TRUE WHERE _ok IS NULL")
+        bw = "run_id = ?" + (" AND batch_no = ?" if batch_no is not None else "")
+        con.execute(f"UPDATE batches SET status = 'discarded' WHERE {bw} AND status <> 'discarded'",
+                    [run_id] + ([batch_no] if batch_no is not None else []))
+
+    # ------------------------------------------------------------------ records and checks
+    def store_records(self, sync_id: int, run_id: int, records: pa.Table) -> None:
+        """Keep records of a run in ``rec_<sync>`` (columns added or widened as the records need)."""
+        with self._transaction() as con:
+            self._store_records(con, sync_id, run_id, records)
+
+    def _store_records(self, con: Any, sync_id: int, run_id: int, recs: pa.Table) -> None:
+        rt = rec_table(sync_id)
+        recs = recs.append_column("_run_id", pa.array(np.full(recs.num_rows, run_id), pa.int64()))
+        con.register("_recs", recs)
+        try:
+            if not self._has_table(con, rt):
+                con.execute(f"CREATE TABLE {rt} AS SELECT * FROM _recs LIMIT 0")
+            have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {rt}").fetchall()}
+            for name, typ, *_ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
+                if name not in have:
+                    con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
+                elif have[name] != typ:  # the column's type changed (a widening, or a replace run)
+                    wider = con.execute(f"SELECT typeof([NULL::{have[name]}, NULL::{typ}][1])").fetchall()[0][0]
+                    if wider != have[name]:  # the records' type holds the stored values: widen to it
+                        con.execute(f"ALTER TABLE {rt} ALTER COLUMN {quote(name)} SET DATA TYPE "
+                                    f"{wider if wider == typ else 'VARCHAR'}")
+            con.execute(f"INSERT INTO {rt} BY NAME SELECT * FROM _recs")
+        finally:
+            with contextlib.suppress(Exception):  # an aborted transaction must not hide the error that aborted it
+                con.unregister("_recs")
+
+    def records(self, sync_id: int, run_id: int, status: str | None = None, limit: int | None = None) -> pa.Table | None:
+        """The kept records of a run (without ``_run_id``), oldest batch first; None: the sync kept none."""
+        rt = rec_table(sync_id)
+        with self._connect() as con:
+            if not self._has_table(con, rt):
+                return None
+            where = "_run_id = ?" + (" AND _status = ?" if status else "")
+            lim = f"LIMIT {int(limit)}" if limit else ""
+            return con.sql(f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {where} ORDER BY _batch NULLS FIRST {lim}",
+                           params=[run_id] + ([status] if status else [])).to_arrow_table()
+
+    def retry_rows(self, sync_id: int, key: Sequence[str],
+                   meta_columns: Sequence[str]) -> tuple[pa.Table | None, pa.Table | None]:
+        """(rows to send again: the latest kept version of each failed key, and of rows a run that did
+        not fail found invalid, without ``meta_columns``; the distinct failed keys). (None, None): no records."""
+        rt = rec_table(sync_id)
+        cols = ", ".join(quote(k) for k in key)
+        with self._connect() as con:
+            if not self._has_table(con, rt):
+                return None, None
+            keys = con.sql(f"SELECT DISTINCT {cols} FROM {rt} WHERE _status = 'failed'").to_arrow_table()
+            rows = con.sql(
+                f"SELECT * EXCLUDE ({', '.join(meta_columns)}) FROM {rt} WHERE (_status = 'failed' OR "
+                # rows a failed run found invalid were never let through: the next read brings them
+                f"_status = 'invalid' AND _run_id IN (SELECT id FROM runs WHERE status <> 'failed')) "
+                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in key)}) "
+                f"QUALIFY row_number() OVER (PARTITION BY {cols} ORDER BY _run_id DESC) = 1").to_arrow_table()
+        return rows, keys
+
+    def store_checks(self, run_id: int, results: list[dict[str, Any]]) -> None:
+        """A run's check results, replacing any it stored before."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM checks WHERE run_id = ?", [run_id])
+            for r in results:
+                con.execute(
+                    "INSERT INTO checks (run_id, check_name, kind, column_name, level, success, element_count, "
+                    "unexpected_count, unexpected_percent, partial_unexpected_list, result, scope) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [run_id, r.get("check_name"), r.get("kind"), r.get("column_name"), r.get("level"),
+                     bool(r.get("success")), r.get("element_count"), r.get("unexpected_count"),
+                     r.get("unexpected_percent"), json.dumps(r.get("partial_unexpected_list"), default=str),
+                     json.dumps(r.get("result"), default=str), r.get("scope")])
+
+    def copy_checks(self, run_id: int, from_run: int) -> None:
+        """A run reuses the check results of ``from_run`` (same files, same checks)."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM checks WHERE run_id = ?", [run_id])
+            con.execute("INSERT INTO checks BY NAME SELECT * REPLACE (? AS run_id) FROM checks WHERE run_id = ?",
+                        [run_id, from_run])
+
+    def last_checked_run(self, sync_id: int, run_id: int, definition_version: int) -> int | None:
+        """The latest successful run (other than ``run_id``) of this definition with check results."""
+        with self._connect() as con:
+            return con.execute(
+                "SELECT max(r.id) FROM runs r WHERE r.sync_id = ? AND r.status = 'success' AND r.id <> ? "
+                "AND r.definition_version = ? AND EXISTS (SELECT 1 FROM checks c WHERE c.run_id = r.id)",
+                [sync_id, run_id, definition_version]).fetchall()[0][0]
+
+    def requeried(self, run_id: int) -> bool:
+        """Did this run go through ``querying`` more than once (in any process)?"""
+        with self._connect() as con:
+            return con.execute("SELECT count(*) > 1 FROM events WHERE run_id = ? AND kind = 'run' "
+                               "AND to_status = 'querying'", [run_id]).fetchall()[0][0]
+
+    # ------------------------------------------------------------------ the end of a run
+    def finish_run(self, sync_id: int, run_id: int, key: Sequence[str], *, replace: bool, fp_algo: str,
+                   source_snapshot: str | None, merge_cursor: CursorMerge | None, problem: str | None) -> None:
+        """A run's end, in one transaction: the versions it superseded are gone (``replace``: every
+        other run's rows), records it delivered again are forgotten, old succeeded records trimmed,
+        the cursor advanced (``merge_cursor``: incremental syncs), then success (or failed with
+        ``problem``)."""
+        st, rt = state_table(sync_id), rec_table(sync_id)
+        with self._transaction() as con:
+            if replace and self._has_table(con, st):
+                con.execute(f"DELETE FROM {st} WHERE _run <> ?", [run_id])
+            if self._has_table(con, st):  # the run is applied: the versions it superseded are gone
+                con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
+            if self._has_table(con, rt) and self._has_table(con, st):
+                con.execute(
+                    f"DELETE FROM {rt} r USING {st} s WHERE s._run = ? AND s._ok AND r._run_id <> ? "
+                    f"AND r._status IN ('failed','invalid','skipped') AND {key_match('r', 's', key)}",
+                    [run_id, run_id])
+                con.execute(
+                    f"DELETE FROM {rt} WHERE _status = 'succeeded' AND _run_id NOT IN "
+                    f"(SELECT id FROM runs WHERE sync_id = ? ORDER BY id DESC LIMIT 20)", [sync_id])
+            self._save_cursor(con, sync_id, run_id, merge_cursor)
+            con.execute("UPDATE syncs SET fp_algo = ?, source_snapshot = ? WHERE id = ?",
+                        [fp_algo, source_snapshot, sync_id])
+            if problem:
+                self.transition_run(run_id, RunStatus.FAILED, problem, error=problem,
+                                    error_kind="too_many_failed_rows", con=con)
+            else:
+                self.transition_run(run_id, RunStatus.SUCCESS, "all pending rows handled", con=con)
+
+    def fail_run(self, sync_id: int, run_id: int, error: str, kind: str, detail: str,
+                 merge_cursor: CursorMerge | None) -> None:
+        """A run fails, in one transaction with the cursor its confirmed batches reached (incremental)."""
+        with self._transaction() as con:
+            self._save_cursor(con, sync_id, run_id, merge_cursor)
+            self.transition_run(run_id, RunStatus.FAILED, detail, error=error, error_kind=kind, con=con)
+
+    def _save_cursor(self, con: Any, sync_id: int, run_id: int, merge: CursorMerge | None) -> None:
+        if merge is None:
+            return
+        run_cursor = first(con.execute("SELECT cursor_max FROM runs WHERE id = ?", [run_id]))[0]
+        old = first(con.execute("SELECT cursor_value FROM syncs WHERE id = ?", [sync_id]))[0]
+        new = merge(json.loads(old) if old else None, json.loads(run_cursor) if run_cursor else None)
+        con.execute("UPDATE syncs SET cursor_value = ? WHERE id = ?", [json.dumps(new), sync_id])
