@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._arrow import int_array
 from ..states import RunStatus
 from ._common import first, quote
 
@@ -210,7 +211,7 @@ class DeliveryOps:
 
     def _store_records(self, con: Any, sync_id: int, run_id: int, recs: pa.Table) -> None:
         rt = rec_table(sync_id)
-        recs = recs.append_column("_run_id", pa.array(np.full(recs.num_rows, run_id), pa.int64()))
+        recs = recs.append_column("_run_id", int_array(np.full(recs.num_rows, run_id)))
         con.register("_recs", recs)
         try:
             if not self._has_table(con, rt):
