@@ -1,7 +1,8 @@
-"""Where a dfsync run spends its time, phase by phase (wall clock; no core module is changed).
+"""Where a dfsync run spends its time, phase by phase (no core module is changed).
 
     python bench/profile_phases.py --src v1.parquet --src2 v2.parquet --target duckdb
     python bench/profile_phases.py --src v1.parquet --src2 v2.parquet --target postgres --pg-uri postgresql://…
+    python bench/profile_phases.py --src v1.parquet --src2 v2.parquet --target delta --mode mirror
 
 Wraps the runner's and the destination's methods with timers (initial load of --src into a
 fresh destination, then the re-sync with --src2) and prints, per run, the seconds inside:
@@ -31,6 +32,7 @@ import dfsync  # noqa: E402
 from dfsync import runner, staging, store  # noqa: E402
 
 TIMES: collections.Counter[str] = collections.Counter()
+CPU: collections.Counter[str] = collections.Counter()
 COUNTS: collections.Counter[str] = collections.Counter()
 
 
@@ -38,11 +40,12 @@ def timed(owner: Any, name: str, label: str) -> None:
     fn = getattr(owner, name)
 
     def wrapper(*a: Any, **kw: Any) -> Any:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return fn(*a, **kw)
         finally:
             TIMES[label] += time.perf_counter() - t
+            CPU[label] += time.process_time() - c
             COUNTS[label] += 1
 
     setattr(owner, name, wrapper)
@@ -55,18 +58,20 @@ def timed_cm(owner: Any, name: str, label: str) -> None:
     @contextlib.contextmanager
     def wrapper(*a: Any, **kw: Any) -> Any:
         cm = fn(*a, **kw)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         v = cm.__enter__()
         TIMES[label + " (enter)"] += time.perf_counter() - t
+        CPU[label + " (enter)"] += time.process_time() - c
         try:
             yield v
         except BaseException:
             if not cm.__exit__(*sys.exc_info()):
                 raise
         else:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             cm.__exit__(None, None, None)
             TIMES[label + " (exit)"] += time.perf_counter() - t
+            CPU[label + " (exit)"] += time.process_time() - c
 
     setattr(owner, name, wrapper)
 
@@ -97,6 +102,12 @@ def instrument(target: str) -> None:
         from dfsync.destinations import _duckdb as mod
 
         cls: Any = mod.DuckDBSession
+    elif target == "delta":
+        from dfsync.destinations import _delta as mod
+
+        cls = mod.DeltaSession
+        timed(cls, "_apply", "  delta: commit (append or MERGE)")
+        timed(cls, "_run_commits", "  delta: read this run's commits (history)")
     else:
         from dfsync.destinations import _postgres as mod
 
@@ -113,11 +124,47 @@ def instrument(target: str) -> None:
         timed(cls, "_add_deferred_key", "  pg: add primary key")
 
 
+def reference(target: str, src: str, src2: str | None, work: str) -> dict[str, float]:
+    """Wall and CPU seconds of the hand-written reference for the first load (and the re-sync)."""
+    out: dict[str, float] = {}
+    if target == "duckdb":
+        import duckdb
+
+        path = os.path.join(work, "ref.duckdb")
+        t, c = time.perf_counter(), time.process_time()
+        con = duckdb.connect(path)
+        con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{src}')")
+        con.close()
+        out["CREATE TABLE AS SELECT"] = time.perf_counter() - t
+        out["CREATE TABLE AS SELECT (CPU)"] = time.process_time() - c
+        os.remove(path)
+    elif target == "delta":
+        import duckdb
+        import polars as pl
+        from deltalake import DeltaTable, write_deltalake
+
+        path = os.path.join(work, "ref-delta")
+        t, c = time.perf_counter(), time.process_time()
+        write_deltalake(path, pl.read_parquet(src).to_arrow())
+        out["write_deltalake"] = time.perf_counter() - t
+        out["write_deltalake (CPU)"] = time.process_time() - c
+        if src2:
+            changed = duckdb.sql(f"SELECT * FROM read_parquet('{src2}') EXCEPT SELECT * FROM read_parquet('{src}')").to_arrow_table()
+            t, c = time.perf_counter(), time.process_time()
+            (DeltaTable(path).merge(changed, "t.id = s.id", source_alias="s", target_alias="t")
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+            out["DeltaTable.merge of the changed rows"] = time.perf_counter() - t
+            out["DeltaTable.merge of the changed rows (CPU)"] = time.process_time() - c
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", required=True)
     ap.add_argument("--src2", required=True)
-    ap.add_argument("--target", choices=["duckdb", "postgres"], default="duckdb")
+    ap.add_argument("--target", choices=["duckdb", "postgres", "delta"], default="duckdb")
+    ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--pg-uri")
     ap.add_argument("--mode", default="upsert")
     ap.add_argument("--batch-size", type=int, default=None)
@@ -131,25 +178,34 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="dfsync-prof-")
     try:
         dest = (dfsync.destinations.duckdb(os.path.join(work, "dest.duckdb"), table="t") if args.target == "duckdb"
+                else dfsync.destinations.delta(os.path.join(work, "dest-delta")) if args.target == "delta"
                 else dfsync.destinations.postgres(args.pg_uri, table="t"))
+        ref = {} if args.no_reference else reference(args.target, args.src, args.src2, work)
         kw = {} if args.batch_size is None else {"batch_size": args.batch_size}
         for label, src in (("initial", args.src), ("re-sync", args.src2)):
             TIMES.clear()
+            CPU.clear()
             COUNTS.clear()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             ws = dfsync.Workspace(os.path.join(work, "ws.duckdb"))
             sync = ws.create_sync("p", source=dfsync.sources.files(src), destination=dest, primary_key="id",
                                   destination_mode=args.mode, **kw)
             t_run = time.perf_counter()
             run = sync.run(progress=False)
-            total = time.perf_counter() - t
+            total, cpu = time.perf_counter() - t, time.process_time() - c
             assert run.status == "success", run.error
             if (args.only == "initial" and label != "initial") or (args.only == "resync" and label == "initial"):
                 continue
-            print(f"\n== {label}: {total:.2f}s total ({t_run - t:.2f}s workspace open + create_sync), "
-                  f"counts {run.counts}")
+            print(f"\n== {label}: {total:.2f}s total, {cpu:.2f} CPU-s ({t_run - t:.2f}s workspace open + "
+                  f"create_sync), counts {run.counts}")
+            refs = [k for k in ref if not k.endswith("(CPU)") and (args.target == "duckdb"
+                                                                     or ("merge" in k) == (label != "initial"))]
+            for k in refs:
+                print(f"  reference: {k:<40} {ref[k]:7.2f}s {ref[k + ' (CPU)']:7.2f} CPU-s   "
+                      f"dfsync / reference {total / ref[k]:.2f}x")
+            print(f"  {'phase':<44} {'wall':>8} {'CPU':>8}")
             for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1]):
-                print(f"  {k:<44} {v:7.2f}s  x{COUNTS[k] or ''}")
+                print(f"  {k:<44} {v:7.2f}s {CPU[k]:7.2f}s  x{COUNTS[k] or ''}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

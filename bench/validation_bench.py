@@ -13,7 +13,11 @@
    re-sync without checks, in the same process, alternating (target: <= 1.2x).
 
     python bench/validation_bench.py [--rows 10000000] [--gx-rows 1000000]
-    python bench/validation_bench.py --resync [--rows 10000000] [--repeat 2]
+    python bench/validation_bench.py --resync [--rows 10000000] [--repeat 2] [--profile]
+
+--profile prints, for the checked re-syncs, the wall and CPU seconds (all threads of the
+process) of each part of the check phase: the dataset view, each uniqueness check's hash
+test and exact GROUP BY, the scan of aggregates, the whole evaluation.
 """
 
 from __future__ import annotations
@@ -95,7 +99,41 @@ def dataset_checks() -> list:
             dc.unique("email"), gxe.ExpectColumnUniqueValueCountToBeBetween(column="status", min_value=2)]
 
 
-def resync(n: int, repeat: int) -> None:
+PROFILE: dict[str, list[float]] = {}
+
+
+def profiled(owner, name: str, label: str) -> None:
+    """Add each call's wall and CPU seconds (the process: DuckDB's threads too) to PROFILE."""
+    fn = getattr(owner, name)
+
+    def wrapper(*a, **kw):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            return fn(*a, **kw)
+        finally:
+            acc = PROFILE.setdefault(label, [0.0, 0.0, 0])
+            acc[0] += time.perf_counter() - t
+            acc[1] += time.process_time() - c
+            acc[2] += 1
+
+    setattr(owner, name, wrapper)
+
+
+def instrument() -> None:
+    from dfsync import _checks_sql, checks, staging
+
+    try:
+        from dfsync import _checks_eval as evaluation  # where evaluation lives after the split
+    except ImportError:
+        evaluation = checks
+    profiled(staging.Staging, "dataset_view", "dataset view")
+    profiled(_checks_sql.DistinctTest, "all_distinct", "unique: hash test (64-bit hashes, polars)")
+    profiled(_checks_sql.Compiled, "prepare", "unique: hash test + exact GROUP BY if needed")
+    profiled(evaluation, "_run_sql_checks", "compiled checks (prepare + aggregate scan + failing rows)")
+    profiled(checks, "evaluate_staged", "whole check phase (evaluate_staged)")
+
+
+def resync(n: int, repeat: int, profile: bool = False) -> None:
     import shutil
     import tempfile
 
@@ -121,6 +159,8 @@ def resync(n: int, repeat: int) -> None:
         assert run.status == "success", run.error
         print(f"initial load {label}: {time.perf_counter() - t:.1f} s")
     times: dict[str, list[float]] = {k: [] for k in syncs}
+    if profile:
+        instrument()
     for k in range(repeat):
         # 1% of the rows change (a different 1% each round)
         con.execute(f"UPDATE staged SET age = age + 0.5 WHERE (_rid + {k * 37}) % 100 = 0").complete()
@@ -135,8 +175,14 @@ def resync(n: int, repeat: int) -> None:
     print(f"\n3) full-refresh re-sync, {n:,} rows, 1% changed (best of {repeat}; all: {times})")
     print(f"   without checks          : {plain:6.2f} s")
     print(f"   5 dataset-level checks  : {checked:6.2f} s  ratio {checked / plain:.2f}x (target <= 1.2x)")
+    rounds = [c / p for p, c in zip(*times.values(), strict=True)]
+    print(f"   ratio per round (same moment's load): {', '.join(f'{r:.2f}' for r in rounds)}")
     for label, sync in syncs.items():
         print(f"   {label}: seconds per state of the last re-sync {sync.last_run().durations}")
+    if profile:
+        print(f"   check phase over {repeat} checked re-syncs (wall s, CPU s, calls):")
+        for label, (w, c, calls) in PROFILE.items():
+            print(f"     {label:60s} {w:6.2f} {c:6.2f} {calls:3d}")
     v = syncs["5 dataset-level checks"].last_run().validation()
     print(v.select("check_name", "scope", "success", "element_count").to_dicts())
     ws.close()
@@ -149,10 +195,11 @@ def main() -> None:
     ap.add_argument("--gx-rows", type=int, default=1_000_000)
     ap.add_argument("--resync", action="store_true")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     n = args.rows
     if args.resync:
-        resync(n, args.repeat)
+        resync(n, args.repeat, args.profile)
         return
     con = duckdb.connect()
     t = time.perf_counter()
@@ -173,7 +220,7 @@ def main() -> None:
     print(f"   hand-written DuckDB query : {t_hand:6.2f} s  ({n / t_hand / 1e6:.1f} M rows/s)")
     print(f"   dfsync built-in checks    : {t_dfs:6.2f} s  ({n / t_dfs / 1e6:.1f} M rows/s)"
           f"  ratio {t_dfs / t_hand:.2f}x (target <= 1.5x)")
-    print(f"   failing rows per check    : {dict(zip([c.name for c in checks], ours))}")
+    print(f"   failing rows per check    : {dict(zip([c.name for c in checks], ours, strict=True))}")
 
     t = time.perf_counter()
     suite = gx_suite()

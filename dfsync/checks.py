@@ -626,7 +626,7 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
             temps.append(dups)
         comp = compile_check(form, types, rel, dups)
         if comp.setup:
-            _run(con, comp.setup)
+            comp.prepare(con)
             if dups and not con.execute(f"SELECT count(*) FROM {quote(dups)}").fetchall()[0][0]:
                 comp.fail = "false"  # no repeated value: no row fails (and no scan to look for them)
         compiled.append((c, comp))
@@ -640,13 +640,14 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
         _run(con, f"CREATE TEMP TABLE {quote(fails)} AS SELECT * EXCLUDE (_row) FROM ("
                   f"SELECT _rid, {', '.join(f'f{i}' for i, _, _ in row_checks)}{values}, true AS _row "
                   f"FROM (SELECT *, {flags} FROM {rel}) WHERE {where})")
-    miss_ids = [i for i, (_, comp) in enumerate(compiled) if comp.fail and comp.missing]
+    miss_ids = [i for i, (_, comp) in enumerate(compiled) if comp.fail and comp.missing and comp.considered is None]
     agg_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg]
     select = ["count(*)"] + [f"count(*) FILTER (WHERE {compiled[i][1].missing})" for i in miss_ids] \
         + [compiled[i][1].agg for i in agg_ids]
     row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchall()[0]
     n = int(row[0])
     missing = dict(zip(miss_ids, row[1:1 + len(miss_ids)], strict=True))
+    missing.update({i: n - comp.considered for i, (_, comp) in enumerate(compiled) if comp.considered is not None})
     observed = dict(zip(agg_ids, row[1 + len(miss_ids):], strict=True))
     counts: dict[int, tuple[int, list]] = {}
     if row_checks:

@@ -149,6 +149,49 @@ def test_config_round_trip_for_every_kind():
     assert a == b
 
 
+UNIQUE_DATA = pl.DataFrame({
+    "id": list(range(12)),
+    "x": [0.0, -0.0, math.nan, None, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5],  # 0.0 and -0.0 are one value
+    "s": ["a", "b", None, "", "é", "e\u0301", "日本", "d", "a", "f", "g", "h"],
+    "t": ["k", "k", "k", "k", "k", "k", "k", "k", "l", "k", "k", "k"],
+})
+UNIQUE_CHECKS = (dc.unique("id"), dc.unique("x"), dc.unique("s"), dc.unique(["s", "t"]), dc.unique(["x", "t"]))
+
+
+def unique_outcome() -> tuple[dict, dict]:
+    res, failing, _ = run(*UNIQUE_CHECKS, df=UNIQUE_DATA)
+    return {k: (r["success"], r["unexpected_count"], r["result"].get("missing_count"), r["partial_unexpected_list"])
+            for k, r in res.items()}, failing
+
+
+def test_unique_is_exact_whether_hashes_prove_it_collide_or_are_not_counted(monkeypatch):
+    """Uniqueness is first tested on one 64-bit hash per value; when the hashes are not all
+    distinct (a repeated value or a collision) or too many to count in memory, the values
+    themselves are grouped. Every way gives the same results and failing rows."""
+    from dfsync import _checks_sql
+
+    fast = unique_outcome()
+    assert fast[0]["id unique"] == (True, 0, 0, [])
+    assert fast[0]["x unique"][:3] == (False, 2, 2)  # 0.0 = -0.0; NaN and NULL are missing
+    assert fast[1]["x unique"] == [0, 1]
+    assert fast[1]["s unique"] == [0, 8] and fast[0]["s unique"][2] == 1  # é composed vs not: distinct
+    assert fast[0]["s, t unique"][:2] == (True, 0) and fast[0]["x, t unique"][:2] == (False, 2)
+    monkeypatch.setattr(_checks_sql, "HASH_ROWS", 3)  # too many rows to count hashes: group values
+    assert unique_outcome() == fast
+    monkeypatch.setattr(_checks_sql, "HASH_ROWS", 100)
+    real = _checks_sql.DistinctTest.all_distinct
+    seen = []
+
+    def colliding(self, con):  # every value hashes to one of two: the hash test proves nothing
+        self.hashes = self.hashes.replace("SELECT hash(", "SELECT hash(", 1).replace(" FROM ", " % 2 FROM ", 1)
+        seen.append(real(self, con))
+        return seen[-1]
+
+    monkeypatch.setattr(_checks_sql.DistinctTest, "all_distinct", colliding)
+    assert unique_outcome() == fast
+    assert seen and not any(seen)
+
+
 def test_default_names_are_made_unique_and_explicit_duplicates_refused():
     names = [c.name for c in dc.normalize_checks([dc.not_null("a"), dc.not_null("a"), dc.not_null("a")])]
     assert names == ["a not_null", "a not_null (2)", "a not_null (3)"]
