@@ -94,7 +94,7 @@ def test_the_duckdb_store_offers_every_operation_of_the_protocol():
     assert missing == []
     store = Store(":memory:")
     try:
-        assert isinstance(store.path, str) and store.memory is True
+        assert isinstance(store.path, str) and store.memory is True and store.key.startswith("memory:")
     finally:
         store.close()
 

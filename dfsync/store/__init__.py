@@ -1,7 +1,9 @@
 """The workspace store: the only place that speaks SQL to the workspace tables.
 
-:class:`WorkspaceStore` lists the operations the rest of dfsync uses; :class:`Store` implements
-them on a DuckDB file (``_duckdb.py``; opening the file, leases and the hand-over between
+:class:`WorkspaceStore` (``_protocol.py``) lists the operations the rest of dfsync uses; no other
+module gets a connection to the workspace (tests/test_store_boundary.py). :class:`Store` implements
+them on a DuckDB file (``_duckdb.py``: syncs, runs, events; ``_delivery.py``: the delivered state,
+the batch ledger, records and check results; opening the file, leases and the hand-over between
 processes in ``_filelock.py``; the schema in ``_migrations.py``); :class:`PostgresStore` on a schema
 of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnections.py``, ``_pgcon.py``).
 """

@@ -66,3 +66,14 @@ def decode_sync(row: dict[str, Any]) -> dict[str, Any]:
 def frame(con: Any, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
     """Run a query and return a polars DataFrame (through Arrow, without the DB-API copy)."""
     return pl.from_arrow(con.sql(query, params=list(params) if params else None).to_arrow_table())  # type: ignore[return-value]
+
+
+class StoreKey:
+    """``key``: what identifies a workspace within this process (a file's absolute path, a PostgreSQL
+    schema's address), for the per-process registries (live staging, sync locks, active runs)."""
+
+    _key: str
+
+    @property
+    def key(self) -> str:
+        return self._key

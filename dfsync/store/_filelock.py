@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import duckdb
 
 from ..errors import WorkspaceBusy, WorkspaceCorrupt, WorkspaceError
-from ._common import now
+from ._common import StoreKey, now
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
@@ -40,7 +40,7 @@ _local_locks: dict[str, threading.RLock] = {}
 _memory_cons: dict[str, duckdb.DuckDBPyConnection] = {}
 
 
-class FileConnections:
+class FileConnections(StoreKey):
     """Connections to one workspace file (the SQL of its tables is in :class:`~dfsync.store._duckdb.Store`)."""
 
     def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True) -> None:

@@ -22,6 +22,11 @@ class WorkspaceStore(Protocol):
     path: str
     memory: bool
 
+    @property
+    def key(self) -> str:
+        """What identifies this workspace within the process (keys the per-process registries)."""
+        ...
+
     # ------------------------------------------------------------------ connections
     @contextlib.contextmanager
     def lease(self) -> Iterator[None]:
