@@ -262,14 +262,14 @@ class SyncDefinition:
 
     def __getattr__(self, name: str) -> Any:
         # only reached when the attribute is missing: a definition read back builds its source,
-        # destination and checks from the stored configs when first asked for them
+        # destination and checks from the stored configs when asked for them (the latter two once)
         stored = self.__dict__.get("_stored")
         if stored is None or name not in _BUILT_ON_USE:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        if name == "source":
-            value: Any = source_from_config(stored["source"])
-        elif name == "destination":
-            value = destination_from_config(stored["destination"])
+        if name == "source":  # built afresh on each use, as a new read (with_source() fixes one)
+            return source_from_config(stored["source"])
+        if name == "destination":
+            value: Any = destination_from_config(stored["destination"])
         elif stored.get("checks"):
             from . import checks as checks_mod
 

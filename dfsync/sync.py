@@ -26,7 +26,7 @@ from .errors import SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
 from .mapping import Mapping
 from .run import Preview, SyncRun, _results_frame
 from .runner import Runner, sync_lock
-from .sources.base import Source, source_from_config
+from .sources.base import Source
 from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
 
 if TYPE_CHECKING:
@@ -69,9 +69,7 @@ class Sync:
     def source(self) -> Source:
         if self._one_run_source is not None:
             return self._one_run_source
-        if "source" in self._live:
-            return self._live["source"]
-        return source_from_config(self.definition["source"])  # built again each time, as a fresh read
+        return self.spec.source  # this session's object, or built again from its config on each use
 
     @property
     def destination(self) -> Destination:
