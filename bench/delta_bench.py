@@ -31,7 +31,8 @@ from bench.postgres_bench import make_frame  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--batch-size", type=int, default=250_000)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the sync's batch_size (default None: the destination's own, 1M rows for Delta)")
     args = ap.parse_args()
     from deltalake import DeltaTable, write_deltalake
 
@@ -74,7 +75,7 @@ def main() -> None:
         assert pl.read_delta(dest_path).sort("id").equals(pl.read_delta(raw_path).sort("id"))
 
         n = args.rows
-        print(f"rows: {n:,} x 8 columns, local Delta table, batch_size={args.batch_size:,}")
+        print(f"rows: {n:,} x 8 columns, local Delta table, batch_size={args.batch_size}")
         print(f"write_deltalake:          {raw:7.2f} s  {n / raw / 1e6:5.2f} M rows/s")
         print(f"initial mirror sync:      {initial:7.2f} s  {n / initial / 1e6:5.2f} M rows/s")
         print(f"hand-written merge (1%):  {merge:7.2f} s")

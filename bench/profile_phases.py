@@ -37,7 +37,9 @@ COUNTS: collections.Counter[str] = collections.Counter()
 
 
 def timed(owner: Any, name: str, label: str) -> None:
-    fn = getattr(owner, name)
+    fn = getattr(owner, name, None)
+    if fn is None:  # renamed or gone since: nothing to time
+        return
 
     def wrapper(*a: Any, **kw: Any) -> Any:
         t, c = time.perf_counter(), time.process_time()
@@ -53,7 +55,9 @@ def timed(owner: Any, name: str, label: str) -> None:
 
 def timed_cm(owner: Any, name: str, label: str) -> None:
     """Time the enter and the exit of a context manager method (not the body)."""
-    fn = getattr(owner, name)
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return
 
     @contextlib.contextmanager
     def wrapper(*a: Any, **kw: Any) -> Any:

@@ -88,7 +88,7 @@ class SyncDefinition:
     checks: Any = field(default_factory=list)
     on_invalid: str = "fail"
     max_failed_rows: int | float = 0
-    batch_size: int = 100_000
+    batch_size: int | None = None  # None: the destination's own best size (Destination.default_batch_size)
     schedule: str | None = None
     failed_rows_alert: int | float | None = None
     allow_empty: bool = False
@@ -119,7 +119,7 @@ class SyncDefinition:
         if not keys or not all(isinstance(k, str) and k for k in keys):
             raise ConfigError("primary_key must be a column name or a list of column names (as sent, after mapping)")
         bs = self.batch_size
-        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+        if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
             raise ConfigError(f"batch_size must be a positive integer, not {bs!r}")
         mfr = self.max_failed_rows
         if not _is_fraction_or_count(mfr) or (isinstance(mfr, float) and mfr >= 1 and not mfr.is_integer()):

@@ -593,7 +593,8 @@ class Runner:
         self._report()
         with store.lease():
             store.ensure_state_table(self.sync_id, {k: staging.types[k] for k in key})
-            reader = staging.batches(mode, defn.batch_size)
+            size = defn.batch_size or defn.destination.default_batch_size  # None: the destination's choice
+            reader = staging.batches(mode, size)
             pool = pa.default_memory_pool()
             # A transactional destination writes batch n on a writer thread while this thread
             # reads batch n+1 from staging and writes it ahead to the workspace (PostgreSQL
@@ -601,7 +602,7 @@ class Runner:
             writer = _DestinationWriter(self.session, inline=not getattr(defn.destination, "transactional", True))
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
-                for tbl in rebatch(reader, writer.batch_rows(defn.batch_size, total)):
+                for tbl in rebatch(reader, writer.batch_rows(size, total)):
                     store.write_ahead(self.sync_id, self.run_id, next_batch, tbl, key, ACTION_COLUMN)
                     sent.append((tbl, next_batch, writer.submit(WriteBatch(next_batch, tbl.drop_columns(["_fp", "_rid"])))))
                     next_batch += 1

@@ -56,7 +56,7 @@ class Sync:
         self.destination_mode: DestinationMode = spec.destination_mode
         self.on_invalid: str = spec.on_invalid
         self.max_failed_rows = spec.max_failed_rows
-        self.batch_size: int = spec.batch_size
+        self.batch_size: int | None = spec.batch_size
         self.schedule: str | None = spec.schedule
         self.failed_rows_alert = spec.failed_rows_alert
         self.allow_empty: bool = spec.allow_empty

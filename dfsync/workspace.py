@@ -105,7 +105,7 @@ class Workspace:
         checks: Any = None,
         on_invalid: str = "fail",
         max_failed_rows: int | float = 0,
-        batch_size: int = 100_000,
+        batch_size: int | None = None,
         schedule: str | None = None,
         on_success: Callable[[SyncRun], Any] | None = None,
         on_failure: Callable[[SyncRun], Any] | None = None,

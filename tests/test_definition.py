@@ -48,7 +48,8 @@ def test_create_sync_stores_the_same_json_as_before(tmp_path):
         rich, plain = _make(ws, tmp_path)
         assert rich.definition == _at(RICH, tmp_path)
         assert list(rich.definition) == list(RICH)  # same keys, same order
-        assert plain.definition == _at(PLAIN, tmp_path)
+        # batch_size=None (the destination's own size) became the default after 842eab3 (issue 22)
+        assert plain.definition == {**_at(PLAIN, tmp_path), "batch_size": None}
     with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:  # as read back from the file
         assert ws.sync("rich").definition == _at(RICH, tmp_path)
 

@@ -41,6 +41,9 @@ _DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.I
 @register_destination
 class DuckDBDestination(Destination):
     kind = "duckdb"
+    #: eight DuckDB row groups (122,880 rows each): 20 batches of 100k for 2M rows cost about
+    #: 0.9 CPU-s more than two of a million (bench/RESULTS.md, issue 22)
+    default_batch_size = 8 * 122_880
 
     def __init__(self, path: str, table: str) -> None:
         if not table or not isinstance(table, str):

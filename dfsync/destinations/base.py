@@ -182,6 +182,9 @@ class Destination(ABC):
     #: True when a committed batch is visible in the destination at once; False when the run's
     #: batches only take effect in ``finish()`` (a failed run then delivered nothing).
     applies_per_batch: ClassVar[bool] = True
+    #: Rows per batch when the sync's ``batch_size`` is None (its default): each destination's
+    #: own best size (bench/RESULTS.md, issue 22).
+    default_batch_size: ClassVar[int] = 100_000
     #: Destination modes this destination supports.
     modes: ClassVar[frozenset[DestinationMode]] = frozenset(DestinationMode)
 

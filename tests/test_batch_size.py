@@ -1,0 +1,63 @@
+"""batch_size=None (the default): each destination sends batches of its own best size."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync.destinations._duckdb import DuckDBDestination
+
+ROW_GROUP = 122_880  # DuckDB's row-group size: a smaller insert goes through the WAL first
+
+
+def frame(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"id": range(n), "v": [f"v{i}" for i in range(n)]})
+
+
+def duckdb_batches(path: str) -> list[int]:
+    con = duckdb.connect(path, read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT rows FROM _dfsync_batches WHERE batch_no > 0 ORDER BY batch_no").fetchall()]
+    finally:
+        con.close()
+
+
+def test_duckdb_default_is_whole_row_groups():
+    assert DuckDBDestination.default_batch_size % ROW_GROUP == 0
+    assert DuckDBDestination.default_batch_size > 100_000
+
+
+@pytest.mark.parametrize("batch_size, want", [(None, [300, 300, 300, 100]), (500, [500, 500])])
+def test_none_takes_the_destination_size_and_an_int_overrides_it(tmp_path, monkeypatch, batch_size, want):
+    monkeypatch.setattr(DuckDBDestination, "default_batch_size", 300)
+    with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:
+        dest = str(tmp_path / "dest.duckdb")
+        sync = ws.create_sync("s", source=dfsync.sources.frame(frame(1000)), primary_key="id",
+                              destination=dfsync.destinations.duckdb(dest, table="t"), batch_size=batch_size)
+        assert sync.batch_size == batch_size and json.loads(json.dumps(sync.definition))["batch_size"] == batch_size
+        run = sync.run(progress=False)
+        assert run.status == "success" and run.counts["sent"] == 1000
+    assert duckdb_batches(dest) == want
+
+
+def test_delta_commits_once_per_default_batch(tmp_path, monkeypatch):
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):  # under CI a missing package fails
+        pytest.importorskip("deltalake")
+    from deltalake import DeltaTable
+
+    from dfsync.destinations._delta import DeltaDestination
+
+    monkeypatch.setattr(DeltaDestination, "default_batch_size", 400)
+    path = str(tmp_path / "lake")
+    with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:
+        sync = ws.create_sync("s", source=dfsync.sources.frame(frame(1000)), primary_key="id",
+                              destination=dfsync.destinations.delta(path))
+        assert sync.run(progress=False).status == "success"
+    commits = [h for h in DeltaTable(path).history() if "dfsync" in h and "batch" in json.loads(h["dfsync"])]
+    assert len(commits) == 3
+    assert pl.read_delta(path).sort("id").equals(frame(1000))
