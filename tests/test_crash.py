@@ -54,12 +54,12 @@ def kill_mid_transfer(ws_path: str, name: str, marker: str, timeout: float = 120
 # many more kill points, run under -m slow (here and in test_crash_matrix.py)
 @pytest.mark.parametrize("mode", ["insert", pytest.param("upsert", marks=pytest.mark.slow),
                                   pytest.param("mirror", marks=pytest.mark.slow)])
-def test_sigkill_during_transfer_then_resume_is_exact(tmp_path, target, mode):
+def test_sigkill_during_transfer_then_resume_is_exact(tmp_path, target, mode, ws_path=None):
     data = source_rows(3000)
     src_file = tmp_path / "src.parquet"
     data.write_parquet(src_file)
     marker = str(tmp_path / "marker")
-    ws_path = str(tmp_path / "ws.duckdb")
+    ws_path = ws_path or str(tmp_path / "ws.duckdb")  # tests/test_pg_workspace.py passes a PostgreSQL one
     ws = dfsync.Workspace(ws_path)
     dest = FaultyDestination(target.make("t"), sleep=0.03, marker=marker, marker_after=4)
     ws.create_sync("crash", source=dfsync.sources.files(str(src_file)), destination=dest, primary_key="id",

@@ -6,6 +6,7 @@ workspace is tested by the modules that run on both stores (``ws_target``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -100,12 +101,36 @@ def test_an_unreachable_server_is_workspace_busy_with_a_clear_message(pg_server)
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no driver traceback under it
 
 
-def test_the_password_is_resolved_at_connect_time_and_never_shown(pg_server, monkeypatch, tmp_path):
+def test_a_server_restart_between_calls_is_ridden_out_and_a_stopped_server_is_busy(pg_server, pg_uri, tmp_path):
+    ws = dfsync.Workspace(f"{pg_uri}?schema={_schema()}", busy_timeout=1)
+    _sync(ws, tmp_path)
+    try:
+        pg_server.restart()
+        assert ws.syncs()["name"].to_list() == ["s"]  # the dropped connection is replaced
+        pg_server.stop()
+        with pytest.raises(dfsync.errors.WorkspaceBusy, match="workspace server unreachable"):
+            ws.syncs()
+        with pytest.raises(dfsync.errors.WorkspaceBusy, match="did not answer for"):
+            ws.sync("s")
+    finally:
+        pg_server.start()
+    assert ws.sync("s").name == "s"
+    ws.close()
+
+
+@pytest.fixture
+def role_db(pg_server) -> tuple[str, str]:
+    """(database, password): a fresh database owned by the role that must give its password."""
     pw = "pw-" + uuid.uuid4().hex
     db = pg_server.new_database().rsplit("/", 1)[1]
     verb = "ALTER" if pg_server.execute(f"SELECT 1 FROM pg_roles WHERE rolname = '{PASSWORD_ROLE}'") else "CREATE"
     pg_server.execute(f"{verb} ROLE {PASSWORD_ROLE} WITH LOGIN PASSWORD '{pw}'")
     pg_server.execute(f'ALTER DATABASE "{db}" OWNER TO {PASSWORD_ROLE}')
+    return db, pw
+
+
+def test_the_password_is_resolved_at_connect_time_and_never_shown(pg_server, role_db, monkeypatch, tmp_path):
+    db, pw = role_db
     target = f"postgresql://{PASSWORD_ROLE}:env:DFSYNC_TEST_WS_PW@127.0.0.1:{pg_server.port}/{db}?schema=ops"
     # not set: a ConfigError naming the variable, nothing opened
     monkeypatch.delenv("DFSYNC_TEST_WS_PW", raising=False)
@@ -156,12 +181,10 @@ def test_claim_next_run_is_a_compare_and_set_across_handles(pg_uri, tmp_path):
 
 
 RACER = r"""
-import os, sys, time, pathlib
+import sys, time, pathlib
 import dfsync
-from dfsync.states import RunStatus
 target, rounds, me, other, box = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], pathlib.Path(sys.argv[5])
-ws = dfsync.Workspace(target)
-sid = ws.sync("s").id
+sync = dfsync.Workspace(target).sync("s")
 
 def wait(p):
     while not p.exists():
@@ -169,26 +192,33 @@ def wait(p):
 
 for i in range(rounds):
     wait(box / f"go-{i}")
+    won = []
+
+    def hold(status, row, i=i):  # the winner's run stays on until the other process has tried
+        if not won:
+            won.append(row["id"])
+            (box / f"att-{i}-{me}").write_text(f"won {row['id']}")
+            wait(box / f"att-{i}-{other}")
+
     try:
-        rid = ws.store.create_run(sid, 1, "manual")
+        run = sync.run(progress=hold)
     except dfsync.errors.SyncAlreadyRunning as exc:
         (box / f"att-{i}-{me}").write_text("lost " + str(exc))
         continue
-    (box / f"att-{i}-{me}").write_text(f"won {rid}")
-    wait(box / f"att-{i}-{other}")  # hold the run until the other process has tried
-    ws.store.transition_run(rid, RunStatus.QUERYING)
-    ws.store.transition_run(rid, RunStatus.FAILED, "round over", error="round over")
-    (box / f"end-{i}").write_text("")
+    assert run.status == "success", run.error
+    (box / f"end-{i}").write_text(run.status.value)
 """
 
 
 def test_the_same_sync_raced_from_two_processes_gets_one_run_per_round(pg_uri, tmp_path):
     target = f"{pg_uri}?schema={_schema()}"
     ws = dfsync.Workspace(target)
-    _sync(ws, tmp_path)
+    pl.DataFrame({"id": list(range(100)), "v": ["x"] * 100}).write_parquet(tmp_path / "src.parquet")
+    ws.create_sync("s", source=dfsync.sources.files(str(tmp_path / "src.parquet")),
+                   destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"), primary_key="id")
     box = tmp_path / "box"
     box.mkdir()
-    rounds = 12
+    rounds = 10
     procs = [subprocess.Popen([sys.executable, "-c", RACER, target, str(rounds), me, other, str(box)],
                               env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for me, other in (("a", "b"), ("b", "a"))]
@@ -203,9 +233,8 @@ def test_the_same_sync_raced_from_two_processes_gets_one_run_per_round(pg_uri, t
                 time.sleep(0.005)
             results = sorted((box / f"att-{i}-{w}").read_text() for w in "ab")
             assert [r.split()[0] for r in results] == ["lost", "won"], results
-            lost = results[0]
-            won_id = results[1].split()[1]
-            assert f"run {won_id} of this sync" in lost and "in process" in lost and " on " in lost, lost
+            lost, won_id = results[0], results[1].split()[1]
+            assert f"run {won_id} of this sync is" in lost and "in process" in lost and " on " in lost, lost
         for p in procs:
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
@@ -214,11 +243,11 @@ def test_the_same_sync_raced_from_two_processes_gets_one_run_per_round(pg_uri, t
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    # one run per round, each with its own events; the loser wrote nothing
-    assert ws.store.run_count(ws.sync("s").id) == rounds
-    created = ws.sync("s").events().filter(pl.col("detail").str.starts_with("run created"))
-    assert created.height == rounds
-    assert ws.runs()["status"].to_list() == ["failed"] * rounds
+    # one run per round, each with its own events; the losers wrote nothing
+    sync = ws.sync("s")
+    assert ws.runs()["status"].to_list() == ["success"] * rounds
+    assert sync.events().filter(pl.col("detail").str.starts_with("run created")).height == rounds
+    assert sync.runs()["inserted"].sum() == 100 and sync.delivered().height == 100
     ws.close()
 
 
@@ -251,6 +280,81 @@ def test_a_run_whose_owner_process_died_is_recovered_from_another_process(pg_uri
     ws.store.transition_run(rid, RunStatus.FAILED, "done", error="done")
     other.close()
     ws.close()
+
+
+def test_a_run_killed_mid_transfer_is_found_by_the_next_process_and_resumed_exactly(pg_uri, tmp_path, target):
+    """SIGKILL ends the owner's session: the next process to open the workspace pauses the run
+    (its sync lock is free) and resumes it; every row lands once (insert mode)."""
+    from tests.test_crash import test_sigkill_during_transfer_then_resume_is_exact as crash_test
+
+    crash_test(tmp_path, target, "insert", ws_path=f"{pg_uri}?schema={_schema()}")
+
+
+test_a_run_killed_mid_transfer_is_found_by_the_next_process_and_resumed_exactly.target_kinds = ["duckdb", "postgres"]
+
+
+def test_the_cli_runs_a_sync_of_a_postgres_workspace_and_sql_speaks_postgresql(pg_server, role_db, monkeypatch,
+                                                                                tmp_path, dfsync_cli):
+    """--workspace takes the URI (password by env:NAME, resolved in the CLI's own process)."""
+    db, pw = role_db
+    target = f"postgresql://{PASSWORD_ROLE}:env:DFSYNC_TEST_CLI_PW@127.0.0.1:{pg_server.port}/{db}?schema=ops"
+    monkeypatch.setenv("DFSYNC_TEST_CLI_PW", pw)
+    pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]}).write_parquet(tmp_path / "src.parquet")
+    ws = dfsync.Workspace(target)
+    ws.create_sync("s", source=dfsync.sources.files(str(tmp_path / "src.parquet")),
+                   destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"), primary_key="id")
+    res = dfsync_cli("run", "s", "-w", target, "--json", DFSYNC_TEST_CLI_PW=pw)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["status"] == "success" and pw not in res.out + res.err
+    listed = dfsync_cli("syncs", "-w", target, DFSYNC_TEST_CLI_PW=pw)
+    assert listed.code == 0 and "s" in listed.out and pw not in listed.out + listed.err
+    # ws.sql() is PostgreSQL: its functions, $n or ? placeholders
+    assert ws.sql("SELECT inserted FROM runs WHERE sync_id = $1", [1]).item() == 3
+    assert ws.sql("SELECT string_agg(status, ',' ORDER BY id) AS s FROM runs WHERE id = ?", [1]).item() == "success"
+    # the CLI never creates a workspace: a schema without one is a usage error
+    res = dfsync_cli("syncs", "-w", target.replace("schema=ops", "schema=nothing"), DFSYNC_TEST_CLI_PW=pw)
+    assert res.code == 2 and "no dfsync workspace" in res.err and "Traceback" not in res.err
+    ws.close()
+
+
+def test_records_read_back_the_same_from_both_stores(pg_uri, tmp_path):
+    """Kept records (every type a frame commonly has), the panels' samples and last sent values:
+    a PostgreSQL workspace answers exactly as the DuckDB file does."""
+    from datetime import date, datetime, timezone
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    df = pl.DataFrame({
+        "id": [1, 2, 3, 4], "name": ["a", "b ✓", None, "d"], "score": [1.5, float("nan"), None, -0.0],
+        "ok": [True, False, None, True], "day": [date(2024, 1, 1), None, date(1999, 12, 31), date(2024, 2, 29)],
+        "at": [datetime(2024, 1, 1, 12, tzinfo=timezone.utc), None, datetime(2024, 3, 1, tzinfo=timezone.utc),
+               datetime(2000, 1, 1, tzinfo=timezone.utc)],
+        "amount": [Decimal("1.10"), Decimal("-2.50"), None, Decimal("0.01")],
+        "tags": [["x", "y"], [], None, ["z"]],
+    })
+    answers = []
+    for target in (str(tmp_path / "ws.duckdb"), f"{pg_uri}?schema={_schema()}"):
+        ws = dfsync.Workspace(target)
+        sync = ws.create_sync("r", source=dfsync.sources.frame(df), primary_key="id", on_invalid="skip",
+                              destination=dfsync.destinations.duckdb(str(tmp_path / f"d{len(answers)}.duckdb"), table="t"),
+                              checks=[dfsync.checks.not_null("name")])
+        run = sync.run(progress=False)
+        assert run.status == "success" and run.counts["invalid"] == 1, run.error
+        answers.append((
+            run.records().sort("id"),
+            ws.store.record_sample(sync.id, run.id, "invalid", check="name not_null"),
+            ws.store.last_sent_values(sync.id, ["id"], pa.table({"id": [1, 2, 9]})).sort("id"),
+            ws.store.checks_frame(run.id).drop("result"),
+            sync.delivered().sort("id"),
+        ))
+        ws.close()
+    from polars.testing import assert_frame_equal
+
+    for duck, pg in zip(*answers, strict=True):
+        assert duck.columns == pg.columns and duck.height == pg.height > 0
+        # the same values; PostgreSQL's decimals come back as decimal(38, scale), its time zone as "UTC"
+        assert_frame_equal(duck, pg.cast(duck.schema))
 
 
 def test_duckdb_is_still_the_default(tmp_path):

@@ -86,12 +86,16 @@ def test_next_after_refuses_naive_datetimes() -> None:
 
 
 # ---------------------------------------------------------------------- fixtures
+#: the tests using ``setup`` run on a workspace file and on a PostgreSQL workspace
+WORKSPACE_STORES = ("duckdb", "postgres")
+
+
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, ws_target):
     src = tmp_path / "customers.parquet"
     pl.DataFrame({"id": [1, 2, 3], "name": ["a", "b", "c"]}).write_parquet(src)
     warehouse = tmp_path / "warehouse.duckdb"
-    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    ws = dfsync.Workspace(ws_target)
     yield ws, src, warehouse
     ws.close()
 

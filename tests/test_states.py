@@ -91,8 +91,9 @@ def test_random_sync_event_sequences(events):
     assert current in SyncStatus
 
 
-def test_store_refuses_invalid_transition_and_logs_valid_ones(tmp_path):
-    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+@pytest.mark.workspaces("duckdb", "postgres")
+def test_store_refuses_invalid_transition_and_logs_valid_ones(tmp_path, ws_target):
+    ws = dfsync.Workspace(ws_target)
     import polars as pl
 
     sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})),
@@ -108,8 +109,9 @@ def test_store_refuses_invalid_transition_and_logs_valid_ones(tmp_path):
     assert ev["ts"].is_sorted()
 
 
-def test_only_a_resumed_run_pauses_before_it_transfers(tmp_path):
-    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+@pytest.mark.workspaces("duckdb", "postgres")
+def test_only_a_resumed_run_pauses_before_it_transfers(tmp_path, ws_target):
+    ws = dfsync.Workspace(ws_target)
     import polars as pl
 
     sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})),

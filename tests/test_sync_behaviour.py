@@ -28,6 +28,10 @@ def sorted_rows(df: pl.DataFrame, key="id") -> list[dict]:
     return df.sort(key).to_dicts()
 
 
+#: every test here runs on a workspace file and on a PostgreSQL workspace (tests/plugins/workspaces.py)
+WORKSPACE_STORES = ("duckdb", "postgres")
+
+
 @pytest.fixture
 def ws(ws_target):
     w = dfsync.Workspace(ws_target)

@@ -66,7 +66,7 @@ class DeliveryOps:
         with self._connect() as con:
             st = state_table(sync_id)
             return bool(self._has_table(con, st) and con.execute(
-                f"SELECT count(*) > 0 FROM (SELECT 1 FROM {st} WHERE _ok LIMIT 1)").fetchall()[0][0])
+                f"SELECT EXISTS (SELECT 1 FROM {st} WHERE _ok)").fetchall()[0][0])
 
     def run_delivered(self, sync_id: int, run_id: int, key: Sequence[str],
                       except_batches: Sequence[int] = ()) -> pa.Table | None:
@@ -85,9 +85,14 @@ class DeliveryOps:
         st = state_table(sync_id)
         with self._connect() as con:
             if not self._has_table(con, st):
-                cols = ", ".join(f"{quote(k)} {t}" for k, t in key_types.items())
-                con.execute(f"CREATE TABLE {st} ({cols}, _fp UBIGINT, _run BIGINT, _batch INTEGER, "
-                            f"_action VARCHAR, _ok BOOLEAN)")
+                for stmt in self._state_table_ddl(st, key_types):
+                    con.execute(stmt)
+
+    @staticmethod
+    def _state_table_ddl(st: str, key_types: dict[str, str]) -> list[str]:
+        """The statements creating a state table (the PostgreSQL store maps the types, adds indexes)."""
+        cols = ", ".join(f"{quote(k)} {t}" for k, t in key_types.items())
+        return [f"CREATE TABLE {st} ({cols}, _fp UBIGINT, _run BIGINT, _batch INTEGER, _action VARCHAR, _ok BOOLEAN)"]
 
     # ------------------------------------------------------------------ batches
     def next_batch_no(self, run_id: int) -> int:
@@ -230,6 +235,11 @@ class DeliveryOps:
             with contextlib.suppress(Exception):  # an aborted transaction must not hide the error that aborted it
                 con.unregister("_recs")
 
+    @staticmethod
+    def _all_but(con: Any, table: str, exclude: Sequence[str], alias: str = "") -> str:
+        """Every column of ``table`` except ``exclude``, as a select list (the PostgreSQL store lists them)."""
+        return f"{alias + '.' if alias else ''}* EXCLUDE ({', '.join(exclude)})"
+
     def records(self, sync_id: int, run_id: int, status: str | None = None, limit: int | None = None) -> pa.Table | None:
         """The kept records of a run (without ``_run_id``), oldest batch first; None: the sync kept none."""
         rt = rec_table(sync_id)
@@ -238,7 +248,8 @@ class DeliveryOps:
                 return None
             where = "_run_id = ?" + (" AND _status = ?" if status else "")
             lim = f"LIMIT {int(limit)}" if limit else ""
-            return con.sql(f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {where} ORDER BY _batch NULLS FIRST {lim}",
+            return con.sql(f"SELECT {self._all_but(con, rt, ['_run_id'])} FROM {rt} WHERE {where} "
+                           f"ORDER BY _batch NULLS FIRST, rowid {lim}",
                            params=[run_id] + ([status] if status else [])).to_arrow_table()
 
     def retry_rows(self, sync_id: int, key: Sequence[str],
@@ -252,11 +263,12 @@ class DeliveryOps:
                 return None, None
             keys = con.sql(f"SELECT DISTINCT {cols} FROM {rt} WHERE _status = 'failed'").to_arrow_table()
             rows = con.sql(
-                f"SELECT * EXCLUDE ({', '.join(meta_columns)}) FROM {rt} WHERE (_status = 'failed' OR "
+                f"SELECT DISTINCT ON ({cols}) {self._all_but(con, rt, meta_columns)} FROM {rt} "
+                f"WHERE (_status = 'failed' OR "
                 # rows a failed run found invalid were never let through: the next read brings them
                 f"_status = 'invalid' AND _run_id IN (SELECT id FROM runs WHERE status <> 'failed')) "
                 f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in key)}) "
-                f"QUALIFY row_number() OVER (PARTITION BY {cols} ORDER BY _run_id DESC) = 1").to_arrow_table()
+                f"ORDER BY {cols}, _run_id DESC").to_arrow_table()
         return rows, keys
 
     def store_checks(self, run_id: int, results: list[dict[str, Any]]) -> None:

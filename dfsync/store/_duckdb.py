@@ -458,10 +458,10 @@ class Store(DeliveryOps, FileConnections):
                 return pl.DataFrame()
             con.register("_dfsync_keys", keys)
             try:
-                return frame(con, f"SELECT r.* EXCLUDE (_run_id) FROM {rt} r JOIN _dfsync_keys k ON {on} "
-                                   f"WHERE r._status = 'succeeded' AND r._action IN ('insert', 'update') "
-                                   f"QUALIFY row_number() OVER (PARTITION BY {', '.join(f'r.{quote(k)}' for k in key)} "
-                                   f"ORDER BY r._run_id DESC) = 1")
+                part = ", ".join(f"r.{quote(k)}" for k in key)
+                return frame(con, f"SELECT DISTINCT ON ({part}) {self._all_but(con, rt, ['_run_id'], 'r')} FROM {rt} r "
+                                  f"JOIN _dfsync_keys k ON {on} WHERE r._status = 'succeeded' "
+                                  f"AND r._action IN ('insert', 'update') ORDER BY {part}, r._run_id DESC")
             finally:
                 con.unregister("_dfsync_keys")
 
@@ -479,6 +479,6 @@ class Store(DeliveryOps, FileConnections):
         with self._connect() as con:
             if not self._has_table(con, rt):
                 return pl.DataFrame()
-            return frame(con, f"SELECT * EXCLUDE (_run_id) FROM {rt} WHERE {' AND '.join(where)} "
-                               f"ORDER BY rowid LIMIT {int(limit)}", args)
+            return frame(con, f"SELECT {self._all_but(con, rt, ['_run_id'])} FROM {rt} WHERE {' AND '.join(where)} "
+                              f"ORDER BY rowid LIMIT {int(limit)}", args)
 

@@ -7,7 +7,7 @@ DuckDB connection (``execute(...).fetchall()``, ``description``, ``sql(...).to_a
 overridden in :mod:`dfsync.store._postgres`, never rewritten here.
 
 Fingerprints: DuckDB keeps a row's 64-bit fingerprint as ``UBIGINT``; PostgreSQL has no unsigned
-type, so a ``_fp`` column is a ``bigint`` holding the same 64 bits (Arrow ``view``, no copy, no
+type, so a ``_fp`` (or records' ``_fingerprint``) column is a ``bigint`` holding the same 64 bits (Arrow ``view``, no copy, no
 loss) and reads back as ``uint64``. Fingerprints are only ever compared for equality.
 
 The password: ``postgresql://user:env:NAME@host/db`` (or ``PGPASSWORD`` / ``~/.pgpass``, left to
@@ -114,12 +114,13 @@ def unreachable(exc: BaseException) -> bool:
     return any(t in text for t in _UNREACHABLE_TEXT)
 
 
-def busy_error(target: PgTarget, exc: BaseException, waited: float) -> WorkspaceBusy:
+def busy_error(target: PgTarget, exc: BaseException, waited: float | None) -> WorkspaceBusy:
+    """``waited``: seconds spent trying to connect; None: the connection broke during a call."""
     first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    what = f"did not answer for {waited:.0f} s" if waited is not None else "closed the connection during this call"
     return WorkspaceBusy(
-        f"workspace server unreachable: the PostgreSQL workspace {target.where} did not answer "
-        f"for {waited:.0f} s ({first}). Start the server or check the network, then try again; "
-        f"nothing was changed by this call.")
+        f"workspace server unreachable: the PostgreSQL workspace {target.where} {what} ({first}). "
+        f"Start the server or check the network, then try again; this call's changes were not committed.")
 
 
 def open_connection(target: PgTarget, busy_timeout: float) -> Any:
@@ -189,15 +190,27 @@ def to_dollar(sql: str) -> str:
     return "".join(out)
 
 
+#: columns holding a row's 64-bit fingerprint (state ``_fp``, records ``_fingerprint``)
+_FP_COLUMNS = ("_fp", "_fingerprint")
+
+
 def to_pg_arrow(table: pa.Table) -> pa.Table:
     """An Arrow table the PostgreSQL COPY takes without loss: ``_fp`` as the same 64 bits in
-    int64; other unsigned integers widened (uint64 as numeric(20,0)); views and dictionaries decoded."""
+    int64; other unsigned integers widened (uint64 as numeric(20,0)); views and dictionaries
+    decoded; structs, maps and lists of them as JSON text."""
+    from .._schema import is_nested
+    from ..destinations._sql import nested_to_json
+
+    nested = [f.name for f in table.schema if is_nested(f.type) and not (
+        (pa.types.is_list(f.type) or pa.types.is_large_list(f.type)) and not is_nested(f.type.value_type))]
+    if nested:
+        table = nested_to_json(table, nested)
     cols, fields, changed = [], [], False
     for f, col in zip(table.schema, table.columns, strict=True):
         t = f.type
         if pa.types.is_dictionary(t):
             col, t, changed = col.cast(t.value_type), t.value_type, True
-        if f.name == "_fp" and t == pa.uint64():
+        if f.name in _FP_COLUMNS and t == pa.uint64():
             col = pa.chunked_array([c.view(pa.int64()) for c in col.chunks], pa.int64())
             t, changed = pa.int64(), True
         else:
@@ -212,15 +225,35 @@ def to_pg_arrow(table: pa.Table) -> pa.Table:
 
 
 def from_pg_arrow(table: pa.Table) -> pa.Table:
-    """A result as the store's callers expect it: ``_fp`` back to uint64 (same bits)."""
-    if "_fp" not in table.column_names:
-        return table
-    i = table.column_names.index("_fp")
-    col = table.column(i)
-    if col.type != pa.int64():
-        return table
-    return table.set_column(i, pa.field("_fp", pa.uint64()),
-                            pa.chunked_array([c.view(pa.uint64()) for c in col.chunks], pa.uint64()))
+    """A result as the store's callers expect it: fingerprints back to uint64 (same bits); a type
+    the driver hands over as an opaque extension (``numeric``) as its text."""
+    for i, f in enumerate(table.schema):
+        col = table.column(i)
+        if isinstance(f.type, pa.BaseExtensionType):
+            col = pa.chunked_array([c.storage for c in col.chunks], f.type.storage_type)
+            if "numeric" in str(f.type):
+                col = _numeric(col)
+            table = table.set_column(i, pa.field(f.name, col.type), col)
+        if f.name in _FP_COLUMNS and col.type == pa.int64():
+            table = table.set_column(i, pa.field(f.name, pa.uint64()),
+                                     pa.chunked_array([c.view(pa.uint64()) for c in col.chunks], pa.uint64()))
+    return table
+
+
+def _numeric(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``numeric`` values (text from the driver) as decimals with the column's scale (PostgreSQL
+    prints every value of a ``numeric(p,s)`` column with s digits), else as they came."""
+    import pyarrow.compute as pc
+
+    texts = [v for v in col.to_pylist() if v is not None]
+    if not texts or any(not re.fullmatch(r"-?\d+(\.\d+)?", v) for v in texts):
+        return col
+    scales = {len(v.split(".")[1]) if "." in v else 0 for v in texts}
+    digits = max(len(v.lstrip("-").replace(".", "")) for v in texts)
+    if len(scales) != 1 or digits > 38:
+        return col
+    scale = scales.pop()
+    return pc.cast(col, pa.decimal128(38, scale))
 
 
 class _Result:

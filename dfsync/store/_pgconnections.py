@@ -41,6 +41,10 @@ MIGRATIONS_PG: dict[int, list[str]] = {
         "CREATE OR REPLACE FUNCTION epoch_ms(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE "
         "AS $$ SELECT (extract(epoch FROM t) * 1000)::bigint $$",
     ],
+    2: [
+        "CREATE OR REPLACE FUNCTION list_contains(l anyarray, x anyelement) RETURNS boolean LANGUAGE sql "
+        "IMMUTABLE AS $$ SELECT x = ANY(l) $$",
+    ],
 }
 
 _TYPES = [(re.compile(r"\bDOUBLE\b"), "DOUBLE PRECISION"), (re.compile(r"\bJSON\b"), "TEXT")]
@@ -84,6 +88,14 @@ class PgConnections:
     # ------------------------------------------------------------------ connections
     def _thread_con(self) -> PgCon:
         con = getattr(self._local, "con", None)
+        if con is not None and self._local.depth == 0:
+            try:  # a connection the server dropped since (a restart) is replaced before it is used
+                con.execute("SELECT 1")
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                self._drop_thread_con()
+                con = None
         if con is None:
             con = PgCon(open_connection(self.target, self.busy_timeout))
             self._local.con = con
@@ -113,7 +125,7 @@ class PgConnections:
                 self._local.after.clear()
                 if unreachable(exc):
                     self._drop_thread_con()
-                    raise busy_error(self.target, exc, 0) from None
+                    raise busy_error(self.target, exc, None) from None
                 try:
                     con.rollback()
                 except Exception:

@@ -40,10 +40,11 @@ from ._common import first, frame, owner_token
 from ._duckdb import Store
 from ._pgcon import open_connection
 from ._pgconnections import PgConnections
+from ._pgdelivery import PgDeliveryOps
 
 __all__ = ["PostgresStore"]
 
-class PostgresStore(PgConnections, Store):
+class PostgresStore(PgConnections, PgDeliveryOps, Store):
     """All reads and writes of one workspace schema in a PostgreSQL database."""
 
     # ------------------------------------------------------------------ syncs

@@ -9,6 +9,10 @@ test, else ``WORKSPACE_STORES`` in its module, else ``DFSYNC_TEST_WORKSPACES`` (
 default ``duckdb``): ``DFSYNC_TEST_WORKSPACES=duckdb,postgres pytest tests/...`` runs a module
 that uses the fixture against both. Without a PostgreSQL server the postgres cases skip, and
 FAIL under ``CI=true`` (tests/plugins/postgres.py).
+
+To keep the default suite short, a test that also takes the ``target`` fixture runs on the
+PostgreSQL workspace with the destinations in ``PG_WORKSPACE_TARGETS`` only; the other
+destinations are marked ``slow`` there (``pytest -m slow`` runs them).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import uuid
 import pytest
 
 STORES = ("duckdb", "postgres")
+#: destinations a PostgreSQL-workspace test runs against in the default suite
+PG_WORKSPACE_TARGETS = ("duckdb", "parquet", "postgres")
 
 
 def pytest_configure(config):
@@ -56,3 +62,10 @@ def ws_target(request, tmp_path) -> str:
         return str(tmp_path / "ws.duckdb")
     uri = request.getfixturevalue("pg_workspace_db")
     return f"{uri}?schema=w_{uuid.uuid4().hex[:12]}"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("ws_target") == "postgres" and params.get("target", "duckdb") not in PG_WORKSPACE_TARGETS:
+            item.add_marker(pytest.mark.slow)
