@@ -148,10 +148,10 @@ class SyncRun:
             from .runner import applies_per_batch
 
             if not applies_per_batch(sync.spec):
-                from .runner import _context
+                from .runner import destination_context
 
                 try:
-                    session = sync.destination.open(_context(store, sync.id, sync.name, sync.spec, self.id))
+                    session = sync.destination.open(destination_context(store, sync.id, sync.name, sync.spec, self.id))
                     session.abandon()
                     session.close()
                 except DfsyncError:

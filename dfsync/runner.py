@@ -97,7 +97,7 @@ def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) 
     for run_id, batch_no in inflight:
         by_run.setdefault(run_id, []).append(batch_no)
     for run_id, batches in by_run.items():
-        session = defn.destination.open(_context(store, sync_id, sync_name, defn, run_id))
+        session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
         try:
             committed = session.committed_batches()
         finally:
@@ -120,7 +120,7 @@ def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
     if applies_per_batch(defn):
         return
     for run_id in store.failed_unapplied_runs(sync_id):
-        session = defn.destination.open(_context(store, sync_id, sync_name, defn, run_id))
+        session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
         try:
             applied = session.applied()
             if not applied:
@@ -136,8 +136,9 @@ def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
         store.note(sync_id, run_id, "discarded the batches of this failed run: the destination never applied them")
 
 
-def _context(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int,
-             requeried: bool = False) -> DestinationContext:
+def destination_context(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int,
+                        requeried: bool = False) -> DestinationContext:
+    """What a destination session of this run is told (mode, keys, schema policy, ledger id)."""
     return DestinationContext(sync_id=sync_id, sync_name=sync_name, run_id=run_id,
                               mode=defn.destination_mode, primary_key=tuple(defn.primary_key),
                               requeried=requeried, workspace_id=store.ledger_id(run_id),
@@ -317,7 +318,7 @@ class Runner:
 
     # .............................................................. helpers
     def _context(self, run_id: int, requeried: bool = False) -> DestinationContext:
-        return _context(self.store, self.sync_id, self.sync_name, self.defn, run_id, requeried)
+        return destination_context(self.store, self.sync_id, self.sync_name, self.defn, run_id, requeried)
 
     def _reconcile(self) -> None:
         reconcile(self.store, self.sync_id, self.sync_name, self.defn)

@@ -186,12 +186,8 @@ class Workspace:
 
     def run(self, run_id: int) -> SyncRun:
         """A run by id (as shown in ``sync.runs()``)."""
-        return self._run_handle(int(run_id))
-
-    def _run_handle(self, run_id: int) -> SyncRun:
-        row = self.store.run_row(run_id)
-        name = self.store.sync_row(sync_id=row["sync_id"])["name"]
-        return SyncRun(self, run_id, name)
+        row = self.store.run_row(int(run_id))
+        return SyncRun(self, int(run_id), self.store.sync_row(sync_id=row["sync_id"])["name"])
 
     def delete_sync(self, name: str) -> None:
         """Remove a sync, its runs and its delivered state (the destination is untouched)."""
