@@ -235,8 +235,9 @@ def test_row_failures_bisected_and_rest_delivered(pg_server, pg_uri):
 
 def test_password_from_env_never_stored(pg_server, monkeypatch):
     db = pg_server.new_database().rsplit("/", 1)[1]
-    pg_server.execute("CREATE ROLE app LOGIN PASSWORD 's3cr3t-Pw'")  if not pg_server.execute(
-        "SELECT 1 FROM pg_roles WHERE rolname = 'app'") else None
+    # other tests log in as 'app' with passwords of their own: set this test's, whatever ran before
+    verb = "ALTER" if pg_server.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app'") else "CREATE"
+    pg_server.execute(f"{verb} ROLE app WITH LOGIN PASSWORD 's3cr3t-Pw'")
     pg_server.execute(f'GRANT ALL ON DATABASE "{db}" TO app')
     pg_server.execute("GRANT ALL ON SCHEMA public TO app", dbname=db)
     base = f"postgresql://app@127.0.0.1:{pg_server.port}/{db}"
