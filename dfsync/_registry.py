@@ -1,14 +1,206 @@
-"""Per-process registries shared by the workspace handles, the runner's callers and the widgets."""
+"""Per-process state, in one place, behind a small API.
+
+What lives only as long as this Python process and is shared between the workspace handles,
+the runner and the widgets:
+
+- live objects of a sync that cannot be stored (frames, callbacks, functions): :data:`LIVE`;
+- runs executing in this process (:func:`start_run` / :func:`end_run`), with their stop
+  requests (:func:`request_stop`), progress hooks (:func:`add_progress_hook`) and staged rows
+  (:func:`staged_rows`); the runner reads them through :func:`run_control`, and nothing else
+  reaches into a live Runner;
+- staged rows of paused runs, kept for the resume (:func:`keep_live_staging`,
+  :func:`live_staging`, :func:`drop_live_staging`), removed at exit;
+- one lock per sync held while this process runs it (:func:`sync_lock`).
+
+Every entry is keyed by the workspace store's key, so two workspaces never share one.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import shutil
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .runner import Runner
+    from .staging import Staging
+
+__all__ = [
+    "LIVE",
+    "RunControl",
+    "add_progress_hook",
+    "drop_live_staging",
+    "end_run",
+    "is_running",
+    "keep_live_staging",
+    "live_staging",
+    "request_stop",
+    "run_control",
+    "run_thread",
+    "staged_rows",
+    "start_run",
+    "sync_lock",
+    "take_live_staging",
+]
+
+Key = tuple[str, int]  # (store key, run id)
+ProgressHook = Callable[[str, dict[str, Any]], Any]
 
 #: (store key, sync name) -> live objects that cannot be stored (frames, callbacks, functions)
 LIVE: dict[tuple[str, str], dict[str, Any]] = {}
-#: (store key, run id) -> (Runner, Thread | None) for runs executing in this process
-ACTIVE: dict[tuple[str, int], tuple[Runner, threading.Thread | None]] = {}
+
+
+# ---------------------------------------------------------------------- runs in this process
+class RunControl:
+    """What a run executing in this process shares with its callers. Only the runner reads it;
+    callers go through the functions of this module."""
+
+    def __init__(self, thread: threading.Thread | None = None) -> None:
+        self.thread = thread
+        self.hooks: list[ProgressHook] = []
+        self.staging: Staging | None = None  # the run's staged rows while it runs (run.records())
+        self._stop = threading.Event()
+        self._what = "pause"
+
+    def request_stop(self, what: str) -> None:
+        if self._what != "abort":  # a pause asked after an abort does not undo it
+            self._what = what
+        self._stop.set()
+
+    def stop_requested(self) -> str | None:
+        """``"pause"`` or ``"abort"`` once a caller asked the run to stop, else None."""
+        return self._what if self._stop.is_set() else None
+
+    def report(self, status: str, row: Callable[[], dict[str, Any]]) -> None:
+        """Call every progress hook with the run's status and row (read once, only if hooked)."""
+        hooks = list(self.hooks)
+        if not hooks:
+            return
+        try:
+            current = row()
+        except Exception:  # a display problem never breaks a run
+            return
+        for hook in hooks:
+            with contextlib.suppress(Exception):  # nor does one display hide the others
+                hook(status, current)
+
+
+_RUNS: dict[Key, RunControl] = {}
+_RUNS_GUARD = threading.Lock()
+
+
+def start_run(store_key: str, run_id: int, *, thread: threading.Thread | None = None,
+              progress: ProgressHook | None = None) -> RunControl:
+    """Register a run about to execute in this process (on ``thread``, or the caller's)."""
+    control = RunControl(thread)
+    if progress is not None:
+        control.hooks.append(progress)
+    with _RUNS_GUARD:
+        _RUNS[(store_key, run_id)] = control
+    return control
+
+
+def end_run(store_key: str, run_id: int) -> None:
+    with _RUNS_GUARD:
+        _RUNS.pop((store_key, run_id), None)
+
+
+def run_control(store_key: str, run_id: int) -> RunControl:
+    """The control of a registered run (a fresh, unshared one for a run nobody registered)."""
+    return _RUNS.get((store_key, run_id)) or RunControl()
+
+
+def is_running(store_key: str, run_id: int) -> bool:
+    """Does this run execute in this process right now?"""
+    return (store_key, run_id) in _RUNS
+
+
+def run_thread(store_key: str, run_id: int) -> threading.Thread | None:
+    """The thread a background run of this process executes on (None: not one)."""
+    control = _RUNS.get((store_key, run_id))
+    return control.thread if control is not None else None
+
+
+def request_stop(store_key: str, run_id: int, what: str) -> bool:
+    """Ask a run executing in this process to ``"pause"`` or ``"abort"`` at its next batch
+    boundary. False when it does not execute here (then ask through the workspace)."""
+    control = _RUNS.get((store_key, run_id))
+    if control is None:
+        return False
+    control.request_stop(what)
+    return True
+
+
+def add_progress_hook(store_key: str, run_id: int, hook: ProgressHook) -> bool:
+    """Call ``hook(status, run_row)`` at every state change and batch of a run executing in
+    this process (once, however often added). False when it does not execute here."""
+    control = _RUNS.get((store_key, run_id))
+    if control is None:
+        return False
+    if hook not in control.hooks:
+        control.hooks.append(hook)
+    return True
+
+
+def staged_rows(store_key: str, run_id: int) -> Staging | None:
+    """The staged rows of a run paused or executing in this process, if any."""
+    key = (store_key, run_id)
+    staging = _LIVE_STAGING.get(key)
+    if staging is None and key in _RUNS:
+        staging = _RUNS[key].staging
+    return staging
+
+
+# ---------------------------------------------------------------------- paused runs' staging
+#: (store key, run id) -> Staging kept alive for a paused run in this process
+_LIVE_STAGING: dict[Key, Staging] = {}
+
+
+def live_staging(store_key: str, run_id: int) -> Staging | None:
+    return _LIVE_STAGING.get((store_key, run_id))
+
+
+def keep_live_staging(store_key: str, run_id: int, staging: Staging) -> None:
+    """Keep a paused run's staged rows for its resume in this process."""
+    _LIVE_STAGING[(store_key, run_id)] = staging
+
+
+def take_live_staging(store_key: str, run_id: int) -> Staging | None:
+    """Forget a paused run's staged rows (returned, still open) without removing them."""
+    return _LIVE_STAGING.pop((store_key, run_id), None)
+
+
+def drop_live_staging(store_key: str | None = None, run_id: int | None = None) -> None:
+    """Close and remove the staged rows of one paused run (or, without arguments, of all):
+    the next run of it reads the source again, as after a new process."""
+    if store_key is None:
+        doomed = list(_LIVE_STAGING.values())
+        _LIVE_STAGING.clear()
+    else:
+        assert run_id is not None
+        one = _LIVE_STAGING.pop((store_key, run_id), None)
+        doomed = [one] if one is not None else []
+    for staging in doomed:
+        with contextlib.suppress(Exception):
+            staging.close()
+        shutil.rmtree(staging.temp_dir, ignore_errors=True)
+
+
+# A paused run's staged rows live as long as this process: at exit their files go too (a run
+# paused by a CLI process left its staging directory, and any spilled rows, behind); the next
+# process resumes it by reading the source again.
+atexit.register(drop_live_staging)
+
+
+# ---------------------------------------------------------------------- sync locks
+#: (store key, sync id) -> lock held while this process runs the sync
+_SYNC_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def sync_lock(store_key: str, sync_id: int) -> threading.Lock:
+    """The lock this process holds while it runs the sync."""
+    with _LOCKS_GUARD:
+        return _SYNC_LOCKS.setdefault((store_key, sync_id), threading.Lock())

@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _html, _html_run
-from ._registry import ACTIVE
+from . import _html, _html_run, _registry
 from .errors import ConfigError, DfsyncError, SyncRunFailed
-from .runner import LIVE_STAGING
 from .states import RunStatus
 from .store import COUNTERS
 
@@ -107,8 +105,7 @@ class SyncRun:
         valid = ("pending", "succeeded", "failed", "invalid", "skipped")
         if status is not None and status not in valid:
             raise ConfigError(f"unknown record status {status!r}; choose one of {', '.join(valid)}")
-        key = (self.workspace.store._key, self.id)
-        staging = LIVE_STAGING.get(key) or (ACTIVE[key][0].staging if key in ACTIVE else None)
+        staging = _registry.staged_rows(self.workspace.store._key, self.id)
         if staging is not None and staging.loaded:
             return pl.from_arrow(staging.records(status=status, limit=limit))  # type: ignore[return-value]
         tbl = self.workspace.store.records(self._row["sync_id"], self.id, status, limit)
@@ -127,9 +124,9 @@ class SyncRun:
 
     def wait(self, timeout: float | None = None) -> SyncRun:
         """Block until a background run stops (ended or paused)."""
-        entry = ACTIVE.get((self.workspace.store._key, self.id))
-        if entry is not None and entry[1] is not None:
-            entry[1].join(timeout)
+        thread = _registry.run_thread(self.workspace.store._key, self.id)
+        if thread is not None:
+            thread.join(timeout)
         return self
 
     def pause(self) -> None:
@@ -142,8 +139,7 @@ class SyncRun:
         st = self.status
         if st.terminal:
             return
-        key = (store._key, self.id)
-        if st == RunStatus.PAUSED and key not in ACTIVE:
+        if st == RunStatus.PAUSED and not _registry.is_running(store._key, self.id):
             sync = self.sync
             from .runner import applies_per_batch
 
@@ -159,7 +155,7 @@ class SyncRun:
                 store.discard(sync.id, self.id)
             store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
                                  error_kind="aborted")
-            staging = LIVE_STAGING.pop(key, None)
+            staging = _registry.take_live_staging(store._key, self.id)
             if staging is not None:
                 staging.close()
             return
@@ -167,11 +163,7 @@ class SyncRun:
 
     def _request(self, what: str) -> None:
         store = self.workspace.store
-        entry = ACTIVE.get((store._key, self.id))
-        if entry is not None:
-            entry[0].stop_what = what
-            entry[0].stop_event.set()
-        else:
+        if not _registry.request_stop(store._key, self.id, what):
             store.request(self.id, what)  # a run in another process polls for it
 
     def __repr__(self) -> str:

@@ -17,7 +17,6 @@ destination lacks, nor forgets one it has.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import threading
@@ -31,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import _registry
 from ._arrow import bool_array, int_array, string_array
 from .destinations.base import (
     ACTION_COLUMN,
@@ -54,25 +54,6 @@ from .store import Store, key_match
 if TYPE_CHECKING:
     from .definition import SyncDefinition
 
-#: (store key, run id) -> Staging kept alive for a paused run in this process
-LIVE_STAGING: dict[tuple[str, int], Staging] = {}
-
-
-@atexit.register
-def _drop_live_staging() -> None:
-    """A paused run's staged rows live as long as this process: at exit their files go too
-    (a run paused by a CLI process left its staging directory, and any spilled rows, behind);
-    the next process resumes it by reading the source again."""
-    import shutil
-
-    for staging in list(LIVE_STAGING.values()):
-        with contextlib.suppress(Exception):
-            staging.close()
-        shutil.rmtree(staging.temp_dir, ignore_errors=True)
-    LIVE_STAGING.clear()
-#: (store key, sync id) -> lock held while this process runs the sync
-_SYNC_LOCKS: dict[tuple[str, int], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
 RECORD_RETENTION = 10_000  # runs that change at most this many rows keep every record
 SPLIT_MIN_ROWS = 10_000  # smallest batch a run is split into to use a destination's parallel writers
 
@@ -80,11 +61,6 @@ SPLIT_MIN_ROWS = 10_000  # smallest batch a run is split into to use a destinati
 class StopRequested(Exception):
     def __init__(self, what: str) -> None:
         self.what = what
-
-
-def sync_lock(store: Store, sync_id: int) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _SYNC_LOCKS.setdefault((store._key, sync_id), threading.Lock())
 
 
 def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) -> None:
@@ -298,23 +274,29 @@ class Runner:
     fire on the handle's side once :meth:`execute` returned)."""
 
     def __init__(self, defn: SyncDefinition, run_id: int, *, sync_id: int, sync_name: str, store: Store,
-                 staging_dir: str, resume: bool,
-                 progress: Callable[[str, dict[str, int]], None] | None = None) -> None:
+                 staging_dir: str, resume: bool) -> None:
         self.defn = defn
         self.sync_id, self.sync_name = sync_id, sync_name
         self.store = store
         self.staging_dir = staging_dir
         self.run_id = run_id
         self.resume = resume
-        self.progress = progress
-        self.staging: Staging | None = LIVE_STAGING.get((self.store._key, run_id))
+        #: stop requests, progress hooks and the staged rows shared with callers (dfsync._registry)
+        self._control = _registry.run_control(self.store._key, run_id)
+        self.staging = _registry.live_staging(self.store._key, run_id)
         self.session: DestinationSession | None = None
         self.status = RunStatus(self.store.run_row(run_id)["status"])
-        self.stop_event = threading.Event()
-        self.stop_what = "pause"
         self.cursor_max: Any = None
         self.source_token: str | None = None  # set when this run read (or skipped) an unchanged-files source
         self.reused_checks: int | None = None  # the run whose check results a skipped read reuses
+
+    @property
+    def staging(self) -> Staging | None:
+        return self._control.staging
+
+    @staging.setter
+    def staging(self, staging: Staging | None) -> None:
+        self._control.staging = staging  # run.records() reads it while the run goes on
 
     # .............................................................. helpers
     def _context(self, run_id: int, requeried: bool = False) -> DestinationContext:
@@ -329,16 +311,12 @@ class Runner:
         self._report()
 
     def _report(self) -> None:
-        if self.progress is not None:
-            try:
-                self.progress(self.status.value, self.store.run_row(self.run_id))
-            except Exception:  # a display problem never breaks a run
-                pass
+        self._control.report(self.status.value, lambda: self.store.run_row(self.run_id))
 
     def _check_requests(self) -> None:
-        what = "pause" if self.stop_event.is_set() else None
-        what = self.store.pending_request(self.run_id) or what
-        if self.stop_event.is_set() and self.stop_what == "abort":
+        asked = self._control.stop_requested()  # by this process: run.pause()/abort(), sync.disable()
+        what = self.store.pending_request(self.run_id) or asked
+        if asked == "abort":
             what = "abort"
         if what:
             raise StopRequested(what)
@@ -371,7 +349,7 @@ class Runner:
                 with contextlib.suppress(Exception):
                     self.session.close()
             if (self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded
-                    or LIVE_STAGING.get((self.store._key, self.run_id)) is not self.staging):
+                    or _registry.live_staging(self.store._key, self.run_id) is not self.staging):
                 self._drop_staging()
 
     def _execute(self) -> None:
@@ -767,7 +745,7 @@ class Runner:
                 self.store.note(self.sync_id, self.run_id, f"still paused: {redact(why)}")
         # staged rows are resumed only once checked and transferring; otherwise the resume reads again
         if transferring and self.staging is not None and self.staging.loaded:
-            LIVE_STAGING[(self.store._key, self.run_id)] = self.staging
+            _registry.keep_live_staging(self.store._key, self.run_id, self.staging)
 
     def _fail(self, error: str, kind: str, detail: str | None = None) -> None:
         error = redact(error)
@@ -794,7 +772,7 @@ class Runner:
             return True  # cannot tell: keep the batches; the next run asks the destination again
 
     def _drop_staging(self) -> None:
-        LIVE_STAGING.pop((self.store._key, self.run_id), None)
+        _registry.take_live_staging(self.store._key, self.run_id)
         if self.staging is not None:
             self.staging.close()
             import shutil

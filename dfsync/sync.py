@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _html
+from . import _html, _registry
 from ._callbacks import LazyCallback, notify
-from ._registry import ACTIVE, LIVE
+from ._registry import LIVE
 from ._schema import schema_frame
 from .definition import CALLBACKS, SyncDefinition, record_schema
 from .destinations.base import Destination
 from .errors import SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
 from .mapping import Mapping
 from .run import Preview, SyncRun, _results_frame
-from .runner import Runner, sync_lock
+from .runner import Runner
 from .sources.base import Source
 from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
 
@@ -153,7 +153,7 @@ class Sync:
                 f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
                 f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
         run_source = source if source is not None else self.source  # fail now if it cannot be rebuilt
-        lock = sync_lock(store, self.id)
+        lock = _registry.sync_lock(store._key, self.id)
         if not lock.acquire(blocking=False):
             raise SyncAlreadyRunning(f"sync {self.name!r} is already running in this process; wait for it (run.wait())")
         try:
@@ -177,10 +177,6 @@ class Sync:
         if source is not None:
             store.note(self.id, run_id, f"this run reads {source.describe()} (sync.run(source=...)); "
                        f"the saved definition is unchanged")
-        runner = Runner(self.spec.with_source(run_source), run_id,
-                        sync_id=self.id, sync_name=self.name, store=store, staging_dir=ws.staging_dir(run_id),
-                        resume=paused is not None, progress=reporter)
-        key = (store._key, run_id)
 
         def work() -> None:
             try:
@@ -190,17 +186,24 @@ class Sync:
                     finally:  # the run's outcome is settled: its callback now (never changing it)
                         notify(self, run_id, runner.status)
             finally:
-                ACTIVE.pop(key, None)
+                _registry.end_run(store._key, run_id)
                 lock.release()
                 if reporter is not None and hasattr(reporter, "close"):
                     reporter.close()
 
-        if background:
-            thread = threading.Thread(target=work, name=f"dfsync-run-{run_id}", daemon=True)
-            ACTIVE[key] = (runner, thread)
+        thread = threading.Thread(target=work, name=f"dfsync-run-{run_id}", daemon=True) if background else None
+        _registry.start_run(store._key, run_id, thread=thread, progress=reporter)  # before the runner reads it
+        try:
+            runner = Runner(self.spec.with_source(run_source), run_id,
+                            sync_id=self.id, sync_name=self.name, store=store, staging_dir=ws.staging_dir(run_id),
+                            resume=paused is not None)
+        except BaseException:
+            _registry.end_run(store._key, run_id)
+            lock.release()
+            raise
+        if thread is not None:
             thread.start()
         else:
-            ACTIVE[key] = (runner, None)
             work()
         return SyncRun(ws, run_id, self.name)
 
@@ -303,9 +306,7 @@ class Sync:
         store.set_sync_status(self.id, "disable", "disabled by the user")
         active = store.latest_run_id(self.id, ["in_progress"])
         if active is not None:
-            entry = ACTIVE.get((store._key, active))
-            if entry is not None:
-                entry[0].stop_event.set()
+            _registry.request_stop(store._key, active, "pause")
 
     def enable(self) -> None:
         """Allow the sync to run again; its status goes back to what its last finished run says."""

@@ -17,8 +17,8 @@ from typing import Any
 import polars as pl
 import psutil
 
-from . import _html
-from ._registry import ACTIVE, LIVE
+from . import _html, _registry
+from ._registry import LIVE
 from .definition import SyncDefinition
 from .destinations.base import Destination
 from .errors import ConfigError, SyncAlreadyRunning
@@ -31,8 +31,6 @@ __all__ = ["Preview", "Sync", "SyncRun", "Workspace"]
 
 DEFAULT_PATH = os.path.join(".dfsync", "workspace.duckdb")
 
-_ACTIVE = ACTIVE  # runs executing in this process (the widgets follow them)
-
 
 def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
     me = owner_token()
@@ -40,7 +38,7 @@ def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
 
     def alive(run_id: int, pid: int, owner_host: str, token: str) -> bool:
         if token == me:
-            return (ws_key, run_id) in _ACTIVE
+            return _registry.is_running(ws_key, run_id)
         if owner_host != host:
             return True  # another machine: we cannot tell, so we leave it alone
         try:

@@ -42,6 +42,7 @@ import polars as pl
 import pytest
 
 import dfsync
+import dfsync._registry
 import tests.faulty  # noqa: F401 - registers the faulty source/destination
 from tests.faulty import FaultyDestination, FaultySource, env_with_repo
 
@@ -402,7 +403,7 @@ def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path):
             sync.run(progress=False)
         paused = sync.last_run()
         assert paused.status == "paused" and paused.counts["succeeded"] == 4 * BATCH  # batch 5 is in flight
-        dfsync.runner.LIVE_STAGING.clear()  # as if the process had died: the resume must query again
+        dfsync._registry.drop_live_staging()  # as if the process had died: the resume must query again
         os.rename(src, tmp_path / "away.parquet")
         failed = sync.run(progress=False)
         assert failed.id == paused.id and failed.status == "failed" and "no parquet files match" in failed.error

@@ -25,9 +25,8 @@ The default suite runs a modest number of examples; ``-m slow`` runs many more.
 
 from __future__ import annotations
 
-import os
-
 import math
+import os
 import shutil
 import tempfile
 from datetime import datetime, timedelta
@@ -40,7 +39,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import dfsync
-import dfsync.runner
+import dfsync._registry
 from tests.faulty import FaultyDestination
 from tests.plugins.targets import TARGETS
 
@@ -117,7 +116,7 @@ class SyncModel(RuleBasedStateMachine):
                                         checks=_checks(self.checks), on_invalid=self.on_invalid, **kw)
 
     def teardown(self) -> None:
-        dfsync.runner.LIVE_STAGING.clear()
+        dfsync._registry.drop_live_staging()
         if hasattr(self, "ws"):
             self.ws.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -190,9 +189,7 @@ class SyncModel(RuleBasedStateMachine):
         """The paused run's process died: its staged rows are gone, the resume queries again."""
         if self.paused_version is None or not self.staging_alive:
             return
-        staging = dfsync.runner.LIVE_STAGING.pop((self.ws.store._key, self.sync.last_run().id), None)
-        if staging is not None:
-            staging.close()
+        dfsync._registry.drop_live_staging(self.ws.store._key, self.sync.last_run().id)
         self.staging_alive = False
         event("staging lost")
 

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 import dfsync
+import dfsync._registry
 from dfsync.sources._frame import FrameSource
 from tests.faulty import FaultyDestination
 
@@ -42,7 +43,7 @@ def test_ctrl_c_while_a_resumed_run_queries_pauses_it_again(tmp_path):
         sync.run(progress=False)
     paused = sync.last_run()
     assert paused.status == "paused" and "interrupted" in paused.error
-    dfsync.runner.LIVE_STAGING.clear()  # as if the process had died: the resume reads the source again
+    dfsync._registry.drop_live_staging()  # as if the process had died: the resume reads the source again
     src.armed = True
     with pytest.raises(KeyboardInterrupt):
         sync.run(progress=False)

@@ -235,7 +235,7 @@ def test_interrupt_between_destination_commit_and_workspace_update(ws, target):
 def test_resume_after_lost_staging_with_a_changed_source_keeps_one_version(ws, target, mode):
     """A paused run whose staged rows are lost reads the source again; if a row it already
     sent has changed since, both versions are in the same run: the newer one must win."""
-    import dfsync.runner
+    import dfsync._registry
 
     v1 = people(list(range(1, 31)))
     dest = FaultyDestination(target.make("people"), interrupt_after=1)
@@ -245,7 +245,7 @@ def test_resume_after_lost_staging_with_a_changed_source_keeps_one_version(ws, t
         sync.run(progress=False)
     paused = sync.last_run()
     assert paused.status == "paused"
-    dfsync.runner.LIVE_STAGING.pop((ws.store._key, paused.id)).close()  # as if the process had died
+    dfsync._registry.drop_live_staging(ws.store._key, paused.id)  # as if the process had died
     # the first batch reached the destination (the interruption came after its write; the
     # second batch was written ahead, not sent; the first is confirmed by reconcile on resume)
     sent_first = ws.sql(f"SELECT id FROM state_{sync.id} WHERE _batch = 1 ORDER BY id")["id"].to_list()
@@ -270,7 +270,7 @@ def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws,
     another; the resumed run re-reads and is paused again before sending; the next resume must
     still send the new version and the delete (the earlier batch delivered the old rows).
     Found by randomized model runs."""
-    import dfsync.runner
+    import dfsync._registry
 
     v1 = people(list(range(1, 21)))
     dest = FaultyDestination(target.make("people"), interrupt_before=2)
@@ -279,7 +279,7 @@ def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws,
     with pytest.raises(KeyboardInterrupt):
         sync.run(progress=False)
     paused = sync.last_run()
-    dfsync.runner.LIVE_STAGING.pop((ws.store._key, paused.id)).close()  # as if the process had died
+    dfsync._registry.drop_live_staging(ws.store._key, paused.id)  # as if the process had died
     first = ws.sql(f"SELECT id FROM state_{sync.id} WHERE _ok ORDER BY id")["id"].to_list()
     assert len(first) == 10
     # one row of batch 1 changes, another is deleted

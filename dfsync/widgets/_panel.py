@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 from ipywidgets.widgets.widget_string import HTMLStyle
 
-from .. import _html, _html_run
+from .. import _html, _html_run, _registry
 from ..errors import DfsyncError
 
 if TYPE_CHECKING:
@@ -34,40 +34,15 @@ ACTIVE = _html_run.ACTIVE
 REPORT_EVERY = 0.2  # seconds between redraws while a run's state does not change
 
 
-def _runner_entry(run: SyncRun) -> Any:
-    """(Runner, Thread | None) when ``run`` executes in this process, else None."""
-    from ..workspace import _ACTIVE
-
-    return _ACTIVE.get((run.workspace.store._key, run.id))
+def _runs_here(run: SyncRun) -> bool:
+    """Does ``run`` execute in this process right now?"""
+    return _registry.is_running(run.workspace.store._key, run.id)
 
 
 def _attach(run: SyncRun, hook: Callable[[str, dict[str, Any]], None]) -> bool:
-    """Add ``hook`` to the progress callbacks of a run executing in this process.
-
-    ``sync.run`` takes only ``progress=True/False``, so the panel plugs into the runner's
-    ``progress`` attribute (the same callable ``sync.run(progress=True)`` installs).
-    """
-    entry = _runner_entry(run)
-    if entry is None:
-        return False
-    runner = entry[0]
-    old = runner.progress
-    if old is None:
-        runner.progress = hook
-    elif getattr(old, "_dfsync_hooks", None) is not None:
-        if hook not in old._dfsync_hooks:
-            old._dfsync_hooks.append(hook)
-    else:
-        hooks = [old, hook]
-
-        def chained(status: str, row: dict[str, Any]) -> None:
-            for h in list(hooks):
-                with contextlib.suppress(Exception):  # one display failing must not hide the others
-                    h(status, row)
-
-        chained._dfsync_hooks = hooks  # type: ignore[attr-defined]
-        runner.progress = chained
-    return True
+    """Add ``hook`` to the progress hooks of a run executing in this process (``sync.run`` takes
+    only ``progress=True/False``; the panel adds its own display beside it)."""
+    return _registry.add_progress_hook(run.workspace.store._key, run.id, hook)
 
 
 def close_tree(widget: Any) -> None:
@@ -293,8 +268,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
         run = self._run
         if run is None:
             return None
-        entry = _runner_entry(run)
-        return run if entry is not None else None
+        return run if _runs_here(run) else None
 
     def _start(self, verb: str) -> SyncRun:
         run = self.sync.run(background=True, progress=False)
@@ -327,7 +301,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
         if run is None:
             self._say("no run to abort")
             return
-        local = _runner_entry(run) is not None
+        local = _runs_here(run)
         if local:
             # run.abort() first reads the run's status, which waits for this process's transfer to
             # release the workspace; the request itself needs no workspace access
@@ -374,12 +348,12 @@ class SyncPanel(SnapshotMixin, w.VBox):
 
     def _poll(self, run: SyncRun) -> None:
         while not self._closed.is_set():
-            entry = _runner_entry(run)
-            if entry is not None:
-                _attach(run, self._on_report)
-                thread = entry[1]
-                if thread is None:  # a blocking run in this process: its reporter drives the display
-                    return
+            if _attach(run, self._on_report):
+                thread = _registry.run_thread(run.workspace.store._key, run.id)
+                if thread is None:
+                    if _runs_here(run):  # a blocking run in this process: its reporter drives the display
+                        return
+                    continue  # it ended just now: read the workspace
                 thread.join(self.poll_interval)
                 if thread.is_alive():
                     continue
