@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .states import RunStatus
+from .states import RunStatus, failed_rows_allowed
 
 if TYPE_CHECKING:
     from .sync import Sync
@@ -59,8 +59,7 @@ def notify(sync: Sync, run_id: int, status: RunStatus) -> None:
     alert = sync.failed_rows_alert
     if status == RunStatus.SUCCESS and alert is not None and sync.on_failure is not None:
         counts = run.counts
-        limit = alert * counts["sent"] if isinstance(alert, float) and 0 < alert < 1 else alert
-        if counts["failed"] > limit:
+        if counts["failed"] > failed_rows_allowed(alert, counts["sent"]):
             _call(sync, run_id, sync.on_failure, run, "on_failure (failed_rows_alert)")
     if cb is not None:
         _call(sync, run_id, cb, run, f"on_{status.value if status != RunStatus.SUCCESS else 'success'}")

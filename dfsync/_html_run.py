@@ -34,11 +34,12 @@ from ._html import (
     label,
     scroll,
 )
+from .states import ACTIVE_RUNS
 
 if TYPE_CHECKING:
     from .run import SyncRun
 
-ACTIVE = ("started", "querying", "queued", "in_progress")
+ACTIVE = ACTIVE_RUNS
 #: record columns a person never needs to see in a sample of rows
 INTERNAL = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 SAMPLE_ROWS = 5

@@ -30,7 +30,7 @@ from .destinations.base import Destination, destination_from_config
 from .errors import ConfigError, DfsyncError, SourceError
 from .mapping import Mapping
 from .sources.base import Source, source_from_config
-from .states import DestinationMode, SyncMode
+from .states import DestinationMode, SyncMode, check_failed_rows_setting
 
 ON_INVALID = ("fail", "skip", "warn")
 CALLBACKS = ("on_success", "on_failure", "on_paused")
@@ -59,10 +59,6 @@ def record_schema(source: Source, mapper: Mapping, keys: list[str], cursor_field
         raise ConfigError(f"cursor_field {cursor_field!r} is not a field of the records{what}; "
                           f"the fields are: {', '.join(fields)}")
     return schema
-
-
-def _is_fraction_or_count(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
 
 
 @dataclass(kw_only=True, eq=False)
@@ -121,9 +117,7 @@ class SyncDefinition:
         bs = self.batch_size
         if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
             raise ConfigError(f"batch_size must be a positive integer, not {bs!r}")
-        mfr = self.max_failed_rows
-        if not _is_fraction_or_count(mfr) or (isinstance(mfr, float) and mfr >= 1 and not mfr.is_integer()):
-            raise ConfigError("max_failed_rows must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
+        check_failed_rows_setting(self.max_failed_rows, "max_failed_rows")
         for cb_name in CALLBACKS:
             cb = getattr(self, cb_name)
             if isinstance(cb, str):
@@ -131,11 +125,11 @@ class SyncDefinition:
             elif cb is not None and not callable(cb):
                 raise ConfigError(f"{cb_name} must be a callable receiving the SyncRun, or a "
                                   f"'package.module:function' string (which also works from the CLI and scheduler)")
-        if self.failed_rows_alert is not None and not _is_fraction_or_count(self.failed_rows_alert):
-            raise ConfigError("failed_rows_alert must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
+        if self.failed_rows_alert is not None:
+            check_failed_rows_setting(self.failed_rows_alert, "failed_rows_alert")
         if smode == SyncMode.INCREMENTAL and not self.cursor_field:
             raise ConfigError("sync_mode='incremental' needs cursor_field='<column>' (e.g. an updated_at timestamp)")
-        if smode == SyncMode.INCREMENTAL and dmode in (DestinationMode.MIRROR, DestinationMode.REPLACE):
+        if smode == SyncMode.INCREMENTAL and dmode.removes_missing:
             raise ConfigError(
                 f"destination_mode={dmode.value!r} needs sync_mode='full_refresh': an incremental read cannot "
                 f"see rows deleted from the source. Use 'upsert' with incremental syncs.")

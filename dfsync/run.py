@@ -14,6 +14,7 @@ import polars as pl
 
 from . import _html, _html_run, _registry
 from .errors import ConfigError, DfsyncError, SyncRunFailed
+from .runner import abandon_run, applies_per_batch
 from .states import RunStatus
 from .store import COUNTERS
 
@@ -141,18 +142,8 @@ class SyncRun:
             return
         if st == RunStatus.PAUSED and not _registry.is_running(store._key, self.id):
             sync = self.sync
-            from .runner import applies_per_batch
-
             if not applies_per_batch(sync.spec):
-                from .runner import destination_context
-
-                try:
-                    session = sync.destination.open(destination_context(store, sync.id, sync.name, sync.spec, self.id))
-                    session.abandon()
-                    session.close()
-                except DfsyncError:
-                    pass
-                store.discard(sync.id, self.id)
+                abandon_run(store, sync.id, sync.name, sync.spec, self.id, ignore=DfsyncError)
             store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
                                  error_kind="aborted")
             staging = _registry.take_live_staging(store._key, self.id)

@@ -48,7 +48,7 @@ from .errors import (
     redact,
 )
 from .staging import FP_ALGO, Staging
-from .states import DestinationMode, RecordStatus, RunStatus, SyncMode
+from .states import DestinationMode, RecordStatus, RunStatus, SyncMode, failed_rows_allowed
 from .store import Store, key_match
 
 if TYPE_CHECKING:
@@ -83,6 +83,42 @@ def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) 
                    f"{sorted(set(batches) & set(committed))} had landed")
 
 
+def abandon_run(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int, *,
+                session: DestinationSession | None = None,
+                ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+                unless_applied: bool = False) -> bool:
+    """The one abort path of a run its destination applies only at its end (``replace``, Parquet):
+    the destination abandons the batches it holds aside, then the workspace discards them (what
+    they superseded is delivered again).
+
+    ``session``: the run's open session (else one is opened and closed here). ``ignore``:
+    destination errors that do not stop the discard. ``unless_applied``: ask the destination
+    first; when it already applied the run, nothing changes and False is returned.
+    """
+    own = session is None
+    if own:
+        try:
+            session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
+        except ignore:
+            session = None
+    try:
+        if unless_applied and session is not None and session.applied():
+            return False
+        if session is not None:
+            try:
+                session.abandon()
+            except ignore:
+                pass
+    finally:
+        if own and session is not None:
+            try:
+                session.close()
+            except ignore:
+                pass
+    store.discard(sync_id, run_id)
+    return True
+
+
 def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
                                    defn: SyncDefinition) -> None:
     """Forget the batches of failed runs that a once-per-run destination never applied.
@@ -96,19 +132,12 @@ def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
     if applies_per_batch(defn):
         return
     for run_id in store.failed_unapplied_runs(sync_id):
-        session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
-        try:
-            applied = session.applied()
-            if not applied:
-                session.abandon()
-        finally:
-            session.close()
-        if applied:  # its process died after the final swap: what it sent is delivered (never sent twice)
-            store.keep_applied_run(sync_id, run_id, defn.destination_mode == DestinationMode.REPLACE)
+        if not abandon_run(store, sync_id, sync_name, defn, run_id, unless_applied=True):
+            # its process died after the final swap: what it sent is delivered (never sent twice)
+            store.keep_applied_run(sync_id, run_id, defn.destination_mode.rewrites)
             store.note(sync_id, run_id, "this failed run had been applied by the destination before its process "
                        "died: its batches stay delivered")
             continue
-        store.discard(sync_id, run_id)
         store.note(sync_id, run_id, "discarded the batches of this failed run: the destination never applied them")
 
 
@@ -123,7 +152,7 @@ def destination_context(store: Store, sync_id: int, sync_name: str, defn: SyncDe
 
 def applies_per_batch(defn: SyncDefinition) -> bool:
     """Does a committed batch change what readers of the destination see right away?"""
-    return defn.destination_mode != DestinationMode.REPLACE and getattr(defn.destination, "applies_per_batch", True)
+    return not defn.destination_mode.rewrites and getattr(defn.destination, "applies_per_batch", True)
 
 
 def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
@@ -362,7 +391,7 @@ class Runner:
                 self._transfer()
                 return
             self._to(RunStatus.QUERYING, "resumed; staged rows were lost with the process, querying again")
-            if defn.destination_mode == DestinationMode.REPLACE:
+            if defn.destination_mode.rewrites:
                 self._restart_replace()
         else:
             self._reconcile()
@@ -439,7 +468,7 @@ class Runner:
                     state=state, force=force,
                     retry=retry if defn.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
                     quarantine_keys=defn.on_invalid == "skip",
-                    keep_unchanged=defn.destination_mode == DestinationMode.REPLACE or keep is None,
+                    keep_unchanged=defn.destination_mode.sends_unchanged or keep is None,
                     keep_columns=keep or (),
                 )
         except InvalidRecordsError as exc:
@@ -454,7 +483,7 @@ class Runner:
         if defn.sync_mode == SyncMode.FULL_REFRESH and result.queried == 0 and not defn.allow_empty:
             raise EmptySourceError(
                 f"the source {defn.source.describe()} returned no rows. A full refresh of an empty source "
-                f"would {'delete every row at' if defn.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 'send nothing to'} "
+                f"would {'delete every row at' if defn.destination_mode.removes_missing else 'send nothing to'} "
                 f"the destination, so nothing was sent. If the source is really empty, create the sync "
                 f"with allow_empty=True."
             )
@@ -469,7 +498,7 @@ class Runner:
         invalid, so ``queried = inserted + updated + unchanged + invalid`` on every run."""
         assert self.staging is not None
         c = self.staging.valid_counts()
-        deletes = c["delete"] if self.defn.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0
+        deletes = c["delete"] if self.defn.destination_mode.removes_missing else 0
         self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], deleted=deletes,
                                 unchanged=c["unchanged"], invalid=c["invalid"])
 
@@ -489,7 +518,7 @@ class Runner:
         """What the source looks like now, for a full refresh that may skip an unchanged source."""
         defn = self.defn
         if (defn.sync_mode != SyncMode.FULL_REFRESH
-                or defn.destination_mode == DestinationMode.REPLACE
+                or defn.destination_mode.sends_unchanged  # every row is sent: the source is always read
                 or not getattr(defn.source, "skip_unchanged", False)):
             return None
         snap = defn.source.snapshot()
@@ -497,12 +526,7 @@ class Runner:
 
     def _restart_replace(self) -> None:
         """A replace run whose staging died restarts its rewrite from scratch."""
-        session = self.defn.destination.open(self._context(self.run_id))
-        try:
-            session.abandon()
-        finally:
-            session.close()
-        self.store.discard(self.sync_id, self.run_id)
+        abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
 
     # .............................................................. validation
     def _validate(self) -> None:
@@ -559,7 +583,7 @@ class Runner:
         plan = self._decide_schema(staging)
         keep_all = total <= RECORD_RETENTION
         next_batch = store.next_batch_no(self.run_id)
-        if total == 0 and next_batch == 1 and mode != DestinationMode.REPLACE and store.has_delivered(self.sync_id):
+        if total == 0 and next_batch == 1 and not mode.rewrites and store.has_delivered(self.sync_id):
             # nothing to send and nothing to finish: the destination is not even opened
             self._report()
             self._finish()
@@ -618,7 +642,7 @@ class Runner:
         recorded = _schema.load(self.store.sync_row(sync_id=self.sync_id).get("dest_schema"))
         where = defn.destination.describe()
         plan = _schema.plan(recorded, records, defn.primary_key, defn.schema, where,
-                            replace=defn.destination_mode == DestinationMode.REPLACE,
+                            replace=defn.destination_mode.rewrites,
                             replace_ok=DestinationMode.REPLACE in defn.destination.modes)
         defn.destination.check_schema(records)
         _schema.check_values(staging.con, "stg", records, defn.destination, where)
@@ -701,7 +725,7 @@ class Runner:
         run = store.run_row(self.run_id)
         sent, succeeded, failed = run["sent"], run["succeeded"], run["failed"]
         limit = defn.max_failed_rows
-        allowed = limit * sent if isinstance(limit, float) and 0 < limit < 1 else limit
+        allowed = failed_rows_allowed(limit, sent)
         problem = None
         if failed and succeeded == 0:
             problem = f"every row sent was rejected by the destination ({failed} rows)"
@@ -709,7 +733,7 @@ class Runner:
             problem = (f"{failed} rows were rejected by the destination, more than max_failed_rows={limit}; "
                        f"see run.records(status='failed') for the errors")
         store.finish_run(self.sync_id, self.run_id, list(defn.primary_key),
-                         replace=defn.destination_mode == DestinationMode.REPLACE, fp_algo=FP_ALGO,
+                         replace=defn.destination_mode.rewrites, fp_algo=FP_ALGO,
                          source_snapshot=None if problem or run["failed"] or run["invalid"] else self.source_token,
                          merge_cursor=self._merge_cursor(), problem=problem)
         self.status = RunStatus.FAILED if problem else RunStatus.SUCCESS
@@ -751,25 +775,18 @@ class Runner:
         error = redact(error)
         if self.status.terminal:
             return
-        if self.session is not None and not applies_per_batch(self.defn) and not self._applied():
+        if self.session is not None and not applies_per_batch(self.defn):
+            # unless the destination already applied it (its final swap happened before the error):
+            # then its batches stay delivered, and so when it cannot tell (the next run asks again)
             with contextlib.suppress(Exception):
-                self.session.abandon()
-            with contextlib.suppress(Exception):
-                self.store.discard(self.sync_id, self.run_id)
+                abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id, session=self.session,
+                            ignore=Exception, unless_applied=True)
         try:
             self.store.fail_run(self.sync_id, self.run_id, error, kind, redact(detail or error), self._merge_cursor())
             self.status = RunStatus.FAILED
         except Exception:
             pass
         self._report()
-
-    def _applied(self) -> bool:
-        """Did the destination already apply this run (its final swap happened before the error)?
-        Then its batches stay delivered; the next run settles it (``_discard_unapplied_failed_runs``)."""
-        try:
-            return self.session is not None and self.session.applied()
-        except Exception:
-            return True  # cannot tell: keep the batches; the next run asks the destination again
 
     def _drop_staging(self) -> None:
         _registry.take_live_staging(self.store._key, self.run_id)

@@ -510,18 +510,10 @@ class Staging:
     # ------------------------------------------------------------------ transfer
     @staticmethod
     def send_filter(mode: DestinationMode) -> str:
-        if mode == DestinationMode.INSERT:
-            return "_action = 'insert'"
-        if mode == DestinationMode.MIRROR:
-            return "_action IN ('insert','update','delete')"
-        if mode == DestinationMode.REPLACE:
-            return "_action IN ('insert','update','unchanged')"
-        return "_action IN ('insert','update')"
+        return f"_action IN ({', '.join(repr(a) for a in mode.sent_actions)})"
 
     def skipped_by_mode(self, mode: DestinationMode) -> str | None:
-        if mode == DestinationMode.INSERT:
-            return "_action = 'update'"
-        return None
+        return None if mode.sends_updates else "_action = 'update'"
 
     def pending_count(self, mode: DestinationMode) -> int:
         self.flush_outcomes()
@@ -533,7 +525,7 @@ class Staging:
         """Pending rows as Arrow batches: record columns, _action, _fp, _rid."""
         self.flush_outcomes()
         cols = ", ".join(quote(c) for c in self.columns)
-        action = "'insert'" if mode == DestinationMode.REPLACE else "_action"
+        action = "'insert'" if mode.rewrites else "_action"  # every row goes into the new table
         where = (f"{self.send_filter(mode)} AND s.rowid NOT IN (SELECT _rid FROM invalid) "
                  f"AND s.rowid NOT IN (SELECT _rid FROM outcomes)")
         src = "stg s"

@@ -11,6 +11,7 @@ from enum import Enum
 from .errors import InvalidTransition
 
 __all__ = [
+    "ACTIVE_RUNS",
     "RUN_TRANSITIONS",
     "SYNC_TRANSITIONS",
     "DestinationMode",
@@ -18,7 +19,10 @@ __all__ = [
     "RunStatus",
     "SyncMode",
     "SyncStatus",
+    "UNFINISHED_RUNS",
+    "check_failed_rows_setting",
     "check_transition",
+    "failed_rows_allowed",
 ]
 
 
@@ -68,6 +72,12 @@ class RunStatus(_StrEnum):
         )
 
 
+#: the values of the active statuses (the runs a process works on), and with ``paused`` the runs
+#: that are not finished: for SQL and for code holding a status as text
+ACTIVE_RUNS: tuple[str, ...] = tuple(s.value for s in RunStatus if s.active)
+UNFINISHED_RUNS: tuple[str, ...] = (*ACTIVE_RUNS, RunStatus.PAUSED.value)
+
+
 class SyncMode(_StrEnum):
     FULL_REFRESH = "full_refresh"
     INCREMENTAL = "incremental"
@@ -80,6 +90,45 @@ class DestinationMode(_StrEnum):
     MIRROR = "mirror"
     REPLACE = "replace"
 
+    # What each mode does, decided here once (the runner, staging, preview and destinations ask).
+    @property
+    def removes_missing(self) -> bool:
+        """Rows gone from the source leave the destination (counted as ``deleted``), so the mode
+        needs a full refresh: an incremental read cannot see them."""
+        return self in (DestinationMode.MIRROR, DestinationMode.REPLACE)
+
+    @property
+    def sends_deletes(self) -> bool:
+        """Delete records are sent (``replace`` drops missing rows by rewriting instead)."""
+        return self == DestinationMode.MIRROR
+
+    @property
+    def sends_unchanged(self) -> bool:
+        """Unchanged rows are sent too: the destination is rewritten with every row."""
+        return self == DestinationMode.REPLACE
+
+    @property
+    def sends_updates(self) -> bool:
+        """Changed rows are sent (``insert`` skips them: records ``skipped``)."""
+        return self != DestinationMode.INSERT
+
+    @property
+    def rewrites(self) -> bool:
+        """The run rewrites the destination and applies it at its end (never batch by batch): a
+        failed run's batches are abandoned, the new table's schema is the records'."""
+        return self == DestinationMode.REPLACE
+
+    @property
+    def upserts(self) -> bool:
+        """A sent row's key may already be at the destination: written as insert-or-update."""
+        return self in (DestinationMode.UPSERT, DestinationMode.MIRROR)
+
+    @property
+    def sent_actions(self) -> tuple[str, ...]:
+        """The staged actions a run sends in this mode."""
+        return ("insert",) + ("update",) * self.sends_updates + ("delete",) * self.sends_deletes \
+            + ("unchanged",) * self.sends_unchanged
+
 
 class RecordStatus(_StrEnum):
     PENDING = "pending"
@@ -87,6 +136,22 @@ class RecordStatus(_StrEnum):
     FAILED = "failed"
     INVALID = "invalid"
     SKIPPED = "skipped"
+
+
+def check_failed_rows_setting(value: object, name: str) -> None:
+    """``max_failed_rows`` / ``failed_rows_alert``: a row count (int >= 0) or a fraction of the
+    rows sent (a float below 1); raise ConfigError naming the setting otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+            or (isinstance(value, float) and value >= 1 and not value.is_integer()):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{name} must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
+
+
+def failed_rows_allowed(setting: int | float, sent: int) -> float:
+    """How many rejected rows ``max_failed_rows`` / ``failed_rows_alert`` lets pass for a run that
+    sent ``sent`` rows: a fraction of them (0 < setting < 1), else the row count itself."""
+    return setting * sent if isinstance(setting, float) and 0 < setting < 1 else setting
 
 
 S, R = SyncStatus, RunStatus
@@ -103,7 +168,7 @@ SYNC_TRANSITIONS: dict[tuple[SyncStatus | None, str], SyncStatus] = {
     (S.DISABLED, "enable_failed"): S.FAILED,
 }
 
-_ACTIVE_OR_PAUSED = (R.STARTED, R.QUERYING, R.QUEUED, R.IN_PROGRESS, R.PAUSED)
+_ACTIVE_OR_PAUSED = tuple(RunStatus(s) for s in UNFINISHED_RUNS)
 
 RUN_TRANSITIONS: dict[tuple[RunStatus | None, RunStatus], str] = {
     (None, R.STARTED): "run created",

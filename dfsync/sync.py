@@ -27,7 +27,7 @@ from .mapping import Mapping
 from .run import Preview, SyncRun, _results_frame
 from .runner import Runner
 from .sources.base import Source
-from .states import DestinationMode, RunStatus, SyncMode, SyncStatus
+from .states import UNFINISHED_RUNS, DestinationMode, RunStatus, SyncMode, SyncStatus
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -236,13 +236,13 @@ class Sync:
                 validation = _results_frame(evaluation.results) if evaluation.results else None
             c = staging.valid_counts()  # quarantined rows count once, as invalid
             counts = {"insert": c["insert"], "update": c["update"],
-                      "delete": c["delete"] if self.destination_mode in (DestinationMode.MIRROR, DestinationMode.REPLACE) else 0,
+                      "delete": c["delete"] if self.destination_mode.removes_missing else 0,
                       "unchanged": c["unchanged"], "invalid": c["invalid"]}
             records = pl.from_arrow(staging.records(include_unchanged=True))
             if counts["delete"] == 0 and c["delete"]:
                 records = records.filter(pl.col("_action") != "delete")
-            sends_unchanged = self.destination_mode == DestinationMode.REPLACE
-            skips_updates = self.destination_mode == DestinationMode.INSERT
+            sends_unchanged = self.destination_mode.sends_unchanged
+            skips_updates = not self.destination_mode.sends_updates
             records = records.drop("_batch", "_error").with_columns(
                 pl.when(pl.col("_status") == "invalid").then(pl.lit("invalid"))
                 .when((pl.col("_action") == "unchanged") & (not sends_unchanged)).then(pl.lit("unchanged"))
@@ -322,7 +322,7 @@ class Sync:
 
     def current_run(self) -> SyncRun | None:
         """The run that is going on or paused, if any."""
-        rid = self.workspace.store.latest_run_id(self.id, ["started", "querying", "queued", "in_progress", "paused"])
+        rid = self.workspace.store.latest_run_id(self.id, list(UNFINISHED_RUNS))
         return SyncRun(self.workspace, rid, self.name) if rid else None
 
     def events(self) -> pl.DataFrame:

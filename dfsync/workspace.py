@@ -24,6 +24,7 @@ from .destinations.base import Destination
 from .errors import ConfigError, SyncAlreadyRunning
 from .run import Preview, SyncRun
 from .sources.base import Source
+from .states import ACTIVE_RUNS
 from .store import open_store, owner_token
 from .sync import Sync
 
@@ -190,7 +191,7 @@ class Workspace:
     def delete_sync(self, name: str) -> None:
         """Remove a sync, its runs and its delivered state (the destination is untouched)."""
         row = self.store.sync_row(name)
-        if self.store.latest_run_id(row["id"], ["started", "querying", "queued", "in_progress"]):
+        if self.store.latest_run_id(row["id"], list(ACTIVE_RUNS)):
             raise SyncAlreadyRunning(f"sync {name!r} is running; abort or wait for the run before deleting it")
         self.store.delete_sync(row["id"])
         LIVE.pop((self.store._key, name), None)

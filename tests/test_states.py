@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dfsync
-from dfsync.states import RUN_TRANSITIONS, SYNC_TRANSITIONS, RunStatus, SyncStatus, check_transition, sync_target
+from dfsync.states import (
+    RUN_TRANSITIONS,
+    SYNC_TRANSITIONS,
+    RunStatus,
+    SyncStatus,
+    check_transition,
+    sync_target,
+)
 
 R, S = RunStatus, SyncStatus
 
@@ -129,3 +136,54 @@ def test_only_a_resumed_run_pauses_before_it_transfers(tmp_path, ws_target):
     assert ws.run(rid).error is None  # resumed: why it paused is history
     ws.store.transition_run(rid, RunStatus.PAUSED)
     assert ws.run(rid).status == "paused"
+
+
+def test_each_destination_mode_decides_its_policy_once():
+    """What each mode sends is one table (STATES.md / API.md), read by staging, the runner,
+    preview and the destinations alike."""
+    from dfsync.states import DestinationMode as M
+
+    table = {  # mode: (sent actions, removes rows gone from the source, rewrites, upserts)
+        M.INSERT: (("insert",), False, False, False),
+        M.UPSERT: (("insert", "update"), False, False, True),
+        M.UPDATE: (("insert", "update"), False, False, False),
+        M.MIRROR: (("insert", "update", "delete"), True, False, True),
+        M.REPLACE: (("insert", "update", "unchanged"), True, True, False),
+    }
+    for mode, (sent, removes, rewrites, upserts) in table.items():
+        assert (mode.sent_actions, mode.removes_missing, mode.rewrites, mode.upserts) == (sent, removes, rewrites, upserts)
+        assert mode.sends_deletes == ("delete" in sent) and mode.sends_unchanged == ("unchanged" in sent)
+        assert mode.sends_updates == ("update" in sent)
+    from dfsync.staging import Staging
+
+    assert Staging.send_filter(M.MIRROR) == "_action IN ('insert', 'update', 'delete')"
+
+
+def test_active_run_statuses_are_one_list():
+    from dfsync.states import ACTIVE_RUNS, UNFINISHED_RUNS
+
+    assert ACTIVE_RUNS == ("started", "querying", "queued", "in_progress")
+    assert (*ACTIVE_RUNS, "paused") == UNFINISHED_RUNS
+    assert [s.value for s in RunStatus if s.active] == list(ACTIVE_RUNS)
+
+
+@pytest.mark.parametrize("value, ok", [(0, True), (3, True), (0.25, True), (1.0, True), (2.0, True),
+                                       (-1, False), (2.5, False), (True, False), ("3", False)])
+def test_one_failed_rows_threshold_for_the_limit_and_the_alert(tmp_path, value, ok):
+    import polars as pl
+
+    from dfsync.states import failed_rows_allowed
+
+    assert failed_rows_allowed(0.25, 40) == 10 and failed_rows_allowed(3, 40) == 3 and failed_rows_allowed(2.0, 40) == 2
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    try:
+        for name in ("max_failed_rows", "failed_rows_alert"):
+            kwargs = {"source": dfsync.sources.frame(pl.DataFrame({"id": [1]})), "primary_key": "id", name: value,
+                      "destination": dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")}
+            if ok:
+                ws.create_sync(f"s_{name}", **kwargs)
+            else:
+                with pytest.raises(dfsync.ConfigError, match=f"{name} must be a row count"):
+                    ws.create_sync(f"s_{name}", **kwargs)
+    finally:
+        ws.close()

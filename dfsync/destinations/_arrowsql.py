@@ -92,7 +92,7 @@ class ArrowSQLSession(DestinationSession):
         self.direct = False  # table's columns are exactly the records' mapped types
         self.unique_key = True
         self.con: Any = None
-        self.write_target = self._replace_name() if ctx.mode == DestinationMode.REPLACE else self.target
+        self.write_target = self._replace_name() if ctx.mode.rewrites else self.target
         self._with_retries(self._connect_and_ledger)
 
     # ---------------------------------------------------------------- dialect hooks
@@ -264,7 +264,7 @@ class ArrowSQLSession(DestinationSession):
     def _prepare(self, cur: Any, records: pa.Schema) -> None:
         incoming = self._incoming_types(records)
         exists = self._exists(self.target)
-        if exists and self.ctx.mode != DestinationMode.REPLACE:
+        if exists and not self.ctx.mode.rewrites:
             self._fit_table(cur, records, incoming)
         elif not exists and self.ctx.mode == DestinationMode.UPDATE:
             raise DestinationError(
@@ -280,7 +280,7 @@ class ArrowSQLSession(DestinationSession):
             if not self._exists(self.write_target):
                 raise DestinationError(f"table {self.write_target.display} disappeared during the run")
         else:
-            if self.ctx.mode == DestinationMode.REPLACE:
+            if self.ctx.mode.rewrites:
                 cur.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
             if not self._exists(self.write_target):
                 cur.execute(self._create_sql(self.write_target, incoming, with_key=not self.defer_primary_key))
@@ -411,7 +411,7 @@ class ArrowSQLSession(DestinationSession):
             cur.execute(f"DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} b WHERE {on} "
                         f"AND {act} = 'delete' AND {where})")
         rows = f"{act} <> 'delete' AND {where}"
-        upserting = mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
+        upserting = mode.upserts
         if not upserting or (self.fresh and actions <= {"insert", "delete"}):
             cur.execute(f"INSERT INTO {t} ({cols}) SELECT {bcols} FROM {s} b WHERE {rows}")
         elif self.unique_key:
@@ -474,7 +474,7 @@ class ArrowSQLSession(DestinationSession):
     def finish(self) -> None:
         def go(cur: Any) -> None:
             self._add_deferred_key(cur)
-            if self.ctx.mode != DestinationMode.REPLACE:
+            if not self.ctx.mode.rewrites:
                 self.con.commit()
                 return
             if not self._exists(self.write_target):
@@ -488,7 +488,7 @@ class ArrowSQLSession(DestinationSession):
 
     def applied(self) -> bool:
         """A replace run is applied once its table was swapped in: its ledger marker stays, its table is gone."""
-        if self.ctx.mode != DestinationMode.REPLACE:
+        if not self.ctx.mode.rewrites:
             return False
 
         def go(cur: Any) -> bool:
@@ -499,7 +499,7 @@ class ArrowSQLSession(DestinationSession):
         return bool(self._with_retries(lambda: self._run(go)))
 
     def abandon(self) -> None:
-        if self.ctx.mode != DestinationMode.REPLACE:
+        if not self.ctx.mode.rewrites:
             return
         try:
             def go(cur: Any) -> None:  # the table and the ledger rows that describe it go together

@@ -239,7 +239,7 @@ class DeltaSession(DestinationSession):
         records = pa.schema([f for f in schema if f.name != ACTION_COLUMN])
         self.columns = records.names
         target = pa.schema([pa.field(f.name, delta_type(f.type), True) for f in records])
-        if self.ctx.mode == DestinationMode.REPLACE:
+        if self.ctx.mode.rewrites:
             self.target_schema = target
             return
         dt = self._table()
@@ -288,7 +288,7 @@ class DeltaSession(DestinationSession):
 
     # ---------------------------------------------------------------- ledger
     def committed_batches(self) -> dict[int, list[list[Any]]]:
-        if self.ctx.mode == DestinationMode.REPLACE:
+        if self.ctx.mode.rewrites:
             return {b: [] for b in self._parts()}
         dt = self._table()
         if dt is None:
@@ -302,7 +302,7 @@ class DeltaSession(DestinationSession):
         return pa.table(cols, names=data.column_names)
 
     def write(self, batch: WriteBatch) -> BatchResult:
-        if self.ctx.mode == DestinationMode.REPLACE:
+        if self.ctx.mode.rewrites:
             return self._write_part(batch)
         return self._guard(lambda: self._write(batch))
 
@@ -399,7 +399,7 @@ class DeltaSession(DestinationSession):
         values = {col(c): f"s.{col(c)}" for c in self.columns}
         act = f"s.{col(ACTION_COLUMN)}"
         merger = dt.merge(data, on, source_alias="s", target_alias="t", commit_properties=props)
-        if mode == DestinationMode.MIRROR and "delete" in actions:
+        if mode.sends_deletes and "delete" in actions:
             merger = merger.when_matched_delete(f"{act} = 'delete'")
         if mode in (DestinationMode.UPSERT, DestinationMode.MIRROR, DestinationMode.UPDATE):
             merger = merger.when_matched_update(values, f"{act} <> 'delete'")
@@ -438,7 +438,7 @@ class DeltaSession(DestinationSession):
         return BatchResult()
 
     def finish(self) -> None:
-        if self.ctx.mode != DestinationMode.REPLACE:
+        if not self.ctx.mode.rewrites:
             return
         import pyarrow.dataset as ds
         from deltalake import write_deltalake

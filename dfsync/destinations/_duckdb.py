@@ -86,7 +86,7 @@ class DuckDBSession(DestinationSession):
             f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (run_key VARCHAR, batch_no INTEGER, rows BIGINT, "
             f"not_delivered JSON, committed_at TIMESTAMPTZ)"
         )
-        if ctx.mode == DestinationMode.REPLACE:
+        if ctx.mode.rewrites:
             self.write_target = TableName(self.target.schema, f"{self.target.table}__dfsync_replace_{ctx.run_id}")
         else:
             self.write_target = self.target
@@ -130,7 +130,7 @@ class DuckDBSession(DestinationSession):
         try:
             incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}
             exists = self._exists(self.target)
-            if exists and self.ctx.mode != DestinationMode.REPLACE:
+            if exists and not self.ctx.mode.rewrites:
                 self._fit_table(incoming)
             elif not exists and self.ctx.mode == DestinationMode.UPDATE:
                 raise DestinationError(
@@ -148,7 +148,7 @@ class DuckDBSession(DestinationSession):
                 self._note_unsent(cols)
                 return
             self.con.execute("BEGIN TRANSACTION")
-            if self.ctx.mode == DestinationMode.REPLACE:
+            if self.ctx.mode.rewrites:
                 self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
             if not self._exists(self.write_target):
                 self.con.execute(f"CREATE TABLE {self.write_target.sql} AS SELECT * FROM _dfsync_schema LIMIT 0")
@@ -199,7 +199,7 @@ class DuckDBSession(DestinationSession):
             return missing
         if "delete" in actions:
             con.execute(f"DELETE FROM {t} USING _dfsync_batch b WHERE {on} AND b.{ACTION_COLUMN} = 'delete'")
-        upserting = mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
+        upserting = mode.upserts
         # inserts into a table that was empty when the run began cannot collide
         cond = "b._action = 'update'" if self.fresh else "b._action IN ('insert','update')"
         if upserting and self.unsent and ("update" in actions or not self.fresh):
@@ -323,7 +323,7 @@ class DuckDBSession(DestinationSession):
 
     def finish(self) -> None:
         self._add_deferred_key()
-        if self.ctx.mode != DestinationMode.REPLACE:
+        if not self.ctx.mode.rewrites:
             return
         if not self._exists(self.write_target):
             return  # already swapped by an earlier attempt of this run
@@ -338,14 +338,14 @@ class DuckDBSession(DestinationSession):
 
     def applied(self) -> bool:
         """A replace run is applied once its table was swapped in: its ledger marker stays, its table is gone."""
-        if self.ctx.mode != DestinationMode.REPLACE:
+        if not self.ctx.mode.rewrites:
             return False
         marker = self.con.execute(f"SELECT count(*) FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = 0",
                                   [self.run_key]).fetchall()[0][0]
         return bool(marker) and not self._exists(self.write_target)
 
     def abandon(self) -> None:
-        if self.ctx.mode == DestinationMode.REPLACE:
+        if self.ctx.mode.rewrites:
             try:  # the table and the ledger rows that describe it go together (a resumed run starts it anew)
                 self.con.execute("BEGIN TRANSACTION")
                 self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")

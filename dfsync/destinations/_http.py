@@ -339,7 +339,7 @@ class HTTPDestination(Destination):
 
     def validate(self, columns: Sequence[str], primary_key: Sequence[str], mode: DestinationMode) -> None:
         super().validate(columns, primary_key, mode)
-        if mode == DestinationMode.MIRROR and self.routes["delete"] is None:
+        if mode.sends_deletes and self.routes["delete"] is None:
             raise ConfigError("destination_mode='mirror' sends deletes: give the http destination a "
                               "delete route, e.g. delete='DELETE /{" + (primary_key[0] if primary_key else "id") + "}'")
         _check_fields(self.routes, columns)

@@ -426,7 +426,7 @@ class MySQLSession(ArrowSQLSession):
         if "delete" in actions:
             cur.execute(f"DELETE t FROM {t} t JOIN {s} b ON {on} WHERE {act} = 'delete' AND {where}")
         rows = f"{act} <> 'delete' AND {where}"
-        upserting = self.ctx.mode in (DestinationMode.UPSERT, DestinationMode.MIRROR)
+        upserting = self.ctx.mode.upserts
         if not upserting or (self.fresh and actions <= {"insert", "delete"}):
             cur.execute(f"INSERT INTO {t} ({cols}) SELECT {bcols} FROM {s} b WHERE {rows}")
         elif self.unique_key:
@@ -444,7 +444,7 @@ class MySQLSession(ArrowSQLSession):
     # ---------------------------------------------------------------- finish
     def finish(self) -> None:
         def go(cur: Any) -> None:
-            if self.ctx.mode != DestinationMode.REPLACE:
+            if not self.ctx.mode.rewrites:
                 self.con.commit()
                 return
             old = self._old_name()

@@ -105,7 +105,7 @@ class ParquetSession(DestinationSession):
             raise DestinationError(f"cannot write the Parquet destination {self.dir}: {why}. Point "
                                    f"destinations.parquet() at a directory you can write.")
         os.makedirs(self.batch_dir, exist_ok=True)
-        if self.ctx.mode == DestinationMode.REPLACE or not self._has_data():
+        if self.ctx.mode.rewrites or not self._has_data():
             if self.ctx.mode == DestinationMode.UPDATE:
                 raise DestinationError(
                     f"{self.data} does not exist; update mode only changes rows that exist. "
@@ -187,7 +187,7 @@ class ParquetSession(DestinationSession):
             self.con.register("_empty", pa.Table.from_batches([], schema=self.schema))
             changes = "_empty"
         mode = self.ctx.mode
-        has_base = self._has_data() and mode != DestinationMode.REPLACE
+        has_base = self._has_data() and not mode.rewrites
         base = f"read_parquet({_lit(self.data)})"
         on = " AND ".join(f"c.{q(k)} IS NOT DISTINCT FROM d.{q(k)}" for k in pk)
         new_rows = f"SELECT {sel} FROM {changes} WHERE {q(ACTION_COLUMN)} <> 'delete'"

@@ -12,6 +12,12 @@ from typing import Any
 
 import polars as pl
 
+from ..states import ACTIVE_RUNS, UNFINISHED_RUNS
+
+#: the active run statuses (runs a process works on) and, with paused, the unfinished ones, for SQL
+ACTIVE_SQL = "(" + ",".join(f"'{s}'" for s in ACTIVE_RUNS) + ")"
+UNFINISHED_SQL = "(" + ",".join(f"'{s}'" for s in UNFINISHED_RUNS) + ")"
+
 COUNTERS = (
     "queried",
     "inserted",

@@ -27,7 +27,18 @@ import polars as pl
 
 from ..errors import InvalidTransition, SyncNotFoundError, WorkspaceError
 from ..states import RunStatus, SyncStatus, check_transition, sync_target
-from ._common import COUNTERS, decode_sync, first, frame, now, one_row, owner_token, quote
+from ._common import (
+    ACTIVE_SQL,
+    COUNTERS,
+    UNFINISHED_SQL,
+    decode_sync,
+    first,
+    frame,
+    now,
+    one_row,
+    owner_token,
+    quote,
+)
 from ._delivery import DeliveryOps
 from ._filelock import FileConnections
 
@@ -137,8 +148,8 @@ class Store(DeliveryOps, FileConnections):
 
         with self._transaction() as con:
             row = first(con.execute(
-                "SELECT id, status FROM runs WHERE sync_id = ? AND status IN "
-                "('started','querying','queued','in_progress','paused') ORDER BY id DESC LIMIT 1", [sync_id]))
+                f"SELECT id, status FROM runs WHERE sync_id = ? AND status IN {UNFINISHED_SQL} "
+                "ORDER BY id DESC LIMIT 1", [sync_id]))
             if row is not None:
                 what = "wait for it (run.wait())" if row[1] != "paused" else \
                     "finish it (sync.run() resumes it)"
@@ -217,7 +228,7 @@ class Store(DeliveryOps, FileConnections):
 
         row = first(con.execute(
             "SELECT id, status, owner_pid, owner_host, owner_token FROM runs WHERE sync_id = ? AND status IN "
-            "('started','querying','queued','in_progress') ORDER BY id DESC LIMIT 1", [sync_id]))
+            f"{ACTIVE_SQL} ORDER BY id DESC LIMIT 1", [sync_id]))
         if row is not None:
             raise SyncAlreadyRunning(
                 f"run {row[0]} of this sync is {row[1]} in process {row[2]} on {row[3]}; wait for it "
@@ -370,7 +381,7 @@ class Store(DeliveryOps, FileConnections):
         with self._connect() as con:
             rows = con.execute(
                 "SELECT id, status, owner_pid, owner_host, owner_token FROM runs "
-                "WHERE status IN ('started','querying','queued','in_progress')").fetchall()
+                f"WHERE status IN {ACTIVE_SQL}").fetchall()
         moved = []
         for rid, status, pid, host, token in rows:
             if is_alive(rid, pid, host, token):

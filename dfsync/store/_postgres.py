@@ -36,7 +36,7 @@ import polars as pl
 
 from ..errors import SyncAlreadyRunning
 from ..states import RunStatus
-from ._common import first, frame, owner_token
+from ._common import UNFINISHED_SQL, first, frame, owner_token
 from ._duckdb import Store
 from ._pgcon import open_connection
 from ._pgconnections import PgConnections
@@ -92,7 +92,7 @@ class PostgresStore(PgConnections, PgDeliveryOps, Store):
             with self.connect() as con:
                 row = first(con.execute(
                     "SELECT id, status, owner_pid, owner_host FROM runs WHERE sync_id = ? AND status IN "
-                    "('started','querying','queued','in_progress','paused') ORDER BY id DESC LIMIT 1", [sync_id]))
+                    f"{UNFINISHED_SQL} ORDER BY id DESC LIMIT 1", [sync_id]))
             if row is not None and row[1] != "paused":
                 return SyncAlreadyRunning(
                     f"run {row[0]} of this sync is {row[1]} in process {row[2]} on {row[3]}; wait for it "
