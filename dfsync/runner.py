@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from . import _registry
 from ._arrow import bool_array, int_array, string_array
+from ._dryrun import DryRunStore
 from .destinations.base import (
     ACTION_COLUMN,
     BatchResult,
@@ -296,6 +297,16 @@ def _dataset_keep(checks: list[Any]) -> list[str] | None:
     return dataset_columns(checks, None)
 
 
+class DryRun(NamedTuple):
+    """What :meth:`Runner.dry_run` found: the staged rows (actions and invalid rows marked), the
+    counters the run would set, the check results and the problems of its keys."""
+
+    staging: Staging
+    counts: dict[str, int]
+    check_results: list[dict[str, Any]]
+    problems: list[str]
+
+
 # ---------------------------------------------------------------------- the run
 class Runner:
     """Executes one run. It receives plain data: the sync's definition, its id and name, the
@@ -303,18 +314,20 @@ class Runner:
     fire on the handle's side once :meth:`execute` returned)."""
 
     def __init__(self, defn: SyncDefinition, run_id: int, *, sync_id: int, sync_name: str, store: Store,
-                 staging_dir: str, resume: bool) -> None:
+                 staging_dir: str, resume: bool, dry_run: bool = False) -> None:
+        """``dry_run``: for :meth:`dry_run` only (``sync.preview()``: ``run_id`` 0, no run row)."""
         self.defn = defn
         self.sync_id, self.sync_name = sync_id, sync_name
-        self.store = store
+        self.dry = dry_run
+        self.store: Any = DryRunStore(store) if dry_run else store
         self.staging_dir = staging_dir
         self.run_id = run_id
         self.resume = resume
         #: stop requests, progress hooks and the staged rows shared with callers (dfsync._registry)
         self._control = _registry.run_control(self.store._key, run_id)
-        self.staging = _registry.live_staging(self.store._key, run_id)
+        self.staging = None if dry_run else _registry.live_staging(self.store._key, run_id)
         self.session: DestinationSession | None = None
-        self.status = RunStatus(self.store.run_row(run_id)["status"])
+        self.status = RunStatus.QUERYING if dry_run else RunStatus(self.store.run_row(run_id)["status"])
         self.cursor_max: Any = None
         self.source_token: str | None = None  # set when this run read (or skipped) an unchanged-files source
         self.reused_checks: int | None = None  # the run whose check results a skipped read reuses
@@ -381,6 +394,24 @@ class Runner:
                     or _registry.live_staging(self.store._key, self.run_id) is not self.staging):
                 self._drop_staging()
 
+    def dry_run(self) -> DryRun:
+        """Query, diff and check exactly as this run would, but send nothing and write nothing to
+        the workspace (its store is a :class:`DryRunStore`). What a person previewing needs
+        differs only here: null or repeated keys are quarantined (and listed) even under
+        on_invalid='fail', failing checks quarantine rows instead of failing the run, an empty
+        full refresh is a problem listed rather than an error, the source is read even when its
+        files did not change, and GX checkpoint actions do not run (they act on a run's results).
+        The caller drops the staged rows (``_drop_staging``)."""
+        assert self.dry, "Runner(dry_run=True) only"
+        self.problems: list[str] = []
+        self._query()
+        try:
+            self._validate()
+        except ValidationFailed:  # a run would fail here; the counts say what it would quarantine
+            pass
+        assert self.staging is not None
+        return DryRun(self.staging, dict(self.store.counters), self.store.check_results, self.problems)
+
     def _execute(self) -> None:
         defn = self.defn
         if self.status == RunStatus.PAUSED:
@@ -443,8 +474,9 @@ class Runner:
         cursor = read_from(defn, _cursor_from_json(row["cursor_value"]))
         retry, retry_keys = store.retry_rows(self.sync_id, defn.primary_key, RECORD_META_ALL)
         if self.staging is None:
-            self.staging = Staging(temp_dir=self.staging_dir)
-        token = None if force or (retry is not None and retry.num_rows) else self._source_token(row)
+            self.staging = Staging() if self.dry else Staging(temp_dir=self.staging_dir)
+        # a dry run reads the source even when its files did not change: it shows the rows
+        token = None if force or self.dry or (retry is not None and retry.num_rows) else self._source_token(row)
         if token is not None and token == row.get("source_snapshot") and row.get("key_types"):
             delivered = store.delivered_count(self.sync_id)
             self.reused_checks = store.last_checked_run(self.sync_id, self.run_id, row["definition_version"]) \
@@ -467,8 +499,8 @@ class Runner:
                     detect_deletes=defn.sync_mode == SyncMode.FULL_REFRESH,
                     state=state, force=force,
                     retry=retry if defn.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,
-                    quarantine_keys=defn.on_invalid == "skip",
-                    keep_unchanged=defn.destination_mode.sends_unchanged or keep is None,
+                    quarantine_keys=defn.on_invalid == "skip" or self.dry,
+                    keep_unchanged=defn.destination_mode.sends_unchanged or keep is None or self.dry,
                     keep_columns=keep or (),
                 )
         except InvalidRecordsError as exc:
@@ -480,13 +512,18 @@ class Runner:
             raise
         for p in result.key_problems:
             store.note(self.sync_id, self.run_id, f"quarantined: {p}")
+        if self.dry:
+            self.problems.extend(result.key_problems)
         if defn.sync_mode == SyncMode.FULL_REFRESH and result.queried == 0 and not defn.allow_empty:
-            raise EmptySourceError(
+            empty = EmptySourceError(
                 f"the source {defn.source.describe()} returned no rows. A full refresh of an empty source "
                 f"would {'delete every row at' if defn.destination_mode.removes_missing else 'send nothing to'} "
                 f"the destination, so nothing was sent. If the source is really empty, create the sync "
                 f"with allow_empty=True."
             )
+            if not self.dry:
+                raise empty
+            self.problems.append(f"a run would fail: {empty}")
         store.set_counters(self.run_id, queried=result.queried, retried=result.retried)
         self._set_valid_counters()
         store.set_sync_fields(self.sync_id, key_types=self.staging.types)
@@ -544,8 +581,9 @@ class Runner:
 
         evaluation = checks_mod.evaluate_staged(self.staging, defn.checks)
         self.store.store_checks(self.run_id, evaluation.results)
-        gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
-                                  note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
+        if not self.dry:  # GX actions act on a run's results: a preview notifies nobody
+            gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
+                                      note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
         failed = evaluation.failed
         if not failed:
             return

@@ -215,31 +215,17 @@ class Sync:
         one_run = self._source_for_run(source)
         if one_run is not None:
             return self._with_source(one_run).preview()
-        from .staging import Staging
-
         self._load()
-        store = self.workspace.store
-        staging = Staging()
+        # the run's own query and checks, writing nothing (no run row: run id 0)
+        dry = Runner(self.spec.with_source(self.source), 0, sync_id=self.id, sync_name=self.name,
+                     store=self.workspace.store, staging_dir="", resume=False, dry_run=True)
         try:
-            result = staging.load(
-                self.source, self.mapping, self.primary_key, cursor=self._read_from(),
-                detect_deletes=self.sync_mode == SyncMode.FULL_REFRESH,
-                state=store.delivered(self.id, self.primary_key),
-                quarantine_keys=True, keep_unchanged=True)
-            validation = None
-            if self.checks:
-                from . import checks as checks_mod
-
-                evaluation = checks_mod.evaluate_staged(staging, self.checks)
-                if self.on_invalid != "warn":  # warn sends failing rows: the counts say what a run would do
-                    staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
-                validation = _results_frame(evaluation.results) if evaluation.results else None
-            c = staging.valid_counts()  # quarantined rows count once, as invalid
-            counts = {"insert": c["insert"], "update": c["update"],
-                      "delete": c["delete"] if self.destination_mode.removes_missing else 0,
+            found = dry.dry_run()
+            staging, c = found.staging, found.counts
+            counts = {"insert": c["inserted"], "update": c["updated"], "delete": c["deleted"],
                       "unchanged": c["unchanged"], "invalid": c["invalid"]}
             records = pl.from_arrow(staging.records(include_unchanged=True))
-            if counts["delete"] == 0 and c["delete"]:
+            if not self.destination_mode.removes_missing:
                 records = records.filter(pl.col("_action") != "delete")
             sends_unchanged = self.destination_mode.sends_unchanged
             skips_updates = not self.destination_mode.sends_updates
@@ -248,16 +234,14 @@ class Sync:
                 .when((pl.col("_action") == "unchanged") & (not sends_unchanged)).then(pl.lit("unchanged"))
                 .when((pl.col("_action") == "update") & skips_updates).then(pl.lit("skipped"))
                 .otherwise(pl.lit("pending")).alias("_status"))
-            preview = Preview(self.name, counts, records, validation, result.key_problems)  # type: ignore[arg-type]
+            validation = _results_frame(found.check_results) if found.check_results else None
+            preview = Preview(self.name, counts, records, validation, found.problems)  # type: ignore[arg-type]
             from ._changes import attach_samples
 
             attach_samples(preview, self)
             return preview
         finally:
-            staging.close()
-            import shutil
-
-            shutil.rmtree(staging.temp_dir, ignore_errors=True)
+            dry._drop_staging()
 
     def validate(self) -> Any:
         """Every check over the whole current source; nothing sent, no state changed.

@@ -1,0 +1,101 @@
+"""``sync.preview()`` runs the run's own query and check code in a dry run: its counts are the
+run's, in every destination mode, and it changes nothing on the way."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+import dfsync.checks as dc
+
+CODES = ["a", "b", "c"]
+
+
+def _frame(ids: list[int], version: int = 1, bad: tuple[int, ...] = ()) -> pl.DataFrame:
+    return pl.DataFrame({
+        "id": ids,
+        "code": ["x" if i in bad else CODES[i % 3] for i in ids],
+        "v": [i * 10 + (version if i % 4 == 0 else 0) for i in ids],  # every fourth row changes in v2
+    })
+
+
+def _as_preview(counts: dict[str, int]) -> dict[str, int]:
+    return {"insert": counts["inserted"], "update": counts["updated"], "delete": counts["deleted"],
+            "unchanged": counts["unchanged"], "invalid": counts["invalid"]}
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert", "update", "mirror", "replace"])
+def test_preview_and_run_agree_on_counts_in_every_mode(tmp_path, mode):
+    if mode == "update":  # changes only rows that exist: the new ones fail
+        con = duckdb.connect(str(tmp_path / "d.duckdb"))
+        con.execute("CREATE TABLE t AS SELECT range AS id, 'a' AS code, 0 AS v FROM range(40)")
+        con.close()
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    sync = ws.create_sync("s", source=dfsync.sources.frame(_frame(list(range(40)), bad=(3,))), destination=dest,
+                          primary_key="id", destination_mode=mode, on_invalid="skip", max_failed_rows=10,
+                          checks=[dc.in_set("code", CODES)])
+    first = sync.preview()
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert first.counts == _as_preview(run.counts)
+    # then: 5 rows gone, 5 new, every fourth changed, one delivered row and one new row failing the check
+    v2 = _frame(list(range(5, 45)), version=2, bad=(7, 42))
+    events, runs, state = ws.store.events_frame(sync_id=sync.id).height, sync.runs().height, sync.delivered()
+    p = sync.preview(source=v2)
+    assert (ws.store.events_frame(sync_id=sync.id).height, sync.runs().height) == (events, runs)
+    assert sync.delivered().equals(state)  # the preview changed nothing
+    run = sync.run(progress=False, source=v2)
+    assert run.status == "success", run.error
+    c = run.counts
+    assert p.counts == _as_preview(c), (p.counts, c)
+    assert p.counts["invalid"] == 2 and p.counts["insert"] >= 4 and p.counts["update"] >= 8
+    status = p.records["_status"].value_counts().to_dicts()
+    status = {d["_status"]: d["count"] for d in status}
+    rewritten_away = c["deleted"] if mode == "replace" else 0  # gone with the rewrite, not sent
+    assert status.get("pending", 0) + status.get("skipped", 0) == c["sent"] + rewritten_away
+    if mode == "insert":  # skipped by the mode (update mode: the destination skips rows it lacks)
+        assert status["skipped"] == c["skipped"] == c["updated"]
+    assert status.get("invalid", 0) == c["invalid"]
+    ws.close()
+
+
+def test_preview_counts_the_rows_a_run_retries(tmp_path):
+    """An incremental run sends again the rows the destination rejected last time, although the
+    source's new rows do not include them: the preview says so too."""
+    con = duckdb.connect(str(tmp_path / "d.duckdb"))
+    con.execute("CREATE TABLE t (id BIGINT, ts BIGINT, email VARCHAR NOT NULL)")
+    con.close()
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "ts": [1, 2, 3, 4], "email": ["a", None, "c", None]})
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("r", source=dfsync.sources.frame(df), primary_key="id", max_failed_rows=2,
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
+                          sync_mode="incremental", cursor_field="ts")
+    assert sync.run(progress=False).counts["failed"] == 2
+    more = pl.concat([df, pl.DataFrame({"id": [5], "ts": [5], "email": ["e"]})])
+    p = sync.preview(source=more)
+    run = sync.run(progress=False, source=more)
+    assert run.counts["retried"] == 2 and run.counts["sent"] == 3
+    assert p.counts == _as_preview(run.counts)
+    assert sorted(p.records.filter(pl.col("_status") == "pending")["id"].to_list()) == [2, 4, 5]
+    ws.close()
+
+
+def test_the_dry_run_store_reads_and_refuses_every_write(tmp_path):
+    from dfsync._dryrun import DryRunStore
+
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    dry = DryRunStore(ws.store)
+    assert dry.sync_row(sync_id=sync.id)["id"] == sync.id  # reads pass through
+    dry.set_counters(0, queried=2)
+    dry.note(sync.id, 0, "kept")
+    assert dry.counters == {"queried": 2} and dry.notes == ["kept"]
+    for write in ("transition_run", "create_run", "write_ahead", "confirm_batch", "discard", "transaction"):
+        with pytest.raises(AttributeError, match="writes nothing"):
+            getattr(dry, write)
+    assert sync.runs().height == 0 and ws.store.events_frame(sync_id=sync.id).height == 1  # only its creation
+    ws.close()
