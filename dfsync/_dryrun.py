@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["DryRunStore"]
 
 #: store operations that only read
-READS = frozenset({"_key", "sync_row", "released", "delivered", "delivered_count", "retry_rows", "last_checked_run"})
+READS = frozenset({"key", "sync_row", "released", "delivered", "delivered_count", "retry_rows", "last_checked_run"})
 
 
 class DryRunStore:

@@ -106,7 +106,7 @@ class SyncRun:
         valid = ("pending", "succeeded", "failed", "invalid", "skipped")
         if status is not None and status not in valid:
             raise ConfigError(f"unknown record status {status!r}; choose one of {', '.join(valid)}")
-        staging = _registry.staged_rows(self.workspace.store._key, self.id)
+        staging = _registry.staged_rows(self.workspace.store.key, self.id)
         if staging is not None and staging.loaded:
             return pl.from_arrow(staging.records(status=status, limit=limit))  # type: ignore[return-value]
         tbl = self.workspace.store.records(self._row["sync_id"], self.id, status, limit)
@@ -125,7 +125,7 @@ class SyncRun:
 
     def wait(self, timeout: float | None = None) -> SyncRun:
         """Block until a background run stops (ended or paused)."""
-        thread = _registry.run_thread(self.workspace.store._key, self.id)
+        thread = _registry.run_thread(self.workspace.store.key, self.id)
         if thread is not None:
             thread.join(timeout)
         return self
@@ -140,13 +140,13 @@ class SyncRun:
         st = self.status
         if st.terminal:
             return
-        if st == RunStatus.PAUSED and not _registry.is_running(store._key, self.id):
+        if st == RunStatus.PAUSED and not _registry.is_running(store.key, self.id):
             sync = self.sync
             if not applies_per_batch(sync.spec):
                 abandon_run(store, sync.id, sync.name, sync.spec, self.id, ignore=DfsyncError)
             store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
                                  error_kind="aborted")
-            staging = _registry.take_live_staging(store._key, self.id)
+            staging = _registry.take_live_staging(store.key, self.id)
             if staging is not None:
                 staging.close()
             return
@@ -154,7 +154,7 @@ class SyncRun:
 
     def _request(self, what: str) -> None:
         store = self.workspace.store
-        if not _registry.request_stop(store._key, self.id, what):
+        if not _registry.request_stop(store.key, self.id, what):
             store.request(self.id, what)  # a run in another process polls for it
 
     def __repr__(self) -> str:

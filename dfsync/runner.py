@@ -324,8 +324,8 @@ class Runner:
         self.run_id = run_id
         self.resume = resume
         #: stop requests, progress hooks and the staged rows shared with callers (dfsync._registry)
-        self._control = _registry.run_control(self.store._key, run_id)
-        self.staging = None if dry_run else _registry.live_staging(self.store._key, run_id)
+        self._control = _registry.run_control(self.store.key, run_id)
+        self.staging = None if dry_run else _registry.live_staging(self.store.key, run_id)
         self.session: DestinationSession | None = None
         self.status = RunStatus.QUERYING if dry_run else RunStatus(self.store.run_row(run_id)["status"])
         self.cursor_max: Any = None
@@ -391,7 +391,7 @@ class Runner:
                 with contextlib.suppress(Exception):
                     self.session.close()
             if (self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded
-                    or _registry.live_staging(self.store._key, self.run_id) is not self.staging):
+                    or _registry.live_staging(self.store.key, self.run_id) is not self.staging):
                 self._drop_staging()
 
     def dry_run(self) -> DryRun:
@@ -807,7 +807,7 @@ class Runner:
                 self.store.note(self.sync_id, self.run_id, f"still paused: {redact(why)}")
         # staged rows are resumed only once checked and transferring; otherwise the resume reads again
         if transferring and self.staging is not None and self.staging.loaded:
-            _registry.keep_live_staging(self.store._key, self.run_id, self.staging)
+            _registry.keep_live_staging(self.store.key, self.run_id, self.staging)
 
     def _fail(self, error: str, kind: str, detail: str | None = None) -> None:
         error = redact(error)
@@ -827,7 +827,7 @@ class Runner:
         self._report()
 
     def _drop_staging(self) -> None:
-        _registry.take_live_staging(self.store._key, self.run_id)
+        _registry.take_live_staging(self.store.key, self.run_id)
         if self.staging is not None:
             self.staging.close()
             import shutil

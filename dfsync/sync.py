@@ -48,7 +48,7 @@ class Sync:
         self.definition: dict[str, Any] = row["definition"]  # as stored (JSON)
         #: the definition as data (:class:`~dfsync.definition.SyncDefinition`), what a run receives
         self.definition_version: int = row["definition_version"]
-        self._live = LIVE.get((self.workspace.store._key, self.name), {})
+        self._live = LIVE.get((self.workspace.store.key, self.name), {})
         spec = self.spec = SyncDefinition.from_json(self.definition, self._live)
         self.primary_key: list[str] = spec.primary_key
         self.sync_mode: SyncMode = spec.sync_mode
@@ -153,7 +153,7 @@ class Sync:
                 f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
                 f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
         run_source = source if source is not None else self.source  # fail now if it cannot be rebuilt
-        lock = _registry.sync_lock(store._key, self.id)
+        lock = _registry.sync_lock(store.key, self.id)
         if not lock.acquire(blocking=False):
             raise SyncAlreadyRunning(f"sync {self.name!r} is already running in this process; wait for it (run.wait())")
         try:
@@ -186,19 +186,19 @@ class Sync:
                     finally:  # the run's outcome is settled: its callback now (never changing it)
                         notify(self, run_id, runner.status)
             finally:
-                _registry.end_run(store._key, run_id)
+                _registry.end_run(store.key, run_id)
                 lock.release()
                 if reporter is not None and hasattr(reporter, "close"):
                     reporter.close()
 
         thread = threading.Thread(target=work, name=f"dfsync-run-{run_id}", daemon=True) if background else None
-        _registry.start_run(store._key, run_id, thread=thread, progress=reporter)  # before the runner reads it
+        _registry.start_run(store.key, run_id, thread=thread, progress=reporter)  # before the runner reads it
         try:
             runner = Runner(self.spec.with_source(run_source), run_id,
                             sync_id=self.id, sync_name=self.name, store=store, staging_dir=ws.staging_dir(run_id),
                             resume=paused is not None)
         except BaseException:
-            _registry.end_run(store._key, run_id)
+            _registry.end_run(store.key, run_id)
             lock.release()
             raise
         if thread is not None:
@@ -290,7 +290,7 @@ class Sync:
         store.set_sync_status(self.id, "disable", "disabled by the user")
         active = store.latest_run_id(self.id, ["in_progress"])
         if active is not None:
-            _registry.request_stop(store._key, active, "pause")
+            _registry.request_stop(store.key, active, "pause")
 
     def enable(self) -> None:
         """Allow the sync to run again; its status goes back to what its last finished run says."""

@@ -72,7 +72,7 @@ class Workspace:
     # .............................................................. housekeeping
     def recover(self) -> list[tuple[int, str, str]]:
         """Move runs whose process died: in_progress -> paused, earlier states -> failed."""
-        return self.store.recover_orphans(_owner_alive(self.store._key))
+        return self.store.recover_orphans(_owner_alive(self.store.key))
 
     def staging_dir(self, run_id: int) -> str:
         base = getattr(self.store, "staging_root", None) or (
@@ -168,7 +168,7 @@ class Workspace:
                         f"sync {name!r} already existed: its definition changed ({', '.join(changed) or 'schedule'}) "
                         f"and is now version {version}; {then}. (if_exists='update' does this; "
                         f"if_exists='error' refuses a name in use.)", stacklevel=3)
-            LIVE[(store._key, name)] = spec.live_objects()
+            LIVE[(store.key, name)] = spec.live_objects()
 
     def sync(self, name: str) -> Sync:
         """An existing sync by name (``SyncNotFoundError`` lists the names that exist)."""
@@ -194,7 +194,7 @@ class Workspace:
         if self.store.latest_run_id(row["id"], list(ACTIVE_RUNS)):
             raise SyncAlreadyRunning(f"sync {name!r} is running; abort or wait for the run before deleting it")
         self.store.delete_sync(row["id"])
-        LIVE.pop((self.store._key, name), None)
+        LIVE.pop((self.store.key, name), None)
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""

@@ -201,7 +201,7 @@ def _newer_schema(ctx: Ctx) -> None:
 
 
 def _concurrent_in_process(ctx: Ctx) -> None:
-    lock = sync_lock(ctx.ws.store._key, ctx.base().id)  # what a background run of this sync holds
+    lock = sync_lock(ctx.ws.store.key, ctx.base().id)  # what a background run of this sync holds
     assert lock.acquire(blocking=False)
     try:
         ctx.run_base()

@@ -189,7 +189,7 @@ class SyncModel(RuleBasedStateMachine):
         """The paused run's process died: its staged rows are gone, the resume queries again."""
         if self.paused_version is None or not self.staging_alive:
             return
-        dfsync._registry.drop_live_staging(self.ws.store._key, self.sync.last_run().id)
+        dfsync._registry.drop_live_staging(self.ws.store.key, self.sync.last_run().id)
         self.staging_alive = False
         event("staging lost")
 

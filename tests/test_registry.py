@@ -39,7 +39,7 @@ def test_stop_request_progress_hooks_and_staging_go_through_the_registry(ws, tmp
 
     run = sync.run(background=True, progress=gate)
     assert transferring.wait(30)
-    key = (ws.store._key, run.id)
+    key = (ws.store.key, run.id)
     assert _registry.is_running(*key) and _registry.run_thread(*key) is not None
     seen: list[tuple[str, int]] = []
 
@@ -84,7 +84,7 @@ def test_an_abort_asked_before_a_pause_stays_an_abort(ws, tmp_path):
     def ask(status: str, row: dict) -> None:
         if status == "in_progress" and not asked:
             asked.append(status)
-            key = (ws.store._key, row["id"])
+            key = (ws.store.key, row["id"])
             assert _registry.request_stop(*key, "abort") and _registry.request_stop(*key, "pause")
 
     run = sync.run(progress=ask)
@@ -92,9 +92,9 @@ def test_an_abort_asked_before_a_pause_stays_an_abort(ws, tmp_path):
 
 
 def test_the_sync_lock_is_one_per_sync_and_workspace(ws, tmp_path):
-    assert _registry.sync_lock(ws.store._key, 1) is _registry.sync_lock(ws.store._key, 1)
-    assert _registry.sync_lock(ws.store._key, 1) is not _registry.sync_lock(ws.store._key, 2)
-    assert _registry.sync_lock(ws.store._key, 1) is not _registry.sync_lock(ws.store._key + "x", 1)
+    assert _registry.sync_lock(ws.store.key, 1) is _registry.sync_lock(ws.store.key, 1)
+    assert _registry.sync_lock(ws.store.key, 1) is not _registry.sync_lock(ws.store.key, 2)
+    assert _registry.sync_lock(ws.store.key, 1) is not _registry.sync_lock(ws.store.key + "x", 1)
 
 
 def test_nothing_outside_the_runner_reaches_into_a_live_runner():

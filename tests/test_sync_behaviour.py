@@ -245,7 +245,7 @@ def test_resume_after_lost_staging_with_a_changed_source_keeps_one_version(ws, t
         sync.run(progress=False)
     paused = sync.last_run()
     assert paused.status == "paused"
-    dfsync._registry.drop_live_staging(ws.store._key, paused.id)  # as if the process had died
+    dfsync._registry.drop_live_staging(ws.store.key, paused.id)  # as if the process had died
     # the first batch reached the destination (the interruption came after its write; the
     # second batch was written ahead, not sent; the first is confirmed by reconcile on resume)
     sent_first = ws.sql(f"SELECT id FROM state_{sync.id} WHERE _batch = 1 ORDER BY id")["id"].to_list()
@@ -279,7 +279,7 @@ def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws,
     with pytest.raises(KeyboardInterrupt):
         sync.run(progress=False)
     paused = sync.last_run()
-    dfsync._registry.drop_live_staging(ws.store._key, paused.id)  # as if the process had died
+    dfsync._registry.drop_live_staging(ws.store.key, paused.id)  # as if the process had died
     first = ws.sql(f"SELECT id FROM state_{sync.id} WHERE _ok ORDER BY id")["id"].to_list()
     assert len(first) == 10
     # one row of batch 1 changes, another is deleted

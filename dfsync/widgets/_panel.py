@@ -36,13 +36,13 @@ REPORT_EVERY = 0.2  # seconds between redraws while a run's state does not chang
 
 def _runs_here(run: SyncRun) -> bool:
     """Does ``run`` execute in this process right now?"""
-    return _registry.is_running(run.workspace.store._key, run.id)
+    return _registry.is_running(run.workspace.store.key, run.id)
 
 
 def _attach(run: SyncRun, hook: Callable[[str, dict[str, Any]], None]) -> bool:
     """Add ``hook`` to the progress hooks of a run executing in this process (``sync.run`` takes
     only ``progress=True/False``; the panel adds its own display beside it)."""
-    return _registry.add_progress_hook(run.workspace.store._key, run.id, hook)
+    return _registry.add_progress_hook(run.workspace.store.key, run.id, hook)
 
 
 def close_tree(widget: Any) -> None:
@@ -349,7 +349,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
     def _poll(self, run: SyncRun) -> None:
         while not self._closed.is_set():
             if _attach(run, self._on_report):
-                thread = _registry.run_thread(run.workspace.store._key, run.id)
+                thread = _registry.run_thread(run.workspace.store.key, run.id)
                 if thread is None:
                     if _runs_here(run):  # a blocking run in this process: its reporter drives the display
                         return
