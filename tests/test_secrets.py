@@ -41,7 +41,7 @@ def assert_clean(what: str, data: str | bytes) -> None:
             assert f not in blob, f"a secret ({s[:6]}...) leaked into {what}"
 
 
-def assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn) -> None:
+def assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn, pg_server=None) -> None:
     """Search every place a secret could show: reprs, tables, logs, output, the workspace files."""
     # -- everything a user or a log could see
     seen += [("ws.syncs()", str(ws.syncs().to_dicts())), ("ws.runs()", str(ws.runs().to_dicts())),
@@ -68,13 +68,20 @@ def assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn) -> N
     for what, text in seen:
         assert_clean(what, text)
 
-    # -- the workspace file and everything next to it (WAL, staging leftovers), byte for byte
+    # -- the workspace file and everything next to it (WAL, staging leftovers), byte for byte;
+    # a workspace on PostgreSQL: a pg_dump of its whole schema
     ws.close()
-    files = [os.path.join(d, f) for d, _, fs in os.walk(ws_path.parent) for f in fs]
-    assert files
-    for path in files:
-        with open(path, "rb") as fh:
-            assert_clean(path, fh.read())
+    if str(ws_path).startswith("postgresql://"):
+        base, schema = str(ws_path).split("?schema=")
+        dump = pg_server.dump_schema(base, schema)
+        assert b"CREATE TABLE" in dump and b"run created" in dump
+        assert_clean("pg_dump of the workspace schema", dump)
+    else:
+        files = [os.path.join(d, f) for d, _, fs in os.walk(ws_path.parent) for f in fs]
+        assert files
+        for path in files:
+            with open(path, "rb") as fh:
+                assert_clean(path, fh.read())
     # a fresh process-level view of the same workspace: what another process would load
     ws2 = dfsync.Workspace(ws_path)
     assert_clean("reopened syncs", str(ws2.syncs().to_dicts()))
@@ -97,14 +104,16 @@ def app_db(pg_server):
     return f"127.0.0.1:{pg_server.port}/{name}"
 
 
-def test_planted_secrets_appear_nowhere(tmp_path, app_db, http_server, caplog, capfd, monkeypatch, recwarn):
+@pytest.mark.workspaces("duckdb", "postgres")
+def test_planted_secrets_appear_nowhere(tmp_path, app_db, http_server, caplog, capfd, monkeypatch, recwarn,
+                                        ws_target, pg_server):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("DFSYNC_TEST_PGPASS", PW)
     monkeypatch.setenv("DFSYNC_TEST_TOKEN", TOKEN)
     monkeypatch.setenv("DFSYNC_UNUSED", ENV_PW)
     good_uri = f"postgresql://app:{PW}@{app_db}"
     data = pl.DataFrame({"id": list(range(1, 31)), "name": [f"n{i}" for i in range(1, 31)]})
-    ws_path = tmp_path / "ws" / "workspace.duckdb"
+    ws_path = ws_target if ws_target.startswith("postgresql://") else tmp_path / "ws" / "workspace.duckdb"
     ws = dfsync.Workspace(ws_path)
     seen: list[tuple[str, str]] = []  # (what, text) to search
     errors: list[BaseException] = []
@@ -181,7 +190,7 @@ def test_planted_secrets_appear_nowhere(tmp_path, app_db, http_server, caplog, c
     assert f"Bearer {TOKEN}" in auths and any(r.headers.get("x-api-key") == API_KEY for r in http_server.requests)
     assert ws.sync("pg_wrong").last_run().error and "password" in ws.sync("pg_wrong").last_run().error.lower()
 
-    assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn)
+    assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn, pg_server)
 
 
 def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog):

@@ -97,6 +97,14 @@ class PGServer:
             cur = con.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
+    def dump_schema(self, uri: str, schema: str) -> bytes:
+        """``pg_dump --schema`` of a database of this cluster (``uri`` as from new_database)."""
+        pg_dump = _find_bin("pg_dump")
+        assert pg_dump, "pg_dump not found"
+        out = subprocess.run([pg_dump, f"--schema={schema}", uri], capture_output=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
     def new_database(self) -> str:
         """A fresh empty database; returns its URI (tests stay independent)."""
         name = "t_" + uuid.uuid4().hex[:12]
