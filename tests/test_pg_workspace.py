@@ -203,7 +203,8 @@ for i in range(rounds):
 """
 
 
-def test_the_same_sync_raced_from_two_processes_gets_one_run_per_round(pg_uri, tmp_path):
+@pytest.mark.parametrize("rounds", [10, pytest.param(50, marks=pytest.mark.slow)])
+def test_the_same_sync_raced_from_two_processes_gets_one_run_per_round(pg_uri, tmp_path, rounds):
     target = f"{pg_uri}?schema={_schema()}"
     ws = dfsync.Workspace(target)
     pl.DataFrame({"id": list(range(100)), "v": ["x"] * 100}).write_parquet(tmp_path / "src.parquet")
@@ -211,7 +212,6 @@ def test_the_same_sync_raced_from_two_processes_gets_one_run_per_round(pg_uri, t
                    destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"), primary_key="id")
     box = tmp_path / "box"
     box.mkdir()
-    rounds = 10
     procs = [subprocess.Popen([sys.executable, "-c", RACER, target, str(rounds), me, other, str(box)],
                               env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for me, other in (("a", "b"), ("b", "a"))]
