@@ -295,7 +295,7 @@ def compile_check(check: Any, types: dict[str, str], rel: str, dups: str | None)
         cond = _range(f"length({text})", p)
         return Compiled(check, f"(NOT {miss} AND ({cond}))", miss, q)
     if kind == "in_set":
-        vals = [v for v in p["values"] if _comparable(v, t)]
+        vals = [v for v in p["values"] if comparable(v, t)]
         if not vals:
             return Compiled(check, f"(NOT {miss})", miss, q)
         lits = ", ".join(literal(v) for v in vals)
@@ -334,7 +334,7 @@ def _lit_key(c: str) -> str:
     return "'" + c.replace("'", "''") + "'"
 
 
-def _comparable(v: Any, t: str) -> bool:
+def comparable(v: Any, t: str) -> bool:
     """Whether ``v`` can equal a value of column type ``t`` (pandas' isin never matches across types).
 
     Leaving the others out of the SQL list keeps DuckDB from casting (and failing on) them.

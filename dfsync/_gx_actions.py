@@ -21,10 +21,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from dfsync._check import ACTIONS, Check
 from dfsync._checks_sql import jsonable
-from dfsync.checks import Check
+from dfsync._gx_context import batch_definition, ephemeral_context, file_context, import_gx
 from dfsync.errors import ConfigError, register_secret
-from dfsync.gx import ACTIONS, GXCheck, _batch_definition, _state, from_gx, import_gx
 
 # action fields holding credentials; a literal value there is kept in memory only
 _SECRET_FIELD = re.compile(r"webhook|token|password|secret|api_?key|routing_key|credential", re.I)
@@ -120,14 +120,7 @@ class CheckpointActions(Check):
 
     def live_context(self) -> Any:
         if self.context is None:
-            if self.context_root:
-                key = f"ctx:{self.context_root}"
-                if key not in _state:
-                    _state[key] = import_gx().get_context(context_root_dir=self.context_root)
-                self.context = _state[key]
-            else:
-                _batch_definition()
-                self.context = _state["ctx"]
+            self.context = file_context(self.context_root) if self.context_root else ephemeral_context()
         return self.context
 
     def run(self, checks: list[Check], results: list[dict], *, sync_name: str, run_id: int,
@@ -179,7 +172,7 @@ class CheckpointActions(Check):
 
     def _synthetic_checkpoint(self, gx: Any, actions: list, by_name: dict[str, Check], sync_name: str) -> Any:
         """A gx.Checkpoint describing this sync's checks (actions read its name and suites)."""
-        bd = _batch_definition()
+        bd = batch_definition()
         vds = []
         for v in self.validations or []:
             names = [c.name if isinstance(c, Check) else c for c in v["checks"]]
@@ -230,8 +223,9 @@ def expectation_config(check: Check) -> dict:
     'expect_column_values_to_not_be_null'
     """
     meta = {"dfsync_check": check.name}
-    if isinstance(check, GXCheck):
-        return {**check.gx_config, "meta": {**check.gx_config.get("meta", {}), **meta}}
+    gx_config = getattr(check, "gx_config", None)  # a dfsync.gx.GXCheck: its own expectation
+    if gx_config is not None:
+        return {**gx_config, "meta": {**gx_config.get("meta", {}), **meta}}
     p = check.params
     kw: dict[str, Any] = {"column": check.column} if check.column is not None else {}
     if check.kind in ("between", "length_between", "row_count_between"):
@@ -256,15 +250,16 @@ def expectation_config(check: Check) -> dict:
     return {"type": etype, "kwargs": kw, "meta": meta}
 
 
-def checks_from_checkpoint(cp: Any) -> list[Check]:
-    """A gx.Checkpoint's suites as checks, followed by the entry that runs its actions."""
+def checks_from_checkpoint(cp: Any, suite_checks: Callable[[Any], list[Check]]) -> list[Check]:
+    """A gx.Checkpoint's suites as checks (``suite_checks``: :func:`dfsync.gx.from_gx`),
+    followed by the entry that runs its actions."""
     if not cp.validation_definitions:
         raise ConfigError(f"GX checkpoint {cp.name!r} has no validation definitions, so its actions would "
                           "have no results to act on; give it validation definitions with suites")
     out: list[Check] = []
     vals = []
     for vd in cp.validation_definitions:
-        mine = from_gx(vd.suite)
+        mine = suite_checks(vd.suite)
         out.extend(mine)
         vals.append({"name": vd.name, "id": vd.id, "suite_name": vd.suite.name, "suite_id": vd.suite.id,
                      "checks": mine})

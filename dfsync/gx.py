@@ -13,14 +13,13 @@ seconds to import.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
+from dfsync import _gx_actions
+from dfsync._check import ACTIONS, ROW, TABLE, Check, result_row
 from dfsync._checks_sql import (
-    _comparable,
+    comparable,
     is_numeric,
     is_scalar,
     is_text,
@@ -29,7 +28,7 @@ from dfsync._checks_sql import (
     quote,
     regex_ok,
 )
-from dfsync.checks import ROW, TABLE, Check, result_row
+from dfsync._gx_context import batch_definition, gx_available, import_gx
 from dfsync.errors import ConfigError, MissingDependencyError
 
 CHUNK_ROWS = 250_000  # rows per pandas chunk handed to GX
@@ -101,27 +100,6 @@ def is_gx_object(obj: Any) -> bool:
     return any(t.__module__.startswith("great_expectations") for t in type(obj).__mro__)
 
 
-def gx_available() -> bool:
-    if "great_expectations" in sys.modules:
-        return sys.modules["great_expectations"] is not None
-    try:
-        return importlib.util.find_spec("great_expectations") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def import_gx() -> Any:
-    """Import great_expectations (quietly), or raise MissingDependencyError naming the extra."""
-    if not gx_available():
-        raise MissingDependencyError("great_expectations", "validation", "Great Expectations checks")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    try:
-        import great_expectations
-    except ImportError as exc:
-        raise MissingDependencyError("great_expectations", "validation", "Great Expectations checks") from exc
-    return great_expectations
-
-
 class GXCheck(Check):
     """A Great Expectations expectation, evaluated in SQL when possible, else through GX."""
 
@@ -180,7 +158,7 @@ class GXCheck(Check):
             return Check("between", col, mostly=mostly, min=lo, max=hi, **strict)
         if etype == "expect_column_values_to_be_in_set" and t and isinstance(kw.get("value_set"), list):
             vs = kw["value_set"]
-            if all(_comparable(v, t) for v in vs) and (is_numeric(t) or is_text(t) or t == "BOOLEAN"):
+            if all(comparable(v, t) for v in vs) and (is_numeric(t) or is_text(t) or t == "BOOLEAN"):
                 return Check("in_set", col, mostly=mostly, values=vs)
         if etype == "expect_column_values_to_match_regex" and is_text(t) and isinstance(kw.get("regex"), str) \
                 and regex_ok(kw["regex"]) is not None:
@@ -211,15 +189,11 @@ def from_gx(obj: Any) -> list[Check]:
             c.gx_suite = obj.name  # type: ignore[attr-defined]  # groups bare actions' results by suite
         return checks
     if cls == "Checkpoint":
-        from dfsync._gx_actions import checks_from_checkpoint
-
-        return checks_from_checkpoint(obj)
+        return _gx_actions.checks_from_checkpoint(obj, from_gx)
     from great_expectations.checkpoint.actions import ValidationAction  # a GX object: GX is loaded
 
     if isinstance(obj, ValidationAction):
-        from dfsync._gx_actions import bare_action
-
-        return [bare_action(obj)]
+        return [_gx_actions.bare_action(obj)]
     conf = getattr(obj, "configuration", None)
     if conf is not None and hasattr(conf, "to_json_dict"):
         level, is_map = level_of(type(obj))
@@ -233,30 +207,11 @@ def check_from_config(cfg: dict) -> Check:
     if not gx_available():
         raise MissingDependencyError("great_expectations", "validation", f"the stored check {cfg.get('name')!r}")
     if cfg["kind"] == "gx:checkpoint":
-        from dfsync._gx_actions import CheckpointActions
-
-        return CheckpointActions.from_config(cfg)
+        return _gx_actions.CheckpointActions.from_config(cfg)
     return GXCheck(cfg["expectation"], name=cfg.get("name"), level=cfg.get("level"), is_map=cfg.get("map"))
 
 
 # ----------------------------------------------------------------------------- GX engine
-
-_state: dict[str, Any] = {}
-
-
-def _batch_definition() -> Any:
-    if "bd" not in _state:
-        gx = import_gx()
-        ctx = _state["ctx"] = gx.get_context(mode="ephemeral")
-        try:  # no "Calculating Metrics" bars in the user's notebook or terminal
-            from great_expectations.data_context.types.base import ProgressBarsConfig
-
-            ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        except Exception:  # an older/newer GX without this setting: bars are cosmetic
-            pass
-        asset = ctx.data_sources.add_pandas("dfsync").add_dataframe_asset("staged")
-        _state["bd"] = asset.add_batch_definition_whole_dataframe("rows")
-    return _state["bd"]
 
 
 def expectation(check: GXCheck) -> Any:
@@ -274,7 +229,7 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
     ``_rid`` of failing rows (row-wise expectations only).
     """
     exp = expectation(check)
-    bd = _batch_definition()
+    bd = batch_definition()
     cols = check.columns_read(record_cols)
     sel = ", ".join(quote(c) for c in [*cols, "_rid"])
     reader = con.sql(f"SELECT {sel} FROM {rel} ORDER BY _rid").to_arrow_reader(CHUNK_ROWS)
@@ -355,7 +310,7 @@ def check_arguments(checks: list[Check], empty: Any) -> None:
     gx_checks = [c for c in checks if isinstance(c, GXCheck) and c.is_map]
     if not gx_checks:
         return
-    bd = _batch_definition()
+    bd = batch_definition()
     for c in gx_checks:
         try:
             exp = expectation(c)
@@ -368,10 +323,7 @@ def check_arguments(checks: list[Check], empty: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoint actions
-# (the machinery is in dfsync._gx_actions; these entry points keep GX unimported when unused)
-
-ACTIONS = "actions"  # Check.level of a checkpoint-actions entry: run after the checks, never evaluated
-
+# (the machinery is in dfsync._gx_actions, which imports GX only when a checkpoint is given or run)
 
 def bind_actions(checks: list[Check]) -> list[Check]:
     """Merge bare GX ValidationActions of a checks list into one entry reporting on every check.
@@ -384,8 +336,6 @@ def bind_actions(checks: list[Check]) -> list[Check]:
     """
     if not any(c.level == ACTIONS for c in checks):
         return checks
-    from dfsync import _gx_actions
-
     return _gx_actions.bind(checks)
 
 

@@ -1,0 +1,188 @@
+"""The check model: :class:`Check` and its results, shared by the built-in checks
+(:mod:`dfsync.checks`), the SQL and polars evaluation (:mod:`dfsync._checks_eval`) and the
+Great Expectations adapter (:mod:`dfsync.gx`).
+
+A check is ``row``-level (each row passes or fails on its own: evaluated on the rows about
+to be sent) or ``table``-level (dataset-level: evaluated on every row the run read);
+``actions`` marks a GX checkpoint-actions entry, run after the checks and never evaluated.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from dfsync._checks_sql import PARTIAL, jsonable
+from dfsync.errors import ConfigError
+
+ROW, TABLE = "row", "table"
+ACTIONS = "actions"  # Check.level of a checkpoint-actions entry: run after the checks, never evaluated
+ROWS_SCOPE, DATASET_SCOPE = "rows", "dataset"
+
+
+class Check:
+    """One validation check; build it with the functions of this module.
+
+    >>> not_null("email").config()["kind"]
+    'not_null'
+    """
+
+    kind: str
+    column: str | None
+    level: str
+    name: str
+
+    def __init__(
+        self,
+        kind: str,
+        column: str | None = None,
+        *,
+        name: str | None = None,
+        level: str = ROW,
+        mostly: float = 1.0,
+        **params: Any,
+    ) -> None:
+        if not isinstance(mostly, (int, float)) or isinstance(mostly, bool) or not 0 <= mostly <= 1:
+            raise ConfigError(f"mostly must be a number between 0 and 1, got {mostly!r}")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"a check name must be a non-empty string, got {name!r}")
+        self.kind = kind
+        self.column = column
+        self.level = level
+        self.mostly = float(mostly)
+        self.params = params
+        self.explicit_name = name is not None
+        self.name = name if name is not None else self.default_name()
+
+    def default_name(self) -> str:
+        cols = self.columns()
+        return f"{', '.join(cols)} {self.kind}" if cols else self.kind
+
+    def columns(self) -> list[str]:
+        """The record columns this check reads."""
+        if self.column is not None:
+            return [self.column]
+        return list(self.params.get("columns", []))
+
+    def columns_read(self, record_cols: list[str]) -> list[str]:
+        """The columns evaluating this check reads (some GX expectations need every column)."""
+        return self.columns()
+
+    def config(self) -> dict:
+        """A JSON-safe description, for :func:`checks_from_config`."""
+        return {"kind": self.kind, "name": self.name, "column": self.column, "level": self.level,
+                "mostly": self.mostly, "params": jsonable(self.params)}
+
+    def sql_form(self, types: dict[str, str]) -> Check | None:
+        """The built-in check evaluating this one in SQL for these column types (None: cannot)."""
+        return self
+
+    def __repr__(self) -> str:
+        args = [repr(self.column)] if self.column is not None else []
+        args += [f"{k}={v!r}" for k, v in self.params.items() if v is not None]
+        if self.mostly != 1.0:
+            args.append(f"mostly={self.mostly}")
+        return f"dfsync.checks.{self.kind}({', '.join(args)}, name={self.name!r})"
+
+
+class ExpressionCheck(Check):
+    """A polars expression that must be true for every row (false or null fails)."""
+
+    def __init__(self, expr: Any, *, name: str | None = None, mostly: float = 1.0) -> None:
+        import polars as pl
+
+        if not isinstance(expr, pl.Expr):
+            raise ConfigError(f"expression() needs a polars expression such as pl.col('age') > 0, got {expr!r}")
+        self.expr = expr
+        super().__init__("expression", None, name=name, mostly=mostly, columns=expr.meta.root_names())
+
+    def config(self) -> dict:
+        cfg = super().config()
+        cfg["params"]["expr"] = base64.b64encode(self.expr.meta.serialize()).decode()
+        return cfg
+
+    def sql_form(self, types: dict[str, str]) -> Check | None:
+        return None
+
+
+def scope_of(check: Check) -> str:
+    """``rows`` (a row-level check: the rows about to be sent) or ``dataset`` (every row read)."""
+    return ROWS_SCOPE if check.level == ROW else DATASET_SCOPE
+
+
+def result_row(check: Check, *, success: bool, n: int, unexpected: int | None, missing: int | None,
+               partial: list | None, extra: dict | None = None) -> dict:
+    """One result in GX's shape (shared by the SQL, polars and GX paths)."""
+    res: dict[str, Any] = {"element_count": n, "unexpected_count": unexpected}
+    pct = None
+    if unexpected is not None and n > 0:
+        total = unexpected / n * 100
+        if missing is None:
+            pct = total
+        else:
+            nonmissing = n - missing
+            pct = unexpected / nonmissing * 100 if nonmissing > 0 else None
+            res.update(missing_count=missing, missing_percent=missing / n * 100,
+                       unexpected_percent_total=total, unexpected_percent_nonmissing=pct)
+    elif missing is not None:
+        res.update(missing_count=missing, missing_percent=None, unexpected_percent_total=None,
+                   unexpected_percent_nonmissing=None)
+    res["unexpected_percent"] = pct
+    if partial is not None:
+        res["partial_unexpected_list"] = jsonable(partial[:PARTIAL])
+    if extra:
+        res.update(jsonable(extra))
+    col = check.column if check.column is not None else (", ".join(check.columns()) or None)
+    return {"check_name": check.name, "kind": check.kind, "column_name": col, "level": check.level,
+            "scope": scope_of(check), "success": bool(success), "element_count": n, "unexpected_count": unexpected,
+            "unexpected_percent": pct, "partial_unexpected_list": res.get("partial_unexpected_list", []),
+            "result": res}
+
+
+class Evaluation:
+    """The outcome of :func:`evaluate`.
+
+    ``failures_table`` names a temporary table on the connection with one row per
+    (failing row, failed check): ``(_rid BIGINT, check_name VARCHAR)``. Only checks that
+    failed overall list rows there (a check passing thanks to ``mostly`` lists none).
+    ``results`` holds one GX-shaped dict per check, with its ``scope`` (rows / dataset).
+    """
+
+    def __init__(self, failures_table: str, results: list[dict]) -> None:
+        self.failures_table = failures_table
+        self.results = results
+        #: failing rows of dataset-level checks, by their _rid in the dataset relation (None:
+        #: evaluated on one relation, all in ``failures_table``)
+        self.dataset_failures: str | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.results if not r["success"]]
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line naming each failed check and how many rows failed it."""
+        failed = self.failed
+        if not failed:
+            return f"all {len(self.results)} checks passed"
+        parts = []
+        for r in failed:
+            res = r["result"]
+            if r["kind"].endswith("row_count_between"):
+                lo, hi = res.get("expected_min"), res.get("expected_max")
+                exp = f" (expected {'' if lo is None else lo}..{'' if hi is None else hi})"
+                parts.append(f"{r['check_name']}: {res.get('observed_value')} rows{exp}")
+            elif r["unexpected_count"] is not None:
+                parts.append(f"{r['check_name']}: {r['unexpected_count']} rows")
+            elif "exception_message" in res:
+                parts.append(f"{r['check_name']}: error: {res['exception_message']}")
+            else:
+                parts.append(f"{r['check_name']}: observed {res.get('observed_value')!r}")
+        word = "check" if len(failed) == 1 else "checks"
+        return f"{len(failed)} {word} failed: " + "; ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"<Evaluation {self.summary()}>"
