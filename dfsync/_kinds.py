@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import importlib
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
@@ -11,11 +13,15 @@ T = TypeVar("T")
 
 
 class Kinds(Generic[T]):
-    """``kind`` name -> class, with lazy loading of the modules that register the rest."""
+    """``kind`` name -> class, with lazy loading of the modules that register the rest.
 
-    def __init__(self, what: str, load_all: Callable[[], None]) -> None:
+    ``modules`` are imported (those whose optional packages are missing are passed over)
+    the first time a stored configuration names a kind not registered yet.
+    """
+
+    def __init__(self, what: str, modules: Iterable[str]) -> None:
         self.what = what
-        self._load_all = load_all
+        self.modules = tuple(modules)
         self._classes: dict[str, type[T]] = {}
 
     def register(self, cls: type[T]) -> type[T]:
@@ -26,9 +32,14 @@ class Kinds(Generic[T]):
         config = dict(config)
         kind = config.pop("kind")
         if kind not in self._classes:
-            self._load_all()
+            self.load_all()
         try:
             cls = self._classes[kind]
         except KeyError:
             raise ConfigError(f"unknown {self.what} kind {kind!r}; known: {sorted(self._classes)}") from None
         return cls.from_config(config)  # type: ignore[attr-defined,no-any-return]
+
+    def load_all(self) -> None:
+        for mod in self.modules:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(mod)

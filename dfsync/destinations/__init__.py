@@ -84,12 +84,3 @@ def http(url: str, **options: Any) -> Destination:
     from ._http import HTTPDestination
 
     return HTTPDestination(url, **options)
-
-
-def _load_all() -> None:
-    import contextlib
-    import importlib
-
-    for mod in ("_duckdb", "_parquet", "_delta", "_postgres", "_mysql", "_sqlite", "_http"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(f"{__name__}.{mod}")

@@ -257,13 +257,7 @@ def batch_actions(data: pa.Table) -> set[str]:
     return set(col.unique().to_pylist())
 
 
-def _load_all() -> None:
-    from . import _load_all as load
-
-    load()
-
-
-_KINDS: Kinds[Destination] = Kinds("destination", _load_all)
+_KINDS: Kinds[Destination] = Kinds("destination", [f"dfsync.destinations.{m}" for m in ("_duckdb", "_parquet", "_delta", "_postgres", "_mysql", "_sqlite", "_http")])
 register_destination = _KINDS.register
 destination_from_config = _KINDS.from_config
 

@@ -53,12 +53,3 @@ def database(uri: str, query: str, **options: Any) -> Source:
     from ._database import DatabaseSource
 
     return DatabaseSource(uri, query, **options)
-
-
-def _load_all() -> None:
-    import contextlib
-    import importlib
-
-    for mod in ("_frame", "_files", "_duckdb_query", "_database"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(f"{__name__}.{mod}")

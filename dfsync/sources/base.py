@@ -84,12 +84,6 @@ class Source(ABC):
         return json.dumps({"kind": self.kind, **self.config()}, sort_keys=True, default=str)
 
 
-def _load_all() -> None:
-    from . import _load_all as load
-
-    load()
-
-
-_KINDS: Kinds[Source] = Kinds("source", _load_all)
+_KINDS: Kinds[Source] = Kinds("source", [f"dfsync.sources.{m}" for m in ("_frame", "_files", "_duckdb_query", "_database")])
 register_source = _KINDS.register
 source_from_config = _KINDS.from_config
