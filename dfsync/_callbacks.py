@@ -8,6 +8,7 @@ the run's outcome; one that raises is noted as an event of the run.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,19 +20,25 @@ if TYPE_CHECKING:
 
 
 def resolve_callback(ref: str, what: str) -> Callable[..., Any]:
-    """Import a callback named as ``"package.module:function"``."""
-    import importlib
+    """Import the function ``ref`` names (``"package.module:function"``; ``what`` names the option:
+    a run callback, an HTTP destination's ``body`` or ``response_parser``).
 
-    mod_name, _, attr = ref.partition(":")
+    >>> resolve_callback("posixpath:basename", "on_success")("a/b")
+    'b'
+    """
+    mod, _, qual = str(ref).partition(":")
+    if not mod or not qual:
+        raise ConfigError(f"{what}={ref!r}: give a function, or write it as 'package.module:function'")
     try:
-        fn = importlib.import_module(mod_name)
-        for part in attr.split("."):
-            fn = getattr(fn, part)
+        obj: Any = importlib.import_module(mod)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"{what}={ref!r} cannot be imported ({exc}); write it as 'package.module:function'") from None
-    if not attr or not callable(fn):
-        raise ConfigError(f"{what}={ref!r} is not a callable; write it as 'package.module:function'")
-    return fn  # type: ignore[return-value]
+        raise ConfigError(f"{what}={ref!r} cannot be imported ({exc}); is the module installed? "
+                          "Write it as 'package.module:function'") from exc
+    if not callable(obj):
+        raise ConfigError(f"{what}={ref!r} is not a function")
+    return obj  # type: ignore[no-any-return]
 
 
 class LazyCallback:

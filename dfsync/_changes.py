@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ._html_run import INTERNAL
+from ._html import INTERNAL
 
 if TYPE_CHECKING:
     from .run import Preview
@@ -28,7 +28,7 @@ def record_columns(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in INTERNAL and not c.startswith("_dfsync")]
 
 
-def _same(a: Any, b: Any) -> bool:
+def same(a: Any, b: Any) -> bool:
     """Equal as a person would read them (a SQLite text date equals the datetime it came from)."""
     if a == b:
         return True
@@ -40,7 +40,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def changed_columns(before: dict[str, Any], after: dict[str, Any], columns: list[str]) -> tuple[str, ...]:
-    return tuple(c for c in columns if c in before and not _same(before[c], after.get(c)))
+    return tuple(c for c in columns if c in before and not same(before[c], after.get(c)))
 
 
 def _spread(df: pl.DataFrame, k: int) -> pl.DataFrame:

@@ -10,7 +10,10 @@ to be sent) or ``table``-level (dataset-level: evaluated on every row the run re
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
+
+import polars as pl
 
 from dfsync._checks_sql import PARTIAL, jsonable
 from dfsync.errors import ConfigError
@@ -186,3 +189,10 @@ class Evaluation:
 
     def __repr__(self) -> str:
         return f"<Evaluation {self.summary()}>"
+
+
+def results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:
+    """Check results as a frame; lists and result dicts as JSON text (their types vary by check)."""
+    rows = [{**r, "partial_unexpected_list": json.dumps(r.get("partial_unexpected_list"), default=str),
+             "result": json.dumps(r.get("result"), default=str)} for r in results]
+    return pl.DataFrame(rows, infer_schema_length=None)

@@ -13,14 +13,13 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import html
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
 
-    from .workspace import Preview, Sync, SyncRun, Workspace
+    pass
 
 #: one colour per sync status and per run status, used as the background of white text (badges,
 #: bars): each passes WCAG AA (4.5:1) against white, so it reads the same in light and dark themes
@@ -37,6 +36,8 @@ COUNTER_ORDER = ("queried", "inserted", "updated", "deleted", "unchanged", "inva
                  "failed", "skipped", "retried")
 #: text colours follow the notebook's theme (JupyterLab's CSS variables), with fallbacks that pass
 #: AA on white for a page without them (an nbconvert export, GitHub)
+#: record columns a person never needs to see in a sample of rows
+INTERNAL = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 TEXT = "var(--jp-content-font-color1, #111827)"
 MUTED = "var(--jp-content-font-color2, #4b5563)"
 ERROR = "var(--jp-error-color1, #b91c1c)"
@@ -154,55 +155,3 @@ def counters(counts: dict[str, int], names: tuple[str, ...] = COUNTER_ORDER) -> 
     cells = "".join(f'<div class="dfsync-counter-{esc(k)}" style="padding:2px 6px">{counter(k, counts.get(k, 0))}'
                     f'</div>' for k in names if k in counts)
     return f'<div class="dfsync-counters" style="display:flex;flex-wrap:wrap">{cells}</div>'
-
-
-# ---------------------------------------------------------------------- reprs
-def workspace_html(ws: Workspace) -> str:
-    df = ws.syncs()
-    rows = []
-    for r in df.iter_rows(named=True):
-        r = dict(r)
-        r["status"] = badge(r["status"])
-        r["last run"] = (f'#{r["last_run_id"]} {badge(r["last_run_status"])}' if r["last_run_status"] else "never")
-        r["finished"] = fmt_time(r["last_run_finished_at"])
-        r["next run"] = fmt_time(r["next_run_at"]) or ("manual" if not r["schedule"] else "")
-        with contextlib.suppress(Exception):  # a destination that cannot be rebuilt here still lists its kind
-            r["destination"] = ws.sync(r["name"]).destination.describe()
-        rows.append(r)
-    body = table(rows, ["name", "status", "source", "destination", "destination_mode", "last run",
-                        "finished", "next run"], raw=("status", "last run"),
-                 headers={"destination_mode": "mode"}) if rows else "<i>no syncs yet</i>"
-    return box(f"dfsync workspace <code>{esc(ws.path)}</code>", body)
-
-
-def sync_html(sync: Sync) -> str:
-    from . import _html_history, _html_run
-
-    run = sync.last_run()
-    d = sync.definition
-    sched = f" · schedule {esc(sync.schedule)}" if sync.schedule else ""
-    info = (f'<div style="color:{MUTED};margin-bottom:4px">{esc(d["source"]["kind"])} → '
-            f'{esc(sync.destination.describe())} · {esc(sync.destination_mode.value)} · '
-            f'key {esc(", ".join(sync.primary_key))} · {esc(sync.sync_mode.value)}{sched}</div>')
-    body = info
-    if run is None:
-        body += "<i>no runs yet</i>"
-    else:
-        body += (f'<div style="margin-bottom:4px">run {run.id} · started {esc(fmt_time(run.started_at))}</div>'
-                 + _html_run.run_body(_html_run.run_view(run)))
-        runs = sync.runs(limit=5)
-        if runs.height > 1:
-            body += f'<div style="margin-top:6px;color:{MUTED}">recent runs</div>' + _html_history.runs_table(runs)
-    return box(f"sync <code>{esc(sync.name)}</code> {badge(sync.status.value)}", body)
-
-
-def run_html(run: SyncRun) -> str:
-    from . import _html_run
-
-    return _html_run.run_html(run)
-
-
-def preview_html(p: Preview) -> str:
-    from . import _html_preview
-
-    return _html_preview.preview_html(p)

@@ -7,6 +7,7 @@ bar), the rows held back as invalid, and the throughput on its own axis.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from ._html import (
     COLORS,
     FONT,
     LINE,
+    MUTED,
     PANEL_COUNTERS,
     TEXT,
     badge,
@@ -21,11 +23,14 @@ from ._html import (
     esc,
     fmt_seconds,
     fmt_time,
+    table,
 )
-from ._html_run import to_send
+from ._html_run import run_body, run_view, to_send
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from .workspace import Sync, Workspace
 
 PLANNED = "#94a3b8"
 INVALID = "#be123c"
@@ -141,8 +146,6 @@ def history_chart(runs: pl.DataFrame, *, width: int = 600, height: int = 230) ->
 
 def runs_table(runs: pl.DataFrame) -> str:
     """Recent runs (a ``sync.runs()`` frame) as a table: status, start, duration, counts, rows/s."""
-    from ._html import table
-
     rows = []
     for d in reversed(run_rows(runs)):
         rows.append({
@@ -165,3 +168,41 @@ def history_html(name: str, runs: pl.DataFrame) -> str:
 
 
 __all__ = ["history_chart", "history_html", "run_rows", "runs_table"]
+
+
+# ---------------------------------------------------------------------- reprs of a sync and a workspace
+def workspace_html(ws: Workspace) -> str:
+    df = ws.syncs()
+    rows = []
+    for r in df.iter_rows(named=True):
+        r = dict(r)
+        r["status"] = badge(r["status"])
+        r["last run"] = (f'#{r["last_run_id"]} {badge(r["last_run_status"])}' if r["last_run_status"] else "never")
+        r["finished"] = fmt_time(r["last_run_finished_at"])
+        r["next run"] = fmt_time(r["next_run_at"]) or ("manual" if not r["schedule"] else "")
+        with contextlib.suppress(Exception):  # a destination that cannot be rebuilt here still lists its kind
+            r["destination"] = ws.sync(r["name"]).destination.describe()
+        rows.append(r)
+    body = table(rows, ["name", "status", "source", "destination", "destination_mode", "last run",
+                        "finished", "next run"], raw=("status", "last run"),
+                 headers={"destination_mode": "mode"}) if rows else "<i>no syncs yet</i>"
+    return box(f"dfsync workspace <code>{esc(ws.path)}</code>", body)
+
+
+def sync_html(sync: Sync) -> str:
+    run = sync.last_run()
+    d = sync.definition
+    sched = f" · schedule {esc(sync.schedule)}" if sync.schedule else ""
+    info = (f'<div style="color:{MUTED};margin-bottom:4px">{esc(d["source"]["kind"])} → '
+            f'{esc(sync.destination.describe())} · {esc(sync.destination_mode.value)} · '
+            f'key {esc(", ".join(sync.primary_key))} · {esc(sync.sync_mode.value)}{sched}</div>')
+    body = info
+    if run is None:
+        body += "<i>no runs yet</i>"
+    else:
+        body += (f'<div style="margin-bottom:4px">run {run.id} · started {esc(fmt_time(run.started_at))}</div>'
+                 + run_body(run_view(run)))
+        runs = sync.runs(limit=5)
+        if runs.height > 1:
+            body += f'<div style="margin-top:6px;color:{MUTED}">recent runs</div>' + runs_table(runs)
+    return box(f"sync <code>{esc(sync.name)}</code> {badge(sync.status.value)}", body)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._html import MUTED, WARN, box, counters, esc, scroll
-from ._html_run import INTERNAL
+from ._changes import changed_columns, same
+from ._html import INTERNAL, MUTED, WARN, box, counters, esc, scroll
 
 if TYPE_CHECKING:
     from .run import Preview
@@ -23,8 +23,6 @@ def _cell(v: Any) -> str:
 def action_table(rows: list[dict[str, Any]], columns: list[str], before: dict[Any, dict[str, Any]] | None,
                  key: list[str]) -> str:
     """Rows as a table; with ``before``, a changed field shows ``old → new`` (unchanged fields plain)."""
-    from ._changes import _same
-
     th = "".join(f'<th style="text-align:left;padding:2px 8px;white-space:nowrap">{esc(c)}</th>' for c in columns)
     trs = []
     for r in rows:
@@ -32,7 +30,7 @@ def action_table(rows: list[dict[str, Any]], columns: list[str], before: dict[An
         tds = []
         for c in columns:
             v = r.get(c)
-            if old is not None and c in old and not _same(old[c], v) and c not in key:
+            if old is not None and c in old and not same(old[c], v) and c not in key:
                 tds.append(f'<td class="dfsync-changed" style="padding:2px 8px;white-space:nowrap">'
                            f'<span class="dfsync-before" style="text-decoration:line-through">{_cell(old[c])}</span>'
                            f' → <b class="dfsync-after">{_cell(v)}</b></td>')
@@ -71,8 +69,6 @@ def preview_html(p: Preview) -> str:
                     f'readable)</span>')
         rows = df.to_dicts()
         if action == "update" and before:  # the key, then the fields that changed, then the rest
-            from ._changes import changed_columns
-
             changed: list[str] = []
             for r in rows:
                 old = before.get(tuple(r.get(k) for k in key))

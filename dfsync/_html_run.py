@@ -19,6 +19,7 @@ from ._html import (
     ERROR,
     FINAL_STEPS,
     FONT,
+    INTERNAL,
     LINE,
     MUTED,
     PANEL_COUNTERS,
@@ -34,14 +35,14 @@ from ._html import (
     label,
     scroll,
 )
+from ._html_preview import action_table
 from .states import ACTIVE_RUNS
+from .store import COUNTERS
 
 if TYPE_CHECKING:
     from .run import SyncRun
 
 ACTIVE = ACTIVE_RUNS
-#: record columns a person never needs to see in a sample of rows
-INTERNAL = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 SAMPLE_ROWS = 5
 
 
@@ -51,10 +52,8 @@ def run_view(run: SyncRun, row: dict[str, Any] | None = None, *, details: bool =
 
     ``details=False`` skips the per-check and per-error breakdown (a live redraw mid-transfer).
     """
-    from .store import COUNTERS
-
     store = run.workspace.store
-    row = row if row is not None else run._row
+    row = row if row is not None else store.run_row(run.id)
     counts = {c: int(row.get(c) or 0) for c in COUNTERS}
     view: dict[str, Any] = {
         "run_id": run.id, "sync": run.sync_name, "status": row["status"], "error": row.get("error"),
@@ -214,8 +213,6 @@ def segments_bar(view: dict[str, Any]) -> str:
 def _sample_table(df: Any) -> str:
     if df is None or not df.height:
         return f'<div style="color:{MUTED};font-size:0.85em">(rows not kept)</div>'
-    from ._html_preview import action_table
-
     return action_table(df.to_dicts(), list(df.columns), None, [])
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._html_run import run_html, to_send
+
 if TYPE_CHECKING:
     from .workspace import Sync
 
@@ -46,17 +48,14 @@ class HtmlReporter:
     def __init__(self, sync: Sync, run_id: int) -> None:
         from IPython.display import display
 
-        self._display = display
         self.run = sync.workspace.run(run_id)
         self.handle = display(self._bundle(), raw=True, display_id=True)
         self._last = 0.0
         self._status = ""
 
     def _bundle(self, row: dict[str, Any] | None = None) -> dict[str, str]:
-        from . import _html_run
-
-        row = row if row is not None else self.run._row
-        return {"text/html": _html_run.run_html(self.run, row),
+        row = row if row is not None else self.run.workspace.store.run_row(self.run.id)
+        return {"text/html": run_html(self.run, row),
                 "text/plain": f"<dfsync run {self.run.id} of {self.run.sync_name!r}: {row['status']}>"}
 
     def __call__(self, status: str, row: dict[str, Any]) -> None:
@@ -83,8 +82,6 @@ class TerminalReporter:
         self.bar = tqdm(total=0, desc=f"{name} #{run_id}", unit="row", leave=True, file=sys.stderr)
 
     def __call__(self, status: str, row: dict[str, Any]) -> None:
-        from ._html_run import to_send
-
         total = to_send({k: int(v or 0) for k, v in row.items() if k in self.COUNTS})
         if total and self.bar.total != total:
             self.bar.total = total

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ._check import results_frame
+
 if TYPE_CHECKING:
     from .workspace import Sync
 
@@ -47,7 +49,6 @@ class ValidationResult:
 
 def validate(sync: Sync) -> ValidationResult:
     from . import checks as checks_mod
-    from .run import _results_frame
     from .staging import Staging
 
     staging = Staging()
@@ -59,7 +60,7 @@ def validate(sync: Sync) -> ValidationResult:
             evaluation = checks_mod.evaluate_staged(staging, sync.checks)
             staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
             if evaluation.results:
-                checks = _results_frame(evaluation.results)
+                checks = results_frame(evaluation.results)
         invalid: Any = pl.from_arrow(staging.invalid_records())
         invalid = invalid.drop([c for c in ("_action", "_status", "_batch", "_error", "_fingerprint")
                                 if c in invalid.columns])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ._cursor import cursor_from_json, cursor_to_json
 from .errors import ConfigError
 from .sources.base import CursorFilter
 
@@ -41,7 +42,6 @@ def _kind(dtype: pl.DataType) -> str:
 
 def check_window(field: str, dtype: pl.DataType, lookback: Any, initial_cursor: Any) -> dict[str, Any]:
     """Validate ``lookback``/``initial_cursor`` against the cursor's type; their JSON-safe config."""
-    from .runner import _cursor_to_json
 
     kind = _kind(dtype)
     out: dict[str, Any] = {}
@@ -68,7 +68,7 @@ def check_window(field: str, dtype: pl.DataType, lookback: Any, initial_cursor: 
             raise ConfigError(f"lookback= needs a date, time or numeric cursor; {field!r} is {dtype}")
     if initial_cursor is not None:
         value = _initial_value(field, dtype, kind, initial_cursor)
-        out["initial_cursor"] = _cursor_to_json(value)
+        out["initial_cursor"] = cursor_to_json(value)
     return out
 
 
@@ -113,13 +113,12 @@ def _initial_value(field: str, dtype: pl.DataType, kind: str, value: Any) -> Any
 
 def read_from(definition: SyncDefinition, delivered: Any) -> CursorFilter | None:
     """The cursor condition of an incremental run, given the last delivered cursor (or None)."""
-    from .runner import _cursor_from_json
 
     field = definition.cursor_field
     if definition.sync_mode != "incremental" or not field:
         return None
     if delivered is None:
-        start = _cursor_from_json(definition.initial_cursor)
+        start = cursor_from_json(definition.initial_cursor)
         return CursorFilter(field, start) if start is not None else None
     lookback = definition.lookback or {}
     start = delivered

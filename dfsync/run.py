@@ -6,13 +6,12 @@ started in another process shows up too.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _html, _html_run, _registry
+from . import _html_preview, _html_run, _registry
 from .errors import ConfigError, DfsyncError, SyncRunFailed
 from .runner import abandon_run, applies_per_batch
 from .states import RunStatus
@@ -39,9 +38,7 @@ class SyncRun:
 
     @property
     def sync(self) -> Sync:
-        from .sync import Sync
-
-        return Sync(self.workspace, self.sync_name)
+        return self.workspace.sync(self.sync_name)
 
     @property
     def status(self) -> RunStatus:
@@ -168,7 +165,7 @@ class SyncRun:
         return text + ">"
 
     def _repr_html_(self) -> str:
-        return _html.run_html(self)
+        return _html_run.run_html(self)
 
 
 class _MethodNow:
@@ -215,13 +212,6 @@ class _MethodNow:
         return repr(self._old())
 
 
-def _results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:
-    """Check results as a frame; lists and result dicts as JSON text (their types vary by check)."""
-    rows = [{**r, "partial_unexpected_list": json.dumps(r.get("partial_unexpected_list"), default=str),
-             "result": json.dumps(r.get("result"), default=str)} for r in results]
-    return pl.DataFrame(rows, infer_schema_length=None)
-
-
 class Preview:
     """What a run would do now: counts per action, the staged rows, check results."""
 
@@ -242,4 +232,4 @@ class Preview:
         return f"<dfsync.Preview of {self.sync_name!r}: {self.counts}>"
 
     def _repr_html_(self) -> str:
-        return _html.preview_html(self)
+        return _html_preview.preview_html(self)

@@ -23,7 +23,6 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -32,6 +31,7 @@ import pyarrow.compute as pc
 
 from . import _registry
 from ._arrow import bool_array, int_array, string_array
+from ._cursor import cursor_from_json, cursor_to_json
 from ._dryrun import DryRunStore
 from .destinations.base import (
     ACTION_COLUMN,
@@ -253,29 +253,6 @@ def _landed(written: Future[BatchResult]) -> bool:
 
 
 # ---------------------------------------------------------------------- cursor values
-def _cursor_to_json(v: Any) -> dict[str, Any] | None:
-    if v is None:
-        return None
-    if isinstance(v, datetime):
-        return {"type": "datetime", "value": v.isoformat()}
-    if isinstance(v, date):
-        return {"type": "date", "value": v.isoformat()}
-    if isinstance(v, (int, float, str, bool)):
-        return {"type": type(v).__name__, "value": v}
-    return {"type": "str", "value": str(v)}
-
-
-def _cursor_from_json(d: dict[str, Any] | None) -> Any:
-    if not d:
-        return None
-    t, v = d["type"], d["value"]
-    if t == "datetime":
-        return datetime.fromisoformat(v)
-    if t == "date":
-        return date.fromisoformat(v)
-    return v
-
-
 def _max_cursor(a: Any, b: Any) -> Any:
     if a is None:
         return b
@@ -471,7 +448,7 @@ class Runner:
             store.note(self.sync_id, self.run_id, msg)
         from ._window import read_from
 
-        cursor = read_from(defn, _cursor_from_json(row["cursor_value"]))
+        cursor = read_from(defn, cursor_from_json(row["cursor_value"]))
         retry, retry_keys = store.retry_rows(self.sync_id, defn.primary_key, RECORD_META_ALL)
         if self.staging is None:
             self.staging = Staging() if self.dry else Staging(temp_dir=self.staging_dir)
@@ -734,7 +711,7 @@ class Runner:
         store.confirm_batch(self.sync_id, self.run_id, batch_no, key, not_delivered, not applies_per_batch(defn),
                             dict(sent=n, succeeded=n - len(bad), failed=len(result.failed),
                                  skipped=len(result.skipped), batches=1),
-                            cursor_max=_cursor_to_json(self.cursor_max) if self.cursor_max is not None else None,
+                            cursor_max=cursor_to_json(self.cursor_max) if self.cursor_max is not None else None,
                             records=recs)
         assert self.staging is not None
         rids = tbl.column("_rid")
@@ -781,7 +758,7 @@ class Runner:
         """How the store advances the sync's cursor at a run's end (None: not an incremental sync)."""
         if self.defn.sync_mode != SyncMode.INCREMENTAL:
             return None
-        return lambda old, run: _cursor_to_json(_max_cursor(_cursor_from_json(old), _cursor_from_json(run)))
+        return lambda old, run: cursor_to_json(_max_cursor(cursor_from_json(old), cursor_from_json(run)))
 
     def _pausable(self) -> bool:
         """An interruption pauses the run (rather than failing it): while it transfers, and

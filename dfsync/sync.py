@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _html, _registry
+from . import _html_history, _registry
 from ._callbacks import LazyCallback, notify
+from ._check import results_frame
+from ._cursor import cursor_from_json
 from ._registry import LIVE
 from ._schema import schema_frame
 from .definition import CALLBACKS, SyncDefinition, record_schema
 from .destinations.base import Destination
 from .errors import SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
 from .mapping import Mapping
-from .run import Preview, SyncRun, _results_frame
+from .run import Preview, SyncRun
 from .runner import Runner
 from .sources.base import Source
 from .states import UNFINISHED_RUNS, DestinationMode, RunStatus, SyncMode, SyncStatus
@@ -234,7 +236,7 @@ class Sync:
                 .when((pl.col("_action") == "unchanged") & (not sends_unchanged)).then(pl.lit("unchanged"))
                 .when((pl.col("_action") == "update") & skips_updates).then(pl.lit("skipped"))
                 .otherwise(pl.lit("pending")).alias("_status"))
-            validation = _results_frame(found.check_results) if found.check_results else None
+            validation = results_frame(found.check_results) if found.check_results else None
             preview = Preview(self.name, counts, records, validation, found.problems)  # type: ignore[arg-type]
             from ._changes import attach_samples
 
@@ -263,11 +265,9 @@ class Sync:
     @property
     def cursor(self) -> Any:
         """The last delivered cursor value (incremental syncs), or None."""
-        from .runner import _cursor_from_json
-
         if self.sync_mode != SyncMode.INCREMENTAL:
             return None
-        return _cursor_from_json(self.workspace.store.sync_row(self.name)["cursor_value"])
+        return cursor_from_json(self.workspace.store.sync_row(self.name)["cursor_value"])
 
     # .............................................................. control
     def reset(self) -> None:
@@ -330,4 +330,4 @@ class Sync:
                 f" -> {self.destination.describe()} [{self.destination_mode.value}]>")
 
     def _repr_html_(self) -> str:
-        return _html.sync_html(self)
+        return _html_history.sync_html(self)

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import psutil
 
-from . import _html, _registry
+from . import _html_history, _registry
 from ._registry import LIVE
 from .definition import SyncDefinition
 from .destinations.base import Destination
@@ -212,6 +212,6 @@ class Workspace:
         return f"<dfsync.Workspace {self.path!r}>"
 
     def _repr_html_(self) -> str:
-        return _html.workspace_html(self)
+        return _html_history.workspace_html(self)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 from ipywidgets.widgets.widget_string import HTMLStyle
 
-from .. import _html, _html_run, _registry
+from .. import _html, _html_preview, _html_run, _registry
 from ..errors import DfsyncError
 
 if TYPE_CHECKING:
@@ -335,7 +335,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
         self._say("previewing…")
         p = self.sync.preview()
         self.last_preview = p
-        self.preview_box.value = _html.preview_html(p)
+        self.preview_box.value = _html_preview.preview_html(p)
         self._say("preview done: nothing was sent")
 
     # .............................................................. following a run

@@ -1,0 +1,34 @@
+"""An incremental sync's cursor value as the workspace stores it (JSON with its type)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+
+def cursor_to_json(v: Any) -> dict[str, Any] | None:
+    """A cursor value as stored (JSON-safe, with its type).
+
+    >>> cursor_from_json(cursor_to_json(date(2024, 1, 31)))
+    datetime.date(2024, 1, 31)
+    """
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return {"type": "datetime", "value": v.isoformat()}
+    if isinstance(v, date):
+        return {"type": "date", "value": v.isoformat()}
+    if isinstance(v, (int, float, str, bool)):
+        return {"type": type(v).__name__, "value": v}
+    return {"type": "str", "value": str(v)}
+
+
+def cursor_from_json(d: dict[str, Any] | None) -> Any:
+    if not d:
+        return None
+    t, v = d["type"], d["value"]
+    if t == "datetime":
+        return datetime.fromisoformat(v)
+    if t == "date":
+        return date.fromisoformat(v)
+    return v
