@@ -28,8 +28,8 @@ from dfsync._checks_sql import (
     compile_check,
     mostly_success,
     qualify,
-    quote,
 )
+from dfsync._ident import quote
 from dfsync.errors import ConfigError
 
 

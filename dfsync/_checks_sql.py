@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from dfsync._ident import quote
 from dfsync._regex import to_re2
 from dfsync.errors import ConfigError
 
@@ -28,9 +29,6 @@ _NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
 _FLOAT = {"FLOAT", "DOUBLE", "REAL"}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
-
-def quote(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def qualify(relation: str) -> str:
@@ -80,10 +78,6 @@ def mostly_success(considered: int, unexpected: int, mostly: float) -> bool:
     if considered == 0:
         return True
     return (float(considered) - float(unexpected)) / float(considered) >= mostly
-
-
-def as_float_or_none(v: Any) -> float | None:
-    return None if v is None else float(v)
 
 
 def jsonable(v: Any) -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ._ident import quote
 from .errors import ConfigError, SchemaMismatchError
 
 __all__ = ["POLICIES", "Change", "Plan", "fits", "plan", "type_name"]
@@ -393,8 +394,6 @@ def schema_frame(sync: Any) -> Any:
 
 def _first_value(con: Any, table: str, column: str, condition: str) -> str | None:
     """The first value of ``column`` (as text) in staged rows where ``condition`` holds, if any."""
-    from .store import quote
-
     c = quote(column)
     bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {condition.format(c=c)} LIMIT 1").fetchall()
     return bad[0][0] if bad else None
@@ -436,8 +435,6 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
 def check_time_units(con: Any, table: str, records: pa.Schema, unit: str, where: str) -> None:
     if unit == "ns":
         return
-    from .store import quote
-
     for f in records:
         t = _base(f.type)
         if not ((pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t)) and t.unit == "ns"):

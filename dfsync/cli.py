@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .workspace import SyncRun, Workspace
 
 DEFAULT_WORKSPACE = os.path.join(".dfsync", "workspace.duckdb")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_FAILED, EXIT_USAGE = 1, 2  # exit codes (0: done)
 #: problems the user fixes by changing the command or the configuration
 USAGE_ERRORS = (ConfigError, SyncNotFoundError, SyncDisabledError, InvalidTransition)
 

@@ -25,10 +25,10 @@ from dfsync._checks_sql import (
     is_text,
     jsonable,
     mostly_success,
-    quote,
     regex_ok,
 )
 from dfsync._gx_context import batch_definition, gx_available, import_gx
+from dfsync._ident import quote
 from dfsync.errors import ConfigError, MissingDependencyError
 
 CHUNK_ROWS = 250_000  # rows per pandas chunk handed to GX

@@ -11,15 +11,13 @@ polars before the rows reach DuckDB. ``None`` sends every source column as it is
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
+from ._ident import quote
 from .errors import ConfigError
-from .store import quote
 
 __all__ = ["Mapping", "Static", "static"]
 
@@ -70,10 +68,6 @@ class Mapping:
                     f"mapping[{field!r}] = {value!r} is not a source column name, dfsync.static(value) "
                     f"or a polars expression"
                 )
-
-    @property
-    def has_expressions(self) -> bool:
-        return any(isinstance(v, pl.Expr) for v in (self.spec or {}).values())
 
     def fields(self, source_schema: pl.Schema) -> list[str]:
         return list(self.spec) if self.spec else list(source_schema.names())
@@ -155,6 +149,3 @@ class Mapping:
 
                 spec[field] = pl.Expr.deserialize(io.StringIO(value["expr"]), format="json")
         return cls(spec)
-
-    def signature(self) -> str:
-        return hashlib.sha1(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:12]

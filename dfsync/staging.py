@@ -28,11 +28,11 @@ import polars as pl
 import pyarrow as pa
 
 from ._arrow import int64_copy, int_array
+from ._ident import quote
 from .errors import ConfigError, InvalidRecordsError, SourceError
 from .mapping import Mapping
 from .sources.base import CursorFilter, Source
 from .states import DestinationMode
-from .store import quote
 
 FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
 #: staged rows kept in memory before spilling to disk. 1GB keeps a 10M-row first load at about
@@ -41,7 +41,6 @@ FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
 #: session); DFSYNC_STAGING_MEMORY=2GB trades the memory back for that time
 DEFAULT_MEMORY = "1GB"
 ACTIONS = ("insert", "update", "delete", "unchanged")
-RECORD_META = ("_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 
 
 
@@ -300,7 +299,6 @@ class Staging:
                 f"primary key {missing} is not among the records' fields: {', '.join(self.columns)}"
             )
         sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t, *_ in desc).encode()).hexdigest()[:16]
-        self.signature = sig
         self._fp_sql = f"hash({', '.join(quote(c) for c in self.columns)}, '{sig}')"
         return counter
 
@@ -521,19 +519,14 @@ class Staging:
             f"SELECT count(*) FROM stg WHERE {self.send_filter(mode)} AND rowid NOT IN (SELECT _rid FROM invalid) "
             f"AND rowid NOT IN (SELECT _rid FROM outcomes)").fetchall()[0][0]
 
-    def batches(self, mode: DestinationMode, batch_size: int, only_keys: pa.Table | None = None) -> pa.RecordBatchReader:
+    def batches(self, mode: DestinationMode, batch_size: int) -> pa.RecordBatchReader:
         """Pending rows as Arrow batches: record columns, _action, _fp, _rid."""
         self.flush_outcomes()
         cols = ", ".join(quote(c) for c in self.columns)
         action = "'insert'" if mode.rewrites else "_action"  # every row goes into the new table
         where = (f"{self.send_filter(mode)} AND s.rowid NOT IN (SELECT _rid FROM invalid) "
                  f"AND s.rowid NOT IN (SELECT _rid FROM outcomes)")
-        src = "stg s"
-        cur = self.con.cursor()
-        if only_keys is not None:
-            cur.register("_only", only_keys)
-            src += " SEMI JOIN _only o ON " + " AND ".join(f"s.{quote(k)} = o.{quote(k)}" for k in self.key)
-        rel = cur.sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM {src} WHERE {where}")
+        rel = self.con.cursor().sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM stg s WHERE {where}")
         return rel.to_arrow_reader(batch_size)
 
     def record_outcomes(self, rids: pa.Array | pa.ChunkedArray, status: str, batch_no: int,

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._schema import plan_table
+from .._secrets import resolve_secret
 from ..errors import (
     ConfigError,
     DestinationError,
@@ -166,8 +167,6 @@ class DeltaDestination(Destination):
 
     def options(self) -> dict[str, str] | None:
         """storage_options with ``env:NAME`` references resolved (never stored)."""
-        from ._postgres import resolve_secret
-
         out = {k: resolve_secret(v, f"storage option {k}") or "" for k, v in (self.storage_options or {}).items()}
         out.update(self._literal)
         return out or None

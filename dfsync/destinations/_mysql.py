@@ -62,6 +62,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow as pa
 
+from .._secrets import resolve_secret, take_password
 from ..errors import ConfigError, DestinationError, DfsyncError, redact
 from ..states import DestinationMode
 from ._arrowsql import DATA, ROW_COLUMN, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
@@ -77,7 +78,6 @@ from ._mysql_data import (
     row_message,
     unstorable,
 )
-from ._postgres import resolve_secret, take_password
 from ._sql import TableName, q
 from .base import (
     ACTION_COLUMN,

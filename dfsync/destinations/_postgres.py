@@ -53,69 +53,24 @@ import json
 import os
 import re
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for the casts
 
 from .._schema import is_nested
+from .._secrets import resolve_secret, take_password
 from ..errors import (
     ConfigError,
     DestinationError,
     MissingDependencyError,
     SchemaMismatchError,
-    register_secret,
 )
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession
 from ._sql import TableName, nested_to_json, q
 from .base import Destination, DestinationContext, DestinationSession, register_destination
 
-__all__ = ["PostgresDestination", "arrow_to_pg", "resolve_secret", "take_password"]
-
-
-def resolve_secret(value: str | None, what: str) -> str | None:
-    """``"env:NAME"`` -> the value of environment variable NAME (else the value itself).
-
-    >>> resolve_secret("env:HOME", "password") == os.environ["HOME"]
-    True
-    """
-    if value is None or not value.startswith("env:"):
-        return value
-    name = value[4:]
-    if name not in os.environ:
-        raise ConfigError(f"the {what} refers to environment variable {name!r}, which is not set; "
-                          f"export {name}=… before running the sync")
-    secret = os.environ[name]
-    register_secret(secret)
-    register_secret(quote(secret, safe=""))
-    return secret
-
-
-def split_password(uri: str) -> tuple[str, str | None]:
-    """Return the URI without its password, and the password (None when there is none)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri, None
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
-
-
-def take_password(uri: str, password: str | None) -> tuple[str, str | None, str | None]:
-    """Split a URI's credentials: (URI without password, ``env:NAME`` reference, literal password).
-
-    A literal password (in the URI or given) is usable in this process but never stored:
-    configurations keep only the reference.
-    """
-    uri, in_uri = split_password(uri)
-    literal = None
-    if in_uri is not None and password is None:
-        password = in_uri
-    if password is not None and not password.startswith("env:"):
-        register_secret(password)
-        register_secret(quote(password, safe=""))
-        literal, password = password, None
-    return uri, password, literal
+__all__ = ["PostgresDestination", "arrow_to_pg"]
 
 
 _SIMPLE = {

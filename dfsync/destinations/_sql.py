@@ -7,14 +7,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from .._ident import quote as q
 from .._schema import JSON
 
 __all__ = ["TableName", "duck_to_arrow", "q"]
-
-
-def q(name: str) -> str:
-    """Quote an identifier: any characters, including quotes and semicolons, stay data."""
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

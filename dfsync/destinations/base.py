@@ -99,12 +99,6 @@ class WriteBatch:
         """The batch without the action column."""
         return self.data.drop_columns([ACTION_COLUMN])
 
-    def where_action(self, *actions: str) -> pa.Table:
-        import pyarrow.compute as pc
-
-        mask = pc.is_in(self.data[ACTION_COLUMN], pa.array(list(actions)))
-        return self.data.filter(mask)
-
 
 @dataclass
 class BatchResult:

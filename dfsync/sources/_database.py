@@ -22,8 +22,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from .._secrets import resolve_secret, take_password
 from ..destinations._sql import q
-from ..errors import ConfigError, MissingDependencyError, SourceError, redact, register_secret
+from ..errors import ConfigError, MissingDependencyError, SourceError, redact
 from .base import CursorFilter, Source, register_source
 
 __all__ = ["DatabaseSource"]
@@ -34,22 +35,13 @@ class DatabaseSource(Source):
     kind = "database"
 
     def __init__(self, uri: str, query: str, *, password: str | None = None) -> None:
-        from ..destinations._postgres import split_password
-
         if not isinstance(query, str) or not query.strip():
             raise ConfigError("sources.database() needs a SQL query string")
         if not isinstance(uri, str) or not uri.startswith(("postgresql://", "postgres://", "sqlite://", "mysql://",
                                                            "mariadb://")):
             raise ConfigError("sources.database() takes 'postgresql://user@host/db', 'mysql://user@host/db' or "
                               "'sqlite:///path.db' URIs")
-        self.uri, in_uri = split_password(uri)
-        self._literal_password: str | None = None
-        if in_uri is not None and password is None:
-            password = in_uri
-        if password is not None and not password.startswith("env:"):
-            register_secret(password)
-            self._literal_password, password = password, None
-        self.password = password
+        self.uri, self.password, self._literal_password = take_password(uri, password)
         self.query = query.strip().rstrip(";")
 
     @property
@@ -60,8 +52,6 @@ class DatabaseSource(Source):
 
     def secret(self) -> str | None:
         """The password (``env:NAME`` resolved now; never stored)."""
-        from ..destinations._postgres import resolve_secret
-
         return resolve_secret(self.password, "database password") or self._literal_password
 
     def config(self) -> dict[str, Any]:
@@ -93,8 +83,7 @@ class DatabaseSource(Source):
             raise MissingDependencyError(str(exc.name), extra, "sources.database()") from None
         from ..destinations._postgres import PostgresDestination
 
-        holder = PostgresDestination(self.uri, table="_", password=self.password)
-        holder._literal_password = self._literal_password
+        holder = PostgresDestination(self.uri, table="_", password=self._literal_password or self.password)
         try:
             return connect_postgres(holder.connection_uri())
         except Exception as exc:

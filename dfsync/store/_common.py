@@ -1,4 +1,4 @@
-"""What every workspace store shares: the run counters, identifier quoting, the owner token."""
+"""What every workspace store shares: the run counters, the owner token."""
 
 from __future__ import annotations
 
@@ -37,11 +37,6 @@ _OWNER_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def quote(name: str) -> str:
-    """Quote an SQL identifier (any characters are safe)."""
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def owner_token() -> str:

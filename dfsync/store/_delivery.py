@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from .._arrow import int_array
+from .._ident import quote
 from ..states import RunStatus
-from ._common import first, quote
+from ._common import first
 
 # the cursor merge a caller passes to finish_run/fail_run: (sync's cursor, run's cursor_max) -> new (JSON values)
 CursorMerge = Callable[[Any, Any], Any]

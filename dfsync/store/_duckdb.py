@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from .._ident import quote
 from ..errors import InvalidTransition, SyncNotFoundError, WorkspaceError
 from ..states import RunStatus, SyncStatus, check_transition, sync_target
 from ._common import (
@@ -37,7 +38,6 @@ from ._common import (
     now,
     one_row,
     owner_token,
-    quote,
 )
 from ._delivery import DeliveryOps
 from ._filelock import FileConnections

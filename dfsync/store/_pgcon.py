@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 
+from .._secrets import resolve_secret, take_password
 from ..errors import ConfigError, MissingDependencyError, WorkspaceBusy, WorkspaceError, redact
 
 __all__ = ["PgCon", "PgTarget", "is_postgres_target", "open_connection", "to_dollar"]
@@ -58,8 +59,6 @@ class PgTarget:
 
     @classmethod
     def parse(cls, target: str) -> PgTarget:
-        from ..destinations._postgres import take_password
-
         base, ref, literal = take_password(target, None)
         parts = urlsplit(base)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -89,8 +88,6 @@ class PgTarget:
 
     def connection_uri(self, connect_timeout: int) -> str:
         """The libpq URI with the password filled in (resolved now; never stored or shown)."""
-        from ..destinations._postgres import resolve_secret
-
         secret = resolve_secret(self.password_ref, "workspace password") or self.literal
         parts = urlsplit(self.base)
         netloc = parts.netloc

@@ -1,0 +1,67 @@
+"""Secrets: ``env:NAME`` references resolved when used, literals kept in this process only.
+
+A sync stores only the reference; the value is read from the environment each time a
+connection opens, and every value seen is registered with :func:`dfsync.errors.register_secret`
+so it never reaches a message, an event or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from .errors import ConfigError, DfsyncError, register_secret
+
+__all__ = ["is_reference", "resolve_secret", "split_password", "take_password"]
+
+
+def is_reference(value: str) -> bool:
+    return value.startswith("env:")
+
+
+def resolve_secret(value: str | None, what: str, *, error: type[DfsyncError] = ConfigError,
+                   required: bool = False) -> str | None:
+    """``"env:NAME"`` -> the value of environment variable NAME (else the value itself).
+
+    ``required``: an empty value counts as not set. ``error``: what an unset variable raises.
+
+    >>> resolve_secret("env:HOME", "password") == os.environ["HOME"]
+    True
+    """
+    if value is None or not is_reference(value):
+        return value
+    name = value[4:]
+    secret = os.environ.get(name)
+    if secret is None or (required and not secret):
+        raise error(f"environment variable {name} is not set: the {what} is read from {value!r} when the "
+                    f"sync runs; export {name}=… before running the sync")
+    register_secret(secret)
+    register_secret(quote(secret, safe=""))
+    return secret
+
+
+def split_password(uri: str) -> tuple[str, str | None]:
+    """Return the URI without its password, and the password (None when there is none)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri, None
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
+
+
+def take_password(uri: str, password: str | None) -> tuple[str, str | None, str | None]:
+    """Split a URI's credentials: (URI without password, ``env:NAME`` reference, literal password).
+
+    A literal password (in the URI or given) is usable in this process but never stored:
+    configurations keep only the reference.
+    """
+    uri, in_uri = split_password(uri)
+    literal = None
+    if in_uri is not None and password is None:
+        password = in_uri
+    if password is not None and not is_reference(password):
+        register_secret(password)
+        register_secret(quote(password, safe=""))
+        literal, password = password, None
+    return uri, password, literal
