@@ -8,9 +8,22 @@ parametrised ``target`` fixture: the same behaviour tests run against every dest
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+import dfsync
 
 pytest_plugins = ["tests.plugins.targets"] + sorted(
     f"tests.plugins.{p.stem}"
     for p in (pathlib.Path(__file__).parent / "plugins").glob("*.py")
     if p.stem not in ("__init__", "targets")
 )
+
+
+@pytest.fixture
+def ws(tmp_path: pathlib.Path) -> Iterator[dfsync.Workspace]:
+    """A fresh workspace file in the test's own directory, closed afterwards."""
+    w = dfsync.Workspace(tmp_path / "ws.duckdb")
+    yield w
+    w.close()

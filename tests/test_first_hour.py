@@ -23,12 +23,6 @@ import dfsync
 from dfsync._progress import TerminalReporter
 
 
-@pytest.fixture
-def ws(tmp_path):
-    w = dfsync.Workspace(tmp_path / "ws.duckdb")
-    yield w
-    w.close()
-
 
 def frame(n=3):
     return dfsync.sources.frame(pl.DataFrame({"id": list(range(n)), "v": [i * 0.5 for i in range(n)]}))

@@ -17,12 +17,6 @@ from dfsync.sources._frame import FrameSource
 from tests.faulty import FaultyDestination
 
 
-@pytest.fixture
-def ws(tmp_path):
-    w = dfsync.Workspace(tmp_path / "ws.duckdb")
-    yield w
-    w.close()
-
 
 def read(tmp_path, table="t"):
     import duckdb

@@ -28,12 +28,6 @@ BAD = pl.DataFrame({"id": [1, 2, 3, 4], "email": ["a@x", None, None, "d@x"], "ag
 EMAIL, AGE = "email expect_column_values_to_not_be_null", "age expect_column_values_to_be_between"
 
 
-@pytest.fixture
-def ws(tmp_path):
-    w = dfsync.Workspace(tmp_path / "ws.duckdb")
-    yield w
-    w.close()
-
 
 def suite(name: str = "customers") -> gx.ExpectationSuite:
     return gx.ExpectationSuite(name=name, expectations=[

@@ -11,17 +11,12 @@ import subprocess
 import sys
 
 import polars as pl
-import pytest
 
 import dfsync
 from tests.plugins.http_server import Reply
 
 FAST = {"retry_initial_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 3, "timeout": 5.0}
 
-
-@pytest.fixture
-def ws(tmp_path):
-    return dfsync.Workspace(str(tmp_path / "ws.duckdb"))
 
 
 def people(n: int, *, changed: set[int] = frozenset()) -> pl.DataFrame:

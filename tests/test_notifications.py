@@ -14,12 +14,6 @@ import dfsync
 from tests.faulty import FaultyDestination, env_with_repo
 
 
-@pytest.fixture
-def ws(tmp_path):
-    w = dfsync.Workspace(tmp_path / "ws.duckdb")
-    yield w
-    w.close()
-
 
 def dest(tmp_path):
     return dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")

@@ -56,12 +56,6 @@ def bar(panel: Any) -> tuple[int, int]:
     return int(data_value(panel.body.value, "data-sent")), int(data_value(panel.body.value, "data-total"))
 
 
-@pytest.fixture
-def ws(tmp_path: pathlib.Path) -> dfsync.Workspace:
-    w = dfsync.Workspace(tmp_path / "ws.duckdb")
-    yield w
-    w.close()
-
 
 @pytest.fixture
 def customers(ws: dfsync.Workspace, tmp_path: pathlib.Path) -> dfsync.Sync:

@@ -17,12 +17,6 @@ from tests.faulty import env_with_repo
 DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 
 
-@pytest.fixture
-def ws(tmp_path):
-    w = dfsync.Workspace(tmp_path / "ws.duckdb")
-    yield w
-    w.close()
-
 
 def duck(tmp_path, table="t"):
     return dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table=table)

@@ -5,9 +5,7 @@ default per-record outcome reader.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
 import threading
 import time
@@ -21,7 +19,10 @@ from urllib.parse import quote
 import polars as pl
 import pyarrow as pa
 
+from .._callbacks import import_callable
+from .._secrets import resolve_secret
 from ..errors import ConfigError, DestinationError, SessionOnlyError, redact, register_secret
+from .base import ACTION_COLUMN
 
 __all__ = [
     "SESSION_ONLY",
@@ -43,6 +44,7 @@ __all__ = [
 
 SESSION_ONLY = "<kept in memory only>"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+ACTIONS = ("insert", "update", "delete")
 _FAIL_WORDS = frozenset({"error", "failed", "failure", "rejected", "invalid"})
 SNIPPET = 300
 
@@ -63,15 +65,7 @@ class Secret:
     def resolve(self) -> str:
         if self._literal is not None:
             return self._literal
-        name = self.ref[4:]  # type: ignore[index]
-        value = os.environ.get(name)
-        if not value:
-            raise DestinationError(
-                f"environment variable {name} is not set; export it before running the sync "
-                f"(the destination reads its secret from {self.ref!r} at run time)"
-            )
-        register_secret(value)
-        return value
+        return resolve_secret(self.ref, "destination's secret", error=DestinationError, required=True)  # type: ignore[return-value]
 
     def stored(self) -> str:
         return self.ref or SESSION_ONLY
@@ -385,15 +379,14 @@ def load_callable(ref: Any, what: str) -> Any:
             f"this http destination's {what} is a function that only exists in the Python session that "
             f"created the sync; run it from that session, or use a module-level function"
         )
-    mod, _, qual = str(ref).partition(":")
-    if not mod or not qual:
-        raise ConfigError(f"{what}={ref!r}: give a function, or 'module:function' to import one")
-    try:
-        obj: Any = importlib.import_module(mod)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{what}={ref!r} cannot be imported ({exc}); is the module installed?") from exc
-    if not callable(obj):
-        raise ConfigError(f"{what}={ref!r} is not a function")
-    return obj
+    return import_callable(ref, what)
+
+
+def check_fields(routes: dict[str, Route | None], columns: Sequence[str]) -> None:
+    for action, route in routes.items():
+        missing = [f for f in (route.fields if route else ()) if f not in columns]
+        if missing:
+            raise ConfigError(
+                f"the {action} route {route.spec()!r} uses {', '.join(missing)}, which the records do "  # type: ignore[union-attr]
+                f"not have; fields sent: {', '.join(c for c in columns if c != ACTION_COLUMN)}"
+            )

@@ -1,0 +1,363 @@
+"""The HTTP destination at work: one session per run sends the batches as requests, with
+retries, rate limits and per-record outcomes (see :mod:`dfsync.destinations._http`)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import tenacity
+
+from ..errors import (
+    DestinationError,
+    MissingDependencyError,
+    TransientDestinationError,
+    redact,
+    register_secret,
+)
+from ..states import DestinationMode
+from ._http_parts import (
+    ACTIONS,
+    RateLimiter,
+    RecordsView,
+    Route,
+    Secret,
+    check_fields,
+    json_ready,
+    line_groups,
+    nest_expressions,
+    results_parser,
+    retry_after_seconds,
+    snippet,
+)
+from ._sql import is_interval, nested_to_json
+from .base import (
+    ACTION_COLUMN,
+    BatchResult,
+    DestinationContext,
+    DestinationSession,
+    WriteBatch,
+)
+
+if TYPE_CHECKING:
+    from ._http import HTTPDestination
+
+log = logging.getLogger("dfsync.destinations.http")
+
+
+class _RedactingFilter(logging.Filter):
+    """Scrubs registered secrets from log records of the HTTP client (its request lines carry URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+for _name in ("httpx", "httpcore"):
+    if not any(isinstance(f, _RedactingFilter) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_RedactingFilter())
+
+
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+
+
+def _httpx() -> Any:
+    try:
+        import httpx
+    except ImportError as exc:  # pragma: no cover - the http extra is installed in tests
+        raise MissingDependencyError("httpx", "http", "the REST API destination") from exc
+    return httpx
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+class _NotSent(TransientDestinationError):
+    """A request not sent because another request of the batch gave up."""
+
+
+# ------------------------------------------------------------------ session
+@dataclass
+class _Request:
+    action: str
+    route: Route
+    url: str
+    rows: pa.Array  # positions in WriteBatch.data
+    records: pa.Table  # the request's records (for parsers / body functions)
+    text: bytes | None  # JSON Lines of the request's chunk (None: per-record delete or body function)
+    span: tuple[int, int]  # the request's byte range of ``text``
+    key: str
+
+
+class HTTPSession(DestinationSession):
+    destination: HTTPDestination
+
+    def __init__(self, destination: HTTPDestination, ctx: DestinationContext) -> None:
+        super().__init__(destination, ctx)
+        httpx = _httpx()
+        d = destination
+        headers = {"User-Agent": "dfsync", "Accept": "application/json"}
+        for name, value in d.headers.items():
+            headers[name] = value.resolve() if isinstance(value, Secret) else value
+        if isinstance(d.auth, Secret):
+            headers["Authorization"] = f"Bearer {d.auth.resolve()}"
+        elif isinstance(d.auth, tuple):
+            token = base64.b64encode(f"{d.auth[0]}:{d.auth[1].resolve()}".encode()).decode()
+            register_secret(token)
+            headers["Authorization"] = f"Basic {token}"
+        self.client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(d.timeout),
+            limits=httpx.Limits(max_connections=d.concurrency, max_keepalive_connections=d.concurrency),
+        )
+        self.pool = ThreadPoolExecutor(max_workers=d.concurrency, thread_name_prefix="dfsync-http")
+        self.limiter = RateLimiter(*d.rate) if d.rate else None
+        self.stop = threading.Event()  # set when one request gave up: the others stop retrying
+        digest = hashlib.sha1(ctx.sync_name.encode()).hexdigest()[:8]
+        self.key_prefix = f"dfsync-{digest}-{ctx.run_tag}"
+        self.columns: list[str] = []
+        self.set_type = "content-type" not in {k.lower() for k in d.headers}
+        # exponential backoff plus jitter (spreads the retries of concurrent requests apart)
+        self.wait = (tenacity.wait_exponential(multiplier=d.retry_initial_wait, max=d.retry_max_wait)
+                     + tenacity.wait_random(0, d.retry_initial_wait))
+
+    # -------------------------------------------------------------- prepare
+    def prepare(self, schema: pa.Schema) -> None:
+        self.columns = [f.name for f in schema if f.name != ACTION_COLUMN]
+        check_fields(self.destination.routes, self.columns)
+        pk = list(self.ctx.primary_key)
+        missing = [k for k in pk if k not in self.columns]
+        if missing:
+            raise DestinationError(f"primary key {missing} is not among the fields sent: {self.columns}")
+        if self.destination.nested:
+            nest_expressions(self.columns)  # raises ConfigError on colliding paths
+
+    def _json_frames(self, table: pa.Table, group: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The records as polars will write them (ISO dates, base64 bytes, nested paths), and
+        the flat JSON-ready frame they come from (its key columns name the requests)."""
+        if not self.columns:
+            self.prepare(table.schema)
+        cols = self.columns if group == "all" else (list(self.ctx.primary_key) or self.columns)
+        picked = table.select(cols)
+        ready = pl.from_arrow(nested_to_json(picked, [f.name for f in picked.schema if is_interval(f.type)]))
+        ready = ready.select(json_ready(ready.schema))  # type: ignore[union-attr]
+        return (ready.select(nest_expressions(cols)) if self.destination.nested else ready), ready
+
+    # -------------------------------------------------------------- write
+    def write(self, batch: WriteBatch) -> BatchResult:
+        data = batch.data
+        groups = []
+        actions = data.column(ACTION_COLUMN)
+        for action in ACTIONS:
+            rows = pc.indices_nonzero(pc.equal(actions, action))
+            if len(rows) == 0:
+                continue
+            route = self.destination.routes[action]
+            if route is None:
+                raise DestinationError(
+                    f"the batch has {len(rows)} {action} rows but the http destination has no {action} "
+                    f"route; give it one, e.g. {action}='DELETE /{{id}}'")
+            groups.append((action, route, rows))
+        self.stop.clear()
+        futures: list[Future] = []
+        errors: list[BaseException] = []
+        try:  # requests of a chunk go out while the next chunk is encoded
+            for action, route, rows in groups:
+                records = data if len(rows) == data.num_rows else data.take(rows)
+                for req in self._plan(action, route, records.drop_columns([ACTION_COLUMN]), rows):
+                    futures.append(self.pool.submit(self._send, req))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the requests in flight
+            self.stop.set()
+            errors.append(exc)
+        result = BatchResult()
+        for fut in futures:  # wait for every request, even after one failed: none is left in flight
+            try:
+                failed, skipped = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+                continue
+            result.failed.update(failed)
+            result.skipped.update(skipped)
+        if errors:
+            # the root cause first: a terminal error, else the request that gave up
+            terminal = [e for e in errors if not isinstance(e, TransientDestinationError)]  # incl. encoding
+            causes = [e for e in errors if not isinstance(e, _NotSent)]
+            raise (terminal or causes or errors)[0]
+        return result
+
+    def _plan(self, action: str, route: Route, table: pa.Table, rows: pa.Array) -> Iterator[_Request]:
+        d = self.destination
+        group = "key" if action == "delete" else "all"
+        prefix = f"{self.key_prefix}-{action}"
+        pk = list(self.ctx.primary_key) or list(route.fields) or self.columns
+        if route.per_record:
+            yield from self._plan_per_record(action, route, table, rows, group, prefix, pk)
+            return
+        bs, start = d.batch_size, 0
+        chunk = bs * d.concurrency  # the first chunk: one request per worker, then larger ones
+        while start < table.num_rows:
+            part = table.slice(start, chunk)
+            frame, ready = self._json_frames(part, group)
+            text = None if callable(d.body) else frame.write_ndjson().encode()
+            keys = ready.select(pk).write_ndjson().encode()
+            spans = line_groups(text, bs) if text is not None else [(0, 0)] * len(line_groups(keys, bs))
+            for n, (span, (a, b)) in enumerate(zip(spans, line_groups(keys, bs), strict=True)):
+                yield _Request(action, route, route.url, rows[start + n * bs:start + (n + 1) * bs],
+                               part.slice(n * bs, bs), text, span,
+                               f"{prefix}-{hashlib.sha1(keys[a:b]).hexdigest()[:16]}")
+            start += chunk
+            chunk = min(chunk * 2, bs * d.concurrency * 8)
+
+    def _plan_per_record(self, action: str, route: Route, table: pa.Table, rows: pa.Array, group: str,
+                         prefix: str, pk: list[str]) -> list[_Request]:
+        frame, _ = self._json_frames(table, group)
+        text = frame.write_ndjson().encode()
+        fields = {f: table.column(f).to_pylist() for f in route.fields}
+        keys = list(zip(*(table.column(k).to_pylist() for k in pk), strict=True))
+        out = []
+        for i, span in enumerate(line_groups(text, 1) if text else []):
+            url = route.format({f: v[i] for f, v in fields.items()})
+            digest = hashlib.sha1(json.dumps(keys[i], default=str).encode()).hexdigest()[:16]
+            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1), text,
+                                (span[0], span[1] - 1), f"{prefix}-{digest}"))
+        return out
+
+    def _body(self, req: _Request) -> tuple[bytes | None, str | None]:
+        d = self.destination
+        if req.action == "delete" and req.route.per_record:
+            return None, None
+        if callable(d.body):
+            made = d.body(list(RecordsView(req.records)))
+            if isinstance(made, bytes):
+                return made, "application/json"
+            if isinstance(made, str):
+                return made.encode(), "application/json"
+            return json.dumps(made, default=str).encode(), "application/json"
+        assert req.text is not None
+        a, b = req.span
+        if req.route.per_record:
+            return req.text[a:b], "application/json"
+        if d.body == "ndjson":
+            return req.text[a:b], "application/x-ndjson"
+        # JSON Lines -> a JSON array: newlines only separate records (JSON escapes them in strings)
+        array = b"[" + req.text[a:b - 1].replace(b"\n", b",") + b"]"
+        if d.envelope:
+            array = b"{" + json.dumps(d.envelope).encode() + b":" + array + b"}"
+        return array, "application/json"
+
+    def _send(self, req: _Request) -> tuple[dict[int, str], dict[int, str]]:
+        """Send one request with retries; return (failed, skipped) by row of the batch."""
+        httpx = _httpx()
+        d = self.destination
+        content, ctype = self._body(req)
+        headers = {d.idempotency_header: req.key}
+        if ctype and self.set_type:
+            headers["Content-Type"] = ctype
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(d.max_retries + 1),
+            wait=self._wait_for,
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            before_sleep=lambda state: self._log_retry(req, state),
+            sleep=self._sleep,  # a closing session (Ctrl-C, another request gave up) cuts waits short
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if self.stop.is_set() or (self.limiter and not self.limiter.acquire(self.stop)):
+                        raise _NotSent(
+                            f"{req.route.method} {redact(req.url)}: not sent because another request of the "
+                            f"batch gave up; the run is paused, run the sync again to resume")
+                    try:
+                        response = self.client.request(req.route.method, req.url, content=content,
+                                                       headers=headers)
+                    except httpx.TimeoutException as exc:
+                        raise _Retryable(f"no answer within {d.timeout:g}s ({type(exc).__name__})") from exc
+                    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                        raise _Retryable(f"connection problem: {exc or type(exc).__name__}") from exc
+                    except httpx.HTTPError as exc:
+                        raise DestinationError(f"{req.route.method} {redact(req.url)}: {exc}") from exc
+                    return self._outcome(req, response)
+        except _Retryable as exc:
+            self.stop.set()
+            raise TransientDestinationError(
+                f"{req.route.method} {redact(req.url)}: {redact(exc.reason)} (gave up after "
+                f"{d.max_retries + 1} attempts); the run is paused, run the sync again to resume"
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)
+
+    def _wait_for(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self.wait(state))
+
+    def _log_retry(self, req: _Request, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s %s: %s; retry %d of %d in %.2fs", req.route.method, redact(req.url),
+                    redact(str(exc)), state.attempt_number, self.destination.max_retries,
+                    state.upcoming_sleep)
+
+    def _outcome(self, req: _Request, response: Any) -> tuple[dict[int, str], dict[int, str]]:
+        d = self.destination
+        status = response.status_code
+        rows = req.rows.to_pylist() if not 200 <= status < 300 else []
+        where = f"{req.route.method} {redact(req.url)}"
+        if status in _RETRY_STATUS:
+            after = retry_after_seconds(response.headers.get("Retry-After"))
+            if after is not None and after > d.max_retry_after:
+                self.stop.set()
+                raise TransientDestinationError(
+                    f"{where}: HTTP {status}, the server asks to wait {after:.0f}s (more than "
+                    f"max_retry_after={d.max_retry_after:g}s); the run is paused, run the sync again later")
+            raise _Retryable(f"HTTP {status}: {snippet(response)}", after)
+        if status in (401, 407):
+            raise DestinationError(
+                f"{where}: HTTP {status}, the server refused the credentials ({snippet(response)}); "
+                f"check auth= / the token's environment variable")
+        if 400 <= status < 600:
+            error = f"HTTP {status}: {snippet(response)}"
+            if status == 404 and req.route.per_record and self.ctx.mode == DestinationMode.UPDATE:
+                return {}, {r: "no such record at the destination (update mode only updates existing records)"
+                            for r in rows}
+            return {r: error for r in rows}, {}
+        if status >= 300:
+            return {r: f"HTTP {status}: unexpected redirect to {response.headers.get('Location')}"
+                    for r in rows}, {}
+        records = RecordsView(req.records)
+        try:
+            if d.response_parser is not None:
+                failed = d.response_parser(response, records) or {}
+            else:
+                failed = results_parser(response, records, self.ctx.primary_key)
+        except Exception as exc:  # a user parser that breaks must not lose the batch silently
+            raise DestinationError(f"{where}: response_parser raised {type(exc).__name__}: {exc}") from exc
+        if not failed:
+            return {}, {}
+        rows = req.rows.to_pylist()
+        return {rows[i]: redact(str(e)) for i, e in failed.items() if 0 <= i < len(rows)}, {}
+
+    # -------------------------------------------------------------- end
+    def close(self) -> None:
+        self.stop.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
