@@ -57,12 +57,10 @@ class LazyCallback:
 def notify(sync: Sync, run_id: int, status: RunStatus) -> None:
     """Call the sync's callback for how its run ended (and ``on_failure`` for a successful run
     whose rejected rows pass ``failed_rows_alert``)."""
-    from .run import SyncRun
-
     callbacks = {RunStatus.SUCCESS: sync.on_success, RunStatus.FAILED: sync.on_failure,
                  RunStatus.PAUSED: sync.on_paused}
     cb = callbacks.get(status)
-    run = SyncRun(sync.workspace, run_id, sync.name)
+    run = sync.workspace.run(run_id)
     alert = sync.failed_rows_alert
     if status == RunStatus.SUCCESS and alert is not None and sync.on_failure is not None:
         counts = run.counts

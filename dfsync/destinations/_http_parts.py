@@ -19,7 +19,7 @@ from urllib.parse import quote
 import polars as pl
 import pyarrow as pa
 
-from .._callbacks import import_callable
+from .._callbacks import resolve_callback
 from .._secrets import resolve_secret
 from ..errors import ConfigError, DestinationError, SessionOnlyError, redact, register_secret
 from .base import ACTION_COLUMN
@@ -379,7 +379,7 @@ def load_callable(ref: Any, what: str) -> Any:
             f"this http destination's {what} is a function that only exists in the Python session that "
             f"created the sync; run it from that session, or use a module-level function"
         )
-    return import_callable(ref, what)
+    return resolve_callback(ref, what)
 
 
 def check_fields(routes: dict[str, Route | None], columns: Sequence[str]) -> None:
