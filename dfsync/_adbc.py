@@ -116,7 +116,7 @@ class Cursor:
     def fetchall(self) -> list[tuple]:
         reader = self.fetch_record_batch()
         table = pa.Table.from_batches(list(reader), reader.schema)
-        return list(zip(*(c.to_pylist() for c in table.columns))) if table.num_columns else []
+        return list(zip(*(c.to_pylist() for c in table.columns), strict=True)) if table.num_columns else []
 
     def adbc_ingest(self, table_name: str, data: pa.Table | pa.RecordBatch | pa.RecordBatchReader, mode: str,
                     *, db_schema_name: str | None = None, temporary: bool = False) -> int:

@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError, DfsyncError, register_secret
 
-__all__ = ["is_reference", "resolve_secret", "split_password", "take_password"]
+__all__ = ["is_reference", "resolve_secret", "split_password", "take_password", "uri_with_password"]
 
 
 def is_reference(value: str) -> bool:
@@ -65,3 +65,17 @@ def take_password(uri: str, password: str | None) -> tuple[str, str | None, str 
         register_secret(quote(password, safe=""))
         literal, password = password, None
     return uri, password, literal
+
+
+def uri_with_password(uri: str, secret: str | None, connect_timeout: int) -> str:
+    """A libpq URI with the password filled in and a ``connect_timeout`` (unless it has one):
+    what a connection is opened with, never stored or shown."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if secret is not None:
+        user, host = netloc.rsplit("@", 1) if "@" in netloc else ("", netloc)
+        netloc = f"{user}:{quote(secret, safe='')}@{host}"
+    query = parts.query
+    if "connect_timeout" not in query:
+        query = (query + "&" if query else "") + f"connect_timeout={connect_timeout}"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ._check import results_frame
+from ._settings import setting
 
 if TYPE_CHECKING:
     from .workspace import Sync
@@ -51,7 +52,7 @@ def validate(sync: Sync) -> ValidationResult:
     from . import checks as checks_mod
     from .staging import Staging
 
-    staging = Staging()
+    staging = Staging(memory_limit=setting("staging_memory", sync.workspace.settings))
     try:
         result = staging.load(sync.source, sync.mapping, sync.primary_key, cursor=None, detect_deletes=False,
                               state=None, quarantine_keys=True)

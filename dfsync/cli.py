@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from ._settings import setting
 from .errors import (
     ConfigError,
     DfsyncError,
@@ -88,7 +89,7 @@ def _open(path: str) -> Workspace:
             f"notebook uses: dfsync.Workspace(PATH)", EXIT_USAGE)
     from .workspace import Workspace
 
-    timeout = float(os.environ.get("DFSYNC_BUSY_TIMEOUT", "30"))
+    timeout = setting("busy_timeout")
     return Workspace(path, busy_timeout=timeout, create=False)  # the CLI never makes a workspace
 
 

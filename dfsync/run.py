@@ -76,9 +76,9 @@ class SyncRun:
         out: dict[str, float] = {}
         ts, states = ev["ts"].to_list(), ev["to_status"].to_list()
         kinds = ev["kind"].to_list()
-        pairs = [(t, s) for t, s, k in zip(ts, states, kinds) if k == "run"]
+        pairs = [(t, s) for t, s, k in zip(ts, states, kinds, strict=True) if k == "run"]
         end = self.finished_at or datetime.now(pairs[0][0].tzinfo if pairs else None)
-        for (t0, s0), nxt in zip(pairs, [*pairs[1:], (end, None)]):
+        for (t0, s0), nxt in zip(pairs, [*pairs[1:], (end, None)], strict=True):
             if s0 in ("success", "failed"):
                 continue
             out[s0] = out.get(s0, 0.0) + (nxt[0] - t0).total_seconds()

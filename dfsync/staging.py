@@ -15,6 +15,7 @@ the delivered state per batch, and a resumed run re-diffs the source against it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -29,6 +30,7 @@ import pyarrow as pa
 
 from ._arrow import int64_copy, int_array
 from ._ident import quote
+from ._settings import setting
 from .errors import ConfigError, InvalidRecordsError, SourceError
 from .mapping import Mapping
 from .sources.base import CursorFilter, Source
@@ -38,8 +40,7 @@ FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
 #: staged rows kept in memory before spilling to disk. 1GB keeps a 10M-row first load at about
 #: 1.5 GB peak RSS (2GB: 2.05 GB, above dlt's 1.7 GB on the same PostgreSQL job), for about the
 #: same speed into DuckDB and 10-15% more time into PostgreSQL (bench/RESULTS_dlt.md, fourth
-#: session); DFSYNC_STAGING_MEMORY=2GB trades the memory back for that time
-DEFAULT_MEMORY = "1GB"
+#: session); DFSYNC_STAGING_MEMORY=2GB trades the memory back for that time (default in dfsync/_settings.py)
 ACTIONS = ("insert", "update", "delete", "unchanged")
 
 
@@ -114,7 +115,7 @@ class Staging:
         os.makedirs(self.temp_dir, exist_ok=True)
         # Staged rows live in memory and spill to temp_dir past the limit, so a sync of any size
         # streams with bounded memory (DFSYNC_STAGING_MEMORY overrides, e.g. "8GB").
-        self.memory_limit = memory_limit or os.environ.get("DFSYNC_STAGING_MEMORY", DEFAULT_MEMORY)
+        self.memory_limit = memory_limit or setting("staging_memory")
         config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "false",
                   "memory_limit": self.memory_limit}
         self.con = duckdb.connect(":memory:", config=config)
@@ -142,10 +143,8 @@ class Staging:
             self.con.execute(f"SET memory_limit = '{_half(self.memory_limit)}'")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(duckdb.Error):
             self.con.close()
-        except duckdb.Error:
-            pass
 
     # ------------------------------------------------------------------ load
     def load(

@@ -22,6 +22,7 @@ from ._check import results_frame
 from ._cursor import cursor_from_json
 from ._registry import LIVE
 from ._schema import schema_frame
+from ._settings import use as use_settings
 from .definition import CALLBACKS, SyncDefinition, record_schema
 from .destinations.base import Destination
 from .errors import SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
@@ -182,7 +183,7 @@ class Sync:
 
         def work() -> None:
             try:
-                with store.lease():
+                with use_settings(ws.settings), store.lease():
                     try:
                         runner.execute()
                     finally:  # the run's outcome is settled: its callback now (never changing it)
@@ -222,7 +223,8 @@ class Sync:
         dry = Runner(self.spec.with_source(self.source), 0, sync_id=self.id, sync_name=self.name,
                      store=self.workspace.store, staging_dir="", resume=False, dry_run=True)
         try:
-            found = dry.dry_run()
+            with use_settings(self.workspace.settings):
+                found = dry.dry_run()
             staging, c = found.staging, found.counts
             counts = {"insert": c["inserted"], "update": c["updated"], "delete": c["deleted"],
                       "unchanged": c["unchanged"], "invalid": c["invalid"]}

@@ -19,6 +19,7 @@ import psutil
 
 from . import _html_history, _registry
 from ._registry import LIVE
+from ._settings import check_settings
 from .definition import SyncDefinition
 from .destinations.base import Destination
 from .errors import ConfigError, SyncAlreadyRunning
@@ -61,11 +62,22 @@ class Workspace:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0,
-                 create: bool = True) -> None:
+                 create: bool = True, staging_memory: str | None = None, destination_memory: str | None = None,
+                 workspace_memory: str | None = None, postgres_writers: int | None = None,
+                 mysql_writers: int | None = None) -> None:
         """Open the workspace at ``path`` (made if missing; ``create=False``: open only an existing
-        one). A DuckDB file holding other tables is refused (``WorkspaceError``) and left unchanged."""
+        one). A DuckDB file holding other tables is refused (``WorkspaceError``) and left unchanged.
+
+        The resource settings (memory sizes such as ``"2GB"``, writer connections) apply to this
+        workspace's runs; each not given comes from its ``DFSYNC_*`` environment variable
+        (``staging_memory``: ``DFSYNC_STAGING_MEMORY``, ...), else its default."""
+        self.settings = check_settings({
+            "staging_memory": staging_memory, "destination_memory": destination_memory,
+            "workspace_memory": workspace_memory, "postgres_writers": postgres_writers,
+            "mysql_writers": mysql_writers})
         self.store = open_store(os.fspath(path) if path is not None else DEFAULT_PATH,
-                                busy_timeout=busy_timeout, create=create)
+                                busy_timeout=busy_timeout, create=create,
+                                memory_limit=self.settings.get("workspace_memory"))
         self.path = self.store.path  # a postgresql:// URI keeps an env:NAME password, never a literal one
         self.recover()
 

@@ -23,7 +23,6 @@ import dfsync
 from dfsync._progress import TerminalReporter
 
 
-
 def frame(n=3):
     return dfsync.sources.frame(pl.DataFrame({"id": list(range(n)), "v": [i * 0.5 for i in range(n)]}))
 

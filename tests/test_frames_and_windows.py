@@ -17,7 +17,6 @@ from dfsync.sources._frame import FrameSource
 from tests.faulty import FaultyDestination
 
 
-
 def read(tmp_path, table="t"):
     import duckdb
 

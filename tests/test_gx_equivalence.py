@@ -109,7 +109,7 @@ def compare(df: pl.DataFrame) -> None:
     assert all(c.sql_form(types) is not None for c in checks), [c.name for c in checks if not c.sql_form(types)]
     ev = dc.evaluate(con, "rows", checks)
     batch = gx_batch(df)
-    for exp, ours in zip(exps, ev.results):
+    for exp, ours in zip(exps, ev.results, strict=True):
         theirs = batch.validate(exp)
         assert not (theirs.exception_info or {}).get("raised_exception"), theirs.exception_info
         res = theirs.result
@@ -239,5 +239,5 @@ def test_regex_translation_matches_python_on_every_code_point():
         got = [r[0] for r in con.execute("SELECT regexp_matches(c, ?) FROM cp", [to_re2(pat)]).fetchall()]
         rx = re.compile(pat)
         want = [rx.search(c) is not None for c in chars]
-        diff = [hex(ord(c)) for c, g, w in zip(chars, got, want) if g != w]
+        diff = [hex(ord(c)) for c, g, w in zip(chars, got, want, strict=True) if g != w]
         assert not diff, f"{pat}: {diff[:10]}"

@@ -14,7 +14,6 @@ import dfsync
 from tests.faulty import FaultyDestination, env_with_repo
 
 
-
 def dest(tmp_path):
     return dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
 

@@ -188,7 +188,7 @@ def test_preview_sends_nothing_and_changes_nothing(ws, target):
     p = sync.preview()
     assert p.counts == {"insert": 1, "update": 1, "delete": 1, "unchanged": 1, "invalid": 0}
     assert p.records.height == 4
-    assert dict(zip(p.records["id"].to_list(), p.records["_action"].to_list())) == {
+    assert dict(zip(p.records["id"].to_list(), p.records["_action"].to_list(), strict=True)) == {
         1: "delete", 2: "unchanged", 3: "update", 4: "insert"}
     assert sync.runs().height == before_runs
     assert sync.delivered().sort("id").equals(before_state)

@@ -25,6 +25,7 @@ type names.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -50,6 +51,7 @@ from .base import (
     ACTION_COLUMN,
     LEDGER_TABLE,
     BatchResult,
+    Destination,
     DestinationContext,
     DestinationSession,
     WriteBatch,
@@ -69,6 +71,27 @@ SKIP_MESSAGE = "no row with this key in the destination (update mode only update
 
 class Transient(Exception):
     """Internal: the connection broke; the caller reconnects and retries."""
+
+
+class ServerDestination(Destination):
+    """What the PostgreSQL and MySQL destinations share: a server URI (its password only as an
+    ``env:NAME`` reference), a table, and timeouts."""
+
+    uri: str
+    table: str
+    password: str | None
+    retry_timeout: float
+    connect_timeout: int
+
+    def config(self) -> dict[str, Any]:
+        return {"uri": self.uri, "table": self.table, "password": self.password,
+                "retry_timeout": self.retry_timeout, "connect_timeout": self.connect_timeout}
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, "uri": self.uri, "table": self.table})
+
+    def describe(self) -> str:
+        return f"{self.kind}({self.uri}, table={self.table!r})"
 
 
 class ArrowSQLSession(DestinationSession):
@@ -204,10 +227,8 @@ class ArrowSQLSession(DestinationSession):
 
     def _drop_connection(self) -> None:
         if self.con is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.con.close()
-            except Exception:
-                pass
         self.con = None
 
     def _run(self, fn: Callable[[Any], Any]) -> Any:
@@ -344,16 +365,21 @@ class ArrowSQLSession(DestinationSession):
                 return self._result_from_ledger(batch.data, done)
         data = self._conform(batch.data)
         data = data.append_column(ROW_COLUMN, int_array(np.arange(data.num_rows, dtype=np.int64)))
-        try:
-            missing = self._run(lambda cur: self._commit(cur, batch.batch_no, data, fast=True))
-            return self._result(batch.data, {}, missing)
-        except Transient:
-            raise
-        except Exception as exc:
-            if self._classify(exc) != DATA:
+        if self._fast_path_ok(data):
+            try:
+                missing = self._run(lambda cur: self._commit(cur, batch.batch_no, data, fast=True))
+                return self._result(batch.data, {}, missing)
+            except Transient:
                 raise
-            self._rollback()
+            except Exception as exc:
+                if self._classify(exc) != DATA:
+                    raise
+                self._rollback()
         return self._run(lambda cur: self._bisect(cur, batch.batch_no, data, batch.data))
+
+    def _fast_path_ok(self, data: pa.Table) -> bool:
+        """Whether the batch may be tried in one statement (else it goes row by row at once)."""
+        return True
 
     def _stage(self, cur: Any, data: pa.Table) -> None:
         cur.adbc_ingest(STAGE_TABLE, data, mode="replace", temporary=True)
@@ -458,7 +484,7 @@ class ArrowSQLSession(DestinationSession):
         if missing:
             miss = {tuple(k) for k in missing}
             cols = [data.column(k).to_pylist() for k in self.ctx.primary_key]
-            for i, key in enumerate(zip(*cols)):
+            for i, key in enumerate(zip(*cols, strict=True)):
                 if key in miss and i not in failed:
                     skipped[i] = SKIP_MESSAGE
         return BatchResult(failed=failed, skipped=skipped)
@@ -467,7 +493,7 @@ class ArrowSQLSession(DestinationSession):
         keys = {json.dumps(k, default=str) for k in not_delivered}
         cols = [data.column(k).to_pylist() for k in self.ctx.primary_key]
         why = "not delivered (the destination rejected the row; its message was lost in a connection reset)"
-        failed = {i: why for i, key in enumerate(zip(*cols)) if json.dumps(list(key), default=str) in keys}
+        failed = {i: why for i, key in enumerate(zip(*cols, strict=True)) if json.dumps(list(key), default=str) in keys}
         return BatchResult(failed=failed)
 
     # ---------------------------------------------------------------- finish

@@ -8,6 +8,7 @@ costs nothing on resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -17,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from .._schema import plan_table
+from .._settings import setting
 from ..errors import ConfigError, DestinationError, TransientDestinationError
 from ..states import DestinationMode
 from ._sql import TableName, q
@@ -33,7 +35,6 @@ from .base import (
     register_destination,
 )
 
-DEFAULT_MEMORY = "512MB"  # DFSYNC_DESTINATION_MEMORY overrides
 _DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.InvalidInputException,
                 duckdb.OutOfRangeException, duckdb.TypeMismatchException)
 
@@ -76,7 +77,7 @@ class DuckDBSession(DestinationSession):
             "SELECT name, value FROM duckdb_settings() WHERE name IN ('checkpoint_threshold', 'memory_limit')"
         ).fetchall())
         self.con.execute("SET checkpoint_threshold = '1GB'")
-        self.con.execute(f"SET memory_limit = '{os.environ.get('DFSYNC_DESTINATION_MEMORY', DEFAULT_MEMORY)}'")
+        self.con.execute(f"SET memory_limit = '{setting('destination_memory')}'")
         self.target = destination.name
         self.run_key = ctx.run_key
         self.fresh = False
@@ -219,10 +220,8 @@ class DuckDBSession(DestinationSession):
         return missing
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
 
     def _commit(self, batch_no: int, rows: pa.Table, not_delivered: list[list[Any]]) -> list[tuple]:
         self.con.register("_dfsync_batch", rows)
@@ -288,7 +287,7 @@ class DuckDBSession(DestinationSession):
             miss = set(missing)
             pk = self.ctx.primary_key
             cols = [data.column(k).to_pylist() for k in pk]
-            for i, key in enumerate(zip(*cols)):
+            for i, key in enumerate(zip(*cols, strict=True)):
                 if key in miss and i not in failed:
                     skipped[i] = "no row with this key in the destination (update mode only updates existing rows)"
         return BatchResult(failed=failed, skipped=skipped)
@@ -360,10 +359,8 @@ class DuckDBSession(DestinationSession):
                 self.con.execute(f"SET {name} = '{value}'")
         except duckdb.Error:
             pass
-        try:
+        with contextlib.suppress(duckdb.Error):
             self.con.close()
-        except duckdb.Error:
-            pass
 
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:

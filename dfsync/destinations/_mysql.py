@@ -54,8 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,9 +61,18 @@ import numpy as np
 import pyarrow as pa
 
 from .._secrets import resolve_secret, take_password
+from .._settings import setting
 from ..errors import ConfigError, DestinationError, DfsyncError, redact
 from ..states import DestinationMode
-from ._arrowsql import DATA, ROW_COLUMN, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
+from ._arrowsql import (
+    DATA,
+    ROW_COLUMN,
+    TERMINAL,
+    TRANSIENT,
+    ArrowSQLSession,
+    ServerDestination,
+    Transient,
+)
 from ._mysql_data import (
     Loader,
     RowWarnings,
@@ -82,7 +89,6 @@ from ._sql import TableName, q
 from .base import (
     ACTION_COLUMN,
     BatchResult,
-    Destination,
     DestinationContext,
     DestinationSession,
     batch_actions,
@@ -93,7 +99,7 @@ from .base import (
 __all__ = ["MySQLDestination", "MySQLSession"]
 
 @register_destination
-class MySQLDestination(Destination):
+class MySQLDestination(ServerDestination):
     """A MySQL or MariaDB table (InnoDB); ``table`` may be ``database.table``."""
 
     kind = "mysql"
@@ -123,15 +129,6 @@ class MySQLDestination(Destination):
     def column_type(self, t: pa.DataType) -> str | None:
         return arrow_to_mysql(t)
 
-    def config(self) -> dict[str, Any]:
-        return {"uri": self.uri, "table": self.table, "password": self.password,
-                "retry_timeout": self.retry_timeout, "connect_timeout": self.connect_timeout}
-
-    def identity(self) -> str:
-        return json.dumps({"kind": self.kind, "uri": self.uri, "table": self.table})
-
-    def describe(self) -> str:
-        return f"mysql({self.uri}, table={self.table!r})"
 
     def secret(self) -> str | None:
         return resolve_secret(self.password, "mysql password") or self._literal_password
@@ -191,7 +188,9 @@ class MySQLSession(ArrowSQLSession):
     label = "MySQL"
     #: one connection: two LOAD DATA streams into one InnoDB table contend (2M-row first load
     #: 30.5 s on two connections, 17.2 s on one, measured on 2 cores; bench/mysql_bench.py)
-    parallel_writes = max(1, int(os.environ.get("DFSYNC_MYSQL_WRITERS", "1")))
+    @property
+    def parallel_writes(self) -> int:  # type: ignore[override]
+        return setting("mysql_writers")  # type: ignore[no-any-return]
 
     def __init__(self, destination: Any, ctx: DestinationContext) -> None:
         self.collation = "utf8mb4_bin"
@@ -356,27 +355,9 @@ class MySQLSession(ArrowSQLSession):
             raise RowWarnings("a value was not stored as sent")
 
     # ---------------------------------------------------------------- write
-    def _write_once(self, batch: Any) -> BatchResult:
-        if self.con is None:
-            done = self.committed_batches().get(batch.batch_no)
-            if done is not None:
-                return self._result_from_ledger(batch.data, done)
-        from .._arrow import int_array
-
-        data = self._conform(batch.data)
-        data = data.append_column(ROW_COLUMN, int_array(np.arange(data.num_rows, dtype=np.int64)))
-        self._pre_bad = unstorable(data, self.columns)
-        if not self._pre_bad:
-            try:
-                missing = self._run(lambda cur: self._commit(cur, batch.batch_no, data, fast=True))
-                return self._result(batch.data, {}, missing)
-            except Transient:
-                raise
-            except Exception as exc:
-                if self._classify(exc) != DATA:
-                    raise
-                self._rollback()
-        return self._run(lambda cur: self._bisect(cur, batch.batch_no, data, batch.data))
+    def _fast_path_ok(self, data: pa.Table) -> bool:
+        self._pre_bad = unstorable(data, self.columns)  # values MySQL would store other than sent
+        return not self._pre_bad
 
     def _bisect(self, cur: Any, batch_no: int, data: pa.Table, original: pa.Table) -> BatchResult:
         failed = dict(self._pre_bad)

@@ -148,7 +148,7 @@ class ParquetSession(DestinationSession):
             found = set(self.con.execute(
                 f"SELECT {', '.join('b.' + q(k) for k in pk)} FROM _b b SEMI JOIN read_parquet({_lit(self.data)}) d ON {on}").fetchall())
             self.con.unregister("_b")
-            keys = list(zip(*[data.column(k).to_pylist() for k in pk]))
+            keys = list(zip(*[data.column(k).to_pylist() for k in pk], strict=True))
             for i, key in enumerate(keys):
                 if key not in found:
                     skipped[i] = "no row with this key in the data set (update mode only updates existing rows)"

@@ -49,26 +49,24 @@ constraint on the key, upserts fall back to UPDATE … FROM + INSERT … WHERE N
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for the casts
 
 from .._schema import is_nested
-from .._secrets import resolve_secret, take_password
+from .._secrets import resolve_secret, take_password, uri_with_password
+from .._settings import setting
 from ..errors import (
     ConfigError,
     DestinationError,
     MissingDependencyError,
     SchemaMismatchError,
 )
-from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession
+from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, ServerDestination
 from ._sql import TableName, nested_to_json, q
-from .base import Destination, DestinationContext, DestinationSession, register_destination
+from .base import DestinationContext, DestinationSession, register_destination
 
 __all__ = ["PostgresDestination", "arrow_to_pg"]
 
@@ -135,7 +133,7 @@ def pg_to_duck(t: str) -> str:
 
 
 @register_destination
-class PostgresDestination(Destination):
+class PostgresDestination(ServerDestination):
     """A PostgreSQL table; ``table`` may be ``schema.table`` (quote parts to keep dots: ``'"a.b".t'``)."""
 
     kind = "postgres"
@@ -160,15 +158,6 @@ class PostgresDestination(Destination):
         self.retry_timeout = float(retry_timeout)
         self.connect_timeout = int(connect_timeout)
 
-    def config(self) -> dict[str, Any]:
-        return {"uri": self.uri, "table": self.table, "password": self.password,
-                "retry_timeout": self.retry_timeout, "connect_timeout": self.connect_timeout}
-
-    def identity(self) -> str:
-        return json.dumps({"kind": self.kind, "uri": self.uri, "table": self.table})
-
-    def describe(self) -> str:
-        return f"postgres({self.uri}, table={self.table!r})"
 
     def column_type(self, t: pa.DataType) -> str | None:
         return arrow_to_pg(t)
@@ -176,15 +165,7 @@ class PostgresDestination(Destination):
     def connection_uri(self) -> str:
         """The URI with the password filled in (never stored or shown)."""
         secret = resolve_secret(self.password, "postgres password") or self._literal_password
-        parts = urlsplit(self.uri)
-        netloc = parts.netloc
-        if secret is not None:
-            user, host = netloc.rsplit("@", 1) if "@" in netloc else ("", netloc)
-            netloc = f"{user}:{quote(secret, safe='')}@{host}"
-        query = parts.query
-        if "connect_timeout" not in query:
-            query = (query + "&" if query else "") + f"connect_timeout={self.connect_timeout}"
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        return uri_with_password(self.uri, secret, self.connect_timeout)
 
     def open(self, ctx: DestinationContext) -> DestinationSession:
         return PostgresSession(self, ctx)
@@ -209,7 +190,9 @@ class PostgresSession(ArrowSQLSession):
     #: two COPY streams keep two server backends busy: a 2M-row first load in 100k-row
     #: batches takes 2.4-2.5 s on two connections against 3.8-4.4 s on one (and 2.6 s for a
     #: single one-shot COPY), measured on 2 cores
-    parallel_writes = max(1, int(os.environ.get("DFSYNC_POSTGRES_WRITERS", "2")))
+    @property
+    def parallel_writes(self) -> int:  # type: ignore[override]
+        return setting("postgres_writers")  # type: ignore[no-any-return]
 
     def _add_deferred_key(self, cur: Any) -> None:
         cur.execute(f"SET LOCAL maintenance_work_mem = '{self.key_build_memory}'")

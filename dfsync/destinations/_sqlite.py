@@ -19,6 +19,7 @@ binary -> BLOB, lists / structs / maps -> JSON (JSON text), durations -> DURATIO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -170,10 +171,8 @@ class SQLiteSession(ArrowSQLSession):
     def _rollback(self) -> None:
         if self.con is None:
             return
-        try:
+        with contextlib.suppress(Exception):
             self.con.rollback()
-        except Exception:
-            pass
 
     def _replace_name(self) -> TableName:
         return TableName(None, f"{self.target.table}__dfsync_replace_{self.ctx.run_id}")

@@ -20,11 +20,13 @@ __all__ = ["COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceStore", "key_match",
            "owner_token"]
 
 
-def open_store(target: str, *, busy_timeout: float = 30.0, create: bool = True) -> WorkspaceStore:
+def open_store(target: str, *, busy_timeout: float = 30.0, create: bool = True,
+               memory_limit: str | None = None) -> WorkspaceStore:
     """The store for a workspace target: a ``postgresql://`` URI (``?schema=NAME``, default
-    ``dfsync``) opens :class:`~dfsync.store._postgres.PostgresStore`, anything else a DuckDB file."""
+    ``dfsync``) opens :class:`~dfsync.store._postgres.PostgresStore`, anything else a DuckDB file
+    (``memory_limit``: of its connections; default ``DFSYNC_WORKSPACE_MEMORY``, else 256MB)."""
     if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresStore
 
         return PostgresStore(target, busy_timeout=busy_timeout, create=create)
-    return Store(target, busy_timeout=busy_timeout, create=create)
+    return Store(target, busy_timeout=busy_timeout, create=create, memory_limit=memory_limit)

@@ -53,7 +53,7 @@ def one_row(cur: Any) -> dict[str, Any] | None:
     row = first(cur)
     if row is None:
         return None
-    return dict(zip([d[0] for d in cur.description], row))
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
 def decode_sync(row: dict[str, Any]) -> dict[str, Any]:

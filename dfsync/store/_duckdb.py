@@ -194,7 +194,7 @@ class Store(DeliveryOps, FileConnections):
         with self._connect() as con:
             cur = con.execute("SELECT * FROM syncs ORDER BY name")
             cols = [d[0] for d in cur.description]
-            return [decode_sync(dict(zip(cols, r))) for r in cur.fetchall()]
+            return [decode_sync(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
 
     def delete_sync(self, sync_id: int) -> None:
         with self._transaction() as con:

@@ -27,12 +27,12 @@ from collections.abc import Iterator
 
 import duckdb
 
+from .._settings import setting
 from ..errors import WorkspaceBusy, WorkspaceCorrupt, WorkspaceError
 from ._common import StoreKey, now
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
-WORKSPACE_MEMORY = os.environ.get("DFSYNC_WORKSPACE_MEMORY", "256MB")
 HANDOVER_SECONDS = 2.0  # longest a process defers to announced waiters before it goes ahead anyway
 
 _LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
@@ -43,9 +43,11 @@ _memory_cons: dict[str, duckdb.DuckDBPyConnection] = {}
 class FileConnections(StoreKey):
     """Connections to one workspace file (the SQL of its tables is in :class:`~dfsync.store._duckdb.Store`)."""
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True,
+                 memory_limit: str | None = None) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.memory_limit = memory_limit
         self.memory = path == ":memory:"
         self._key = f"memory:{id(self)}" if self.memory else os.path.abspath(path)
         self._lock = _local_locks.setdefault(self._key, threading.RLock())
@@ -98,7 +100,7 @@ class FileConnections(StoreKey):
                 try:
                     con = duckdb.connect(self.path)
                     # the workspace's pages are evicted, not kept: a run's memory is its staging
-                    con.execute(f"SET memory_limit = '{WORKSPACE_MEMORY}'")
+                    con.execute(f"SET memory_limit = '{setting('workspace_memory', {'workspace_memory': self.memory_limit})}'")
                     return con
                 except duckdb.IOException as exc:
                     msg = str(exc)
@@ -214,10 +216,8 @@ class FileConnections(StoreKey):
         me = threading.get_ident()
         with self._lock:
             if self._lease is not None:
-                if self._lease_thread == me:
-                    owns = False
-                else:  # another thread of this process runs; it keeps its lease
-                    owns = None
+                # None: another thread of this process runs; it keeps its lease
+                owns = False if self._lease_thread == me else None
             else:
                 owns = True
                 self._lease = self._open()

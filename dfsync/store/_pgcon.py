@@ -22,11 +22,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from .._secrets import resolve_secret, take_password
+from .._secrets import resolve_secret, take_password, uri_with_password
 from ..errors import ConfigError, MissingDependencyError, WorkspaceBusy, WorkspaceError, redact
 
 __all__ = ["PgCon", "PgTarget", "is_postgres_target", "open_connection", "to_dollar"]
@@ -89,15 +89,7 @@ class PgTarget:
     def connection_uri(self, connect_timeout: int) -> str:
         """The libpq URI with the password filled in (resolved now; never stored or shown)."""
         secret = resolve_secret(self.password_ref, "workspace password") or self.literal
-        parts = urlsplit(self.base)
-        netloc = parts.netloc
-        if secret is not None:
-            user, host = netloc.rsplit("@", 1) if "@" in netloc else ("", netloc)
-            netloc = f"{user}:{quote(secret, safe='')}@{host}"
-        query = parts.query
-        if "connect_timeout" not in query:
-            query = (query + "&" if query else "") + f"connect_timeout={max(1, connect_timeout)}"
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        return uri_with_password(self.base, secret, max(1, connect_timeout))
 
 
 def unreachable(exc: BaseException) -> bool:

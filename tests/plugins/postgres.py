@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -150,16 +151,14 @@ def throwaway_server() -> Iterator[PGServer]:
         server.start()
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
-        tail = open(log).read()[-2000:] if os.path.exists(log) else ""
+        tail = pathlib.Path(log).read_text()[-2000:] if os.path.exists(log) else ""
         shutil.rmtree(root, ignore_errors=True)
         _unavailable(f"could not start a cluster: {exc} {detail.decode(errors='replace')} {tail}")
     try:
         yield server
     finally:
-        try:
+        with contextlib.suppress(Exception):
             server.stop("immediate")
-        except Exception:
-            pass
         shutil.rmtree(root, ignore_errors=True)
 
 

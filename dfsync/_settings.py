@@ -1,0 +1,94 @@
+"""Settings that tune resources, not results: each a ``Workspace(...)`` keyword or a ``DFSYNC_*``
+environment variable, read when used (never at import time).
+
+A keyword given to ``Workspace(...)`` wins for that workspace's runs, previews and
+validations (:func:`use`); else the environment variable; else the default.
+
+>>> setting("postgres_writers", {"postgres_writers": 4})
+4
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["SETTINGS", "check_settings", "setting", "use"]
+
+
+def _positive_int(v: Any) -> int:
+    return max(1, int(v))
+
+
+def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB'): DuckDB says what it rejects
+    return str(v).strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: Any
+    parse: Callable[[Any], Any]
+    doc: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "busy_timeout": Setting("DFSYNC_BUSY_TIMEOUT", 30.0, float,
+                            "seconds to wait for a workspace another process holds"),
+    "staging_memory": Setting("DFSYNC_STAGING_MEMORY", "1GB", _size,
+                              "staged rows kept in memory before spilling to disk"),
+    "destination_memory": Setting("DFSYNC_DESTINATION_MEMORY", "512MB", _size,
+                                  "memory of the DuckDB connection writing a DuckDB destination"),
+    "workspace_memory": Setting("DFSYNC_WORKSPACE_MEMORY", "256MB", _size,
+                                "memory of a DuckDB workspace file's connection"),
+    "postgres_writers": Setting("DFSYNC_POSTGRES_WRITERS", 2, _positive_int,
+                                "connections writing the batches of one run into PostgreSQL"),
+    "mysql_writers": Setting("DFSYNC_MYSQL_WRITERS", 1, _positive_int,
+                             "connections writing the batches of one run into MySQL / MariaDB"),
+}
+
+_ACTIVE: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("dfsync_settings", default=None)
+
+
+def setting(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The value of setting ``name`` now: ``overrides``, the workspace's (:func:`use`), the
+    environment, or the default."""
+    s = SETTINGS[name]
+    for given in (overrides or {}, _ACTIVE.get() or {}):
+        if given.get(name) is not None:
+            return given[name]
+    raw = os.environ.get(s.env)
+    return s.default if raw is None else s.parse(raw)
+
+
+def check_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``Workspace(...)`` keyword settings, parsed (None: not given); a bad one raises ConfigError."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in SETTINGS:
+            raise ConfigError(f"unknown setting {name!r}; the settings are: {', '.join(sorted(SETTINGS))}")
+        try:
+            out[name] = SETTINGS[name].parse(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}={value!r}: {exc} ({SETTINGS[name].doc}; "
+                              f"the environment variable is {SETTINGS[name].env})") from None
+    return out
+
+
+@contextlib.contextmanager
+def use(settings: Mapping[str, Any]) -> Iterator[None]:
+    """Make a workspace's settings the ones :func:`setting` sees in this thread (and in threads
+    started with a copy of this context)."""
+    token = _ACTIVE.set({**(_ACTIVE.get() or {}), **settings})
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)

@@ -1,0 +1,53 @@
+"""Resource settings: a ``Workspace(...)`` keyword, else a ``DFSYNC_*`` variable read when used."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync._settings import SETTINGS, setting
+from dfsync.staging import Staging
+
+
+def test_an_environment_variable_set_after_import_is_used(monkeypatch):
+    monkeypatch.setenv("DFSYNC_STAGING_MEMORY", "300MB")
+    monkeypatch.setenv("DFSYNC_POSTGRES_WRITERS", "5")
+    staging = Staging()
+    try:
+        assert staging.memory_limit == "300MB"
+    finally:
+        staging.close()
+    assert setting("postgres_writers") == 5
+    monkeypatch.delenv("DFSYNC_POSTGRES_WRITERS")
+    assert setting("postgres_writers") == SETTINGS["postgres_writers"].default
+
+
+def test_workspace_keywords_win_over_the_environment_for_its_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFSYNC_STAGING_MEMORY", "300MB")
+    seen: list[tuple[str, int]] = []
+
+    def progress(status, row):
+        seen.append((setting("staging_memory"), setting("mysql_writers")))
+
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb", staging_memory="200MB", mysql_writers=3,
+                          workspace_memory="128MB")
+    try:
+        assert ws.store.memory_limit == "128MB"
+        sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})),
+                              destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
+                              primary_key="id")
+        assert sync.run(progress=progress).status == "success"
+        assert seen and set(seen) == {("200MB", 3)}
+        assert setting("staging_memory") == "300MB"  # outside the workspace's runs: the environment
+        other = dfsync.Workspace(tmp_path / "other.duckdb")
+        assert other.settings == {}
+        other.close()
+    finally:
+        ws.close()
+
+
+def test_a_bad_setting_is_refused_with_its_variable_named(tmp_path):
+    with pytest.raises(dfsync.ConfigError, match="DFSYNC_POSTGRES_WRITERS"):
+        dfsync.Workspace(tmp_path / "ws.duckdb", postgres_writers="many")
+    assert not (tmp_path / "ws.duckdb").exists()
