@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from . import checks as checks_mod
 from ._check import results_frame
 from ._settings import setting
+from .staging import Staging
 
 if TYPE_CHECKING:
     from .workspace import Sync
@@ -49,9 +51,6 @@ class ValidationResult:
 
 
 def validate(sync: Sync) -> ValidationResult:
-    from . import checks as checks_mod
-    from .staging import Staging
-
     staging = Staging(memory_limit=setting("staging_memory", sync.workspace.settings))
     try:
         result = staging.load(sync.source, sync.mapping, sync.primary_key, cursor=None, detect_deletes=False,

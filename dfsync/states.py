@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .errors import InvalidTransition
+from .errors import ConfigError, InvalidTransition
 
 __all__ = [
     "ACTIVE_RUNS",
@@ -36,8 +36,6 @@ class _StrEnum(str, Enum):
             return cls(value)
         except ValueError:
             choices = ", ".join(repr(m.value) for m in cls)
-            from .errors import ConfigError
-
             raise ConfigError(f"unknown {what} {value!r}; choose one of {choices}") from None
 
 

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._paths import not_writable
 from .._schema import plan_table
 from ..errors import ConfigError, DestinationError, SchemaMismatchError
 from ..states import DestinationMode
@@ -96,8 +97,6 @@ class ParquetSession(DestinationSession):
         return meta.get(b"dfsync_run", b"").decode() == self.run_key
 
     def prepare(self, schema: pa.Schema) -> None:
-        from .._paths import not_writable
-
         self.destination.check_schema(pa.schema([f for f in schema if f.name != ACTION_COLUMN]))
         self.schema = schema
         why = not_writable(self.dir, is_dir=True)

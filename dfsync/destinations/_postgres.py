@@ -55,6 +55,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for the casts
 
+from .._adbc import connect_postgres
 from .._schema import is_nested
 from .._secrets import resolve_secret, take_password, uri_with_password
 from .._settings import setting
@@ -64,7 +65,7 @@ from ..errors import (
     MissingDependencyError,
     SchemaMismatchError,
 )
-from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, ServerDestination
+from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, ServerDestination, Transient
 from ._sql import TableName, nested_to_json, q
 from .base import DestinationContext, DestinationSession, register_destination
 
@@ -203,15 +204,11 @@ class PostgresSession(ArrowSQLSession):
             import adbc_driver_postgresql  # noqa: F401
         except ImportError:
             raise MissingDependencyError("adbc-driver-postgresql", "postgres", "the PostgreSQL destination") from None
-        from .._adbc import connect_postgres
-
         uri = self.destination.connection_uri()
         try:
             return connect_postgres(uri)
         except Exception as exc:
             if self._classify(exc) == TRANSIENT:
-                from ._arrowsql import Transient
-
                 raise Transient(str(exc)) from exc
             raise DestinationError(
                 f"cannot connect to PostgreSQL {self.destination.uri}: {exc}. Check the user, the "

@@ -27,6 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .._adbc import connect_sqlite
+from .._paths import not_writable
 from .._schema import JSON, is_nested
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
@@ -138,9 +140,6 @@ class SQLiteSession(ArrowSQLSession):
             import adbc_driver_sqlite  # noqa: F401
         except ImportError:
             raise MissingDependencyError("adbc-driver-sqlite", "sqlite", "the SQLite destination") from None
-        from .._adbc import connect_sqlite
-        from .._paths import not_writable
-
         why = not_writable(self.destination.path)
         if why:
             raise DestinationError(f"cannot write the SQLite destination {self.destination.path}: {why}. "

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from .._arrow import string_scalar
 from .._kinds import Kinds
-from ..errors import ConfigError
+from ..errors import ConfigError, SchemaMismatchError
 from ..states import DestinationMode
 
 __all__ = [
@@ -214,8 +214,6 @@ class Destination(ABC):
     def check_schema(self, schema: pa.Schema) -> None:
         """Refuse, naming the column, a field type this destination cannot hold (at create_sync
         when the source's schema is known, else before anything is sent)."""
-        from ..errors import SchemaMismatchError
-
         for f in schema:
             if self.max_name is not None:
                 limit, unit = self.max_name

@@ -22,7 +22,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from .._adbc import connect_postgres, connect_sqlite
 from .._secrets import resolve_secret, take_password
+from ..destinations._postgres import PostgresDestination
 from ..destinations._sql import q
 from ..errors import ConfigError, MissingDependencyError, SourceError, redact
 from .base import CursorFilter, Source, register_source
@@ -63,8 +65,6 @@ class DatabaseSource(Source):
 
     # ------------------------------------------------------------------ reading
     def _connect(self) -> Any:
-        from .._adbc import connect_postgres, connect_sqlite
-
         try:
             if self.dialect == "sqlite":
                 import adbc_driver_sqlite  # noqa: F401
@@ -81,8 +81,6 @@ class DatabaseSource(Source):
         except ImportError as exc:
             extra = "sqlite" if self.dialect == "sqlite" else "postgres"
             raise MissingDependencyError(str(exc.name), extra, "sources.database()") from None
-        from ..destinations._postgres import PostgresDestination
-
         holder = PostgresDestination(self.uri, table="_", password=self._literal_password or self.password)
         try:
             return connect_postgres(holder.connection_uri())

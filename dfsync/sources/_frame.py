@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from .._pandas import pandas_to_polars
 from ..errors import ConfigError, SessionOnlyError
 from .base import CursorFilter, Source, register_source
 
@@ -73,8 +74,6 @@ def _to_lazy(df: Any) -> pl.LazyFrame:
             df = pa.Table.from_batches([df])
         return pl.from_arrow(df).lazy()  # type: ignore[union-attr]
     if mod == "pandas":
-        from .._pandas import pandas_to_polars
-
         return pandas_to_polars(df).lazy()
     _check_frame(df)
     raise AssertionError("unreachable")

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..destinations._mysql_data import mysql_connect
 from ..errors import SourceError, redact
 
 __all__ = ["mysql_reader", "mysql_schema"]
@@ -91,8 +92,6 @@ def _column(values: list, t: pa.DataType, name: str) -> pa.Array:
 def _open(source: Any, sql: str, params: tuple, *, snapshot: bool) -> tuple[Any, Any]:
     import pymysql
     import pymysql.cursors
-
-    from ..destinations._mysql_data import mysql_connect
 
     try:
         con = mysql_connect(source.uri, source.secret())
