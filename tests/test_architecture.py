@@ -39,6 +39,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ALLOWED_UPWARD = {
     # in a notebook a background run shows a live widget; ipywidgets is imported only then
     ("dfsync._progress", "dfsync.widgets"),
+    # the PostgreSQL store writes records and state with the PostgreSQL destination's Arrow type
+    # mapping (to move down into a shared module rather than grow this list)
+    ("dfsync.store._pgcon", "dfsync._schema"),
+    ("dfsync.store._pgcon", "dfsync.destinations._sql"),
+    ("dfsync.store._pgdelivery", "dfsync.destinations._postgres"),
 }
 # private names of other libraries that dfsync also uses for its own attributes
 OTHER_LIBRARIES_PRIVATE = {

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._arrow import int_array
-from ._common import quote
+from .._ident import quote
 from ._delivery import rec_table, state_table
 
 __all__ = ["PgDeliveryOps", "duck_to_pg"]
