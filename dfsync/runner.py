@@ -106,16 +106,12 @@ def abandon_run(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition
         if unless_applied and session is not None and session.applied():
             return False
         if session is not None:
-            try:
+            with contextlib.suppress(ignore):
                 session.abandon()
-            except ignore:
-                pass
     finally:
         if own and session is not None:
-            try:
+            with contextlib.suppress(ignore):
                 session.close()
-            except ignore:
-                pass
     store.discard(sync_id, run_id)
     return True
 
@@ -369,7 +365,7 @@ class Runner:
                     self.session.close()
             if (self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded
                     or _registry.live_staging(self.store.key, self.run_id) is not self.staging):
-                self._drop_staging()
+                self.drop_staging()
 
     def dry_run(self) -> DryRun:
         """Query, diff and check exactly as this run would, but send nothing and write nothing to
@@ -378,14 +374,12 @@ class Runner:
         on_invalid='fail', failing checks quarantine rows instead of failing the run, an empty
         full refresh is a problem listed rather than an error, the source is read even when its
         files did not change, and GX checkpoint actions do not run (they act on a run's results).
-        The caller drops the staged rows (``_drop_staging``)."""
+        The caller drops the staged rows (``drop_staging``)."""
         assert self.dry, "Runner(dry_run=True) only"
         self.problems: list[str] = []
         self._query()
-        try:
+        with contextlib.suppress(ValidationFailed):  # a run would fail here; the counts say what it quarantines
             self._validate()
-        except ValidationFailed:  # a run would fail here; the counts say what it would quarantine
-            pass
         assert self.staging is not None
         return DryRun(self.staging, dict(self.store.counters), self.store.check_results, self.problems)
 
@@ -803,7 +797,7 @@ class Runner:
             pass
         self._report()
 
-    def _drop_staging(self) -> None:
+    def drop_staging(self) -> None:
         _registry.take_live_staging(self.store.key, self.run_id)
         if self.staging is not None:
             self.staging.close()

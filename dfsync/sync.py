@@ -245,7 +245,7 @@ class Sync:
             attach_samples(preview, self)
             return preview
         finally:
-            dry._drop_staging()
+            dry.drop_staging()
 
     def validate(self) -> Any:
         """Every check over the whole current source; nothing sent, no state changed.

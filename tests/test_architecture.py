@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "dfsync._kinds", "dfsync._pandas", "dfsync._adbc", "dfsync._cursor", "dfsync._registry",
               "dfsync._settings", "dfsync._ident", "dfsync._secrets", "dfsync._callbacks",
               "dfsync._checks_sql", "dfsync._gx_context")),
-    ("store", ("dfsync.store",)),
+    ("store", ("dfsync.store", "dfsync._dryrun")),
     ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._schema", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
                "dfsync.destinations", "dfsync.definition", "dfsync.schedule")),
