@@ -49,8 +49,6 @@ ALLOWED_UPWARD = {
 OTHER_LIBRARIES_PRIVATE = {
     "_result",  # PyMySQL's Cursor._result: the field types of an unbuffered result (sources/_mysql.py)
 }
-# private names still read across modules while #19's restructuring goes on (this list only shrinks)
-PRIVATE_FOR_NOW = {"_key", "_request", "_context", "_run_handle"}
 # modules still over MAX_LINES while their owners split them (this list only shrinks)
 TOO_LONG_FOR_NOW: set[str] = {"dfsync/runner.py"}
 
@@ -184,7 +182,7 @@ def test_no_private_name_is_used_across_modules():
     wrong = []
     for m, imports in GRAPH.items():
         wrong += [f"{MODULES[m].relative_to(ROOT)}:{line} imports {t}.{n}" for t, n, line in imports
-                  if n and n.startswith("_") and not n.startswith("__") and t != m and n not in PRIVATE_FOR_NOW]
+                  if n and n.startswith("_") and not n.startswith("__") and t != m]
         for node in ast.walk(ast.parse(MODULES[m].read_text())):
             if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
                 continue
@@ -192,7 +190,7 @@ def test_no_private_name_is_used_across_modules():
             if (isinstance(v, ast.Name) and v.id in ("self", "cls")) or (
                     isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "super"):
                 continue
-            if node.attr in OTHER_LIBRARIES_PRIVATE or node.attr in PRIVATE_FOR_NOW:
+            if node.attr in OTHER_LIBRARIES_PRIVATE:
                 continue
             owners = {o for o, names in defined.items() if node.attr in names}
             if owners and m not in owners:

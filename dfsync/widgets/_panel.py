@@ -305,7 +305,8 @@ class SyncPanel(SnapshotMixin, w.VBox):
         if local:
             # run.abort() first reads the run's status, which waits for this process's transfer to
             # release the workspace; the request itself needs no workspace access
-            run._request("abort")
+            if not _registry.request_stop(run.workspace.store.key, run.id, "abort"):
+                run.workspace.store.request(run.id, "abort")  # no longer here: ask through the workspace
         else:
             run.abort()
         self._say(f"abort requested for run {run.id}" if local else f"run {run.id} aborted")
