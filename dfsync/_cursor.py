@@ -32,3 +32,15 @@ def cursor_from_json(d: dict[str, Any] | None) -> Any:
     if t == "date":
         return date.fromisoformat(v)
     return v
+
+
+def max_cursor(a: Any, b: Any) -> Any:
+    """The later of two cursor values (None: not known; values that do not compare: the newer, ``b``)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    try:
+        return max(a, b)
+    except TypeError:
+        return b

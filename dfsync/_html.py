@@ -17,6 +17,8 @@ import html
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .states import RECORD_META
+
 if TYPE_CHECKING:
 
     pass
@@ -37,7 +39,7 @@ COUNTER_ORDER = ("queried", "inserted", "updated", "deleted", "unchanged", "inva
 #: text colours follow the notebook's theme (JupyterLab's CSS variables), with fallbacks that pass
 #: AA on white for a page without them (an nbconvert export, GitHub)
 #: record columns a person never needs to see in a sample of rows
-INTERNAL = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
+INTERNAL = RECORD_META
 TEXT = "var(--jp-content-font-color1, #111827)"
 MUTED = "var(--jp-content-font-color2, #4b5563)"
 ERROR = "var(--jp-error-color1, #b91c1c)"

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import threading
 import traceback
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -31,8 +30,9 @@ import pyarrow.compute as pc
 
 from . import _registry
 from ._arrow import bool_array, int_array, string_array
-from ._cursor import cursor_from_json, cursor_to_json
+from ._cursor import cursor_from_json, cursor_to_json, max_cursor
 from ._dryrun import DryRunStore
+from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
     ACTION_COLUMN,
     BatchResult,
@@ -49,14 +49,20 @@ from .errors import (
     redact,
 )
 from .staging import FP_ALGO, Staging
-from .states import DestinationMode, RecordStatus, RunStatus, SyncMode, failed_rows_allowed
+from .states import (
+    RECORD_META,
+    DestinationMode,
+    RecordStatus,
+    RunStatus,
+    SyncMode,
+    failed_rows_allowed,
+)
 from .store import Store, key_match
 
 if TYPE_CHECKING:
     from .definition import SyncDefinition
 
 RECORD_RETENTION = 10_000  # runs that change at most this many rows keep every record
-SPLIT_MIN_ROWS = 10_000  # smallest batch a run is split into to use a destination's parallel writers
 
 
 class StopRequested(Exception):
@@ -150,114 +156,6 @@ def destination_context(store: Store, sync_id: int, sync_name: str, defn: SyncDe
 def applies_per_batch(defn: SyncDefinition) -> bool:
     """Does a committed batch change what readers of the destination see right away?"""
     return not defn.destination_mode.rewrites and getattr(defn.destination, "applies_per_batch", True)
-
-
-def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
-    """Arrow tables of exactly ``size`` rows (the last may be smaller) from a reader."""
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    for rb in reader:
-        if rb.num_rows == 0:
-            continue
-        pending.append(rb)
-        count += rb.num_rows
-        while count >= size:
-            tbl = pa.Table.from_batches(pending)
-            yield tbl.slice(0, size)
-            rest = tbl.slice(size)
-            pending, count = rest.to_batches(), rest.num_rows
-    if count:
-        yield pa.Table.from_batches(pending)
-
-
-# ---------------------------------------------------------------------- destination writes
-class _DestinationWriter:
-    """Destination writes on background threads: one thread per session, batches in turn.
-
-    One session (the usual case) writes its batches in order, one at a time. A destination
-    whose session sets ``parallel_writes`` > 1 gets that many sessions (``fork()``, each on
-    its own connection), batch n going to session n mod k. Once a write fails, no write
-    queued after it is attempted.
-    """
-
-    def __init__(self, session: DestinationSession | None, *, inline: bool = False) -> None:
-        assert session is not None
-        self.sessions: list[DestinationSession] = [session]
-        self.capacity = max(1, int(getattr(session, "parallel_writes", 1)))
-        #: write on the calling thread (a destination without a ledger, such as HTTP: Ctrl-C
-        #: then interrupts the write at once instead of waiting for its retries to end)
-        self.inline = inline
-        self.pools: list[ThreadPoolExecutor] = []
-        self.failed = threading.Event()
-        self.count = 0
-
-    @property
-    def depth(self) -> int:
-        """Batches that may be written but not yet confirmed while the next one is prepared."""
-        return 0 if self.inline else self.capacity
-
-    def batch_rows(self, batch_size: int, total: int) -> int:
-        """Rows per batch: ``batch_size``, or less so that a run smaller than one batch per
-        session still gives every session a share (30k changed rows into PostgreSQL: two
-        15k-row batches applied at once on two connections, not one on one). Never below
-        ``SPLIT_MIN_ROWS`` a batch, where a second connection costs more than it saves."""
-        if self.inline or self.capacity <= 1:
-            return batch_size
-        share = -(-total // self.capacity)
-        return batch_size if share < SPLIT_MIN_ROWS else min(batch_size, share)
-
-    def submit(self, batch: WriteBatch) -> Future[BatchResult]:
-        if self.inline:
-            done: Future[BatchResult] = Future()
-            done.set_result(self.sessions[0].write(batch))  # an exception propagates as before
-            return done
-        i = self.count % self.capacity
-        self.count += 1
-        if i == len(self.sessions):  # forked when first needed (a one-batch run opens no more)
-            self.sessions.append(self.sessions[0].fork())
-        if i == len(self.pools):
-            self.pools.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dfsync-destination-{i}"))
-        session = self.sessions[i]
-
-        def write() -> BatchResult:
-            if self.failed.is_set():
-                raise _NotWritten(f"batch {batch.batch_no} was not sent: an earlier batch failed")
-            try:
-                return session.write(batch)
-            except BaseException:
-                self.failed.set()
-                raise
-
-        return self.pools[i].submit(write)
-
-    def close(self) -> None:
-        for pool in self.pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-        self.pools = []
-        for forked in self.sessions[1:]:  # the first is the runner's, closed by it
-            with contextlib.suppress(Exception):
-                forked.close()
-        del self.sessions[1:]
-
-
-class _NotWritten(Exception):
-    pass
-
-
-def _landed(written: Future[BatchResult]) -> bool:
-    return written.done() and not written.cancelled() and written.exception() is None
-
-
-# ---------------------------------------------------------------------- cursor values
-def _max_cursor(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    try:
-        return max(a, b)
-    except TypeError:
-        return b
 
 
 def _dataset_keep(checks: list[Any]) -> list[str] | None:
@@ -443,7 +341,7 @@ class Runner:
         from ._window import read_from
 
         cursor = read_from(defn, cursor_from_json(row["cursor_value"]))
-        retry, retry_keys = store.retry_rows(self.sync_id, defn.primary_key, RECORD_META_ALL)
+        retry, retry_keys = store.retry_rows(self.sync_id, defn.primary_key, RECORD_META)
         if self.staging is None:
             self.staging = Staging() if self.dry else Staging(temp_dir=self.staging_dir)
         # a dry run reads the source even when its files did not change: it shows the rows
@@ -611,7 +509,7 @@ class Runner:
             # A transactional destination writes batch n on a writer thread while this thread
             # reads batch n+1 from staging and writes it ahead to the workspace (PostgreSQL
             # writes two batches at once, on two connections); batches are confirmed in order.
-            writer = _DestinationWriter(self.session, inline=not getattr(defn.destination, "transactional", True))
+            writer = DestinationWriter(self.session, inline=not getattr(defn.destination, "transactional", True))
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
                 for tbl in rebatch(reader, writer.batch_rows(size, total)):
@@ -629,7 +527,7 @@ class Runner:
             except StopRequested:
                 # a pause or abort between batches: settle what the destination already has
                 writer.close()
-                while sent and _landed(sent[0][2]):
+                while sent and landed(sent[0][2]):
                     self._confirm(*sent.popleft(), key, keep_all)
                 raise
             finally:
@@ -688,7 +586,7 @@ class Runner:
         if defn.sync_mode == SyncMode.INCREMENTAL and defn.cursor_field in tbl.column_names:
             cursor_col = tbl.column(defn.cursor_field)
             delivered_cursor = pc.max(cursor_col if delivered is None else cursor_col.filter(delivered)).as_py()
-            self.cursor_max = _max_cursor(self.cursor_max, delivered_cursor)
+            self.cursor_max = max_cursor(self.cursor_max, delivered_cursor)
         keep = list(range(n)) if keep_all else sorted(bad)
         recs = None
         if keep:
@@ -752,7 +650,7 @@ class Runner:
         """How the store advances the sync's cursor at a run's end (None: not an incremental sync)."""
         if self.defn.sync_mode != SyncMode.INCREMENTAL:
             return None
-        return lambda old, run: cursor_to_json(_max_cursor(cursor_from_json(old), cursor_from_json(run)))
+        return lambda old, run: cursor_to_json(max_cursor(cursor_from_json(old), cursor_from_json(run)))
 
     def _pausable(self) -> bool:
         """An interruption pauses the run (rather than failing it): while it transfers, and
@@ -806,5 +704,3 @@ class Runner:
             shutil.rmtree(self.staging.temp_dir, ignore_errors=True)
             self.staging = None
 
-
-RECORD_META_ALL = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")

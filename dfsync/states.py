@@ -11,6 +11,7 @@ from enum import Enum
 from .errors import ConfigError, InvalidTransition
 
 __all__ = [
+    "RECORD_META",
     "ACTIVE_RUNS",
     "RUN_TRANSITIONS",
     "SYNC_TRANSITIONS",
@@ -134,6 +135,10 @@ class RecordStatus(_StrEnum):
     FAILED = "failed"
     INVALID = "invalid"
     SKIPPED = "skipped"
+
+
+#: the bookkeeping columns a stored record carries besides the record's own fields
+RECORD_META = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "_fingerprint")
 
 
 def check_failed_rows_setting(value: object, name: str) -> None:

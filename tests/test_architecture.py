@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._schema", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
                "dfsync.destinations", "dfsync.definition", "dfsync.schedule")),
-    ("engine", ("dfsync.runner",)),
+    ("engine", ("dfsync.runner", "dfsync._writer")),
     ("handles", ("dfsync.workspace", "dfsync.sync", "dfsync.run", "dfsync._validate", "dfsync._changes",
                  "dfsync._progress", "dfsync._html", "dfsync._html_run", "dfsync._html_history",
                  "dfsync._html_preview")),

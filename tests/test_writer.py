@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 import dfsync
+from dfsync._writer import SPLIT_MIN_ROWS, DestinationWriter, NotWritten, landed
 from dfsync.destinations.base import BatchResult, WriteBatch
-from dfsync.runner import SPLIT_MIN_ROWS, _DestinationWriter, _landed, _NotWritten
 
 
 class Recording:
@@ -42,7 +42,7 @@ def batch(n: int) -> WriteBatch:
 
 def test_one_session_writes_in_order_off_the_calling_thread():
     log: list = []
-    w = _DestinationWriter(Recording(log, 1))
+    w = DestinationWriter(Recording(log, 1))
     futures = [w.submit(batch(i)) for i in range(1, 6)]
     for f in futures:
         f.result(5)
@@ -55,7 +55,7 @@ def test_one_session_writes_in_order_off_the_calling_thread():
 def test_parallel_sessions_take_batches_in_turn_and_forks_are_closed():
     log: list = []
     first = Recording(log, 2)
-    w = _DestinationWriter(first)
+    w = DestinationWriter(first)
     assert w.depth == 2
     for f in [w.submit(batch(i)) for i in range(1, 7)]:
         f.result(5)
@@ -67,7 +67,7 @@ def test_parallel_sessions_take_batches_in_turn_and_forks_are_closed():
 
 def test_a_one_batch_run_opens_no_second_connection():
     first = Recording([], 2)
-    w = _DestinationWriter(first)
+    w = DestinationWriter(first)
     w.submit(batch(1)).result(5)
     w.close()
     assert first.forks == 0
@@ -75,17 +75,17 @@ def test_a_one_batch_run_opens_no_second_connection():
 
 def test_no_write_is_attempted_after_a_failure():
     log: list = []
-    w = _DestinationWriter(Recording(log, 1, fail_on=2))
+    w = DestinationWriter(Recording(log, 1, fail_on=2))
     futures = [w.submit(batch(i)) for i in range(1, 5)]
     assert futures[0].result(5) is not None
     with pytest.raises(RuntimeError):
         futures[1].result(5)
     for f in futures[2:]:
-        with pytest.raises(_NotWritten):
+        with pytest.raises(NotWritten):
             f.result(5)
     w.close()
     assert [b for b, _, _ in log] == [1]
-    assert _landed(futures[0]) and not _landed(futures[1]) and not _landed(futures[2])
+    assert landed(futures[0]) and not landed(futures[1]) and not landed(futures[2])
 
 
 def test_postgres_writes_two_batches_at_once_and_lands_every_row(pg_server, pg_uri, tmp_path):
@@ -127,7 +127,7 @@ def test_postgres_writes_two_batches_at_once_and_lands_every_row(pg_server, pg_u
     (2, True, 30_000, 100_000),             # inline writes (HTTP): as given
 ])
 def test_batch_rows_splits_a_small_run_across_the_sessions(parallel, inline, total, want):
-    w = _DestinationWriter(Recording([], parallel), inline=inline)
+    w = DestinationWriter(Recording([], parallel), inline=inline)
     assert w.batch_rows(100_000, total) == want
     assert w.batch_rows(1_000, total) == min(1_000, want)  # a smaller batch_size still rules
 
@@ -162,10 +162,10 @@ def test_postgres_applies_a_mid_size_change_on_both_connections(pg_server, pg_ur
 
 def test_inline_writes_happen_on_the_calling_thread():
     log: list = []
-    w = _DestinationWriter(Recording(log, 2), inline=True)
+    w = DestinationWriter(Recording(log, 2), inline=True)
     assert w.depth == 0  # each inline write is confirmed before the next batch is read
     assert w.submit(batch(1)).result(0) is not None
     with pytest.raises(RuntimeError):
-        _DestinationWriter(Recording([], 1, fail_on=1), inline=True).submit(batch(1))
+        DestinationWriter(Recording([], 1, fail_on=1), inline=True).submit(batch(1))
     w.close()
     assert log == [(1, "s0", threading.current_thread().name)]
