@@ -101,7 +101,7 @@ def step_dfsync(work: str, src: str, target: str, dest: str, mode: str, batch_si
     secs = time.perf_counter() - t
     if run.status != "success":
         raise SystemExit(f"dfsync run failed: {run.error}")
-    return {"seconds": secs, "counts": run.counts, "durations": run.durations}
+    return {"seconds": secs, "counts": run.counts, "durations": run.durations()}
 
 
 def step_dlt(work: str, src: str, target: str, dest: str, strategy: str) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def step_sync(work: str, source: str, mode: str, batch_size: int, skip_unchanged
     sampler.join()
     if run.status != "success":
         raise SystemExit(f"run failed: {run.error}")
-    return {"seconds": secs, "counts": run.counts, "durations": run.durations,
+    return {"seconds": secs, "counts": run.counts, "durations": run.durations(),
             "rss_by_state": {k: round(v) for k, v in peaks.items()}}
 
 
