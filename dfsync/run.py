@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html_preview, _html_run, _registry
+from ._settle import abandon_run, applies_per_batch
 from .errors import ConfigError, DfsyncError, SyncRunFailed
-from .runner import abandon_run, applies_per_batch
 from .states import RunStatus
 from .store import COUNTERS
 

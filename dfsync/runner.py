@@ -10,9 +10,9 @@ workspace exact batch by batch:
    not take, removes the previous versions of updated/deleted keys, marks the rest
    confirmed, stores failed/skipped records and adds the counters.
 
-A crash between 2 and 3 is settled by :func:`reconcile` on the next run, which asks the
-destination's ledger whether the batch landed. So delivered state never claims a row the
-destination lacks, nor forgets one it has.
+A crash between 2 and 3 is settled by :func:`dfsync._settle.reconcile` on the next run,
+which asks the destination's ledger whether the batch landed. So delivered state never
+claims a row the destination lacks, nor forgets one it has.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _registry
+from . import _registry, _settle
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_to_json, max_cursor
 from ._dryrun import DryRunStore
@@ -57,7 +57,7 @@ from .states import (
     SyncMode,
     failed_rows_allowed,
 )
-from .store import Store, key_match
+from .store import Store
 
 if TYPE_CHECKING:
     from .definition import SyncDefinition
@@ -68,94 +68,6 @@ RECORD_RETENTION = 10_000  # runs that change at most this many rows keep every 
 class StopRequested(Exception):
     def __init__(self, what: str) -> None:
         self.what = what
-
-
-def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) -> None:
-    """Settle batches a dead process left in flight, by asking the destination's ledger."""
-    _discard_unapplied_failed_runs(store, sync_id, sync_name, defn)
-    inflight = store.inflight_batches(sync_id)
-    if not inflight:
-        return
-    by_run: dict[int, list[int]] = {}
-    for run_id, batch_no in inflight:
-        by_run.setdefault(run_id, []).append(batch_no)
-    for run_id, batches in by_run.items():
-        session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
-        try:
-            committed = session.committed_batches()
-        finally:
-            session.close()
-        store.settle_inflight(sync_id, run_id, batches, committed, defn.primary_key, not applies_per_batch(defn))
-        store.note(sync_id, run_id, f"reconciled in-flight batches {batches}: "
-                   f"{sorted(set(batches) & set(committed))} had landed")
-
-
-def abandon_run(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int, *,
-                session: DestinationSession | None = None,
-                ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
-                unless_applied: bool = False) -> bool:
-    """The one abort path of a run its destination applies only at its end (``replace``, Parquet):
-    the destination abandons the batches it holds aside, then the workspace discards them (what
-    they superseded is delivered again).
-
-    ``session``: the run's open session (else one is opened and closed here). ``ignore``:
-    destination errors that do not stop the discard. ``unless_applied``: ask the destination
-    first; when it already applied the run, nothing changes and False is returned.
-    """
-    own = session is None
-    if own:
-        try:
-            session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
-        except ignore:
-            session = None
-    try:
-        if unless_applied and session is not None and session.applied():
-            return False
-        if session is not None:
-            with contextlib.suppress(ignore):
-                session.abandon()
-    finally:
-        if own and session is not None:
-            with contextlib.suppress(ignore):
-                session.close()
-    store.discard(sync_id, run_id)
-    return True
-
-
-def _discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
-                                   defn: SyncDefinition) -> None:
-    """Forget the batches of failed runs that a once-per-run destination never applied.
-
-    A destination that applies a run at its end (Parquet, ``replace`` mode) holds a resumed
-    run's earlier batches aside. If that run then fails before it transfers again (its
-    process dies while querying, or the source fails), the batches were never applied, so
-    the delivered state must not claim them. (A run failed at its end for too many rejected
-    rows was applied, and keeps its state.)
-    """
-    if applies_per_batch(defn):
-        return
-    for run_id in store.failed_unapplied_runs(sync_id):
-        if not abandon_run(store, sync_id, sync_name, defn, run_id, unless_applied=True):
-            # its process died after the final swap: what it sent is delivered (never sent twice)
-            store.keep_applied_run(sync_id, run_id, defn.destination_mode.rewrites)
-            store.note(sync_id, run_id, "this failed run had been applied by the destination before its process "
-                       "died: its batches stay delivered")
-            continue
-        store.note(sync_id, run_id, "discarded the batches of this failed run: the destination never applied them")
-
-
-def destination_context(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int,
-                        requeried: bool = False) -> DestinationContext:
-    """What a destination session of this run is told (mode, keys, schema policy, ledger id)."""
-    return DestinationContext(sync_id=sync_id, sync_name=sync_name, run_id=run_id,
-                              mode=defn.destination_mode, primary_key=tuple(defn.primary_key),
-                              requeried=requeried, workspace_id=store.ledger_id(run_id),
-                              schema=defn.schema)
-
-
-def applies_per_batch(defn: SyncDefinition) -> bool:
-    """Does a committed batch change what readers of the destination see right away?"""
-    return not defn.destination_mode.rewrites and getattr(defn.destination, "applies_per_batch", True)
 
 
 def _dataset_keep(checks: list[Any]) -> list[str] | None:
@@ -213,10 +125,10 @@ class Runner:
 
     # .............................................................. helpers
     def _context(self, run_id: int, requeried: bool = False) -> DestinationContext:
-        return destination_context(self.store, self.sync_id, self.sync_name, self.defn, run_id, requeried)
+        return _settle.destination_context(self.store, self.sync_id, self.sync_name, self.defn, run_id, requeried)
 
     def _reconcile(self) -> None:
-        reconcile(self.store, self.sync_id, self.sync_name, self.defn)
+        _settle.reconcile(self.store, self.sync_id, self.sync_name, self.defn)
 
     def _to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
         self.store.transition_run(self.run_id, target, detail, **kw)
@@ -286,7 +198,7 @@ class Runner:
         if self.status == RunStatus.PAUSED:
             self._reconcile()
             if self.staging is not None and self.staging.loaded:
-                self._adopt_confirmed_batches()
+                _settle.adopt_confirmed_batches(self.store, self.staging, self.sync_id, self.run_id, self.defn.primary_key)
                 self._to(RunStatus.IN_PROGRESS, "resumed")
                 self._transfer()
                 return
@@ -301,29 +213,6 @@ class Runner:
         self._validate()
         self._to(RunStatus.IN_PROGRESS, "checks passed")
         self._transfer()
-
-    def _adopt_confirmed_batches(self) -> None:
-        """Batches confirmed by reconcile that the live staging never heard of count as sent.
-
-        Only a staged row with the fingerprint *and action* the batch carried is that batch's
-        row: a run that re-read its source after losing its staging may hold, under the same
-        key, a newer version (or the delete) of a row an earlier batch of the run delivered,
-        and that must be sent. (A delete carries the delivered fingerprint, so the action
-        tells it from the insert that delivered it.)
-        """
-        assert self.staging is not None
-        self.staging.flush_outcomes()
-        known = [r[0] for r in self.staging.con.execute(
-            "SELECT DISTINCT _batch FROM outcomes WHERE _batch IS NOT NULL").fetchall()]
-        key = self.defn.primary_key
-        done = self.store.run_delivered(self.sync_id, self.run_id, key, known)
-        if done is not None and done.num_rows:
-            scon = self.staging.con
-            scon.register("_done", done)
-            scon.execute(f"INSERT INTO outcomes SELECT s.rowid, 'succeeded', d._batch, NULL FROM stg s "
-                         f"JOIN _done d ON {key_match('s', 'd', key)} AND s._fp = d._fp "
-                         f"AND s._action = d._action")
-            scon.unregister("_done")
 
     # .............................................................. querying
     def _query(self) -> None:
@@ -432,7 +321,7 @@ class Runner:
 
     def _restart_replace(self) -> None:
         """A replace run whose staging died restarts its rewrite from scratch."""
-        abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
+        _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
 
     # .............................................................. validation
     def _validate(self) -> None:
@@ -532,7 +421,7 @@ class Runner:
                 raise
             finally:
                 # never leave a write running under a session about to be closed; a batch it
-                # committed but this thread did not confirm stays in flight for reconcile()
+                # committed but this thread did not confirm stays in flight for _settle.reconcile()
                 writer.close()
         self._finish()
 
@@ -600,7 +489,7 @@ class Runner:
                 .append_column("_checks", pa.nulls(len(keep), pa.list_(pa.string()))) \
                 .append_column("_fingerprint", picked.column("_fp"))
         # one transaction: the state, the batch, the counters, the cursor and the records
-        store.confirm_batch(self.sync_id, self.run_id, batch_no, key, not_delivered, not applies_per_batch(defn),
+        store.confirm_batch(self.sync_id, self.run_id, batch_no, key, not_delivered, not _settle.applies_per_batch(defn),
                             dict(sent=n, succeeded=n - len(bad), failed=len(result.failed),
                                  skipped=len(result.skipped), batches=1),
                             cursor_max=cursor_to_json(self.cursor_max) if self.cursor_max is not None else None,
@@ -682,11 +571,11 @@ class Runner:
         error = redact(error)
         if self.status.terminal:
             return
-        if self.session is not None and not applies_per_batch(self.defn):
+        if self.session is not None and not _settle.applies_per_batch(self.defn):
             # unless the destination already applied it (its final swap happened before the error):
             # then its batches stay delivered, and so when it cannot tell (the next run asks again)
             with contextlib.suppress(Exception):
-                abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id, session=self.session,
+                _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id, session=self.session,
                             ignore=Exception, unless_applied=True)
         try:
             self.store.fail_run(self.sync_id, self.run_id, error, kind, redact(detail or error), self._merge_cursor())

@@ -12,8 +12,6 @@ import ast
 import pathlib
 from collections import defaultdict
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PKG = ROOT / "dfsync"
 MAX_LINES = 600
@@ -29,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._schema", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
                "dfsync.destinations", "dfsync.definition", "dfsync.schedule")),
-    ("engine", ("dfsync.runner", "dfsync._writer")),
+    ("engine", ("dfsync.runner", "dfsync._writer", "dfsync._settle")),
     ("handles", ("dfsync.workspace", "dfsync.sync", "dfsync.run", "dfsync._validate", "dfsync._changes",
                  "dfsync._progress", "dfsync._html", "dfsync._html_run", "dfsync._html_history",
                  "dfsync._html_preview")),
@@ -50,7 +48,7 @@ OTHER_LIBRARIES_PRIVATE = {
     "_result",  # PyMySQL's Cursor._result: the field types of an unbuffered result (sources/_mysql.py)
 }
 # modules still over MAX_LINES while their owners split them (this list only shrinks)
-TOO_LONG_FOR_NOW: set[str] = {"dfsync/runner.py"}
+TOO_LONG_FOR_NOW: set[str] = set()
 
 
 def _name(path: pathlib.Path) -> str:
@@ -209,7 +207,7 @@ def test_no_module_is_over_600_lines():
         f"{k} ({v})" for k, v in sorted(long.items()) if k not in TOO_LONG_FOR_NOW)
 
 
-@pytest.mark.parametrize("name", sorted(TOO_LONG_FOR_NOW))
-def test_the_list_of_long_modules_only_shrinks(name):
-    assert name.replace("/", ".").removesuffix(".py") in MODULES and _lines(ROOT / name) > MAX_LINES, \
-        f"{name} is no longer over {MAX_LINES} lines (or is gone): take it off TOO_LONG_FOR_NOW"
+def test_the_list_of_long_modules_only_shrinks():
+    for name in sorted(TOO_LONG_FOR_NOW):
+        assert name.replace("/", ".").removesuffix(".py") in MODULES and _lines(ROOT / name) > MAX_LINES, \
+            f"{name} is no longer over {MAX_LINES} lines (or is gone): take it off TOO_LONG_FOR_NOW"

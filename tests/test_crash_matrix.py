@@ -385,7 +385,7 @@ def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path):
     the deletes whose earlier versions the failed run had superseded.
 
     Found by the crash matrix (a resumed run SIGKILLed while querying); fixed in
-    ``runner._discard_unapplied_failed_runs`` and ``confirm_batch(keep_superseded=...)``.
+    ``_settle.discard_unapplied_failed_runs`` and ``confirm_batch(keep_superseded=...)``.
     """
     v1 = source_versions("mirror", random.Random(1))[0]
     v2 = v1.filter(pl.col("id") % 2 == 0)  # 60 deletes: the first batches sent are deletes

@@ -1,0 +1,130 @@
+"""Settling what earlier runs left behind, before a run goes on (STATES.md).
+
+A crash between a destination applying a batch and the workspace confirming it leaves the
+batch in flight: :func:`reconcile` asks the destination's ledger whether it landed. A run its
+destination applies only at its end (``replace``, Parquet) that failed or is restarted gives
+its batches up through :func:`abandon_run`, the one abort path. :func:`adopt_confirmed_batches`
+tells a resumed run's live staging which of its rows such settled batches delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from .destinations.base import DestinationContext, DestinationSession
+from .store import Store, key_match
+
+if TYPE_CHECKING:
+    from .definition import SyncDefinition
+    from .staging import Staging
+
+
+def reconcile(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition) -> None:
+    """Settle batches a dead process left in flight, by asking the destination's ledger."""
+    discard_unapplied_failed_runs(store, sync_id, sync_name, defn)
+    inflight = store.inflight_batches(sync_id)
+    if not inflight:
+        return
+    by_run: dict[int, list[int]] = {}
+    for run_id, batch_no in inflight:
+        by_run.setdefault(run_id, []).append(batch_no)
+    for run_id, batches in by_run.items():
+        session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
+        try:
+            committed = session.committed_batches()
+        finally:
+            session.close()
+        store.settle_inflight(sync_id, run_id, batches, committed, defn.primary_key, not applies_per_batch(defn))
+        store.note(sync_id, run_id, f"reconciled in-flight batches {batches}: "
+                   f"{sorted(set(batches) & set(committed))} had landed")
+
+
+def abandon_run(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int, *,
+                session: DestinationSession | None = None,
+                ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+                unless_applied: bool = False) -> bool:
+    """The one abort path of a run its destination applies only at its end (``replace``, Parquet):
+    the destination abandons the batches it holds aside, then the workspace discards them (what
+    they superseded is delivered again).
+
+    ``session``: the run's open session (else one is opened and closed here). ``ignore``:
+    destination errors that do not stop the discard. ``unless_applied``: ask the destination
+    first; when it already applied the run, nothing changes and False is returned.
+    """
+    own = session is None
+    if own:
+        try:
+            session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
+        except ignore:
+            session = None
+    try:
+        if unless_applied and session is not None and session.applied():
+            return False
+        if session is not None:
+            with contextlib.suppress(ignore):
+                session.abandon()
+    finally:
+        if own and session is not None:
+            with contextlib.suppress(ignore):
+                session.close()
+    store.discard(sync_id, run_id)
+    return True
+
+
+def discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,
+                                  defn: SyncDefinition) -> None:
+    """Forget the batches of failed runs that a once-per-run destination never applied.
+
+    A destination that applies a run at its end (Parquet, ``replace`` mode) holds a resumed
+    run's earlier batches aside. If that run then fails before it transfers again (its
+    process dies while querying, or the source fails), the batches were never applied, so
+    the delivered state must not claim them. (A run failed at its end for too many rejected
+    rows was applied, and keeps its state.)
+    """
+    if applies_per_batch(defn):
+        return
+    for run_id in store.failed_unapplied_runs(sync_id):
+        if not abandon_run(store, sync_id, sync_name, defn, run_id, unless_applied=True):
+            # its process died after the final swap: what it sent is delivered (never sent twice)
+            store.keep_applied_run(sync_id, run_id, defn.destination_mode.rewrites)
+            store.note(sync_id, run_id, "this failed run had been applied by the destination before its process "
+                       "died: its batches stay delivered")
+            continue
+        store.note(sync_id, run_id, "discarded the batches of this failed run: the destination never applied them")
+
+
+def destination_context(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int,
+                        requeried: bool = False) -> DestinationContext:
+    """What a destination session of this run is told (mode, keys, schema policy, ledger id)."""
+    return DestinationContext(sync_id=sync_id, sync_name=sync_name, run_id=run_id,
+                              mode=defn.destination_mode, primary_key=tuple(defn.primary_key),
+                              requeried=requeried, workspace_id=store.ledger_id(run_id),
+                              schema=defn.schema)
+
+
+def applies_per_batch(defn: SyncDefinition) -> bool:
+    """Does a committed batch change what readers of the destination see right away?"""
+    return not defn.destination_mode.rewrites and getattr(defn.destination, "applies_per_batch", True)
+
+
+def adopt_confirmed_batches(store: Store, staging: Staging, sync_id: int, run_id: int, key: list[str]) -> None:
+    """Batches confirmed by reconcile that the live staging never heard of count as sent.
+
+    Only a staged row with the fingerprint *and action* the batch carried is that batch's
+    row: a run that re-read its source after losing its staging may hold, under the same
+    key, a newer version (or the delete) of a row an earlier batch of the run delivered,
+    and that must be sent. (A delete carries the delivered fingerprint, so the action
+    tells it from the insert that delivered it.)
+    """
+    staging.flush_outcomes()
+    known = [r[0] for r in staging.con.execute(
+        "SELECT DISTINCT _batch FROM outcomes WHERE _batch IS NOT NULL").fetchall()]
+    done = store.run_delivered(sync_id, run_id, key, known)
+    if done is not None and done.num_rows:
+        scon = staging.con
+        scon.register("_done", done)
+        scon.execute(f"INSERT INTO outcomes SELECT s.rowid, 'succeeded', d._batch, NULL FROM stg s "
+                     f"JOIN _done d ON {key_match('s', 'd', key)} AND s._fp = d._fp "
+                     f"AND s._action = d._action")
+        scon.unregister("_done")
