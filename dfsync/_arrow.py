@@ -4,6 +4,9 @@
 whether the value is a pandas object, and the first such question imports pandas (0.3 s
 per process, most of a small run). The run path builds its few constants and masks from
 buffers instead; nothing else differs.
+
+Also the Arrow type tests (``is_list``, ``is_nested``, ``is_interval``) and ``nested_to_json``
+that the destinations, the schema checks and the PostgreSQL workspace store share.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
+
+from ._ident import quote
 
 
 @lru_cache(maxsize=64)
@@ -52,3 +57,38 @@ def int64_copy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
     parts = [np.frombuffer(c.buffers()[1], dtype=np.int64, count=len(c), offset=c.offset * 8) for c in chunks if len(c)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def is_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
+
+
+def is_nested(t: pa.DataType) -> bool:
+    """A list, struct or map (also dictionary-encoded)."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return is_list(t) or pa.types.is_struct(t) or pa.types.is_map(t)
+
+
+def is_interval(t: pa.DataType) -> bool:
+    return t == pa.month_day_nano_interval() or pa.types.is_duration(t)
+
+
+def nested_to_json(data: pa.Table, columns: list[str]) -> pa.Table:
+    """Replace list / struct / map columns by their JSON text, and durations by DuckDB's
+    interval text ("1 day 00:00:03.000005"); nulls stay null."""
+    if not columns:
+        return data
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("_data", data.select(columns))
+        sel = ", ".join((f"{quote(c)}::VARCHAR" if is_interval(data.schema.field(c).type) else f"to_json({quote(c)})::VARCHAR")
+                        + f" AS {quote(c)}" for c in columns)
+        text = con.sql(f"SELECT {sel} FROM _data").to_arrow_table()
+    finally:
+        con.close()
+    for c in columns:
+        data = data.set_column(data.schema.get_field_index(c), c, text.column(c).cast(pa.large_string()))
+    return data

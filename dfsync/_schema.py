@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ._arrow import is_list, is_nested
 from ._ident import quote
 from .errors import ConfigError, SchemaMismatchError
 
@@ -54,16 +55,6 @@ def _is_text(t: pa.DataType) -> bool:
 def _is_bytes(t: pa.DataType) -> bool:
     return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
             or pa.types.is_fixed_size_binary(t))
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
-
-
-def is_nested(t: pa.DataType) -> bool:
-    t = _base(t)
-    return _is_list(t) or pa.types.is_struct(t) or pa.types.is_map(t)
 
 
 def _int_range(t: pa.DataType) -> tuple[int, int]:
@@ -120,8 +111,8 @@ def fits(src: pa.DataType | str, dst: pa.DataType | str) -> bool:
     if pa.types.is_duration(src):
         return ((pa.types.is_duration(dst) and _UNITS[src.unit] <= _UNITS[dst.unit])
                 or dst == pa.month_day_nano_interval())
-    if _is_list(src):
-        return _is_list(dst) and fits(src.value_type, dst.value_type)
+    if is_list(src):
+        return is_list(dst) and fits(src.value_type, dst.value_type)
     if pa.types.is_struct(src):
         if not pa.types.is_struct(dst):
             return False

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("dfsync.errors", "dfsync.states", "dfsync._arrow", "dfsync._regex", "dfsync._paths",
               "dfsync._kinds", "dfsync._pandas", "dfsync._adbc", "dfsync._cursor", "dfsync._registry",
               "dfsync._settings", "dfsync._ident", "dfsync._secrets", "dfsync._callbacks",
-              "dfsync._checks_sql", "dfsync._gx_context")),
+              "dfsync._checks_sql", "dfsync._gx_context", "dfsync._pgtypes")),
     ("store", ("dfsync.store", "dfsync._dryrun")),
     ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._schema", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
@@ -37,11 +37,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ALLOWED_UPWARD = {
     # in a notebook a background run shows a live widget; ipywidgets is imported only then
     ("dfsync._progress", "dfsync.widgets"),
-    # the PostgreSQL store writes records and state with the PostgreSQL destination's Arrow type
-    # mapping (to move down into a shared module rather than grow this list)
-    ("dfsync.store._pgcon", "dfsync._schema"),
-    ("dfsync.store._pgcon", "dfsync.destinations._sql"),
-    ("dfsync.store._pgdelivery", "dfsync.destinations._postgres"),
 }
 # private names of other libraries that dfsync also uses for its own attributes
 OTHER_LIBRARIES_PRIVATE = {

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tenacity
 
+from .._arrow import is_interval, nested_to_json
 from ..errors import (
     DestinationError,
     MissingDependencyError,
@@ -40,7 +41,6 @@ from ._http_parts import (
     retry_after_seconds,
     snippet,
 )
-from ._sql import is_interval, nested_to_json
 from .base import (
     ACTION_COLUMN,
     BatchResult,

@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._schema import JSON, is_nested
+from .._arrow import is_nested, nested_to_json
+from .._schema import JSON
 from ..errors import DestinationError, MissingDependencyError, SchemaMismatchError
-from ._sql import nested_to_json, q
+from ._sql import q
 
 __all__ = ["JSON_TYPE", "KEY_CHARS", "SQL_MODE", "UTC_TYPE", "mysql_to_arrow", "Loader", "RowWarnings", "arrow_to_mysql", "conform", "mysql_connect",
            "mysql_to_duck", "normal_type", "row_message", "unstorable"]

@@ -72,27 +72,3 @@ def duck_to_arrow(name: str) -> pa.DataType | str | None:
     if t.startswith(("VARCHAR(", "CHAR")):
         return pa.large_string()
     return _DUCK_TO_ARROW.get(t)
-
-
-def is_interval(t: pa.DataType) -> bool:
-    return t == pa.month_day_nano_interval() or pa.types.is_duration(t)
-
-
-def nested_to_json(data: pa.Table, columns: list[str]) -> pa.Table:
-    """Replace list / struct / map columns by their JSON text, and durations by DuckDB's
-    interval text ("1 day 00:00:03.000005"); nulls stay null."""
-    if not columns:
-        return data
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        con.register("_data", data.select(columns))
-        sel = ", ".join((f"{q(c)}::VARCHAR" if is_interval(data.schema.field(c).type) else f"to_json({q(c)})::VARCHAR")
-                        + f" AS {q(c)}" for c in columns)
-        text = con.sql(f"SELECT {sel} FROM _data").to_arrow_table()
-    finally:
-        con.close()
-    for c in columns:
-        data = data.set_column(data.schema.get_field_index(c), c, text.column(c).cast(pa.large_string()))
-    return data

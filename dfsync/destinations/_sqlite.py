@@ -28,11 +28,12 @@ from typing import Any
 import pyarrow as pa
 
 from .._adbc import connect_sqlite
+from .._arrow import is_interval, is_nested, nested_to_json
 from .._paths import not_writable
-from .._schema import JSON, is_nested
+from .._schema import JSON
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
-from ._sql import TableName, is_interval, nested_to_json, q
+from ._sql import TableName, q
 from .base import Destination, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 
+from .._arrow import is_nested, nested_to_json
 from .._secrets import resolve_secret, take_password, uri_with_password
 from ..errors import ConfigError, MissingDependencyError, WorkspaceBusy, WorkspaceError, redact
 
@@ -187,9 +188,6 @@ def to_pg_arrow(table: pa.Table) -> pa.Table:
     """An Arrow table the PostgreSQL COPY takes without loss: ``_fp`` as the same 64 bits in
     int64; other unsigned integers widened (uint64 as numeric(20,0)); views and dictionaries
     decoded; structs, maps and lists of them as JSON text."""
-    from .._schema import is_nested
-    from ..destinations._sql import nested_to_json
-
     nested = [f.name for f in table.schema if is_nested(f.type) and not (
         (pa.types.is_list(f.type) or pa.types.is_large_list(f.type)) and not is_nested(f.type.value_type))]
     if nested:

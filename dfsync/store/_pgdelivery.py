@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from .._arrow import int_array
 from .._ident import quote
+from .._pgtypes import arrow_to_pg
 from ._delivery import rec_table, state_table
 
 __all__ = ["PgDeliveryOps", "duck_to_pg"]
@@ -128,7 +129,6 @@ class PgDeliveryOps:
 
     # ------------------------------------------------------------------ records
     def _store_records(self, con: Any, sync_id: int, run_id: int, recs: pa.Table) -> None:
-        from ..destinations._postgres import arrow_to_pg
         from ._pgcon import to_pg_arrow
 
         rt = rec_table(sync_id)
