@@ -24,7 +24,7 @@ import pytest
 
 STORES = ("duckdb", "postgres")
 #: destinations a PostgreSQL-workspace test runs against in the default suite
-PG_WORKSPACE_TARGETS = ("duckdb", "parquet", "postgres")
+PG_WORKSPACE_TARGETS = ("duckdb",)
 
 
 def pytest_configure(config):
