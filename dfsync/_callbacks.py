@@ -3,6 +3,12 @@
 
 Callbacks fire on the handle's side, after the runner returned: a callback never changes
 the run's outcome; one that raises is noted as an event of the run.
+
+A stored reference is code named by data that any host sharing the workspace may run, so a
+host imports it only from a module it allows (``Workspace(..., allowed_callbacks=[...])`` or
+``DFSYNC_ALLOWED_CALLBACKS``; a listed package allows its submodules). Any other is never
+imported: the run notes that it was not run. A callable passed in this Python session is not
+a reference and always runs. Nothing stored is evaluated (no ``eval``, no ``pickle``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._settings import setting
 from .errors import ConfigError
 from .states import RunStatus, failed_rows_allowed
 
@@ -19,16 +26,44 @@ if TYPE_CHECKING:
     from .sync import Sync
 
 
+def module_allowed(module: str) -> bool:
+    """Whether this host runs stored callbacks from ``module`` (it, or a package above it, is
+    in the ``allowed_callbacks`` setting).
+
+    >>> module_allowed("myteam.alerts.slack"), module_allowed("myteam_other")
+    (False, False)
+    """
+    return any(module == a or module.startswith(a + ".") for a in setting("allowed_callbacks"))
+
+
+def not_allowed_message(ref: str, what: str) -> str:
+    module = str(ref).partition(":")[0]
+    return (f"{what}={ref!r} is a stored callback from module {module!r}, which this host does not allow, "
+            f"so it was not imported; to run it here allow the module: Workspace(..., "
+            f"allowed_callbacks=[{module!r}]) or DFSYNC_ALLOWED_CALLBACKS={module}")
+
+
+def parse_ref(ref: str, what: str) -> tuple[str, str]:
+    """``(module, qualified name)`` of a ``"package.module:function"`` reference."""
+    mod, _, qual = str(ref).partition(":")
+    if not mod or not qual or not all(p.isidentifier() for p in (*mod.split("."), *qual.split("."))):
+        raise ConfigError(f"{what}={ref!r}: give a function, or write it as 'package.module:function'")
+    return mod, qual
+
+
 def resolve_callback(ref: str, what: str) -> Callable[..., Any]:
     """Import the function ``ref`` names (``"package.module:function"``; ``what`` names the option:
-    a run callback, an HTTP destination's ``body`` or ``response_parser``).
+    a run callback, an HTTP destination's ``body`` or ``response_parser``), if its module is
+    allowed on this host (else ``ConfigError``, nothing imported).
 
-    >>> resolve_callback("posixpath:basename", "on_success")("a/b")
+    >>> from dfsync._settings import use
+    >>> with use({"allowed_callbacks": ("posixpath",)}):
+    ...     resolve_callback("posixpath:basename", "on_success")("a/b")
     'b'
     """
-    mod, _, qual = str(ref).partition(":")
-    if not mod or not qual:
-        raise ConfigError(f"{what}={ref!r}: give a function, or write it as 'package.module:function'")
+    mod, qual = parse_ref(ref, what)
+    if not module_allowed(mod):
+        raise ConfigError(not_allowed_message(ref, what))
     try:
         obj: Any = importlib.import_module(mod)
         for part in qual.split("."):
@@ -71,6 +106,11 @@ def notify(sync: Sync, run_id: int, status: RunStatus) -> None:
 
 
 def _call(sync: Sync, run_id: int, cb: Callable[[Any], Any], run: Any, name: str) -> None:
+    if isinstance(cb, LazyCallback) and not module_allowed(str(cb.ref).partition(":")[0]):
+        with contextlib.suppress(Exception):  # the run goes on: its event says why nothing was called
+            sync.workspace.store.note(sync.id, run_id, f"callback {name} not run: "
+                                      + not_allowed_message(cb.ref, cb.what))
+        return
     try:
         cb(run)
     except Exception as exc:  # a callback never changes the run's outcome

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from dfsync._callbacks import module_allowed, not_allowed_message
 from dfsync._check import ACTIONS, Check
 from dfsync._checks_sql import jsonable
 from dfsync._gx_context import batch_definition, ephemeral_context, file_context, import_gx
@@ -112,7 +113,10 @@ class CheckpointActions(Check):
                         f"GX action {a.get('name')!r} can only run in the Python session that created the sync "
                         "(its class is defined in __main__, it is not JSON-serialisable, or it holds a literal "
                         "secret). Define the class in an importable module and write secrets as ${ENV_VAR}.")
-                importlib.import_module(a["module"])  # defining the class registers its `type` with GX
+                module = a["module"]
+                if module.split(".")[0] != "great_expectations" and not module_allowed(module):
+                    raise ConfigError(not_allowed_message(f"{module}:{a.get('name')}", "GX action"))
+                importlib.import_module(module)  # defining the class registers its `type` with GX
                 conf = a["config"]
                 built.append(_VALIDATION_ACTION_REGISTRY.get(conf["type"])(**conf))
             self.actions = built

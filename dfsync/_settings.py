@@ -1,5 +1,6 @@
-"""Settings that tune resources, not results: each a ``Workspace(...)`` keyword or a ``DFSYNC_*``
-environment variable, read when used (never at import time).
+"""Settings that tune resources, not results (and which stored callbacks a host runs): each a
+``Workspace(...)`` keyword or a ``DFSYNC_*`` environment variable, read when used (never at
+import time).
 
 A keyword given to ``Workspace(...)`` wins for that workspace's runs, previews and
 validations (:func:`use`); else the environment variable; else the default.
@@ -24,6 +25,16 @@ __all__ = ["SETTINGS", "check_settings", "setting", "use"]
 
 def _positive_int(v: Any) -> int:
     return max(1, int(v))
+
+
+def _modules(v: Any) -> tuple[str, ...]:
+    """Module names (a list, or one string separated by commas), each a dotted Python name."""
+    names = [n.strip() for n in (v.split(",") if isinstance(v, str) else list(v))]
+    names = [n for n in names if n]
+    bad = [n for n in names if not all(part.isidentifier() for part in n.split("."))]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a module name (write e.g. 'myteam.alerts')")
+    return tuple(names)
 
 
 def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB'): DuckDB says what it rejects
@@ -51,6 +62,8 @@ SETTINGS: dict[str, Setting] = {
                                 "connections writing the batches of one run into PostgreSQL"),
     "mysql_writers": Setting("DFSYNC_MYSQL_WRITERS", 1, _positive_int,
                              "connections writing the batches of one run into MySQL / MariaDB"),
+    "allowed_callbacks": Setting("DFSYNC_ALLOWED_CALLBACKS", (), _modules,
+                                 "modules whose stored 'module:function' callbacks this host runs"),
 }
 
 _ACTIVE: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("dfsync_settings", default=None)

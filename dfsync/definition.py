@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from ._callbacks import resolve_callback
+from ._callbacks import module_allowed, not_allowed_message, parse_ref, resolve_callback
 from ._schema import check_destination_types, check_policy
 from .destinations.base import Destination, destination_from_config
 from .errors import ConfigError, DfsyncError, SourceError
@@ -120,8 +121,12 @@ class SyncDefinition:
         check_failed_rows_setting(self.max_failed_rows, "max_failed_rows")
         for cb_name in CALLBACKS:
             cb = getattr(self, cb_name)
-            if isinstance(cb, str):
-                resolve_callback(cb, cb_name)  # "package.module:function" — fail now if it does not import
+            if isinstance(cb, str):  # "package.module:function": fail now if it does not import
+                if module_allowed(parse_ref(cb, cb_name)[0]):
+                    resolve_callback(cb, cb_name)
+                else:  # never import code this host does not allow, not even to check it
+                    warnings.warn(not_allowed_message(cb, cb_name) + "; hosts that run this sync must "
+                                  "allow it", stacklevel=3)
             elif cb is not None and not callable(cb):
                 raise ConfigError(f"{cb_name} must be a callable receiving the SyncRun, or a "
                                   f"'package.module:function' string (which also works from the CLI and scheduler)")

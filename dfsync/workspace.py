@@ -20,6 +20,7 @@ import psutil
 from . import _html_history, _registry
 from ._registry import LIVE
 from ._settings import check_settings
+from ._settings import use as use_settings
 from .definition import SyncDefinition
 from .destinations.base import Destination
 from .errors import ConfigError, SyncAlreadyRunning
@@ -64,17 +65,22 @@ class Workspace:
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0,
                  create: bool = True, staging_memory: str | None = None, destination_memory: str | None = None,
                  workspace_memory: str | None = None, postgres_writers: int | None = None,
-                 mysql_writers: int | None = None) -> None:
+                 mysql_writers: int | None = None, allowed_callbacks: Sequence[str] | str | None = None) -> None:
         """Open the workspace at ``path`` (made if missing; ``create=False``: open only an existing
         one). A DuckDB file holding other tables is refused (``WorkspaceError``) and left unchanged.
 
         The resource settings (memory sizes such as ``"2GB"``, writer connections) apply to this
         workspace's runs; each not given comes from its ``DFSYNC_*`` environment variable
-        (``staging_memory``: ``DFSYNC_STAGING_MEMORY``, ...), else its default."""
+        (``staging_memory``: ``DFSYNC_STAGING_MEMORY``, ...), else its default.
+
+        ``allowed_callbacks`` (else ``DFSYNC_ALLOWED_CALLBACKS``, comma-separated; default none):
+        the modules (a package allows its submodules) whose stored ``"module:function"``
+        callbacks this host imports and runs; a stored callback from any other module is not
+        imported and the run notes it. Callables passed in this Python session always run."""
         self.settings = check_settings({
             "staging_memory": staging_memory, "destination_memory": destination_memory,
             "workspace_memory": workspace_memory, "postgres_writers": postgres_writers,
-            "mysql_writers": mysql_writers})
+            "mysql_writers": mysql_writers, "allowed_callbacks": allowed_callbacks})
         self.store = open_store(os.fspath(path) if path is not None else DEFAULT_PATH,
                                 busy_timeout=busy_timeout, create=create,
                                 memory_limit=self.settings.get("workspace_memory"))
@@ -140,13 +146,14 @@ class Workspace:
             raise ConfigError("a sync needs a non-empty name")
         if if_exists not in ("update", "error"):
             raise ConfigError("if_exists must be 'update' (change the existing sync) or 'error'")
-        spec = SyncDefinition(
-            source=source, destination=destination, primary_key=primary_key, mapping=mapping,
-            sync_mode=sync_mode, cursor_field=cursor_field, destination_mode=destination_mode, checks=checks,
-            on_invalid=on_invalid, max_failed_rows=max_failed_rows, batch_size=batch_size, schedule=schedule,
-            on_success=on_success, on_failure=on_failure, on_paused=on_paused,
-            failed_rows_alert=failed_rows_alert, allow_empty=allow_empty, lookback=lookback,
-            initial_cursor=initial_cursor, schema=schema).validate()
+        with use_settings(self.settings):  # this host's allowed_callbacks decide what validation imports
+            spec = SyncDefinition(
+                source=source, destination=destination, primary_key=primary_key, mapping=mapping,
+                sync_mode=sync_mode, cursor_field=cursor_field, destination_mode=destination_mode, checks=checks,
+                on_invalid=on_invalid, max_failed_rows=max_failed_rows, batch_size=batch_size, schedule=schedule,
+                on_success=on_success, on_failure=on_failure, on_paused=on_paused,
+                failed_rows_alert=failed_rows_alert, allow_empty=allow_empty, lookback=lookback,
+                initial_cursor=initial_cursor, schema=schema).validate()
         self._store_definition(name, spec, if_exists)
         return Sync(self, name)
 

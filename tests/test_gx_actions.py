@@ -225,7 +225,8 @@ def _run_elsewhere(tmp_path, name: str) -> subprocess.CompletedProcess:
         print(json.dumps({{"status": run.status.value, "notes": run.events().filter(kind="note")["detail"].to_list()}}))
     """
     return subprocess.run([sys.executable, "-c", "import json\n" + textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env_with_repo(), cwd=str(tmp_path), timeout=180)
+                          text=True, env=env_with_repo() | {"DFSYNC_ALLOWED_CALLBACKS": "tests.gx_action_hooks"},
+                          cwd=str(tmp_path), timeout=180)
 
 
 def test_checkpoint_actions_run_from_another_process(ws, tmp_path):

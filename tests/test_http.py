@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 import dfsync
+from dfsync._settings import use as use_settings
 from dfsync.destinations._http import HTTPDestination, nest_expressions, parse_rate_limit
 from dfsync.destinations.base import DestinationContext, WriteBatch, destination_from_config
 from dfsync.errors import ConfigError, DestinationError, SessionOnlyError, TransientDestinationError
@@ -415,7 +416,10 @@ def test_config_round_trips_and_functions_are_stored_by_import_path():
                                     body=json.dumps, rate_limit="5/second", batch_size=7)
     cfg = dest.config()
     assert cfg["body"] == "json:dumps" and cfg["update"] == ["PUT", "https://api.example.com/c/{id}"]
-    again = destination_from_config({"kind": "http", **json.loads(json.dumps(cfg))})
+    with pytest.raises(ConfigError, match="allowed_callbacks=\\['json'\\]"):  # stored code: this host must allow it
+        destination_from_config({"kind": "http", **json.loads(json.dumps(cfg))})
+    with use_settings({"allowed_callbacks": ("json",)}):
+        again = destination_from_config({"kind": "http", **json.loads(json.dumps(cfg))})
     assert again.config() == cfg and again.identity() == dest.identity()
     lam = dfsync.destinations.http("https://api.example.com/c", body=lambda r: r)
     assert lam.session_only

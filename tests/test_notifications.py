@@ -76,15 +76,16 @@ def test_callback_by_reference_works_in_another_process(ws, tmp_path):
     hook = tmp_path / "hook.jsonl"
     src = tmp_path / "src.parquet"
     pl.DataFrame({"id": [1, 2, 3]}).write_parquet(src)
-    ws.create_sync("ref", source=dfsync.sources.files(str(src)), destination=dest(tmp_path), primary_key="id",
-                   on_success="tests.notify_hooks:record")
+    with pytest.warns(UserWarning, match="hosts that run this sync must allow it"):  # not allowed here
+        ws.create_sync("ref", source=dfsync.sources.files(str(src)), destination=dest(tmp_path), primary_key="id",
+                       on_success="tests.notify_hooks:record")
     ws.close()
-    env = env_with_repo() | {"DFSYNC_TEST_HOOK_FILE": str(hook)}
+    env = env_with_repo() | {"DFSYNC_TEST_HOOK_FILE": str(hook), "DFSYNC_ALLOWED_CALLBACKS": "tests.notify_hooks"}
     code = "import sys, dfsync; dfsync.Workspace(sys.argv[1]).sync('ref').run(progress=False)"
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws.duckdb")], env=env, check=True)
     lines = [json.loads(x) for x in hook.read_text().splitlines()]
     assert lines == [{"run": 1, "status": "success", "failed": 0}]
     with pytest.raises(dfsync.ConfigError, match="cannot be imported"):
-        dfsync.Workspace(tmp_path / "ws2.duckdb").create_sync(
+        dfsync.Workspace(tmp_path / "ws2.duckdb", allowed_callbacks=["tests"]).create_sync(
             "x", source=dfsync.sources.files(str(src)), destination=dest(tmp_path), primary_key="id",
             on_failure="tests.nope:missing")
