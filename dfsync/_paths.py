@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-__all__ = ["not_writable"]
+__all__ = ["not_writable", "owner_problem", "private_dir", "private_file"]
+
+#: modes of what dfsync creates for a workspace: readable by its owner only
+DIR_MODE, FILE_MODE = 0o700, 0o600
 
 
 def not_writable(path: str, *, is_dir: bool = False) -> str | None:
@@ -37,3 +40,59 @@ def not_writable(path: str, *, is_dir: bool = False) -> str | None:
     os.close(fd)
     os.remove(probe)
     return None
+
+
+def private_dir(path: str) -> str:
+    """Make directory ``path`` (and each missing parent) readable by its owner only (0700);
+    a directory that already existed keeps its mode unless it is the leaf dfsync made."""
+    path = os.path.abspath(path)
+    missing = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, DIR_MODE)  # mkdir's mode passes through the umask: set it exactly
+    return path
+
+
+def private_file(path: str) -> None:
+    """``path`` (if it exists and is ours) readable by its owner only (0600)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, FILE_MODE)
+
+
+def owner_problem(path: str) -> str | None:
+    """Why this OS user may not open the existing file ``path`` dfsync made (it belongs to
+    another user, or cannot even be looked at), or None (ours, or not there)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return (f"permission denied: it (or its directory) belongs to another OS user than "
+                f"{_user_name(os.geteuid())}")
+    if st.st_uid != os.geteuid():
+        return (f"it belongs to the OS user {_user_name(st.st_uid)}, not to {_user_name(os.geteuid())} "
+                f"who runs this process")
+    return None
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return repr(pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return f"uid {uid}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ import pyarrow as pa
 
 from ._arrow import int64_copy, int_array
 from ._ident import quote
+from ._paths import private_dir
 from ._settings import setting
 from .errors import ConfigError, InvalidRecordsError, SourceError
 from .mapping import Mapping
@@ -111,8 +111,8 @@ class Staging:
     """One run's staging database."""
 
     def __init__(self, temp_dir: str | None = None, memory_limit: str | None = None) -> None:
-        self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="dfsync-staging-")
-        os.makedirs(self.temp_dir, exist_ok=True)
+        # spilled rows are customer data: their directory is readable by its owner only (0700)
+        self.temp_dir = private_dir(temp_dir) if temp_dir else tempfile.mkdtemp(prefix="dfsync-staging-")
         # Staged rows live in memory and spill to temp_dir past the limit, so a sync of any size
         # streams with bounded memory (DFSYNC_STAGING_MEMORY overrides, e.g. "8GB").
         self.memory_limit = memory_limit or setting("staging_memory")

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import duckdb
 
+from .._paths import not_writable, owner_problem, private_dir, private_file
 from .._settings import setting
 from ..errors import WorkspaceBusy, WorkspaceCorrupt, WorkspaceError
 from ._common import StoreKey, now
@@ -58,8 +59,12 @@ class FileConnections(StoreKey):
         if self.memory:
             _memory_cons[self._key] = duckdb.connect(":memory:")
         else:
-            from .._paths import not_writable
-
+            whose = owner_problem(path)
+            if whose:
+                raise WorkspaceError(
+                    f"cannot open the workspace {path}: {whose}. A workspace belongs to the user who "
+                    f"created it (its file is readable by that user only); run dfsync as that user, or "
+                    f"give this user a workspace of its own. Nothing was changed.")
             exists = os.path.exists(path) and os.path.getsize(path) > 0
             if exists:
                 self._check_header()
@@ -73,8 +78,10 @@ class FileConnections(StoreKey):
                     f"cannot use the workspace {path}: {why}. dfsync writes its workspace file and a journal "
                     f"next to it; give dfsync.Workspace() a path in a directory you can write"
                     f"{' (the file was not changed)' if exists else ''}.")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            private_dir(os.path.dirname(os.path.abspath(path)))  # a directory dfsync makes: 0700
         with self._connect() as con:
+            if not self.memory and not exists:
+                private_file(path)  # a new file holds only its header yet: owner only from the start
             self._migrate(con, create)
 
     # ------------------------------------------------------------------ connections
@@ -134,8 +141,7 @@ class FileConnections(StoreKey):
     def _announce(self) -> str | None:
         marker = f"{self.path}.wait-{os.getpid()}"
         try:
-            with open(marker, "w"):
-                pass
+            os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError:  # a read-only directory: we still retry, just without the hint
             return None
         return marker
@@ -173,8 +179,11 @@ class FileConnections(StoreKey):
         """
         lease = self._lease
         if lease is not None and self._lease_thread == threading.get_ident():
-            with self._damaged_file():
-                yield lease
+            try:
+                with self._damaged_file():
+                    yield lease
+            finally:
+                self._private_wal()
             return
         con = self._open()
         try:
@@ -182,6 +191,12 @@ class FileConnections(StoreKey):
                 yield con
         finally:
             con.close()
+            self._private_wal()
+
+    def _private_wal(self) -> None:
+        """DuckDB creates the journal (``.wal``) with the process umask: owner only, as the file."""
+        if not self.memory:
+            private_file(self.path + ".wal")
 
     @contextlib.contextmanager
     def _damaged_file(self) -> Iterator[None]:
