@@ -60,6 +60,9 @@ SETTINGS: dict[str, Setting] = {
                                 "memory of a DuckDB workspace file's connection"),
     "postgres_writers": Setting("DFSYNC_POSTGRES_WRITERS", 2, _positive_int,
                                 "connections writing the batches of one run into PostgreSQL"),
+    "heartbeat_ttl": Setting("DFSYNC_HEARTBEAT_TTL", 60.0, float,
+                             "seconds after which a run on a PostgreSQL workspace whose owner stopped "
+                             "updating its heartbeat counts as dead (taken over by the next process)"),
     "mysql_writers": Setting("DFSYNC_MYSQL_WRITERS", 1, _positive_int,
                              "connections writing the batches of one run into MySQL / MariaDB"),
     "allowed_callbacks": Setting("DFSYNC_ALLOWED_CALLBACKS", (), _modules,

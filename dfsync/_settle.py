@@ -100,7 +100,7 @@ def destination_context(store: Store, sync_id: int, sync_name: str, defn: SyncDe
     return DestinationContext(sync_id=sync_id, sync_name=sync_name, run_id=run_id,
                               mode=defn.destination_mode, primary_key=tuple(defn.primary_key),
                               requeried=requeried, workspace_id=store.ledger_id(run_id),
-                              schema=defn.schema)
+                              schema=defn.schema, owner_epoch=store.owner_epoch(run_id))
 
 
 def applies_per_batch(defn: SyncDefinition) -> bool:

@@ -95,6 +95,12 @@ class SyncAlreadyRunning(DfsyncError):
     """Another run of the same sync is in progress."""
 
 
+class RunTakenOver(SyncAlreadyRunning):
+    """Internal: this process lost its run to another one (it was stopped or cut off longer than the
+    heartbeat bound, and the run was taken over). Every workspace write of the run and every batch
+    commit of a SQL destination refuse it; the process stops the run without changing anything."""
+
+
 class InvalidTransition(DfsyncError):
     """A state change that STATES.md does not allow."""
 

@@ -44,6 +44,7 @@ from .errors import (
     DfsyncError,
     EmptySourceError,
     InvalidRecordsError,
+    RunTakenOver,
     TransientDestinationError,
     ValidationFailed,
     redact,
@@ -159,6 +160,8 @@ class Runner:
             else:
                 disabled = self.store.sync_row(sync_id=self.sync_id)["status"] == "disabled"
                 self._interrupted("paused: the sync was disabled" if disabled else "paused on request (run.pause())")
+        except RunTakenOver:  # another process took the run over (this one was stopped): write nothing more
+            pass
         except TransientDestinationError as exc:
             if self._pausable():
                 self._pause(f"destination unavailable: {exc}")

@@ -9,7 +9,6 @@ handle never goes stale and a run started in another process shows up here too.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -27,7 +26,7 @@ from .errors import ConfigError, SyncAlreadyRunning
 from .run import Preview, SyncRun
 from .sources.base import Source
 from .states import ACTIVE_RUNS
-from .store import open_store, owner_token
+from .store import hostname, open_store, owner_token
 from .sync import Sync
 
 __all__ = ["Preview", "Sync", "SyncRun", "Workspace"]
@@ -37,7 +36,7 @@ DEFAULT_PATH = os.path.join(".dfsync", "workspace.duckdb")
 
 def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
     me = owner_token()
-    host = socket.gethostname()
+    host = hostname()
 
     def alive(run_id: int, pid: int, owner_host: str, token: str) -> bool:
         if token == me:

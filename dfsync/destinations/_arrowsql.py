@@ -10,6 +10,14 @@ One batch = one destination transaction:
    inserted, and the transaction commits. The batch is in the table exactly when its
    ledger row is, so a crash anywhere costs nothing on resume.
 
+The fence: a session of a run that has an owner epoch (``ctx.owner_epoch``, PostgreSQL
+workspaces) raises the run's fence row (``batch_no`` -2, ``rows`` = the epoch) to its epoch when
+it connects, before it reads the ledger; each batch transaction reads the fence row (``FOR
+SHARE`` where the database locks rows) just before its ledger row, and rolls back with
+``RunTakenOver`` when a newer owner raised it. So an owner that was stopped and taken over
+cannot apply a batch after the new owner settled the in-flight ones: either its commit came
+first (and is settled as landed) or it is refused.
+
 When the apply fails for data reasons (NOT NULL, CHECK, FK, overflow), the whole
 transaction is rolled back, the batch is staged once in its own committed transaction,
 and :func:`bisect_failures` narrows the bad rows down with cheap ``apply …; ROLLBACK``
@@ -46,7 +54,7 @@ from ..errors import (
     redact,
 )
 from ..states import DestinationMode
-from ._sql import TableName, duck_to_arrow, q
+from ._sql import FENCE_BATCH, TableName, duck_to_arrow, q, taken_over
 from .base import (
     ACTION_COLUMN,
     LEDGER_TABLE,
@@ -104,6 +112,9 @@ class ArrowSQLSession(DestinationSession):
     #: at the end is far cheaper than maintaining the index row by row during a bulk load
     defer_primary_key = False
     label = "SQL"
+    #: how a batch transaction reads the run's fence row, and how a new owner locks it to raise it
+    fence_read_lock = ""
+    fence_write_lock = ""
 
     def __init__(self, destination: Any, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
@@ -269,8 +280,42 @@ class ArrowSQLSession(DestinationSession):
         def go(cur: Any) -> None:
             cur.execute(self._ledger_ddl())
             self.con.commit()
+            self._raise_fence(cur)
 
         self._run(go)
+
+    # ---------------------------------------------------------------- fence
+    def _fence_epoch(self, cur: Any, lock: str) -> int | None:
+        rows = self._fetch(cur, f"SELECT \"rows\" FROM {self._ledger_name().sql} WHERE run_key = {self._place(1)} "
+                                f"AND batch_no = {FENCE_BATCH}{lock}", (self.run_key,))
+        return int(rows[0][0]) if rows else None
+
+    def _raise_fence(self, cur: Any) -> None:
+        """This run's fence row up to this session's epoch (it waits for a batch commit under way)."""
+        epoch = self.ctx.owner_epoch
+        if not epoch:
+            return
+        seen = self._fence_epoch(cur, self.fence_write_lock)
+        if seen is None:
+            cur.execute(f"INSERT INTO {self._ledger_name().sql} (run_key, batch_no, \"rows\", not_delivered) "
+                        f"VALUES ({self._place(1)}, {FENCE_BATCH}, {self._place(2)}, NULL)",
+                        parameters=(self.run_key, int(epoch)))
+        elif seen < epoch:
+            cur.execute(f"UPDATE {self._ledger_name().sql} SET \"rows\" = {self._place(1)} WHERE run_key = "
+                        f"{self._place(2)} AND batch_no = {FENCE_BATCH}", parameters=(int(epoch), self.run_key))
+        self.con.commit()
+        if seen is not None and seen > epoch:
+            raise taken_over(self.ctx, self._where())
+
+    def _check_fence(self, cur: Any) -> None:
+        """Inside a batch's transaction: refuse it (rolled back) if a newer owner raised the fence."""
+        epoch = self.ctx.owner_epoch
+        if not epoch:
+            return
+        seen = self._fence_epoch(cur, self.fence_read_lock)
+        if seen is not None and seen > epoch:
+            self._rollback()
+            raise taken_over(self.ctx, self._where())
 
     # ---------------------------------------------------------------- prepare
     def prepare(self, schema: pa.Schema) -> None:
@@ -402,6 +447,7 @@ class ArrowSQLSession(DestinationSession):
         pk = self.ctx.primary_key
         nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(bad or {})]
         nd += [list(k) for k in missing]
+        self._check_fence(cur)
         cur.execute(
             f"INSERT INTO {self._ledger_name().sql} (run_key, batch_no, \"rows\", not_delivered) "
             f"VALUES ({self._place(1)}, {self._place(2)}, {self._place(3)}, {self._place(4)}{self.json_cast})",
@@ -499,6 +545,7 @@ class ArrowSQLSession(DestinationSession):
     # ---------------------------------------------------------------- finish
     def finish(self) -> None:
         def go(cur: Any) -> None:
+            self._check_fence(cur)
             self._add_deferred_key(cur)
             if not self.ctx.mode.rewrites:
                 self.con.commit()
@@ -529,9 +576,10 @@ class ArrowSQLSession(DestinationSession):
             return
         try:
             def go(cur: Any) -> None:  # the table and the ledger rows that describe it go together
+                self._check_fence(cur)
                 cur.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
-                cur.execute(f"DELETE FROM {self._ledger_name().sql} WHERE run_key = {self._place(1)}",
-                            parameters=(self.run_key,))
+                cur.execute(f"DELETE FROM {self._ledger_name().sql} WHERE run_key = {self._place(1)} "
+                            f"AND batch_no <> {FENCE_BATCH}", parameters=(self.run_key,))
                 self.con.commit()
 
             self._run(go)

@@ -21,7 +21,7 @@ from .._schema import plan_table
 from .._settings import setting
 from ..errors import ConfigError, DestinationError, TransientDestinationError
 from ..states import DestinationMode
-from ._sql import TableName, q
+from ._sql import FENCE_BATCH, TableName, q, taken_over
 from .base import (
     ACTION_COLUMN,
     LEDGER_TABLE,
@@ -87,6 +87,7 @@ class DuckDBSession(DestinationSession):
             f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (run_key VARCHAR, batch_no INTEGER, rows BIGINT, "
             f"not_delivered JSON, committed_at TIMESTAMPTZ)"
         )
+        self._raise_fence()
         if ctx.mode.rewrites:
             self.write_target = TableName(self.target.schema, f"{self.target.table}__dfsync_replace_{ctx.run_id}")
         else:
@@ -223,12 +224,39 @@ class DuckDBSession(DestinationSession):
         with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
 
+    # -------------------------------------------------------------- fence (dfsync/destinations/_arrowsql.py)
+    def _fence_epoch(self) -> int | None:
+        rows = self.con.execute(f"SELECT rows FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = ?",
+                                [self.run_key, FENCE_BATCH]).fetchall()
+        return int(rows[0][0]) if rows else None
+
+    def _raise_fence(self) -> None:
+        epoch = self.ctx.owner_epoch
+        if not epoch:
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        seen = self._fence_epoch()
+        if seen is None or seen < epoch:
+            self.con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = ?", [self.run_key, FENCE_BATCH])
+            self.con.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, NULL, now())",
+                             [self.run_key, FENCE_BATCH, int(epoch)])
+        self.con.execute("COMMIT")
+        if seen is not None and seen > epoch:
+            raise taken_over(self.ctx, self.destination.describe())
+
+    def _check_fence(self) -> None:
+        epoch = self.ctx.owner_epoch
+        seen = self._fence_epoch() if epoch else None
+        if seen is not None and epoch is not None and seen > epoch:
+            raise taken_over(self.ctx, self.destination.describe())
+
     def _commit(self, batch_no: int, rows: pa.Table, not_delivered: list[list[Any]]) -> list[tuple]:
         self.con.register("_dfsync_batch", rows)
         try:
             self.con.execute("BEGIN TRANSACTION")
             missing = self._apply(rows)
             nd = not_delivered + [list(k) for k in missing]
+            self._check_fence()
             self.con.execute(
                 f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, now())",
                 [self.run_key, batch_no, rows.num_rows, json.dumps(nd, default=str) if nd else None])
@@ -326,6 +354,7 @@ class DuckDBSession(DestinationSession):
             return
         if not self._exists(self.write_target):
             return  # already swapped by an earlier attempt of this run
+        self._check_fence()
         try:
             self.con.execute("BEGIN TRANSACTION")
             self.con.execute(f"DROP TABLE IF EXISTS {self.target.sql}")
@@ -346,9 +375,11 @@ class DuckDBSession(DestinationSession):
     def abandon(self) -> None:
         if self.ctx.mode.rewrites:
             try:  # the table and the ledger rows that describe it go together (a resumed run starts it anew)
+                self._check_fence()
                 self.con.execute("BEGIN TRANSACTION")
                 self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
-                self.con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE run_key = ?", [self.run_key])
+                self.con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no <> ?",
+                                 [self.run_key, FENCE_BATCH])
                 self.con.execute("COMMIT")
             except duckdb.Error:
                 self._rollback()

@@ -186,6 +186,8 @@ class _Connection:
 class MySQLSession(ArrowSQLSession):
     destination: MySQLDestination
     label = "MySQL"
+    fence_read_lock = " LOCK IN SHARE MODE"
+    fence_write_lock = " FOR UPDATE"
     #: one connection: two LOAD DATA streams into one InnoDB table contend (2M-row first load
     #: 30.5 s on two connections, 17.2 s on one, measured on 2 cores; bench/mysql_bench.py)
     @property

@@ -141,6 +141,8 @@ _TRANSIENT_TEXT = ("connection refused", "server closed the connection", "no con
 class PostgresSession(ArrowSQLSession):
     destination: PostgresDestination
     label = "PostgreSQL"
+    fence_read_lock = " FOR SHARE"
+    fence_write_lock = " FOR UPDATE"
     json_cast = "::jsonb"
     defer_primary_key = True
     #: memory for the one PRIMARY KEY build at the end of a first load: the server default
@@ -218,6 +220,7 @@ class PostgresSession(ArrowSQLSession):
                 cur.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self.target.schema)}")
             cur.execute(self._ledger_ddl())
             self.con.commit()
+            self._raise_fence(cur)
 
         self._run(go)
 

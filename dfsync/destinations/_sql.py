@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
 from .._ident import quote as q
 from .._schema import JSON
+from ..errors import RunTakenOver
 
-__all__ = ["TableName", "duck_to_arrow", "q"]
+__all__ = ["FENCE_BATCH", "TableName", "duck_to_arrow", "q", "taken_over"]
+
+#: the ledger row (``_dfsync_batches``) of a run's owner fence: ``rows`` holds the newest owner
+#: epoch that opened a session of the run; a batch of an older owner is refused
+FENCE_BATCH = -2
+
+
+def taken_over(ctx: Any, where: str) -> RunTakenOver:
+    """The error of a batch (or session) of an owner a newer one took the run over from."""
+    return RunTakenOver(f"run {ctx.run_id} of sync {ctx.sync_name!r} was taken over by another process (its owner "
+                        f"epoch {ctx.owner_epoch} is no longer the newest in the ledger of {where}); nothing was "
+                        f"written and this process stops working on the run")
 
 
 @dataclass(frozen=True)

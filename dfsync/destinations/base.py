@@ -72,6 +72,10 @@ class DestinationContext:
     #: the sync's schema policy: "evolve" adds missing columns and widens types without loss,
     #: "freeze" refuses any change of an existing table (see dfsync._schema)
     schema: str = "evolve"
+    #: the epoch of this run's claim in the workspace (None: no fence). A SQL destination keeps the
+    #: highest one in its ledger (fence row, batch_no -2) and refuses the commit of an older one: an
+    #: owner stopped and taken over meanwhile cannot apply a batch after the new owner settled
+    owner_epoch: int | None = None
 
     @property
     def run_key(self) -> str:

@@ -10,14 +10,14 @@ of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnectio
 
 from __future__ import annotations
 
-from ._common import COUNTERS, now, owner_token
+from ._common import COUNTERS, hostname, now, owner_token
 from ._delivery import key_match
 from ._duckdb import Store
 from ._migrations import SCHEMA_VERSION
 from ._protocol import WorkspaceStore
 
-__all__ = ["COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceStore", "key_match", "now", "open_store",
-           "owner_token"]
+__all__ = ["COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceStore", "hostname", "key_match", "now",
+           "open_store", "owner_token"]
 
 
 def open_store(target: str, *, busy_timeout: float = 30.0, create: bool = True,

@@ -32,7 +32,14 @@ COUNTERS = (
     "skipped",
 )
 
-_OWNER_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+def hostname() -> str:
+    """This host's name as run rows record it: ``DFSYNC_HOSTNAME`` when set (containers whose
+    host name changes on restart; tests playing two hosts on one machine), else the OS's."""
+    return os.environ.get("DFSYNC_HOSTNAME") or socket.gethostname()
+
+
+_OWNER_TOKEN = f"{hostname()}:{os.getpid()}:{time.time_ns()}"
 
 
 def now() -> datetime:

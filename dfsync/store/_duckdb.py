@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -35,6 +34,7 @@ from ._common import (
     decode_sync,
     first,
     frame,
+    hostname,
     now,
     one_row,
     owner_token,
@@ -54,6 +54,10 @@ class Store(DeliveryOps, FileConnections):
             self._ledger = (meta["id"], int(meta["ledger_id_from_run"]))
         wid, first = self._ledger
         return wid if run_id >= first else ""
+
+    def owner_epoch(self, run_id: int) -> int | None:
+        """None: the file's one-writer lease serializes owners, a destination needs no fence."""
+        return None
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Any query over the workspace tables, for the user (``Workspace.sql``)."""
@@ -214,7 +218,7 @@ class Store(DeliveryOps, FileConnections):
             rid = con.execute("SELECT nextval('dfsync_run_ids')").fetchall()[0][0]
             t = now()
             check_transition(None, RunStatus.STARTED, what="run")
-            host, pid = socket.gethostname(), os.getpid()
+            host, pid = hostname(), os.getpid()
             con.execute(
                 "INSERT INTO runs (id, sync_id, status, definition_version, trigger, started_at, updated_at, "
                 "owner_pid, owner_host, owner_token) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -240,7 +244,7 @@ class Store(DeliveryOps, FileConnections):
         with self._transaction() as con:
             self._refuse_if_running(con, sync_id)
             con.execute("UPDATE runs SET owner_pid = ?, owner_host = ?, owner_token = ?, request = NULL WHERE id = ?",
-                        [os.getpid(), socket.gethostname(), owner_token(), run_id])
+                        [os.getpid(), hostname(), owner_token(), run_id])
 
     def transition_run(self, run_id: int, target: RunStatus, detail: str = "", *, error: str | None = None,
                        error_kind: str | None = None, con: Any = None) -> RunStatus:

@@ -149,11 +149,20 @@ def open_connection(target: PgTarget, busy_timeout: float) -> Any:
             cur.execute("SET TIME ZONE 'UTC'")
             # a row lock held by another process is waited for this long, then WorkspaceBusy
             cur.execute(f"SET lock_timeout = '{int(max(busy_timeout, 0.1) * 1000)}ms'")
+            # a transaction left open by a stopped process (SIGSTOP, a partition) would hold the rows
+            # it locked: the server ends such a session (see dfsync/store/_pgfence.py)
+            cur.execute(f"SET idle_in_transaction_session_timeout = '{int(_idle_bound() * 1000)}ms'")
         con.commit()
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _idle_bound() -> float:
+    from .._settings import setting
+
+    return max(10.0, float(setting("heartbeat_ttl")))
 
 
 def _ident(name: str) -> str:

@@ -45,6 +45,11 @@ MIGRATIONS_PG: dict[int, list[str]] = {
         "CREATE OR REPLACE FUNCTION list_contains(l anyarray, x anyelement) RETURNS boolean LANGUAGE sql "
         "IMMUTABLE AS $$ SELECT x = ANY(l) $$",
     ],
+    # fencing and heartbeats (dfsync/store/_pgfence.py): each claim of a run raises its epoch
+    3: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS owner_epoch BIGINT DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat_at TIMESTAMPTZ",
+    ],
 }
 
 _TYPES = [(re.compile(r"\bDOUBLE\b"), "DOUBLE PRECISION"), (re.compile(r"\bJSON\b"), "TEXT")]

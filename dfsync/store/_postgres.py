@@ -17,7 +17,12 @@ store inherits its operations and their SQL, run over one ADBC connection per th
 * **Dead owners on any host.** The server drops a session's advisory locks when the session
   ends (process killed, host gone once TCP keepalive gives up), so a run whose sync lock is free
   has no owner: :meth:`recover_orphans` moves it per STATES.md (``in_progress`` -> ``paused``,
-  earlier -> ``failed``), from whichever host opens the workspace next.
+  earlier -> ``failed``), from whichever host opens the workspace next. So is a run whose owner's
+  heartbeat is older than ``DFSYNC_HEARTBEAT_TTL`` although its session still holds the lock (a
+  stopped process): that session is ended first.
+* **Fencing.** Each claim of a run raises its ``owner_epoch``; every write of the run checks it
+  in its own transaction, so an owner that comes back after a takeover writes nothing
+  (:mod:`dfsync.store._pgfence`), and SQL destinations refuse its batches by the same epoch.
 * **Schedules claimed once.** ``claim_next_run`` is one compare-and-set ``UPDATE``.
 * **Migrations** are the DuckDB file's (same versions; ``JSON`` kept as ``text``, ``DOUBLE`` as
   ``double precision``), plus PostgreSQL-only ones in ``dfsync_schema_pg``: both add-only.
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from datetime import datetime
 from typing import Any
@@ -36,15 +40,16 @@ import polars as pl
 
 from ..errors import SyncAlreadyRunning
 from ..states import RunStatus
-from ._common import UNFINISHED_SQL, first, frame, owner_token
+from ._common import UNFINISHED_SQL, first, frame, hostname, owner_token
 from ._duckdb import Store
 from ._pgcon import open_connection
 from ._pgconnections import PgConnections
 from ._pgdelivery import PgDeliveryOps
+from ._pgfence import PgFencing
 
 __all__ = ["PostgresStore"]
 
-class PostgresStore(PgConnections, PgDeliveryOps, Store):
+class PostgresStore(PgFencing, PgConnections, PgDeliveryOps, Store):
     """All reads and writes of one workspace schema in a PostgreSQL database."""
 
     # ------------------------------------------------------------------ syncs
@@ -106,11 +111,14 @@ class PostgresStore(PgConnections, PgDeliveryOps, Store):
                                           "or abort it, before starting another")
             time.sleep(0.05)
 
-    def _own(self, run_id: int, sync_id: int, owner: Any) -> None:
+    def _own(self, run_id: int, sync_id: int, owner: Any, epoch: int) -> None:
         with self._owners_lock:
             self._owners[run_id] = (owner, sync_id)
+        self._claimed(run_id, sync_id, epoch)
+        self._start_heartbeat(run_id)
 
     def _release(self, run_id: int) -> None:
+        self._forget_claim(run_id)
         with self._owners_lock:
             entry = self._owners.pop(run_id, None)
         if entry is not None:
@@ -122,13 +130,15 @@ class PostgresStore(PgConnections, PgDeliveryOps, Store):
         if owner is None:
             raise self._holder(sync_id)
         try:
-            rid = super().create_run(sync_id, definition_version, trigger)
+            with self.transaction() as con:
+                rid = super().create_run(sync_id, definition_version, trigger)
+                con.execute("UPDATE runs SET owner_epoch = 1, heartbeat_at = now() WHERE id = ?", [rid])
         except Exception as exc:
             owner.close()
             if getattr(exc, "sqlstate", None) == "23505":  # the unique index: someone else's run is active
                 raise self._holder(sync_id) from None
             raise
-        self._own(rid, sync_id, owner)
+        self._own(rid, sync_id, owner, 1)
         return rid
 
     def claim_run(self, run_id: int, sync_id: int) -> None:
@@ -139,17 +149,18 @@ class PostgresStore(PgConnections, PgDeliveryOps, Store):
         try:
             with self.transaction() as con:
                 self._refuse_if_running(con, sync_id)
-                won = con.execute(
-                    "UPDATE runs SET owner_pid = ?, owner_host = ?, owner_token = ?, request = NULL "
-                    "WHERE id = ? AND status = 'paused' RETURNING id",
-                    [os.getpid(), socket.gethostname(), owner_token(), run_id]).fetchall()
+                won = con.execute(  # a new epoch: whoever owned it before is fenced out
+                    "UPDATE runs SET owner_pid = ?, owner_host = ?, owner_token = ?, request = NULL, "
+                    "owner_epoch = coalesce(owner_epoch, 0) + 1, heartbeat_at = now() "
+                    "WHERE id = ? AND status = 'paused' RETURNING owner_epoch",
+                    [os.getpid(), hostname(), owner_token(), run_id]).fetchall()
             if not won:
                 raise SyncAlreadyRunning(f"run {run_id} of this sync is no longer paused: another process "
                                          f"resumed it meanwhile; see sync.runs()")
         except BaseException:
             owner.close()
             raise
-        self._own(run_id, sync_id, owner)
+        self._own(run_id, sync_id, owner, int(won[0][0]))
 
     def transition_run(self, run_id: int, target: RunStatus, detail: str = "", *, error: str | None = None,
                        error_kind: str | None = None, con: Any = None) -> RunStatus:
@@ -159,7 +170,8 @@ class PostgresStore(PgConnections, PgDeliveryOps, Store):
         return out
 
     def recover_orphans(self, is_alive: Any) -> list[tuple[int, str, str]]:
-        """Runs without an owner: this process's runs by ``is_alive``; others' when their sync lock is free."""
+        """Runs without an owner: this process's runs by ``is_alive``; others' when their sync lock is
+        free, or when their owner's heartbeat is older than the bound (its session is ended then)."""
         me = owner_token()
 
         def alive(run_id: int, pid: int, host: str, token: str) -> bool:
@@ -168,10 +180,12 @@ class PostgresStore(PgConnections, PgDeliveryOps, Store):
             with self.connect() as con:
                 sync_id = con.execute("SELECT sync_id FROM runs WHERE id = ?", [run_id]).fetchall()[0][0]
             probe = self._sync_lock(sync_id)
-            if probe is None:
-                return True  # the owner's session holds it
-            probe.close()
-            return False
+            if probe is not None:
+                probe.close()
+                return False  # the owner's session is gone
+            if not self._heartbeat_stale(run_id):
+                return True  # the owner's session holds the lock and its heart beats
+            return not self._end_lock_holder(sync_id)  # stopped or cut off: its session is ended
 
         moved = super().recover_orphans(alive)
         for rid, _, _ in moved:

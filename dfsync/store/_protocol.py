@@ -50,6 +50,11 @@ class WorkspaceStore(Protocol):
 
     def schema_version(self) -> int: ...
 
+    def owner_epoch(self, run_id: int) -> int | None:
+        """The epoch of the run's current claim, which its SQL destinations fence batches with
+        (None: the store needs no fence; see dfsync/store/_pgfence.py)."""
+        ...
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Any query over the workspace tables, for the user (``Workspace.sql``)."""
         ...
