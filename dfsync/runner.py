@@ -47,6 +47,7 @@ from .errors import (
     RunTakenOver,
     TransientDestinationError,
     ValidationFailed,
+    WorkspaceBusy,
     redact,
 )
 from .staging import FP_ALGO, Staging
@@ -162,11 +163,12 @@ class Runner:
                 self._interrupted("paused: the sync was disabled" if disabled else "paused on request (run.pause())")
         except RunTakenOver:  # another process took the run over (this one was stopped): write nothing more
             pass
-        except TransientDestinationError as exc:
-            if self._pausable():
-                self._pause(f"destination unavailable: {exc}")
+        except (TransientDestinationError, WorkspaceBusy) as exc:  # a destination or workspace server away
+            dest = isinstance(exc, TransientDestinationError)
+            if (dest or getattr(exc, "outage", False)) and self._pausable():
+                self._pause(f"{'destination' if dest else 'workspace'} unavailable: {exc}")
             else:
-                self._fail(str(exc), "transient")
+                self._fail(str(exc), "transient" if dest else type(exc).__name__)
         except DfsyncError as exc:
             self._fail(str(exc), type(exc).__name__)
         except Exception as exc:  # an unexpected error still leaves a consistent workspace

@@ -316,3 +316,75 @@ def test_a_scheduler_killed_mid_transfer_is_taken_over_under_another_host_name(p
     assert again.status == "success" and again.counts["sent"] == 0
     ws.close()
 
+
+RUN_THROUGH_OUTAGE = r"""
+import sys
+import dfsync
+import tests.faulty  # noqa: F401
+run = dfsync.Workspace(sys.argv[1], busy_timeout=60).sync("s").run(progress=False)
+print(run.id, run.status.value, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_workspace_server_gone_mid_run_pauses_the_run_and_readers_get_workspace_busy(tmp_path, dfsync_cli):
+    """A cluster of its own (the session's server stays up for the other tests): it is stopped while a
+    run transfers. Readers (ws.syncs(), sync.runs(), run.counts, the CLI) get WorkspaceBusy with a clear
+    message; the run pauses once the server is back (its connection is replaced), and the next run
+    resumes it exactly: the destination equals the source, no duplicates, then a run sends 0."""
+    import subprocess
+    import sys
+
+    from tests.faulty import FaultyDestination
+    from tests.plugins.postgres import throwaway_server
+    from tests.plugins.processes import child_env
+
+    n = 4000
+    src = pl.DataFrame({"id": list(range(n)), "v": [f"v{i}" for i in range(n)]})
+    src.write_parquet(tmp_path / "src.parquet")
+    with throwaway_server() as server:
+        target = f"{server.new_database()}?schema=ws"
+        ws = dfsync.Workspace(target, busy_timeout=1)
+        marker = tmp_path / "committed"
+        sync = ws.create_sync("s", source=dfsync.sources.files(str(tmp_path / "src.parquet")), primary_key="id",
+                              destination_mode="insert", batch_size=200,
+                              destination=FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"),
+                                                                                       table="t"),
+                                                            sleep=0.1, marker=str(marker), marker_after=3))
+        proc = subprocess.Popen([sys.executable, "-c", RUN_THROUGH_OUTAGE, target], env=child_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait(lambda: marker.exists() or proc.poll() is not None, 120, "the third batch")
+            server.stop()
+            try:
+                for read in (ws.syncs, sync.runs, lambda: ws.run(1).counts):
+                    with pytest.raises(dfsync.errors.WorkspaceBusy, match="workspace server unreachable"):
+                        read()
+                res = dfsync_cli("runs", "s", "--workspace", target, DFSYNC_BUSY_TIMEOUT="1")
+                assert res.code == 1 and "workspace server unreachable" in res.err, res
+                assert "Traceback" not in res.err
+            finally:
+                server.start()
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        rid, status = out.split()
+        assert status == "paused", err
+        run = ws.run(int(rid))
+        assert "workspace unavailable" in (run.error or ""), run.error
+        assert 0 < run.counts["sent"] < n
+        resumed = sync.run(progress=False)
+        assert resumed.id == run.id and resumed.status == "success", resumed.error
+        assert resumed.counts["sent"] == resumed.counts["succeeded"] == n
+        import duckdb
+
+        con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
+        got = pl.from_arrow(con.sql("SELECT id, v FROM t ORDER BY id").to_arrow_table())
+        con.close()
+        assert got.height == n and got["id"].n_unique() == n and got.equals(src)
+        again = sync.run(progress=False)
+        assert again.status == "success" and again.counts["sent"] == 0
+        ws.close()

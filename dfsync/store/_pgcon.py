@@ -108,9 +108,11 @@ def busy_error(target: PgTarget, exc: BaseException, waited: float | None) -> Wo
     """``waited``: seconds spent trying to connect; None: the connection broke during a call."""
     first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     what = f"did not answer for {waited:.0f} s" if waited is not None else "closed the connection during this call"
-    return WorkspaceBusy(
+    err = WorkspaceBusy(
         f"workspace server unreachable: the PostgreSQL workspace {target.where} {what} ({first}). "
         f"Start the server or check the network, then try again; this call's changes were not committed.")
+    err.outage = True  # type: ignore[attr-defined]  # a run under way pauses (dfsync.runner)
+    return err
 
 
 def open_connection(target: PgTarget, busy_timeout: float) -> Any:
