@@ -210,11 +210,16 @@ class PgFencing:
 
     def _end_lock_holder(self, sync_id: int) -> bool:
         """End the session holding the sync's lock (a stopped owner's); True once the lock is free."""
-        with self.transaction() as con:
-            con.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND classid = (hashtext(?)::bigint & 4294967295)::oid AND objid = CAST(? AS bigint)::oid "
-                "AND objsubid = 2 AND pid <> pg_backend_pid()", [self.target.schema, int(sync_id)]).fetchall()
+        try:
+            with self.transaction() as con:
+                con.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = (hashtext(?)::bigint & 4294967295)::oid AND objid = CAST(? AS bigint)::oid "
+                    "AND objsubid = 2 AND pid <> pg_backend_pid()", [self.target.schema, int(sync_id)]).fetchall()
+        except Exception as exc:  # another role's session (no right to end it): the run is left alone
+            log.warning("cannot end the session holding the lock of sync %s (its run's heartbeat is stale): %s",
+                        sync_id, exc)
+            return False
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             probe = self._sync_lock(sync_id)  # type: ignore[attr-defined]
