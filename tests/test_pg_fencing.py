@@ -95,6 +95,8 @@ def test_an_owner_taken_over_after_its_heartbeat_stopped_writes_nothing(pg_uri, 
     other.store.add_counters(rid, sent=1)
     other.store.transition_run(rid, RunStatus.FAILED, "done", error="done")
     assert other.run(rid).status == "failed"
+    # the process that lost the run runs the sync again later as usual (its stale epoch is forgotten)
+    assert old.sync("s").run(progress=False).status == "success"
     other.close()
     old.close()
 

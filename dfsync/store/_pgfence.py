@@ -92,6 +92,10 @@ class PgFencing:
         return int(row[0][0]) if row and row[0][0] else None
 
     def _claimed(self, run_id: int, sync_id: int, epoch: int) -> None:
+        # a run of the sync this store lost earlier: its runner has stopped (one run per sync and
+        # process, dfsync._registry), so its stale epoch fences nothing any more
+        for lost in [r for r, s in list(self._run_syncs.items()) if s == sync_id and r != run_id]:
+            self._forget_claim(lost)
         self._epochs[run_id] = epoch
         self._run_syncs[run_id] = sync_id
 
@@ -131,9 +135,11 @@ class PgFencing:
     copy_checks = _run_arg(0, "copy_checks")
 
     def set_sync_fields(self, sync_id: int, **fields: Any) -> None:
-        """Fenced by every run of the sync this store owns (key types, schema, snapshot of a run)."""
+        """Fenced by every run of the sync this store owns (what a run learns: key types, schema,
+        snapshot, cursor), but a scheduler's ``next_run_at``."""
         with self.transaction() as con:
-            for run_id in [r for r, s in list(self._run_syncs.items()) if s == sync_id]:
+            runs = [r for r, s in list(self._run_syncs.items()) if s == sync_id]
+            for run_id in runs if set(fields) - {"next_run_at"} else []:
                 self._fence(con, run_id)
             super().set_sync_fields(sync_id, **fields)  # type: ignore[misc]
 
