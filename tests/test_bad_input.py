@@ -14,6 +14,10 @@ case then does one bad thing. For an error case the test checks:
 Cases whose id starts with ``ok-`` are *not* errors by design (huge strings, NaN and
 infinity, emoji keys, SQL-looking identifiers ...): they must sync correctly, and the case
 checks the destination holds exactly what was sent.
+
+Every case runs on a workspace file and (``-m slow``) on a PostgreSQL workspace, whose
+baseline is a template database copied per case; the damaged workspace *file* cases
+(``test_damaged_workspace_file``) have no PostgreSQL counterpart.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,6 +43,8 @@ from dfsync import errors
 from dfsync._registry import sync_lock
 
 N = 20
+WORKSPACE_STORES = ("duckdb", "postgres")
+SLOW_WORKSPACE_STORES = ("postgres",)
 
 
 def people(n: int = N, **overrides: Any) -> pl.DataFrame:
@@ -57,14 +64,17 @@ def baseline(tmp_path_factory) -> tuple[str, str]:
     Definitions store absolute paths, so every case works in the same directory, restored
     from the pristine copy first.
     """
-    base = tmp_path_factory.mktemp("bad_input")
+    return _build_baseline(tmp_path_factory.mktemp("bad_input"), "ws.duckdb")
+
+
+def _build_baseline(base: Path, target: str) -> tuple[str, str]:
     work, pristine = base / "w", base / "pristine"
     work.mkdir()
     cwd = os.getcwd()
     os.chdir(work)
     try:
         people().write_parquet("src.parquet")
-        ws = dfsync.Workspace("ws.duckdb")
+        ws = dfsync.Workspace(target)
         sync = ws.create_sync("base", source=dfsync.sources.files("src.parquet"),
                               destination=dfsync.destinations.duckdb("dest.duckdb", table="people"),
                               primary_key="id", destination_mode="upsert", batch_size=7)
@@ -76,12 +86,39 @@ def baseline(tmp_path_factory) -> tuple[str, str]:
     return str(work), str(pristine)
 
 
+@pytest.fixture(scope="module")
+def pg_baseline(tmp_path_factory, pg_server) -> tuple[str, str, str]:
+    """(work dir, pristine copy, template database): the same baseline, its workspace in schema
+    ``ws`` of a database that each case copies (CREATE DATABASE ... TEMPLATE)."""
+    uri = pg_server.new_database()
+    work, pristine = _build_baseline(tmp_path_factory.mktemp("bad_input_pg"), f"{uri}?schema=ws")
+    return work, pristine, uri
+
+
+@pytest.fixture
+def case_dir(ws_target, request, pg_server_if_postgres) -> tuple[str, str, str]:
+    """(work dir, pristine copy, workspace target) of a case: the baseline, restored."""
+    if not ws_target.startswith("postgresql://"):
+        root, pristine = request.getfixturevalue("baseline")
+        return root, pristine, "ws.duckdb"
+    root, pristine, template = request.getfixturevalue("pg_baseline")
+    name = "c_" + uuid.uuid4().hex[:12]
+    pg_server_if_postgres.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.rsplit("/", 1)[1]}"')
+    return root, pristine, f"{template.rsplit('/', 1)[0]}/{name}?schema=ws"
+
+
+@pytest.fixture
+def pg_server_if_postgres(ws_target, request):
+    return request.getfixturevalue("pg_server") if ws_target.startswith("postgresql://") else None
+
+
 class Ctx:
     """What a case may touch: the copied workspace, its source file and destination."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, target: str = "ws.duckdb") -> None:
         self.root = root
-        self.ws = dfsync.Workspace("ws.duckdb")
+        self.target = target  # "ws.duckdb", or a postgresql:// URI
+        self.ws = dfsync.Workspace(target)
 
     def write_source(self, df: pl.DataFrame, path: str = "src.parquet") -> None:
         df.write_parquet(path)
@@ -112,7 +149,12 @@ def snapshot(ctx: Ctx) -> dict[str, Any]:
     """Syncs, runs, batches, delivered state and records of the workspace, and every
     destination table (one workspace connection: each open of the file costs time)."""
 
+    pg = ctx.target.startswith("postgresql://")
+
     def rows(con: Any, sql: str) -> list[dict[str, Any]]:
+        if pg and sql.endswith(" ORDER BY ALL"):  # PostgreSQL has no ORDER BY ALL: sort here
+            got = pl.from_arrow(con.sql(sql[:-len(" ORDER BY ALL")]).to_arrow_table()).to_dicts()
+            return sorted(got, key=lambda r: [(v is None, str(v)) for v in r.values()])
         return pl.from_arrow(con.sql(sql).to_arrow_table()).to_dicts()  # type: ignore[union-attr]
 
     with ctx.ws.store._connect() as con:
@@ -124,8 +166,9 @@ def snapshot(ctx: Ctx) -> dict[str, Any]:
             "batches": rows(con, "SELECT * FROM batches ORDER BY ALL"),
         }
         tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'state\\_%' ESCAPE '\\' "
-            "OR table_name LIKE 'rec\\_%' ESCAPE '\\' ORDER BY 1").fetchall()]
+            ("SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND "
+             if pg else "SELECT table_name FROM duckdb_tables() WHERE ") +
+            "(table_name LIKE 'state\\_%' ESCAPE '\\' OR table_name LIKE 'rec\\_%' ESCAPE '\\') ORDER BY 1").fetchall()]
         for t in tables:
             snap[t] = rows(con, f"SELECT * FROM {t} ORDER BY ALL")
     con = duckdb.connect("dest.duckdb", read_only=True)
@@ -193,7 +236,7 @@ def _newer_schema(ctx: Ctx) -> None:
         con.execute("INSERT INTO dfsync_schema VALUES (999, now())")
     snap = snapshot(ctx)
     try:
-        dfsync.Workspace("ws.duckdb")
+        dfsync.Workspace(ctx.target)
     finally:
         with ctx.ws.store._connect() as con:
             con.execute("DELETE FROM dfsync_schema WHERE version = 999")
@@ -391,13 +434,28 @@ CASES: list[Case] = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, baseline: tuple[str, str], monkeypatch) -> None:
-    root, pristine = baseline
+#: cases about the bytes of a workspace file (no file on PostgreSQL)
+FILE_CASES = [c for c in CASES if c.act.__name__ == "<lambda>" and c.id.startswith("workspace-") and
+              c.error is errors.WorkspaceCorrupt]
+STORE_CASES = [c for c in CASES if c not in FILE_CASES]
+
+
+@pytest.mark.parametrize("case", STORE_CASES, ids=[c.id for c in STORE_CASES])
+def test_bad_input(case: Case, case_dir: tuple[str, str, str], monkeypatch) -> None:
+    _check_case(case, *case_dir, monkeypatch)
+
+
+@pytest.mark.workspaces("duckdb")
+@pytest.mark.parametrize("case", FILE_CASES, ids=[c.id for c in FILE_CASES])
+def test_damaged_workspace_file(case: Case, case_dir: tuple[str, str, str], monkeypatch) -> None:
+    _check_case(case, *case_dir, monkeypatch)
+
+
+def _check_case(case: Case, root: str, pristine: str, target: str, monkeypatch) -> None:
     shutil.rmtree(root)
     shutil.copytree(pristine, root)
     monkeypatch.chdir(root)
-    ctx = Ctx(root)
+    ctx = Ctx(root, target)
     try:
         if case.error is None:
             case.act(ctx)
@@ -429,7 +487,7 @@ def test_bad_input(case: Case, baseline: tuple[str, str], monkeypatch) -> None:
             return  # the workspace file itself is the subject; _corrupt compared its bytes
         if not ctx.ws.store.memory:
             ctx.ws.close()
-            ctx.ws = dfsync.Workspace("ws.duckdb")
+            ctx.ws = dfsync.Workspace(ctx.target)
         after = snapshot(ctx)
         if case.new_run or caught is None:
             failed_ids = {r["id"] for r in after["runs"]} - {r["id"] for r in before["runs"]}
@@ -451,5 +509,5 @@ def test_bad_input(case: Case, baseline: tuple[str, str], monkeypatch) -> None:
 
 
 def test_enough_cases():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 30 and len(FILE_CASES) == 4
     assert len({c.id for c in CASES}) == len(CASES)

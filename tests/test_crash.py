@@ -14,6 +14,10 @@ import pytest
 import dfsync
 from tests.faulty import FaultyDestination, env_with_repo
 
+#: on a workspace file and on a PostgreSQL workspace (tests/plugins/workspaces.py: on PostgreSQL
+#: the default suite keeps insert mode into DuckDB, the other cases run under -m slow)
+WORKSPACE_STORES = ("duckdb", "postgres")
+
 CHILD = """
 import sys
 import tests.faulty  # registers the fault-injecting destination
@@ -54,12 +58,12 @@ def kill_mid_transfer(ws_path: str, name: str, marker: str, timeout: float = 120
 # many more kill points, run under -m slow (here and in test_crash_matrix.py)
 @pytest.mark.parametrize("mode", ["insert", pytest.param("upsert", marks=pytest.mark.slow),
                                   pytest.param("mirror", marks=pytest.mark.slow)])
-def test_sigkill_during_transfer_then_resume_is_exact(tmp_path, target, mode, ws_path=None):
+def test_sigkill_during_transfer_then_resume_is_exact(tmp_path, target, mode, ws_target):
     data = source_rows(3000)
     src_file = tmp_path / "src.parquet"
     data.write_parquet(src_file)
     marker = str(tmp_path / "marker")
-    ws_path = ws_path or str(tmp_path / "ws.duckdb")  # tests/test_pg_workspace.py passes a PostgreSQL one
+    ws_path = ws_target
     ws = dfsync.Workspace(ws_path)
     dest = FaultyDestination(target.make("t"), sleep=0.03, marker=marker, marker_after=4)
     ws.create_sync("crash", source=dfsync.sources.files(str(src_file)), destination=dest, primary_key="id",
@@ -87,9 +91,9 @@ def test_sigkill_during_transfer_then_resume_is_exact(tmp_path, target, mode, ws
     assert sync.run(progress=False).counts["sent"] == 0  # the delivered state is exact too
 
 
-def test_kill_before_transfer_fails_run_and_next_starts_afresh(tmp_path):
+def test_kill_before_transfer_fails_run_and_next_starts_afresh(tmp_path, ws_target):
     """A run killed while querying is failed ("owner process gone"); nothing was sent."""
-    ws_path = str(tmp_path / "ws.duckdb")
+    ws_path = ws_target
     ws = dfsync.Workspace(ws_path)
     sync = ws.create_sync("q", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})),
                           destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
@@ -99,6 +103,8 @@ def test_kill_before_transfer_fails_run_and_next_starts_afresh(tmp_path):
     ws.store.transition_run(rid, dfsync.RunStatus.QUERYING)
     ws.store.set_run_fields(rid, owner_pid=2**22 + 12345, owner_token="elsewhere:4206969:1")
     ws.store.set_run_fields(rid, owner_host=__import__("socket").gethostname())
+    if ws_path.startswith("postgresql://"):  # there the owner is alive while its session holds the sync lock
+        ws.store._release(rid)  # the session ends, as with the owner's process
     ws.close()
     ws = dfsync.Workspace(ws_path)
     run = ws.run(rid)

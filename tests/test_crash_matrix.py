@@ -21,7 +21,8 @@ the plan so it can be replayed. Sync processes are forked from a warm parent (im
 interpreter's life), so a kill point costs well under a second.
 
 The whole matrix is ``slow`` (CI: ``pytest -m slow``); :func:`test_crash_points_smoke`
-keeps three kill points in the default suite.
+keeps three kill points in the default suite. The scenarios run on a workspace file and on a
+PostgreSQL workspace (tests/plugins/workspaces.py); on PostgreSQL all of them under ``-m slow``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ EARLY = ("querying", "queued")
 BATCH_PHASES = ("before_write", "after_write", "jitter")
 END = ("before_finish", "after_finish")
 TRANSACTIONAL = ["duckdb", "parquet", "sqlite", "postgres", "mysql", "delta"]
+WORKSPACE_STORES = ("duckdb", "postgres")
+SLOW_WORKSPACE_STORES = ("postgres",)
 
 #: A warm parent: it imports everything once, then forks one sync process per kill point
 #: (``{"ws", "sync", "faults", "result"}`` on stdin; it answers "pid N", then "exit CODE").
@@ -291,11 +294,12 @@ class Tally:
 
 
 def crash_scenario(tmp_path, target, mode: str, seed: int, kills_per_version: int | None = None,
-                   phases: list[Kill] | None = None) -> Tally:
+                   phases: list[Kill] | None = None, ws_path: str | None = None) -> Tally:
+    """``ws_path``: the workspace (a ``ws_target``), by default a file in ``tmp_path``."""
     rng = random.Random(f"{seed}-{target.kind}-{mode}")
     versions = source_versions(mode, rng)
     src = tmp_path / "src.parquet"
-    ws_path = str(tmp_path / "ws.duckdb")
+    ws_path = ws_path or str(tmp_path / "ws.duckdb")
     versions[0].write_parquet(src)
     ws = dfsync.Workspace(ws_path)
     dest = FaultyDestination(target.make("t"))
@@ -307,15 +311,16 @@ def crash_scenario(tmp_path, target, mode: str, seed: int, kills_per_version: in
     plans: list[list[Kill]] = []
     zygote = Zygote(tmp_path)
     try:
-        _run_versions(tmp_path, target, mode, seed, versions, rng, zygote, tally, plans, kills_per_version, phases)
+        _run_versions(tmp_path, ws_path, target, mode, seed, versions, rng, zygote, tally, plans,
+                      kills_per_version, phases)
     finally:
         zygote.close()
     return tally
 
 
-def _run_versions(tmp_path, target, mode, seed, versions, rng, zygote, tally, plans, kills_per_version, phases):
+def _run_versions(tmp_path, ws_path, target, mode, seed, versions, rng, zygote, tally, plans, kills_per_version,
+                  phases):
     src = tmp_path / "src.parquet"
-    ws_path = str(tmp_path / "ws.duckdb")
     marker = str(tmp_path / "marker")
     for v, data in enumerate(versions):
         data.write_parquet(src)
@@ -358,8 +363,8 @@ def _run_versions(tmp_path, target, mode, seed, versions, rng, zygote, tally, pl
 # ---------------------------------------------------------------------- tests
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["insert", "upsert", "mirror"])
-def test_crash_matrix(tmp_path, target, mode):
-    tally = crash_scenario(tmp_path, target, mode, SEED)
+def test_crash_matrix(tmp_path, target, mode, ws_target):
+    tally = crash_scenario(tmp_path, target, mode, SEED, ws_path=ws_target)
     # 2 versions x 4 planned kills; a batch kill can miss when an earlier jitter kill landed late
     # and the run had fewer batches left than planned (a fast destination): at least 6 must land,
     # so 18+ kill points per destination over the 3 modes
@@ -369,17 +374,17 @@ def test_crash_matrix(tmp_path, target, mode):
 test_crash_matrix.target_kinds = TRANSACTIONAL  # type: ignore[attr-defined]
 
 
-def test_crash_points_smoke(tmp_path, target):
+def test_crash_points_smoke(tmp_path, target, ws_target):
     """Default suite: one kill while querying, one in validation, one after a batch landed."""
     plan = [Kill("querying"), Kill("queued"), Kill("after_write", 2)]
-    tally = crash_scenario(tmp_path, target, "mirror", SEED, phases=plan)
+    tally = crash_scenario(tmp_path, target, "mirror", SEED, phases=plan, ws_path=ws_target)
     assert tally.kills == 6, tally.missed
 
 
 test_crash_points_smoke.target_kinds = ["duckdb"]  # type: ignore[attr-defined]
 
 
-def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path):
+def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path, ws_target):
     """Parquet holds a paused run's batches aside; if the resumed run fails before sending
     again (here: its source is gone), the next run must send those rows again — including
     the deletes whose earlier versions the failed run had superseded.
@@ -392,7 +397,7 @@ def test_failed_resume_of_once_per_run_destination_loses_nothing(tmp_path):
     src = tmp_path / "src.parquet"
     v1.write_parquet(src)
     lake = tmp_path / "lake"
-    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    ws = dfsync.Workspace(ws_target)
     dest = FaultyDestination(dfsync.destinations.parquet(str(lake)))
     sync = ws.create_sync("p", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
                           destination_mode="mirror", batch_size=BATCH)
@@ -421,11 +426,11 @@ RESUME_GAP = [Kill("after_write", 2), Kill("querying"), Kill("queued")]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["insert", "replace"])
-def test_resumed_run_killed_before_transfer_stays_paused(tmp_path, target, mode):
+def test_resumed_run_killed_before_transfer_stays_paused(tmp_path, target, mode, ws_target):
     """STATES.md: a run resumed from ``paused`` that dies while querying or queued goes back to
     ``paused`` (never ``failed``), so the batches it applied stay its own: no double append in
     insert mode, no rewrite lost in replace mode, on a destination that applies a run at its end."""
-    tally = crash_scenario(tmp_path, target, mode, SEED, phases=RESUME_GAP)
+    tally = crash_scenario(tmp_path, target, mode, SEED, phases=RESUME_GAP, ws_path=ws_target)
     assert tally.kills == 6, tally.missed
 
 
@@ -433,13 +438,13 @@ test_resumed_run_killed_before_transfer_stays_paused.target_kinds = ["parquet", 
 
 
 @pytest.mark.parametrize("mode", ["insert", pytest.param("replace", marks=pytest.mark.slow)])
-def test_a_run_applied_before_its_process_died_is_not_undone_by_a_failed_resume(tmp_path, mode):
+def test_a_run_applied_before_its_process_died_is_not_undone_by_a_failed_resume(tmp_path, mode, ws_target):
     """Killed after Parquet's final swap (the run is applied, the workspace never heard), then the
     resumed run fails on its source: the applied batches must stay delivered, or the next run
     appends those rows a second time (insert) or loses their delivered state."""
     versions = source_versions("insert", random.Random(7))
     src = tmp_path / "src.parquet"
-    ws_path = str(tmp_path / "ws.duckdb")
+    ws_path = ws_target
     lake = tmp_path / "lake"
     versions[0].write_parquet(src)
     with dfsync.Workspace(ws_path) as ws:

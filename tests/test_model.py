@@ -20,7 +20,8 @@ Invariants checked after every run that ended in ``success``:
   sent exactly ``inserted + updated (+ deleted)``;
 * a further run with an unchanged source sends nothing.
 
-The default suite runs a modest number of examples; ``-m slow`` runs many more.
+The default suite runs a modest number of examples; ``-m slow`` runs many more, and the same
+model with its workspace on PostgreSQL (a fresh schema per example).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -56,7 +58,14 @@ scores = st.none() | st.floats(allow_nan=True, allow_infinity=True, width=64) | 
 #: destinations the model draws from; DFSYNC_MODEL_KINDS=postgres,duckdb (say) for a hunt that
 #: includes PostgreSQL and its two-connection writer (test_model_many_examples only)
 KINDS = [k.strip() for k in os.environ.get("DFSYNC_MODEL_KINDS", "duckdb,parquet,sqlite").split(",") if k.strip()]
-_FIXTURES: dict[str, object] = {}  # pg_server, handed over by the test that asked for it
+_FIXTURES: dict[str, object] = {}  # pg_server, ws_db: handed over by the test that asked for it
+
+
+def _workspace_target() -> str:
+    """In memory (the model is about the engine's logic, and it is 10x faster there), or a fresh
+    schema of the PostgreSQL database test_model_on_a_postgres_workspace hands over."""
+    db = _FIXTURES.get("ws_db")
+    return ":memory:" if db is None else f"{db}?schema=m_{uuid.uuid4().hex[:12]}"
 
 
 #: checks the model draws (by name, so hypothesis prints them); with any but "none" the
@@ -102,8 +111,7 @@ class SyncModel(RuleBasedStateMachine):
         self.ever = {k: {self._norm(v)} for k, v in self.rows.items()}
         self.incremental = incremental
         self.target = TARGETS[kind](_Req(kind), self.dir)
-        # an in-memory workspace: the model is about the engine's logic, and it is 10x faster here
-        self.ws = dfsync.Workspace(":memory:")
+        self.ws = dfsync.Workspace(_workspace_target())
         self.dest = FaultyDestination(self.target.make("t"))
         self._define()
 
@@ -298,3 +306,19 @@ def test_model_many_examples(request):
         max_examples=n, stateful_step_count=10, deadline=None,
         derandomize=os.environ.get("DFSYNC_MODEL_RANDOM") != "1",
         suppress_health_check=[HealthCheck.too_slow]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.workspaces("postgres")
+def test_model_on_a_postgres_workspace(ws_target):
+    """The default suite's examples with the workspace in a PostgreSQL schema: the same invariants."""
+    from hypothesis.stateful import run_state_machine_as_test
+
+    _FIXTURES["ws_db"] = ws_target.split("?", 1)[0]
+    try:
+        run_state_machine_as_test(SyncModel, settings=settings(
+            max_examples=int(os.environ.get("DFSYNC_MODEL_EXAMPLES", "4")), stateful_step_count=8,
+            deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]))
+    finally:
+        _FIXTURES.pop("ws_db", None)

@@ -1,7 +1,9 @@
 """One workspace, several real processes (see docs/CONCURRENCY.md for the policy).
 
 The long sync here is 200,000 rows in batches of 1,000, so a run has 200 batch boundaries
-at which the process running it hands the workspace file to others that are waiting.
+at which the process running it hands the workspace file to others that are waiting. The
+tests on ``big`` run on a workspace file and (``-m slow``) on a PostgreSQL workspace, where
+nobody waits for a hand-over at all.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from dfsync.errors import SyncAlreadyRunning, WorkspaceBusy
 
 ROWS = 200_000
 ACTIVE = ("started", "querying", "queued", "in_progress")
+WORKSPACE_STORES = ("duckdb", "postgres")
+SLOW_WORKSPACE_STORES = ("postgres",)  # 200,000 rows of delivered state on the server each
 
 
 @pytest.fixture
-def big(tmp_path):
+def big(tmp_path, ws_target):
     """A scheduled files -> DuckDB sync with many small batches; returns (workspace path, warehouse)."""
     src = tmp_path / "events.parquet"
     pl.DataFrame({"id": range(ROWS), "payload": [f"event-{i}" for i in range(ROWS)]}).write_parquet(src)
-    ws_path = str(tmp_path / ".dfsync" / "workspace.duckdb")
+    ws_path = ws_target if ws_target.startswith("postgresql://") else str(tmp_path / ".dfsync" / "workspace.duckdb")
     warehouse = tmp_path / "warehouse.duckdb"
     with dfsync.Workspace(ws_path) as ws:
         ws.create_sync("big", source=dfsync.sources.files(str(src)), primary_key="id", batch_size=1000,

@@ -193,9 +193,10 @@ def test_planted_secrets_appear_nowhere(tmp_path, app_db, http_server, caplog, c
     assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn, pg_server)
 
 
-def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog):
+@pytest.mark.workspaces("duckdb", "postgres")
+def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog, ws_target):
     caplog.set_level(logging.INFO)
-    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    ws = dfsync.Workspace(ws_target)
     sync = ws.create_sync("q", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})),
                           destination=dfsync.destinations.http(f"{http_server.url}/c?access_token={URL_TOKEN}"),
                           primary_key="id")
@@ -204,7 +205,9 @@ def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog):
     assert_clean("logs", " ".join(r.getMessage() for r in caplog.records))
 
 
-def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, capfd, monkeypatch, recwarn):
+@pytest.mark.workspaces("duckdb", "postgres", slow=("postgres",))
+def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, capfd, monkeypatch, recwarn,
+                                              ws_target, request):
     """MySQL/MariaDB: user ``app`` must give PW; literal, wrong and ``env:`` passwords. Delta Lake:
     secret storage options, as a literal and as an ``env:`` reference."""
     caplog.set_level(logging.DEBUG)
@@ -216,7 +219,8 @@ def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, 
     monkeypatch.setenv("DFSYNC_UNUSED", ENV_PW)
     where = f"127.0.0.1:{mariadb_server.port}/{db}"
     data = pl.DataFrame({"id": list(range(1, 31)), "name": [f"n{i}" for i in range(1, 31)]})
-    ws_path = tmp_path / "ws" / "workspace.duckdb"
+    pg = ws_target.startswith("postgresql://")
+    ws_path = ws_target if pg else tmp_path / "ws" / "workspace.duckdb"
     ws = dfsync.Workspace(ws_path)
     seen: list[tuple[str, str]] = []
     made = {
@@ -249,4 +253,5 @@ def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, 
                         "delta_opts": "success", "my_source": "success"}, statuses
     assert "access denied" in ws.sync("my_wrong").last_run().error.lower()
     assert mariadb_server.execute(f"SELECT count(*) FROM `{db}`.t3")[0][0] == 30
-    assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn)
+    assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn,
+                          request.getfixturevalue("pg_server") if pg else None)

@@ -12,7 +12,9 @@ FAIL under ``CI=true`` (tests/plugins/postgres.py).
 
 To keep the default suite short, a test that also takes the ``target`` fixture runs on the
 PostgreSQL workspace with the destinations in ``PG_WORKSPACE_TARGETS`` only; the other
-destinations are marked ``slow`` there (``pytest -m slow`` runs them).
+destinations are marked ``slow`` there (``pytest -m slow`` runs them). A suite whose cases
+are costly on a server marks whole stores ``slow``: ``@pytest.mark.workspaces("duckdb",
+"postgres", slow=("postgres",))``, or ``SLOW_WORKSPACE_STORES = ("postgres",)`` in its module.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ PG_WORKSPACE_TARGETS = ("duckdb",)
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "workspaces(*stores): the workspace stores a test runs against")
+    config.addinivalue_line("markers", "workspaces(*stores, slow=()): the workspace stores a test runs "
+                                       "against (those in slow only under -m slow)")
 
 
 def _stores(metafunc) -> list[str]:
@@ -64,8 +67,17 @@ def ws_target(request, tmp_path) -> str:
     return f"{uri}?schema=w_{uuid.uuid4().hex[:12]}"
 
 
+def _slow_stores(item) -> tuple[str, ...]:
+    mark = item.get_closest_marker("workspaces")
+    if mark is not None and "slow" in mark.kwargs:
+        return tuple(mark.kwargs["slow"])
+    return tuple(getattr(item.module, "SLOW_WORKSPACE_STORES", ()))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if params.get("ws_target") == "postgres" and params.get("target", "duckdb") not in PG_WORKSPACE_TARGETS:
+        store = params.get("ws_target")
+        pg_slow_target = store == "postgres" and params.get("target", "duckdb") not in PG_WORKSPACE_TARGETS
+        if pg_slow_target or (store is not None and store in _slow_stores(item)):
             item.add_marker(pytest.mark.slow)
