@@ -7,6 +7,17 @@ these override the statements PostgreSQL does not speak:
   others are kept as text) and ``_fp`` is a ``bigint`` holding the fingerprint's 64 bits. Read
   back, every key column is cast to its staged type again (``syncs.key_types``), so the diff in
   staging compares like with like.
+* **The delivered state is streamed**, never held whole here: :meth:`PgDeliveryOps.delivered`
+  reads it on a connection of its own (the driver fetches it by binary COPY) and hands the
+  batches on as they come; staging stores them (it may spill).
+* **A row is written once.** ``write_ahead`` is one binary COPY of the batch's keys,
+  fingerprints and actions straight into ``state_<id>`` with ``_ok`` TRUE; the row counts as
+  delivered once its batch is ``committed`` in ``batches`` (an ``inflight`` batch's rows are
+  left out of every read; a discarded batch's are deleted). Confirming a batch is then a few
+  set statements, whatever its size: no ``UPDATE ... SET _ok = TRUE`` of every row (MVCC would
+  write each row again: 15.9 s for 2M rows, five times the write-ahead). Only the previous
+  versions of updated and deleted keys are touched, by one ``DELETE ... USING`` (or, set aside,
+  ``UPDATE ... FROM``) per batch through the key index.
 * ``rec_<id>`` is created from the records' Arrow schema (``arrow_to_pg``), gains columns as
   records need them; a column whose type changes is widened (integers, floats) or becomes text.
   ``rowid`` (bigserial) keeps their order, as DuckDB's rowid does; DuckDB's ``* EXCLUDE`` is a
@@ -15,7 +26,9 @@ these override the statements PostgreSQL does not speak:
 
 from __future__ import annotations
 
+import contextlib
 import re
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +38,7 @@ import pyarrow as pa
 from .._arrow import int_array
 from .._ident import quote
 from .._pgtypes import arrow_to_pg
-from ._delivery import rec_table, state_table
+from ._delivery import key_match, rec_table, state_table
 
 __all__ = ["PgDeliveryOps", "duck_to_pg"]
 
@@ -37,6 +50,16 @@ _KEY_TYPES = {
     "TIMESTAMP": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamptz", "BLOB": "bytea", "UUID": "text",
 }
 _WIDER = {"smallint": 1, "integer": 2, "bigint": 3, "numeric": 4}
+#: staged key types whose Arrow values binary COPY writes straight into the state table's column
+#: once cast to this Arrow type; other key types go through a temporary table (PostgreSQL casts)
+_COPY_TYPES = {
+    "BOOLEAN": pa.bool_(), "TINYINT": pa.int16(), "SMALLINT": pa.int16(), "UTINYINT": pa.int16(),
+    "INTEGER": pa.int32(), "USMALLINT": pa.int32(), "BIGINT": pa.int64(), "UINTEGER": pa.int64(),
+    "FLOAT": pa.float32(), "DOUBLE": pa.float64(), "VARCHAR": pa.large_string(), "DATE": pa.date32(),
+    "TIMESTAMP": pa.timestamp("us"), "BLOB": pa.large_binary(),
+}
+#: a state row is delivered when its batch is not in flight (a discarded batch's rows are gone)
+_NOT_IN_FLIGHT = "(_run, _batch) NOT IN (SELECT run_id, batch_no FROM batches WHERE status = 'inflight')"
 
 
 def duck_to_pg(t: str) -> str:
@@ -75,6 +98,41 @@ def _cast_keys(tbl: pa.Table, types: dict[str, str] | None) -> pa.Table:
         con.close()
 
 
+class _KeyCaster:
+    """Batches read from the state table, as staging typed them (``_fp`` uint64, keys cast back)."""
+
+    def __init__(self, schema: pa.Schema, types: dict[str, str] | None) -> None:
+        self.types = types or {}
+        self._duck: Any = None
+        self.schema = self(pa.Table.from_batches([], schema)).schema
+
+    def __call__(self, tbl: pa.Table) -> pa.Table:
+        from ._pgcon import from_pg_arrow
+
+        tbl = from_pg_arrow(tbl)
+        if not self.types:
+            return tbl
+        if hasattr(self, "schema") and tbl.schema.equals(self.schema):
+            return tbl  # the common case (integer and text keys): no copy
+        if self._duck is None:
+            import duckdb
+
+            self._duck = duckdb.connect()
+        cols = ", ".join(f"CAST({quote(c)} AS {self.types[c]}) AS {quote(c)}" if c in self.types else quote(c)
+                         for c in tbl.column_names)
+        self._duck.register("_t", tbl)
+        try:
+            out = self._duck.sql(f"SELECT {cols} FROM _t").to_arrow_table()
+        finally:
+            self._duck.unregister("_t")
+        return out.cast(self.schema) if hasattr(self, "schema") else out
+
+    def close(self) -> None:
+        if self._duck is not None:
+            self._duck.close()
+            self._duck = None
+
+
 def _widen(have: str, new: str) -> str | None:
     """The type a records column takes when its records' type changes (None: keep it)."""
     if have == new:
@@ -91,6 +149,12 @@ class PgDeliveryOps:
     """Mixed in before :class:`dfsync.store._duckdb.Store` in :class:`PostgresStore`."""
 
     target: Any
+    busy_timeout: float
+
+    @property
+    def _changes(self) -> dict[tuple[int, int], bool]:
+        """(run, batch) -> does the batch update or delete keys (known to the process that wrote it ahead)."""
+        return self.__dict__.setdefault("_changes_by_batch", {})
 
     def _qualified(self, name: str) -> str:
         return f"{quote(self.target.schema)}.{quote(name)}"
@@ -110,22 +174,131 @@ class PgDeliveryOps:
                 f"CREATE INDEX ON {st} ({', '.join(quote(k) for k in key_types)})"]
 
     def delivered(self, sync_id: int, key: Sequence[str]) -> pa.RecordBatchReader | None:
+        """Key columns and ``_fp`` of every delivered row, streamed from the server.
+
+        The rows are read on a connection of their own (closed once the stream is read, or
+        dropped), so the thread's connection stays free for the run's other calls.
+        """
+        from ._pgcon import busy_error, open_connection, to_dollar, unreachable
+
+        st = state_table(sync_id)
+        with self._connect() as con:
+            if not self._has_table(con, st):
+                return None
+            types = self._key_types(con, sync_id)
+        cols = ", ".join(quote(k) for k in key)
+        raw = open_connection(self.target, self.busy_timeout)
+        try:
+            cur = raw.cursor()
+            cur.execute(to_dollar(f"SELECT {cols}, _fp FROM {st} WHERE _ok AND {_NOT_IN_FLIGHT}"))
+            reader = cur.fetch_record_batch()
+            cast = _KeyCaster(reader.schema, types)
+        except BaseException:
+            raw.close()
+            raise
+
+        def close() -> None:
+            cast.close()
+            cur.close()
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            raw.close()
+
+        def batches() -> Any:
+            try:
+                for batch in reader:
+                    if batch.num_rows:
+                        yield from cast(pa.Table.from_batches([batch])).to_batches()
+            except Exception as exc:
+                if unreachable(exc):  # the server went away mid-read: WorkspaceBusy, never a driver error
+                    raise busy_error(self.target, exc, None) from None
+                raise
+            finally:
+                done()
+
+        stream = batches()
+        done = weakref.finalize(stream, close)  # also when the stream is dropped unread
+        return pa.RecordBatchReader.from_batches(cast.schema, stream)
+
+    def delivered_count(self, sync_id: int) -> int:
         with self._connect() as con:
             if not self._has_table(con, state_table(sync_id)):
-                return None
-            cols = ", ".join(quote(k) for k in key)
-            tbl = con.sql(f"SELECT {cols}, _fp FROM {state_table(sync_id)} WHERE _ok").to_arrow_table()
-            types = self._key_types(con, sync_id)
-        tbl = _cast_keys(tbl, types)
-        return pa.RecordBatchReader.from_batches(tbl.schema, tbl.to_batches())
+                return 0
+            return con.execute(f"SELECT count(*) FROM {state_table(sync_id)} WHERE _ok AND {_NOT_IN_FLIGHT}"
+                               ).fetchall()[0][0]
+
+    def has_delivered(self, sync_id: int) -> bool:
+        with self._connect() as con:
+            st = state_table(sync_id)
+            return bool(self._has_table(con, st) and con.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {st} WHERE _ok AND {_NOT_IN_FLIGHT})").fetchall()[0][0])
 
     def run_delivered(self, sync_id: int, run_id: int, key: Sequence[str],
                       except_batches: Sequence[int] = ()) -> pa.Table | None:
-        tbl = super().run_delivered(sync_id, run_id, key, except_batches)  # type: ignore[misc]
-        if tbl is None:
-            return None
+        cols = ", ".join(quote(k) for k in key)
+        not_in = f"AND _batch NOT IN ({', '.join(str(int(b)) for b in except_batches)})" if except_batches else ""
         with self._connect() as con:
+            if not self._has_table(con, state_table(sync_id)):
+                return None
+            tbl = con.sql(f"SELECT {cols}, _fp, _action, _batch FROM {state_table(sync_id)} "
+                          f"WHERE _run = {int(run_id)} AND _ok AND {_NOT_IN_FLIGHT} {not_in}").to_arrow_table()
             return _cast_keys(tbl, self._key_types(con, sync_id))
+
+    # ------------------------------------------------------------------ batches
+    def write_ahead(self, sync_id: int, run_id: int, batch_no: int, rows: pa.Table, key: Sequence[str],
+                    action_column: str) -> None:
+        """One binary COPY of the batch's key, ``_fp`` and action into the state (``_ok`` TRUE: the
+        batch's ``inflight`` status keeps the rows out of every read until it is committed)."""
+        import pyarrow.compute as pc
+
+        st = state_table(sync_id)
+        n = rows.num_rows
+        actions = rows.column(action_column)
+        self._changes[(run_id, batch_no)] = bool(n) and bool(pc.any(pc.is_in(
+            actions, pa.array(["update", "delete"]))).as_py())
+        with self._transaction() as con:
+            types = self._key_types(con, sync_id) or {}
+            if all(types.get(k, "").upper() in _COPY_TYPES for k in key):
+                cols = {k: rows.column(k).cast(_COPY_TYPES[types[k].upper()]) for k in key}
+                log = pa.table({**cols, "_fp": rows.column("_fp"),
+                                "_run": pa.array(np.full(n, run_id, dtype=np.int64)),
+                                "_batch": pa.array(np.full(n, batch_no, dtype=np.int32)),
+                                "_action": actions.cast(pa.large_string()),
+                                "_ok": pa.array(np.ones(n, dtype=bool))})
+                con.ingest(st, log)
+            else:  # key types binary COPY would not write as they are: PostgreSQL casts them
+                con.register("_log", rows.select([*key, "_fp", action_column]))
+                names = ", ".join(quote(k) for k in key)
+                con.execute(f"INSERT INTO {st} ({names}, _fp, _run, _batch, _action, _ok) SELECT {names}, _fp, "
+                            f"{int(run_id)}, {int(batch_no)}, {quote(action_column)}, TRUE FROM pg_temp._log")
+                con.unregister("_log")
+            con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)", [run_id, batch_no, n])
+
+    def _confirm(self, con: Any, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
+                 not_delivered: list[list[Any]], keep_superseded: bool = False) -> None:
+        """Inside a transaction: the destination confirmed (run_id, batch_no). Set statements only;
+        the batch's own rows are not rewritten (its status makes them delivered)."""
+        st = state_table(sync_id)
+        this = f"n._run = {int(run_id)} AND n._batch = {int(batch_no)}"
+        if not_delivered:
+            keys = pa.table({k: [row[i] for row in not_delivered] for i, k in enumerate(key)})
+            con.register("_nd", keys)
+            con.execute(f"DELETE FROM {st} n USING pg_temp._nd d WHERE {this} AND {key_match('n', 'd', key)}")
+            con.unregister("_nd")
+        changes = self._changes.pop((run_id, batch_no), None)
+        if changes is None:  # written ahead by another process (settling what it left): look
+            changes = bool(con.execute(f"SELECT EXISTS (SELECT 1 FROM {st} n WHERE {this} "
+                                       f"AND _action IN ('update','delete'))").fetchall()[0][0])
+            # a batch written ahead before rows were written with _ok TRUE (an earlier version)
+            con.execute(f"UPDATE {st} n SET _ok = TRUE WHERE {this} AND NOT _ok")
+        if changes:  # the previous versions of the batch's updated and deleted keys, found by the key index
+            prev = "UPDATE {st} s SET _ok = NULL FROM" if keep_superseded else "DELETE FROM {st} s USING"
+            con.execute(f"{prev.format(st=st)} {st} n WHERE {this} AND n._action IN ('update','delete') "
+                        f"AND {key_match('s', 'n', key)} AND s._ok AND NOT (s._run = n._run AND s._batch = n._batch)")
+            con.execute(f"DELETE FROM {st} n WHERE {this} AND _action = 'delete'")
+        con.execute(
+            "UPDATE batches SET status = 'committed', committed_at = now(), failed = ? WHERE run_id = ? AND batch_no = ?",
+            [len(not_delivered), run_id, batch_no])
 
     # ------------------------------------------------------------------ records
     def _store_records(self, con: Any, sync_id: int, run_id: int, recs: pa.Table) -> None:
