@@ -59,6 +59,8 @@ _COPY_TYPES = {
     "TIMESTAMP": pa.timestamp("us"), "BLOB": pa.large_binary(),
 }
 #: a state row is delivered when its batch is not in flight (a discarded batch's rows are gone)
+#: the rows of a batch that supersede a delivered version (their partial index is this predicate)
+_CHANGES = "_action IN ('update','delete')"
 _NOT_IN_FLIGHT = "(_run, _batch) NOT IN (SELECT run_id, batch_no FROM batches WHERE status = 'inflight')"
 
 
@@ -168,10 +170,14 @@ class PgDeliveryOps:
     # ------------------------------------------------------------------ delivered state
     @staticmethod
     def _state_table_ddl(st: str, key_types: dict[str, str]) -> list[str]:
+        """The state table with the key index (superseded versions, rejected rows are found by key)
+        and two partial indexes that stay small: a batch's updates and deletes, and the rows set
+        aside. A first load's rows go into the key index only."""
         cols = ", ".join(f"{quote(k)} {duck_to_pg(t)}" for k, t in key_types.items())
         return [f"CREATE TABLE {st} ({cols}, _fp bigint, _run bigint, _batch integer, _action text, _ok boolean)",
-                f"CREATE INDEX ON {st} (_run, _batch)",
-                f"CREATE INDEX ON {st} ({', '.join(quote(k) for k in key_types)})"]
+                f"CREATE INDEX ON {st} ({', '.join(quote(k) for k in key_types)})",
+                f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}",
+                f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL"]
 
     def delivered(self, sync_id: int, key: Sequence[str]) -> pa.RecordBatchReader | None:
         """Key columns and ``_fp`` of every delivered row, streamed from the server.
@@ -283,19 +289,20 @@ class PgDeliveryOps:
         if not_delivered:
             keys = pa.table({k: [row[i] for row in not_delivered] for i, k in enumerate(key)})
             con.register("_nd", keys)
+            con.execute("ANALYZE pg_temp._nd")  # found through the key index, not by a scan of the state
             con.execute(f"DELETE FROM {st} n USING pg_temp._nd d WHERE {this} AND {key_match('n', 'd', key)}")
             con.unregister("_nd")
         changes = self._changes.pop((run_id, batch_no), None)
         if changes is None:  # written ahead by another process (settling what it left): look
-            changes = bool(con.execute(f"SELECT EXISTS (SELECT 1 FROM {st} n WHERE {this} "
-                                       f"AND _action IN ('update','delete'))").fetchall()[0][0])
+            changes = bool(con.execute(f"SELECT EXISTS (SELECT 1 FROM {st} n WHERE {this} AND {_CHANGES})"
+                                       ).fetchall()[0][0])
             # a batch written ahead before rows were written with _ok TRUE (an earlier version)
             con.execute(f"UPDATE {st} n SET _ok = TRUE WHERE {this} AND NOT _ok")
         if changes:  # the previous versions of the batch's updated and deleted keys, found by the key index
             prev = "UPDATE {st} s SET _ok = NULL FROM" if keep_superseded else "DELETE FROM {st} s USING"
-            con.execute(f"{prev.format(st=st)} {st} n WHERE {this} AND n._action IN ('update','delete') "
+            con.execute(f"{prev.format(st=st)} {st} n WHERE {this} AND n.{_CHANGES} "
                         f"AND {key_match('s', 'n', key)} AND s._ok AND NOT (s._run = n._run AND s._batch = n._batch)")
-            con.execute(f"DELETE FROM {st} n WHERE {this} AND _action = 'delete'")
+            con.execute(f"DELETE FROM {st} n WHERE {this} AND {_CHANGES} AND _action = 'delete'")
         con.execute(
             "UPDATE batches SET status = 'committed', committed_at = now(), failed = ? WHERE run_id = ? AND batch_no = ?",
             [len(not_delivered), run_id, batch_no])
