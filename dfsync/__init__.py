@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from . import destinations, sources
+from . import destinations, engines, sources
 from .errors import (
     ConfigError,
     DestinationError,
@@ -77,6 +77,7 @@ __all__ = [
     "WorkspaceError",
     "checks",
     "destinations",
+    "engines",
     "schedule",
     "sources",
     "static",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -44,3 +45,10 @@ def max_cursor(a: Any, b: Any) -> Any:
         return max(a, b)
     except TypeError:
         return b
+
+
+def cursor_merge(sync_mode: str) -> Callable[[Any, Any], Any] | None:
+    """How the store advances a sync's cursor at a run's end (None: not an incremental sync)."""
+    if sync_mode != "incremental":
+        return None
+    return lambda old, run: cursor_to_json(max_cursor(cursor_from_json(old), cursor_from_json(run)))

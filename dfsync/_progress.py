@@ -98,4 +98,4 @@ def status_text(status: str, row: dict[str, Any]) -> str:
     if status in ("failed", "paused") and error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return f"{status}: {reason[:300]}{'…' if len(reason) > 300 else ''}" if reason else status
-    return status
+    return f"{status}, buckets: {row['buckets']}" if row.get("buckets") else status

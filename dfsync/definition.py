@@ -35,6 +35,7 @@ from .states import DestinationMode, SyncMode, check_failed_rows_setting
 
 ON_INVALID = ("fail", "skip", "warn")
 CALLBACKS = ("on_success", "on_failure", "on_paused")
+MAX_PARTITIONS = 4096
 #: built from the stored configs on first use when a definition is read back (a rebuilt source
 #: may need a frame of another session, GX checks a heavy import)
 _BUILT_ON_USE = ("source", "destination", "checks")
@@ -95,6 +96,8 @@ class SyncDefinition:
     on_paused: Any = None
     lookback: Any = None
     initial_cursor: Any = None
+    #: buckets by a stable hash of the primary key (dfsync._partition); None: one run, no buckets
+    partitions: int | None = None
 
     # .............................................................. validation
     def validate(self) -> SyncDefinition:
@@ -163,6 +166,10 @@ class SyncDefinition:
         self.checks = check_objs
         if self.schedule is not None:
             self.next_run_after(datetime.now().astimezone())  # fail now on a schedule that does not parse
+        n = self.partitions
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_PARTITIONS):
+            raise ConfigError(f"partitions must be a whole number from 1 to {MAX_PARTITIONS} (the buckets a run "
+                              f"splits its rows into by a hash of the primary key), or None; not {n!r}")
         return self
 
     def next_run_after(self, now: datetime) -> datetime | None:
@@ -226,8 +233,8 @@ class SyncDefinition:
             "allow_empty": self.allow_empty,
             "schema": self.schema,
             "callbacks": {k: v for k in CALLBACKS if isinstance(v := getattr(self, k), str)},
-            # lookback / initial_cursor, only when set (older definitions stay equal)
-            **{k: v for k in ("lookback", "initial_cursor") if (v := getattr(self, k)) is not None},
+            # lookback / initial_cursor / partitions, only when set (older definitions stay equal)
+            **{k: v for k in ("lookback", "initial_cursor", "partitions") if (v := getattr(self, k)) is not None},
         }
 
     @classmethod
@@ -254,6 +261,7 @@ class SyncDefinition:
             schema=data.get("schema") or "evolve",
             lookback=data.get("lookback"),
             initial_cursor=data.get("initial_cursor"),
+            partitions=data.get("partitions"),
             **{k: live.get(k, stored_callbacks.get(k)) for k in CALLBACKS},
             **{k: live[k] for k in _BUILT_ON_USE if k in live},
         )

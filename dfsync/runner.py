@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import traceback
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -28,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _registry, _settle
+from . import _partition, _registry, _settle
 from ._arrow import bool_array, int_array, string_array
-from ._cursor import cursor_from_json, cursor_to_json, max_cursor
+from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor
 from ._dryrun import DryRunStore
 from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
@@ -116,6 +115,7 @@ class Runner:
         self.cursor_max: Any = None
         self.source_token: str | None = None  # set when this run read (or skipped) an unchanged-files source
         self.reused_checks: int | None = None  # the run whose check results a skipped read reuses
+        self.engine: Any = None  # where a partitioned run's buckets run (dfsync.engines; None: here)
 
     @property
     def staging(self) -> Staging | None:
@@ -140,7 +140,7 @@ class Runner:
     def _report(self) -> None:
         self._control.report(self.status.value, lambda: self.store.run_row(self.run_id))
 
-    def _check_requests(self) -> None:
+    def check_requests(self) -> None:
         asked = self._control.stop_requested()  # by this process: run.pause()/abort(), sync.disable()
         what = self.store.pending_request(self.run_id) or asked
         if asked == "abort":
@@ -371,7 +371,7 @@ class Runner:
     def _transfer(self) -> None:
         defn, store, staging = self.defn, self.store, self.staging
         assert staging is not None
-        self._check_requests()
+        self.check_requests()
         key = list(defn.primary_key)
         mode = defn.destination_mode
         self._store_invalid_records()
@@ -395,6 +395,9 @@ class Runner:
         self.session.prepare(staging.arrow_schema())
         self._record_schema(plan, total)
         self._report()
+        if defn.partitions:  # bucket by bucket, on the run's engine
+            _partition.send_buckets(self, keep_all, next_batch)
+            return self._finish()
         with store.lease():
             store.ensure_state_table(self.sync_id, {k: staging.types[k] for k in key})
             size = defn.batch_size or defn.destination.default_batch_size  # None: the destination's choice
@@ -412,17 +415,17 @@ class Runner:
                     next_batch += 1
                     del tbl
                     while len(sent) > writer.depth:
-                        self._confirm(*sent.popleft(), key, keep_all)
+                        self.confirm(*sent.popleft(), key, keep_all)
                     pool.release_unused()  # hand the batch's buffers back to the OS, not to a cache
                     store.release_if_stale()
-                    self._check_requests()
+                    self.check_requests()
                 while sent:
-                    self._confirm(*sent.popleft(), key, keep_all)
+                    self.confirm(*sent.popleft(), key, keep_all)
             except StopRequested:
                 # a pause or abort between batches: settle what the destination already has
                 writer.close()
                 while sent and landed(sent[0][2]):
-                    self._confirm(*sent.popleft(), key, keep_all)
+                    self.confirm(*sent.popleft(), key, keep_all)
                 raise
             finally:
                 # never leave a write running under a session about to be closed; a batch it
@@ -462,7 +465,7 @@ class Runner:
                 self.store.note(self.sync_id, self.run_id, f"schema: {text}", kind="schema")
         self.store.set_sync_fields(self.sync_id, dest_schema=_schema.dump(plan.fields))
 
-    def _confirm(self, tbl: pa.Table, batch_no: int, written: Future[BatchResult], key: list[str],
+    def confirm(self, tbl: pa.Table, batch_no: int, written: Future[BatchResult], key: list[str],
                  keep_all: bool) -> None:
         """After the destination applied a batch (with its ledger entry): record the outcome."""
         store, defn = self.store, self.defn
@@ -536,15 +539,9 @@ class Runner:
         store.finish_run(self.sync_id, self.run_id, list(defn.primary_key),
                          replace=defn.destination_mode.rewrites, fp_algo=FP_ALGO,
                          source_snapshot=None if problem or run["failed"] or run["invalid"] else self.source_token,
-                         merge_cursor=self._merge_cursor(), problem=problem)
+                         merge_cursor=cursor_merge(self.defn.sync_mode), problem=problem)
         self.status = RunStatus.FAILED if problem else RunStatus.SUCCESS
         self._report()
-
-    def _merge_cursor(self) -> Callable[[Any, Any], Any] | None:
-        """How the store advances the sync's cursor at a run's end (None: not an incremental sync)."""
-        if self.defn.sync_mode != SyncMode.INCREMENTAL:
-            return None
-        return lambda old, run: cursor_to_json(max_cursor(cursor_from_json(old), cursor_from_json(run)))
 
     def _pausable(self) -> bool:
         """An interruption pauses the run (rather than failing it): while it transfers, and
@@ -583,7 +580,7 @@ class Runner:
                 _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id, session=self.session,
                             ignore=Exception, unless_applied=True)
         try:
-            self.store.fail_run(self.sync_id, self.run_id, error, kind, redact(detail or error), self._merge_cursor())
+            self.store.fail_run(self.sync_id, self.run_id, error, kind, redact(detail or error), cursor_merge(self.defn.sync_mode))
             self.status = RunStatus.FAILED
         except Exception:
             pass

@@ -20,6 +20,7 @@ from . import _html_history, _registry
 from ._callbacks import LazyCallback, notify
 from ._check import results_frame
 from ._cursor import cursor_from_json
+from ._partition import check_engine
 from ._registry import LIVE
 from ._schema import schema_frame
 from ._settings import use as use_settings
@@ -100,7 +101,8 @@ class Sync:
 
     # .............................................................. running
     def run(self, *, progress: bool | Callable[[str, dict[str, Any]], Any] = True, background: bool = False,
-            trigger: str = "manual", source: Any = None, raise_on_failure: bool = False) -> SyncRun:
+            trigger: str = "manual", source: Any = None, raise_on_failure: bool = False,
+            engine: Any = None) -> SyncRun:
         """Run the sync (or resume its paused run) and return the run.
 
         Blocking by default; ``background=True`` returns at once and the run goes on in a
@@ -111,11 +113,16 @@ class Sync:
         ``source=`` (a frame or a dfsync source) is read by this run instead of the sync's own
         source; the saved definition is unchanged and its mapping, keys and checks still apply.
         ``raise_on_failure=True`` raises :class:`dfsync.SyncRunFailed` when the run ends
-        ``failed`` (a ``paused`` run is not a failure: the next run resumes it).
+        ``failed`` (a ``paused`` run is not a failure: the next run resumes it). ``engine=``
+        (``dfsync.engines.local(processes=4)``, ``dfsync.engines.ray(...)``) runs the buckets of a
+        sync created with ``partitions=N`` there (docs/PARTITIONS.md).
         """
         one_run = self._source_for_run(source)
+        self._load()
+        check_engine(self.spec, self.name, engine)
         with self.workspace.store.lease():
-            run = self._run(progress=progress, background=background, trigger=trigger, source=one_run)
+            run = self._run(progress=progress, background=background, trigger=trigger, source=one_run,
+                            engine=engine)
         if raise_on_failure:
             if background:
                 run.wait()
@@ -144,7 +151,8 @@ class Sync:
         other._one_run_source = source
         return other
 
-    def _run(self, *, progress: Any, background: bool, trigger: str, source: Source | None = None) -> SyncRun:
+    def _run(self, *, progress: Any, background: bool, trigger: str, source: Source | None = None,
+             engine: Any = None) -> SyncRun:
         ws, store = self.workspace, self.workspace.store
         self._load()
         if self.status == SyncStatus.DISABLED:
@@ -200,6 +208,7 @@ class Sync:
             runner = Runner(self.spec.with_source(run_source), run_id,
                             sync_id=self.id, sync_name=self.name, store=store, staging_dir=ws.staging_dir(run_id),
                             resume=paused is not None)
+            runner.engine = engine
         except BaseException:
             _registry.end_run(store.key, run_id)
             lock.release()

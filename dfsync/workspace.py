@@ -132,6 +132,7 @@ class Workspace:
         lookback: Any = None,
         initial_cursor: Any = None,
         schema: str = "evolve",
+        partitions: int | None = None,
     ) -> Sync:
         """Define a sync (or, with the same name, change its definition: a new version is recorded).
 
@@ -152,7 +153,7 @@ class Workspace:
                 on_invalid=on_invalid, max_failed_rows=max_failed_rows, batch_size=batch_size, schedule=schedule,
                 on_success=on_success, on_failure=on_failure, on_paused=on_paused,
                 failed_rows_alert=failed_rows_alert, allow_empty=allow_empty, lookback=lookback,
-                initial_cursor=initial_cursor, schema=schema).validate()
+                initial_cursor=initial_cursor, schema=schema, partitions=partitions).validate()
         self._store_definition(name, spec, if_exists)
         return Sync(self, name)
 

@@ -119,6 +119,7 @@ class FaultyDestination(Destination):
         self.transactional = self.inner.transactional  # type: ignore[misc]
         self.applies_per_batch = getattr(self.inner, "applies_per_batch", True)
         self.modes = self.inner.modes  # type: ignore[misc]
+        self.one_writer = self.inner.one_writer  # type: ignore[misc]
 
     def config(self) -> dict[str, Any]:
         return {"inner": {"kind": self.inner.kind, **self.inner.config()},

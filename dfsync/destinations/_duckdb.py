@@ -45,6 +45,7 @@ class DuckDBDestination(Destination):
     #: eight DuckDB row groups (122,880 rows each): 20 batches of 100k for 2M rows cost about
     #: 0.9 CPU-s more than two of a million (bench/RESULTS.md, issue 22)
     default_batch_size = 8 * 122_880
+    one_writer = True
 
     def __init__(self, path: str, table: str) -> None:
         if not table or not isinstance(table, str):

@@ -96,6 +96,7 @@ def _affinity(decl: str) -> str:
 @register_destination
 class SQLiteDestination(Destination):
     """A table in a SQLite file (created if missing)."""
+    one_writer = True
 
     kind = "sqlite"
     #: SQLite stores a NaN REAL as NULL: a NaN is refused before anything is sent

@@ -183,6 +183,13 @@ class Destination(ABC):
     #: Rows per batch when the sync's ``batch_size`` is None (its default): each destination's
     #: own best size (bench/RESULTS.md, issue 22).
     default_batch_size: ClassVar[int] = 100_000
+    #: one writer at a time (a database file): a partitioned run's buckets write it one after another
+    one_writer: ClassVar[bool] = False
+
+    @property
+    def literal_secret(self) -> bool:
+        """Holds a secret given as a literal (kept in this process only, never in its config)."""
+        return bool(getattr(self, "_literal_password", None)) or bool(getattr(self, "session_only", False))
     #: Destination modes this destination supports.
     modes: ClassVar[frozenset[DestinationMode]] = frozenset(DestinationMode)
 

@@ -1,0 +1,43 @@
+"""What every engine is: runs bucket tasks and returns futures of their results."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import TransientDestinationError
+
+Task = dict[str, Any]
+
+
+class WorkerLost(Exception):
+    """The worker running a bucket died (killed, out of memory): the driver dispatches the bucket again."""
+
+
+class BucketsLost(TransientDestinationError):
+    """A bucket's worker died on every attempt: the run pauses, and the next sync.run() resumes it."""
+
+
+class Engine:
+    """Runs bucket tasks; :meth:`submit` returns a future of the task's result (its exception: the
+    task's own, or :class:`WorkerLost`)."""
+
+    name = "engine"
+    #: tasks leave this process (a literal secret in the definition could not travel with them)
+    remote = True
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Called once before the first task of a run."""
+
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, fn: Callable[[Task], Any], task: Task) -> cf.Future[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Called when the run's transfer ends (also on error)."""
+
+    def __repr__(self) -> str:
+        return f"dfsync.engines.{self.name}()"
