@@ -14,6 +14,8 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+
 from ._html import (
     COLORS,
     ERROR,
@@ -62,11 +64,14 @@ def run_view(run: SyncRun, row: dict[str, Any] | None = None, *, details: bool =
     }
     if details and row["status"] not in ACTIVE:
         sync_id = row["sync_id"]
+        # example rows come from the records, which a viewer of a shared workspace may not read
+        records = (counts["invalid"] or counts["failed"]) and "records" in store.capabilities(sync_id)
         if counts["invalid"]:
             for c in store.failed_checks(run.id):
-                sample = store.record_sample(sync_id, run.id, "invalid", check=c["check"], limit=SAMPLE_ROWS)
+                sample = (store.record_sample(sync_id, run.id, "invalid", check=c["check"], limit=SAMPLE_ROWS)
+                          if records else pl.DataFrame())
                 view["checks"].append({**c, "sample": _public(sample)})
-        if counts["failed"]:
+        if counts["failed"] and records:
             for err, n in store.failed_errors(sync_id, run.id):
                 sample = store.record_sample(sync_id, run.id, "failed", error=err, limit=SAMPLE_ROWS)
                 view["errors"].append({"error": err, "rows": n, "sample": _public(sample)})

@@ -8,6 +8,7 @@
     ├── SyncDisabledError            running a disabled sync
     ├── SyncAlreadyRunning           a second concurrent run of the same sync
     ├── InvalidTransition            a state change STATES.md does not allow
+    ├── PermissionDenied             the workspace role lacks a privilege the action needs
     ├── WorkspaceError
     │   ├── WorkspaceBusy            another process holds the workspace file
     │   └── WorkspaceCorrupt         the file is not a readable dfsync workspace
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidRecordsError",
     "InvalidTransition",
     "MissingDependencyError",
+    "PermissionDenied",
     "SchemaMismatchError",
     "SessionOnlyError",
     "SourceError",
@@ -103,6 +105,16 @@ class RunTakenOver(SyncAlreadyRunning):
 
 class InvalidTransition(DfsyncError):
     """A state change that STATES.md does not allow."""
+
+
+class PermissionDenied(DfsyncError):
+    """The workspace role may not do this action; nothing was changed. ``action`` names it (``"run"``,
+    ``"delete"``, ...), ``privileges`` what it needs that the role lacks (``"INSERT on table runs"``)."""
+
+    def __init__(self, message: str, action: str = "", privileges: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.action = action
+        self.privileges = tuple(privileges)
 
 
 class WorkspaceError(DfsyncError):

@@ -103,6 +103,7 @@ class SyncRun:
         valid = ("pending", "succeeded", "failed", "invalid", "skipped")
         if status is not None and status not in valid:
             raise ConfigError(f"unknown record status {status!r}; choose one of {', '.join(valid)}")
+        self.workspace.store.require("records", self._row["sync_id"])
         staging = _registry.staged_rows(self.workspace.store.key, self.id)
         if staging is not None and staging.loaded:
             return pl.from_arrow(staging.records(status=status, limit=limit))  # type: ignore[return-value]
@@ -141,6 +142,7 @@ class SyncRun:
 
     def pause(self) -> None:
         """Ask the run to stop at the next batch boundary; it becomes paused and resumes on the next run."""
+        self.workspace.store.require("pause", self._row["sync_id"])
         self._request("pause")
 
     def abort(self) -> None:
@@ -149,6 +151,7 @@ class SyncRun:
         st = self.status
         if st.terminal:
             return
+        store.require("abort", self._row["sync_id"])
         if st == RunStatus.PAUSED and not _registry.is_running(store.key, self.id):
             sync = self.sync
             if not applies_per_batch(sync.spec):

@@ -151,6 +151,7 @@ class Scheduler:
                  on_run: Callable[[SyncRun], Any] | None = None) -> None:
         if poll_seconds <= 0:
             raise ConfigError("poll_seconds must be a positive number of seconds")
+        ws.store.require("run")  # a role that may not run syncs is told now, not at the first due one
         self.ws = ws
         self.poll_seconds = poll_seconds
         self.clock = clock or _now

@@ -155,6 +155,7 @@ class Sync:
              engine: Any = None) -> SyncRun:
         ws, store = self.workspace, self.workspace.store
         self._load()
+        store.require("run", self.id)
         if self.status == SyncStatus.DISABLED:
             raise SyncDisabledError(f"sync {self.name!r} is disabled; call sync.enable() to run it again")
         if self.session_only and "source" not in self._live and source is None:
@@ -228,6 +229,7 @@ class Sync:
         if one_run is not None:
             return self._with_source(one_run).preview()
         self._load()
+        self.workspace.store.require("preview", self.id)
         # the run's own query and checks, writing nothing (no run row: run id 0)
         dry = Runner(self.spec.with_source(self.source), 0, sync_id=self.id, sync_name=self.name,
                      store=self.workspace.store, staging_dir="", resume=False, dry_run=True)
@@ -265,6 +267,7 @@ class Sync:
         from ._validate import validate
 
         self._load()
+        self.workspace.store.require("preview", self.id)
         return validate(self)
 
     def _read_from(self) -> Any:
@@ -287,6 +290,7 @@ class Sync:
         touched. An event records who reset it. Refused while a run is going on or paused."""
         import getpass
 
+        self.workspace.store.require("reset", self.id)
         try:
             user = getpass.getuser()
         except Exception:  # no user name (some containers): the process still says who
@@ -298,6 +302,7 @@ class Sync:
     def disable(self) -> None:
         """Stop the sync from running (manually or on schedule); a transferring run pauses."""
         store = self.workspace.store
+        store.require("disable", self.id)
         store.set_sync_status(self.id, "disable", "disabled by the user")
         active = store.latest_run_id(self.id, ["in_progress"])
         if active is not None:
@@ -305,6 +310,7 @@ class Sync:
 
     def enable(self) -> None:
         """Allow the sync to run again; its status goes back to what its last finished run says."""
+        self.workspace.store.require("enable", self.id)
         self.workspace.store.set_sync_status(self.id, "enable", "enabled by the user")
 
     def runs(self, limit: int | None = None) -> pl.DataFrame:

@@ -164,6 +164,7 @@ class Workspace:
         store = self.store
         with store.lease():  # one workspace connection for the lookups and the write, not four
             if not store.sync_exists(name):
+                store.require("create")
                 store.create_sync(name, definition, spec.state_key(), spec.schedule, next_run, spec.session_only)
             else:
                 old = store.sync_row(name)
@@ -176,6 +177,8 @@ class Workspace:
                         f"a sync named {name!r} already exists {what}. if_exists='update' (the default) stores "
                         f"the new definition as its next version and keeps what it delivered, so only changes "
                         f"are sent; or pick another name, or ws.delete_sync({name!r}) first")
+                if changed or old["schedule"] != spec.schedule:  # the same definition again changes nothing
+                    store.require("change", old["id"])
                 version, reset = store.update_definition(old["id"], definition, spec.state_key(), spec.schedule,
                                                          next_run, spec.session_only)
                 if version != old["definition_version"]:
@@ -210,6 +213,7 @@ class Workspace:
     def delete_sync(self, name: str) -> None:
         """Remove a sync, its runs and its delivered state (the destination is untouched)."""
         row = self.store.sync_row(name)
+        self.store.require("delete", row["id"])
         if self.store.latest_run_id(row["id"], list(ACTIVE_RUNS)):
             raise SyncAlreadyRunning(f"sync {name!r} is running; abort or wait for the run before deleting it")
         self.store.delete_sync(row["id"])

@@ -88,6 +88,10 @@ class DeliveryOps:
             if not self._has_table(con, st):
                 for stmt in self._state_table_ddl(st, key_types):
                     con.execute(stmt)
+                self._share_table(con, st)
+
+    def _share_table(self, con: Any, table: str) -> None:
+        """A per-sync table was just created (the PostgreSQL store hands it to the workspace's roles)."""
 
     @staticmethod
     def _state_table_ddl(st: str, key_types: dict[str, str]) -> list[str]:

@@ -41,6 +41,7 @@ from ._common import (
 )
 from ._delivery import DeliveryOps
 from ._filelock import FileConnections
+from ._privileges import ALL_ACTIONS
 
 
 class Store(DeliveryOps, FileConnections):
@@ -63,6 +64,13 @@ class Store(DeliveryOps, FileConnections):
         """Any query over the workspace tables, for the user (``Workspace.sql``)."""
         with self._connect() as con:
             return frame(con, query, params)
+
+    def capabilities(self, sync_id: int | None = None) -> frozenset[str]:
+        """The actions this workspace's user may take: a file's owner may take them all."""
+        return ALL_ACTIONS
+
+    def require(self, action: str, sync_id: int | None = None) -> None:
+        """Raise ``PermissionDenied`` unless the user may take ``action``: a file's owner always may."""
 
     def schema_version(self) -> int:
         with self._connect() as con:

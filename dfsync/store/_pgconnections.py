@@ -21,6 +21,7 @@ from ..errors import WorkspaceBusy, WorkspaceError
 from ._common import now
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 from ._pgcon import PgCon, PgTarget, busy_error, open_connection, unreachable
+from ._privileges import denied
 
 __all__ = ["MIGRATIONS_PG", "PgConnections", "pg_ddl"]
 
@@ -135,6 +136,8 @@ class PgConnections:
                     con.rollback()
                 except Exception:
                     self._drop_thread_con()
+                if getattr(exc, "sqlstate", None) == "42501":  # a privilege no check foresaw
+                    raise denied(self.target.where, exc) from None
                 if getattr(exc, "sqlstate", None) == "55P03":  # lock_timeout: a row held too long
                     raise WorkspaceBusy(
                         f"workspace busy: a row of the PostgreSQL workspace {self.target.where} stayed locked "
@@ -173,7 +176,18 @@ class PgConnections:
         self._drop_thread_con()
 
     # ------------------------------------------------------------------ schema
+    def _up_to_date(self, con: Any) -> bool:
+        schema = _q(self.target.schema)
+        if not con.execute("SELECT to_regclass(CAST(? AS text)) IS NOT NULL AND to_regclass(CAST(? AS text)) IS NOT NULL",
+                           [f"{schema}.dfsync_schema", f"{schema}.dfsync_schema_pg"]).fetchall()[0][0]:
+            return False
+        have = con.execute("SELECT (SELECT coalesce(max(version), 0) FROM dfsync_schema), "
+                           "(SELECT coalesce(max(version), 0) FROM dfsync_schema_pg)").fetchall()[0]
+        return tuple(have) == (SCHEMA_VERSION, max(MIGRATIONS_PG))
+
     def _migrate(self, con: Any, create: bool = True) -> None:
+        if self._up_to_date(con):  # nothing to do: no DDL, no lock (a role that may only read opens it too)
+            return
         schema = _q(self.target.schema)
         tables = [r[0] for r in con.execute(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = ? ORDER BY 1",

@@ -317,6 +317,7 @@ class PgDeliveryOps:
         if not self._has_table(con, rt):
             cols = ", ".join(f"{quote(c)} {t}" for c, t in wanted.items())
             con.execute(f"CREATE TABLE {rt} ({cols}, rowid bigserial)")
+            self._share_table(con, rt)  # type: ignore[attr-defined]
         have = _columns(con, self._qualified(rt))
         for name, typ in wanted.items():
             if name not in have:

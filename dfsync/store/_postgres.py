@@ -24,6 +24,8 @@ store inherits its operations and their SQL, run over one ADBC connection per th
   in its own transaction, so an owner that comes back after a takeover writes nothing
   (:mod:`dfsync.store._pgfence`), and SQL destinations refuse its batches by the same epoch.
 * **Schedules claimed once.** ``claim_next_run`` is one compare-and-set ``UPDATE``.
+* **Roles.** What the connecting role may do is checked before each action (``_privileges.py``,
+  ``require``/``capabilities``); a role that may not write opens the workspace read-only.
 * **Migrations** are the DuckDB file's (same versions; ``JSON`` kept as ``text``, ``DOUBLE`` as
   ``double precision``), plus PostgreSQL-only ones in ``dfsync_schema_pg``: both add-only.
 """
@@ -46,10 +48,11 @@ from ._pgcon import open_connection
 from ._pgconnections import PgConnections
 from ._pgdelivery import PgDeliveryOps
 from ._pgfence import PgFencing
+from ._privileges import PgPrivileges
 
 __all__ = ["PostgresStore"]
 
-class PostgresStore(PgFencing, PgConnections, PgDeliveryOps, Store):
+class PostgresStore(PgPrivileges, PgFencing, PgConnections, PgDeliveryOps, Store):
     """All reads and writes of one workspace schema in a PostgreSQL database."""
 
     # ------------------------------------------------------------------ syncs

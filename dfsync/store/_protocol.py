@@ -55,6 +55,15 @@ class WorkspaceStore(Protocol):
         (None: the store needs no fence; see dfsync/store/_pgfence.py)."""
         ...
 
+    def capabilities(self, sync_id: int | None = None) -> frozenset[str]:
+        """The actions (``_privileges.ACTIONS``: "run", "pause", "delete", ...) the connecting role may take
+        (on ``sync_id``; None: on every sync). A DuckDB file's owner may take them all."""
+        ...
+
+    def require(self, action: str, sync_id: int | None = None) -> None:
+        """Raise ``PermissionDenied`` naming ``action`` and the privileges it lacks, before anything changes."""
+        ...
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Any query over the workspace tables, for the user (``Workspace.sql``)."""
         ...

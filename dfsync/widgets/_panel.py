@@ -34,6 +34,10 @@ ACTIVE = _html_run.ACTIVE
 REPORT_EVERY = 0.2  # seconds between redraws while a run's state does not change
 
 
+#: what an operator may do; a role without it sees why the buttons are grey (docs/SECURITY.md)
+_OPERATE = frozenset({"run", "resume", "preview", "pause", "abort", "enable", "disable"})
+
+
 def _runs_here(run: SyncRun) -> bool:
     """Does ``run`` execute in this process right now?"""
     return _registry.is_running(run.workspace.store.key, run.id)
@@ -104,6 +108,8 @@ class SyncPanel(SnapshotMixin, w.VBox):
         self._poller: threading.Thread | None = None
         self._closed = threading.Event()
         self._last_report = 0.0
+        #: the actions the workspace role may take on this sync (a button it may not use is greyed out)
+        self.capabilities = sync.workspace.store.capabilities(sync.id)
 
         # overflow lets a wide preview table scroll inside the panel instead of widening it
         html_layout, html_style = w.Layout(max_width="100%", overflow="auto"), HTMLStyle()
@@ -175,6 +181,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
         return self._reload(latest=True)
 
     def _reload(self, *, latest: bool) -> SyncPanel:
+        self.capabilities = self.sync.workspace.store.capabilities(self.sync.id)
         last = self.sync.last_run()
         if last is not None and (self._run is None or (latest and last.id > self._run.id)):
             self._run = last
@@ -239,11 +246,17 @@ class SyncPanel(SnapshotMixin, w.VBox):
             self.run_button.description = "Resume" if paused else "Run"
             self.run_button.icon = "forward" if paused else "play"
             self.run_button.tooltip = "continue the paused run" if paused else "run the sync now (in the background)"
-            self.run_button.disabled = active or disabled
-            self.pause_button.disabled = not active
-            self.abort_button.disabled = not (active or paused)
+            can = self.capabilities
+            self.run_button.disabled = active or disabled or ("resume" if paused else "run") not in can
+            self.preview_button.disabled = "preview" not in can
+            self.pause_button.disabled = not active or "pause" not in can
+            self.abort_button.disabled = not (active or paused) or "abort" not in can
             self.toggle_button.description = "Enable" if disabled else "Disable"
             self.toggle_button.icon = "check" if disabled else "power-off"
+            self.toggle_button.disabled = ("enable" if disabled else "disable") not in can
+            for b in (self.run_button, self.preview_button, self.pause_button, self.abort_button, self.toggle_button):
+                b.tooltip = b.tooltip.split(" (your workspace role")[0] + (
+                    " (your workspace role may not)" if b.disabled and not can >= _OPERATE else "")
             stale = s["run_id"] is not None and s.get("latest_run_id") not in (None, s["run_id"])
             self.follow_button.layout.display = None if stale else "none"
 
