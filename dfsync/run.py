@@ -148,10 +148,10 @@ class SyncRun:
     def abort(self) -> None:
         """Move a running or paused run to failed (a running one stops at the next batch boundary)."""
         store = self.workspace.store
+        store.require("abort", self._row["sync_id"])
         st = self.status
         if st.terminal:
             return
-        store.require("abort", self._row["sync_id"])
         if st == RunStatus.PAUSED and not _registry.is_running(store.key, self.id):
             sync = self.sync
             if not applies_per_batch(sync.spec):

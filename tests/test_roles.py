@@ -250,3 +250,45 @@ def test_the_duckdb_file_workspace_belongs_to_its_owner(tmp_path):
     assert {"view", "run", "records", "create", "change", "delete"} <= ws.store.capabilities()
     ws.store.require("delete")  # never refused
     ws.close()
+
+
+ACTS = {
+    "view": lambda ws, sync, run, tmp: (ws.syncs(), sync.runs(), run.events(), run._repr_html_()),
+    "records": lambda ws, sync, run, tmp: run.records(),
+    "run": lambda ws, sync, run, tmp: sync.run(progress=False),
+    "preview": lambda ws, sync, run, tmp: sync.preview(),
+    "validate": lambda ws, sync, run, tmp: sync.validate(),
+    "pause": lambda ws, sync, run, tmp: run.pause(),
+    "abort": lambda ws, sync, run, tmp: run.abort(),
+    "disable": lambda ws, sync, run, tmp: sync.disable(),
+    "reset": lambda ws, sync, run, tmp: sync.reset(),
+    "create": lambda ws, sync, run, tmp: define(ws, tmp, "third"),
+    "change": lambda ws, sync, run, tmp: ws.create_sync(
+        "people", source=_source(tmp, 8), primary_key="id", on_invalid="warn", checks=[dc.between("age", 0, 130)],
+        destination=dfsync.destinations.duckdb(str(tmp / "dest.duckdb"), table="people")),
+    "delete": lambda ws, sync, run, tmp: ws.delete_sync("other"),
+}
+ALLOWED = {"viewer": {"view"}, "operator": set(ACTS) - {"create", "change", "delete"}, "admin": set(ACTS)}
+ACTION_OF = {"validate": "preview"}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:sync 'people' already existed")
+@pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_each_action_under_each_role(roles, tmp_path, role, act):
+    """The whole matrix: an allowed action is not refused; a forbidden one raises PermissionDenied naming
+    it and leaves every workspace table (rows, owners, grants) as it was."""
+    with dfsync.Workspace(roles.uri()) as owner:
+        define(owner, tmp_path, "other", n=4)  # something to delete
+    ws = dfsync.Workspace(roles.uri(role))
+    sync, before = ws.sync("people"), roles.snapshot()
+    run = sync.last_run()
+    if act in ALLOWED[role]:
+        ACTS[act](ws, sync, run, tmp_path)
+        if act in ("view", "records", "preview", "validate"):
+            assert roles.snapshot() == before
+    else:
+        _denied(ACTION_OF.get(act, act), ACTS[act], ws, sync, run, tmp_path)
+        assert roles.snapshot() == before
+    ws.close()
