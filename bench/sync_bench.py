@@ -2,6 +2,13 @@
 
     python bench/sync_bench.py --rows 10_000_000          # the issue's figures
     python bench/sync_bench.py --rows 50_000_000 --only initial   # the 50M peak-RSS check
+    python bench/sync_bench.py --rows 10_000_000 --workspace postgresql   # issue 20: the PostgreSQL workspace
+    python bench/sync_bench.py --workspace postgresql://user@host/db   # ... on a server of your own
+
+``--workspace postgresql`` starts a throwaway PostgreSQL cluster (as the tests do; a URI uses
+that server instead) and syncs into a PostgreSQL destination on it twice, alternating: with the
+workspace in a DuckDB file, then with the workspace in a schema on the same server. It prints the
+first load, the 1%-changed re-sync and peak RSS of both, with the ratios issue 20 sets targets for.
 
 Each measurement runs in its own subprocess so its peak RSS is its own. Prints seconds,
 rows/s, peak RSS and the ratio to the reference measured in the same run.
@@ -81,14 +88,17 @@ def step_reference(work: str, v1: str) -> dict:
     return {"seconds": time.perf_counter() - t}
 
 
-def step_sync(work: str, source: str, mode: str, batch_size: int, skip_unchanged: bool = True) -> dict:
+def step_sync(work: str, source: str, mode: str, batch_size: int, skip_unchanged: bool = True,
+              workspace: str | None = None, dest_uri: str | None = None) -> dict:
     sys.path.insert(0, ROOT)
     import dfsync
 
-    ws = dfsync.Workspace(os.path.join(work, "ws.duckdb"))
+    ws = dfsync.Workspace(workspace or os.path.join(work, "ws.duckdb"))
+    dest = dfsync.destinations.postgres(dest_uri, table="t") if dest_uri else \
+        dfsync.destinations.duckdb(os.path.join(work, "dest.duckdb"), table="t")
     sync = ws.create_sync("bench", source=dfsync.sources.files(source, skip_unchanged=skip_unchanged),
-                          destination=dfsync.destinations.duckdb(os.path.join(work, "dest.duckdb"), table="t"),
-                          primary_key="id", destination_mode=mode, batch_size=batch_size)
+                          destination=dest, primary_key="id", destination_mode=mode, batch_size=batch_size)
+    calls = _time_store_calls(ws.store)
     import threading
 
     phase = ["started"]
@@ -109,7 +119,49 @@ def step_sync(work: str, source: str, mode: str, batch_size: int, skip_unchanged
     if run.status != "success":
         raise SystemExit(f"run failed: {run.error}")
     return {"seconds": secs, "counts": run.counts, "durations": run.durations(),
-            "rss_by_state": {k: round(v) for k, v in peaks.items()}}
+            "rss_by_state": {k: round(v) for k, v in peaks.items()},
+            "store_calls": {k: round(v, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v >= 0.05}}
+
+
+#: the workspace operations whose time a run's profile shows (the delivered state's stream is
+#: timed while staging reads it)
+_PROFILED = ("delivered", "write_ahead", "confirm_batch", "ensure_state_table", "next_batch_no", "has_delivered",
+             "retry_rows", "finish_run", "set_counters", "add_counters", "transition_run", "note", "create_run")
+
+
+def _time_store_calls(store: object) -> dict[str, float]:
+    import functools
+
+    import pyarrow as pa
+
+    spent: dict[str, float] = {}
+
+    def timed(name: str, fn):  # noqa: ANN001, ANN202
+        @functools.wraps(fn)
+        def call(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            t = time.perf_counter()
+            try:
+                out = fn(*a, **kw)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+            if isinstance(out, pa.RecordBatchReader):
+                def batches():  # noqa: ANN202
+                    it = iter(out)
+                    while True:
+                        t0 = time.perf_counter()
+                        b = next(it, None)
+                        spent[name + " (stream)"] = spent.get(name + " (stream)", 0.0) + time.perf_counter() - t0
+                        if b is None:
+                            return
+                        yield b
+                return pa.RecordBatchReader.from_batches(out.schema, batches())
+            return out
+        return call
+
+    for name in _PROFILED:
+        if hasattr(store, name):
+            setattr(store, name, timed(name, getattr(store, name)))
+    return spent
 
 
 def rss_mb() -> float:
@@ -154,6 +206,10 @@ def main() -> None:
     ap.add_argument("--only", choices=["all", "initial"], default="all")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--no-reference", action="store_true", help="skip the CTAS reference (ratios print as nan)")
+    ap.add_argument("--workspace", default=None,
+                    help="'postgresql' (a throwaway cluster) or a postgresql:// URI: compare the PostgreSQL "
+                         "workspace with the DuckDB file, both syncing into PostgreSQL on that server")
+    ap.add_argument("--rounds", type=int, default=1, help="with --workspace: alternate the two this many times")
     ap.add_argument("--child", default=None)
     ap.add_argument("--kwargs", default="{}")
     args = ap.parse_args()
@@ -161,6 +217,8 @@ def main() -> None:
         args.step = args.child
         return child(args)
 
+    if args.workspace:
+        return compare_workspaces(args)
     base = args.workdir or tempfile.mkdtemp(prefix="dfsync-bench-")
     os.makedirs(base, exist_ok=True)
     v1, v2 = os.path.join(base, "v1.parquet"), os.path.join(base, "v2.parquet")
@@ -208,6 +266,81 @@ def main() -> None:
                 print("    peak RSS by state: " + ", ".join(f"{k} {v} MB" for k, v in r["rss_by_state"].items()))
     if not args.workdir:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- issue 20
+def _cluster() -> tuple[str, object]:
+    sys.path.insert(0, ROOT)
+    from tests.plugins.postgres import throwaway_server
+
+    ctx = throwaway_server()
+    server = ctx.__enter__()
+    return server.uri, ctx
+
+
+def _new_database(uri: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        con.execute(f'CREATE DATABASE "{name}"')
+    return uri.rsplit("/", 1)[0] + "/" + name
+
+
+def compare_workspaces(args: argparse.Namespace) -> None:
+    """The same syncs into PostgreSQL, workspace in a DuckDB file vs in the same server (alternating)."""
+    ctx = None
+    uri = args.workspace
+    if uri == "postgresql":
+        uri, ctx = _cluster()
+    base = args.workdir or tempfile.mkdtemp(prefix="dfsync-bench-")
+    os.makedirs(base, exist_ok=True)
+    v1, v2 = os.path.join(base, "v1.parquet"), os.path.join(base, "v2.parquet")
+    try:
+        if not os.path.exists(v1):
+            t = time.perf_counter()
+            generate(v1, args.rows)
+            print(f"generated {args.rows:,} rows x 8 columns in {time.perf_counter() - t:.1f}s", flush=True)
+        if not os.path.exists(v2):
+            make_v2(v1, v2, args.rows)
+        results: dict[str, list[tuple[dict, dict]]] = {"duckdb": [], "postgresql": []}
+        for rnd in range(args.rounds):
+            for kind in ("duckdb", "postgresql"):
+                work = os.path.join(base, f"{kind}-{rnd}")
+                shutil.rmtree(work, ignore_errors=True)
+                os.makedirs(work)
+                dest = _new_database(uri, f"bench_dest_{kind}")
+                ws = _new_database(uri, "bench_ws") + "?schema=dfsync" if kind == "postgresql" else None
+                first = run_child("sync", work=work, source=v1, mode="upsert", batch_size=args.batch_size,
+                                  workspace=ws, dest_uri=dest)
+                changed = run_child("sync", work=work, source=v2, mode="mirror", batch_size=args.batch_size,
+                                    workspace=ws, dest_uri=dest)
+                results[kind].append((first, changed))
+                print(f"round {rnd + 1} {kind:<10} first load {first['seconds']:7.2f}s "
+                      f"(peak {first['peak_rss_mb']:.0f} MB), 1% re-sync {changed['seconds']:6.2f}s "
+                      f"(peak {changed['peak_rss_mb']:.0f} MB)", flush=True)
+    finally:
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+        if not args.workdir:
+            shutil.rmtree(base, ignore_errors=True)
+
+    def best(kind: str, i: int, what: str) -> float:
+        return min(r[i][what] for r in results[kind])
+
+    print(f"\n{args.rows:,} rows x 8 columns into PostgreSQL, batch_size={args.batch_size:,}, best of "
+          f"{args.rounds} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
+    print(f"{'job':<34} {'DuckDB ws':>10} {'PG ws':>10} {'ratio':>7} {'target':>8}")
+    for i, name, target in ((0, "first load (upsert)", "<= 1.3x"), (1, "1% changed re-sync (mirror)", "<= 1.5x")):
+        d, p = best("duckdb", i, "seconds"), best("postgresql", i, "seconds")
+        print(f"{name:<34} {d:>9.2f}s {p:>9.2f}s {p / d:>6.2f}x {target:>8}")
+        d, p = best("duckdb", i, "peak_rss_mb"), best("postgresql", i, "peak_rss_mb")
+        print(f"{'  peak RSS':<34} {d:>8.0f}MB {p:>8.0f}MB {p - d:>+5.0f}MB {'<= +200':>8}")
+    for kind in ("duckdb", "postgresql"):
+        for i, name in ((0, "first load"), (1, "1% re-sync")):
+            r = min((x[i] for x in results[kind]), key=lambda r: r["seconds"])
+            print(f"  {kind} {name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["durations"].items()))
+            print("    store calls: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["store_calls"].items()))
 
 
 if __name__ == "__main__":
