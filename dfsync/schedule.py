@@ -187,6 +187,10 @@ class Scheduler:
         logged and its next run planned; nothing here raises for one sync's problem.
         """
         started: list[SyncRun] = []
+        # every pass, not only when a due sync starts: runs whose owner died (or, on a PostgreSQL
+        # workspace, stopped beating its heart) are moved per STATES.md, on any host
+        for rid, was, now in self.ws.recover():
+            log.info("run %s: its owner process is gone (%s -> %s)", rid, was, now)
         for row in self.due():
             if self._stop.is_set():
                 break

@@ -429,3 +429,32 @@ def test_a_workspace_server_gone_mid_run_pauses_the_run_and_readers_get_workspac
         assert opened.sync("s").run(progress=False).counts["sent"] == 0
         opened.close()
         ws.close()
+
+
+def test_a_scheduler_pass_finds_a_dead_owners_run_of_a_sync_not_due(pg_uri, tmp_path):
+    """A scheduler's periodic check moves a run whose owner died after the scheduler opened the
+    workspace, though no due sync starts (so the bound does not depend on schedules)."""
+    import subprocess
+    import sys
+
+    from tests.plugins.processes import child_env
+
+    target = f"{pg_uri}?schema={_schema()}"
+    ws = dfsync.Workspace(target)
+    ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2, 3]})), primary_key="id",
+                   destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    from dfsync.schedule import Scheduler
+
+    sched = Scheduler(ws)  # not started: one pass below
+    code = ("import sys, os, dfsync\nfrom dfsync.states import RunStatus\n"
+            "ws = dfsync.Workspace(sys.argv[1])\nrid = ws.store.create_run(ws.sync('s').id, 1, 'manual')\n"
+            "for to in (RunStatus.QUERYING, RunStatus.QUEUED, RunStatus.IN_PROGRESS):\n"
+            "    ws.store.transition_run(rid, to)\nprint(rid, flush=True)\nos._exit(0)\n")
+    p = subprocess.run([sys.executable, "-c", code, target], capture_output=True, text=True, timeout=120,
+                       env=child_env(DFSYNC_HOSTNAME="gone-host"))
+    assert p.returncode == 0, p.stderr
+    rid = int(p.stdout.split()[0])
+    assert ws.run(rid).status == "in_progress"
+    assert sched.run_pending() == []  # nothing due (no schedule): no run started
+    assert ws.run(rid).status == "paused"
+    ws.close()
