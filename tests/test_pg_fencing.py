@@ -112,7 +112,7 @@ def _batch(n: int, ids: range) -> WriteBatch:
                                    "_action": pa.array(["insert"] * len(ids), pa.string())}))
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "postgres", pytest.param("mysql", marks=pytest.mark.slow)])
 def test_a_sql_destination_refuses_the_batches_of_an_owner_taken_over(kind, request, tmp_path):
     """The new owner raises the run's fence in the ledger when its session opens; the old owner's
     next batch is rolled back with RunTakenOver (table and ledger unchanged), the new owner's lands."""
