@@ -32,6 +32,7 @@ from typing import Any
 from .._settings import setting
 from ..errors import RunTakenOver
 from ..states import RunStatus
+from ._pgcon import unreachable
 
 __all__ = ["PgFencing", "heartbeat_ttl"]
 
@@ -68,6 +69,7 @@ class PgFencing:
         self._epochs: dict[int, int] = {}  # run id -> the epoch this store claimed it with
         self._run_syncs: dict[int, int] = {}  # run id -> its sync id, for the runs in _epochs
         self._beats: dict[int, threading.Event] = {}  # run id -> stops its heartbeat thread
+        self._beat_locks: dict[int, threading.Lock] = {}  # run id -> held while its lock connection is used
         super().__init__(*args, **kw)
 
     # ------------------------------------------------------------------ the fence
@@ -105,11 +107,17 @@ class PgFencing:
         stop = self._beats.pop(run_id, None)
         if stop is not None:
             stop.set()
-        with self._owners_lock:
-            entry = self._owners.pop(run_id, None)
-        if entry is not None:
-            with contextlib.suppress(Exception):
-                entry[0].close()
+        self._close_owner(run_id)
+
+    def _close_owner(self, run_id: int) -> None:
+        """Close the run's lock connection (ending its session frees the sync's advisory lock), never
+        while its heartbeat thread uses it."""
+        with self._beat_locks.pop(run_id, None) or contextlib.nullcontext():
+            with self._owners_lock:
+                entry = self._owners.pop(run_id, None)
+            if entry is not None:
+                with contextlib.suppress(Exception):
+                    entry[0].close()
 
     def _forget_claim(self, run_id: int) -> None:
         self._epochs.pop(run_id, None)
@@ -159,6 +167,7 @@ class PgFencing:
     def _start_heartbeat(self, run_id: int) -> None:
         stop = threading.Event()
         self._beats[run_id] = stop
+        self._beat_locks[run_id] = threading.Lock()
         threading.Thread(target=self._beat, args=(run_id, stop), name=f"dfsync-heartbeat-{run_id}",
                          daemon=True).start()
 
@@ -174,35 +183,48 @@ class PgFencing:
                 log.debug("heartbeat of run %s: %s", run_id, exc)
 
     def _beat_once(self, run_id: int, stop: threading.Event) -> bool:
-        with self._owners_lock:
-            entry = self._owners.get(run_id)
-        epoch = self._epochs.get(run_id)
-        if entry is None or epoch is None or stop.is_set():
+        lock = self._beat_locks.get(run_id)
+        if lock is None:
             return False
-        owner, sync_id = entry
-        try:
-            return self._beat_on(owner, run_id, epoch)
-        except Exception:
-            # the lock connection broke (a server restart ends every session): a new one, and
-            # the sync's lock again, unless someone else holds it by now
-            with contextlib.suppress(Exception):
-                owner.close()
-            fresh = self._sync_lock(sync_id)  # type: ignore[attr-defined]
-            if fresh is None:
-                raise
-            with self._owners_lock:
-                if self._owners.get(run_id, (None,))[0] is not owner or stop.is_set():
-                    fresh.close()
-                    return False
-                self._owners[run_id] = (fresh, sync_id)
+        with lock:
+            entry = self._owners.get(run_id)
+            epoch = self._epochs.get(run_id)
+            if entry is None or epoch is None or stop.is_set():
+                return False
+            owner, sync_id = entry
+            try:
+                return self._beat_on(owner, run_id, epoch)
+            except Exception as exc:
+                if not unreachable(exc):  # the connection (and the lock it holds) is fine: next beat
+                    with contextlib.suppress(Exception):
+                        owner.rollback()
+                    raise
+                with contextlib.suppress(Exception):
+                    owner.close()
+        # the lock connection broke (a server restart ends every session): a new one, and the
+        # sync's lock again (unless someone else holds it by now), waiting for the server unlocked
+        fresh = self._sync_lock(sync_id)  # type: ignore[attr-defined]
+        if fresh is None:
+            raise RuntimeError("the sync's lock is held by another session")
+        with lock:
+            if stop.is_set() or self._owners.get(run_id, (None,))[0] is not owner:
+                fresh.close()
+                return False
+            self._owners[run_id] = (fresh, sync_id)
             return self._beat_on(fresh, run_id, epoch)
 
     @staticmethod
     def _beat_on(raw: Any, run_id: int, epoch: int) -> bool:
+        """One beat; False once the run was taken over. A run row locked by a write of the run
+        itself (which beats too) is not waited for."""
         with raw.cursor() as cur:
-            cur.execute("UPDATE runs SET heartbeat_at = now() WHERE id = $1 AND owner_epoch = $2 RETURNING id",
-                        [run_id, epoch])
+            cur.execute("UPDATE runs SET heartbeat_at = now() WHERE id = (SELECT id FROM runs WHERE id = $1 "
+                        "AND owner_epoch = $2 FOR UPDATE SKIP LOCKED) RETURNING id", [run_id, epoch])
             alive = bool(cur.fetchall())
+            if not alive:  # busy, or taken over: the committed epoch tells
+                cur.execute("SELECT owner_epoch = $2 FROM runs WHERE id = $1", [run_id, epoch])
+                row = cur.fetchall()
+                alive = bool(row and row[0][0])
         raw.commit()
         return alive
 

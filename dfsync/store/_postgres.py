@@ -32,7 +32,6 @@ store inherits its operations and their SQL, run over one ADBC connection per th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from datetime import datetime
@@ -122,11 +121,7 @@ class PostgresStore(PgPrivileges, PgFencing, PgConnections, PgDeliveryOps, Store
 
     def _release(self, run_id: int) -> None:
         self._forget_claim(run_id)
-        with self._owners_lock:
-            entry = self._owners.pop(run_id, None)
-        if entry is not None:
-            with contextlib.suppress(Exception):
-                entry[0].close()  # ending the session frees its advisory lock
+        self._close_owner(run_id)  # ending the session frees its advisory lock
 
     def create_run(self, sync_id: int, definition_version: int, trigger: str) -> int:
         owner = self._sync_lock(sync_id)
