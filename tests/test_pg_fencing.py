@@ -357,26 +357,49 @@ def test_a_workspace_server_gone_mid_run_pauses_the_run_and_readers_get_workspac
                                                                                        table="t"),
                                                             sleep=0.1, marker=str(marker), marker_after=3))
         panel = dfsync.widgets.SyncPanel(sync)
-        proc = subprocess.Popen([sys.executable, "-c", RUN_THROUGH_OUTAGE, target, "60"], env=child_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            _wait(lambda: marker.exists() or proc.poll() is not None, 120, "the third batch")
-            server.stop()
+
+        def outage(busy_timeout: str, while_away, ends_while_away: bool) -> tuple[int, str, str]:
+            """Run the sync in a child, stop the server after its third batch, call ``while_away``,
+            start the server again (after the child ended, with ``ends_while_away``)."""
+            marker.unlink(missing_ok=True)
+            proc = subprocess.Popen([sys.executable, "-c", RUN_THROUGH_OUTAGE, target, busy_timeout],
+                                    env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
-                for read in (ws.syncs, sync.runs, lambda: ws.run(1).counts, panel.refresh):
-                    with pytest.raises(dfsync.errors.WorkspaceBusy, match="workspace server unreachable"):
-                        read()
-                res = dfsync_cli("runs", "s", "--workspace", target, DFSYNC_BUSY_TIMEOUT="1")
-                assert res.code == 1 and "workspace server unreachable" in res.err, res
-                assert "Traceback" not in res.err
+                _wait(lambda: marker.exists() or proc.poll() is not None, 120, "the third batch")
+                server.stop()
+                try:
+                    while_away()
+                    if ends_while_away:
+                        out, err = proc.communicate(timeout=120)
+                finally:
+                    server.start()
+                if not ends_while_away:
+                    out, err = proc.communicate(timeout=300)
             finally:
-                server.start()
-            out, err = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 0, err
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            return proc.returncode, out, err
+
+        def readers_are_told() -> None:
+            for read in (ws.syncs, sync.runs, lambda: ws.run(1).counts, panel.refresh):
+                with pytest.raises(dfsync.errors.WorkspaceBusy, match="workspace server unreachable"):
+                    read()
+            res = dfsync_cli("runs", "s", "--workspace", target, DFSYNC_BUSY_TIMEOUT="1")
+            assert res.code == 1 and "workspace server unreachable" in res.err, res
+            assert "Traceback" not in res.err
+
+        def delivered() -> pl.DataFrame:
+            import duckdb
+
+            con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
+            try:
+                return pl.from_arrow(con.sql("SELECT id, v FROM t ORDER BY id").to_arrow_table())
+            finally:
+                con.close()
+
+        code, out, err = outage("60", readers_are_told, ends_while_away=False)
+        assert code == 0, err
         rid, status = out.split()
         # a call broken by the outage pauses the run; a call made while the server was away waits for it
         # (busy_timeout) and the run rides the outage out: either way it ends exact
@@ -388,11 +411,7 @@ def test_a_workspace_server_gone_mid_run_pauses_the_run_and_readers_get_workspac
             resumed = sync.run(progress=False)
             assert resumed.id == run.id and resumed.status == "success", resumed.error
         assert ws.run(int(rid)).counts["sent"] == ws.run(int(rid)).counts["succeeded"] == n
-        import duckdb
-
-        con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
-        got = pl.from_arrow(con.sql("SELECT id, v FROM t ORDER BY id").to_arrow_table())
-        con.close()
+        got = delivered()
         assert got.height == n and got["id"].n_unique() == n and got.equals(src)
         again = sync.run(progress=False)
         assert again.status == "success" and again.counts["sent"] == 0
@@ -401,30 +420,15 @@ def test_a_workspace_server_gone_mid_run_pauses_the_run_and_readers_get_workspac
         # the server stays away longer than the run waits: the next open pauses the run
         src = pl.DataFrame({"id": list(range(2 * n)), "v": [f"v{i}" for i in range(2 * n)]})  # insert mode: new rows
         src.write_parquet(tmp_path / "src.parquet")
-        marker.unlink()
-        proc = subprocess.Popen([sys.executable, "-c", RUN_THROUGH_OUTAGE, target, "2"], env=child_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            _wait(lambda: marker.exists() or proc.poll() is not None, 120, "the third batch")
-            server.stop()
-            try:
-                out, err = proc.communicate(timeout=120)
-            finally:
-                server.start()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 1 and "WorkspaceBusy" in err and "workspace server unreachable" in err, err
+        code, out, err = outage("2", lambda: None, ends_while_away=True)
+        assert code == 1 and "WorkspaceBusy" in err and "workspace server unreachable" in err, err
         left = ws.sql("SELECT id, status FROM runs ORDER BY id DESC LIMIT 1").row(0)
         assert left[1] == "in_progress"  # the pause could not be written
         opened = dfsync.Workspace(target)
         assert opened.run(left[0]).status == "paused"  # found by the next open: its owner's session is gone
         resumed = opened.sync("s").run(progress=False)
         assert resumed.id == left[0] and resumed.status == "success", resumed.error
-        con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
-        got = pl.from_arrow(con.sql("SELECT id, v FROM t ORDER BY id").to_arrow_table())
-        con.close()
+        got = delivered()
         assert got.height == 2 * n and got["id"].n_unique() == 2 * n and got.equals(src)
         assert opened.sync("s").run(progress=False).counts["sent"] == 0
         opened.close()
