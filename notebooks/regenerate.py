@@ -1,6 +1,6 @@
 """Run every notebook in this folder top to bottom and save it WITH its outputs.
 
-    python notebooks/regenerate.py            # all five
+    python notebooks/regenerate.py            # all of them
     python notebooks/regenerate.py 01 03      # those whose name starts with 01 or 03
 
 The notebooks are committed with their outputs so that GitHub, nbviewer and an nbconvert
@@ -8,8 +8,9 @@ HTML export show what dfsync displays (run panels are static HTML; widgets carry
 HTML snapshot next to their saved widget state). Run this after any change to what dfsync
 shows or does; tests/test_notebooks.py checks the committed outputs still match.
 
-The kernel imports the dfsync of this checkout. 04_postgres needs a PostgreSQL server:
-``DFSYNC_PG_URI`` if set, else a throwaway cluster started for the run (needs initdb/pg_ctl).
+The kernel imports the dfsync of this checkout. 04_postgres and 06_shared_workspace need a
+PostgreSQL server: ``DFSYNC_PG_URI`` if set, else a throwaway cluster started for the run (needs
+initdb/pg_ctl).
 Jupyter's config and runtime dirs point at a temp dir, so nothing is written to your home.
 """
 
@@ -74,10 +75,12 @@ def main(prefixes: list[str]) -> int:
     paths = sorted(p for p in HERE.glob("*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes)))
     with tempfile.TemporaryDirectory(prefix="dfsync-notebooks-") as tmp, contextlib.ExitStack() as stack:
         env = kernel_env(pathlib.Path(tmp))
+        pg = None
         for path in paths:
             extra = {}
-            if path.name.startswith("04"):
-                extra["DFSYNC_PG_URI"] = stack.enter_context(postgres_uri())
+            if path.name.startswith(("04", "06")):
+                pg = pg or stack.enter_context(postgres_uri())
+                extra["DFSYNC_PG_URI"] = pg
             print(f"running {path.name} ...", flush=True)
             nb = execute(path, {**env, **extra})
             errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]  # type: ignore[attr-defined]

@@ -26,10 +26,14 @@ import dfsync
 
 from .plugins.processes import REPO, child_env
 
+#: the commands on a workspace file and (-m slow) on a PostgreSQL workspace (--workspace postgresql://...)
+WORKSPACE_STORES = ("duckdb", "postgres")
+SLOW_WORKSPACE_STORES = ("postgres",)
+
 
 @pytest.fixture
-def ws_path(tmp_path):
-    return str(tmp_path / ".dfsync" / "workspace.duckdb")
+def ws_path(tmp_path, ws_target):
+    return ws_target if ws_target.startswith("postgresql://") else str(tmp_path / ".dfsync" / "workspace.duckdb")
 
 
 def _read_duckdb(path, table) -> pl.DataFrame:
@@ -178,6 +182,8 @@ def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> N
 def test_workspace_from_the_environment_and_default_path(files_sync, ws_path, dfsync_cli, tmp_path) -> None:
     res = dfsync_cli("syncs", "--json", DFSYNC_WORKSPACE=ws_path)
     assert res.code == 0 and json.loads(res.out)[0]["name"] == "customers"
+    if ws_path.startswith("postgresql://"):
+        return  # DFSYNC_WORKSPACE takes the URI; the default path is a file's
     # cwd is tmp_path and the workspace is at ./.dfsync/workspace.duckdb: the default finds it
     assert ws_path == str(tmp_path / ".dfsync" / "workspace.duckdb")
     res = dfsync_cli("syncs", "--json")

@@ -179,7 +179,7 @@ def test_committed_notebook_has_outputs_that_render_as_html(path: pathlib.Path) 
 
 def test_notebooks_exist() -> None:
     assert {p.stem for p in NOTEBOOKS} >= {"01_quickstart", "02_incremental_and_preview", "03_validation",
-                                           "04_postgres", "05_monitoring"}
+                                           "04_postgres", "05_monitoring", "06_shared_workspace"}
 
 
 def test_01_quickstart(tmp_path: pathlib.Path) -> None:
@@ -252,6 +252,26 @@ def test_05_monitoring(tmp_path: pathlib.Path) -> None:
     assert 'data-status="disabled"' in row_html  # orders was disabled before the last refresh
     history = models_with_class(models, "dfsync-history")
     assert len(history) == 1 and history[0]["value"].count('class="dfsync-run-bar"') == 2
+
+
+@pytest.mark.slow  # the schedule's first run is a minute after the sync was defined
+def test_06_shared_workspace(tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
+    """The notebook and a `dfsync scheduler` process share a PostgreSQL workspace: the scheduler's run
+    shows in the notebook's table, panel, history and dashboard."""
+    server = request.getfixturevalue("pg_server")
+    nb = run_notebook("06_shared_workspace", tmp_path, {"DFSYNC_PG_URI": server.new_database()})
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs(nb))
+    assert re.search(r"│ 1\s+┆ success ┆ schedule ┆ 200\s+┆ 200", text), text  # the runs table: the scheduler's run
+    assert "scheduler exit code 0" in text and "rows in the warehouse: 200" in text
+    models = widget_models(nb)
+    (panel,) = panels(models)
+    assert panel["status"] == "healthy" and panel["runs"] == 1 and panel["run_id"] == "1"
+    assert panel["run_status"] == "success" and panel["counts"]["inserted"] == 200
+    history = models_with_class(models, "dfsync-history")
+    assert len(history) == 1 and history[0]["value"].count('class="dfsync-run-bar"') == 1
+    (table,) = models_with_class(models, "dfsync-dashboard-table")
+    rows = " ".join(models[c.removeprefix("IPY_MODEL_")]["state"].get("value", "") for c in table["children"])
+    assert "customers" in rows and 'data-status="healthy"' in rows
 
 
 def test_ten_runs_store_no_more_widget_models_than_one(tmp_path: pathlib.Path) -> None:

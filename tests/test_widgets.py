@@ -28,6 +28,17 @@ DATA = ROOT / "data"
 widgets = pytest.importorskip("dfsync.widgets")
 pytest.importorskip("ipywidgets")
 
+#: the widgets on a workspace file and (-m slow) on a PostgreSQL workspace
+WORKSPACE_STORES = ("duckdb", "postgres")
+SLOW_WORKSPACE_STORES = ("postgres",)
+
+
+@pytest.fixture
+def ws(ws_target: str) -> Any:
+    w = dfsync.Workspace(ws_target)
+    yield w
+    w.close()
+
 
 def wait_for(pred: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
     """Poll until ``pred()`` is truthy (a deadline against hangs, not a speed assertion)."""
