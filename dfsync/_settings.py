@@ -37,6 +37,12 @@ def _modules(v: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _retention(v: Any) -> str:  # "30 days": the same form as create_sync(record_retention=)
+    from ._sensitive import parse_retention
+
+    return parse_retention(v, "record_retention") or ""
+
+
 def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB'): DuckDB says what it rejects
     return str(v).strip()
 
@@ -65,6 +71,8 @@ SETTINGS: dict[str, Setting] = {
                              "updating its heartbeat counts as dead (taken over by the next process)"),
     "mysql_writers": Setting("DFSYNC_MYSQL_WRITERS", 1, _positive_int,
                              "connections writing the batches of one run into MySQL / MariaDB"),
+    "record_retention": Setting("DFSYNC_RECORD_RETENTION", None, _retention,
+                                "how long the records of a sync without its own record_retention are kept"),
     "allowed_callbacks": Setting("DFSYNC_ALLOWED_CALLBACKS", (), _modules,
                                  "modules whose stored 'module:function' callbacks this host runs"),
 }

@@ -14,6 +14,7 @@ session-only sync, no workspace at that path). Errors are one line on stderr.
     dfsync runs customers --json
     dfsync records 12 --status failed
     dfsync reset customers      # the next run is a first load
+    dfsync purge                # remove records past their record_retention
     dfsync scheduler            # runs due syncs until Ctrl-C
 """
 
@@ -303,6 +304,30 @@ def records(
             _print_json(df.to_dicts())
             return
         _print_table(df, f"no {status + ' ' if status else ''}records kept for run {run_id}")
+
+
+@app.command()
+def purge(
+    name: str = typer.Argument(None, help="only this sync (default: every sync)"),
+    older_than: str = typer.Option(None, "--older-than",
+                                   help="e.g. '30 days': instead of each sync's record_retention"),
+    workspace: str = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Remove stored records (failed, invalid, skipped rows) past their retention.
+
+    A sync keeps the records of runs that finished within its record_retention (create_sync(...,
+    record_retention="30 days"); else the DFSYNC_RECORD_RETENTION setting; else they are kept).
+    A run also does this for its own sync before it starts.
+    """
+    with _errors():
+        ws = _open(workspace)
+        counts = ({name: ws.sync(name).purge_records(older_than)} if name else ws.purge(older_than))
+        if as_json:
+            _print_json(counts)
+            return
+        for sync_name, n in counts.items():
+            typer.echo(f"{sync_name}: {n} records purged")
 
 
 def _set_enabled(name: str, workspace: str, as_json: bool, enable: bool) -> None:

@@ -27,6 +27,7 @@ import polars as pl
 
 from ._callbacks import module_allowed, not_allowed_message, parse_ref, resolve_callback
 from ._schema import check_destination_types, check_policy
+from ._sensitive import check_sensitive, parse_retention
 from .destinations.base import Destination, destination_from_config
 from .errors import ConfigError, DfsyncError, SourceError
 from .mapping import Mapping
@@ -98,6 +99,8 @@ class SyncDefinition:
     initial_cursor: Any = None
     #: buckets by a stable hash of the primary key (dfsync._partition); None: one run, no buckets
     partitions: int | None = None
+    sensitive: Any = field(default_factory=list)  # fields kept as keyed hashes in stored records
+    record_retention: Any = None  # "30 days": records of runs older than that are purged
 
     # .............................................................. validation
     def validate(self) -> SyncDefinition:
@@ -151,6 +154,8 @@ class SyncDefinition:
 
             window = check_window(self.cursor_field, schema[self.cursor_field], self.lookback, self.initial_cursor)
             self.lookback, self.initial_cursor = window.get("lookback"), window.get("initial_cursor")
+        self.sensitive = check_sensitive(self.sensitive, fields, keys, smode == SyncMode.INCREMENTAL)
+        self.record_retention = parse_retention(self.record_retention)
         destination.validate(fields, keys, dmode)
         check_destination_types(destination, schema)
         check_objs: list[Any] = []
@@ -233,8 +238,10 @@ class SyncDefinition:
             "allow_empty": self.allow_empty,
             "schema": self.schema,
             "callbacks": {k: v for k in CALLBACKS if isinstance(v := getattr(self, k), str)},
-            # lookback / initial_cursor / partitions, only when set (older definitions stay equal)
-            **{k: v for k in ("lookback", "initial_cursor", "partitions") if (v := getattr(self, k)) is not None},
+            # lookback / initial_cursor / partitions / sensitive / record_retention, only when set
+            # (older definitions stay equal)
+            **{k: v for k in ("lookback", "initial_cursor", "partitions", "sensitive", "record_retention")
+               if (v := getattr(self, k)) is not None and v != []},
         }
 
     @classmethod
@@ -262,6 +269,8 @@ class SyncDefinition:
             lookback=data.get("lookback"),
             initial_cursor=data.get("initial_cursor"),
             partitions=data.get("partitions"),
+            sensitive=list(data.get("sensitive") or []),
+            record_retention=data.get("record_retention"),
             **{k: live.get(k, stored_callbacks.get(k)) for k in CALLBACKS},
             **{k: live[k] for k in _BUILT_ON_USE if k in live},
         )

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _partition, _registry, _settle
+from . import _partition, _registry, _sensitive, _settle
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor
 from ._dryrun import DryRunStore
@@ -343,7 +343,7 @@ class Runner:
         from . import gx
 
         evaluation = checks_mod.evaluate_staged(self.staging, defn.checks)
-        self.store.store_checks(self.run_id, evaluation.results)
+        self.store.store_checks(self.run_id, _sensitive.protect_results(evaluation.results, defn.sensitive, self.store))
         if not self.dry:  # GX actions act on a run's results: a preview notifies nobody
             gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
                                       note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
@@ -501,7 +501,7 @@ class Runner:
                             dict(sent=n, succeeded=n - len(bad), failed=len(result.failed),
                                  skipped=len(result.skipped), batches=1),
                             cursor_max=cursor_to_json(self.cursor_max) if self.cursor_max is not None else None,
-                            records=recs)
+                            records=_sensitive.protect(recs, defn.sensitive, store))
         assert self.staging is not None
         rids = tbl.column("_rid")
         self.staging.record_outcomes(rids if delivered is None else rids.filter(delivered),
@@ -519,7 +519,7 @@ class Runner:
             self._store_records(inv)
 
     def _store_records(self, recs: pa.Table) -> None:
-        self.store.store_records(self.sync_id, self.run_id, recs)
+        self.store.store_records(self.sync_id, self.run_id, _sensitive.protect(recs, self.defn.sensitive, self.store))
 
     # .............................................................. the end
     def _finish(self) -> None:

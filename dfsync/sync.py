@@ -22,6 +22,7 @@ from ._check import results_frame
 from ._cursor import cursor_from_json
 from ._partition import check_engine
 from ._registry import LIVE
+from ._retention import forget, purge
 from ._schema import schema_frame
 from ._settings import use as use_settings
 from .definition import CALLBACKS, SyncDefinition, record_schema
@@ -194,6 +195,10 @@ class Sync:
             try:
                 with use_settings(ws.settings), store.lease():
                     try:
+                        try:  # records past their retention go before the run adds its own
+                            purge(self, run_id=run_id)
+                        except Exception as exc:  # never costs the run
+                            store.note(self.id, run_id, f"purging old records failed: {type(exc).__name__}: {exc}")
                         runner.execute()
                     finally:  # the run's outcome is settled: its callback now (never changing it)
                         notify(self, run_id, runner.status)
@@ -298,6 +303,21 @@ class Sync:
         self.workspace.store.reset_delivered(
             self.id, f"delivered state and cursor forgotten by {user} on {socket.gethostname()} "
                      f"(pid {os.getpid()}): the next run is a first load; the destination was not touched")
+
+    def forget(self, keys: Any) -> dict[str, int]:
+        """Erase every stored trace of the rows with these primary keys (an erasure request):
+        their records, their delivered state, and their values in the sync's events and run errors
+        (replaced by ``[forgotten key]``). The next run treats them as new (sends them again if the
+        source still has them). The destination is not touched. ``keys``: key values (a one-column
+        key), tuples or dicts of the key columns, or a frame with them. Refused while a run is
+        going on or paused. Returns how many records, delivered rows and texts were removed."""
+        return forget(self, keys)
+
+    def purge_records(self, older_than: Any = None) -> int:
+        """Remove the records of runs that finished longer ago than ``older_than`` (``"30 days"``),
+        else this sync's ``record_retention``, else the workspace's; returns how many (``dfsync
+        purge`` does this for every sync). A run does it for its sync before it starts."""
+        return purge(self, older_than)
 
     def disable(self) -> None:
         """Stop the sync from running (manually or on schedule); a transferring run pauses."""

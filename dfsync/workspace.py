@@ -64,7 +64,8 @@ class Workspace:
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0,
                  create: bool = True, staging_memory: str | None = None, destination_memory: str | None = None,
                  workspace_memory: str | None = None, postgres_writers: int | None = None,
-                 mysql_writers: int | None = None, allowed_callbacks: Sequence[str] | str | None = None) -> None:
+                 mysql_writers: int | None = None, allowed_callbacks: Sequence[str] | str | None = None,
+                 record_retention: Any = None) -> None:
         """Open the workspace at ``path`` (made if missing; ``create=False``: open only an existing
         one). A DuckDB file holding other tables is refused (``WorkspaceError``) and left unchanged.
 
@@ -75,11 +76,15 @@ class Workspace:
         ``allowed_callbacks`` (else ``DFSYNC_ALLOWED_CALLBACKS``, comma-separated; default none):
         the modules (a package allows its submodules) whose stored ``"module:function"``
         callbacks this host imports and runs; a stored callback from any other module is not
-        imported and the run notes it. Callables passed in this Python session always run."""
+        imported and the run notes it. Callables passed in this Python session always run.
+
+        ``record_retention`` (else ``DFSYNC_RECORD_RETENTION``; default: kept): how long the
+        stored records of a sync without its own ``record_retention`` are kept, e.g. ``"30 days"``."""
         self.settings = check_settings({
             "staging_memory": staging_memory, "destination_memory": destination_memory,
             "workspace_memory": workspace_memory, "postgres_writers": postgres_writers,
-            "mysql_writers": mysql_writers, "allowed_callbacks": allowed_callbacks})
+            "mysql_writers": mysql_writers, "allowed_callbacks": allowed_callbacks,
+            "record_retention": record_retention})
         self.store = open_store(os.fspath(path) if path is not None else DEFAULT_PATH,
                                 busy_timeout=busy_timeout, create=create,
                                 memory_limit=self.settings.get("workspace_memory"))
@@ -133,10 +138,18 @@ class Workspace:
         initial_cursor: Any = None,
         schema: str = "evolve",
         partitions: int | None = None,
+        sensitive: Sequence[str] | str | None = None,
+        record_retention: Any = None,
     ) -> Sync:
         """Define a sync (or, with the same name, change its definition: a new version is recorded).
 
         Everything is validated here, so a bad setting fails now rather than mid-run.
+
+        ``sensitive=["email", "phone"]``: fields (after mapping, not the primary key) that the
+        stored records of failed, invalid and skipped rows keep only as keyed hashes
+        (``hmac:...``; see docs/SECURITY.md for the key). ``record_retention="30 days"``: the
+        records of runs that finished longer ago are purged at the next run and by ``dfsync
+        purge`` (default: the workspace's ``record_retention`` setting, else kept).
 
         >>> sync = ws.create_sync("customers", source=dfsync.sources.files("data/customers_v1.parquet"),
         ...     destination=dfsync.destinations.duckdb("warehouse.duckdb", table="customers"),
@@ -153,7 +166,8 @@ class Workspace:
                 on_invalid=on_invalid, max_failed_rows=max_failed_rows, batch_size=batch_size, schedule=schedule,
                 on_success=on_success, on_failure=on_failure, on_paused=on_paused,
                 failed_rows_alert=failed_rows_alert, allow_empty=allow_empty, lookback=lookback,
-                initial_cursor=initial_cursor, schema=schema, partitions=partitions).validate()
+                initial_cursor=initial_cursor, schema=schema, partitions=partitions, sensitive=sensitive,
+                record_retention=record_retention).validate()
         self._store_definition(name, spec, if_exists)
         return Sync(self, name)
 
@@ -218,6 +232,13 @@ class Workspace:
             raise SyncAlreadyRunning(f"sync {name!r} is running; abort or wait for the run before deleting it")
         self.store.delete_sync(row["id"])
         LIVE.pop((self.store.key, name), None)
+
+    def purge(self, older_than: Any = None) -> dict[str, int]:
+        """Remove stored records past their retention, for every sync: the records of runs that
+        finished longer ago than ``older_than`` (``"30 days"``), else the sync's
+        ``record_retention``, else this workspace's; returns how many each sync lost (``dfsync purge``)."""
+        with use_settings(self.settings):
+            return {row["name"]: Sync(self, row["name"]).purge_records(older_than) for row in self.store.all_syncs()}
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""

@@ -21,7 +21,7 @@ MAX_LINES = 600
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("dfsync.errors", "dfsync.states", "dfsync._arrow", "dfsync._regex", "dfsync._paths",
               "dfsync._kinds", "dfsync._pandas", "dfsync._adbc", "dfsync._cursor", "dfsync._registry",
-              "dfsync._settings", "dfsync._ident", "dfsync._secrets", "dfsync._callbacks",
+              "dfsync._settings", "dfsync._ident", "dfsync._secrets", "dfsync._callbacks", "dfsync._sensitive",
               "dfsync._checks_sql", "dfsync._gx_context", "dfsync._pgtypes")),
     ("store", ("dfsync.store", "dfsync._dryrun")),
     ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._schema", "dfsync._window",
@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("dfsync.runner", "dfsync._writer", "dfsync._settle", "dfsync._bucket", "dfsync.engines",
                 "dfsync._partition")),
     ("handles", ("dfsync.workspace", "dfsync.sync", "dfsync.run", "dfsync._validate", "dfsync._changes",
+                 "dfsync._retention",
                  "dfsync._progress", "dfsync._html", "dfsync._html_run", "dfsync._html_history",
                  "dfsync._html_preview")),
     ("top", ("dfsync", "dfsync.__main__", "dfsync.cli", "dfsync.demo", "dfsync.widgets")),

@@ -40,11 +40,12 @@ from ._common import (
     owner_token,
 )
 from ._delivery import DeliveryOps
+from ._erasure import ErasureOps
 from ._filelock import FileConnections
 from ._privileges import ALL_ACTIONS
 
 
-class Store(DeliveryOps, FileConnections):
+class Store(DeliveryOps, ErasureOps, FileConnections):
     """All reads and writes of one workspace file."""
 
     def ledger_id(self, run_id: int) -> str:

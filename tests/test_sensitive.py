@@ -1,0 +1,191 @@
+"""Personal data in records: ``sensitive=`` fields kept as keyed hashes, ``record_retention`` and
+``dfsync purge``, ``sync.forget(keys)``; on the DuckDB file workspace and the PostgreSQL one."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+from datetime import timedelta
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+from dfsync._sensitive import keyed_hash, parse_retention, workspace_key
+from tests.faulty import env_with_repo
+
+WORKSPACE_STORES = ("duckdb", "postgres")
+
+# rows 4 and 5 fail at the destination (age > 150 breaks its CHECK), row 6 is invalid (no '@')
+EMAILS = ["ann@example.com", "bo@example.com", "cy@example.com", "dee.secret@example.com",
+          "eve.secret@example.com", "fay.secret-example.com"]
+PHONES = ["+1 555 0101", "+1 555 0102", "+1 555 0103", "+44 7700 900404", "+44 7700 900405", "+44 7700 900406"]
+SECRETS = EMAILS + PHONES  # a small run keeps the records of its delivered rows too
+
+
+@pytest.fixture(autouse=True)
+def record_key(monkeypatch):
+    monkeypatch.setenv("DFSYNC_RECORD_KEY", "test-record-key-0123456789")
+
+
+def frame(ages=(30, 40, 50, 200, 300, 60)) -> pl.DataFrame:
+    return pl.DataFrame({"id": [1, 2, 3, 4, 5, 6], "email": EMAILS, "phone": PHONES, "age": list(ages)})
+
+
+def destination(tmp_path):
+    path = str(tmp_path / "dest" / "d.duckdb")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    con = duckdb.connect(path)
+    con.execute("CREATE TABLE IF NOT EXISTS people (id BIGINT PRIMARY KEY, email VARCHAR, phone VARCHAR, "
+                "age INTEGER CHECK (age < 150))")
+    con.close()
+    return dfsync.destinations.duckdb(path, table="people")
+
+
+def make_sync(ws, tmp_path, **kw):
+    return ws.create_sync("people", source=dfsync.sources.frame(frame()), destination=destination(tmp_path),
+                          primary_key="id", sensitive=["email", "phone"], on_invalid="skip", max_failed_rows=10,
+                          checks=[dfsync.checks.matches("email", r"^[^@]+@[^@]+$")], **kw)
+
+
+def test_sensitive_fields_are_kept_as_keyed_hashes_and_appear_nowhere_in_plain(ws_target, tmp_path, capfd,
+                                                                                 caplog, request):
+    ws = dfsync.Workspace(ws_target)
+    sync = make_sync(ws, tmp_path)
+    first = sync.run(progress=False)
+    assert first.counts["failed"] == 2 and first.counts["invalid"] == 1 and first.counts["succeeded"] == 3
+    recs = first.records()
+    assert sorted(recs["_status"].to_list()) == ["failed", "failed", "invalid"] + ["succeeded"] * 3
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    by_id = {r["id"]: r for r in recs.to_dicts()}
+    for i in (1, 4, 5, 6):
+        assert by_id[i]["email"] == keyed_hash(EMAILS[i - 1], key)  # recognisable by whoever holds the key
+        assert by_id[i]["phone"] == keyed_hash(PHONES[i - 1], key)
+        assert by_id[i]["age"] == frame()["age"][i - 1]  # a field not named stays as it was
+    second = sync.run(source=frame(), progress=False)  # the same values fail again: the same hashes
+    again = {r["id"]: r["email"] for r in second.records().to_dicts()}
+    assert again == {i: by_id[i]["email"] for i in (4, 5, 6)}
+    from typer.testing import CliRunner
+
+    from dfsync.cli import app
+
+    cli = CliRunner().invoke(app, ["records", str(first.id), "-w", ws_target])
+    assert cli.exit_code == 0 and "hmac:" in cli.output
+    seen = [("repr", f"{ws!r} {sync!r} {first!r} {second!r}"), ("html", sync._repr_html_() + first._repr_html_()
+            + second._repr_html_() + ws._repr_html_()), ("records", str(recs.to_dicts())),
+            ("events", str(sync.events().to_dicts())), ("cli", cli.output),
+            ("checks", str(ws.sql("SELECT * FROM checks").to_dicts())), ("runs", str(sync.runs().to_dicts()))]
+    out, err = capfd.readouterr()
+    seen += [("output", out + err), ("logs", " ".join(r.getMessage() for r in caplog.records))]
+    for what, text in seen:
+        for s in SECRETS:
+            assert s not in text, f"{s!r} in {what}"
+    ws.close()
+    if ws_target.startswith("postgresql://"):
+        base, schema = ws_target.split("?schema=")
+        blobs = {"pg_dump": request.getfixturevalue("pg_server").dump_schema(base, schema)}
+        assert b"hmac:" in blobs["pg_dump"]
+    else:  # the file after its checkpoint (close), and anything next to it
+        folder = os.path.dirname(ws_target)
+        blobs = {f: pathlib.Path(d, f).read_bytes() for d, _, fs in os.walk(folder) for f in fs
+                 if not pathlib.Path(d).is_relative_to(tmp_path / "dest")}  # the destination holds them, rightly
+        assert any(b"hmac:" in b for b in blobs.values())
+    for what, blob in blobs.items():
+        for s in SECRETS:
+            assert s.encode() not in blob, f"{s!r} in {what}"
+
+
+def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, tmp_path):
+    src, dest = dfsync.sources.frame(frame()), destination(tmp_path)
+    with pytest.raises(dfsync.ConfigError, match="'mail' is not a field.*email"):
+        ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive=["mail"])
+    with pytest.raises(dfsync.ConfigError, match="primary key"):
+        ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive=["id"])
+    with pytest.raises(dfsync.ConfigError, match="full_refresh"):
+        ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive="email",
+                       sync_mode="incremental", cursor_field="age")
+    with pytest.raises(dfsync.ConfigError, match="30 days"):
+        ws.create_sync("x", source=src, destination=dest, primary_key="id", record_retention="a month")
+    plain = ws.create_sync("plain", source=src, destination=dest, primary_key="id")
+    assert "sensitive" not in plain.definition and "record_retention" not in plain.definition
+    s = ws.create_sync("s", source=src, destination=dest, primary_key="id", sensitive="email",
+                       record_retention=30)
+    assert s.definition["sensitive"] == ["email"] and s.definition["record_retention"] == "30 days"
+    assert parse_retention("12 Hours") == "12 hours"
+
+
+def _age_runs(ws, sync, days):
+    """Make the sync's finished runs ``days`` older (as if they ran then)."""
+    for run_id in sync.runs()["run_id"].to_list():
+        finished = ws.run(run_id).finished_at
+        ws.store.set_run_fields(run_id, finished_at=finished - timedelta(days=days))
+
+
+def test_record_retention_purges_on_the_next_run_and_by_dfsync_purge(ws_target, tmp_path):
+    ws = dfsync.Workspace(ws_target)
+    sync = make_sync(ws, tmp_path, record_retention="30 days")
+    first = sync.run(progress=False)
+    n = first.records().height
+    assert n == 6
+    _age_runs(ws, sync, 29)
+    second = sync.run(progress=False)  # within 30 days: kept
+    assert first.records().height == n and second.records().height == 3  # failed and invalid again
+    _age_runs(ws, sync, 2)  # the first run is now 31 days old, the second 2 days
+    third = sync.run(progress=False)
+    assert first.records().height == 0 and second.records().height == 3 and third.records().height == 3
+    notes = third.events().filter(pl.col("kind") == "note")["detail"].to_list()
+    assert any(f"{n} records" in x and "record_retention 30 days" in x for x in notes), notes
+    _age_runs(ws, sync, 40)
+    ws.close()
+    out = subprocess.run([sys.executable, "-m", "dfsync", "purge", "-w", ws_target], capture_output=True,
+                         text=True, env=env_with_repo(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "people: 6 records purged" in out.stdout
+    ws = dfsync.Workspace(ws_target)
+    try:
+        assert ws.sql("SELECT count(*) AS n FROM rec_1")["n"][0] == 0
+    finally:
+        ws.close()
+
+
+def test_a_workspace_default_retention_and_purge_older_than(ws, tmp_path, monkeypatch):
+    sync = make_sync(ws, tmp_path)
+    run = sync.run(progress=False)
+    assert ws.purge() == {"people": 0}  # no retention anywhere: records stay
+    _age_runs(ws, sync, 10)
+    assert ws.purge(older_than="11 days") == {"people": 0}
+    monkeypatch.setenv("DFSYNC_RECORD_RETENTION", "7 days")
+    assert ws.purge() == {"people": 6} and run.records().height == 0
+
+
+def test_forget_removes_every_trace_and_the_next_run_sends_them_again(ws_target, tmp_path, request):
+    ws = dfsync.Workspace(ws_target)
+    sync = make_sync(ws, tmp_path)
+    run = sync.run(progress=False)
+    assert run.counts["succeeded"] == 3
+    ws.store.note(sync.id, run.id, "support ticket about id 1234567 and dee.secret@example.com")
+    src = pl.DataFrame({"id": [1234567, 1], "email": ["z@example.com", EMAILS[0]], "phone": ["1", PHONES[0]],
+                        "age": [1, 30]})
+    assert sync.run(source=src, progress=False).status == "success"
+    sync.forget([1234567, 4, 3])
+    delivered = sync.delivered()["id"].to_list()
+    assert 1234567 not in delivered and 3 not in delivered and 1 in delivered
+    assert all(4 not in r.records()["id"].to_list() for r in (run,))
+    events = str(sync.events().to_dicts())
+    assert "1234567" not in events and "[forgotten key]" in events
+    again = sync.run(progress=False)  # 3 is new again: sent; 4 fails again
+    assert again.counts["inserted"] == 1 + 2 and again.counts["succeeded"] == 1
+    ws.close()
+    if ws_target.startswith("postgresql://"):
+        base, schema = ws_target.split("?schema=")
+        assert b"1234567" not in request.getfixturevalue("pg_server").dump_schema(base, schema)
+
+
+def test_forget_names_the_primary_key_when_given_something_else(ws, tmp_path):
+    sync = make_sync(ws, tmp_path)
+    sync.run(progress=False)
+    with pytest.raises(dfsync.ConfigError, match="primary key"):
+        sync.forget([{"email": "x"}])
