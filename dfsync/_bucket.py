@@ -49,7 +49,7 @@ def write_ipc(path: str, tbl: pa.Table) -> None:
 
 def _test_kill(point: str, task: dict[str, Any], n: int) -> None:
     """Test hook (DFSYNC_TEST_KILL_WORKER="point:bucket:n:once-file"): SIGKILL this worker there, once."""
-    plan = os.environ.get("DFSYNC_TEST_KILL_WORKER")
+    plan = task.get("test_kill") or os.environ.get("DFSYNC_TEST_KILL_WORKER")
     if not plan:
         return
     where, bucket, nth, once = plan.split(":", 3)

@@ -68,7 +68,7 @@ def check_engine(defn: SyncDefinition, sync_name: str, engine: Any) -> None:
     if engine is None:
         return
     if not isinstance(engine, Engine):
-        raise ConfigError(f"engine= takes an engine such as dfsync.engines.local(processes=4), not {engine!r}")
+        raise ConfigError(f"engine= takes dfsync.engines.local(...) or dfsync.engines.ray(...), not {engine!r}")
     if not defn.partitions:
         raise ConfigError(f"sync {sync_name!r} is not partitioned, so it has no buckets to run on {engine!r}: "
                           f"recreate it with partitions=N (ws.create_sync(..., partitions=8))")
@@ -152,7 +152,8 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
     os.makedirs(workdir, exist_ok=True)
     base_task = {"destination": {"kind": defn.destination.kind, **defn.destination.config()},
                  "modules": sorted({type(defn.destination).__module__} - {"__main__"}),
-                 "context": context_task(ctx), "schema": schema.serialize().to_pybytes()}
+                 "context": context_task(ctx), "schema": schema.serialize().to_pybytes(),
+                 "test_kill": os.environ.get("DFSYNC_TEST_KILL_WORKER")}  # tests only: see _bucket
     rows = defn.batch_size or defn.destination.default_batch_size
     bucket_of = bucket_sql(key, n)
     waiting = list(range(n))

@@ -1,10 +1,12 @@
 """Where a partitioned run's buckets run: ``sync.run(engine=...)``.
 
 >>> sync.run(engine=dfsync.engines.local(processes=4))       # plain local processes
+>>> sync.run(engine=dfsync.engines.ray(address="auto"))      # a Ray cluster (pip install 'dfsync[ray]')
 
 Without an engine a partitioned sync runs its buckets in this process, one after another.
 An engine receives plain data only (:func:`dfsync._bucket.send_bucket`): the destination's
-stored config, the run's ledger id, the bucket and its batch files.
+stored config, the run's ledger id, the bucket and its batch files. Ray is imported only when
+a Ray engine starts, so ``import dfsync`` stays light.
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ class LocalProcesses(Engine):
         return outer
 
     def shutdown(self) -> None:
-        """Stop the worker processes (they are kept between runs of this engine; they also end
-        with this process)."""
+        """Stop the worker processes (they are kept between runs of this engine, as a Ray cluster
+        is; they also end with this process)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -92,10 +94,56 @@ class LocalProcesses(Engine):
         return f"dfsync.engines.local(processes={self.processes})"
 
 
+class RayEngine(Engine):
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3,
+                 **init_kwargs: Any) -> None:
+        self.address, self.num_cpus, self.max_retries, self.init_kwargs = address, num_cpus, max_retries, init_kwargs
+        self._remote: Any = None
+
+    def start(self) -> None:
+        if self._remote is not None:
+            return
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError("dfsync.engines.ray() needs Ray: pip install 'dfsync[ray]'") from exc
+        if not ray.is_initialized():
+            # a Ray started here keeps running for the session's next runs (starting takes seconds)
+            ray.init(address=self.address, num_cpus=self.num_cpus, log_to_driver=False,
+                     include_dashboard=False, **self.init_kwargs)
+        from ._ray import remote_send_bucket
+
+        self._remote = remote_send_bucket(self.max_retries)
+
+    def slots(self) -> int:
+        import ray
+
+        return max(1, self.num_cpus or int(ray.cluster_resources().get("CPU", 1)))
+
+    def submit(self, fn: Callable[[Task], Any], task: Task) -> cf.Future[Any]:
+        from ._ray import wrap
+
+        return wrap(self._remote.remote(task))
+
+    def __repr__(self) -> str:
+        return f"dfsync.engines.ray(address={self.address!r}, num_cpus={self.num_cpus!r})"
+
+
 def local(processes: int | None = None) -> LocalProcesses:
     """Run a partitioned sync's buckets in ``processes`` local worker processes (default: the
     machine's cores, at most 4). No extra dependency."""
     return LocalProcesses(processes)
 
 
-__all__ = ["BucketsLost", "Engine", "WorkerLost", "Task", "InProcess", "LocalProcesses", "local"]
+def ray(address: str | None = None, num_cpus: int | None = None, max_retries: int = 3,
+        **init_kwargs: Any) -> RayEngine:
+    """Run a partitioned sync's buckets as Ray tasks. ``address``: None starts (or joins) a local
+    Ray, ``"auto"`` joins the cluster of this machine, ``"ray://host:10001"`` a remote one;
+    ``num_cpus``: the CPUs of a local Ray started here. A task whose worker dies is retried by Ray
+    ``max_retries`` times, then dispatched again by the run. ``pip install 'dfsync[ray]'``."""
+    return RayEngine(address, num_cpus, max_retries, **init_kwargs)
+
+
+__all__ = ["BucketsLost", "Engine", "WorkerLost", "Task", "InProcess", "LocalProcesses", "RayEngine", "local", "ray"]

@@ -1,0 +1,39 @@
+"""The Ray side of :func:`dfsync.engines.ray` (imported only when a Ray engine starts)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from typing import Any
+
+import ray
+
+from .._bucket import send_bucket
+from ._base import WorkerLost
+
+
+def remote_send_bucket(max_retries: int) -> Any:
+    # retry_exceptions=False: an error the task raised (a destination refusing a batch) is the
+    # run's to handle; only a dead worker is retried by Ray
+    return ray.remote(max_retries=max_retries, retry_exceptions=False)(send_bucket)
+
+
+def wrap(ref: Any) -> cf.Future[Any]:
+    """The task's result as a concurrent future, with Ray's errors told apart: the task's own
+    exception as itself, a dead worker (after Ray's retries) as WorkerLost."""
+    outer: cf.Future[Any] = cf.Future()
+
+    def done(f: cf.Future[Any]) -> None:
+        exc = f.exception()
+        if exc is None:
+            outer.set_result(f.result())
+        elif isinstance(exc, ray.exceptions.RayTaskError):
+            cause = getattr(exc, "cause", None)
+            outer.set_exception(cause if isinstance(cause, Exception) else exc)
+        elif isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                              ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
+            outer.set_exception(WorkerLost(f"a Ray worker died: {exc}"))
+        else:
+            outer.set_exception(exc)
+
+    ref.future().add_done_callback(done)
+    return outer
