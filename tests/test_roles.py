@@ -157,6 +157,9 @@ def test_a_viewer_opens_read_only_sees_history_and_nothing_else(roles, tmp_path)
     assert run.status == RunStatus.IN_PROGRESS  # not recovered by a viewer
     assert run.events().height > 0 and sync.events().height > 0
     assert "people" in repr(sync) and "people" in ws._repr_html_() and run._repr_html_()
+    # check results, without their example failing values (those are record values)
+    checks = run.validation()
+    assert checks.height == 1 and checks["unexpected_count"].to_list() == [2] and checks["partial_unexpected_list"].to_list() == [None]
     cli = CliRunner()
     for args in (["syncs"], ["status", "people"], ["runs", "people"]):
         out = cli.invoke(app, [*args, "--workspace", roles.uri("viewer")])
@@ -189,6 +192,8 @@ def test_a_viewer_opens_read_only_sees_history_and_nothing_else(roles, tmp_path)
     # the records table is not readable at all by the viewer's login
     with pytest.raises(dfsync.PermissionDenied):
         ws.sql(f"SELECT * FROM rec_{sync.id}")
+    with pytest.raises(dfsync.PermissionDenied):
+        ws.sql("SELECT partial_unexpected_list FROM checks")
     ws.close()
     assert roles.snapshot() == before
 
@@ -220,6 +225,7 @@ def test_an_operator_runs_and_reads_records_but_does_not_define(roles, tmp_path)
     assert sorted(run.records("invalid")["email"].to_list()) == ["p12@example.com", "p4@example.com",
                                                                  "p8@example.com"]
     assert "p12@example.com" in run._repr_html_()  # an operator's run view shows the example rows
+    assert run.validation()["partial_unexpected_list"].to_list() == ["[-1, -1, -1]"]
     assert sync.preview().counts["insert"] == 0
     ws.close()
 

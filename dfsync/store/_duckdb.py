@@ -441,8 +441,12 @@ class Store(DeliveryOps, ErasureOps, FileConnections):
         with self._connect() as con:
             return frame(con, 
                 "SELECT check_name, kind, column_name, level, scope, success, element_count, unexpected_count, "
-                "unexpected_percent, partial_unexpected_list, result FROM checks WHERE run_id = ? ORDER BY rowid",
+                f"unexpected_percent, {self._check_examples()} FROM checks WHERE run_id = ? ORDER BY rowid",
                 [run_id])
+
+    def _check_examples(self) -> str:
+        """The columns of a check result holding example failing values (record values)."""
+        return "partial_unexpected_list, result"
 
     # ------------------------------------------------------------------ what the panels explain
     def run_timeline(self, run_id: int) -> list[tuple[str, datetime]]:
@@ -454,7 +458,8 @@ class Store(DeliveryOps, ErasureOps, FileConnections):
     def failed_checks(self, run_id: int) -> list[dict[str, Any]]:
         """The checks of a run that failed, most rows first: name, kind, column, level, scope, rows."""
         with self._connect() as con:
-            rows = frame(con, "SELECT * FROM checks WHERE run_id = ? AND NOT coalesce(success, true) "
+            rows = frame(con, "SELECT check_name, kind, column_name, level, scope, unexpected_count FROM checks "
+                               "WHERE run_id = ? AND NOT coalesce(success, true) "
                                "ORDER BY unexpected_count DESC NULLS LAST, rowid", [run_id]).to_dicts()
         return [{"check": r["check_name"], "kind": r["kind"], "column": r["column_name"], "level": r["level"],
                  "scope": r.get("scope"), "rows": int(r["unexpected_count"] or 0)} for r in rows]

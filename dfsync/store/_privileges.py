@@ -31,7 +31,7 @@ Need = tuple[str, str, str]
 
 _VIEW: tuple[Need, ...] = (("schema", "", "USAGE"), ("table", "syncs", "SELECT"), ("table", "runs", "SELECT"),
                            ("table", "events", "SELECT"), ("table", "batches", "SELECT"),
-                           ("table", "checks", "SELECT"))
+                           ("column", "checks.check_name", "SELECT"))
 _EVENTS: tuple[Need, ...] = (("table", "events", "INSERT"), ("sequence", "dfsync_event_ids", "USAGE"))
 _STATE: tuple[Need, ...] = (("owner", "state_*", ""), ("owner", "rec_*", ""))
 _RUN: tuple[Need, ...] = (*_VIEW, *_EVENTS, ("table", "runs", "INSERT"), ("table", "runs", "UPDATE"),
@@ -45,7 +45,8 @@ _RUN: tuple[Need, ...] = (*_VIEW, *_EVENTS, ("table", "runs", "INSERT"), ("table
 #: action -> the privileges it needs
 ACTIONS: dict[str, tuple[Need, ...]] = {
     "view": _VIEW,
-    "records": (*_VIEW, ("table", "rec_*", "SELECT")),
+    # records, and the example failing values of check results (record values too)
+    "records": (*_VIEW, ("table", "rec_*", "SELECT"), ("column", "checks.partial_unexpected_list", "SELECT")),
     "preview": (*_VIEW, ("table", "state_*", "SELECT"), ("table", "rec_*", "SELECT")),
     "run": _RUN,
     "resume": _RUN,
@@ -185,6 +186,12 @@ class PgPrivileges:
                 f"to this dfsync's schema (version {SCHEMA_VERSION}), which only its owner may do; nothing was "
                 f"changed. Open it once as the owner of the schema, then with this role "
                 f"(see docs/SECURITY.md)", "migrate") from None
+
+    def _check_examples(self) -> str:
+        """A role that may not read records sees check results without their example values."""
+        if self._missing(["records"])["records"]:
+            return "CAST(NULL AS text) AS partial_unexpected_list, CAST(NULL AS text) AS result"
+        return super()._check_examples()  # type: ignore[misc]
 
     def recover_orphans(self, is_alive: Any) -> list[tuple[int, str, str]]:
         """Dead owners' runs are moved only by a role that may (a viewer's open writes nothing)."""
