@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import pathlib
 import time
 
 import duckdb
@@ -39,10 +40,25 @@ def big(tmp_path, ws_target):
     return ws_path, warehouse
 
 
-def _run_in_child(spawn, ws_path: str):
-    """Another Python process (a second notebook, a script) running the sync."""
-    code = (f"import dfsync; run = dfsync.Workspace({ws_path!r}).sync('big').run(progress=False); "
-            f"print(run.status.value, flush=True)")
+def _run_in_child(spawn, ws_path: str, hold: str | None = None):
+    """Another Python process (a second notebook, a script) running the sync.
+
+    ``hold``: a file; once the run has sent rows it waits (at most 120 s) until the file exists, so
+    the test's other process surely meets it running (only on a PostgreSQL workspace, where a run
+    holds no lease on the workspace, and its 200,000 rows may otherwise be sent within seconds).
+    """
+    if hold is None or not ws_path.startswith("postgresql://"):
+        code = (f"import dfsync; run = dfsync.Workspace({ws_path!r}).sync('big').run(progress=False); "
+                f"print(run.status.value, flush=True)")
+        return spawn(code=code)
+    code = (f"import os, time, dfsync\n"
+            f"def hold(status, row):\n"
+            f"    if status == 'in_progress' and row.get('sent'):\n"
+            f"        end = time.monotonic() + 120\n"
+            f"        while not os.path.exists({hold!r}) and time.monotonic() < end:\n"
+            f"            time.sleep(0.02)\n"
+            f"run = dfsync.Workspace({ws_path!r}).sync('big').run(progress=hold)\n"
+            f"print(run.status.value, flush=True)\n")
     return spawn(code=code)
 
 
@@ -117,7 +133,8 @@ def test_cli_runs_while_another_process_runs_the_sync(big, spawn, dfsync_cli) ->
 def test_a_second_run_from_another_process_is_refused_and_changes_nothing(big, spawn, dfsync_cli) -> None:
     ws_path, warehouse = big
     ws = dfsync.Workspace(ws_path)
-    writer = _run_in_child(spawn, ws_path)
+    release = str(pathlib.Path(warehouse).parent / "release")
+    writer = _run_in_child(spawn, ws_path, hold=release)
     _wait_for(ws, ("in_progress",), writer)
     events_before = ws.sync("big").events().filter(pl.col("detail").str.starts_with("run created")).height
     res = dfsync_cli("run", "big", "-w", ws_path)
@@ -125,11 +142,13 @@ def test_a_second_run_from_another_process_is_refused_and_changes_nothing(big, s
     assert "Traceback" not in res.err
     assert f"in process {writer.pid}" in res.err and "wait for it" in res.err
     # a script using the library directly gets the exception
-    code = (f"import dfsync\ntry:\n    dfsync.Workspace({ws_path!r}).sync('big').run(progress=False)\n"
-            f"except dfsync.errors.SyncAlreadyRunning as e:\n    print('refused', e)\n")
+    code = (f"import dfsync\ntry:\n    r = dfsync.Workspace({ws_path!r}).sync('big').run(progress=False)\n"
+            f"except dfsync.errors.SyncAlreadyRunning as e:\n    print('refused', e)\n"
+            f"else:\n    print('not refused: run', r.id, r.status.value, r.error)\n")
     second = spawn(code=code)
     out, err = second.communicate(timeout=300)
-    assert out.startswith("refused"), err
+    assert out.startswith("refused"), (out, err)
+    pathlib.Path(release).write_text("")
     out, err = writer.communicate(timeout=300)
     assert writer.returncode == 0 and out.strip() == "success", err
     sync = ws.sync("big")
