@@ -189,3 +189,27 @@ def test_forget_names_the_primary_key_when_given_something_else(ws, tmp_path):
     sync.run(progress=False)
     with pytest.raises(dfsync.ConfigError, match="primary key"):
         sync.forget([{"email": "x"}])
+
+
+@pytest.mark.slow
+def test_skipped_records_of_an_insert_only_sync_keep_sensitive_fields_hashed(ws_target, tmp_path, request):
+    ws = dfsync.Workspace(ws_target)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(frame(ages=[1, 2, 3, 4, 5, 6])),
+                          destination=destination(tmp_path), primary_key="id", sensitive=["email", "phone"],
+                          destination_mode="insert")
+    assert sync.run(progress=False).counts["succeeded"] == 6
+    changed = frame(ages=[1, 2, 3, 4, 5, 6]).with_columns(pl.col("phone") + " 99")
+    run = sync.run(source=changed, progress=False)
+    skipped = run.records("skipped")
+    assert run.counts["skipped"] == 6 and skipped.height == 6
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert sorted(skipped["phone"].to_list()) == sorted(keyed_hash(p, key) for p in changed["phone"])
+    ws.close()
+    new = [p.encode() for p in changed["phone"]] + [e.encode() for e in EMAILS]
+    if ws_target.startswith("postgresql://"):
+        base, schema = ws_target.split("?schema=")
+        blobs = [request.getfixturevalue("pg_server").dump_schema(base, schema)]
+    else:
+        blobs = [pathlib.Path(d, f).read_bytes() for d, _, fs in os.walk(os.path.dirname(ws_target)) for f in fs
+                 if not pathlib.Path(d).is_relative_to(tmp_path / "dest")]
+    assert not [e for e in new for b in blobs if e in b]
