@@ -155,7 +155,9 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                  "context": context_task(ctx), "schema": schema.serialize().to_pybytes(),
                  "test_kill": os.environ.get("DFSYNC_TEST_KILL_WORKER")}  # tests only: see _bucket
     rows = defn.batch_size or defn.destination.default_batch_size
-    bucket_of = bucket_sql(key, n)
+    # each staged row's bucket, hashed once (not once per bucket): the rows of bucket b are a semi-join
+    staging.con.execute(f"CREATE OR REPLACE TABLE _dfsync_buckets AS SELECT rowid AS _rid, "
+                        f"{bucket_sql(key, n)} AS _b FROM stg")
     waiting = list(range(n))
     tasks: dict[int, dict[str, Any]] = {}
     attempts: dict[int, int] = dict.fromkeys(range(n), 0)
@@ -169,7 +171,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                 b = waiting.pop(0)
                 if b not in tasks:
                     batches = []
-                    reader = staging.batches(mode, rows, only=f"{bucket_of} = {b}")
+                    reader = staging.batches(mode, rows, only=f"s.rowid IN (SELECT _rid FROM _dfsync_buckets WHERE _b = {b})")
                     for tbl in rebatch(reader, rows):
                         store.write_ahead(runner.sync_id, runner.run_id, next_batch, tbl, key, ACTION_COLUMN)
                         path = os.path.join(workdir, f"b{b}-{next_batch}.arrow")
