@@ -311,12 +311,14 @@ class Sync:
         source still has them). The destination is not touched. ``keys``: key values (a one-column
         key), tuples or dicts of the key columns, or a frame with them. Refused while a run is
         going on or paused. Returns how many records, delivered rows and texts were removed."""
+        self.workspace.store.require("forget", self.id)
         return forget(self, keys)
 
     def purge_records(self, older_than: Any = None) -> int:
         """Remove the records of runs that finished longer ago than ``older_than`` (``"30 days"``),
         else this sync's ``record_retention``, else the workspace's; returns how many (``dfsync
         purge`` does this for every sync). A run does it for its sync before it starts."""
+        self.workspace.store.require("purge", self.id)
         return purge(self, older_than)
 
     def disable(self) -> None:

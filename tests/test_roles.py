@@ -184,6 +184,8 @@ def test_a_viewer_opens_read_only_sees_history_and_nothing_else(roles, tmp_path)
     _denied("reset", sync.reset)
     _denied("create", define, ws, tmp_path, "other")
     _denied("delete", ws.delete_sync, "people")
+    _denied("purge", sync.purge_records, "1 day")
+    _denied("forget", sync.forget, [4])
     out = cli.invoke(app, ["run", "people", "--workspace", roles.uri("viewer")])
     assert out.exit_code == 1 and "may not run a sync" in out.output, out.output
     # a raw statement the checks did not foresee: the server's refusal, as PermissionDenied
@@ -213,6 +215,7 @@ def test_an_operator_runs_and_reads_records_but_does_not_define(roles, tmp_path)
                        checks=[dc.between("age", 0, 130)])
     assert info.value.action == "change" and "UPDATE on column syncs.definition" in str(info.value)
     _denied("delete", ws.delete_sync, "people")
+    _denied("forget", sync.forget, [4])
     assert roles.snapshot() == before
     # re-running the same definition (a notebook run again) changes nothing and is allowed
     define(ws, tmp_path)
@@ -227,6 +230,7 @@ def test_an_operator_runs_and_reads_records_but_does_not_define(roles, tmp_path)
     assert "p12@example.com" in run._repr_html_()  # an operator's run view shows the example rows
     assert run.validation()["partial_unexpected_list"].to_list() == ["[-1, -1, -1]"]
     assert sync.preview().counts["insert"] == 0
+    assert sync.purge_records("30 days") == 0  # nothing that old
     ws.close()
 
 
@@ -243,6 +247,7 @@ def test_an_admin_creates_changes_and_deletes_syncs(roles, tmp_path):
     op = dfsync.Workspace(roles.uri("operator"))
     op.sync("other").run(progress=False).raise_for_status()
     op.close()
+    assert ws.sync("people").forget([4])["records"] == 1  # an erasure request
     ws.delete_sync("other")
     assert ws.syncs()["name"].to_list() == ["people"]
     left = roles.sql(f"SELECT tablename FROM pg_tables WHERE schemaname = '{roles.schema}' "
@@ -273,8 +278,10 @@ ACTS = {
         "people", source=_source(tmp, 8), primary_key="id", on_invalid="warn", checks=[dc.between("age", 0, 130)],
         destination=dfsync.destinations.duckdb(str(tmp / "dest.duckdb"), table="people")),
     "delete": lambda ws, sync, run, tmp: ws.delete_sync("other"),
+    "purge": lambda ws, sync, run, tmp: sync.purge_records("1 day"),
+    "forget": lambda ws, sync, run, tmp: sync.forget([4]),
 }
-ALLOWED = {"viewer": {"view"}, "operator": set(ACTS) - {"create", "change", "delete"}, "admin": set(ACTS)}
+ALLOWED = {"viewer": {"view"}, "operator": set(ACTS) - {"create", "change", "delete", "forget"}, "admin": set(ACTS)}
 ACTION_OF = {"validate": "preview"}
 
 

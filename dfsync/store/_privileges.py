@@ -60,6 +60,9 @@ ACTIONS: dict[str, tuple[Need, ...]] = {
     "delete": (*_VIEW, *(("table", t, "DELETE") for t in ("syncs", "runs", "events", "batches", "checks")),
                *_STATE),
     "recover": (*_VIEW, *_EVENTS, ("table", "runs", "UPDATE")),  # moving dead owners' runs on open
+    "purge": (*_VIEW, ("owner", "rec_*", "")),
+    # an erasure request: records and state rows deleted, the keys redacted from events and run errors
+    "forget": (*_VIEW, ("table", "events", "UPDATE"), ("table", "runs", "UPDATE"), *_STATE),
 }
 ALL_ACTIONS: frozenset[str] = frozenset(ACTIONS)
 
@@ -67,13 +70,14 @@ ALL_ACTIONS: frozenset[str] = frozenset(ACTIONS)
 ROLE_OF = {"view": "viewer", "records": "operator", "preview": "operator", "run": "operator",
            "resume": "operator", "abort": "operator", "pause": "operator", "enable": "operator",
            "disable": "operator", "reset": "operator", "recover": "operator", "create": "admin",
-           "change": "admin", "delete": "admin"}
+           "change": "admin", "delete": "admin", "purge": "operator", "forget": "admin"}
 
 _WHAT = {"view": "read the workspace", "records": "read records", "preview": "preview a sync",
          "run": "run a sync", "resume": "resume a paused run", "abort": "abort a run", "pause": "pause a run",
          "enable": "enable a sync", "disable": "disable a sync", "reset": "reset a sync's delivered state",
          "create": "create a sync", "change": "change a sync's definition", "delete": "delete a sync",
-         "recover": "move runs whose process died"}
+         "recover": "move runs whose process died", "purge": "purge old records",
+         "forget": "forget keys (erase their every trace)"}
 
 #: the tables a sync gets on its first run: delivered state, records (``log_`` from old versions)
 PER_SYNC_TABLE = re.compile(r"^(state|rec|log)_[0-9]+$")
