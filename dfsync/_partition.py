@@ -33,7 +33,6 @@ import pyarrow.compute as pc
 from ._bucket import context_task, read_ipc, send_bucket, write_bucket, write_ipc
 from ._cursor import cursor_to_json, max_cursor
 from ._ident import quote
-from ._registry import run_control
 from ._writer import rebatch
 from .destinations.base import ACTION_COLUMN, BatchResult
 from .engines import BucketsLost, Engine, InProcess, WorkerLost
@@ -94,7 +93,7 @@ def note_bucket(runner: Runner, b: int, n: int, state: str, attempts: int, count
     runner.bucket_states = states
     summary = ", ".join(f"{sum(1 for b in range(n) if states.get(b, 'waiting') == s)} {s}"
                         for s in ("done", "running", "waiting", "failed"))
-    run_control(store.key, run_id).report(runner.status.value, lambda: {**store.run_row(run_id), "buckets": summary})
+    runner.report({"buckets": summary})
 
 
 _EVENT = re.compile(r"bucket (\d+) of (\d+) (\w+), (.*?)(?:; error: (.*))?$", re.S)

@@ -135,10 +135,10 @@ class Runner:
     def _to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
         self.store.transition_run(self.run_id, target, detail, **kw)
         self.status = target
-        self._report()
+        self.report()
 
-    def _report(self) -> None:
-        self._control.report(self.status.value, lambda: self.store.run_row(self.run_id))
+    def report(self, extra: dict | None = None) -> None:  # progress hooks: the run row (+ extra)
+        self._control.report(self.status.value, lambda: {**self.store.run_row(self.run_id), **(extra or {})})
 
     def check_requests(self) -> None:
         asked = self._control.stop_requested()  # by this process: run.pause()/abort(), sync.disable()
@@ -386,7 +386,7 @@ class Runner:
         next_batch = store.next_batch_no(self.run_id)
         if total == 0 and next_batch == 1 and not mode.rewrites and store.has_delivered(self.sync_id):
             # nothing to send and nothing to finish: the destination is not even opened
-            self._report()
+            self.report()
             self._finish()
             return
         staging.for_transfer()
@@ -394,7 +394,7 @@ class Runner:
         self.session.widen_columns = {c.column for c in plan.changes if c.kind == "widened"}
         self.session.prepare(staging.arrow_schema())
         self._record_schema(plan, total)
-        self._report()
+        self.report()
         if defn.partitions:  # bucket by bucket, on the run's engine
             _partition.send_buckets(self, keep_all, next_batch)
             return self._finish()
@@ -508,7 +508,7 @@ class Runner:
                                      RecordStatus.SUCCEEDED.value, batch_no)
         for i, (st_, err) in bad.items():
             self.staging.record_outcomes(rids.take(int_array([i])), st_, batch_no, err)
-        self._report()
+        self.report()
 
     def _store_invalid_records(self) -> None:
         assert self.staging is not None
@@ -541,7 +541,7 @@ class Runner:
                          source_snapshot=None if problem or run["failed"] or run["invalid"] else self.source_token,
                          merge_cursor=cursor_merge(self.defn.sync_mode), problem=problem)
         self.status = RunStatus.FAILED if problem else RunStatus.SUCCESS
-        self._report()
+        self.report()
 
     def _pausable(self) -> bool:
         """An interruption pauses the run (rather than failing it): while it transfers, and
@@ -584,7 +584,7 @@ class Runner:
             self.status = RunStatus.FAILED
         except Exception:
             pass
-        self._report()
+        self.report()
 
     def drop_staging(self) -> None:
         _registry.take_live_staging(self.store.key, self.run_id)
