@@ -231,7 +231,10 @@ def kill_at(zygote: Zygote, ws_path: str, kill: Kill, marker: str, timeout: floa
     if ended is None:
         if kill.delay:
             time.sleep(kill.delay)
-        os.kill(pid, signal.SIGKILL)  # the zygote has not reaped it yet, so the pid is still ours
+        # the pid is still ours until the zygote reports its exit; if the process ended on its own
+        # during the delay (the zygote reaped it), the kill finds nothing and the line says how it ended
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
         ended = zygote.line(60)
     assert ended is not None and ended.startswith("exit "), ended
     code = int(ended.split()[1])
