@@ -195,10 +195,10 @@ def retention_delta(stored: str) -> timedelta:
     return timedelta(seconds=int(n) * _UNITS[unit.rstrip("s")])
 
 
-def check_sensitive(value: Any, fields: Sequence[str], key: Sequence[str], incremental: bool) -> list[str]:
+def check_sensitive(value: Any, fields: Sequence[str], key: Sequence[str]) -> list[str]:
     """``sensitive=`` as a list of field names, each a field of the records (after mapping) and
-    not a primary key column; an incremental sync refuses it (it sends failed rows again from
-    their records, which keep those fields only as hashes)."""
+    not a primary key column. (An incremental sync reads the rows it sends again from the source
+    by key: their records keep those fields only as hashes, see :mod:`dfsync._retry`.)"""
     names = [value] if isinstance(value, str) else list(value or [])
     for n in names:
         if not isinstance(n, str) or n not in fields:
@@ -208,7 +208,4 @@ def check_sensitive(value: Any, fields: Sequence[str], key: Sequence[str], incre
             raise ConfigError(f"sensitive field {n!r} is a primary key column: the workspace needs keys as they are "
                               f"to compare and retry rows; key the sync on another column, or erase a key's traces "
                               f"with sync.forget(keys)")
-    if names and incremental:
-        raise ConfigError("sensitive= needs sync_mode='full_refresh': an incremental sync sends failed rows again "
-                          "from their stored records, which keep sensitive fields only as hashes")
     return list(dict.fromkeys(names))

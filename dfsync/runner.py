@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _partition, _registry, _sensitive, _settle
+from . import _partition, _registry, _retry, _sensitive, _settle
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor
 from ._dryrun import DryRunStore
@@ -51,7 +51,6 @@ from .errors import (
 )
 from .staging import FP_ALGO, Staging
 from .states import (
-    RECORD_META,
     DestinationMode,
     RecordStatus,
     RunStatus,
@@ -235,7 +234,7 @@ class Runner:
         from ._window import read_from
 
         cursor = read_from(defn, cursor_from_json(row["cursor_value"]))
-        retry, retry_keys = store.retry_rows(self.sync_id, defn.primary_key, RECORD_META)
+        retry, retry_keys = _retry.retry_rows(store, defn, self.sync_id, self.run_id)
         if self.staging is None:
             self.staging = Staging() if self.dry else Staging(temp_dir=self.staging_dir)
         # a dry run reads the source even when its files did not change: it shows the rows

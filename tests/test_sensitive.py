@@ -35,12 +35,12 @@ def frame(ages=(30, 40, 50, 200, 300, 60)) -> pl.DataFrame:
     return pl.DataFrame({"id": [1, 2, 3, 4, 5, 6], "email": EMAILS, "phone": PHONES, "age": list(ages)})
 
 
-def destination(tmp_path):
+def destination(tmp_path, extra="", check="CHECK (age < 150)"):
     path = str(tmp_path / "dest" / "d.duckdb")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     con = duckdb.connect(path)
-    con.execute("CREATE TABLE IF NOT EXISTS people (id BIGINT PRIMARY KEY, email VARCHAR, phone VARCHAR, "
-                "age INTEGER CHECK (age < 150))")
+    con.execute(f"CREATE TABLE IF NOT EXISTS people (id BIGINT PRIMARY KEY, email VARCHAR, phone VARCHAR, "
+                f"age INTEGER {check}{extra})")
     con.close()
     return dfsync.destinations.duckdb(path, table="people")
 
@@ -104,9 +104,6 @@ def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, t
         ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive=["mail"])
     with pytest.raises(dfsync.ConfigError, match="primary key"):
         ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive=["id"])
-    with pytest.raises(dfsync.ConfigError, match="full_refresh"):
-        ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive="email",
-                       sync_mode="incremental", cursor_field="age")
     with pytest.raises(dfsync.ConfigError, match="30 days"):
         ws.create_sync("x", source=src, destination=dest, primary_key="id", record_retention="a month")
     plain = ws.create_sync("plain", source=src, destination=dest, primary_key="id")
@@ -115,6 +112,56 @@ def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, t
                        record_retention=30)
     assert s.definition["sensitive"] == ["email"] and s.definition["record_retention"] == "30 days"
     assert parse_retention("12 Hours") == "12 hours"
+
+
+def _workspace_blobs(ws_target, tmp_path, request) -> dict[str, bytes]:
+    """What the (closed) workspace holds: a ``pg_dump`` of its schema, or its files' bytes."""
+    if ws_target.startswith("postgresql://"):
+        base, schema = ws_target.split("?schema=")
+        return {"pg_dump": request.getfixturevalue("pg_server").dump_schema(base, schema)}
+    return {f: pathlib.Path(d, f).read_bytes() for d, _, fs in os.walk(os.path.dirname(ws_target)) for f in fs
+            if not pathlib.Path(d).is_relative_to(tmp_path / "dest")}  # the destination holds them, rightly
+
+
+@pytest.mark.workspaces("duckdb", "postgres", slow=("postgres",))
+def test_an_incremental_sync_sends_failed_rows_again_with_their_real_values(ws_target, tmp_path, request):
+    ws = dfsync.Workspace(ws_target)
+    src = frame().with_columns(updated=pl.Series([1, 2, 3, 4, 5, 6]))
+    sync = ws.create_sync("people", source=dfsync.sources.frame(src),
+                          destination=destination(tmp_path, ", updated BIGINT"), primary_key="id",
+                          sensitive=["email", "phone"], sync_mode="incremental", cursor_field="updated",
+                          max_failed_rows=10)
+    first = sync.run(progress=False)
+    assert first.counts["failed"] == 2 and first.counts["succeeded"] == 4  # rows 4 and 5 (age over 150)
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    failed = first.records("failed").to_dicts()
+    assert sorted(r["email"] for r in failed) == sorted(keyed_hash(e, key) for e in EMAILS[3:5])
+    dest = str(tmp_path / "dest" / "d.duckdb")
+    with duckdb.connect(dest) as con:  # the destination is fixed: it takes any age now
+        con.execute("CREATE TABLE old AS SELECT * FROM people; DROP TABLE people")
+    destination(tmp_path, ", updated BIGINT", check="")
+    with duckdb.connect(dest) as con:
+        con.execute("INSERT INTO people SELECT * FROM old; DROP TABLE old")
+    # row 5 left the source meanwhile; row 7 is new. The cursor (6) reads rows 6 and 7 only:
+    # row 4 comes from the source again by its key (its record keeps only hashes)
+    src2 = pl.concat([src.filter(pl.col("id") != 5), pl.DataFrame(
+        {"id": [7], "email": ["gil.secret@example.com"], "phone": ["+1 555 0107"], "age": [70], "updated": [7]})])
+    second = sync.run(source=src2, progress=False)
+    assert second.status == "success", second.error
+    assert second.counts["failed"] == 0 and second.counts["retried"] == 1
+    assert second.counts["inserted"] == 2 and second.counts["succeeded"] == 2  # rows 4 and 7
+    with duckdb.connect(dest, read_only=True) as con:
+        rows = {r[0]: r[1:] for r in con.execute("SELECT id, email, phone, age FROM people").fetchall()}
+    assert rows[4] == (EMAILS[3], PHONES[3], 200) and 5 not in rows and rows[7][0] == "gil.secret@example.com"
+    assert not [v for r in rows.values() for v in r if str(v).startswith("hmac:")]  # no hash sent as a value
+    notes = " ".join(second.events().filter(pl.col("kind") == "note")["detail"].to_list())
+    assert "1 rows to send again" in notes and "no longer in the source" in notes and "(id): 5." in notes
+    third = sync.run(source=src2, progress=False)  # row 5 is still gone: said again, never sent
+    assert third.counts["failed"] == 0 and third.counts["succeeded"] == 0
+    ws.close()
+    for what, blob in _workspace_blobs(ws_target, tmp_path, request).items():
+        for s in SECRETS + ["gil.secret@example.com", "+1 555 0107"]:
+            assert s.encode() not in blob, f"{s!r} in {what}"
 
 
 def _age_runs(ws, sync, days):

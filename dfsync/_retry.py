@@ -1,0 +1,84 @@
+"""The rows an incremental run sends again: those that failed at the destination, or that a run
+that did not fail found invalid, and that this run's cursor read does not bring.
+
+They come from the sync's stored records (:meth:`Store.retry_rows`). A sync with ``sensitive=``
+fields keeps those fields in its records only as keyed hashes (:mod:`dfsync._sensitive`), and a
+hash must never reach the destination as a value: for such a sync the rows are read again from
+the source by their keys (from the oldest cursor value among them on, else the whole source),
+and a row the source no longer has is not sent again; an event of the run says which.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+
+from .errors import SourceError
+from .sources.base import CursorFilter
+from .states import RECORD_META, SyncMode
+
+if TYPE_CHECKING:
+    from .definition import SyncDefinition
+
+__all__ = ["retry_rows"]
+
+#: how many keys of rows the source no longer has an event names
+_NAMED = 10
+
+
+def retry_rows(store: Any, defn: SyncDefinition, sync_id: int,
+               run_id: int | None) -> tuple[pa.Table | None, pa.Table | None]:
+    """(rows to send again, the distinct keys of failed rows), as :meth:`Store.retry_rows`; for an
+    incremental sync with sensitive fields the rows carry the source's values, never the hashes."""
+    rows, keys = store.retry_rows(sync_id, defn.primary_key, RECORD_META)
+    if (not defn.sensitive or defn.sync_mode != SyncMode.INCREMENTAL or rows is None or not rows.num_rows):
+        return rows, keys
+    with store.released():  # reading the source can take long: let other processes in
+        fresh = reread(defn, rows)
+    key = list(defn.primary_key)
+    wanted = pl.DataFrame(pl.from_arrow(rows.select(key)))
+    got = pl.DataFrame(pl.from_arrow(fresh.select(key))).cast(dict(wanted.schema), strict=False)
+    gone = wanted.unique(maintain_order=True).join(got, on=key, how="anti")
+    if gone.height:
+        named = ", ".join(str(r[0] if len(r) == 1 else r) for r in gone.head(_NAMED).rows())
+        more = f" and {gone.height - _NAMED} more" if gone.height > _NAMED else ""
+        store.note(sync_id, run_id, f"{gone.height} rows to send again (they failed or were invalid before) are no "
+                   f"longer in the source {defn.source.describe()}, so they are not sent again: their records keep "
+                   f"the sensitive fields ({', '.join(defn.sensitive)}) only as hashes, which are never sent as "
+                   f"values. Keys ({', '.join(key)}): {named}{more}. Erase them with sync.forget(keys) if they "
+                   f"are gone for good.")
+    return fresh, keys
+
+
+def reread(defn: SyncDefinition, rows: pa.Table) -> pa.Table:
+    """The source's current rows (after mapping) with the primary keys of ``rows``: read from the
+    oldest cursor value of ``rows`` on when the cursor field is kept as is, else (or when a key
+    is not found from there: its cursor went back) from the whole source."""
+    key = list(defn.primary_key)
+    wanted = pl.DataFrame(pl.from_arrow(rows.select(key)))
+    field, cursor = defn.cursor_field, None
+    if field and field in rows.column_names and field not in defn.sensitive:
+        values = rows.column(field).to_pylist()
+        if values and None not in values:
+            cursor = CursorFilter(field, min(values))
+    found = _read(defn, wanted, cursor)
+    if cursor is not None and found.height < wanted.unique().height:
+        found = _read(defn, wanted, None)
+    return found.to_arrow()
+
+
+def _read(defn: SyncDefinition, wanted: pl.DataFrame, cursor: CursorFilter | None) -> pl.DataFrame:
+    key = list(wanted.columns)
+    try:
+        lf = defn.source.scan(cursor).select(defn.mapping.polars_exprs())
+        schema = lf.collect_schema()
+        wanted = wanted.cast({k: schema[k] for k in key}, strict=False).drop_nulls()
+        return lf.join(wanted.lazy(), on=key, how="semi").collect()
+    except SourceError:
+        raise
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise SourceError(f"could not read {defn.source.describe()} again for the rows to send again (their "
+                          f"records keep the sensitive fields only as hashes): {str(exc).splitlines()[0]}. Check "
+                          f"that the source exists, then run the sync again; nothing was sent.") from exc
