@@ -24,7 +24,6 @@ import concurrent.futures as cf
 import functools
 import json
 import os
-import re
 import shutil
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from .destinations.base import ACTION_COLUMN, BatchResult
 from .engines import BucketsLost, Engine, InProcess, WorkerLost
 from .errors import ConfigError
 from .states import SyncMode
+from .store import bucket_summary
 
 if TYPE_CHECKING:
     from .definition import SyncDefinition
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 #: key column cast to text, length-prefixed; the low 64 bits, scaled onto the buckets
 KH_ALGO = "md5-lower64-varchar-v1"
 MAX_ATTEMPTS = 3
-BUCKET_EVENT = "bucket"
 
 
 def key_hash_sql(key: list[str]) -> str:
@@ -79,44 +78,13 @@ def check_engine(defn: SyncDefinition, sync_name: str, engine: Any) -> None:
 
 
 # ---------------------------------------------------------------------- progress
-def note_bucket(runner: Runner, b: int, n: int, state: str, attempts: int, counts: dict[str, int] | None = None,
+def note_bucket(runner: Runner, b: int, state: str, counts: dict[str, int] | None = None,
                 error: str | None = None) -> None:
-    """A bucket changed state: an event of the run (``run.buckets()`` reads them), and the progress
-    hooks see ``row["buckets"]`` ("3 done, 2 running, 3 waiting")."""
-    parts = [f"bucket {b} of {n} {state}", f"attempts {attempts}"]
-    parts += [f"{k} {v}" for k, v in (counts or {}).items()]
-    text = ", ".join(parts) + (f"; error: {error}" if error else "")
-    store, run_id = runner.store, runner.run_id
-    store.note(runner.sync_id, run_id, text, kind=BUCKET_EVENT)
-    states = getattr(runner, "bucket_states", None) or {}
-    states[b] = state
-    runner.bucket_states = states
-    summary = ", ".join(f"{sum(1 for b in range(n) if states.get(b, 'waiting') == s)} {s}"
-                        for s in ("done", "running", "waiting", "failed"))
-    runner.report({"buckets": summary})
+    """A bucket changed state: its row in the workspace (``run.buckets()``, the panel and the CLI
+    read it), and the progress hooks see ``row["buckets"]`` ("3 done, 2 running, 3 waiting, 0 failed")."""
+    have = runner.store.set_bucket(runner.sync_id, runner.run_id, b, state, counts, error)
+    runner.report({"buckets": bucket_summary(have)})
 
-
-_EVENT = re.compile(r"bucket (\d+) of (\d+) (\w+), (.*?)(?:; error: (.*))?$", re.S)
-
-
-def buckets_from_events(details: list[str]) -> list[dict[str, Any]]:
-    """Each bucket's latest state, counters, attempts and error, from the run's bucket events."""
-    latest: dict[int, dict[str, Any]] = {}
-    n = 0
-    for d in details:
-        m = _EVENT.match(d)
-        if not m:
-            continue
-        b, n = int(m.group(1)), int(m.group(2))
-        row: dict[str, Any] = {"bucket": b, "state": m.group(3), "attempts": 0, "sent": 0, "succeeded": 0,
-                               "failed": 0, "skipped": 0, "batches": 0, "error": m.group(5)}
-        for item in m.group(4).split(", "):
-            name, _, value = item.rpartition(" ")
-            if name in row and value.isdigit():
-                row[name] = int(value)
-        latest[b] = row
-    return [latest.get(b) or {"bucket": b, "state": "waiting", "attempts": 0, "sent": 0, "succeeded": 0, "failed": 0,
-                              "skipped": 0, "batches": 0, "error": None} for b in range(n)]
 
 
 # ---------------------------------------------------------------------- the transfer
@@ -146,7 +114,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
         fn = send_bucket
         runner.session.close()
         runner.session = None
-    store.note(runner.sync_id, runner.run_id, f"{n} buckets by {KH_ALGO} of the key, on {engine!r}")
+    store.begin_buckets(runner.sync_id, runner.run_id, n, f"{n} buckets by {KH_ALGO} of the key, on {engine!r}")
     workdir = os.path.join(staging.temp_dir, "buckets")
     os.makedirs(workdir, exist_ok=True)
     base_task = {"destination": {"kind": defn.destination.kind, **defn.destination.config()},
@@ -179,11 +147,11 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                         next_batch += 1
                     tasks[b] = {**base_task, "bucket": b, "batches": batches}
                     if not batches:
-                        note_bucket(runner, b, n, "done", 0, {"sent": 0, "batches": 0})
+                        note_bucket(runner, b, "done")
                         continue
                 attempts[b] += 1
                 tasks[b]["attempt"] = attempts[b]
-                note_bucket(runner, b, n, "running", attempts[b])
+                note_bucket(runner, b, "running")
                 running[engine.submit(fn, tasks[b])] = b
             if not running:
                 break
@@ -194,19 +162,19 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                     out = fut.result()
                 except WorkerLost as exc:
                     if attempts[b] >= MAX_ATTEMPTS or error is not None:
-                        note_bucket(runner, b, n, "failed", attempts[b], error=str(exc))
+                        note_bucket(runner, b, "failed", error=str(exc))
                         error = error or BucketsLost(f"bucket {b}: its worker died {attempts[b]} times ({exc}); "
                                                      f"the next sync.run() resumes the run")
                     else:  # dispatched again: its batches that landed are settled from the ledger
-                        note_bucket(runner, b, n, "waiting", attempts[b], error=str(exc))
+                        note_bucket(runner, b, "waiting", error=str(exc))
                         waiting.insert(0, b)
                     continue
                 except Exception as exc:  # the task's own error: the run stops once the running buckets end
-                    note_bucket(runner, b, n, "failed", attempts[b], error=str(exc)[:500])
+                    note_bucket(runner, b, "failed", error=str(exc)[:500])
                     error = error or exc
                     continue
                 counts = _confirm_bucket(runner, tasks[b], out["results"], key, keep_all)
-                note_bucket(runner, b, n, "done", attempts[b], counts)
+                note_bucket(runner, b, "done", counts)
             if error is None:
                 runner.check_requests()
     finally:

@@ -113,14 +113,7 @@ class SyncRun:
     def buckets(self) -> pl.DataFrame:
         """A partitioned run's buckets (``partitions=N``): each one's state (waiting, running, done,
         failed), attempts, counters and last error. Empty for a run without buckets."""
-        from ._partition import BUCKET_EVENT, buckets_from_events
-
-        ev = self.workspace.store.events_frame(run_id=self.id).filter(pl.col("kind") == BUCKET_EVENT)
-        rows = buckets_from_events(ev["detail"].to_list())
-        schema = {"bucket": pl.Int64, "state": pl.String, "attempts": pl.Int64, "sent": pl.Int64,
-                  "succeeded": pl.Int64, "failed": pl.Int64, "skipped": pl.Int64, "batches": pl.Int64,
-                  "error": pl.String}
-        return pl.DataFrame(rows, schema=schema)
+        return self.workspace.store.buckets(self.id)
 
     def events(self) -> pl.DataFrame:
         """State transitions and notes of this run, with timestamps."""

@@ -224,9 +224,14 @@ def test_interrupted_partitioned_run_pauses_and_resumes_exactly(tmp_path):
     run = sync.last_run()
     assert run.status == "paused"
     b = run.buckets()
-    assert b["state"].to_list()[:2] == ["done", "running"] and set(b["state"].to_list()[2:]) == {"waiting"}
+    # nothing runs under a paused run: bucket 1, dispatched once, waits again; its batches in flight
+    assert b["state"].to_list() == ["done", "waiting", "waiting", "waiting"] and b["attempts"].to_list() == [1, 1, 0, 0]
+    assert b["sent"][0] > 0 and b["sent"][1:].sum() == 0
     resumed = sync.run(progress=False)
     assert resumed.id == run.id and resumed.status == "success", resumed.error
+    b = resumed.buckets()  # the record is the resumed run's: bucket 0 stays done, bucket 1 one attempt more
+    assert b["state"].to_list() == ["done"] * 4 and b["attempts"].to_list() == [1, 2, 1, 1]
+    assert b["error"].is_null().all()
     got = read_dest("duckdb", tmp_path, "d")
     assert got.height == 600 and got["id"].n_unique() == 600 and got.equals(rows(600))
     assert resumed.counts["sent"] == resumed.counts["succeeded"] == 600

@@ -3,21 +3,22 @@
 :class:`WorkspaceStore` (``_protocol.py``) lists the operations the rest of dfsync uses; no other
 module gets a connection to the workspace (tests/test_store_boundary.py). :class:`Store` implements
 them on a DuckDB file (``_duckdb.py``: syncs, runs, events; ``_delivery.py``: the delivered state,
-the batch ledger, records and check results; opening the file, leases and the hand-over between
+the batch ledger, records and check results; ``_buckets.py``: a partitioned run's buckets; opening the file, leases and the hand-over between
 processes in ``_filelock.py``; the schema in ``_migrations.py``); :class:`PostgresStore` on a schema
 of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnections.py``, ``_pgcon.py``).
 """
 
 from __future__ import annotations
 
+from ._buckets import BUCKET_STATES, bucket_summary
 from ._common import COUNTERS, hostname, now, owner_token
 from ._delivery import key_match
 from ._duckdb import Store
 from ._migrations import SCHEMA_VERSION
 from ._protocol import WorkspaceStore
 
-__all__ = ["COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceStore", "hostname", "key_match", "now",
-           "open_store", "owner_token"]
+__all__ = ["BUCKET_STATES", "COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceStore", "bucket_summary", "hostname",
+           "key_match", "now", "open_store", "owner_token"]
 
 
 def open_store(target: str, *, busy_timeout: float = 30.0, create: bool = True,

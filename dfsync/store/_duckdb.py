@@ -7,6 +7,7 @@ Tables (schema version in ``dfsync_schema``; migrations only ever add):
     events     every transition of a sync or a run, with time and detail
     batches    the transfer ledger on our side: in-flight / committed per (run, batch)
     checks     per-run validation results
+    buckets    per (run, bucket) of a partitioned run: state, attempts, counters, last error
     state_<id> per sync: key columns + fingerprint of every row sent, with its run and batch;
                _ok marks rows the destination confirmed (the delivered state), the rest are in flight
     rec_<id>   per sync: records kept after a run (failed, invalid, skipped; small runs: all)
@@ -27,6 +28,7 @@ import polars as pl
 from .._ident import quote
 from ..errors import InvalidTransition, SyncNotFoundError, WorkspaceError
 from ..states import RunStatus, SyncStatus, check_transition, sync_target
+from ._buckets import BucketOps
 from ._common import (
     ACTIVE_SQL,
     COUNTERS,
@@ -45,7 +47,7 @@ from ._filelock import FileConnections
 from ._privileges import ALL_ACTIONS
 
 
-class Store(DeliveryOps, ErasureOps, FileConnections):
+class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
     """All reads and writes of one workspace file."""
 
     def ledger_id(self, run_id: int) -> str:
@@ -216,6 +218,7 @@ class Store(DeliveryOps, ErasureOps, FileConnections):
             run_ids = "SELECT id FROM runs WHERE sync_id = ?"
             con.execute(f"DELETE FROM batches WHERE run_id IN ({run_ids})", [sync_id])
             con.execute(f"DELETE FROM checks WHERE run_id IN ({run_ids})", [sync_id])
+            con.execute(f"DELETE FROM buckets WHERE run_id IN ({run_ids})", [sync_id])
             con.execute("DELETE FROM events WHERE sync_id = ?", [sync_id])
             con.execute("DELETE FROM runs WHERE sync_id = ?", [sync_id])
             con.execute("DELETE FROM syncs WHERE id = ?", [sync_id])

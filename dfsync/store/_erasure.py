@@ -1,7 +1,7 @@
 """Retention and erasure of what a workspace keeps about rows: records older than a sync's
 ``record_retention`` (:meth:`ErasureOps.purge_records`), and every trace of given keys
 (:meth:`ErasureOps.forget_keys`: their records, their delivered state, and the events and run
-errors that name them). The SQL is plain enough for both stores (DuckDB file, PostgreSQL).
+errors and bucket errors that name them). The SQL is plain enough for both stores (DuckDB file, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class ErasureOps:
                         counts[name] += n
                 for v in {str(v) for v in values if v is not None and len(str(v)) >= 3}:  # "7" would hit any text
                     for table, col, where in (("events", "detail", "sync_id = ?"),
-                                              ("runs", "error", "sync_id = ?")):
+                                              ("runs", "error", "sync_id = ?"),
+                                              ("buckets", "error", "run_id IN (SELECT id FROM runs WHERE sync_id = ?)")):
                         cond = f"{where} AND strpos({col}, ?) > 0"
                         n = int(first(con.execute(f"SELECT count(*) FROM {table} WHERE {cond}", [sync_id, v]))[0])
                         if n:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._common import COUNTERS
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Add-only: a migration may create tables or add columns, never drop or rename.
 MIGRATIONS: dict[int, list[str]] = {
@@ -50,4 +50,9 @@ MIGRATIONS: dict[int, list[str]] = {
     4: ["ALTER TABLE syncs ADD COLUMN IF NOT EXISTS dest_schema JSON"],
     # what each check result covered: 'rows' (the rows about to be sent) or 'dataset' (every row read)
     5: ["ALTER TABLE checks ADD COLUMN IF NOT EXISTS scope VARCHAR"],
+    # a partitioned run's buckets (dfsync/store/_buckets.py): state, attempts, counters, last error
+    6: ["""CREATE TABLE IF NOT EXISTS buckets (
+            run_id BIGINT, bucket INTEGER, state VARCHAR, attempts INTEGER DEFAULT 0,
+            sent BIGINT DEFAULT 0, succeeded BIGINT DEFAULT 0, failed BIGINT DEFAULT 0,
+            skipped BIGINT DEFAULT 0, batches BIGINT DEFAULT 0, error VARCHAR, updated_at TIMESTAMPTZ)"""],
 }

@@ -51,6 +51,7 @@ MIGRATIONS_PG: dict[int, list[str]] = {
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS owner_epoch BIGINT DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat_at TIMESTAMPTZ",
     ],
+    4: ["CREATE UNIQUE INDEX IF NOT EXISTS buckets_run ON buckets (run_id, bucket)"],
 }
 
 _TYPES = [(re.compile(r"\bDOUBLE\b"), "DOUBLE PRECISION"), (re.compile(r"\bJSON\b"), "TEXT")]

@@ -136,6 +136,8 @@ class PgFencing:
     finish_run = _run_arg(1, "finish_run")
     fail_run = _run_arg(1, "fail_run")
     note = _run_arg(1, "note")
+    begin_buckets = _run_arg(1, "begin_buckets")
+    set_bucket = _run_arg(1, "set_bucket")
     add_counters = _run_arg(0, "add_counters")
     set_counters = _run_arg(0, "set_counters")
     set_run_fields = _run_arg(0, "set_run_fields")

@@ -39,6 +39,7 @@ _RUN: tuple[Need, ...] = (*_VIEW, *_EVENTS, ("table", "runs", "INSERT"), ("table
                           ("column", "syncs.status", "UPDATE"), ("column", "syncs.cursor_value", "UPDATE"),
                           ("column", "syncs.next_run_at", "UPDATE"), ("table", "batches", "INSERT"),
                           ("table", "batches", "UPDATE"), ("table", "checks", "INSERT"),
+                          ("table", "buckets", "INSERT"), ("table", "buckets", "UPDATE"), ("table", "buckets", "DELETE"),
                           ("table", "checks", "DELETE"), ("sequence", "checks_rowid_seq", "USAGE"),
                           ("schema", "", "CREATE"), *_STATE)
 
@@ -57,12 +58,14 @@ ACTIONS: dict[str, tuple[Need, ...]] = {
     "reset": (*_VIEW, *_EVENTS, ("column", "syncs.cursor_value", "UPDATE"), ("owner", "state_*", "")),
     "create": (*_VIEW, *_EVENTS, ("table", "syncs", "INSERT"), ("sequence", "dfsync_sync_ids", "USAGE")),
     "change": (*_VIEW, *_EVENTS, ("column", "syncs.definition", "UPDATE"), ("owner", "state_*", "")),
-    "delete": (*_VIEW, *(("table", t, "DELETE") for t in ("syncs", "runs", "events", "batches", "checks")),
+    "delete": (*_VIEW, *(("table", t, "DELETE") for t in ("syncs", "runs", "events", "batches", "checks",
+                                                           "buckets")),
                *_STATE),
     "recover": (*_VIEW, *_EVENTS, ("table", "runs", "UPDATE")),  # moving dead owners' runs on open
     "purge": (*_VIEW, ("owner", "rec_*", "")),
     # an erasure request: records and state rows deleted, the keys redacted from events and run errors
-    "forget": (*_VIEW, ("table", "events", "UPDATE"), ("table", "runs", "UPDATE"), *_STATE),
+    "forget": (*_VIEW, ("table", "events", "UPDATE"), ("table", "runs", "UPDATE"), ("table", "buckets", "UPDATE"),
+               *_STATE),
 }
 ALL_ACTIONS: frozenset[str] = frozenset(ACTIONS)
 

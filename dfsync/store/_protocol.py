@@ -137,6 +137,25 @@ class WorkspaceStore(Protocol):
         """Runs whose owner process is gone: in_progress -> paused, earlier -> failed."""
         ...
 
+    # ------------------------------------------------------------------ a partitioned run's buckets
+    def begin_buckets(self, sync_id: int, run_id: int, n: int, detail: str) -> None:
+        """The transfer starts or resumes over ``n`` buckets: every bucket not done waits (with an event)."""
+        ...
+
+    def set_bucket(self, sync_id: int, run_id: int, bucket: int, state: str, counts: dict[str, int] | None = None,
+                   error: str | None = None) -> dict[str, int]:
+        """A bucket's new state (``running``: one attempt more), ``counts`` added, ``error`` its last;
+        returns how many of the run's buckets are in each state."""
+        ...
+
+    def buckets(self, run_id: int) -> pl.DataFrame:
+        """bucket, state, attempts, sent, succeeded, failed, skipped, batches, error of each bucket of a run."""
+        ...
+
+    def bucket_states(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Run -> buckets per state (done, running, waiting, failed), for the runs that have buckets."""
+        ...
+
     # ------------------------------------------------------------------ batches, checks, records
     def batch_rows(self, run_id: int, status: str | None = None) -> list[tuple[int, str, int]]: ...
 
