@@ -72,6 +72,7 @@ def forget(sync: Sync, keys: Any) -> dict[str, int]:
     counts = store.forget_keys(sync.id, key, tuples)
     store.set_sync_fields(sync.id, source_snapshot=None)  # the next run reads the source: they are new there
     store.note(sync.id, None, f"{len(tuples)} keys forgotten on request: {counts['records']} records and "
-                              f"{counts['delivered']} delivered rows removed, {counts['texts']} event texts redacted; "
+                              f"{counts['delivered']} delivered rows removed, {counts['checks']} check results and "
+                              f"{counts['texts']} event texts redacted; "
                               f"the next run treats these rows as new")
     return counts

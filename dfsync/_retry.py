@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
+from ._sensitive import key_text
 from .errors import SourceError
 from .sources.base import CursorFilter
 from .states import RECORD_META, SyncMode
@@ -42,12 +43,12 @@ def retry_rows(store: Any, defn: SyncDefinition, sync_id: int,
     got = pl.DataFrame(pl.from_arrow(fresh.select(key))).cast(dict(wanted.schema), strict=False)
     gone = wanted.unique(maintain_order=True).join(got, on=key, how="anti")
     if gone.height:
-        named = ", ".join(str(r[0] if len(r) == 1 else r) for r in gone.head(_NAMED).rows())
+        named = ", ".join(key_text(key, r) for r in gone.head(_NAMED).rows())
         more = f" and {gone.height - _NAMED} more" if gone.height > _NAMED else ""
         store.note(sync_id, run_id, f"{gone.height} rows to send again (they failed or were invalid before) are no "
                    f"longer in the source {defn.source.describe()}, so they are not sent again: their records keep "
                    f"the sensitive fields ({', '.join(defn.sensitive)}) only as hashes, which are never sent as "
-                   f"values. Keys ({', '.join(key)}): {named}{more}. Erase them with sync.forget(keys) if they "
+                   f"values: {named}{more}. Erase them with sync.forget(keys) if they "
                    f"are gone for good.")
     return fresh, keys
 

@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -38,8 +38,8 @@ import pyarrow as pa
 from ._paths import FILE_MODE, private_dir
 from .errors import ConfigError
 
-__all__ = ["KEY_ENV", "PREFIX", "check_sensitive", "key_file", "keyed_hash", "parse_retention", "protect_checks",
-           "protect_records", "retention_delta", "workspace_key"]
+__all__ = ["KEY_ENV", "PREFIX", "check_sensitive", "key_file", "key_text", "keyed_hash", "map_examples",
+           "parse_retention", "protect_checks", "protect_records", "retention_delta", "workspace_key"]
 
 KEY_ENV = "DFSYNC_RECORD_KEY"
 PREFIX = "hmac:"
@@ -132,32 +132,56 @@ def _scrub(text: str | None, swaps: dict[str, str]) -> str | None:
 
 
 def protect_checks(results: Iterable[dict[str, Any]], sensitive: Sequence[str], key: bytes) -> list[dict[str, Any]]:
-    """Check results with the example values of a sensitive column hashed (``partial_unexpected_list``
-    and every list inside ``result``: values, and in ``{"value": ..., "count": ...}`` or
-    ``{column: value}`` entries the value and the sensitive columns)."""
-    names = {"value", *sensitive}
-    out = []
-    for r in results:
-        if r.get("column_name") in sensitive:
-            r = {**r, "partial_unexpected_list": _hash_values(r.get("partial_unexpected_list"), key, names),
-                 "result": _hash_lists(r.get("result"), key, names)}
-        out.append(r)
-    return out
+    """Check results with the example values of sensitive columns hashed (see :func:`map_examples`:
+    the examples of a check on a sensitive column, and in ``{column: value}`` entries the values
+    of sensitive columns)."""
+    names = set(sensitive)
+
+    def hashed(field: str | None, value: Any) -> Any:
+        return keyed_hash(value, key) if field in names else value
+
+    return [map_examples(r, hashed) for r in results] if names else list(results)
 
 
-def _hash_values(values: Any, key: bytes, names: set[str]) -> Any:
-    if not isinstance(values, list):
-        return values
-    return [{k: keyed_hash(x, key) if k in names and x is not None else x for k, x in v.items()}
-            if isinstance(v, dict) else None if v is None else keyed_hash(v, key) for v in values]
+def map_examples(result: dict[str, Any], fn: Callable[[str | None, Any], Any]) -> dict[str, Any]:
+    """A check result with ``fn(column, value)`` applied to every example value it keeps: the
+    non-null items of ``partial_unexpected_list`` and of every list inside ``result`` (their
+    column: the check's ``column_name``; an item that is a list, of a check on several columns,
+    position by position), and in a list's dict entries ``{"value": v, "count": n}`` the value
+    and ``{column: value}`` the values. Counts, percentages and other scalars stay as they are."""
+    column = result.get("column_name")
+    columns = column.split(", ") if isinstance(column, str) else []
+
+    def item(v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, dict):
+            return {k: x if x is None else fn(column if k == "value" else k, x) for k, x in v.items()}
+        if isinstance(v, list) and len(columns) > 1 and len(v) == len(columns):
+            return [x if x is None else fn(c, x) for c, x in zip(columns, v, strict=True)]
+        return fn(column, v)
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [item(v) for v in obj]
+        return obj
+
+    return {**result, "partial_unexpected_list": walk(result.get("partial_unexpected_list")),
+            "result": walk(result.get("result"))}
 
 
-def _hash_lists(obj: Any, key: bytes, names: set[str]) -> Any:
-    if isinstance(obj, dict):
-        return {k: _hash_lists(v, key, names) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return _hash_values(obj, key, names)
-    return obj
+def key_text(columns: Sequence[str], values: Sequence[Any]) -> str:
+    """How dfsync names a row's primary key in event texts and errors: ``id=4``, ``(a='x', b=2)``.
+    ``sync.forget`` finds a key value of under 3 characters in a text only in such a rendering
+    (``id=4``, ``id: 4``, ``(id)=(4)``, ``"id": 4``), never as any "4".
+
+    >>> key_text(["id"], [4]), key_text(["a", "b"], ["x", 2])
+    ('id=4', "(a='x', b=2)")
+    """
+    parts = [f"{c}={v!r}" if isinstance(v, str) else f"{c}={v}" for c, v in zip(columns, values, strict=True)]
+    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 
 # ------------------------------------------------------------------ settings

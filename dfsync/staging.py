@@ -30,6 +30,7 @@ import pyarrow as pa
 from ._arrow import int64_copy, int_array
 from ._ident import quote
 from ._paths import private_dir
+from ._sensitive import key_text
 from ._settings import setting
 from .errors import ConfigError, InvalidRecordsError, SourceError
 from .mapping import Mapping
@@ -432,8 +433,7 @@ class Staging:
             problems.append(f"{nulls} rows have a null primary key ({', '.join(key)})")
         if dups[0]:
             examples = con.execute(f"{dup_sql} ORDER BY n DESC LIMIT 5").fetchall()
-            shown = ", ".join(
-                f"{'/'.join(repr(v) for v in ex[:-1])} ({ex[-1]} times)" for ex in examples)
+            shown = ", ".join(f"{key_text(key, ex[:-1])} ({ex[-1]} times)" for ex in examples)
             problems.append(f"{dups[0]} primary key values appear more than once ({int(dups[1])} rows), e.g. {shown}")
         result.key_problems = problems
         if not problems:

@@ -18,7 +18,7 @@ import pytest
 import dfsync
 import dfsync.checks as dc
 from dfsync.states import RunStatus
-from dfsync.store._privileges import ALL_ACTIONS
+from dfsync.store._privileges import ALL_ACTIONS, role_name
 
 pytestmark = pytest.mark.postgres
 
@@ -137,6 +137,20 @@ def test_the_documented_recipe_is_the_one_tested():
     assert "SELECT pg_temp.dfsync_roles('dfsync');" in usage_sql()
 
 
+def test_role_names_longer_than_postgresql_takes_are_refused(pg_server):
+    import psycopg
+
+    schema = "s" * 55  # 55 + len("_operator") = 64 bytes: PostgreSQL would cut it to 63, silently
+    with pytest.raises(dfsync.ConfigError, match=f"schema '{schema}' is too long.*at most 63 bytes.*54 bytes"):
+        role_name(schema, "operator")
+    assert role_name("s" * 54, "operator") == "s" * 54 + "_operator"
+    with psycopg.connect(pg_server.new_database(), autocommit=True) as con:
+        con.execute(recipe_sql())
+        with pytest.raises(psycopg.errors.RaiseException, match=f"schema {schema} is too long.*63 bytes"):
+            con.execute(f"SELECT pg_temp.dfsync_roles('{schema}')")
+        assert con.execute(f"SELECT count(*) FROM pg_roles WHERE rolname LIKE '{'s' * 50}%'").fetchone()[0] == 0
+
+
 def test_a_viewer_opens_read_only_sees_history_and_nothing_else(roles, tmp_path):
     from typer.testing import CliRunner
 
@@ -247,7 +261,12 @@ def test_an_admin_creates_changes_and_deletes_syncs(roles, tmp_path):
     op = dfsync.Workspace(roles.uri("operator"))
     op.sync("other").run(progress=False).raise_for_status()
     op.close()
-    assert ws.sync("people").forget([4])["records"] == 1  # an erasure request
+    erased = ws.sync("people").forget([4])  # an erasure request: row 4's age (-1) is a check example
+    assert erased["records"] == 1 and erased["checks"] == 1
+    examples = roles.sql(f'SELECT partial_unexpected_list::text FROM "{roles.schema}".checks c JOIN '
+                         f'"{roles.schema}".runs r ON r.id = c.run_id JOIN "{roles.schema}".syncs s ON '
+                         f"s.id = r.sync_id WHERE s.name = 'people'")
+    assert examples and all("-1" not in e[0] and "[forgotten key]" in e[0] for e in examples)
     ws.delete_sync("other")
     assert ws.syncs()["name"].to_list() == ["people"]
     left = roles.sql(f"SELECT tablename FROM pg_tables WHERE schemaname = '{roles.schema}' "

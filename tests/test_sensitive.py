@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -236,6 +237,49 @@ def test_forget_names_the_primary_key_when_given_something_else(ws, tmp_path):
     sync.run(progress=False)
     with pytest.raises(dfsync.ConfigError, match="primary key"):
         sync.forget([{"email": "x"}])
+    before = sync.delivered().height, sync.events().height
+    with pytest.raises(dfsync.ConfigError, match="'id' holds int64 values.*Nothing was changed"):
+        sync.forget([1, "abc"])
+    assert (sync.delivered().height, sync.events().height) == before
+
+
+@pytest.mark.workspaces("duckdb", "postgres", slow=("postgres",))
+def test_forget_rewrites_check_examples_as_json_and_finds_short_keys_only_where_named(ws_target, tmp_path):
+    ws = dfsync.Workspace(ws_target)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(frame()), destination=destination(tmp_path),
+                          primary_key="id", sensitive=["email", "phone"], on_invalid="skip", max_failed_rows=10,
+                          checks=[dfsync.checks.matches("email", r"^[^@]+@[^@]+$", name="email_ok"),
+                                  dfsync.checks.between("id", max=5, name="id_small"),
+                                  dfsync.checks.between("age", max=100, name="age_ok", mostly=0.1)])
+    run = sync.run(progress=False)  # row 6 fails email_ok and id_small; rows 4 and 5 fail age_ok (allowed)
+    assert run.counts["invalid"] == 1
+
+    def checks() -> dict[str, tuple]:
+        rows = ws.sql("SELECT check_name, CAST(partial_unexpected_list AS VARCHAR) AS l, CAST(result AS VARCHAR) "
+                      "AS r, unexpected_count FROM checks").to_dicts()
+        return {r["check_name"]: (json.loads(r["l"]), json.loads(r["r"]), r["unexpected_count"]) for r in rows}
+
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    was = checks()
+    assert was["email_ok"][0] == [keyed_hash(EMAILS[5], key)] and was["id_small"][0] == [6]
+    assert was["age_ok"][0] == [200, 300]
+    text = "ticket: customer id=6 called about batch 6; Key (id)=(6) conflicted; 'id': 6 too; id=60 stays"
+    ws.store.note(sync.id, run.id, text)
+    other = sync.events().filter(pl.col("detail") != text)
+    counts = sync.forget([6, 4] + list(range(100, 1100)))  # one statement per table, however many keys
+    assert counts["records"] == 2 and counts["checks"] == 3 and counts["texts"] == 1
+    now = checks()
+    assert now["email_ok"][0] == ["[forgotten key]"] and now["id_small"][0] == ["[forgotten key]"]
+    assert now["age_ok"][0] == ["[forgotten key]", 300]  # row 4's age: its record says it failed age_ok
+    assert now["id_small"][1]["partial_unexpected_list"] == ["[forgotten key]"]
+    assert [c[2] for c in now.values()] == [c[2] for c in was.values()]  # counts stay
+    assert {k: {f: v for f, v in c[1].items() if f != "partial_unexpected_list"} for k, c in now.items()} == \
+        {k: {f: v for f, v in c[1].items() if f != "partial_unexpected_list"} for k, c in was.items()}
+    details = sync.events()["detail"].to_list()
+    assert ("ticket: customer id=[forgotten key] called about batch 6; Key (id)=([forgotten key]) conflicted; "
+            "'id': [forgotten key] too; id=60 stays") in details
+    assert set(other["detail"].to_list()) <= set(details)  # every other text as it was ("6 rows", run 6, ...)
+    ws.close()
 
 
 @pytest.mark.slow

@@ -20,9 +20,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import PermissionDenied, redact
+from ..errors import ConfigError, PermissionDenied, redact
 
-__all__ = ["ACTIONS", "ALL_ACTIONS", "ROLE_OF", "PER_SYNC_TABLE", "PgPrivileges", "denied"]
+__all__ = ["ACTIONS", "ALL_ACTIONS", "MAX_NAME", "ROLE_OF", "PER_SYNC_TABLE", "PgPrivileges", "denied", "role_name"]
 
 #: (kind, object, privilege); kind: schema, table, column ("table.column"), sequence, owner
 #: (membership of the role owning the table: altering or dropping it). ``state_*``/``rec_*``: the
@@ -63,9 +63,10 @@ ACTIONS: dict[str, tuple[Need, ...]] = {
                *_STATE),
     "recover": (*_VIEW, *_EVENTS, ("table", "runs", "UPDATE")),  # moving dead owners' runs on open
     "purge": (*_VIEW, ("owner", "rec_*", "")),
-    # an erasure request: records and state rows deleted, the keys redacted from events and run errors
+    # an erasure request: records and state rows deleted, the keys redacted from events, run and
+    # bucket errors and the example values of check results
     "forget": (*_VIEW, ("table", "events", "UPDATE"), ("table", "runs", "UPDATE"), ("table", "buckets", "UPDATE"),
-               *_STATE),
+               ("table", "checks", "SELECT"), ("table", "checks", "UPDATE"), *_STATE),
 }
 ALL_ACTIONS: frozenset[str] = frozenset(ACTIONS)
 
@@ -84,6 +85,26 @@ _WHAT = {"view": "read the workspace", "records": "read records", "preview": "pr
 
 #: the tables a sync gets on its first run: delivered state, records (``log_`` from old versions)
 PER_SYNC_TABLE = re.compile(r"^(state|rec|log)_[0-9]+$")
+
+
+#: PostgreSQL's longest name, in bytes (NAMEDATALEN - 1): a longer one is cut short silently
+MAX_NAME = 63
+
+
+def role_name(schema: str, role: str) -> str:
+    """The name of a workspace role of docs/SECURITY.md: ``<schema>_<role>`` (viewer, operator,
+    admin); a ``ConfigError`` naming the schema when that is longer than PostgreSQL takes.
+
+    >>> role_name("dfsync", "operator")
+    'dfsync_operator'
+    """
+    name = f"{schema}_{role}"
+    if len(name.encode()) > MAX_NAME:
+        raise ConfigError(f"the workspace schema {schema!r} is too long for its role names: {role!r} would be "
+                          f"{name!r}, {len(name.encode())} bytes, and PostgreSQL names are at most {MAX_NAME} bytes "
+                          f"(a longer one is cut short). Give a workspace shared through roles a schema of at most "
+                          f"{MAX_NAME - len('_operator')} bytes (docs/SECURITY.md)")
+    return name
 
 
 def _q(name: str) -> str:
@@ -172,11 +193,15 @@ class PgPrivileges:
             return
         with self.connect() as con:  # type: ignore[attr-defined]
             user = con.execute("SELECT current_user::text").fetchall()[0][0]
-        role = f"{self.target.schema}_{ROLE_OF[action]}"
+        try:
+            grant = f"The {ROLE_OF[action]} role has it: GRANT {_q(role_name(self.target.schema, ROLE_OF[action]))} " \
+                    f"TO {_q(user)} (see docs/SECURITY.md)"
+        except ConfigError as exc:
+            grant = f"No role of docs/SECURITY.md can grant it here: {exc}"
         raise PermissionDenied(
             f"permission denied: the role {user!r} may not {_WHAT[action]} on the PostgreSQL workspace "
-            f"{self.target.where}; that needs {', '.join(missing)}. Nothing was changed. The {ROLE_OF[action]} "
-            f"role has it: GRANT {_q(role)} TO {_q(user)} (see docs/SECURITY.md)", action, tuple(missing))
+            f"{self.target.where}; that needs {', '.join(missing)}. Nothing was changed. {grant}",
+            action, tuple(missing))
 
     # ------------------------------------------------------------------ opening read-only
     def _migrate(self, con: Any, create: bool = True) -> None:
@@ -209,7 +234,10 @@ class PgPrivileges:
     def _share_table(self, con: Any, table: str) -> None:
         """A per-sync table just created belongs to the workspace's operator role (if it has one), so
         every operator and admin may write, alter and drop it, and no viewer reads it."""
-        role = f"{self.target.schema}_operator"
+        try:
+            role = role_name(self.target.schema, "operator")
+        except ConfigError:  # no such role can exist (the recipe refuses the schema): the table stays the creator's
+            return
         hand_over = con.execute(
             "SELECT 1 FROM pg_roles r WHERE r.rolname = CAST(? AS text) AND pg_has_role(current_user, r.oid, 'MEMBER') "
             "AND (SELECT relowner FROM pg_class WHERE oid = to_regclass(CAST(? AS text))) <> r.oid",
