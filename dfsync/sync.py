@@ -306,11 +306,12 @@ class Sync:
 
     def forget(self, keys: Any) -> dict[str, int]:
         """Erase every stored trace of the rows with these primary keys (an erasure request):
-        their records, their delivered state, and their values in the sync's events and run errors
-        (replaced by ``[forgotten key]``). The next run treats them as new (sends them again if the
-        source still has them). The destination is not touched. ``keys``: key values (a one-column
-        key), tuples or dicts of the key columns, or a frame with them. Refused while a run is
-        going on or paused. Returns how many records, delivered rows and texts were removed."""
+        their records, their delivered state, and their values in the sync's check examples,
+        events and run errors (replaced by ``[forgotten key]``; docs/SECURITY.md says which). The
+        next run treats them as new (sends them again if the source still has them). The
+        destination is not touched. ``keys``: key values (a one-column key), tuples or dicts of
+        the key columns, or a frame with them. Refused while a run is going on or paused. Returns
+        how many records, delivered rows, check results and texts were removed or redacted."""
         self.workspace.store.require("forget", self.id)
         return forget(self, keys)
 
