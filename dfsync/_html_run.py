@@ -39,7 +39,7 @@ from ._html import (
 )
 from ._html_preview import action_table
 from .states import ACTIVE_RUNS
-from .store import COUNTERS
+from .store import BUCKET_STATES, COUNTERS, bucket_summary
 
 if TYPE_CHECKING:
     from .run import SyncRun
@@ -61,6 +61,7 @@ def run_view(run: SyncRun, row: dict[str, Any] | None = None, *, details: bool =
         "run_id": run.id, "sync": run.sync_name, "status": row["status"], "error": row.get("error"),
         "counts": counts, "started_at": row.get("started_at"), "finished_at": row.get("finished_at"),
         "timeline": store.run_timeline(run.id), "now": datetime.now(timezone.utc), "checks": [], "errors": [],
+        "buckets": store.bucket_states([run.id]).get(run.id),  # a partitioned run's: done, running, waiting, failed
     }
     if details and row["status"] not in ACTIVE:
         sync_id = row["sync_id"]
@@ -194,6 +195,16 @@ def speed_line(view: dict[str, Any]) -> str:
             f'{esc(" · ".join(parts))}</div>')
 
 
+def buckets_line(view: dict[str, Any]) -> str:
+    """A partitioned run's buckets: how many done, running, waiting (and failed); "" without buckets."""
+    b = view.get("buckets")
+    if not b:
+        return ""
+    attrs = " ".join(f'data-{s}="{int(b.get(s, 0))}"' for s in BUCKET_STATES)
+    return (f'<div class="dfsync-buckets" {attrs} style="color:{MUTED};font-size:0.85em;margin:2px 0">'
+            f'{esc("buckets: " + bucket_summary(b))}</div>')
+
+
 def segments_bar(view: dict[str, Any]) -> str:
     """Time per state as one stacked bar, in order; a pause is a segment of its own."""
     segs = [(s, t) for s, t in segments(view) if s != "started" or t >= 0.0005]
@@ -257,7 +268,7 @@ def error_html(error: str | None) -> str:
 def run_body(view: dict[str, Any]) -> str:
     """A run's timeline, progress, speed, time per state, counters, breakdown and error."""
     st = view["status"]
-    body = timeline(st, durations(view)) + progress_bar(view) + speed_line(view)
+    body = timeline(st, durations(view)) + progress_bar(view) + speed_line(view) + buckets_line(view)
     if st not in ACTIVE:
         body += segments_bar(view)
     return (f'<div class="dfsync-run-body" data-status="{esc(st)}" data-run-id="{view["run_id"]}">{body}'
@@ -285,4 +296,4 @@ def run_text(run: SyncRun) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["breakdown", "run_body", "run_html", "run_text", "run_view", "scroll", "segments_bar", "speed"]
+__all__ = ["breakdown", "buckets_line", "run_body", "run_html", "run_text", "run_view", "scroll", "segments_bar", "speed"]

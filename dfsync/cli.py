@@ -150,9 +150,14 @@ def _echo_checks(checks: list[dict[str, Any]], only_failed: bool) -> None:
         typer.echo(f"  check {ch['check']!r} [{ch['scope']}]: {'passed' if ch['success'] else 'FAILED'}{rows}")
 
 
+def _bucket_states(run: SyncRun) -> dict[str, int] | None:
+    """A partitioned run's buckets per state (done, running, waiting, failed); None without buckets."""
+    return run.workspace.store.bucket_states([run.id]).get(run.id)
+
+
 def _run_summary(run: SyncRun) -> dict[str, Any]:
     return {"run_id": run.id, "sync": run.sync_name, "status": run.status.value, "counts": run.counts,
-            "error": run.error, "checks": _checks_summary(run.validation())}
+            "buckets": _bucket_states(run), "error": run.error, "checks": _checks_summary(run.validation())}
 
 
 def _echo_run(run: SyncRun) -> None:
@@ -160,6 +165,11 @@ def _echo_run(run: SyncRun) -> None:
     typer.echo(f"run {run.id} of {run.sync_name!r}: {run.status.value}  inserted={c['inserted']} "
                f"updated={c['updated']} deleted={c['deleted']} unchanged={c['unchanged']} "
                f"sent={c['sent']} failed={c['failed']} invalid={c['invalid']}")
+    from .store import bucket_summary
+
+    states = _bucket_states(run)
+    if states:
+        typer.echo(f"  buckets: {bucket_summary(states)} (dfsync buckets {run.id} lists them)")
     _echo_checks(_checks_summary(run.validation()), only_failed=True)
     if run.error:
         typer.echo(f"  error: {run.error}")
@@ -279,13 +289,44 @@ def runs(
 ) -> None:
     """Run history of a sync, newest first, with counters."""
     with _errors():
-        df = _open(workspace).sync(name).runs(limit=limit or None)
+        import polars as pl
+
+        from .store import bucket_summary
+
+        ws = _open(workspace)
+        df = ws.sync(name).runs(limit=limit or None)
+        states = ws.store.bucket_states(df["run_id"].to_list()) if df.height else {}
+        cols = ["run_id", "status", "trigger", "started_at", "duration_s", "inserted", "updated", "deleted",
+                "unchanged", "sent", "failed", "invalid", "error"]
+        if states:  # partitioned runs: their buckets done / running / waiting / failed
+            df = df.with_columns(pl.Series("buckets", [bucket_summary(states[r]) if r in states else None
+                                                       for r in df["run_id"].to_list()], dtype=pl.String))
+            cols.insert(-1, "buckets")
         if as_json:
             _print_json(df.to_dicts())
             return
-        _print_table(df.select("run_id", "status", "trigger", "started_at", "duration_s", "inserted", "updated",
-                               "deleted", "unchanged", "sent", "failed", "invalid", "error"),
-                     f"sync {name!r} has not run yet")
+        _print_table(df.select(cols), f"sync {name!r} has not run yet")
+
+
+@app.command()
+def buckets(
+    run_id: int,
+    workspace: str = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The buckets of a partitioned run: each one's state, attempts, counters and last error."""
+    from .store import bucket_summary
+
+    with _errors():
+        run = _open(workspace).run(run_id)
+        df = run.buckets()
+        if as_json:
+            _print_json(df.to_dicts())
+            return
+        if df.height:
+            typer.echo(f"run {run_id} of {run.sync_name!r}: {run.status.value}; buckets "
+                       f"{bucket_summary(dict(df.group_by('state').len().iter_rows()))}")
+        _print_table(df, f"run {run_id} has no buckets (its sync is not partitioned: create_sync(..., partitions=N))")
 
 
 @app.command()

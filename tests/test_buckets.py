@@ -3,7 +3,11 @@ by the driver only, read by ``run.buckets()``, the panel and the CLI, on both wo
 
 from __future__ import annotations
 
+import json
+import os
+
 import polars as pl
+import pytest
 
 import dfsync
 from tests.test_partition import make_dest, rows
@@ -68,3 +72,60 @@ def test_a_failed_bucket_keeps_its_error(ws_target, tmp_path):
     failed = b.filter(pl.col("state") == "failed")
     assert b["state"].to_list() == ["done", "failed", "waiting", "waiting"], b
     assert "injected failure" in failed["error"][0] and failed["attempts"][0] == 1
+
+
+@pytest.mark.workspaces("duckdb")
+def test_the_panel_shows_buckets_done_running_waiting(ws_target, tmp_path):
+    """The SyncPanel of a partitioned run started from its Run button shows the buckets live
+    (one done while the next runs and two wait), then all done; a run without buckets shows none."""
+    from tests.faulty import FaultyDestination
+    from tests.test_widgets import data_value, wait_for
+
+    if os.environ.get("CI") != "true":
+        pytest.importorskip("ipywidgets")
+    ws = dfsync.Workspace(ws_target)
+    src = tmp_path / "src.parquet"
+    rows(400).write_parquet(src)
+    dest = FaultyDestination(make_dest("duckdb", tmp_path, "d"), sleep=0.1)
+    sync = ws.create_sync("part", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                          destination_mode="mirror", batch_size=40, partitions=4)
+    from dfsync import widgets
+
+    panel = widgets.SyncPanel(sync)
+    assert "dfsync-buckets" not in panel.body.value
+    panel.run_button.click()
+    wait_for(lambda: 'data-done="1" data-running="1" data-waiting="2"' in panel.body.value, "bucket 1 running")
+    panel.wait()
+    assert panel.state["run_status"] == "success" and panel.state["buckets"]["done"] == 4
+    assert data_value(panel.body.value, "data-done") == "4" and "buckets: 4 done, 0 running" in panel.body.value
+    assert "dfsync-buckets" in panel.snapshot_html()
+
+
+@pytest.mark.workspaces("duckdb")
+def test_the_cli_shows_a_paused_partitioned_runs_buckets(ws_target, tmp_path, dfsync_cli):
+    """Ctrl-C once two buckets are done: `dfsync status`, `dfsync runs` and `dfsync buckets RUN` show
+    2 done, 2 waiting; `dfsync run` resumes it and shows 4 done."""
+    ws = dfsync.Workspace(ws_target)
+    sync = _sync(ws, tmp_path)
+
+    def interrupt(status, row):
+        if (row.get("buckets") or "").startswith("2 done"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=interrupt)
+    run_id = sync.last_run().id
+    ws.close()
+    res = dfsync_cli("status", "part", "-w", ws_target)
+    assert res.code == 0, res.err
+    assert f"buckets: 2 done, 0 running, 2 waiting, 0 failed (dfsync buckets {run_id} lists them)" in res.out
+    res = dfsync_cli("runs", "part", "-w", ws_target)
+    assert res.code == 0 and "| buckets" in res.out and "2 done, 0 running, 2 waiting, 0 failed" in res.out, res.out
+    res = dfsync_cli("buckets", str(run_id), "-w", ws_target, "--json")
+    assert res.code == 0, res.err
+    got = json.loads(res.out)
+    assert [b["state"] for b in got] == ["done", "done", "waiting", "waiting"] and got[0]["sent"] > 0
+    res = dfsync_cli("run", "part", "-w", ws_target)
+    assert res.code == 0 and "buckets: 4 done, 0 running, 0 waiting, 0 failed" in res.out, (res.out, res.err)
+    res = dfsync_cli("buckets", str(run_id), "-w", ws_target)
+    assert res.code == 0 and "buckets 4 done" in res.out and res.out.count("| done") == 4, res.out

@@ -172,7 +172,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
             view = _html_run.run_view(run, row)
             state.update(run_id=run.id, run_status=view["status"], error=view["error"], counts=view["counts"],
                          durations=_html_run.durations(view), started_at=view["started_at"],
-                         speed=_html_run.speed(view))
+                         speed=_html_run.speed(view), buckets=view["buckets"])
         state["view"] = view
         return state
 
