@@ -177,6 +177,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                 note_bucket(runner, b, "done", counts)
             if error is None:
                 runner.check_requests()
+            store.release_if_stale()  # a bucket boundary: another process waiting for the workspace gets in
     finally:
         if running:  # stopped (Ctrl-C, a pause): no worker may go on writing under a run that stopped;
             cf.wait(list(running))  # what they committed stays in flight for _settle.reconcile()
