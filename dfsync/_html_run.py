@@ -38,6 +38,7 @@ from ._html import (
     scroll,
 )
 from ._html_preview import action_table
+from .errors import PermissionDenied
 from .states import ACTIVE_RUNS
 from .store import BUCKET_STATES, COUNTERS, bucket_summary
 
@@ -61,7 +62,7 @@ def run_view(run: SyncRun, row: dict[str, Any] | None = None, *, details: bool =
         "run_id": run.id, "sync": run.sync_name, "status": row["status"], "error": row.get("error"),
         "counts": counts, "started_at": row.get("started_at"), "finished_at": row.get("finished_at"),
         "timeline": store.run_timeline(run.id), "now": datetime.now(timezone.utc), "checks": [], "errors": [],
-        "buckets": store.bucket_states([run.id]).get(run.id),  # a partitioned run's: done, running, waiting, failed
+        "buckets": _bucket_states(store, run.id),
     }
     if details and row["status"] not in ACTIVE:
         sync_id = row["sync_id"]
@@ -77,6 +78,15 @@ def run_view(run: SyncRun, row: dict[str, Any] | None = None, *, details: bool =
                 sample = store.record_sample(sync_id, run.id, "failed", error=err, limit=SAMPLE_ROWS)
                 view["errors"].append({"error": err, "rows": n, "sample": _public(sample)})
     return view
+
+
+def _bucket_states(store: Any, run_id: int) -> dict[str, int] | None:
+    """A partitioned run's buckets per state (None: no buckets, or a role the workspace's recipe
+    has not yet granted the buckets table: the rest of the view still shows)."""
+    try:
+        return store.bucket_states([run_id]).get(run_id)
+    except PermissionDenied:
+        return None
 
 
 def _public(df: Any) -> Any:
