@@ -16,11 +16,16 @@ WORKSPACE_STORES = ("duckdb", "postgres")
 COLUMNS = ["bucket", "state", "attempts", "sent", "succeeded", "failed", "skipped", "batches", "error"]
 
 
-def _sync(ws, tmp_path, n=400, partitions=4, **kw):
+def _sync(ws, tmp_path, n=400, partitions=4, mode="mirror", **faults):
+    """A partitioned files -> DuckDB sync (``faults``: a FaultyDestination around it, tests/faulty.py)."""
+    from tests.faulty import FaultyDestination
+
     src = tmp_path / "src.parquet"
     rows(n).write_parquet(src)
-    return ws.create_sync("part", source=dfsync.sources.files(str(src)), destination=make_dest("duckdb", tmp_path, "d"),
-                          primary_key="id", destination_mode="mirror", batch_size=40, partitions=partitions, **kw)
+    dest = make_dest("duckdb", tmp_path, "d")
+    return ws.create_sync("part", source=dfsync.sources.files(str(src)),
+                          destination=FaultyDestination(dest, **faults) if faults else dest,
+                          primary_key="id", destination_mode=mode, batch_size=40, partitions=partitions)
 
 
 def test_bucket_rows_are_the_record_live_and_after(ws_target, tmp_path):
@@ -58,14 +63,8 @@ def test_bucket_rows_are_the_record_live_and_after(ws_target, tmp_path):
 def test_a_failed_bucket_keeps_its_error(ws_target, tmp_path):
     """A destination error in bucket 1 (its first batch): that bucket failed with its error, the
     ones after it never started and wait, and the run failed."""
-    from tests.faulty import FaultyDestination
-
     ws = dfsync.Workspace(ws_target)
-    src = tmp_path / "src.parquet"
-    rows(400).write_parquet(src)
-    dest = FaultyDestination(make_dest("duckdb", tmp_path, "d"), raise_after=4)
-    sync = ws.create_sync("part", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
-                          destination_mode="insert", batch_size=40, partitions=4)
+    sync = _sync(ws, tmp_path, mode="insert", raise_after=4)
     run = sync.run(progress=False)
     assert run.status == "failed"
     b = run.buckets()
@@ -77,19 +76,15 @@ def test_a_failed_bucket_keeps_its_error(ws_target, tmp_path):
 @pytest.mark.workspaces("duckdb")
 def test_the_panel_shows_buckets_done_running_waiting(ws_target, tmp_path):
     """The SyncPanel of a partitioned run started from its Run button shows the buckets live
-    (one done while the next runs and two wait), then all done; a run without buckets shows none."""
-    from tests.faulty import FaultyDestination
+    (one done while the next runs and two wait), then all done; before any run it shows no buckets."""
     from tests.test_widgets import data_value, wait_for
 
     if os.environ.get("CI") != "true":
         pytest.importorskip("ipywidgets")
-    ws = dfsync.Workspace(ws_target)
-    src = tmp_path / "src.parquet"
-    rows(400).write_parquet(src)
-    dest = FaultyDestination(make_dest("duckdb", tmp_path, "d"), sleep=0.1)
-    sync = ws.create_sync("part", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
-                          destination_mode="mirror", batch_size=40, partitions=4)
     from dfsync import widgets
+
+    ws = dfsync.Workspace(ws_target)
+    sync = _sync(ws, tmp_path, sleep=0.1)
 
     panel = widgets.SyncPanel(sync)
     assert "dfsync-buckets" not in panel.body.value
