@@ -83,6 +83,7 @@ def test_killed_worker_is_dispatched_again_exactly_once(tmp_path, monkeypatch, p
     assert got.height == 1200 and got["id"].n_unique() == 1200
     b = part.last_run().buckets().filter(pl.col("bucket") == 2)
     assert b["attempts"][0] == 2 and b["state"][0] == "done"
+    assert b["error"][0], "the bucket keeps the last error: its first worker died"
     assert part.run(progress=False, engine=dfsync.engines.local(processes=2)).counts["sent"] == 0
 
 
