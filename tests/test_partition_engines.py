@@ -118,10 +118,13 @@ def test_killed_driver_leaves_the_run_to_resume(tmp_path):
     ws = dfsync.Workspace(ws_path)
     run = ws.sync("part").last_run()
     assert run.status == "paused"
+    b = run.buckets()  # the dead driver's running buckets wait: nothing runs under a paused run
+    assert b.height == 4 and "running" not in b["state"].to_list() and b["attempts"].sum() >= 1
     marker.unlink()
     r1 = ws.sync("one").run(progress=False)
     r2 = ws.sync("part").run(progress=False, engine=dfsync.engines.local(processes=2))
     assert r2.id == run.id and r2.status == "success", r2.error
+    assert r2.buckets()["state"].to_list() == ["done"] * 4
     got = read_dest("duckdb", tmp_path, "part")
     assert got.height == 1500 and got["id"].n_unique() == 1500
     assert got.equals(read_dest("duckdb", tmp_path, "one"))
