@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import dfsync
+import dfsync.widgets
 from dfsync._sensitive import keyed_hash, parse_retention, workspace_key
 from tests.faulty import env_with_repo
 
@@ -79,6 +80,10 @@ def test_sensitive_fields_are_kept_as_keyed_hashes_and_appear_nowhere_in_plain(w
             + second._repr_html_() + ws._repr_html_()), ("records", str(recs.to_dicts())),
             ("events", str(sync.events().to_dicts())), ("cli", cli.output),
             ("checks", str(ws.sql("SELECT * FROM checks").to_dicts())), ("runs", str(sync.runs().to_dicts()))]
+    panels = [dfsync.widgets.SyncPanel(sync), dfsync.widgets.RunHistory(sync), dfsync.widgets.Dashboard(ws)]
+    seen.append(("widgets", " ".join(p.snapshot_html() for p in panels)))
+    for p in panels:
+        p.close()
     out, err = capfd.readouterr()
     seen += [("output", out + err), ("logs", " ".join(r.getMessage() for r in caplog.records))]
     for what, text in seen:
