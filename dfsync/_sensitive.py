@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from ._paths import FILE_MODE, private_dir
@@ -103,32 +104,24 @@ def protect_results(results: list[dict[str, Any]], sensitive: Sequence[str], sto
 
 def protect_records(records: pa.Table, sensitive: Sequence[str], key: bytes) -> pa.Table:
     """``records`` with each ``sensitive`` column replaced by its keyed hashes (a string column;
-    nulls stay null) and those values replaced by their hashes in ``_error``."""
+    nulls stay null), and every such value of the batch replaced by its hash in ``_error`` (a
+    destination's error for a whole batch quotes one row's value in every row's record)."""
     cols = [c for c in sensitive if c in records.column_names]
     if not cols or not records.num_rows:
         return records
-    swaps: list[dict[str, str]] = [{} for _ in range(records.num_rows)]
+    swaps: dict[str, str] = {}
     for c in cols:
         values = records.column(c).to_pylist()
         hashed = [None if v is None else keyed_hash(v, key) for v in values]
-        for i, (v, h) in enumerate(zip(values, hashed, strict=True)):
-            if v is not None and len(str(v)) >= _MIN_SCRUB:
-                swaps[i][str(v)] = h  # type: ignore[assignment]
+        swaps.update((str(v), h) for v, h in zip(values, hashed, strict=True)
+                     if v is not None and len(str(v)) >= _MIN_SCRUB)
         records = records.set_column(records.column_names.index(c), c, pa.array(hashed, pa.string()))
-    if "_error" in records.column_names:
-        errors = records.column("_error").to_pylist()
-        records = records.set_column(records.column_names.index("_error"), "_error",
-                                     pa.array([_scrub(e, s) for e, s in zip(errors, swaps, strict=True)],
-                                              pa.string()))
+    if "_error" in records.column_names and swaps:
+        found = sorted(swaps, key=len, reverse=True)  # the longest first: one value may hold another
+        errors = pl.Series(records.column("_error").to_pylist(), dtype=pl.String)
+        scrubbed = errors.str.replace_many(found, [swaps[v] for v in found])  # one pass (Aho-Corasick)
+        records = records.set_column(records.column_names.index("_error"), "_error", scrubbed.to_arrow().cast(pa.string()))
     return records
-
-
-def _scrub(text: str | None, swaps: dict[str, str]) -> str | None:
-    if text is None:
-        return None
-    for value in sorted(swaps, key=len, reverse=True):  # the longest first: one value may hold another
-        text = text.replace(value, swaps[value])
-    return text
 
 
 def protect_checks(results: Iterable[dict[str, Any]], sensitive: Sequence[str], key: bytes) -> list[dict[str, Any]]:

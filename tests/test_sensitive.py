@@ -104,6 +104,20 @@ def test_sensitive_fields_are_kept_as_keyed_hashes_and_appear_nowhere_in_plain(w
             assert s.encode() not in blob, f"{s!r} in {what}"
 
 
+def test_an_error_quoting_another_rows_sensitive_value_is_scrubbed_in_every_record(ws, tmp_path):
+    dest = destination(tmp_path, ", UNIQUE (email)")  # a whole batch fails with one row's e-mail in the error
+    df = frame().with_columns(email=pl.Series([EMAILS[3]] * 2 + EMAILS[2:]))
+    sync = ws.create_sync("people", source=dfsync.sources.frame(df), destination=dest, primary_key="id",
+                          sensitive=["email"], max_failed_rows=10)
+    run = sync.run(progress=False)
+    errors = run.records("failed")["_error"].to_list()
+    assert run.counts["failed"] >= 2 and any("duplicate key" in e for e in errors), errors
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert any(keyed_hash(EMAILS[3], key) in e for e in errors)
+    texts = str(run.records().to_dicts()) + str(sync.events().to_dicts()) + str(sync.runs().to_dicts())
+    assert not [e for e in EMAILS if e in texts]
+
+
 def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, tmp_path):
     src, dest = dfsync.sources.frame(frame()), destination(tmp_path)
     with pytest.raises(dfsync.ConfigError, match="'mail' is not a field.*email"):
