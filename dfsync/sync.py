@@ -118,10 +118,10 @@ class Sync:
         (``dfsync.engines.local(processes=4)``, ``dfsync.engines.ray(...)``) runs the buckets of a
         sync created with ``partitions=N`` there (docs/PARTITIONS.md).
         """
-        one_run = self._source_for_run(source)
-        self._load()
-        check_engine(self.spec, self.name, engine)
-        with self.workspace.store.lease():
+        with self.workspace.store.lease():  # one workspace connection from here to the run's end
+            one_run = self._source_for_run(source)
+            self._load()
+            check_engine(self.spec, self.name, engine)
             run = self._run(progress=progress, background=background, trigger=trigger, source=one_run,
                             engine=engine)
         if raise_on_failure:

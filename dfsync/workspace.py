@@ -168,8 +168,9 @@ class Workspace:
                 failed_rows_alert=failed_rows_alert, allow_empty=allow_empty, lookback=lookback,
                 initial_cursor=initial_cursor, schema=schema, partitions=partitions, sensitive=sensitive,
                 record_retention=record_retention).validate()
-        self._store_definition(name, spec, if_exists)
-        return Sync(self, name)
+        with self.store.lease():  # the definition's lookups and write, then the sync's first read
+            self._store_definition(name, spec, if_exists)
+            return Sync(self, name)
 
     def _store_definition(self, name: str, spec: SyncDefinition, if_exists: str) -> None:
         """A new sync, or the next version of one (``if_exists='error'`` refuses a name in use)."""
