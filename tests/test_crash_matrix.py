@@ -18,7 +18,8 @@ after the recovery run of each version:
 
 The plan comes from ``DFSYNC_CRASH_SEED`` (default fixed); a failure prints the seed and
 the plan so it can be replayed. Sync processes are forked from a warm parent (imports take most of a fresh
-interpreter's life), so a kill point costs well under a second.
+interpreter's life), so a kill point costs well under a second; the scenarios of a module share
+that parent while it is idle (``warm_zygote``).
 
 The whole matrix is ``slow`` (CI: ``pytest -m slow``); :func:`test_crash_points_smoke`
 keeps three kill points in the default suite. The scenarios run on a workspace file and on a
@@ -213,6 +214,36 @@ class Zygote:
         self.err.close()
 
 
+#: the zygote of the last scenario that ended cleanly (it is idle: every child it forked was reaped
+#: and reported), so the next scenario forks from it instead of importing everything again (~1 s)
+_WARM: list[Zygote] = []
+
+
+@contextlib.contextmanager
+def warm_zygote(tmp_path):
+    """A zygote for one scenario: the previous scenario's when it is idle and alive, else a new one."""
+    zygote = _WARM.pop() if _WARM else Zygote(tmp_path)
+    if zygote.proc.poll() is not None:
+        zygote.close()
+        zygote = Zygote(tmp_path)
+    clean = False
+    try:
+        yield zygote
+        clean = not zygote.buf
+    finally:
+        if clean:
+            _WARM.append(zygote)
+        else:
+            zygote.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_warm_zygote():
+    yield
+    while _WARM:
+        _WARM.pop().close()
+
+
 def kill_at(zygote: Zygote, ws_path: str, kill: Kill, marker: str, timeout: float = 120) -> bool:
     """Run a sync process to the kill point and SIGKILL it; False if it finished first."""
     if os.path.exists(marker):
@@ -312,12 +343,9 @@ def crash_scenario(tmp_path, target, mode: str, seed: int, kills_per_version: in
     ws.close()
     tally = Tally()
     plans: list[list[Kill]] = []
-    zygote = Zygote(tmp_path)
-    try:
+    with warm_zygote(tmp_path) as zygote:
         _run_versions(tmp_path, ws_path, target, mode, seed, versions, rng, zygote, tally, plans,
                       kills_per_version, phases)
-    finally:
-        zygote.close()
     return tally
 
 
@@ -454,11 +482,8 @@ def test_a_run_applied_before_its_process_died_is_not_undone_by_a_failed_resume(
         ws.create_sync("crash", source=FaultySource(dfsync.sources.files(str(src))), primary_key="id",
                        destination=FaultyDestination(dfsync.destinations.parquet(str(lake))),
                        destination_mode=mode, batch_size=BATCH)
-    zygote = Zygote(tmp_path)
-    try:
+    with warm_zygote(tmp_path) as zygote:
         assert kill_at(zygote, ws_path, Kill("after_finish"), str(tmp_path / "marker"))
-    finally:
-        zygote.close()
     assert pl.read_parquet(lake / "data.parquet").height == ROWS  # the swap happened
     os.rename(src, tmp_path / "away.parquet")
     with dfsync.Workspace(ws_path) as ws:
