@@ -10,10 +10,14 @@
 3. (--resync) A full-refresh re-sync of a Parquet source with 1% of the rows changed, with
    five dataset-level checks (row count, mean, min/max, unique, distinct count: they judge
    the whole source, so the re-sync reads it again for their columns) against the same
-   re-sync without checks, in the same process, alternating (target: <= 1.2x).
+   re-sync without checks, in the same process (target: <= 1.2x). Each of --rounds rounds
+   changes another 1% and runs both, one right after the other, the order alternating
+   between rounds; it prints every round's ratio, their median, each sync's wall and CPU
+   seconds, the wall and CPU seconds of each phase of a run (median over the rounds) and the
+   peak RSS of each run above the RSS it started from.
 
     python bench/validation_bench.py [--rows 10000000] [--gx-rows 1000000]
-    python bench/validation_bench.py --resync [--rows 10000000] [--repeat 2] [--profile]
+    python bench/validation_bench.py --resync [--rows 10000000] [--rounds 3] [--profile]
 
 --profile prints, for the checked re-syncs, the wall and CPU seconds (all threads of the
 process) of each part of the check phase: the dataset view, each uniqueness check's hash
@@ -133,7 +137,87 @@ def instrument() -> None:
     profiled(checks, "evaluate_staged", "whole check phase (evaluate_staged)")
 
 
-def resync(n: int, repeat: int, profile: bool = False) -> None:
+#: (owner module, class, method, label) timed per run by --resync: wall and CPU seconds of the process
+PHASES = [
+    ("dfsync.runner", "Runner", "_query", "querying (read, hash, diff)"),
+    ("dfsync.store", "Store", "delivered", "  delivered state out of the workspace"),
+    ("dfsync.staging", "Staging", "_load_state", "  delivered state into staging"),
+    ("dfsync.staging", "Staging", "_stage_changed", "  diff (changed rows only)"),
+    ("dfsync.staging", "Staging", "_stage_full", "  diff (every row)"),
+    ("dfsync.staging", "Staging", "_check_keys", "  key checks"),
+    ("dfsync.runner", "Runner", "_validate", "checks (queued)"),
+    ("dfsync.runner", "Runner", "_transfer", "transfer (in_progress)"),
+    ("dfsync.runner", "Runner", "_finish", "finish"),
+]
+RUN: dict[str, list[float]] = {}  # label -> [wall, CPU] of the current run
+
+
+def time_phases() -> None:
+    import importlib
+
+    for mod, cls, meth, label in PHASES:
+        owner = getattr(importlib.import_module(mod), cls)
+        fn = getattr(owner, meth, None)
+        if fn is None:  # renamed since: not timed
+            continue
+
+        def wrapper(*a, __fn=fn, __label=label, **kw):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return __fn(*a, **kw)
+            finally:
+                acc = RUN.setdefault(__label, [0.0, 0.0])
+                acc[0] += time.perf_counter() - t
+                acc[1] += time.process_time() - c
+
+        setattr(owner, meth, wrapper)
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_mb() -> float:
+    return _status_mb("VmRSS") or 0.0
+
+
+def peak_rss_mb(total: bool = False) -> float:
+    """Peak RSS since the last reset (VmHWM), or (``total``, or without /proc) of the whole
+    process (getrusage: not reset)."""
+    hwm = None if total else _status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median(xs: list[float]) -> float:
+    import statistics
+
+    return statistics.median(xs)
+
+
+def resync(n: int, rounds: int, profile: bool = False) -> None:
+    """Each round changes 1% of the rows, then re-syncs both syncs, plain and checked, one right
+    after the other; the order alternates between rounds so neither always runs first."""
     import shutil
     import tempfile
 
@@ -146,44 +230,71 @@ def resync(n: int, repeat: int, profile: bool = False) -> None:
     make_rows(con, n)
     con.execute(f"COPY (SELECT * EXCLUDE (_rid) FROM staged) TO '{src}/v.parquet' (FORMAT parquet)").complete()
     ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
-    checks = dataset_checks()
+    labels = {"plain": "without checks", "checked": "5 dataset-level checks"}
     syncs = {}
-    for label, chk in (("without checks", None), ("5 dataset-level checks", checks)):
-        name = "plain" if chk is None else "checked"
-        syncs[label] = ws.create_sync(
+    for name, chk in (("plain", None), ("checked", dataset_checks())):
+        syncs[name] = ws.create_sync(
             name, source=dfsync.sources.files(f"{src}/*.parquet", skip_unchanged=False),
             destination=dfsync.destinations.duckdb(os.path.join(d, f"{name}.duckdb"), table="t"),
             primary_key="id", destination_mode="mirror", checks=chk, on_invalid="fail")
         t = time.perf_counter()
-        run = syncs[label].run(progress=False)
+        run = syncs[name].run(progress=False)
         assert run.status == "success", run.error
-        print(f"initial load {label}: {time.perf_counter() - t:.1f} s")
-    times: dict[str, list[float]] = {k: [] for k in syncs}
+        print(f"initial load {labels[name]}: {time.perf_counter() - t:.1f} s")
+    time_phases()
     if profile:
         instrument()
-    for k in range(repeat):
+    times: dict[str, list[float]] = {k: [] for k in syncs}
+    cpus: dict[str, list[float]] = {k: [] for k in syncs}
+    phases: dict[str, list[dict[str, list[float]]]] = {k: [] for k in syncs}
+    rss: dict[str, list[float]] = {k: [] for k in syncs}
+    per_run_rss = reset_peak_rss()
+    for k in range(rounds):
         # 1% of the rows change (a different 1% each round)
         con.execute(f"UPDATE staged SET age = age + 0.5 WHERE (_rid + {k * 37}) % 100 = 0").complete()
         con.execute(f"COPY (SELECT * EXCLUDE (_rid) FROM staged) TO '{src}/v.parquet' (FORMAT parquet)").complete()
-        for label, sync in (list(syncs.items()) if k % 2 == 0 else list(syncs.items())[::-1]):
-            t = time.perf_counter()
-            run = sync.run(progress=False)
-            times[label].append(time.perf_counter() - t)
+        order = ["plain", "checked"] if k % 2 == 0 else ["checked", "plain"]
+        for name in order:
+            RUN.clear()
+            reset_peak_rss()
+            before = current_rss_mb()
+            t, c = time.perf_counter(), time.process_time()
+            run = syncs[name].run(progress=False)
+            times[name].append(time.perf_counter() - t)
+            cpus[name].append(time.process_time() - c)
+            rss[name].append(peak_rss_mb() - before)
+            phases[name].append({label: list(v) for label, v in RUN.items()})
             assert run.status == "success", run.error
             assert run.counts["updated"] == n // 100 and run.counts["unchanged"] == n - n // 100, run.counts
-    plain, checked = (min(v) for v in times.values())
-    print(f"\n3) full-refresh re-sync, {n:,} rows, 1% changed (best of {repeat}; all: {times})")
-    print(f"   without checks          : {plain:6.2f} s")
-    print(f"   5 dataset-level checks  : {checked:6.2f} s  ratio {checked / plain:.2f}x (target <= 1.2x)")
-    rounds = [c / p for p, c in zip(*times.values(), strict=True)]
-    print(f"   ratio per round (same moment's load): {', '.join(f'{r:.2f}' for r in rounds)}")
-    for label, sync in syncs.items():
-        print(f"   {label}: seconds per state of the last re-sync {sync.last_run().durations}")
+        p, c_ = times["plain"][-1], times["checked"][-1]
+        print(f"round {k + 1} ({' then '.join(order)}): plain {p:.2f} s, checked {c_:.2f} s, ratio {c_ / p:.2f}",
+              flush=True)
+    ratios = [c / p for p, c in zip(times["plain"], times["checked"], strict=True)]
+    print(f"\n3) full-refresh re-sync, {n:,} rows, 1% changed, {rounds} rounds (plain and checked alternating)")
+    print(f"   ratio per round (checked / plain, same moment's load): {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"   median ratio {median(ratios):.2f}x (target <= 1.2x); within target in "
+          f"{sum(r <= 1.2 for r in ratios)} of {rounds} rounds")
+    for name in syncs:
+        print(f"   {labels[name]:24s}: wall {', '.join(f'{x:.2f}' for x in times[name])} s (median "
+              f"{median(times[name]):.2f}); CPU {', '.join(f'{x:.2f}' for x in cpus[name])} s (median "
+              f"{median(cpus[name]):.2f}); peak RSS above the RSS before the run: max "
+              f"{max(rss[name]):.0f} MB" + ("" if per_run_rss else " (no per-run reset of the peak here)"))
+    print(f"   peak RSS of the whole process (bench's own 10M-row table included): {peak_rss_mb(total=True):.0f} MB")
+    print("   per phase, median over the rounds (wall s / CPU s):")
+    print(f"     {'phase':42s} {'without checks':>16s} {'with checks':>16s}")
+    for _, _, _, label in PHASES:
+        cells = []
+        for name in syncs:
+            runs = [r[label] for r in phases[name] if label in r]
+            cells.append(f"{median([w for w, _ in runs]):.2f} / {median([c for _, c in runs]):.2f}"
+                         if runs else "-")
+        if cells != ["-", "-"]:
+            print(f"     {label:42s} {cells[0]:>16s} {cells[1]:>16s}")
     if profile:
-        print(f"   check phase over {repeat} checked re-syncs (wall s, CPU s, calls):")
+        print(f"   check phase over {rounds} checked re-syncs (wall s, CPU s, calls):")
         for label, (w, c, calls) in PROFILE.items():
             print(f"     {label:60s} {w:6.2f} {c:6.2f} {calls:3d}")
-    v = syncs["5 dataset-level checks"].last_run().validation()
+    v = syncs["checked"].last_run().validation()
     print(v.select("check_name", "scope", "success", "element_count").to_dicts())
     ws.close()
     shutil.rmtree(d, ignore_errors=True)
@@ -194,12 +305,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--gx-rows", type=int, default=1_000_000)
     ap.add_argument("--resync", action="store_true")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--rounds", "--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     n = args.rows
     if args.resync:
-        resync(n, args.repeat, args.profile)
+        resync(n, args.rounds, args.profile)
         return
     con = duckdb.connect()
     t = time.perf_counter()

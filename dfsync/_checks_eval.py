@@ -202,7 +202,8 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
                   f"SELECT _rid, {', '.join(f'f{i}' for i, _, _ in row_checks)}{values}, true AS _row "
                   f"FROM (SELECT *, {flags} FROM {rel}) WHERE {where})")
     miss_ids = [i for i, (_, comp) in enumerate(compiled) if comp.fail and comp.missing and comp.considered is None]
-    agg_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg]
+    agg_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg and not comp.agg_alone]
+    alone_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg and comp.agg_alone]
     select = ["count(*)"] + [f"count(*) FILTER (WHERE {compiled[i][1].missing})" for i in miss_ids] \
         + [compiled[i][1].agg for i in agg_ids]
     row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchall()[0]
@@ -210,6 +211,9 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
     missing = dict(zip(miss_ids, row[1:1 + len(miss_ids)], strict=True))
     missing.update({i: n - comp.considered for i, (_, comp) in enumerate(compiled) if comp.considered is not None})
     observed = dict(zip(agg_ids, row[1 + len(miss_ids):], strict=True))
+    if alone_ids:
+        alone = con.execute(f"SELECT {', '.join(str(compiled[i][1].agg) for i in alone_ids)} FROM {rel}").fetchall()[0]
+        observed.update(zip(alone_ids, alone, strict=True))
     counts: dict[int, tuple[int, list]] = {}
     if row_checks:
         agg = []
