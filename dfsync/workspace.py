@@ -85,11 +85,12 @@ class Workspace:
             "workspace_memory": workspace_memory, "postgres_writers": postgres_writers,
             "mysql_writers": mysql_writers, "allowed_callbacks": allowed_callbacks,
             "record_retention": record_retention})
+        # runs whose process died are settled on the connection that opened the workspace
         self.store = open_store(os.fspath(path) if path is not None else DEFAULT_PATH,
                                 busy_timeout=busy_timeout, create=create,
-                                memory_limit=self.settings.get("workspace_memory"))
+                                memory_limit=self.settings.get("workspace_memory"),
+                                then=lambda store: store.recover_orphans(_owner_alive(store.key)))
         self.path = self.store.path  # a postgresql:// URI keeps an env:NAME password, never a literal one
-        self.recover()
 
     # .............................................................. housekeeping
     def recover(self) -> list[tuple[int, str, str]]:

@@ -10,6 +10,9 @@ of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnectio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ._buckets import BUCKET_STATES, bucket_summary
 from ._common import COUNTERS, hostname, now, owner_token
 from ._delivery import key_match
@@ -22,12 +25,16 @@ __all__ = ["BUCKET_STATES", "COUNTERS", "SCHEMA_VERSION", "Store", "WorkspaceSto
 
 
 def open_store(target: str, *, busy_timeout: float = 30.0, create: bool = True,
-               memory_limit: str | None = None) -> WorkspaceStore:
+               memory_limit: str | None = None, then: Callable[[Any], Any] | None = None) -> WorkspaceStore:
     """The store for a workspace target: a ``postgresql://`` URI (``?schema=NAME``, default
     ``dfsync``) opens :class:`~dfsync.store._postgres.PostgresStore`, anything else a DuckDB file
-    (``memory_limit``: of its connections; default ``DFSYNC_WORKSPACE_MEMORY``, else 256MB)."""
+    (``memory_limit``: of its connections; default ``DFSYNC_WORKSPACE_MEMORY``, else 256MB).
+    ``then(store)`` runs once the store is open (on a DuckDB file, before the file is let go)."""
     if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresStore
 
-        return PostgresStore(target, busy_timeout=busy_timeout, create=create)
-    return Store(target, busy_timeout=busy_timeout, create=create, memory_limit=memory_limit)
+        store = PostgresStore(target, busy_timeout=busy_timeout, create=create)
+        if then is not None:
+            then(store)
+        return store
+    return Store(target, busy_timeout=busy_timeout, create=create, memory_limit=memory_limit, then=then)

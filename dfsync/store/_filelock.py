@@ -23,7 +23,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import duckdb
 
@@ -46,7 +47,8 @@ class FileConnections(StoreKey):
     """Connections to one workspace file (the SQL of its tables is in :class:`~dfsync.store._duckdb.Store`)."""
 
     def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = True,
-                 memory_limit: str | None = None) -> None:
+                 memory_limit: str | None = None, then: Callable[[FileConnections], Any] | None = None) -> None:
+        """``then(self)`` runs on the connection that opened and checked the file (one opening for both)."""
         self.path = path
         self.busy_timeout = busy_timeout
         self.memory_limit = memory_limit
@@ -80,10 +82,13 @@ class FileConnections(StoreKey):
                     f"next to it; give dfsync.Workspace() a path in a directory you can write"
                     f"{' (the file was not changed)' if exists else ''}.")
             private_dir(os.path.dirname(os.path.abspath(path)))  # a directory dfsync makes: 0700
-        with self._connect() as con:
-            if not self.memory and not exists:
-                private_file(path)  # a new file holds only its header yet: owner only from the start
-            self._migrate(con, create)
+        with self.lease():
+            with self._connect() as con:
+                if not self.memory and not exists:
+                    private_file(path)  # a new file holds only its header yet: owner only from the start
+                self._migrate(con, create)
+            if then is not None:
+                then(self)
 
     # ------------------------------------------------------------------ connections
     def _check_header(self) -> None:
