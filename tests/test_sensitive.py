@@ -284,12 +284,15 @@ def test_forget_rewrites_check_examples_as_json_and_finds_short_keys_only_where_
     assert was["age_ok"][0] == [200, 300]
     text = "ticket: customer id=6 called about batch 6; Key (id)=(6) conflicted; 'id': 6 too; id=60 stays"
     ws.store.note(sync.id, run.id, text)
-    other = sync.events().filter(pl.col("detail") != text)
+    ws.store.begin_buckets(sync.id, run.id, 2, "two buckets")  # as a partitioned run keeps them
+    ws.store.set_bucket(sync.id, run.id, 1, "done", error="bucket 1 of 2: the row id=6 was rejected")
+    other = sync.events().filter(~pl.col("detail").str.contains("id=6|Key"))
     counts = sync.forget([6, 4] + list(range(100, 1100)))  # one statement per table, however many keys
-    assert counts["records"] == 2 and counts["checks"] == 3 and counts["texts"] == 1
+    # texts: the note, the bucket's event and the bucket's error
+    assert counts["records"] == 2 and counts["checks"] == 3 and counts["texts"] == 3
     now = checks()
     assert now["email_ok"][0] == ["[forgotten key]"] and now["id_small"][0] == ["[forgotten key]"]
-    assert now["age_ok"][0] == ["[forgotten key]", 300]  # row 4's age: its record says it failed age_ok
+    assert now["age_ok"][0] == ["[forgotten key]", 300]  # 200: the value row 4's record holds
     assert now["id_small"][1]["partial_unexpected_list"] == ["[forgotten key]"]
     assert [c[2] for c in now.values()] == [c[2] for c in was.values()]  # counts stay
     assert {k: {f: v for f, v in c[1].items() if f != "partial_unexpected_list"} for k, c in now.items()} == \
@@ -298,6 +301,7 @@ def test_forget_rewrites_check_examples_as_json_and_finds_short_keys_only_where_
     assert ("ticket: customer id=[forgotten key] called about batch 6; Key (id)=([forgotten key]) conflicted; "
             "'id': [forgotten key] too; id=60 stays") in details
     assert set(other["detail"].to_list()) <= set(details)  # every other text as it was ("6 rows", run 6, ...)
+    assert ws.store.buckets(run.id).filter(pl.col("bucket") == 1)["error"].to_list() == ["bucket 1 of 2: the row id=[forgotten key] was rejected"]
     ws.close()
 
 
