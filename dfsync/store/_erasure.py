@@ -1,9 +1,10 @@
 """Retention and erasure of what a workspace keeps about rows: records older than a sync's
 ``record_retention`` (:meth:`ErasureOps.purge_records`), and every trace of given keys
 (:meth:`ErasureOps.forget_keys`: their records, their delivered state, the example values of
-check results that are theirs, and the events, run errors and bucket errors that name them). The SQL is plain
-enough for both stores (DuckDB file, PostgreSQL); each table is rewritten by one statement over
-a registered table of the keys (or of the rewritten rows), however many keys are forgotten.
+check results that are theirs, and the events, run errors and bucket errors that name them).
+The SQL is plain enough for both stores (DuckDB file, PostgreSQL); each table is changed by one
+``DELETE`` or ``UPDATE`` joined to a registered table of the keys (or of the rewritten rows),
+however many keys are forgotten.
 """
 
 from __future__ import annotations
