@@ -8,7 +8,12 @@
 ``--workspace postgresql`` starts a throwaway PostgreSQL cluster (as the tests do; a URI uses
 that server instead) and syncs into a PostgreSQL destination on it twice, alternating: with the
 workspace in a DuckDB file, then with the workspace in a schema on the same server. It prints the
-first load, the 1%-changed re-sync and peak RSS of both, with the ratios issue 20 sets targets for.
+first load, the 1%-changed re-sync and peak RSS of both, with the ratios issue 20 sets targets for;
+``--resyncs N`` adds N re-syncs from the last first load (v2 -> v1 -> v2 ..., each a 1% change),
+``--pg-setting shared_buffers=2GB`` configures the throwaway cluster:
+
+    python bench/sync_bench.py --rows 10_000_000 --batch-size 100000 --workspace postgresql \
+        --pg-setting shared_buffers=2GB --resyncs 4
 
 Each measurement runs in its own subprocess so its peak RSS is its own. Prints seconds,
 rows/s, peak RSS and the ratio to the reference measured in the same run.
@@ -210,6 +215,11 @@ def main() -> None:
                     help="'postgresql' (a throwaway cluster) or a postgresql:// URI: compare the PostgreSQL "
                          "workspace with the DuckDB file, both syncing into PostgreSQL on that server")
     ap.add_argument("--rounds", type=int, default=1, help="with --workspace: alternate the two this many times")
+    ap.add_argument("--resyncs", type=int, default=0,
+                    help="with --workspace: then this many more 1%%-changed re-syncs, alternating the two")
+    ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                    help="with --workspace postgresql: a server setting of the throwaway cluster, "
+                         "e.g. shared_buffers=2GB (docs/CONCURRENCY.md says what a workspace server wants)")
     ap.add_argument("--child", default=None)
     ap.add_argument("--kwargs", default="{}")
     args = ap.parse_args()
@@ -269,11 +279,11 @@ def main() -> None:
 
 
 # ----------------------------------------------------------------------------- issue 20
-def _cluster() -> tuple[str, object]:
+def _cluster(settings: dict[str, str]) -> tuple[str, object]:
     sys.path.insert(0, ROOT)
     from tests.plugins.postgres import throwaway_server
 
-    ctx = throwaway_server()
+    ctx = throwaway_server(settings)
     server = ctx.__enter__()
     return server.uri, ctx
 
@@ -287,58 +297,97 @@ def _new_database(uri: str, name: str) -> str:
     return uri.rsplit("/", 1)[0] + "/" + name
 
 
+def _server_settings(uri: str) -> str:
+    import psycopg
+
+    names = ("shared_buffers", "effective_cache_size", "max_wal_size", "fsync", "synchronous_commit")
+    with psycopg.connect(uri, autocommit=True) as con:
+        rows = con.execute("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)", [list(names)]).fetchall()
+        version = con.execute("SHOW server_version").fetchone()[0]
+    shown = {n: (f"{int(v) * 8 // 1024} MB" if u == "8kB" else f"{v}{u or ''}") for n, v, u in rows}
+    return f"PostgreSQL {version}: " + ", ".join(f"{n}={shown[n]}" for n in names if n in shown)
+
+
+def _phases(r: dict) -> str:
+    d = r["durations"]
+    calls = ", ".join(f"{k} {v:.2f}" for k, v in r["store_calls"].items())
+    return f"querying {d.get('querying', 0):.2f} / in_progress {d.get('in_progress', 0):.2f}; {calls}"
+
+
 def compare_workspaces(args: argparse.Namespace) -> None:
-    """The same syncs into PostgreSQL, workspace in a DuckDB file vs in the same server (alternating)."""
+    """The same syncs into PostgreSQL, workspace in a DuckDB file vs in the same server (alternating).
+
+    ``--rounds``: first load and re-sync, both workspaces, this many times. ``--resyncs N``: after
+    the last first load, N more 1%-changed re-syncs alternating the two workspaces (the source
+    goes v2 -> v1 -> v2 ...: each step changes 1% of the rows, updates, inserts and deletes).
+    """
     ctx = None
     uri = args.workspace
+    settings = dict(kv.split("=", 1) for kv in args.pg_setting)
     if uri == "postgresql":
-        uri, ctx = _cluster()
+        uri, ctx = _cluster(settings)
+    elif settings:
+        raise SystemExit("--pg-setting applies to the throwaway cluster (--workspace postgresql) only")
     base = args.workdir or tempfile.mkdtemp(prefix="dfsync-bench-")
     os.makedirs(base, exist_ok=True)
     v1, v2 = os.path.join(base, "v1.parquet"), os.path.join(base, "v2.parquet")
+    firsts: dict[str, list[dict]] = {"duckdb": [], "postgresql": []}
+    resyncs: dict[str, list[dict]] = {"duckdb": [], "postgresql": []}
     try:
+        print(_server_settings(uri), flush=True)
         if not os.path.exists(v1):
             t = time.perf_counter()
             generate(v1, args.rows)
             print(f"generated {args.rows:,} rows x 8 columns in {time.perf_counter() - t:.1f}s", flush=True)
         if not os.path.exists(v2):
             make_v2(v1, v2, args.rows)
-        results: dict[str, list[tuple[dict, dict]]] = {"duckdb": [], "postgresql": []}
+        steps: dict[str, dict] = {}
         for rnd in range(args.rounds):
             for kind in ("duckdb", "postgresql"):
                 work = os.path.join(base, f"{kind}-{rnd}")
                 shutil.rmtree(work, ignore_errors=True)
                 os.makedirs(work)
                 dest = _new_database(uri, f"bench_dest_{kind}")
-                ws = _new_database(uri, "bench_ws") + "?schema=dfsync" if kind == "postgresql" else None
-                first = run_child("sync", work=work, source=v1, mode="upsert", batch_size=args.batch_size,
-                                  workspace=ws, dest_uri=dest)
-                changed = run_child("sync", work=work, source=v2, mode="mirror", batch_size=args.batch_size,
-                                    workspace=ws, dest_uri=dest)
-                results[kind].append((first, changed))
+                ws = _new_database(uri, "bench_ws_" + kind) + "?schema=dfsync" if kind == "postgresql" else None
+                steps[kind] = dict(work=work, batch_size=args.batch_size, workspace=ws, dest_uri=dest)
+                first = run_child("sync", source=v1, mode="upsert", **steps[kind])
+                changed = run_child("sync", source=v2, mode="mirror", **steps[kind])
+                firsts[kind].append(first)
+                resyncs[kind].append(changed)
                 print(f"round {rnd + 1} {kind:<10} first load {first['seconds']:7.2f}s "
                       f"(peak {first['peak_rss_mb']:.0f} MB), 1% re-sync {changed['seconds']:6.2f}s "
                       f"(peak {changed['peak_rss_mb']:.0f} MB)", flush=True)
+        for i in range(args.resyncs):
+            source = v1 if i % 2 == 0 else v2  # the last round left v2 delivered
+            for kind in ("duckdb", "postgresql"):
+                r = run_child("sync", source=source, mode="mirror", **steps[kind])
+                resyncs[kind].append(r)
+                print(f"re-sync {i + 1} {kind:<10} -> {os.path.basename(source)} {r['seconds']:6.2f}s "
+                      f"(peak {r['peak_rss_mb']:.0f} MB): {_phases(r)}", flush=True)
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
         if not args.workdir:
             shutil.rmtree(base, ignore_errors=True)
 
-    def best(kind: str, i: int, what: str) -> float:
-        return min(r[i][what] for r in results[kind])
+    def best(runs: dict[str, list[dict]], kind: str, what: str) -> float:
+        return min(r[what] for r in runs[kind])
 
     print(f"\n{args.rows:,} rows x 8 columns into PostgreSQL, batch_size={args.batch_size:,}, best of "
-          f"{args.rounds} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
+          f"{args.rounds} first loads and {len(resyncs['duckdb'])} re-syncs ({time.strftime('%Y-%m-%d')}, "
+          f"{os.cpu_count()} cores)")
     print(f"{'job':<34} {'DuckDB ws':>10} {'PG ws':>10} {'ratio':>7} {'target':>8}")
-    for i, name, target in ((0, "first load (upsert)", "<= 1.3x"), (1, "1% changed re-sync (mirror)", "<= 1.5x")):
-        d, p = best("duckdb", i, "seconds"), best("postgresql", i, "seconds")
+    for runs, name, target in ((firsts, "first load (upsert)", "<= 1.3x"), (resyncs, "1% changed re-sync (mirror)", "<= 1.5x")):
+        d, p = best(runs, "duckdb", "seconds"), best(runs, "postgresql", "seconds")
         print(f"{name:<34} {d:>9.2f}s {p:>9.2f}s {p / d:>6.2f}x {target:>8}")
-        d, p = best("duckdb", i, "peak_rss_mb"), best("postgresql", i, "peak_rss_mb")
+        d, p = best(runs, "duckdb", "peak_rss_mb"), best(runs, "postgresql", "peak_rss_mb")
         print(f"{'  peak RSS':<34} {d:>8.0f}MB {p:>8.0f}MB {p - d:>+5.0f}MB {'<= +200':>8}")
+    pairs = [p["seconds"] / d["seconds"] for d, p in zip(resyncs["duckdb"], resyncs["postgresql"], strict=True)]
+    print("re-sync ratio per pair (PG ws / DuckDB ws, run one after the other): "
+          + ", ".join(f"{x:.2f}x" for x in pairs) + f"; median {sorted(pairs)[len(pairs) // 2]:.2f}x, worst {max(pairs):.2f}x")
     for kind in ("duckdb", "postgresql"):
-        for i, name in ((0, "first load"), (1, "1% re-sync")):
-            r = min((x[i] for x in results[kind]), key=lambda r: r["seconds"])
+        for runs, name in ((firsts, "first load"), (resyncs, "1% re-sync")):
+            r = min(runs[kind], key=lambda r: r["seconds"])
             print(f"  {kind} {name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["durations"].items()))
             print("    store calls: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["store_calls"].items()))
 

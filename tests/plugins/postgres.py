@@ -79,8 +79,9 @@ class PGServer:
     # no test makes; synchronous_commit stays on: an acknowledged commit must survive
     # ``stop("immediate")``, or exactly-once tests would blame dfsync for the server's loss
     def start(self) -> None:
+        settings = "".join(f" -c {k}={v}" for k, v in self.extra.items())  # e.g. a benchmark's shared_buffers
         self._ctl("-w", "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c full_page_writes=off", "start")
+                  f"-c fsync=off -c full_page_writes=off{settings}", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-w", "-m", mode, "stop")
@@ -122,8 +123,9 @@ class PGServer:
 
 
 @contextlib.contextmanager
-def throwaway_server() -> Iterator[PGServer]:
-    """A PostgreSQL cluster in a temp dir for as long as the block runs (notebooks/regenerate.py uses it too)."""
+def throwaway_server(settings: dict[str, str] | None = None) -> Iterator[PGServer]:
+    """A PostgreSQL cluster in a temp dir for as long as the block runs (notebooks/regenerate.py and
+    bench/sync_bench.py use it too; ``settings``: server settings, e.g. ``{"shared_buffers": "2GB"}``)."""
     initdb, pg_ctl = _find_bin("initdb"), _find_bin("pg_ctl")
     if not initdb or not pg_ctl:
         _unavailable("initdb/pg_ctl not found (apt-get install -y postgresql)")
@@ -139,7 +141,7 @@ def throwaway_server() -> Iterator[PGServer]:
         as_user = ["runuser", "-u", "postgres", "--"]
     datadir = os.path.join(root, "data")
     log = os.path.join(root, "server.log")
-    server = PGServer(datadir, _free_port(), pg_ctl, as_user, log)  # type: ignore[arg-type]
+    server = PGServer(datadir, _free_port(), pg_ctl, as_user, log, extra=dict(settings or {}))  # type: ignore[arg-type]
     try:
         subprocess.run([*as_user, initdb, "-D", datadir, "-U", "dfsync", "--auth=trust", "-E", "UTF8",
                         "--no-sync"], check=True, capture_output=True, timeout=120)
