@@ -274,6 +274,9 @@ def resync(n: int, rounds: int, profile: bool = False) -> None:
     print(f"   ratio per round (checked / plain, same moment's load): {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"   median ratio {median(ratios):.2f}x (target <= 1.2x); within target in "
           f"{sum(r <= 1.2 for r in ratios)} of {rounds} rounds")
+    cpu_ratios = [c / p for p, c in zip(cpus["plain"], cpus["checked"], strict=True)]
+    print(f"   CPU seconds, checked / plain, per round (what other processes' load changes least): "
+          f"{', '.join(f'{r:.2f}' for r in cpu_ratios)}; median {median(cpu_ratios):.2f}x")
     for name in syncs:
         print(f"   {labels[name]:24s}: wall {', '.join(f'{x:.2f}' for x in times[name])} s (median "
               f"{median(times[name]):.2f}); CPU {', '.join(f'{x:.2f}' for x in cpus[name])} s (median "

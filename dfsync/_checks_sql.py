@@ -202,8 +202,8 @@ class Compiled:
         return None if self.distinct is None else self.distinct.values
 
 
-#: rows up to which a uniqueness check counts distinct 64-bit hashes in memory (8 bytes a row)
-#: before it groups the values themselves
+#: rows up to which a uniqueness check sorts 64-bit hashes in memory (about 17 bytes a row while
+#: sorting: the hashes, their sorted copy, the comparison) before it groups the values themselves
 HASH_ROWS = 100_000_000
 
 
