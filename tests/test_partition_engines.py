@@ -305,3 +305,33 @@ def test_partitioned_run_into_postgres_equals_one_process_at_scale(tmp_path, pg_
         assert part.run(progress=False, engine=engine).counts["sent"] == 0
     finally:
         engine.shutdown()
+
+
+UNGUARDED_SCRIPT = """
+import sys
+import polars as pl
+import dfsync
+# no `if __name__ == "__main__":` guard, as in many a user's script: its top level must run once
+with open(sys.argv[2], "a") as marker:
+    marker.write("top level ran\\n")
+ws = dfsync.Workspace(sys.argv[1] + "/ws.duckdb")
+df = pl.DataFrame({"id": list(range(400)), "v": [i * 0.5 for i in range(400)]})
+sync = ws.create_sync("s", source=df, destination=dfsync.destinations.parquet(sys.argv[1] + "/out"),
+                      primary_key="id", destination_mode="mirror", partitions=4, if_exists="update")
+run = sync.run(progress=False, engine=dfsync.engines.local(processes=2))
+print("ran", run.status.value, run.counts["sent"], flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(tmp_path):
+    """Spawned workers would re-run a script's top level (creating the sync and starting the run
+    again in every worker); the local engine starts them with the script's main module hidden."""
+    script, marker = tmp_path / "user_script.py", tmp_path / "marker.txt"
+    script.write_text(UNGUARDED_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path), str(marker)], env=env_with_repo(),
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "ran success 400" in out.stdout, out.stdout + out.stderr
+    assert marker.read_text().splitlines() == ["top level ran"], out.stderr
+    back = pl.read_parquet(str(tmp_path / "out" / "**" / "*.parquet")).sort("id")
+    assert back["id"].to_list() == list(range(400)) and back["v"].to_list() == [i * 0.5 for i in range(400)]

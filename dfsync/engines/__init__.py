@@ -12,8 +12,10 @@ a Ray engine starts, so ``import dfsync`` stays light.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigError
@@ -46,6 +48,28 @@ def _die_with_parent() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _main_left_alone() -> Iterator[None]:
+    """Start worker processes without running the user's script again in them.
+
+    A spawned process re-runs the parent's ``__main__`` (a script's top level, or a ``-m``
+    module's) before its task, so a script without an ``if __name__ == "__main__":`` guard would
+    create syncs and start runs again in every worker. Workers only run dfsync's own functions
+    on plain data, so the script's main module is hidden from multiprocessing while they start."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 class LocalProcesses(Engine):
     name = "local"
 
@@ -67,7 +91,8 @@ class LocalProcesses(Engine):
         return self.processes
 
     def submit(self, fn: Callable[[Task], Any], task: Task) -> cf.Future[Any]:
-        inner = self._executor().submit(fn, task)
+        with _main_left_alone():  # the pool starts its workers inside submit
+            inner = self._executor().submit(fn, task)
         outer: cf.Future[Any] = cf.Future()
 
         def done(f: cf.Future[Any]) -> None:
