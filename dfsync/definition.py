@@ -108,6 +108,12 @@ class SyncDefinition:
         stored form. Reads the source's schema, and asks the destination whether it takes the
         fields, keys and mode. Returns the definition."""
         source, destination = self.source, self.destination
+        if not isinstance(source, Source) and type(source).__module__.split(".")[0] in ("polars", "pandas", "pyarrow"):
+            from .sources import (
+                frame,  # a frame given as it is: read each run, like sources.frame(df)
+            )
+
+            source = self.source = frame(source)
         if not isinstance(source, Source):
             raise ConfigError(f"source= must be a dfsync source (dfsync.sources.files/frame/duckdb_query/database), not {type(source).__name__}")
         if not isinstance(destination, Destination):

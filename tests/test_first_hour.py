@@ -297,3 +297,21 @@ def test_checks_take_numbers_from_pandas_and_numpy(ws, tmp_path):
     run = sync.run(progress=False)
     assert run.counts["invalid"] == 1 and run.counts["inserted"] == 2
     assert "np." not in json.dumps(sync.definition["checks"])
+
+
+@pytest.mark.parametrize("kind", ["polars", "lazy", "pandas", "arrow"])
+def test_a_frame_given_as_the_source_is_read_like_sources_frame(ws, tmp_path, kind):
+    """create_sync(source=df) takes the frame as it is (run(source=df) already did)."""
+    df = pl.DataFrame({"id": [1, 2, 3], "name": ["a", None, "ç"], "x": [0.5, float("nan"), -1.0]})
+    given = {"polars": df, "lazy": df.lazy(), "pandas": df.to_pandas(), "arrow": df.to_arrow()}[kind]
+    dest = tmp_path / "dest.duckdb"
+    sync = ws.create_sync("frame_as_source", source=given, destination=dfsync.destinations.duckdb(str(dest), table="t"),
+                          primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["inserted"] == 3
+    with duckdb.connect(str(dest), read_only=True) as con:
+        back = pl.from_arrow(con.sql("SELECT * FROM t ORDER BY id").arrow())
+    assert back["name"].to_list() == ["a", None, "ç"] and back["x"][0] == 0.5 and back["x"][2] == -1.0
+    with pytest.raises(dfsync.ConfigError, match="must be a dfsync source"):
+        ws.create_sync("not_a_frame", source=[{"id": 1}], destination=dfsync.destinations.duckdb(str(dest), table="u"),
+                       primary_key="id")
