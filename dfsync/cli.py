@@ -1,6 +1,6 @@
 """The ``dfsync`` command line: operate the syncs of a workspace from a terminal or cron.
 
-Every command takes ``--workspace PATH`` (default ``./.dfsync/workspace.duckdb``; a
+Every command takes ``--workspace PATH``, before or after it (default ``./.dfsync/workspace.duckdb``; a
 ``postgresql://user:env:NAME@host/db?schema=dfsync`` URI opens a PostgreSQL workspace; or the
 ``DFSYNC_WORKSPACE`` environment variable) and ``--json`` for scripts.
 
@@ -466,11 +466,16 @@ def demo(
 
 
 @app.callback()
-def _root() -> None:
+def _root(workspace: str = typer.Option(
+        None, "--workspace", "-w",
+        help="the workspace for every command, given before it (dfsync --workspace PATH_OR_URI runs NAME); "
+             "a command's own --workspace wins")) -> None:
     """dfsync: keep a destination in sync with your data.
 
     Exit codes: 0 success, 1 a run failed (or could not start), 2 a usage or configuration error.
     """
+    if workspace:  # the commands' --workspace reads DFSYNC_WORKSPACE when not given after them
+        os.environ["DFSYNC_WORKSPACE"] = workspace
 
 
 def main() -> None:

@@ -66,6 +66,22 @@ def _clean_error(res, *needles: str) -> None:
         assert n in lines[0], lines[0]
 
 
+def test_workspace_given_before_the_command(files_sync, ws_path, dfsync_cli) -> None:
+    """`dfsync --workspace WS run NAME` (the form the docs show for a shared workspace) as well as
+    after the command; a command's own --workspace wins over the one before it."""
+    _, warehouse = files_sync
+    res = dfsync_cli("--workspace", ws_path, "run", "customers", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["counts"]["inserted"] == 3
+    assert _read_duckdb(warehouse, "customers").height == 3
+    res = dfsync_cli("-w", "elsewhere.duckdb", "runs", "customers", "--workspace", ws_path, "--json")
+    assert res.code == 0, res.err
+    assert [r["status"] for r in json.loads(res.out)] == ["success"]
+    res = dfsync_cli("--workspace", "elsewhere.duckdb", "runs", "customers")
+    assert res.code == 2
+    _clean_error(res, "no workspace at elsewhere.duckdb")
+
+
 # ---------------------------------------------------------------------- run from another process
 def test_run_a_files_sync_from_the_cli(files_sync, ws_path, dfsync_cli) -> None:
     src, warehouse = files_sync
