@@ -5,6 +5,7 @@ store's (:mod:`dfsync.store._erasure`); this module decides what to remove and s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -18,9 +19,22 @@ if TYPE_CHECKING:
     from .sync import Sync
 
 
-def purge(sync: Sync, older_than: Any = None, run_id: int | None = None) -> int:
+def compact(store: Any, sync_id: int, run_id: int | None = None) -> None:
+    """After an erasure that removed something: the workspace file rewritten without the freed
+    blocks that still hold the erased values (a DuckDB file; see dfsync/store/_compact.py). If
+    it cannot be, an event and a warning say so (the erasure itself stands)."""
+    why = store.compact()
+    if why:
+        text = (f"the workspace file was not compacted ({why}): the erased values stay in its unused "
+                f"blocks until the next forget or purge that removes something compacts it")
+        store.note(sync_id, run_id, text)
+        warnings.warn(f"dfsync: {text}", stacklevel=3)
+
+
+def purge(sync: Sync, older_than: Any = None, run_id: int | None = None, *, compact_file: bool = True) -> int:
     """Remove the records of ``sync``'s runs that finished longer ago than ``older_than``, else its
-    ``record_retention``, else the workspace's; returns how many (0: no retention applies)."""
+    ``record_retention``, else the workspace's; returns how many (0: no retention applies). The
+    workspace file is then compacted when records were removed (``compact_file=False``: the caller does)."""
     retention = (parse_retention(older_than, "older_than") or sync.spec.record_retention
                  or setting("record_retention") or None)
     if retention is None:
@@ -31,6 +45,8 @@ def purge(sync: Sync, older_than: Any = None, run_id: int | None = None) -> int:
     if n:
         store.note(sync.id, run_id, f"{n} records of runs that finished before {before:%Y-%m-%d %H:%M} UTC "
                                     f"purged (record_retention {retention})")
+        if compact_file:
+            compact(store, sync.id, run_id)
     return n
 
 
@@ -75,4 +91,6 @@ def forget(sync: Sync, keys: Any) -> dict[str, int]:
                               f"{counts['delivered']} delivered rows removed, {counts['checks']} check results and "
                               f"{counts['texts']} event texts redacted; "
                               f"the next run treats these rows as new")
+    if any(counts.values()):
+        compact(store, sync.id)
     return counts

@@ -18,6 +18,7 @@ import psutil
 
 from . import _html_history, _registry
 from ._registry import LIVE
+from ._retention import compact, purge
 from ._settings import check_settings
 from ._settings import use as use_settings
 from .definition import SyncDefinition
@@ -240,7 +241,15 @@ class Workspace:
         finished longer ago than ``older_than`` (``"30 days"``), else the sync's
         ``record_retention``, else this workspace's; returns how many each sync lost (``dfsync purge``)."""
         with use_settings(self.settings):
-            return {row["name"]: Sync(self, row["name"]).purge_records(older_than) for row in self.store.all_syncs()}
+            counts, removed = {}, []
+            for row in self.store.all_syncs():
+                self.store.require("purge", row["id"])
+                counts[row["name"]] = purge(Sync(self, row["name"]), older_than, compact_file=False)
+                if counts[row["name"]]:
+                    removed.append(row["id"])
+            if removed:  # one compaction of the file for all of them
+                compact(self.store, removed[0])
+            return counts
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""

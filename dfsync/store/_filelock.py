@@ -32,6 +32,7 @@ from .._paths import not_writable, owner_problem, private_dir, private_file
 from .._settings import setting
 from ..errors import WorkspaceBusy, WorkspaceCorrupt, WorkspaceError
 from ._common import StoreKey, now
+from ._compact import compact_file, remove_strays
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 
 LEASE_SECONDS = 10.0  # waiters announce themselves (markers below), so the lease can be long
@@ -41,6 +42,29 @@ RELEASE_GRACE = 0.2  # work outside the workspace (reading a source) shorter tha
 _LOCK_RE = re.compile(r"(?:PID|pid)\s*(\d+)")
 _local_locks: dict[str, threading.RLock] = {}
 _memory_cons: dict[str, duckdb.DuckDBPyConnection] = {}
+
+
+class _Gate:
+    """This process's open connections to one workspace file, so a compaction can wait until
+    none is open and hold new ones back until the file is swapped (:meth:`FileConnections.compact`)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.open = 0
+        self.compactor: int | None = None  # the thread compacting the file
+
+
+_gates: dict[str, _Gate] = {}
+
+
+class _Paused:
+    """Stands for a lease whose connection a compaction closed (other threads still see it held)."""
+
+    def close(self) -> None:
+        pass
+
+
+_PAUSED: Any = _Paused()
 
 
 class FileConnections(StoreKey):
@@ -55,6 +79,7 @@ class FileConnections(StoreKey):
         self.memory = path == ":memory:"
         self._key = f"memory:{id(self)}" if self.memory else os.path.abspath(path)
         self._lock = _local_locks.setdefault(self._key, threading.RLock())
+        self._gate = _gates.setdefault(self._key, _Gate())
         self._lease: duckdb.DuckDBPyConnection | None = None
         self._lease_since = 0.0
         self._lease_thread: int | None = None
@@ -71,6 +96,7 @@ class FileConnections(StoreKey):
             exists = os.path.exists(path) and os.path.getsize(path) > 0
             if exists:
                 self._check_header()
+                remove_strays(os.path.abspath(path))  # a compaction's copy whose process died
             elif not create:
                 raise WorkspaceError(f"no dfsync workspace at {path}; nothing was created. Pass the workspace "
                                      f"file your notebook uses: dfsync.Workspace(PATH), on the command line "
@@ -101,9 +127,29 @@ class FileConnections(StoreKey):
                 f"if you want a fresh workspace."
             )
 
-    def _open(self) -> duckdb.DuckDBPyConnection:
+    def _open(self, connect: Callable[[], duckdb.DuckDBPyConnection] | None = None) -> duckdb.DuckDBPyConnection:
+        """A connection to the file (``connect()``: another way to open it, as a compaction does)."""
         if self.memory:
             return _memory_cons[self._key].cursor()
+        gate, me = self._gate, threading.get_ident()
+        with gate.cond:  # a compaction of another thread: wait until the file is swapped
+            gate.cond.wait_for(lambda: gate.compactor in (None, me))
+            gate.open += 1
+        try:
+            return self._open_file(connect)
+        except BaseException:
+            self._close(None)
+            raise
+
+    def _close(self, con: duckdb.DuckDBPyConnection | None) -> None:
+        if con is not None:
+            con.close()
+        if not self.memory and con is not _PAUSED:
+            with self._gate.cond:
+                self._gate.open -= 1
+                self._gate.cond.notify_all()
+
+    def _open_file(self, connect: Callable[[], duckdb.DuckDBPyConnection] | None) -> duckdb.DuckDBPyConnection:
         self._defer_to_waiters()
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.01
@@ -111,6 +157,8 @@ class FileConnections(StoreKey):
         try:
             while True:
                 try:
+                    if connect is not None:
+                        return connect()
                     con = duckdb.connect(self.path)
                     # the workspace's pages are evicted, not kept: a run's memory is its staging
                     con.execute(f"SET memory_limit = '{setting('workspace_memory', {'workspace_memory': self.memory_limit})}'")
@@ -196,7 +244,7 @@ class FileConnections(StoreKey):
             with self._damaged_file():
                 yield con
         finally:
-            con.close()
+            self._close(con)
             self._private_wal()
 
     def _private_wal(self) -> None:
@@ -250,7 +298,7 @@ class FileConnections(StoreKey):
             if owns:
                 with self._lock:
                     if self._lease is not None:
-                        self._lease.close()
+                        self._close(self._lease)
                     self._lease = None
                     self._lease_thread = None
 
@@ -260,10 +308,11 @@ class FileConnections(StoreKey):
     def release_if_stale(self) -> None:
         if self.memory or not self._holds_lease():
             return
-        if time.monotonic() - self._lease_since >= LEASE_SECONDS or self._waiters():
+        if (time.monotonic() - self._lease_since >= LEASE_SECONDS or self._waiters()
+                or self._gate.compactor is not None):  # a compaction by another thread waits for this lease
             with self._lock:
                 assert self._lease is not None
-                self._lease.close()
+                self._close(self._lease)
                 time.sleep(0.005)  # a window for a waiting process (_open defers to announced ones)
                 self._lease = self._open()
                 self._lease_since = time.monotonic()
@@ -291,7 +340,7 @@ class FileConnections(StoreKey):
                 if time.monotonic() >= deadline or self._waiters():
                     with self._lock:
                         if parked[0] is not None:
-                            parked[0].close()
+                            self._close(parked[0])
                             parked[0] = None
                     return
 
@@ -308,6 +357,40 @@ class FileConnections(StoreKey):
                 else:
                     self._lease = self._open()
                     self._lease_since = time.monotonic()
+
+    def compact(self) -> str | None:
+        """Rewrite the workspace file without the freed blocks of erased rows (after ``forget`` or
+        a purge: see :mod:`dfsync.store._compact`); None when done (or nothing to do: a workspace
+        in memory), else why it was not (the file is then unchanged).
+
+        This thread's lease (if it holds one) is closed for the swap and opened again; other
+        threads of this process wait for the swap, and a compaction waits at most
+        ``busy_timeout`` seconds for their connections to close (a run lets go of its lease at
+        its next batch boundary).
+        """
+        if self.memory:
+            return None
+        gate, me = self._gate, threading.get_ident()
+        with gate.cond:
+            if gate.compactor is not None:
+                return "another thread of this process was compacting it"
+            gate.compactor = me
+        held = self._holds_lease()
+        try:
+            if held:
+                lease, self._lease = self._lease, _PAUSED
+                self._close(lease)
+            with gate.cond:
+                if not gate.cond.wait_for(lambda: gate.open == 0, timeout=self.busy_timeout):
+                    return f"another thread of this process kept it open for {self.busy_timeout:g} s"
+            return compact_file(self)
+        finally:
+            with gate.cond:
+                gate.compactor = None
+                gate.cond.notify_all()
+            if held:
+                self._lease = self._open()
+                self._lease_since = time.monotonic()
 
     def close(self) -> None:
         if self.memory:

@@ -172,6 +172,9 @@ class PgConnections:
     def released(self) -> Iterator[None]:
         yield
 
+    def compact(self) -> str | None:
+        return None  # a pg_dump holds no deleted row; VACUUM FULL is the operator's for the data directory
+
     def close(self) -> None:
         """Close this thread's connection (runs under way keep theirs)."""
         self._drop_thread_con()

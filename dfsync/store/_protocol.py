@@ -42,6 +42,11 @@ class WorkspaceStore(Protocol):
         """Let go of this thread's lease during long work that does not touch the workspace."""
         ...
 
+    def compact(self) -> str | None:
+        """After an erasure: rewrite a workspace file so the erased values leave its bytes
+        (None: done or nothing to do; else why not, the file unchanged)."""
+        ...
+
     def close(self) -> None: ...
 
     def ledger_id(self, run_id: int) -> str:
