@@ -29,6 +29,7 @@ import contextlib
 import glob
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -72,14 +73,16 @@ def _counts(con: Any, db: str) -> dict[str, int]:
     return {t: int(con.execute(f'SELECT count(*) FROM {db}."{t}"').fetchall()[0][0]) for t in tables}
 
 
-def compact_file(fc: Any) -> str | None:
-    """Replace ``fc``'s workspace file with a compacted copy; None when done, else why not (nothing changed).
+def compact_file(path: str, connect: Callable[..., Any], close: Callable[[Any], None]) -> str | None:
+    """Replace the workspace file ``path`` with a compacted copy; None when done, else why not (nothing changed).
 
-    ``fc`` (a FileConnections) has no connection of this process open on the file.
+    No connection of this process is open on the file. ``connect(how=None)`` opens it as the
+    workspace's connections do (waiting while another process has it; ``how()``: another way
+    to open it); ``close(con)`` closes what it opened.
     """
-    path = os.path.abspath(fc.path)
+    path = os.path.abspath(path)
     remove_strays(path)
-    fc._close(fc._open())  # the last connection of this process closes: DuckDB checkpoints the journal
+    close(connect())  # the last connection of this process closes: DuckDB checkpoints the journal
     wal = path + ".wal"
 
     def attach() -> duckdb.DuckDBPyConnection:
@@ -91,7 +94,7 @@ def compact_file(fc: Any) -> str | None:
             raise
         return con
 
-    con = fc._open(attach)  # waits for other processes as any opening does; then they wait for us
+    con = connect(attach)  # waits for other processes as any opening does; then they wait for us
     work = path + _STRAY + str(os.getpid())
     try:
         if os.path.exists(wal) and os.path.getsize(wal) > 0:
@@ -118,6 +121,6 @@ def compact_file(fc: Any) -> str | None:
         _fsync(os.path.dirname(path))
         return None
     finally:
-        fc._close(con)  # the read-only attachment lets go only now: nobody opened the old file meanwhile
+        close(con)  # the read-only attachment lets go only now: nobody opened the old file meanwhile
         with contextlib.suppress(OSError):
             shutil.rmtree(work)

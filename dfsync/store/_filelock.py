@@ -383,7 +383,7 @@ class FileConnections(StoreKey):
             with gate.cond:
                 if not gate.cond.wait_for(lambda: gate.open == 0, timeout=self.busy_timeout):
                     return f"another thread of this process kept it open for {self.busy_timeout:g} s"
-            return compact_file(self)
+            return compact_file(self.path, self._open, self._close)
         finally:
             with gate.cond:
                 gate.compactor = None
