@@ -10,6 +10,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import timedelta
 
@@ -61,14 +62,8 @@ def syncs_in_subprocess(ws_path) -> subprocess.Popen:
                             text=True, env=env_with_repo())
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)  # the usual umask: what DuckDB alone would create readable by all
-    yield
-    os.umask(old)
-
-
-def test_forget_leaves_no_byte_of_the_key_and_ids_go_on(tmp_path, umask_022):
+def first_run(tmp_path):
+    """A closed workspace whose first run left a failed record of KEY (with EMAIL) and an event naming KEY."""
     path = tmp_path / "w" / "ws.duckdb"
     ws = dfsync.Workspace(path)
     sync = ws.create_sync("people", source=dfsync.sources.frame(source()), destination=people(tmp_path),
@@ -78,9 +73,20 @@ def test_forget_leaves_no_byte_of_the_key_and_ids_go_on(tmp_path, umask_022):
     ws.store.note(sync.id, run.id, f"support ticket about {KEY}")
     ws.close()
     assert len(holding(file_bytes(path), KEY, EMAIL)) >= 2  # the test could fail: the values are in the file
+    return path, run.id
 
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)  # the usual umask: what DuckDB alone would create readable by all
+    yield
+    os.umask(old)
+
+
+def test_forget_leaves_no_byte_of_the_key_and_ids_go_on(tmp_path, umask_022):
+    path, run_id = first_run(tmp_path)
     ws = dfsync.Workspace(path)
-    sync = ws.sync("people")
+    sync, run = ws.sync("people"), ws.run(run_id)
     last_event = ws.sql("SELECT max(id) AS n FROM events")["n"][0]
     with ws.store.lease():  # another process comes to read while this one holds the file
         waiter = syncs_in_subprocess(path)
@@ -160,12 +166,7 @@ ws.sync("people").forget([{key!r}])
 
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_a_crash_while_compacting_leaves_the_old_file_or_the_new_one(tmp_path, where):
-    path = tmp_path / "w" / "ws.duckdb"
-    ws = dfsync.Workspace(path)
-    sync = ws.create_sync("people", source=dfsync.sources.frame(source()), destination=people(tmp_path),
-                          primary_key="id", max_failed_rows=10)
-    run = sync.run(progress=False)
-    ws.close()
+    path, run_id = first_run(tmp_path)
     out = subprocess.run([sys.executable, "-c", CRASH.format(key=KEY), str(path), where], capture_output=True,
                          text=True, env=env_with_repo(), timeout=120)
     assert out.returncode == 3, out.stderr  # it died at the rename (before or after it)
@@ -175,9 +176,37 @@ def test_a_crash_while_compacting_leaves_the_old_file_or_the_new_one(tmp_path, w
     ws = dfsync.Workspace(path)  # opens: the forget had committed; a dead process's copy is removed
     try:
         assert not [f for f in os.listdir(path.parent) if ".compact-" in f]
-        assert ws.run(run.id).records("failed").height == 0 and ws.run(run.id).records().height == 2
+        assert ws.run(run_id).records("failed").height == 0 and ws.run(run_id).records().height == 2
         assert ws.sync("people").runs().height == 1
         assert holding(file_bytes(path), EMAIL) == ([] if where == "after" else [f"{EMAIL} in ws.duckdb"])
     finally:
         ws.close()
 
+
+
+def test_a_file_another_thread_keeps_open_is_not_compacted_and_the_sync_says_so(tmp_path):
+    path, run_id = first_run(tmp_path)
+    ws = dfsync.Workspace(path, busy_timeout=0.5)
+    holder = dfsync.Workspace(path)
+    entered, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a lease that never reaches a batch boundary
+        with holder.store.lease():
+            holder.syncs()
+            entered.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert entered.wait(60)
+        with pytest.warns(UserWarning, match="not compacted .*kept it open.*next forget or purge"):
+            counts = ws.sync("people").forget([KEY])
+    finally:
+        done.set()
+        thread.join()
+    assert counts["records"] == 1 and ws.run(run_id).records("failed").height == 0  # the erasure stands
+    assert "not compacted" in ws.sync("people").events()["detail"][-1]
+    ws.close()
+    holder.close()
+    assert holding(file_bytes(path), EMAIL)  # as the event says: still in the file's unused blocks
