@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import pathlib
+import threading
 import time
 
 import duckdb
@@ -201,6 +202,44 @@ def test_busy_workspace_names_the_process_holding_it(tmp_path, spawn, dfsync_cli
     holder.communicate()
     with dfsync.Workspace(ws_path) as ws:  # nothing was damaged
         assert ws.syncs()["name"].to_list() == ["s"]
+
+
+def test_another_process_opens_the_workspace_while_a_run_reads_its_source(tmp_path, spawn) -> None:
+    """A run lets go of the file while it reads its source (after RELEASE_GRACE, or at once when a
+    process announces that it waits): here the read is held until the other process has read the
+    workspace, so that process would wait out its busy_timeout and fail if the run kept the file."""
+    from tests.faulty import FaultySource
+
+    entered, gate = threading.Event(), threading.Event()
+
+    class HeldSource(FaultySource):  # this session's object: the run reads through it
+        def scan(self, cursor=None):  # type: ignore[no-untyped-def]
+            entered.set()
+            assert gate.wait(120)
+            return super().scan(cursor)
+
+        def duckdb_relation(self, con, cursor=None):  # type: ignore[no-untyped-def]
+            entered.set()
+            assert gate.wait(120)
+            return super().duckdb_relation(con, cursor)
+
+    ws_path = str(tmp_path / "ws.duckdb")
+    ws = dfsync.Workspace(ws_path)
+    sync = ws.create_sync("s", source=HeldSource(dfsync.sources.files(str(_small_file(tmp_path)))), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="t"))
+    runs: list[dfsync.SyncRun] = []  # a blocking run in a thread of its own: that thread holds the lease
+    runner = threading.Thread(target=lambda: runs.append(sync.run(progress=False)))
+    runner.start()
+    try:
+        assert entered.wait(60), "the run never started reading its source"
+        reader = spawn(code=f"import dfsync; print(dfsync.Workspace({ws_path!r}, busy_timeout=20).syncs().height)")
+        out, err = reader.communicate(timeout=120)
+    finally:
+        gate.set()
+        runner.join(120)
+    assert reader.returncode == 0 and out.strip() == "1", err
+    assert runs[0].status == "success" and runs[0].counts["inserted"] == 3
+    ws.close()
 
 
 def _small_file(tmp_path):

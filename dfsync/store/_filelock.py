@@ -350,10 +350,10 @@ class FileConnections(StoreKey):
             yield
         finally:
             done.set()
-            watcher.join()
-            with self._lock:
-                if parked[0] is not None:
-                    self._lease = parked[0]
+            with self._lock:  # taken back under the lock: the watcher closes only what is still parked
+                con, parked[0] = parked[0], None
+                if con is not None:
+                    self._lease = con
                 else:
                     self._lease = self._open()
                     self._lease_since = time.monotonic()
