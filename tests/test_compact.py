@@ -210,3 +210,19 @@ def test_a_file_another_thread_keeps_open_is_not_compacted_and_the_sync_says_so(
     ws.close()
     holder.close()
     assert holding(file_bytes(path), EMAIL)  # as the event says: still in the file's unused blocks
+
+
+def test_opening_the_workspace_again_in_the_same_process_keeps_other_processes_out(tmp_path):
+    # reading the file's header and closing it would drop this process's DuckDB (POSIX) lock, and
+    # another process could then open the file to write while this one holds it, or swaps it
+    path = tmp_path / "ws.duckdb"
+    ws = dfsync.Workspace(path)
+    probe = f"import duckdb\ntry:\n    duckdb.connect({str(path)!r})\n    print('got in')\nexcept duckdb.IOException:\n    print('locked')"
+    try:
+        with ws.store.lease():
+            again = dfsync.Workspace(path)
+            again.close()
+            out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+            assert out.stdout.strip() == "locked", out.stderr
+    finally:
+        ws.close()

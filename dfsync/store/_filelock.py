@@ -95,13 +95,12 @@ class FileConnections(StoreKey):
                     f"give this user a workspace of its own. Nothing was changed.")
             exists = os.path.exists(path) and os.path.getsize(path) > 0
             if exists:
-                self._check_header()
                 remove_strays(os.path.abspath(path))  # a compaction's copy whose process died
             elif not create:
                 raise WorkspaceError(f"no dfsync workspace at {path}; nothing was created. Pass the workspace "
                                      f"file your notebook uses: dfsync.Workspace(PATH), on the command line "
                                      f"--workspace PATH")
-            why = not_writable(path)
+            why = self._check_file(exists)
             if why:
                 raise WorkspaceError(
                     f"cannot use the workspace {path}: {why}. dfsync writes its workspace file and a journal "
@@ -117,6 +116,20 @@ class FileConnections(StoreKey):
                 then(self)
 
     # ------------------------------------------------------------------ connections
+    def _check_file(self, exists: bool) -> str | None:
+        """The file's header (if it exists) and why it is not writable, or None.
+
+        Closing any handle of the file drops this process's DuckDB lock on it (a POSIX lock), so
+        another process could open it to write while this one uses it (or swaps it in a
+        compaction): while this process has it open, DuckDB has read its header and writes it,
+        and it is not opened to check."""
+        with self._gate.cond:
+            if self._gate.open or self._gate.compactor is not None:
+                return None
+            if exists:
+                self._check_header()
+            return not_writable(self.path)
+
     def _check_header(self) -> None:
         with open(self.path, "rb") as fh:
             head = fh.read(16)
