@@ -115,7 +115,7 @@ class SyncDefinition:
 
             source = self.source = frame(source)
         if not isinstance(source, Source):
-            raise ConfigError(f"source= must be a dfsync source (dfsync.sources.files/frame/duckdb_query/database), not {type(source).__name__}")
+            raise ConfigError(f"source= must be a dfsync source (dfsync.sources.files/frame/duckdb_query/database) or a polars, pandas or Arrow frame, not {type(source).__name__}")
         if not isinstance(destination, Destination):
             raise ConfigError(f"destination= must be a dfsync destination (dfsync.destinations.duckdb/parquet/postgres/sqlite/http), not {type(destination).__name__}")
         self.schema = check_policy(self.schema)

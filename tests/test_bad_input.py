@@ -347,8 +347,8 @@ CASES: list[Case] = [
          errors.ConfigError, ("mirror", "deleted"), ("upsert",)),
     Case("cursor-field-missing", lambda c: c.create(sync_mode="incremental", cursor_field="updated"),
          errors.ConfigError, ("updated",), ("fields",)),
-    Case("source-not-a-source", lambda c: c.create(source=people()), errors.ConfigError,
-         ("DataFrame",), ("dfsync.sources",)),
+    Case("source-not-a-source", lambda c: c.create(source=people().to_dicts()), errors.ConfigError,
+         ("list",), ("dfsync.sources",)),  # a frame itself is taken (sources.frame)
     Case("destination-not-a-destination", lambda c: c.create(destination="dest.duckdb"), errors.ConfigError,
          ("str",), ("dfsync.destinations",)),
     Case("check-on-missing-column", lambda c: c.create(checks=[dfsync.checks.not_null("mail")]), errors.ConfigError,
