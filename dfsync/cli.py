@@ -205,8 +205,8 @@ def status(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) ->
             return
         d = sync.definition
         typer.echo(f"sync {sync.name!r}: {info['status']}")
-        typer.echo(f"  source       {d['source']['kind']}: "
-                   + ", ".join(f"{k}={v}" for k, v in d["source"].items() if k != "kind"))
+        settings = ", ".join(f"{k}={v}" for k, v in d["source"].items() if k != "kind" and v is not None)
+        typer.echo(f"  source       {d['source']['kind']}" + (f": {settings}" if settings else ""))
         typer.echo(f"  destination  {sync.destination.describe()} [{d['destination_mode']}]")
         typer.echo(f"  primary key  {', '.join(d['primary_key'])}   mode {d['sync_mode']}")
         nxt = info["next_run_at"]
