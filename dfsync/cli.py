@@ -61,6 +61,8 @@ WorkspaceOpt = typer.Option(
     help="the workspace file, or a postgresql://user:env:PASSWORD_VAR@host/db?schema=NAME URI "
          "(created from Python with dfsync.Workspace(PATH))")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts instead of a table")
+EngineOpt = typer.Option(None, "--engine", help="where a partitioned sync runs its buckets: local, local:N, ray, "
+                         "ray:auto or ray:ray://HOST:PORT (default: one after another in this process)")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -80,6 +82,14 @@ def _errors() -> Iterator[None]:
         raise _fail(str(exc), EXIT_USAGE) from None
     except DfsyncError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+
+
+def _engine(spec: str | None) -> Any:
+    if not spec:
+        return None
+    from .engines import from_spec
+
+    return from_spec(spec)
 
 
 def _open(path: str) -> Workspace:
@@ -208,7 +218,8 @@ def status(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) ->
         settings = ", ".join(f"{k}={v}" for k, v in d["source"].items() if k != "kind" and v is not None)
         typer.echo(f"  source       {d['source']['kind']}" + (f": {settings}" if settings else ""))
         typer.echo(f"  destination  {sync.destination.describe()} [{d['destination_mode']}]")
-        typer.echo(f"  primary key  {', '.join(d['primary_key'])}   mode {d['sync_mode']}")
+        typer.echo(f"  primary key  {', '.join(d['primary_key'])}   mode {d['sync_mode']}"
+                   + (f"   partitions {d['partitions']}" if d.get("partitions") else ""))
         nxt = info["next_run_at"]
         typer.echo(f"  schedule     {sync.schedule or 'manual'}"
                    + (f"   next run {_utc(nxt)}" if nxt else ""))
@@ -226,12 +237,14 @@ def run(
     name: str,
     preview: bool = typer.Option(False, "--preview", help="show what would change; send nothing"),
     limit: int = typer.Option(20, "--limit", help="with --preview: how many changed rows to show"),
+    engine: str = EngineOpt,
     workspace: str = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run a sync now (or resume its paused run); exit code 1 if the run does not succeed."""
     with _errors():
         sync = _open(workspace).sync(name)
+        run_engine = _engine(engine)
         if preview:
             p = sync.preview()
             changes = p.changes.head(limit) if limit >= 0 else p.changes
@@ -245,7 +258,7 @@ def run(
             _print_table(changes, "no changes")
             return
         try:
-            result = sync.run(progress=not as_json, trigger="cli")
+            result = sync.run(progress=not as_json, trigger="cli", engine=run_engine)
         except SyncDisabledError as exc:
             raise _fail(f"{exc} (from the command line: dfsync enable {name})", EXIT_USAGE) from None
         except KeyboardInterrupt:
@@ -414,6 +427,8 @@ def reset(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> 
 def scheduler(
     poll: float = typer.Option(5.0, "--poll", help="seconds between looks at the schedules"),
     once: bool = typer.Option(False, "--once", help="run what is due now, then exit (for cron)"),
+    engine: str = typer.Option(None, "--engine", help="where partitioned syncs run their buckets: local, local:N, "
+                               "ray, ray:auto or ray:ray://HOST:PORT (other syncs run here as always)"),
     workspace: str = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -427,7 +442,7 @@ def scheduler(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     with _errors():
         ws = _open(workspace)
-        sched = Scheduler(ws, poll_seconds=poll)
+        sched = Scheduler(ws, poll_seconds=poll, engine=_engine(engine))
         if once:
             started = sched.run_pending()
             if as_json:

@@ -144,11 +144,12 @@ class Scheduler:
     >>> sched.stop()
 
     ``clock`` (a function returning an aware datetime) exists for tests and simulations;
-    ``on_run`` is called with each finished :class:`~dfsync.SyncRun`.
+    ``on_run`` is called with each finished :class:`~dfsync.SyncRun`; ``engine``
+    (``dfsync.engines.local(...)``/``ray(...)``) runs the buckets of partitioned syncs.
     """
 
     def __init__(self, ws: Workspace, *, poll_seconds: float = 5.0, clock: Callable[[], datetime] | None = None,
-                 on_run: Callable[[SyncRun], Any] | None = None) -> None:
+                 on_run: Callable[[SyncRun], Any] | None = None, engine: Any = None) -> None:
         if poll_seconds <= 0:
             raise ConfigError("poll_seconds must be a positive number of seconds")
         ws.store.require("run")  # a role that may not run syncs is told now, not at the first due one
@@ -156,6 +157,7 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.clock = clock or _now
         self.on_run = on_run
+        self.engine = engine  # where partitioned syncs run their buckets (others run here)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.current: str | None = None  # name of the sync being run now, if any
@@ -212,7 +214,8 @@ class Scheduler:
         try:
             sync = self.ws.sync(name)
             log.info("sync %r: starting scheduled run", name)
-            run = sync.run(progress=False, trigger="schedule")
+            engine = self.engine if self.engine is not None and sync.spec.partitions else None
+            run = sync.run(progress=False, trigger="schedule", engine=engine)
             log.info("sync %r: run %s %s %s", name, run.id, run.status.value, run.counts)
         except SyncAlreadyRunning as exc:
             log.info("sync %r: not started, already running: %s", name, exc)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import dfsync
-from tests.test_partition import make_dest, rows
+from tests.test_partition import make_dest, read_dest, rows
 
 WORKSPACE_STORES = ("duckdb", "postgres")
 COLUMNS = ["bucket", "state", "attempts", "sent", "succeeded", "failed", "skipped", "batches", "error"]
@@ -124,3 +124,28 @@ def test_the_cli_shows_a_paused_partitioned_runs_buckets(ws_target, tmp_path, df
     assert res.code == 0 and "buckets: 4 done, 0 running, 0 waiting, 0 failed" in res.out, (res.out, res.err)
     res = dfsync_cli("buckets", str(run_id), "-w", ws_target)
     assert res.code == 0 and "buckets 4 done" in res.out and res.out.count("| done") == 4, res.out
+
+
+@pytest.mark.workspaces("duckdb")
+def test_the_cli_runs_a_partitioned_sync_on_an_engine(ws_target, tmp_path, dfsync_cli):
+    """`dfsync run NAME --engine local:2` sends the buckets from two worker processes (the run's event
+    names the engine); a spec dfsync does not know, or an engine for a sync without buckets, is a
+    usage error naming the forms, and nothing runs."""
+    ws = dfsync.Workspace(ws_target)
+    _sync(ws, tmp_path)
+    ws.create_sync("plain", source=dfsync.sources.files(str(tmp_path / "src.parquet")),
+                   destination=make_dest("duckdb", tmp_path, "plain"), primary_key="id")
+    ws.close()
+    res = dfsync_cli("run", "part", "--engine", "spark", "-w", ws_target)
+    assert res.code == 2 and "engine 'spark' is not one dfsync knows" in res.err and "local:N" in res.err, res.err
+    res = dfsync_cli("run", "plain", "--engine", "local:2", "-w", ws_target)
+    assert res.code == 2 and "is not partitioned" in res.err, res.err
+    with dfsync.Workspace(ws_target) as ws:
+        assert ws.sync("part").last_run() is None and ws.sync("plain").last_run() is None
+    res = dfsync_cli("run", "part", "--engine", "local:2", "-w", ws_target)
+    assert res.code == 0 and "buckets: 4 done" in res.out, (res.out, res.err)
+    with dfsync.Workspace(ws_target) as ws:
+        run = ws.sync("part").last_run()
+        assert run.counts["inserted"] == 400 and run.counts["sent"] == 400
+        assert any("dfsync.engines.local(processes=2)" in m for m in run.events()["detail"].to_list())
+    assert read_dest("duckdb", tmp_path, "d")["id"].sort().to_list() == list(range(400))

@@ -190,6 +190,24 @@ def test_disabled_syncs_are_skipped(setup) -> None:
     assert [r.sync_name for r in sched.run_pending()] == ["b"]
 
 
+@pytest.mark.workspaces("duckdb")
+def test_a_scheduler_engine_runs_only_partitioned_syncs_buckets(setup) -> None:
+    """Scheduler(engine=...) (`dfsync scheduler --engine local:2`): a due partitioned sync sends its
+    buckets from worker processes; a due sync without buckets runs here as always (an engine given
+    to it would be refused)."""
+    ws, src, warehouse = setup
+    plain = _make(ws, src, warehouse, name="plain")
+    part = ws.create_sync("part", source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(warehouse), table="part"),
+                          primary_key="id", schedule="every 15 minutes", partitions=2)
+    clock = Clock(max(plain.next_run_at, part.next_run_at) + timedelta(minutes=1))
+    runs = {r.sync_name: r for r in Scheduler(ws, clock=clock, engine=dfsync.engines.local(2)).run_pending()}
+    assert {n: r.status.value for n, r in runs.items()} == {"plain": "success", "part": "success"}
+    assert _rows(warehouse, "plain") == 3 and _rows(warehouse, "part") == 3
+    assert any("dfsync.engines.local(processes=2)" in d for d in runs["part"].events()["detail"].to_list())
+    assert not any("dfsync.engines" in (d or "") for d in runs["plain"].events()["detail"].to_list())
+
+
 def test_a_failed_run_does_not_stop_the_other_syncs(setup, tmp_path) -> None:
     ws, src, warehouse = setup
     broken_src = tmp_path / "broken.parquet"

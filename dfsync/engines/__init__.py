@@ -171,4 +171,22 @@ def ray(address: str | None = None, num_cpus: int | None = None, max_retries: in
     return RayEngine(address, num_cpus, max_retries, **init_kwargs)
 
 
-__all__ = ["BucketsLost", "Engine", "WorkerLost", "Task", "InProcess", "LocalProcesses", "RayEngine", "local", "ray"]
+def from_spec(spec: str) -> Engine:
+    """An engine from its command-line form (``dfsync run NAME --engine SPEC``, the scheduler's
+    ``--engine``): ``local``, ``local:4`` (processes), ``ray`` (a local Ray), ``ray:auto`` (the
+    cluster of this machine) or ``ray:ray://host:10001``."""
+    kind, _, arg = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind == "local":
+        if not arg:
+            return local()
+        if arg.isdigit() and int(arg) > 0:
+            return local(int(arg))
+    elif kind == "ray":
+        return ray(address=arg or None)
+    raise ConfigError(f"engine {spec!r} is not one dfsync knows: write local, local:N (N worker processes), "
+                      f"ray (a local Ray), ray:auto (this machine's cluster) or ray:ray://HOST:PORT")
+
+
+__all__ = ["BucketsLost", "Engine", "WorkerLost", "Task", "InProcess", "LocalProcesses", "RayEngine", "from_spec",
+           "local", "ray"]
