@@ -47,7 +47,7 @@ def write_ipc(path: str, tbl: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def _test_kill(point: str, task: dict[str, Any], n: int) -> None:
+def kill_point(point: str, task: dict[str, Any], n: int) -> None:
     """Test hook (DFSYNC_TEST_KILL_WORKER="point:bucket:n:once-file"): SIGKILL this worker there, once."""
     plan = task.get("test_kill") or os.environ.get("DFSYNC_TEST_KILL_WORKER")
     if not plan:
@@ -67,7 +67,7 @@ def send_bucket(task: dict[str, Any]) -> dict[str, Any]:
     destination = destination_from_config(task["destination"])
     c = dict(task["context"])
     ctx = DestinationContext(**{**c, "mode": DestinationMode(c["mode"]), "primary_key": tuple(c["primary_key"])})
-    _test_kill("open", task, 0)
+    kill_point("open", task, 0)
     session = destination.open(ctx)
     try:
         session.prepare(pa.ipc.read_schema(pa.py_buffer(task["schema"])))
@@ -85,8 +85,8 @@ def write_bucket(session: DestinationSession, task: dict[str, Any]) -> dict[str,
             results[batch_no] = {"landed": committed[batch_no]}
             continue
         data = read_ipc(path).drop_columns(["_fp", "_rid"])
-        _test_kill("before_write", task, n)
+        kill_point("before_write", task, n)
         res = session.write(WriteBatch(batch_no, data))
-        _test_kill("after_write", task, n)
+        kill_point("after_write", task, n)
         results[batch_no] = {"failed": dict(res.failed), "skipped": dict(res.skipped)}
     return {"bucket": task["bucket"], "pid": os.getpid(), "results": results}

@@ -61,8 +61,9 @@ def bucket_sql(key: list[str], n: int) -> str:
     return f"CAST((CAST({key_hash_sql(key)} AS UHUGEINT) * {int(n)}) >> 64 AS INTEGER)"
 
 
-def check_engine(defn: SyncDefinition, sync_name: str, engine: Any) -> None:
-    """``sync.run(engine=...)``: refused before anything runs when it cannot work."""
+def check_engine(defn: SyncDefinition, sync_name: str, engine: Any, source: Any = None) -> None:
+    """``sync.run(engine=...)``: refused before anything runs when it cannot work (``source``: this
+    run's own ``source=``, if given)."""
     if engine is None:
         return
     if not isinstance(engine, Engine):
@@ -70,6 +71,12 @@ def check_engine(defn: SyncDefinition, sync_name: str, engine: Any) -> None:
     if not defn.partitions:
         raise ConfigError(f"sync {sync_name!r} is not partitioned, so it has no buckets to run on {engine!r}: "
                           f"recreate it with partitions=N (ws.create_sync(..., partitions=8))")
+    if engine.cluster and (source or defn.source).session_only:
+        raise ConfigError(
+            f"sync {sync_name!r} reads an in-memory frame, which exists only in this Python process, so it cannot "
+            f"run on {engine!r}, whose workers may be on other hosts. Write the frame to files every worker can "
+            f"reach (df.write_parquet('/shared/events.parquet')) and give the sync dfsync.sources.files(...), or "
+            f"run it on dfsync.engines.local(...) or without an engine.")
     if engine.remote and defn.destination.literal_secret:
         raise ConfigError(
             f"sync {sync_name!r} is partitioned and runs on {engine!r}, but its destination holds a literal "

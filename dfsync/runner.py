@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _partition, _registry, _retry, _sensitive, _settle
+from . import _partition, _reads, _registry, _retry, _sensitive, _settle
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor
 from ._dryrun import DryRunStore
@@ -257,7 +257,7 @@ class Runner:
         try:
             with store.released():  # reading the source can take long: let other processes in
                 result = self.staging.load(
-                    defn.source, defn.mapping, defn.primary_key, cursor=cursor,
+                    _reads.source_for(self, cursor), defn.mapping, defn.primary_key, cursor=cursor,
                     detect_deletes=defn.sync_mode == SyncMode.FULL_REFRESH,
                     state=state, force=force,
                     retry=retry if defn.sync_mode == SyncMode.INCREMENTAL else None, retry_keys=retry_keys,

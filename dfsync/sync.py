@@ -121,7 +121,7 @@ class Sync:
         with self.workspace.store.lease():  # one workspace connection from here to the run's end
             one_run = self._source_for_run(source)
             self._load()
-            check_engine(self.spec, self.name, engine)
+            check_engine(self.spec, self.name, engine, one_run)
             run = self._run(progress=progress, background=background, trigger=trigger, source=one_run,
                             engine=engine)
         if raise_on_failure:

@@ -121,11 +121,13 @@ class LocalProcesses(Engine):
 
 class RayEngine(Engine):
     name = "ray"
+    cluster = True
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3,
                  **init_kwargs: Any) -> None:
         self.address, self.num_cpus, self.max_retries, self.init_kwargs = address, num_cpus, max_retries, init_kwargs
         self._remote: Any = None
+        self._remotes: dict[Any, Any] = {}
 
     def start(self) -> None:
         if self._remote is not None:
@@ -148,9 +150,11 @@ class RayEngine(Engine):
         return max(1, self.num_cpus or int(ray.cluster_resources().get("CPU", 1)))
 
     def submit(self, fn: Callable[[Task], Any], task: Task) -> cf.Future[Any]:
-        from ._ray import wrap
+        from ._ray import remote_task, wrap
 
-        return wrap(self._remote.remote(task))
+        if fn not in self._remotes:  # a bucket's transfer, a split's read: one Ray task each
+            self._remotes[fn] = remote_task(fn, self.max_retries)
+        return wrap(self._remotes[fn].remote(task))
 
     def __repr__(self) -> str:
         return f"dfsync.engines.ray(address={self.address!r}, num_cpus={self.num_cpus!r})"

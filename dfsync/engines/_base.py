@@ -26,6 +26,8 @@ class Engine:
     name = "engine"
     #: tasks leave this process (a literal secret in the definition could not travel with them)
     remote = True
+    #: its workers may run on other hosts (a session-only source, an in-memory frame, cannot go there)
+    cluster = False
 
     def start(self) -> None:  # noqa: B027 - optional hook
         """Called once before the first task of a run."""

@@ -11,10 +11,15 @@ from .._bucket import send_bucket
 from ._base import WorkerLost
 
 
-def remote_send_bucket(max_retries: int) -> Any:
+def remote_task(fn: Any, max_retries: int) -> Any:
+    """``fn`` (a bucket's transfer, a split's read) as a Ray task."""
     # retry_exceptions=False: an error the task raised (a destination refusing a batch) is the
     # run's to handle; only a dead worker is retried by Ray
-    return ray.remote(max_retries=max_retries, retry_exceptions=False)(send_bucket)
+    return ray.remote(max_retries=max_retries, retry_exceptions=False)(fn)
+
+
+def remote_send_bucket(max_retries: int) -> Any:
+    return remote_task(send_bucket, max_retries)
 
 
 def wrap(ref: Any) -> cf.Future[Any]:

@@ -64,6 +64,23 @@ class DatabaseSource(Source):
         return f"database({self.uri}, {sql[:60]}{'…' if len(sql) > 60 else ''})"
 
     # ------------------------------------------------------------------ reading
+    @property
+    def literal_secret(self) -> bool:
+        """A password given literally (it never leaves this process)."""
+        return self._literal_password is not None
+
+    def connect(self) -> Any:
+        """A connection to the source database (PostgreSQL, SQLite; autocommit off)."""
+        return self._connect()
+
+    def sql(self, cursor: CursorFilter | None) -> tuple[str, tuple]:
+        """The query as run for ``cursor`` (with its bound parameters)."""
+        return self._sql(cursor)
+
+    def arrow_schema(self, cursor: CursorFilter | None) -> pa.Schema:
+        """The Arrow schema of the query's rows, as the reader gives them."""
+        return self._arrow_schema(cursor)
+
     def _connect(self) -> Any:
         try:
             if self.dialect == "sqlite":

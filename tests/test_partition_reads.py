@@ -1,0 +1,209 @@
+"""Parallel reads of partitioned runs on an engine: the same rows, types, values, counters and
+delivered state as one process reading the source itself (Parquet by files and row groups,
+CSV/NDJSON by file, databases by key ranges in one snapshot), a worker killed while it reads,
+cursors, and a frame refused on a cluster engine."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import polars as pl
+import pytest
+
+import dfsync
+from tests.test_partition import COUNTERS, make_dest, read_dest, records, rows
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = dfsync.engines.local(processes=2)
+    yield eng
+    eng.shutdown()
+
+
+def _events(run) -> str:
+    return "\n".join(e for e in run.events()["detail"].to_list() if e)
+
+
+def _pair(ws, tmp_path, source, kind="duckdb", mode="mirror", **kw):
+    common = dict(source=source, primary_key="id", destination_mode=mode, batch_size=70, **kw)
+    one = ws.create_sync("one", destination=make_dest(kind, tmp_path, "one"), **common)
+    part = ws.create_sync("part", destination=make_dest(kind, tmp_path, "part"), partitions=4, **common)
+    return one, part
+
+
+def _same(tmp_path, one, part, engine, kind="duckdb", split=True):
+    r1, r2 = one.run(progress=False), part.run(progress=False, engine=engine)
+    assert r1.status == r2.status == "success", (r1.error, r2.error)
+    assert {k: r1.counts[k] for k in COUNTERS} == {k: r2.counts[k] for k in COUNTERS}
+    a, b = read_dest(kind, tmp_path, "one"), read_dest(kind, tmp_path, "part")
+    assert a.schema == b.schema and a.equals(b), (a, b)
+    assert one.delivered().sort("id").equals(part.delivered().sort("id"))
+    assert records(r1).equals(records(r2))
+    assert ("splits" in _events(r2)) == split, _events(r2)
+    return r1, r2
+
+
+def _parquet_files(d, version=1):
+    """Three files, one of several row groups, the third with other column types and order
+    (DuckDB binds the first file's names and types and casts the others, as a single read does)."""
+    d.mkdir(exist_ok=True)
+    rows(500, version=version).write_parquet(d / "a.parquet", row_group_size=100)
+    rows(120, start=500, version=version).write_parquet(d / "b.parquet")
+    c = rows(80, start=620, version=version).select("value", "name", pl.col("id").cast(pl.Int32), "updated_at")
+    c.with_columns(pl.col("updated_at").cast(pl.Int32)).write_parquet(d / "c.parquet")
+
+
+def test_parquet_split_by_files_and_row_groups(tmp_path, engine):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "in"
+    _parquet_files(d)
+    one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.parquet")))
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert r2.counts["inserted"] == 700
+    assert "3 Parquet files by file and row groups" in _events(r2)
+    _parquet_files(d, version=2)  # updates; and a deleted row
+    rows(400, version=2).write_parquet(d / "a.parquet", row_group_size=100)
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert r2.counts["updated"] > 0 and r2.counts["deleted"] == 100
+    assert part.run(progress=False, engine=engine).counts["sent"] == 0
+
+
+@pytest.mark.slow
+def test_incremental_splits_apply_the_cursor(tmp_path, engine):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "in"
+    _parquet_files(d)
+    one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.parquet")), kind="parquet", mode="upsert",
+                      sync_mode="incremental", cursor_field="updated_at")
+    _same(tmp_path, one, part, engine, kind="parquet")
+    _parquet_files(d, version=3)  # every third row moves past the cursor
+    r1, r2 = _same(tmp_path, one, part, engine, kind="parquet")
+    assert 0 < r2.counts["queried"] < 700, "the splits read only rows at or past the cursor"
+
+
+def test_csv_and_ndjson_split_by_file_with_one_schema(tmp_path, engine):
+    """The second CSV file alone would read 'x' as a float and 'd' as text; the third NDJSON file
+    alone has a field the first lacks. Read per file with the schema inferred over all files,
+    the rows are the single read's."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "csv"
+    d.mkdir()
+    (d / "1.csv").write_text("id,x,d,t\n" + "".join(f"{i},{i},2024-01-{i % 28 + 1:02d},2024-01-02T10:00:00+01:00\n"
+                                                      for i in range(40)))
+    (d / "2.csv").write_text("id,x,d,t\n40,2.5,,\n41,,2024-02-03,2024-01-03T10:00:00+01:00\n")
+    (d / "3.csv").write_text("id,x,d,t\n" + "".join(f"{i},{i * 3},2024-03-01,\n" for i in range(42, 90)))
+    one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.csv")))
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert "one per CSV file" in _events(r2)
+    assert pl.read_csv(d / "2.csv")["x"].dtype == pl.Float64 and read_dest("duckdb", tmp_path, "part")["x"].dtype \
+        == pl.Float64
+    ws2 = dfsync.Workspace(str(tmp_path / "ws2.duckdb"))
+    n = tmp_path / "nd"
+    n.mkdir()
+    (n / "1.ndjson").write_text("".join(f'{{"id": {i}, "x": {i * 0.5}, "s": "a{i}"}}\n' for i in range(30)))
+    (n / "2.ndjson").write_text('{"id": 30, "x": 1.0, "s": null, "extra": 1}\n{"id": 31}\n')
+    (tmp_path / "one.duckdb").unlink()
+    (tmp_path / "part.duckdb").unlink()
+    one, part = _pair(ws2, tmp_path, dfsync.sources.files(str(n / "*.ndjson")))
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert "one per NDJSON file" in _events(r2)
+
+
+def test_files_that_a_single_read_refuses_are_read_on_the_driver(tmp_path, engine):
+    """A CSV file whose columns are in another order: the single read refuses the set; so does
+    the partitioned run, which reads it on the driver and says why."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "csv"
+    d.mkdir()
+    (d / "1.csv").write_text("id,x\n1,2\n")
+    (d / "2.csv").write_text("id,x\n3,4\n")
+    one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.csv")))
+    (d / "2.csv").write_text("x,id\n3,4\n")
+    r1, r2 = one.run(progress=False), part.run(progress=False, engine=engine)
+    assert r1.status == r2.status == "failed" and r2.counts["sent"] == 0
+    assert "read on the driver, not split: " in _events(r2)
+
+
+def test_a_worker_killed_while_reading_is_dispatched_again(tmp_path, monkeypatch, engine):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "in"
+    _parquet_files(d)
+    one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.parquet")))
+    once = tmp_path / "killed-once"
+    monkeypatch.setenv("DFSYNC_TEST_KILL_WORKER", f"read:1:0:{once}")
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert once.exists(), "the worker reading split 1 was killed"
+    assert "dispatched again after their worker died" in _events(r2)
+    assert r2.buckets()["attempts"].to_list() == [1] * 4, "the transfer's buckets were not touched"
+
+
+def _sqlite_source(path, n=700, version=1):
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE IF EXISTS t")
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, value REAL, updated_at INTEGER)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows(n, version=version).rows())
+    con.commit()
+    con.close()
+
+
+@pytest.mark.slow
+def test_sqlite_source_split_by_key_ranges(tmp_path, engine):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = tmp_path / "src.sqlite"
+    _sqlite_source(path)
+    src = dfsync.sources.database(f"sqlite:///{path}", "SELECT * FROM t")
+    one, part = _pair(ws, tmp_path, src, mode="upsert", sync_mode="incremental", cursor_field="updated_at")
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert "key ranges of 'id' between 0 and 699" in _events(r2)
+    _sqlite_source(path, version=2)
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert r2.counts["updated"] == 700 // 3 + 1
+
+
+@pytest.mark.slow
+def test_postgres_source_split_in_one_snapshot(tmp_path, engine, pg_server):
+    uri = pg_server.new_database()
+    db = uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text, value double precision, "
+                      "updated_at bigint, code text)", dbname=db)
+
+    def fill(version):
+        values = ", ".join("(%s, %s, %s, %s, %s)" for _ in range(600))
+        params = tuple(v for r in rows(600, version=version).rows() for v in (*r, f"k{r[0]}"))
+        pg_server.execute("DELETE FROM t", dbname=db)
+        pg_server.execute(f"INSERT INTO t VALUES {values}", params, dbname=db)
+
+    fill(1)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    one, part = _pair(ws, tmp_path, dfsync.sources.database(uri, "SELECT * FROM t"))
+    r1, r2 = _same(tmp_path, one, part, engine)
+    ev = _events(r2)
+    assert "key ranges of 'id' between 0 and 599" in ev and "one PostgreSQL snapshot" in ev
+    fill(2)
+    _same(tmp_path, one, part, engine)
+    # a text key: no ranges, split by hash (renamed by the mapping: the key's source column is 'code')
+    ws2 = dfsync.Workspace(str(tmp_path / "ws2.duckdb"))
+    for f in ("one.duckdb", "part.duckdb"):
+        (tmp_path / f).unlink()
+    src = dfsync.sources.database(uri, "SELECT code, name, value FROM t")
+    common = dict(source=src, primary_key="id", destination_mode="mirror", mapping={"id": "code", "name": "name"})
+    one = ws2.create_sync("one", destination=make_dest("duckdb", tmp_path, "one"), **common)
+    part = ws2.create_sync("part", destination=make_dest("duckdb", tmp_path, "part"), partitions=4, **common)
+    r1, r2 = one.run(progress=False), part.run(progress=False, engine=engine)
+    assert r1.status == r2.status == "success" and r1.counts["sent"] == r2.counts["sent"] == 600
+    assert read_dest("duckdb", tmp_path, "one").equals(read_dest("duckdb", tmp_path, "part"))
+    assert "by hashtext('code')" in _events(r2)
+
+
+def test_frame_is_refused_on_a_cluster_and_read_on_the_driver_locally(tmp_path, engine):
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("f", source=rows(50), destination=make_dest("duckdb", tmp_path, "d"),
+                          primary_key="id", partitions=4)
+    with pytest.raises(dfsync.ConfigError, match=r"in-memory frame.*sources\.files") as err:
+        sync.run(progress=False, engine=dfsync.engines.ray(address="ray://nowhere:1"))
+    assert "write_parquet" in str(err.value)
+    assert sync.last_run() is None, "refused before a run began"
+    run = sync.run(progress=False, engine=engine)
+    assert run.status == "success" and run.counts["sent"] == 50
+    assert "read on the driver, not split: an in-memory frame" in _events(run)
