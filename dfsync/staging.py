@@ -327,7 +327,7 @@ class Staging:
             return SourceError(
                 f"the source's primary key {list(self.key)} no longer matches the delivered state "
                 f"(types changed?): {msg}. Recreate the sync under a new name to start afresh.")
-        return SourceError(f"could not stage {source.describe()}: {msg}")
+        return SourceError(source.read_error(msg))
 
     def _stage_changed(self, source: Source, counter: Callable[[], int | None], delivered: int) -> dict[str, int] | None:
         """The changed-only diff; None when the counts show a repeated key (or cannot be trusted)."""

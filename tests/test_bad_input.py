@@ -231,6 +231,14 @@ def _corrupt(ctx: Ctx, how: str) -> None:
         assert Path("ws.duckdb").read_bytes() == before
 
 
+def _csv_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
+    """A value past the rows polars infers a CSV column's type from (the first 100)."""
+    scores = [str(i * 1.5) for i in range(200)]
+    scores[150] = "oops"
+    Path("bad.csv").write_text("id,score\n" + "".join(f"{i},{v}\n" for i, v in enumerate(scores)))
+    return ctx.create(source=dfsync.sources.files("bad.csv")).run(progress=False)
+
+
 def _newer_schema(ctx: Ctx) -> None:
     with ctx.ws.store._connect() as con:
         con.execute("INSERT INTO dfsync_schema VALUES (999, now())")
@@ -360,6 +368,8 @@ CASES: list[Case] = [
          ("moon",), ("every", "cron")),
     Case("source-glob-matches-nothing", lambda c: c.create(source=dfsync.sources.files("nothing/*.parquet")),
          errors.SourceError, ("nothing",), ("check the path",)),
+    Case("source-option-not-storable", lambda c: c.create(source=dfsync.sources.files("src.parquet", hint=object())),
+         errors.ConfigError, ("hint", "object"), ("plain values",)),
     Case("unknown-sync-name", lambda c: c.ws.sync("nope"), errors.SyncNotFoundError, ("nope",), ("base",)),
     Case("unknown-record-status", lambda c: c.base().last_run().records(status="done"), errors.ConfigError,
          ("done",), ("succeeded",)),
@@ -374,6 +384,8 @@ CASES: list[Case] = [
          new_run=True),
     Case("source-file-corrupt", lambda c: (Path("src.parquet").write_bytes(b"PAR1 garbage"), c.run_base())[1],
          errors.SourceError, ("src.parquet",), ("check", "fix"), new_run=True),
+    Case("csv-value-does-not-parse", _csv_value_does_not_parse, errors.SourceError, ("oops", "score", "bad.csv"),
+         ("schema_overrides", "infer_schema_length"), new_run=True),
     Case("all-rows-invalid", lambda c: c.create(checks=[dfsync.checks.between("score", max=0)]).run(progress=False),
          errors.ValidationFailed, ("score",), ("on_invalid='skip'",), new_run=True),
     Case("drift-type-change", lambda c: _drift(c, people(score=[f"{i}" for i in range(N)])),

@@ -324,3 +324,23 @@ def test_demo_command_still_works(tmp_path, dfsync_cli) -> None:
     assert res.code == 0, res.err
     assert "customers" in res.out and "success" in res.out
     assert (tmp_path / "demo" / "warehouse.duckdb").exists()
+
+
+@pytest.mark.workspaces("duckdb")
+def test_reader_options_with_polars_types_work_from_another_process(tmp_path, ws_path, dfsync_cli) -> None:
+    """`sources.files("x.csv", schema_overrides={"code": pl.String})` is stored as the type's text and
+    rebuilt (without eval) by `dfsync run` in another process: the leading zeros of "007" stay."""
+    src = tmp_path / "codes.csv"
+    src.write_text("id,code,at\n1,007,2024-01-01T00:00:00Z\n2,042,2024-01-02T00:00:00Z\n")
+    warehouse = tmp_path / "w.duckdb"
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("codes", source=dfsync.sources.files(
+            str(src), schema_overrides={"code": pl.String, "at": pl.Datetime("ms", "UTC")}),
+            destination=dfsync.destinations.duckdb(str(warehouse), table="codes"), primary_key="id")
+    res = dfsync_cli("run", "codes", "-w", ws_path)
+    assert res.code == 0, res.err
+    got = _read_duckdb(warehouse, "codes")
+    assert got["code"].to_list() == ["007", "042"]
+    assert got["at"].to_list() == [datetime(2024, 1, d, tzinfo=timezone.utc) for d in (1, 2)]
+    res = dfsync_cli("status", "codes", "-w", ws_path, "--json")
+    assert json.loads(res.out)["definition"]["source"]["schema_overrides"]["code"] == {"polars_dtype": "String"}

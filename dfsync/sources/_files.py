@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import ConfigError, SourceError
+from ._options import reader_options, stored_options
 from .base import CursorFilter, Source, register_source
 
 _EXT = {
@@ -47,13 +48,13 @@ class FilesSource(Source):
         if format not in FORMATS:
             raise ConfigError(f"unknown file format {format!r}; choose one of {', '.join(FORMATS)}")
         self.format = format
-        self.options = options
+        self.options = reader_options(options, "sources.files")  # polars data types rebuilt from storage
         # a full refresh whose files all have the paths, sizes and modification times of the
         # last run that delivered everything is not read again (see docs/GUARANTEES.md)
         self.skip_unchanged = bool(skip_unchanged)
 
     def config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {"path": self.paths, "format": self.format, **self.options}
+        cfg: dict[str, Any] = {"path": self.paths, "format": self.format, **stored_options(self.options)}
         if not self.skip_unchanged:
             cfg["skip_unchanged"] = False
         return cfg
@@ -89,6 +90,15 @@ class FilesSource(Source):
         except (SourceError, OSError):
             return None
         return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+    def read_error(self, message: str) -> str:
+        text = super().read_error(message)
+        if self.format in ("csv", "ndjson") and "could not parse" in message:
+            text += (". polars decides each column's type from the file's first rows; fix the value in the file, "
+                     "or read that column as text (sources.files(..., schema_overrides={'COLUMN': pl.String})) "
+                     "and cast it in the mapping, or let polars look at every row (infer_schema_length=None); "
+                     "nothing was sent")
+        return text
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         files = self.resolve()

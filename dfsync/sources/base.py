@@ -17,6 +17,7 @@ boundary rows that were already delivered). Sources push it down where they can.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,8 +93,19 @@ class Source(ABC):
     def __repr__(self) -> str:
         return f"<dfsync source {self.describe()}>"
 
+    def read_error(self, message: str) -> str:
+        """Why reading this source failed, for the run's error (``message``: the reader's first
+        line, without the engine's wrapping); a source adds what the user can do about it."""
+        return f"could not read {self.describe()}: {_unwrapped(message)}"
+
     def identity(self) -> str:
         return json.dumps({"kind": self.kind, **self.config()}, sort_keys=True, default=str)
+
+
+def _unwrapped(message: str) -> str:
+    """A reader's error without DuckDB's wrapping of a polars/Arrow stream (``Invalid Input Error:
+    reading the stream registered as '_src_raw' failed: Unknown error: ...``)."""
+    return re.sub(r"^.*?reading the stream registered as '[^']*' failed: (Unknown error: )?", "", message)
 
 
 _KINDS: Kinds[Source] = Kinds("source", [f"dfsync.sources.{m}" for m in ("_frame", "_files", "_duckdb_query", "_database")])
