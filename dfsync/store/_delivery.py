@@ -323,7 +323,7 @@ class DeliveryOps:
             if replace and self._has_table(con, st):
                 con.execute(f"DELETE FROM {st} WHERE _run <> ?", [run_id])
             if self._has_table(con, st):  # the run is applied: the versions it superseded are gone
-                con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
+                self._drop_set_aside(con, sync_id, st, key)
             if self._has_table(con, rt) and self._has_table(con, st):
                 con.execute(
                     f"DELETE FROM {rt} r USING {st} s WHERE s._run = ? AND s._ok AND r._run_id <> ? "
@@ -340,6 +340,10 @@ class DeliveryOps:
                                     error_kind="too_many_failed_rows", con=con)
             else:
                 self.transition_run(run_id, RunStatus.SUCCESS, "all pending rows handled", con=con)
+
+    def _drop_set_aside(self, con: Any, sync_id: int, st: str, key: Sequence[str]) -> None:
+        """The versions set aside (``_ok`` NULL, never read as delivered) are deleted."""
+        con.execute(f"DELETE FROM {st} WHERE _ok IS NULL")
 
     def fail_run(self, sync_id: int, run_id: int, error: str, kind: str, detail: str,
                  merge_cursor: CursorMerge | None) -> None:

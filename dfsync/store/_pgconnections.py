@@ -21,6 +21,7 @@ from ..errors import WorkspaceBusy, WorkspaceError
 from ._common import now
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 from ._pgcon import PgCon, PgTarget, busy_error, open_connection, unreachable
+from ._pgstatecache import GEN_MIGRATION
 from ._privileges import denied
 
 __all__ = ["MIGRATIONS_PG", "PgConnections", "pg_ddl"]
@@ -52,6 +53,8 @@ MIGRATIONS_PG: dict[int, list[str]] = {
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat_at TIMESTAMPTZ",
     ],
     4: ["CREATE UNIQUE INDEX IF NOT EXISTS buckets_run ON buckets (run_id, bucket)"],
+    # the delivered state's generation, for this host's local copy of it (dfsync/store/_pgstatecache.py)
+    5: GEN_MIGRATION,
 }
 
 _TYPES = [(re.compile(r"\bDOUBLE\b"), "DOUBLE PRECISION"), (re.compile(r"\bJSON\b"), "TEXT")]

@@ -18,6 +18,10 @@ these override the statements PostgreSQL does not speak:
   write each row again: 15.9 s for 2M rows, five times the write-ahead). Only the previous
   versions of updated and deleted keys are touched, by one ``DELETE ... USING`` (or, set aside,
   ``UPDATE ... FROM``) per batch through the key index.
+* **A local copy, used only when current** (:mod:`dfsync.store._pgstatecache`): each state table
+  has a generation that every change of its delivered rows renews (server-side triggers); a read
+  whose generation a local base and chain of this host's recorded changes reach uses those files
+  instead of the server's 10M rows; any other generation reads the server.
 * ``rec_<id>`` is created from the records' Arrow schema (``arrow_to_pg``), gains columns as
   records need them; a column whose type changes is widened (integers, floats) or becomes text.
   ``rowid`` (bigserial) keeps their order, as DuckDB's rowid does; DuckDB's ``* EXCLUDE`` is a
@@ -27,6 +31,8 @@ these override the statements PostgreSQL does not speak:
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import weakref
 from collections.abc import Sequence
@@ -39,8 +45,11 @@ from .._arrow import int_array
 from .._ident import quote
 from .._pgtypes import arrow_to_pg
 from ._delivery import key_match, rec_table, state_table
+from ._pgstatecache import StateCache, cacheable, gen, gen_trigger_ddl
 
 __all__ = ["PgDeliveryOps", "duck_to_pg"]
+
+log = logging.getLogger("dfsync.store")
 
 _KEY_TYPES = {
     "BOOLEAN": "boolean", "TINYINT": "smallint", "SMALLINT": "smallint", "UTINYINT": "smallint",
@@ -177,10 +186,106 @@ class PgDeliveryOps:
         return [f"CREATE TABLE {st} ({cols}, _fp bigint, _run bigint, _batch integer, _action text, _ok boolean)",
                 f"CREATE INDEX ON {st} ({', '.join(quote(k) for k in key_types)})",
                 f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}",
-                f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL"]
+                f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL", *gen_trigger_ddl(st)]
+
+    # ------------------------------------------------------------------ the local copy
+    @property
+    def state_cache_root(self) -> str | None:
+        """Where this host keeps its copies of delivered states: ``DFSYNC_STATE_CACHE`` (``off``:
+        nowhere), else ``~/.cache/dfsync/state``; a store's own (tests) when set on it."""
+        if "_state_cache_root" in self.__dict__:
+            return self.__dict__["_state_cache_root"]
+        env = os.environ.get("DFSYNC_STATE_CACHE")
+        if env is not None:
+            return None if env.strip().lower() in ("", "off", "0", "no") else env
+        return os.path.join(os.path.expanduser("~"), ".cache", "dfsync", "state")
+
+    @state_cache_root.setter
+    def state_cache_root(self, value: str | None) -> None:
+        self.__dict__["_state_cache_root"] = value
+
+    def _state_cache(self, con: Any, sync_id: int, key: Sequence[str], types: dict[str, str] | None
+                     ) -> StateCache | None:
+        """This host's copy of the sync's state, when its key types read back exactly (else None)."""
+        if self.state_cache_root is None or not cacheable(key, types):
+            return None
+        ws_id = self.__dict__.get("_workspace_id")
+        if ws_id is None:
+            row = con.execute("SELECT value FROM workspace_meta WHERE key = 'id'").fetchall()
+            ws_id = self.__dict__["_workspace_id"] = str(row[0][0]) if row else ""
+        return StateCache(self.state_cache_root, ws_id, sync_id, key) if ws_id else None
+
+    def _read_schema(self, con: Any, st: str, key: Sequence[str], types: dict[str, str] | None) -> pa.Schema:
+        """The schema :meth:`delivered` hands its rows over in (the table's key types, as staged)."""
+        import json
+
+        known = self.__dict__.setdefault("_read_schemas", {})
+        oid = con.execute("SELECT CAST(to_regclass(?) AS oid)", [st]).fetchall()[0][0]
+        at = (oid, st, tuple(key), json.dumps(types, sort_keys=True))
+        if at not in known:
+            raw = con.execute(f"SELECT {', '.join(quote(k) for k in key)}, _fp FROM {st} LIMIT 0").to_arrow_table()
+            cast = _KeyCaster(raw.schema, types)
+            cast.close()
+            known[at] = cast.schema
+        return known[at]
+
+    def _keep_delta(self, cache: StateCache, g0: str | None, g1: str | None, schema: pa.Schema,
+                    removed: pa.Table | None = None, added: pa.Table | None = None) -> None:
+        """Once this transaction commits: its change, from generation ``g0`` (locked) to ``g1``."""
+        if g0 is None or g1 is None:
+            return
+
+        def keep() -> None:
+            with contextlib.suppress(OSError, pa.ArrowException, ValueError):
+                cache.keep_delta(g0, g1, schema, removed, added)
+
+        self._after_commit(keep)  # type: ignore[attr-defined]
+
+    def _drop_local_copy(self, sync_id: int) -> None:
+        """Delete this host's copy of a sync's state (the keys it holds are erased or no longer needed)."""
+        if self.state_cache_root is None:
+            return
+        with self._connect() as con:
+            cache = self._state_cache(con, sync_id, ["_"], {"_": "BIGINT"})
+        if cache is not None:
+            cache.clear()
+
+    def forget_keys(self, sync_id: int, key: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+        counts = super().forget_keys(sync_id, key, keys)  # type: ignore[misc]
+        self._drop_local_copy(sync_id)  # no copy on this host holds the forgotten keys
+        return counts
+
+    def reset_delivered(self, sync_id: int, detail: str) -> None:
+        super().reset_delivered(sync_id, detail)  # type: ignore[misc]
+        self._drop_local_copy(sync_id)
+
+    def delete_sync(self, sync_id: int) -> None:
+        super().delete_sync(sync_id)  # type: ignore[misc]
+        self._drop_local_copy(sync_id)
+
+    @property
+    def _written(self) -> dict[tuple[int, int], pa.Table]:
+        """(run, batch) -> key, ``_fp`` and ``_action`` of the rows this process wrote ahead (for the local copy)."""
+        return self.__dict__.setdefault("_written_by_batch", {})
+
+    def ensure_state_table(self, sync_id: int, key_types: dict[str, str]) -> None:
+        st = state_table(sync_id)
+        with self._connect() as con:
+            if self._has_table(con, st):
+                return
+            for stmt in self._state_table_ddl(st, key_types):
+                con.execute(stmt)
+            self._share_table(con, st)  # type: ignore[attr-defined]
+            g = gen(con, st, "new")
+            types = self._key_types(con, sync_id)
+            cache = self._state_cache(con, sync_id, list(key_types), types)
+            if g is not None and cache is not None:  # nothing delivered yet: the first base is empty
+                empty = self._read_schema(con, st, list(key_types), types).empty_table()
+                self._after_commit(lambda: cache.keep_base(g, empty))  # type: ignore[attr-defined]
 
     def delivered(self, sync_id: int, key: Sequence[str]) -> pa.RecordBatchReader | None:
-        """Key columns and ``_fp`` of every delivered row, streamed from the server.
+        """Key columns and ``_fp`` of every delivered row: this host's copy when it is current,
+        else streamed from the server (and kept as this host's copy).
 
         The rows are read on a connection of their own (closed once the stream is read, or
         dropped), so the thread's connection stays free for the run's other calls.
@@ -192,16 +297,31 @@ class PgDeliveryOps:
             if not self._has_table(con, st):
                 return None
             types = self._key_types(con, sync_id)
+            cache = self._state_cache(con, sync_id, key, types)
+            if cache is not None:
+                schema = self._read_schema(con, st, key, types)
+                g = gen(con, st, "get")
+                local = cache.open(g, schema) if g is not None else None
+                if local is not None:
+                    log.debug("sync %s: delivered state read from this host's copy (generation %s)", sync_id, g)
+                    return local
+        log.debug("sync %s: delivered state read from the server", sync_id)
         cols = ", ".join(quote(k) for k in key)
         raw = open_connection(self.target, self.busy_timeout)
         try:
             cur = raw.cursor()
+            g = None
+            if cache is not None:  # the generation in the snapshot the rows are read in
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute(to_dollar("SELECT CAST(dfsync_state_gen(to_regclass(?), 'get') AS text)"), [st])
+                g = cur.fetchall()[0][0]
             cur.execute(to_dollar(f"SELECT {cols}, _fp FROM {st} WHERE _ok AND {_NOT_IN_FLIGHT}"))
             reader = cur.fetch_record_batch()
             cast = _KeyCaster(reader.schema, types)
         except BaseException:
             raw.close()
             raise
+        keep = cache.base_writer(g, cast.schema) if cache is not None and g else None
 
         def close() -> None:
             cast.close()
@@ -209,12 +329,19 @@ class PgDeliveryOps:
             with contextlib.suppress(Exception):
                 raw.rollback()
             raw.close()
+            if keep is not None:
+                keep.abort()  # a stream not read to its end leaves no copy
 
         def batches() -> Any:
             try:
                 for batch in reader:
                     if batch.num_rows:
-                        yield from cast(pa.Table.from_batches([batch])).to_batches()
+                        for b in cast(pa.Table.from_batches([batch])).to_batches():
+                            if keep is not None:
+                                keep.write(b)
+                            yield b
+                if keep is not None:
+                    keep.commit()
             except Exception as exc:
                 if unreachable(exc):  # the server went away mid-read: WorkspaceBusy, never a driver error
                     raise busy_error(self.target, exc, None) from None
@@ -264,6 +391,13 @@ class PgDeliveryOps:
             actions, pa.array(["update", "delete"]))).as_py())
         with self._transaction() as con:
             types = self._key_types(con, sync_id) or {}
+            cache = self._state_cache(con, sync_id, key, types)
+            g0 = None
+            if cache is not None:  # recorded for the local copy: nothing this batch writes counts yet
+                g0 = gen(con, st, "lock")
+                if con.execute("SELECT EXISTS (SELECT 1 FROM batches WHERE run_id = ? AND batch_no = ?)",
+                               [run_id, batch_no]).fetchall()[0][0]:
+                    g0 = None  # a batch number used before: its rows would change what counts
             if all(types.get(k, "").upper() in _COPY_TYPES for k in key):
                 cols = {k: rows.column(k).cast(_COPY_TYPES[types[k].upper()]) for k in key}
                 log = pa.table({**cols, "_fp": rows.column("_fp"),
@@ -279,20 +413,46 @@ class PgDeliveryOps:
                             f"{int(run_id)}, {int(batch_no)}, {quote(action_column)}, TRUE FROM pg_temp._log")
                 con.unregister("_log")
             con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)", [run_id, batch_no, n])
+            if cache is not None and g0 is not None:
+                schema = self._read_schema(con, st, key, types)
+                self._keep_delta(cache, g0, gen(con, st, "get"), schema)
+                self._written[(run_id, batch_no)] = rows.select([*key, "_fp"]).append_column(
+                    "_action", actions.cast(pa.large_string()))
 
     def _confirm(self, con: Any, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
                  not_delivered: list[list[Any]], keep_superseded: bool = False) -> None:
         """Inside a transaction: the destination confirmed (run_id, batch_no). Set statements only;
-        the batch's own rows are not rewritten (its status makes them delivered)."""
+        the batch's own rows are not rewritten (its status makes them delivered).
+
+        A batch this process wrote ahead is recorded for the local copy (:mod:`._pgstatecache`):
+        the keys the statements took out (``RETURNING``) and the rows that now count."""
+        import pyarrow.compute as pc
+
         st = state_table(sync_id)
         this = f"n._run = {int(run_id)} AND n._batch = {int(batch_no)}"
+        written = self._written.pop((run_id, batch_no), None)
+        changes = self._changes.pop((run_id, batch_no), None)
+        cache = g0 = None
+        if written is not None and changes is not None:
+            types = self._key_types(con, sync_id)
+            cache = self._state_cache(con, sync_id, key, types)
+            g0 = gen(con, st, "lock") if cache is not None else None
+        track = g0 is not None
+        ret = (lambda alias: " RETURNING " + ", ".join(f"{alias}.{quote(k)}" for k in key)) if track else \
+            (lambda alias: "")
+        keys_out = [k for k in key]
+        dropped: list[pa.Table] = []  # rows of this batch deleted (they never count)
+        removed: list[pa.Table] = []  # keys whose delivered versions were taken out
         if not_delivered:
             keys = pa.table({k: [row[i] for row in not_delivered] for i, k in enumerate(key)})
             con.register("_nd", keys)
             con.execute("ANALYZE pg_temp._nd")  # found through the key index, not by a scan of the state
-            con.execute(f"DELETE FROM {st} n USING pg_temp._nd d WHERE {this} AND {key_match('n', 'd', key)}")
+            out = con.execute(f"DELETE FROM {st} n USING pg_temp._nd d WHERE {this} AND {key_match('n', 'd', key)}"
+                              + ret("n"))
+            if track:
+                dropped.append(out.to_arrow_table())
             con.unregister("_nd")
-        changes = self._changes.pop((run_id, batch_no), None)
+        deleted = None
         if changes is None:  # written ahead by another process (settling what it left): look
             changes = bool(con.execute(f"SELECT EXISTS (SELECT 1 FROM {st} n WHERE {this} AND {_CHANGES})"
                                        ).fetchall()[0][0])
@@ -300,12 +460,43 @@ class PgDeliveryOps:
             con.execute(f"UPDATE {st} n SET _ok = TRUE WHERE {this} AND NOT _ok")
         if changes:  # the previous versions of the batch's updated and deleted keys, found by the key index
             prev = "UPDATE {st} s SET _ok = NULL FROM" if keep_superseded else "DELETE FROM {st} s USING"
-            con.execute(f"{prev.format(st=st)} {st} n WHERE {this} AND n.{_CHANGES} "
-                        f"AND {key_match('s', 'n', key)} AND s._ok AND NOT (s._run = n._run AND s._batch = n._batch)")
-            con.execute(f"DELETE FROM {st} n WHERE {this} AND {_CHANGES} AND _action = 'delete'")
+            out = con.execute(f"{prev.format(st=st)} {st} n WHERE {this} AND n.{_CHANGES} "
+                              f"AND {key_match('s', 'n', key)} AND s._ok AND NOT (s._run = n._run AND s._batch = n._batch)"
+                              + (ret("s") + ", s._run, s._batch" if track else ""))
+            if track:
+                out_t = out.to_arrow_table()
+                removed.append(out_t.select(keys_out))
+                # rows of another batch this process wrote ahead are gone too: that batch is not recorded
+                for r, b in set(zip(out_t.column("_run").to_pylist(), out_t.column("_batch").to_pylist(), strict=True)):
+                    self._written.pop((r, b), None)
+            out = con.execute(f"DELETE FROM {st} n WHERE {this} AND {_CHANGES} AND _action = 'delete'" + ret("n"))
+            if track:
+                deleted = out.to_arrow_table()
         con.execute(
             "UPDATE batches SET status = 'committed', committed_at = now(), failed = ? WHERE run_id = ? AND batch_no = ?",
             [len(not_delivered), run_id, batch_no])
+        if not track or cache is None:
+            return
+        # the rows that count now: those written ahead, but the not delivered and the deletions
+        added = written
+        if dropped and dropped[0].num_rows:
+            added = added.filter(pc.invert(cache.has_key(added, dropped[0])))
+        is_delete = pc.fill_null(pc.equal(added.column("_action"), "delete"), False)
+        if (deleted.num_rows if deleted is not None else 0) != (pc.sum(pc.cast(is_delete, pa.int64())).as_py() or 0):
+            return  # not what this process wrote ahead: the change is not recorded
+        added = added.filter(pc.invert(is_delete))
+        schema = self._read_schema(con, st, key, self._key_types(con, sync_id))
+        self._keep_delta(cache, g0, gen(con, st, "get"),
+                         schema, pa.concat_tables(removed) if removed else None, added)
+
+    def _drop_set_aside(self, con: Any, sync_id: int, st: str, key: Sequence[str]) -> None:
+        """As the DuckDB store does, recorded for the local copy as no change (the rows deleted never count)."""
+        types = self._key_types(con, sync_id)
+        cache = self._state_cache(con, sync_id, key, types)
+        g0 = gen(con, st, "lock") if cache is not None else None
+        super()._drop_set_aside(con, sync_id, st, key)  # type: ignore[misc]
+        if cache is not None and g0 is not None:
+            self._keep_delta(cache, g0, gen(con, st, "get"), self._read_schema(con, st, key, types))
 
     # ------------------------------------------------------------------ records
     def _store_records(self, con: Any, sync_id: int, run_id: int, recs: pa.Table) -> None:

@@ -34,6 +34,23 @@ PASSWORD_ROLE = "app"
 _PG_DIRS = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/14/bin"]
 
 
+_STATE_CACHE: list[str] = []
+
+
+def pytest_configure(config) -> None:
+    """PostgreSQL workspaces of the test run (and the processes they start) keep their hosts'
+    copies of delivered states in a directory of the run's own, removed at its end."""
+    if "DFSYNC_STATE_CACHE" not in os.environ:
+        _STATE_CACHE.append(tempfile.mkdtemp(prefix="dfsync-state-cache-"))
+        os.environ["DFSYNC_STATE_CACHE"] = _STATE_CACHE[0]
+
+
+def pytest_unconfigure(config) -> None:
+    for d in _STATE_CACHE:
+        shutil.rmtree(d, ignore_errors=True)
+        os.environ.pop("DFSYNC_STATE_CACHE", None)
+
+
 def _find_bin(name: str) -> str | None:
     for d in _PG_DIRS:
         p = os.path.join(d, name)
