@@ -17,6 +17,7 @@ in the workspace, in a repr or an error.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Sequence
@@ -287,15 +288,40 @@ class _Result:
 class PgCon:
     """The thread's connection, shaped like the DuckDB connection the store's SQL runs on."""
 
-    def __init__(self, con: Any) -> None:
+    def __init__(self, con: Any, reopen: Any = None) -> None:
         self.raw = con
         self._cur = con.cursor()
         self._registered: set[str] = set()
+        #: a new connection to the same workspace (None: a connection that is never replaced)
+        self._reopen = reopen
+        #: no statement ran yet in this transaction: a connection found dead now is replaced and the
+        #: statement sent again (nothing of the transaction can have reached the server)
+        self.fresh = False
+
+    def _first(self, call: Any) -> Any:
+        """Run ``call()``; the transaction's first statement is retried once on a new connection
+        when the server dropped this one since its last use (a restart between two calls)."""
+        try:
+            out = call()
+        except Exception as exc:
+            if not (self.fresh and self._reopen is not None and unreachable(exc)):
+                raise
+            self.fresh = False
+            old, self.raw = self.raw, self._reopen()
+            with contextlib.suppress(Exception):
+                old.close()
+            self._cur = self.raw.cursor()
+            self._registered.clear()  # temporary tables went with the old session
+            out = call()
+        self.fresh = False
+        return out
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> _Result:
-        self._cur.execute(to_dollar(sql), list(params) if params else None)
-        reader = self._cur.fetch_record_batch()
-        table = reader.read_all()
+        def run() -> pa.Table:
+            self._cur.execute(to_dollar(sql), list(params) if params else None)
+            return self._cur.fetch_record_batch().read_all()
+
+        table = self._first(run)
         return _Result(from_pg_arrow(table) if table.num_columns else None)
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> _Result:
@@ -309,7 +335,8 @@ class PgCon:
             data = pa.Table.from_batches([data])
         elif not isinstance(data, pa.Table):  # a polars frame
             data = data.to_arrow()
-        self._cur.adbc_ingest(name, to_pg_arrow(data), "replace", temporary=True)
+        data = to_pg_arrow(data)
+        self._first(lambda: self._cur.adbc_ingest(name, data, "replace", temporary=True))
         self._registered.add(name)
 
     def unregister(self, name: str) -> None:
@@ -319,7 +346,8 @@ class PgCon:
 
     def ingest(self, table: str, data: pa.Table) -> int:
         """Append Arrow rows to a workspace table (binary COPY)."""
-        return self._cur.adbc_ingest(table, to_pg_arrow(data), "append")
+        data = to_pg_arrow(data)
+        return self._first(lambda: self._cur.adbc_ingest(table, data, "append"))
 
     def commit(self) -> None:
         self.raw.commit()

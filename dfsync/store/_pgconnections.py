@@ -98,19 +98,16 @@ class PgConnections:
     # ------------------------------------------------------------------ connections
     def _thread_con(self) -> PgCon:
         con = getattr(self._local, "con", None)
-        if con is not None and self._local.depth == 0:
-            try:  # a connection the server dropped since (a restart) is replaced before it is used
-                con.execute("SELECT 1")
-            except Exception as exc:
-                if not unreachable(exc):
-                    raise
-                self._drop_thread_con()
-                con = None
         if con is None:
-            con = PgCon(open_connection(self.target, self.busy_timeout))
+            con = PgCon(open_connection(self.target, self.busy_timeout),
+                        reopen=lambda: open_connection(self.target, self.busy_timeout))
             self._local.con = con
             self._local.depth = 0
             self._local.after: list[Callable[[], None]] = []
+        if self._local.depth == 0:
+            # a connection the server dropped since its last use (a restart) is replaced when the
+            # block's first statement finds it dead (no round trip to check it before each block)
+            con.fresh = True
         return con
 
     def _drop_thread_con(self) -> None:
@@ -133,6 +130,9 @@ class PgConnections:
         except BaseException as exc:
             if outer:
                 self._local.after.clear()
+                if isinstance(exc, WorkspaceBusy) and getattr(exc, "outage", False):
+                    self._drop_thread_con()  # a new connection did not come up: said as it is
+                    raise
                 if unreachable(exc):
                     self._drop_thread_con()
                     raise busy_error(self.target, exc, None) from None
