@@ -195,13 +195,46 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out, default=str))
 
 
+#: the throwaway cluster's data directory (its server's CPU time is measured per step)
+_DATADIR: list[str] = []
+
+
+def _server_cpu() -> float:
+    """CPU seconds the throwaway cluster's processes used so far (the postmaster, the children it
+    reaped, and its live children: backends, checkpointer, ...); 0 without a cluster."""
+    if not _DATADIR:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(os.path.join(_DATADIR[0], "postmaster.pid")) as fh:
+        master = int(fh.readline())
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(pid) == master:
+            total += sum(int(x) for x in f[11:15]) / tick  # utime stime cutime cstime
+        elif int(f[1]) == master:
+            total += (int(f[11]) + int(f[12])) / tick
+    return total
+
+
 def run_child(step: str, **kwargs: object) -> dict:
     cmd = [sys.executable, __file__, "--child", step, "--kwargs", json.dumps(kwargs)]
+    server, before = _server_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(f"{step} failed:\n{p.stdout}\n{p.stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[7:])
+    out = json.loads(line[7:])
+    out["client_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    out["server_cpu"] = _server_cpu() - server
+    return out
 
 
 def main() -> None:
@@ -285,6 +318,7 @@ def _cluster(settings: dict[str, str]) -> tuple[str, object]:
 
     ctx = throwaway_server(settings)
     server = ctx.__enter__()
+    _DATADIR[:] = [server.datadir]
     return server.uri, ctx
 
 
@@ -355,7 +389,8 @@ def compare_workspaces(args: argparse.Namespace) -> None:
                 firsts[kind].append(first)
                 resyncs[kind].append(changed)
                 print(f"round {rnd + 1} {kind:<10} first load {first['seconds']:7.2f}s "
-                      f"(peak {first['peak_rss_mb']:.0f} MB), 1% re-sync {changed['seconds']:6.2f}s "
+                      f"(peak {first['peak_rss_mb']:.0f} MB, CPU-s process {first['client_cpu']:.1f} + server "
+                      f"{first['server_cpu']:.1f}), 1% re-sync {changed['seconds']:6.2f}s "
                       f"(peak {changed['peak_rss_mb']:.0f} MB)", flush=True)
         for i in range(args.resyncs):
             source = v1 if i % 2 == 0 else v2  # the last round left v2 delivered
@@ -363,7 +398,8 @@ def compare_workspaces(args: argparse.Namespace) -> None:
                 r = run_child("sync", source=source, mode="mirror", **steps[kind])
                 resyncs[kind].append(r)
                 print(f"re-sync {i + 1} {kind:<10} -> {os.path.basename(source)} {r['seconds']:6.2f}s "
-                      f"(peak {r['peak_rss_mb']:.0f} MB): {_phases(r)}", flush=True)
+                      f"(peak {r['peak_rss_mb']:.0f} MB, CPU-s process {r['client_cpu']:.1f} + server "
+                      f"{r['server_cpu']:.1f}): {_phases(r)}", flush=True)
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
