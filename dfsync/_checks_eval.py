@@ -174,23 +174,31 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
                     temps: list[str], results: dict[str, dict], ft: str) -> int:
     """Evaluate SQL-form checks with each predicate computed once per row.
 
-    Pass 1 keeps only failing rows (their _rid, failed check names and shown values) in a
-    temp table: the one scan that evaluates every predicate, like a hand-written query.
-    Pass 2 counts rows and missing values (cheap NULL tests). Counts and partial lists
+    A uniqueness check reads its hashes first and sorts them on other threads while one scan
+    counts rows and missing values (cheap NULL tests) and computes the aggregates; then its
+    table of repeated values is made (empty when the hashes prove there are none). One scan
+    keeps only failing rows (their _rid, failed check names and shown values) in a temp
+    table: it evaluates every predicate, like a hand-written query. Counts and partial lists
     then come from the small table of failing rows.
     """
     compiled = []
+    repeated: dict[int, str] = {}  # uniqueness checks: their table of repeated values
     for c, form in pairs:
         dups = None
         if form.kind == "unique":
             dups = f"_dfsync_dups_{uuid.uuid4().hex[:12]}"
             temps.append(dups)
         comp = compile_check(form, types, rel, dups)
-        if comp.setup:
-            comp.prepare(con)
-            if dups and not con.execute(f"SELECT count(*) FROM {quote(dups)}").fetchall()[0][0]:
-                comp.fail = "false"  # no repeated value: no row fails (and no scan to look for them)
+        comp.begin(con)  # a uniqueness check's hashes are sorted on other threads meanwhile
         compiled.append((c, comp))
+        if dups:
+            repeated[len(compiled) - 1] = dups
+    n, missing, observed = _scan_counts(con, rel, compiled)
+    for i, dups in repeated.items():
+        comp = compiled[i][1]
+        comp.prepare(con)
+        if not con.execute(f"SELECT count(*) FROM {quote(dups)}").fetchall()[0][0]:
+            comp.fail = "false"  # no repeated value: no row fails (and no scan to look for them)
     row_checks = [(i, c, comp) for i, (c, comp) in enumerate(compiled) if comp.fail and comp.fail != "false"]
     fails = f"_dfsync_fail_{uuid.uuid4().hex[:12]}"
     if row_checks:
@@ -201,19 +209,6 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
         _run(con, f"CREATE TEMP TABLE {quote(fails)} AS SELECT * EXCLUDE (_row) FROM ("
                   f"SELECT _rid, {', '.join(f'f{i}' for i, _, _ in row_checks)}{values}, true AS _row "
                   f"FROM (SELECT *, {flags} FROM {rel}) WHERE {where})")
-    miss_ids = [i for i, (_, comp) in enumerate(compiled) if comp.fail and comp.missing and comp.considered is None]
-    agg_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg and not comp.agg_alone]
-    alone_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg and comp.agg_alone]
-    select = ["count(*)"] + [f"count(*) FILTER (WHERE {compiled[i][1].missing})" for i in miss_ids] \
-        + [compiled[i][1].agg for i in agg_ids]
-    row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchall()[0]
-    n = int(row[0])
-    missing = dict(zip(miss_ids, row[1:1 + len(miss_ids)], strict=True))
-    missing.update({i: n - comp.considered for i, (_, comp) in enumerate(compiled) if comp.considered is not None})
-    observed = dict(zip(agg_ids, row[1 + len(miss_ids):], strict=True))
-    if alone_ids:
-        alone = con.execute(f"SELECT {', '.join(str(compiled[i][1].agg) for i in alone_ids)} FROM {rel}").fetchall()[0]
-        observed.update(zip(alone_ids, alone, strict=True))
     counts: dict[int, tuple[int, list]] = {}
     if row_checks:
         agg = []
@@ -255,6 +250,25 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
     if failing:
         _run(con, f"INSERT INTO {quote(ft)} " + " UNION ALL ".join(failing))
     return n
+
+
+def _scan_counts(con: Any, rel: str, compiled: list) -> tuple[int, dict, dict]:
+    """The rows, each check's missing values and the aggregates' observed values: one scan
+    (plus one apart for the aggregates in ALONE)."""
+    miss_ids = [i for i, (_, comp) in enumerate(compiled) if comp.fail and comp.missing and comp.considered is None]
+    agg_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg and not comp.agg_alone]
+    alone_ids = [i for i, (_, comp) in enumerate(compiled) if comp.agg and comp.agg_alone]
+    select = ["count(*)"] + [f"count(*) FILTER (WHERE {compiled[i][1].missing})" for i in miss_ids] \
+        + [compiled[i][1].agg for i in agg_ids]
+    row = con.execute(f"SELECT {', '.join(select)} FROM {rel}").fetchall()[0]
+    n = int(row[0])
+    missing = dict(zip(miss_ids, row[1:1 + len(miss_ids)], strict=True))
+    missing.update({i: n - comp.considered for i, (_, comp) in enumerate(compiled) if comp.considered is not None})
+    observed = dict(zip(agg_ids, row[1 + len(miss_ids):], strict=True))
+    if alone_ids:
+        alone = con.execute(f"SELECT {', '.join(str(compiled[i][1].agg) for i in alone_ids)} FROM {rel}").fetchall()[0]
+        observed.update(zip(alone_ids, alone, strict=True))
+    return n, missing, observed
 
 
 def _run_expression(con: Any, rel: str, c: ExpressionCheck, n: int) -> tuple[dict, Any]:

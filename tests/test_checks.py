@@ -179,17 +179,45 @@ def test_unique_is_exact_whether_hashes_prove_it_collide_or_are_not_counted(monk
     monkeypatch.setattr(_checks_sql, "HASH_ROWS", 3)  # too many rows to count hashes: group values
     assert unique_outcome() == fast
     monkeypatch.setattr(_checks_sql, "HASH_ROWS", 100)
-    real = _checks_sql.DistinctTest.all_distinct
+    start, proved = _checks_sql.DistinctTest.start, _checks_sql.DistinctTest.all_distinct
     seen = []
 
-    def colliding(self, con):  # every value hashes to one of two: the hash test proves nothing
-        self.hashes = self.hashes.replace("SELECT hash(", "SELECT hash(", 1).replace(" FROM ", " % 2 FROM ", 1)
-        seen.append(real(self, con))
+    def answer(self, con):
+        seen.append(proved(self, con))
         return seen[-1]
 
-    monkeypatch.setattr(_checks_sql.DistinctTest, "all_distinct", colliding)
-    assert unique_outcome() == fast
-    assert seen and not any(seen)
+    monkeypatch.setattr(_checks_sql.DistinctTest, "all_distinct", answer)
+    # every value hashes to one of two (sorted in the low half, in the high half, or one in each):
+    # the hash test proves nothing and the values are grouped
+    for forced in ("hash({}) % 2", "hash({}) % 2 + 9223372036854775808", "hash({}) % 2 * 9223372036854775808"):
+        def colliding(self, con, forced=forced):
+            cols = self.hashes[len("SELECT hash("):self.hashes.index(") FROM ")]
+            self.hashes = f"SELECT {forced.format(cols)}::UBIGINT" + self.hashes[self.hashes.index(" FROM "):]
+            start(self, con)
+
+        monkeypatch.setattr(_checks_sql.DistinctTest, "start", colliding)
+        seen.clear()
+        assert unique_outcome() == fast
+        assert len(seen) == len(UNIQUE_CHECKS) and not any(seen)
+
+
+@pytest.mark.parametrize("hashes, distinct", [
+    ([], True), ([5], True), ([0, 2**63 - 1, 2**63, 2**64 - 1], True),
+    ([2**63 - 1, 3, 2**63 - 1], False), ([2**63, 2**64 - 1, 7, 2**63], False),
+    (list(range(0, 2**64 - 2**50, 2**50)) + [2**64 - 2**50 - 2**50], False),
+])
+def test_hash_test_finds_a_repeat_in_either_half(hashes, distinct):
+    """The hashes are split by their top bit and each half sorted apart: a repeat is found in
+    either half, values either side of the split are not taken for one."""
+    import duckdb
+
+    from dfsync import _checks_sql
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE h AS SELECT unnest(?::UBIGINT[]) AS h", [hashes])
+    test = _checks_sql.DistinctTest("SELECT h FROM h", "")
+    assert test.all_distinct(con) is distinct
+    assert test.values == len(hashes)
 
 
 def test_default_names_are_made_unique_and_explicit_duplicates_refused():
