@@ -18,6 +18,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from ._bucket import kill_point
+from ._settings import setting
 from .engines import Engine, WorkerLost
 from .errors import SourceError
 from .sources._split import Plan, SplitSource, plan, read_split
@@ -40,6 +41,9 @@ def source_for(runner: Runner, cursor: CursorFilter | None) -> Source:
     defn, engine = runner.defn, runner.engine
     source = defn.source
     if not defn.partitions or engine is None or not engine.remote or runner.dry or runner.staging is None:
+        return source
+    if not setting("split_reads"):
+        runner.store.note(runner.sync_id, runner.run_id, "read on the driver, not split: split_reads is off")
         return source
     engine.start()
     workdir = os.path.join(runner.staging.temp_dir, "reads")

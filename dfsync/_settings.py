@@ -43,6 +43,17 @@ def _retention(v: Any) -> str:  # "30 days": the same form as create_sync(record
     return parse_retention(v, "record_retention") or ""
 
 
+def _flag(v: Any) -> bool:  # on / off: 1, true, yes, on / 0, false, no, off
+    if isinstance(v, bool):
+        return v
+    word = str(v).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{v!r} is neither on nor off (write 1 or 0)")
+
+
 def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB'): DuckDB says what it rejects
     return str(v).strip()
 
@@ -73,6 +84,9 @@ SETTINGS: dict[str, Setting] = {
                              "connections writing the batches of one run into MySQL / MariaDB"),
     "record_retention": Setting("DFSYNC_RECORD_RETENTION", None, _retention,
                                 "how long the records of a sync without its own record_retention are kept"),
+    "split_reads": Setting("DFSYNC_SPLIT_READS", True, _flag,
+                           "read a partitioned run's source in splits on its engine's workers (0: the driver "
+                           "reads it, as without an engine)"),
     "allowed_callbacks": Setting("DFSYNC_ALLOWED_CALLBACKS", (), _modules,
                                  "modules whose stored 'module:function' callbacks this host runs"),
 }

@@ -70,6 +70,20 @@ def test_parquet_split_by_files_and_row_groups(tmp_path, engine):
 
 
 @pytest.mark.slow
+def test_parquet_read_by_polars_split_by_files_and_row_groups(tmp_path, engine):
+    """A mapping with a polars expression: staging reads Parquet with polars, and so do the splits."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "in"
+    d.mkdir()
+    rows(500).write_parquet(d / "a.parquet", row_group_size=100)
+    rows(120, start=500).write_parquet(d / "b.parquet")
+    mapping = {"id": "id", "label": pl.col("name").str.to_uppercase(), "value": "value"}
+    one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.parquet")), mapping=mapping)
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert "read by polars" in _events(r2) and r2.counts["inserted"] == 620
+
+
+@pytest.mark.slow
 def test_incremental_splits_apply_the_cursor(tmp_path, engine):
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     d = tmp_path / "in"
@@ -123,6 +137,16 @@ def test_files_that_a_single_read_refuses_are_read_on_the_driver(tmp_path, engin
     r1, r2 = one.run(progress=False), part.run(progress=False, engine=engine)
     assert r1.status == r2.status == "failed" and r2.counts["sent"] == 0
     assert "read on the driver, not split: " in _events(r2)
+
+
+def test_split_reads_off_reads_on_the_driver(tmp_path, engine, monkeypatch):
+    monkeypatch.setenv("DFSYNC_SPLIT_READS", "0")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "in"
+    _parquet_files(d)
+    one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.parquet")))
+    _same(tmp_path, one, part, engine, split=False)
+    assert "not split: split_reads is off" in _events(part.last_run())
 
 
 def test_a_worker_killed_while_reading_is_dispatched_again(tmp_path, monkeypatch, engine):

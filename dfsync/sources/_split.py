@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -46,6 +46,7 @@ _CSV_OPTIONS = {"separator", "quote_char", "null_values", "encoding", "schema_ov
                 "infer_schema_length", "has_header", "comment_prefix", "decimal_comma", "truncate_ragged_lines",
                 "ignore_errors", "missing_utf8_is_empty_string", "low_memory"}
 _NDJSON_OPTIONS = {"schema", "schema_overrides", "infer_schema_length", "ignore_errors", "low_memory"}
+_POLARS_PARQUET_OPTIONS = {"use_statistics", "low_memory", "rechunk", "cache", "parallel"}
 _FILE_COL, _ROW_COL = "_dfsync_split_file", "file_row_number"
 
 
@@ -59,7 +60,6 @@ class Plan:
     schema: Any = None  # database: the Arrow schema every split is cast to
     check: Any = None  # a callable: None when the source did not change while read, else why
     close: Any = None  # releases what the plan holds (PostgreSQL's exporting transaction)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _cursor(cursor: CursorFilter | None) -> tuple[str, Any] | None:
@@ -88,21 +88,9 @@ def _out(workdir: str, i: int, ext: str) -> str:
 
 
 def _plan_parquet(source: Any, mapping: Mapping, cursor: CursorFilter | None, n: int, workdir: str) -> Plan | str:
-    if source.options or mapping.sql_select() is None:
-        return "Parquet read by polars (reader options or a mapping with polars expressions) is not split yet"
-    import duckdb
     import pyarrow.parquet as pq
 
     files = source.resolve()
-    con = duckdb.connect()
-    try:
-        columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [files]).fetchall()]
-    except duckdb.Error:
-        return "the files cannot be read together (the single read says why)"
-    finally:
-        con.close()
-    if {_FILE_COL, _ROW_COL} & set(columns):
-        return f"a column is named {_ROW_COL!r} or {_FILE_COL!r}"
     groups = []
     for f in files:
         try:
@@ -110,6 +98,29 @@ def _plan_parquet(source: Any, mapping: Mapping, cursor: CursorFilter | None, n:
         except (OSError, pa.ArrowException):
             return f"{f} is not a readable Parquet file (the single read says why)"
         groups.append([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+    by_polars = bool(source.options) or mapping.sql_select() is None  # as staging reads it (FilesSource)
+    if by_polars:
+        if set(source.options) - _POLARS_PARQUET_OPTIONS:
+            return f"reader options {sorted(set(source.options) - _POLARS_PARQUET_OPTIONS)} apply across files"
+        try:
+            schemas = {str(pl.read_parquet_schema(f)) for f in files}
+        except (pl.exceptions.PolarsError, OSError):
+            return "the files cannot be read together (the single read says why)"
+        if len(schemas) > 1:
+            return "the files have different schemas (polars reads them together only when they agree)"
+        columns: list[str] = []
+    else:
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [files]).fetchall()]
+        except duckdb.Error:
+            return "the files cannot be read together (the single read says why)"
+        finally:
+            con.close()
+        if {_FILE_COL, _ROW_COL} & set(columns):
+            return f"a column is named {_ROW_COL!r} or {_FILE_COL!r}"
     total = sum(map(sum, groups))
     target = max(1, -(-total // max(1, n)))  # rows per split
     tasks = []
@@ -123,11 +134,12 @@ def _plan_parquet(source: Any, mapping: Mapping, cursor: CursorFilter | None, n:
                 bounds.append((start, start + size))
             start += size
         for lo, hi in bounds if len(bounds) > 1 else [(None, None)]:
-            tasks.append({"how": "parquet", "bind": [files[0], f] if f != files[0] else [f], "file": f,
+            tasks.append({"how": "parquet-polars" if by_polars else "parquet", "file": f,
+                          "bind": [files[0], f] if f != files[0] else [f], "options": source.options,
                           "rows": None if lo is None else (lo, hi), "columns": columns, "cursor": _cursor(cursor),
-                          "out": _out(workdir, len(tasks), "parquet")})
-    return Plan("parquet", tasks, f"{len(tasks)} splits: {len(files)} Parquet files by file and row groups",
-                check=_unchanged(source))
+                          "out": _out(workdir, len(tasks), "arrow" if by_polars else "parquet")})
+    return Plan("ipc" if by_polars else "parquet", tasks, f"{len(tasks)} splits: {len(files)} Parquet files by file "
+                f"and row groups{', read by polars' if by_polars else ''}", check=_unchanged(source))
 
 
 def _unchanged(source: Source) -> Any:
@@ -332,16 +344,20 @@ def _read(task: dict[str, Any], tmp: str) -> int:
             return con.execute("SELECT count(*) FROM read_parquet(?)", [tmp]).fetchall()[0][0]
         finally:
             con.close()
-    if how in ("csv", "ndjson"):
+    if how in ("csv", "ndjson", "parquet-polars"):
         if how == "csv":
             lf = pl.scan_csv(task["file"], schema=task["schema"], try_parse_dates=True, **task["options"])
-        else:
+        elif how == "ndjson":
             lf = pl.scan_ndjson(task["file"], schema=task["schema"], **task["options"])
+        else:
+            lf = pl.scan_parquet(task["file"], **task["options"])
+            if task["rows"] is not None:
+                lf = lf.slice(task["rows"][0], task["rows"][1] - task["rows"][0])
         if cursor is not None:
             lf = CursorFilter(*cursor).apply(lf)
-        df = lf.collect()
-        df.write_ipc(tmp, compression="uncompressed")
-        return df.height
+        lf.sink_ipc(tmp, compression=None)  # streamed: a large file never sits whole in a worker's memory
+        reader = pa.ipc.open_file(pa.memory_map(tmp))
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     schema = pa.ipc.read_schema(pa.py_buffer(task["schema"]))
     rows = 0
     with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
