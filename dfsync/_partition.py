@@ -27,12 +27,14 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._arrow import int_array
 from ._bucket import context_task, read_ipc, send_bucket, write_bucket, write_ipc
 from ._cursor import cursor_to_json, max_cursor
 from ._ident import quote
-from ._writer import rebatch
 from .destinations.base import ACTION_COLUMN, BatchResult
 from .engines import BucketsLost, Engine, InProcess, WorkerLost
 from .errors import ConfigError
@@ -110,7 +112,6 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
     engine: Engine = getattr(runner, "engine", None) or InProcess()
     check_engine(defn, runner.sync_name, runner.engine)
     key = list(defn.primary_key)
-    mode = defn.destination_mode
     schema = staging.arrow_schema()
     ctx = runner.session.ctx
     in_process = not engine.remote
@@ -129,9 +130,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                  "context": context_task(ctx), "schema": schema.serialize().to_pybytes(),
                  "test_kill": os.environ.get("DFSYNC_TEST_KILL_WORKER")}  # tests only: see _bucket
     rows = defn.batch_size or defn.destination.default_batch_size
-    # each staged row's bucket, hashed once (not once per bucket): the rows of bucket b are a semi-join
-    staging.con.execute(f"CREATE OR REPLACE TABLE _dfsync_buckets AS SELECT rowid AS _rid, "
-                        f"{bucket_sql(key, n)} AS _b FROM stg")
+    files, next_batch = _write_batches(runner, rows, n, workdir, next_batch)
     waiting = list(range(n))
     tasks: dict[int, dict[str, Any]] = {}
     attempts: dict[int, int] = dict.fromkeys(range(n), 0)
@@ -144,16 +143,8 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
             while waiting and len(running) < slots and error is None:
                 b = waiting.pop(0)
                 if b not in tasks:
-                    batches = []
-                    reader = staging.batches(mode, rows, only=f"s.rowid IN (SELECT _rid FROM _dfsync_buckets WHERE _b = {b})")
-                    for tbl in rebatch(reader, rows):
-                        store.write_ahead(runner.sync_id, runner.run_id, next_batch, tbl, key, ACTION_COLUMN)
-                        path = os.path.join(workdir, f"b{b}-{next_batch}.arrow")
-                        write_ipc(path, tbl)
-                        batches.append((next_batch, path))
-                        next_batch += 1
-                    tasks[b] = {**base_task, "bucket": b, "batches": batches}
-                    if not batches:
+                    tasks[b] = {**base_task, "bucket": b, "batches": files[b]}
+                    if not files[b]:
                         note_bucket(runner, b, "done")
                         continue
                 attempts[b] += 1
@@ -195,6 +186,63 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
     if not in_process:
         runner.session = defn.destination.open(ctx)
         runner.session.prepare(schema)
+
+
+def _write_batches(runner: Runner, rows: int, n: int, workdir: str,
+                   next_batch: int) -> tuple[dict[int, list[tuple[int, str]]], int]:
+    """Every bucket's batches, in one pass over the pending rows (each row's bucket hashed once, in
+    one query), each batch of ``rows`` rows of one bucket written ahead to the workspace
+    and into an Arrow IPC file. Returns each bucket's ``[(batch_no, path)]`` and the next batch
+    number. (A scan of the staged rows per bucket cost 8 scans, each also filtering out the rows
+    of the buckets confirmed before it: 15 of 34 s of a 10M-row first load.)"""
+    store, staging, defn = runner.store, runner.staging, runner.defn
+    assert staging is not None
+    key = list(defn.primary_key)
+    files: dict[int, list[tuple[int, str]]] = {b: [] for b in range(n)}
+    held: dict[int, list[pa.Table]] = {b: [] for b in range(n)}
+    count = dict.fromkeys(range(n), 0)
+    # each row's bucket, hashed once in one parallel query over the rows the mode sends (MD5 is the
+    # dear part: ~0.8 us a row on one core), kept as a table rowid -> bucket (1 byte a staged row)
+    staging.con.execute(f"CREATE OR REPLACE TEMP TABLE _dfsync_buckets AS SELECT rowid AS _rid, "
+                        f"{bucket_sql(key, n)} AS _b FROM stg WHERE {staging.send_filter(defn.destination_mode)}")
+    got = staging.con.execute("SELECT _rid, _b FROM _dfsync_buckets").fetchnumpy()
+    staging.con.execute("DROP TABLE _dfsync_buckets")
+    bucket_of = np.zeros(int(got["_rid"].max()) + 1 if len(got["_rid"]) else 0, np.uint8 if n <= 256 else np.int32)
+    bucket_of[got["_rid"]] = got["_b"]
+    del got
+
+    def emit(b: int, tbl: pa.Table) -> None:
+        nonlocal next_batch
+        store.write_ahead(runner.sync_id, runner.run_id, next_batch, tbl, key, ACTION_COLUMN)
+        path = os.path.join(workdir, f"b{b}-{next_batch}.arrow")
+        write_ipc(path, tbl)
+        files[b].append((next_batch, path))
+        next_batch += 1
+        store.release_if_stale()
+        runner.check_requests()
+
+    for rb in staging.batches(defn.destination_mode, rows):
+        if not rb.num_rows:
+            continue
+        of = bucket_of[rb.column("_rid").to_numpy()]
+        order = np.argsort(of, kind="stable")
+        grouped = pa.Table.from_batches([rb]).take(int_array(order))
+        bounds = np.searchsorted(of[order], np.arange(n + 1))
+        for b in range(n):
+            if bounds[b + 1] == bounds[b]:
+                continue
+            held[b].append(grouped.slice(int(bounds[b]), int(bounds[b + 1] - bounds[b])))
+            count[b] += int(bounds[b + 1] - bounds[b])
+            if count[b] >= rows:
+                tbl = pa.concat_tables(held[b]).combine_chunks()
+                while tbl.num_rows >= rows:
+                    emit(b, tbl.slice(0, rows))
+                    tbl = tbl.slice(rows)
+                held[b], count[b] = ([tbl] if tbl.num_rows else []), tbl.num_rows
+    for b in range(n):
+        if count[b]:
+            emit(b, pa.concat_tables(held[b]).combine_chunks())
+    return files, next_batch
 
 
 def _confirm_bucket(runner: Runner, task: dict[str, Any], results: dict[int, dict[str, Any]], key: list[str],
