@@ -133,44 +133,6 @@ def test_killed_driver_leaves_the_run_to_resume(tmp_path):
 
 
 # ---------------------------------------------------------------------- Ray (slow; CI installs dfsync[ray])
-def _ray_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-    # on a busy host Ray's agents start slowly, and its raylet gives up on them after ~15 s
-    # (ray-project/ray#65983): as root, start them at a higher priority
-    nice = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
-    return subprocess.run([*nice, ray_bin, *args], env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray cluster with 2 CPUs, started with `ray start` and joined as address="auto"
-    (DFSYNC_TEST_RAY_RUNNING=1: one already running on this host, left running)."""
-    if os.environ.get("CI") == "true":
-        import ray  # noqa: F401 - under CI a missing Ray fails the test
-    else:
-        pytest.importorskip("ray")
-    import ray
-
-    if os.environ.get("DFSYNC_TEST_RAY_RUNNING"):  # a cluster already started on this host (ray start --head)
-        yield
-        ray.shutdown()
-        return
-    env = {**env_with_repo(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "120000"}
-    out = None
-    for _ in range(3):
-        out = _ray_cli("start", "--head", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                       "--object-store-memory=200000000", env=env)
-        if out.returncode == 0:
-            break
-        _ray_cli("stop", "--force", env=env)
-    assert out is not None and out.returncode == 0, f"ray start failed: {out.stderr[-2000:] if out else ''}"
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        _ray_cli("stop", "--force", env=env)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, mode", [("parquet", "mirror"), ("duckdb", "upsert")])
 def test_ray_equals_one_process(tmp_path, local_ray, kind, mode):
