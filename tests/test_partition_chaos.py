@@ -43,21 +43,23 @@ for _ in range(int(sys.argv[2])):  # sync.run() until success (a bucket whose wo
 
 
 class Chaos(threading.Thread):
-    """SIGKILLs a random Ray worker that is running a bucket, every ``every`` seconds."""
+    """SIGKILLs a random Ray worker that is running a task (reading a split of the source, or
+    writing a bucket), every ``every`` seconds."""
 
     def __init__(self, every: float, seed: int = 21) -> None:
         super().__init__(daemon=True)
         self.every, self.rng, self.stop = every, random.Random(seed), threading.Event()
-        self.kills: list[tuple[float, int]] = []  # (when, pid) of workers seen running a bucket, then gone
+        self.kills: list[tuple[float, int, str]] = []  # (when, pid, task) of workers seen running a task, then gone
         self.failures: list[str] = []
 
     def run(self) -> None:
         while not self.stop.wait(self.every * self.rng.uniform(0.5, 1.5)):
-            busy = ray_task_workers("send_bucket")
+            busy = ray_task_workers("read_task", "send_bucket")
             if not busy:
                 continue
             victim = self.rng.choice(busy)
             try:
+                task = " ".join(victim.cmdline()).split()[0]
                 victim.send_signal(signal.SIGKILL)
                 victim.wait(30)
             except psutil.NoSuchProcess:
@@ -65,8 +67,8 @@ class Chaos(threading.Thread):
             except psutil.Error as exc:
                 self.failures.append(f"{victim.pid}: {exc!r}")
                 continue
-            self.kills.append((time.monotonic(), victim.pid))
-            print(f"chaos: killed Ray worker {victim.pid} ({len(self.kills)} so far)", flush=True)
+            self.kills.append((time.monotonic(), victim.pid, task))
+            print(f"chaos: killed Ray worker {victim.pid} running {task} ({len(self.kills)} so far)", flush=True)
 
 
 def source(n: int) -> pl.DataFrame:
@@ -137,10 +139,11 @@ def test_ray_workers_and_driver_killed_through_a_run_every_row_once(tmp_path, lo
     runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert runs and runs[-1]["status"] == "success", (runs, err[-3000:])
     assert {r["run"] for r in runs} == {runs[0]["run"]}, "the killed driver's run was resumed, not a new one"
-    print(f"chaos: {ROWS:,} rows, {len(chaos.kills)} Ray workers killed, the driver killed once "
+    tasks = sorted({t for _, _, t in chaos.kills})
+    print(f"chaos: {ROWS:,} rows, {len(chaos.kills)} Ray workers killed ({tasks}), the driver killed once "
           f"({killed_driver_at} batches landed), {len(runs)} sync.run() in the second driver")
     assert not chaos.failures, chaos.failures
-    assert len(chaos.kills) >= 2, f"the chaos thread killed {len(chaos.kills)} Ray workers running a bucket"
+    assert len(chaos.kills) >= 2, f"the chaos thread killed {len(chaos.kills)} Ray workers running a task"
 
     # every row once, with its values: count, order-free checksums, no key twice
     got = pg_server.read(pg_uri, "SELECT id, name, value FROM chaos")

@@ -57,8 +57,8 @@ def local_ray() -> Iterator[None]:
         ray_cli("stop", "--force", env=env)
 
 
-def ray_task_workers(task: str) -> list[psutil.Process]:
-    """The Ray worker processes of this user running a task of the function ``task`` right now
+def ray_task_workers(*tasks: str) -> list[psutil.Process]:
+    """The Ray worker processes of this user running a task of one of the functions ``tasks`` now
     (Ray titles a worker ``ray::<function>`` while it runs a task, ``ray::IDLE`` between tasks),
     found under the raylets of this host."""
     found = []
@@ -74,6 +74,6 @@ def ray_task_workers(task: str) -> list[psutil.Process]:
                 title = " ".join(p.cmdline())
             except psutil.Error:
                 continue
-            if title.startswith(f"ray::{task}"):
+            if any(title.startswith(f"ray::{task}") for task in tasks):
                 found.append(p)
     return found
