@@ -173,6 +173,8 @@ def main() -> None:
     ap.add_argument("--mode", default="upsert")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--only", choices=["both", "initial", "resync"], default="both")
+    ap.add_argument("--unchanged", action="store_true",
+                    help="a third run: --src2 again with skip_unchanged=False (an unchanged source read and diffed)")
     ap.add_argument("--lease-seconds", type=float, default=None,
                     help="experiment: override store._filelock.LEASE_SECONDS (how often the workspace is reopened)")
     args = ap.parse_args()
@@ -186,13 +188,16 @@ def main() -> None:
                 else dfsync.destinations.postgres(args.pg_uri, table="t"))
         ref = {} if args.no_reference else reference(args.target, args.src, args.src2, work)
         kw = {} if args.batch_size is None else {"batch_size": args.batch_size}
-        for label, src in (("initial", args.src), ("re-sync", args.src2)):
+        runs = [("initial", args.src, True), ("re-sync", args.src2, True)]
+        if args.unchanged:  # the same source again, read and diffed (its files are not skipped)
+            runs.append(("unchanged re-sync (read + diffed)", args.src2, False))
+        for label, src, skip in runs:
             TIMES.clear()
             CPU.clear()
             COUNTS.clear()
             t, c = time.perf_counter(), time.process_time()
             ws = dfsync.Workspace(os.path.join(work, "ws.duckdb"))
-            sync = ws.create_sync("p", source=dfsync.sources.files(src), destination=dest, primary_key="id",
+            sync = ws.create_sync("p", source=dfsync.sources.files(src, skip_unchanged=skip), destination=dest, primary_key="id",
                                   destination_mode=args.mode, **kw)
             t_run = time.perf_counter()
             run = sync.run(progress=False)
@@ -206,7 +211,7 @@ def main() -> None:
                                                                      or ("merge" in k) == (label != "initial"))]
             for k in refs:
                 print(f"  reference: {k:<40} {ref[k]:7.2f}s {ref[k + ' (CPU)']:7.2f} CPU-s   "
-                      f"dfsync / reference {total / ref[k]:.2f}x")
+                      f"dfsync / reference {total / ref[k]:.2f}x, by CPU {cpu / ref[k + ' (CPU)']:.2f}x")
             print(f"  {'phase':<44} {'wall':>8} {'CPU':>8}")
             for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1]):
                 print(f"  {k:<44} {v:7.2f}s {CPU[k]:7.2f}s  x{COUNTS[k] or ''}")

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -32,6 +31,14 @@ from ._ident import quote
 from ._paths import private_dir
 from ._sensitive import key_text
 from ._settings import setting
+from ._stage_input import (
+    Counted,
+    arrow_stream,
+    half_memory,
+    load_state,
+    memory_bytes,
+    no_case_clash,
+)
 from .errors import ConfigError, InvalidRecordsError, SourceError
 from .mapping import Mapping
 from .sources.base import CursorFilter, Source
@@ -46,19 +53,6 @@ ACTIONS = ("insert", "update", "delete", "unchanged")
 
 
 
-def _no_case_clash(names: Sequence[str]) -> None:
-    """Refuse column names that differ only in case: DuckDB (staging), MySQL, SQLite and
-    DuckDB tables ignore case in names, so one of them would arrive renamed ('temp_1')."""
-    seen: dict[str, str] = {}
-    for name in names:
-        other = seen.setdefault(name.lower(), name)
-        if other != name:
-            raise ConfigError(
-                f"columns {other!r} and {name!r} differ only in case; names that ignore case (DuckDB, "
-                f"where dfsync stages rows, MySQL, SQLite) would keep one and rename the other. Rename "
-                f"one of them in the source (e.g. df.rename(columns={{{name!r}: {name + '_2'!r}}})); "
-                f"nothing was sent.")
-
 @dataclass
 class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
@@ -66,46 +60,6 @@ class StageResult:
     retried: int = 0
     invalid: int = 0
     key_problems: list[str] = field(default_factory=list)
-
-
-def _half(limit: str) -> str:
-    """Half of a DuckDB memory size ("2GB" -> "1024MB"); the same string if it cannot be read."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", limit, re.IGNORECASE)
-    if not m:
-        return limit
-    scale = {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 2**20}[m.group(2).upper()]
-    return f"{max(64, int(float(m.group(1)) * scale / 2))}MB"
-
-
-class _Counted:
-    """An Arrow stream that counts the rows DuckDB pulls through it (free, exact, one pass)."""
-
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
-        self.rows = 0
-        self.done = False
-        inner = reader
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            for rb in inner:
-                self.rows += rb.num_rows
-                yield rb
-            self.done = True
-
-        self.reader = pa.RecordBatchReader.from_batches(reader.schema, batches())
-
-
-def _arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:
-    """Stream a LazyFrame as Arrow record batches (bounded memory, no Python row loop)."""
-    schema = pl.DataFrame(schema=lf.collect_schema()).to_arrow().schema
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for df in lf.collect_batches(chunk_size=100_000):
-            tbl = df.to_arrow()
-            if tbl.schema != schema:
-                tbl = tbl.cast(schema)
-            yield from tbl.to_batches()
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 class Staging:
@@ -120,6 +74,8 @@ class Staging:
         config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "false",
                   "memory_limit": self.memory_limit}
         self.con = duckdb.connect(":memory:", config=config)
+        limit = memory_bytes(self.memory_limit)  # the delivered state up to half of it is scanned as Arrow
+        self.state_bytes = None if limit is None else limit // 2
         self.columns: list[str] = []
         self.key: list[str] = []
         self.loaded = False
@@ -141,7 +97,7 @@ class Staging:
         """
         spilled = self.con.execute("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()").fetchall()[0][0]
         if spilled:
-            self.con.execute(f"SET memory_limit = '{_half(self.memory_limit)}'")
+            self.con.execute(f"SET memory_limit = '{half_memory(self.memory_limit)}'")
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -265,8 +221,8 @@ class Staging:
             rel = source.duckdb_relation(con, cursor) if select is not None else None
             con.execute("DROP VIEW IF EXISTS _src_raw")
             if isinstance(rel, pa.RecordBatchReader):
-                _no_case_clash(rel.schema.names)
-                stream = _Counted(rel)
+                no_case_clash(rel.schema.names)
+                stream = Counted(rel)
                 con.register("_src_raw", stream.reader)
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731
             elif rel is not None:
@@ -278,8 +234,8 @@ class Staging:
                         n = con.execute("SELECT count(*) FROM _src_raw").fetchall()[0][0]
                         return n if source.snapshot() == before else None
             else:
-                stream = _Counted(_arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
-                _no_case_clash(stream.reader.schema.names)
+                stream = Counted(arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
+                no_case_clash(stream.reader.schema.names)
                 con.register("_src_raw", stream.reader)
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731
                 select = "*"
@@ -303,23 +259,12 @@ class Staging:
         return counter
 
     def _load_state(self, state: pa.RecordBatchReader | pa.Table | None) -> int:
-        """The delivered state as ``dlv``; returns its row count (a stream is counted once stored)."""
-        con = self.con
-        if isinstance(state, pa.Table) and state.num_rows:
-            self._dlv = state  # scanned in place (no copy); kept alive while staging is
-            con.register("dlv", state)
-            return state.num_rows
-        if isinstance(state, pa.RecordBatchReader):  # a stream is read once: stored here (it may spill)
-            con.register("_dlv_in", state)
-            con.execute("CREATE OR REPLACE TABLE dlv AS SELECT * FROM _dlv_in")
-            con.unregister("_dlv_in")
-            delivered = con.execute("SELECT count(*) FROM dlv").fetchall()[0][0]
-            if delivered:
-                return delivered
-            con.execute("DROP TABLE dlv")
-        key_cols = ", ".join(f"{quote(k)} {self.types[k]}" for k in self.key)
-        con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
-        return 0
+        """The delivered state as ``dlv``; returns its row count."""
+        self._dlv, delivered = load_state(self.con, state, self.state_bytes)
+        if not delivered:
+            key_cols = ", ".join(f"{quote(k)} {self.types[k]}" for k in self.key)
+            self.con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
+        return delivered
 
     def _stage_error(self, source: Source, exc: duckdb.Error) -> SourceError:
         msg = str(exc).splitlines()[0]

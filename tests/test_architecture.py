@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "dfsync._settings", "dfsync._ident", "dfsync._secrets", "dfsync._callbacks", "dfsync._sensitive",
               "dfsync._checks_sql", "dfsync._gx_context", "dfsync._pgtypes")),
     ("store", ("dfsync.store", "dfsync._dryrun")),
-    ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._schema", "dfsync._window",
+    ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._stage_input", "dfsync._schema", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
                "dfsync.destinations", "dfsync.definition", "dfsync.schedule")),
     ("engine", ("dfsync.runner", "dfsync._writer", "dfsync._settle", "dfsync._retry", "dfsync._bucket", "dfsync.engines", "dfsync._reads",

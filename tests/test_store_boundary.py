@@ -104,8 +104,10 @@ def _people(ids, version=1):
                          "score": [float(i) * version for i in ids]})
 
 
-def _staged(sync, state, **kw):
+def _staged(sync, state, state_bytes=None, **kw):
     staging = Staging()
+    if state_bytes is not None:
+        staging.state_bytes = state_bytes
     try:
         staging.load(sync.source, sync.mapping, sync.primary_key, cursor=None, detect_deletes=True, state=state, **kw)
         recs = pl.from_arrow(staging.records(include_unchanged=True)).sort("id")
@@ -134,6 +136,9 @@ def test_a_streamed_delivered_state_stages_the_same_as_a_table(tmp_path, keep_un
         from_stream = _staged(sync, stream, keep_unchanged=keep_unchanged)
         from_table = _staged(sync, table, keep_unchanged=keep_unchanged)
         assert from_stream == from_table
+        # a stream past staging's cap for Arrow state is stored in a DuckDB table (which can spill)
+        spilled = ws.store.delivered(sync.id, sync.primary_key)
+        assert _staged(sync, spilled, state_bytes=1000, keep_unchanged=keep_unchanged) == from_table
         counts, changed_only, _ = from_stream
         assert changed_only is not keep_unchanged
         assert (counts["insert"], counts["update"], counts["delete"], counts["unchanged"]) == (50, 50, 50, 300)
@@ -143,3 +148,25 @@ def test_a_streamed_delivered_state_stages_the_same_as_a_table(tmp_path, keep_un
         assert _staged(sync, None)[0]["insert"] == 400
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("cap", [None, 0, 10**9], ids=["default cap", "stored as a table", "scanned as Arrow"])
+def test_the_delivered_state_is_the_same_however_it_is_held(cap):
+    """dfsync._stage_input.load_state: ``dlv`` holds every streamed row, as Arrow or as a table."""
+    import duckdb
+
+    from dfsync._stage_input import load_state
+
+    tbl = pa.table({"id": list(range(5000)), "_fp": pa.array(range(5000, 10000), pa.uint64())})
+    con = duckdb.connect()
+    try:
+        for state in (pa.RecordBatchReader.from_batches(tbl.schema, tbl.to_batches(max_chunksize=700)), tbl):
+            _, n = load_state(con, state, cap)
+            assert n == 5000
+            assert con.execute("SELECT count(*), sum(id), sum(_fp) FROM dlv").fetchall() == [(5000, 12497500, 37497500)]
+        # an empty stream or table is nothing delivered: no dlv
+        for empty in (pa.RecordBatchReader.from_batches(tbl.schema, []), tbl.slice(0, 0), None):
+            assert load_state(con, empty, cap)[1] == 0
+            assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'dlv'").fetchall()[0][0]
+    finally:
+        con.close()

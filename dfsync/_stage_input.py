@@ -1,0 +1,117 @@
+"""What staging takes in: the source as an Arrow stream (counted as DuckDB pulls it) and the
+delivered state as ``dlv``, with the memory sizes that bound both (dfsync/staging.py uses them)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from .errors import ConfigError
+
+#: the delivered state kept as Arrow when no DuckDB memory size can be read (see load_state)
+DEFAULT_STATE_BYTES = 512 << 20
+
+
+def no_case_clash(names: Sequence[str]) -> None:
+    """Refuse column names that differ only in case: DuckDB (staging), MySQL, SQLite and
+    DuckDB tables ignore case in names, so one of them would arrive renamed ('temp_1')."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise ConfigError(
+                f"columns {other!r} and {name!r} differ only in case; names that ignore case (DuckDB, "
+                f"where dfsync stages rows, MySQL, SQLite) would keep one and rename the other. Rename "
+                f"one of them in the source (e.g. df.rename(columns={{{name!r}: {name + '_2'!r}}})); "
+                f"nothing was sent.")
+
+
+def memory_bytes(limit: str) -> int | None:
+    """Bytes of a DuckDB memory size ("2GB", "512MiB"); None if it cannot be read."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", limit, re.IGNORECASE)
+    if not m:
+        return None
+    return int(float(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()])
+
+
+def half_memory(limit: str) -> str:
+    """Half of a DuckDB memory size ("2GB" -> "1024MB"); the same string if it cannot be read."""
+    size = memory_bytes(limit)
+    return limit if size is None else f"{max(64, size // 2 >> 20)}MB"
+
+
+class Counted:
+    """An Arrow stream that counts the rows DuckDB pulls through it (free, exact, one pass)."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.rows = 0
+        self.done = False
+        inner = reader
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for rb in inner:
+                self.rows += rb.num_rows
+                yield rb
+            self.done = True
+
+        self.reader = pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:
+    """Stream a LazyFrame as Arrow record batches (bounded memory, no Python row loop)."""
+    schema = pl.DataFrame(schema=lf.collect_schema()).to_arrow().schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for df in lf.collect_batches(chunk_size=100_000):
+            tbl = df.to_arrow()
+            if tbl.schema != schema:
+                tbl = tbl.cast(schema)
+            yield from tbl.to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def load_state(con: duckdb.DuckDBPyConnection, state: pa.RecordBatchReader | pa.Table | None,
+               max_bytes: int | None) -> tuple[Any, int]:
+    """Make the delivered state ``dlv`` on ``con``; return (what must stay alive while ``dlv`` is
+    used, its row count). 0 rows: nothing delivered yet, and no ``dlv`` made.
+
+    Up to ``max_bytes`` of state is scanned in place as Arrow: the diff reads it as fast as a
+    DuckDB table, and the copy (0.1 s and 160 MB for 10M integer keys) is saved; a DuckDB
+    workspace hands its state over already in memory. A larger stream is stored in a DuckDB
+    table, which spills past staging's memory cap (Arrow memory cannot).
+    """
+    with contextlib.suppress(duckdb.Error):
+        con.unregister("dlv")  # (a registered state of an earlier load)
+    con.execute("DROP TABLE IF EXISTS dlv")
+    if state is None:
+        return None, 0
+    if isinstance(state, pa.RecordBatchReader):
+        held: list[pa.RecordBatch] = []
+        size, cap = 0, DEFAULT_STATE_BYTES if max_bytes is None else max_bytes
+        for rb in state:
+            held.append(rb)
+            size += rb.nbytes
+            if size > cap:  # too large to keep as Arrow: into a table that can spill
+                def rest(first: list[pa.RecordBatch] = held) -> Iterator[pa.RecordBatch]:
+                    while first:
+                        yield first.pop(0)
+                    yield from state
+                con.register("_dlv_in", pa.RecordBatchReader.from_batches(state.schema, rest()))
+                con.execute("CREATE TABLE dlv AS SELECT * FROM _dlv_in")
+                con.unregister("_dlv_in")
+                delivered = con.execute("SELECT count(*) FROM dlv").fetchall()[0][0]
+                if not delivered:
+                    con.execute("DROP TABLE dlv")
+                return None, delivered
+        state = pa.Table.from_batches(held, schema=state.schema)
+    if not state.num_rows:
+        return None, 0
+    con.register("dlv", state)
+    return state, state.num_rows
