@@ -10,7 +10,9 @@
         --data /var/tmp/pb50m                                              # 50M: one config per invocation
 
 ``--configs``: ``one`` (no partitions), ``inproc`` (partitions=N, no engine), ``local:W`` (N buckets
-on W local worker processes), ``ray:C`` (N buckets on a local Ray started with num_cpus=C).
+on W local worker processes), ``ray:C`` (N buckets on a local Ray started with num_cpus=C); a
+``:driver-reads`` suffix reads the source on the driver (DFSYNC_SPLIT_READS=0), not in splits on
+the workers, to tell the reads' cost from the transfer's.
 ``--data DIR`` keeps the generated source files between invocations (50M rows take minutes to
 generate); ``--phases initial`` measures the first load only.
 
@@ -146,6 +148,9 @@ def generate(path: str, path2: str, rows: int) -> None:
 def run_one(cfg: dict, script: str) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "RAY_USAGE_STATS_ENABLED": "0"}
+    if cfg["config"].endswith(":driver-reads"):  # the source read on the driver, not in splits on workers
+        env["DFSYNC_SPLIT_READS"] = "0"
+        cfg = {**cfg, "config": cfg["config"].removesuffix(":driver-reads")}
     out = subprocess.run([sys.executable, script, json.dumps(cfg)], env=env, capture_output=True, text=True,
                          timeout=3600)
     if out.returncode:
@@ -163,6 +168,8 @@ def _new_database(uri: str, name: str) -> str:
 
 
 def label(config: str, n: int) -> str:
+    if config.endswith(":driver-reads"):
+        return label(config.removesuffix(":driver-reads"), n) + ", driver reads"
     kind, _, arg = config.partition(":")
     return {"one": "one process", "inproc": f"partitions={n}, in process",
             "local": f"partitions={n}, local({arg})", "ray": f"partitions={n}, ray(num_cpus={arg})"}[kind]
@@ -173,7 +180,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--dest", default="duckdb", help="duckdb, parquet, postgresql (a throwaway cluster) or a URI")
-    ap.add_argument("--configs", default="one,inproc,local:2", help="comma-separated: one, inproc, local:W, ray:C")
+    ap.add_argument("--configs", default="one,inproc,local:2",
+                    help="comma-separated: one, inproc, local:W, ray:C (suffix :driver-reads: no split reads)")
     ap.add_argument("--workers", default=None, help="(old form) local worker counts: adds local:W configs")
     ap.add_argument("--phases", default="initial,resync_1pct", help="initial[,resync_1pct]")
     ap.add_argument("--data", default=None, help="a directory keeping the generated source between invocations")
