@@ -5,7 +5,8 @@ module gets a connection to the workspace (tests/test_store_boundary.py). :class
 them on a DuckDB file (``_duckdb.py``: syncs, runs, events; ``_delivery.py``: the delivered state,
 the batch ledger, records and check results; ``_buckets.py``: a partitioned run's buckets; opening the file, leases and the hand-over between
 processes in ``_filelock.py``; the schema in ``_migrations.py``); :class:`PostgresStore` on a schema
-of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnections.py``, ``_pgcon.py``).
+of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnections.py``, ``_pgcon.py``;
+``_pgstatecache.py``: a host's copy of a delivered state, read only while it is the server's).
 """
 
 from __future__ import annotations
