@@ -150,6 +150,23 @@ def test_ray_equals_one_process(tmp_path, local_ray, kind, mode):
 
 
 @pytest.mark.slow
+def test_ray_reads_the_source_in_splits(tmp_path, local_ray):
+    """Split reads on Ray (tests/test_partition_reads.py has the local engine's): Parquet files and
+    row groups read by Ray tasks, the same results as one process."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    d = tmp_path / "in"
+    d.mkdir()
+    rows(400).write_parquet(d / "a.parquet", row_group_size=100)
+    rows(100, start=400).write_parquet(d / "b.parquet")
+    kw = dict(source=dfsync.sources.files(str(d / "*.parquet")), primary_key="id", destination_mode="mirror")
+    one = ws.create_sync("one", destination=make_dest("parquet", tmp_path, "one"), **kw)
+    part = ws.create_sync("part", destination=make_dest("parquet", tmp_path, "part"), partitions=4, **kw)
+    r1, r2 = one.run(progress=False), part.run(progress=False, engine=dfsync.engines.ray(address="auto"))
+    _exact(tmp_path, "parquet", one, part, r1, r2)
+    assert any("splits" in (e or "") for e in r2.events()["detail"].to_list())
+
+
+@pytest.mark.slow
 def test_ray_worker_killed_is_retried_exactly_once(tmp_path, local_ray, monkeypatch):
     """A Ray worker SIGKILLed after its bucket's second batch committed: Ray retries the task, which
     finds that batch in the destination's ledger; every row once, the next run sends nothing."""

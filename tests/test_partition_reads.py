@@ -231,3 +231,54 @@ def test_frame_is_refused_on_a_cluster_and_read_on_the_driver_locally(tmp_path, 
     run = sync.run(progress=False, engine=engine)
     assert run.status == "success" and run.counts["sent"] == 50
     assert "read on the driver, not split: an in-memory frame" in _events(run)
+
+
+def test_postgres_splits_read_one_snapshot_and_every_row_once(tmp_path, pg_server):
+    """The splits, read after the table changed, still see the rows as they were when the driver
+    planned (its exported snapshot), every row in exactly one split (a null key in the first)."""
+    from dfsync.mapping import Mapping
+    from dfsync.sources._split import plan, read_split
+
+    uri = pg_server.new_database()
+    db = uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE t (id bigint, v text)", dbname=db)
+    pg_server.execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(-50, 949) g", dbname=db)
+    pg_server.execute("INSERT INTO t VALUES (NULL, 'no key')", dbname=db)
+    src = dfsync.sources.database(uri, "SELECT * FROM t")
+    planned = plan(src, Mapping(None), None, ["id"], 4, str(tmp_path))
+    assert not isinstance(planned, str) and len(planned.tasks) == 4
+    try:
+        pg_server.execute("UPDATE t SET v = 'changed'; INSERT INTO t VALUES (5000, 'new')", dbname=db)
+        counts = [read_split(task) for task in planned.tasks]
+    finally:
+        planned.close()
+    got = pl.concat([pl.read_ipc(t["out"]) for t in planned.tasks])
+    assert sum(counts) == got.height == 1001 and got["id"].drop_nulls().n_unique() == 1000
+    assert got.filter(pl.col("id").is_null())["v"].to_list() == ["no key"]
+    assert not (got["v"] == "changed").any() and 5000 not in got["id"].to_list()
+    assert pg_server.execute("SELECT count(*) FROM t WHERE v = 'changed'", dbname=db)[0][0] == 1001
+
+
+def test_sqlite_splits_cover_every_row_once_and_notice_a_change(tmp_path):
+    """Key ranges over a SQLite integer column with negative keys and a null one: every row in exactly
+    one split; a write between the plan and the end of the reads is noticed (the driver then reads
+    the source itself)."""
+    from dfsync.mapping import Mapping
+    from dfsync.sources._split import plan, read_split
+
+    path = tmp_path / "s.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (id INTEGER, v TEXT)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(-10, 90)] + [(None, "n")])
+    con.commit()
+    src = dfsync.sources.database(f"sqlite:///{path}", "SELECT * FROM t")
+    planned = plan(src, Mapping(None), None, ["id"], 3, str(tmp_path))
+    assert not isinstance(planned, str) and len(planned.tasks) == 3
+    assert sum(read_split(task) for task in planned.tasks) == 101
+    assert planned.check() is None
+    con.execute("INSERT INTO t VALUES (1000, 'late')")
+    con.commit()
+    assert planned.check() == "the SQLite database changed while read"
+    con.close()
+    got = pl.concat([pl.read_ipc(t["out"]) for t in planned.tasks])
+    assert sorted(got["v"].to_list()) == sorted([f"v{i}" for i in range(-10, 90)] + ["n"])
