@@ -282,3 +282,16 @@ def test_sqlite_splits_cover_every_row_once_and_notice_a_change(tmp_path):
     con.close()
     got = pl.concat([pl.read_ipc(t["out"]) for t in planned.tasks])
     assert sorted(got["v"].to_list()) == sorted([f"v{i}" for i in range(-10, 90)] + ["n"])
+
+
+def test_a_split_typed_otherwise_than_the_query_is_refused_unless_all_null():
+    import pyarrow as pa
+
+    from dfsync.sources._split import _as_schema
+
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
+    nulls = pa.record_batch([pa.array([1, 2]), pa.nulls(2, pa.int64())], names=["id", "v"])
+    assert _as_schema(nulls, schema).schema == schema
+    mixed = pa.record_batch([pa.array([1, 2]), pa.array([12, None])], names=["id", "v"])
+    with pytest.raises(dfsync.SourceError, match="'v' reads as int64 in one split"):
+        _as_schema(mixed, schema)

@@ -363,11 +363,28 @@ def _read(task: dict[str, Any], tmp: str) -> int:
     with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for rb in _database_reader(task):
             if rb.schema != schema:
-                rb = pa.Table.from_batches([rb]).cast(schema).combine_chunks().to_batches()[0] if rb.num_rows \
-                    else pa.RecordBatch.from_pylist([], schema=schema)
+                rb = _as_schema(rb, schema)
             writer.write_batch(rb)
             rows += rb.num_rows
     return rows
+
+
+def _as_schema(rb: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A split's batch in the schema the driver read. SQLite's driver types a column from the first
+    rows it reads, so a split may type a column the single read types otherwise: that is only
+    taken when the column holds nothing but nulls there (no value could read differently)."""
+    columns = []
+    for name, field in zip(schema.names, schema, strict=True):
+        col = rb.column(name)
+        if col.type != field.type:
+            if col.null_count != len(col):
+                raise SourceError(
+                    f"column {name!r} reads as {col.type} in one split of the source and as {field.type} in the "
+                    f"query's first rows (a SQLite column holding values of several types); nothing was sent. "
+                    f"Cast it in the query (CAST({name} AS ...)), or read without splits: DFSYNC_SPLIT_READS=0")
+            col = pa.nulls(len(col), field.type)
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 # ---------------------------------------------------------------------- the driver's read of the splits
