@@ -36,7 +36,7 @@ from ._bucket import context_task, read_ipc, send_bucket, write_bucket, write_ip
 from ._cursor import cursor_to_json, max_cursor
 from ._ident import quote
 from .destinations.base import ACTION_COLUMN, BatchResult
-from .engines import BucketsLost, Engine, InProcess, WorkerLost
+from .engines import BucketsLost, Engine, InProcess, WorkerLost, finished
 from .errors import ConfigError
 from .states import SyncMode
 from .store import bucket_summary
@@ -153,12 +153,8 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                 running[engine.submit(fn, tasks[b])] = b
             if not running:
                 break
-            finished, _ = cf.wait(list(running), timeout=0.5, return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                b = running.pop(fut)
-                try:
-                    out = fut.result()
-                except WorkerLost as exc:
+            for b, out, exc in finished(running):
+                if isinstance(exc, WorkerLost):
                     if attempts[b] >= MAX_ATTEMPTS or error is not None:
                         note_bucket(runner, b, "failed", error=str(exc))
                         error = error or BucketsLost(f"bucket {b}: its worker died {attempts[b]} times ({exc}); "
@@ -167,7 +163,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
                         note_bucket(runner, b, "waiting", error=str(exc))
                         waiting.insert(0, b)
                     continue
-                except Exception as exc:  # the task's own error: the run stops once the running buckets end
+                if exc is not None:  # the task's own error: the run stops once the running buckets end
                     note_bucket(runner, b, "failed", error=str(exc)[:500])
                     error = error or exc
                     continue

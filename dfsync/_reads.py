@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._bucket import kill_point
 from ._settings import setting
-from .engines import Engine, WorkerLost
+from .engines import Engine, WorkerLost, finished
 from .errors import SourceError
 from .sources._split import Plan, SplitSource, plan, read_split
 
@@ -92,12 +92,8 @@ def _dispatch(engine: Engine, planned: Plan) -> int:
                 running[engine.submit(read_task, tasks[i])] = i
             if not running:
                 break
-            finished, _ = cf.wait(list(running), timeout=0.5, return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                i = running.pop(fut)
-                try:
-                    fut.result()
-                except WorkerLost as exc:
+            for i, _, exc in finished(running):
+                if isinstance(exc, WorkerLost):
                     if attempts[i] >= MAX_ATTEMPTS:
                         error = error or SourceError(
                             f"the worker reading split {i} of the source died {attempts[i]} times ({exc}); "
@@ -105,7 +101,7 @@ def _dispatch(engine: Engine, planned: Plan) -> int:
                     else:
                         retried += 1
                         waiting.insert(0, i)
-                except Exception as exc:  # the source's own error, as a read here would raise it
+                elif exc is not None:  # the source's own error, as a read here would raise it
                     error = error or exc
     finally:
         if running:  # Ctrl-C or an error: no read goes on writing into a staging directory about to go

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigError
-from ._base import BucketsLost, Engine, Task, WorkerLost
+from ._base import BucketsLost, Engine, Task, WorkerLost, finished
 
 
 class InProcess(Engine):
@@ -192,5 +192,5 @@ def from_spec(spec: str) -> Engine:
                       f"ray (a local Ray), ray:auto (this machine's cluster) or ray:ray://HOST:PORT")
 
 
-__all__ = ["BucketsLost", "Engine", "WorkerLost", "Task", "InProcess", "LocalProcesses", "RayEngine", "from_spec",
+__all__ = ["BucketsLost", "Engine", "WorkerLost", "Task", "finished", "InProcess", "LocalProcesses", "RayEngine", "from_spec",
            "local", "ray"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from ..errors import TransientDestinationError
 
 Task = dict[str, Any]
+K = TypeVar("K")
 
 
 class WorkerLost(Exception):
@@ -43,3 +44,15 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"dfsync.engines.{self.name}()"
+
+
+def finished(running: dict[cf.Future[Any], K], timeout: float = 0.5) -> Iterator[tuple[K, Any, Exception | None]]:
+    """The tasks of ``running`` that ended within ``timeout`` (taken out of it): ``(key, result,
+    None)``, or ``(key, None, error)`` with the task's error or :class:`WorkerLost`."""
+    done, _ = cf.wait(list(running), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+    for fut in done:
+        key = running.pop(fut)
+        exc = fut.exception()
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and the like go straight up
+        yield key, None if exc is not None else fut.result(), exc
