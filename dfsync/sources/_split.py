@@ -138,7 +138,7 @@ def _plan_parquet(source: Any, mapping: Mapping, cursor: CursorFilter | None, n:
                           "bind": [files[0], f] if f != files[0] else [f], "options": source.options,
                           "rows": None if lo is None else (lo, hi), "columns": columns, "cursor": _cursor(cursor),
                           "out": _out(workdir, len(tasks), "arrow" if by_polars else "parquet")})
-    return Plan("ipc" if by_polars else "parquet", tasks, f"{len(tasks)} splits: {len(files)} Parquet files by file "
+    return Plan("ipc" if by_polars else "parquet", tasks, f"{len(tasks)} splits: {len(files)} Parquet file{'s' if len(files) != 1 else ''} by file "
                 f"and row groups{', read by polars' if by_polars else ''}", check=_unchanged(source))
 
 
