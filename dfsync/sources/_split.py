@@ -182,35 +182,47 @@ def _plan_database(source: Any, mapping: Mapping, cursor: CursorFilter | None, k
         return "a MySQL source has no split read yet (its single read is one InnoDB snapshot)"
     if source.literal_secret:
         return "the source's password is written literally (only env:NAME references travel to workers)"
-    spec = mapping.spec.get(key[0]) if mapping.spec else key[0]
-    if not isinstance(spec, str):
-        return f"the primary key {key[0]!r} is not a source column"
+    specs = [mapping.spec.get(k) if mapping.spec else k for k in key]
+    for k, spec in zip(key, specs, strict=True):
+        if not isinstance(spec, str):
+            return f"the primary key {k!r} is not a source column"
     schema = source.arrow_schema(cursor)
-    if spec not in schema.names:
-        return f"the primary key's source column {spec!r} is not among the query's columns"
-    integer = pa.types.is_integer(schema.field(spec).type)
-    if not integer and source.dialect != "postgres":
-        return f"the primary key's source column {spec!r} is not an integer (no key ranges; no hash on SQLite)"
+    for spec in specs:
+        if spec not in schema.names:
+            return f"the primary key's source column {spec!r} is not among the query's columns"
+    ints = [c for c in specs if pa.types.is_integer(schema.field(c).type)]
+    if not ints and source.dialect != "postgres":
+        return (f"the primary key's source column{'s' if len(specs) > 1 else ''} "
+                f"{', '.join(map(repr, specs))} {'are' if len(specs) > 1 else 'is'} not an integer "
+                "(no key ranges; no hash on SQLite)")
     sql, params = source.sql(cursor)
     con = source.connect()
     snapshot = None
+    spans: dict[str, tuple[Any, Any]] = {}
     try:
         with con.cursor() as cur:
             if source.dialect == "postgres":
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 snapshot = cur.execute("SELECT pg_export_snapshot()").fetchall()[0][0]
-            lo = hi = None
-            if integer:
-                lo, hi = cur.execute(f"SELECT min({quote(spec)}), max({quote(spec)}) FROM ({sql}) AS q",
-                                     params or None).fetchall()[0]
+            if ints:
+                agg = ", ".join(f"min({quote(c)}), max({quote(c)})" for c in ints)
+                got = cur.execute(f"SELECT {agg} FROM ({sql}) AS q", params or None).fetchall()[0]
+                spans = {c: (got[2 * i], got[2 * i + 1]) for i, c in enumerate(ints)}
     except Exception as exc:
         con.close()
         raise SourceError(f"the source query failed on {source.uri}: {redact(str(exc))}") from exc
     if source.dialect != "postgres":
         con.close()
         con = None
+    # ranges over the integer key column of the widest span (a composite key's first column may
+    # hold one value); on PostgreSQL a hash of the whole key when no integer column has n values
+    width = {c: (hi - lo + 1 if lo is not None else 0) for c, (lo, hi) in spans.items()}
+    spec = max(ints, key=lambda c: width[c]) if ints else None
+    hashed = source.dialect == "postgres" and (spec is None or (width[spec] < n and len(specs) > 1))
     splits: list[dict[str, Any]] = []
-    if integer:
+    if not hashed:
+        assert spec is not None
+        lo, hi = spans[spec]
         if lo is None:  # no row, or only null keys: one split
             splits.append({"nulls": True})
         else:
@@ -220,8 +232,10 @@ def _plan_database(source: Any, mapping: Mapping, cursor: CursorFilter | None, k
             splits = [{"lo": bounds[i], "hi": bounds[i + 1], "nulls": i == 0} for i in range(parts)]
         detail = f"{len(splits)} splits: key ranges of {spec!r} between {lo} and {hi}"
     else:
-        splits = [{"hash": (i, n), "nulls": i == 0} for i in range(n)]
-        detail = f"{n} splits: by hashtext({spec!r}) (not an integer, so no key ranges)"
+        spec = specs[0]
+        splits = [{"hash": (i, n), "columns": specs, "nulls": i == 0 and len(specs) == 1} for i in range(n)]
+        why = "not an integer" if not ints else "no integer key column with enough values"
+        detail = f"{n} splits: by hashtext({', '.join(map(repr, specs))}) ({why}, so no key ranges)"
     if snapshot:
         detail += f", all in one PostgreSQL snapshot ({snapshot})"
     config = {"kind": source.kind, **source.config()}
@@ -276,7 +290,9 @@ def _database_reader(task: dict[str, Any]) -> pa.RecordBatchReader:
     conds = []
     if "hash" in task:
         i, n = task["hash"]
-        conds.append(f"(hashtext(CAST({col} AS text)) & 2147483647) % {int(n)} = {int(i)}")
+        cols = task.get("columns") or [task["column"]]
+        text = f"CAST({col} AS text)" if len(cols) == 1 else f"CAST(ROW({', '.join(map(quote, cols))}) AS text)"
+        conds.append(f"(hashtext({text}) & 2147483647) % {int(n)} = {int(i)}")
     else:
         if task.get("lo") is not None:
             conds.append(f"{col} >= {bind(task['lo'])}")
