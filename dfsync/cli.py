@@ -200,8 +200,12 @@ def syncs(workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def status(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
-    """One sync: its status, definition, schedule, and its last and current run."""
+def status(name: str | None = typer.Argument(None, help="the sync (without one: every sync, as `dfsync syncs`)"),
+           workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """One sync: its status, definition, schedule, and its last and current run (no name: every sync)."""
+    if name is None:
+        syncs(workspace, as_json)
+        return
     with _errors():
         sync = _open(workspace).sync(name)
         last, current = sync.last_run(), sync.current_run()

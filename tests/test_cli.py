@@ -193,6 +193,8 @@ def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> N
     assert "customers" in text.out and "every 2 hours" in text.out
     status = dfsync_cli("status", "customers", "-w", ws_path)
     assert status.code == 0 and "every 2 hours" in status.out and "next run" in status.out
+    every = dfsync_cli("status", "-w", ws_path, "--json")  # no name: every sync, as `dfsync syncs`
+    assert every.code == 0 and [r["name"] for r in json.loads(every.out)] == ["customers"]
 
 
 def test_workspace_from_the_environment_and_default_path(files_sync, ws_path, dfsync_cli, tmp_path) -> None:
