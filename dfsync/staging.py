@@ -436,6 +436,13 @@ class Staging:
         if dataset_failures is None:
             return
         sending = "_action IN ('insert','update')"
+        if self.changed_only and not self.dataset_rids:
+            # read in place without row ids: evaluate_staged asks again with exact ids as soon as a
+            # dataset-level check lists failing rows, so there are none to quarantine here
+            listed = self.con.execute(f"SELECT count(*) FROM {dataset_failures}").fetchall()[0][0]
+            if listed:
+                raise RuntimeError("dataset-level check failures listed without row ids")
+            return
         if self.changed_only:
             on = " AND ".join(f"t.{quote(k)} = d.{quote(k)}" for k in self.key)
             self.con.execute(

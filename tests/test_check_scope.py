@@ -255,3 +255,25 @@ def test_dataset_checks_read_a_file_source_in_place_and_still_name_failing_rows(
     _sums(run.counts)
     assert run.records(status="invalid")["id"].to_list() == [5]
     assert run.validation().filter(pl.col("kind") == "unique")["unexpected_count"].item() == 2
+
+
+def test_a_file_re_sync_with_row_failures_and_passing_dataset_checks(tmp_path):
+    """Dataset checks read a file in place (no row ids) and pass while a row-level check fails:
+    the failing rows are quarantined, the rows that passed every check before stay unchanged
+    (this failed with a catalog error on the second run)."""
+    src = tmp_path / "a.parquet"
+    df = pl.DataFrame({"id": range(1000), "v": [i % 7 for i in range(1000)]})
+    df.write_parquet(src)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("f", source=dfsync.sources.files(str(src)), primary_key="id", on_invalid="skip",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t"),
+                          destination_mode="mirror", checks=[dc.unique("id"), dc.between("v", 0, 5)])
+    first = sync.run(progress=False)
+    assert first.status == "success" and first.counts["invalid"] == 142
+    df.with_columns(v=pl.when(pl.col("id") < 3).then(9).otherwise(pl.col("v"))).write_parquet(src)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    _sums(run.counts)
+    assert (run.counts["invalid"], run.counts["unchanged"], run.counts["sent"]) == (145, 855, 0)
+    assert {0, 1, 2} <= set(run.records(status="invalid")["id"].to_list())
+    assert len(_dest(tmp_path)) == 858
