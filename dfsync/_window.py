@@ -65,7 +65,10 @@ def check_window(field: str, dtype: pl.DataType, lookback: Any, initial_cursor: 
                                   f"lookback is a positive number of cursor units (e.g. lookback=1000)")
             out["lookback"] = {"amount": lookback}
         else:
-            raise ConfigError(f"lookback= needs a date, time or numeric cursor; {field!r} is {dtype}")
+            hint = (f" (text, as CSV and NDJSON files hold dates): read it as one, e.g. sources.files(..., "
+                    f"schema_overrides={{{field!r}: pl.Datetime('us', 'UTC')}}), or CAST it in a query source"
+                    if dtype == pl.String else "")
+            raise ConfigError(f"lookback= needs a date, time or numeric cursor; {field!r} is {dtype}{hint}")
     if initial_cursor is not None:
         value = _initial_value(field, dtype, kind, initial_cursor)
         out["initial_cursor"] = cursor_to_json(value)

