@@ -90,6 +90,33 @@ def test_upsert_update_insert_mirror(tmp_path):
     assert {"run": "s#1/3", "batch": 1, "fresh": False, "not_delivered": [[9]]} in meta
 
 
+def test_a_new_table_is_created_by_the_runs_first_commit(tmp_path):
+    path = tmp_path / "t"
+    dest = dfsync.destinations.delta(str(path))
+    with dest.open(ctx("mirror")) as s:
+        s.prepare(batch(1, id=[1], name=["a"]).data.schema)
+        assert not deltalake.DeltaTable.is_deltatable(str(path))  # no commit before the first batch
+        s.write(batch(1, id=[1, 2], name=["a", "b"]))
+        s.finish()
+    table = deltalake.DeltaTable(str(path))
+    assert table.version() == 0 and table.transaction_version("dfsync:s#1/1") == 1
+    assert read(path).to_dict(as_series=False) == {"id": [1, 2], "name": ["a", "b"]}
+    # a run that sends nothing to a new table leaves it created, empty, with the records' columns
+    empty = tmp_path / "e"
+    with dfsync.destinations.delta(str(empty)).open(ctx("upsert")) as s:
+        s.prepare(pa.schema([("id", pa.int64()), ("when", pa.timestamp("ns", "Europe/Paris")),
+                             (ACTION_COLUMN, pa.string())]))
+        s.finish()
+    assert pl.read_delta(str(empty)).schema == {"id": pl.Int64, "when": pl.Datetime("us", "UTC")}
+    # changes to rows of a table removed since: merged into a new one (deletes and updates of rows
+    # it lacks as a MERGE does, never appended blindly)
+    import shutil
+
+    shutil.rmtree(path)
+    write_all(dest, ctx("mirror", 2), batch(1, ["delete", "update", "insert"], id=[1, 2, 3], name=["x", "y", "z"]))
+    assert read(path).to_dict(as_series=False) == {"id": [2, 3], "name": ["y", "z"]}
+
+
 def test_update_mode_needs_the_table(tmp_path):
     dest = dfsync.destinations.delta(str(tmp_path / "nope"))
     with dest.open(ctx("update")) as s, pytest.raises(DestinationError, match="no Delta table.*upsert"):

@@ -19,7 +19,7 @@ from dfsync._arrow import bool_array, int64_copy, int_array, string_array, strin
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "parquet", "sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["duckdb", "parquet", "sqlite", "postgres", "delta"])
 def test_a_run_does_not_import_pandas(tmp_path, kind, request):
     """pyarrow imports pandas on its first look at a Python value (0.3 s, most of a small
     run), and ADBC's DB-API module imports pyarrow.dataset and pandas (0.5-1.0 s): a sync of
@@ -37,7 +37,8 @@ def test_a_run_does_not_import_pandas(tmp_path, kind, request):
         dest = {{"duckdb": lambda: dfsync.destinations.duckdb({str(tmp_path / 'd.duckdb')!r}, table="t"),
                  "parquet": lambda: dfsync.destinations.parquet({str(tmp_path / 'out')!r}),
                  "sqlite": lambda: dfsync.destinations.sqlite({str(tmp_path / 'd.sqlite')!r}, table="t"),
-                 "postgres": lambda: dfsync.destinations.postgres({uri!r}, table="t")}}[{kind!r}]()
+                 "postgres": lambda: dfsync.destinations.postgres({uri!r}, table="t"),
+                 "delta": lambda: dfsync.destinations.delta({str(tmp_path / 'lake')!r})}}[{kind!r}]()
         sync = ws.create_sync("s", source=dfsync.sources.files({str(src)!r}), destination=dest,
                               primary_key="id", destination_mode="mirror")
         first = sync.run(progress=False)

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from .._arrow import bool_array
 from .._schema import plan_table
 from .._secrets import resolve_secret
 from ..errors import (
@@ -246,13 +246,11 @@ class DeltaSession(DestinationSession):
             if self.ctx.mode == DestinationMode.UPDATE:
                 raise DestinationError(f"there is no Delta table at {self.uri}; update mode only changes rows "
                                        f"that exist. Create the table first, or use destination_mode='upsert'.")
-            from deltalake import write_deltalake
-
-            write_deltalake(self.uri, target.empty_table(), partition_by=self.destination.partition_by,
-                            mode="append", storage_options=self.opts)
-            dt = self._table()
-        else:
-            self._fit(dt, records)
+            # the run's first commit creates the table (a run sending nothing creates it empty at
+            # its end): no commit of its own, and no table a run that fails before sending leaves behind
+            self.target_schema, self.fresh = target, True
+            return
+        self._fit(dt, records)
         have = pa.schema(dt.schema().to_arrow())
         self.target_schema = have
         self.not_null = [f.name for f in have if not f.nullable and f.name in self.columns]
@@ -284,6 +282,12 @@ class DeltaSession(DestinationSession):
                             partition_by=dt.metadata().partition_columns or None)
         if plan.add or plan.widen:
             self._dt = None
+
+    def _create_empty(self) -> None:
+        from deltalake import write_deltalake
+
+        write_deltalake(self.uri, pa.Table.from_batches([], schema=self.target_schema), mode="append",
+                        partition_by=self.destination.partition_by, storage_options=self.opts)
 
     # ---------------------------------------------------------------- ledger
     def committed_batches(self) -> dict[int, list[list[Any]]]:
@@ -331,8 +335,8 @@ class DeltaSession(DestinationSession):
 
     def _write(self, batch: WriteBatch) -> BatchResult:
         dt = self._table()
-        done = self._run_commits(dt).get(batch.batch_no) if dt.transaction_version(self.app_id) is not None \
-            and dt.transaction_version(self.app_id) >= batch.batch_no else None
+        top = dt.transaction_version(self.app_id) if dt is not None else None
+        done = self._run_commits(dt).get(batch.batch_no) if top is not None and top >= batch.batch_no else None
         if done is not None:  # committed before a crash or a lost answer: never twice
             return self._from_ledger(batch.data, done.get("not_delivered") or [])
         data = self._conform(batch.records()).append_column(ACTION_COLUMN, batch.data.column(ACTION_COLUMN))
@@ -350,7 +354,7 @@ class DeltaSession(DestinationSession):
         if out:
             mask = np.ones(data.num_rows, dtype=bool)
             mask[list(out)] = False
-            keep = data.filter(pa.array(mask))
+            keep = data.filter(bool_array(mask))
         pk = self.ctx.primary_key
         nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(out)]
         props = self._commit_props(batch.batch_no, {"batch": batch.batch_no, "fresh": self.fresh, "not_delivered": nd})
@@ -370,12 +374,13 @@ class DeltaSession(DestinationSession):
         import polars as pl
 
         pk = list(self.ctx.primary_key)
-        if data.num_rows == 0:
-            return np.zeros(0, dtype=bool)
-        first = data.column(pk[0])
-        found = dt.to_pyarrow_dataset().to_table(columns=pk, filter=pc.field(pk[0]).isin(first.drop_null().combine_chunks()))
+        if data.num_rows == 0 or dt is None:
+            return np.zeros(data.num_rows, dtype=bool)
         batch_keys = pl.from_arrow(data.select(pk)).with_row_index("_i")  # type: ignore[union-attr]
-        there = pl.from_arrow(found.cast(data.select(pk).schema)).unique()  # type: ignore[union-attr]
+        first = batch_keys[pk[0]].drop_nulls().unique()
+        # polars reads the table (not pyarrow.dataset, whose import pulls in pandas: 0.3 s a process)
+        there = (pl.scan_delta(dt).select(pk).filter(pl.col(pk[0]).is_in(first.implode()))
+                 .cast({k: batch_keys.schema[k] for k in pk}).unique().collect())
         hit = batch_keys.join(there, on=pk, how="semi")["_i"].to_numpy()
         out = np.zeros(data.num_rows, dtype=bool)
         out[hit] = True
@@ -387,6 +392,13 @@ class DeltaSession(DestinationSession):
         actions = batch_actions(data)
         mode = self.ctx.mode
         records = data.select(self.columns)
+        if dt is None and actions <= {"insert"}:  # the run's first commit creates the table
+            write_deltalake(self.uri, records.cast(self.target_schema), partition_by=self.destination.partition_by,
+                            mode="append", storage_options=self.opts, commit_properties=props)
+            return
+        if dt is None:  # changes to rows of a table that is gone: merged into a new, empty one
+            self._create_empty()
+            dt = self._table()
         if self.fresh and actions <= {"insert"} and mode != DestinationMode.UPDATE and not self.ctx.requeried:
             # a table that was empty when the run began: new keys cannot collide
             write_deltalake(dt, records, mode="append", commit_properties=props)
@@ -438,15 +450,19 @@ class DeltaSession(DestinationSession):
 
     def finish(self) -> None:
         if not self.ctx.mode.rewrites:
+            if self._table() is None:  # nothing was sent to a new table: it is created empty
+                self._create_empty()
             return
-        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
         from deltalake import write_deltalake
 
         dt = self._table()
         if dt is None or dt.transaction_version(self.app_id) is None:
             files = [os.path.join(self.parts, f"batch-{b:08d}.parquet") for b in self._parts()] if self.parts else []
-            data = ds.dataset(files, schema=self.target_schema, format="parquet").to_table() if files \
-                else self.target_schema.empty_table()
+            schema = self.target_schema
+            # streamed from the parts, one record batch at a time, into the overwrite commit
+            data = pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for f in files
+                                                              for b in pq.ParquetFile(f).iter_batches()))
             write_deltalake(self.uri, data, mode="overwrite", schema_mode="overwrite",
                             partition_by=self.destination.partition_by, storage_options=self.opts,
                             commit_properties=self._commit_props(0, {"replace": True}))
