@@ -4,7 +4,8 @@
 
 Each batch is one Delta commit: ``insert``/``upsert``/``update``/``mirror`` go through a
 MERGE on the sync's key (a table that was empty when the run began takes new rows as a
-plain append), ``replace`` writes the run's batches aside (``<path>/_dfsync/<run>/``, which
+plain append; a new table is created by the run's first commit, or empty at the end of a run
+that sent nothing), ``replace`` writes the run's batches aside (``<path>/_dfsync/<run>/``, which
 Delta readers ignore) and swaps the table's contents in one overwrite commit at the end:
 readers see the old rows or the new ones, never a mix.
 
