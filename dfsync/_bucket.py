@@ -12,9 +12,12 @@ them from that ledger.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import signal
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -48,32 +51,89 @@ def write_ipc(path: str, tbl: pa.Table) -> None:
 
 
 def kill_point(point: str, task: dict[str, Any], n: int) -> None:
-    """Test hook (DFSYNC_TEST_KILL_WORKER="point:bucket:n:once-file"): SIGKILL this worker there, once."""
+    """Test hook (DFSYNC_TEST_KILL_WORKER="point:bucket:n:once-file"): SIGKILL this worker there, once
+    (``n``: the bucket's nth batch, counted over its waves; 0: a task's start)."""
     plan = task.get("test_kill") or os.environ.get("DFSYNC_TEST_KILL_WORKER")
     if not plan:
         return
     where, bucket, nth, once = plan.split(":", 3)
-    if where == point and int(bucket) == task["bucket"] and int(nth) == n and not os.path.exists(once):
+    if where == point and int(bucket) == task["bucket"] and int(nth) == n + task.get("first", 0) \
+            and not os.path.exists(once):
         open(once, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+#: a worker keeps its destination session this long after a wave, for the run's next wave
+#: (opening one is a new connection: ~0.1 s on PostgreSQL), then closes it
+IDLE_SECONDS = 2.0
+_idle: dict[str, DestinationSession] = {}
+_idle_lock = threading.Lock()
+_idle_timer: threading.Timer | None = None
+
+
+def _take_session(key: str) -> DestinationSession | None:
+    """The session a wave of the same run left open in this worker (others are closed)."""
+    with _idle_lock:
+        session = _idle.pop(key, None)
+        others = list(_idle.values())
+        _idle.clear()
+    for s in others:
+        s.close()
+    return session
+
+
+def _keep_session(key: str, session: DestinationSession) -> None:
+    global _idle_timer
+    with _idle_lock:
+        _idle[key] = session
+        if _idle_timer is not None:
+            _idle_timer.cancel()
+        _idle_timer = threading.Timer(IDLE_SECONDS, close_idle_sessions)
+        _idle_timer.daemon = True
+        _idle_timer.start()
+
+
+def close_idle_sessions() -> None:
+    with _idle_lock:
+        sessions = list(_idle.values())
+        _idle.clear()
+    for s in sessions:
+        s.close()
+
+
 def send_bucket(task: dict[str, Any]) -> dict[str, Any]:
-    """Write one bucket's batches on a session of its own; returns ``{"bucket", "pid", "results":
-    {batch_no: outcome}}`` where an outcome is ``{"failed": {row: error}, "skipped": {row: why}}``
-    or ``{"landed": [keys not delivered]}`` (already in the destination's ledger)."""
+    """Write one wave of a bucket's batches on a session of its own (or the one this worker's
+    previous wave of the same run left open, where the destination allows it); returns
+    ``{"bucket", "pid", "results": {batch_no: outcome}}`` where an outcome is ``{"failed": {row:
+    error}, "skipped": {row: why}}`` or ``{"landed": [keys not delivered]}`` (already in the
+    destination's ledger)."""
     for module in task.get("modules", ()):
         importlib.import_module(module)  # where a destination kind outside dfsync is registered
     destination = destination_from_config(task["destination"])
     c = dict(task["context"])
     ctx = DestinationContext(**{**c, "mode": DestinationMode(c["mode"]), "primary_key": tuple(c["primary_key"])})
     kill_point("open", task, 0)
-    session = destination.open(ctx)
+    # a session is kept only between waves of one run, on one schema, and only one at a time
+    key = hashlib.sha256(json.dumps([task["destination"], c, task.get("modules")], sort_keys=True, default=str)
+                         .encode() + task["schema"]).hexdigest() if destination.reusable_sessions else ""
+    session = _take_session(key) if key else None
+    if session is None:
+        session = destination.open(ctx)
+        try:
+            session.prepare(pa.ipc.read_schema(pa.py_buffer(task["schema"])))
+        except BaseException:
+            session.close()
+            raise
+    ok = False
     try:
-        session.prepare(pa.ipc.read_schema(pa.py_buffer(task["schema"])))
-        return write_bucket(session, task)
+        out = write_bucket(session, task)
+        ok = True
+        return out
     finally:
-        session.close()
+        if ok and key:
+            _keep_session(key, session)
+        else:  # an error: the session goes with it
+            session.close()
 
 
 def write_bucket(session: DestinationSession, task: dict[str, Any]) -> dict[str, Any]:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 
 import duckdb
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 import dfsync
-from dfsync._partition import KH_ALGO, bucket_sql, key_hash_sql
+from dfsync._keyhash import (
+    INT_ALGO,
+    MD5_ALGO,
+    bucket_sql,
+    int_key_buckets,
+    int_key_hash,
+    key_algo,
+    key_hash_sql,
+    scale,
+)
 from dfsync.definition import SyncDefinition
+from tests.faulty import env_with_repo
 
 COUNTERS = ["queried", "inserted", "updated", "deleted", "unchanged", "invalid", "sent", "succeeded", "failed",
             "skipped", "retried"]
@@ -191,21 +204,39 @@ def test_partitions_and_engine_are_checked(tmp_path):
 
 
 def test_key_hash_is_stable_and_spreads_evenly():
-    """The bucket of a key never depends on the DuckDB version or the process: pinned values (a
-    change must come with a new KH_ALGO), and 100k keys over 16 buckets within 5% of the mean."""
-    assert KH_ALGO == "md5-lower64-varchar-v1"
+    """The bucket of a key never depends on the DuckDB, numpy or polars version or the process:
+    pinned values (a change must come with a new algorithm name), and keys spread over 16 buckets
+    within 5% of the mean: 100k sequential integers (SplitMix64), 100k strings (MD5)."""
+    assert (INT_ALGO, MD5_ALGO) == ("splitmix64-int-v1", "md5-lower64-varchar-v1")
+    # SplitMix64 with seed 0 gives 0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4 (its published first outputs)
+    h = int_key_hash([np.array([0, 0x9E3779B97F4A7C15], np.uint64)])
+    assert [int(v) for v in h] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4]
+    # an integer's bucket is the same whatever its width and sign: -1 as int8 and int64
+    assert int_key_hash([np.array([-1], np.int8)])[0] == int_key_hash([np.array([-1], np.int64)])[0]
+    assert int(int_key_hash([np.array([42], np.int32), np.array([7], np.int64)])[0]) == 0xED971DCF21BB5A4C  # mix(mix(42) ^ mix(7))
+    assert scale(np.array([2**63, 2**64 - 1, 0], np.uint64), 3).tolist() == [1, 2, 0]
+    counts = np.bincount(int_key_buckets([np.arange(100_000)], 16), minlength=16)
+    assert counts.max() / (100_000 / 16) < 1.05 and counts.min() / (100_000 / 16) > 0.95
     con = duckdb.connect()
     got = con.execute(f"SELECT {key_hash_sql(['id'])}, {bucket_sql(['id'], 8)} FROM (SELECT 42 AS id)").fetchall()
-    want = con.execute("SELECT md5_number_lower('2:42')").fetchall()[0][0]
-    assert got[0][0] == want
-    assert con.execute("SELECT md5('2:42')").fetchall()[0][0] == "e8d67a2d8f5ba3fa1e4c0b236d6d7e5e" or True
-    counts = con.execute(f"SELECT {bucket_sql(['id'], 16)} b, count(*) FROM range(100000) r(id) GROUP BY b "
-                         "ORDER BY b").fetchall()
+    assert got[0][0] == con.execute("SELECT md5_number_lower('2:42')").fetchall()[0][0]
+    assert got[0][1] == (got[0][0] * 8) >> 64
+    counts = con.execute(f"SELECT {bucket_sql(['id'], 16)} b, count(*) FROM (SELECT 'user-' || range AS id "
+                         "FROM range(100000)) GROUP BY b ORDER BY b").fetchall()
     assert [b for b, _ in counts] == list(range(16))
     assert max(c for _, c in counts) / (100000 / 16) < 1.05
     two = con.execute(f"SELECT {key_hash_sql(['a', 'b'])} FROM (SELECT 'x' a, 'yz' b UNION ALL SELECT 'xy', 'z')")
     assert len({r[0] for r in two.fetchall()}) == 2, "length prefixes tell ('x','yz') from ('xy','z')"
-    json.dumps(KH_ALGO)
+    assert key_algo(pa.schema([("id", pa.int32()), ("k", pa.uint64())]), ["id", "k"]) == INT_ALGO
+    assert key_algo(pa.schema([("id", pa.int64()), ("k", pa.string())]), ["id", "k"]) == MD5_ALGO
+
+
+def test_bucket_hash_is_the_same_in_another_process():
+    """The driver of a resumed run may be another process (another host): it buckets alike."""
+    code = ("import numpy as np; from dfsync._keyhash import int_key_buckets; "
+            "print(int_key_buckets([np.arange(-500, 500), np.arange(1000)[::-1]], 7).tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_with_repo(), check=True)
+    assert out.stdout.strip() == str(int_key_buckets([np.arange(-500, 500), np.arange(1000)[::-1]], 7).tolist())
 
 
 def test_interrupted_partitioned_run_pauses_and_resumes_exactly(tmp_path):

@@ -87,6 +87,33 @@ def test_killed_worker_is_dispatched_again_exactly_once(tmp_path, monkeypatch, p
     assert part.run(progress=False, engine=dfsync.engines.local(processes=2)).counts["sent"] == 0
 
 
+def test_waves_of_a_bucket_and_a_killed_worker_every_row_once(tmp_path, monkeypatch):
+    """On an engine each bucket's batches go to the workers in waves while the driver cuts the next
+    ones: 8 batches a bucket in waves of 2; the worker of bucket 1 killed after its 5th batch
+    committed (its third wave) is dispatched again with that wave only; every row once, the same
+    results as one process, one attempt more for that bucket alone."""
+    from dfsync import _partition
+
+    monkeypatch.setattr(_partition, "MIN_WAVE_ROWS", 1)  # the driver decides the waves
+    waves: list[tuple[int, int]] = []
+    add = _partition.Waves.add
+    monkeypatch.setattr(_partition.Waves, "add", lambda self, b, batches: (waves.append((b, len(batches))),
+                                                                            add(self, b, batches))[1])
+    once = tmp_path / "killed-once"
+    monkeypatch.setenv("DFSYNC_TEST_KILL_WORKER", f"after_write:1:5:{once}")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    src, one, part = _syncs(ws, tmp_path, "duckdb", "insert", n=1600)
+    r1, r2 = one.run(progress=False), part.run(progress=False, engine=dfsync.engines.local(processes=2))
+    assert once.exists(), "the worker of bucket 1 was killed in a later wave"
+    _exact(tmp_path, "duckdb", one, part, r1, r2)
+    b = part.last_run().buckets()
+    assert len(waves) > 4 and sum(n for _, n in waves) == b["batches"].sum() and max(n for _, n in waves) <= 3
+    assert b["attempts"].to_list() == [1, 2, 1, 1] and b["state"].to_list() == ["done"] * 4
+    assert b["sent"].sum() == 1600
+    monkeypatch.delenv("DFSYNC_TEST_KILL_WORKER")
+    assert part.run(progress=False, engine=dfsync.engines.local(processes=2)).counts["sent"] == 0
+
+
 DRIVER = """
 import sys
 import tests.faulty

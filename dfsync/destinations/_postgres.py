@@ -99,6 +99,7 @@ class PostgresDestination(ServerDestination):
 
     kind = "postgres"
     max_name = (63, "bytes")
+    reusable_sessions = True
     #: the finest time unit its timestamp/interval columns keep
     time_unit = "us"
 

@@ -185,6 +185,9 @@ class Destination(ABC):
     default_batch_size: ClassVar[int] = 100_000
     #: one writer at a time (a database file): a partitioned run's buckets write it one after another
     one_writer: ClassVar[bool] = False
+    #: a partitioned run's worker may keep a session open between two waves of one run's batches
+    #: (every operation of the session commits: an idle one holds no lock)
+    reusable_sessions: ClassVar[bool] = False
 
     @property
     def literal_secret(self) -> bool:
