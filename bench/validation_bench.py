@@ -133,7 +133,22 @@ def instrument() -> None:
     profiled(staging.Staging, "dataset_view", "dataset view")
     profiled(_checks_sql.DistinctTest, "all_distinct", "unique: hash test (64-bit hashes, polars)")
     profiled(_checks_sql.Compiled, "prepare", "unique: hash test + exact GROUP BY if needed")
+    proofs = getattr(_checks_sql, "Proofs", None)
+    if proofs is not None:  # count the hash tests an earlier proof answered (no sort)
+        holds = proofs.holds
+
+        def counted(self, *a, **kw):
+            found = holds(self, *a, **kw)
+            acc = PROFILE.setdefault("unique: hashes an earlier proof holds for (no sort; calls = such tests)",
+                                     [0.0, 0.0, 0])
+            acc[2] += bool(found)
+            return found
+
+        proofs.holds = counted
     profiled(evaluation, "_run_sql_checks", "compiled checks (prepare + aggregate scan + failing rows)")
+    if hasattr(evaluation, "_scan_counts"):
+        profiled(evaluation, "_scan_counts", "scan of counts and aggregates (distinct count apart)")
+    profiled(_checks_sql.DistinctTest, "start", "unique: hashes read (then sorted, unless a proof holds)")
     profiled(checks, "evaluate_staged", "whole check phase (evaluate_staged)")
 
 

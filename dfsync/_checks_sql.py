@@ -230,27 +230,44 @@ class DistinctTest:
     empty: str  # CREATE of the (empty) table of repeated values
     values: int | None = None  # rows with no missing value, once counted
     _sorting: Any = None  # the background sorts of the two halves, once started
+    _hashes: Any = None  # (key, the hashes in order) until the test ends (kept by PROOFS when distinct)
 
     def start(self, con: Any) -> None:
-        """Read the hashes and start sorting them on two threads (polars lets go of the GIL)."""
+        """Read the hashes (in the relation's order) and, unless they are the ones a test of this
+        process proved distinct before, start sorting them on two threads (polars lets go of the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
         import polars as pl
 
-        halves: tuple[list, list] = ([], [])
+        parts: list = []
         n = 0
-        reader = con.sql(self.hashes).to_arrow_reader(1_000_000)
-        for rb in reader:
-            n += rb.num_rows
-            if n > HASH_ROWS:  # past the memory the hashes may take: group the values instead
-                reader.close()
-                self._sorting = []  # values stays None: not proved
-                return
-            h = pl.Series(rb.column(0))
+        ordered = _setting(con, "preserve_insertion_order")
+        if ordered is False:  # the same rows give the same hashes in the same order (see PROOFS)
+            _run(con, "SET preserve_insertion_order = true")
+        try:
+            reader = con.sql(self.hashes).to_arrow_reader(1_000_000)
+            for rb in reader:
+                n += rb.num_rows
+                if n > HASH_ROWS:  # past the memory the hashes may take: group the values instead
+                    reader.close()
+                    self._sorting = []  # values stays None: not proved
+                    return
+                parts.append(pl.Series(rb.column(0)))
+        finally:
+            if ordered is False:
+                _run(con, "SET preserve_insertion_order = false")
+        self.values = n
+        key = (self.hashes, _views(con))
+        hashes = pl.concat(parts, rechunk=False) if parts else pl.Series([], dtype=pl.UInt64)
+        if PROOFS.holds(key, hashes):
+            self._sorting = []  # every hash where a proof found it: distinct, nothing to sort
+            return
+        self._hashes = (key, hashes)
+        halves: tuple[list, list] = ([], [])
+        for h in parts:
             high = h >= 1 << 63
             halves[0].append(h.filter(~high))
             halves[1].append(h.filter(high))
-        self.values = n
         pool = ThreadPoolExecutor(2, thread_name_prefix="dfsync-unique")
         self._sorting = [pool.submit(_repeats, half) for half in halves]
         pool.shutdown(wait=False)  # the threads end with their sort
@@ -260,7 +277,66 @@ class DistinctTest:
             self.start(con)
         sorting, self._sorting = self._sorting, None
         repeats = [f.result() for f in sorting]  # every sort ends before this returns
-        return self.values is not None and not any(repeats)
+        hashes, self._hashes = self._hashes, None
+        distinct = self.values is not None and not any(repeats)
+        if distinct and hashes is not None:
+            PROOFS.keep(*hashes)
+        return distinct
+
+
+class Proofs:
+    """The hashes of the last uniqueness tests this process proved distinct, by their query
+    (least recently used first out, at most ``limit`` bytes in all).
+
+    A later test whose hashes equal a kept array value for value, in the same order, is proved
+    by it: the kept hashes are pairwise distinct, so the new ones are, so are their values
+    (equal values hash equal). Exact whatever the key: the key only says which array to
+    compare against. A re-sync whose checked column did not change (the 1% that changed were
+    other columns) then skips the sort of its hashes: 0.2 CPU-s of 10M (bench/RESULTS.md,
+    issue 17). The hashes are read in the relation's order (preserve_insertion_order) so the
+    same rows give the same array."""
+
+    def __init__(self, limit: int) -> None:
+        from collections import OrderedDict
+
+        self.limit = limit
+        self._kept: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def holds(self, key: Any, hashes: Any) -> bool:
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+        return kept is not None and len(kept) == len(hashes) and kept.equals(hashes, check_names=False)
+
+    def keep(self, key: Any, hashes: Any) -> None:
+        size = 8 * len(hashes)
+        with self._lock:
+            self._kept.pop(key, None)
+            if size > self.limit:
+                return
+            while self._kept and size + sum(8 * len(h) for h in self._kept.values()) > self.limit:
+                self._kept.popitem(last=False)
+            self._kept[key] = hashes
+
+
+#: bytes of proved hashes a process keeps: 32M values (a 10M-row check keeps 80 MB)
+PROOFS = Proofs(256 << 20)
+
+
+def _setting(con: Any, name: str) -> Any:
+    return con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0]
+
+
+_GENERATED = re.compile(r"_[0-9a-f]{12,}(_[0-9]+)?\b")  # relation names DuckDB makes up (unnamed_relation_77dc...)
+
+
+def _views(con: Any) -> tuple:
+    """The definitions of the connection's own views (which data a relation reads), without
+    the names DuckDB makes up for each connection."""
+    return tuple(_GENERATED.sub("_", r[0]) for r in con.execute(
+        "SELECT sql FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall())
 
 
 def _repeats(parts: list) -> bool:

@@ -220,6 +220,58 @@ def test_hash_test_finds_a_repeat_in_either_half(hashes, distinct):
     assert test.values == len(hashes)
 
 
+def test_a_proof_of_distinct_hashes_is_reused_only_for_the_same_hashes_in_the_same_order(monkeypatch):
+    """A uniqueness test whose hashes equal, value for value and in order, hashes this process
+    proved distinct before needs no sort; any other hashes (a value changed into a repeat or a
+    new value, a row added, rows in another order) are tested in full, and the results stay exact."""
+    from dfsync import _checks_sql
+
+    monkeypatch.setattr(_checks_sql, "PROOFS", _checks_sql.Proofs(1 << 20))
+    sorts = []
+    repeats = _checks_sql._repeats
+    monkeypatch.setattr(_checks_sql, "_repeats", lambda parts: sorts.append(1) or repeats(parts))
+    con = duckdb.connect(config={"preserve_insertion_order": "false"})  # as staging's connection
+    con.execute("CREATE TABLE t AS SELECT range AS _rid, 'v' || range AS v FROM range(3000)")
+    con.execute("CREATE VIEW rows AS SELECT * FROM t")
+
+    def outcome() -> tuple:
+        sorts.clear()
+        ev = dc.evaluate(con, "rows", [dc.unique("v")])
+        r = ev.results[0]
+        failing = [x[0] for x in con.execute(f"SELECT _rid FROM {ev.failures_table} ORDER BY 1").fetchall()]
+        return r["success"], r["unexpected_count"], failing, bool(sorts)
+
+    assert outcome() == (True, 0, [], True)  # proved by sorting
+    assert outcome() == (True, 0, [], False)  # the same hashes: the proof holds
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0] is False
+    con.execute("UPDATE t SET v = 'v7' WHERE _rid = 2000")  # a repeat where a distinct value was
+    assert outcome() == (False, 2, [7, 2000], True)
+    con.execute("UPDATE t SET v = 'new' WHERE _rid = 2000")  # a value no other row has
+    assert outcome() == (True, 0, [], True)
+    assert outcome() == (True, 0, [], False)
+    con.execute("INSERT INTO t VALUES (3000, 'v5')")  # the same hashes and one more: a repeat
+    assert outcome() == (False, 2, [5, 3000], True)
+    con.execute("DELETE FROM t WHERE _rid = 3000")
+    assert outcome() == (True, 0, [], False)  # the kept proof is the last one made
+    con.execute("CREATE OR REPLACE VIEW rows AS SELECT * FROM t ORDER BY _rid DESC")  # other order, other views
+    assert outcome() == (True, 0, [], True)
+
+
+def test_proofs_keep_at_most_their_bytes_and_drop_the_least_recently_used():
+    from dfsync import _checks_sql
+
+    proofs = _checks_sql.Proofs(8 * 25)
+    arrays = {k: pl.Series(range(10 * k, 10 * k + 10), dtype=pl.UInt64) for k in range(3)}
+    proofs.keep("a", arrays[0])
+    proofs.keep("b", arrays[1])
+    assert proofs.holds("a", arrays[0]) and not proofs.holds("a", arrays[1])
+    proofs.keep("c", arrays[2])  # 30 values do not fit 25: "b" (least recently used) goes
+    assert proofs.holds("a", arrays[0]) and proofs.holds("c", arrays[2]) and not proofs.holds("b", arrays[1])
+    proofs.keep("d", pl.Series(range(26), dtype=pl.UInt64))  # larger than all: not kept
+    assert not proofs.holds("d", pl.Series(range(26), dtype=pl.UInt64)) and proofs.holds("a", arrays[0])
+    assert not proofs.holds("a", arrays[0].head(9))
+
+
 def test_default_names_are_made_unique_and_explicit_duplicates_refused():
     names = [c.name for c in dc.normalize_checks([dc.not_null("a"), dc.not_null("a"), dc.not_null("a")])]
     assert names == ["a not_null", "a not_null (2)", "a not_null (3)"]

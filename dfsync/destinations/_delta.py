@@ -410,7 +410,10 @@ class DeltaSession(DestinationSession):
         on = " AND ".join(f"t.{col(k)} = s.{col(k)}" for k in self.ctx.primary_key)
         values = {col(c): f"s.{col(c)}" for c in self.columns}
         act = f"s.{col(ACTION_COLUMN)}"
-        merger = dt.merge(data, on, source_alias="s", target_alias="t", commit_properties=props)
+        # the batch is in memory already: not streamed, so delta-rs derives a predicate from the
+        # batch's key range and skips the table's files outside it (streamed_exec=True, its
+        # default, scans every file; a change set in one key range merged in 0.45 vs 0.75 CPU-s)
+        merger = dt.merge(data, on, source_alias="s", target_alias="t", streamed_exec=False, commit_properties=props)
         if mode.sends_deletes and "delete" in actions:
             merger = merger.when_matched_delete(f"{act} = 'delete'")
         if mode in (DestinationMode.UPSERT, DestinationMode.MIRROR, DestinationMode.UPDATE):
