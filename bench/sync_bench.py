@@ -15,6 +15,9 @@ first load, the 1%-changed re-sync and peak RSS of both, with the ratios issue 2
     python bench/sync_bench.py --rows 10_000_000 --batch-size 100000 --workspace postgresql \
         --pg-setting shared_buffers=2GB --resyncs 4
 
+``--code DIR`` (repeatable) adds the PostgreSQL workspace with the dfsync of another checkout
+(e.g. ``git archive main dfsync | tar -x -C /tmp/before``): before and after in one run.
+
 Each measurement runs in its own subprocess so its peak RSS is its own. Prints seconds,
 rows/s, peak RSS and the ratio to the reference measured in the same run.
 """
@@ -95,7 +98,7 @@ def step_reference(work: str, v1: str) -> dict:
 
 def step_sync(work: str, source: str, mode: str, batch_size: int, skip_unchanged: bool = True,
               workspace: str | None = None, dest_uri: str | None = None) -> dict:
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.environ.get("DFSYNC_BENCH_CODE") or ROOT)  # --code: another checkout's dfsync
     import dfsync
 
     ws = dfsync.Workspace(workspace or os.path.join(work, "ws.duckdb"))
@@ -223,10 +226,12 @@ def _server_cpu() -> float:
     return total
 
 
-def run_child(step: str, **kwargs: object) -> dict:
+def run_child(step: str, code: str | None = None, **kwargs: object) -> dict:
+    """One step in a process of its own (``code``: with the dfsync of that checkout)."""
     cmd = [sys.executable, __file__, "--child", step, "--kwargs", json.dumps(kwargs)]
+    env = dict(os.environ, DFSYNC_BENCH_CODE=code, PYTHONPATH=code) if code else None
     server, before = _server_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         raise SystemExit(f"{step} failed:\n{p.stdout}\n{p.stderr}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -253,6 +258,13 @@ def main() -> None:
     ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
                     help="with --workspace postgresql: a server setting of the throwaway cluster, "
                          "e.g. shared_buffers=2GB (docs/CONCURRENCY.md says what a workspace server wants)")
+    ap.add_argument("--code", action="append", default=[], metavar="DIR",
+                    help="with --workspace: also run the PostgreSQL workspace with the dfsync of this "
+                         "checkout (e.g. a `git archive` of main), side by side: before/after in one run "
+                         "(repeatable)")
+    ap.add_argument("--no-quiesce", action="store_true",
+                    help="with --workspace postgresql: no VACUUM ANALYZE + CHECKPOINT between steps (as before "
+                         "2026-12-06's fourth session: each step then pays for the maintenance the last one left)")
     ap.add_argument("--child", default=None)
     ap.add_argument("--kwargs", default="{}")
     args = ap.parse_args()
@@ -261,6 +273,8 @@ def main() -> None:
         return child(args)
 
     if args.workspace:
+        if args.no_quiesce:
+            _NO_QUIESCE.append(True)
         return compare_workspaces(args)
     base = args.workdir or tempfile.mkdtemp(prefix="dfsync-bench-")
     os.makedirs(base, exist_ok=True)
@@ -342,6 +356,29 @@ def _server_settings(uri: str) -> str:
     return f"PostgreSQL {version}: " + ", ".join(f"{n}={shown[n]}" for n in names if n in shown)
 
 
+#: --no-quiesce
+_NO_QUIESCE: list[bool] = []
+
+
+def _quiesce(uri: str) -> float:
+    """VACUUM ANALYZE every database of the cluster, then CHECKPOINT: the maintenance a step leaves
+    (autovacuum of a 10M-row load, its dirty pages) is done here, not by the next step's server
+    processes while that one is timed. Returns the server CPU seconds it took (the step's own)."""
+    import psycopg
+
+    if _NO_QUIESCE:
+        return 0.0
+    before = _server_cpu()
+    with psycopg.connect(uri, autocommit=True) as con:
+        dbs = [r[0] for r in con.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench_%'").fetchall()]
+    for db in dbs:
+        with psycopg.connect(uri.rsplit("/", 1)[0] + "/" + db, autocommit=True) as con:
+            con.execute("VACUUM ANALYZE")
+    with psycopg.connect(uri, autocommit=True) as con:
+        con.execute("CHECKPOINT")
+    return _server_cpu() - before
+
+
 def _phases(r: dict) -> str:
     d = r["durations"]
     calls = ", ".join(f"{k} {v:.2f}" for k, v in r["store_calls"].items())
@@ -351,6 +388,9 @@ def _phases(r: dict) -> str:
 def compare_workspaces(args: argparse.Namespace) -> None:
     """The same syncs into PostgreSQL, workspace in a DuckDB file vs in the same server (alternating).
 
+    Between steps every database of the cluster is vacuumed and analyzed and a checkpoint taken
+    (its server CPU printed as the step's "then"), so no step's server processes do the autovacuum
+    and page writes the previous step left (a 10M-row load leaves several CPU-s of them).
     ``--rounds``: first load and re-sync, both workspaces, this many times. ``--resyncs N``: after
     the last first load, N more 1%-changed re-syncs alternating the two workspaces (the source
     goes v2 -> v1 -> v2 ...: each step changes 1% of the rows, updates, inserts and deletes).
@@ -365,8 +405,12 @@ def compare_workspaces(args: argparse.Namespace) -> None:
     base = args.workdir or tempfile.mkdtemp(prefix="dfsync-bench-")
     os.makedirs(base, exist_ok=True)
     v1, v2 = os.path.join(base, "v1.parquet"), os.path.join(base, "v2.parquet")
-    firsts: dict[str, list[dict]] = {"duckdb": [], "postgresql": []}
-    resyncs: dict[str, list[dict]] = {"duckdb": [], "postgresql": []}
+    code = {f"pg_code{i + 1}": os.path.abspath(d) for i, d in enumerate(args.code)}
+    kinds = ("duckdb", "postgresql", *code)
+    firsts: dict[str, list[dict]] = {k: [] for k in kinds}
+    resyncs: dict[str, list[dict]] = {k: [] for k in kinds}
+    for kind, d in code.items():
+        print(f"{kind}: the PostgreSQL workspace with the dfsync of {d}", flush=True)
     try:
         print(_server_settings(uri), flush=True)
         if not os.path.exists(v1):
@@ -377,29 +421,34 @@ def compare_workspaces(args: argparse.Namespace) -> None:
             make_v2(v1, v2, args.rows)
         steps: dict[str, dict] = {}
         for rnd in range(args.rounds):
-            for kind in ("duckdb", "postgresql"):
+            for kind in kinds:
                 work = os.path.join(base, f"{kind}-{rnd}")
                 shutil.rmtree(work, ignore_errors=True)
                 os.makedirs(work)
                 dest = _new_database(uri, f"bench_dest_{kind}")
-                ws = _new_database(uri, "bench_ws_" + kind) + "?schema=dfsync" if kind == "postgresql" else None
-                steps[kind] = dict(work=work, batch_size=args.batch_size, workspace=ws, dest_uri=dest)
+                ws = _new_database(uri, "bench_ws_" + kind) + "?schema=dfsync" if kind != "duckdb" else None
+                steps[kind] = dict(work=work, batch_size=args.batch_size, workspace=ws, dest_uri=dest,
+                                   code=code.get(kind))
+                _quiesce(uri)
                 first = run_child("sync", source=v1, mode="upsert", **steps[kind])
+                first["maintenance_cpu"] = _quiesce(uri)
                 changed = run_child("sync", source=v2, mode="mirror", **steps[kind])
+                changed["maintenance_cpu"] = _quiesce(uri)
                 firsts[kind].append(first)
                 resyncs[kind].append(changed)
                 print(f"round {rnd + 1} {kind:<10} first load {first['seconds']:7.2f}s "
                       f"(peak {first['peak_rss_mb']:.0f} MB, CPU-s process {first['client_cpu']:.1f} + server "
-                      f"{first['server_cpu']:.1f}), 1% re-sync {changed['seconds']:6.2f}s "
-                      f"(peak {changed['peak_rss_mb']:.0f} MB)", flush=True)
+                      f"{first['server_cpu']:.1f}, then VACUUM ANALYZE + CHECKPOINT {first['maintenance_cpu']:.1f}), "
+                      f"1% re-sync {changed['seconds']:6.2f}s (peak {changed['peak_rss_mb']:.0f} MB)", flush=True)
         for i in range(args.resyncs):
             source = v1 if i % 2 == 0 else v2  # the last round left v2 delivered
-            for kind in ("duckdb", "postgresql"):
+            for kind in kinds:
                 r = run_child("sync", source=source, mode="mirror", **steps[kind])
+                r["maintenance_cpu"] = _quiesce(uri)
                 resyncs[kind].append(r)
                 print(f"re-sync {i + 1} {kind:<10} -> {os.path.basename(source)} {r['seconds']:6.2f}s "
                       f"(peak {r['peak_rss_mb']:.0f} MB, CPU-s process {r['client_cpu']:.1f} + server "
-                      f"{r['server_cpu']:.1f}): {_phases(r)}", flush=True)
+                      f"{r['server_cpu']:.1f}, then {r['maintenance_cpu']:.1f}): {_phases(r)}", flush=True)
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
@@ -418,10 +467,13 @@ def compare_workspaces(args: argparse.Namespace) -> None:
         print(f"{name:<34} {d:>9.2f}s {p:>9.2f}s {p / d:>6.2f}x {target:>8}")
         d, p = best(runs, "duckdb", "peak_rss_mb"), best(runs, "postgresql", "peak_rss_mb")
         print(f"{'  peak RSS':<34} {d:>8.0f}MB {p:>8.0f}MB {p - d:>+5.0f}MB {'<= +200':>8}")
-    pairs = [p["seconds"] / d["seconds"] for d, p in zip(resyncs["duckdb"], resyncs["postgresql"], strict=True)]
-    print("re-sync ratio per pair (PG ws / DuckDB ws, run one after the other): "
-          + ", ".join(f"{x:.2f}x" for x in pairs) + f"; median {sorted(pairs)[len(pairs) // 2]:.2f}x, worst {max(pairs):.2f}x")
-    for kind in ("duckdb", "postgresql"):
+    for other in kinds[1:]:
+        for runs, name in ((firsts, "first load"), (resyncs, "re-sync")):
+            pairs = [p["seconds"] / d["seconds"] for d, p in zip(runs["duckdb"], runs[other], strict=True)]
+            print(f"{name} ratio per pair ({other} / DuckDB ws, run one after the other): "
+                  + ", ".join(f"{x:.2f}x" for x in pairs)
+                  + f"; median {sorted(pairs)[len(pairs) // 2]:.2f}x, worst {max(pairs):.2f}x")
+    for kind in kinds:
         for runs, name in ((firsts, "first load"), (resyncs, "1% re-sync")):
             r = min(runs[kind], key=lambda r: r["seconds"])
             print(f"  {kind} {name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["durations"].items()))
