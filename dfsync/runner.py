@@ -523,6 +523,7 @@ class Runner:
     # .............................................................. the end
     def _finish(self) -> None:
         defn, store = self.defn, self.store
+        store.transfer_done(self.sync_id, list(defn.primary_key))  # runs beside the destination's finish
         if self.session is not None:
             self.session.finish()
         run = store.run_row(self.run_id)

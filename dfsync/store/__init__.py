@@ -6,7 +6,8 @@ them on a DuckDB file (``_duckdb.py``: syncs, runs, events; ``_delivery.py``: th
 the batch ledger, records and check results; ``_buckets.py``: a partitioned run's buckets; opening the file, leases and the hand-over between
 processes in ``_filelock.py``; the schema in ``_migrations.py``); :class:`PostgresStore` on a schema
 of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnections.py``, ``_pgcon.py``;
-``_pgstatecache.py``: a host's copy of a delivered state, read only while it is the server's).
+``_pgstatecache.py``: a host's copy of a delivered state, read only while it is the server's;
+``_pgkeyindex.py``: a state's key index, built after a first load).
 """
 
 from __future__ import annotations

@@ -314,6 +314,9 @@ class DeliveryOps:
                                "AND to_status = 'querying'", [run_id]).fetchall()[0][0]
 
     # ------------------------------------------------------------------ the end of a run
+    def transfer_done(self, sync_id: int, key: Sequence[str]) -> None:
+        """Nothing to prepare in a DuckDB file (its state has no index to build)."""
+
     def finish_run(self, sync_id: int, run_id: int, key: Sequence[str], *, replace: bool, fp_algo: str,
                    source_snapshot: str | None, merge_cursor: CursorMerge | None, problem: str | None) -> None:
         """A run's end, in one transaction: the versions it superseded are gone (``replace``: every

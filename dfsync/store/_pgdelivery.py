@@ -45,6 +45,7 @@ from .._arrow import int_array
 from .._ident import quote
 from .._pgtypes import arrow_to_pg
 from ._delivery import key_match, rec_table, state_table
+from ._pgkeyindex import STATE_TABLE_OPTIONS
 from ._pgstatecache import StateCache, cacheable, gen, gen_trigger_ddl
 
 __all__ = ["PgDeliveryOps", "duck_to_pg"]
@@ -179,12 +180,13 @@ class PgDeliveryOps:
     # ------------------------------------------------------------------ delivered state
     @staticmethod
     def _state_table_ddl(st: str, key_types: dict[str, str]) -> list[str]:
-        """The state table with the key index (superseded versions, rejected rows are found by key)
-        and two partial indexes that stay small: a batch's updates and deletes, and the rows set
-        aside. A first load's rows go into the key index only."""
+        """The state table with two partial indexes that stay small: a batch's updates and deletes,
+        and the rows set aside. Its key index (superseded versions, rejected rows are found by key)
+        is built once a write needs it (:mod:`dfsync.store._pgkeyindex`): a first load's rows go
+        into no index."""
         cols = ", ".join(f"{quote(k)} {duck_to_pg(t)}" for k, t in key_types.items())
-        return [f"CREATE TABLE {st} ({cols}, _fp bigint, _run bigint, _batch integer, _action text, _ok boolean)",
-                f"CREATE INDEX ON {st} ({', '.join(quote(k) for k in key_types)})",
+        return [f"CREATE TABLE {st} ({cols}, _fp bigint, _run bigint, _batch integer, _action text, _ok boolean) "
+                f"WITH ({STATE_TABLE_OPTIONS})",
                 f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}",
                 f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL", *gen_trigger_ddl(st)]
 

@@ -47,11 +47,12 @@ from ._pgcon import open_connection
 from ._pgconnections import PgConnections
 from ._pgdelivery import PgDeliveryOps
 from ._pgfence import PgFencing
+from ._pgkeyindex import PgKeyIndex
 from ._privileges import PgPrivileges
 
 __all__ = ["PostgresStore"]
 
-class PostgresStore(PgPrivileges, PgFencing, PgConnections, PgDeliveryOps, Store):
+class PostgresStore(PgPrivileges, PgKeyIndex, PgFencing, PgConnections, PgDeliveryOps, Store):
     """All reads and writes of one workspace schema in a PostgreSQL database."""
 
     # ------------------------------------------------------------------ syncs

@@ -270,6 +270,11 @@ class WorkspaceStore(Protocol):
         ...
 
     # ------------------------------------------------------------------ the end of a run
+    def transfer_done(self, sync_id: int, key: Sequence[str]) -> None:
+        """Every batch of the run is confirmed; the destination finishes now, then :meth:`finish_run`
+        (a store may prepare the state meanwhile)."""
+        ...
+
     def finish_run(self, sync_id: int, run_id: int, key: Sequence[str], *, replace: bool, fp_algo: str,
                    source_snapshot: str | None, merge_cursor: Callable[[Any, Any], Any] | None,
                    problem: str | None) -> None:

@@ -1,0 +1,104 @@
+"""The key index of a PostgreSQL workspace's delivered state is built after a first load
+(dfsync/store/_pgkeyindex.py), not kept up to date row by row while it writes.
+
+Real server and destination files; each test checks the catalog (which indexes the state table
+has) and that the rows synced are exact whatever the index's state.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+import tests.faulty  # noqa: F401 - registers the faulty destination
+from tests.faulty import FaultyDestination
+
+pytestmark = pytest.mark.postgres
+
+
+def _indexes(pg_server, uri: str, sync_id: int) -> list[tuple[str, str, bool]]:
+    """(name, definition, valid) of the state table's indexes without a predicate: its key index."""
+    return pg_server.execute(
+        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(%s) AND i.indpred IS NULL",
+        (f"ws.state_{sync_id}",), dbname=uri.rsplit("/", 1)[1])
+
+
+def _frame(n: int, bump: int = 0) -> pl.DataFrame:
+    return pl.DataFrame({"id": list(range(n)), "v": [i * 10 + (bump if i % 3 == 0 else 0) for i in range(n)]})
+
+
+def _dest_rows(path) -> list[tuple[int, int]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+
+
+@pytest.fixture
+def ws(pg_uri, tmp_path):
+    w = dfsync.Workspace(f"{pg_uri}?schema=ws")
+    w.store.state_cache_root = str(tmp_path / "cache")
+    yield w
+    w.close()
+
+
+def test_a_first_load_writes_without_the_key_index_and_ends_with_it(ws, pg_server, pg_uri, tmp_path):
+    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
+    _frame(60).write_parquet(src)
+    inner = dfsync.destinations.duckdb(str(dest), table="t")
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
+                          destination=FaultyDestination(inner, interrupt_after=3),
+                          primary_key="id", destination_mode="mirror", batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.runs()["status"].to_list() == ["paused"]  # three batches delivered, without a key index
+    assert pg_server.execute(f"SELECT count(*) FROM ws.state_{sync.id}", dbname=pg_uri.rsplit("/", 1)[1])[0][0] >= 30
+    assert _indexes(pg_server, pg_uri, sync.id) == []
+    opts = pg_server.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)",
+                             (f"ws.state_{sync.id}",), dbname=pg_uri.rsplit("/", 1)[1])[0][0]
+    assert "autovacuum_vacuum_insert_threshold=-1" in opts
+    assert sync.run(progress=False).status == "success"  # resumed: the rest, then the index
+    [(name, definition, valid)] = _indexes(pg_server, pg_uri, sync.id)
+    assert name == f"state_{sync.id}_key" and definition.endswith("(id)") and valid
+    assert _dest_rows(dest) == [(i, i * 10) for i in range(60)]
+    # a re-sync that updates and deletes keys finds their delivered versions through it
+    _frame(50, bump=1).write_parquet(src)
+    again = sync.run(progress=False)
+    assert again.status == "success" and again.counts["sent"] == 27  # 17 updated, 10 deleted
+    assert _dest_rows(dest) == [(i, i * 10 + (1 if i % 3 == 0 else 0)) for i in range(50)]
+    assert len(_indexes(pg_server, pg_uri, sync.id)) == 1
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
+def test_a_first_load_that_failed_leaves_rows_and_the_next_run_builds_the_index(ws, pg_server, pg_uri, tmp_path):
+    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
+    _frame(40).write_parquet(src)
+    inner = dfsync.destinations.duckdb(str(dest), table="t")
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
+                          destination=FaultyDestination(inner, raise_after=2),
+                          primary_key="id", destination_mode="upsert", batch_size=10)
+    assert sync.run(progress=False).status in ("failed", "paused")
+    assert _indexes(pg_server, pg_uri, sync.id) == []
+    _frame(40, bump=2).write_parquet(src)
+    assert sync.run(progress=False).status == "success"
+    assert len(_indexes(pg_server, pg_uri, sync.id)) == 1
+    assert _dest_rows(dest) == [(i, i * 10 + (2 if i % 3 == 0 else 0)) for i in range(40)]
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
+def test_a_state_table_with_an_index_named_by_an_older_version_gets_no_second(ws, pg_server, pg_uri, tmp_path):
+    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
+    _frame(30).write_parquet(src)
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(dest), table="t"),
+                          primary_key="id", destination_mode="mirror", batch_size=10)
+    assert sync.run(progress=False).status == "success"
+    db = pg_uri.rsplit("/", 1)[1]
+    # what an older version created: the key index named by PostgreSQL
+    pg_server.execute(f"DROP INDEX ws.state_{sync.id}_key", dbname=db)
+    pg_server.execute(f"CREATE INDEX ON ws.state_{sync.id} (id)", dbname=db)
+    _frame(30, bump=5).write_parquet(src)
+    assert sync.run(progress=False).status == "success"
+    assert [name for name, _, _ in _indexes(pg_server, pg_uri, sync.id)] == [f"state_{sync.id}_id_idx"]
+    assert _dest_rows(dest) == [(i, i * 10 + (5 if i % 3 == 0 else 0)) for i in range(30)]
