@@ -43,13 +43,18 @@ def ws(pg_uri, tmp_path):
     w.close()
 
 
-def test_a_first_load_writes_without_the_key_index_and_ends_with_it(ws, pg_server, pg_uri, tmp_path):
+def _faulty_sync(ws, tmp_path, rows: int, mode: str, **fault):
+    """A sync of ``rows`` rows (batches of 10) into a DuckDB table through a faulty destination."""
     src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
-    _frame(60).write_parquet(src)
+    _frame(rows).write_parquet(src)
     inner = dfsync.destinations.duckdb(str(dest), table="t")
-    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
-                          destination=FaultyDestination(inner, interrupt_after=3),
-                          primary_key="id", destination_mode="mirror", batch_size=10)
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)), destination=FaultyDestination(inner, **fault),
+                          primary_key="id", destination_mode=mode, batch_size=10)
+    return sync, src, dest
+
+
+def test_a_first_load_writes_without_the_key_index_and_ends_with_it(ws, pg_server, pg_uri, tmp_path):
+    sync, src, dest = _faulty_sync(ws, tmp_path, 60, "mirror", interrupt_after=3)
     with pytest.raises(KeyboardInterrupt):
         sync.run(progress=False)
     assert sync.runs()["status"].to_list() == ["paused"]  # three batches delivered, without a key index
@@ -72,12 +77,7 @@ def test_a_first_load_writes_without_the_key_index_and_ends_with_it(ws, pg_serve
 
 
 def test_a_first_load_that_failed_leaves_rows_and_the_next_run_builds_the_index(ws, pg_server, pg_uri, tmp_path):
-    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
-    _frame(40).write_parquet(src)
-    inner = dfsync.destinations.duckdb(str(dest), table="t")
-    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
-                          destination=FaultyDestination(inner, raise_after=2),
-                          primary_key="id", destination_mode="upsert", batch_size=10)
+    sync, src, dest = _faulty_sync(ws, tmp_path, 40, "upsert", raise_after=2)
     assert sync.run(progress=False).status in ("failed", "paused")
     assert _indexes(pg_server, pg_uri, sync.id) == []
     _frame(40, bump=2).write_parquet(src)
