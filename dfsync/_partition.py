@@ -304,26 +304,25 @@ def _write_batches(runner: Runner, rows: int, n: int, workdir: str, next_batch: 
 
 def _bucket_of(staging: Any, key: list[str], n: int, algo: str, mode: Any) -> tuple[np.ndarray, np.ndarray]:
     """Each pending row's bucket, indexed by its staged rowid (1 byte a staged row), and the pending
-    rows of each bucket; hashed once over the rows the mode sends: integer keys in numpy
-    (:data:`INT_ALGO`, 0.1 s for 10M rows), any other key by MD5 in one parallel query (~0.8 us a
-    row on one core)."""
+    rows of each bucket; hashed once over the rows the mode sends, a million rows at a time (the
+    whole rowid and key columns at once cost 2 GB more at 50M rows): integer keys in numpy
+    (:data:`INT_ALGO`, 0.1 s for 10M rows), any other key by MD5 in the query (~0.8 us a row)."""
+    size = staging.con.execute("SELECT coalesce(max(rowid), -1) + 1 FROM stg").fetchall()[0][0]
+    out = np.zeros(int(size), np.uint8 if n <= 256 else np.int32)
+    counts = np.zeros(n, np.int64)
     where = staging.send_filter(mode)
-    if algo == INT_ALGO:
-        got = staging.con.sql(f"SELECT rowid AS _rid, {', '.join(quote(k) for k in key)} FROM stg "
-                              f"WHERE {where}").to_arrow_table()
-        if not any(got.column(k).null_count for k in key):  # a null key fails the run's gates anyway
-            rid = got.column("_rid").to_numpy()
-            b = int_key_buckets([got.column(k).to_numpy() for k in key], n)
-            del got
-            return _by_rowid(rid, b, n)
-    got = staging.con.execute(f"SELECT rowid AS _rid, {bucket_sql(key, n)} AS _b FROM stg WHERE {where}").fetchnumpy()
-    return _by_rowid(got["_rid"], got["_b"], n)
-
-
-def _by_rowid(rid: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    out = np.zeros(int(rid.max()) + 1 if len(rid) else 0, np.uint8 if n <= 256 else np.int32)
-    out[rid] = b
-    return out, np.bincount(b, minlength=n)
+    ints = algo == INT_ALGO
+    what = ", ".join(quote(k) for k in key) if ints else f"{bucket_sql(key, n)} AS _b"
+    for rb in staging.con.cursor().sql(f"SELECT rowid AS _rid, {what} FROM stg WHERE {where}") \
+            .to_arrow_reader(1 << 20):
+        if ints and any(rb.column(i + 1).null_count for i in range(len(key))):
+            # a null key fails the run's gates before any transfer: never here, but never wrong
+            return _bucket_of(staging, key, n, "", mode)
+        b = int_key_buckets([rb.column(i + 1).to_numpy() for i in range(len(key))], n) if ints \
+            else rb.column(1).to_numpy()
+        out[rb.column(0).to_numpy()] = b
+        counts += np.bincount(b, minlength=n)
+    return out, counts
 
 
 def _confirm_bucket(runner: Runner, task: dict[str, Any], results: dict[int, dict[str, Any]], key: list[str],
