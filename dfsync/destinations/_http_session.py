@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
+import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,10 +35,12 @@ from ._http_parts import (
     RecordsView,
     Route,
     Secret,
+    Texts,
     check_fields,
     json_ready,
-    line_groups,
+    json_texts,
     nest_expressions,
+    record_json,
     results_parser,
     retry_after_seconds,
     snippet,
@@ -100,13 +104,25 @@ class _Request:
     url: str
     rows: pa.Array  # positions in WriteBatch.data
     records: pa.Table  # the request's records (for parsers / body functions)
-    text: bytes | None  # JSON Lines of the request's chunk (None: per-record delete or body function)
-    span: tuple[int, int]  # the request's byte range of ``text``
-    key: str
+    text: memoryview | None  # JSON of the request's chunk, records back to back (None: no body to encode)
+    span: tuple[int, int]  # the request's byte range of ``text``, each record followed by its separator
+    prefix: str
+    named_by: Any  # bytes naming the records (their keys' JSON): the Idempotency-Key hashes them
+
+    @property
+    def key(self) -> str:
+        # hashed by the worker that sends the request: hashlib lets go of the GIL on every call,
+        # and the thread planning the requests would then wait for it among the busy workers
+        return f"{self.prefix}-{hashlib.sha1(self.named_by).hexdigest()[:16]}"
 
 
 class HTTPSession(DestinationSession):
     destination: HTTPDestination
+    # Requests per worker in each chunk of a batch encoded at once (then the last figure again).
+    # The first chunk is encoded before any request leaves; each next one while the workers send
+    # the one before, ready before they run out. Few chunks: the thread encoding them waits for
+    # the GIL among the busy workers each time polars gives it back.
+    WAVES = (2, 6, 16)
 
     def __init__(self, destination: HTTPDestination, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
@@ -127,11 +143,15 @@ class HTTPSession(DestinationSession):
             limits=httpx.Limits(max_connections=d.concurrency, max_keepalive_connections=d.concurrency),
         )
         self.pool = ThreadPoolExecutor(max_workers=d.concurrency, thread_name_prefix="dfsync-http")
+        started = threading.Barrier(d.concurrency, timeout=10)  # start the workers now, not amid a batch
+        for _ in range(d.concurrency):
+            self.pool.submit(started.wait)
         self.limiter = RateLimiter(*d.rate) if d.rate else None
         self.stop = threading.Event()  # set when one request gave up: the others stop retrying
         digest = hashlib.sha1(ctx.sync_name.encode()).hexdigest()[:8]
         self.key_prefix = f"dfsync-{digest}-{ctx.run_tag}"
         self.columns: list[str] = []
+        self.exprs: dict[tuple, tuple[list[pl.Expr], dict[str, pl.Expr]]] = {}  # by schema, keys, separator
         self.set_type = "content-type" not in {k.lower() for k in d.headers}
         # exponential backoff plus jitter (spreads the retries of concurrent requests apart)
         self.wait = (tenacity.wait_exponential(multiplier=d.retry_initial_wait, max=d.retry_max_wait)
@@ -148,16 +168,29 @@ class HTTPSession(DestinationSession):
         if self.destination.nested:
             nest_expressions(self.columns)  # raises ConfigError on colliding paths
 
-    def _json_frames(self, table: pa.Table, group: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The records as polars will write them (ISO dates, base64 bytes, nested paths), and
-        the flat JSON-ready frame they come from (its key columns name the requests)."""
+    def _frame(self, table: pa.Table, group: str) -> pl.DataFrame:
+        """The fields sent (all, or the keys of a delete) as one polars frame, made once per batch
+        and sliced into chunks (each conversion waits for the GIL among the busy workers)."""
         if not self.columns:
             self.prepare(table.schema)
-        cols = self.columns if group == "all" else (list(self.ctx.primary_key) or self.columns)
-        picked = table.select(cols)
-        ready = pl.from_arrow(nested_to_json(picked, [f.name for f in picked.schema if is_interval(f.type)]))
-        ready = ready.select(json_ready(ready.schema))  # type: ignore[union-attr]
-        return (ready.select(nest_expressions(cols)) if self.destination.nested else ready), ready
+        picked = table.select(self.columns if group == "all" else (list(self.ctx.primary_key) or self.columns))
+        frame = pl.from_arrow(nested_to_json(picked, [f.name for f in picked.schema if is_interval(f.type)]))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def _texts(self, frame: pl.DataFrame, pk: list[str], sep: str | None) -> tuple[Texts | None, Texts]:
+        """The records' JSON as sent (ISO dates, base64 bytes, nested paths), each followed by
+        ``sep`` (None: no bodies to encode), and their key fields' JSON Lines (they name the
+        requests); the polars expressions are made once per schema."""
+        cache = (tuple(frame.schema.items()), tuple(pk), sep)
+        if cache not in self.exprs:
+            texts = {"key": record_json([pl.col(k) for k in pk], "\n")}
+            if sep is not None:
+                fields = nest_expressions(frame.columns) if self.destination.nested else [pl.col(c) for c in frame.columns]
+                texts["body"] = record_json(fields, sep)
+            self.exprs[cache] = (json_ready(frame.schema), texts)
+        out = json_texts(frame, *self.exprs[cache])
+        return out.get("body"), out["key"]
 
     # -------------------------------------------------------------- write
     def write(self, batch: WriteBatch) -> BatchResult:
@@ -175,31 +208,53 @@ class HTTPSession(DestinationSession):
                     f"route; give it one, e.g. {action}='DELETE /{{id}}'")
             groups.append((action, route, rows))
         self.stop.clear()
-        futures: list[Future] = []
-        errors: list[BaseException] = []
-        try:  # requests of a chunk go out while the next chunk is encoded
+        # requests of a chunk go out while the next chunk is encoded: the workers take them from a
+        # queue (a put costs this thread no wait for the GIL, a pool submit per request did)
+        work: queue.SimpleQueue = queue.SimpleQueue()
+        workers: list[Future] = []
+        errors: list[tuple[int, BaseException]] = []
+        order = itertools.count()
+        try:
             for action, route, rows in groups:
                 records = data if len(rows) == data.num_rows else data.take(rows)
                 for req in self._plan(action, route, records.drop_columns([ACTION_COLUMN]), rows):
-                    futures.append(self.pool.submit(self._send, req))
+                    work.put((next(order), req))
+                    if not workers:
+                        workers = [self.pool.submit(self._work, work) for _ in range(self.destination.concurrency)]
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after the requests in flight
             self.stop.set()
-            errors.append(exc)
+            errors.append((-1, exc))
+        for _ in workers:
+            work.put(None)
         result = BatchResult()
-        for fut in futures:  # wait for every request, even after one failed: none is left in flight
-            try:
-                failed, skipped = fut.result()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                errors.append(exc)
-                continue
+        for worker in workers:  # wait for every request, even after one failed: none is left in flight
+            failed, skipped, failures = worker.result()
             result.failed.update(failed)
             result.skipped.update(skipped)
+            errors.extend(failures)
         if errors:
+            raised = [e for _, e in sorted(errors, key=lambda e: e[0])]  # encoding first, then by request
             # the root cause first: a terminal error, else the request that gave up
-            terminal = [e for e in errors if not isinstance(e, TransientDestinationError)]  # incl. encoding
-            causes = [e for e in errors if not isinstance(e, _NotSent)]
-            raise (terminal or causes or errors)[0]
+            terminal = [e for e in raised if not isinstance(e, TransientDestinationError)]  # incl. encoding
+            causes = [e for e in raised if not isinstance(e, _NotSent)]
+            raise (terminal or causes or raised)[0]
         return result
+
+    def _work(self, work: queue.SimpleQueue) -> tuple[dict[int, str], dict[int, str], list[tuple[int, BaseException]]]:
+        """One worker: send the queued requests until the end marker; their outcomes and errors."""
+        failed: dict[int, str] = {}
+        skipped: dict[int, str] = {}
+        errors: list[tuple[int, BaseException]] = []
+        while (item := work.get()) is not None:
+            n, req = item
+            try:
+                f, s = self._send(req)
+            except BaseException as exc:  # noqa: BLE001 - raised by write(), after the others
+                errors.append((n, exc))
+                continue
+            failed.update(f)
+            skipped.update(s)
+        return failed, skipped, errors
 
     def _plan(self, action: str, route: Route, table: pa.Table, rows: pa.Array) -> Iterator[_Request]:
         d = self.destination
@@ -209,33 +264,36 @@ class HTTPSession(DestinationSession):
         if route.per_record:
             yield from self._plan_per_record(action, route, table, rows, group, prefix, pk)
             return
-        bs, start = d.batch_size, 0
-        chunk = bs * d.concurrency  # the first chunk: one request per worker, then larger ones
-        while start < table.num_rows:
+        sep = None if callable(d.body) else "\n" if d.body == "ndjson" else ","
+        frame = self._frame(table, group)
+        bs, start, total = d.batch_size, 0, table.num_rows
+        for waves in itertools.chain(self.WAVES, itertools.repeat(self.WAVES[-1])):
+            if start >= total:
+                break
+            chunk = waves * bs * d.concurrency
+            if total - start - chunk < chunk // 2:  # no small chunk at the end
+                chunk = total - start
             part = table.slice(start, chunk)
-            frame, ready = self._json_frames(part, group)
-            text = None if callable(d.body) else frame.write_ndjson().encode()
-            keys = ready.select(pk).write_ndjson().encode()
-            spans = line_groups(text, bs) if text is not None else [(0, 0)] * len(line_groups(keys, bs))
-            for n, (span, (a, b)) in enumerate(zip(spans, line_groups(keys, bs), strict=True)):
-                yield _Request(action, route, route.url, rows[start + n * bs:start + (n + 1) * bs],
-                               part.slice(n * bs, bs), text, span,
-                               f"{prefix}-{hashlib.sha1(keys[a:b]).hexdigest()[:16]}")
+            body, keys = self._texts(frame.slice(start, chunk), pk, sep)
+            for a in range(0, part.num_rows, bs):
+                ka, kb = keys.span(a, a + bs)
+                yield _Request(action, route, route.url, rows[start + a:start + a + bs], part.slice(a, bs),
+                               body.data if body else None, body.span(a, a + bs) if body else (0, 0),
+                               prefix, keys.data[ka:kb])
             start += chunk
-            chunk = min(chunk * 2, bs * d.concurrency * 8)
 
     def _plan_per_record(self, action: str, route: Route, table: pa.Table, rows: pa.Array, group: str,
                          prefix: str, pk: list[str]) -> list[_Request]:
-        frame, _ = self._json_frames(table, group)
-        text = frame.write_ndjson().encode()
+        no_body = callable(self.destination.body) or action == "delete"
+        body, _ = self._texts(self._frame(table, group), pk, None if no_body else "\n")
         fields = {f: table.column(f).to_pylist() for f in route.fields}
         keys = list(zip(*(table.column(k).to_pylist() for k in pk), strict=True))
         out = []
-        for i, span in enumerate(line_groups(text, 1) if text else []):
+        for i in range(table.num_rows):
             url = route.format({f: v[i] for f, v in fields.items()})
-            digest = hashlib.sha1(json.dumps(keys[i], default=str).encode()).hexdigest()[:16]
-            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1), text,
-                                (span[0], span[1] - 1), f"{prefix}-{digest}"))
+            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1),
+                                body.data if body else None, body.span(i, i + 1) if body else (0, 0),
+                                prefix, json.dumps(keys[i], default=str).encode()))
         return out
 
     def _body(self, req: _Request) -> tuple[bytes | None, str | None]:
@@ -250,13 +308,12 @@ class HTTPSession(DestinationSession):
                 return made.encode(), "application/json"
             return json.dumps(made, default=str).encode(), "application/json"
         assert req.text is not None
-        a, b = req.span
+        a, b = req.span  # each record is followed by its separator: a newline, or a comma in an array
         if req.route.per_record:
-            return req.text[a:b], "application/json"
+            return bytes(req.text[a:b - 1]), "application/json"
         if d.body == "ndjson":
-            return req.text[a:b], "application/x-ndjson"
-        # JSON Lines -> a JSON array: newlines only separate records (JSON escapes them in strings)
-        array = b"[" + req.text[a:b - 1].replace(b"\n", b",") + b"]"
+            return bytes(req.text[a:b]), "application/x-ndjson"
+        array = b"[" + req.text[a:b - 1] + b"]"
         if d.envelope:
             array = b"{" + json.dumps(d.envelope).encode() + b":" + array + b"}"
         return array, "application/json"
