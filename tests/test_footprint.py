@@ -19,12 +19,13 @@ from dfsync._arrow import bool_array, int64_copy, int_array, string_array, strin
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "parquet", "sqlite", "postgres", "delta"])
+@pytest.mark.parametrize("kind", ["duckdb", "parquet", "sqlite", "postgres", "delta", "http"])
 def test_a_run_does_not_import_pandas(tmp_path, kind, request):
     """pyarrow imports pandas on its first look at a Python value (0.3 s, most of a small
     run), and ADBC's DB-API module imports pyarrow.dataset and pandas (0.5-1.0 s): a sync of
     files into any of these destinations never needs either."""
     uri = request.getfixturevalue("pg_uri") if kind == "postgres" else None
+    url = request.getfixturevalue("http_server").url if kind == "http" else None
     src = tmp_path / "src.parquet"
     script = textwrap.dedent(f"""
         import json, sys
@@ -38,7 +39,9 @@ def test_a_run_does_not_import_pandas(tmp_path, kind, request):
                  "parquet": lambda: dfsync.destinations.parquet({str(tmp_path / 'out')!r}),
                  "sqlite": lambda: dfsync.destinations.sqlite({str(tmp_path / 'd.sqlite')!r}, table="t"),
                  "postgres": lambda: dfsync.destinations.postgres({uri!r}, table="t"),
-                 "delta": lambda: dfsync.destinations.delta({str(tmp_path / 'lake')!r})}}[{kind!r}]()
+                 "delta": lambda: dfsync.destinations.delta({str(tmp_path / 'lake')!r}),
+                 "http": lambda: dfsync.destinations.http({url!r}, update="PATCH /{{id}}", delete="DELETE /{{id}}")
+                 }}[{kind!r}]()
         sync = ws.create_sync("s", source=dfsync.sources.files({str(src)!r}), destination=dest,
                               primary_key="id", destination_mode="mirror")
         first = sync.run(progress=False)

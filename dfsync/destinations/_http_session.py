@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tenacity
 
-from .._arrow import is_interval, nested_to_json
+from .._arrow import is_interval, nested_to_json, string_scalar
 from ..errors import (
     DestinationError,
     MissingDependencyError,
@@ -198,7 +198,7 @@ class HTTPSession(DestinationSession):
         groups = []
         actions = data.column(ACTION_COLUMN)
         for action in ACTIONS:
-            rows = pc.indices_nonzero(pc.equal(actions, action))
+            rows = pc.indices_nonzero(pc.equal(actions, string_scalar(action)))  # a str would import pandas
             if len(rows) == 0:
                 continue
             route = self.destination.routes[action]
