@@ -66,8 +66,9 @@ class PgKeyIndex:
         holds rows). True when the table has it afterwards."""
         st = state_table(sync_id)
         with self._connect() as con:  # type: ignore[attr-defined]
-            if not self._has_table(con, st) or has_key_index(con, st):  # type: ignore[attr-defined]
-                return self._has_table(con, st)  # type: ignore[attr-defined]
+            exists = self._has_table(con, st)  # type: ignore[attr-defined]
+            if not exists or has_key_index(con, st):
+                return exists
         with self._transaction() as con:  # type: ignore[attr-defined]
             con.execute(f"LOCK TABLE {st} IN SHARE ROW EXCLUSIVE MODE")  # one builder; writers wait
             if has_key_index(con, st):
