@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,19 @@ def _flag(v: Any) -> bool:  # on / off: 1, true, yes, on / 0, false, no, off
 
 def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB'): DuckDB says what it rejects
     return str(v).strip()
+
+
+#: DuckDB's memory size units: KB (or K) = 1000 bytes, KiB = 1024, and so on
+_SIZE_UNITS = {"": 1, "b": 1, **{u + s: 1000 ** i for i, u in enumerate("kmgt", 1) for s in ("", "b")},
+               **{u + "ib": 1024 ** i for i, u in enumerate("kmgt", 1)}}
+
+
+def memory_bytes(size: Any) -> int | None:
+    """Bytes of a DuckDB memory size, read as DuckDB reads it ('2GB', '1G', '512 MiB', or
+    ``current_setting('memory_limit')``'s '953.6 MiB'); None if it cannot be read."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*", str(size))
+    unit = _SIZE_UNITS.get(m.group(2).lower()) if m else None
+    return None if m is None or unit is None else int(float(m.group(1)) * unit)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ delivered state as ``dlv``, with the memory sizes that bound both (dfsync/stagin
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from ._settings import memory_bytes
 from .errors import ConfigError
 
 #: the delivered state kept as Arrow when no DuckDB memory size can be read (see load_state)
@@ -32,18 +32,10 @@ def no_case_clash(names: Sequence[str]) -> None:
                 f"nothing was sent.")
 
 
-def memory_bytes(limit: str) -> int | None:
-    """Bytes of a DuckDB memory size ("2GB", "512MiB"); None if it cannot be read."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", limit, re.IGNORECASE)
-    if not m:
-        return None
-    return int(float(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()])
-
-
 def half_memory(limit: str) -> str:
-    """Half of a DuckDB memory size ("2GB" -> "1024MB"); the same string if it cannot be read."""
+    """Half of a DuckDB memory size ("2GB" -> "953MiB"); the same string if it cannot be read."""
     size = memory_bytes(limit)
-    return limit if size is None else f"{max(64, size // 2 >> 20)}MB"
+    return limit if size is None else f"{max(64, size // 2 >> 20)}MiB"
 
 
 class Counted:

@@ -30,13 +30,12 @@ from ._arrow import int64_copy, int_array
 from ._ident import quote
 from ._paths import private_dir
 from ._sensitive import key_text
-from ._settings import setting
+from ._settings import memory_bytes, setting
 from ._stage_input import (
     Counted,
     arrow_stream,
     half_memory,
     load_state,
-    memory_bytes,
     no_case_clash,
 )
 from .errors import ConfigError, InvalidRecordsError, SourceError

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .._arrow import int_array
 from .._ident import quote
+from .._settings import memory_bytes
 from ..states import RunStatus
 from ._common import first
 
@@ -372,8 +373,6 @@ class DeliveryOps:
 #: information for every 2,048-row vector it touches, about 8 bytes a row of the table (measured:
 #: 1% of a 2M-row state deleted needs 16-24 MB, of 50M rows more than the 256 MB default)
 _SCATTERED_BYTES_PER_ROW = 16
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def _room_for_scattered_writes(con: Any, table: str) -> None:
@@ -381,8 +380,6 @@ def _room_for_scattered_writes(con: Any, table: str) -> None:
     spread over a large delivered state cannot fail a run with DuckDB's "Out of Memory": the
     limit caps what the workspace's pages may hold, and these statements need room in
     proportion to the table's rows, not to the rows they change."""
-    import re
-
     import duckdb
 
     if not isinstance(con, duckdb.DuckDBPyConnection):  # a PostgreSQL workspace has no such limit
@@ -391,7 +388,6 @@ def _room_for_scattered_writes(con: Any, table: str) -> None:
                              "AND schema_name = current_schema()", [table]))
     need = int((rows[0] if rows else 0) or 0) * _SCATTERED_BYTES_PER_ROW + 64 * 2**20
     limit = first(con.execute("SELECT current_setting('memory_limit')"))[0]
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(limit))
-    have = float(m.group(1)) * _UNITS.get(m.group(2).lower(), 0) if m else 0
-    if m and have and need > have:
+    have = memory_bytes(limit)
+    if have and need > have:
         con.execute(f"SET memory_limit = '{need // 2**20 + 1}MiB'")
