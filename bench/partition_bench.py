@@ -10,9 +10,11 @@
         --data /var/tmp/pb50m                                              # 50M: one config per invocation
 
 ``--configs``: ``one`` (no partitions), ``inproc`` (partitions=N, no engine), ``local:W`` (N buckets
-on W local worker processes), ``ray:C`` (N buckets on a local Ray started with num_cpus=C); a
-``:driver-reads`` suffix reads the source on the driver (DFSYNC_SPLIT_READS=0), not in splits on
-the workers, to tell the reads' cost from the transfer's.
+on W local worker processes), ``ray:C`` (N buckets on a local Ray started with num_cpus=C). By
+default a run on an engine whose workers are all on this host reads the source on the driver; a
+``:split-reads`` suffix forces split reads on the workers (DFSYNC_SPLIT_READS=1), ``:driver-reads``
+forbids them (DFSYNC_SPLIT_READS=0), to tell the reads' cost from the transfer's. Each run's
+read decision (the run's "read ..." event) is printed with its figures.
 ``--data DIR`` keeps the generated source files between invocations (50M rows take minutes to
 generate); ``--phases initial`` measures the first load only.
 
@@ -116,6 +118,8 @@ def main():
         assert run.status == "success", run.error
         out[phase + "_sent"] = run.counts["sent"]
         out[phase + "_states"] = {k: round(v, 2) for k, v in run.durations().items()}
+        out[phase + "_read"] = next((e[:90] for e in run.events()["detail"].to_list() if e and e.startswith("read ")),
+                                    None)
         if parts:
             b = run.buckets()
             out[phase + "_attempts"] = int(b["attempts"].sum())
@@ -145,12 +149,17 @@ def generate(path: str, path2: str, rows: int) -> None:
                     .alias("amount")).write_parquet(path2)
 
 
+#: config suffixes setting DFSYNC_SPLIT_READS
+READS = {":driver-reads": "0", ":split-reads": "1"}
+
+
 def run_one(cfg: dict, script: str) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "RAY_USAGE_STATS_ENABLED": "0"}
-    if cfg["config"].endswith(":driver-reads"):  # the source read on the driver, not in splits on workers
-        env["DFSYNC_SPLIT_READS"] = "0"
-        cfg = {**cfg, "config": cfg["config"].removesuffix(":driver-reads")}
+    for suffix, flag in READS.items():  # the source read on the driver / in splits on the workers
+        if cfg["config"].endswith(suffix):
+            env["DFSYNC_SPLIT_READS"] = flag
+            cfg = {**cfg, "config": cfg["config"].removesuffix(suffix)}
     out = subprocess.run([sys.executable, script, json.dumps(cfg)], env=env, capture_output=True, text=True,
                          timeout=3600)
     if out.returncode:
@@ -168,8 +177,9 @@ def _new_database(uri: str, name: str) -> str:
 
 
 def label(config: str, n: int) -> str:
-    if config.endswith(":driver-reads"):
-        return label(config.removesuffix(":driver-reads"), n) + ", driver reads"
+    for suffix in READS:
+        if config.endswith(suffix):
+            return label(config.removesuffix(suffix), n) + ", " + suffix[1:].replace("-", " ")
     kind, _, arg = config.partition(":")
     return {"one": "one process", "inproc": f"partitions={n}, in process",
             "local": f"partitions={n}, local({arg})", "ray": f"partitions={n}, ray(num_cpus={arg})"}[kind]
@@ -181,7 +191,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--dest", default="duckdb", help="duckdb, parquet, postgresql (a throwaway cluster) or a URI")
     ap.add_argument("--configs", default="one,inproc,local:2",
-                    help="comma-separated: one, inproc, local:W, ray:C (suffix :driver-reads: no split reads)")
+                    help="comma-separated: one, inproc, local:W, ray:C (suffix :split-reads / :driver-reads: "
+                         "force split reads on / off)")
     ap.add_argument("--workers", default=None, help="(old form) local worker counts: adds local:W configs")
     ap.add_argument("--phases", default="initial,resync_1pct", help="initial[,resync_1pct]")
     ap.add_argument("--data", default=None, help="a directory keeping the generated source between invocations")

@@ -8,6 +8,10 @@ source here, so staging, the diff, the gates and the checks are unchanged and st
 A worker that dies is dispatched again (its split is written whole or not at all). A source
 that cannot be split safely is read on the driver, as without an engine, and the run's
 events say why.
+
+Split reads pay only when the workers are on other hosts: staging stays on the driver, so on
+its own host a split read adds a write and a read of every row to what the driver's own
+(multi-threaded) read does. :func:`why_not_split` is the one place deciding it.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def source_for(runner: Runner, cursor: CursorFilter | None) -> Source:
     source = defn.source
     if not defn.partitions or engine is None or not engine.remote or runner.dry or runner.staging is None:
         return source
-    if not setting("split_reads"):
-        runner.store.note(runner.sync_id, runner.run_id, "read on the driver, not split: split_reads is off")
+    why = why_not_split(engine)
+    if why:
+        runner.store.note(runner.sync_id, runner.run_id, f"read on the driver, not split: {why}")
         return source
     engine.start()
     workdir = os.path.join(runner.staging.temp_dir, "reads")
@@ -70,6 +75,21 @@ def source_for(runner: Runner, cursor: CursorFilter | None) -> Source:
     again = f"; {retried} split reads dispatched again after their worker died" if retried else ""
     runner.store.note(runner.sync_id, runner.run_id, f"read in {planned.detail}, on {engine!r}{again}")
     return SplitSource(source, planned)
+
+
+def why_not_split(engine: Engine) -> str | None:
+    """Why a partitioned run on ``engine`` reads its source on the driver rather than in
+    splits, or None to split. ``DFSYNC_SPLIT_READS`` (or the workspace's ``split_reads``): ``auto``
+    (the default) splits only when some of the engine's workers are on other hosts than the
+    driver's; ``1`` always (a source that serves several readers faster than one); ``0`` never."""
+    mode = setting("split_reads")
+    if mode == "auto":
+        engine.start()
+        if engine.other_hosts():
+            return None
+        return ("the engine's workers are all on this host, where a split read costs more than the "
+                "driver's own read (DFSYNC_SPLIT_READS=1 forces split reads)")
+    return None if mode else "split_reads is off"
 
 
 def _dispatch(engine: Engine, planned: Plan) -> int:

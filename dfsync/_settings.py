@@ -55,6 +55,10 @@ def _flag(v: Any) -> bool:  # on / off: 1, true, yes, on / 0, false, no, off
     raise ValueError(f"{v!r} is neither on nor off (write 1 or 0)")
 
 
+def _auto_flag(v: Any) -> Any:  # "auto", or on / off
+    return "auto" if str(v).strip().lower() == "auto" else _flag(v)
+
+
 def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB'): DuckDB says what it rejects
     return str(v).strip()
 
@@ -98,9 +102,10 @@ SETTINGS: dict[str, Setting] = {
                              "connections writing the batches of one run into MySQL / MariaDB"),
     "record_retention": Setting("DFSYNC_RECORD_RETENTION", None, _retention,
                                 "how long the records of a sync without its own record_retention are kept"),
-    "split_reads": Setting("DFSYNC_SPLIT_READS", True, _flag,
-                           "read a partitioned run's source in splits on its engine's workers (0: the driver "
-                           "reads it, as without an engine)"),
+    "split_reads": Setting("DFSYNC_SPLIT_READS", "auto", _auto_flag,
+                           "read a partitioned run's source in splits on its engine's workers: auto (only when "
+                           "some of them are on other hosts than the driver's), 1 (always), 0 (never: the "
+                           "driver reads it, as without an engine)"),
     "allowed_callbacks": Setting("DFSYNC_ALLOWED_CALLBACKS", (), _modules,
                                  "modules whose stored 'module:function' callbacks this host runs"),
 }

@@ -107,7 +107,9 @@ def test_ray_workers_and_driver_killed_through_a_run_every_row_once(tmp_path, lo
         return pg_server.execute(sql, dbname=db) if exists else []
 
     def driver(runs: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", DRIVER, ws_path, str(runs)], env=env_with_repo(),
+        # splits forced: the workers of this one-host cluster are killed while they read too
+        return subprocess.Popen([sys.executable, "-c", DRIVER, ws_path, str(runs)],
+                                env={**env_with_repo(), "DFSYNC_SPLIT_READS": "1"},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     chaos = Chaos(EVERY)

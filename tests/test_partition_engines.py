@@ -177,9 +177,14 @@ def test_ray_equals_one_process(tmp_path, local_ray, kind, mode):
 
 
 @pytest.mark.slow
-def test_ray_reads_the_source_in_splits(tmp_path, local_ray):
+def test_ray_reads_the_source_in_splits(tmp_path, local_ray, monkeypatch):
     """Split reads on Ray (tests/test_partition_reads.py has the local engine's): Parquet files and
-    row groups read by Ray tasks, the same results as one process."""
+    row groups read by Ray tasks, the same results as one process. The local cluster's workers are
+    on this host, where by default the driver reads: splits are forced here."""
+    engine = dfsync.engines.ray(address="auto")
+    engine.start()
+    assert engine.other_hosts() == [], "the test cluster's one node is this host"
+    monkeypatch.setenv("DFSYNC_SPLIT_READS", "1")
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     d = tmp_path / "in"
     d.mkdir()
@@ -188,7 +193,7 @@ def test_ray_reads_the_source_in_splits(tmp_path, local_ray):
     kw = dict(source=dfsync.sources.files(str(d / "*.parquet")), primary_key="id", destination_mode="mirror")
     one = ws.create_sync("one", destination=make_dest("parquet", tmp_path, "one"), **kw)
     part = ws.create_sync("part", destination=make_dest("parquet", tmp_path, "part"), partitions=4, **kw)
-    r1, r2 = one.run(progress=False), part.run(progress=False, engine=dfsync.engines.ray(address="auto"))
+    r1, r2 = one.run(progress=False), part.run(progress=False, engine=engine)
     _exact(tmp_path, "parquet", one, part, r1, r2)
     assert any("splits" in (e or "") for e in r2.events()["detail"].to_list())
 

@@ -1,7 +1,11 @@
 """Parallel reads of partitioned runs on an engine: the same rows, types, values, counters and
 delivered state as one process reading the source itself (Parquet by files and row groups,
 CSV/NDJSON by file, databases by key ranges in one snapshot), a worker killed while it reads,
-cursors, and a frame refused on a cluster engine."""
+cursors, and a frame refused on a cluster engine.
+
+The local engine's workers are on the driver's host, where by default the driver reads the
+source itself (split reads pay only across hosts): these tests force splits
+(``DFSYNC_SPLIT_READS=1``), except the ones about when a run splits."""
 
 from __future__ import annotations
 
@@ -11,7 +15,14 @@ import polars as pl
 import pytest
 
 import dfsync
+from dfsync._reads import why_not_split
+from dfsync._settings import check_settings, use
 from tests.test_partition import COUNTERS, make_dest, read_dest, records, rows
+
+
+@pytest.fixture(autouse=True)
+def _force_splits(monkeypatch):
+    monkeypatch.setenv("DFSYNC_SPLIT_READS", "1")
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +150,43 @@ def test_files_that_a_single_read_refuses_are_read_on_the_driver(tmp_path, engin
     assert "read on the driver, not split: " in _events(r2)
 
 
-def test_split_reads_off_reads_on_the_driver(tmp_path, engine, monkeypatch):
-    monkeypatch.setenv("DFSYNC_SPLIT_READS", "0")
+def test_by_default_the_driver_reads_when_the_workers_are_on_its_host(tmp_path, engine, monkeypatch):
+    """The default (auto): the local engine's workers are all on this host, so the driver reads
+    the source, the run says why, and the results are a single process's."""
+    monkeypatch.delenv("DFSYNC_SPLIT_READS")
+    assert engine.other_hosts() == [] and why_not_split(engine).startswith("the engine's workers are all on this host")
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     d = tmp_path / "in"
     _parquet_files(d)
     one, part = _pair(ws, tmp_path, dfsync.sources.files(str(d / "*.parquet")))
     _same(tmp_path, one, part, engine, split=False)
-    assert "not split: split_reads is off" in _events(part.last_run())
+    assert "read on the driver, not split: the engine's workers are all on this host" in _events(part.last_run())
+
+
+class _Spread(dfsync.engines.LocalProcesses):
+    """A local engine as a cluster's would be seen from its driver: workers on another host."""
+
+    def other_hosts(self) -> list[str]:
+        return ["10.0.0.2"]
+
+
+@pytest.mark.parametrize("value, spread, splits", [
+    (None, True, True), (None, False, False), ("auto", True, True), ("1", False, True), ("0", True, False)])
+def test_split_reads_only_where_they_pay_or_when_told(monkeypatch, value, spread, splits):
+    """DFSYNC_SPLIT_READS: auto (the default) splits only when some workers are on other hosts than
+    the driver's; 1 always, 0 never; a workspace's split_reads wins over the variable."""
+    if value is None:
+        monkeypatch.delenv("DFSYNC_SPLIT_READS")
+    else:
+        monkeypatch.setenv("DFSYNC_SPLIT_READS", value)
+    engine = _Spread(2) if spread else dfsync.engines.local(2)
+    assert (why_not_split(engine) is None) == splits
+    if value == "0":
+        assert why_not_split(engine) == "split_reads is off"
+    with use({"split_reads": check_settings({"split_reads": "auto"})["split_reads"]}):
+        assert (why_not_split(engine) is None) == spread
+    with pytest.raises(dfsync.ConfigError, match="DFSYNC_SPLIT_READS"):
+        check_settings({"split_reads": "sometimes"})
 
 
 def test_a_worker_killed_while_reading_is_dispatched_again(tmp_path, monkeypatch, engine):

@@ -149,6 +149,11 @@ class RayEngine(Engine):
 
         return max(1, self.num_cpus or int(ray.cluster_resources().get("CPU", 1)))
 
+    def other_hosts(self) -> list[str]:
+        from ._ray import other_hosts
+
+        return other_hosts()
+
     def submit(self, fn: Callable[[Task], Any], task: Task) -> cf.Future[Any]:
         from ._ray import remote_task, wrap
 

@@ -36,6 +36,11 @@ class Engine:
     def slots(self) -> int:
         return 1
 
+    def other_hosts(self) -> list[str]:
+        """The hosts other than this process's that its workers can run on (none: all on this one).
+        Called after :meth:`start`."""
+        return []
+
     def submit(self, fn: Callable[[Task], Any], task: Task) -> cf.Future[Any]:
         raise NotImplementedError
 

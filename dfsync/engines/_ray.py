@@ -22,6 +22,20 @@ def remote_send_bucket(max_retries: int) -> Any:
     return remote_task(send_bucket, max_retries)
 
 
+def other_hosts() -> list[str]:
+    """The addresses of the cluster's live nodes that can run a task (they have CPUs) other than
+    the host of this process (the driver); through Ray Client the driver is on none of them."""
+    from ray.util.client import ray as client
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = None
+    if not client.is_connected():
+        me = ray.get_runtime_context().get_node_id()
+        here = next((n["NodeManagerAddress"] for n in nodes if n["NodeID"] == me), None) \
+            or ray.util.get_node_ip_address()
+    return sorted({n["NodeManagerAddress"] for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0} - {here})
+
+
 def wrap(ref: Any) -> cf.Future[Any]:
     """The task's result as a concurrent future, with Ray's errors told apart: the task's own
     exception as itself, a dead worker (after Ray's retries) as WorkerLost."""
