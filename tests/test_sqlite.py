@@ -131,3 +131,25 @@ def test_locked_database_pauses(tmp_path):
         holder.wait(timeout=30)
     write_all(dest, ctx("upsert", 2), batch(1, id=[2], v=["b"]))
     assert rows(path, "SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+
+
+def test_a_time_of_day_column_is_kept_as_iso_text(tmp_path):
+    """A time-of-day column failed every run with the driver's bare "unsupported type time64";
+    it is stored as ISO text (like dates and timestamps), reads back equal, and a second run
+    into the table it made (an update) is accepted."""
+    import datetime as dt
+
+    import polars as pl
+
+    path = str(tmp_path / "d.sqlite")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2, 3], "t": [dt.time(0, 0), dt.time(23, 59, 59, 999999), None]})
+    sync = ws.create_sync("s", source=df, destination=dfsync.destinations.sqlite(path, "t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    later = df.with_columns(pl.col("t").fill_null(dt.time(1, 2, 3, 4)))
+    run = sync.run(source=later, progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["updated"] == 1 and run.counts["succeeded"] == 1
+    got = pl.Series([v for (v,) in rows(path, "SELECT t FROM t ORDER BY id")]).str.to_time()
+    assert got.to_list() == later["t"].to_list()
+    assert rows(path, "SELECT time(t) FROM t WHERE id = 2") == [("23:59:59",)]  # SQLite's own functions read it

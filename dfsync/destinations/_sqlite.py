@@ -226,6 +226,8 @@ class SQLiteSession(ArrowSQLSession):
             return pa.timestamp("ns")  # ISO-8601 text with up to nine fractional digits
         if d == "TIMESTAMPTZ":
             return pa.timestamp("ns", "UTC")
+        if d == "TIME":
+            return pa.time64("ns")  # ISO-8601 text, up to nine fractional digits
         if d == "JSON":
             return JSON
         if d == "DURATION TEXT":
@@ -243,8 +245,8 @@ class SQLiteSession(ArrowSQLSession):
         fields, changed = [], False
         for f in data.schema:
             t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
-            if pa.types.is_decimal(t) or pa.types.is_null(t) or pa.types.is_string_view(t):
-                t = pa.large_string()
+            if pa.types.is_decimal(t) or pa.types.is_null(t) or pa.types.is_string_view(t) or pa.types.is_time(t):
+                t = pa.large_string()  # a time of day as ISO text ("23:59:59.999999"): the driver has no time type
             elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:
                 t = pa.int64()  # signed 64-bit; larger values were refused (_schema.check_values)
             changed |= t != f.type
