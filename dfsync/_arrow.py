@@ -14,11 +14,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from ._ident import quote
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @lru_cache(maxsize=64)
@@ -92,3 +96,49 @@ def nested_to_json(data: pa.Table, columns: list[str]) -> pa.Table:
     for c in columns:
         data = data.set_column(data.schema.get_field_index(c), c, text.column(c).cast(pa.large_string()))
     return data
+
+
+#: one month_day_nano interval value as Arrow lays it out
+_INTERVAL = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")])
+
+
+def interval_as_duration(arr: pa.Array) -> pa.Array | None:
+    """A month_day_nano interval array (DuckDB's INTERVAL, staged from a duration) as
+    duration[us], exactly (DuckDB's intervals keep microseconds); None when a value has
+    months, which have no fixed length."""
+    total = arr.offset + len(arr)
+    if arr.buffers()[1] is None or not len(arr):
+        return pa.nulls(len(arr), pa.duration("us"))
+    raw = np.frombuffer(arr.buffers()[1], dtype=_INTERVAL, count=total)
+    months = raw["months"][arr.offset:]
+    if arr.null_count:
+        months = months[np.asarray(arr.is_valid().to_numpy(zero_copy_only=False))]
+    if months.any():
+        return None
+    us = raw["days"].astype(np.int64) * 86_400_000_000 + raw["nanos"] // 1000
+    return pa.Array.from_buffers(pa.duration("us"), len(arr), [arr.buffers()[0], pa.py_buffer(us)],
+                                 null_count=arr.null_count, offset=arr.offset)
+
+
+def without_intervals(data: pa.Table) -> pa.Table:
+    """``data`` with its interval columns as durations (as text, DuckDB's, when a value has
+    months): polars, which has no interval type, refuses to import them."""
+    text = []
+    for i, f in enumerate(data.schema):
+        if f.type != pa.month_day_nano_interval():
+            continue
+        dur = interval_as_duration(data.column(i).combine_chunks())
+        if dur is None:
+            text.append(f.name)
+        else:
+            data = data.set_column(i, f.name, dur)
+    return nested_to_json(data, text)
+
+
+def to_polars(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
+    """``pl.from_arrow`` for staged rows and query results, which may hold DuckDB intervals."""
+    import polars as pl
+
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    return pl.from_arrow(without_intervals(data))  # type: ignore[return-value]

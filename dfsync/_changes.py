@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ._arrow import to_polars
 from ._html import INTERNAL
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def read_destination(sync: Sync, key: list[str], keys: pl.DataFrame) -> pl.DataF
             try:
                 con.register("_dfsync_keys", keys.to_arrow())
                 on = " AND ".join(f't."{k}" IS NOT DISTINCT FROM k."{k}"' for k in key)
-                return con.sql(f"SELECT t.* FROM {table} t JOIN _dfsync_keys k ON {on}").pl()
+                return to_polars(con.sql(f"SELECT t.* FROM {table} t JOIN _dfsync_keys k ON {on}").to_arrow_table())
             finally:
                 con.close()
         import sqlite3

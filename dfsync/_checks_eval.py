@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from dfsync import gx
+from dfsync._arrow import to_polars
 from dfsync._check import (
     ACTIONS,
     DATASET_SCOPE,
@@ -275,7 +276,7 @@ def _run_expression(con: Any, rel: str, c: ExpressionCheck, n: int) -> tuple[dic
     import polars as pl
 
     cols = ", ".join(quote(x) for x in [*c.columns(), "_rid"])
-    df = pl.from_arrow(con.sql(f"SELECT {cols} FROM {rel}").to_arrow_table())
+    df = to_polars(con.sql(f"SELECT {cols} FROM {rel}").to_arrow_table())
     try:
         ok = df.select(c.expr.alias("__ok")).to_series()
     except Exception as exc:  # polars raises many kinds; the user's expression is at fault

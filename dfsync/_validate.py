@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import checks as checks_mod
+from ._arrow import to_polars
 from ._check import results_frame
 from ._settings import setting
 from .staging import Staging
@@ -61,7 +62,7 @@ def validate(sync: Sync) -> ValidationResult:
             staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
             if evaluation.results:
                 checks = results_frame(evaluation.results)
-        invalid: Any = pl.from_arrow(staging.invalid_records())
+        invalid: Any = to_polars(staging.invalid_records())
         invalid = invalid.drop([c for c in ("_action", "_status", "_batch", "_error", "_fingerprint")
                                 if c in invalid.columns])
         return ValidationResult(sync.name, checks, invalid, result.queried, list(result.key_problems))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html_preview, _html_run, _registry
+from ._arrow import to_polars
 from ._settle import abandon_run, applies_per_batch
 from .errors import ConfigError, DfsyncError, SyncRunFailed
 from .states import RunStatus
@@ -106,9 +107,9 @@ class SyncRun:
         self.workspace.store.require("records", self._row["sync_id"])
         staging = _registry.staged_rows(self.workspace.store.key, self.id)
         if staging is not None and staging.loaded:
-            return pl.from_arrow(staging.records(status=status, limit=limit))  # type: ignore[return-value]
+            return to_polars(staging.records(status=status, limit=limit))
         tbl = self.workspace.store.records(self._row["sync_id"], self.id, status, limit)
-        return pl.from_arrow(tbl) if tbl is not None else pl.DataFrame()  # type: ignore[return-value]
+        return to_polars(tbl) if tbl is not None else pl.DataFrame()
 
     def buckets(self) -> pl.DataFrame:
         """A partitioned run's buckets (``partitions=N``): each one's state (waiting, running, done,

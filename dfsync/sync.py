@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html_history, _registry
+from ._arrow import to_polars
 from ._callbacks import LazyCallback, notify
 from ._check import results_frame
 from ._cursor import cursor_from_json
@@ -244,7 +245,7 @@ class Sync:
             staging, c = found.staging, found.counts
             counts = {"insert": c["inserted"], "update": c["updated"], "delete": c["deleted"],
                       "unchanged": c["unchanged"], "invalid": c["invalid"]}
-            records = pl.from_arrow(staging.records(include_unchanged=True))
+            records = to_polars(staging.records(include_unchanged=True))
             if not self.destination_mode.removes_missing:
                 records = records.filter(pl.col("_action") != "delete")
             sends_unchanged = self.destination_mode.sends_unchanged

@@ -99,3 +99,37 @@ def test_the_dry_run_store_reads_and_refuses_every_write(tmp_path):
             getattr(dry, write)
     assert sync.runs().height == 0 and ws.store.events_frame(sync_id=sync.id).height == 1  # only its creation
     ws.close()
+
+
+def test_durations_and_intervals_read_back_as_polars_durations(tmp_path):
+    """A duration column was staged as a DuckDB INTERVAL, which polars cannot import:
+    preview(), validate(), a polars check, run.records() and the run's repr all failed with a
+    bare ComputeError (the run itself failed), and a duckdb_query source with an INTERVAL
+    column was refused at create_sync. They read back as durations (an interval with months,
+    which has no fixed length, as its text)."""
+    from datetime import timedelta
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    took = [timedelta(days=1, microseconds=5), None, timedelta(hours=-3)]
+    df = pl.DataFrame({"id": [1, 2, 3], "took": took})
+    sync = ws.create_sync("d", source=df, destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), "t"),
+                          primary_key="id", on_invalid="skip",
+                          checks=[dc.expression(pl.col("took") > pl.duration(seconds=0), name="positive")])
+    assert sync.preview().records.sort("id")["took"].to_list() == took
+    assert sync.validate().invalid.sort("id")["took"].to_list() == took[1:]
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["succeeded"] == 1 and run.counts["invalid"] == 2
+    assert run.records(status="invalid").sort("id")["took"].to_list() == took[1:]
+    assert "took expression 2" in repr(run) and "dfsync-run-panel" in run._repr_html_()
+    got = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True).sql("SELECT took FROM t").fetchall()
+    assert got == [(took[0],)]
+
+    query = "SELECT 1 AS id, INTERVAL '2 days 5 microseconds' AS i, INTERVAL '1 month 2 days' AS m"
+    q = ws.create_sync("q", source=dfsync.sources.duckdb_query(query),
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), "q"), primary_key="id")
+    row = q.preview().records.row(0, named=True)
+    assert row["i"] == timedelta(days=2, microseconds=5) and row["m"] == "1 month 2 days"
+    assert q.run(progress=False).status == "success"
+    con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
+    assert con.sql("SELECT i::VARCHAR, m::VARCHAR FROM q").fetchall() == [("2 days 00:00:00.000005", "1 month 2 days")]

@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from .._arrow import to_polars
 from ..errors import ConfigError, SourceError
 from .base import CursorFilter, Source, register_source
 
@@ -70,6 +71,6 @@ class DuckDBQuerySource(Source):
         con = duckdb.connect()
         try:
             rel = self.duckdb_relation(con, cursor)
-            return pl.from_arrow(rel.to_arrow_table()).lazy()  # type: ignore[union-attr]
+            return to_polars(rel.to_arrow_table()).lazy()  # type: ignore[union-attr]
         finally:
             con.close()

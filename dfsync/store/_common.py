@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from .._arrow import to_polars
 from ..states import ACTIVE_RUNS, UNFINISHED_RUNS
 
 #: the active run statuses (runs a process works on) and, with paused, the unfinished ones, for SQL
@@ -73,7 +74,7 @@ def decode_sync(row: dict[str, Any]) -> dict[str, Any]:
 
 def frame(con: Any, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
     """Run a query and return a polars DataFrame (through Arrow, without the DB-API copy)."""
-    return pl.from_arrow(con.sql(query, params=list(params) if params else None).to_arrow_table())  # type: ignore[return-value]
+    return to_polars(con.sql(query, params=list(params) if params else None).to_arrow_table())  # intervals too
 
 
 class StoreKey:

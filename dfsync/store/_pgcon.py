@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from .._arrow import is_nested, nested_to_json
+from .._arrow import is_nested, nested_to_json, to_polars
 from .._secrets import resolve_secret, take_password, uri_with_password
 from ..errors import ConfigError, MissingDependencyError, WorkspaceBusy, WorkspaceError, redact
 
@@ -280,9 +280,7 @@ class _Result:
         return self.to_arrow_table()
 
     def pl(self) -> Any:
-        import polars as pl
-
-        return pl.from_arrow(self.to_arrow_table())
+        return to_polars(self.to_arrow_table())
 
 
 class PgCon:
