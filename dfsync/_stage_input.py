@@ -8,11 +8,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from ._settings import memory_bytes
-from .errors import ConfigError
+from .errors import ConfigError, SchemaMismatchError
 
 #: the delivered state kept as Arrow when no DuckDB memory size can be read (see load_state)
 DEFAULT_STATE_BYTES = 512 << 20
@@ -39,20 +40,52 @@ def half_memory(limit: str) -> str:
 
 
 class Counted:
-    """An Arrow stream that counts the rows DuckDB pulls through it (free, exact, one pass)."""
+    """An Arrow stream that counts the rows DuckDB pulls through it (free, exact, one pass).
+
+    It also watches nanosecond durations: DuckDB's intervals keep microseconds, so staging
+    would cut 1,999 ns to 1 us without a word; ``refuse_lossy()`` names the first such value."""
 
     def __init__(self, reader: pa.RecordBatchReader) -> None:
         self.rows = 0
         self.done = False
+        self.lossy: tuple[str, int] | None = None
         inner = reader
+        ns = [f.name for f in reader.schema if pa.types.is_duration(f.type) and f.type.unit == "ns"]
 
         def batches() -> Iterator[pa.RecordBatch]:
             for rb in inner:
                 self.rows += rb.num_rows
+                if ns and self.lossy is None:
+                    self.lossy = _sub_microsecond(rb, ns)
                 yield rb
             self.done = True
 
         self.reader = pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def refuse_lossy(self) -> None:
+        if self.lossy is None:
+            return
+        name, ns = self.lossy
+        raise SchemaMismatchError(
+            f"column {name!r} holds durations with nanoseconds (e.g. {ns} ns), which would change: dfsync "
+            f"stages rows in DuckDB, whose intervals keep microseconds. Truncate them in the sync's mapping "
+            f"(mapping={{{name!r}: pl.col({name!r}).cast(pl.Duration('us'))}}) if that is acceptable, or send "
+            f"the nanoseconds as an integer (pl.col({name!r}).dt.total_nanoseconds()). Nothing was sent.")
+
+
+def _sub_microsecond(rb: pa.RecordBatch, names: Sequence[str]) -> tuple[str, int] | None:
+    """The first (column, value) of a nanosecond duration that is not whole microseconds."""
+    for name in names:
+        a = rb.column(name)
+        if not len(a) or a.null_count == len(a):
+            continue
+        values = np.frombuffer(a.buffers()[1], dtype=np.int64, count=len(a), offset=a.offset * 8)
+        bad = values % 1000 != 0
+        if a.null_count:
+            bad &= a.is_valid().to_numpy(zero_copy_only=False)
+        if bad.any():
+            return name, int(values[int(np.argmax(bad))])
+    return None
 
 
 def arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:

@@ -147,6 +147,8 @@ class Staging:
                 self._open_source(source, mapping, cursor)
         if counts is None:
             self._stage_full(source, delivered > 0, detect_deletes, force, keep_unchanged)
+        if self.counted is not None:
+            self.counted.refuse_lossy()
         con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
         con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
 
@@ -216,12 +218,13 @@ class Staging:
         select = mapping.sql_select()
         counter: Callable[[], int | None] | None = None
         self.src_rescannable = False  # _src is a DuckDB relation that can be scanned again (files)
+        self.counted: Counted | None = None  # the Arrow stream staged (refuse_lossy() once it is read)
         try:
             rel = source.duckdb_relation(con, cursor) if select is not None else None
             con.execute("DROP VIEW IF EXISTS _src_raw")
             if isinstance(rel, pa.RecordBatchReader):
                 no_case_clash(rel.schema.names)
-                stream = Counted(rel)
+                stream = self.counted = Counted(rel)
                 con.register("_src_raw", stream.reader)
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731
             elif rel is not None:
@@ -233,7 +236,7 @@ class Staging:
                         n = con.execute("SELECT count(*) FROM _src_raw").fetchall()[0][0]
                         return n if source.snapshot() == before else None
             else:
-                stream = Counted(arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
+                stream = self.counted = Counted(arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
                 no_case_clash(stream.reader.schema.names)
                 con.register("_src_raw", stream.reader)
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731

@@ -429,6 +429,9 @@ CASES: list[Case] = [
         source=dfsync.sources.frame(people().with_columns(pl.col("seen_at").dt.time().alias("at"))),
         destination=dfsync.destinations.delta("lake/people")).run(progress=False),
          errors.SchemaMismatchError, ("time",), ("mapping",), new_run=True),
+    Case("duration-nanoseconds-staging-would-cut", lambda c: c.create(source=dfsync.sources.frame(people().with_columns(
+        took=(pl.col("id") * 1000 + 999).cast(pl.Duration("ns"))))).run(progress=False),
+         errors.SchemaMismatchError, ("'took'", "1999 ns"), ("pl.Duration('us')",), new_run=True),
     Case("ok-huge-strings", lambda c: _ok_roundtrip(c, people(3, name=["x" * 2_000_000, "é" * 300_000, ""]))),
     Case("ok-nan-and-infinity",
          lambda c: _ok_roundtrip(c, people(4, score=[float("nan"), float("inf"), float("-inf"), None]))),
