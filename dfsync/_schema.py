@@ -436,8 +436,11 @@ def check_time_units(con: Any, table: str, records: pa.Schema, unit: str, where:
         bad = con.execute(f"SELECT {c}::VARCHAR FROM {table} WHERE {c} IS NOT NULL AND {ns} % 1000 <> 0 "
                           f"LIMIT 1").fetchall()
         if bad:
+            col = f"pl.col({f.name!r})"
+            cut = (f"{col}.dt.truncate('1us')" if pa.types.is_timestamp(t)  # polars truncates datetimes only
+                   else f"{col}.cast(pl.Duration('us'))" if pa.types.is_duration(t)
+                   else f"({col}.cast(pl.Int64) // 1000 * 1000).cast(pl.Time)")
             raise SchemaMismatchError(
                 f"column {f.name!r} holds values with nanoseconds (e.g. {bad[0][0]}) but {where} keeps "
                 f"{unit}: writing them would round them. Truncate them in the sync's mapping "
-                f"(mapping={{{f.name!r}: pl.col({f.name!r}).dt.truncate('1us')}}) if that is acceptable. "
-                f"Nothing was sent.")
+                f"(mapping={{{f.name!r}: {cut}}}) if that is acceptable. Nothing was sent.")

@@ -228,6 +228,28 @@ def test_nanoseconds_postgresql_would_round_are_refused_before_sending(request, 
     assert [r["ts"] for r in read_rows("postgres", dest, ["ts"])] == ok["ts"].to_list()
 
 
+def test_nanosecond_times_and_durations_get_a_fix_that_polars_can_run(request, tmp_path):
+    """The refusal of nanosecond times of day and durations suggested pl.col(c).dt.truncate('1us'),
+    which polars refuses for those types (it truncates datetimes only); each type gets an
+    expression that runs, and with it the run succeeds and reads back equal."""
+    dest = Dest("postgres", request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2], "t": pl.Series([43_200_000_000_123, 1_000]).cast(pl.Time),
+                       "d": pl.Series([1_999, -5_000], dtype=pl.Duration("ns"))})
+    fixes = {"t": "(pl.col('t').cast(pl.Int64) // 1000 * 1000).cast(pl.Time)", "d": "pl.col('d').cast(pl.Duration('us'))"}
+    for col, fix in fixes.items():
+        run = ws.create_sync(f"s_{col}", source=df.select("id", col), destination=dest.make(),
+                             primary_key="id").run(progress=False)
+        assert run.status == "failed" and run.counts["sent"] == 0 and fix in run.error, run.error
+        mapping = {"id": "id", col: eval(fix, {"pl": pl})}
+        run = ws.create_sync(f"s_{col}", source=df.select("id", col), destination=dest.make(), primary_key="id",
+                             mapping=mapping).run(progress=False)
+        assert run.status == "success", run.error
+        want = df.select(mapping[col].alias(col))[col].to_list()
+        got = [r[col] for r in read_rows("postgres", dest, [col])]
+        assert got == want and got[0] is not None
+
+
 def test_a_uint64_above_sqlites_largest_integer_is_refused_before_sending(tmp_path):
     """SQLite integers are signed 64-bit: 2**63 + 5 used to fail the whole run with a bare
     ArrowInvalid from the batch's cast; it is refused naming the column, and the exact-decimal
