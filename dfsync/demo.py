@@ -21,7 +21,9 @@ from .workspace import Workspace
 
 def _find_data(data_dir: str | None) -> pathlib.Path:
     candidates = [pathlib.Path(data_dir)] if data_dir else []
-    candidates += [pathlib.Path.cwd() / "data", pathlib.Path(__file__).resolve().parent.parent / "data"]
+    here = pathlib.Path(__file__).resolve().parent
+    # a checkout's data/ (also an editable install), else the copy an installed wheel carries
+    candidates += [pathlib.Path.cwd() / "data", here.parent / "data", here / "_demo_data"]
     for c in candidates:
         if (c / "customers_v1.parquet").exists():
             return c
