@@ -346,3 +346,22 @@ def test_reader_options_with_polars_types_work_from_another_process(tmp_path, ws
     assert got["at"].to_list() == [datetime(2024, 1, d, tzinfo=timezone.utc) for d in (1, 2)]
     res = dfsync_cli("status", "codes", "-w", ws_path, "--json")
     assert json.loads(res.out)["definition"]["source"]["schema_overrides"]["code"] == {"polars_dtype": "String"}
+
+
+@pytest.mark.workspaces("duckdb")
+def test_a_tsv_file_is_read_tab_separated_here_and_by_the_cli(tmp_path, ws_path, dfsync_cli) -> None:
+    """`.tsv` was taken for CSV by its extension and read comma-separated: the header became
+    one column named "id\\tcity" (create_sync refused the key with that name). It is read with
+    tabs, and the separator is stored, so `dfsync run` reads it the same way."""
+    src = tmp_path / "places.tsv"
+    src.write_text("id\tcity\n1\tSão Paulo, SP\n2\tNew York\n")
+    warehouse = tmp_path / "w.duckdb"
+    with dfsync.Workspace(ws_path) as ws:
+        sync = ws.create_sync("places", source=dfsync.sources.files(str(src)),
+                              destination=dfsync.destinations.duckdb(str(warehouse), table="places"), primary_key="id")
+        assert sync.preview().records.sort("id")["city"].to_list() == ["São Paulo, SP", "New York"]
+    res = dfsync_cli("run", "places", "-w", ws_path)
+    assert res.code == 0, res.err
+    assert _read_duckdb(warehouse, "places").sort("id")["city"].to_list() == ["São Paulo, SP", "New York"]
+    with pytest.raises(dfsync.ConfigError, match="mixes .tsv"):
+        dfsync.sources.files([str(src), str(tmp_path / "other.csv")])

@@ -47,6 +47,12 @@ class FilesSource(Source):
             format = found.pop()
         if format not in FORMATS:
             raise ConfigError(f"unknown file format {format!r}; choose one of {', '.join(FORMATS)}")
+        tsv = [os.path.splitext(p.rstrip("*"))[1].lower() == ".tsv" for p in self.paths]
+        if format == "csv" and any(tsv) and "separator" not in options:
+            if not all(tsv):  # one reader, one separator
+                raise ConfigError(f"{self.paths!r} mixes .tsv (tab-separated) with other files; read them in "
+                                  f"separate syncs, or pass separator= for all of them")
+            options = {**options, "separator": "\t"}  # .tsv: tab-separated (stored with the sync)
         self.format = format
         self.options = reader_options(options, "sources.files")  # polars data types rebuilt from storage
         # a full refresh whose files all have the paths, sizes and modification times of the
