@@ -120,6 +120,14 @@ def interval_as_duration(arr: pa.Array) -> pa.Array | None:
                                  null_count=arr.null_count, offset=arr.offset)
 
 
+def interval_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with its interval fields as duration[us], the type ``without_intervals`` gives."""
+    for i, f in enumerate(schema):
+        if f.type == pa.month_day_nano_interval():
+            schema = schema.set(i, f.with_type(pa.duration("us")))
+    return schema
+
+
 def without_intervals(data: pa.Table) -> pa.Table:
     """``data`` with its interval columns as durations (as text, DuckDB's, when a value has
     months): polars, which has no interval type, refuses to import them."""

@@ -46,6 +46,35 @@ def test_postgres_source_incremental_pushdown(pg_server, pg_uri):
     assert params == ("1; DROP TABLE src",) and "DROP" not in sql
 
 
+def test_postgres_source_intervals_and_types_the_driver_cannot_give(pg_server, pg_uri, tmp_path):
+    """An interval column made create_sync crash with a polars PanicException (not even an
+    Exception); it reads as a duration (one with months, as DuckDB's INTERVAL). money (read as
+    integer cents: 12.34 became 1234) and inet (read as its binary wire format) were written
+    changed without a word; they are refused naming the column and the cast."""
+    import duckdb
+
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE srct (id int PRIMARY KEY, iv interval, mon money, ip inet); INSERT INTO srct "
+                      "VALUES (1, '1 day 2 hours', 12.34, '10.0.0.1'), (2, NULL, NULL, NULL), (3, '-3 months', -1, '::1')",
+                      dbname=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "d.duckdb")
+    sync = ws.create_sync("iv", source=dfsync.sources.database(pg_uri, "SELECT id, iv FROM srct"),
+                          destination=dfsync.destinations.duckdb(dest, "iv"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    got = duckdb.connect(dest, read_only=True).sql("SELECT iv::VARCHAR FROM iv ORDER BY id").fetchall()
+    assert got == [("1 day 02:00:00",), (None,), ("-3 months",)]
+    for col, cast in [("mon", '"mon"::numeric'), ("ip", '"ip"::text')]:
+        with pytest.raises(dfsync.errors.SourceError, match=f"'{col}'.*{cast}"):
+            ws.create_sync(col, source=dfsync.sources.database(pg_uri, f"SELECT id, {col} FROM srct"),
+                           destination=dfsync.destinations.duckdb(dest, col), primary_key="id")
+    fixed = ws.create_sync("mon", source=dfsync.sources.database(pg_uri, "SELECT id, mon::numeric AS mon FROM srct"),
+                           destination=dfsync.destinations.duckdb(dest, "mon"), primary_key="id")
+    assert fixed.run(progress=False).status == "success"
+    got = duckdb.connect(dest, read_only=True).sql("SELECT mon::VARCHAR FROM mon ORDER BY id").fetchall()
+    assert got[0][0].startswith("12.34") and got[2][0].startswith("-1")
+
+
 def test_sync_postgres_to_postgres_upsert_and_mirror(pg_server, pg_uri, tmp_path):
     db = pg_uri.rsplit("/", 1)[1]
     pg_server.execute("CREATE TABLE src (id bigint PRIMARY KEY, name text, v bigint)", dbname=db)

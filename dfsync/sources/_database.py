@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from .._adbc import connect_postgres, connect_sqlite
+from .._arrow import interval_schema, to_polars
 from .._secrets import resolve_secret, take_password
 from ..destinations._postgres import PostgresDestination
 from ..destinations._sql import q
@@ -132,6 +133,11 @@ class DatabaseSource(Source):
         except Exception as exc:
             con.close()
             raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
+        try:
+            self._refuse_unreadable(inner.schema)
+        except SourceError:
+            con.close()
+            raise
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
@@ -163,22 +169,43 @@ class DatabaseSource(Source):
                 reader = cur.fetch_record_batch()
                 schema = reader.schema
                 reader.close()
-                return schema
         except Exception as exc:
             raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
         finally:
             con.close()
+        self._refuse_unreadable(schema)
+        return schema
+
+    def _refuse_unreadable(self, schema: pa.Schema) -> None:
+        """PostgreSQL types the ADBC driver cannot give as values: ``money`` arrives as integer
+        cents (12.34 as 1234) and types it does not know (inet, cidr, point, ranges, ...) as
+        their raw binary wire format (numeric comes as text, which is kept)."""
+        for f in schema:
+            pg_type = (f.metadata or {}).get(b"POSTGRESQL:type", b"").decode()
+            opaque = getattr(f.type, "extension_name", None) == "arrow.opaque" and \
+                (pa.types.is_binary(f.type.storage_type) or pa.types.is_large_binary(f.type.storage_type))
+            if opaque or pg_type == "money":
+                got, cast = ("integer cents (12.34 as 1234)", "numeric") if pg_type == "money" \
+                    else ("its raw binary wire format", "text")
+                raise SourceError(
+                    f"column {f.name!r} of {self.describe()} is PostgreSQL {pg_type or 'an unknown type'}, which "
+                    f"the driver reads as {got}; cast it in the query ({q(f.name)}::{cast}); nothing was sent")
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         from polars.io.plugins import register_io_source
 
-        schema = pl.DataFrame(pa.Table.from_batches([], self._arrow_schema(cursor))).schema
+        schema = pl.DataFrame(pa.Table.from_batches([], interval_schema(self._arrow_schema(cursor)))).schema
 
         def source(with_columns: list[str] | None, predicate: Any, n_rows: int | None,
                    batch_size: int | None) -> Iterator[pl.DataFrame]:
             left = n_rows
             for rb in self.reader(cursor):
-                df = pl.DataFrame(pl.from_arrow(rb))
+                df = to_polars(rb)  # PostgreSQL intervals arrive as Arrow intervals, which polars lacks
+                for name in [n for n, t in df.schema.items() if t == pl.String and schema[n] == pl.Duration("us")]:
+                    raise SourceError(
+                        f"column {name!r} of {self.describe()} holds an interval with months "
+                        f"({df[name].drop_nulls()[0]}), which has no fixed length as a duration; convert it "
+                        f"in the query (EXTRACT(EPOCH FROM {name}) for seconds, or {name}::text); nothing was sent")
                 if df.schema != schema:
                     df = df.cast(dict(schema))  # type: ignore[arg-type]
                 if with_columns is not None:
