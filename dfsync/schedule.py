@@ -124,11 +124,17 @@ def parse_schedule(text: str | None) -> Schedule | None:
         return Schedule(text=text, kind="interval", interval=n * _UNITS[m.group(2)])
     if norm.startswith("every"):
         raise ConfigError(f"cannot read the schedule {text!r}; accepted: {ACCEPTED_FORMS}")
-    from croniter import croniter
+    from croniter import CroniterBadDateError, croniter
 
     fields = norm.split()
     if (norm.startswith("@") or len(fields) == 5) and croniter.is_valid(norm):
-        return Schedule(text=text, kind="cron", cron=norm)
+        sched = Schedule(text=text, kind="cron", cron=norm)
+        try:
+            sched.next_after(_now())
+        except CroniterBadDateError:  # valid fields that no date matches
+            raise ConfigError(f"the schedule {text!r} never comes round: no date matches it (e.g. February 31st); "
+                              f"accepted: {ACCEPTED_FORMS}") from None
+        return sched
     raise ConfigError(f"cannot read the schedule {text!r}; accepted: {ACCEPTED_FORMS}")
 
 

@@ -70,7 +70,8 @@ def test_cron_gives_wall_clock_times() -> None:
 
 
 @pytest.mark.parametrize("bad", ["every", "every 0 minutes", "every fortnight", "sometimes", "* * *",
-                                 "61 * * * *", "", "every -5 minutes"])
+                                 "61 * * * *", "", "every -5 minutes",
+                                 "0 0 31 2 *"])  # valid fields, but no date matches: was a bare CroniterBadDateError
 def test_bad_schedules_list_the_accepted_forms(bad: str) -> None:
     with pytest.raises(ConfigError) as ei:
         parse_schedule(bad)
@@ -132,6 +133,8 @@ def test_create_sync_rejects_a_bad_schedule_and_stores_nothing(setup) -> None:
     ws, src, warehouse = setup
     with pytest.raises(ConfigError, match="accepted"):
         _make(ws, src, warehouse, schedule="every now and then")
+    with pytest.raises(ConfigError, match="never comes round"):
+        _make(ws, src, warehouse, schedule="0 12 30 2 *")  # February 30th
     assert ws.syncs().height == 0
 
 
