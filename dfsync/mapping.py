@@ -53,6 +53,17 @@ def _sql_literal(v: Any) -> str:
     raise TypeError
 
 
+def _json_plain(v: Any) -> bool:
+    """Text, numbers, booleans, None and lists / dicts of them: stored as JSON as they are."""
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return True
+    if isinstance(v, list):
+        return all(_json_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _json_plain(x) for k, x in v.items())
+    return False
+
+
 class Mapping:
     """A validated mapping for one source schema."""
 
@@ -68,6 +79,14 @@ class Mapping:
                     f"mapping[{field!r}] = {value!r} is not a source column name, dfsync.static(value) "
                     f"or a polars expression"
                 )
+            if isinstance(value, Static):
+                try:
+                    pl.lit(value.value)
+                except (TypeError, ValueError, pl.exceptions.PolarsError):
+                    raise ConfigError(
+                        f"mapping[{field!r}] = dfsync.static({value.value!r}): a {type(value.value).__name__} "
+                        f"cannot be a column value; give text, a number, a date or time, a decimal, "
+                        f"bytes or a list") from None
 
     def fields(self, source_schema: pl.Schema) -> list[str]:
         return list(self.spec) if self.spec else list(source_schema.names())
@@ -128,8 +147,10 @@ class Mapping:
         for field, value in self.spec.items():
             if isinstance(value, str):
                 out[field] = {"column": value}
-            elif isinstance(value, Static):
+            elif isinstance(value, Static) and _json_plain(value.value):
                 out[field] = {"static": value.value}
+            elif isinstance(value, Static):  # a date, decimal, bytes ...: stored as the polars literal
+                out[field] = {"expr": pl.lit(value.value).meta.serialize(format="json")}
             else:
                 out[field] = {"expr": value.meta.serialize(format="json")}
         return out

@@ -365,3 +365,30 @@ def test_a_tsv_file_is_read_tab_separated_here_and_by_the_cli(tmp_path, ws_path,
     assert _read_duckdb(warehouse, "places").sort("id")["city"].to_list() == ["São Paulo, SP", "New York"]
     with pytest.raises(dfsync.ConfigError, match="mixes .tsv"):
         dfsync.sources.files([str(src), str(tmp_path / "other.csv")])
+
+
+@pytest.mark.workspaces("duckdb")
+def test_static_dates_decimals_and_bytes_are_stored_and_run_from_the_cli(tmp_path, ws_path, dfsync_cli) -> None:
+    """`dfsync.static(date(1960, 1, 1))` made create_sync fail with a bare TypeError ("date is not
+    JSON serializable"); such constants are stored as polars literals, run from another process,
+    and a value that cannot be a column is a ConfigError."""
+    from datetime import date
+    from decimal import Decimal
+
+    src = tmp_path / "ids.csv"
+    src.write_text("id\n1\n2\n")
+    warehouse = tmp_path / "w.duckdb"
+    mapping = {"id": "id", "since": dfsync.static(date(1960, 1, 1)), "fee": dfsync.static(Decimal("1.50")),
+               "tag": dfsync.static(b"\x00\xff"), "note": dfsync.static("x")}
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("consts", source=dfsync.sources.files(str(src)), mapping=mapping,
+                       destination=dfsync.destinations.duckdb(str(warehouse), table="consts"), primary_key="id")
+        with pytest.raises(dfsync.ConfigError, match="cannot be a column value"):
+            ws.create_sync("bad", source=dfsync.sources.files(str(src)), primary_key="id",
+                           mapping={"id": "id", "x": dfsync.static(object())},
+                           destination=dfsync.destinations.duckdb(str(warehouse), table="bad"))
+    res = dfsync_cli("run", "consts", "-w", ws_path)
+    assert res.code == 0, res.err
+    got = _read_duckdb(warehouse, "consts").sort("id")
+    assert got["since"].to_list() == [date(1960, 1, 1)] * 2 and got["fee"].to_list() == [Decimal("1.50")] * 2
+    assert got["tag"].to_list() == [b"\x00\xff"] * 2 and got["note"].to_list() == ["x"] * 2
