@@ -71,6 +71,14 @@ class Mapping:
         if spec is not None and not isinstance(spec, dict):
             raise ConfigError("mapping= takes a dict {destination_field: source_column | dfsync.static(v) | polars expression} or None")
         self.spec = dict(spec) if spec else None
+        seen: dict[str, str] = {}
+        for field in self.spec or {}:
+            other = seen.setdefault(field.lower(), field) if isinstance(field, str) else field
+            if other != field:
+                raise ConfigError(
+                    f"mapping fields {other!r} and {field!r} differ only in case; DuckDB (where dfsync stages "
+                    f"rows), MySQL and SQLite ignore case in names and would rename one. Rename one of them "
+                    f"in the mapping")
         for field, value in (self.spec or {}).items():
             if not isinstance(field, str) or not field:
                 raise ConfigError(f"mapping keys are destination field names (non-empty strings), not {field!r}")

@@ -119,3 +119,17 @@ def test_columns_differing_only_in_case_fail_the_run_before_sending(kind, tmp_pa
     if os.path.exists(path):
         with duckdb.connect(path, read_only=True) as con:
             assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'").fetchone()[0] == 0
+
+
+def test_mapping_fields_differing_only_in_case_are_refused_at_create_sync(tmp_path):
+    """A mapping {"Name": ..., "name": ...} was accepted and its first run failed, telling the user
+    to rename a column of the source (df.rename), which has no such columns; it is refused at
+    create_sync, pointing at the mapping."""
+    import polars as pl
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    with pytest.raises(dfsync.ConfigError, match="'Name' and 'name'.*in the mapping"):
+        ws.create_sync("s", source=pl.DataFrame({"id": [1], "name": ["a"]}), primary_key="id",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), "t"),
+                       mapping={"id": "id", "Name": "name", "name": pl.col("name").str.to_uppercase()})
+    assert ws.syncs().height == 0
