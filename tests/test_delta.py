@@ -117,6 +117,14 @@ def test_a_new_table_is_created_by_the_runs_first_commit(tmp_path):
     assert read(path).to_dict(as_series=False) == {"id": [2, 3], "name": ["y", "z"]}
 
 
+def test_a_pathlib_path_is_taken_like_the_other_file_destinations(tmp_path):
+    """destinations.delta(Path(...)) was refused as "needs a path" (duckdb, sqlite and parquet
+    take a pathlib.Path); it is the same table as the path's text."""
+    assert dfsync.destinations.delta(tmp_path / "t").path == dfsync.destinations.delta(str(tmp_path / "t")).path
+    with pytest.raises(dfsync.ConfigError, match="needs a path"):
+        dfsync.destinations.delta("  ")
+
+
 def test_update_mode_needs_the_table(tmp_path):
     dest = dfsync.destinations.delta(str(tmp_path / "nope"))
     with dest.open(ctx("update")) as s, pytest.raises(DestinationError, match="no Delta table.*upsert"):

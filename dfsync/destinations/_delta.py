@@ -130,6 +130,8 @@ class DeltaDestination(Destination):
 
     def __init__(self, path: str, *, partition_by: list[str] | str | None = None,
                  storage_options: dict[str, str] | None = None) -> None:
+        if isinstance(path, os.PathLike):  # a pathlib.Path, as the other file destinations take
+            path = os.fspath(path)
         if not isinstance(path, str) or not path.strip():
             raise ConfigError("destinations.delta() needs a path: a directory or an object-store URI")
         if isinstance(partition_by, str):
