@@ -237,6 +237,20 @@ def test_an_outage_outlasting_the_retries_pauses_and_a_resend_has_no_duplicates(
     assert len(http_server.replayed) == 2  # the two requests that got through before the outage
 
 
+@pytest.mark.parametrize("retries", [0, 3])
+def test_a_request_is_tried_max_retries_plus_one_times_and_each_retry_is_logged(http_server, caplog, retries):
+    http_server.default = Reply(503, "down")
+    dest = dfsync.destinations.http(http_server.url, batch_size=10, concurrency=1, **{**FAST, "max_retries": retries})
+    with caplog.at_level(logging.WARNING, "dfsync.destinations.http"), \
+            pytest.raises(TransientDestinationError, match=f"gave up after {retries + 1} attempts"):
+        send(dest, batch(5))
+    assert len(http_server.requests) == retries + 1
+    assert len({r.key for r in http_server.requests}) == 1
+    logged = [m for m in caplog.messages if "; retry " in m]
+    assert [m.split("; ")[-1].split(" in ")[0] for m in logged] == [f"retry {i} of {retries}" for i in range(1, retries + 1)]
+    assert all("HTTP 503: down" in m for m in logged)
+
+
 def test_connection_refused_pauses(http_server):
     url = http_server.url
     http_server.close()

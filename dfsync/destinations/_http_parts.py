@@ -338,8 +338,13 @@ def results_parser(response: Any, records: Sequence[dict[str, Any]], primary_key
     {1: 'bad email'}
     """
     multi = response.status_code == 207
-    if not response.content:
+    content = response.content
+    if not content:
         return {i: "207 answer without a body" for i in range(len(records))} if multi else {}
+    if not multi and b'"results"' not in content and b"\\" not in content and b"\0" not in content:
+        # no "results" key: not written out, nor with an escape, nor in UTF-16/32 (which json reads
+        # too): the answer reports no failure, and a large one (the records echoed) is not parsed
+        return {}
     try:
         body = response.json()
     except ValueError:

@@ -102,7 +102,7 @@ class _Request:
     action: str
     route: Route
     url: str
-    rows: pa.Array  # positions in WriteBatch.data
+    rows: pa.Array | range  # positions in WriteBatch.data
     records: pa.Table  # the request's records (for parsers / body functions)
     text: memoryview | None  # JSON of the request's chunk, records back to back (None: no body to encode)
     span: tuple[int, int]  # the request's byte range of ``text``, each record followed by its separator
@@ -114,6 +114,10 @@ class _Request:
         # hashed by the worker that sends the request: hashlib lets go of the GIL on every call,
         # and the thread planning the requests would then wait for it among the busy workers
         return f"{self.prefix}-{hashlib.sha1(self.named_by).hexdigest()[:16]}"
+
+
+def _positions(rows: pa.Array | range) -> list[int]:
+    return list(rows) if isinstance(rows, range) else rows.to_pylist()
 
 
 class HTTPSession(DestinationSession):
@@ -197,10 +201,14 @@ class HTTPSession(DestinationSession):
         data = batch.data
         groups = []
         actions = data.column(ACTION_COLUMN)
+        present = set(pc.unique(actions).to_pylist())
         for action in ACTIONS:
-            rows = pc.indices_nonzero(pc.equal(actions, string_scalar(action)))  # a str would import pandas
-            if len(rows) == 0:
+            if action not in present:
                 continue
+            if len(present) == 1:  # one action (a first load): every row, no comparison
+                rows = range(data.num_rows)
+            else:
+                rows = pc.indices_nonzero(pc.equal(actions, string_scalar(action)))  # a str would import pandas
             route = self.destination.routes[action]
             if route is None:
                 raise DestinationError(
@@ -256,7 +264,7 @@ class HTTPSession(DestinationSession):
             skipped.update(s)
         return failed, skipped, errors
 
-    def _plan(self, action: str, route: Route, table: pa.Table, rows: pa.Array) -> Iterator[_Request]:
+    def _plan(self, action: str, route: Route, table: pa.Table, rows: pa.Array | range) -> Iterator[_Request]:
         d = self.destination
         group = "key" if action == "delete" else "all"
         prefix = f"{self.key_prefix}-{action}"
@@ -265,8 +273,8 @@ class HTTPSession(DestinationSession):
             yield from self._plan_per_record(action, route, table, rows, group, prefix, pk)
             return
         sep = None if callable(d.body) else "\n" if d.body == "ndjson" else ","
-        frame = self._frame(table, group)
         bs, start, total = d.batch_size, 0, table.num_rows
+        frame, at = None, 0  # the records from row ``at`` on, as polars
         for waves in itertools.chain(self.WAVES, itertools.repeat(self.WAVES[-1])):
             if start >= total:
                 break
@@ -274,7 +282,11 @@ class HTTPSession(DestinationSession):
             if total - start - chunk < chunk // 2:  # no small chunk at the end
                 chunk = total - start
             part = table.slice(start, chunk)
-            body, keys = self._texts(frame.slice(start, chunk), pk, sep)
+            if frame is None:  # the first chunk alone (its requests leave sooner), then the rest at once
+                frame, at = self._frame(part if start == 0 else table.slice(start), group), start
+            body, keys = self._texts(frame.slice(start - at, chunk), pk, sep)
+            if start == 0:
+                frame = None
             for a in range(0, part.num_rows, bs):
                 ka, kb = keys.span(a, a + bs)
                 yield _Request(action, route, route.url, rows[start + a:start + a + bs], part.slice(a, bs),
@@ -282,7 +294,7 @@ class HTTPSession(DestinationSession):
                                prefix, keys.data[ka:kb])
             start += chunk
 
-    def _plan_per_record(self, action: str, route: Route, table: pa.Table, rows: pa.Array, group: str,
+    def _plan_per_record(self, action: str, route: Route, table: pa.Table, rows: pa.Array | range, group: str,
                          prefix: str, pk: list[str]) -> list[_Request]:
         no_body = callable(self.destination.body) or action == "delete"
         body, _ = self._texts(self._frame(table, group), pk, None if no_body else "\n")
@@ -313,19 +325,43 @@ class HTTPSession(DestinationSession):
             return bytes(req.text[a:b - 1]), "application/json"
         if d.body == "ndjson":
             return bytes(req.text[a:b]), "application/x-ndjson"
-        array = b"[" + req.text[a:b - 1] + b"]"
-        if d.envelope:
-            array = b"{" + json.dumps(d.envelope).encode() + b":" + array + b"}"
-        return array, "application/json"
+        if d.envelope:  # one copy of the records' bytes, with the brackets around them
+            return b"".join((b"{", json.dumps(d.envelope).encode(), b":[", req.text[a:b - 1], b"]}")), "application/json"
+        return b"".join((b"[", req.text[a:b - 1], b"]")), "application/json"
 
     def _send(self, req: _Request) -> tuple[dict[int, str], dict[int, str]]:
         """Send one request with retries; return (failed, skipped) by row of the batch."""
-        httpx = _httpx()
-        d = self.destination
         content, ctype = self._body(req)
-        headers = {d.idempotency_header: req.key}
+        headers = {self.destination.idempotency_header: req.key}
         if ctype and self.set_type:
             headers["Content-Type"] = ctype
+        try:  # the first attempt is a plain call: tenacity's loop costs ~16 us a request
+            return self._attempt(req, content, headers)
+        except _Retryable as exc:
+            return self._retry(req, content, headers, exc)
+
+    def _attempt(self, req: _Request, content: bytes | None, headers: dict[str, str]) -> tuple[dict[int, str], dict[int, str]]:
+        """One attempt: _Retryable when it may be retried."""
+        httpx = _httpx()
+        if self.stop.is_set() or (self.limiter and not self.limiter.acquire(self.stop)):
+            raise _NotSent(
+                f"{req.route.method} {redact(req.url)}: not sent because another request of the "
+                f"batch gave up; the run is paused, run the sync again to resume")
+        try:
+            response = self.client.request(req.route.method, req.url, content=content, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"no answer within {self.destination.timeout:g}s ({type(exc).__name__})") from exc
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise _Retryable(f"connection problem: {exc or type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise DestinationError(f"{req.route.method} {redact(req.url)}: {exc}") from exc
+        return self._outcome(req, response)
+
+    def _retry(self, req: _Request, content: bytes | None, headers: dict[str, str],
+               first: _Retryable) -> tuple[dict[int, str], dict[int, str]]:
+        """The attempts after a first one that failed with ``first``, in tenacity's loop: its first
+        iteration replays that failure, so attempt numbers, waits and logs are those of one loop."""
+        d = self.destination
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(d.max_retries + 1),
             wait=self._wait_for,
@@ -334,23 +370,13 @@ class HTTPSession(DestinationSession):
             sleep=self._sleep,  # a closing session (Ctrl-C, another request gave up) cuts waits short
             reraise=True,
         )
+        replay: list[_Retryable] = [first]
         try:
             for attempt in retrying:
                 with attempt:
-                    if self.stop.is_set() or (self.limiter and not self.limiter.acquire(self.stop)):
-                        raise _NotSent(
-                            f"{req.route.method} {redact(req.url)}: not sent because another request of the "
-                            f"batch gave up; the run is paused, run the sync again to resume")
-                    try:
-                        response = self.client.request(req.route.method, req.url, content=content,
-                                                       headers=headers)
-                    except httpx.TimeoutException as exc:
-                        raise _Retryable(f"no answer within {d.timeout:g}s ({type(exc).__name__})") from exc
-                    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                        raise _Retryable(f"connection problem: {exc or type(exc).__name__}") from exc
-                    except httpx.HTTPError as exc:
-                        raise DestinationError(f"{req.route.method} {redact(req.url)}: {exc}") from exc
-                    return self._outcome(req, response)
+                    if replay:
+                        raise replay.pop()
+                    return self._attempt(req, content, headers)
         except _Retryable as exc:
             self.stop.set()
             raise TransientDestinationError(
@@ -377,7 +403,9 @@ class HTTPSession(DestinationSession):
     def _outcome(self, req: _Request, response: Any) -> tuple[dict[int, str], dict[int, str]]:
         d = self.destination
         status = response.status_code
-        rows = req.rows.to_pylist() if not 200 <= status < 300 else []
+        if status < 300:
+            return self._answered(req, response)
+        rows = _positions(req.rows)
         where = f"{req.route.method} {redact(req.url)}"
         if status in _RETRY_STATUS:
             after = retry_after_seconds(response.headers.get("Retry-After"))
@@ -397,9 +425,12 @@ class HTTPSession(DestinationSession):
                 return {}, {r: "no such record at the destination (update mode only updates existing records)"
                             for r in rows}
             return {r: error for r in rows}, {}
-        if status >= 300:
-            return {r: f"HTTP {status}: unexpected redirect to {response.headers.get('Location')}"
-                    for r in rows}, {}
+        return {r: f"HTTP {status}: unexpected redirect to {response.headers.get('Location')}"
+                for r in rows}, {}
+
+    def _answered(self, req: _Request, response: Any) -> tuple[dict[int, str], dict[int, str]]:
+        """The records a 2xx answer reports as failed (read by the response parser)."""
+        d = self.destination
         records = RecordsView(req.records)
         try:
             if d.response_parser is not None:
@@ -407,10 +438,11 @@ class HTTPSession(DestinationSession):
             else:
                 failed = results_parser(response, records, self.ctx.primary_key)
         except Exception as exc:  # a user parser that breaks must not lose the batch silently
+            where = f"{req.route.method} {redact(req.url)}"
             raise DestinationError(f"{where}: response_parser raised {type(exc).__name__}: {exc}") from exc
         if not failed:
             return {}, {}
-        rows = req.rows.to_pylist()
+        rows = _positions(req.rows)
         return {rows[i]: redact(str(e)) for i, e in failed.items() if 0 <= i < len(rows)}, {}
 
     # -------------------------------------------------------------- end
