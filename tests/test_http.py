@@ -130,6 +130,19 @@ def test_multi_status_by_index_and_records_left_out_count_as_failed(http_server)
                              3: "the 207 answer reported no outcome for this record"}
 
 
+def test_a_200_answer_is_read_for_failures_however_its_results_key_is_written():
+    import httpx
+
+    from dfsync.destinations._http_parts import results_parser
+
+    text = '{"results": [{"index": 1, "error": "bad email"}]}'
+    for content in (text.encode(), text.replace("results", "r\\u0065sults").encode(), text.encode("utf-16"),
+                    ('{"echo": [{"id": 1}], ' + text[1:]).encode()):
+        assert results_parser(httpx.Response(200, content=content), [{}, {}]) == {1: "bad email"}, content
+    for content in (b'{"ok":true}', b'[{"id": 1, "status": "error"}]', b"not json", b""):
+        assert results_parser(httpx.Response(200, content=content), [{}, {}]) == {}, content
+
+
 def test_custom_response_parser(http_server):
     http_server.handler = lambda req: Reply(200, {"rejected": [r["id"] for r in req.records if r["id"] > 7]})
 
