@@ -1,5 +1,9 @@
 """The key index of a PostgreSQL workspace's delivered state is built after a first load
-(dfsync/store/_pgkeyindex.py), not kept up to date row by row while it writes.
+(dfsync/store/_pgkeyindex.py), not kept up to date row by row while it writes; and the state's
+rows are written narrow (dfsync/store/_pgdelivery.py): an insert's ``_action`` is NULL, read back
+as 'insert', and rows an older version wrote ('insert' spelled out) count the same, so a
+workspace written before opens and keeps working (a paused first load resumed: every row in the
+destination exactly once).
 
 Real server and destination files; each test checks the catalog (which indexes the state table
 has) and that the rows synced are exact whatever the index's state.
@@ -102,3 +106,55 @@ def test_a_state_table_with_an_index_named_by_an_older_version_gets_no_second(ws
     assert sync.run(progress=False).status == "success"
     assert [name for name, _, _ in _indexes(pg_server, pg_uri, sync.id)] == [f"state_{sync.id}_id_idx"]
     assert _dest_rows(dest) == [(i, i * 10 + (5 if i % 3 == 0 else 0)) for i in range(30)]
+
+
+# ---------------------------------------------------------------- narrow state rows
+def _actions(pg_server, pg_uri, sync_id: int) -> dict[str | None, int]:
+    rows = pg_server.execute(f"SELECT _action, count(*) FROM ws.state_{sync_id} GROUP BY 1",
+                             dbname=pg_uri.rsplit("/", 1)[1])
+    return dict(rows)
+
+
+@pytest.mark.parametrize("written_by", ["this version", "an older version"])
+def test_inserts_are_stored_without_their_action_and_read_back_as_inserts(ws, pg_server, pg_uri, tmp_path,
+                                                                            written_by):
+    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
+    pl.DataFrame({"id": list(range(60)), "v": [i * 10 for i in range(60)]}).write_parquet(src)
+    inner = dfsync.destinations.duckdb(str(dest), table="t")
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
+                          destination=FaultyDestination(inner, interrupt_after=3),
+                          primary_key="id", destination_mode="insert", batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.runs()["status"].to_list() == ["paused"]
+    assert set(_actions(pg_server, pg_uri, sync.id)) == {None}  # a first load: no action written
+    [run_id] = sync.runs()["run_id"].to_list()
+    if written_by == "an older version":  # what the state held before: the action spelled out
+        pg_server.execute(f"UPDATE ws.state_{sync.id} SET _action = 'insert'", dbname=pg_uri.rsplit("/", 1)[1])
+    done = ws.store.run_delivered(sync.id, run_id, ["id"])
+    assert done.num_rows >= 20 and set(done.column("_action").to_pylist()) == {"insert"}
+    assert sync.run(progress=False).status == "success"  # resumed: the delivered batches adopted, not resent
+    with duckdb.connect(str(dest), read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT id), sum(v) FROM t").fetchone() == (60, 60, 17700)
+
+
+@pytest.mark.parametrize("written_by", ["this version", "an older version"])
+def test_a_re_sync_writes_only_its_changes_actions(ws, pg_server, pg_uri, tmp_path, written_by):
+    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
+    pl.DataFrame({"id": list(range(60)), "v": [i * 10 for i in range(60)]}).write_parquet(src)
+    sync = ws.create_sync("m", source=dfsync.sources.files(str(src)),
+                          destination=dfsync.destinations.duckdb(str(dest), table="t"),
+                          primary_key="id", destination_mode="mirror", batch_size=10)
+    assert sync.run(progress=False).status == "success"
+    if written_by == "an older version":
+        pg_server.execute(f"UPDATE ws.state_{sync.id} SET _action = 'insert'", dbname=pg_uri.rsplit("/", 1)[1])
+    new = {i: i * 10 + (i % 2) for i in range(10, 70)}  # 10 deleted, 25 updated, 25 kept, 10 new
+    pl.DataFrame({"id": list(new), "v": list(new.values())}).write_parquet(src)
+    again = sync.run(progress=False)
+    assert again.status == "success" and again.counts["sent"] == 45
+    actions = _actions(pg_server, pg_uri, sync.id)
+    assert actions.pop("update") == 25  # deletes leave no row; kept rows as they were written
+    assert actions == ({None: 35} if written_by == "this version" else {None: 10, "insert": 25})
+    with duckdb.connect(str(dest), read_only=True) as con:
+        assert dict(con.execute("SELECT id, v FROM t").fetchall()) == new
+    assert sync.run(progress=False).counts["sent"] == 0
