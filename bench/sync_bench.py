@@ -226,10 +226,27 @@ def _server_cpu() -> float:
     return total
 
 
+#: the throwaway cluster's URI (the WAL a step writes is measured per step)
+_URI: list[str] = []
+
+
+def _wal() -> tuple[float, float]:
+    """(MB of WAL written so far, full-page images so far) of the cluster; zeros without one."""
+    if not _URI:
+        return 0.0, 0.0
+    import psycopg
+
+    with psycopg.connect(_URI[0], autocommit=True) as con:
+        lsn, fpi = con.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 / 1e6, wal_fpi::float8 "
+                               "FROM pg_stat_wal").fetchone()
+    return lsn, fpi
+
+
 def run_child(step: str, code: str | None = None, **kwargs: object) -> dict:
     """One step in a process of its own (``code``: with the dfsync of that checkout)."""
     cmd = [sys.executable, __file__, "--child", step, "--kwargs", json.dumps(kwargs)]
     env = dict(os.environ, DFSYNC_BENCH_CODE=code, PYTHONPATH=code) if code else None
+    wal = _wal()
     server, before = _server_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
@@ -239,6 +256,9 @@ def run_child(step: str, code: str | None = None, **kwargs: object) -> dict:
     out = json.loads(line[7:])
     out["client_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     out["server_cpu"] = _server_cpu() - server
+    time.sleep(1.1)  # the step's backends have exited; their WAL statistics are flushed within a second
+    after_wal = _wal()
+    out["wal_mb"], out["wal_fpi"] = after_wal[0] - wal[0], after_wal[1] - wal[1]
     return out
 
 
@@ -333,6 +353,7 @@ def _cluster(settings: dict[str, str]) -> tuple[str, object]:
     ctx = throwaway_server(settings)
     server = ctx.__enter__()
     _DATADIR[:] = [server.datadir]
+    _URI[:] = [server.uri]
     return server.uri, ctx
 
 
@@ -438,8 +459,11 @@ def compare_workspaces(args: argparse.Namespace) -> None:
                 resyncs[kind].append(changed)
                 print(f"round {rnd + 1} {kind:<10} first load {first['seconds']:7.2f}s "
                       f"(peak {first['peak_rss_mb']:.0f} MB, CPU-s process {first['client_cpu']:.1f} + server "
-                      f"{first['server_cpu']:.1f}, then VACUUM ANALYZE + CHECKPOINT {first['maintenance_cpu']:.1f}), "
-                      f"1% re-sync {changed['seconds']:6.2f}s (peak {changed['peak_rss_mb']:.0f} MB)", flush=True)
+                      f"{first['server_cpu']:.1f}, then VACUUM ANALYZE + CHECKPOINT {first['maintenance_cpu']:.1f}; "
+                      f"WAL {first['wal_mb']:.0f} MB, {first['wal_fpi']:.0f} full pages), "
+                      f"1% re-sync {changed['seconds']:6.2f}s (peak {changed['peak_rss_mb']:.0f} MB, CPU-s process "
+                      f"{changed['client_cpu']:.1f} + server {changed['server_cpu']:.1f}; WAL {changed['wal_mb']:.0f} MB, "
+                      f"{changed['wal_fpi']:.0f} full pages)", flush=True)
         for i in range(args.resyncs):
             source = v1 if i % 2 == 0 else v2  # the last round left v2 delivered
             for kind in kinds:
@@ -448,7 +472,8 @@ def compare_workspaces(args: argparse.Namespace) -> None:
                 resyncs[kind].append(r)
                 print(f"re-sync {i + 1} {kind:<10} -> {os.path.basename(source)} {r['seconds']:6.2f}s "
                       f"(peak {r['peak_rss_mb']:.0f} MB, CPU-s process {r['client_cpu']:.1f} + server "
-                      f"{r['server_cpu']:.1f}, then {r['maintenance_cpu']:.1f}): {_phases(r)}", flush=True)
+                      f"{r['server_cpu']:.1f}, then {r['maintenance_cpu']:.1f}; WAL {r['wal_mb']:.0f} MB, "
+                      f"{r['wal_fpi']:.0f} full pages): {_phases(r)}", flush=True)
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
