@@ -92,6 +92,15 @@ def test_runs_keep_the_local_copy_exact_and_reads_use_it(pg_server, cached, capl
     assert sync.run().counts["sent"] == 0
 
 
+def test_a_first_load_leaves_its_copy_folded_into_one_base(pg_server, cached):
+    ws, sync, uri, _ = cached  # a first load of three batches: a delta each, folded at the transfer's end
+    files = [f for _, _, fs in os.walk(ws.store.state_cache_root) for f in fs]
+    assert len([f for f in files if f.startswith("base-")]) == 1, files
+    assert len([f for f in files if f.startswith("delta-")]) <= 1, files  # the run's end, after the fold
+    assert not [f for f in files if f.endswith(".tmp")], files
+    assert _read(sync) == _server_view(pg_server, uri, sync.id) and len(_read(sync)) == 300
+
+
 def _writer_paths():
     def sql_delete(ws, sync, pg_server, uri):
         pg_server.execute(f"DELETE FROM ws.state_{sync.id} WHERE id = 5", dbname=uri.rsplit("/", 1)[1])

@@ -256,6 +256,24 @@ class PgDeliveryOps:
 
         self._after_commit(keep)  # type: ignore[attr-defined]
 
+    def fold_local_copy(self, sync_id: int, key: Sequence[str]) -> None:
+        """This host's copy as of the server's generation, its deltas folded into one base now
+        (as the next read would: :meth:`StateCache.open`) when it leads there; else nothing."""
+        st = state_table(sync_id)
+        with self._connect() as con:
+            if not self._has_table(con, st):
+                return
+            types = self._key_types(con, sync_id)
+            cache = self._state_cache(con, sync_id, key, types)
+            if cache is None:
+                return
+            schema = self._read_schema(con, st, key, types)
+            g = gen(con, st, "get")
+        reader = cache.open(g, schema) if g is not None else None
+        if reader is not None:
+            for _ in reader:  # written as the base of g as it is read
+                pass
+
     def _drop_local_copy(self, sync_id: int) -> None:
         """Delete this host's copy of a sync's state (the keys it holds are erased or no longer needed)."""
         if self.state_cache_root is None:

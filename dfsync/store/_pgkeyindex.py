@@ -100,12 +100,13 @@ class PgKeyIndex:
 
     def transfer_done(self, sync_id: int, key: Sequence[str]) -> None:
         """Start building a missing key index on a connection of its own while the destination
-        finishes (its own indexes, commits): the two run side by side; :meth:`finish_run` waits."""
+        finishes (its own indexes, commits): the two run side by side; :meth:`finish_run` waits.
+        Beside them, a thread of its own folds this host's copy of the state (a first load recorded
+        a delta per batch) into one file, so the next run reads it whole instead of replaying them."""
         st = state_table(sync_id)
         with self._connect() as con:  # type: ignore[attr-defined]
             if not self._has_table(con, st) or has_key_index(con, st):  # type: ignore[attr-defined]
                 return
-        builds = self.__dict__.setdefault("_key_builds", {})
 
         def build() -> None:
             try:
@@ -115,12 +116,22 @@ class PgKeyIndex:
             finally:
                 self.close()  # this thread's connection
 
-        builds[sync_id] = threading.Thread(target=build, name=f"dfsync-key-index-{sync_id}", daemon=True)
-        builds[sync_id].start()
+        def fold() -> None:  # an index changes no row: the copy's generation is the same after the build
+            try:
+                self.fold_local_copy(sync_id, key)  # type: ignore[attr-defined]
+            except Exception as exc:  # the next read replays the deltas instead
+                log.debug("sync %s: this host's copy not folded: %s", sync_id, exc)
+            finally:
+                self.close()
+
+        threads = [threading.Thread(target=fn, name=f"dfsync-{fn.__name__}-{sync_id}", daemon=True)
+                   for fn in (build, fold)]
+        self.__dict__.setdefault("_key_builds", {})[sync_id] = threads
+        for t in threads:
+            t.start()
 
     def finish_run(self, sync_id: int, run_id: int, key: Sequence[str], **kw: Any) -> None:
-        started = self.__dict__.get("_key_builds", {}).pop(sync_id, None)
-        if started is not None:
+        for started in self.__dict__.get("_key_builds", {}).pop(sync_id, ()):
             started.join()
         self.key_index(sync_id, key)
         return super().finish_run(sync_id, run_id, key, **kw)  # type: ignore[misc]
