@@ -425,6 +425,11 @@ def compare_workspaces(args: argparse.Namespace) -> None:
         raise SystemExit("--pg-setting applies to the throwaway cluster (--workspace postgresql) only")
     base = args.workdir or tempfile.mkdtemp(prefix="dfsync-bench-")
     os.makedirs(base, exist_ok=True)
+    # the PostgreSQL workspace's copies of its delivered state (160 MB per 10M-row sync) go with the
+    # run's files, not into ~/.cache/dfsync/state where every run would leave its own
+    state_cache = os.path.join(base, "state-cache")
+    shutil.rmtree(state_cache, ignore_errors=True)
+    os.environ.setdefault("DFSYNC_STATE_CACHE", state_cache)
     v1, v2 = os.path.join(base, "v1.parquet"), os.path.join(base, "v2.parquet")
     code = {f"pg_code{i + 1}": os.path.abspath(d) for i, d in enumerate(args.code)}
     kinds = ("duckdb", "postgresql", *code)
