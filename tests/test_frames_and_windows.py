@@ -242,3 +242,44 @@ def test_a_cursor_in_a_local_time_zone_reads_the_same_instants_next_run(ws, tmp_
     assert run.counts["queried"] == 3 and run.counts["updated"] == 1 and run.counts["unchanged"] == 2
     got = dict(read(tmp_path).select("id", "temp").iter_rows())
     assert got[7] == 70.0 and got[0] == 0.0
+
+
+@pytest.mark.parametrize("kind", ["frame", "parquet", "sqlite", "duckdb_query"])
+def test_rows_with_a_null_cursor_are_read_by_every_incremental_run(ws, tmp_path, kind):
+    """A row whose cursor is null has no place in the window: every run reads it, and the diff
+    sends it only when it is new or changed (it was read by the first run only, so a later
+    null-cursor row was never sent, without a word)."""
+    import sqlite3
+
+    def source(df: pl.DataFrame):
+        if kind == "frame":
+            return dfsync.sources.frame(df)
+        if kind == "parquet":
+            df.write_parquet(tmp_path / "src.parquet")
+            return dfsync.sources.files(str(tmp_path / "src.parquet"))
+        if kind == "sqlite":
+            with sqlite3.connect(tmp_path / "src.sqlite") as con:
+                con.execute("DROP TABLE IF EXISTS s")
+                con.execute("CREATE TABLE s (id INTEGER, seq INTEGER, v TEXT)")
+                con.executemany("INSERT INTO s VALUES (?, ?, ?)", df.rows())
+            return dfsync.sources.database(f"sqlite:///{tmp_path / 'src.sqlite'}", "SELECT * FROM s")
+        df.write_parquet(tmp_path / "q.parquet")
+        return dfsync.sources.duckdb_query(f"SELECT * FROM read_parquet('{tmp_path / 'q.parquet'}')")
+
+    def frame(rows):
+        return pl.DataFrame(rows, schema={"id": pl.Int64, "seq": pl.Int64, "v": pl.String}, orient="row")
+
+    v1 = frame([(1, 10, "a"), (2, None, "b"), (3, 20, "c")])
+    sync = ws.create_sync("n", source=source(v1), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="seq")
+    assert sync.run(progress=False).counts["sent"] == 3
+    assert sync.cursor == 20
+    # a new row without a cursor, a change to the old one, and a row below the cursor
+    v2 = frame([(1, 10, "a2"), (2, None, "B"), (3, 20, "c"), (4, None, "d")])
+    src2 = source(v2)  # rewrites the file or table the sync reads
+    run = sync.run(source=src2, progress=False) if kind == "frame" else sync.run(progress=False)
+    c = run.counts
+    assert (c["queried"], c["inserted"], c["updated"], c["unchanged"]) == (3, 1, 1, 1), c
+    assert dict(read(tmp_path).select("id", "v").iter_rows()) == {1: "a", 2: "B", 3: "c", 4: "d"}
+    again = sync.run(source=src2, progress=False) if kind == "frame" else sync.run(progress=False)
+    assert again.counts["sent"] == 0 and again.counts["unchanged"] == 3

@@ -109,7 +109,7 @@ class DatabaseSource(Source):
         sql, params = self.query, ()
         if cursor is not None:
             place = "?" if self.dialect == "sqlite" else "$1"
-            sql = f"SELECT * FROM ({self.query}) AS q WHERE {q(cursor.field)} >= {place}"
+            sql = f"SELECT * FROM ({self.query}) AS q WHERE {cursor.where(q(cursor.field), place)}"
             params = (cursor.value,)
         if limit0:
             sql = f"SELECT * FROM ({sql}) AS q0 LIMIT 0"

@@ -52,7 +52,8 @@ class DuckDBQuerySource(Source):
         sql = self.sql
         params: list[Any] = []
         if cursor is not None:
-            sql = f'SELECT * FROM ({self.sql}) AS dfsync_q WHERE "{cursor.field.replace(chr(34), chr(34) * 2)}" >= ?'
+            field = '"' + cursor.field.replace('"', '""') + '"'
+            sql = f"SELECT * FROM ({self.sql}) AS dfsync_q WHERE {cursor.where(field, '?')}"
             params = [cursor.value]
         try:
             if src_con is None:

@@ -131,5 +131,6 @@ class FilesSource(Source):
         if cursor is not None:
             import duckdb
 
-            rel = rel.filter(duckdb.ColumnExpression(cursor.field) >= duckdb.ConstantExpression(cursor.value))
+            col = duckdb.ColumnExpression(cursor.field)
+            rel = rel.filter((col >= duckdb.ConstantExpression(cursor.value)) | col.isnull())  # as CursorFilter.apply
         return rel

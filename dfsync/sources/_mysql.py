@@ -118,7 +118,7 @@ def query_sql(source: Any, cursor: Any) -> tuple[str, tuple]:
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)  # sessions run in UTC
     query = source.query.replace("%", "%%")  # with parameters, PyMySQL formats the text
-    return f"SELECT * FROM ({query}) AS q WHERE {field} >= %s", (value,)
+    return f"SELECT * FROM ({query}) AS q WHERE {cursor.where(field, '%s')}", (value,)
 
 
 def mysql_schema(source: Any, cursor: Any = None) -> pa.Schema:

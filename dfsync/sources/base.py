@@ -35,13 +35,21 @@ __all__ = [
 ]
 
 
+#: An incremental run reads the rows at or above its cursor, and the rows whose cursor is null:
+#: they cannot be placed in the window, and reading them only on the first run would leave a later
+#: null-cursor row (or a change to one) behind without a word. Every source builds its filter here.
+NULL_CURSOR_SQL = "({field} >= {value} OR {field} IS NULL)"
+
+
 @dataclass(frozen=True)
 class CursorFilter:
     field: str
     value: Any  # a Python scalar (int, float, str, date, datetime)
 
     def apply(self, lf: pl.LazyFrame) -> pl.LazyFrame:
-        """``field >= value`` on a polars frame. A stored time-zone-aware cursor is compared in the
+        """``field >= value OR field IS NULL`` on a polars frame (a row with no cursor value has no
+        place in the window, so every incremental run reads it and the diff sends it only when it
+        changed; see :data:`NULL_CURSOR_SQL`). A stored time-zone-aware cursor is compared in the
         column's own time zone (polars refuses to compare two zones), so a cursor kept from a
         column in America/New_York reads the same instants on the next run."""
         value: Any = self.value
@@ -49,7 +57,11 @@ class CursorFilter:
             dtype = lf.collect_schema().get(self.field)
             if isinstance(dtype, pl.Datetime) and dtype.time_zone:
                 value = pl.lit(value).dt.convert_time_zone(dtype.time_zone)
-        return lf.filter(pl.col(self.field) >= value)
+        return lf.filter((pl.col(self.field) >= value) | pl.col(self.field).is_null())
+
+    def where(self, quoted_field: str, placeholder: str) -> str:
+        """The SQL condition of :meth:`apply` for a database or DuckDB query."""
+        return NULL_CURSOR_SQL.format(field=quoted_field, value=placeholder)
 
 
 class Source(ABC):
