@@ -230,7 +230,57 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def resync(n: int, rounds: int, profile: bool = False) -> None:
+def run_measured(sync) -> dict:
+    """Run ``sync`` once in this process: wall and CPU seconds, peak RSS above the start, phases."""
+    RUN.clear()
+    reset_peak_rss()
+    before = current_rss_mb()
+    t, c = time.perf_counter(), time.process_time()
+    run = sync.run(progress=False)
+    return {"wall": time.perf_counter() - t, "cpu": time.process_time() - c, "rss": peak_rss_mb() - before,
+            "phases": {label: list(v) for label, v in RUN.items()}, "status": run.status, "error": run.error,
+            "counts": dict(run.counts)}
+
+
+def run_child(d: str, name: str, profile: bool = False) -> dict:
+    """Run sync ``name`` of the workspace in ``d`` in a new Python process (as the CLI or cron would):
+    the run's own figures as in :func:`run_measured`, and the whole process's wall and CPU seconds."""
+    import json
+    import subprocess
+
+    t = time.perf_counter()
+    before = os.times()
+    cmd = [sys.executable, __file__, "--child", d, name] + (["--profile"] if profile else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    after = os.times()
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for label, (w, c, calls) in res.pop("profile", {}).items():  # the child's check phase, summed here
+        acc = PROFILE.setdefault(label, [0.0, 0.0, 0])
+        acc[0] += w
+        acc[1] += c
+        acc[2] += calls
+    res["process"] = (time.perf_counter() - t, (after.children_user - before.children_user)
+                      + (after.children_system - before.children_system))
+    return res
+
+
+def child(d: str, name: str, profile: bool = False) -> None:
+    """--child: open the workspace, run one sync, print its figures as JSON."""
+    import json
+
+    import dfsync
+
+    time_phases()
+    if profile:
+        instrument()
+    ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
+    out = run_measured(ws.sync(name))
+    out["profile"] = PROFILE
+    ws.close()
+    print(json.dumps(out, default=str))
+
+
+def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False) -> None:
     """Each round changes 1% of the rows, then re-syncs both syncs, plain and checked, one right
     after the other; the order alternates between rounds so neither always runs first."""
     import shutil
@@ -256,36 +306,40 @@ def resync(n: int, rounds: int, profile: bool = False) -> None:
         run = syncs[name].run(progress=False)
         assert run.status == "success", run.error
         print(f"initial load {labels[name]}: {time.perf_counter() - t:.1f} s")
-    time_phases()
-    if profile:
-        instrument()
+    if not fresh:  # (--fresh: the children time their own runs)
+        time_phases()
+        if profile:
+            instrument()
     times: dict[str, list[float]] = {k: [] for k in syncs}
     cpus: dict[str, list[float]] = {k: [] for k in syncs}
     phases: dict[str, list[dict[str, list[float]]]] = {k: [] for k in syncs}
     rss: dict[str, list[float]] = {k: [] for k in syncs}
+    whole: dict[str, list[tuple[float, float]]] = {k: [] for k in syncs}  # --fresh: the child process's wall, CPU
     per_run_rss = reset_peak_rss()
+    if fresh:
+        ws.close()  # each run opens the workspace in a process of its own
     for k in range(rounds):
         # 1% of the rows change (a different 1% each round)
         con.execute(f"UPDATE staged SET age = age + 0.5 WHERE (_rid + {k * 37}) % 100 = 0").complete()
         con.execute(f"COPY (SELECT * EXCLUDE (_rid) FROM staged) TO '{src}/v.parquet' (FORMAT parquet)").complete()
         order = ["plain", "checked"] if k % 2 == 0 else ["checked", "plain"]
         for name in order:
-            RUN.clear()
-            reset_peak_rss()
-            before = current_rss_mb()
-            t, c = time.perf_counter(), time.process_time()
-            run = syncs[name].run(progress=False)
-            times[name].append(time.perf_counter() - t)
-            cpus[name].append(time.process_time() - c)
-            rss[name].append(peak_rss_mb() - before)
-            phases[name].append({label: list(v) for label, v in RUN.items()})
-            assert run.status == "success", run.error
-            assert run.counts["updated"] == n // 100 and run.counts["unchanged"] == n - n // 100, run.counts
+            out = run_child(d, name, profile) if fresh else run_measured(syncs[name])
+            times[name].append(out["wall"])
+            cpus[name].append(out["cpu"])
+            rss[name].append(out["rss"])
+            phases[name].append(out["phases"])
+            if fresh:
+                whole[name].append(out["process"])
+            assert out["status"] == "success", out["error"]
+            counts = out["counts"]
+            assert counts["updated"] == n // 100 and counts["unchanged"] == n - n // 100, counts
         p, c_ = times["plain"][-1], times["checked"][-1]
         print(f"round {k + 1} ({' then '.join(order)}): plain {p:.2f} s, checked {c_:.2f} s, ratio {c_ / p:.2f}",
               flush=True)
     ratios = [c / p for p, c in zip(times["plain"], times["checked"], strict=True)]
-    print(f"\n3) full-refresh re-sync, {n:,} rows, 1% changed, {rounds} rounds (plain and checked alternating)")
+    print(f"\n3) full-refresh re-sync, {n:,} rows, 1% changed, {rounds} rounds (plain and checked alternating"
+          + (", each run in a fresh process: the CLI / cron case, no proof kept from an earlier run)" if fresh else ")"))
     print(f"   ratio per round (checked / plain, same moment's load): {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"   median ratio {median(ratios):.2f}x (target <= 1.2x); within target in "
           f"{sum(r <= 1.2 for r in ratios)} of {rounds} rounds")
@@ -308,6 +362,14 @@ def resync(n: int, rounds: int, profile: bool = False) -> None:
                          if runs else "-")
         if cells != ["-", "-"]:
             print(f"     {label:42s} {cells[0]:>16s} {cells[1]:>16s}")
+    if fresh:
+        for name in syncs:
+            print(f"   {labels[name]:24s}: whole process (start to exit) wall "
+                  f"{', '.join(f'{w:.2f}' for w, _ in whole[name])} s, CPU {', '.join(f'{c:.2f}' for _, c in whole[name])} s")
+        wr = [c[0] / p[0] for p, c in zip(whole["plain"], whole["checked"], strict=True)]
+        print(f"   whole process ratio per round: {', '.join(f'{r:.2f}' for r in wr)}; median {median(wr):.2f}x")
+        ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
+        syncs = {name: ws.sync(name) for name in syncs}
     if profile:
         print(f"   check phase over {rounds} checked re-syncs (wall s, CPU s, calls):")
         for label, (w, c, calls) in PROFILE.items():
@@ -325,10 +387,15 @@ def main() -> None:
     ap.add_argument("--resync", action="store_true")
     ap.add_argument("--rounds", "--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="--resync: every re-sync in a new process (no proof kept)")
+    ap.add_argument("--child", nargs=2, metavar=("DIR", "SYNC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.rows
+    if args.child:
+        child(*args.child, profile=args.profile)
+        return
     if args.resync:
-        resync(n, args.rounds, args.profile)
+        resync(n, args.rounds, args.profile, args.fresh)
         return
     con = duckdb.connect()
     t = time.perf_counter()

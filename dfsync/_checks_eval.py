@@ -27,6 +27,7 @@ from dfsync._checks_sql import (
     PARTIAL,
     between_success,
     compile_check,
+    key_proves_unique,
     mostly_success,
     qualify,
 )
@@ -50,7 +51,8 @@ def validate_checks(checks: list[Check], columns: list[str]) -> None:
                 f"Columns: {', '.join(columns)}")
 
 
-def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: str | None = None) -> Evaluation:
+def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: str | None = None,
+             distinct_key: list[str] | None = None) -> Evaluation:
     """Run ``checks`` on the rows of ``relation`` (a table/view on ``con`` with a BIGINT ``_rid``).
 
     All built-in checks and the common GX expectations run as one aggregate query (plus one
@@ -63,6 +65,10 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     >>> _ = con.execute("CREATE TABLE t AS SELECT range AS _rid, NULLIF(range, 2) AS x FROM range(5)")
     >>> evaluate(con, "t", [not_null("x")]).summary()
     '1 check failed: x not_null: 1 rows'
+
+    ``distinct_key``: columns known never null and distinct over the relation (a run's primary key
+    once staging found no null or repeated key among the rows it read): a uniqueness check of
+    columns that include them is answered without reading the values.
     """
     checks = [c for c in checks if c.level != ACTIONS]  # checkpoint actions run later, on these results
     rel = qualify(relation)
@@ -83,7 +89,7 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     results: dict[str, dict] = {}
     temps: list[str] = []
     try:
-        n = _run_sql_checks(con, rel, types, sql_checks, temps, results, ft)
+        n = _run_sql_checks(con, rel, types, sql_checks, temps, results, ft, distinct_key or [])
         for c in others:
             if isinstance(c, ExpressionCheck):
                 res, bad = _run_expression(con, rel, c, n)
@@ -118,28 +124,33 @@ def evaluate_staged(staging: Any, checks: list[Check]) -> Evaluation:
     rows = staging.to_check_view()
     cols = dataset_columns(checks, staging.columns)
     dataset = staging.dataset_view(cols) if any(c.level == TABLE for c in checks) else None
-    ev = evaluate_scoped(staging.con, rows, dataset, checks)
+    key = staging.key if getattr(staging, "key_distinct", False) else None  # the key gate passed every row read
+    ev = evaluate_scoped(staging.con, rows, dataset, checks, key)
     if dataset is not None and not staging.dataset_rids and any(
             r["scope"] == DATASET_SCOPE and r["unexpected_count"] for r in ev.results):
         # rows fail a dataset-level check: evaluate again where every row has its id
-        ev = evaluate_scoped(staging.con, rows, staging.dataset_view(cols, exact_rids=True), checks)
+        dataset = staging.dataset_view(cols, exact_rids=True)
+        key = key if staging.key_distinct else None
+        ev = evaluate_scoped(staging.con, rows, dataset, checks, key)
     return ev
 
 
-def evaluate_scoped(con: Any, rows: str, dataset: str | None, checks: list[Check]) -> Evaluation:
+def evaluate_scoped(con: Any, rows: str, dataset: str | None, checks: list[Check],
+                    distinct_key: list[str] | None = None) -> Evaluation:
     """Row-level checks on ``rows`` (the rows about to be sent), dataset-level checks on
     ``dataset`` (every row the run read; both relations carry ``_rid``).
 
     The failures table lists failing rows of both; a dataset-level check's failing rows are
     listed with the ``_rid`` they have in ``dataset``, in ``Evaluation.dataset_failures``
     (the caller maps them to rows about to be sent). Results keep the order of ``checks``.
+    ``distinct_key``: as in :func:`evaluate`, for ``dataset``.
     """
     checks = [c for c in checks if c.level != ACTIONS]
     whole = [c for c in checks if c.level != ROW]
     if dataset is None or not whole:
         return evaluate(con, rows, checks)
     ev = evaluate(con, rows, [c for c in checks if c.level == ROW])
-    ds = evaluate(con, dataset, whole)
+    ds = evaluate(con, dataset, whole, distinct_key=distinct_key)
     by_name = {r["check_name"]: r for r in ev.results + ds.results}
     out = Evaluation(ev.failures_table, [by_name[c.name] for c in checks])
     out.dataset_failures = ds.failures_table
@@ -172,7 +183,7 @@ def _insert_rids(con: Any, ft: str, name: str, rids: Any) -> None:
 
 
 def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple[Check, Check]],
-                    temps: list[str], results: dict[str, dict], ft: str) -> int:
+                    temps: list[str], results: dict[str, dict], ft: str, distinct_key: list[str]) -> int:
     """Evaluate SQL-form checks with each predicate computed once per row.
 
     A uniqueness check reads its hashes first and sorts them on other threads while one scan
@@ -180,7 +191,8 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
     table of repeated values is made (empty when the hashes prove there are none). One scan
     keeps only failing rows (their _rid, failed check names and shown values) in a temp
     table: it evaluates every predicate, like a hand-written query. Counts and partial lists
-    then come from the small table of failing rows.
+    then come from the small table of failing rows. A uniqueness check of columns that include
+    ``distinct_key`` has no failing row and reads no values (its missing values are counted).
     """
     compiled = []
     repeated: dict[int, str] = {}  # uniqueness checks: their table of repeated values
@@ -190,6 +202,8 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
             dups = f"_dfsync_dups_{uuid.uuid4().hex[:12]}"
             temps.append(dups)
         comp = compile_check(form, types, rel, dups)
+        if dups and key_proves_unique(form.params.get("columns") or [form.column], distinct_key, types):
+            comp.setup, comp.distinct, comp.fail, dups = None, None, "false", None  # the key gate answered it
         comp.begin(con)  # a uniqueness check's hashes are sorted on other threads meanwhile
         compiled.append((c, comp))
         if dups:

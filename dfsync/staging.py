@@ -85,6 +85,8 @@ class Staging:
         self.src_rescannable = False
         self.dataset_rids = True  # the dataset view's _rid identifies rows (see dataset_view)
         self.keep_columns: set[str] = set()  # columns kept for unchanged rows too (dataset-level checks)
+        self.key_distinct = False  # the last load found no null or repeated key among every row it read
+        self._snapshot = None
 
     def for_transfer(self) -> None:
         """Halve the memory cap for the transfer when the staged rows did not fit anyway.
@@ -172,6 +174,7 @@ class Staging:
         self.read_counts = dict(counts)
         result.counts = self.valid_counts()
         result.invalid = result.counts["invalid"]
+        self.key_distinct = not result.key_problems
         self.loaded = True
         if result.key_problems and not quarantine_keys:
             err = InvalidRecordsError(
@@ -219,6 +222,7 @@ class Staging:
         counter: Callable[[], int | None] | None = None
         self.src_rescannable = False  # _src is a DuckDB relation that can be scanned again (files)
         self.counted: Counted | None = None  # the Arrow stream staged (refuse_lossy() once it is read)
+        self._snapshot = None  # the files' snapshot when _src was made (None: not known)
         try:
             rel = source.duckdb_relation(con, cursor) if select is not None else None
             con.execute("DROP VIEW IF EXISTS _src_raw")
@@ -231,6 +235,7 @@ class Staging:
                 rel.create_view("_src_raw")
                 self.src_rescannable = True
                 before = source.snapshot() if cursor is None else None
+                self._snapshot = before
                 if before is not None and source.counts_from_metadata:
                     def counter() -> int | None:
                         n = con.execute("SELECT count(*) FROM _src_raw").fetchall()[0][0]
@@ -415,6 +420,9 @@ class Staging:
         sel = ", ".join(quote(c) for c in cols)
         con = self.con
         self.dataset_rids = True
+        if self.changed_only and (not self.src_rescannable or self._snapshot is None
+                                  or self._reopen[0].snapshot() != self._snapshot):
+            self.key_distinct = False  # the rows read again may not be the ones the key gate saw
         if self.changed_only and self.src_rescannable and not exact_rids:
             con.execute(f"CREATE OR REPLACE TEMP VIEW dataset AS SELECT {sel}, NULL::BIGINT AS _rid FROM _src")
             self.dataset_rids = False

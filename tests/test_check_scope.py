@@ -288,3 +288,57 @@ def test_a_file_re_sync_with_row_failures_and_passing_dataset_checks(tmp_path):
     assert (run.counts["invalid"], run.counts["unchanged"], run.counts["sent"]) == (145, 855, 0)
     assert {0, 1, 2} <= set(run.records(status="invalid")["id"].to_list())
     assert len(_dest(tmp_path)) == 858
+
+
+def test_unique_on_the_primary_key_is_answered_by_the_key_gate_and_only_then(tmp_path, monkeypatch):
+    """A uniqueness check of columns that include the primary key needs no hash of the values when
+    staging found no null or repeated key among every row read (first load, changed-only
+    re-sync of a file). Not when the columns leave out part of the key, and not when the key
+    repeats (quarantined under skip): then the check itself finds the rows."""
+    from dfsync import _checks_sql
+
+    read: list[str] = []
+    start = _checks_sql.DistinctTest.start
+    monkeypatch.setattr(_checks_sql.DistinctTest, "start", lambda self, con: read.append(self.hashes) or start(self, con))
+    src = tmp_path / "k.parquet"
+    df = _big(3000).with_columns(note=pl.when(pl.col("id") % 10 == 0).then(None).otherwise(pl.col("code")))
+    df.write_parquet(src)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    checks = [dc.unique("id"), dc.unique(["note", "id"]), dc.unique("code")]
+    sync = ws.create_sync("k", source=dfsync.sources.files(str(src), skip_unchanged=False), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t"),
+                          destination_mode="mirror", on_invalid="skip", checks=checks)
+
+    def outcome(run) -> dict:
+        v = run.validation()
+        return {r["check_name"]: (r["success"], r["unexpected_count"], json.loads(r["result"]).get("missing_count"))
+                for r in v.iter_rows(named=True)}
+
+    first = sync.run(progress=False)
+    assert first.status == "success"
+    assert outcome(first) == {"id unique": (True, 0, 0), "note, id unique": (True, 0, 300), "code unique": (True, 0, 0)}
+    assert len(read) == 1 and '"code"' in read[0]  # only the column outside the key was hashed
+    df.with_columns(delay=pl.when(pl.col("id") < 5).then(99.0).otherwise(pl.col("delay"))).write_parquet(src)
+    read.clear()
+    run = sync.run(progress=False)  # a changed-only re-sync: the dataset is the file read again
+    assert run.status == "success" and run.counts["updated"] == 5
+    assert outcome(run) == outcome(first) and len(read) == 1
+    # two rows share id 7: the gate quarantines them, and unique("id") finds them itself
+    pl.concat([df, df.filter(pl.col("id") == 7).with_columns(code=pl.lit("x"))]).write_parquet(src)
+    read.clear()
+    run = sync.run(progress=False)
+    _sums(run.counts)
+    assert outcome(run)["id unique"] == (False, 2, 0) and outcome(run)["note, id unique"] == (False, 2, 300)
+    assert len(read) == 3
+    assert sorted(run.records(status="invalid")["id"].to_list()) == [7, 7]
+
+
+def test_the_key_gate_answers_unique_only_for_keys_that_compare_alike_everywhere():
+    from dfsync._checks_sql import key_proves_unique
+
+    types = {"id": "BIGINT", "s": "VARCHAR", "x": "DOUBLE", "d": "DECIMAL(18,3)", "ts": "TIMESTAMP WITH TIME ZONE"}
+    assert key_proves_unique(["id"], ["id"], types) and key_proves_unique(["s", "id", "x"], ["id", "s"], types)
+    assert key_proves_unique(["d", "ts"], ["d", "ts"], types)
+    assert not key_proves_unique(["id"], ["id", "s"], types)  # part of a composite key repeats freely
+    assert not key_proves_unique(["x"], ["x"], types)  # 0.0 and -0.0, NaN: not taken on trust
+    assert not key_proves_unique(["id"], [], types)
