@@ -246,7 +246,7 @@ def breakdown(view: dict[str, Any]) -> str:
     """``invalid`` per check and ``failed`` per destination error, each opening to its first rows."""
     out = []
     for c in view["checks"]:
-        what = f"{c['column'] or ''} {c['kind']}".strip() if c["column"] else c["check"]
+        what = c["check"]  # the check's name as the records and validate() give it (a user's name too)
         dataset = c.get("scope") == "dataset" or (c.get("scope") is None and (c.get("level") or "row") != "row")
         scope = " (checked on every row read)" if dataset else ""
         out.append(f'<details class="dfsync-check" data-check="{esc(c["check"])}" data-rows="{int(c["rows"])}">'
@@ -299,7 +299,7 @@ def run_text(run: SyncRun) -> str:
     parts = []
     if view["checks"]:
         parts.append("invalid by check: " + ", ".join(
-            f"{(c['column'] + ' ' + c['kind']) if c['column'] else c['check']} {c['rows']}" for c in view["checks"]))
+            f"{c['check']} {c['rows']}" for c in view["checks"]))
     if view["errors"]:
         parts.append("failed by error: " + ", ".join(
             f"{json.dumps(e['error'][:60])} {e['rows']}" for e in view["errors"]))

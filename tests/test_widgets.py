@@ -456,3 +456,18 @@ def test_a_panel_of_an_older_run_says_so_and_offers_the_latest(customers: dfsync
     assert data_value(pinned.header.value, "data-run-id") == "2" and "dfsync-stale" not in pinned.header.value
     assert pinned.follow_button.layout.display == "none"
     assert re.search(r'class="dfsync-time">\d\d:\d\d:\d\d</span> showing the latest run, #2', pinned.message.value)
+
+
+def test_the_run_repr_and_panel_name_a_check_as_the_user_named_it(ws, tmp_path):
+    """``checks.expression(..., name="positive")`` is "positive" in the run's repr and panel, as in
+    its records and ``validate()`` (they said "x expression")."""
+    df = pl.DataFrame({"id": [1, 2, 3], "x": [1, -1, 5]})
+    sync = ws.create_sync("named", source=df, primary_key="id", on_invalid="skip",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), "t"),
+                          checks=[dfsync.checks.expression(pl.col("x") > 0, name="positive"),
+                                  dfsync.checks.not_null("x")])
+    run = sync.run(progress=False)
+    assert run.records(status="invalid")["_checks"].to_list() == [["positive"]]
+    assert "invalid by check: positive 1" in repr(run)
+    assert '<details class="dfsync-check" data-check="positive" data-rows="1">' in run._repr_html_()
+    assert "x expression" not in repr(run) + run._repr_html_()
