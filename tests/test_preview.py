@@ -121,7 +121,7 @@ def test_durations_and_intervals_read_back_as_polars_durations(tmp_path):
     assert run.status == "success", run.error
     assert run.counts["succeeded"] == 1 and run.counts["invalid"] == 2
     assert run.records(status="invalid").sort("id")["took"].to_list() == took[1:]
-    assert "took expression 2" in repr(run) and "dfsync-run-panel" in run._repr_html_()
+    assert "invalid by check: positive 2" in repr(run) and "dfsync-run-panel" in run._repr_html_()
     got = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True).sql("SELECT took FROM t").fetchall()
     assert got == [(took[0],)]
 
