@@ -191,8 +191,18 @@ class Evaluation:
         return f"<Evaluation {self.summary()}>"
 
 
+#: the columns of a check-results frame (``validate().checks``, ``run.validation()``), also when empty
+RESULT_SCHEMA = {"check_name": pl.String, "kind": pl.String, "column_name": pl.String, "level": pl.String,
+                 "scope": pl.String, "success": pl.Boolean, "element_count": pl.Int64,
+                 "unexpected_count": pl.Int64, "unexpected_percent": pl.Float64,
+                 "partial_unexpected_list": pl.String, "result": pl.String}
+
+
 def results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:
-    """Check results as a frame; lists and result dicts as JSON text (their types vary by check)."""
+    """Check results as a frame; lists and result dicts as JSON text (their types vary by check).
+    No results: an empty frame with the same columns."""
+    if not results:
+        return pl.DataFrame(schema=RESULT_SCHEMA)
     rows = [{**r, "partial_unexpected_list": json.dumps(r.get("partial_unexpected_list"), default=str),
              "result": json.dumps(r.get("result"), default=str)} for r in results]
     return pl.DataFrame(rows, infer_schema_length=None)

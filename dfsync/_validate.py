@@ -56,7 +56,7 @@ def validate(sync: Sync) -> ValidationResult:
     try:
         result = staging.load(sync.source, sync.mapping, sync.primary_key, cursor=None, detect_deletes=False,
                               state=None, quarantine_keys=True)
-        checks: pl.DataFrame = pl.DataFrame()
+        checks: pl.DataFrame = results_frame([])
         if sync.checks:
             evaluation = checks_mod.evaluate_staged(staging, sync.checks)
             staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)

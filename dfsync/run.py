@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Preview", "SyncRun"]
 
+#: the bookkeeping columns of ``run.records()`` after the record's fields (their types when no row is kept)
+EMPTY_RECORD_META = {"_action": pl.String, "_status": pl.String, "_batch": pl.Int32, "_error": pl.String,
+                     "_checks": pl.List(pl.String), "_fingerprint": pl.UInt64}
+
 
 class SyncRun:
     """One execution of a sync. Properties read the workspace, so they are always current."""
@@ -109,7 +113,9 @@ class SyncRun:
         if staging is not None and staging.loaded:
             return to_polars(staging.records(status=status, limit=limit))
         tbl = self.workspace.store.records(self._row["sync_id"], self.id, status, limit)
-        return to_polars(tbl) if tbl is not None else pl.DataFrame()
+        if tbl is None:  # the sync kept no records yet: the same columns, no rows
+            return pl.DataFrame(schema={**self.sync._fields(), **EMPTY_RECORD_META})
+        return to_polars(tbl)
 
     def buckets(self) -> pl.DataFrame:
         """A partitioned run's buckets (``partitions=N``): each one's state (waiting, running, done,

@@ -364,7 +364,19 @@ class Sync:
     def delivered(self) -> pl.DataFrame:
         """The delivered state: key and fingerprint of every row the destination confirmed."""
         state = self.workspace.store.delivered(self.id, self.primary_key)
-        return pl.from_arrow(state.read_all()) if state is not None else pl.DataFrame()  # type: ignore[return-value]
+        if state is None:  # nothing delivered yet: the same columns, no rows
+            fields = self._fields()
+            return pl.DataFrame(schema={**{k: fields.get(k, pl.String) for k in self.primary_key},
+                                        "_fp": pl.UInt64})
+        return pl.from_arrow(state.read_all())  # type: ignore[return-value]
+
+    def _fields(self) -> pl.Schema:
+        """The records' fields (after mapping) as the source gives them now, for the columns of an
+        empty answer; no fields when the source cannot be read here (a frame of another session)."""
+        try:
+            return self.mapping.validate(self.source.schema())
+        except Exception:  # only shapes an empty frame: never costs the caller an answer
+            return pl.Schema()
 
     def __repr__(self) -> str:
         return (f"<dfsync.Sync {self.name!r} {self.status.value}: {self.source.describe() if 'source' in self._live else self.definition['source']['kind']}"

@@ -329,3 +329,20 @@ def test_runs_begun_before_workspaces_had_an_id_keep_their_ledger_key(tmp_path):
     assert len(wid) == 32 and store.ledger_id(99) == wid
     other = dfsync.Workspace(tmp_path / "new.duckdb").store
     assert other.ledger_id(1) not in ("", wid)
+
+
+def test_empty_answers_keep_their_columns(ws, tmp_path):
+    """delivered() before any delivery, records() of a run that kept none and validate() of a sync
+    without checks are empty frames with the columns a full answer has (not 0x0 frames)."""
+    df = pl.DataFrame({"id": [1, 2], "email": ["a@x.io", "b@x.io"]})
+    sync = ws.create_sync("e", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id")
+    assert sync.delivered().schema == pl.Schema({"id": pl.Int64, "_fp": pl.UInt64})
+    result = sync.validate()
+    assert result.ok and result.checks.height == 0
+    assert {"check_name", "success", "unexpected_count"} <= set(result.checks.columns)
+    run = sync.run(progress=False, source=df.clear())  # refused: an empty source; nothing kept
+    assert run.status == "failed"
+    records = run.records(status="failed")
+    assert records.height == 0
+    assert records.schema["id"] == pl.Int64 and records.schema["_status"] == pl.String
+    assert {"email", "_action", "_batch", "_error"} <= set(records.columns)
