@@ -54,6 +54,22 @@ def test_a_sync_sends_new_rows_then_only_changes_with_their_routes(ws, http_serv
                     ("PATCH", "/people/5"), ("PATCH", "/people/6")]
 
 
+def test_update_mode_never_creates_a_record_rows_not_delivered_yet_go_by_the_update_route(ws, http_server):
+    # the API holds records 0-4; a first update-mode run has no delivered state, so the diff calls
+    # every row new: they must be PATCHed (5-7 answer 404 and are skipped), never POSTed (created)
+    http_server.handler = lambda req: (Reply(404, {"error": "no such contact"})
+                                       if req.method == "PATCH" and int(req.path.rsplit("/", 1)[1]) >= 5 else None)
+    dest = dfsync.destinations.http(http_server.url + "/people", update="PATCH /{id}", **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(8)), destination=dest,
+                          primary_key="id", destination_mode="update")
+    run = sync.run(progress=False)
+    run.raise_for_status()
+    assert sorted((r.method, r.path) for r in http_server.requests) == [("PATCH", f"/people/{i}") for i in range(8)]
+    c = run.counts
+    assert (c["sent"], c["succeeded"], c["skipped"], c["failed"]) == (8, 5, 3, 0)
+    assert sorted(run.records(status="skipped")["id"].to_list()) == [5, 6, 7]
+
+
 def test_rejected_records_are_stored_and_retried_next_run(ws, http_server):
     refuse = {3, 17, 42}
 

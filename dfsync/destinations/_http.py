@@ -44,8 +44,9 @@ Retries and outcomes
     When they outlast ``max_retries`` the write raises ``TransientDestinationError`` and
     the run pauses; resuming re-sends the batch with the same ``Idempotency-Key`` values.
     401/407 fail the run (check the credentials). Other 4xx fail the request's records at
-    once with a snippet of the response; in update mode a per-record 404 marks the record
-    skipped. A 2xx body is read by ``response_parser(response, records) -> {index: error}``;
+    once with a snippet of the response. In ``destination_mode="update"`` every row goes by the
+    update route (rows the sync has not delivered yet too: the mode never creates a record), and
+    a per-record 404 marks the record skipped. A 2xx body is read by ``response_parser(response, records) -> {index: error}``;
     the default reads ``{"results": [{"index"|"id": .., "status": .., "error": ..}]}``
     (an entry fails when it has an ``error``, a status >= 400 or "error"/"failed"; entries
     are matched by ``index``, else by ``id`` against a one-field primary key, else by

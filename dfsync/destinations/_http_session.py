@@ -202,6 +202,12 @@ class HTTPSession(DestinationSession):
         groups = []
         actions = data.column(ACTION_COLUMN)
         present = set(pc.unique(actions).to_pylist())
+        if self.ctx.mode == DestinationMode.UPDATE and "insert" in present:
+            # update mode changes records that exist and never creates one: a row the sync has not
+            # delivered yet goes by the update route too (a per-record 404 marks it skipped), as the
+            # SQL destinations apply every row of an update-mode run as an UPDATE
+            actions = pc.if_else(pc.equal(actions, string_scalar("insert")), string_scalar("update"), actions)
+            present = (present - {"insert"}) | {"update"}
         for action in ACTIONS:
             if action not in present:
                 continue
