@@ -57,6 +57,20 @@ def _is_bytes(t: pa.DataType) -> bool:
             or pa.types.is_fixed_size_binary(t))
 
 
+def _holds_text(t: pa.DataType) -> bool:
+    """A string, or a list/struct/map with a string anywhere inside."""
+    t = _base(t)
+    if _is_text(t):
+        return True
+    if is_list(t):
+        return _holds_text(t.value_type)
+    if pa.types.is_struct(t):
+        return any(_holds_text(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _holds_text(t.key_type) or _holds_text(t.item_type)
+    return False
+
+
 def _int_range(t: pa.DataType) -> tuple[int, int]:
     bits = t.bit_width
     if pa.types.is_signed_integer(t):
@@ -398,11 +412,29 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
     * ``nonfinite``: which of NaN / infinity the destination keeps ("nan,inf", "inf" for
       SQLite, which stores NaN as NULL, "" for JSON, which has neither).
     * ``largest_integer``: SQLite's integers are signed 64-bit: a larger uint64 is refused.
+    * ``text_nul``: False when the destination's text cannot hold the NUL character (PostgreSQL's
+      text, arrays and jsonb): a string with one, alone or inside a list/struct/map, is refused.
     """
     keeps = set(filter(None, str(getattr(destination, "nonfinite", "nan,inf")).split(",")))
     largest = getattr(destination, "largest_integer", None)
     for f in records:
         t, n = _base(f.type), f.name
+        if not getattr(destination, "text_nul", True) and _holds_text(t):
+            # to_json writes a NUL as \u0000 (a backslash in the text itself is written \\)
+            cond = ("contains({c}, chr(0))" if _is_text(t)
+                    else "regexp_matches(to_json({c})::VARCHAR, '(^|[^\\\\])(\\\\\\\\)*\\\\u0000')")
+            bad = _first_value(con, table, n, cond)
+            if bad is not None:
+                shown = repr(bad)[:80]
+                drop = "str.replace_all(chr(0), '', literal=True)"
+                fix = (f"mapping={{{n!r}: pl.col({n!r}).{drop}}}, or send the column as bytes "
+                       f"(pl.col({n!r}).cast(pl.Binary))" if _is_text(t) else
+                       f"mapping={{{n!r}: pl.col({n!r}).list.eval(pl.element().{drop})}}"
+                       if is_list(t) and _is_text(_base(t.value_type)) else "a mapping expression without it")
+                raise SchemaMismatchError(
+                    f"column {n!r} holds a text value with a NUL character (\\x00), e.g. {shown}, which "
+                    f"{where} cannot store (PostgreSQL text, arrays and jsonb refuse it). Remove it with "
+                    f"{fix}. Nothing was sent.")
         if pa.types.is_floating(t) and keeps != {"nan", "inf"}:
             conds = ([] if "nan" in keeps else ["isnan({c})"]) + ([] if "inf" in keeps else ["isinf({c})"])
             bad = _first_value(con, table, n, " OR ".join(conds))

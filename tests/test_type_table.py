@@ -228,6 +228,33 @@ def test_nanoseconds_postgresql_would_round_are_refused_before_sending(request, 
     assert [r["ts"] for r in read_rows("postgres", dest, ["ts"])] == ok["ts"].to_list()
 
 
+def test_a_nul_character_postgresql_cannot_store_is_refused_before_sending(request, tmp_path, pg_server):
+    """PostgreSQL's text, arrays and jsonb cannot hold U+0000: a string with one failed the run
+    with libpq's raw COPY error after the table was made; it is refused before anything is sent,
+    naming the column, and the fix it gives reads back equal. A backslash followed by 'u0000'
+    (six characters of text) is not a NUL and goes in as it is."""
+    dest = Dest("postgres", request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2], "s": ["a\x00b", "ok"], "l": [["x", "y\x00"], None],
+                       "st": [{"a": "q\x00"}, {"a": None}]})
+    for col in ("s", "l", "st"):
+        run = ws.create_sync(f"s_{col}", source=df.select("id", col), destination=dest.make(),
+                             primary_key="id").run(progress=False)
+        assert run.status == "failed" and run.counts["sent"] == 0, run.error
+        assert f"column {col!r}" in run.error and "NUL" in run.error and "Nothing was sent" in run.error, run.error
+        assert pg_server.execute("SELECT to_regclass('t') IS NULL", dbname=dest.path.rsplit("/", 1)[1]) == [(True,)]
+    fix = pl.col("s").str.replace_all(chr(0), "", literal=True)
+    assert "str.replace_all(chr(0), '', literal=True)" in ws.create_sync(
+        "s_s", source=df.select("id", "s"), destination=dest.make(), primary_key="id").run(progress=False).error
+    backslash = pl.DataFrame({"id": [1, 2], "s": ["a", "b"], "st": [{"a": "\\u0000"}, {"a": "\\\\u0000"}]})
+    run = ws.create_sync("s_s", source=df.select("id", fix.alias("s")).join(backslash.select("id", "st"), on="id"),
+                         destination=dest.make(), primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    rows = read_rows("postgres", dest, ["s", "st"])
+    assert [r["s"] for r in rows] == ["ab", "ok"]
+    assert [normal("postgres", "st", r["st"]) for r in rows] == [{"a": "\\u0000"}, {"a": "\\\\u0000"}]
+
+
 def test_nanosecond_times_and_durations_get_a_fix_that_polars_can_run(request, tmp_path):
     """The refusal of nanosecond times of day and durations suggested pl.col(c).dt.truncate('1us'),
     which polars refuses for those types (it truncates datetimes only); each type gets an

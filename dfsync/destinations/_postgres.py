@@ -102,6 +102,8 @@ class PostgresDestination(ServerDestination):
     reusable_sessions = True
     #: the finest time unit its timestamp/interval columns keep
     time_unit = "us"
+    #: text, arrays and jsonb cannot hold U+0000: refused before sending (dfsync._schema.check_values)
+    text_nul = False
 
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
                  connect_timeout: int = 10) -> None:
