@@ -200,9 +200,11 @@ RESULT_SCHEMA = {"check_name": pl.String, "kind": pl.String, "column_name": pl.S
 
 def results_frame(results: list[dict[str, Any]]) -> pl.DataFrame:
     """Check results as a frame; lists and result dicts as JSON text (their types vary by check).
-    No results: an empty frame with the same columns."""
+    No results: an empty frame with the same columns. A column whose values are all null (no
+    percentage over an empty source, no column for a row count) keeps its type."""
     if not results:
         return pl.DataFrame(schema=RESULT_SCHEMA)
     rows = [{**r, "partial_unexpected_list": json.dumps(r.get("partial_unexpected_list"), default=str),
              "result": json.dumps(r.get("result"), default=str)} for r in results]
-    return pl.DataFrame(rows, infer_schema_length=None)
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    return frame.with_columns(pl.col(c).cast(t) for c, t in RESULT_SCHEMA.items() if c in frame.columns)

@@ -331,6 +331,24 @@ def test_runs_begun_before_workspaces_had_an_id_keep_their_ledger_key(tmp_path):
     assert other.ledger_id(1) not in ("", wid)
 
 
+def test_check_results_of_an_empty_source_keep_their_types(ws, tmp_path):
+    """validate().checks and preview().validation over a source with no rows: every percentage is
+    null and a row count has no column; those columns were typed Null (not Float64 / String) and
+    differed from run.validation() of the same checks."""
+    df = pl.DataFrame({"id": [1, 2], "email": ["a@x.io", None]}).clear()
+    checks = [dfsync.checks.not_null("email"), dfsync.checks.row_count_between(0, 10)]
+    sync = ws.create_sync("e", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                          checks=checks, allow_empty=True)
+    want = {"column_name": pl.String, "element_count": pl.Int64, "unexpected_count": pl.Int64,
+            "unexpected_percent": pl.Float64, "success": pl.Boolean}
+    for frame in (sync.validate().checks, sync.preview().validation, sync.run(progress=False).validation()):
+        assert frame.height == 2
+        assert {c: frame.schema[c] for c in want} == want
+    only_count = ws.create_sync("c", source=dfsync.sources.frame(df), destination=duck(tmp_path, "c"),
+                                primary_key="id", checks=[dfsync.checks.row_count_between(0, 10)], allow_empty=True)
+    assert only_count.validate().checks.schema["column_name"] == pl.String
+
+
 def test_empty_answers_keep_their_columns(ws, tmp_path):
     """delivered() before any delivery, records() of a run that kept none and validate() of a sync
     without checks are empty frames with the columns a full answer has (not 0x0 frames)."""
