@@ -485,3 +485,18 @@ def test_a_second_workspace_into_the_same_table_keeps_one_row_per_key(tmp_path, 
         assert sorted_rows(got) == sorted_rows(v2)
     else:
         assert sorted_rows(got) == sorted_rows(pl.concat([v1.filter(pl.col("id") > 40), v2]))
+
+
+def test_insert_mode_after_reset_rejects_keys_already_there(ws, target):
+    """Insert mode adds only new keys: after sync.reset() the rows already in the destination are
+    rejected (failed, with the reason), on every destination; Parquet appended them a second time."""
+    sync = make(ws, target, people([1, 2, 3]), mode="insert")
+    assert sync.run(progress=False).status == "success"
+    sync.reset()
+    sync = make(ws, target, people([1, 2, 3, 4]), mode="insert")
+    run = sync.run(progress=False)
+    c = run.counts
+    assert c["sent"] == 4 and c["succeeded"] == 1 and c["failed"] == 3, c
+    assert run.records(status="failed")["id"].sort().to_list() == [1, 2, 3]
+    got = target.read("people")
+    assert sorted(got["id"].to_list()) == [1, 2, 3, 4]

@@ -139,8 +139,12 @@ class ParquetSession(DestinationSession):
 
     def write(self, batch: WriteBatch) -> BatchResult:
         skipped: dict[int, str] = {}
+        failed: dict[int, str] = {}
         data = batch.data
-        if self.ctx.mode == DestinationMode.UPDATE:
+        mode = self.ctx.mode
+        if mode == DestinationMode.UPDATE or (mode == DestinationMode.INSERT and self._has_data()):
+            # update mode changes only keys the data set has; insert mode adds only keys it lacks
+            # (a key already there, e.g. after sync.reset(), is rejected as the SQL tables' key does)
             pk = list(self.ctx.primary_key)
             self.con.register("_b", data.select(pk))
             on = " AND ".join(f"b.{q(k)} IS NOT DISTINCT FROM d.{q(k)}" for k in pk)
@@ -149,10 +153,12 @@ class ParquetSession(DestinationSession):
             self.con.unregister("_b")
             keys = list(zip(*[data.column(k).to_pylist() for k in pk], strict=True))
             for i, key in enumerate(keys):
-                if key not in found:
+                if mode == DestinationMode.UPDATE and key not in found:
                     skipped[i] = "no row with this key in the data set (update mode only updates existing rows)"
-            if skipped:
-                data = data.filter(pa.array([i not in skipped for i in range(data.num_rows)]))
+                elif mode == DestinationMode.INSERT and key in found:
+                    failed[i] = "a row with this key is already in the data set (insert mode only adds new keys)"
+            if skipped or failed:
+                data = data.filter(pa.array([i not in skipped and i not in failed for i in range(data.num_rows)]))
         path = self._batch_path(batch.batch_no)
         tmp = path + ".tmp"
         try:
@@ -162,7 +168,7 @@ class ParquetSession(DestinationSession):
             os.replace(tmp, path)
         except OSError as exc:
             raise DestinationError(f"could not write to {self.dir}: {exc}") from exc
-        return BatchResult(skipped=skipped)
+        return BatchResult(failed=failed, skipped=skipped)
 
     def finish(self) -> None:
         files = sorted(glob.glob(os.path.join(self.batch_dir, "batch-*.parquet.part")))
