@@ -14,7 +14,7 @@ import polars as pl
 from . import _html_preview, _html_run, _registry
 from ._arrow import to_polars
 from ._settle import abandon_run, applies_per_batch
-from .errors import ConfigError, DfsyncError, SyncRunFailed
+from .errors import ConfigError, DfsyncError, InvalidTransition, SyncRunFailed
 from .states import RunStatus
 from .store import COUNTERS
 
@@ -146,12 +146,14 @@ class SyncRun:
         self._request("pause")
 
     def abort(self) -> None:
-        """Move a running or paused run to failed (a running one stops at the next batch boundary)."""
+        """Move a running or paused run to failed (a running one stops at the next batch boundary).
+        A run that already ended (success or failed) raises :class:`dfsync.InvalidTransition`."""
         store = self.workspace.store
         store.require("abort", self._row["sync_id"])
         st = self.status
-        if st.terminal:
-            return
+        if st.terminal:  # success and failed are final (STATES.md): refused, not ignored
+            raise InvalidTransition(f"run {self.id} of sync {self.sync_name!r} already ended {st.value}; only a "
+                                    f"running or paused run can be aborted")
         if st == RunStatus.PAUSED and not _registry.is_running(store.key, self.id):
             sync = self.sync
             if not applies_per_batch(sync.spec):

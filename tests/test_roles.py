@@ -282,6 +282,15 @@ def test_the_duckdb_file_workspace_belongs_to_its_owner(tmp_path):
     ws.close()
 
 
+def _abort(run):
+    """abort() of a run that ended is refused (InvalidTransition) after the privilege check."""
+    if run.status.terminal:
+        with pytest.raises(dfsync.InvalidTransition):
+            run.abort()
+    else:
+        run.abort()
+
+
 ACTS = {
     "view": lambda ws, sync, run, tmp: (ws.syncs(), sync.runs(), run.events(), run._repr_html_()),
     "records": lambda ws, sync, run, tmp: run.records(),
@@ -289,7 +298,7 @@ ACTS = {
     "preview": lambda ws, sync, run, tmp: sync.preview(),
     "validate": lambda ws, sync, run, tmp: sync.validate(),
     "pause": lambda ws, sync, run, tmp: run.pause(),
-    "abort": lambda ws, sync, run, tmp: run.abort(),
+    "abort": lambda ws, sync, run, tmp: _abort(run),
     "disable": lambda ws, sync, run, tmp: sync.disable(),
     "reset": lambda ws, sync, run, tmp: sync.reset(),
     "create": lambda ws, sync, run, tmp: define(ws, tmp, "third"),

@@ -393,6 +393,19 @@ def test_abort_paused_run(ws, target):
     assert got.height == 40 and got["id"].n_unique() == 40
 
 
+def test_abort_of_an_ended_run_is_refused(ws, target):
+    """success and failed are final: abort() of an ended run raises InvalidTransition and changes nothing."""
+    sync = make(ws, target, people([1, 2]))
+    run = sync.run(progress=False)
+    with pytest.raises(dfsync.InvalidTransition, match="already ended success"):
+        run.abort()
+    assert run.status == "success" and run.error is None and sync.status == "healthy"
+    failed = make(ws, target, pl.DataFrame({"id": [1, 1], "name": ["a", "b"]})).run(progress=False)
+    with pytest.raises(dfsync.InvalidTransition):
+        failed.abort()
+    assert failed.status == "failed" and "aborted" not in failed.error
+
+
 def test_duplicate_and_null_keys_caught_on_a_resync(ws, target):
     sync = make(ws, target, pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]}))
     assert sync.run(progress=False).status == "success"

@@ -25,7 +25,7 @@ import ipywidgets as w
 from ipywidgets.widgets.widget_string import HTMLStyle
 
 from .. import _html, _html_preview, _html_run, _registry
-from ..errors import DfsyncError
+from ..errors import DfsyncError, InvalidTransition
 
 if TYPE_CHECKING:
     from ..workspace import Sync, SyncRun
@@ -321,7 +321,12 @@ class SyncPanel(SnapshotMixin, w.VBox):
             if not _registry.request_stop(run.workspace.store.key, run.id, "abort"):
                 run.workspace.store.request(run.id, "abort")  # no longer here: ask through the workspace
         else:
-            run.abort()
+            try:
+                run.abort()
+            except InvalidTransition:  # it ended meanwhile
+                self._say(f"run {run.id} already ended {run.status.value}")
+                self.refresh()
+                return
         self._say(f"abort requested for run {run.id}" if local else f"run {run.id} aborted")
         if local:
             self._follow(run)
