@@ -22,7 +22,8 @@ these override the statements PostgreSQL does not speak:
 * **A local copy, used only when current** (:mod:`dfsync.store._pgstatecache`): each state table
   has a generation that every change of its delivered rows renews (server-side triggers); a read
   whose generation a local base and chain of this host's recorded changes reach uses those files
-  instead of the server's 10M rows; any other generation reads the server.
+  instead of the server's 10M rows; any other generation reads the server. Where the copies are
+  and when they are removed: :mod:`dfsync.store._pglocalcopy`.
 * ``rec_<id>`` is created from the records' Arrow schema (``arrow_to_pg``), gains columns as
   records need them; a column whose type changes is widened (integers, floats) or becomes text.
   ``rowid`` (bigserial) keeps their order, as DuckDB's rowid does; DuckDB's ``* EXCLUDE`` is a
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import weakref
 from collections.abc import Sequence
@@ -47,7 +47,8 @@ from .._ident import quote
 from .._pgtypes import arrow_to_pg
 from ._delivery import key_match, rec_table, state_table
 from ._pgkeyindex import STATE_TABLE_OPTIONS
-from ._pgstatecache import StateCache, cacheable, gen, gen_trigger_ddl
+from ._pglocalcopy import PgLocalCopy
+from ._pgstatecache import StateCache, gen, gen_trigger_ddl
 
 __all__ = ["PgDeliveryOps", "duck_to_pg"]
 
@@ -170,7 +171,7 @@ def _widen(have: str, new: str) -> str | None:
     return None if have == "text" else "text"
 
 
-class PgDeliveryOps:
+class PgDeliveryOps(PgLocalCopy):
     """Mixed in before :class:`dfsync.store._duckdb.Store` in :class:`PostgresStore`."""
 
     target: Any
@@ -203,32 +204,6 @@ class PgDeliveryOps:
                 f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}",
                 f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL", *gen_trigger_ddl(st)]
 
-    # ------------------------------------------------------------------ the local copy
-    @property
-    def state_cache_root(self) -> str | None:
-        """Where this host keeps its copies of delivered states: ``DFSYNC_STATE_CACHE`` (``off``:
-        nowhere), else ``~/.cache/dfsync/state``; a store's own (tests) when set on it."""
-        if "_state_cache_root" in self.__dict__:
-            return self.__dict__["_state_cache_root"]
-        env = os.environ.get("DFSYNC_STATE_CACHE")
-        if env is not None:
-            return None if env.strip().lower() in ("", "off", "0", "no") else env
-        return os.path.join(os.path.expanduser("~"), ".cache", "dfsync", "state")
-
-    @state_cache_root.setter
-    def state_cache_root(self, value: str | None) -> None:
-        self.__dict__["_state_cache_root"] = value
-
-    def _state_cache(self, con: Any, sync_id: int, key: Sequence[str], types: dict[str, str] | None
-                     ) -> StateCache | None:
-        """This host's copy of the sync's state, when its key types read back exactly (else None)."""
-        if self.state_cache_root is None or not cacheable(key, types):
-            return None
-        ws_id = self.__dict__.get("_workspace_id")
-        if ws_id is None:
-            row = con.execute("SELECT value FROM workspace_meta WHERE key = 'id'").fetchall()
-            ws_id = self.__dict__["_workspace_id"] = str(row[0][0]) if row else ""
-        return StateCache(self.state_cache_root, ws_id, sync_id, key) if ws_id else None
 
     def _read_schema(self, con: Any, st: str, key: Sequence[str], types: dict[str, str] | None) -> pa.Schema:
         """The schema :meth:`delivered` hands its rows over in (the table's key types, as staged)."""
@@ -256,45 +231,6 @@ class PgDeliveryOps:
 
         self._after_commit(keep)  # type: ignore[attr-defined]
 
-    def fold_local_copy(self, sync_id: int, key: Sequence[str]) -> None:
-        """This host's copy as of the server's generation, its deltas folded into one base now
-        (as the next read would: :meth:`StateCache.open`) when it leads there; else nothing."""
-        st = state_table(sync_id)
-        with self._connect() as con:
-            if not self._has_table(con, st):
-                return
-            types = self._key_types(con, sync_id)
-            cache = self._state_cache(con, sync_id, key, types)
-            if cache is None:
-                return
-            schema = self._read_schema(con, st, key, types)
-            g = gen(con, st, "get")
-        reader = cache.open(g, schema) if g is not None else None
-        if reader is not None:
-            for _ in reader:  # written as the base of g as it is read
-                pass
-
-    def _drop_local_copy(self, sync_id: int) -> None:
-        """Delete this host's copy of a sync's state (the keys it holds are erased or no longer needed)."""
-        if self.state_cache_root is None:
-            return
-        with self._connect() as con:
-            cache = self._state_cache(con, sync_id, ["_"], {"_": "BIGINT"})
-        if cache is not None:
-            cache.clear()
-
-    def forget_keys(self, sync_id: int, key: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> dict[str, int]:
-        counts = super().forget_keys(sync_id, key, keys)  # type: ignore[misc]
-        self._drop_local_copy(sync_id)  # no copy on this host holds the forgotten keys
-        return counts
-
-    def reset_delivered(self, sync_id: int, detail: str) -> None:
-        super().reset_delivered(sync_id, detail)  # type: ignore[misc]
-        self._drop_local_copy(sync_id)
-
-    def delete_sync(self, sync_id: int) -> None:
-        super().delete_sync(sync_id)  # type: ignore[misc]
-        self._drop_local_copy(sync_id)
 
     @property
     def _written(self) -> dict[tuple[int, int], pa.Table]:

@@ -114,7 +114,7 @@ class PgKeyIndex:
             except Exception as exc:  # finish_run builds it then (or says why it cannot)
                 log.debug("sync %s: key index not built beside the destination's finish: %s", sync_id, exc)
             finally:
-                self.close()  # this thread's connection
+                self._drop_thread_con()  # type: ignore[attr-defined]  # this thread's connection only
 
         def fold() -> None:  # an index changes no row: the copy's generation is the same after the build
             try:
@@ -122,7 +122,7 @@ class PgKeyIndex:
             except Exception as exc:  # the next read replays the deltas instead
                 log.debug("sync %s: this host's copy not folded: %s", sync_id, exc)
             finally:
-                self.close()
+                self._drop_thread_con()  # type: ignore[attr-defined]
 
         threads = [threading.Thread(target=fn, name=f"dfsync-{fn.__name__}-{sync_id}", daemon=True)
                    for fn in (build, fold)]

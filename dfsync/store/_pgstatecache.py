@@ -30,6 +30,9 @@ them instead of the server's rows only when they are the server's rows:
 What a change by hand must respect: writing a state table with its trigger disabled
 (``ALTER TABLE ... DISABLE TRIGGER``, which the read checks) or dropping the trigger makes the
 server's rows the truth again only after the cache directory is removed; docs/CONCURRENCY.md says so.
+
+The copies stay bounded (removed with their sync, when unused, least recently used first beyond a
+size), never while a process uses them: :mod:`dfsync.store._statecachegc`.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["GEN_MIGRATION", "StateCache", "cacheable", "gen_trigger_ddl"]
+from ._statecachegc import limits, prune, touch
+
+__all__ = ["GEN_MIGRATION", "StateCache", "cacheable", "gen_trigger_ddl", "workspace_dir"]
 
 #: staged key types whose values read back from the state exactly as they were written
 _EXACT = {"BOOLEAN", "TINYINT", "SMALLINT", "UTINYINT", "INTEGER", "USMALLINT", "BIGINT", "UINTEGER",
@@ -122,6 +127,11 @@ def _private(path: str) -> Any:
     return pa.OSFile(path, "wb")
 
 
+def workspace_dir(workspace_id: str) -> str:
+    """The directory name of a workspace's copies (its id, made safe for a file name)."""
+    return "".join(c for c in workspace_id if c.isalnum() or c in "-_") or "ws"
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -137,8 +147,8 @@ class StateCache:
     """The files of one sync's delivered state on this host (see the module docstring)."""
 
     def __init__(self, root: str, workspace_id: str, sync_id: int, key: Sequence[str]) -> None:
-        self.dir = os.path.join(root, "".join(c for c in workspace_id if c.isalnum() or c in "-_") or "ws",
-                                str(int(sync_id)))
+        self.root = root
+        self.dir = os.path.join(root, workspace_dir(workspace_id), str(int(sync_id)))
         self.key = list(key)
 
     # ------------------------------------------------------------------ files
@@ -190,6 +200,7 @@ class StateCache:
         """The delivered state as of ``gen`` (rows in ``schema``), if a base and an unbroken chain of
         deltas lead there; else None."""
         bases, deltas = self._files()
+        touch(self.dir)  # used now (the least recently used copies go first)
         try:
             if gen in bases:
                 table = self._read(bases[gen])
@@ -314,7 +325,8 @@ class StateCache:
 
     def _prune(self, keep: str) -> None:
         """Everything but ``keep`` and the deltas that may follow it (best effort: another process
-        may be writing the next delta)."""
+        may be writing the next delta); then, as the cache has grown, the copies of other syncs
+        beyond the cache's bounds (:func:`dfsync.store._statecachegc.prune`)."""
         bases, deltas = self._files()
         follows: set[str] = set()
         at = keep[5:-6]
@@ -325,6 +337,8 @@ class StateCache:
             if name != keep and name not in follows:
                 with contextlib.suppress(OSError):
                     os.remove(self._path(name))
+        max_bytes, max_age = limits()
+        prune(self.root, keep=self.dir, max_bytes=max_bytes, max_age=max_age)
 
     def clear(self) -> None:
         """Every file of this sync's copy (written ones and any left half-written)."""

@@ -189,4 +189,9 @@ class PostgresStore(PgPrivileges, PgKeyIndex, PgFencing, PgConnections, PgDelive
         moved = super().recover_orphans(alive)
         for rid, _, _ in moved:
             self._release(rid)
+        self.prune_local_copies()  # at every open and a scheduler's periodic check
         return moved
+
+    def close(self) -> None:
+        self.release_local_copies()
+        super().close()
