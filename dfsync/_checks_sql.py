@@ -223,7 +223,7 @@ class Compiled:
 
 
 #: rows up to which a uniqueness check sorts 64-bit hashes in memory (about 17 bytes a row while
-#: sorting: the hashes, their sorted copy, the comparison) before it groups the values themselves
+#: sorting: the hashes as read, their sorted copy, the comparison) before it groups the values themselves
 HASH_ROWS = 100_000_000
 
 
@@ -235,32 +235,25 @@ class DistinctTest:
     nothing, and the exact GROUP BY runs. The answer is exact either way.
 
     DuckDB's hash aggregate over 10M distinct strings (or their hashes) costs 2-3 CPU-seconds;
-    polars sorts 10M 64-bit integers in about 0.2 (counting the distinct ones in a hash set
-    took 0.3), and equal neighbours in the sorted hashes are the repeats. Equal hashes share
-    their top bit, so the hashes are split by it as they arrive and the two halves are sorted
-    on two threads: 0.09 s of wall time instead of 0.18 (bench/RESULTS.md, issue 17)."""
+    numpy (2 and later) sorts 10M 64-bit integers in place in about 0.08 (a vectorised sort;
+    polars took 0.19, in two halves on two threads 0.2 CPU-s plus 0.06 to split them), and equal
+    neighbours in the sorted hashes are the repeats. The sort runs on a
+    thread of its own (numpy lets go of the GIL) while the caller scans for the aggregates
+    (bench/RESULTS.md, issue 17)."""
 
     hashes: str  # SELECT of one UBIGINT column, one row per non-missing value
     empty: str  # CREATE of the (empty) table of repeated values
     values: int | None = None  # rows with no missing value, once counted
-    _sorting: Any = None  # the background sorts of the two halves, once started
+    _sorting: Any = None  # the background sort, once started
     _hashes: Any = None  # (key, the hashes in order) until the test ends (kept by PROOFS when distinct)
 
     def start(self, con: Any) -> None:
         """Read the hashes (in the relation's order) and, unless they are the ones a test of this
-        process proved distinct before, start sorting them on two threads (polars lets go of the GIL).
-
-        Without a kept proof for this query (a process's first test of it: every CLI or cron run)
-        each batch is split by the top bit as it arrives, while DuckDB reads the next ones; with
-        one, the split waits for the comparison, which usually spares it."""
+        process proved distinct before, start sorting a copy of them on another thread."""
         from concurrent.futures import ThreadPoolExecutor
 
-        import polars as pl
-
         parts: list = []
-        halves: tuple[list, list] = ([], [])
         key = (self.hashes, _views(con))
-        early = not PROOFS.has(key)  # split as the batches come: no proof to compare with
         n = 0
         ordered = _setting(con, "preserve_insertion_order")
         if ordered is False:  # the same rows give the same hashes in the same order (see PROOFS)
@@ -273,31 +266,24 @@ class DistinctTest:
                     reader.close()
                     self._sorting = []  # values stays None: not proved
                     return
-                h = pl.Series(rb.column(0))
-                parts.append(h)
-                if early:
-                    _split(h, halves)
+                parts.append(rb.column(0).to_numpy(zero_copy_only=False))  # no nulls: Arrow's buffer
         finally:
             if ordered is False:
                 _run(con, "SET preserve_insertion_order = false")
         self.values = n
-        hashes = pl.concat(parts, rechunk=False) if parts else pl.Series([], dtype=pl.UInt64)
-        if not early and PROOFS.holds(key, hashes):
+        if PROOFS.holds(key, parts):
             self._sorting = []  # every hash where a proof found it: distinct, nothing to sort
             return
-        self._hashes = (key, hashes)
-        if not early:
-            for h in parts:
-                _split(h, halves)
-        pool = ThreadPoolExecutor(2, thread_name_prefix="dfsync-unique")
-        self._sorting = [pool.submit(_repeats, half) for half in halves]
-        pool.shutdown(wait=False)  # the threads end with their sort
+        self._hashes = (key, parts)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="dfsync-unique")
+        self._sorting = [pool.submit(_repeats, parts)]
+        pool.shutdown(wait=False)  # the thread ends with its sort
 
     def all_distinct(self, con: Any) -> bool:
         if self._sorting is None:
             self.start(con)
         sorting, self._sorting = self._sorting, None
-        repeats = [f.result() for f in sorting]  # every sort ends before this returns
+        repeats = [f.result() for f in sorting]  # the sort ends before this returns
         hashes, self._hashes = self._hashes, None
         distinct = self.values is not None and not any(repeats)
         if distinct and hashes is not None:
@@ -313,9 +299,9 @@ class Proofs:
     by it: the kept hashes are pairwise distinct, so the new ones are, so are their values
     (equal values hash equal). Exact whatever the key: the key only says which array to
     compare against. A re-sync whose checked column did not change (the 1% that changed were
-    other columns) then skips the sort of its hashes: 0.2 CPU-s of 10M (bench/RESULTS.md,
-    issue 17). The hashes are read in the relation's order (preserve_insertion_order) so the
-    same rows give the same array."""
+    other columns) then skips the sort of its hashes (bench/RESULTS.md, issue 17). The hashes
+    are read in the relation's order (preserve_insertion_order) so the same rows give the same
+    array; they are kept as read (a list of arrays, cut wherever DuckDB cut its batches)."""
 
     def __init__(self, limit: int) -> None:
         from collections import OrderedDict
@@ -324,31 +310,51 @@ class Proofs:
         self._kept: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
-    def has(self, key: Any) -> bool:
-        """Whether hashes are kept for ``key`` (a test of it may find them equal)."""
-        with self._lock:
-            return key in self._kept
-
-    def holds(self, key: Any, hashes: Any) -> bool:
+    def holds(self, key: Any, hashes: list) -> bool:
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
                 self._kept.move_to_end(key)
-        return kept is not None and len(kept) == len(hashes) and kept.equals(hashes, check_names=False)
+        return kept is not None and _same(kept, hashes)
 
-    def keep(self, key: Any, hashes: Any) -> None:
-        size = 8 * len(hashes)
+    def keep(self, key: Any, hashes: list) -> None:
+        size = 8 * _length(hashes)
         with self._lock:
             self._kept.pop(key, None)
             if size > self.limit:
                 return
-            while self._kept and size + sum(8 * len(h) for h in self._kept.values()) > self.limit:
+            while self._kept and size + sum(8 * _length(h) for h in self._kept.values()) > self.limit:
                 self._kept.popitem(last=False)
             self._kept[key] = hashes
 
 
 #: bytes of proved hashes a process keeps: 32M values (a 10M-row check keeps 80 MB)
 PROOFS = Proofs(256 << 20)
+
+
+def _length(parts: list) -> int:
+    return sum(len(p) for p in parts)
+
+
+def _same(a: list, b: list) -> bool:
+    """Whether two lists of 1-d arrays hold the same values in the same order, wherever either
+    is cut into arrays."""
+    import numpy as np
+
+    if _length(a) != _length(b):
+        return False
+    i = j = oi = oj = 0
+    while i < len(a) and j < len(b):
+        x, y = a[i], b[j]
+        m = min(len(x) - oi, len(y) - oj)
+        if m and not np.array_equal(x[oi:oi + m], y[oj:oj + m]):
+            return False
+        oi, oj = oi + m, oj + m
+        if oi == len(x):
+            i, oi = i + 1, 0
+        if oj == len(y):
+            j, oj = j + 1, 0
+    return True
 
 
 def _setting(con: Any, name: str) -> Any:
@@ -365,22 +371,21 @@ def _views(con: Any) -> tuple:
         "SELECT sql FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall())
 
 
-def _split(h: Any, halves: tuple[list, list]) -> None:
-    """Put the 64-bit hashes of ``h`` (a polars Series) into the low or the high half by their top bit
-    (equal hashes share it: a repeat is always within one half)."""
-    high = h >= 1 << 63
-    halves[0].append(h.filter(~high))
-    halves[1].append(h.filter(high))
-
-
 def _repeats(parts: list) -> bool:
-    """Whether a value repeats among the 64-bit integers of ``parts`` (polars Series)."""
-    import polars as pl
+    """Whether a value repeats among the 64-bit integers of ``parts`` (numpy arrays, left as
+    they are: a copy of them is sorted in place)."""
+    import numpy as np
 
     if not parts:
         return False
-    ordered = pl.concat(parts, rechunk=True).sort(multithreaded=False)
-    return len(ordered) > 1 and bool((ordered.slice(1) == ordered.slice(0, len(ordered) - 1)).any())
+    ordered = np.concatenate(parts)
+    if int(np.__version__.split(".")[0]) >= 2:
+        ordered.sort()  # in place: no second array of fresh memory
+    else:  # numpy 1's sort of 64-bit integers is not vectorised: 0.6 s for 10M, polars 0.2
+        import polars as pl
+
+        ordered = pl.Series(ordered).sort(multithreaded=False).to_numpy()
+    return len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any())
 
 
 def _run(con: Any, statement: str) -> None:

@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 
@@ -206,12 +207,16 @@ def test_unique_is_exact_whether_hashes_prove_it_collide_or_are_not_counted(monk
     ([2**63 - 1, 3, 2**63 - 1], False), ([2**63, 2**64 - 1, 7, 2**63], False),
     (list(range(0, 2**64 - 2**50, 2**50)) + [2**64 - 2**50 - 2**50], False),
 ])
-def test_hash_test_finds_a_repeat_in_either_half(hashes, distinct):
-    """The hashes are split by their top bit and each half sorted apart: a repeat is found in
-    either half, values either side of the split are not taken for one."""
+@pytest.mark.parametrize("numpy_version", [np.__version__, "1.26.4"])
+def test_hash_test_finds_a_repeat_in_either_half(hashes, distinct, numpy_version, monkeypatch):
+    """A repeat is found wherever it lies among the hashes (the highest and lowest 64-bit
+    values included); neighbours that differ are not taken for one. Under numpy 1 the hashes
+    are sorted by polars."""
     import duckdb
 
     from dfsync import _checks_sql
+
+    monkeypatch.setattr(np, "__version__", numpy_version)
 
     con = duckdb.connect()
     con.execute("CREATE TABLE h AS SELECT unnest(?::UBIGINT[]) AS h", [hashes])
@@ -260,16 +265,38 @@ def test_a_proof_of_distinct_hashes_is_reused_only_for_the_same_hashes_in_the_sa
 def test_proofs_keep_at_most_their_bytes_and_drop_the_least_recently_used():
     from dfsync import _checks_sql
 
+    def parts(*ranges):
+        return [np.arange(a, b, dtype=np.uint64) for a, b in ranges]
+
     proofs = _checks_sql.Proofs(8 * 25)
-    arrays = {k: pl.Series(range(10 * k, 10 * k + 10), dtype=pl.UInt64) for k in range(3)}
+    arrays = {k: parts((10 * k, 10 * k + 10)) for k in range(3)}
     proofs.keep("a", arrays[0])
     proofs.keep("b", arrays[1])
     assert proofs.holds("a", arrays[0]) and not proofs.holds("a", arrays[1])
     proofs.keep("c", arrays[2])  # 30 values do not fit 25: "b" (least recently used) goes
     assert proofs.holds("a", arrays[0]) and proofs.holds("c", arrays[2]) and not proofs.holds("b", arrays[1])
-    proofs.keep("d", pl.Series(range(26), dtype=pl.UInt64))  # larger than all: not kept
-    assert not proofs.holds("d", pl.Series(range(26), dtype=pl.UInt64)) and proofs.holds("a", arrays[0])
-    assert not proofs.holds("a", arrays[0].head(9))
+    proofs.keep("d", parts((0, 26)))  # larger than all: not kept
+    assert not proofs.holds("d", parts((0, 26))) and proofs.holds("a", arrays[0])
+    assert not proofs.holds("a", parts((0, 9)))
+
+
+@pytest.mark.parametrize("kept, new, same", [
+    ([(0, 10)], [(0, 4), (4, 10)], True),  # the same values cut elsewhere by DuckDB's batches
+    ([(0, 3), (3, 3), (3, 10)], [(0, 7), (7, 10)], True),  # an empty batch
+    ([(0, 5), (5, 10)], [(0, 5), (6, 11)], False),
+    ([(0, 10)], [(0, 10), (10, 11)], False),  # one more
+    ([(0, 5), (5, 10)], [(5, 10), (0, 5)], False),  # the same values in another order
+    ([], [], True), ([], [(0, 0)], True), ([(0, 1)], [], False),
+])
+def test_a_proof_compares_hashes_wherever_their_batches_were_cut(kept, new, same):
+    from dfsync import _checks_sql
+
+    def parts(ranges):
+        return [np.arange(a, b, dtype=np.uint64) for a, b in ranges]
+
+    proofs = _checks_sql.Proofs(1 << 20)
+    proofs.keep("k", parts(kept))
+    assert proofs.holds("k", parts(new)) is same
 
 
 def test_default_names_are_made_unique_and_explicit_duplicates_refused():
