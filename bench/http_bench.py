@@ -3,8 +3,8 @@
     python bench/http_bench.py [--records 100000] [--batch 500] [--concurrency 8] [--latency 0.005]
 
 Prints achieved records/s as a fraction of the ideal ``batch x concurrency / latency`` and
-of a bare httpx client sending the same number of requests with pre-encoded bodies from the
-same number of threads (target >= 0.9 of it). The two are measured interleaved, each rep with
+of a bare httpx client sending the same requests (the same bodies, byte for byte, encoded
+beforehand; the same headers) from the same number of threads (target >= 0.9 of it). The two are measured interleaved, each rep with
 a fresh client (new connections), so their ratio compares the same moment of a shared
 machine; one more instrumented rep prints where dfsync's time goes (plan, encode, send,
 confirm). The server is a minimal asyncio HTTP/1.1 server in a separate process
@@ -110,12 +110,20 @@ def _instrument(session, phases: dict) -> None:
     session._plan = timed_plan
     for name, attr in (("bodies (workers)", "_body"), ("confirm (workers)", "_outcome")):
         setattr(session, attr, timed(name, getattr(session, attr)))
+    body = session._body
+
+    def counted(req):
+        made = body(req)
+        with lock:
+            phases["body bytes"] = phases.get("body bytes", 0) + len(made[0] or b"")
+        return made
+    session._body = counted
     session.client.request = timed("send (workers)", session.client.request)
 
 
-def _raw_rep(url: str, body: bytes, requests: int, concurrency: int,
+def _raw_rep(url: str, bodies: list[bytes], requests: int, concurrency: int,
              phases: dict | None = None) -> tuple[float, float]:
-    """The same requests (headers, body size), bodies encoded beforehand, through a fresh
+    """The same requests (headers, bodies), bodies encoded beforehand, through a fresh
     httpx.Client from ``concurrency`` threads: the ceiling of any httpx-based client on this
     machine at that moment."""
     from concurrent.futures import ThreadPoolExecutor
@@ -128,7 +136,7 @@ def _raw_rep(url: str, body: bytes, requests: int, concurrency: int,
     post = client.post if phases is None else _timed_post(client, phases)
     with ThreadPoolExecutor(concurrency) as pool:
         t0, c0 = time.perf_counter(), time.process_time()
-        list(pool.map(lambda i: post(url, content=body, headers={
+        list(pool.map(lambda i: post(url, content=bodies[i % len(bodies)], headers={
             "Idempotency-Key": f"dfsync-0123abcd-s1-r1-insert-{i:016x}", "Content-Type": "application/json"}),
             range(requests)))
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -180,11 +188,14 @@ def main() -> None:
     }).to_arrow()
     url = f"http://127.0.0.1:{port}/contacts"
     dest = dfsync.destinations.http(url, batch_size=args.batch, concurrency=args.concurrency, timeout=10)
-    # the bare client's body: the first request's records as dfsync sends them (ISO dates, nested)
+    # the bare client's bodies: each request's records as dfsync sends them (ISO dates, nested),
+    # written by polars' JSON writer beforehand (until 2026-12-06 it sent the first body 200 times:
+    # 6% fewer bytes than dfsync, whose later records have longer ids, emails and names)
     from dfsync.destinations._http_parts import json_ready, nest_expressions
 
-    first = pl.from_arrow(df.slice(0, args.batch).drop_columns(["_action"]))
-    body = first.select(json_ready(first.schema)).select(nest_expressions(first.columns)).write_json().encode()
+    flat = pl.from_arrow(df.drop_columns(["_action"]))
+    flat = flat.select(json_ready(flat.schema)).select(nest_expressions(flat.columns))
+    bodies = [flat.slice(a, args.batch).write_json().encode() for a in range(0, n, args.batch)]
     requests = -(-n // args.batch)
     ideal = args.batch * args.concurrency / args.latency
     ratios, ours, raws, cpus, cpu_s = [], [], [], [], []
@@ -192,15 +203,15 @@ def main() -> None:
         # warm-up (imports, first connections, polars' thread pool), not measured
         _dfsync_rep(dest, df.slice(0, args.batch * args.concurrency), args.batch * args.concurrency,
                     args.runner_batch, -1)
-        _raw_rep(url, body, args.concurrency * 2, args.concurrency)
+        _raw_rep(url, bodies, args.concurrency * 2, args.concurrency)
         # interleaved, both with a fresh client (new connections) each rep: same moment, same load
         for rep in range(args.repeat):
             if rep % 2:
-                raw, raw_cpu = _raw_rep(url, body, requests, args.concurrency)
+                raw, raw_cpu = _raw_rep(url, bodies, requests, args.concurrency)
                 mine, cpu = _dfsync_rep(dest, df, n, args.runner_batch, rep)
             else:
                 mine, cpu = _dfsync_rep(dest, df, n, args.runner_batch, rep)
-                raw, raw_cpu = _raw_rep(url, body, requests, args.concurrency)
+                raw, raw_cpu = _raw_rep(url, bodies, requests, args.concurrency)
             cpus.append(cpu / raw_cpu)
             cpu_s.append((cpu, raw_cpu))
             ours.append(n / mine)
@@ -212,7 +223,7 @@ def main() -> None:
         phases: dict[str, float] = {}
         mine, _ = _dfsync_rep(dest, df, n, args.runner_batch, args.repeat, phases)
         raw_phases: dict[str, float] = {}
-        raw, _ = _raw_rep(url, body, requests, args.concurrency, raw_phases)
+        raw, _ = _raw_rep(url, bodies, requests, args.concurrency, raw_phases)
     finally:
         proc.terminate()
 
@@ -231,6 +242,7 @@ def main() -> None:
     print(f"phases of one instrumented rep (wall {mine:.3f}s; worker figures are summed over "
           f"{args.concurrency} threads):")
     phases.pop("start")
+    print(f"  body bytes sent: dfsync {phases.pop('body bytes'):,}, raw httpx {sum(map(len, bodies)):,}")
     for name, secs in phases.items():
         print(f"  {name:22s} {secs * 1000:8.1f} ms")
     print(f"  raw httpx same rep: wall {raw:.3f}s, send (workers) {raw_phases['send (workers)'] * 1000:.1f} ms")
