@@ -355,9 +355,9 @@ AWKWARD = ["plain", "line\nbreak", "},{\"id\":0}", "tab\tand \\ backslash", "quo
 def test_bodies_cut_from_one_encoded_chunk_carry_exactly_their_records(http_server, body):
     """Each chunk is encoded once (records back to back) and every request's body is a byte range
     of it: strings holding newlines, '},{', quotes or nothing must not move a record to another
-    request, across chunk boundaries (batch_size 7 x concurrency 3 = 21 rows a wave; chunks of 2,
-    6, then 16 waves: 960 inserts make four chunks) and with an action group that is not the whole
-    batch (updates interleaved with inserts)."""
+    request, across chunk boundaries (batch_size 7 x concurrency 3 = 21 rows a wave; chunks of one
+    request, the rest of the first wave, then 2, 4, 8, 16 waves: 960 inserts make seven chunks) and
+    with an action group that is not the whole batch (updates interleaved with inserts)."""
     n = 1200
     names = [AWKWARD[i % len(AWKWARD)] for i in range(n)]
     actions = ["update" if i % 5 == 0 else "insert" for i in range(n)]
@@ -373,6 +373,24 @@ def test_bodies_cut_from_one_encoded_chunk_carry_exactly_their_records(http_serv
     assert {m: sorted(r, key=lambda r: r["id"]) for m, r in by_method.items()} == {
         "POST": expect["insert"], "PATCH": expect["update"]}
     assert len({r.key for r in http_server.requests}) == len(http_server.requests)
+
+
+@pytest.mark.parametrize("n,batch_size", [(1, 7), (7, 7), (8, 7), (20, 7), (21, 7), (22, 7), (31, 7), (64, 7),
+                                          (147, 7), (700, 7), (1700, 400)])
+def test_every_record_goes_once_in_requests_of_batch_size_whatever_the_chunking(http_server, n, batch_size):
+    """Chunks (one request first, then the rest of the first wave, then 2, 4, 8, 16 waves,
+    a small remainder joined to the last chunk) cut requests of exactly ``batch_size`` records
+    but the last, every record once and in order, with the Idempotency-Key of its records (a
+    key text over 2 KiB, batch_size 400, is hashed in pieces: the same hash)."""
+    dest = dfsync.destinations.http(http_server.url, batch_size=batch_size, concurrency=3, **FAST)
+    (result,) = send(dest, batch(n))
+    assert result.failed == {}
+    reqs = sorted(http_server.requests, key=lambda r: r.records[0]["id"])
+    assert [rec["id"] for r in reqs for rec in r.records] == list(range(n))
+    assert [len(r.records) for r in reqs] == [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    for r in reqs:
+        named = "".join(f'{{"id":{rec["id"]}}}\n' for rec in r.records).encode()
+        assert r.key.rsplit("-", 1)[1] == hashlib.sha1(named).hexdigest()[:16]
 
 
 def test_partial_failure_maps_to_the_right_rows_across_chunks_and_groups(http_server):

@@ -23,12 +23,13 @@ Bodies
     ``records -> body`` (``records`` is a list of dicts; str/bytes are sent as they are,
     anything else is JSON-encoded). ``envelope="data"`` wraps an array as ``{"data": [...]}``.
     Per-record requests send one JSON object. Encoding is vectorised and pipelined: the
-    records go in a few chunks (two requests per worker first, so sending starts at once,
-    then 6 and 16); one polars query per chunk makes the records JSON-ready and writes each
-    as JSON (polars' JSON Lines writer, byte for byte) into one Arrow text column, and each
-    request's body is a byte range of it (no per-record Python); the workers take requests
-    from a queue and send a chunk while the next is encoded. Datetimes become ISO 8601,
-    binary becomes base64, decimals become strings.
+    records go in a few chunks (one request first, so sending starts at once, then the rest
+    of the first round of requests, then 2, 4, 8 and 16 requests per worker); one polars
+    query per chunk makes the records JSON-ready and writes each as JSON (polars' JSON Lines
+    writer, byte for byte) into one Arrow text column, and each request's body is a byte
+    range of it (no per-record Python); the workers take requests from a queue and send a
+    chunk while the next is encoded. Datetimes become ISO 8601, binary becomes base64,
+    decimals become strings.
 
 Nested JSON
     Field names are paths: ``"address.city"`` builds ``{"address": {"city": ..}}``,

@@ -5,6 +5,7 @@ default per-record outcome reader.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -82,11 +83,11 @@ class Route:
     method: str
     url: str
 
-    @property
+    @functools.cached_property  # read for every request sent
     def fields(self) -> tuple[str, ...]:
         return tuple(_PLACEHOLDER.findall(self.url))
 
-    @property
+    @functools.cached_property
     def per_record(self) -> bool:
         return bool(self.fields)
 

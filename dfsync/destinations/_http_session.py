@@ -102,6 +102,7 @@ class _Request:
     action: str
     route: Route
     url: str
+    target: Any  # what the client is given: ``url``, or for a batched route its httpx.URL parsed once
     rows: pa.Array | range  # positions in WriteBatch.data
     records: pa.Table  # the request's records (for parsers / body functions)
     text: memoryview | None  # JSON of the request's chunk, records back to back (None: no body to encode)
@@ -111,9 +112,17 @@ class _Request:
 
     @property
     def key(self) -> str:
-        # hashed by the worker that sends the request: hashlib lets go of the GIL on every call,
-        # and the thread planning the requests would then wait for it among the busy workers
-        return f"{self.prefix}-{hashlib.sha1(self.named_by).hexdigest()[:16]}"
+        # hashed by the worker that sends the request (the thread planning the requests must not
+        # wait for the GIL among the busy workers), in pieces hashlib hashes without letting go of
+        # the GIL (2 KiB and more it does): a few microseconds that need no wait to get it back
+        digest = hashlib.sha1()
+        named = memoryview(self.named_by)
+        for at in range(0, len(named), _HASH_PIECE):
+            digest.update(named[at:at + _HASH_PIECE])
+        return f"{self.prefix}-{digest.hexdigest()[:16]}"
+
+
+_HASH_PIECE = 2047  # CPython's hashlib releases the GIL for 2048 bytes and more
 
 
 def _positions(rows: pa.Array | range) -> list[int]:
@@ -122,11 +131,13 @@ def _positions(rows: pa.Array | range) -> list[int]:
 
 class HTTPSession(DestinationSession):
     destination: HTTPDestination
-    # Requests per worker in each chunk of a batch encoded at once (then the last figure again).
-    # The first chunk is encoded before any request leaves; each next one while the workers send
-    # the one before, ready before they run out. Few chunks: the thread encoding them waits for
-    # the GIL among the busy workers each time polars gives it back.
-    WAVES = (2, 6, 16)
+    # Requests per worker in each chunk of a batch encoded at once (then the last figure again),
+    # the first wave cut in two: FIRST requests, encoded before any request leaves, then the rest.
+    # Each next chunk is encoded while the workers send the ones before, and must be ready before
+    # they run out: chunks at most double. Few chunks: the thread encoding them waits for the GIL
+    # among the busy workers each time polars gives it back.
+    FIRST = 1
+    WAVES = (1, 2, 4, 8, 16)
 
     def __init__(self, destination: HTTPDestination, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
@@ -279,25 +290,39 @@ class HTTPSession(DestinationSession):
             yield from self._plan_per_record(action, route, table, rows, group, prefix, pk)
             return
         sep = None if callable(d.body) else "\n" if d.body == "ndjson" else ","
-        bs, start, total = d.batch_size, 0, table.num_rows
+        target = _httpx().URL(route.url)  # parsed once, not by the client for every request
+        bs, wave = d.batch_size, self.WAVES[0] * d.concurrency * d.batch_size
         frame, at = None, 0  # the records from row ``at`` on, as polars
-        for waves in itertools.chain(self.WAVES, itertools.repeat(self.WAVES[-1])):
-            if start >= total:
-                break
-            chunk = waves * bs * d.concurrency
-            if total - start - chunk < chunk // 2:  # no small chunk at the end
-                chunk = total - start
-            part = table.slice(start, chunk)
-            if frame is None:  # the first chunk alone (its requests leave sooner), then the rest at once
-                frame, at = self._frame(part if start == 0 else table.slice(start), group), start
-            body, keys = self._texts(frame.slice(start - at, chunk), pk, sep)
-            if start == 0:
-                frame = None
-            for a in range(0, part.num_rows, bs):
+        for start, size in self._chunks(table.num_rows):
+            part = table.slice(start, size)
+            if frame is None or start + size > at + frame.height:  # the first wave alone, then the rest at once
+                end = max(start + size, wave) if start < wave else table.num_rows
+                frame, at = self._frame(table.slice(start, end - start), group), start
+            body, keys = self._texts(frame.slice(start - at, size), pk, sep)
+            for a in range(0, size, bs):
                 ka, kb = keys.span(a, a + bs)
-                yield _Request(action, route, route.url, rows[start + a:start + a + bs], part.slice(a, bs),
+                yield _Request(action, route, route.url, target, rows[start + a:start + a + bs], part.slice(a, bs),
                                body.data if body else None, body.span(a, a + bs) if body else (0, 0),
                                prefix, keys.data[ka:kb])
+
+    def _chunks(self, total: int) -> Iterator[tuple[int, int]]:
+        """(first row, rows) of each chunk encoded at once: ``FIRST`` requests (sending starts
+        after the least encoding), the rest of the first wave, then ``WAVES`` (requests per
+        worker), the last figure repeated; the last chunk takes a remainder under half a chunk."""
+        d = self.destination
+        per_wave = d.concurrency * d.batch_size
+        first = min(self.FIRST, self.WAVES[0] * d.concurrency) * d.batch_size
+        sizes = itertools.chain((first, self.WAVES[0] * per_wave - first),
+                                (w * per_wave for w in self.WAVES[1:]), itertools.repeat(self.WAVES[-1] * per_wave))
+        start = 0
+        for chunk in sizes:
+            if start >= total:
+                return
+            if chunk <= 0:
+                continue
+            if total - start - chunk < chunk // 2:  # no small chunk at the end
+                chunk = total - start
+            yield start, chunk
             start += chunk
 
     def _plan_per_record(self, action: str, route: Route, table: pa.Table, rows: pa.Array | range, group: str,
@@ -309,7 +334,7 @@ class HTTPSession(DestinationSession):
         out = []
         for i in range(table.num_rows):
             url = route.format({f: v[i] for f, v in fields.items()})
-            out.append(_Request(action, route, url, rows[i:i + 1], table.slice(i, 1),
+            out.append(_Request(action, route, url, url, rows[i:i + 1], table.slice(i, 1),
                                 body.data if body else None, body.span(i, i + 1) if body else (0, 0),
                                 prefix, json.dumps(keys[i], default=str).encode()))
         return out
@@ -354,7 +379,7 @@ class HTTPSession(DestinationSession):
                 f"{req.route.method} {redact(req.url)}: not sent because another request of the "
                 f"batch gave up; the run is paused, run the sync again to resume")
         try:
-            response = self.client.request(req.route.method, req.url, content=content, headers=headers)
+            response = self.client.request(req.route.method, req.target, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             raise _Retryable(f"no answer within {self.destination.timeout:g}s ({type(exc).__name__})") from exc
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
