@@ -55,16 +55,20 @@ def serve(port_queue: mp.Queue, latency: float) -> None:
 
 
 def _dfsync_rep(dest, df, n: int, runner_batch: int, rep: int,
-                phases: dict | None = None) -> tuple[float, float]:
+                phases: dict | None = None) -> tuple[float, float, float]:
     """One run's worth of records through a fresh session; seconds from the first write to the last
-    answer, and the CPU-seconds of this process meanwhile. With ``phases``, the session's encode / send / confirm steps are timed (summed over
-    threads; the wrappers add a little time, so that rep is not one of the measured ones)."""
+    answer, the CPU-seconds of this process meanwhile, and the CPU-seconds of opening the session
+    (client, worker threads: not in the first two). With ``phases``, the session's encode / send /
+    confirm steps are timed (summed over threads; the wrappers add a little time, so that rep is
+    not one of the measured ones)."""
     from dfsync.destinations.base import DestinationContext, WriteBatch
     from dfsync.states import DestinationMode
 
     ctx = DestinationContext(sync_id=1, sync_name="bench", run_id=rep + 1,
                              mode=DestinationMode.UPSERT, primary_key=("id",))
+    o0 = time.process_time()
     with dest.open(ctx) as session:
+        opened = time.process_time() - o0
         session.prepare(df.schema)
         if phases is not None:
             _instrument(session, phases)
@@ -74,7 +78,7 @@ def _dfsync_rep(dest, df, n: int, runner_batch: int, rep: int,
         for b, start in enumerate(range(0, n, runner_batch)):
             result = session.write(WriteBatch(b + 1, df.slice(start, runner_batch)))
             assert not result.failed, result.failed
-        return time.perf_counter() - t0, time.process_time() - c0
+        return time.perf_counter() - t0, time.process_time() - c0, opened
 
 
 def _instrument(session, phases: dict) -> None:
@@ -122,26 +126,32 @@ def _instrument(session, phases: dict) -> None:
 
 
 def _raw_rep(url: str, bodies: list[bytes], requests: int, concurrency: int,
-             phases: dict | None = None) -> tuple[float, float]:
+             phases: dict | None = None) -> tuple[float, float, float]:
     """The same requests (headers, bodies), bodies encoded beforehand, through a fresh
     httpx.Client from ``concurrency`` threads: the ceiling of any httpx-based client on this
-    machine at that moment."""
+    machine at that moment. Its threads are started before the clock starts, as dfsync's
+    session starts its workers when it opens (until 2026-12-06 they started in the timed part)."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
+    o0 = time.process_time()
     client = httpx.Client(headers={"User-Agent": "dfsync", "Accept": "application/json"},
                           limits=httpx.Limits(max_connections=concurrency,
                                               max_keepalive_connections=concurrency))
     post = client.post if phases is None else _timed_post(client, phases)
     with ThreadPoolExecutor(concurrency) as pool:
+        started = threading.Barrier(concurrency, timeout=10)
+        list(pool.map(lambda _: started.wait(), range(concurrency)))
+        opened = time.process_time() - o0
         t0, c0 = time.perf_counter(), time.process_time()
         list(pool.map(lambda i: post(url, content=bodies[i % len(bodies)], headers={
             "Idempotency-Key": f"dfsync-0123abcd-s1-r1-insert-{i:016x}", "Content-Type": "application/json"}),
             range(requests)))
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     client.close()
-    return elapsed, cpu
+    return elapsed, cpu, opened
 
 
 def _timed_post(client, phases: dict):
@@ -198,7 +208,7 @@ def main() -> None:
     bodies = [flat.slice(a, args.batch).write_json().encode() for a in range(0, n, args.batch)]
     requests = -(-n // args.batch)
     ideal = args.batch * args.concurrency / args.latency
-    ratios, ours, raws, cpus, cpu_s = [], [], [], [], []
+    ratios, ours, raws, cpus, cpu_s, opens = [], [], [], [], [], []
     try:
         # warm-up (imports, first connections, polars' thread pool), not measured
         _dfsync_rep(dest, df.slice(0, args.batch * args.concurrency), args.batch * args.concurrency,
@@ -207,11 +217,12 @@ def main() -> None:
         # interleaved, both with a fresh client (new connections) each rep: same moment, same load
         for rep in range(args.repeat):
             if rep % 2:
-                raw, raw_cpu = _raw_rep(url, bodies, requests, args.concurrency)
-                mine, cpu = _dfsync_rep(dest, df, n, args.runner_batch, rep)
+                raw, raw_cpu, raw_open = _raw_rep(url, bodies, requests, args.concurrency)
+                mine, cpu, my_open = _dfsync_rep(dest, df, n, args.runner_batch, rep)
             else:
-                mine, cpu = _dfsync_rep(dest, df, n, args.runner_batch, rep)
-                raw, raw_cpu = _raw_rep(url, bodies, requests, args.concurrency)
+                mine, cpu, my_open = _dfsync_rep(dest, df, n, args.runner_batch, rep)
+                raw, raw_cpu, raw_open = _raw_rep(url, bodies, requests, args.concurrency)
+            opens.append((my_open, raw_open))
             cpus.append(cpu / raw_cpu)
             cpu_s.append((cpu, raw_cpu))
             ours.append(n / mine)
@@ -221,9 +232,9 @@ def main() -> None:
                   f"raw httpx {raw:.3f}s = {n / raw:,.0f} rec/s ({n / raw / ideal:.2f}); "
                   f"dfsync/raw = {raw / mine:.2f}; CPU-s {cpu:.3f} vs {raw_cpu:.3f}")
         phases: dict[str, float] = {}
-        mine, _ = _dfsync_rep(dest, df, n, args.runner_batch, args.repeat, phases)
+        mine, *_ = _dfsync_rep(dest, df, n, args.runner_batch, args.repeat, phases)
         raw_phases: dict[str, float] = {}
-        raw, _ = _raw_rep(url, bodies, requests, args.concurrency, raw_phases)
+        raw, *_ = _raw_rep(url, bodies, requests, args.concurrency, raw_phases)
     finally:
         proc.terminate()
 
@@ -239,6 +250,8 @@ def main() -> None:
     print(f"client CPU-seconds, dfsync / raw httpx, per rep: {', '.join(f'{r:.2f}' for r in cpus)}; "
           f"median {median(cpus):.2f}; CPU-s dfsync {median([c for c, _ in cpu_s]):.3f}, "
           f"raw {median([r for _, r in cpu_s]):.3f} (medians)")
+    print(f"opening (not in the figures above; CPU-s, medians): dfsync session "
+          f"{median([o for o, _ in opens]):.3f}, raw httpx client and threads {median([r for _, r in opens]):.3f}")
     print(f"phases of one instrumented rep (wall {mine:.3f}s; worker figures are summed over "
           f"{args.concurrency} threads):")
     phases.pop("start")
