@@ -556,3 +556,92 @@ def test_a_request_giving_up_cuts_short_the_others_waits(http_server):
         send(dest, batch(10))
     first_key = next(r.key for r in http_server.requests if r.records[0]["id"] == 0)
     assert [r.key for r in http_server.requests].count(first_key) == 1
+
+
+def _tls_server(tmp_path):
+    """A TLS HTTP server on 127.0.0.1 with a certificate from a CA of its own (written to ca.pem);
+    it answers 200 and keeps the (method, path) of each request."""
+    import http.server
+    import ssl
+    import threading
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def cert(subject, key, issuer, issuer_key, ca):
+        now = dt.datetime.now(dt.timezone.utc)
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+             .not_valid_after(now + dt.timedelta(hours=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            import ipaddress
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("dfsync test CA", ca_key, "dfsync test CA", ca_key, True)
+    leaf = cert("127.0.0.1", key, "dfsync test CA", ca_key, False)
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_PATCH(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.command, self.path))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "leaf.pem")
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen, tmp_path / "ca.pem"
+
+
+def test_plain_http_loads_no_certificates_and_an_https_route_verifies_with_the_environments(
+        http_server, tmp_path, monkeypatch):
+    """A destination whose every URL is http:// opens its client without loading CA certificates
+    (~17 ms of CPU a run) and with a context that would refuse any certificate; one https route
+    (here beside an http url) brings back httpx's verification with the environment's CA file."""
+    import ssl
+
+    from dfsync.destinations._http_session import _verify
+
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    plain = _verify(dfsync.destinations.http(http_server.url, update="PATCH /{id}"))
+    assert isinstance(plain, ssl.SSLContext) and plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy may speak TLS: full verification
+    assert _verify(dfsync.destinations.http(http_server.url)) is True
+    monkeypatch.delenv("HTTPS_PROXY")
+
+    server, seen, ca = _tls_server(tmp_path)
+    try:
+        dest = dfsync.destinations.http(http_server.url, update=("PATCH", f"https://127.0.0.1:{server.server_port}/c/{{id}}"),
+                                        **{**FAST, "max_retries": 0})
+        assert _verify(dest) is True
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        (result,) = send(dest, batch(3, action=["insert", "update", "insert"]))
+        assert result.failed == {} and seen == [("PATCH", "/c/1")] and ids(http_server.delivered()) == [0, 2]
+        monkeypatch.delenv("SSL_CERT_FILE")  # the default CAs do not know this server's: refused
+        with pytest.raises(TransientDestinationError, match="CERTIFICATE_VERIFY_FAILED"):
+            send(dest, batch(1, start=5, action="update"))
+    finally:
+        server.shutdown()

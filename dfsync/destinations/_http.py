@@ -39,6 +39,11 @@ Nested JSON
     ``select`` of ``struct``/``concat_list`` expressions; ``nested=False`` sends names as
     they are. URL placeholders use the flat field name (``"/{user.id}"``).
 
+TLS
+    https URLs are verified by httpx (its CA bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``).
+    A destination whose URLs are all ``http://`` (and no proxy in the environment) does not
+    load CA certificates when a run opens it; any TLS it met would be refused.
+
 Retries and outcomes
     429, 408, 5xx, timeouts and dropped connections are retried with exponential backoff
     and jitter (tenacity), honouring ``Retry-After`` up to ``max_retry_after`` seconds.
