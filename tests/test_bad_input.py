@@ -22,6 +22,7 @@ baseline is a template database copied per case; the damaged workspace *file* ca
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -231,6 +232,46 @@ def _corrupt(ctx: Ctx, how: str) -> None:
         assert Path("ws.duckdb").read_bytes() == before
 
 
+def _parquet_parts(first: pl.DataFrame, second: pl.DataFrame) -> str:
+    os.makedirs("parts", exist_ok=True)
+    first.write_parquet("parts/a.parquet")
+    second.write_parquet("parts/b.parquet")
+    return "parts/*.parquet"
+
+
+def _parquet_glob_types_differ(ctx: Ctx) -> Any:
+    """DuckDB read every file as the first file's types: b's 2.5 went in as 2 (and a naive
+    timestamp as UTC, a text as a number), with no word."""
+    glob = _parquet_parts(people(10).with_columns(pl.col("score").cast(pl.Int64)),
+                          people(20).slice(10).with_columns(pl.col("score") + 1.0))
+    return ctx.base().run(progress=False, source=dfsync.sources.files(glob))
+
+
+def _files_with_other_columns(ctx: Ctx, fmt: str) -> Any:
+    """A later file with a column the first lacks: DuckDB (Parquet) and polars (NDJSON) dropped
+    it silently; CSV files whose columns are in another order failed without naming the file."""
+    a, b = people(10), people(20).slice(10)
+    os.makedirs("parts", exist_ok=True)
+    if fmt == "parquet":
+        glob = _parquet_parts(a, b.with_columns(pl.lit("x").alias("extra")))
+    elif fmt == "csv":
+        a.write_csv("parts/a.csv")
+        b.select(reversed(b.columns)).write_csv("parts/b.csv")
+        glob = "parts/*.csv"
+    else:
+        a.write_ndjson("parts/a.ndjson")
+        b.with_columns(pl.lit("x").alias("extra")).write_ndjson("parts/b.ndjson")
+        glob = "parts/*.ndjson"
+    return ctx.create(source=dfsync.sources.files(glob)).run(progress=False)
+
+
+def _ndjson_key_after_the_inferred_rows(ctx: Ctx) -> Any:
+    """polars takes NDJSON columns from the first 100 rows: a key first seen at row 150 was dropped."""
+    rows = [{"id": i, "score": i * 1.5} | ({"late": "x"} if i == 150 else {}) for i in range(200)]
+    Path("late.ndjson").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ctx.create(source=dfsync.sources.files("late.ndjson")).run(progress=False)
+
+
 def _csv_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
     """A value past the rows polars infers a CSV column's type from (the first 100)."""
     scores = [str(i * 1.5) for i in range(200)]
@@ -384,6 +425,16 @@ CASES: list[Case] = [
          new_run=True),
     Case("source-file-corrupt", lambda c: (Path("src.parquet").write_bytes(b"PAR1 garbage"), c.run_base())[1],
          errors.SourceError, ("src.parquet",), ("check", "fix"), new_run=True),
+    Case("parquet-glob-types-differ", _parquet_glob_types_differ, errors.SourceError,
+         ("b.parquet", "a.parquet", "'score'", "double", "int64"), ("agree", "union_by_name"), new_run=True),
+    Case("parquet-glob-column-only-in-a-later-file", lambda c: _files_with_other_columns(c, "parquet"),
+         errors.SourceError, ("b.parquet", "'extra'"), ("agree", "union_by_name")),
+    Case("csv-files-columns-in-another-order", lambda c: _files_with_other_columns(c, "csv"),
+         errors.SourceError, ("b.csv", "a.csv", "order"), ("agree", "union_by_name")),
+    Case("ndjson-key-only-in-a-later-file", lambda c: _files_with_other_columns(c, "ndjson"),
+         errors.SourceError, ("'extra'", "b.ndjson", "a.ndjson"), ("schema=", "union_by_name")),
+    Case("ndjson-key-after-the-inferred-rows", _ndjson_key_after_the_inferred_rows,
+         errors.SourceError, ("'late'", "late.ndjson", "100 rows"), ("infer_schema_length=None",)),
     Case("csv-value-does-not-parse", _csv_value_does_not_parse, errors.SourceError, ("oops", "score", "bad.csv"),
          ("schema_overrides", "infer_schema_length"), new_run=True),
     Case("all-rows-invalid", lambda c: c.create(checks=[dfsync.checks.between("score", max=0)]).run(progress=False),

@@ -109,8 +109,7 @@ def test_incremental_splits_apply_the_cursor(tmp_path, engine):
 
 def test_csv_and_ndjson_split_by_file_with_one_schema(tmp_path, engine):
     """The second CSV file alone would read 'x' as a float and 'd' as text; the third NDJSON file
-    alone has a field the first lacks. Read per file with the schema inferred over all files,
-    the rows are the single read's."""
+    alone has a field the first lacks (refused: it would be dropped; with schema= it is kept). Read per file with the schema inferred over all files, the rows are the single read's."""
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     d = tmp_path / "csv"
     d.mkdir()
@@ -130,9 +129,13 @@ def test_csv_and_ndjson_split_by_file_with_one_schema(tmp_path, engine):
     (n / "2.ndjson").write_text('{"id": 30, "x": 1.0, "s": null, "extra": 1}\n{"id": 31}\n')
     (tmp_path / "one.duckdb").unlink()
     (tmp_path / "part.duckdb").unlink()
-    one, part = _pair(ws2, tmp_path, dfsync.sources.files(str(n / "*.ndjson")))
+    with pytest.raises(dfsync.errors.SourceError, match="'extra'.*schema="):
+        _pair(ws2, tmp_path, dfsync.sources.files(str(n / "*.ndjson")))
+    schema = {"id": pl.Int64, "x": pl.Float64, "s": pl.String, "extra": pl.Int64}
+    one, part = _pair(ws2, tmp_path, dfsync.sources.files(str(n / "*.ndjson"), schema=schema))
     r1, r2 = _same(tmp_path, one, part, engine)
     assert "one per NDJSON file" in _events(r2)
+    assert read_dest("duckdb", tmp_path, "part").filter(pl.col("id") == 30)["extra"].to_list() == [1]
 
 
 def test_files_that_a_single_read_refuses_are_read_on_the_driver(tmp_path, engine):

@@ -23,6 +23,25 @@ _EXT = {
     ".json": "ndjson",
 }
 FORMATS = ("parquet", "csv", "ndjson")
+#: reader options that say themselves how files of other layouts are read together
+_OWN_LAYOUT = {"schema", "missing_columns", "extra_columns", "cast_options", "allow_missing_columns", "new_columns",
+               "has_header"}
+_READER = {"parquet": "parquet", "csv": "csv"}
+
+
+def _layout(fmt: str, path: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet file's columns and Arrow types (from its footer), or a CSV file's header."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return {f.name: f.type for f in pq.read_schema(path)}
+        head = {k: v for k, v in options.items() if k in ("separator", "quote_char", "skip_rows", "encoding",
+                                                          "comment_prefix", "eol_char")}
+        return dict.fromkeys(pl.scan_csv(path, infer_schema_length=0, **head).collect_schema().names())
+    except Exception as exc:  # noqa: BLE001 - the file itself is unreadable: said with its name
+        raise SourceError(f"could not read {path}: {str(exc).splitlines()[0]}. Check that it is a complete "
+                          f"{fmt} file; nothing was read or sent.") from exc
 
 
 @register_source
@@ -106,8 +125,75 @@ class FilesSource(Source):
                      "nothing was sent")
         return text
 
+    def check_layout(self, files: list[str]) -> None:
+        """Files read together must agree on their columns. The readers settle a difference
+        silently (DuckDB casts every Parquet file to the first one's types, so 10.5 became 10, and
+        drops a column only later files have) or refuse it without naming the file: refused here,
+        before anything is read, naming the file, the column and what to do."""
+        if set(self.options) & _OWN_LAYOUT:
+            return
+        if self.format == "ndjson":  # a key missing from an object is a null: only keys dropped matter
+            self._check_late_keys(files)
+            return
+        if len(files) < 2:
+            return
+        from .._schema import fits
+
+        first = _layout(self.format, files[0], self.options)
+        for f in files[1:]:
+            other = _layout(self.format, f, self.options)
+            diff = [f"column {c!r} is missing" for c in first if c not in other]
+            diff += [f"it has a column {c!r} that {files[0]} lacks" for c in other if c not in first]
+            if self.format == "parquet":
+                diff += [f"column {c!r} is {t} there but {first[c]} in {files[0]}" for c, t in other.items()
+                         if c in first and not fits(t, first[c])]
+            elif not diff and self.format == "csv" and list(first) != list(other):
+                diff = [f"its columns are in another order ({', '.join(other)})"]
+            if diff:
+                raise SourceError(
+                    f"{self.describe()}: {f} does not have the columns of {files[0]}, which the files are read "
+                    f"as: {'; '.join(diff[:5])}. Make the files agree (the same columns with the same types), "
+                    f"or read each layout in a sync of its own, or combine them in a query that says how: "
+                    f"sources.duckdb_query(\"SELECT ... FROM read_{_READER[self.format]}([...], "
+                    f"union_by_name=true)\") with a cast for each column that differs. Nothing was read or sent.")
+
+    def _check_late_keys(self, files: list[str]) -> None:
+        """polars takes an NDJSON source's columns from the first rows of its first file
+        (``infer_schema_length``): a key first seen later, or only in another file, would be
+        dropped without a word. Every object's keys are looked at."""
+        import duckdb
+
+        columns = set(pl.scan_ndjson(files, **self.options).collect_schema().names())
+        con = duckdb.connect()
+        try:
+            keys = con.execute(
+                "SELECT k, min(filename) FROM (SELECT unnest(json_keys(json)) AS k, filename FROM "
+                "read_json_objects(?, format='newline_delimited', filename=true)) GROUP BY k ORDER BY k",
+                [files]).fetchall()
+        except duckdb.Error as exc:
+            raise SourceError(f"could not read {self.describe()}: {str(exc).splitlines()[0]}. Check that the "
+                              f"files hold one JSON object a line; nothing was read or sent.") from exc
+        finally:
+            con.close()
+        late = [(k, f) for k, f in keys if k not in columns]
+        if not late:
+            return
+        key, where = late[0]
+        more = f" and {len(late) - 1} more ({', '.join(repr(k) for k, _ in late[1:4])})" if len(late) > 1 else ""
+        if os.path.abspath(where) == files[0]:
+            n = self.options.get("infer_schema_length", 100)
+            why = f"polars took from the first {n} rows"
+            fix = "Let polars look at every row: sources.files(..., infer_schema_length=None)"
+        else:
+            why = f"polars took from the first file, {files[0]}"
+            fix = ("Give every column and its type: sources.files(..., schema={'id': pl.Int64, ...}), or read "
+                   "the files with sources.duckdb_query(\"SELECT * FROM read_json([...], union_by_name=true)\")")
+        raise SourceError(f"{self.describe()}: key {key!r} (in {where}){more} is not among the columns {why}, so "
+                          f"its values would be dropped. {fix}. Nothing was read or sent.")
+
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         files = self.resolve()
+        self.check_layout(files)
         if self.format == "parquet":
             lf = pl.scan_parquet(files, **self.options)
         elif self.format == "csv":
@@ -122,6 +208,7 @@ class FilesSource(Source):
         if self.options or self.format != "parquet":
             return None  # polars' CSV/NDJSON type inference is the documented behaviour
         files = self.resolve()
+        self.check_layout(files)
         try:
             rel = con.read_parquet(files)
         except Exception as exc:  # duckdb.Error

@@ -91,6 +91,10 @@ def _plan_parquet(source: Any, mapping: Mapping, cursor: CursorFilter | None, n:
     import pyarrow.parquet as pq
 
     files = source.resolve()
+    try:
+        source.check_layout(files)
+    except SourceError:
+        return "the files' columns differ (the single read says how)"
     groups = []
     for f in files:
         try:
@@ -165,7 +169,7 @@ def _plan_polars_files(source: Any, mapping: Mapping, cursor: CursorFilter | Non
             for f in files:
                 if list(pl.scan_csv(f, **{**head, "infer_schema_length": 0}).collect_schema().names()) != names:
                     return f"{f} has other columns than {files[0]} (the single read refuses them)"
-    except (pl.exceptions.PolarsError, OSError):
+    except (pl.exceptions.PolarsError, OSError, SourceError):
         return "the files cannot be read together (the single read says why)"
     options = {k: v for k, v in source.options.items() if k not in ("schema", "schema_overrides",
                                                                     "infer_schema_length")}
