@@ -380,6 +380,18 @@ def check_destination_types(destination: Any, schema: Any) -> None:
     destination.check_schema(arrow)
 
 
+def fields_now(sync: Any) -> Any:
+    """The records' fields (after mapping) as the sync's source gives them now (a polars Schema), for
+    the columns of an empty answer; no fields when the source cannot be read here (a frame of
+    another session, a file gone)."""
+    import polars as pl
+
+    try:
+        return sync.mapping.validate(sync.source.schema())
+    except Exception:  # only shapes an empty frame: never costs the caller an answer
+        return pl.Schema()
+
+
 def schema_frame(sync: Any) -> Any:
     """``sync.schema()``: the recorded fields, or what the source would send now."""
     import polars as pl

@@ -13,6 +13,7 @@ import polars as pl
 
 from . import _html_preview, _html_run, _registry
 from ._arrow import to_polars
+from ._schema import fields_now
 from ._settle import abandon_run, applies_per_batch
 from .errors import ConfigError, DfsyncError, InvalidTransition, SyncRunFailed
 from .states import RunStatus
@@ -114,7 +115,7 @@ class SyncRun:
             return to_polars(staging.records(status=status, limit=limit))
         tbl = self.workspace.store.records(self._row["sync_id"], self.id, status, limit)
         if tbl is None:  # the sync kept no records yet: the same columns, no rows
-            return pl.DataFrame(schema={**self.sync._fields(), **EMPTY_RECORD_META})
+            return pl.DataFrame(schema={**fields_now(self.sync), **EMPTY_RECORD_META})
         return to_polars(tbl)
 
     def buckets(self) -> pl.DataFrame:

@@ -24,7 +24,7 @@ from ._cursor import cursor_from_json
 from ._partition import check_engine
 from ._registry import LIVE
 from ._retention import forget, purge
-from ._schema import schema_frame
+from ._schema import fields_now, schema_frame
 from ._settings import use as use_settings
 from .definition import CALLBACKS, SyncDefinition, record_schema
 from .destinations.base import Destination
@@ -365,18 +365,10 @@ class Sync:
         """The delivered state: key and fingerprint of every row the destination confirmed."""
         state = self.workspace.store.delivered(self.id, self.primary_key)
         if state is None:  # nothing delivered yet: the same columns, no rows
-            fields = self._fields()
+            fields = fields_now(self)
             return pl.DataFrame(schema={**{k: fields.get(k, pl.String) for k in self.primary_key},
                                         "_fp": pl.UInt64})
         return pl.from_arrow(state.read_all())  # type: ignore[return-value]
-
-    def _fields(self) -> pl.Schema:
-        """The records' fields (after mapping) as the source gives them now, for the columns of an
-        empty answer; no fields when the source cannot be read here (a frame of another session)."""
-        try:
-            return self.mapping.validate(self.source.schema())
-        except Exception:  # only shapes an empty frame: never costs the caller an answer
-            return pl.Schema()
 
     def __repr__(self) -> str:
         return (f"<dfsync.Sync {self.name!r} {self.status.value}: {self.source.describe() if 'source' in self._live else self.definition['source']['kind']}"
