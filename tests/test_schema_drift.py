@@ -245,3 +245,19 @@ def test_the_fix_named_for_a_float_into_an_integer_column_rounds_visibly(tmp_pat
 
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
         assert con.execute("SELECT id, a FROM t ORDER BY id").fetchall() == [(1, 516), (2, 600)]
+
+
+@pytest.mark.parametrize("dest", ["duckdb", "postgres"], indirect=True)
+def test_replace_from_text_to_a_number_keeps_the_records(dest: Target, tmp_path):
+    """A field that was text and is now a number (replace mode takes the new type): the run's records
+    go into the records of the earlier runs (their column becomes text), not a raw DuckDB binder
+    error after the rows were sent ('Cannot deduce template type')."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dest.make("t")
+    for v in (["a", "b"], [10, 20]):
+        df = pl.DataFrame({"id": [1, 2], "v": v})
+        run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=destination, primary_key="id",
+                             destination_mode="replace").run(progress=False)
+        assert run.status == "success", run.error
+        assert sorted(str(x) for x in run.records(status="succeeded")["v"].to_list()) == [str(x) for x in v]
+    assert contents(dest, ["v"]) == {1: {"v": 10}, 2: {"v": 20}}

@@ -233,8 +233,8 @@ class DeliveryOps:
             for name, typ, *_ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
                 if name not in have:
                     con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
-                elif have[name] != typ:  # the column's type changed (a widening, or a replace run)
-                    wider = con.execute(f"SELECT typeof([NULL::{have[name]}, NULL::{typ}][1])").fetchall()[0][0]
+                elif have[name] != typ:  # the column's type changed (a widening, a replace run, a new mapping)
+                    wider = _common_type(have[name], typ)
                     if wider != have[name]:  # the records' type holds the stored values: widen to it
                         con.execute(f"ALTER TABLE {rt} ALTER COLUMN {quote(name)} SET DATA TYPE "
                                     f"{wider if wider == typ else 'VARCHAR'}")
@@ -391,3 +391,15 @@ def _room_for_scattered_writes(con: Any, table: str) -> None:
     have = memory_bytes(limit)
     if have and need > have:
         con.execute(f"SET memory_limit = '{need // 2**20 + 1}MiB'")
+
+
+def _common_type(a: str, b: str) -> str:
+    """The DuckDB type both ``a`` and ``b`` values fit, VARCHAR when they have none (text and a
+    number). Asked on a connection of its own: a failed probe would abort the caller's transaction."""
+    import duckdb
+
+    with duckdb.connect() as probe:
+        try:
+            return probe.execute(f"SELECT typeof([NULL::{a}, NULL::{b}][1])").fetchall()[0][0]
+        except duckdb.Error:
+            return "VARCHAR"
