@@ -75,6 +75,45 @@ def test_postgres_source_intervals_and_types_the_driver_cannot_give(pg_server, p
     assert got[0][0].startswith("12.34") and got[2][0].startswith("-1")
 
 
+def test_postgres_numeric_json_and_uuid_arrive_as_exact_text_and_the_documented_cast_types_them(
+        pg_server, pg_uri, tmp_path):
+    """docs/SCHEMA.md ("Database sources"): numeric (with or without precision), json/jsonb and
+    uuid arrive as text holding the value exactly; a decimal cast of the column's own scale in the
+    mapping reads back as that decimal in DuckDB, equal to PostgreSQL's value."""
+    from decimal import Decimal
+
+    import duckdb
+
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE src (id int PRIMARY KEY, price numeric(20,2), ratio numeric, meta jsonb, u uuid)",
+                      dbname=db)
+    pg_server.execute("INSERT INTO src VALUES (1, 1.5, 12345678901234567890.0123456789, '{\"tz\": -5}', "
+                      "'9ad1da64-9f55-48e2-af07-1f5474217001'), (2, NULL, 'NaN', NULL, NULL)", dbname=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    src = dfsync.sources.database(pg_uri, "SELECT * FROM src")
+    ws.create_sync("text", source=src, destination=dfsync.destinations.duckdb(path, table="t"),
+                   primary_key="id").run(progress=False).raise_for_status()
+    ws.create_sync("typed", source=src, destination=dfsync.destinations.duckdb(path, table="typed"), primary_key="id",
+                   mapping={"id": "id", "price": pl.col("price").cast(pl.Decimal(20, 2))}
+                   ).run(progress=False).raise_for_status()
+    con = duckdb.connect(path, read_only=True)
+    try:
+        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = 't'").fetchall())
+        rows = con.execute("SELECT price, ratio, meta, u FROM t ORDER BY id").fetchall()
+        typed = con.execute("SELECT price FROM typed ORDER BY id").fetchall()
+        typed_type = con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'typed' "
+                                 "AND column_name = 'price'").fetchall()
+    finally:
+        con.close()
+    assert {c: types[c] for c in ("price", "ratio", "meta", "u")} == dict.fromkeys(("price", "ratio", "meta", "u"),
+                                                                                    "VARCHAR")
+    assert rows == [("1.50", "12345678901234567890.0123456789", '{"tz": -5}', "9ad1da64-9f55-48e2-af07-1f5474217001"),
+                    (None, "nan", None, None)]
+    assert typed_type == [("DECIMAL(20,2)",)] and typed == [(Decimal("1.50"),), (None,)]
+
+
 def test_sync_postgres_to_postgres_upsert_and_mirror(pg_server, pg_uri, tmp_path):
     db = pg_uri.rsplit("/", 1)[1]
     pg_server.execute("CREATE TABLE src (id bigint PRIMARY KEY, name text, v bigint)", dbname=db)

@@ -33,6 +33,28 @@ from .base import CursorFilter, Source, register_source
 __all__ = ["DatabaseSource"]
 
 
+def _as_text(schema: pa.Schema) -> pa.Schema:
+    """The driver's extension types (numeric, json/jsonb, uuid) as plain text, which they are to
+    every destination (docs/SCHEMA.md): a polars mapping can then cast or parse them."""
+    for i, f in enumerate(schema):
+        if isinstance(f.type, pa.BaseExtensionType):
+            schema = schema.set(i, f.with_type(pa.large_string()))
+    return schema
+
+
+def _text_columns(rb: pa.RecordBatch) -> pa.RecordBatch:
+    if not any(isinstance(t, pa.BaseExtensionType) for t in rb.schema.types):
+        return rb
+    columns = []
+    for col in rb.columns:
+        if isinstance(col.type, pa.BaseExtensionType):
+            col = (col.storage.cast(pa.large_string()) if pa.types.is_string(col.storage.type)
+                   or pa.types.is_large_string(col.storage.type)
+                   else pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.large_string()))
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, schema=_as_text(rb.schema))
+
+
 @register_source
 class DatabaseSource(Source):
     kind = "database"
@@ -194,13 +216,13 @@ class DatabaseSource(Source):
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         from polars.io.plugins import register_io_source
 
-        schema = pl.DataFrame(pa.Table.from_batches([], interval_schema(self._arrow_schema(cursor)))).schema
+        schema = pl.DataFrame(pa.Table.from_batches([], _as_text(interval_schema(self._arrow_schema(cursor))))).schema
 
         def source(with_columns: list[str] | None, predicate: Any, n_rows: int | None,
                    batch_size: int | None) -> Iterator[pl.DataFrame]:
             left = n_rows
             for rb in self.reader(cursor):
-                df = to_polars(rb)  # PostgreSQL intervals arrive as Arrow intervals, which polars lacks
+                df = to_polars(_text_columns(rb))  # PostgreSQL intervals arrive as Arrow intervals, which polars lacks
                 for name in [n for n, t in df.schema.items() if t == pl.String and schema[n] == pl.Duration("us")]:
                     raise SourceError(
                         f"column {name!r} of {self.describe()} holds an interval with months "
