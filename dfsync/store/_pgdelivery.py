@@ -358,6 +358,15 @@ class PgDeliveryOps(PgLocalCopy):
         actions = rows.column(action_column)
         self._changes[(run_id, batch_no)] = bool(n) and bool(pc.any(pc.is_in(
             actions, pa.array(["update", "delete"]))).as_py())
+        if self._changes[(run_id, batch_no)]:
+            # in key order: the key index takes these rows, and the confirm looks up the versions
+            # they supersede in this order, so both walk the index and the heap in order, not at
+            # random (10M-row state, 100k updates in random order: 0.45 -> 0.34 s here, 0.53 ->
+            # 0.36 s in the confirm; 2 ms to sort rows that come sorted, 9 ms shuffled ones)
+            rows = rows.select(list(dict.fromkeys([*key, "_fp", action_column])))
+            with contextlib.suppress(pa.ArrowNotImplementedError):  # a key Arrow does not sort: as it came
+                rows = rows.sort_by([(k, "ascending") for k in key])
+            actions = rows.column(action_column)
         with self._transaction() as con:
             types = self._key_types(con, sync_id) or {}
             cache = self._state_cache(con, sync_id, key, types)
