@@ -272,6 +272,15 @@ def _ndjson_key_after_the_inferred_rows(ctx: Ctx) -> Any:
     return ctx.create(source=dfsync.sources.files("late.ndjson")).run(progress=False)
 
 
+def _ndjson_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
+    """A value past the rows polars infers an NDJSON key's type from: polars' message names neither
+    the key nor the file (and DuckDB's wrapping added 'Detail: Python exception: Traceback')."""
+    rows = [{"id": i, "score": i} for i in range(200)]
+    rows[150]["score"] = 2.5
+    Path("bad.ndjson").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ctx.create(source=dfsync.sources.files("bad.ndjson")).run(progress=False)
+
+
 def _csv_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
     """A value past the rows polars infers a CSV column's type from (the first 100)."""
     scores = [str(i * 1.5) for i in range(200)]
@@ -435,6 +444,8 @@ CASES: list[Case] = [
          errors.SourceError, ("'extra'", "b.ndjson", "a.ndjson"), ("schema=", "union_by_name")),
     Case("ndjson-key-after-the-inferred-rows", _ndjson_key_after_the_inferred_rows,
          errors.SourceError, ("'late'", "late.ndjson", "100 rows"), ("infer_schema_length=None",)),
+    Case("ndjson-value-does-not-parse", _ndjson_value_does_not_parse, errors.SourceError,
+         ("2.5", "'score'", "bad.ndjson"), ("schema_overrides",), new_run=True),
     Case("csv-value-does-not-parse", _csv_value_does_not_parse, errors.SourceError, ("oops", "score", "bad.csv"),
          ("schema_overrides", "infer_schema_length"), new_run=True),
     Case("all-rows-invalid", lambda c: c.create(checks=[dfsync.checks.between("score", max=0)]).run(progress=False),

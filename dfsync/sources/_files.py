@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob as _glob
 import hashlib
 import os
+import re
 from typing import Any
 
 import polars as pl
@@ -118,12 +119,37 @@ class FilesSource(Source):
 
     def read_error(self, message: str) -> str:
         text = super().read_error(message)
-        if self.format in ("csv", "ndjson") and "could not parse" in message:
+        found = re.search(r"cannot parse '(.*)' \((\w+)\) as (\w+)", message) if self.format == "ndjson" else None
+        if found:  # polars names neither the key nor the file
+            where = self._find_value(found.group(1))
+            text += (f" (key {where[1]!r} of {where[0]})" if where else "") + (
+                f". polars took the column's type ({found.group(3)}) from the first rows of the first file; "
+                f"read it as text and cast it in the mapping (sources.files(..., schema_overrides="
+                f"{{{(where[1] if where else 'KEY')!r}: pl.String}})), or let polars look at every row of the first "
+                f"file (infer_schema_length=None); nothing was sent")
+        elif self.format in ("csv", "ndjson") and "could not parse" in message:
             text += (". polars decides each column's type from the file's first rows; fix the value in the file, "
                      "or read that column as text (sources.files(..., schema_overrides={'COLUMN': pl.String})) "
                      "and cast it in the mapping, or let polars look at every row (infer_schema_length=None); "
                      "nothing was sent")
         return text
+
+    def _find_value(self, value: str) -> tuple[str, str] | None:
+        """The first (file, key) of the NDJSON files whose value reads as ``value``, if any."""
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            hit = con.execute(
+                "SELECT filename, k FROM (SELECT filename, unnest(json_keys(json)) AS k, json FROM "
+                "read_json_objects(?, format='newline_delimited', filename=true)) "
+                "WHERE json_extract_string(json, '$.\"' || replace(k, '\"', '\\\"') || '\"') = ? LIMIT 1",
+                [self.resolve(), value]).fetchall()
+        except (duckdb.Error, SourceError):
+            return None
+        finally:
+            con.close()
+        return (hit[0][0], hit[0][1]) if hit else None
 
     def check_layout(self, files: list[str]) -> None:
         """Files read together must agree on their columns. The readers settle a difference

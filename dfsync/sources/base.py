@@ -117,7 +117,8 @@ class Source(ABC):
 def _unwrapped(message: str) -> str:
     """A reader's error without DuckDB's wrapping of a polars/Arrow stream (``Invalid Input Error:
     reading the stream registered as '_src_raw' failed: Unknown error: ...``)."""
-    return re.sub(r"^.*?reading the stream registered as '[^']*' failed: (Unknown error: )?", "", message)
+    message = re.sub(r"^.*?reading the stream registered as '[^']*' failed: (Unknown error: )?", "", message)
+    return re.sub(r"\.?\s*Detail: Python exception: Traceback.*$", "", message)  # the rest is not on this line
 
 
 _KINDS: Kinds[Source] = Kinds("source", [f"dfsync.sources.{m}" for m in ("_frame", "_files", "_duckdb_query", "_database")])
