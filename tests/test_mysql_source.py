@@ -111,3 +111,29 @@ def test_bad_query_and_time_out_of_range(src_db, mariadb_server, tmp_path):
     src = dfsync.sources.database(src_db, "SELECT id, TIME'30:00:00' AS t FROM src")
     with pytest.raises(SourceError, match="outside a time of day"):
         list(src.reader())
+
+
+def test_a_decimal_wider_than_38_digits_is_refused_naming_the_column(src_db, mariadb_server, tmp_path):
+    """MySQL decimals go to 65 digits, polars and DuckDB (staging) to 38: decimal(40,10) failed
+    create_sync with polars' bare 'precision must be between 1 and 38, got 40'. It is refused
+    naming the column and the cast that keeps every digit, which then reads back exactly."""
+    mariadb_server.execute("CREATE TABLE wide (id int PRIMARY KEY, big decimal(40,10))", database=db_of(src_db))
+    mariadb_server.execute("INSERT INTO wide VALUES (1, 123456789012345678901234567890.0123456789)",
+                           database=db_of(src_db))
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.duckdb(str(tmp_path / "o.duckdb"), table="t")
+    with pytest.raises(SourceError, match=r"'big' is decimal\(40,10\).*CAST\(`big` AS CHAR\)"):
+        ws.create_sync("wide", source=dfsync.sources.database(src_db, "SELECT * FROM wide"), primary_key="id",
+                       destination=dest)
+    with pytest.raises(SourceError, match="'big' is decimal"):
+        list(dfsync.sources.database(src_db, "SELECT * FROM wide").reader())
+    src = dfsync.sources.database(src_db, "SELECT id, CAST(`big` AS CHAR) AS `big` FROM wide")
+    ws.create_sync("wide", source=src, primary_key="id", destination=dest).run(progress=False).raise_for_status()
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "o.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT big FROM t").fetchall() == [("123456789012345678901234567890.0123456789",)]
+    finally:
+        con.close()
+    ws.close()

@@ -8,7 +8,7 @@ bounded. The incremental cursor is a bound parameter:
 ``SELECT * FROM (<query>) AS q WHERE `field` >= %s``.
 
 Types follow the result's column metadata, not the values: tinyint(1) -> bool, integers ->
-int64 (bigint unsigned -> uint64), decimal(p,s) -> decimal128(p,s), float -> float32,
+int64 (bigint unsigned -> uint64), decimal(p,s) -> decimal128(p,s) (p > 38 refused), float -> float32,
 double -> float64, date -> date32, datetime(n) -> timestamp[us], timestamp(n) ->
 timestamp[us, UTC] (the session runs in UTC), time(n) -> time64[us] (a TIME outside
 00:00-24:00 is refused: cast it in the query), year -> int16, JSON/ENUM/SET/text -> string,
@@ -45,7 +45,12 @@ def field_type(f: Any) -> pa.DataType:
         return pa.uint64() if (t == 8 and unsigned) else pa.int64()
     if t in (0, 246):
         precision = f.length - (1 if f.scale else 0) - (0 if unsigned else 1)
-        return pa.decimal128(max(1, min(precision, 38)), f.scale) if precision <= 38 else pa.decimal256(precision, f.scale)
+        if precision > 38:  # polars and DuckDB (staging) hold 38 digits
+            raise SourceError(
+                f"column {f.name!r} is decimal({precision},{f.scale}), wider than the 38 digits dfsync can stage "
+                f"exactly; select it as text to keep every digit (CAST(`{f.name}` AS CHAR) AS `{f.name}`), or as "
+                f"DECIMAL(38,{min(f.scale, 38)}) when its values fit. Nothing was read or sent.")
+        return pa.decimal128(max(1, precision), f.scale)
     if t == 4:
         return pa.float32()
     if t == 5:
@@ -125,19 +130,26 @@ def mysql_schema(source: Any, cursor: Any = None) -> pa.Schema:
     sql, params = query_sql(source, cursor)
     con, cur = _open(source, f"SELECT * FROM ({sql}) AS q0 LIMIT 0", params, snapshot=False)
     try:
-        schema = pa.schema([pa.field(f.name, field_type(f)) for f in cur._result.fields])
+        fields = list(cur._result.fields)
         cur.fetchall()
         cur.close()
-        return schema
     finally:
         con.close()
+    return pa.schema([pa.field(f.name, field_type(f)) for f in fields])
 
 
 def mysql_reader(source: Any, cursor: Any = None) -> pa.RecordBatchReader:
     """The query's rows as an Arrow stream from one consistent snapshot; closes when drained."""
     sql, params = query_sql(source, cursor)
     con, cur = _open(source, sql, params, snapshot=True)
-    schema = pa.schema([pa.field(f.name, field_type(f)) for f in cur._result.fields])
+    try:
+        schema = pa.schema([pa.field(f.name, field_type(f)) for f in cur._result.fields])
+    except SourceError:
+        with contextlib.suppress(Exception):
+            cur.fetchall()
+            cur.close()
+        con.close()
+        raise
 
     def batches() -> Iterator[pa.RecordBatch]:
         drained = False
