@@ -433,7 +433,7 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
         t, n = _base(f.type), f.name
         if not getattr(destination, "text_nul", True) and _holds_text(t):
             # to_json writes a NUL as \u0000 (a backslash in the text itself is written \\)
-            cond = ("contains({c}, chr(0))" if _is_text(t)
+            cond = ("contains({c}::VARCHAR, chr(0))" if _is_text(t)
                     else "regexp_matches(to_json({c})::VARCHAR, '(^|[^\\\\])(\\\\\\\\)*\\\\u0000')")
             bad = _first_value(con, table, n, cond)
             if bad is not None:

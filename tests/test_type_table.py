@@ -255,6 +255,21 @@ def test_a_nul_character_postgresql_cannot_store_is_refused_before_sending(reque
     assert [normal("postgres", "st", r["st"]) for r in rows] == [{"a": "\\u0000"}, {"a": "\\\\u0000"}]
 
 
+def test_the_nul_check_reads_uuid_and_enum_columns_as_text(request, tmp_path):
+    """A DuckDB query's UUID and ENUM columns are staged with those types; the NUL check's
+    contains() has no UUID form and failed the run with a raw Binder Error."""
+    dest = Dest("postgres", request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    query = ("SELECT i::INT AS id, ('00000000-0000-0000-0000-00000000000' || i)::UUID AS u, "
+             "'a'::ENUM('a', 'b') AS e FROM range(3) t(i)")
+    run = ws.create_sync("s", source=dfsync.sources.duckdb_query(query), destination=dest.make(),
+                         primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    rows = read_rows("postgres", dest, ["u", "e"])
+    assert [str(r["u"]) for r in rows] == [f"00000000-0000-0000-0000-00000000000{i}" for i in range(3)]
+    assert [r["e"] for r in rows] == ["a"] * 3
+
+
 def test_nanosecond_times_and_durations_get_a_fix_that_polars_can_run(request, tmp_path):
     """The refusal of nanosecond times of day and durations suggested pl.col(c).dt.truncate('1us'),
     which polars refuses for those types (it truncates datetimes only); each type gets an
