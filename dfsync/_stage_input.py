@@ -33,6 +33,13 @@ def no_case_clash(names: Sequence[str]) -> None:
                 f"nothing was sent.")
 
 
+def duckdb_renamed(names: Sequence[str]) -> bool:
+    """Might DuckDB have renamed a column of what it read? It reads a name repeated in another
+    case ('Temp', 'temp') as 'Temp', 'temp_1': true when a name is another one plus '_<n>'."""
+    lower = {n.lower() for n in names}
+    return any(base.lower() in lower for base, _, n in (name.rpartition("_") for name in names) if base and n.isdigit())
+
+
 def half_memory(limit: str) -> str:
     """Half of a DuckDB memory size ("2GB" -> "953MiB"); the same string if it cannot be read."""
     size = memory_bytes(limit)

@@ -34,6 +34,7 @@ from ._settings import memory_bytes, setting
 from ._stage_input import (
     Counted,
     arrow_stream,
+    duckdb_renamed,
     half_memory,
     load_state,
     no_case_clash,
@@ -232,6 +233,8 @@ class Staging:
                 con.register("_src_raw", stream.reader)
                 counter = lambda: stream.rows if stream.done else None  # noqa: E731
             elif rel is not None:
+                if duckdb_renamed(rel.columns):  # 'Temp' and 'temp' read as 'Temp' and 'temp_1'
+                    no_case_clash(source.schema().names())
                 rel.create_view("_src_raw")
                 self.src_rescannable = True
                 before = source.snapshot() if cursor is None else None

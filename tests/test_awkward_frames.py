@@ -102,17 +102,25 @@ def test_documented_conversions(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["polars", "pandas"])
-def test_columns_differing_only_in_case_fail_the_run_before_sending(kind, tmp_path):
+def test_columns_differing_only_in_case_are_refused(kind, tmp_path):
     """'Temp' and 'temp' arrived as 'Temp' and 'temp_1' (DuckDB staging ignores case in names):
-    a column renamed without a word. The run fails naming both, and nothing is written."""
+    a column renamed without a word. create_sync refuses such a source naming both; a source that
+    gains the clash later fails its run before sending, and nothing is written."""
     import polars as pl
 
     data = {"id": [1, 2], "Temp": [1.5, 2.5], "temp": [3.5, 4.5]}
     df = pl.DataFrame(data) if kind == "polars" else pd.DataFrame(data)
     path = str(tmp_path / "wh.duckdb")
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
-    run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.duckdb(path, "t"),
-                         primary_key="id").run(progress=False)
+    with pytest.raises(dfsync.ConfigError, match="'Temp' and 'temp' differ only in case"):
+        ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.duckdb(path, "t"),
+                       primary_key="id")
+    src = str(tmp_path / "in.parquet")
+    pl.DataFrame({"id": [1, 2], "Temp": [1.5, 2.5]}).write_parquet(src)
+    sync = ws.create_sync("s", source=dfsync.sources.files(src), destination=dfsync.destinations.duckdb(path, "t"),
+                          primary_key="id")
+    pl.DataFrame(data).write_parquet(src)  # the file changes after the sync was defined
+    run = sync.run(progress=False)
     assert run.status == "failed" and run.counts["sent"] == 0
     assert ws.store.run_row(run.id)["error_kind"] == "ConfigError"
     assert "'Temp'" in run.error and "'temp'" in run.error

@@ -364,3 +364,15 @@ def test_empty_answers_keep_their_columns(ws, tmp_path):
     assert records.height == 0
     assert records.schema["id"] == pl.Int64 and records.schema["_status"] == pl.String
     assert {"email", "_action", "_batch", "_error"} <= set(records.columns)
+
+
+def test_columns_differing_only_in_case_fail_at_create_sync(ws, tmp_path):
+    """Bad configuration fails at create_sync, not mid-run: 'Name' and 'name' cannot both be staged;
+    a mapping that keeps one of them is fine."""
+    df = pl.DataFrame({"id": [1, 2], "Name": ["A", "B"], "name": ["a", "b"]})
+    with pytest.raises(dfsync.ConfigError, match="differ only in case"):
+        ws.create_sync("c", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id")
+    assert ws.syncs().height == 0
+    sync = ws.create_sync("c", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                          mapping={"id": "id", "name": "name"})
+    assert sync.run(progress=False).status == "success"
