@@ -158,6 +158,16 @@ class FilesSource(Source):
         before anything is read, naming the file, the column and what to do."""
         if set(self.options) & _OWN_LAYOUT:
             return
+        try:  # the same files (paths, sizes, modification times) passed already: not read again
+            seen: tuple | None = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+        except OSError:
+            seen = None
+        if seen is not None and seen == getattr(self, "_layout_ok", None):
+            return
+        self._check_layout(files)
+        self._layout_ok = seen
+
+    def _check_layout(self, files: list[str]) -> None:
         if self.format == "ndjson":  # a key missing from an object is a null: only keys dropped matter
             self._check_late_keys(files)
             return
