@@ -131,7 +131,7 @@ def instrument() -> None:
     except ImportError:
         evaluation = checks
     profiled(staging.Staging, "dataset_view", "dataset view")
-    profiled(_checks_sql.DistinctTest, "all_distinct", "unique: hash test (64-bit hashes, polars)")
+    profiled(_checks_sql.DistinctTest, "all_distinct", "unique: hash test (64-bit hashes sorted by numpy)")
     profiled(_checks_sql.Compiled, "prepare", "unique: hash test + exact GROUP BY if needed")
     proofs = getattr(_checks_sql, "Proofs", None)
     if proofs is not None:  # count the hash tests an earlier proof answered (no sort)

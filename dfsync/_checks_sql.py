@@ -266,7 +266,7 @@ class DistinctTest:
                     reader.close()
                     self._sorting = []  # values stays None: not proved
                     return
-                parts.append(rb.column(0).to_numpy(zero_copy_only=False))  # no nulls: Arrow's buffer
+                parts.append(_uint64s(rb.column(0)))
         finally:
             if ordered is False:
                 _run(con, "SET preserve_insertion_order = false")
@@ -330,6 +330,17 @@ class Proofs:
 
 #: bytes of proved hashes a process keeps: 32M values (a 10M-row check keeps 80 MB)
 PROOFS = Proofs(256 << 20)
+
+
+def _uint64s(a: Any) -> Any:
+    """A numpy view of an Arrow array of 64-bit hashes (never null), on Arrow's own buffer.
+    (pyarrow's ``to_numpy`` took 0.13 CPU-s more for 10M hashes in a re-sync's process.)"""
+    import numpy as np
+    import pyarrow as pa
+
+    if a.type == pa.uint64() and not a.null_count:
+        return np.frombuffer(a.buffers()[1], dtype=np.uint64, count=len(a), offset=8 * a.offset)
+    return a.cast(pa.uint64()).to_numpy(zero_copy_only=False)
 
 
 def _length(parts: list) -> int:

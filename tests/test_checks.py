@@ -452,3 +452,14 @@ def test_e2e_preview_includes_check_results(tmp_path):
     assert p.validation is not None
     assert p.validation.sort("check_name")["success"].to_list() == [False, True]
     assert _sent(dest) == []
+
+
+def test_hashes_are_read_as_numpy_views_of_arrow_buffers_at_their_offset():
+    import pyarrow as pa
+
+    from dfsync import _checks_sql
+
+    a = pa.array([1, 2**64 - 1, 3, 2**63], type=pa.uint64()).slice(1, 2)
+    view = _checks_sql._uint64s(a)
+    assert view.dtype == np.uint64 and view.tolist() == [2**64 - 1, 3]
+    assert _checks_sql._uint64s(pa.array([5, 7], type=pa.int64())).tolist() == [5, 7]  # another type: cast
