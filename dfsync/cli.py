@@ -212,6 +212,7 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
         info = {"name": sync.name, "status": sync.status.value, "schedule": sync.schedule,
                 "next_run_at": sync.next_run_at, "session_only": sync.session_only,
                 "definition_version": sync.definition_version, "definition": sync.definition,
+                "cursor": sync.cursor,
                 "last_run": _run_summary(last) if last else None,
                 "current_run": _run_summary(current) if current else None}
         if as_json:
@@ -224,6 +225,10 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
         typer.echo(f"  destination  {sync.destination.describe()} [{d['destination_mode']}]")
         typer.echo(f"  primary key  {', '.join(d['primary_key'])}   mode {d['sync_mode']}"
                    + (f"   partitions {d['partitions']}" if d.get("partitions") else ""))
+        if d.get("cursor_field"):
+            at = info["cursor"]
+            typer.echo(f"  cursor       {d['cursor_field']} = {at.isoformat() if hasattr(at, 'isoformat') else at}"
+                       if at is not None else f"  cursor       {d['cursor_field']}: nothing delivered yet (next run is a first load)")
         nxt = info["next_run_at"]
         typer.echo(f"  schedule     {sync.schedule or 'manual'}"
                    + (f"   next run {_utc(nxt)}" if nxt else ""))

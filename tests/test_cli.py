@@ -197,6 +197,26 @@ def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> N
     assert every.code == 0 and [r["name"] for r in json.loads(every.out)] == ["customers"]
 
 
+def test_status_shows_the_cursor_of_an_incremental_sync(tmp_path, ws_path, dfsync_cli) -> None:
+    src = tmp_path / "events.parquet"
+    at = datetime(2013, 6, 30, 23, 0, tzinfo=timezone.utc)
+    pl.DataFrame({"id": [1, 2], "ts": [at - timedelta(hours=5), at]}).write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("events", source=dfsync.sources.files(str(src)),
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="events"),
+                       primary_key="id", sync_mode="incremental", cursor_field="ts")
+    before = dfsync_cli("status", "events", "-w", ws_path)
+    assert before.code == 0 and "ts: nothing delivered yet" in before.out, before.out
+    assert json.loads(dfsync_cli("status", "events", "-w", ws_path, "--json").out)["cursor"] is None
+    assert dfsync_cli("run", "events", "-w", ws_path).code == 0
+    res = dfsync_cli("status", "events", "-w", ws_path, "--json")
+    assert res.code == 0 and datetime.fromisoformat(json.loads(res.out)["cursor"]) == at
+    text = dfsync_cli("status", "events", "-w", ws_path)
+    assert f"ts = {at.isoformat()}" in text.out, text.out
+    assert dfsync_cli("reset", "events", "-w", ws_path).code == 0
+    assert "ts: nothing delivered yet" in dfsync_cli("status", "events", "-w", ws_path).out
+
+
 def test_workspace_from_the_environment_and_default_path(files_sync, ws_path, dfsync_cli, tmp_path) -> None:
     res = dfsync_cli("syncs", "--json", DFSYNC_WORKSPACE=ws_path)
     assert res.code == 0 and json.loads(res.out)[0]["name"] == "customers"
