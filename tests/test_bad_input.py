@@ -446,6 +446,9 @@ CASES: list[Case] = [
          errors.SourceError, ("'late'", "late.ndjson", "100 rows"), ("infer_schema_length=None",)),
     Case("ndjson-value-does-not-parse", _ndjson_value_does_not_parse, errors.SourceError,
          ("2.5", "'score'", "bad.ndjson"), ("schema_overrides",), new_run=True),
+    Case("duckdb-query-union-column", lambda c: c.create(source=dfsync.sources.duckdb_query(
+         "SELECT i::BIGINT AS id, union_value(num := i::INT) AS un FROM range(3) t(i)")),
+         errors.SourceError, ("'un'", "UNION"), ("::VARCHAR", "union_extract")),
     Case("csv-value-does-not-parse", _csv_value_does_not_parse, errors.SourceError, ("oops", "score", "bad.csv"),
          ("schema_overrides", "infer_schema_length"), new_run=True),
     Case("all-rows-invalid", lambda c: c.create(checks=[dfsync.checks.between("score", max=0)]).run(progress=False),

@@ -59,10 +59,12 @@ class DuckDBQuerySource(Source):
             if src_con is None:
                 rel = con.sql(sql, params=params or None)
                 rel.describe  # noqa: B018 - bind now, so a bad query fails here
+                _refuse_unions(rel)
                 return rel
             self._src_con = src_con  # keep it open while the stream is read
-            reader = src_con.sql(sql, params=params or None).to_arrow_reader(100_000)
-            return con.from_arrow(reader)
+            query = src_con.sql(sql, params=params or None)
+            _refuse_unions(query)
+            return con.from_arrow(query.to_arrow_reader(100_000))
         except duckdb.Error as exc:
             raise SourceError(f"the source query failed: {str(exc).splitlines()[0]}") from exc
 
@@ -75,3 +77,14 @@ class DuckDBQuerySource(Source):
             return to_polars(rel.to_arrow_table()).lazy()  # type: ignore[union-attr]
         finally:
             con.close()
+
+
+def _refuse_unions(rel: Any) -> None:
+    """A UNION column has no polars or Arrow-to-destination form (polars: 'cannot create series from
+    Union'): refused naming the column and the ways to select it."""
+    for name, t in zip(rel.columns, rel.types, strict=True):
+        if str(t).upper().startswith("UNION("):
+            raise SourceError(
+                f"column {name!r} of the query is a DuckDB {t}, which dfsync cannot stage or send; select it "
+                f"as text ({name}::VARCHAR) or one member of it (union_extract({name}, 'MEMBER')). Nothing was "
+                f"read or sent.")
