@@ -41,12 +41,22 @@ def purge(sync: Sync, older_than: Any = None, run_id: int | None = None, *, comp
         return 0
     before = datetime.now(timezone.utc) - retention_delta(retention)
     store = sync.workspace.store
+    # an incremental run sends failed and invalid rows again from their records (its cursor
+    # read may never bring them again): purging those records drops them, which must be said
+    dropped = store.retries_purged(sync.id, sync.primary_key, before) if sync.sync_mode == "incremental" else 0
     n = store.purge_records(sync.id, before)
     if n:
         store.note(sync.id, run_id, f"{n} records of runs that finished before {before:%Y-%m-%d %H:%M} UTC "
                                     f"purged (record_retention {retention})")
         if compact_file:
             compact(store, sync.id, run_id)
+    if dropped:
+        text = (f"{dropped} rows that failed or were invalid will not be sent again: their records were purged "
+                f"(record_retention {retention}) and this incremental sync's cursor read brings them only when "
+                f"their cursor is inside its window; sync.reset() (dfsync reset {sync.name}) makes the next run a "
+                f"first load that reads and sends them")
+        store.note(sync.id, run_id, text)
+        warnings.warn(f"dfsync: sync {sync.name!r}: {text}", stacklevel=3)
     return n
 
 

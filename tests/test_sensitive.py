@@ -218,6 +218,27 @@ def test_record_retention_purges_on_the_next_run_and_by_dfsync_purge(ws_target, 
         ws.close()
 
 
+def test_purging_the_records_of_an_incremental_syncs_quarantined_rows_says_they_will_not_be_sent(ws, tmp_path):
+    # an incremental sync sends its invalid rows again from their records (the cursor moved past
+    # them): a retention purge of those records drops them, and must say so, not stay silent
+    src = pl.DataFrame({"id": [1, 2, 3, 4], "ts": [1, 2, 3, 4], "email": ["a@x", None, "c@x", None]})
+    sync = ws.create_sync("events", source=dfsync.sources.frame(src),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="events"),
+                          primary_key="id", sync_mode="incremental", cursor_field="ts",
+                          checks=[dfsync.checks.not_null("email")], on_invalid="skip", record_retention="30 days")
+    assert sync.run(progress=False).counts["invalid"] == 2
+    kept = sync.run(progress=False, source=src.with_columns(ts=pl.col("ts") + 0))  # within the retention
+    assert kept.counts["invalid"] == 2
+    assert not [d for d in kept.events()["detail"].to_list() if d and "will not be sent again" in d]
+    _age_runs(ws, sync, 40)
+    with pytest.warns(UserWarning, match="2 rows that failed or were invalid will not be sent again"):
+        third = sync.run(progress=False, source=src.filter(pl.col("id") > 2))
+    notes = third.events().filter(pl.col("kind") == "note")["detail"].to_list()
+    assert any("2 rows that failed or were invalid will not be sent again" in x and "sync.reset()" in x
+               for x in notes), notes
+    assert third.counts["invalid"] == 1  # id 4 is read again by the cursor; id 2 is not
+
+
 def test_a_workspace_default_retention_and_purge_older_than(ws, tmp_path, monkeypatch):
     sync = make_sync(ws, tmp_path)
     run = sync.run(progress=False)

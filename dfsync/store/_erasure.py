@@ -47,6 +47,22 @@ class ErasureOps:
                 con.execute(f"DELETE FROM {rt} WHERE {old}", [sync_id, before])
         return n
 
+    def retries_purged(self, sync_id: int, key: Sequence[str], before: datetime) -> int:
+        """How many rows still to be sent again (the keys :meth:`retry_rows` brings: failed, or found
+        invalid by a run that did not fail) have records only in runs that finished before ``before``."""
+        rt = rec_table(sync_id)
+        cols = ", ".join(quote(k) for k in key)
+        old = "_run_id IN (SELECT id FROM runs WHERE sync_id = ? AND finished_at IS NOT NULL AND finished_at < ?)"
+        pending = (f"(_status = 'failed' OR _status = 'invalid' AND _run_id IN (SELECT id FROM runs WHERE "
+                   f"status <> 'failed')) AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in key)})")
+        with self._transaction() as con:
+            if not self._has_table(con, rt):
+                return 0
+            return int(first(con.execute(
+                f"SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {rt} WHERE {old} AND {pending} "
+                f"EXCEPT SELECT DISTINCT {cols} FROM {rt} WHERE NOT {old} AND {pending}) AS gone",
+                [sync_id, before, sync_id, before]))[0])
+
     def forget_keys(self, sync_id: int, key: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> dict[str, int]:
         """Remove every trace of ``keys`` (tuples in ``key``'s column order), in one transaction:
         their records and delivered state rows are deleted; their values are replaced by
