@@ -218,7 +218,8 @@ def test_record_retention_purges_on_the_next_run_and_by_dfsync_purge(ws_target, 
         ws.close()
 
 
-def test_purging_the_records_of_an_incremental_syncs_quarantined_rows_says_they_will_not_be_sent(ws, tmp_path):
+def test_purging_the_records_of_an_incremental_syncs_quarantined_rows_says_they_will_not_be_sent(ws_target, tmp_path):
+    ws = dfsync.Workspace(ws_target)
     # an incremental sync sends its invalid rows again from their records (the cursor moved past
     # them): a retention purge of those records drops them, and must say so, not stay silent
     src = pl.DataFrame({"id": [1, 2, 3, 4], "ts": [1, 2, 3, 4], "email": ["a@x", None, "c@x", None]})
@@ -237,6 +238,7 @@ def test_purging_the_records_of_an_incremental_syncs_quarantined_rows_says_they_
     assert any("2 rows that failed or were invalid will not be sent again" in x and "sync.reset()" in x
                for x in notes), notes
     assert third.counts["invalid"] == 1  # id 4 is read again by the cursor; id 2 is not
+    ws.close()
 
 
 def test_a_workspace_default_retention_and_purge_older_than(ws, tmp_path, monkeypatch):
