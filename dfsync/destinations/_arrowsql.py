@@ -5,7 +5,7 @@ One batch = one destination transaction:
 1. the Arrow batch (plus a ``_dfsync_row`` number) is ingested into a TEMP staging table
    with ADBC's bulk ingest (COPY on PostgreSQL), never a Python row loop;
 2. set-based SQL applies it to the target (``INSERT … ON CONFLICT``, ``UPDATE … FROM``,
-   ``DELETE … WHERE EXISTS``);
+   ``DELETE … WHERE (key) IN (staged keys)``);
 3. the ``_dfsync_batches`` ledger row (run key, batch number, keys *not* delivered) is
    inserted, and the transaction commits. The batch is in the table exactly when its
    ledger row is, so a crash anywhere costs nothing on resume.
@@ -480,8 +480,13 @@ class ArrowSQLSession(DestinationSession):
                 cur.execute(f"UPDATE {t} SET {sets} FROM {s} b WHERE {on} AND {where}")
             return [tuple(r) for r in missing]
         if "delete" in actions:
-            cur.execute(f"DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {s} b WHERE {on} "
-                        f"AND {act} = 'delete' AND {where})")
+            # IN over the staged keys, not a correlated EXISTS: SQLite plans that EXISTS as a scan of
+            # the whole table probing every staged row for each of its rows (a 336k-row table and
+            # 20k deletes ran for minutes); IN searches the table's key index per staged key
+            tk = ", ".join(f"{t}.{q(k)}" for k in pk)
+            bk = ", ".join(f"b.{q(k)}" for k in pk)
+            cur.execute(f"DELETE FROM {t} WHERE ({tk}) IN (SELECT {bk} FROM {s} b "
+                        f"WHERE {act} = 'delete' AND {where})")
         rows = f"{act} <> 'delete' AND {where}"
         upserting = mode.upserts
         if not upserting or (self.fresh and actions <= {"insert", "delete"}):

@@ -5,7 +5,7 @@
 
 How a batch travels (see :mod:`dfsync.destinations._arrowsql`): Arrow batch -> TEMP staging
 table by ``adbc_ingest`` (binary COPY) -> ``INSERT … ON CONFLICT`` / ``UPDATE … FROM`` /
-``DELETE … WHERE EXISTS`` -> ledger row in ``<schema>._dfsync_batches``, all in one
+``DELETE … WHERE (key) IN (staged keys)`` -> ledger row in ``<schema>._dfsync_batches``, all in one
 transaction (exactly once). Into a table that was empty when the run began, new rows are
 COPYed straight into the table. ``replace`` builds ``<table>__dfsync_replace_<run>`` and
 swaps it in with DROP + RENAME in one transaction: readers never see an empty table.

@@ -4,7 +4,7 @@
 
 Same flow and guarantees as PostgreSQL (:mod:`dfsync.destinations._arrowsql`): the batch is
 bulk-ingested into a TEMP staging table, applied with ``INSERT … ON CONFLICT`` /
-``UPDATE … FROM`` / ``DELETE … WHERE EXISTS`` and committed together with its row in the
+``UPDATE … FROM`` / ``DELETE … WHERE (key) IN (staged keys)`` and committed together with its row in the
 ``_dfsync_batches`` ledger of the same file (exactly once); ``replace`` swaps a new table in
 with DROP + RENAME in one transaction. A busy database (another writer) is retried, then the
 run pauses.
