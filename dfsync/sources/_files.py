@@ -159,7 +159,7 @@ class FilesSource(Source):
         if set(self.options) & _OWN_LAYOUT:
             return
         try:  # the same files (paths, sizes, modification times) passed already: not read again
-            seen: tuple | None = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+            seen: tuple | None = tuple((f, st.st_size, st.st_mtime_ns) for f, st in ((f, os.stat(f)) for f in files))
         except OSError:
             seen = None
         if seen is not None and seen == getattr(self, "_layout_ok", None):

@@ -204,7 +204,6 @@ class PgDeliveryOps(PgLocalCopy):
                 f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}",
                 f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL", *gen_trigger_ddl(st)]
 
-
     def _read_schema(self, con: Any, st: str, key: Sequence[str], types: dict[str, str] | None) -> pa.Schema:
         """The schema :meth:`delivered` hands its rows over in (the table's key types, as staged)."""
         import json
@@ -230,7 +229,6 @@ class PgDeliveryOps(PgLocalCopy):
                 cache.keep_delta(g0, g1, schema, removed, added)
 
         self._after_commit(keep)  # type: ignore[attr-defined]
-
 
     @property
     def _written(self) -> dict[tuple[int, int], pa.Table]:
