@@ -126,3 +126,25 @@ def test_a_file_rewritten_with_other_columns_between_runs_is_refused(tmp_path):
         assert con.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, 1), (2, 2), (3, 3)]
     finally:
         con.close()
+
+
+def test_the_same_files_read_with_other_reader_options_are_read_again(tmp_path):
+    """sync.run(source=files(same paths, schema_overrides=...)) reads the files the new way: the
+    run said success with every row 'unchanged' and read nothing, so the codes stayed numbers."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    csv = tmp_path / "codes.csv"
+    pl.DataFrame({"id": [1, 2], "code": ["007", "010"]}).write_csv(csv)
+    dest = tmp_path / "dest.duckdb"
+    sync = ws.create_sync("codes", source=dfsync.sources.files(str(csv)),
+                          destination=dfsync.destinations.duckdb(dest, table="t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    as_text = dfsync.sources.files(str(csv), schema_overrides={"code": pl.String})
+    run = sync.run(source=as_text, progress=False)
+    assert not any("not read again" in n for n in notes(ws, run))
+    # the codes are text now: a change that could alter values, refused naming the column
+    assert run.status == "failed" and "'code'" in run.error and run.counts["queried"] == 2
+    again = sync.run(source=as_text, progress=False)
+    assert again.status == "failed" and again.counts["queried"] == 2
+    with duckdb.connect(str(dest)) as con:
+        assert con.sql("SELECT code FROM t ORDER BY id").fetchall() == [(7,), (10,)]
+    ws.close()

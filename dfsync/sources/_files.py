@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
+import json
 import os
 import re
 from typing import Any
@@ -106,10 +107,12 @@ class FilesSource(Source):
         return self.format == "parquet"
 
     def snapshot(self) -> str | None:
-        """Paths, sizes and modification times of the matching files (no data read)."""
+        """Paths, sizes and modification times of the matching files (no data read), with the
+        format and reader options: the same files read another way (``sync.run(source=files(...,
+        schema_overrides=...))``) are another source, which must be read."""
         try:
             files = self.resolve()
-            parts = []
+            parts = [json.dumps([self.format, stored_options(self.options)], sort_keys=True, default=str)]
             for f in files:
                 st = os.stat(f)
                 parts.append(f"{f}\0{st.st_size}\0{st.st_mtime_ns}")
