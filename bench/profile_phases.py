@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -30,8 +31,12 @@ sys.path.insert(0, ROOT)
 
 import dfsync  # noqa: E402
 from dfsync import runner, staging, store  # noqa: E402
+from dfsync import sync as sync_mod  # noqa: E402
 
 TIMES: collections.Counter[str] = collections.Counter()
+#: (start, seconds, CPU-s of the thread, thread, phase) of each timed call, for --timeline
+EVENTS: list[tuple[float, float, float, str, str]] = []
+T0 = [0.0]
 CPU: collections.Counter[str] = collections.Counter()
 COUNTS: collections.Counter[str] = collections.Counter()
 
@@ -42,13 +47,15 @@ def timed(owner: Any, name: str, label: str) -> None:
         return
 
     def wrapper(*a: Any, **kw: Any) -> Any:
-        t, c = time.perf_counter(), time.process_time()
+        t, c, tc = time.perf_counter(), time.process_time(), time.thread_time()
         try:
             return fn(*a, **kw)
         finally:
             TIMES[label] += time.perf_counter() - t
             CPU[label] += time.process_time() - c
             COUNTS[label] += 1
+            EVENTS.append((t - T0[0], time.perf_counter() - t, time.thread_time() - tc,
+                           threading.current_thread().name, label.strip()))
 
     setattr(owner, name, wrapper)
 
@@ -80,24 +87,47 @@ def timed_cm(owner: Any, name: str, label: str) -> None:
     setattr(owner, name, wrapper)
 
 
+def timed_batches(label: str) -> None:
+    """Time each batch the runner takes from staging (the reader's work happens in next())."""
+    rebatch = runner.rebatch
+
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        it = rebatch(*a, **kw)
+        while True:
+            t, c, tc = time.perf_counter(), time.process_time(), time.thread_time()
+            try:
+                tbl = next(it)
+            except StopIteration:
+                return
+            finally:
+                TIMES[label] += time.perf_counter() - t
+                CPU[label] += time.process_time() - c
+                COUNTS[label] += 1
+                EVENTS.append((t - T0[0], time.perf_counter() - t, time.thread_time() - tc,
+                               threading.current_thread().name, label))
+            yield tbl
+
+    runner.rebatch = wrapper
+
+
 def instrument(target: str) -> None:
     timed(staging.Staging, "load", "staging.load (read+hash+diff)")
     timed(staging.Staging, "batches", "staging.batches (open reader)")
     timed(staging.Staging, "record_outcomes", "staging.record_outcomes")
     timed(staging.Staging, "pending_count", "staging.pending_count")
     timed(store.Store, "delivered", "store.delivered (workspace -> arrow)")
-    timed(runner, "rebatch", "rebatch (generator creation)")
+    timed_batches("next staged batch (staging -> Arrow)")
     timed(store.Store, "write_ahead", "write-ahead of each batch (workspace)")
-    timed(runner.Runner, "_confirm", "confirm of each batch (waits for its write)")
+    timed(runner.Runner, "confirm", "confirm of each batch (waits for its write)")
     timed(store.Store, "confirm_batch", "  store.confirm_batch (workspace, with counters and records)")
     timed(store.Store, "_store_records", "  store._store_records")
     timed(runner.Runner, "_finish", "runner._finish (incl. session.finish)")
     timed(store.Store, "ensure_state_table", "store.ensure_state_table")
-    timed(runner.Runner, "_drop_staging", "drop staging")
+    timed(runner.Runner, "drop_staging", "drop staging")
     timed(runner.Runner, "_validate", "validate")
     timed(runner.Runner, "_query", "runner._query total")
     timed(runner.Runner, "_transfer", "runner._transfer total")
-    timed(runner.Runner, "_notify", "notify")
+    timed(sync_mod, "notify", "notify")
     timed(store.Store, "release_if_stale", "lease reopen (release_if_stale)")
     timed(store.Store, "add_counters", "store.add_counters")
     timed(store.Store, "transition_run", "store.transition_run")
@@ -175,6 +205,9 @@ def main() -> None:
     ap.add_argument("--only", choices=["both", "initial", "resync"], default="both")
     ap.add_argument("--unchanged", action="store_true",
                     help="a third run: --src2 again with skip_unchanged=False (an unchanged source read and diffed)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="also print each timed call in order: start, seconds, CPU-s of its thread, thread "
+                         "(the critical path: what the writer thread waits for, and what waits for it)")
     ap.add_argument("--lease-seconds", type=float, default=None,
                     help="experiment: override store._filelock.LEASE_SECONDS (how often the workspace is reopened)")
     args = ap.parse_args()
@@ -195,7 +228,9 @@ def main() -> None:
             TIMES.clear()
             CPU.clear()
             COUNTS.clear()
+            EVENTS.clear()
             t, c = time.perf_counter(), time.process_time()
+            T0[0] = t
             ws = dfsync.Workspace(os.path.join(work, "ws.duckdb"))
             sync = ws.create_sync("p", source=dfsync.sources.files(src, skip_unchanged=skip), destination=dest, primary_key="id",
                                   destination_mode=args.mode, **kw)
@@ -215,6 +250,11 @@ def main() -> None:
             print(f"  {'phase':<44} {'wall':>8} {'CPU':>8}")
             for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1]):
                 print(f"  {k:<44} {v:7.2f}s {CPU[k]:7.2f}s  x{COUNTS[k] or ''}")
+            if args.timeline:
+                print(f"  timeline {'start':>8} {'wall':>7} {'thread CPU':>10}  thread / phase")
+                for start, wall, tcpu, thread, phase in sorted(EVENTS):
+                    if wall >= 0.003 and not phase.endswith("total"):
+                        print(f"  {'':8} {start:8.3f} {wall:7.3f} {tcpu:10.3f}  {thread[:20]:<20} {phase}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
