@@ -171,6 +171,10 @@ class FilesSource(Source):
         self._layout_ok = seen
 
     def _check_layout(self, files: list[str]) -> None:
+        if self.format == "csv":
+            from ._csvdates import check_parsed_text
+
+            check_parsed_text(files, self.options, self.describe())
         if self.format == "ndjson":  # a key missing from an object is a null: only keys dropped matter
             self._check_late_keys(files)
             return

@@ -1,0 +1,73 @@
+"""CSV columns that polars turns into dates and timestamps (``try_parse_dates``) must mean what
+their text says.
+
+polars reads a date written with slashes, dashes or dots before the year (``02/01/2024``) day
+first, always: a US file of monthly figures (``02/01/2024`` = 1 February) arrived as 2 January
+without a word, and only a day above 12 (``01/13/2024``) made the read fail. It also cuts a
+timestamp's fraction to microseconds (``09:30:00.123456789`` arrived as ``.123456``). Both are
+refused here, before anything is read, naming the column, a value and the way to say what it
+means. A column whose text has a first field above 12 is read day first as polars does (no other
+reading is possible).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import polars as pl
+
+from ..errors import SourceError
+
+#: day / month / year as polars recognises it (its "DMY" patterns)
+_DAY_FIRST = r"^\s*(\d{1,2})([-/.])(\d{1,2})[-/.]\d{4}"
+#: more than six digits after the seconds
+_FINER_THAN_US = r"\d:\d\d[.,]\d{7,}"
+
+
+def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) -> None:
+    """Refuse CSV columns polars would parse into other dates or cut timestamps (see above)."""
+    if "schema" in options or "dtypes" in options:
+        return  # the types are given: the user's own choice, read as given
+    try:
+        schema = pl.scan_csv(files, try_parse_dates=True, **options).collect_schema()
+    except Exception:  # noqa: BLE001 - an unreadable file: the read itself says so, with its name
+        return
+    temporal = {c: t for c, t in schema.items() if isinstance(t, (pl.Date, pl.Datetime))}
+    if not temporal:
+        return
+    overrides = {**(options.get("schema_overrides") or {}), **dict.fromkeys(temporal, pl.String)}
+    text = pl.scan_csv(files, **{**options, "schema_overrides": overrides}).select(list(temporal))
+    exprs = []
+    for c, t in temporal.items():
+        col = pl.col(c)
+        exprs.append(col.drop_nulls().first().alias(f"{c}\0first"))
+        exprs.append(col.str.extract(_DAY_FIRST, 1).cast(pl.Int32).max().alias(f"{c}\0day"))
+        if isinstance(t, pl.Datetime) and t.time_unit != "ns":
+            exprs.append(col.filter(col.str.contains(_FINER_THAN_US)).first().alias(f"{c}\0fine"))
+    try:
+        found = text.select(exprs).collect().row(0, named=True)
+    except Exception:  # noqa: BLE001 - as above
+        return
+    for c, t in temporal.items():
+        first, day = found[f"{c}\0first"], found[f"{c}\0day"]
+        hit = re.match(_DAY_FIRST, first or "")
+        if hit and day is not None and day <= 12:
+            sep = hit.group(2)
+            kind, fn = ("dates", "to_date") if isinstance(t, pl.Date) else ("timestamps", "to_datetime")
+            rest = first[hit.end():].strip()
+            tail = " %H:%M:%S" if rest.count(":") == 2 else " %H:%M" if rest else ""
+            raise SourceError(
+                f"{describe}: column {c!r} holds {kind} written like {first!r}, which could be day first or "
+                f"month first, and no value settles it (none has a first number above 12); polars would read "
+                f"them day first. Say which: read the column as text and parse it in the mapping, "
+                f"sources.files(..., schema_overrides={{{c!r}: pl.String}}) with "
+                f"mapping={{{c!r}: pl.col({c!r}).str.{fn}('%m{sep}%d{sep}%Y{tail}')}} for month first "
+                f"('%d{sep}%m{sep}%Y{tail}' for day first). Nothing was read or sent.")
+        fine = found.get(f"{c}\0fine")
+        if fine is not None:
+            zone = f", {t.time_zone!r}" if t.time_zone else ""
+            raise SourceError(
+                f"{describe}: column {c!r} has timestamps finer than microseconds ({fine!r}), which polars "
+                f"would cut to microseconds; read them as nanoseconds: sources.files(..., schema_overrides="
+                f"{{{c!r}: pl.Datetime('ns'{zone})}}). Nothing was read or sent.")

@@ -1,0 +1,79 @@
+"""CSV dates and timestamps polars parses (try_parse_dates) keep what their text says."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import polars as pl
+import pytest
+
+import dfsync
+
+
+def monthly(path):
+    """US-style monthly figures: 02/01/2024 is 1 February; no first number above 12."""
+    path.write_text("month_start,sales\n" + "".join(f"{m:02d}/01/2024,{m * 100}\n" for m in range(1, 13)))
+    return str(path)
+
+
+def rows(dest, table):
+    with duckdb.connect(str(dest)) as con:
+        return con.sql(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+
+
+def test_dates_that_read_day_or_month_first_are_refused_until_the_sync_says_which(tmp_path):
+    """They arrived as 2024-01-02 for 02/01/2024 (day first) and the run said success."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    csv, dest = monthly(tmp_path / "m.csv"), tmp_path / "d.duckdb"
+    with pytest.raises(dfsync.errors.SourceError) as err:
+        ws.create_sync("m", source=dfsync.sources.files(csv), primary_key="month_start",
+                       destination=dfsync.destinations.duckdb(dest, table="m"))
+    msg = str(err.value)
+    assert "'month_start'" in msg and "'01/01/2024'" in msg and "str.to_date('%m/%d/%Y')" in msg
+    # the way out given in the message
+    sync = ws.create_sync("m", source=dfsync.sources.files(csv, schema_overrides={"month_start": pl.String}),
+                          destination=dfsync.destinations.duckdb(dest, table="m"), primary_key="month_start",
+                          mapping={"month_start": pl.col("month_start").str.to_date("%m/%d/%Y"), "sales": "sales"})
+    assert sync.run(progress=False).status == "success"
+    assert rows(dest, "m") == [(dt.date(2024, m, 1), m * 100) for m in range(1, 13)]
+    # a file that gains such a column later fails its run before sending
+    other = tmp_path / "o.csv"
+    other.write_text("id,d\n1,2024-01-05\n")
+    later = ws.create_sync("o", source=dfsync.sources.files(str(other)), primary_key="id",
+                           destination=dfsync.destinations.duckdb(dest, table="o"))
+    assert later.run(progress=False).status == "success"
+    other.write_text("id,d\n1,05/01/2024\n")
+    run = later.run(progress=False)
+    assert run.status == "failed" and "'d'" in run.error and "day first" in run.error
+    assert rows(dest, "o") == [(1, dt.date(2024, 1, 5))]
+    ws.close()
+
+
+def test_day_first_dates_that_settle_it_and_iso_dates_are_read_as_before(tmp_path):
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    csv, dest = tmp_path / "e.csv", tmp_path / "d.duckdb"
+    csv.write_text("id,d,iso\n1,01/02/2024,2024-03-04 00:00:00\n2,13/02/2024,2024-03-05 10:00:00\n")
+    sync = ws.create_sync("e", source=dfsync.sources.files(str(csv)), primary_key="id",
+                          destination=dfsync.destinations.duckdb(dest, table="e"))
+    assert sync.run(progress=False).status == "success"
+    assert rows(dest, "e") == [(1, dt.date(2024, 2, 1), dt.datetime(2024, 3, 4)),
+                               (2, dt.date(2024, 2, 13), dt.datetime(2024, 3, 5, 10))]
+    ws.close()
+
+
+def test_timestamps_finer_than_microseconds_are_refused_or_read_as_nanoseconds(tmp_path):
+    """09:30:00.123456789 arrived as 09:30:00.123456."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    csv, dest = tmp_path / "t.csv", tmp_path / "d.duckdb"
+    csv.write_text("id,at\n1,2024-01-01 09:30:00.5\n2,2024-01-01 09:30:00.123456789\n")
+    with pytest.raises(dfsync.errors.SourceError, match=r"'at'.*pl.Datetime\('ns'\)"):
+        ws.create_sync("t", source=dfsync.sources.files(str(csv)), primary_key="id",
+                       destination=dfsync.destinations.duckdb(dest, table="t"))
+    sync = ws.create_sync("t", source=dfsync.sources.files(str(csv), schema_overrides={"at": pl.Datetime("ns")}),
+                          primary_key="id", destination=dfsync.destinations.duckdb(dest, table="t"))
+    assert sync.run(progress=False).status == "success"
+    with duckdb.connect(str(dest)) as con:
+        assert con.sql("SELECT strftime(\"at\", '%S.%n') FROM t ORDER BY id").fetchall() == [
+            ("00.500000000",), ("00.123456789",)]
+    ws.close()
