@@ -224,6 +224,54 @@ def test_sigkill_during_transfer_then_resume(pg_server, pg_uri, tmp_path, mode):
     assert got.equals(pl.read_parquet(data).sort("id"))
 
 
+def test_sqlite_columns_null_in_their_first_rows_are_read_with_their_type(tmp_path, monkeypatch):
+    """SQLite's driver types a column from its first rows: a TEXT column NULL in the first 3000
+    failed the read with 'Type mismatch in column 1: expected INT64 but got STRING/BINARY', and no
+    cast in the query helped; an INTEGER-then-REAL column now names itself and the cast that works."""
+    import sqlite3
+
+    import duckdb
+
+    path = tmp_path / "app.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, score REAL, raw BLOB, never TEXT, mixed)")
+    data = [(i, None if i < 3000 else f"u{i}@x.org", None if i < 2500 else i / 4, None if i < 3500 else bytes([i % 256]),
+             None, i if i < 2000 else i + 0.5) for i in range(4000)]
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", data)
+    con.commit()
+    con.close()
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = tmp_path / "out.duckdb"
+    cols = "id, email, score, raw, never"
+    sync = ws.create_sync("lite", source=dfsync.sources.database(f"sqlite:///{path}", f"SELECT {cols} FROM t"),
+                          destination=dfsync.destinations.duckdb(str(dest), table="t"), primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    monkeypatch.setenv("DFSYNC_SPLIT_READS", "1")  # the split reads of a partitioned run type them too
+    split = ws.create_sync("split", source=dfsync.sources.database(f"sqlite:///{path}", f"SELECT {cols} FROM t"),
+                           destination=dfsync.destinations.duckdb(str(dest), table="s"), primary_key="id",
+                           partitions=2)
+    run = split.run(progress=False, engine=dfsync.engines.local(processes=2))
+    assert run.status == "success", run.error
+    want = [r[:5] for r in data]
+    with duckdb.connect(str(dest)) as out:
+        for table in ("t", "s"):
+            assert out.sql(f"SELECT {cols} FROM {table} ORDER BY id").fetchall() == want
+            assert [str(t) for t in out.sql(f"SELECT {cols} FROM {table}").types] == [
+                "BIGINT", "VARCHAR", "DOUBLE", "BLOB", "BIGINT"]
+    mixed = ws.create_sync("mixed", source=dfsync.sources.database(f"sqlite:///{path}", "SELECT id, mixed FROM t"),
+                           destination=dfsync.destinations.duckdb(str(dest), table="m"), primary_key="id")
+    run = mixed.run(progress=False)
+    assert run.status == "failed" and 'CAST("mixed" AS REAL) AS "mixed"' in run.error
+    fixed = ws.create_sync("fixed", source=dfsync.sources.database(
+        f"sqlite:///{path}", 'SELECT id, CAST("mixed" AS REAL) AS "mixed" FROM t'),
+        destination=dfsync.destinations.duckdb(str(dest), table="m"), primary_key="id")
+    assert fixed.run(progress=False).status == "success"
+    with duckdb.connect(str(dest)) as out:
+        assert out.sql("SELECT mixed FROM m ORDER BY id").fetchall() == [(float(r[5]),) for r in data]
+    ws.close()
+
+
 def test_sqlite_source_to_sqlite_destination(tmp_path):
     import sqlite3
 

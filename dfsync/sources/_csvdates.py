@@ -66,7 +66,7 @@ def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) 
                 f"('%d{sep}%m{sep}%Y{tail}' for day first). Nothing was read or sent.")
         fine = found.get(f"{c}\0fine")
         if fine is not None:
-            zone = f", {t.time_zone!r}" if t.time_zone else ""
+            zone = f", {t.time_zone!r}" if isinstance(t, pl.Datetime) and t.time_zone else ""
             raise SourceError(
                 f"{describe}: column {c!r} has timestamps finer than microseconds ({fine!r}), which polars "
                 f"would cut to microseconds; read them as nanoseconds: sources.files(..., schema_overrides="

@@ -16,6 +16,7 @@ destination's rules (``password="env:NAME"``, ``env:NAME`` in the URI, libpq's P
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,7 @@ from .._secrets import resolve_secret, take_password
 from ..destinations._postgres import PostgresDestination
 from ..destinations._sql import q
 from ..errors import ConfigError, MissingDependencyError, SourceError, redact
+from ._sqlite_types import typed_reader
 from .base import CursorFilter, Source, register_source
 
 __all__ = ["DatabaseSource"]
@@ -152,9 +154,13 @@ class DatabaseSource(Source):
             cur = con.cursor()
             cur.execute(sql, parameters=params or None)
             inner = cur.fetch_record_batch()
+            head: list[pa.RecordBatch] = []
+            if self.dialect == "sqlite":
+                cur, inner, head = typed_reader(con, cur, inner, sql, params)
         except Exception as exc:
             con.close()
             raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
+        self._names = inner.schema.names  # for read_error: the driver numbers the columns
         try:
             self._refuse_unreadable(inner.schema)
         except SourceError:
@@ -163,6 +169,7 @@ class DatabaseSource(Source):
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
+                yield from head
                 yield from inner
             finally:
                 try:
@@ -176,6 +183,21 @@ class DatabaseSource(Source):
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:
         return self.reader(cursor)
 
+    def read_error(self, message: str) -> str:
+        text = super().read_error(message)
+        found = re.search(r"Type mismatch in column (\d+): expected (\w+) but got ([\w/]+)", message) \
+            if self.dialect == "sqlite" else None
+        if found:  # SQLite columns hold any type; the driver fixes each one's from its first rows
+            i, expected, got = int(found.group(1)), found.group(2), found.group(3)
+            names = getattr(self, "_names", [])
+            col = q(names[i]) if i < len(names) else f"the column number {i + 1}"
+            cast = "REAL" if got == "DOUBLE" and expected == "INT64" else "TEXT"
+            text += (f". SQLite's driver takes each column's type from the first rows it reads ({expected} here; "
+                     f"INTEGER values, say, before a REAL one), and {col} holds {got} values further down: cast "
+                     f"it in the query so every row has one type, e.g. SELECT ..., CAST({col} AS {cast}) AS {col} "
+                     f"FROM ...; nothing was sent")
+        return text
+
     def _arrow_schema(self, cursor: CursorFilter | None) -> pa.Schema:
         if self.dialect == "mysql":
             from ._mysql import mysql_schema
@@ -186,11 +208,14 @@ class DatabaseSource(Source):
         sql, params = self._sql(cursor, limit0=self.dialect != "sqlite")
         con = self._connect()
         try:
-            with con.cursor() as cur:
-                cur.execute(sql, parameters=params or None)
-                reader = cur.fetch_record_batch()
-                schema = reader.schema
-                reader.close()
+            cur = con.cursor()
+            cur.execute(sql, parameters=params or None)
+            reader = cur.fetch_record_batch()
+            if self.dialect == "sqlite":
+                cur, reader, _ = typed_reader(con, cur, reader, sql, params)
+            schema = reader.schema
+            reader.close()
+            cur.close()
         except Exception as exc:
             raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
         finally:

@@ -311,14 +311,21 @@ def _database_reader(task: dict[str, Any]) -> pa.RecordBatchReader:
         if task["snapshot"]:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute(f"SET TRANSACTION SNAPSHOT '{task['snapshot']}'")
-        cur.execute(f"SELECT * FROM ({sql}) AS s WHERE {where}", params or None)
+        split_sql = f"SELECT * FROM ({sql}) AS s WHERE {where}"
+        cur.execute(split_sql, params or None)
         inner = cur.fetch_record_batch()
+        head: list[pa.RecordBatch] = []
+        if not pg:  # SQLite: columns whose first rows are all NULL are typed (as in the single read)
+            from ._sqlite_types import typed_reader
+
+            cur, inner, head = typed_reader(con, cur, inner, split_sql, tuple(params))
     except Exception:
         con.close()
         raise
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
+            yield from head
             yield from inner
         finally:
             cur.close()
