@@ -90,6 +90,25 @@ def test_upsert_update_insert_mirror(tmp_path):
     assert {"run": "s#1/3", "batch": 1, "fresh": False, "not_delivered": [[9]]} in meta
 
 
+@pytest.mark.parametrize("requeried", [False, True])
+def test_insert_mode_into_a_table_empty_when_the_run_began(tmp_path, requeried):
+    """Its batches are appended without looking up their keys in the table: no batch of a run
+    repeats a key. A run that read its source again may repeat one: then the key is looked up,
+    and the later batch's row is refused, not added twice."""
+    path = tmp_path / "t"
+    dest = dfsync.destinations.delta(str(path))
+    c = ctx("insert", requeried=requeried)
+    b1, b2 = batch(1, id=[1, 2], v=[1.0, 2.0]), batch(2, id=[2, 3] if requeried else [3, 4], v=[-2.0, 3.0])
+    res = write_all(dest, c, b1, b2)
+    got = read(path).to_dict(as_series=False)
+    if requeried:
+        assert list(res[1].failed) == [0] and "already in the table" in res[1].failed[0]
+        assert got == {"id": [1, 2, 3], "v": [1.0, 2.0, 3.0]}
+    else:
+        assert [r.failed for r in res] == [{}, {}]
+        assert got == {"id": [1, 2, 3, 4], "v": [1.0, 2.0, -2.0, 3.0]}
+
+
 def test_a_new_table_is_created_by_the_runs_first_commit(tmp_path):
     path = tmp_path / "t"
     dest = dfsync.destinations.delta(str(path))

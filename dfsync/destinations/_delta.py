@@ -346,7 +346,11 @@ class DeltaSession(DestinationSession):
         failed, skipped = self._unfit_rows(data), {}
         mode = self.ctx.mode
         if mode in (DestinationMode.UPDATE, DestinationMode.INSERT):
-            present = self._present(dt, data)
+            # a table that was empty when the run began holds only this run's earlier batches, whose
+            # keys no batch repeats (unless the source was read again): no key of this one is there.
+            # Scanning the table's keys cost 0.1-0.23 s a batch, the more the more batches went before
+            skip_scan = mode == DestinationMode.INSERT and self.fresh and not self.ctx.requeried
+            present = np.zeros(data.num_rows, dtype=bool) if skip_scan else self._present(dt, data)
             for i in np.flatnonzero(present):
                 if mode == DestinationMode.INSERT and int(i) not in failed:
                     failed[int(i)] = EXISTS_MESSAGE
