@@ -145,6 +145,30 @@ def test_duckdb_query_source(ws, tmp_path):
     assert s2.run(progress=False).counts["inserted"] == 200
 
 
+def test_a_duckdb_query_source_leaves_its_database_free_after_each_run_and_preview(ws, tmp_path):
+    """The source's read-only connection stayed open on the sync: the user's own
+    duckdb.connect(path) in the same process failed ('Can't open a connection to same database
+    file with a different configuration') and no other process could write the file."""
+    dbp = str(tmp_path / "src.duckdb")
+    with duckdb.connect(dbp) as con:
+        con.execute("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(50)")
+    s = ws.create_sync("q", source=dfsync.sources.duckdb_query("SELECT * FROM people", database=dbp),
+                       destination=duck(tmp_path), primary_key="id", destination_mode="mirror")
+    assert s.preview().counts["insert"] == 50
+    for step in range(3):
+        run = s.run(progress=False)
+        assert run.status == "success", run.error
+        with duckdb.connect(dbp) as con:  # read-write, in this process
+            con.execute("DELETE FROM people WHERE id = ?", [step])
+    assert s.run(progress=False).counts["deleted"] == 1
+    assert read(tmp_path)["id"].to_list() == list(range(3, 50))
+    with pytest.raises(dfsync.errors.SourceError, match="the source query failed"):
+        s.run(source=dfsync.sources.duckdb_query("SELECT * FROM nowhere", database=dbp), progress=False,
+              raise_on_failure=True)
+    with duckdb.connect(dbp) as con:
+        assert con.execute("SELECT count(*) FROM people").fetchall() == [(47,)]
+
+
 def test_pandas_and_arrow_frames(ws, tmp_path):
     import pandas as pd
 

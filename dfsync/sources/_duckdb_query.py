@@ -61,11 +61,14 @@ class DuckDBQuerySource(Source):
                 rel.describe  # noqa: B018 - bind now, so a bad query fails here
                 _refuse_unions(rel)
                 return rel
-            self._src_con = src_con  # keep it open while the stream is read
             query = src_con.sql(sql, params=params or None)
             _refuse_unions(query)
-            return con.from_arrow(query.to_arrow_reader(100_000))
-        except duckdb.Error as exc:
+            return con.from_arrow(_closing(query.to_arrow_reader(100_000), src_con))
+        except (duckdb.Error, SourceError) as exc:
+            if src_con is not None:
+                src_con.close()
+            if isinstance(exc, SourceError):
+                raise
             raise SourceError(f"the source query failed: {str(exc).splitlines()[0]}") from exc
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
@@ -77,6 +80,22 @@ class DuckDBQuerySource(Source):
             return to_polars(rel.to_arrow_table()).lazy()  # type: ignore[union-attr]
         finally:
             con.close()
+
+
+def _closing(reader: Any, src_con: Any) -> Any:
+    """``reader`` closing the source database's connection once drained. A connection left open
+    kept the file locked: the user's own ``duckdb.connect(path)`` in the same notebook failed
+    ("Can't open a connection to same database file with a different configuration") and no
+    other process could write it, for as long as the process lived."""
+    import pyarrow as pa
+
+    def batches() -> Any:
+        try:
+            yield from reader
+        finally:
+            src_con.close()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def _refuse_unions(rel: Any) -> None:
