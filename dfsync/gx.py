@@ -245,6 +245,7 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
         batches = reader
     n = u = m = 0
     has_missing = False
+    whole_ok: bool | None = None  # a map expectation GX answers for the whole column (of type, in type list)
     partial: list = []
     rids: list = []
     last: dict = {}
@@ -259,6 +260,9 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
         if not chunked:
             ok = bool(res.success)
             break
+        if "unexpected_count" not in r:  # no per-row answer: GX's verdict on the chunk is the answer
+            whole_ok = bool(res.success) and whole_ok is not False
+            continue
         n += int(r.get("element_count") or 0)
         u += int(r.get("unexpected_count") or 0)
         if "missing_count" in r:
@@ -272,24 +276,35 @@ def evaluate_gx(con: Any, rel: str, check: GXCheck, record_cols: list[str]) -> t
     else:
         ok = True
     if not chunked:
-        extra = {k: v for k, v in last.items() if not k.startswith("unexpected_index") and k != "unexpected_list"}
         if "unexpected_count" in last:
+            extra = _extra(last)
             bad = [d["_rid"] if isinstance(d, dict) else d for d in last.get("unexpected_index_list") or []]
             bad = [x for x in bad if x is not None and x == x]  # rows without an id (NaN) cannot be listed
             res_row = result_row(check, success=ok, n=int(last.get("element_count") or 0),
                                  unexpected=int(last["unexpected_count"]), missing=last.get("missing_count"),
                                  partial=list(last.get("partial_unexpected_list") or []), extra=extra)
             return res_row, bad
-        out = result_row(check, success=ok, n=0, unexpected=None, missing=None, partial=None, extra=extra)
-        out["element_count"] = None
-        for k in ("element_count", "unexpected_count", "unexpected_percent"):
-            out["result"].pop(k, None)
-        return out, None
+        return _observed_row(check, ok, last), None
+    if whole_ok is not None:
+        return _observed_row(check, whole_ok, last), None
     considered = n - m if has_missing else n
     ok = mostly_success(considered, u, check.mostly)
     out = result_row(check, success=ok, n=n, unexpected=u, missing=m if has_missing else None,
                      partial=partial)
     return out, rids
+
+
+def _extra(r: dict) -> dict:
+    return {k: v for k, v in r.items() if not k.startswith("unexpected_index") and k != "unexpected_list"}
+
+
+def _observed_row(check: GXCheck, ok: bool, r: dict) -> dict:
+    """The result of an expectation GX answered as a whole (an observed value, no failing rows)."""
+    out = result_row(check, success=ok, n=0, unexpected=None, missing=None, partial=None, extra=_extra(r))
+    out["element_count"] = None
+    for k in ("element_count", "unexpected_count", "unexpected_percent"):
+        out["result"].pop(k, None)
+    return out
 
 
 def _gx_error(res: Any) -> str | None:

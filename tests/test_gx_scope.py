@@ -136,6 +136,10 @@ def _gx_result(exp, df):
     gxe.ExpectColumnMeanToBeBetween(column="z", min_value=0, max_value=20, strict_max=True,
                                     row_condition='x == 1', condition_parser="pandas"),
     gxe.ExpectColumnMeanToBeBetween(column="z", min_value=0, max_value=20, result_format="COMPLETE"),
+    # map expectations GX answers for the whole column (no per-row result): its verdict, not "0 of 0 failed"
+    gxe.ExpectColumnValuesToBeOfType(column="z", type_="int64"),
+    gxe.ExpectColumnValuesToBeOfType(column="z", type_="float64"),
+    gxe.ExpectColumnValuesToBeInTypeList(column="x", type_list=["float32", "float64"]),
 ])
 def test_arguments_not_compiled_go_to_gx_and_give_its_result(exp):
     from dfsync import gx as dgx
@@ -167,3 +171,13 @@ def test_aggregate_expectations_on_dates_are_not_rejected_for_want_of_rows(tmp_p
     run = sync.run(progress=False)
     assert run.status == "success", run.error
     assert run.validation()["scope"].to_list() == ["dataset"]
+
+
+def test_a_type_expectation_that_gx_fails_fails_the_run(tmp_path):
+    # GX answers it for the whole column, with no failing rows: it passed as "0 of 0 rows failed"
+    run = _run(tmp_path, [gxe.ExpectColumnValuesToBeOfType(column="z", type_="int64")], on_invalid="fail")
+    assert run.status == "failed"
+    assert "observed 'float64'" in run.error
+    v = run.validation()
+    assert v["success"].to_list() == [False]
+    assert run.counts["sent"] == 0 and not (tmp_path / "d.duckdb").exists()
