@@ -12,7 +12,7 @@ that the destinations, the schema checks and the PostgreSQL workspace store shar
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -72,6 +72,25 @@ def is_nested(t: pa.DataType) -> bool:
     """A list, struct or map (also dictionary-encoded)."""
     t = t.value_type if pa.types.is_dictionary(t) else t
     return is_list(t) or pa.types.is_struct(t) or pa.types.is_map(t)
+
+
+def holds(t: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    """``test(t)``, or a list/struct/map (also dictionary-encoded) with a type inside that passes it."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    if test(t):
+        return True
+    if is_list(t):
+        return holds(t.value_type, test)
+    if pa.types.is_struct(t):
+        return any(holds(f.type, test) for f in t)
+    if pa.types.is_map(t):
+        return holds(t.key_type, test) or holds(t.item_type, test)
+    return False
+
+
+def is_bytes(t: pa.DataType) -> bool:
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+            or pa.types.is_fixed_size_binary(t))
 
 
 def is_interval(t: pa.DataType) -> bool:

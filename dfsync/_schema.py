@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._arrow import is_list, is_nested
+from ._arrow import holds, is_bytes, is_list, is_nested
 from ._ident import quote
 from .errors import ConfigError, SchemaMismatchError
 
@@ -52,23 +52,30 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-def _is_bytes(t: pa.DataType) -> bool:
-    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
-            or pa.types.is_fixed_size_binary(t))
-
-
 def _holds_text(t: pa.DataType) -> bool:
     """A string, or a list/struct/map with a string anywhere inside."""
+    return holds(t, _is_text)
+
+
+def _nonfinite_inside(expr: str, t: pa.DataType, depth: int = 0) -> str | None:
+    """A DuckDB condition, true when a float anywhere inside ``expr`` (a list/struct/map of Arrow
+    type ``t``) is NaN or infinite; None when ``t`` holds no float."""
     t = _base(t)
-    if _is_text(t):
-        return True
+    if pa.types.is_floating(t):
+        return f"(isnan({expr}) OR isinf({expr}))"
     if is_list(t):
-        return _holds_text(t.value_type)
-    if pa.types.is_struct(t):
-        return any(_holds_text(t.field(i).type) for i in range(t.num_fields))
+        x = f"_x{depth}"
+        inner = _nonfinite_inside(x, t.value_type, depth + 1)
+        return inner and f"coalesce(list_bool_or(list_transform({expr}, lambda {x}: {inner})), false)"
     if pa.types.is_map(t):
-        return _holds_text(t.key_type) or _holds_text(t.item_type)
-    return False
+        parts = [_nonfinite_inside(f"map_keys({expr})", pa.list_(t.key_type), depth),
+                 _nonfinite_inside(f"map_values({expr})", pa.list_(t.item_type), depth)]
+    elif pa.types.is_struct(t):
+        parts = [_nonfinite_inside(f"struct_extract({expr}, '{f.name.replace(chr(39), chr(39) * 2)}')", f.type, depth)
+                 for f in t]
+    else:
+        return None
+    return " OR ".join(f"coalesce({p}, false)" for p in parts if p) or None
 
 
 def _int_range(t: pa.DataType) -> tuple[int, int]:
@@ -98,8 +105,8 @@ def fits(src: pa.DataType | str, dst: pa.DataType | str) -> bool:
         return True
     if _is_text(src):
         return _is_text(dst)
-    if _is_bytes(src):
-        return _is_bytes(dst) and not pa.types.is_fixed_size_binary(dst)
+    if is_bytes(src):
+        return is_bytes(dst) and not pa.types.is_fixed_size_binary(dst)
     if pa.types.is_boolean(src):
         return pa.types.is_boolean(dst)
     if pa.types.is_integer(src):
@@ -423,6 +430,8 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
       values are whole microseconds goes in exactly; one with a nanosecond part would be rounded.
     * ``nonfinite``: which of NaN / infinity the destination keeps ("nan,inf", "inf" for
       SQLite, which stores NaN as NULL, "" for JSON, which has neither).
+    * ``writes_json(t)``: the destination writes a list/struct/map as JSON text (JSON, jsonb, an HTTP
+      body), which has neither NaN nor infinity: a float inside with one is refused.
     * ``largest_integer``: SQLite's integers are signed 64-bit: a larger uint64 is refused.
     * ``text_nul``: False when the destination's text cannot hold the NUL character (PostgreSQL's
       text, arrays and jsonb): a string with one, alone or inside a list/struct/map, is refused.
@@ -447,6 +456,18 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"column {n!r} holds a text value with a NUL character (\\x00), e.g. {shown}, which "
                     f"{where} cannot store (PostgreSQL text, arrays and jsonb refuse it). Remove it with "
                     f"{fix}. Nothing was sent.")
+        inside = _nonfinite_inside(quote(n), t) if is_nested(t) and destination.writes_json(t) else None
+        if inside is not None:
+            bad = _first_value(con, table, n, inside.replace("{", "{{").replace("}", "}}"))
+            if bad is not None:
+                each = (f"pl.col({n!r}).list.eval(pl.element().fill_nan(None))" if is_list(t)
+                        and pa.types.is_floating(_base(t.value_type)) else "a mapping expression")
+                raise SchemaMismatchError(
+                    f"column {n!r} holds a NaN or infinite number inside a list/struct value, e.g. {bad[:80]}, "
+                    f"which {where} writes as JSON, and JSON has neither (it would be refused, or read back "
+                    f"as null). Replace them in the sync's mapping ({each}; infinities: "
+                    f"pl.when(x.is_infinite()).then(None).otherwise(x)), or choose a destination that keeps "
+                    f"them (DuckDB, Parquet, Delta Lake). Nothing was sent.")
         if pa.types.is_floating(t) and keeps != {"nan", "inf"}:
             conds = ([] if "nan" in keeps else ["isnan({c})"]) + ([] if "inf" in keeps else ["isinf({c})"])
             bad = _first_value(con, table, n, " OR ".join(conds))

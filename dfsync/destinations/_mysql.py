@@ -129,6 +129,9 @@ class MySQLDestination(ServerDestination):
     def column_type(self, t: pa.DataType) -> str | None:
         return arrow_to_mysql(t)
 
+    def writes_json(self, t: pa.DataType) -> bool:
+        return True  # lists, structs and maps go into json columns
+
 
     def secret(self) -> str | None:
         return resolve_secret(self.password, "mysql password") or self._literal_password

@@ -126,6 +126,9 @@ class PostgresDestination(ServerDestination):
     def column_type(self, t: pa.DataType) -> str | None:
         return arrow_to_pg(t)
 
+    def writes_json(self, t: pa.DataType) -> bool:
+        return arrow_to_pg(t) == "jsonb"  # a list of scalars is an array, which keeps NaN and infinities
+
     def connection_uri(self) -> str:
         """The URI with the password filled in (never stored or shown)."""
         secret = resolve_secret(self.password, "postgres password") or self._literal_password

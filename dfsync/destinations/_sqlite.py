@@ -128,6 +128,9 @@ class SQLiteDestination(Destination):
     def column_type(self, t: pa.DataType) -> str | None:
         return arrow_to_sqlite(t)
 
+    def writes_json(self, t: pa.DataType) -> bool:
+        return is_nested(t)
+
     def open(self, ctx: DestinationContext) -> DestinationSession:
         return SQLiteSession(self, ctx)
 

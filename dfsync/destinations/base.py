@@ -225,6 +225,11 @@ class Destination(ABC):
         (naming the fix) for a type it cannot hold. None: no declared types (files, JSON)."""
         return None
 
+    def writes_json(self, t: pa.DataType) -> bool:
+        """True when a list/struct/map of Arrow type ``t`` is written as JSON text (a JSON or jsonb
+        column, an HTTP body), which holds no NaN or infinity (``_schema.check_values``)."""
+        return False
+
     def check_schema(self, schema: pa.Schema) -> None:
         """Refuse, naming the column, a field type this destination cannot hold (at create_sync
         when the source's schema is known, else before anything is sent)."""
