@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import traceback
+import warnings
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _partition, _reads, _registry, _retry, _sensitive, _settle
+from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor
 from ._dryrun import DryRunStore
@@ -150,7 +151,8 @@ class Runner:
     # .............................................................. main
     def execute(self) -> None:
         try:
-            self._execute()
+            with _interrupt.interruptible(lambda: (self.staging,)):  # Ctrl-C stops a DuckDB statement too
+                self._execute()
         except KeyboardInterrupt:
             self._interrupted("interrupted (KeyboardInterrupt)")
             raise
@@ -225,8 +227,6 @@ class Runner:
         force = False
         if row["fp_algo"] and row["fp_algo"] != FP_ALGO:
             force = True
-            import warnings
-
             msg = (f"the fingerprint algorithm changed ({row['fp_algo']} -> {FP_ALGO}); this run sends every "
                    f"row once so no update is skipped")
             warnings.warn(msg, stacklevel=2)

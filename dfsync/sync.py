@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _html_history, _registry
+from . import _html_history, _interrupt, _registry
 from ._arrow import to_polars
 from ._callbacks import LazyCallback, notify
 from ._check import results_frame
@@ -240,7 +240,7 @@ class Sync:
         dry = Runner(self.spec.with_source(self.source), 0, sync_id=self.id, sync_name=self.name,
                      store=self.workspace.store, staging_dir="", resume=False, dry_run=True)
         try:
-            with use_settings(self.workspace.settings):
+            with use_settings(self.workspace.settings), _interrupt.interruptible(lambda: (dry.staging,)):
                 found = dry.dry_run()
             staging, c = found.staging, found.counts
             counts = {"insert": c["inserted"], "update": c["updated"], "delete": c["deleted"],
@@ -274,7 +274,8 @@ class Sync:
 
         self._load()
         self.workspace.store.require("preview", self.id)
-        return validate(self)
+        with _interrupt.interruptible():  # Ctrl-C in DuckDB's read or checks is a KeyboardInterrupt
+            return validate(self)
 
     def _read_from(self) -> Any:
         """The cursor condition the next incremental read uses (lookback / initial_cursor applied)."""

@@ -71,6 +71,15 @@ class DuckDBQuerySource(Source):
                 raise
             raise SourceError(f"the source query failed: {str(exc).splitlines()[0]}") from exc
 
+    def schema(self) -> pl.Schema:
+        """The query's columns and types from a LIMIT 0 of it: create_sync ran the whole query, and
+        held its result in memory, only to learn them."""
+        import copy
+
+        empty = copy.copy(self)
+        empty.sql = f"SELECT * FROM ({self.sql}) AS dfsync_q LIMIT 0"
+        return empty.scan().collect_schema()
+
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         import duckdb
 

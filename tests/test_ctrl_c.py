@@ -1,0 +1,121 @@
+"""Ctrl-C (SIGINT) that arrives while DuckDB runs a statement, in a real child process.
+
+DuckDB's Python client catches the KeyboardInterrupt there and raises
+RuntimeError('Query interrupted') instead: a run interrupted while it read its source failed as
+an internal error and ``sync.run()`` returned (the script went on), and one interrupted while a
+workspace statement ran mid-transfer failed instead of pausing (docs/STATES.md: an interruption
+before anything was sent fails the run "interrupted", one during the transfer pauses it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import polars as pl
+
+import dfsync
+from tests.plugins.processes import child_env
+
+# a DuckDB statement that runs for minutes: the signal always arrives while it runs
+LONG_QUERY = "SELECT i AS id, 'x' AS v FROM range(1000000000) t(i) WHERE md5(i::VARCHAR) = 'never' UNION ALL SELECT 1, 'x'"
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys, threading
+    import duckdb, polars as pl
+    import dfsync
+
+    def ctrl_c_soon():  # as a terminal does on Ctrl-C, once the statement is under way
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    ws_path, dest, where = sys.argv[1:4]
+    ws = dfsync.Workspace(ws_path)
+    if where == "querying":
+        source = dfsync.sources.duckdb_query({long!r})
+        import dfsync.staging as staging
+        load = staging.Staging.load
+        def slow_load(self, *a, **kw):
+            ctrl_c_soon()
+            return load(self, *a, **kw)
+        staging.Staging.load = slow_load
+    else:  # mid-transfer: Ctrl-C while the main thread is in a workspace statement before batch 3
+        src = os.path.join(os.path.dirname(ws_path), "src.parquet")
+        pl.DataFrame({{"id": list(range(50)), "v": ["x"] * 50}}).write_parquet(src)
+        source = dfsync.sources.files(src)
+        from dfsync.store._delivery import DeliveryOps as cls  # the DuckDB file store's batch bookkeeping
+        original = cls.write_ahead
+        def slow_write_ahead(self, sync_id, run_id, batch_no, *a, **kw):
+            if batch_no == 3:
+                ctrl_c_soon()
+                duckdb.connect().execute("SELECT count(*) FROM range(1000000000) t(i) WHERE md5(i::VARCHAR) = 'never'")
+            return original(self, sync_id, run_id, batch_no, *a, **kw)
+        cls.write_ahead = slow_write_ahead
+    sync = ws.create_sync("s", source=source, primary_key="id", batch_size=10,
+                          destination=dfsync.destinations.duckdb(dest, table="t"))
+    try:
+        run = sync.run(progress=False)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt")
+        sys.exit(0)
+    print("returned", run.status.value, run.error)
+""").format(long=LONG_QUERY)
+
+
+def run_child(tmp_path, where: str) -> str:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ws.duckdb"), str(tmp_path / "d.duckdb"), where],
+                          env=child_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_ctrl_c_while_the_source_query_runs_fails_the_run_interrupted_and_stops_the_caller(tmp_path):
+    assert run_child(tmp_path, "querying") == "KeyboardInterrupt"  # the script does not go on
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    run = ws.sync("s").last_run()
+    assert run.status == "failed"
+    assert run.error.startswith("interrupted before anything was sent"), run.error
+    assert ws.sql("SELECT error_kind FROM runs").item() == "interrupted"
+    assert ws.sync("s").status == "failed"
+
+
+def test_ctrl_c_in_a_duckdb_statement_mid_transfer_pauses_and_the_next_run_resumes_exactly(tmp_path):
+    assert run_child(tmp_path, "transfer") == "KeyboardInterrupt"
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.sync("s")
+    run = sync.last_run()
+    assert run.status == "paused", run.error
+    assert "KeyboardInterrupt" in run.error and "resumes" in run.error
+    assert 0 < run.counts["sent"] < 50
+    again = sync.run(progress=False)
+    assert again.id == run.id and again.status == "success", again.error
+    with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
+        got = con.sql("SELECT id FROM t ORDER BY id").pl()
+    assert got["id"].to_list() == list(range(50))
+    assert sync.run(progress=False).counts["sent"] == 0
+
+
+def test_outside_a_run_ctrl_c_is_untouched():
+    """The guard is scoped: the SIGINT handler is Python's own again after a run and a preview."""
+    import signal
+
+    ws = dfsync.Workspace(":memory:")
+    sync = ws.create_sync("m", source=pl.DataFrame({"id": [1]}), primary_key="id",
+                          destination=dfsync.destinations.parquet(str(__import__("tempfile").mkdtemp())))
+    sync.preview()
+    sync.run(progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_create_sync_learns_a_duckdb_querys_columns_without_running_it(tmp_path):
+    """create_sync ran the whole query (and held its result in memory) to learn its columns: a
+    query over a large table took as long as a run before the sync even existed."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    query = "SELECT i AS id, error('the query ran') AS v FROM range(3) t(i)"  # fails only when executed
+    sync = ws.create_sync("q", source=dfsync.sources.duckdb_query(query), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    run = sync.run(progress=False)  # the run executes it, and says so
+    assert run.status == "failed" and "the query ran" in run.error
