@@ -371,3 +371,31 @@ def test_bytes_inside_a_list_for_http_are_refused_with_a_fix_that_runs(request, 
     assert run.status == "success", run.error
     got = {r["id"]: r["l"] for r in dest.path.delivered()}
     assert [base64.b64decode(v) for v in got[1]] == [b"\x00\xff", b""] and got[2] is None
+
+
+def test_duckdb_types_whose_arrow_form_alters_the_value_are_refused_naming_the_way(tmp_path):
+    """A DuckDB query's TIME WITH TIME ZONE arrived as a plain time without its offset
+    ('12:00:00+05:30' read back 12:00:00), BIT and BIGNUM as DuckDB's internal bytes ('0101'
+    read back b'\\x04\\xf5'), without a word. Each is refused when the sync is created, also
+    inside a list or struct, naming the column and the selects that keep the value, which then
+    read back equal."""
+    import duckdb
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    selects = {"tt": "'12:00:00+05:30'::TIMETZ", "b": "'0101'::BIT", "n": "12345678901234567890123456789::BIGNUM",
+               "l": "['23:00:00-02:00'::TIMETZ]", "st": "{'x': '1'::BIT}"}
+    for col, sql in selects.items():
+        with pytest.raises(dfsync.errors.SourceError) as exc:
+            ws.create_sync("s", source=dfsync.sources.duckdb_query(f"SELECT 1 AS id, {sql} AS {col}"),
+                           destination=dfsync.destinations.duckdb(path, "t"), primary_key="id")
+        assert f"column {col!r}" in str(exc.value) and f"{col}::VARCHAR" in str(exc.value), str(exc.value)
+    query = ("SELECT 1 AS id, timezone('UTC', '12:00:00+05:30'::TIMETZ)::TIME AS tt, '0101'::BIT::VARCHAR AS b, "
+             "12345678901234567890123456789::BIGNUM::HUGEINT AS n")
+    run = ws.create_sync("s", source=dfsync.sources.duckdb_query(query),
+                         destination=dfsync.destinations.duckdb(path, "t"), primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("SELECT tt::VARCHAR, b, n::VARCHAR FROM t").fetchall() == [
+        ("06:30:00", "0101", "12345678901234567890123456789")]
+    con.close()

@@ -107,12 +107,34 @@ def _closing(reader: Any, src_con: Any) -> Any:
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
+#: DuckDB types with no form to stage or send as they are (type id -> the ways to select them).
+#: Their Arrow export alters the value: TIME WITH TIME ZONE drops the offset ('12:00:00+05:30'
+#: became 12:00:00), BIT and BIGNUM arrive as DuckDB's internal bytes ('0101' became
+#: b'\x04\xf5'); polars cannot make a series of a UNION.
+_UNSTAGED = {
+    "union": "as text ({c}::VARCHAR) or one member of it (union_extract({c}, 'MEMBER'))",
+    "time with time zone": "as text ({c}::VARCHAR keeps the offset) or as a time of day in UTC "
+                           "(timezone('UTC', {c})::TIME)",
+    "bit": "as text ({c}::VARCHAR, e.g. '0101')",
+    "bignum": "as text ({c}::VARCHAR) or as a number when its values fit ({c}::HUGEINT)",
+}
+
+
+def _type_ids(t: Any) -> Any:
+    """The type ids of a DuckDB type and of every type inside it (list, array, struct, map, union)."""
+    yield t.id
+    if t.id in ("list", "array", "struct", "map", "union"):
+        for _, child in t.children:
+            if hasattr(child, "id"):
+                yield from _type_ids(child)
+
+
 def _refuse_unions(rel: Any) -> None:
-    """A UNION column has no polars or Arrow-to-destination form (polars: 'cannot create series from
-    Union'): refused naming the column and the ways to select it."""
+    """A column of a type in ``_UNSTAGED`` (also inside a list or struct) is refused naming the
+    column and the ways to select it."""
     for name, t in zip(rel.columns, rel.types, strict=True):
-        if str(t).upper().startswith("UNION("):
+        bad = next((i for i in _type_ids(t) if i in _UNSTAGED), None)
+        if bad is not None:
             raise SourceError(
-                f"column {name!r} of the query is a DuckDB {t}, which dfsync cannot stage or send; select it "
-                f"as text ({name}::VARCHAR) or one member of it (union_extract({name}, 'MEMBER')). Nothing was "
-                f"read or sent.")
+                f"column {name!r} of the query is a DuckDB {t}, which dfsync cannot stage or send as it is; "
+                f"select it {_UNSTAGED[bad].format(c=name)}. Nothing was read or sent.")
