@@ -97,7 +97,9 @@ class ExpressionCheck(Check):
         if not isinstance(expr, pl.Expr):
             raise ConfigError(f"expression() needs a polars expression such as pl.col('age') > 0, got {expr!r}")
         self.expr = expr
-        super().__init__("expression", None, name=name, mostly=mostly, columns=expr.meta.root_names())
+        level = TABLE if compares_rows(expr) else ROW
+        super().__init__("expression", None, name=name, mostly=mostly, level=level,
+                         columns=list(dict.fromkeys(expr.meta.root_names())))
 
     def config(self) -> dict:
         cfg = super().config()
@@ -106,6 +108,71 @@ class ExpressionCheck(Check):
 
     def sql_form(self, types: dict[str, str]) -> Check | None:
         return None
+
+
+# Nodes of a polars expression whose value for a row depends on other rows: an expression
+# holding one is evaluated on every row the run read (dataset-level), not on the changed rows
+# alone, where `pl.col("x") < pl.col("x").mean() * 5` would compare a row with 3 others.
+_CROSS_ROW_NODES = {"Agg", "Over", "Window", "Rolling", "Len", "Slice", "Gather", "Filter", "Sort", "SortBy",
+                    "Explode", "AnonymousFunction"}
+_CROSS_ROW_FUNCTIONS = {
+    "Shift", "ShiftAndFill", "Rank", "CumSum", "CumProd", "CumMin", "CumMax", "CumCount", "CumReduce",
+    "CumFold", "Diff", "PctChange", "IsDuplicated", "IsUnique", "IsFirstDistinct", "IsLastDistinct",
+    "Unique", "UniqueCounts", "ValueCounts", "RollingExpr", "RollingExprBy", "Interpolate", "InterpolateBy",
+    "EwmMean", "EwmMeanBy", "EwmStd", "EwmVar", "Reverse", "Mode", "ArgUnique", "ArgMin", "ArgMax",
+    "ArgSort", "PeakMin", "PeakMax", "Repeat", "Hist", "Rle", "RleId", "Cut", "QCut", "Entropy",
+    "FillNullWithStrategy", "ForwardFill", "BackwardFill", "NullCount", "Skew", "Kurtosis", "Quantile",
+    "Bitwise", "ApproxNUnique", "Sample", "Shuffle", "GatherEvery", "TopK", "TopKBy",
+    "Extend", "ExtendConstant", "DropNulls", "DropNans", "SetSortedFlag", "UpperBound", "LowerBound",
+    "IndexOf", "Search", "SearchSorted", "ArgWhere", "Mean", "Median", "Std", "Var", "Sum", "Min", "Max",
+    "First", "Last", "NUnique", "Count", "Product", "Implode", "ConcatExpr", "AggGroups",
+}
+_CROSS_ROW_BOOLEAN = {"IsDuplicated", "IsUnique", "IsFirstDistinct", "IsLastDistinct", "Any", "All"}
+_ELEMENTWISE_FAMILIES = {"StringExpr", "TemporalExpr", "Boolean", "ListExpr", "ArrayExpr", "StructExpr",
+                         "BinaryExpr", "CategoricalExpr", "Trigonometry", "Round", "Clip", "Pow"}
+
+
+def compares_rows(expr: Any) -> bool:
+    """True when the polars expression's value for a row may depend on other rows (an aggregate,
+    a window, shift, rank, is_duplicated, a Python function over the column...), from its tree."""
+    try:
+        tree = json.loads(expr.meta.serialize(format="json"))
+    except Exception:  # a polars without JSON serialisation: judge by its own flag
+        return not expr.meta.is_row_separable()
+
+    def walk(node: Any, family: str | None = None) -> bool:
+        if isinstance(node, str):
+            return node in _CROSS_ROW_NODES
+        if isinstance(node, list):
+            return any(walk(x) for x in node)
+        if not isinstance(node, dict):
+            return False
+        for k, v in node.items():
+            if k in _CROSS_ROW_NODES:
+                return True
+            if k == "function":  # a Function node: its name (or family) and its inputs
+                if isinstance(v, str) and v in _CROSS_ROW_FUNCTIONS:
+                    return True
+                if isinstance(v, dict):
+                    name = next(iter(v), None)
+                    if name in _CROSS_ROW_FUNCTIONS:
+                        return True
+                    inner = v[name]
+                    if name == "Boolean" and (inner if isinstance(inner, str) else next(iter(inner or {}), None)) \
+                            in _CROSS_ROW_BOOLEAN:
+                        return True
+                    if name in _ELEMENTWISE_FAMILIES and isinstance(v[name], str):
+                        continue  # e.g. {"StringExpr": "StartsWith"}: one row's value from that row
+                    if walk(v, name):
+                        return True
+                continue
+            if k == "Literal":
+                continue
+            if walk(v, family):
+                return True
+        return False
+
+    return walk(tree)
 
 
 def scope_of(check: Check) -> str:

@@ -180,6 +180,10 @@ def row_count_between(min: int | None = None, max: int | None = None, *,  # noqa
 def expression(polars_expr: Any, *, name: str | None = None, mostly: float = 1.0) -> Check:
     """A polars expression that must be true per row; false or null fails the row.
 
+    An expression comparing a row with others (``pl.col("x") < pl.col("x").mean() * 5``,
+    ``~pl.col("email").is_duplicated()``, ``over``, ``shift``, ``rank``) is dataset-level: it is
+    evaluated on every row the run read, not on the changed rows alone.
+
     >>> import polars as pl
     >>> expression(pl.col("end") >= pl.col("start"), name="ends after start").columns()
     ['end', 'start']

@@ -342,3 +342,34 @@ def test_the_key_gate_answers_unique_only_for_keys_that_compare_alike_everywhere
     assert not key_proves_unique(["id"], ["id", "s"], types)  # part of a composite key repeats freely
     assert not key_proves_unique(["x"], ["x"], types)  # 0.0 and -0.0, NaN: not taken on trust
     assert not key_proves_unique(["id"], [], types)
+
+
+def test_an_expression_comparing_rows_sees_the_whole_source_on_a_re_sync(tmp_path):
+    # a polars expression whose verdict for a row depends on other rows (an aggregate, is_duplicated)
+    # was judged on the changed rows alone: the re-sync compared a row with 1 other and sent a
+    # duplicate e-mail; both are dataset-level now, and an expression naming a column twice no
+    # longer fails the run with polars' DuplicateError
+    df = pl.DataFrame({"id": [1, 2, 3, 4, 5], "email": ["a@x", "b@x", "c@x", "d@x", "e@x"],
+                       "x": [10.0, 10.0, 10.0, 10.0, 100.0]})
+    checks = [dc.expression(~pl.col("email").is_duplicated(), name="email distinct"),
+              dc.expression(pl.col("x") < pl.col("x").mean() * 2, name="x below twice the mean")]
+    assert [c.level for c in checks] == ["table", "table"]
+    assert dc.expression(pl.col("x").abs() < pl.col("x") + 1).level == "row"
+    ws, sync = _sync(tmp_path, df, checks=checks)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["invalid"] == 1 and _dest(tmp_path) == [1, 2, 3, 4]  # 100 >= 2 * 28
+    assert run.validation()["scope"].to_list() == ["dataset", "dataset"]
+    edited = df.with_columns(email=pl.when(pl.col("id") == 4).then(pl.lit("a@x")).otherwise(pl.col("email")),
+                             x=pl.when(pl.col("id") == 3).then(pl.lit(12.0)).otherwise(pl.col("x")))
+    run = sync.run(progress=False, source=edited)
+    _sums(run.counts)
+    bad = run.records(status="invalid").sort("id")
+    assert bad["id"].to_list() == [4, 5]  # 4 repeats a delivered e-mail; 5 is still above twice the mean
+    assert run.counts["updated"] == 1  # row 3 (12 < 2 * 28.4)
+    con = duckdb.connect(str(tmp_path / "dest.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT email FROM t WHERE id = 4").fetchone() == ("d@x",)
+    finally:
+        con.close()
+    ws.close()
