@@ -151,6 +151,8 @@ def instrument(target: str) -> None:
     timed(cls, "prepare", "destination prepare")
     timed(cls, "finish", "destination finish")
     timed(cls, "__init__", "destination open")
+    if target == "duckdb":
+        timed(cls, "_add_deferred_key", "  destination: primary key added")
     if target == "postgres":
         timed(cls, "_stage", "  pg: adbc_ingest into temp stage")
         timed(cls, "_ingest_direct", "  pg: adbc_ingest direct")
