@@ -15,6 +15,7 @@ and one style, so a saved notebook holds a small, fixed number of models per pan
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -105,6 +106,10 @@ class SyncPanel(SnapshotMixin, w.VBox):
         #: and its Follow latest (or Refresh, or its own Run) moves it on
         self.follow_latest = run_id is None
         self._render_lock = threading.RLock()
+        #: every snapshot is numbered when its reading starts; a snapshot read before the one on
+        #: screen is not drawn over it (the poller, the run's hook and a button click race)
+        self._reads = itertools.count(1)
+        self._shown = 0
         self._poller: threading.Thread | None = None
         self._closed = threading.Event()
         self._last_report = 0.0
@@ -160,6 +165,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
 
     # .............................................................. reading state
     def _snapshot(self, run: SyncRun | None, row: dict[str, Any] | None = None) -> dict[str, Any]:
+        read = next(self._reads)
         store = self.sync.workspace.store
         srow = store.sync_row(self.sync.name)
         latest = store.latest_run_id(srow["id"])
@@ -174,6 +180,7 @@ class SyncPanel(SnapshotMixin, w.VBox):
                          durations=_html_run.durations(view), started_at=view["started_at"],
                          speed=_html_run.speed(view), buckets=view["buckets"])
         state["view"] = view
+        state["read"] = read
         return state
 
     def refresh(self) -> SyncPanel:
@@ -236,6 +243,9 @@ class SyncPanel(SnapshotMixin, w.VBox):
 
     def _render(self, s: dict[str, Any]) -> None:
         with self._render_lock:
+            if s.get("read", 0) < self._shown:
+                return  # read before what is shown: stale
+            self._shown = s.get("read", self._shown)
             self.state = s
             self.view = s.get("view")
             st, rs = s["sync_status"], s["run_status"]
@@ -345,10 +355,9 @@ class SyncPanel(SnapshotMixin, w.VBox):
             local.pause()
         self.sync.disable()
         self._say("sync disabled" + (f"; run {local.id} pauses at the next batch boundary" if local else ""))
-        if local is not None:
-            self._follow(local)
-        else:
-            self.refresh()
+        # drawn from the workspace now: the run may have ended meanwhile, its last report read before
+        # the disable; refresh() follows it if it still runs
+        self.refresh()
 
     def _do_preview(self) -> None:
         self._say("previewing…")
