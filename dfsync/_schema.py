@@ -432,6 +432,8 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
       SQLite, which stores NaN as NULL, "" for JSON, which has neither).
     * ``writes_json(t)``: the destination writes a list/struct/map as JSON text (JSON, jsonb, an HTTP
       body), which has neither NaN nor infinity: a float inside with one is refused.
+    * ``infinite_times``: True when the destination keeps DuckDB's 'infinity' and '-infinity'
+      dates and timestamps (DuckDB only); elsewhere they are refused.
     * ``largest_integer``: SQLite's integers are signed 64-bit: a larger uint64 is refused.
     * ``text_nul``: False when the destination's text cannot hold the NUL character (PostgreSQL's
       text, arrays and jsonb): a string with one, alone or inside a list/struct/map, is refused.
@@ -477,6 +479,16 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"back as NULL). Send NULL for it with mapping={{{n!r}: pl.col({n!r}).fill_nan(None)}}"
                     f" (infinities: pl.when(pl.col({n!r}).is_infinite()).then(None).otherwise(pl.col({n!r})))"
                     f", or choose a destination that keeps it (DuckDB, Parquet, PostgreSQL). Nothing was sent.")
+        if (pa.types.is_timestamp(t) or pa.types.is_date(t)) and not getattr(destination, "infinite_times", False):
+            bad = _first_value(con, table, n, "isinf({c})")
+            if bad is not None:
+                c = f"pl.col({n!r})"
+                raise SchemaMismatchError(
+                    f"column {n!r} holds {bad} (PostgreSQL and DuckDB have infinite dates and timestamps), "
+                    f"which {where} cannot store. Send NULL or a date of your choosing for it, in the source "
+                    f"query (NULLIF({n}, '{bad}')) or in the sync's mapping (mapping={{{n!r}: "
+                    f"pl.when({c}.dt.year().is_between(-9999, 9999)).then({c})}}), or choose DuckDB. "
+                    f"Nothing was sent.")
         if largest is not None and pa.types.is_unsigned_integer(t) and _int_range(t)[1] > largest:
             bad = _first_value(con, table, n, f"{{c}} > {int(largest)}")
             if bad is not None:

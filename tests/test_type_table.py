@@ -399,3 +399,41 @@ def test_duckdb_types_whose_arrow_form_alters_the_value_are_refused_naming_the_w
     assert con.execute("SELECT tt::VARCHAR, b, n::VARCHAR FROM t").fetchall() == [
         ("06:30:00", "0101", "12345678901234567890123456789")]
     con.close()
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "parquet", "http"])
+def test_infinite_timestamps_and_dates_reach_duckdb_and_are_refused_elsewhere(kind, request, tmp_path, pg_server):
+    """PostgreSQL's 'infinity' arrived from its driver as a date 292,277 years BC (the epoch shift
+    overflowed) and was delivered as such to DuckDB; DuckDB's own infinities failed SQLite and
+    PostgreSQL with raw driver errors, left Delta retrying a panicking writer, and raised a
+    PanicException out of an HTTP run. DuckDB keeps them; everywhere else the run refuses them
+    before anything is sent, naming the column, and the mapping it gives sends NULL."""
+    import duckdb
+
+    src = pg_server.new_database()
+    pg_server.execute("CREATE TABLE s (id int PRIMARY KEY, ts timestamp, tz timestamptz, d date)",
+                      dbname=src.rsplit("/", 1)[1])
+    pg_server.execute("INSERT INTO s VALUES (1, 'infinity', '-infinity', 'infinity'), "
+                      "(2, '2020-01-01', '2020-01-01Z', '2020-01-01')", dbname=src.rsplit("/", 1)[1])
+    dest = Dest(kind, request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    source = dfsync.sources.database(src, "SELECT * FROM s")
+    run = ws.create_sync("s", source=source, destination=dest.make(), primary_key="id").run(progress=False)
+    if kind == "duckdb":
+        assert run.status == "success", run.error
+        con = duckdb.connect(dest.path, read_only=True)
+        assert con.execute("SELECT ts::VARCHAR, tz::VARCHAR, d::VARCHAR FROM t ORDER BY id").fetchall() == [
+            ("infinity", "-infinity", "infinity"), ("2020-01-01 00:00:00", "2020-01-01 00:00:00+00", "2020-01-01")]
+        con.close()
+        return
+    assert run.status == "failed" and run.counts["sent"] == 0, run.error
+    assert "column 'ts'" in run.error and "infinity" in run.error and "Nothing was sent" in run.error, run.error
+    fix = {"id": "id", **{c: pl.when(pl.col(c).dt.year().is_between(-9999, 9999)).then(pl.col(c)) for c in ("ts", "tz", "d")}}
+    query = dfsync.sources.duckdb_query("SELECT 1 AS id, 'infinity'::TIMESTAMP AS ts, '-infinity'::TIMESTAMPTZ AS tz, "
+                                        "'infinity'::DATE AS d")
+    run = ws.create_sync("s", source=query, destination=dest.make(), primary_key="id").run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0 and "column 'ts'" in run.error, run.error
+    run = ws.create_sync("s", source=source, destination=dest.make(), primary_key="id", mapping=fix).run(progress=False)
+    assert run.status == "success", run.error
+    rows = read_rows(kind, dest, ["ts"])
+    assert [r["ts"] for r in rows] == [None, datetime(2020, 1, 1)]

@@ -57,6 +57,32 @@ def _text_columns(rb: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=_as_text(rb.schema))
 
 
+#: PostgreSQL's 'infinity' and '-infinity' timestamps (microseconds) and dates (days) as the ADBC
+#: driver gives them: moving PostgreSQL's 2000-01-01 epoch to 1970 overflows, so they arrived
+#: as dates 292,277 years BC (no PostgreSQL value is that early) and were sent as such. They
+#: become DuckDB's infinities, which the DuckDB destination keeps and the others refuse.
+_PG_WRAPPED = {pa.int64(): {-9222425352054775809: 2**63 - 1, -9222425352054775808: -(2**63 - 1)},
+               pa.int32(): {-2147472692: 2**31 - 1, -2147472691: -(2**31 - 1)}}
+
+
+def _pg_infinities(rb: pa.RecordBatch) -> pa.RecordBatch:
+    import pyarrow.compute as pc
+
+    columns = list(rb.columns)
+    for i, col in enumerate(columns):
+        t = col.type
+        raw = pa.int64() if pa.types.is_timestamp(t) and t.unit == "us" else pa.int32() if pa.types.is_date32(t) else None
+        if raw is None or not len(col):
+            continue
+        ints = col.view(raw)
+        for wrapped, infinity in _PG_WRAPPED[raw].items():
+            hit = pc.equal(ints, pa.scalar(wrapped, raw))
+            if pc.any(hit).as_py():
+                ints = pc.if_else(hit, pa.scalar(infinity, raw), ints)
+        columns[i] = ints.view(t)
+    return pa.RecordBatch.from_arrays(columns, schema=rb.schema)
+
+
 @register_source
 class DatabaseSource(Source):
     kind = "database"
@@ -170,7 +196,10 @@ class DatabaseSource(Source):
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 yield from head
-                yield from inner
+                if self.dialect == "postgres":
+                    yield from map(_pg_infinities, inner)
+                else:
+                    yield from inner
             finally:
                 try:
                     cur.close()
