@@ -127,7 +127,7 @@ class SyncDefinition:
         if self.on_invalid not in ON_INVALID:
             raise ConfigError(f"unknown on_invalid {self.on_invalid!r}; choose one of {', '.join(map(repr, ON_INVALID))}")
         pk = self.primary_key
-        keys = self.primary_key = [pk] if isinstance(pk, str) else list(pk or [])
+        keys = self.primary_key = [pk] if isinstance(pk, str) else list(pk) if isinstance(pk, list | tuple) else [None]
         if not keys or not all(isinstance(k, str) and k for k in keys):
             raise ConfigError("primary_key must be a column name or a list of column names (as sent, after mapping)")
         bs = self.batch_size

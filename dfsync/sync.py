@@ -7,6 +7,7 @@ executed by :class:`dfsync.runner.Runner`, which receives the definition as data
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -37,6 +38,8 @@ from .states import UNFINISHED_RUNS, DestinationMode, RunStatus, SyncMode, SyncS
 
 if TYPE_CHECKING:
     from .workspace import Workspace
+
+log = logging.getLogger("dfsync")
 
 
 class Sync:
@@ -201,6 +204,8 @@ class Sync:
                         except Exception as exc:  # never costs the run
                             store.note(self.id, run_id, f"purging old records failed: {type(exc).__name__}: {exc}")
                         runner.execute()
+                        if self.on_invalid == "warn":
+                            _warn_failed_checks(SyncRun(ws, run_id, self.name))
                     finally:  # the run's outcome is settled: its callback now (never changing it)
                         notify(self, run_id, runner.status)
             finally:
@@ -377,3 +382,15 @@ class Sync:
 
     def _repr_html_(self) -> str:
         return _html_history.sync_html(self)
+
+
+def _warn_failed_checks(run: SyncRun) -> None:
+    """on_invalid='warn' sends the rows that fail checks: one log warning names the checks and
+    their counts (no values), where a script, a notebook or the scheduler's log shows it."""
+    failed = run.validation().filter(~pl.col("success"))
+    if failed.height:
+        what = "; ".join(r["check_name"] if (n := r["unexpected_count"]) is None
+                         else f"{r['check_name']}: {n:,} row{'' if n == 1 else 's'}" for r in failed.iter_rows(named=True))
+        log.warning("sync %r, run %d: %d check%s failed (on_invalid='warn': the run goes on and sends the failing "
+                    "rows too): %s; run.validation() has the details", run.sync_name, run.id, failed.height,
+                    "" if failed.height == 1 else "s", what)

@@ -78,6 +78,45 @@ def test_terminal_progress_line_shows_why_a_run_failed(ws, capsys):
     assert "failed: 1 check failed: v between: 2 rows" in err, err
 
 
+def test_on_invalid_warn_sends_every_row_and_logs_which_checks_failed(ws, tmp_path, caplog):
+    """on_invalid='warn' sent the failing rows with no word but a note in the run's events."""
+    caplog.set_level(logging.WARNING, logger="dfsync")
+    df = pl.DataFrame({"id": [1, 2, 3], "email": ["a@x", None, None], "v": [1, 2, 300]})
+    sync = ws.create_sync("w", source=df, primary_key="id", on_invalid="warn",
+                          checks=[dfsync.checks.not_null("email"), dfsync.checks.between("v", 0, 10)],
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["sent"] == 3 and run.counts["invalid"] == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("dfsync")]
+    assert warned == [f"sync 'w', run {run.id}: 2 checks failed (on_invalid='warn': the run goes on and sends the "
+                      "failing rows too): email not_null: 2 rows; v between: 1 row; run.validation() has the details"]
+    caplog.clear()
+    sync.run(progress=False)  # nothing changed, nothing checked again: no warning
+    ok = ws.create_sync("ok", source=df.drop_nulls(), primary_key="id", on_invalid="warn",
+                        checks=[dfsync.checks.not_null("email")],
+                        destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t2"))
+    ok.run(progress=False)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("dfsync")]
+
+
+def test_misspelt_options_are_config_errors_naming_the_choices(ws, tmp_path):
+    """A primary key given as a number, an HTTP method no API takes and an option a destination
+    does not have were a bare TypeError, a run failing every batch with 405, and a TypeError."""
+    with pytest.raises(dfsync.ConfigError, match="primary_key must be a column name"):
+        ws.create_sync("k", source=pl.DataFrame({"id": [1]}), primary_key=1,
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    with pytest.raises(dfsync.ConfigError, match=r"method='FETCH'.*POST, PUT or PATCH"):
+        dfsync.destinations.http("http://127.0.0.1:9/x", method="FETCH")
+    assert dfsync.destinations.http("http://127.0.0.1:9/x", method="patch").method == "PATCH"
+    with pytest.raises(dfsync.ConfigError, match=r"http\(\) has no option 'retries'.*max_retries"):
+        dfsync.destinations.http("http://127.0.0.1:9/x", retries=3)
+    with pytest.raises(dfsync.ConfigError, match=r"postgres\(\) has no option 'pasword'.*password"):
+        dfsync.destinations.postgres("postgresql://u@127.0.0.1:9/db", table="t", pasword="env:X")
+    with pytest.raises(dfsync.ConfigError, match=r"sqlite\(\) has no option 'timeout'.*retry_timeout"):
+        dfsync.destinations.sqlite(str(tmp_path / "s.db"), table="t", timeout=3)
+    assert ws.syncs().height == 0
+
+
 def test_raise_on_failure(ws, tmp_path):
     sync = ws.create_sync("f", source=frame(), primary_key="id", checks=[dfsync.checks.between("v", 0, 0.1)],
                           destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConfigError
 from .base import BatchResult, Destination, DestinationSession, WriteBatch, destination_from_config
 
 __all__ = [
@@ -58,7 +59,7 @@ def postgres(uri: str, table: str, **options: Any) -> Destination:
     """A PostgreSQL table (``schema.table`` allowed). The password may be ``env:NAME``."""
     from ._postgres import PostgresDestination
 
-    return PostgresDestination(uri, table, **options)
+    return PostgresDestination(uri, table, **_known(PostgresDestination, "postgres", options, "uri", "table"))
 
 
 def mysql(uri: str, table: str, **options: Any) -> Destination:
@@ -69,18 +70,30 @@ def mysql(uri: str, table: str, **options: Any) -> Destination:
     """
     from ._mysql import MySQLDestination
 
-    return MySQLDestination(uri, table, **options)
+    return MySQLDestination(uri, table, **_known(MySQLDestination, "mysql", options, "uri", "table"))
 
 
 def sqlite(path: str, table: str, **options: Any) -> Destination:
     """A table in a SQLite database file (created if missing)."""
     from ._sqlite import SQLiteDestination
 
-    return SQLiteDestination(path, table, **options)
+    return SQLiteDestination(path, table, **_known(SQLiteDestination, "sqlite", options, "path", "table"))
 
 
 def http(url: str, **options: Any) -> Destination:
     """A REST API: batched JSON requests, retries, rate limits and per-record outcomes."""
     from ._http import HTTPDestination
 
-    return HTTPDestination(url, **options)
+    return HTTPDestination(url, **_known(HTTPDestination, "http", options, "url"))
+
+
+def _known(cls: type, name: str, options: dict[str, Any], *positional: str) -> dict[str, Any]:
+    """The keyword options, each one ``cls`` takes: a misspelt one (``retries=``) was a bare TypeError."""
+    import inspect
+
+    known = [p for p in inspect.signature(cls).parameters if p not in positional]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"destinations.{name}() has no option {', '.join(map(repr, unknown))}; its options are: "
+                          f"{', '.join(known)}")
+    return options

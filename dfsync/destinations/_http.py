@@ -182,6 +182,9 @@ class HTTPDestination(Destination):
         # kept in memory, scrubbed from messages and logs, and never stored (session-only).
         self.stored_url = _scrub_query_secrets(url)
         self.method = str(method).upper()
+        if self.method not in ("POST", "PUT", "PATCH"):  # a typo would fail every batch with a 405 at run time
+            raise ConfigError(f"destinations.http(method={method!r}): records are sent with POST, PUT or PATCH; a "
+                              f"route of its own per action takes any method: update='PATCH /{{id}}', delete='DELETE /{{id}}'")
         self.specs = {"insert": insert, "update": update, "delete": delete}
         self.routes: dict[str, Route | None] = {
             "insert": parse_route(insert, url, self.method),
