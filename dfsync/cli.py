@@ -489,11 +489,21 @@ def demo(
     raise typer.Exit(run_demo(directory, data))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"dfsync {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(workspace: str = typer.Option(
         None, "--workspace", "-w",
         help="the workspace for every command, given before it (dfsync --workspace PATH_OR_URI runs NAME); "
-             "a command's own --workspace wins")) -> None:
+             "a command's own --workspace wins"),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print dfsync's version and exit")) -> None:
     """dfsync: keep a destination in sync with your data.
 
     Exit codes: 0 success, 1 a run failed (or could not start), 2 a usage or configuration error.

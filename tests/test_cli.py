@@ -412,3 +412,8 @@ def test_static_dates_decimals_and_bytes_are_stored_and_run_from_the_cli(tmp_pat
     got = _read_duckdb(warehouse, "consts").sort("id")
     assert got["since"].to_list() == [date(1960, 1, 1)] * 2 and got["fee"].to_list() == [Decimal("1.50")] * 2
     assert got["tag"].to_list() == [b"\x00\xff"] * 2 and got["note"].to_list() == ["x"] * 2
+
+
+def test_version(dfsync_cli):
+    res = dfsync_cli("--version")
+    assert res.code == 0 and res.out.strip() == f"dfsync {dfsync.__version__}", res
