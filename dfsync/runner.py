@@ -374,13 +374,13 @@ class Runner:
         key = list(defn.primary_key)
         mode = defn.destination_mode
         self._store_invalid_records()
+        plan = self._decide_schema(staging)  # a refused change fails the run before any row is counted sent
         skipped = staging.mark_skipped(mode)
         if skipped is not None and skipped.num_rows:
             self._store_records(skipped)
             # handed to the transfer and skipped by the mode: sent = succeeded + failed + skipped
             store.add_counters(self.run_id, sent=skipped.num_rows, skipped=skipped.num_rows)
         total = staging.pending_count(mode)
-        plan = self._decide_schema(staging)
         keep_all = total <= RECORD_RETENTION
         next_batch = store.next_batch_no(self.run_id)
         if total == 0 and next_batch == 1 and not mode.rewrites and store.has_delivered(self.sync_id):

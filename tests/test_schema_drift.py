@@ -247,6 +247,25 @@ def test_the_fix_named_for_a_float_into_an_integer_column_rounds_visibly(tmp_pat
         assert con.execute("SELECT id, a FROM t ORDER BY id").fetchall() == [(1, 516), (2, 600)]
 
 
+def test_an_insert_mode_run_refused_for_its_schema_counts_nothing_sent(tmp_path):
+    """insert mode skips changed rows; a run then refused for a type change said 'Nothing was
+    sent' with sent=16 and skipped=16 in its counters (and kept the rows as skipped records)."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t")
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2, 3], "a": [1, 2, 3]}), destination=destination,
+                          primary_key="id", destination_mode="insert")
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=pl.DataFrame({"id": [1, 2, 3], "a": [0.5, 2.0, 3.0]}), progress=False)
+    assert run.status == "failed" and "Nothing was sent" in run.error
+    c = run.counts
+    assert (c["queried"], c["updated"], c["sent"], c["skipped"], c["succeeded"]) == (3, 3, 0, 0, 0)
+    assert run.records(status="skipped").height == 0
+    # with a type that fits, the changed rows are skipped by the mode and counted so
+    run = sync.run(source=pl.DataFrame({"id": [1, 2, 3, 4], "a": [9, 2, 3, 4]}), progress=False)
+    c = run.counts
+    assert run.status == "success" and (c["inserted"], c["sent"], c["succeeded"], c["skipped"]) == (1, 2, 1, 1)
+
+
 @pytest.mark.parametrize("dest", ["duckdb", "postgres"], indirect=True)
 def test_replace_from_text_to_a_number_keeps_the_records(dest: Target, tmp_path):
     """A field that was text and is now a number (replace mode takes the new type): the run's records
