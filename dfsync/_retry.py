@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from ._sensitive import key_text
+from ._window import source_cursor
 from .errors import SourceError
 from .sources.base import CursorFilter
 from .states import RECORD_META, SyncMode
@@ -63,7 +64,7 @@ def reread(defn: SyncDefinition, rows: pa.Table) -> pa.Table:
     if field and field in rows.column_names and field not in defn.sensitive:
         values = rows.column(field).to_pylist()
         if values and None not in values:
-            cursor = CursorFilter(field, min(values))
+            cursor = CursorFilter(source_cursor(defn), min(values))  # the source is filtered before mapping
     found = _read(defn, wanted, cursor)
     if cursor is not None and found.height < wanted.unique().height:
         found = _read(defn, wanted, None)

@@ -24,7 +24,7 @@ from .sources.base import CursorFilter
 if TYPE_CHECKING:
     from .definition import SyncDefinition
 
-__all__ = ["check_window", "read_from"]
+__all__ = ["check_window", "read_from", "source_cursor"]
 
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
@@ -114,12 +114,24 @@ def _initial_value(field: str, dtype: pl.DataType, kind: str, value: Any) -> Any
     return value
 
 
+def source_cursor(definition: SyncDefinition) -> str:
+    """The source column the cursor field is read from: the source is filtered before mapping, so
+    a renamed cursor (mapping={'updated': 'time_hour'}) is the source's 'time_hour'."""
+    from .mapping import Mapping
+
+    mapping = definition.mapping if isinstance(definition.mapping, Mapping) else Mapping(definition.mapping)
+    field = definition.cursor_field
+    assert field is not None
+    return mapping.source_column(field) or field
+
+
 def read_from(definition: SyncDefinition, delivered: Any) -> CursorFilter | None:
     """The cursor condition of an incremental run, given the last delivered cursor (or None)."""
 
     field = definition.cursor_field
     if definition.sync_mode != "incremental" or not field:
         return None
+    field = source_cursor(definition)
     if delivered is None:
         start = cursor_from_json(definition.initial_cursor)
         return CursorFilter(field, start) if start is not None else None

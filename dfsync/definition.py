@@ -161,6 +161,13 @@ class SyncDefinition:
         if self.cursor_field and smode == SyncMode.INCREMENTAL:
             from ._window import check_window
 
+            if mapper.source_column(self.cursor_field) is None:
+                raise ConfigError(
+                    f"cursor_field {self.cursor_field!r} is computed by the mapping; an incremental run reads "
+                    f"the source from its last cursor before mapping, so the cursor must be a source column, "
+                    f"taken as it is or renamed (mapping={{{self.cursor_field!r}: 'updated_at'}}). Compute it in "
+                    f"the source (a query), or choose another cursor_field")
+
             window = check_window(self.cursor_field, schema[self.cursor_field], self.lookback, self.initial_cursor)
             self.lookback, self.initial_cursor = window.get("lookback"), window.get("initial_cursor")
         self.sensitive = check_sensitive(self.sensitive, fields, keys)

@@ -117,6 +117,20 @@ class Mapping:
                 f"the source columns are: {', '.join(names)}"
             ) from None
 
+    def source_column(self, field: str) -> str | None:
+        """The source column a record field is taken from as it is (a rename, or ``pl.col(name)``),
+        or None when the mapping computes it (an expression, a static value)."""
+        if not self.spec:
+            return field
+        value = self.spec.get(field)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, pl.Expr):
+            bare = value.meta.undo_aliases()
+            if bare.meta.is_column():
+                return bare.meta.output_name()
+        return None
+
     def polars_exprs(self) -> list[pl.Expr]:
         if not self.spec:
             return [pl.all()]

@@ -283,3 +283,39 @@ def test_rows_with_a_null_cursor_are_read_by_every_incremental_run(ws, tmp_path,
     assert dict(read(tmp_path).select("id", "v").iter_rows()) == {1: "a", 2: "B", 3: "c", 4: "d"}
     again = sync.run(source=src2, progress=False) if kind == "frame" else sync.run(progress=False)
     assert again.counts["sent"] == 0 and again.counts["unchanged"] == 3
+
+
+@pytest.mark.parametrize("kind", ["frame", "duckdb_query"])
+def test_a_renamed_cursor_is_read_from_its_source_column(ws, tmp_path, kind):
+    """The cursor filter took the record field's name to the source: with mapping
+    {'updated': 'time_hour'} every run after the first failed ('unable to find column
+    "updated"'), and a source that also had an 'updated' column of its own was filtered by
+    that one, so new rows were left out without a word."""
+    def rows(n):  # 'updated' is an unrelated column of the source, always old
+        return pl.DataFrame({"id": list(range(n)), "time_hour": [datetime(2024, 1, 1) + timedelta(hours=i) for i in range(n)],
+                             "updated": [datetime(2000, 1, 1)] * n})
+
+    def source(n):
+        if kind == "frame":
+            return dfsync.sources.frame(rows(n))
+        import duckdb
+
+        path = str(tmp_path / "src.duckdb")
+        src_rows = rows(n)  # noqa: F841 - read by the SQL below
+        with duckdb.connect(path) as con:
+            con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM src_rows")
+        return dfsync.sources.duckdb_query("SELECT * FROM t", database=path)
+
+    mapping = {"id": "id", "updated": "time_hour"} if kind == "frame" else {"id": "id", "updated": pl.col("time_hour")}
+    sync = ws.create_sync("r", source=source(10), destination=dest(tmp_path), primary_key="id", mapping=mapping,
+                          sync_mode="incremental", cursor_field="updated", destination_mode="upsert")
+    assert sync.run(progress=False).counts["inserted"] == 10
+    run = sync.run(source=source(15), progress=False)
+    assert run.status == "success", run.error
+    # read from the cursor (09:00) on: the boundary row and the five new ones
+    assert (run.counts["queried"], run.counts["inserted"], run.counts["unchanged"]) == (6, 5, 1)
+    assert read(tmp_path)["updated"].to_list() == rows(15)["time_hour"].to_list()
+    with pytest.raises(dfsync.ConfigError, match="computed by the mapping"):
+        ws.create_sync("x", source=source(3), destination=dest(tmp_path, "x"), primary_key="id",
+                       mapping={"id": "id", "updated": pl.col("time_hour").dt.offset_by("1h")},
+                       sync_mode="incremental", cursor_field="updated")
