@@ -77,3 +77,15 @@ def test_timestamps_finer_than_microseconds_are_refused_or_read_as_nanoseconds(t
         assert con.sql("SELECT strftime(\"at\", '%S.%n') FROM t ORDER BY id").fetchall() == [
             ("00.500000000",), ("00.123456789",)]
     ws.close()
+
+
+def test_types_given_by_position_are_read_as_given(tmp_path):
+    """schema_overrides as a list (polars: the columns' types by position) is the user's choice."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    csv, dest = tmp_path / "p.csv", tmp_path / "d.duckdb"
+    csv.write_text("id,d\n1,2024-01-05\n")
+    sync = ws.create_sync("p", source=dfsync.sources.files(str(csv), schema_overrides=[pl.Int64, pl.Date]),
+                          primary_key="id", destination=dfsync.destinations.duckdb(dest, table="p"))
+    assert sync.run(progress=False).status == "success"
+    assert rows(dest, "p") == [(1, dt.date(2024, 1, 5))]
+    ws.close()

@@ -27,8 +27,9 @@ _FINER_THAN_US = r"\d:\d\d[.,]\d{7,}"
 
 def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) -> None:
     """Refuse CSV columns polars would parse into other dates or cut timestamps (see above)."""
-    if "schema" in options or "dtypes" in options:
-        return  # the types are given: the user's own choice, read as given
+    given = options.get("schema_overrides") or {}
+    if "schema" in options or "dtypes" in options or not isinstance(given, dict):
+        return  # the types are given (every column, or by position): the user's own choice, read as given
     try:
         schema = pl.scan_csv(files, try_parse_dates=True, **options).collect_schema()
     except Exception:  # noqa: BLE001 - an unreadable file: the read itself says so, with its name
@@ -36,7 +37,7 @@ def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) 
     temporal = {c: t for c, t in schema.items() if isinstance(t, (pl.Date, pl.Datetime))}
     if not temporal:
         return
-    overrides = {**(options.get("schema_overrides") or {}), **dict.fromkeys(temporal, pl.String)}
+    overrides = {**given, **dict.fromkeys(temporal, pl.String)}
     text = pl.scan_csv(files, **{**options, "schema_overrides": overrides}).select(list(temporal))
     exprs = []
     for c, t in temporal.items():
