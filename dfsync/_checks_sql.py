@@ -139,8 +139,27 @@ def _parser() -> Any:
     return _parse_con
 
 
-def sql_columns(predicate: str) -> list[str]:
-    """Column names a SQL predicate reads (parsed by DuckDB; lambda parameters excluded)."""
+def sql_compares_rows(predicate: str) -> bool:
+    """True when the predicate's value for a row depends on other rows (a window function:
+    ``x < avg(x) OVER ()``, ``count(*) OVER (PARTITION BY email) = 1``)."""
+    found = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class") == "WINDOW":
+                found.append(node)
+            for x in node.values():
+                walk(x)
+        elif isinstance(node, list):
+            for x in node:
+                walk(x)
+
+    walk(_parse(predicate))
+    return bool(found)
+
+
+def _parse(predicate: str) -> Any:
+    """The select list of ``SELECT (predicate)`` as DuckDB's parser gives it (JSON)."""
     with _parse_lock:
         try:
             raw = _parser().execute("SELECT json_serialize_sql(?)", [f"SELECT ({predicate})"]).fetchall()[0][0]
@@ -149,6 +168,15 @@ def sql_columns(predicate: str) -> list[str]:
     tree = json.loads(raw)
     if tree.get("error"):
         raise ConfigError(f"sql(): cannot parse predicate {predicate!r}: {tree.get('error_message')}")
+    stmts = tree.get("statements", [])
+    if len(stmts) != 1:
+        raise ConfigError(f"sql(): {predicate!r} must be one predicate, not several statements")
+    return stmts[0]["node"].get("select_list")
+
+
+def sql_columns(predicate: str) -> list[str]:
+    """Column names a SQL predicate reads (parsed by DuckDB; lambda parameters excluded)."""
+    select_list = _parse(predicate)
     cols: list[str] = []
     lambdas: set[str] = set()
 
@@ -168,10 +196,7 @@ def sql_columns(predicate: str) -> list[str]:
             for x in node:
                 walk(x)
 
-    stmts = tree.get("statements", [])
-    if len(stmts) != 1:
-        raise ConfigError(f"sql(): {predicate!r} must be one predicate, not several statements")
-    walk(stmts[0]["node"].get("select_list"))
+    walk(select_list)
     return [c for c in cols if c not in lambdas]
 
 

@@ -27,7 +27,7 @@ from dfsync._check import ROW, TABLE, Check, Evaluation, ExpressionCheck
 from dfsync._checks_eval import dataset_columns as dataset_columns  # the runner's entry points
 from dfsync._checks_eval import evaluate, validate_checks
 from dfsync._checks_eval import evaluate_staged as evaluate_staged
-from dfsync._checks_sql import sql_columns
+from dfsync._checks_sql import sql_columns, sql_compares_rows
 from dfsync._regex import to_re2
 from dfsync.errors import ConfigError
 
@@ -194,13 +194,17 @@ def expression(polars_expr: Any, *, name: str | None = None, mostly: float = 1.0
 def sql(predicate: str, *, name: str | None = None, mostly: float = 1.0) -> Check:
     """A DuckDB SQL predicate that must be true per row; false or null fails the row.
 
+    A predicate with a window function (``count(*) OVER (PARTITION BY email) = 1``) is
+    dataset-level: evaluated on every row the run read, not on the changed rows alone.
+
     >>> sql("price * quantity < 10000", name="order size").columns()
     ['price', 'quantity']
     """
     if not isinstance(predicate, str) or not predicate.strip():
         raise ConfigError(f"sql() needs a SQL predicate string, got {predicate!r}")
     cols = sql_columns(predicate)
-    return Check("sql", None, name=name or predicate, mostly=mostly, predicate=predicate, columns=cols)
+    level = TABLE if sql_compares_rows(predicate) else ROW  # a window function reads other rows
+    return Check("sql", None, name=name or predicate, mostly=mostly, predicate=predicate, columns=cols, level=level)
 
 
 # ----------------------------------------------------------------------------- normalising
