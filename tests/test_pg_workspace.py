@@ -72,6 +72,27 @@ def test_reopening_migrates_nothing_twice_and_matches_the_duckdb_tables(pg_uri, 
     duck.close()
 
 
+def test_the_public_frames_have_the_same_columns_and_types_on_both_stores(pg_uri, tmp_path):
+    # sync.runs()["duration_s"] was a Decimal(38, 3) on PostgreSQL and a float on DuckDB
+    # (to_numpy() gave an object array; a frame of both stores' runs would not concat)
+    frames = []
+    for ws in (dfsync.Workspace(f"{pg_uri}?schema={_schema()}"), dfsync.Workspace(str(tmp_path / "ws.duckdb"))):
+        sync = _sync(ws, tmp_path, name=f"s{len(frames)}")
+        run = sync.run(progress=False)
+        assert run.status == "success", run.error
+        frames.append({"runs": sync.runs(), "records": run.records(), "delivered": sync.delivered(),
+                       "validation": run.validation()})
+        ws.close()
+    pg, duck = frames
+    for name in pg:
+        assert list(pg[name].schema) == list(duck[name].schema), name
+        # datetimes: the zone is UTC on both (spelt 'UTC' or 'Etc/UTC')
+        types = [(str(a), str(b).replace("Etc/UTC", "UTC")) for a, b in
+                 zip(pg[name].dtypes, duck[name].dtypes, strict=True)]
+        assert [a for a, _ in types] == [b for _, b in types], name
+    assert pg["runs"]["duration_s"].dtype == pl.Float64
+
+
 def test_a_schema_holding_other_tables_is_refused_and_left_unchanged(pg_uri, pg_server):
     db = pg_uri.rsplit("/", 1)[1]
     pg_server.execute("CREATE SCHEMA crm", dbname=db)

@@ -307,7 +307,7 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
         where = "WHERE r.sync_id = ?" if sync_id is not None else ""
         lim = f"LIMIT {int(limit)}" if limit else ""
         with self._connect() as con:
-            return frame(con, 
+            runs = frame(con,
                 f"""SELECT r.id AS run_id, s.name AS sync, r.status, r.trigger, r.definition_version,
                        r.started_at, r.finished_at,
                        round((epoch_ms(coalesce(r.finished_at, r.updated_at)) - epoch_ms(r.started_at)) / 1000.0, 3)
@@ -315,6 +315,8 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
                        {", ".join(f"r.{c}" for c in COUNTERS)}, r.batches, r.error
                     FROM runs r JOIN syncs s ON s.id = r.sync_id {where}
                     ORDER BY r.id DESC {lim}""", [sync_id] if sync_id is not None else [])
+        # PostgreSQL computes it as numeric (a polars Decimal): seconds are a float on every store
+        return runs.with_columns(pl.col("duration_s").cast(pl.Float64))
 
     def run_count(self, sync_id: int) -> int:
         with self._connect() as con:
