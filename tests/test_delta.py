@@ -83,7 +83,7 @@ def test_upsert_update_insert_mirror(tmp_path):
     (res,) = write_all(dest, ctx("update", 3), batch(1, "update", id=[1, 9], v=[10.0, 9.0]))
     assert res.skipped == {1: "no row with this key in the destination (update mode only updates existing rows)"}
     (res,) = write_all(dest, ctx("insert", 4), batch(1, "insert", id=[1, 5], v=[-1.0, 5.0]))
-    assert list(res.failed) == [0] and "already in the table" in res.failed[0]
+    assert list(res.failed) == [0] and "already in the destination" in res.failed[0]
     write_all(dest, ctx("mirror", 5), batch(1, ["delete", "update"], id=[3, 4], v=[3.0, 40.0]))
     assert read(path).to_dict(as_series=False) == {"id": [1, 2, 4, 5], "v": [10.0, 20.0, 40.0, 5.0]}
     meta = [json.loads(h["dfsync"]) for h in deltalake.DeltaTable(str(path)).history() if "dfsync" in h]

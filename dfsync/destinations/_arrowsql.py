@@ -54,12 +54,12 @@ from ..errors import (
     redact,
 )
 from ..states import DestinationMode
-from ._sql import FENCE_BATCH, TableName, duck_to_arrow, q, taken_over
+from ._sql import FENCE_BATCH, ROW_COLUMN, TableName, conflicts_sql, duck_to_arrow, q, taken_over
 from .base import (
     ACTION_COLUMN,
+    EXISTS_MESSAGE,
     LEDGER_TABLE,
     BatchResult,
-    Destination,
     DestinationContext,
     DestinationSession,
     WriteBatch,
@@ -69,7 +69,6 @@ from .base import (
 
 log = logging.getLogger("dfsync.destinations")
 
-ROW_COLUMN = "_dfsync_row"
 STAGE_TABLE = "_dfsync_stage"
 DATA = "data"
 TRANSIENT = "transient"
@@ -79,27 +78,6 @@ SKIP_MESSAGE = "no row with this key in the destination (update mode only update
 
 class Transient(Exception):
     """Internal: the connection broke; the caller reconnects and retries."""
-
-
-class ServerDestination(Destination):
-    """What the PostgreSQL and MySQL destinations share: a server URI (its password only as an
-    ``env:NAME`` reference), a table, and timeouts."""
-
-    uri: str
-    table: str
-    password: str | None
-    retry_timeout: float
-    connect_timeout: int
-
-    def config(self) -> dict[str, Any]:
-        return {"uri": self.uri, "table": self.table, "password": self.password,
-                "retry_timeout": self.retry_timeout, "connect_timeout": self.connect_timeout}
-
-    def identity(self) -> str:
-        return json.dumps({"kind": self.kind, "uri": self.uri, "table": self.table})
-
-    def describe(self) -> str:
-        return f"{self.kind}({self.uri}, table={self.table!r})"
 
 
 class ArrowSQLSession(DestinationSession):
@@ -412,8 +390,9 @@ class ArrowSQLSession(DestinationSession):
         data = data.append_column(ROW_COLUMN, int_array(np.arange(data.num_rows, dtype=np.int64)))
         if self._fast_path_ok(data):
             try:
-                missing = self._run(lambda cur: self._commit(cur, batch.batch_no, data, fast=True))
-                return self._result(batch.data, {}, missing)
+                bad: dict[int, str] = {}  # rows insert mode finds already there (_insert_conflicts)
+                missing = self._run(lambda cur: self._commit(cur, batch.batch_no, data, fast=True, bad=bad))
+                return self._result(batch.data, bad, missing)
             except Transient:
                 raise
             except Exception as exc:
@@ -429,8 +408,7 @@ class ArrowSQLSession(DestinationSession):
     def _stage(self, cur: Any, data: pa.Table) -> None:
         cur.adbc_ingest(STAGE_TABLE, data, mode="replace", temporary=True)
 
-    def _commit(self, cur: Any, batch_no: int, data: pa.Table, *, fast: bool,
-                bad: dict[int, str] | None = None) -> list[tuple]:
+    def _commit(self, cur: Any, batch_no: int, data: pa.Table, *, fast: bool, bad: dict[int, str]) -> list[tuple]:
         actions = batch_actions(data)
         mode = self.ctx.mode
         if fast and self.fresh and self.direct and actions <= {"insert"} and mode != DestinationMode.UPDATE:
@@ -442,10 +420,11 @@ class ArrowSQLSession(DestinationSession):
         else:
             if fast:
                 self._stage(cur, data)
+                bad.update(self._insert_conflicts(cur))
             where = "TRUE" if not bad else f"b.{q(ROW_COLUMN)} NOT IN ({', '.join(str(int(i)) for i in bad)})"
             missing = self._apply(cur, actions, where)
         pk = self.ctx.primary_key
-        nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(bad or {})]
+        nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(bad)]
         nd += [list(k) for k in missing]
         self._check_fence(cur)
         cur.execute(
@@ -454,6 +433,18 @@ class ArrowSQLSession(DestinationSession):
             parameters=(self.run_key, int(batch_no), int(data.num_rows), json.dumps(nd, default=str)))
         self.con.commit()
         return missing
+
+    def _insert_conflicts(self, cur: Any) -> dict[int, str]:
+        """Insert mode, a table that had rows when the run began: the staged rows whose key it holds
+        (:func:`conflicts_sql`), failed and deleted from the stage so no statement applies them."""
+        if self.ctx.mode != DestinationMode.INSERT or (self.fresh and not self.ctx.requeried):
+            return {}  # a table empty when the run began holds only this run's keys
+        s = self._stage_sql()
+        sql = conflicts_sql(s, self.write_target.sql, self.ctx.primary_key, self._casts(None))
+        rows = [int(r[0]) for r in self._fetch(cur, sql)]
+        if rows:
+            cur.execute(f"DELETE FROM {s} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, rows))})")
+        return dict.fromkeys(rows, EXISTS_MESSAGE)
 
     def _ingest_direct(self, cur: Any, data: pa.Table) -> None:
         cur.adbc_ingest(self.write_target.table, data, mode="append", db_schema_name=self.write_target.schema)
@@ -506,6 +497,7 @@ class ArrowSQLSession(DestinationSession):
 
     def _bisect(self, cur: Any, batch_no: int, data: pa.Table, original: pa.Table) -> BatchResult:
         self._stage(cur, data)  # staged once, committed: the attempts below only run SQL
+        present = self._insert_conflicts(cur)
         self.con.commit()
         actions = batch_actions(data)
 
@@ -521,7 +513,7 @@ class ArrowSQLSession(DestinationSession):
             finally:
                 self.con.rollback()
 
-        failed = bisect_failures(data, attempt)
+        failed = {**bisect_failures(data, attempt), **present}
         missing = self._commit(cur, batch_no, data, fast=False, bad=failed)
         cur.execute(f"DROP TABLE IF EXISTS {self._stage_sql()}")
         self.con.commit()

@@ -55,6 +55,7 @@ from ..errors import (
 from ..states import DestinationMode
 from .base import (
     ACTION_COLUMN,
+    EXISTS_MESSAGE,
     BatchResult,
     Destination,
     DestinationContext,
@@ -67,7 +68,6 @@ from .base import (
 __all__ = ["DeltaDestination", "delta_type"]
 
 SKIP_MESSAGE = "no row with this key in the destination (update mode only updates existing rows)"
-EXISTS_MESSAGE = "a row with this key is already in the table (insert mode only adds new keys)"
 _SECRET_KEY = re.compile(r"secret|token|password|key|credential|sas", re.I)
 
 

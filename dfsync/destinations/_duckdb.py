@@ -15,8 +15,10 @@ import time
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
+from .._arrow import int_array
 from .._schema import plan_table
 from .._settings import setting
 from ..errors import ConfigError, DestinationError, TransientDestinationError
@@ -24,6 +26,7 @@ from ..states import DestinationMode
 from ._sql import FENCE_BATCH, TableName, q, taken_over
 from .base import (
     ACTION_COLUMN,
+    EXISTS_MESSAGE,
     LEDGER_TABLE,
     BatchResult,
     Destination,
@@ -278,10 +281,40 @@ class DuckDBSession(DestinationSession):
             self.con.unregister("_dfsync_batch")
 
     def write(self, batch: WriteBatch) -> BatchResult:
-        data = batch.data
+        present = self._insert_conflicts(batch.data)
+        if not present:
+            return self._write(batch.batch_no, batch.data, [])
+        # insert mode, keys already in the table: failed rows, in the ledger as not delivered
+        keep = np.setdiff1d(np.arange(batch.num_rows), np.fromiter(present, dtype=np.int64))
+        pk = self.ctx.primary_key
+        nd = [[batch.data.column(k)[i].as_py() for k in pk] for i in sorted(present)]
+        res = self._write(batch.batch_no, batch.data.take(keep), nd)
+        return BatchResult(failed={**{int(keep[i]): m for i, m in res.failed.items()}, **present},
+                           skipped={int(keep[i]): m for i, m in res.skipped.items()})
+
+    def _insert_conflicts(self, data: pa.Table) -> dict[int, str]:
+        """Insert mode: the rows whose key the table already holds (rows there before the sync's
+        first run, or delivered before a reset), whether or not the table declares a key: without
+        one they would be appended a second time. One semi-join per batch."""
+        if self.ctx.mode != DestinationMode.INSERT or (self.fresh and not self.ctx.requeried) or not data.num_rows:
+            return {}
+        t = self.write_target.sql
+        pk = list(self.ctx.primary_key)
+        keys = data.select(pk).append_column("_dfsync_row", int_array(np.arange(data.num_rows, dtype=np.int64)))
+        on = " AND ".join(f"{t}.{q(k)} IS NOT DISTINCT FROM b.{q(k)}" for k in pk)
+        self.con.register("_dfsync_keys", keys)
+        try:
+            rows = self.con.execute(f"SELECT b._dfsync_row FROM _dfsync_keys b SEMI JOIN {t} ON {on}").fetchnumpy()
+        except duckdb.Error as exc:
+            raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc
+        finally:
+            self.con.unregister("_dfsync_keys")
+        return dict.fromkeys((int(r) for r in rows["_dfsync_row"]), EXISTS_MESSAGE)
+
+    def _write(self, batch_no: int, data: pa.Table, not_delivered: list[list[Any]]) -> BatchResult:
         for attempt in range(5):
             try:
-                missing = self._commit(batch.batch_no, data, [])
+                missing = self._commit(batch_no, data, not_delivered)
                 return self._result(data, {}, missing)
             except _DATA_ERRORS:
                 self._rollback()
@@ -312,7 +345,7 @@ class DuckDBSession(DestinationSession):
         pk = self.ctx.primary_key
         bad_keys = [[data.column(k)[i].as_py() for k in pk] for i in sorted(failed)]
         try:
-            missing = self._commit(batch.batch_no, good, bad_keys)
+            missing = self._commit(batch_no, good, not_delivered + bad_keys)
         except duckdb.Error as exc:
             self._rollback()
             raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc

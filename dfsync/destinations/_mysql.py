@@ -70,7 +70,6 @@ from ._arrowsql import (
     TERMINAL,
     TRANSIENT,
     ArrowSQLSession,
-    ServerDestination,
     Transient,
 )
 from ._mysql_data import (
@@ -85,7 +84,7 @@ from ._mysql_data import (
     row_message,
     unstorable,
 )
-from ._sql import TableName, q
+from ._sql import ServerDestination, TableName, q
 from .base import (
     ACTION_COLUMN,
     BatchResult,
@@ -367,6 +366,7 @@ class MySQLSession(ArrowSQLSession):
     def _bisect(self, cur: Any, batch_no: int, data: pa.Table, original: pa.Table) -> BatchResult:
         failed = dict(self._pre_bad)
         failed.update(self._stage(cur, data, strict=False))  # staged once, committed
+        failed.update(self._insert_conflicts(cur))
         self.con.commit()
         actions = batch_actions(data)
         rest = data

@@ -29,6 +29,7 @@ from ..states import DestinationMode
 from ._sql import q
 from .base import (
     ACTION_COLUMN,
+    EXISTS_MESSAGE,
     BatchResult,
     Destination,
     DestinationContext,
@@ -156,7 +157,7 @@ class ParquetSession(DestinationSession):
                 if mode == DestinationMode.UPDATE and key not in found:
                     skipped[i] = "no row with this key in the data set (update mode only updates existing rows)"
                 elif mode == DestinationMode.INSERT and key in found:
-                    failed[i] = "a row with this key is already in the data set (insert mode only adds new keys)"
+                    failed[i] = EXISTS_MESSAGE
             if skipped or failed:
                 data = data.filter(pa.array([i not in skipped and i not in failed for i in range(data.num_rows)]))
         path = self._batch_path(batch.batch_no)

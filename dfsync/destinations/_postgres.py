@@ -65,8 +65,8 @@ from ..errors import (
     DestinationError,
     MissingDependencyError,
 )
-from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, ServerDestination, Transient
-from ._sql import TableName, q
+from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
+from ._sql import ServerDestination, TableName, q
 from .base import DestinationContext, DestinationSession, register_destination
 
 __all__ = ["PostgresDestination", "arrow_to_pg"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +13,12 @@ import pyarrow as pa
 from .._ident import quote as q
 from .._schema import JSON
 from ..errors import RunTakenOver
+from .base import ACTION_COLUMN, Destination
 
-__all__ = ["FENCE_BATCH", "TableName", "duck_to_arrow", "q", "taken_over"]
+__all__ = ["FENCE_BATCH", "ROW_COLUMN", "ServerDestination", "TableName", "conflicts_sql", "duck_to_arrow", "q", "taken_over"]
+
+#: the row number of each staged row (its position in the batch)
+ROW_COLUMN = "_dfsync_row"
 
 #: the ledger row (``_dfsync_batches``) of a run's owner fence: ``rows`` holds the newest owner
 #: epoch that opened a session of the run; a batch of an older owner is refused
@@ -24,6 +30,22 @@ def taken_over(ctx: Any, where: str) -> RunTakenOver:
     return RunTakenOver(f"run {ctx.run_id} of sync {ctx.sync_name!r} was taken over by another process (its owner "
                         f"epoch {ctx.owner_epoch} is no longer the newest in the ledger of {where}); nothing was "
                         f"written and this process stops working on the run")
+
+
+def conflicts_sql(stage: str, target: str, key: Sequence[str], casts: dict[str, str]) -> str:
+    """Insert mode: the query for the staged rows' ``ROW_COLUMN`` whose key the table already holds.
+
+    Such keys are in a table that had rows when the run began: rows the user put there before
+    the sync's first run, or delivered before a ``sync.reset()``. One set-based query per batch,
+    whatever the table declares: without a key constraint the INSERT would append them a second
+    time, with one it would fail and cost a bisection naming the database's message instead.
+    IN over the table's keys, not a correlated EXISTS: SQLite would scan a keyless table once
+    per staged row; IN reads its keys once (or searches its key index).
+    """
+    bk = ", ".join(f"b.{q(k)}{casts.get(k, '')}" for k in key)
+    tk = ", ".join(f"{target}.{q(k)}" for k in key)
+    return (f"SELECT b.{q(ROW_COLUMN)} FROM {stage} b WHERE b.{q(ACTION_COLUMN)} <> 'delete' "
+            f"AND ({bk}) IN (SELECT {tk} FROM {target})")
 
 
 @dataclass(frozen=True)
@@ -85,3 +107,24 @@ def duck_to_arrow(name: str) -> pa.DataType | str | None:
     if t.startswith(("VARCHAR(", "CHAR")):
         return pa.large_string()
     return _DUCK_TO_ARROW.get(t)
+
+
+class ServerDestination(Destination):
+    """What the PostgreSQL and MySQL destinations share: a server URI (its password only as an
+    ``env:NAME`` reference), a table, and timeouts."""
+
+    uri: str
+    table: str
+    password: str | None
+    retry_timeout: float
+    connect_timeout: int
+
+    def config(self) -> dict[str, Any]:
+        return {"uri": self.uri, "table": self.table, "password": self.password,
+                "retry_timeout": self.retry_timeout, "connect_timeout": self.connect_timeout}
+
+    def identity(self) -> str:
+        return json.dumps({"kind": self.kind, "uri": self.uri, "table": self.table})
+
+    def describe(self) -> str:
+        return f"{self.kind}({self.uri}, table={self.table!r})"

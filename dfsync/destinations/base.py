@@ -41,6 +41,7 @@ from ..states import DestinationMode
 
 __all__ = [
     "ACTION_COLUMN",
+    "EXISTS_MESSAGE",
     "BatchResult",
     "Destination",
     "DestinationContext",
@@ -53,6 +54,10 @@ __all__ = [
 
 ACTION_COLUMN = "_action"
 LEDGER_TABLE = "_dfsync_batches"
+#: insert mode's one reason for a row whose key the destination already holds (a table that had
+#: rows before the sync's first run, or a sync reset): the row is a failed row, not written, on
+#: every destination and whether or not the table declares a key
+EXISTS_MESSAGE = "a row with this key is already in the destination (insert mode only adds new keys)"
 
 
 @dataclass(frozen=True)
