@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import destinations, engines, sources
 from .errors import (
     ConfigError,
+    CursorValueError,
     DestinationError,
     DfsyncError,
     EmptySourceError,
@@ -49,6 +50,7 @@ def __getattr__(name: str):  # lazy submodules whose imports are heavier
 
 __all__ = [
     "ConfigError",
+    "CursorValueError",
     "DestinationError",
     "DestinationMode",
     "DfsyncError",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
+
+from ._ident import quote
+from .errors import CursorValueError
 
 
 def cursor_to_json(v: Any) -> dict[str, Any] | None:
@@ -52,3 +56,39 @@ def cursor_merge(sync_mode: str) -> Callable[[Any, Any], Any] | None:
     if sync_mode != "incremental":
         return None
     return lambda old, run: cursor_to_json(max_cursor(cursor_from_json(old), cursor_from_json(run)))
+
+
+def _stuck(field: str, value: str, where: str) -> CursorValueError:
+    why = " (NaN sorts above every number)" if value == "NaN" else ""
+    return CursorValueError(
+        f"the cursor field {field!r} is {value} {where}. An incremental run reads the rows at or past the "
+        f"greatest cursor delivered, and no value is past {value}{why}, so every later run would read nothing "
+        f"new. Nothing was sent. Send NULL for such values from the source (rows with a null cursor are read "
+        f"by every run): in a frame pl.when(pl.col(C).is_finite()).then(pl.col(C)), in a query CASE WHEN "
+        f"isfinite(C) THEN C END, for its source column C; or choose another cursor_field.")
+
+
+def refuse_stuck_values(staging: Any, defn: Any) -> None:
+    """Raise CursorValueError when a row about to be sent has a float cursor of +inf or NaN. Either
+    would be the greatest value delivered, the sync's cursor for good (-inf, and far-future dates
+    and times, are ordinary values: a later one still moves the window on)."""
+    field = defn.cursor_field
+    if defn.sync_mode != "incremental" or not field or field not in staging.columns:
+        return
+    c = quote(field)
+    kind = staging.con.execute(f"SELECT typeof({c}) FROM stg LIMIT 1").fetchall()
+    if not kind or kind[0][0] not in ("DOUBLE", "FLOAT"):
+        return
+    where = f"{staging.send_filter(defn.destination_mode)} AND rowid NOT IN (SELECT _rid FROM invalid)"
+    n_nan, n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isnan({c})), count(*) FILTER (WHERE "
+                                       f"isinf({c}) AND {c} > 0) FROM stg WHERE {where}").fetchall()[0]
+    if n_inf or n_nan:
+        raise _stuck(field, "+inf" if n_inf else "NaN", f"in {n_inf or n_nan} row(s) this run would send")
+
+
+def refuse_stuck_cursor(field: str, delivered: Any) -> None:
+    """A cursor stored before such values were refused: say so instead of reading nothing."""
+    if isinstance(delivered, float) and (math.isnan(delivered) or delivered == math.inf):
+        raise _stuck(field, "+inf" if delivered > 0 else "NaN",
+                     "as the sync's stored cursor (delivered by an earlier run); once the source sends NULL for it, sync.reset() "
+                     "(dfsync reset NAME) makes the next run a first load")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ._cursor import cursor_from_json, cursor_to_json
+from ._cursor import cursor_from_json, cursor_to_json, refuse_stuck_cursor
 from .errors import ConfigError
 from .sources.base import CursorFilter
 
@@ -135,6 +135,7 @@ def read_from(definition: SyncDefinition, delivered: Any) -> CursorFilter | None
     if delivered is None:
         start = cursor_from_json(definition.initial_cursor)
         return CursorFilter(field, start) if start is not None else None
+    refuse_stuck_cursor(definition.cursor_field, delivered)
     lookback = definition.lookback or {}
     start = delivered
     if "seconds" in lookback and isinstance(delivered, datetime):

@@ -14,7 +14,8 @@
     │   └── WorkspaceCorrupt         the file is not a readable dfsync workspace
     ├── SourceError                  the source could not be read
     │   ├── EmptySourceError         a full-refresh source returned no rows
-    │   └── InvalidRecordsError      null/duplicate primary keys (on_invalid="fail")
+    │   ├── InvalidRecordsError      null/duplicate primary keys (on_invalid="fail")
+    │   └── CursorValueError         an incremental cursor value no later run could read past (+inf, NaN)
     ├── ValidationFailed             checks failed under on_invalid="fail"
     ├── DestinationError             terminal: the destination refused (auth, schema, missing table)
     │   ├── SchemaMismatchError      the destination table does not fit the records
@@ -32,6 +33,7 @@ import re
 
 __all__ = [
     "ConfigError",
+    "CursorValueError",
     "DestinationError",
     "DfsyncError",
     "EmptySourceError",
@@ -139,6 +141,12 @@ class EmptySourceError(SourceError):
 
 class InvalidRecordsError(SourceError):
     """The source has rows with null or duplicate primary keys."""
+
+
+class CursorValueError(SourceError):
+    """An incremental sync's cursor field holds a value its window could never move past: +infinity,
+    or NaN (which sorts above every number). Delivered, it would become the sync's cursor and every
+    later run would read nothing new, so the run fails before anything is sent."""
 
 
 class ValidationFailed(DfsyncError):

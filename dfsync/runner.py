@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle
 from ._arrow import bool_array, int_array, string_array
-from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor
+from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore
 from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
@@ -435,9 +435,8 @@ class Runner:
     def _decide_schema(self, staging: Staging) -> Any:
         """Compare the records about to be sent with the fields delivered before (nothing sent yet).
 
-        Raises SchemaMismatchError under schema='freeze' for any change, and under both
-        policies for a change that could lose or alter a value (dfsync._schema).
-        """
+        Raises SchemaMismatchError under schema='freeze' for any change, and under both policies for
+        a change that could lose or alter a value (dfsync._schema); CursorValueError (dfsync._cursor)."""
         from . import _schema
 
         defn = self.defn
@@ -449,6 +448,7 @@ class Runner:
                             replace_ok=DestinationMode.REPLACE in defn.destination.modes)
         defn.destination.check_schema(records)
         _schema.check_values(staging.con, "stg", records, defn.destination, where)
+        refuse_stuck_values(staging, defn)
         return plan
 
     def _record_schema(self, plan: Any, total: int) -> None:

@@ -319,3 +319,74 @@ def test_a_renamed_cursor_is_read_from_its_source_column(ws, tmp_path, kind):
         ws.create_sync("x", source=source(3), destination=dest(tmp_path, "x"), primary_key="id",
                        mapping={"id": "id", "updated": pl.col("time_hour").dt.offset_by("1h")},
                        sync_mode="incremental", cursor_field="updated")
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")], ids=["+inf", "nan"])
+def test_a_cursor_of_inf_or_nan_fails_the_run_before_anything_is_sent(ws, tmp_path, bad):
+    """+inf (or NaN, which sorts above it) delivered as the greatest cursor became the sync's
+    cursor, and every later run read `cursor >= inf`: nothing new, forever, each run a success."""
+
+    def frame(rows):
+        return pl.DataFrame(rows, schema={"id": pl.Int64, "seq": pl.Float64, "v": pl.String}, orient="row")
+
+    def make(df, **kw):
+        return ws.create_sync("c", source=dfsync.sources.frame(df), destination=dest(tmp_path), primary_key="id",
+                              sync_mode="incremental", cursor_field="seq", **kw)
+
+    assert make(frame([(1, 1.0, "a"), (2, 2.0, "b")])).run(progress=False).status == "success"
+    run = make(frame([(1, 1.0, "a"), (2, 2.0, "b"), (3, bad, "c"), (4, 3.0, "d")])).run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert ws.store.run_row(run.id)["error_kind"] == "CursorValueError"
+    shown = "+inf" if bad > 0 else "NaN"
+    assert f"the cursor field 'seq' is {shown} in 1 row(s)" in run.error and "Nothing was sent" in run.error
+    assert read(tmp_path)["id"].to_list() == [1, 2]
+    assert ws.sync("c").cursor == 2.0
+    # the way out the message names: such values sent from the source as null cursors (read by every run)
+    def fix(df):
+        return df.with_columns(pl.when(pl.col("seq").is_finite()).then(pl.col("seq")).alias("seq"))
+
+    rows = [(1, 1.0, "a"), (2, 2.0, "b"), (3, bad, "c"), (4, 3.0, "d")]
+    run = make(fix(frame(rows))).run(progress=False)
+    assert run.status == "success", run.error
+    assert ws.sync("c").cursor == 3.0
+    run = make(fix(frame([*rows, (5, 4.0, "e")]))).run(progress=False)
+    assert run.counts["inserted"] == 1 and ws.sync("c").cursor == 4.0
+    assert read(tmp_path)["id"].to_list() == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("low", [float("-inf"), None], ids=["-inf", "null"])
+def test_minus_inf_and_null_cursors_leave_the_window_moving(ws, tmp_path, low):
+    df = pl.DataFrame({"id": [1, 2], "seq": [low, 1.0]}, schema={"id": pl.Int64, "seq": pl.Float64})
+    sync = ws.create_sync("c", source=dfsync.sources.frame(df), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="seq")
+    assert sync.run(progress=False).counts["inserted"] == 2 and sync.cursor == 1.0
+    later = pl.concat([df, pl.DataFrame({"id": [3], "seq": [5.0]})])
+    run = sync.run(source=dfsync.sources.frame(later), progress=False)
+    assert run.counts["inserted"] == 1 and sync.cursor == 5.0
+
+
+def test_a_far_future_datetime_cursor_is_an_ordinary_value(ws, tmp_path):
+    far = datetime(9999, 12, 31, 23, 59, 59)
+    df = pl.DataFrame({"id": [1, 2], "at": [datetime(2024, 1, 1), far]})
+    sync = ws.create_sync("c", source=dfsync.sources.frame(df), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="at")
+    assert sync.run(progress=False).status == "success" and sync.cursor == far
+
+
+def test_a_stored_inf_cursor_is_named_instead_of_reading_nothing(tmp_path):
+    """A workspace whose cursor became +inf before such values were refused: the run says so."""
+    import duckdb
+
+    path = str(tmp_path / "w.duckdb")
+    df = pl.DataFrame({"id": [1, 2], "seq": [1.0, 2.0]})
+    with dfsync.Workspace(path) as ws:
+        ws.create_sync("c", source=dfsync.sources.frame(df), destination=dest(tmp_path), primary_key="id",
+                       sync_mode="incremental", cursor_field="seq").run(progress=False)
+    with duckdb.connect(path) as con:
+        con.execute("""UPDATE syncs SET cursor_value = '{"type": "float", "value": Infinity}'""")
+    with dfsync.Workspace(path) as ws:
+        sync = ws.create_sync("c", source=dfsync.sources.frame(df), destination=dest(tmp_path), primary_key="id",
+                              sync_mode="incremental", cursor_field="seq")
+        run = sync.run(progress=False)
+        assert run.status == "failed" and "'seq' is +inf as the sync's stored cursor" in run.error
+        assert "sync.reset()" in run.error
