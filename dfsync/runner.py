@@ -56,6 +56,7 @@ from .states import (
     RecordStatus,
     RunStatus,
     SyncMode,
+    checks_outcome,
     failed_rows_allowed,
 )
 from .store import Store
@@ -216,8 +217,7 @@ class Runner:
             self._to(RunStatus.QUERYING, "query begins")
         self._query()
         self._to(RunStatus.QUEUED, "all rows staged")
-        self._validate()
-        self._to(RunStatus.IN_PROGRESS, "checks passed")
+        self._to(RunStatus.IN_PROGRESS, self._validate())
         self._transfer()
 
     # .............................................................. querying
@@ -328,43 +328,43 @@ class Runner:
         _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
 
     # .............................................................. validation
-    def _validate(self) -> None:
+    def _validate(self) -> str:
+        """Run the checks on the staged rows; the detail of the run's queued -> in_progress event."""
         defn = self.defn
         assert self.staging is not None
-        if not defn.checks:
-            return
-        if self.reused_checks is not None and self.source_token is not None:  # the files were not read again
-            self.store.copy_checks(self.run_id, self.reused_checks)
+        summary = ""  # the checks that failed, if any
+        if defn.checks and self.reused_checks is not None and self.source_token is not None:
+            self.store.copy_checks(self.run_id, self.reused_checks)  # the files were not read again
             self.store.note(self.sync_id, self.run_id, f"the checks were not run again: the files are the ones run "
                             f"{self.reused_checks} checked with the same checks; its results are reused")
-            return
-        from . import checks as checks_mod
-        from . import gx
+        elif defn.checks:
+            from . import checks as checks_mod
+            from . import gx
 
-        evaluation = checks_mod.evaluate_staged(self.staging, defn.checks)
-        self.store.store_checks(self.run_id, _sensitive.protect_results(evaluation.results, defn.sensitive, self.store))
-        if not self.dry:  # GX actions act on a run's results: a preview notifies nobody
-            gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
-                                      note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
-        failed = evaluation.failed
-        if not failed:
-            return
-        if defn.on_invalid == "fail":
-            self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
-            self._set_valid_counters()
-            self._keep_invalid_records()
-            raise ValidationFailed(evaluation.summary() + ". Nothing was sent; fix the data, or use "
-                                   "on_invalid='skip' to quarantine failing rows and send the rest "
-                                   "(the failing rows: run.records(status='invalid')).")
-        # dataset-level checks with no failing rows to quarantine (a mean, a row count, ...)
-        table_failures = [r for r in failed if r.get("scope") == "dataset" and r.get("unexpected_count") is None]
-        if defn.on_invalid == "skip":
-            self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
-        self.store.note(self.sync_id, self.run_id, f"{defn.on_invalid}: {evaluation.summary()}")
-        if table_failures and defn.on_invalid == "skip":
-            self.store.note(self.sync_id, self.run_id, "dataset-level checks failed (recorded; no rows to quarantine): "
-                            + ", ".join(r["check_name"] for r in table_failures))
-        self._set_valid_counters()
+            evaluation = checks_mod.evaluate_staged(self.staging, defn.checks)
+            self.store.store_checks(self.run_id, _sensitive.protect_results(evaluation.results, defn.sensitive, self.store))
+            if not self.dry:  # GX actions act on a run's results: a preview notifies nobody
+                gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
+                                          note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
+            failed = evaluation.failed
+            summary = evaluation.summary() if failed else ""
+            if failed and defn.on_invalid == "fail":
+                self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
+                self._set_valid_counters()
+                self._keep_invalid_records()
+                raise ValidationFailed(summary + ". Nothing was sent; fix the data, or use on_invalid='skip' to quarantine "
+                                       "failing rows and send the rest (the failing rows: run.records(status='invalid')).")
+            if failed:
+                # dataset-level checks with no failing rows to quarantine (a mean, a row count, ...)
+                table_failures = [r for r in failed if r.get("scope") == "dataset" and r.get("unexpected_count") is None]
+                if defn.on_invalid == "skip":
+                    self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
+                self.store.note(self.sync_id, self.run_id, f"{defn.on_invalid}: {summary}")
+                if table_failures and defn.on_invalid == "skip":
+                    self.store.note(self.sync_id, self.run_id, "dataset-level checks failed (recorded; no rows to "
+                                    "quarantine): " + ", ".join(r["check_name"] for r in table_failures))
+                self._set_valid_counters()
+        return checks_outcome(self.staging.invalid_count(), defn.on_invalid, summary)
 
     # .............................................................. transfer
     def _transfer(self) -> None:

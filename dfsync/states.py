@@ -189,6 +189,21 @@ RUN_TRANSITIONS: dict[tuple[RunStatus | None, RunStatus], str] = {
 }
 
 
+def checks_outcome(invalid: int, on_invalid: str, failed: str) -> str:
+    """The detail of a run's ``queued -> in_progress`` event: "checks passed" only when they did
+    and no row was quarantined. ``invalid``: rows quarantined (failing checks under
+    on_invalid='skip', null or repeated keys); ``failed``: the summary of the checks that failed."""
+    rows = f"{invalid} invalid row{'' if invalid == 1 else 's'}"
+    if on_invalid == "warn" and failed:
+        return f"checks failed, the rows are sent anyway (on_invalid='warn'): {failed}"
+    if invalid:
+        why = f"; {failed}" if failed else ": null or repeated primary keys"
+        return f"{rows} quarantined and skipped (on_invalid={on_invalid!r}; run.records(status='invalid')){why}"
+    if failed:  # dataset-level checks only, no row to quarantine
+        return f"checks failed, no row to quarantine (on_invalid={on_invalid!r}): {failed}"
+    return RUN_TRANSITIONS[(RunStatus.QUEUED, RunStatus.IN_PROGRESS)]
+
+
 def check_transition(
     current: RunStatus | SyncStatus | None,
     target: RunStatus | SyncStatus | str,

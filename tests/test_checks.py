@@ -434,6 +434,32 @@ def test_e2e_warn_sends_everything_and_records_failures(tmp_path):
     assert v["success"].to_list() == [False] and v["unexpected_count"].to_list() == [1]
 
 
+def _gate(run) -> str:
+    """The detail of the run's queued -> in_progress event."""
+    return run.events().filter(pl.col("to_status") == "in_progress")["detail"].item()
+
+
+@pytest.mark.parametrize(("on_invalid", "checks", "df", "said"), [
+    ("skip", [dc.between("age", 0, 130)], DATA,
+     "2 invalid rows quarantined and skipped (on_invalid='skip'; run.records(status='invalid')); "
+     "1 check failed: age between: 2 rows"),
+    ("skip", [], pl.concat([DATA, DATA.head(1)]),
+     "2 invalid rows quarantined and skipped (on_invalid='skip'; run.records(status='invalid')): "
+     "null or repeated primary keys"),
+    ("warn", [dc.not_null("email")], DATA,
+     "checks failed, the rows are sent anyway (on_invalid='warn'): 1 check failed: email not_null: 1 rows"),
+    ("skip", [dc.row_count_between(100, 200)], DATA, "checks failed, no row to quarantine (on_invalid='skip'): "
+     "1 check failed: row_count_between: 8 rows (expected 100..200)"),
+    ("skip", [dc.between("age", -10, 300)], DATA, "checks passed"),
+], ids=["skip-checks", "skip-keys", "warn", "skip-dataset", "passed"])
+def test_e2e_the_checks_event_says_what_was_quarantined(tmp_path, on_invalid, checks, df, said):
+    """The run's event was "checks passed" even when rows had been quarantined and skipped."""
+    ws, sync, dest = _sync(tmp_path, df, on_invalid, checks)
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.SUCCESS, run.error
+    assert _gate(run) == said
+
+
 def test_e2e_quarantined_row_is_rechecked_and_sent_once_it_passes(tmp_path):
     ws, sync, dest = _sync(tmp_path, DATA, "skip", [dc.between("age", 0, 130)])
     sync.run(progress=False)
