@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -277,12 +278,24 @@ class Staging:
         return delivered
 
     def _stage_error(self, source: Source, exc: duckdb.Error) -> SourceError:
+        """What failed while the source was read, fingerprinted and diffed: the key when its type
+        is not the delivered state's (the join cannot compare them), else the read itself, with
+        the engine's text and the column it names."""
         msg = str(exc).splitlines()[0]
-        if "Binder" in type(exc).__name__ or "Conversion" in type(exc).__name__:
+        try:
+            delivered = {r[0]: r[1] for r in self.con.execute("DESCRIBE dlv").fetchall()}
+        except duckdb.Error:
+            delivered = {}
+        changed = [f"{k!r} is {self.types[k]} in the source, {delivered[k]} in the delivered state"
+                   for k in self.key if k in delivered and k in self.types and delivered[k] != self.types[k]]
+        if changed:
             return SourceError(
                 f"the source's primary key {list(self.key)} no longer matches the delivered state "
-                f"(types changed?): {msg}. Recreate the sync under a new name to start afresh.")
-        return SourceError(source.read_error(msg))
+                f"(types changed: {'; '.join(changed)}): {msg}. Cast it back in the mapping, or recreate the "
+                f"sync under a new name to start afresh.")
+        named = [c for c in self.columns if re.search(rf"\bcolumn \"?{re.escape(c)}\"?(\W|$)", msg)]
+        text = source.read_error(msg) + (f" (column {named[0]!r})" if len(named) == 1 else "")
+        return SourceError(text if "nothing was sent" in text else text + "; nothing was sent")
 
     def _stage_changed(self, source: Source, counter: Callable[[], int | None], delivered: int) -> dict[str, int] | None:
         """The changed-only diff; None when the counts show a repeated key (or cannot be trusted)."""

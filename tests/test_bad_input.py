@@ -591,3 +591,30 @@ def _check_case(case: Case, root: str, pristine: str, target: str, monkeypatch) 
 def test_enough_cases():
     assert len(CASES) >= 30 and len(FILE_CASES) == 4
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_a_read_error_while_staging_names_what_failed_not_the_key(tmp_path) -> None:
+    """A value that fails a cast in the source's query, on a run after the first, was reported as
+    "the source's primary key no longer matches the delivered state ... Recreate the sync under a
+    new name": the key had not changed, and that advice throws the delivered state away."""
+    pq = tmp_path / "src.parquet"
+    pl.DataFrame({"id": [1, 2, 3], "v": ["1", "2", "3"]}).write_parquet(pq)
+    with dfsync.Workspace(str(tmp_path / "ws.duckdb")) as ws:
+        sync = ws.create_sync("q", source=dfsync.sources.duckdb_query(
+            f"SELECT id, CAST(v AS INTEGER) AS v FROM read_parquet('{pq}')"), primary_key="id",
+            destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+        assert sync.run(progress=False).status == "success"
+        pl.DataFrame({"id": [1, 2, 3], "v": ["1", "abc", "3"]}).write_parquet(pq)
+        run = sync.run(progress=False)
+        assert run.status == "failed"
+        assert "Could not convert string 'abc' to INT32" in run.error and "(column 'v')" in run.error
+        assert "primary key" not in run.error and "Recreate" not in run.error
+        assert "nothing was sent" in run.error
+        # the key's type did change: said so, naming the column and both types
+        df = pl.DataFrame({"id": [1, 2], "v": [1, 2]})
+        keyed = ws.create_sync("k", source=dfsync.sources.frame(df), primary_key="id",
+                               destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="k"))
+        assert keyed.run(progress=False).status == "success"
+        run = keyed.run(source=dfsync.sources.frame(df.with_columns(pl.col("id").cast(pl.String))), progress=False)
+        assert run.status == "failed"
+        assert "'id' is VARCHAR in the source, BIGINT in the delivered state" in run.error
