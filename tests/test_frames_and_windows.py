@@ -390,3 +390,35 @@ def test_a_stored_inf_cursor_is_named_instead_of_reading_nothing(tmp_path):
         run = sync.run(progress=False)
         assert run.status == "failed" and "'seq' is +inf as the sync's stored cursor" in run.error
         assert "sync.reset()" in run.error
+
+
+def test_a_time_zone_spelled_another_way_is_neither_a_schema_change_nor_a_change_of_values(ws, tmp_path):
+    """"UTC", "Etc/UTC" and "+00:00" (or any zone holding the same instants) between runs: no
+    schema event, nothing sent again, the cursor still moves; other instants are changed values."""
+    at = [datetime(2024, 1, 1, 12), datetime(2024, 6, 1, 8), datetime(2024, 12, 31, 23)]
+    base = pl.DataFrame({"id": [1, 2, 3], "at": at}).with_columns(pl.col("at").dt.replace_time_zone("UTC"))
+
+    def source(tz, df=base):
+        return dfsync.sources.frame(df.with_columns(pl.col("at").dt.convert_time_zone(tz)))
+
+    sync = ws.create_sync("tz", source=source("UTC"), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="at")
+    assert sync.run(progress=False).counts["inserted"] == 3
+    for tz in ("Etc/UTC", "+00:00", "America/New_York", "UTC"):
+        run = sync.run(source=source(tz), progress=False)
+        assert run.status == "success", (tz, run.error)
+        assert run.counts["sent"] == 0 and run.counts["unchanged"] >= 1, (tz, run.counts)
+        assert run.events().filter(pl.col("kind") == "schema").is_empty(), tz
+    later = pl.concat([base, pl.DataFrame({"id": [4], "at": [datetime(2025, 1, 1)]}).with_columns(
+        pl.col("at").dt.replace_time_zone("UTC"))])
+    run = sync.run(source=source("Etc/UTC", later), progress=False)
+    assert run.counts["inserted"] == 1 and run.counts["sent"] == 1
+    assert sync.cursor == datetime(2025, 1, 1, tzinfo=timezone.utc)
+    # the same wall clock in another zone is another instant: the rows changed
+    moved = later.with_columns(pl.col("at").dt.replace_time_zone(None).dt.replace_time_zone("Asia/Tokyo"))
+    full = ws.create_sync("tz_full", source=dfsync.sources.frame(base), destination=dest(tmp_path, "t_full"),
+                          primary_key="id")
+    assert full.run(progress=False).counts["inserted"] == 3
+    run = full.run(source=dfsync.sources.frame(moved.head(3)), progress=False)
+    assert run.counts["updated"] == 3 and run.events().filter(pl.col("kind") == "schema").is_empty()
+    assert read(tmp_path, "t_full")["at"].to_list() == moved.head(3)["at"].to_list()
