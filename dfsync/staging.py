@@ -75,8 +75,6 @@ class Staging:
         config = {"temp_directory": self.temp_dir, "preserve_insertion_order": "false",
                   "memory_limit": self.memory_limit}
         self.con = duckdb.connect(":memory:", config=config)
-        # DuckDB's own bar (statements past 2 s) printed to stdout, pipes too: into `dfsync run --json`
-        self.con.execute("SET enable_progress_bar = false")
         limit = memory_bytes(self.memory_limit)  # the delivered state up to half of it is scanned as Arrow
         self.state_bytes = None if limit is None else limit // 2
         self.columns: list[str] = []

@@ -121,14 +121,3 @@ def test_create_sync_learns_a_duckdb_querys_columns_without_running_it(tmp_path)
     run = sync.run(progress=False)  # the run executes it, and says so
     assert run.status == "failed" and "the query ran" in run.error
 
-
-def test_staging_statements_print_no_duckdb_progress_bar():
-    """DuckDB prints its own progress bar to stdout (a pipe too) for a statement past 2 s: a large
-    source's read and diff wrote it into `dfsync run --json` output and beside the run's own bar."""
-    from dfsync.staging import Staging
-
-    staging = Staging()
-    try:
-        assert staging.con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
-    finally:
-        staging.close()
