@@ -61,3 +61,25 @@ def test_delta_commits_once_per_default_batch(tmp_path, monkeypatch):
     commits = [h for h in DeltaTable(path).history() if "dfsync" in h and "batch" in json.loads(h["dfsync"])]
     assert len(commits) == 3
     assert pl.read_delta(path).sort("id").equals(frame(1000))
+
+
+def test_duckdb_last_batch_leaves_its_partial_row_group_last(tmp_path):
+    # a batch that is not whole row groups (a run's last) used to leave its partial row group
+    # ahead of a full one, which a later re-sync's checkpoint rewrote (bench/RESULTS.md, issue 22)
+    n = 2 * ROW_GROUP + 40_000
+    src = tmp_path / "src.parquet"
+    frame(n).write_parquet(src, row_group_size=30_000)  # read back in several Arrow chunks
+    dest = str(tmp_path / "dest.duckdb")
+    with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:
+        sync = ws.create_sync("s", source=dfsync.sources.files(str(src)), primary_key="id",
+                              destination=dfsync.destinations.duckdb(dest, table="t"))
+        assert sync.run(progress=False).status == "success"
+    con = duckdb.connect(dest, read_only=True)
+    try:
+        groups = [r[1] for r in con.execute(
+            "SELECT row_group_id, sum(count) FROM pragma_storage_info('t') WHERE column_id = 0 "
+            "AND segment_type <> 'VALIDITY' GROUP BY 1 ORDER BY 1").fetchall()]
+        assert con.execute("SELECT count(*), count(DISTINCT id), sum(id) FROM t").fetchone() == (n, n, n * (n - 1) // 2)
+    finally:
+        con.close()
+    assert sum(groups) == n and groups[:-1] == [ROW_GROUP] * (len(groups) - 1), groups
