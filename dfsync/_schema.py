@@ -383,6 +383,15 @@ def check_destination_types(destination: Any, schema: Any) -> None:
     try:
         arrow = pl.DataFrame(schema=schema).to_arrow().schema
     except Exception:  # checked again before anything is sent (Runner._decide_schema)
+        for name, dtype in schema.items():  # a polars type with no Arrow form (Int128) cannot be staged
+            try:
+                pl.DataFrame(schema={name: dtype}).to_arrow()
+            except Exception as exc:
+                raise SchemaMismatchError(
+                    f"column {name!r} is polars {dtype}, which has no Arrow form to stage or send "
+                    f"({type(exc).__name__}: {str(exc)[:120]}); cast it in the sync's mapping, e.g. "
+                    f"mapping={{{name!r}: pl.col({name!r}).cast(pl.Decimal(38, 0))}} (exact up to 38 digits) "
+                    f"or .cast(pl.String)") from None
         return
     destination.check_schema(arrow)
 

@@ -437,3 +437,33 @@ def test_infinite_timestamps_and_dates_reach_duckdb_and_are_refused_elsewhere(ki
     assert run.status == "success", run.error
     rows = read_rows(kind, dest, ["ts"])
     assert [r["ts"] for r in rows] == [None, datetime(2020, 1, 1)]
+
+
+def test_polars_int128_and_durations_inside_lists_for_parquet_are_refused_at_create_sync(tmp_path):
+    """A polars Int128 column has no Arrow form: create_sync let it through and the run failed
+    with a bare "ArrowInvalid: Invalid or unsupported format string: '_pli128'" naming no
+    column. A list of durations for Parquet (durations alone are refused) failed the run with
+    pyarrow's 'Unhandled type for Arrow to Parquet schema conversion'. Both are refused when the
+    sync is created, naming the column, and the cast given for Int128 reads back exact."""
+    import duckdb
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    df = pl.DataFrame({"id": [1, 2], "big": pl.Series([2**100, -5], dtype=pl.Int128)})
+    with pytest.raises(dfsync.errors.SchemaMismatchError) as exc:
+        ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.duckdb(path, "t"),
+                       primary_key="id")
+    assert "'big'" in str(exc.value) and "pl.Decimal(38, 0)" in str(exc.value)
+    run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dfsync.destinations.duckdb(path, "t"),
+                         primary_key="id", mapping={"id": "id", "big": pl.col("big").cast(pl.Decimal(38, 0))}
+                         ).run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("SELECT big::VARCHAR FROM t ORDER BY id").fetchall() == [(str(2**100),), ("-5",)]
+    con.close()
+    durations = pl.DataFrame({"id": [1], "l": [[timedelta(seconds=5)]], "st": [{"d": timedelta(0)}]})
+    for col in ("l", "st"):
+        with pytest.raises(dfsync.errors.SchemaMismatchError) as exc:
+            ws.create_sync(f"p_{col}", source=dfsync.sources.frame(durations.select("id", col)),
+                           destination=dfsync.destinations.parquet(str(tmp_path / "lake")), primary_key="id")
+        assert f"column {col!r}" in str(exc.value) and "total_microseconds" in str(exc.value)

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._arrow import holds, is_interval
 from .._paths import not_writable
 from .._schema import plan_table
 from ..errors import ConfigError, DestinationError, SchemaMismatchError
@@ -58,11 +59,13 @@ class ParquetDestination(Destination):
         return json.dumps({"kind": self.kind, "directory": os.path.abspath(self.directory)})
 
     def column_type(self, t: pa.DataType) -> str | None:
-        if t == pa.month_day_nano_interval() or pa.types.is_duration(t):
-            # Parquet's INTERVAL keeps milliseconds: finer durations would be cut
+        if holds(t, is_interval):
+            # Parquet's INTERVAL keeps milliseconds: finer durations would be cut (inside a list or
+            # struct pyarrow has no Parquet form at all: the run failed with ArrowNotImplementedError)
             raise SchemaMismatchError(
                 "Parquet keeps durations to the millisecond only; send them as a number of microseconds, "
-                "e.g. mapping={c: pl.col(c).dt.total_microseconds()}, or as text (pl.col(c).cast(pl.String))")
+                "e.g. mapping={c: pl.col(c).dt.total_microseconds()} (in a list: "
+                "pl.col(c).list.eval(pl.element().dt.total_microseconds())), or as text (pl.col(c).cast(pl.String))")
         return None
 
     def open(self, ctx: DestinationContext) -> DestinationSession:
