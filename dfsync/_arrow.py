@@ -169,3 +169,43 @@ def to_polars(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
     if isinstance(data, pa.RecordBatch):
         data = pa.Table.from_batches([data])
     return pl.from_arrow(without_intervals(data))  # type: ignore[return-value]
+
+
+def _struct_name_problem(t: pa.DataType) -> str | None:
+    """How a struct anywhere inside ``t`` has field names staging cannot keep (an empty name, a name
+    twice), or None."""
+    if pa.types.is_struct(t):
+        names = [t.field(i).name for i in range(t.num_fields)]
+        if "" in names:
+            return "unnamed ('')"
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return f"named twice ({', '.join(map(repr, twice))})"
+        children = [t.field(i).type for i in range(t.num_fields)]
+    elif pa.types.is_map(t):
+        children = [t.key_type, t.item_type]
+    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) \
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        children = [t.value_type]
+    else:
+        return None
+    for c in children:
+        bad = _struct_name_problem(c)
+        if bad is not None:
+            return bad
+    return None
+
+
+def refuse_struct_names(schema: pa.Schema) -> None:
+    """Refuse a struct (anywhere in a column) with an unnamed field or a field name twice: DuckDB
+    staging renames one ('' becomes 'element1'), so the value would not read back as sent."""
+    from .errors import SchemaMismatchError
+
+    for f in schema:
+        bad = _struct_name_problem(f.type)
+        if bad is not None:
+            raise SchemaMismatchError(
+                f"column {f.name!r} ({f.type}) holds a struct whose fields are {bad}: staging would rename "
+                f"one (an empty name becomes 'element1'), so the value would not read back as sent. Rename "
+                f"the fields at the source, or send the column as JSON text (mapping={{{f.name!r}: "
+                f"pl.col({f.name!r}).struct.json_encode()}}). Nothing was sent.")

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from ._arrow import refuse_struct_names
 from ._settings import memory_bytes
 from .errors import ConfigError, SchemaMismatchError
 
@@ -56,6 +57,7 @@ class Counted:
         self.rows = 0
         self.done = False
         self.lossy: tuple[str, int] | None = None
+        refuse_struct_names(reader.schema)
         inner = reader
         ns = [f.name for f in reader.schema if pa.types.is_duration(f.type) and f.type.unit == "ns"]
 

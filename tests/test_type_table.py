@@ -467,3 +467,41 @@ def test_polars_int128_and_durations_inside_lists_for_parquet_are_refused_at_cre
             ws.create_sync(f"p_{col}", source=dfsync.sources.frame(durations.select("id", col)),
                            destination=dfsync.destinations.parquet(str(tmp_path / "lake")), primary_key="id")
         assert f"column {col!r}" in str(exc.value) and "total_microseconds" in str(exc.value)
+
+
+def test_struct_fields_staging_would_rename_are_refused(tmp_path):
+    """A struct with an unnamed field ('') was delivered with the field renamed 'element1' (DuckDB
+    staging names it), and a field name given twice kept one value: the run said success. Both are
+    refused at create_sync and, for a source that gains such a column later, before anything is
+    sent; the JSON text the error proposes reads back with the field names as they were."""
+    import duckdb
+    import pyarrow as pa
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    unnamed = pa.table({"id": [1, 2], "s": pa.array([{"": 1, "b": 2}, {"": 3, "b": 4}],
+                                                     pa.struct([("", pa.int64()), ("b", pa.int64())]))})
+    twice = pa.table({"id": [1], "l": pa.array([[{"a": 1}]], pa.list_(pa.struct([("a", pa.int64())])))})
+    twice = twice.set_column(1, "l", pa.array([[(1, 2)]], pa.list_(pa.struct([("a", pa.int64()), ("a", pa.int64())]))))
+    for table, col, what in ((unnamed, "s", "unnamed"), (twice, "l", "named twice ('a')")):
+        with pytest.raises(dfsync.errors.SchemaMismatchError) as exc:
+            ws.create_sync(f"bad_{col}", source=dfsync.sources.frame(table),
+                           destination=dfsync.destinations.duckdb(path, f"t_{col}"), primary_key="id")
+        assert f"column {col!r}" in str(exc.value) and what in str(exc.value)
+    # a sync created on good data, then run on a frame that gained the column: refused, nothing sent
+    sync = ws.create_sync("later", source=dfsync.sources.frame(unnamed.drop_columns(["s"])),
+                          destination=dfsync.destinations.duckdb(path, "t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=dfsync.sources.frame(unnamed), progress=False)
+    assert run.status == "failed" and "'s'" in run.error and "element1" in run.error
+    con = duckdb.connect(path, read_only=True)
+    assert [c[0] for c in con.execute("DESCRIBE t").fetchall()] == ["id"]
+    con.close()
+    # the way out the error names
+    run = ws.create_sync("json", source=dfsync.sources.frame(unnamed), destination=dfsync.destinations.duckdb(path, "j"),
+                         primary_key="id", mapping={"id": "id", "s": pl.col("s").struct.json_encode()}).run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(path, read_only=True)
+    got = [json.loads(v) for (v,) in con.execute("SELECT s FROM j ORDER BY id").fetchall()]
+    con.close()
+    assert got == [{"": 1, "b": 2}, {"": 3, "b": 4}]

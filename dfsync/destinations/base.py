@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from .._arrow import string_scalar
+from .._arrow import refuse_struct_names, string_scalar
 from .._kinds import Kinds
 from ..errors import ConfigError, SchemaMismatchError
 from ..states import DestinationMode
@@ -238,6 +238,7 @@ class Destination(ABC):
     def check_schema(self, schema: pa.Schema) -> None:
         """Refuse, naming the column, a field type this destination cannot hold (at create_sync
         when the source's schema is known, else before anything is sent)."""
+        refuse_struct_names(schema)
         for f in schema:
             if self.max_name is not None:
                 limit, unit = self.max_name
