@@ -505,3 +505,41 @@ def test_struct_fields_staging_would_rename_are_refused(tmp_path):
     got = [json.loads(v) for (v,) in con.execute("SELECT s FROM j ORDER BY id").fetchall()]
     con.close()
     assert got == [{"": 1, "b": 2}, {"": 3, "b": 4}]
+
+
+@pytest.mark.parametrize("case", ["decimal256", "float16", "negative_scale", "decimal256_in_list"])
+def test_arrow_types_polars_cannot_read_are_refused_naming_the_cast_that_works(case, tmp_path):
+    """An Arrow table with a decimal256 column crashed create_sync with a polars PanicException
+    ('operator does not support primitive Int256'); a float16 column failed the run with
+    'Unsupported Internal Arrow Type e' and a negative-scale decimal with 'Decimal scale is not a
+    valid integer', naming no column. Each is refused naming the column and an exact cast, and
+    the table cast that way syncs and reads back equal."""
+    from decimal import Decimal
+
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+
+    value, cast, expect, said = {
+        "decimal256": (pa.array([Decimal("12.50")], pa.decimal256(20, 2)), pa.decimal128(20, 2), "12.50",
+                       "pa.decimal128(20, 2)"),
+        "float16": (pa.array(np.array([1.5], dtype=np.float16)), pa.float32(), "1.5", "pa.float32()"),
+        "negative_scale": (pa.array([Decimal("1E+3")], pa.decimal128(5, -2)), pa.decimal128(7, 0), "1000",
+                           "pa.decimal128(7, 0)"),
+        "decimal256_in_list": (pa.array([[Decimal("2.5")]], pa.list_(pa.decimal256(10, 1))),
+                               pa.list_(pa.decimal128(10, 1)), "[2.5]", "inside its list<item: decimal256(10, 1)>"),
+    }[case]
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.duckdb")
+    table = pa.table({"id": [1], "v": value})
+    with pytest.raises(dfsync.errors.SchemaMismatchError) as exc:
+        ws.create_sync("s", source=dfsync.sources.frame(table), destination=dfsync.destinations.duckdb(path, "t"),
+                       primary_key="id")
+    assert "column 'v'" in str(exc.value) and said in str(exc.value), str(exc.value)
+    fixed = table.set_column(1, "v", table["v"].cast(cast))
+    run = ws.create_sync("s", source=dfsync.sources.frame(fixed), destination=dfsync.destinations.duckdb(path, "t"),
+                         primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("SELECT v::VARCHAR FROM t").fetchall() == [(expect,)]
+    con.close()

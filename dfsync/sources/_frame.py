@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from .._pandas import pandas_to_polars
-from ..errors import ConfigError, SessionOnlyError
+from ..errors import ConfigError, SchemaMismatchError, SessionOnlyError
 from .base import CursorFilter, Source, register_source
 
 
@@ -72,8 +72,42 @@ def _to_lazy(df: Any) -> pl.LazyFrame:
 
         if isinstance(df, pa.RecordBatch):
             df = pa.Table.from_batches([df])
+        _refuse_arrow_types(df.schema)
         return pl.from_arrow(df).lazy()  # type: ignore[union-attr]
     if mod == "pandas":
         return pandas_to_polars(df).lazy()
     _check_frame(df)
     raise AssertionError("unreachable")
+
+
+def _arrow_type_problem(t: Any) -> str | None:
+    """Why polars cannot take Arrow type ``t`` (anywhere inside a list/struct/map) and the exact
+    cast that it can, or None."""
+    import pyarrow as pa
+
+    if pa.types.is_float16(t):
+        return "half-precision floats, which polars cannot read; cast it to pa.float32() (every value stays exact)"
+    if pa.types.is_decimal(t):
+        p, sc = t.precision, t.scale
+        if sc < 0:
+            return (f"decimals with a negative scale ({t}), which polars cannot read; cast it to "
+                    f"pa.decimal128({p - sc}, 0) (exact)" if p - sc <= 38 else
+                    f"decimals with a negative scale ({t}), which polars cannot read; cast it to pa.string()")
+        if pa.types.is_decimal256(t) or p > 38:
+            return (f"256-bit decimals ({t}), which polars cannot read; cast it to pa.decimal128({p}, {sc}) "
+                    f"(exact)" if p <= 38 else f"decimals of {p} digits ({t}), more than the 38 dfsync "
+                    f"stages; cast it to pa.string() to keep every digit")
+    for i in range(getattr(t, "num_fields", 0)):
+        why = _arrow_type_problem(t.field(i).type)
+        if why is not None:
+            return why if why.startswith("inside") else f"inside its {t}: {why}"
+    return None
+
+
+def _refuse_arrow_types(schema: Any) -> None:
+    for f in schema:
+        why = _arrow_type_problem(f.type)
+        if why is not None:
+            raise SchemaMismatchError(f"column {f.name!r} of the Arrow table holds {why}, e.g. "
+                                      f"table.cast(...) or table.set_column(...), before sources.frame(). "
+                                      f"Nothing was sent.")
