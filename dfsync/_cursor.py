@@ -77,13 +77,21 @@ def refuse_stuck_values(staging: Any, defn: Any) -> None:
         return
     c = quote(field)
     kind = staging.con.execute(f"SELECT typeof({c}) FROM stg LIMIT 1").fetchall()
-    if not kind or kind[0][0] not in ("DOUBLE", "FLOAT"):
+    if not kind or not (kind[0][0] in ("DOUBLE", "FLOAT") or kind[0][0] == "DATE"
+                        or kind[0][0].startswith("TIMESTAMP")):
         return
     where = f"{staging.send_filter(defn.destination_mode)} AND rowid NOT IN (SELECT _rid FROM invalid)"
-    n_nan, n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isnan({c})), count(*) FILTER (WHERE "
-                                       f"isinf({c}) AND {c} > 0) FROM stg WHERE {where}").fetchall()[0]
-    if n_inf or n_nan:
-        raise _stuck(field, "+inf" if n_inf else "NaN", f"in {n_inf or n_nan} row(s) this run would send")
+    if kind[0][0] in ("DOUBLE", "FLOAT"):
+        n_nan, n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isnan({c})), count(*) FILTER (WHERE "
+                                           f"isinf({c}) AND {c} > 0) FROM stg WHERE {where}").fetchall()[0]
+        if n_inf or n_nan:
+            raise _stuck(field, "+inf" if n_inf else "NaN", f"in {n_inf or n_nan} row(s) this run would send")
+        return
+    # a date or timestamp of 'infinity' (a DuckDB or PostgreSQL source): no value is past it either
+    n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isinf({c}) AND {c} > '1970-01-01') "
+                                f"FROM stg WHERE {where}").fetchall()[0][0]
+    if n_inf:
+        raise _stuck(field, "infinity", f"in {n_inf} row(s) this run would send")
 
 
 def refuse_stuck_cursor(field: str, delivered: Any) -> None:

@@ -354,6 +354,32 @@ def test_a_cursor_of_inf_or_nan_fails_the_run_before_anything_is_sent(ws, tmp_pa
     assert read(tmp_path)["id"].to_list() == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("kind", ["TIMESTAMP", "TIMESTAMPTZ", "DATE"])
+def test_an_infinite_date_or_timestamp_cursor_fails_the_run_naming_it(ws, tmp_path, kind):
+    """A DuckDB query (or a PostgreSQL source) can give 'infinity' dates and timestamps: as the
+    greatest cursor it failed the run with a raw 'OverflowError: date value out of range' after
+    staging, naming nothing; it is refused like +inf, and the query fix the message names works."""
+    import duckdb
+
+    src = str(tmp_path / "src.duckdb")
+    con = duckdb.connect(src)
+    con.execute(f"CREATE TABLE e AS SELECT 1 AS id, '2024-01-01'::{kind} AS ts "
+                f"UNION ALL SELECT 2, 'infinity'::{kind} UNION ALL SELECT 3, '2024-02-01'::{kind}")
+    con.close()
+
+    def make(query):
+        return ws.create_sync("inf", source=dfsync.sources.duckdb_query(query, database=src), destination=dest(tmp_path),
+                              primary_key="id", sync_mode="incremental", cursor_field="ts")
+
+    run = make("SELECT * FROM e").run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert ws.store.run_row(run.id)["error_kind"] == "CursorValueError"
+    assert "the cursor field 'ts' is infinity in 1 row(s)" in run.error
+    run = make("SELECT id, CASE WHEN isfinite(ts) THEN ts END AS ts FROM e").run(progress=False)
+    assert run.status == "success", run.error
+    assert sorted(read(tmp_path)["id"].to_list()) == [1, 2, 3]
+
+
 @pytest.mark.parametrize("low", [float("-inf"), None], ids=["-inf", "null"])
 def test_minus_inf_and_null_cursors_leave_the_window_moving(ws, tmp_path, low):
     df = pl.DataFrame({"id": [1, 2], "seq": [low, 1.0]}, schema={"id": pl.Int64, "seq": pl.Float64})
