@@ -123,6 +123,13 @@ class WorkspaceError(DfsyncError):
     """The workspace file could not be used."""
 
 
+class RunNotFoundError(WorkspaceError, KeyError):
+    """No run with that id exists in the workspace (``ws.run(id)``)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
 class WorkspaceBusy(WorkspaceError):
     """Another process holds the workspace file open for writing."""
 

@@ -8,6 +8,7 @@ handle never goes stale and a run started in another process shows up here too.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -223,8 +224,14 @@ class Workspace:
         return self.store.runs_frame(limit=limit)
 
     def run(self, run_id: int) -> SyncRun:
-        """A run by id (as shown in ``sync.runs()``)."""
-        row = self.store.run_row(int(run_id))
+        """A run by id (as shown in ``sync.runs()``); :class:`dfsync.RunNotFoundError` if there is none."""
+        try:
+            if isinstance(run_id, bool):
+                raise TypeError
+            run_id = int(run_id.strip()) if isinstance(run_id, str) else operator.index(run_id)
+        except (TypeError, ValueError):
+            raise ConfigError(f"a run id is a whole number (the run_id column of sync.runs()), not {run_id!r}") from None
+        row = self.store.run_row(run_id)
         return SyncRun(self, int(run_id), self.store.sync_row(sync_id=row["sync_id"])["name"])
 
     def delete_sync(self, name: str) -> None:

@@ -400,3 +400,25 @@ def test_columns_differing_only_in_case_fail_at_create_sync(ws, tmp_path):
     sync = ws.create_sync("c", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
                           mapping={"id": "id", "name": "name"})
     assert sync.run(progress=False).status == "success"
+
+
+def test_a_run_id_not_in_the_workspace_is_a_run_not_found_error(ws_target, tmp_path):
+    """ws.run(999) raised a bare WorkspaceError and ws.run('abc') a bare ValueError; a missing run is
+    dfsync.RunNotFoundError (KeyError-like, as SyncNotFoundError for names; still a WorkspaceError),
+    an id that is not a whole number a ConfigError, and run ids as sync.runs() gives them work."""
+    import numpy as np
+
+    ws = dfsync.Workspace(ws_target)
+    sync = ws.create_sync("r", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})),
+                          destination=dfsync.destinations.parquet(str(tmp_path / "lake")), primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    with pytest.raises(dfsync.RunNotFoundError, match="no run with id 999") as exc:
+        ws.run(999)
+    assert isinstance(exc.value, KeyError) and isinstance(exc.value, dfsync.errors.WorkspaceError)
+    for bad in ("abc", 1.5, True, None):
+        with pytest.raises(dfsync.ConfigError, match="whole number"):
+            ws.run(bad)
+    ids = sync.runs()["run_id"]
+    for given in (ids[0], ids.to_numpy()[0], str(ids[0])):
+        assert ws.run(given).id == run.id

@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from .._ident import quote
-from ..errors import InvalidTransition, SyncNotFoundError, WorkspaceError
+from ..errors import InvalidTransition, RunNotFoundError, SyncNotFoundError
 from ..states import RunStatus, SyncStatus, check_transition, sync_target
 from ._buckets import BucketOps
 from ._common import (
@@ -300,7 +300,7 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
         with self._connect() as con:
             row = one_row(con.execute("SELECT * FROM runs WHERE id = ?", [run_id]))
         if row is None:
-            raise WorkspaceError(f"no run with id {run_id} in this workspace")
+            raise RunNotFoundError(f"no run with id {run_id} in this workspace (sync.runs() lists a sync's runs)")
         return row
 
     def runs_frame(self, sync_id: int | None = None, limit: int | None = None) -> pl.DataFrame:
