@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 import dfsync
-from dfsync.destinations.base import ACTION_COLUMN, DestinationContext, WriteBatch
+from dfsync.destinations.base import ACTION_COLUMN, EXISTS_MESSAGE, DestinationContext, WriteBatch
 from dfsync.errors import ConfigError, DestinationError, SchemaMismatchError
 from dfsync.states import DestinationMode
 
@@ -102,7 +102,7 @@ def test_insert_mode_into_a_table_empty_when_the_run_began(tmp_path, requeried):
     res = write_all(dest, c, b1, b2)
     got = read(path).to_dict(as_series=False)
     if requeried:
-        assert list(res[1].failed) == [0] and "already in the table" in res[1].failed[0]
+        assert list(res[1].failed) == [0] and res[1].failed[0] == EXISTS_MESSAGE
         assert got == {"id": [1, 2, 3], "v": [1.0, 2.0, 3.0]}
     else:
         assert [r.failed for r in res] == [{}, {}]
