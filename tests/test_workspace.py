@@ -406,7 +406,6 @@ def test_a_run_id_not_in_the_workspace_is_a_run_not_found_error(ws_target, tmp_p
     """ws.run(999) raised a bare WorkspaceError and ws.run('abc') a bare ValueError; a missing run is
     dfsync.RunNotFoundError (KeyError-like, as SyncNotFoundError for names; still a WorkspaceError),
     an id that is not a whole number a ConfigError, and run ids as sync.runs() gives them work."""
-    import numpy as np
 
     ws = dfsync.Workspace(ws_target)
     sync = ws.create_sync("r", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})),
