@@ -15,6 +15,7 @@ import json
 import math
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,20 +143,18 @@ def _parser() -> Any:
 def sql_compares_rows(predicate: str) -> bool:
     """True when the predicate's value for a row depends on other rows (a window function:
     ``x < avg(x) OVER ()``, ``count(*) OVER (PARTITION BY email) = 1``)."""
-    found = []
+    return any(node.get("class") == "WINDOW" for node in _nodes(_parse(predicate)))
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("class") == "WINDOW":
-                found.append(node)
-            for x in node.values():
-                walk(x)
-        elif isinstance(node, list):
-            for x in node:
-                walk(x)
 
-    walk(_parse(predicate))
-    return bool(found)
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every node of a parse tree (DuckDB's JSON form), parents before their children."""
+    if isinstance(node, dict):
+        yield node
+        for x in node.values():
+            yield from _nodes(x)
+    elif isinstance(node, list):
+        for x in node:
+            yield from _nodes(x)
 
 
 def _parse(predicate: str) -> Any:
@@ -176,27 +175,17 @@ def _parse(predicate: str) -> Any:
 
 def sql_columns(predicate: str) -> list[str]:
     """Column names a SQL predicate reads (parsed by DuckDB; lambda parameters excluded)."""
-    select_list = _parse(predicate)
     cols: list[str] = []
     lambdas: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("class") == "LAMBDA":
-                lhs = node.get("lhs") or {}
-                for sub in lhs.get("children", [lhs]):
-                    lambdas.update(sub.get("column_names", [])[-1:])
-            if node.get("class") == "COLUMN_REF":
-                name = node["column_names"][-1]
-                if name not in cols:
-                    cols.append(name)
-            for x in node.values():
-                walk(x)
-        elif isinstance(node, list):
-            for x in node:
-                walk(x)
-
-    walk(select_list)
+    for node in _nodes(_parse(predicate)):
+        if node.get("class") == "LAMBDA":
+            lhs = node.get("lhs") or {}
+            for sub in lhs.get("children", [lhs]):
+                lambdas.update(sub.get("column_names", [])[-1:])
+        if node.get("class") == "COLUMN_REF":
+            name = node["column_names"][-1]
+            if name not in cols:
+                cols.append(name)
     return [c for c in cols if c not in lambdas]
 
 
