@@ -8,6 +8,8 @@ frames and Arrow tables are read without a copy.
 
 from __future__ import annotations
 
+import io
+import re
 from typing import Any
 
 import polars as pl
@@ -61,9 +63,27 @@ def _check_frame(df: Any) -> None:
     )
 
 
+#: a plan node that reads files (``Parquet SCAN [path]``, ``Csv SCAN``, ``Ipc SCAN``, ``NDJson SCAN``)
+_FILE_SCAN = re.compile(r"\b\w+ SCAN \[")
+
+
+def _fresh(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """``lf`` without what polars resolved the first time it ran it. A LazyFrame keeps its file
+    scans' resolution (the files a glob matched, a Parquet file's footer) from its first collect: a
+    file added to the glob between runs was never read, and a Parquet file rewritten with more rows
+    read as its old row groups (or failed with 'Invalid thrift'), each run a success. A plan that
+    reads files is rebuilt from its serialized form at each read, which resolves them again."""
+    try:
+        if not _FILE_SCAN.search(lf.explain(optimized=False)):
+            return lf
+        return pl.LazyFrame.deserialize(io.BytesIO(lf.serialize()))
+    except Exception:  # noqa: BLE001 - a plan polars cannot serialize (or explain) is read as it is
+        return lf
+
+
 def _to_lazy(df: Any) -> pl.LazyFrame:
     if isinstance(df, pl.LazyFrame):
-        return df
+        return _fresh(df)
     if isinstance(df, pl.DataFrame):
         return df.lazy()
     mod = type(df).__module__.split(".")[0]
