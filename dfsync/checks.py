@@ -264,8 +264,18 @@ def _dedupe(checks: list[Check]) -> list[Check]:
 
 
 
+#: the level of each built-in kind, whatever a stored definition says: a sync stored by an earlier
+#: version keeps the scope the kind has now (a sql() window predicate stored as row-level was
+#: computed over the changed rows alone; see sql())
+_LEVELS = {"not_null": ROW, "between": ROW, "in_set": ROW, "matches": ROW, "length_between": ROW,
+           "unique": TABLE, "row_count_between": TABLE}
+
+
 def checks_from_config(configs: list[dict]) -> list[Check]:
     """Rebuild checks from their :meth:`Check.config` (as stored with a sync definition).
+
+    A check's level (rows about to be sent, or the whole data set) is decided again from
+    its kind and arguments, as when it was made, never taken from the stored definition.
 
     >>> checks_from_config([not_null("email").config()])[0].name
     'email not_null'
@@ -281,9 +291,11 @@ def checks_from_config(configs: list[dict]) -> list[Check]:
 
                 expr = pl.Expr.deserialize(io.BytesIO(base64.b64decode(cfg["params"]["expr"])))
                 out.append(ExpressionCheck(expr, name=cfg["name"], mostly=cfg.get("mostly", 1.0)))
+            elif kind == "sql":  # its level from the predicate, as sql() decides it now (see below)
+                out.append(sql(cfg["params"]["predicate"], name=cfg["name"], mostly=cfg.get("mostly", 1.0)))
             else:
                 params = dict(cfg.get("params") or {})
-                c = Check(kind, cfg.get("column"), name=cfg["name"], level=cfg.get("level", ROW),
+                c = Check(kind, cfg.get("column"), name=cfg["name"], level=_LEVELS.get(kind, cfg.get("level", ROW)),
                           mostly=cfg.get("mostly", 1.0), **params)
                 out.append(c)
         except (KeyError, TypeError, AttributeError) as exc:

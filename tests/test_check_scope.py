@@ -389,3 +389,40 @@ def test_a_sql_predicate_with_a_window_function_sees_the_whole_source(tmp_path):
     assert run.records(status="invalid")["id"].to_list() == [4]
     assert run.counts["sent"] == 0 and run.validation()["scope"].to_list() == ["dataset"]
     ws.close()
+
+
+
+def test_a_stored_check_takes_the_level_its_kind_has_now(tmp_path, dfsync_cli):
+    # a sync stored before sql() window predicates became dataset-level kept level 'row' in its
+    # definition, and a process reading it back computed count(*) OVER (PARTITION BY email) over
+    # the changed rows alone: a re-sync giving row 4 a delivered row's e-mail sent it
+    src, ws_path = tmp_path / "people.parquet", str(tmp_path / "ws.duckdb")
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "email": ["a@x", "b@x", "c@x", "d@x"]})
+    df.write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:
+        sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
+                              destination=dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t"),
+                              primary_key="id", on_invalid="skip",
+                              checks=[dc.sql("count(*) OVER (PARTITION BY email) = 1", name="email once"),
+                                      dc.unique("email", name="email unique")])
+        assert sync.run(progress=False).counts["inserted"] == 4
+    con = duckdb.connect(ws_path)  # as an earlier version stored it
+    (raw,) = con.execute("SELECT definition FROM syncs WHERE name = 's'").fetchone()
+    old = json.loads(raw)
+    for c in old["checks"]:
+        c["level"] = "row"
+    con.execute("UPDATE syncs SET definition = ? WHERE name = 's'", [json.dumps(old)])
+    con.close()
+    df.with_columns(email=pl.when(pl.col("id") == 4).then(pl.lit("a@x")).otherwise(pl.col("email"))) \
+        .write_parquet(src)
+    res = dfsync_cli("run", "s", "-w", ws_path, "--json")  # another process: the stored definition
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["counts"]["invalid"] == 1 and out["counts"]["sent"] == 0, out
+    assert [c["scope"] for c in out["checks"]] == ["whole data set", "whole data set"], out["checks"]
+    assert _dest(tmp_path) == [1, 2, 3, 4]
+    con = duckdb.connect(str(tmp_path / "dest.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT email FROM t WHERE id = 4").fetchone() == ("d@x",)
+    finally:
+        con.close()
