@@ -242,15 +242,16 @@ def run_measured(sync) -> dict:
             "counts": dict(run.counts)}
 
 
-def run_child(d: str, name: str, profile: bool = False) -> dict:
+def run_child(d: str, name: str, profile: bool = False, bench: str = __file__) -> dict:
     """Run sync ``name`` of the workspace in ``d`` in a new Python process (as the CLI or cron would):
-    the run's own figures as in :func:`run_measured`, and the whole process's wall and CPU seconds."""
+    the run's own figures as in :func:`run_measured`, and the whole process's wall and CPU seconds.
+    ``bench``: this script in another checkout (--before), whose dfsync the child then imports."""
     import json
     import subprocess
 
     t = time.perf_counter()
     before = os.times()
-    cmd = [sys.executable, __file__, "--child", d, name] + (["--profile"] if profile else [])
+    cmd = [sys.executable, bench, "--child", d, name] + (["--profile"] if profile else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     after = os.times()
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -280,9 +281,13 @@ def child(d: str, name: str, profile: bool = False) -> None:
     print(json.dumps(out, default=str))
 
 
-def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False) -> None:
+def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False, before: str | None = None) -> None:
     """Each round changes 1% of the rows, then re-syncs both syncs, plain and checked, one right
-    after the other; the order alternates between rounds so neither always runs first."""
+    after the other; the order alternates between rounds so neither always runs first.
+
+    ``before`` (with ``fresh``): the root of another checkout (the code before a change); a third
+    sync, checked like the second, runs in each round with that checkout's dfsync, so the ratios
+    before and after come from the same rounds (the order rotates over the three)."""
     import shutil
     import tempfile
 
@@ -296,8 +301,12 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False) -> N
     con.execute(f"COPY (SELECT * EXCLUDE (_rid) FROM staged) TO '{src}/v.parquet' (FORMAT parquet)").complete()
     ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
     labels = {"plain": "without checks", "checked": "5 dataset-level checks"}
+    made = [("plain", None), ("checked", dataset_checks())]
+    if before:
+        labels["before"] = "5 checks, --before code"
+        made.append(("before", dataset_checks()))
     syncs = {}
-    for name, chk in (("plain", None), ("checked", dataset_checks())):
+    for name, chk in made:
         syncs[name] = ws.create_sync(
             name, source=dfsync.sources.files(f"{src}/*.parquet", skip_unchanged=False),
             destination=dfsync.destinations.duckdb(os.path.join(d, f"{name}.duckdb"), table="t"),
@@ -323,8 +332,13 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False) -> N
         con.execute(f"UPDATE staged SET age = age + 0.5 WHERE (_rid + {k * 37}) % 100 = 0").complete()
         con.execute(f"COPY (SELECT * EXCLUDE (_rid) FROM staged) TO '{src}/v.parquet' (FORMAT parquet)").complete()
         order = ["plain", "checked"] if k % 2 == 0 else ["checked", "plain"]
+        if before:  # each of the three first, second and last in turn
+            order = [["plain", "checked", "before"], ["before", "plain", "checked"],
+                     ["checked", "before", "plain"], ["plain", "before", "checked"],
+                     ["checked", "plain", "before"], ["before", "checked", "plain"]][k % 6]
         for name in order:
-            out = run_child(d, name, profile) if fresh else run_measured(syncs[name])
+            bench = os.path.join(before, "bench", os.path.basename(__file__)) if name == "before" else __file__
+            out = run_child(d, name, profile and name != "before", bench) if fresh else run_measured(syncs[name])
             times[name].append(out["wall"])
             cpus[name].append(out["cpu"])
             rss[name].append(out["rss"])
@@ -335,8 +349,9 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False) -> N
             counts = out["counts"]
             assert counts["updated"] == n // 100 and counts["unchanged"] == n - n // 100, counts
         p, c_ = times["plain"][-1], times["checked"][-1]
-        print(f"round {k + 1} ({' then '.join(order)}): plain {p:.2f} s, checked {c_:.2f} s, ratio {c_ / p:.2f}",
-              flush=True)
+        extra = f"; before {times['before'][-1]:.2f} s, ratio {times['before'][-1] / p:.2f}" if before else ""
+        print(f"round {k + 1} ({' then '.join(order)}): plain {p:.2f} s, checked {c_:.2f} s, ratio {c_ / p:.2f}"
+              f"{extra} (load {os.getloadavg()[0]:.1f})", flush=True)
     ratios = [c / p for p, c in zip(times["plain"], times["checked"], strict=True)]
     print(f"\n3) full-refresh re-sync, {n:,} rows, 1% changed, {rounds} rounds (plain and checked alternating"
           + (", each run in a fresh process: the CLI / cron case, no proof kept from an earlier run)" if fresh else ")"))
@@ -346,6 +361,12 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False) -> N
     cpu_ratios = [c / p for p, c in zip(cpus["plain"], cpus["checked"], strict=True)]
     print(f"   CPU seconds, checked / plain, per round (what other processes' load changes least): "
           f"{', '.join(f'{r:.2f}' for r in cpu_ratios)}; median {median(cpu_ratios):.2f}x")
+    if before:
+        br = [c / p for p, c in zip(times["plain"], times["before"], strict=True)]
+        bc = [c / p for p, c in zip(cpus["plain"], cpus["before"], strict=True)]
+        print(f"   --before code, same rounds: ratio per round {', '.join(f'{r:.2f}' for r in br)}; median "
+              f"{median(br):.2f}x, within 1.2 in {sum(r <= 1.2 for r in br)} of {rounds}; CPU "
+              f"{', '.join(f'{r:.2f}' for r in bc)}; median {median(bc):.2f}x")
     for name in syncs:
         print(f"   {labels[name]:24s}: wall {', '.join(f'{x:.2f}' for x in times[name])} s (median "
               f"{median(times[name]):.2f}); CPU {', '.join(f'{x:.2f}' for x in cpus[name])} s (median "
@@ -353,21 +374,23 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False) -> N
               f"{max(rss[name]):.0f} MB" + ("" if per_run_rss else " (no per-run reset of the peak here)"))
     print(f"   peak RSS of the whole process (bench's own 10M-row table included): {peak_rss_mb(total=True):.0f} MB")
     print("   per phase, median over the rounds (wall s / CPU s):")
-    print(f"     {'phase':42s} {'without checks':>16s} {'with checks':>16s}")
+    print(f"     {'phase':42s} {'without checks':>16s} {'with checks':>16s}" + (f" {'before':>16s}" if before else ""))
     for _, _, _, label in PHASES:
         cells = []
         for name in syncs:
             runs = [r[label] for r in phases[name] if label in r]
             cells.append(f"{median([w for w, _ in runs]):.2f} / {median([c for _, c in runs]):.2f}"
                          if runs else "-")
-        if cells != ["-", "-"]:
-            print(f"     {label:42s} {cells[0]:>16s} {cells[1]:>16s}")
+        if any(c != "-" for c in cells):
+            print(f"     {label:42s} " + " ".join(f"{c:>16s}" for c in cells))
     if fresh:
         for name in syncs:
             print(f"   {labels[name]:24s}: whole process (start to exit) wall "
                   f"{', '.join(f'{w:.2f}' for w, _ in whole[name])} s, CPU {', '.join(f'{c:.2f}' for _, c in whole[name])} s")
-        wr = [c[0] / p[0] for p, c in zip(whole["plain"], whole["checked"], strict=True)]
-        print(f"   whole process ratio per round: {', '.join(f'{r:.2f}' for r in wr)}; median {median(wr):.2f}x")
+        for name in [x for x in ("checked", "before") if x in syncs]:
+            wr = [c[0] / p[0] for p, c in zip(whole["plain"], whole[name], strict=True)]
+            print(f"   whole process ratio per round ({name}): {', '.join(f'{r:.2f}' for r in wr)}; "
+                  f"median {median(wr):.2f}x")
         ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
         syncs = {name: ws.sync(name) for name in syncs}
     if profile:
@@ -388,6 +411,8 @@ def main() -> None:
     ap.add_argument("--rounds", "--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="--resync: every re-sync in a new process (no proof kept)")
+    ap.add_argument("--before", metavar="DIR", help="--resync --fresh: also run a checked sync with the dfsync "
+                    "of the checkout at DIR (the code before a change), same rounds")
     ap.add_argument("--child", nargs=2, metavar=("DIR", "SYNC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.rows
@@ -395,7 +420,9 @@ def main() -> None:
         child(*args.child, profile=args.profile)
         return
     if args.resync:
-        resync(n, args.rounds, args.profile, args.fresh)
+        if args.before and not args.fresh:
+            ap.error("--before needs --fresh (each run in a process of its own, with its checkout's code)")
+        resync(n, args.rounds, args.profile, args.fresh, args.before)
         return
     con = duckdb.connect()
     t = time.perf_counter()
