@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConfigError
 from .base import CursorFilter, Source, source_from_config
 
 __all__ = ["CursorFilter", "Source", "database", "duckdb_query", "files", "frame", "source_from_config"]
@@ -25,15 +26,24 @@ def frame(df: Any, *, name: str | None = None) -> Source:
     return FrameSource(df, name=name)
 
 
-def files(path: str | list[str], format: str | None = None, **options: Any) -> Source:
+def files(glob: str | list[str] | None = None, format: str | None = None, **options: Any) -> Source:
     """Parquet, CSV or NDJSON files: a path, a glob (``data/*.parquet``) or a list of them.
 
     The format comes from the extension unless ``format`` says (``"parquet"``, ``"csv"``,
     ``"ndjson"``). Extra options go to the reader (e.g. ``separator=";"`` for CSV).
+    ``path=`` is taken for ``glob=``.
     """
     from ._files import FilesSource
 
-    return FilesSource(path, format=format, **options)
+    if "path" in options:
+        if glob is not None:
+            raise ConfigError("sources.files() takes the files once: as glob= (or the first argument), or as path=, "
+                              "not both")
+        glob = options.pop("path")
+    if glob is None:
+        raise ConfigError("sources.files() needs the files to read: a path, a glob such as 'data/*.parquet', or a "
+                          "list of them, e.g. sources.files('data/customers.parquet')")
+    return FilesSource(glob, format=format, **options)
 
 
 def duckdb_query(sql: str, database: str | None = None) -> Source:
