@@ -12,7 +12,7 @@ session-only sync, no workspace at that path). Errors are one line on stderr.
     dfsync run customers --preview
     dfsync run customers
     dfsync runs customers --json
-    dfsync records 12 --status failed
+    dfsync records customers --status failed   # its last run (or a run id: dfsync records 12)
     dfsync reset customers      # the next run is a first load
     dfsync purge                # remove records past their record_retention
     dfsync scheduler            # runs due syncs until Ctrl-C
@@ -102,6 +102,33 @@ def _open(path: str) -> Workspace:
 
     timeout = setting("busy_timeout")
     return Workspace(path, busy_timeout=timeout, create=False)  # the CLI never makes a workspace
+
+
+def _run_of(ws: Workspace, spec: str) -> tuple[SyncRun, str | None]:
+    """The run a command names: a run id, or a sync's name for its last run (with the note saying which run
+    that is). A number that is both a run id and a sync's name is refused as ambiguous."""
+    from .errors import RunNotFoundError
+
+    run = sync = None
+    if spec.strip().isdigit():
+        with contextlib.suppress(RunNotFoundError):
+            run = ws.run(int(spec))
+    with contextlib.suppress(SyncNotFoundError):
+        sync = ws.sync(spec)
+    if run is not None and sync is not None and run.sync_name != spec:
+        raise ConfigError(f"{spec!r} is both the id of a run of {run.sync_name!r} and the name of a sync; "
+                          f"'dfsync runs {spec}' lists that sync's run ids, pass one of them")
+    if run is not None:
+        return run, None
+    if sync is None:
+        if spec.strip().isdigit():
+            raise ConfigError(f"no run with id {spec} and no sync named {spec!r} in this workspace; "
+                              f"'dfsync runs NAME' lists a sync's run ids, 'dfsync syncs' the syncs")
+        ws.sync(spec)  # SyncNotFoundError with its suggestions
+    last = sync.last_run()
+    if last is None:
+        raise ConfigError(f"sync {spec!r} has not run yet: 'dfsync run {spec}' runs it")
+    return last, f"run {last.id} of {spec!r} (its last run; 'dfsync runs {spec}' lists the others)"
 
 
 def _jsonable(v: Any) -> Any:
@@ -332,7 +359,7 @@ def runs(
 
 @app.command()
 def buckets(
-    run_id: int,
+    run_id: str = typer.Argument(..., metavar="RUN_ID|NAME", help="a run id, or a sync's name for its last run"),
     workspace: str = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -340,7 +367,8 @@ def buckets(
     from .store import bucket_summary
 
     with _errors():
-        run = _open(workspace).run(run_id)
+        run, _ = _run_of(_open(workspace), run_id)
+        run_id = str(run.id)
         df = run.buckets()
         if as_json:
             _print_json(df.to_dicts())
@@ -353,20 +381,27 @@ def buckets(
 
 @app.command()
 def records(
-    run_id: int,
+    run_id: str = typer.Argument(..., metavar="NAME|RUN_ID", help="a sync's name for its last run, or a run id "
+                                 "(dfsync runs NAME lists them)"),
     status: str = typer.Option(None, "--status",
                                help="pending, succeeded, failed, invalid or skipped (default: all kept)"),
     limit: int = typer.Option(100, "--limit", help="at most N records (0: all)"),
     workspace: str = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Records of a run with their action, status and error (failed rows stay after a run)."""
+    """Records of a run with their action, status and error (failed rows stay after a run).
+
+    Give a sync's name for its last run, or a run id for any run (dfsync runs NAME lists them).
+    """
     with _errors():
-        df = _open(workspace).run(run_id).records(status, limit=limit or None)
+        run, which = _run_of(_open(workspace), run_id)
+        df = run.records(status, limit=limit or None)
         if as_json:
             _print_json(df.to_dicts())
             return
-        _print_table(df, f"no {status + ' ' if status else ''}records kept for run {run_id}")
+        if which:
+            typer.echo(which)
+        _print_table(df, f"no {status + ' ' if status else ''}records kept for run {run.id}")
 
 
 @app.command()
