@@ -18,6 +18,8 @@ import polars as pl
 from dfsync._checks_sql import PARTIAL, jsonable
 from dfsync.errors import ConfigError
 
+from ._words import plural
+
 ROW, TABLE = "row", "table"
 ACTIONS = "actions"  # Check.level of a checkpoint-actions entry: run after the checks, never evaluated
 ROWS_SCOPE, DATASET_SCOPE = "rows", "dataset"
@@ -237,16 +239,16 @@ class Evaluation:
         """One line naming each failed check and how many rows failed it."""
         failed = self.failed
         if not failed:
-            return f"all {len(self.results)} checks passed"
+            return "the check passed" if len(self.results) == 1 else f"all {len(self.results)} checks passed"
         parts = []
         for r in failed:
             res = r["result"]
             if r["kind"].endswith("row_count_between"):
                 lo, hi = res.get("expected_min"), res.get("expected_max")
                 exp = f" (expected {'' if lo is None else lo}..{'' if hi is None else hi})"
-                parts.append(f"{r['check_name']}: {res.get('observed_value')} rows{exp}")
+                parts.append(f"{r['check_name']}: {plural(res.get('observed_value'), 'row')}{exp}")
             elif r["unexpected_count"] is not None:
-                parts.append(f"{r['check_name']}: {r['unexpected_count']} rows")
+                parts.append(f"{r['check_name']}: {plural(r['unexpected_count'], 'row')}")
             elif "exception_message" in res:
                 parts.append(f"{r['check_name']}: error: {res['exception_message']}")
             else:

@@ -34,6 +34,8 @@ from dfsync._checks_sql import (
 from dfsync._ident import quote
 from dfsync.errors import ConfigError
 
+from ._words import plural
+
 
 def validate_checks(checks: list[Check], columns: list[str]) -> None:
     """Raise ConfigError when a check reads a column the records do not have.
@@ -297,7 +299,7 @@ def _run_expression(con: Any, rel: str, c: ExpressionCheck, n: int) -> tuple[dic
         raise ConfigError(f"check {c.name!r}: the polars expression failed: {exc}") from exc
     if ok.dtype != pl.Boolean or len(ok) != len(df):
         raise ConfigError(f"check {c.name!r}: the expression must give one true/false per row, "
-                          f"got {ok.dtype} of length {len(ok)} for {len(df)} rows")
+                          f"got {ok.dtype} of length {len(ok)} for {plural(len(df), 'row')}")
     bad = df.filter(~ok.fill_null(False)).sort("_rid")
     u = bad.height
     shown = bad.head(PARTIAL).drop("_rid")

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ._ident import quote
+from ._words import plural
 from .errors import CursorValueError
 
 
@@ -85,13 +86,13 @@ def refuse_stuck_values(staging: Any, defn: Any) -> None:
         n_nan, n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isnan({c})), count(*) FILTER (WHERE "
                                            f"isinf({c}) AND {c} > 0) FROM stg WHERE {where}").fetchall()[0]
         if n_inf or n_nan:
-            raise _stuck(field, "+inf" if n_inf else "NaN", f"in {n_inf or n_nan} row(s) this run would send")
+            raise _stuck(field, "+inf" if n_inf else "NaN", f"in {plural(n_inf or n_nan, 'row')} this run would send")
         return
     # a date or timestamp of 'infinity' (a DuckDB or PostgreSQL source): no value is past it either
     n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isinf({c}) AND {c} > '1970-01-01') "
                                 f"FROM stg WHERE {where}").fetchall()[0][0]
     if n_inf:
-        raise _stuck(field, "infinity", f"in {n_inf} row(s) this run would send")
+        raise _stuck(field, "infinity", f"in {plural(n_inf, 'row')} this run would send")
 
 
 def refuse_stuck_cursor(field: str, delivered: Any) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._changes import changed_columns, same
 from ._html import INTERNAL, MUTED, WARN, box, counters, esc, scroll
+from ._words import plural
 
 if TYPE_CHECKING:
     from .run import Preview
@@ -79,7 +80,7 @@ def preview_html(p: Preview) -> str:
             cols = [*cols, "failed checks"]
             rows = [{**r, "failed checks": r.get("_checks") or []} for r in rows]
         body += (f'<div class="dfsync-preview-action" data-action="{action}" style="margin-top:6px">'
-                 f'<div style="font-weight:600">{action} · {df.height} of {n:,} rows{note}</div>'
+                 f'<div style="font-weight:600">{action} · {df.height} of {plural(n, "row", sep=True)}{note}</div>'
                  f'{action_table(rows, cols, before if action == "update" else None, key)}</div>')
     if not shown:
         body += "<i>nothing would change</i>"

@@ -38,6 +38,7 @@ from ._html import (
     scroll,
 )
 from ._html_preview import action_table
+from ._words import plural
 from .errors import PermissionDenied
 from .states import ACTIVE_RUNS
 from .store import BUCKET_STATES, COUNTERS, bucket_summary
@@ -185,7 +186,7 @@ def speed_line(view: dict[str, Any]) -> str:
     """Live: rows read, sent, pending, rows/s, elapsed, time left. Finished: total duration and rate."""
     sp, st, c = speed(view), view["status"], view["counts"]
     if st in ("started", "querying"):
-        parts = [f"reading the source… {c.get('queried', 0):,} rows read", f"elapsed {fmt_seconds(sp['elapsed'])}"]
+        parts = [f"reading the source… {plural(c.get('queried', 0), 'row', sep=True)} read", f"elapsed {fmt_seconds(sp['elapsed'])}"]
     else:
         pending = max(int(sp["total"]) - int(sp["sent"]), 0)
         parts = [f"{c.get('queried', 0):,} read", f"{int(sp['sent']):,} sent of {int(sp['total']):,}",
@@ -251,7 +252,7 @@ def breakdown(view: dict[str, Any]) -> str:
         scope = " (checked on every row read)" if dataset else ""
         out.append(f'<details class="dfsync-check" data-check="{esc(c["check"])}" data-rows="{int(c["rows"])}">'
                    f'<summary style="cursor:pointer"><b>{esc(what)}</b>{esc(scope)} '
-                   f'<span class="dfsync-check-rows">{int(c["rows"]):,}</span> rows</summary>'
+                   f'<span class="dfsync-check-rows">{int(c["rows"]):,}</span> {"row" if int(c["rows"]) == 1 else "rows"}</summary>'
                    f'<div style="margin:2px 0 4px 16px">{_sample_table(c["sample"])}</div></details>')
     if out:
         out.insert(0, f'<div style="color:{MUTED};font-size:0.85em;margin-top:4px">invalid rows per check '
@@ -260,7 +261,7 @@ def breakdown(view: dict[str, Any]) -> str:
     for e in view["errors"]:
         errs.append(f'<details class="dfsync-failure" data-rows="{int(e["rows"])}">'
                     f'<summary style="cursor:pointer"><span style="color:{ERROR}">{esc(e["error"][:160])}</span> '
-                    f'{int(e["rows"]):,} rows</summary>'
+                    f'{plural(int(e["rows"]), "row", sep=True)}</summary>'
                     f'<div style="margin:2px 0 4px 16px">{_sample_table(e["sample"])}</div></details>')
     if errs:
         out.append(f'<div style="color:{MUTED};font-size:0.85em;margin-top:4px">failed rows per destination '

@@ -37,6 +37,7 @@ from ._bucket import context_task, read_ipc, send_bucket, write_bucket, write_ip
 from ._cursor import cursor_to_json, max_cursor
 from ._ident import quote
 from ._keyhash import INT_ALGO, bucket_sql, int_key_buckets, key_algo
+from ._words import plural
 from .destinations.base import ACTION_COLUMN, BatchResult
 from .engines import BucketsLost, Engine, InProcess, WorkerLost, finished
 from .errors import ConfigError
@@ -115,7 +116,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
         fn = send_bucket
         runner.session.close()
         runner.session = None
-    store.begin_buckets(runner.sync_id, runner.run_id, n, f"{n} buckets by {algo} of the key, on {engine!r}")
+    store.begin_buckets(runner.sync_id, runner.run_id, n, f"{plural(n, 'bucket')} by {algo} of the key, on {engine!r}")
     workdir = os.path.join(staging.temp_dir, "buckets")
     os.makedirs(workdir, exist_ok=True)
     base_task = {"destination": {"kind": defn.destination.kind, **defn.destination.config()},
@@ -192,7 +193,7 @@ class Waves:
                 if self.attempts[w] >= MAX_ATTEMPTS or self.error is not None:
                     note_bucket(runner, b, "failed", error=str(exc))
                     self.error = self.error or BucketsLost(
-                        f"bucket {b}: its worker died {self.attempts[w]} times ({exc}); the next sync.run() resumes the run")
+                        f"bucket {b}: its worker died {plural(self.attempts[w], 'time')} ({exc}); the next sync.run() resumes the run")
                 else:  # dispatched again: its batches that landed are settled from the ledger
                     note_bucket(runner, b, "waiting", error=str(exc))
                     self.queue.appendleft(w)

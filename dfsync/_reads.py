@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._bucket import kill_point
 from ._settings import setting
+from ._words import plural
 from .engines import Engine, WorkerLost, finished
 from .errors import SourceError
 from .sources._split import Plan, SplitSource, plan, read_split
@@ -116,7 +117,7 @@ def _dispatch(engine: Engine, planned: Plan) -> int:
                 if isinstance(exc, WorkerLost):
                     if attempts[i] >= MAX_ATTEMPTS:
                         error = error or SourceError(
-                            f"the worker reading split {i} of the source died {attempts[i]} times ({exc}); "
+                            f"the worker reading split {i} of the source died {plural(attempts[i], 'time')} ({exc}); "
                             f"nothing was sent. Run the sync again (or without an engine).")
                     else:
                         retried += 1

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._sensitive import parse_retention, retention_delta
 from ._settings import setting
+from ._words import plural
 from .errors import ConfigError, SyncAlreadyRunning
 from .states import UNFINISHED_RUNS
 
@@ -46,12 +47,12 @@ def purge(sync: Sync, older_than: Any = None, run_id: int | None = None, *, comp
     dropped = store.retries_purged(sync.id, sync.primary_key, before) if sync.sync_mode == "incremental" else 0
     n = store.purge_records(sync.id, before)
     if n:
-        store.note(sync.id, run_id, f"{n} records of runs that finished before {before:%Y-%m-%d %H:%M} UTC "
+        store.note(sync.id, run_id, f"{plural(n, 'record')} of runs that finished before {before:%Y-%m-%d %H:%M} UTC "
                                     f"purged (record_retention {retention})")
         if compact_file:
             compact(store, sync.id, run_id)
     if dropped:
-        text = (f"{dropped} rows that failed or were invalid will not be sent again: their records were purged "
+        text = (f"{plural(dropped, 'row')} that failed or were invalid will not be sent again: their records were purged "
                 f"(record_retention {retention}) and this incremental sync's cursor read brings them only when "
                 f"their cursor is inside its window; sync.reset() (dfsync reset {sync.name}) makes the next run a "
                 f"first load that reads and sends them")
@@ -97,9 +98,10 @@ def forget(sync: Sync, keys: Any) -> dict[str, int]:
                                  f"before forgetting keys")
     counts = store.forget_keys(sync.id, key, tuples)
     store.set_sync_fields(sync.id, source_snapshot=None)  # the next run reads the source: they are new there
-    store.note(sync.id, None, f"{len(tuples)} keys forgotten on request: {counts['records']} records and "
-                              f"{counts['delivered']} delivered rows removed, {counts['checks']} check results and "
-                              f"{counts['texts']} event texts redacted; "
+    store.note(sync.id, None, f"{plural(len(tuples), 'key')} forgotten on request: {plural(counts['records'], 'record')} and "
+                              f"{plural(counts['delivered'], 'delivered row')} removed, "
+                              f"{plural(counts['checks'], 'check result')} and "
+                              f"{plural(counts['texts'], 'event text')} redacted; "
                               f"the next run treats these rows as new")
     if any(counts.values()):
         compact(store, sync.id)

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from ._sensitive import key_text
 from ._window import source_cursor
+from ._words import plural
 from .errors import SourceError
 from .sources.base import CursorFilter
 from .states import RECORD_META, SyncMode
@@ -46,7 +47,8 @@ def retry_rows(store: Any, defn: SyncDefinition, sync_id: int,
     if gone.height:
         named = ", ".join(key_text(key, r) for r in gone.head(_NAMED).rows())
         more = f" and {gone.height - _NAMED} more" if gone.height > _NAMED else ""
-        store.note(sync_id, run_id, f"{gone.height} rows to send again (they failed or were invalid before) are no "
+        store.note(sync_id, run_id, f"{plural(gone.height, 'row')} to send again (they failed or were invalid before) "
+                   f"{'is' if gone.height == 1 else 'are'} no "
                    f"longer in the source {defn.source.describe()}, so they are not sent again: their records keep "
                    f"the sensitive fields ({', '.join(defn.sensitive)}) only as hashes, which are never sent as "
                    f"values: {named}{more}. Erase them with sync.forget(keys) if they "

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from ._arrow import holds, is_bytes, is_list, is_nested
 from ._ident import quote
+from ._words import plural
 from .errors import ConfigError, SchemaMismatchError
 
 __all__ = ["POLICIES", "Change", "Plan", "fits", "plan", "type_name"]
@@ -237,7 +238,8 @@ class Change:
     def describe(self, rows: int | None = None) -> str:
         c = self.column
         if self.kind == "added":
-            again = f"; {rows} row(s) are sent once with its value" if rows is not None else ""
+            again = (f"; {plural(rows, 'row')} {'is' if rows == 1 else 'are'} sent once with its value"
+                     if rows is not None else "")
             return f"schema: column {c!r} ({type_name(self.new)}) added to the destination (nullable){again}"
         if self.kind == "restored":
             return f"schema: column {c!r} ({type_name(self.new)}) is sent again"

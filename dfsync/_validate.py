@@ -17,6 +17,7 @@ from . import checks as checks_mod
 from ._arrow import to_polars
 from ._check import results_frame
 from ._settings import setting
+from ._words import plural
 from .staging import Staging
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ class ValidationResult:
     def __repr__(self) -> str:
         failed = [] if self.checks.is_empty() else self.checks.filter(~pl.col("success"))["check_name"].to_list()
         what = "all checks passed" if self.ok else f"failed: {', '.join(failed + self.problems)}"
-        return (f"<dfsync.ValidationResult of {self.sync_name!r} over {self.rows} rows: {what}; "
-                f"{self.invalid.height} invalid rows>")
+        return (f"<dfsync.ValidationResult of {self.sync_name!r} over {plural(self.rows, 'row')}: {what}; "
+                f"{plural(self.invalid.height, 'invalid row')}>")
 
 
 def validate(sync: Sync) -> ValidationResult:

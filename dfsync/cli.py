@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ._settings import setting
+from ._words import plural
 from .errors import (
     ConfigError,
     DfsyncError,
@@ -183,7 +184,7 @@ def _echo_checks(checks: list[dict[str, Any]], only_failed: bool) -> None:
     for ch in checks:
         if only_failed and ch["success"]:
             continue
-        rows = "" if ch["unexpected_count"] is None else f", {ch['unexpected_count']} rows"
+        rows = "" if ch["unexpected_count"] is None else f", {plural(ch['unexpected_count'], 'row')}"
         typer.echo(f"  check {ch['check']!r} [{ch['scope']}]: {'passed' if ch['success'] else 'FAILED'}{rows}")
 
 
@@ -319,8 +320,8 @@ def validate(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) 
             _print_json({"sync": name, "ok": result.ok, "rows": result.rows, "checks": checks,
                          "problems": result.problems, "invalid": result.invalid.head(100).to_dicts()})
         else:
-            typer.echo(f"validate {name!r} over {result.rows} rows (nothing sent): "
-                       f"{'ok' if result.ok else 'FAILED'}; {result.invalid.height} invalid rows")
+            typer.echo(f"validate {name!r} over {plural(result.rows, 'row')} (nothing sent): "
+                       f"{'ok' if result.ok else 'FAILED'}; {plural(result.invalid.height, 'invalid row')}")
             _echo_checks(checks, only_failed=False)
             for problem in result.problems:
                 typer.echo(f"  problem: {problem}")
@@ -425,7 +426,7 @@ def purge(
             _print_json(counts)
             return
         for sync_name, n in counts.items():
-            typer.echo(f"{sync_name}: {n} records purged")
+            typer.echo(f"{sync_name}: {plural(n, 'record')} purged")
 
 
 def _set_enabled(name: str, workspace: str, as_json: bool, enable: bool) -> None:
@@ -500,7 +501,7 @@ def scheduler(
                 raise typer.Exit(EXIT_FAILED)
             return
         planned = ws.syncs().filter(ws.syncs()["schedule"].is_not_null())
-        typer.echo(f"dfsync scheduler: {ws.path}, {planned.height} scheduled syncs, polling every {poll}s "
+        typer.echo(f"dfsync scheduler: {ws.path}, {plural(planned.height, 'scheduled sync')}, polling every {poll}s "
                    f"(Ctrl-C stops)", err=True)
 
         def _term(signum: int, frame: Any) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle
+from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle, _words
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore
@@ -310,7 +310,7 @@ class Runner:
             self._store_records(inv)
         total = self.staging.invalid_count()
         if total > inv.num_rows:
-            self.store.note(self.sync_id, self.run_id, f"{total} rows are invalid; the first {inv.num_rows} "
+            self.store.note(self.sync_id, self.run_id, f"{_words.plural(total, 'row')} are invalid; the first {inv.num_rows} "
                             "are kept as run.records(status='invalid')")
 
     def _source_token(self, row: dict[str, Any]) -> str | None:
@@ -532,10 +532,10 @@ class Runner:
         allowed = failed_rows_allowed(limit, sent)
         problem = None
         if failed and succeeded == 0:
-            problem = f"every row sent was rejected by the destination ({failed} rows)"
+            problem = f"every row sent was rejected by the destination ({_words.plural(failed, 'row')})"
         elif failed > allowed:
-            problem = (f"{failed} rows were rejected by the destination, more than max_failed_rows={limit}; "
-                       f"see run.records(status='failed') for the errors")
+            problem = (f"{_words.plural(failed, 'row')} {'was' if failed == 1 else 'were'} rejected by the destination, "
+                       f"more than max_failed_rows={limit}; see run.records(status='failed') for the errors")
         store.finish_run(self.sync_id, self.run_id, list(defn.primary_key),
                          replace=defn.destination_mode.rewrites, fp_algo=FP_ALGO,
                          source_snapshot=None if problem or run["failed"] or run["invalid"] else self.source_token,

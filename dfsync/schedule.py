@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from ._words import plural
 from .errors import (
     ConfigError,
     DfsyncError,
@@ -281,4 +282,4 @@ class Scheduler:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<dfsync.Scheduler {state}, poll every {self.poll_seconds}s, {len(self.runs)} runs started>"
+        return f"<dfsync.Scheduler {state}, poll every {self.poll_seconds}s, {plural(len(self.runs), 'run')} started>"

@@ -40,6 +40,7 @@ from ._stage_input import (
     load_state,
     no_case_clash,
 )
+from ._words import plural
 from .errors import ConfigError, InvalidRecordsError, SourceError
 from .mapping import Mapping
 from .sources.base import CursorFilter, Source
@@ -398,11 +399,12 @@ class Staging:
         dups = con.execute(f"SELECT count(*), sum(n) FROM ({dup_sql})").fetchall()[0]
         problems = []
         if nulls:
-            problems.append(f"{nulls} rows have a null primary key ({', '.join(key)})")
+            problems.append(f"{plural(nulls, 'row')} {'has' if nulls == 1 else 'have'} a null primary key ({', '.join(key)})")
         if dups[0]:
             examples = con.execute(f"{dup_sql} ORDER BY n DESC LIMIT 5").fetchall()
             shown = ", ".join(f"{key_text(key, ex[:-1])} ({ex[-1]} times)" for ex in examples)
-            problems.append(f"{dups[0]} primary key values appear more than once ({int(dups[1])} rows), e.g. {shown}")
+            problems.append(f"{plural(dups[0], 'primary key value')} {'appears' if dups[0] == 1 else 'appear'} more than "
+                            f"once ({int(dups[1])} rows), e.g. {shown}")
         result.key_problems = problems
         if not problems:
             return

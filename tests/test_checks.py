@@ -131,7 +131,7 @@ def test_all_pass_summary_and_empty_relation():
 
 def test_summary_names_failed_checks_and_counts():
     _, _, ev = run(dc.not_null("email"), dc.between("age", 0, 130), dc.not_null("id"))
-    assert ev.summary() == "2 checks failed: email not_null: 1 rows; age between: 2 rows"
+    assert ev.summary() == "2 checks failed: email not_null: 1 row; age between: 2 rows"
     json.dumps(ev.results)  # JSON-safe, to be stored
 
 
@@ -402,7 +402,7 @@ def test_e2e_fail_sends_nothing_and_says_why(tmp_path):
     ws, sync, dest = _sync(tmp_path, DATA, "fail", [dc.not_null("email"), dc.between("age", 0, 130)])
     run = sync.run(progress=False)
     assert run.status == dfsync.RunStatus.FAILED
-    assert "2 checks failed: email not_null: 1 rows; age between: 2 rows" in run.error
+    assert "2 checks failed: email not_null: 1 row; age between: 2 rows" in run.error
     assert _sent(dest) == []
     v = run.validation()
     assert isinstance(v, pl.DataFrame)
@@ -447,7 +447,7 @@ def _gate(run) -> str:
      "2 invalid rows quarantined and skipped (on_invalid='skip'; run.records(status='invalid')): "
      "null or repeated primary keys"),
     ("warn", [dc.not_null("email")], DATA,
-     "checks failed, the rows are sent anyway (on_invalid='warn'): 1 check failed: email not_null: 1 rows"),
+     "checks failed, the rows are sent anyway (on_invalid='warn'): 1 check failed: email not_null: 1 row"),
     ("skip", [dc.row_count_between(100, 200)], DATA, "checks failed, no row to quarantine (on_invalid='skip'): "
      "1 check failed: row_count_between: 8 rows (expected 100..200)"),
     ("skip", [dc.between("age", -10, 300)], DATA, "checks passed"),

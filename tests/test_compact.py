@@ -98,7 +98,7 @@ def test_forget_leaves_no_byte_of_the_key_and_ids_go_on(tmp_path, umask_022):
     assert out.strip() == "['people']"
     assert counts == {"records": 1, "delivered": 0, "checks": 0, "texts": 1}
     # the workspace reads as before, and ids go on from where they were
-    assert ws.sql("SELECT min(id) AS n FROM events WHERE detail LIKE '%keys forgotten%'")["n"][0] == last_event + 1
+    assert ws.sql("SELECT min(id) AS n FROM events WHERE detail LIKE '%forgotten on request%'")["n"][0] == last_event + 1
     assert ws.sql("SELECT max(version) AS v FROM dfsync_schema")["v"][0] == ws.store.schema_version()
     assert run.records("failed").height == 0 and run.records().height == 2 and sorted(sync.delivered()["id"].to_list()) == ["a", "b"]
     assert "[forgotten key]" in str(run.events().to_dicts())

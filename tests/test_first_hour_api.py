@@ -5,6 +5,7 @@ failures and errors of issue 18."""
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -60,3 +61,37 @@ def test_cli_records_and_buckets_take_a_sync_name_for_its_last_run(ws, tmp_path,
     assert res.code == 2 and "sync '7' has not run yet" in res.err
     res = dfsync_cli("records", "99", "-w", wsp)
     assert res.code == 2 and "no run with id 99 and no sync named '99'" in res.err
+
+
+ONE_PLURAL = re.compile(r"(?<![\d.,])1 (rows|runs|checks|syncs|records|keys|invalid rows|primary key values|times|buckets)\b")
+
+
+def test_counts_of_one_read_in_the_singular(ws, tmp_path):
+    """'1 rows' read wrong in errors, events, reprs and the run panel."""
+    from dfsync._words import plural
+
+    assert [plural(1, "row"), plural(0, "row"), plural(2, "invalid row"), plural(1, "batch"), plural(3, "batch"),
+            plural(1234, "row", sep=True)] == ["1 row", "0 rows", "2 invalid rows", "1 batch", "3 batches", "1,234 rows"]
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    keys = ws.create_sync("keys", source=pl.DataFrame({"id": [1, None, 2, 2], "v": ["a", "b", "c", "d"]}),
+                          primary_key="id", destination=dest)
+    run = keys.run(progress=False)
+    assert "1 row has a null primary key (id)" in run.error, run.error
+    assert "1 primary key value appears more than once (2 rows)" in run.error, run.error
+    checked = ws.create_sync("checked", source=pl.DataFrame({"id": [1, 2], "email": ["a@x", None]}), primary_key="id",
+                             destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="c"),
+                             checks=[dfsync.checks.not_null("email")])
+    run = checked.run(progress=False)
+    assert "1 check failed: email not_null: 1 row." in run.error, run.error
+    result = checked.validate()
+    assert "over 2 rows" in repr(result) and "; 1 invalid row>" in repr(result), repr(result)
+    html = run._repr_html_()
+    assert '<span class="dfsync-check-rows">1</span> row</summary>' in html
+    texts = [run.error, repr(result), repr(run), html, *ws.sql("SELECT detail FROM events")["detail"].drop_nulls()]
+    assert not [t for t in texts if ONE_PLURAL.search(t)], [ONE_PLURAL.search(t)[0] for t in texts if ONE_PLURAL.search(t)]
+    pytest.importorskip("ipywidgets")
+    from dfsync.widgets import Dashboard, RunHistory
+
+    assert repr(RunHistory(checked)).endswith(": 1 run>")
+    assert repr(Dashboard(ws)).endswith(": 2 syncs>")
+

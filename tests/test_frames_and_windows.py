@@ -338,7 +338,7 @@ def test_a_cursor_of_inf_or_nan_fails_the_run_before_anything_is_sent(ws, tmp_pa
     assert run.status == "failed" and run.counts["sent"] == 0
     assert ws.store.run_row(run.id)["error_kind"] == "CursorValueError"
     shown = "+inf" if bad > 0 else "NaN"
-    assert f"the cursor field 'seq' is {shown} in 1 row(s)" in run.error and "Nothing was sent" in run.error
+    assert f"the cursor field 'seq' is {shown} in 1 row this run" in run.error and "Nothing was sent" in run.error
     assert read(tmp_path)["id"].to_list() == [1, 2]
     assert ws.sync("c").cursor == 2.0
     # the way out the message names: such values sent from the source as null cursors (read by every run)
@@ -374,7 +374,7 @@ def test_an_infinite_date_or_timestamp_cursor_fails_the_run_naming_it(ws, tmp_pa
     run = make("SELECT * FROM e").run(progress=False)
     assert run.status == "failed" and run.counts["sent"] == 0
     assert ws.store.run_row(run.id)["error_kind"] == "CursorValueError"
-    assert "the cursor field 'ts' is infinity in 1 row(s)" in run.error
+    assert "the cursor field 'ts' is infinity in 1 row this run" in run.error
     run = make("SELECT id, CASE WHEN isfinite(ts) THEN ts END AS ts FROM e").run(progress=False)
     assert run.status == "success", run.error
     assert sorted(read(tmp_path)["id"].to_list()) == [1, 2, 3]

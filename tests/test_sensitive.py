@@ -175,7 +175,7 @@ def test_an_incremental_sync_sends_failed_rows_again_with_their_real_values(ws_t
     assert rows[4] == (EMAILS[3], PHONES[3], 200) and 5 not in rows and rows[7][0] == "gil.secret@example.com"
     assert not [v for r in rows.values() for v in r if str(v).startswith("hmac:")]  # no hash sent as a value
     notes = " ".join(second.events().filter(pl.col("kind") == "note")["detail"].to_list())
-    assert "1 rows to send again" in notes and "no longer in the source" in notes and "sent as values: id=5." in notes
+    assert "1 row to send again" in notes and "no longer in the source" in notes and "sent as values: id=5." in notes
     third = sync.run(source=src2, progress=False)  # row 5 is still gone: said again, never sent
     assert third.counts["failed"] == 0 and third.counts["succeeded"] == 0
     ws.close()

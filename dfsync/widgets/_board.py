@@ -8,6 +8,7 @@ import ipywidgets as w
 from ipywidgets.widgets.widget_string import HTMLStyle
 
 from .. import _html, _html_history
+from .._words import plural
 from ._panel import SnapshotMixin, SyncPanel, close_tree
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class RunHistory(SnapshotMixin, w.VBox):
         self.refresh()
 
     def __repr__(self) -> str:
-        return f"<dfsync.widgets.RunHistory of {self.sync.name!r}: {self.runs.height} runs>"
+        return f"<dfsync.widgets.RunHistory of {self.sync.name!r}: {plural(self.runs.height, 'run')}>"
 
     def refresh(self) -> RunHistory:
         self.runs = self.sync.runs(limit=self.limit)
@@ -82,7 +83,7 @@ class Dashboard(SnapshotMixin, w.VBox):
         self.refresh()
 
     def __repr__(self) -> str:
-        return f"<dfsync.widgets.Dashboard of {str(self.ws.path)!r}: {self.syncs.height} syncs>"
+        return f"<dfsync.widgets.Dashboard of {str(self.ws.path)!r}: {plural(self.syncs.height, 'sync')}>"
 
     @staticmethod
     def _wrap(html: str) -> str:
