@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import destinations, engines, sources
 from .errors import (
+    ArgumentError,
     ConfigError,
     CursorValueError,
     DestinationError,
@@ -50,6 +51,7 @@ def __getattr__(name: str):  # lazy submodules whose imports are heavier
 
 
 __all__ = [
+    "ArgumentError",
     "ConfigError",
     "CursorValueError",
     "DestinationError",

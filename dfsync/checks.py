@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dfsync import gx
+from dfsync._args import checked
 from dfsync._check import ROW, TABLE, Check, Evaluation, ExpressionCheck
 from dfsync._checks_eval import dataset_columns as dataset_columns  # the runner's entry points
 from dfsync._checks_eval import evaluate, validate_checks
@@ -74,6 +75,7 @@ def _bounds(what: str, lo: Any, hi: Any, *, allow_none: bool = False) -> None:
         raise ConfigError(f"{what}: min ({lo}) is greater than max ({hi})")
 
 
+@checked("checks.not_null")
 def not_null(column: str, *, name: str | None = None, mostly: float = 1.0) -> Check:
     """Every value is present: NULL fails, and so does NaN in a float column (as in pandas/GX).
 
@@ -83,6 +85,7 @@ def not_null(column: str, *, name: str | None = None, mostly: float = 1.0) -> Ch
     return Check("not_null", _column(column), name=name, mostly=mostly)
 
 
+@checked("checks.unique")
 def unique(column_or_columns: str | Iterable[str], *, name: str | None = None, mostly: float = 1.0) -> Check:
     """No value (or combination of values) appears twice; every copy of a duplicate fails.
 
@@ -101,6 +104,7 @@ def unique(column_or_columns: str | Iterable[str], *, name: str | None = None, m
     return Check("unique", None, name=name, level=TABLE, mostly=mostly, columns=cols)
 
 
+@checked("checks.between")
 def between(column: str, min: float | None = None, max: float | None = None, *,  # noqa: A002
             strict_min: bool = False, strict_max: bool = False, name: str | None = None,
             mostly: float = 1.0) -> Check:
@@ -115,6 +119,7 @@ def between(column: str, min: float | None = None, max: float | None = None, *, 
                  strict_min=bool(strict_min), strict_max=bool(strict_max))
 
 
+@checked("checks.in_set")
 def in_set(column: str, values: Iterable[Any], *, name: str | None = None, mostly: float = 1.0) -> Check:
     """Values are among ``values``; missing values are ignored.
 
@@ -130,6 +135,7 @@ def in_set(column: str, values: Iterable[Any], *, name: str | None = None, mostl
     return Check("in_set", _column(column), name=name, mostly=mostly, values=vals)
 
 
+@checked("checks.matches")
 def matches(column: str, regex: str, *, name: str | None = None, mostly: float = 1.0) -> Check:
     """Values contain a match of ``regex`` (Python ``re.search`` meaning; anchor with ^ and $).
 
@@ -152,6 +158,7 @@ def matches(column: str, regex: str, *, name: str | None = None, mostly: float =
     return Check("matches", _column(column), name=name, mostly=mostly, regex=regex)
 
 
+@checked("checks.length_between")
 def length_between(column: str, min: int | None = None, max: int | None = None, *,  # noqa: A002
                    strict_min: bool = False, strict_max: bool = False, name: str | None = None,
                    mostly: float = 1.0) -> Check:
@@ -165,6 +172,7 @@ def length_between(column: str, min: int | None = None, max: int | None = None, 
                  strict_min=bool(strict_min), strict_max=bool(strict_max))
 
 
+@checked("checks.row_count_between")
 def row_count_between(min: int | None = None, max: int | None = None, *,  # noqa: A002
                       strict_min: bool = False, strict_max: bool = False, name: str | None = None) -> Check:
     """The number of rows about to be sent lies within [min, max] (a table-level check).
@@ -177,6 +185,7 @@ def row_count_between(min: int | None = None, max: int | None = None, *,  # noqa
                  strict_min=bool(strict_min), strict_max=bool(strict_max))
 
 
+@checked("checks.expression")
 def expression(polars_expr: Any, *, name: str | None = None, mostly: float = 1.0) -> Check:
     """A polars expression that must be true per row; false or null fails the row.
 
@@ -191,6 +200,7 @@ def expression(polars_expr: Any, *, name: str | None = None, mostly: float = 1.0
     return ExpressionCheck(polars_expr, name=name, mostly=mostly)
 
 
+@checked("checks.sql")
 def sql(predicate: str, *, name: str | None = None, mostly: float = 1.0) -> Check:
     """A DuckDB SQL predicate that must be true per row; false or null fails the row.
 

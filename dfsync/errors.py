@@ -2,6 +2,7 @@
 
     DfsyncError
     ├── ConfigError                  bad arguments to create_sync / a source / a destination
+    │   ├── ArgumentError            a call given an option it does not take, or missing one (also a TypeError)
     │   ├── MissingDependencyError   an optional extra is not installed (names the pip command)
     │   └── SessionOnlyError         a sync whose source lives in another process's memory
     ├── SyncNotFoundError            ws.sync(name) for an unknown name (also a KeyError)
@@ -32,6 +33,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ArgumentError",
     "ConfigError",
     "CursorValueError",
     "DestinationError",
@@ -66,6 +68,11 @@ class DfsyncError(Exception):
 
 class ConfigError(DfsyncError, ValueError):
     """A sync, source or destination was configured with something invalid."""
+
+
+class ArgumentError(ConfigError, TypeError):
+    """A call was given a keyword it does not take (the message names the closest one it does)
+    or lacks a required argument; a TypeError too, as Python's own would be."""
 
 
 class MissingDependencyError(ConfigError, ImportError):

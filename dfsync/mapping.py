@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from ._args import checked
 from ._ident import quote
 from .errors import ConfigError
 
@@ -32,6 +33,7 @@ class Static:
         return f"static({self.value!r})"
 
 
+@checked("dfsync.static")
 def static(value: Any) -> Static:
     """A constant destination field: ``mapping={"origin": dfsync.static("crm")}``.
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html_preview, _html_run, _registry
+from ._args import checked
 from ._arrow import to_polars
 from ._schema import fields_now
 from ._settle import abandon_run, applies_per_batch
@@ -100,6 +101,7 @@ class SyncRun:
             raise SyncRunFailed(msg, run=self)
         return self
 
+    @checked("SyncRun.records")
     def records(self, status: str | None = None, *, limit: int | None = None) -> pl.DataFrame:
         """SyncRecord rows of this run: record fields plus _action, _status, _batch, _error, _checks.
 
@@ -134,6 +136,7 @@ class SyncRun:
         DeprecationWarning)."""
         return _MethodNow(lambda: self.workspace.store.checks_frame(self.id), "run.validation")
 
+    @checked("SyncRun.wait")
     def wait(self, timeout: float | None = None) -> SyncRun:
         """Block until a background run stops (ended or paused)."""
         thread = _registry.run_thread(self.workspace.store.key, self.id)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html_history, _interrupt, _registry
+from ._args import checked
 from ._arrow import to_polars
 from ._callbacks import LazyCallback, notify
 from ._check import results_frame
@@ -105,6 +106,7 @@ class Sync:
         return self.workspace.store.sync_row(self.name)["next_run_at"]
 
     # .............................................................. running
+    @checked("Sync.run")
     def run(self, *, progress: bool | Callable[[str, dict[str, Any]], Any] = True, background: bool = False,
             trigger: str = "manual", source: Any = None, raise_on_failure: bool = False,
             engine: Any = None) -> SyncRun:
@@ -231,6 +233,7 @@ class Sync:
             work()
         return SyncRun(ws, run_id, self.name)
 
+    @checked("Sync.preview")
     def preview(self, *, source: Any = None) -> Preview:
         """Query, diff and check like a run, but send nothing and change no state.
 
@@ -343,6 +346,7 @@ class Sync:
         self.workspace.store.require("enable", self.id)
         self.workspace.store.set_sync_status(self.id, "enable", "enabled by the user")
 
+    @checked("Sync.runs")
     def runs(self, limit: int | None = None) -> pl.DataFrame:
         """Run history, newest first: status, times, counters, definition version, error."""
         return self.workspace.store.runs_frame(self.id, limit)

@@ -18,6 +18,7 @@ import polars as pl
 import psutil
 
 from . import _html_history, _registry
+from ._args import checked
 from ._registry import LIVE
 from ._retention import compact, purge
 from ._settings import check_settings
@@ -63,6 +64,7 @@ class Workspace:
     0
     """
 
+    @checked("dfsync.Workspace")
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0,
                  create: bool = True, staging_memory: str | None = None, destination_memory: str | None = None,
                  workspace_memory: str | None = None, postgres_writers: int | None = None,
@@ -115,6 +117,7 @@ class Workspace:
         self.close()
 
     # .............................................................. syncs
+    @checked("Workspace.create_sync")
     def create_sync(
         self,
         name: str,
@@ -219,6 +222,7 @@ class Workspace:
         """One row per sync: status, source and destination kinds, schedule, last run."""
         return self.store.syncs_frame()
 
+    @checked("Workspace.runs")
     def runs(self, limit: int | None = None) -> pl.DataFrame:
         """Every run of every sync, newest first, with counters."""
         return self.store.runs_frame(limit=limit)

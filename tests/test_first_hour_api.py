@@ -95,3 +95,32 @@ def test_counts_of_one_read_in_the_singular(ws, tmp_path):
     assert repr(RunHistory(checked)).endswith(": 1 run>")
     assert repr(Dashboard(ws)).endswith(": 2 syncs>")
 
+
+def test_a_misspelt_or_missing_argument_names_the_call_and_the_closest_option(ws, tmp_path):
+    """Python's bare TypeError ('got an unexpected keyword argument') said neither what the call takes
+    nor what was meant; an ArgumentError is a ConfigError (a DfsyncError) and still a TypeError."""
+    src = dfsync.sources.frame(pl.DataFrame({"id": [1]}))
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    cases = [
+        (lambda: ws.create_sync("a", source=src, destination=dest, primary_key="id", destinaton_mode="mirror"),
+         "Workspace.create_sync() has no option 'destinaton_mode' (did you mean 'destination_mode'?)"),
+        (lambda: ws.create_sync("a", source=src, destination=dest, primary_keys="id"), "did you mean 'primary_key'?"),
+        (lambda: ws.create_sync("a", src, dest, "id"), "create_sync(name, source=..., destination=..., primary_key=..."),
+        (lambda: ws.create_sync("a", destination=dest, primary_key="id"), "missing a required argument: 'source'"),
+        (lambda: dfsync.Workspace(tmp_path / "w2.duckdb", stagin_memory="1GB"), "did you mean 'staging_memory'?"),
+        (lambda: dfsync.destinations.duckdb("x.duckdb"), "destinations.duckdb(): missing a required argument: 'table'"),
+        (lambda: dfsync.destinations.postgres("postgresql://u@h/db", "t", pasword="env:X"), "did you mean 'password'?"),
+        (lambda: dfsync.checks.not_null(colum="email"), "checks.not_null() has no option 'colum'"),
+        (lambda: dfsync.sources.files(str(tmp_path / "x.csv"), seperator=";"), "did you mean 'separator'?"),
+        (lambda: dfsync.sources.files(str(tmp_path / "x.parquet"), fromat="csv"), "did you mean 'format'?"),
+        (lambda: dfsync.sources.database("sqlite:///x.db", "SELECT 1", pasword="x"), "sources.database() has no option"),
+    ]
+    for call, says in cases:
+        with pytest.raises(dfsync.ConfigError) as info:
+            call()
+        assert isinstance(info.value, TypeError) and says in str(info.value), str(info.value)
+    sync = ws.create_sync("ok", source=src, destination=dest, primary_key="id")
+    with pytest.raises(TypeError, match="did you mean 'progress'"):
+        sync.run(progres=False)
+    assert sync.runs().height == 0  # nothing ran
+    assert not (tmp_path / "w2.duckdb").exists()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
+from .._args import checked
 from .base import BatchResult, Destination, DestinationSession, WriteBatch, destination_from_config
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 
+@checked("destinations.duckdb")
 def duckdb(path: str, table: str) -> Destination:
     """A table in a DuckDB database file (created if missing); ``table`` may be ``schema.table``.
 
@@ -36,6 +37,7 @@ def duckdb(path: str, table: str) -> Destination:
     return DuckDBDestination(path, table)
 
 
+@checked("destinations.delta")
 def delta(path: str, *, partition_by: list[str] | str | None = None,
           storage_options: dict[str, str] | None = None) -> Destination:
     """A Delta Lake table (``pip install 'dfsync[delta]'``): MERGE per batch, exactly once through
@@ -48,6 +50,7 @@ def delta(path: str, *, partition_by: list[str] | str | None = None,
     return DeltaDestination(path, partition_by=partition_by, storage_options=storage_options)
 
 
+@checked("destinations.parquet")
 def parquet(directory: str) -> Destination:
     """A Parquet data set in ``directory`` (one ``data.parquet``, replaced atomically per run)."""
     from ._parquet import ParquetDestination
@@ -91,9 +94,8 @@ def _known(cls: type, name: str, options: dict[str, Any], *positional: str) -> d
     """The keyword options, each one ``cls`` takes: a misspelt one (``retries=``) was a bare TypeError."""
     import inspect
 
+    from .._args import refuse_unknown
+
     known = [p for p in inspect.signature(cls).parameters if p not in positional]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"destinations.{name}() has no option {', '.join(map(repr, unknown))}; its options are: "
-                          f"{', '.join(known)}")
+    refuse_unknown(f"destinations.{name}()", sorted(options), known)
     return options

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._args import checked
 from ..errors import ConfigError
 from ._base import BucketsLost, Engine, Task, WorkerLost, finished
 
@@ -165,6 +166,7 @@ class RayEngine(Engine):
         return f"dfsync.engines.ray(address={self.address!r}, num_cpus={self.num_cpus!r})"
 
 
+@checked("engines.local")
 def local(processes: int | None = None) -> LocalProcesses:
     """Run a partitioned sync's buckets in ``processes`` local worker processes (default: the
     machine's cores, at most 4). No extra dependency."""

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._args import checked, refuse_unknown
 from ..errors import ConfigError
 from .base import CursorFilter, Source, source_from_config
 
 __all__ = ["CursorFilter", "Source", "database", "duckdb_query", "files", "frame", "source_from_config"]
 
 
+@checked("sources.frame")
 def frame(df: Any, *, name: str | None = None) -> Source:
     """An in-memory polars DataFrame/LazyFrame, pandas DataFrame or Arrow table.
 
@@ -46,6 +48,7 @@ def files(glob: str | list[str] | None = None, format: str | None = None, **opti
     return FilesSource(glob, format=format, **options)
 
 
+@checked("sources.duckdb_query")
 def duckdb_query(sql: str, database: str | None = None) -> Source:
     """The result of a DuckDB SQL query, over a database file or (None) the files it names.
 
@@ -60,6 +63,10 @@ def database(uri: str, query: str, **options: Any) -> Source:
     """Rows of a SQL query on PostgreSQL (``postgresql://…``), MySQL/MariaDB (``mysql://…``),
     SQLite (``sqlite:///path``), streamed as Arrow batches. Passwords may be ``env:NAME`` references.
     """
+    import inspect
+
     from ._database import DatabaseSource
 
+    known = [p for p in inspect.signature(DatabaseSource).parameters if p not in ("uri", "query")]
+    refuse_unknown("sources.database()", options, known)
     return DatabaseSource(uri, query, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -11,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from .._args import refuse_unknown
 from ..errors import ConfigError, SourceError
 from ._options import reader_options, stored_options
 from .base import CursorFilter, Source, register_source
@@ -68,6 +70,10 @@ class FilesSource(Source):
             format = found.pop()
         if format not in FORMATS:
             raise ConfigError(f"unknown file format {format!r}; choose one of {', '.join(FORMATS)}")
+        reader = {"parquet": pl.scan_parquet, "csv": pl.scan_csv, "ndjson": pl.scan_ndjson}[format]
+        refuse_unknown(f"sources.files(..., format={format!r}) (its options go to polars.{reader.__name__})",
+                       options, ["format", "skip_unchanged", *(p for p in inspect.signature(reader).parameters
+                                                                if p != "source" and not p.startswith("_"))])
         tsv = [os.path.splitext(p.rstrip("*"))[1].lower() == ".tsv" for p in self.paths]
         if format == "csv" and any(tsv) and "separator" not in options:
             if not all(tsv):  # one reader, one separator
