@@ -522,7 +522,9 @@ def demo(
     """Run a real two-run sync of the sample data into a DuckDB file and show what happened."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(directory, data))
+    with _errors():
+        code = run_demo(directory, data)
+    raise typer.Exit(code)
 
 
 def _print_version(value: bool) -> None:

@@ -16,6 +16,7 @@ from typing import TextIO
 import duckdb
 
 from . import destinations, sources
+from .errors import ConfigError
 from .workspace import Workspace
 
 
@@ -33,10 +34,29 @@ def _find_data(data_dir: str | None) -> pathlib.Path:
     )
 
 
+#: what a demo directory holds; the demo starts each time from a new one
+_DEMO_FILES = {".dfsync", "source", "warehouse.duckdb", "warehouse.duckdb.wal"}
+
+
+def _start_afresh(root: pathlib.Path) -> None:
+    """Remove the directory of an earlier demo; refuse any other (``--directory .`` deleted whatever it held)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ConfigError(f"demo: {root} is a file, not a directory; pass --directory NEW_DIR")
+    others = sorted(p.name for p in root.iterdir() if p.name not in _DEMO_FILES)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ConfigError(f"demo: {root} holds files the demo did not make ({shown}); the demo starts "
+                         f"afresh each time and would delete them, so it left the directory alone. Pass "
+                         f"--directory NEW_DIR (a directory that does not exist yet, or an earlier demo's)")
+    shutil.rmtree(root)
+
+
 def run_demo(directory: str = "dfsync-demo", data_dir: str | None = None, out: TextIO = sys.stdout) -> int:
     data = _find_data(data_dir)
     root = pathlib.Path(directory).resolve()
-    shutil.rmtree(root, ignore_errors=True)
+    _start_afresh(root)
     (root / "source").mkdir(parents=True)
     warehouse = root / "warehouse.duckdb"
     ws = Workspace(root / ".dfsync" / "workspace.duckdb")
@@ -62,7 +82,11 @@ def run_demo(directory: str = "dfsync-demo", data_dir: str | None = None, out: T
         primary_key="order_id", sync_mode="incremental", cursor_field="updated_at", destination_mode="upsert",
     )
     say("dfsync demo: two syncs, two runs each, into a DuckDB file\n")
-    header = f"{'sync':<10} {'run':>3}  {'status':<8} {'inserted':>8} {'updated':>8} {'deleted':>8} {'unchanged':>9} {'sent':>6}"
+    say("  customers  source/customers.parquet -> warehouse.duckdb table customers, mirror mode (key id)")
+    say("  orders     source/orders.csv -> table orders, incremental by updated_at, upsert (key order_id)")
+    say("  run 1 and 2 load everything; then the sources change and runs 3 and 4 send only the changes\n")
+    header = (f"{'sync':<10} {'run':>3}  {'status':<8} {'read':>5} {'inserted':>8} {'updated':>8} {'deleted':>8} "
+              f"{'unchanged':>9} {'sent':>6}")
     say(header)
     say("-" * len(header))
     ok = True
@@ -74,10 +98,13 @@ def run_demo(directory: str = "dfsync-demo", data_dir: str | None = None, out: T
             run = sync.run(progress=False)
             c = run.counts
             ok &= run.status.value == "success"
-            say(f"{sync.name:<10} {run.id:>3}  {run.status.value:<8} {c['inserted']:>8} {c['updated']:>8} "
-                f"{c['deleted']:>8} {c['unchanged']:>9} {c['sent']:>6}")
+            say(f"{sync.name:<10} {run.id:>3}  {run.status.value:<8} {c['queried']:>5} {c['inserted']:>8} "
+                f"{c['updated']:>8} {c['deleted']:>8} {c['unchanged']:>9} {c['sent']:>6}")
             if run.error:
                 say(f"   error: {run.error}")
+    say("\nread: rows read from the source (orders' second run reads only rows at or past the last delivered "
+        "updated_at);\nunchanged: rows whose fingerprint equals what the destination already has, so not sent; "
+        "deleted: rows gone\nfrom the source (mirror mode); sent = inserted + updated + deleted")
     last = customers.last_run()
     assert last is not None
     say("\nstates of the last customers run:")

@@ -5,12 +5,15 @@ failures and errors of issue 18."""
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 
 import polars as pl
 import pytest
 
 import dfsync
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _parquet(tmp_path, n=3):
@@ -94,6 +97,22 @@ def test_counts_of_one_read_in_the_singular(ws, tmp_path):
 
     assert repr(RunHistory(checked)).endswith(": 1 run>")
     assert repr(Dashboard(ws)).endswith(": 2 syncs>")
+
+
+def test_demo_never_deletes_a_directory_it_did_not_make(tmp_path, dfsync_cli):
+    """`dfsync demo --directory .` removed the directory it was given, whatever it held."""
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "analysis.ipynb").write_text("{}")
+    res = dfsync_cli("demo", "--directory", str(mine), "--data", str(REPO / "data"))
+    assert res.code == 2 and "analysis.ipynb" in res.err and "--directory" in res.err, (res.out, res.err)
+    assert (mine / "analysis.ipynb").read_text() == "{}" and sorted(p.name for p in mine.iterdir()) == ["analysis.ipynb"]
+    demo = tmp_path / "demo"
+    for _ in range(2):  # a demo's own directory is made afresh each time
+        res = dfsync_cli("demo", "--directory", str(demo), "--data", str(REPO / "data"))
+        assert res.code == 0, res.err
+        assert "orders=540 rows" in res.out and "customers=202 rows" in res.out
+        assert re.search(r"^orders +4 +success +51 +40 +10 +0 +1 +50$", res.out, flags=re.M), res.out
 
 
 def test_a_misspelt_or_missing_argument_names_the_call_and_the_closest_option(ws, tmp_path):
