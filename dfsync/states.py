@@ -223,7 +223,15 @@ def check_transition(
             )
     else:
         if (current, target) not in SYNC_TRANSITIONS:
-            allowed = sorted(str(e) for (f, e) in SYNC_TRANSITIONS if f == current)
+            event = str(target).split("_")[0]  # enable_healthy and enable_failed are the user's enable
+            if event == "disable" and current == SyncStatus.DISABLED:
+                raise InvalidTransition("the sync is already disabled; sync.enable() (dfsync enable NAME) lets "
+                                        "it run again")
+            if event == "enable" and current != SyncStatus.DISABLED:
+                raise InvalidTransition(f"the sync is not disabled (it is {current or 'nothing'!s}), so there is "
+                                        f"nothing to enable; sync.disable() stops it")
+            allowed = sorted({str(e).split("_")[0] if str(e).startswith("enable") else str(e)
+                              for (f, e) in SYNC_TRANSITIONS if f == current})
             raise InvalidTransition(
                 f"a sync in status {current or 'nothing'!s} cannot take the event {target!s}; "
                 f"allowed events: {', '.join(allowed) or 'none'}"

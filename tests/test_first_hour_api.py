@@ -143,3 +143,17 @@ def test_a_misspelt_or_missing_argument_names_the_call_and_the_closest_option(ws
         sync.run(progres=False)
     assert sync.runs().height == 0  # nothing ran
     assert not (tmp_path / "w2.duckdb").exists()
+
+
+def test_disabling_twice_or_enabling_an_enabled_sync_says_so_in_the_users_words(ws, tmp_path):
+    """The refusal listed internal events ('allowed events: enable, enable_failed, enable_healthy')."""
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1]}), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    with pytest.raises(dfsync.InvalidTransition, match=r"not disabled \(it is pending\).*sync.disable\(\)"):
+        sync.enable()
+    sync.disable()
+    with pytest.raises(dfsync.InvalidTransition, match=r"already disabled; sync.enable\(\)") as info:
+        sync.disable()
+    assert "enable_" not in str(info.value)
+    sync.enable()
+    assert sync.status == "pending"
