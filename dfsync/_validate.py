@@ -51,6 +51,25 @@ class ValidationResult:
         return (f"<dfsync.ValidationResult of {self.sync_name!r} over {plural(self.rows, 'row')}: {what}; "
                 f"{plural(self.invalid.height, 'invalid row')}>")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the verdict, each check with its scope and failing rows, the key problems
+        and the first failing rows (``result.invalid``)."""
+        from ._html import badge, box, esc, table
+
+        title = (f"validate <code>{esc(self.sync_name)}</code> {badge('success' if self.ok else 'failed')} "
+                 f'<span style="font-weight:normal">over {plural(self.rows, "row", sep=True)}, nothing sent; '
+                 f"{plural(self.invalid.height, 'invalid row', sep=True)}</span>")
+        body = ""
+        if not self.checks.is_empty():
+            rows = [{"check": r["check_name"], "scope": r.get("level"), "result": "passed" if r["success"] else "FAILED",
+                     "failing rows": r.get("unexpected_count")} for r in self.checks.iter_rows(named=True)]
+            body += table(rows, ["check", "scope", "result", "failing rows"], raw=(), numeric=("failing rows",))
+        body += "".join(f"<div>{esc(p)}</div>" for p in self.problems)
+        if self.invalid.height:
+            body += ('<div style="margin-top:4px">first failing rows (result.invalid):</div>'
+                     + table(self.invalid.head(10).to_dicts(), self.invalid.columns, raw=(), fill=True))
+        return box(title, body, cls="dfsync dfsync-validation")
+
 
 def validate(sync: Sync) -> ValidationResult:
     staging = Staging(memory_limit=setting("staging_memory", sync.workspace.settings))

@@ -157,3 +157,16 @@ def test_disabling_twice_or_enabling_an_enabled_sync_says_so_in_the_users_words(
     assert "enable_" not in str(info.value)
     sync.enable()
     assert sync.status == "pending"
+
+
+def test_validate_shows_its_checks_in_a_notebook(ws, tmp_path):
+    """sync.validate() printed only its one-line repr in Jupyter; it shows each check, its scope and the rows."""
+    sync = ws.create_sync("v", source=pl.DataFrame({"id": [1, 2], "email": [None, "b@x"]}), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
+                          checks=[dfsync.checks.not_null("email"), dfsync.checks.row_count_between(1, 10)])
+    html = sync.validate()._repr_html_()
+    assert 'class="dfsync dfsync-validation"' in html and 'data-status="failed"' in html
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "over 2 rows, nothing sent; 1 invalid row" in text
+    assert "email not_null row FAILED 1" in text and "row_count_between table passed" in text
+    assert "first failing rows (result.invalid)" in text
