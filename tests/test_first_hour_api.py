@@ -170,3 +170,11 @@ def test_validate_shows_its_checks_in_a_notebook(ws, tmp_path):
     assert "over 2 rows, nothing sent; 1 invalid row" in text
     assert "email not_null row FAILED 1" in text and "row_count_between table passed" in text
     assert "first failing rows (result.invalid)" in text
+
+
+def test_a_directory_given_as_the_workspace_is_named(tmp_path):
+    """dfsync.Workspace('project/') failed with a bare IsADirectoryError."""
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(dfsync.WorkspaceError, match=r"is a directory; a workspace is a file.*\.dfsync/workspace\.duckdb"):
+        dfsync.Workspace(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

@@ -87,6 +87,11 @@ class FileConnections(StoreKey):
         if self.memory:
             _memory_cons[self._key] = duckdb.connect(":memory:")
         else:
+            if os.path.isdir(path):
+                raise WorkspaceError(
+                    f"{path} is a directory; a workspace is a file: dfsync.Workspace() (the default, "
+                    f".dfsync/workspace.duckdb) or a file path such as "
+                    f"{os.path.join(path, '.dfsync', 'workspace.duckdb')}. Nothing was changed.")
             whose = owner_problem(path)
             if whose:
                 raise WorkspaceError(
