@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
                "dfsync.destinations", "dfsync.definition", "dfsync.schedule")),
     ("engine", ("dfsync.runner", "dfsync._writer", "dfsync._settle", "dfsync._retry", "dfsync._bucket", "dfsync.engines", "dfsync._reads",
+                "dfsync._keyfail",
                 "dfsync._partition")),
     ("handles", ("dfsync.workspace", "dfsync.sync", "dfsync.run", "dfsync._validate", "dfsync._changes",
                  "dfsync._retention",

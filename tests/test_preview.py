@@ -133,3 +133,25 @@ def test_durations_and_intervals_read_back_as_polars_durations(tmp_path):
     assert q.run(progress=False).status == "success"
     con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
     assert con.sql("SELECT i::VARCHAR, m::VARCHAR FROM q").fetchall() == [("2 days 00:00:00.000005", "1 month 2 days")]
+
+
+def test_a_run_failing_on_its_keys_counts_the_rows_its_checks_fail_as_the_preview_does(tmp_path):
+    # on_invalid='fail', repeated keys and a row failing a check: the preview said 7 invalid rows, the
+    # failed run recorded 6 (the checks never ran, the failing row counted as an update)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2, 3, 4, 5], "v": [0, 1, 2, 3, 4]}), destination=dest,
+                          primary_key="id", checks=[dc.between("v", 0, 100)])
+    assert sync.run(progress=False).status == "success"
+    v2 = pl.DataFrame({"id": [1, 2, 2, 3, 4, 4, 6, 6], "v": [0, 1, 9, 200, 3, 3, 7, 8]})
+    p = sync.preview(source=v2)
+    run = sync.run(progress=False, source=v2)
+    assert run.status == "failed"
+    assert "appear more than once" in run.error and "v between: 1 row" in run.error, run.error
+    assert p.counts == _as_preview(run.counts) == {"insert": 0, "update": 0, "delete": 0, "unchanged": 1,
+                                                    "invalid": 7}, (p.counts, run.counts)
+    assert run.counts["queried"] == 8 and run.counts["sent"] == 0
+    invalid = run.records(status="invalid")
+    assert invalid.height == 7 and invalid.filter(pl.col("id") == 3)["_checks"].to_list() == [["v between"]]
+    assert run.validation().filter(pl.col("check_name") == "v between")["unexpected_count"].to_list() == [1]
+    ws.close()
