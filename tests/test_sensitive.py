@@ -285,6 +285,30 @@ def test_forget_names_the_primary_key_when_given_something_else(ws, tmp_path):
     assert (sync.delivered().height, sync.events().height) == before
 
 
+def test_forget_refuses_a_key_its_column_would_truncate_into_another(ws, tmp_path):
+    # forget([2.5]) on an int key erased key 2, and a datetime at noon on a date key erased that date's
+    # row: another row's traces gone and the next run sending it again, the call a success
+    from datetime import date, datetime
+
+    frame = pl.DataFrame({"id": [1, 2, 3], "day": [date(2024, 1, d) for d in (1, 2, 3)], "v": [1, 2, 3]})
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    by_id = ws.create_sync("by_id", source=frame, destination=dest, primary_key="id")
+    by_day = ws.create_sync("by_day", source=frame, destination=dfsync.destinations.duckdb(
+        str(tmp_path / "d.duckdb"), table="t2"), primary_key="day")
+    for sync in (by_id, by_day):
+        assert sync.run(progress=False).status == "success"
+    for sync, given, named in ((by_id, [1, 2.5], r"'id' holds int64 values; \[2.5\] is not one"),
+                               (by_day, [datetime(2024, 1, 2, 12)], r"'day' holds date32\[day\] values")):
+        before = sync.delivered().sort(sync.primary_key), sync.events().height
+        with pytest.raises(dfsync.ConfigError, match=named + ".*nothing was changed"):
+            sync.forget(given)
+        assert sync.delivered().sort(sync.primary_key).equals(before[0]) and sync.events().height == before[1]
+    assert by_id.forget([1.0, 3])["delivered"] == 2  # a float that is an integer is that integer
+    assert by_day.forget([date(2024, 1, 2)])["delivered"] == 1
+    assert by_id.delivered()["id"].to_list() == [2] and by_day.delivered()["day"].to_list() == [date(2024, 1, 1),
+                                                                                                  date(2024, 1, 3)]
+
+
 @pytest.mark.workspaces("duckdb", "postgres", slow=("postgres",))
 def test_forget_rewrites_check_examples_as_json_and_finds_short_keys_only_where_named(ws_target, tmp_path):
     ws = dfsync.Workspace(ws_target)

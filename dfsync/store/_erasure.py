@@ -104,7 +104,31 @@ def _register_keys(con: Any, table: str, key: Sequence[str], keys: Sequence[tupl
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"forget(): the primary key column {c!r} holds {schema.field(c).type} values; "
                               f"{values[:5]!r} cannot be one ({exc}). Nothing was changed.") from exc
+        # Arrow truncates on the way (2.5 -> 2, a datetime at noon -> its date): another row's key
+        altered = [v for v, back in zip(values, columns[c].to_pylist()) if not _same(v, back)]
+        if altered:
+            raise ConfigError(f"forget(): the primary key column {c!r} holds {schema.field(c).type} values; "
+                              f"{altered[:5]!r} {'is' if len(altered) == 1 else 'are'} not one (as "
+                              f"{schema.field(c).type}: {[_back(v, schema.field(c).type) for v in altered[:5]]!r}, "
+                              f"another key). Give the key values as the column holds them; nothing was changed.")
     con.register("_forget_keys", pa.table(columns))
+
+
+def _same(given: Any, stored: Any) -> bool:
+    """A key value given to forget() reads back as itself in its column's type (1.0 is 1; NaN is NaN)."""
+    if given is None or stored is None:
+        return given is None and stored is None
+    if isinstance(given, float) and isinstance(stored, float) and given != given and stored != stored:
+        return True
+    try:
+        return type(given) is not bool and bool(given == stored) and \
+            isinstance(given, datetime) == isinstance(stored, datetime)
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
+        return False
+
+
+def _back(value: Any, typ: Any) -> Any:
+    return pa.array([value], typ).to_pylist()[0]
 
 
 def _norm(value: Any) -> Any:
