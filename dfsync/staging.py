@@ -170,6 +170,8 @@ class Staging:
             con.unregister("_retry_keys")
         # only new keys can be null or repeat once the changed-only diff has checked the matched ones
         self._check_keys(result, only_inserts=counts is not None)
+        if result.key_problems and counts is None and self.joined and not keep_unchanged:
+            self._fill_dropped_values()
         if counts is None:
             counts = dict.fromkeys(ACTIONS, 0)
             counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
@@ -414,6 +416,22 @@ class Staging:
         con.execute(
             f"INSERT INTO invalid SELECT s.rowid, 'primary_key unique' FROM stg s SEMI JOIN ({dup_sql}) d ON {join_on} "
             f"WHERE s.{rows}")
+
+    def _fill_dropped_values(self) -> None:
+        """An unchanged row is staged with its key and fingerprint only. When its key repeats, it is
+        quarantined and kept as an invalid record: its values come back from a second read, matched
+        by key and fingerprint (run.records() showed the source's row with null values)."""
+        con, kq = self.con, [quote(k) for k in self.key]
+        dropped = [quote(c) for c in self.columns if c not in self.key and c not in self.keep_columns]
+        mine = "stg._action = 'unchanged' AND stg.rowid IN (SELECT _rid FROM invalid)"
+        if not dropped or not con.execute(f"SELECT count(*) FROM stg WHERE {mine}").fetchall()[0][0]:
+            return
+        self._open_source(*self._reopen)
+        keys = ", ".join(kq)
+        con.execute(
+            f"UPDATE stg SET {', '.join(f'{c} = f.{c}' for c in dropped)} FROM (SELECT DISTINCT ON ({keys}, _fp) * "
+            f"FROM (SELECT *, {self._fp_sql} AS _fp FROM _src) WHERE ({keys}) IN (SELECT ({keys}) FROM stg WHERE "
+            f"{mine})) f WHERE {' AND '.join(f'f.{k} = stg.{k}' for k in kq)} AND f._fp = stg._fp AND {mine}")
 
     # ------------------------------------------------------------------ checks
     def to_check_view(self) -> str:

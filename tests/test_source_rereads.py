@@ -52,3 +52,23 @@ def test_a_lazyframe_over_files_sees_files_added_and_rewritten_between_runs(tmp_
     _adds_up(run.counts)
     assert _dest_rows(dest) == [(i, i * 2 + 1) for i in range(5)]
     ws.close()
+
+
+def test_a_repeated_key_among_unchanged_rows_is_kept_with_its_values(tmp_path):
+    # a re-sync stages unchanged rows with their key and fingerprint only; when such a row's key
+    # repeated, its invalid record showed the source's row with every other value null
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    first = pl.DataFrame({"k1": [1, 1, 2], "k2": ["a", "b", "a"], "u": [1, 5, 5], "s": ["x", "y", "z"]})
+    again = pl.concat([first, pl.DataFrame({"k1": [1], "k2": ["b"], "u": [6], "s": ["w"]})])
+    for mode in ("full_refresh", "incremental"):
+        sync = ws.create_sync(mode, source=first, destination=dfsync.destinations.duckdb(
+            str(tmp_path / "dest.duckdb"), table=mode), primary_key=["k1", "k2"], on_invalid="skip", sync_mode=mode,
+            **({"cursor_field": "u"} if mode == "incremental" else {}))
+        assert sync.run(progress=False).status == "success"
+        run = sync.run(progress=False, source=again)
+        assert run.status == "success", run.error
+        _adds_up(run.counts)
+        assert (run.counts["invalid"], run.counts["sent"]) == (2, 0)
+        kept = run.records(status="invalid").sort("u").select("k1", "k2", "u", "s", "_action").rows()
+        assert kept == [(1, "b", 5, "y", "unchanged"), (1, "b", 6, "w", "update")], (mode, kept)
+    ws.close()
