@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from ._ident import quote
@@ -26,6 +27,8 @@ def cursor_to_json(v: Any) -> dict[str, Any] | None:
         return {"type": "date", "value": v.isoformat()}
     if isinstance(v, (int, float, str, bool)):
         return {"type": type(v).__name__, "value": v}
+    if isinstance(v, Decimal):  # kept as text it was compared as text: '10.00' < '9.99', rows never read
+        return {"type": "decimal", "value": str(v)}
     return {"type": "str", "value": str(v)}
 
 
@@ -37,6 +40,8 @@ def cursor_from_json(d: dict[str, Any] | None) -> Any:
         return datetime.fromisoformat(v)
     if t == "date":
         return date.fromisoformat(v)
+    if t == "decimal":
+        return Decimal(v)
     return v
 
 

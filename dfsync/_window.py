@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -144,4 +145,6 @@ def read_from(definition: SyncDefinition, delivered: Any) -> CursorFilter | None
         start = delivered - timedelta(days=math.ceil(lookback["seconds"] / 86400))
     elif "amount" in lookback and isinstance(delivered, (int, float)):
         start = delivered - lookback["amount"]
+    elif "amount" in lookback and isinstance(delivered, (Decimal, str)):  # text: a decimal stored as text before
+        start = Decimal(delivered) - Decimal(str(lookback["amount"]))
     return CursorFilter(field, start)

@@ -72,3 +72,36 @@ def test_a_repeated_key_among_unchanged_rows_is_kept_with_its_values(tmp_path):
         kept = run.records(status="invalid").sort("u").select("k1", "k2", "u", "s", "_action").rows()
         assert kept == [(1, "b", 5, "y", "unchanged"), (1, "b", 6, "w", "update")], (mode, kept)
     ws.close()
+
+
+def test_a_decimal_cursor_is_compared_as_a_number(tmp_path):
+    # a decimal cursor was stored as text and compared as text by frame sources: after 9.99 the rows at
+    # 10.00 and 100.00 were never read ('10.00' < '9.99'), every later run a success with nothing new;
+    # and lookback= was ignored for it
+    from decimal import Decimal as D
+
+    schema = {"id": pl.Int64, "c": pl.Decimal(10, 2), "v": pl.Int64}
+    rows = lambda *r: pl.DataFrame(list(r), schema=schema, orient="row")  # noqa: E731
+    first = rows((1, D("1.50"), 0), (2, D("2.25"), 0), (3, D("9.99"), 0))
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "dest.duckdb")
+    sync = ws.create_sync("s", source=first, destination=dfsync.destinations.duckdb(dest, table="t"),
+                          primary_key="id", sync_mode="incremental", cursor_field="c", lookback=1)
+    assert sync.run(progress=False).status == "success"
+    assert sync.cursor == D("9.99")
+    later = pl.concat([first, rows((4, D("10.00"), 0), (5, D("100.00"), 0), (6, D("9.50"), 0))])
+    run = sync.run(progress=False, source=later.lazy())
+    assert run.status == "success", run.error
+    _adds_up(run.counts)  # 9.50 arrived late, within the lookback of 1 below 9.99
+    assert (run.counts["queried"], run.counts["inserted"], run.counts["unchanged"]) == (4, 3, 1), run.counts
+    assert sync.cursor == D("100.00")
+    # a cursor stored as text by an earlier version is still compared as a number
+    ws.store.set_sync_fields(sync.id, cursor_value={"type": "str", "value": "9.99"})
+    run = sync.run(progress=False, source=later.with_columns(v=pl.lit(1)))
+    assert run.status == "success", run.error
+    assert run.counts["updated"] == 4, run.counts  # 9.50 (lookback), 9.99, 10.00, 100.00
+    con = duckdb.connect(dest, read_only=True)
+    assert con.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, 0), (2, 0), (3, 1), (4, 1), (5, 1),
+                                                                          (6, 1)]
+    con.close()
+    ws.close()

@@ -21,6 +21,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import polars as pl
@@ -57,6 +58,8 @@ class CursorFilter:
             dtype = lf.collect_schema().get(self.field)
             if isinstance(dtype, pl.Datetime) and dtype.time_zone:
                 value = pl.lit(value).dt.convert_time_zone(dtype.time_zone)
+        elif isinstance(value, str) and isinstance(lf.collect_schema().get(self.field), pl.Decimal):
+            value = Decimal(value)  # a decimal cursor stored as text before it was kept as a decimal
         return lf.filter((pl.col(self.field) >= value) | pl.col(self.field).is_null())
 
     def where(self, quoted_field: str, placeholder: str) -> str:
