@@ -364,8 +364,9 @@ def _read(task: dict[str, Any], tmp: str) -> int:
             if task["rows"] is not None:
                 lo, hi = task["rows"]
                 rel = rel.filter(f"{_ROW_COL} >= {int(lo)} AND {_ROW_COL} < {int(hi)}")
-            if cursor is not None:
-                rel = rel.filter(duckdb.ColumnExpression(cursor[0]) >= duckdb.ConstantExpression(cursor[1]))
+            if cursor is not None:  # as the single read (FilesSource.duckdb_relation): null cursors too
+                col = duckdb.ColumnExpression(cursor[0])
+                rel = rel.filter((col >= duckdb.ConstantExpression(cursor[1])) | col.isnull())
             rel = rel.select(*[duckdb.ColumnExpression(c) for c in task["columns"]])
             rel.write_parquet(tmp)
             return con.execute("SELECT count(*) FROM read_parquet(?)", [tmp]).fetchall()[0][0]
