@@ -13,7 +13,7 @@ from collections.abc import Callable
 from .errors import InvalidRecordsError, ValidationFailed
 
 
-def keys_and_checks(keys: InvalidRecordsError, *, count: Callable[[], None], validate: Callable[[], str],
+def keys_and_checks(keys: InvalidRecordsError, count: Callable[[], None], validate: Callable[[], str],
                     keep_records: Callable[[], None]) -> InvalidRecordsError:
     """The error to raise for a run that fails on its keys, once ``count`` (the run's counters),
     ``validate`` (its checks, which under 'fail' quarantine the failing rows, keep the invalid

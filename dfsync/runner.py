@@ -28,10 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _interrupt, _keyfail, _partition, _reads, _registry, _retry, _sensitive, _settle, _words
+from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle, _words
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore
+from ._keyfail import keys_and_checks
 from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
     ACTION_COLUMN,
@@ -269,8 +270,7 @@ class Runner:
             failed = getattr(exc, "stage_result", None)
             if failed is not None:  # null or repeated keys under on_invalid='fail': say what was found
                 store.set_counters(self.run_id, queried=failed.queried, retried=failed.retried)
-                raise _keyfail.keys_and_checks(exc, count=self._set_valid_counters, validate=self._validate,
-                                               keep_records=self._keep_invalid_records) from None
+                raise keys_and_checks(exc, self._set_valid_counters, self._validate, self._keep_invalid_records) from None
             raise
         for p in result.key_problems:
             store.note(self.sync_id, self.run_id, f"quarantined: {p}")

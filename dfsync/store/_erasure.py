@@ -105,7 +105,7 @@ def _register_keys(con: Any, table: str, key: Sequence[str], keys: Sequence[tupl
             raise ConfigError(f"forget(): the primary key column {c!r} holds {schema.field(c).type} values; "
                               f"{values[:5]!r} cannot be one ({exc}). Nothing was changed.") from exc
         # Arrow truncates on the way (2.5 -> 2, a datetime at noon -> its date): another row's key
-        altered = [v for v, back in zip(values, columns[c].to_pylist()) if not _same(v, back)]
+        altered = [v for v, back in zip(values, columns[c].to_pylist(), strict=True) if not _same(v, back)]
         if altered:
             raise ConfigError(f"forget(): the primary key column {c!r} holds {schema.field(c).type} values; "
                               f"{altered[:5]!r} {'is' if len(altered) == 1 else 'are'} not one (as "
