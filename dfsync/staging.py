@@ -52,6 +52,9 @@ FP_ALGO = f"duckdb-hash/{duckdb.__version__}"
 #: same speed into DuckDB and 10-15% more time into PostgreSQL (bench/RESULTS_dlt.md, fourth
 #: session); DFSYNC_STAGING_MEMORY=2GB trades the memory back for that time (default in dfsync/_settings.py)
 ACTIONS = ("insert", "update", "delete", "unchanged")
+#: stg._action's type: one byte a row instead of a 16-byte string. A 10M-row first load spills
+#: ~150 MB less past the memory cap (bench/RESULTS.md, issue 22); read out as VARCHAR.
+ACTION_TYPE = f"ENUM({', '.join(repr(a) for a in ACTIONS)})"
 
 
 
@@ -208,7 +211,7 @@ class Staging:
         """Stage no rows (the source is known unchanged since everything was delivered)."""
         self.key, self.types, self.columns = list(key), dict(types), list(types)
         cols = ", ".join(f"{quote(c)} {t}" for c, t in types.items())
-        self.con.execute(f"CREATE OR REPLACE TABLE stg ({cols}, _fp UBIGINT, _action VARCHAR)")
+        self.con.execute(f"CREATE OR REPLACE TABLE stg ({cols}, _fp UBIGINT, _action {ACTION_TYPE})")
         self.con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
         self.con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
         self.loaded = self.joined = True
@@ -311,7 +314,7 @@ class Staging:
                 f"""CREATE OR REPLACE TABLE stg AS
                 SELECT {cols}, coalesce(s._fp, d._fp) AS _fp,
                        CASE WHEN s._present IS NULL THEN 'delete' WHEN d._fp IS NULL THEN 'insert'
-                            ELSE 'update' END AS _action
+                            ELSE 'update' END::{ACTION_TYPE} AS _action
                 FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
                 FULL JOIN dlv d ON {on}
                 WHERE s._fp IS DISTINCT FROM d._fp"""
@@ -352,14 +355,15 @@ class Staging:
             self.joined = joined
             if not joined:  # first run (or state reset): every row is an insert
                 cols_only = ", ".join(quote(c) for c in self.columns)
-                con.execute(f"CREATE OR REPLACE TABLE stg AS SELECT {cols_only}, {fp} AS _fp, 'insert' AS _action FROM _src")
+                con.execute(f"CREATE OR REPLACE TABLE stg AS SELECT {cols_only}, {fp} AS _fp, "
+                            f"'insert'::{ACTION_TYPE} AS _action FROM _src")
             else:
                 con.execute(
                     f"""CREATE OR REPLACE TABLE stg AS
                     SELECT {rec_cols}, coalesce(s._fp, d._fp) AS _fp,
                            CASE WHEN s._present IS NULL THEN 'delete'
                                 WHEN d._fp IS NULL THEN 'insert'
-                                WHEN {same} THEN 'unchanged' ELSE 'update' END AS _action
+                                WHEN {same} THEN 'unchanged' ELSE 'update' END::{ACTION_TYPE} AS _action
                     FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
                     {join} JOIN dlv d ON {on}"""
                 )
@@ -521,7 +525,7 @@ class Staging:
         condition on ``stg`` that picks some of them, e.g. one bucket of a partitioned run)."""
         self.flush_outcomes()
         cols = ", ".join(quote(c) for c in self.columns)
-        action = "'insert'" if mode.rewrites else "_action"  # every row goes into the new table
+        action = "'insert'" if mode.rewrites else "_action::VARCHAR"  # every row goes into the new table
         where = (f"{self.send_filter(mode)} AND s.rowid NOT IN (SELECT _rid FROM invalid) "
                  f"AND s.rowid NOT IN (SELECT _rid FROM outcomes)" + (f" AND ({only})" if only else ""))
         rel = self.con.cursor().sql(f"SELECT {cols}, {action} AS _action, _fp, s.rowid AS _rid FROM stg s WHERE {where}")
@@ -570,7 +574,7 @@ class Staging:
         w = ("WHERE " + " AND ".join(where)) if where else ""
         lim = f"LIMIT {int(limit)}" if limit else ""
         return self.con.cursor().sql(
-            f"""SELECT {cols}, s._action, {status_sql} AS _status, o._batch, o._error,
+            f"""SELECT {cols}, s._action::VARCHAR AS _action, {status_sql} AS _status, o._batch, o._error,
                        i.checks AS _checks, s._fp AS _fingerprint
                 FROM stg s
                 LEFT JOIN (SELECT _rid, list(check_name ORDER BY check_name) AS checks FROM invalid GROUP BY _rid) i ON i._rid = s.rowid
@@ -582,4 +586,4 @@ class Staging:
 
     def arrow_schema(self) -> pa.Schema:
         cols = ", ".join(quote(c) for c in self.columns)
-        return self.con.cursor().sql(f"SELECT {cols}, _action FROM stg LIMIT 0").to_arrow_table().schema
+        return self.con.cursor().sql(f"SELECT {cols}, _action::VARCHAR AS _action FROM stg LIMIT 0").to_arrow_table().schema

@@ -17,12 +17,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .._arrow import int_array
 from .._ident import quote
 from .._settings import memory_bytes
 from ..states import RunStatus
 from ._common import first
+
+#: a state row's action as written: NULL is an insert (every row of a first load), as in the
+#: PostgreSQL store: 10M rows written ahead in batches of 983,040 cost 1.8-1.9 instead of
+#: 2.3-2.4 CPU-s (bench/RESULTS.md, issue 22). Rows written before say 'insert': both read back as 'insert'.
+_ACTION = "coalesce(_action, 'insert')"
 
 # the cursor merge a caller passes to finish_run/fail_run: (sync's cursor, run's cursor_max) -> new (JSON values)
 CursorMerge = Callable[[Any, Any], Any]
@@ -79,7 +85,7 @@ class DeliveryOps:
         with self._connect() as con:
             if not self._has_table(con, state_table(sync_id)):
                 return None
-            return con.sql(f"SELECT {cols}, _fp, _action, _batch FROM {state_table(sync_id)} "
+            return con.sql(f"SELECT {cols}, _fp, {_ACTION} AS _action, _batch FROM {state_table(sync_id)} "
                            f"WHERE _run = {int(run_id)} AND _ok {not_in}").to_arrow_table()
 
     def ensure_state_table(self, sync_id: int, key_types: dict[str, str]) -> None:
@@ -111,10 +117,12 @@ class DeliveryOps:
         """Before a batch is sent: its keys, fingerprints and actions, not yet confirmed, and the batch in flight."""
         st = state_table(sync_id)
         cols = ", ".join(quote(k) for k in key)
+        inserts_only = bool(pc.all(pc.equal(rows.column(action_column), "insert")).as_py())
+        action = "NULL" if inserts_only else f"nullif({action_column}, 'insert')"  # see _ACTION
         with self._transaction() as con:
-            con.register("_log", rows.select([*key, "_fp", action_column]))
+            con.register("_log", rows.select([*key, "_fp"] + ([] if inserts_only else [action_column])))
             con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, {int(run_id)}, {int(batch_no)}, "
-                        f"{action_column}, FALSE FROM _log")
+                        f"{action}, FALSE FROM _log")
             con.unregister("_log")
             con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)",
                         [run_id, batch_no, rows.num_rows])
