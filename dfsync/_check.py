@@ -128,8 +128,13 @@ _CROSS_ROW_FUNCTIONS = {
     "Extend", "ExtendConstant", "DropNulls", "DropNans", "SetSortedFlag", "UpperBound", "LowerBound",
     "IndexOf", "Search", "SearchSorted", "ArgWhere", "Mean", "Median", "Std", "Var", "Sum", "Min", "Max",
     "First", "Last", "NUnique", "Count", "Product", "Implode", "ConcatExpr", "AggGroups",
+    "MinBy", "MaxBy", "RLEID", "Random", "Correlation", "Range",
 }
-_CROSS_ROW_BOOLEAN = {"IsDuplicated", "IsUnique", "IsFirstDistinct", "IsLastDistinct", "Any", "All"}
+_CROSS_ROW_BOOLEAN = {"IsDuplicated", "IsUnique", "IsFirstDistinct", "IsLastDistinct", "Any", "All", "HasNulls",
+                      "IsSorted"}
+# functions whose inputs after the first are a table of values (old -> new): read from a column, the
+# table is the whole column, not the row's value
+_TABLE_INPUT_FUNCTIONS = {"Replace", "ReplaceStrict"}
 _ELEMENTWISE_FAMILIES = {"StringExpr", "TemporalExpr", "Boolean", "ListExpr", "ArrayExpr", "StructExpr",
                          "BinaryExpr", "CategoricalExpr", "Trigonometry", "Round", "Clip", "Pow"}
 
@@ -155,6 +160,9 @@ def compares_rows(expr: Any) -> bool:
             if k == "function":  # a Function node: its name (or family) and its inputs
                 if isinstance(v, str) and v in _CROSS_ROW_FUNCTIONS:
                     return True
+                fname = v if isinstance(v, str) else next(iter(v), None) if isinstance(v, dict) else None
+                if fname in _TABLE_INPUT_FUNCTIONS and '"Column"' in json.dumps(node.get("input", [])[1:3]):
+                    return True  # x.replace(pl.col("old"), pl.col("new")): a mapping from whole columns
                 if isinstance(v, dict):
                     name = next(iter(v), None)
                     if name in _CROSS_ROW_FUNCTIONS:

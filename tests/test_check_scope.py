@@ -375,6 +375,39 @@ def test_an_expression_comparing_rows_sees_the_whole_source_on_a_re_sync(tmp_pat
     ws.close()
 
 
+
+@pytest.mark.parametrize("expr", [
+    pl.col("price") >= pl.col("price").min_by("day"), pl.col("price") <= pl.col("price").max_by("day"),
+    pl.col("day").rle_id() < 3, pl.col("price").shuffle(seed=1) > 0, pl.col("price").sample(n=4, seed=1) > 0,
+    pl.corr("price", "day") > 0, pl.col("day") == pl.int_range(1, 5),
+    pl.lit(True) & pl.col("day").is_sorted(), pl.lit(True) & ~pl.col("price").has_nulls(),
+    pl.col("code").replace(pl.col("old_code"), pl.lit("retired")) != "retired",
+    pl.col("code").replace_strict(pl.col("old_code"), pl.lit("retired"), default=pl.col("code")) != "retired",
+], ids=["min_by", "max_by", "rle_id", "shuffle", "sample", "corr", "int_range", "is_sorted", "has_nulls", "replace",
+        "replace_strict"])
+def test_every_expression_whose_row_verdict_reads_other_rows_is_dataset_level(expr):
+    # these were taken for row-level and judged on the changed rows alone
+    assert dc.expression(expr).level == "table"
+
+
+def test_row_level_expressions_stay_row_level():
+    for expr in [pl.col("code").replace("a", "b") != "c", pl.col("code").replace_strict({"a": "b"}, default="z") != "c",
+                 pl.col("price").round(1) > 0, pl.max_horizontal("price", "day") > 0]:
+        assert dc.expression(expr).level == "row", expr
+
+
+def test_min_by_sees_the_whole_source_on_a_re_sync(tmp_path):
+    # no price below the first day's: re-syncing row 4 at 5 compared it with itself alone and sent it
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "day": [1, 2, 3, 4], "price": [10.0, 11.0, 12.0, 13.0]})
+    ws, sync = _sync(tmp_path, df, checks=[dc.expression(pl.col("price") >= pl.col("price").min_by("day"),
+                                                         name="not below day 1")])
+    assert sync.run(progress=False).counts["inserted"] == 4
+    run = sync.run(progress=False, source=df.with_columns(
+        price=pl.when(pl.col("id") == 4).then(pl.lit(5.0)).otherwise(pl.col("price"))))
+    _sums(run.counts)
+    assert run.records(status="invalid")["id"].to_list() == [4] and run.counts["sent"] == 0
+    ws.close()
+
 def test_a_sql_predicate_with_a_window_function_sees_the_whole_source(tmp_path):
     # count(*) OVER (PARTITION BY email) was computed over the changed rows alone: a re-sync that
     # gave row 4 a delivered row's e-mail found it alone in its partition and sent it
