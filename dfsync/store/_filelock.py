@@ -44,6 +44,15 @@ _local_locks: dict[str, threading.RLock] = {}
 _memory_cons: dict[str, duckdb.DuckDBPyConnection] = {}
 
 
+def _utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The workspace's times in UTC, as a PostgreSQL workspace gives them (its sessions SET TIME ZONE
+    'UTC'): DuckDB otherwise hands TIMESTAMPTZ out in the machine's zone, so sync.runs(), events()
+    and records() had another dtype on each machine and on each store (a frame of both would not
+    concat). GLOBAL: the connection's cursors too."""
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    return con
+
+
 class _Gate:
     """This process's open connections to one workspace file, so a compaction can wait until
     none is open and hold new ones back until the file is swapped (:meth:`FileConnections.compact`)."""
@@ -85,7 +94,7 @@ class FileConnections(StoreKey):
         self._lease_thread: int | None = None
         self._ledger: tuple[str, int] | None = None
         if self.memory:
-            _memory_cons[self._key] = duckdb.connect(":memory:")
+            _memory_cons[self._key] = _utc(duckdb.connect(":memory:"))
         else:
             if os.path.isdir(path):
                 raise WorkspaceError(
@@ -176,8 +185,8 @@ class FileConnections(StoreKey):
             while True:
                 try:
                     if connect is not None:
-                        return connect()
-                    con = duckdb.connect(self.path)
+                        return _utc(connect())
+                    con = _utc(duckdb.connect(self.path))
                     # the workspace's pages are evicted, not kept: a run's memory is its staging
                     con.execute(f"SET memory_limit = '{setting('workspace_memory', {'workspace_memory': self.memory_limit})}'")
                     return con
