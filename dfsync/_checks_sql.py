@@ -146,6 +146,35 @@ def sql_compares_rows(predicate: str) -> bool:
     return any(node.get("class") == "WINDOW" for node in _nodes(_parse(predicate)))
 
 
+_aggregates: set[str] | None = None
+
+
+def sql_aggregate(predicate: str) -> str | None:
+    """The first aggregate function a predicate calls outside a window and a subquery
+    (``x < avg(x)``), or None: such a predicate has no value per row (DuckDB refuses it only
+    when the run evaluates it, naming a GROUP BY)."""
+    global _aggregates
+    with _parse_lock:
+        if _aggregates is None:
+            rows = _parser().execute(
+                "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate' "
+                "AND function_name NOT IN (SELECT function_name FROM duckdb_functions() "
+                "WHERE function_type <> 'aggregate')").fetchall()
+            _aggregates = {r[0].lower() for r in rows} | {"count_star"}
+
+    def walk(node: Any) -> str | None:
+        if isinstance(node, list):
+            return next((f for x in node if (f := walk(x))), None)
+        if not isinstance(node, dict) or node.get("class") in ("SUBQUERY", "WINDOW"):
+            return None  # a subquery's or a window's aggregate has a value per row
+        name = str(node.get("function_name") or "").lower()
+        if node.get("class") == "FUNCTION" and name in _aggregates and not node.get("schema"):
+            return "count" if name == "count_star" else name
+        return next((f for x in node.values() if (f := walk(x))), None)
+
+    return walk(_parse(predicate))
+
+
 def _nodes(node: Any) -> Iterator[dict[str, Any]]:
     """Every node of a parse tree (DuckDB's JSON form), parents before their children."""
     if isinstance(node, dict):

@@ -28,7 +28,7 @@ from dfsync._check import ROW, TABLE, Check, Evaluation, ExpressionCheck
 from dfsync._checks_eval import dataset_columns as dataset_columns  # the runner's entry points
 from dfsync._checks_eval import evaluate, validate_checks
 from dfsync._checks_eval import evaluate_staged as evaluate_staged
-from dfsync._checks_sql import sql_columns, sql_compares_rows
+from dfsync._checks_sql import sql_aggregate, sql_columns, sql_compares_rows
 from dfsync._regex import to_re2
 from dfsync.errors import ConfigError
 
@@ -212,6 +212,12 @@ def sql(predicate: str, *, name: str | None = None, mostly: float = 1.0) -> Chec
     """
     if not isinstance(predicate, str) or not predicate.strip():
         raise ConfigError(f"sql() needs a SQL predicate string, got {predicate!r}")
+    agg = sql_aggregate(predicate)
+    if agg:
+        raise ConfigError(
+            f"sql(): predicate {predicate!r} calls the aggregate {agg}() over no window: a predicate is true or "
+            f"false for each row. Compare with the whole data set through a window ({agg}(...) OVER (), "
+            f"or OVER (PARTITION BY col)), or use row_count_between / a Great Expectations aggregate expectation")
     cols = sql_columns(predicate)
     level = TABLE if sql_compares_rows(predicate) else ROW  # a window function reads other rows
     return Check("sql", None, name=name or predicate, mostly=mostly, predicate=predicate, columns=cols, level=level)

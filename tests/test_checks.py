@@ -326,6 +326,9 @@ def test_unknown_column_lists_the_columns_that_exist():
         (lambda: dc.not_null(""), "column name"),
         (lambda: dc.not_null("a", mostly=2), "mostly"),
         (lambda: dc.sql("a >"), "cannot parse"),
+        # an aggregate over no window has no value per row: the run failed on DuckDB's GROUP BY error
+        (lambda: dc.sql("x < avg(x) * 2"), r"aggregate avg\(\) over no window.*avg\(\.\.\.\) OVER \(\)"),
+        (lambda: dc.sql("x > 0 AND COUNT(*) = 1"), r"aggregate count\(\)"),
         (lambda: dc.expression("a > 1"), "polars expression"),
         (lambda: dc.normalize_checks(["not_null"]), "not a check"),
         (lambda: dc.normalize_checks(42), "checks must be"),
@@ -334,6 +337,12 @@ def test_unknown_column_lists_the_columns_that_exist():
 def test_bad_checks_say_what_to_do(make, message):
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+def test_sql_aggregates_in_a_window_or_a_subquery_and_list_functions_are_taken():
+    assert dc.sql("x < avg(x) OVER () * 2").level == "table"
+    assert dc.sql("s IN (SELECT max(a) FROM range(3) t(a))").level == "row"
+    assert dc.sql("list_aggregate([x, 2], 'sum') > 0 AND greatest(x, 1) > 0").level == "row"
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
