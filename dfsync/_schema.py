@@ -445,6 +445,9 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
       body), which has neither NaN nor infinity: a float inside with one is refused.
     * ``infinite_times``: True when the destination keeps DuckDB's 'infinity' and '-infinity'
       dates and timestamps (DuckDB only); elsewhere they are refused.
+    * ``date_range`` / ``timestamp_range``: the dates and timestamps the destination stores, as
+      (year, month, day) bounds [from, before) in proleptic Gregorian years (0 is 1 BC); a value
+      outside (PostgreSQL's 4714 BC, a year SQLite's ISO text or Delta's readers cannot write) is refused.
     * ``largest_integer``: SQLite's integers are signed 64-bit: a larger uint64 is refused.
     * ``text_nul``: False when the destination's text cannot hold the NUL character (PostgreSQL's
       text, arrays and jsonb): a string with one, alone or inside a list/struct/map, is refused.
@@ -500,6 +503,8 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"query (NULLIF({n}, '{bad}')) or in the sync's mapping (mapping={{{n!r}: "
                     f"pl.when({c}.dt.year().is_between(-9999, 9999)).then({c})}}), or choose DuckDB. "
                     f"Nothing was sent.")
+        if pa.types.is_date(t) or pa.types.is_timestamp(t):
+            _check_time_range(con, table, f, destination, where)
         if largest is not None and pa.types.is_unsigned_integer(t) and _int_range(t)[1] > largest:
             bad = _first_value(con, table, n, f"{{c}} > {int(largest)}")
             if bad is not None:
@@ -509,6 +514,34 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"or choose a destination with unsigned 64-bit integers (DuckDB, Parquet, PostgreSQL, "
                     f"MySQL). Nothing was sent.")
     check_time_units(con, table, records, getattr(destination, "time_unit", "ns"), where)
+
+
+def _check_time_range(con: Any, table: str, f: pa.Field, destination: Any, where: str) -> None:
+    """Refuse a date or timestamp outside the destination's ``date_range`` / ``timestamp_range``."""
+    t, n = _base(f.type), f.name
+    bounds = getattr(destination, "date_range" if pa.types.is_date(t) else "timestamp_range", None)
+    if bounds is None or (pa.types.is_timestamp(t) and t.unit == "ns"):  # 1677-2262 fits everywhere
+        return
+    sql_type = "DATE" if pa.types.is_date(t) else "TIMESTAMP"
+    expr = "{c}" if getattr(t, "tz", None) is None else "timezone('UTC', {c})"
+    fn = "pl.date" if sql_type == "DATE" else "pl.datetime"
+    col = f"pl.col({n!r})" + (".dt.convert_time_zone('UTC').dt.replace_time_zone(None)" if expr != "{c}" else "")
+    conds, keep = [], []
+    for (y, m, d), op, ok in zip(bounds, ("<", ">="), (">=", "<"), strict=True):
+        if y <= 294246 or sql_type == "DATE":  # no staged timestamp reaches a bound beyond DuckDB's
+            conds.append(f"{expr} {op} {sql_type} '{1 - y if y <= 0 else y:04d}-{m:02d}-{d:02d}"
+                         f"{' (BC)' if y <= 0 else ''}'")
+            keep.append(f"({col}.dt.year() {ok} {y})" if (m, d) == (1, 1) else f"({col} {ok} {fn}({y}, {m}, {d}))")
+    bad = _first_value(con, table, n, f"NOT isinf({{c}}) AND ({' OR '.join(conds)})")
+    if bad is None:
+        return
+    (y0, m0, d0), (y1, m1, d1) = bounds
+    raise SchemaMismatchError(
+        f"column {n!r} holds {bad}, outside the {sql_type.lower()}s {where} stores ({fn}({y0}, {m0}, {d0}) up to "
+        f"before {fn}({y1}, {m1}, {d1}), proleptic Gregorian years, 0 being 1 BC): it would be refused or read "
+        f"back as another value. Send NULL for such values in the sync's mapping (mapping={{{n!r}: "
+        f"pl.when({' & '.join(keep)}).then(pl.col({n!r}))}}), or choose a destination that keeps them (DuckDB, "
+        f"Parquet). Nothing was sent.")
 
 
 def check_time_units(con: Any, table: str, records: pa.Schema, unit: str, where: str) -> None:

@@ -102,6 +102,10 @@ class PostgresDestination(ServerDestination):
     reusable_sessions = True
     #: the finest time unit its timestamp/interval columns keep
     time_unit = "us"
+    #: dates and timestamps from 4714-11-24 BC (Julian day 0; year -4713 in polars): refused outside
+    #: before sending (dfsync._schema.check_values); PostgreSQL's upper ends lie beyond what Arrow holds
+    date_range = ((-4713, 11, 24), (5874898, 1, 1))
+    timestamp_range = ((-4713, 11, 24), (294277, 1, 1))
     #: text, arrays and jsonb cannot hold U+0000: refused before sending (dfsync._schema.check_values)
     text_nul = False
 

@@ -101,6 +101,9 @@ class SQLiteDestination(Destination):
     kind = "sqlite"
     #: SQLite stores a NaN REAL as NULL: a NaN is refused before anything is sent
     nonfinite = "inf"
+    #: dates and timestamps are ISO text of four-digit years: others are refused before sending
+    #: (the driver cannot format them, or writes '-001-01-01')
+    date_range = timestamp_range = ((1, 1, 1), (10000, 1, 1))
     #: SQLite integers are signed 64-bit: a uint64 value above this is refused before sending
     largest_integer = 2**63 - 1
 
