@@ -89,7 +89,8 @@ def not_null(column: str, *, name: str | None = None, mostly: float = 1.0) -> Ch
 def unique(column_or_columns: str | Iterable[str], *, name: str | None = None, mostly: float = 1.0) -> Check:
     """No value (or combination of values) appears twice; every copy of a duplicate fails.
 
-    Rows with a missing value in any of the columns are ignored, as GX does.
+    Rows with a missing value in any of the columns are ignored (GX's compound uniqueness
+    ignores only rows missing every value, so it can count more failing rows).
 
     >>> unique(["country", "vat_id"]).name
     'country, vat_id unique'
