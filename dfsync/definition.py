@@ -168,6 +168,9 @@ class SyncDefinition:
                     f"taken as it is or renamed (mapping={{{self.cursor_field!r}: 'updated_at'}}). Compute it in "
                     f"the source (a query), or choose another cursor_field")
 
+            problem = source.cursor_problem(mapper.source_column(self.cursor_field))
+            if problem:
+                raise ConfigError(problem)
             window = check_window(self.cursor_field, schema[self.cursor_field], self.lookback, self.initial_cursor)
             self.lookback, self.initial_cursor = window.get("lookback"), window.get("initial_cursor")
         self.sensitive = check_sensitive(self.sensitive, fields, keys)

@@ -289,3 +289,32 @@ def test_sqlite_source_to_sqlite_destination(tmp_path):
     assert run.status == "success", run.error
     out = sqlite3.connect(tmp_path / "out.sqlite")
     assert out.execute("SELECT count(*), sum(amount) FROM orders").fetchone() == (3000, sum(i * 1.25 for i in range(3000)))
+
+
+def test_a_cursor_postgres_gives_as_text_is_refused_and_its_cast_works(pg_server, pg_uri, tmp_path):
+    """A numeric cursor arrived as text: the first run stored '9.99' as its cursor and every later
+    run failed with PostgreSQL's raw 'operator does not exist: numeric >= text'; kept as text the
+    cursor would also order '9.99' after '10.00'. create_sync refuses it with the cast to use."""
+    import duckdb
+
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE amts (id int PRIMARY KEY, amt numeric(10, 2), u uuid); "
+                      "INSERT INTO amts VALUES (1, 9.99, gen_random_uuid()), (2, 5.00, gen_random_uuid())", dbname=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "d.duckdb")
+    for col, cast in [("amt", '"amt"::double precision AS amt_cursor'), ("u", '"u"::text AS u_cursor')]:
+        with pytest.raises(dfsync.errors.ConfigError, match=f"cursor_field '{col}' is PostgreSQL .*{cast}"):
+            ws.create_sync(col, source=dfsync.sources.database(pg_uri, "SELECT * FROM amts"),
+                           destination=dfsync.destinations.duckdb(dest, col), primary_key="id",
+                           sync_mode="incremental", cursor_field=col)
+    assert ws.syncs().height == 0
+    sync = ws.create_sync("amt", source=dfsync.sources.database(
+        pg_uri, "SELECT *, amt::double precision AS amt_cursor FROM amts"),
+        destination=dfsync.destinations.duckdb(dest, "t"), primary_key="id", sync_mode="incremental",
+        cursor_field="amt_cursor")
+    assert sync.run(progress=False).status == "success"
+    pg_server.execute("INSERT INTO amts VALUES (3, 10.00, NULL), (4, 100.00, NULL)", dbname=db)
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["inserted"] == 2
+    got = duckdb.connect(dest, read_only=True).sql("SELECT id, amt FROM t ORDER BY id").fetchall()
+    assert [(i, str(a)) for i, a in got] == [(1, "9.99"), (2, "5.00"), (3, "10.00"), (4, "100.00")]

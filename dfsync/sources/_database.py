@@ -252,6 +252,22 @@ class DatabaseSource(Source):
         self._refuse_unreadable(schema)
         return schema
 
+    def cursor_problem(self, field: str) -> str | None:
+        """PostgreSQL numeric, uuid and json arrive as text (docs/SCHEMA.md): the cursor would be
+        kept and maximised as text ('9.99' after '10.00') and the filter bound as text, which
+        PostgreSQL does not compare with the column's own type."""
+        if self.dialect != "postgres":
+            return None
+        schema = self._arrow_schema(None)
+        if field not in schema.names or not isinstance(schema.field(field).type, pa.BaseExtensionType):
+            return None
+        pg_type = (schema.field(field).metadata or {}).get(b"POSTGRESQL:type", b"").decode() or "an extension type"
+        cast = "double precision" if pg_type == "numeric" else "text"
+        return (f"cursor_field {field!r} is PostgreSQL {pg_type}, which dfsync reads as text, so its values "
+                f"would be ordered as text (9.99 after 10.00) and an incremental run could not filter on it; "
+                f"add a cursor column of an ordered type in the query, e.g. SELECT *, {q(field)}::{cast} AS "
+                f"{field}_cursor FROM ..., and use cursor_field='{field}_cursor'")
+
     def _refuse_unreadable(self, schema: pa.Schema) -> None:
         """PostgreSQL types the ADBC driver cannot give as values: ``money`` arrives as integer
         cents (12.34 as 1234) and types it does not know (inet, cidr, point, ranges, ...) as

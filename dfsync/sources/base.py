@@ -93,6 +93,11 @@ class Source(ABC):
         """Column names and types, without reading the data where possible."""
         return self.scan().collect_schema()
 
+    def cursor_problem(self, field: str) -> str | None:
+        """Why the source column ``field`` cannot be an incremental cursor, or None (the column
+        is given as one type and compared in the source as another)."""
+        return None
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-safe configuration (secrets as ``env:NAME`` references)."""
