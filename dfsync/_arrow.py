@@ -171,7 +171,7 @@ def to_polars(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
     return pl.from_arrow(without_intervals(data))  # type: ignore[return-value]
 
 
-def _struct_name_problem(t: pa.DataType) -> str | None:
+def struct_name_problem(t: pa.DataType) -> str | None:
     """How a struct anywhere inside ``t`` has field names staging cannot keep (an empty name, a name
     twice), or None."""
     if pa.types.is_struct(t):
@@ -190,7 +190,7 @@ def _struct_name_problem(t: pa.DataType) -> str | None:
     else:
         return None
     for c in children:
-        bad = _struct_name_problem(c)
+        bad = struct_name_problem(c)
         if bad is not None:
             return bad
     return None
@@ -202,7 +202,7 @@ def refuse_struct_names(schema: pa.Schema) -> None:
     from .errors import SchemaMismatchError
 
     for f in schema:
-        bad = _struct_name_problem(f.type)
+        bad = struct_name_problem(f.type)
         if bad is not None:
             raise SchemaMismatchError(
                 f"column {f.name!r} ({f.type}) holds a struct whose fields are {bad}: staging would rename "

@@ -507,6 +507,31 @@ def test_struct_fields_staging_would_rename_are_refused(tmp_path):
     assert got == [{"": 1, "b": 2}, {"": 3, "b": 4}]
 
 
+
+def test_a_parquet_file_gaining_an_unnamed_struct_field_is_refused(tmp_path):
+    """DuckDB's Parquet reader renames a struct field '' ('element2' here): a file source that
+    gained one between runs delivered {'a': 1, 'element2': 5} and said success. Refused naming the
+    file and the column, nothing sent; the first load of such a file likewise."""
+    import duckdb
+    import pyarrow as pa
+
+    src, path = str(tmp_path / "src.parquet"), str(tmp_path / "dest.duckdb")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    pq.write_table(pa.table({"id": [1, 2], "s": pa.array([{"a": 1}, {"a": 2}], pa.struct([("a", pa.int64())]))}), src)
+    sync = ws.create_sync("s", source=dfsync.sources.files(src), destination=dfsync.destinations.duckdb(path, "t"),
+                          primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    gained = pa.struct([("a", pa.int64()), ("", pa.int64())])
+    pq.write_table(pa.table({"id": [1, 2], "s": pa.array([{"a": 1, "": 5}, {"a": 2, "": 6}], gained)}), src)
+    run = sync.run(progress=False)
+    assert run.status == "failed" and src in run.error and "'s'" in run.error and "unnamed" in run.error
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("SELECT s FROM t ORDER BY id").fetchall() == [({"a": 1},), ({"a": 2},)]
+    con.close()
+    with pytest.raises(dfsync.errors.SchemaMismatchError, match="unnamed"):
+        ws.create_sync("new", source=dfsync.sources.files(src), destination=dfsync.destinations.duckdb(path, "n"),
+                       primary_key="id")
+
 @pytest.mark.parametrize("case", ["decimal256", "float16", "negative_scale", "decimal256_in_list"])
 def test_arrow_types_polars_cannot_read_are_refused_naming_the_cast_that_works(case, tmp_path):
     """An Arrow table with a decimal256 column crashed create_sync with a polars PanicException

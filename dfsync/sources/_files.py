@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from .._args import refuse_unknown
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, SchemaMismatchError, SourceError
 from ._options import reader_options, stored_options
 from .base import CursorFilter, Source, register_source
 
@@ -177,6 +177,8 @@ class FilesSource(Source):
         self._layout_ok = seen
 
     def _check_layout(self, files: list[str]) -> None:
+        if self.format == "parquet":  # DuckDB's reader renames a struct field '' (or one named twice)
+            _refuse_struct_names(files)
         if self.format == "csv":
             from ._csvdates import check_parsed_text
 
@@ -270,3 +272,26 @@ class FilesSource(Source):
             col = duckdb.ColumnExpression(cursor.field)
             rel = rel.filter((col >= duckdb.ConstantExpression(cursor.value)) | col.isnull())  # as CursorFilter.apply
         return rel
+
+
+def _refuse_struct_names(files: list[str]) -> None:
+    """A struct field named '' or twice in a Parquet file, refused naming the file: DuckDB's reader
+    renames it ('' becomes 'element1'), so the value would not read back as the file holds it."""
+    import pyarrow.parquet as pq
+
+    from .._arrow import struct_name_problem
+
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader, naming it
+            continue
+        for col in schema:
+            bad = struct_name_problem(col.type)
+            if bad is not None:
+                raise SchemaMismatchError(
+                    f"{f}: column {col.name!r} ({col.type}) holds a struct whose fields are {bad}; the reader "
+                    f"would rename one (an empty name becomes 'element1'), so it would not arrive as the file "
+                    f"holds it. Rename the struct's fields in the file (pl.read_parquet(...).with_columns("
+                    f"pl.col({col.name!r}).struct.rename_fields([...])), written again or passed as a frame "
+                    f"source). Nothing was sent.")
