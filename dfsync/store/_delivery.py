@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._arrow import int_array
+from .._arrow import int_array, string_scalar
 from .._ident import quote
 from .._settings import memory_bytes
 from ..states import RunStatus
@@ -117,7 +117,7 @@ class DeliveryOps:
         """Before a batch is sent: its keys, fingerprints and actions, not yet confirmed, and the batch in flight."""
         st = state_table(sync_id)
         cols = ", ".join(quote(k) for k in key)
-        inserts_only = bool(pc.all(pc.equal(rows.column(action_column), "insert")).as_py())
+        inserts_only = bool(pc.all(pc.equal(rows.column(action_column), string_scalar("insert"))).as_py())  # no pandas import
         action = "NULL" if inserts_only else f"nullif({action_column}, 'insert')"  # see _ACTION
         with self._transaction() as con:
             con.register("_log", rows.select([*key, "_fp"] + ([] if inserts_only else [action_column])))

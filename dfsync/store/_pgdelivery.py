@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._arrow import int_array
+from .._arrow import int_array, string_scalar
 from .._ident import quote
 from .._pgtypes import arrow_to_pg
 from ._delivery import key_match, rec_table, state_table
@@ -85,7 +85,7 @@ def _stored_actions(actions: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa
     import pyarrow.compute as pc
 
     actions = actions.cast(pa.large_string())
-    return pc.if_else(pc.equal(actions, "insert"), pa.scalar(None, pa.large_string()), actions)
+    return pc.if_else(pc.equal(actions, string_scalar("insert")), pa.scalar(None, pa.large_string()), actions)
 
 
 def duck_to_pg(t: str) -> str:
@@ -375,7 +375,7 @@ class PgDeliveryOps(PgLocalCopy):
                                [run_id, batch_no]).fetchall()[0][0]:
                     g0 = None  # a batch number used before: its rows would change what counts
             inserts_only = not self._changes[(run_id, batch_no)] and pc.all(
-                pc.equal(actions, "insert"), skip_nulls=False).as_py() is True
+                pc.equal(actions, string_scalar("insert")), skip_nulls=False).as_py() is True
             if all(types.get(k, "").upper() in _COPY_TYPES for k in key):
                 cols = {k: rows.column(k).cast(_COPY_TYPES[types[k].upper()]) for k in key}
                 # no _action column for a batch of inserts: the COPY leaves it NULL (see _INSERT)
