@@ -196,16 +196,24 @@ def struct_name_problem(t: pa.DataType) -> str | None:
     return None
 
 
-def refuse_struct_names(schema: pa.Schema) -> None:
+def refuse_struct_names(schema: pa.Schema, file: str | None = None) -> None:
     """Refuse a struct (anywhere in a column) with an unnamed field or a field name twice: DuckDB
-    staging renames one ('' becomes 'element1'), so the value would not read back as sent."""
+    (staging, or its Parquet reader for ``file``) renames one ('' becomes 'element1'), so the
+    value would not read back as sent."""
     from .errors import SchemaMismatchError
 
     for f in schema:
         bad = struct_name_problem(f.type)
-        if bad is not None:
+        if bad is None:
+            continue
+        if file is None:
             raise SchemaMismatchError(
                 f"column {f.name!r} ({f.type}) holds a struct whose fields are {bad}: staging would rename "
                 f"one (an empty name becomes 'element1'), so the value would not read back as sent. Rename "
                 f"the fields at the source, or send the column as JSON text (mapping={{{f.name!r}: "
                 f"pl.col({f.name!r}).struct.json_encode()}}). Nothing was sent.")
+        raise SchemaMismatchError(
+            f"{file}: column {f.name!r} ({f.type}) holds a struct whose fields are {bad}; the reader would "
+            f"rename one (an empty name becomes 'element1'), so it would not arrive as the file holds it. "
+            f"Rename the struct's fields in the file (pl.read_parquet(...).with_columns(pl.col({f.name!r})"
+            f".struct.rename_fields([...])), written again or passed as a frame source). Nothing was sent.")

@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from .._args import refuse_unknown
-from ..errors import ConfigError, SchemaMismatchError, SourceError
+from ..errors import ConfigError, SourceError
 from ._options import reader_options, stored_options
 from .base import CursorFilter, Source, register_source
 
@@ -275,23 +275,15 @@ class FilesSource(Source):
 
 
 def _refuse_struct_names(files: list[str]) -> None:
-    """A struct field named '' or twice in a Parquet file, refused naming the file: DuckDB's reader
-    renames it ('' becomes 'element1'), so the value would not read back as the file holds it."""
+    """A struct field named '' or twice in a Parquet file, refused naming the file (the rule:
+    ``_arrow.refuse_struct_names``)."""
     import pyarrow.parquet as pq
 
-    from .._arrow import struct_name_problem
+    from .._arrow import refuse_struct_names
 
     for f in files:
         try:
             schema = pq.read_schema(f)
         except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader, naming it
             continue
-        for col in schema:
-            bad = struct_name_problem(col.type)
-            if bad is not None:
-                raise SchemaMismatchError(
-                    f"{f}: column {col.name!r} ({col.type}) holds a struct whose fields are {bad}; the reader "
-                    f"would rename one (an empty name becomes 'element1'), so it would not arrive as the file "
-                    f"holds it. Rename the struct's fields in the file (pl.read_parquet(...).with_columns("
-                    f"pl.col({col.name!r}).struct.rename_fields([...])), written again or passed as a frame "
-                    f"source). Nothing was sent.")
+        refuse_struct_names(schema, file=f)
