@@ -200,3 +200,24 @@ def env_with_repo() -> dict[str, str]:
     root = str(pathlib.Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def paused_first_load(ws: Any, tmp_path: pathlib.Path) -> tuple[Any, int, pathlib.Path]:
+    """A 60-row insert-mode first load from a Parquet file into a DuckDB table, interrupted after
+    three of its six batches (paused): the sync, its run id and the destination file."""
+    import polars as pl
+    import pytest
+
+    import dfsync
+
+    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
+    pl.DataFrame({"id": list(range(60)), "v": [i * 10 for i in range(60)]}).write_parquet(src)
+    inner = dfsync.destinations.duckdb(str(dest), table="t")
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
+                          destination=FaultyDestination(inner, interrupt_after=3),
+                          primary_key="id", destination_mode="insert", batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.runs()["status"].to_list() == ["paused"]
+    [run_id] = sync.runs()["run_id"].to_list()
+    return sync, run_id, dest

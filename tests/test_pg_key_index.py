@@ -17,7 +17,7 @@ import pytest
 
 import dfsync
 import tests.faulty  # noqa: F401 - registers the faulty destination
-from tests.faulty import FaultyDestination
+from tests.faulty import FaultyDestination, paused_first_load
 
 pytestmark = pytest.mark.postgres
 
@@ -118,17 +118,8 @@ def _actions(pg_server, pg_uri, sync_id: int) -> dict[str | None, int]:
 @pytest.mark.parametrize("written_by", ["this version", "an older version"])
 def test_inserts_are_stored_without_their_action_and_read_back_as_inserts(ws, pg_server, pg_uri, tmp_path,
                                                                             written_by):
-    src, dest = tmp_path / "src.parquet", tmp_path / "d.duckdb"
-    pl.DataFrame({"id": list(range(60)), "v": [i * 10 for i in range(60)]}).write_parquet(src)
-    inner = dfsync.destinations.duckdb(str(dest), table="t")
-    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
-                          destination=FaultyDestination(inner, interrupt_after=3),
-                          primary_key="id", destination_mode="insert", batch_size=10)
-    with pytest.raises(KeyboardInterrupt):
-        sync.run(progress=False)
-    assert sync.runs()["status"].to_list() == ["paused"]
+    sync, run_id, dest = paused_first_load(ws, tmp_path)
     assert set(_actions(pg_server, pg_uri, sync.id)) == {None}  # a first load: no action written
-    [run_id] = sync.runs()["run_id"].to_list()
     if written_by == "an older version":  # what the state held before: the action spelled out
         pg_server.execute(f"UPDATE ws.state_{sync.id} SET _action = 'insert'", dbname=pg_uri.rsplit("/", 1)[1])
     done = ws.store.run_delivered(sync.id, run_id, ["id"])

@@ -16,7 +16,7 @@ import pytest
 
 import dfsync
 import tests.faulty  # noqa: F401 - registers the faulty destination
-from tests.faulty import FaultyDestination
+from tests.faulty import paused_first_load
 
 
 def _actions(ws_path, sync_id: int, set_insert: bool = False) -> dict[str | None, int]:
@@ -28,17 +28,9 @@ def _actions(ws_path, sync_id: int, set_insert: bool = False) -> dict[str | None
 
 @pytest.mark.parametrize("written_by", ["this version", "an older version"])
 def test_inserts_are_stored_without_their_action_and_a_paused_first_load_resumes(tmp_path, written_by):
-    src, dest, wsp = tmp_path / "src.parquet", tmp_path / "d.duckdb", tmp_path / "ws.duckdb"
-    pl.DataFrame({"id": list(range(60)), "v": [i * 10 for i in range(60)]}).write_parquet(src)
+    wsp = tmp_path / "ws.duckdb"
     ws = dfsync.Workspace(wsp)
-    inner = dfsync.destinations.duckdb(str(dest), table="t")
-    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)),
-                          destination=FaultyDestination(inner, interrupt_after=3),
-                          primary_key="id", destination_mode="insert", batch_size=10)
-    with pytest.raises(KeyboardInterrupt):
-        sync.run(progress=False)
-    assert sync.runs()["status"].to_list() == ["paused"]
-    [run_id] = sync.runs()["run_id"].to_list()
+    sync, run_id, dest = paused_first_load(ws, tmp_path)
     sync_id = sync.id
     ws.close()
     actions = _actions(wsp, sync_id, set_insert=written_by == "an older version")
