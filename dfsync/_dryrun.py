@@ -15,7 +15,8 @@ from typing import Any
 __all__ = ["DryRunStore"]
 
 #: store operations that only read
-READS = frozenset({"key", "sync_row", "released", "delivered", "delivered_count", "retry_rows", "last_checked_run"})
+READS = frozenset({"key", "sync_row", "released", "delivered", "delivered_count", "retry_rows", "last_checked_run",
+                   "ledger_id"})  # ledger_id: the workspace id, which keys the hashes of sensitive examples
 
 
 class DryRunStore:

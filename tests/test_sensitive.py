@@ -118,6 +118,17 @@ def test_an_error_quoting_another_rows_sensitive_value_is_scrubbed_in_every_reco
     assert not [e for e in EMAILS if e in texts]
 
 
+def test_a_preview_of_a_sync_with_sensitive_fields_and_failing_checks_hashes_their_examples(ws, tmp_path):
+    sync = make_sync(ws, tmp_path)  # row 6's e-mail fails the check
+    preview = sync.preview()  # it raised AttributeError ('store.ledger_id is not for it')
+    assert preview.counts["invalid"] == 1 and preview.counts["insert"] == 5
+    assert EMAILS[5] not in str(preview.validation.to_dicts()) + repr(preview)  # its rows (.records) are the source's
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert keyed_hash(EMAILS[5], key) in str(preview.validation["partial_unexpected_list"].to_list())
+    run = sync.run(progress=False)  # the preview changed nothing
+    assert run.counts["inserted"] == 5 and run.counts["invalid"] == 1
+
+
 def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, tmp_path):
     src, dest = dfsync.sources.frame(frame()), destination(tmp_path)
     with pytest.raises(dfsync.ConfigError, match="'mail' is not a field.*email"):
