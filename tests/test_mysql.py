@@ -452,3 +452,21 @@ def test_restart_mid_run_pauses_then_resumes_exactly_once(mariadb_server, mysql_
     got = read(mariadb_server, mysql_db)
     assert got.height == 60_000 and got.to_dicts() == df.sort("id").to_dicts()
     ws.close()
+
+
+def test_a_batch_whose_every_row_is_rejected_records_them_as_failed(mariadb_server, mysql_db, tmp_path):
+    """A key longer than its varchar(255) column is a row the server rejects. When every row of
+    a batch was rejected (batch_size=1, or a batch of only such rows), the search for the bad
+    rows was handed an empty rest and failed the run with the bare 'refused: index out of
+    bounds.', sending nothing else. The rows are failed records with the server's message and
+    the other batches are delivered."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    df = pl.DataFrame({"id": ["x" * 300, "short", "y" * 256], "s": ["a", "b", "c"]})
+    run = ws.create_sync("s", source=df, destination=dfsync.destinations.mysql(mysql_db, table="t"),
+                         primary_key="id", batch_size=1, max_failed_rows=2).run(progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["sent"] == 3 and run.counts["succeeded"] == 1 and run.counts["failed"] == 2, run.counts
+    failed = run.records(status="failed")
+    assert failed.height == 2 and all("index out of bounds" not in e for e in failed["_error"].to_list())
+    assert all("id" in e for e in failed["_error"].to_list()), failed["_error"].to_list()
+    assert mariadb_server.execute("SELECT id, s FROM t", database=db_of(mysql_db)) == [("short", "b")]

@@ -285,8 +285,11 @@ def bisect_failures(
     """Find the rows of ``rows`` that make ``attempt`` fail, by halving.
 
     ``attempt(sub_table)`` tries to apply the rows (and rolls back); it returns None if
-    they would be accepted, else the error text. Costs O(bad * log n) attempts.
+    they would be accepted, else the error text. Costs O(bad * log n) attempts. No rows (every
+    row of the batch was already rejected before the search) have no failures to find.
     """
+    if rows.num_rows == 0:
+        return {}
     error = attempt(rows)
     if error is None:
         return {}
