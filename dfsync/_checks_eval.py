@@ -11,6 +11,8 @@ import math
 import uuid
 from typing import Any
 
+import duckdb
+
 from dfsync import gx
 from dfsync._arrow import to_polars
 from dfsync._check import (
@@ -53,6 +55,74 @@ def validate_checks(checks: list[Check], columns: list[str]) -> None:
                 f"Columns: {', '.join(columns)}")
 
 
+#: DuckDB errors a check itself causes (its SQL, or its kind on a column of another type: between() on
+#: text, in_set() of text on a date), not the machine (out of memory, an interrupt)
+_CHECK_FAULTS = (duckdb.ProgrammingError, duckdb.DataError)
+
+
+def check_types(checks: list[Check], schema: Any) -> None:
+    """Raise ConfigError when a check cannot run on the records' column types (``schema``: the
+    mapped records' polars schema), as create_sync learns them, instead of every run failing
+    after the read with the engine's bare error: the built-in checks and the SQL forms of GX
+    expectations run on one row of nulls, a polars expression is typed on no rows.
+
+    >>> import polars as pl
+    >>> from dfsync.checks import between
+    >>> check_types([between("name", 0, 1)], pl.Schema({"name": pl.String}))
+    Traceback (most recent call last):
+    ...
+    dfsync.errors.ConfigError: check 'name between' cannot run on column name (VARCHAR): Binder Error: ...
+    """
+    import polars as pl
+
+    empty = pl.DataFrame(schema=schema)
+    for c in checks:
+        if isinstance(c, ExpressionCheck):
+            try:
+                empty.select(c.expr)
+            except pl.exceptions.PolarsError as exc:
+                raise ConfigError(f"check {c.name!r}: the polars expression cannot run on "
+                                  f"{_typed(c, {k: str(v) for k, v in schema.items()})}: {_first_line(exc)}") from None
+    try:  # one row of nulls (a constant such as in_set's 'x' for a date column is cast only for a row)
+        con = duckdb.connect()
+        row = empty.clear(1).with_row_index("_rid").with_columns(pl.col("_rid").cast(pl.Int64)).to_arrow()
+        con.register("_probe_src", row)
+        con.execute("CREATE TABLE probe AS SELECT * FROM _probe_src")
+        types = {r[0]: str(r[1]) for r in con.execute("DESCRIBE probe").fetchall()}
+    except Exception:  # a column this probe cannot hold in DuckDB: the run's staging says what is wrong with it
+        return
+    try:
+        forms = [(c, c.sql_form(types)) for c in checks if c.level != ACTIONS and not isinstance(c, ExpressionCheck)]
+        # GX itself runs those without a SQL form (on pandas); not_null, unique and a row count run on any type
+        probed = [c for c, form in forms if form is not None and form.kind not in ("not_null", "unique", "row_count_between")]
+        if probed:
+            evaluate(con, "probe", probed)
+    finally:
+        con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _typed(c: Check, types: dict[str, str]) -> str:
+    cols = [col for col in c.columns() if col in types]
+    return ", ".join(f"column {col} ({types[col]})" for col in cols) or "these records"
+
+
+def _check_at_fault(con: Any, relation: str, checks: list[Check], types: dict[str, str],
+                    exc: BaseException) -> ConfigError:
+    """The error naming the check among ``checks`` that made DuckDB fail with ``exc``."""
+    if len(checks) > 1:
+        for c in checks:
+            evaluate(con, relation, [c])  # the one at fault raises, naming itself
+    named = checks[0] if len(checks) == 1 else None
+    what = f"check {named.name!r} cannot run on {_typed(named, types)}" if named else \
+        f"the checks {', '.join(repr(c.name) for c in checks)} cannot run"
+    return ConfigError(f"{what}: {_first_line(exc)}. Change the check (its kind, bounds, values or SQL) to fit "
+                       f"the column's type, or cast the column in the mapping")
+
+
 def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: str | None = None,
              distinct_key: list[str] | None = None) -> Evaluation:
     """Run ``checks`` on the rows of ``relation`` (a table/view on ``con`` with a BIGINT ``_rid``).
@@ -91,7 +161,10 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     results: dict[str, dict] = {}
     temps: list[str] = []
     try:
-        n = _run_sql_checks(con, rel, types, sql_checks, temps, results, ft, distinct_key or [])
+        try:
+            n = _run_sql_checks(con, rel, types, sql_checks, temps, results, ft, distinct_key or [])
+        except _CHECK_FAULTS as exc:
+            raise _check_at_fault(con, relation, [c for c, _ in sql_checks], types, exc) from exc
         for c in others:
             if isinstance(c, ExpressionCheck):
                 res, bad = _run_expression(con, rel, c, n)

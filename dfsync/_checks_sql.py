@@ -499,7 +499,10 @@ def compile_check(check: Any, types: dict[str, str], rel: str, dups: str | None)
         if not vals:
             return Compiled(check, f"(NOT {miss})", miss, q)
         lits = ", ".join(literal(v) for v in vals)
-        return Compiled(check, f"(NOT {miss} AND {q} NOT IN ({lits}))", miss, q)
+        # NULL NOT IN (...) is NULL, which fails no row: only a float's NaN needs the missing test, and
+        # without it a value DuckDB cannot cast to the column's type fails create_sync's probe (a null row)
+        test = f"(NOT {miss} AND {q} NOT IN ({lits}))" if t in _FLOAT else f"({q} NOT IN ({lits}))"
+        return Compiled(check, test, miss, q)
     if kind == "matches":
         re2 = regex_ok(p["regex"])
         if re2 is None:

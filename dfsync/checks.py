@@ -26,7 +26,7 @@ from dfsync import gx
 from dfsync._args import checked
 from dfsync._check import ROW, TABLE, Check, Evaluation, ExpressionCheck
 from dfsync._checks_eval import dataset_columns as dataset_columns  # the runner's entry points
-from dfsync._checks_eval import evaluate, validate_checks
+from dfsync._checks_eval import check_types, evaluate, validate_checks
 from dfsync._checks_eval import evaluate_staged as evaluate_staged
 from dfsync._checks_sql import sql_aggregate, sql_columns, sql_compares_rows
 from dfsync._regex import to_re2
@@ -36,6 +36,7 @@ __all__ = [
     "Check",
     "Evaluation",
     "between",
+    "check_types",
     "checks_from_config",
     "evaluate",
     "expression",

@@ -183,6 +183,7 @@ class SyncDefinition:
 
             check_objs = checks_mod.normalize_checks(self.checks)
             checks_mod.validate_checks(check_objs, fields)
+            checks_mod.check_types(check_objs, schema)
             if any(c.kind.startswith("gx:") for c in check_objs):
                 from . import gx
 
