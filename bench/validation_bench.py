@@ -19,6 +19,9 @@
     python bench/validation_bench.py [--rows 10000000] [--gx-rows 1000000]
     python bench/validation_bench.py --resync [--rows 10000000] [--rounds 3] [--profile]
 
+--fresh runs every re-sync in a process of its own; --before DIR adds a third sync run by the
+checkout at DIR (in a workspace of its own, which that code makes), in the same rounds.
+
 --profile prints, for the checked re-syncs, the wall and CPU seconds (all threads of the
 process) of each part of the check phase: the dataset view, each uniqueness check's hash
 test and exact GROUP BY, the scan of aggregates, the whole evaluation.
@@ -133,18 +136,15 @@ def instrument() -> None:
     profiled(staging.Staging, "dataset_view", "dataset view")
     profiled(_checks_sql.DistinctTest, "all_distinct", "unique: hash test (64-bit hashes sorted by numpy)")
     profiled(_checks_sql.Compiled, "prepare", "unique: hash test + exact GROUP BY if needed")
-    proofs = getattr(_checks_sql, "Proofs", None)
-    if proofs is not None:  # count the hash tests an earlier proof answered (no sort)
-        holds = proofs.holds
+    start = _checks_sql.DistinctTest.start
 
-        def counted(self, *a, **kw):
-            found = holds(self, *a, **kw)
-            acc = PROFILE.setdefault("unique: hashes an earlier proof holds for (no sort; calls = such tests)",
-                                     [0.0, 0.0, 0])
-            acc[2] += bool(found)
-            return found
+    def counted(self, *a, **kw):  # count the hash tests an earlier proof answered (no sort)
+        start(self, *a, **kw)
+        acc = PROFILE.setdefault("unique: hashes an earlier proof holds for (no sort; calls = such tests)",
+                                 [0.0, 0.0, 0])
+        acc[2] += bool(getattr(self, "proof", None) and self.proof.get("sorted") is False)
 
-        proofs.holds = counted
+    _checks_sql.DistinctTest.start = counted
     profiled(evaluation, "_run_sql_checks", "compiled checks (prepare + aggregate scan + failing rows)")
     if hasattr(evaluation, "_scan_counts"):
         profiled(evaluation, "_scan_counts", "scan of counts and aggregates (distinct count apart)")
@@ -281,6 +281,24 @@ def child(d: str, name: str, profile: bool = False) -> None:
     print(json.dumps(out, default=str))
 
 
+#: --before: the checked sync of the code before, made by that code in a workspace of its own
+#: (argv: the checkout, the directory, the source directory)
+SETUP_BEFORE = """
+import os, runpy, sys
+before, d, src = sys.argv[1:4]
+sys.path.insert(0, before)
+bench = runpy.run_path(os.path.join(before, "bench", "validation_bench.py"))
+import dfsync
+ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
+sync = ws.create_sync("before", source=dfsync.sources.files(src + "/*.parquet", skip_unchanged=False),
+                      destination=dfsync.destinations.duckdb(os.path.join(d, "before.duckdb"), table="t"),
+                      primary_key="id", destination_mode="mirror", checks=bench["dataset_checks"](), on_invalid="fail")
+run = sync.run(progress=False)
+assert run.status == "success", run.error
+ws.close()
+"""
+
+
 def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False, before: str | None = None) -> None:
     """Each round changes 1% of the rows, then re-syncs both syncs, plain and checked, one right
     after the other; the order alternates between rounds so neither always runs first.
@@ -302,9 +320,17 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False, befo
     ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
     labels = {"plain": "without checks", "checked": "5 dataset-level checks"}
     made = [("plain", None), ("checked", dataset_checks())]
-    if before:
+    names = [name for name, _ in made] + (["before"] if before else [])
+    dirs = dict.fromkeys(names, d)
+    if before:  # a workspace of its own, made by the code before (it may not open a newer workspace)
         labels["before"] = "5 checks, --before code"
-        made.append(("before", dataset_checks()))
+        dirs["before"] = os.path.join(d, "before")
+        os.makedirs(dirs["before"])
+        import subprocess
+
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", SETUP_BEFORE, before, dirs["before"], src], check=True)
+        print(f"initial load {labels['before']}: {time.perf_counter() - t:.1f} s (its own process and workspace)")
     syncs = {}
     for name, chk in made:
         syncs[name] = ws.create_sync(
@@ -319,11 +345,11 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False, befo
         time_phases()
         if profile:
             instrument()
-    times: dict[str, list[float]] = {k: [] for k in syncs}
-    cpus: dict[str, list[float]] = {k: [] for k in syncs}
-    phases: dict[str, list[dict[str, list[float]]]] = {k: [] for k in syncs}
-    rss: dict[str, list[float]] = {k: [] for k in syncs}
-    whole: dict[str, list[tuple[float, float]]] = {k: [] for k in syncs}  # --fresh: the child process's wall, CPU
+    times: dict[str, list[float]] = {k: [] for k in names}
+    cpus: dict[str, list[float]] = {k: [] for k in names}
+    phases: dict[str, list[dict[str, list[float]]]] = {k: [] for k in names}
+    rss: dict[str, list[float]] = {k: [] for k in names}
+    whole: dict[str, list[tuple[float, float]]] = {k: [] for k in names}  # --fresh: the child process's wall, CPU
     per_run_rss = reset_peak_rss()
     if fresh:
         ws.close()  # each run opens the workspace in a process of its own
@@ -338,7 +364,7 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False, befo
                      ["checked", "plain", "before"], ["before", "checked", "plain"]][k % 6]
         for name in order:
             bench = os.path.join(before, "bench", os.path.basename(__file__)) if name == "before" else __file__
-            out = run_child(d, name, profile and name != "before", bench) if fresh else run_measured(syncs[name])
+            out = run_child(dirs[name], name, profile and name != "before", bench) if fresh else run_measured(syncs[name])
             times[name].append(out["wall"])
             cpus[name].append(out["cpu"])
             rss[name].append(out["rss"])
@@ -367,7 +393,7 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False, befo
         print(f"   --before code, same rounds: ratio per round {', '.join(f'{r:.2f}' for r in br)}; median "
               f"{median(br):.2f}x, within 1.2 in {sum(r <= 1.2 for r in br)} of {rounds}; CPU "
               f"{', '.join(f'{r:.2f}' for r in bc)}; median {median(bc):.2f}x")
-    for name in syncs:
+    for name in names:
         print(f"   {labels[name]:24s}: wall {', '.join(f'{x:.2f}' for x in times[name])} s (median "
               f"{median(times[name]):.2f}); CPU {', '.join(f'{x:.2f}' for x in cpus[name])} s (median "
               f"{median(cpus[name]):.2f}); peak RSS above the RSS before the run: max "
@@ -377,22 +403,22 @@ def resync(n: int, rounds: int, profile: bool = False, fresh: bool = False, befo
     print(f"     {'phase':42s} {'without checks':>16s} {'with checks':>16s}" + (f" {'before':>16s}" if before else ""))
     for _, _, _, label in PHASES:
         cells = []
-        for name in syncs:
+        for name in names:
             runs = [r[label] for r in phases[name] if label in r]
             cells.append(f"{median([w for w, _ in runs]):.2f} / {median([c for _, c in runs]):.2f}"
                          if runs else "-")
         if any(c != "-" for c in cells):
             print(f"     {label:42s} " + " ".join(f"{c:>16s}" for c in cells))
     if fresh:
-        for name in syncs:
+        for name in names:
             print(f"   {labels[name]:24s}: whole process (start to exit) wall "
                   f"{', '.join(f'{w:.2f}' for w, _ in whole[name])} s, CPU {', '.join(f'{c:.2f}' for _, c in whole[name])} s")
-        for name in [x for x in ("checked", "before") if x in syncs]:
+        for name in [x for x in ("checked", "before") if x in names]:
             wr = [c[0] / p[0] for p, c in zip(whole["plain"], whole[name], strict=True)]
             print(f"   whole process ratio per round ({name}): {', '.join(f'{r:.2f}' for r in wr)}; "
                   f"median {median(wr):.2f}x")
         ws = dfsync.Workspace(os.path.join(d, "ws.duckdb"))
-        syncs = {name: ws.sync(name) for name in syncs}
+        syncs = {name: ws.sync(name) for name in syncs}  # (not "before": its workspace is its own)
     if profile:
         print(f"   check phase over {rounds} checked re-syncs (wall s, CPU s, calls):")
         for label, (w, c, calls) in PROFILE.items():

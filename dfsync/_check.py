@@ -234,6 +234,10 @@ class Evaluation:
         #: failing rows of dataset-level checks, by their _rid in the dataset relation (None:
         #: evaluated on one relation, all in ``failures_table``)
         self.dataset_failures: str | None = None
+        #: by check name, what each uniqueness test that proved its values distinct by their hashes'
+        #: digest keeps for later runs: ``{"sha256", "values", "sorted"}`` (``sorted`` False: the digest
+        #: of an earlier proof held, ``from_run`` naming its run; None: this process's)
+        self.proofs: dict[str, dict] = {}
 
     @property
     def failed(self) -> list[dict]:

@@ -124,7 +124,7 @@ def _check_at_fault(con: Any, relation: str, checks: list[Check], types: dict[st
 
 
 def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: str | None = None,
-             distinct_key: list[str] | None = None) -> Evaluation:
+             distinct_key: list[str] | None = None, proofs: dict[str, Any] | None = None) -> Evaluation:
     """Run ``checks`` on the rows of ``relation`` (a table/view on ``con`` with a BIGINT ``_rid``).
 
     All built-in checks and the common GX expectations run as one aggregate query (plus one
@@ -141,6 +141,11 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     ``distinct_key``: columns known never null and distinct over the relation (a run's primary key
     once staging found no null or repeated key among the rows it read): a uniqueness check of
     columns that include them is answered without reading the values.
+
+    ``proofs``: by check name, the digest of the hashes an earlier run's uniqueness test of that
+    check proved distinct (plain data the run read from its workspace); a test whose hashes digest
+    the same needs no sort (:class:`~dfsync._checks_sql.DistinctTest`). The digests this
+    evaluation's tests proved are in ``Evaluation.proofs``.
     """
     checks = [c for c in checks if c.level != ACTIONS]  # checkpoint actions run later, on these results
     rel = qualify(relation)
@@ -160,9 +165,11 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
 
     results: dict[str, dict] = {}
     temps: list[str] = []
+    known = dict(proofs or {})  # the digests known by check name
+    proved: dict[str, dict] = {}
     try:
         try:
-            n = _run_sql_checks(con, rel, types, sql_checks, temps, results, ft, distinct_key or [])
+            n = _run_sql_checks(con, rel, types, sql_checks, temps, results, ft, distinct_key or [], (known, proved))
         except _CHECK_FAULTS as exc:
             raise _check_at_fault(con, relation, [c for c, _ in sql_checks], types, exc) from exc
         for c in others:
@@ -176,7 +183,9 @@ def evaluate(con: Any, relation: str, checks: list[Check], *, failures_table: st
     finally:
         for t in temps:
             _run(con, f"DROP TABLE IF EXISTS {quote(t)}")
-    return Evaluation(ft, [results[c.name] for c in checks])
+    ev = Evaluation(ft, [results[c.name] for c in checks])
+    ev.proofs = proved
+    return ev
 
 
 def dataset_columns(checks: list[Check], record_cols: list[str] | None) -> list[str] | None:
@@ -193,42 +202,44 @@ def dataset_columns(checks: list[Check], record_cols: list[str] | None) -> list[
     return list(dict.fromkeys(out))
 
 
-def evaluate_staged(staging: Any, checks: list[Check]) -> Evaluation:
+def evaluate_staged(staging: Any, checks: list[Check], proofs: dict[str, Any] | None = None) -> Evaluation:
     """Every check of a run on its staging: row-level ones on the rows about to be sent,
-    dataset-level ones on every row the run read (:meth:`Staging.dataset_view`)."""
+    dataset-level ones on every row the run read (:meth:`Staging.dataset_view`).
+    ``proofs``: as in :func:`evaluate` (a run's come from ``Store.check_proofs``)."""
     rows = staging.to_check_view()
     cols = dataset_columns(checks, staging.columns)
     dataset = staging.dataset_view(cols) if any(c.level == TABLE for c in checks) else None
     key = staging.key if getattr(staging, "key_distinct", False) else None  # the key gate passed every row read
-    ev = evaluate_scoped(staging.con, rows, dataset, checks, key)
+    ev = evaluate_scoped(staging.con, rows, dataset, checks, key, proofs)
     if dataset is not None and not staging.dataset_rids and any(
             r["scope"] == DATASET_SCOPE and r["unexpected_count"] for r in ev.results):
         # rows fail a dataset-level check: evaluate again where every row has its id
         dataset = staging.dataset_view(cols, exact_rids=True)
         key = key if staging.key_distinct else None
-        ev = evaluate_scoped(staging.con, rows, dataset, checks, key)
+        ev = evaluate_scoped(staging.con, rows, dataset, checks, key, proofs)
     return ev
 
 
 def evaluate_scoped(con: Any, rows: str, dataset: str | None, checks: list[Check],
-                    distinct_key: list[str] | None = None) -> Evaluation:
+                    distinct_key: list[str] | None = None, proofs: dict[str, Any] | None = None) -> Evaluation:
     """Row-level checks on ``rows`` (the rows about to be sent), dataset-level checks on
     ``dataset`` (every row the run read; both relations carry ``_rid``).
 
     The failures table lists failing rows of both; a dataset-level check's failing rows are
     listed with the ``_rid`` they have in ``dataset``, in ``Evaluation.dataset_failures``
     (the caller maps them to rows about to be sent). Results keep the order of ``checks``.
-    ``distinct_key``: as in :func:`evaluate`, for ``dataset``.
+    ``distinct_key``, ``proofs``: as in :func:`evaluate`, for ``dataset``.
     """
     checks = [c for c in checks if c.level != ACTIONS]
     whole = [c for c in checks if c.level != ROW]
     if dataset is None or not whole:
-        return evaluate(con, rows, checks)
+        return evaluate(con, rows, checks, proofs=proofs)
     ev = evaluate(con, rows, [c for c in checks if c.level == ROW])
-    ds = evaluate(con, dataset, whole, distinct_key=distinct_key)
+    ds = evaluate(con, dataset, whole, distinct_key=distinct_key, proofs=proofs)
     by_name = {r["check_name"]: r for r in ev.results + ds.results}
     out = Evaluation(ev.failures_table, [by_name[c.name] for c in checks])
     out.dataset_failures = ds.failures_table
+    out.proofs = ds.proofs
     return out
 
 
@@ -258,7 +269,8 @@ def _insert_rids(con: Any, ft: str, name: str, rids: Any) -> None:
 
 
 def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple[Check, Check]],
-                    temps: list[str], results: dict[str, dict], ft: str, distinct_key: list[str]) -> int:
+                    temps: list[str], results: dict[str, dict], ft: str, distinct_key: list[str],
+                    proofs: tuple[dict[str, dict], dict[str, dict]]) -> int:
     """Evaluate SQL-form checks with each predicate computed once per row.
 
     A uniqueness check reads its hashes first and sorts them on other threads while one scan
@@ -268,6 +280,7 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
     table: it evaluates every predicate, like a hand-written query. Counts and partial lists
     then come from the small table of failing rows. A uniqueness check of columns that include
     ``distinct_key`` has no failing row and reads no values (its missing values are counted).
+    ``proofs``: (the digests known, by check name; where to put those this evaluation proves).
     """
     compiled = []
     repeated: dict[int, str] = {}  # uniqueness checks: their table of repeated values
@@ -279,6 +292,8 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
         comp = compile_check(form, types, rel, dups)
         if dups and key_proves_unique(form.params.get("columns") or [form.column], distinct_key, types):
             comp.setup, comp.distinct, comp.fail, dups = None, None, "false", None  # the key gate answered it
+        if comp.distinct is not None and proofs[0].get(c.name):
+            comp.distinct.known = [proofs[0][c.name]]
         comp.begin(con)  # a uniqueness check's hashes are sorted on other threads meanwhile
         compiled.append((c, comp))
         if dups:
@@ -287,6 +302,8 @@ def _run_sql_checks(con: Any, rel: str, types: dict[str, str], pairs: list[tuple
     for i, dups in repeated.items():
         comp = compiled[i][1]
         comp.prepare(con)
+        if comp.distinct is not None and comp.distinct.proof is not None:
+            proofs[1][compiled[i][0].name] = comp.distinct.proof
         if not con.execute(f"SELECT count(*) FROM {quote(dups)}").fetchall()[0][0]:
             comp.fail = "false"  # no repeated value: no row fails (and no scan to look for them)
     row_checks = [(i, c, comp) for i, (c, comp) in enumerate(compiled) if comp.fail and comp.fail != "false"]

@@ -282,22 +282,41 @@ class DistinctTest:
     polars took 0.19, in two halves on two threads 0.2 CPU-s plus 0.06 to split them), and equal
     neighbours in the sorted hashes are the repeats. The sort runs on a
     thread of its own (numpy lets go of the GIL) while the caller scans for the aggregates
-    (bench/RESULTS.md, issue 17)."""
+    (bench/RESULTS.md, issue 17).
+
+    A proof outlives the sort: the hashes, in the relation's order, are digested (SHA-256, on
+    the same thread while the next batch is read) and a test that proves them distinct keeps the
+    digest (:attr:`proof`; the run stores it with the check's result). A later test, in this
+    process (:data:`PROOFS`) or in a later run given the digests as ``known``, whose hashes
+    digest the same holds the same hashes in the same order (SHA-256 resists collisions; the
+    diff already trusts 64-bit fingerprints for "unchanged"): they are pairwise distinct, so its
+    values are, with no sort. That holds whatever the check, the relation or the process: the
+    digest only ever stands for a sequence some test proved distinct. Other hashes (one value
+    changed, a row added, the rows in another order) are sorted as before."""
 
     hashes: str  # SELECT of one UBIGINT column, one row per non-missing value
     empty: str  # CREATE of the (empty) table of repeated values
     values: int | None = None  # rows with no missing value, once counted
+    #: digests of hash sequences earlier runs proved distinct (plain data from the workspace:
+    #: ``{"sha256": hex, "values": n, "run_id": id}``), any of which proves a test with the same digest
+    known: list | None = None
+    #: once proved distinct: ``{"sha256", "values", "sorted"}`` (``sorted`` False: a kept proof held;
+    #: then ``from_run``: the run whose proof it was, None for this process's)
+    proof: dict | None = None
     _sorting: Any = None  # the background sort, once started
-    _hashes: Any = None  # (key, the hashes in order) until the test ends (kept by PROOFS when distinct)
+    _digest: Any = None  # (SHA-256 hex digest, count) of the hashes as read, until the test ends
 
     def start(self, con: Any) -> None:
-        """Read the hashes (in the relation's order) and, unless they are the ones a test of this
-        process proved distinct before, start sorting a copy of them on another thread."""
+        """Read the hashes (in the relation's order) and digest them; unless the digest is one a
+        test proved distinct before, start sorting a copy of them on another thread."""
+        import hashlib
         from concurrent.futures import ThreadPoolExecutor
 
         parts: list = []
-        key = (self.hashes, _views(con))
+        fed: list = []  # each batch's digest update (its error, if any, must not go unseen)
         n = 0
+        digest = hashlib.sha256()  # lets go of the GIL: digests batch k while DuckDB reads batch k+1
+        pool = ThreadPoolExecutor(1, thread_name_prefix="dfsync-unique")
         ordered = _setting(con, "preserve_insertion_order")
         if ordered is False:  # the same rows give the same hashes in the same order (see PROOFS)
             _run(con, "SET preserve_insertion_order = true")
@@ -310,14 +329,23 @@ class DistinctTest:
                     self._sorting = []  # values stays None: not proved
                     return
                 parts.append(_uint64s(rb.column(0)))
+                fed.append(pool.submit(digest.update, parts[-1]))  # one thread: in the order read
+            for f in fed:
+                f.result()
+            done = digest.hexdigest()
         finally:
+            pool.shutdown(wait=False)
             if ordered is False:
                 _run(con, "SET preserve_insertion_order = false")
         self.values = n
-        if PROOFS.holds(key, parts):
-            self._sorting = []  # every hash where a proof found it: distinct, nothing to sort
+        self._digest = (done, n)
+        held = PROOFS.holds(done, n)
+        earlier = next((k for k in self.known or () if k.get("sha256") == done and k.get("values") == n), None)
+        if held or earlier is not None:
+            self._sorting = []  # the hashes some test proved distinct: nothing to sort
+            self.proof = {"sha256": done, "values": n, "sorted": False,
+                          "from_run": None if held or earlier is None else earlier.get("run_id")}
             return
-        self._hashes = (key, parts)
         pool = ThreadPoolExecutor(1, thread_name_prefix="dfsync-unique")
         self._sorting = [pool.submit(_repeats, parts)]
         pool.shutdown(wait=False)  # the thread ends with its sort
@@ -327,24 +355,21 @@ class DistinctTest:
             self.start(con)
         sorting, self._sorting = self._sorting, None
         repeats = [f.result() for f in sorting]  # the sort ends before this returns
-        hashes, self._hashes = self._hashes, None
+        digest, self._digest = self._digest, None
         distinct = self.values is not None and not any(repeats)
-        if distinct and hashes is not None:
-            PROOFS.keep(*hashes)
+        if distinct and digest is not None:
+            PROOFS.keep(*digest)
+            if self.proof is None:
+                self.proof = {"sha256": digest[0], "values": digest[1], "sorted": True}
         return distinct
 
 
 class Proofs:
-    """The hashes of the last uniqueness tests this process proved distinct, by their query
-    (least recently used first out, at most ``limit`` bytes in all).
-
-    A later test whose hashes equal a kept array value for value, in the same order, is proved
-    by it: the kept hashes are pairwise distinct, so the new ones are, so are their values
-    (equal values hash equal). Exact whatever the key: the key only says which array to
-    compare against. A re-sync whose checked column did not change (the 1% that changed were
-    other columns) then skips the sort of its hashes (bench/RESULTS.md, issue 17). The hashes
-    are read in the relation's order (preserve_insertion_order) so the same rows give the same
-    array; they are kept as read (a list of arrays, cut wherever DuckDB cut its batches)."""
+    """The digests (and counts) of the hash sequences this process's uniqueness tests proved
+    distinct, the last ``limit`` of them (least recently used first out). A digest stands for
+    its sequence whatever test made it (:class:`DistinctTest`), so they are kept by digest alone.
+    A re-sync whose checked column did not change (the 1% that changed were other columns) then
+    skips the sort of its hashes (bench/RESULTS.md, issue 17)."""
 
     def __init__(self, limit: int) -> None:
         from collections import OrderedDict
@@ -353,26 +378,23 @@ class Proofs:
         self._kept: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
-    def holds(self, key: Any, hashes: list) -> bool:
+    def holds(self, digest: str, values: int) -> bool:
         with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None:
-                self._kept.move_to_end(key)
-        return kept is not None and _same(kept, hashes)
+            if (digest, values) in self._kept:
+                self._kept.move_to_end((digest, values))
+                return True
+        return False
 
-    def keep(self, key: Any, hashes: list) -> None:
-        size = 8 * _length(hashes)
+    def keep(self, digest: str, values: int) -> None:
         with self._lock:
-            self._kept.pop(key, None)
-            if size > self.limit:
-                return
-            while self._kept and size + sum(8 * _length(h) for h in self._kept.values()) > self.limit:
+            self._kept[(digest, values)] = True
+            self._kept.move_to_end((digest, values))
+            while len(self._kept) > self.limit:
                 self._kept.popitem(last=False)
-            self._kept[key] = hashes
 
 
-#: bytes of proved hashes a process keeps: 32M values (a 10M-row check keeps 80 MB)
-PROOFS = Proofs(256 << 20)
+#: the proofs a process keeps (a digest and a count each: a few dozen bytes)
+PROOFS = Proofs(1024)
 
 
 def _uint64s(a: Any) -> Any:
@@ -383,46 +405,11 @@ def _uint64s(a: Any) -> Any:
 
     if a.type == pa.uint64() and not a.null_count:
         return np.frombuffer(a.buffers()[1], dtype=np.uint64, count=len(a), offset=8 * a.offset)
-    return a.cast(pa.uint64()).to_numpy(zero_copy_only=False)
-
-
-def _length(parts: list) -> int:
-    return sum(len(p) for p in parts)
-
-
-def _same(a: list, b: list) -> bool:
-    """Whether two lists of 1-d arrays hold the same values in the same order, wherever either
-    is cut into arrays."""
-    import numpy as np
-
-    if _length(a) != _length(b):
-        return False
-    i = j = oi = oj = 0
-    while i < len(a) and j < len(b):
-        x, y = a[i], b[j]
-        m = min(len(x) - oi, len(y) - oj)
-        if m and not np.array_equal(x[oi:oi + m], y[oj:oj + m]):
-            return False
-        oi, oj = oi + m, oj + m
-        if oi == len(x):
-            i, oi = i + 1, 0
-        if oj == len(y):
-            j, oj = j + 1, 0
-    return True
+    return np.ascontiguousarray(a.cast(pa.uint64()).to_numpy(zero_copy_only=False))
 
 
 def _setting(con: Any, name: str) -> Any:
     return con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0]
-
-
-_GENERATED = re.compile(r"_[0-9a-f]{12,}(_[0-9]+)?\b")  # relation names DuckDB makes up (unnamed_relation_77dc...)
-
-
-def _views(con: Any) -> tuple:
-    """The definitions of the connection's own views (which data a relation reads), without
-    the names DuckDB makes up for each connection."""
-    return tuple(_GENERATED.sub("_", r[0]) for r in con.execute(
-        "SELECT sql FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall())
 
 
 def _repeats(parts: list) -> bool:

@@ -16,7 +16,8 @@ __all__ = ["DryRunStore"]
 
 #: store operations that only read
 READS = frozenset({"key", "sync_row", "released", "delivered", "delivered_count", "retry_rows", "last_checked_run",
-                   "ledger_id"})  # ledger_id: the workspace id, which keys the hashes of sensitive examples
+                   "ledger_id",  # the workspace id, which keys the hashes of sensitive examples
+                   "check_proofs"})  # a preview uses the proofs of earlier runs (and stores none)
 
 
 class DryRunStore:
@@ -40,7 +41,8 @@ class DryRunStore:
     def note(self, sync_id: Any, run_id: Any, text: str, **kw: Any) -> None:
         self.notes.append(text)
 
-    def store_checks(self, run_id: Any, results: list[dict[str, Any]]) -> None:
+    def store_checks(self, run_id: Any, results: list[dict[str, Any]], proofs: Any = None) -> None:
+        """A preview uses the proofs of earlier runs (``check_proofs`` reads) but keeps none of its own."""
         self.check_results = list(results)
 
     def store_records(self, sync_id: Any, run_id: Any, records: Any) -> None:

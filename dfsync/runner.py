@@ -341,15 +341,15 @@ class Runner:
             from . import checks as checks_mod
             from . import gx
 
-            evaluation = checks_mod.evaluate_staged(self.staging, defn.checks)
-            self.store.store_checks(self.run_id, _sensitive.protect_results(evaluation.results, defn.sensitive, self.store))
+            ev = checks_mod.evaluate_staged(self.staging, defn.checks, self.store.check_proofs(self.sync_id))
+            self.store.store_checks(self.run_id, _sensitive.protect_results(ev.results, defn.sensitive, self.store), ev.proofs)
             if not self.dry:  # GX actions act on a run's results: a preview notifies nobody
-                gx.run_checkpoint_actions(defn.checks, evaluation.results, sync_name=self.sync_name, run_id=self.run_id,
+                gx.run_checkpoint_actions(defn.checks, ev.results, sync_name=self.sync_name, run_id=self.run_id,
                                           note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))
-            failed = evaluation.failed
-            summary = evaluation.summary() if failed else ""
+            failed = ev.failed
+            summary = ev.summary() if failed else ""
             if failed and defn.on_invalid == "fail":
-                self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
+                self.staging.add_invalid(ev.failures_table, ev.dataset_failures)
                 self._set_valid_counters()
                 self._keep_invalid_records()
                 raise ValidationFailed(summary + ". Nothing was sent; fix the data, or use on_invalid='skip' to quarantine "
@@ -358,7 +358,7 @@ class Runner:
                 # dataset-level checks with no failing rows to quarantine (a mean, a row count, ...)
                 table_failures = [r for r in failed if r.get("scope") == "dataset" and r.get("unexpected_count") is None]
                 if defn.on_invalid == "skip":
-                    self.staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
+                    self.staging.add_invalid(ev.failures_table, ev.dataset_failures)
                 self.store.note(self.sync_id, self.run_id, f"{defn.on_invalid}: {summary}")
                 if table_failures and defn.on_invalid == "skip":
                     self.store.note(self.sync_id, self.run_id, "dataset-level checks failed (recorded; no rows to "

@@ -287,19 +287,42 @@ class DeliveryOps:
                 f"ORDER BY {cols}, _run_id DESC").to_arrow_table()
         return rows, keys
 
-    def store_checks(self, run_id: int, results: list[dict[str, Any]]) -> None:
-        """A run's check results, replacing any it stored before."""
+    def store_checks(self, run_id: int, results: list[dict[str, Any]],
+                     proofs: dict[str, dict[str, Any]] | None = None) -> None:
+        """A run's check results, replacing any it stored before; ``proofs``: by check name, the
+        digest of the hashes a uniqueness check proved distinct (``Evaluation.proofs``). A digest
+        of a sensitive column's 64-bit hashes reveals nothing practical about its values (it can
+        only confirm a guess of every value of the column, in order)."""
+        proofs = proofs or {}
         with self._transaction() as con:
             con.execute("DELETE FROM checks WHERE run_id = ?", [run_id])
             for r in results:
+                proof = proofs.get(str(r.get("check_name")))
                 con.execute(
                     "INSERT INTO checks (run_id, check_name, kind, column_name, level, success, element_count, "
-                    "unexpected_count, unexpected_percent, partial_unexpected_list, result, scope) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "unexpected_count, unexpected_percent, partial_unexpected_list, result, scope, proof) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [run_id, r.get("check_name"), r.get("kind"), r.get("column_name"), r.get("level"),
                      bool(r.get("success")), r.get("element_count"), r.get("unexpected_count"),
                      r.get("unexpected_percent"), json.dumps(r.get("partial_unexpected_list"), default=str),
-                     json.dumps(r.get("result"), default=str), r.get("scope")])
+                     json.dumps(r.get("result"), default=str), r.get("scope"),
+                     json.dumps(proof) if proof else None])
+
+    def check_proofs(self, sync_id: int) -> dict[str, dict[str, Any]]:
+        """By check name, the last proof each uniqueness check of the sync's current definition
+        stored (``{"sha256", "values", "run_id"}``): plain data for the next evaluation. Runs of
+        any status count: a proof says only that a sequence of hashes was distinct."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT DISTINCT ON (c.check_name) c.check_name, CAST(c.proof AS VARCHAR), c.run_id "
+                "FROM checks c JOIN runs r ON r.id = c.run_id JOIN syncs s ON s.id = r.sync_id "
+                "WHERE r.sync_id = ? AND r.definition_version = s.definition_version AND c.proof IS NOT NULL "
+                "ORDER BY c.check_name, c.run_id DESC", [sync_id]).fetchall()
+        out = {}
+        for name, proof, run_id in rows:
+            p = json.loads(proof)
+            out[name] = {"sha256": p.get("sha256"), "values": p.get("values"), "run_id": run_id}
+        return out
 
     def copy_checks(self, run_id: int, from_run: int) -> None:
         """A run reuses the check results of ``from_run`` (same files, same checks)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._common import COUNTERS
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Add-only: a migration may create tables or add columns, never drop or rename.
 MIGRATIONS: dict[int, list[str]] = {
@@ -55,4 +55,7 @@ MIGRATIONS: dict[int, list[str]] = {
             run_id BIGINT, bucket INTEGER, state VARCHAR, attempts INTEGER DEFAULT 0,
             sent BIGINT DEFAULT 0, succeeded BIGINT DEFAULT 0, failed BIGINT DEFAULT 0,
             skipped BIGINT DEFAULT 0, batches BIGINT DEFAULT 0, error VARCHAR, updated_at TIMESTAMPTZ)"""],
+    # a uniqueness check's proof: the digest of the hashes it proved distinct, for the next run to
+    # skip their sort when its hashes digest the same (dfsync/_checks_sql.py, DistinctTest)
+    7: ["ALTER TABLE checks ADD COLUMN IF NOT EXISTS proof JSON"],
 }

@@ -257,7 +257,13 @@ class WorkspaceStore(Protocol):
         """(rows to send again, keys that failed) from the kept records; (None, None) if there are none."""
         ...
 
-    def store_checks(self, run_id: int, results: list[dict[str, Any]]) -> None: ...
+    def store_checks(self, run_id: int, results: list[dict[str, Any]],
+                     proofs: dict[str, dict[str, Any]] | None = None) -> None: ...
+
+    def check_proofs(self, sync_id: int) -> dict[str, dict[str, Any]]:
+        """By check name, the last digest of hashes a uniqueness check of the sync's current
+        definition proved distinct."""
+        ...
 
     def copy_checks(self, run_id: int, from_run: int) -> None:
         """A run reuses another run's check results (same files, same checks)."""
