@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from .._ident import quote as q
 from .._schema import JSON
-from ..errors import RunTakenOver
+from ..errors import ConfigError, RunTakenOver
 from .base import ACTION_COLUMN, Destination
 
 __all__ = ["FENCE_BATCH", "ROW_COLUMN", "ServerDestination", "TableName", "conflicts_sql", "duck_to_arrow", "q", "taken_over"]
@@ -48,6 +48,10 @@ def conflicts_sql(stage: str, target: str, key: Sequence[str], casts: dict[str, 
             f"AND ({bk}) IN (SELECT {tk} FROM {target})")
 
 
+_PART = r'("(?:[^"]|"")+"|[^."][^.]*)'  # quoted, or as written (no dot, not opening a quote)
+_TABLE_NAME = re.compile(rf"{_PART}(?:\.{_PART})?")
+
+
 @dataclass(frozen=True)
 class TableName:
     schema: str | None
@@ -55,12 +59,17 @@ class TableName:
 
     @classmethod
     def parse(cls, name: str) -> TableName:
-        """``"table"`` or ``"schema.table"``; quote a part to keep dots in it: ``'"a.b".c'``."""
-        parts = re.findall(r'"((?:[^"]|"")*)"|([^.]+)', name)
-        names = [a.replace('""', '"') if a else b for a, b in parts]
-        if len(names) == 2:
-            return cls(names[0], names[1])
-        return cls(None, name if len(names) != 1 else names[0])
+        """``"table"`` or ``"schema.table"``; quote a part to keep dots in it: ``'"a.b".c'``.
+        Anything else (three parts, an empty part, a quote left open) is refused rather than created
+        as one table whose name holds the dots."""
+        m = _TABLE_NAME.fullmatch(name)
+        if m is None:
+            raise ConfigError(
+                f"table {name!r} is not 'table' or 'schema.table': give at most one schema and a table "
+                "name, no empty part; put a part that holds a dot or a double quote in double quotes "
+                "(a double quote doubled), e.g. table='\"my.schema\".customers'")
+        names = [p[1:-1].replace('""', '"') if p.startswith('"') else p for p in m.groups() if p is not None]
+        return cls(names[0], names[1]) if len(names) == 2 else cls(None, names[0])
 
     @property
     def sql(self) -> str:
