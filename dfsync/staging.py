@@ -67,6 +67,17 @@ class StageResult:
     key_problems: list[str] = field(default_factory=list)
 
 
+
+def _fp_value(column: str, duckdb_type: str) -> str:
+    """A column as the fingerprint hashes it. DuckDB's ``hash()`` of a list, struct or map loses
+    their shape: ``[]`` hashes as NULL, ``{'a': NULL}`` as a NULL struct, ``[[]]`` as ``[NULL]``,
+    and two list columns ``([1], [])`` as ``([], [1])``, so a row changing between them was
+    counted unchanged and never sent. A nested value is hashed as its JSON text, which keeps
+    every level (NULL stays NULL)."""
+    if duckdb_type.endswith("]") or duckdb_type.startswith(("STRUCT", "MAP")):
+        return f"to_json({quote(column)})"
+    return quote(column)
+
 class Staging:
     """One run's staging database."""
 
@@ -272,7 +283,7 @@ class Staging:
                 f"primary key {missing} is not among the records' fields: {', '.join(self.columns)}"
             )
         sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t, *_ in desc).encode()).hexdigest()[:16]
-        self._fp_sql = f"hash({', '.join(quote(c) for c in self.columns)}, '{sig}')"
+        self._fp_sql = f"hash({', '.join(_fp_value(c, self.types[c]) for c in self.columns)}, '{sig}')"
         return counter
 
     def _load_state(self, state: pa.RecordBatchReader | pa.Table | None) -> int:

@@ -481,6 +481,29 @@ def test_resync_counts_every_action(ws, tmp_path, source_of):
     assert got.equals(v2.sort("id"))
 
 
+
+def test_a_change_between_nested_values_duckdb_hashes_alike_is_sent(ws, tmp_path, source_of):
+    """DuckDB's hash() takes [] for a NULL list, {a: NULL} for a NULL struct, [[]] for [NULL], and
+    two list columns ([1], []) for ([], [1]): such changes were counted unchanged and never sent."""
+    dest = dfsync.destinations.duckdb(tmp_path / "dest.duckdb", table="t")
+    schema = {"id": pl.Int64, "l": pl.List(pl.Int64), "m": pl.List(pl.Int64), "s": pl.Struct({"a": pl.Int64}),
+              "ll": pl.List(pl.List(pl.Int64))}
+    v1 = pl.DataFrame({"id": [1, 2, 3, 4, 5], "l": [[], [1], [1], [1], [1]], "m": [[2], [], [2], [2], [2]],
+                       "s": [{"a": 1}, {"a": 1}, {"a": None}, {"a": 1}, {"a": 1}],
+                       "ll": [[[1]], [[1]], [[1]], [[]], [[1]]]}, schema=schema)
+    v2 = pl.DataFrame({"id": [1, 2, 3, 4, 5], "l": [None, [], [1], [1], [1]], "m": [[2], [1], [2], [2], [2]],
+                       "s": [{"a": 1}, {"a": 1}, None, {"a": 1}, {"a": 1}],
+                       "ll": [[[1]], [[1]], [[1]], [None], [[1]]]}, schema=schema)
+    sync = ws.create_sync("nested", source=source_of(v1), destination=dest, primary_key="id")
+    assert sync.run(progress=False).counts["inserted"] == 5
+    sync = ws.create_sync("nested", source=source_of(v2), destination=dest, primary_key="id")
+    c = sync.run(progress=False).counts
+    assert (c["updated"], c["unchanged"]) == (4, 1), c
+    with duckdb.connect(str(tmp_path / "dest.duckdb")) as con:
+        got = pl.from_arrow(con.sql("SELECT * FROM t ORDER BY id").to_arrow_table())
+    assert got.to_dicts() == v2.to_dicts()
+    assert sync.run(progress=False).counts["unchanged"] == 5  # and the new fingerprints are stable
+
 @pytest.mark.parametrize("mode", ["upsert", "mirror"])
 def test_a_second_workspace_into_the_same_table_keeps_one_row_per_key(tmp_path, target, mode):
     """Destination ledgers key a run by sync name, id and run id, which a second workspace (or
