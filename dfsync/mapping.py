@@ -48,8 +48,10 @@ def _sql_literal(v: Any) -> str:
         return "NULL"
     if isinstance(v, bool):
         return "TRUE" if v else "FALSE"
-    if isinstance(v, (int, float)):
-        return repr(v)
+    if isinstance(v, int) and -(2**63) <= v < 2**63:
+        return repr(v)  # INTEGER or BIGINT, as pl.lit() types it
+    if isinstance(v, float):  # a bare 0.1 is a DECIMAL(1,1) to DuckDB, and nan / inf are column names
+        return f"'{v!r}'::DOUBLE"
     if isinstance(v, str):
         return "'" + v.replace("'", "''") + "'"
     raise TypeError

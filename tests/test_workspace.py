@@ -206,6 +206,30 @@ def test_mapping_rename_static_expression(ws, tmp_path):
     assert s.runs()["definition_version"].to_list() == [2, 1]
 
 
+
+@pytest.mark.parametrize("kind", ["frame", "parquet", "duckdb_query"])
+def test_static_floats_and_ints_arrive_with_the_type_and_value_given(ws, tmp_path, kind):
+    """A Parquet or DuckDB query source applies static() in SQL, where 0.1 was a DECIMAL(1,1)
+    (-0.0 became 0.0) and nan / inf were taken for column names (a raw Binder Error)."""
+    df = pl.DataFrame({"id": [1, 2]})
+    df.write_parquet(tmp_path / "src.parquet")
+    source = {"frame": dfsync.sources.frame(df), "parquet": dfsync.sources.files(str(tmp_path / "src.parquet")),
+              "duckdb_query": dfsync.sources.duckdb_query(f"SELECT * FROM '{tmp_path / 'src.parquet'}'")}[kind]
+    statics = {"tenth": 0.1, "neg_zero": -0.0, "nan": float("nan"), "inf": float("-inf"), "big": 2**63, "small": 7}
+    s = ws.create_sync("st", source=source, destination=duck(tmp_path), primary_key="id",
+                       mapping={"id": "id", **{k: dfsync.static(v) for k, v in statics.items()}})
+    run = s.run(progress=False)
+    assert run.status == "success", run.error
+    with duckdb.connect(str(tmp_path / "dest.duckdb")) as con:
+        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = 't'").fetchall())
+        row = dict(zip(["tenth", "neg_zero", "nan", "inf", "big", "small"],
+                       con.execute("SELECT tenth, neg_zero, nan, inf, big, small FROM t WHERE id = 1").fetchall()[0],
+                       strict=True))
+    assert [types[k] for k in statics] == ["DOUBLE"] * 4 + ["UBIGINT", "INTEGER"], types
+    assert row["tenth"] == 0.1 and str(row["neg_zero"]) == "-0.0" and row["nan"] != row["nan"]
+    assert row["inf"] == float("-inf") and row["big"] == 2**63 and row["small"] == 7
+
 def test_schema_mismatch_reported_before_sending(ws, tmp_path):
     con = duckdb.connect(str(tmp_path / "dest.duckdb"))
     con.execute("CREATE TABLE t (id BIGINT, name INTEGER)")
