@@ -291,6 +291,35 @@ def test_sqlite_source_to_sqlite_destination(tmp_path):
     assert out.execute("SELECT count(*), sum(amount) FROM orders").fetchone() == (3000, sum(i * 1.25 for i in range(3000)))
 
 
+
+@pytest.mark.parametrize("query", ["SELECT * FROM t -- every row", "SELECT * FROM t\n-- every row\n"])
+@pytest.mark.parametrize("kind", ["sqlite", "duckdb_query"])
+def test_a_query_ending_in_a_line_comment_is_read_by_every_run(tmp_path, kind, query):
+    """Wrapped as SELECT * FROM (<query>) AS q WHERE ..., a query whose last line held a '--'
+    comment lost its closing parenthesis: its second incremental run failed on SQLite with the
+    driver's 'incomplete input', and a DuckDB query failed with a Parser Error."""
+    import sqlite3
+
+    import duckdb
+
+    if kind == "sqlite":
+        with sqlite3.connect(tmp_path / "src.db") as con:
+            con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, c INTEGER)")
+            con.executemany("INSERT INTO t VALUES (?, ?)", [(i, i) for i in range(5)])
+        source = dfsync.sources.database(f"sqlite:///{tmp_path / 'src.db'}", query)
+    else:
+        with duckdb.connect(str(tmp_path / "src.duckdb")) as con:
+            con.execute("CREATE TABLE t AS SELECT range AS id, range AS c FROM range(5)")
+        source = dfsync.sources.duckdb_query(query, database=str(tmp_path / "src.duckdb"))
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    for mode in ("full_refresh", "incremental"):
+        sync = ws.create_sync(mode, source=source, destination=dfsync.destinations.duckdb(
+            str(tmp_path / "out.duckdb"), table=mode), primary_key="id", sync_mode=mode,
+            cursor_field="c" if mode == "incremental" else None)
+        first, second = sync.run(progress=False), sync.run(progress=False)
+        assert (first.status, second.status) == ("success", "success"), (first.error, second.error)
+        assert first.counts["inserted"] == 5 and second.counts["queried"] == (5 if mode == "full_refresh" else 1)
+
 def test_a_cursor_postgres_gives_as_text_is_refused_and_its_cast_works(pg_server, pg_uri, tmp_path):
     """A numeric cursor arrived as text: the first run stored '9.99' as its cursor and every later
     run failed with PostgreSQL's raw 'operator does not exist: numeric >= text'; kept as text the

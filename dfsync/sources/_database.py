@@ -30,7 +30,7 @@ from ..destinations._postgres import PostgresDestination
 from ..destinations._sql import q
 from ..errors import ConfigError, MissingDependencyError, SourceError, redact
 from ._sqlite_types import typed_reader
-from .base import CursorFilter, Source, register_source
+from .base import CursorFilter, Source, query_text, register_source
 
 __all__ = ["DatabaseSource"]
 
@@ -95,7 +95,7 @@ class DatabaseSource(Source):
             raise ConfigError("sources.database() takes 'postgresql://user@host/db', 'mysql://user@host/db' or "
                               "'sqlite:///path.db' URIs")
         self.uri, self.password, self._literal_password = take_password(uri, password)
-        self.query = query.strip().rstrip(";")
+        self.query = query_text(query)
 
     @property
     def dialect(self) -> str:

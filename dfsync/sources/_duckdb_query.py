@@ -9,7 +9,7 @@ import polars as pl
 
 from .._arrow import to_polars
 from ..errors import ConfigError, SourceError
-from .base import CursorFilter, Source, register_source
+from .base import CursorFilter, Source, query_text, register_source
 
 
 @register_source
@@ -19,7 +19,7 @@ class DuckDBQuerySource(Source):
     def __init__(self, sql: str, database: str | None = None) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ConfigError("sources.duckdb_query() needs a SQL query string")
-        self.sql = sql.strip().rstrip(";")
+        self.sql = query_text(sql)
         # absolute, so the stored definition works from any working directory (CLI, scheduler)
         self.database = os.path.abspath(os.fspath(database)) if database is not None else None
 

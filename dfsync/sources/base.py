@@ -31,6 +31,7 @@ from .._kinds import Kinds
 __all__ = [
     "CursorFilter",
     "Source",
+    "query_text",
     "register_source",
     "source_from_config",
 ]
@@ -41,6 +42,16 @@ __all__ = [
 #: null-cursor row (or a change to one) behind without a word. Every source builds its filter here.
 NULL_CURSOR_SQL = "({field} >= {value} OR {field} IS NULL)"
 
+
+
+def query_text(sql: str) -> str:
+    """A source's SQL as it is kept and wrapped (``SELECT * FROM (<query>) AS q WHERE ...`` for a
+    cursor, a split or a LIMIT 0): without surrounding blanks and trailing semicolons, and ending
+    in a newline when its last line holds a ``--`` comment, which would otherwise swallow the
+    closing parenthesis of every wrapped form (a query ending in '-- all rows' failed at
+    create_sync, or only at its second incremental run)."""
+    sql = sql.strip().rstrip(";").rstrip()
+    return sql + "\n" if "--" in sql.rsplit("\n", 1)[-1] else sql
 
 @dataclass(frozen=True)
 class CursorFilter:
