@@ -505,6 +505,16 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"Nothing was sent.")
         if pa.types.is_date(t) or pa.types.is_timestamp(t):
             _check_time_range(con, table, f, destination, where)
+        if pa.types.is_interval(t):  # sent as Arrow months, days and nanoseconds: the last is 64-bit
+            micros = "epoch_us({c} - to_days(datepart('day', {c})::INT) - to_months(datepart('month', {c})::INT " \
+                     "+ 12 * datepart('year', {c})::INT))"
+            bad = _first_value(con, table, n, f"abs({micros}) > {(2**63 - 1) // 1000}")
+            if bad is not None:
+                raise SchemaMismatchError(
+                    f"column {n!r} holds the duration {bad}, more than the 292 years (2^63 nanoseconds) a "
+                    f"duration is sent as: it would arrive as another value. Send it as a number, e.g. "
+                    f"mapping={{{n!r}: pl.col({n!r}).dt.total_seconds()}} for a duration column (in a query: "
+                    f"EXTRACT(EPOCH FROM {n})). Nothing was sent.")
         if largest is not None and pa.types.is_unsigned_integer(t) and _int_range(t)[1] > largest:
             bad = _first_value(con, table, n, f"{{c}} > {int(largest)}")
             if bad is not None:

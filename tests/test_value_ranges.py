@@ -75,3 +75,23 @@ def test_negative_zero_reads_back_as_an_equal_zero_and_its_sign_where_the_destin
     assert signs == ({1.0, -1.0} if kind in ("sqlite", "mysql") else {-1.0}), (kind, got[0])
     again = sync.run(progress=False)  # the same values: nothing to send
     assert again.status == "success" and again.counts["sent"] == 0, again.counts
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "postgres"])
+def test_a_duration_beyond_292_years_is_refused_before_sending(kind, request, tmp_path):
+    """A duration travels as an Arrow interval whose nanoseconds are 64-bit: 1,000,000 days arrived
+    as -67520 days 02:07:11.452242 in DuckDB, SQLite and PostgreSQL, and the run said success."""
+    from datetime import timedelta
+
+    df = pl.DataFrame({"id": [1, 2], "dur": pl.Series([timedelta(days=100_000), timedelta(days=1_000_000)],
+                                                      dtype=pl.Duration("us"))})
+    dest = Dest(kind, request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest.make(),
+                         primary_key="id").run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0, (run.status, run.error)
+    assert "column 'dur' holds the duration 24000000:00:00" in run.error and "Nothing was sent" in run.error
+    fixed = ws.create_sync("s", source=dfsync.sources.frame(df.head(1)), destination=dest.make(),
+                           primary_key="id").run(progress=False)  # 274 years: sent as it is
+    assert fixed.status == "success", fixed.error
+    assert read_rows(kind, dest, ["dur"])[0]["dur"] in (timedelta(days=100_000), "2400000:00:00")
