@@ -24,7 +24,11 @@ def no_case_clash(names: Sequence[str]) -> None:
     """Refuse column names that differ only in case: DuckDB (staging), MySQL, SQLite and
     DuckDB tables ignore case in names, so one of them would arrive renamed ('temp_1')."""
     seen: dict[str, str] = {}
-    for name in names:
+    for i, name in enumerate(names):
+        if name in names[:i]:  # a query's 'SELECT a AS v, b AS v': DuckDB would send the second as 'v_1'
+            raise ConfigError(f"column {name!r} appears more than once in the source; DuckDB, where dfsync "
+                              f"stages rows, would send the second one as {name + '_1'!r}. Give each column a "
+                              f"name of its own (in a query: ... AS {name + '_2'}); nothing was sent.")
         other = seen.setdefault(name.lower(), name)
         if other != name:
             raise ConfigError(

@@ -145,6 +145,21 @@ def test_duckdb_query_source(ws, tmp_path):
     assert s2.run(progress=False).counts["inserted"] == 200
 
 
+
+@pytest.mark.parametrize("in_file", [False, True])
+@pytest.mark.parametrize("select", ["id, name AS v, id * 2 AS v", 'id, name AS "V", id AS v', "*, id AS id"])
+def test_a_duckdb_query_naming_a_column_twice_is_refused_at_create_sync(ws, tmp_path, select, in_file):
+    """DuckDB renames a name given twice (or in two cases) once the query is read as a subquery:
+    the run said success and the destination got a column 'v_1' the query never named."""
+    dbp = str(tmp_path / "src.duckdb")
+    with duckdb.connect(dbp) as con:
+        con.execute("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(5)")
+    query = f"SELECT {select} FROM people" if in_file else f"SELECT {select} FROM (VALUES (1, 'a')) AS people(id, name)"
+    with pytest.raises(dfsync.ConfigError, match="more than once|differ only in case"):
+        ws.create_sync("dup", source=dfsync.sources.duckdb_query(query, database=dbp if in_file else None),
+                       destination=duck(tmp_path), primary_key="id")
+    assert not os.path.exists(tmp_path / "dest.duckdb")
+
 def test_a_duckdb_query_source_leaves_its_database_free_after_each_run_and_preview(ws, tmp_path):
     """The source's read-only connection stayed open on the sync: the user's own
     duckdb.connect(path) in the same process failed ('Can't open a connection to same database

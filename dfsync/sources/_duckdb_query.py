@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from .._arrow import to_polars
+from .._stage_input import no_case_clash
 from ..errors import ConfigError, SourceError
 from .base import CursorFilter, Source, query_text, register_source
 
@@ -15,6 +16,7 @@ from .base import CursorFilter, Source, query_text, register_source
 @register_source
 class DuckDBQuerySource(Source):
     kind = "duckdb_query"
+    _names_of: str | None = None  # the query whose column names are checked (schema() reads a wrapped copy)
 
     def __init__(self, sql: str, database: str | None = None) -> None:
         if not isinstance(sql, str) or not sql.strip():
@@ -55,7 +57,8 @@ class DuckDBQuerySource(Source):
             field = '"' + cursor.field.replace('"', '""') + '"'
             sql = f"SELECT * FROM ({self.sql}) AS dfsync_q WHERE {cursor.where(field, '?')}"
             params = [cursor.value]
-        try:
+        try:  # names given twice ('SELECT a AS v, b AS v') DuckDB renames ('v_1') once the query is wrapped
+            no_case_clash((src_con or con).sql(self._names_of or self.sql).columns)
             if src_con is None:
                 rel = con.sql(sql, params=params or None)
                 rel.describe  # noqa: B018 - bind now, so a bad query fails here
@@ -64,10 +67,10 @@ class DuckDBQuerySource(Source):
             query = src_con.sql(sql, params=params or None)
             _refuse_unions(query)
             return con.from_arrow(_closing(query.to_arrow_reader(100_000), src_con))
-        except (duckdb.Error, SourceError) as exc:
+        except (duckdb.Error, SourceError, ConfigError) as exc:
             if src_con is not None:
                 src_con.close()
-            if isinstance(exc, SourceError):
+            if isinstance(exc, (SourceError, ConfigError)):
                 raise
             raise SourceError(f"the source query failed: {str(exc).splitlines()[0]}") from exc
 
@@ -77,7 +80,7 @@ class DuckDBQuerySource(Source):
         import copy
 
         empty = copy.copy(self)
-        empty.sql = f"SELECT * FROM ({self.sql}) AS dfsync_q LIMIT 0"
+        empty.sql, empty._names_of = f"SELECT * FROM ({self.sql}) AS dfsync_q LIMIT 0", self.sql
         return empty.scan().collect_schema()
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
