@@ -272,6 +272,15 @@ def _ndjson_key_after_the_inferred_rows(ctx: Ctx) -> Any:
     return ctx.create(source=dfsync.sources.files("late.ndjson")).run(progress=False)
 
 
+def _ndjson_key_inside_an_object_after_the_inferred_rows(ctx: Ctx) -> Any:
+    """The same inside an object, or in a list of objects: {"o": {"a": 1, "b": 2}} at row 150 arrived
+    as {"a": 1} (and [{"a": 1, "b": 2}] as [{"a": 1}]), and the run said success."""
+    rows = [{"id": i, "o": {"a": i} | ({"b": "x"} if i == 150 else {}), "l": [{"a": i} | ({"c": 1} if i == 160 else {})]}
+            for i in range(200)]
+    Path("nested.ndjson").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ctx.create(source=dfsync.sources.files("nested.ndjson")).run(progress=False)
+
+
 def _ndjson_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
     """A value past the rows polars infers an NDJSON key's type from: polars' message names neither
     the key nor the file (and DuckDB's wrapping added 'Detail: Python exception: Traceback')."""
@@ -449,6 +458,8 @@ CASES: list[Case] = [
          errors.SourceError, ("'extra'", "b.ndjson", "a.ndjson"), ("schema=", "union_by_name")),
     Case("ndjson-key-after-the-inferred-rows", _ndjson_key_after_the_inferred_rows,
          errors.SourceError, ("'late'", "late.ndjson", "100 rows"), ("infer_schema_length=None",)),
+    Case("ndjson-key-inside-an-object-after-the-inferred-rows", _ndjson_key_inside_an_object_after_the_inferred_rows,
+         errors.SourceError, ("'l.c'", "'o.b'", "nested.ndjson", "100 rows"), ("infer_schema_length=None",)),
     Case("ndjson-value-does-not-parse", _ndjson_value_does_not_parse, errors.SourceError,
          ("2.5", "'score'", "bad.ndjson"), ("schema_overrides",), new_run=True),
     Case("duckdb-query-union-column", lambda c: c.create(source=dfsync.sources.duckdb_query(

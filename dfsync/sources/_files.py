@@ -209,24 +209,28 @@ class FilesSource(Source):
                     f"union_by_name=true)\") with a cast for each column that differs. Nothing was read or sent.")
 
     def _check_late_keys(self, files: list[str]) -> None:
-        """polars takes an NDJSON source's columns from the first rows of its first file
-        (``infer_schema_length``): a key first seen later, or only in another file, would be
-        dropped without a word. Every object's keys are looked at."""
+        """polars takes an NDJSON source's columns, and the fields of its objects, from the first
+        rows of its first file (``infer_schema_length``): a key first seen later, or only in another
+        file, would be dropped without a word (inside an object too: {"o": {"a": 1, "b": 2}} read
+        as {"a": 1}). Every object's keys are looked at, at every level."""
         import duckdb
 
-        columns = set(pl.scan_ndjson(files, **self.options).collect_schema().names())
+        schema = pl.scan_ndjson(files, **self.options).collect_schema()
         con = duckdb.connect()
         try:
-            keys = con.execute(
-                "SELECT k, min(filename) FROM (SELECT unnest(json_keys(json)) AS k, filename FROM "
-                "read_json_objects(?, format='newline_delimited', filename=true)) GROUP BY k ORDER BY k",
-                [files]).fetchall()
+            shapes = con.execute(
+                "SELECT filename, json_group_structure(json) FROM read_json_objects(?, format='newline_delimited', "
+                "filename=true) GROUP BY filename ORDER BY filename", [files]).fetchall()
         except duckdb.Error as exc:
             raise SourceError(f"could not read {self.describe()}: {str(exc).splitlines()[0]}. Check that the "
                               f"files hold one JSON object a line; nothing was read or sent.") from exc
         finally:
             con.close()
-        late = [(k, f) for k, f in keys if k not in columns]
+        first: dict[str, str] = {}  # each key path polars would drop -> the first file holding it
+        for name, shape in shapes:
+            for path in _dropped_keys(json.loads(shape) if shape else {}, pl.Struct(schema)):
+                first.setdefault(path, name)
+        late = sorted(first.items())
         if not late:
             return
         key, where = late[0]
@@ -287,3 +291,17 @@ def _refuse_struct_names(files: list[str]) -> None:
         except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader, naming it
             continue
         refuse_struct_names(schema, file=f)
+
+
+def _dropped_keys(shape: Any, dtype: Any, prefix: str = "") -> Any:
+    """The key paths ('o.b') of a JSON structure (DuckDB's json_group_structure) that the polars
+    type read for it has no field for."""
+    if isinstance(shape, dict) and isinstance(dtype, pl.Struct):
+        fields = {f.name: f.dtype for f in dtype.fields}
+        for key, sub in shape.items():
+            if key not in fields:
+                yield prefix + key
+            else:
+                yield from _dropped_keys(sub, fields[key], f"{prefix}{key}.")
+    elif isinstance(shape, list) and shape and isinstance(dtype, (pl.List, pl.Array)):
+        yield from _dropped_keys(shape[0], dtype.inner, prefix)
