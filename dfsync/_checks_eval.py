@@ -34,7 +34,7 @@ from dfsync._checks_sql import (
     qualify,
 )
 from dfsync._ident import quote
-from dfsync.errors import ConfigError
+from dfsync.errors import ConfigError, DfsyncError
 
 from ._words import plural
 
@@ -202,13 +202,31 @@ def dataset_columns(checks: list[Check], record_cols: list[str] | None) -> list[
     return list(dict.fromkeys(out))
 
 
-def evaluate_staged(staging: Any, checks: list[Check], proofs: dict[str, Any] | None = None) -> Evaluation:
+def evaluate_staged(staging: Any, checks: list[Check], proofs: dict[str, Any] | None = None,
+                    scrub: Any = None) -> Evaluation:
     """Every check of a run on its staging: row-level ones on the rows about to be sent,
     dataset-level ones on every row the run read (:meth:`Staging.dataset_view`).
-    ``proofs``: as in :func:`evaluate` (a run's come from ``Store.check_proofs``)."""
+    ``proofs``: as in :func:`evaluate` (a run's come from ``Store.check_proofs``).
+
+    ``scrub(con, relations, text)``: the text of a check that could not run with the values of
+    the sync's sensitive fields hidden (an engine's message quotes values: "could not convert
+    string 'ann@example.com'"); see :func:`dfsync._sensitive.scrubber`."""
+    rels: list[str] = []
+    try:
+        return _evaluate_staged(staging, checks, proofs, rels)
+    except DfsyncError as exc:
+        clean = str(exc) if scrub is None else scrub(staging.con, rels, str(exc))
+        if clean == str(exc):
+            raise
+        raise type(exc)(clean) from None  # not chained: the engine's own error quotes the values too
+
+
+def _evaluate_staged(staging: Any, checks: list[Check], proofs: dict[str, Any] | None, rels: list[str]) -> Evaluation:
     rows = staging.to_check_view()
+    rels.append(rows)
     cols = dataset_columns(checks, staging.columns)
     dataset = staging.dataset_view(cols) if any(c.level == TABLE for c in checks) else None
+    rels += [dataset] if dataset else []
     key = staging.key if getattr(staging, "key_distinct", False) else None  # the key gate passed every row read
     ev = evaluate_scoped(staging.con, rows, dataset, checks, key, proofs)
     if dataset is not None and not staging.dataset_rids and any(

@@ -40,7 +40,8 @@ from ._paths import FILE_MODE, private_dir
 from .errors import ConfigError
 
 __all__ = ["KEY_ENV", "PREFIX", "check_sensitive", "key_file", "key_text", "keyed_hash", "map_examples",
-           "parse_retention", "protect_checks", "protect_records", "retention_delta", "workspace_key"]
+           "parse_retention", "protect_checks", "protect_records", "retention_delta", "scrubber",
+           "workspace_key"]
 
 KEY_ENV = "DFSYNC_RECORD_KEY"
 PREFIX = "hmac:"
@@ -122,6 +123,34 @@ def protect_records(records: pa.Table, sensitive: Sequence[str], key: bytes) -> 
         scrubbed = errors.str.replace_many(found, [swaps[v] for v in found])  # one pass (Aho-Corasick)
         records = records.set_column(records.column_names.index("_error"), "_error", scrubbed.to_arrow().cast(pa.string()))
     return records
+
+
+def scrubber(sensitive: Sequence[str], store: Any) -> Callable[[Any, Sequence[str], str], str] | None:
+    """For a sync with ``sensitive`` fields (else None): ``scrub(con, relations, text)``, the text
+    with each value of those fields that ``relations`` (on the DuckDB connection ``con``) hold
+    replaced by its keyed hash, for an engine's message about the rows (a check that could not
+    run: "could not convert string 'ann@example.com' to INT32")."""
+    if not sensitive:
+        return None
+
+    def scrub(con: Any, relations: Sequence[str], text: str) -> str:
+        from ._ident import quote
+
+        swaps: dict[str, str] = {}
+        for rel in relations:
+            have = {r[0] for r in con.execute(f"DESCRIBE {quote(rel)}").fetchall()}
+            for col in (c for c in sensitive if c in have):
+                v = f"CAST({quote(col)} AS VARCHAR)"
+                found = con.execute(f"SELECT DISTINCT {v} FROM {quote(rel)} WHERE length({v}) >= {_MIN_SCRUB} "
+                                    f"AND contains(?, {v})", [text]).fetchall()
+                swaps.update((s, "") for (s,) in found)
+        if swaps:
+            key = store_key(store)
+            for s in sorted(swaps, key=len, reverse=True):  # the longest first: one value may hold another
+                text = text.replace(s, keyed_hash(s, key))
+        return text
+
+    return scrub
 
 
 def protect_checks(results: Iterable[dict[str, Any]], sensitive: Sequence[str], key: bytes) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import shutil
 import traceback
 import warnings
 from concurrent.futures import Future
@@ -341,7 +342,8 @@ class Runner:
             from . import checks as checks_mod
             from . import gx
 
-            ev = checks_mod.evaluate_staged(self.staging, defn.checks, self.store.check_proofs(self.sync_id))
+            ev = checks_mod.evaluate_staged(self.staging, defn.checks, self.store.check_proofs(self.sync_id),
+                                            _sensitive.scrubber(defn.sensitive, self.store))
             self.store.store_checks(self.run_id, _sensitive.protect_results(ev.results, defn.sensitive, self.store), ev.proofs)
             if not self.dry:  # GX actions act on a run's results: a preview notifies nobody
                 gx.run_checkpoint_actions(defn.checks, ev.results, sync_name=self.sync_name, run_id=self.run_id,
@@ -590,8 +592,6 @@ class Runner:
         _registry.take_live_staging(self.store.key, self.run_id)
         if self.staging is not None:
             self.staging.close()
-            import shutil
-
             shutil.rmtree(self.staging.temp_dir, ignore_errors=True)
             self.staging = None
 

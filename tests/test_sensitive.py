@@ -129,6 +129,24 @@ def test_a_preview_of_a_sync_with_sensitive_fields_and_failing_checks_hashes_the
     assert run.counts["inserted"] == 5 and run.counts["invalid"] == 1
 
 
+@pytest.mark.parametrize("check", [dfsync.checks.sql("CAST(phone AS INTEGER) > 0"),
+                                   dfsync.checks.expression(pl.col("phone").cast(pl.Int64) > 0)], ids=["sql", "polars"])
+def test_a_check_that_cannot_run_on_sensitive_values_does_not_store_them_in_the_run_error(ws, tmp_path, check):
+    """DuckDB's and polars' errors quote the values that would not convert; the run's error (in the
+    workspace's runs and events, the run's repr) held the phone numbers in plain."""
+    sync = ws.create_sync("people", source=dfsync.sources.frame(frame()), destination=destination(tmp_path),
+                          primary_key="id", sensitive=["email", "phone"], checks=[check])
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.FAILED and run.counts["sent"] == 0
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert keyed_hash(PHONES[0], key) in run.error and "phone" in run.error, run.error
+    texts = run.error + repr(run) + str(sync.events().to_dicts()) + str(sync.runs().to_dicts())
+    assert not [p for p in PHONES if p in texts]
+    with pytest.raises(dfsync.ConfigError) as raised:
+        sync.preview()
+    assert not [p for p in PHONES if p in str(raised.value)] and raised.value.__cause__ is None
+
+
 def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, tmp_path):
     src, dest = dfsync.sources.frame(frame()), destination(tmp_path)
     with pytest.raises(dfsync.ConfigError, match="'mail' is not a field.*email"):
