@@ -103,9 +103,19 @@ class ExpressionCheck(Check):
         super().__init__("expression", None, name=name, mostly=mostly, level=level,
                          columns=list(dict.fromkeys(expr.meta.root_names())))
 
+    @property
+    def session_only(self) -> bool:
+        """It runs a Python function (map_elements, map_batches, fold ...), which is never stored."""
+        from ._exprcode import python_code
+
+        return python_code(self.expr)
+
     def config(self) -> dict:
         cfg = super().config()
-        cfg["params"]["expr"] = base64.b64encode(self.expr.meta.serialize()).decode()
+        code = self.session_only  # stored without it: see dfsync/_exprcode.py
+        cfg["params"]["expr"] = None if code else base64.b64encode(self.expr.meta.serialize()).decode()
+        if code:
+            cfg["params"]["python"] = str(self.expr)
         return cfg
 
     def sql_form(self, types: dict[str, str]) -> Check | None:

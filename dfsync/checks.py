@@ -16,8 +16,6 @@ value checks ignore missing values (NULL, and NaN in float columns, as pandas do
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -25,8 +23,8 @@ from typing import Any
 from dfsync import gx
 from dfsync._args import checked
 from dfsync._check import ROW, TABLE, Check, Evaluation, ExpressionCheck
-from dfsync._checks_eval import dataset_columns as dataset_columns  # the runner's entry points
 from dfsync._checks_eval import check_types, evaluate, validate_checks
+from dfsync._checks_eval import dataset_columns as dataset_columns  # the runner's entry points
 from dfsync._checks_eval import evaluate_staged as evaluate_staged
 from dfsync._checks_sql import sql_aggregate, sql_columns, sql_compares_rows
 from dfsync._regex import to_re2
@@ -305,9 +303,13 @@ def checks_from_config(configs: list[dict]) -> list[Check]:
             if kind.startswith("gx:"):
                 out.append(gx.check_from_config(cfg))
             elif kind == "expression":
-                import polars as pl
+                from ._exprcode import load_expr
 
-                expr = pl.Expr.deserialize(io.BytesIO(base64.b64decode(cfg["params"]["expr"])))
+                if cfg["params"].get("expr") is None:
+                    raise ConfigError(
+                        f"check {cfg['name']!r} runs a Python function ({cfg['params'].get('python')}), which is not "
+                        f"stored: it runs only in the Python session that created the sync")
+                expr = load_expr(cfg["params"]["expr"], f"check {cfg['name']!r}", fmt="binary")
                 out.append(ExpressionCheck(expr, name=cfg["name"], mostly=cfg.get("mostly", 1.0)))
             elif kind == "sql":  # its level from the predicate, as sql() decides it now (see below)
                 out.append(sql(cfg["params"]["predicate"], name=cfg["name"], mostly=cfg.get("mostly", 1.0)))

@@ -211,7 +211,7 @@ class SyncDefinition:
         """Only this process can run it: an in-memory frame, a literal secret / lambda in the
         destination, or a GX action with a literal secret or a class defined in ``__main__``."""
         return bool(self.source.session_only or getattr(self.destination, "session_only", False)
-                    or any(getattr(c, "session_only", False) for c in self.checks))
+                    or any(getattr(c, "session_only", False) for c in self.checks) or self.mapping.session_only)
 
     def state_key(self) -> str:
         """What the delivered state belongs to: a change of it makes every row be sent again."""

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from ._args import checked
+from ._exprcode import load_expr, python_code
 from ._ident import quote
 from .errors import ConfigError
 
@@ -177,9 +178,16 @@ class Mapping:
                 out[field] = {"static": value.value}
             elif isinstance(value, Static):  # a date, decimal, bytes ...: stored as the polars literal
                 out[field] = {"expr": pl.lit(value.value).meta.serialize(format="json")}
+            elif python_code(value):  # never stored: see dfsync/_exprcode.py
+                out[field] = {"python": str(value)}
             else:
                 out[field] = {"expr": value.meta.serialize(format="json")}
         return out
+
+    @property
+    def session_only(self) -> bool:
+        """A field computed by a Python function (map_elements, ...), which is never stored."""
+        return any(isinstance(v, pl.Expr) and python_code(v) for v in (self.spec or {}).values())
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> Mapping:
@@ -191,8 +199,10 @@ class Mapping:
                 spec[field] = value["column"]
             elif "static" in value:
                 spec[field] = Static(value["static"])
+            elif "python" in value:
+                raise ConfigError(
+                    f"mapping field {field!r} runs a Python function ({value['python']}), which is not stored: the "
+                    f"sync runs only in the Python session that created it")
             else:
-                import io
-
-                spec[field] = pl.Expr.deserialize(io.StringIO(value["expr"]), format="json")
+                spec[field] = load_expr(value["expr"], f"mapping field {field!r}")
         return cls(spec)

@@ -4,10 +4,13 @@ from a module this host allows; any other is never imported, and the run says so
 from __future__ import annotations
 
 import ast
+import base64
+import json
 import pathlib
 import sys
 import warnings
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -102,3 +105,44 @@ def test_nothing_in_dfsync_evaluates_stored_data():
                 if any(n.split(".")[0] in ("pickle", "cloudpickle", "dill", "marshal", "shelve") for n in names):
                     found.append(f"{path.name}:{node.lineno} import")
     assert found == []
+
+
+def test_a_polars_expression_running_python_code_is_never_stored_nor_read_back(tmp_path, dfsync_cli):
+    """Polars pickles a Python function inside an expression (map_batches, map_elements, fold) and
+    unpickles it when the expression is read back: a check or mapping stored so ran its code in
+    every process that ran the sync (dfsync run, the scheduler), past allowed_callbacks."""
+    src = tmp_path / "src.parquet"
+    pl.DataFrame({"id": [1, 2], "x": [1, -2]}).write_parquet(src)
+    ran = tmp_path / "udf.ran"
+
+    def positive(s):  # pickled by value with the expression (a function of this test)
+        pathlib.Path(str(ran)).write_text("ran")
+        return s > 0
+
+    code_check = dfsync.checks.expression(pl.col("x").map_batches(positive, return_dtype=pl.Boolean), name="pos")
+    plain_check = dfsync.checks.expression(pl.col("x") > 0, name="pos")
+    with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:
+        dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+        sync = ws.create_sync("s", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                              checks=[code_check], on_invalid="skip")
+        run = sync.run(progress=False)  # in the session that made it, it runs
+        assert run.status == "success" and run.counts["invalid"] == 1 and ran.exists()
+        assert sync.definition["checks"][0]["params"]["expr"] is None and sync.session_only
+        mapped = ws.create_sync("m", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                                mapping={"id": "id", "y": pl.col("x").map_batches(positive, return_dtype=pl.Int64)})
+        assert "python" in mapped.definition["mapping"]["y"] and mapped.session_only
+        # what an earlier version stored, or anyone who can write the definitions: the pickled function
+        stored = ws.create_sync("c", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                                checks=[plain_check], on_invalid="skip").definition
+    ran.unlink()
+    stored["checks"][0]["params"]["expr"] = base64.b64encode(code_check.expr.meta.serialize()).decode()
+    con = duckdb.connect(str(tmp_path / "ws.duckdb"))
+    con.execute("UPDATE syncs SET definition = ? WHERE name = 'c'", [json.dumps(stored)])
+    con.close()
+    said = {}
+    for name in ("c", "s"):
+        out = dfsync_cli("--workspace", str(tmp_path / "ws.duckdb"), "run", name)
+        assert out.code != 0 and not ran.exists(), (out.out, out.err)
+        said[name] = out.out + out.err
+    assert "check 'pos': the stored polars expression holds Python code" in said["c"], said["c"]
+    assert "runs a Python function" in said["s"], said["s"]

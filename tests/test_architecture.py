@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "dfsync._kinds", "dfsync._pandas", "dfsync._adbc", "dfsync._cursor", "dfsync._registry",
               "dfsync._settings", "dfsync._ident", "dfsync._secrets", "dfsync._callbacks", "dfsync._sensitive",
               "dfsync._checks_sql", "dfsync._gx_context", "dfsync._pgtypes", "dfsync._keyhash",
-              "dfsync._interrupt", "dfsync._words", "dfsync._args")),
+              "dfsync._interrupt", "dfsync._words", "dfsync._args", "dfsync._exprcode")),
     ("store", ("dfsync.store", "dfsync._dryrun")),
     ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._stage_input", "dfsync._schema", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
