@@ -6,7 +6,9 @@ import json
 import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -177,3 +179,30 @@ def test_mirror_deletes_search_the_key_not_scan_the_table(tmp_path):
     assert run.counts["deleted"] == n // 10 and run.counts["updated"] == v2.filter(pl.col("v") == -1.0).height
     got = pl.DataFrame(rows(path, "SELECT a, b, v FROM t ORDER BY a, b"), schema=["a", "b", "v"], orient="row")
     assert got.equals(v2.sort("a", "b"))
+
+
+def test_a_decimal_gaining_scale_goes_into_its_text_column_as_docs_schema_says(tmp_path):
+    """docs/SCHEMA.md: a decimal with more digits at a larger scale is a widening SQLite needs no
+    change for (its DECIMAL TEXT column keeps the digits as written). The run was refused with
+    'dfsync widens a column only when the sync's own source type widened', though it had. The
+    rows are sent once more and read back equal; an integer column keeps refusing decimals
+    (SQLite's INTEGER affinity would turn '2.5' into a float)."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "d.sqlite")
+    v1 = pl.DataFrame({"id": [1, 2], "d": [Decimal("1.25"), Decimal("2.50")], "i": [1, 2]},
+                      schema_overrides={"d": pl.Decimal(5, 2), "i": pl.Int32})
+    v2 = pl.DataFrame({"id": [1, 2], "d": [Decimal("1.25"), Decimal("123456789.505")], "i": [1, 2]},
+                      schema_overrides={"d": pl.Decimal(20, 3), "i": pl.Int32})
+    sync = ws.create_sync("s", source=v1, destination=dfsync.destinations.sqlite(path, "t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=v2, progress=False)
+    assert run.status == "success", run.error
+    assert run.counts["updated"] == 2 and run.counts["succeeded"] == 2, run.counts
+    got = [(i, Decimal(d)) for i, d in sqlite3.connect(path).execute("SELECT id, d FROM t ORDER BY id")]
+    assert got == [(1, Decimal("1.25")), (2, Decimal("123456789.505"))]
+    again = sync.run(source=v2, progress=False)
+    assert again.status == "success" and again.counts["sent"] == 0, (again.counts, again.error)
+    v3 = v2.with_columns(i=pl.Series([Decimal("1"), Decimal("2.5")], dtype=pl.Decimal(20, 1)))
+    run = sync.run(source=v3, progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0 and "'i'" in run.error, run.error
+    assert sqlite3.connect(path).execute("SELECT i FROM t ORDER BY id").fetchall() == [(1,), (2,)]

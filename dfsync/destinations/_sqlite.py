@@ -239,9 +239,11 @@ class SQLiteSession(ArrowSQLSession):
         if d == "DURATION TEXT":
             return [pa.month_day_nano_interval(), pa.duration("ns")]
         m = re.fullmatch(r"DECIMAL TEXT\((\d+),(\d+)\)", d)
-        if m:
+        if m:  # TEXT affinity keeps a decimal's digits as written: any precision and scale reads
+            # back equal, so a decimal that widened (a larger scale) needs no change (docs/SCHEMA.md)
             p, sc = int(m.group(1)), int(m.group(2))
-            return pa.decimal128(p, sc) if p <= 38 else pa.decimal256(p, sc)
+            return [pa.decimal128(p, sc) if p <= 38 else pa.decimal256(p, sc),
+                    *(pa.decimal128(38, k) for k in range(39))]
         if _affinity(d) == "DECIMAL":  # NUMERIC affinity: stored as a 64-bit integer or float
             return [pa.int64(), pa.float64()]
         return super()._native_to_arrow(declared)
