@@ -367,6 +367,8 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
             continue
         elif not isinstance(arrow, str) and fits(arrow, f.type):
             why = ("schema='freeze' does not widen columns" if policy == "freeze" else
+                   f"the database cannot change a column's type in place; {_fix(f.name, arrow)}"
+                   if f.name in widen_ and not can_widen else
                    f"dfsync widens a column only when the sync's own source type widened; {_fix(f.name, arrow)}")
             problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where} ({why})")
         else:

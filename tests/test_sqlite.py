@@ -205,4 +205,6 @@ def test_a_decimal_gaining_scale_goes_into_its_text_column_as_docs_schema_says(t
     v3 = v2.with_columns(i=pl.Series([Decimal("1"), Decimal("2.5")], dtype=pl.Decimal(20, 1)))
     run = sync.run(source=v3, progress=False)
     assert run.status == "failed" and run.counts["sent"] == 0 and "'i'" in run.error, run.error
+    assert "only when the sync's own source type widened" not in run.error  # it did widen
+    assert "cannot change a column's type in place" in run.error and "replace" in run.error, run.error
     assert sqlite3.connect(path).execute("SELECT i FROM t ORDER BY id").fetchall() == [(1,), (2,)]
