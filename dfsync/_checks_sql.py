@@ -474,6 +474,12 @@ def compile_check(check: Any, types: dict[str, str], rel: str, dups: str | None)
         fail = f"(NOT ({miss}) AND {key} IN (SELECT {key} FROM {quote(dups)}))"
         return Compiled(check, fail, f"({miss})", value, setup, distinct=test)
     miss = missing_expr(col, t)
+    if kind in ("length_between", "matches") and not is_scalar(t):  # a list's text would be judged: '[1, 2]'
+        raise ConfigError(
+            f"check {check.name!r}: {kind}() reads text, and column {col!r} is {t}, whose text it would judge; "
+            f"judge its parts in an expression check instead ("
+            + (f"pl.col({col!r}).list.len().is_between(1, 3))" if t.endswith("]") else
+               f"pl.col({col!r}).struct.field('name').str.len_chars() < 10)"))
     if kind == "between":
         cond = _range(q, p)
         return Compiled(check, f"(NOT {miss} AND ({cond}))", miss, q)

@@ -515,6 +515,9 @@ TYPED = pl.DataFrame({"id": [1, 2], "name": ["ann", "bo"], "born": [date(1960, 1
     (lambda: dc.in_set("seen", [1]), r"'seen in_set' .*\(TIMESTAMP WITH TIME ZONE\)"),
     (lambda: dc.sql("name >>> 1"), r"check 'name >>> 1' cannot run on column name \(VARCHAR\)"),
     (lambda: dc.expression(pl.col("name") > 1), r"check 'name expression': .* column name \(String\)"),
+    # judged on the list's text ('[2, 3]' has 6 characters), where GX counts its elements
+    (lambda: dc.length_between("tags", 1, 2), r"length_between\(\) reads text.*'tags' is BIGINT\[\].*list.len\(\)"),
+    (lambda: dc.matches("tags", "^2"), r"matches\(\) reads text.*'tags' is BIGINT\[\]"),
 ])
 def test_a_check_that_cannot_run_on_its_columns_type_is_refused_by_create_sync(tmp_path, check, said):
     """Taken by create_sync, these failed every run after the read with DuckDB's bare error
