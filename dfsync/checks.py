@@ -175,7 +175,8 @@ def length_between(column: str, min: int | None = None, max: int | None = None, 
 @checked("checks.row_count_between")
 def row_count_between(min: int | None = None, max: int | None = None, *,  # noqa: A002
                       strict_min: bool = False, strict_max: bool = False, name: str | None = None) -> Check:
-    """The number of rows about to be sent lies within [min, max] (a table-level check).
+    """The number of rows the run read lies within [min, max] (dataset-level: for a full refresh
+    the whole source, unchanged rows included; for an incremental run the rows of its window).
 
     >>> row_count_between(1, 10).level
     'table'
