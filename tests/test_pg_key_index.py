@@ -108,6 +108,31 @@ def test_a_state_table_with_an_index_named_by_an_older_version_gets_no_second(ws
     assert _dest_rows(dest) == [(i, i * 10 + (5 if i % 3 == 0 else 0)) for i in range(30)]
 
 
+
+def test_the_key_index_is_built_in_one_process_with_memory_for_its_sort(ws, pg_server, pg_uri, tmp_path):
+    from dfsync.store._pgkeyindex import build_settings
+
+    # sized from the table (the sort's tuples take about its bytes), 256 MB to 1 GB; no parallel workers
+    assert build_settings(0) == {"max_parallel_maintenance_workers": "0", "maintenance_work_mem": "256MB"}
+    assert build_settings(603 * 2**20)["maintenance_work_mem"] == "753MB"
+    assert build_settings(50 * 2**30)["maintenance_work_mem"] == "1024MB"
+    # the settings hold for the build's transaction only: the workspace's connection keeps the server's
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute(f'ALTER DATABASE "{db}" SET maintenance_work_mem = \'3MB\'')
+    w = dfsync.Workspace(f"{pg_uri}?schema=ws")
+    w.store.state_cache_root = str(tmp_path / "cache2")
+    try:
+        sync, _src, dest = _faulty_sync(w, tmp_path, 30, "mirror")
+        assert sync.run(progress=False).status == "success"
+        assert len(_indexes(pg_server, pg_uri, sync.id)) == 1
+        with w.store._connect() as con:
+            assert con.execute("SELECT current_setting('maintenance_work_mem')").fetchall()[0][0] == "3MB"
+            assert con.execute("SELECT current_setting('max_parallel_maintenance_workers')").fetchall()[0][0] == "2"
+        assert _dest_rows(dest) == [(i, i * 10) for i in range(30)]
+    finally:
+        w.close()
+        pg_server.execute(f'ALTER DATABASE "{db}" RESET maintenance_work_mem')
+
 # ---------------------------------------------------------------- narrow state rows
 def _actions(pg_server, pg_uri, sync_id: int) -> dict[str | None, int]:
     rows = pg_server.execute(f"SELECT _action, count(*) FROM ws.state_{sync_id} GROUP BY 1",

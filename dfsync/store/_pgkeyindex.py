@@ -41,7 +41,7 @@ from typing import Any
 from .._ident import quote
 from ._delivery import state_table
 
-__all__ = ["PgKeyIndex", "STATE_TABLE_OPTIONS"]
+__all__ = ["PgKeyIndex", "STATE_TABLE_OPTIONS", "build_settings"]
 
 log = logging.getLogger("dfsync.store")
 
@@ -50,6 +50,22 @@ STATE_TABLE_OPTIONS = "autovacuum_vacuum_insert_threshold = -1"
 
 _HAS_INDEX = ("SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(CAST(? AS text)) "
               "AND i.indpred IS NULL)")
+
+
+def build_settings(table_bytes: int) -> dict[str, str]:
+    """The server settings the key index is built with, for a state table of ``table_bytes``.
+
+    One process, and memory to sort the keys in it: the sort's tuples take about the table's
+    bytes (10M rows of a bigint key: a 603 MB table; 1.25x that sorts in memory). PostgreSQL
+    would otherwise start two parallel workers for a table this size (its default
+    ``max_parallel_maintenance_workers``), which cost more CPU in all than they save in time, and
+    the build runs beside the destination's own key build (measured alone, 10M rows: parallel
+    with 256 MB 3.4-3.7 server CPU-s, serial with 256 MB 2.9-3.1, serial with 1 GB 2.3-2.4, as
+    fast as the parallel build). ``SET LOCAL``: for the build's transaction only; the memory is
+    a cap (a small table's sort takes what it needs), at most 1 GB.
+    """
+    mb = max(256, min(1024, int(table_bytes * 1.25) >> 20))
+    return {"max_parallel_maintenance_workers": "0", "maintenance_work_mem": f"{mb}MB"}
 
 
 def has_key_index(con: Any, st: str) -> bool:
@@ -75,7 +91,9 @@ class PgKeyIndex:
                 return True
             if only_if_rows and not con.execute(f"SELECT EXISTS (SELECT 1 FROM {st})").fetchall()[0][0]:
                 return False
-            con.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            size = con.execute("SELECT pg_relation_size(to_regclass(CAST(? AS text)))", [st]).fetchall()[0][0]
+            for name, value in build_settings(int(size or 0)).items():
+                con.execute(f"SET LOCAL {name} = '{value}'")
             con.execute(f"CREATE INDEX {quote(st + '_key')} ON {st} ({', '.join(quote(k) for k in key)})")
             log.debug("sync %s: key index of the delivered state built", sync_id)
         return True
