@@ -174,3 +174,22 @@ def test_a_re_sync_writes_only_its_changes_actions(ws, pg_server, pg_uri, tmp_pa
     with duckdb.connect(str(dest), read_only=True) as con:
         assert dict(con.execute("SELECT id, v FROM t").fetchall()) == new
     assert sync.run(progress=False).counts["sent"] == 0
+
+
+@pytest.mark.parametrize("written_by", ["this version", "an older version"])
+def test_ok_defaults_to_true_and_a_table_without_the_default_is_sent_it(ws, pg_server, pg_uri, tmp_path, written_by):
+    # a state table created now: _ok defaults to TRUE and the write-ahead's COPY leaves it out;
+    # one an older version created has no default and is sent it (else its rows would be NULL:
+    # set aside, deleted at the run's end)
+    sync, _run_id, dest = paused_first_load(ws, tmp_path)
+    db = pg_uri.rsplit("/", 1)[1]
+    st = f"ws.state_{sync.id}"
+    assert pg_server.execute("SELECT atthasdef FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = '_ok'",
+                             (st,), dbname=db) == [(True,)]
+    if written_by == "an older version":
+        pg_server.execute(f"ALTER TABLE {st} ALTER COLUMN _ok DROP DEFAULT", dbname=db)
+    assert sync.run(progress=False).status == "success"  # resumed: the other batches written ahead
+    assert pg_server.execute(f"SELECT _ok, count(*) FROM {st} GROUP BY 1", dbname=db) == [(True, 60)]
+    with duckdb.connect(str(dest), read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT id), sum(v) FROM t").fetchone() == (60, 60, 17700)
+    assert sync.run(progress=False).counts["sent"] == 0

@@ -78,6 +78,10 @@ _NOT_IN_FLIGHT = "(_run, _batch) NOT IN (SELECT run_id, batch_no FROM batches WH
 #: not writing it is a quarter of the state's COPY: 4.1 instead of 5.4 server CPU-s per 10M rows).
 #: Rows written before 2026-12-06 (fifth session) say 'insert': both read back as 'insert'.
 _ACTION = "coalesce(_action, 'insert')"
+#: does the state table's ``_ok`` default to TRUE (created since 2026-12-07, ninth session: the
+#: write-ahead's COPY leaves the column out then; 0.2-0.3 server CPU-s per 10M rows)
+_OK_DEFAULT = ("SELECT coalesce((SELECT a.atthasdef FROM pg_attribute a WHERE a.attrelid = to_regclass(CAST(? AS text)) "
+               "AND a.attname = '_ok' AND NOT a.attisdropped), FALSE)")
 
 
 def _stored_actions(actions: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -185,6 +189,20 @@ class PgDeliveryOps(PgLocalCopy):
     def _qualified(self, name: str) -> str:
         return f"{quote(self.target.schema)}.{quote(name)}"
 
+    def _run_key_types(self, con: Any, sync_id: int, run_id: int) -> dict[str, str] | None:
+        """:meth:`_key_types` as the run set them at its start (read once per run, not per batch:
+        only a run's start writes them, and one run of a sync at a time)."""
+        known = self.__dict__.setdefault("_key_types_by_sync", {})
+        got = known.get(sync_id)
+        if got is None or got[0] != run_id:
+            got = known[sync_id] = (run_id, self._key_types(con, sync_id))
+        return got[1]
+
+    def set_sync_fields(self, sync_id: int, **fields: Any) -> None:
+        if "key_types" in fields:  # a run's start (a resumed run's too): read them again
+            self.__dict__.get("_key_types_by_sync", {}).pop(sync_id, None)
+        super().set_sync_fields(sync_id, **fields)  # type: ignore[misc]
+
     def _key_types(self, con: Any, sync_id: int) -> dict[str, str] | None:
         import json
 
@@ -195,11 +213,14 @@ class PgDeliveryOps(PgLocalCopy):
     @staticmethod
     def _state_table_ddl(st: str, key_types: dict[str, str]) -> list[str]:
         """The state table with two partial indexes that stay small: a batch's updates and deletes,
-        and the rows set aside. Its key index (superseded versions, rejected rows are found by key)
+        and the rows set aside. ``_ok`` defaults to TRUE, so a write-ahead COPY leaves it out (a
+        column less to send and parse per row; tables created before 2026-12-07 have no default
+        and are sent it, :data:`_OK_DEFAULT`). Its key index (superseded versions, rejected rows are found by key)
         is built once a write needs it (:mod:`dfsync.store._pgkeyindex`): a first load's rows go
         into no index."""
         cols = ", ".join(f"{quote(k)} {duck_to_pg(t)}" for k, t in key_types.items())
-        return [f"CREATE TABLE {st} ({cols}, _fp bigint, _run bigint, _batch integer, _action text, _ok boolean) "
+        return [f"CREATE TABLE {st} ({cols}, _fp bigint, _run bigint, _batch integer, _action text, "
+                f"_ok boolean DEFAULT TRUE) "
                 f"WITH ({STATE_TABLE_OPTIONS})",
                 f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}",
                 f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL", *gen_trigger_ddl(st)]
@@ -366,14 +387,14 @@ class PgDeliveryOps(PgLocalCopy):
                 rows = rows.sort_by([(k, "ascending") for k in key])
             actions = rows.column(action_column)
         with self._transaction() as con:
-            types = self._key_types(con, sync_id) or {}
+            types = self._run_key_types(con, sync_id, run_id) or {}
             cache = self._state_cache(con, sync_id, key, types)
-            g0 = None
-            if cache is not None:  # recorded for the local copy: nothing this batch writes counts yet
-                g0 = gen(con, st, "lock")
-                if con.execute("SELECT EXISTS (SELECT 1 FROM batches WHERE run_id = ? AND batch_no = ?)",
-                               [run_id, batch_no]).fetchall()[0][0]:
-                    g0 = None  # a batch number used before: its rows would change what counts
+            g0 = gen(con, st, "lock") if cache is not None else None
+            used, ok_default = con.execute(
+                f"SELECT EXISTS (SELECT 1 FROM batches WHERE run_id = ? AND batch_no = ?), ({_OK_DEFAULT})",
+                [run_id, batch_no, st]).fetchall()[0]
+            if used:  # recorded for the local copy: nothing this batch writes counts yet,
+                g0 = None  # but a batch number used before: its rows would change what counts
             inserts_only = not self._changes[(run_id, batch_no)] and pc.all(
                 pc.equal(actions, string_scalar("insert")), skip_nulls=False).as_py() is True
             if all(types.get(k, "").upper() in _COPY_TYPES for k in key):
@@ -383,7 +404,7 @@ class PgDeliveryOps(PgLocalCopy):
                 log = pa.table({**cols, "_fp": rows.column("_fp"),
                                 "_run": pa.array(np.full(n, run_id, dtype=np.int64)),
                                 "_batch": pa.array(np.full(n, batch_no, dtype=np.int32)),
-                                **act, "_ok": pa.array(np.ones(n, dtype=bool))})
+                                **act, **({} if ok_default else {"_ok": pa.array(np.ones(n, dtype=bool))})})
                 con.ingest(st, log)
             else:  # key types binary COPY would not write as they are: PostgreSQL casts them
                 con.register("_log", rows.select([*key, "_fp", action_column]))
@@ -412,9 +433,9 @@ class PgDeliveryOps(PgLocalCopy):
         this = f"n._run = {int(run_id)} AND n._batch = {int(batch_no)}"
         written = self._written.pop((run_id, batch_no), None)
         changes = self._changes.pop((run_id, batch_no), None)
-        cache = g0 = None
+        cache = g0 = types = None
         if written is not None and changes is not None:
-            types = self._key_types(con, sync_id)
+            types = self._run_key_types(con, sync_id, run_id)
             cache = self._state_cache(con, sync_id, key, types)
             g0 = gen(con, st, "lock") if cache is not None else None
         track = g0 is not None
@@ -465,7 +486,7 @@ class PgDeliveryOps(PgLocalCopy):
         if (deleted.num_rows if deleted is not None else 0) != (pc.sum(pc.cast(is_delete, pa.int64())).as_py() or 0):
             return  # not what this process wrote ahead: the change is not recorded
         added = added.filter(pc.invert(is_delete))
-        schema = self._read_schema(con, st, key, self._key_types(con, sync_id))
+        schema = self._read_schema(con, st, key, types)
         self._keep_delta(cache, g0, gen(con, st, "get"),
                          schema, pa.concat_tables(removed) if removed else None, added)
 
