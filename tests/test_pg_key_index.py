@@ -193,3 +193,40 @@ def test_ok_defaults_to_true_and_a_table_without_the_default_is_sent_it(ws, pg_s
     with duckdb.connect(str(dest), read_only=True) as con:
         assert con.execute("SELECT count(*), count(DISTINCT id), sum(v) FROM t").fetchone() == (60, 60, 17700)
     assert sync.run(progress=False).counts["sent"] == 0
+
+
+def _aside_indexes(pg_server, uri: str, sync_id: int) -> list[tuple[str]]:
+    return pg_server.execute(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = to_regclass(%s) "
+        "AND pg_get_expr(indpred, indrelid) LIKE %s", (f"ws.state_{sync_id}", "%_ok IS NULL%"),
+        dbname=uri.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize("where", ["duckdb", "parquet"])
+def test_the_index_of_rows_set_aside_comes_with_the_first_rows_set_aside(ws, pg_server, pg_uri, tmp_path, where):
+    # a first load sets nothing aside: the state table has no index of set-aside rows (its
+    # predicate would be checked for each row written); a re-sync into a destination that applies
+    # a run only at its end (Parquet) sets the superseded versions aside until then, so its first
+    # confirmation builds the index; one applying each batch (DuckDB) deletes them at once and
+    # builds none. Either way the run's end leaves no row set aside, and the next run sends nothing.
+    src, out = tmp_path / "src.parquet", tmp_path / "out"
+    pl.DataFrame({"id": list(range(60)), "v": [i * 10 for i in range(60)]}).write_parquet(src)
+    dest = dfsync.destinations.duckdb(str(out) + ".duckdb", table="t") if where == "duckdb" else \
+        dfsync.destinations.parquet(str(out))
+    sync = ws.create_sync("m", source=dfsync.sources.files(str(src)), destination=dest,
+                          primary_key="id", destination_mode="mirror", batch_size=10)
+    assert sync.run(progress=False).status == "success"
+    assert _aside_indexes(pg_server, pg_uri, sync.id) == []
+    new = {i: i * 10 + (i % 2) for i in range(10, 70)}  # 10 deleted, 25 updated, 25 kept, 10 new
+    pl.DataFrame({"id": list(new), "v": list(new.values())}).write_parquet(src)
+    assert sync.run(progress=False).status == "success"
+    assert len(_aside_indexes(pg_server, pg_uri, sync.id)) == (1 if where == "parquet" else 0)
+    db = pg_uri.rsplit("/", 1)[1]
+    assert pg_server.execute(f"SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE _ok IS NOT TRUE) "
+                             f"FROM ws.state_{sync.id}", dbname=db) == [(60, 60, 0)]
+    if where == "duckdb":
+        with duckdb.connect(str(out) + ".duckdb", read_only=True) as con:
+            assert dict(con.execute("SELECT id, v FROM t").fetchall()) == new
+    else:
+        assert dict(pl.read_parquet(out / "data.parquet").select("id", "v").iter_rows()) == new
+    assert sync.run(progress=False).counts["sent"] == 0

@@ -80,6 +80,11 @@ _NOT_IN_FLIGHT = "(_run, _batch) NOT IN (SELECT run_id, batch_no FROM batches WH
 _ACTION = "coalesce(_action, 'insert')"
 #: does the state table's ``_ok`` default to TRUE (created since 2026-12-07, ninth session: the
 #: write-ahead's COPY leaves the column out then; 0.2-0.3 server CPU-s per 10M rows)
+#: is there the state table's index of the rows set aside (``_ok`` NULL)? A table created since
+#: 2026-12-07 (ninth session) gets it with its first rows set aside (:meth:`PgDeliveryOps._aside_index`):
+#: without it, the table has none.
+_HAS_ASIDE_INDEX = ("SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(CAST(? AS text)) "
+                    "AND pg_get_expr(i.indpred, i.indrelid) = '(_ok IS NULL)')")
 _OK_DEFAULT = ("SELECT coalesce((SELECT a.atthasdef FROM pg_attribute a WHERE a.attrelid = to_regclass(CAST(? AS text)) "
                "AND a.attname = '_ok' AND NOT a.attisdropped), FALSE)")
 
@@ -212,8 +217,10 @@ class PgDeliveryOps(PgLocalCopy):
     # ------------------------------------------------------------------ delivered state
     @staticmethod
     def _state_table_ddl(st: str, key_types: dict[str, str]) -> list[str]:
-        """The state table with two partial indexes that stay small: a batch's updates and deletes,
-        and the rows set aside. ``_ok`` defaults to TRUE, so a write-ahead COPY leaves it out (a
+        """The state table with a partial index that stays small: a batch's updates and deletes
+        (the rows set aside get theirs when there are any, :meth:`_aside_index`: a partial index
+        costs a first load ~0.3 server CPU-s per 10M rows, its predicate checked for each row
+        written, though none enters it). ``_ok`` defaults to TRUE, so a write-ahead COPY leaves it out (a
         column less to send and parse per row; tables created before 2026-12-07 have no default
         and are sent it, :data:`_OK_DEFAULT`). Its key index (superseded versions, rejected rows are found by key)
         is built once a write needs it (:mod:`dfsync.store._pgkeyindex`): a first load's rows go
@@ -222,8 +229,14 @@ class PgDeliveryOps(PgLocalCopy):
         return [f"CREATE TABLE {st} ({cols}, _fp bigint, _run bigint, _batch integer, _action text, "
                 f"_ok boolean DEFAULT TRUE) "
                 f"WITH ({STATE_TABLE_OPTIONS})",
-                f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}",
-                f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL", *gen_trigger_ddl(st)]
+                f"CREATE INDEX ON {st} (_run, _batch) WHERE {_CHANGES}", *gen_trigger_ddl(st)]
+
+    @staticmethod
+    def _aside_index(con: Any, st: str) -> bool:
+        """Before rows of the state are first set aside (in the same transaction): the index that
+        finds them at the run's end. True if the table has it (tables created before 2026-12-07
+        have it from the start); a table without it has no rows set aside."""
+        return bool(con.execute(_HAS_ASIDE_INDEX, [st]).fetchall()[0][0])
 
     def _read_schema(self, con: Any, st: str, key: Sequence[str], types: dict[str, str] | None) -> pa.Schema:
         """The schema :meth:`delivered` hands its rows over in (the table's key types, as staged)."""
@@ -460,6 +473,8 @@ class PgDeliveryOps(PgLocalCopy):
             # a batch written ahead before rows were written with _ok TRUE (an earlier version)
             con.execute(f"UPDATE {st} n SET _ok = TRUE WHERE {this} AND NOT _ok")
         if changes:  # the previous versions of the batch's updated and deleted keys, found by the key index
+            if keep_superseded and not self._aside_index(con, st):  # the first rows set aside: found by it
+                con.execute(f"CREATE INDEX ON {st} (_run) WHERE _ok IS NULL")
             prev = "UPDATE {st} s SET _ok = NULL FROM" if keep_superseded else "DELETE FROM {st} s USING"
             out = con.execute(f"{prev.format(st=st)} {st} n WHERE {this} AND n.{_CHANGES} "
                               f"AND {key_match('s', 'n', key)} AND s._ok AND NOT (s._run = n._run AND s._batch = n._batch)"
@@ -491,7 +506,10 @@ class PgDeliveryOps(PgLocalCopy):
                          schema, pa.concat_tables(removed) if removed else None, added)
 
     def _drop_set_aside(self, con: Any, sync_id: int, st: str, key: Sequence[str]) -> None:
-        """As the DuckDB store does, recorded for the local copy as no change (the rows deleted never count)."""
+        """As the DuckDB store does, recorded for the local copy as no change (the rows deleted never count).
+        Nothing to do in a table without the index of rows set aside (it has none, :meth:`_aside_index`)."""
+        if not self._aside_index(con, st):
+            return
         types = self._key_types(con, sync_id)
         cache = self._state_cache(con, sync_id, key, types)
         g0 = gen(con, st, "lock") if cache is not None else None
