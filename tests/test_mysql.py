@@ -470,3 +470,25 @@ def test_a_batch_whose_every_row_is_rejected_records_them_as_failed(mariadb_serv
     assert failed.height == 2 and all("index out of bounds" not in e for e in failed["_error"].to_list())
     assert all("id" in e for e in failed["_error"].to_list()), failed["_error"].to_list()
     assert mariadb_server.execute("SELECT id, s FROM t", database=db_of(mysql_db)) == [("short", "b")]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "update"])
+def test_keys_the_tables_collation_takes_as_one_are_failed_not_merged(mariadb_server, mysql_db, tmp_path, mode):
+    """An existing table whose text key has a case-insensitive collation (utf8mb4_general_ci, MySQL's
+    usual) takes 'A' as the key 'a': a re-sync bringing 'A' beside the delivered 'a' overwrote row 'a'
+    with A's values (ON DUPLICATE KEY UPDATE; UPDATE ... JOIN in update mode), and the run said success
+    with every row succeeded. Such rows fail, named, and the table's rows stay as they were."""
+    db = db_of(mysql_db)
+    mariadb_server.execute("CREATE TABLE t (id varchar(20) COLLATE utf8mb4_general_ci PRIMARY KEY, s int) "
+                           "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4", database=db)
+    mariadb_server.execute("INSERT INTO t VALUES ('a', 1), ('b', 2)", database=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    v1 = pl.DataFrame({"id": ["a", "b"], "s": [1, 2]})
+    sync = ws.create_sync("s", source=v1, destination=dfsync.destinations.mysql(mysql_db, table="t"),
+                          primary_key="id", destination_mode=mode)
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=pl.DataFrame({"id": ["a", "A", "b"], "s": [1, 9, 3]}), progress=False)
+    assert run.status == "failed" and run.counts["failed"] >= 1, (run.counts, run.error)
+    failed = run.records(status="failed")
+    assert "A" in failed["id"].to_list() and "collation" in failed["_error"][0], failed.to_dicts()
+    assert sorted(mariadb_server.execute("SELECT id, s FROM t", database=db)) == [("a", 1), ("b", 3)]

@@ -200,6 +200,7 @@ class MySQLSession(ArrowSQLSession):
         self.collation = "utf8mb4_bin"
         self.loader = Loader(self._classify, destination.describe())
         self._pre_bad: dict[int, str] = {}
+        self._loose: dict[str, str] | None = None
         super().__init__(destination, ctx)
 
     def _place(self, i: int) -> str:
@@ -394,9 +395,49 @@ class MySQLSession(ArrowSQLSession):
         cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {self._stage_sql()}")
         return self._result(original, failed, missing)
 
+    def _loose_keys(self, cur: Any) -> dict[str, str]:
+        """Key columns of the table whose collation takes texts that differ as one (``_ci``, accents,
+        PAD SPACE): column -> collation. Tables dfsync creates have none (binary, no-pad)."""
+        if self._loose is None:
+            where, params = self._schema_sql(self.write_target)
+            rows = self._fetch(cur, f"SELECT column_name, collation_name FROM information_schema.columns WHERE "
+                                    f"table_schema = {where} AND table_name = %s AND collation_name IS NOT NULL",
+                               (*params, self.write_target.table))
+            self._loose = {str(c): str(k) for c, k in rows if str(c) in self.ctx.primary_key
+                           and str(k).lower() not in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "binary")}
+        return self._loose
+
+    def _refuse_merged_keys(self, cur: Any, where: str) -> None:
+        """Rows whose key the table's collation takes as another key (an existing row's, or another
+        row's of the batch: 'A' and 'a' under utf8mb4_general_ci) would overwrite that row: fail them
+        (a data error, so each row is found and recorded with this message) instead."""
+        loose = self._loose_keys(cur)
+        if not loose:
+            return
+        t, s, pk = self.write_target.sql, self._stage_sql(), self.ctx.primary_key
+        keys = ", ".join(f"b.{q(k)}" for k in pk)
+        sent = f"b.{q(ACTION_COLUMN)} <> 'delete' AND {where}"
+        on = " AND ".join(f"t.{q(k)} = b.{q(k)}" for k in pk)
+        exact = " AND ".join(f"BINARY t.{q(k)} = BINARY b.{q(k)}" if k in loose else f"t.{q(k)} <=> b.{q(k)}"
+                             for k in pk)
+        how = ", ".join(f"{c!r} is {k}" for c, k in loose.items())
+        hit = self._fetch(cur, f"SELECT {keys}, {', '.join(f't.{q(k)}' for k in pk)} FROM {s} b JOIN {t} t ON {on} "
+                               f"WHERE {sent} AND NOT ({exact}) LIMIT 1")
+        if hit:
+            n = len(pk)
+            raise RowWarnings(f"key {tuple(hit[0][:n])!r} is the table's existing key {tuple(hit[0][n:])!r} under "
+                              f"the key column's collation ({how}): the row would overwrite it. Give the column a "
+                              f"binary collation (utf8mb4_bin) or make the keys differ")
+        dup = self._fetch(cur, f"SELECT {keys} FROM {s} b WHERE {sent} GROUP BY {keys} HAVING count(*) > 1 LIMIT 1")
+        if dup:
+            raise RowWarnings(f"keys equal to {tuple(dup[0])!r} under the key column's collation ({how}) are one key "
+                              f"in the table: the rows would overwrite each other. Give the column a binary "
+                              f"collation (utf8mb4_bin) or make the keys differ")
+
     def _apply(self, cur: Any, actions: set[str], where: str) -> list[tuple]:
         t, s = self.write_target.sql, self._stage_sql()
         pk = self.ctx.primary_key
+        self._refuse_merged_keys(cur, where)
         cols = ", ".join(q(c) for c in self.columns)
         bcols = ", ".join(f"b.{q(c)}" for c in self.columns)
         on = " AND ".join(f"t.{q(k)} = b.{q(k)}" for k in pk)
