@@ -492,3 +492,7 @@ def test_keys_the_tables_collation_takes_as_one_are_failed_not_merged(mariadb_se
     failed = run.records(status="failed")
     assert "A" in failed["id"].to_list() and "collation" in failed["_error"][0], failed.to_dicts()
     assert sorted(mariadb_server.execute("SELECT id, s FROM t", database=db)) == [("a", 1), ("b", 3)]
+    # two rows of one batch that the collation takes as one key: both fail, the others go in
+    run = sync.run(source=pl.DataFrame({"id": ["a", "b", "c", "C"], "s": [1, 4, 5, 6]}), progress=False)
+    assert sorted(run.records(status="failed")["id"].to_list()) == ["C", "c"], run.records(status="failed")
+    assert sorted(mariadb_server.execute("SELECT id, s FROM t", database=db)) == [("a", 1), ("b", 4)]

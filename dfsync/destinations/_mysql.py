@@ -407,37 +407,40 @@ class MySQLSession(ArrowSQLSession):
                            and str(k).lower() not in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "binary")}
         return self._loose
 
-    def _refuse_merged_keys(self, cur: Any, where: str) -> None:
-        """Rows whose key the table's collation takes as another key (an existing row's, or another
-        row's of the batch: 'A' and 'a' under utf8mb4_general_ci) would overwrite that row: fail them
-        (a data error, so each row is found and recorded with this message) instead."""
+    def _insert_conflicts(self, cur: Any) -> dict[int, str]:
+        """Besides insert mode's keys already there: rows whose key the table's collation takes as
+        another key (an existing row's, or another staged row's: 'A' and 'a' under
+        utf8mb4_general_ci) would overwrite that row. They fail, named, and leave the stage."""
+        failed = super()._insert_conflicts(cur)
         loose = self._loose_keys(cur)
         if not loose:
-            return
+            return failed
         t, s, pk = self.write_target.sql, self._stage_sql(), self.ctx.primary_key
         keys = ", ".join(f"b.{q(k)}" for k in pk)
-        sent = f"b.{q(ACTION_COLUMN)} <> 'delete' AND {where}"
+        sent = f"b.{q(ACTION_COLUMN)} <> 'delete'"
         on = " AND ".join(f"t.{q(k)} = b.{q(k)}" for k in pk)
         exact = " AND ".join(f"BINARY t.{q(k)} = BINARY b.{q(k)}" if k in loose else f"t.{q(k)} <=> b.{q(k)}"
                              for k in pk)
-        how = ", ".join(f"{c!r} is {k}" for c, k in loose.items())
-        hit = self._fetch(cur, f"SELECT {keys}, {', '.join(f't.{q(k)}' for k in pk)} FROM {s} b JOIN {t} t ON {on} "
-                               f"WHERE {sent} AND NOT ({exact}) LIMIT 1")
-        if hit:
-            n = len(pk)
-            raise RowWarnings(f"key {tuple(hit[0][:n])!r} is the table's existing key {tuple(hit[0][n:])!r} under "
-                              f"the key column's collation ({how}): the row would overwrite it. Give the column a "
-                              f"binary collation (utf8mb4_bin) or make the keys differ")
-        dup = self._fetch(cur, f"SELECT {keys} FROM {s} b WHERE {sent} GROUP BY {keys} HAVING count(*) > 1 LIMIT 1")
-        if dup:
-            raise RowWarnings(f"keys equal to {tuple(dup[0])!r} under the key column's collation ({how}) are one key "
-                              f"in the table: the rows would overwrite each other. Give the column a binary "
-                              f"collation (utf8mb4_bin) or make the keys differ")
+        how = (", ".join(f"{c!r} is {k}" for c, k in loose.items())
+               + f"; a key column that compares bytes as they are: COLLATE {self.collation}")
+        n = len(pk)
+        bad: dict[int, str] = {}
+        for r in self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {keys}, {', '.join(f't.{q(k)}' for k in pk)} "
+                                  f"FROM {s} b JOIN {t} t ON {on} WHERE {sent} AND NOT ({exact})"):
+            bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
+                              f"key column's collation ({how}): the row would overwrite it")
+        for r in self._fetch(cur, f"SELECT GROUP_CONCAT(b.{q(ROW_COLUMN)}), {keys} FROM {s} b WHERE {sent} "
+                                  f"GROUP BY {keys} HAVING count(*) > 1"):
+            for row in str(r[0]).split(","):
+                bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's collation "
+                                         f"({how}) are one key in the table: the rows would overwrite each other")
+        if bad:
+            cur.execute(f"DELETE FROM {s} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, bad))})")
+        return {**failed, **bad}
 
     def _apply(self, cur: Any, actions: set[str], where: str) -> list[tuple]:
         t, s = self.write_target.sql, self._stage_sql()
         pk = self.ctx.primary_key
-        self._refuse_merged_keys(cur, where)
         cols = ", ".join(q(c) for c in self.columns)
         bcols = ", ".join(f"b.{q(c)}" for c in self.columns)
         on = " AND ".join(f"t.{q(k)} = b.{q(k)}" for k in pk)
