@@ -41,13 +41,34 @@ def resolve_secret(value: str | None, what: str, *, error: type[DfsyncError] = C
 
 
 def split_password(uri: str) -> tuple[str, str | None]:
-    """Return the URI without its password, and the password (None when there is none)."""
+    """Return the URI without its password, and the password (None when there is none).
+
+    The password may be in the user part (``user:pw@host``) or, as libpq also takes it, a
+    ``password=`` query parameter (which wins, as in libpq); both are taken out.
+
+    >>> split_password("postgresql://app@db/x?sslmode=require&password=p%40ss")
+    ('postgresql://app@db/x?sslmode=require', 'p@ss')
+    """
     parts = urlsplit(uri)
-    if parts.password is None:
+    password = None if parts.password is None else unquote(parts.password)
+    netloc = parts.netloc
+    if password is not None:
+        host = netloc.rsplit("@", 1)[1]
+        user = netloc.rsplit("@", 1)[0].split(":", 1)[0]
+        netloc = f"{user}@{host}"
+    query = parts.query
+    if query:
+        kept = []
+        for piece in query.split("&"):
+            name, eq, value = piece.partition("=")
+            if eq and unquote(name).strip().lower() == "password":
+                password = unquote(value)
+            else:
+                kept.append(piece)
+        query = "&".join(kept)
+    if password is None:
         return uri, None
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
+    return urlunsplit(parts._replace(netloc=netloc, query=query)), password
 
 
 def take_password(uri: str, password: str | None) -> tuple[str, str | None, str | None]:

@@ -205,6 +205,45 @@ def test_token_in_url_query_string_is_not_stored(tmp_path, http_server, caplog, 
     assert_clean("logs", " ".join(r.getMessage() for r in caplog.records))
 
 
+@pytest.mark.workspaces("duckdb", "postgres")
+def test_credentials_elsewhere_in_a_url_appear_nowhere(tmp_path, app_db, http_server, caplog, capfd, recwarn,
+                                                       ws_target, pg_server):
+    """A password as libpq's ``?password=`` query parameter (PostgreSQL destination, database
+    source, a PostgreSQL workspace), an HTTP URL's ``user:password@`` and a token in an HTTP
+    route's query string: each is used, and appears in no repr, definition, delivered-state key
+    (``syncs.state_key``) or workspace file. They were stored and shown as given."""
+    caplog.set_level(logging.DEBUG)
+    data = pl.DataFrame({"id": [1, 2, 3], "name": ["a", "b", "c"]})
+    ws_path = ws_target if ws_target.startswith("postgresql://") else tmp_path / "ws" / "workspace.duckdb"
+    ws = dfsync.Workspace(ws_path)
+    in_query = f"postgresql://app@{app_db}?password={quote(PW, safe='')}"
+    base = http_server.url.replace("http://", f"http://user:{URL_TOKEN}@")
+    made = {
+        "pg_query_pw": dict(destination=dfsync.destinations.postgres(in_query, table="t_query")),
+        "src_query_pw": dict(source=dfsync.sources.database(in_query, "SELECT id, name FROM public.src"),
+                             destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")),
+        "http_userinfo": dict(destination=dfsync.destinations.http(f"{base}/contacts")),
+        "http_route": dict(destination=dfsync.destinations.http(
+            f"{http_server.url}/contacts?access_token={TOKEN}",
+            update=f"PATCH /contacts/{{id}}?api_key={API_KEY}", delete=("DELETE", f"{base}/contacts/{{id}}"))),
+    }
+    syncs, seen = [], []
+    for name, kw in made.items():
+        kw.setdefault("source", dfsync.sources.frame(data))
+        sync = ws.create_sync(name, primary_key="id", **kw)
+        assert sync.run(progress=False).status == "success", (name, sync.last_run().error)
+        syncs.append(sync)
+    # the credentials really were used: PostgreSQL let `app` in, the server got basic auth
+    assert pg_server.read(f"postgresql://dfsync@{app_db}", "SELECT count(*) AS n FROM t_query")["n"][0] == 3
+    assert any(r.headers.get("authorization", "").startswith("Basic ") for r in http_server.requests)
+    assert any(TOKEN in r.path for r in http_server.requests)
+    shared = dfsync.Workspace(f"postgresql://app@{app_db}?schema=wsq&password={quote(PW, safe='')}")
+    assert shared.syncs().is_empty()
+    seen += [("repr(shared)", repr(shared)), ("shared.path", str(shared.path))]
+    shared.close()
+    assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn, pg_server)
+
+
 @pytest.mark.workspaces("duckdb", "postgres", slow=("postgres",))
 def test_planted_mysql_secrets_appear_nowhere(tmp_path, mariadb_server, caplog, capfd, monkeypatch, recwarn,
                                               ws_target, request):

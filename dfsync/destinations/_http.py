@@ -119,21 +119,38 @@ __all__ = ["HTTPDestination", "HTTPSession", "RateLimiter", "nest_expressions", 
 _SECRET_HEADER = re.compile(r"(?i)authorization|token|secret|api[-_]?key|password|cookie|(^|[-_])key$")
 
 
-def _scrub_query_secrets(url: str) -> str:
-    """The URL with secret-looking query values replaced by the session-only marker."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+def _scrub_url_secrets(url: str) -> str:
+    """The URL with its credentials (a password in its user part, secret-looking query values)
+    replaced by the session-only marker; each value is registered so no message shows it."""
+    from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if not parts.query:
-        return url
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    scrubbed = []
-    for k, v in pairs:
-        if _SECRET_HEADER.search(k) or re.search(r"(?i)sig(nature)?$|^key$", k):
-            register_secret(v)
-            v = SESSION_ONLY
-        scrubbed.append((k, v))
-    return urlunsplit(parts._replace(query=urlencode(scrubbed, safe="<> ")))
+    netloc = parts.netloc
+    if parts.password is not None:
+        register_secret(parts.password)
+        register_secret(unquote(parts.password))
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}:{SESSION_ONLY}@{host}"
+    pieces = []
+    for piece in parts.query.split("&") if parts.query else []:
+        name, eq, value = piece.partition("=")
+        key = unquote_plus(name)
+        if eq and value and (_SECRET_HEADER.search(key) or re.search(r"(?i)sig(nature)?$|^key$", key)):
+            register_secret(value)
+            register_secret(unquote_plus(value))
+            piece = f"{name}={SESSION_ONLY}"
+        pieces.append(piece)
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(pieces)))
+
+
+def _scrub_route(spec: Any) -> Any:
+    """A route as given (``"PATCH /{id}?token=..."`` or ``("PUT", url)``), its URL's credentials scrubbed."""
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[1], str):
+        return [spec[0], _scrub_url_secrets(spec[1])]
+    if isinstance(spec, str) and spec.strip():
+        method, _, target = spec.strip().partition(" ")
+        return f"{method} {_scrub_url_secrets(target.strip())}" if target.strip() else spec
+    return spec
 
 
 # ------------------------------------------------------------------ destination
@@ -178,14 +195,15 @@ class HTTPDestination(Destination):
         if not isinstance(url, str) or not re.match(r"(?i)https?://[^/\s]+", url):
             raise ConfigError(f"destinations.http() needs an http(s) URL, not {url!r}")
         self.url = url
-        # A credential in the query string (?access_token=...) is a secret like any other: it is
-        # kept in memory, scrubbed from messages and logs, and never stored (session-only).
-        self.stored_url = _scrub_query_secrets(url)
+        # A credential in the URL (?access_token=..., user:password@) is a secret like any other: it
+        # is kept in memory, scrubbed from messages and logs, and never stored or shown (session-only).
+        self.stored_url = _scrub_url_secrets(url)
         self.method = str(method).upper()
         if self.method not in ("POST", "PUT", "PATCH"):  # a typo would fail every batch with a 405 at run time
             raise ConfigError(f"destinations.http(method={method!r}): records are sent with POST, PUT or PATCH; a "
                               f"route of its own per action takes any method: update='PATCH /{{id}}', delete='DELETE /{{id}}'")
         self.specs = {"insert": insert, "update": update, "delete": delete}
+        self.stored_specs = {a: _scrub_route(spec) for a, spec in self.specs.items()}  # as stored and shown
         self.routes: dict[str, Route | None] = {
             "insert": parse_route(insert, url, self.method),
             "update": parse_route(update, url, self.method),
@@ -255,7 +273,7 @@ class HTTPDestination(Destination):
         }
 
     def _spec(self, action: str) -> Any:
-        spec = self.specs[action]
+        spec = self.stored_specs[action]
         return list(spec) if isinstance(spec, tuple) else spec
 
     @classmethod
@@ -263,8 +281,8 @@ class HTTPDestination(Destination):
         config = dict(config)
         auth = config.get("auth")
         held = [k for k, v in (config.get("headers") or {}).items() if v == SESSION_ONLY]
-        if SESSION_ONLY in str(config.get("url", "")):
-            held = ["url query string"]
+        if any(SESSION_ONLY in str(config.get(k) or "") for k in ("url", *ACTIONS)):
+            held = ["url credential"]
         if auth == SESSION_ONLY or (isinstance(auth, list) and auth[1] == SESSION_ONLY) or held:
             what = "auth secret" if not held else (held[0] if held[0].startswith("url") else f"header {held[0]!r}")
             raise SessionOnlyError(
@@ -280,14 +298,14 @@ class HTTPDestination(Destination):
         return cls(config.pop("url"), **config)
 
     def identity(self) -> str:
-        routes = {a: r.spec() if r else None for a, r in self.routes.items()}
-        return json.dumps({"kind": self.kind, "url": self.url, "routes": routes}, sort_keys=True)
+        routes = {a: _scrub_route(r.spec()) if r else None for a, r in self.routes.items()}
+        return json.dumps({"kind": self.kind, "url": self.stored_url, "routes": routes}, sort_keys=True)
 
     def describe(self) -> str:
-        extra = "".join(f", {a}={r.spec()!r}" for a, r in self.routes.items()
+        extra = "".join(f", {a}={_scrub_route(r.spec())!r}" for a, r in self.routes.items()
                         if r and (a == "delete" or r.spec() != f"{self.method} {self.url}"))
         rate = f", rate_limit={self.rate_limit!r}" if self.rate_limit else ""
-        return (f"http({self.method} {self.url}{extra}, batch_size={self.batch_size}, "
+        return (f"http({self.method} {self.stored_url}{extra}, batch_size={self.batch_size}, "
                 f"concurrency={self.concurrency}{rate})")
 
     def writes_json(self, t: Any) -> bool:
