@@ -169,3 +169,17 @@ def _parquet(tmp_path):
     f = tmp_path / "people.parquet"
     people(5).write_parquet(f)
     return f
+
+
+def test_a_route_path_goes_after_the_url_path_and_keeps_its_query_string(ws, http_server):
+    # a token in the URL's query string: update='PATCH /{id}' was glued after the query
+    # ('/people?access_token=T/5'), so every update went to /people with a mangled token
+    dest = dfsync.destinations.http(http_server.url + "/people?access_token=T0k3n", update="PATCH /{id}?full=1",
+                                    delete="DELETE /{id}", **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(4)), destination=dest,
+                          primary_key="id", destination_mode="mirror")
+    sync.run(progress=False).raise_for_status()
+    http_server.reset()
+    sync.run(source=people(3, changed={1}), progress=False).raise_for_status()
+    seen = sorted((r.method, r.path) for r in http_server.requests)
+    assert seen == [("DELETE", "/people/3?access_token=T0k3n"), ("PATCH", "/people/1?access_token=T0k3n&full=1")]

@@ -10,8 +10,9 @@
 
 How a batch is sent
     Rows are grouped by action (``insert`` / ``update`` / ``delete``). Each action has a
-    route ``"METHOD path-or-url"``: a path starting with ``/`` is appended to ``url``, a
-    full URL is used as is, and no path means ``url``. A route whose URL has ``{field}``
+    route ``"METHOD path-or-url"``: a path starting with ``/`` is appended to the path of
+    ``url`` (whose query string, e.g. ``?access_token=...``, every request keeps), a full
+    URL is used as is, and no path means ``url``. A route whose URL has ``{field}``
     placeholders sends one request per record (the field's value, URL-quoted, fills the
     placeholder); otherwise records go ``batch_size`` at a time in one body. Deletes
     carry only the primary-key fields (per-record deletes carry no body). By default

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import polars as pl
 import pyarrow as pa
@@ -113,8 +113,11 @@ def parse_route(spec: str | tuple[str, str] | None, base: str, default_method: s
         raise ConfigError(f"route {spec!r}: {method!r} is not an HTTP method (e.g. POST, PATCH, PUT, DELETE)")
     if not target:
         url = base
-    elif target.startswith("/"):
-        url = base.rstrip("/") + target
+    elif target.startswith("/"):  # appended to the base URL's path; the base's query string stays
+        parts = urlsplit(base)  # (?access_token=...), the route's own is added after it
+        path, _, query = target.partition("?")
+        url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + path,
+                                        query="&".join(q for q in (parts.query, query) if q)))
     elif re.match(r"(?i)https?://", target):
         url = target
     else:
