@@ -261,7 +261,8 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
         typer.echo(f"  schedule     {sync.schedule or 'manual'}"
                    + (f"   next run {_utc(nxt)}" if nxt else ""))
         if sync.session_only:
-            typer.echo("  session-only: its source is an in-memory frame; run it from the notebook that made it")
+            typer.echo("  session-only: it reads an in-memory frame or holds a literal secret; run it from the "
+                       "Python session that made it")
         for label, run in (("last run", last), ("current run", current)):
             if run is not None and (label == "last run" or current.id != last.id):  # type: ignore[union-attr]
                 typer.echo(f"  {label}:")

@@ -208,9 +208,11 @@ class SyncDefinition:
     # .............................................................. derived
     @property
     def session_only(self) -> bool:
-        """Only this process can run it: an in-memory frame, a literal secret / lambda in the
+        """Only this process can run it: an in-memory frame, a literal secret (a password in a
+        source's or destination's URI, a Delta storage option, an HTTP token) or a lambda in the
         destination, or a GX action with a literal secret or a class defined in ``__main__``."""
-        return bool(self.source.session_only or getattr(self.destination, "session_only", False)
+        return bool(self.source.session_only or getattr(self.source, "literal_secret", False)
+                    or getattr(self.destination, "literal_secret", False)
                     or any(getattr(c, "session_only", False) for c in self.checks) or self.mapping.session_only)
 
     def state_key(self) -> str:

@@ -168,8 +168,9 @@ class Sync:
         if self.session_only and "source" not in self._live and source is None:
             raise SessionOnlyError(
                 f"sync {self.name!r} can only run in the Python session that created it: it reads an in-memory "
-                f"frame, its destination holds a literal secret or a function, a GX checkpoint action does, or a check "
-                f"or mapping runs a Python function (map_elements, map_batches, fold: never stored). "
+                f"frame, its source or destination holds a literal secret (or the destination a function), a GX "
+                f"checkpoint action does, or a check or mapping runs a Python function (map_elements, map_batches, "
+                f"fold: never stored). "
                 f"Run it there, or recreate it with a files, duckdb_query or database source, secrets written "
                 f"as 'env:NAME' (GX actions: '${{NAME}}') and GX action classes in an importable module")
         run_source = source if source is not None else self.source  # fail now if it cannot be rebuilt

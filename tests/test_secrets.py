@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import secrets
+import subprocess
+import sys
 from urllib.parse import quote
 
 import polars as pl
@@ -242,6 +245,42 @@ def test_credentials_elsewhere_in_a_url_appear_nowhere(tmp_path, app_db, http_se
     seen += [("repr(shared)", repr(shared)), ("shared.path", str(shared.path))]
     shared.close()
     assert_nothing_leaked(ws, ws_path, syncs, seen, capfd, caplog, recwarn, pg_server)
+
+
+def test_a_literal_password_keeps_the_sync_in_the_session_that_made_it(tmp_path, app_db):
+    """A password written literally (a PostgreSQL destination's or a database source's URI, a
+    Delta storage option) is never stored, so the sync runs only where it was made, as with an
+    HTTP token: another process (the CLI, a scheduler) is refused before a run exists. Such syncs
+    were not marked session-only: the other process ran them without the password, and each
+    run failed ('no password supplied'), turning the sync failed."""
+    ws_path = tmp_path / "ws.duckdb"
+    ws = dfsync.Workspace(ws_path)
+    files = tmp_path / "src.parquet"
+    pl.DataFrame({"id": [1, 2], "name": ["a", "b"]}).write_parquet(files)
+    uri = f"postgresql://app:{PW}@{app_db}"
+    made = {
+        "pg_dest": dict(source=dfsync.sources.files(str(files)),
+                        destination=dfsync.destinations.postgres(uri, table="t_lit")),
+        "pg_source": dict(source=dfsync.sources.database(uri, "SELECT id, name FROM public.src"),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")),
+        "delta_dest": dict(source=dfsync.sources.files(str(files)), destination=dfsync.destinations.delta(
+            str(tmp_path / "lake"), storage_options={"azure_storage_sas_token": PW})),
+    }
+    for name, kw in made.items():
+        sync = ws.create_sync(name, primary_key="id", **kw)
+        assert sync.session_only, name
+        assert sync.run(progress=False).status == "success", (name, sync.last_run().error)  # here it works
+    ws.close()
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for name in made:
+        proc = subprocess.run([sys.executable, "-m", "dfsync", "run", name, "-w", str(ws_path)], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+        assert "can only run in the Python session that created it" in proc.stderr, proc.stderr
+        assert "env:NAME" in proc.stderr and PW not in proc.stdout + proc.stderr
+    ws = dfsync.Workspace(ws_path)
+    assert ws.syncs()["status"].to_list() == ["healthy"] * 3  # no run was made, none failed
+    assert ws.runs().height == 3
 
 
 @pytest.mark.workspaces("duckdb", "postgres", slow=("postgres",))

@@ -159,6 +159,10 @@ class DeltaDestination(Destination):
                     kept[str(k)] = v
             self.storage_options = kept or None
 
+    @property
+    def literal_secret(self) -> bool:
+        return bool(self._literal)
+
     def column_type(self, t: pa.DataType) -> str | None:
         return str(delta_type(t))
 
