@@ -20,9 +20,15 @@ def not_writable(path: str, *, is_dir: bool = False) -> str | None:
     """Why ``path`` (a file, or with ``is_dir`` a directory, to create or write) cannot be
     written, or None. Nothing is changed: the probe file is removed at once."""
     path = os.path.abspath(path)
+    if is_dir and os.path.exists(path) and not os.path.isdir(path):
+        return f"{path} is a file, not a directory (the path must name a directory)"
+    if not is_dir and os.path.isdir(path):
+        return f"{path} is a directory, not a file (the path must name a file)"
     folder = path if is_dir else os.path.dirname(path)
     existing = folder
     while not os.path.isdir(existing):
+        if os.path.exists(existing):  # a file where a directory of the path would be
+            return f"{existing} is a file, so nothing can be made under it"
         parent = os.path.dirname(existing)
         if parent == existing:
             break

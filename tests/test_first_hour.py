@@ -197,6 +197,27 @@ def test_read_only_directory_is_named(readonly_dir, tmp_path):
     assert sorted(os.listdir(readonly_dir)) == ["ws.duckdb"]
 
 
+def test_a_file_where_a_directory_goes_or_a_directory_where_a_file_goes_is_named(tmp_path):
+    # parquet('notes.txt') failed the run with a bare "NotADirectoryError: [Errno 20] Not a directory:
+    # '.../notes.txt/_dfsync'", delta('notes.txt') with delta-rs' "Generic LocalFileSystem error",
+    # sqlite(DIR) with "failed to allocate memory", duckdb('notes.txt/x.duckdb') with FileExistsError
+    notes, folder = tmp_path / "notes.txt", tmp_path / "folder"
+    notes.write_text("mine")
+    folder.mkdir()
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    cases = [(dfsync.destinations.parquet(str(notes)), f"{notes} is a file, not a directory"),
+             (dfsync.destinations.parquet(str(notes / "lake")), f"{notes} is a file, so nothing can be made under it"),
+             (dfsync.destinations.delta(str(notes)), f"{notes} is a file, not a directory"),
+             (dfsync.destinations.duckdb(str(folder), table="t"), f"{folder} is a directory, not a file"),
+             (dfsync.destinations.duckdb(str(notes / "w.duckdb"), table="t"), f"{notes} is a file, so nothing"),
+             (dfsync.destinations.sqlite(str(folder), table="t"), f"{folder} is a directory, not a file")]
+    for i, (dest, message) in enumerate(cases):
+        run = ws.create_sync(f"s{i}", source=frame(), destination=dest, primary_key="id").run(progress=False)
+        assert run.status == "failed" and message in run.error and "cannot write the" in run.error, run.error
+    assert notes.read_text() == "mine" and os.listdir(folder) == []
+    assert sorted(set(os.listdir(tmp_path)) - {"staging"}) == ["folder", "notes.txt", "ws.duckdb"]
+
+
 def test_missing_sqlite_source_is_named_and_not_created(ws, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(dfsync.SourceError, match="the SQLite database missing.sqlite does not exist"):

@@ -245,6 +245,13 @@ class DeltaSession(DestinationSession):
 
     # ---------------------------------------------------------------- prepare
     def prepare(self, schema: pa.Schema) -> None:
+        if "://" not in self.uri:
+            from .._paths import not_writable
+
+            why = not_writable(self.uri, is_dir=True)
+            if why:
+                raise DestinationError(f"cannot write the Delta table {self.uri}: {why}. Point "
+                                       f"destinations.delta() at a directory you can write.")
         records = pa.schema([f for f in schema if f.name != ACTION_COLUMN])
         self.columns = records.names
         target = pa.schema([pa.field(f.name, delta_type(f.type), True) for f in records])
