@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -54,6 +55,20 @@ def checked(where: str) -> Callable[[F], F]:
         return call  # type: ignore[return-value]
 
     return wrap
+
+
+def row_limit(where: str, limit: Any) -> int | None:
+    """A ``limit=`` argument: None (every row) or a whole number >= 0; anything else is an
+    ArgumentError naming the call (not DuckDB's 'LIMIT/OFFSET cannot be negative' nor a silent int())."""
+    if limit is None:
+        return None
+    try:
+        n = operator.index(limit) if not isinstance(limit, bool) else -1  # numpy ints too, not 2.5 or '3'
+    except TypeError:
+        n = -1
+    if n < 0:
+        raise ArgumentError(f"{where}(limit={limit!r}): limit is a whole number of rows >= 0, or None for all")
+    return n
 
 
 def _shape(where: str, params: list[inspect.Parameter]) -> str:

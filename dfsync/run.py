@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html_preview, _html_run, _registry
-from ._args import checked
+from ._args import checked, row_limit
 from ._arrow import to_polars
 from ._schema import fields_now
 from ._settle import abandon_run, applies_per_batch
@@ -111,6 +111,7 @@ class SyncRun:
         valid = ("pending", "succeeded", "failed", "invalid", "skipped")
         if status is not None and status not in valid:
             raise ConfigError(f"unknown record status {status!r}; choose one of {', '.join(valid)}")
+        limit = row_limit("SyncRun.records", limit)
         self.workspace.store.require("records", self._row["sync_id"])
         staging = _registry.staged_rows(self.workspace.store.key, self.id)
         if staging is not None and staging.loaded:

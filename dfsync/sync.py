@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import _html_history, _interrupt, _registry
-from ._args import checked
+from ._args import checked, row_limit
 from ._arrow import to_polars
 from ._callbacks import LazyCallback, notify
 from ._check import results_frame
@@ -351,7 +351,7 @@ class Sync:
     @checked("Sync.runs")
     def runs(self, limit: int | None = None) -> pl.DataFrame:
         """Run history, newest first: status, times, counters, definition version, error."""
-        return self.workspace.store.runs_frame(self.id, limit)
+        return self.workspace.store.runs_frame(self.id, row_limit("Sync.runs", limit))
 
     def last_run(self) -> SyncRun | None:
         rid = self.workspace.store.latest_run_id(self.id)

@@ -18,14 +18,14 @@ import polars as pl
 import psutil
 
 from . import _html_history, _registry
-from ._args import checked
+from ._args import checked, row_limit
 from ._registry import LIVE
 from ._retention import compact, purge
 from ._settings import check_settings
 from ._settings import use as use_settings
 from .definition import SyncDefinition
 from .destinations.base import Destination
-from .errors import ConfigError, SyncAlreadyRunning
+from .errors import ArgumentError, ConfigError, SyncAlreadyRunning
 from .run import Preview, SyncRun
 from .sources.base import Source
 from .states import ACTIVE_RUNS
@@ -215,6 +215,9 @@ class Workspace:
 
     def sync(self, name: str) -> Sync:
         """An existing sync by name (``SyncNotFoundError`` lists the names that exist)."""
+        if not isinstance(name, str):
+            raise ArgumentError(f"Workspace.sync(name): a sync's name is a string (ws.syncs() lists them), "
+                                f"not {name!r}")
         self.store.sync_row(name)
         return Sync(self, name)
 
@@ -225,7 +228,7 @@ class Workspace:
     @checked("Workspace.runs")
     def runs(self, limit: int | None = None) -> pl.DataFrame:
         """Every run of every sync, newest first, with counters."""
-        return self.store.runs_frame(limit=limit)
+        return self.store.runs_frame(limit=row_limit("Workspace.runs", limit))
 
     def run(self, run_id: int) -> SyncRun:
         """A run by id (as shown in ``sync.runs()``); :class:`dfsync.RunNotFoundError` if there is none."""

@@ -178,3 +178,29 @@ def test_a_directory_given_as_the_workspace_is_named(tmp_path):
     with pytest.raises(dfsync.WorkspaceError, match=r"is a directory; a workspace is a file.*\.dfsync/workspace\.duckdb"):
         dfsync.Workspace(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_a_bad_limit_or_sync_name_is_an_argument_error(tmp_path, dfsync_cli):
+    # sync.runs(limit=-1) and run.records(limit=-1) raised DuckDB's 'LIMIT/OFFSET cannot be negative'
+    # (dfsync runs NAME --limit -1 a traceback), limit=2.5 was cut to 2, ws.sync(3) raised DuckDB's
+    # 'Could not convert string ... to INT32'
+    import numpy as np
+
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    src = tmp_path / "s.parquet"
+    pl.DataFrame({"id": [1, 2]}).write_parquet(src)
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    run = sync.run(progress=False)
+    for call, where in [(lambda v: sync.runs(limit=v), "Sync.runs"), (lambda v: ws.runs(limit=v), "Workspace.runs"),
+                        (lambda v: run.records(limit=v), "SyncRun.records")]:
+        for bad in (-1, 2.5, "3", True):
+            with pytest.raises(dfsync.ArgumentError, match=rf"{where}\(limit=.*whole number of rows >= 0"):
+                call(bad)
+        assert call(np.int64(1)).height == 1 and call(None).height >= 1
+    for bad in (3, None, ["s"]):
+        with pytest.raises(dfsync.ArgumentError, match="a sync's name is a string"):
+            ws.sync(bad)
+    ws.close()
+    out = dfsync_cli("runs", "s", "--limit", "-1", "--workspace", "ws.duckdb")
+    assert out.code == 2 and "whole number of rows >= 0" in out.err and "Traceback" not in out.err, out
