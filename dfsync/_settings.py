@@ -24,8 +24,11 @@ from .errors import ConfigError
 __all__ = ["SETTINGS", "check_settings", "setting", "use"]
 
 
-def _positive_int(v: Any) -> int:
-    return max(1, int(v))
+def _positive_int(v: Any) -> int:  # 0, -3 or 2.5 writers were taken as 1 and 2
+    n = int(v) if isinstance(v, str) else v
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError("write a whole number from 1")
+    return n
 
 
 def _modules(v: Any) -> tuple[str, ...]:
@@ -59,7 +62,11 @@ def _auto_flag(v: Any) -> Any:  # "auto", or on / off
     return "auto" if str(v).strip().lower() == "auto" else _flag(v)
 
 
-def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB'): DuckDB says what it rejects
+def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB')
+    # not left to DuckDB: 'lots' failed each run with its raw 'Parser Error: Memory must have a
+    # number', and a workspace_memory it rejects read as a damaged workspace file
+    if memory_bytes(v) is None:
+        raise ValueError("write a memory size such as '512MB', '2GB' or '1.5GiB'")
     return str(v).strip()
 
 
@@ -121,7 +128,12 @@ def setting(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
         if given.get(name) is not None:
             return given[name]
     raw = os.environ.get(s.env)
-    return s.default if raw is None else s.parse(raw)
+    if raw is None:
+        return s.default
+    try:
+        return s.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"the environment variable {s.env}={raw!r}: {exc} ({s.doc})") from None
 
 
 def check_settings(options: Mapping[str, Any]) -> dict[str, Any]:

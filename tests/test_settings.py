@@ -51,3 +51,30 @@ def test_a_bad_setting_is_refused_with_its_variable_named(tmp_path):
     with pytest.raises(dfsync.ConfigError, match="DFSYNC_POSTGRES_WRITERS"):
         dfsync.Workspace(tmp_path / "ws.duckdb", postgres_writers="many")
     assert not (tmp_path / "ws.duckdb").exists()
+
+
+def test_a_memory_size_or_writer_count_that_cannot_work_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    # staging_memory='lots' was taken and every run failed with DuckDB's raw 'Parser Error: Memory must
+    # have a number'; workspace_memory='huge' called the workspace file damaged ('restore it from a
+    # copy or move it away'); postgres_writers=0 or -3 became 1 and 2.5 became 2 without a word
+    for kw, var in [({"staging_memory": "lots"}, "DFSYNC_STAGING_MEMORY"),
+                    ({"workspace_memory": "huge"}, "DFSYNC_WORKSPACE_MEMORY"),
+                    ({"destination_memory": "-1GB"}, "DFSYNC_DESTINATION_MEMORY"),
+                    ({"postgres_writers": 0}, "DFSYNC_POSTGRES_WRITERS"),
+                    ({"mysql_writers": 2.5}, "DFSYNC_MYSQL_WRITERS")]:
+        with pytest.raises(dfsync.ConfigError, match=rf"{list(kw)[0]}=.*: write a .*{var}") as err:
+            dfsync.Workspace(tmp_path / "ws.duckdb", **kw)
+        assert not isinstance(err.value, dfsync.WorkspaceError)
+    assert not (tmp_path / "ws.duckdb").exists()
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb", staging_memory="1.5GiB", workspace_memory="300 MiB",
+                          destination_memory="1g", postgres_writers="3")
+    assert ws.settings["postgres_writers"] == 3
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    assert sync.run(progress=False).status == "success"
+    ws.close()
+    monkeypatch.setenv("DFSYNC_STAGING_MEMORY", "lots")  # read when a run starts: it fails naming the variable
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    run = ws.sync("s").run(progress=False)
+    assert run.status == "failed" and "DFSYNC_STAGING_MEMORY='lots': write a memory size" in run.error, run.error
+    ws.close()
