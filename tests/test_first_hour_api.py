@@ -133,6 +133,12 @@ def test_a_misspelt_or_missing_argument_names_the_call_and_the_closest_option(ws
         (lambda: dfsync.sources.files(str(tmp_path / "x.csv"), seperator=";"), "did you mean 'separator'?"),
         (lambda: dfsync.sources.files(str(tmp_path / "x.parquet"), fromat="csv"), "did you mean 'format'?"),
         (lambda: dfsync.sources.database("sqlite:///x.db", "SELECT 1", pasword="x"), "sources.database() has no option"),
+        # the calls that take options of their own gave Python's bare TypeError for a missing argument
+        (lambda: dfsync.sources.database("sqlite:///x.db"), "sources.database(): missing a required argument: 'query'"),
+        (lambda: dfsync.destinations.postgres("postgresql://u@h/db"), "destinations.postgres(): missing a required"),
+        (lambda: dfsync.destinations.mysql("mysql://u@h/db"), "destinations.mysql(): missing a required argument"),
+        (lambda: dfsync.destinations.sqlite("x.sqlite"), "destinations.sqlite(): missing a required argument: 'table'"),
+        (lambda: dfsync.destinations.http(), "destinations.http(): missing a required argument: 'url'"),
     ]
     for call, says in cases:
         with pytest.raises(dfsync.ConfigError) as info:

@@ -58,6 +58,7 @@ def parquet(directory: str) -> Destination:
     return ParquetDestination(directory)
 
 
+@checked("destinations.postgres")
 def postgres(uri: str, table: str, **options: Any) -> Destination:
     """A PostgreSQL table (``schema.table`` allowed). The password may be ``env:NAME``."""
     from ._postgres import PostgresDestination
@@ -65,6 +66,7 @@ def postgres(uri: str, table: str, **options: Any) -> Destination:
     return PostgresDestination(uri, table, **_known(PostgresDestination, "postgres", options, "uri", "table"))
 
 
+@checked("destinations.mysql")
 def mysql(uri: str, table: str, **options: Any) -> Destination:
     """A MySQL 8 or MariaDB table (InnoDB; ``database.table`` allowed). The password may be ``env:NAME``.
 
@@ -76,6 +78,7 @@ def mysql(uri: str, table: str, **options: Any) -> Destination:
     return MySQLDestination(uri, table, **_known(MySQLDestination, "mysql", options, "uri", "table"))
 
 
+@checked("destinations.sqlite")
 def sqlite(path: str, table: str, **options: Any) -> Destination:
     """A table in a SQLite database file (created if missing)."""
     from ._sqlite import SQLiteDestination
@@ -83,6 +86,7 @@ def sqlite(path: str, table: str, **options: Any) -> Destination:
     return SQLiteDestination(path, table, **_known(SQLiteDestination, "sqlite", options, "path", "table"))
 
 
+@checked("destinations.http")
 def http(url: str, **options: Any) -> Destination:
     """A REST API: batched JSON requests, retries, rate limits and per-record outcomes."""
     from ._http import HTTPDestination

@@ -59,6 +59,7 @@ def duckdb_query(sql: str, database: str | None = None) -> Source:
     return DuckDBQuerySource(sql, database=database)
 
 
+@checked("sources.database")
 def database(uri: str, query: str, **options: Any) -> Source:
     """Rows of a SQL query on PostgreSQL (``postgresql://…``), MySQL/MariaDB (``mysql://…``),
     SQLite (``sqlite:///path``), streamed as Arrow batches. Passwords may be ``env:NAME`` references.
