@@ -79,10 +79,18 @@ def check_types(checks: list[Check], schema: Any) -> None:
     for c in checks:
         if isinstance(c, ExpressionCheck):
             try:
-                empty.select(c.expr)
+                out = empty.select(c.expr)
+                gives = out.dtypes[0]
             except pl.exceptions.PolarsError as exc:
                 raise ConfigError(f"check {c.name!r}: the polars expression cannot run on "
                                   f"{_typed(c, {k: str(v) for k, v in schema.items()})}: {_first_line(exc)}") from None
+            if gives != pl.Boolean:  # a run refuses it after reading the source (_run_expression)
+                raise ConfigError(f"check {c.name!r}: the expression must give one true/false per row, not "
+                                  f"{gives} (compare it: {c.name.removesuffix(' expression')} > 0, .is_not_null(), ...)")
+            if out.height:  # an aggregate (pl.col('x').sum() > 0) or a literal: one value for all the rows
+                raise ConfigError(f"check {c.name!r}: the expression must give one true/false per row, not one "
+                                  f"for all of them; compare each row with the aggregate (pl.col('x') < "
+                                  f"pl.col('x').mean() * 2), or use checks.row_count_between / checks.sql")
     try:  # one row of nulls (a constant such as in_set's 'x' for a date column is cast only for a row)
         con = duckdb.connect()
         row = empty.clear(1).with_row_index("_rid").with_columns(pl.col("_rid").cast(pl.Int64)).to_arrow()

@@ -538,3 +538,23 @@ def test_a_check_that_cannot_run_on_its_columns_type_is_refused_by_create_sync(t
                                 "Conversion Error: Could not convert string 'x7' to INT32"), run.error
     ok = sync.run(source=TYPED.with_columns(code=pl.lit("12")), progress=False)
     assert ok.status == dfsync.RunStatus.SUCCESS and ok.counts["invalid"] == 1  # born 1990 is not in the set
+
+
+def test_an_expression_not_giving_one_true_false_per_row_is_refused_at_create_sync(ws, tmp_path):
+    # checks.expression(pl.col('amount') + 1) (a number), or pl.col('amount').sum() > 0 (one value for
+    # all the rows) was taken by create_sync and every run failed after reading the source
+    import decimal
+
+    df = pl.DataFrame({"id": [1, 2], "name": ["a", "bb"], "amount": [decimal.Decimal("1.5"), None]})
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    for expr, says in [(pl.col("amount") + 1, r"one true/false per row, not Decimal"),
+                       (pl.col("amount").sum() > 0, "not one for all of them"),
+                       (pl.lit(True), "not one for all of them")]:
+        with pytest.raises(ConfigError, match=says):
+            ws.create_sync("s", source=df, destination=dest, primary_key="id", checks=[dc.expression(expr)])
+    assert ws.syncs().is_empty()
+    sync = ws.create_sync("s", source=df, destination=dest, primary_key="id", on_invalid="skip",
+                          checks=[dc.expression(pl.col("name").str.len_chars() < 2),
+                                  dc.expression(pl.col("amount").fill_null(0) < pl.col("amount").mean() * 2)])
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["invalid"] == 1 and run.counts["inserted"] == 1
