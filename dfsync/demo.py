@@ -19,12 +19,20 @@ from . import destinations, sources
 from .errors import ConfigError
 from .workspace import Workspace
 
+_SAMPLE = ("customers_v1.parquet", "customers_v2.parquet", "orders_v1.csv", "orders_v2.csv")
+
 
 def _find_data(data_dir: str | None) -> pathlib.Path:
-    candidates = [pathlib.Path(data_dir)] if data_dir else []
+    if data_dir:  # the directory asked for, or an error: not silently the bundled sample instead
+        given = pathlib.Path(data_dir)
+        missing = [f for f in _SAMPLE if not (given / f).is_file()]
+        if missing:
+            raise ConfigError(f"demo: --data {data_dir} does not hold the sample data ({', '.join(missing)} "
+                              f"missing); leave --data out to use the sample dfsync carries")
+        return given
     here = pathlib.Path(__file__).resolve().parent
     # a checkout's data/ (also an editable install), else the copy an installed wheel carries
-    candidates += [pathlib.Path.cwd() / "data", here.parent / "data", here / "_demo_data"]
+    candidates = [pathlib.Path.cwd() / "data", here.parent / "data", here / "_demo_data"]
     for c in candidates:
         if (c / "customers_v1.parquet").exists():
             return c

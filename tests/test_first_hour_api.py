@@ -113,6 +113,10 @@ def test_demo_never_deletes_a_directory_it_did_not_make(tmp_path, dfsync_cli):
         assert res.code == 0, res.err
         assert "orders=540 rows" in res.out and "customers=202 rows" in res.out
         assert re.search(r"^orders +4 +success +51 +40 +10 +0 +1 +50$", res.out, flags=re.M), res.out
+    # --data naming a directory without the sample ran the demo on the bundled copy, saying nothing
+    res = dfsync_cli("demo", "--directory", str(tmp_path / "demo2"), "--data", str(mine))
+    assert res.code == 2 and f"--data {mine} does not hold the sample data" in res.err, (res.out, res.err)
+    assert not (tmp_path / "demo2").exists()
 
 
 def test_a_misspelt_or_missing_argument_names_the_call_and_the_closest_option(ws, tmp_path):
