@@ -89,6 +89,9 @@ class Workspace:
             "workspace_memory": workspace_memory, "postgres_writers": postgres_writers,
             "mysql_writers": mysql_writers, "allowed_callbacks": allowed_callbacks,
             "record_retention": record_retention})
+        if path is not None and not isinstance(path, (str, os.PathLike)) or path == "":
+            raise ArgumentError(f"dfsync.Workspace(path): path is a file path (str or pathlib.Path) or a "
+                                f"postgresql:// URI, or None for {DEFAULT_PATH}; not {path!r}")
         # runs whose process died are settled on the connection that opened the workspace
         self.store = open_store(os.fspath(path) if path is not None else DEFAULT_PATH,
                                 busy_timeout=busy_timeout, create=create,

@@ -214,3 +214,19 @@ def test_a_bad_limit_or_sync_name_is_an_argument_error(tmp_path, dfsync_cli):
     ws.close()
     out = dfsync_cli("runs", "s", "--limit", "-1", "--workspace", "ws.duckdb")
     assert out.code == 2 and "whole number of rows >= 0" in out.err and "Traceback" not in out.err, out
+
+
+def test_a_workspace_uri_of_another_database_or_a_path_that_is_no_path_is_refused(tmp_path, monkeypatch, dfsync_cli):
+    # Workspace('mysql://u@h/db') made the directories mysql:/u@h and a DuckDB workspace file named db
+    # in them; Workspace(123) was a bare TypeError, Workspace('') spoke of the working directory
+    monkeypatch.chdir(tmp_path)
+    for target in ("mysql://app:Pw-9931@db/ops", "sqlite:///ws.db", "https://example.com/ws"):
+        with pytest.raises(dfsync.ConfigError, match="a workspace is a DuckDB file path or a postgresql://") as err:
+            dfsync.Workspace(target)
+        assert "Pw-9931" not in str(err.value)
+    for bad in (123, ""):
+        with pytest.raises(dfsync.ArgumentError, match=r"dfsync.Workspace\(path\): path is a file path"):
+            dfsync.Workspace(bad)
+    res = dfsync_cli("syncs", "--workspace", "mysql://app@db/ops")
+    assert res.code == 2 and "mysql://app@db/ops" in res.err, res  # a usage error, nothing made
+    assert list(tmp_path.iterdir()) == []

@@ -12,9 +12,11 @@ of a PostgreSQL database (``_postgres.py``: the SQL that differs; ``_pgconnectio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ConfigError, redact
 from ._buckets import BUCKET_STATES, bucket_summary
 from ._common import COUNTERS, hostname, now, owner_token
 from ._delivery import key_match
@@ -32,6 +34,10 @@ def open_store(target: str, *, busy_timeout: float = 30.0, create: bool = True,
     ``dfsync``) opens :class:`~dfsync.store._postgres.PostgresStore`, anything else a DuckDB file
     (``memory_limit``: of its connections; default ``DFSYNC_WORKSPACE_MEMORY``, else 256MB).
     ``then(store)`` runs once the store is open (on a DuckDB file, before the file is let go)."""
+    if isinstance(target, str) and re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", target) and \
+            not target.startswith(("postgresql://", "postgres://")):  # was made as a file: 'mysql:/u@h/db'
+        raise ConfigError(f"a workspace is a DuckDB file path or a postgresql://user@host/db?schema=NAME URI, "
+                          f"not {redact(target)!r}; nothing was created")
     if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresStore
 
