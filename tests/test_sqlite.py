@@ -208,3 +208,30 @@ def test_a_decimal_gaining_scale_goes_into_its_text_column_as_docs_schema_says(t
     assert "only when the sync's own source type widened" not in run.error  # it did widen
     assert "cannot change a column's type in place" in run.error and "replace" in run.error, run.error
     assert sqlite3.connect(path).execute("SELECT i FROM t ORDER BY id").fetchall() == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("collate", ["NOCASE", "RTRIM"])
+def test_keys_the_tables_collate_takes_as_one_are_failed_not_merged(tmp_path, collate):
+    """A table made by hand whose text key has COLLATE NOCASE takes 'A' as the key 'a': a re-sync
+    bringing 'A' beside the delivered 'a' overwrote row 'a' with A's values (ON CONFLICT DO UPDATE)
+    and the run said success. Such rows fail, named, and the table keeps its rows; two rows of one
+    batch that the collation takes as one both fail, the others go in."""
+    path = str(tmp_path / "d.sqlite")
+    con = sqlite3.connect(path)
+    con.execute(f"CREATE TABLE t (id TEXT COLLATE {collate} PRIMARY KEY, s INTEGER)")
+    con.commit()
+    con.close()
+    other = "A" if collate == "NOCASE" else "a "
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": ["a", "b"], "s": [1, 2]}),
+                          destination=dfsync.destinations.sqlite(path, "t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=pl.DataFrame({"id": ["a", other, "b"], "s": [1, 9, 3]}), progress=False)
+    assert run.status == "failed" and run.counts["failed"] == 1, (run.counts, run.error)
+    failed = run.records(status="failed")
+    assert failed["id"].to_list() == [other] and "COLLATE" in failed["_error"][0], failed.to_dicts()
+    assert rows(path, "SELECT id, s FROM t ORDER BY id") == [("a", 1), ("b", 3)]
+    c2 = "C" if collate == "NOCASE" else "c  "
+    run = sync.run(source=pl.DataFrame({"id": ["a", "b", "c", c2], "s": [1, 4, 5, 6]}), progress=False)
+    assert sorted(run.records(status="failed")["id"].to_list()) == sorted(["c", c2]), run.records(status="failed")
+    assert rows(path, "SELECT id, s FROM t ORDER BY id") == [("a", 1), ("b", 4)]

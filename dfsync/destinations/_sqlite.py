@@ -32,9 +32,9 @@ from .._arrow import is_interval, is_nested, nested_to_json
 from .._paths import not_writable
 from .._schema import JSON
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
-from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
+from ._arrowsql import DATA, ROW_COLUMN, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
 from ._sql import TableName, q
-from .base import Destination, DestinationContext, DestinationSession, register_destination
+from .base import ACTION_COLUMN, Destination, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]
 
@@ -201,6 +201,39 @@ class SQLiteSession(ArrowSQLSession):
         with self.con.cursor() as cur:
             rows = self._fetch(cur, "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", (name.table,))
         return {a: t for a, t in rows}
+
+    def _insert_conflicts(self, cur: Any) -> dict[int, str]:
+        """Besides insert mode's keys already there: in a table whose columns have a COLLATE (NOCASE,
+        RTRIM), rows whose key the key column's collation takes as another key (an existing row's,
+        or another staged row's: 'A' and 'a' under NOCASE) would overwrite that row. They fail,
+        named, and leave the stage. Tables dfsync creates have no COLLATE: one look at their SQL."""
+        failed = super()._insert_conflicts(cur)
+        sql = self._fetch(cur, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                          (self.write_target.table,))
+        if not sql or "COLLATE" not in str(sql[0][0] or "").upper():
+            return failed
+        t, s, pk = self.write_target.sql, self._stage_sql(), self.ctx.primary_key
+        keys = ", ".join(f"b.{q(k)}" for k in pk)
+        sent = f"b.{q(ACTION_COLUMN)} <> 'delete'"
+        on = " AND ".join(f"t.{q(k)} = b.{q(k)}" for k in pk)
+        exact = " AND ".join(f"t.{q(k)} = b.{q(k)} COLLATE BINARY" for k in pk)
+        n, bad = len(pk), {}
+        for r in self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {keys}, {', '.join(f't.{q(k)}' for k in pk)} "
+                                  f"FROM {s} b JOIN {t} t ON {on} WHERE {sent} AND NOT ({exact})"):
+            bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
+                              f"key column's COLLATE: the row would overwrite it (a key column without COLLATE "
+                              f"compares texts as they are)")
+        # a compound SELECT's column takes the collation of its leftmost part: the table's key column
+        cols = ", ".join(q(k) for k in pk)
+        for r in self._fetch(cur, f"SELECT group_concat(_r), {cols} FROM (SELECT {cols}, NULL AS _r FROM {t} WHERE 0 "
+                                  f"UNION ALL SELECT {keys}, b.{q(ROW_COLUMN)} FROM {s} b WHERE {sent}) "
+                                  f"GROUP BY {cols} HAVING count(*) > 1"):
+            for row in str(r[0]).split(","):
+                bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's COLLATE are one key "
+                                         f"in the table: the rows would overwrite each other")
+        if bad:
+            cur.execute(f"DELETE FROM {s} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, bad))})")
+        return {**failed, **bad}
 
     def _has_unique_key(self, name: TableName) -> bool:
         with self.con.cursor() as cur:
