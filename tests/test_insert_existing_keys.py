@@ -128,3 +128,36 @@ def test_a_key_twice_across_batches_of_one_run_into_a_keyless_table(ws, table):
     assert [r[0] for r in got] == list(range(1, 11))
     assert dict(got)[7] == "old7"
 
+
+
+@pytest.mark.parametrize("mode", ["upsert", "mirror", "insert"])
+def test_duckdb_keys_the_tables_collate_takes_as_one_are_failed_not_merged(tmp_path, mode):
+    """A DuckDB table made by hand whose key is VARCHAR COLLATE NOCASE takes 'A' as 'a': a re-sync
+    bringing 'A' beside the delivered 'a' replaced row 'a' by A (key and values) and the run said
+    success. Such rows fail, named, and the table keeps its rows; two rows of one batch that the
+    collation takes as one both fail, the others go in. (SQLite and MySQL: tests/test_sqlite.py,
+    tests/test_mysql.py.)"""
+    path = str(tmp_path / "d.duckdb")
+    con = duckdb.connect(path)
+    con.execute("CREATE TABLE t (id VARCHAR COLLATE NOCASE PRIMARY KEY, s INTEGER)")
+    con.close()
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": ["a", "b"], "s": [1, 2]}), destination_mode=mode,
+                          destination=dfsync.destinations.duckdb(path, "t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+
+    def table():
+        c = duckdb.connect(path, read_only=True)
+        try:
+            return c.execute("SELECT id, s FROM t ORDER BY id").fetchall()
+        finally:
+            c.close()
+
+    run = sync.run(source=pl.DataFrame({"id": ["a", "A", "b"], "s": [1, 9, 3]}), progress=False)
+    assert run.status == "failed" and run.counts["failed"] == 1, (run.counts, run.error)
+    failed = run.records(status="failed")
+    assert failed["id"].to_list() == ["A"] and "COLLATE" in failed["_error"][0], failed.to_dicts()
+    assert table() == [("a", 1), ("b", 2 if mode == "insert" else 3)]
+    run = sync.run(source=pl.DataFrame({"id": ["a", "b", "c", "C"], "s": [1, 4, 5, 6]}), progress=False)
+    assert sorted(run.records(status="failed")["id"].to_list()) == ["C", "c"], run.records(status="failed")
+    assert table() == [("a", 1), ("b", 2 if mode == "insert" else 4)]

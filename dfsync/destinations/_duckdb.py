@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .._arrow import int_array
+from .._arrow import int_array, string_scalar
 from .._schema import plan_table
 from .._settings import setting
 from ..errors import ConfigError, DestinationError, TransientDestinationError
@@ -295,6 +295,53 @@ class DuckDBSession(DestinationSession):
                            skipped={int(keep[i]): m for i, m in res.skipped.items()})
 
     def _insert_conflicts(self, data: pa.Table) -> dict[int, str]:
+        """Rows failed before applying: insert mode's keys already there, and keys a COLLATE of the
+        table takes as another key."""
+        return {**self._keys_present(data), **self._collation_clashes(data)}
+
+    def _collation_clashes(self, data: pa.Table) -> dict[int, str]:
+        """In a table made with a COLLATE (NOCASE, NOACCENT), rows whose key the key column's
+        collation takes as another key (an existing row's, or another row's of the batch: 'A' and
+        'a' under NOCASE) would replace that row. Tables dfsync creates have none: one catalog look."""
+        if not data.num_rows or self.ctx.mode.rewrites:
+            return {}
+        sql = self.con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = ?",
+                               [self.write_target.table]).fetchall()
+        if not any("COLLATE" in str(r[0] or "").upper() for r in sql):
+            return {}
+        import pyarrow.compute as pc
+
+        t, pk = self.write_target.sql, list(self.ctx.primary_key)
+        mask = pc.not_equal(data.column(ACTION_COLUMN), string_scalar("delete"))
+        sent, rows = data.filter(mask), np.flatnonzero(np.asarray(mask))
+        keys = sent.select(pk).append_column("_dfsync_row", int_array(rows.astype(np.int64)))
+        cols = ", ".join(q(k) for k in pk)
+        on = " AND ".join(f"t.{q(k)} = b.{q(k)}" for k in pk)
+        exact = " AND ".join(f"t.{q(k)}::VARCHAR::BLOB = b.{q(k)}::VARCHAR::BLOB" for k in pk)
+        n, bad = len(pk), {}
+        self.con.register("_dfsync_keys", keys)
+        try:
+            for r in self.con.execute(f"SELECT b._dfsync_row, {', '.join(f'b.{q(k)}' for k in pk)}, "
+                                      f"{', '.join(f't.{q(k)}' for k in pk)} FROM _dfsync_keys b JOIN {t} t ON {on} "
+                                      f"WHERE NOT ({exact})").fetchall():
+                bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under "
+                                  f"the key column's COLLATE: the row would replace it (a key column without COLLATE "
+                                  f"compares texts as they are)")
+            # a UNION's column takes the table column's collation (its first part)
+            for r in self.con.execute(f"SELECT list(_dfsync_row), {', '.join(f'any_value({q(k)})' for k in pk)} FROM "
+                                      f"(SELECT {cols}, NULL::BIGINT AS _dfsync_row FROM {t} WHERE false UNION ALL "
+                                      f"SELECT {cols}, _dfsync_row FROM _dfsync_keys) GROUP BY {cols} "
+                                      f"HAVING count(*) > 1").fetchall():
+                for row in r[0]:
+                    bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's COLLATE are one "
+                                             f"key in the table: the rows would replace each other")
+        except duckdb.Error as exc:
+            raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc
+        finally:
+            self.con.unregister("_dfsync_keys")
+        return bad
+
+    def _keys_present(self, data: pa.Table) -> dict[int, str]:
         """Insert mode: the rows whose key the table already holds (rows there before the sync's
         first run, or delivered before a reset), whether or not the table declares a key: without
         one they would be appended a second time. One semi-join per batch."""
