@@ -339,3 +339,29 @@ def test_a_table_name_postgresql_would_cut_is_refused(pg_uri):
         dfsync.destinations.postgres(pg_uri, table="t" * 63 + "_a")
     assert "63" in str(exc.value) and "t" * 63 + "_a" in str(exc.value)
     assert dfsync.destinations.postgres(pg_uri, table="t" * 63).table == "t" * 63
+
+
+@pytest.mark.parametrize("mode", ["upsert", "update"])
+def test_keys_a_nondeterministic_collation_takes_as_one_are_failed_not_merged(pg_server, pg_uri, tmp_path, mode):
+    """A table made by hand whose text key has a non-deterministic (case-insensitive ICU) collation
+    takes 'A' as 'a': a re-sync bringing 'A' beside the delivered 'a' overwrote row 'a' with A's
+    values (ON CONFLICT DO UPDATE) and the run said success. Such rows fail, named, and the table
+    keeps its rows; two rows of one batch the collation takes as one both fail."""
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+                      dbname=db)
+    pg_server.execute("CREATE TABLE t (id text COLLATE ci PRIMARY KEY, s int)", dbname=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": ["a", "b"], "s": [1, 2]}), destination_mode="upsert",
+                          destination=dfsync.destinations.postgres(pg_uri, table="t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": ["a", "b"], "s": [1, 2]}), destination_mode=mode,
+                          destination=dfsync.destinations.postgres(pg_uri, table="t"), primary_key="id")
+    run = sync.run(source=pl.DataFrame({"id": ["a", "A", "b"], "s": [1, 9, 3]}), progress=False)
+    assert run.status == "failed" and run.counts["failed"] == 1, (run.counts, run.error)
+    failed = run.records(status="failed")
+    assert failed["id"].to_list() == ["A"] and "collation" in failed["_error"][0], failed.to_dicts()
+    assert sorted(pg_server.execute("SELECT id, s FROM t", dbname=db)) == [("a", 1), ("b", 3)]
+    run = sync.run(source=pl.DataFrame({"id": ["a", "b", "c", "C"], "s": [1, 4, 5, 6]}), progress=False)
+    assert sorted(run.records(status="failed")["id"].to_list()) == ["C", "c"], run.records(status="failed")
+    assert sorted(pg_server.execute("SELECT id, s FROM t", dbname=db)) == [("a", 1), ("b", 4)]

@@ -66,8 +66,8 @@ from ..errors import (
     MissingDependencyError,
 )
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
-from ._sql import ServerDestination, TableName, q
-from .base import DestinationContext, DestinationSession, register_destination
+from ._sql import ROW_COLUMN, ServerDestination, TableName, q
+from .base import ACTION_COLUMN, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["PostgresDestination", "arrow_to_pg"]
 
@@ -244,6 +244,47 @@ class PostgresSession(ArrowSQLSession):
                                     "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped "
                                     "ORDER BY attnum", (name.sql,))
         return {a: t for a, t in rows}
+
+    def _insert_conflicts(self, cur: Any) -> dict[int, str]:
+        """Besides insert mode's keys already there: a key column of type citext or with a
+        non-deterministic collation takes texts that differ as one ('A' is 'a'): rows whose key it
+        takes as an existing row's or another staged row's would overwrite that row. They fail,
+        named, and leave the stage. Tables dfsync creates have neither (one catalog look a session)."""
+        failed = super()._insert_conflicts(cur)
+        pk = self.ctx.primary_key
+        if getattr(self, "_loose", None) is None:
+            rows = self._fetch(cur, "SELECT a.attname::text, format_type(a.atttypid, NULL), quote_ident(n.nspname) || '.' "
+                                    "|| quote_ident(c.collname) FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = "
+                                    "a.attcollation LEFT JOIN pg_namespace n ON n.oid = c.collnamespace WHERE a.attrelid "
+                                    "= to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND (format_type(a.atttypid, "
+                                    "NULL) LIKE '%citext' OR NOT coalesce(c.collisdeterministic, true))",
+                               (self.write_target.sql,))
+            self._loose = {a: f"::{t}" if t.endswith("citext") else f" COLLATE {c}" for a, t, c in rows if a in pk}
+        loose: dict[str, str] = self._loose
+        if not loose:
+            return failed
+        t, s = self.write_target.sql, self._stage_sql()
+        as_table = [f"b.{q(k)}{loose.get(k, '')}" for k in pk]
+        sent = f"b.{q(ACTION_COLUMN)} <> 'delete'"
+        on = " AND ".join(f"t.{q(k)} = {e}" for k, e in zip(pk, as_table, strict=True))
+        exact = " AND ".join(f't.{q(k)}::text COLLATE "C" = b.{q(k)}::text COLLATE "C"' for k in pk)
+        n, bad = len(pk), {}
+        for r in self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {', '.join(f'b.{q(k)}' for k in pk)}, "
+                                  f"{', '.join(f't.{q(k)}' for k in pk)} FROM {s} b JOIN {t} t ON {on} "
+                                  f"WHERE {sent} AND NOT ({exact})"):
+            bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
+                              f"key column's type or collation (citext, or a non-deterministic collation): the row "
+                              f"would overwrite it")
+        for r in self._fetch(cur, f"SELECT string_agg(b.{q(ROW_COLUMN)}::text, ','), "
+                                  f"{', '.join(f'min(b.{q(k)}::text)' for k in pk)} FROM {s} b WHERE {sent} "
+                                  f"GROUP BY {', '.join(as_table)} HAVING count(*) > 1"):
+            for row in str(r[0]).split(","):
+                bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's type or collation "
+                                         f"(citext, or a non-deterministic collation) are one key in the table: the "
+                                         f"rows would overwrite each other")
+        if bad:
+            cur.execute(f"DELETE FROM {s} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, bad))})")
+        return {**failed, **bad}
 
     def _has_unique_key(self, name: TableName) -> bool:
         with self.con.cursor() as cur:
