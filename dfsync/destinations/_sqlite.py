@@ -34,7 +34,13 @@ from .._schema import JSON
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, ROW_COLUMN, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
 from ._sql import TableName, q
-from .base import ACTION_COLUMN, Destination, DestinationContext, DestinationSession, register_destination
+from .base import (
+    ACTION_COLUMN,
+    Destination,
+    DestinationContext,
+    DestinationSession,
+    register_destination,
+)
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]
 
