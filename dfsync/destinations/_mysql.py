@@ -84,7 +84,7 @@ from ._mysql_data import (
     row_message,
     unstorable,
 )
-from ._sql import ServerDestination, TableName, q
+from ._sql import ServerDestination, TableName, drop_key_clashes, q
 from .base import (
     ACTION_COLUMN,
     BatchResult,
@@ -423,20 +423,9 @@ class MySQLSession(ArrowSQLSession):
                              for k in pk)
         how = (", ".join(f"{c!r} is {k}" for c, k in loose.items())
                + f"; a key column that compares bytes as they are: COLLATE {self.collation}")
-        n = len(pk)
-        bad: dict[int, str] = {}
-        for r in self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {keys}, {', '.join(f't.{q(k)}' for k in pk)} "
-                                  f"FROM {s} b JOIN {t} t ON {on} WHERE {sent} AND NOT ({exact})"):
-            bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
-                              f"key column's collation ({how}): the row would overwrite it")
-        for r in self._fetch(cur, f"SELECT GROUP_CONCAT(b.{q(ROW_COLUMN)}), {keys} FROM {s} b WHERE {sent} "
-                                  f"GROUP BY {keys} HAVING count(*) > 1"):
-            for row in str(r[0]).split(","):
-                bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's collation "
-                                         f"({how}) are one key in the table: the rows would overwrite each other")
-        if bad:
-            cur.execute(f"DELETE FROM {s} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, bad))})")
-        return {**failed, **bad}
+        grouped = f"SELECT GROUP_CONCAT(b.{q(ROW_COLUMN)}), {keys} FROM {s} b WHERE {sent} GROUP BY {keys} HAVING count(*) > 1"
+        return {**failed, **drop_key_clashes(self._fetch, cur, s, t, pk, on=on, exact=exact, grouped=grouped,
+                                             how=f"collation ({how})")}
 
     def _apply(self, cur: Any, actions: set[str], where: str) -> list[tuple]:
         t, s = self.write_target.sql, self._stage_sql()

@@ -66,7 +66,7 @@ from ..errors import (
     MissingDependencyError,
 )
 from ._arrowsql import DATA, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
-from ._sql import ROW_COLUMN, ServerDestination, TableName, q
+from ._sql import ROW_COLUMN, ServerDestination, TableName, drop_key_clashes, q
 from .base import ACTION_COLUMN, DestinationContext, DestinationSession, register_destination
 
 __all__ = ["PostgresDestination", "arrow_to_pg"]
@@ -268,23 +268,10 @@ class PostgresSession(ArrowSQLSession):
         sent = f"b.{q(ACTION_COLUMN)} <> 'delete'"
         on = " AND ".join(f"t.{q(k)} = {e}" for k, e in zip(pk, as_table, strict=True))
         exact = " AND ".join(f't.{q(k)}::text COLLATE "C" = b.{q(k)}::text COLLATE "C"' for k in pk)
-        n, bad = len(pk), {}
-        for r in self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {', '.join(f'b.{q(k)}' for k in pk)}, "
-                                  f"{', '.join(f't.{q(k)}' for k in pk)} FROM {s} b JOIN {t} t ON {on} "
-                                  f"WHERE {sent} AND NOT ({exact})"):
-            bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
-                              f"key column's type or collation (citext, or a non-deterministic collation): the row "
-                              f"would overwrite it")
-        for r in self._fetch(cur, f"SELECT string_agg(b.{q(ROW_COLUMN)}::text, ','), "
-                                  f"{', '.join(f'min(b.{q(k)}::text)' for k in pk)} FROM {s} b WHERE {sent} "
-                                  f"GROUP BY {', '.join(as_table)} HAVING count(*) > 1"):
-            for row in str(r[0]).split(","):
-                bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's type or collation "
-                                         f"(citext, or a non-deterministic collation) are one key in the table: the "
-                                         f"rows would overwrite each other")
-        if bad:
-            cur.execute(f"DELETE FROM {s} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, bad))})")
-        return {**failed, **bad}
+        grouped = (f"SELECT string_agg(b.{q(ROW_COLUMN)}::text, ','), {', '.join(f'min(b.{q(k)}::text)' for k in pk)} "
+                   f"FROM {s} b WHERE {sent} GROUP BY {', '.join(as_table)} HAVING count(*) > 1")
+        return {**failed, **drop_key_clashes(self._fetch, cur, s, t, pk, on=on, exact=exact, grouped=grouped,
+                                             how="type or collation (citext, or a non-deterministic collation)")}
 
     def _has_unique_key(self, name: TableName) -> bool:
         with self.con.cursor() as cur:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from .._schema import JSON
 from ..errors import ConfigError, RunTakenOver
 from .base import ACTION_COLUMN, Destination
 
-__all__ = ["FENCE_BATCH", "ROW_COLUMN", "ServerDestination", "TableName", "conflicts_sql", "duck_to_arrow", "q", "taken_over"]
+__all__ = ["FENCE_BATCH", "ROW_COLUMN", "ServerDestination", "TableName", "conflicts_sql", "drop_key_clashes", "duck_to_arrow", "q", "taken_over"]
 
 #: the row number of each staged row (its position in the batch)
 ROW_COLUMN = "_dfsync_row"
@@ -46,6 +46,32 @@ def conflicts_sql(stage: str, target: str, key: Sequence[str], casts: dict[str, 
     tk = ", ".join(f"{target}.{q(k)}" for k in key)
     return (f"SELECT b.{q(ROW_COLUMN)} FROM {stage} b WHERE b.{q(ACTION_COLUMN)} <> 'delete' "
             f"AND ({bk}) IN (SELECT {tk} FROM {target})")
+
+
+def drop_key_clashes(fetch: Callable[[Any, str], list[tuple]], cur: Any, stage: str, target: str,
+                      key: Sequence[str], *, on: str, exact: str, grouped: str, how: str,
+                      tail: str = "") -> dict[int, str]:
+    """Rows of the stage whose key the table's key column takes as another key (a collation or
+    type that compares texts that differ as equal: 'A' and 'a' under NOCASE) would overwrite that
+    row: failed with a message naming it, and deleted from the stage so no statement applies them.
+
+    ``on`` joins staged rows ``b`` to table rows ``t`` as the table compares them, ``exact`` says
+    whether the two keys are the same text; ``grouped`` is the dialect's query of staged rows
+    (about to be sent) that the table's comparison takes as one key: each row the staged rows'
+    ``ROW_COLUMN`` values joined by commas, then the key. ``how`` names the comparison."""
+    n, bad = len(key), {}
+    for r in fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {', '.join(f'b.{q(k)}' for k in key)}, "
+                        f"{', '.join(f't.{q(k)}' for k in key)} FROM {stage} b JOIN {target} t ON {on} "
+                        f"WHERE b.{q(ACTION_COLUMN)} <> 'delete' AND NOT ({exact})"):
+        bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
+                          f"key column's {how}: the row would overwrite it{tail}")
+    for r in fetch(cur, grouped):
+        for row in str(r[0]).split(","):
+            bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's {how} are one key in "
+                                     f"the table: the rows would overwrite each other")
+    if bad:
+        cur.execute(f"DELETE FROM {stage} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, bad))})")
+    return bad
 
 
 _PART = r'("(?:[^"]|"")+"|[^."][^.]*)'  # quoted, or as written (no dot, not opening a quote)

@@ -33,7 +33,7 @@ from .._paths import not_writable
 from .._schema import JSON
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, ROW_COLUMN, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
-from ._sql import TableName, q
+from ._sql import TableName, drop_key_clashes, q
 from .base import (
     ACTION_COLUMN,
     Destination,
@@ -223,23 +223,14 @@ class SQLiteSession(ArrowSQLSession):
         sent = f"b.{q(ACTION_COLUMN)} <> 'delete'"
         on = " AND ".join(f"t.{q(k)} = b.{q(k)}" for k in pk)
         exact = " AND ".join(f"t.{q(k)} = b.{q(k)} COLLATE BINARY" for k in pk)
-        n, bad = len(pk), {}
-        for r in self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {keys}, {', '.join(f't.{q(k)}' for k in pk)} "
-                                  f"FROM {s} b JOIN {t} t ON {on} WHERE {sent} AND NOT ({exact})"):
-            bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
-                              f"key column's COLLATE: the row would overwrite it (a key column without COLLATE "
-                              f"compares texts as they are)")
         # a compound SELECT's column takes the collation of its leftmost part: the table's key column
         cols = ", ".join(q(k) for k in pk)
-        for r in self._fetch(cur, f"SELECT group_concat(_r), {cols} FROM (SELECT {cols}, NULL AS _r FROM {t} WHERE 0 "
-                                  f"UNION ALL SELECT {keys}, b.{q(ROW_COLUMN)} FROM {s} b WHERE {sent}) "
-                                  f"GROUP BY {cols} HAVING count(*) > 1"):
-            for row in str(r[0]).split(","):
-                bad.setdefault(int(row), f"keys equal to {tuple(r[1:])!r} under the key column's COLLATE are one key "
-                                         f"in the table: the rows would overwrite each other")
-        if bad:
-            cur.execute(f"DELETE FROM {s} WHERE {q(ROW_COLUMN)} IN ({', '.join(map(str, bad))})")
-        return {**failed, **bad}
+        grouped = (f"SELECT group_concat(_r), {cols} FROM (SELECT {cols}, NULL AS _r FROM {t} WHERE 0 "
+                   f"UNION ALL SELECT {keys}, b.{q(ROW_COLUMN)} FROM {s} b WHERE {sent}) "
+                   f"GROUP BY {cols} HAVING count(*) > 1")
+        return {**failed, **drop_key_clashes(self._fetch, cur, s, t, pk, on=on, exact=exact, grouped=grouped,
+                                             how="COLLATE", tail=" (a key column without COLLATE compares texts "
+                                             "as they are)")}
 
     def _has_unique_key(self, name: TableName) -> bool:
         with self.con.cursor() as cur:
