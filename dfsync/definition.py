@@ -130,6 +130,10 @@ class SyncDefinition:
         keys = self.primary_key = [pk] if isinstance(pk, str) else list(pk) if isinstance(pk, list | tuple) else [None]
         if not keys or not all(isinstance(k, str) and k for k in keys):
             raise ConfigError("primary_key must be a column name or a list of column names (as sent, after mapping)")
+        if len(set(keys)) < len(keys):  # ["id", "id"]: staging and every destination refuse the column twice
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            raise ConfigError(f"primary_key names {', '.join(map(repr, twice))} more than once ({keys!r}); "
+                              f"name each key column once")
         bs = self.batch_size
         if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
             raise ConfigError(f"batch_size must be a positive integer, not {bs!r}")

@@ -230,3 +230,15 @@ def test_a_workspace_uri_of_another_database_or_a_path_that_is_no_path_is_refuse
     res = dfsync_cli("syncs", "--workspace", "mysql://app@db/ops")
     assert res.code == 2 and "mysql://app@db/ops" in res.err, res  # a usage error, nothing made
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_primary_key_naming_a_column_twice_is_refused_at_create_sync(ws, tmp_path):
+    """primary_key=["id", "id"] was taken: every run then failed with DuckDB's raw 'Column with
+    name "id" already exists!' and preview() raised it. It is a ConfigError at create_sync."""
+    frame = pl.DataFrame({"id": [1, 2], "v": ["a", "b"]})
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    with pytest.raises(dfsync.ConfigError, match=r"primary_key names 'id' more than once"):
+        ws.create_sync("twice", source=frame, destination=dest, primary_key=["id", "id"])
+    assert ws.syncs().height == 0 and not (tmp_path / "d.duckdb").exists()
+    sync = ws.create_sync("once", source=frame, destination=dest, primary_key=["id", "v"])
+    assert sync.run(progress=False).counts["inserted"] == 2
