@@ -95,7 +95,7 @@ def _engine(spec: str | None) -> Any:
 
 def _open(path: str) -> Workspace:
     """Open an existing workspace; a missing file is a usage error, not a new empty workspace."""
-    if path != ":memory:" and not path.startswith(("postgresql://", "postgres://")) and not os.path.exists(path):
+    if path != ":memory:" and "://" not in path and not os.path.exists(path):  # a URI: Workspace() judges it
         raise _fail(
             f"no workspace at {path}. Pass --workspace PATH (or set DFSYNC_WORKSPACE) to the file your "
             f"notebook uses: dfsync.Workspace(PATH)", EXIT_USAGE)

@@ -219,7 +219,6 @@ def test_a_bad_limit_or_sync_name_is_an_argument_error(tmp_path, dfsync_cli):
 def test_a_workspace_uri_of_another_database_or_a_path_that_is_no_path_is_refused(tmp_path, monkeypatch, dfsync_cli):
     # Workspace('mysql://u@h/db') made the directories mysql:/u@h and a DuckDB workspace file named db
     # in them; Workspace(123) was a bare TypeError, Workspace('') spoke of the working directory
-    monkeypatch.chdir(tmp_path)
     for target in ("mysql://app:Pw-9931@db/ops", "sqlite:///ws.db", "https://example.com/ws"):
         with pytest.raises(dfsync.ConfigError, match="a workspace is a DuckDB file path or a postgresql://") as err:
             dfsync.Workspace(target)
@@ -242,3 +241,13 @@ def test_a_primary_key_naming_a_column_twice_is_refused_at_create_sync(ws, tmp_p
     assert ws.syncs().height == 0 and not (tmp_path / "d.duckdb").exists()
     sync = ws.create_sync("once", source=frame, destination=dest, primary_key=["id", "v"])
     assert sync.run(progress=False).counts["inserted"] == 2
+
+
+def test_cli_shows_no_password_of_a_workspace_uri_it_refuses(tmp_path, dfsync_cli):
+    """`dfsync syncs --workspace mysql://u:PW@h/db` answered 'no workspace at mysql://u:PW@h/db':
+    the password in the error. A URI goes to Workspace(), which refuses it with the password masked."""
+    for uri in ("mysql://u:s3cretpw@h/db", "mysql://u@h/db?password=s3cretpw", "sqlite://u:s3cretpw@h/x"):
+        res = dfsync_cli("syncs", "--workspace", uri)
+        assert res.code == 2 and "a workspace is a DuckDB file path" in res.err, res.err
+        assert "s3cretpw" not in res.out + res.err, res.err
+    assert list(tmp_path.iterdir()) == []
