@@ -3,7 +3,8 @@
 >>> import dfsync
 >>> ws = dfsync.Workspace()
 >>> sync = ws.create_sync("customers", source=dfsync.sources.files("data/customers_v1.parquet"),
-...     destination=dfsync.destinations.duckdb("warehouse.duckdb", table="customers"), primary_key="id")
+...     destination=dfsync.destinations.duckdb("warehouse.duckdb", table="customers"),
+...     primary_key="customer_id")
 >>> run = sync.run()
 """
 
