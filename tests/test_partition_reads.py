@@ -320,6 +320,35 @@ def test_postgres_splits_read_one_snapshot_and_every_row_once(tmp_path, pg_serve
     assert pg_server.execute("SELECT count(*) FROM t WHERE v = 'changed'", dbname=db)[0][0] == 1001
 
 
+def test_postgres_splits_keep_infinite_timestamps_and_dates(tmp_path, engine, pg_server):
+    """PostgreSQL's 'infinity' dates and timestamps: the single read makes them DuckDB's infinities,
+    but each split of a partitioned read gave the driver's raw values, dates 290,279 years BC, and
+    the run said success. Every split reads them as the single read does."""
+    import duckdb
+
+    uri = pg_server.new_database()
+    db = uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE t (id int PRIMARY KEY, ts timestamp, tz timestamptz, d date)", dbname=db)
+    pg_server.execute("INSERT INTO t SELECT g, CASE g WHEN 5 THEN 'infinity'::timestamp WHEN 6 THEN '-infinity' "
+                      "ELSE '2020-01-01'::timestamp + g * interval '1 hour' END, CASE WHEN g = 7 THEN "
+                      "'infinity'::timestamptz ELSE '2020-01-01Z'::timestamptz END, CASE WHEN g = 8 THEN "
+                      "'-infinity'::date ELSE '1900-01-01'::date + g END FROM generate_series(1, 200) g", dbname=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    one, part = _pair(ws, tmp_path, dfsync.sources.database(uri, "SELECT * FROM t"))
+    r1, r2 = _same(tmp_path, one, part, engine)
+    assert "read in 4 splits" in _events(r2)
+    con = duckdb.connect(str(tmp_path / "part.duckdb"), read_only=True)
+    try:
+        got = con.execute("SELECT id, ts::VARCHAR, tz::VARCHAR, d::VARCHAR FROM t WHERE id BETWEEN 5 AND 8 "
+                          "ORDER BY id").fetchall()
+    finally:
+        con.close()
+    assert got == [(5, "infinity", "2020-01-01 00:00:00+00", "1900-01-06"),
+                   (6, "-infinity", "2020-01-01 00:00:00+00", "1900-01-07"),
+                   (7, "2020-01-01 07:00:00", "infinity", "1900-01-08"),
+                   (8, "2020-01-01 08:00:00", "2020-01-01 00:00:00+00", "-infinity")]
+
+
 def test_sqlite_splits_cover_every_row_once_and_notice_a_change(tmp_path):
     """Key ranges over a SQLite integer column with negative keys and a null one: every row in exactly
     one split; a write between the plan and the end of the reads is noticed (the driver then reads

@@ -195,11 +195,8 @@ class DatabaseSource(Source):
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
-                yield from head
-                if self.dialect == "postgres":
-                    yield from map(_pg_infinities, inner)
-                else:
-                    yield from inner
+                yield from self.as_read(head)
+                yield from self.as_read(inner)
             finally:
                 try:
                     cur.close()
@@ -208,6 +205,11 @@ class DatabaseSource(Source):
                     pass
 
         return pa.RecordBatchReader.from_batches(inner.schema, batches())
+
+    def as_read(self, batches: Any) -> Iterator[pa.RecordBatch]:
+        """The driver's batches as every read of this source gives them (the single read and each
+        split of a partitioned one): PostgreSQL's infinities made DuckDB's (:data:`_PG_WRAPPED`)."""
+        return map(_pg_infinities, batches) if self.dialect == "postgres" else iter(batches)
 
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:
         return self.reader(cursor)

@@ -324,9 +324,9 @@ def _database_reader(task: dict[str, Any]) -> pa.RecordBatchReader:
         raise
 
     def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            yield from head
-            yield from inner
+        try:  # as the single read gives them (PostgreSQL's infinities)
+            yield from source.as_read(head)
+            yield from source.as_read(inner)
         finally:
             cur.close()
             con.close()
