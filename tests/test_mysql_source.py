@@ -113,6 +113,34 @@ def test_bad_query_and_time_out_of_range(src_db, mariadb_server, tmp_path):
         list(src.reader())
 
 
+def test_a_tinyint_1_holding_other_numbers_than_0_and_1_is_refused(src_db, mariadb_server, tmp_path):
+    """tinyint(1) is read as a boolean (MySQL's BOOL), but holds -128..127: a status column with
+    2 and -1 arrived as true, true, and the run said success. A value other than 0 or 1 fails the
+    run before anything is sent, naming the column, the value and the cast that keeps it."""
+    db = db_of(src_db)
+    mariadb_server.execute("CREATE TABLE st (id int PRIMARY KEY, state tinyint(1))", database=db)
+    mariadb_server.execute("INSERT INTO st VALUES (1, 0), (2, 1), (3, NULL), (4, 2), (5, -1)", database=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "o.duckdb")
+    sync = ws.create_sync("st", source=dfsync.sources.database(src_db, "SELECT * FROM st"), primary_key="id",
+                          destination=dfsync.destinations.duckdb(out, table="t"))
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0, run.error
+    assert "'state' is tinyint(1)" in run.error and "holds 2" in run.error, run.error
+    assert "CAST(`state` AS SIGNED)" in run.error, run.error
+    query = "SELECT id, CAST(`state` AS SIGNED) AS `state` FROM st"
+    run = ws.create_sync("st", source=dfsync.sources.database(src_db, query), primary_key="id",
+                         destination=dfsync.destinations.duckdb(out, table="t")).run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(out, read_only=True)
+    assert con.sql("SELECT id, state FROM t ORDER BY id").fetchall() == [(1, 0), (2, 1), (3, None), (4, 2), (5, -1)]
+    con.close()
+    mariadb_server.execute("DELETE FROM st WHERE id > 3", database=db)  # 0, 1 and NULL: booleans
+    got = pa.Table.from_batches(list(dfsync.sources.database(src_db, "SELECT * FROM st ORDER BY id").reader()))
+    assert got.column("state").to_pylist() == [False, True, None]
+    ws.close()
+
+
 def test_a_decimal_wider_than_38_digits_is_refused_naming_the_column(src_db, mariadb_server, tmp_path):
     """MySQL decimals go to 65 digits, polars and DuckDB (staging) to 38: decimal(40,10) failed
     create_sync with polars' bare 'precision must be between 1 and 38, got 40'. It is refused

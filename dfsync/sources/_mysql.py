@@ -7,7 +7,8 @@ REPEATABLE READ, so every row comes from one InnoDB snapshot; rows stream from t
 bounded. The incremental cursor is a bound parameter:
 ``SELECT * FROM (<query>) AS q WHERE `field` >= %s``.
 
-Types follow the result's column metadata, not the values: tinyint(1) -> bool, integers ->
+Types follow the result's column metadata, not the values: tinyint(1) -> bool (a value other
+than 0 or 1 is refused: cast it in the query), integers ->
 int64 (bigint unsigned -> uint64), decimal(p,s) -> decimal128(p,s) (p > 38 refused), float -> float32,
 double -> float64, date -> date32, datetime(n) -> timestamp[us], timestamp(n) ->
 timestamp[us, UTC] (the session runs in UTC), time(n) -> time64[us] (a TIME outside
@@ -84,7 +85,12 @@ def _column(values: list, t: pa.DataType, name: str) -> pa.Array:
         values = out
     elif pa.types.is_timestamp(t) and t.tz:
         values = [None if v is None else v.replace(tzinfo=dt.timezone.utc) for v in values]
-    elif pa.types.is_boolean(t):
+    elif pa.types.is_boolean(t):  # tinyint(1), MySQL's BOOL, holds -128..127: only 0 and 1 are booleans
+        bad = next((v for v in values if v is not None and v not in (0, 1)), None)
+        if bad is not None:
+            raise SourceError(f"column {name!r} is tinyint(1), which dfsync reads as a boolean (MySQL's BOOL), but "
+                              f"holds {bad}, neither 0 nor 1, which would arrive as true; select it as a number to "
+                              f"keep its value (CAST(`{name}` AS SIGNED) AS `{name}`). Nothing was sent.")
         values = [None if v is None else bool(v) for v in values]
     try:
         return pa.array(values, t)
