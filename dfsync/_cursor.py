@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import date, datetime
@@ -32,7 +33,12 @@ def cursor_to_json(v: Any) -> dict[str, Any] | None:
     return {"type": "str", "value": str(v)}
 
 
-def cursor_from_json(d: dict[str, Any] | None) -> Any:
+def cursor_from_json(d: dict[str, Any] | str | None) -> Any:
+    """A stored cursor value: its JSON value, or its JSON text (a run's ``cursor_max``, the cursor its
+    confirmed batches reached: a run resumed from ``paused`` starts from it, or it could end lower
+    than its batches before the pause had reached)."""
+    if isinstance(d, str):
+        d = json.loads(d)
     if not d:
         return None
     t, v = d["type"], d["value"]

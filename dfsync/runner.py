@@ -103,8 +103,7 @@ class Runner:
     def __init__(self, defn: SyncDefinition, run_id: int, *, sync_id: int, sync_name: str, store: Store,
                  staging_dir: str, resume: bool, dry_run: bool = False) -> None:
         """``dry_run``: for :meth:`dry_run` only (``sync.preview()``: ``run_id`` 0, no run row)."""
-        self.defn = defn
-        self.sync_id, self.sync_name = sync_id, sync_name
+        self.defn, self.sync_id, self.sync_name = defn, sync_id, sync_name
         self.dry = dry_run
         self.store: Any = DryRunStore(store) if dry_run else store
         self.staging_dir = staging_dir
@@ -114,8 +113,9 @@ class Runner:
         self._control = _registry.run_control(self.store.key, run_id)
         self.staging = None if dry_run else _registry.live_staging(self.store.key, run_id)
         self.session: DestinationSession | None = None
-        self.status = RunStatus.QUERYING if dry_run else RunStatus(self.store.run_row(run_id)["status"])
-        self.cursor_max: Any = None
+        row = None if dry_run else self.store.run_row(run_id)
+        self.status = RunStatus.QUERYING if dry_run else RunStatus(row["status"])
+        self.cursor_max: Any = cursor_from_json(row and row["cursor_max"])  # a resumed run's earlier batches'
         self.source_token: str | None = None  # set when this run read (or skipped) an unchanged-files source
         self.reused_checks: int | None = None  # the run whose check results a skipped read reuses
         self.engine: Any = None  # where a partitioned run's buckets run (dfsync.engines; None: here)

@@ -134,3 +134,26 @@ print(run.status)
     with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(50, 50)]
     assert ws.sync("p").run(progress=False, source=pl.DataFrame({"id": list(range(50))})).counts["sent"] == 0
+
+
+@pytest.mark.parametrize("staged_rows_lost", [False, True])
+def test_a_resumed_incremental_run_keeps_the_cursor_its_earlier_batches_reached(tmp_path, staged_rows_lost):
+    """A run's cursor is the greatest cursor its confirmed batches delivered. A run resumed from
+    ``paused`` counted only the batches sent after the pause: its first batch delivered cursors
+    1000..991, the resumed part 990..901, and the sync's cursor ended at 990, below what was
+    delivered. Its batches from before the pause count too."""
+    data = pl.DataFrame({"id": list(range(100)), "c": [1000 - i for i in range(100)]})
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"), interrupt_after=2)
+    sync = ws.create_sync("inc", source=dfsync.sources.frame(data), destination=dest, primary_key="id",
+                          sync_mode="incremental", cursor_field="c", batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.last_run().status == "paused" and sync.cursor is None
+    if staged_rows_lost:
+        dfsync._registry.drop_live_staging()  # as if the process had died: the resume reads the source again
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["succeeded"] == 100, run.error
+    assert sync.cursor == 1000
+    again = sync.run(progress=False)
+    assert again.counts["queried"] == 1 and again.counts["sent"] == 0  # only the row at the cursor
