@@ -384,6 +384,9 @@ def check_destination_types(destination: Any, schema: Any) -> None:
     """At create_sync: refuse a field type the destination cannot hold, naming the column and the fix."""
     import polars as pl
 
+    from ._stage_input import refuse_objects
+
+    refuse_objects(schema)
     try:
         arrow = pl.DataFrame(schema=schema).to_arrow().schema
     except Exception:  # checked again before anything is sent (Runner._decide_schema)

@@ -101,8 +101,30 @@ def _sub_microsecond(rb: pa.RecordBatch, names: Sequence[str]) -> tuple[str, int
     return None
 
 
+def _holds_objects(dtype: Any) -> bool:
+    if isinstance(dtype, pl.Object):
+        return True
+    if isinstance(dtype, pl.Struct):
+        return any(_holds_objects(f.dtype) for f in dtype.fields)
+    inner = getattr(dtype, "inner", None)
+    return inner is not None and _holds_objects(inner)
+
+
+def refuse_objects(schema: Any) -> None:
+    """A polars Object column (Python objects, e.g. from ``map_elements(..., return_dtype=pl.Object)``)
+    has no column type: polars gives it to Arrow as 8 bytes of a memory address a value, which
+    arrived as a BLOB of addresses while the run said success. Refused naming the column."""
+    for name, dtype in schema.items():
+        if _holds_objects(dtype):
+            raise SchemaMismatchError(
+                f"column {name!r} is a polars {dtype} column (Python objects), which has no column type: its "
+                f"values would arrive as memory addresses. Give it a real type in the frame or the mapping, e.g. "
+                f"pl.col({name!r}).map_elements(str, return_dtype=pl.String) for their text. Nothing was sent.")
+
+
 def arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:
     """Stream a LazyFrame as Arrow record batches (bounded memory, no Python row loop)."""
+    refuse_objects(lf.collect_schema())
     schema = pl.DataFrame(schema=lf.collect_schema()).to_arrow().schema
 
     def batches() -> Iterator[pa.RecordBatch]:

@@ -141,3 +141,30 @@ def test_mapping_fields_differing_only_in_case_are_refused_at_create_sync(tmp_pa
                        destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), "t"),
                        mapping={"id": "id", "Name": "name", "name": pl.col("name").str.to_uppercase()})
     assert ws.syncs().height == 0
+
+
+def test_polars_object_columns_are_refused_not_sent_as_memory_addresses(tmp_path):
+    """A polars Object column (Python objects: a frame built with dtype=pl.Object, or a mapping's
+    map_elements(..., return_dtype=pl.Object)) reached Arrow as 8 bytes of a memory address a value:
+    the destination got a BLOB of addresses and the run said success. It is refused, naming the
+    column, at create_sync and in a run reading another frame; nothing is sent."""
+    import polars as pl
+
+    from dfsync.errors import SchemaMismatchError
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "out.duckdb")
+    objects = pl.DataFrame({"id": [1, 2], "a": pl.Series([Opaque(), {1, 2}], dtype=pl.Object)})
+    with pytest.raises(SchemaMismatchError, match=r"column 'a' is a polars Object.*map_elements\(str"):
+        ws.create_sync("o", source=dfsync.sources.frame(objects), primary_key="id",
+                       destination=dfsync.destinations.duckdb(out, table="t"))
+    as_objects = {"id": "id", "a": pl.col("a").map_elements(lambda v: {v}, return_dtype=pl.Object)}
+    with pytest.raises(SchemaMismatchError, match="column 'a' is a polars Object"):
+        ws.create_sync("m", source=dfsync.sources.frame(pl.DataFrame({"id": [1], "a": ["x"]})), primary_key="id",
+                       mapping=as_objects, destination=dfsync.destinations.duckdb(out, table="t"))
+    sync = ws.create_sync("n", source=dfsync.sources.frame(pl.DataFrame({"id": [1], "a": ["x"]})), primary_key="id",
+                          destination=dfsync.destinations.duckdb(out, table="t"))
+    run = sync.run(progress=False, source=dfsync.sources.frame(objects))
+    assert run.status == "failed" and run.counts["sent"] == 0, run.error
+    assert "column 'a' is a polars Object" in run.error, run.error
+    assert not os.path.exists(out)
