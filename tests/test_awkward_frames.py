@@ -168,3 +168,35 @@ def test_polars_object_columns_are_refused_not_sent_as_memory_addresses(tmp_path
     assert run.status == "failed" and run.counts["sent"] == 0, run.error
     assert "column 'a' is a polars Object" in run.error, run.error
     assert not os.path.exists(out)
+
+
+def test_arrow_date64_columns_arrive_as_dates(tmp_path):
+    """polars reads an Arrow date64 (days counted in milliseconds, e.g. from JDBC or
+    pa.Table.from_pandas(..., schema=...)) as a timestamp: a column of dates arrived as TIMESTAMP
+    values at midnight, and a re-read could never match a date column. Whole days are dates
+    (inside lists and structs too); a date64 holding a time of day keeps it, as a timestamp."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    table = pa.table({
+        "id": [1, 2],
+        "d": pa.array([dt.date(1969, 12, 31), None], pa.date64()),
+        "l": pa.array([[dt.date(2024, 2, 29)], None], pa.list_(pa.date64())),
+        "t": pa.array([86_400_000 * 3 + 5, 0], pa.date64()),
+    })
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "out.duckdb")
+    run = ws.create_sync("d", source=dfsync.sources.frame(table), primary_key="id",
+                         destination=dfsync.destinations.duckdb(out, table="t")).run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(out, read_only=True)
+    try:
+        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = 't'").fetchall())
+        rows = con.execute("SELECT d, l, t::VARCHAR FROM t ORDER BY id").fetchall()
+    finally:
+        con.close()
+    assert types["d"] == "DATE" and types["l"] == "DATE[]", types
+    assert rows == [(dt.date(1969, 12, 31), [dt.date(2024, 2, 29)], "1970-01-04 00:00:00.005"),
+                    (None, None, "1970-01-01 00:00:00")]

@@ -93,7 +93,7 @@ def _to_lazy(df: Any) -> pl.LazyFrame:
         if isinstance(df, pa.RecordBatch):
             df = pa.Table.from_batches([df])
         _refuse_arrow_types(df.schema)
-        return pl.from_arrow(df).lazy()  # type: ignore[union-attr]
+        return pl.from_arrow(_dates_as_dates(df)).lazy()  # type: ignore[union-attr]
     if mod == "pandas":
         return pandas_to_polars(df).lazy()
     _check_frame(df)
@@ -122,6 +122,37 @@ def _arrow_type_problem(t: Any) -> str | None:
         if why is not None:
             return why if why.startswith("inside") else f"inside its {t}: {why}"
     return None
+
+
+def _date32(t: Any) -> Any:
+    """``t`` with every date64 in it (inside lists and structs too) as date32."""
+    import pyarrow as pa
+
+    if pa.types.is_date64(t):
+        return pa.date32()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = t.value_field.with_type(_date32(t.value_type))
+        return pa.list_(inner) if pa.types.is_list(t) else pa.large_list(inner)
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_date32(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
+def _dates_as_dates(table: Any) -> Any:
+    """Arrow date64 columns (days as milliseconds) as date32: polars reads a date64 as a timestamp,
+    so a column of dates arrived as timestamps at midnight. A date64 holding times of day (not
+    whole days) keeps them, as polars' timestamp."""
+    import pyarrow as pa
+
+    columns = list(table.columns)
+    for i, f in enumerate(table.schema):
+        t = _date32(f.type)
+        if t != f.type:
+            try:
+                columns[i] = columns[i].cast(t)  # safe: refuses a time of day
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+    return pa.Table.from_arrays(columns, names=table.column_names)
 
 
 def _refuse_arrow_types(schema: Any) -> None:
