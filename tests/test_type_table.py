@@ -532,13 +532,14 @@ def test_a_parquet_file_gaining_an_unnamed_struct_field_is_refused(tmp_path):
         ws.create_sync("new", source=dfsync.sources.files(src), destination=dfsync.destinations.duckdb(path, "n"),
                        primary_key="id")
 
-@pytest.mark.parametrize("case", ["decimal256", "float16", "negative_scale", "decimal256_in_list"])
+@pytest.mark.parametrize("case", ["decimal256", "float16", "negative_scale", "decimal256_in_list", "fixed_offset"])
 def test_arrow_types_polars_cannot_read_are_refused_naming_the_cast_that_works(case, tmp_path):
     """An Arrow table with a decimal256 column crashed create_sync with a polars PanicException
     ('operator does not support primitive Int256'); a float16 column failed the run with
     'Unsupported Internal Arrow Type e' and a negative-scale decimal with 'Decimal scale is not a
-    valid integer', naming no column. Each is refused naming the column and an exact cast, and
-    the table cast that way syncs and reads back equal."""
+    valid integer', naming no column; a timestamp whose zone is a fixed offset ('+05:30') with
+    polars' 'unable to parse time zone', saying nothing of what to do. Each is refused naming the
+    column and an exact cast, and the table cast that way syncs and reads back equal."""
     from decimal import Decimal
 
     import duckdb
@@ -553,6 +554,8 @@ def test_arrow_types_polars_cannot_read_are_refused_naming_the_cast_that_works(c
                            "pa.decimal128(7, 0)"),
         "decimal256_in_list": (pa.array([[Decimal("2.5")]], pa.list_(pa.decimal256(10, 1))),
                                pa.list_(pa.decimal128(10, 1)), "[2.5]", "inside its list<item: decimal256(10, 1)>"),
+        "fixed_offset": (pa.array([1_700_000_000], pa.timestamp("s", "+05:30")), pa.timestamp("s", "UTC"),
+                         "2023-11-14 22:13:20+00", "pa.timestamp('s', 'UTC')"),
     }[case]
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     path = str(tmp_path / "dest.duckdb")

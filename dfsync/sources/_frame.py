@@ -105,6 +105,9 @@ def _arrow_type_problem(t: Any) -> str | None:
     cast that it can, or None."""
     import pyarrow as pa
 
+    if pa.types.is_timestamp(t) and t.tz and re.fullmatch(r"[+-]\d\d:?\d\d", t.tz):
+        return (f"timestamps whose time zone is a fixed offset ({t.tz}), which polars cannot read; cast it to "
+                f"pa.timestamp({t.unit!r}, 'UTC') (the same instants)")
     if pa.types.is_float16(t):
         return "half-precision floats, which polars cannot read; cast it to pa.float32() (every value stays exact)"
     if pa.types.is_decimal(t):
