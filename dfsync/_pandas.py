@@ -5,7 +5,7 @@
 * NaN in a float column is pandas' missing value: it becomes NULL (a polars frame's NaN
   stays NaN). Nullable extension dtypes (``Int64``, ``boolean``, ``string``, ``Float64``)
   keep their type; a categorical column is sent as its values (text, or the categories'
-  type).
+  type); a pyarrow-backed date64 column of whole days stays a date (polars makes timestamps).
 * An object column converts when its values are of one kind (all text, all bytes, all
   ints, all dicts, ...); ints mixed with floats convert to float when every int is exact
   in a float (up to 2**53).
@@ -139,10 +139,17 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
             try:
                 pl.from_pandas(df[[name]])
             except Exception as col_exc:
+                fix = (f"df[{name!r}] = df[{name!r}].dt.tz_convert('UTC') (the same instants; a zone such as a "
+                       f"fixed offset polars cannot read)" if isinstance(df[name].dtype, pd.DatetimeTZDtype)
+                       else f"df[{name!r}] = df[{name!r}].astype(str)")
                 raise ConfigError(
-                    f"column {name!r} cannot be converted ({type(col_exc).__name__}: {str(col_exc)[:200]}); "
-                    f"convert it in the frame first, e.g. df[{name!r}] = df[{name!r}].astype(str)") from None
+                    f"column {name!r} cannot be converted ({type(col_exc).__name__}: "
+                    f"{str(col_exc).splitlines()[0][:200]}); convert it in the frame first, e.g. {fix}") from None
         raise ConfigError(f"the pandas frame cannot be converted: {type(exc).__name__}: {str(exc)[:200]}") from None
+    for name in df.columns:  # pyarrow-backed date64 (days in milliseconds): polars reads a timestamp
+        arrow = getattr(df[name].dtype, "pyarrow_dtype", None)
+        if arrow is not None and str(arrow) == "date64[ms]" and (out[str(name)].dt.truncate("1d") == out[str(name)]).all():
+            out = out.with_columns(out[str(name)].cast(pl.Date))
     for name, dtype in out.schema.items():
         if isinstance(dtype, pl.Object) or type(dtype).__name__ in ("Extension", "BaseExtension"):
             raise ConfigError(f"column {name!r} converts to {dtype}, which has no column type; convert it "

@@ -200,3 +200,34 @@ def test_arrow_date64_columns_arrive_as_dates(tmp_path):
     assert types["d"] == "DATE" and types["l"] == "DATE[]", types
     assert rows == [(dt.date(1969, 12, 31), [dt.date(2024, 2, 29)], "1970-01-04 00:00:00.005"),
                     (None, None, "1970-01-01 00:00:00")]
+
+
+def test_pandas_arrow_dates_and_fixed_offset_zones(tmp_path):
+    """pandas columns backed by Arrow date64 (pd.ArrowDtype(pa.date64())) arrived as TIMESTAMP at
+    midnight, as an Arrow table's did; a column in a fixed-offset zone (UTC+05:30, what
+    pd.to_datetime makes of '...+05:30') was refused with polars' text and the advice to send it
+    as text. Dates arrive as dates; the fixed offset names the conversion that keeps the instants."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "out.duckdb")
+    df = pd.DataFrame({"id": [1, 2], "d": pd.Series([dt.date(1960, 5, 6), None], dtype=pd.ArrowDtype(pa.date64()))})
+    run = ws.create_sync("d", source=dfsync.sources.frame(df), primary_key="id",
+                         destination=dfsync.destinations.duckdb(out, table="t")).run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(out, read_only=True)
+    try:
+        assert con.execute("SELECT typeof(d), d FROM t ORDER BY id").fetchall() == [
+            ("DATE", dt.date(1960, 5, 6)), ("DATE", None)]
+    finally:
+        con.close()
+    zoned = pd.DataFrame({"id": [1], "ts": pd.to_datetime(["2024-01-01 10:00:00+05:30"])})
+    with pytest.raises(ConfigError, match=r"column 'ts'.*tz_convert\('UTC'\)"):
+        ws.create_sync("z", source=dfsync.sources.frame(zoned), primary_key="id",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "z.duckdb"), table="t"))
+    zoned["ts"] = zoned["ts"].dt.tz_convert("UTC")
+    run = ws.create_sync("z", source=dfsync.sources.frame(zoned), primary_key="id",
+                         destination=dfsync.destinations.duckdb(str(tmp_path / "z.duckdb"), table="t")).run(progress=False)
+    assert run.status == "success", run.error
