@@ -90,3 +90,43 @@ def test_staging_hands_out_actions_as_text(tmp_path):
         assert st.records().column("_action").type == pa.string()
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("quarantined", [False, True])
+def test_a_first_load_writes_every_batch_ahead_and_the_next_run_settles_those_never_sent(tmp_path, quarantined):
+    """Every staged row sent (a first load): the whole run's state is written ahead before its first
+    batch (dfsync._writer.batches_written_ahead). A run failing after batch 3 landed leaves batches
+    3-6 in flight; the next run confirms 3 (the destination's ledger has it), discards 4-6 and sends
+    their rows again. With a row quarantined, batches are written ahead one at a time (3 and 4)."""
+    src, dest, wsp = tmp_path / "src.parquet", tmp_path / "d.duckdb", tmp_path / "ws.duckdb"
+    ids = [None if quarantined and i == 60 else i for i in range(60 + quarantined)]
+    pl.DataFrame({"id": ids, "v": [i * 10 for i in range(60 + quarantined)]}).write_parquet(src)
+    inner = dfsync.destinations.duckdb(str(dest), table="t")
+    ws = dfsync.Workspace(wsp)
+    sync = ws.create_sync("f", source=dfsync.sources.files(str(src)),
+                          destination=tests.faulty.FaultyDestination(inner, raise_after=3), primary_key="id",
+                          destination_mode="mirror", batch_size=10, on_invalid="skip")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and "injected failure" in run.error
+    sync_id, run_id = sync.id, run.id
+    ws.close()
+    with duckdb.connect(str(wsp)) as con:
+        batches = dict(con.execute("SELECT batch_no, status FROM batches WHERE run_id = ?", [run_id]).fetchall())
+        state = dict(con.execute(f"SELECT _batch, count(*) FILTER (_ok) FROM state_{sync_id} GROUP BY 1").fetchall())
+    assert batches == {1: "committed", 2: "committed", 3: "inflight", 4: "inflight",
+                       **({} if quarantined else {5: "inflight", 6: "inflight"})}
+    assert state == {1: 10, 2: 10, 3: 0, 4: 0, **({} if quarantined else {5: 0, 6: 0})}
+    ws = dfsync.Workspace(wsp)
+    sync = ws.sync("f")
+    again = sync.run(progress=False)
+    assert again.status == "success" and again.counts["sent"] == 30
+    assert sync.run(progress=False).counts["sent"] == 0
+    ws.close()
+    with duckdb.connect(str(wsp)) as con:
+        assert dict(con.execute("SELECT batch_no, status FROM batches WHERE run_id = ?", [run_id]).fetchall()) == {
+            1: "committed", 2: "committed", 3: "committed", 4: "discarded",
+            **({} if quarantined else {5: "discarded", 6: "discarded"})}
+        assert con.execute(f"SELECT count(*), count(DISTINCT id) FROM state_{sync_id} WHERE _ok").fetchone() == (60, 60)
+        assert con.execute(f"SELECT count(*) FROM state_{sync_id} WHERE NOT _ok OR _ok IS NULL").fetchone() == (0,)
+    with duckdb.connect(str(dest), read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT id), sum(v) FROM t").fetchone() == (60, 60, 17700)
