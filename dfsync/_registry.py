@@ -194,6 +194,43 @@ def drop_live_staging(store_key: str | None = None, run_id: int | None = None) -
 atexit.register(drop_live_staging)
 
 
+def finish_background_runs() -> None:
+    """At exit, wait for the background runs of this process (``sync.run(background=True)``)
+    to end: their daemon threads would otherwise be stopped inside DuckDB as the interpreter
+    goes, and the process aborted ("terminate called ..."). Ctrl-C while waiting pauses them at
+    their next batch boundary (the next ``sync.run()`` resumes them); a second Ctrl-C stops waiting."""
+    import sys
+    import time
+
+    with _RUNS_GUARD:
+        going = [key for key, c in _RUNS.items() if c.thread is not None and c.thread.is_alive()]
+    if not going:
+        return
+    sys.stderr.write(f"dfsync: waiting for {', '.join(f'run {run_id}' for _, run_id in going)} "
+                     f"(sync.run(background=True)) to finish before this process exits; Ctrl-C pauses "
+                     f"it (the next sync.run() resumes it)\n")
+
+    def wait() -> None:  # until each has ended (end_run); not Thread.join, which a Ctrl-C can
+        while any(key in _RUNS for key in going):  # leave marking a live thread stopped (3.11)
+            time.sleep(0.05)
+
+    try:
+        wait()
+    except KeyboardInterrupt:
+        for key in going:
+            request_stop(*key, "pause")
+        with contextlib.suppress(KeyboardInterrupt):
+            wait()
+
+
+# Called when the main thread ends, before Python stops the thread pools (concurrent.futures,
+# imported first so that this runs before its own hook: the latest registered runs first) that a
+# run's writer uses: from a plain atexit hook the run would fail "cannot schedule new futures".
+import concurrent.futures.thread  # noqa: E402,F401
+
+threading._register_atexit(finish_background_runs)  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------- sync locks
 #: (store key, sync id) -> lock held while this process runs the sync
 _SYNC_LOCKS: dict[tuple[str, int], threading.Lock] = {}

@@ -264,3 +264,62 @@ def test_the_example_of_help_dfsync_runs_as_written(tmp_path, monkeypatch):
     scope: dict = {}
     exec("\n".join(lines), scope)  # noqa: S102 - the docstring's own example
     assert scope["run"].status == dfsync.RunStatus.SUCCESS and scope["run"].counts["inserted"] == 200
+
+
+BACKGROUND_CHILD = """
+import os, signal, sys, threading, time
+import polars as pl
+import dfsync
+from tests.faulty import FaultyDestination
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+ws_path, dest, ctrl_c = sys.argv[1], sys.argv[2], sys.argv[3] == "ctrl-c"
+ws = dfsync.Workspace(ws_path)
+src = os.path.join(os.path.dirname(ws_path), "src.parquet")
+pl.DataFrame({"id": list(range(50))}).write_parquet(src)
+sync = ws.create_sync("s", source=dfsync.sources.files(src), primary_key="id", batch_size=10,
+                      destination=FaultyDestination(dfsync.destinations.duckdb(dest, table="t"), sleep=0.3))
+run = sync.run(progress=False, background=True)
+if ctrl_c:  # Ctrl-C once the run transfers, while the ended script waits for it
+    def press():
+        while run.status != "in_progress":
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=press, daemon=True).start()
+print("script done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["waits", "ctrl-c-pauses"])
+def test_a_script_ending_during_a_background_run_waits_for_it(tmp_path, ctrl_c):
+    """A script ending after sync.run(background=True) without run.wait() was aborted by C++
+    ('terminate called after throwing an instance of ...', exit code 134) as Python stopped the
+    run's daemon thread inside DuckDB; the run was left for the next process to find. Now the
+    process waits for the run (saying so) and exits 0 with the run succeeded; Ctrl-C while it
+    waits pauses the run at its next batch boundary, and the next sync.run() resumes it."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    import tests.faulty  # noqa: F401 - the child's destination kind, to resume its run here
+    from tests.plugins.processes import child_env
+
+    script = tmp_path / "child.py"
+    script.write_text(BACKGROUND_CHILD)
+    ws_path, dest = str(tmp_path / "ws.duckdb"), str(tmp_path / "d.duckdb")
+    proc = subprocess.run([sys.executable, str(script), ws_path, dest, "ctrl-c" if ctrl_c else "wait"],
+                          env=child_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr and "waiting for run 1" in proc.stderr, proc.stderr
+    ws = dfsync.Workspace(ws_path)
+    run = ws.run(1)
+    if ctrl_c:
+        assert run.status == "paused" and run.error.startswith("paused on request"), run.error
+        assert run.events()["detail"].to_list()[-1] != "owner process gone"
+        resumed = ws.sync("s").run(progress=False)
+        assert resumed.id == 1 and resumed.status == "success"
+    else:
+        assert run.status == "success" and run.counts["succeeded"] == 50
+    with duckdb.connect(dest, read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(50, 50)]
