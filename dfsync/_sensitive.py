@@ -125,6 +125,35 @@ def protect_records(records: pa.Table, sensitive: Sequence[str], key: bytes) -> 
     return records
 
 
+def mask_frame(rows: pl.DataFrame, sensitive: Sequence[str], key: bytes) -> pl.DataFrame:
+    """Rows shown to the user but never stored (a preview's, a validation's) with each
+    ``sensitive`` column as its keyed hashes, as the stored records show them."""
+    if not any(c in rows.columns for c in sensitive):
+        return rows
+    from ._arrow import to_polars
+
+    return to_polars(protect_records(rows.to_arrow(), sensitive, key))
+
+
+def mask_shown(preview: Any, validation: Any, sensitive: Sequence[str], store: Any) -> None:
+    """A preview (``preview``: its records, samples and the updates' before values) or a
+    ``sync.validate()`` result (``validation``: its failing rows and check examples), their
+    ``sensitive`` fields masked in place: they are shown in reprs, panels and notebooks' saved
+    outputs as ``run.records()`` are, never in plain."""
+    if not sensitive:
+        return
+    key = store_key(store)
+    if validation is not None:
+        validation.invalid = mask_frame(validation.invalid, sensitive, key)
+        return
+    preview.records = mask_frame(preview.records, sensitive, key)
+    samples = getattr(preview, "samples", None) or {}
+    preview.samples = {a: mask_frame(df, sensitive, key) for a, df in samples.items()}
+    names = set(sensitive)
+    preview.before = {k: {c: keyed_hash(v, key) if c in names and v is not None else v for c, v in row.items()}
+                      for k, row in (getattr(preview, "before", None) or {}).items()}
+
+
 def scrubber(sensitive: Sequence[str], store: Any) -> Callable[[Any, Sequence[str], str], str] | None:
     """For a sync with ``sensitive`` fields (else None): ``scrub(con, relations, text)``, the text
     with each value of those fields that ``relations`` (on the DuckDB connection ``con``) hold

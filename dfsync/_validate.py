@@ -16,6 +16,7 @@ import polars as pl
 from . import checks as checks_mod
 from ._arrow import to_polars
 from ._check import results_frame
+from ._sensitive import mask_shown, protect_results
 from ._settings import setting
 from ._words import plural
 from .staging import Staging
@@ -72,6 +73,7 @@ class ValidationResult:
 
 
 def validate(sync: Sync) -> ValidationResult:
+    sensitive = sync.spec.sensitive
     staging = Staging(memory_limit=setting("staging_memory", sync.workspace.settings))
     try:
         result = staging.load(sync.source, sync.mapping, sync.primary_key, cursor=None, detect_deletes=False,
@@ -81,11 +83,13 @@ def validate(sync: Sync) -> ValidationResult:
             evaluation = checks_mod.evaluate_staged(staging, sync.checks)
             staging.add_invalid(evaluation.failures_table, evaluation.dataset_failures)
             if evaluation.results:
-                checks = results_frame(evaluation.results)
+                checks = results_frame(protect_results(evaluation.results, sensitive, sync.workspace.store))
         invalid: Any = to_polars(staging.invalid_records())
         invalid = invalid.drop([c for c in ("_action", "_status", "_batch", "_error", "_fingerprint")
                                 if c in invalid.columns])
-        return ValidationResult(sync.name, checks, invalid, result.queried, list(result.key_problems))
+        found = ValidationResult(sync.name, checks, invalid, result.queried, list(result.key_problems))
+        mask_shown(None, found, sensitive, sync.workspace.store)
+        return found
     finally:
         staging.close()
         shutil.rmtree(staging.temp_dir, ignore_errors=True)

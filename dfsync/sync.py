@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _html_history, _interrupt, _registry
+from . import _html_history, _interrupt, _registry, _sensitive
 from ._args import checked, row_limit
 from ._arrow import to_polars
 from ._callbacks import LazyCallback, notify
@@ -270,6 +270,7 @@ class Sync:
             from ._changes import attach_samples
 
             attach_samples(preview, self)
+            _sensitive.mask_shown(preview, None, self.spec.sensitive, self.workspace.store)
             return preview
         finally:
             dry.drop_staging()

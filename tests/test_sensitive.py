@@ -122,11 +122,50 @@ def test_a_preview_of_a_sync_with_sensitive_fields_and_failing_checks_hashes_the
     sync = make_sync(ws, tmp_path)  # row 6's e-mail fails the check
     preview = sync.preview()  # it raised AttributeError ('store.ledger_id is not for it')
     assert preview.counts["invalid"] == 1 and preview.counts["insert"] == 5
-    assert EMAILS[5] not in str(preview.validation.to_dicts()) + repr(preview)  # its rows (.records) are the source's
+    assert EMAILS[5] not in str(preview.validation.to_dicts()) + repr(preview)
     key = workspace_key(ws.store.ledger_id(sys.maxsize))
     assert keyed_hash(EMAILS[5], key) in str(preview.validation["partial_unexpected_list"].to_list())
     run = sync.run(progress=False)  # the preview changed nothing
     assert run.counts["inserted"] == 5 and run.counts["invalid"] == 1
+
+
+def test_preview_and_validate_show_sensitive_fields_masked_as_records_do(ws_target, tmp_path):
+    """preview().records, its HTML (the panel's Preview button, a notebook's saved output: updates
+    as before -> after) and validate()'s failing rows, check examples and HTML showed the e-mails
+    and phones in plain, while run.records() and run.validation() showed their keyed hashes."""
+    ws = dfsync.Workspace(ws_target)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(frame()), destination=destination(tmp_path),
+                          primary_key="id", sensitive=["email", "phone"], on_invalid="skip",
+                          checks=[dfsync.checks.matches("email", r"^[^@]+@[^@]+$"),
+                                  dfsync.checks.in_set("phone", [PHONES[0]])])
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    preview = sync.preview()
+    assert preview.counts["invalid"] == 5 and preview.counts["insert"] == 1
+    panel = dfsync.widgets.SyncPanel(sync)
+    panel._do_preview()
+    validation = sync.validate()
+    assert not validation.ok and validation.invalid.height == 5
+    shown = {"preview.records": str(preview.records.to_dicts()), "preview html": preview._repr_html_(),
+             "panel": panel.preview_box.value, "validate.invalid": str(validation.invalid.to_dicts()),
+             "validate.checks": str(validation.checks.to_dicts()), "validate html": validation._repr_html_()}
+    panel.close()
+    run = sync.run(progress=False)
+    later = frame().with_columns(email=pl.lit("zed.secret@example.com"), phone=pl.lit(PHONES[0]))
+    update = sync.preview(source=later)  # an update shows the delivered value before the new one
+    assert update.counts["update"] == 1, update.counts
+    shown["update html"] = update._repr_html_()
+    for what, text in shown.items():
+        for s in [*SECRETS, "zed.secret"]:
+            assert s not in text, f"{s!r} in {what}"
+    # the same hashes as the stored records: a previewed invalid row is recognisable in run.records()
+    stored = {r["id"]: (r["email"], r["phone"]) for r in run.records("invalid").to_dicts()}
+    assert {r["id"]: (r["email"], r["phone"]) for r in validation.invalid.to_dicts()} == stored
+    assert {r["id"]: (r["email"], r["phone"]) for r in preview.records.filter(pl.col("_status") == "invalid")
+            .to_dicts()} == stored
+    assert stored[6] == (keyed_hash(EMAILS[5], key), keyed_hash(PHONES[5], key))
+    assert keyed_hash(PHONES[1], key) in shown["validate.checks"]
+    assert keyed_hash("zed.secret@example.com", key) in shown["update html"]
+    ws.close()
 
 
 @pytest.mark.parametrize("check", [dfsync.checks.sql("CAST(phone AS INTEGER) > 0"),
