@@ -88,11 +88,8 @@ def timed_cm(owner: Any, name: str, label: str) -> None:
 
 
 def timed_batches(label: str) -> None:
-    """Time each batch the runner takes from staging (the reader's work happens in next(); since
-    the tenth session the runner takes them from ``_writer.batches_written_ahead``, whose next()
-    also writes the batch ahead, or at the first batch the whole run)."""
-    name = "batches_written_ahead" if hasattr(runner, "batches_written_ahead") else "rebatch"
-    rebatch = getattr(runner, name)
+    """Time each batch the runner takes from staging (the reader's work happens in next())."""
+    rebatch = runner.rebatch
 
     def wrapper(*a: Any, **kw: Any) -> Any:
         it = rebatch(*a, **kw)
@@ -110,7 +107,7 @@ def timed_batches(label: str) -> None:
                                threading.current_thread().name, label))
             yield tbl
 
-    setattr(runner, name, wrapper)
+    runner.rebatch = wrapper
 
 
 def instrument(target: str) -> None:
@@ -119,9 +116,8 @@ def instrument(target: str) -> None:
     timed(staging.Staging, "record_outcomes", "staging.record_outcomes")
     timed(staging.Staging, "pending_count", "staging.pending_count")
     timed(store.Store, "delivered", "store.delivered (workspace -> arrow)")
-    timed_batches("next staged batch (staging -> Arrow, + write-ahead)")
+    timed_batches("next staged batch (staging -> Arrow)")
     timed(store.Store, "write_ahead", "write-ahead of each batch (workspace)")
-    timed(store.Store, "write_ahead_run", "write-ahead of the whole run (workspace)")
     timed(runner.Runner, "confirm", "confirm of each batch (waits for its write)")
     timed(store.Store, "confirm_batch", "  store.confirm_batch (workspace, with counters and records)")
     timed(store.Store, "_store_records", "  store._store_records")

@@ -133,7 +133,7 @@ def step_sync(work: str, source: str, mode: str, batch_size: int, skip_unchanged
 
 #: the workspace operations whose time a run's profile shows (the delivered state's stream is
 #: timed while staging reads it)
-_PROFILED = ("delivered", "write_ahead", "write_ahead_run", "confirm_batch", "ensure_state_table", "next_batch_no", "has_delivered",
+_PROFILED = ("delivered", "write_ahead", "confirm_batch", "ensure_state_table", "next_batch_no", "has_delivered",
              "retry_rows", "finish_run", "set_counters", "add_counters", "transition_run", "note", "create_run")
 
 

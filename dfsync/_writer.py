@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ._ident import quote
-from .destinations.base import ACTION_COLUMN, BatchResult, DestinationSession, WriteBatch
+from .destinations.base import BatchResult, DestinationSession, WriteBatch
 
-if TYPE_CHECKING:
-    from .staging import Staging
-    from .states import DestinationMode
-
-__all__ = ["SPLIT_MIN_ROWS", "DestinationWriter", "NotWritten", "batches_written_ahead", "landed", "rebatch"]
+__all__ = ["SPLIT_MIN_ROWS", "DestinationWriter", "NotWritten", "landed", "rebatch"]
 
 SPLIT_MIN_ROWS = 10_000  # smallest batch a run is split into to use a destination's parallel writers
-#: most batches a run reads from staging by row-id range (one query each, ~1.5 ms: 2M rows in
-#: 1,000-row ranges cost 3.4 CPU-s against 0.2 read in one go, bench/RESULTS.md, issue 22)
-MAX_RANGES = 64
 
 
 def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
@@ -42,57 +33,6 @@ def rebatch(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
             pending, count = rest.to_batches(), rest.num_rows
     if count:
         yield pa.Table.from_batches(pending)
-
-
-def batches_written_ahead(store: Any, staging: Staging, sync_id: int, run_id: int, first: int, mode: DestinationMode,
-                          read_size: int, size: int, total: int, key: Sequence[str]) -> Iterator[tuple[int, pa.Table]]:
-    """The run's ``total`` pending rows as numbered batches of ``size`` rows (from ``first``), each
-    written ahead to the workspace before it is handed out (step 1 of the runner's docstring).
-
-    When every staged row is pending and their row ids run 0..n-1 (a first load, a re-sync that
-    staged only changes), batch ``first + j`` is the rows whose id lies in [j*size, (j+1)*size): a
-    store that can (``writes_run_ahead``) writes the first batch ahead alone and, while the
-    destination writes it, every other batch ahead in one transaction, instead of one beside each
-    write to the destination (bench/RESULTS.md, issue 22); each batch is read by its id range and
-    must hold exactly that range's rows (at most ``MAX_RANGES`` batches). A batch not sent stays
-    in flight until the next run settles it, as a batch written ahead alone does. Otherwise each
-    batch is written ahead as it is read (staging reading ``read_size`` rows at a time)."""
-    ranged = getattr(store, "writes_run_ahead", False) and -(-total // size) <= MAX_RANGES
-    inserts_only = _whole_range(staging, mode, total) if ranged else None
-    if inserts_only is None:
-        for i, tbl in enumerate(rebatch(staging.batches(mode, read_size), size)):
-            store.write_ahead(sync_id, run_id, first + i, tbl, key, ACTION_COLUMN)
-            yield first + i, tbl
-        return
-    con = staging.con
-    bounds = [(j * size, min(total, (j + 1) * size)) for j in range(-(-total // size))]
-    ahead = f"SELECT {', '.join(quote(k) for k in key)}, _fp{'' if inserts_only else ', _action::VARCHAR AS _action'} FROM stg"
-    cols = ", ".join(quote(c) for c in staging.columns)
-    sent_action = "'insert'" if mode.rewrites else "_action::VARCHAR"  # as Staging.batches() gives them
-    for j, (lo, hi) in enumerate(bounds):
-        if j == 1:  # while the destination writes the first batch (written ahead alone), the rest at once
-            store.write_ahead_run(sync_id, run_id, ((first + i, b - a, con.cursor().sql(
-                f"{ahead} WHERE rowid >= {a} AND rowid < {b}").to_arrow_reader(size)) for i, (a, b) in
-                enumerate(bounds) if i), key, inserts_only)
-        tbl = con.cursor().sql(f"SELECT {cols}, {sent_action} AS _action, _fp, rowid AS _rid FROM stg "
-                               f"WHERE rowid >= {lo} AND rowid < {hi}").to_arrow_table(size)
-        if tbl.num_rows != hi - lo:  # never send other rows than those written ahead
-            raise RuntimeError(f"staging gave {tbl.num_rows} rows for batch {first + j}, not the {hi - lo} "
-                               f"written ahead; the batch was not sent")
-        if j == 0:
-            store.write_ahead(sync_id, run_id, first, tbl, key, ACTION_COLUMN)
-        yield first + j, tbl
-
-
-def _whole_range(staging: Staging, mode: DestinationMode, total: int) -> bool | None:
-    """When every staged row is pending and the row ids are 0..n-1: is every row an insert as sent?"""
-    if total <= 0:
-        return None
-    n, lo, hi, others = staging.con.execute(
-        "SELECT count(*), min(rowid), max(rowid), count(*) FILTER (_action <> 'insert') FROM stg").fetchall()[0]
-    if n != total or lo != 0 or hi != n - 1:  # some rows are not sent (invalid, sent before, unchanged)
-        return None
-    return bool(mode.rewrites or not others)
 
 
 class DestinationWriter:

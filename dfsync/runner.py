@@ -34,7 +34,7 @@ from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore
 from ._keyfail import keys_and_checks
-from ._writer import DestinationWriter, batches_written_ahead, landed
+from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
     ACTION_COLUMN,
     BatchResult,
@@ -402,6 +402,7 @@ class Runner:
         with store.lease():
             store.ensure_state_table(self.sync_id, {k: staging.types[k] for k in key})
             size = defn.batch_size or defn.destination.default_batch_size  # None: the destination's choice
+            reader = staging.batches(mode, size)
             pool = pa.default_memory_pool()
             # A transactional destination writes batch n on a writer thread while this thread
             # reads batch n+1 from staging and writes it ahead to the workspace (PostgreSQL
@@ -409,9 +410,10 @@ class Runner:
             writer = DestinationWriter(self.session, inline=not getattr(defn.destination, "transactional", True))
             sent: collections.deque[tuple[pa.Table, int, Future[BatchResult]]] = collections.deque()
             try:
-                for batch_no, tbl in batches_written_ahead(store, staging, self.sync_id, self.run_id, next_batch, mode,
-                                                           size, writer.batch_rows(size, total), total, key):
-                    sent.append((tbl, batch_no, writer.submit(WriteBatch(batch_no, tbl.drop_columns(["_fp", "_rid"])))))
+                for tbl in rebatch(reader, writer.batch_rows(size, total)):
+                    store.write_ahead(self.sync_id, self.run_id, next_batch, tbl, key, ACTION_COLUMN)
+                    sent.append((tbl, next_batch, writer.submit(WriteBatch(next_batch, tbl.drop_columns(["_fp", "_rid"])))))
+                    next_batch += 1
                     del tbl
                     while len(sent) > writer.depth:
                         self.confirm(*sent.popleft(), key, keep_all)

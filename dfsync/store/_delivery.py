@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,32 +126,6 @@ class DeliveryOps:
             con.unregister("_log")
             con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)",
                         [run_id, batch_no, rows.num_rows])
-
-    #: :meth:`write_ahead_run` keeps the guarantees of :meth:`write_ahead` here (the PostgreSQL store writes batch by batch)
-    writes_run_ahead = True
-
-    def write_ahead_run(self, sync_id: int, run_id: int, batches: Iterable[tuple[int, int, pa.RecordBatchReader]],
-                        key: Sequence[str], inserts_only: bool) -> None:
-        """Before the first of several batches is sent, all of them at once (one transaction): for
-        each ``(batch_no, rows, reader)``, the key, ``_fp`` and ``_action`` (unless ``inserts_only``)
-        of its rows, not yet confirmed, and the batch in flight. What :meth:`write_ahead` does batch
-        by batch, in one transaction: a 10M-row first load writes its state before the first send
-        instead of beside every write to the destination (bench/RESULTS.md, issue 22). A batch never
-        sent stays in flight and is discarded when the next run settles it (the destination's
-        ledger does not have it)."""
-        st = state_table(sync_id)
-        cols = ", ".join(quote(k) for k in key)
-        action = "NULL" if inserts_only else "nullif(_action, 'insert')"  # see _ACTION
-        with self._transaction() as con:
-            for batch_no, n, rows in batches:
-                con.register("_log", rows)
-                try:  # batch after batch: the confirm's UPDATE finds a batch's rows in few row groups
-                    con.execute(f"INSERT INTO {st} SELECT {cols}, _fp, {int(run_id)}, {int(batch_no)}, {action}, "
-                                f"FALSE FROM _log")
-                finally:
-                    with contextlib.suppress(Exception):  # an aborted transaction must not hide its error
-                        con.unregister("_log")
-                con.execute("INSERT INTO batches VALUES (?, ?, 'inflight', ?, 0, now(), NULL)", [run_id, batch_no, n])
 
     def confirm_batch(self, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
                       not_delivered: list[list[Any]], keep_superseded: bool, counters: dict[str, int],

@@ -185,9 +185,6 @@ class PgDeliveryOps(PgLocalCopy):
 
     target: Any
     busy_timeout: float
-    #: batch by batch (write_ahead): a batch's rows count once it is committed, not at _ok, and a
-    #: state cache keeps each batch's delta
-    writes_run_ahead = False
 
     @property
     def _changes(self) -> dict[tuple[int, int], bool]:

@@ -8,7 +8,7 @@ and nothing else. Each operation is its own transaction unless it says otherwise
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -216,15 +216,6 @@ class WorkspaceStore(Protocol):
     def write_ahead(self, sync_id: int, run_id: int, batch_no: int, rows: pa.Table, key: Sequence[str],
                     action_column: str) -> None:
         """Before a batch is sent (one transaction): its keys, ``_fp`` and actions unconfirmed, the batch in flight."""
-        ...
-
-    #: does :meth:`write_ahead_run` write a whole run ahead in one set operation (else only batch by batch)?
-    writes_run_ahead: bool
-
-    def write_ahead_run(self, sync_id: int, run_id: int, batches: Iterable[tuple[int, int, pa.RecordBatchReader]],
-                        key: Sequence[str], inserts_only: bool) -> None:
-        """Before the first of ``batches`` ((batch_no, rows, their key, ``_fp`` and ``_action``)) is
-        sent, one transaction: what :meth:`write_ahead` writes for each of them."""
         ...
 
     def confirm_batch(self, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
