@@ -8,7 +8,7 @@ the runner and the widgets:
   requests (:func:`request_stop`), progress hooks (:func:`add_progress_hook`) and staged rows
   (:func:`staged_rows`); the runner reads them through :func:`run_control`, and nothing else
   reaches into a live Runner;
-- staged rows of paused runs, kept for the resume (:func:`keep_live_staging`,
+- staged rows of paused runs, kept for the resume (:func:`keep_live_staging`, :func:`read_for`,
   :func:`live_staging`, :func:`drop_live_staging`), removed at exit;
 - one lock per sync held while this process runs it (:func:`sync_lock`).
 
@@ -36,6 +36,7 @@ __all__ = [
     "is_running",
     "keep_live_staging",
     "live_staging",
+    "read_for",
     "request_stop",
     "run_control",
     "run_thread",
@@ -105,6 +106,8 @@ def start_run(store_key: str, run_id: int, *, thread: threading.Thread | None = 
 def end_run(store_key: str, run_id: int) -> None:
     with _RUNS_GUARD:
         _RUNS.pop((store_key, run_id), None)
+    if (store_key, run_id) not in _LIVE_STAGING:  # what it staged from matters only to staged rows kept
+        _READ_FOR.pop((store_key, run_id), None)
 
 
 def run_control(store_key: str, run_id: int) -> RunControl:
@@ -167,8 +170,22 @@ def keep_live_staging(store_key: str, run_id: int, staging: Staging) -> None:
     _LIVE_STAGING[(store_key, run_id)] = staging
 
 
+def read_for(store_key: str, run_id: int, version: int, source: object) -> bool:
+    """Note what a run of the sync stages from now: its definition version and its session source
+    object (None when built from the stored config). Returns whether the run's kept staged rows came
+    from the same (a paused run's rows staged under another definition or frame are not resumed)."""
+    key = (store_key, run_id)
+    then, _READ_FOR[key] = _READ_FOR.get(key), (version, source)
+    return then is not None and then[0] == version and then[1] is source
+
+
+#: (store key, run id) -> (definition version, session source object) a run last staged from
+_READ_FOR: dict[Key, tuple[int, object]] = {}
+
+
 def take_live_staging(store_key: str, run_id: int) -> Staging | None:
     """Forget a paused run's staged rows (returned, still open) without removing them."""
+    _READ_FOR.pop((store_key, run_id), None)
     return _LIVE_STAGING.pop((store_key, run_id), None)
 
 
@@ -178,6 +195,7 @@ def drop_live_staging(store_key: str | None = None, run_id: int | None = None) -
     if store_key is None:
         doomed = list(_LIVE_STAGING.values())
         _LIVE_STAGING.clear()
+        _READ_FOR.clear()
     else:
         assert run_id is not None
         one = _LIVE_STAGING.pop((store_key, run_id), None)

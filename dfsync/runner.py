@@ -211,7 +211,7 @@ class Runner:
                 self._to(RunStatus.IN_PROGRESS, "resumed")
                 self._transfer()
                 return
-            self._to(RunStatus.QUERYING, "resumed; staged rows were lost with the process, querying again")
+            self._to(RunStatus.QUERYING, "resumed; staged rows gone (their process ended, or a new source= or definition), querying again")
             if defn.destination_mode.rewrites:
                 self._restart_replace()
         else:

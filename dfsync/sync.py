@@ -185,6 +185,11 @@ class Sync:
                 run_id = paused
             else:
                 run_id = store.create_run(self.id, self.definition_version, trigger)
+            same = _registry.read_for(store.key, run_id, self.definition_version, self._live.get("source"))
+            if paused is not None and (source is not None or not same):
+                # staged from another source or definition: this run reads what it is given now (diffed
+                # against what was delivered), as when the staged rows ended with their process
+                _registry.drop_live_staging(store.key, paused)
         except BaseException:
             lock.release()
             raise

@@ -265,6 +265,36 @@ def test_resume_after_lost_staging_with_a_changed_source_keeps_one_version(ws, t
     assert sync.run(progress=False).counts["sent"] == 0
 
 
+@pytest.mark.parametrize("how", ["source=", "redefined"])
+def test_resuming_with_another_source_or_definition_reads_it(ws, target, how):
+    """A run paused in this process keeps its staged rows to resume without reading again. Resumed
+    by sync.run(source=v2), or after the sync was redefined to read the frame v2, it sent the old
+    staged rows (v1) and said success: v2 never reached the destination. It reads v2 now."""
+    v1 = people(list(range(1, 31)))
+    v2 = v1.with_columns(pl.col("name") + " v2")
+    dest = FaultyDestination(target.make("people"), interrupt_before=2)
+    kw = dict(destination=dest, primary_key="id", batch_size=10)
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v1), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    paused = sync.last_run()
+    assert paused.status == "paused"
+    if how == "source=":
+        dest.interrupt_before = None
+        run = sync.run(progress=False, source=v2)
+    else:  # the same definition but for the frame: no new version
+        sync = ws.create_sync("p", source=dfsync.sources.frame(v2), **kw)
+        dest.interrupt_before = None
+        run = sync.run(progress=False)
+    assert run.id == paused.id and run.status == "success", run.error
+    assert sorted_rows(target.read("people")) == sorted_rows(v2)
+    c = run.counts
+    assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"] == 30
+    assert "querying" in run.events().filter(from_status="paused")["to_status"].to_list()
+    again = sync.run(progress=False, **({"source": v2} if how == "source=" else {}))
+    assert again.counts["sent"] == 0
+
+
 def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws, target):
     """Paused after batch 1; process dies; the source changes one row of batch 1 and drops
     another; the resumed run re-reads and is paused again before sending; the next resume must
