@@ -347,3 +347,34 @@ def test_a_cursor_postgres_gives_as_text_is_refused_and_its_cast_works(pg_server
     assert run.status == "success" and run.counts["inserted"] == 2
     got = duckdb.connect(dest, read_only=True).sql("SELECT id, amt FROM t ORDER BY id").fetchall()
     assert [(i, str(a)) for i, a in got] == [(1, "9.99"), (2, "5.00"), (3, "10.00"), (4, "100.00")]
+
+
+def test_a_relative_sqlite_path_is_the_same_database_from_any_working_directory(tmp_path, monkeypatch):
+    """sources.database('sqlite:///app.db', ...) kept the path relative, so the stored definition run
+    by the CLI (or a scheduler) from another directory read another app.db there, and said success.
+    The path is made absolute when the source is made, as files() and duckdb_query() do."""
+    import sqlite3
+
+    import duckdb
+
+    for sub, value in (("here", "right"), ("elsewhere", "wrong database")):
+        (tmp_path / sub).mkdir()
+        con = sqlite3.connect(tmp_path / sub / "app.db")
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        con.execute("INSERT INTO t VALUES (1, ?)", (value,))
+        con.commit()
+        con.close()
+    monkeypatch.chdir(tmp_path / "here")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("lite", source=dfsync.sources.database("sqlite:///app.db", "SELECT * FROM t"),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "out.duckdb"), table="t"),
+                          primary_key="id")
+    assert sync.source.config()["uri"] == f"sqlite:///{tmp_path / 'here' / 'app.db'}"
+    ws.close()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-m", "dfsync", "run", "lite", "--workspace", str(tmp_path / "ws.duckdb")],
+                          cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    con = duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True)
+    assert con.execute("SELECT v FROM t").fetchall() == [("right",)]
+    con.close()

@@ -220,7 +220,7 @@ def test_a_file_where_a_directory_goes_or_a_directory_where_a_file_goes_is_named
 
 def test_missing_sqlite_source_is_named_and_not_created(ws, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(dfsync.SourceError, match="the SQLite database missing.sqlite does not exist"):
+    with pytest.raises(dfsync.SourceError, match=f"the SQLite database {tmp_path / 'missing.sqlite'} does not exist"):
         ws.create_sync("s", source=dfsync.sources.database("sqlite:///missing.sqlite", "SELECT * FROM t"),
                        destination=dfsync.destinations.duckdb("d.duckdb", table="t"), primary_key="id")
     assert not (tmp_path / "missing.sqlite").exists()

@@ -6,7 +6,8 @@
     >>> src = dfsync.sources.database("sqlite:///data/app.sqlite", "SELECT * FROM orders")
 
 ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` follow SQLAlchemy's
-convention. In incremental mode the cursor condition runs in the database, as a bound
+convention; a relative path is made absolute when the source is made (the stored sync reads
+the same file from any working directory). In incremental mode the cursor condition runs in the database, as a bound
 parameter: ``SELECT * FROM (<query>) AS q WHERE "field" >= $1``. Rows travel as Arrow
 batches from the driver's reader straight into DuckDB (``duckdb_relation``) or polars
 (``scan``), so memory stays bounded by a few batches. Passwords follow the PostgreSQL
@@ -95,6 +96,11 @@ class DatabaseSource(Source):
             raise ConfigError("sources.database() takes 'postgresql://user@host/db', 'mysql://user@host/db' or "
                               "'sqlite:///path.db' URIs")
         self.uri, self.password, self._literal_password = take_password(uri, password)
+        rel = self.uri[len("sqlite:///"):] if self.uri.startswith("sqlite:///") else ""
+        if rel and rel != ":memory:" and not rel.startswith(("file:", "/")):
+            # absolute, so the stored definition reads this database from any working directory (CLI,
+            # scheduler): relative, a run from elsewhere read another file of that name, or failed
+            self.uri = "sqlite:///" + os.path.abspath(rel)
         self.query = query_text(query)
 
     @property
@@ -141,9 +147,9 @@ class DatabaseSource(Source):
                 if path and path != ":memory:" and not path.startswith("file:") and not os.path.isfile(path):
                     # SQLite would create an empty database there and the query would fail on a missing table
                     raise SourceError(
-                        f"the SQLite database {path} does not exist (looked for {os.path.abspath(path)}); "
-                        f"nothing was created. Check the path: sqlite:///relative/path.db or "
-                        f"sqlite:////absolute/path.db")
+                        f"the SQLite database {path} does not exist; nothing was created. Check the path: "
+                        f"sqlite:///relative/path.db (relative to the working directory where the source is "
+                        f"made) or sqlite:////absolute/path.db")
                 return connect_sqlite(path or ":memory:")
             import adbc_driver_postgresql  # noqa: F401
         except ImportError as exc:
