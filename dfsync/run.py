@@ -91,6 +91,7 @@ class SyncRun:
             out[s0] = out.get(s0, 0.0) + (nxt[0] - t0).total_seconds()
         return out
 
+    @checked("SyncRun.raise_for_status")
     def raise_for_status(self) -> SyncRun:
         """Raise :class:`SyncRunFailed` unless the run ended in success; returns the run."""
         st = self.status
@@ -121,11 +122,13 @@ class SyncRun:
             return pl.DataFrame(schema={**fields_now(self.sync), **EMPTY_RECORD_META})
         return to_polars(tbl)
 
+    @checked("SyncRun.buckets")
     def buckets(self) -> pl.DataFrame:
         """A partitioned run's buckets (``partitions=N``): each one's state (waiting, running, done,
         failed), attempts, counters and last error. Empty for a run without buckets."""
         return self.workspace.store.buckets(self.id)
 
+    @checked("SyncRun.events")
     def events(self) -> pl.DataFrame:
         """State transitions and notes of this run, with timestamps."""
         return self.workspace.store.events_frame(run_id=self.id)
@@ -145,11 +148,13 @@ class SyncRun:
             thread.join(timeout)
         return self
 
+    @checked("SyncRun.pause")
     def pause(self) -> None:
         """Ask the run to stop at the next batch boundary; it becomes paused and resumes on the next run."""
         self.workspace.store.require("pause", self._row["sync_id"])
         self._request("pause")
 
+    @checked("SyncRun.abort")
     def abort(self) -> None:
         """Move a running or paused run to failed (a running one stops at the next batch boundary).
         A run that already ended (success or failed) raises :class:`dfsync.InvalidTransition`."""

@@ -280,6 +280,7 @@ class Sync:
         finally:
             dry.drop_staging()
 
+    @checked("Sync.validate")
     def validate(self) -> Any:
         """Every check over the whole current source; nothing sent, no state changed.
 
@@ -307,6 +308,7 @@ class Sync:
         return cursor_from_json(self.workspace.store.sync_row(self.name)["cursor_value"])
 
     # .............................................................. control
+    @checked("Sync.reset")
     def reset(self) -> None:
         """Forget what was delivered and the cursor: the next run is a first load (every row is
         sent again; an incremental sync starts at ``initial_cursor``). The destination is not
@@ -322,6 +324,7 @@ class Sync:
             self.id, f"delivered state and cursor forgotten by {user} on {socket.gethostname()} "
                      f"(pid {os.getpid()}): the next run is a first load; the destination was not touched")
 
+    @checked("Sync.forget")
     def forget(self, keys: Any) -> dict[str, int]:
         """Erase every stored trace of the rows with these primary keys (an erasure request):
         their records, their delivered state, and their values in the sync's check examples,
@@ -333,6 +336,7 @@ class Sync:
         self.workspace.store.require("forget", self.id)
         return forget(self, keys)
 
+    @checked("Sync.purge_records")
     def purge_records(self, older_than: Any = None) -> int:
         """Remove the records of runs that finished longer ago than ``older_than`` (``"30 days"``),
         else this sync's ``record_retention``, else the workspace's; returns how many (``dfsync
@@ -340,6 +344,7 @@ class Sync:
         self.workspace.store.require("purge", self.id)
         return purge(self, older_than)
 
+    @checked("Sync.disable")
     def disable(self) -> None:
         """Stop the sync from running (manually or on schedule); a transferring run pauses."""
         store = self.workspace.store
@@ -349,6 +354,7 @@ class Sync:
         if active is not None:
             _registry.request_stop(store.key, active, "pause")
 
+    @checked("Sync.enable")
     def enable(self) -> None:
         """Allow the sync to run again; its status goes back to what its last finished run says."""
         self.workspace.store.require("enable", self.id)
@@ -359,18 +365,22 @@ class Sync:
         """Run history, newest first: status, times, counters, definition version, error."""
         return self.workspace.store.runs_frame(self.id, row_limit("Sync.runs", limit))
 
+    @checked("Sync.last_run")
     def last_run(self) -> SyncRun | None:
         rid = self.workspace.store.latest_run_id(self.id)
         return SyncRun(self.workspace, rid, self.name) if rid else None
 
+    @checked("Sync.current_run")
     def current_run(self) -> SyncRun | None:
         """The run that is going on or paused, if any."""
         rid = self.workspace.store.latest_run_id(self.id, list(UNFINISHED_RUNS))
         return SyncRun(self.workspace, rid, self.name) if rid else None
 
+    @checked("Sync.events")
     def events(self) -> pl.DataFrame:
         return self.workspace.store.events_frame(sync_id=self.id)
 
+    @checked("Sync.schema")
     def schema(self) -> pl.DataFrame:
         """The destination's fields as the sync knows them: field, type, nullable, key, in_source.
 
@@ -379,6 +389,7 @@ class Sync:
         """
         return schema_frame(self)
 
+    @checked("Sync.delivered")
     def delivered(self) -> pl.DataFrame:
         """The delivered state: key and fingerprint of every row the destination confirmed."""
         state = self.workspace.store.delivered(self.id, self.primary_key)

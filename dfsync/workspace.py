@@ -100,6 +100,7 @@ class Workspace:
         self.path = self.store.path  # a postgresql:// URI keeps an env:NAME password, never a literal one
 
     # .............................................................. housekeeping
+    @checked("Workspace.recover")
     def recover(self) -> list[tuple[int, str, str]]:
         """Move runs whose process died: in_progress -> paused, earlier states -> failed."""
         return self.store.recover_orphans(_owner_alive(self.store.key))
@@ -216,6 +217,7 @@ class Workspace:
                         f"if_exists='error' refuses a name in use.)", stacklevel=3)
             LIVE[(store.key, name)] = spec.live_objects()
 
+    @checked("Workspace.sync")
     def sync(self, name: str) -> Sync:
         """An existing sync by name (``SyncNotFoundError`` lists the names that exist)."""
         if not isinstance(name, str):
@@ -224,6 +226,7 @@ class Workspace:
         self.store.sync_row(name)
         return Sync(self, name)
 
+    @checked("Workspace.syncs")
     def syncs(self) -> pl.DataFrame:
         """One row per sync: status, source and destination kinds, schedule, last run."""
         return self.store.syncs_frame()
@@ -233,6 +236,7 @@ class Workspace:
         """Every run of every sync, newest first, with counters."""
         return self.store.runs_frame(limit=row_limit("Workspace.runs", limit))
 
+    @checked("Workspace.run")
     def run(self, run_id: int) -> SyncRun:
         """A run by id (as shown in ``sync.runs()``); :class:`dfsync.RunNotFoundError` if there is none."""
         try:
@@ -244,6 +248,7 @@ class Workspace:
         row = self.store.run_row(run_id)
         return SyncRun(self, int(run_id), self.store.sync_row(sync_id=row["sync_id"])["name"])
 
+    @checked("Workspace.delete_sync")
     def delete_sync(self, name: str) -> None:
         """Remove a sync, its runs and its delivered state (the destination is untouched)."""
         row = self.store.sync_row(name)
@@ -253,6 +258,7 @@ class Workspace:
         self.store.delete_sync(row["id"])
         LIVE.pop((self.store.key, name), None)
 
+    @checked("Workspace.purge")
     def purge(self, older_than: Any = None) -> dict[str, int]:
         """Remove stored records past their retention, for every sync: the records of runs that
         finished longer ago than ``older_than`` (``"30 days"``), else the sync's
@@ -268,14 +274,19 @@ class Workspace:
                 compact(self.store, removed[0])
             return counts
 
+    @checked("Workspace.sql")
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""
         return self.store.sql(query, params)
 
     def scheduler(self, **kwargs: Any) -> Any:
         """Run due syncs on their schedules in a background thread (see ``dfsync.schedule``)."""
+        import inspect
+
+        from ._args import refuse_unknown
         from .schedule import Scheduler
 
+        refuse_unknown("Workspace.scheduler()", kwargs, [p for p in inspect.signature(Scheduler).parameters if p != "ws"])
         sched = Scheduler(self, **kwargs)
         sched.start()
         return sched

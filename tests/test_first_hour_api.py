@@ -323,3 +323,28 @@ def test_a_script_ending_during_a_background_run_waits_for_it(tmp_path, ctrl_c):
         assert run.status == "success" and run.counts["succeeded"] == 50
     with duckdb.connect(dest, read_only=True) as con:
         assert con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(50, 50)]
+
+
+def test_every_public_method_names_a_misspelt_or_extra_argument(ws, tmp_path):
+    """ws.scheduler(intervall=1), sync.forget(key=[1]), run.events(5), ws.sql(querry=...) and the
+    other methods of Workspace, Sync and SyncRun without @checked raised Python's bare TypeError;
+    each is an ArgumentError naming the call and what it takes."""
+    src = _parquet(tmp_path)
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(src)), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    run = sync.run(progress=False)
+    with pytest.raises(dfsync.ArgumentError, match=r"Workspace.scheduler\(\) has no option 'intervall'"):
+        ws.scheduler(intervall=1)
+    with pytest.raises(dfsync.ArgumentError, match=r"Sync.forget\(\) has no option 'key' \(did you mean 'keys'"):
+        sync.forget(key=[1])
+    with pytest.raises(dfsync.ArgumentError, match=r"SyncRun.events\(\): too many positional"):
+        run.events(5)
+    with pytest.raises(dfsync.ArgumentError, match=r"Workspace.sql\(\) has no option 'querry'"):
+        ws.sql(querry="SELECT 1")
+    for call in (ws.sync, ws.syncs, ws.run, ws.delete_sync, ws.purge, ws.recover, sync.validate, sync.reset,
+                 sync.purge_records, sync.disable, sync.enable, sync.last_run, sync.current_run,
+                 sync.events, sync.schema, sync.delivered, run.raise_for_status, run.buckets, run.pause,
+                 run.abort):
+        with pytest.raises(dfsync.ArgumentError, match="has no option 'bogus'"):
+            call(bogus=1)
+    assert sync.status == "healthy" and ws.syncs()["name"].to_list() == ["s"] and run.status == "success"
