@@ -254,7 +254,7 @@ class Runner:
                 return
         if row.get("source_snapshot"):
             store.set_sync_fields(self.sync_id, source_snapshot=None)
-        state = store.delivered(self.sync_id, defn.primary_key)
+        state = _retry.state_for_diff(store, defn, self.sync_id, row["definition_version"])
         keep = _dataset_keep(defn.checks)
         try:
             with store.released():  # reading the source can take long: let other processes in

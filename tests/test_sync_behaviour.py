@@ -566,3 +566,48 @@ def test_insert_mode_after_reset_rejects_keys_already_there(ws, target):
     assert run.records(status="failed")["id"].sort().to_list() == [1, 2, 3]
     got = target.read("people")
     assert sorted(got["id"].to_list()) == [1, 2, 3, 4]
+
+
+def test_insert_mode_does_not_skip_an_unchanged_row_again(ws, target):
+    """A changed row insert mode skipped is not handed over (and counted skipped) again while it
+    stays as it is: a re-run with nothing changed sends nothing. It was skipped again on every
+    run. Changed once more, it is skipped once more; switched to upsert, it is updated."""
+    sync = make(ws, target, people([1, 2, 3]), mode="insert")
+    assert sync.run(progress=False).status == "success"
+    v2 = people([1, 2, 3, 4], version=2)  # id 3 changed, id 4 new
+    first = sync.run(source=v2, progress=False).counts
+    assert (first["sent"], first["skipped"], first["succeeded"], first["updated"]) == (2, 1, 1, 1), first
+    again = sync.run(source=v2, progress=False)
+    c = again.counts
+    assert again.status == "success" and c["sent"] == 0 and c["skipped"] == 0 and c["unchanged"] == 4, c
+    assert sync.preview(source=v2).counts["update"] == 0
+    v3 = v2.with_columns(pl.when(pl.col("id") == 3).then(pl.lit("third")).otherwise(pl.col("name")).alias("name"))
+    c = sync.run(source=v3, progress=False).counts
+    assert c["sent"] == 1 and c["skipped"] == 1 and c["unchanged"] == 3, c
+    assert target.read("people").filter(pl.col("id") == 3)["name"].item() == "name3"
+    sync = make(ws, target, v3, mode="upsert")  # a new definition: the skipped version is looked at afresh
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["updated"] == 1, run.counts
+    assert sorted_rows(target.read("people")) == sorted_rows(v3)
+
+
+def test_update_mode_does_not_skip_a_missing_row_again(ws, target):
+    """A row update mode's destination skipped (it has no such key) is not sent again while it
+    stays as it is; it was sent (and skipped) on every run. sync.reset() forgets that too."""
+    seed = make(ws, target, people([1, 2, 3]), mode="upsert", name="seed")
+    assert seed.run(progress=False).status == "success"
+    v2 = people([2, 3, 4], version=2)
+    sync = make(ws, target, v2, mode="update", name="updater")
+    c = sync.run(progress=False).counts
+    assert (c["sent"], c["succeeded"], c["skipped"]) == (3, 3 - 1, 1), c
+    again = sync.run(progress=False)
+    c = again.counts
+    assert again.status == "success" and c["sent"] == 0 and c["unchanged"] == 3 and c["skipped"] == 0, c
+    assert sync.preview().counts["insert"] == 0
+    v3 = v2.with_columns(pl.when(pl.col("id") == 4).then(pl.lit("four")).otherwise(pl.col("name")).alias("name"))
+    c = sync.run(source=v3, progress=False).counts
+    assert c["sent"] == 1 and c["skipped"] == 1, c
+    assert sorted(target.read("people")["id"].to_list()) == [1, 2, 3]
+    sync.reset()  # a first load again: every row is sent
+    c = sync.run(source=v3, progress=False).counts
+    assert c["sent"] == 3 and c["skipped"] == 1 and c["succeeded"] == 2, c

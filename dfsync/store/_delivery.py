@@ -287,6 +287,28 @@ class DeliveryOps:
                 f"ORDER BY {cols}, _run_id DESC").to_arrow_table()
         return rows, keys
 
+    def skipped_versions(self, sync_id: int, key: Sequence[str], definition_version: int) -> pa.Table | None:
+        """Key columns and ``_fp`` of the rows whose latest record (a run of this definition version,
+        since the last ``sync.reset()``) says the destination mode skipped them, unless a later run
+        delivered the key. None: no records."""
+        rt, st = rec_table(sync_id), state_table(sync_id)
+        cols = ", ".join(quote(k) for k in key)
+        with self._connect() as con:
+            if not self._has_table(con, rt):
+                return None
+            later = (f"AND NOT EXISTS (SELECT 1 FROM {st} s WHERE s._ok AND s._run > r._run_id "
+                     f"AND {key_match('s', 'r', key)})") if self._has_table(con, st) else ""
+            return con.sql(
+                f"SELECT {', '.join(f'r.{quote(k)}' for k in key)}, r._fingerprint AS _fp FROM ("
+                f"SELECT DISTINCT ON ({cols}) {cols}, _fingerprint, _status, _run_id FROM {rt} "
+                f"WHERE _run_id IN (SELECT id FROM runs WHERE sync_id = ? AND definition_version = ?) "
+                f"AND _run_id > coalesce((SELECT max(e.run_id) FROM events e WHERE e.sync_id = ? AND e.id < "
+                f"(SELECT max(id) FROM events WHERE sync_id = ? AND kind = 'reset')), 0) "
+                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in key)}) "
+                f"ORDER BY {cols}, _run_id DESC, _batch DESC NULLS LAST) r "
+                f"WHERE r._status = 'skipped' AND r._fingerprint IS NOT NULL {later}",
+                params=[sync_id, definition_version, sync_id, sync_id]).to_arrow_table()
+
     def store_checks(self, run_id: int, results: list[dict[str, Any]],
                      proofs: dict[str, dict[str, Any]] | None = None) -> None:
         """A run's check results, replacing any it stored before; ``proofs``: by check name, the

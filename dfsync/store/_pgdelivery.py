@@ -556,6 +556,13 @@ class PgDeliveryOps(PgLocalCopy):
         with self._connect() as con:
             return rows, _cast_keys(keys, self._key_types(con, sync_id))
 
+    def skipped_versions(self, sync_id: int, key: Sequence[str], definition_version: int) -> pa.Table | None:
+        rows = super().skipped_versions(sync_id, key, definition_version)  # type: ignore[misc]
+        if rows is None:
+            return rows
+        with self._connect() as con:
+            return _cast_keys(rows, self._key_types(con, sync_id))
+
     def copy_checks(self, run_id: int, from_run: int) -> None:
         with self._transaction() as con:
             cols = [c for c in _columns(con, self._qualified("checks")) if c not in ("run_id", "rowid")]

@@ -257,6 +257,11 @@ class WorkspaceStore(Protocol):
         """(rows to send again, keys that failed) from the kept records; (None, None) if there are none."""
         ...
 
+    def skipped_versions(self, sync_id: int, key: Sequence[str], definition_version: int) -> pa.Table | None:
+        """Key and ``_fp`` of rows whose latest record says the destination mode skipped them
+        (dfsync._skipped); None if there are no records."""
+        ...
+
     def store_checks(self, run_id: int, results: list[dict[str, Any]],
                      proofs: dict[str, dict[str, Any]] | None = None) -> None: ...
 
