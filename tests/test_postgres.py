@@ -365,3 +365,34 @@ def test_keys_a_nondeterministic_collation_takes_as_one_are_failed_not_merged(pg
     run = sync.run(source=pl.DataFrame({"id": ["a", "b", "c", "C"], "s": [1, 4, 5, 6]}), progress=False)
     assert sorted(run.records(status="failed")["id"].to_list()) == ["C", "c"], run.records(status="failed")
     assert sorted(pg_server.execute("SELECT id, s FROM t", dbname=db)) == [("a", 1), ("b", 4)]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "update"])
+def test_citext_and_char_keys_are_synced_and_their_clashes_failed(pg_server, pg_uri, tmp_path, mode):
+    """A table made by hand with a citext key (and a citext column) was refused whole ('a type
+    dfsync cannot check'), though citext keeps every text as written. It is taken as text; rows
+    whose key citext takes as another ('A' is 'a') fail, named. A char(n) key ignores trailing
+    spaces: 'a ' overwrote row 'a' with its values and the run counted it succeeded; now it fails,
+    named, and the table keeps its rows."""
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE EXTENSION IF NOT EXISTS citext", dbname=db)
+    pg_server.execute("CREATE TABLE ci (email citext PRIMARY KEY, note citext, s int)", dbname=db)
+    pg_server.execute("CREATE TABLE ch (code char(4) PRIMARY KEY, s int)", dbname=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    first = {"ci": pl.DataFrame({"email": ["a@x", "b@x"], "note": ["Hello", None], "s": [1, 2]}),
+             "ch": pl.DataFrame({"code": ["a", "b"], "s": [1, 2]})}
+    then = {"ci": pl.DataFrame({"email": ["a@x", "A@x", "b@x"], "note": ["Hello", "x", "Wörld"], "s": [1, 9, 3]}),
+            "ch": pl.DataFrame({"code": ["a", "a ", "b"], "s": [1, 9, 3]})}
+    for table, key in (("ci", "email"), ("ch", "code")):
+        dest = dfsync.destinations.postgres(pg_uri, table=table)
+        sync = ws.create_sync(table, source=first[table], destination=dest, primary_key=key)
+        assert sync.run(progress=False).status == "success"
+        sync = ws.create_sync(table, source=first[table], destination=dest, primary_key=key, destination_mode=mode)
+        run = sync.run(source=then[table], progress=False)
+        assert run.status == "failed" and run.counts["failed"] == 1 and run.counts["succeeded"] == 1, run.counts
+        failed = run.records(status="failed")
+        assert failed[key].to_list() == [then[table][key][1]], failed.to_dicts()
+        assert "existing key ('a" in failed["_error"][0], failed["_error"][0]
+    assert sorted(pg_server.execute("SELECT email::text, note::text, s FROM ci", dbname=db)) == [
+        ("a@x", "Hello", 1), ("b@x", "Wörld", 3)]
+    assert sorted(pg_server.execute("SELECT code::text, s FROM ch", dbname=db)) == [("a", 1), ("b", 3)]

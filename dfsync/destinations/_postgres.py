@@ -88,6 +88,8 @@ def pg_to_duck(t: str) -> str:
     base = re.sub(r"\(.*\)", "", t[:-2] if array else t).strip()
     if base == "numeric" and t.startswith("numeric(20,0)"):
         name = "UBIGINT"
+    elif base == "citext" or base.endswith(".citext"):  # text compared without case (extension citext)
+        name = "VARCHAR"
     else:
         name = _PG_TO_DUCK.get(base, base.upper())
     return name + ("[]" if array else "")
@@ -247,9 +249,10 @@ class PostgresSession(ArrowSQLSession):
 
     def _insert_conflicts(self, cur: Any) -> dict[int, str]:
         """Besides insert mode's keys already there: a key column of type citext or with a
-        non-deterministic collation takes texts that differ as one ('A' is 'a'): rows whose key it
-        takes as an existing row's or another staged row's would overwrite that row. They fail,
-        named, and leave the stage. Tables dfsync creates have neither (one catalog look a session)."""
+        non-deterministic collation takes texts that differ as one ('A' is 'a'), and a char(n) key
+        ignores trailing spaces ('a ' is 'a'): rows whose key it takes as an existing row's or
+        another staged row's would overwrite that row. They fail, named, and leave the stage.
+        Tables dfsync creates have none of these (one catalog look a session)."""
         failed = super()._insert_conflicts(cur)
         pk = self.ctx.primary_key
         if getattr(self, "_loose", None) is None:
@@ -257,9 +260,10 @@ class PostgresSession(ArrowSQLSession):
                                     "|| quote_ident(c.collname) FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = "
                                     "a.attcollation LEFT JOIN pg_namespace n ON n.oid = c.collnamespace WHERE a.attrelid "
                                     "= to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND (format_type(a.atttypid, "
-                                    "NULL) LIKE '%citext' OR NOT coalesce(c.collisdeterministic, true))",
+                                    "NULL) LIKE '%citext' OR a.atttypid = 'bpchar'::regtype OR NOT coalesce(c.collisdeterministic, true))",
                                (self.write_target.sql,))
-            self._loose = {a: f"::{t}" if t.endswith("citext") else f" COLLATE {c}" for a, t, c in rows if a in pk}
+            self._loose = {a: f"::{t}" if t.endswith("citext") else "::bpchar" if t == "character" else f" COLLATE {c}"
+                           for a, t, c in rows if a in pk}
         loose: dict[str, str] = self._loose
         if not loose:
             return failed
@@ -271,7 +275,7 @@ class PostgresSession(ArrowSQLSession):
         grouped = (f"SELECT string_agg(b.{q(ROW_COLUMN)}::text, ','), {', '.join(f'min(b.{q(k)}::text)' for k in pk)} "
                    f"FROM {s} b WHERE {sent} GROUP BY {', '.join(as_table)} HAVING count(*) > 1")
         return {**failed, **drop_key_clashes(self._fetch, cur, s, t, pk, on=on, exact=exact, grouped=grouped,
-                                             how="type or collation (citext, or a non-deterministic collation)")}
+                                             how="type or collation (citext, char(n) ignoring trailing spaces, or a non-deterministic collation)")}
 
     def _has_unique_key(self, name: TableName) -> bool:
         with self.con.cursor() as cur:

@@ -63,7 +63,9 @@ def drop_key_clashes(fetch: Callable[[Any, str], list[tuple]], cur: Any, stage: 
     for r in fetch(cur, f"SELECT b.{q(ROW_COLUMN)}, {', '.join(f'b.{q(k)}' for k in key)}, "
                         f"{', '.join(f't.{q(k)}' for k in key)} FROM {stage} b JOIN {target} t ON {on} "
                         f"WHERE b.{q(ACTION_COLUMN)} <> 'delete' AND NOT ({exact})"):
-        bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {tuple(r[n + 1:])!r} under the "
+        have = tuple(v.decode(errors="replace") if isinstance(v, bytes) and isinstance(s, str) else v  # citext via ADBC
+                     for v, s in zip(r[n + 1:], r[1:n + 1], strict=True))
+        bad[int(r[0])] = (f"key {tuple(r[1:n + 1])!r} is the table's existing key {have!r} under the "
                           f"key column's {how}: the row would overwrite it{tail}")
     for r in fetch(cur, grouped):
         for row in str(r[0]).split(","):
