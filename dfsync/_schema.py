@@ -168,6 +168,14 @@ def same(a: pa.DataType | str, b: pa.DataType | str) -> bool:
     return fits(a, b) and fits(b, a)
 
 
+def fraction_unit(digits: int) -> str:
+    """The Arrow time unit a database column keeping ``digits`` decimal places of a second
+    (``timestamp(3)``, ``DATETIME(0)``) holds exactly: a finer value would be rounded, so 1 or 2
+    places take whole seconds and 4 or 5 milliseconds; 6 or more ``ns`` (finer values than the
+    database keeps are refused by their values, :func:`check_time_units`)."""
+    return "s" if digits < 3 else "ms" if digits < 6 else "ns"
+
+
 def type_name(t: pa.DataType | str) -> str:
     """A short readable name of an Arrow type (``double``, ``timestamp[us, tz=UTC]``)."""
     return str(t)

@@ -396,3 +396,35 @@ def test_citext_and_char_keys_are_synced_and_their_clashes_failed(pg_server, pg_
     assert sorted(pg_server.execute("SELECT email::text, note::text, s FROM ci", dbname=db)) == [
         ("a@x", "Hello", 1), ("b@x", "Wörld", 3)]
     assert sorted(pg_server.execute("SELECT code::text, s FROM ch", dbname=db)) == [("a", 1), ("b", 3)]
+
+
+def test_a_column_with_fewer_fractional_digits_is_refused_not_rounded(pg_server, pg_uri, tmp_path):
+    """A table made by hand with timestamp(0), timestamp(3), timestamptz(0) or time(0) columns
+    rounded finer values (00:00:00.6 became 00:00:01) and the run said success. As MySQL's
+    DATETIME(0)/(3), such a column takes only types as coarse as it keeps: a finer one fails before
+    anything is sent (SchemaMismatchError naming the column and both types); milliseconds go into
+    timestamp(3) exactly."""
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE t (id int PRIMARY KEY, ts timestamp(0), ms timestamp(3), "
+                      "tz timestamptz(0), tm time(0))", dbname=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    fine = pl.DataFrame({"id": [1], "ts": [dt.datetime(2024, 1, 1, 0, 0, 0, 600000)],
+                         "ms": [dt.datetime(2024, 1, 1, 0, 0, 0, 123456)],
+                         "tz": [dt.datetime(2024, 1, 1, 0, 0, 0, 600000, tzinfo=dt.timezone.utc)],
+                         "tm": [dt.time(1, 2, 3, 600000)]})
+    sync = ws.create_sync("s", source=fine, destination=dfsync.destinations.postgres(pg_uri, table="t"),
+                          primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0, run.counts
+    for column, declared in (("ts", "timestamp(0)"), ("ms", "timestamp(3)"), ("tz", "timestamp(0) with time zone"),
+                             ("tm", "time(0)")):
+        assert f"column {column!r}" in run.error and declared in run.error, run.error
+    assert pg_server.execute("SELECT count(*) FROM t", dbname=db) == [(0,)]
+    pg_server.execute("CREATE TABLE m (id int PRIMARY KEY, ms timestamp(3))", dbname=db)
+    ms = pl.DataFrame({"id": [1], "ms": [dt.datetime(2024, 1, 1, 0, 0, 0, 123000)]},
+                      schema={"id": pl.Int64, "ms": pl.Datetime("ms")})
+    sync = ws.create_sync("m", source=ms, destination=dfsync.destinations.postgres(pg_uri, table="m"),
+                          primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    assert pg_server.execute("SELECT ms FROM m", dbname=db) == [(dt.datetime(2024, 1, 1, 0, 0, 0, 123000),)]
+

@@ -58,6 +58,7 @@ import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for th
 from .._adbc import connect_postgres
 from .._arrow import nested_to_json
 from .._pgtypes import arrow_to_pg
+from .._schema import fraction_unit
 from .._secrets import resolve_secret, take_password, uri_with_password
 from .._settings import setting
 from ..errors import (
@@ -301,11 +302,15 @@ class PostgresSession(ArrowSQLSession):
             p_, s_ = int(p), int(sc or 0)
             return pa.decimal128(p_, s_) if p_ <= 38 else pa.decimal256(p_, s_)
         if base in ("timestamp without time zone", "timestamp with time zone", "interval", "time without time zone"):
-            # microseconds; finer source values are checked before anything is sent (dfsync._schema)
-            unit_ok = {"timestamp without time zone": pa.timestamp("ns"),
-                       "timestamp with time zone": pa.timestamp("ns", "UTC"),
-                       "interval": pa.month_day_nano_interval(), "time without time zone": pa.time64("ns")}
-            return unit_ok[base]
+            # microseconds; finer source values are checked before anything is sent (dfsync._schema).
+            # A declared precision (timestamp(0), time(3)) rounds finer values: only coarser types fit
+            digits = re.search(r"\((\d+)\)", declared)
+            unit = fraction_unit(int(digits.group(1))) if digits else "ns"
+            if base == "interval":  # interval(0): a staged duration (an Arrow interval) fits none but interval(6)
+                return pa.month_day_nano_interval() if unit == "ns" else pa.duration(unit)
+            if base == "time without time zone":
+                return pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
+            return pa.timestamp(unit, "UTC" if base == "timestamp with time zone" else None)
         return super()._native_to_arrow(declared)
 
     def _json_columns(self) -> list[str]:
