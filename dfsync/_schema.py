@@ -184,7 +184,7 @@ def type_name(t: pa.DataType | str) -> str:
 def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True,
          src: pa.DataType | str | None = None) -> str:
     cast = ""
-    if isinstance(dst, pa.DataType):
+    if isinstance(dst, pa.DataType) and not pa.types.is_interval(dst):  # polars reads no Arrow interval
         try:
             import polars as pl
 

@@ -428,3 +428,16 @@ def test_a_column_with_fewer_fractional_digits_is_refused_not_rounded(pg_server,
     assert sync.run(progress=False).status == "success"
     assert pg_server.execute("SELECT ms FROM m", dbname=db) == [(dt.datetime(2024, 1, 1, 0, 0, 0, 123000),)]
 
+
+def test_a_duration_into_an_interval_column_dfsync_cannot_check_fails_the_run_clearly(pg_server, pg_uri, tmp_path):
+    """A duration into a table made by hand whose column is interval second(0) (a type dfsync
+    cannot check) escaped sync.run() as a polars PanicException while the message was written;
+    the run fails with the SchemaMismatchError naming the column, nothing sent."""
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE t (id int PRIMARY KEY, d interval second(0))", dbname=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1], "d": [dt.timedelta(seconds=1, microseconds=600000)]}),
+                          destination=dfsync.destinations.postgres(pg_uri, table="t"), primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and "column 'd'" in run.error and "interval second(0)" in run.error, run.error
+    assert pg_server.execute("SELECT count(*) FROM t", dbname=db) == [(0,)]
