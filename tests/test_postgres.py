@@ -441,3 +441,23 @@ def test_a_duration_into_an_interval_column_dfsync_cannot_check_fails_the_run_cl
     run = sync.run(progress=False)
     assert run.status == "failed" and "column 'd'" in run.error and "interval second(0)" in run.error, run.error
     assert pg_server.execute("SELECT count(*) FROM t", dbname=db) == [(0,)]
+
+
+def test_json_text_goes_into_an_existing_jsonb_column(pg_server, pg_uri, tmp_path):
+    """Text into a table made by hand with json/jsonb columns (e.g. a PostgreSQL source's jsonb,
+    which arrives as text) failed every run with PostgreSQL's raw 'column "v" is of type jsonb but
+    expression is of type text'. The text is cast: valid JSON is stored as JSON, a text that is
+    not JSON fails its row with the server's message."""
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE j (id int PRIMARY KEY, v jsonb, w json)", dbname=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    src = pl.DataFrame({"id": [1, 2, 3], "v": ['{"a": 1}', "not json", None], "w": ["[1, 2]", "{}", None]})
+    sync = ws.create_sync("j", source=src, destination=dfsync.destinations.postgres(pg_uri, table="j"),
+                          primary_key="id", max_failed_rows=1)
+    run = sync.run(progress=False)
+    assert run.status == "success" and run.counts["succeeded"] == 2 and run.counts["failed"] == 1, run.error
+    assert run.records(status="failed")["id"].to_list() == [2]
+    assert pg_server.execute("SELECT id, v::text, w::text FROM j ORDER BY id", dbname=db) == [
+        (1, '{"a": 1}', "[1, 2]"), (3, None, None)]
+    run = sync.run(source=src.with_columns(pl.lit('{"b": [true]}').alias("v")), progress=False)
+    assert run.counts["updated"] == 2 and pg_server.execute("SELECT v->'b' FROM j WHERE id = 1", dbname=db) == [([True],)]

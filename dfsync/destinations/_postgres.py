@@ -317,7 +317,13 @@ class PostgresSession(ArrowSQLSession):
         return [f.name for f in self.records_schema if arrow_to_pg(f.type) == "jsonb"]
 
     def _casts(self, actual: dict[str, str] | None) -> dict[str, str]:
-        return {c: "::jsonb" for c in self._json_columns()}
+        """Nested values go as JSON text cast to jsonb; so does text into an existing json or jsonb
+        column (PostgreSQL has no implicit cast from text: the statement failed)."""
+        if getattr(self, "_json_table", None) is None:  # one catalog look a session
+            types = actual if actual is not None else self._describe(self.write_target)
+            self._json_table = [c for c, t in types.items() if t in ("json", "jsonb")]
+        text = [c for c in self._json_table if c in self.columns]
+        return {c: "::jsonb" for c in (*self._json_columns(), *text)}
 
     def _conform(self, data: pa.Table) -> pa.Table:
         data = nested_to_json(data, [c for c in self._json_columns() if c in data.column_names])
