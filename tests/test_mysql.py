@@ -496,3 +496,25 @@ def test_keys_the_tables_collation_takes_as_one_are_failed_not_merged(mariadb_se
     run = sync.run(source=pl.DataFrame({"id": ["a", "b", "c", "C"], "s": [1, 4, 5, 6]}), progress=False)
     assert sorted(run.records(status="failed")["id"].to_list()) == ["C", "c"], run.records(status="failed")
     assert sorted(mariadb_server.execute("SELECT id, s FROM t", database=db)) == [("a", 1), ("b", 4)]
+
+
+def test_datetime_with_one_or_two_fractional_digits_refuses_milliseconds(mariadb_server, mysql_db, tmp_path):
+    """A table made by hand with DATETIME(1) (or TIME(2)) took milliseconds as if it kept them:
+    00:00:00.123 was stored as 00:00:00.1 and the run said success. A column with 1 or 2
+    fractional digits takes whole seconds only; the run fails before anything is sent, naming the
+    column and both types. DATETIME(3) still takes milliseconds exactly."""
+    db = mysql_db.rsplit("/", 1)[1]
+    mariadb_server.execute("CREATE TABLE t (id int PRIMARY KEY, d1 datetime(1), d3 datetime(3))", database=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    ms = dt.datetime(2024, 1, 1, 0, 0, 0, 123000)
+    src = pl.DataFrame({"id": [1], "d1": [ms], "d3": [ms]}, schema={"id": pl.Int64, "d1": pl.Datetime("ms"),
+                                                                  "d3": pl.Datetime("ms")})
+    sync = ws.create_sync("s", source=src, destination=dfsync.destinations.mysql(mysql_db, table="t"),
+                          primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0, run.counts
+    assert "column 'd1'" in run.error and "datetime(1)" in run.error and "'d3'" not in run.error, run.error
+    assert mariadb_server.execute("SELECT count(*) FROM t", database=db) == [(0,)]
+    run = sync.run(source=src.drop("d1"), progress=False)
+    assert run.status == "success", run.error
+    assert mariadb_server.execute("SELECT d3 FROM t", database=db) == [(ms,)]

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._arrow import is_nested, nested_to_json
-from .._schema import JSON
+from .._schema import JSON, fraction_unit
 from ..errors import DestinationError, MissingDependencyError, SchemaMismatchError
 from ._sql import q
 
@@ -101,10 +101,10 @@ def mysql_to_arrow(declared: str) -> pa.DataType | str | None:
         return pa.decimal128(p, sc) if p <= 38 else pa.decimal256(p, sc)
     m = re.fullmatch(r"(datetime|timestamp|time)(?:\((\d)\))?", declared)
     if m:
-        # fsp 0: whole seconds, 1-3: ms, 4-6: us (finer source values are checked before
-        # sending, so a nanosecond type whose values are whole microseconds fits)
-        fsp = int(m.group(2) or 0)
-        unit = "s" if fsp == 0 else "ms" if fsp <= 3 else "ns"
+        # fsp 0-2: whole seconds, 3-5: ms (a finer value would be rounded), 6: us (finer source
+        # values are checked before sending, so a nanosecond type whose values are whole
+        # microseconds fits)
+        unit = fraction_unit(int(m.group(2) or 0))
         if m.group(1) == "time":
             return pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
         if m.group(1) == "timestamp":  # an instant (sessions run in UTC)
