@@ -55,7 +55,7 @@ def record_schema(source: Source, mapper: Mapping, keys: list[str], cursor_field
     fields = list(schema.names())
     from ._stage_input import no_case_clash
 
-    no_case_clash(fields)  # at create_sync, not mid-run: 'Name' and 'name' cannot both be staged
+    no_case_clash(fields, fields=True)  # at create_sync, not mid-run: 'Name' and 'name' cannot both be staged
     missing = [k for k in keys if k not in fields]
     if missing:
         raise ConfigError(

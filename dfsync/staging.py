@@ -275,7 +275,7 @@ class Staging:
             raise SourceError(f"could not read {source.describe()}: {str(exc).splitlines()[0]}. Check that the "
                               f"source exists and holds valid data, then run the sync again; nothing was "
                               f"sent.") from exc
-        self.columns = [r[0] for r in desc]
+        self.columns = no_case_clash([r[0] for r in desc], fields=True)  # and no name dfsync uses itself
         self.types = {r[0]: r[1] for r in desc}
         missing = [k for k in self.key if k not in self.columns]
         if missing:

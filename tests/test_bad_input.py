@@ -634,3 +634,22 @@ def test_a_read_error_while_staging_names_what_failed_not_the_key(tmp_path) -> N
         run = keyed.run(source=dfsync.sources.frame(df.with_columns(pl.col("id").cast(pl.String))), progress=False)
         assert run.status == "failed"
         assert "'id' is VARCHAR in the source, BIGINT in the delivered state" in run.error
+
+
+@pytest.mark.parametrize("name", ["_action", "_fp", "_rid", "_status", "_dfsync_row"])
+def test_a_field_named_as_dfsyncs_own_columns_is_refused_at_create_sync(tmp_path, name):
+    """A record field with a name dfsync gives its own columns failed runs with a bare KeyError
+    ('_fp', '_rid'), said the source had no rows ('_action'), or was dropped by the PostgreSQL
+    destination without a word ('_dfsync_row'). create_sync (and a run's own source=) refuse it,
+    naming the field and how to rename it; renamed in the mapping, it is sent."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    frame = pl.DataFrame({"id": [1, 2], name: ["x", "y"]})
+    with pytest.raises(dfsync.ConfigError, match=f"field '{name}' has a name dfsync uses"):
+        ws.create_sync("s", source=frame, destination=dest, primary_key="id")
+    sync = ws.create_sync("s", source=frame.rename({name: "v"}), destination=dest, primary_key="id")
+    with pytest.raises(dfsync.ConfigError, match=f"'{name}'"):
+        sync.run(source=frame, progress=False)
+    renamed = ws.create_sync("r", source=frame, destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="r"),
+                             primary_key="id", mapping={"id": "id", "v": name})
+    assert renamed.run(progress=False).status == "success"
