@@ -375,3 +375,18 @@ def test_a_frame_given_as_the_source_is_read_like_sources_frame(ws, tmp_path, ki
     with pytest.raises(dfsync.ConfigError, match="must be a dfsync source"):
         ws.create_sync("not_a_frame", source=[{"id": 1}], destination=dfsync.destinations.duckdb(str(dest), table="u"),
                        primary_key="id")
+
+
+def test_a_directory_given_to_files_names_the_glob_to_use(tmp_path):
+    """sources.files('lake') (a folder of Parquet files, or Spark's 'x.parquet/' folder) said it could
+    not tell the format, or that 'no parquet files match' a folder full of them. It names the glob."""
+    import polars as pl
+
+    (tmp_path / "x.parquet").mkdir()
+    pl.DataFrame({"id": [1]}).write_parquet(tmp_path / "x.parquet" / "part-0.parquet")
+    for given, fmt in ((tmp_path / "x.parquet", None), (tmp_path, "parquet"), (tmp_path, None)):
+        with pytest.raises(dfsync.ConfigError, match="is a directory") as err:
+            dfsync.sources.files(str(given), format=fmt)
+        assert f"sources.files('{given}/*.parquet')" in str(err.value), str(err.value)
+    src = dfsync.sources.files(str(tmp_path / "x.parquet" / "*.parquet"))
+    assert src.scan().collect()["id"].to_list() == [1]

@@ -59,6 +59,12 @@ class FilesSource(Source):
         self.paths = [os.path.abspath(os.fspath(p)) for p in self.paths]
         if not self.paths:
             raise ConfigError("sources.files() needs at least one path or glob")
+        folders = [p for p in self.paths if os.path.isdir(p)]
+        if folders:
+            ext = format if format in ("csv", "ndjson") else "parquet"
+            raise ConfigError(f"{folders[0]} is a directory; sources.files() reads files: name them with a glob, "
+                              f"e.g. sources.files('{os.path.join(folders[0], '*.' + ext)}') (or "
+                              f"'{os.path.join(folders[0], '**', '*.' + ext)}' with its subdirectories)")
         if format is None:
             exts = {os.path.splitext(p.rstrip("*"))[1].lower() for p in self.paths}
             found = {_EXT.get(e) for e in exts}
