@@ -295,6 +295,29 @@ def test_resuming_with_another_source_or_definition_reads_it(ws, target, how):
     assert again.counts["sent"] == 0
 
 
+def test_a_new_destination_is_refused_while_a_run_is_paused(ws, target, tmp_path):
+    """create_sync with another destination drops the delivered state (as sync.reset()). With a run
+    paused (or running in another process) it did so anyway: the run then failed with DuckDB's raw
+    'Table with name state_1 does not exist' or 'table ... disappeared during the run'. It is
+    refused as reset() is, and the definition stays as it was."""
+    v1 = people(list(range(1, 31)))
+    dest = FaultyDestination(target.make("people"), interrupt_before=2)
+    sync = ws.create_sync("p", source=dfsync.sources.frame(v1), destination=dest, primary_key="id",
+                          batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    paused = sync.last_run()
+    assert paused.status == "paused"
+    other = dfsync.destinations.duckdb(str(tmp_path / "other.duckdb"), "people")
+    with pytest.raises(dfsync.SyncAlreadyRunning, match=f"cannot change its destination .* run {paused.id} .* paused"):
+        ws.create_sync("p", source=dfsync.sources.frame(v1), destination=other, primary_key="id", batch_size=10)
+    assert ws.sync("p").definition_version == 1
+    dest.interrupt_before = None
+    run = ws.sync("p").run(progress=False)
+    assert run.id == paused.id and run.status == "success", run.error
+    assert sorted_rows(target.read("people")) == sorted_rows(v1)
+
+
 def test_resume_after_lost_staging_then_paused_again_sends_the_newer_version(ws, target):
     """Paused after batch 1; process dies; the source changes one row of batch 1 and drops
     another; the resumed run re-reads and is paused again before sending; the next resume must

@@ -124,6 +124,9 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
                 return old["definition_version"], False
             version = old["definition_version"] + 1
             reset = old["state_key"] != state_key
+            if reset:  # the delivered state goes: refused as sync.reset() is while a run owns batches
+                self._refuse_reset_while_unfinished(con, sync_id, "change its destination or primary key",
+                                                    "create_sync again")
             con.execute(
                 "UPDATE syncs SET definition = ?, definition_version = ?, state_key = ?, schedule = ?, "
                 "next_run_at = ?, session_only = ?, updated_at = ? WHERE id = ?",
@@ -159,22 +162,25 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
 
         Refused while a run of it is going on or paused: that run owns batches in flight.
         """
-        from ..errors import SyncAlreadyRunning
-
         with self._transaction() as con:
-            row = first(con.execute(
-                f"SELECT id, status FROM runs WHERE sync_id = ? AND status IN {UNFINISHED_SQL} "
-                "ORDER BY id DESC LIMIT 1", [sync_id]))
-            if row is not None:
-                what = "wait for it (run.wait())" if row[1] != "paused" else \
-                    "finish it (sync.run() resumes it)"
-                raise SyncAlreadyRunning(
-                    f"cannot reset while run {row[0]} of this sync is {row[1]}: {what} or abort it "
-                    f"(run.abort()), then reset")
+            self._refuse_reset_while_unfinished(con, sync_id, "reset", "reset")
             con.execute(f"DROP TABLE IF EXISTS state_{int(sync_id)}")
             con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
                         "source_snapshot = NULL, updated_at = ? WHERE id = ?", [now(), sync_id])
             self._event(con, sync_id, None, "reset", None, None, detail)
+
+    @staticmethod
+    def _refuse_reset_while_unfinished(con: Any, sync_id: int, action: str, then: str) -> None:
+        """SyncAlreadyRunning if a run of the sync is going on or paused (it owns batches in flight)."""
+        from ..errors import SyncAlreadyRunning
+
+        row = first(con.execute(
+            f"SELECT id, status FROM runs WHERE sync_id = ? AND status IN {UNFINISHED_SQL} "
+            "ORDER BY id DESC LIMIT 1", [sync_id]))
+        if row is not None:
+            what = "wait for it (run.wait())" if row[1] != "paused" else "finish it (sync.run() resumes it)"
+            raise SyncAlreadyRunning(f"cannot {action} while run {row[0]} of this sync is {row[1]}: {what} or "
+                                     f"abort it (run.abort()), then {then}")
 
     def set_sync_fields(self, sync_id: int, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
