@@ -348,3 +348,19 @@ def test_every_public_method_names_a_misspelt_or_extra_argument(ws, tmp_path):
         with pytest.raises(dfsync.ArgumentError, match="has no option 'bogus'"):
             call(bogus=1)
     assert sync.status == "healthy" and ws.syncs()["name"].to_list() == ["s"] and run.status == "success"
+
+
+def test_widgets_given_something_else_than_their_handle_say_so(ws, tmp_path):
+    """dfsync.widgets.SyncPanel('customers') (a name, not the Sync), RunHistory(ws) or
+    Dashboard('ws.duckdb') raised a bare AttributeError ("'str' object has no attribute
+    'workspace'"); each is an ArgumentError saying what the widget shows."""
+    pytest.importorskip("ipywidgets")
+    import dfsync.widgets as widgets
+
+    sync = ws.create_sync("s", source=dfsync.sources.files(str(_parquet(tmp_path))), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    for make, wrong in ((widgets.SyncPanel, "s"), (widgets.RunHistory, ws), (widgets.Dashboard, "ws.duckdb"),
+                        (widgets.Dashboard, sync)):
+        with pytest.raises(dfsync.ArgumentError, match=rf"dfsync.widgets.{make.__name__}\(\) shows"):
+            make(wrong)
+    assert isinstance(widgets.SyncPanel(sync), widgets.SyncPanel)

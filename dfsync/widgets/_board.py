@@ -9,7 +9,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from .. import _html, _html_history
 from .._words import plural
-from ._panel import SnapshotMixin, SyncPanel, close_tree
+from ._panel import SnapshotMixin, SyncPanel, close_tree, need
 
 if TYPE_CHECKING:
     from ..workspace import Sync, Workspace
@@ -23,6 +23,7 @@ class RunHistory(SnapshotMixin, w.VBox):
     """
 
     def __init__(self, sync: Sync, *, limit: int = 20) -> None:
+        need(sync, "sync", "RunHistory")
         self.sync = sync
         self.limit = limit
         self.html = w.HTML()
@@ -60,6 +61,7 @@ class Dashboard(SnapshotMixin, w.VBox):
     HEADERS = ("sync", "status", "last run", "next run", "")
 
     def __init__(self, ws: Workspace) -> None:
+        need(ws, "workspace", "Dashboard")
         self.ws = ws
         self.panels: dict[str, SyncPanel] = {}
         self.open_panel: SyncPanel | None = None

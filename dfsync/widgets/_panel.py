@@ -79,6 +79,17 @@ class SnapshotMixin:
         return data
 
 
+def need(value: Any, kind: str, call: str) -> None:
+    """A widget given something else than the handle it shows: ArgumentError, not AttributeError."""
+    from ..errors import ArgumentError
+
+    # by what the widget uses (importing the handles' classes here would be an import circle)
+    want = {"sync": (("workspace", "runs"), "a Sync, e.g. ws.sync('customers')"),
+            "workspace": (("store", "create_sync"), "a dfsync.Workspace")}[kind]
+    if not all(hasattr(value, a) for a in want[0]):
+        raise ArgumentError(f"dfsync.widgets.{call}() shows {want[1]}, not {type(value).__name__} {value!r:.60}")
+
+
 class SyncPanel(SnapshotMixin, w.VBox):
     """A live status panel for one sync, with buttons that act in the kernel.
 
@@ -94,6 +105,10 @@ class SyncPanel(SnapshotMixin, w.VBox):
     >>> panel.state["run_status"]
     'success'
     """
+
+    def __new__(cls, sync: Sync, *args: Any, **kwargs: Any) -> SyncPanel:
+        need(sync, "sync", "SyncPanel")  # before the widget exists (its __del__ would close half of it)
+        return super().__new__(cls, sync, *args, **kwargs)
 
     def __init__(self, sync: Sync, *, run_id: int | None = None, poll_interval: float = 0.5) -> None:
         self.sync = sync
