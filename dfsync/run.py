@@ -14,6 +14,7 @@ import polars as pl
 from . import _html_preview, _html_run, _registry
 from ._args import checked, row_limit
 from ._arrow import to_polars
+from ._callbacks import notify
 from ._schema import fields_now
 from ._settle import abandon_run, applies_per_batch
 from .errors import ConfigError, DfsyncError, InvalidTransition, SyncRunFailed
@@ -173,6 +174,7 @@ class SyncRun:
             staging = _registry.take_live_staging(store.key, self.id)
             if staging is not None:
                 staging.close()
+            notify(sync, self.id, RunStatus.FAILED)  # it ended failed: on_failure, as for a running run aborted
             return
         self._request("abort")
 

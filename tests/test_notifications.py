@@ -45,6 +45,23 @@ def test_paused_callback(ws, tmp_path):
     assert seen == ["paused"]
 
 
+def test_aborting_a_paused_run_calls_on_failure(ws, tmp_path):
+    """run.abort() of a running run ends it failed and on_failure fires; aborting a paused run
+    (turning the sync failed) fired nothing, so an alert on failures missed it."""
+    seen = []
+    df = pl.DataFrame({"id": list(range(30))})
+    s = ws.create_sync("p", source=dfsync.sources.frame(df), primary_key="id", batch_size=10,
+                       destination=FaultyDestination(dest(tmp_path), interrupt_before=2),
+                       on_paused=lambda r: seen.append(("paused", r.id)),
+                       on_failure=lambda r: seen.append(("failed", r.id, r.status, r.error)))
+    with pytest.raises(KeyboardInterrupt):
+        s.run(progress=False)
+    run = s.last_run()
+    run.abort()
+    assert seen == [("paused", run.id), ("failed", run.id, "failed", "aborted by the user")]
+    assert s.status == "failed"
+
+
 def test_raising_callback_never_changes_the_outcome(ws, tmp_path):
     def boom(run):
         raise RuntimeError("slack is down")
