@@ -1,5 +1,6 @@
 """What staging takes in: the source as an Arrow stream (counted as DuckDB pulls it) and the
-delivered state as ``dlv``, with the memory sizes that bound both (dfsync/staging.py uses them)."""
+delivered state as ``dlv``, with the memory sizes that bound both, and how a column is fingerprinted
+(dfsync/staging.py uses them)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from ._arrow import refuse_struct_names
+from ._ident import quote
 from ._settings import memory_bytes
 from .errors import ConfigError, SchemaMismatchError
 from .states import RECORD_META
@@ -62,6 +64,17 @@ def duckdb_renamed(names: Sequence[str]) -> bool:
     case ('Temp', 'temp') as 'Temp', 'temp_1': true when a name is another one plus '_<n>'."""
     lower = {n.lower() for n in names}
     return any(base.lower() in lower for base, _, n in (name.rpartition("_") for name in names) if base and n.isdigit())
+
+
+def fp_value(column: str, duckdb_type: str) -> str:
+    """A column as the fingerprint hashes it. DuckDB's ``hash()`` of a list, struct or map loses
+    their shape: ``[]`` hashes as NULL, ``{'a': NULL}`` as a NULL struct, ``[[]]`` as ``[NULL]``,
+    and two list columns ``([1], [])`` as ``([], [1])``, so a row changing between them was
+    counted unchanged and never sent. A nested value is hashed as its JSON text, which keeps
+    every level (NULL stays NULL)."""
+    if duckdb_type.endswith("]") or duckdb_type.startswith(("STRUCT", "MAP")):
+        return f"to_json({quote(column)})"
+    return quote(column)
 
 
 def half_memory(limit: str) -> str:

@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 
 from ._arrow import int64_copy, int_array
+from ._dense_diff import DenseState, stage_changed
 from ._ident import quote
 from ._paths import private_dir
 from ._sensitive import key_text
@@ -36,6 +37,7 @@ from ._stage_input import (
     Counted,
     arrow_stream,
     duckdb_renamed,
+    fp_value,
     half_memory,
     load_state,
     no_case_clash,
@@ -57,7 +59,6 @@ ACTIONS = ("insert", "update", "delete", "unchanged")
 ACTION_TYPE = f"ENUM({', '.join(repr(a) for a in ACTIONS)})"
 
 
-
 @dataclass
 class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
@@ -66,17 +67,6 @@ class StageResult:
     invalid: int = 0
     key_problems: list[str] = field(default_factory=list)
 
-
-
-def _fp_value(column: str, duckdb_type: str) -> str:
-    """A column as the fingerprint hashes it. DuckDB's ``hash()`` of a list, struct or map loses
-    their shape: ``[]`` hashes as NULL, ``{'a': NULL}`` as a NULL struct, ``[[]]`` as ``[NULL]``,
-    and two list columns ``([1], [])`` as ``([], [1])``, so a row changing between them was
-    counted unchanged and never sent. A nested value is hashed as its JSON text, which keeps
-    every level (NULL stays NULL)."""
-    if duckdb_type.endswith("]") or duckdb_type.startswith(("STRUCT", "MAP")):
-        return f"to_json({quote(column)})"
-    return quote(column)
 
 class Staging:
     """One run's staging database."""
@@ -283,7 +273,7 @@ class Staging:
                 f"primary key {missing} is not among the records' fields: {', '.join(self.columns)}"
             )
         sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t, *_ in desc).encode()).hexdigest()[:16]
-        self._fp_sql = f"hash({', '.join(_fp_value(c, self.types[c]) for c in self.columns)}, '{sig}')"
+        self._fp_sql = f"hash({', '.join(fp_value(c, self.types[c]) for c in self.columns)}, '{sig}')"
         return counter
 
     def _load_state(self, state: pa.RecordBatchReader | pa.Table | None) -> int:
@@ -315,28 +305,36 @@ class Staging:
         return SourceError(text if "nothing was sent" in text else text + "; nothing was sent")
 
     def _stage_changed(self, source: Source, counter: Callable[[], int | None], delivered: int) -> dict[str, int] | None:
-        """The changed-only diff; None when the counts show a repeated key (or cannot be trusted)."""
+        """The changed-only diff; None when the counts show a repeated key (or cannot be trusted).
+        A single integer key compares by position in arrays instead of joining (dfsync/_dense_diff.py)."""
         con, fp = self.con, self._fp_sql
         on = " AND ".join(f"s.{quote(k)} = d.{quote(k)}" for k in self.key)
         cols = ", ".join(f"coalesce(s.{quote(c)}, d.{quote(c)}) AS {quote(c)}" if c in self.key
                          else f"s.{quote(c)}" for c in self.columns)
+        dense = DenseState.build(self._dlv, self.key, self.types, self.state_bytes)
         try:
-            con.execute(
+            con.execute(  # with a dense key only its types: stage_changed fills it
                 f"""CREATE OR REPLACE TABLE stg AS
                 SELECT {cols}, coalesce(s._fp, d._fp) AS _fp,
                        CASE WHEN s._present IS NULL THEN 'delete' WHEN d._fp IS NULL THEN 'insert'
                             ELSE 'update' END::{ACTION_TYPE} AS _action
                 FROM (SELECT *, {fp} AS _fp, TRUE AS _present FROM _src) s
                 FULL JOIN dlv d ON {on}
-                WHERE s._fp IS DISTINCT FROM d._fp"""
+                WHERE s._fp IS DISTINCT FROM d._fp {'' if dense is None else 'LIMIT 0'}"""
             )
-        except duckdb.Error as exc:
+            staged = None if dense is None else stage_changed(con, dense, self.columns, self.key[0], fp, ACTION_TYPE)
+        except (duckdb.Error, pa.ArrowException) as exc:
             raise self._stage_error(source, exc) from exc
         self.joined = True
-        counts = dict.fromkeys(ACTIONS, 0)
-        counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
+        if dense is None:
+            counts = dict.fromkeys(ACTIONS, 0)
+            counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
+        elif staged is None:
+            return None  # a kept row changed on its way through Arrow: the full diff joins
+        else:
+            counts, streamed = staged
         read = counter()
-        if read is None:
+        if read is None or (dense is not None and read != streamed):
             return None
         matched = read - counts["insert"]  # source rows whose key was delivered before
         if matched != delivered - counts["delete"]:  # two source rows share a delivered key
