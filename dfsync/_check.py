@@ -142,6 +142,9 @@ _CROSS_ROW_FUNCTIONS = {
 }
 _CROSS_ROW_BOOLEAN = {"IsDuplicated", "IsUnique", "IsFirstDistinct", "IsLastDistinct", "Any", "All", "HasNulls",
                       "IsSorted"}
+# Eval variants evaluating over each row's own list or array (Cumulative: over the rows before)
+_PER_ROW_EVALS = {"List", "ListAgg"}
+_BITWISE_PER_VALUE = {"CountOnes", "CountZeros", "LeadingOnes", "LeadingZeros", "TrailingOnes", "TrailingZeros"}
 # functions whose inputs after the first are a table of values (old -> new): read from a column, the
 # table is the whole column, not the row's value
 _TABLE_INPUT_FUNCTIONS = {"Replace", "ReplaceStrict"}
@@ -167,6 +170,13 @@ def compares_rows(expr: Any) -> bool:
         for k, v in node.items():
             if k in _CROSS_ROW_NODES:
                 return True
+            variant = v.get("variant") if k == "Eval" and isinstance(v, dict) else None
+            if isinstance(variant, str) and variant in _PER_ROW_EVALS or isinstance(variant, dict) and "Array" in variant:
+                if walk(v.get("expr")):  # list.eval / list.agg / arr.eval: over each row's own list
+                    return True
+                continue
+            if k == "function" and isinstance(v, dict) and v.get("Bitwise") in _BITWISE_PER_VALUE:
+                continue  # bitwise_count_ones, ...: per value (And / Or / Xor are aggregates)
             if k == "function":  # a Function node: its name (or family) and its inputs
                 if isinstance(v, str) and v in _CROSS_ROW_FUNCTIONS:
                     return True

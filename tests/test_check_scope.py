@@ -396,6 +396,33 @@ def test_row_level_expressions_stay_row_level():
         assert dc.expression(expr).level == "row", expr
 
 
+def test_expressions_over_each_rows_own_list_are_row_level(tmp_path):
+    # list.eval / list.agg / arr.eval and bitwise_count_ones were taken for dataset-level (their tree
+    # holds rank, all, sum...): a re-sync judged every row it read, so under on_invalid="fail" a
+    # delivered, unchanged row failed a run that sent only good rows
+    each_list = dc.expression(pl.col("tags").list.eval(pl.element() > 0).list.all(), name="tags positive")
+    assert each_list.level == "row"
+    assert dc.expression(pl.col("tags").list.eval(pl.element().rank()).list.first() > 0).level == "row"
+    assert dc.expression(pl.col("tags").list.agg(pl.element().sum()) > 0).level == "row"
+    assert dc.expression(pl.col("id").bitwise_count_ones() > 0).level == "row"
+    for cross in [pl.col("tags").list.len() > pl.col("id").mean(), pl.col("id").bitwise_and() == 0,
+                  pl.col("id") >= pl.col("id").cumulative_eval(pl.element().max()),
+                  pl.col("tags").shift(1).list.eval(pl.element()).list.len() > 0]:
+        assert dc.expression(cross).level == "table", cross
+    df = pl.DataFrame({"id": [1, 2, 3], "tags": [[1, 2], [3], [4, 5]]})
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("s", source=dfsync.sources.frame(df), primary_key="id", checks=[each_list],
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t"),
+                          on_invalid="skip")
+    assert sync.run(progress=False).counts["inserted"] == 3
+    run = sync.run(progress=False, source=df.with_columns(
+        tags=pl.when(pl.col("id") == 3).then(pl.lit([7], dtype=pl.List(pl.Int64))).otherwise(pl.col("tags"))))
+    assert run.status == "success" and run.counts["updated"] == 1 and run.counts["unchanged"] == 2
+    v = run.validation()
+    assert v["scope"].to_list() == ["rows"] and v["element_count"].to_list() == [1]  # the row about to be sent
+    ws.close()
+
+
 def test_min_by_sees_the_whole_source_on_a_re_sync(tmp_path):
     # no price below the first day's: re-syncing row 4 at 5 compared it with itself alone and sent it
     df = pl.DataFrame({"id": [1, 2, 3, 4], "day": [1, 2, 3, 4], "price": [10.0, 11.0, 12.0, 13.0]})
