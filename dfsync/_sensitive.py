@@ -135,17 +135,13 @@ def mask_frame(rows: pl.DataFrame, sensitive: Sequence[str], key: bytes) -> pl.D
     return to_polars(protect_records(rows.to_arrow(), sensitive, key))
 
 
-def mask_shown(preview: Any, validation: Any, sensitive: Sequence[str], store: Any) -> None:
-    """A preview (``preview``: its records, samples and the updates' before values) or a
-    ``sync.validate()`` result (``validation``: its failing rows and check examples), their
-    ``sensitive`` fields masked in place: they are shown in reprs, panels and notebooks' saved
-    outputs as ``run.records()`` are, never in plain."""
+def mask_preview(preview: Any, sensitive: Sequence[str], store: Any) -> None:
+    """A preview's records, samples and the updates' before values with their ``sensitive``
+    fields masked in place: they are shown in reprs, panels and notebooks' saved outputs as
+    ``run.records()`` are, never in plain."""
     if not sensitive:
         return
     key = store_key(store)
-    if validation is not None:
-        validation.invalid = mask_frame(validation.invalid, sensitive, key)
-        return
     preview.records = mask_frame(preview.records, sensitive, key)
     samples = getattr(preview, "samples", None) or {}
     preview.samples = {a: mask_frame(df, sensitive, key) for a, df in samples.items()}

@@ -28,21 +28,24 @@ DEFAULT_STATE_BYTES = 512 << 20
 RESERVED = frozenset({*RECORD_META, "_fp", "_rid", "_present"})
 
 
-def no_case_clash(names: Sequence[str], *, fields: bool = False) -> list[str]:
+def refuse_reserved(fields: Sequence[str]) -> list[str]:
+    """The records' fields (after mapping), refused if one takes a name dfsync uses for its own
+    columns (:data:`RESERVED`): a field '_fp' or '_rid' failed the run with a bare KeyError,
+    '_action' said the source had no rows, and the PostgreSQL destination dropped a field
+    '_dfsync_row' without a word. Returns ``fields``."""
+    taken = [n for n in fields if n in RESERVED or n.startswith("_dfsync")]
+    if taken:
+        raise ConfigError(
+            f"field {taken[0]!r} has a name dfsync uses for its own columns ({', '.join(sorted(RESERVED))} "
+            f"and names starting with _dfsync); rename it in the source or in the sync's mapping "
+            f"(mapping={{{taken[0].lstrip('_') + '_' if taken[0].lstrip('_') else 'field'!r}: {taken[0]!r}, "
+            f"...}} with the other fields); nothing was sent.")
+    return list(fields)
+
+
+def no_case_clash(names: Sequence[str]) -> None:
     """Refuse column names that differ only in case: DuckDB (staging), MySQL, SQLite and
-    DuckDB tables ignore case in names, so one of them would arrive renamed ('temp_1').
-    ``fields``: the records' fields (after mapping), which must not take a name dfsync uses for
-    its own columns (:data:`RESERVED`): a field '_fp' or '_rid' failed the run with a bare
-    KeyError, '_action' said the source had no rows, and the PostgreSQL destination dropped a
-    field '_dfsync_row' without a word. Returns ``names``."""
-    if fields:
-        taken = [n for n in names if n in RESERVED or n.startswith("_dfsync")]
-        if taken:
-            raise ConfigError(
-                f"field {taken[0]!r} has a name dfsync uses for its own columns ({', '.join(sorted(RESERVED))} "
-                f"and names starting with _dfsync); rename it in the source or in the sync's mapping "
-                f"(mapping={{{taken[0].lstrip('_') + '_' if taken[0].lstrip('_') else 'field'!r}: {taken[0]!r}, "
-                f"...}} with the other fields); nothing was sent.")
+    DuckDB tables ignore case in names, so one of them would arrive renamed ('temp_1')."""
     seen: dict[str, str] = {}
     for i, name in enumerate(names):
         if name in names[:i]:  # a query's 'SELECT a AS v, b AS v': DuckDB would send the second as 'v_1'
@@ -56,7 +59,6 @@ def no_case_clash(names: Sequence[str], *, fields: bool = False) -> list[str]:
                 f"where dfsync stages rows, MySQL, SQLite) would keep one and rename the other. Rename "
                 f"one of them in the source (e.g. df.rename(columns={{{name!r}: {name + '_2'!r}}})); "
                 f"nothing was sent.")
-    return list(names)
 
 
 def duckdb_renamed(names: Sequence[str]) -> bool:

@@ -16,7 +16,7 @@ import polars as pl
 from . import checks as checks_mod
 from ._arrow import to_polars
 from ._check import results_frame
-from ._sensitive import mask_shown, protect_results
+from ._sensitive import mask_frame, protect_results, store_key
 from ._settings import setting
 from ._words import plural
 from .staging import Staging
@@ -87,9 +87,9 @@ def validate(sync: Sync) -> ValidationResult:
         invalid: Any = to_polars(staging.invalid_records())
         invalid = invalid.drop([c for c in ("_action", "_status", "_batch", "_error", "_fingerprint")
                                 if c in invalid.columns])
-        found = ValidationResult(sync.name, checks, invalid, result.queried, list(result.key_problems))
-        mask_shown(None, found, sensitive, sync.workspace.store)
-        return found
+        if sensitive:  # shown as run.records() show them, never in plain
+            invalid = mask_frame(invalid, sensitive, store_key(sync.workspace.store))
+        return ValidationResult(sync.name, checks, invalid, result.queried, list(result.key_problems))
     finally:
         staging.close()
         shutil.rmtree(staging.temp_dir, ignore_errors=True)

@@ -53,9 +53,9 @@ def record_schema(source: Source, mapper: Mapping, keys: list[str], cursor_field
         raise SourceError(f"could not read the schema of {source.describe()}: {str(exc).splitlines()[0]}") from exc
     schema = mapper.validate(src_schema)
     fields = list(schema.names())
-    from ._stage_input import no_case_clash
+    from ._stage_input import no_case_clash, refuse_reserved
 
-    no_case_clash(fields, fields=True)  # at create_sync, not mid-run: 'Name' and 'name' cannot both be staged
+    no_case_clash(refuse_reserved(fields))  # at create_sync, not mid-run: 'Name' and 'name' cannot both be staged
     missing = [k for k in keys if k not in fields]
     if missing:
         raise ConfigError(

@@ -41,6 +41,7 @@ from ._stage_input import (
     half_memory,
     load_state,
     no_case_clash,
+    refuse_reserved,
 )
 from ._words import plural
 from .errors import ConfigError, InvalidRecordsError, SourceError
@@ -265,7 +266,7 @@ class Staging:
             raise SourceError(f"could not read {source.describe()}: {str(exc).splitlines()[0]}. Check that the "
                               f"source exists and holds valid data, then run the sync again; nothing was "
                               f"sent.") from exc
-        self.columns = no_case_clash([r[0] for r in desc], fields=True)  # and no name dfsync uses itself
+        self.columns = refuse_reserved([r[0] for r in desc])
         self.types = {r[0]: r[1] for r in desc}
         missing = [k for k in self.key if k not in self.columns]
         if missing:

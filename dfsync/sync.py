@@ -275,7 +275,7 @@ class Sync:
             from ._changes import attach_samples
 
             attach_samples(preview, self)
-            _sensitive.mask_shown(preview, None, self.spec.sensitive, self.workspace.store)
+            _sensitive.mask_preview(preview, self.spec.sensitive, self.workspace.store)
             return preview
         finally:
             dry.drop_staging()

@@ -259,7 +259,7 @@ class WorkspaceStore(Protocol):
 
     def skipped_versions(self, sync_id: int, key: Sequence[str], definition_version: int) -> pa.Table | None:
         """Key and ``_fp`` of rows whose latest record says the destination mode skipped them
-        (dfsync._skipped); None if there are no records."""
+        (dfsync._retry.state_for_diff); None if there are no records."""
         ...
 
     def store_checks(self, run_id: int, results: list[dict[str, Any]],
