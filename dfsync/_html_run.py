@@ -142,11 +142,15 @@ def timeline(status: str, durs: dict[str, float] | None = None) -> str:
     """Started → Querying → Queued → In Progress → Success/Paused/Failed, the current step highlighted.
 
     Steps already passed carry a ✓, the current one is a filled pill, later ones are muted;
-    each step shows the time spent in it when ``durs`` is given.
+    each step shows the time spent in it when ``durs`` is given. A run that ended before a step
+    (failed while querying, say) never went through it: with ``durs`` known, only the steps it
+    has a time for carry the ✓.
     """
     durs = durs or {}
     final = status if status in FINAL_STEPS else None
     reached = RUN_STEPS.index(status) if status in RUN_STEPS else len(RUN_STEPS)
+    if final and durs:
+        reached = max((RUN_STEPS.index(s) + 1 for s in durs if s in RUN_STEPS), default=0)
     parts = []
     steps = [*RUN_STEPS, final or "success"]
     for i, step in enumerate(steps):

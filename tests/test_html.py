@@ -32,6 +32,25 @@ def test_timeline_highlights_the_current_step_and_shows_times() -> None:
     assert "In Progress" in done
 
 
+def test_a_failed_runs_timeline_ticks_only_the_states_it_went_through(tmp_path: pathlib.Path) -> None:
+    """A run that failed while querying (duplicate keys) never was queued or in_progress: its panel
+    must not show those steps as passed (it showed ✓ Queued → ✓ In Progress → Failed)."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("dups", source=pl.DataFrame({"id": [1, 1, 2]}),
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t"),
+                          primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed"
+    went = run.events()["to_status"].to_list()
+    assert "queued" not in went and "in_progress" not in went
+    ticked = re.findall(r'data-step="(\w+)"[^>]*>(?:<span[^>]*>)?✓', run._repr_html_())
+    assert ticked == ["started", "querying"]
+    ok = sync.run(source=pl.DataFrame({"id": [1, 2]}), progress=False)
+    assert re.findall(r'data-step="(\w+)"[^>]*>(?:<span[^>]*>)?✓', ok._repr_html_()) == [
+        "started", "querying", "queued", "in_progress"]
+    ws.close()
+
+
 def test_reprs_of_a_real_workspace_escape_user_text(tmp_path: pathlib.Path) -> None:
     src = tmp_path / "c.parquet"
     shutil.copy(DATA / "customers_v1.parquet", src)
