@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle, _words
+from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle, _stage_retry, _words
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore
@@ -270,7 +270,7 @@ class Runner:
         except InvalidRecordsError as exc:
             failed = getattr(exc, "stage_result", None)
             if failed is not None:  # null or repeated keys under on_invalid='fail': say what was found
-                store.set_counters(self.run_id, queried=failed.queried, retried=failed.retried)
+                store.set_counters(self.run_id, queried=failed.queried)
                 raise keys_and_checks(exc, self._set_valid_counters, self._validate, self._keep_invalid_records) from None
             raise
         for p in result.key_problems:
@@ -287,20 +287,20 @@ class Runner:
             if not self.dry:
                 raise empty
             self.problems.append(f"a run would fail: {empty}")
-        store.set_counters(self.run_id, queried=result.queried, retried=result.retried)
+        store.set_counters(self.run_id, queried=result.queried)
         self._set_valid_counters()
         store.set_sync_fields(self.sync_id, key_types=self.staging.types)
         if token is not None and self._source_token(row) == token:  # the files did not change while read
             self.source_token = token
 
     def _set_valid_counters(self) -> None:
-        """inserted / updated / unchanged / invalid as staged now: quarantined rows count only as
+        """inserted / updated / unchanged / invalid / retried as staged now: quarantined rows count only as
         invalid, so ``queried = inserted + updated + unchanged + invalid`` on every run."""
         assert self.staging is not None
-        c = self.staging.valid_counts()
-        deletes = c["delete"] if self.defn.destination_mode.removes_missing else 0
-        self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], deleted=deletes,
-                                unchanged=c["unchanged"], invalid=c["invalid"])
+        c, mode = self.staging.valid_counts(), self.defn.destination_mode
+        retried = _stage_retry.retried_count(self.staging.con, self.staging.key, mode)  # never a quarantined row
+        self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], unchanged=c["unchanged"],
+                                deleted=c["delete"] if mode.removes_missing else 0, invalid=c["invalid"], retried=retried)
 
     def _keep_invalid_records(self) -> None:
         """A run failing on its rows keeps the offending ones (the first RECORD_RETENTION) as

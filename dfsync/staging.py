@@ -32,6 +32,7 @@ from ._dense_diff import DenseState, stage_changed
 from ._ident import quote
 from ._paths import private_dir
 from ._sensitive import key_text
+from ._stage_retry import keep_retry_keys, stage_retry
 from ._settings import memory_bytes, setting
 from ._stage_input import (
     Counted,
@@ -64,7 +65,6 @@ ACTION_TYPE = f"ENUM({', '.join(repr(a) for a in ACTIONS)})"
 class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
     queried: int = 0
-    retried: int = 0
     invalid: int = 0
     key_problems: list[str] = field(default_factory=list)
 
@@ -162,17 +162,11 @@ class Staging:
         con.execute("CREATE OR REPLACE TABLE invalid (_rid BIGINT, check_name VARCHAR)")
         con.execute("CREATE OR REPLACE TABLE outcomes (_rid BIGINT, _status VARCHAR, _batch INTEGER, _error VARCHAR)")
 
-        on = " AND ".join(f"s.{quote(k)} = d.{quote(k)}" for k in self.key)
         result = StageResult()
         if retry is not None and retry.num_rows:
-            self._add_retry(retry, self._fp_sql, on)
+            stage_retry(con, self.columns, self.key, retry, self._fp_sql)
             counts = None
-        if retry_keys is not None and retry_keys.num_rows:
-            con.register("_retry_keys", retry_keys)
-            result.retried = con.execute(
-                f"SELECT count(*) FROM stg s SEMI JOIN _retry_keys d ON {on} WHERE s._action <> 'unchanged'"
-            ).fetchall()[0][0]
-            con.unregister("_retry_keys")
+        keep_retry_keys(con, self.key, retry_keys)  # retried: those of them sent (dfsync._stage_retry)
         # only new keys can be null or repeat once the changed-only diff has checked the matched ones
         self._check_keys(result, only_inserts=counts is not None)
         if result.key_problems and counts is None and self.joined and not keep_unchanged:
@@ -379,23 +373,6 @@ class Staging:
                 )
         except duckdb.Error as exc:
             raise self._stage_error(source, exc) from exc
-
-    def _add_retry(self, retry: pa.Table, fp: str, on: str) -> None:
-        """Rows that failed or were quarantined earlier and that this read did not bring."""
-        con = self.con
-        cols = [c for c in self.columns if c in retry.column_names]
-        if len(cols) != len(self.columns):
-            return  # the record shape changed since; the full source read covers them
-        con.register("_retry", retry.select(self.columns))
-        cols_sql = ", ".join(f"s.{quote(c)}" for c in self.columns)
-        con.execute(
-            f"""INSERT INTO stg SELECT {cols_sql}, s._fp, CASE WHEN d._fp IS NULL THEN 'insert'
-                     WHEN s._fp = d._fp THEN 'unchanged' ELSE 'update' END
-                FROM (SELECT r.*, {fp} AS _fp FROM _retry r ANTI JOIN stg x ON
-                      {" AND ".join(f"r.{quote(k)} = x.{quote(k)}" for k in self.key)}) s
-                LEFT JOIN dlv d ON {on}"""
-        )
-        con.unregister("_retry")
 
     def _check_keys(self, result: StageResult, only_inserts: bool = False) -> None:
         """Null and repeated primary keys: noted in ``result.key_problems``, the rows in ``invalid``."""

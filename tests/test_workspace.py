@@ -289,6 +289,34 @@ def test_destination_rejections_recorded_and_retried(ws, tmp_path):
     assert run.records(status="failed").is_empty()
 
 
+@pytest.mark.parametrize("sync_mode", ["full_refresh", "incremental"])
+def test_a_rejected_row_quarantined_on_its_retry_is_not_counted_retried(ws, tmp_path, sync_mode):
+    """retried counts rows sent again: a row the destination rejected that the next run stages
+    again but its checks quarantine is invalid, not retried, and the counters add up."""
+    con = duckdb.connect(str(tmp_path / "dest.duckdb"))
+    con.execute("CREATE TABLE t (id BIGINT, ts BIGINT, n BIGINT CHECK (n < 100))")
+    con.close()
+    df = pl.DataFrame({"id": [1, 2, 3], "ts": [1, 2, 3], "n": [1, 200, 3]})
+    incremental = {"sync_mode": "incremental", "cursor_field": "ts"} if sync_mode == "incremental" else {}
+
+    def make(df, checks):
+        return ws.create_sync("r", source=dfsync.sources.frame(df), destination=duck(tmp_path), primary_key="id",
+                              max_failed_rows=5, checks=checks, on_invalid="skip", if_exists="update", **incremental)
+
+    assert make(df, []).run(progress=False).counts["failed"] == 1
+    again = df if sync_mode == "full_refresh" else df.filter(pl.col("id") == 3)  # incremental: the stored copy of 2
+    sync = make(again.with_columns(pl.col("n") + 0), [dfsync.checks.between("n", 0, 100)])
+    run = sync.run(progress=False)
+    c = run.counts
+    assert run.status == "success", run.error
+    assert c["invalid"] == 1 and c["sent"] == 0 and c["retried"] == 0, c
+    assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"]
+    assert run.records(status="invalid")["id"].to_list() == [2]
+    # let through again (the check dropped), the row is sent again: retried, and rejected again
+    run = make(df, []).run(progress=False)
+    assert (run.counts["retried"], run.counts["sent"], run.counts["failed"]) == (1, 1, 1), run.counts
+
+
 def test_too_many_failures_and_all_failed(ws, tmp_path):
     con = duckdb.connect(str(tmp_path / "dest.duckdb"))
     con.execute("CREATE TABLE t (id BIGINT, email VARCHAR NOT NULL)")
