@@ -23,6 +23,7 @@ from ._arrow import to_polars
 from ._callbacks import LazyCallback, notify
 from ._check import results_frame
 from ._cursor import cursor_from_json
+from ._dryrun import refusals
 from ._partition import check_engine
 from ._registry import LIVE
 from ._retention import forget, purge
@@ -271,7 +272,8 @@ class Sync:
                 .when((pl.col("_action") == "update") & skips_updates).then(pl.lit("skipped"))
                 .otherwise(pl.lit("pending")).alias("_status"))
             validation = results_frame(found.check_results) if found.check_results else None
-            preview = Preview(self.name, counts, records, validation, found.problems)  # type: ignore[arg-type]
+            problems = [*found.problems, *refusals(dry)]
+            preview = Preview(self.name, counts, records, validation, problems)  # type: ignore[arg-type]
             from ._changes import attach_samples
 
             attach_samples(preview, self)

@@ -155,3 +155,29 @@ def test_a_run_failing_on_its_keys_counts_the_rows_its_checks_fail_as_the_previe
     assert invalid.height == 7 and invalid.filter(pl.col("id") == 3)["_checks"].to_list() == [["v between"]]
     assert run.validation().filter(pl.col("check_name") == "v between")["unexpected_count"].to_list() == [1]
     ws.close()
+
+
+def test_preview_says_a_run_would_fail_on_a_refused_schema_change(tmp_path):
+    """A preview of rows whose column type would alter delivered values (a float into the int64
+    column the sync delivered), or of a new column under schema='freeze', listed the updates as if
+    they would be sent and no problem, while the run fails before sending anything."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t")
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2], "a": [1, 2]}), destination=dest, primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    floats = pl.DataFrame({"id": [1, 2], "a": [1.5, 2.0]})
+    p = sync.preview(source=floats)
+    assert p.counts["update"] == 2
+    (problem,) = p.problems
+    assert problem.startswith("a run would fail:") and "'a'" in problem and "int64" in problem
+    assert "a run would fail" in p._repr_html_()
+    run = sync.run(source=floats, progress=False)
+    assert run.status == "failed" and run.error in problem
+    frozen = ws.create_sync("f", source=pl.DataFrame({"id": [1]}), primary_key="id", schema="freeze",
+                            destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="f"))
+    frozen.run(progress=False)
+    (problem,) = frozen.preview(source=pl.DataFrame({"id": [1], "b": ["x"]})).problems
+    assert problem.startswith("a run would fail:") and "'b'" in problem
+    assert sync.preview().problems == [] and ws.run(2).status == "failed"  # nothing recorded by the previews
+    assert [r for r in sync.runs()["run_id"]] == [2, 1]
+    ws.close()
