@@ -44,10 +44,19 @@ def refuse_reserved(fields: Sequence[str]) -> list[str]:
 
 
 def no_case_clash(names: Sequence[str]) -> None:
-    """Refuse column names that differ only in case: DuckDB (staging), MySQL, SQLite and
-    DuckDB tables ignore case in names, so one of them would arrive renamed ('temp_1')."""
+    """Refuse column names staging would not keep: names that differ only in case (DuckDB
+    (staging), MySQL, SQLite and DuckDB tables ignore case in names, so one of them would arrive
+    renamed ('temp_1')), an empty name (DuckDB names it 'v1', and a real 'v1' beside it became
+    'v1_1': its values went to the wrong column) and a name holding a NUL character."""
     seen: dict[str, str] = {}
     for i, name in enumerate(names):
+        if name == "" or "\x00" in name:
+            what = ("an empty name, which DuckDB, where dfsync stages rows, would replace by 'v1'" if name == ""
+                    else f"the name {name!r}, which holds a NUL character DuckDB, where dfsync stages rows, cannot keep")
+            raise ConfigError(
+                f"a column of the source has {what}. Give it a name in the source, e.g. "
+                f"df.rename({{{name!r}: 'value'}}), or in the sync's mapping ({{'value': {name!r}, ...}}); "
+                f"nothing was sent.")
         if name in names[:i]:  # a query's 'SELECT a AS v, b AS v': DuckDB would send the second as 'v_1'
             raise ConfigError(f"column {name!r} appears more than once in the source; DuckDB, where dfsync "
                               f"stages rows, would send the second one as {name + '_1'!r}. Give each column a "

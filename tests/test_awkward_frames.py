@@ -231,3 +231,32 @@ def test_pandas_arrow_dates_and_fixed_offset_zones(tmp_path):
     run = ws.create_sync("z", source=dfsync.sources.frame(zoned), primary_key="id",
                          destination=dfsync.destinations.duckdb(str(tmp_path / "z.duckdb"), table="t")).run(progress=False)
     assert run.status == "success", run.error
+
+
+@pytest.mark.parametrize("kind", ["polars", "pandas"])
+def test_a_column_with_an_empty_name_is_refused(kind, tmp_path):
+    """A column named '' was staged by DuckDB as 'v1' and the run said success; beside a real
+    column 'v1', that one arrived as 'v1_1' and the destination's 'v1' held the unnamed column's
+    values. create_sync refuses the empty name (and a run given such a frame fails), naming the fix;
+    nothing is written."""
+    import duckdb
+    import polars as pl
+
+    data = {"id": [1, 2], "": [10, 20], "v1": [7, 8]}
+    df = pl.DataFrame(data) if kind == "polars" else pd.DataFrame(data)
+    path = str(tmp_path / "wh.duckdb")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.duckdb(path, "t")
+    with pytest.raises(dfsync.ConfigError, match="empty name"):
+        ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest, primary_key="id")
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2], "v1": [7, 8]})),
+                          destination=dest, primary_key="id")
+    with pytest.raises(dfsync.ConfigError, match="empty name"):
+        sync.run(source=dfsync.sources.frame(df), progress=False)
+    sync.run(progress=False).raise_for_status()
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.sql("SELECT id, v1 FROM t ORDER BY id").fetchall() == [(1, 7), (2, 8)]
+        assert [c[0] for c in con.sql("DESCRIBE t").fetchall()] == ["id", "v1"]
+    with pytest.raises(dfsync.ConfigError, match="NUL character"):
+        ws.create_sync("n", source=dfsync.sources.frame(pl.DataFrame({"id": [1], "a\x00b": [1]})),
+                       destination=dfsync.destinations.duckdb(path, "n"), primary_key="id")
