@@ -57,11 +57,11 @@ def refusals(runner: Any) -> list[str]:
     """What the run would refuse before sending anything, given the rows a preview staged: a schema
     change that could alter values (or any change under schema='freeze'), a type the destination
     cannot hold, a cursor value no later run could read past. The run raises these in its transfer
-    (``Runner._decide_schema``, which only reads); a preview lists them as ``a run would fail: ...``."""
+    (``Runner.decide_schema``, which only reads); a preview lists them as ``a run would fail: ...``."""
     from .errors import CursorValueError, SchemaMismatchError
 
     try:
-        runner._decide_schema(runner.staging)
+        runner.decide_schema(runner.staging)
     except (SchemaMismatchError, CursorValueError) as exc:
         return [f"a run would fail: {exc}"]
     return []

@@ -397,7 +397,7 @@ def check_destination_types(destination: Any, schema: Any) -> None:
     refuse_objects(schema)
     try:
         arrow = pl.DataFrame(schema=schema).to_arrow().schema
-    except Exception:  # checked again before anything is sent (Runner._decide_schema)
+    except Exception:  # checked again before anything is sent (Runner.decide_schema)
         for name, dtype in schema.items():  # a polars type with no Arrow form (Int128) cannot be staged
             try:
                 pl.DataFrame(schema={name: dtype}).to_arrow()

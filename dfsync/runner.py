@@ -376,7 +376,7 @@ class Runner:
         key = list(defn.primary_key)
         mode = defn.destination_mode
         self._store_invalid_records()
-        plan = self._decide_schema(staging)  # a refused change fails the run before any row is counted sent
+        plan = self.decide_schema(staging)  # a refused change fails the run before any row is counted sent
         skipped = staging.mark_skipped(mode)
         if skipped is not None and skipped.num_rows:
             self._store_records(skipped)
@@ -434,7 +434,7 @@ class Runner:
                 writer.close()
         self._finish()
 
-    def _decide_schema(self, staging: Staging) -> Any:
+    def decide_schema(self, staging: Staging) -> Any:
         """Compare the records about to be sent with the fields delivered before (nothing sent yet).
 
         Raises SchemaMismatchError under schema='freeze' for any change, and under both policies for
