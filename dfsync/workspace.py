@@ -178,6 +178,9 @@ class Workspace:
                 failed_rows_alert=failed_rows_alert, allow_empty=allow_empty, lookback=lookback,
                 initial_cursor=initial_cursor, schema=schema, partitions=partitions, sensitive=sensitive,
                 record_retention=record_retention).validate()
+        refuse = getattr(destination, "refuse_workspace_file", None)
+        if refuse is not None and not self.store.memory and os.path.isfile(self.store.path):
+            refuse(self.store.path)  # (a PostgreSQL workspace's path is its URI)
         with self.store.lease():  # the definition's lookups and write, then the sync's first read
             self._store_definition(name, spec, if_exists)
             return Sync(self, name)

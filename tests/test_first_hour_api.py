@@ -364,3 +364,40 @@ def test_widgets_given_something_else_than_their_handle_say_so(ws, tmp_path):
         with pytest.raises(dfsync.ArgumentError, match=rf"dfsync.widgets.{make.__name__}\(\) shows"):
             make(wrong)
     assert isinstance(widgets.SyncPanel(sync), widgets.SyncPanel)
+
+
+def test_a_duckdb_destination_is_never_a_workspace_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """destinations.duckdb() given the workspace's own file wrote the sync's table and ledger among
+    the workspace's tables: table='events' (replace mode) replaced the workspace's events table and
+    every later open of the workspace failed with DuckDB's raw BinderException; table='syncs' put a
+    row with no name into the syncs table, and the run said success. The workspace's own file is a
+    ConfigError at create_sync (by its real path: relative or through a symlink too), another
+    workspace's file fails the run before anything is written to it."""
+    import duckdb
+
+    monkeypatch.chdir(tmp_path)
+    ws = dfsync.Workspace("ws.duckdb")
+    df = pl.DataFrame({"id": [1, 2], "v": ["a", "b"]})
+    (tmp_path / "link.duckdb").symlink_to(tmp_path / "ws.duckdb")
+    for path in ("ws.duckdb", str(tmp_path / "ws.duckdb"), "link.duckdb"):
+        with pytest.raises(dfsync.ConfigError, match="this workspace's own file") as err:
+            ws.create_sync("x", source=df, destination=dfsync.destinations.duckdb(path, table="events"),
+                           primary_key="id", destination_mode="replace")
+        assert "warehouse.duckdb" in str(err.value)
+    assert ws.syncs().is_empty()
+    other = dfsync.Workspace(tmp_path / "other.duckdb")
+    other.create_sync("o", source=df, destination=dfsync.destinations.duckdb(str(tmp_path / "o.duckdb"), table="o"),
+                      primary_key="id").run(progress=False)
+    other.close()
+    sync = ws.create_sync("y", source=df, destination=dfsync.destinations.duckdb("other.duckdb", table="runs"),
+                          primary_key="id", destination_mode="mirror")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and "a dfsync workspace file" in run.error
+    ws.close()
+    con = duckdb.connect(str(tmp_path / "other.duckdb"), read_only=True)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    con.close()
+    assert "_dfsync_batches" not in tables
+    other = dfsync.Workspace(tmp_path / "other.duckdb")
+    assert other.syncs()["name"].to_list() == ["o"] and other.sync("o").runs().height == 1
+    other.close()

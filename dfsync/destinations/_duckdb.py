@@ -70,6 +70,13 @@ class DuckDBDestination(Destination):
     def open(self, ctx: DestinationContext) -> DestinationSession:
         return DuckDBSession(self, ctx)
 
+    def refuse_workspace_file(self, workspace_path: str | None) -> None:
+        """A destination is never a workspace's own file: its tables (syncs, runs, events ...)
+        would be written over, and the workspace broken for good. At create_sync (this workspace's
+        file, by its real path) and when the run opens the file (any dfsync workspace)."""
+        if workspace_path and os.path.realpath(workspace_path) == os.path.realpath(self.path):
+            raise ConfigError(_WORKSPACE_FILE.format(path=self.path, what="this workspace's own file"))
+
 
 class DuckDBSession(DestinationSession):
     destination: DuckDBDestination
@@ -77,6 +84,11 @@ class DuckDBSession(DestinationSession):
     def __init__(self, destination: DuckDBDestination, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
         self.con = _connect(destination.path)
+        if self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                            "AND schema_name = 'main' AND table_name IN ('workspace_meta', 'syncs', 'runs')"
+                            ).fetchall()[0][0] == 3:
+            self.con.close()
+            raise DestinationError(_WORKSPACE_FILE.format(path=destination.path, what="a dfsync workspace file"))
         # checkpoint (compress and write row groups) once at close, not every 16 MB of WAL; and
         # cap the buffer pool, so the pages just written are evicted rather than kept (a large
         # first load would otherwise hold the whole new table in memory). Both are restored at
@@ -497,6 +509,12 @@ def _partial_row_group_last(rows: pa.Table) -> pa.Table:
     with contextlib.suppress(pa.ArrowInvalid, pa.ArrowCapacityError):
         return rows.combine_chunks()
     return rows
+
+
+_WORKSPACE_FILE = ("destinations.duckdb({path!r}) is {what}: the sync's table and ledger would be "
+                   "written among the workspace's own tables (syncs, runs, events), breaking it. Give the "
+                   "destination a DuckDB file of its own, e.g. destinations.duckdb('warehouse.duckdb', table=...); "
+                   "nothing was written.")
 
 
 def _connect(path: str) -> duckdb.DuckDBPyConnection:
