@@ -440,3 +440,27 @@ def test_duckdb_is_still_the_default(tmp_path):
     assert type(ws.store).__name__ == "Store"
     ws.close()
     duckdb.connect(str(tmp_path / "w.duckdb")).close()
+
+
+def test_a_postgres_destination_never_writes_into_a_workspace_schema(pg_uri, tmp_path):
+    """A PostgreSQL destination table in the schema of a PostgreSQL workspace (table='dfsync.events',
+    or an unqualified table with the workspace in ?schema=public) replaced the workspace's events
+    table: the run stayed in_progress and every later open of the workspace failed with the
+    server's raw 'INSERT has more expressions than target columns'. The run fails before the
+    destination's ledger or table is made, naming the schema; the workspace keeps working."""
+    schema = _schema()
+    ws = dfsync.Workspace(f"{pg_uri}?schema={schema}")
+    df = pl.DataFrame({"id": [1, 2], "v": ["a", "b"]})
+    sync = ws.create_sync("x", source=df, destination=dfsync.destinations.postgres(pg_uri, table=f"{schema}.events"),
+                          primary_key="id", destination_mode="replace")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and f"the schema '{schema}' holds a dfsync workspace" in run.error
+    ws.close()
+    ws = dfsync.Workspace(f"{pg_uri}?schema={schema}")
+    assert ws.syncs()["name"].to_list() == ["x"] and ws.sync("x").status == "failed"
+    tables = ws.sql(f"SELECT tablename FROM pg_tables WHERE schemaname = '{schema}'")["tablename"].to_list()
+    assert "_dfsync_batches" not in tables and not any("replace" in t for t in tables)
+    ok = ws.create_sync("y", source=df, destination=dfsync.destinations.postgres(pg_uri, table=f"{schema}_data.events"),
+                        primary_key="id")
+    assert ok.run(progress=False).status == "success"
+    ws.close()

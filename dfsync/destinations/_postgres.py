@@ -229,6 +229,7 @@ class PostgresSession(ArrowSQLSession):
 
     def _connect_and_ledger(self) -> None:
         def go(cur: Any) -> None:
+            self._refuse_workspace_schema(cur)
             if self.target.schema:
                 cur.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self.target.schema)}")
             cur.execute(self._ledger_ddl())
@@ -236,6 +237,22 @@ class PostgresSession(ArrowSQLSession):
             self._raise_fence(cur)
 
         self._run(go)
+
+    def _refuse_workspace_schema(self, cur: Any) -> None:
+        """The table never goes into a schema holding a dfsync workspace (a PostgreSQL workspace
+        in the same database, ``?schema=...``): its tables (syncs, runs, events ...) would be
+        written over and the workspace broken. Checked before the ledger or the table is made."""
+        where = "$1" if self.target.schema else "current_schema()"
+        found = self._fetch(cur, f"SELECT count(*), {where} FROM pg_tables WHERE schemaname = {where} "
+                                 "AND tablename IN ('workspace_meta', 'syncs', 'runs') GROUP BY 2",
+                            (self.target.schema,) if self.target.schema else ())
+        if found and found[0][0] == 3:
+            self.con.rollback()
+            raise DestinationError(
+                f"{self.destination.describe()}: the schema {found[0][1]!r} holds a dfsync workspace (its "
+                f"syncs, runs and events tables); the sync's table and ledger would be written among them, "
+                f"breaking it. Give the destination a schema of its own (table='analytics.{self.target.table}') "
+                f"or another database; nothing was written.")
 
     def _exists(self, name: TableName) -> bool:
         with self.con.cursor() as cur:
