@@ -272,6 +272,39 @@ def test_sqlite_columns_null_in_their_first_rows_are_read_with_their_type(tmp_pa
     ws.close()
 
 
+def test_sqlite_real_values_among_text_are_refused_not_cut_to_seven_digits(tmp_path):
+    """A SQLite column whose first rows mix REAL and TEXT values (a price column holding 'n/a')
+    is typed as text by the driver, which wrote its REALs with printf's %e: 3.14159265358979
+    reached the destination as '3.141593e+00' and the run said success. Such a column is refused
+    at create_sync, naming it, a value and the cast; with the cast every digit arrives."""
+    import sqlite3
+
+    import duckdb
+
+    path = tmp_path / "app.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, price REAL, code, note TEXT)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)",
+                    [(1, 3.14159265358979, 12345.678901234, "a"), (2, "n/a", "A1", "b"), (3, 0.1, 7, "c")])
+    con.commit()
+    con.close()
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.duckdb(str(tmp_path / "out.duckdb"), table="t")
+    with pytest.raises(dfsync.SourceError, match=r"column 'price' holds REAL values \(e.g. 3.14159265358979\)") as err:
+        ws.create_sync("s", source=dfsync.sources.database(f"sqlite:///{path}", "SELECT * FROM t"),
+                       destination=dest, primary_key="id")
+    assert 'CAST("price" AS TEXT) AS "price"' in str(err.value) and "also 'code'" in str(err.value)
+    assert ws.syncs().is_empty()
+    query = 'SELECT id, CAST(price AS TEXT) AS price, CAST(code AS TEXT) AS code, note FROM t'
+    sync = ws.create_sync("s", source=dfsync.sources.database(f"sqlite:///{path}", query), destination=dest,
+                          primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as out:
+        assert out.sql("SELECT price, code FROM t ORDER BY id").fetchall() == [
+            ("3.14159265358979", "12345.678901234"), ("n/a", "A1"), ("0.1", "7")]
+    ws.close()
+
+
 def test_sqlite_source_to_sqlite_destination(tmp_path):
     import sqlite3
 

@@ -189,6 +189,9 @@ class DatabaseSource(Source):
             head: list[pa.RecordBatch] = []
             if self.dialect == "sqlite":
                 cur, inner, head = typed_reader(con, cur, inner, sql, params)
+        except SourceError:
+            con.close()
+            raise
         except Exception as exc:
             con.close()
             raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
@@ -253,6 +256,8 @@ class DatabaseSource(Source):
             schema = reader.schema
             reader.close()
             cur.close()
+        except SourceError:
+            raise
         except Exception as exc:
             raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
         finally:

@@ -39,12 +39,44 @@ def typed_query(con: Any, sql: str, params: tuple, first: pa.RecordBatch) -> str
     return f"SELECT {sample} UNION ALL SELECT * FROM ({sql}) AS q2"
 
 
+def refuse_reals_as_text(con: Any, sql: str, params: tuple, first: pa.RecordBatch) -> None:
+    """A column the driver typed as text (or bytes) from its first rows, because they mix REAL values
+    with TEXT (or BLOB) ones, gets those REALs as printf's ``%e``: 3.14159265358979 became
+    '3.141593e+00' (7 significant digits) and the run said success. Such a column is refused,
+    naming it, one value and the cast that keeps every digit."""
+    cols = [f.name for f in first.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    if not cols or not first.num_rows:
+        return
+    rows = f"(SELECT * FROM ({sql}) AS q0 LIMIT {first.num_rows}) AS q1"  # the rows the driver typed from
+    with con.cursor() as cur:
+        cur.execute("SELECT " + ", ".join(f"max(typeof({q(c)}) = 'real')" for c in cols) + f" FROM {rows}",
+                    parameters=params or None)
+        mixed = [c for c, hit in zip(cols, cur.fetchall()[0], strict=True) if hit]
+        if not mixed:
+            return
+        cur.execute(f"SELECT quote({q(mixed[0])}) FROM {rows} WHERE typeof({q(mixed[0])}) = 'real' LIMIT 1",
+                    parameters=params or None)
+        value = cur.fetchall()[0][0]
+    from ..errors import SourceError
+
+    col = q(mixed[0])
+    raise SourceError(
+        f"column {mixed[0]!r} holds REAL values (e.g. {value}) among text or blob ones; SQLite's driver would "
+        f"give those REALs as text with 7 significant digits ('%e': 3.14159265358979 as '3.141593e+00'). "
+        f"Give the column one type in the query: SELECT ..., CAST({col} AS TEXT) AS {col} FROM ... keeps "
+        f"every digit as text (or CAST({col} AS REAL) for numbers, where the text ones are not)"
+        + (f"; also {', '.join(map(repr, mixed[1:]))}" if mixed[1:] else "") + ". Nothing was sent.")
+
+
 def typed_reader(con: Any, cur: Any, inner: Any, sql: str, params: tuple) -> tuple[Any, Any, list[pa.RecordBatch]]:
-    """The SQLite reader with its first batch read and its all-NULL columns typed (see above)."""
+    """The SQLite reader with its first batch read, its REAL-among-text columns refused and its
+    all-NULL columns typed (see above)."""
     try:
         first = inner.read_next_batch()
     except StopIteration:
         return cur, inner, []
+    refuse_reals_as_text(con, sql, params, first)
     typed = typed_query(con, sql, params, first)
     if typed is None:
         return cur, inner, [first]
