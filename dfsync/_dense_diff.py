@@ -12,6 +12,11 @@ row has exactly its key and its fingerprint is equal (no hash of the key stands 
 so a changed row is taken as unchanged only when its new fingerprint equals the delivered
 one of the same key, as before. Each kept row's values are fingerprinted again once staged:
 they must hash as they did when read, or the caller diffs again by the join.
+
+A Parquet source whose first batch shows (next to) no change is read again for the key and
+the fingerprint alone, and the rows that read finds new or changed are fetched by a third read
+of their keys, each with the fingerprint it compared: handing every column to Python was most
+of what an unchanged re-sync cost above reading and hashing (bench/RESULTS.md, issue 22).
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ _KEY_TYPES = {"TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INTEGER": pa.int32(
 #: source rows per Arrow batch read out of DuckDB, and staged rows held before they are inserted
 _BATCH_ROWS = 1 << 17
 _FLUSH_BYTES = 64 << 20
+#: a whole read gives way to a narrow one (key and fingerprint) when its first batch says that the
+#: source has at most about this many changed rows (see _narrow)
+NARROW_ROWS = 64
 
 
 def _zeros(n: int, dtype: type) -> np.ndarray:
@@ -106,19 +114,80 @@ def _kept(batches: list[pa.RecordBatch]) -> pa.Table:
     return pa.Table.from_batches(batches)
 
 
+class _Pass:
+    """One read of ``_src`` compared with the delivered state, batch by batch: rows per action
+    and which delivered keys the source still has (``seen``)."""
+
+    def __init__(self, dense: DenseState) -> None:
+        self.dense = dense
+        self.seen = _zeros(len(dense.present), np.bool_)
+        self.counts = {"insert": 0, "update": 0, "delete": 0, "unchanged": 0}
+        self.read = 0
+
+    def compare(self, kcol: pa.Array, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hit, same) of a batch: its key was delivered; its fingerprint is that key's delivered one."""
+        dense, span = self.dense, len(self.dense.present)
+        n = len(kcol)
+        self.read += n
+        pos = _values(kcol).astype(np.int64, copy=False) - dense.low  # (a new array: slots set to 0 below)
+        hit = pos.view(np.uint64) < span  # (a key below the range wraps to a large number)
+        if kcol.null_count:
+            hit &= _valid(kcol)
+        if not hit.all():
+            pos[~hit] = 0
+        hit &= dense.present[pos]
+        self.seen[pos if hit.all() else pos[hit]] = True
+        same = hit & (dense.fps[pos] == fps)
+        n_same, n_hit = int(np.count_nonzero(same)), int(np.count_nonzero(hit))
+        self.counts["unchanged"] += n_same
+        self.counts["update"] += n_hit - n_same
+        self.counts["insert"] += n - n_hit
+        return hit, same
+
+
 def stage_changed(con: duckdb.DuckDBPyConnection, dense: DenseState, columns: Sequence[str], key: str,
-                  fp_sql: str, action_type: str) -> tuple[dict[str, int], int] | None:
-    """Read ``_src`` once (fingerprinted by DuckDB), keep its new and changed rows and the
-    delivered keys it no longer has in ``stg`` (which must exist, empty, with the staged
-    columns). Returns (rows per action, rows read), or None
-    when a kept row did not come back from Arrow as it was read."""
+                  fp_sql: str, action_type: str, rows: int | None = None) -> tuple[dict[str, int], int] | None:
+    """Read ``_src`` (fingerprinted by DuckDB), keep its new and changed rows and the delivered
+    keys it no longer has in ``stg`` (which must exist, empty, with the staged columns). Returns
+    (rows per action, rows read), or None when the kept rows are not the ones the comparison
+    found (a value that did not come back from Arrow as read, a file changed between two reads,
+    a null key among rows read twice: the caller's join then diffs again).
+
+    ``rows``, the source's row count, is given when ``_src`` can be read again (Parquet files):
+    a read whose first batch has no changed row then gives way to one of the key and the
+    fingerprint alone, and a second read fetches the few rows it finds changed (:func:`_narrow`)."""
+    writer = con.cursor()  # stg is filled while another cursor streams the source
+    try:
+        done = _whole(con, writer, dense, columns, key, fp_sql, action_type, rows)
+        if done is None:
+            done, changed = _narrow(con, dense, key, fp_sql)
+            if _fetch(con, changed, columns, key, fp_sql, action_type) != done.counts["insert"] + done.counts["update"]:
+                return None  # not exactly the rows the first read found changed (a null key is not fetched)
+        gone = np.flatnonzero(dense.present & ~done.seen)
+        done.counts["delete"] = len(gone)
+        if len(gone):
+            writer.register("_gone", pa.Table.from_arrays(
+                [int_array(gone + dense.low, dense.key_type), int_array(dense.fps[gone], pa.uint64())], names=[key, "_fp"]))
+            writer.execute(f"INSERT INTO stg ({quote(key)}, _fp, _action) SELECT {quote(key)}, _fp, "
+                           f"'delete'::{action_type} FROM _gone")
+            writer.unregister("_gone")
+        # the kept rows must hash as they did when compared (they went out to Arrow and back in,
+        # or were read a second time)
+        if writer.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND {fp_sql} <> _fp").fetchall()[0][0]:
+            return None
+    finally:
+        writer.close()
+    return done.counts, done.read
+
+
+def _whole(con: duckdb.DuckDBPyConnection, writer: duckdb.DuckDBPyConnection, dense: DenseState,
+           columns: Sequence[str], key: str, fp_sql: str, action_type: str, rows: int | None) -> _Pass | None:
+    """One read of every column; the new and changed rows go into ``stg`` as they come. None when
+    it stopped after its first batch to let a narrow read take over (``rows``: see stage_changed)."""
     cols = ", ".join(quote(c) for c in columns)
-    span = len(dense.present)
-    seen = _zeros(span, np.bool_)
-    counts = {"insert": 0, "update": 0, "delete": 0, "unchanged": 0}
+    done = _Pass(dense)
     held: list[pa.RecordBatch] = []
-    size, read = 0, 0
-    writer = con.cursor()  # stg is filled while con streams the source
+    size = 0
 
     def flush() -> None:
         nonlocal size
@@ -131,47 +200,74 @@ def stage_changed(con: duckdb.DuckDBPyConnection, dense: DenseState, columns: Se
         held.clear()
         size = 0
 
-    try:
-        reader = con.sql(f"SELECT {cols}, {fp_sql} AS _fp FROM _src").to_arrow_reader(_BATCH_ROWS)
-        ki = list(reader.schema.names).index(key)
-        for batch in reader:
-            n = batch.num_rows
-            read += n
-            kcol = batch.column(ki)
-            if not n:
-                continue
-            pos = _values(kcol).astype(np.int64, copy=False) - dense.low  # (a new array: slots set to 0 below)
-            hit = pos.view(np.uint64) < span  # (a key below the range wraps to a large number)
-            if kcol.null_count:
-                hit &= _valid(kcol)
-            if not hit.all():
-                pos[~hit] = 0
-            hit &= dense.present[pos]
-            seen[pos if hit.all() else pos[hit]] = True
-            same = hit & (dense.fps[pos] == _values(batch.column(batch.num_columns - 1)))
-            n_same, n_hit = int(np.count_nonzero(same)), int(np.count_nonzero(hit))
-            counts["unchanged"] += n_same
-            counts["update"] += n_hit - n_same
-            counts["insert"] += n - n_hit
-            if n_same < n:
-                keep = ~same
-                kept = batch.filter(bool_array(keep)).append_column("_upd", bool_array(hit[keep]))
-                held.append(kept)
-                size += kept.nbytes
-                if size >= _FLUSH_BYTES:
-                    flush()
-        flush()
-        gone = np.flatnonzero(dense.present & ~seen)
-        counts["delete"] = len(gone)
-        if len(gone):
-            writer.register("_gone", pa.Table.from_arrays(
-                [int_array(gone + dense.low, dense.key_type), int_array(dense.fps[gone], pa.uint64())], names=[key, "_fp"]))
-            writer.execute(f"INSERT INTO stg ({quote(key)}, _fp, _action) SELECT {quote(key)}, _fp, "
-                           f"'delete'::{action_type} FROM _gone")
-            writer.unregister("_gone")
-        # the kept rows went out to Arrow and back in: they must hash as they did when read
-        if writer.execute(f"SELECT count(*) FROM stg WHERE _action <> 'delete' AND {fp_sql} <> _fp").fetchall()[0][0]:
+    reader = con.sql(f"SELECT {cols}, {fp_sql} AS _fp FROM _src").to_arrow_reader(_BATCH_ROWS)
+    ki = list(reader.schema.names).index(key)
+    for batch in reader:
+        if not batch.num_rows:
+            continue
+        hit, same = done.compare(batch.column(ki), _values(batch.column(batch.num_columns - 1)))
+        changed = len(same) - int(np.count_nonzero(same))
+        if rows and done.read < rows and done.read == len(same) and changed * rows <= NARROW_ROWS * done.read:
+            reader.close()  # (the narrow read follows on the same connection)
             return None
+        if changed:
+            keep = ~same
+            kept = batch.filter(bool_array(keep)).append_column("_upd", bool_array(hit[keep]))
+            held.append(kept)
+            size += kept.nbytes
+            if size >= _FLUSH_BYTES:
+                flush()
+    flush()
+    return done
+
+
+def _narrow(con: duckdb.DuckDBPyConnection, dense: DenseState, key: str, fp_sql: str) -> tuple[_Pass, pa.Table | None]:
+    """A read of the key and the fingerprint only: the (key, fingerprint, delivered key?) of the
+    rows that are new or changed (None: no row is).
+
+    Most of a whole read's cost above reading and hashing is handing every column to Python
+    (about 0.45 CPU-s for the two text columns of the 10M-row bench), so an unchanged source
+    costs the read and the hash alone. Fetching the changed rows again costs up to what a read
+    does (their keys spread over the file), more than the narrow read saves once more than
+    about NARROW_ROWS rows changed: hence a whole read's first batch decides (_whole)."""
+    done = _Pass(dense)
+    keys: list[np.ndarray] = []
+    prints: list[np.ndarray] = []
+    updates: list[np.ndarray] = []
+    ktype = None
+    for batch in con.sql(f"SELECT {quote(key)}, {fp_sql} AS _fp FROM _src").to_arrow_reader(_BATCH_ROWS):
+        if not batch.num_rows:
+            continue
+        kcol, fps = batch.column(0), _values(batch.column(1))
+        hit, same = done.compare(kcol, fps)
+        if not same.all():
+            keep = ~same
+            if kcol.null_count:
+                keep &= _valid(kcol)  # a null key is not fetched again (stage_changed's count says so)
+            keys.append(_values(kcol)[keep])
+            prints.append(fps[keep])
+            updates.append(hit[keep])
+            ktype = kcol.type
+    if ktype is None:
+        return done, None
+    return done, pa.Table.from_arrays(
+        [int_array(np.concatenate(keys), ktype), int_array(np.concatenate(prints), pa.uint64()),
+         bool_array(np.concatenate(updates))], names=[key, "_fp", "_upd"])
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, changed: pa.Table | None, columns: Sequence[str], key: str,
+           fp_sql: str, action_type: str) -> int:
+    """The second read: the rows the first one found new or changed, with the fingerprint it
+    found (a key's other rows, unchanged ones, are not taken), into ``stg``; the rows staged."""
+    if changed is None:
+        return 0
+    cols, k = ", ".join(quote(c) for c in columns), quote(key)
+    con.register("_changed", changed)
+    try:
+        return con.execute(
+            f"INSERT INTO stg SELECT {', '.join(f's.{quote(c)}' for c in columns)}, s._fp, CASE WHEN c._upd "
+            f"THEN 'update' ELSE 'insert' END::{action_type} FROM (SELECT {cols}, {fp_sql} AS _fp FROM _src "
+            f"WHERE {k} IN (SELECT {k} FROM _changed)) s JOIN (SELECT {k}, _fp, bool_or(_upd) AS _upd FROM "
+            f"_changed GROUP BY ALL) c ON s.{k} = c.{k} AND s._fp = c._fp").fetchall()[0][0]
     finally:
-        writer.close()
-    return counts, read
+        con.unregister("_changed")

@@ -317,15 +317,15 @@ class Staging:
                 FULL JOIN dlv d ON {on}
                 WHERE s._fp IS DISTINCT FROM d._fp {'' if dense is None else 'LIMIT 0'}"""
             )
-            staged = None if dense is None else stage_changed(con, dense, self.columns, self.key[0], fp, ACTION_TYPE)
+            rows = counter() if dense is not None and self.src_rescannable else None  # Parquet: read twice, narrow first
+            staged = None if dense is None else stage_changed(con, dense, self.columns, self.key[0], fp, ACTION_TYPE, rows)
         except (duckdb.Error, pa.ArrowException) as exc:
             raise self._stage_error(source, exc) from exc
         self.joined = True
         if dense is None:
-            counts = dict.fromkeys(ACTIONS, 0)
-            counts.update(dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall()))
+            counts = {**dict.fromkeys(ACTIONS, 0), **dict(con.execute("SELECT _action, count(*) FROM stg GROUP BY ALL").fetchall())}
         elif staged is None:
-            return None  # a kept row changed on its way through Arrow: the full diff joins
+            return None  # the kept rows are not the ones compared (Arrow, a second read): the full diff joins
         else:
             counts, streamed = staged
         read = counter()

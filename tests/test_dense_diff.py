@@ -183,3 +183,102 @@ def test_narrower_integer_keys_diff_by_position(tmp_path, monkeypatch, dtype):
     assert (c["inserted"], c["deleted"], c["queried"]) == (1, 2, v2.height) and c["updated"] >= 40  # 2 comes back
     assert out["id"].dtype == dtype
     _same_frames(out, v2.sort("id"))
+
+
+def _late_changes(v1: pl.DataFrame) -> pl.DataFrame:
+    """v1 with its first 100 rows as they were; after them updates (to and from null), 3 rows
+    deleted and 2 new keys."""
+    changed = v1.filter(~pl.col("id").is_in([150, 151, 260])).with_columns(
+        pl.when((pl.col("id") > 100) & (pl.col("id") % 10 == 0)).then(pl.col("qty").fill_null(0) + 1)
+        .otherwise(pl.col("qty")).alias("qty"),
+        pl.when((pl.col("id") > 100) & (pl.col("id") % 17 == 0)).then(None).otherwise(pl.col("name")).alias("name"))
+    return pl.concat([changed, _frame([1000, 1001], "new")])
+
+
+@pytest.fixture
+def narrow(monkeypatch):
+    """Batches of 32 rows, so that a small source's first batch can decide; counts the narrow reads."""
+    monkeypatch.setattr(_dense_diff, "_BATCH_ROWS", 32)
+    used = []
+    real = _dense_diff._narrow
+
+    def spy(*a, **k):
+        used.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(_dense_diff, "_narrow", spy)
+    return used
+
+
+def test_an_unchanged_first_batch_reads_keys_and_fingerprints_then_fetches_the_changed_rows(tmp_path, monkeypatch, narrow):
+    v1 = _frame(list(range(1, 301)), "v1")
+    v2 = _late_changes(v1)
+    run, out, used, again = _sync(tmp_path, "late", v1, v2, True, monkeypatch)
+    assert used == 1 and len(narrow) == 2, "the re-sync and the run after it read narrow"
+    assert run.status == "success", run.error
+    c = run.counts
+    assert (c["inserted"], c["deleted"]) == (2, 3) and c["updated"] > 20
+    assert c["queried"] == v2.height == c["inserted"] + c["updated"] + c["unchanged"]
+    assert c["sent"] == c["inserted"] + c["updated"] + c["deleted"]
+    _same_frames(out, v2.sort("id"))
+    assert (again.counts["unchanged"], again.counts["sent"]) == (v2.height, 0)
+
+
+def test_a_first_batch_with_changes_keeps_the_whole_read(tmp_path, monkeypatch, narrow):
+    v1 = _frame(list(range(1, 1001)), "v1")
+    v2 = _v2(v1)  # changes from the first rows on: more than NARROW_ROWS, by the first batch
+    run, out, used, again = _sync(tmp_path, "early", v1, v2, True, monkeypatch)
+    assert used == 1 and len(narrow) == 1, "only the run after it (nothing changed) read narrow"
+    assert run.status == "success", run.error
+    _same_frames(out, v2.sort("id"))
+    assert (again.counts["unchanged"], again.counts["sent"]) == (v2.height, 0)
+
+
+@pytest.mark.parametrize("second", ["same", "changed"])
+def test_a_repeated_key_found_by_the_narrow_read_fails_the_run(tmp_path, monkeypatch, narrow, second):
+    """Key 200 twice: its second row as delivered or changed; either way no row is sent."""
+    v1 = _frame(list(range(1, 301)), "v1")
+    extra = v1.filter(pl.col("id") == 200)
+    if second == "changed":
+        extra = extra.with_columns(pl.lit(-1, dtype=pl.Int64).alias("qty"))
+    v2 = pl.concat([_late_changes(v1), extra])
+    run, out, used, again = _sync(tmp_path, "dup", v1, v2, True, monkeypatch)
+    assert narrow, "the narrow read ran"
+    assert run.status == "failed" and "200 (2 times)" in str(run.error), run.error
+    assert run.counts["sent"] == 0
+    _same_frames(out, v1)
+
+
+def test_a_null_key_found_by_the_narrow_read_is_quarantined(tmp_path, monkeypatch, narrow):
+    v1 = _frame(list(range(1, 301)), "v1")
+    v2 = pl.concat([_late_changes(v1), _frame([None], "new")])
+    run, out, used, again = _sync(tmp_path, "null", v1, v2, True, monkeypatch, on_invalid="skip")
+    assert narrow, "the narrow read ran"
+    assert run.status == "success", run.error
+    c = run.counts
+    assert (c["invalid"], c["inserted"], c["deleted"]) == (1, 2, 3)
+    assert c["queried"] == v2.height == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"]
+    _same_frames(out, v2.filter(pl.col("id").is_not_null()).sort("id"))
+
+
+def test_a_file_rewritten_between_the_two_reads_is_diffed_again(tmp_path, monkeypatch, narrow):
+    """The second read finds other values than the first one compared: nothing of either is
+    trusted, the diff is made again by the join, and the destination gets the file as it is now."""
+    v1 = _frame(list(range(1, 301)), "v1")
+    v2 = _late_changes(v1)
+    v3 = v2.with_columns(pl.when(pl.col("id") > 250).then(pl.lit("v3")).otherwise(pl.col("name")).alias("name"))
+    real = _dense_diff._fetch
+    fetched = []
+
+    def rewrite(con, changed, *a, **k):
+        if changed is not None:  # the re-sync's second read, not the unchanged run after it
+            v3.write_parquet(tmp_path / "rewritten" / "v2.parquet")
+            fetched.append(changed.num_rows)
+        return real(con, changed, *a, **k)
+
+    monkeypatch.setattr(_dense_diff, "_fetch", rewrite)
+    run, out, used, again = _sync(tmp_path, "rewritten", v1, v2, True, monkeypatch)
+    assert fetched, "the second read ran"
+    assert run.status == "success", run.error
+    _same_frames(out, v3.sort("id"))
+    assert run.counts["queried"] == v3.height
