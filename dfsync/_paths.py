@@ -10,10 +10,18 @@ from __future__ import annotations
 import os
 import tempfile
 
-__all__ = ["not_writable", "owner_problem", "private_dir", "private_file"]
+__all__ = ["not_writable", "owner_problem", "private_dir", "private_file", "user_path"]
 
 #: modes of what dfsync creates for a workspace: readable by its owner only
 DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+def user_path(path: str | os.PathLike[str]) -> str:
+    """A path the user gave (a source file or glob, a destination, a database): ``~`` is the home
+    directory, as in polars, pandas and DuckDB (taken literally it made a directory named ``~`` in
+    the working directory and wrote the destination there), and the path is made absolute, so a
+    stored definition means the same file from any working directory (CLI, scheduler)."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def not_writable(path: str, *, is_dir: bool = False) -> str | None:

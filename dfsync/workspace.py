@@ -93,7 +93,7 @@ class Workspace:
             raise ArgumentError(f"dfsync.Workspace(path): path is a file path (str or pathlib.Path) or a "
                                 f"postgresql:// URI, or None for {DEFAULT_PATH}; not {path!r}")
         # runs whose process died are settled on the connection that opened the workspace
-        self.store = open_store(os.fspath(path) if path is not None else DEFAULT_PATH,
+        self.store = open_store(os.path.expanduser(os.fspath(path)) if path is not None else DEFAULT_PATH,
                                 busy_timeout=busy_timeout, create=create,
                                 memory_limit=self.settings.get("workspace_memory"),
                                 then=lambda store: store.recover_orphans(_owner_alive(store.key)))

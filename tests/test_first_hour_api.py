@@ -401,3 +401,34 @@ def test_a_duckdb_destination_is_never_a_workspace_file(tmp_path: pathlib.Path, 
     other = dfsync.Workspace(tmp_path / "other.duckdb")
     assert other.syncs()["name"].to_list() == ["o"] and other.sync("o").runs().height == 1
     other.close()
+
+
+def test_a_path_starting_with_tilde_is_in_the_home_directory(tmp_path: pathlib.Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """'~/...' is the home directory, as polars, pandas and DuckDB read it: dfsync took it
+    literally, so destinations.duckdb('~/warehouse.duckdb') wrote into a new directory named '~'
+    in the working directory (DuckDB's own '~/warehouse.duckdb' then showed no table),
+    sources.files('~/x.parquet') found no file, and Workspace('~/ws.duckdb') left a '~'
+    directory behind."""
+    import duckdb
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    pl.DataFrame({"id": [1, 2], "v": ["a", "b"]}).write_parquet(home / "src.parquet")
+    ws = dfsync.Workspace("~/ws.duckdb")
+    sync = ws.create_sync("s", source=dfsync.sources.files("~/src.parquet"),
+                          destination=dfsync.destinations.duckdb("~/warehouse.duckdb", table="t"), primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    for dest in (dfsync.destinations.sqlite("~/w.sqlite", table="t"), dfsync.destinations.parquet("~/out")):
+        assert ws.create_sync(f"s_{dest.kind}", source=dfsync.sources.duckdb_query(
+            "SELECT * FROM t", database="~/warehouse.duckdb"), destination=dest,
+            primary_key="id").run(progress=False).status == "success"
+    ws.close()
+    assert sorted(p.name for p in work.iterdir()) == []
+    assert {"ws.duckdb", "warehouse.duckdb", "w.sqlite", "out"} <= {p.name for p in home.iterdir()}
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT * FROM t ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+    assert dfsync.sources.database("sqlite:///~/w.sqlite", "SELECT 1").uri == f"sqlite:///{home}/w.sqlite"

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._arrow import bool_array
+from .._paths import user_path
 from .._schema import plan_table
 from .._secrets import resolve_secret
 from ..errors import (
@@ -144,7 +145,7 @@ class DeltaDestination(Destination):
             raise ConfigError("destinations.delta(partition_by=...) takes a column name or a list of them")
         if storage_options is not None and not isinstance(storage_options, dict):
             raise ConfigError("destinations.delta(storage_options=...) takes a dict of strings")
-        self.path = path if "://" in path else os.path.abspath(path)
+        self.path = path if "://" in path else user_path(path)
         self.partition_by = list(partition_by) if partition_by else None
         self.storage_options: dict[str, str] | None = None
         self._literal: dict[str, str] = {}

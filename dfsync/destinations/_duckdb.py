@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._arrow import int_array, string_scalar
+from .._paths import user_path
 from .._schema import plan_table
 from .._settings import setting
 from ..errors import ConfigError, DestinationError, TransientDestinationError
@@ -57,7 +58,7 @@ class DuckDBDestination(Destination):
     def __init__(self, path: str, table: str) -> None:
         if not table or not isinstance(table, str):
             raise ConfigError("destinations.duckdb() needs table='name' (or 'schema.name')")
-        self.path = os.path.abspath(os.fspath(path))  # works from any working directory
+        self.path = user_path(path)  # works from any working directory
         self.table = table
         self.name = TableName.parse(table)
 

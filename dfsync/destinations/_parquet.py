@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._arrow import holds, is_interval
-from .._paths import not_writable
+from .._paths import not_writable, user_path
 from .._schema import plan_table
 from ..errors import ConfigError, DestinationError, SchemaMismatchError
 from ..states import DestinationMode
@@ -50,7 +50,7 @@ class ParquetDestination(Destination):
     def __init__(self, directory: str) -> None:
         if not directory:
             raise ConfigError("destinations.parquet() needs a directory")
-        self.directory = os.path.abspath(os.fspath(directory))  # works from any working directory
+        self.directory = user_path(directory)  # works from any working directory
 
     def config(self) -> dict[str, Any]:
         return {"directory": self.directory}

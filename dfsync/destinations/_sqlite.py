@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from .._adbc import connect_sqlite
 from .._arrow import is_interval, is_nested, nested_to_json
-from .._paths import not_writable
+from .._paths import not_writable, user_path
 from .._schema import JSON
 from ..errors import ConfigError, DestinationError, MissingDependencyError, SchemaMismatchError
 from ._arrowsql import DATA, ROW_COLUMN, TERMINAL, TRANSIENT, ArrowSQLSession, Transient
@@ -116,7 +116,7 @@ class SQLiteDestination(Destination):
     def __init__(self, path: str, table: str, *, retry_timeout: float = 30.0) -> None:
         if not table or not isinstance(table, str):
             raise ConfigError("destinations.sqlite() needs table='name'")
-        self.path = os.path.abspath(os.fspath(path))  # works from any working directory
+        self.path = user_path(path)  # works from any working directory
         self.table = table
         name = TableName.parse(table)
         if name.schema not in (None, "main"):

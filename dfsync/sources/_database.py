@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from .._adbc import connect_postgres, connect_sqlite
 from .._arrow import interval_schema, to_polars
+from .._paths import user_path
 from .._secrets import resolve_secret, take_password
 from ..destinations._postgres import PostgresDestination
 from ..destinations._sql import q
@@ -100,7 +101,7 @@ class DatabaseSource(Source):
         if rel and rel != ":memory:" and not rel.startswith(("file:", "/")):
             # absolute, so the stored definition reads this database from any working directory (CLI,
             # scheduler): relative, a run from elsewhere read another file of that name, or failed
-            self.uri = "sqlite:///" + os.path.abspath(rel)
+            self.uri = "sqlite:///" + user_path(rel)
         self.query = query_text(query)
 
     @property

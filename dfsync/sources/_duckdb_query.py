@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from .._arrow import to_polars
+from .._paths import user_path
 from .._stage_input import no_case_clash
 from ..errors import ConfigError, SourceError
 from .base import CursorFilter, Source, query_text, register_source
@@ -23,7 +24,7 @@ class DuckDBQuerySource(Source):
             raise ConfigError("sources.duckdb_query() needs a SQL query string")
         self.sql = query_text(sql)
         # absolute, so the stored definition works from any working directory (CLI, scheduler)
-        self.database = os.path.abspath(os.fspath(database)) if database is not None else None
+        self.database = user_path(database) if database is not None else None
 
     def config(self) -> dict[str, Any]:
         return {"sql": self.sql, "database": self.database}

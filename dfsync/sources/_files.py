@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from .._args import refuse_unknown
+from .._paths import user_path
 from ..errors import ConfigError, SourceError
 from ._options import reader_options, stored_options
 from .base import CursorFilter, Source, register_source
@@ -56,7 +57,7 @@ class FilesSource(Source):
                  **options: Any) -> None:
         self.paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         # absolute, so the stored definition works from any working directory (CLI, scheduler)
-        self.paths = [os.path.abspath(os.fspath(p)) for p in self.paths]
+        self.paths = [user_path(p) for p in self.paths]
         if not self.paths:
             raise ConfigError("sources.files() needs at least one path or glob")
         folders = [p for p in self.paths if os.path.isdir(p)]
