@@ -368,6 +368,31 @@ def test_bad_config():
         dfsync.destinations.mysql("mysql://x@h/db", table="")
 
 
+@pytest.mark.parametrize("name", ["price ", "price\t", "temp \N{THERMOMETER}\ufe0f \N{GRINNING FACE}"])
+def test_a_column_name_the_server_refuses_is_refused_at_create_sync(mariadb_server, mysql_db, tmp_path, name):
+    """A field whose name ends with a space, or holds a character outside the BMP (an emoji), failed
+    the run with the server's raw 'Incorrect column name' / 'Invalid utf8mb4 character string'. Refused
+    at create_sync (and a run given such a source fails before sending), naming the column and the
+    mapping that renames it; renamed, it goes in."""
+    df = pl.DataFrame({"id": [1], name: [2.5]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.mysql(mysql_db, table="t")
+    with pytest.raises(SchemaMismatchError) as exc:
+        ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest, primary_key="id")
+    assert repr(name) in str(exc.value) and "mapping" in str(exc.value)
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})), destination=dest,
+                          primary_key="id")
+    run = sync.run(source=dfsync.sources.frame(df), progress=False)
+    assert run.status == "failed" and repr(name) in run.error and run.counts["sent"] == 0
+    assert not mariadb_server.execute("SHOW TABLES LIKE 't'", database=db_of(mysql_db))
+    sync = ws.create_sync("s2", source=dfsync.sources.frame(df), destination=dest, primary_key="id",
+                          mapping={"id": "id", "price": name})
+    assert sync.run(progress=False).status == "success"
+    assert read(mariadb_server, mysql_db).to_dicts() == [{"id": 1, "price": 2.5}]
+    with pytest.raises(ConfigError, match="ends with a space"):
+        dfsync.destinations.mysql(mysql_db, table="prices ")
+
+
 # ---------------------------------------------------------------------- through a workspace
 def frame(n: int, version: int = 1) -> pl.DataFrame:
     ids = list(range(n))

@@ -333,6 +333,29 @@ def test_a_column_name_postgresql_would_cut_is_refused_at_create_sync(pg_server,
     assert read(pg_server, pg_uri).to_dicts() == [{"id": 1, "short": 7}]
 
 
+def test_a_system_column_name_is_refused_at_create_sync(pg_server, pg_uri, tmp_path):
+    """A field named ctid, xmin or tableoid (PostgreSQL's system columns) failed the run with
+    libpq's raw 'column name "ctid" conflicts with a system column name' from CREATE TABLE.
+    Refused at create_sync, naming the column and the mapping that renames it; renamed, it goes in."""
+    df = pl.DataFrame({"id": [1], "ctid": ["row 7"]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.postgres(pg_uri, table="t")
+    with pytest.raises(SchemaMismatchError) as exc:
+        ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest, primary_key="id")
+    assert "'ctid'" in str(exc.value) and "system column" in str(exc.value) and "mapping" in str(exc.value)
+    sync = ws.create_sync("s2", source=dfsync.sources.frame(pl.DataFrame({"id": [1], "CTID": ["x"]})),
+                          destination=dest, primary_key="id")  # quoted names keep case: "CTID" is no system column
+    run = sync.run(source=dfsync.sources.frame(df.rename({"ctid": "CTID"}).with_columns(xmin=pl.lit(3))),
+                   progress=False)
+    assert run.status == "failed" and "'xmin'" in run.error and run.counts["sent"] == 0
+    assert pg_server.execute("SELECT count(*) FROM pg_tables WHERE tablename = 't'",
+                             dbname=pg_uri.rsplit("/", 1)[1])[0][0] == 0
+    sync = ws.create_sync("s3", source=dfsync.sources.frame(df), destination=dest, primary_key="id",
+                          mapping={"id": "id", "row_ctid": "ctid"})
+    assert sync.run(progress=False).status == "success"
+    assert read(pg_server, pg_uri).to_dicts() == [{"id": 1, "row_ctid": "row 7"}]
+
+
 def test_a_table_name_postgresql_would_cut_is_refused(pg_uri):
     """Two syncs to 't'*63 + '_a' and 't'*63 + '_b' both wrote into one table cut to 63 bytes."""
     with pytest.raises(ConfigError) as exc:

@@ -108,6 +108,16 @@ class MySQLDestination(ServerDestination):
     #: MySQL stores neither NaN nor infinity: refused before sending (dfsync._schema.check_values)
     nonfinite = ""
 
+    def name_problem(self, name: str) -> str | None:
+        # the server refused them mid-run ('Incorrect column name', 'Invalid utf8mb4 character string')
+        if name[-1:].isspace():
+            return "ends with a space, which MySQL and MariaDB refuse in names"
+        wide = next((ch for ch in name if ord(ch) > 0xFFFF), None)
+        if wide:
+            return (f"holds {wide!r} (U+{ord(wide):X}), a character outside the Basic Multilingual Plane, "
+                    f"which MySQL and MariaDB refuse in names")
+        return None
+
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
                  connect_timeout: int = 10) -> None:
         if not isinstance(uri, str) or not uri.startswith(("mysql://", "mariadb://")):
@@ -122,6 +132,9 @@ class MySQLDestination(ServerDestination):
         self.name = TableName.parse(table)
         if len(self.name.table) > 64:
             raise ConfigError(f"table name {self.name.table!r} is longer than MySQL's 64 characters")
+        why = self.name_problem(self.name.table)
+        if why:
+            raise ConfigError(f"table name {self.name.table!r} {why}; choose another table name")
         self.retry_timeout = float(retry_timeout)
         self.connect_timeout = int(connect_timeout)
 

@@ -96,6 +96,10 @@ def pg_to_duck(t: str) -> str:
     return name + ("[]" if array else "")
 
 
+#: names every PostgreSQL table has already (a column of one's own cannot take them)
+_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
+
+
 @register_destination
 class PostgresDestination(ServerDestination):
     """A PostgreSQL table; ``table`` may be ``schema.table`` (quote parts to keep dots: ``'"a.b".t'``)."""
@@ -111,6 +115,12 @@ class PostgresDestination(ServerDestination):
     timestamp_range = ((-4713, 11, 24), (294277, 1, 1))
     #: text, arrays and jsonb cannot hold U+0000: refused before sending (dfsync._schema.check_values)
     text_nul = False
+
+    def name_problem(self, name: str) -> str | None:
+        if name in _SYSTEM_COLUMNS:  # CREATE TABLE / ADD COLUMN failed mid-run with libpq's raw message
+            return (f"is one of PostgreSQL's system columns ({', '.join(sorted(_SYSTEM_COLUMNS))}), "
+                    f"which no table can have as its own")
+        return None
 
     def __init__(self, uri: str, table: str, *, password: str | None = None, retry_timeout: float = 30.0,
                  connect_timeout: int = 10) -> None:

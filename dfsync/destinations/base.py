@@ -235,6 +235,10 @@ class Destination(ABC):
         column, an HTTP body), which holds no NaN or infinity (``_schema.check_values``)."""
         return False
 
+    def name_problem(self, name: str) -> str | None:
+        """Why the database refuses ``name`` as a column name (None: it takes it as it is)."""
+        return None
+
     def check_schema(self, schema: pa.Schema) -> None:
         """Refuse, naming the column, a field type this destination cannot hold (at create_sync
         when the source's schema is known, else before anything is sent)."""
@@ -248,6 +252,11 @@ class Destination(ABC):
                         f"column name {f.name!r} is {size} {unit} long; {self.kind} keeps at most {limit} "
                         f"(a longer name would be cut or refused). Give it a shorter name in the sync's "
                         f"mapping, e.g. mapping={{'a_shorter_name': {f.name!r}, ...}}.")
+            why = self.name_problem(f.name)
+            if why:
+                raise SchemaMismatchError(
+                    f"column name {f.name!r} {why}. Give it another name in the sync's mapping, e.g. "
+                    f"mapping={{'a_new_name': {f.name!r}, ...}}.")
             try:
                 self.column_type(f.type)
             except SchemaMismatchError as exc:
