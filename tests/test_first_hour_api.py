@@ -432,3 +432,26 @@ def test_a_path_starting_with_tilde_is_in_the_home_directory(tmp_path: pathlib.P
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT * FROM t ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
     assert dfsync.sources.database("sqlite:///~/w.sqlite", "SELECT 1").uri == f"sqlite:///{home}/w.sqlite"
+
+
+@pytest.mark.parametrize("module, extra, make", [
+    ("adbc_driver_sqlite", "sqlite", lambda p: dfsync.destinations.sqlite(str(p / "a.sqlite"), table="t")),
+    ("adbc_driver_postgresql", "postgres", lambda p: dfsync.destinations.postgres("postgresql://u@127.0.0.1:1/db", table="t")),
+    ("pymysql", "mysql", lambda p: dfsync.destinations.mysql("mysql://u@127.0.0.1:1/db", table="t")),
+    ("deltalake", "delta", lambda p: dfsync.destinations.delta(str(p / "delta"))),
+    ("httpx", "http", lambda p: dfsync.destinations.http("http://127.0.0.1:1/contacts")),
+])
+def test_a_destination_whose_extra_is_not_installed_fails_at_create_sync(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, module: str, extra: str, make) -> None:
+    """pip install dfsync without an extra: create_sync with that destination succeeded and every
+    run then failed with 'adbc-driver-sqlite is needed ...'. A missing dependency is bad
+    configuration, so it is the MissingDependencyError (a ConfigError) of create_sync, naming the
+    pip command, and nothing is stored."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: find_spec and import fail
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    with pytest.raises(dfsync.MissingDependencyError, match=re.escape(f"pip install 'dfsync[{extra}]'")):
+        ws.create_sync("s", source=pl.DataFrame({"id": [1]}), destination=make(tmp_path), primary_key="id")
+    assert ws.syncs().is_empty()
+    ws.close()

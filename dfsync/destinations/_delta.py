@@ -123,6 +123,7 @@ class DeltaDestination(Destination):
     """A Delta Lake table at ``path`` (a directory, or an object-store URI with ``storage_options``)."""
 
     kind = "delta"
+    needs = ("deltalake", "deltalake", "delta", "the Delta Lake destination")
     #: rows per commit when the sync leaves batch_size None: each commit costs a Delta log
     #: entry, a table refresh and a file (bench/RESULTS.md, issue 23)
     default_batch_size = 1_000_000

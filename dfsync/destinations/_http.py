@@ -163,6 +163,7 @@ class HTTPDestination(Destination):
     """
 
     kind = "http"
+    needs = ("httpx", "httpx", "http", "the REST API destination")
     #: JSON has no NaN or infinity (they would be sent as null): refused before anything is sent
     nonfinite = ""
     transactional = False

@@ -102,6 +102,7 @@ class MySQLDestination(ServerDestination):
     """A MySQL or MariaDB table (InnoDB); ``table`` may be ``database.table``."""
 
     kind = "mysql"
+    needs = ("pymysql", "pymysql", "mysql", "the MySQL/MariaDB connector")
     max_name = (64, "characters")
     #: the finest time unit its datetime/time columns keep
     time_unit = "us"

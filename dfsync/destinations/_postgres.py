@@ -105,6 +105,7 @@ class PostgresDestination(ServerDestination):
     """A PostgreSQL table; ``table`` may be ``schema.table`` (quote parts to keep dots: ``'"a.b".t'``)."""
 
     kind = "postgres"
+    needs = ("adbc_driver_postgresql", "adbc-driver-postgresql", "postgres", "the PostgreSQL destination")
     max_name = (63, "bytes")
     reusable_sessions = True
     #: the finest time unit its timestamp/interval columns keep

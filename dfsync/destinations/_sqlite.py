@@ -105,6 +105,7 @@ class SQLiteDestination(Destination):
     one_writer = True
 
     kind = "sqlite"
+    needs = ("adbc_driver_sqlite", "adbc-driver-sqlite", "sqlite", "the SQLite destination")
     #: SQLite stores a NaN REAL as NULL: a NaN is refused before anything is sent
     nonfinite = "inf"
     #: dates and timestamps are ISO text of four-digit years: others are refused before sending

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from .._arrow import refuse_struct_names, string_scalar
 from .._kinds import Kinds
-from ..errors import ConfigError, SchemaMismatchError
+from ..errors import ConfigError, MissingDependencyError, SchemaMismatchError
 from ..states import DestinationMode
 
 __all__ = [
@@ -200,6 +200,9 @@ class Destination(ABC):
         return bool(getattr(self, "_literal_password", None)) or bool(getattr(self, "session_only", False))
     #: Destination modes this destination supports.
     modes: ClassVar[frozenset[DestinationMode]] = frozenset(DestinationMode)
+    #: the optional package it writes with (module, pip name, dfsync extra, what for): missing, it is a
+    #: MissingDependencyError at create_sync, not a failed run
+    needs: ClassVar[tuple[str, str, str, str] | None] = None
 
     @abstractmethod
     def open(self, ctx: DestinationContext) -> DestinationSession: ...
@@ -218,6 +221,12 @@ class Destination(ABC):
 
     def validate(self, columns: Sequence[str], primary_key: Sequence[str], mode: DestinationMode) -> None:
         """Raise ConfigError at create_sync for settings this destination cannot honour."""
+        if self.needs is not None:
+            import importlib.util
+
+            module, package, extra, purpose = self.needs
+            if importlib.util.find_spec(module) is None:
+                raise MissingDependencyError(package, extra, purpose)
         if mode not in self.modes:
             choices = ", ".join(sorted(m.value for m in self.modes))
             raise ConfigError(
