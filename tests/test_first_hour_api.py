@@ -455,3 +455,17 @@ def test_a_destination_whose_extra_is_not_installed_fails_at_create_sync(
         ws.create_sync("s", source=pl.DataFrame({"id": [1]}), destination=make(tmp_path), primary_key="id")
     assert ws.syncs().is_empty()
     ws.close()
+
+
+def test_a_mysql_source_without_pymysql_names_the_extra(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sources.database('mysql://...') without pymysql said only "could not read the schema ...: No
+    module named 'pymysql'" (a SourceError); PostgreSQL and SQLite sources name the pip command."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pymysql", None)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    with pytest.raises(dfsync.MissingDependencyError, match=re.escape("pip install 'dfsync[mysql]'")):
+        ws.create_sync("s", source=dfsync.sources.database("mysql://u@127.0.0.1:1/db", "SELECT 1 AS id"),
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t"), primary_key="id")
+    assert ws.syncs().is_empty()
+    ws.close()

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..destinations._mysql_data import mysql_connect
-from ..errors import SourceError, redact
+from ..errors import MissingDependencyError, SourceError, redact
 
 __all__ = ["mysql_reader", "mysql_schema"]
 
@@ -101,13 +101,14 @@ def _column(values: list, t: pa.DataType, name: str) -> pa.Array:
 
 
 def _open(source: Any, sql: str, params: tuple, *, snapshot: bool) -> tuple[Any, Any]:
-    import pymysql
-    import pymysql.cursors
-
     try:
-        con = mysql_connect(source.uri, source.secret())
+        con = mysql_connect(source.uri, source.secret())  # MissingDependencyError without pymysql
+    except MissingDependencyError:
+        raise
     except Exception as exc:
         raise SourceError(f"cannot connect to {source.uri}: {redact(str(exc))}") from exc
+    import pymysql.cursors
+
     cur = con.cursor(pymysql.cursors.SSCursor)
     try:
         cur.execute("SET SESSION sql_mode = ''")  # the user's query keeps its usual meaning (no ANSI_QUOTES)
