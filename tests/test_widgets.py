@@ -471,3 +471,25 @@ def test_the_run_repr_and_panel_name_a_check_as_the_user_named_it(ws, tmp_path):
     assert "invalid by check: positive 1" in repr(run)
     assert '<details class="dfsync-check" data-check="positive" data-rows="1">' in run._repr_html_()
     assert "x expression" not in repr(run) + run._repr_html_()
+
+
+def test_a_widget_displayed_after_runs_shows_them(ws: dfsync.Workspace, customers: dfsync.Sync) -> None:
+    """A SyncPanel, RunHistory or Dashboard made before runs and displayed in a later cell showed
+    the state of its making ('pending, no runs yet', 'never run') until its Refresh was clicked,
+    in the notebook and in its saved HTML snapshot. Each reads the workspace when displayed; a
+    panel made for one run stays on it."""
+    panel, history, board = (widgets.SyncPanel(customers), widgets.RunHistory(customers),
+                             widgets.Dashboard(ws))
+    first = customers.run(progress=False)
+    pinned = widgets.SyncPanel(customers, run_id=first.id)
+    customers.run(progress=False)
+    bundle = panel._repr_mimebundle_()
+    assert bundle["text/plain"].endswith(": healthy, run 2 success>")
+    assert 'data-run-id="2"' in bundle["text/html"] and "no runs yet" not in bundle["text/html"]
+    bundle = history._repr_mimebundle_()
+    assert bundle["text/plain"].endswith(": 2 runs>") and bundle["text/html"].count('class="dfsync-run-bar"') == 2
+    bundle = board._repr_mimebundle_()
+    assert "#2" in bundle["text/html"] and "never run" not in bundle["text/html"]
+    assert pinned._repr_mimebundle_()["text/plain"].endswith(f"run {first.id} success>")
+    for x in (panel, history, board, pinned):
+        x.close()

@@ -44,6 +44,9 @@ class RunHistory(SnapshotMixin, w.VBox):
         self.html.value = _html_history.history_html(self.sync.name, self.runs)
         return self
 
+    def reload(self) -> None:
+        self.refresh()
+
     def snapshot_html(self) -> str:
         return self.html.value
 
@@ -136,6 +139,9 @@ class Dashboard(SnapshotMixin, w.VBox):
         if self.open_panel is not None:
             self.open_panel.refresh()
         return self
+
+    def reload(self) -> None:
+        self.refresh()
 
     def open_sync(self, name: str) -> SyncPanel:
         """Show the SyncPanel of sync ``name`` under the table and return it."""

@@ -69,7 +69,14 @@ class SnapshotMixin:
     def snapshot_html(self) -> str:  # pragma: no cover - every widget defines it
         raise NotImplementedError
 
+    def reload(self) -> None:
+        """Read the workspace again (what the widget shows now); called each time it is displayed."""
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # displayed again after runs (a panel made before them, shown in a later cell): it showed
+        # the state of its making ('pending, no runs yet' for a sync with two runs) until Refresh
+        with contextlib.suppress(DfsyncError):
+            self.reload()
         data = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
         if isinstance(data, tuple):
             data = data[0]
@@ -201,6 +208,9 @@ class SyncPanel(SnapshotMixin, w.VBox):
     def refresh(self) -> SyncPanel:
         """Reload from the workspace: shows the latest run, including runs started elsewhere."""
         return self._reload(latest=True)
+
+    def reload(self) -> None:
+        self._reload(latest=self.follow_latest)  # a panel made for one run stays on it
 
     def _reload(self, *, latest: bool) -> SyncPanel:
         self.capabilities = self.sync.workspace.store.capabilities(self.sync.id)
