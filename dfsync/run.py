@@ -151,8 +151,13 @@ class SyncRun:
 
     @checked("SyncRun.pause")
     def pause(self) -> None:
-        """Ask the run to stop at the next batch boundary; it becomes paused and resumes on the next run."""
+        """Ask the run to stop at the next batch boundary; it becomes paused and resumes on the next run.
+        A run that already ended (success or failed) raises :class:`dfsync.InvalidTransition`, as abort()."""
         self.workspace.store.require("pause", self._row["sync_id"])
+        st = self.status
+        if st.terminal:  # was stored as a request no run would read, and said nothing
+            raise InvalidTransition(f"run {self.id} of sync {self.sync_name!r} already ended {st.value}; only a "
+                                    f"running run can be paused")
         self._request("pause")
 
     @checked("SyncRun.abort")

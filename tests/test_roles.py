@@ -282,13 +282,13 @@ def test_the_duckdb_file_workspace_belongs_to_its_owner(tmp_path):
     ws.close()
 
 
-def _abort(run):
-    """abort() of a run that ended is refused (InvalidTransition) after the privilege check."""
+def _abort(run, how="abort"):
+    """abort() (or pause()) of a run that ended is refused (InvalidTransition) after the privilege check."""
     if run.status.terminal:
         with pytest.raises(dfsync.InvalidTransition):
-            run.abort()
+            getattr(run, how)()
     else:
-        run.abort()
+        getattr(run, how)()
 
 
 ACTS = {
@@ -297,7 +297,7 @@ ACTS = {
     "run": lambda ws, sync, run, tmp: sync.run(progress=False),
     "preview": lambda ws, sync, run, tmp: sync.preview(),
     "validate": lambda ws, sync, run, tmp: sync.validate(),
-    "pause": lambda ws, sync, run, tmp: run.pause(),
+    "pause": lambda ws, sync, run, tmp: _abort(run, "pause"),
     "abort": lambda ws, sync, run, tmp: _abort(run),
     "disable": lambda ws, sync, run, tmp: sync.disable(),
     "reset": lambda ws, sync, run, tmp: sync.reset(),

@@ -453,6 +453,9 @@ def test_abort_of_an_ended_run_is_refused(ws, target):
     with pytest.raises(dfsync.InvalidTransition, match="already ended success"):
         run.abort()
     assert run.status == "success" and run.error is None and sync.status == "healthy"
+    with pytest.raises(dfsync.InvalidTransition, match="already ended success; only a running run can be paused"):
+        run.pause()  # was stored as a request nothing reads, silently
+    assert ws.sql(f"SELECT request FROM runs WHERE id = {run.id}").item() is None
     failed = make(ws, target, pl.DataFrame({"id": [1, 1], "name": ["a", "b"]})).run(progress=False)
     with pytest.raises(dfsync.InvalidTransition):
         failed.abort()
