@@ -182,7 +182,7 @@ def type_name(t: pa.DataType | str) -> str:
 
 
 def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True,
-         src: pa.DataType | str | None = None) -> str:
+         src: pa.DataType | str | None = None, policy: str = "evolve") -> str:
     cast = ""
     if isinstance(dst, pa.DataType) and not pa.types.is_interval(dst):  # polars reads no Arrow interval
         try:
@@ -203,13 +203,15 @@ def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True,
                "choose the rounding you want)")
     if not replace_ok:  # an API has no table to rewrite (the http destination refuses 'replace')
         return fix
-    return fix + ", or rewrite the table with the source's types with destination_mode='replace'"
+    # schema='freeze' holds the table's columns under 'replace' too
+    return fix + (", or rewrite the table with the source's types with destination_mode='replace'"
+                  + (" and schema='evolve'" if policy == "freeze" else ""))
 
 
 def mismatch(column: str, src: pa.DataType | str, dst: pa.DataType | str, where: str, dst_name: str | None = None,
-             replace_ok: bool = True) -> str:
+             replace_ok: bool = True, policy: str = "evolve") -> str:
     return (f"column {column!r} is {type_name(src)} in the source but {dst_name or type_name(dst)} in "
-            f"{where}: writing it could lose or alter values; {_fix(column, dst, replace_ok, src)}")
+            f"{where}: writing it could lose or alter values; {_fix(column, dst, replace_ok, src, policy)}")
 
 
 # ---------------------------------------------------------------------- the sync's recorded fields
@@ -238,13 +240,19 @@ def load(data: dict[str, Any] | None) -> list[Field]:
 
 @dataclass
 class Change:
-    kind: str  # added | dropped | widened | narrower | restored
+    kind: str  # added | dropped | widened | narrower | restored; replace: added | removed | retyped
     column: str
     old: pa.DataType | None = None
     new: pa.DataType | None = None
+    rewrite: bool = False  # destination_mode='replace': the table was rebuilt with the source's columns
 
     def describe(self, rows: int | None = None) -> str:
         c = self.column
+        if self.rewrite:
+            what = (f"added ({type_name(self.new)})" if self.kind == "added" else
+                    "removed (no longer in the source)" if self.kind == "removed" else
+                    f"changed type from {type_name(self.old)} to {type_name(self.new)}")
+            return f"schema: column {c!r} {what}: the replaced table has the source's columns"
         if self.kind == "added":
             again = (f"; {plural(rows, 'row')} {'is' if rows == 1 else 'are'} sent once with its value"
                      if rows is not None else "")
@@ -262,7 +270,7 @@ class Change:
     def frozen(self) -> str:
         if self.kind in ("added", "restored"):
             return f"column {self.column!r} ({type_name(self.new)}) was added to the source"
-        if self.kind == "dropped":
+        if self.kind in ("dropped", "removed"):
             return f"column {self.column!r} is no longer in the source"
         return f"column {self.column!r} changed type from {type_name(self.old)} to {type_name(self.new)}"
 
@@ -281,8 +289,10 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
     both policies for a type the destination's column cannot hold without loss.
     """
     new_fields = [Field(f.name, f.type, True, f.name in key) for f in incoming]
-    if replace or not recorded:
+    if not recorded:
         return Plan([], new_fields)
+    if replace:
+        return _plan_rewrite(recorded, incoming, new_fields, policy, where)
     old = {f.name: f for f in recorded}
     changes: list[Change] = []
     lossy: list[str] = []
@@ -311,7 +321,7 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
             changes.append(Change("widened", f.name, was.type, f.type))
             field.type = f.type
         else:
-            lossy.append(mismatch(f.name, f.type, was.type, where, replace_ok=replace_ok))
+            lossy.append(mismatch(f.name, f.type, was.type, where, replace_ok=replace_ok, policy=policy))
         result.append(field)
     if lossy:
         raise SchemaMismatchError("; ".join(lossy) + ". Nothing was sent.")
@@ -321,11 +331,35 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
             + "; ".join(c.frozen() for c in changes)
             + f". Nothing was sent to {where}. Change the source or the mapping back, or create the sync "
               "with schema='evolve' to apply the change"
-            + (" (or destination_mode='replace' to rewrite the table)." if replace_ok else ".")
+            + (" (or with schema='evolve' and destination_mode='replace' to rewrite the table)." if replace_ok else ".")
         )
     order = {f.name: i for i, f in enumerate(recorded)}
     result.sort(key=lambda fl: order.get(fl.name, len(order)))
     return Plan(changes, result)
+
+
+def _plan_rewrite(recorded: Sequence[Field], incoming: pa.Schema, new_fields: list[Field], policy: str,
+                  where: str) -> Plan:
+    """``replace``: the table is rebuilt with the source's columns and types. Under ``evolve`` each
+    difference from the fields delivered before is an event; under ``freeze`` any difference fails
+    the run before anything is sent (the rebuilt table would have other columns than the one the
+    sync froze)."""
+    old = {f.name: f for f in recorded}  # a field the source stopped sending is still a column of the table
+    names = set(incoming.names)
+    changes = [Change("removed", f.name, f.type) for f in recorded if f.name not in names]
+    for f in incoming:
+        was = old.get(f.name)
+        if was is None:
+            changes.append(Change("added", f.name, None, f.type))
+        elif not same(f.type, was.type):
+            changes.append(Change("retyped", f.name, was.type, f.type))
+    if policy == "freeze" and changes:
+        raise SchemaMismatchError(
+            "the source's columns changed and the sync has schema='freeze': "
+            + "; ".join(c.frozen() for c in changes)
+            + f". Nothing was sent: {where} keeps its table as it was. Change the source or the mapping "
+              "back, or create the sync with schema='evolve' to rewrite the table with the new columns.")
+    return Plan([Change(c.kind, c.column, c.old, c.new, rewrite=True) for c in changes], new_fields)
 
 
 # ---------------------------------------------------------------------- an existing table
@@ -380,7 +414,7 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
                    f"dfsync widens a column only when the sync's own source type widened; {_fix(f.name, arrow)}")
             problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where} ({why})")
         else:
-            problems.append(mismatch(f.name, f.type, arrow, where, declared))
+            problems.append(mismatch(f.name, f.type, arrow, where, declared, policy=policy))
     if problems:
         raise SchemaMismatchError(
             f"the records do not fit {where}: " + "; ".join(problems)

@@ -192,16 +192,63 @@ def test_duckdb_tables_declare_the_primary_key(mode, tmp_path):
 
 @pytest.mark.parametrize("dest", ["duckdb", "parquet", "sqlite", "postgres"], indirect=True)
 def test_replace_rewrites_the_table_with_the_source_schema(dest: Target, tmp_path):
-    """The way out the errors name: destination_mode='replace' takes the source's types as they are."""
+    """The way out the errors name: destination_mode='replace' (with schema='evolve') takes the
+    source's types as they are."""
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     destination = dest.make("t")
     first, second, _ = CASES["float_into_int"]
-    for df, mode in ((first, "upsert"), (second, "replace")):
+    for df, mode, policy in ((first, "upsert", "freeze"), (second, "replace", "evolve")):
         run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=destination, primary_key="id",
-                             destination_mode=mode, schema="freeze").run(progress=False)
+                             destination_mode=mode, schema=policy).run(progress=False)
         assert run.status == "success", run.error
     assert contents(dest, ["a"]) == {1: {"a": 515.75}, 2: {"a": 600.0}}
     assert ws.sync("s").schema().filter(pl.col("field") == "a")["type"].to_list() == ["double"]
+    changes = run.events().filter(pl.col("kind") == "schema")["detail"].to_list()
+    assert any("'a' changed type from int64 to double" in c for c in changes), changes
+
+
+# replace under schema='freeze': (second version, the change named); the first version is {id, a int64, b str}
+REPLACE_FROZEN = {
+    "added": (pl.DataFrame({"id": [1, 2], "a": [1, 2], "b": ["x", "y"], "n": [1.5, None]}),
+              "column 'n' (double) was added"),
+    "removed": (pl.DataFrame({"id": [1, 2], "a": [1, 2]}), "column 'b' is no longer in the source"),
+    "retyped": (pl.DataFrame({"id": [1, 2], "a": [1, 2], "b": [7, 8]}), "column 'b' changed type from"),
+    "lossy": (pl.DataFrame({"id": [1, 2], "a": [0.5, 2.0], "b": ["x", "y"]}), "'a'"),
+}
+
+
+@pytest.mark.parametrize("case", list(REPLACE_FROZEN))
+@pytest.mark.parametrize("dest", [pytest.param(k, marks=[pytest.mark.slow] if k in ("mysql", "delta") else [])
+                                  for k in ("duckdb", "parquet", "sqlite", "postgres", "mysql", "delta")],
+                         indirect=True)
+def test_replace_under_freeze_refuses_a_change_of_columns(dest: Target, case: str, tmp_path):
+    """destination_mode='replace' with schema='freeze' rebuilt the table with the source's new
+    columns anyway (added, removed, retyped). Freeze holds the table's columns in every mode: the
+    run fails before anything is sent, naming each change, and the table is as it was."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dest.make("t")
+    first = pl.DataFrame({"id": [1, 2], "a": [1, 2], "b": ["x", "y"]})
+    sync = ws.create_sync("s", source=first, destination=destination, primary_key="id",
+                          destination_mode="replace", schema="freeze")
+    assert sync.run(progress=False).status == "success"
+    before = dest.read("t")
+    second, named = REPLACE_FROZEN[case]
+    run = sync.run(source=second, progress=False)
+    assert run.status == "failed", run.counts
+    assert ws.store.run_row(run.id)["error_kind"] == "SchemaMismatchError"
+    assert named in run.error and "Nothing was sent" in run.error and "schema='evolve'" in run.error, run.error
+    assert run.counts["sent"] == 0 and run.counts["succeeded"] == 0
+    after = dest.read("t")
+    assert after.schema == before.schema and after.sort("id").equals(before.sort("id")), (before, after)
+    assert ws.sync("s").schema()["type"].to_list() == ["int64", "int64", "string"]
+    # the same source again is quiet, and the same change under schema='evolve' rewrites the table
+    assert sync.run(source=first, progress=False).status == "success"
+    evolve = ws.create_sync("s", source=second, destination=destination, primary_key="id",
+                            destination_mode="replace", schema="evolve")
+    run = evolve.run(progress=False)
+    assert run.status == "success", run.error
+    assert set(dest.read("t").columns) == set(second.columns)
+    assert run.events().filter(pl.col("kind") == "schema").height >= 1
 
 
 def test_a_hand_made_narrower_column_is_not_blamed_on_freeze(tmp_path):
