@@ -439,7 +439,7 @@ class Runner:
 
         Raises SchemaMismatchError under schema='freeze' for any change, and under both policies for
         a change that could lose or alter a value (dfsync._schema); CursorValueError (dfsync._cursor)."""
-        from . import _schema
+        from . import _schema, _schema_values
 
         defn = self.defn
         records = pa.schema([f for f in staging.arrow_schema() if f.name != ACTION_COLUMN])
@@ -449,7 +449,7 @@ class Runner:
                             replace=defn.destination_mode.rewrites,
                             replace_ok=DestinationMode.REPLACE in defn.destination.modes)
         defn.destination.check_schema(records)
-        _schema.check_values(staging.con, "stg", records, defn.destination, where)
+        _schema_values.check_values(staging.con, "stg", records, defn.destination, where)
         refuse_stuck_values(staging, defn)
         return plan
 

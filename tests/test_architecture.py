@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "dfsync._checks_sql", "dfsync._gx_context", "dfsync._pgtypes", "dfsync._keyhash",
               "dfsync._interrupt", "dfsync._words", "dfsync._args", "dfsync._exprcode")),
     ("store", ("dfsync.store", "dfsync._dryrun")),
-    ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._stage_input", "dfsync._stage_retry", "dfsync._dense_diff", "dfsync._schema", "dfsync._window",
+    ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._stage_input", "dfsync._stage_retry", "dfsync._dense_diff", "dfsync._schema", "dfsync._schema_values", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
                "dfsync.destinations", "dfsync.definition", "dfsync.schedule")),
     ("engine", ("dfsync.runner", "dfsync._writer", "dfsync._settle", "dfsync._retry", "dfsync._bucket", "dfsync.engines", "dfsync._reads",

@@ -130,7 +130,7 @@ class DeltaDestination(Destination):
     #: the finest time unit its timestamp columns keep
     time_unit = "us"
     #: years 1 to 9999 (Spark's range; the deltalake reader cannot read a file whose statistics hold
-    #: another date): others are refused before sending (dfsync._schema.check_values)
+    #: another date): others are refused before sending (dfsync._schema_values.check_values)
     date_range = timestamp_range = ((1, 1, 1), (10000, 1, 1))
 
     def __init__(self, path: str, *, partition_by: list[str] | str | None = None,

@@ -52,7 +52,7 @@ class DuckDBDestination(Destination):
     #: 0.9 CPU-s more than two of a million (bench/RESULTS.md, issue 22)
     default_batch_size = 8 * _ROW_GROUP
     one_writer = True
-    #: keeps 'infinity' and '-infinity' dates and timestamps (dfsync._schema.check_values)
+    #: keeps 'infinity' and '-infinity' dates and timestamps (dfsync._schema_values.check_values)
     infinite_times = True
 
     def __init__(self, path: str, table: str) -> None:

@@ -106,7 +106,7 @@ class MySQLDestination(ServerDestination):
     max_name = (64, "characters")
     #: the finest time unit its datetime/time columns keep
     time_unit = "us"
-    #: MySQL stores neither NaN nor infinity: refused before sending (dfsync._schema.check_values)
+    #: MySQL stores neither NaN nor infinity: refused before sending (dfsync._schema_values.check_values)
     nonfinite = ""
 
     def name_problem(self, name: str) -> str | None:

@@ -111,10 +111,10 @@ class PostgresDestination(ServerDestination):
     #: the finest time unit its timestamp/interval columns keep
     time_unit = "us"
     #: dates and timestamps from 4714-11-24 BC (Julian day 0; year -4713 in polars): refused outside
-    #: before sending (dfsync._schema.check_values); PostgreSQL's upper ends lie beyond what Arrow holds
+    #: before sending (dfsync._schema_values.check_values); PostgreSQL's upper ends lie beyond what Arrow holds
     date_range = ((-4713, 11, 24), (5874898, 1, 1))
     timestamp_range = ((-4713, 11, 24), (294277, 1, 1))
-    #: text, arrays and jsonb cannot hold U+0000: refused before sending (dfsync._schema.check_values)
+    #: text, arrays and jsonb cannot hold U+0000: refused before sending (dfsync._schema_values.check_values)
     text_nul = False
 
     def name_problem(self, name: str) -> str | None:

@@ -287,7 +287,7 @@ class SQLiteSession(ArrowSQLSession):
             if pa.types.is_decimal(t) or pa.types.is_null(t) or pa.types.is_string_view(t) or pa.types.is_time(t):
                 t = pa.large_string()  # a time of day as ISO text ("23:59:59.999999"): the driver has no time type
             elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:
-                t = pa.int64()  # signed 64-bit; larger values were refused (_schema.check_values)
+                t = pa.int64()  # signed 64-bit; larger values were refused (_schema_values.check_values)
             changed |= t != f.type
             fields.append(pa.field(f.name, t))
         return data.cast(pa.schema(fields)) if changed else data

@@ -241,7 +241,7 @@ class Destination(ABC):
 
     def writes_json(self, t: pa.DataType) -> bool:
         """True when a list/struct/map of Arrow type ``t`` is written as JSON text (a JSON or jsonb
-        column, an HTTP body), which holds no NaN or infinity (``_schema.check_values``)."""
+        column, an HTTP body), which holds no NaN or infinity (``_schema_values.check_values``)."""
         return False
 
     def name_problem(self, name: str) -> str | None:
