@@ -366,7 +366,7 @@ class Runner:
                     self.store.note(self.sync_id, self.run_id, "dataset-level checks failed (recorded; no rows to "
                                     "quarantine): " + ", ".join(r["check_name"] for r in table_failures))
                 self._set_valid_counters()
-        return checks_outcome(self.staging.invalid_count(), defn.on_invalid, summary)
+        return checks_outcome(self.staging.invalid_count(), defn.on_invalid, summary, defn.destination_mode.rewrites)
 
     # .............................................................. transfer
     def _transfer(self) -> None:
@@ -515,7 +515,7 @@ class Runner:
         assert self.staging is not None
         if (self.store.run_row(self.run_id)["batches"] or 0) > 0:  # stored before its first batch
             return
-        inv = self.staging.invalid_records()
+        inv = self.staging.invalid_records(mode=self.defn.destination_mode)
         if inv.num_rows:
             self._store_records(inv)
 

@@ -549,7 +549,7 @@ class Staging:
 
     # ------------------------------------------------------------------ inspection
     def records(self, status: str | None = None, include_unchanged: bool = False,
-                limit: int | None = None) -> pa.Table:
+                limit: int | None = None, error: str | None = None) -> pa.Table:
         self.flush_outcomes()
         cols = ", ".join(f"s.{quote(c)}" for c in self.columns)
         status_sql = ("coalesce(o._status, CASE WHEN i.checks IS NOT NULL THEN 'invalid' "
@@ -558,18 +558,18 @@ class Staging:
             "(s._action <> 'unchanged' OR o._status IS NOT NULL OR i.checks IS NOT NULL)"]
         if status:
             where.append(f"{status_sql} = '{status}'")
-        w = ("WHERE " + " AND ".join(where)) if where else ""
-        lim = f"LIMIT {int(limit)}" if limit else ""
+        w, lim = ("WHERE " + " AND ".join(where)) if where else "", f"LIMIT {int(limit)}" if limit else ""
+        err = "o._error" if error is None else "coalesce(o._error, '" + error.replace("'", "''") + "')"
         return self.con.cursor().sql(
-            f"""SELECT {cols}, s._action::VARCHAR AS _action, {status_sql} AS _status, o._batch, o._error,
+            f"""SELECT {cols}, s._action::VARCHAR AS _action, {status_sql} AS _status, o._batch, {err} AS _error,
                        i.checks AS _checks, s._fp AS _fingerprint
                 FROM stg s
                 LEFT JOIN (SELECT _rid, list(check_name ORDER BY check_name) AS checks FROM invalid GROUP BY _rid) i ON i._rid = s.rowid
                 LEFT JOIN outcomes o ON o._rid = s.rowid
                 {w} ORDER BY s.rowid {lim}""").to_arrow_table()
 
-    def invalid_records(self, limit: int | None = None) -> pa.Table:
-        return self.records(status="invalid", limit=limit)
+    def invalid_records(self, limit: int | None = None, mode: DestinationMode | None = None) -> pa.Table:
+        return self.records(status="invalid", limit=limit, error=mode and mode.invalid_note)
 
     def arrow_schema(self) -> pa.Schema:
         cols = ", ".join(quote(c) for c in self.columns)

@@ -118,6 +118,16 @@ class DestinationMode(_StrEnum):
         return self == DestinationMode.REPLACE
 
     @property
+    def invalid_note(self) -> str | None:
+        """What a quarantined row's record says about the destination (its ``_error``): a
+        ``replace`` run writes exactly the run's valid rows, so a quarantined row is not in the
+        rewritten table, whatever version of it was there before."""
+        if self.rewrites:
+            return ("not in the destination: destination_mode='replace' rewrote the table with this run's "
+                    "valid rows only (any version of this row delivered earlier is gone too)")
+        return None
+
+    @property
     def upserts(self) -> bool:
         """A sent row's key may already be at the destination: written as insert-or-update."""
         return self in (DestinationMode.UPSERT, DestinationMode.MIRROR)
@@ -189,16 +199,20 @@ RUN_TRANSITIONS: dict[tuple[RunStatus | None, RunStatus], str] = {
 }
 
 
-def checks_outcome(invalid: int, on_invalid: str, failed: str) -> str:
+def checks_outcome(invalid: int, on_invalid: str, failed: str, rewrites: bool = False) -> str:
     """The detail of a run's ``queued -> in_progress`` event: "checks passed" only when they did
     and no row was quarantined. ``invalid``: rows quarantined (failing checks under
-    on_invalid='skip', null or repeated keys); ``failed``: the summary of the checks that failed."""
+    on_invalid='skip', null or repeated keys); ``failed``: the summary of the checks that failed;
+    ``rewrites``: a replace run, whose new table will not hold the quarantined rows."""
     rows = f"{invalid} invalid row{'' if invalid == 1 else 's'}"
     if on_invalid == "warn" and failed:
         return f"checks failed, the rows are sent anyway (on_invalid='warn'): {failed}"
     if invalid:
         why = f"; {failed}" if failed else ": null or repeated primary keys"
-        return f"{rows} quarantined and skipped (on_invalid={on_invalid!r}; run.records(status='invalid')){why}"
+        gone = (", not in the destination (destination_mode='replace' rewrites the table with the valid rows "
+                "only: any version of them delivered earlier is gone too)") if rewrites else ""
+        return (f"{rows} quarantined and skipped{gone} (on_invalid={on_invalid!r}; "
+                f"run.records(status='invalid')){why}")
     if failed:  # dataset-level checks only, no row to quarantine
         return f"checks failed, no row to quarantine (on_invalid={on_invalid!r}): {failed}"
     return RUN_TRANSITIONS[(RunStatus.QUEUED, RunStatus.IN_PROGRESS)]

@@ -558,3 +558,50 @@ def test_an_expression_not_giving_one_true_false_per_row_is_refused_at_create_sy
                                   dc.expression(pl.col("amount").fill_null(0) < pl.col("amount").mean() * 2)])
     run = sync.run(progress=False)
     assert run.status == "success" and run.counts["invalid"] == 1 and run.counts["inserted"] == 1
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite"])
+def test_e2e_replace_writes_only_the_valid_rows_and_says_so(tmp_path, kind):
+    """replace + on_invalid='skip': a row quarantined by the checks was gone from the rewritten table
+    (its earlier, valid version too) and nothing but `invalid=1` hinted at it. A replace run writes
+    exactly its valid rows; its event and the invalid records say the row is not in the destination;
+    fixed, the next run writes it again."""
+    import sqlite3
+
+    path = str(tmp_path / f"wh.{kind}")
+    dest = (dfsync.destinations.duckdb(path, table="t") if kind == "duckdb"
+            else dfsync.destinations.sqlite(path, table="t"))
+
+    def rows() -> list[tuple]:
+        con = duckdb.connect(path, read_only=True) if kind == "duckdb" else sqlite3.connect(path)
+        try:
+            return sorted(con.execute("SELECT id, a FROM t").fetchall())
+        finally:
+            con.close()
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2, 3], "a": [1, 2, 3]}), destination=dest,
+                          primary_key="id", destination_mode="replace", checks=[dc.between("a", 0, 10)],
+                          on_invalid="skip")
+    assert sync.run(progress=False).status == "success"
+    bad = pl.DataFrame({"id": [1, 2, 3], "a": [1, 20, 3]})
+    assert sync.preview(source=bad).counts["invalid"] == 1
+    run = sync.run(source=bad, progress=False)
+    assert run.status == "success", run.error
+    assert rows() == [(1, 1), (3, 3)]  # exactly the valid rows of this run
+    c = run.counts
+    assert (c["queried"], c["invalid"], c["sent"], c["succeeded"]) == (3, 1, 2, 2)
+    assert "1 invalid row quarantined and skipped, not in the destination (destination_mode='replace'" in _gate(run)
+    invalid = run.records(status="invalid")
+    assert invalid["id"].to_list() == [2] and invalid["_checks"].to_list() == [["a between"]]
+    assert invalid["_error"].item().startswith("not in the destination: destination_mode='replace'")
+    # the other modes keep the delivered version, and their records say nothing of the kind
+    up = ws.create_sync("u", source=pl.DataFrame({"id": [1, 2], "a": [1, 2]}), destination=dfsync.destinations.duckdb(
+        str(tmp_path / "up.duckdb"), table="t"), primary_key="id", checks=[dc.between("a", 0, 10)], on_invalid="skip")
+    up.run(progress=False)
+    kept = up.run(source=pl.DataFrame({"id": [1, 2], "a": [1, 20]}), progress=False)
+    assert kept.records(status="invalid")["_error"].to_list() == [None]
+    assert "not in the destination" not in _gate(kept)
+    # fixed, the row is written again
+    run = sync.run(source=pl.DataFrame({"id": [1, 2, 3], "a": [1, 5, 3]}), progress=False)
+    assert run.status == "success" and rows() == [(1, 1), (2, 5), (3, 3)]
