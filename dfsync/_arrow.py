@@ -88,6 +88,21 @@ def holds(t: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
     return False
 
 
+def is_uuid(t: pa.DataType) -> bool:
+    """Arrow's ``uuid`` extension type (``pa.uuid()``): 16 bytes each, which polars reads as bytes."""
+    return isinstance(t, pa.BaseExtensionType) and t.extension_name == "arrow.uuid"
+
+
+def uuid_text(col: pl.Expr) -> pl.Expr:
+    """16-byte UUIDs as their canonical text (``'9ad1da64-9f55-4f6e-...'``), the form a DuckDB UUID
+    and a PostgreSQL uuid arrive in too; polars has no UUID type and would send the raw bytes."""
+    import polars as pl
+
+    h = col.bin.encode("hex")
+    parts = [h.str.slice(a, n) for a, n in ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))]
+    return pl.concat_str(parts, separator="-")
+
+
 def is_bytes(t: pa.DataType) -> bool:
     return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
             or pa.types.is_fixed_size_binary(t))

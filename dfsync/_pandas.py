@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from ._arrow import is_uuid, uuid_text
 from .errors import ConfigError
 
 __all__ = ["pandas_to_polars"]
@@ -150,6 +151,8 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
         arrow = getattr(df[name].dtype, "pyarrow_dtype", None)
         if arrow is not None and str(arrow) == "date64[ms]" and (out[str(name)].dt.truncate("1d") == out[str(name)]).all():
             out = out.with_columns(out[str(name)].cast(pl.Date))
+        elif arrow is not None and is_uuid(arrow):  # pd.ArrowDtype(pa.uuid()): polars reads raw bytes
+            out = out.with_columns(uuid_text(pl.col(str(name))))
     for name, dtype in out.schema.items():
         if isinstance(dtype, pl.Object) or type(dtype).__name__ in ("Extension", "BaseExtension"):
             raise ConfigError(f"column {name!r} converts to {dtype}, which has no column type; convert it "

@@ -8,6 +8,7 @@ import os
 
 import duckdb
 import pandas as pd
+import polars as pl
 import pytest
 
 import dfsync
@@ -260,3 +261,34 @@ def test_a_column_with_an_empty_name_is_refused(kind, tmp_path):
     with pytest.raises(dfsync.ConfigError, match="NUL character"):
         ws.create_sync("n", source=dfsync.sources.frame(pl.DataFrame({"id": [1], "a\x00b": [1]})),
                        destination=dfsync.destinations.duckdb(path, "n"), primary_key="id")
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "postgres", "parquet"])
+def test_arrow_uuid_columns_arrive_as_uuid_text(kind, request, tmp_path):
+    """An Arrow uuid column (pa.uuid(), e.g. from ADBC or a Parquet UUID) arrived as 16 raw bytes:
+    polars, which has no UUID type, reads it as binary, and every destination got a BLOB. It arrives
+    as the canonical text, the form a DuckDB UUID and a PostgreSQL uuid arrive in (pandas frames backed
+    by Arrow too); inside a list or struct it is refused at create_sync, naming the column."""
+    import uuid
+
+    import pyarrow as pa
+
+    from tests.plugins.targets import TARGETS
+
+    ids = [uuid.UUID("9ad1da64-9f55-4f6e-8a3b-0c1d2e3f4a5b"), uuid.UUID(int=0)]
+    u = pa.array([ids[0].bytes, ids[1].bytes, None], pa.uuid())
+    target = TARGETS[kind](request, tmp_path)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    table = pa.table({"id": [1, 2, 3], "u": u})
+    frame = pd.DataFrame({"id": [4], "u": pd.array(u.slice(0, 1), dtype=pd.ArrowDtype(pa.uuid()))})
+    for name, src in (("arrow", table), ("pandas", frame)):
+        run = ws.create_sync(name, source=dfsync.sources.frame(src), primary_key="id",
+                             destination=target.make(name)).run(progress=False)
+        assert run.status == "success", run.error
+        assert ws.sync(name).schema().filter(pl.col("field") == "u")["type"].to_list() in (["string"], ["large_string"])
+    got = dict(target.read("arrow").select("id", "u").iter_rows())
+    assert got == {1: str(ids[0]), 2: "00000000-0000-0000-0000-000000000000", 3: None}
+    assert dict(target.read("pandas").select("id", "u").iter_rows()) == {4: str(ids[0])}
+    nested = pa.table({"id": [1], "l": pa.ListArray.from_arrays(pa.array([0, 1]), u.slice(0, 1))})
+    with pytest.raises(dfsync.DfsyncError, match=r"column 'l'.*UUIDs.*16 raw bytes.*text form"):
+        ws.create_sync("nested", source=dfsync.sources.frame(nested), primary_key="id", destination=target.make("n"))

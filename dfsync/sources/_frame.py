@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from .._arrow import is_uuid, uuid_text
 from .._pandas import pandas_to_polars
 from ..errors import ConfigError, SchemaMismatchError, SessionOnlyError
 from .base import CursorFilter, Source, register_source
@@ -93,7 +94,9 @@ def _to_lazy(df: Any) -> pl.LazyFrame:
         if isinstance(df, pa.RecordBatch):
             df = pa.Table.from_batches([df])
         _refuse_arrow_types(df.schema)
-        return pl.from_arrow(_dates_as_dates(df)).lazy()  # type: ignore[union-attr]
+        uuids = [f.name for f in df.schema if is_uuid(f.type)]
+        out = pl.from_arrow(_dates_as_dates(df)).lazy()  # type: ignore[union-attr]
+        return out.with_columns(uuid_text(pl.col(c)) for c in uuids) if uuids else out
     if mod == "pandas":
         return pandas_to_polars(df).lazy()
     _check_frame(df)
@@ -105,6 +108,9 @@ def _arrow_type_problem(t: Any) -> str | None:
     cast that it can, or None."""
     import pyarrow as pa
 
+    if is_uuid(t):  # a column of them is sent as text (_to_lazy); inside a list or struct it is not
+        return ("UUIDs (pa.uuid()), which polars reads as 16 raw bytes; convert them to their text form "
+                "(str(uuid.UUID(bytes=b)))")
     if pa.types.is_timestamp(t) and t.tz and re.fullmatch(r"[+-]\d\d:?\d\d", t.tz):
         return (f"timestamps whose time zone is a fixed offset ({t.tz}), which polars cannot read; cast it to "
                 f"pa.timestamp({t.unit!r}, 'UTC') (the same instants)")
@@ -160,7 +166,7 @@ def _dates_as_dates(table: Any) -> Any:
 
 def _refuse_arrow_types(schema: Any) -> None:
     for f in schema:
-        why = _arrow_type_problem(f.type)
+        why = None if is_uuid(f.type) else _arrow_type_problem(f.type)
         if why is not None:
             raise SchemaMismatchError(f"column {f.name!r} of the Arrow table holds {why}, e.g. "
                                       f"table.cast(...) or table.set_column(...), before sources.frame(). "
