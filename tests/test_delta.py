@@ -353,3 +353,38 @@ def test_a_commit_lost_to_another_writer_is_retried_once_only(tmp_path, monkeypa
 
     with pytest.raises(TransientDestinationError, match="paused"):
         session._guard(lambda: session._write(batch(2, id=[3], v=["c"])), attempts=2)
+
+
+def test_an_unreachable_object_store_pauses_the_run_with_a_clear_message(tmp_path):
+    """A Delta table on an object store that does not answer (an s3:// URI at a closed port) failed
+    the run with delta-rs's raw text (colour codes, arrows, error_kind 'internal'), where an
+    unreachable database pauses it. It pauses too, saying the store did not answer, in one line;
+    the next run tries again. A store that answers with a refusal is a DestinationError, not a pause."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    opts = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2]}), primary_key="id",
+                          destination=dfsync.destinations.delta("s3://bucket/t", storage_options=opts))
+    run = sync.run(progress=False)
+    assert run.status == "paused", (run.status, run.error)
+    assert ws.store.run_row(run.id)["error_kind"] == "paused"
+    assert "Delta table s3://bucket/t is unreachable" in run.error and "resumes on the next run" in run.error
+    assert "\x1b[" not in run.error and "↳" not in run.error and "\n" not in run.error
+    assert "s3cr3t" not in run.error
+    again = sync.run(progress=False)  # the paused run is resumed, and pauses again
+    assert again.id == run.id and again.status == "paused"
+    from dfsync.destinations._delta import DeltaSession
+
+    session = DeltaSession.__new__(DeltaSession)
+    session.uri = "s3://bucket/t"
+    refused = session._store_error(OSError("Generic S3 error: HTTP status client error (403 Forbidden)"))
+    from dfsync.errors import TransientDestinationError
+
+    assert isinstance(refused, DestinationError) and not isinstance(refused, TransientDestinationError)
+    assert "storage_options" in str(refused)

@@ -194,6 +194,11 @@ class DeltaDestination(Destination):
         return DeltaSession(self, ctx)
 
 
+#: delta-rs / object_store texts of a store that did not answer (not of one that refused the request)
+_UNREACHABLE = re.compile(r"connection refused|connect error|timed out|timeout|error sending request|dns error|"
+                          r"failed to lookup address|connection reset|broken pipe|network is unreachable", re.I)
+
+
 class DeltaSession(DestinationSession):
     destination: DeltaDestination
 
@@ -215,14 +220,31 @@ class DeltaSession(DestinationSession):
     # ---------------------------------------------------------------- table access
     def _table(self) -> Any:
         from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
 
-        if self._dt is None:
-            if not DeltaTable.is_deltatable(self.uri, storage_options=self.opts):
-                return None
-            self._dt = DeltaTable(self.uri, storage_options=self.opts)
-        else:
-            self._dt.update_incremental()
+        try:
+            if self._dt is None:
+                if not DeltaTable.is_deltatable(self.uri, storage_options=self.opts):
+                    return None
+                self._dt = DeltaTable(self.uri, storage_options=self.opts)
+            else:
+                self._dt.update_incremental()
+        except (OSError, DeltaError) as exc:  # every step of a session reads the table's state here first
+            raise self._store_error(exc) from None
         return self._dt
+
+    def _store_error(self, exc: BaseException) -> Exception:
+        """delta-rs's error reading the table's state as dfsync's: an object store that does not
+        answer (refused, timed out, unknown host) pauses the run, as a database that does not does
+        (delta-rs has retried the request already); anything else (access denied, no such bucket)
+        fails it. The text loses its colours and its arrows: one line, credentials redacted."""
+        text = " ".join(re.sub(r"\x1b\[[0-9;]*m|↳", " ", str(exc)).split())
+        if _UNREACHABLE.search(text):
+            return TransientDestinationError(
+                f"Delta table {self.uri} is unreachable: its object store did not answer ({redact(text)[:600]}). "
+                f"The run is paused and resumes on the next run.")
+        return DestinationError(f"cannot read the Delta table {self.uri}: {redact(text)[:600]}. Check the URI and "
+                                f"destinations.delta(storage_options=...) (endpoint, region, credentials).")
 
     def _commit_props(self, version: int, meta: dict[str, Any]) -> Any:
         from deltalake import CommitProperties, Transaction
