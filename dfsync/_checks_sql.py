@@ -203,7 +203,11 @@ def _parse(predicate: str) -> Any:
 
 
 def sql_columns(predicate: str) -> list[str]:
-    """Column names a SQL predicate reads (parsed by DuckDB; lambda parameters excluded)."""
+    """Column names a SQL predicate reads (parsed by DuckDB; lambda parameters excluded).
+
+    >>> sql_columns("s.a > 0 AND list_all(l, lambda x: x.b) AND v IS NOT NULL")
+    ['s', 'l', 'v']
+    """
     cols: list[str] = []
     lambdas: set[str] = set()
     for node in _nodes(_parse(predicate)):
@@ -212,7 +216,9 @@ def sql_columns(predicate: str) -> list[str]:
             for sub in lhs.get("children", [lhs]):
                 lambdas.update(sub.get("column_names", [])[-1:])
         if node.get("class") == "COLUMN_REF":
-            name = node["column_names"][-1]
+            # a check reads no table: ``s.a`` (``s.a.b``) is field ``a`` of the struct column ``s``,
+            # as DuckDB binds it over the staged rows; a lambda's ``x.a`` is a field of its parameter
+            name = node["column_names"][0]
             if name not in cols:
                 cols.append(name)
     return [c for c in cols if c not in lambdas]

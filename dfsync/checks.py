@@ -207,9 +207,13 @@ def sql(predicate: str, *, name: str | None = None, mostly: float = 1.0) -> Chec
 
     A predicate with a window function (``count(*) OVER (PARTITION BY email) = 1``) is
     dataset-level: evaluated on every row the run read, not on the changed rows alone.
+    A struct's fields are read with a dot (``address.zip IS NOT NULL``), a list's items with
+    DuckDB's list functions (``list_bool_and(list_transform(items, lambda x: x.qty > 0))``).
 
     >>> sql("price * quantity < 10000", name="order size").columns()
     ['price', 'quantity']
+    >>> sql("address.zip IS NOT NULL").columns()
+    ['address']
     """
     if not isinstance(predicate, str) or not predicate.strip():
         raise ConfigError(f"sql() needs a SQL predicate string, got {predicate!r}")

@@ -605,3 +605,25 @@ def test_e2e_replace_writes_only_the_valid_rows_and_says_so(tmp_path, kind):
     # fixed, the row is written again
     run = sync.run(source=pl.DataFrame({"id": [1, 2, 3], "a": [1, 5, 3]}), progress=False)
     assert run.status == "success" and rows() == [(1, 1), (2, 5), (3, 3)]
+
+
+def test_e2e_sql_reads_struct_fields_with_a_dot(tmp_path):
+    """checks.sql("s.a > 0") was refused at create_sync ("reads column 'a', which the records do not
+    have"): the dotted name was taken for table.column. A check reads no table: DuckDB binds ``s.a``
+    to field a of the struct column s (a lambda's ``x.a`` to its parameter's field), and so does the
+    column check; a field the struct lacks is refused naming the struct's type."""
+    df = pl.DataFrame({"id": [1, 2, 3], "s": [{"a": 1, "b": "x"}, {"a": -1, "b": "x"}, {"a": 5, "b": "y"}],
+                       "l": [[{"q": 1}], [{"q": 2}], [{"q": -3}]]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    checks = [dc.sql("s.a > 0 AND s.b = 'x'", name="s ok"), dc.sql("list_bool_and(list_transform(l, lambda x: x.q > 0))",
+                                                                   name="l ok")]
+    assert checks[0].columns() == ["s"] and checks[1].columns() == ["l"]
+    sync = ws.create_sync("s", source=df, destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t"),
+                          primary_key="id", checks=checks, on_invalid="skip")
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    bad = run.records(status="invalid").sort("id")
+    assert bad["id"].to_list() == [2, 3] and bad["_checks"].to_list() == [["s ok"], ["l ok", "s ok"]]
+    with pytest.raises(ConfigError, match=r"s.nope.*STRUCT\(a BIGINT, b VARCHAR\)"):
+        ws.create_sync("n", source=df, destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="n"),
+                       primary_key="id", checks=[dc.sql("s.nope > 0")]).preview()
