@@ -174,7 +174,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--latency", type=float, default=0.005)
-    ap.add_argument("--runner-batch", type=int, default=100_000, help="rows per WriteBatch (the sync's batch_size)")
+    ap.add_argument("--runner-batch", type=int, default=100_000, help="rows per WriteBatch (the sync's batch_size); 100,000: the "
+                    "session alone, one batch (a sync without batch_size sends the destination's "
+                    "default_batch_size, 50,000 rows here at 500 x 8)")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 

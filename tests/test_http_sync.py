@@ -183,3 +183,44 @@ def test_a_route_path_goes_after_the_url_path_and_keeps_its_query_string(ws, htt
     sync.run(source=people(3, changed={1}), progress=False).raise_for_status()
     seen = sorted((r.method, r.path) for r in http_server.requests)
     assert seen == [("DELETE", "/people/3?access_token=T0k3n"), ("PATCH", "/people/1?access_token=T0k3n&full=1")]
+
+
+def test_without_a_batch_size_a_run_goes_in_request_sized_batches(ws, http_server):
+    # batch_size=None ("each destination chooses") gave HTTP 100,000-row batches: a run was one
+    # batch, so its counters stood still, a pause or disable waited for the end, and an outage
+    # re-sent everything. Now a batch is a few requests per worker: an outage half-way pauses a
+    # run whose counters already hold the batches that went through, and the resume sends the rest.
+    dest = dfsync.destinations.http(http_server.url, batch_size=10, concurrency=2, **FAST)
+    n = 2000
+    http_server.handler = lambda req: Reply(503, "maintenance") if req.n >= 90 else None
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(n)), destination=dest,
+                          primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.PAUSED
+    done = run.counts["succeeded"]
+    assert 0 < done <= 900 and done % dest.default_batch_size == 0
+    http_server.handler = None
+    sent_before = len(http_server.requests)
+    resumed = sync.run(progress=False)
+    resumed.raise_for_status()
+    assert resumed.counts["succeeded"] == n
+    assert len(http_server.requests) - sent_before == (n - done) // 10  # confirmed batches are not re-sent
+    assert delivered_ids(http_server) == list(range(n))
+
+
+def test_the_default_batch_is_a_few_requests_per_worker_and_bounded():
+    from dfsync.destinations._http import (
+        MAX_DEFAULT_BATCH,
+        PER_RECORD_PER_WORKER,
+        REQUESTS_PER_WORKER,
+    )
+
+    url = "http://127.0.0.1:9/people"
+    assert dfsync.destinations.http(url).default_batch_size == 100 * 4 * REQUESTS_PER_WORKER
+    assert dfsync.destinations.http(url, batch_size=1000, concurrency=16).default_batch_size == MAX_DEFAULT_BATCH
+    # one request per record for updates: the batch is bounded in requests, yet inserts keep one
+    # full request per worker
+    per_record = dfsync.destinations.http(url, update="PATCH /{id}", concurrency=4)
+    assert per_record.default_batch_size == PER_RECORD_PER_WORKER * 4
+    assert dfsync.destinations.http(url, update="PATCH /{id}", batch_size=500, concurrency=4).default_batch_size == 2000
+    assert dfsync.destinations.http(url, delete="DELETE /{id}").default_batch_size == 100 * 4 * REQUESTS_PER_WORKER

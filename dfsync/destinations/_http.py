@@ -14,7 +14,10 @@ How a batch is sent
     ``url`` (whose query string, e.g. ``?access_token=...``, every request keeps), a full
     URL is used as is, and no path means ``url``. A route whose URL has ``{field}``
     placeholders sends one request per record (the field's value, URL-quoted, fills the
-    placeholder); otherwise records go ``batch_size`` at a time in one body. Deletes
+    placeholder); otherwise records go ``batch_size`` at a time in one body. A sync whose
+    own ``batch_size`` is None gives the destination batches of a few requests per worker
+    (:attr:`HTTPDestination.default_batch_size`), so counters, pauses and resumes work per
+    batch rather than per run. Deletes
     carry only the primary-key fields (per-record deletes carry no body). By default
     inserts and updates go to ``method url`` and deletes have no route, so
     ``destination_mode="mirror"`` needs ``delete=``; ``replace`` is not supported.
@@ -116,6 +119,11 @@ from .base import (
 
 __all__ = ["HTTPDestination", "HTTPSession", "RateLimiter", "nest_expressions", "parse_rate_limit",
            "results_parser"]
+
+#: a run's batch when the sync leaves batch_size None (see HTTPDestination.default_batch_size)
+REQUESTS_PER_WORKER = 32
+PER_RECORD_PER_WORKER = 256
+MAX_DEFAULT_BATCH = 50_000
 
 _SECRET_HEADER = re.compile(r"(?i)authorization|token|secret|api[-_]?key|password|cookie|(^|[-_])key$")
 
@@ -251,6 +259,18 @@ class HTTPDestination(Destination):
         self.response_parser = load_callable(response_parser, "response_parser")
         self.idempotency_header = idempotency_header
         self.nested = bool(nested)
+
+    @property
+    def default_batch_size(self) -> int:  # type: ignore[override]
+        """Rows per batch of a run whose sync leaves ``batch_size`` None: a few requests per worker
+        (:data:`REQUESTS_PER_WORKER` of ``batch_size`` records each), so counters move, a pause or
+        disable takes effect and a resume re-sends at most that many rows; at most
+        :data:`MAX_DEFAULT_BATCH` rows, and, when inserts or updates go one request per record,
+        at most :data:`PER_RECORD_PER_WORKER` records per worker (never under one request per worker)."""
+        rows = self.batch_size * self.concurrency * REQUESTS_PER_WORKER
+        if any(r is not None and r.per_record for a, r in self.routes.items() if a != "delete"):
+            rows = max(self.batch_size * self.concurrency, min(rows, PER_RECORD_PER_WORKER * self.concurrency))
+        return max(1, min(rows, MAX_DEFAULT_BATCH))
 
     @property
     def session_only(self) -> bool:
