@@ -224,3 +224,26 @@ def test_the_default_batch_is_a_few_requests_per_worker_and_bounded():
     assert per_record.default_batch_size == PER_RECORD_PER_WORKER * 4
     assert dfsync.destinations.http(url, update="PATCH /{id}", batch_size=500, concurrency=4).default_batch_size == 2000
     assert dfsync.destinations.http(url, delete="DELETE /{id}").default_batch_size == 100 * 4 * REQUESTS_PER_WORKER
+
+
+def test_a_delete_answered_404_or_410_is_done_the_record_is_already_gone(ws, http_server):
+    # a DELETE answered 404 (or 410) counted as failed: under mirror mode the row was deleted
+    # again on every run, failing each one, though the destination is as the source wants it
+    dest = dfsync.destinations.http(http_server.url + "/people", update="PATCH /{id}", delete="DELETE /{id}",
+                                    **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(6)), destination=dest,
+                          primary_key="id", destination_mode="mirror")
+    sync.run(progress=False).raise_for_status()
+    http_server.reset()
+    http_server.handler = lambda req: (Reply(404 if req.path.endswith("/4") else 410, {"error": "not found"})
+                                       if req.method == "DELETE" else None)
+    run = sync.run(source=people(4), progress=False)
+    run.raise_for_status()
+    c = run.counts
+    assert (c["deleted"], c["sent"], c["succeeded"], c["failed"]) == (2, 2, 2, 0)
+    assert run.records(status="failed").height == 0
+    http_server.reset()
+    again = sync.run(source=people(4), progress=False)  # the ledger says they are deleted: nothing to send
+    again.raise_for_status()
+    assert http_server.requests == [] and again.counts["sent"] == 0
+

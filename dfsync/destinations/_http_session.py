@@ -465,11 +465,12 @@ class HTTPSession(DestinationSession):
                 f"{where}: HTTP {status}, the server refused the credentials ({snippet(response)}); "
                 f"check auth= / the token's environment variable")
         if 400 <= status < 600:
-            error = f"HTTP {status}: {snippet(response)}"
+            if status in (404, 410) and req.route.per_record and req.action == "delete":
+                return {}, {}  # the record is already gone: what the delete wanted (succeeded)
             if status == 404 and req.route.per_record and self.ctx.mode == DestinationMode.UPDATE:
                 return {}, {r: "no such record at the destination (update mode only updates existing records)"
                             for r in rows}
-            return {r: error for r in rows}, {}
+            return {r: f"HTTP {status}: {snippet(response)}" for r in rows}, {}
         return {r: f"HTTP {status}: unexpected redirect to {response.headers.get('Location')}"
                 for r in rows}, {}
 
