@@ -247,3 +247,25 @@ def test_a_delete_answered_404_or_410_is_done_the_record_is_already_gone(ws, htt
     again.raise_for_status()
     assert http_server.requests == [] and again.counts["sent"] == 0
 
+
+def test_an_update_answered_404_fails_saying_why_and_is_tried_again_next_run(ws, http_server):
+    # the record was deleted at the destination: PATCH /people/2 answers 404. The row fails (an
+    # upsert's update route cannot create it) and, as every failed row, is sent again next run;
+    # its error says what the 404 means and what to do, not only "HTTP 404: ..."
+    dest = dfsync.destinations.http(http_server.url + "/people", update="PATCH /{id}", **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(4)), destination=dest,
+                          primary_key="id", max_failed_rows=1)
+    sync.run(progress=False).raise_for_status()
+    http_server.reset()
+    http_server.handler = lambda req: Reply(404, {"error": "no such contact"}) if req.path == "/people/2" else None
+    run = sync.run(source=people(4, changed={1, 2}), progress=False)
+    run.raise_for_status()
+    assert (run.counts["succeeded"], run.counts["failed"]) == (1, 1)
+    failed = run.records(status="failed")
+    assert failed["id"].to_list() == [2]
+    error = next(e for c in failed.columns if "error" in c for e in failed[c].to_list())
+    assert "HTTP 404" in error and "PATCH" in error and "/people/2" in error and "no such contact" in error
+    assert "no record" in error and "next run" in error
+    again = sync.run(source=people(4, changed={1, 2}), progress=False)  # the retry policy: sent again
+    assert [r.path for r in http_server.requests if r.path == "/people/2"] == ["/people/2"] * 2
+    assert again.counts["retried"] == 1 and again.counts["failed"] == 1

@@ -57,7 +57,8 @@ Retries and outcomes
     once with a snippet of the response. In ``destination_mode="update"`` every row goes by the
     update route (rows the sync has not delivered yet too: the mode never creates a record), and
     a per-record 404 marks the record skipped. A per-record delete answered 404 or 410 succeeded
-    (the record is already gone). A 2xx body is read by ``response_parser(response, records) -> {index: error}``;
+    (the record is already gone); any other per-record 404 fails the record with an error saying
+    the destination has no such record (sent again next run, as every failed row). A 2xx body is read by ``response_parser(response, records) -> {index: error}``;
     the default reads ``{"results": [{"index"|"id": .., "status": .., "error": ..}]}``
     (an entry fails when it has an ``error``, a status >= 400 or "error"/"failed"; entries
     are matched by ``index``, else by ``id`` against a one-field primary key, else by

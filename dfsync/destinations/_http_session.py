@@ -109,6 +109,18 @@ class _NotSent(TransientDestinationError):
     """A request not sent because another request of the batch gave up."""
 
 
+def _rejected(status: int, where: str, req: _Request, said: str) -> str:
+    """A failed row's error for an HTTP 4xx/5xx answer (a 404 says what it means and what to do)."""
+    if status not in (404, 410):
+        return f"HTTP {status}: {said}"
+    if req.route.per_record:
+        return (f"HTTP {status} from {where}: the destination has no record there (deleted there?) and the "
+                f"{req.action} route does not create one; the row stays failed and is sent again on the next "
+                f"run, as every failed row; a route that creates records (e.g. {req.action}='PUT /{{id}}') or "
+                f"removing the row from the source ends this. The server said: {said}")
+    return f"HTTP {status} from {where}: no such endpoint; check the destination's url and routes. The server said: {said}"
+
+
 # ------------------------------------------------------------------ session
 @dataclass
 class _Request:
@@ -470,7 +482,7 @@ class HTTPSession(DestinationSession):
             if status == 404 and req.route.per_record and self.ctx.mode == DestinationMode.UPDATE:
                 return {}, {r: "no such record at the destination (update mode only updates existing records)"
                             for r in rows}
-            return {r: f"HTTP {status}: {snippet(response)}" for r in rows}, {}
+            return {r: _rejected(status, where, req, snippet(response)) for r in rows}, {}
         return {r: f"HTTP {status}: unexpected redirect to {response.headers.get('Location')}"
                 for r in rows}, {}
 
