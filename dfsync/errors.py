@@ -30,6 +30,7 @@ from every message with :func:`redact`.
 
 from __future__ import annotations
 
+import json
 import re
 
 __all__ = [
@@ -207,9 +208,12 @@ _SECRETS: set[str] = set()
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so :func:`redact` removes it wherever it appears."""
+    """Remember a secret value so :func:`redact` removes it wherever it appears, also as JSON
+    writes it inside a string (an API's error answer may echo a request header): escaped, and
+    with ``\\/`` for ``/`` as PHP's ``json_encode`` and others write it."""
     if value and len(value) >= 4:
-        _SECRETS.add(value)
+        escaped = json.dumps(value)[1:-1]
+        _SECRETS.update({value, escaped, escaped.replace("/", "\\/"), json.dumps(value, ensure_ascii=False)[1:-1]})
 
 
 def redact(text: str) -> str:

@@ -5,6 +5,7 @@ Against the scripted idempotent server on 127.0.0.1 (tests/plugins/http_server.p
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -269,3 +270,42 @@ def test_an_update_answered_404_fails_saying_why_and_is_tried_again_next_run(ws,
     again = sync.run(source=people(4, changed={1, 2}), progress=False)  # the retry policy: sent again
     assert [r.path for r in http_server.requests if r.path == "/people/2"] == ["/people/2"] * 2
     assert again.counts["retried"] == 1 and again.counts["failed"] == 1
+
+
+def test_a_header_secret_given_as_env_appears_nowhere_whatever_the_header_is_called(ws, http_server, monkeypatch,
+                                                                                    caplog, tmp_path):
+    # the secret is in a header with an innocent name; the API echoes the request's headers in its
+    # error answers (many do), so the 300-character snippet of the answer kept in a failed row's
+    # error, and in the retry log lines, may be cut in the middle of the secret
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    secret = "hdr-" + "Zq9" * 12 + "/+="
+    monkeypatch.setenv("PEOPLE_TENANT", secret)
+
+    tried: set[str] = set()
+
+    def echo(req):  # the secret cut by the snippet at a different place in each request's answer
+        text = "x" * (280 - req.n % 30) + json.dumps({"tenant": req.headers["x-tenant"]})
+        if req.n % 2:  # as PHP's json_encode writes it, with "\/"
+            text = text.replace("/", "\\/")
+        first = req.key not in tried
+        tried.add(req.key)
+        return Reply(500 if first else 400, text)  # retried once (a log line), then a failed row
+
+    http_server.handler = echo
+    dest = dfsync.destinations.http(http_server.url + "/people", update="PATCH /{id}",
+                                    headers={"X-Tenant": "env:PEOPLE_TENANT"}, **{**FAST, "max_retries": 1})
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(40)), destination=dest,
+                          primary_key="id", max_failed_rows=40, batch_size=10)
+    run = sync.run(progress=False)
+    assert run.counts["failed"] == 40
+    assert {r.headers["x-tenant"] for r in http_server.requests} == {secret}  # it was sent
+    seen = [repr(sync), sync._repr_html_(), repr(run), run._repr_html_(), str(run.error), str(sync.definition),
+            str(run.records().to_dicts()), str(run.events().to_dicts()), str(sync.runs().to_dicts()),
+            repr(dest), dest.describe(), json.dumps(dest.config()), dest.identity(),
+            " ".join(r.getMessage() for r in caplog.records)]
+    ws.close()
+    seen += [(tmp_path / "ws.duckdb").read_bytes().decode("latin-1")]
+    for part in range(8, len(secret) + 1):  # no piece of it either (8+ characters)
+        assert not any(secret[:part] in text for text in seen), f"{part} characters of the secret leaked"

@@ -322,7 +322,7 @@ def _entry_error(entry: Any) -> str | None:
         return None
     error, status = entry.get("error") or entry.get("errors"), entry.get("status")
     if error:
-        return error if isinstance(error, str) else json.dumps(error, default=str)[:SNIPPET]
+        return error if isinstance(error, str) else _cut(json.dumps(error, default=str))
     if entry.get("success") is False or entry.get("ok") is False:
         return "the server reported this record as failed"
     if isinstance(status, int) and status >= 400:
@@ -394,8 +394,14 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def snippet(response: Any) -> str:
-    text = response.text.strip().replace("\n", " ")
-    return redact(text[:SNIPPET] + ("…" if len(text) > SNIPPET else ""))
+    """The start of an answer's text for an error, its secrets removed before it is cut (cut first,
+    a secret the answer echoes, e.g. a request header, could keep its first characters)."""
+    return _cut(response.text.strip().replace("\n", " "))
+
+
+def _cut(text: str) -> str:
+    text = redact(text)
+    return text[:SNIPPET] + ("…" if len(text) > SNIPPET else "")
 
 
 
