@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import polars as pl
+import pytest
 
 import dfsync
 from tests.plugins.http_server import Reply
@@ -309,3 +310,13 @@ def test_a_header_secret_given_as_env_appears_nowhere_whatever_the_header_is_cal
     seen += [(tmp_path / "ws.duckdb").read_bytes().decode("latin-1")]
     for part in range(8, len(secret) + 1):  # no piece of it either (8+ characters)
         assert not any(secret[:part] in text for text in seen), f"{part} characters of the secret leaked"
+
+
+def test_env_inside_a_header_value_is_refused_not_sent_as_written(monkeypatch):
+    # 'Bearer env:TOKEN' would go out literally (env: is read only as the whole value): a 401 every run
+    monkeypatch.setenv("CRM_TOKEN", "s3cr3t-value")
+    with pytest.raises(dfsync.ConfigError, match="whole value") as err:
+        dfsync.destinations.http("http://127.0.0.1:9/people", headers={"Authorization": "Bearer env:CRM_TOKEN"})
+    assert "s3cr3t-value" not in str(err.value)
+    dest = dfsync.destinations.http("http://127.0.0.1:9/people", headers={"Authorization": "env:CRM_TOKEN"})
+    assert "s3cr3t-value" not in repr(dest)

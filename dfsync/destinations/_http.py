@@ -225,6 +225,10 @@ class HTTPDestination(Destination):
         for name, value in (headers or {}).items():
             if not isinstance(value, str):
                 raise ConfigError(f"header {name!r} must be a string, not {type(value).__name__}")
+            if "env:" in value and not value.startswith("env:"):  # it would be sent as written
+                raise ConfigError(f"header {name!r}: 'env:NAME' is read from the environment only as the whole "
+                                  f"value; put the whole value in the variable (headers={{{name!r}: 'env:NAME'}}), "
+                                  f"or for a bearer token give auth='env:NAME'")
             secret = value.startswith("env:") or bool(_SECRET_HEADER.search(name))
             self.headers[str(name)] = Secret(value) if secret else value
         self.auth: Secret | tuple[str, Secret] | None
