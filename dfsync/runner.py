@@ -534,7 +534,8 @@ class Runner:
         allowed = failed_rows_allowed(limit, sent)
         problem = None
         if failed and succeeded == 0:
-            problem = f"every row sent was rejected by the destination ({_words.plural(failed, 'row')})"
+            problem = (f"every row sent was rejected by the destination ({_words.plural(failed, 'row')}); "
+                       f"see run.records(status='failed') for the errors")
         elif failed > allowed:
             problem = (f"{_words.plural(failed, 'row')} {'was' if failed == 1 else 'were'} rejected by the destination, "
                        f"more than max_failed_rows={limit}; see run.records(status='failed') for the errors")

@@ -320,3 +320,16 @@ def test_env_inside_a_header_value_is_refused_not_sent_as_written(monkeypatch):
     assert "s3cr3t-value" not in str(err.value)
     dest = dfsync.destinations.http("http://127.0.0.1:9/people", headers={"Authorization": "env:CRM_TOKEN"})
     assert "s3cr3t-value" not in repr(dest)
+
+
+def test_a_run_whose_every_row_is_rejected_says_where_the_errors_are(ws, http_server):
+    http_server.handler = lambda req: Reply(422, '{"error": "email is not allowed"}')
+    dest = dfsync.destinations.http(http_server.url + "/people", **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(5)), destination=dest,
+                          primary_key="id", batch_size=5)
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["failed"] == 5 and run.counts["succeeded"] == 0
+    assert "every row sent was rejected" in str(run.error)
+    assert "run.records(status='failed')" in str(run.error)
+    errors = run.records(status="failed")["_error"].to_list()
+    assert len(errors) == 5 and all("email is not allowed" in e for e in errors)
