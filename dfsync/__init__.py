@@ -35,6 +35,7 @@ from .errors import (
     WorkspaceBusy,
     WorkspaceCorrupt,
     WorkspaceError,
+    WorkspaceQueryError,
 )
 from .mapping import static
 from .states import DestinationMode, RecordStatus, RunStatus, SyncMode, SyncStatus
@@ -84,6 +85,7 @@ __all__ = [
     "WorkspaceBusy",
     "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceQueryError",
     "checks",
     "destinations",
     "engines",

@@ -12,7 +12,8 @@
     ├── PermissionDenied             the workspace role lacks a privilege the action needs
     ├── WorkspaceError
     │   ├── WorkspaceBusy            another process holds the workspace file
-    │   └── WorkspaceCorrupt         the file is not a readable dfsync workspace
+    │   ├── WorkspaceCorrupt         the file is not a readable dfsync workspace
+    │   └── WorkspaceQueryError      ws.sql() given a statement that writes, or a query that failed (also a ValueError)
     ├── SourceError                  the source could not be read
     │   ├── EmptySourceError         a full-refresh source returned no rows
     │   ├── InvalidRecordsError      null/duplicate primary keys (on_invalid="fail")
@@ -56,6 +57,7 @@ __all__ = [
     "WorkspaceBusy",
     "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceQueryError",
     "redact",
 ]
 
@@ -144,6 +146,11 @@ class WorkspaceBusy(WorkspaceError):
 
 class WorkspaceCorrupt(WorkspaceError):
     """The workspace file is truncated, corrupt, or not a dfsync workspace."""
+
+
+class WorkspaceQueryError(WorkspaceError, ValueError):
+    """``ws.sql()`` was given a statement that would change the workspace, or a query that failed
+    (the database's own message kept, e.g. a syntax error or an unknown column)."""
 
 
 class SourceError(DfsyncError):

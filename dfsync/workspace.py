@@ -279,7 +279,9 @@ class Workspace:
 
     @checked("Workspace.sql")
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
-        """Query the workspace tables (syncs, runs, events, batches, checks) with SQL."""
+        """Query the workspace tables (syncs, runs, events, batches, checks) with SQL: one statement
+        that only reads, in a read-only transaction. A write, or a query that fails, raises
+        ``WorkspaceQueryError`` (with the database's message) and changes nothing."""
         return self.store.sql(query, params)
 
     def scheduler(self, **kwargs: Any) -> Any:

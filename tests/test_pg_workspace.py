@@ -463,4 +463,22 @@ def test_a_postgres_destination_never_writes_into_a_workspace_schema(pg_uri, tmp
     ok = ws.create_sync("y", source=df, destination=dfsync.destinations.postgres(pg_uri, table=f"{schema}_data.events"),
                         primary_key="id")
     assert ok.run(progress=False).status == "success"
+
+
+def test_ws_sql_only_reads_in_postgresql_too(pg_uri, tmp_path):
+    """On PostgreSQL ws.sql() runs in a read-only transaction: a write is refused (before the
+    server, or by it when DuckDB's parser cannot read the statement) and a failing query is a
+    WorkspaceQueryError with the server's message."""
+    ws = dfsync.Workspace(f"{pg_uri}?schema={_schema()}")
+    _sync(ws, tmp_path)
+    assert ws.sql("SELECT name FROM syncs")["name"].to_list() == ["s"]
+    with pytest.raises(dfsync.WorkspaceQueryError, match="only reads"):
+        ws.sql("DELETE FROM events")
+    # PostgreSQL-only syntax DuckDB cannot parse: the read-only transaction refuses the write
+    with pytest.raises(dfsync.WorkspaceQueryError, match="read-only transaction"):
+        ws.sql("DELETE FROM ONLY events")
+    with pytest.raises(dfsync.WorkspaceQueryError, match="nope"):
+        ws.sql("SELECT nope FROM syncs")
+    assert ws.sql("SELECT count(*) AS n FROM events")["n"].item() >= 1
+    assert ws.sync("s").status == "pending"
     ws.close()

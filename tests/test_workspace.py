@@ -488,3 +488,27 @@ def test_a_run_id_not_in_the_workspace_is_a_run_not_found_error(ws_target, tmp_p
     ids = sync.runs()["run_id"]
     for given in (ids[0], ids.to_numpy()[0], str(ids[0])):
         assert ws.run(given).id == run.id
+
+
+def test_ws_sql_only_reads_and_says_why_a_query_failed(ws, tmp_path):
+    """ws.sql() queries the workspace tables: a statement that writes (or several statements) is
+    refused and changes nothing; a query that fails is a WorkspaceQueryError with DuckDB's text."""
+    ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})), destination=duck(tmp_path),
+                   primary_key="id")
+    events = ws.sql("SELECT count(*) AS n FROM events")["n"].item()
+    assert ws.sql("SELECT name, status FROM syncs WHERE name = ?", ["s"]).rows() == [("s", "pending")]
+    assert ws.sql("WITH r AS (SELECT * FROM runs) SELECT count(*) AS n FROM r")["n"].item() == 0
+    assert "syncs" in ws.sql("SHOW TABLES")["name"].to_list()
+    for write in ("DELETE FROM events", "UPDATE syncs SET status = 'healthy'", "DROP TABLE runs",
+                  "COMMIT; DELETE FROM events", "CREATE TABLE x AS SELECT 1", "SELECT 1; DELETE FROM events",
+                  "ATTACH ':memory:' AS other", "SET threads = 1"):
+        with pytest.raises(dfsync.WorkspaceQueryError, match="only reads") as err:
+            ws.sql(write)
+        assert isinstance(err.value, dfsync.DfsyncError) and "nothing was changed" in str(err.value)
+    assert ws.sql("SELECT count(*) AS n FROM events")["n"].item() == events
+    assert ws.sync("s").status == "pending"
+    with pytest.raises(dfsync.WorkspaceQueryError, match='syntax error at or near "SELEC"'):
+        ws.sql("SELEC 1")
+    with pytest.raises(dfsync.WorkspaceQueryError, match='"nope" not found') as err:
+        ws.sql("SELECT nope FROM syncs")
+    assert "SHOW TABLES" in str(err.value)

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from .._arrow import to_polars
+from ..errors import WorkspaceQueryError, redact
 from ..states import ACTIVE_RUNS, UNFINISHED_RUNS
 
 #: the active run statuses (runs a process works on) and, with paused, the unfinished ones, for SQL
@@ -86,3 +88,38 @@ class StoreKey:
     @property
     def key(self) -> str:
         return self._key
+
+
+#: the statements ``Workspace.sql`` runs: queries (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW,
+#: SUMMARIZE parse as SELECT) and EXPLAIN
+_READING = ("SELECT", "EXPLAIN")
+
+
+def read_only_statement(query: str, *, strict: bool) -> None:
+    """Refuse what ``Workspace.sql`` must not run: more than one statement, or one that writes
+    (INSERT, UPDATE, DELETE, CREATE, DROP, ATTACH, COPY, SET, a transaction, ...); the workspace
+    tables change only through dfsync. ``strict``: a query DuckDB cannot parse is refused with
+    DuckDB's message (a DuckDB workspace); otherwise it is left to the server, whose read-only
+    transaction refuses a write anyway (PostgreSQL's dialect is not DuckDB's)."""
+    if not isinstance(query, str) or not query.strip():
+        raise WorkspaceQueryError("ws.sql() takes one SQL query as a string, e.g. "
+                                  "ws.sql(\"SELECT status, count(*) FROM runs GROUP BY ALL\")")
+    try:
+        kinds = [s.type.name for s in duckdb.extract_statements(query)]
+    except duckdb.Error as exc:
+        if strict:
+            raise query_error(exc) from None
+        return
+    if len(kinds) != 1 or kinds[0] not in _READING:
+        what = f"{len(kinds)} statements ({', '.join(kinds)})" if len(kinds) != 1 else f"a statement that is not a query ({kinds[0]})"
+        raise WorkspaceQueryError(
+            f"ws.sql() only reads the workspace tables (one SELECT, WITH, DESCRIBE, SHOW or EXPLAIN); it was "
+            f"given {what}. The workspace changes only through dfsync (sync.reset(), sync.forget(keys), "
+            f"ws.delete_sync(name), ws.purge(), ...); nothing was changed.")
+
+
+def query_error(exc: Exception) -> Exception:
+    """A failed ``Workspace.sql`` query as ``WorkspaceQueryError``, with the database's message."""
+    text = redact(str(exc).strip())
+    return WorkspaceQueryError(f"ws.sql() could not run the query: {text}\n(ws.sql('SHOW TABLES') lists the "
+                               f"workspace tables; nothing was changed)")

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from .._ident import quote
@@ -40,6 +41,8 @@ from ._common import (
     now,
     one_row,
     owner_token,
+    query_error,
+    read_only_statement,
 )
 from ._delivery import DeliveryOps
 from ._erasure import ErasureOps
@@ -64,9 +67,17 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
         return None
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
-        """Any query over the workspace tables, for the user (``Workspace.sql``)."""
+        """A query over the workspace tables, for the user (``Workspace.sql``): one statement that
+        only reads (:func:`read_only_statement`), run in a read-only transaction."""
+        read_only_statement(query, strict=True)
         with self._connect() as con:
-            return frame(con, query, params)
+            con.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                return frame(con, query, params)
+            except duckdb.Error as exc:
+                raise query_error(exc) from None
+            finally:
+                con.execute("ROLLBACK")
 
     def capabilities(self, sync_id: int | None = None) -> frozenset[str]:
         """The actions this workspace's user may take: a file's owner may take them all."""

@@ -35,15 +35,16 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
 
 from ..errors import SyncAlreadyRunning
 from ..states import RunStatus
-from ._common import UNFINISHED_SQL, first, frame, hostname, owner_token
+from ._common import UNFINISHED_SQL, first, frame, hostname, owner_token, query_error, read_only_statement
 from ._duckdb import Store
-from ._pgcon import open_connection
+from ._pgcon import open_connection, unreachable
 from ._pgconnections import PgConnections
 from ._pgdelivery import PgDeliveryOps
 from ._pgfence import PgFencing
@@ -54,6 +55,19 @@ __all__ = ["PostgresStore"]
 
 class PostgresStore(PgPrivileges, PgKeyIndex, PgFencing, PgConnections, PgDeliveryOps, Store):
     """All reads and writes of one workspace schema in a PostgreSQL database."""
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """``Workspace.sql`` in PostgreSQL's dialect: one statement that only reads, run in a
+        read-only transaction (the server refuses any write in it, sqlstate 25006)."""
+        read_only_statement(query, strict=False)
+        with self._connect() as con:
+            con.execute("SET TRANSACTION READ ONLY")
+            try:
+                return frame(con, query, params)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) in (None, "42501", "55P03") or unreachable(exc):
+                    raise  # not the query's fault: said by the connection (PermissionDenied, WorkspaceBusy)
+                raise query_error(exc) from None
 
     # ------------------------------------------------------------------ syncs
     def claim_next_run(self, sync_id: int, expected: datetime | None, new: datetime) -> bool:
