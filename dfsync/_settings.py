@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ArgumentError, ConfigError
 
 __all__ = ["SETTINGS", "check_settings", "setting", "use"]
 
@@ -31,8 +32,22 @@ def _positive_int(v: Any) -> int:  # 0, -3 or 2.5 writers were taken as 1 and 2
     return n
 
 
+def _seconds(v: Any) -> float:  # Workspace(busy_timeout='x') failed later with float + str
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError(f"write a number of seconds from 0, e.g. 30, not {type(v).__name__}")
+    try:
+        n = float(v)
+    except ValueError:
+        raise TypeError("write a number of seconds from 0, e.g. 30, not text") from None
+    if not math.isfinite(n) or n < 0:
+        raise ValueError("write a number of seconds from 0, e.g. 30")
+    return n
+
+
 def _modules(v: Any) -> tuple[str, ...]:
     """Module names (a list, or one string separated by commas), each a dotted Python name."""
+    if not isinstance(v, (str, list, tuple, set, frozenset)):
+        raise TypeError(f"write module names: a list, or one string separated by commas, not {type(v).__name__}")
     names = [n.strip() for n in (v.split(",") if isinstance(v, str) else list(v))]
     names = [n for n in names if n]
     bad = [n for n in names if not all(part.isidentifier() for part in n.split("."))]
@@ -65,8 +80,8 @@ def _auto_flag(v: Any) -> Any:  # "auto", or on / off
 def _size(v: Any) -> str:  # a DuckDB memory size ('512MB', '2GB')
     # not left to DuckDB: 'lots' failed each run with its raw 'Parser Error: Memory must have a
     # number', and a workspace_memory it rejects read as a damaged workspace file
-    if memory_bytes(v) is None:
-        raise ValueError("write a memory size such as '512MB', '2GB' or '1.5GiB'")
+    if memory_bytes(v) is None or not re.search(r"[a-zA-Z]\s*$", str(v)):  # DuckDB wants the unit: '5B', not 5
+        raise ValueError("write a memory size with its unit, such as '512MB', '2GB' or '1.5GiB'")
     return str(v).strip()
 
 
@@ -92,7 +107,7 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {
-    "busy_timeout": Setting("DFSYNC_BUSY_TIMEOUT", 30.0, float,
+    "busy_timeout": Setting("DFSYNC_BUSY_TIMEOUT", 30.0, _seconds,
                             "seconds to wait for a workspace another process holds"),
     "staging_memory": Setting("DFSYNC_STAGING_MEMORY", "1GB", _size,
                               "staged rows kept in memory before spilling to disk"),
@@ -102,7 +117,7 @@ SETTINGS: dict[str, Setting] = {
                                 "memory of a DuckDB workspace file's connection"),
     "postgres_writers": Setting("DFSYNC_POSTGRES_WRITERS", 2, _positive_int,
                                 "connections writing the batches of one run into PostgreSQL"),
-    "heartbeat_ttl": Setting("DFSYNC_HEARTBEAT_TTL", 60.0, float,
+    "heartbeat_ttl": Setting("DFSYNC_HEARTBEAT_TTL", 60.0, _seconds,
                              "seconds after which a run on a PostgreSQL workspace whose owner stopped "
                              "updating its heartbeat counts as dead (taken over by the next process)"),
     "mysql_writers": Setting("DFSYNC_MYSQL_WRITERS", 1, _positive_int,
@@ -146,8 +161,8 @@ def check_settings(options: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown setting {name!r}; the settings are: {', '.join(sorted(SETTINGS))}")
         try:
             out[name] = SETTINGS[name].parse(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{name}={value!r}: {exc} ({SETTINGS[name].doc}; "
+        except (TypeError, ValueError) as exc:  # a TypeError: a value of the wrong type (ArgumentError)
+            raise (ArgumentError if isinstance(exc, TypeError) else ConfigError)(f"{name}={value!r}: {exc} ({SETTINGS[name].doc}; "
                               f"the environment variable is {SETTINGS[name].env})") from None
     return out
 

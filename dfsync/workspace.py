@@ -21,7 +21,7 @@ from . import _html_history, _registry
 from ._args import checked, row_limit
 from ._registry import LIVE
 from ._retention import compact, purge
-from ._settings import check_settings
+from ._settings import check_settings, setting
 from ._settings import use as use_settings
 from .definition import SyncDefinition
 from .destinations.base import Destination
@@ -65,7 +65,7 @@ class Workspace:
     """
 
     @checked("dfsync.Workspace")
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0,
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float | None = 30.0,
                  create: bool = True, staging_memory: str | None = None, destination_memory: str | None = None,
                  workspace_memory: str | None = None, postgres_writers: int | None = None,
                  mysql_writers: int | None = None, allowed_callbacks: Sequence[str] | str | None = None,
@@ -88,13 +88,17 @@ class Workspace:
             "staging_memory": staging_memory, "destination_memory": destination_memory,
             "workspace_memory": workspace_memory, "postgres_writers": postgres_writers,
             "mysql_writers": mysql_writers, "allowed_callbacks": allowed_callbacks,
-            "record_retention": record_retention})
+            "record_retention": record_retention, "busy_timeout": busy_timeout})
+        timeout = self.settings.pop("busy_timeout", None)  # None: DFSYNC_BUSY_TIMEOUT, else the default
+        if not isinstance(create, bool):
+            raise ArgumentError(f"dfsync.Workspace(create={create!r}): create takes True (make the workspace if "
+                                f"missing) or False (open only an existing one), not {type(create).__name__}")
         if path is not None and not isinstance(path, (str, os.PathLike)) or path == "":
             raise ArgumentError(f"dfsync.Workspace(path): path is a file path (str or pathlib.Path) or a "
                                 f"postgresql:// URI, or None for {DEFAULT_PATH}; not {path!r}")
         # runs whose process died are settled on the connection that opened the workspace
         self.store = open_store(os.path.expanduser(os.fspath(path)) if path is not None else DEFAULT_PATH,
-                                busy_timeout=busy_timeout, create=create,
+                                busy_timeout=setting("busy_timeout", {"busy_timeout": timeout}), create=create,
                                 memory_limit=self.settings.get("workspace_memory"),
                                 then=lambda store: store.recover_orphans(_owner_alive(store.key)))
         self.path = self.store.path  # a postgresql:// URI keeps an env:NAME password, never a literal one

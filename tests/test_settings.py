@@ -78,3 +78,34 @@ def test_a_memory_size_or_writer_count_that_cannot_work_is_refused_before_anythi
     run = ws.sync("s").run(progress=False)
     assert run.status == "failed" and "DFSYNC_STAGING_MEMORY='lots': write a memory size" in run.error, run.error
     ws.close()
+
+
+def test_a_workspace_argument_of_the_wrong_type_is_an_argument_error_naming_it(tmp_path, monkeypatch):
+    """Workspace(busy_timeout='x') raised a bare TypeError from deep inside ('unsupported operand
+    type(s) for +: float and str'); busy_timeout=None did the same, -1 and NaN were taken, and
+    create='yes' or workspace_memory=1.5 (no unit: 'the workspace file is damaged') went through."""
+    path = tmp_path / "ws.duckdb"
+    for kw, err, text in [({"busy_timeout": "x"}, dfsync.ArgumentError, "busy_timeout='x': write a number of seconds"),
+                          ({"busy_timeout": True}, dfsync.ArgumentError, "busy_timeout=True: .* not bool"),
+                          ({"busy_timeout": [30]}, dfsync.ArgumentError, "busy_timeout=.30.: .* not list"),
+                          ({"busy_timeout": -1}, dfsync.ConfigError, "busy_timeout=-1: write a number of seconds from 0"),
+                          ({"busy_timeout": float("nan")}, dfsync.ConfigError, "busy_timeout=nan"),
+                          ({"create": "yes"}, dfsync.ArgumentError, r"create='yes'\): create takes True .* not str"),
+                          ({"allowed_callbacks": 5}, dfsync.ArgumentError, "allowed_callbacks=5: write module names"),
+                          ({"workspace_memory": 1.5}, dfsync.ConfigError, "workspace_memory=1.5: .* with its unit")]:
+        with pytest.raises(err, match=text) as raised:
+            dfsync.Workspace(path, **kw)
+        assert not isinstance(raised.value, dfsync.WorkspaceError), kw
+        if err is dfsync.ArgumentError:
+            assert isinstance(raised.value, TypeError)  # still what a type mistake raises in Python
+    assert not path.exists()
+    ws = dfsync.Workspace(path, busy_timeout=0)
+    assert ws.store.busy_timeout == 0
+    ws.close()
+    monkeypatch.setenv("DFSYNC_BUSY_TIMEOUT", "7")
+    ws = dfsync.Workspace(path, busy_timeout=None)  # None: the environment's, else the default
+    assert ws.store.busy_timeout == 7
+    ws.close()
+    monkeypatch.setenv("DFSYNC_BUSY_TIMEOUT", "soon")
+    with pytest.raises(dfsync.ConfigError, match="DFSYNC_BUSY_TIMEOUT='soon'"):
+        dfsync.Workspace(path, busy_timeout=None)
