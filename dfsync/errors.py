@@ -172,7 +172,8 @@ class CursorValueError(SourceError):
 
 
 class ValidationFailed(DfsyncError):
-    """Validation checks failed and the sync's policy is on_invalid='fail'."""
+    """Validation checks failed and the sync's policy is on_invalid='fail' (or, under 'skip', they
+    quarantined every row of a replace run, which would empty the table)."""
 
 
 class DestinationError(DfsyncError):

@@ -33,7 +33,7 @@ from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _se
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore
-from ._keyfail import keys_and_checks
+from ._keyfail import RECORD_RETENTION, keep_invalid_records, keys_and_checks, refuse_emptied_table
 from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
     ACTION_COLUMN,
@@ -66,7 +66,6 @@ from .store import Store
 if TYPE_CHECKING:
     from .definition import SyncDefinition
 
-RECORD_RETENTION = 10_000  # runs that change at most this many rows keep every record
 
 
 class StopRequested(Exception):
@@ -271,7 +270,7 @@ class Runner:
             failed = getattr(exc, "stage_result", None)
             if failed is not None:  # null or repeated keys under on_invalid='fail': say what was found
                 store.set_counters(self.run_id, queried=failed.queried)
-                raise keys_and_checks(exc, self._set_valid_counters, self._validate, self._keep_invalid_records) from None
+                raise keys_and_checks(exc, self._set_valid_counters, self._validate, lambda: keep_invalid_records(self)) from None
             raise
         for p in result.key_problems:
             store.note(self.sync_id, self.run_id, f"quarantined: {p}")
@@ -301,18 +300,6 @@ class Runner:
         retried = _stage_retry.retried_count(self.staging.con, self.staging.key, mode)  # never a quarantined row
         self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], unchanged=c["unchanged"],
                                 deleted=c["delete"] if mode.removes_missing else 0, invalid=c["invalid"], retried=retried)
-
-    def _keep_invalid_records(self) -> None:
-        """A run failing on its rows keeps the offending ones (the first RECORD_RETENTION) as
-        ``invalid`` records, so the user sees them without re-running under another policy."""
-        assert self.staging is not None
-        inv = self.staging.invalid_records(limit=RECORD_RETENTION)
-        if inv.num_rows:
-            self._store_records(inv)
-        total = self.staging.invalid_count()
-        if total > inv.num_rows:
-            self.store.note(self.sync_id, self.run_id, f"{_words.plural(total, 'row')} are invalid; the first {inv.num_rows} "
-                            "are kept as run.records(status='invalid')")
 
     def _source_token(self, row: dict[str, Any]) -> str | None:
         """What the source looks like now, for a full refresh that may skip an unchanged source."""
@@ -353,7 +340,7 @@ class Runner:
             if failed and defn.on_invalid == "fail":
                 self.staging.add_invalid(ev.failures_table, ev.dataset_failures)
                 self._set_valid_counters()
-                self._keep_invalid_records()
+                keep_invalid_records(self)
                 raise ValidationFailed(summary + ". Nothing was sent; fix the data, or use on_invalid='skip' to quarantine "
                                        "failing rows and send the rest (the failing rows: run.records(status='invalid')).")
             if failed:
@@ -366,6 +353,7 @@ class Runner:
                     self.store.note(self.sync_id, self.run_id, "dataset-level checks failed (recorded; no rows to "
                                     "quarantine): " + ", ".join(r["check_name"] for r in table_failures))
                 self._set_valid_counters()
+        refuse_emptied_table(self)
         return checks_outcome(self.staging.invalid_count(), defn.on_invalid, summary, defn.destination_mode.rewrites)
 
     # .............................................................. transfer

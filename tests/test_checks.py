@@ -627,3 +627,36 @@ def test_e2e_sql_reads_struct_fields_with_a_dot(tmp_path):
     with pytest.raises(ConfigError, match=r"s.nope.*STRUCT\(a BIGINT, b VARCHAR\)"):
         ws.create_sync("n", source=df, destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="n"),
                        primary_key="id", checks=[dc.sql("s.nope > 0")]).preview()
+
+
+def test_e2e_a_replace_that_would_quarantine_every_row_fails_instead_of_emptying_the_table(tmp_path):
+    """replace + on_invalid='skip' with every row failing a check (a bad upstream day, a check
+    with a wrong bound) wrote an empty table and said success, where an empty source is refused
+    (EmptySourceError) so that a full refresh never wipes a table by accident. It fails before
+    anything is sent, keeping the rows as invalid records, and its preview says so; allow_empty=True
+    lets it through."""
+    path = str(tmp_path / "wh.duckdb")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+
+    def make(allow_empty: bool = False):
+        return ws.create_sync("s", source=pl.DataFrame({"id": [1, 2], "a": [1, 2]}), primary_key="id",
+                              destination=dfsync.destinations.duckdb(path, table="t"), destination_mode="replace",
+                              checks=[dc.between("a", 0, 10)], on_invalid="skip", allow_empty=allow_empty)
+
+    sync = make()
+    assert sync.run(progress=False).status == "success"
+    bad = pl.DataFrame({"id": [1, 2, 3], "a": [101, 202, 303]})
+    assert any("would leave the table empty" in p for p in sync.preview(source=bad).problems)
+    run = sync.run(source=bad, progress=False)
+    assert run.status == "failed" and "would leave the table empty" in run.error and "allow_empty=True" in run.error
+    assert ws.store.run_row(run.id)["error_kind"] == "ValidationFailed"
+    assert run.counts["invalid"] == 3 and run.counts["sent"] == 0
+    assert sorted(run.records(status="invalid")["id"].to_list()) == [1, 2, 3]
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("SELECT id, a FROM t ORDER BY id").fetchall() == [(1, 1), (2, 2)]
+    # one valid row is a table of one row, as before; allow_empty=True takes the empty table
+    assert sync.run(source=bad.with_columns(a=pl.Series([1, 202, 303])), progress=False).status == "success"
+    run = make(allow_empty=True).run(source=bad, progress=False)
+    assert run.status == "success", run.error
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
