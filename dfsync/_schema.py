@@ -262,6 +262,7 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
     both policies for a type the destination's column cannot hold without loss.
     """
     new_fields = [Field(f.name, f.type, True, f.name in key) for f in incoming]
+    refuse_case_renames(recorded, incoming.names, where)
     if not recorded:
         return Plan([], new_fields)
     if replace:
@@ -333,6 +334,18 @@ def _plan_rewrite(recorded: Sequence[Field], incoming: pa.Schema, new_fields: li
             + f". Nothing was sent: {where} keeps its table as it was. Change the source or the mapping "
               "back, or create the sync with schema='evolve' to rewrite the table with the new columns.")
     return Plan([Change(c.kind, c.column, c.old, c.new, rewrite=True) for c in changes], new_fields)
+
+
+def refuse_case_renames(recorded: Sequence[Field], names: Sequence[str], where: str) -> None:
+    """Refuse a field named as a delivered one but for case ('Name' now 'name'): the run failed after writing."""
+    delivered = {f.name.lower(): f.name for f in recorded}
+    for name, old in ((n, delivered.get(n.lower())) for n in names):
+        if old is not None and old != name and old not in names:
+            raise SchemaMismatchError(
+                f"column {name!r} differs only in case from the column {old!r} the sync delivered to {where}; "
+                f"names that ignore case (DuckDB, where dfsync keeps the sync's records, MySQL, SQLite, Parquet, "
+                f"Delta Lake) take the two as one column. Keep the delivered name in the sync's mapping "
+                f"(mapping={{{old!r}: {name!r}, ...}}), or send it under another name. Nothing was sent.")
 
 
 # ---------------------------------------------------------------------- an existing table

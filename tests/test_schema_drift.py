@@ -327,3 +327,32 @@ def test_replace_from_text_to_a_number_keeps_the_records(dest: Target, tmp_path)
         assert run.status == "success", run.error
         assert sorted(str(x) for x in run.records(status="succeeded")["v"].to_list()) == [str(x) for x in v]
     assert contents(dest, ["v"]) == {1: {"v": 10}, 2: {"v": 20}}
+
+
+@pytest.mark.parametrize("mode", ["upsert", "replace"])
+@pytest.mark.parametrize("dest", ["delta", "postgres", "duckdb"], indirect=True)
+def test_a_column_renamed_only_in_case_is_refused_before_sending(dest: Target, mode: str, tmp_path):
+    """A source whose 'Name' became 'name' between runs: DuckDB (where the sync's records are kept)
+    takes the two as one column, so the run failed after writing with DuckDB's raw 'Column with name
+    "name" already exists!'; on Delta the next run then said success with 'unchanged' rows while the
+    table kept the old values and a new row had no name. The run fails before anything is sent,
+    naming both columns and the mapping that keeps the delivered name; with it the values arrive."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dest.make("t")
+    first = pl.DataFrame({"id": [1, 2], "Name": ["a", "b"]})
+    second = pl.DataFrame({"id": [1, 3], "name": ["A", "C"]})
+    sync = ws.create_sync("s", source=dfsync.sources.frame(first), destination=destination, primary_key="id",
+                          destination_mode=mode)
+    assert sync.run(progress=False).status == "success"
+    for _ in range(2):  # and again: never 'unchanged' for rows that never arrived
+        run = sync.run(progress=False, source=dfsync.sources.frame(second))
+        assert run.status == "failed" and run.counts["sent"] == 0
+        assert ws.store.run_row(run.id)["error_kind"] == "SchemaMismatchError"
+        assert "'name'" in run.error and "'Name'" in run.error and "mapping={'Name': 'name'" in run.error
+        assert contents(dest, ["Name"]) == {1: {"Name": "a"}, 2: {"Name": "b"}}
+    sync = ws.create_sync("s", source=dfsync.sources.frame(second), destination=destination, primary_key="id",
+                          destination_mode=mode, mapping={"id": "id", "Name": "name"})
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    expected = {1: {"Name": "A"}, 3: {"Name": "C"}} | ({} if mode == "replace" else {2: {"Name": "b"}})
+    assert contents(dest, ["Name"]) == expected
