@@ -356,12 +356,12 @@ class TablePlan:
 
 
 def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, policy: str,
-               where: str, can_widen: bool = True, widen: Sequence[str] = ()) -> TablePlan:
+               where: str, can_widen: bool = True, widen: Sequence[str] = (), exact_names: bool = False) -> TablePlan:
     """Fit the records to an existing table: columns to add, columns to widen, or an error.
 
     ``existing`` maps each table column to (its declared type, the Arrow type it reads
     back as; None when dfsync does not know the declared type). Names match exactly, else
-    case-insensitively (PostgreSQL folds unquoted names, SQLite ignores case). ``widen``
+    case-insensitively unless ``exact_names`` (PostgreSQL, Delta, Parquet: 'name' into 'NAME' failed, on Delta was lost). ``widen``
     names the columns whose source type widened since the sync last delivered: those are
     widened in place (where the database can). A column that is merely narrower than the
     source's type (a table made by hand, an INTEGER column for int64 values) is kept as it
@@ -374,6 +374,10 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
     widen_ = set(widen)
     for f in incoming:
         name = f.name if f.name in existing else ci.get(f.name.lower())
+        if name is not None and name != f.name and exact_names:
+            problems.append(f"column {f.name!r} is {name!r} in the table, which tells names apart by case; name the "
+                            f"field as the table does in the sync's mapping (mapping={{{name!r}: {f.name!r}, ...}})")
+            continue
         if name is None:
             if policy == "freeze":
                 problems.append(f"column {f.name!r} ({type_name(f.type)}) is missing from the table "

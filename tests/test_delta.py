@@ -388,3 +388,28 @@ def test_an_unreachable_object_store_pauses_the_run_with_a_clear_message(tmp_pat
 
     assert isinstance(refused, DestinationError) and not isinstance(refused, TransientDestinationError)
     assert "storage_options" in str(refused)
+
+
+@pytest.mark.parametrize("mode", ["upsert", "mirror"])
+def test_a_field_matching_a_table_column_only_in_case_is_refused_not_lost(tmp_path, mode):
+    """A Delta table made by hand with a column 'NAME' and records with a field 'name': the MERGE set
+    'name', which the table does not have, so row 1 kept its old value, a new row got NULL, and the
+    run said success. The run fails before writing, naming both and the mapping that names the field
+    as the table does; with that mapping the values arrive. (A Parquet file the same.)"""
+    path = str(tmp_path / "lake")
+    deltalake.write_deltalake(path, pa.table({"id": [1, 3], "NAME": ["old1", "old3"]}))
+    pq_dir = tmp_path / "pq"
+    pq_dir.mkdir()
+    pl.DataFrame({"id": [1, 3], "NAME": ["old1", "old3"]}).write_parquet(pq_dir / "data.parquet")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    src = pl.DataFrame({"id": [1, 2], "name": ["a", "b"]})
+    for i, dest in enumerate([dfsync.destinations.delta(path), dfsync.destinations.parquet(str(pq_dir))]):
+        run = ws.create_sync(f"s{i}", source=dfsync.sources.frame(src), destination=dest, primary_key="id",
+                             destination_mode=mode).run(progress=False)
+        assert run.status == "failed" and run.counts["sent"] == 0
+        assert "'name' is 'NAME'" in run.error and "mapping={'NAME': 'name'" in run.error
+        run = ws.create_sync(f"m{i}", source=dfsync.sources.frame(src), destination=dest, primary_key="id",
+                             destination_mode=mode, mapping={"id": "id", "NAME": "name"}).run(progress=False)
+        assert run.status == "success", run.error
+    for got in (pl.from_arrow(deltalake.DeltaTable(path).to_pyarrow_table()), pl.read_parquet(pq_dir / "data.parquet")):
+        assert got.sort("id").to_dicts() == [{"id": 1, "NAME": "a"}, {"id": 2, "NAME": "b"}, {"id": 3, "NAME": "old3"}]

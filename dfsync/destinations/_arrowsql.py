@@ -136,6 +136,8 @@ class ArrowSQLSession(DestinationSession):
 
     #: can ALTER TABLE change a column to a wider type in place?
     can_widen = True
+    #: are column names told apart by case (a field must name its column exactly)?
+    exact_names = False
 
     def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
         return f"ALTER TABLE {name.sql} ALTER COLUMN {q(column)} TYPE {declared}"
@@ -144,7 +146,7 @@ class ArrowSQLSession(DestinationSession):
         """Add the columns the records bring and widen the ones they outgrew (or raise, nothing sent)."""
         existing = {c: (t, self._native_to_arrow(t)) for c, t in self._describe(self.target).items()}
         plan = plan_table(records, existing, policy=self.ctx.schema, can_widen=self.can_widen,
-                          widen=self.widen_columns,
+                          widen=self.widen_columns, exact_names=self.exact_names,
                           where=f"table {self.target.display} of {self._where()}")
         for f in plan.add:
             cur.execute(f"ALTER TABLE {self.target.sql} ADD COLUMN {q(f.name)} {incoming[f.name]}")

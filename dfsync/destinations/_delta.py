@@ -306,7 +306,7 @@ class DeltaSession(DestinationSession):
 
         have = pa.schema(dt.schema().to_arrow())
         existing = {f.name: (str(f.type), _readback(f.type)) for f in have}
-        plan = plan_table(records, existing, policy=self.ctx.schema, where=f"Delta table {self.uri}",
+        plan = plan_table(records, existing, policy=self.ctx.schema, where=f"Delta table {self.uri}", exact_names=True,
                           widen=self.widen_columns)
         if plan.add:
             fields = [pa.field(f.name, delta_type(f.type), True) for f in plan.add]

@@ -123,7 +123,7 @@ class ParquetSession(DestinationSession):
         # the whole file is rewritten at the end of the run: new columns and wider types need no
         # step of their own (rows that had no value for a new column read back NULL)
         plan_table(records, {f.name: (str(f.type), f.type) for f in existing}, policy=self.ctx.schema,
-                   where=self.data, widen=self.widen_columns)
+                   where=self.data, widen=self.widen_columns, exact_names=True)
         self.existing = existing
 
     def _batch_path(self, batch_no: int) -> str:

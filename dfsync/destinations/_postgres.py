@@ -169,6 +169,7 @@ class PostgresSession(ArrowSQLSession):
     fence_write_lock = " FOR UPDATE"
     json_cast = "::jsonb"
     defer_primary_key = True
+    exact_names = True  # quoted names keep their case
     #: memory for the one PRIMARY KEY build at the end of a first load: the server default
     #: (64MB) makes a multi-million-row key build sort on disk (measured 10M rows: 18.5 s ->
     #: 13.5-16.5 s with more). It is a cap, not an allocation, and SET LOCAL ends with the
