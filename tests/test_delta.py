@@ -413,3 +413,23 @@ def test_a_field_matching_a_table_column_only_in_case_is_refused_not_lost(tmp_pa
         assert run.status == "success", run.error
     for got in (pl.from_arrow(deltalake.DeltaTable(path).to_pyarrow_table()), pl.read_parquet(pq_dir / "data.parquet")):
         assert got.sort("id").to_dicts() == [{"id": 1, "NAME": "a"}, {"id": 2, "NAME": "b"}, {"id": 3, "NAME": "old3"}]
+
+
+def test_a_nan_key_is_rejected_per_row_not_merged(tmp_path):
+    """delta-rs's MERGE matches no NaN key: a re-sync of keys [NaN, 1.0] left the table with
+    three rows, key 1.0 twice, and said success. A NaN key is rejected per row (a failed record
+    naming the column); the other rows go in once, and a re-run (only the rejected row is sent
+    again) changes nothing."""
+    path = str(tmp_path / "lake")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"k": [1.0, 2.0], "v": ["a", "b"]})),
+                          destination=dfsync.destinations.delta(path), primary_key="k", max_failed_rows=1)
+    assert sync.run(progress=False).status == "success"
+    for v in ("x", "y", "y"):
+        src = pl.DataFrame({"k": [float("nan"), 1.0, 2.0], "v": [v, v, "b"]})
+        run = sync.run(progress=False, source=dfsync.sources.frame(src))
+        assert run.counts["failed"] == 1 and run.counts["succeeded"] == (1 if v == "x" or run.counts["sent"] == 2 else 0)
+        failed = run.records(status="failed")
+        assert "NaN" in failed["_error"][0] and "'k'" in failed["_error"][0]
+        got = pl.from_arrow(deltalake.DeltaTable(path).to_pyarrow_table()).sort("k")
+        assert got.to_dicts() == [{"k": 1.0, "v": v}, {"k": 2.0, "v": "b"}]

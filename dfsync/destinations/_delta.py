@@ -407,11 +407,20 @@ class DeltaSession(DestinationSession):
         return BatchResult(failed=failed, skipped=skipped)
 
     def _unfit_rows(self, data: pa.Table) -> dict[int, str]:
-        """Rows a NOT NULL column of the table would refuse (Delta refuses the whole commit)."""
+        """Rows a NOT NULL column of the table would refuse (Delta refuses the whole commit), and rows
+        whose key is NaN: the MERGE matches no NaN, and a batch holding one wrote other keys twice."""
+        import pyarrow.compute as pc
+
         bad: dict[int, str] = {}
         for c in self.not_null:
             for i in np.flatnonzero(data.column(c).is_null().to_numpy(zero_copy_only=False)):
                 bad.setdefault(int(i), f"column {c!r} is NOT NULL in the Delta table and the value is null")
+        for k in self.ctx.primary_key:
+            if pa.types.is_floating(data.schema.field(k).type):
+                nan = pc.fill_null(pc.is_nan(data.column(k)), False).to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(nan):
+                    bad.setdefault(int(i), f"key column {k!r} is NaN, which a Delta MERGE cannot match to a row; "
+                                           f"give the row another key, or choose another primary_key")
         return bad
 
     def _present(self, dt: Any, data: pa.Table) -> np.ndarray:
