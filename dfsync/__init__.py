@@ -35,6 +35,7 @@ from .errors import (
     WorkspaceBusy,
     WorkspaceCorrupt,
     WorkspaceError,
+    WorkspaceOutOfDate,
     WorkspaceQueryError,
 )
 from .mapping import static
@@ -85,6 +86,7 @@ __all__ = [
     "WorkspaceBusy",
     "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceOutOfDate",
     "WorkspaceQueryError",
     "checks",
     "destinations",

@@ -17,7 +17,7 @@ __all__ = ["DryRunStore"]
 #: store operations that only read
 READS = frozenset({"key", "sync_row", "released", "delivered", "delivered_count", "retry_rows", "last_checked_run",
                    "skipped_versions",
-                   "ledger_id",  # the workspace id, which keys the hashes of sensitive examples
+                   "ledger_id", "workspace_id",  # the workspace id keys the hashes of sensitive examples
                    "check_proofs"})  # a preview uses the proofs of earlier runs (and stores none)
 
 

@@ -28,7 +28,6 @@ import hmac
 import os
 import re
 import secrets
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -87,8 +86,8 @@ def keyed_hash(value: Any, key: bytes) -> str:
 
 
 def store_key(store: Any) -> bytes:
-    """The record key of the workspace ``store`` opens (its id is the ledger id of any new run)."""
-    return workspace_key(store.ledger_id(sys.maxsize))
+    """The record key of the workspace ``store`` opens (from its own id)."""
+    return workspace_key(store.workspace_id())
 
 
 def protect(records: pa.Table | None, sensitive: Sequence[str], store: Any) -> pa.Table | None:

@@ -13,6 +13,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from .destinations.base import DestinationContext, DestinationSession
+from .errors import WorkspaceOutOfDate
 from .store import Store, key_match
 
 if TYPE_CHECKING:
@@ -101,6 +102,39 @@ def destination_context(store: Store, sync_id: int, sync_name: str, defn: SyncDe
                               mode=defn.destination_mode, primary_key=tuple(defn.primary_key),
                               requeried=requeried, workspace_id=store.ledger_id(run_id),
                               schema=defn.schema, owner_epoch=store.owner_epoch(run_id))
+
+
+def open_for_transfer(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition,
+                      ctx: DestinationContext, first: bool) -> DestinationSession:
+    """The run's destination session, opened to send its batches. ``first``: the workspace knows
+    no batch of this run yet, so the destination's ledger must not either: batches under the
+    run's key there were written by a run this workspace file does not know (the file was put
+    back from a copy older than the destination, and its run ids repeat). Such a run fails before
+    anything is sent (``WorkspaceOutOfDate``): sending would be taken for those batches (resumed
+    into a table thought fresh, deduplicated by an idempotency key, or overwriting their files).
+    Runs from this one on carry a new ledger key, so the ways out the error names work."""
+    session = defn.destination.open(ctx)
+    try:
+        seen = sorted(session.committed_batches()) if first else []
+    except Exception:
+        session.close()
+        raise
+    if not seen:
+        return session
+    session.close()
+    with contextlib.suppress(Exception):  # a role that may not write workspace_meta: the next run says it again
+        store.move_ledger(ctx.run_id)
+    shown = ", ".join(map(str, seen[:5])) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+    raise WorkspaceOutOfDate(
+        f"the destination {defn.destination.describe()} already holds {'batch' if len(seen) == 1 else 'batches'} "
+        f"{shown} of run {ctx.run_id} of "
+        f"sync '{sync_name}' from this workspace, a run this workspace file does not know: the file is older than "
+        f"the destination (put back from a copy taken before that run?), so it does not know the rows such runs "
+        f"delivered. Nothing was sent. If you have the newer workspace file, put it back. Otherwise: "
+        f"sync.reset() and run again makes a first load (upsert and mirror update the rows the destination has, "
+        f"though mirror does not delete rows the lost runs delivered that the source no longer has; insert "
+        f"fails the rows whose key the destination has), or one run with destination_mode='replace' rewrites the "
+        f"table as the source is now. The next runs use a new key in the destination's ledger.")
 
 
 def applies_per_batch(defn: SyncDefinition) -> bool:

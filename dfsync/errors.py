@@ -13,6 +13,7 @@
     ├── WorkspaceError
     │   ├── WorkspaceBusy            another process holds the workspace file
     │   ├── WorkspaceCorrupt         the file is not a readable dfsync workspace
+    │   ├── WorkspaceOutOfDate       a destination holds batches of a run the workspace file does not know
     │   └── WorkspaceQueryError      ws.sql() given a statement that writes, or a query that failed (also a ValueError)
     ├── SourceError                  the source could not be read
     │   ├── EmptySourceError         a full-refresh source returned no rows
@@ -57,6 +58,7 @@ __all__ = [
     "WorkspaceBusy",
     "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceOutOfDate",
     "WorkspaceQueryError",
     "redact",
 ]
@@ -146,6 +148,11 @@ class WorkspaceBusy(WorkspaceError):
 
 class WorkspaceCorrupt(WorkspaceError):
     """The workspace file is truncated, corrupt, or not a dfsync workspace."""
+
+
+class WorkspaceOutOfDate(WorkspaceError):
+    """A destination already holds batches written under a run's key that this workspace file
+    does not know: the file is older than the destination (restored from an earlier copy)."""
 
 
 class WorkspaceQueryError(WorkspaceError, ValueError):

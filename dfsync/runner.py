@@ -212,7 +212,8 @@ class Runner:
                 return
             self._to(RunStatus.QUERYING, "resumed; staged rows gone (their process ended, or a new source= or definition), querying again")
             if defn.destination_mode.rewrites:
-                self._restart_replace()
+                # a replace run whose staging died restarts its rewrite from scratch
+                _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
         else:
             self._reconcile()
             self._to(RunStatus.QUERYING, "query begins")
@@ -311,10 +312,6 @@ class Runner:
         snap = defn.source.snapshot()
         return f"{snap}|v{row['definition_version']}|{FP_ALGO}" if snap else None
 
-    def _restart_replace(self) -> None:
-        """A replace run whose staging died restarts its rewrite from scratch."""
-        _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
-
     # .............................................................. validation
     def _validate(self) -> str:
         """Run the checks on the staged rows; the detail of the run's queued -> in_progress event."""
@@ -379,7 +376,8 @@ class Runner:
             self._finish()
             return
         staging.for_transfer()
-        self.session = defn.destination.open(self._context(self.run_id, store.requeried(self.run_id)))
+        self.session = _settle.open_for_transfer(store, self.sync_id, self.sync_name, defn, self._context(
+            self.run_id, store.requeried(self.run_id)), first=next_batch == 1)  # WorkspaceOutOfDate
         self.session.widen_columns = {c.column for c in plan.changes if c.kind == "widened"}
         self.session.prepare(staging.arrow_schema())
         self._record_schema(plan, total)

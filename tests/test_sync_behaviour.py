@@ -637,3 +637,41 @@ def test_update_mode_does_not_skip_a_missing_row_again(ws, target):
     sync.reset()  # a first load again: every row is sent
     c = sync.run(source=v3, progress=False).counts
     assert c["sent"] == 3 and c["skipped"] == 1 and c["succeeded"] == 2, c
+
+
+def test_a_workspace_file_put_back_from_an_older_copy_fails_before_sending_then_recovers(target, tmp_path):
+    """A copy of the workspace taken before a run, put back after the run delivered rows: its
+    run ids repeat, so its next run had the key of the run it forgot in the destination's ledger.
+    Into DuckDB every row then failed with the raw 'Constraint Error: Duplicate key' (the table was
+    taken for one the run had found empty). The run fails before anything is sent, saying the
+    workspace is older than the destination and what to do; after sync.reset() the next run (under
+    a new ledger key) updates the rows the destination has."""
+    if not target.exactly_once:
+        pytest.skip("an at-least-once destination keeps no ledger to ask")
+    path, backup = tmp_path / "ws.duckdb", tmp_path / "backup.duckdb"
+    v1, v2 = people([1, 2, 3]), people([1, 2, 3, 4], version=2).with_columns(pl.col("score") + 1)
+    ws = dfsync.Workspace(path)
+    make(ws, target, v1)
+    ws.close()
+    backup.write_bytes(path.read_bytes())
+    ws = dfsync.Workspace(path)
+    assert ws.sync("people").run(progress=False).status == "success"
+    ws.close()
+    path.write_bytes(backup.read_bytes())  # the older copy put back
+    ws = dfsync.Workspace(path)
+    sync, wid = ws.sync("people"), ws.store.workspace_id()
+    run = sync.run(progress=False, source=v2)
+    assert run.status == "failed" and "does not know" in run.error and "sync.reset()" in run.error, run.error
+    assert run.counts["sent"] == 0 and run.records(status="failed").is_empty()
+    assert sorted_rows(target.read("people")) == sorted_rows(v1)  # nothing sent
+    with pytest.raises(dfsync.SyncRunFailed, match="does not know"):
+        run.raise_for_status()
+    sync.reset()
+    run = sync.run(progress=False, source=v2)
+    assert run.status == "success", run.error
+    assert run.counts["succeeded"] == 4 and run.counts["failed"] == 0
+    assert sorted_rows(target.read("people")) == sorted_rows(v2)
+    assert sync.run(progress=False, source=v2).counts["sent"] == 0  # delivered state and ledger agree again
+    # the ledger key moved from the failed run on; the workspace's own id (sensitive hashes) did not
+    assert ws.store.workspace_id() == wid and ws.store.ledger_id(run.id) not in ("", wid)
+    ws.close()

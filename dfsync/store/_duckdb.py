@@ -54,13 +54,37 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
     """All reads and writes of one workspace file."""
 
     def ledger_id(self, run_id: int) -> str:
-        """The workspace id a run's destination ledger key carries ("" for runs begun before it had one)."""
+        """The id a run's destination ledger key carries: the workspace's id, or the one it moved to
+        for runs from some id on (:meth:`move_ledger`); "" for runs begun before it had one."""
+        wid, first, moves = self._ledger_ids()
+        for start, moved in moves:
+            if run_id >= start:
+                return moved
+        return wid if run_id >= first else ""
+
+    def workspace_id(self) -> str:
+        """The workspace's own id (keys the hashes of sensitive values); never moves."""
+        return self._ledger_ids()[0]
+
+    def _ledger_ids(self) -> tuple[str, int, list[tuple[int, str]]]:
         if self._ledger is None:
             with self._connect() as con:
                 meta = dict(con.execute("SELECT key, value FROM workspace_meta").fetchall())
-            self._ledger = (meta["id"], int(meta["ledger_id_from_run"]))
-        wid, first = self._ledger
-        return wid if run_id >= first else ""
+            moves = sorted(((int(k.split(":", 1)[1]), v) for k, v in meta.items()
+                            if k.startswith("ledger_id_from_run:")), reverse=True)
+            self._ledger = (meta["id"], int(meta["ledger_id_from_run"]), moves)
+        return self._ledger
+
+    def move_ledger(self, from_run: int) -> None:
+        """Runs from ``from_run`` on carry a new id in destination ledgers: a destination already
+        holds batches under a key this workspace would use again (the file was restored from an
+        older copy, so its run ids repeat). Stored as a key of its own: older dfsyncs ignore it."""
+        import uuid
+
+        with self._transaction() as con:
+            con.execute("INSERT INTO workspace_meta VALUES (?, ?)",
+                        [f"ledger_id_from_run:{int(from_run)}", uuid.uuid4().hex])
+        self._ledger = None
 
     def owner_epoch(self, run_id: int) -> int | None:
         """None: the file's one-writer lease serializes owners, a destination needs no fence."""

@@ -92,7 +92,7 @@ class FileConnections(StoreKey):
         self._lease: duckdb.DuckDBPyConnection | None = None
         self._lease_since = 0.0
         self._lease_thread: int | None = None
-        self._ledger: tuple[str, int] | None = None
+        self._ledger: tuple[str, int, list[tuple[int, str]]] | None = None
         if self.memory:
             _memory_cons[self._key] = _utc(duckdb.connect(":memory:"))
         else:

@@ -80,7 +80,7 @@ class PgConnections:
         self.busy_timeout = busy_timeout
         self.memory = False
         self._key = self.target.key
-        self._ledger: tuple[str, int] | None = None
+        self._ledger: tuple[str, int, list[tuple[int, str]]] | None = None
         self._local = threading.local()
         self._owners: dict[int, tuple[Any, int]] = {}  # run id -> (owner connection, sync id)
         self._owners_lock = threading.Lock()

@@ -50,7 +50,15 @@ class WorkspaceStore(Protocol):
     def close(self) -> None: ...
 
     def ledger_id(self, run_id: int) -> str:
-        """The workspace id a run's destination ledger key carries ("" for runs begun before it had one)."""
+        """The id a run's destination ledger key carries ("" for runs begun before it had one)."""
+        ...
+
+    def workspace_id(self) -> str:
+        """The workspace's own id (keys the hashes of sensitive values)."""
+        ...
+
+    def move_ledger(self, from_run: int) -> None:
+        """Runs from ``from_run`` on carry a new id in destination ledgers."""
         ...
 
     def schema_version(self) -> int: ...
