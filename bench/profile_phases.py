@@ -10,7 +10,8 @@ staging.load (read + hash + diff), store.delivered (state copy out of the worksp
 each batch's workspace write-ahead, its destination write (on the writer thread, overlapping
 the next batch's write-ahead) and its confirm (which first waits for that write),
 the workspace lease reopen (release_if_stale), the destination's finish and close, and the
-rest. For a sampled profile of the same runs, run it under ``py-spy record``.
+rest. A DuckDB first load is loaded in place (dfsync/_fused.py: ``fused:`` phases) unless
+``--batch-size`` is given. For a sampled profile of the same runs, run it under ``py-spy record``.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def instrument(target: str) -> None:
     timed(runner.Runner, "confirm", "confirm of each batch (waits for its write)")
     timed(store.Store, "confirm_batch", "  store.confirm_batch (workspace, with counters and records)")
     timed(store.Store, "_store_records", "  store._store_records")
-    timed(runner.Runner, "_finish", "runner._finish (incl. session.finish)")
+    timed(runner.Runner, "finish", "runner.finish (incl. session.finish)")
     timed(store.Store, "ensure_state_table", "store.ensure_state_table")
     timed(runner.Runner, "drop_staging", "drop staging")
     timed(runner.Runner, "_validate", "validate")
@@ -132,6 +133,11 @@ def instrument(target: str) -> None:
     timed(store.Store, "add_counters", "store.add_counters")
     timed(store.Store, "transition_run", "store.transition_run")
     timed_cm(store.Store, "_transaction", "workspace transaction")
+    from dfsync import _fused  # a first load into a DuckDB table the run creates (dfsync/_fused.py)
+
+    timed(_fused, "_load", "fused: source into the new table, keys out (querying)")
+    timed(_fused, "_keys_distinct", "  fused: null or repeated keys")
+    timed(_fused, "_deliver", "fused: write-ahead, commit, confirm + key, end")
     if target == "duckdb":
         from dfsync.destinations import _duckdb as mod
 

@@ -5,8 +5,10 @@ delivered state as ``dlv``, with the memory sizes that bound both, and how a col
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -16,8 +18,12 @@ import pyarrow as pa
 from ._arrow import refuse_struct_names
 from ._ident import quote
 from ._settings import memory_bytes
-from .errors import ConfigError, SchemaMismatchError
+from .errors import ConfigError, SchemaMismatchError, SourceError
 from .states import RECORD_META
+
+if TYPE_CHECKING:
+    from .mapping import Mapping
+    from .sources.base import CursorFilter, Source
 
 #: the delivered state kept as Arrow when no DuckDB memory size can be read (see load_state)
 DEFAULT_STATE_BYTES = 512 << 20
@@ -218,3 +224,71 @@ def load_state(con: duckdb.DuckDBPyConnection, state: pa.RecordBatchReader | pa.
         return None, 0
     con.register("dlv", state)
     return state, state.num_rows
+
+
+@dataclass
+class OpenedSource:
+    """The source as the temporary view ``_src`` (mapped columns) of a DuckDB connection."""
+
+    counter: Callable[[], int | None] | None  # how to count its rows for free (None: it would cost a read)
+    rescannable: bool  # _src is a DuckDB relation that can be scanned again (files)
+    counted: Counted | None  # the Arrow stream read (refuse_lossy() once it is read)
+    snapshot: str | None  # the files' snapshot when _src was made (None: not known)
+    columns: list[str]
+    types: dict[str, str]
+    fp_sql: str  # the fingerprint of a row of _src, as SQL
+
+
+def open_source(con: duckdb.DuckDBPyConnection, source: Source, mapping: Mapping, cursor: CursorFilter | None,
+                key: Sequence[str]) -> OpenedSource:
+    """Make the source the temporary view ``_src`` (mapped columns) of ``con``: staging's
+    connection, or the destination's for a fused first load (dfsync._fused), so both
+    fingerprint a row alike. Only temporary views are made (``con`` may be a database file).
+
+    The count is exact and free: rows counted as they stream through, or Parquet
+    footers read after the scan when the files did not change meanwhile. None when
+    counting would cost another read.
+    """
+    select = mapping.sql_select()
+    counter: Callable[[], int | None] | None = None
+    rescannable, counted, snapshot = False, None, None
+    try:
+        rel = source.duckdb_relation(con, cursor) if select is not None else None
+        con.unregister("_src_raw")
+        if isinstance(rel, pa.RecordBatchReader):
+            no_case_clash(rel.schema.names)
+            stream = counted = Counted(rel)
+            con.register("_src_raw", stream.reader)
+            counter = lambda: stream.rows if stream.done else None  # noqa: E731
+        elif rel is not None:
+            if duckdb_renamed(rel.columns):  # 'Temp' and 'temp' read as 'Temp' and 'temp_1'
+                no_case_clash(source.schema().names())
+            con.register("_src_raw", rel)  # a temporary view (create_view would make a lasting one)
+            rescannable = True
+            before = snapshot = source.snapshot() if cursor is None else None
+            if before is not None and source.counts_from_metadata:
+                def counter() -> int | None:
+                    n = con.execute("SELECT count(*) FROM _src_raw").fetchall()[0][0]
+                    return n if source.snapshot() == before else None
+        else:
+            stream = counted = Counted(arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
+            no_case_clash(stream.reader.schema.names)
+            con.register("_src_raw", stream.reader)
+            counter = lambda: stream.rows if stream.done else None  # noqa: E731
+            select = "*"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _src AS SELECT {select} FROM _src_raw")
+        desc = con.execute("DESCRIBE SELECT * FROM _src").fetchall()
+    except SourceError:
+        raise
+    except (duckdb.Error, pl.exceptions.PolarsError, OSError) as exc:
+        raise SourceError(f"could not read {source.describe()}: {str(exc).splitlines()[0]}. Check that the "
+                          f"source exists and holds valid data, then run the sync again; nothing was "
+                          f"sent.") from exc
+    columns = refuse_reserved([r[0] for r in desc])
+    types = {r[0]: r[1] for r in desc}
+    missing = [k for k in key if k not in columns]
+    if missing:
+        raise ConfigError(f"primary key {missing} is not among the records' fields: {', '.join(columns)}")
+    sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t, *_ in desc).encode()).hexdigest()[:16]
+    fp_sql = f"hash({', '.join(fp_value(c, types[c]) for c in columns)}, '{sig}')"
+    return OpenedSource(counter, rescannable, counted, snapshot, columns, types, fp_sql)

@@ -107,8 +107,9 @@ class SyncRun:
     def records(self, status: str | None = None, *, limit: int | None = None) -> pl.DataFrame:
         """SyncRecord rows of this run: record fields plus _action, _status, _batch, _error, _checks.
 
-        While a run is going on (or paused) in this process every staged row is here; after
-        it ends, failed, invalid and skipped rows stay (and every row of small runs).
+        While a run is going on (or paused) in this process every staged row is here (a first
+        load into a DuckDB table the run creates stages none: its rows are here once delivered);
+        after it ends, failed, invalid and skipped rows stay (and every row of small runs).
         """
         valid = ("pending", "succeeded", "failed", "invalid", "skipped")
         if status is not None and status not in valid:

@@ -33,6 +33,7 @@ from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _se
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore
+from ._fused import first_load as fused_first_load
 from ._keyfail import RECORD_RETENTION, keep_invalid_records, keys_and_checks, refuse_emptied_table
 from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
@@ -134,7 +135,7 @@ class Runner:
     def _reconcile(self) -> None:
         _settle.reconcile(self.store, self.sync_id, self.sync_name, self.defn)
 
-    def _to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
+    def move_to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
         self.store.transition_run(self.run_id, target, detail, **kw)
         self.status = target
         self.report()
@@ -153,7 +154,7 @@ class Runner:
     # .............................................................. main
     def execute(self) -> None:
         try:
-            with _interrupt.interruptible(lambda: (self.staging,)):  # Ctrl-C stops a DuckDB statement too
+            with _interrupt.interruptible(lambda: (self.staging, self.session)):  # Ctrl-C stops a DuckDB statement too
                 self._execute()
         except KeyboardInterrupt:
             self._interrupted("interrupted (KeyboardInterrupt)")
@@ -203,23 +204,24 @@ class Runner:
 
     def _execute(self) -> None:
         defn = self.defn
+        self._reconcile()
         if self.status == RunStatus.PAUSED:
-            self._reconcile()
             if self.staging is not None and self.staging.loaded:
                 _settle.adopt_confirmed_batches(self.store, self.staging, self.sync_id, self.run_id, self.defn.primary_key)
-                self._to(RunStatus.IN_PROGRESS, "resumed")
+                self.move_to(RunStatus.IN_PROGRESS, "resumed")
                 self._transfer()
                 return
-            self._to(RunStatus.QUERYING, "resumed; staged rows gone (their process ended, or a new source= or definition), querying again")
+            self.move_to(RunStatus.QUERYING, "resumed; staged rows gone (their process ended, or a new source= or definition), querying again")
             if defn.destination_mode.rewrites:
                 # a replace run whose staging died restarts its rewrite from scratch
                 _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
         else:
-            self._reconcile()
-            self._to(RunStatus.QUERYING, "query begins")
+            self.move_to(RunStatus.QUERYING, "query begins")
+            if fused_first_load(self):  # a first load into a DuckDB table the run creates: in place
+                return
         self._query()
-        self._to(RunStatus.QUEUED, "all rows staged")
-        self._to(RunStatus.IN_PROGRESS, self._validate())
+        self.move_to(RunStatus.QUEUED, "all rows staged")
+        self.move_to(RunStatus.IN_PROGRESS, self._validate())
         self._transfer()
 
     # .............................................................. querying
@@ -240,7 +242,7 @@ class Runner:
         if self.staging is None:
             self.staging = Staging() if self.dry else Staging(temp_dir=self.staging_dir)
         # a dry run reads the source even when its files did not change: it shows the rows
-        token = None if force or self.dry or (retry is not None and retry.num_rows) else self._source_token(row)
+        token = None if force or self.dry or (retry is not None and retry.num_rows) else self.snapshot_token(row)
         if token is not None and token == row.get("source_snapshot") and row.get("key_types"):
             delivered = store.delivered_count(self.sync_id)
             self.reused_checks = store.last_checked_run(self.sync_id, self.run_id, row["definition_version"]) \
@@ -290,7 +292,7 @@ class Runner:
         store.set_counters(self.run_id, queried=result.queried)
         self._set_valid_counters()
         store.set_sync_fields(self.sync_id, key_types=self.staging.types)
-        if token is not None and self._source_token(row) == token:  # the files did not change while read
+        if token is not None and self.snapshot_token(row) == token:  # the files did not change while read
             self.source_token = token
 
     def _set_valid_counters(self) -> None:
@@ -302,7 +304,7 @@ class Runner:
         self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], unchanged=c["unchanged"],
                                 deleted=c["delete"] if mode.removes_missing else 0, invalid=c["invalid"], retried=retried)
 
-    def _source_token(self, row: dict[str, Any]) -> str | None:
+    def snapshot_token(self, row: dict[str, Any]) -> str | None:
         """What the source looks like now, for a full refresh that may skip an unchanged source."""
         defn = self.defn
         if (defn.sync_mode != SyncMode.FULL_REFRESH
@@ -373,18 +375,18 @@ class Runner:
         if total == 0 and next_batch == 1 and not mode.rewrites and store.has_delivered(self.sync_id):
             # nothing to send and nothing to finish: the destination is not even opened
             self.report()
-            self._finish()
+            self.finish()
             return
         staging.for_transfer()
         self.session = _settle.open_for_transfer(store, self.sync_id, self.sync_name, defn, self._context(
             self.run_id, store.requeried(self.run_id)), first=next_batch == 1)  # WorkspaceOutOfDate
         self.session.widen_columns = {c.column for c in plan.changes if c.kind == "widened"}
         self.session.prepare(staging.arrow_schema())
-        self._record_schema(plan, total)
+        self.record_schema(plan, total)
         self.report()
         if defn.partitions:  # bucket by bucket, on the run's engine
             _partition.send_buckets(self, keep_all, next_batch)
-            return self._finish()
+            return self.finish()
         with store.lease():
             store.ensure_state_table(self.sync_id, {k: staging.types[k] for k in key})
             size = defn.batch_size or defn.destination.default_batch_size  # None: the destination's choice
@@ -418,7 +420,7 @@ class Runner:
                 # never leave a write running under a session about to be closed; a batch it
                 # committed but this thread did not confirm stays in flight for _settle.reconcile()
                 writer.close()
-        self._finish()
+        self.finish()
 
     def decide_schema(self, staging: Staging) -> Any:
         """Compare the records about to be sent with the fields delivered before (nothing sent yet).
@@ -439,7 +441,7 @@ class Runner:
         refuse_stuck_values(staging, defn)
         return plan
 
-    def _record_schema(self, plan: Any, total: int) -> None:
+    def record_schema(self, plan: Any, total: int) -> None:
         """The destination took the records' fields: one event per change, and remember them."""
         from . import _schema
 
@@ -509,7 +511,7 @@ class Runner:
         self.store.store_records(self.sync_id, self.run_id, _sensitive.protect(recs, self.defn.sensitive, self.store))
 
     # .............................................................. the end
-    def _finish(self) -> None:
+    def finish(self) -> None:
         defn, store = self.defn, self.store
         store.transfer_done(self.sync_id, list(defn.primary_key))  # runs beside the destination's finish
         if self.session is not None:
@@ -550,7 +552,7 @@ class Runner:
         error = why if "resume" in why else f"{why}; the next sync.run() resumes it"
         with contextlib.suppress(Exception):
             if self.status != RunStatus.PAUSED:
-                self._to(RunStatus.PAUSED, redact(why), error=redact(error), error_kind="paused")
+                self.move_to(RunStatus.PAUSED, redact(why), error=redact(error), error_kind="paused")
             else:  # it never left paused (e.g. the destination was down while it resumed): the new reason
                 self.store.set_run_fields(self.run_id, error=redact(error), error_kind="paused")
                 self.store.note(self.sync_id, self.run_id, f"still paused: {redact(why)}")
@@ -568,11 +570,9 @@ class Runner:
             with contextlib.suppress(Exception):
                 _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id, session=self.session,
                             ignore=Exception, unless_applied=True)
-        try:
+        with contextlib.suppress(Exception):
             self.store.fail_run(self.sync_id, self.run_id, error, kind, redact(detail or error), cursor_merge(self.defn.sync_mode))
             self.status = RunStatus.FAILED
-        except Exception:
-            pass
         self.report()
 
     def drop_staging(self) -> None:

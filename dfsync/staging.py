@@ -16,7 +16,6 @@ the delivered state per batch, and a resumed run re-diffs the source against it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import tempfile
 from collections.abc import Callable, Sequence
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from ._arrow import int64_copy, int_array
@@ -32,20 +30,15 @@ from ._dense_diff import DenseState, stage_changed
 from ._ident import quote
 from ._paths import private_dir
 from ._sensitive import key_text
-from ._stage_retry import keep_retry_keys, stage_retry
 from ._settings import memory_bytes, setting
 from ._stage_input import (
-    Counted,
-    arrow_stream,
-    duckdb_renamed,
-    fp_value,
     half_memory,
     load_state,
-    no_case_clash,
-    refuse_reserved,
+    open_source,
 )
+from ._stage_retry import keep_retry_keys, stage_retry
 from ._words import plural
-from .errors import ConfigError, InvalidRecordsError, SourceError
+from .errors import InvalidRecordsError, SourceError
 from .mapping import Mapping
 from .sources.base import CursorFilter, Source
 from .states import DestinationMode
@@ -215,61 +208,12 @@ class Staging:
         return StageResult(counts={**self.read_counts, "invalid": 0})
 
     def _open_source(self, source: Source, mapping: Mapping, cursor: CursorFilter | None) -> Callable[[], int | None] | None:
-        """Make the source the view ``_src`` (mapped columns); return how to count its rows.
-
-        The count is exact and free: rows counted as they stream through, or Parquet
-        footers read after the scan when the files did not change meanwhile. None when
-        counting would cost another read.
-        """
-        con = self.con
-        select = mapping.sql_select()
-        counter: Callable[[], int | None] | None = None
-        self.src_rescannable = False  # _src is a DuckDB relation that can be scanned again (files)
-        self.counted: Counted | None = None  # the Arrow stream staged (refuse_lossy() once it is read)
-        self._snapshot = None  # the files' snapshot when _src was made (None: not known)
-        try:
-            rel = source.duckdb_relation(con, cursor) if select is not None else None
-            con.execute("DROP VIEW IF EXISTS _src_raw")
-            if isinstance(rel, pa.RecordBatchReader):
-                no_case_clash(rel.schema.names)
-                stream = self.counted = Counted(rel)
-                con.register("_src_raw", stream.reader)
-                counter = lambda: stream.rows if stream.done else None  # noqa: E731
-            elif rel is not None:
-                if duckdb_renamed(rel.columns):  # 'Temp' and 'temp' read as 'Temp' and 'temp_1'
-                    no_case_clash(source.schema().names())
-                rel.create_view("_src_raw")
-                self.src_rescannable = True
-                before = source.snapshot() if cursor is None else None
-                self._snapshot = before
-                if before is not None and source.counts_from_metadata:
-                    def counter() -> int | None:
-                        n = con.execute("SELECT count(*) FROM _src_raw").fetchall()[0][0]
-                        return n if source.snapshot() == before else None
-            else:
-                stream = self.counted = Counted(arrow_stream(source.scan(cursor).select(mapping.polars_exprs())))
-                no_case_clash(stream.reader.schema.names)
-                con.register("_src_raw", stream.reader)
-                counter = lambda: stream.rows if stream.done else None  # noqa: E731
-                select = "*"
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _src AS SELECT {select} FROM _src_raw")
-            desc = con.execute("DESCRIBE SELECT * FROM _src").fetchall()
-        except SourceError:
-            raise
-        except (duckdb.Error, pl.exceptions.PolarsError, OSError) as exc:
-            raise SourceError(f"could not read {source.describe()}: {str(exc).splitlines()[0]}. Check that the "
-                              f"source exists and holds valid data, then run the sync again; nothing was "
-                              f"sent.") from exc
-        self.columns = refuse_reserved([r[0] for r in desc])
-        self.types = {r[0]: r[1] for r in desc}
-        missing = [k for k in self.key if k not in self.columns]
-        if missing:
-            raise ConfigError(
-                f"primary key {missing} is not among the records' fields: {', '.join(self.columns)}"
-            )
-        sig = hashlib.sha1("|".join(f"{c}:{t}" for c, t, *_ in desc).encode()).hexdigest()[:16]
-        self._fp_sql = f"hash({', '.join(fp_value(c, self.types[c]) for c in self.columns)}, '{sig}')"
-        return counter
+        """Make the source the view ``_src`` (mapped columns); return how to count its rows
+        (dfsync._stage_input.open_source)."""
+        o = open_source(self.con, source, mapping, cursor, self.key)
+        self.src_rescannable, self.counted, self._snapshot = o.rescannable, o.counted, o.snapshot
+        self.columns, self.types, self._fp_sql = o.columns, o.types, o.fp_sql
+        return o.counter
 
     def _load_state(self, state: pa.RecordBatchReader | pa.Table | None) -> int:
         """The delivered state as ``dlv``; returns its row count."""

@@ -46,8 +46,12 @@ def fault_point(phase: str, n: int | None = None) -> None:
 
 
 def install_runner_hooks() -> None:
-    """Add the ``queued`` fault point: validation starts while the run is queued."""
-    from dfsync import runner
+    """Add the ``queued`` fault point: validation starts while the run is queued; and the steps of a
+    fused first load (dfsync/_fused.py: ``fused_loaded``, ``fused_written_ahead``, ``fused_committed``,
+    ``fused_confirmed``)."""
+    from dfsync import _fused, runner
+
+    _fused.hook = fault_point
 
     if getattr(runner.Runner._validate, "_faulty", False):
         return

@@ -32,11 +32,17 @@ def test_duckdb_default_is_whole_row_groups():
     assert DuckDBDestination.default_batch_size > 100_000
 
 
-@pytest.mark.parametrize("batch_size, want", [(None, [300, 300, 300, 100]), (500, [500, 500])])
-def test_none_takes_the_destination_size_and_an_int_overrides_it(tmp_path, monkeypatch, batch_size, want):
+@pytest.mark.parametrize("batch_size, table_there, want", [
+    (None, True, [300, 300, 300, 100]), (500, False, [500, 500]),
+    (None, False, [1000]),  # a first load into a table the run creates: one batch (dfsync/_fused.py)
+])
+def test_none_takes_the_destination_size_and_an_int_overrides_it(tmp_path, monkeypatch, batch_size, table_there, want):
     monkeypatch.setattr(DuckDBDestination, "default_batch_size", 300)
     with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:
         dest = str(tmp_path / "dest.duckdb")
+        if table_there:
+            with duckdb.connect(dest) as con:
+                con.execute("CREATE TABLE t (id BIGINT, v VARCHAR)")
         sync = ws.create_sync("s", source=dfsync.sources.frame(frame(1000)), primary_key="id",
                               destination=dfsync.destinations.duckdb(dest, table="t"), batch_size=batch_size)
         assert sync.batch_size == batch_size and json.loads(json.dumps(sync.definition))["batch_size"] == batch_size
@@ -70,9 +76,10 @@ def test_duckdb_last_batch_leaves_its_partial_row_group_last(tmp_path):
     src = tmp_path / "src.parquet"
     frame(n).write_parquet(src, row_group_size=30_000)  # read back in several Arrow chunks
     dest = str(tmp_path / "dest.duckdb")
-    with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:
+    with dfsync.Workspace(tmp_path / "ws.duckdb") as ws:  # batch by batch (a first load left to its default
+        # is loaded in place by DuckDB's own CREATE TABLE AS, whose row groups follow the source's reads)
         sync = ws.create_sync("s", source=dfsync.sources.files(str(src)), primary_key="id",
-                              destination=dfsync.destinations.duckdb(dest, table="t"))
+                              destination=dfsync.destinations.duckdb(dest, table="t"), batch_size=8 * ROW_GROUP)
         assert sync.run(progress=False).status == "success"
     con = duckdb.connect(dest, read_only=True)
     try:

@@ -500,3 +500,106 @@ def test_a_run_applied_before_its_process_died_is_not_undone_by_a_failed_resume(
         again = sync.run(progress=False)
         changed = sum(again.counts[c] for c in ("inserted", "updated", "deleted"))
         assert again.status == "success" and changed == 0, again.counts
+
+
+# ---------------------------------------------------------------------- a fused first load
+#: the steps of a fused first load into a DuckDB table the run creates (dfsync/_fused.py) a process
+#: is killed at, and the status opening the workspace leaves its run in: while the source is read,
+#: once the new table is committed under its loading name, once the keys are written ahead, once
+#: the table is renamed with its ledger rows (delivered, not confirmed), once confirmed
+FUSED_POINTS = {"querying": "failed", "fused_loaded": "failed", "fused_written_ahead": "paused",
+                "fused_committed": "paused", "fused_confirmed": "paused"}
+
+
+class FusedKill(Kill):
+    def spec(self, marker: str) -> dict:  # jitter: the kill lands `delay` seconds after the point, wherever
+        return {"phase": self.phase, "n": None, "marker": marker, "hold": 0 if self.delay else 30}
+
+
+def fused_scenario(tmp_path, zygote, ws_path: str, mode: str, kill: FusedKill, rows: int = ROWS) -> bool:
+    """Kill a fused first load at ``kill``, recover, then a re-sync: the destination is exact after
+    each, the table has its key and nothing of the load's own is left. False: the kill missed."""
+    import duckdb
+
+    rng = random.Random(f"{SEED}-fused-{mode}-{kill.phase}-{kill.delay}")
+    versions = source_versions(mode, rng)
+    if rows != ROWS:  # a larger first load alone
+        versions = [pl.DataFrame({"id": range(rows), "name": [f"row {i} ✓" for i in range(rows)],
+                                  "value": [i * 0.25 for i in range(rows)]})]
+    src, dest_path = tmp_path / "src.parquet", str(tmp_path / "dest.duckdb")
+    versions[0].write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:  # no checks, no batch size: the first load is fused
+        ws.create_sync("crash", source=FaultySource(dfsync.sources.files(str(src))), primary_key="id",
+                       destination=dfsync.destinations.duckdb(dest_path, table="t"), destination_mode=mode)
+    landed = kill_at(zygote, ws_path, kill, str(tmp_path / "marker"))
+    where = f"seed={SEED} fused {mode} killed at {kill}"
+    with dfsync.Workspace(ws_path) as ws:
+        runs = ws.sql("SELECT id, status FROM runs ORDER BY id")
+        assert not runs.filter(pl.col("status").is_in(LIVE)).height, (where, runs)
+        if landed and not kill.delay:
+            assert runs["status"][-1] == FUSED_POINTS[kill.phase], (where, runs)
+        sync = ws.sync("crash")
+        for v, data in enumerate(versions):
+            data.write_parquet(src)
+            run = sync.run(progress=False)
+            assert run.status == "success", f"{where}, version {v + 1}: {run.error}"
+            assert_exact(FUSED_TARGET(dest_path), "t", data, f"{where}, version {v + 1}")
+            again = sync.run(progress=False)
+            assert again.status == "success" and again.counts["sent"] == 0, f"{where}: {again.counts}"
+        assert set(ws.sql("SELECT status FROM runs")["status"]) <= {"success", "failed"}, where
+    con = duckdb.connect(dest_path, read_only=True)
+    try:
+        assert sorted(r[0] for r in con.execute("SHOW TABLES").fetchall()) == ["_dfsync_batches", "t"], where
+        assert con.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 't' "
+                           "AND constraint_type = 'PRIMARY KEY'").fetchall()[0][0] == 1, where
+    finally:
+        con.close()
+    return landed
+
+
+class FUSED_TARGET:  # noqa: N801 - what assert_exact reads
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def read(self, table: str) -> pl.DataFrame:
+        import duckdb
+
+        con = duckdb.connect(self.path, read_only=True)
+        try:
+            return pl.from_arrow(con.sql(f"SELECT * FROM {table}").to_arrow_table())
+        finally:
+            con.close()
+
+
+@pytest.mark.parametrize("point", ["fused_written_ahead", "fused_committed"])
+def test_fused_first_load_killed_between_its_commits_smoke(tmp_path, point, ws_target):
+    """Default suite: a fused first load killed after its keys were written ahead (the table not yet
+    committed) and after the table was committed (not yet confirmed)."""
+    with warm_zygote(tmp_path) as zygote:
+        assert fused_scenario(tmp_path, zygote, ws_target, "insert", FusedKill(point))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["insert", "upsert", "mirror"])
+def test_fused_first_load_crash_points(tmp_path, mode, ws_target):
+    """Every step of a fused first load, then kills at random moments of a larger one (0-0.6 s
+    after the source read began: the read, the key's index, the write-ahead, the commits)."""
+    with warm_zygote(tmp_path) as zygote:
+        for i, point in enumerate(FUSED_POINTS):
+            (tmp_path / point).mkdir()
+            assert fused_scenario(tmp_path / point, zygote, _fresh_ws(ws_target, tmp_path / point, i), mode,
+                                  FusedKill(point)), point
+        rng = random.Random(f"{SEED}-fused-jitter-{mode}")
+        for i in range(6):
+            where = tmp_path / f"jitter{i}"
+            where.mkdir()
+            fused_scenario(where, zygote, _fresh_ws(ws_target, where, 10 + i), mode,
+                           FusedKill("querying", delay=rng.uniform(0, 0.6)), rows=300_000)
+
+
+def _fresh_ws(ws_target: str, where, i: int) -> str:
+    """A workspace of its own for each scenario: a file, or another schema of the same server."""
+    if ws_target.startswith("postgresql://"):
+        base, _, query = ws_target.partition("?")
+        return f"{base}?{query}_{i}" if query else f"{base}?schema=w_fused_{i}"
+    return str(where / "ws.duckdb")

@@ -34,7 +34,7 @@ def test_a_new_workspace_its_journal_and_directories_are_owner_only(tmp_path):
             assert mode(tmp_path / "made") == mode(tmp_path / "made" / "by") == 0o700
             sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})),
                                   destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
-                                  primary_key="id")
+                                  primary_key="id", batch_size=10)  # staged (a first load in place spills there too)
             with ws.store.lease():  # a connection held open: its journal stays on disk
                 sync.disable()
                 wal = str(path) + ".wal"

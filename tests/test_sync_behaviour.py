@@ -358,6 +358,7 @@ def test_interrupt_before_transfer_fails_with_interrupted(ws, target, monkeypatc
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Staging, "load", boom)
+    monkeypatch.setattr(dfsync._fused, "_load", boom)  # a first load into a new DuckDB table reads there
     with pytest.raises(KeyboardInterrupt):
         sync.run(progress=False)
     run = sync.last_run()

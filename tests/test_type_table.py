@@ -150,9 +150,13 @@ def read_rows(kind: str, target, cols: list[str]) -> list[dict]:
 
 
 class Dest:
+    """``duckdb-staged``: the DuckDB destination through the staged path (a batch size given; without
+    one, a first load into a table the run creates is loaded in place, dfsync/_fused.py)."""
+
     def __init__(self, kind: str, request, tmp_path) -> None:
-        self.kind = kind
-        if kind == "duckdb":
+        self.kind = "duckdb" if kind == "duckdb-staged" else kind
+        self.sync_options = {"batch_size": 1000} if kind == "duckdb-staged" else {}
+        if self.kind == "duckdb":
             self.path = str(tmp_path / "dest.duckdb")
             self.make = lambda: dfsync.destinations.duckdb(self.path, table="t")
         elif kind == "parquet":
@@ -178,17 +182,20 @@ class Dest:
 
 
 KINDS = ["duckdb", "parquet", "sqlite", "postgres", "mysql", "delta", "http"]
+#: the DuckDB destination both ways: loaded in place (a first load), and staged
+BOTH_DUCKDB = [*KINDS, "duckdb-staged"]
 _ = TARGETS  # the postgres plugin registers the pg_server fixture
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", BOTH_DUCKDB)
 def test_every_type_reads_back_equal(kind, request, tmp_path):
     dest = Dest(kind, request, tmp_path)
+    kind = dest.kind
     cols = [c for c in ROWS if c not in REFUSED.get(kind, ())]
     df = frame(cols)
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     run = ws.create_sync("types", source=dfsync.sources.frame(df), destination=dest.make(),
-                         primary_key="id").run(progress=False)
+                         primary_key="id", **dest.sync_options).run(progress=False)
     assert run.status == "success", run.error
     got = read_rows(kind, dest, cols)
     want = [{c: normal("want", c, expected(c, r[c])) for c in ["id", *cols]} for r in df.to_dicts()]
@@ -316,7 +323,7 @@ def test_a_uint64_above_sqlites_largest_integer_is_refused_before_sending(tmp_pa
 
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", BOTH_DUCKDB)
 def test_nan_and_infinities_inside_lists_and_structs(kind, request, tmp_path):
     """Where a list or struct is written as JSON (SQLite and MySQL JSON, PostgreSQL jsonb, HTTP
     bodies), a NaN or infinity inside has no form: HTTP sent it as null without a word, MySQL
@@ -333,9 +340,10 @@ def test_nan_and_infinities_inside_lists_and_structs(kind, request, tmp_path):
             request.getfixturevalue("http_server").reset()
         (tmp_path / case).mkdir()
         dest = Dest(kind, request, tmp_path / case)
+        kind = dest.kind
         ws = dfsync.Workspace(str(tmp_path / f"ws-{case}.duckdb"))
         run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest.make(),
-                             primary_key="id").run(progress=False)
+                             primary_key="id", **dest.sync_options).run(progress=False)
         as_json = kind in ("sqlite", "mysql", "http") or (kind == "postgres" and case != "l")  # float8[] keeps them
         if as_json and case != "text":
             assert run.status == "failed" and run.counts["sent"] == 0, run.error
@@ -401,7 +409,7 @@ def test_duckdb_types_whose_arrow_form_alters_the_value_are_refused_naming_the_w
     con.close()
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "parquet", "http"])
+@pytest.mark.parametrize("kind", ["duckdb", "duckdb-staged", "sqlite", "parquet", "http"])
 def test_infinite_timestamps_and_dates_reach_duckdb_and_are_refused_elsewhere(kind, request, tmp_path, pg_server):
     """PostgreSQL's 'infinity' arrived from its driver as a date 292,277 years BC (the epoch shift
     overflowed) and was delivered as such to DuckDB; DuckDB's own infinities failed SQLite and
@@ -416,9 +424,11 @@ def test_infinite_timestamps_and_dates_reach_duckdb_and_are_refused_elsewhere(ki
     pg_server.execute("INSERT INTO s VALUES (1, 'infinity', '-infinity', 'infinity'), "
                       "(2, '2020-01-01', '2020-01-01Z', '2020-01-01')", dbname=src.rsplit("/", 1)[1])
     dest = Dest(kind, request, tmp_path)
+    kind = dest.kind
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     source = dfsync.sources.database(src, "SELECT * FROM s")
-    run = ws.create_sync("s", source=source, destination=dest.make(), primary_key="id").run(progress=False)
+    run = ws.create_sync("s", source=source, destination=dest.make(), primary_key="id",
+                         **dest.sync_options).run(progress=False)
     if kind == "duckdb":
         assert run.status == "success", run.error
         con = duckdb.connect(dest.path, read_only=True)

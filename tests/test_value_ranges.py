@@ -12,7 +12,7 @@ import pytest
 
 import dfsync
 from tests.test_schema_drift import _http_target  # noqa: F401 - the HTTP server fixture's target
-from tests.test_type_table import KINDS, Dest, read_rows
+from tests.test_type_table import BOTH_DUCKDB, Dest, read_rows
 
 DAY_US = 86_400_000_000
 #: (kind, column): a value the destination cannot store, one day inside its range
@@ -57,7 +57,7 @@ def test_dates_and_timestamps_outside_the_destinations_range_are_refused_before_
         assert run.status == "success", run.error
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", BOTH_DUCKDB)
 def test_negative_zero_reads_back_as_an_equal_zero_and_its_sign_where_the_destination_keeps_it(kind, request, tmp_path):
     """-0.0 is a zero: it reads back equal everywhere, with its sign on DuckDB, Parquet, Delta Lake,
     PostgreSQL and HTTP; SQLite and MariaDB store 0.0 (docs/SCHEMA.md). A change from 0.0 to -0.0
@@ -65,8 +65,10 @@ def test_negative_zero_reads_back_as_an_equal_zero_and_its_sign_where_the_destin
     df = pl.DataFrame({"id": [1, 2], "f64": [-0.0, 1.5], "f32": pl.Series([-0.0, 2.5], dtype=pl.Float32),
                        "l": [[-0.0, 1.0], []]})
     dest = Dest(kind, request, tmp_path)
+    kind = dest.kind
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
-    sync = ws.create_sync("z", source=dfsync.sources.frame(df), destination=dest.make(), primary_key="id")
+    sync = ws.create_sync("z", source=dfsync.sources.frame(df), destination=dest.make(), primary_key="id",
+                          **dest.sync_options)
     run = sync.run(progress=False)
     assert run.status == "success", run.error
     got = read_rows(kind, dest, ["f64", "f32", "l"])
@@ -77,7 +79,7 @@ def test_negative_zero_reads_back_as_an_equal_zero_and_its_sign_where_the_destin
     assert again.status == "success" and again.counts["sent"] == 0, again.counts
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["duckdb", "duckdb-staged", "sqlite", "postgres"])
 def test_a_duration_beyond_292_years_is_refused_before_sending(kind, request, tmp_path):
     """A duration travels as an Arrow interval whose nanoseconds are 64-bit: 1,000,000 days arrived
     as -67520 days 02:07:11.452242 in DuckDB, SQLite and PostgreSQL, and the run said success."""
@@ -86,12 +88,13 @@ def test_a_duration_beyond_292_years_is_refused_before_sending(kind, request, tm
     df = pl.DataFrame({"id": [1, 2], "dur": pl.Series([timedelta(days=100_000), timedelta(days=1_000_000)],
                                                       dtype=pl.Duration("us"))})
     dest = Dest(kind, request, tmp_path)
+    kind = dest.kind
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     run = ws.create_sync("s", source=dfsync.sources.frame(df), destination=dest.make(),
-                         primary_key="id").run(progress=False)
+                         primary_key="id", **dest.sync_options).run(progress=False)
     assert run.status == "failed" and run.counts["sent"] == 0, (run.status, run.error)
     assert "column 'dur' holds the duration 24000000:00:00" in run.error and "Nothing was sent" in run.error
     fixed = ws.create_sync("s", source=dfsync.sources.frame(df.head(1)), destination=dest.make(),
-                           primary_key="id").run(progress=False)  # 274 years: sent as it is
+                           primary_key="id", **dest.sync_options).run(progress=False)  # 274 years: sent as it is
     assert fixed.status == "success", fixed.error
     assert read_rows(kind, dest, ["dur"])[0]["dur"] in (timedelta(days=100_000), "2400000:00:00")

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -84,21 +85,7 @@ class DuckDBSession(DestinationSession):
 
     def __init__(self, destination: DuckDBDestination, ctx: DestinationContext) -> None:
         super().__init__(destination, ctx)
-        self.con = _connect(destination.path)
-        if self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                            "AND schema_name = 'main' AND table_name IN ('workspace_meta', 'syncs', 'runs')"
-                            ).fetchall()[0][0] == 3:
-            self.con.close()
-            raise DestinationError(_WORKSPACE_FILE.format(path=destination.path, what="a dfsync workspace file"))
-        # checkpoint (compress and write row groups) once at close, not every 16 MB of WAL; and
-        # cap the buffer pool, so the pages just written are evicted rather than kept (a large
-        # first load would otherwise hold the whole new table in memory). Both are restored at
-        # close: another connection of this process may share the database instance.
-        self._settings = dict(self.con.execute(
-            "SELECT name, value FROM duckdb_settings() WHERE name IN ('checkpoint_threshold', 'memory_limit')"
-        ).fetchall())
-        self.con.execute("SET checkpoint_threshold = '1GB'")
-        self.con.execute(f"SET memory_limit = '{setting('destination_memory')}'")
+        self.con, self._settings = open_capped(destination.path)
         self.target = destination.name
         self.run_key = ctx.run_key
         self.fresh = False
@@ -115,10 +102,8 @@ class DuckDBSession(DestinationSession):
             self.write_target = self.target
 
     # -------------------------------------------------------------- prepare
-    def _exists(self, name: TableName) -> bool:
-        return self.con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ?", [name.schema or "main", name.table]).fetchall()[0][0] > 0
+    def exists(self, name: TableName) -> bool:
+        return table_exists(self.con, name)
 
     def _describe(self, name: TableName) -> dict[str, tuple[str, pa.DataType]]:
         """Each column's declared type and the Arrow type it reads back as."""
@@ -152,7 +137,7 @@ class DuckDBSession(DestinationSession):
         self.con.register("_dfsync_schema", empty)
         try:
             incoming = {r[0]: r[1] for r in self.con.execute("DESCRIBE SELECT * FROM _dfsync_schema").fetchall()}
-            exists = self._exists(self.target)
+            exists = self.exists(self.target)
             if exists and not self.ctx.mode.rewrites:
                 self._fit_table(incoming)
             elif not exists and self.ctx.mode == DestinationMode.UPDATE:
@@ -166,17 +151,18 @@ class DuckDBSession(DestinationSession):
                 self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self.write_target.schema)}")
             if marker:
                 self.fresh = True  # resumed run: the table was fresh when the run began
-                if not self._exists(self.write_target):
+                if not self.exists(self.write_target):
                     raise DestinationError(f"table {self.write_target.display} disappeared during the run")
                 self._note_unsent(cols)
                 return
             self.con.execute("BEGIN TRANSACTION")
             if self.ctx.mode.rewrites:
                 self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
-            if not self._exists(self.write_target):
+            if not self.exists(self.write_target):
+                self.con.execute(f"DROP TABLE IF EXISTS {loading_table(self.write_target).sql}")  # dfsync/_fused.py
                 self.con.execute(f"CREATE TABLE {self.write_target.sql} AS SELECT * FROM _dfsync_schema LIMIT 0")
                 self.fresh = True
-                if self._keyable(incoming):  # batch -1 marks "this run owes the table its key"
+                if self.keyable(incoming):  # batch -1 marks "this run owes the table its key"
                     self.con.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, -1, 0, NULL, now())", [self.run_key])
             else:
                 self.fresh = self.con.execute(f"SELECT count(*) = 0 FROM {self.write_target.sql}").fetchall()[0][0]
@@ -185,7 +171,7 @@ class DuckDBSession(DestinationSession):
             self.con.execute("COMMIT")
             self._note_unsent(cols)
         except duckdb.Error as exc:
-            self._rollback()
+            self.rollback()
             raise DestinationError(f"could not prepare {self.target.display} in {self.destination.path}: {exc}") from exc
         finally:
             self.con.unregister("_dfsync_schema")
@@ -247,7 +233,7 @@ class DuckDBSession(DestinationSession):
             f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _dfsync_batch WHERE {ACTION_COLUMN} <> 'delete'")
         return missing
 
-    def _rollback(self) -> None:
+    def rollback(self) -> None:
         with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
 
@@ -271,7 +257,7 @@ class DuckDBSession(DestinationSession):
         if seen is not None and seen > epoch:
             raise taken_over(self.ctx, self.destination.describe())
 
-    def _check_fence(self) -> None:
+    def check_fence(self) -> None:
         epoch = self.ctx.owner_epoch
         seen = self._fence_epoch() if epoch else None
         if seen is not None and epoch is not None and seen > epoch:
@@ -283,14 +269,14 @@ class DuckDBSession(DestinationSession):
             self.con.execute("BEGIN TRANSACTION")
             missing = self._apply(rows)
             nd = not_delivered + [list(k) for k in missing]
-            self._check_fence()
+            self.check_fence()
             self.con.execute(
                 f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, now())",
                 [self.run_key, batch_no, rows.num_rows, json.dumps(nd, default=str) if nd else None])
             self.con.execute("COMMIT")
             return missing
         except BaseException:
-            self._rollback()
+            self.rollback()
             raise
         finally:
             self.con.unregister("_dfsync_batch")
@@ -379,15 +365,15 @@ class DuckDBSession(DestinationSession):
                 missing = self._commit(batch_no, data, not_delivered)
                 return self._result(data, {}, missing)
             except _DATA_ERRORS:
-                self._rollback()
+                self.rollback()
                 break
             except duckdb.IOException as exc:
-                self._rollback()
+                self.rollback()
                 if attempt == 4:
                     raise TransientDestinationError(f"DuckDB destination {self.destination.path}: {exc}") from exc
                 time.sleep(0.2 * 2**attempt)
             except duckdb.Error as exc:
-                self._rollback()
+                self.rollback()
                 raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc
 
         def attempt_rows(sub: pa.Table) -> str | None:
@@ -399,7 +385,7 @@ class DuckDBSession(DestinationSession):
             except _DATA_ERRORS as exc:
                 return str(exc)
             finally:
-                self._rollback()
+                self.rollback()
                 self.con.unregister("_dfsync_batch")
 
         failed = bisect_failures(data, attempt_rows)
@@ -409,7 +395,7 @@ class DuckDBSession(DestinationSession):
         try:
             missing = self._commit(batch_no, good, not_delivered + bad_keys)
         except duckdb.Error as exc:
-            self._rollback()
+            self.rollback()
             raise DestinationError(f"DuckDB destination {self.target.display}: {exc}") from exc
         return self._result(data, failed, missing)
 
@@ -425,10 +411,8 @@ class DuckDBSession(DestinationSession):
         return BatchResult(failed=failed, skipped=skipped)
 
     # -------------------------------------------------------------- finish
-    def _keyable(self, types: dict[str, str]) -> bool:
-        """Can the key columns form a PRIMARY KEY (not lists, structs or maps)?"""
-        return all(not types[k].endswith("]") and not types[k].startswith(("STRUCT", "MAP", "UNION"))
-                   for k in self.ctx.primary_key if k in types)
+    def keyable(self, types: dict[str, str]) -> bool:
+        return keyable(types, self.ctx.primary_key)
 
     def _add_deferred_key(self) -> None:
         """Give a table this run created its PRIMARY KEY, once its first load is in.
@@ -439,7 +423,7 @@ class DuckDBSession(DestinationSession):
         """
         owed = self.con.execute(f"SELECT count(*) FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = -1",
                                 [self.run_key]).fetchall()[0][0]
-        if not owed or not self._exists(self.write_target):
+        if not owed or not self.exists(self.write_target):
             return
         name = self.write_target
         has_key = self.con.execute(
@@ -456,16 +440,16 @@ class DuckDBSession(DestinationSession):
         self._add_deferred_key()
         if not self.ctx.mode.rewrites:
             return
-        if not self._exists(self.write_target):
+        if not self.exists(self.write_target):
             return  # already swapped by an earlier attempt of this run
-        self._check_fence()
+        self.check_fence()
         try:
             self.con.execute("BEGIN TRANSACTION")
             self.con.execute(f"DROP TABLE IF EXISTS {self.target.sql}")
             self.con.execute(f"ALTER TABLE {self.write_target.sql} RENAME TO {q(self.target.table)}")
             self.con.execute("COMMIT")
         except duckdb.Error as exc:
-            self._rollback()
+            self.rollback()
             raise DestinationError(f"could not swap in the replaced table {self.target.display}: {exc}") from exc
 
     def applied(self) -> bool:
@@ -474,28 +458,68 @@ class DuckDBSession(DestinationSession):
             return False
         marker = self.con.execute(f"SELECT count(*) FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no = 0",
                                   [self.run_key]).fetchall()[0][0]
-        return bool(marker) and not self._exists(self.write_target)
+        return bool(marker) and not self.exists(self.write_target)
 
     def abandon(self) -> None:
         if self.ctx.mode.rewrites:
             try:  # the table and the ledger rows that describe it go together (a resumed run starts it anew)
-                self._check_fence()
+                self.check_fence()
                 self.con.execute("BEGIN TRANSACTION")
                 self.con.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
                 self.con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no <> ?",
                                  [self.run_key, FENCE_BATCH])
                 self.con.execute("COMMIT")
             except duckdb.Error:
-                self._rollback()
+                self.rollback()
 
     def close(self) -> None:
-        try:
-            for name, value in self._settings.items():
-                self.con.execute(f"SET {name} = '{value}'")
-        except duckdb.Error:
-            pass
-        with contextlib.suppress(duckdb.Error):
-            self.con.close()
+        close_capped(self.con, self._settings)
+
+
+def open_capped(path: str) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
+    """A connection to the destination file that checkpoints (compresses and writes row groups)
+    once at close, not every 16 MB of WAL, and caps the buffer pool, so the pages just written
+    are evicted rather than kept (a large first load would otherwise hold the whole new table in
+    memory); with the settings :func:`close_capped` restores (another connection of this process
+    may share the database instance). A file holding a dfsync workspace is refused, nothing written."""
+    con = _connect(path)
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                   "AND schema_name = 'main' AND table_name IN ('workspace_meta', 'syncs', 'runs')").fetchall()[0][0] == 3:
+        con.close()
+        raise DestinationError(_WORKSPACE_FILE.format(path=path, what="a dfsync workspace file"))
+    settings = dict(con.execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN ('checkpoint_threshold', 'memory_limit')").fetchall())
+    con.execute("SET checkpoint_threshold = '1GB'")
+    con.execute(f"SET memory_limit = '{setting('destination_memory')}'")
+    return con, settings
+
+
+def close_capped(con: duckdb.DuckDBPyConnection, settings: dict[str, str]) -> None:
+    try:
+        for name, value in settings.items():
+            con.execute(f"SET {name} = '{value}'")
+    except duckdb.Error:
+        pass
+    with contextlib.suppress(duckdb.Error):
+        con.close()
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: TableName) -> bool:
+    return con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ?", [name.schema or "main", name.table]).fetchall()[0][0] > 0
+
+
+def keyable(types: dict[str, str], key: Sequence[str]) -> bool:
+    """Can the key columns form a PRIMARY KEY (not lists, structs or maps)?"""
+    return all(not types[k].endswith("]") and not types[k].startswith(("STRUCT", "MAP", "UNION"))
+               for k in key if k in types)
+
+
+def loading_table(target: TableName) -> TableName:
+    """Where a fused first load (dfsync/_fused.py) fills a new table before its commit renames
+    it: a table left there by a run that died is dropped by the next run that creates ``target``."""
+    return TableName(target.schema, f"{target.table}__dfsync_load")
 
 
 def _partial_row_group_last(rows: pa.Table) -> pa.Table:
