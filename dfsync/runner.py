@@ -29,7 +29,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle, _stage_retry, _words
+from . import (
+    _interrupt,
+    _partition,
+    _reads,
+    _registry,
+    _retry,
+    _sensitive,
+    _settle,
+    _stage_retry,
+    _words,
+)
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
 from ._dryrun import DryRunStore

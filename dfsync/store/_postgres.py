@@ -34,15 +34,23 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from ..errors import SyncAlreadyRunning
 from ..states import RunStatus
-from ._common import UNFINISHED_SQL, first, frame, hostname, owner_token, query_error, read_only_statement
+from ._common import (
+    UNFINISHED_SQL,
+    first,
+    frame,
+    hostname,
+    owner_token,
+    query_error,
+    read_only_statement,
+)
 from ._duckdb import Store
 from ._pgcon import open_connection, unreachable
 from ._pgconnections import PgConnections
