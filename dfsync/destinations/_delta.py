@@ -224,6 +224,7 @@ class DeltaSession(DestinationSession):
 
         try:
             if self._dt is None:
+                self._refuse_unwritable()  # (delta-rs would say "Generic LocalFileSystem error")
                 if not DeltaTable.is_deltatable(self.uri, storage_options=self.opts):
                     return None
                 self._dt = DeltaTable(self.uri, storage_options=self.opts)
@@ -232,6 +233,16 @@ class DeltaSession(DestinationSession):
         except (OSError, DeltaError) as exc:  # every step of a session reads the table's state here first
             raise self._store_error(exc) from None
         return self._dt
+
+    def _refuse_unwritable(self) -> None:
+        """A local table's directory must be one this process can write (not a file, say)."""
+        if "://" not in self.uri:
+            from .._paths import not_writable
+
+            why = not_writable(self.uri, is_dir=True)
+            if why:
+                raise DestinationError(f"cannot write the Delta table {self.uri}: {why}. Point "
+                                       f"destinations.delta() at a directory you can write.")
 
     def _store_error(self, exc: BaseException) -> Exception:
         """delta-rs's error reading the table's state as dfsync's: an object store that does not
@@ -269,13 +280,7 @@ class DeltaSession(DestinationSession):
 
     # ---------------------------------------------------------------- prepare
     def prepare(self, schema: pa.Schema) -> None:
-        if "://" not in self.uri:
-            from .._paths import not_writable
-
-            why = not_writable(self.uri, is_dir=True)
-            if why:
-                raise DestinationError(f"cannot write the Delta table {self.uri}: {why}. Point "
-                                       f"destinations.delta() at a directory you can write.")
+        self._refuse_unwritable()
         records = pa.schema([f for f in schema if f.name != ACTION_COLUMN])
         self.columns = records.names
         target = pa.schema([pa.field(f.name, delta_type(f.type), True) for f in records])
