@@ -37,7 +37,6 @@ from . import (
     _retry,
     _sensitive,
     _settle,
-    _stage_retry,
     _words,
 )
 from ._arrow import bool_array, int_array, string_array
@@ -310,7 +309,7 @@ class Runner:
         invalid, so ``queried = inserted + updated + unchanged + invalid`` on every run."""
         assert self.staging is not None
         c, mode = self.staging.valid_counts(), self.defn.destination_mode
-        retried = _stage_retry.retried_count(self.staging.con, self.staging.key, mode)  # never a quarantined row
+        retried = self.staging.retried_count(mode)  # never a quarantined row
         self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], unchanged=c["unchanged"],
                                 deleted=c["delete"] if mode.removes_missing else 0, invalid=c["invalid"], retried=retried)
 

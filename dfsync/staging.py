@@ -36,7 +36,7 @@ from ._stage_input import (
     load_state,
     open_source,
 )
-from ._stage_retry import keep_retry_keys, stage_retry
+from ._stage_retry import keep_retry_keys, retried_count, stage_retry
 from ._words import plural
 from .errors import InvalidRecordsError, SourceError
 from .mapping import Mapping
@@ -195,6 +195,11 @@ class Staging:
             counts[action] -= n
         counts["invalid"] = sum(n for _, n in per)
         return counts
+
+    def retried_count(self, mode: DestinationMode) -> int:
+        """Staged rows of keys an earlier run's destination rejected that ``mode`` hands to the
+        destination, quarantined rows left out (dfsync._stage_retry)."""
+        return retried_count(self.con, self.key, mode)
 
     def load_nothing(self, key: Sequence[str], types: dict[str, str]) -> StageResult:
         """Stage no rows (the source is known unchanged since everything was delivered)."""
