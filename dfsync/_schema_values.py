@@ -3,7 +3,8 @@
 The column types are settled by :mod:`dfsync._schema`; these checks look at the staged values
 themselves: nanoseconds where a destination keeps microseconds, NaN and infinities where it has
 none (JSON inside a list or struct too), infinite and out-of-range dates, NUL characters in
-PostgreSQL text, unsigned integers above SQLite's range, durations too long to send.
+PostgreSQL text, unsigned integers above SQLite's range, durations too long to send, texts a
+Delta partition stores as NULL.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"column {n!r} holds a text value with a NUL character (\\x00), e.g. {shown}, which "
                     f"{where} cannot store (PostgreSQL text, arrays and jsonb refuse it). Remove it with "
                     f"{fix}. Nothing was sent.")
+        nulled = getattr(destination, "texts_read_as_null", None)
+        lost = nulled(n) if nulled is not None and is_text(t) else ()
+        if lost:
+            bad = _first_value(con, table, n, "{c} IN (" + ", ".join("'" + x.replace("'", "''") + "'" for x in lost) + ")")
+            if bad is not None:
+                c = f"pl.col({n!r})"
+                raise SchemaMismatchError(
+                    f"column {n!r} holds the text {bad!r}, which {where} stores as NULL (a Delta table names its "
+                    f"partitions by their values as text, and an empty text or {lost[-1]!r} names the null "
+                    f"partition): it would read back as NULL. Give such values another text in the sync's "
+                    f"mapping (mapping={{{n!r}: pl.when({c}.is_in({list(lost)!r})).then(pl.lit('(empty)'))"
+                    f".otherwise({c})}}), or partition by another column. Nothing was sent.")
         inside = _nonfinite_inside(quote(n), t) if is_nested(t) and destination.writes_json(t) else None
         if inside is not None:
             bad = _first_value(con, table, n, inside.replace("{", "{{").replace("}", "}}"))

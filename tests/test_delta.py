@@ -433,3 +433,53 @@ def test_a_nan_key_is_rejected_per_row_not_merged(tmp_path):
         assert "NaN" in failed["_error"][0] and "'k'" in failed["_error"][0]
         got = pl.from_arrow(deltalake.DeltaTable(path).to_pyarrow_table()).sort("k")
         assert got.to_dicts() == [{"k": 1.0, "v": v}, {"k": 2.0, "v": "b"}]
+
+
+@pytest.mark.parametrize("column", ["b", "f", "d", "l"])
+def test_a_partition_column_whose_values_delta_would_not_keep_is_refused_at_create_sync(tmp_path, column):
+    """delta-rs names a partition's directory by its value as text: bytes came back altered
+    (b'\\x00\\x01' as b'\\\\u0000\\\\u0001', b'' as null) and the run said success; a negative decimal
+    with a fraction (-0.01 written '0.-1') committed a table no reader could open; a float such as
+    1e300 made a directory name too long and paused the run forever. Such a partition_by column is
+    refused when the sync is created, naming it and a column to partition by instead."""
+    df = pl.DataFrame({"id": [1, 2], "b": [b"\x00\x01", b""], "f": [1e300, -0.0],
+                       "d": [decimal.Decimal("-0.01"), decimal.Decimal("1.50")], "l": [[1], []],
+                       "n": [-5, 7], "day": [dt.date(1969, 12, 31), dt.date(2024, 1, 1)]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    with pytest.raises(SchemaMismatchError, match=f"partition_by column '{column}'.*partition_by='{column}_part'"):
+        ws.create_sync("s", source=dfsync.sources.frame(df), primary_key="id",
+                       destination=dfsync.destinations.delta(str(tmp_path / "t"), partition_by=column))
+    assert not (tmp_path / "t").exists()
+    path = str(tmp_path / "ok")
+    sync = ws.create_sync("ok", source=dfsync.sources.frame(df.with_columns(pl.col("d").cast(pl.Decimal(20, 0)))),
+                          primary_key="id", destination=dfsync.destinations.delta(path, partition_by=["n", "day", "d"]))
+    assert sync.run(progress=False).status == "success"
+    got = pl.from_arrow(deltalake.DeltaTable(path).to_pyarrow_table()).sort("id")
+    assert got.select("n", "day", "d").rows() == [(-5, dt.date(1969, 12, 31), decimal.Decimal("0")),
+                                                   (7, dt.date(2024, 1, 1), decimal.Decimal("2"))]
+    ws.close()
+
+
+@pytest.mark.parametrize("value", ["", "__HIVE_DEFAULT_PARTITION__"])
+def test_a_partition_text_delta_reads_back_as_null_is_refused_before_sending(tmp_path, value):
+    """An empty text in a partition_by column (and Hive's null marker) names the null partition:
+    it read back as NULL and the run said success. The run now fails before anything is sent,
+    naming the column, the value and a mapping that gives it another text."""
+    path = str(tmp_path / "t")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2, 3], "country": ["fr", value, None]})
+    sync = ws.create_sync("s", source=dfsync.sources.frame(df), primary_key="id", destination_mode="mirror",
+                          destination=dfsync.destinations.delta(path, partition_by="country"))
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert f"column 'country' holds the text {value!r}" in run.error and "Nothing was sent" in run.error
+    assert not deltalake.DeltaTable.is_deltatable(path)
+    fix = pl.when(pl.col("country").is_in(["", "__HIVE_DEFAULT_PARTITION__"])).then(pl.lit("(empty)")) \
+        .otherwise(pl.col("country"))
+    sync = ws.create_sync("m", source=dfsync.sources.frame(df), primary_key="id", destination_mode="mirror",
+                          destination=dfsync.destinations.delta(path, partition_by="country"),
+                          mapping={"id": "id", "country": fix})
+    assert sync.run(progress=False).status == "success"
+    got = pl.from_arrow(deltalake.DeltaTable(path).to_pyarrow_table()).sort("id")
+    assert got.rows() == [(1, "fr"), (2, "(empty)"), (3, None)]
+    ws.close()

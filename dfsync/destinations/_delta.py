@@ -107,6 +107,13 @@ def delta_type(t: pa.DataType) -> pa.DataType:
         f"day as a string, a duration as a number of microseconds: pl.col(c).dt.total_microseconds())")
 
 
+def _partitionable(t: pa.DataType) -> bool:
+    """Does a Delta partition column of (Delta) type ``t`` give back every value written?"""
+    return (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_boolean(t) or pa.types.is_date32(t) or pa.types.is_timestamp(t)
+            or (pa.types.is_decimal(t) and t.scale == 0))
+
+
 def _readback(t: pa.DataType) -> pa.DataType:
     """What a Delta column of Arrow type ``t`` accepts exactly, for the schema check.
 
@@ -189,6 +196,24 @@ class DeltaDestination(Destination):
         if missing:
             raise ConfigError(f"partition_by names {missing}, which the records do not have "
                               f"(they have {', '.join(columns)}); partition by one of those columns")
+
+    def check_schema(self, schema: pa.Schema) -> None:
+        super().check_schema(schema)
+        for c in self.partition_by or ():
+            if c in schema.names and not _partitionable(delta_type(schema.field(c).type)):
+                t = schema.field(c).type
+                raise SchemaMismatchError(
+                    f"partition_by column {c!r} is {t}, which a Delta partition does not keep exactly (delta-rs "
+                    f"writes each value as text in a directory name: bytes arrive altered, a negative decimal "
+                    f"with a fraction leaves a table no reader can open, a float can make a name longer than "
+                    f"a file system allows, lists and structs are refused). Partition by an integer, text, "
+                    f"boolean, date or timestamp column, e.g. one made in the mapping "
+                    f"(mapping={{..., '{c}_part': pl.col({c!r}).cast(pl.Int64)}}, then partition_by='{c}_part').")
+
+    def texts_read_as_null(self, column: str) -> tuple[str, ...]:
+        """Texts that read back as NULL (``_schema_values.check_values`` refuses them): a partition
+        column's empty text and Hive's null marker, which name its null partition's directory."""
+        return ("", "__HIVE_DEFAULT_PARTITION__") if column in (self.partition_by or ()) else ()
 
     def open(self, ctx: DestinationContext) -> DestinationSession:
         return DeltaSession(self, ctx)
