@@ -69,6 +69,9 @@ from .base import (
 __all__ = ["DeltaDestination", "delta_type"]
 
 SKIP_MESSAGE = "no row with this key in the destination (update mode only updates existing rows)"
+#: what delta-rs cannot take in a local path: it parses the path as a URL (a panic on [ ] | ^; a
+#: backslash or %XX escape decoded, a control character refused, into another directory)
+_URL_ONLY = re.compile(r"[\[\]|^\\\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
 _SECRET_KEY = re.compile(r"secret|token|password|key|credential|sas", re.I)
 
 
@@ -154,6 +157,13 @@ class DeltaDestination(Destination):
         if storage_options is not None and not isinstance(storage_options, dict):
             raise ConfigError("destinations.delta(storage_options=...) takes a dict of strings")
         self.path = path if "://" in path else user_path(path)
+        odd = None if "://" in path else _URL_ONLY.search(self.path)
+        if odd:
+            raise ConfigError(
+                f"destinations.delta() cannot use the local path {self.path!r}: it holds {odd.group()!r}, which "
+                f"delta-rs reads as part of a URL (it stops at [ ] | ^, takes a backslash or a %XX escape for "
+                f"another directory and refuses control characters). Choose a directory whose path has none "
+                f"of them.")
         self.partition_by = list(partition_by) if partition_by else None
         self.storage_options: dict[str, str] | None = None
         self._literal: dict[str, str] = {}
