@@ -500,3 +500,20 @@ def test_a_partition_text_delta_reads_back_as_null_is_refused_before_sending(tmp
     got = pl.from_arrow(deltalake.DeltaTable(path).to_pyarrow_table()).sort("id")
     assert got.rows() == [(1, "fr"), (2, "(empty)"), (3, None)]
     ws.close()
+
+
+def test_a_partition_value_too_long_for_a_directory_name_fails_the_run_instead_of_pausing_it(tmp_path):
+    """A partition text whose directory name (%XX for each byte of 'é') is longer than a file name
+    may be: delta-rs's 'File name too long' was taken for a store that did not answer, so the run
+    paused, and every run after it paused again. It now fails, saying why; nothing is committed."""
+    path = str(tmp_path / "t")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2], "p": ["short", "é" * 100]})
+    sync = ws.create_sync("s", source=dfsync.sources.frame(df), primary_key="id",
+                          destination=dfsync.destinations.delta(path, partition_by="p"))
+    for _ in range(2):
+        run = sync.run(progress=False)
+        assert run.status == "failed", run.error
+        assert "File name too long" in run.error and "partition by a column with shorter values" in run.error
+    assert not deltalake.DeltaTable.is_deltatable(path)
+    ws.close()

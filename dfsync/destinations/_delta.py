@@ -402,11 +402,16 @@ class DeltaSession(DestinationSession):
                 return fn()
             except CommitFailedError as exc:
                 why = str(exc)
-            except OSError as exc:
-                why = str(exc)
-            except DeltaError as exc:
+            except (OSError, DeltaError) as exc:
                 text = str(exc)
-                if not any(t in text.lower() for t in ("timed out", "connection", "object store", "generic")):
+                if "file name too long" in text.lower():  # no retry makes it shorter: the run fails
+                    raise DestinationError(
+                        f"Delta table {self.uri} refused the batch: a file's name is longer than the file system "
+                        f"allows ({redact(text)[-300:]}). A partition's directory is named by its value, each "
+                        f"character other than a letter, a digit or - _ . ~ written as %XX: partition by a column with "
+                        f"shorter values.") from exc
+                if isinstance(exc, DeltaError) and not any(
+                        t in text.lower() for t in ("timed out", "connection", "object store", "generic")):
                     raise DestinationError(f"Delta table {self.uri} refused the batch: {redact(text)}") from exc
                 why = text
             self._dt = None  # read the table's state afresh: the txn check runs again first
