@@ -497,6 +497,26 @@ def test_a_batch_whose_every_row_is_rejected_records_them_as_failed(mariadb_serv
     assert mariadb_server.execute("SELECT id, s FROM t", database=db_of(mysql_db)) == [("short", "b")]
 
 
+@pytest.mark.parametrize("mode", ["insert", "upsert"])
+def test_a_table_column_not_null_without_default_fails_its_rows_not_the_run(mariadb_server, mysql_db, tmp_path, mode):
+    """A table made by hand with a NOT NULL column the records do not have (and no default): each
+    row is rejected, but once every row of a batch was, the statement applying the rest (none)
+    still raised MariaDB's 1364 and the run failed with the raw 'OperationalError: (1364, "Field
+    'extra' doesn't have a default value")', no row recorded. The rows are failed records with the
+    server's message; batches with rows that fit are delivered (PostgreSQL and DuckDB did so)."""
+    db = db_of(mysql_db)
+    mariadb_server.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text, extra text NOT NULL) "
+                           "DEFAULT CHARSET=utf8mb4", database=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    df = pl.DataFrame({"id": [1, 2], "name": ["a", "b"]})
+    run = ws.create_sync("s", source=df, destination=dfsync.destinations.mysql(mysql_db, table="t"),
+                         primary_key="id", destination_mode=mode).run(progress=False)
+    assert run.status == "failed" and "every row sent was rejected" in run.error, run.error
+    assert run.counts["sent"] == 2 and run.counts["failed"] == 2, run.counts
+    assert all("extra" in e for e in run.records(status="failed")["_error"].to_list())
+    assert mariadb_server.execute("SELECT count(*) FROM t", database=db) == [(0,)]
+
+
 @pytest.mark.parametrize("mode", ["upsert", "update"])
 def test_keys_the_tables_collation_takes_as_one_are_failed_not_merged(mariadb_server, mysql_db, tmp_path, mode):
     """An existing table whose text key has a case-insensitive collation (utf8mb4_general_ci, MySQL's
