@@ -253,14 +253,14 @@ class Runner:
         # a dry run reads the source even when its files did not change: it shows the rows
         token = None if force or self.dry or (retry is not None and retry.num_rows) else self.snapshot_token(row)
         if token is not None and token == row.get("source_snapshot") and row.get("key_types"):
-            delivered = store.delivered_count(self.sync_id)
+            # the rows the files held when the last good run read them (not the delivered keys: upsert keeps gone rows')
+            delivered = store.run_row(last)["queried"] if (last := store.latest_run_id(self.sync_id, ["success"])) else 0
             self.reused_checks = store.last_checked_run(self.sync_id, self.run_id, row["definition_version"]) \
                 if defn.checks else None
             if delivered and (not defn.checks or self.reused_checks is not None):
                 self.staging.load_nothing(defn.primary_key, row["key_types"])
                 self.source_token = token
-                store.note(self.sync_id, self.run_id, "the source files have the same paths, sizes and modification "
-                           "times as when everything was last delivered: not read again")
+                store.note(self.sync_id, self.run_id, "the source files have the same paths, sizes and modification times as when everything was last delivered: not read again")
                 store.set_counters(self.run_id, queried=delivered, unchanged=delivered)
                 return
         if row.get("source_snapshot"):

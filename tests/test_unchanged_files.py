@@ -148,3 +148,24 @@ def test_the_same_files_read_with_other_reader_options_are_read_again(tmp_path):
     with duckdb.connect(str(dest)) as con:
         assert con.sql("SELECT code FROM t ORDER BY id").fetchall() == [(7,), (10,)]
     ws.close()
+
+
+@pytest.mark.parametrize("mode", ["upsert", "insert"])
+def test_unchanged_files_count_the_rows_the_source_holds_not_the_delivered_keys(setup, mode):
+    """Upsert and insert keep the keys of rows that left the source (they are not deleted): a run
+    that skips unchanged files reported the delivered keys as read (queried 5 for a 3-row source)."""
+    ws, src, dest = setup
+    sync = ws.create_sync("files", source=dfsync.sources.files(str(src / "*.parquet")),
+                          destination=dfsync.destinations.duckdb(dest, table="t"), primary_key="id",
+                          destination_mode=mode)
+    assert sync.run(progress=False).counts["inserted"] == 5
+    os.remove(src / "b.parquet")  # rows 4 and 5 leave the source; upsert/insert keep them delivered
+    read = sync.run(progress=False)
+    assert (read.counts["queried"], read.counts["unchanged"]) == (3, 3)
+    same = sync.run(progress=False)
+    assert any("not read again" in n for n in notes(ws, same))
+    c = same.counts
+    assert (c["queried"], c["unchanged"], c["sent"]) == (3, 3, 0)
+    assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"]
+    assert sync.run(progress=False).counts["queried"] == 3  # and again, after a skipped run
+    assert len(dest_rows(dest)) == 5
