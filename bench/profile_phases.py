@@ -133,6 +133,10 @@ def instrument(target: str) -> None:
     timed(store.Store, "add_counters", "store.add_counters")
     timed(store.Store, "transition_run", "store.transition_run")
     timed_cm(store.Store, "_transaction", "workspace transaction")
+    timed(store._filelock.FileConnections, "_open_file", "workspace file open")
+    timed(store._filelock.FileConnections, "_close", "workspace file close (checkpoint)")
+    timed(dfsync.Workspace, "__init__", "Workspace() open")
+    timed(dfsync.Workspace, "create_sync", "create_sync")
     from dfsync import _fused  # a first load into a DuckDB table the run creates (dfsync/_fused.py)
 
     timed(_fused, "_load", "fused: source into the new table, keys out (querying)")
