@@ -484,3 +484,26 @@ def test_json_text_goes_into_an_existing_jsonb_column(pg_server, pg_uri, tmp_pat
         (1, '{"a": 1}', "[1, 2]"), (3, None, None)]
     run = sync.run(source=src.with_columns(pl.lit('{"b": [true]}').alias("v")), progress=False)
     assert run.counts["updated"] == 2 and pg_server.execute("SELECT v->'b' FROM j WHERE id = 1", dbname=db) == [([True],)]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "mirror"])
+def test_a_list_of_uint64_keeps_values_above_the_bigint_range(pg_server, pg_uri, tmp_path, mode):
+    """A list of uint64 goes into a numeric(20,0)[] column, but rows that went through the staging
+    table (a re-sync's changed rows, or any row of a table with a jsonb column) were staged as
+    bigint[]: [2**64 - 1, 2**63] read back as [-1, -9223372036854775808] and the run said success
+    (a plain uint64 column was right). Array elements are sent as numeric values too."""
+    first = pl.DataFrame({"id": [1, 2, 3], "u": pl.Series([[1], [2], None], dtype=pl.List(pl.UInt64)),
+                          "j": [{"a": 1}, {"a": 2}, None]})
+    then = first.with_columns(pl.Series("u", [[2**64 - 1, 2**63], [0, None], [5]], dtype=pl.List(pl.UInt64)))
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=dfsync.sources.frame(first), primary_key="id", destination_mode=mode,
+                          destination=dfsync.destinations.postgres(pg_uri, table="t"))
+    db = pg_uri.rsplit("/", 1)[1]
+    assert sync.run(progress=False).status == "success"
+    assert pg_server.execute("SELECT id, u::text FROM t ORDER BY id", dbname=db) == [(1, "{1}"), (2, "{2}"), (3, None)]
+    run = sync.run(progress=False, source=dfsync.sources.frame(then))
+    assert run.status == "success" and run.counts["updated"] == 3, run.error
+    assert pg_server.execute("SELECT id, u::text FROM t ORDER BY id", dbname=db) == [
+        (1, "{18446744073709551615,9223372036854775808}"), (2, "{0,NULL}"), (3, "{5}")]
+    assert sync.run(progress=False, source=dfsync.sources.frame(then)).counts["sent"] == 0
+    ws.close()

@@ -359,13 +359,24 @@ class PostgresSession(ArrowSQLSession):
         fields = []
         changed = False
         for f in data.schema:
-            t = f.type
-            if pa.types.is_dictionary(t):
-                t = t.value_type
-            new = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
-                   pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32(), pa.null(): pa.string(),
-                   pa.string_view(): pa.large_string(), pa.date64(): pa.date32()}.get(t, t)
+            new = _sendable(f.type)
             changed |= new != f.type
             fields.append(pa.field(f.name, new))
         return data.cast(pa.schema(fields)) if changed else data
+
+
+def _sendable(t: pa.DataType) -> pa.DataType:
+    """The Arrow type a value of type ``t`` goes to PostgreSQL as (the same values): the driver
+    writes a uint64 as a bigint's bits (2**64 - 1 arrived as -1), in an array too."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _sendable(t.value_type)
+        if inner == t.value_type:
+            return t
+        field = pa.field(t.value_field.name, inner, t.value_field.nullable)
+        return pa.large_list(field) if pa.types.is_large_list(t) else pa.list_(field)
+    return {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+            pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32(), pa.null(): pa.string(),
+            pa.string_view(): pa.large_string(), pa.date64(): pa.date32()}.get(t, t)
 
