@@ -137,6 +137,44 @@ def open_for_transfer(store: Store, sync_id: int, sync_name: str, defn: SyncDefi
         f"table as the source is now. The next runs use a new key in the destination's ledger.")
 
 
+def notice_lost_rows(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int) -> None:
+    """The one policy for a destination that lost what the delivered state says it confirmed: its
+    table dropped, its file or Delta directory deleted, or the table emptied, by hand, since the
+    last run. Without this look every row would diff ``unchanged`` and nothing would be sent, the
+    destination left empty while the sync says healthy.
+
+    Before a new run reads its source (not a resumed one: its batches are its own), when the sync
+    has delivered rows and its mode is not ``replace`` (which rewrites the table anyway), the
+    destination is asked once whether its table exists with at least one row
+    (``DestinationSession.holds_rows``: no count). If not, the run forgets the delivered state and
+    cursor as ``sync.reset()`` does, with an event saying so, and goes on as a first load: every
+    row the source has is sent again and counted ``inserted``. That is exact, since the destination
+    holds none of them. A destination that cannot tell (HTTP) or cannot be reached now is not
+    asked further; an unreachable one pauses the run at its transfer as before. Rows deleted by
+    hand from a table that keeps others are not noticed (that would take a count of every row)."""
+    if not defn.destination.tells_rows or defn.destination_mode.rewrites or not store.has_delivered(sync_id):
+        return
+    from .errors import TransientDestinationError
+
+    try:
+        session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
+        try:
+            holds = session.holds_rows()
+        finally:
+            session.close()
+    except TransientDestinationError as exc:
+        store.note(sync_id, run_id, f"could not ask the destination whether it still holds the delivered rows: {exc}")
+        return
+    if holds is not False:
+        return
+    n = store.delivered_count(sync_id)
+    store.reset_delivered(sync_id, (
+        f"the destination {defn.destination.describe()} holds no row (its table or file is missing or empty) while "
+        f"the sync's delivered state says it confirmed {n} (deleted or emptied by hand since the last run?): "
+        f"the delivered state and cursor are forgotten, as sync.reset() does, and this run sends every row of "
+        f"the source again"), run_id=run_id)
+
+
 def applies_per_batch(defn: SyncDefinition) -> bool:
     """Does a committed batch change what readers of the destination see right away?"""
     return not defn.destination_mode.rewrites and getattr(defn.destination, "applies_per_batch", True)

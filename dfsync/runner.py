@@ -141,9 +141,6 @@ class Runner:
     def _context(self, run_id: int, requeried: bool = False) -> DestinationContext:
         return _settle.destination_context(self.store, self.sync_id, self.sync_name, self.defn, run_id, requeried)
 
-    def _reconcile(self) -> None:
-        _settle.reconcile(self.store, self.sync_id, self.sync_name, self.defn)
-
     def move_to(self, target: RunStatus, detail: str = "", **kw: Any) -> None:
         self.store.transition_run(self.run_id, target, detail, **kw)
         self.status = target
@@ -213,7 +210,7 @@ class Runner:
 
     def _execute(self) -> None:
         defn = self.defn
-        self._reconcile()
+        _settle.reconcile(self.store, self.sync_id, self.sync_name, self.defn)
         if self.status == RunStatus.PAUSED:
             if self.staging is not None and self.staging.loaded:
                 _settle.adopt_confirmed_batches(self.store, self.staging, self.sync_id, self.run_id, self.defn.primary_key)
@@ -226,6 +223,7 @@ class Runner:
                 _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
         else:
             self.move_to(RunStatus.QUERYING, "query begins")
+            _settle.notice_lost_rows(self.store, self.sync_id, self.sync_name, defn, self.run_id)  # a first load then
             if fused_first_load(self):  # a first load into a DuckDB table the run creates: in place
                 return
         self._query()

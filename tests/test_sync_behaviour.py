@@ -676,3 +676,76 @@ def test_a_workspace_file_put_back_from_an_older_copy_fails_before_sending_then_
     # the ledger key moved from the failed run on; the workspace's own id (sensitive hashes) did not
     assert ws.store.workspace_id() == wid and ws.store.ledger_id(run.id) not in ("", wid)
     ws.close()
+
+
+def lose_the_table(request, target, how: str, table: str = "people") -> None:
+    """What a person does by hand between two runs: drop the sync's table (delete its Parquet
+    file, its Delta directory) or empty it."""
+    import os
+    import shutil
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    dest, sql = target.make(table), f"DROP TABLE {table}" if how == "dropped" else f"DELETE FROM {table}"
+    if target.kind == "duckdb":
+        con = duckdb.connect(dest.path)
+        con.execute(sql)
+        con.close()
+    elif target.kind == "sqlite":
+        con = sqlite3.connect(dest.path)
+        con.execute(sql)
+        con.commit()
+        con.close()
+    elif target.kind == "postgres":
+        request.getfixturevalue("pg_server").execute(sql, dbname=dest.uri.rsplit("/", 1)[1].split("?")[0])
+    elif target.kind == "mysql":
+        request.getfixturevalue("mariadb_server").execute(sql, database=dest.uri.rsplit("/", 1)[1].split("?")[0])
+    elif target.kind == "parquet":
+        data = os.path.join(dest.directory, "data.parquet")
+        if how == "dropped":
+            shutil.rmtree(dest.directory)
+        else:
+            pq.write_table(pq.read_table(data).slice(0, 0), data)
+    elif target.kind == "delta":
+        if how == "dropped":
+            shutil.rmtree(dest.path)
+        else:
+            import deltalake
+
+            deltalake.DeltaTable(dest.path).delete()
+    else:
+        raise AssertionError(f"no way to lose a {target.kind} table")
+    if how == "emptied":
+        assert target.read(table).is_empty()
+
+
+@pytest.mark.parametrize("how", ["dropped", "emptied"])
+def test_a_table_dropped_or_emptied_by_hand_is_sent_again(ws, target, request, how):
+    """The sync's table dropped (its file or Delta directory deleted) or emptied by hand between
+    two runs: the next run said 'unchanged' for every row and sent nothing, the destination left
+    empty while the sync said healthy. The run now notices the destination holds no row while the
+    delivered state says it confirmed some, forgets that state as sync.reset() does (an event of
+    the run says so) and sends every row again; the counters add up and the run after sends 0.
+    An incremental sync's cursor is forgotten too: it reads from its start again."""
+    v1 = people([1, 2, 3, 4, 5])
+    sync = make(ws, target, v1, mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    lose_the_table(request, target, how)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    c = run.counts
+    assert (c["queried"], c["inserted"], c["unchanged"], c["sent"], c["succeeded"]) == (5, 5, 0, 5, 5), c
+    assert sorted_rows(target.read("people")) == sorted_rows(v1)
+    assert run.events()["detail"].str.contains("holds no row").any()
+    assert sync.run(progress=False).counts["sent"] == 0
+
+    inc = ws.create_sync("inc", source=dfsync.sources.frame(v1.with_columns(pl.col("id").alias("at"))),
+                         destination=target.make("people_inc"), primary_key="id", sync_mode="incremental",
+                         cursor_field="at", destination_mode="upsert")
+    assert inc.run(progress=False).counts["inserted"] == 5
+    lose_the_table(request, target, how, "people_inc")
+    run = inc.run(progress=False)
+    assert run.status == "success", run.error
+    assert (run.counts["inserted"], run.counts["sent"]) == (5, 5), run.counts
+    assert sorted_rows(target.read("people_inc").drop("at")) == sorted_rows(v1)

@@ -369,6 +369,10 @@ class ArrowSQLSession(DestinationSession):
         return other
 
     # ---------------------------------------------------------------- ledger
+    def holds_rows(self) -> bool:
+        return self._with_retries(lambda: self._run(lambda cur: self._exists(self.target) and bool(
+            self._fetch(cur, f"SELECT 1 FROM {self.target.sql} LIMIT 1"))))
+
     def committed_batches(self) -> dict[int, list[list[Any]]]:
         def go(cur: Any) -> dict[int, list[list[Any]]]:
             rows = self._fetch(cur, f"SELECT batch_no, not_delivered FROM {self._ledger_name().sql} "

@@ -131,6 +131,7 @@ def _readback(t: pa.DataType) -> pa.DataType:
 @register_destination
 class DeltaDestination(Destination):
     """A Delta Lake table at ``path`` (a directory, or an object-store URI with ``storage_options``)."""
+    tells_rows = True
 
     kind = "delta"
     needs = ("deltalake", "deltalake", "delta", "the Delta Lake destination")
@@ -371,6 +372,10 @@ class DeltaSession(DestinationSession):
                         partition_by=self.destination.partition_by, storage_options=self.opts)
 
     # ---------------------------------------------------------------- ledger
+    def holds_rows(self) -> bool:
+        dt = self._table()
+        return dt is not None and len(dt.file_uris()) > 0
+
     def committed_batches(self) -> dict[int, list[list[Any]]]:
         if self.ctx.mode.rewrites:
             return {b: [] for b in self._parts()}

@@ -48,6 +48,7 @@ _DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.I
 
 @register_destination
 class DuckDBDestination(Destination):
+    tells_rows = True
     kind = "duckdb"
     #: eight DuckDB row groups (122,880 rows each): 20 batches of 100k for 2M rows cost about
     #: 0.9 CPU-s more than two of a million (bench/RESULTS.md, issue 22)
@@ -177,6 +178,9 @@ class DuckDBSession(DestinationSession):
             self.con.unregister("_dfsync_schema")
 
     # -------------------------------------------------------------- ledger
+    def holds_rows(self) -> bool:
+        return self.exists(self.target) and bool(self.con.execute(f"SELECT 1 FROM {self.target.sql} LIMIT 1").fetchall())
+
     def committed_batches(self) -> dict[int, list[list[Any]]]:
         rows = self.con.execute(
             f"SELECT batch_no, not_delivered FROM {LEDGER_TABLE} WHERE run_key = ? AND batch_no > 0",

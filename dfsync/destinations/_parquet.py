@@ -44,6 +44,7 @@ DATA_FILE = "data.parquet"
 
 @register_destination
 class ParquetDestination(Destination):
+    tells_rows = True
     kind = "parquet"
     applies_per_batch = False
 
@@ -93,6 +94,12 @@ class ParquetSession(DestinationSession):
 
     def _has_data(self) -> bool:
         return os.path.exists(self.data)
+
+    def holds_rows(self) -> bool | None:
+        try:
+            return self._has_data() and pq.ParquetFile(self.data).metadata.num_rows > 0
+        except (OSError, pa.ArrowException):  # unreadable: prepare() says so
+            return None
 
     def _already_swapped(self) -> bool:
         if not self._has_data():

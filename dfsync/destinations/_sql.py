@@ -149,6 +149,7 @@ def duck_to_arrow(name: str) -> pa.DataType | str | None:
 class ServerDestination(Destination):
     """What the PostgreSQL and MySQL destinations share: a server URI (its password only as an
     ``env:NAME`` reference), a table, and timeouts."""
+    tells_rows = True
 
     uri: str
     table: str

@@ -102,6 +102,7 @@ def _affinity(decl: str) -> str:
 @register_destination
 class SQLiteDestination(Destination):
     """A table in a SQLite file (created if missing)."""
+    tells_rows = True
     one_writer = True
 
     kind = "sqlite"

@@ -9,6 +9,7 @@ A destination is a *description* (picklable, JSON-configurable, no open connecti
                                    for batches of this run the destination has committed
     session.write(batch)           apply one batch atomically *together with its ledger entry*;
                                    return a BatchResult naming rows that failed or were skipped
+    session.holds_rows()           does the table exist with a row in it (None: cannot tell)?
     session.finish()               end of run: swap a replaced table / rewrite a file set
     session.close()
 
@@ -157,6 +158,12 @@ class DestinationSession(ABC):
     def abandon(self) -> None:  # noqa: B027 - optional hook
         """The run failed: drop anything prepared for it (e.g. a replace table)."""
 
+    def holds_rows(self) -> bool | None:
+        """Does the sync's table (file, Delta table) exist and hold at least one row? One cheap
+        look, no count; None: this destination cannot tell (HTTP). ``dfsync._settle.notice_lost_rows``
+        asks it before a run reads its source."""
+        return None
+
     def applied(self) -> bool:
         """Did a destination that applies a run at its end already apply this one (its final
         swap happened, say just before its process died)? Such a run's batches must never be
@@ -185,6 +192,9 @@ class Destination(ABC):
     #: True when a committed batch is visible in the destination at once; False when the run's
     #: batches only take effect in ``finish()`` (a failed run then delivered nothing).
     applies_per_batch: ClassVar[bool] = True
+    #: its sessions answer ``holds_rows()`` (a table or file to look at): a new run asks before it
+    #: reads its source whether the destination still holds rows (``dfsync._settle.notice_lost_rows``)
+    tells_rows: ClassVar[bool] = False
     #: Rows per batch when the sync's ``batch_size`` is None (its default): each destination's
     #: own best size (bench/RESULTS.md, issue 22).
     default_batch_size: ClassVar[int] = 100_000

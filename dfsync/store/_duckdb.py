@@ -192,17 +192,20 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
         self._event(con, sync_id, None, "sync", current.value, target.value, detail or event)
         return target
 
-    def reset_delivered(self, sync_id: int, detail: str) -> None:
+    def reset_delivered(self, sync_id: int, detail: str, run_id: int | None = None) -> None:
         """Forget a sync's delivered state and cursor (its next run is a first load).
 
         Refused while a run of it is going on or paused: that run owns batches in flight.
+        ``run_id``: the run that forgets them itself, before it reads its source (its destination
+        lost every row, ``dfsync._settle.notice_lost_rows``); its event is that run's.
         """
         with self._transaction() as con:
-            self._refuse_reset_while_unfinished(con, sync_id, "reset", "reset")
+            if run_id is None:
+                self._refuse_reset_while_unfinished(con, sync_id, "reset", "reset")
             con.execute(f"DROP TABLE IF EXISTS state_{int(sync_id)}")
             con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
                         "source_snapshot = NULL, updated_at = ? WHERE id = ?", [now(), sync_id])
-            self._event(con, sync_id, None, "reset", None, None, detail)
+            self._event(con, sync_id, run_id, "reset", None, None, detail)
 
     @staticmethod
     def _refuse_reset_while_unfinished(con: Any, sync_id: int, action: str, then: str) -> None:

@@ -157,8 +157,8 @@ class PgLocalCopy:
         self._drop_local_copy(sync_id)  # no copy on this host holds the forgotten keys
         return counts
 
-    def reset_delivered(self, sync_id: int, detail: str) -> None:
-        super().reset_delivered(sync_id, detail)  # type: ignore[misc]
+    def reset_delivered(self, sync_id: int, detail: str, run_id: int | None = None) -> None:
+        super().reset_delivered(sync_id, detail, run_id)  # type: ignore[misc]
         self._drop_local_copy(sync_id)
 
     def delete_sync(self, sync_id: int) -> None:

@@ -96,7 +96,7 @@ class WorkspaceStore(Protocol):
 
     def set_sync_status(self, sync_id: int, event: str, detail: str = "") -> SyncStatus: ...
 
-    def reset_delivered(self, sync_id: int, detail: str) -> None:
+    def reset_delivered(self, sync_id: int, detail: str, run_id: int | None = None) -> None:
         """Forget a sync's delivered state and cursor (its next run is a first load)."""
         ...
 
