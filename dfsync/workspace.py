@@ -23,6 +23,7 @@ from ._registry import LIVE
 from ._retention import compact, purge
 from ._settings import check_settings, setting
 from ._settings import use as use_settings
+from ._shared import check_shared_destination
 from .definition import SyncDefinition
 from .destinations.base import Destination
 from .errors import ArgumentError, ConfigError, SyncAlreadyRunning
@@ -195,6 +196,7 @@ class Workspace:
         next_run = spec.next_run_after(datetime.now().astimezone())
         store = self.store
         with store.lease():  # one workspace connection for the lookups and the write, not four
+            check_shared_destination(store.all_syncs(), name, spec)  # replace beside another sync: ConfigError
             if not store.sync_exists(name):
                 store.require("create")
                 store.create_sync(name, definition, spec.state_key(), spec.schedule, next_run, spec.session_only)

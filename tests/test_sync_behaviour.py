@@ -749,3 +749,30 @@ def test_a_table_dropped_or_emptied_by_hand_is_sent_again(ws, target, request, h
     assert run.status == "success", run.error
     assert (run.counts["inserted"], run.counts["sent"]) == (5, 5), run.counts
     assert sorted_rows(target.read("people_inc").drop("at")) == sorted_rows(v1)
+
+
+def test_a_replace_sync_beside_another_sync_on_the_same_table_is_refused(ws, target):
+    """Two syncs of one workspace writing the same table: a replace run rewrote the whole table,
+    removing the other sync's rows, and that sync (whose delivered state still held them) said
+    'unchanged' and never sent them again. A replace sync beside another sync on the same place is
+    refused at create_sync either way round, naming the other sync, nothing stored; syncs that only
+    change the keys they send may share a table, with a warning naming the other."""
+    import warnings
+
+    make(ws, target, people([1, 2, 3]), mode="mirror", name="a")
+    with pytest.raises(dfsync.ConfigError, match="sync 'a' of this workspace writes it too") as err:
+        make(ws, target, people([4, 5]), mode="replace", name="b")
+    assert "ws.delete_sync('a')" in str(err.value)
+    assert ws.syncs()["name"].to_list() == ["a"]  # nothing stored
+    with pytest.warns(UserWarning, match="which sync 'a' of this workspace writes too"):
+        make(ws, target, people([4, 5]), mode="upsert", name="b")
+    ws.delete_sync("a")
+    make(ws, target, people([4, 5]), mode="replace", name="b")  # alone on its table, b may replace ...
+    with pytest.raises(dfsync.ConfigError, match="which sync 'b' of this workspace writes in replace mode"):
+        make(ws, target, people([6]), mode="upsert", name="c")  # ... and then no other sync joins it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(ws, target, people([4, 5]), mode="replace", name="b")  # the same definition again: no warning
+        ws.create_sync("d", source=dfsync.sources.frame(people([7])), destination=target.make("other"),
+                       primary_key="id", destination_mode="replace")  # another table
+    assert ws.syncs()["name"].to_list() == ["b", "d"]
