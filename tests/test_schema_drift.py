@@ -330,6 +330,40 @@ def test_replace_from_text_to_a_number_keeps_the_records(dest: Target, tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["upsert", "replace"])
+@pytest.mark.parametrize("dest", ["duckdb", "sqlite", "postgres", "parquet"], indirect=True)
+def test_a_key_renamed_only_in_case_after_a_state_reset_is_kept_exactly(dest: Target, mode: str, tmp_path):
+    """The primary key renamed only in case ('ID' now 'id'): a new key resets the sync's delivered
+    state and the schema it knew, so nothing refused the rename, and the run failed after the
+    destination applied its batch with DuckDB's raw 'Column with name "id" already exists!' from
+    the workspace's kept records (their 'ID' column; DuckDB takes the two names as one). The kept
+    records' column takes the new name: the run succeeds and its records read 'id'. A table that
+    ignores case (DuckDB, SQLite) keeps its column 'ID' and takes the values; one that tells names
+    apart (PostgreSQL, Parquet) refuses before anything is sent, naming both, unless the run
+    rewrites it (replace)."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dest.make("t")
+    first = pl.DataFrame({"ID": [1, 2], "v": ["a", "b"]})
+    second = pl.DataFrame({"id": [1, 2, 3], "v": ["a", "B", "c"]})
+    sync = ws.create_sync("s", source=dfsync.sources.frame(first), destination=destination, primary_key="ID",
+                          destination_mode=mode)
+    assert sync.run(progress=False).status == "success"
+    with pytest.warns(UserWarning, match="every row is sent again"):
+        sync = ws.create_sync("s", source=dfsync.sources.frame(second), destination=destination,
+                              primary_key="id", destination_mode=mode)
+    run = sync.run(progress=False)
+    if mode == "upsert" and dest.kind in ("postgres", "parquet"):
+        assert run.status == "failed" and run.counts["sent"] == 0, run.error
+        assert "'id' is 'ID' in the table" in run.error, run.error
+        return
+    assert run.status == "success", run.error
+    assert sorted(run.records(status="succeeded")["id"].to_list()) == [1, 2, 3]
+    got = dest.read("t")
+    key = "id" if mode == "replace" else "ID"
+    assert sorted(got.select(key, "v").rows()) == [(1, "a"), (2, "B"), (3, "c")]
+    assert sync.run(progress=False).counts["sent"] == (3 if mode == "replace" else 0)
+
+
+@pytest.mark.parametrize("mode", ["upsert", "replace"])
 @pytest.mark.parametrize("dest", ["delta", "postgres", "duckdb"], indirect=True)
 def test_a_column_renamed_only_in_case_is_refused_before_sending(dest: Target, mode: str, tmp_path):
     """A source whose 'Name' became 'name' between runs: DuckDB (where the sync's records are kept)

@@ -238,7 +238,12 @@ class DeliveryOps:
             if not self._has_table(con, rt):
                 con.execute(f"CREATE TABLE {rt} AS SELECT * FROM _recs LIMIT 0")
             have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {rt}").fetchall()}
+            folded = {n.lower(): n for n in have}
             for name, typ, *_ in con.execute("DESCRIBE SELECT * FROM _recs").fetchall():
+                old = folded.get(name.lower(), name)
+                if old != name:  # renamed only in case (a state reset let it through): one column here, its new name
+                    con.execute(f"ALTER TABLE {rt} RENAME COLUMN {quote(old)} TO {quote(name)}")
+                    have[name] = have.pop(old)
                 if name not in have:
                     con.execute(f"ALTER TABLE {rt} ADD COLUMN {quote(name)} {typ}")
                 elif have[name] != typ:  # the column's type changed (a widening, a replace run, a new mapping)
