@@ -88,10 +88,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._arrow import holds, is_bytes, is_nested
 from ..errors import (
     ConfigError,
-    SchemaMismatchError,
     SessionOnlyError,
     register_secret,
 )
@@ -338,16 +336,6 @@ class HTTPDestination(Destination):
 
     def writes_json(self, t: Any) -> bool:
         return True
-
-    def column_type(self, t: Any) -> str | None:
-        """No declared types; bytes are sent as base64 text, which polars' JSON writer cannot do
-        inside a list or struct (it panicked the run): such a column is refused with the fix."""
-        if is_nested(t) and holds(t, is_bytes):
-            raise SchemaMismatchError(
-                "bytes inside a list or struct have no JSON form dfsync sends; encode them as base64 text "
-                "in the sync's mapping, e.g. pl.col(c).list.eval(pl.element().bin.encode('base64')) for a "
-                "list, pl.col(c).struct.with_fields(pl.field(f).bin.encode('base64')) for a struct field f")
-        return None
 
     def validate(self, columns: Sequence[str], primary_key: Sequence[str], mode: DestinationMode) -> None:
         super().validate(columns, primary_key, mode)

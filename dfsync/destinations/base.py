@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from .._arrow import refuse_struct_names, string_scalar
+from .._arrow import holds, is_bytes, is_nested, refuse_struct_names, string_scalar
 from .._kinds import Kinds
 from ..errors import ConfigError, MissingDependencyError, SchemaMismatchError
 from ..states import DestinationMode
@@ -251,7 +251,8 @@ class Destination(ABC):
 
     def writes_json(self, t: pa.DataType) -> bool:
         """True when a list/struct/map of Arrow type ``t`` is written as JSON text (a JSON or jsonb
-        column, an HTTP body), which holds no NaN or infinity (``_schema_values.check_values``)."""
+        column, an HTTP body), which holds no NaN or infinity (``_schema_values.check_values``) and
+        no bytes (``check_schema`` refuses such a column, naming it)."""
         return False
 
     def name_problem(self, name: str) -> str | None:
@@ -276,6 +277,13 @@ class Destination(ABC):
                 raise SchemaMismatchError(
                     f"column name {f.name!r} {why}. Give it another name in the sync's mapping, e.g. "
                     f"mapping={{'a_new_name': {f.name!r}, ...}}.")
+            if is_nested(f.type) and self.writes_json(f.type) and holds(f.type, is_bytes):
+                raise SchemaMismatchError(
+                    f"column {f.name!r} ({f.type}): {self.kind} writes it as JSON, and bytes inside a list or "
+                    f"struct have no JSON form (they would arrive as escaped text, not bytes); encode them as "
+                    f"base64 text in the sync's mapping, e.g. pl.col(c).list.eval(pl.element().bin.encode("
+                    f"'base64')) for a list, pl.col(c).struct.with_fields(pl.field(f).bin.encode('base64')) for "
+                    f"a struct field f")
             try:
                 self.column_type(f.type)
             except SchemaMismatchError as exc:
