@@ -21,7 +21,8 @@ def in_notebook() -> bool:
 
 
 def make_reporter(sync: Sync, run_id: int, *, background: bool = False) -> Any:
-    """A callable(status, run_row) that shows progress, or None when there is nowhere to show it.
+    """A callable(status, run_row) that shows progress, or a :class:`LogReporter` (not callable:
+    it only speaks at the end) when there is nowhere to draw it.
 
     In a notebook a blocking run shows HTML updated in place (its buttons could not act while
     the cell runs anyway): it leaves no widget models behind, and the saved notebook shows the
@@ -38,8 +39,34 @@ def make_reporter(sync: Sync, run_id: int, *, background: bool = False) -> Any:
                 pass
         return HtmlReporter(sync, run_id)
     if background or not sys.stderr.isatty():
-        return None
+        return LogReporter(sync, run_id)
     return TerminalReporter(sync.name, run_id)
+
+
+class LogReporter:
+    """No notebook and no terminal to draw in (a script run by cron, its output sent to a file), or
+    a background run outside a notebook: a run that ends failed or paused says so in one warning
+    on the ``dfsync`` logger, which Python prints to stderr when the script set no logging up.
+    Not a progress hook (nothing to show while the run goes): only :meth:`close` speaks."""
+
+    def __init__(self, sync: Sync, run_id: int) -> None:
+        self.name, self.run_id, self.store = sync.name, run_id, sync.workspace.store
+
+    def close(self) -> None:
+        import logging
+
+        try:
+            row = self.store.run_row(self.run_id)
+        except Exception:  # the warning never costs the run
+            return
+        status = str(row.get("status"))
+        if status not in ("failed", "paused"):
+            return
+        after = ("the next sync.run() resumes it" if status == "paused" else
+                 "run.error has the whole text; sync.run(raise_on_failure=True) raises SyncRunFailed instead")
+        lines = str(row.get("error") or "").strip().splitlines()
+        logging.getLogger("dfsync").warning("sync %r, run %d %s%s (%s; progress=False leaves this warning out)",
+                                            self.name, self.run_id, status, f": {lines[0]}" if lines else "", after)
 
 
 class HtmlReporter:

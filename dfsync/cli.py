@@ -296,7 +296,8 @@ def run(
             _print_table(changes, "no changes")
             return
         try:
-            result = sync.run(progress=not as_json, trigger="cli", engine=run_engine)
+            # the command prints the run's outcome itself: a progress bar only where there is a terminal
+            result = sync.run(progress=not as_json and sys.stderr.isatty(), trigger="cli", engine=run_engine)
         except SyncDisabledError as exc:
             raise _fail(f"{exc} (from the command line: dfsync enable {name})", EXIT_USAGE) from None
         except KeyboardInterrupt:

@@ -225,7 +225,8 @@ class Sync:
                     reporter.close()
 
         thread = threading.Thread(target=work, name=f"dfsync-run-{run_id}", daemon=True) if background else None
-        _registry.start_run(store.key, run_id, thread=thread, progress=reporter)  # before the runner reads it
+        # before the runner reads it; a reporter that is not callable only speaks when the run ends
+        _registry.start_run(store.key, run_id, thread=thread, progress=reporter if callable(reporter) else None)
         try:
             runner = Runner(self.spec.with_source(run_source), run_id,
                             sync_id=self.id, sync_name=self.name, store=store, staging_dir=ws.staging_dir(run_id),

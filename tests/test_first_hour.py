@@ -78,6 +78,42 @@ def test_terminal_progress_line_shows_why_a_run_failed(ws, capsys):
     assert "failed: 1 check failed: v between: 2 rows" in err, err
 
 
+def test_a_plain_script_learns_that_its_run_failed(tmp_path):
+    """`python script.py` with its output sent to a file (no terminal, no notebook): a failed run
+    printed nothing at all, and the script ended with exit code 0, where API.md says the bar
+    shows why. One warning on the dfsync logger now says it (Python prints it to stderr), for a
+    background run too; a run that succeeds and progress=False stay silent."""
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, polars as pl, dfsync\n"
+        "ws = dfsync.Workspace('ws.duckdb')\n"
+        "dest = dfsync.destinations.duckdb('d.duckdb', table='t')\n"
+        "bad = pl.DataFrame({'id': [1, 2, 2]})\n"
+        "s = ws.create_sync('dups', source=bad, destination=dest, primary_key='id')\n"
+        "print(s.run(progress=sys.argv[1] == 'show', background=len(sys.argv) > 2).wait().status.value)\n"
+        "ok = ws.create_sync('ok', source=bad.unique(), primary_key='id',\n"
+        "                    destination=dfsync.destinations.duckdb('d.duckdb', table='t2'))\n"
+        "print(ok.run().status.value)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(dfsync.__file__)), env.get("PYTHONPATH", "")])
+    for args in (["show"], ["show", "background"], ["quiet"]):
+        for f in tmp_path.glob("*.duckdb*"):
+            f.unlink()
+        done = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.split() == ["failed", "success"], done.stderr
+        if args[0] == "quiet":
+            assert done.stderr == "", done.stderr
+            continue
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("sync 'dups', run 1 failed: the source has rows that cannot be synced: "
+                                   "1 primary key value appears more than once"), lines[0]
+        assert "raise_on_failure=True" in lines[0]
+
+
 def test_on_invalid_warn_sends_every_row_and_logs_which_checks_failed(ws, tmp_path, caplog):
     """on_invalid='warn' sent the failing rows with no word but a note in the run's events."""
     caplog.set_level(logging.WARNING, logger="dfsync")
