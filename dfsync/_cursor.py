@@ -89,10 +89,13 @@ def refuse_stuck_values(staging: Any, defn: Any) -> None:
         return
     c = quote(field)
     kind = staging.con.execute(f"SELECT typeof({c}) FROM stg LIMIT 1").fetchall()
-    if not kind or not (kind[0][0] in ("DOUBLE", "FLOAT") or kind[0][0] == "DATE"
+    if not kind or not (kind[0][0] in ("DOUBLE", "FLOAT", "VARCHAR") or kind[0][0] == "DATE"
                         or kind[0][0].startswith("TIMESTAMP")):
         return
     where = f"{staging.send_filter(defn.destination_mode)} AND rowid NOT IN (SELECT _rid FROM invalid)"
+    if kind[0][0] == "VARCHAR":
+        refuse_unordered_text(staging.con, field, where)
+        return
     if kind[0][0] in ("DOUBLE", "FLOAT"):
         n_nan, n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isnan({c})), count(*) FILTER (WHERE "
                                            f"isinf({c}) AND {c} > 0) FROM stg WHERE {where}").fetchall()[0]
@@ -104,6 +107,43 @@ def refuse_stuck_values(staging: Any, defn: Any) -> None:
                                 f"FROM stg WHERE {where}").fetchall()[0][0]
     if n_inf:
         raise _stuck(field, "infinity", f"in {plural(n_inf, 'row')} this run would send")
+
+
+# Text a cursor compares as text, whose order as text is not the order of what it writes: a date
+# written month- or day-first ('10/1/2024' < '9/30/2024'), a number with fewer digits ('9' > '10')
+# or a negative one. The run would keep the greatest text as its cursor and never read the rows
+# past it that sort below it: lost, with the run saying success. (ISO 8601 text sorts as it should.)
+_DAY_FIRST = r"^\s*[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}([^0-9]|$)"
+_NUMBER = r"^\s*[-+]?[0-9]+([.][0-9]*)?\s*$"
+
+
+def refuse_unordered_text(con: Any, field: str, where: str) -> None:
+    """Raise CursorValueError when the text cursor values of the rows about to be sent do not sort
+    as text the way their dates or numbers do."""
+    c = quote(field)
+    dated, digits, negative = con.execute(
+        f"SELECT count(*) FILTER (WHERE regexp_matches({c}, '{_DAY_FIRST}')), "
+        f"count(DISTINCT length(regexp_extract({c}, '[0-9]+'))) FILTER (WHERE regexp_matches({c}, '{_NUMBER}')), "
+        f"count(*) FILTER (WHERE regexp_matches({c}, '^\\s*-[0-9]') AND regexp_matches({c}, '{_NUMBER}')) "
+        f"FROM stg WHERE {where}").fetchall()[0]
+    if not dated and digits < 2 and not negative:
+        return
+    pattern = _DAY_FIRST if dated else _NUMBER
+    examples = [r[0] for r in con.execute(
+        f"SELECT DISTINCT {c} FROM stg WHERE {where} AND regexp_matches({c}, '{pattern}') "
+        f"ORDER BY length({c}), {c} LIMIT 3").fetchall()]
+    shown = ", ".join(repr(v) for v in examples)
+    what = "dates written month- or day-first" if dated else "numbers"
+    ouch = "'10/1/2024' comes before '9/30/2024'" if dated else "'10' comes before '9', '-5' after '-1'"
+    way = ("read it as a date, e.g. from a CSV file with a query source: sources.duckdb_query(\"SELECT * "
+           "FROM read_csv('file.csv', dateformat='%m/%d/%Y')\"), or write it as ISO 8601 text ('2024-10-01' "
+           "sorts as it should)" if dated else
+           "read it as a number: sources.files(..., schema_overrides={C: pl.Int64}) or a CAST in a query source")
+    raise CursorValueError(
+        f"the cursor field {field!r} is text holding {what} ({shown}), which sort differently as text "
+        f"({ouch}). An incremental run reads the rows at or past the "
+        f"greatest cursor delivered, compared as text, so later rows that sort below it would never be read. "
+        f"Nothing was sent. For its source column C, {way}; or choose another cursor_field.")
 
 
 def refuse_stuck_cursor(field: str, delivered: Any) -> None:

@@ -89,3 +89,40 @@ def test_types_given_by_position_are_read_as_given(tmp_path):
     assert sync.run(progress=False).status == "success"
     assert rows(dest, "p") == [(1, dt.date(2024, 1, 5))]
     ws.close()
+
+
+def test_a_text_cursor_that_does_not_sort_as_text_is_refused_before_anything_is_sent(tmp_path):
+    """Dates a CSV holds as text ('9/30/2024', no leading zero: polars keeps them as text) made an
+    incremental sync's cursor '9/30/2024', the greatest text; a later row of '10/5/2024' sorts below
+    it, so it was never read and every run said success. Numbers held as text ('9', '10') the same."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    csv, dest = tmp_path / "in.csv", tmp_path / "d.duckdb"
+    csv.write_text("id,name,updated\n1,a,9/30/2024\n2,b,10/1/2024\n3,c,12/31/2023\n")
+    sync = ws.create_sync("c", source=dfsync.sources.files(str(csv)), primary_key="id", sync_mode="incremental",
+                          cursor_field="updated", destination=dfsync.destinations.duckdb(dest, table="t"))
+    assert any("'updated' is text holding dates" in p for p in sync.preview().problems)
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0 and sync.cursor is None
+    assert run.error.startswith("the cursor field 'updated' is text holding dates written month- or day-first "
+                                "('10/1/2024', '9/30/2024', '12/31/2023')"), run.error
+    assert "read_csv('file.csv', dateformat='%m/%d/%Y')" in run.error
+    # the way out in the message: the dates read as dates, and a later row is read
+    fixed = ws.create_sync("q", source=dfsync.sources.duckdb_query(
+        f"SELECT * FROM read_csv('{csv}', dateformat='%m/%d/%Y')"), primary_key="id", sync_mode="incremental",
+        cursor_field="updated", destination=dfsync.destinations.duckdb(dest, table="q"))
+    assert fixed.run(progress=False).status == "success" and fixed.cursor == dt.date(2024, 10, 1)
+    csv.write_text(csv.read_text() + "4,d,10/5/2024\n")
+    assert fixed.run(progress=False).counts["inserted"] == 1
+    assert [r[0] for r in rows(dest, "q")] == [1, 2, 3, 4]
+    # numbers held as text; ISO 8601 text sorts as it should and runs as before
+    nums = tmp_path / "n.ndjson"
+    nums.write_text('{"id": 1, "seq": "9"}\n{"id": 2, "seq": "10"}\n')
+    run = ws.create_sync("n", source=dfsync.sources.files(str(nums)), primary_key="id", sync_mode="incremental",
+                         cursor_field="seq", destination=dfsync.destinations.duckdb(dest, table="n")).run(progress=False)
+    assert run.status == "failed" and "'seq' is text holding numbers ('9', '10')" in run.error
+    iso = tmp_path / "i.ndjson"
+    iso.write_text('{"id": 1, "ts": "2024-09-30T10:00:00"}\n{"id": 2, "ts": "2024-10-01"}\n{"id": 3, "ts": null}\n')
+    ok = ws.create_sync("i", source=dfsync.sources.files(str(iso)), primary_key="id", sync_mode="incremental",
+                        cursor_field="ts", destination=dfsync.destinations.duckdb(dest, table="i"))
+    assert ok.run(progress=False).status == "success" and ok.cursor == "2024-10-01"
+    ws.close()
