@@ -157,9 +157,9 @@ def _print_table(df: pl.DataFrame, empty: str) -> None:
 
 
 def _fmt_time(col: pl.Expr, dtype: Any) -> pl.Expr:
-    if dtype.time_zone:
-        col = col.dt.convert_time_zone("UTC")
-    return col.dt.strftime("%Y-%m-%d %H:%M:%SZ")
+    if not dtype.time_zone:  # a naive time (the user's data) is no UTC instant: shown as it is, no Z
+        return col.dt.strftime("%Y-%m-%d %H:%M:%S")
+    return col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _utc(dt: datetime) -> str:

@@ -174,6 +174,24 @@ def test_a_failed_run_exits_1_and_its_records_are_listed(tmp_path, ws_path, dfsy
     _clean_error(res, "unknown record status")
 
 
+def test_records_show_a_naive_time_as_it_is_and_an_aware_one_in_utc(tmp_path, ws_path, dfsync_cli) -> None:
+    """`dfsync records` printed a naive timestamp of the user's data as '2024-01-02 09:30:00Z', an
+    instant in UTC it never said it was; an aware one is shown in UTC as before."""
+    df = pl.DataFrame({"id": [1, 1], "naive": [datetime(2024, 1, 2, 9, 30)] * 2,
+                       "aware": [datetime(2024, 1, 2, 9, 30, tzinfo=timezone.utc)] * 2}).with_columns(
+        pl.col("aware").dt.convert_time_zone("Europe/Paris"))
+    src = tmp_path / "t.parquet"
+    df.write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("t", source=dfsync.sources.files(str(src)), primary_key="id",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="t"))
+    assert dfsync_cli("run", "t", "-w", ws_path).code == 1  # a repeated key: two invalid records
+    res = dfsync_cli("records", "t", "--status", "invalid", "-w", ws_path)
+    assert res.code == 0, res.err
+    rows = [ln for ln in res.out.splitlines() if ln.startswith("| 1 ")]
+    assert len(rows) == 2 and all("| 2024-01-02 09:30:00 | 2024-01-02 09:30:00Z |" in r for r in rows), res.out
+
+
 def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> None:
     assert dfsync_cli("run", "customers", "-w", ws_path).code == 0
     res = dfsync_cli("runs", "customers", "-w", ws_path, "--json")
