@@ -154,7 +154,7 @@ RECORD_META = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "
 def check_failed_rows_setting(value: object, name: str) -> None:
     """``max_failed_rows`` / ``failed_rows_alert``: a row count (int >= 0) or a fraction of the
     rows sent (a float below 1); raise ConfigError naming the setting otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
             or (isinstance(value, float) and value >= 1 and not value.is_integer()):
         from .errors import ConfigError
 

@@ -407,6 +407,10 @@ CASES: list[Case] = [
     Case("batch-size-string", lambda c: c.create(batch_size="100"), errors.ConfigError, ("batch_size",), ("integer",)),
     Case("max-failed-rows-negative", lambda c: c.create(max_failed_rows=-1), errors.ConfigError,
          ("max_failed_rows",), ("int >= 0", "fraction")),
+    # NaN passed every comparison of the check, and no failed-row count is ever above it: a run with
+    # every row rejected said success
+    Case("max-failed-rows-nan", lambda c: c.create(max_failed_rows=float("nan")), errors.ConfigError,
+         ("max_failed_rows",), ("int >= 0", "fraction")),
     Case("incremental-without-cursor", lambda c: c.create(sync_mode="incremental"), errors.ConfigError,
          ("cursor_field",), ("updated_at",)),
     Case("incremental-mirror", lambda c: c.create(sync_mode="incremental", cursor_field="seen_at",
