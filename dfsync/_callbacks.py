@@ -2,7 +2,7 @@
 ``"package.module:function"`` reference, and calling them when a run ends.
 
 Callbacks fire on the handle's side, after the runner returned: a callback never changes
-the run's outcome; one that raises is noted as an event of the run.
+the run's outcome; one that raises is noted as an event of the run and logged as a warning.
 
 A stored reference is code named by data that any host sharing the workspace may run, so a
 host imports it only from a module it allows (``Workspace(..., allowed_callbacks=[...])`` or
@@ -107,12 +107,23 @@ def notify(sync: Sync, run_id: int, status: RunStatus) -> None:
 
 def _call(sync: Sync, run_id: int, cb: Callable[[Any], Any], run: Any, name: str) -> None:
     if isinstance(cb, LazyCallback) and not module_allowed(str(cb.ref).partition(":")[0]):
+        text = f"callback {name} not run: " + not_allowed_message(cb.ref, cb.what)
         with contextlib.suppress(Exception):  # the run goes on: its event says why nothing was called
-            sync.workspace.store.note(sync.id, run_id, f"callback {name} not run: "
-                                      + not_allowed_message(cb.ref, cb.what))
+            sync.workspace.store.note(sync.id, run_id, text)
+        _warn(sync, run_id, text)
         return
     try:
         cb(run)
     except Exception as exc:  # a callback never changes the run's outcome
+        text = f"callback {name} raised {type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):
-            sync.workspace.store.note(sync.id, run_id, f"callback {name} raised {type(exc).__name__}: {exc}")
+            sync.workspace.store.note(sync.id, run_id, text)
+        _warn(sync, run_id, text)
+
+
+def _warn(sync: Sync, run_id: int, text: str) -> None:
+    """The alert a callback was to send did not go: one warning on the ``dfsync`` logger (a script
+    or the scheduler's log shows it), besides the run's event."""
+    import logging
+
+    logging.getLogger("dfsync").warning("sync %r, run %d: %s (the run's outcome is unchanged)", sync.name, run_id, text)

@@ -62,7 +62,13 @@ def test_aborting_a_paused_run_calls_on_failure(ws, tmp_path):
     assert s.status == "failed"
 
 
-def test_raising_callback_never_changes_the_outcome(ws, tmp_path):
+def test_raising_callback_never_changes_the_outcome(ws, tmp_path, caplog):
+    """A callback that raised (the alert that was to be sent did not go) was only an event of the
+    run: a script or the scheduler's log had no word of it. It is also one warning now."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="dfsync")
+
     def boom(run):
         raise RuntimeError("slack is down")
 
@@ -72,6 +78,9 @@ def test_raising_callback_never_changes_the_outcome(ws, tmp_path):
     assert run.status == "success"
     notes = run.events().filter(kind="note")["detail"].to_list()
     assert any("on_success raised RuntimeError: slack is down" in n for n in notes)
+    warned = [r.getMessage() for r in caplog.records if r.name.startswith("dfsync") and r.levelno == logging.WARNING]
+    assert warned == [f"sync 'r', run {run.id}: callback on_success raised RuntimeError: slack is down "
+                      "(the run's outcome is unchanged)"], warned
 
 
 def test_failed_rows_alert_calls_on_failure_within_threshold(ws, tmp_path):
