@@ -113,6 +113,12 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
     index = df.index
     if isinstance(index, pd.MultiIndex) or index.name is not None:
         names = [n for n in index.names if n is not None]
+        clash = [n for n in names if n in df.columns]
+        if clash:  # df.reset_index() would fail: 'cannot insert id, already exists'
+            raise ConfigError(
+                f"the frame's row index {names} is named like its column{'s' if len(clash) > 1 else ''} "
+                f"{clash}, so it is not clear which to send; drop the index with df.reset_index(drop=True) "
+                f"(the column stays), or rename it and keep it: df.rename_axis({['row_' + str(n) for n in names] if len(names) > 1 else 'row_' + str(names[0])!r}).reset_index()")
         raise ConfigError(
             f"the frame's row index {names or list(index.names)} holds values that would not be sent; "
             f"make them columns with df.reset_index() (or drop them with df.reset_index(drop=True))")

@@ -39,6 +39,10 @@ BAD = {
                         "'k'", "reset_index()"),
     "named-index": (pd.DataFrame({"a": [1, 2]}, index=pd.Index([1, 2], name="id")), "'id'", "reset_index()"),
     "duplicate-columns": (pd.DataFrame([[1, 2, 3]], columns=["id", "a", "a"]), "'a'", "rename"),
+    # df.set_index("id", drop=False): the way out given before, df.reset_index(), fails in pandas
+    # ('cannot insert id, already exists')
+    "index-named-like-a-column": (pd.DataFrame({"id": [1, 2]}).set_index("id", drop=False), "'id'",
+                                  "df.rename_axis('row_id').reset_index()"),
 }
 
 
