@@ -223,7 +223,12 @@ class Scheduler:
             log.info("sync %r: starting scheduled run", name)
             engine = self.engine if self.engine is not None and sync.spec.partitions else None
             run = sync.run(progress=False, trigger="schedule", engine=engine)
-            log.info("sync %r: run %s %s %s", name, run.id, run.status.value, run.counts)
+            if run.status.value in ("failed", "paused"):  # why, where a scheduler's log or a script shows it
+                lines = (run.error or "").strip().splitlines()
+                log.warning("sync %r: run %s %s%s %s", name, run.id, run.status.value,
+                            f": {lines[0]}" if lines else "", run.counts)
+            else:
+                log.info("sync %r: run %s %s %s", name, run.id, run.status.value, run.counts)
         except SyncAlreadyRunning as exc:
             log.info("sync %r: not started, already running: %s", name, exc)
         except SessionOnlyError as exc:

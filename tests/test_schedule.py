@@ -211,7 +211,12 @@ def test_a_scheduler_engine_runs_only_partitioned_syncs_buckets(setup) -> None:
     assert not any("dfsync.engines" in (d or "") for d in runs["plain"].events()["detail"].to_list())
 
 
-def test_a_failed_run_does_not_stop_the_other_syncs(setup, tmp_path) -> None:
+def test_a_failed_run_does_not_stop_the_other_syncs(setup, tmp_path, caplog) -> None:
+    """... and says why in one warning (it was an INFO line with the status and counts alone: a
+    script's ws.scheduler() showed nothing, dfsync scheduler's log no reason)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dfsync")
     ws, src, warehouse = setup
     broken_src = tmp_path / "broken.parquet"
     pl.DataFrame({"id": [1], "name": ["x"]}).write_parquet(broken_src)
@@ -222,6 +227,9 @@ def test_a_failed_run_does_not_stop_the_other_syncs(setup, tmp_path) -> None:
     runs = {r.sync_name: r.status.value for r in Scheduler(ws, clock=clock).run_pending()}
     assert runs == {"broken": "failed", "good": "success"}
     assert broken.next_run_at == clock.t + timedelta(minutes=15)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("dfsync")]
+    assert len(warned) == 1 and warned[0].startswith("sync 'broken': run ") and " failed: " in warned[0] \
+        and "broken.parquet" in warned[0], warned
 
 
 def test_a_sync_already_running_is_not_started_again(setup) -> None:
