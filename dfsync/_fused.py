@@ -128,10 +128,29 @@ class _Loading:
             self.close()
             raise DestinationError(f"could not set where {self.path} spills: {exc}") from exc
 
-    def close(self) -> None:
+    def hand_over(self, open_session: Callable[[], DuckDBSession]) -> DuckDBSession:
+        """The run's session, opened on this connection's database (the committed load is not
+        checkpointed, freed and read again in between: the session's close checkpoints once),
+        capped as this connection left it until its close restores the settings found. Only
+        when nothing spilled: DuckDB keeps a used spill directory, and this one goes now."""
+        try:
+            self.con.execute(f"SET temp_directory = '{self.settings['temp_directory'].replace(chr(39), chr(39) * 2)}'")
+        except duckdb.Error:  # spilled: closed first, as before (the session opens the file afresh)
+            self.close()
+            return open_session()
+        try:
+            session = open_session()
+        except BaseException:
+            self.close()
+            raise
+        self.close(capped=False)
+        session._settings = {k: v for k, v in self.settings.items() if k != "temp_directory"}
+        return session
+
+    def close(self, capped: bool = True) -> None:
         with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
-        close_capped(self.con, self.settings)
+        close_capped(self.con, self.settings if capped else {})
         shutil.rmtree(self.spill, ignore_errors=True)
         if self.new_file and not self.committed:
             for leftover in (self.path, self.path + ".wal"):
@@ -159,11 +178,11 @@ def first_load(runner: Runner) -> bool:
     except (_Fallback, DfsyncError, duckdb.Error):
         loaded = None  # the usual path reads again and says what is wrong, if anything
     runner.session = None
-    loading.close()
     if loaded is None:
+        loading.close()
         return False
-    runner.session = session = defn.destination.open(
-        _settle.destination_context(runner.store, runner.sync_id, runner.sync_name, defn, runner.run_id))
+    ctx = _settle.destination_context(runner.store, runner.sync_id, runner.sync_name, defn, runner.run_id)
+    runner.session = session = loading.hand_over(lambda: defn.destination.open(ctx))
     assert isinstance(session, DuckDBSession)
     _deliver(runner, session, *loaded)
     return True
@@ -297,7 +316,7 @@ def _deliver(runner: Runner, session: DuckDBSession, opened: Any, state: pa.Tabl
             actions = pa.DictionaryArray.from_arrays(int_array(np.zeros(n, np.int8), pa.int8()), string_array(["insert"]))
             with store.lease():
                 store.write_ahead(runner.sync_id, runner.run_id, batch_no, state.append_column(ACTION_COLUMN, actions),
-                                  key, ACTION_COLUMN)
+                                  key, ACTION_COLUMN, alone=True)
             del state, actions
         hook("fused_written_ahead")
         con.execute("BEGIN TRANSACTION")  # the table under its name with the ledger's rows (0: fresh; batch_no)

@@ -169,7 +169,7 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
             )
             detail = f"definition version {version}"
             if reset:
-                for t in ("state", "log"):
+                for t in ("state", "ahead", "log"):
                     con.execute(f"DROP TABLE IF EXISTS {t}_{sync_id}")
                 con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
                             "source_snapshot = NULL, dest_schema = NULL WHERE id = ?", [sync_id])
@@ -203,6 +203,7 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
             if run_id is None:
                 self._refuse_reset_while_unfinished(con, sync_id, "reset", "reset")
             con.execute(f"DROP TABLE IF EXISTS state_{int(sync_id)}")
+            con.execute(f"DROP TABLE IF EXISTS ahead_{int(sync_id)}")
             con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
                         "source_snapshot = NULL, updated_at = ? WHERE id = ?", [now(), sync_id])
             self._event(con, sync_id, run_id, "reset", None, None, detail)
@@ -257,7 +258,7 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
 
     def delete_sync(self, sync_id: int) -> None:
         with self._transaction() as con:
-            for t in ("state", "log", "rec"):
+            for t in ("state", "ahead", "log", "rec"):
                 con.execute(f"DROP TABLE IF EXISTS {t}_{sync_id}")
             run_ids = "SELECT id FROM runs WHERE sync_id = ?"
             con.execute(f"DELETE FROM batches WHERE run_id IN ({run_ids})", [sync_id])

@@ -21,7 +21,7 @@ from .._ident import quote
 from .._sensitive import map_examples
 from ..errors import ConfigError
 from ._common import first
-from ._delivery import rec_table, state_table
+from ._delivery import ahead_table, rec_table, state_table
 
 #: what a forgotten key is replaced with in event details, run errors and check examples
 FORGOTTEN = "[forgotten key]"
@@ -74,7 +74,8 @@ class ErasureOps:
             return counts
         with self._transaction() as con:
             records: list[dict[str, Any]] = []  # the forgotten rows' records: their values in check examples
-            for name, table in (("records", rec_table(sync_id)), ("delivered", state_table(sync_id))):
+            for name, table in (("records", rec_table(sync_id)), ("delivered", state_table(sync_id)),
+                                ("delivered", ahead_table(sync_id))):  # a batch written ahead on its own
                 if not self._has_table(con, table):
                     continue
                 _register_keys(con, table, key, keys)
@@ -83,8 +84,9 @@ class ErasureOps:
                             f"{' AND '.join(f'k.{quote(c)} = {table}.{quote(c)}' for c in key)})"
                     if name == "records":
                         records = con.sql(f"SELECT * FROM {table} WHERE {match}").to_arrow_table().to_pylist()
-                    counts[name] = int(first(con.execute(f"SELECT count(*) FROM {table} WHERE {match}"))[0])
-                    if counts[name]:
+                    found = int(first(con.execute(f"SELECT count(*) FROM {table} WHERE {match}"))[0])
+                    counts[name] += found
+                    if found:
                         con.execute(f"DELETE FROM {table} WHERE {match}")
                 finally:
                     con.unregister("_forget_keys")

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._arrow import int_array, string_scalar
+from .._arrow import distinct_values, int_array, string_scalar
 from .._ident import quote
 from .._pgtypes import arrow_to_pg
 from ._delivery import key_match, rec_table, state_table
@@ -380,16 +380,15 @@ class PgDeliveryOps(PgLocalCopy):
 
     # ------------------------------------------------------------------ batches
     def write_ahead(self, sync_id: int, run_id: int, batch_no: int, rows: pa.Table, key: Sequence[str],
-                    action_column: str) -> None:
+                    action_column: str, alone: bool = False) -> None:
         """One binary COPY of the batch's key, ``_fp`` and action into the state (``_ok`` TRUE: the
-        batch's ``inflight`` status keeps the rows out of every read until it is committed)."""
-        import pyarrow.compute as pc
+        batch's ``inflight`` status keeps the rows out of every read until it is committed; so
+        ``alone`` changes nothing here)."""
 
         st = state_table(sync_id)
         n = rows.num_rows
         actions = rows.column(action_column)
-        self._changes[(run_id, batch_no)] = bool(n) and bool(pc.any(pc.is_in(
-            actions, pa.array(["update", "delete"]))).as_py())
+        self._changes[(run_id, batch_no)] = bool(n) and bool(distinct_values(actions) & {"update", "delete"})
         if self._changes[(run_id, batch_no)]:
             # in key order: the key index takes these rows, and the confirm looks up the versions
             # they supersede in this order, so both walk the index and the heap in order, not at
@@ -408,8 +407,7 @@ class PgDeliveryOps(PgLocalCopy):
                 [run_id, batch_no, st]).fetchall()[0]
             if used:  # recorded for the local copy: nothing this batch writes counts yet,
                 g0 = None  # but a batch number used before: its rows would change what counts
-            inserts_only = not self._changes[(run_id, batch_no)] and pc.all(
-                pc.equal(actions, string_scalar("insert")), skip_nulls=False).as_py() is True
+            inserts_only = not self._changes[(run_id, batch_no)] and distinct_values(actions) <= {"insert"}
             if all(types.get(k, "").upper() in _COPY_TYPES for k in key):
                 cols = {k: rows.column(k).cast(_COPY_TYPES[types[k].upper()]) for k in key}
                 # no _action column for a batch of inserts: the COPY leaves it NULL (see _INSERT)

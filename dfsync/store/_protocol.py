@@ -222,8 +222,9 @@ class WorkspaceStore(Protocol):
     def next_batch_no(self, run_id: int) -> int: ...
 
     def write_ahead(self, sync_id: int, run_id: int, batch_no: int, rows: pa.Table, key: Sequence[str],
-                    action_column: str) -> None:
-        """Before a batch is sent (one transaction): its keys, ``_fp`` and actions unconfirmed, the batch in flight."""
+                    action_column: str, alone: bool = False) -> None:
+        """Before a batch is sent (one transaction): its keys, ``_fp`` and actions unconfirmed, the batch in
+        flight. ``alone``: the run's only batch (a fused first load); a store may keep it apart until confirmed."""
         ...
 
     def confirm_batch(self, sync_id: int, run_id: int, batch_no: int, key: Sequence[str],
