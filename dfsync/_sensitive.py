@@ -39,7 +39,7 @@ from ._paths import FILE_MODE, private_dir
 from .errors import ConfigError
 
 __all__ = ["KEY_ENV", "PREFIX", "check_sensitive", "key_file", "key_text", "keyed_hash", "map_examples",
-           "parse_retention", "protect_checks", "protect_records", "retention_delta", "scrubber",
+           "parse_retention", "protect_checks", "protect_evaluation", "protect_records", "retention_delta", "scrubber",
            "workspace_key"]
 
 KEY_ENV = "DFSYNC_RECORD_KEY"
@@ -189,12 +189,22 @@ def protect_checks(results: Iterable[dict[str, Any]], sensitive: Sequence[str], 
     return [map_examples(r, hashed) for r in results] if names else list(results)
 
 
+def protect_evaluation(evaluation: Any, sensitive: Sequence[str], store: Any) -> list[dict[str, Any]]:
+    """An evaluation's results with the values of ``sensitive`` columns hashed (:func:`protect_results`),
+    set as its results, so that what is stored and what its summary says (the run's error, its
+    events, the warning) and what GX actions get all show them hashed; returned for storing."""
+    evaluation.results = protect_results(evaluation.results, sensitive, store)
+    return evaluation.results
+
+
 def map_examples(result: dict[str, Any], fn: Callable[[str | None, Any], Any]) -> dict[str, Any]:
     """A check result with ``fn(column, value)`` applied to every example value it keeps: the
     non-null items of ``partial_unexpected_list`` and of every list inside ``result`` (their
     column: the check's ``column_name``; an item that is a list, of a check on several columns,
     position by position), and in a list's dict entries ``{"value": v, "count": n}`` the value
-    and ``{column: value}`` the values. Counts, percentages and other scalars stay as they are."""
+    and ``{column: value}`` the values; and the ``observed_value`` of a check on one column (a min, max,
+    mean: it can be a row's value) unless the check counts rows or values (a row or distinct-value
+    count, a proportion). Counts, percentages and other scalars stay as they are."""
     column = result.get("column_name")
     columns = column.split(", ") if isinstance(column, str) else []
 
@@ -214,8 +224,16 @@ def map_examples(result: dict[str, Any], fn: Callable[[str | None, Any], Any]) -
             return [item(v) for v in obj]
         return obj
 
-    return {**result, "partial_unexpected_list": walk(result.get("partial_unexpected_list")),
-            "result": walk(result.get("result"))}
+    inner = walk(result.get("result"))
+    observed = inner.get("observed_value") if isinstance(inner, dict) else None
+    if (observed is not None and not isinstance(observed, (list, dict)) and len(columns) == 1
+            and not any(w in str(result.get("kind")) for w in _NOT_VALUES)):
+        inner = {**inner, "observed_value": fn(column, observed)}  # a min, a max, a median: a row's value
+    return {**result, "partial_unexpected_list": walk(result.get("partial_unexpected_list")), "result": inner}
+
+
+#: in a check's kind: its observed value is a count or a share of the rows, never one of their values
+_NOT_VALUES = ("count", "proportion")
 
 
 def key_text(columns: Sequence[str], values: Sequence[Any]) -> str:

@@ -337,7 +337,7 @@ class Runner:
 
             ev = checks_mod.evaluate_staged(self.staging, defn.checks, self.store.check_proofs(self.sync_id),
                                             _sensitive.scrubber(defn.sensitive, self.store))
-            self.store.store_checks(self.run_id, _sensitive.protect_results(ev.results, defn.sensitive, self.store), ev.proofs)
+            self.store.store_checks(self.run_id, _sensitive.protect_evaluation(ev, defn.sensitive, self.store), ev.proofs)
             if not self.dry:  # GX actions act on a run's results: a preview notifies nobody
                 gx.run_checkpoint_actions(defn.checks, ev.results, sync_name=self.sync_name, run_id=self.run_id,
                                           note=lambda msg: self.store.note(self.sync_id, self.run_id, msg))

@@ -186,6 +186,33 @@ def test_a_check_that_cannot_run_on_sensitive_values_does_not_store_them_in_the_
     assert not [p for p in PHONES if p in str(raised.value)] and raised.value.__cause__ is None
 
 
+def test_an_aggregate_checks_observed_value_of_a_sensitive_column_is_hashed_everywhere(ws, tmp_path):
+    """A min, max or most common value is one row's value: a failing GX aggregate on a sensitive
+    column put it in plain into the run's error ('observed 300', "observed ['ann@...']"), its
+    events, runs and stored check results (validate, preview, run.validation())."""
+    gx = pytest.importorskip("great_expectations")
+    E = gx.expectations
+    checks = [E.ExpectColumnMaxToBeBetween(column="age", max_value=100),
+              E.ExpectColumnMostCommonValueToBeInSet(column="email", value_set=["nobody@example.com"]),
+              E.ExpectColumnUniqueValueCountToBeBetween(column="email", max_value=2)]
+    sync = ws.create_sync("people", source=dfsync.sources.frame(frame(ages=(30, 40, 50, 61, 72, 987654))),
+                          destination=destination(tmp_path, check=""), primary_key="id",
+                          sensitive=["email", "age"], checks=checks)
+    plain = ["987654", *EMAILS]
+    validation, preview = sync.validate(), sync.preview()
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.FAILED and run.counts["sent"] == 0
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert keyed_hash(987654, key) in run.error and "age expect_column_max_to_be_between" in run.error
+    texts = {"error": run.error + repr(run), "events": str(sync.events().to_dicts()),
+             "runs": str(sync.runs().to_dicts()), "validation": str(run.validation().to_dicts()),
+             "validate": str(validation.checks.to_dicts()), "preview": str(preview.validation.to_dicts())}
+    assert {k: [p for p in plain if p in t] for k, t in texts.items()} == {k: [] for k in texts}
+    counts = {r["check_name"]: json.loads(r["result"])["observed_value"] for r in run.validation().to_dicts()}
+    assert counts["email expect_column_unique_value_count_to_be_between"] == 6  # a count is no row's value
+    ws.close()
+
+
 def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, tmp_path):
     src, dest = dfsync.sources.frame(frame()), destination(tmp_path)
     with pytest.raises(dfsync.ConfigError, match="'mail' is not a field.*email"):
