@@ -27,6 +27,15 @@ def ray_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     return subprocess.run([*nice, ray_bin, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test using the cluster runs on one xdist worker (under ``--dist loadgroup``, as CI
+    runs the slow suite): the cluster is one per host (``address="auto"``, ``ray stop --force``
+    at the end), so two workers' sessions must not start and stop it under each other."""
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[None]:
     """A local Ray cluster with 2 CPUs, started with `ray start` and joined as address="auto"
