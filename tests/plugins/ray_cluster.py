@@ -27,6 +27,7 @@ def ray_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     return subprocess.run([*nice, ray_bin, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test using the cluster runs on one xdist worker (under ``--dist loadgroup``, as CI
     runs the slow suite): the cluster is one per host (``address="auto"``, ``ray stop --force``
