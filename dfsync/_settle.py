@@ -10,6 +10,7 @@ tells a resumed run's live staging which of its rows such settled batches delive
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import TYPE_CHECKING
 
 from .destinations.base import DestinationContext, DestinationSession
@@ -157,7 +158,10 @@ def notice_lost_rows(store: Store, sync_id: int, sync_name: str, defn: SyncDefin
     from .errors import TransientDestinationError
 
     try:
-        session = defn.destination.open(destination_context(store, sync_id, sync_name, defn, run_id))
+        # a look only: without the owner's epoch the session raises no fence row in the destination's
+        # ledger, so a run refused later (bad input) leaves the destination as it was
+        ctx = dataclasses.replace(destination_context(store, sync_id, sync_name, defn, run_id), owner_epoch=None)
+        session = defn.destination.open(ctx)
         try:
             holds = session.holds_rows()
         finally:

@@ -751,25 +751,30 @@ def test_a_table_dropped_or_emptied_by_hand_is_sent_again(ws, target, request, h
     assert sorted_rows(target.read("people_inc").drop("at")) == sorted_rows(v1)
 
 
-def test_a_replace_sync_beside_another_sync_on_the_same_table_is_refused(ws, target):
+def test_a_sync_beside_another_sync_on_the_same_table_is_warned_about(ws, target):
     """Two syncs of one workspace writing the same table: a replace run rewrote the whole table,
     removing the other sync's rows, and that sync (whose delivered state still held them) said
-    'unchanged' and never sent them again. A replace sync beside another sync on the same place is
-    refused at create_sync either way round, naming the other sync, nothing stored; syncs that only
-    change the keys they send may share a table, with a warning naming the other."""
+    'unchanged' and never sent them again. create_sync warns, either way round, naming the other
+    sync and what a replace removes; syncs that only change the keys they send are told to keep
+    their keys apart. Sharing stays allowed (the definitions are stored)."""
     import warnings
 
     make(ws, target, people([1, 2, 3]), mode="mirror", name="a")
-    with pytest.raises(dfsync.ConfigError, match="sync 'a' of this workspace writes it too") as err:
+    with pytest.warns(UserWarning, match="which sync 'a' of this workspace writes too") as got:
         make(ws, target, people([4, 5]), mode="replace", name="b")
-    assert "ws.delete_sync('a')" in str(err.value)
-    assert ws.syncs()["name"].to_list() == ["a"]  # nothing stored
-    with pytest.warns(UserWarning, match="which sync 'a' of this workspace writes too"):
+    text = str(got[0].message)
+    assert "a replace run of 'b' rewrites the whole table" in text and "removing the rows 'a' delivered" in text
+    assert "ws.delete_sync" in text
+    assert ws.syncs()["name"].to_list() == ["a", "b"]
+    ws.delete_sync("b")
+    with pytest.warns(UserWarning, match="which sync 'a' of this workspace writes too.*keep their keys apart"):
         make(ws, target, people([4, 5]), mode="upsert", name="b")
     ws.delete_sync("a")
-    make(ws, target, people([4, 5]), mode="replace", name="b")  # alone on its table, b may replace ...
-    with pytest.raises(dfsync.ConfigError, match="which sync 'b' of this workspace writes in replace mode"):
-        make(ws, target, people([6]), mode="upsert", name="c")  # ... and then no other sync joins it
+    ws.delete_sync("b")
+    make(ws, target, people([4, 5]), mode="replace", name="b")  # alone on its table: no warning
+    with pytest.warns(UserWarning, match="a replace run of 'b' rewrites the whole table.*removing the rows 'c'"):
+        make(ws, target, people([6]), mode="upsert", name="c")  # a sync joining a replacing one is told too
+    ws.delete_sync("c")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make(ws, target, people([4, 5]), mode="replace", name="b")  # the same definition again: no warning
