@@ -227,11 +227,8 @@ class Runner:
             if fused_first_load(self):  # a first load into a DuckDB table the run creates: in place
                 return
         self._query()
-        self.check_requests()  # a pause, abort or disable asked for while reading: nothing was sent
         self.move_to(RunStatus.QUEUED, "all rows staged")
-        checked = self._validate()
-        self.check_requests()
-        self.move_to(RunStatus.IN_PROGRESS, checked)
+        self.move_to(RunStatus.IN_PROGRESS, self._validate())
         self._transfer()
 
     # .............................................................. querying

@@ -205,40 +205,6 @@ def test_reset_is_refused_while_a_run_is_active_or_paused(ws, tmp_path):
     assert sync.delivered().height == 0
 
 
-@pytest.mark.parametrize("stop", ["disable", "pause"])
-def test_a_stop_asked_while_the_source_is_read_fails_the_run_before_anything_is_sent(ws, tmp_path, stop):
-    """STATES.md: an interruption before in_progress (nothing sent yet) ends the run failed,
-    reason "interrupted" (it used to go on to in_progress and pause there with 0 sent)."""
-    df = pl.DataFrame({"id": list(range(50))})
-    reading, gate = threading.Event(), threading.Event()
-
-    class Slow(FrameSource):
-        def read(self):
-            reading.set()
-            gate.wait(30)
-            return super().read()
-
-    sync = ws.create_sync("s", source=Slow(df), destination=dest(tmp_path), primary_key="id", batch_size=10)
-    run = sync.run(progress=False, background=True)
-    try:
-        assert reading.wait(30)
-        sync.disable() if stop == "disable" else run.pause()
-    finally:
-        gate.set()
-        run.wait()
-    assert run.status == "failed" and "interrupted before anything was sent" in run.error
-    assert run.counts["sent"] == 0
-    assert [e for e in run.events()["to_status"].to_list() if e][-1] == "failed"
-    assert "in_progress" not in run.events()["to_status"].to_list()
-    if stop == "disable":
-        assert sync.status == "disabled"
-        sync.enable()
-    assert sync.status == "failed"
-    again = sync.run(progress=False)
-    assert again.status == "success" and again.counts["inserted"] == 50
-    assert sync.status == "healthy"
-
-
 def test_date_cursor_lookback_rounds_up_to_whole_days(ws, tmp_path):
     from datetime import date
 
