@@ -196,7 +196,7 @@ class Workspace:
         next_run = spec.next_run_after(datetime.now().astimezone())
         store = self.store
         with store.lease():  # one workspace connection for the lookups and the write, not four
-            check_shared_destination(store.all_syncs(), name, spec)  # replace beside another sync: ConfigError
+            check_shared_destination(store.all_syncs(), name, spec)  # another sync on its table: a warning
             if not store.sync_exists(name):
                 store.require("create")
                 store.create_sync(name, definition, spec.state_key(), spec.schedule, next_run, spec.session_only)
