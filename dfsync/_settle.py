@@ -145,7 +145,8 @@ def notice_lost_rows(store: Store, sync_id: int, sync_name: str, defn: SyncDefin
     destination left empty while the sync says healthy.
 
     Before a new run reads its source (not a resumed one: its batches are its own), when the sync
-    has delivered rows and its mode is not ``replace`` (which rewrites the table anyway), the
+    has delivered rows and its mode refills lost rows (``DestinationMode.refills_lost_rows``: not
+    ``replace``, which rewrites the table anyway, nor ``insert``, whose table a reader may drain), the
     destination is asked once whether its table exists with at least one row
     (``DestinationSession.holds_rows``: no count). If not, the run forgets the delivered state and
     cursor as ``sync.reset()`` does, with an event saying so, and goes on as a first load: every
@@ -153,7 +154,7 @@ def notice_lost_rows(store: Store, sync_id: int, sync_name: str, defn: SyncDefin
     holds none of them. A destination that cannot tell (HTTP) or cannot be reached now is not
     asked further; an unreachable one pauses the run at its transfer as before. Rows deleted by
     hand from a table that keeps others are not noticed (that would take a count of every row)."""
-    if not defn.destination.tells_rows or defn.destination_mode.rewrites or not store.has_delivered(sync_id):
+    if not defn.destination.tells_rows or not defn.destination_mode.refills_lost_rows or not store.has_delivered(sync_id):
         return
     from .errors import TransientDestinationError
 

@@ -118,6 +118,15 @@ class DestinationMode(_StrEnum):
         return self == DestinationMode.REPLACE
 
     @property
+    def refills_lost_rows(self) -> bool:
+        """A destination table found without a row while the delivered state says it holds some
+        (dropped or emptied by hand) is refilled: the delivered state is forgotten and every row
+        sent again. Not ``replace`` (it rewrites the table anyway) and not ``insert``: an
+        append-only table is often drained by whatever reads it (a queue, an outbox), and refilling
+        it would hand every row ever sent to that reader again."""
+        return self not in (DestinationMode.INSERT, DestinationMode.REPLACE)
+
+    @property
     def invalid_note(self) -> str | None:
         """What a quarantined row's record says about the destination (its ``_error``): a
         ``replace`` run writes exactly the run's valid rows, so a quarantined row is not in the

@@ -750,6 +750,18 @@ def test_a_table_dropped_or_emptied_by_hand_is_sent_again(ws, target, request, h
     assert (run.counts["inserted"], run.counts["sent"]) == (5, 5), run.counts
     assert sorted_rows(target.read("people_inc").drop("at")) == sorted_rows(v1)
 
+    # insert mode appends: a reader may drain its table (a queue, an outbox), so an emptied or dropped
+    # table is not refilled with every row sent before; only the new row goes
+    queue = ws.create_sync("queue", source=dfsync.sources.frame(v1), destination=target.make("queue"),
+                           primary_key="id", destination_mode="insert")
+    assert queue.run(progress=False).counts["inserted"] == 5
+    lose_the_table(request, target, how, "queue")
+    run = queue.run(progress=False, source=dfsync.sources.frame(people([1, 2, 3, 4, 5, 6])))
+    assert run.status == "success", run.error
+    assert (run.counts["inserted"], run.counts["unchanged"], run.counts["sent"]) == (1, 5, 1), run.counts
+    assert sorted_rows(target.read("queue")) == sorted_rows(people([6]))
+    assert not run.events()["detail"].str.contains("holds no row").any()
+
 
 def test_a_sync_beside_another_sync_on_the_same_table_is_warned_about(ws, target):
     """Two syncs of one workspace writing the same table: a replace run rewrote the whole table,
