@@ -85,6 +85,10 @@ def _key_tuples(keys: Any, key: Sequence[str]) -> list[tuple[Any, ...]]:
         else:
             raise ConfigError(f"forget(): {k!r} is one value, but the primary key is ({', '.join(key)}): "
                               f"give a tuple or a dict per row")
+    nulls = [t for t in out if any(v is None for v in t)]
+    if nulls:
+        raise ConfigError(f"forget(): {nulls[0]!r} holds a null, and a primary key value is never null (no row with "
+                          f"it was ever delivered or kept); give the key values of the rows to forget")
     return list(dict.fromkeys(out))
 
 

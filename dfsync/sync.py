@@ -31,7 +31,7 @@ from ._schema import fields_now, schema_frame
 from ._settings import use as use_settings
 from .definition import CALLBACKS, SyncDefinition, record_schema
 from .destinations.base import Destination
-from .errors import SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
+from .errors import ConfigError, SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
 from .mapping import Mapping
 from .run import Preview, SyncRun
 from .runner import Runner
@@ -104,7 +104,9 @@ class Sync:
 
     @property
     def next_run_at(self) -> datetime | None:
-        return self.workspace.store.sync_row(self.name)["next_run_at"]
+        """When the scheduler runs it next; None without a schedule, and while disabled."""
+        row = self.workspace.store.sync_row(self.name)
+        return None if row["status"] == "disabled" else row["next_run_at"]
 
     # .............................................................. running
     @checked("Sync.run")
@@ -125,6 +127,9 @@ class Sync:
         (``dfsync.engines.local(processes=4)``, ``dfsync.engines.ray(...)``) runs the buckets of a
         sync created with ``partitions=N`` there (docs/PARTITIONS.md).
         """
+        if not (isinstance(progress, bool) or progress is None or callable(progress)):
+            raise ConfigError(f"sync.run(progress={progress!r}): give True (a live panel in a notebook, a bar in a "
+                              f"terminal), False (silent) or a callable(status, run_row)")
         with self.workspace.store.lease():  # one workspace connection from here to the run's end
             one_run = self._source_for_run(source)
             self._load()

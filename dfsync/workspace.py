@@ -237,8 +237,11 @@ class Workspace:
 
     @checked("Workspace.syncs")
     def syncs(self) -> pl.DataFrame:
-        """One row per sync: status, source and destination kinds, schedule, last run."""
-        return self.store.syncs_frame()
+        """One row per sync: status, source and destination kinds, schedule, last run.
+        ``next_run_at`` is empty for a disabled sync: it does not run until enabled."""
+        df = self.store.syncs_frame()
+        return df.with_columns(pl.when(pl.col("status") == "disabled").then(None)
+                               .otherwise(pl.col("next_run_at")).alias("next_run_at"))
 
     @checked("Workspace.runs")
     def runs(self, limit: int | None = None) -> pl.DataFrame:

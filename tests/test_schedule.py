@@ -184,12 +184,18 @@ def test_disabled_syncs_are_skipped(setup) -> None:
     ws, src, warehouse = setup
     a = _make(ws, src, warehouse, name="a")
     b = _make(ws, src, warehouse, name="b")
+    due = max(a.next_run_at, b.next_run_at)
     b.disable()
-    sched = Scheduler(ws, clock=Clock(max(a.next_run_at, b.next_run_at) + timedelta(hours=1)))
+    # a disabled sync shows no next run anywhere (it does not run until enabled)
+    assert b.next_run_at is None and a.next_run_at is not None
+    listed = dict(ws.syncs().select("name", "next_run_at").iter_rows())
+    assert listed["b"] is None and listed["a"] is not None
+    sched = Scheduler(ws, clock=Clock(due + timedelta(hours=1)))
     runs = sched.run_pending()
     assert [r.sync_name for r in runs] == ["a"]
     assert b.runs().height == 0
     b.enable()
+    assert b.next_run_at is not None
     assert [r.sync_name for r in sched.run_pending()] == ["b"]
 
 

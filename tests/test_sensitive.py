@@ -377,7 +377,14 @@ def test_forget_names_the_primary_key_when_given_something_else(ws, tmp_path):
     before = sync.delivered().height, sync.events().height
     with pytest.raises(dfsync.ConfigError, match="'id' holds int64 values.*Nothing was changed"):
         sync.forget([1, "abc"])
+    for nothing in (None, [1, None], [(None,)]):  # a null key was never delivered: a slip, said so
+        with pytest.raises(dfsync.ConfigError, match="never null"):
+            sync.forget(nothing)
     assert (sync.delivered().height, sync.events().height) == before
+    for wrong in ("yes", 1, []):  # progress takes True, False or a callable
+        with pytest.raises(dfsync.ConfigError, match="progress="):
+            sync.run(progress=wrong)
+    assert sync.runs().height == 1
 
 
 def test_forget_refuses_a_key_its_column_would_truncate_into_another(ws, tmp_path):
