@@ -305,6 +305,38 @@ def test_sqlite_real_values_among_text_are_refused_not_cut_to_seven_digits(tmp_p
     ws.close()
 
 
+def test_sqlite_integers_above_2_53_read_as_real_are_refused_not_rounded(tmp_path):
+    """A SQLite NUMERIC/DECIMAL column (or one mixing INTEGER and REAL values) is read as REAL by the
+    driver, and an INTEGER value above 2**53 in it arrived rounded (9007199254740993 as
+    9007199254740992) with the run saying success. It now fails the run before anything is sent,
+    naming the column, the value and the cast; with the cast every digit arrives."""
+    import sqlite3
+
+    import duckdb
+
+    path = tmp_path / "app.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, amount NUMERIC, ratio REAL)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(1, 9007199254740993, 1e300), (2, 2.5, 0.5)])
+    con.commit()
+    con.close()
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.duckdb(str(tmp_path / "out.duckdb"), table="t")
+    sync = ws.create_sync("s", source=dfsync.sources.database(f"sqlite:///{path}", "SELECT * FROM t"),
+                          destination=dest, primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert "column 'amount' holds INTEGER values (e.g. 9007199254740993)" in run.error
+    assert 'CAST("amount" AS TEXT) AS "amount"' in run.error and "ratio" not in run.error.split("could not read")[1]
+    query = 'SELECT id, CAST(amount AS TEXT) AS amount, ratio FROM t'
+    run = sync.run(progress=False, source=dfsync.sources.database(f"sqlite:///{path}", query))
+    assert run.status == "success", run.error
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as out:
+        assert out.sql("SELECT amount, ratio FROM t ORDER BY id").fetchall() == [
+            ("9007199254740993", 1e300), ("2.5", 0.5)]
+    ws.close()
+
+
 def test_sqlite_source_to_sqlite_destination(tmp_path):
     import sqlite3
 

@@ -31,7 +31,7 @@ from .._secrets import resolve_secret, take_password
 from ..destinations._postgres import PostgresDestination
 from ..destinations._sql import q
 from ..errors import ConfigError, MissingDependencyError, SourceError, redact
-from ._sqlite_types import typed_reader
+from ._sqlite_types import refuse_rounded_integers, typed_reader
 from .base import CursorFilter, Source, query_text, register_source
 
 __all__ = ["DatabaseSource"]
@@ -218,7 +218,10 @@ class DatabaseSource(Source):
 
     def as_read(self, batches: Any) -> Iterator[pa.RecordBatch]:
         """The driver's batches as every read of this source gives them (the single read and each
-        split of a partitioned one): PostgreSQL's infinities made DuckDB's (:data:`_PG_WRAPPED`)."""
+        split of a partitioned one): PostgreSQL's infinities made DuckDB's (:data:`_PG_WRAPPED`), SQLite's
+        large integers read as REAL refused (:func:`refuse_rounded_integers`)."""
+        if self.dialect == "sqlite":
+            return refuse_rounded_integers(self, batches)
         return map(_pg_infinities, batches) if self.dialect == "postgres" else iter(batches)
 
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:

@@ -11,6 +11,7 @@ it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -86,3 +87,47 @@ def typed_reader(con: Any, cur: Any, inner: Any, sql: str, params: tuple) -> tup
     cur.execute(typed, parameters=params or None)
     inner = cur.fetch_record_batch()
     return cur, inner, [inner.read_next_batch().slice(1)]  # without the typing row
+
+
+#: the largest integer magnitude a double holds exactly (2**53)
+_EXACT = 2**53
+
+
+def refuse_rounded_integers(source: Any, batches: Any) -> Iterator[pa.RecordBatch]:
+    """A column the driver typed as REAL (a NUMERIC or DECIMAL column, or one mixing INTEGER and
+    REAL values) gets its INTEGER values as doubles: one above 2**53 was rounded
+    (9007199254740993 arrived as 9007199254740992, 12345678901234567 as ...68) and the run said
+    success. A batch holding a double that large asks the database (once a column and read) whether
+    an INTEGER value was behind it; if so the column is refused, naming it, one value and the cast
+    that keeps it."""
+    import pyarrow.compute as pc
+
+    asked: set[str] = set()
+    for rb in batches:
+        for f, col in zip(rb.schema, rb.columns, strict=True):
+            if pa.types.is_floating(f.type) and f.name not in asked and col.null_count < len(col) \
+                    and pc.max(pc.abs(col)).as_py() >= _EXACT:  # 2**53 + 1 arrives as 2**53
+                asked.add(f.name)
+                _refuse_if_integers(source, f.name)
+        yield rb
+
+
+def _refuse_if_integers(source: Any, name: str) -> None:
+    c = q(name)
+    con = source.connect()
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"SELECT CAST({c} AS TEXT) FROM ({source.query}) AS q0 WHERE typeof({c}) = 'integer' "
+                        f"AND ({c} > {_EXACT} OR {c} < -{_EXACT}) LIMIT 1")
+            hit = cur.fetchall()
+    finally:
+        con.close()
+    if hit:
+        from ..errors import SourceError
+
+        raise SourceError(
+            f"column {name!r} holds INTEGER values (e.g. {hit[0][0]}) that SQLite's driver reads as REAL, "
+            f"because the column is declared NUMERIC/DECIMAL or holds REAL values too; a REAL keeps integers "
+            f"exactly only up to 2**53, so that one would arrive rounded. Give the column one type in the "
+            f"query: SELECT ..., CAST({c} AS TEXT) AS {c} FROM ... keeps every digit (or CAST({c} AS INTEGER) "
+            f"when every value is whole); nothing was sent")
