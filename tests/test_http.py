@@ -106,6 +106,21 @@ def test_batched_deletes_carry_only_the_primary_key_and_keys_are_url_quoted(http
     assert by_method["POST"].path == "/delete" and by_method["POST"].records == [{"id": 2}]
 
 
+
+def test_a_url_placeholder_holds_the_key_as_the_body_writes_it(http_server):
+    # a timestamp key filled the URL as Python's str ('2013-01-01 06:00:00+00:00') while the body
+    # said '2013-01-01T06:00:00+00:00': an API found no such record, and a delete answered 404 counts
+    # as done (the record stayed); booleans were 'True' in the URL and true in the body
+    dest = dfsync.destinations.http(http_server.url, update="PATCH /{at}/{naive}/{ok}/{id}", **FAST)
+    at = pa.array([dt.datetime(2013, 1, 1, 6, tzinfo=dt.timezone.utc)], pa.timestamp("us", "UTC"))
+    b = WriteBatch(1, pa.table({"id": [1.5], "at": at, "naive": pa.array([dt.datetime(1969, 12, 31, 23, 59, 59, 5)]),
+                                "ok": [True], "_action": ["update"]}))
+    send(dest, b, context=ctx(pk=("id", "at", "naive", "ok")))
+    (req,) = http_server.requests
+    (body,) = req.records
+    from urllib.parse import unquote
+    assert [unquote(p) for p in req.path.split("/")[1:]] == [body["at"], body["naive"], "true", "1.5"]
+
 # ------------------------------------------------------------------ outcomes
 def test_multi_status_answer_reports_exactly_the_failed_records(http_server):
     def partial(req):

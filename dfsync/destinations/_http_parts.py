@@ -36,6 +36,7 @@ __all__ = [
     "RecordsView",
     "Route",
     "Texts",
+    "placeholder_texts",
     "json_ready",
     "json_texts",
     "nest_expressions",
@@ -251,6 +252,20 @@ def json_ready(schema: pl.Schema) -> list[pl.Expr]:
             col = col.cast(pl.String)
         exprs.append(col)
     return exprs
+
+
+def placeholder_texts(frame: pl.DataFrame) -> dict[str, list[str]]:
+    """Each column's values as URL placeholders take them: the value as the body's JSON writes it
+    (ISO 8601 times, ``true``/``false``, numbers), a string without its quotes. ``str()`` of the
+    Python value was another text for a time ('2013-01-01 06:00:00+00:00') or a bool ('True'),
+    so the URL named a record the API never received."""
+    ready = frame.select(json_ready(frame.schema))
+    out = {}
+    for name in ready.columns:
+        encoded = ready.select(pl.struct(pl.col(name)).struct.json_encode())[:, 0]
+        values = (json.loads(text)[name] for text in encoded)
+        out[name] = [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
+    return out
 
 
 class Texts:

@@ -40,6 +40,7 @@ from ._http_parts import (
     json_ready,
     json_texts,
     nest_expressions,
+    placeholder_texts,
     record_json,
     results_parser,
     retry_after_seconds,
@@ -355,7 +356,9 @@ class HTTPSession(DestinationSession):
                          prefix: str, pk: list[str]) -> list[_Request]:
         no_body = callable(self.destination.body) or action == "delete"
         body, _ = self._texts(self._frame(table, group), pk, None if no_body else "\n")
-        fields = {f: table.column(f).to_pylist() for f in route.fields}
+        picked = table.select(list(route.fields))
+        frame = pl.from_arrow(nested_to_json(picked, [f.name for f in picked.schema if is_interval(f.type)]))
+        fields = placeholder_texts(frame)  # type: ignore[arg-type]
         keys = list(zip(*(table.column(k).to_pylist() for k in pk), strict=True))
         out = []
         for i in range(table.num_rows):
