@@ -177,6 +177,25 @@ def scrubber(sensitive: Sequence[str], store: Any) -> Callable[[Any, Sequence[st
     return scrub
 
 
+def scrub_run_texts(runner: Any, *texts: str) -> tuple[str, ...]:
+    """A run's own texts (its error, the detail of its event) before they are stored, with each
+    value of the sync's sensitive fields among the run's staged rows replaced by its keyed hash:
+    a refusal before sending ("column 'card' holds 18446744073709551000, above ...") or a
+    destination's error for a whole batch ('duplicate key "ann@example.com"') quotes a row's value.
+    Without sensitive fields, or before any row is staged, the texts are returned as they are."""
+    scrub = scrubber(runner.defn.sensitive, runner.store)
+    staging = getattr(runner, "staging", None)
+    if scrub is None or staging is None or not texts:
+        return texts
+    con = staging.con
+    try:  # the run's end is recorded whatever happens here
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'stg' AND NOT temporary").fetchone()[0]:
+            return texts
+        return tuple(scrub(con, ["stg"], t) if t else t for t in texts)
+    except Exception:
+        return texts
+
+
 def protect_checks(results: Iterable[dict[str, Any]], sensitive: Sequence[str], key: bytes) -> list[dict[str, Any]]:
     """Check results with the example values of sensitive columns hashed (see :func:`map_examples`:
     the examples of a check on a sensitive column, and in ``{column: value}`` entries the values

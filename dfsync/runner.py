@@ -556,7 +556,7 @@ class Runner:
 
     def _pause(self, why: str) -> None:
         transferring = self.status == RunStatus.IN_PROGRESS
-        error = why if "resume" in why else f"{why}; the next sync.run() resumes it"
+        why, error = _sensitive.scrub_run_texts(self, why, why if "resume" in why else f"{why}; the next sync.run() resumes it")
         with contextlib.suppress(Exception):
             if self.status != RunStatus.PAUSED:
                 self.move_to(RunStatus.PAUSED, redact(why), error=redact(error), error_kind="paused")
@@ -568,7 +568,7 @@ class Runner:
             _registry.keep_live_staging(self.store.key, self.run_id, self.staging)
 
     def _fail(self, error: str, kind: str, detail: str | None = None) -> None:
-        error = redact(error)
+        error, detail = _sensitive.scrub_run_texts(self, redact(error), redact(detail or error))
         if self.status.terminal:
             return
         if self.session is not None and not _settle.applies_per_batch(self.defn):
@@ -578,7 +578,7 @@ class Runner:
                 _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id, session=self.session,
                             ignore=Exception, unless_applied=True)
         with contextlib.suppress(Exception):
-            self.store.fail_run(self.sync_id, self.run_id, error, kind, redact(detail or error), cursor_merge(self.defn.sync_mode))
+            self.store.fail_run(self.sync_id, self.run_id, error, kind, detail, cursor_merge(self.defn.sync_mode))
             self.status = RunStatus.FAILED
         self.report()
 

@@ -186,6 +186,24 @@ def test_a_check_that_cannot_run_on_sensitive_values_does_not_store_them_in_the_
     assert not [p for p in PHONES if p in str(raised.value)] and raised.value.__cause__ is None
 
 
+def test_a_refusal_before_sending_that_quotes_a_sensitive_value_stores_its_hash(ws, tmp_path):
+    """The run's error quoting a row's value (here: an unsigned 64-bit card number SQLite cannot
+    store, named by the check before anything is sent; a destination's error for a whole batch
+    likewise) was stored in plain in the runs and events and shown by the panel and `dfsync status`."""
+    pytest.importorskip("adbc_driver_sqlite")
+    card = 18446744073709551000
+    df = pl.DataFrame({"id": [1, 2], "card": pl.Series([12, card], dtype=pl.UInt64)})
+    sync = ws.create_sync("cards", source=df, primary_key="id", sensitive=["card"],
+                          destination=dfsync.destinations.sqlite(str(tmp_path / "d.sqlite"), table="cards"))
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.FAILED and run.counts["sent"] == 0
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert f"column 'card' holds {keyed_hash(card, key)}, above the largest integer" in run.error, run.error
+    texts = (run.error + repr(run) + run._repr_html_() + str(sync.events().to_dicts()) + str(sync.runs().to_dicts())
+             + dfsync.widgets.SyncPanel(sync).snapshot_html())
+    assert str(card) not in texts
+
+
 def test_an_aggregate_checks_observed_value_of_a_sensitive_column_is_hashed_everywhere(ws, tmp_path):
     """A min, max or most common value is one row's value: a failing GX aggregate on a sensitive
     column put it in plain into the run's error ('observed 300', "observed ['ann@...']"), its
