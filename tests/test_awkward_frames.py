@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import decimal
 import os
+import re
 
 import duckdb
 import pandas as pd
@@ -173,6 +174,30 @@ def test_polars_object_columns_are_refused_not_sent_as_memory_addresses(tmp_path
     assert run.status == "failed" and run.counts["sent"] == 0, run.error
     assert "column 'a' is a polars Object" in run.error, run.error
     assert not os.path.exists(out)
+
+
+def test_an_arrow_record_batch_reader_is_read_by_every_run_and_other_objects_are_refused(tmp_path):
+    """sources.frame(reader) failed with "'RecordBatchReader' object has no attribute 'columns'"
+    (a pandas Series or an Arrow array likewise, not a DfsyncError). A reader is read whole when
+    the source is made (kept as a stream, the first run would use it up and a mirror run after it
+    would delete every row); the others are refused naming what to pass."""
+    import pyarrow as pa
+
+    table = pa.table({"id": [1, 2], "v": ["a", "b"]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "out.duckdb")
+    sync = ws.create_sync("r", source=dfsync.sources.frame(pa.RecordBatchReader.from_batches(table.schema,
+                          table.to_batches())), destination=dfsync.destinations.duckdb(out, table="t"),
+                          primary_key="id", destination_mode="mirror")
+    for _ in range(2):
+        run = sync.run(progress=False)
+        assert run.status == "success" and run.counts["queried"] == 2 and run.counts["deleted"] == 0, run.counts
+    with duckdb.connect(out, read_only=True) as con:
+        assert con.execute("SELECT * FROM t ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+    for obj, fix in [(pd.Series([1, 2], name="id"), "series.to_frame()"), (table.column("id"), "pa.table("),
+                     (pl.Series("id", [1]), "series.to_frame()")]:
+        with pytest.raises(ConfigError, match=re.escape(fix)):
+            dfsync.sources.frame(obj)
 
 
 def test_arrow_date64_columns_arrive_as_dates(tmp_path):

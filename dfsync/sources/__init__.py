@@ -16,7 +16,8 @@ __all__ = ["CursorFilter", "Source", "database", "duckdb_query", "files", "frame
 
 @checked("sources.frame")
 def frame(df: Any, *, name: str | None = None) -> Source:
-    """An in-memory polars DataFrame/LazyFrame, pandas DataFrame or Arrow table.
+    """An in-memory polars DataFrame/LazyFrame, pandas DataFrame or Arrow table (an Arrow record
+    batch reader is read whole here: a stream can be read only once, and every run reads the frame).
 
     >>> import polars as pl, dfsync
     >>> src = dfsync.sources.frame(pl.DataFrame({"id": [1, 2], "email": ["a@x.io", "b@x.io"]}))

@@ -28,6 +28,10 @@ class FrameSource(Source):
     def __init__(self, df: Any, *, name: str | None = None) -> None:
         self.name = name
         _check_frame(df)
+        if type(df).__name__ == "RecordBatchReader":
+            # a stream reads once: kept as it is, the first run consumed it and every later run read
+            # no rows (a mirror run then deleted every row it had sent); it is read whole here
+            df = df.read_all()
         self.frame = df
 
     def read(self) -> pl.LazyFrame:
@@ -55,9 +59,29 @@ class FrameSource(Source):
         return f"frame({self.name or 'in-memory'})"
 
 
+#: what sources.frame() takes besides polars frames, by module: type name -> None, or what to pass instead
+_OTHER = {"polars": {"Series": "a DataFrame: series.to_frame()"},
+          "pandas": {"DataFrame": None, "Series": "a DataFrame: series.to_frame()",
+                     "Index": "a DataFrame: index.to_frame(index=False)"},
+          "pyarrow": {"Table": None, "RecordBatch": None, "RecordBatchReader": None,
+                      "ChunkedArray": "an Arrow table: pa.table({'name': array})",
+                      "Array": "an Arrow table: pa.table({'name': array})",
+                      "Dataset": "an Arrow table (dataset.to_table()), or sources.files(...) for the files it reads"}}
+
+
 def _check_frame(df: Any) -> None:
-    if isinstance(df, (pl.LazyFrame, pl.DataFrame)) or type(df).__module__.split(".")[0] in ("pyarrow", "pandas"):
+    if isinstance(df, (pl.LazyFrame, pl.DataFrame)):
         return
+    kinds = _OTHER.get(type(df).__module__.split(".")[0])
+    if kinds is not None:
+        names = [t.__name__ for t in type(df).__mro__]
+        known = next((n for n in names if n in kinds), "")
+        if known and kinds[known] is None:
+            return
+        raise ConfigError(
+            f"sources.frame() takes a polars DataFrame/LazyFrame, a pandas DataFrame or an Arrow table (or record "
+            f"batch reader), not {type(df).__module__.split('.')[0]} {type(df).__name__}"
+            + (f"; pass {kinds[known]}" if known else ""))
     raise ConfigError(
         f"sources.frame() takes a polars DataFrame/LazyFrame, a pandas DataFrame or an Arrow "
         f"table, not {type(df).__name__}; for files use sources.files(path)"
