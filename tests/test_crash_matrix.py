@@ -583,14 +583,15 @@ def test_fused_first_load_killed_between_its_commits_smoke(tmp_path, point, ws_t
 @pytest.mark.parametrize("mode", ["insert", "upsert", "mirror"])
 def test_fused_first_load_crash_points(tmp_path, mode, ws_target):
     """Every step of a fused first load, then kills at random moments of a larger one (0-0.6 s
-    after the source read began: the read, the key's index, the write-ahead, the commits)."""
+    after the source read began: the read, the key's index, the write-ahead, the commits): three
+    per mode and workspace store, eighteen in all."""
     with warm_zygote(tmp_path) as zygote:
         for i, point in enumerate(FUSED_POINTS):
             (tmp_path / point).mkdir()
             assert fused_scenario(tmp_path / point, zygote, _fresh_ws(ws_target, tmp_path / point, i), mode,
                                   FusedKill(point)), point
         rng = random.Random(f"{SEED}-fused-jitter-{mode}")
-        for i in range(6):
+        for i in range(3):
             where = tmp_path / f"jitter{i}"
             where.mkdir()
             fused_scenario(where, zygote, _fresh_ws(ws_target, where, 10 + i), mode,

@@ -10,9 +10,10 @@ default ``duckdb``): ``DFSYNC_TEST_WORKSPACES=duckdb,postgres pytest tests/...``
 that uses the fixture against both. Without a PostgreSQL server the postgres cases skip, and
 FAIL under ``CI=true`` (tests/plugins/postgres.py).
 
-To keep the default suite short, a test that also takes the ``target`` fixture runs on the
-PostgreSQL workspace with the destinations in ``PG_WORKSPACE_TARGETS`` only; the other
-destinations are marked ``slow`` there (``pytest -m slow`` runs them). A suite whose cases
+To keep the suites short, a test that also takes the ``target`` fixture runs on the
+PostgreSQL workspace with the destinations in ``PG_WORKSPACE_TARGETS`` only; those in
+``PG_WORKSPACE_SLOW_TARGETS`` are marked ``slow`` there (``pytest -m slow`` runs them), and the
+others run on the workspace file only. A suite whose cases
 are costly on a server marks whole stores ``slow``: ``@pytest.mark.workspaces("duckdb",
 "postgres", slow=("postgres",))``, or ``SLOW_WORKSPACE_STORES = ("postgres",)`` in its module.
 """
@@ -28,6 +29,12 @@ import pytest
 STORES = ("duckdb", "postgres")
 #: destinations a PostgreSQL-workspace test runs against in the default suite
 PG_WORKSPACE_TARGETS = ("duckdb",)
+#: and in the slow suite: a destination that commits each batch with its ledger row in its own
+#: database (postgres) and one that applies a run at its end (parquet). The workspace store's code
+#: (delivered state, write-ahead, confirm, fencing) is the same whatever the destination, and every
+#: destination runs against the workspace file: a test that has a ``ws-duckdb`` case with another
+#: destination (sqlite, mysql, delta, http) is not collected again on the PostgreSQL workspace.
+PG_WORKSPACE_SLOW_TARGETS = ("postgres", "parquet")
 
 
 def pytest_configure(config):
@@ -97,10 +104,28 @@ def _slow_stores(item) -> tuple[str, ...]:
     return tuple(getattr(item.module, "SLOW_WORKSPACE_STORES", ()))
 
 
+def _params(item) -> dict:
+    return getattr(getattr(item, "callspec", None), "params", {})
+
+
+def _case(item, params: dict) -> tuple:
+    """The test and its parameters but the workspace store."""
+    return (item.path, item.originalname, tuple(sorted((k, repr(v)) for k, v in params.items() if k != "ws_target")))
+
+
 def pytest_collection_modifyitems(config, items):
+    on_file = {_case(item, p) for item in items if (p := _params(item)).get("ws_target") == "duckdb"}
+    kept, dropped = [], []
     for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        store = params.get("ws_target")
-        pg_slow_target = store == "postgres" and params.get("target", "duckdb") not in PG_WORKSPACE_TARGETS
-        if pg_slow_target or (store is not None and store in _slow_stores(item)):
+        params = _params(item)
+        store, target = params.get("ws_target"), params.get("target", "duckdb")
+        if (store == "postgres" and target not in PG_WORKSPACE_TARGETS + PG_WORKSPACE_SLOW_TARGETS
+                and _case(item, params) in on_file):
+            dropped.append(item)
+            continue
+        kept.append(item)
+        if (store == "postgres" and target not in PG_WORKSPACE_TARGETS) or (store is not None and store in _slow_stores(item)):
             item.add_marker(pytest.mark.slow)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
