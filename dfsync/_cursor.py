@@ -51,6 +51,29 @@ def cursor_from_json(d: dict[str, Any] | str | None) -> Any:
     return v
 
 
+def greatest(column: Any) -> Any:
+    """The greatest value of a cursor column (Arrow) as a Python value. A nanosecond timestamp or
+    time is floored to its microsecond, which Python's datetime holds: pyarrow makes none of a value
+    finer than that without pandas (not a dfsync dependency), so such a run failed after its first
+    batch was applied ('Nanosecond resolution temporal type ... is not safely convertible'). Floored,
+    never rounded up: the next run reads the rows at the cursor itself again and the diff leaves them
+    out when unchanged."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    top = pc.max(column)
+    t = top.type
+    if top.is_valid and (pa.types.is_timestamp(t) or pa.types.is_time64(t)) and t.unit == "ns":
+        top = pc.floor_temporal(top, unit="microsecond")
+        top = top.cast(pa.timestamp("us", t.tz) if pa.types.is_timestamp(t) else pa.time64("us"))
+    return top.as_py()
+
+
+def top_cursor(current: Any, column: Any) -> Any:
+    """The later of ``current`` and the greatest value of a cursor column (Arrow) delivered."""
+    return max_cursor(current, greatest(column))
+
+
 def max_cursor(a: Any, b: Any) -> Any:
     """The later of two cursor values (None: not known; values that do not compare: the newer, ``b``)."""
     if a is None:

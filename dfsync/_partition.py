@@ -30,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._arrow import int_array
 from ._bucket import context_task, read_ipc, send_bucket, write_bucket, write_ipc
-from ._cursor import cursor_to_json, max_cursor
+from ._cursor import cursor_to_json, top_cursor
 from ._ident import quote
 from ._keyhash import INT_ALGO, bucket_sql, int_key_buckets, key_algo
 from ._words import plural
@@ -342,7 +341,7 @@ def _confirm_bucket(runner: Runner, task: dict[str, Any], results: dict[int, dic
             nd = [list(k) for k in outcome["landed"]]
             cursor = runner.defn.cursor_field
             if runner.defn.sync_mode == SyncMode.INCREMENTAL and cursor in tbl.column_names:
-                runner.cursor_max = max_cursor(runner.cursor_max, pc.max(tbl.column(cursor)).as_py())
+                runner.cursor_max = top_cursor(runner.cursor_max, tbl.column(cursor))
                 store.set_run_fields(runner.run_id, cursor_max=json.dumps(cursor_to_json(runner.cursor_max)))
             store.settle_inflight(runner.sync_id, runner.run_id, [batch_no], {batch_no: nd}, key,
                                   not applies_per_batch(runner.defn))

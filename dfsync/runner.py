@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import (
     _interrupt,
@@ -40,7 +39,7 @@ from . import (
     _words,
 )
 from ._arrow import bool_array, int_array, string_array
-from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, max_cursor, refuse_stuck_values
+from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, refuse_stuck_values, top_cursor
 from ._dryrun import DryRunStore
 from ._fused import first_load as fused_first_load
 from ._keyfail import RECORD_RETENTION, keep_invalid_records, keys_and_checks, refuse_emptied_table
@@ -478,8 +477,7 @@ class Runner:
         not_delivered = [[tbl.column(k)[i].as_py() for k in key] for i in sorted(bad)]
         if defn.sync_mode == SyncMode.INCREMENTAL and defn.cursor_field in tbl.column_names:
             cursor_col = tbl.column(defn.cursor_field)
-            delivered_cursor = pc.max(cursor_col if delivered is None else cursor_col.filter(delivered)).as_py()
-            self.cursor_max = max_cursor(self.cursor_max, delivered_cursor)
+            self.cursor_max = top_cursor(self.cursor_max, cursor_col if delivered is None else cursor_col.filter(delivered))
         keep = list(range(n)) if keep_all else sorted(bad)
         recs = None
         if keep:

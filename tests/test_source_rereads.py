@@ -105,3 +105,53 @@ def test_a_decimal_cursor_is_compared_as_a_number(tmp_path):
                                                                           (6, 1)]
     con.close()
     ws.close()
+
+
+_NO_PANDAS_RUN = """
+import datetime as dt, sys
+import polars as pl, dfsync
+try:
+    import pandas  # noqa: F401
+    sys.exit("pandas is importable")
+except ImportError:
+    pass
+ts = lambda *v: pl.Series(list(v)).str.to_datetime(time_unit="ns")
+first = pl.DataFrame({"id": [1, 2], "ts": ts("2024-01-01 10:00:00.000000999", "1969-12-31 23:59:59.9999985")})
+ws = dfsync.Workspace(sys.argv[1] + "/ws.duckdb")
+sync = ws.create_sync("s", source=first, destination=dfsync.destinations.duckdb(sys.argv[1] + "/out.duckdb", table="t"),
+                      primary_key="id", sync_mode="incremental", cursor_field="ts")
+run = sync.run(progress=False)
+assert run.status == "success", run.error
+assert sync.cursor == dt.datetime(2024, 1, 1, 10, 0), sync.cursor
+later = pl.concat([first, pl.DataFrame({"id": [3], "ts": ts("2024-01-01 10:00:00.000000999")})])
+run = sync.run(progress=False, source=later)
+assert run.status == "success", run.error
+assert (run.counts["queried"], run.counts["inserted"], run.counts["unchanged"]) == (2, 1, 1), run.counts
+print("ok")
+"""
+
+
+def test_a_nanosecond_cursor_without_pandas_is_kept_floored_to_its_microsecond(tmp_path):
+    """pandas is no dfsync dependency. Without it an incremental sync whose cursor is a nanosecond
+    timestamp finer than a microsecond failed after its first batch was applied: pyarrow makes no
+    datetime of such a value ('Nanosecond resolution temporal type ... is not safely convertible').
+    The cursor is now floored to its microsecond (never rounded up: a row arriving later at the same
+    instant is read)."""
+    import datetime as dt
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from dfsync._cursor import greatest
+
+    assert greatest(pa.array([-1500, None], pa.timestamp("ns"))) == dt.datetime(1969, 12, 31, 23, 59, 59, 999998)
+    fake = tmp_path / "hide" / "pandas"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named pandas')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hide"), root])}
+    out = subprocess.run([sys.executable, "-c", _NO_PANDAS_RUN, str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-3000:]
