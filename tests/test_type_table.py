@@ -515,6 +515,27 @@ def test_polars_int128_and_durations_inside_lists_for_parquet_are_refused_at_cre
         assert f"column {col!r}" in str(exc.value) and "total_microseconds" in str(exc.value)
 
 
+def test_a_parquet_files_durations_arrive_as_durations_not_their_raw_numbers(tmp_path):
+    """DuckDB's Parquet reader reads a duration column as its stored integer: 1.5 s arrived as
+    1500000 (written in microseconds) or 1500 (milliseconds) in a BIGINT column, the run said
+    success, where the same frame given as sources.frame(df) arrives as an INTERVAL."""
+    import duckdb
+
+    df = pl.DataFrame({"id": [1, 2, 3], "us": [timedelta(seconds=1.5), timedelta(days=-1), None],
+                       "l": [[timedelta(seconds=3)], [], None]}
+                      ).with_columns(ms=pl.col("us").cast(pl.Duration("ms")))
+    df.write_parquet(tmp_path / "src.parquet")
+    path = str(tmp_path / "dest.duckdb")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    run = ws.create_sync("s", source=dfsync.sources.files(str(tmp_path / "src.parquet")), primary_key="id",
+                         destination=dfsync.destinations.duckdb(path, "t")).run(progress=False)
+    assert run.status == "success", run.error
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("SELECT * FROM t ORDER BY id").fetchall() == [tuple(r.values()) for r in df.to_dicts()]
+    assert {r[1] for r in con.execute("DESCRIBE t").fetchall()} >= {"INTERVAL", "INTERVAL[]"}
+    con.close()
+
+
 def test_struct_fields_staging_would_rename_are_refused(tmp_path):
     """A struct with an unnamed field ('') was delivered with the field renamed 'element1' (DuckDB
     staging names it), and a field name given twice kept one value: the run said success. Both are

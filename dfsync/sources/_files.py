@@ -266,10 +266,19 @@ class FilesSource(Source):
             lf = cursor.apply(lf)
         return lf
 
+    def read_by_duckdb(self, files: list[str]) -> bool:
+        """Are ``files`` read by DuckDB's Parquet reader (else by polars)? Not with reader options
+        (polars' own), CSV or NDJSON (polars' type inference is the documented behaviour), nor a
+        column DuckDB reads as another type: a duration (also inside a list or struct) is read as
+        its stored integer (1.5 s as 1500000 or 1500, by its unit), where polars reads a duration."""
+        if self.options or self.format != "parquet" or not files:
+            return False
+        return not any(_holds_duration(t) for t in _layout("parquet", files[0], {}).values())
+
     def duckdb_relation(self, con: Any, cursor: CursorFilter | None = None) -> Any | None:
-        if self.options or self.format != "parquet":
-            return None  # polars' CSV/NDJSON type inference is the documented behaviour
         files = self.resolve()
+        if not self.read_by_duckdb(files):
+            return None
         self.check_layout(files)
         try:
             rel = con.read_parquet(files)
@@ -283,6 +292,18 @@ class FilesSource(Source):
             col = duckdb.ColumnExpression(cursor.field)
             rel = rel.filter((col >= duckdb.ConstantExpression(cursor.value)) | col.isnull())  # as CursorFilter.apply
         return rel
+
+
+def _holds_duration(t: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_duration(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_holds_duration(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _holds_duration(t.key_type) or _holds_duration(t.item_type)
+    return _holds_duration(t.value_type) if hasattr(t, "value_type") else False
 
 
 def _refuse_struct_names(files: list[str]) -> None:

@@ -102,7 +102,7 @@ def _plan_parquet(source: Any, mapping: Mapping, cursor: CursorFilter | None, n:
         except (OSError, pa.ArrowException):
             return f"{f} is not a readable Parquet file (the single read says why)"
         groups.append([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
-    by_polars = bool(source.options) or mapping.sql_select() is None  # as staging reads it (FilesSource)
+    by_polars = not source.read_by_duckdb(files) or mapping.sql_select() is None  # as staging reads it (FilesSource)
     if by_polars:
         if set(source.options) - _POLARS_PARQUET_OPTIONS:
             return f"reader options {sorted(set(source.options) - _POLARS_PARQUET_OPTIONS)} apply across files"
