@@ -75,6 +75,30 @@ def test_postgres_source_intervals_and_types_the_driver_cannot_give(pg_server, p
     assert got[0][0].startswith("12.34") and got[2][0].startswith("-1")
 
 
+def test_postgres_multidimensional_arrays_are_refused_not_flattened(pg_server, pg_uri, tmp_path):
+    """The driver reads a 2-D array flattened: '{{1,2},{3,4}}' arrived as [1, 2, 3, 4] with the run
+    saying success. The run now fails before anything is sent, naming the column and the casts;
+    the JSON cast keeps the shape, and one-dimensional arrays read as before."""
+    import duckdb
+
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE arr (id int PRIMARY KEY, m int[], f float8[]); INSERT INTO arr VALUES "
+                      "(1, '{1,2}', '{0.5}'), (2, '{{1,2},{3,4}}', NULL), (3, NULL, '{}')", dbname=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "d.duckdb")
+    sync = ws.create_sync("arr", source=dfsync.sources.database(pg_uri, "SELECT * FROM arr"),
+                          destination=dfsync.destinations.duckdb(dest, "arr"), primary_key="id")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert "column 'm'" in run.error and "{{1,2},{3,4}}" in run.error and 'to_jsonb("m")' in run.error
+    run = sync.run(progress=False, source=dfsync.sources.database(
+        pg_uri, "SELECT id, to_jsonb(m) AS m, f FROM arr"))
+    assert run.status == "success", run.error
+    with duckdb.connect(dest, read_only=True) as con:
+        assert con.sql("SELECT m, f FROM arr ORDER BY id").fetchall() == [
+            ("[1, 2]", [0.5]), ("[[1, 2], [3, 4]]", None), (None, [])]
+
+
 def test_postgres_numeric_json_and_uuid_arrive_as_exact_text_and_the_documented_cast_types_them(
         pg_server, pg_uri, tmp_path):
     """docs/SCHEMA.md ("Database sources"): numeric (with or without precision), json/jsonb and

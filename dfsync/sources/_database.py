@@ -199,6 +199,7 @@ class DatabaseSource(Source):
         self._names = inner.schema.names  # for read_error: the driver numbers the columns
         try:
             self._refuse_unreadable(inner.schema)
+            self.refuse_flattened_arrays(sql, params, inner.schema)
         except SourceError:
             con.close()
             raise
@@ -284,6 +285,33 @@ class DatabaseSource(Source):
                 f"would be ordered as text (9.99 after 10.00) and an incremental run could not filter on it; "
                 f"add a cursor column of an ordered type in the query, e.g. SELECT *, {q(field)}::{cast} AS "
                 f"{field}_cursor FROM ..., and use cursor_field='{field}_cursor'")
+
+    def refuse_flattened_arrays(self, sql: str, params: tuple, schema: pa.Schema) -> None:
+        """The PostgreSQL driver reads a multidimensional array flattened: '{{1,2},{3,4}}' arrived as
+        [1, 2, 3, 4] and the run said success. The rows of ``sql`` are asked (on a connection of their
+        own: the read's is streaming) whether an array column holds one; if so it is refused, naming
+        the column, the value and the casts that keep its shape."""
+        arrays = [f.name for f in schema if self.dialect == "postgres" and
+                  (pa.types.is_list(f.type) or pa.types.is_large_list(f.type))]
+        if not arrays:
+            return
+        deep = [f"array_ndims({q(c)}) > 1" for c in arrays]
+        probe = (f"SELECT {', '.join(deep)}, {', '.join(f'{q(c)}::text' for c in arrays)} FROM ({sql}) AS q0 "
+                 f"WHERE {' OR '.join(deep)} LIMIT 1")
+        con = self._connect()
+        try:
+            with con.cursor() as cur:
+                cur.execute(probe, parameters=params or None)
+                hit = cur.fetchall()
+        finally:
+            con.close()
+        if hit:
+            i = list(hit[0][:len(arrays)]).index(True)
+            c, value = arrays[i], hit[0][len(arrays) + i]
+            raise SourceError(
+                f"column {c!r} of {self.describe()} holds a multidimensional array ({value[:80]}), which the "
+                f"driver reads flattened into one list; select it as JSON, which keeps its shape (to_jsonb({q(c)}) "
+                f"AS {q(c)}), or as text ({q(c)}::text); nothing was sent")
 
     def _refuse_unreadable(self, schema: pa.Schema) -> None:
         """PostgreSQL types the ADBC driver cannot give as values: ``money`` arrives as integer

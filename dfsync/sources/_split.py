@@ -314,6 +314,7 @@ def _database_reader(task: dict[str, Any]) -> pa.RecordBatchReader:
         split_sql = f"SELECT * FROM ({sql}) AS s WHERE {where}"
         cur.execute(split_sql, params or None)
         inner = cur.fetch_record_batch()
+        source.refuse_flattened_arrays(split_sql, tuple(params), inner.schema)
         head: list[pa.RecordBatch] = []
         if not pg:  # SQLite: columns whose first rows are all NULL are typed (as in the single read)
             from ._sqlite_types import typed_reader
