@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -138,8 +139,21 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _finite(v: Any) -> Any:
+    """JSON has no NaN or infinity (Python writes a bare NaN that jq, JavaScript and most parsers
+    refuse): a non-finite float of the user's data is written as the text "NaN", "Infinity" or
+    "-Infinity", never as null (that would be another value)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, default=_jsonable, indent=2))
+    typer.echo(json.dumps(_finite(obj), default=_jsonable, indent=2, allow_nan=False))
 
 
 def _print_table(df: pl.DataFrame, empty: str) -> None:

@@ -176,9 +176,12 @@ def test_a_failed_run_exits_1_and_its_records_are_listed(tmp_path, ws_path, dfsy
 
 def test_records_show_a_naive_time_as_it_is_and_an_aware_one_in_utc(tmp_path, ws_path, dfsync_cli) -> None:
     """`dfsync records` printed a naive timestamp of the user's data as '2024-01-02 09:30:00Z', an
-    instant in UTC it never said it was; an aware one is shown in UTC as before."""
+    instant in UTC it never said it was; an aware one is shown in UTC as before. With --json a NaN
+    or infinite float was written as a bare NaN / Infinity, which is no JSON (jq and JavaScript
+    refuse the whole output); it is the text "NaN" / "Infinity" now."""
     df = pl.DataFrame({"id": [1, 1], "naive": [datetime(2024, 1, 2, 9, 30)] * 2,
-                       "aware": [datetime(2024, 1, 2, 9, 30, tzinfo=timezone.utc)] * 2}).with_columns(
+                       "aware": [datetime(2024, 1, 2, 9, 30, tzinfo=timezone.utc)] * 2,
+                       "f": [float("nan"), float("-inf")]}).with_columns(
         pl.col("aware").dt.convert_time_zone("Europe/Paris"))
     src = tmp_path / "t.parquet"
     df.write_parquet(src)
@@ -190,6 +193,12 @@ def test_records_show_a_naive_time_as_it_is_and_an_aware_one_in_utc(tmp_path, ws
     assert res.code == 0, res.err
     rows = [ln for ln in res.out.splitlines() if ln.startswith("| 1 ")]
     assert len(rows) == 2 and all("| 2024-01-02 09:30:00 | 2024-01-02 09:30:00Z |" in r for r in rows), res.out
+    res = dfsync_cli("records", "t", "--status", "invalid", "-w", ws_path, "--json")
+    assert res.code == 0, res.err
+
+    def no_constant(name):
+        raise AssertionError(f"{name} is not JSON")
+    assert sorted(r["f"] for r in json.loads(res.out, parse_constant=no_constant)) == ["-Infinity", "NaN"]
 
 
 def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> None:
