@@ -316,17 +316,25 @@ class DatabaseSource(Source):
     def _refuse_unreadable(self, schema: pa.Schema) -> None:
         """PostgreSQL types the ADBC driver cannot give as values: ``money`` arrives as integer
         cents (12.34 as 1234) and types it does not know (inet, cidr, point, ranges, ...) as
-        their raw binary wire format (numeric comes as text, which is kept)."""
+        their raw binary wire format (numeric comes as text, which is kept); arrays of them the
+        same, and an array of intervals made polars panic."""
         for f in schema:
-            pg_type = (f.metadata or {}).get(b"POSTGRESQL:type", b"").decode()
-            opaque = getattr(f.type, "extension_name", None) == "arrow.opaque" and \
-                (pa.types.is_binary(f.type.storage_type) or pa.types.is_large_binary(f.type.storage_type))
-            if opaque or pg_type == "money":
+            t, meta = f.type, f.metadata
+            array = pa.types.is_list(t) or pa.types.is_large_list(t)
+            if array:
+                t, meta = t.value_type, t.value_field.metadata
+            pg_type = (meta or {}).get(b"POSTGRESQL:type", b"").decode()
+            opaque = getattr(t, "extension_name", None) == "arrow.opaque" and \
+                (pa.types.is_binary(t.storage_type) or pa.types.is_large_binary(t.storage_type))
+            if opaque or pg_type == "money" or (array and t == pa.month_day_nano_interval()):
                 got, cast = ("integer cents (12.34 as 1234)", "numeric") if pg_type == "money" \
+                    else ("a value polars cannot hold", "text") if not opaque \
                     else ("its raw binary wire format", "text")
+                what, cast = (f"an array of PostgreSQL {pg_type or 'an unknown type'}", cast + "[]") if array \
+                    else (f"PostgreSQL {pg_type or 'an unknown type'}", cast)
                 raise SourceError(
-                    f"column {f.name!r} of {self.describe()} is PostgreSQL {pg_type or 'an unknown type'}, which "
-                    f"the driver reads as {got}; cast it in the query ({q(f.name)}::{cast}); nothing was sent")
+                    f"column {f.name!r} of {self.describe()} is {what}, which the driver reads as {got}; cast it "
+                    f"in the query ({q(f.name)}::{cast}); nothing was sent")
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         from polars.io.plugins import register_io_source
