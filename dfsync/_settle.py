@@ -205,3 +205,39 @@ def adopt_confirmed_batches(store: Store, staging: Staging, sync_id: int, run_id
                      f"JOIN _done d ON {key_match('s', 'd', key)} AND s._fp = d._fp "
                      f"AND s._action = d._action")
         scon.unregister("_done")
+
+
+def with_earlier_batches(store: Store, staging: Staging, sync_id: int, run_id: int, defn: SyncDefinition,
+                         counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` (rows per action as a resumed run re-read them) with the rows its earlier batches
+    delivered counted as what they were sent as, not as ``unchanged``.
+
+    A paused run whose staged rows were lost reads its source again and diffs it with the delivered
+    state, which holds its own earlier batches: a row it inserted before is found unchanged now. The
+    run did insert it (its ``sent`` and ``succeeded`` say so), so it counts as inserted (updated) here,
+    and the deletes it already sent (gone from the state) as deleted; rows read again stay counted once
+    (``queried = inserted + updated + unchanged + invalid``)."""
+    key = list(defn.primary_key)
+    own = store.run_delivered(sync_id, run_id, key)
+    if own is None or not own.num_rows:
+        return counts
+    scon, out = staging.con, dict(counts)
+    scon.register("_own", own.select([*key, "_fp", "_action"]))
+    try:
+        if staging.changed_only:  # only changed rows were staged: an own row whose key is not among them is unchanged
+            found = scon.execute(f"SELECT o._action, count(*) FROM _own o ANTI JOIN stg s ON {key_match('o', 's', key)} "
+                                 f"WHERE o._action IN ('insert', 'update') GROUP BY ALL").fetchall()
+        else:
+            found = scon.execute(
+                f"SELECT o._action, count(*) FROM _own o SEMI JOIN (SELECT * FROM stg WHERE _action = 'unchanged' "
+                f"AND rowid NOT IN (SELECT _rid FROM invalid)) s ON {key_match('o', 's', key)} AND s._fp = o._fp "
+                f"WHERE o._action IN ('insert', 'update') GROUP BY ALL").fetchall()
+    finally:
+        scon.unregister("_own")
+    for action, n in found:
+        n = min(n, out["unchanged"])
+        out[action] += n
+        out["unchanged"] -= n
+    if defn.destination_mode.sends_deletes:  # a delivered delete leaves no state row: what else it confirmed
+        out["delete"] += max(0, int(store.run_row(run_id)["succeeded"] or 0) - own.num_rows)
+    return out

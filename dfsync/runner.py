@@ -28,16 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from . import (
-    _interrupt,
-    _partition,
-    _reads,
-    _registry,
-    _retry,
-    _sensitive,
-    _settle,
-    _words,
-)
+from . import _interrupt, _partition, _reads, _registry, _retry, _sensitive, _settle, _words
 from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, refuse_stuck_values, top_cursor
 from ._dryrun import DryRunStore
@@ -74,7 +65,6 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .definition import SyncDefinition
-
 
 
 class StopRequested(Exception):
@@ -306,6 +296,8 @@ class Runner:
         invalid, so ``queried = inserted + updated + unchanged + invalid`` on every run."""
         assert self.staging is not None
         c, mode = self.staging.valid_counts(), self.defn.destination_mode
+        if self.resume:  # read again after a pause: what its earlier batches sent counts as sent, not unchanged
+            c = _settle.with_earlier_batches(self.store, self.staging, self.sync_id, self.run_id, self.defn, c)
         retried = self.staging.retried_count(mode)  # never a quarantined row
         self.store.set_counters(self.run_id, inserted=c["insert"], updated=c["update"], unchanged=c["unchanged"],
                                 deleted=c["delete"] if mode.removes_missing else 0, invalid=c["invalid"], retried=retried)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -128,7 +129,8 @@ print(run.status)
     assert not staging.exists() or not os.listdir(staging), os.listdir(staging)
     ws = dfsync.Workspace(tmp_path / "ws.duckdb")
     run = ws.sync("p").run(progress=False, source=pl.DataFrame({"id": list(range(50))}))  # a frame: given again
-    assert run.status == "success" and 0 < run.counts["inserted"] < 50  # resumed: the rest, read again
+    assert run.status == "success" and run.id == 1  # resumed: the rest read again and sent
+    assert run.counts["inserted"] == run.counts["sent"] == 50 and run.counts["unchanged"] == 0  # the whole run's
     import duckdb
 
     with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
@@ -157,3 +159,47 @@ def test_a_resumed_incremental_run_keeps_the_cursor_its_earlier_batches_reached(
     assert sync.cursor == 1000
     again = sync.run(progress=False)
     assert again.counts["queried"] == 1 and again.counts["sent"] == 0  # only the row at the cursor
+
+
+@pytest.mark.parametrize("staged_rows_lost", [False, True])
+def test_a_resumed_run_counts_what_its_earlier_batches_sent_whether_or_not_it_read_again(tmp_path, staged_rows_lost):
+    """A paused run whose staged rows were lost (its process died) reads its source again and
+    diffs it with the delivered state, which holds its own earlier batches: it counted the rows it
+    had itself inserted (updated) as ``unchanged`` and forgot the deletes it had sent, so a first
+    load of 40 rows ended inserted=20, unchanged=20, sent=40. The counters are now the same
+    whether or not the staged rows survived the pause."""
+    src = tmp_path / "src.parquet"
+
+    def pausing_run(data: pl.DataFrame) -> dict[str, int]:
+        data.write_parquet(src)
+        dest.interrupt_after = 2
+        with pytest.raises(KeyboardInterrupt):
+            sync.run(progress=False)
+        assert sync.last_run().status == "paused"
+        if staged_rows_lost:
+            dfsync._registry.drop_live_staging()  # as if the process had died: the resume reads the source again
+        run = sync.run(progress=False)
+        assert run.status == "success", run.error
+        c = run.counts
+        assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"]
+        assert c["sent"] == c["succeeded"] == c["inserted"] + c["updated"] + c["deleted"]
+        return c
+
+    data = pl.DataFrame({"id": list(range(40)), "v": [f"v{i}" for i in range(40)]})
+    data.write_parquet(src)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    sync = ws.create_sync("m", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                          destination_mode="mirror", batch_size=5)
+    first = pausing_run(data)
+    assert (first["inserted"], first["unchanged"], first["sent"]) == (40, 0, 40)
+    changed = data.filter(pl.col("id") >= 10).with_columns(
+        pl.when(pl.col("id") < 20).then(pl.lit("new")).otherwise(pl.col("v")).alias("v"))
+    second = pausing_run(changed)
+    assert {k: second[k] for k in ("queried", "updated", "deleted", "unchanged", "sent")} == \
+        {"queried": 30, "updated": 10, "deleted": 10, "unchanged": 20, "sent": 20}
+    con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
+    try:
+        assert con.sql("SELECT id, v FROM t ORDER BY id").pl().equals(changed)
+    finally:
+        con.close()
