@@ -180,8 +180,8 @@ def workspace_html(ws: Workspace) -> str:
         r["last run"] = (f'#{r["last_run_id"]} {badge(r["last_run_status"])}' if r["last_run_status"] else "never")
         r["finished"] = fmt_time(r["last_run_finished_at"])
         r["next run"] = fmt_time(r["next_run_at"]) or ("manual" if not r["schedule"] else "")
-        with contextlib.suppress(Exception):  # a destination that cannot be rebuilt here still lists its kind
-            r["destination"] = ws.sync(r["name"]).destination.describe()
+        with contextlib.suppress(Exception):  # a sync gone meanwhile still lists its kind
+            r["destination"] = ws.sync(r["name"]).describe_destination()
         rows.append(r)
     body = table(rows, ["name", "status", "source", "destination", "destination_mode", "last run",
                         "finished", "next run"], raw=("status", "last run"),
@@ -194,7 +194,7 @@ def sync_html(sync: Sync) -> str:
     d = sync.definition
     sched = f" · schedule {esc(sync.schedule)}" if sync.schedule else ""
     info = (f'<div style="color:{MUTED};margin-bottom:4px">{esc(d["source"]["kind"])} → '
-            f'{esc(sync.destination.describe())} · {esc(sync.destination_mode.value)} · '
+            f'{esc(sync.describe_destination())} · {esc(sync.destination_mode.value)} · '
             f'key {esc(", ".join(sync.primary_key))} · {esc(sync.sync_mode.value)}{sched}</div>')
     body = info
     if run is None:

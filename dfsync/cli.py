@@ -264,7 +264,7 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
         typer.echo(f"sync {sync.name!r}: {info['status']}")
         settings = ", ".join(f"{k}={v}" for k, v in d["source"].items() if k != "kind" and v is not None)
         typer.echo(f"  source       {d['source']['kind']}" + (f": {settings}" if settings else ""))
-        typer.echo(f"  destination  {sync.destination.describe()} [{d['destination_mode']}]")
+        typer.echo(f"  destination  {sync.describe_destination()} [{d['destination_mode']}]")
         typer.echo(f"  primary key  {', '.join(d['primary_key'])}   mode {d['sync_mode']}"
                    + (f"   partitions {d['partitions']}" if d.get("partitions") else ""))
         if d.get("cursor_field"):

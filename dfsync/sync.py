@@ -31,7 +31,7 @@ from ._schema import fields_now, schema_frame
 from ._settings import use as use_settings
 from .definition import CALLBACKS, SyncDefinition, record_schema
 from .destinations.base import Destination
-from .errors import ConfigError, SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
+from .errors import ConfigError, DfsyncError, SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
 from .mapping import Mapping
 from .run import Preview, SyncRun
 from .runner import Runner
@@ -407,9 +407,20 @@ class Sync:
                                         "_fp": pl.UInt64})
         return pl.from_arrow(state.read_all())  # type: ignore[return-value]
 
+    def describe_destination(self) -> str:
+        """The destination as shown (repr, panels, ``dfsync status``). One that cannot be built in
+        this process (a literal secret kept in the memory of the session that created it, an extra
+        not installed here) is shown from its stored definition, whose secrets are masked."""
+        try:
+            return self.destination.describe()
+        except DfsyncError:
+            d = self.definition["destination"]
+            where = ", ".join(str(d[k]) for k in ("url", "uri", "path", "directory", "table") if d.get(k))
+            return f"{d['kind']}({where})"
+
     def __repr__(self) -> str:
         return (f"<dfsync.Sync {self.name!r} {self.status.value}: {self.source.describe() if 'source' in self._live else self.definition['source']['kind']}"
-                f" -> {self.destination.describe()} [{self.destination_mode.value}]>")
+                f" -> {self.describe_destination()} [{self.destination_mode.value}]>")
 
     def _repr_html_(self) -> str:
         return _html_history.sync_html(self)

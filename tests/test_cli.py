@@ -298,6 +298,15 @@ def test_a_session_only_sync_cannot_run_from_the_cli(tmp_path, ws_path, dfsync_c
     assert json.loads(status.out)["session_only"] is True
     with dfsync.Workspace(ws_path) as ws:
         assert ws.sync("frame_sync").runs().height == 0
+        # a literal token is kept in memory only: another process cannot build the destination, and
+        # `dfsync status` (like the sync's repr there) stopped half-way with exit 2 on that
+        pl.DataFrame({"id": [1]}).write_parquet(tmp_path / "one.parquet")
+        ws.create_sync("http_sync", source=dfsync.sources.files(str(tmp_path / "one.parquet")), primary_key="id",
+                       destination=dfsync.destinations.http("http://127.0.0.1:9/api", auth="tok-LITERAL-123"))
+    status = dfsync_cli("status", "http_sync", "-w", ws_path)
+    assert status.code == 0, status.err
+    assert "destination  http(http://127.0.0.1:9/api) [upsert]" in status.out and "session-only" in status.out
+    assert "tok-LITERAL-123" not in status.out + status.err
 
 
 # ---------------------------------------------------------------------- scheduler
