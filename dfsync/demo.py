@@ -65,7 +65,11 @@ def run_demo(directory: str = "dfsync-demo", data_dir: str | None = None, out: T
     data = _find_data(data_dir)
     root = pathlib.Path(directory).resolve()
     _start_afresh(root)
-    (root / "source").mkdir(parents=True)
+    try:
+        (root / "source").mkdir(parents=True)
+    except OSError as exc:  # a working directory the user may not write, a path under a file
+        raise ConfigError(f"demo: cannot create {root} ({exc.strerror}); pass --directory DIR, a directory "
+                          f"you can write to") from None
     warehouse = root / "warehouse.duckdb"
     ws = Workspace(root / ".dfsync" / "workspace.duckdb")
 

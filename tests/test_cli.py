@@ -382,6 +382,12 @@ def test_demo_command_still_works(tmp_path, dfsync_cli) -> None:
     assert res.code == 0, res.err
     assert "customers" in res.out and "success" in res.out
     assert (tmp_path / "demo" / "warehouse.duckdb").exists()
+    # a directory it cannot make (here under a file; or a working directory the user may not write):
+    # one line naming it and what to pass, not an OSError traceback
+    (tmp_path / "afile").write_text("")
+    res = dfsync_cli("demo", "--directory", str(tmp_path / "afile" / "demo"), "--data", str(REPO / "data"))
+    assert res.code == 2
+    _clean_error(res, f"cannot create {tmp_path / 'afile' / 'demo'}", "--directory")
 
 
 @pytest.mark.workspaces("duckdb")
