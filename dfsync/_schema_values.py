@@ -26,22 +26,33 @@ def _holds_text(t: pa.DataType) -> bool:
     return holds(t, is_text)
 
 
-def _nonfinite_inside(expr: str, t: pa.DataType, depth: int = 0) -> str | None:
+def _nonfinite_inside(expr: str, t: pa.DataType) -> str | None:
     """A DuckDB condition, true when a float anywhere inside ``expr`` (a list/struct/map of Arrow
     type ``t``) is NaN or infinite; None when ``t`` holds no float."""
+    return _inside(expr, t, pa.types.is_floating, "(isnan({x}) OR isinf({x}))")
+
+
+def _infinite_time_inside(expr: str, t: pa.DataType) -> str | None:
+    """A DuckDB condition, true when a date or timestamp anywhere inside ``expr`` is infinite."""
+    return _inside(expr, t, lambda u: pa.types.is_timestamp(u) or pa.types.is_date(u), "isinf({x})")
+
+
+def _inside(expr: str, t: pa.DataType, leaf: Any, cond: str, depth: int = 0) -> str | None:
+    """A DuckDB condition, true when ``cond`` holds for a value of a type ``leaf`` accepts anywhere
+    inside ``expr`` (of Arrow type ``t``); None when ``t`` holds none."""
     t = base_type(t)
-    if pa.types.is_floating(t):
-        return f"(isnan({expr}) OR isinf({expr}))"
+    if leaf(t):
+        return cond.format(x=expr)
     if is_list(t):
         x = f"_x{depth}"
-        inner = _nonfinite_inside(x, t.value_type, depth + 1)
+        inner = _inside(x, t.value_type, leaf, cond, depth + 1)
         return inner and f"coalesce(list_bool_or(list_transform({expr}, lambda {x}: {inner})), false)"
     if pa.types.is_map(t):
-        parts = [_nonfinite_inside(f"map_keys({expr})", pa.list_(t.key_type), depth),
-                 _nonfinite_inside(f"map_values({expr})", pa.list_(t.item_type), depth)]
+        parts = [_inside(f"map_keys({expr})", pa.list_(t.key_type), leaf, cond, depth),
+                 _inside(f"map_values({expr})", pa.list_(t.item_type), leaf, cond, depth)]
     elif pa.types.is_struct(t):
-        parts = [_nonfinite_inside(f"struct_extract({expr}, '{f.name.replace(chr(39), chr(39) * 2)}')", f.type, depth)
-                 for f in t]
+        parts = [_inside(f"struct_extract({expr}, '{f.name.replace(chr(39), chr(39) * 2)}')", f.type, leaf, cond,
+                         depth) for f in t]
     else:
         return None
     return " OR ".join(f"coalesce({p}, false)" for p in parts if p) or None
@@ -125,6 +136,16 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"back as NULL). Send NULL for it with mapping={{{n!r}: pl.col({n!r}).fill_nan(None)}}"
                     f" (infinities: pl.when(pl.col({n!r}).is_infinite()).then(None).otherwise(pl.col({n!r})))"
                     f", or choose a destination that keeps it (DuckDB, Parquet, PostgreSQL). Nothing was sent.")
+        if is_nested(t) and not getattr(destination, "infinite_times", False):
+            inside = _infinite_time_inside(quote(n), t)  # a PostgreSQL timestamptz[] or date[], DuckDB's lists
+            bad = _first_value(con, table, n, inside.replace("{", "{{").replace("}", "}}")) if inside else None
+            if bad is not None:
+                raise SchemaMismatchError(
+                    f"column {n!r} holds an infinite date or timestamp inside a list/struct value, e.g. {bad[:80]} "
+                    f"(PostgreSQL and DuckDB have them), which {where} cannot store. Send NULL for them in the "
+                    f"source query or in the sync's mapping (e.g. mapping={{{n!r}: pl.col({n!r}).list.eval(pl."
+                    f"when(pl.element().dt.year().is_between(-9999, 9999)).then(pl.element()))}}), or choose "
+                    f"DuckDB. Nothing was sent.")
         if (pa.types.is_timestamp(t) or pa.types.is_date(t)) and not getattr(destination, "infinite_times", False):
             bad = _first_value(con, table, n, "isinf({c})")
             if bad is not None:

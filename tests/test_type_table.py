@@ -455,10 +455,10 @@ def test_infinite_timestamps_and_dates_reach_duckdb_and_are_refused_elsewhere(ki
     import duckdb
 
     src = pg_server.new_database()
-    pg_server.execute("CREATE TABLE s (id int PRIMARY KEY, ts timestamp, tz timestamptz, d date)",
+    pg_server.execute("CREATE TABLE s (id int PRIMARY KEY, ts timestamp, tz timestamptz, d date, tza timestamptz[])",
                       dbname=src.rsplit("/", 1)[1])
-    pg_server.execute("INSERT INTO s VALUES (1, 'infinity', '-infinity', 'infinity'), "
-                      "(2, '2020-01-01', '2020-01-01Z', '2020-01-01')", dbname=src.rsplit("/", 1)[1])
+    pg_server.execute("INSERT INTO s VALUES (1, 'infinity', '-infinity', 'infinity', '{infinity}'), "
+                      "(2, '2020-01-01', '2020-01-01Z', '2020-01-01', '{2020-01-01Z}')", dbname=src.rsplit("/", 1)[1])
     dest = Dest(kind, request, tmp_path)
     kind = dest.kind
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
@@ -468,17 +468,22 @@ def test_infinite_timestamps_and_dates_reach_duckdb_and_are_refused_elsewhere(ki
     if kind == "duckdb":
         assert run.status == "success", run.error
         con = duckdb.connect(dest.path, read_only=True)
-        assert con.execute("SELECT ts::VARCHAR, tz::VARCHAR, d::VARCHAR FROM t ORDER BY id").fetchall() == [
-            ("infinity", "-infinity", "infinity"), ("2020-01-01 00:00:00", "2020-01-01 00:00:00+00", "2020-01-01")]
+        assert con.execute("SELECT ts::VARCHAR, tz::VARCHAR, d::VARCHAR, tza::VARCHAR FROM t ORDER BY id").fetchall() == [
+            ("infinity", "-infinity", "infinity", "[infinity]"),  # in an array it arrived as 290279 BC
+            ("2020-01-01 00:00:00", "2020-01-01 00:00:00+00", "2020-01-01", "['2020-01-01 00:00:00+00']")]
         con.close()
         return
     assert run.status == "failed" and run.counts["sent"] == 0, run.error
     assert "column 'ts'" in run.error and "infinity" in run.error and "Nothing was sent" in run.error, run.error
-    fix = {"id": "id", **{c: pl.when(pl.col(c).dt.year().is_between(-9999, 9999)).then(pl.col(c)) for c in ("ts", "tz", "d")}}
+    fix = {"id": "id", **{c: pl.when(pl.col(c).dt.year().is_between(-9999, 9999)).then(pl.col(c)) for c in ("ts", "tz", "d")},
+           "tza": pl.col("tza").list.eval(pl.when(pl.element().dt.year().is_between(-9999, 9999)).then(pl.element()))}
     query = dfsync.sources.duckdb_query("SELECT 1 AS id, 'infinity'::TIMESTAMP AS ts, '-infinity'::TIMESTAMPTZ AS tz, "
                                         "'infinity'::DATE AS d")
     run = ws.create_sync("s", source=query, destination=dest.make(), primary_key="id").run(progress=False)
     assert run.status == "failed" and run.counts["sent"] == 0 and "column 'ts'" in run.error, run.error
+    inside = dfsync.sources.duckdb_query("SELECT 1 AS id, ['infinity'::TIMESTAMP] AS tl")  # went out as is
+    run = ws.create_sync("s", source=inside, destination=dest.make(), primary_key="id").run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0 and "column 'tl'" in run.error, run.error
     run = ws.create_sync("s", source=source, destination=dest.make(), primary_key="id", mapping=fix).run(progress=False)
     assert run.status == "success", run.error
     rows = read_rows(kind, dest, ["ts"])

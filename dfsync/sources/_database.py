@@ -67,22 +67,33 @@ _PG_WRAPPED = {pa.int64(): {-9222425352054775809: 2**63 - 1, -922242535205477580
                pa.int32(): {-2147472692: 2**31 - 1, -2147472691: -(2**31 - 1)}}
 
 
-def _pg_infinities(rb: pa.RecordBatch) -> pa.RecordBatch:
+def _pg_infinity(col: pa.Array) -> pa.Array | None:
+    """One column with PostgreSQL's wrapped infinities made DuckDB's (inside an array too), or None
+    when it holds none."""
     import pyarrow.compute as pc
 
-    columns = list(rb.columns)
-    for i, col in enumerate(columns):
-        t = col.type
-        raw = pa.int64() if pa.types.is_timestamp(t) and t.unit == "us" else pa.int32() if pa.types.is_date32(t) else None
-        if raw is None or not len(col):
-            continue
-        ints = col.view(raw)
-        for wrapped, infinity in _PG_WRAPPED[raw].items():
-            hit = pc.equal(ints, pa.scalar(wrapped, raw))
-            if pc.any(hit).as_py():
-                ints = pc.if_else(hit, pa.scalar(infinity, raw), ints)
-        columns[i] = ints.view(t)
-    return pa.RecordBatch.from_arrays(columns, schema=rb.schema)
+    t = col.type
+    if pa.types.is_list(t) and len(col):  # timestamptz[] / date[]: '{infinity}' arrived as 290279 BC
+        col = pa.concat_arrays([col]) if col.offset else col  # from_arrays takes no sliced offsets with a mask
+        values = _pg_infinity(col.values)
+        return None if values is None else pa.ListArray.from_arrays(col.offsets, values, type=t, mask=col.is_null())
+    raw = pa.int64() if pa.types.is_timestamp(t) and t.unit == "us" else pa.int32() if pa.types.is_date32(t) else None
+    if raw is None or not len(col):
+        return None
+    ints, found = col.view(raw), False
+    for wrapped, infinity in _PG_WRAPPED[raw].items():
+        hit = pc.equal(ints, pa.scalar(wrapped, raw))
+        if pc.any(hit).as_py():
+            ints, found = pc.if_else(hit, pa.scalar(infinity, raw), ints), True
+    return ints.view(t) if found else None
+
+
+def _pg_infinities(rb: pa.RecordBatch) -> pa.RecordBatch:
+    fixed = [_pg_infinity(col) for col in rb.columns]
+    if all(f is None for f in fixed):
+        return rb
+    return pa.RecordBatch.from_arrays([c if f is None else f for c, f in zip(rb.columns, fixed, strict=True)],
+                                      schema=rb.schema)
 
 
 @register_source
