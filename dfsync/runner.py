@@ -431,7 +431,7 @@ class Runner:
         records = pa.schema([f for f in staging.arrow_schema() if f.name != ACTION_COLUMN])
         recorded = _schema.load(self.store.sync_row(sync_id=self.sync_id).get("dest_schema"))
         where = defn.destination.describe()
-        plan = _schema.plan(recorded, records, defn.primary_key, defn.schema, where,
+        plan = _schema.plan(recorded, staging.as_read(records), defn.primary_key, defn.schema, where,
                             replace=defn.destination_mode.rewrites,
                             replace_ok=DestinationMode.REPLACE in defn.destination.modes)
         defn.destination.check_schema(records)

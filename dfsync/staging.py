@@ -520,6 +520,20 @@ class Staging:
     def invalid_records(self, limit: int | None = None, mode: DestinationMode | None = None) -> pa.Table:
         return self.records(status="invalid", limit=limit, error=mode and mode.invalid_note)
 
+    def as_read(self, records: pa.Schema) -> pa.Schema:
+        """``records`` (the staged fields) with each key column typed as the source gave it. The
+        diff's join coalesces a key with the delivered state's, and DuckDB takes a naive time
+        into an aware column there (read in the session's zone): compared as staged, a change
+        the schema rules refuse (naive <-> aware) was no change, and shifted keys were sent."""
+        fields = []
+        for f in records:
+            if f.name in self.key and f.name in self.types:
+                with contextlib.suppress(duckdb.Error):
+                    t = self.con.cursor().sql(f"SELECT NULL::{self.types[f.name]} AS x").to_arrow_table().schema
+                    f = f.with_type(t.field(0).type)
+            fields.append(f)
+        return pa.schema(fields)
+
     def arrow_schema(self) -> pa.Schema:
         cols = ", ".join(quote(c) for c in self.columns)
         return self.con.cursor().sql(f"SELECT {cols}, _action::VARCHAR AS _action FROM stg LIMIT 0").to_arrow_table().schema

