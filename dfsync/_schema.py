@@ -356,7 +356,8 @@ class TablePlan:
 
 
 def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, policy: str,
-               where: str, can_widen: bool = True, widen: Sequence[str] = (), exact_names: bool = False) -> TablePlan:
+               where: str, can_widen: bool = True, widen: Sequence[str] = (), exact_names: bool = False,
+               fixed: Sequence[str] = ()) -> TablePlan:
     """Fit the records to an existing table: columns to add, columns to widen, or an error.
 
     ``existing`` maps each table column to (its declared type, the Arrow type it reads
@@ -365,13 +366,15 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
     names the columns whose source type widened since the sync last delivered: those are
     widened in place (where the database can). A column that is merely narrower than the
     source's type (a table made by hand, an INTEGER column for int64 values) is kept as it
-    is when the database refuses a value too large for it row by row.
+    is when the database refuses a value too large for it row by row. ``fixed`` names the
+    columns the database cannot retype at all (DuckDB's primary key and unique columns): a
+    widened one is kept as such a narrower column, or refused naming the ways out.
     """
     ci = {k.lower(): k for k in existing}
     problems: list[str] = []
     add: list[pa.Field] = []
     to_widen: list[tuple[str, pa.Field]] = []
-    widen_ = set(widen)
+    widen_, fixed_ = set(widen), set(fixed)
     for f in incoming:
         name = f.name if f.name in existing else ci.get(f.name.lower())
         if name is not None and name != f.name and exact_names:
@@ -393,14 +396,15 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
                             f"a type dfsync cannot check; {_fix(f.name, f.type)}")
         elif fits(f.type, arrow):
             continue
-        elif f.name in widen_ and fits(arrow, f.type) and policy == "evolve" and can_widen:
+        elif f.name in widen_ and fits(arrow, f.type) and policy == "evolve" and can_widen and name not in fixed_:
             to_widen.append((name, pa.field(name, f.type, True)))
         elif rejected_if_too_large(f.type, arrow):
             continue
         elif not isinstance(arrow, str) and fits(arrow, f.type):
+            what = "a key column's" if name in fixed_ else "a column's"
             why = ("schema='freeze' does not widen columns" if policy == "freeze" else
-                   f"the database cannot change a column's type in place; {_fix(f.name, arrow)}"
-                   if f.name in widen_ and not can_widen else
+                   f"the database cannot change {what} type in place; {_fix(f.name, arrow)}"
+                   if f.name in widen_ and (not can_widen or name in fixed_) else
                    f"dfsync widens a column only when the sync's own source type widened; {_fix(f.name, arrow)}")
             problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where} ({why})")
         else:

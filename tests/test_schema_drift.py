@@ -414,3 +414,27 @@ def test_a_naive_key_into_an_aware_key_column_is_refused_like_any_other_column(t
     assert ws.store.run_row(run.id)["error_kind"] == "SchemaMismatchError" and "'time_hour'" in run.error
     with duckdb.connect(path, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM w").fetchall() == [(2,)]
+
+
+def test_a_widened_key_column_goes_on_into_a_duckdb_table_that_cannot_retype_it(tmp_path):
+    """DuckDB cannot change the type of a PRIMARY KEY column: an int32 key now int64 (the same
+    flight numbers) failed with the raw 'Binder Error: Cannot change the type of a column that
+    has a UNIQUE or PRIMARY KEY constraint'. The column is kept (its values fit); a key type it
+    cannot hold at all is refused naming the column and the ways out."""
+    import duckdb
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "wh.duckdb")
+    first = pl.DataFrame({"flight": [1545, 1714], "at": [datetime(2013, 1, 1)] * 2, "dep_delay": [2.0, 4.0]},
+                         schema_overrides={"flight": pl.Int32})
+    sync = ws.create_sync("f", source=dfsync.sources.frame(first), destination=dfsync.destinations.duckdb(path, "f"),
+                          primary_key=["flight", "at"], destination_mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    second = first.with_columns(pl.col("flight").cast(pl.Int64), pl.col("dep_delay") + 1)
+    run = sync.run(source=second, progress=False)
+    assert run.status == "success", run.error
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("SELECT flight, dep_delay FROM f ORDER BY 1").fetchall() == [(1545, 3.0), (1714, 5.0)]
+    run = sync.run(source=second.with_columns(pl.col("at").cast(pl.Datetime("ns"))), progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert "'at'" in run.error and "key column's type" in run.error and "Binder" not in run.error

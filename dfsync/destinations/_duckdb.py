@@ -25,7 +25,7 @@ from .._schema import plan_table
 from .._settings import setting
 from ..errors import ConfigError, DestinationError, TransientDestinationError
 from ..states import DestinationMode
-from ._sql import FENCE_BATCH, TableName, q, taken_over
+from ._sql import FENCE_BATCH, TableName, duckdb_key_columns, q, taken_over
 from .base import (
     ACTION_COLUMN,
     EXISTS_MESSAGE,
@@ -118,7 +118,8 @@ class DuckDBSession(DestinationSession):
         """Add the columns the records bring and widen the ones they outgrew (or raise, nothing sent)."""
         schema = self.con.sql("SELECT * FROM _dfsync_schema").to_arrow_table().schema
         plan = plan_table(schema, self._describe(self.target), policy=self.ctx.schema, widen=self.widen_columns,
-                          where=f"table {self.target.display} of {self.destination.path}")
+                          where=f"table {self.target.display} of {self.destination.path}",
+                          fixed=duckdb_key_columns(self.con, self.target))
         t = self.target.sql
         for f in plan.add:
             self.con.execute(f"ALTER TABLE {t} ADD COLUMN {q(f.name)} {incoming[f.name]}")

@@ -166,3 +166,12 @@ class ServerDestination(Destination):
 
     def describe(self) -> str:
         return f"{self.kind}({self.uri}, table={self.table!r})"
+
+
+def duckdb_key_columns(con: Any, name: TableName) -> set[str]:
+    """The columns of a DuckDB table in a PRIMARY KEY or UNIQUE constraint (DuckDB cannot retype them)."""
+    rows = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ? AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+        [name.schema or "main", name.table]).fetchall()
+    return {c for (cols,) in rows for c in cols}
