@@ -126,7 +126,8 @@ def refuse_stuck_values(staging: Any, defn: Any) -> None:
             raise _stuck(field, "+inf" if n_inf else "NaN", f"in {plural(n_inf or n_nan, 'row')} this run would send")
         return
     # a date or timestamp of 'infinity' (a DuckDB or PostgreSQL source): no value is past it either
-    n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isinf({c}) AND {c} > '1970-01-01') "
+    inf = f"isinf(CAST({c} AS TIMESTAMPTZ))" if "TZ" in kind[0][0] or "TIME ZONE" in kind[0][0] else f"isinf({c})"
+    n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE {inf} AND {c} > '1970-01-01') "  # see _schema_values.isinf
                                 f"FROM stg WHERE {where}").fetchall()[0][0]
     if n_inf:
         raise _stuck(field, "infinity", f"in {plural(n_inf, 'row')} this run would send")

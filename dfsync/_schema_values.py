@@ -29,20 +29,28 @@ def _holds_text(t: pa.DataType) -> bool:
 def _nonfinite_inside(expr: str, t: pa.DataType) -> str | None:
     """A DuckDB condition, true when a float anywhere inside ``expr`` (a list/struct/map of Arrow
     type ``t``) is NaN or infinite; None when ``t`` holds no float."""
-    return _inside(expr, t, pa.types.is_floating, "(isnan({x}) OR isinf({x}))")
+    return _inside(expr, t, pa.types.is_floating, lambda x, _: f"(isnan({x}) OR isinf({x}))")
 
 
 def _infinite_time_inside(expr: str, t: pa.DataType) -> str | None:
     """A DuckDB condition, true when a date or timestamp anywhere inside ``expr`` is infinite."""
-    return _inside(expr, t, lambda u: pa.types.is_timestamp(u) or pa.types.is_date(u), "isinf({x})")
+    return _inside(expr, t, lambda u: pa.types.is_timestamp(u) or pa.types.is_date(u), isinf)
 
 
-def _inside(expr: str, t: pa.DataType, leaf: Any, cond: str, depth: int = 0) -> str | None:
-    """A DuckDB condition, true when ``cond`` holds for a value of a type ``leaf`` accepts anywhere
-    inside ``expr`` (of Arrow type ``t``); None when ``t`` holds none."""
+def isinf(x: str, t: pa.DataType) -> str:
+    """DuckDB's ``isinf`` of a date or timestamp ``x`` of Arrow type ``t``. DuckDB has none for
+    TIMESTAMPTZ_NS (time-zone-aware nanoseconds, as every pandas tz-aware column is): the run failed
+    with a raw BinderException on every destination but DuckDB. It is cast to TIMESTAMPTZ first
+    (an infinity stays one)."""
+    return f"isinf(CAST({x} AS TIMESTAMPTZ))" if getattr(t, "tz", None) else f"isinf({x})"
+
+
+def _inside(expr: str, t: pa.DataType, leaf: Any, cond: Any, depth: int = 0) -> str | None:
+    """A DuckDB condition, true when ``cond(x, type)`` holds for a value of a type ``leaf`` accepts
+    anywhere inside ``expr`` (of Arrow type ``t``); None when ``t`` holds none."""
     t = base_type(t)
     if leaf(t):
-        return cond.format(x=expr)
+        return cond(expr, t)
     if is_list(t):
         x = f"_x{depth}"
         inner = _inside(x, t.value_type, leaf, cond, depth + 1)
@@ -147,7 +155,7 @@ def check_values(con: Any, table: str, records: pa.Schema, destination: Any, whe
                     f"when(pl.element().dt.year().is_between(-9999, 9999)).then(pl.element()))}}), or choose "
                     f"DuckDB. Nothing was sent.")
         if (pa.types.is_timestamp(t) or pa.types.is_date(t)) and not getattr(destination, "infinite_times", False):
-            bad = _first_value(con, table, n, "isinf({c})")
+            bad = _first_value(con, table, n, isinf("{c}", t))
             if bad is not None:
                 c = f"pl.col({n!r})"
                 raise SchemaMismatchError(

@@ -321,3 +321,27 @@ def test_arrow_uuid_columns_arrive_as_uuid_text(kind, request, tmp_path):
     nested = pa.table({"id": [1], "l": pa.ListArray.from_arrays(pa.array([0, 1]), u.slice(0, 1))})
     with pytest.raises(dfsync.DfsyncError, match=r"column 'l'.*UUIDs.*16 raw bytes.*text form"):
         ws.create_sync("nested", source=dfsync.sources.frame(nested), primary_key="id", destination=target.make("n"))
+
+
+def test_time_zone_aware_nanoseconds_reach_sqlite_and_serve_as_a_cursor(tmp_path):
+    """A time-zone-aware nanosecond timestamp (pandas' and pyarrow's unit, so a Parquet file they
+    wrote) is staged by DuckDB 2 as TIMESTAMPTZ_NS, for which it has no isinf(): every run of such a
+    source failed with a raw BinderException on every destination but DuckDB, and an incremental
+    sync with it as the cursor failed even to DuckDB."""
+    import sqlite3
+
+    at = pl.Series(["2024-03-10 03:30", "2024-11-03 12:00"]).str.to_datetime(time_unit="ns")
+    df = pl.DataFrame({"id": [1, 2], "at": at.dt.replace_time_zone("America/New_York")})
+    df.write_parquet(tmp_path / "in.parquet")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "out.sqlite")
+    sync = ws.create_sync("tz", source=dfsync.sources.files(str(tmp_path / "in.parquet")),
+                          destination=dfsync.destinations.sqlite(out, "t"), primary_key="id",
+                          sync_mode="incremental", cursor_field="at")
+    assert sync.run(progress=False).status == "success"
+    pl.concat([df, pl.DataFrame({"id": [3], "at": df["at"][1:]})]).write_parquet(tmp_path / "in.parquet")
+    run = sync.run(progress=False)  # a row at the cursor's own instant
+    assert run.status == "success", run.error
+    assert (run.counts["inserted"], run.counts["unchanged"]) == (1, 1), run.counts
+    with sqlite3.connect(out) as con:
+        assert [r[0] for r in con.execute("SELECT id FROM t ORDER BY id")] == [1, 2, 3]
