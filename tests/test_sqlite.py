@@ -94,6 +94,22 @@ def test_row_failures_bisected(tmp_path):
     assert json.loads(rows(path, "SELECT not_delivered FROM _dfsync_batches WHERE batch_no = 1")[0][0]) == [[3], [250]]
 
 
+def test_rows_that_fail_only_together_beside_a_row_that_fails_alone(tmp_path):
+    """Two rows that break a UNIQUE constraint only together, in a batch where another row fails
+    alone: the search found the lone row, took the pair for good, and the batch's commit failed on
+    it, so the whole run failed with the database's raw error and nothing of the batch landed."""
+    path = str(tmp_path / "d.sqlite")
+    rows(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT UNIQUE, qty INTEGER CHECK (qty >= 0))")
+    # the pair straddles the halves the search splits the batch into; the lone row is in one of them
+    b = WriteBatch(1, pa.table({"id": [1, 2, 3, 4, 5, 6], "email": ["a@x", "b@x", "c@x", "c@x", "d@x", "e@x"],
+                                "qty": [1, 1, 1, 1, -1, 1], ACTION_COLUMN: ["insert"] * 6}))
+    (res,) = write_all(dfsync.destinations.sqlite(path, table="t"), ctx(), b)
+    # (rows failing only together are failed with the range they are found in: here the last row too)
+    assert {2, 3, 4} <= set(res.failed) <= {2, 3, 4, 5}
+    assert "UNIQUE" in res.failed[2] and "UNIQUE" in res.failed[3] and "CHECK" in res.failed[4]
+    assert rows(path, "SELECT id FROM t ORDER BY id") == [(i + 1,) for i in range(6) if i not in res.failed]
+
+
 def test_hostile_names_and_schema_mismatch(tmp_path):
     path = str(tmp_path / "d.sqlite")
     rows(path, "CREATE TABLE victim (id INTEGER)")

@@ -65,6 +65,7 @@ from .base import (
     WriteBatch,
     batch_actions,
     bisect_failures,
+    rows_where,
 )
 
 log = logging.getLogger("dfsync.destinations")
@@ -508,9 +509,8 @@ class ArrowSQLSession(DestinationSession):
         actions = batch_actions(data)
 
         def attempt(sub: pa.Table) -> str | None:
-            lo, hi = sub.column(ROW_COLUMN)[0].as_py(), sub.column(ROW_COLUMN)[-1].as_py()
             try:
-                self._apply(cur, actions, f"b.{q(ROW_COLUMN)} BETWEEN {int(lo)} AND {int(hi)}")
+                self._apply(cur, actions, rows_where(sub, ROW_COLUMN, f"b.{q(ROW_COLUMN)}"))
                 return None
             except Exception as exc:
                 if self._classify(exc) != DATA:

@@ -93,6 +93,7 @@ from .base import (
     batch_actions,
     bisect_failures,
     register_destination,
+    rows_where,
 )
 
 __all__ = ["MySQLDestination", "MySQLSession"]
@@ -391,9 +392,8 @@ class MySQLSession(ArrowSQLSession):
             rest = data.filter(pa.array(keep))
 
         def attempt(sub: pa.Table) -> str | None:
-            lo, hi = sub.column(ROW_COLUMN)[0].as_py(), sub.column(ROW_COLUMN)[-1].as_py()
             try:
-                self._apply(cur, actions, f"b.{q(ROW_COLUMN)} BETWEEN {int(lo)} AND {int(hi)}")
+                self._apply(cur, actions, rows_where(sub, ROW_COLUMN, f"b.{q(ROW_COLUMN)}"))
                 return None
             except Exception as exc:
                 if self._classify(exc) != DATA:

@@ -49,6 +49,7 @@ __all__ = [
     "DestinationSession",
     "WriteBatch",
     "bisect_failures",
+    "rows_where",
     "destination_from_config",
     "register_destination",
 ]
@@ -315,14 +316,31 @@ register_destination = _KINDS.register
 destination_from_config = _KINDS.from_config
 
 
+def rows_where(sub: pa.Table, column: str, sql_column: str) -> str:
+    """The SQL condition picking the rows of ``sub`` (an ``attempt`` of :func:`bisect_failures`) by
+    their row numbers in ``column``: their range, less the numbers it skips (rows found failing,
+    or rejected before the search)."""
+    import numpy as np
+
+    nums = sub.column(column).to_numpy()
+    lo, hi = int(nums.min()), int(nums.max())
+    cond = f"{sql_column} BETWEEN {lo} AND {hi}"
+    if len(nums) < hi - lo + 1:
+        gaps = np.setdiff1d(np.arange(lo, hi + 1), nums)
+        cond += f" AND {sql_column} NOT IN ({', '.join(str(int(g)) for g in gaps)})"
+    return cond
+
+
 def bisect_failures(
     rows: pa.Table, attempt: Callable[[pa.Table], str | None], *, offset: int = 0
 ) -> dict[int, str]:
     """Find the rows of ``rows`` that make ``attempt`` fail, by halving.
 
     ``attempt(sub_table)`` tries to apply the rows (and rolls back); it returns None if
-    they would be accepted, else the error text. Costs O(bad * log n) attempts. No rows (every
-    row of the batch was already rejected before the search) have no failures to find.
+    they would be accepted, else the error text. A sub-table is a slice, or rows taken around
+    those found failing (:func:`rows_where` picks them by row number). Costs O(bad * log n)
+    attempts. No rows (every row of the batch was already rejected before the search) have no
+    failures to find.
     """
     if rows.num_rows == 0:
         return {}
@@ -336,4 +354,10 @@ def bisect_failures(
     found.update(bisect_failures(rows.slice(mid), attempt, offset=offset + mid))
     if not found:  # the rows only fail together (e.g. duplicate keys inside the batch)
         return {offset + i: error for i in range(rows.num_rows)}
+    # rows that fail only together may sit in both halves (a pair breaking a UNIQUE constraint)
+    # beside a row found alone: the rest is tried again, else its commit fails the whole batch
+    rest = [i for i in range(rows.num_rows) if offset + i not in found]
+    if rest:
+        more = bisect_failures(rows.take(rest), attempt)
+        found.update({offset + rest[j]: why for j, why in more.items()})
     return found
