@@ -155,3 +155,21 @@ def test_a_nanosecond_cursor_without_pandas_is_kept_floored_to_its_microsecond(t
     out = subprocess.run([sys.executable, "-c", _NO_PANDAS_RUN, str(tmp_path)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_a_file_two_patterns_match_is_read_once(tmp_path):
+    """sources.files(['in/*.parquet', 'in/**/*.parquet']) read in/a.parquet twice: each of its rows
+    was a duplicate key, the run failed (or, with on_invalid='skip', quarantined them and sent the
+    rest, a success that lost them)."""
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    pl.DataFrame({"id": [1, 2], "v": [1, 2]}).write_parquet(tmp_path / "in" / "a.parquet")
+    pl.DataFrame({"id": [3], "v": [3]}).write_parquet(tmp_path / "in" / "sub" / "b.parquet")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "dest.duckdb")
+    src = dfsync.sources.files([str(tmp_path / "in" / "*.parquet"), str(tmp_path / "in" / "**" / "*.parquet")])
+    run = ws.create_sync("s", source=src, destination=dfsync.destinations.duckdb(dest, table="t"), primary_key="id",
+                         on_invalid="skip").run(progress=False)
+    assert run.status == "success", run.error
+    assert (run.counts["queried"], run.counts["invalid"]) == (3, 0), run.counts
+    assert _dest_rows(dest) == [(1, 1), (2, 2), (3, 3)]
+    ws.close()

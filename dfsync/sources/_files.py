@@ -108,6 +108,9 @@ class FilesSource(Source):
         for p in self.paths:
             matches = sorted(_glob.glob(p, recursive=True)) if _glob.has_magic(p) else ([p] if os.path.exists(p) else [])
             found.extend(os.path.abspath(m) for m in matches if os.path.isfile(m))
+        # a file two of the patterns match is read once: read twice, each of its rows was a duplicate
+        # key (and quarantined, never sent, under on_invalid='skip')
+        found = list(dict.fromkeys(found))
         if not found:
             raise SourceError(
                 f"no {self.format} files match {', '.join(self.paths)!s} "
