@@ -30,12 +30,15 @@ if TYPE_CHECKING:
 __all__ = [
     "LIVE",
     "RunControl",
+    "abandon_start",
     "add_progress_hook",
+    "begin_start",
     "drop_live_staging",
     "end_run",
     "is_running",
     "keep_live_staging",
     "live_staging",
+    "owned_run_alive",
     "read_for",
     "request_stop",
     "run_control",
@@ -90,6 +93,35 @@ class RunControl:
 
 _RUNS: dict[Key, RunControl] = {}
 _RUNS_GUARD = threading.Lock()
+#: store key -> runs of this process created (or being created) but not registered yet (start_run)
+_STARTING: dict[str, int] = {}
+
+
+def begin_start(store_key: str) -> None:
+    """A run of this process is about to be created: until :func:`start_run` registers it (or
+    :func:`abandon_start`), :func:`owned_run_alive` takes this process's unregistered runs as alive,
+    so another thread's ``recover()`` never fails a run that is just starting."""
+    with _RUNS_GUARD:
+        _STARTING[store_key] = _STARTING.get(store_key, 0) + 1
+
+
+def abandon_start(store_key: str) -> None:
+    """The run announced by :func:`begin_start` will not be registered (its creation failed)."""
+    with _RUNS_GUARD:
+        _drop_start(store_key)
+
+
+def _drop_start(store_key: str) -> None:
+    if _STARTING.get(store_key, 0) > 1:
+        _STARTING[store_key] -= 1
+    else:
+        _STARTING.pop(store_key, None)
+
+
+def owned_run_alive(store_key: str, run_id: int) -> bool:
+    """Is this run of this process executing, or possibly one just being started here?"""
+    with _RUNS_GUARD:
+        return (store_key, run_id) in _RUNS or store_key in _STARTING
 
 
 def start_run(store_key: str, run_id: int, *, thread: threading.Thread | None = None,
@@ -100,6 +132,7 @@ def start_run(store_key: str, run_id: int, *, thread: threading.Thread | None = 
         control.hooks.append(progress)
     with _RUNS_GUARD:
         _RUNS[(store_key, run_id)] = control
+        _drop_start(store_key)  # announced by begin_start: registered now
     return control
 
 

@@ -183,8 +183,11 @@ class Sync:
         lock = _registry.sync_lock(store.key, self.id)
         if not lock.acquire(blocking=False):
             raise SyncAlreadyRunning(f"sync {self.name!r} is already running in this process; wait for it (run.wait())")
+        announced = False
         try:
             ws.recover()
+            _registry.begin_start(store.key)  # another thread's recover() leaves the run alone until registered
+            announced = True
             paused = store.latest_run_id(self.id, ["paused"])
             if paused is not None:
                 store.claim_run(paused, self.id)
@@ -197,18 +200,25 @@ class Sync:
                 # against what was delivered), as when the staged rows ended with their process
                 _registry.drop_live_staging(store.key, paused)
         except BaseException:
+            if announced:
+                _registry.abandon_start(store.key)
             lock.release()
             raise
         reporter = None
-        if callable(progress):
-            reporter = progress  # a callable(status, run_row) of the caller's own
-        elif progress:
-            from ._progress import make_reporter
+        try:
+            if callable(progress):
+                reporter = progress  # a callable(status, run_row) of the caller's own
+            elif progress:
+                from ._progress import make_reporter
 
-            reporter = make_reporter(self, run_id, background=background)
-        if source is not None:
-            store.note(self.id, run_id, f"this run reads {source.describe()} (sync.run(source=...)); "
-                       f"the saved definition is unchanged")
+                reporter = make_reporter(self, run_id, background=background)
+            if source is not None:
+                store.note(self.id, run_id, f"this run reads {source.describe()} (sync.run(source=...)); "
+                           f"the saved definition is unchanged")
+        except BaseException:  # the run never starts: the next recover() settles it
+            _registry.abandon_start(store.key)
+            lock.release()
+            raise
 
         def work() -> None:
             try:

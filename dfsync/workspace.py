@@ -44,7 +44,7 @@ def _owner_alive(ws_key: str) -> Callable[[int, int, str, str], bool]:
 
     def alive(run_id: int, pid: int, owner_host: str, token: str) -> bool:
         if token == me:
-            return _registry.is_running(ws_key, run_id)
+            return _registry.owned_run_alive(ws_key, run_id)
         if owner_host != host:
             return True  # another machine: we cannot tell, so we leave it alone
         try:

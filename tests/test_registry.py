@@ -97,6 +97,31 @@ def test_the_sync_lock_is_one_per_sync_and_workspace(ws, tmp_path):
     assert _registry.sync_lock(ws.store.key, 1) is not _registry.sync_lock(ws.store.key + "x", 1)
 
 
+def test_another_threads_recover_leaves_a_run_that_is_starting_alone(ws, tmp_path, monkeypatch):
+    """Every sync.run() (and every scheduler pass) first moves runs whose process died. A run of
+    this process counted as alive only once registered, which happens after its row is created:
+    another thread's recover() in between (a background scheduler, a second background run) took
+    it for the run of a dead process and failed it ("the process running it died")."""
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    create_run, moved = ws.store.create_run, []
+
+    def create_then_recover_elsewhere(*args, **kwargs):  # type: ignore[no-untyped-def]
+        run_id = create_run(*args, **kwargs)
+        other = threading.Thread(target=lambda: moved.extend(ws.recover()))
+        other.start()
+        other.join()
+        return run_id
+
+    monkeypatch.setattr(ws.store, "create_run", create_then_recover_elsewhere)
+    run = sync.run(progress=False)
+    assert moved == [] and run.status == "success", run.error
+    monkeypatch.undo()
+    _registry.begin_start(ws.store.key)  # a start that never registers (its creation failed) ...
+    _registry.abandon_start(ws.store.key)
+    assert not _registry.owned_run_alive(ws.store.key, run.id)  # ... leaves no run of this process alive
+
+
 def test_nothing_outside_the_runner_reaches_into_a_live_runner():
     """Callers use the registry's functions; only the runner reads a run's control."""
     offenders = []
