@@ -285,6 +285,25 @@ def test_two_schedulers_share_a_due_run(setup) -> None:
     assert sync.runs().height == 1
 
 
+def test_a_claim_another_thread_is_changing_is_lost_not_raised(tmp_path) -> None:
+    """Two schedulers of one process (a notebook cell with ws.scheduler() run twice) claim a slot
+    at once: DuckDB refused the second update of the row (a write conflict), and the pass failed
+    with the raw TransactionException. The one that lost the race skips the slot."""
+    pl.DataFrame({"id": [1]}).write_parquet(tmp_path / "s.parquet")
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = _make(ws, tmp_path / "s.parquet", tmp_path / "w.duckdb")
+    slot, claimed = sync.next_run_at, []
+    with ws.store._transaction() as con:  # the other scheduler, its claim not committed yet
+        con.execute("UPDATE syncs SET next_run_at = ? WHERE id = ?", [slot + timedelta(minutes=15), sync.id])
+        other = threading.Thread(target=lambda: claimed.append(
+            ws.store.claim_next_run(sync.id, slot, slot + timedelta(minutes=16))))
+        other.start()
+        other.join()
+    assert claimed == [False]
+    assert ws.sync(sync.name).next_run_at == slot + timedelta(minutes=15)
+    ws.close()
+
+
 def test_background_scheduler_thread_runs_due_syncs(setup) -> None:
     ws, src, warehouse = setup
     sync = _make(ws, src, warehouse)

@@ -229,12 +229,17 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
             con.execute(f"UPDATE syncs SET {cols} WHERE id = ?", [*vals, sync_id])
 
     def claim_next_run(self, sync_id: int, expected: datetime | None, new: datetime) -> bool:
-        """Compare-and-set ``next_run_at``: True if it was still ``expected`` (this caller won the slot)."""
-        with self._transaction() as con:
-            row = first(con.execute("SELECT next_run_at FROM syncs WHERE id = ?", [sync_id]))
-            if row is None or row[0] != expected:
-                return False
-            con.execute("UPDATE syncs SET next_run_at = ? WHERE id = ?", [new, sync_id])
+        """Compare-and-set ``next_run_at``: True if it was still ``expected`` (this caller won the slot).
+        Another thread of this process (a second ``ws.scheduler()``) changing the row meanwhile
+        makes DuckDB refuse the update (a write conflict): that caller took the slot."""
+        try:
+            with self._transaction() as con:
+                row = first(con.execute("SELECT next_run_at FROM syncs WHERE id = ?", [sync_id]))
+                if row is None or row[0] != expected:
+                    return False
+                con.execute("UPDATE syncs SET next_run_at = ? WHERE id = ?", [new, sync_id])
+        except duckdb.TransactionException:
+            return False
         return True
 
     def syncs_frame(self) -> pl.DataFrame:
