@@ -412,12 +412,17 @@ def records(
     """
     with _errors():
         run, which = _run_of(_open(workspace), run_id)
-        df = run.records(status, limit=limit or None)
+        df = run.records(status, limit=limit + 1 if limit > 0 else (limit or None))  # one more: are there others?
+        more = limit > 0 and df.height > limit
+        df = df.head(limit) if more else df
         if as_json:
             _print_json(df.to_dicts())
             return
         if which:
             typer.echo(which)
+        if more:  # a table cut short says so: its rows are not all the run's records
+            typer.echo(f"the first {plural(limit, (status + ' ' if status else '') + 'record')} of run {run.id}; "
+                       f"there are more (--limit 0 shows them all)")
         _print_table(df, f"no {status + ' ' if status else ''}records kept for run {run.id}")
 
 

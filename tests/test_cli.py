@@ -169,6 +169,10 @@ def test_a_failed_run_exits_1_and_its_records_are_listed(tmp_path, ws_path, dfsy
     assert {r["_status"] for r in recs} == {"invalid"} and len(recs) == 3
     res = dfsync_cli("records", str(run_id), "--status", "failed", "-w", ws_path)
     assert res.code == 0 and "no failed records" in res.out
+    # a table cut short by --limit said nothing of the records it left out
+    res = dfsync_cli("records", str(run_id), "--status", "invalid", "--limit", "2", "-w", ws_path)
+    assert res.code == 0 and res.out.count("| invalid ") == 2, res.out
+    assert f"the first 2 invalid records of run {run_id}; there are more (--limit 0 shows them all)" in res.out
     res = dfsync_cli("records", str(run_id), "--status", "bogus", "-w", ws_path)
     assert res.code == 2
     _clean_error(res, "unknown record status")
