@@ -423,7 +423,7 @@ class ArrowSQLSession(DestinationSession):
             # go straight into it with one bulk COPY (no staging table, no join)
             if data.num_rows:
                 self._ingest_direct(cur, data.select(self.columns))
-            missing: list[tuple] = []
+            missing: list[int] = []
         else:
             if fast:
                 self._stage(cur, data)
@@ -432,7 +432,7 @@ class ArrowSQLSession(DestinationSession):
             missing = self._apply(cur, actions, where) if len(bad) < data.num_rows else []  # MariaDB: 1364 on no rows
         pk = self.ctx.primary_key
         nd = [[data.column(k)[i].as_py() for k in pk] for i in sorted(bad)]
-        nd += [list(k) for k in missing]
+        nd += [[data.column(k)[i].as_py() for k in pk] for i in missing]
         self._check_fence(cur)
         cur.execute(
             f"INSERT INTO {self._ledger_name().sql} (run_key, batch_no, \"rows\", not_delivered) "
@@ -456,10 +456,12 @@ class ArrowSQLSession(DestinationSession):
     def _ingest_direct(self, cur: Any, data: pa.Table) -> None:
         cur.adbc_ingest(self.write_target.table, data, mode="append", db_schema_name=self.write_target.schema)
 
-    def _apply(self, cur: Any, actions: set[str], where: str) -> list[tuple]:
+    def _apply(self, cur: Any, actions: set[str], where: str) -> list[int]:
         """Apply the staged rows matching ``where`` (inside the open transaction).
 
-        Returns the keys update mode did not find.
+        Returns the rows (their positions in the batch) whose key update mode did not find: the
+        keys as the driver reads them back (SQLite's text for a time, MySQL's naive UTC time for
+        a tz-aware one) never equalled the batch's, and such rows counted as succeeded.
         """
         t, s = self.write_target.sql, self._stage_sql()
         pk = self.ctx.primary_key
@@ -471,12 +473,11 @@ class ArrowSQLSession(DestinationSession):
         sets = ", ".join(f"{q(c)} = b.{q(c)}{cast.get(c, '')}" for c in self.columns if c not in pk)
         act = f"b.{q(ACTION_COLUMN)}"
         if mode == DestinationMode.UPDATE:
-            keys = ", ".join(f"b.{q(k)}" for k in pk)
-            missing = self._fetch(cur, f"SELECT {keys} FROM {s} b WHERE {where} "
+            missing = self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)} FROM {s} b WHERE {where} "
                                        f"AND NOT EXISTS (SELECT 1 FROM {t} WHERE {on})")
             if sets:
                 cur.execute(f"UPDATE {t} SET {sets} FROM {s} b WHERE {on} AND {where}")
-            return [tuple(r) for r in missing]
+            return [int(r[0]) for r in missing]
         if "delete" in actions:
             # IN over the staged keys, not a correlated EXISTS: SQLite plans that EXISTS as a scan of
             # the whole table probing every staged row for each of its rows (a 336k-row table and
@@ -528,15 +529,8 @@ class ArrowSQLSession(DestinationSession):
     def _row_message(self, exc: BaseException) -> str:
         return redact(str(exc))
 
-    def _result(self, data: pa.Table, failed: dict[int, str], missing: list[tuple]) -> BatchResult:
-        skipped: dict[int, str] = {}
-        if missing:
-            miss = {tuple(k) for k in missing}
-            cols = [data.column(k).to_pylist() for k in self.ctx.primary_key]
-            for i, key in enumerate(zip(*cols, strict=True)):
-                if key in miss and i not in failed:
-                    skipped[i] = SKIP_MESSAGE
-        return BatchResult(failed=failed, skipped=skipped)
+    def _result(self, data: pa.Table, failed: dict[int, str], missing: list[int]) -> BatchResult:
+        return BatchResult(failed=failed, skipped={i: SKIP_MESSAGE for i in missing if i not in failed})
 
     def _result_from_ledger(self, data: pa.Table, not_delivered: list[list[Any]]) -> BatchResult:
         keys = {json.dumps(k, default=str) for k in not_delivered}

@@ -441,7 +441,7 @@ class MySQLSession(ArrowSQLSession):
         return {**failed, **drop_key_clashes(self._fetch, cur, s, t, pk, on=on, exact=exact, grouped=grouped,
                                              how=f"collation ({how})")}
 
-    def _apply(self, cur: Any, actions: set[str], where: str) -> list[tuple]:
+    def _apply(self, cur: Any, actions: set[str], where: str) -> list[int]:
         t, s = self.write_target.sql, self._stage_sql()
         pk = self.ctx.primary_key
         cols = ", ".join(q(c) for c in self.columns)
@@ -450,12 +450,11 @@ class MySQLSession(ArrowSQLSession):
         sets = ", ".join(f"t.{q(c)} = b.{q(c)}" for c in self.columns if c not in pk)
         act = f"b.{q(ACTION_COLUMN)}"
         if self.ctx.mode == DestinationMode.UPDATE:
-            keys = ", ".join(f"b.{q(k)}" for k in pk)
-            missing = self._fetch(cur, f"SELECT {keys} FROM {s} b LEFT JOIN {t} t ON {on} WHERE {where} "
-                                       f"AND t.{q(pk[0])} IS NULL")
+            missing = self._fetch(cur, f"SELECT b.{q(ROW_COLUMN)} FROM {s} b LEFT JOIN {t} t ON {on} WHERE {where} "
+                                       f"AND t.{q(pk[0])} IS NULL")  # positions: the keys read back differ (naive UTC)
             if sets:
                 cur.execute(f"UPDATE {t} t JOIN {s} b ON {on} SET {sets} WHERE {where}")
-            return [tuple(r) for r in missing]
+            return [int(r[0]) for r in missing]
         if "delete" in actions:
             cur.execute(f"DELETE t FROM {t} t JOIN {s} b ON {on} WHERE {act} = 'delete' AND {where}")
         rows = f"{act} <> 'delete' AND {where}"
