@@ -54,10 +54,10 @@ def test_postgres_source_intervals_and_types_the_driver_cannot_give(pg_server, p
     import duckdb
 
     db = pg_uri.rsplit("/", 1)[1]
-    pg_server.execute("CREATE TABLE srct (id int PRIMARY KEY, iv interval, mon money, ip inet, ips inet[], mons money[], "
-                      "ivs interval[]); INSERT INTO srct VALUES (1, '1 day 2 hours', 12.34, '10.0.0.1', '{10.0.0.1}', "
-                      "'{12.34}', '{1 day}'), (2, NULL, NULL, NULL, NULL, NULL, NULL), (3, '-3 months', -1, '::1', "
-                      "NULL, NULL, NULL)", dbname=db)
+    pg_server.execute("CREATE TYPE host AS (name text, addr inet); CREATE TABLE srct (id int PRIMARY KEY, iv interval, "
+                      "mon money, ip inet, ips inet[], mons money[], ivs interval[], h host); INSERT INTO srct VALUES (1, "
+                      "'1 day 2 hours', 12.34, '10.0.0.1', '{10.0.0.1}', '{12.34}', '{1 day}', ROW('a', '::1')), (2, NULL, "
+                      "NULL, NULL, NULL, NULL, NULL, NULL), (3, '-3 months', -1, '::1', NULL, NULL, NULL, NULL)", dbname=db)
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     dest = str(tmp_path / "d.duckdb")
     sync = ws.create_sync("iv", source=dfsync.sources.database(pg_uri, "SELECT id, iv FROM srct"),
@@ -72,6 +72,9 @@ def test_postgres_source_intervals_and_types_the_driver_cannot_give(pg_server, p
         with pytest.raises(dfsync.errors.SourceError, match=f"'{col}'.*{cast}"):
             ws.create_sync(col, source=dfsync.sources.database(pg_uri, f"SELECT id, {col} FROM srct"),
                            destination=dfsync.destinations.duckdb(dest, col), primary_key="id")
+    with pytest.raises(dfsync.errors.SourceError, match="'h.addr'.*\"h\"::text"):  # a composite type's field
+        ws.create_sync("h", source=dfsync.sources.database(pg_uri, "SELECT id, h FROM srct"),
+                       destination=dfsync.destinations.duckdb(dest, "h"), primary_key="id")
     fixed = ws.create_sync("mon", source=dfsync.sources.database(pg_uri, "SELECT id, mon::numeric AS mon FROM srct"),
                            destination=dfsync.destinations.duckdb(dest, "mon"), primary_key="id")
     assert fixed.run(progress=False).status == "success"

@@ -73,6 +73,12 @@ def _pg_infinity(col: pa.Array) -> pa.Array | None:
     import pyarrow.compute as pc
 
     t = col.type
+    if pa.types.is_struct(t) and len(col):  # a composite type's fields
+        kids = [_pg_infinity(col.field(i)) for i in range(t.num_fields)]
+        if all(k is None for k in kids):
+            return None
+        kids = [col.field(i) if k is None else k for i, k in enumerate(kids)]
+        return pa.StructArray.from_arrays(kids, fields=list(t), mask=col.is_null())
     if pa.types.is_list(t) and len(col):  # timestamptz[] / date[]: '{infinity}' arrived as 290279 BC
         col = pa.concat_arrays([col]) if col.offset else col  # from_arrays takes no sliced offsets with a mask
         values = _pg_infinity(col.values)
@@ -94,6 +100,17 @@ def _pg_infinities(rb: pa.RecordBatch) -> pa.RecordBatch:
         return rb
     return pa.RecordBatch.from_arrays([c if f is None else f for c, f in zip(rb.columns, fixed, strict=True)],
                                       schema=rb.schema)
+
+
+def _leaves(fields: Any, prefix: str = "") -> Iterator[pa.Field]:
+    """The fields of ``fields``, a composite type's (struct) named by their path (``"pair.addr"``)."""
+    for f in fields:
+        if pa.types.is_struct(f.type):
+            yield from _leaves(list(f.type), f"{prefix}{f.name}.")
+        elif pa.types.is_list(f.type) and pa.types.is_struct(f.type.value_type):
+            yield from _leaves(list(f.type.value_type), f"{prefix}{f.name}[].")
+        else:
+            yield f.with_name(prefix + f.name)
 
 
 @register_source
@@ -329,7 +346,7 @@ class DatabaseSource(Source):
         cents (12.34 as 1234) and types it does not know (inet, cidr, point, ranges, ...) as
         their raw binary wire format (numeric comes as text, which is kept); arrays of them the
         same, and an array of intervals made polars panic."""
-        for f in schema:
+        for f in _leaves(schema):
             t, meta = f.type, f.metadata
             array = pa.types.is_list(t) or pa.types.is_large_list(t)
             if array:
@@ -343,9 +360,12 @@ class DatabaseSource(Source):
                     else ("its raw binary wire format", "text")
                 what, cast = (f"an array of PostgreSQL {pg_type or 'an unknown type'}", cast + "[]") if array \
                     else (f"PostgreSQL {pg_type or 'an unknown type'}", cast)
+                top = f.name.split(".")[0].removesuffix("[]")
+                way = f"{q(f.name)}::{cast}" if top == f.name else \
+                    f"select the composite value as text, {q(top)}::text, or its fields one by one, this one ::{cast}"
                 raise SourceError(
                     f"column {f.name!r} of {self.describe()} is {what}, which the driver reads as {got}; cast it "
-                    f"in the query ({q(f.name)}::{cast}); nothing was sent")
+                    f"in the query ({way}); nothing was sent")
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         from polars.io.plugins import register_io_source
