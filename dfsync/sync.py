@@ -31,7 +31,13 @@ from ._schema import fields_now, schema_frame
 from ._settings import use as use_settings
 from .definition import CALLBACKS, SyncDefinition, record_schema
 from .destinations.base import Destination
-from .errors import ConfigError, DfsyncError, SessionOnlyError, SyncAlreadyRunning, SyncDisabledError
+from .errors import (
+    ConfigError,
+    DfsyncError,
+    SessionOnlyError,
+    SyncAlreadyRunning,
+    SyncDisabledError,
+)
 from .mapping import Mapping
 from .run import Preview, SyncRun
 from .runner import Runner
