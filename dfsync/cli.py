@@ -360,7 +360,9 @@ def runs(
         from .store import bucket_summary
 
         ws = _open(workspace)
-        df = ws.sync(name).runs(limit=limit or None)
+        df = ws.sync(name).runs(limit=limit + 1 if limit > 0 else (limit or None))  # one more: are there older runs?
+        more = limit > 0 and df.height > limit
+        df = df.head(limit) if more else df
         states = ws.store.bucket_states(df["run_id"].to_list()) if df.height else {}
         cols = ["run_id", "status", "trigger", "started_at", "duration_s", "inserted", "updated", "deleted",
                 "unchanged", "sent", "failed", "invalid", "error"]
@@ -371,6 +373,8 @@ def runs(
         if as_json:
             _print_json(df.to_dicts())
             return
+        if more:  # a history cut short says so
+            typer.echo(f"the newest {plural(limit, 'run')} of sync {name!r}; there are older ones (--limit 0 shows them all)")
         _print_table(df.select(cols), f"sync {name!r} has not run yet")
 
 

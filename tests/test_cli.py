@@ -212,7 +212,11 @@ def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> N
     runs = json.loads(res.out)
     assert [(r["status"], r["inserted"], r["trigger"]) for r in runs] == [("success", 3, "cli")]
     text = dfsync_cli("runs", "customers", "-w", ws_path)
-    assert text.code == 0 and "| success" in text.out
+    assert text.code == 0 and "| success" in text.out and "older ones" not in text.out
+    assert dfsync_cli("run", "customers", "-w", ws_path).code == 0  # a history cut short by --limit says so
+    text = dfsync_cli("runs", "customers", "--limit", "1", "-w", ws_path)
+    assert text.code == 0 and text.out.count("| success") == 1, text.out
+    assert "the newest 1 run of sync 'customers'; there are older ones (--limit 0 shows them all)" in text.out
     res = dfsync_cli("syncs", "-w", ws_path, "--json")
     assert res.code == 0, res.err
     (row,) = json.loads(res.out)

@@ -438,3 +438,32 @@ def test_a_widened_key_column_goes_on_into_a_duckdb_table_that_cannot_retype_it(
     run = sync.run(source=second.with_columns(pl.col("at").cast(pl.Datetime("ns"))), progress=False)
     assert run.status == "failed" and run.counts["sent"] == 0
     assert "'at'" in run.error and "key column's type" in run.error and "Binder" not in run.error
+
+
+@pytest.mark.workspaces("duckdb", "postgres")
+def test_a_key_widened_past_its_old_range_is_kept_in_the_delivered_state(ws_target, tmp_path):
+    """An int32 key (a flight number) now int64 with a value beyond int32's range: the delivered
+    state kept its key column as first delivered, so the write-ahead of the new key failed with a
+    raw conversion error ('INSERT INTO state_1'). The state's key column is widened with the source's
+    (both workspaces); the re-sync after it is exact."""
+    import sqlite3
+
+    ws = dfsync.Workspace(ws_target)
+    path = str(tmp_path / "dest.sqlite")
+    first = pl.DataFrame({"flight": [1545, 1714], "v": [1.0, 2.0]}, schema_overrides={"flight": pl.Int32})
+    sync = ws.create_sync("f", source=dfsync.sources.frame(first), destination=dfsync.destinations.sqlite(path, "f"),
+                          primary_key="flight", destination_mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    big = pl.concat([first.with_columns(pl.col("flight").cast(pl.Int64)),
+                     pl.DataFrame({"flight": [2**40], "v": [3.0]})])
+    run = sync.run(source=big, progress=False)
+    assert run.status == "success", run.error
+    # the two rows whose key type changed are sent again (a row's fingerprint holds its types)
+    assert (run.counts["inserted"], run.counts["updated"], run.counts["sent"]) == (1, 2, 3), run.counts
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT flight, v FROM f ORDER BY 1").fetchall() == [(1545, 1.0), (1714, 2.0), (2**40, 3.0)]
+    assert sync.run(source=big, progress=False).counts["sent"] == 0  # the delivered state holds the new key exactly
+    run = sync.run(source=big.with_columns(pl.when(pl.col("flight") == 2**40).then(4.0).otherwise(pl.col("v")).alias("v")),
+                   progress=False)
+    assert (run.status, run.counts["updated"], run.counts["sent"]) == ("success", 1, 1), (run.error, run.counts)
+    ws.close()

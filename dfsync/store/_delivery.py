@@ -58,6 +58,36 @@ def key_match(a: str, b: str, key: Sequence[str]) -> str:
     return " AND ".join(f"{a}.{quote(k)} = {b}.{quote(k)}" for k in key)
 
 
+#: DuckDB's whole-number types by family (signed, unsigned), narrowest first
+_SIGNED = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
+_UNSIGNED = ("UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+
+
+def wider_key_type(have: str, new: str) -> bool:
+    """Does staged key type ``new`` hold every value of ``have`` and more (the state's key column is
+    widened to it)? Whole numbers of a larger size (unsigned into a larger signed one), FLOAT into
+    DOUBLE, a DECIMAL with more whole digits and no fewer decimals. Any other change keeps the column.
+
+    >>> wider_key_type("INTEGER", "BIGINT"), wider_key_type("UINTEGER", "BIGINT"), wider_key_type("BIGINT", "INTEGER")
+    (True, True, False)
+    """
+    import re
+
+    have, new = have.upper().strip(), new.upper().strip()
+    if have == new:
+        return False
+    for a, b in ((_SIGNED, _SIGNED), (_UNSIGNED, _UNSIGNED), (_UNSIGNED, _SIGNED)):
+        if have in a and new in b:
+            return b.index(new) > a.index(have)
+    if (have, new) == ("FLOAT", "DOUBLE"):
+        return True
+    d1, d2 = (re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", t) for t in (have, new))
+    if d1 and d2:
+        (p1, s1), (p2, s2) = ((int(m.group(1)), int(m.group(2))) for m in (d1, d2))
+        return p2 - s2 >= p1 - s1 and s2 >= s1
+    return False
+
+
 class DeliveryOps:
     """Mixed into :class:`dfsync.store._duckdb.Store` (which supplies ``_connect``/``_transaction``)."""
 
@@ -101,13 +131,20 @@ class DeliveryOps:
                            f"WHERE _run = {int(run_id)} AND _ok {not_in}").to_arrow_table()
 
     def ensure_state_table(self, sync_id: int, key_types: dict[str, str]) -> None:
-        """Create the sync's delivered-state table (key columns of the staged DuckDB types) if missing."""
+        """Create the sync's delivered-state table (key columns of the staged DuckDB types) if missing,
+        else widen a key column whose staged type grew (:func:`wider_key_type`): an int32 key now
+        int64 beyond int32's range failed the write-ahead with a raw conversion error."""
         st = state_table(sync_id)
         with self._connect() as con:
             if not self._has_table(con, st):
                 for stmt in self._state_table_ddl(st, key_types):
                     con.execute(stmt)
                 self._share_table(con, st)
+                return
+            have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {st}").fetchall()}
+            for k, t in key_types.items():
+                if k in have and wider_key_type(have[k], t):
+                    con.execute(f"ALTER TABLE {st} ALTER COLUMN {quote(k)} SET DATA TYPE {t}")
 
     def _share_table(self, con: Any, table: str) -> None:
         """A per-sync table was just created (the PostgreSQL store hands it to the workspace's roles)."""

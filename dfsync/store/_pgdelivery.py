@@ -180,6 +180,19 @@ def _widen(have: str, new: str) -> str | None:
     return None if have == "text" else "text"
 
 
+def _holds_more(have: str, new: str) -> bool:
+    """Does PostgreSQL type ``new`` hold every value of ``have`` and more (whole numbers: more digits,
+    no fewer decimals; real into double precision)?"""
+    def digits(t: str) -> tuple[int, int] | None:
+        m = re.fullmatch(r"numeric\((\d+),(\d+)\)", t.replace(" ", ""))
+        return (int(m.group(1)) - int(m.group(2)), int(m.group(2))) if m else \
+            {"smallint": (4, 0), "integer": (9, 0), "bigint": (18, 0)}.get(t)
+    a, b = digits(have), digits(new)
+    if a is not None and b is not None:
+        return b[0] > a[0] and b[1] >= a[1] or b[0] >= a[0] and b[1] > a[1]
+    return (have, new) == ("real", "double precision")
+
+
 class PgDeliveryOps(PgLocalCopy):
     """Mixed in before :class:`dfsync.store._duckdb.Store` in :class:`PostgresStore`."""
 
@@ -272,7 +285,13 @@ class PgDeliveryOps(PgLocalCopy):
     def ensure_state_table(self, sync_id: int, key_types: dict[str, str]) -> None:
         st = state_table(sync_id)
         with self._connect() as con:
-            if self._has_table(con, st):
+            if self._has_table(con, st):  # a key column whose staged type grew is widened (as the DuckDB store's)
+                have = _columns(con, self._qualified(st))
+                wider = {k: duck_to_pg(t) for k, t in key_types.items() if k in have and _holds_more(have[k], duck_to_pg(t))}
+                for k, t in wider.items():
+                    con.execute(f"ALTER TABLE {st} ALTER COLUMN {quote(k)} TYPE {t}")
+                if wider:
+                    gen(con, st, "new")  # this host's copies of the state (other key types) are not current
                 return
             for stmt in self._state_table_ddl(st, key_types):
                 con.execute(stmt)
