@@ -580,11 +580,20 @@ def test_fused_first_load_killed_between_its_commits_smoke(tmp_path, point, ws_t
 
 
 @pytest.mark.slow
+@pytest.mark.workspaces("postgres")
+def test_fused_first_load_crash_points_on_a_postgres_workspace(tmp_path, ws_target):
+    """The same in mirror mode on a PostgreSQL workspace (the modes differ in the fused load's own
+    steps, run below on the workspace file, not in what the workspace keeps)."""
+    test_fused_first_load_crash_points(tmp_path, "mirror", ws_target)
+
+
+@pytest.mark.slow
+@pytest.mark.workspaces("duckdb")
 @pytest.mark.parametrize("mode", ["insert", "upsert", "mirror"])
 def test_fused_first_load_crash_points(tmp_path, mode, ws_target):
     """Every step of a fused first load, then kills at random moments of a larger one (0-0.6 s
     after the source read began: the read, the key's index, the write-ahead, the commits): three
-    per mode and workspace store, eighteen in all."""
+    per mode."""
     with warm_zygote(tmp_path) as zygote:
         for i, point in enumerate(FUSED_POINTS):
             (tmp_path / point).mkdir()
