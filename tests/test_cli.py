@@ -27,7 +27,8 @@ import dfsync
 from .plugins.processes import REPO, child_env
 
 #: the commands on a workspace file and (-m slow) on a PostgreSQL workspace (--workspace postgresql://...)
-WORKSPACE_STORES = ("duckdb", "postgres")
+#: the workspace file; a PostgreSQL workspace (slow) for a run, a status and a scheduler pass through the command line
+WORKSPACE_STORES = ("duckdb",)
 SLOW_WORKSPACE_STORES = ("postgres",)
 
 
@@ -83,6 +84,7 @@ def test_workspace_given_before_the_command(files_sync, ws_path, dfsync_cli) -> 
 
 
 # ---------------------------------------------------------------------- run from another process
+@pytest.mark.workspaces("duckdb", "postgres")
 def test_run_a_files_sync_from_the_cli(files_sync, ws_path, dfsync_cli) -> None:
     src, warehouse = files_sync
     res = dfsync_cli("run", "customers", "--workspace", ws_path, "--json")
@@ -232,6 +234,7 @@ def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> N
     assert every.code == 0 and [r["name"] for r in json.loads(every.out)] == ["customers"]
 
 
+@pytest.mark.workspaces("duckdb", "postgres")
 def test_status_shows_the_cursor_of_an_incremental_sync(tmp_path, ws_path, dfsync_cli) -> None:
     src = tmp_path / "events.parquet"
     at = datetime(2013, 6, 30, 23, 0, tzinfo=timezone.utc)
@@ -323,6 +326,7 @@ def _make_due(ws_path: str, name: str) -> None:
         ws.store.set_sync_fields(ws.sync(name).id, next_run_at=datetime.now(timezone.utc) - timedelta(hours=5))
 
 
+@pytest.mark.workspaces("duckdb", "postgres")
 def test_scheduler_once_runs_what_is_due(files_sync, ws_path, dfsync_cli) -> None:
     _, warehouse = files_sync
     res = dfsync_cli("scheduler", "--once", "-w", ws_path)

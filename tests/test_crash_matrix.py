@@ -465,7 +465,8 @@ def test_resumed_run_killed_before_transfer_stays_paused(tmp_path, target, mode,
     assert tally.kills == 6, tally.missed
 
 
-test_resumed_run_killed_before_transfer_stays_paused.target_kinds = ["parquet", "duckdb", "sqlite", "postgres"]  # type: ignore[attr-defined]
+# a destination that applies a run at its end and one that commits each batch (the rule is the runner's)
+test_resumed_run_killed_before_transfer_stays_paused.target_kinds = ["parquet", "duckdb"]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("mode", ["insert", pytest.param("replace", marks=pytest.mark.slow)])

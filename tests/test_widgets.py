@@ -29,7 +29,8 @@ widgets = pytest.importorskip("dfsync.widgets")
 pytest.importorskip("ipywidgets")
 
 #: the widgets on a workspace file and (-m slow) on a PostgreSQL workspace
-WORKSPACE_STORES = ("duckdb", "postgres")
+#: the workspace file; a PostgreSQL workspace (slow) for the panels that read another process's runs and act on a run
+WORKSPACE_STORES = ("duckdb",)
 SLOW_WORKSPACE_STORES = ("postgres",)
 
 
@@ -203,6 +204,7 @@ def test_run_button_runs_in_background_and_updates_panel(customers: dfsync.Sync,
     assert "started run 2" in panel.message.value
 
 
+@pytest.mark.workspaces("duckdb", "postgres")
 def test_pause_then_resume_buttons(slow: dfsync.Sync) -> None:
     panel = widgets.SyncPanel(slow)
     start_and_reach_transfer(panel)
@@ -269,6 +271,7 @@ def test_preview_button_shows_changes_and_sends_nothing(customers: dfsync.Sync) 
     assert customers.runs().height == 0 and panel.state["runs"] == 0
 
 
+@pytest.mark.workspaces("duckdb", "postgres")
 def test_refresh_shows_a_run_started_in_another_process(customers: dfsync.Sync, tmp_path: pathlib.Path) -> None:
     panel = widgets.SyncPanel(customers)
     assert panel.state["runs"] == 0
