@@ -27,7 +27,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,14 @@ def _finite(v: Any) -> Any:
 
 def _print_json(obj: Any) -> None:
     typer.echo(json.dumps(_finite(obj), default=_jsonable, indent=2, allow_nan=False))
+
+
+def _at_most(fetch: Callable[[int | None], pl.DataFrame], limit: int) -> tuple[pl.DataFrame, bool]:
+    """``fetch(n)``'s rows for ``--limit`` (0: all; a negative one is ``fetch``'s to refuse), and
+    whether rows were left out: one more than the limit is asked for, so a list cut short says so."""
+    df = fetch(limit + 1 if limit > 0 else (limit or None))
+    more = limit > 0 and df.height > limit
+    return (df.head(limit) if more else df), more
 
 
 def _print_table(df: pl.DataFrame, empty: str) -> None:
@@ -360,9 +368,7 @@ def runs(
         from .store import bucket_summary
 
         ws = _open(workspace)
-        df = ws.sync(name).runs(limit=limit + 1 if limit > 0 else (limit or None))  # one more: are there older runs?
-        more = limit > 0 and df.height > limit
-        df = df.head(limit) if more else df
+        df, more = _at_most(lambda n: ws.sync(name).runs(limit=n), limit)
         states = ws.store.bucket_states(df["run_id"].to_list()) if df.height else {}
         cols = ["run_id", "status", "trigger", "started_at", "duration_s", "inserted", "updated", "deleted",
                 "unchanged", "sent", "failed", "invalid", "error"]
@@ -416,9 +422,7 @@ def records(
     """
     with _errors():
         run, which = _run_of(_open(workspace), run_id)
-        df = run.records(status, limit=limit + 1 if limit > 0 else (limit or None))  # one more: are there others?
-        more = limit > 0 and df.height > limit
-        df = df.head(limit) if more else df
+        df, more = _at_most(lambda n: run.records(status, limit=n), limit)
         if as_json:
             _print_json(df.to_dicts())
             return
