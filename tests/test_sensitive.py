@@ -190,7 +190,6 @@ def test_a_refusal_before_sending_that_quotes_a_sensitive_value_stores_its_hash(
     """The run's error quoting a row's value (here: an unsigned 64-bit card number SQLite cannot
     store, named by the check before anything is sent; a destination's error for a whole batch
     likewise) was stored in plain in the runs and events and shown by the panel and `dfsync status`."""
-    pytest.importorskip("adbc_driver_sqlite")
     card = 18446744073709551000
     df = pl.DataFrame({"id": [1, 2], "card": pl.Series([12, card], dtype=pl.UInt64)})
     sync = ws.create_sync("cards", source=df, primary_key="id", sensitive=["card"],
