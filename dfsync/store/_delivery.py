@@ -67,6 +67,8 @@ def wider_key_type(have: str, new: str) -> bool:
     """Does staged key type ``new`` hold every value of ``have`` and more (the state's key column is
     widened to it)? Whole numbers of a larger size (unsigned into a larger signed one), FLOAT into
     DOUBLE, a DECIMAL with more whole digits and no fewer decimals. Any other change keeps the column.
+    Stricter than :func:`_common_type` (the records' columns), on purpose: a key must stay exact, and
+    DuckDB's common type of BIGINT and DOUBLE is DOUBLE, of a number and text VARCHAR.
 
     >>> wider_key_type("INTEGER", "BIGINT"), wider_key_type("UINTEGER", "BIGINT"), wider_key_type("BIGINT", "INTEGER")
     (True, True, False)

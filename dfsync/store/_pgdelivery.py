@@ -182,7 +182,8 @@ def _widen(have: str, new: str) -> str | None:
 
 def _holds_more(have: str, new: str) -> bool:
     """Does PostgreSQL type ``new`` hold every value of ``have`` and more (whole numbers: more digits,
-    no fewer decimals; real into double precision)?"""
+    no fewer decimals; real into double precision)? A state key's rule: unlike :func:`_widen` (the
+    records' columns) it never falls back to text, and compares numeric precisions."""
     def digits(t: str) -> tuple[int, int] | None:
         m = re.fullmatch(r"numeric\((\d+),(\d+)\)", t.replace(" ", ""))
         return (int(m.group(1)) - int(m.group(2)), int(m.group(2))) if m else \
