@@ -47,6 +47,7 @@ from .errors import (
     SyncNotFoundError,
     WorkspaceBusy,
 )
+from .states import SyncStatus
 
 if TYPE_CHECKING:
     from .workspace import SyncRun, Workspace
@@ -176,7 +177,7 @@ class Scheduler:
         now = self.clock()
         out = []
         for row in self.ws.store.all_syncs():
-            if not row.get("schedule") or row["status"] == "disabled":
+            if not row.get("schedule") or not SyncStatus(row["status"]).scheduled:
                 continue
             nxt = row.get("next_run_at")
             if nxt is None:

@@ -46,6 +46,12 @@ class SyncStatus(_StrEnum):
     FAILED = "failed"
     DISABLED = "disabled"
 
+    @property
+    def scheduled(self) -> bool:
+        """Whether a sync in this status has a next run (the scheduler's, ``next_run_at``): a
+        disabled sync has none until it is enabled. The one place that rule is decided."""
+        return self is not SyncStatus.DISABLED
+
 
 class RunStatus(_StrEnum):
     STARTED = "started"

@@ -112,7 +112,7 @@ class Sync:
     def next_run_at(self) -> datetime | None:
         """When the scheduler runs it next; None without a schedule, and while disabled."""
         row = self.workspace.store.sync_row(self.name)
-        return None if row["status"] == "disabled" else row["next_run_at"]
+        return row["next_run_at"] if SyncStatus(row["status"]).scheduled else None
 
     # .............................................................. running
     @checked("Sync.run")

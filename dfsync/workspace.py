@@ -29,7 +29,7 @@ from .destinations.base import Destination
 from .errors import ArgumentError, ConfigError, SyncAlreadyRunning
 from .run import Preview, SyncRun
 from .sources.base import Source
-from .states import ACTIVE_RUNS
+from .states import ACTIVE_RUNS, SyncStatus
 from .store import hostname, open_store, owner_token
 from .sync import Sync
 
@@ -240,7 +240,8 @@ class Workspace:
         """One row per sync: status, source and destination kinds, schedule, last run.
         ``next_run_at`` is empty for a disabled sync: it does not run until enabled."""
         df = self.store.syncs_frame()
-        return df.with_columns(pl.when(pl.col("status") == "disabled").then(None)
+        unscheduled = [s.value for s in SyncStatus if not s.scheduled]
+        return df.with_columns(pl.when(pl.col("status").is_in(unscheduled)).then(None)
                                .otherwise(pl.col("next_run_at")).alias("next_run_at"))
 
     @checked("Workspace.runs")
