@@ -136,6 +136,8 @@ def _run_of(ws: Workspace, spec: str) -> tuple[SyncRun, str | None]:
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (datetime, date)):
         return v.isoformat()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(v).hex()  # PostgreSQL's bytea text form, not Python's b'...' repr
     return str(v)
 
 

@@ -184,10 +184,11 @@ def test_records_show_a_naive_time_as_it_is_and_an_aware_one_in_utc(tmp_path, ws
     """`dfsync records` printed a naive timestamp of the user's data as '2024-01-02 09:30:00Z', an
     instant in UTC it never said it was; an aware one is shown in UTC as before. With --json a NaN
     or infinite float was written as a bare NaN / Infinity, which is no JSON (jq and JavaScript
-    refuse the whole output); it is the text "NaN" / "Infinity" now."""
+    refuse the whole output); it is the text "NaN" / "Infinity" now. Bytes were written as a Python
+    repr (b'\\x00\\xff'); they are hex, PostgreSQL's bytea text form (\\x00ff)."""
     df = pl.DataFrame({"id": [1, 1], "naive": [datetime(2024, 1, 2, 9, 30)] * 2,
                        "aware": [datetime(2024, 1, 2, 9, 30, tzinfo=timezone.utc)] * 2,
-                       "f": [float("nan"), float("-inf")]}).with_columns(
+                       "f": [float("nan"), float("-inf")], "b": [b"\x00\xff", b"ab"]}).with_columns(
         pl.col("aware").dt.convert_time_zone("Europe/Paris"))
     src = tmp_path / "t.parquet"
     df.write_parquet(src)
@@ -204,7 +205,9 @@ def test_records_show_a_naive_time_as_it_is_and_an_aware_one_in_utc(tmp_path, ws
 
     def no_constant(name):
         raise AssertionError(f"{name} is not JSON")
-    assert sorted(r["f"] for r in json.loads(res.out, parse_constant=no_constant)) == ["-Infinity", "NaN"]
+    out = json.loads(res.out, parse_constant=no_constant)
+    assert sorted(r["f"] for r in out) == ["-Infinity", "NaN"]
+    assert sorted(r["b"] for r in out) == ["\\x00ff", "\\x6162"], res.out  # bytes in hex, as PostgreSQL writes bytea; not b'...'
 
 
 def test_runs_and_syncs_list_what_happened(files_sync, ws_path, dfsync_cli) -> None:
