@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob as _glob
 import hashlib
 import inspect
@@ -34,13 +35,26 @@ _OWN_LAYOUT = {"schema", "missing_columns", "extra_columns", "cast_options", "al
 _READER = {"parquet": "parquet", "csv": "csv"}
 
 
+@functools.lru_cache(maxsize=256)
+def _footer_schema(path: str, size: int, mtime_ns: int, inode: int) -> Any:
+    """A Parquet file's Arrow schema from its footer, read once per version of the file (its size,
+    modification time and inode are part of the key): each run asks it for the reader's choice
+    (:meth:`FilesSource.read_by_duckdb`) and for the layout checks."""
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path)
+
+
+def _parquet_schema(path: str) -> Any:
+    st = os.stat(path)
+    return _footer_schema(path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def _layout(fmt: str, path: str, options: dict[str, Any]) -> dict[str, Any]:
     """A Parquet file's columns and Arrow types (from its footer), or a CSV file's header."""
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return {f.name: f.type for f in pq.read_schema(path)}
+            return {f.name: f.type for f in _parquet_schema(path)}
         head = {k: v for k, v in options.items() if k in ("separator", "quote_char", "skip_rows", "encoding",
                                                           "comment_prefix", "eol_char")}
         return dict.fromkeys(pl.scan_csv(path, infer_schema_length=0, **head).collect_schema().names())
@@ -312,13 +326,11 @@ def _holds_duration(t: Any) -> bool:
 def _refuse_struct_names(files: list[str]) -> None:
     """A struct field named '' or twice in a Parquet file, refused naming the file (the rule:
     ``_arrow.refuse_struct_names``)."""
-    import pyarrow.parquet as pq
-
     from .._arrow import refuse_struct_names
 
     for f in files:
         try:
-            schema = pq.read_schema(f)
+            schema = _parquet_schema(f)
         except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader, naming it
             continue
         refuse_struct_names(schema, file=f)
