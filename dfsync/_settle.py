@@ -152,7 +152,8 @@ def notice_lost_rows(store: Store, sync_id: int, sync_name: str, defn: SyncDefin
     cursor as ``sync.reset()`` does, with an event saying so, and goes on as a first load: every
     row the source has is sent again and counted ``inserted``. That is exact, since the destination
     holds none of them. A destination that cannot tell (HTTP) or cannot be reached now is not
-    asked further; an unreachable one pauses the run at its transfer as before. Rows deleted by
+    asked further (one attempt, no retries); an unreachable one pauses the run at its transfer, after
+    the transfer's own retries, as before. Rows deleted by
     hand from a table that keeps others are not noticed (that would take a count of every row)."""
     if not defn.destination.tells_rows or not defn.destination_mode.refills_lost_rows or not store.has_delivered(sync_id):
         return
@@ -161,7 +162,9 @@ def notice_lost_rows(store: Store, sync_id: int, sync_name: str, defn: SyncDefin
     try:
         # a look only: without the owner's epoch the session raises no fence row in the destination's
         # ledger, so a run refused later (bad input) leaves the destination as it was
-        ctx = dataclasses.replace(destination_context(store, sync_id, sync_name, defn, run_id), owner_epoch=None)
+        # ``look``: one attempt, no retries: an unreachable destination is waited out by the transfer alone
+        ctx = dataclasses.replace(destination_context(store, sync_id, sync_name, defn, run_id), owner_epoch=None,
+                                  look=True)
         session = defn.destination.open(ctx)
         try:
             holds = session.holds_rows()

@@ -54,6 +54,30 @@ def test_postgres_down_at_start_pauses_then_completes(pg_server, pg_uri, tmp_pat
     assert sync.run(progress=False).counts["sent"] == 0
 
 
+def test_postgres_down_before_a_resync_is_waited_out_once(pg_server, pg_uri, tmp_path):
+    """Before a re-sync reads its source it looks whether the destination still holds the rows it
+    was sent (the lost-rows look). With the server down, that look retried for the whole
+    retry_timeout, then the transfer retried for it again: an outage was waited out twice before
+    the run paused. The look is one attempt now; the transfer alone retries."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("down2", source=dfsync.sources.frame(rows()), primary_key="id", batch_size=50,
+                          destination=dfsync.destinations.postgres(pg_uri, table="t2", retry_timeout=1),
+                          destination_mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    pg_server.stop("immediate")
+    try:
+        run = sync.run(progress=False, source=rows().with_columns(pl.col("score") + 1))
+    finally:
+        pg_server.start()
+    assert run.status == "paused", (run.status, run.error)
+    notes = run.events().filter(kind="note")["detail"].to_list()
+    look = [n for n in notes if "whether it still holds the delivered rows" in n]
+    assert len(look) == 1 and "(one attempt)" in look[0] and "retried for" not in look[0], notes
+    again = sync.run(progress=False)
+    assert again.id == run.id and again.status == "success", again.error
+    assert pg_table(pg_server, pg_uri, "t2")["score"].to_list() == [i / 4 + 1 for i in range(N)]
+
+
 class CommitCutter:
     """A TCP proxy to PostgreSQL that, once armed, forwards the client's ``COMMIT`` and then
     cuts both connections before the server's answer gets back: the commit landed, the

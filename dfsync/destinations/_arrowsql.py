@@ -201,9 +201,10 @@ class ArrowSQLSession(DestinationSession):
                 f"retrying for up to {self.destination.retry_timeout:g}s" if first else "retrying")
             self._drop_connection()
 
+        look = self.ctx.look
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(Transient),
-            stop=tenacity.stop_after_delay(self.destination.retry_timeout),
+            stop=tenacity.stop_after_attempt(1) if look else tenacity.stop_after_delay(self.destination.retry_timeout),
             wait=tenacity.wait_exponential(multiplier=0.1, max=5),
             before_sleep=reset,
             reraise=True,
@@ -212,9 +213,11 @@ class ArrowSQLSession(DestinationSession):
             return retrying(fn)
         except Transient as exc:
             self._drop_connection()
+            why = f"{self.label} destination {self._where()} is unreachable ({' '.join(str(exc).split())})"
+            if look:
+                raise TransientDestinationError(f"{why} (one attempt)") from None
             raise TransientDestinationError(
-                f"{self.label} destination {self._where()} is unreachable ({' '.join(str(exc).split())}); retried for "
-                f"{self.destination.retry_timeout:g}s. The run is paused and resumes on the next run."
+                f"{why}; retried for {self.destination.retry_timeout:g}s. The run is paused and resumes on the next run."
             ) from None
 
     def _drop_connection(self) -> None:

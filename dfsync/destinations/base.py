@@ -83,6 +83,9 @@ class DestinationContext:
     #: highest one in its ledger (fence row, batch_no -2) and refuses the commit of an older one: an
     #: owner stopped and taken over meanwhile cannot apply a batch after the new owner settled
     owner_epoch: int | None = None
+    #: a look only (``dfsync._settle.notice_lost_rows``): one attempt to reach the destination, no
+    #: retries. An outage is then waited out once, by the run's transfer, not twice
+    look: bool = False
 
     @property
     def run_key(self) -> str:
