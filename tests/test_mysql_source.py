@@ -165,3 +165,28 @@ def test_a_decimal_wider_than_38_digits_is_refused_naming_the_column(src_db, mar
     finally:
         con.close()
     ws.close()
+
+
+def test_a_float_column_arrives_as_the_float32_it_stores(src_db, mariadb_server, tmp_path):
+    """The text protocol writes a FLOAT with 6 significant digits: 16777216 arrived as 16777200,
+    3.1415927 as 3.14159, 123456792 as 123457000, and the run said success. FLOAT columns are read
+    as doubles (exactly the stored float32), in an incremental run (a bound cursor) too."""
+    db = db_of(src_db)
+    mariadb_server.execute("CREATE TABLE fl (id int PRIMARY KEY, f float, `we``ird` float)", database=db)
+    mariadb_server.execute("INSERT INTO fl VALUES (1, 16777216, 3.14159274), (2, 123456789, NULL), (3, NULL, 1e-20)",
+                           database=db)
+    want = pa.array([16777216.0, 123456789.0, None], pa.float32()).to_pylist()
+    src = dfsync.sources.database(src_db, "SELECT * FROM fl WHERE id > %s ORDER BY id" % 0)
+    got = pa.Table.from_batches(list(src.reader()))
+    assert got.schema.field("f").type == pa.float32()
+    assert got.column("f").to_pylist() == want
+    assert got.column("we`ird").to_pylist() == pa.array([3.14159274, None, 1e-20], pa.float32()).to_pylist()
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    out = str(tmp_path / "o.duckdb")
+    sync = ws.create_sync("fl", source=src, primary_key="id", destination=dfsync.destinations.duckdb(out, table="t"),
+                          sync_mode="incremental", cursor_field="id")
+    sync.run(progress=False).raise_for_status()
+    con = duckdb.connect(out, read_only=True)
+    assert [r[0] for r in con.sql("SELECT f FROM t ORDER BY id").fetchall()] == want
+    con.close()
+    ws.close()

@@ -13,8 +13,9 @@ int64 (bigint unsigned -> uint64), decimal(p,s) -> decimal128(p,s) (p > 38 refus
 double -> float64, date -> date32, datetime(n) -> timestamp[us], timestamp(n) ->
 timestamp[us, UTC] (the session runs in UTC), time(n) -> time64[us] (a TIME outside
 00:00-24:00 is refused: cast it in the query), year -> int16, JSON/ENUM/SET/text -> string,
-binary collations and blobs -> binary. FLOAT values travel as the server's 6-digit text;
-select ``CAST(c AS DOUBLE)`` where every digit matters.
+binary collations and blobs -> binary. A FLOAT column is read as ``c + 0e0`` (the same value as a
+double): the server writes a FLOAT as text with 6 significant digits (16777216 as 16777200,
+3.1415927 as 3.14159), so it arrives as the float32 it stores, exactly.
 """
 
 from __future__ import annotations
@@ -145,18 +146,41 @@ def mysql_schema(source: Any, cursor: Any = None) -> pa.Schema:
     return pa.schema([pa.field(f.name, field_type(f)) for f in fields])
 
 
+def _drop(con: Any, cur: Any) -> None:
+    """Close a connection whose unbuffered result is not read (the rest goes with the socket)."""
+    if cur._result is not None:
+        cur._result.unbuffered_active = False
+    with contextlib.suppress(Exception):
+        con.close()
+
+
+def _floats_exact(sql: str, fields: list) -> str | None:
+    """``sql`` with its FLOAT columns read as doubles (``c + 0e0``, exactly the float32 value), or None
+    when it has none. The text protocol writes a FLOAT with 6 significant digits: 16777216 arrived
+    as 16777200, 3.1415927 as 3.14159."""
+    if not any(f.type_code == 4 for f in fields):
+        return None
+    cols = []
+    for f in fields:
+        q = "`" + str(f.name).replace("`", "``") + "`"
+        cols.append(f"{q} + 0e0 AS {q}" if f.type_code == 4 else q)
+    return f"SELECT {', '.join(cols)} FROM ({sql}) AS dfsync_floats"
+
+
 def mysql_reader(source: Any, cursor: Any = None) -> pa.RecordBatchReader:
     """The query's rows as an Arrow stream from one consistent snapshot; closes when drained."""
     sql, params = query_sql(source, cursor)
     con, cur = _open(source, sql, params, snapshot=True)
     try:
-        schema = pa.schema([pa.field(f.name, field_type(f)) for f in cur._result.fields])
+        fields = list(cur._result.fields)
+        schema = pa.schema([pa.field(f.name, field_type(f)) for f in fields])
     except SourceError:
-        with contextlib.suppress(Exception):
-            cur.fetchall()
-            cur.close()
-        con.close()
+        _drop(con, cur)
         raise
+    exact = _floats_exact(sql, fields)
+    if exact is not None:  # read again, FLOAT columns as their exact values (the schema stays float32)
+        _drop(con, cur)
+        con, cur = _open(source, exact, params, snapshot=True)
 
     def batches() -> Iterator[pa.RecordBatch]:
         drained = False
