@@ -1,4 +1,5 @@
-"""CSV dates and timestamps polars parses (try_parse_dates) keep what their text says."""
+"""CSV dates and timestamps polars parses (try_parse_dates), and integers written with leading zeros,
+keep what their text says."""
 
 from __future__ import annotations
 
@@ -126,3 +127,23 @@ def test_a_text_cursor_that_does_not_sort_as_text_is_refused_before_anything_is_
                         cursor_field="ts", destination=dfsync.destinations.duckdb(dest, table="i"))
     assert ok.run(progress=False).status == "success" and ok.cursor == "2024-10-01"
     ws.close()
+
+
+def test_integers_written_with_leading_zeros_are_read_as_text(tmp_path):
+    """polars read a zip code column as integers: 01234 arrived as 1234 (a zero seen only after the
+    rows polars infers from too), and the run said success. Such columns are read as the text the
+    file writes; a column without a leading zero stays a number, and given types are kept."""
+    body = "".join(f"{i},{90000 + i},{i}\n" for i in range(1, 201))
+    (tmp_path / "a.csv").write_text("id,zip,n\n" + body + "201,01234,-0\n202,,7\n")
+    (tmp_path / "b.csv").write_text("id,zip,n\n203,00501,8\n")
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = tmp_path / "d.duckdb"
+    src = dfsync.sources.files(str(tmp_path / "*.csv"))
+    assert src.schema()["zip"] == pl.String and src.schema()["n"] == pl.Int64
+    sync = ws.create_sync("z", source=src, primary_key="id",
+                          destination=dfsync.destinations.duckdb(dest, table="z"))
+    assert sync.run(progress=False).status == "success"
+    got = rows(dest, "z")
+    assert got[-3:] == [(201, "01234", 0), (202, None, 7), (203, "00501", 8)] and got[0] == (1, "90001", 1)
+    given = dfsync.sources.files(str(tmp_path / "*.csv"), schema_overrides={"zip": pl.Int64})
+    assert given.schema()["zip"] == pl.Int64

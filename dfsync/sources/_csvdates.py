@@ -72,3 +72,26 @@ def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) 
                 f"{describe}: column {c!r} has timestamps finer than microseconds ({fine!r}), which polars "
                 f"would cut to microseconds; read them as nanoseconds: sources.files(..., schema_overrides="
                 f"{{{c!r}: pl.Datetime('ns'{zone})}}). Nothing was read or sent.")
+
+
+#: an integer written with a leading zero (``01234``, ``-007``), which a number would not keep
+_LEADING_ZERO = r"^\s*[+-]?0\d"
+
+
+def leading_zero_columns(files: list[str], options: dict[str, Any]) -> list[str]:
+    """The CSV columns polars would read as integers although some value is written with a leading
+    zero (a zip code ``01234``, an account ``007``): read as numbers they lose the zeros (``1234``)
+    without a word, so they are read as text, as the file writes them."""
+    given = options.get("schema_overrides") or {}
+    if "schema" in options or "dtypes" in options or not isinstance(given, dict):
+        return []  # the types are given: the user's own choice
+    try:
+        schema = pl.scan_csv(files, try_parse_dates=True, **options).collect_schema()
+        ints = [c for c, t in schema.items() if t.is_integer() and c not in given]
+        if not ints:
+            return []
+        text = pl.scan_csv(files, **{**options, "schema_overrides": {**given, **dict.fromkeys(ints, pl.String)}})
+        found = text.select([pl.col(c).str.contains(_LEADING_ZERO).any().alias(c) for c in ints]).collect()
+    except Exception:  # noqa: BLE001 - an unreadable file: the read itself says so, with its name
+        return []
+    return [c for c in ints if found[c][0]]

@@ -276,12 +276,29 @@ class FilesSource(Source):
         if self.format == "parquet":
             lf = pl.scan_parquet(files, **self.options)
         elif self.format == "csv":
-            lf = pl.scan_csv(files, try_parse_dates=True, **self.options)
+            lf = pl.scan_csv(files, try_parse_dates=True, **self._csv_options(files))
         else:
             lf = pl.scan_ndjson(files, **self.options)
         if cursor is not None:
             lf = cursor.apply(lf)
         return lf
+
+    def _csv_options(self, files: list[str]) -> dict[str, Any]:
+        """The reader options, with the integer columns written with leading zeros (``01234``) read as
+        text (``_csvdates.leading_zero_columns``); looked for once per version of the files."""
+        try:
+            seen: tuple | None = tuple((f, st.st_size, st.st_mtime_ns) for f, st in ((f, os.stat(f)) for f in files))
+        except OSError:
+            seen = None
+        cached = getattr(self, "_zeros", None)
+        if seen is None or cached is None or cached[0] != seen:
+            from ._csvdates import leading_zero_columns
+
+            cached = self._zeros = (seen, leading_zero_columns(files, self.options))
+        if not cached[1]:
+            return self.options
+        given = self.options.get("schema_overrides") or {}
+        return {**self.options, "schema_overrides": {**given, **dict.fromkeys(cached[1], pl.String)}}
 
     def read_by_duckdb(self, files: list[str]) -> bool:
         """Are ``files`` read by DuckDB's Parquet reader (else by polars)? Not with reader options
