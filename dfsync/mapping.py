@@ -115,12 +115,50 @@ class Mapping:
                         f"the source columns are: {', '.join(names)}"
                     )
         try:
-            return pl.LazyFrame(schema=source_schema).select(self.polars_exprs()).collect_schema()
+            schema = pl.LazyFrame(schema=source_schema).select(self.polars_exprs()).collect_schema()
         except (pl.exceptions.ColumnNotFoundError, pl.exceptions.PolarsError) as exc:
             raise ConfigError(
                 f"a mapping expression cannot be evaluated on the source: {str(exc).splitlines()[0]}; "
                 f"the source columns are: {', '.join(names)}"
             ) from None
+        try:  # three null rows: enough to see most expressions that change the number of rows
+            rows = pl.DataFrame(schema=source_schema).clear(3)
+        except Exception:  # noqa: BLE001 - a type without nulls to make: the run still checks
+            return schema
+        self.refuse_row_changes(rows)
+        return schema
+
+    def refuse_row_changes(self, rows: pl.DataFrame) -> None:
+        problem = self.row_change_error(rows)
+        if problem is not None:
+            raise problem
+
+    def row_change_error(self, rows: pl.DataFrame) -> ConfigError | None:
+        """Refuse an expression that does not give one value per row of ``rows`` (source rows) nor one
+        value for all of them: ``pl.col('x').unique()`` (or a filter, head, drop_nulls, explode) gives
+        other rows, which cannot line up with the others' (the read failed unnamed with polars'
+        'zip node received non-equal length inputs', or, alone, sent other rows than the source's)."""
+        for field, value in (self.spec or {}).items():
+            if not isinstance(value, pl.Expr) or python_code(value):
+                continue
+            try:
+                one = pl.LazyFrame(schema=rows.schema).select(value.alias(field)).collect_schema()[field]
+                agg = pl.LazyFrame(schema=rows.schema).group_by(pl.lit(0).alias("\0k")).agg(
+                    value.alias(field)).collect_schema()[field]
+                if agg == one:  # an aggregate: one value, sent with every row
+                    continue
+                n = rows.lazy().select(value.alias(field)).collect().height
+            except Exception:  # noqa: BLE001 - it does not run on these rows: the read says why
+                continue
+            if n != rows.height:
+                return ConfigError(
+                    f"mapping[{field!r}] = {value} gives {n} value{'s' if n != 1 else ''} for {rows.height} source "
+                    f"rows: a mapping expression must give one value per source row (pl.col('x') + 1) or one "
+                    f"for all of them (an aggregate, pl.col('x').sum()); this one changes the rows (as unique, "
+                    f"filter, head, drop_nulls or explode do), so its values would not line up with the other "
+                    f"fields'. Choose the rows in the source (a query, or the frame you pass) instead. Nothing "
+                    f"was sent.")
+        return None
 
     def source_column(self, field: str) -> str | None:
         """The source column a record field is taken from as it is (a rename, or ``pl.col(name)``),

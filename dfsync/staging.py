@@ -38,7 +38,7 @@ from ._stage_input import (
 )
 from ._stage_retry import keep_retry_keys, retried_count, stage_retry
 from ._words import plural
-from .errors import InvalidRecordsError, SourceError
+from .errors import DfsyncError, InvalidRecordsError, SourceError
 from .mapping import Mapping
 from .sources.base import CursorFilter, Source
 from .states import DestinationMode
@@ -228,7 +228,7 @@ class Staging:
             self.con.execute(f"CREATE OR REPLACE TABLE dlv ({key_cols}, _fp UBIGINT)")
         return delivered
 
-    def _stage_error(self, source: Source, exc: duckdb.Error) -> SourceError:
+    def _stage_error(self, source: Source, exc: duckdb.Error) -> DfsyncError:
         """What failed while the source was read, fingerprinted and diffed: the key when its type
         is not the delivered state's (the join cannot compare them), else the read itself, with
         the engine's text and the column it names."""
@@ -244,6 +244,14 @@ class Staging:
                 f"the source's primary key {list(self.key)} no longer matches the delivered state "
                 f"(types changed: {'; '.join(changed)}): {msg}. Cast it back in the mapping, or recreate the "
                 f"sync under a new name to start afresh.")
+        if "non-equal length" in msg:  # polars: a mapping expression gave other rows than the source's
+            source_, mapping, cursor = self._reopen
+            try:
+                problem = mapping.row_change_error(source_.scan(cursor).head(1000).collect())
+            except Exception:  # noqa: BLE001 - the diagnosis only names the field; the read's error stands
+                problem = None
+            if problem is not None:
+                return problem
         named = [c for c in self.columns if re.search(rf"\bcolumn \"?{re.escape(c)}\"?(\W|$)", msg)]
         text = source.read_error(msg) + (f" (column {named[0]!r})" if len(named) == 1 else "")
         return SourceError(text if "nothing was sent" in text else text + "; nothing was sent")

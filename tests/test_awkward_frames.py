@@ -149,6 +149,31 @@ def test_mapping_fields_differing_only_in_case_are_refused_at_create_sync(tmp_pa
     assert ws.syncs().height == 0
 
 
+
+def test_a_mapping_expression_that_changes_the_rows_is_refused_naming_its_field(tmp_path):
+    """pl.col('x').unique() (or a filter, head, explode) in a mapping gives other rows than the
+    source's: the run failed with polars' bare 'zip node received non-equal length inputs', naming
+    nothing. It is refused at create_sync naming the field, or, when only the data shows it (an
+    explode), the run fails naming it before anything is sent; an aggregate is sent with every row."""
+    import polars as pl
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2, 3], "x": [1, 1, 2], "l": [[1, 2], [3], [4]]})
+    dest = dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), "t")
+    for expr in (pl.col("x").unique(), pl.col("x").filter(pl.col("x") > 1), pl.col("x").head(2)):
+        with pytest.raises(dfsync.ConfigError, match=r"mapping\['u'\] = .* gives \d values? for 3 source rows"):
+            ws.create_sync("s", source=df, primary_key="id", destination=dest, mapping={"id": "id", "u": expr})
+    sync = ws.create_sync("s", source=df, primary_key="id", destination=dest,
+                          mapping={"id": "id", "u": pl.col("l").explode(), "total": pl.col("x").sum()})
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert "mapping['u']" in run.error and "gives 4 values for 3 source rows" in run.error, run.error
+    run = ws.create_sync("s", source=df, primary_key="id", destination=dest,
+                         mapping={"id": "id", "total": pl.col("x").sum()}).run(progress=False)
+    assert run.status == "success", run.error
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT id, total FROM t ORDER BY id").fetchall() == [(1, 4), (2, 4), (3, 4)]
+
 def test_polars_object_columns_are_refused_not_sent_as_memory_addresses(tmp_path):
     """A polars Object column (Python objects: a frame built with dtype=pl.Object, or a mapping's
     map_elements(..., return_dtype=pl.Object)) reached Arrow as 8 bytes of a memory address a value:
