@@ -445,6 +445,32 @@ def test_duckdb_types_whose_arrow_form_alters_the_value_are_refused_naming_the_w
     con.close()
 
 
+def test_hugeint_values_wider_than_38_digits_are_refused_naming_the_column(tmp_path):
+    """HUGEINT and UHUGEINT travel as decimal(38, 0): a DuckDB query's 10**38 was written into the
+    destination's DECIMAL(38,0) as it was (its smallest HUGEINT made reading the column back crash
+    DuckDB) and into SQLite's decimal text, and the run said success. A value wider than 38 digits
+    fails the run before anything is sent (read natively or from a database file), naming the column
+    and the cast that keeps it; values that fit arrive as before."""
+    import duckdb
+
+    db = str(tmp_path / "src.duckdb")
+    with duckdb.connect(db) as con:
+        con.execute("CREATE TABLE s (id INT, \"h'x\" HUGEINT, u UHUGEINT)")
+        con.execute(f"INSERT INTO s VALUES (1, -{'9' * 38}, 1), (2, NULL, {10 ** 38 + 1})")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.sqlite(str(tmp_path / "d.sqlite"), table="t")
+    for query, database, col in [("SELECT * FROM s", db, "u"), (f"SELECT 1 AS id, {10 ** 38}::HUGEINT AS \"h'x\"", None, "h'x")]:
+        run = ws.create_sync("s", source=dfsync.sources.duckdb_query(query, database=database), destination=dest,
+                             primary_key="id").run(progress=False)
+        assert run.status == "failed" and run.counts["sent"] == 0, run.error
+        assert f"column {col!r}" in run.error and "::VARCHAR keeps every digit" in run.error, run.error
+    run = ws.create_sync("s", source=dfsync.sources.duckdb_query("SELECT id, \"h'x\", u::VARCHAR AS u FROM s",
+                                                                 database=db),
+                         destination=dest, primary_key="id").run(progress=False)
+    assert run.status == "success", run.error
+    assert sqlite3.connect(str(tmp_path / "d.sqlite")).execute('SELECT "h\'x", u FROM t ORDER BY id').fetchall() == [
+        ("-" + "9" * 38, "1"), (None, str(10 ** 38 + 1))]
+
 @pytest.mark.parametrize("kind", ["duckdb", "duckdb-staged", "sqlite", "parquet", "http"])
 def test_infinite_timestamps_and_dates_reach_duckdb_and_are_refused_elsewhere(kind, request, tmp_path, pg_server):
     """PostgreSQL's 'infinity' arrived from its driver as a date 292,277 years BC (the epoch shift

@@ -64,9 +64,13 @@ class DuckDBQuerySource(Source):
                 rel = con.sql(sql, params=params or None)
                 rel.describe  # noqa: B018 - bind now, so a bad query fails here
                 _refuse_unions(rel)
-                return rel
+                guarded = _wide_integers_guarded(rel, sql)
+                return rel if guarded is None else con.sql(guarded, params=params or None)
             query = src_con.sql(sql, params=params or None)
             _refuse_unions(query)
+            guarded = _wide_integers_guarded(query, sql)
+            if guarded is not None:
+                query = src_con.sql(guarded, params=params or None)
             return con.from_arrow(_closing(query.to_arrow_reader(100_000), src_con))
         except (duckdb.Error, SourceError, ConfigError) as exc:
             if src_con is not None:
@@ -142,3 +146,29 @@ def _refuse_unions(rel: Any) -> None:
             raise SourceError(
                 f"column {name!r} of the query is a DuckDB {t}, which dfsync cannot stage or send as it is; "
                 f"select it {_UNSTAGED[bad].format(c=name)}. Nothing was read or sent.")
+
+
+#: the largest magnitude of a decimal(38, 0), the form HUGEINT and UHUGEINT are staged and sent in
+_DEC38 = "9" * 38
+
+
+def _wide_integers_guarded(rel: Any, sql: str) -> str | None:
+    """``sql`` failing, naming the column and the value, when a HUGEINT or UHUGEINT value has more
+    than 38 digits; None without such columns. They travel as decimal(38, 0) (Arrow's form): a larger
+    value was written into DuckDB's DECIMAL(38,0) as it is, where reading the column back crashed
+    DuckDB ('Negation of HUGEINT is out of range'), and into SQLite's decimal text."""
+    checks = []
+    for name, t in zip(rel.columns, rel.types, strict=True):
+        if t.id not in ("hugeint", "uhugeint"):
+            continue
+        c = '"' + name.replace('"', '""') + '"'
+        fits = (f"{c} <= {_DEC38}::UHUGEINT" if t.id == "uhugeint" else
+                f"{c} BETWEEN -{_DEC38}::HUGEINT AND {_DEC38}::HUGEINT")
+        lit, c_lit = repr(name).replace("'", "''"), c.replace("'", "''")  # inside the message's SQL literal
+        message = (f"'column {lit} ({t}) holds ' || {c}::VARCHAR || ', more than the 38 digits dfsync stages "
+                   f"and sends (as a decimal(38,0)); select it as text ({c_lit}::VARCHAR keeps every digit) or as a "
+                   f"DOUBLE; nothing was sent'")
+        checks.append(f"CASE WHEN {c} IS NULL OR {fits} THEN {c} ELSE error({message}) END AS {c}")
+    if not checks:
+        return None
+    return f"SELECT * REPLACE ({', '.join(checks)}) FROM ({sql}) AS dfsync_wide"
