@@ -133,7 +133,7 @@ def test_the_same_files_read_with_other_reader_options_are_read_again(tmp_path):
     run said success with every row 'unchanged' and read nothing, so the codes stayed numbers."""
     ws = dfsync.Workspace(tmp_path / "ws.duckdb")
     csv = tmp_path / "codes.csv"
-    pl.DataFrame({"id": [1, 2], "code": ["007", "010"]}).write_csv(csv)
+    pl.DataFrame({"id": [1, 2], "code": ["7", "10"]}).write_csv(csv)  # no leading zero: read as numbers
     dest = tmp_path / "dest.duckdb"
     sync = ws.create_sync("codes", source=dfsync.sources.files(str(csv)),
                           destination=dfsync.destinations.duckdb(dest, table="t"), primary_key="id")
