@@ -147,3 +147,35 @@ def test_integers_written_with_leading_zeros_are_read_as_text(tmp_path):
     assert got[-3:] == [(201, "01234", 0), (202, None, 7), (203, "00501", 8)] and got[0] == (1, "90001", 1)
     given = dfsync.sources.files(str(tmp_path / "*.csv"), schema_overrides={"zip": pl.Int64})
     assert given.schema()["zip"] == pl.Int64
+
+
+def test_numbers_with_more_digits_than_a_float_keeps_are_refused_naming_the_decimal_that_fits(tmp_path):
+    """polars reads a CSV column of decimals as floats: 1234567890123456.78 arrived as
+    1234567890123456.8, an integer above 2**53 among them rounded, and the run said success. Such a
+    column is refused (at create_sync, or before anything is sent once the file gains such a value),
+    naming the value, the file and a decimal type every value fits, which then reads back exact;
+    floats a float holds as written (0.30000000000000004, 1e-20, inf) are read as before."""
+    import decimal
+
+    csv = tmp_path / "amounts.csv"
+    csv.write_text("id,amount\n1,0.30000000000000004\n2,1e-20\n3,inf\n4,\n")
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = tmp_path / "d.duckdb"
+    sync = ws.create_sync("a", source=dfsync.sources.files(str(csv)), primary_key="id",
+                          destination=dfsync.destinations.duckdb(dest, table="a"))
+    assert sync.run(progress=False).status == "success"
+    assert rows(dest, "a")[:3] == [(1, 0.30000000000000004), (2, 1e-20), (3, float("inf"))]
+    csv.write_text("id,amount\n1,1.5\n2,1234567890123456.78\n3,-0.125\n")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert "'amount' holds '1234567890123456.78'" in run.error and str(csv) in run.error, run.error
+    assert "pl.Decimal(19, 3)" in run.error, run.error
+    with pytest.raises(dfsync.errors.SourceError, match="read as the float 1234567890123456.8"):
+        ws.create_sync("b", source=dfsync.sources.files(str(csv)), primary_key="id",
+                       destination=dfsync.destinations.duckdb(dest, table="b"))
+    fixed = dfsync.sources.files(str(csv), schema_overrides={"amount": pl.Decimal(19, 3)})
+    run = ws.create_sync("b", source=fixed, primary_key="id",
+                         destination=dfsync.destinations.duckdb(dest, table="b")).run(progress=False)
+    assert run.status == "success", run.error
+    D = decimal.Decimal
+    assert rows(dest, "b") == [(1, D("1.500")), (2, D("1234567890123456.780")), (3, D("-0.125"))]

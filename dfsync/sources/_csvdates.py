@@ -76,22 +76,59 @@ def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) 
 
 #: an integer written with a leading zero (``01234``, ``-007``), which a number would not keep
 _LEADING_ZERO = r"^\s*[+-]?0\d"
+_FILE = "\0file"
 
 
-def leading_zero_columns(files: list[str], options: dict[str, Any]) -> list[str]:
-    """The CSV columns polars would read as integers although some value is written with a leading
-    zero (a zip code ``01234``, an account ``007``): read as numbers they lose the zeros (``1234``)
-    without a word, so they are read as text, as the file writes them."""
+def _digits(text: pl.Expr) -> pl.Expr:
+    """The significant digits of a number's text (``'-0.0120e5'`` -> ``'12'``)."""
+    mantissa = text.str.replace(r"[eE].*$", "").str.replace_all(r"[^0-9]", "")
+    return mantissa.str.strip_chars_start("0").str.strip_chars_end("0")
+
+
+def numbers_as_written(files: list[str], options: dict[str, Any], describe: str) -> list[str]:
+    """The CSV columns to read as text: those polars would read as integers although some value is
+    written with a leading zero (a zip code ``01234``, an account ``007``), which as numbers lose the
+    zeros (``1234``) without a word. A column polars would read as floats although a value has more
+    digits than a float keeps (``1234567890123456.78`` read as ``1234567890123456.8``, an integer
+    above 2**53 among decimals) is refused, naming the column, the value and the file."""
     given = options.get("schema_overrides") or {}
     if "schema" in options or "dtypes" in options or not isinstance(given, dict):
         return []  # the types are given: the user's own choice
     try:
         schema = pl.scan_csv(files, try_parse_dates=True, **options).collect_schema()
         ints = [c for c, t in schema.items() if t.is_integer() and c not in given]
-        if not ints:
+        floats = [c for c, t in schema.items() if t.is_float() and c not in given]
+        if not ints and not floats:
             return []
-        text = pl.scan_csv(files, **{**options, "schema_overrides": {**given, **dict.fromkeys(ints, pl.String)}})
-        found = text.select([pl.col(c).str.contains(_LEADING_ZERO).any().alias(c) for c in ints]).collect()
+        text = pl.scan_csv(files, **{**options, "include_file_paths": _FILE,
+                                     "schema_overrides": {**given, **dict.fromkeys(ints + floats, pl.String)}})
+        exprs = [pl.col(c).str.contains(_LEADING_ZERO).any().alias(c) for c in ints]
+        for c in floats:
+            as_float = pl.col(c).cast(pl.Float64, strict=False)
+            lost = as_float.is_not_null() & (
+                (as_float.is_finite() & (_digits(pl.col(c)) != _digits(as_float.cast(pl.String))))
+                | (as_float.is_infinite() & ~pl.col(c).str.to_lowercase().str.contains("inf")))
+            plain = pl.col(c).str.strip_chars()
+            exprs += [pl.struct(pl.col(c), as_float.alias("f"), pl.col(_FILE)).filter(lost).first().alias(c),
+                      pl.col(c).str.contains("[eEnN]").any().alias(f"{c}\0exp"),  # exponents, nan, inf
+                      plain.str.extract(r"^[+-]?0*(\d*)", 1).str.len_chars().max().alias(f"{c}\0int"),
+                      plain.str.extract(r"\.(\d*)$", 1).str.len_chars().max().alias(f"{c}\0places")]
+        found = text.select(exprs).collect().row(0, named=True)
     except Exception:  # noqa: BLE001 - an unreadable file: the read itself says so, with its name
         return []
-    return [c for c in ints if found[c][0]]
+    for c in floats:
+        hit = found[c]
+        if hit is None:
+            continue
+        value, file = hit[c].strip(), hit[_FILE]
+        way = f"as text, sources.files(..., schema_overrides={{{c!r}: pl.String}}), to cast in the mapping"
+        places = found[f"{c}\0places"] or 0
+        digits = (found[f"{c}\0int"] or 0) + places
+        if not found[f"{c}\0exp"] and digits <= 38:  # the decimal type every value of the column fits
+            way = (f"as exact decimals, sources.files(..., schema_overrides={{{c!r}: pl.Decimal({max(digits, 1)}, "
+                   f"{places})}}), or {way}")
+        raise SourceError(
+            f"{describe}: column {c!r} holds {value!r} (in {file}), which polars would read as the float "
+            f"{hit['f']!r}: a float keeps about 15 significant digits. Read the column {way}. Nothing was "
+            f"read or sent.")
+    return [c for c in ints if found[c]]

@@ -285,16 +285,17 @@ class FilesSource(Source):
 
     def _csv_options(self, files: list[str]) -> dict[str, Any]:
         """The reader options, with the integer columns written with leading zeros (``01234``) read as
-        text (``_csvdates.leading_zero_columns``); looked for once per version of the files."""
+        text, and floats with more digits than a float keeps refused (``_csvdates.numbers_as_written``);
+        looked for once per version of the files."""
         try:
             seen: tuple | None = tuple((f, st.st_size, st.st_mtime_ns) for f, st in ((f, os.stat(f)) for f in files))
         except OSError:
             seen = None
         cached = getattr(self, "_zeros", None)
         if seen is None or cached is None or cached[0] != seen:
-            from ._csvdates import leading_zero_columns
+            from ._csvdates import numbers_as_written
 
-            cached = self._zeros = (seen, leading_zero_columns(files, self.options))
+            cached = self._zeros = (seen, numbers_as_written(files, self.options, self.describe()))
         if not cached[1]:
             return self.options
         given = self.options.get("schema_overrides") or {}
