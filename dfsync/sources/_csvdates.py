@@ -85,6 +85,21 @@ def _digits(text: pl.Expr) -> pl.Expr:
     return mantissa.str.strip_chars_start("0").str.strip_chars_end("0")
 
 
+def _lost(text: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """Does the float ``value`` read from ``text`` keep fewer digits than the text has (or overflow)?"""
+    return value.is_not_null() & (
+        (value.is_finite() & (_digits(text) != _digits(value.cast(pl.String))))
+        | (value.is_infinite() & ~text.str.to_lowercase().str.contains("inf")))
+
+
+def _may_lose(text: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """A cheap superset of :func:`_lost`: at most 15 significant digits always read back (a text of 15
+    bytes or fewer has no more), and so does a text written as the float's own shortest form; an
+    exponent can still overflow (inf) or underflow (0)."""
+    return value.is_not_null() & (((text.str.len_bytes() > 15) & (value.cast(pl.String) != text))
+                                  | value.is_infinite() | (value == 0))
+
+
 def numbers_as_written(files: list[str], options: dict[str, Any], describe: str) -> list[str]:
     """The CSV columns to read as text: those polars would read as integers although some value is
     written with a leading zero (a zip code ``01234``, an account ``007``), which as numbers lose the
@@ -103,32 +118,34 @@ def numbers_as_written(files: list[str], options: dict[str, Any], describe: str)
         text = pl.scan_csv(files, **{**options, "include_file_paths": _FILE,
                                      "schema_overrides": {**given, **dict.fromkeys(ints + floats, pl.String)}})
         exprs = [pl.col(c).str.contains(_LEADING_ZERO).any().alias(c) for c in ints]
-        for c in floats:
-            as_float = pl.col(c).cast(pl.Float64, strict=False)
-            lost = as_float.is_not_null() & (
-                (as_float.is_finite() & (_digits(pl.col(c)) != _digits(as_float.cast(pl.String))))
-                | (as_float.is_infinite() & ~pl.col(c).str.to_lowercase().str.contains("inf")))
-            plain = pl.col(c).str.strip_chars()
-            exprs += [pl.struct(pl.col(c), as_float.alias("f"), pl.col(_FILE)).filter(lost).first().alias(c),
-                      pl.col(c).str.contains("[eEnN]").any().alias(f"{c}\0exp"),  # exponents, nan, inf
-                      plain.str.extract(r"^[+-]?0*(\d*)", 1).str.len_chars().max().alias(f"{c}\0int"),
-                      plain.str.extract(r"\.(\d*)$", 1).str.len_chars().max().alias(f"{c}\0places")]
+        exprs += [_may_lose(pl.col(c), pl.col(c).cast(pl.Float64, strict=False)).any().alias(c) for c in floats]
         found = text.select(exprs).collect().row(0, named=True)
+        for c in (c for c in floats if found[c]):  # the few values that may lose digits, looked at closely
+            maybe = text.select(pl.col(c), pl.col(c).cast(pl.Float64, strict=False).alias("\0f"), pl.col(_FILE)).filter(
+                _may_lose(pl.col(c), pl.col("\0f"))).collect()
+            hit = maybe.filter(_lost(pl.col(c), pl.col("\0f"))).head(1)
+            if hit.height:
+                plain = pl.col(c).str.strip_chars()
+                stats = text.select(pl.col(c).str.contains("[eEnN]").any().alias("exp"),  # exponents, nan, inf
+                                    plain.str.extract(r"^[+-]?0*(\d*)", 1).str.len_chars().max().alias("int"),
+                                    plain.str.extract(r"\.(\d*)$", 1).str.len_chars().max().alias("places"))
+                raise _float_error(describe, c, hit.row(0), stats.collect().row(0, named=True))
+    except SourceError:
+        raise
     except Exception:  # noqa: BLE001 - an unreadable file: the read itself says so, with its name
         return []
-    for c in floats:
-        hit = found[c]
-        if hit is None:
-            continue
-        value, file = hit[c].strip(), hit[_FILE]
-        way = f"as text, sources.files(..., schema_overrides={{{c!r}: pl.String}}), to cast in the mapping"
-        places = found[f"{c}\0places"] or 0
-        digits = (found[f"{c}\0int"] or 0) + places
-        if not found[f"{c}\0exp"] and digits <= 38:  # the decimal type every value of the column fits
-            way = (f"as exact decimals, sources.files(..., schema_overrides={{{c!r}: pl.Decimal({max(digits, 1)}, "
-                   f"{places})}}), or {way}")
-        raise SourceError(
-            f"{describe}: column {c!r} holds {value!r} (in {file}), which polars would read as the float "
-            f"{hit['f']!r}: a float keeps about 15 significant digits. Read the column {way}. Nothing was "
-            f"read or sent.")
     return [c for c in ints if found[c]]
+
+
+def _float_error(describe: str, c: str, hit: tuple, stats: dict[str, Any]) -> SourceError:
+    value, as_float, file = hit[0].strip(), hit[1], hit[2]
+    way = f"as text, sources.files(..., schema_overrides={{{c!r}: pl.String}}), to cast in the mapping"
+    places = stats["places"] or 0
+    digits = (stats["int"] or 0) + places
+    if not stats["exp"] and digits <= 38:  # the decimal type every value of the column fits
+        way = (f"as exact decimals, sources.files(..., schema_overrides={{{c!r}: pl.Decimal({max(digits, 1)}, "
+               f"{places})}}), or {way}")
+    return SourceError(
+        f"{describe}: column {c!r} holds {value!r} (in {file}), which polars would read as the float "
+        f"{as_float!r}: a float keeps about 15 significant digits. Read the column {way}. Nothing was "
+        f"read or sent.")
