@@ -72,7 +72,10 @@ def _check_object_column(name: str, col: Any) -> None:
 
     if isinstance(col.dtype, pd.StringDtype):
         return  # text (or missing) by construction
-    if pd.api.types.infer_dtype(col, skipna=True) in _ONE_KIND:
+    inferred = pd.api.types.infer_dtype(col, skipna=True)
+    if inferred in ("datetime", "date", "decimal"):
+        _check_one_kind(name, inferred, col.dropna())
+    if inferred in _ONE_KIND:
         return  # one kind: no need to look at each value in Python (336k flights: 2 s a column)
     values = col.dropna()
     kinds: dict[str, Any] = {}
@@ -97,6 +100,42 @@ def _check_object_column(name: str, col: Any) -> None:
         f"column {name!r} mixes values of different kinds: {shown}; a column has one type. Convert it "
         f"in the frame first, e.g. df[{name!r}] = df[{name!r}].astype(str) for text, or "
         f"pd.to_numeric(df[{name!r}]) for numbers")
+
+
+def _check_one_kind(name: str, inferred: str, values: Any) -> None:
+    """What pandas calls one kind but converts with a loss: naive datetimes with tz-aware ones (the
+    zone was dropped: 00:00 UTC arrived as a naive 00:00), datetimes among dates (``date`` for pandas:
+    12:00 arrived as the date), decimals wider than the 38 digits a column holds (polars crashed on
+    ``Decimal('1e40')``) or not finite."""
+    fix = f"df[{name!r}] = df[{name!r}].astype(str)"
+    if inferred == "datetime":
+        aware = {v.tzinfo is not None for v in values}
+        if len(aware) > 1:
+            raise ConfigError(
+                f"column {name!r} mixes naive datetimes with tz-aware ones; they are kept apart (a naive value "
+                f"has no instant). Make them one kind first, e.g. df[{name!r}] = pd.to_datetime(df[{name!r}], "
+                f"utc=True) if the naive ones are UTC")
+    elif inferred == "date":
+        hit = next((v for v in values if isinstance(v, dt.datetime)), None)
+        if hit is not None:
+            raise ConfigError(
+                f"column {name!r} mixes dates with datetimes ({hit!r:.60}), which would arrive as dates without "
+                f"their time of day; make them one kind first, e.g. df[{name!r}] = pd.to_datetime(df[{name!r}])")
+    else:
+        whole = scale = 0
+        for v in values:
+            if not v.is_finite():
+                if v.is_nan():
+                    continue  # pandas' missing value, as NaN in a float column
+                raise ConfigError(f"column {name!r} holds the decimal {v!r}, which a decimal column cannot hold; "
+                                  f"convert it first, e.g. {fix} or df[{name!r}].astype(float)")
+            t = v.as_tuple()
+            whole, scale = max(whole, len(t.digits) + int(t.exponent)), max(scale, -int(t.exponent))
+            if whole + scale > 38:
+                raise ConfigError(
+                    f"column {name!r} holds decimals needing more than 38 digits ({v!r:.60} among them), more than "
+                    f"a decimal column holds; convert it first, e.g. {fix} (every digit) or "
+                    f"df[{name!r}].astype(float)")
 
 
 def pandas_to_polars(df: Any) -> pl.DataFrame:
@@ -141,11 +180,15 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
             _check_object_column(str(name), col)
     try:
         out = pl.from_pandas(df)
-    except Exception as exc:  # name the column that fails
+    except BaseException as exc:  # name the column that fails (a polars panic is a BaseException)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         for name in df.columns:
             try:
                 pl.from_pandas(df[[name]])
-            except Exception as col_exc:
+            except BaseException as col_exc:
+                if isinstance(col_exc, (KeyboardInterrupt, SystemExit)):
+                    raise
                 fix = (f"df[{name!r}] = df[{name!r}].dt.tz_convert('UTC') (the same instants; a zone such as a "
                        f"fixed offset polars cannot read)" if isinstance(df[name].dtype, pd.DatetimeTZDtype)
                        else f"df[{name!r}] = df[{name!r}].astype(str)")

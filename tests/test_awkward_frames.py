@@ -60,6 +60,38 @@ def test_awkward_frame_refused_at_create_sync(case, tmp_path):
     assert not os.path.exists(tmp_path / "dest.duckdb")
 
 
+
+def test_object_columns_pandas_calls_one_kind_but_that_would_change_are_refused(tmp_path):
+    """pandas infers one kind for these object columns, but they converted with a loss and the run
+    said success: a tz-aware datetime among naive ones arrived naive (its zone dropped), a datetime
+    among dates arrived as its date (12:00 lost); decimals wider than 38 digits crashed polars with
+    a PanicException (not even an Exception), and Decimal('Infinity') failed with "'str' object cannot
+    be interpreted as an integer". Each is refused naming the column; a mix of zones still arrives
+    as the instants, and NaN decimals as NULL."""
+    import datetime as dt
+
+    D = decimal.Decimal
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.duckdb(str(tmp_path / "dest.duckdb"), table="t")
+    refused = {
+        "mixes naive datetimes with tz-aware": [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)],
+        "mixes dates with datetimes": [dt.date(2024, 1, 1), dt.datetime(2024, 1, 1, 12)],
+        "more than 38 digits": [D("1e-30"), D("1e10")],
+        "Decimal('Infinity')": [D("Infinity"), D("1")],
+    }
+    for why, values in refused.items():
+        with pytest.raises(ConfigError, match=re.escape(why)) as info:
+            ws.create_sync("s", source=_frame([*values, None]), destination=dest, primary_key="id")
+        assert "'a'" in str(info.value), str(info.value)
+    zones = [dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+             dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=-5))), None]
+    df = pd.DataFrame({"id": [1, 2, 3], "a": pd.Series(zones, dtype=object),
+                       "d": pd.Series([D("NaN"), D("1.5"), None], dtype=object)})
+    ws.create_sync("s", source=df, destination=dest, primary_key="id").run(progress=False).raise_for_status()
+    with duckdb.connect(str(tmp_path / "dest.duckdb"), read_only=True) as con:
+        got = con.sql("SELECT epoch(a), d FROM t ORDER BY id").fetchall()
+    assert got == [(1704067200.0, None), (1704085200.0, D("1.5")), (None, None)]
+
 @pytest.mark.parametrize("case", ["mixed-int-and-text", "arbitrary-objects", "period"])
 def test_awkward_column_after_an_in_place_edit_fails_the_run_before_sending(case, tmp_path):
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
