@@ -82,6 +82,26 @@ def test_postgres_source_intervals_and_types_the_driver_cannot_give(pg_server, p
     assert got[0][0].startswith("12.34") and got[2][0].startswith("-1")
 
 
+def test_postgres_oid_is_refused_not_read_as_a_signed_integer(pg_server, pg_uri, tmp_path):
+    """The driver reads oid (unsigned 32-bit) as a signed int32: 4294967295 arrived as -1 and
+    2147483648 as -2147483648, with the run saying success. It is refused naming the cast, which
+    then reads every value."""
+    import duckdb
+
+    pg_server.execute("CREATE TABLE o (id int PRIMARY KEY, ref oid, refs oid[]); INSERT INTO o VALUES "
+                      "(1, 4294967295, '{2147483648}'), (2, 7, NULL)", dbname=pg_uri.rsplit("/", 1)[1])
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "d.duckdb")
+    for col, cast in [("ref", '"ref"::bigint'), ("refs", r'"refs"::bigint\[\]')]:
+        with pytest.raises(dfsync.errors.SourceError, match=f"'{col}'.*oid.*{cast}"):
+            ws.create_sync(col, source=dfsync.sources.database(pg_uri, f"SELECT id, {col} FROM o"),
+                           destination=dfsync.destinations.duckdb(dest, "o"), primary_key="id")
+    query = "SELECT id, ref::bigint AS ref, refs::bigint[] AS refs FROM o"
+    ws.create_sync("o", source=dfsync.sources.database(pg_uri, query), primary_key="id",
+                   destination=dfsync.destinations.duckdb(dest, "o")).run(progress=False).raise_for_status()
+    with duckdb.connect(dest, read_only=True) as con:
+        assert con.sql("SELECT ref, refs FROM o ORDER BY id").fetchall() == [(4294967295, [2147483648]), (7, None)]
+
 def test_postgres_multidimensional_arrays_are_refused_not_flattened(pg_server, pg_uri, tmp_path):
     """The driver reads a 2-D array flattened: '{{1,2},{3,4}}' arrived as [1, 2, 3, 4] with the run
     saying success. The run now fails before anything is sent, naming the column and the casts;

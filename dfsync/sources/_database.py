@@ -343,8 +343,8 @@ class DatabaseSource(Source):
 
     def _refuse_unreadable(self, schema: pa.Schema) -> None:
         """PostgreSQL types the ADBC driver cannot give as values: ``money`` arrives as integer
-        cents (12.34 as 1234) and types it does not know (inet, cidr, point, ranges, ...) as
-        their raw binary wire format (numeric comes as text, which is kept); arrays of them the
+        cents (12.34 as 1234), ``oid`` (unsigned) as a signed int32 (4294967295 as -1), and types
+        it does not know (inet, cidr, point, ranges, ...) as their raw binary wire format (numeric comes as text, which is kept); arrays of them the
         same, and an array of intervals made polars panic."""
         for f in _leaves(schema):
             t, meta = f.type, f.metadata
@@ -354,8 +354,9 @@ class DatabaseSource(Source):
             pg_type = (meta or {}).get(b"POSTGRESQL:type", b"").decode()
             opaque = getattr(t, "extension_name", None) == "arrow.opaque" and \
                 (pa.types.is_binary(t.storage_type) or pa.types.is_large_binary(t.storage_type))
-            if opaque or pg_type == "money" or (array and t == pa.month_day_nano_interval()):
+            if opaque or pg_type in ("money", "oid") or (array and t == pa.month_day_nano_interval()):
                 got, cast = ("integer cents (12.34 as 1234)", "numeric") if pg_type == "money" \
+                    else ("a signed 32-bit integer (4294967295 as -1)", "bigint") if pg_type == "oid" \
                     else ("a value polars cannot hold", "text") if not opaque \
                     else ("its raw binary wire format", "text")
                 what, cast = (f"an array of PostgreSQL {pg_type or 'an unknown type'}", cast + "[]") if array \
