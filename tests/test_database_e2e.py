@@ -165,6 +165,33 @@ def test_postgres_numeric_json_and_uuid_arrive_as_exact_text_and_the_documented_
     assert typed_type == [("DECIMAL(20,2)",)] and typed == [(Decimal("1.50"),), (None,)]
 
 
+
+def test_postgres_arrays_of_numeric_json_and_uuid_arrive_as_text_arrays(pg_server, pg_uri, tmp_path):
+    """numeric[], jsonb[] and uuid[] came as lists of the driver's extension types: a sync to
+    PostgreSQL failed at create_sync with "Arrow type extension<arrow.opaque...> has no PostgreSQL
+    column type" (naming no column), and the records' schema took uuid[] for bytes. They arrive as
+    text arrays, as the scalars arrive as text, on every destination and through a mapping."""
+    import duckdb
+    import psycopg
+
+    db = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("CREATE TABLE arr (id int PRIMARY KEY, na numeric[], ja jsonb[], ua uuid[]); INSERT INTO arr "
+                      "VALUES (1, '{1.50,NaN,NULL}', ARRAY['{\"a\": 1}'::jsonb], '{9ad1da64-9f55-48e2-af07-1f5474217001}'), "
+                      "(2, '{}', NULL, NULL)", dbname=db)
+    src = dfsync.sources.database(pg_uri, "SELECT * FROM arr")
+    assert src.schema()["ua"] == pl.List(pl.String) and src.schema()["na"] == pl.List(pl.String)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    want = [(1, ["1.50", "nan", None], ['{"a": 1}'], ["9ad1da64-9f55-48e2-af07-1f5474217001"]), (2, [], None, None)]
+    ws.create_sync("copy", source=src, primary_key="id", destination=dfsync.destinations.postgres(pg_uri, table="copy")
+                   ).run(progress=False).raise_for_status()
+    with psycopg.connect(pg_uri) as con:
+        assert con.execute("SELECT id, na, ja::text[], ua FROM copy ORDER BY id").fetchall() == want
+    dest = str(tmp_path / "d.duckdb")  # a mapping reads through polars
+    ws.create_sync("mapped", source=src, primary_key="id", destination=dfsync.destinations.duckdb(dest, "m"),
+                   mapping={"id": "id", "na": pl.col("na"), "ja": "ja", "ua": "ua"}).run(progress=False).raise_for_status()
+    with duckdb.connect(dest, read_only=True) as con:
+        assert con.execute("SELECT id, na, ja, ua FROM m ORDER BY id").fetchall() == want
+
 def test_sync_postgres_to_postgres_upsert_and_mirror(pg_server, pg_uri, tmp_path):
     db = pg_uri.rsplit("/", 1)[1]
     pg_server.execute("CREATE TABLE src (id bigint PRIMARY KEY, name text, v bigint)", dbname=db)

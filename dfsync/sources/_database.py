@@ -37,26 +37,47 @@ from .base import CursorFilter, Source, query_text, register_source
 __all__ = ["DatabaseSource"]
 
 
+def _text_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with the driver's extension types as large strings, also inside a list."""
+    if isinstance(t, pa.BaseExtensionType):
+        return pa.large_string()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _text_type(t.value_type)
+        if inner != t.value_type:
+            field = t.value_field.with_type(inner)
+            return pa.list_(field) if pa.types.is_list(t) else pa.large_list(field)
+    return t
+
+
 def _as_text(schema: pa.Schema) -> pa.Schema:
     """The driver's extension types (numeric, json/jsonb, uuid) as plain text, which they are to
-    every destination (docs/SCHEMA.md): a polars mapping can then cast or parse them."""
+    every destination (docs/SCHEMA.md): a polars mapping can then cast or parse them. Inside an
+    array too (``numeric[]``, ``jsonb[]``, ``uuid[]``): a list of the extension type had no column
+    type on PostgreSQL (create_sync failed without naming the column), and polars took a
+    ``uuid[]`` for bytes although it arrives as text."""
     for i, f in enumerate(schema):
-        if isinstance(f.type, pa.BaseExtensionType):
-            schema = schema.set(i, f.with_type(pa.large_string()))
+        t = _text_type(f.type)
+        if t != f.type:
+            schema = schema.set(i, f.with_type(t))
     return schema
 
 
+def _text_array(col: pa.Array) -> pa.Array:
+    if isinstance(col.type, pa.BaseExtensionType):
+        return (col.storage.cast(pa.large_string()) if pa.types.is_string(col.storage.type)
+                or pa.types.is_large_string(col.storage.type)
+                else pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.large_string()))
+    if (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) and _text_type(col.type) != col.type:
+        kind = pa.ListArray if pa.types.is_list(col.type) else pa.LargeListArray
+        return kind.from_arrays(col.offsets, _text_array(col.values), type=_text_type(col.type),
+                                mask=col.is_null() if col.null_count else None)
+    return col
+
+
 def _text_columns(rb: pa.RecordBatch) -> pa.RecordBatch:
-    if not any(isinstance(t, pa.BaseExtensionType) for t in rb.schema.types):
+    if all(_text_type(t) == t for t in rb.schema.types):
         return rb
-    columns = []
-    for col in rb.columns:
-        if isinstance(col.type, pa.BaseExtensionType):
-            col = (col.storage.cast(pa.large_string()) if pa.types.is_string(col.storage.type)
-                   or pa.types.is_large_string(col.storage.type)
-                   else pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.large_string()))
-        columns.append(col)
-    return pa.RecordBatch.from_arrays(columns, schema=_as_text(rb.schema))
+    return pa.RecordBatch.from_arrays([_text_array(col) for col in rb.columns], schema=_as_text(rb.schema))
 
 
 #: PostgreSQL's 'infinity' and '-infinity' timestamps (microseconds) and dates (days) as the ADBC
