@@ -171,8 +171,29 @@ def refuse_objects(schema: Any) -> None:
                 f"pl.col({name!r}).map_elements(str, return_dtype=pl.String) for their text. Nothing was sent.")
 
 
+def _without_float16(dtype: Any) -> Any:
+    """``dtype`` with every Float16 in it (inside lists, arrays and structs too) as Float32."""
+    if dtype == pl.Float16:
+        return pl.Float32
+    if isinstance(dtype, (pl.List, pl.Array)):
+        inner = _without_float16(dtype.inner)
+        return dtype if inner == dtype.inner else (pl.List(inner) if isinstance(dtype, pl.List)
+                                                  else pl.Array(inner, dtype.shape))
+    if isinstance(dtype, pl.Struct):
+        fields = [pl.Field(f.name, _without_float16(f.dtype)) for f in dtype.fields]
+        return dtype if all(a.dtype == b.dtype for a, b in zip(fields, dtype.fields, strict=True)) else pl.Struct(fields)
+    return dtype
+
+
 def arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:
-    """Stream a LazyFrame as Arrow record batches (bounded memory, no Python row loop)."""
+    """Stream a LazyFrame as Arrow record batches (bounded memory, no Python row loop). Half-precision
+    floats (polars Float16, also a pandas float16 column) are sent as float32, which holds each value
+    exactly: DuckDB, where rows are staged, has no such type (the run failed with 'Unsupported Internal
+    Arrow Type e', naming no column)."""
+    widened = {c: t for c, t in ((c, _without_float16(t)) for c, t in lf.collect_schema().items())
+               if t != lf.collect_schema()[c]}
+    if widened:
+        lf = lf.with_columns(pl.col(c).cast(t) for c, t in widened.items())
     refuse_objects(lf.collect_schema())
     schema = pl.DataFrame(schema=lf.collect_schema()).to_arrow().schema
 

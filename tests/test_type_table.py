@@ -546,6 +546,32 @@ def test_polars_int128_and_durations_inside_lists_for_parquet_are_refused_at_cre
         assert f"column {col!r}" in str(exc.value) and "total_microseconds" in str(exc.value)
 
 
+
+def test_half_precision_floats_arrive_as_float32(tmp_path):
+    """A polars Float16 column (also a pandas float16 one) failed the run with DuckDB's 'Unsupported
+    Internal Arrow Type e', naming no column. It is staged and sent as float32, which holds every
+    half-precision value exactly (inside lists and structs too); the next run is quiet."""
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    df = pl.DataFrame({"id": [1, 2, 3], "f": pl.Series([0.1, None, 65504.0], dtype=pl.Float16),
+                       "l": pl.Series([[0.5, None], None, []], dtype=pl.List(pl.Float16))})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "d.duckdb")
+    sync = ws.create_sync("h", source=df, primary_key="id", destination=dfsync.destinations.duckdb(path, "h"))
+    assert sync.run(progress=False).status == "success"
+    assert sync.run(progress=False).counts["unchanged"] == 3
+    panda = pd.DataFrame({"id": [1, 2], "f": np.array([1.5, np.nan], dtype=np.float16)})
+    ws.create_sync("p", source=panda, primary_key="id", destination=dfsync.destinations.duckdb(path, "p")
+                   ).run(progress=False).raise_for_status()
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.sql("SELECT f, l FROM h ORDER BY id").fetchall() == [
+            (float(np.float16(0.1)), [0.5, None]), (None, None), (65504.0, [])]
+        assert con.sql("SELECT f FROM p ORDER BY id").fetchall() == [(1.5,), (None,)]
+        assert con.sql("SELECT data_type FROM information_schema.columns WHERE table_name = 'h' "
+                       "AND column_name = 'f'").fetchall() == [("FLOAT",)]
+
 def test_a_parquet_files_durations_arrive_as_durations_not_their_raw_numbers(tmp_path):
     """DuckDB's Parquet reader reads a duration column as its stored integer: 1.5 s arrived as
     1500000 (written in microseconds) or 1500 (milliseconds) in a BIGINT column, the run said
