@@ -6,6 +6,7 @@ started in another process shows up too.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -144,10 +145,14 @@ class SyncRun:
 
     @checked("SyncRun.wait")
     def wait(self, timeout: float | None = None) -> SyncRun:
-        """Block until a background run stops (ended or paused)."""
-        thread = _registry.run_thread(self.workspace.store.key, self.id)
-        if thread is not None:
-            thread.join(timeout)
+        """Block until a background run stops (ended or paused), or ``timeout`` seconds passed.
+        Ctrl-C (a kernel interrupt) while waiting pauses the run at its next batch boundary, as it
+        does a foreground run, and raises KeyboardInterrupt once it stopped; the next sync.run()
+        resumes it."""
+        key = self.workspace.store.key
+        thread = _registry.run_thread(key, self.id)
+        if thread is not None and thread is not threading.current_thread():  # not from its own callback
+            _registry.wait_for_run(key, self.id, timeout)
         return self
 
     @checked("SyncRun.pause")

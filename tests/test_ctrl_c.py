@@ -15,6 +15,7 @@ import textwrap
 
 import duckdb
 import polars as pl
+import pytest
 
 import dfsync
 from tests.plugins.processes import child_env
@@ -121,3 +122,36 @@ def test_create_sync_learns_a_duckdb_querys_columns_without_running_it(tmp_path)
     run = sync.run(progress=False)  # the run executes it, and says so
     assert run.status == "failed" and "the query ran" in run.error
 
+
+
+def test_ctrl_c_while_waiting_for_a_background_run_pauses_it_and_stops_the_wait(tmp_path):
+    """run.wait() joined the run's thread, which Ctrl-C does not interrupt (Python 3.11): the key
+    press did nothing until the whole run had succeeded, and then raised KeyboardInterrupt anyway.
+    Now Ctrl-C while waiting pauses the run at its next batch boundary, as it does a foreground
+    run, and reaches the caller once the run has stopped; the next sync.run() resumes it."""
+    import _thread
+    import threading
+    import time
+
+    from tests.faulty import FaultyDestination
+
+    dest = str(tmp_path / "d.duckdb")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": list(range(20))}), primary_key="id", batch_size=5,
+                          destination=FaultyDestination(dfsync.destinations.duckdb(dest, table="t"), sleep=0.05))
+    run = sync.run(progress=False, background=True)
+
+    def press() -> None:  # Ctrl-C once a batch is delivered, while the main thread waits
+        while run.counts["sent"] == 0:
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    threading.Thread(target=press, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run.wait()
+    assert run.status == "paused", (run.status, run.counts)
+    assert 0 < run.counts["sent"] < 20
+    resumed = sync.run(progress=False)
+    assert resumed.id == run.id and resumed.status == "success", resumed.error
+    with duckdb.connect(dest, read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(20, 20)]
