@@ -13,8 +13,11 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from .destinations.base import DestinationContext, DestinationSession
 from .errors import WorkspaceOutOfDate
+from .states import RecordStatus
 from .store import Store, key_match
 
 if TYPE_CHECKING:
@@ -219,13 +222,24 @@ def with_earlier_batches(store: Store, staging: Staging, sync_id: int, run_id: i
     state, which holds its own earlier batches: a row it inserted before is found unchanged now. The
     run did insert it (its ``sent`` and ``succeeded`` say so), so it counts as inserted (updated) here,
     and the deletes it already sent (gone from the state) as deleted; rows read again stay counted once
-    (``queried = inserted + updated + unchanged + invalid``)."""
+    (``queried = inserted + updated + unchanged + invalid``). So do the changed rows its mode skipped
+    (insert mode): their skip was noted, so they read again as unchanged; they count as updated."""
     key = list(defn.primary_key)
     own = store.run_delivered(sync_id, run_id, key)
+    delivered = 0 if own is None else own.num_rows
+    own = None if own is None else own.select([*key, "_fp", "_action"])
+    if not defn.destination_mode.sends_updates:
+        skipped = store.records(sync_id, run_id, RecordStatus.SKIPPED.value)
+        if skipped is not None and skipped.num_rows:
+            skipped = skipped.select([*key, "_fingerprint", "_action"]).rename_columns([*key, "_fp", "_action"])
+            try:  # a key kept hashed (sensitive=) or retyped since cannot match: counted as before
+                own = skipped if own is None else pa.concat_tables([own, skipped.cast(own.schema)])
+            except (pa.ArrowException, ValueError):
+                pass
     if own is None or not own.num_rows:
         return counts
     scon, out = staging.con, dict(counts)
-    scon.register("_own", own.select([*key, "_fp", "_action"]))
+    scon.register("_own", own)
     try:
         if staging.changed_only:  # only changed rows were staged: an own row whose key is not among them is unchanged
             found = scon.execute(f"SELECT o._action, count(*) FROM _own o ANTI JOIN stg s ON {key_match('o', 's', key)} "
@@ -242,5 +256,5 @@ def with_earlier_batches(store: Store, staging: Staging, sync_id: int, run_id: i
         out[action] += n
         out["unchanged"] -= n
     if defn.destination_mode.sends_deletes:  # a delivered delete leaves no state row: what else it confirmed
-        out["delete"] += max(0, int(store.run_row(run_id)["succeeded"] or 0) - own.num_rows)
+        out["delete"] += max(0, int(store.run_row(run_id)["succeeded"] or 0) - delivered)
     return out

@@ -495,14 +495,18 @@ class Staging:
             self.con.unregister("_out")
 
     def mark_skipped(self, mode: DestinationMode) -> pa.Table | None:
+        """Mark the rows the mode skips (insert mode: changed rows) and return their records; None
+        when there are none, or they were marked before: a paused run resumed with these staged
+        rows must not count and store them a second time."""
         cond = self.skipped_by_mode(mode)
         if cond is None:
             return None
         self.flush_outcomes()
-        self.con.execute(
+        marked = self.con.execute(
             f"INSERT INTO outcomes SELECT rowid, 'skipped', NULL, 'insert mode only appends new rows; this row changed' "
-            f"FROM stg WHERE {cond} AND rowid NOT IN (SELECT _rid FROM invalid) AND rowid NOT IN (SELECT _rid FROM outcomes)")
-        return self.records(status="skipped")
+            f"FROM stg WHERE {cond} AND rowid NOT IN (SELECT _rid FROM invalid) AND rowid NOT IN (SELECT _rid FROM outcomes)"
+        ).fetchall()[0][0]
+        return self.records(status="skipped") if marked else None
 
     # ------------------------------------------------------------------ inspection
     def records(self, status: str | None = None, include_unchanged: bool = False,

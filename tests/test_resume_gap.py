@@ -203,3 +203,33 @@ def test_a_resumed_run_counts_what_its_earlier_batches_sent_whether_or_not_it_re
         assert con.sql("SELECT id, v FROM t ORDER BY id").pl().equals(changed)
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("staged_rows_lost", [False, True])
+def test_a_resumed_insert_mode_run_counts_and_records_the_changed_rows_it_skips_once(tmp_path, staged_rows_lost):
+    """Insert mode skips changed rows (records ``skipped``). A paused run resumed with its staged
+    rows marked them skipped a second time: ``skipped`` and ``sent`` counted them twice and
+    run.records() held each twice. One whose staged rows were lost read them again as
+    ``unchanged`` (the skip had been noted), so it ended ``updated=0`` beside ``skipped=5``."""
+    src = tmp_path / "src.parquet"
+    data = pl.DataFrame({"id": list(range(20)), "v": [f"v{i}" for i in range(20)]})
+    data.write_parquet(src)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    sync = ws.create_sync("i", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                          destination_mode="insert", batch_size=5)
+    sync.run(progress=False)
+    changed = pl.concat([data.with_columns(pl.when(pl.col("id") < 5).then(pl.lit("new")).otherwise(pl.col("v")).alias("v")),
+                         pl.DataFrame({"id": list(range(20, 40)), "v": ["added"] * 20})])
+    changed.write_parquet(src)
+    dest.interrupt_after = 2
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    if staged_rows_lost:
+        dfsync._registry.drop_live_staging()  # as if the process had died: the resume reads the source again
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    c = run.counts
+    assert {k: c[k] for k in ("queried", "inserted", "updated", "unchanged", "sent", "succeeded", "skipped")} == \
+        {"queried": 40, "inserted": 20, "updated": 5, "unchanged": 15, "sent": 25, "succeeded": 20, "skipped": 5}
+    assert sorted(run.records(status="skipped")["id"].to_list()) == list(range(5))
