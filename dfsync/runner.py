@@ -208,8 +208,10 @@ class Runner:
                 return
             self.move_to(RunStatus.QUERYING, "resumed; staged rows gone (their process ended, or a new source= or definition), querying again")
             if defn.destination_mode.rewrites:
-                # a replace run whose staging died restarts its rewrite from scratch
+                # a replace run whose staging died restarts its rewrite from scratch: what its abandoned
+                # batches sent is neither counted nor recorded (the rows are sent again)
                 _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id)
+                self.store.restart_transfer(self.sync_id, self.run_id)
         else:
             self.move_to(RunStatus.QUERYING, "query begins")
             _settle.notice_lost_rows(self.store, self.sync_id, self.sync_name, defn, self.run_id)  # a first load then

@@ -233,3 +233,30 @@ def test_a_resumed_insert_mode_run_counts_and_records_the_changed_rows_it_skips_
     assert {k: c[k] for k in ("queried", "inserted", "updated", "unchanged", "sent", "succeeded", "skipped")} == \
         {"queried": 40, "inserted": 20, "updated": 5, "unchanged": 15, "sent": 25, "succeeded": 20, "skipped": 5}
     assert sorted(run.records(status="skipped")["id"].to_list()) == list(range(5))
+
+
+def test_a_resumed_replace_run_that_starts_its_rewrite_over_counts_and_records_only_the_new_table(tmp_path, ws_target):
+    """A paused ``replace`` run whose staged rows were lost abandons the batches it wrote and
+    rewrites the table from the start, but kept counting them: 20 rows ended sent=succeeded=30 and
+    run.records() held the abandoned batches' rows as succeeded, with the values read before the
+    pause, beside the rows really delivered."""
+    src = tmp_path / "src.parquet"
+    data = pl.DataFrame({"id": list(range(20)), "v": ["old"] * 20})
+    data.write_parquet(src)
+    ws = dfsync.Workspace(ws_target)
+    dest = FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"), interrupt_after=2)
+    sync = ws.create_sync("r", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
+                          destination_mode="replace", batch_size=5)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.last_run().counts["sent"] > 0
+    dfsync._registry.drop_live_staging()  # as if the process had died: the resume reads the source again
+    data.with_columns(v=pl.lit("new")).write_parquet(src)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    c = run.counts
+    assert (c["queried"], c["inserted"], c["sent"], c["succeeded"]) == (20, 20, 20, 20), c
+    records = run.records()
+    assert sorted(records["id"].to_list()) == list(range(20)) and set(records["v"]) == {"new"}
+    with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*), min(v), max(v) FROM t").fetchall() == [(20, "new", "new")]

@@ -224,6 +224,17 @@ class DeliveryOps:
         with self._transaction() as con:
             self._discard(con, sync_id, run_id, batch_no)
 
+    def restart_transfer(self, sync_id: int, run_id: int) -> None:
+        """A run whose transfer starts over (a resumed ``replace`` run that lost its staged rows
+        abandoned its batches and rewrites the table from the start): what the abandoned batches
+        sent is no longer counted, and their records go (the rows are sent and recorded again)."""
+        with self._transaction() as con:
+            rt = rec_table(sync_id)
+            if self._has_table(con, rt):
+                con.execute(f"DELETE FROM {rt} WHERE _run_id = ?", [run_id])
+            con.execute("UPDATE runs SET sent = 0, succeeded = 0, failed = 0, skipped = 0, batches = 0 "
+                        "WHERE id = ?", [run_id])
+
     def failed_unapplied_runs(self, sync_id: int) -> list[int]:
         """Failed runs of the sync with batches not discarded, unless known applied or failed at the end
         for too many rejected rows (those were applied)."""

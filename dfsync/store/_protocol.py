@@ -245,6 +245,10 @@ class WorkspaceStore(Protocol):
         """Forget one batch, or every batch of the run (then what it superseded is current again)."""
         ...
 
+    def restart_transfer(self, sync_id: int, run_id: int) -> None:
+        """A run's transfer starts over (its batches abandoned): its transfer counters are zeroed, its records removed."""
+        ...
+
     def failed_unapplied_runs(self, sync_id: int) -> list[int]:
         """Failed runs with batches not discarded, unless known applied or failed for too many rejected rows."""
         ...
