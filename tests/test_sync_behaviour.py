@@ -179,6 +179,30 @@ def test_null_and_duplicate_keys_fail_clearly_or_quarantine(ws, target):
     assert set(inv["_checks"].explode().to_list()) == {"primary_key unique", "primary_key not_null"}
 
 
+def test_an_incremental_run_keeps_quarantining_a_repeated_key_the_next_read_does_not_bring(ws, tmp_path):
+    """An incremental run sends again the rows an earlier run quarantined (its cursor read does not
+    bring them), one per key: of a key the source held twice it took one version, so the next run of
+    an unchanged source delivered 'b-first' or 'b-second' (whichever its query met first) and the
+    quarantine was gone. Both versions come back now, so the key stays quarantined, as a full
+    refresh does, until the source settles it."""
+    df = pl.DataFrame({"id": [1, 2, 2, 3], "v": ["a", "b-first", "b-second", "c"], "ts": [1, 2, 3, 4]})
+    dest = str(tmp_path / "d.duckdb")
+    sync = ws.create_sync("inc", source=dfsync.sources.frame(df), primary_key="id", on_invalid="skip",
+                          sync_mode="incremental", cursor_field="ts",
+                          destination=dfsync.destinations.duckdb(dest, table="t"))
+    for _ in range(2):
+        run = sync.run(progress=False)
+        assert run.status == "success" and run.counts["invalid"] == 2, run.counts
+        assert sorted(run.records(status="invalid")["v"].to_list()) == ["b-first", "b-second"]
+        with duckdb.connect(dest, read_only=True) as con:
+            assert con.sql("SELECT id FROM t ORDER BY id").fetchall() == [(1,), (3,)]
+    settled = pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b-second", "c"], "ts": [1, 5, 4]})
+    run = sync.run(progress=False, source=settled)  # the source settles it: the row's cursor moves on
+    assert run.counts["invalid"] == 0 and run.counts["inserted"] == 1, run.counts
+    with duckdb.connect(dest, read_only=True) as con:
+        assert con.sql("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, "a"), (2, "b-second"), (3, "c")]
+
+
 def test_preview_sends_nothing_and_changes_nothing(ws, target):
     sync = make(ws, target, people([1, 2, 3]), mode="mirror")
     sync.run(progress=False)

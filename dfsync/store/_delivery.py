@@ -368,7 +368,11 @@ class DeliveryOps:
     def retry_rows(self, sync_id: int, key: Sequence[str],
                    meta_columns: Sequence[str]) -> tuple[pa.Table | None, pa.Table | None]:
         """(rows to send again: the latest kept version of each failed key, and of rows a run that did
-        not fail found invalid, without ``meta_columns``; the distinct failed keys). (None, None): no records."""
+        not fail found invalid, without ``meta_columns``; the distinct failed keys). (None, None): no records.
+
+        A key the source held more than once (quarantined ``primary_key unique``) comes back with every
+        version its latest run kept: one of them alone would pass as a settled row and be delivered,
+        though the source still holds both."""
         rt = rec_table(sync_id)
         cols = ", ".join(quote(k) for k in key)
         with self._connect() as con:
@@ -376,12 +380,16 @@ class DeliveryOps:
                 return None, None
             keys = con.sql(f"SELECT DISTINCT {cols} FROM {rt} WHERE _status = 'failed'").to_arrow_table()
             rows = con.sql(
-                f"SELECT DISTINCT ON ({cols}) {self._all_but(con, rt, meta_columns)} FROM {rt} "
+                f"SELECT {self._all_but(con, rt, [*meta_columns, '_dfsync_n', '_dfsync_last'], 'r')} FROM ("
+                f"SELECT *, row_number() OVER (PARTITION BY {cols} ORDER BY _run_id DESC) AS _dfsync_n, "
+                f"max(_run_id) OVER (PARTITION BY {cols}) AS _dfsync_last FROM {rt} "
                 f"WHERE (_status = 'failed' OR "
                 # rows a failed run found invalid were never let through: the next read brings them
                 f"_status = 'invalid' AND _run_id IN (SELECT id FROM runs WHERE status <> 'failed')) "
-                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in key)}) "
-                f"ORDER BY {cols}, _run_id DESC").to_arrow_table()
+                f"AND NOT ({' OR '.join(f'{quote(k)} IS NULL' for k in key)})) r "
+                f"WHERE r._dfsync_n = 1 OR (r._run_id = r._dfsync_last AND r._status = 'invalid' "
+                f"AND list_contains(r._checks, 'primary_key unique')) "
+                f"ORDER BY {', '.join(f'r.{quote(k)}' for k in key)}").to_arrow_table()
         return rows, keys
 
     def skipped_versions(self, sync_id: int, key: Sequence[str], definition_version: int) -> pa.Table | None:
