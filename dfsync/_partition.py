@@ -359,5 +359,5 @@ def _confirm_bucket(runner: Runner, task: dict[str, Any], results: dict[int, dic
                       skipped=counts["skipped"] + len(res.skipped), batches=counts["batches"] + 1,
                       succeeded=counts["succeeded"] + tbl.num_rows - len(res.failed) - len(res.skipped))
     if landed:
-        adopt_confirmed_batches(store, staging, runner.sync_id, runner.run_id, key)
+        adopt_confirmed_batches(store, staging, runner.sync_id, runner.run_id, key, runner.defn.destination_mode.rewrites)
     return counts

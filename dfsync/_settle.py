@@ -191,14 +191,16 @@ def applies_per_batch(defn: SyncDefinition) -> bool:
     return not defn.destination_mode.rewrites and getattr(defn.destination, "applies_per_batch", True)
 
 
-def adopt_confirmed_batches(store: Store, staging: Staging, sync_id: int, run_id: int, key: list[str]) -> None:
+def adopt_confirmed_batches(store: Store, staging: Staging, sync_id: int, run_id: int, key: list[str],
+                            rewrites: bool = False) -> None:
     """Batches confirmed by reconcile that the live staging never heard of count as sent.
 
     Only a staged row with the fingerprint *and action* the batch carried is that batch's
     row: a run that re-read its source after losing its staging may hold, under the same
     key, a newer version (or the delete) of a row an earlier batch of the run delivered,
     and that must be sent. (A delete carries the delivered fingerprint, so the action
-    tells it from the insert that delivered it.)
+    tells it from the insert that delivered it.) ``rewrites``: a ``replace`` run, whose
+    batches carry every row, unchanged ones too, as an insert (``Staging.batches``).
     """
     staging.flush_outcomes()
     known = [r[0] for r in staging.con.execute(
@@ -209,7 +211,7 @@ def adopt_confirmed_batches(store: Store, staging: Staging, sync_id: int, run_id
         scon.register("_done", done)
         scon.execute(f"INSERT INTO outcomes SELECT s.rowid, 'succeeded', d._batch, NULL FROM stg s "
                      f"JOIN _done d ON {key_match('s', 'd', key)} AND s._fp = d._fp "
-                     f"AND s._action = d._action")
+                     f"AND {repr('insert') if rewrites else 's._action'} = d._action")
         scon.unregister("_done")
 
 
@@ -232,10 +234,9 @@ def with_earlier_batches(store: Store, staging: Staging, sync_id: int, run_id: i
         skipped = store.records(sync_id, run_id, RecordStatus.SKIPPED.value)
         if skipped is not None and skipped.num_rows:
             skipped = skipped.select([*key, "_fingerprint", "_action"]).rename_columns([*key, "_fp", "_action"])
-            try:  # a key kept hashed (sensitive=) or retyped since cannot match: counted as before
+            # a key kept hashed (sensitive=) or retyped since cannot match: counted as before
+            with contextlib.suppress(pa.ArrowException, ValueError):
                 own = skipped if own is None else pa.concat_tables([own, skipped.cast(own.schema)])
-            except (pa.ArrowException, ValueError):
-                pass
     if own is None or not own.num_rows:
         return counts
     scon, out = staging.con, dict(counts)

@@ -202,7 +202,8 @@ class Runner:
         _settle.reconcile(self.store, self.sync_id, self.sync_name, self.defn)
         if self.status == RunStatus.PAUSED:
             if self.staging is not None and self.staging.loaded:
-                _settle.adopt_confirmed_batches(self.store, self.staging, self.sync_id, self.run_id, self.defn.primary_key)
+                _settle.adopt_confirmed_batches(self.store, self.staging, self.sync_id, self.run_id, self.defn.primary_key,
+                                                self.defn.destination_mode.rewrites)
                 self.move_to(RunStatus.IN_PROGRESS, "resumed")
                 self._transfer()
                 return

@@ -260,3 +260,29 @@ def test_a_resumed_replace_run_that_starts_its_rewrite_over_counts_and_records_o
     assert sorted(records["id"].to_list()) == list(range(20)) and set(records["v"]) == {"new"}
     with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*), min(v), max(v) FROM t").fetchall() == [(20, "new", "new")]
+
+
+def test_a_paused_replace_resync_resumed_with_its_staged_rows_sends_each_row_once(tmp_path):
+    """A replace run sends every row as an insert into the new table, its unchanged rows too. A
+    re-sync paused by Ctrl-C and resumed in the same process did not recognise the rows of a batch
+    in flight at the pause (settled as landed) that were unchanged ones, by the action they were
+    staged with: it sent them again, and the rewrite failed 'could not declare the primary key ...
+    Data contains duplicates', leaving the sync failed."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    data = pl.DataFrame({"id": list(range(20)), "v": ["same"] * 10 + ["new"] * 10})
+    sync = ws.create_sync("r", source=dfsync.sources.frame(data.head(10)), destination=dest, primary_key="id",
+                          destination_mode="replace", batch_size=5)
+    sync.run(progress=False)
+    sync = ws.create_sync("r", source=dfsync.sources.frame(data), destination=dest, primary_key="id",
+                          destination_mode="replace", batch_size=5)
+    dest.interrupt_after = 2
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    run = sync.run(progress=False)  # in the same process: its staged rows are resumed
+    assert run.status == "success", run.error
+    assert "resumed" in run.events()["detail"].to_list()
+    c = run.counts
+    assert (c["queried"], c["inserted"], c["unchanged"], c["sent"], c["succeeded"]) == (20, 10, 10, 20, 20), c
+    with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(20, 20)]
