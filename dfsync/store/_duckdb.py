@@ -28,7 +28,7 @@ import polars as pl
 
 from .._ident import quote
 from ..errors import InvalidTransition, RunNotFoundError, SyncNotFoundError
-from ..states import RunStatus, SyncStatus, check_transition, sync_target
+from ..states import DestinationMode, RunStatus, SyncStatus, check_transition, sync_target
 from ._buckets import BucketOps
 from ._common import (
     ACTIVE_SQL,
@@ -162,6 +162,13 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
             if reset:  # the delivered state goes: refused as sync.reset() is while a run owns batches
                 self._refuse_reset_while_unfinished(con, sync_id, "change its destination or primary key",
                                                     "create_sync again")
+            was = old["definition"].get("destination_mode")
+            if was == DestinationMode.REPLACE.value and definition.get("destination_mode") != was:
+                # a replace run's batches are held aside for its rewrite: resumed batch by batch over
+                # them, the delivered state would hold two versions of each key they sent
+                self._refuse_reset_while_unfinished(
+                    con, sync_id, f"change destination_mode from 'replace' to {definition.get('destination_mode')!r}",
+                    "create_sync again")
             con.execute(
                 "UPDATE syncs SET definition = ?, definition_version = ?, state_key = ?, schedule = ?, "
                 "next_run_at = ?, session_only = ?, updated_at = ? WHERE id = ?",
