@@ -536,7 +536,10 @@ def scheduler(
                    f"(Ctrl-C stops)", err=True)
 
         def _term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt  # so a running sync pauses cleanly, as with Ctrl-C
+            # as Ctrl-C, so a running sync pauses cleanly: through the SIGINT handler, which a run
+            # inside a DuckDB statement has replaced (a KeyboardInterrupt raised here, DuckDB would
+            # make RuntimeError('Query interrupted'): the run failed and the scheduler went on)
+            signal.raise_signal(signal.SIGINT)
 
         signal.signal(signal.SIGTERM, _term)
         try:

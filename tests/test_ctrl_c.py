@@ -155,3 +155,46 @@ def test_ctrl_c_while_waiting_for_a_background_run_pauses_it_and_stops_the_wait(
     assert resumed.id == run.id and resumed.status == "success", resumed.error
     with duckdb.connect(dest, read_only=True) as con:
         assert con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(20, 20)]
+
+
+SCHEDULER_CHILD = textwrap.dedent("""
+    import datetime, os, signal, sys, threading
+    import duckdb, polars as pl
+    import dfsync
+
+    ws_path, dest = sys.argv[1:3]
+    src = os.path.join(os.path.dirname(ws_path), "src.parquet")
+    pl.DataFrame({"id": list(range(50)), "v": ["x"] * 50}).write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:
+        sync = ws.create_sync("s", source=dfsync.sources.files(src), primary_key="id", batch_size=10,
+                              schedule="every 1 hour", destination=dfsync.destinations.duckdb(dest, table="t"))
+        ws.store.set_sync_fields(sync.id, next_run_at=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+    from dfsync.store._delivery import DeliveryOps as cls
+    original = cls.write_ahead
+    def slow_write_ahead(self, sync_id, run_id, batch_no, *a, **kw):
+        if batch_no == 3:  # SIGTERM (a service manager stopping it) while a DuckDB statement runs
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            duckdb.connect().execute("SELECT count(*) FROM range(300000000) t(i) WHERE md5(i::VARCHAR) = 'never'")
+        return original(self, sync_id, run_id, batch_no, *a, **kw)
+    cls.write_ahead = slow_write_ahead
+    from dfsync.cli import main
+    sys.argv = ["dfsync", "scheduler", "--poll", "0.2", "-w", ws_path]
+    main()
+""")
+
+
+@pytest.mark.slow  # a child process: seconds
+def test_sigterm_to_the_scheduler_inside_a_duckdb_statement_pauses_the_run_and_stops_it(tmp_path):
+    """`dfsync scheduler` turned SIGTERM into a KeyboardInterrupt raised by its own handler, which
+    DuckDB made RuntimeError('Query interrupted') when it came inside a statement: the run failed as
+    an internal error (the sync failed) and the scheduler, seeing no interruption, went on polling
+    after the SIGTERM. SIGTERM now acts as Ctrl-C: the run pauses and the scheduler stops."""
+    script = tmp_path / "child.py"
+    script.write_text(SCHEDULER_CHILD)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ws.duckdb"), str(tmp_path / "d.duckdb")],
+                          env=child_env(), capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0 and "scheduler: stopped" in proc.stderr, proc.stderr[-3000:]
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    run = ws.sync("s").last_run()
+    assert run.status == "paused", run.error
+    assert "KeyboardInterrupt" in run.error and ws.sync("s").status == "pending"
