@@ -182,9 +182,7 @@ class SyncRun:
                 abandon_run(store, sync.id, sync.name, sync.spec, self.id, ignore=DfsyncError)
             store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
                                  error_kind="aborted")
-            staging = _registry.take_live_staging(store.key, self.id)
-            if staging is not None:
-                staging.close()
+            _registry.drop_live_staging(store.key, self.id)  # closed, and its directory removed
             notify(sync, self.id, RunStatus.FAILED)  # it ended failed: on_failure, as for a running run aborted
             return
         self._request("abort")

@@ -286,3 +286,19 @@ def test_a_paused_replace_resync_resumed_with_its_staged_rows_sends_each_row_onc
     assert (c["queried"], c["inserted"], c["unchanged"], c["sent"], c["succeeded"]) == (20, 10, 10, 20, 20), c
     with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchall() == [(20, 20)]
+
+
+def test_aborting_a_paused_run_removes_its_staged_rows(tmp_path):
+    """run.abort() of a run paused in this process closed its kept staged rows but left their
+    directory (rows spilled to disk: as large as the source) behind, for good: the process no
+    longer knew of it, so not even its exit removed it."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("p", source=dfsync.sources.frame(pl.DataFrame({"id": list(range(30))})), primary_key="id",
+                          destination=FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"),
+                                                        interrupt_after=1), batch_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert os.listdir(tmp_path / "staging")  # kept for the resume
+    sync.last_run().abort()
+    assert sync.last_run().status == "failed"
+    assert not os.listdir(tmp_path / "staging")
