@@ -223,6 +223,11 @@ class SyncDefinition:
         """What the delivered state belongs to: a change of it makes every row be sent again."""
         return json.dumps({"destination": self.destination.identity(), "primary_key": list(self.primary_key)})
 
+    def cursor_column(self) -> str | None:
+        """The source column the stored cursor is a value of (None: the sync keeps no cursor).
+        Another one in a new version makes the old cursor meaningless: it is forgotten."""
+        return stored_cursor_column(self.to_json())
+
     def live_objects(self) -> dict[str, Any]:
         """What only this session holds: the objects themselves and callable callbacks (the
         workspace keeps them per process, so handles of this session use them)."""
@@ -325,3 +330,19 @@ class SyncDefinition:
         d = self.to_json()
         return (f"<dfsync.SyncDefinition {d['source']['kind']} -> {d['destination']['kind']} "
                 f"[{d['sync_mode']}, {d['destination_mode']}] key {', '.join(d['primary_key'])}>")
+
+
+def stored_cursor_column(data: dict[str, Any]) -> str | None:
+    """:meth:`SyncDefinition.cursor_column` of a stored definition (an older version's too)."""
+    field = data.get("cursor_field")
+    if data.get("sync_mode") != SyncMode.INCREMENTAL.value or not field:
+        return None
+    entry = (data.get("mapping") or {}).get(field)
+    if not entry:
+        return field
+    if "column" in entry:
+        return entry["column"]
+    try:  # pl.col("updated_at"), perhaps aliased
+        return Mapping.from_config({field: entry}).source_column(field) or field
+    except ConfigError:  # an entry this version cannot load: the stored entry itself tells versions apart
+        return json.dumps(entry, sort_keys=True)

@@ -24,7 +24,7 @@ from ._retention import compact, purge
 from ._settings import check_settings, setting
 from ._settings import use as use_settings
 from ._shared import check_shared_destination
-from .definition import SyncDefinition
+from .definition import SyncDefinition, stored_cursor_column
 from .destinations.base import Destination
 from .errors import ArgumentError, ConfigError, SyncAlreadyRunning
 from .run import Preview, SyncRun
@@ -213,13 +213,17 @@ class Workspace:
                         f"are sent; or pick another name, or ws.delete_sync({name!r}) first")
                 if changed or old["schedule"] != spec.schedule:  # the same definition again changes nothing
                     store.require("change", old["id"])
+                forget_cursor = stored_cursor_column(old["definition"]) != spec.cursor_column()
                 version, reset = store.update_definition(old["id"], definition, spec.state_key(), spec.schedule,
-                                                         next_run, spec.session_only)
+                                                         next_run, spec.session_only, forget_cursor=forget_cursor)
                 if version != old["definition_version"]:
                     import warnings
 
                     then = ("the destination or primary key changed, so every row is sent again once" if reset
                             else "what it delivered is kept, so only changes are sent")
+                    if forget_cursor and not reset:
+                        then += ("; its cursor is another column now, so the last cursor is forgotten and the next "
+                                 "run reads the whole source (from initial_cursor, if set)")
                     warnings.warn(
                         f"sync {name!r} already existed: its definition changed ({', '.join(changed) or 'schedule'}) "
                         f"and is now version {version}; {then}. (if_exists='update' does this; "

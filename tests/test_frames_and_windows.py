@@ -171,6 +171,39 @@ def test_reset_forgets_delivered_state_and_cursor_but_not_the_destination(ws, tm
     assert run.counts["inserted"] == 2 and read(tmp_path).height == 2
 
 
+@pytest.mark.workspaces("duckdb", "postgres")
+def test_a_new_cursor_field_forgets_the_cursor_of_the_old_one(ws_target, tmp_path):
+    # the sync's stored cursor belongs to its cursor field: kept across create_sync(...) with
+    # another cursor_field, a datetime cursor filtered an int column and the run read nothing
+    ws = dfsync.Workspace(ws_target)
+    df = events([1, 2, 3], [0, 10, 20], list("abc")).with_columns(seq=pl.Series([5, 6, 7]))
+    sync = ws.create_sync("c", source=df, destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="ts")
+    assert sync.run(progress=False).counts["inserted"] == 3 and sync.cursor == T0 + timedelta(hours=20)
+    with pytest.warns(UserWarning, match="definition changed"):
+        sync = ws.create_sync("c", source=df, destination=dest(tmp_path), primary_key="id",
+                              sync_mode="incremental", cursor_field="seq")
+    assert sync.cursor is None
+    assert "cursor field changed" in sync.events().filter(kind="definition")["detail"][-1]
+    more = pl.concat([df, events([4], [1], ["d"]).with_columns(seq=pl.Series([8]))])
+    run = sync.run(source=more, progress=False)  # the whole source: only the new row is sent
+    assert (run.status, run.counts["inserted"], run.counts["unchanged"]) == ("success", 1, 3)
+    assert read(tmp_path)["id"].to_list() == [1, 2, 3, 4] and sync.cursor == 8
+    with pytest.warns(UserWarning, match="definition changed"):  # the same field, renamed by a mapping
+        sync = ws.create_sync("c", source=more, destination=dest(tmp_path), primary_key="id",
+                              sync_mode="incremental", cursor_field="seq", mapping={
+                                  "id": "id", "ts": "ts", "v": "v", "seq": "seq"})
+    assert sync.cursor == 8  # the cursor still reads column seq: kept
+    with pytest.warns(UserWarning, match="definition changed"):
+        sync = ws.create_sync("c", source=more, destination=dest(tmp_path), primary_key="id",
+                              sync_mode="incremental", cursor_field="seq", mapping={
+                                  "id": "id", "ts": "ts", "v": "v", "seq": "id"})
+    assert sync.cursor is None  # field seq now reads column id: the old cursor says nothing of it
+    run = sync.run(progress=False)
+    assert (run.counts["updated"], sync.cursor) == (4, 4)
+    ws.close()
+
+
 def test_reset_is_refused_while_a_run_is_active_or_paused(ws, tmp_path):
     df = pl.DataFrame({"id": list(range(50))})
     gate = threading.Event()

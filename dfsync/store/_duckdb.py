@@ -151,8 +151,10 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
         return sid
 
     def update_definition(self, sync_id: int, definition: dict, state_key: str, schedule: str | None,
-                          next_run_at: datetime | None, session_only: bool) -> tuple[int, bool]:
-        """Store a changed definition as a new version; returns (version, state reset)."""
+                          next_run_at: datetime | None, session_only: bool, *,
+                          forget_cursor: bool = False) -> tuple[int, bool]:
+        """Store a changed definition as a new version; returns (version, state reset).
+        ``forget_cursor``: the cursor is another column now (the stored cursor is not a value of it)."""
         with self._transaction() as con:
             old = decode_sync(one_row(con.execute("SELECT * FROM syncs WHERE id = ?", [sync_id])))
             if old["definition"] == definition and old["schedule"] == schedule:
@@ -162,6 +164,8 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
             if reset:  # the delivered state goes: refused as sync.reset() is while a run owns batches
                 self._refuse_reset_while_unfinished(con, sync_id, "change its destination or primary key",
                                                     "create_sync again")
+            elif forget_cursor and old["cursor_value"] is not None:  # a paused run would bring the old one back
+                self._refuse_reset_while_unfinished(con, sync_id, "change its cursor field", "create_sync again")
             was = old["definition"].get("destination_mode")
             if was == DestinationMode.REPLACE.value and definition.get("destination_mode") != was:
                 # a replace run's batches are held aside for its rewrite: resumed batch by batch over
@@ -181,6 +185,9 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
                 con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
                             "source_snapshot = NULL, dest_schema = NULL WHERE id = ?", [sync_id])
                 detail += "; destination or primary key changed: delivered state reset, every row is sent again"
+            elif forget_cursor and old["cursor_value"] is not None:
+                con.execute("UPDATE syncs SET cursor_value = NULL WHERE id = ?", [sync_id])
+                detail += "; cursor field changed: the last cursor is forgotten, the next run reads the whole source"
             self._event(con, sync_id, None, "definition", None, None, detail)
         return version, reset
 

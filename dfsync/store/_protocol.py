@@ -90,7 +90,8 @@ class WorkspaceStore(Protocol):
                     next_run_at: datetime | None, session_only: bool) -> int: ...
 
     def update_definition(self, sync_id: int, definition: dict, state_key: str, schedule: str | None,
-                          next_run_at: datetime | None, session_only: bool) -> tuple[int, bool]:
+                          next_run_at: datetime | None, session_only: bool, *,
+                          forget_cursor: bool = False) -> tuple[int, bool]:
         """Store a changed definition as a new version; returns (version, state reset)."""
         ...
 
