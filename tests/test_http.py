@@ -107,6 +107,17 @@ def test_batched_deletes_carry_only_the_primary_key_and_keys_are_url_quoted(http
 
 
 
+
+def test_a_key_of_dots_stays_in_its_path_segment(http_server):
+    # a key '..' or '.' filled the URL as is: the client removes such dot segments, so the record's
+    # update went to /items/x and its delete to the collection's parent (and a delete answered 404
+    # there counts as done: the record stayed while the run said deleted)
+    dest = dfsync.destinations.http(http_server.url, update="PUT /items/{name}/x", delete="DELETE /items/{name}",
+                                    **FAST)
+    b = WriteBatch(1, pa.table({"id": [1, 2, 3], "name": ["..", ".", "a.b"], "_action": ["update", "delete", "delete"]}))
+    send(dest, b, context=ctx(DestinationMode.MIRROR))
+    assert sorted(r.path for r in http_server.requests) == ["/items/%2E", "/items/%2E%2E/x", "/items/a.b"]
+
 def test_a_url_placeholder_holds_the_key_as_the_body_writes_it(http_server):
     # a timestamp key filled the URL as Python's str ('2013-01-01 06:00:00+00:00') while the body
     # said '2013-01-01T06:00:00+00:00': an API found no such record, and a delete answered 404 counts

@@ -14,7 +14,8 @@ How a batch is sent
     ``url`` (whose query string, e.g. ``?access_token=...``, every request keeps), a full
     URL is used as is, and no path means ``url``. A route whose URL has ``{field}``
     placeholders sends one request per record (the field's value, URL-quoted, fills the
-    placeholder); otherwise records go ``batch_size`` at a time in one body. A sync whose
+    placeholder; '.' and '..' go as %2E and %2E%2E, which the client would otherwise drop as
+    dot segments); otherwise records go ``batch_size`` at a time in one body. A sync whose
     own ``batch_size`` is None gives the destination batches of a few requests per worker
     (:attr:`HTTPDestination.default_batch_size`), so counters, pauses and resumes work per
     batch rather than per run. Deletes

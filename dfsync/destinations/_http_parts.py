@@ -93,10 +93,16 @@ class Route:
         return bool(self.fields)
 
     def format(self, values: dict[str, Any]) -> str:
-        return _PLACEHOLDER.sub(lambda m: quote(str(values[m[1]]), safe=""), self.url)
+        return _PLACEHOLDER.sub(lambda m: _quote_value(str(values[m[1]])), self.url)
 
     def spec(self) -> str:
         return f"{self.method} {self.url}"
+
+
+def _quote_value(value: str) -> str:
+    """A value as one piece of a URL path: ``/`` and the rest quoted, and a value of dots only
+    ('.', '..') as %2E: the client removes dot segments, which sent the request to another URL."""
+    return value.replace(".", "%2E") if value and not value.strip(".") else quote(value, safe="")
 
 
 def parse_route(spec: str | tuple[str, str] | None, base: str, default_method: str | None) -> Route | None:
