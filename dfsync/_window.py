@@ -25,7 +25,7 @@ from .sources.base import CursorFilter
 if TYPE_CHECKING:
     from .definition import SyncDefinition
 
-__all__ = ["check_window", "read_from", "source_cursor"]
+__all__ = ["check_window", "new_fields_window", "read_from", "source_cursor"]
 
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
@@ -148,3 +148,28 @@ def read_from(definition: SyncDefinition, delivered: Any) -> CursorFilter | None
     elif "amount" in lookback and isinstance(delivered, (Decimal, str)):  # text: a decimal stored as text before
         start = Decimal(delivered) - Decimal(str(lookback["amount"]))
     return CursorFilter(field, start)
+
+
+def new_fields_window(definition: SyncDefinition, delivered: Any, dest_schema: Any) -> tuple[CursorFilter | None, str]:
+    """An incremental run's window when the records now have fields the destination was not sent
+    (a column added, or back after it was dropped): schema='evolve' sends every row once with its
+    value, and rows below the cursor are not read from it, so this run reads from where a first
+    run would. Returns (window, what the run's event says), or (None, "") when nothing is new."""
+    from . import _schema
+
+    if delivered is None or definition.schema != "evolve" or not dest_schema:
+        return None, ""
+    sent = {f.name for f in _schema.load(dest_schema) if f.sent}
+    mapping = definition.mapping
+    try:  # a mapping names the fields itself; else they are the source's columns (a LIMIT 0 / schema read)
+        fields = list(mapping.spec) if mapping.spec else definition.source.schema().names()
+    except Exception:  # noqa: BLE001 - the read that follows names what is wrong with the source
+        return None, ""
+    new = [f for f in fields if f not in sent]
+    if not sent or not new:
+        return None, ""
+    start = read_from(definition, None)
+    where = f"from initial_cursor {start.value}" if start is not None else "the whole source"
+    what = f"column {new[0]!r} is" if len(new) == 1 else f"columns {', '.join(map(repr, new))} are"
+    return start, (f"schema: {what} new since the last delivery: this run reads {where} instead of from "
+                   f"its cursor, so every row is sent once with {'its' if len(new) == 1 else 'their'} value")

@@ -234,9 +234,12 @@ class Runner:
                    f"row once so no update is skipped")
             warnings.warn(msg, stacklevel=2)
             store.note(self.sync_id, self.run_id, msg)
-        from ._window import read_from
+        from ._window import new_fields_window, read_from
 
         cursor = read_from(defn, cursor_from_json(row["cursor_value"]))
+        if cursor is not None and (found := new_fields_window(defn, cursor, row.get("dest_schema")))[1]:
+            cursor = found[0]
+            store.note(self.sync_id, self.run_id, found[1], kind="schema")
         retry, retry_keys = _retry.retry_rows(store, defn, self.sync_id, self.run_id)
         if self.staging is None:
             self.staging = Staging() if self.dry else Staging(temp_dir=self.staging_dir)

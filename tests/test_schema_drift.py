@@ -294,6 +294,32 @@ def test_the_fix_named_for_a_float_into_an_integer_column_rounds_visibly(tmp_pat
         assert con.execute("SELECT id, a FROM t ORDER BY id").fetchall() == [(1, 516), (2, 600)]
 
 
+def test_a_column_added_to_an_incremental_sync_reaches_every_row(tmp_path):
+    """schema='evolve' sends every row once with a new column's value; an incremental run read
+    only its window, so the rows below the cursor kept NULL in the new column for good (the
+    run said success, its event 'N rows are sent once with its value', N = the window's rows)."""
+    from datetime import timedelta
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    t0 = datetime(2013, 1, 1, tzinfo=UTC)
+    first = pl.DataFrame({"id": [1, 2, 3], "ts": [t0 + timedelta(hours=h) for h in (0, 1, 2)]})
+    sync = ws.create_sync("s", source=first, destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t"),
+                          primary_key="id", sync_mode="incremental", cursor_field="ts", initial_cursor=t0 + timedelta(hours=1))
+    assert sync.run(progress=False).counts["inserted"] == 2
+    second = pl.concat([first, pl.DataFrame({"id": [4], "ts": [t0 + timedelta(hours=3)]})]).with_columns(
+        late=pl.col("id") * 10)
+    run = sync.run(source=second, progress=False)
+    assert (run.status, run.counts["updated"], run.counts["inserted"]) == ("success", 2, 1)  # from initial_cursor
+    assert any("column 'late' is new" in d and "instead of from its cursor" in d for d in run.events()["detail"])
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT id, late FROM t ORDER BY id").fetchall() == [(2, 20), (3, 30), (4, 40)]
+    assert sync.cursor == t0 + timedelta(hours=3)
+    again = sync.run(source=second, progress=False)  # the cursor is used again
+    assert (again.counts["queried"], again.counts["unchanged"], again.counts["sent"]) == (1, 1, 0)
+
+
 def test_an_insert_mode_run_refused_for_its_schema_counts_nothing_sent(tmp_path):
     """insert mode skips changed rows; a run then refused for a type change said 'Nothing was
     sent' with sent=16 and skipped=16 in its counters (and kept the rows as skipped records)."""
