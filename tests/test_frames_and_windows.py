@@ -204,6 +204,24 @@ def test_a_new_cursor_field_forgets_the_cursor_of_the_old_one(ws_target, tmp_pat
     ws.close()
 
 
+@pytest.mark.parametrize("retype", [
+    pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"), pl.col("ts").dt.replace_time_zone(None), pl.col("ts").dt.epoch("s"),
+], ids=["text", "naive", "number"])
+def test_a_cursor_column_of_another_type_is_named_with_the_ways_out(ws, tmp_path, retype):
+    # the run failed with polars' words: "cannot compare 'date/datetime/time' to a string value",
+    # "could not evaluate '>=' comparison between series 'ts' of dtype ..." and no way out
+    df = events([1, 2], [0, 10], list("ab"))
+    sync = ws.create_sync("c", source=df, destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="ts")
+    assert sync.run(progress=False).status == "success"
+    other = df.with_columns(retype)
+    run = sync.run(source=other, progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert f"cursor_field 'ts' is {other.schema['ts']} in the source" in run.error, run.error
+    assert "2013-01-01 10:00:00+00:00" in run.error and "sync.reset()" in run.error
+    assert "compare" not in run.error
+
+
 def test_reset_is_refused_while_a_run_is_active_or_paused(ws, tmp_path):
     df = pl.DataFrame({"id": list(range(50))})
     gate = threading.Event()

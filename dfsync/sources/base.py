@@ -65,6 +65,7 @@ class CursorFilter:
         column's own time zone (polars refuses to compare two zones), so a cursor kept from a
         column in America/New_York reads the same instants on the next run."""
         value: Any = self.value
+        refuse_other_type(self.field, value, lf.collect_schema().get(self.field))
         if isinstance(value, datetime) and value.tzinfo is not None:
             dtype = lf.collect_schema().get(self.field)
             if isinstance(dtype, pl.Datetime) and dtype.time_zone:
@@ -76,6 +77,36 @@ class CursorFilter:
     def where(self, quoted_field: str, placeholder: str) -> str:
         """The SQL condition of :meth:`apply` for a database or DuckDB query."""
         return NULL_CURSOR_SQL.format(field=quoted_field, value=placeholder)
+
+
+def refuse_other_type(field: str, value: Any, dtype: Any) -> None:
+    """SourceError when the cursor column is now of a type the stored cursor cannot be compared
+    with (text, a number, naive or aware datetimes swapped): polars' own words named no way out."""
+    from datetime import date
+
+    from ..errors import SourceError
+
+    if dtype is None or value is None:
+        return
+    temporal = isinstance(dtype, (pl.Datetime, pl.Date))
+    if isinstance(value, datetime):
+        fits = dtype == pl.Date or isinstance(dtype, pl.Datetime) and \
+            (dtype.time_zone is None) == (value.tzinfo is None)
+    elif isinstance(value, date):
+        fits = temporal
+    elif isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        fits = dtype.is_numeric()
+    elif isinstance(value, str):
+        fits = dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Decimal)
+    else:
+        return
+    if not fits:
+        raise SourceError(
+            f"cursor_field {field!r} is {dtype} in the source now, but the sync's last cursor, "
+            f"{value} ({type(value).__name__}), was read from it as another type: its window cannot be read. "
+            f"Give the column its former type back in the source, or run sync.reset() "
+            f"to forget the cursor (the next run is a first load; the destination is not touched); "
+            f"nothing was sent")
 
 
 class Source(ABC):
