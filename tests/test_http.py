@@ -118,6 +118,18 @@ def test_a_key_of_dots_stays_in_its_path_segment(http_server):
     send(dest, b, context=ctx(DestinationMode.MIRROR))
     assert sorted(r.path for r in http_server.requests) == ["/items/%2E", "/items/%2E%2E/x", "/items/a.b"]
 
+
+def test_an_empty_key_in_a_url_path_fails_its_record_unsent(http_server):
+    # '' filled 'DELETE /items/{name}' as /items/: a request to the collection itself (a 404 there
+    # counted the delete as done; an API that deletes a collection would lose every record)
+    dest = dfsync.destinations.http(http_server.url, update="PUT /items/{name}?v=1", delete="DELETE /items/{name}",
+                                    **FAST)
+    b = WriteBatch(1, pa.table({"id": [1, 2, 3], "name": ["", "", "x"], "_action": ["update", "delete", "delete"]}))
+    (result,) = send(dest, b, context=ctx(DestinationMode.MIRROR))
+    assert [r.path for r in http_server.requests] == ["/items/x"]
+    assert sorted(result.failed) == [0, 1] and result.skipped == {}
+    assert "field 'name' is empty" in result.failed[1] and "/items/{name}'" in result.failed[1]
+
 def test_a_url_placeholder_holds_the_key_as_the_body_writes_it(http_server):
     # a timestamp key filled the URL as Python's str ('2013-01-01 06:00:00+00:00') while the body
     # said '2013-01-01T06:00:00+00:00': an API found no such record, and a delete answered 404 counts

@@ -92,6 +92,21 @@ class Route:
     def per_record(self) -> bool:
         return bool(self.fields)
 
+    @functools.cached_property
+    def path_fields(self) -> tuple[str, ...]:
+        """The placeholders in the URL's path (not its query string)."""
+        return tuple(_PLACEHOLDER.findall(self.url.partition("?")[0]))
+
+    def refuse_empty(self, values: dict[str, str]) -> str | None:
+        """Why a record whose text for a path placeholder is empty is not sent (None: it is sent):
+        '/items/{id}' with '' is /items/, the collection itself, another resource than a record."""
+        empty = [f for f in self.path_fields if values[f] == ""]
+        if not empty:
+            return None
+        return (f"not sent: field {empty[0]!r} is empty, and the route {redact(self.spec())!r} would then address "
+                f"another resource than the record (an empty piece of its path); give the record a "
+                f"non-empty {empty[0]!r} in the source or the sync's mapping, or use a route without it")
+
     def format(self, values: dict[str, Any]) -> str:
         return _PLACEHOLDER.sub(lambda m: _quote_value(str(values[m[1]])), self.url)
 

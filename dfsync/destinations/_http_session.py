@@ -135,6 +135,7 @@ class _Request:
     span: tuple[int, int]  # the request's byte range of ``text``, each record followed by its separator
     prefix: str
     named_by: Any  # bytes naming the records (their keys' JSON): the Idempotency-Key hashes them
+    refused: str | None = None  # why the request is not sent: its records fail with this error
 
     @property
     def key(self) -> str:
@@ -362,10 +363,11 @@ class HTTPSession(DestinationSession):
         keys = list(zip(*(table.column(k).to_pylist() for k in pk), strict=True))
         out = []
         for i in range(table.num_rows):
-            url = route.format({f: v[i] for f, v in fields.items()})
+            values = {f: v[i] for f, v in fields.items()}
+            url = route.format(values)
             out.append(_Request(action, route, url, url, rows[i:i + 1], table.slice(i, 1),
                                 body.data if body else None, body.span(i, i + 1) if body else (0, 0),
-                                prefix, json.dumps(keys[i], default=str).encode()))
+                                prefix, json.dumps(keys[i], default=str).encode(), route.refuse_empty(values)))
         return out
 
     def _body(self, req: _Request) -> tuple[bytes | None, str | None]:
@@ -391,6 +393,8 @@ class HTTPSession(DestinationSession):
 
     def _send(self, req: _Request) -> tuple[dict[int, str], dict[int, str]]:
         """Send one request with retries; return (failed, skipped) by row of the batch."""
+        if req.refused:
+            return {r: req.refused for r in _positions(req.rows)}, {}
         content, ctype = self._body(req)
         headers = {self.destination.idempotency_header: req.key}
         if ctype and self.set_type:
