@@ -213,7 +213,8 @@ class Workspace:
                         f"are sent; or pick another name, or ws.delete_sync({name!r}) first")
                 if changed or old["schedule"] != spec.schedule:  # the same definition again changes nothing
                     store.require("change", old["id"])
-                forget_cursor = stored_cursor_column(old["definition"]) != spec.cursor_column()
+                # a cursor of another column says nothing of this one (a sync that keeps none leaves it)
+                forget_cursor = spec.cursor_column() not in (None, stored_cursor_column(old["definition"]))
                 version, reset = store.update_definition(old["id"], definition, spec.state_key(), spec.schedule,
                                                          next_run, spec.session_only, forget_cursor=forget_cursor)
                 if version != old["definition_version"]:
