@@ -202,6 +202,15 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
             out = out.with_columns(out[str(name)].cast(pl.Date))
         elif arrow is not None and is_uuid(arrow):  # pd.ArrowDtype(pa.uuid()): polars reads raw bytes
             out = out.with_columns(uuid_text(pl.col(str(name))))
+    for name in df.columns:  # pandas Timestamps with nanoseconds in an object column convert to microseconds
+        dtype = out.schema[str(name)]
+        if getattr(df[name].dtype, "kind", "") == "O" and isinstance(dtype, pl.Datetime) and dtype.time_unit != "ns":
+            hit = next((v for v in df[name].dropna() if getattr(v, "nanosecond", 0)), None)
+            if hit is not None:
+                raise ConfigError(
+                    f"column {name!r} holds timestamps with nanoseconds ({hit}) as Python objects, which convert "
+                    f"to {dtype.time_unit} and would lose them; make it a datetime column first: df[{name!r}] = "
+                    f"pd.to_datetime(df[{name!r}]) (nanoseconds kept), or add .dt.floor('us') if they do not matter")
     for name, dtype in out.schema.items():
         if isinstance(dtype, pl.Object) or type(dtype).__name__ in ("Extension", "BaseExtension"):
             raise ConfigError(f"column {name!r} converts to {dtype}, which has no column type; convert it "

@@ -66,8 +66,9 @@ def test_object_columns_pandas_calls_one_kind_but_that_would_change_are_refused(
     said success: a tz-aware datetime among naive ones arrived naive (its zone dropped), a datetime
     among dates arrived as its date (12:00 lost); decimals wider than 38 digits crashed polars with
     a PanicException (not even an Exception), and Decimal('Infinity') failed with "'str' object cannot
-    be interpreted as an integer". Each is refused naming the column; a mix of zones still arrives
-    as the instants, and NaN decimals as NULL."""
+    be interpreted as an integer", and pandas Timestamps with nanoseconds arrived as microseconds. Each
+    is refused naming the column; a mix of zones still arrives as the instants, and NaN decimals as
+    NULL."""
     import datetime as dt
 
     D = decimal.Decimal
@@ -78,10 +79,12 @@ def test_object_columns_pandas_calls_one_kind_but_that_would_change_are_refused(
         "mixes dates with datetimes": [dt.date(2024, 1, 1), dt.datetime(2024, 1, 1, 12)],
         "more than 38 digits": [D("1e-30"), D("1e10")],
         "Decimal('Infinity')": [D("Infinity"), D("1")],
+        "timestamps with nanoseconds": [pd.Timestamp("2024-01-01 00:00:00.000000001"), pd.Timestamp("2024-01-02")],
     }
     for why, values in refused.items():
         with pytest.raises(ConfigError, match=re.escape(why)) as info:
-            ws.create_sync("s", source=_frame([*values, None]), destination=dest, primary_key="id")
+            ws.create_sync("s", source=_frame(pd.Series([*values, None], dtype=object)), destination=dest,
+                           primary_key="id")
         assert "'a'" in str(info.value), str(info.value)
     zones = [dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
              dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=-5))), None]
