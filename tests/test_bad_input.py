@@ -290,6 +290,14 @@ def _ndjson_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
     return ctx.create(source=dfsync.sources.files("bad.ndjson")).run(progress=False)
 
 
+def _ndjson_integer_a_float_rounds(ctx: Ctx) -> dfsync.SyncRun:
+    """An integer beyond 2**53 in a key whose values mix integers and decimals: polars reads the key
+    as floats, and 9007199254740993 arrived as 9007199254740992 with the run saying success."""
+    rows = [{"id": 1, "amount": 1.5}, {"id": 2, "amount": 9007199254740993}, {"id": 3}]
+    Path("big.ndjson").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ctx.create(source=dfsync.sources.files("big.ndjson")).run(progress=False)
+
+
 def _csv_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
     """A value past the rows polars infers a CSV column's type from (the first 100)."""
     scores = [str(i * 1.5) for i in range(200)]
@@ -466,6 +474,8 @@ CASES: list[Case] = [
          errors.SourceError, ("'l.c'", "'o.b'", "nested.ndjson", "100 rows"), ("infer_schema_length=None",)),
     Case("ndjson-value-does-not-parse", _ndjson_value_does_not_parse, errors.SourceError,
          ("2.5", "'score'", "bad.ndjson"), ("schema_overrides",), new_run=True),
+    Case("ndjson-integer-a-float-would-round", _ndjson_integer_a_float_rounds, errors.SourceError,
+         ("'amount'", "9007199254740993", "big.ndjson"), ("schema_overrides",)),
     Case("duckdb-query-union-column", lambda c: c.create(source=dfsync.sources.duckdb_query(
          "SELECT i::BIGINT AS id, union_value(num := i::INT) AS un FROM range(3) t(i)")),
          errors.SourceError, ("'un'", "UNION"), ("::VARCHAR", "union_extract")),

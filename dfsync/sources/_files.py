@@ -209,6 +209,7 @@ class FilesSource(Source):
             check_parsed_text(files, self.options, self.describe())
         if self.format == "ndjson":  # a key missing from an object is a null: only keys dropped matter
             self._check_late_keys(files)
+            self._check_float_keys(files)
             return
         if len(files) < 2:
             return
@@ -269,6 +270,39 @@ class FilesSource(Source):
                    "the files with sources.duckdb_query(\"SELECT * FROM read_json([...], union_by_name=true)\")")
         raise SourceError(f"{self.describe()}: key {key!r} (in {where}){more} is not among the columns {why}, so "
                           f"its values would be dropped. {fix}. Nothing was read or sent.")
+
+    def _check_float_keys(self, files: list[str]) -> None:
+        """A key polars reads as floats (its values mix integers and decimals) holding an integer a
+        float cannot hold (beyond 2**53): 9007199254740993 arrived as 9007199254740992 without a
+        word. Refused naming the key, the value and the file (top-level keys)."""
+        import duckdb
+
+        schema = pl.scan_ndjson(files, **self.options).collect_schema()
+        keys = [k for k, t in schema.items() if t.is_float()]
+        if not keys:
+            return
+        paths = ['$."' + k.replace('"', '\\"') + '"' for k in keys]
+        exact = "TRY_CAST(json_extract_string(json, ?) AS HUGEINT)"  # != its value as a double: a float rounds it
+        cond = " OR ".join(f"(json_type(json, ?) IN ('BIGINT', 'UBIGINT', 'HUGEINT') AND {exact} IS DISTINCT FROM "
+                           f"TRY_CAST(TRY_CAST({exact} AS DOUBLE) AS HUGEINT))" for _ in keys)
+        con = duckdb.connect()
+        try:
+            hit = con.execute(f"SELECT filename, json FROM read_json_objects(?, format='newline_delimited', "
+                              f"filename=true) WHERE {cond} LIMIT 1",
+                              [files, *(p for path in paths for p in (path, path, path))]).fetchall()
+        except duckdb.Error:
+            return  # an unreadable file: the read says why, naming it
+        finally:
+            con.close()
+        if not hit:
+            return
+        where, obj = hit[0][0], json.loads(hit[0][1])
+        key = next((k for k in keys if isinstance(obj.get(k), int) and int(float(obj[k])) != obj[k]), keys[0])
+        raise SourceError(
+            f"{self.describe()}: key {key!r} holds {obj.get(key)} (in {where}) among decimals, so polars reads "
+            f"it as a float, which cannot hold that integer ({float(obj.get(key, 0))!r}). Read it as text and "
+            f"cast it in the mapping: sources.files(..., schema_overrides={{{key!r}: pl.String}}). Nothing was "
+            f"read or sent.")
 
     def scan(self, cursor: CursorFilter | None = None) -> pl.LazyFrame:
         files = self.resolve()
