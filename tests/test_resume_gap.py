@@ -206,7 +206,8 @@ def test_a_resumed_run_counts_what_its_earlier_batches_sent_whether_or_not_it_re
 
 
 @pytest.mark.parametrize("staged_rows_lost", [False, True])
-def test_a_resumed_insert_mode_run_counts_and_records_the_changed_rows_it_skips_once(tmp_path, staged_rows_lost):
+def test_a_resumed_insert_mode_run_counts_and_records_the_changed_rows_it_skips_once(tmp_path, staged_rows_lost,
+                                                                                     ws_target):
     """Insert mode skips changed rows (records ``skipped``). A paused run resumed with its staged
     rows marked them skipped a second time: ``skipped`` and ``sent`` counted them twice and
     run.records() held each twice. One whose staged rows were lost read them again as
@@ -214,7 +215,7 @@ def test_a_resumed_insert_mode_run_counts_and_records_the_changed_rows_it_skips_
     src = tmp_path / "src.parquet"
     data = pl.DataFrame({"id": list(range(20)), "v": [f"v{i}" for i in range(20)]})
     data.write_parquet(src)
-    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    ws = dfsync.Workspace(ws_target)
     dest = FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
     sync = ws.create_sync("i", source=dfsync.sources.files(str(src)), destination=dest, primary_key="id",
                           destination_mode="insert", batch_size=5)
