@@ -215,6 +215,25 @@ def adopt_confirmed_batches(store: Store, staging: Staging, sync_id: int, run_id
         scon.unregister("_done")
 
 
+def keep_own_rejections(store: Store, staging: Staging, sync_id: int, run_id: int, key: list[str]) -> None:
+    """A paused run that read its source again keeps the rows its earlier batches saw rejected as
+    rejected (outcome ``failed``, not sent again in this run: the next run sends them, as when its
+    staged rows survive the pause). Only a staged row with the rejected version's fingerprint: a row
+    changed since is a new version and is sent. Its records and counters already say so."""
+    rejected = store.records(sync_id, run_id, RecordStatus.FAILED.value)
+    if rejected is None or not rejected.num_rows:
+        return
+    staging.flush_outcomes()
+    scon = staging.con
+    scon.register("_rejected", rejected.select([*key, "_fingerprint", "_batch", "_error"]))
+    try:
+        scon.execute(f"INSERT INTO outcomes SELECT DISTINCT ON (s.rowid) s.rowid, 'failed', r._batch, r._error "
+                     f"FROM stg s JOIN _rejected r ON {key_match('s', 'r', key)} AND s._fp = r._fingerprint "
+                     f"WHERE s.rowid NOT IN (SELECT _rid FROM outcomes)")
+    finally:
+        scon.unregister("_rejected")
+
+
 def with_earlier_batches(store: Store, staging: Staging, sync_id: int, run_id: int, defn: SyncDefinition,
                          counts: dict[str, int]) -> dict[str, int]:
     """``counts`` (rows per action as a resumed run re-read them) with the rows its earlier batches

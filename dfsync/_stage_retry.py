@@ -63,4 +63,6 @@ def retried_count(con: duckdb.DuckDBPyConnection, key: Sequence[str], mode: Dest
     return con.execute(
         f"SELECT count(*) FROM stg s SEMI JOIN retry_keys d ON {_on(key, 's', 'd')} "
         f"WHERE s._action IN ({', '.join(repr(a) for a in dict.fromkeys(handed))}) "
-        f"AND s.rowid NOT IN (SELECT _rid FROM invalid)").fetchall()[0][0]
+        f"AND s.rowid NOT IN (SELECT _rid FROM invalid) "
+        # rows a resumed run had itself seen rejected are not sent again by it (dfsync._settle)
+        f"AND s.rowid NOT IN (SELECT _rid FROM outcomes)").fetchall()[0][0]

@@ -277,6 +277,8 @@ class Runner:
                 store.set_counters(self.run_id, queried=failed.queried)
                 raise keys_and_checks(exc, self._set_valid_counters, self._validate, lambda: keep_invalid_records(self)) from None
             raise
+        if self.resume:  # read again after a pause: the rows it had seen rejected stay rejected in this run
+            _settle.keep_own_rejections(store, self.staging, self.sync_id, self.run_id, defn.primary_key)
         for p in result.key_problems:
             store.note(self.sync_id, self.run_id, f"quarantined: {p}")
         if self.dry:

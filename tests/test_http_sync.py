@@ -132,6 +132,41 @@ def test_an_outage_pauses_the_run_and_the_resume_sends_no_duplicates(ws, http_se
     assert len(http_server.replayed) == 3  # the re-sent requests carried the same keys
 
 
+def test_a_run_resumed_after_losing_its_staged_rows_keeps_the_rows_it_had_seen_rejected(ws, http_server):
+    """Rows a run had seen rejected before it paused stay rejected in that run (sent again by the next
+    one), whether or not its staged rows survived the pause. One that lost them (its process died)
+    read them as new and sent them again in the same run: when the API took them the run still
+    counted the earlier rejections, so it ended failed for max_failed_rows=0 with every row
+    delivered, sent=1100 for 1000 rows, retried counting its own rows and 'failed' records beside
+    'succeeded' ones for the same keys."""
+    import dfsync._registry
+
+    refuse = {i for i in range(0, 40, 2)}  # some rows of the first two batches
+
+    def answer(req):
+        if req.n >= 4:
+            return Reply(503, "maintenance")  # then an outage longer than the retries: the run pauses
+        return Reply(207, {"results": [{"id": r["id"], "status": 422, "error": "no"} if r["id"] in refuse
+                                       else {"id": r["id"], "status": 200} for r in req.records]})
+
+    http_server.handler = answer
+    dest = dfsync.destinations.http(http_server.url, batch_size=10, concurrency=1, **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(100)), destination=dest,
+                          primary_key="id", batch_size=20, max_failed_rows=20)
+    run = sync.run(progress=False)
+    assert run.status == "paused" and run.counts["failed"] == 20, run.counts
+    dfsync._registry.drop_live_staging()  # as if its process had died: the resume reads the source again
+    http_server.handler = None  # the API is back and takes every row
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    c = run.counts
+    assert (c["sent"], c["succeeded"], c["failed"], c["retried"]) == (100, 80, 20, 0), c
+    assert sorted(run.records(status="failed")["id"].to_list()) == sorted(refuse)
+    again = sync.run(progress=False)  # the next run sends the rejected rows again
+    assert again.counts["retried"] == again.counts["sent"] == 20 and again.counts["failed"] == 0, again.counts
+    assert sorted(set(delivered_ids(http_server))) == list(range(100))  # this server keeps rejected ones too
+
+
 def test_the_definition_keeps_secrets_out_of_the_workspace(ws, http_server, monkeypatch, tmp_path):
     monkeypatch.setenv("PEOPLE_TOKEN", "people-token-31337")
     dest = dfsync.destinations.http(http_server.url, auth="env:PEOPLE_TOKEN", **FAST)
