@@ -39,6 +39,12 @@ class Kinds(Generic[T]):
             raise ConfigError(f"unknown {self.what} kind {kind!r}; known: {sorted(self._classes)}") from None
         return cls.from_config(config)  # type: ignore[attr-defined,no-any-return]
 
+    def class_of(self, kind: str) -> type[T] | None:
+        """The class registered for ``kind`` (None: unknown), without building an instance."""
+        if kind not in self._classes:
+            self.load_all()
+        return self._classes.get(kind)
+
     def load_all(self) -> None:
         for mod in self.modules:
             with contextlib.suppress(ImportError):

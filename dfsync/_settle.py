@@ -191,6 +191,20 @@ def applies_per_batch(defn: SyncDefinition) -> bool:
     return not defn.destination_mode.rewrites and getattr(defn.destination, "applies_per_batch", True)
 
 
+def stored_applies_per_batch(defn: SyncDefinition, stored: dict) -> bool:
+    """:func:`applies_per_batch` for a sync whose destination may not be buildable in this process
+    (a literal secret kept by the session that made it, an extra not installed): then its kind's
+    class tells (``stored``: the sync's definition as stored)."""
+    from .destinations.base import destination_class
+    from .errors import DfsyncError
+
+    try:
+        return applies_per_batch(defn)
+    except DfsyncError:
+        cls = destination_class(str(stored["destination"]["kind"]))
+        return getattr(cls, "applies_per_batch", True)
+
+
 def adopt_confirmed_batches(store: Store, staging: Staging, sync_id: int, run_id: int, key: list[str],
                             rewrites: bool = False) -> None:
     """Batches confirmed by reconcile that the live staging never heard of count as sent.

@@ -17,7 +17,7 @@ from ._args import checked, row_limit
 from ._arrow import to_polars
 from ._callbacks import notify
 from ._schema import fields_now
-from ._settle import abandon_run, applies_per_batch
+from ._settle import abandon_run, stored_applies_per_batch
 from .errors import ConfigError, DfsyncError, InvalidTransition, SyncRunFailed
 from .states import RunStatus
 from .store import COUNTERS
@@ -178,7 +178,7 @@ class SyncRun:
                                     f"running or paused run can be aborted")
         if st == RunStatus.PAUSED and not _registry.is_running(store.key, self.id):
             sync = self.sync
-            if not applies_per_batch(sync.spec):
+            if not stored_applies_per_batch(sync.spec, sync.definition):
                 abandon_run(store, sync.id, sync.name, sync.spec, self.id, ignore=DfsyncError)
             store.transition_run(self.id, RunStatus.FAILED, "aborted by the user", error="aborted by the user",
                                  error_kind="aborted")

@@ -167,6 +167,27 @@ def test_a_run_resumed_after_losing_its_staged_rows_keeps_the_rows_it_had_seen_r
     assert sorted(set(delivered_ids(http_server))) == list(range(100))  # this server keeps rejected ones too
 
 
+def test_a_paused_run_whose_destination_holds_a_literal_secret_can_be_aborted_from_another_process(
+        ws, http_server):
+    """run.abort() of a paused run built the destination to ask whether it applies batch by batch; one
+    holding a literal secret (kept by the session that made it) cannot be built elsewhere, so the run
+    could not be aborted from another process (the CLI, a scheduler's host): SessionOnlyError."""
+    import dfsync._registry
+
+    http_server.handler = lambda req: Reply(503, "maintenance") if req.n >= 2 else None
+    dest = dfsync.destinations.http(http_server.url, auth="tok-LITERAL-1", batch_size=10, concurrency=1, **FAST)
+    sync = ws.create_sync("people", source=dfsync.sources.frame(people(60)), destination=dest, primary_key="id",
+                          batch_size=20)
+    run = sync.run(progress=False)
+    assert run.status == "paused" and run.counts["sent"] == 20, run.counts
+    dfsync._registry.LIVE.clear()  # as in another process: the destination is rebuilt from its stored config
+    dfsync._registry.drop_live_staging()
+    run = ws.sync("people").last_run()
+    run.abort()
+    assert run.status == "failed" and run.error == "aborted by the user"
+    assert ws.sync("people").delivered()["id"].sort().to_list() == list(range(20))  # its applied batches stay
+
+
 def test_the_definition_keeps_secrets_out_of_the_workspace(ws, http_server, monkeypatch, tmp_path):
     monkeypatch.setenv("PEOPLE_TOKEN", "people-token-31337")
     dest = dfsync.destinations.http(http_server.url, auth="env:PEOPLE_TOKEN", **FAST)

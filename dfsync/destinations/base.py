@@ -315,6 +315,11 @@ def batch_actions(data: pa.Table) -> set[str]:
 
 
 _KINDS: Kinds[Destination] = Kinds("destination", [f"dfsync.destinations.{m}" for m in ("_duckdb", "_parquet", "_delta", "_postgres", "_mysql", "_sqlite", "_http")])
+
+
+def destination_class(kind: str) -> type[Destination] | None:
+    """The destination class of a stored ``kind`` (None: unknown here), without building one."""
+    return _KINDS.class_of(kind)
 register_destination = _KINDS.register
 destination_from_config = _KINDS.from_config
 
