@@ -151,6 +151,11 @@ def instrument(target: str) -> None:
 
         cls = mod.DeltaSession
         timed(cls, "_apply", "  delta: commit (append or MERGE)")
+        timed(cls, "write_aside", "  delta: files written aside (thread)")
+        timed(cls, "commit_aside", "  delta: the one commit of the files aside")
+        from dfsync import _fused_delta
+
+        timed(_fused_delta, "load", "delta first load aside: write-ahead || files, commit, confirm")
         timed(cls, "_run_commits", "  delta: read this run's commits (history)")
     else:
         from dfsync.destinations import _postgres as mod

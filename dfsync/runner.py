@@ -33,6 +33,8 @@ from ._arrow import bool_array, int_array, string_array
 from ._cursor import cursor_from_json, cursor_merge, cursor_to_json, refuse_stuck_values, top_cursor
 from ._dryrun import DryRunStore
 from ._fused import first_load as fused_first_load
+from ._fused_delta import load as load_aside
+from ._fused_delta import takes as takes_aside
 from ._keyfail import RECORD_RETENTION, keep_invalid_records, keys_and_checks, refuse_emptied_table
 from ._writer import DestinationWriter, landed, rebatch
 from .destinations.base import (
@@ -392,6 +394,9 @@ class Runner:
         self.report()
         if defn.partitions:  # bucket by bucket, on the run's engine
             _partition.send_buckets(self, keep_all, next_batch)
+            return self.finish()
+        if takes_aside(self, total, next_batch):  # a Delta table the run creates: one commit (_fused_delta)
+            load_aside(self, total, keep_all, next_batch)
             return self.finish()
         with store.lease():
             store.ensure_state_table(self.sync_id, {k: staging.types[k] for k in key})

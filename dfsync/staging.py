@@ -464,11 +464,13 @@ class Staging:
             f"SELECT count(*) FROM stg WHERE {self.send_filter(mode)} AND rowid NOT IN (SELECT _rid FROM invalid) "
             f"AND rowid NOT IN (SELECT _rid FROM outcomes)").fetchall()[0][0]
 
-    def batches(self, mode: DestinationMode, batch_size: int, only: str | None = None) -> pa.RecordBatchReader:
-        """Pending rows as Arrow batches: record columns, _action, _fp, _rid (``only``: an SQL
-        condition on ``stg`` that picks some of them, e.g. one bucket of a partitioned run)."""
+    def batches(self, mode: DestinationMode, batch_size: int, only: str | None = None,
+                columns: Sequence[str] | None = None) -> pa.RecordBatchReader:
+        """Pending rows as Arrow batches: record columns (``columns``: those of them), _action, _fp,
+        _rid (``only``: an SQL condition on ``stg`` that picks some of them, e.g. one bucket of a
+        partitioned run)."""
         self.flush_outcomes()
-        cols = ", ".join(quote(c) for c in self.columns)
+        cols = ", ".join(quote(c) for c in (self.columns if columns is None else columns))
         action = "'insert'" if mode.rewrites else "_action::VARCHAR"  # every row goes into the new table
         where = (f"{self.send_filter(mode)} AND s.rowid NOT IN (SELECT _rid FROM invalid) "
                  f"AND s.rowid NOT IN (SELECT _rid FROM outcomes)" + (f" AND ({only})" if only else ""))

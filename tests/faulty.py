@@ -48,10 +48,11 @@ def fault_point(phase: str, n: int | None = None) -> None:
 def install_runner_hooks() -> None:
     """Add the ``queued`` fault point: validation starts while the run is queued; and the steps of a
     fused first load (dfsync/_fused.py: ``fused_loaded``, ``fused_written_ahead``, ``fused_committed``,
-    ``fused_confirmed``)."""
-    from dfsync import _fused, runner
+    ``fused_confirmed``) and of a Delta first load written aside (dfsync/_fused_delta.py: ``aside_written``,
+    ``aside_committed``, ``aside_confirmed``)."""
+    from dfsync import _fused, _fused_delta, runner
 
-    _fused.hook = fault_point
+    _fused.hook = _fused_delta.hook = fault_point
 
     if getattr(runner.Runner._validate, "_faulty", False):
         return

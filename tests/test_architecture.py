@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("parts", ("dfsync.mapping", "dfsync.sources", "dfsync.staging", "dfsync._stage_input", "dfsync._stage_retry", "dfsync._dense_diff", "dfsync._schema", "dfsync._schema_values", "dfsync._window",
                "dfsync._check", "dfsync._checks_eval", "dfsync.checks", "dfsync.gx", "dfsync._gx_actions",
                "dfsync.destinations", "dfsync.definition", "dfsync.schedule")),
-    ("engine", ("dfsync.runner", "dfsync._fused", "dfsync._shared", "dfsync._writer", "dfsync._settle", "dfsync._retry", "dfsync._bucket", "dfsync.engines", "dfsync._reads",
+    ("engine", ("dfsync.runner", "dfsync._fused", "dfsync._fused_delta", "dfsync._shared", "dfsync._writer", "dfsync._settle", "dfsync._retry", "dfsync._bucket", "dfsync.engines", "dfsync._reads",
                 "dfsync._keyfail",
                 "dfsync._partition")),
     ("handles", ("dfsync.workspace", "dfsync.sync", "dfsync.run", "dfsync._validate", "dfsync._changes",

@@ -608,6 +608,53 @@ def test_fused_first_load_crash_points(tmp_path, mode, ws_target):
                            FusedKill("querying", delay=rng.uniform(0, 0.6)), rows=300_000)
 
 
+#: the steps of a first load into a Delta table the run creates, written aside (dfsync/_fused_delta.py),
+#: and the status opening the workspace leaves its run in: once the files are written aside and
+#: the keys ahead (no table yet), once the one commit created the table (not confirmed), once confirmed
+ASIDE_POINTS = {"aside_written": "paused", "aside_committed": "paused", "aside_confirmed": "paused"}
+
+
+@pytest.mark.workspaces("duckdb", "postgres", slow=("postgres",))
+@pytest.mark.parametrize("point", ["aside_written", "aside_committed",
+                                   pytest.param("aside_confirmed", marks=pytest.mark.slow)])
+def test_a_delta_first_load_written_aside_killed_at_each_step(tmp_path, point, ws_target):
+    """Killed at each step, the run resumes (reading its source again) and the table is exact
+    after it and after a re-sync, with one copy of each row and nothing of the load's own left
+    (``_dfsync``); the commit's ledger entry is what tells the resumed run the batch landed."""
+    import deltalake
+
+    mode = "mirror"
+    versions = source_versions(mode, random.Random(f"{SEED}-aside-{point}"))
+    src, path, ws_path = tmp_path / "src.parquet", tmp_path / "t", ws_target
+    versions[0].write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:  # no batch size, no partitions: written aside
+        ws.create_sync("crash", source=FaultySource(dfsync.sources.files(str(src))), primary_key="id",
+                       destination=dfsync.destinations.delta(str(path)), destination_mode=mode)
+    with warm_zygote(tmp_path) as zygote:
+        assert kill_at(zygote, ws_path, FusedKill(point), str(tmp_path / "marker"))
+    assert deltalake.DeltaTable.is_deltatable(str(path)) == (point != "aside_written")
+    where = f"seed={SEED} Delta first load written aside, killed at {point}"
+
+    class Read:
+        def read(self, table: str) -> pl.DataFrame:
+            return pl.read_delta(str(path))
+
+    with dfsync.Workspace(ws_path) as ws:
+        runs = ws.sql("SELECT id, status FROM runs ORDER BY id")
+        assert runs["status"].to_list() == [ASIDE_POINTS[point]], (where, runs)
+        sync = ws.sync("crash")
+        for v, data in enumerate(versions):
+            data.write_parquet(src)
+            run = sync.run(progress=False)
+            assert run.status == "success", f"{where}, version {v + 1}: {run.error}"
+            assert_exact(Read(), "t", data, f"{where}, version {v + 1}")
+            c = run.counts
+            assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"], (where, c)
+            assert c["sent"] == c["succeeded"] + c["failed"] + c["skipped"], (where, c)
+        assert sync.run(progress=False).counts["sent"] == 0, where
+    assert not os.path.exists(path / "_dfsync"), where
+
+
 def _fresh_ws(ws_target: str, where, i: int) -> str:
     """A workspace of its own for each scenario: a file, or another schema of the same server."""
     if ws_target.startswith("postgresql://"):

@@ -517,3 +517,48 @@ def test_a_partition_value_too_long_for_a_directory_name_fails_the_run_instead_o
         assert "File name too long" in run.error and "partition by a column with shorter values" in run.error
     assert not deltalake.DeltaTable.is_deltatable(path)
     ws.close()
+
+
+def test_a_first_load_into_a_table_the_run_creates_is_one_commit_of_files_written_aside(tmp_path, monkeypatch):
+    """dfsync/_fused_delta.py: the rows are encoded aside while the workspace writes the keys ahead,
+    then one commit creates the table. What a user sees is what the staged path (an explicit
+    batch_size) gives: the same rows and types (a partition value delta-rs writes %-escaped on disk
+    included), counters, records, delivered state and ledger entry; nothing of the load's own is
+    left; the re-sync diffs and merges exactly."""
+    from dfsync import _fused_delta
+
+    taken = []
+    monkeypatch.setattr(_fused_delta, "hook", lambda point: point == "aside_committed" and taken.append(point))
+    df = pl.DataFrame({"id": list(range(40)), "part": [["(x)", "a b", "ü/%", None][i % 4] for i in range(40)],
+                       "v": [None if i % 9 == 0 else i * 0.5 for i in range(40)],
+                       "at": [dt.datetime(2024, 1, 1 + i % 28, 12, tzinfo=dt.timezone.utc) for i in range(40)]})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    syncs = {name: ws.create_sync(name, source=dfsync.sources.frame(df), primary_key="id", destination_mode="mirror",
+                                  destination=dfsync.destinations.delta(str(tmp_path / name), partition_by="part"),
+                                  **extra) for name, extra in (("aside", {}), ("staged", {"batch_size": 15}))}
+    runs = {name: s.run(progress=False) for name, s in syncs.items()}
+    assert taken == ["aside_committed"]  # once: the staged sync's load was batch by batch
+    a, b = runs["aside"], runs["staged"]
+    assert a.status == b.status == "success", (a.error, b.error)
+    assert a.counts == b.counts
+    assert a.counts["sent"] == a.counts["succeeded"] == a.counts["inserted"] == 40
+    tables = {name: pl.read_delta(str(tmp_path / name)).select(df.columns).sort("id") for name in runs}
+    assert tables["aside"].equals(df) and tables["staged"].equals(df)
+    assert os.listdir(tmp_path / "aside").count("_dfsync") == 0
+    table = deltalake.DeltaTable(str(tmp_path / "aside"))
+    assert table.version() == 0 and table.metadata().partition_columns == ["part"]
+    assert table.transaction_version(f"dfsync:{json.loads(table.history(1)[0]['dfsync'])['run']}") == 1
+    assert json.loads(table.history(1)[0]["dfsync"])["not_delivered"] == []
+    assert a.records().sort("id").drop("_batch").equals(b.records().sort("id").drop("_batch"))
+    assert syncs["aside"].delivered().sort("id").equals(syncs["staged"].delivered().sort("id"))
+    df2 = pl.concat([df.filter(pl.col("id") % 10 != 3).with_columns(
+        pl.when(pl.col("id") % 7 == 0).then(pl.lit("(x)")).otherwise(pl.col("part")).alias("part")),
+        df.head(2).with_columns(pl.col("id") + 100)])
+    again = ws.create_sync("aside", source=dfsync.sources.frame(df2), primary_key="id", destination_mode="mirror",
+                           destination=dfsync.destinations.delta(str(tmp_path / "aside"), partition_by="part"),
+                           if_exists="update").run(progress=False)
+    assert again.status == "success" and taken == ["aside_committed"], again.error
+    c = again.counts
+    assert (c["inserted"], c["deleted"], c["sent"]) == (2, 4, c["inserted"] + c["updated"] + c["deleted"]), c
+    assert pl.read_delta(str(tmp_path / "aside")).select(df.columns).sort("id").equals(df2.sort("id"))
+    ws.close()

@@ -5,7 +5,7 @@
 Each batch is one Delta commit: ``insert``/``upsert``/``update``/``mirror`` go through a
 MERGE on the sync's key (a table that was empty when the run began takes new rows as a
 plain append; a new table is created by the run's first commit, or empty at the end of a run
-that sent nothing), ``replace`` writes the run's batches aside (``<path>/_dfsync/<run>/``, which
+that sent nothing; a first load into it is one commit of files written aside, ``_delta_aside``), ``replace`` writes the run's batches aside (``<path>/_dfsync/<run>/``, which
 Delta readers ignore) and swaps the table's contents in one overwrite commit at the end:
 readers see the old rows or the new ones, never a mix.
 
@@ -54,6 +54,7 @@ from ..errors import (
     register_secret,
 )
 from ..states import DestinationMode
+from ._delta_aside import AsideLoad
 from .base import (
     ACTION_COLUMN,
     EXISTS_MESSAGE,
@@ -235,7 +236,7 @@ _UNREACHABLE = re.compile(r"connection refused|connect error|timed out|timeout|e
                           r"failed to lookup address|connection reset|broken pipe|network is unreachable", re.I)
 
 
-class DeltaSession(DestinationSession):
+class DeltaSession(AsideLoad, DestinationSession):
     destination: DeltaDestination
 
     def __init__(self, destination: DeltaDestination, ctx: DestinationContext) -> None:
@@ -330,7 +331,7 @@ class DeltaSession(DestinationSession):
                                        f"that exist. Create the table first, or use destination_mode='upsert'.")
             # the run's first commit creates the table (a run sending nothing creates it empty at
             # its end): no commit of its own, and no table a run that fails before sending leaves behind
-            self.target_schema, self.fresh = target, True
+            self.target_schema, self.fresh, self.creates_table = target, True, True
             return
         self._fit(dt, records)
         have = pa.schema(dt.schema().to_arrow())
@@ -559,6 +560,7 @@ class DeltaSession(DestinationSession):
         if not self.ctx.mode.rewrites:
             if self._table() is None:  # nothing was sent to a new table: it is created empty
                 self._create_empty()
+            self.drop_aside()  # left by a load written aside whose process died before its commit
             return
         import pyarrow.parquet as pq
         from deltalake import write_deltalake
