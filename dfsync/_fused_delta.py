@@ -24,6 +24,7 @@ that exists, an object store, a float key (a NaN key fails its row), rows other 
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 MODES = (DestinationMode.INSERT, DestinationMode.UPSERT, DestinationMode.MIRROR)
 #: rows per Arrow batch streamed from staging into the files
 STREAM_ROWS = 1 << 17
+#: files encoded at once (delta-rs encodes a stream on one core), each of at least PER_WRITER rows
+WRITERS = max(1, min(2, os.cpu_count() or 1))
+PER_WRITER = 500_000
 
 
 def hook(point: str) -> None:
@@ -84,7 +88,8 @@ def load(runner: Runner, total: int, keep_all: bool, batch_no: int) -> None:
 
         def write() -> None:
             try:
-                session.write_aside((rb.select(names) for rb in records), pa.schema([schema.field(n) for n in names]))
+                session.write_aside((rb.select(names) for rb in records), pa.schema([schema.field(n) for n in names]),
+                                    writers=WRITERS if total >= WRITERS * PER_WRITER else 1)
             except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread
                 failed.append(exc)
 

@@ -529,36 +529,40 @@ def test_a_first_load_into_a_table_the_run_creates_is_one_commit_of_files_writte
 
     taken = []
     monkeypatch.setattr(_fused_delta, "hook", lambda point: point == "aside_committed" and taken.append(point))
-    df = pl.DataFrame({"id": list(range(40)), "part": [["(x)", "a b", "ü/%", None][i % 4] for i in range(40)],
-                       "v": [None if i % 9 == 0 else i * 0.5 for i in range(40)],
-                       "at": [dt.datetime(2024, 1, 1 + i % 28, 12, tzinfo=dt.timezone.utc) for i in range(40)]})
+    for name, value in (("STREAM_ROWS", 2048), ("WRITERS", 2), ("PER_WRITER", 10)):  # two encoders, as 2M rows get
+        monkeypatch.setattr(_fused_delta, name, value)
+    n = 12_000  # more than a run keeps the records of, and six streamed batches
+    df = pl.DataFrame({"id": list(range(n)), "part": [["(x)", "a b", "ü/%", None][i % 4] for i in range(n)],
+                       "v": [None if i % 9 == 0 else i * 0.5 for i in range(n)],
+                       "at": [dt.datetime(2024, 1, 1 + i % 28, 12, tzinfo=dt.timezone.utc) for i in range(n)]})
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     syncs = {name: ws.create_sync(name, source=dfsync.sources.frame(df), primary_key="id", destination_mode="mirror",
                                   destination=dfsync.destinations.delta(str(tmp_path / name), partition_by="part"),
-                                  **extra) for name, extra in (("aside", {}), ("staged", {"batch_size": 15}))}
+                                  **extra) for name, extra in (("aside", {}), ("staged", {"batch_size": 5000}))}
     runs = {name: s.run(progress=False) for name, s in syncs.items()}
     assert taken == ["aside_committed"]  # once: the staged sync's load was batch by batch
     a, b = runs["aside"], runs["staged"]
     assert a.status == b.status == "success", (a.error, b.error)
     assert a.counts == b.counts
-    assert a.counts["sent"] == a.counts["succeeded"] == a.counts["inserted"] == 40
+    assert a.counts["sent"] == a.counts["succeeded"] == a.counts["inserted"] == n
     tables = {name: pl.read_delta(str(tmp_path / name)).select(df.columns).sort("id") for name in runs}
     assert tables["aside"].equals(df) and tables["staged"].equals(df)
     assert os.listdir(tmp_path / "aside").count("_dfsync") == 0
     table = deltalake.DeltaTable(str(tmp_path / "aside"))
     assert table.version() == 0 and table.metadata().partition_columns == ["part"]
+    assert len(table.file_uris()) >= 4  # each encoder's files (one may take every batch), in four partitions
     assert table.transaction_version(f"dfsync:{json.loads(table.history(1)[0]['dfsync'])['run']}") == 1
     assert json.loads(table.history(1)[0]["dfsync"])["not_delivered"] == []
     assert a.records().sort("id").drop("_batch").equals(b.records().sort("id").drop("_batch"))
     assert syncs["aside"].delivered().sort("id").equals(syncs["staged"].delivered().sort("id"))
     df2 = pl.concat([df.filter(pl.col("id") % 10 != 3).with_columns(
         pl.when(pl.col("id") % 7 == 0).then(pl.lit("(x)")).otherwise(pl.col("part")).alias("part")),
-        df.head(2).with_columns(pl.col("id") + 100)])
+        df.head(2).with_columns(pl.col("id") + n)])
     again = ws.create_sync("aside", source=dfsync.sources.frame(df2), primary_key="id", destination_mode="mirror",
                            destination=dfsync.destinations.delta(str(tmp_path / "aside"), partition_by="part"),
                            if_exists="update").run(progress=False)
     assert again.status == "success" and taken == ["aside_committed"], again.error
     c = again.counts
-    assert (c["inserted"], c["deleted"], c["sent"]) == (2, 4, c["inserted"] + c["updated"] + c["deleted"]), c
+    assert (c["inserted"], c["deleted"], c["sent"]) == (2, n // 10, c["inserted"] + c["updated"] + c["deleted"]), c
     assert pl.read_delta(str(tmp_path / "aside")).select(df.columns).sort("id").equals(df2.sort("id"))
     ws.close()
