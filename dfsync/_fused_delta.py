@@ -19,7 +19,8 @@ leaves no table; the next run discards the in-flight batch and sends the rows th
 
 :func:`takes` decides, in one place, whether a run goes this way; the staged path is the
 fallback for everything else (an explicit ``batch_size``, partitions, a resumed run, a table
-that exists, an object store, a float key (a NaN key fails its row), rows other than inserts).
+that exists, an object store, a float key (a NaN key fails its row), rows other than inserts,
+more than ``AT_MOST`` rows).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ STREAM_ROWS = 1 << 17
 #: files encoded at once (delta-rs encodes a stream on one core), each of at least PER_WRITER rows
 WRITERS = max(1, min(2, os.cpu_count() or 1))
 PER_WRITER = 500_000
+#: the most rows it takes: every key and fingerprint is held in memory for the write-ahead, and a
+#: crash before the one commit costs the whole encoding (a larger load goes batch by batch)
+AT_MOST = 10_000_000
 
 
 def hook(point: str) -> None:
@@ -53,11 +57,11 @@ def hook(point: str) -> None:
 
 def takes(runner: Runner, total: int, next_batch: int) -> bool:
     """Does this run send its rows as one commit of files written aside? A run's first batch into
-    a local Delta table it creates, of inserts only, without an explicit batch size or
-    partitions, its key of no float type."""
+    a local Delta table it creates, of inserts only (at most ``AT_MOST``), without an explicit
+    batch size or partitions, its key of no float type."""
     defn, session, staging = runner.defn, runner.session, runner.staging
-    if (not isinstance(session, DeltaSession) or not session.can_load_aside() or staging is None or total == 0
-            or next_batch != 1 or defn.destination_mode not in MODES or defn.batch_size is not None
+    if (not isinstance(session, DeltaSession) or not session.can_load_aside() or staging is None
+            or not 0 < total <= AT_MOST or next_batch != 1 or defn.destination_mode not in MODES or defn.batch_size is not None
             or defn.partitions or runner.store.requeried(runner.run_id)):
         return False
     if any(t.upper() in ("FLOAT", "DOUBLE", "REAL") for k, t in staging.types.items() if k in defn.primary_key):

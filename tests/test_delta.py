@@ -566,3 +566,20 @@ def test_a_first_load_into_a_table_the_run_creates_is_one_commit_of_files_writte
     assert (c["inserted"], c["deleted"], c["sent"]) == (2, n // 10, c["inserted"] + c["updated"] + c["deleted"]), c
     assert pl.read_delta(str(tmp_path / "aside")).select(df.columns).sort("id").equals(df2.sort("id"))
     ws.close()
+
+
+def test_a_first_load_larger_than_one_commit_takes_goes_batch_by_batch(tmp_path, monkeypatch):
+    """Above _fused_delta.AT_MOST rows (every key is held in memory for the write-ahead, and a crash
+    before the one commit costs the whole encoding) a first load commits batch by batch."""
+    from dfsync import _fused_delta
+
+    taken = []
+    monkeypatch.setattr(_fused_delta, "hook", taken.append)
+    monkeypatch.setattr(_fused_delta, "AT_MOST", 10)
+    df = pl.DataFrame({"id": list(range(11)), "v": [str(i) for i in range(11)]})
+    with dfsync.Workspace(str(tmp_path / "ws.duckdb")) as ws:
+        run = ws.create_sync("s", source=dfsync.sources.frame(df), primary_key="id", destination_mode="mirror",
+                             destination=dfsync.destinations.delta(str(tmp_path / "t"))).run(progress=False)
+    assert run.status == "success" and run.counts["sent"] == 11 and taken == []
+    assert read(tmp_path / "t").equals(df)
+    assert deltalake.DeltaTable(str(tmp_path / "t")).history(1)[0]["operation"] == "WRITE"
