@@ -168,18 +168,20 @@ RECORD_META = ("_run_id", "_action", "_status", "_batch", "_error", "_checks", "
 
 def check_failed_rows_setting(value: object, name: str) -> None:
     """``max_failed_rows`` / ``failed_rows_alert``: a row count (int >= 0) or a fraction of the
-    rows sent (a float below 1); raise ConfigError naming the setting otherwise."""
+    rows sent (a float from 0.0 to 1.0; 1.0 is every row, as the message says, not one row; a whole
+    float above it, 2.0, is a count); raise ConfigError naming the setting otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
             or (isinstance(value, float) and value >= 1 and not value.is_integer()):
         from .errors import ConfigError
 
-        raise ConfigError(f"{name} must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0)")
+        raise ConfigError(f"{name} must be a row count (int >= 0) or a fraction of sent rows (0.0 to 1.0; "
+                          f"1.0 lets every sent row fail), not {value!r}")
 
 
 def failed_rows_allowed(setting: int | float, sent: int) -> float:
     """How many rejected rows ``max_failed_rows`` / ``failed_rows_alert`` lets pass for a run that
-    sent ``sent`` rows: a fraction of them (0 < setting < 1), else the row count itself."""
-    return setting * sent if isinstance(setting, float) and 0 < setting < 1 else setting
+    sent ``sent`` rows: a fraction of them (a float, 0 < setting <= 1), else the row count itself."""
+    return setting * sent if isinstance(setting, float) and 0 < setting <= 1 else setting
 
 
 S, R = SyncStatus, RunStatus

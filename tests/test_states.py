@@ -175,6 +175,8 @@ def test_one_failed_rows_threshold_for_the_limit_and_the_alert(tmp_path, value, 
     from dfsync.states import failed_rows_allowed
 
     assert failed_rows_allowed(0.25, 40) == 10 and failed_rows_allowed(3, 40) == 3 and failed_rows_allowed(2.0, 40) == 2
+    # 1.0 is a fraction, as the setting's message says ("0.0 to 1.0"): every sent row, not one row
+    assert failed_rows_allowed(1.0, 40) == 40 and failed_rows_allowed(1, 40) == 1
     ws = dfsync.Workspace(tmp_path / "ws.duckdb")
     try:
         for name in ("max_failed_rows", "failed_rows_alert"):
