@@ -29,7 +29,7 @@ from .destinations.base import Destination
 from .errors import ArgumentError, ConfigError, SyncAlreadyRunning
 from .run import Preview, SyncRun
 from .sources.base import Source
-from .states import ACTIVE_RUNS, SyncStatus
+from .states import ACTIVE_RUNS, RunStatus, SyncStatus
 from .store import hostname, open_store, owner_token
 from .sync import Sync
 
@@ -268,11 +268,16 @@ class Workspace:
 
     @checked("Workspace.delete_sync")
     def delete_sync(self, name: str) -> None:
-        """Remove a sync, its runs and its delivered state (the destination is untouched)."""
+        """Remove a sync, its runs and its delivered state (the destination is untouched). Refused while
+        a run of it is going on or paused (abort a paused one first)."""
         row = self.store.sync_row(name)
         self.store.require("delete", row["id"])
         if self.store.latest_run_id(row["id"], list(ACTIVE_RUNS)):
             raise SyncAlreadyRunning(f"sync {name!r} is running; abort or wait for the run before deleting it")
+        paused = self.store.latest_run_id(row["id"], [RunStatus.PAUSED.value])
+        if paused is not None:  # it holds batches aside (a replace rewrite) and staged rows: abort() gives them up
+            raise SyncAlreadyRunning(f"cannot delete sync {name!r} while run {paused} of it is paused: finish it "
+                                     f"(sync.run() resumes it) or abort it (ws.run({paused}).abort()), then delete it")
         self.store.delete_sync(row["id"])
         LIVE.pop((self.store.key, name), None)
 

@@ -303,3 +303,25 @@ def test_aborting_a_paused_run_removes_its_staged_rows(tmp_path):
     sync.last_run().abort()
     assert sync.last_run().status == "failed"
     assert not os.listdir(tmp_path / "staging")
+
+
+def test_deleting_a_sync_is_refused_while_its_run_is_paused(tmp_path):
+    """ws.delete_sync() refused a running run but took a paused one: a paused replace run's rewrite
+    stayed in the destination as a table of its own ('t__dfsync_replace_1') that nothing would ever
+    remove, and its staged rows stayed on disk. It is refused as sync.reset() is: abort it first."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = str(tmp_path / "d.duckdb")
+    sync = ws.create_sync("r", source=dfsync.sources.frame(pl.DataFrame({"id": list(range(30))})), primary_key="id",
+                          destination=FaultyDestination(dfsync.destinations.duckdb(dest, table="t"), interrupt_after=1),
+                          batch_size=10, destination_mode="replace")
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    run = sync.last_run()
+    with pytest.raises(dfsync.SyncAlreadyRunning, match=f"run {run.id} .* paused.*abort"):
+        ws.delete_sync("r")
+    run.abort()
+    ws.delete_sync("r")
+    with duckdb.connect(dest, read_only=True) as con:
+        assert not [t for (t,) in con.sql("SELECT table_name FROM information_schema.tables").fetchall()
+                    if t.startswith("t__dfsync")]
+    assert not os.listdir(tmp_path / "staging")
