@@ -176,7 +176,7 @@ def test_a_float_column_arrives_as_the_float32_it_stores(src_db, mariadb_server,
     mariadb_server.execute("INSERT INTO fl VALUES (1, 16777216, 3.14159274), (2, 123456789, NULL), (3, NULL, 1e-20)",
                            database=db)
     want = pa.array([16777216.0, 123456789.0, None], pa.float32()).to_pylist()
-    src = dfsync.sources.database(src_db, "SELECT * FROM fl WHERE id > %s ORDER BY id" % 0)
+    src = dfsync.sources.database(src_db, "SELECT * FROM fl WHERE id > 0 ORDER BY id")
     got = pa.Table.from_batches(list(src.reader()))
     assert got.schema.field("f").type == pa.float32()
     assert got.column("f").to_pylist() == want
