@@ -405,7 +405,16 @@ def buckets(
         if df.height:
             typer.echo(f"run {run_id} of {run.sync_name!r}: {run.status.value}; buckets "
                        f"{bucket_summary(dict(df.group_by('state').len().iter_rows()))}")
-        _print_table(df, f"run {run_id} has no buckets (its sync is not partitioned: create_sync(..., partitions=N))")
+        if df.height or not _partitioned(run):
+            _print_table(df, f"run {run_id} has no buckets (its sync is not partitioned: create_sync(..., partitions=N))")
+        else:  # a partitioned sync's run that sent nothing (or stopped before sending) made no buckets
+            typer.echo(f"run {run_id} of {run.sync_name!r} has no buckets: a partitioned run makes them when it "
+                       f"starts sending, and this one had no changed rows to send or stopped before sending")
+
+
+def _partitioned(run: SyncRun) -> bool:
+    """Is the sync of this run partitioned (partitions=N)?"""
+    return bool(run.sync.definition.get("partitions"))
 
 
 @app.command()

@@ -469,3 +469,20 @@ def test_a_mysql_source_without_pymysql_names_the_extra(tmp_path: pathlib.Path, 
                        destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t"), primary_key="id")
     assert ws.syncs().is_empty()
     ws.close()
+
+
+def test_cli_buckets_of_a_partitioned_run_that_sent_nothing_does_not_say_unpartitioned(ws, tmp_path, dfsync_cli):
+    """A partitioned sync's re-run with nothing changed makes no buckets: `dfsync buckets NAME` said
+    'its sync is not partitioned', which sent the user to add partitions=N it already has."""
+    src = _parquet(tmp_path)
+    sync = ws.create_sync("p", source=dfsync.sources.files(str(src)), primary_key="id", partitions=2,
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    first = sync.run(progress=False)
+    again = sync.run(progress=False)
+    assert again.counts["unchanged"] == 3 and again.buckets().is_empty()
+    ws.close()
+    wsp = str(tmp_path / "ws.duckdb")
+    assert dfsync_cli("buckets", str(first.id), "-w", wsp).out.startswith(f"run {first.id} of 'p': success; buckets 2 done")
+    res = dfsync_cli("buckets", "p", "-w", wsp)
+    assert res.code == 0 and "not partitioned" not in res.out, res.out
+    assert f"run {again.id} of 'p' has no buckets: a partitioned run makes them when it starts sending" in res.out
