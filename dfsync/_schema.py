@@ -170,10 +170,13 @@ def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True,
             cast = f"mapping={{{column!r}: {expr}.cast(pl.{dtype!r})}}, "
         except Exception:
             cast = ""
-    fix = f"cast it in the sync's mapping ({cast or 'a polars expression'}if every value converts exactly)"
+    # a mapping sends only the fields it names: a sync without one that takes {column: ...} literally
+    # would stop sending every other column (NULL in new rows under schema='evolve')
+    rest = "; a mapping sends only the fields it names, so name the sync's other fields in it too"
+    fix = f"cast it in the sync's mapping ({cast or 'a polars expression'}if every value converts exactly{rest})"
     if cast and ".round(0)" in cast:
         fix = (f"round it in the sync's mapping ({cast}which rounds to the nearest whole number: "
-               "choose the rounding you want)")
+               f"choose the rounding you want{rest})")
     if not replace_ok:  # an API has no table to rewrite (the http destination refuses 'replace')
         return fix
     # schema='freeze' holds the table's columns under 'replace' too

@@ -320,6 +320,19 @@ def test_a_column_added_to_an_incremental_sync_reaches_every_row(tmp_path):
     assert (again.counts["queried"], again.counts["unchanged"], again.counts["sent"]) == (1, 1, 0)
 
 
+def test_the_mapping_fix_says_a_mapping_sends_only_the_fields_it_names(tmp_path):
+    """A sync without a mapping told to use mapping={'a': ...} would, taken literally, stop sending its
+    other columns (NULL in new rows under evolve): the message says to name them too."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    destination = dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="t")
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1], "a": [5], "b": ["x"]}), destination=destination,
+                          primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=pl.DataFrame({"id": [1], "a": [5.5], "b": ["x"]}), progress=False)
+    assert run.status == "failed" and "pl.col('a').round(0).cast(pl.Int64)" in run.error, run.error
+    assert "a mapping sends only the fields it names, so name the sync's other fields in it too" in run.error
+
+
 def test_an_insert_mode_run_refused_for_its_schema_counts_nothing_sent(tmp_path):
     """insert mode skips changed rows; a run then refused for a type change said 'Nothing was
     sent' with sent=16 and skipped=16 in its counters (and kept the rows as skipped records)."""
