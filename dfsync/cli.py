@@ -298,18 +298,25 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
 def run(
     name: str,
     preview: bool = typer.Option(False, "--preview", help="show what would change; send nothing"),
-    limit: int = typer.Option(20, "--limit", help="with --preview: how many changed rows to show"),
+    limit: int = typer.Option(None, "--limit", help="with --preview: how many changed rows to show (0: all; "
+                              "default 20)"),
     engine: str = EngineOpt,
     workspace: str = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run a sync now (or resume its paused run); exit code 1 if the run does not succeed."""
     with _errors():
+        if limit is not None and not preview:  # `run --limit 5` would otherwise send every changed row
+            raise _fail(f"--limit goes with --preview (how many changed rows it shows); a run sends every changed "
+                        f"row: dfsync run {name} --preview --limit {limit}, or dfsync run {name}", EXIT_USAGE)
+        if limit is not None and limit < 0:
+            raise _fail(f"--limit {limit}: give a whole number of rows >= 0 (0: all)", EXIT_USAGE)
         sync = _open(workspace).sync(name)
         run_engine = _engine(engine)
         if preview:
             p = sync.preview()
-            changes = p.changes.head(limit) if limit >= 0 else p.changes
+            limit = 20 if limit is None else limit
+            changes = p.changes.head(limit) if limit else p.changes  # 0: all, as for runs and records
             if as_json:
                 _print_json({"sync": name, "counts": p.counts, "problems": p.problems,
                              "changes": changes.to_dicts()})
@@ -317,6 +324,9 @@ def run(
             typer.echo(f"preview of {name!r} (nothing sent): " + " ".join(f"{k}={v}" for k, v in p.counts.items()))
             for problem in p.problems:
                 typer.echo(f"  problem: {problem}")
+            if changes.height < p.changes.height:  # a list cut short says so
+                typer.echo(f"the first {plural(changes.height, 'changed row')} of {p.changes.height:,} "
+                           f"(--limit 0 shows them all)")
             _print_table(changes, "no changes")
             return
         try:

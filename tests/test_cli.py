@@ -147,6 +147,20 @@ def test_preview_sends_nothing(files_sync, ws_path, dfsync_cli) -> None:
         assert ws.sync("customers").runs().height == 0
 
 
+def test_preview_limit_0_shows_every_change_and_limit_without_preview_is_refused(files_sync, ws_path,
+                                                                                dfsync_cli) -> None:
+    """`--limit 0` means all for runs and records, but `run --preview --limit 0` printed 'no changes' beside
+    insert=3; a cut list did not say so; `run NAME --limit 5` silently sent every changed row."""
+    _, warehouse = files_sync
+    res = dfsync_cli("run", "customers", "--preview", "--limit", "0", "-w", ws_path)
+    assert res.code == 0 and "no changes" not in res.out and res.out.count("| insert") == 3, res.out
+    res = dfsync_cli("run", "customers", "--preview", "--limit", "2", "-w", ws_path)
+    assert "the first 2 changed rows of 3 (--limit 0 shows them all)" in res.out and res.out.count("| insert") == 2
+    res = dfsync_cli("run", "customers", "--limit", "1", "-w", ws_path)
+    assert res.code == 2 and "--limit goes with --preview" in res.err and "Traceback" not in res.err, res.err
+    assert not warehouse.exists()  # nothing was sent
+
+
 def test_a_failed_run_exits_1_and_its_records_are_listed(tmp_path, ws_path, dfsync_cli) -> None:
     src = tmp_path / "orders.csv"
     pl.DataFrame({"id": [1, 2, 3], "amount": [1.0, 2.0, 3.0]}).write_csv(src)
