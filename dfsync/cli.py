@@ -309,7 +309,7 @@ def run(
         if limit is not None and not preview:  # `run --limit 5` would otherwise send every changed row
             raise _fail(f"--limit goes with --preview (how many changed rows it shows); a run sends every changed "
                         f"row: dfsync run {name} --preview --limit {limit}, or dfsync run {name}", EXIT_USAGE)
-        if limit is not None and limit < 0:
+        if (limit or 0) < 0:
             raise _fail(f"--limit {limit}: give a whole number of rows >= 0 (0: all)", EXIT_USAGE)
         sync = _open(workspace).sync(name)
         run_engine = _engine(engine)
@@ -325,8 +325,7 @@ def run(
             for problem in p.problems:
                 typer.echo(f"  problem: {problem}")
             if changes.height < p.changes.height:  # a list cut short says so
-                typer.echo(f"the first {plural(changes.height, 'changed row')} of {p.changes.height:,} "
-                           f"(--limit 0 shows them all)")
+                typer.echo(f"the first {plural(changes.height, 'changed row')} of {p.changes.height:,} (--limit 0 shows all)")
             _print_table(changes, "no changes")
             return
         try:
@@ -415,16 +414,11 @@ def buckets(
         if df.height:
             typer.echo(f"run {run_id} of {run.sync_name!r}: {run.status.value}; buckets "
                        f"{bucket_summary(dict(df.group_by('state').len().iter_rows()))}")
-        if df.height or not _partitioned(run):
+        if df.height or not run.sync.definition.get("partitions"):
             _print_table(df, f"run {run_id} has no buckets (its sync is not partitioned: create_sync(..., partitions=N))")
         else:  # a partitioned sync's run that sent nothing (or stopped before sending) made no buckets
             typer.echo(f"run {run_id} of {run.sync_name!r} has no buckets: a partitioned run makes them when it "
                        f"starts sending, and this one had no changed rows to send or stopped before sending")
-
-
-def _partitioned(run: SyncRun) -> bool:
-    """Is the sync of this run partitioned (partitions=N)?"""
-    return bool(run.sync.definition.get("partitions"))
 
 
 @app.command()

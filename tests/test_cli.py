@@ -155,7 +155,7 @@ def test_preview_limit_0_shows_every_change_and_limit_without_preview_is_refused
     res = dfsync_cli("run", "customers", "--preview", "--limit", "0", "-w", ws_path)
     assert res.code == 0 and "no changes" not in res.out and res.out.count("| insert") == 3, res.out
     res = dfsync_cli("run", "customers", "--preview", "--limit", "2", "-w", ws_path)
-    assert "the first 2 changed rows of 3 (--limit 0 shows them all)" in res.out and res.out.count("| insert") == 2
+    assert "the first 2 changed rows of 3 (--limit 0 shows all)" in res.out and res.out.count("| insert") == 2
     res = dfsync_cli("run", "customers", "--limit", "1", "-w", ws_path)
     assert res.code == 2 and "--limit goes with --preview" in res.err and "Traceback" not in res.err, res.err
     assert not warehouse.exists()  # nothing was sent
