@@ -298,8 +298,7 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
 def run(
     name: str,
     preview: bool = typer.Option(False, "--preview", help="show what would change; send nothing"),
-    limit: int = typer.Option(None, "--limit", help="with --preview: how many changed rows to show (0: all; "
-                              "default 20)"),
+    limit: int = typer.Option(None, "--limit", help="with --preview: how many changed rows to show (0: all; default 20)"),
     engine: str = EngineOpt,
     workspace: str = WorkspaceOpt,
     as_json: bool = JsonOpt,
@@ -307,16 +306,15 @@ def run(
     """Run a sync now (or resume its paused run); exit code 1 if the run does not succeed."""
     with _errors():
         if limit is not None and not preview:  # `run --limit 5` would otherwise send every changed row
-            raise _fail(f"--limit goes with --preview (how many changed rows it shows); a run sends every changed "
-                        f"row: dfsync run {name} --preview --limit {limit}, or dfsync run {name}", EXIT_USAGE)
+            raise _fail(f"--limit goes with --preview (how many changed rows it shows); a run sends every changed row: "
+                        f"dfsync run {name} --preview --limit {limit}, or dfsync run {name}", EXIT_USAGE)
         if (limit or 0) < 0:
             raise _fail(f"--limit {limit}: give a whole number of rows >= 0 (0: all)", EXIT_USAGE)
         sync = _open(workspace).sync(name)
         run_engine = _engine(engine)
         if preview:
             p = sync.preview()
-            limit = 20 if limit is None else limit
-            changes = p.changes.head(limit) if limit else p.changes  # 0: all, as for runs and records
+            changes = p.changes if limit == 0 else p.changes.head(20 if limit is None else limit)  # 0: all, as for runs
             if as_json:
                 _print_json({"sync": name, "counts": p.counts, "problems": p.problems,
                              "changes": changes.to_dicts()})
@@ -417,8 +415,8 @@ def buckets(
         if df.height or not run.sync.definition.get("partitions"):
             _print_table(df, f"run {run_id} has no buckets (its sync is not partitioned: create_sync(..., partitions=N))")
         else:  # a partitioned sync's run that sent nothing (or stopped before sending) made no buckets
-            typer.echo(f"run {run_id} of {run.sync_name!r} has no buckets: a partitioned run makes them when it "
-                       f"starts sending, and this one had no changed rows to send or stopped before sending")
+            typer.echo(f"run {run_id} of {run.sync_name!r} has no buckets: a partitioned run makes them when it starts "
+                       "sending, and this one had no changed rows to send or stopped before sending")
 
 
 @app.command()
@@ -469,8 +467,12 @@ def purge(
         if as_json:
             _print_json(counts)
             return
+        kept = older_than is None and not setting("record_retention", ws.settings)  # nothing expires their records
         for sync_name, n in counts.items():
-            typer.echo(f"{sync_name}: {plural(n, 'record')} purged")
+            why = "" if not kept or ws.sync(sync_name).spec.record_retention else " (no record_retention: all kept; see --older-than)"
+            typer.echo(f"{sync_name}: {plural(n, 'record')} purged{why}")
+        if not counts:
+            typer.echo("no syncs in this workspace yet")
 
 
 def _set_enabled(name: str, workspace: str, as_json: bool, enable: bool) -> None:

@@ -161,6 +161,26 @@ def test_preview_limit_0_shows_every_change_and_limit_without_preview_is_refused
     assert not warehouse.exists()  # nothing was sent
 
 
+def test_purge_says_why_nothing_is_purged_and_speaks_on_an_empty_workspace(tmp_path, ws_path, dfsync_cli,
+                                                                           monkeypatch) -> None:
+    """`dfsync purge` printed '0 records purged' for a sync with no record_retention (nothing ever
+    expires there) without saying so, and nothing at all on a workspace without syncs."""
+    monkeypatch.delenv("DFSYNC_RECORD_RETENTION", raising=False)
+    dfsync.Workspace(ws_path).close()
+    res = dfsync_cli("purge", "-w", ws_path)
+    assert res.code == 0 and res.out.strip() == "no syncs in this workspace yet", res.out
+    pl.DataFrame({"id": [1]}).write_parquet(tmp_path / "x.parquet")
+    with dfsync.Workspace(ws_path) as ws:
+        for name, kept in (("kept", None), ("aged", "30 days")):
+            ws.create_sync(name, source=dfsync.sources.files(str(tmp_path / "x.parquet")),
+                           destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table=name),
+                           primary_key="id", record_retention=kept)
+    res = dfsync_cli("purge", "-w", ws_path)
+    assert "kept: 0 records purged (no record_retention: all kept; see --older-than)" in res.out, res.out
+    assert "aged: 0 records purged\n" in res.out
+    assert "no record_retention" not in dfsync_cli("purge", "--older-than", "2 days", "-w", ws_path).out
+
+
 def test_a_failed_run_exits_1_and_its_records_are_listed(tmp_path, ws_path, dfsync_cli) -> None:
     src = tmp_path / "orders.csv"
     pl.DataFrame({"id": [1, 2, 3], "amount": [1.0, 2.0, 3.0]}).write_csv(src)
