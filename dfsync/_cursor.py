@@ -136,20 +136,37 @@ def refuse_stuck_values(staging: Any, defn: Any) -> None:
 # Text a cursor compares as text, whose order as text is not the order of what it writes: a date
 # written month- or day-first ('10/1/2024' < '9/30/2024'), a number with fewer digits ('9' > '10')
 # or a negative one. The run would keep the greatest text as its cursor and never read the rows
-# past it that sort below it: lost, with the run saying success. (ISO 8601 text sorts as it should.)
+# past it that sort below it: lost, with the run saying success. (ISO 8601 text written one way sorts as it should.)
 _DAY_FIRST = r"^\s*[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}([^0-9]|$)"
 _NUMBER = r"^\s*[-+]?[0-9]+([.][0-9]*)?\s*$"
+# ISO 8601 date-times sort as text only when written one way: '2024-10-01 11:00' sorts below
+# '2024-10-01T10:00' (' ' < 'T'), and '...T10:00+05:00' above '...T09:00Z'
+_ISO_TIME = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:"
+_ZONE = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$"
 
 
 def refuse_unordered_text(con: Any, field: str, where: str) -> None:
     """Raise CursorValueError when the text cursor values of the rows about to be sent do not sort
     as text the way their dates or numbers do."""
     c = quote(field)
-    dated, digits, negative = con.execute(
+    dated, digits, negative, ways = con.execute(
         f"SELECT count(*) FILTER (WHERE regexp_matches({c}, '{_DAY_FIRST}')), "
         f"count(DISTINCT length(regexp_extract({c}, '[0-9]+'))) FILTER (WHERE regexp_matches({c}, '{_NUMBER}')), "
-        f"count(*) FILTER (WHERE regexp_matches({c}, '^\\s*-[0-9]') AND regexp_matches({c}, '{_NUMBER}')) "
-        f"FROM stg WHERE {where}").fetchall()[0]
+        f"count(*) FILTER (WHERE regexp_matches({c}, '^\\s*-[0-9]') AND regexp_matches({c}, '{_NUMBER}')), "
+        f"count(DISTINCT substr(ltrim({c}), 11, 1) || regexp_extract({c}, '{_ZONE}')) "
+        f"FILTER (WHERE regexp_matches({c}, '{_ISO_TIME}')) FROM stg WHERE {where}").fetchall()[0]
+    if ways > 1 and not dated:
+        examples = [r[0] for r in con.execute(
+            f"SELECT min({c}) FROM stg WHERE {where} AND regexp_matches({c}, '{_ISO_TIME}') "
+            f"GROUP BY substr(ltrim({c}), 11, 1) || regexp_extract({c}, '{_ZONE}') ORDER BY 1 LIMIT 3").fetchall()]
+        raise CursorValueError(
+            f"the cursor field {field!r} is text holding ISO 8601 date-times written in more than one way "
+            f"({', '.join(repr(v) for v in examples)}: 'T' or a space between date and time, or different UTC "
+            f"offsets), which sort differently as text ('2024-10-01 11:00' comes before '2024-10-01T10:00'). An "
+            f"incremental run reads the rows at or past the greatest cursor delivered, compared as text, so later "
+            f"rows that sort below it would never be read. Nothing was sent. Read it as a timestamp: "
+            f"sources.files(..., schema_overrides={{C: pl.Datetime('us', 'UTC')}}) or a CAST(C AS TIMESTAMPTZ) in "
+            f"a query source; or choose another cursor_field.")
     if not dated and digits < 2 and not negative:
         return
     pattern = _DAY_FIRST if dated else _NUMBER

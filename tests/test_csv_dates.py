@@ -179,3 +179,27 @@ def test_numbers_with_more_digits_than_a_float_keeps_are_refused_naming_the_deci
     assert run.status == "success", run.error
     D = decimal.Decimal
     assert rows(dest, "b") == [(1, D("1.500")), (2, D("1234567890123456.780")), (3, D("-0.125"))]
+
+
+def test_a_text_cursor_of_iso_date_times_written_two_ways_is_refused(tmp_path):
+    """ISO 8601 text sorts as time only when written one way: with '2024-10-01T10:00:00' delivered as the
+    cursor, a later row written '2024-10-01 11:00:00' (' ' < 'T') was never read and runs said success.
+    Mixed separators or offsets among the rows a run sends are refused; one way throughout runs as before."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = dfsync.destinations.duckdb(tmp_path / "d.duckdb", table="t")
+    src = tmp_path / "in.ndjson"
+    src.write_text('{"id": 1, "ts": "2024-09-30"}\n{"id": 2, "ts": "2024-10-01T10:00:00"}\n'
+                   '{"id": 3, "ts": "2024-10-01 11:00:00"}\n')
+    sync = ws.create_sync("m", source=dfsync.sources.files(str(src)), primary_key="id", sync_mode="incremental",
+                          cursor_field="ts", destination=dest)
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0 and sync.cursor is None
+    assert "ISO 8601 date-times written in more than one way ('2024-10-01 11:00:00', '2024-10-01T10:00:00'" \
+        in run.error, run.error
+    src.write_text('{"id": 1, "ts": "2024-10-01T10:00:00+05:00"}\n{"id": 2, "ts": "2024-10-01T09:00:00Z"}\n')
+    assert sync.run(progress=False).status == "failed"
+    src.write_text('{"id": 1, "ts": "2024-09-30"}\n{"id": 2, "ts": "2024-10-01T10:00:00"}\n'
+                   '{"id": 3, "ts": "2024-10-01T11:00:00.5"}\n')
+    ok = sync.run(progress=False)
+    assert ok.status == "success" and ok.counts["sent"] == 3 and sync.cursor == "2024-10-01T11:00:00.5"
+    ws.close()
