@@ -103,7 +103,7 @@ def _stuck(field: str, value: str, where: str) -> CursorValueError:
         f"isfinite(C) THEN C END, for its source column C; or choose another cursor_field.")
 
 
-def refuse_stuck_values(staging: Any, defn: Any) -> None:
+def refuse_stuck_values(staging: Any, defn: Any, delivered: Any = None) -> None:
     """Raise CursorValueError when a row about to be sent has a float cursor of +inf or NaN. Either
     would be the greatest value delivered, the sync's cursor for good (-inf, and far-future dates
     and times, are ordinary values: a later one still moves the window on)."""
@@ -117,7 +117,7 @@ def refuse_stuck_values(staging: Any, defn: Any) -> None:
         return
     where = f"{staging.send_filter(defn.destination_mode)} AND rowid NOT IN (SELECT _rid FROM invalid)"
     if kind[0][0] == "VARCHAR":
-        refuse_unordered_text(staging.con, field, where)
+        refuse_unordered_text(staging.con, field, where, delivered if isinstance(delivered, str) else None)
         return
     if kind[0][0] in ("DOUBLE", "FLOAT"):
         n_nan, n_inf = staging.con.execute(f"SELECT count(*) FILTER (WHERE isnan({c})), count(*) FILTER (WHERE "
@@ -145,20 +145,21 @@ _ISO_TIME = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:"
 _ZONE = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$"
 
 
-def refuse_unordered_text(con: Any, field: str, where: str) -> None:
+def refuse_unordered_text(con: Any, field: str, where: str, delivered: str | None = None) -> None:
     """Raise CursorValueError when the text cursor values of the rows about to be sent do not sort
     as text the way their dates or numbers do."""
     c = quote(field)
-    dated, digits, negative, ways = con.execute(
+    dated, digits, negative = con.execute(
         f"SELECT count(*) FILTER (WHERE regexp_matches({c}, '{_DAY_FIRST}')), "
         f"count(DISTINCT length(regexp_extract({c}, '[0-9]+'))) FILTER (WHERE regexp_matches({c}, '{_NUMBER}')), "
-        f"count(*) FILTER (WHERE regexp_matches({c}, '^\\s*-[0-9]') AND regexp_matches({c}, '{_NUMBER}')), "
-        f"count(DISTINCT substr(ltrim({c}), 11, 1) || regexp_extract({c}, '{_ZONE}')) "
-        f"FILTER (WHERE regexp_matches({c}, '{_ISO_TIME}')) FROM stg WHERE {where}").fetchall()[0]
-    if ways > 1 and not dated:
-        examples = [r[0] for r in con.execute(
-            f"SELECT min({c}) FROM stg WHERE {where} AND regexp_matches({c}, '{_ISO_TIME}') "
-            f"GROUP BY substr(ltrim({c}), 11, 1) || regexp_extract({c}, '{_ZONE}') ORDER BY 1 LIMIT 3").fetchall()]
+        f"count(*) FILTER (WHERE regexp_matches({c}, '^\\s*-[0-9]') AND regexp_matches({c}, '{_NUMBER}')) "
+        f"FROM stg WHERE {where}").fetchall()[0]
+    # the ways the rows about to be sent, and the cursor delivered before, write their date-times
+    way = f"substr(ltrim({c}), 11, 1) || regexp_extract({c}, '{_ZONE}')"
+    examples = [r[0] for r in con.execute(
+        f"SELECT min({c}) FROM (SELECT {c} FROM stg WHERE {where} UNION ALL SELECT ?) WHERE "
+        f"regexp_matches({c}, '{_ISO_TIME}') GROUP BY {way} ORDER BY 1 LIMIT 3", [delivered]).fetchall()]
+    if len(examples) > 1 and not dated:
         raise CursorValueError(
             f"the cursor field {field!r} is text holding ISO 8601 date-times written in more than one way "
             f"({', '.join(repr(v) for v in examples)}: 'T' or a space between date and time, or different UTC "

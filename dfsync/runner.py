@@ -442,14 +442,15 @@ class Runner:
 
         defn = self.defn
         records = pa.schema([f for f in staging.arrow_schema() if f.name != ACTION_COLUMN])
-        recorded = _schema.load(self.store.sync_row(sync_id=self.sync_id).get("dest_schema"))
+        sync_row = self.store.sync_row(sync_id=self.sync_id)
+        recorded = _schema.load(sync_row.get("dest_schema"))
         where = defn.destination.describe()
         plan = _schema.plan(recorded, staging.as_read(records), defn.primary_key, defn.schema, where,
                             replace=defn.destination_mode.rewrites,
                             replace_ok=DestinationMode.REPLACE in defn.destination.modes)
         defn.destination.check_schema(records)
         _schema_values.check_values(staging.con, "stg", records, defn.destination, where)
-        refuse_stuck_values(staging, defn)
+        refuse_stuck_values(staging, defn, cursor_from_json(sync_row.get("cursor_value")))
         return plan
 
     def record_schema(self, plan: Any, total: int) -> None:

@@ -202,4 +202,8 @@ def test_a_text_cursor_of_iso_date_times_written_two_ways_is_refused(tmp_path):
                    '{"id": 3, "ts": "2024-10-01T11:00:00.5"}\n')
     ok = sync.run(progress=False)
     assert ok.status == "success" and ok.counts["sent"] == 3 and sync.cursor == "2024-10-01T11:00:00.5"
+    # the other way only in rows read later: compared with the delivered cursor's way, refused too
+    src.write_text(src.read_text() + '{"id": 4, "ts": "2024-10-02 08:00:00"}\n')
+    late = sync.run(progress=False)
+    assert late.status == "failed" and "'2024-10-01T11:00:00.5', '2024-10-02 08:00:00'" in late.error, late.error
     ws.close()
