@@ -246,23 +246,23 @@ def drop_live_staging(store_key: str | None = None, run_id: int | None = None) -
 atexit.register(drop_live_staging)
 
 
-def wait_for_run(store_key: str, run_id: int, timeout: float | None = None) -> None:
-    """Block until a run executing in this process has ended (its callbacks too) or stopped, or
-    ``timeout`` seconds passed. Polled, not ``Thread.join``: Ctrl-C does not interrupt a join
-    (Python 3.11) and can leave it marking a live thread stopped. Ctrl-C while waiting pauses the
-    run at its next batch boundary, as it does a foreground run (STATES.md), waits for it to stop
-    (a second Ctrl-C stops waiting) and is raised to the caller."""
+def wait_for_run(store_key: str, run_id: int, thread: threading.Thread, timeout: float | None = None) -> None:
+    """Block until the ``thread`` a background run executes on has finished (the run ended or
+    stopped, its callbacks and the final update of its panel done), or ``timeout`` seconds passed.
+    Polled, not ``Thread.join``: Ctrl-C does not interrupt a join (Python 3.11) and can leave it
+    marking a live thread stopped. Ctrl-C while waiting pauses the run at its next batch boundary,
+    as it does a foreground run (STATES.md), waits for it to stop (a second Ctrl-C stops waiting)
+    and is raised to the caller."""
     import time
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    key = (store_key, run_id)
     try:
-        while key in _RUNS and (deadline is None or time.monotonic() < deadline):
+        while thread.is_alive() and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.02 if deadline is None else max(0.0, min(0.02, deadline - time.monotonic())))
     except KeyboardInterrupt:
         request_stop(store_key, run_id, "pause")
         with contextlib.suppress(KeyboardInterrupt):
-            while key in _RUNS:
+            while thread.is_alive():
                 time.sleep(0.02)
         raise
 

@@ -152,7 +152,7 @@ class SyncRun:
         key = self.workspace.store.key
         thread = _registry.run_thread(key, self.id)
         if thread is not None and thread is not threading.current_thread():  # not from its own callback
-            _registry.wait_for_run(key, self.id, timeout)
+            _registry.wait_for_run(key, self.id, thread, timeout)
         return self
 
     @checked("SyncRun.pause")
