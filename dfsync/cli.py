@@ -21,18 +21,17 @@ session-only sync, no workspace at that path). Errors are one line on stderr.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from ._jsonout import json_text
 from ._settings import setting
 from ._words import plural
 from .errors import (
@@ -133,29 +132,8 @@ def _run_of(ws: Workspace, spec: str) -> tuple[SyncRun, str | None]:
     return last, f"run {last.id} of {spec!r} (its last run; 'dfsync runs {spec}' lists the others)"
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (datetime, date)):
-        return v.isoformat()
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return "\\x" + bytes(v).hex()  # PostgreSQL's bytea text form, not Python's b'...' repr
-    return str(v)
-
-
-def _finite(v: Any) -> Any:
-    """JSON has no NaN or infinity (Python writes a bare NaN that jq, JavaScript and most parsers
-    refuse): a non-finite float of the user's data is written as the text "NaN", "Infinity" or
-    "-Infinity", never as null (that would be another value)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
-
-
 def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(_finite(obj), default=_jsonable, indent=2, allow_nan=False))
+    typer.echo(json_text(obj))
 
 
 def _at_most(fetch: Callable[[int | None], pl.DataFrame], limit: int) -> tuple[pl.DataFrame, bool]:
