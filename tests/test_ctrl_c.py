@@ -174,7 +174,7 @@ SCHEDULER_CHILD = textwrap.dedent("""
     def slow_write_ahead(self, sync_id, run_id, batch_no, *a, **kw):
         if batch_no == 3:  # SIGTERM (a service manager stopping it) while a DuckDB statement runs
             threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
-            duckdb.connect().execute("SELECT count(*) FROM range(300000000) t(i) WHERE md5(i::VARCHAR) = 'never'")
+            duckdb.connect().execute("SELECT count(*) FROM range(20000000) t(i) WHERE md5(i::VARCHAR) = 'never'")  # ~2 s: outlasts the 0.3 s timer
         return original(self, sync_id, run_id, batch_no, *a, **kw)
     cls.write_ahead = slow_write_ahead
     from dfsync.cli import main
