@@ -190,12 +190,13 @@ def arrow_stream(lf: pl.LazyFrame) -> pa.RecordBatchReader:
     floats (polars Float16, also a pandas float16 column) are sent as float32, which holds each value
     exactly: DuckDB, where rows are staged, has no such type (the run failed with 'Unsupported Internal
     Arrow Type e', naming no column)."""
-    widened = {c: t for c, t in ((c, _without_float16(t)) for c, t in lf.collect_schema().items())
-               if t != lf.collect_schema()[c]}
+    have = lf.collect_schema()
+    widened = {c: w for c, t in have.items() if (w := _without_float16(t)) != t}
     if widened:
         lf = lf.with_columns(pl.col(c).cast(t) for c, t in widened.items())
-    refuse_objects(lf.collect_schema())
-    schema = pl.DataFrame(schema=lf.collect_schema()).to_arrow().schema
+        have = lf.collect_schema()
+    refuse_objects(have)
+    schema = pl.DataFrame(schema=have).to_arrow().schema
 
     def batches() -> Iterator[pa.RecordBatch]:
         for df in lf.collect_batches(chunk_size=100_000):

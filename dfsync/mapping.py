@@ -125,13 +125,10 @@ class Mapping:
             rows = pl.DataFrame(schema=source_schema).clear(3)
         except Exception:  # noqa: BLE001 - a type without nulls to make: the run still checks
             return schema
-        self.refuse_row_changes(rows)
-        return schema
-
-    def refuse_row_changes(self, rows: pl.DataFrame) -> None:
         problem = self.row_change_error(rows)
         if problem is not None:
             raise problem
+        return schema
 
     def row_change_error(self, rows: pl.DataFrame) -> ConfigError | None:
         """Refuse an expression that does not give one value per row of ``rows`` (source rows) nor one

@@ -45,6 +45,15 @@ def _footer_schema(path: str, size: int, mtime_ns: int, inode: int) -> Any:
     return pq.read_schema(path)
 
 
+def _version(files: list[str]) -> tuple | None:
+    """What tells one version of ``files`` from another (paths, sizes, modification times; None:
+    one cannot be read now), for the checks each run would otherwise repeat on the same files."""
+    try:
+        return tuple((f, st.st_size, st.st_mtime_ns) for f, st in ((f, os.stat(f)) for f in files))
+    except OSError:
+        return None
+
+
 def _parquet_schema(path: str) -> Any:
     st = os.stat(path)
     return _footer_schema(path, st.st_size, st.st_mtime_ns, st.st_ino)
@@ -191,10 +200,7 @@ class FilesSource(Source):
         before anything is read, naming the file, the column and what to do."""
         if set(self.options) & _OWN_LAYOUT:
             return
-        try:  # the same files (paths, sizes, modification times) passed already: not read again
-            seen: tuple | None = tuple((f, st.st_size, st.st_mtime_ns) for f, st in ((f, os.stat(f)) for f in files))
-        except OSError:
-            seen = None
+        seen = _version(files)  # the same files passed already: not read again
         if seen is not None and seen == getattr(self, "_layout_ok", None):
             return
         self._check_layout(files)
@@ -208,8 +214,9 @@ class FilesSource(Source):
 
             check_parsed_text(files, self.options, self.describe())
         if self.format == "ndjson":  # a key missing from an object is a null: only keys dropped matter
-            self._check_late_keys(files)
-            self._check_float_keys(files)
+            schema = pl.scan_ndjson(files, **self.options).collect_schema()  # polars' reading, for both checks
+            self._check_late_keys(files, schema)
+            self._check_float_keys(files, schema)
             return
         if len(files) < 2:
             return
@@ -233,14 +240,13 @@ class FilesSource(Source):
                     f"sources.duckdb_query(\"SELECT ... FROM read_{_READER[self.format]}([...], "
                     f"union_by_name=true)\") with a cast for each column that differs. Nothing was read or sent.")
 
-    def _check_late_keys(self, files: list[str]) -> None:
+    def _check_late_keys(self, files: list[str], schema: pl.Schema) -> None:
         """polars takes an NDJSON source's columns, and the fields of its objects, from the first
         rows of its first file (``infer_schema_length``): a key first seen later, or only in another
         file, would be dropped without a word (inside an object too: {"o": {"a": 1, "b": 2}} read
         as {"a": 1}). Every object's keys are looked at, at every level."""
         import duckdb
 
-        schema = pl.scan_ndjson(files, **self.options).collect_schema()
         con = duckdb.connect()
         try:
             shapes = con.execute(
@@ -271,13 +277,12 @@ class FilesSource(Source):
         raise SourceError(f"{self.describe()}: key {key!r} (in {where}){more} is not among the columns {why}, so "
                           f"its values would be dropped. {fix}. Nothing was read or sent.")
 
-    def _check_float_keys(self, files: list[str]) -> None:
+    def _check_float_keys(self, files: list[str], schema: pl.Schema) -> None:
         """A key polars reads as floats (its values mix integers and decimals) holding an integer a
         float cannot hold (beyond 2**53): 9007199254740993 arrived as 9007199254740992 without a
         word. Refused naming the key, the value and the file (top-level keys)."""
         import duckdb
 
-        schema = pl.scan_ndjson(files, **self.options).collect_schema()
         keys = [k for k, t in schema.items() if t.is_float()]
         if not keys:
             return
@@ -321,10 +326,7 @@ class FilesSource(Source):
         """The reader options, with the integer columns written with leading zeros (``01234``) read as
         text, and floats with more digits than a float keeps refused (``_csvdates.numbers_as_written``);
         looked for once per version of the files."""
-        try:
-            seen: tuple | None = tuple((f, st.st_size, st.st_mtime_ns) for f, st in ((f, os.stat(f)) for f in files))
-        except OSError:
-            seen = None
+        seen = _version(files)
         cached = getattr(self, "_zeros", None)
         if seen is None or cached is None or cached[0] != seen:
             from ._csvdates import numbers_as_written

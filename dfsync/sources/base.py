@@ -65,12 +65,12 @@ class CursorFilter:
         column's own time zone (polars refuses to compare two zones), so a cursor kept from a
         column in America/New_York reads the same instants on the next run."""
         value: Any = self.value
-        refuse_other_type(self.field, value, lf.collect_schema().get(self.field))
+        dtype = lf.collect_schema().get(self.field)  # once: for a CSV or NDJSON scan it reads the files' first rows
+        refuse_other_type(self.field, value, dtype)
         if isinstance(value, datetime) and value.tzinfo is not None:
-            dtype = lf.collect_schema().get(self.field)
             if isinstance(dtype, pl.Datetime) and dtype.time_zone:
                 value = pl.lit(value).dt.convert_time_zone(dtype.time_zone)
-        elif isinstance(value, str) and isinstance(lf.collect_schema().get(self.field), pl.Decimal):
+        elif isinstance(value, str) and isinstance(dtype, pl.Decimal):
             value = Decimal(value)  # a decimal cursor stored as text before it was kept as a decimal
         return lf.filter((pl.col(self.field) >= value) | pl.col(self.field).is_null())
 

@@ -164,7 +164,8 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
             if reset:  # the delivered state goes: refused as sync.reset() is while a run owns batches
                 self._refuse_reset_while_unfinished(con, sync_id, "change its destination or primary key",
                                                     "create_sync again")
-            elif forget_cursor and old["cursor_value"] is not None:  # a paused run would bring the old one back
+            forget = forget_cursor and not reset and old["cursor_value"] is not None
+            if forget:  # a paused run would bring the old one back
                 self._refuse_reset_while_unfinished(con, sync_id, "change its cursor field", "create_sync again")
             was = old["definition"].get("destination_mode")
             if was == DestinationMode.REPLACE.value and definition.get("destination_mode") != was:
@@ -185,7 +186,7 @@ class Store(DeliveryOps, BucketOps, ErasureOps, FileConnections):
                 con.execute("UPDATE syncs SET cursor_value = NULL, fp_algo = NULL, key_types = NULL, "
                             "source_snapshot = NULL, dest_schema = NULL WHERE id = ?", [sync_id])
                 detail += "; destination or primary key changed: delivered state reset, every row is sent again"
-            elif forget_cursor and old["cursor_value"] is not None:
+            elif forget:
                 con.execute("UPDATE syncs SET cursor_value = NULL WHERE id = ?", [sync_id])
                 detail += "; cursor field changed: the last cursor is forgotten, the next run reads the whole source"
             self._event(con, sync_id, None, "definition", None, None, detail)
