@@ -384,7 +384,8 @@ def test_an_unreachable_object_store_pauses_the_run_with_a_clear_message(tmp_pat
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     opts = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
-            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
+            "max_retries": "1"}  # delta-rs's own retries (10 by default) would wait ~5 s per run here
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2]}), primary_key="id",
                           destination=dfsync.destinations.delta("s3://bucket/t", storage_options=opts))
