@@ -17,7 +17,7 @@ import dfsync
 pytest_plugins = ["tests.plugins.targets"] + sorted(
     f"tests.plugins.{p.stem}"
     for p in (pathlib.Path(__file__).parent / "plugins").glob("*.py")
-    if p.stem not in ("__init__", "targets")
+    if not p.stem.startswith("_") and p.stem != "targets"  # _cli_zygote.py is a program, not a plugin
 )
 
 
