@@ -432,19 +432,25 @@ class FileConnections(StoreKey):
     def _migrate(self, con: duckdb.DuckDBPyConnection, create: bool = True) -> None:
         if not self.memory:
             self._refuse_foreign(con, create)
-        con.execute("CREATE TABLE IF NOT EXISTS dfsync_schema (version INTEGER, applied_at TIMESTAMPTZ)")
-        have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchall()[0][0]
+        made = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                           "AND table_name = 'dfsync_schema'").fetchall()[0][0]
+        have = con.execute("SELECT coalesce(max(version), 0) FROM dfsync_schema").fetchall()[0][0] if made else 0
         if have > SCHEMA_VERSION:
             raise WorkspaceError(
                 f"{self.path} was written by a newer dfsync (schema {have} > {SCHEMA_VERSION}); "
                 f"upgrade dfsync to open it"
             )
+        if have == SCHEMA_VERSION:
+            return
+        # Every pending version in one transaction: a new workspace pays one commit (one sync of the
+        # file), not one per version, and a file is never left between two versions.
+        con.execute("BEGIN TRANSACTION")
+        con.execute("CREATE TABLE IF NOT EXISTS dfsync_schema (version INTEGER, applied_at TIMESTAMPTZ)")
         for version in range(have + 1, SCHEMA_VERSION + 1):
-            con.execute("BEGIN TRANSACTION")
             for stmt in MIGRATIONS[version]:
                 con.execute(stmt)
             con.execute("INSERT INTO dfsync_schema VALUES (?, ?)", [version, now()])
-            con.execute("COMMIT")
+        con.execute("COMMIT")
 
     def _refuse_foreign(self, con: duckdb.DuckDBPyConnection, create: bool) -> None:
         """A DuckDB file that is not a dfsync workspace is never turned into one (nothing is written)."""
