@@ -30,7 +30,6 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
 
 from .destinations._delta import DeltaSession
 from .destinations.base import ACTION_COLUMN, BatchResult
@@ -82,9 +81,8 @@ def load(runner: Runner, total: int, keep_all: bool, batch_no: int) -> None:
     cols = None if keep_all else list(dict.fromkeys(
         key + ([defn.cursor_field] if defn.sync_mode == SyncMode.INCREMENTAL and defn.cursor_field in staging.columns
                else [])))
-    records = staging.batches(mode, STREAM_ROWS)
+    records = staging.batches(mode, STREAM_ROWS, bookkeeping=False)  # the rows to encode, nothing else
     schema = records.schema
-    names = [n for n in schema.names if n not in (ACTION_COLUMN, "_fp", "_rid")]
     with store.lease():
         store.ensure_state_table(runner.sync_id, {k: staging.types[k] for k in key})
         slim = staging.batches(mode, total, columns=cols)  # opened here, read once the files are under way
@@ -92,8 +90,7 @@ def load(runner: Runner, total: int, keep_all: bool, batch_no: int) -> None:
 
         def write() -> None:
             try:
-                session.write_aside((rb.select(names) for rb in records), pa.schema([schema.field(n) for n in names]),
-                                    writers=WRITERS if total >= WRITERS * PER_WRITER else 1)
+                session.write_aside(iter(records), schema, writers=WRITERS if total >= WRITERS * PER_WRITER else 1)
             except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread
                 failed.append(exc)
 
