@@ -30,7 +30,6 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-
 from .destinations._delta import DeltaSession
 from .destinations.base import ACTION_COLUMN, BatchResult
 from .states import DestinationMode, SyncMode
