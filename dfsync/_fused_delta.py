@@ -30,6 +30,10 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
+
+from ._arrow import int_array, string_array
 from .destinations._delta import DeltaSession
 from .destinations.base import ACTION_COLUMN, BatchResult
 from .states import DestinationMode, SyncMode
@@ -84,7 +88,10 @@ def load(runner: Runner, total: int, keep_all: bool, batch_no: int) -> None:
     schema = records.schema
     with store.lease():
         store.ensure_state_table(runner.sync_id, {k: staging.types[k] for k in key})
-        slim = staging.batches(mode, total, columns=cols)  # opened here, read once the files are under way
+        # opened here, read once the files are under way. Every row is an insert (takes()): the
+        # actions are one dictionary-encoded 'insert', not 2M texts out of staging (~0.06 CPU-s),
+        # unless the run keeps every row's record (then stored as text, as any run's)
+        slim = staging.batches(mode, total, columns=cols, action=keep_all)
         failed: list[BaseException] = []
 
         def write() -> None:
@@ -98,6 +105,9 @@ def load(runner: Runner, total: int, keep_all: bool, batch_no: int) -> None:
         try:
             try:
                 tbl = slim.read_all()
+                if not keep_all:
+                    tbl = tbl.append_column(ACTION_COLUMN, pa.DictionaryArray.from_arrays(
+                        int_array(np.zeros(tbl.num_rows, np.int8), pa.int8()), string_array(["insert"])))
                 store.write_ahead(runner.sync_id, runner.run_id, batch_no, tbl, key, ACTION_COLUMN, alone=True)
             finally:
                 thread.join()  # never leave the files being written under a session about to close
