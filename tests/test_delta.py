@@ -14,6 +14,8 @@ import os
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
 import pytest
 
 import dfsync
@@ -159,9 +161,15 @@ def test_replace_is_one_overwrite_commit(tmp_path):
         s.write(batch(1, id=[5], v=["e"]))
         s.write(batch(2, id=[6], v=["f"]))
         assert read(path)["id"].to_list() == [1, 2]  # readers see the old rows until the end
-        assert s.committed_batches() == {1: [], 2: []}  # held beside the table
+        # held beside the table as Arrow IPC: the overwrite commit is the one Parquet encoding of each row
+        held = sorted(os.listdir(s.parts))
+        assert held == ["batch-00000001.arrow", "batch-00000002.arrow"]
+        assert pa.ipc.open_file(os.path.join(s.parts, held[1])).read_all()["id"].to_pylist() == [6]
+        # a batch a paused run of an older dfsync held as Parquet is taken too
+        pq.write_table(pa.table({"id": pa.array([7], pa.int64()), "v": ["g"]}), os.path.join(s.parts, "batch-00000003.parquet"))
+        assert s.committed_batches() == {1: [], 2: [], 3: []}
         s.finish()
-    assert read(path).to_dict(as_series=False) == {"id": [5, 6], "v": ["e", "f"]}
+    assert read(path).to_dict(as_series=False) == {"id": [5, 6, 7], "v": ["e", "f", "g"]}
     last = deltalake.DeltaTable(str(path)).history(1)[0]
     assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Overwrite"
     assert not os.path.exists(path / "_dfsync")
@@ -169,7 +177,7 @@ def test_replace_is_one_overwrite_commit(tmp_path):
         s.prepare(batch(1, id=[1], v=["x"]).data.schema)
         s.write(batch(1, id=[9], v=["z"]))
         s.abandon()
-    assert read(path)["id"].to_list() == [5, 6] and not os.path.exists(path / "_dfsync")
+    assert read(path)["id"].to_list() == [5, 6, 7] and not os.path.exists(path / "_dfsync")
 
 
 TYPES = {
