@@ -197,7 +197,7 @@ TYPES = {
 }
 
 
-@pytest.mark.parametrize("mode", ["upsert", "insert"])
+@pytest.mark.parametrize("mode", ["upsert", "insert", "replace"])  # replace: through its held Arrow IPC batches
 def test_every_type_round_trips(tmp_path, mode):
     path = tmp_path / "types"
     dest = dfsync.destinations.delta(str(path))
