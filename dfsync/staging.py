@@ -472,7 +472,7 @@ class Staging:
         partitioned run). ``bookkeeping`` False: the record columns alone (a reader that only
         encodes the rows, whose actions, fingerprints and row ids another reader of the same rows
         gives: making and exporting them cost a 2M-row Delta first load ~0.1 CPU-s). ``action`` False:
-        no _action (a caller that knows every row's; as text it costs ~30 ns a row)."""
+        no _action (a caller that knows every row's; as text it costs ~15 ns a row)."""
         self.flush_outcomes()
         cols = ", ".join(quote(c) for c in (self.columns if columns is None else columns))
         act = "'insert'" if mode.rewrites else "_action::VARCHAR"  # every row goes into the new table
