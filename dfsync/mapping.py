@@ -58,6 +58,53 @@ def _sql_literal(v: Any) -> str:
     raise TypeError
 
 
+# Expression steps that move values to other rows (polars' serialized names): a sort, a
+# gather by index, a reversal, a shuffle or sample, the positions of a sort.
+_REORDER_NODES = {"Sort": "sort", "SortBy": "sort_by", "Gather": "gather"}
+_REORDER_FUNCTIONS = {"Reverse": "reverse", "Random": "shuffle or sample", "ArgSort": "arg_sort"}
+
+
+def _reordering(expr: pl.Expr) -> str | None:
+    """The step of ``expr`` that hands one row's value to another row (``pl.col('x').sort()``), or
+    None. A step inside a part that gives one value for all rows (``pl.col('x').sort().first()``)
+    does not count. Read from polars' serialized tree; a tree this cannot read finds nothing."""
+    import io
+    import json
+
+    def scalar(node: dict[str, Any]) -> bool:
+        try:
+            return pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json").meta.is_scalar()
+        except Exception:  # noqa: BLE001 - not an expression (an options dict): look inside
+            return False
+
+    def walk(node: Any) -> str | None:
+        if isinstance(node, list):
+            return next((found for found in map(walk, node) if found), None)
+        if not isinstance(node, dict) or scalar(node):
+            return None
+        for key, value in node.items():
+            if key in _REORDER_NODES:
+                return _REORDER_NODES[key]
+            if key == "Function" and isinstance(value, dict):
+                fn = value.get("function")
+                name = fn if isinstance(fn, str) else next(iter(fn), None) if isinstance(fn, dict) else None
+                if name in _REORDER_FUNCTIONS:
+                    return _REORDER_FUNCTIONS[name]
+                value = value.get("input")  # the function's own options hold no rows (list.sort() is per row)
+            elif key == "Eval" and isinstance(value, dict):
+                value = value.get("expr")  # list.eval / arr.eval work inside each row's list
+            found = walk(value)
+            if found:
+                return found
+        return None
+
+    try:
+        tree = json.loads(expr.meta.serialize(format="json"))
+    except Exception:  # noqa: BLE001 - an expression polars cannot serialize: nothing to read
+        return None
+    return walk(tree)
+
+
 def _json_plain(v: Any) -> bool:
     """Text, numbers, booleans, None and lists / dicts of them: stored as JSON as they are."""
     if v is None or isinstance(v, (str, bool, int, float)):
@@ -128,6 +175,15 @@ class Mapping:
         problem = self.row_change_error(rows)
         if problem is not None:
             raise problem
+        for field, value in (self.spec or {}).items():
+            step = _reordering(value) if isinstance(value, pl.Expr) and not python_code(value) else None
+            if step is not None:
+                raise ConfigError(
+                    f"mapping[{field!r}] = {value} reorders the values ({step}): each row would get a value "
+                    f"computed from another row, and the other fields would not line up with it. A mapping "
+                    f"expression works row by row (pl.col('x') + 1), or gives one value for all rows "
+                    f"(pl.col('x').sort().first()). Order or rank the rows in the source instead (a query "
+                    f"with ORDER BY, or the frame you pass). Nothing was sent.")
         return schema
 
     def row_change_error(self, rows: pl.DataFrame) -> ConfigError | None:

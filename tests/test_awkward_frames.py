@@ -209,6 +209,35 @@ def test_a_mapping_expression_that_changes_the_rows_is_refused_naming_its_field(
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
         assert con.sql("SELECT id, total FROM t ORDER BY id").fetchall() == [(1, 4), (2, 4), (3, 4)]
 
+def test_a_mapping_expression_that_reorders_values_is_refused_naming_its_field(tmp_path):
+    """pl.col('email').sort() in a mapping keeps the number of rows but hands each row another row's
+    value: the run said success and the destination held each id with someone else's email. An
+    expression that moves values between rows (sort, sort_by, reverse, shuffle, sample, gather,
+    arg_sort, also inside when/then, over or concat_str) is refused at create_sync naming the field;
+    one that sorts inside a single value (.sort().first()), inside each row's list (list.sort(),
+    list.eval) or ranks or shifts values in place is sent as before."""
+    import polars as pl
+
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    df = pl.DataFrame({"id": [1, 2, 3], "email": ["c@x", "a@x", "b@x"], "l": [[3, 1], [2], [1, 2]]})
+    dest = dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), "t")
+    for expr, step in ((pl.col("email").sort(), "sort"), (pl.col("email").sort_by("id", descending=True), "sort_by"),
+                       (pl.col("email").reverse(), "reverse"), (pl.col("email").shuffle(seed=1), "shuffle"),
+                       (pl.col("email").sort().over("id"), "sort"),
+                       (pl.when(pl.col("id") > 1).then(pl.col("email").sort()).otherwise(None), "sort"),
+                       (pl.concat_str([pl.lit("<"), pl.col("email").reverse()]), "reverse")):
+        with pytest.raises(dfsync.ConfigError, match=rf"mapping\['e'\] = .* reorders the values \({step}"):
+            ws.create_sync("s", source=df, primary_key="id", destination=dest, mapping={"id": "id", "e": expr})
+    assert ws.syncs().height == 0
+    sync = ws.create_sync("s", source=df, primary_key="id", destination=dest, mapping={
+        "id": "id", "e": "email", "first": pl.col("email").sort().first(), "l": pl.col("l").list.sort(),
+        "r": pl.col("email").rank("ordinal"), "prev": pl.col("id").shift(1)})
+    assert sync.run(progress=False).status == "success"
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT id, e, first, l, r, prev FROM t ORDER BY id").fetchall() == [
+            (1, "c@x", "a@x", [1, 3], 3, None), (2, "a@x", "a@x", [2], 1, 1), (3, "b@x", "a@x", [1, 2], 2, 2)]
+
+
 def test_polars_object_columns_are_refused_not_sent_as_memory_addresses(tmp_path):
     """A polars Object column (Python objects: a frame built with dtype=pl.Object, or a mapping's
     map_elements(..., return_dtype=pl.Object)) reached Arrow as 8 bytes of a memory address a value:
