@@ -114,11 +114,13 @@ def send_bucket(task: dict[str, Any]) -> dict[str, Any]:
     ctx = DestinationContext(**{**c, "mode": DestinationMode(c["mode"]), "primary_key": tuple(c["primary_key"])})
     kill_point("open", task, 0)
     # a session is kept only between waves of one run, on one schema, and only one at a time
-    key = hashlib.sha256(json.dumps([task["destination"], c, task.get("modules")], sort_keys=True, default=str)
+    key = hashlib.sha256(json.dumps([task["destination"], c, task.get("modules"), task.get("widen")], sort_keys=True,
+                                    default=str)
                          .encode() + task["schema"]).hexdigest() if destination.reusable_sessions else ""
     session = _take_session(key) if key else None
     if session is None:
         session = destination.open(ctx)
+        session.widen_columns = set(task.get("widen", ()))  # as the run's own session took them
         try:
             session.prepare(pa.ipc.read_schema(pa.py_buffer(task["schema"])))
         except BaseException:

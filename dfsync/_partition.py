@@ -107,6 +107,9 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
     schema = staging.arrow_schema()
     algo = key_algo(schema, key)
     ctx = runner.session.ctx
+    # the columns whose source type widened: a worker's prepare() takes them as the run's own
+    # session did (a Parquet data set is only rewritten at the run's end, so they are still narrow)
+    widen = sorted(runner.session.widen_columns)
     in_process = not engine.remote
     if in_process:  # the buckets one after another on the run's own session
         fn: Any = functools.partial(write_bucket, runner.session)
@@ -121,6 +124,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
     base_task = {"destination": {"kind": defn.destination.kind, **defn.destination.config()},
                  "modules": sorted({type(defn.destination).__module__} - {"__main__"}),
                  "context": context_task(ctx), "schema": schema.serialize().to_pybytes(),
+                 "widen": widen,
                  "test_kill": os.environ.get("DFSYNC_TEST_KILL_WORKER")}  # tests only: see _bucket
     rows = defn.batch_size or defn.destination.default_batch_size
     engine.start()
@@ -137,6 +141,7 @@ def _send(runner: Runner, keep_all: bool, next_batch: int) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     if not in_process:
         runner.session = defn.destination.open(ctx)
+        runner.session.widen_columns = set(widen)
         runner.session.prepare(schema)
 
 

@@ -40,6 +40,10 @@ def _exact(tmp_path, kind, one, part, r1, r2):
 def test_local_processes_equal_one_process(tmp_path, kind):
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     src, one, part = _syncs(ws, tmp_path, kind)
+    # 'value' float32 now, float64 in the second version: the workers widen it as the driver does
+    # (they failed on Parquet with "column 'value' is double in the source but float", which the
+    # run's own session had accepted: the widened columns did not travel with the task)
+    rows(600).with_columns(pl.col("value").cast(pl.Float32)).write_parquet(src)
     engine = dfsync.engines.local(processes=2)
     r1, r2 = one.run(progress=False), part.run(progress=False, engine=engine)
     _exact(tmp_path, kind, one, part, r1, r2)
@@ -49,6 +53,7 @@ def test_local_processes_equal_one_process(tmp_path, kind):
     pl.concat([rows(500, version=2), rows(20, start=900)]).write_parquet(src)
     r1, r2 = one.run(progress=False), part.run(progress=False, engine=engine)
     _exact(tmp_path, kind, one, part, r1, r2)
+    assert read_dest(kind, tmp_path, "part").schema["value"] == pl.Float64
     assert part.run(progress=False, engine=engine).counts["sent"] == 0
 
 
