@@ -35,7 +35,7 @@ def context_task(ctx: DestinationContext) -> dict[str, Any]:
     """A destination context as plain data (for a worker)."""
     return {"sync_id": ctx.sync_id, "sync_name": ctx.sync_name, "run_id": ctx.run_id, "mode": ctx.mode.value,
             "primary_key": list(ctx.primary_key), "requeried": ctx.requeried, "workspace_id": ctx.workspace_id,
-            "schema": ctx.schema}
+            "schema": ctx.schema, "owner_epoch": ctx.owner_epoch}  # a worker's batches are fenced as the driver's
 
 
 def read_ipc(path: str) -> pa.Table:

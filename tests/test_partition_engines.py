@@ -6,16 +6,22 @@ driver leaves the run paused, resumed exactly by the next sync.run()."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 import dfsync
+from dfsync._bucket import context_task, send_bucket, write_ipc
+from dfsync.destinations.base import ACTION_COLUMN, DestinationContext
+from dfsync.states import DestinationMode
 from tests.faulty import FaultyDestination, env_with_repo
 from tests.test_partition import COUNTERS, make_dest, read_dest, records, rows
 
@@ -55,6 +61,28 @@ def test_local_processes_equal_one_process(tmp_path, kind):
     _exact(tmp_path, kind, one, part, r1, r2)
     assert read_dest(kind, tmp_path, "part").schema["value"] == pl.Float64
     assert part.run(progress=False, engine=engine).counts["sent"] == 0
+
+
+def test_a_workers_batches_are_fenced_by_the_runs_owner_epoch(tmp_path):
+    """A worker's session carries its run's owner epoch (PostgreSQL workspace), as the driver's does:
+    once a newer owner took the run over (its session raised the ledger's fence), a worker of the
+    stopped driver writes nothing. The epoch did not travel with the task, so such a worker's
+    batches were applied unfenced after the takeover (docs/PARTITIONS.md: fenced as CONCURRENCY.md says)."""
+    dest = dfsync.destinations.sqlite(str(tmp_path / "d.sqlite"), table="t")
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), (ACTION_COLUMN, pa.string())])
+    newer = DestinationContext(sync_id=1, sync_name="s", run_id=1, mode=DestinationMode.UPSERT, primary_key=("id",),
+                               workspace_id="ws1", owner_epoch=2)
+    session = dest.open(newer)  # the process that took the run over raised the fence to its epoch
+    session.prepare(schema)
+    session.close()
+    batch = tmp_path / "batch-1.arrow"
+    write_ipc(str(batch), pa.table({"_rid": [0], "_fp": [1], "id": [7], "name": ["late"], ACTION_COLUMN: ["insert"]}))
+    task = {"destination": {"kind": dest.kind, **dest.config()}, "modules": [], "bucket": 0, "batches": [(1, str(batch))],
+            "context": context_task(dataclasses.replace(newer, owner_epoch=1)), "schema": schema.serialize().to_pybytes()}
+    with pytest.raises(dfsync.SyncAlreadyRunning, match="taken over"):
+        send_bucket(task)
+    with sqlite3.connect(tmp_path / "d.sqlite") as con:
+        assert con.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
 def test_literal_secret_is_refused_on_an_engine(tmp_path):
