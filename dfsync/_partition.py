@@ -36,10 +36,11 @@ from ._bucket import context_task, read_ipc, send_bucket, write_bucket, write_ip
 from ._cursor import cursor_to_json, top_cursor
 from ._ident import quote
 from ._keyhash import INT_ALGO, bucket_sql, int_key_buckets, key_algo
+from ._sensitive import scrub_run_texts
 from ._words import plural
 from .destinations.base import ACTION_COLUMN, BatchResult
 from .engines import BucketsLost, Engine, InProcess, WorkerLost, finished
-from .errors import ConfigError
+from .errors import ConfigError, redact
 from .states import SyncMode
 from .store import bucket_summary
 
@@ -83,6 +84,9 @@ def note_bucket(runner: Runner, b: int, state: str, counts: dict[str, int] | Non
                 error: str | None = None) -> None:
     """A bucket changed state: its row in the workspace (``run.buckets()``, the panel and the CLI
     read it), and the progress hooks see ``row["buckets"]`` ("3 done, 2 running, 3 waiting, 0 failed")."""
+    if error:  # as the run's own error: a destination's message may quote a row's sensitive value (cut
+        # after the scrub, which finds whole values only)
+        error = scrub_run_texts(runner, redact(error))[0][:500]
     have = runner.store.set_bucket(runner.sync_id, runner.run_id, b, state, counts, error)
     runner.report({"buckets": bucket_summary(have)})
 
@@ -202,7 +206,7 @@ class Waves:
                     note_bucket(runner, b, "waiting", error=str(exc))
                     self.queue.appendleft(w)
             elif exc is not None:  # the task's own error: the run stops once the running waves end
-                note_bucket(runner, b, "failed", error=str(exc)[:500])
+                note_bucket(runner, b, "failed", error=str(exc))
                 self.error = self.error or exc
             elif self.cutting and any("landed" in o for o in out["results"].values()):
                 self.later.append((w, out))

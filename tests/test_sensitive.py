@@ -186,6 +186,29 @@ def test_a_check_that_cannot_run_on_sensitive_values_does_not_store_them_in_the_
     assert not [p for p in PHONES if p in str(raised.value)] and raised.value.__cause__ is None
 
 
+def test_a_buckets_error_quoting_a_sensitive_value_stores_its_hash(ws, pg_uri):
+    """A partitioned run's bucket refused by its destination with a message quoting a row's value
+    (a trigger's RAISE) kept that message in plain in run.buckets() and in its 'bucket N failed'
+    event, while the run's own error showed the hash."""
+    import psycopg
+
+    with psycopg.connect(pg_uri, autocommit=True) as con:
+        con.execute("CREATE TABLE people (id bigint PRIMARY KEY, email text, phone text, age integer)")
+        con.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.age > 150 THEN "
+                    "RAISE EXCEPTION 'refused %', NEW.email; END IF; RETURN NEW; END $$")
+        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON people FOR EACH ROW EXECUTE FUNCTION refuse()")
+    sync = ws.create_sync("people", source=frame(), destination=dfsync.destinations.postgres(pg_uri, table="people"),
+                          primary_key="id", sensitive=["email", "phone"], partitions=2)
+    run = sync.run(progress=False)
+    assert run.status == dfsync.RunStatus.FAILED
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    errors = [e for e in run.buckets()["error"].to_list() if e]
+    assert errors and all(f"refused {keyed_hash(EMAILS[3], key)}" in e or f"refused {keyed_hash(EMAILS[4], key)}" in e
+                          for e in errors), errors
+    texts = run.error + str(run.buckets().to_dicts()) + str(sync.events().to_dicts()) + str(sync.runs().to_dicts())
+    assert not [e for e in EMAILS if e in texts]
+
+
 def test_a_refusal_before_sending_that_quotes_a_sensitive_value_stores_its_hash(ws, tmp_path):
     """The run's error quoting a row's value (here: an unsigned 64-bit card number SQLite cannot
     store, named by the check before anything is sent; a destination's error for a whole batch
