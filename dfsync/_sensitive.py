@@ -45,6 +45,7 @@ __all__ = ["KEY_ENV", "PREFIX", "check_sensitive", "key_file", "key_text", "keye
 KEY_ENV = "DFSYNC_RECORD_KEY"
 PREFIX = "hmac:"
 _MIN_SCRUB = 3  # a value this short is not searched for in error texts (it would mangle them)
+ERROR_CAP = 2000  # characters of a destination's error kept with a record
 
 
 def key_file() -> str:
@@ -90,11 +91,18 @@ def store_key(store: Any) -> bytes:
     return workspace_key(store.workspace_id())
 
 
-def protect(records: pa.Table | None, sensitive: Sequence[str], store: Any) -> pa.Table | None:
-    """Records about to be stored in ``store``, their ``sensitive`` fields hashed."""
-    if records is None or not sensitive:
-        return records
-    return protect_records(records, sensitive, store_key(store))
+def protect(records: pa.Table | None, sensitive: Sequence[str], store: Any, error_cap: int | None = None) -> pa.Table | None:
+    """Records about to be stored in ``store``, their ``sensitive`` fields hashed; ``error_cap``: their
+    ``_error`` texts then cut to that many characters (after the hashing, which finds whole values
+    only: a value cut in half would stay in plain)."""
+    if records is not None and sensitive:
+        records = protect_records(records, sensitive, store_key(store))
+    if records is not None and error_cap is not None and "_error" in records.column_names:
+        import pyarrow.compute as pc
+
+        cut = pc.utf8_slice_codeunits(records.column("_error"), 0, error_cap)
+        records = records.set_column(records.column_names.index("_error"), "_error", cut)
+    return records
 
 
 def protect_results(results: list[dict[str, Any]], sensitive: Sequence[str], store: Any) -> list[dict[str, Any]]:

@@ -474,7 +474,7 @@ class Runner:
         result = written.result()
         # vectorised: only rejected rows are looked at one by one
         bad: dict[int, tuple[str, str]] = {i: (RecordStatus.SKIPPED.value, redact(e)) for i, e in result.skipped.items()}
-        bad.update({i: (RecordStatus.FAILED.value, redact(e)[:2000]) for i, e in result.failed.items()})
+        bad.update({i: (RecordStatus.FAILED.value, redact(e)) for i, e in result.failed.items()})  # cut once stored
         delivered: pa.Array | None = None  # None: every row
         if bad:
             good_mask = np.ones(n, dtype=bool)
@@ -501,13 +501,13 @@ class Runner:
                             dict(sent=n, succeeded=n - len(bad), failed=len(result.failed),
                                  skipped=len(result.skipped), batches=1),
                             cursor_max=cursor_to_json(self.cursor_max) if self.cursor_max is not None else None,
-                            records=_sensitive.protect(recs, defn.sensitive, store))
+                            records=_sensitive.protect(recs, defn.sensitive, store, error_cap=_sensitive.ERROR_CAP))
         assert self.staging is not None
         rids = tbl.column("_rid")
         self.staging.record_outcomes(rids if delivered is None else rids.filter(delivered),
                                      RecordStatus.SUCCEEDED.value, batch_no)
         for i, (st_, err) in bad.items():
-            self.staging.record_outcomes(rids.take(int_array([i])), st_, batch_no, err)
+            self.staging.record_outcomes(rids.take(int_array([i])), st_, batch_no, err[:_sensitive.ERROR_CAP])
         self.report()
 
     def _store_invalid_records(self) -> None:

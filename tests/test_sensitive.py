@@ -186,6 +186,22 @@ def test_a_check_that_cannot_run_on_sensitive_values_does_not_store_them_in_the_
     assert not [p for p in PHONES if p in str(raised.value)] and raised.value.__cause__ is None
 
 
+def test_a_long_error_cut_to_size_keeps_no_part_of_a_sensitive_value(ws, tmp_path):
+    """A destination's error for a row was cut to 2,000 characters before its sensitive values were
+    hashed, and the hashing looks for whole values: a value the cut went through stayed in plain."""
+    long_email = "x" * 2990 + "@example.com"
+    dest = destination(tmp_path, ", CHECK (CASE WHEN length(email) < 100 THEN true ELSE CAST(email AS INTEGER) > 0 END)",
+                       check="")
+    df = pl.DataFrame({"id": [1, 2], "email": [long_email, EMAILS[0]], "phone": PHONES[:2], "age": [30, 40]})
+    sync = ws.create_sync("people", source=df, destination=dest, primary_key="id", sensitive=["email"],
+                          max_failed_rows=10)
+    run = sync.run(progress=False)
+    (error,) = run.records("failed")["_error"].to_list()
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert keyed_hash(long_email, key) in error and len(error) <= 2000, error
+    assert "x" * 20 not in str(run.records().to_dicts()) + str(sync.events().to_dicts())
+
+
 def test_a_buckets_error_quoting_a_sensitive_value_stores_its_hash(ws, pg_uri):
     """A partitioned run's bucket refused by its destination with a message quoting a row's value
     (a trigger's RAISE) kept that message in plain in run.buckets() and in its 'bucket N failed'
