@@ -310,10 +310,11 @@ def retention_delta(stored: str) -> timedelta:
     return timedelta(seconds=int(n) * _UNITS[unit.rstrip("s")])
 
 
-def check_sensitive(value: Any, fields: Sequence[str], key: Sequence[str]) -> list[str]:
-    """``sensitive=`` as a list of field names, each a field of the records (after mapping) and
-    not a primary key column. (An incremental sync reads the rows it sends again from the source
-    by key: their records keep those fields only as hashes, see :mod:`dfsync._retry`.)"""
+def check_sensitive(value: Any, fields: Sequence[str], key: Sequence[str], cursor: str | None = None) -> list[str]:
+    """``sensitive=`` as a list of field names, each a field of the records (after mapping), not a
+    primary key column nor ``cursor`` (an incremental sync's cursor_field). (An incremental sync reads the
+    rows it sends again from the source by key: their records keep those fields only as hashes, see
+    :mod:`dfsync._retry`.)"""
     names = [value] if isinstance(value, str) else list(value or [])
     for n in names:
         if not isinstance(n, str) or n not in fields:
@@ -323,4 +324,9 @@ def check_sensitive(value: Any, fields: Sequence[str], key: Sequence[str]) -> li
             raise ConfigError(f"sensitive field {n!r} is a primary key column: the workspace needs keys as they are "
                               f"to compare and retry rows; key the sync on another column, or erase a key's traces "
                               f"with sync.forget(keys)")
+        if n == cursor:
+            raise ConfigError(f"sensitive field {n!r} is the cursor_field of this incremental sync: the workspace keeps "
+                              f"the greatest value it delivered as it is (sync.cursor, the run history) to know where "
+                              f"the next run reads from; use another cursor (an updated_at timestamp), or leave {n!r} "
+                              f"out of sensitive")
     return list(dict.fromkeys(names))

@@ -177,7 +177,8 @@ class SyncDefinition:
                 raise ConfigError(problem)
             window = check_window(self.cursor_field, schema[self.cursor_field], self.lookback, self.initial_cursor)
             self.lookback, self.initial_cursor = window.get("lookback"), window.get("initial_cursor")
-        self.sensitive = check_sensitive(self.sensitive, fields, keys)
+        self.sensitive = check_sensitive(self.sensitive, fields, keys,
+                                         self.cursor_field if smode == SyncMode.INCREMENTAL else None)
         self.record_retention = parse_retention(self.record_retention)
         destination.validate(fields, keys, dmode)
         check_destination_types(destination, schema)

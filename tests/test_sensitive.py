@@ -277,6 +277,11 @@ def test_sensitive_is_checked_at_definition_and_old_definitions_stay_equal(ws, t
         ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive=["id"])
     with pytest.raises(dfsync.ConfigError, match="30 days"):
         ws.create_sync("x", source=src, destination=dest, primary_key="id", record_retention="a month")
+    # an incremental sync's cursor: its greatest delivered value is kept as it is (sync.cursor, runs), so a
+    # sensitive cursor stayed in plain in the workspace while the definition said it was hashed
+    with pytest.raises(dfsync.ConfigError, match="'age' is the cursor_field"):
+        ws.create_sync("x", source=src, destination=dest, primary_key="id", sensitive=["email", "age"],
+                       sync_mode="incremental", cursor_field="age")
     plain = ws.create_sync("plain", source=src, destination=dest, primary_key="id")
     assert "sensitive" not in plain.definition and "record_retention" not in plain.definition
     s = ws.create_sync("s", source=src, destination=dest, primary_key="id", sensitive="email",
