@@ -14,6 +14,8 @@ A schedule is text given to ``create_sync(schedule=...)``:
 The :class:`Scheduler` looks at every sync each ``poll_seconds`` and runs those whose
 ``next_run_at`` has passed, one after another. Rules:
 
+* a scheduled sync that never ran is due at once (its ``next_run_at`` is when it was created),
+  so the first pass runs it; run by hand first, its interval counts from that run;
 * missed runs (the machine slept, the scheduler was stopped) lead to **one** catch-up
   run, never a burst: after a run the next time is computed from *now*;
 * disabled syncs are skipped, and so are syncs without a schedule;

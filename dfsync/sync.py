@@ -200,6 +200,9 @@ class Sync:
                 run_id = paused
             else:
                 run_id = store.create_run(self.id, self.definition_version, trigger)
+                if trigger != "schedule" and self.schedule and store.run_count(self.id) == 1:
+                    # run by hand before the scheduler's first pass: that pass need not run it again at once
+                    store.set_sync_fields(self.id, next_run_at=self.spec.next_run_after(datetime.now().astimezone()))
             same = _registry.read_for(store.key, run_id, self.definition_version, self._live.get("source"))
             if paused is not None and (source is not None or not same):
                 # staged from another source or definition: this run reads what it is given now (diffed

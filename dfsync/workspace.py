@@ -193,15 +193,20 @@ class Workspace:
     def _store_definition(self, name: str, spec: SyncDefinition, if_exists: str) -> None:
         """A new sync, or the next version of one (``if_exists='error'`` refuses a name in use)."""
         definition = spec.to_json()
-        next_run = spec.next_run_after(datetime.now().astimezone())
+        # a scheduled sync that never ran is due at once: the scheduler's first pass runs it (a first
+        # `dfsync scheduler --once` from cron found nothing due for a whole interval); then intervals
+        # count from the end of each run, cron times are the wall clock's
+        now = datetime.now().astimezone()
+        first_run = now if spec.schedule is not None else None
         store = self.store
         with store.lease():  # one workspace connection for the lookups and the write, not four
             check_shared_destination(store.all_syncs(), name, spec)  # another sync on its table: a warning
             if not store.sync_exists(name):
                 store.require("create")
-                store.create_sync(name, definition, spec.state_key(), spec.schedule, next_run, spec.session_only)
+                store.create_sync(name, definition, spec.state_key(), spec.schedule, first_run, spec.session_only)
             else:
                 old = store.sync_row(name)
+                next_run = first_run if store.run_count(old["id"]) == 0 else spec.next_run_after(now)
                 changed = [k for k in sorted(set(definition) | set(old["definition"]))
                            if definition.get(k) != old["definition"].get(k)]
                 if if_exists == "error":

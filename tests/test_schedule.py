@@ -117,16 +117,32 @@ def _rows(warehouse, table) -> int:
 
 # ---------------------------------------------------------------------- create_sync
 def test_create_sync_stores_and_shows_the_next_run(setup) -> None:
+    """A scheduled sync that never ran is due at once (its next run is when it was created), so the
+    scheduler's first pass runs it: it was due one interval later, and a first `dfsync scheduler --once`
+    from cron found nothing to do. Then intervals count from the end of each run."""
     ws, src, warehouse = setup
     before = datetime.now(timezone.utc)
     sync = _make(ws, src, warehouse)
+    cron = _make(ws, src, warehouse, name="at_six", schedule="0 6 * * *")
     after = datetime.now(timezone.utc)
     nxt = sync.next_run_at
     assert nxt is not None
-    assert before + timedelta(minutes=15) <= nxt <= after + timedelta(minutes=15)
-    row = ws.syncs().row(0, named=True)
+    assert before <= nxt <= after and before <= cron.next_run_at <= after
+    row = ws.syncs().filter(pl.col("name") == "customers").row(0, named=True)
     assert row["schedule"] == "every 15 minutes"
     assert row["next_run_at"] == nxt
+    clock = Clock(datetime.now(timezone.utc))
+    assert sorted(r.sync_name for r in Scheduler(ws, clock=clock).run_pending()) == ["at_six", "customers"]
+    assert sync.next_run_at == clock.t + timedelta(minutes=15) and cron.next_run_at.astimezone().hour == 6
+    # a new version of a sync that never ran is still due at once; of one that ran, an interval on
+    manual = _make(ws, src, warehouse, name="manual", schedule=None)
+    manual = _make(ws, src, warehouse, name="manual", schedule="every 2 hours")
+    assert before <= manual.next_run_at <= datetime.now(timezone.utc)
+    # run by hand before the scheduler's first pass: the interval counts from that run
+    assert manual.run(progress=False).status == "success"
+    assert manual.next_run_at > datetime.now(timezone.utc) + timedelta(minutes=110)
+    sync = _make(ws, src, warehouse, schedule="every 30 minutes")
+    assert sync.next_run_at > datetime.now(timezone.utc) + timedelta(minutes=25)
 
 
 def test_create_sync_rejects_a_bad_schedule_and_stores_nothing(setup) -> None:
