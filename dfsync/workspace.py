@@ -227,7 +227,7 @@ class Workspace:
 
                     then = ("the destination or primary key changed, so every row is sent again once" if reset
                             else "what it delivered is kept, so only changes are sent")
-                    if forget_cursor and not reset:
+                    if forget_cursor and not reset and old.get("cursor_value") is not None:  # one was stored
                         then += ("; its cursor is another column now, so the last cursor is forgotten and the next "
                                  "run reads the whole source (from initial_cursor, if set)")
                     warnings.warn(

@@ -178,9 +178,13 @@ def test_a_new_cursor_field_forgets_the_cursor_of_the_old_one(ws_target, tmp_pat
     ws = dfsync.Workspace(ws_target)
     df = events([1, 2, 3], [0, 10, 20], list("abc")).with_columns(seq=pl.Series([5, 6, 7]))
     sync = ws.create_sync("c", source=df, destination=dest(tmp_path), primary_key="id",
-                          sync_mode="incremental", cursor_field="ts")
+                          sync_mode="incremental", cursor_field="seq")
+    with pytest.warns(UserWarning, match="definition changed") as said:  # no cursor stored yet: none forgotten
+        sync = ws.create_sync("c", source=df, destination=dest(tmp_path), primary_key="id",
+                              sync_mode="incremental", cursor_field="ts")
+    assert "forgotten" not in str(said[0].message), said[0].message
     assert sync.run(progress=False).counts["inserted"] == 3 and sync.cursor == T0 + timedelta(hours=20)
-    with pytest.warns(UserWarning, match="definition changed"):
+    with pytest.warns(UserWarning, match="definition changed.*the last cursor is forgotten"):
         sync = ws.create_sync("c", source=df, destination=dest(tmp_path), primary_key="id",
                               sync_mode="incremental", cursor_field="seq")
     assert sync.cursor is None
