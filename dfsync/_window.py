@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ._cursor import cursor_from_json, cursor_to_json, refuse_stuck_cursor
+from ._cursor import cursor_from_json, cursor_to_json, iso_text_start, refuse_stuck_cursor
 from .errors import ConfigError
 from .sources.base import CursorFilter
 
@@ -147,6 +147,9 @@ def read_from(definition: SyncDefinition, delivered: Any) -> CursorFilter | None
         start = delivered - lookback["amount"]
     elif "amount" in lookback and isinstance(delivered, (Decimal, str)):  # text: a decimal stored as text before
         start = Decimal(delivered) - Decimal(str(lookback["amount"]))
+    elif isinstance(delivered, str) and (text_start := iso_text_start(delivered)) is not None:
+        first = cursor_from_json(definition.initial_cursor)  # never below where the first run started
+        start = max(text_start, first) if isinstance(first, str) else text_start
     return CursorFilter(field, start)
 
 

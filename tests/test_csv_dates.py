@@ -207,3 +207,33 @@ def test_a_text_cursor_of_iso_date_times_written_two_ways_is_refused(tmp_path):
     late = sync.run(progress=False)
     assert late.status == "failed" and "'2024-10-01T11:00:00.5', '2024-10-02 08:00:00'" in late.error, late.error
     ws.close()
+
+
+def test_a_newer_row_written_another_way_below_the_text_cursor_is_read_and_refused_not_missed(tmp_path):
+    """With '2024-10-01T10:00:00' delivered as a text cursor, a newer row written '2024-10-01 11:00:00'
+    sorts below it as text: the next run read from the cursor as text, never read that row, and said
+    success. A run of an ISO 8601 text cursor reads from the date 14 hours (the widest UTC offset) before
+    it, so the row is read and the mix refused; rows it re-reads unchanged are not sent again. A first
+    run's initial_cursor written another way than the rows is refused the same way."""
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    dest = tmp_path / "d.duckdb"
+    src = tmp_path / "in.ndjson"
+    src.write_text('{"id": 1, "ts": "2024-09-30T23:00:00"}\n{"id": 2, "ts": "2024-10-01T10:00:00"}\n')
+    sync = ws.create_sync("m", source=dfsync.sources.files(str(src)), primary_key="id", sync_mode="incremental",
+                          cursor_field="ts", destination=dfsync.destinations.duckdb(dest, table="t"))
+    assert sync.run(progress=False).status == "success" and sync.cursor == "2024-10-01T10:00:00"
+    src.write_text(src.read_text() + '{"id": 3, "ts": "2024-10-01T12:00:00"}\n')
+    one_way = sync.run(progress=False)
+    assert one_way.status == "success" and one_way.counts["queried"] == 3 and one_way.counts["sent"] == 1
+    src.write_text(src.read_text() + '{"id": 4, "ts": "2024-10-01 13:00:00"}\n')
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0, (run.status, run.counts)
+    assert "written in more than one way ('2024-10-01 13:00:00', '2024-10-01T12:00:00'" in run.error, run.error
+    assert sync.cursor == "2024-10-01T12:00:00" and [r[0] for r in rows(dest, "t")] == [1, 2, 3]
+    first = ws.create_sync("f", source=dfsync.sources.files(str(src)), primary_key="id", sync_mode="incremental",
+                           cursor_field="ts", initial_cursor="2024-10-01 00:00:00",
+                           destination=dfsync.destinations.duckdb(dest, table="f"))
+    src.write_text('{"id": 1, "ts": "2024-09-30T23:00:00"}\n{"id": 2, "ts": "2024-10-01T10:00:00"}\n')
+    run = first.run(progress=False)
+    assert run.status == "failed" and "'2024-10-01 00:00:00', '2024-10-01T10:00:00'" in run.error, run.error
+    ws.close()
