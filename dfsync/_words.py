@@ -20,3 +20,37 @@ def plural(n: object, noun: str, many: str | None = None, *, sep: bool = False) 
         many = (head + " " if head else "") + _IRREGULAR.get(last, last + "s")
     shown = f"{n:,}" if sep and isinstance(n, int) else str(n)
     return f"{shown} {noun if one else many}"
+
+
+# What a message tells the user to do, as the Python API says it (how every message is written),
+# and as the command line says it: the one table the `dfsync` command rewrites what it shows
+# through (its errors, a run's error, a preview's problems), so a terminal is never told to call
+# run.abort(). Most specific first; {name} is the sync the command names.
+_FOR_CLI: tuple[tuple[str, str], ...] = (
+    (r"\bsync\.(reset|enable)\(\) \((?:from the command line: )?dfsync \1 [^)]*\)", r"`dfsync \1 {name}`"),
+    (r"\bcall sync\.enable\(\)", "run `dfsync enable {name}`"),
+    (r"\b(?:run|ws\.run\([0-9]+\))\.abort\(\)", "`dfsync abort {name}`"),
+    (r"\b(the next )?sync\.run\(\) resumes", r"\1`dfsync run {name}` resumes"),
+    (r"\bwait for it \(run\.wait\(\)\)", "wait for it to end (`dfsync status {name}` shows it)"),
+    (r"\bsync\.(reset|enable|disable|run)\(\)", r"`dfsync \1 {name}`"),
+)
+
+
+def for_cli(text: str | None, name: str | None = None) -> str | None:
+    """``text`` with each Python call it tells the user to make written as the ``dfsync`` command
+    that does it, for sync ``name`` (``NAME`` when the command names no sync).
+
+    >>> for_cli("finish it (sync.run() resumes it) or abort it (run.abort())", "orders")
+    'finish it (`dfsync run orders` resumes it) or abort it (`dfsync abort orders`)'
+    >>> for_cli("sync.reset() (dfsync reset NAME) makes the next run a first load", "orders")
+    '`dfsync reset orders` makes the next run a first load'
+    """
+    import re
+    import shlex
+
+    if not text:
+        return text
+    shown = shlex.quote(name) if name else "NAME"  # a name with a space is one argument
+    for pattern, cli in _FOR_CLI:
+        text = re.sub(pattern, cli.replace("{name}", shown.replace("\\", "\\\\")), text)
+    return text

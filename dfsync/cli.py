@@ -14,6 +14,7 @@ session-only sync, no workspace at that path). Errors are one line on stderr.
     dfsync runs customers --json
     dfsync records customers --status failed   # its last run (or a run id: dfsync records 12)
     dfsync reset customers      # the next run is a first load
+    dfsync abort customers      # give up its running or paused run (it ends failed)
     dfsync purge                # remove records past their record_retention
     dfsync scheduler            # runs due syncs until Ctrl-C
 """
@@ -31,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ._jsonout import json_text
+from ._cliout import VALIDATE_SCOPES, checks_summary, echo_checks, echo_run, print_json, print_table, run_summary, utc
 from ._settings import setting
-from ._words import plural
+from ._words import for_cli, plural
 from .errors import (
     ConfigError,
     DfsyncError,
@@ -73,16 +74,17 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """DfsyncError -> one line on stderr and exit 2 (usage/config) or 1 (anything else)."""
+def _errors(name: str | None = None) -> Iterator[None]:
+    """DfsyncError -> one line on stderr and exit 2 (usage/config) or 1 (anything else), the Python
+    calls it names written as the commands that do it for sync ``name``."""
     try:
         yield
     except WorkspaceBusy as exc:
-        raise _fail(str(exc), EXIT_FAILED) from None
+        raise _fail(for_cli(str(exc), name), EXIT_FAILED) from None
     except (*USAGE_ERRORS, WorkspaceError) as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise _fail(for_cli(str(exc), name), EXIT_USAGE) from None
     except DfsyncError as exc:
-        raise _fail(str(exc), EXIT_FAILED) from None
+        raise _fail(for_cli(str(exc), name), EXIT_FAILED) from None
 
 
 def _engine(spec: str | None) -> Any:
@@ -132,87 +134,12 @@ def _run_of(ws: Workspace, spec: str) -> tuple[SyncRun, str | None]:
     return last, f"run {last.id} of {spec!r} (its last run; 'dfsync runs {spec}' lists the others)"
 
 
-def _print_json(obj: Any) -> None:
-    typer.echo(json_text(obj))
-
-
 def _at_most(fetch: Callable[[int | None], pl.DataFrame], limit: int) -> tuple[pl.DataFrame, bool]:
     """``fetch(n)``'s rows for ``--limit`` (0: all; a negative one is ``fetch``'s to refuse), and
     whether rows were left out: one more than the limit is asked for, so a list cut short says so."""
     df = fetch(limit + 1 if limit > 0 else (limit or None))
     more = limit > 0 and df.height > limit
     return (df.head(limit) if more else df), more
-
-
-def _print_table(df: pl.DataFrame, empty: str) -> None:
-    import polars as pl
-
-    if df.height == 0:
-        typer.echo(empty)
-        return
-    # humans read times to the second, in UTC so two machines' output compares
-    df = df.with_columns(_fmt_time(pl.col(c), t) for c, t in df.schema.items() if isinstance(t, pl.Datetime))
-    df = df.with_columns(pl.col(c).round(2) for c, t in df.schema.items() if t.is_float())
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                   tbl_formatting="ASCII_MARKDOWN", fmt_str_lengths=60, tbl_width_chars=10_000):
-        typer.echo(str(df))
-
-
-def _fmt_time(col: pl.Expr, dtype: Any) -> pl.Expr:
-    if not dtype.time_zone:  # a naive time (the user's data) is no UTC instant: shown as it is, no Z
-        return col.dt.strftime("%Y-%m-%d %H:%M:%S")
-    return col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _utc(dt: datetime) -> str:
-    from datetime import timezone
-
-    return f"{dt.astimezone(timezone.utc):%Y-%m-%d %H:%M:%SZ}"
-
-
-SCOPES = {"rows": "rows sent", "dataset": "whole data set"}
-
-
-def _checks_summary(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    """Each check: name, scope (rows sent / whole data set), success, failing rows."""
-    if frame is None or frame.is_empty():
-        return []
-    scope = frame["scope"] if "scope" in frame.columns else pl.Series([None] * frame.height)
-    return [{"check": r["check_name"], "scope": SCOPES.get(sc, sc), "success": r["success"],
-             "unexpected_count": r["unexpected_count"]} for r, sc in zip(frame.iter_rows(named=True), scope, strict=True)]
-
-
-def _echo_checks(checks: list[dict[str, Any]], only_failed: bool) -> None:
-    for ch in checks:
-        if only_failed and ch["success"]:
-            continue
-        rows = "" if ch["unexpected_count"] is None else f", {plural(ch['unexpected_count'], 'row')}"
-        typer.echo(f"  check {ch['check']!r} [{ch['scope']}]: {'passed' if ch['success'] else 'FAILED'}{rows}")
-
-
-def _bucket_states(run: SyncRun) -> dict[str, int] | None:
-    """A partitioned run's buckets per state (done, running, waiting, failed); None without buckets."""
-    return run.workspace.store.bucket_states([run.id]).get(run.id)
-
-
-def _run_summary(run: SyncRun) -> dict[str, Any]:
-    return {"run_id": run.id, "sync": run.sync_name, "status": run.status.value, "counts": run.counts,
-            "buckets": _bucket_states(run), "error": run.error, "checks": _checks_summary(run.validation())}
-
-
-def _echo_run(run: SyncRun) -> None:
-    c = run.counts
-    typer.echo(f"run {run.id} of {run.sync_name!r}: {run.status.value}  inserted={c['inserted']} "
-               f"updated={c['updated']} deleted={c['deleted']} unchanged={c['unchanged']} "
-               f"sent={c['sent']} failed={c['failed']} invalid={c['invalid']}")
-    from .store import bucket_summary
-
-    states = _bucket_states(run)
-    if states:
-        typer.echo(f"  buckets: {bucket_summary(states)} (dfsync buckets {run.id} lists them)")
-    _echo_checks(_checks_summary(run.validation()), only_failed=True)
-    if run.error:
-        typer.echo(f"  error: {run.error}")
 
 
 # ---------------------------------------------------------------------- commands
@@ -222,9 +149,9 @@ def syncs(workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     with _errors():
         df = _open(workspace).syncs()
         if as_json:
-            _print_json(df.to_dicts())
+            print_json(df.to_dicts())
             return
-        _print_table(df.select("name", "status", "source", "destination", "destination_mode", "schedule",
+        print_table(df.select("name", "status", "source", "destination", "destination_mode", "schedule",
                                "next_run_at", "last_run_id", "last_run_status", "last_run_finished_at"),
                      "no syncs in this workspace yet")
 
@@ -236,17 +163,17 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
     if name is None:
         syncs(workspace, as_json)
         return
-    with _errors():
+    with _errors(name):
         sync = _open(workspace).sync(name)
         last, current = sync.last_run(), sync.current_run()
         info = {"name": sync.name, "status": sync.status.value, "schedule": sync.schedule,
                 "next_run_at": sync.next_run_at, "session_only": sync.session_only,
                 "definition_version": sync.definition_version, "definition": sync.definition,
                 "cursor": sync.cursor,
-                "last_run": _run_summary(last) if last else None,
-                "current_run": _run_summary(current) if current else None}
+                "last_run": run_summary(last) if last else None,
+                "current_run": run_summary(current) if current else None}
         if as_json:
-            _print_json(info)
+            print_json(info)
             return
         d = sync.definition
         typer.echo(f"sync {sync.name!r}: {info['status']}")
@@ -261,7 +188,7 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
                        if at is not None else f"  cursor       {d['cursor_field']}: nothing delivered yet (next run is a first load)")
         nxt = info["next_run_at"]
         typer.echo(f"  schedule     {sync.schedule or 'manual'}"
-                   + (f"   next run {_utc(nxt)}" if nxt else ""))
+                   + (f"   next run {utc(nxt)}" if nxt else ""))
         if sync.session_only:
             typer.echo("  session-only: it reads an in-memory frame or holds a literal secret; run it from the "
                        "Python session that made it")
@@ -269,7 +196,7 @@ def status(name: str | None = typer.Argument(None, help="the sync (without one: 
             if run is not None and (label == "last run" or current.id != last.id):  # type: ignore[union-attr]
                 typer.echo(f"  {label}:")
                 typer.echo("    ", nl=False)
-                _echo_run(run)
+                echo_run(run)
 
 
 @app.command()
@@ -282,7 +209,7 @@ def run(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run a sync now (or resume its paused run); exit code 1 if the run does not succeed."""
-    with _errors():
+    with _errors(name):
         if limit is not None and not preview:  # `run --limit 5` would otherwise send every changed row
             raise _fail(f"--limit goes with --preview (how many changed rows it shows); a run sends every changed row: "
                         f"dfsync run {name} --preview --limit {limit}, or dfsync run {name}", EXIT_USAGE)
@@ -294,29 +221,27 @@ def run(
             p = sync.preview()
             changes = p.changes if limit == 0 else p.changes.head(20 if limit is None else limit)  # 0: all, as for runs
             if as_json:
-                _print_json({"sync": name, "counts": p.counts, "problems": p.problems,
+                print_json({"sync": name, "counts": p.counts, "problems": [for_cli(x, name) for x in p.problems],
                              "changes": changes.to_dicts()})
                 return
             typer.echo(f"preview of {name!r} (nothing sent): " + " ".join(f"{k}={v}" for k, v in p.counts.items()))
             for problem in p.problems:
-                typer.echo(f"  problem: {problem}")
+                typer.echo(f"  problem: {for_cli(problem, name)}")
             if changes.height < p.changes.height:  # a list cut short says so
                 typer.echo(f"the first {plural(changes.height, 'changed row')} of {p.changes.height:,} (--limit 0 shows all)")
-            _print_table(changes, "no changes")
+            print_table(changes, "no changes")
             return
         try:
             # the command prints the run's outcome itself: a progress bar only where there is a terminal
             result = sync.run(progress=not as_json and sys.stderr.isatty(), trigger="cli", engine=run_engine)
-        except SyncDisabledError as exc:
-            raise _fail(f"{exc} (from the command line: dfsync enable {name})", EXIT_USAGE) from None
         except KeyboardInterrupt:
             current = sync.current_run()
             what = f"run {current.id} is {current.status.value}" if current else "the run stopped"
             raise _fail(f"interrupted: {what}; `dfsync run {name}` resumes a paused run", 130) from None
         if as_json:
-            _print_json(_run_summary(result))
+            print_json(run_summary(result))
         else:
-            _echo_run(result)
+            echo_run(result)
         if result.status.value != "success":
             raise typer.Exit(EXIT_FAILED)
 
@@ -324,19 +249,20 @@ def run(
 @app.command()
 def validate(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """Run every check over the whole current source (nothing sent); exit code 1 if one fails."""
-    with _errors():
+    with _errors(name):
         result = _open(workspace).sync(name).validate()
-        checks = _checks_summary(result.checks)
+        checks = checks_summary(result.checks, VALIDATE_SCOPES)  # it sends nothing: no "rows sent"
+        problems = [for_cli(x, name) for x in result.problems]
         if as_json:
-            _print_json({"sync": name, "ok": result.ok, "rows": result.rows, "checks": checks,
-                         "problems": result.problems, "invalid": result.invalid.head(100).to_dicts()})
+            print_json({"sync": name, "ok": result.ok, "rows": result.rows, "checks": checks,
+                         "problems": problems, "invalid": result.invalid.head(100).to_dicts()})
         else:
             typer.echo(f"validate {name!r} over {plural(result.rows, 'row')} (nothing sent): "
                        f"{'ok' if result.ok else 'FAILED'}; {plural(result.invalid.height, 'invalid row')}")
-            _echo_checks(checks, only_failed=False)
-            for problem in result.problems:
+            echo_checks(checks, only_failed=False)
+            for problem in problems:
                 typer.echo(f"  problem: {problem}")
-            _print_table(result.invalid.head(20), "no invalid rows")
+            print_table(result.invalid.head(20), "no invalid rows")
         if not result.ok:
             raise typer.Exit(EXIT_FAILED)
 
@@ -349,7 +275,7 @@ def runs(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run history of a sync, newest first, with counters."""
-    with _errors():
+    with _errors(name):
         import polars as pl
 
         from .store import bucket_summary
@@ -357,6 +283,7 @@ def runs(
         ws = _open(workspace)
         df, more = _at_most(lambda n: ws.sync(name).runs(limit=n), limit)
         states = ws.store.bucket_states(df["run_id"].to_list()) if df.height else {}
+        df = df.with_columns(pl.col("error").map_elements(lambda e: for_cli(e, name), return_dtype=pl.String))
         cols = ["run_id", "status", "trigger", "started_at", "duration_s", "inserted", "updated", "deleted",
                 "unchanged", "sent", "failed", "invalid", "error"]
         if states:  # partitioned runs: their buckets done / running / waiting / failed
@@ -364,11 +291,11 @@ def runs(
                                                        for r in df["run_id"].to_list()], dtype=pl.String))
             cols.insert(-1, "buckets")
         if as_json:
-            _print_json(df.to_dicts())
+            print_json(df.to_dicts())
             return
         if more:  # a history cut short says so
             typer.echo(f"the newest {plural(limit, 'run')} of sync {name!r}; there are older ones (--limit 0 shows them all)")
-        _print_table(df.select(cols), f"sync {name!r} has not run yet")
+        print_table(df.select(cols), f"sync {name!r} has not run yet")
 
 
 @app.command()
@@ -385,13 +312,13 @@ def buckets(
         run_id = str(run.id)
         df = run.buckets()
         if as_json:
-            _print_json(df.to_dicts())
+            print_json(df.to_dicts())
             return
         if df.height:
             typer.echo(f"run {run_id} of {run.sync_name!r}: {run.status.value}; buckets "
                        f"{bucket_summary(dict(df.group_by('state').len().iter_rows()))}")
         if df.height or not run.sync.definition.get("partitions"):
-            _print_table(df, f"run {run_id} has no buckets (its sync is not partitioned: create_sync(..., partitions=N))")
+            print_table(df, f"run {run_id} has no buckets (its sync is not partitioned: create_sync(..., partitions=N))")
         else:  # a partitioned sync's run that sent nothing (or stopped before sending) made no buckets
             typer.echo(f"run {run_id} of {run.sync_name!r} has no buckets: a partitioned run makes them when it starts "
                        "sending, and this one had no changed rows to send or stopped before sending")
@@ -415,14 +342,14 @@ def records(
         run, which = _run_of(_open(workspace), run_id)
         df, more = _at_most(lambda n: run.records(status, limit=n), limit)
         if as_json:
-            _print_json(df.to_dicts())
+            print_json(df.to_dicts())
             return
         if which:
             typer.echo(which)
         if more:  # a table cut short says so: its rows are not all the run's records
             typer.echo(f"the first {plural(limit, (status + ' ' if status else '') + 'record')} of run {run.id}; "
                        f"there are more (--limit 0 shows them all)")
-        _print_table(df, f"no {status + ' ' if status else ''}records kept for run {run.id}")
+        print_table(df, f"no {status + ' ' if status else ''}records kept for run {run.id}")
 
 
 @app.command()
@@ -439,11 +366,11 @@ def purge(
     record_retention="30 days"); else the DFSYNC_RECORD_RETENTION setting; else they are kept).
     A run also does this for its own sync before it starts.
     """
-    with _errors():
+    with _errors(name):
         ws = _open(workspace)
         counts = ({name: ws.sync(name).purge_records(older_than)} if name else ws.purge(older_than))
         if as_json:
-            _print_json(counts)
+            print_json(counts)
             return
         kept = older_than is None and not setting("record_retention", ws.settings)  # nothing expires their records
         for sync_name, n in counts.items():
@@ -454,12 +381,12 @@ def purge(
 
 
 def _set_enabled(name: str, workspace: str, as_json: bool, enable: bool) -> None:
-    with _errors():
+    with _errors(name):
         sync = _open(workspace).sync(name)
         sync.enable() if enable else sync.disable()
         st = sync.status.value
         if as_json:
-            _print_json({"name": name, "status": st})
+            print_json({"name": name, "status": st})
         else:
             typer.echo(f"sync {name!r}: {st}")
 
@@ -480,16 +407,44 @@ def disable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -
 def reset(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """Forget what a sync delivered and its cursor: its next run is a first load (sends every row).
 
-    The destination is not touched. Refused while a run of the sync is going on or paused.
+    The destination is not touched. Refused while a run of the sync is going on or paused
+    (`dfsync run NAME` resumes a paused run; `dfsync abort NAME` gives it up).
     """
-    with _errors():
+    with _errors(name):
         sync = _open(workspace).sync(name)
         sync.reset()
         if as_json:
-            _print_json({"name": name, "reset": True})
+            print_json({"name": name, "reset": True})
         else:
             typer.echo(f"sync {name!r}: delivered state and cursor forgotten; its next run is a first load "
                        f"(the destination was not touched)")
+
+
+@app.command()
+def abort(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Give up a sync's running or paused run: it ends failed (as run.abort() in Python).
+
+    A paused run fails at once; a run going on in another process stops at its next batch boundary.
+    What was delivered stays delivered; the next `dfsync run NAME` starts a new run.
+    Exit code 2 if the sync has no running or paused run.
+    """
+    with _errors(name):
+        sync = _open(workspace).sync(name)
+        run = sync.current_run()
+        if run is None:
+            last = sync.last_run()
+            raise InvalidTransition(f"sync {name!r} has no running or paused run to abort"
+                                    + (f" (its last run, {last.id}, ended {last.status.value})" if last else ""))
+        was = run.status.value
+        run.abort()
+        now = run.status.value
+        if as_json:
+            print_json({"run_id": run.id, "sync": name, "was": was, "status": now})
+        elif now == "failed":
+            typer.echo(f"run {run.id} of {name!r}: {was} -> failed (aborted); the next `dfsync run {name}` starts a new run")
+        else:
+            typer.echo(f"run {run.id} of {name!r} is {now} in another process: asked to stop, it ends failed at its "
+                       f"next batch boundary (`dfsync status {name}` shows it)")
 
 
 @app.command()
@@ -515,10 +470,10 @@ def scheduler(
         if once:
             started = sched.run_pending()
             if as_json:
-                _print_json([_run_summary(r) for r in started])
+                print_json([run_summary(r) for r in started])
             else:
                 for r in started:
-                    _echo_run(r)
+                    echo_run(r)
                 if not started:
                     typer.echo("nothing due")
             if any(r.status.value != "success" for r in started):

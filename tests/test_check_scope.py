@@ -208,8 +208,10 @@ def test_cli_shows_each_checks_scope(tmp_path, dfsync_cli):
     res = dfsync_cli("validate", "f", "-w", ws_path, "--json")
     assert res.code == 1, res.err
     out = json.loads(res.out)
-    assert [(c["scope"], c["success"]) for c in out["checks"]] == [("rows sent", False), ("whole data set", True)]
+    # validate sends nothing: its row-level checks judged each row, not "rows sent"
+    assert [(c["scope"], c["success"]) for c in out["checks"]] == [("each row", False), ("whole data set", True)]
     assert out["rows"] == 100 and not out["ok"]
+    assert "[each row]: FAILED" in dfsync_cli("validate", "f", "-w", ws_path).out
     res = dfsync_cli("run", "f", "-w", ws_path)
     assert res.code == 0, res.err
     assert "[rows sent]: FAILED" in res.out

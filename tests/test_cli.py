@@ -314,6 +314,38 @@ def test_enable_and_disable(files_sync, ws_path, dfsync_cli) -> None:
     assert dfsync_cli("run", "customers", "-w", ws_path).code == 0
 
 
+def test_abort_gives_up_a_paused_run_and_messages_name_commands(files_sync, ws_path) -> None:
+    """`dfsync reset` while a run was paused told a terminal user to call run.abort(), which the command
+    line had no command for: `dfsync abort NAME` moves the sync's running or paused run to failed, and
+    what the command prints names the commands to type (`dfsync run NAME` resumes it), not Python calls."""
+    from typer.testing import CliRunner
+
+    from dfsync.cli import app
+    from dfsync.states import RunStatus
+
+    with dfsync.Workspace(ws_path) as ws:  # a run left paused (as by Ctrl-C mid-transfer)
+        sync = ws.sync("customers")
+        rid = ws.store.create_run(sync.id, 1, "manual")
+        for to in (RunStatus.QUERYING, RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.PAUSED):
+            ws.store.transition_run(rid, to)
+    cli = CliRunner()
+    res = cli.invoke(app, ["reset", "customers", "-w", ws_path])
+    assert res.exit_code == 1
+    assert ("finish it (`dfsync run customers` resumes it) or abort it (`dfsync abort customers`)"
+            in res.output), res.output
+    assert "run.abort()" not in res.output and "sync.run()" not in res.output
+    assert "Give up a sync's running or paused run" in " ".join(cli.invoke(app, ["abort", "--help"]).output.split())
+    res = cli.invoke(app, ["abort", "customers", "-w", ws_path, "--json"])
+    assert res.exit_code == 0 and json.loads(res.output) == {"run_id": rid, "sync": "customers", "was": "paused",
+                                                             "status": "failed"}, res.output
+    res = cli.invoke(app, ["abort", "customers", "-w", ws_path])
+    assert res.exit_code == 2 and f"no running or paused run to abort (its last run, {rid}, ended failed)" in res.output
+    with dfsync.Workspace(ws_path) as ws:
+        assert ws.run(rid).error == "aborted by the user" and ws.sync("customers").status == "failed"
+    res = cli.invoke(app, ["reset", "customers", "-w", ws_path])
+    assert res.exit_code == 0, res.output
+
+
 # ---------------------------------------------------------------------- usage errors
 def test_usage_errors_exit_2_with_one_line(files_sync, ws_path, dfsync_cli, tmp_path) -> None:
     res = dfsync_cli("run", "nope", "-w", ws_path)
