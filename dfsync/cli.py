@@ -60,8 +60,8 @@ app = typer.Typer(help="dfsync: keep a destination in sync with your data.", no_
 
 WorkspaceOpt = typer.Option(
     DEFAULT_WORKSPACE, "--workspace", "-w", envvar="DFSYNC_WORKSPACE",
-    help="the workspace file, or a postgresql://user:env:PASSWORD_VAR@host/db?schema=NAME URI "
-         "(created from Python with dfsync.Workspace(PATH))")
+    help="the workspace file (created from Python with dfsync.Workspace(PATH)), or a PostgreSQL "
+         "workspace's URI: postgresql://USER:env:VAR@HOST/DB?schema=S")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts instead of a table")
 EngineOpt = typer.Option(None, "--engine", help="where a partitioned sync runs its buckets: local, local:N, ray, "
                          "ray:auto or ray:ray://HOST:PORT (default: one after another in this process)")
@@ -362,9 +362,7 @@ def purge(
 ) -> None:
     """Remove stored records (failed, invalid, skipped rows) past their retention.
 
-    A sync keeps the records of runs that finished within its record_retention (create_sync(...,
-    record_retention="30 days"); else the DFSYNC_RECORD_RETENTION setting; else they are kept).
-    A run also does this for its own sync before it starts.
+    A sync keeps the records of runs that finished within its record_retention (create_sync(..., record_retention="30 days"); else the DFSYNC_RECORD_RETENTION setting; else they are kept). A run also does this for its own sync before it starts.
     """
     with _errors(name):
         ws = _open(workspace)
@@ -399,7 +397,7 @@ def enable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) ->
 
 @app.command()
 def disable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
-    """Stop a sync from running; a run transferring in this process pauses."""
+    """Stop a sync from running; a run it is transferring (in any process) pauses at its next batch."""
     _set_enabled(name, workspace, as_json, False)
 
 
@@ -407,8 +405,7 @@ def disable(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -
 def reset(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """Forget what a sync delivered and its cursor: its next run is a first load (sends every row).
 
-    The destination is not touched. Refused while a run of the sync is going on or paused
-    (`dfsync run NAME` resumes a paused run; `dfsync abort NAME` gives it up).
+    The destination is not touched. Refused while a run of the sync is going on or paused (`dfsync run NAME` resumes a paused run; `dfsync abort NAME` gives it up).
     """
     with _errors(name):
         sync = _open(workspace).sync(name)
@@ -424,9 +421,7 @@ def reset(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> 
 def abort(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """Give up a sync's running or paused run: it ends failed (as run.abort() in Python).
 
-    A paused run fails at once; a run going on in another process stops at its next batch boundary.
-    What was delivered stays delivered; the next `dfsync run NAME` starts a new run.
-    Exit code 2 if the sync has no running or paused run.
+    A paused run fails at once; a run going on in another process stops at its next batch boundary. What was delivered stays delivered; the next `dfsync run NAME` starts a new run. Exit code 2 if the sync has no running or paused run.
     """
     with _errors(name):
         sync = _open(workspace).sync(name)
@@ -450,7 +445,7 @@ def abort(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> 
 @app.command()
 def scheduler(
     poll: float = typer.Option(5.0, "--poll", help="seconds between looks at the schedules"),
-    once: bool = typer.Option(False, "--once", help="run what is due now, then exit (for cron)"),
+    once: bool = typer.Option(False, "--once", help="run what is due now (a sync that never ran is due), then exit (for cron)"),
     engine: str = typer.Option(None, "--engine", help="where partitioned syncs run their buckets: local, local:N, "
                                "ray, ray:auto or ray:ray://HOST:PORT (other syncs run here as always)"),
     workspace: str = WorkspaceOpt,
@@ -458,8 +453,7 @@ def scheduler(
 ) -> None:
     """Run due syncs on their schedules until Ctrl-C (or once, with --once).
 
-    A run interrupted by Ctrl-C or SIGTERM pauses and resumes on its next run.
-    With --once the exit code is 1 if any run did not succeed.
+    A sync that never ran is due at the first pass; then every interval after its last run, or at its cron times. A run interrupted by Ctrl-C or SIGTERM pauses and resumes on its next run. With --once the exit code is 1 if any run did not succeed.
     """
     from .schedule import Scheduler
 
