@@ -226,6 +226,22 @@ def test_a_cursor_column_of_another_type_is_named_with_the_ways_out(ws, tmp_path
     assert "compare" not in run.error
 
 
+def test_a_parquet_cursor_column_of_another_type_is_named_with_the_ways_out(ws, tmp_path):
+    """A Parquet file read by DuckDB compared the stored int cursor with the column, now text, in
+    DuckDB: the run failed with "Binder Error: Cannot compare values of type VARCHAR and type
+    INTEGER_LITERAL" and no way out; it is named as a polars read names it."""
+    src = tmp_path / "seq.parquet"
+    pl.DataFrame({"id": [1, 2], "seq": [1, 2]}).write_parquet(src)
+    sync = ws.create_sync("p", source=dfsync.sources.files(str(src)), destination=dest(tmp_path), primary_key="id",
+                          sync_mode="incremental", cursor_field="seq")
+    assert sync.run(progress=False).status == "success" and sync.cursor == 2
+    pl.DataFrame({"id": [1, 2], "seq": ["1", "2"]}).write_parquet(src)
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["sent"] == 0
+    assert run.error.startswith("cursor_field 'seq' is String in the source now, but the sync's last cursor, 2 "
+                                "(int)") and "sync.reset()" in run.error, run.error
+
+
 def test_reset_is_refused_while_a_run_is_active_or_paused(ws, tmp_path):
     df = pl.DataFrame({"id": list(range(50))})
     gate = threading.Event()

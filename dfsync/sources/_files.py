@@ -360,6 +360,11 @@ class FilesSource(Source):
         if cursor is not None:
             import duckdb
 
+            from .base import refuse_other_type
+
+            # the cursor column's type changed (an int cursor, the column now text): named with the ways
+            # out, as a polars scan does, not DuckDB's 'Binder Error: Cannot compare values of type ...'
+            refuse_other_type(cursor.field, cursor.value, self.schema().get(cursor.field))
             col = duckdb.ColumnExpression(cursor.field)
             rel = rel.filter((col >= duckdb.ConstantExpression(cursor.value)) | col.isnull())  # as CursorFilter.apply
         return rel
