@@ -442,6 +442,14 @@ def abort(name: str, workspace: str = WorkspaceOpt, as_json: bool = JsonOpt) -> 
                        f"next batch boundary (`dfsync status {name}` shows it)")
 
 
+def _cli_words(record: logging.LogRecord) -> bool:
+    """A scheduler's log line (``sync %r: ...``, the sync's name first) with the Python calls it names
+    written as the commands that do it."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    record.msg, record.args = for_cli(record.getMessage(), args[0] if args and isinstance(args[0], str) else None), ()
+    return True
+
+
 @app.command()
 def scheduler(
     poll: float = typer.Option(5.0, "--poll", help="seconds between looks at the schedules"),
@@ -458,6 +466,8 @@ def scheduler(
     from .schedule import Scheduler
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # its log names commands too, not Python calls
+        handler.addFilter(_cli_words)
     with _errors():
         ws = _open(workspace)
         sched = Scheduler(ws, poll_seconds=poll, engine=_engine(engine))

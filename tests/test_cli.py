@@ -416,6 +416,25 @@ def test_scheduler_once_runs_what_is_due(files_sync, ws_path, dfsync_cli) -> Non
         == ["success"]
 
 
+def test_the_scheduler_log_and_a_run_error_name_commands_not_python_calls(tmp_path, ws_path, dfsync_cli) -> None:
+    """A scheduled run that failed logged its error as Python tells it ('run sync.reset() to forget
+    the cursor'); from `dfsync scheduler` the log and the run's line name the command."""
+    src = tmp_path / "seq.parquet"
+    pl.DataFrame({"id": [1, 2], "seq": [1, 2]}).write_parquet(src)
+    with dfsync.Workspace(ws_path) as ws:
+        sync = ws.create_sync("seq", source=dfsync.sources.files(str(src)), primary_key="id", schedule="every hour",
+                              destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="t"),
+                              sync_mode="incremental", cursor_field="seq")
+        assert sync.run(progress=False).status == "success"
+    pl.DataFrame({"id": [1, 2], "seq": ["1", "2"]}).write_parquet(src)  # the cursor column is text now
+    _make_due(ws_path, "seq")
+    res = dfsync_cli("scheduler", "--once", "-w", ws_path)
+    assert res.code == 1
+    assert "run `dfsync reset seq` to forget the cursor" in res.err, res.err  # the log
+    assert "error: cursor_field 'seq' is String" in res.out and "`dfsync reset seq`" in res.out, res.out
+    assert "sync.reset()" not in res.out + res.err
+
+
 def test_scheduler_in_the_foreground_stops_on_sigterm(files_sync, ws_path, spawn) -> None:
     _make_due(ws_path, "customers")
     proc = spawn("scheduler", "--poll", "0.2", "-w", ws_path)
