@@ -33,6 +33,10 @@ _FOR_CLI: tuple[tuple[str, str], ...] = (
     (r"\b(the next )?sync\.run\(\) resumes", r"\1`dfsync run {name}` resumes"),
     (r"\bwait for it \(run\.wait\(\)\)", "wait for it to end (`dfsync status {name}` shows it)"),
     (r"\bsync\.(reset|enable|disable|run)\(\)", r"`dfsync \1 {name}`"),
+    # the options the commands take, as the keyword arguments they are given to
+    (r"\b(?:Sync\.runs|SyncRun\.records)\(limit=(-?[0-9]+)\): limit is a whole number of rows >= 0, or None for all",
+     r"--limit \1: give a whole number of rows >= 0 (0: all)"),
+    (r"\bolder_than=('[^']*')", r"--older-than \1"),
 )
 
 

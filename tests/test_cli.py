@@ -344,6 +344,11 @@ def test_abort_gives_up_a_paused_run_and_messages_name_commands(files_sync, ws_p
         assert ws.run(rid).error == "aborted by the user" and ws.sync("customers").status == "failed"
     res = cli.invoke(app, ["reset", "customers", "-w", ws_path])
     assert res.exit_code == 0, res.output
+    # options named as typed, not as the keyword arguments they are passed as (Sync.runs(limit=-1))
+    res = cli.invoke(app, ["runs", "customers", "--limit", "-1", "-w", ws_path])
+    assert res.exit_code == 2 and "--limit -1: give a whole number of rows >= 0 (0: all)" in res.output, res.output
+    res = cli.invoke(app, ["purge", "--older-than", "soon", "-w", ws_path])
+    assert res.exit_code == 2 and "--older-than 'soon': write it as a number and a unit" in res.output, res.output
 
 
 # ---------------------------------------------------------------------- usage errors
