@@ -82,7 +82,7 @@ def _bucket_states(run: SyncRun) -> dict[str, int] | None:
 
 def run_summary(run: SyncRun) -> dict[str, Any]:
     return {"run_id": run.id, "sync": run.sync_name, "status": run.status.value, "counts": run.counts,
-            "buckets": _bucket_states(run), "error": for_cli(run.error, run.sync_name), "checks": checks_summary(run.validation())}
+            "buckets": _bucket_states(run), "error": run.error and for_cli(run.error, run.sync_name), "checks": checks_summary(run.validation())}
 
 
 def echo_run(run: SyncRun) -> None:

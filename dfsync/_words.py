@@ -40,7 +40,7 @@ _FOR_CLI: tuple[tuple[str, str], ...] = (
 )
 
 
-def for_cli(text: str | None, name: str | None = None) -> str | None:
+def for_cli(text: str, name: str | None = None) -> str:
     """``text`` with each Python call it tells the user to make written as the ``dfsync`` command
     that does it, for sync ``name`` (``NAME`` when the command names no sync).
 

@@ -27,12 +27,20 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ._cliout import VALIDATE_SCOPES, checks_summary, echo_checks, echo_run, print_json, print_table, run_summary, utc
+from ._cliout import (
+    VALIDATE_SCOPES,
+    checks_summary,
+    echo_checks,
+    echo_run,
+    print_json,
+    print_table,
+    run_summary,
+    utc,
+)
 from ._settings import setting
 from ._words import for_cli, plural
 from .errors import (
