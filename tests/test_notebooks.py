@@ -254,7 +254,7 @@ def test_05_monitoring(tmp_path: pathlib.Path) -> None:
     assert len(history) == 1 and history[0]["value"].count('class="dfsync-run-bar"') == 2
 
 
-@pytest.mark.slow  # the schedule's first run is a minute after the sync was defined
+@pytest.mark.slow  # a PostgreSQL server and a scheduler process (the sync, never run, is due at its first pass)
 def test_06_shared_workspace(tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
     """The notebook and a `dfsync scheduler` process share a PostgreSQL workspace: the scheduler's run
     shows in the notebook's table, panel, history and dashboard."""
