@@ -212,10 +212,17 @@ def iso_text_start(value: str) -> str | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:  # a zone or suffix Python does not read: two days below its own date is below every offset
-        return (date.fromisoformat(text[:10]) - timedelta(days=2)).isoformat()
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc).replace(tzinfo=None)
-    return (when - timedelta(hours=14)).date().isoformat()
+        try:
+            return (date.fromisoformat(text[:10]) - timedelta(days=2)).isoformat()
+        except ValueError:  # no date at all ('2024-13-45 10:00'): compared as the text it is
+            return None
+    try:
+        if when.tzinfo is not None:
+            when = when.astimezone(timezone.utc).replace(tzinfo=None)
+        return (when - timedelta(hours=14)).date().isoformat()
+    except OverflowError:  # within a day of year 1 or 9999: two days below its own date, or year 1
+        day = when.date()
+        return (day - timedelta(days=2)).isoformat() if day > date(1, 1, 2) else "0001-01-01"
 
 
 def refuse_stuck_cursor(field: str, delivered: Any) -> None:

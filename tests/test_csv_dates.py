@@ -237,3 +237,8 @@ def test_a_newer_row_written_another_way_below_the_text_cursor_is_read_and_refus
     run = first.run(progress=False)
     assert run.status == "failed" and "'2024-10-01 00:00:00', '2024-10-01T10:00:00'" in run.error, run.error
     ws.close()
+    from dfsync._cursor import iso_text_start  # where such a run reads from, as text, at the edges
+
+    assert [iso_text_start(v) for v in ("2024-10-02T01:00:00+05:00", "2024-13-45 10:00", "0001-01-01T01:00:00",
+                                        "9999-12-31T23:00:00-05:00", "2024-10-01")] == \
+        ["2024-10-01", None, "0001-01-01", "9999-12-29", None]
