@@ -8,7 +8,8 @@
   type); a pyarrow-backed date64 column of whole days stays a date (polars makes timestamps).
 * An object column converts when its values are of one kind (all text, all bytes, all
   ints, all dicts, ...); ints mixed with floats convert to float when every int is exact
-  in a float (up to 2**53).
+  in a float (up to 2**53). An object column of only None/NaN is polars' Null type, as in a
+  polars frame (polars would make it text): its first values give it a type (docs/SCHEMA.md).
 * Refused with a :class:`ConfigError` naming the column and the fix: an object column of
   mixed kinds (ints and strings, text and bytes, ...) or of arbitrary Python objects,
   Period / Interval / sparse / complex columns, MultiIndex column labels, duplicate column
@@ -202,6 +203,11 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
             out = out.with_columns(out[str(name)].cast(pl.Date))
         elif arrow is not None and is_uuid(arrow):  # pd.ArrowDtype(pa.uuid()): polars reads raw bytes
             out = out.with_columns(uuid_text(pl.col(str(name))))
+    for name in df.columns:  # an object column of only None/NaN has no kind: polars' Null, as a polars frame's
+        col = df[name]
+        if (getattr(col.dtype, "kind", "") == "O" and not isinstance(col.dtype, pd.StringDtype)
+                and pd.api.types.infer_dtype(col, skipna=True) == "empty"):
+            out = out.with_columns(out[str(name)].cast(pl.Null))  # polars reads it as text (docs/SCHEMA.md)
     for name in df.columns:  # pandas Timestamps with nanoseconds in an object column convert to microseconds
         dtype = out.schema[str(name)]
         if getattr(df[name].dtype, "kind", "") == "O" and isinstance(dtype, pl.Datetime) and dtype.time_unit != "ns":

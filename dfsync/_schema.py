@@ -19,8 +19,9 @@ timestamp into a date, tz-aware into naive, text into a number) raises
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as _dc_field
 from typing import Any
 
 import pyarrow as pa
@@ -216,7 +217,7 @@ def load(data: dict[str, Any] | None) -> list[Field]:
 
 @dataclass
 class Change:
-    kind: str  # added | dropped | widened | narrower | restored; replace: added | removed | retyped
+    kind: str  # added | dropped | widened | typed (from null) | narrower | restored; replace: added | removed | retyped
     column: str
     old: pa.DataType | None = None
     new: pa.DataType | None = None
@@ -240,6 +241,9 @@ class Change:
                     f"new rows get NULL")
         if self.kind == "widened":
             return f"schema: column {c!r} widened from {type_name(self.old)} to {type_name(self.new)}"
+        if self.kind == "typed":
+            return (f"schema: column {c!r} held only NULLs so far and is now {type_name(self.new)} in the source: "
+                    f"the destination's column takes that type")
         return (f"schema: column {c!r} is now {type_name(self.new)} in the source; the destination keeps "
                 f"{type_name(self.old)}, which holds every value")
 
@@ -290,8 +294,12 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
         field = Field(f.name, was.type, was.nullable, f.name in key)
         if not was.sent:
             changes.append(Change("restored", f.name, was.type, f.type))
-        if same(f.type, was.type):
-            pass
+        if same(f.type, was.type) or pa.types.is_null(f.type):
+            pass  # a column of only NULLs (polars' Null type) fits every column: not a change of type
+        elif pa.types.is_null(was.type):
+            # every value delivered so far was NULL: the destination's column takes the first real type
+            changes.append(Change("typed", f.name, was.type, f.type))
+            field.type = f.type
         elif fits(f.type, was.type):
             changes.append(Change("narrower", f.name, was.type, f.type))
         elif fits(was.type, f.type):
@@ -356,11 +364,13 @@ def refuse_case_renames(recorded: Sequence[Field], names: Sequence[str], where: 
 class TablePlan:
     add: list[pa.Field]
     widen: list[tuple[str, pa.Field]]  # (existing column name, new field)
+    retype: list[tuple[str, pa.Field]] = _dc_field(default_factory=list)  # a column of only NULLs takes the new type
 
 
 def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, policy: str,
                where: str, can_widen: bool = True, widen: Sequence[str] = (), exact_names: bool = False,
-               fixed: Sequence[str] = ()) -> TablePlan:
+               fixed: Sequence[str] = (), typed: Sequence[str] = (),
+               holds_values: Callable[[str], bool] | None = None) -> TablePlan:
     """Fit the records to an existing table: columns to add, columns to widen, or an error.
 
     ``existing`` maps each table column to (its declared type, the Arrow type it reads
@@ -372,12 +382,19 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
     is when the database refuses a value too large for it row by row. ``fixed`` names the
     columns the database cannot retype at all (DuckDB's primary key and unique columns): a
     widened one is kept as such a narrower column, or refused naming the ways out.
+
+    ``typed`` names the columns the sync delivered only NULLs to so far (polars' Null type, which
+    PostgreSQL, SQLite, MySQL and Delta Lake hold in a text column) and that now have a type: under
+    ``evolve`` such a column that cannot hold the new type is retyped (``retype``), when
+    ``holds_values(column)`` says it still holds nothing but NULLs; a value written there by
+    someone else is never cast or dropped: the run is refused naming the column.
     """
     ci = {k.lower(): k for k in existing}
     problems: list[str] = []
     add: list[pa.Field] = []
     to_widen: list[tuple[str, pa.Field]] = []
-    widen_, fixed_ = set(widen), set(fixed)
+    to_retype: list[tuple[str, pa.Field]] = []
+    widen_, fixed_, typed_ = set(widen), set(fixed), set(typed)
     for f in incoming:
         name = f.name if f.name in existing else ci.get(f.name.lower())
         if name is not None and name != f.name and exact_names:
@@ -399,6 +416,14 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
                             f"a type dfsync cannot check; {_fix(f.name, f.type)}")
         elif fits(f.type, arrow):
             continue
+        elif f.name in typed_ and policy == "evolve" and holds_values is not None and name not in fixed_:
+            if holds_values(name):
+                problems.append(
+                    f"column {f.name!r} is {type_name(f.type)} in the source; the sync delivered only NULLs to it so "
+                    f"far, but the column ({declared} in {where}) holds other values, which dfsync does not cast "
+                    f"or drop; {_fix(f.name, arrow)}")
+            else:
+                to_retype.append((name, pa.field(name, f.type, True)))
         elif f.name in widen_ and fits(arrow, f.type) and policy == "evolve" and can_widen and name not in fixed_:
             to_widen.append((name, pa.field(name, f.type, True)))
         elif rejected_if_too_large(f.type, arrow):
@@ -416,7 +441,7 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
         raise SchemaMismatchError(
             f"the records do not fit {where}: " + "; ".join(problems)
             + f". The table has: {', '.join(f'{k} {v[0]}' for k, v in existing.items())}. Nothing was sent.")
-    return TablePlan(add, to_widen)
+    return TablePlan(add, to_widen, to_retype)
 
 
 def check_destination_types(destination: Any, schema: Any) -> None:

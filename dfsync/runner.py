@@ -388,7 +388,8 @@ class Runner:
         staging.for_transfer()
         self.session = _settle.open_for_transfer(store, self.sync_id, self.sync_name, defn, self._context(
             self.run_id, store.requeried(self.run_id)), first=next_batch == 1)  # WorkspaceOutOfDate
-        self.session.widen_columns = {c.column for c in plan.changes if c.kind == "widened"}
+        self.session.widen_columns = {c.column for c in plan.changes if c.kind in ("widened", "typed")}
+        self.session.typed_columns = {c.column for c in plan.changes if c.kind == "typed"}
         self.session.prepare(staging.arrow_schema())
         self.record_schema(plan, total)
         self.report()

@@ -434,3 +434,25 @@ def test_time_zone_aware_nanoseconds_reach_sqlite_and_serve_as_a_cursor(tmp_path
     assert (run.counts["inserted"], run.counts["unchanged"]) == (1, 1), run.counts
     with sqlite3.connect(out) as con:
         assert [r[0] for r in con.execute("SELECT id FROM t ORDER BY id")] == [1, 2, 3]
+
+
+def test_a_pandas_object_column_of_only_none_takes_the_type_of_its_first_values(tmp_path):
+    """polars read an object column of only None as text: a SQLite column of TEXT affinity, into which the
+    next run's floats were refused (SchemaMismatchError). It is polars' Null now, as in a polars frame."""
+    import sqlite3
+
+    first = pd.DataFrame({"id": [1, 2], "discount": pd.Series([None, None], dtype=object)})
+    assert dfsync.sources.frame(first).schema()["discount"] == pl.Null
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    path = str(tmp_path / "dest.sqlite")
+    sync = ws.create_sync("s", source=dfsync.sources.frame(first), primary_key="id",
+                          destination=dfsync.destinations.sqlite(path, table="t"))
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=pd.DataFrame({"id": [1, 2, 3], "discount": [0.125, None, 2.5]}), progress=False)
+    assert run.status == "success", run.error
+    con = sqlite3.connect(path)
+    rows = con.execute("SELECT id, discount, typeof(discount) FROM t ORDER BY id").fetchall()
+    declared = {r[1]: r[2] for r in con.execute("PRAGMA table_info(t)")}
+    con.close()
+    assert rows == [(1, 0.125, "real"), (2, None, "null"), (3, 2.5, "real")]
+    assert declared["discount"] == "REAL"

@@ -89,8 +89,13 @@ CASES = {
         pl.DataFrame({"id": [1, 2], "a": [10, 20], "l": [[1, 2], None]}),
         {1: {"a": 10, "l": [1, 2]}, 2: {"a": 20, "l": None}},
     ),
+    "null_typed": (  # only NULLs (polars' Null: text in PostgreSQL, SQLite, MySQL, Delta), then values
+        pl.DataFrame({"id": [1, 2], "a": [None, None]}),
+        pl.DataFrame({"id": [1, 2, 3], "a": [1.5, None, -2.25]}),
+        {1: {"a": 1.5}, 2: {"a": None}, 3: {"a": -2.25}},
+    ),
 }
-COLUMN = {"added": "n", "dropped": "b", "int_widening": "a", "float_widening": "a", "float_into_int": "a", "timestamp_into_date": "a",
+COLUMN = {"null_typed": "a", "added": "n", "dropped": "b", "int_widening": "a", "float_widening": "a", "float_into_int": "a", "timestamp_into_date": "a",
           "tz_aware_to_naive": "a", "text_into_number": "a", "nested_added": "l"}
 
 
@@ -506,3 +511,37 @@ def test_a_key_widened_past_its_old_range_is_kept_in_the_delivered_state(ws_targ
                    progress=False)
     assert (run.status, run.counts["updated"], run.counts["sent"]) == ("success", 1, 1), (run.error, run.counts)
     ws.close()
+
+
+def test_a_column_of_only_nulls_is_retyped_only_while_it_holds_only_nulls(pg_uri, pg_server, tmp_path):
+    """A Null column is text in PostgreSQL; its first values retype it (ALTER ... USING NULL) only while
+    it holds nothing but NULLs: a value written there by someone else is never dropped."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.postgres(pg_uri, table="t")
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2], "a": [None, None]})),
+                          destination=dest, primary_key="id")
+    assert sync.run(progress=False).status == "success"
+    dbname = pg_uri.rsplit("/", 1)[1]
+    pg_server.execute("UPDATE t SET a = 'by hand' WHERE id = 1", dbname=dbname)
+    run = sync.run(source=pl.DataFrame({"id": [1, 2], "a": [1.5, 2.5]}), progress=False)
+    assert run.status == "failed" and ws.store.run_row(run.id)["error_kind"] == "SchemaMismatchError"
+    assert "'a'" in run.error and "holds other values" in run.error and "Nothing was sent" in run.error
+    assert pg_server.execute("SELECT id, a FROM t ORDER BY id", dbname=dbname) == [(1, "by hand"), (2, None)]
+
+
+def test_a_column_all_null_again_keeps_its_type_and_takes_the_nulls(pg_uri, pg_server, tmp_path):
+    """A later version of the frame whose column is all None (polars' Null, staged as text) went into the
+    double precision column as text: PostgreSQL refused the statement. It is no change of type, under freeze too."""
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2], "a": [1.5, 2.5]})),
+                          destination=dfsync.destinations.postgres(pg_uri, table="t"), primary_key="id",
+                          schema="freeze")
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=pl.DataFrame({"id": [1, 2, 3], "a": [None, None, None]}), progress=False)
+    assert run.status == "success", run.error
+    assert run.events().filter(pl.col("kind") == "schema").height == 0
+    dbname = pg_uri.rsplit("/", 1)[1]
+    assert pg_server.execute("SELECT id, a FROM t ORDER BY id", dbname=dbname) == [(1, None), (2, None), (3, None)]
+    assert pg_server.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 't'::regclass "
+                             "AND attname = 'a'", dbname=dbname) == [("double precision",)]
+    assert ws.sync("s").schema().filter(pl.col("field") == "a")["type"].to_list() == ["double"]

@@ -143,11 +143,17 @@ class ArrowSQLSession(DestinationSession):
     def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
         return f"ALTER TABLE {name.sql} ALTER COLUMN {q(column)} TYPE {declared}"
 
+    def _retype_sql(self, name: TableName, column: str, declared: str) -> list[str]:
+        """Give a column holding only NULLs another type (docs/SCHEMA.md: a column of only NULLs)."""
+        return [f"ALTER TABLE {name.sql} ALTER COLUMN {q(column)} TYPE {declared} USING NULL"]
+
     def _fit_table(self, cur: Any, records: pa.Schema, incoming: dict[str, str]) -> None:
         """Add the columns the records bring and widen the ones they outgrew (or raise, nothing sent)."""
         existing = {c: (t, self._native_to_arrow(t)) for c, t in self._describe(self.target).items()}
         plan = plan_table(records, existing, policy=self.ctx.schema, can_widen=self.can_widen,
-                          widen=self.widen_columns, exact_names=self.exact_names,
+                          widen=self.widen_columns, exact_names=self.exact_names, typed=self.typed_columns,
+                          holds_values=lambda c: bool(self._fetch(cur, f"SELECT 1 FROM {self.target.sql} WHERE "
+                                                                       f"{q(c)} IS NOT NULL LIMIT 1")),
                           where=f"table {self.target.display} of {self._where()}")
         for f in plan.add:
             cur.execute(f"ALTER TABLE {self.target.sql} ADD COLUMN {q(f.name)} {incoming[f.name]}")
@@ -155,7 +161,11 @@ class ArrowSQLSession(DestinationSession):
         for col, f in plan.widen:
             cur.execute(self._widen_sql(self.target, col, incoming[f.name]))
             self.schema_changes.append((f.name, f"widened column {col!r} of {self.target.display} to {incoming[f.name]}"))
-        if plan.add or plan.widen:
+        for col, f in plan.retype:
+            for sql in self._retype_sql(self.target, col, incoming[f.name]):
+                cur.execute(sql)
+            self.schema_changes.append((f.name, f"column {col!r} of {self.target.display} (only NULLs) is now {incoming[f.name]}"))
+        if plan.add or plan.widen or plan.retype:
             self.con.commit()
 
     @abstractmethod

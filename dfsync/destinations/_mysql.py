@@ -328,6 +328,9 @@ class MySQLSession(ArrowSQLSession):
     def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
         return f"ALTER TABLE {name.sql} MODIFY COLUMN {q(column)} {declared}"
 
+    def _retype_sql(self, name: TableName, column: str, declared: str) -> list[str]:
+        return [self._widen_sql(name, column, declared)]  # the column holds only NULLs: nothing to convert
+
     def _create_sql(self, name: TableName, types: dict[str, str], *, with_key: bool = True) -> str:
         return (super()._create_sql(name, types, with_key=with_key)
                 + f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={self.collation}")

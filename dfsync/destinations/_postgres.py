@@ -347,12 +347,16 @@ class PostgresSession(ArrowSQLSession):
 
     def _casts(self, actual: dict[str, str] | None) -> dict[str, str]:
         """Nested values go as JSON text cast to jsonb; so does text into an existing json or jsonb
-        column (PostgreSQL has no implicit cast from text: the statement failed)."""
-        if getattr(self, "_json_table", None) is None:  # one catalog look a session
-            types = actual if actual is not None else self._describe(self.write_target)
-            self._json_table = [c for c, t in types.items() if t in ("json", "jsonb")]
-        text = [c for c in self._json_table if c in self.columns]
-        return {c: "::jsonb" for c in (*self._json_columns(), *text)}
+        column (PostgreSQL has no implicit cast from text: the statement failed). A column of only
+        NULLs (polars' Null type, staged as text) goes as NULLs of the table column's type: into a
+        double precision column, say, the text failed the statement."""
+        if getattr(self, "_table_types", None) is None:  # one catalog look a session
+            self._table_types = dict(actual if actual is not None else self._describe(self.write_target))
+        types = self._table_types
+        text = [c for c, t in types.items() if t in ("json", "jsonb") and c in self.columns]
+        casts = {f.name: f"::{types[f.name]}" for f in self.records_schema
+                 if pa.types.is_null(f.type) and types.get(f.name, "text") != "text"}
+        return {**casts, **{c: "::jsonb" for c in (*self._json_columns(), *text)}}
 
     def _conform(self, data: pa.Table) -> pa.Table:
         data = nested_to_json(data, [c for c in self._json_columns() if c in data.column_names])

@@ -258,6 +258,11 @@ class SQLiteSession(ArrowSQLSession):
     #: hold 64-bit values, so the widenings dfsync applies need no change here
     can_widen = False
 
+    def _retype_sql(self, name: TableName, column: str, declared: str) -> list[str]:
+        # no ALTER COLUMN: a column of only NULLs is dropped and added again (it moves to the table's end)
+        return [f"ALTER TABLE {name.sql} DROP COLUMN {q(column)}",
+                f"ALTER TABLE {name.sql} ADD COLUMN {q(column)} {declared}"]
+
     def _native_to_arrow(self, declared: str) -> pa.DataType | str | None:
         d = declared.upper().strip()
         if d in ("TIMESTAMP", "DATETIME"):

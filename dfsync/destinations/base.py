@@ -136,6 +136,9 @@ class DestinationSession(ABC):
         #: columns whose source type widened since the sync last delivered (set by the runner):
         #: prepare() widens them in an existing table where the database can
         self.widen_columns: set[str] = set()
+        #: of those, the columns the sync delivered only NULLs to so far (polars' Null type): prepare()
+        #: gives such a column the new type when it still holds only NULLs (dfsync._schema.plan_table)
+        self.typed_columns: set[str] = set()
 
     def fork(self) -> DestinationSession:
         """A session for the same run, prepared like this one, on its own connection."""
