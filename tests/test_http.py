@@ -130,6 +130,19 @@ def test_an_empty_key_in_a_url_path_fails_its_record_unsent(http_server):
     assert sorted(result.failed) == [0, 1] and result.skipped == {}
     assert "field 'name' is empty" in result.failed[1] and "/items/{name}'" in result.failed[1]
 
+
+def test_a_null_in_a_url_placeholder_fails_its_record_unsent(http_server):
+    # a null non-key field filled the URL with the text 'null': the update went to /items/null (and
+    # '?v=null'), another record than this one, and the row counted as succeeded
+    dest = dfsync.destinations.http(http_server.url, update="PUT /items/{name}?v={ver}", **FAST)
+    b = WriteBatch(1, pa.table({"id": [1, 2, 3], "name": [None, "a", "b"], "ver": pa.array([1, None, 2], pa.int64()),
+                                "_action": ["update", "update", "update"]}))
+    (result,) = send(dest, b, context=ctx(DestinationMode.UPSERT))
+    assert [r.path for r in http_server.requests] == ["/items/b?v=2"]
+    assert sorted(result.failed) == [0, 1] and result.skipped == {}
+    assert "field 'name' is null" in result.failed[0] and "field 'ver' is null" in result.failed[1]
+    assert "/items/{name}?v={ver}'" in result.failed[0]
+
 def test_a_url_placeholder_holds_the_key_as_the_body_writes_it(http_server):
     # a timestamp key filled the URL as Python's str ('2013-01-01 06:00:00+00:00') while the body
     # said '2013-01-01T06:00:00+00:00': an API found no such record, and a delete answered 404 counts

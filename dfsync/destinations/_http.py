@@ -15,7 +15,7 @@ How a batch is sent
     URL is used as is, and no path means ``url``. A route whose URL has ``{field}``
     placeholders sends one request per record (the field's value, URL-quoted, fills the
     placeholder; '.' and '..' go as %2E and %2E%2E, which the client would otherwise drop as
-    dot segments, and a record whose path placeholder is empty fails unsent: '/items/' is not a record); otherwise records go ``batch_size`` at a time in one body. A sync whose
+    dot segments, and a record whose path placeholder is empty, or any placeholder null, fails unsent: '/items/' and '/items/null' are not the record); otherwise records go ``batch_size`` at a time in one body. A sync whose
     own ``batch_size`` is None gives the destination batches of a few requests per worker
     (:attr:`HTTPDestination.default_batch_size`), so counters, pauses and resumes work per
     batch rather than per run. Deletes

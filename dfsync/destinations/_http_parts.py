@@ -97,9 +97,16 @@ class Route:
         """The placeholders in the URL's path (not its query string)."""
         return tuple(_PLACEHOLDER.findall(self.url.partition("?")[0]))
 
-    def refuse_empty(self, values: dict[str, str]) -> str | None:
+    def refuse_empty(self, values: dict[str, str | None]) -> str | None:
         """Why a record whose text for a path placeholder is empty is not sent (None: it is sent):
-        '/items/{id}' with '' is /items/, the collection itself, another resource than a record."""
+        '/items/{id}' with '' is /items/, the collection itself, another resource than a record;
+        a null value in any placeholder would have been the text 'null' ('/items/null')."""
+        null = [f for f in self.fields if values[f] is None]
+        if null:
+            return (f"not sent: field {null[0]!r} is null, and the route {redact(self.spec())!r} has no value to "
+                    f"put in its place (the request would have gone to a URL with 'null' in it); give the record "
+                    f"a {null[0]!r} in the source or the sync's mapping (pl.col({null[0]!r}).fill_null(...)), or "
+                    f"use a route without it")
         empty = [f for f in self.path_fields if values[f] == ""]
         if not empty:
             return None
@@ -108,7 +115,8 @@ class Route:
                 f"non-empty {empty[0]!r} in the source or the sync's mapping, or use a route without it")
 
     def format(self, values: dict[str, Any]) -> str:
-        return _PLACEHOLDER.sub(lambda m: _quote_value(str(values[m[1]])), self.url)
+        # a null fills nothing: such a request is refused unsent (refuse_empty), its URL only named
+        return _PLACEHOLDER.sub(lambda m: _quote_value("" if values[m[1]] is None else str(values[m[1]])), self.url)
 
     def spec(self) -> str:
         return f"{self.method} {self.url}"
@@ -275,7 +283,7 @@ def json_ready(schema: pl.Schema) -> list[pl.Expr]:
     return exprs
 
 
-def placeholder_texts(frame: pl.DataFrame) -> dict[str, list[str]]:
+def placeholder_texts(frame: pl.DataFrame) -> dict[str, list[str | None]]:
     """Each column's values as URL placeholders take them: the value as the body's JSON writes it
     (ISO 8601 times, ``true``/``false``, numbers), a string without its quotes. ``str()`` of the
     Python value was another text for a time ('2013-01-01 06:00:00+00:00') or a bool ('True'),
@@ -285,7 +293,9 @@ def placeholder_texts(frame: pl.DataFrame) -> dict[str, list[str]]:
     for name in ready.columns:
         encoded = ready.select(pl.struct(pl.col(name)).struct.json_encode())[:, 0]
         values = (json.loads(text)[name] for text in encoded)
-        out[name] = [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
+        # a null stays None (a record that has none is refused unsent, Route.refuse_empty): 'null' was
+        # the text of the URL ('/items/null')
+        out[name] = [v if v is None or isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
     return out
 
 
