@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -75,6 +76,31 @@ def abandon_run(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition
                 session.close()
     store.discard(sync_id, run_id)
     return True
+
+
+def settle_failure(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int,
+                   session: DestinationSession | None, resumed: bool, error: str, detail: str) -> tuple[str, str]:
+    """What a failing run's batches become; returns its error and event texts, true to that.
+
+    A destination that applies a run only at its end (``replace``, Parquet) abandons the batches
+    it holds aside, also those a run resumed from ``paused`` wrote before its pause when it fails
+    before transferring again (their counters are taken back with them: none of their rows is
+    delivered). Unless the destination already applied the run (its final swap happened before
+    the error): then its batches stay delivered, and so when it cannot tell (the next run asks
+    again). On other destinations those earlier batches stay delivered, and a message saying
+    "Nothing was sent" (a check or schema refusal) says so instead."""
+    try:
+        earlier = resumed and session is None and store.run_row(run_id)["succeeded"] > 0
+    except Exception:  # the workspace is away: the run's failure is recorded as it can be
+        earlier = False
+    if (session is not None or earlier) and not applies_per_batch(defn):
+        with contextlib.suppress(Exception):
+            abandon_run(store, sync_id, sync_name, defn, run_id, session=session,
+                        ignore=Exception if session is not None else (), unless_applied=True)
+    elif earlier:
+        error, detail = (re.sub(r"[Nn]othing was sent", "Nothing more was sent (what its batches delivered before "
+                                "it was paused stays in the destination)", t) for t in (error, detail))
+    return error, detail
 
 
 def discard_unapplied_failed_runs(store: Store, sync_id: int, sync_name: str,

@@ -576,12 +576,8 @@ class Runner:
         error, detail = _sensitive.scrub_run_texts(self, redact(error), redact(detail or error))
         if self.status.terminal:
             return
-        if self.session is not None and not _settle.applies_per_batch(self.defn):
-            # unless the destination already applied it (its final swap happened before the error):
-            # then its batches stay delivered, and so when it cannot tell (the next run asks again)
-            with contextlib.suppress(Exception):
-                _settle.abandon_run(self.store, self.sync_id, self.sync_name, self.defn, self.run_id, session=self.session,
-                            ignore=Exception, unless_applied=True)
+        error, detail = _settle.settle_failure(self.store, self.sync_id, self.sync_name, self.defn, self.run_id,
+                                               self.session, self.resume, error, detail)
         with contextlib.suppress(Exception):
             self.store.fail_run(self.sync_id, self.run_id, error, kind, detail, cursor_merge(self.defn.sync_mode))
             self.status = RunStatus.FAILED

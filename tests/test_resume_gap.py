@@ -325,3 +325,37 @@ def test_deleting_a_sync_is_refused_while_its_run_is_paused(tmp_path):
         assert not [t for (t,) in con.sql("SELECT table_name FROM information_schema.tables").fetchall()
                     if t.startswith("t__dfsync")]
     assert not os.listdir(tmp_path / "staging")
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "parquet"])
+def test_a_resumed_run_that_fails_its_checks_tells_and_counts_what_its_earlier_batches_left(tmp_path, kind):
+    """A paused run that read its source again and failed its checks said "Nothing was sent" while the
+    30 rows its batches delivered before the pause stayed in the DuckDB table. On Parquet, which applies a
+    run only at its end, those batches are thrown away, but the run kept counting them sent and succeeded."""
+    data = pl.DataFrame({"id": list(range(60)), "v": list(range(60))})
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    inner = (dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t") if kind == "duckdb"
+             else dfsync.destinations.parquet(str(tmp_path / "lake")))
+    sync = ws.create_sync("p", source=dfsync.sources.frame(data), primary_key="id", batch_size=10,
+                          destination=FaultyDestination(inner, interrupt_after=3),
+                          checks=[dfsync.checks.between("v", 0, 100)])
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(progress=False)
+    assert sync.last_run().status == "paused"
+    dfsync._registry.drop_live_staging()  # as if the process had died: the resume reads the source again
+    run = sync.run(progress=False, source=data.with_columns(v=pl.when(pl.col("id") == 55).then(1000).otherwise("v")))
+    assert run.status == "failed" and "v between" in run.error
+    c = run.counts
+    assert c["queried"] == c["inserted"] + c["updated"] + c["unchanged"] + c["invalid"] == 60
+    assert c["sent"] == c["succeeded"] + c["failed"] + c["skipped"]
+    held = 0
+    if kind == "duckdb":
+        with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
+            held = con.sql("SELECT count(*) FROM t").fetchall()[0][0]
+        assert held == c["succeeded"] == 30
+        assert "Nothing was sent" not in run.error and "Nothing more was sent" in run.error
+    else:
+        assert not (tmp_path / "lake" / "data.parquet").exists()
+        assert c["sent"] == c["succeeded"] == 0 and "Nothing was sent" in run.error
+    run = sync.run(progress=False)  # the rows the destination holds are not sent again
+    assert run.status == "success" and run.counts["sent"] == 60 - held

@@ -220,9 +220,13 @@ class DeliveryOps:
                     self._discard(con, sync_id, run_id, b)
 
     def discard(self, sync_id: int, run_id: int, batch_no: int | None = None) -> None:
-        """Forget a batch (or, without ``batch_no``, every batch of the run: what it superseded is current again)."""
+        """Forget a batch (or, without ``batch_no``, every batch of the run: what it superseded is current
+        again, and none of its rows counts as succeeded: ``sent = succeeded + failed + skipped`` still holds,
+        the rows the destination rejected or skipped staying counted as sent)."""
         with self._transaction() as con:
             self._discard(con, sync_id, run_id, batch_no)
+            if batch_no is None:
+                con.execute("UPDATE runs SET sent = sent - succeeded, succeeded = 0 WHERE id = ?", [run_id])
 
     def restart_transfer(self, sync_id: int, run_id: int) -> None:
         """A run whose transfer starts over (a resumed ``replace`` run that lost its staged rows

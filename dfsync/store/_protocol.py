@@ -243,7 +243,8 @@ class WorkspaceStore(Protocol):
         ...
 
     def discard(self, sync_id: int, run_id: int, batch_no: int | None = None) -> None:
-        """Forget one batch, or every batch of the run (then what it superseded is current again)."""
+        """Forget one batch, or every batch of the run (then what it superseded is current again, and the
+        run's rows count as not succeeded: its ``sent`` keeps only the rows rejected or skipped)."""
         ...
 
     def restart_transfer(self, sync_id: int, run_id: int) -> None:
