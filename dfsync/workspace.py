@@ -29,7 +29,7 @@ from .destinations.base import Destination
 from .errors import ArgumentError, ConfigError, SyncAlreadyRunning
 from .run import Preview, SyncRun
 from .sources.base import Source
-from .states import ACTIVE_RUNS, RunStatus, SyncStatus
+from .states import UNFINISHED_RUNS, RunStatus, SyncStatus
 from .store import hostname, open_store, owner_token
 from .sync import Sync
 
@@ -277,12 +277,12 @@ class Workspace:
         a run of it is going on or paused (abort a paused one first)."""
         row = self.store.sync_row(name)
         self.store.require("delete", row["id"])
-        if self.store.latest_run_id(row["id"], list(ACTIVE_RUNS)):
+        unfinished = self.store.latest_run_id(row["id"], list(UNFINISHED_RUNS))  # one look: running or paused
+        if unfinished is not None and self.store.run_row(unfinished)["status"] != RunStatus.PAUSED.value:
             raise SyncAlreadyRunning(f"sync {name!r} is running; abort or wait for the run before deleting it")
-        paused = self.store.latest_run_id(row["id"], [RunStatus.PAUSED.value])
-        if paused is not None:  # it holds batches aside (a replace rewrite) and staged rows: abort() gives them up
-            raise SyncAlreadyRunning(f"cannot delete sync {name!r} while run {paused} of it is paused: finish it "
-                                     f"(sync.run() resumes it) or abort it (ws.run({paused}).abort()), then delete it")
+        if unfinished is not None:  # it holds batches aside (a replace rewrite) and staged rows: abort() gives them up
+            raise SyncAlreadyRunning(f"cannot delete sync {name!r} while run {unfinished} of it is paused: finish it "
+                                     f"(sync.run() resumes it) or abort it (ws.run({unfinished}).abort()), then delete it")
         self.store.delete_sync(row["id"])
         LIVE.pop((self.store.key, name), None)
 

@@ -9,6 +9,7 @@ run only at its end (Parquet) in insert mode, where failing the run used to disc
 from __future__ import annotations
 
 import os
+import time
 
 import duckdb
 import polars as pl
@@ -325,6 +326,21 @@ def test_deleting_a_sync_is_refused_while_its_run_is_paused(tmp_path):
         assert not [t for (t,) in con.sql("SELECT table_name FROM information_schema.tables").fetchall()
                     if t.startswith("t__dfsync")]
     assert not os.listdir(tmp_path / "staging")
+
+
+def test_deleting_a_sync_is_refused_while_its_run_is_running(tmp_path):
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("r", source=dfsync.sources.frame(pl.DataFrame({"id": list(range(30))})), primary_key="id",
+                          destination=FaultyDestination(dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), "t"),
+                                                        sleep=0.2), batch_size=10)
+    run = sync.run(progress=False, background=True)
+    while run.status.value not in ("in_progress", "success"):
+        time.sleep(0.01)
+    with pytest.raises(dfsync.SyncAlreadyRunning, match="'r' is running; abort or wait"):
+        ws.delete_sync("r")
+    run.wait()
+    ws.delete_sync("r")
+    assert ws.syncs().height == 0
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "parquet"])
