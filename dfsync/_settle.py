@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import threading
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -165,6 +166,34 @@ def open_for_transfer(store: Store, sync_id: int, sync_name: str, defn: SyncDefi
         f"though mirror does not delete rows the lost runs delivered that the source no longer has; insert "
         f"fails the rows whose key the destination has), or one run with destination_mode='replace' rewrites the "
         f"table as the source is now. The next runs use a new key in the destination's ledger.")
+
+
+def close_session(store: Store, session: DestinationSession) -> None:
+    """A run's end: its destination session closes on a thread while this thread's workspace lease
+    checkpoints (``Store.checkpoint``); both mostly wait on the disk (a DuckDB destination checkpoints
+    what the run wrote at its close), so side by side they take about the longer of the two, not the
+    sum (bench/RESULTS.md, issue 22). Returns once the session is closed, so the run's callbacks, and
+    any process they start, find the destination closed; the lease's own close then writes what is
+    left (the run's last events). Errors of either are ignored, as the close's always were."""
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            session.close()
+
+    closing = threading.Thread(target=close, name="dfsync-destination-close", daemon=True)
+    closing.start()
+    interrupted: BaseException | None = None
+    try:
+        with contextlib.suppress(Exception):
+            store.checkpoint()
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    while closing.is_alive():  # never return (nor leave on Ctrl-C) with the destination still closing
+        try:
+            closing.join()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def notice_lost_rows(store: Store, sync_id: int, sync_name: str, defn: SyncDefinition, run_id: int) -> None:

@@ -176,9 +176,8 @@ class Runner:
             tb = traceback.format_exc(limit=5)
             self._fail(f"{type(exc).__name__}: {exc}", "internal", detail=tb)
         finally:
-            if self.session is not None:
-                with contextlib.suppress(Exception):
-                    self.session.close()
+            if self.session is not None:  # beside the workspace's checkpoint
+                _settle.close_session(self.store, self.session)
             if (self.status != RunStatus.PAUSED or self.staging is None or not self.staging.loaded
                     or _registry.live_staging(self.store.key, self.run_id) is not self.staging):
                 self.drop_staging()

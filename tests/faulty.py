@@ -8,7 +8,7 @@ interrupt or SIGKILL a run at a known point. Importing this module registers the
 Crash tests also use *fault points*: :data:`FAULTS` (empty unless a test sets it, usually
 in a child process it is about to SIGKILL) names one place — ``querying`` (the source is
 being read), ``queued`` (validation is running), ``before_write``/``after_write`` of the
-n-th batch this process sends, ``before_finish``/``after_finish`` — where the process
+n-th batch this process sends, ``before_finish``/``after_finish``, ``close`` (a session closes) — where the process
 touches a marker file and then holds still, so the parent kills it exactly there.
 :class:`FaultySource` wraps a real source to provide the ``querying`` point, and
 :func:`install_runner_hooks` the ``queued`` one.
@@ -197,6 +197,7 @@ class FaultySession(DestinationSession):
         return self.inner.applied()
 
     def close(self):
+        fault_point("close")
         return self.inner.close()
 
 

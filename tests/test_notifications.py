@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 import dfsync
+from tests import faulty
 from tests.faulty import FaultyDestination, env_with_repo
 
 
@@ -115,3 +117,23 @@ def test_callback_by_reference_works_in_another_process(ws, tmp_path):
         dfsync.Workspace(tmp_path / "ws2.duckdb", allowed_callbacks=["tests"]).create_sync(
             "x", source=dfsync.sources.files(str(src)), destination=dest(tmp_path), primary_key="id",
             on_failure="tests.nope:missing")
+
+
+def test_the_callback_comes_once_the_destination_is_closed(ws, tmp_path):
+    """A run's end closes its destination on a thread beside the workspace's checkpoint
+    (dfsync._settle.close_session), and joins it before the callbacks: a callback (or a process it
+    starts) finds the DuckDB destination closed, its journal written into the file, even when the
+    close is slow (held 0.3 s here)."""
+    seen = []
+    wal = str(tmp_path / "d.duckdb") + ".wal"
+    s = ws.create_sync("c", source=dfsync.sources.frame(pl.DataFrame({"id": list(range(10))})), primary_key="id",
+                       destination=FaultyDestination(dest(tmp_path)),
+                       on_success=lambda r: seen.append((r.status, os.path.exists(wal))))
+    faulty.FAULTS.update(phase="close", marker=str(tmp_path / "closing"), hold=0.3)
+    try:
+        run = s.run(progress=False)
+    finally:
+        faulty.FAULTS.clear()
+    assert (tmp_path / "closing").exists()  # the slow close happened
+    assert run.status == "success" and seen == [("success", False)]
+    assert duckdb.connect(str(tmp_path / "d.duckdb")).execute("SELECT count(*) FROM t").fetchall() == [(10,)]

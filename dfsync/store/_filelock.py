@@ -344,6 +344,17 @@ class FileConnections(StoreKey):
                 self._lease = self._open()
                 self._lease_since = time.monotonic()
 
+    def checkpoint(self) -> None:
+        """Write this thread's lease's changes into the file (DuckDB's CHECKPOINT), so closing the
+        lease afterwards writes next to nothing: a run's end does this while its destination closes
+        on another thread (the two mostly wait on the disk). Without a lease of this thread, nothing;
+        a checkpoint DuckDB refuses (another connection of this process in a transaction) is left to
+        the close, which does it anyway."""
+        if self.memory or not self._holds_lease():
+            return
+        with contextlib.suppress(duckdb.Error), self._connect() as con:
+            con.execute("CHECKPOINT")
+
     @contextlib.contextmanager
     def released(self) -> Iterator[None]:
         """Let go of this thread's lease during long work that does not touch the workspace.

@@ -175,6 +175,9 @@ class PgConnections:
     def released(self) -> Iterator[None]:
         yield
 
+    def checkpoint(self) -> None:
+        return None  # each operation committed on the server: nothing left for a close to write
+
     def compact(self) -> str | None:
         return None  # a pg_dump holds no deleted row; VACUUM FULL is the operator's for the data directory
 

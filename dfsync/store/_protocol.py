@@ -42,6 +42,12 @@ class WorkspaceStore(Protocol):
         """Let go of this thread's lease during long work that does not touch the workspace."""
         ...
 
+    def checkpoint(self) -> None:
+        """At a run's end, while its destination closes: write this thread's lease's changes into
+        the workspace file now, so the lease's close has little left to write (nothing on a server;
+        a checkpoint refused leaves the work to the close, as before)."""
+        ...
+
     def compact(self) -> str | None:
         """After an erasure: rewrite a workspace file so the erased values leave its bytes
         (None: done or nothing to do; else why not, the file unchanged)."""
