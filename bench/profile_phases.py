@@ -133,6 +133,7 @@ def instrument(target: str) -> None:
     timed(store.Store, "add_counters", "store.add_counters")
     timed(store.Store, "transition_run", "store.transition_run")
     timed_cm(store.Store, "_transaction", "workspace transaction")
+    timed(store.Store, "checkpoint", "workspace checkpoint (beside the destination close)")
     timed(store._filelock.FileConnections, "_open_file", "workspace file open")
     timed(store._filelock.FileConnections, "_close", "workspace file close (checkpoint)")
     timed(dfsync.Workspace, "__init__", "Workspace() open")
