@@ -546,14 +546,6 @@ class DeltaSession(AsideLoad, DestinationSession):
         return BatchResult(failed={i: why for i in hits})
 
     # ---------------------------------------------------------------- replace: one overwrite commit
-    def _part_files(self) -> dict[int, str]:
-        """The batches held aside: Arrow IPC files (``batch-N.arrow``), or Parquet ones a paused run of
-        an older dfsync left (``batch-N.parquet``)."""
-        if self.parts is None or not os.path.isdir(self.parts):
-            return {}
-        found = (re.fullmatch(r"batch-(\d+)\.(?:arrow|parquet)", n) for n in os.listdir(self.parts))
-        return {int(m.group(1)): os.path.join(self.parts, m.group(0)) for m in found if m}
-
     def _write_part(self, batch: WriteBatch) -> BatchResult:
         if self.parts is None:
             raise DestinationError("destination_mode='replace' on a Delta table needs a local path (its batches "
@@ -567,17 +559,6 @@ class DeltaSession(AsideLoad, DestinationSession):
             out.write_table(data, max_chunksize=1 << 17)
         os.replace(final + ".part", final)  # the batch is held exactly when this file exists
         return BatchResult()
-
-    @staticmethod
-    def _part_batches(path: str) -> Any:
-        if path.endswith(".parquet"):
-            import pyarrow.parquet as pq
-            yield from pq.ParquetFile(path).iter_batches()
-            return
-        with pa.OSFile(path) as src:
-            part = pa.ipc.open_file(src)
-            for i in range(part.num_record_batches):
-                yield part.get_batch(i)
 
     def finish(self) -> None:
         if not self.ctx.mode.rewrites:

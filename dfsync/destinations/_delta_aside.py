@@ -13,6 +13,9 @@ they see any batch: landed exactly when the commit did. A run that stops before 
 leaves no table (files moved but not committed are no part of one; the scratch table is
 removed by the run's end or its abandon).
 
+``replace`` holds its batches aside too (``<table>/_dfsync/<run>/batch-N.arrow``) until its one
+overwrite commit; the reading of those is here as well.
+
 :class:`AsideLoad` is mixed into :class:`dfsync.destinations._delta.DeltaSession`; the
 engine's side is :mod:`dfsync._fused_delta`.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -162,3 +166,23 @@ class AsideLoad:
         for d in (self.parts, os.path.dirname(self.parts)):
             with contextlib.suppress(OSError):  # not empty (replace's parts, another run's): kept
                 os.rmdir(d)
+
+    # ---------------------------------------------------------------- replace: the batches held aside
+    def _part_files(self) -> dict[int, str]:
+        """The batches held aside: Arrow IPC files (``batch-N.arrow``), or Parquet ones a paused run of
+        an older dfsync left (``batch-N.parquet``)."""
+        if self.parts is None or not os.path.isdir(self.parts):
+            return {}
+        found = (re.fullmatch(r"batch-(\d+)\.(?:arrow|parquet)", n) for n in os.listdir(self.parts))
+        return {int(m.group(1)): os.path.join(self.parts, m.group(0)) for m in found if m}
+
+    @staticmethod
+    def _part_batches(path: str) -> Any:
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+            yield from pq.ParquetFile(path).iter_batches()
+            return
+        with pa.OSFile(path) as src:
+            part = pa.ipc.open_file(src)
+            for i in range(part.num_record_batches):
+                yield part.get_batch(i)
