@@ -86,7 +86,7 @@ def _check_object_column(name: str, col: Any) -> None:
             raise ConfigError(
                 f"column {name!r} holds Python objects of type {type(v).__name__} ({v!r:.60}), which have no "
                 f"column type; convert them in the frame first, e.g. df[{name!r}] = df[{name!r}].astype(str) "
-                f"(or map them to numbers / dicts)")
+                f"(or map them to numbers / dicts)").quoting(name, (f"{v!r:.60}", v))
         kinds.setdefault(k, v)
         if len(kinds) > 2:
             break
@@ -100,7 +100,7 @@ def _check_object_column(name: str, col: Any) -> None:
     raise ConfigError(
         f"column {name!r} mixes values of different kinds: {shown}; a column has one type. Convert it "
         f"in the frame first, e.g. df[{name!r}] = df[{name!r}].astype(str) for text, or "
-        f"pd.to_numeric(df[{name!r}]) for numbers")
+        f"pd.to_numeric(df[{name!r}]) for numbers").quoting(name, *((f"{v!r:.30}", v) for v in kinds.values()))
 
 
 def _check_one_kind(name: str, inferred: str, values: Any) -> None:
@@ -121,7 +121,8 @@ def _check_one_kind(name: str, inferred: str, values: Any) -> None:
         if hit is not None:
             raise ConfigError(
                 f"column {name!r} mixes dates with datetimes ({hit!r:.60}), which would arrive as dates without "
-                f"their time of day; make them one kind first, e.g. df[{name!r}] = pd.to_datetime(df[{name!r}])")
+                f"their time of day; make them one kind first, e.g. df[{name!r}] = pd.to_datetime(df[{name!r}])"
+            ).quoting(name, (f"{hit!r:.60}", hit))
     else:
         whole = scale = 0
         for v in values:
@@ -129,14 +130,14 @@ def _check_one_kind(name: str, inferred: str, values: Any) -> None:
                 if v.is_nan():
                     continue  # pandas' missing value, as NaN in a float column
                 raise ConfigError(f"column {name!r} holds the decimal {v!r}, which a decimal column cannot hold; "
-                                  f"convert it first, e.g. {fix} or df[{name!r}].astype(float)")
+                                  f"convert it first, e.g. {fix} or df[{name!r}].astype(float)").quoting(name, (repr(v), v))
             t = v.as_tuple()
             whole, scale = max(whole, len(t.digits) + int(t.exponent)), max(scale, -int(t.exponent))
             if whole + scale > 38:
                 raise ConfigError(
                     f"column {name!r} holds decimals needing more than 38 digits ({v!r:.60} among them), more than "
                     f"a decimal column holds; convert it first, e.g. {fix} (every digit) or "
-                    f"df[{name!r}].astype(float)")
+                    f"df[{name!r}].astype(float)").quoting(name, (f"{v!r:.60}", v))
 
 
 def pandas_to_polars(df: Any) -> pl.DataFrame:
@@ -216,7 +217,8 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
                 raise ConfigError(
                     f"column {name!r} holds timestamps with nanoseconds ({hit}) as Python objects, which convert "
                     f"to {dtype.time_unit} and would lose them; make it a datetime column first: df[{name!r}] = "
-                    f"pd.to_datetime(df[{name!r}]) (nanoseconds kept), or add .dt.floor('us') if they do not matter")
+                    f"pd.to_datetime(df[{name!r}]) (nanoseconds kept), or add .dt.floor('us') if they do not matter"
+                ).quoting(name, (str(hit), hit))
     for name, dtype in out.schema.items():
         if isinstance(dtype, pl.Object) or type(dtype).__name__ in ("Extension", "BaseExtension"):
             raise ConfigError(f"column {name!r} converts to {dtype}, which has no column type; convert it "

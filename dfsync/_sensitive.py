@@ -185,6 +185,28 @@ def scrubber(sensitive: Sequence[str], store: Any) -> Callable[[Any, Sequence[st
     return scrub
 
 
+def scrub_quoted(runner: Any, exc: Any) -> str:
+    """The text of an error that ended ``runner``'s run, with the row values it quotes
+    (``DfsyncError.quoted``: a source that could not be read, before any row was staged) of the
+    source columns behind the sync's sensitive fields replaced by their keyed hashes."""
+    text = str(exc)
+    quoted = getattr(exc, "quoted", ())
+    if not quoted or not runner.defn.sensitive:
+        return text
+    mapper, columns = runner.defn.mapping, set()
+    for f in runner.defn.sensitive:  # the source columns a sensitive field is taken or computed from
+        value = (mapper.spec or {}).get(f)
+        columns.update([mapper.source_column(f) or f] if not isinstance(value, pl.Expr) or mapper.source_column(f)
+                       else value.meta.root_names())
+    key = store_key(runner.store)
+    swaps = {shown: keyed_hash(value, key) for column, shown, value in quoted
+             if column in columns and len(shown) >= _MIN_SCRUB}
+    if not swaps:
+        return text
+    found = sorted(swaps, key=len, reverse=True)  # one pass, the longest first: a hash is never searched again
+    return re.sub("|".join(map(re.escape, found)), lambda m: swaps[m.group(0)], text)
+
+
 def scrub_run_texts(runner: Any, *texts: str) -> tuple[str, ...]:
     """A run's own texts (its error, the detail of its event) before they are stored, with each
     value of the sync's sensitive fields among the run's staged rows replaced by its keyed hash:

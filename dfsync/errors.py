@@ -67,8 +67,17 @@ __all__ = [
 class DfsyncError(Exception):
     """Root of every error dfsync raises."""
 
+    #: row values the message quotes, as ``(source column, text as in the message, value)``: a run of
+    #: a sync with ``sensitive`` fields stores the message with those of its sensitive columns hashed
+    quoted: tuple[tuple[str, str, object], ...] = ()
+
     def __init__(self, message: str = "") -> None:
         super().__init__(redact(message))
+
+    def quoting(self, column: object, *values: tuple[str, object]) -> DfsyncError:
+        """This error, noting the ``(text as in the message, value)`` of ``column`` it quotes."""
+        self.quoted = (*self.quoted, *((str(column), text, v) for text, v in values))
+        return self
 
 
 class ConfigError(DfsyncError, ValueError):

@@ -202,6 +202,22 @@ def test_a_long_error_cut_to_size_keeps_no_part_of_a_sensitive_value(ws, tmp_pat
     assert "x" * 20 not in str(run.records().to_dicts()) + str(sync.events().to_dicts())
 
 
+def test_a_source_error_quoting_a_sensitive_value_stores_its_hash(ws, tmp_path):
+    """A pandas frame whose e-mail column came to mix text and numbers after create_sync: the run
+    failed before staging a row with an error quoting the first e-mail, stored in plain in the runs
+    and events (the scrub looks values up in the staged rows, and there were none)."""
+    import pandas as pd
+
+    df = pd.DataFrame({"id": [1, 2], "email": EMAILS[:2], "phone": PHONES[:2], "age": [30, 40]}).astype({"email": object})
+    sync = ws.create_sync("people", source=dfsync.sources.frame(df), destination=destination(tmp_path), primary_key="id",
+                          sensitive=["email"])
+    df.loc[1, "email"] = 12345  # edited in place: the next run reads it
+    run = sync.run(progress=False)
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert run.status == dfsync.RunStatus.FAILED and f"text ({keyed_hash(EMAILS[0], key)})" in run.error, run.error
+    assert EMAILS[0] not in run.error + str(sync.events().to_dicts()) + str(sync.runs().to_dicts())
+
+
 def test_a_buckets_error_quoting_a_sensitive_value_stores_its_hash(ws, pg_uri):
     """A partitioned run's bucket refused by its destination with a message quoting a row's value
     (a trigger's RAISE) kept that message in plain in run.buckets() and in its 'bucket N failed'
