@@ -93,7 +93,15 @@ class LocalProcesses(Engine):
 
     def submit(self, fn: Callable[[Task], Any], task: Task) -> cf.Future[Any]:
         with _main_left_alone():  # the pool starts its workers inside submit
-            inner = self._executor().submit(fn, task)
+            try:
+                inner = self._executor().submit(fn, task)
+            except cf.process.BrokenProcessPool:
+                # its workers died since the last run: with the thread that started them (a background
+                # run's, a scheduler's: PR_SET_PDEATHSIG acts on the thread), or killed; start fresh ones
+                broken, self._pool = self._pool, None
+                if broken is not None:
+                    broken.shutdown(wait=False, cancel_futures=True)
+                inner = self._executor().submit(fn, task)
         outer: cf.Future[Any] = cf.Future()
 
         def done(f: cf.Future[Any]) -> None:
