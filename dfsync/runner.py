@@ -61,6 +61,7 @@ from .states import (
     RunStatus,
     SyncMode,
     checks_outcome,
+    every_row_may_fail,
     failed_rows_allowed,
 )
 from .store import Store
@@ -532,8 +533,9 @@ class Runner:
         limit = defn.max_failed_rows
         allowed = failed_rows_allowed(limit, sent)
         problem = None
-        if failed and succeeded == 0:
-            problem = (f"every row sent was rejected by the destination ({_words.plural(failed, 'row')}); "
+        if failed and succeeded == 0 and not every_row_may_fail(limit):
+            others = f"; {run['skipped']} more skipped" if run["skipped"] else ""
+            problem = (f"every row sent was rejected by the destination ({_words.plural(failed, 'row')}{others}); "
                        f"see run.records(status='failed') for the errors")
         elif failed > allowed:
             problem = (f"{_words.plural(failed, 'row')} {'was' if failed == 1 else 'were'} rejected by the destination, "

@@ -184,6 +184,12 @@ def failed_rows_allowed(setting: int | float, sent: int) -> float:
     return setting * sent if isinstance(setting, float) and 0 < setting <= 1 else setting
 
 
+def every_row_may_fail(setting: int | float) -> bool:
+    """``max_failed_rows=1.0``: every row sent may be rejected and the run still succeeds. Any other
+    setting fails a run whose every row was rejected (a wrong endpoint or table, not bad rows)."""
+    return isinstance(setting, float) and setting == 1.0
+
+
 S, R = SyncStatus, RunStatus
 
 # (from, event) -> to.  ``None`` as "from" is creation.

@@ -389,3 +389,9 @@ def test_a_run_whose_every_row_is_rejected_says_where_the_errors_are(ws, http_se
     assert "run.records(status='failed')" in str(run.error)
     errors = run.records(status="failed")["_error"].to_list()
     assert len(errors) == 5 and all("email is not allowed" in e for e in errors)
+    # max_failed_rows=1.0 says every row may be rejected (README): such a run succeeds, its rows recorded
+    lenient = ws.create_sync("lenient", source=dfsync.sources.frame(people(5)), destination=dest,
+                             primary_key="id", batch_size=5, max_failed_rows=1.0)
+    run = lenient.run(progress=False)
+    assert run.status == "success" and run.counts["failed"] == 5 and run.counts["succeeded"] == 0, run.error
+    assert run.records(status="failed").height == 5
