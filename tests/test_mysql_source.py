@@ -181,6 +181,17 @@ def test_a_float_column_arrives_as_the_float32_it_stores(src_db, mariadb_server,
     assert got.schema.field("f").type == pa.float32()
     assert got.column("f").to_pylist() == want
     assert got.column("we`ird").to_pylist() == pa.array([3.14159274, None, 1e-20], pa.float32()).to_pylist()
+
+    def connections(query: str) -> int:
+        """Connections the server accepted while the rows of ``query`` were read (and this question)."""
+        before = int(mariadb_server.execute("SHOW GLOBAL STATUS LIKE 'Connections'")[0][1])
+        rows = pa.Table.from_batches(list(dfsync.sources.database(src_db, query).reader())).num_rows
+        assert rows == 3
+        return int(mariadb_server.execute("SHOW GLOBAL STATUS LIKE 'Connections'")[0][1]) - before
+
+    # the FLOAT columns are found by a LIMIT 0 of the query on the read's own connection: the query
+    # was opened, dropped and opened again on a second connection to read them exactly
+    assert connections("SELECT * FROM fl") == connections("SELECT id FROM fl")
     ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
     out = str(tmp_path / "o.duckdb")
     sync = ws.create_sync("fl", source=src, primary_key="id", destination=dfsync.destinations.duckdb(out, table="t"),

@@ -101,7 +101,12 @@ def _column(values: list, t: pa.DataType, name: str) -> pa.Array:
         raise SourceError(f"column {name!r} does not convert to {t}: {exc}{hint}") from None
 
 
-def _open(source: Any, sql: str, params: tuple, *, snapshot: bool) -> tuple[Any, Any]:
+def _open(source: Any, sql: str, params: tuple, *, snapshot: bool,
+          exact_floats: bool = False) -> tuple[Any, Any, list]:
+    """A connection, its unbuffered cursor with ``sql`` executed, and the query's columns. With ``exact_floats``, the
+    query's columns are first learnt from a ``LIMIT 0`` of it on the same connection (the server
+    reads no row for it), so a FLOAT column is read as its exact double from the one execution of
+    the query: it was executed, dropped and executed again on a second connection."""
     try:
         con = mysql_connect(source.uri, source.secret())  # MissingDependencyError without pymysql
     except MissingDependencyError:
@@ -116,11 +121,27 @@ def _open(source: Any, sql: str, params: tuple, *, snapshot: bool) -> tuple[Any,
         if snapshot:
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        cur.execute(sql, params or None)
+        probed = _probe(cur, sql, params) if exact_floats else []
+        cur.execute(_floats_exact(sql, probed) or sql, params or None)
     except Exception as exc:
         con.close()
         raise SourceError(f"the source query failed on {source.uri}: {redact(str(exc))}") from exc
-    return con, cur
+    return con, cur, probed or list(cur._result.fields)
+
+
+def _probe(cur: Any, sql: str, params: tuple) -> list:
+    """The result columns of ``sql`` (PyMySQL's field metadata) from a ``LIMIT 0`` of it; none when
+    it cannot be wrapped (e.g. a column name given twice, which a derived table refuses): such a
+    query is read as it is, as before."""
+    import pymysql
+
+    try:
+        cur.execute(f"SELECT * FROM ({sql}) AS q0 LIMIT 0", params or None)
+    except pymysql.err.MySQLError:
+        return []
+    fields = list(cur._result.fields) if cur._result is not None else []
+    cur.fetchall()
+    return fields
 
 
 def query_sql(source: Any, cursor: Any) -> tuple[str, tuple]:
@@ -136,9 +157,8 @@ def query_sql(source: Any, cursor: Any) -> tuple[str, tuple]:
 
 def mysql_schema(source: Any, cursor: Any = None) -> pa.Schema:
     sql, params = query_sql(source, cursor)
-    con, cur = _open(source, f"SELECT * FROM ({sql}) AS q0 LIMIT 0", params, snapshot=False)
+    con, cur, fields = _open(source, f"SELECT * FROM ({sql}) AS q0 LIMIT 0", params, snapshot=False)
     try:
-        fields = list(cur._result.fields)
         cur.fetchall()
         cur.close()
     finally:
@@ -170,17 +190,12 @@ def _floats_exact(sql: str, fields: list) -> str | None:
 def mysql_reader(source: Any, cursor: Any = None) -> pa.RecordBatchReader:
     """The query's rows as an Arrow stream from one consistent snapshot; closes when drained."""
     sql, params = query_sql(source, cursor)
-    con, cur = _open(source, sql, params, snapshot=True)
-    try:
-        fields = list(cur._result.fields)
+    con, cur, fields = _open(source, sql, params, snapshot=True, exact_floats=True)
+    try:  # the query's own column types: FLOAT ones, read as their exact doubles, stay float32
         schema = pa.schema([pa.field(f.name, field_type(f)) for f in fields])
     except SourceError:
         _drop(con, cur)
         raise
-    exact = _floats_exact(sql, fields)
-    if exact is not None:  # read again, FLOAT columns as their exact values (the schema stays float32)
-        _drop(con, cur)
-        con, cur = _open(source, exact, params, snapshot=True)
 
     def batches() -> Iterator[pa.RecordBatch]:
         drained = False
