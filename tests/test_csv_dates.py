@@ -242,3 +242,24 @@ def test_a_newer_row_written_another_way_below_the_text_cursor_is_read_and_refus
     assert [iso_text_start(v) for v in ("2024-10-02T01:00:00+05:00", "2024-13-45 10:00", "0001-01-01T01:00:00",
                                         "9999-12-31T23:00:00-05:00", "2024-10-01")] == \
         ["2024-10-01", None, "0001-01-01", "9999-12-29", None]
+
+
+def test_a_new_version_of_csv_files_is_checked_in_one_pass(tmp_path, monkeypatch):
+    """The date check and the numbers check (leading zeros, digits a float loses) each inferred the
+    schema and scanned the text of every new version of the files: two passes before the read. One
+    pass holds both now; what they find is unchanged."""
+    path = tmp_path / "a.csv"
+    path.write_text("id,day,zip,x\n" + "".join(f"{i},2024-01-{i:02d},0{i}00,{i}.5\n" for i in range(1, 21)))
+    src = dfsync.sources.files(str(path))
+    scans = []
+    real = pl.scan_csv
+    monkeypatch.setattr(pl, "scan_csv", lambda *a, **k: scans.append(k) or real(*a, **k))
+    got = src.scan().collect()
+    assert got.schema["zip"] == pl.String and got.schema["day"] == pl.Date and got["zip"][0] == "0100"
+    assert len(scans) == 3  # the columns as polars infers them, their text (both checks), the read
+    scans.clear()
+    src.scan().collect()  # the same version of the file: not checked again
+    assert len(scans) == 1
+    path.write_text("id,day\n1,02/01/2024\n")  # a new version is checked again, dates too
+    with pytest.raises(dfsync.DfsyncError, match="day first or month first"):
+        src.scan()

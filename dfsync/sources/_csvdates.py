@@ -25,20 +25,8 @@ _DAY_FIRST = r"^\s*(\d{1,2})([-/.])(\d{1,2})[-/.]\d{4}"
 _FINER_THAN_US = r"\d:\d\d[.,]\d{7,}"
 
 
-def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) -> None:
-    """Refuse CSV columns polars would parse into other dates or cut timestamps (see above)."""
-    given = options.get("schema_overrides") or {}
-    if "schema" in options or "dtypes" in options or not isinstance(given, dict):
-        return  # the types are given (every column, or by position): the user's own choice, read as given
-    try:
-        schema = pl.scan_csv(files, try_parse_dates=True, **options).collect_schema()
-    except Exception:  # noqa: BLE001 - an unreadable file: the read itself says so, with its name
-        return
-    temporal = {c: t for c, t in schema.items() if isinstance(t, (pl.Date, pl.Datetime))}
-    if not temporal:
-        return
-    overrides = {**given, **dict.fromkeys(temporal, pl.String)}
-    text = pl.scan_csv(files, **{**options, "schema_overrides": overrides}).select(list(temporal))
+def _date_exprs(temporal: dict[str, pl.DataType]) -> list[pl.Expr]:
+    """What :func:`_refuse_dates` needs of each date or timestamp column's text, in one pass."""
     exprs = []
     for c, t in temporal.items():
         col = pl.col(c)
@@ -46,10 +34,11 @@ def check_parsed_text(files: list[str], options: dict[str, Any], describe: str) 
         exprs.append(col.str.extract(_DAY_FIRST, 1).cast(pl.Int32).max().alias(f"{c}\0day"))
         if isinstance(t, pl.Datetime) and t.time_unit != "ns":
             exprs.append(col.filter(col.str.contains(_FINER_THAN_US)).first().alias(f"{c}\0fine"))
-    try:
-        found = text.select(exprs).collect().row(0, named=True)
-    except Exception:  # noqa: BLE001 - as above
-        return
+    return exprs
+
+
+def _refuse_dates(found: dict[str, Any], temporal: dict[str, pl.DataType], describe: str) -> None:
+    """Refuse CSV columns polars would parse into other dates or cut timestamps (see above)."""
     for c, t in temporal.items():
         first, day = found[f"{c}\0first"], found[f"{c}\0day"]
         hit = re.match(_DAY_FIRST, first or "")
@@ -100,26 +89,38 @@ def _may_lose(text: pl.Expr, value: pl.Expr) -> pl.Expr:
                                   | value.is_infinite() | (value == 0))
 
 
-def numbers_as_written(files: list[str], options: dict[str, Any], describe: str) -> list[str]:
-    """The CSV columns to read as text: those polars would read as integers although some value is
-    written with a leading zero (a zip code ``01234``, an account ``007``), which as numbers lose the
-    zeros (``1234``) without a word. A column polars would read as floats although a value has more
-    digits than a float keeps (``1234567890123456.78`` read as ``1234567890123456.8``, an integer
-    above 2**53 among decimals) is refused, naming the column, the value and the file."""
+def csv_checks(files: list[str], options: dict[str, Any], describe: str, *, dates: bool = True) -> list[str]:
+    """The checks of a CSV source's files before they are read, in one pass over their text: its
+    dates (``dates``: see the module's docstring) and its numbers. Returns the columns to read as
+    text: those polars would read as integers although some value is written with a leading zero
+    (a zip code ``01234``, an account ``007``), which as numbers lose the zeros (``1234``) without a
+    word. A column polars would read as floats although a value has more digits than a float keeps
+    (``1234567890123456.78`` read as ``1234567890123456.8``, an integer above 2**53 among decimals)
+    is refused, naming the column, the value and the file. (The two checks scanned every new
+    version of the files once each.)"""
     given = options.get("schema_overrides") or {}
     if "schema" in options or "dtypes" in options or not isinstance(given, dict):
-        return []  # the types are given: the user's own choice
+        return []  # the types are given (every column, or by position): the user's own choice, read as given
     try:
         schema = pl.scan_csv(files, try_parse_dates=True, **options).collect_schema()
-        ints = [c for c, t in schema.items() if t.is_integer() and c not in given]
-        floats = [c for c, t in schema.items() if t.is_float() and c not in given]
-        if not ints and not floats:
-            return []
-        text = pl.scan_csv(files, **{**options, "include_file_paths": _FILE,
-                                     "schema_overrides": {**given, **dict.fromkeys(ints + floats, pl.String)}})
-        exprs = [pl.col(c).str.contains(_LEADING_ZERO).any().alias(c) for c in ints]
-        exprs += [_may_lose(pl.col(c), pl.col(c).cast(pl.Float64, strict=False)).any().alias(c) for c in floats]
+    except Exception:  # noqa: BLE001 - an unreadable file: the read itself says so, with its name
+        return []
+    temporal = {c: t for c, t in schema.items() if isinstance(t, (pl.Date, pl.Datetime))} if dates else {}
+    ints = [c for c, t in schema.items() if t.is_integer() and c not in given]
+    floats = [c for c, t in schema.items() if t.is_float() and c not in given]
+    if not temporal and not ints and not floats:
+        return []
+    text = pl.scan_csv(files, **{**options, "include_file_paths": _FILE, "schema_overrides": {
+        **given, **dict.fromkeys([*temporal, *ints, *floats], pl.String)}})
+    exprs = _date_exprs(temporal)
+    exprs += [pl.col(c).str.contains(_LEADING_ZERO).any().alias(c) for c in ints]
+    exprs += [_may_lose(pl.col(c), pl.col(c).cast(pl.Float64, strict=False)).any().alias(c) for c in floats]
+    try:
         found = text.select(exprs).collect().row(0, named=True)
+    except Exception:  # noqa: BLE001 - as above
+        return []
+    _refuse_dates(found, temporal, describe)
+    try:
         for c in (c for c in floats if found[c]):  # the few values that may lose digits, looked at closely
             maybe = text.select(pl.col(c), pl.col(c).cast(pl.Float64, strict=False).alias("\0f"), pl.col(_FILE)).filter(
                 _may_lose(pl.col(c), pl.col("\0f"))).collect()

@@ -210,9 +210,7 @@ class FilesSource(Source):
         if self.format == "parquet":  # DuckDB's reader renames a struct field '' (or one named twice)
             _refuse_struct_names(files)
         if self.format == "csv":
-            from ._csvdates import check_parsed_text
-
-            check_parsed_text(files, self.options, self.describe())
+            self._csv_checked(files)  # its dates, with its numbers (one pass, kept for this version)
         if self.format == "ndjson":  # a key missing from an object is a null: only keys dropped matter
             schema = pl.scan_ndjson(files, **self.options).collect_schema()  # polars' reading, for both checks
             self._check_late_keys(files, schema)
@@ -324,18 +322,25 @@ class FilesSource(Source):
 
     def _csv_options(self, files: list[str]) -> dict[str, Any]:
         """The reader options, with the integer columns written with leading zeros (``01234``) read as
-        text, and floats with more digits than a float keeps refused (``_csvdates.numbers_as_written``);
-        looked for once per version of the files."""
+        text (:meth:`_csv_checked`)."""
+        zeros = self._csv_checked(files)
+        if not zeros:
+            return self.options
+        given = self.options.get("schema_overrides") or {}
+        return {**self.options, "schema_overrides": {**given, **dict.fromkeys(zeros, pl.String)}}
+
+    def _csv_checked(self, files: list[str]) -> list[str]:
+        """The CSV files' dates and numbers checked (``_csvdates.csv_checks``: day-first dates and
+        timestamps finer than microseconds refused, floats with more digits than a float keeps
+        refused) in one pass over each version of the files; the integer columns to read as text."""
         seen = _version(files)
         cached = getattr(self, "_zeros", None)
         if seen is None or cached is None or cached[0] != seen:
-            from ._csvdates import numbers_as_written
+            from ._csvdates import csv_checks
 
-            cached = self._zeros = (seen, numbers_as_written(files, self.options, self.describe()))
-        if not cached[1]:
-            return self.options
-        given = self.options.get("schema_overrides") or {}
-        return {**self.options, "schema_overrides": {**given, **dict.fromkeys(cached[1], pl.String)}}
+            dates = not set(self.options) & _OWN_LAYOUT  # those options lay the columns out themselves
+            cached = self._zeros = (seen, csv_checks(files, self.options, self.describe(), dates=dates))
+        return cached[1]
 
     def read_by_duckdb(self, files: list[str]) -> bool:
         """Are ``files`` read by DuckDB's Parquet reader (else by polars)? Not with reader options
