@@ -66,8 +66,11 @@ def check_window(field: str, dtype: pl.DataType, lookback: Any, initial_cursor: 
                                   f"lookback is a positive number of cursor units (e.g. lookback=1000)")
             out["lookback"] = {"amount": lookback}
         else:
-            hint = (f" (text, as CSV and NDJSON files hold dates): read it as one, e.g. sources.files(..., "
-                    f"schema_overrides={{{field!r}: pl.Datetime('us', 'UTC')}}), or CAST it in a query source"
+            hint = (f" (text, as CSV and NDJSON files hold dates, and SQLite dates and times): read it as one, e.g. "
+                    f"sources.files(..., schema_overrides={{{field!r}: pl.Datetime('us', 'UTC')}}), or CAST it in a "
+                    f"query source (CAST({field} AS TIMESTAMP) on PostgreSQL or DuckDB); SQLite has no date type, "
+                    f"so there select a number, e.g. SELECT *, unixepoch({field}) AS {field}_epoch FROM ..., with "
+                    f"cursor_field='{field}_epoch' and lookback in seconds (lookback=7200 for 2 hours)"
                     if dtype == pl.String else "")
             raise ConfigError(f"lookback= needs a date, time or numeric cursor; {field!r} is {dtype}{hint}")
     if initial_cursor is not None:

@@ -521,3 +521,31 @@ def test_a_relative_sqlite_path_is_the_same_database_from_any_working_directory(
     con = duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True)
     assert con.execute("SELECT v FROM t").fetchall() == [("right",)]
     con.close()
+
+
+def test_a_sqlite_text_time_cursor_with_a_lookback_names_the_way_that_works_in_sqlite(tmp_path):
+    """SQLite keeps dates and times as text, so a lookback on them was refused with 'CAST it in a
+    query source', which SQLite cannot do (it has no date type): the user was left with no way. The
+    error names the epoch number SQLite can select, and that way reads the window it says."""
+    import sqlite3
+
+    path = str(tmp_path / "s.sqlite")
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, ts TEXT, v TEXT)")
+    con.executemany("INSERT INTO ev VALUES (?, ?, ?)", [(i, f"2024-01-01 {i:02d}:00:00", "a") for i in range(10)])
+    con.commit()
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = dfsync.destinations.duckdb(str(tmp_path / "o.duckdb"), table="ev")
+    with pytest.raises(dfsync.errors.ConfigError, match=r"unixepoch\(ts\) AS ts_epoch.*lookback=7200"):
+        ws.create_sync("s", source=dfsync.sources.database(f"sqlite:///{path}", "SELECT * FROM ev"), destination=dest,
+                       primary_key="id", sync_mode="incremental", cursor_field="ts", lookback="2 hours")
+    sync = ws.create_sync("s", source=dfsync.sources.database(f"sqlite:///{path}", "SELECT *, unixepoch(ts) AS "
+                          "ts_epoch FROM ev"), destination=dest, primary_key="id", sync_mode="incremental",
+                          cursor_field="ts_epoch", lookback=7200)
+    assert sync.run(progress=False).counts["inserted"] == 10
+    con.execute("UPDATE ev SET v = 'b' WHERE id IN (3, 8)")  # 8 is within two hours of the last (9), 3 is not
+    con.commit()
+    con.close()
+    run = sync.run(progress=False)
+    assert (run.counts["queried"], run.counts["updated"], run.counts["unchanged"]) == (3, 1, 2)
+    ws.close()
