@@ -22,6 +22,13 @@ from .workspace import Workspace
 _SAMPLE = ("customers_v1.parquet", "customers_v2.parquet", "orders_v1.csv", "orders_v2.csv")
 
 
+
+def _shown_path(path: str) -> str:
+    """A path to type: relative when it is under the working directory, else absolute (a demo in
+    /tmp/x run from a home directory showed '../../../tmp/x/...')."""
+    rel = os.path.relpath(path)
+    return os.path.abspath(path) if rel.startswith(os.pardir) else rel
+
 def _find_data(data_dir: str | None) -> pathlib.Path:
     if data_dir:  # the directory asked for, or an error: not silently the bundled sample instead
         given = pathlib.Path(data_dir)
@@ -131,7 +138,8 @@ def run_demo(directory: str = "dfsync-demo", data_dir: str | None = None, out: T
     say(f"\ndestination {warehouse}: customers={n_c} rows, orders={n_o} rows")
     say(f"workspace   {ws.path}")
     say("\ninspect it:")
-    say(f"  python -c \"import dfsync; ws = dfsync.Workspace('{os.path.relpath(ws.path)}'); print(ws.syncs()); print(ws.sync('customers').runs())\"")
-    say(f"  dfsync runs customers --workspace {os.path.relpath(ws.path)}")
+    shown = _shown_path(ws.path)
+    say(f"  python -c \"import dfsync; ws = dfsync.Workspace('{shown}'); print(ws.syncs()); print(ws.sync('customers').runs())\"")
+    say(f"  dfsync runs customers --workspace {shown}")
     ws.close()
     return 0 if ok else 1

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pty
+import shutil
 import signal
 import struct
 import subprocess
@@ -490,6 +491,17 @@ def test_demo_command_still_works(tmp_path, dfsync_cli) -> None:
     assert res.code == 0, res.err
     assert "customers" in res.out and "success" in res.out
     assert (tmp_path / "demo" / "warehouse.duckdb").exists()
+    # the "inspect it" lines name the workspace as a path to type here: relative under the working
+    # directory, absolute outside it (not '../../..')
+    outside = tmp_path.parent / f"{tmp_path.name}-demo"
+    try:
+        for where in (tmp_path / "demo", outside):
+            res = dfsync_cli("demo", "--directory", str(where), "--data", str(REPO / "data"))
+            shown = res.out.split("--workspace ")[-1].split()[0]
+            assert ".." not in shown and (tmp_path / shown).exists(), res.out
+            assert os.path.isabs(shown) == (where == outside)
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
     # a directory it cannot make (here under a file; or a working directory the user may not write):
     # one line naming it and what to pass, not an OSError traceback
     (tmp_path / "afile").write_text("")
