@@ -549,3 +549,33 @@ def test_a_sqlite_text_time_cursor_with_a_lookback_names_the_way_that_works_in_s
     run = sync.run(progress=False)
     assert (run.counts["queried"], run.counts["updated"], run.counts["unchanged"]) == (3, 1, 2)
     ws.close()
+
+
+def test_a_text_cursor_is_compared_in_byte_order_as_dfsync_keeps_it_not_in_the_column_collation(
+        pg_server, pg_uri, tmp_path):
+    """dfsync keeps the largest delivered text cursor in byte order, PostgreSQL compared it in the
+    column's collation: under ICU 'Émile' sorts below 'zoe', '~1' below 'z' (an enum in its declared order), so the
+    row added after the cursor 'zoe' was never read and the run said success."""
+    import duckdb
+
+    db = pg_uri.rsplit("/", 1)[1]
+    if not pg_server.execute("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'", dbname=db):
+        pytest.skip("this PostgreSQL has no ICU collations")
+    pg_server.execute("CREATE TYPE lvl AS ENUM ('zeta', 'alpha'); CREATE TABLE people (id int PRIMARY KEY, "
+                      "name text COLLATE \"und-x-icu\", code varchar(8) COLLATE \"und-x-icu\", l lvl, n int); "
+                      "INSERT INTO people VALUES (1, 'Bob', 'B', 'alpha', 1), (2, 'zoe', 'z', 'alpha', 2)", dbname=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "d.duckdb")
+    syncs = [ws.create_sync(c, source=dfsync.sources.database(pg_uri, "SELECT * FROM people"), primary_key="id",
+                            destination=dfsync.destinations.duckdb(dest, c), sync_mode="incremental", cursor_field=c)
+             for c in ("name", "code", "l", "n")]
+    assert [s.run(progress=False).counts["inserted"] for s in syncs] == [2, 2, 2, 2]
+    pg_server.execute("INSERT INTO people VALUES (3, 'Émile', '~1', 'zeta', 3)", dbname=db)
+    runs = [s.run(progress=False) for s in syncs]
+    assert [(r.status, r.counts["inserted"], r.counts["queried"]) for r in runs] == \
+        [("success", 1, 2), ("success", 1, 2), ("success", 1, 3), ("success", 1, 2)]  # l: both rows 'alpha' 
+    con = duckdb.connect(dest, read_only=True)
+    for c in ("name", "code", "l", "n"):
+        assert con.sql(f"SELECT id FROM {c} ORDER BY id").fetchall() == [(1,), (2,), (3,)], c
+    con.close()
+    ws.close()

@@ -201,3 +201,31 @@ def test_a_float_column_arrives_as_the_float32_it_stores(src_db, mariadb_server,
     assert [r[0] for r in con.sql("SELECT f FROM t ORDER BY id").fetchall()] == want
     con.close()
     ws.close()
+
+
+def test_a_text_cursor_is_compared_in_byte_order_and_a_percent_in_names_is_kept(mariadb_server, mysql_db, tmp_path):
+    """dfsync keeps the largest delivered text cursor in byte order; MariaDB compared it in the
+    column's case- and accent-insensitive collation (utf8mb4_general_ci), where 'Émile' sorts below
+    'zoe' and 'a1' below '_' (as 'A1'): the rows added after those cursors were never read and the runs said
+    success. A % in the cursor's name (or another column's, with a FLOAT read exactly) failed every
+    incremental run with PyMySQL's 'unsupported format character'."""
+    db = db_of(mysql_db)
+    mariadb_server.execute("CREATE TABLE people (id int PRIMARY KEY, name varchar(20), code char(4), "
+                           "n int, f float) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci", database=db)
+    mariadb_server.execute("INSERT INTO people VALUES (1, 'Bob', 'B', 1, 0.5), (2, 'zoe', '_', 2, 1.5)", database=db)
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    dest = str(tmp_path / "d.duckdb")
+    query = "SELECT id, name, code, n AS `n%`, f AS `f%s` FROM people"
+    syncs = [ws.create_sync(c.strip("%s"), source=dfsync.sources.database(mysql_db, query), primary_key="id",
+                            destination=dfsync.destinations.duckdb(dest, c.strip("%s")), sync_mode="incremental",
+                            cursor_field=c) for c in ("name", "code", "n%")]
+    assert [s.run(progress=False).counts["inserted"] for s in syncs] == [2, 2, 2]
+    mariadb_server.execute("INSERT INTO people VALUES (3, 'Émile', 'a1', 3, 2.5)", database=db)
+    runs = [s.run(progress=False) for s in syncs]
+    assert [(r.status, r.counts["inserted"], r.counts["queried"]) for r in runs] == [("success", 1, 2)] * 3, \
+        [r.error for r in runs]
+    con = duckdb.connect(dest, read_only=True)
+    for t in ("name", "code", "n"):
+        assert con.sql(f'SELECT id, "f%s" FROM {t} ORDER BY id').fetchall() == [(1, 0.5), (2, 1.5), (3, 2.5)], t
+    con.close()
+    ws.close()

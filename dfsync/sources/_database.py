@@ -215,11 +215,33 @@ class DatabaseSource(Source):
         sql, params = self.query, ()
         if cursor is not None:
             place = "?" if self.dialect == "sqlite" else "$1"
-            sql = f"SELECT * FROM ({self.query}) AS q WHERE {cursor.where(q(cursor.field), place)}"
+            sql = f"SELECT * FROM ({self.query}) AS q WHERE {cursor.where(self._cursor_column(cursor), place)}"
             params = (cursor.value,)
         if limit0:
             sql = f"SELECT * FROM ({sql}) AS q0 LIMIT 0"
         return sql, params
+
+    def _cursor_column(self, cursor: CursorFilter) -> str:
+        """The cursor column as the filter compares it. dfsync keeps the largest delivered text cursor
+        in byte order (DuckDB), but PostgreSQL compares text in the column's collation: under
+        "en-x-icu" or en_US 'Émile' sorts below 'zoe', so a row 'Émile' added after a cursor 'zoe'
+        was never read and the run said success. A text cursor column is compared in byte order
+        (COLLATE "C", as its text output for a type that is not text: an enum, citext); any other
+        column as it is (a stored text cursor of a column now numeric is not compared as text)."""
+        field = q(cursor.field)
+        if self.dialect != "postgres" or not isinstance(cursor.value, str):
+            return field
+        schema = self._arrow_schema(None)
+        if cursor.field not in schema.names:
+            return field
+        col = schema.field(cursor.field)
+        if isinstance(col.type, pa.BaseExtensionType) or not (pa.types.is_string(col.type)
+                                                               or pa.types.is_large_string(col.type)):
+            return field
+        pg_type = (col.metadata or {}).get(b"POSTGRESQL:type", b"").decode()
+        if pg_type in ("text", "varchar", "bpchar"):  # char(n) keeps its own (blank-insensitive) comparison
+            return f'{field} COLLATE "C"'
+        return f'({field}::text COLLATE "C")'
 
     def reader(self, cursor: CursorFilter | None = None) -> pa.RecordBatchReader:
         """The query's rows as an Arrow stream; the connection closes when it is drained.

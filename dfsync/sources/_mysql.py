@@ -5,7 +5,8 @@ URIs. A read runs in one ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY
 REPEATABLE READ, so every row comes from one InnoDB snapshot; rows stream from the server
 (unbuffered cursor) and become Arrow batches of ``BATCH_ROWS`` rows, so memory stays
 bounded. The incremental cursor is a bound parameter:
-``SELECT * FROM (<query>) AS q WHERE `field` >= %s``.
+``SELECT * FROM (<query>) AS q WHERE `field` >= %s`` (a text column compared as UTF-8 bytes, as dfsync
+orders its cursor, not in its case- and accent-insensitive collation).
 
 Types follow the result's column metadata, not the values: tinyint(1) -> bool (a value other
 than 0 or 1 is refused: cast it in the query), integers ->
@@ -122,7 +123,7 @@ def _open(source: Any, sql: str, params: tuple, *, snapshot: bool,
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         probed = _probe(cur, sql, params) if exact_floats else []
-        cur.execute(_floats_exact(sql, probed) or sql, params or None)
+        cur.execute(_floats_exact(sql, probed, bool(params)) or sql, params or None)
     except Exception as exc:
         con.close()
         raise SourceError(f"the source query failed on {source.uri}: {redact(str(exc))}") from exc
@@ -147,12 +148,24 @@ def _probe(cur: Any, sql: str, params: tuple) -> list:
 def query_sql(source: Any, cursor: Any) -> tuple[str, tuple]:
     if cursor is None:
         return source.query, ()
-    field = "`" + str(cursor.field).replace("`", "``") + "`"
-    value = cursor.value
+    # with parameters PyMySQL formats the whole text: a % in the query or in the cursor's name is doubled
+    field = "`" + str(cursor.field).replace("`", "``").replace("%", "%%") + "`"
+    value, place = cursor.value, "%s"
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)  # sessions run in UTC
-    query = source.query.replace("%", "%%")  # with parameters, PyMySQL formats the text
-    return f"SELECT * FROM ({query}) AS q WHERE {cursor.where(field, '%s')}", (value,)
+    if isinstance(value, str) and _is_text(source, cursor.field):
+        # dfsync keeps the largest delivered text cursor in byte order (DuckDB); the column's collation
+        # (utf8mb4_general_ci, utf8mb4_0900_ai_ci: 'a' is 'A', 'é' is 'e') put 'Émile' below the cursor
+        # 'zoe', and the row was never read. Compared as UTF-8 bytes, as dfsync orders them (no pad).
+        field, place = f"CAST(CONVERT({field} USING utf8mb4) AS BINARY)", "CAST(%s AS BINARY)"
+    query = source.query.replace("%", "%%")
+    return f"SELECT * FROM ({query}) AS q WHERE {cursor.where(field, place)}", (value,)
+
+
+def _is_text(source: Any, name: str) -> bool:
+    """True when the query's column ``name`` is read as text (not a number whose stored cursor is text)."""
+    schema = mysql_schema(source, None)
+    return name in schema.names and pa.types.is_string(schema.field(name).type)
 
 
 def mysql_schema(source: Any, cursor: Any = None) -> pa.Schema:
@@ -174,15 +187,16 @@ def _drop(con: Any, cur: Any) -> None:
         con.close()
 
 
-def _floats_exact(sql: str, fields: list) -> str | None:
+def _floats_exact(sql: str, fields: list, formatted: bool) -> str | None:
     """``sql`` with its FLOAT columns read as doubles (``c + 0e0``, exactly the float32 value), or None
     when it has none. The text protocol writes a FLOAT with 6 significant digits: 16777216 arrived
     as 16777200, 3.1415927 as 3.14159."""
     if not any(f.type_code == 4 for f in fields):
         return None
     cols = []
-    for f in fields:
+    for f in fields:  # with parameters PyMySQL formats the text: a % in a name is doubled, as in the query
         q = "`" + str(f.name).replace("`", "``") + "`"
+        q = q.replace("%", "%%") if formatted else q
         cols.append(f"{q} + 0e0 AS {q}" if f.type_code == 4 else q)
     return f"SELECT {', '.join(cols)} FROM ({sql}) AS dfsync_floats"
 
