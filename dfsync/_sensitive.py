@@ -36,7 +36,7 @@ import polars as pl
 import pyarrow as pa
 
 from ._paths import FILE_MODE, private_dir
-from .errors import ConfigError
+from .errors import ANY_COLUMN, ConfigError
 
 __all__ = ["KEY_ENV", "PREFIX", "check_sensitive", "key_file", "key_text", "keyed_hash", "map_examples",
            "parse_retention", "protect_checks", "protect_evaluation", "protect_records", "retention_delta", "scrubber",
@@ -188,7 +188,8 @@ def scrubber(sensitive: Sequence[str], store: Any) -> Callable[[Any, Sequence[st
 def scrub_quoted(runner: Any, exc: Any) -> str:
     """The text of an error that ended ``runner``'s run, with the row values it quotes
     (``DfsyncError.quoted``: a source that could not be read, before any row was staged) of the
-    source columns behind the sync's sensitive fields replaced by their keyed hashes."""
+    source columns behind the sync's sensitive fields replaced by their keyed hashes; so are the
+    literals a reader's or driver's message quotes (``ANY_COLUMN``: its column is not known)."""
     text = str(exc)
     quoted = getattr(exc, "quoted", ())
     if not quoted or not runner.defn.sensitive:
@@ -200,7 +201,7 @@ def scrub_quoted(runner: Any, exc: Any) -> str:
                        else value.meta.root_names())
     key = store_key(runner.store)
     swaps = {shown: keyed_hash(value, key) for column, shown, value in quoted
-             if column in columns and len(shown) >= _MIN_SCRUB}
+             if (column in columns or column == ANY_COLUMN) and len(shown) >= _MIN_SCRUB}
     if not swaps:
         return text
     found = sorted(swaps, key=len, reverse=True)  # one pass, the longest first: a hash is never searched again

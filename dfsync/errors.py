@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
+from typing import TypeVar
 
 __all__ = [
     "ArgumentError",
@@ -64,6 +66,9 @@ __all__ = [
 ]
 
 
+_E = TypeVar("_E", bound="DfsyncError")
+
+
 class DfsyncError(Exception):
     """Root of every error dfsync raises."""
 
@@ -74,10 +79,34 @@ class DfsyncError(Exception):
     def __init__(self, message: str = "") -> None:
         super().__init__(redact(message))
 
-    def quoting(self, column: object, *values: tuple[str, object]) -> DfsyncError:
+    def quoting(self: _E, column: object, *values: tuple[str, object]) -> _E:
         """This error, noting the ``(text as in the message, value)`` of ``column`` it quotes."""
         self.quoted = (*self.quoted, *((str(column), text, v) for text, v in values))
         return self
+
+    def quoting_literals(self: _E, message: str, names: Iterable[str] = ()) -> _E:
+        """This error, noting every literal a reader's or driver's ``message`` quotes (`...`,
+        '...', "...": "could not parse `ann@example.com` as dtype `i64`", 'invalid input syntax
+        for type integer: "ann@example.com"') as a value of any column (``ANY_COLUMN``): the
+        message comes from an engine that read rows dfsync never saw, so which column a value
+        belongs to is unknown. ``names`` (column names) and type names are not values."""
+        keep = set(names)
+        found = [m.group(1) or m.group(2) or m.group(3) for m in _LITERAL.finditer(message)
+                 if not _NAMED.search(message, 0, m.start())]  # 'relation "orders" does not exist': a name
+        return self.quoting(ANY_COLUMN, *((t, t) for t in dict.fromkeys(found)
+                                          if t not in keep and not _TYPE_NAME.match(t)))
+
+
+#: the column of a value quoted by an engine's message about rows dfsync did not read itself
+ANY_COLUMN = "*"
+_LITERAL = re.compile(r"`([^`\n]+)`|'([^'\n]+)'|\"([^\"\n]+)\"")
+_NAMED = re.compile(r"(?i)\b(relation|column|table|view|function|schema|database|role|user|index|constraint|"
+                    r"type|file|catalog|field|key|attribute|operator|sequence|extension|column number \d+ \()\s*$")
+_TYPE_NAME = re.compile(
+    r"(?i)^(u?int(eger)?\d*|[iuf]\d{1,3}|float\d*|double( precision)?|real|numeric|decimal|number|bool(ean)?|str(ing)?"
+    r"|utf-?8|large_string|varchar|char(acter)?( varying)?|text|date|time|timestamp|datetime|interval|duration"
+    r"|bigint|smallint|tinyint|hugeint|blob|bytea|binary|json|jsonb|uuid|null|list|struct|array)"
+    r"(\s*\(.*\)|\[.*\])?( with(out)? time zone)?$")
 
 
 class ConfigError(DfsyncError, ValueError):

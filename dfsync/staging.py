@@ -254,7 +254,8 @@ class Staging:
                 return problem
         named = [c for c in self.columns if re.search(rf"\bcolumn \"?{re.escape(c)}\"?(\W|$)", msg)]
         text = source.read_error(msg) + (f" (column {named[0]!r})" if len(named) == 1 else "")
-        return SourceError(text if "nothing was sent" in text else text + "; nothing was sent")
+        return SourceError(text if "nothing was sent" in text else text + "; nothing was sent").quoting_literals(
+            msg, self.columns)
 
     def _stage_changed(self, source: Source, counter: Callable[[], int | None], delivered: int) -> dict[str, int] | None:
         """The changed-only diff; None when the counts show a repeated key (or cannot be trusted).

@@ -218,6 +218,73 @@ def test_a_source_error_quoting_a_sensitive_value_stores_its_hash(ws, tmp_path):
     assert EMAILS[0] not in run.error + str(sync.events().to_dicts()) + str(sync.runs().to_dicts())
 
 
+def _workspace_text(ws) -> str:
+    """Every row of every table of the workspace, as text."""
+    tables = ws.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+    return " ".join(str(ws.sql(f'SELECT * FROM "{t}"').to_dicts()) for t in tables["table_name"].to_list())
+
+
+def _source_read_fails_quoting(ws, source, edit, value="bob.secret@example.com", field="email", parts=("bob.secret",
+                                                                                                  "example.com")):
+    """A sync with sensitive=[field] whose source, once ``edit``-ed, cannot be read for a value of
+    ``field`` its reader's message quotes: the run's error and everything the workspace keeps show
+    the value's hash only (no ``parts`` of it)."""
+    sync = ws.create_sync("people", source=source, destination=dfsync.destinations.duckdb(
+        str(pathlib.Path(ws.path).parent / "d.duckdb"), table="people"), primary_key="id", sensitive=[field])
+    edit()
+    run = sync.run(progress=False)
+    key = workspace_key(ws.store.ledger_id(sys.maxsize))
+    assert run.status == dfsync.RunStatus.FAILED and keyed_hash(value, key) in run.error, run.error
+    texts = run.error + repr(run) + str(sync.events().to_dicts()) + _workspace_text(ws)
+    assert not [p for p in parts if p in texts], run.error
+    return run
+
+
+def test_a_csv_value_polars_cannot_parse_is_stored_hashed(ws, tmp_path):
+    """polars' "could not parse `bob.secret@example.com` as dtype `i64` at column 'email'" was
+    stored in plain in runs and events: it is raised while reading, before any row is staged."""
+    path = tmp_path / "people.csv"
+    path.write_text("id,email\n1,5\n")
+    src = dfsync.sources.files(str(path), schema_overrides={"email": pl.Int64})
+    run = _source_read_fails_quoting(ws, src, lambda: path.write_text("id,email\n1,5\n2,bob.secret@example.com\n"))
+    assert "column 'email'" in run.error and "`i64`" in run.error  # the rest of the message as it was
+
+
+def test_a_csv_date_of_birth_quoted_by_the_day_first_check_is_stored_hashed(ws, tmp_path):
+    """The refusal of dates that could be day or month first quotes the first one: a sensitive
+    date of birth was stored in plain."""
+    path = tmp_path / "people.csv"
+    path.write_text("id,born\n1,1980-03-04\n")
+    _source_read_fails_quoting(ws, dfsync.sources.files(str(path)), lambda: path.write_text(
+        "id,born\n1,03/04/1980\n2,05/06/1981\n"), value="03/04/1980", field="born", parts=("03/04/1980",))
+
+
+def test_an_ndjson_value_polars_cannot_parse_is_stored_hashed(ws, tmp_path):
+    path = tmp_path / "people.ndjson"
+    path.write_text('{"id": 1, "email": 5}\n')
+    src = dfsync.sources.files(str(path), schema_overrides={"email": pl.Int64})
+    _source_read_fails_quoting(ws, src, lambda: path.write_text(
+        '{"id": 1, "email": 5}\n{"id": 2, "email": "bob.secret@example.com"}\n'))
+
+
+def test_a_database_error_quoting_a_value_is_stored_hashed(ws, pg_uri):
+    """PostgreSQL's 'invalid input syntax for type integer: "bob.secret@example.com"' (a cast in the
+    source query) quotes a value dfsync never saw: with sensitive fields, every literal the
+    driver's message quotes is stored as its hash."""
+    import psycopg
+
+    with psycopg.connect(pg_uri, autocommit=True) as con:
+        con.execute("CREATE TABLE src_people (id bigint PRIMARY KEY, email text)")
+        con.execute("INSERT INTO src_people VALUES (1, '5')")
+    src = dfsync.sources.database(pg_uri, "SELECT id, email::integer AS email FROM src_people")
+
+    def edit():
+        with psycopg.connect(pg_uri, autocommit=True) as con:
+            con.execute("INSERT INTO src_people VALUES (2, 'bob.secret@example.com')")
+    run = _source_read_fails_quoting(ws, src, edit)
+    assert "invalid input syntax for type integer" in run.error
+
+
 def test_a_buckets_error_quoting_a_sensitive_value_stores_its_hash(ws, pg_uri):
     """A partitioned run's bucket refused by its destination with a message quoting a row's value
     (a trigger's RAISE) kept that message in plain in run.buckets() and in its 'bucket N failed'

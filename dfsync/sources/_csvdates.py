@@ -53,14 +53,14 @@ def _refuse_dates(found: dict[str, Any], temporal: dict[str, pl.DataType], descr
                 f"them day first. Say which: read the column as text and parse it in the mapping, "
                 f"sources.files(..., schema_overrides={{{c!r}: pl.String}}) with "
                 f"mapping={{{c!r}: pl.col({c!r}).str.{fn}('%m{sep}%d{sep}%Y{tail}')}} for month first "
-                f"('%d{sep}%m{sep}%Y{tail}' for day first). Nothing was read or sent.")
+                f"('%d{sep}%m{sep}%Y{tail}' for day first). Nothing was read or sent.").quoting(c, (repr(first), first))
         fine = found.get(f"{c}\0fine")
         if fine is not None:
             zone = f", {t.time_zone!r}" if isinstance(t, pl.Datetime) and t.time_zone else ""
             raise SourceError(
                 f"{describe}: column {c!r} has timestamps finer than microseconds ({fine!r}), which polars "
                 f"would cut to microseconds; read them as nanoseconds: sources.files(..., schema_overrides="
-                f"{{{c!r}: pl.Datetime('ns'{zone})}}). Nothing was read or sent.")
+                f"{{{c!r}: pl.Datetime('ns'{zone})}}). Nothing was read or sent.").quoting(c, (repr(fine), fine))
 
 
 #: an integer written with a leading zero (``01234``, ``-007``), which a number would not keep
@@ -149,4 +149,4 @@ def _float_error(describe: str, c: str, hit: tuple, stats: dict[str, Any]) -> So
     return SourceError(
         f"{describe}: column {c!r} holds {value!r} (in {file}), which polars would read as the float "
         f"{as_float!r}: a float keeps about 15 significant digits. Read the column {way}. Nothing was "
-        f"read or sent.")
+        f"read or sent.").quoting(c, (repr(value), value), (repr(as_float), as_float))

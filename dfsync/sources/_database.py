@@ -266,7 +266,8 @@ class DatabaseSource(Source):
             raise
         except Exception as exc:
             con.close()
-            raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
+            raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}").quoting_literals(
+                str(exc)) from exc
         self._names = inner.schema.names  # for read_error: the driver numbers the columns
         try:
             self._refuse_unreadable(inner.schema)
@@ -335,7 +336,8 @@ class DatabaseSource(Source):
         except SourceError:
             raise
         except Exception as exc:
-            raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}") from exc
+            raise SourceError(f"the source query failed on {self.uri}: {redact(str(exc))}").quoting_literals(
+                str(exc)) from exc
         finally:
             con.close()
         self._refuse_unreadable(schema)

@@ -77,7 +77,8 @@ class DuckDBQuerySource(Source):
                 src_con.close()
             if isinstance(exc, (SourceError, ConfigError)):
                 raise
-            raise SourceError(f"the source query failed: {str(exc).splitlines()[0]}") from exc
+            raise SourceError(f"the source query failed: {str(exc).splitlines()[0]}").quoting_literals(
+                str(exc).splitlines()[0]) from exc
 
     def schema(self) -> pl.Schema:
         """The query's columns and types from a LIMIT 0 of it: create_sync ran the whole query, and

@@ -126,7 +126,8 @@ def _open(source: Any, sql: str, params: tuple, *, snapshot: bool,
         cur.execute(_floats_exact(sql, probed, bool(params)) or sql, params or None)
     except Exception as exc:
         con.close()
-        raise SourceError(f"the source query failed on {source.uri}: {redact(str(exc))}") from exc
+        raise SourceError(f"the source query failed on {source.uri}: {redact(str(exc))}").quoting_literals(
+            str(exc)) from exc
     return con, cur, probed or list(cur._result.fields)
 
 
