@@ -99,7 +99,10 @@ class DfsyncError(Exception):
 
 #: the column of a value quoted by an engine's message about rows dfsync did not read itself
 ANY_COLUMN = "*"
-_LITERAL = re.compile(r"`([^`\n]+)`|'([^'\n]+)'|\"([^\"\n]+)\"")
+#: a quoted literal: a quote inside it when a letter or digit follows ('o'brien@example.com' to INT32),
+#: to the end of its line when it is never closed (a value holding a line break, cut by the engine)
+_LITERAL = re.compile(r"`((?:[^`\n]|`(?=\w))+)(?:`|$)|'((?:[^'\n]|'(?=\w))+)(?:'|$)|\"((?:[^\"\n]|\"(?=\w))+)(?:\"|$)",
+                      re.MULTILINE)
 _NAMED = re.compile(r"(?i)\b(relation|column|table|view|function|schema|database|role|user|index|constraint|"
                     r"type|file|catalog|field|key|attribute|operator|sequence|extension|column number \d+ \()\s*$")
 _TYPE_NAME = re.compile(

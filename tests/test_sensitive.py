@@ -267,6 +267,20 @@ def test_an_ndjson_value_polars_cannot_parse_is_stored_hashed(ws, tmp_path):
         '{"id": 1, "email": 5}\n{"id": 2, "email": "bob.secret@example.com"}\n'))
 
 
+def test_a_duckdb_error_quoting_a_value_with_an_apostrophe_is_stored_hashed_whole(ws, tmp_path):
+    """DuckDB quotes a value as it is ("Could not convert string 'o'brien.secret@example.com' to
+    INT32"): a literal must not end at the value's own apostrophe, leaving the rest in plain."""
+    db = str(tmp_path / "src.duckdb")
+    with duckdb.connect(db) as con:
+        con.execute("CREATE TABLE src (id BIGINT, email VARCHAR); INSERT INTO src VALUES (1, '5')")
+    src = dfsync.sources.duckdb_query("SELECT id, email::INTEGER AS email FROM src", database=db)
+
+    def edit():
+        with duckdb.connect(db) as con:
+            con.execute("INSERT INTO src VALUES (2, 'o''brien.secret@example.com')")
+    _source_read_fails_quoting(ws, src, edit, value="o'brien.secret@example.com", parts=("brien.secret", "example.com"))
+
+
 def test_a_database_error_quoting_a_value_is_stored_hashed(ws, pg_uri):
     """PostgreSQL's 'invalid input syntax for type integer: "bob.secret@example.com"' (a cast in the
     source query) quotes a value dfsync never saw: with sensitive fields, every literal the
