@@ -23,12 +23,13 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +37,7 @@ import polars as pl
 import pyarrow as pa
 
 from ._paths import FILE_MODE, private_dir
-from .errors import ANY_COLUMN, ConfigError
+from .errors import ANY_COLUMN, ConfigError, DfsyncError
 
 __all__ = ["KEY_ENV", "PREFIX", "check_sensitive", "key_file", "key_text", "keyed_hash", "map_examples",
            "parse_retention", "protect_checks", "protect_evaluation", "protect_records", "retention_delta", "scrubber",
@@ -190,16 +191,36 @@ def scrub_quoted(runner: Any, exc: Any) -> str:
     (``DfsyncError.quoted``: a source that could not be read, before any row was staged) of the
     source columns behind the sync's sensitive fields replaced by their keyed hashes; so are the
     literals a reader's or driver's message quotes (``ANY_COLUMN``: its column is not known)."""
+    return _scrub_quoted(runner.defn, runner.store, exc)
+
+
+@contextlib.contextmanager
+def quoted_hashed(defn: Any, store: Any) -> Iterator[None]:
+    """An error raised inside (``sync.preview()``, ``sync.validate()``: a source that could not be
+    read) with the row values it quotes of the sync's sensitive columns replaced by their keyed
+    hashes, as :func:`scrub_quoted` stores them; its cause (the engine's own error, quoting them
+    in plain) is left out of its traceback."""
+    try:
+        yield
+    except DfsyncError as exc:
+        text = _scrub_quoted(defn, store, exc)
+        if text != str(exc):
+            exc.args = (text,)
+            exc.__cause__, exc.__suppress_context__ = None, True
+        raise
+
+
+def _scrub_quoted(defn: Any, store: Any, exc: Any) -> str:
     text = str(exc)
     quoted = getattr(exc, "quoted", ())
-    if not quoted or not runner.defn.sensitive:
+    if not quoted or not defn.sensitive:
         return text
-    mapper, columns = runner.defn.mapping, set()
-    for f in runner.defn.sensitive:  # the source columns a sensitive field is taken or computed from
+    mapper, columns = defn.mapping, set()
+    for f in defn.sensitive:  # the source columns a sensitive field is taken or computed from
         value = (mapper.spec or {}).get(f)
         columns.update([mapper.source_column(f) or f] if not isinstance(value, pl.Expr) or mapper.source_column(f)
                        else value.meta.root_names())
-    key = store_key(runner.store)
+    key = store_key(store)
     swaps = {shown: keyed_hash(value, key) for column, shown, value in quoted
              if (column in columns or column == ANY_COLUMN) and len(shown) >= _MIN_SCRUB}
     if not swaps:

@@ -281,7 +281,8 @@ class Sync:
         dry = Runner(self.spec.with_source(self.source), 0, sync_id=self.id, sync_name=self.name,
                      store=self.workspace.store, staging_dir="", resume=False, dry_run=True)
         try:
-            with use_settings(self.workspace.settings), _interrupt.interruptible(lambda: (dry.staging,)):
+            with (use_settings(self.workspace.settings), _interrupt.interruptible(lambda: (dry.staging,)),
+                  _sensitive.quoted_hashed(self.spec, self.workspace.store)):
                 found = dry.dry_run()
             staging, c = found.staging, found.counts
             counts = {"insert": c["inserted"], "update": c["updated"], "delete": c["deleted"],
@@ -318,7 +319,8 @@ class Sync:
 
         self._load()
         self.workspace.store.require("preview", self.id)
-        with _interrupt.interruptible():  # Ctrl-C in DuckDB's read or checks is a KeyboardInterrupt
+        # Ctrl-C in DuckDB's read or checks is a KeyboardInterrupt; quoted sensitive values hashed
+        with _interrupt.interruptible(), _sensitive.quoted_hashed(self.spec, self.workspace.store):
             return validate(self)
 
     def _read_from(self) -> Any:

@@ -248,6 +248,14 @@ def test_a_csv_value_polars_cannot_parse_is_stored_hashed(ws, tmp_path):
     src = dfsync.sources.files(str(path), schema_overrides={"email": pl.Int64})
     run = _source_read_fails_quoting(ws, src, lambda: path.write_text("id,email\n1,5\n2,bob.secret@example.com\n"))
     assert "column 'email'" in run.error and "`i64`" in run.error  # the rest of the message as it was
+    import traceback
+
+    sync = ws.sync("people")
+    for show in (sync.preview, sync.validate):  # what they raise is shown (and kept in notebooks' outputs)
+        with pytest.raises(dfsync.errors.SourceError) as raised:
+            show()
+        shown = "".join(traceback.format_exception(raised.value))
+        assert "hmac:" in shown and "bob.secret" not in shown, shown
 
 
 def test_a_csv_date_of_birth_quoted_by_the_day_first_check_is_stored_hashed(ws, tmp_path):
