@@ -68,16 +68,18 @@ _ONE_KIND = frozenset({"string", "bytes", "floating", "integer", "decimal", "boo
                        "time", "timedelta", "empty"})
 
 
-def _check_object_column(name: str, col: Any) -> None:
+def _check_object_column(name: str, col: Any) -> str | None:
+    """Refuse an object column that has no one column type; returns pandas' inferred kind of it
+    (``"empty"``: only None/NaN), or None for a pandas string column."""
     import pandas as pd
 
     if isinstance(col.dtype, pd.StringDtype):
-        return  # text (or missing) by construction
+        return None  # text (or missing) by construction
     inferred = pd.api.types.infer_dtype(col, skipna=True)
     if inferred in ("datetime", "date", "decimal"):
         _check_one_kind(name, inferred, col.dropna())
     if inferred in _ONE_KIND:
-        return  # one kind: no need to look at each value in Python (336k flights: 2 s a column)
+        return inferred  # one kind: no need to look at each value in Python (336k flights: 2 s a column)
     values = col.dropna()
     kinds: dict[str, Any] = {}
     for v in values:
@@ -91,11 +93,11 @@ def _check_object_column(name: str, col: Any) -> None:
         if len(kinds) > 2:
             break
     if len(kinds) <= 1:
-        return
+        return inferred
     if set(kinds) == {"int", "float"}:
         ints = [v for v in values if _kind(v) == "int"]
         if all(-_EXACT <= int(v) <= _EXACT for v in ints):
-            return  # converted to float, every value exact
+            return inferred  # converted to float, every value exact
     shown = ", ".join(f"{k} ({v!r:.30})" for k, v in kinds.items())
     raise ConfigError(
         f"column {name!r} mixes values of different kinds: {shown}; a column has one type. Convert it "
@@ -163,6 +165,7 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
         raise ConfigError(
             f"the frame's row index {names or list(index.names)} holds values that would not be sent; "
             f"make them columns with df.reset_index() (or drop them with df.reset_index(drop=True))")
+    empty: list[str] = []  # object columns of only None/NaN
     for name in df.columns:
         col = df[name]
         dtype = col.dtype
@@ -178,8 +181,8 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
         if kind == "c":
             raise ConfigError(f"column {name!r} holds complex numbers, which have no column type; split "
                               f"them first (np.real / np.imag) or df[{name!r}] = df[{name!r}].astype(str)")
-        if kind == "O":
-            _check_object_column(str(name), col)
+        if kind == "O" and _check_object_column(str(name), col) == "empty":
+            empty.append(str(name))
     try:
         out = pl.from_pandas(df)
     except BaseException as exc:  # name the column that fails (a polars panic is a BaseException)
@@ -204,11 +207,8 @@ def pandas_to_polars(df: Any) -> pl.DataFrame:
             out = out.with_columns(out[str(name)].cast(pl.Date))
         elif arrow is not None and is_uuid(arrow):  # pd.ArrowDtype(pa.uuid()): polars reads raw bytes
             out = out.with_columns(uuid_text(pl.col(str(name))))
-    for name in df.columns:  # an object column of only None/NaN has no kind: polars' Null, as a polars frame's
-        col = df[name]
-        if (getattr(col.dtype, "kind", "") == "O" and not isinstance(col.dtype, pd.StringDtype)
-                and pd.api.types.infer_dtype(col, skipna=True) == "empty"):
-            out = out.with_columns(out[str(name)].cast(pl.Null))  # polars reads it as text (docs/SCHEMA.md)
+    if empty:  # an object column of only None/NaN has no kind: polars' Null, as a polars frame's
+        out = out.with_columns(pl.col(empty).cast(pl.Null))  # polars reads it as text (docs/SCHEMA.md)
     for name in df.columns:  # pandas Timestamps with nanoseconds in an object column convert to microseconds
         dtype = out.schema[str(name)]
         if getattr(df[name].dtype, "kind", "") == "O" and isinstance(dtype, pl.Datetime) and dtype.time_unit != "ns":

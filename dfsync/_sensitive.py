@@ -186,14 +186,6 @@ def scrubber(sensitive: Sequence[str], store: Any) -> Callable[[Any, Sequence[st
     return scrub
 
 
-def scrub_quoted(runner: Any, exc: Any) -> str:
-    """The text of an error that ended ``runner``'s run, with the row values it quotes
-    (``DfsyncError.quoted``: a source that could not be read, before any row was staged) of the
-    source columns behind the sync's sensitive fields replaced by their keyed hashes; so are the
-    literals a reader's or driver's message quotes (``ANY_COLUMN``: its column is not known)."""
-    return _scrub_quoted(runner.defn, runner.store, exc)
-
-
 @contextlib.contextmanager
 def quoted_hashed(defn: Any, store: Any) -> Iterator[None]:
     """An error raised inside (``sync.preview()``, ``sync.validate()``: a source that could not be
@@ -203,14 +195,18 @@ def quoted_hashed(defn: Any, store: Any) -> Iterator[None]:
     try:
         yield
     except DfsyncError as exc:
-        text = _scrub_quoted(defn, store, exc)
+        text = scrub_quoted(defn, store, exc)
         if text != str(exc):
             exc.args = (text,)
             exc.__cause__, exc.__suppress_context__ = None, True
         raise
 
 
-def _scrub_quoted(defn: Any, store: Any, exc: Any) -> str:
+def scrub_quoted(defn: Any, store: Any, exc: Any) -> str:
+    """The text of ``exc``, with the row values it quotes (``DfsyncError.quoted``: a source that
+    could not be read, before any row was staged) of the source columns behind the sync's sensitive
+    fields replaced by their keyed hashes; so are the literals a reader's or driver's message quotes
+    (``ANY_COLUMN``: its column is not known)."""
     text = str(exc)
     quoted = getattr(exc, "quoted", ())
     if not quoted or not defn.sensitive:

@@ -172,7 +172,7 @@ class Runner:
             else:
                 self._fail(str(exc), "transient" if dest else type(exc).__name__)
         except DfsyncError as exc:  # the row values it quotes of sensitive columns hashed
-            self._fail(_sensitive.scrub_quoted(self, exc), type(exc).__name__)
+            self._fail(_sensitive.scrub_quoted(self.defn, self.store, exc), type(exc).__name__)
         except Exception as exc:  # an unexpected error still leaves a consistent workspace
             tb = traceback.format_exc(limit=5)
             self._fail(f"{type(exc).__name__}: {exc}", "internal", detail=tb)

@@ -560,7 +560,9 @@ def test_a_text_cursor_is_compared_in_byte_order_as_dfsync_keeps_it_not_in_the_c
 
     db = pg_uri.rsplit("/", 1)[1]
     if not pg_server.execute("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'", dbname=db):
-        pytest.skip("this PostgreSQL has no ICU collations")
+        from tests.plugins.postgres import _unavailable
+
+        _unavailable("this PostgreSQL has no ICU collations (under CI=true that fails: Debian's is built with ICU)")
     pg_server.execute("CREATE TYPE lvl AS ENUM ('zeta', 'alpha'); CREATE TABLE people (id int PRIMARY KEY, "
                       "name text COLLATE \"und-x-icu\", code varchar(8) COLLATE \"und-x-icu\", l lvl, n int); "
                       "INSERT INTO people VALUES (1, 'Bob', 'B', 'alpha', 1), (2, 'zoe', 'z', 'alpha', 2)", dbname=db)
