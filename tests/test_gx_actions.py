@@ -16,6 +16,7 @@ import pytest
 
 import dfsync
 from tests.faulty import env_with_repo
+from tests.plugins.http_server import POLL
 
 gx = pytest.importorskip("great_expectations")  # the validation extra; installed in CI
 import great_expectations.expectations as gxe  # noqa: E402
@@ -171,7 +172,7 @@ class _Webhook(BaseHTTPRequestHandler):
 def webhook(monkeypatch):
     _Webhook.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(POLL,), daemon=True).start()
     monkeypatch.setenv("DFSYNC_TEST_SLACK", f"http://127.0.0.1:{server.server_port}/hook")
     yield _Webhook.received
     server.shutdown()

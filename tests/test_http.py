@@ -18,7 +18,7 @@ from dfsync.destinations._http import HTTPDestination, nest_expressions, parse_r
 from dfsync.destinations.base import DestinationContext, WriteBatch, destination_from_config
 from dfsync.errors import ConfigError, DestinationError, SessionOnlyError, TransientDestinationError
 from dfsync.states import DestinationMode
-from tests.plugins.http_server import Reply
+from tests.plugins.http_server import POLL, Reply
 
 FAST = {"retry_initial_wait": 0.01, "retry_max_wait": 0.05, "max_retries": 4, "timeout": 5.0}
 
@@ -660,7 +660,7 @@ def _tls_server(tmp_path):
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(tmp_path / "leaf.pem")
     server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(POLL,), daemon=True).start()
     return server, seen, tmp_path / "ca.pem"
 
 

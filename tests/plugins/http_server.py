@@ -64,6 +64,11 @@ class Received:
         return data if isinstance(data, list) else [data]
 
 
+#: how often a test server's serving loop looks for shutdown() (the default 0.5 s made every
+#: test's teardown wait half a second)
+POLL = 0.02
+
+
 class ScriptedServer:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -90,7 +95,8 @@ class ScriptedServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop's next poll: 0.5 s by default, paid by every test
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(POLL,), daemon=True)
         self.thread.start()
 
     # ---------------------------------------------------------------- scripting
