@@ -175,16 +175,25 @@ class Mapping:
         problem = self.row_change_error(rows)
         if problem is not None:
             raise problem
+        problem = self.reorder_error()
+        if problem is not None:
+            raise problem
+        return schema
+
+    def reorder_error(self) -> ConfigError | None:
+        """Refuse an expression that hands one row's value to another row (``pl.col('x').sort()``):
+        each key would get another row's value. Checked at create_sync and again at the start of
+        every run and preview, for a definition stored before this refusal existed."""
         for field, value in (self.spec or {}).items():
             step = _reordering(value) if isinstance(value, pl.Expr) and not python_code(value) else None
             if step is not None:
-                raise ConfigError(
+                return ConfigError(
                     f"mapping[{field!r}] = {value} reorders the values ({step}): each row would get a value "
                     f"computed from another row, and the other fields would not line up with it. A mapping "
                     f"expression works row by row (pl.col('x') + 1), or gives one value for all rows "
                     f"(pl.col('x').sort().first()). Order or rank the rows in the source instead (a query "
                     f"with ORDER BY, or the frame you pass). Nothing was sent.")
-        return schema
+        return None
 
     def row_change_error(self, rows: pl.DataFrame) -> ConfigError | None:
         """Refuse an expression that does not give one value per row of ``rows`` (source rows) nor one

@@ -132,6 +132,9 @@ class Staging:
         for first runs, replace mode and previews, incremental reads, or when the counts say
         a key repeats (the source is then read again to name the offending values).
         """
+        problem = mapping.reorder_error()  # a definition stored before create_sync refused it
+        if problem is not None:
+            raise problem
         con = self.con
         self.key = list(key)
         self._reopen = (source, mapping, cursor)  # dataset_view() reads the source again after a changed-only diff

@@ -4,6 +4,7 @@ the column and the fix, never a bare pyarrow exception; workspace and destinatio
 from __future__ import annotations
 
 import decimal
+import json
 import os
 import re
 
@@ -236,6 +237,38 @@ def test_a_mapping_expression_that_reorders_values_is_refused_naming_its_field(t
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
         assert con.sql("SELECT id, e, first, l, r, prev FROM t ORDER BY id").fetchall() == [
             (1, "c@x", "a@x", [1, 3], 3, None), (2, "a@x", "a@x", [2], 1, 1), (3, "b@x", "a@x", [1, 2], 2, 2)]
+
+
+def test_a_stored_sync_whose_mapping_reorders_values_is_refused_by_its_runs(tmp_path):
+    """A sync stored by a version before create_sync refused pl.col('email').sort() ran, said success and
+    gave each id another row's email. Its runs, previews and validations now refuse it with the same
+    error before anything is sent (the definition is written as such a version stored it)."""
+    import polars as pl
+
+    pl.DataFrame({"id": [1, 2, 3], "email": ["c@x", "a@x", "b@x"]}).write_parquet(tmp_path / "src.parquet")
+    path, wh = str(tmp_path / "ws.duckdb"), str(tmp_path / "wh.duckdb")
+    ws = dfsync.Workspace(path)
+    ws.create_sync("s", source=dfsync.sources.files(str(tmp_path / "src.parquet")), primary_key="id",
+                   destination=dfsync.destinations.duckdb(wh, "t"), mapping={"id": "id", "e": "email"})
+    ws.close()
+    with duckdb.connect(path) as con:  # as an older version stored it: the expression's JSON form
+        (definition,) = con.execute("SELECT definition FROM syncs WHERE name = 's'").fetchone()
+        definition = json.loads(definition)
+        definition["mapping"]["e"] = {"expr": pl.col("email").sort().meta.serialize(format="json")}
+        con.execute("UPDATE syncs SET definition = ? WHERE name = 's'", [json.dumps(definition)])
+    from dfsync.workspace import LIVE
+
+    LIVE.clear()  # as in another process: the definition is read back from the workspace
+    ws = dfsync.Workspace(path)
+    sync = ws.sync("s")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and ws.store.run_row(run.id)["error_kind"] == "ConfigError"
+    assert "mapping['e'] = " in run.error and "reorders the values (sort)" in run.error, run.error
+    assert run.counts["sent"] == 0 and not os.path.exists(wh)
+    for look in (sync.preview, sync.validate):
+        with pytest.raises(dfsync.ConfigError, match=r"reorders the values \(sort\)"):
+            look()
+    ws.close()
 
 
 def test_polars_object_columns_are_refused_not_sent_as_memory_addresses(tmp_path):
