@@ -8,9 +8,11 @@ read-only directory surfaced as "failed to allocate memory" or as a damaged work
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 
-__all__ = ["not_writable", "owner_problem", "private_dir", "private_file", "user_path"]
+__all__ = ["not_writable", "owner_problem", "private_dir", "private_file", "staging_temp_dir", "user_path"]
 
 #: modes of what dfsync creates for a workspace: readable by its owner only
 DIR_MODE, FILE_MODE = 0o700, 0o600
@@ -75,6 +77,43 @@ def private_dir(path: str) -> str:
             continue
         os.chmod(d, DIR_MODE)  # mkdir's mode passes through the umask: set it exactly
     return path
+
+
+#: a staging directory in the system's temp directory (a preview's, a validation's): the prefix, then
+#: the process id, so one whose process was killed can be told from one in use
+STAGING_PREFIX = "dfsync-staging-"
+_OWNED = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)-")
+
+
+def staging_temp_dir() -> str:
+    """A fresh private (0700) directory in the system's temp directory for one staging database,
+    named ``dfsync-staging-<pid>-<random>``; its Staging removes it when closed. Those left by a
+    process that was killed (SIGKILL: no cleanup runs) are removed here, by the next process of
+    the same OS user on this machine that makes one."""
+    base = tempfile.gettempdir()
+    _remove_orphans(base)
+    return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=base)
+
+
+def _remove_orphans(base: str) -> None:
+    import psutil
+
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return
+    for entry in entries:
+        found = _OWNED.match(entry.name)
+        if found is None or int(found.group(1)) == os.getpid():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            if psutil.pid_exists(int(found.group(1))) and psutil.Process(int(found.group(1))).status() != psutil.STATUS_ZOMBIE:
+                continue
+        except (OSError, psutil.Error):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def private_file(path: str) -> None:

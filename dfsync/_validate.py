@@ -8,7 +8,6 @@ already-delivered rows a newly added check would reject.
 
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -91,5 +90,4 @@ def validate(sync: Sync) -> ValidationResult:
             invalid = mask_frame(invalid, sensitive, store_key(sync.workspace.store))
         return ValidationResult(sync.name, checks, invalid, result.queried, list(result.key_problems))
     finally:
-        staging.close()
-        shutil.rmtree(staging.temp_dir, ignore_errors=True)
+        staging.close()  # removes its own directory

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-import tempfile
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +28,7 @@ import pyarrow as pa
 from ._arrow import int64_copy, int_array
 from ._dense_diff import DenseState, stage_changed
 from ._ident import quote
-from ._paths import private_dir
+from ._paths import private_dir, staging_temp_dir
 from ._sensitive import key_text
 from ._settings import memory_bytes, setting
 from ._stage_input import (
@@ -67,7 +67,9 @@ class Staging:
 
     def __init__(self, temp_dir: str | None = None, memory_limit: str | None = None) -> None:
         # spilled rows are customer data: their directory is readable by its owner only (0700)
-        self.temp_dir = private_dir(temp_dir) if temp_dir else tempfile.mkdtemp(prefix="dfsync-staging-")
+        # without one given, a directory of its own in the system's temp directory, removed by close()
+        self.temp_dir = private_dir(temp_dir) if temp_dir else staging_temp_dir()
+        self._own_dir = not temp_dir
         # Staged rows live in memory and spill to temp_dir past the limit, so a sync of any size
         # streams with bounded memory (DFSYNC_STAGING_MEMORY overrides, e.g. "8GB").
         self.memory_limit = memory_limit or setting("staging_memory")
@@ -104,6 +106,8 @@ class Staging:
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
             self.con.close()
+        if self._own_dir:  # a directory given (a run's) is its runner's to keep for a resume or remove
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ load
     def load(

@@ -61,9 +61,36 @@ def test_staging_spill_directories_are_owner_only(tmp_path):
             assert mode(staging.temp_dir) == 0o700
         finally:
             staging.close()
-            shutil.rmtree(staging.temp_dir, ignore_errors=True)
     finally:
         os.umask(old)
+
+
+def test_staging_directories_in_the_temp_directory_do_not_pile_up(tmp_path, monkeypatch):
+    """Empty /tmp/dfsync-staging-* directories piled up: a Staging made without a directory (a
+    preview's, a validation's, a caller's own) left its mkdtemp directory behind when closed. Its
+    close() now removes it, and one left by a killed process (its pid is in the name) is removed
+    by the next one made; a live process's is kept."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.mkdir(tmp_path / "tmp")
+
+    def left() -> list[str]:
+        return sorted(n for n in os.listdir(tmp_path / "tmp") if n.startswith("dfsync-staging-"))
+
+    staging = Staging()
+    assert os.path.dirname(staging.temp_dir) == str(tmp_path / "tmp") and len(left()) == 1
+    staging.close()
+    assert left() == []
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2], "v": ["a", "b"]}), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), "t"))
+    sync.preview(), sync.validate(), sync.run(progress=False)
+    assert left() == []
+    ws.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid in (int(dead.stdout), os.getppid()):  # a killed process's, a live one's
+        os.makedirs(tmp_path / "tmp" / f"dfsync-staging-{pid}-x" / "sub")
+    Staging().close()
+    assert left() == [f"dfsync-staging-{os.getppid()}-x"]
 
 
 OPEN_AS_NOBODY = textwrap.dedent("""
