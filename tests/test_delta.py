@@ -299,6 +299,28 @@ def test_a_local_path_delta_rs_takes_for_a_url_is_refused(tmp_path, name):
         dfsync.destinations.delta("x", partition_by=[1])
 
 
+def test_insert_and_update_modes_into_an_existing_table_at_a_path_delta_rs_escapes(tmp_path):
+    """delta-rs names the files of a table at a path holding a space or a non-ASCII letter %-escaped
+    (file_uris()), and polars' Delta scan, which looked up the keys already there, opened them as
+    they were: every insert- or update-mode run into such an existing table paused ('No such file
+    or directory'), and every run after it. The keys are read through delta-rs itself there."""
+    path = str(tmp_path / "a café")
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    first = pl.DataFrame({"id": [1, 2], "v": ["a", "b"]})
+    ws.create_sync("load", source=first, primary_key="id", destination=dfsync.destinations.delta(path)).run(
+        progress=False).raise_for_status()
+    for mode, want, counts in [("update", {1: "x", 2: "b"}, (1, 0, 1)), ("insert", {1: "x", 2: "b", 3: "c"}, (1, 1, 0))]:
+        with pytest.warns(UserWarning, match="of this workspace write"):
+            sync = ws.create_sync(mode, source=first, primary_key="id", destination_mode=mode, max_failed_rows=1,
+                                  destination=dfsync.destinations.delta(path))
+        run = sync.run(source=pl.DataFrame({"id": [1, 3], "v": ["x", "c"]}), progress=False)
+        assert run.status == "success", run.error
+        assert (run.counts["succeeded"], run.counts["failed"], run.counts["skipped"]) == counts
+        got = deltalake.DeltaTable(path).to_pyarrow_table().to_pylist()
+        assert {r["id"]: r["v"] for r in got} == want
+    ws.close()
+
+
 # ---------------------------------------------------------------------- through a workspace
 def frame(n: int, version: int = 1) -> pl.DataFrame:
     ids = list(range(n))

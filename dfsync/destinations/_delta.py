@@ -491,9 +491,20 @@ class DeltaSession(AsideLoad, DestinationSession):
             return np.zeros(data.num_rows, dtype=bool)
         batch_keys = pl.from_arrow(data.select(pk)).with_row_index("_i")  # type: ignore[union-attr]
         first = batch_keys[pk[0]].drop_nulls().unique()
-        # polars reads the table (not pyarrow.dataset, whose import pulls in pandas: 0.3 s a process)
-        there = (pl.scan_delta(dt).select(pk).filter(pl.col(pk[0]).is_in(first.implode()))
-                 .cast({k: batch_keys.schema[k] for k in pk}).unique().collect())
+        if "%" in str(dt.table_uri):
+            # a local path holding a space, '#', '?', '%' or a non-ASCII letter: delta-rs gives its
+            # files' paths %-escaped (file_uris()), which polars' Delta scan opens as they are ('No
+            # such file'): every insert/update run into such an existing table paused. delta-rs reads
+            # its keys itself (its SQL engine, no pruning by the batch's keys)
+            from deltalake import QueryBuilder
+
+            names = ", ".join('"' + k.replace('"', '""') + '"' for k in pk)
+            keys = pa.table(QueryBuilder().register("t", dt).execute(f"SELECT DISTINCT {names} FROM t").read_all())
+            there = pl.from_arrow(keys).cast({k: batch_keys.schema[k] for k in pk})  # type: ignore[union-attr]
+        else:
+            # polars reads the table (not pyarrow.dataset, whose import pulls in pandas: 0.3 s a process)
+            there = (pl.scan_delta(dt).select(pk).filter(pl.col(pk[0]).is_in(first.implode()))
+                     .cast({k: batch_keys.schema[k] for k in pk}).unique().collect())
         hit = batch_keys.join(there, on=pk, how="semi")["_i"].to_numpy()
         out = np.zeros(data.num_rows, dtype=bool)
         out[hit] = True
