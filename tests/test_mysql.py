@@ -563,3 +563,26 @@ def test_datetime_with_one_or_two_fractional_digits_refuses_milliseconds(mariadb
     run = sync.run(source=src.drop("d1"), progress=False)
     assert run.status == "success", run.error
     assert mariadb_server.execute("SELECT d3 FROM t", database=db) == [(ms,)]
+
+
+def test_a_new_key_clashing_with_another_unique_index_is_refused_not_merged_into_that_row(
+        mariadb_server, mysql_db, tmp_path):
+    """A table made by hand with a UNIQUE index besides its key (email): ON DUPLICATE KEY UPDATE fires on
+    any unique index, so a new row (id 3) whose email row 1 holds overwrote row 1's values, was never
+    inserted, and the run said success with every row succeeded. It is refused with the server's
+    duplicate-entry error (as on PostgreSQL), the other rows go in and row 1 keeps its values."""
+    db = db_of(mysql_db)
+    mariadb_server.execute("CREATE TABLE t (id bigint PRIMARY KEY, email varchar(50) UNIQUE, v bigint) "
+                           "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4", database=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2], "email": ["a@x", "b@x"], "v": [1, 2]}),
+                          destination=dfsync.destinations.mysql(mysql_db, table="t"), primary_key="id",
+                          destination_mode="upsert", max_failed_rows=1)
+    assert sync.run(progress=False).status == "success"
+    run = sync.run(source=pl.DataFrame({"id": [1, 2, 3], "email": ["a@x", "c@x", "a@x"], "v": [1, 20, 30]}),
+                   progress=False)
+    assert run.status == "success", run.error
+    assert (run.counts["succeeded"], run.counts["failed"]) == (1, 1), run.counts
+    failed = run.records(status="failed")
+    assert failed["id"].to_list() == [3] and "Duplicate entry" in failed["_error"][0], failed.to_dicts()
+    assert sorted(mariadb_server.execute("SELECT id, email, v FROM t", database=db)) == [(1, "a@x", 1), (2, "c@x", 20)]

@@ -306,6 +306,11 @@ class MySQLSession(ArrowSQLSession):
         return {str(a): normal_type(str(t), str(c or "")) for a, t, c in rows}
 
     def _has_unique_key(self, name: TableName) -> bool:
+        """Is the key a unique index, and the table's only one? ``ON DUPLICATE KEY UPDATE`` fires on a
+        clash with any unique index: a new key whose ``email`` a UNIQUE index already holds updated
+        that other row (its values overwritten, the new row never inserted, the run a success). With
+        another unique index upserts go as UPDATE … JOIN + INSERT … WHERE NOT EXISTS, where such a
+        row is refused with the server's duplicate-entry error, as on PostgreSQL."""
         where, params = self._schema_sql(name)
         with self.con.cursor() as cur:
             rows = self._fetch(cur, f"SELECT index_name, column_name FROM information_schema.statistics WHERE "
@@ -314,7 +319,7 @@ class MySQLSession(ArrowSQLSession):
         indexes: dict[str, set[str]] = {}
         for idx, col in rows:
             indexes.setdefault(str(idx), set()).add(str(col))
-        return set(self.ctx.primary_key) in indexes.values()
+        return list(indexes.values()) == [set(self.ctx.primary_key)]
 
     def _incoming_types(self, schema: pa.Schema) -> dict[str, str]:
         return {f.name: arrow_to_mysql(f.type, f.name in self.ctx.primary_key) for f in schema}
