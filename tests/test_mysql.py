@@ -586,3 +586,20 @@ def test_a_new_key_clashing_with_another_unique_index_is_refused_not_merged_into
     failed = run.records(status="failed")
     assert failed["id"].to_list() == [3] and "Duplicate entry" in failed["_error"][0], failed.to_dicts()
     assert sorted(mariadb_server.execute("SELECT id, email, v FROM t", database=db)) == [(1, "a@x", 1), (2, "c@x", 20)]
+
+
+def test_a_key_of_four_text_columns_fits_innodbs_index(mariadb_server, mysql_db, tmp_path):
+    """Each text key column was created varchar(255) (1020 bytes in utf8mb4): a key of four of them
+    (country, state, city, street) failed every run at CREATE TABLE with the server's 'Specified key
+    was too long; max key length is 3072 bytes'. The text key columns share InnoDB's 3072 bytes
+    (varchar(192) each here); a longer value is refused per row, as one over 255 characters is."""
+    db = db_of(mysql_db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    df = pl.DataFrame({"a": ["x", "y", "z" * 193], "b": ["é", "😀", "b"], "c": ["c", "c", "c"], "d": ["d", "d", "d"],
+                       "v": [1, 2, 3]})
+    run = ws.create_sync("s", source=df, destination=dfsync.destinations.mysql(mysql_db, table="t"),
+                         primary_key=["a", "b", "c", "d"], max_failed_rows=1).run(progress=False)
+    assert run.status == "success", run.error
+    assert (run.counts["succeeded"], run.counts["failed"]) == (2, 1), run.counts
+    assert "column 'a'" in run.records(status="failed")["_error"][0]
+    assert sorted(mariadb_server.execute("SELECT a, b, v FROM t", database=db)) == [("x", "é", 1), ("y", "😀", 2)]

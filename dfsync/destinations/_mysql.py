@@ -34,8 +34,8 @@ text compares byte for byte; the key becomes the PRIMARY KEY):
     float16, float32                     float
     float64                              double      (NaN and ±inf rejected per row)
     decimal128(p, s)                     decimal(p,s)   (p <= 65)
-    string, large_string, string_view    longtext    (key columns: varchar(255))
-    binary, large_binary, fixed binary   longblob    (key columns: varbinary(255))
+    string, large_string, string_view    longtext    (key columns: varchar(255) (*))
+    binary, large_binary, fixed binary   longblob    (key columns: varbinary(255) (*))
     date32, date64                       date
     time32, time64                       time(6)
     timestamp (no tz)                    datetime(6)
@@ -45,6 +45,7 @@ text compares byte for byte; the key becomes the PRIMARY KEY):
     duration                             not supported: convert in the mapping
     ===================================  =============================================
 
+(*) shorter when the whole key would pass InnoDB's 3072-byte index (four text key columns: varchar(192)).
 Sub-microsecond timestamps and times are rejected per row (the server keeps microseconds).
 Passwords follow the PostgreSQL destination's rules: ``password="env:NAME"`` or ``env:NAME``
 in the URI's password slot; a literal password works in this process but is never stored.
@@ -77,6 +78,7 @@ from ._mysql_data import (
     RowWarnings,
     arrow_to_mysql,
     conform,
+    key_chars,
     mysql_connect,
     mysql_to_arrow,
     mysql_to_duck,
@@ -322,7 +324,8 @@ class MySQLSession(ArrowSQLSession):
         return list(indexes.values()) == [set(self.ctx.primary_key)]
 
     def _incoming_types(self, schema: pa.Schema) -> dict[str, str]:
-        return {f.name: arrow_to_mysql(f.type, f.name in self.ctx.primary_key) for f in schema}
+        chars = key_chars(schema, self.ctx.primary_key)
+        return {f.name: arrow_to_mysql(f.type, f.name in self.ctx.primary_key, chars) for f in schema}
 
     def _as_duckdb_types(self, types: dict[str, str]) -> dict[str, str]:
         return {c: mysql_to_duck(t) for c, t in types.items()}

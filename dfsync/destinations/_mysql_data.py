@@ -22,7 +22,7 @@ from .._schema import JSON, fraction_unit
 from ..errors import DestinationError, MissingDependencyError, SchemaMismatchError
 from ._sql import q
 
-__all__ = ["JSON_TYPE", "KEY_CHARS", "SQL_MODE", "UTC_TYPE", "mysql_to_arrow", "Loader", "RowWarnings", "arrow_to_mysql", "conform", "mysql_connect",
+__all__ = ["JSON_TYPE", "KEY_CHARS", "key_chars", "SQL_MODE", "UTC_TYPE", "mysql_to_arrow", "Loader", "RowWarnings", "arrow_to_mysql", "conform", "mysql_connect",
            "mysql_to_duck", "normal_type", "row_message", "unstorable"]
 
 SQL_MODE = ("STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
@@ -38,14 +38,14 @@ _INTS = {pa.int8(): "tinyint", pa.int16(): "smallint", pa.int32(): "int", pa.int
          pa.uint64(): "bigint unsigned"}
 
 
-def arrow_to_mysql(t: pa.DataType, key: bool = False) -> str:
+def arrow_to_mysql(t: pa.DataType, key: bool = False, chars: int = KEY_CHARS) -> str:
     """The column type dfsync creates for an Arrow type (table in :mod:`dfsync.destinations._mysql`).
 
     >>> arrow_to_mysql(pa.string(), key=True)
     'varchar(255)'
     """
     if pa.types.is_dictionary(t):
-        return arrow_to_mysql(t.value_type, key)
+        return arrow_to_mysql(t.value_type, key, chars)
     if is_nested(t):
         return JSON_TYPE
     if pa.types.is_timestamp(t) and t.tz is not None:
@@ -59,10 +59,10 @@ def arrow_to_mysql(t: pa.DataType, key: bool = False) -> str:
     if pa.types.is_decimal(t) and t.precision <= 65:
         return f"decimal({t.precision},{t.scale})"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t):
-        return f"varchar({KEY_CHARS})" if key else "longtext"
+        return f"varchar({chars})" if key else "longtext"
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) \
             or pa.types.is_binary_view(t):
-        return f"varbinary({KEY_CHARS})" if key else "longblob"
+        return f"varbinary({chars})" if key else "longblob"
     if pa.types.is_date(t):
         return "date"
     if pa.types.is_time(t):
@@ -73,6 +73,32 @@ def arrow_to_mysql(t: pa.DataType, key: bool = False) -> str:
         f"Arrow type {t} has no MySQL column type in dfsync; convert the column in the sync's mapping "
         f"(durations: a number of microseconds, pl.col(c).dt.total_microseconds())"
     )
+
+
+#: InnoDB's largest index (DYNAMIC rows, MySQL 8 and MariaDB 10.11), in bytes; utf8mb4 takes 4 a character
+KEY_BYTES = 3072
+
+
+def key_chars(schema: pa.Schema, primary_key: list[str] | tuple[str, ...]) -> int:
+    """Characters of each text or bytes key column (at most ``KEY_CHARS``) so that the whole key fits
+    an InnoDB index: four varchar(255) key columns (4080 bytes) made CREATE TABLE fail with 'Specified
+    key was too long; max key length is 3072 bytes'. A longer value is refused per row, as one over 255.
+
+    >>> key_chars(pa.schema([("a", pa.string()), ("b", pa.int64())]), ["a", "b"])
+    255
+    """
+    per_char, fixed = 0, 0
+    for name in primary_key:
+        t = schema.field(name).type
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        text = arrow_to_mysql(t, key=True)
+        if text.startswith("varchar"):
+            per_char += 4
+        elif text.startswith("varbinary"):
+            per_char += 1
+        else:  # a number, date or time: at most 30 bytes (decimal(65)), 8 for most
+            fixed += 30 if pa.types.is_decimal(t) else 8
+    return KEY_CHARS if not per_char else max(1, min(KEY_CHARS, (KEY_BYTES - fixed) // per_char))
 
 
 def mysql_to_arrow(declared: str) -> pa.DataType | str | None:
