@@ -82,7 +82,7 @@ def _bucket_states(run: SyncRun) -> dict[str, int] | None:
 
 def run_summary(run: SyncRun) -> dict[str, Any]:
     return {"run_id": run.id, "sync": run.sync_name, "status": run.status.value, "counts": run.counts,
-            "buckets": _bucket_states(run), "error": run.error and for_cli(run.error, run.sync_name), "checks": checks_summary(run.validation())}
+            "buckets": _bucket_states(run), "error": run.error and for_cli(run.error, run.sync_name, run.id), "checks": checks_summary(run.validation())}
 
 
 def echo_run(run: SyncRun) -> None:
@@ -97,4 +97,4 @@ def echo_run(run: SyncRun) -> None:
         typer.echo(f"  buckets: {bucket_summary(states)} (dfsync buckets {run.id} lists them)")
     echo_checks(checks_summary(run.validation()), only_failed=True)
     if run.error:
-        typer.echo(f"  error: {for_cli(run.error, run.sync_name)}")
+        typer.echo(f"  error: {for_cli(run.error, run.sync_name, run.id)}")

@@ -33,6 +33,8 @@ _FOR_CLI: tuple[tuple[str, str], ...] = (
     (r"\b(the next )?sync\.run\(\) resumes", r"\1`dfsync run {name}` resumes"),
     (r"\bwait for it \(run\.wait\(\)\)", "wait for it to end (`dfsync status {name}` shows it)"),
     (r"\bsync\.(reset|enable|disable|run)\(\)", r"`dfsync \1 {name}`"),
+    # a run's kept records: the run's id when the message is a run's (its sync's last run may be another)
+    (r"\brun\.records\(status=['\"](\w+)['\"]\)", r"`dfsync records {run} --status \1`"),
     # the options the commands take, as the keyword arguments they are given to
     (r"\b(?:Sync\.runs|SyncRun\.records)\(limit=(-?[0-9]+)\): limit is a whole number of rows >= 0, or None for all",
      r"--limit \1: give a whole number of rows >= 0 (0: all)"),
@@ -40,21 +42,25 @@ _FOR_CLI: tuple[tuple[str, str], ...] = (
 )
 
 
-def for_cli(text: str, name: str | None = None) -> str:
+def for_cli(text: str, name: str | None = None, run_id: int | None = None) -> str:
     """``text`` with each Python call it tells the user to make written as the ``dfsync`` command
-    that does it, for sync ``name`` (``NAME`` when the command names no sync).
+    that does it, for sync ``name`` (``NAME`` when the command names no sync) and, when the text is
+    run ``run_id``'s, that run (else the sync's last run).
 
     >>> for_cli("finish it (sync.run() resumes it) or abort it (run.abort())", "orders")
     'finish it (`dfsync run orders` resumes it) or abort it (`dfsync abort orders`)'
     >>> for_cli("sync.reset() (dfsync reset NAME) makes the next run a first load", "orders")
     '`dfsync reset orders` makes the next run a first load'
+    >>> for_cli("see run.records(status='failed') for the errors", "orders", 7)
+    'see `dfsync records 7 --status failed` for the errors'
     """
     import re
     import shlex
 
     if not text:
         return text
-    shown = shlex.quote(name) if name else "NAME"  # a name with a space is one argument
+    shown = (shlex.quote(name) if name else "NAME").replace("\\", "\\\\")  # a name with a space is one argument
+    run = str(run_id) if run_id is not None else shown
     for pattern, cli in _FOR_CLI:
-        text = re.sub(pattern, cli.replace("{name}", shown.replace("\\", "\\\\")), text)
+        text = re.sub(pattern, cli.replace("{name}", shown).replace("{run}", run), text)
     return text

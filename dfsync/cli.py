@@ -291,7 +291,8 @@ def runs(
         ws = _open(workspace)
         df, more = _at_most(lambda n: ws.sync(name).runs(limit=n), limit)
         states = ws.store.bucket_states(df["run_id"].to_list()) if df.height else {}
-        df = df.with_columns(pl.col("error").map_elements(lambda e: for_cli(e, name), return_dtype=pl.String))
+        df = df.with_columns(error=pl.Series([for_cli(e, name, r) if e else e for e, r in
+                                              zip(df["error"].to_list(), df["run_id"].to_list())], dtype=pl.String))
         cols = ["run_id", "status", "trigger", "started_at", "duration_s", "inserted", "updated", "deleted",
                 "unchanged", "sent", "failed", "invalid", "error"]
         if states:  # partitioned runs: their buckets done / running / waiting / failed

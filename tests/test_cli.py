@@ -192,6 +192,11 @@ def test_a_failed_run_exits_1_and_its_records_are_listed(tmp_path, ws_path, dfsy
     res = dfsync_cli("run", "orders", "-w", ws_path)
     assert res.code == 1
     assert "failed" in res.out and "error:" in res.out
+    # where the offending rows are is said as the command that lists them, not as run.records(...)
+    # (the run's id: in `dfsync runs` a later run may be the sync's last)
+    assert "the offending rows are kept as `dfsync records 1 --status invalid`" in res.out, res.out
+    res = dfsync_cli("runs", "orders", "-w", ws_path, "--json")
+    assert "`dfsync records 1 --status invalid`" in res.out and "run.records(" not in res.out, res.out
     # the same data with on_invalid="skip": the run succeeds and keeps the invalid rows
     with dfsync.Workspace(ws_path) as ws:
         ws.create_sync("orders", source=dfsync.sources.files(str(src)), primary_key="id", on_invalid="skip",
