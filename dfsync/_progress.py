@@ -62,9 +62,11 @@ class LogReporter:
         status = str(row.get("status"))
         if status not in ("failed", "paused"):
             return
+        lines = str(row.get("error") or "").strip().splitlines()
         after = ("the next sync.run() resumes it" if status == "paused" else
                  "run.error has the whole text; sync.run(raise_on_failure=True) raises SyncRunFailed instead")
-        lines = str(row.get("error") or "").strip().splitlines()
+        if status == "paused" and lines and "resumes it" in lines[0]:
+            after = "run.error has the whole text"  # the error says what resumes it (enable a disabled sync first)
         logging.getLogger("dfsync").warning("sync %r, run %d %s%s (%s; progress=False leaves this warning out)",
                                             self.name, self.run_id, status, f": {lines[0]}" if lines else "", after)
 

@@ -162,7 +162,10 @@ class Runner:
                 self._fail("aborted by the user", "aborted")
             else:
                 disabled = self.store.sync_row(sync_id=self.sync_id)["status"] == "disabled"
-                self._interrupted("paused: the sync was disabled" if disabled else "paused on request (run.pause())")
+                why = "paused: the sync was disabled" if disabled else "paused on request (run.pause())"
+                if disabled and self._pausable():  # the next sync.run() is refused until the sync is enabled
+                    why += "; enable it (sync.enable()) and the next sync.run() resumes it"
+                self._interrupted(why)
         except RunTakenOver:  # another process took the run over (this one was stopped): write nothing more
             pass
         except (TransientDestinationError, WorkspaceBusy) as exc:  # a destination or workspace server away

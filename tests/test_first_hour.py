@@ -21,6 +21,7 @@ import pytest
 
 import dfsync
 from dfsync._progress import TerminalReporter
+from dfsync._words import for_cli
 
 
 def frame(n=3):
@@ -63,7 +64,13 @@ def test_a_run_paused_by_disabling_its_sync_says_so(ws, tmp_path):
         time.sleep(0.01)
     sync.disable()
     run.wait()
-    assert run.status == "paused" and run.error.startswith("paused: the sync was disabled; the next sync.run() resumes")
+    # the next sync.run() alone is refused (SyncDisabledError): the error says to enable the sync first
+    assert run.status == "paused" and run.error == ("paused: the sync was disabled; enable it (sync.enable()) and "
+                                                    "the next sync.run() resumes it"), run.error
+    with pytest.raises(dfsync.SyncDisabledError):
+        sync.run(progress=False)
+    assert for_cli(run.error, "d") == ("paused: the sync was disabled; enable it (`dfsync enable d`) "
+                                                     "and the next `dfsync run d` resumes it")
     sync.enable()
     again = sync.run(progress=False)
     assert again.id == run.id and again.status == "success" and again.error is None
