@@ -41,8 +41,36 @@ def _kind(dtype: pl.DataType) -> str:
     return "other"
 
 
-def check_window(field: str, dtype: pl.DataType, lookback: Any, initial_cursor: Any) -> dict[str, Any]:
-    """Validate ``lookback``/``initial_cursor`` against the cursor's type; their JSON-safe config."""
+def _text_cursor_hint(column: str, source: Any) -> str:
+    """How to read a text cursor column as a date-time (the end of the refusal, from its separator), in
+    the terms of the sync's source: a files source's ``schema_overrides`` is an option of the CSV and
+    NDJSON readers only."""
+    kind, fmt = getattr(source, "kind", None), getattr(source, "format", None)
+    cast = f"SELECT * REPLACE (CAST({column} AS TIMESTAMPTZ) AS {column}) FROM ..."
+    if kind == "files" and fmt in ("csv", "ndjson"):
+        return (f" (text, as CSV and NDJSON files hold dates): read it as one: sources.files(..., "
+                f"schema_overrides={{{column!r}: pl.Datetime('us', 'UTC')}}) (or pl.Datetime('us') for times "
+                f"without an offset)")
+    if kind == "files":
+        return (f": the {fmt or 'parquet'} files store it as text, so convert it while reading: "
+                f"sources.duckdb_query(\"SELECT * REPLACE (CAST({column} AS TIMESTAMPTZ) AS {column}) FROM "
+                f"'<your files>'\"), or sources.frame(pl.scan_{fmt or 'parquet'}('<your files>').with_columns("
+                f"pl.col({column!r}).str.to_datetime()))")
+    if kind == "frame":
+        return f": convert it in the frame: df.with_columns(pl.col({column!r}).str.to_datetime())"
+    if kind == "duckdb_query":
+        return f": CAST it in the query: {cast}"
+    return (f" (text, as SQLite dates and times): CAST it in the query source (CAST({column} AS TIMESTAMPTZ) on "
+            f"PostgreSQL, DATETIME on MySQL); SQLite has no date type, so there select a number, e.g. SELECT *, "
+            f"unixepoch({column}) AS {column}_epoch FROM ..., with cursor_field='{column}_epoch' and lookback in "
+            f"seconds (lookback=7200 for 2 hours)")
+
+
+def check_window(field: str, dtype: pl.DataType, lookback: Any, initial_cursor: Any, *,
+                 source: Any = None, column: str | None = None) -> dict[str, Any]:
+    """Validate ``lookback``/``initial_cursor`` against the cursor's type; their JSON-safe config.
+
+    ``source`` and ``column`` (the source column behind ``field``) word the way out of a text cursor."""
 
     kind = _kind(dtype)
     out: dict[str, Any] = {}
@@ -66,12 +94,7 @@ def check_window(field: str, dtype: pl.DataType, lookback: Any, initial_cursor: 
                                   f"lookback is a positive number of cursor units (e.g. lookback=1000)")
             out["lookback"] = {"amount": lookback}
         else:
-            hint = (f" (text, as CSV and NDJSON files hold dates, and SQLite dates and times): read it as one, e.g. "
-                    f"sources.files(..., schema_overrides={{{field!r}: pl.Datetime('us', 'UTC')}}), or CAST it in a "
-                    f"query source (CAST({field} AS TIMESTAMP) on PostgreSQL or DuckDB); SQLite has no date type, "
-                    f"so there select a number, e.g. SELECT *, unixepoch({field}) AS {field}_epoch FROM ..., with "
-                    f"cursor_field='{field}_epoch' and lookback in seconds (lookback=7200 for 2 hours)"
-                    if dtype == pl.String else "")
+            hint = _text_cursor_hint(column or field, source) if dtype == pl.String else ""
             raise ConfigError(f"lookback= needs a date, time or numeric cursor; {field!r} is {dtype}{hint}")
     if initial_cursor is not None:
         value = _initial_value(field, dtype, kind, initial_cursor)

@@ -175,7 +175,8 @@ class SyncDefinition:
             problem = source.cursor_problem(mapper.source_column(self.cursor_field))
             if problem:
                 raise ConfigError(problem)
-            window = check_window(self.cursor_field, schema[self.cursor_field], self.lookback, self.initial_cursor)
+            window = check_window(self.cursor_field, schema[self.cursor_field], self.lookback, self.initial_cursor,
+                                  source=source, column=mapper.source_column(self.cursor_field))
             self.lookback, self.initial_cursor = window.get("lookback"), window.get("initial_cursor")
         self.sensitive = check_sensitive(self.sensitive, fields, keys,
                                          self.cursor_field if smode == SyncMode.INCREMENTAL else None)

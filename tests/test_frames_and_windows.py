@@ -148,6 +148,20 @@ def test_lookback_on_a_text_cursor_says_how_to_read_it_as_a_datetime(ws, tmp_pat
     assert sync.run(progress=False).counts["inserted"] == 3
     got = read(tmp_path)["ts"]
     assert got.dtype.time_zone in ("UTC", "Etc/UTC") and got.to_list() == [T0 + timedelta(hours=h) for h in (0, 10, 20)]
+    # Parquet has no schema_overrides (its reader refused the option the error named): the way out
+    # named for a Parquet file, a frame and a DuckDB query is one that works there
+    pq = tmp_path / "e.parquet"
+    pl.read_ndjson(path).write_parquet(pq)
+    with pytest.raises(dfsync.ConfigError) as err:
+        ws.create_sync("pq", source=dfsync.sources.files(str(pq)), **common)
+    assert "schema_overrides" not in str(err.value) and "SELECT * REPLACE (CAST(ts AS TIMESTAMPTZ) AS ts) FROM " \
+        "'<your files>'" in str(err.value), err.value
+    query = f"SELECT * REPLACE (CAST(ts AS TIMESTAMPTZ) AS ts) FROM '{pq}'"
+    assert ws.create_sync("pq", source=dfsync.sources.duckdb_query(query), **common).cursor is None
+    with pytest.raises(dfsync.ConfigError, match=r"in the frame: df.with_columns\(pl.col\('ts'\).str.to_datetime\(\)\)"):
+        ws.create_sync("fr", source=pl.read_parquet(pq), **common)
+    with pytest.raises(dfsync.ConfigError, match=r"CAST it in the query: SELECT \* REPLACE"):
+        ws.create_sync("q", source=dfsync.sources.duckdb_query(f"SELECT * FROM '{pq}'"), **common)
 
 
 def test_initial_cursor_as_iso_text_bounds_the_first_run(ws, tmp_path):
