@@ -87,9 +87,9 @@ class ArrowSQLSession(DestinationSession):
     #: parameter placeholder style: "$" (PostgreSQL) or "?" (SQLite)
     param_style = "$"
     json_cast = ""
-    #: create new tables without their primary key and add it in finish(): one index build
-    #: at the end is far cheaper than maintaining the index row by row during a bulk load
-    defer_primary_key = False
+    #: create new tables without their primary key and add it in finish(): one index build at the
+    #: end is far cheaper than maintaining the index row by row during a bulk load (key_owed: so here)
+    defer_primary_key = key_owed = False
     label = "SQL"
     #: how a batch transaction reads the run's fence row, and how a new owner locks it to raise it
     fence_read_lock = ""
@@ -344,7 +344,7 @@ class ArrowSQLSession(DestinationSession):
                 cur.execute(f"DROP TABLE IF EXISTS {self.write_target.sql}")
             if not self._exists(self.write_target):
                 cur.execute(self._create_sql(self.write_target, incoming, with_key=not self.defer_primary_key))
-                self.fresh = True
+                self.fresh, self.key_owed = True, self.defer_primary_key  # key_owed: not said to lack it
                 if self.defer_primary_key:  # batch -1 marks "this run owes the table its key"
                     cur.execute(f"INSERT INTO {ledger} (run_key, batch_no, \"rows\", not_delivered) "
                                 f"VALUES ({self._place(1)}, -1, 0, NULL)", parameters=(self.run_key,))
@@ -357,7 +357,7 @@ class ArrowSQLSession(DestinationSession):
         actual = self._describe(self.write_target)
         self.direct = list(actual.items()) == [(c, incoming[c]) for c in self.columns] and not self._casts(actual)
         self.unique_key = self._has_unique_key(self.write_target)
-        if not self.unique_key:
+        if not self.unique_key and not self.key_owed:
             log.info("%s has no unique constraint on %s: upserts use UPDATE … FROM + INSERT … WHERE NOT EXISTS",
                      self.write_target.display, self.ctx.primary_key)
         self.con.commit()
