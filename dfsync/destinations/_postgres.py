@@ -198,8 +198,9 @@ class PostgresSession(ArrowSQLSession):
             if self._classify(exc) == TRANSIENT:
                 raise Transient(str(exc)) from exc
             raise DestinationError(
-                f"cannot connect to PostgreSQL {self.destination.uri}: {exc}. Check the user, the "
-                f"password (password='env:NAME'), the database name and pg_hba.conf."
+                f"cannot connect to PostgreSQL {self.destination.uri}: {' '.join(str(exc).split())}. Check the "
+                f"user, the password (env:NAME in the URI's password, or password='env:NAME'), the database "
+                f"name and pg_hba.conf."
             ) from exc
 
     def _classify(self, exc: BaseException) -> str:
