@@ -201,8 +201,10 @@ def speed_line(view: dict[str, Any]) -> str:
             parts.append(f"elapsed {fmt_seconds(sp['elapsed'])}")
             if sp["eta"] is not None:
                 parts.append(f"about {fmt_seconds(sp['eta'])} left")
-        elif st == "paused":
-            parts.append(f"paused after {fmt_seconds(sp['elapsed'])}")
+        elif st == "paused":  # the time it ran until it paused, not that plus the time it has been paused
+            tl, t0 = view.get("timeline") or [], view["started_at"]
+            ran = (tl[-1][1] - t0).total_seconds() if tl and tl[-1][0] == "paused" and t0 else sp["elapsed"]
+            parts.append(f"paused after {fmt_seconds(ran)}")
         else:
             parts.append(f"took {fmt_seconds(sp['elapsed'])}")
     attrs = " ".join(f'data-{k}="{v:.3f}"' for k, v in sp.items() if isinstance(v, float))

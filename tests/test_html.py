@@ -32,6 +32,21 @@ def test_timeline_highlights_the_current_step_and_shows_times() -> None:
     assert "In Progress" in done
 
 
+def test_a_paused_runs_speed_line_says_how_long_it_ran_before_the_pause() -> None:
+    """'paused after' counted the time the run has been paused too: a panel left open over a run
+    paused after 9 s said 'paused after 18 s', then more at each redraw."""
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    at = [0.0, 0.1, 1.2, 1.3, 8.7]
+    view = {"status": "paused", "started_at": t0, "finished_at": None, "now": t0 + timedelta(seconds=600),
+            "timeline": [(s, t0 + timedelta(seconds=x)) for s, x in
+                         zip(("started", "querying", "queued", "in_progress", "paused"), at, strict=True)],
+            "counts": {"queried": 10, "inserted": 10, "sent": 6, "succeeded": 6}}
+    line = _html_run.speed_line(view)
+    assert "paused after 8.70 s" in line and "6 sent of 10 · 4 pending" in line, line
+
+
 def test_a_failed_runs_timeline_ticks_only_the_states_it_went_through(tmp_path: pathlib.Path) -> None:
     """A run that failed while querying (duplicate keys) never was queued or in_progress: its panel
     must not show those steps as passed (it showed ✓ Queued → ✓ In Progress → Failed)."""
