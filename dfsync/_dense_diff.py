@@ -13,7 +13,7 @@ so a changed row is taken as unchanged only when its new fingerprint equals the 
 one of the same key, as before. Each kept row's values are fingerprinted again once staged:
 they must hash as they did when read, or the caller diffs again by the join.
 
-A Parquet source whose first batch shows (next to) no change is read again for the key and
+A Parquet source whose first rows show (next to) no change is read again for the key and
 the fingerprint alone, and the rows that read finds new or changed are fetched by a third read
 of their keys, each with the fingerprint it compared: handing every column to Python was most
 of what an unchanged re-sync cost above reading and hashing (bench/RESULTS.md, issue 22).
@@ -41,12 +41,15 @@ _ROUND_TRIP = ("BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT"
 #: integer keys and their Arrow types (UBIGINT is left to the join: its values may not fit an int64)
 _KEY_TYPES = {"TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INTEGER": pa.int32(), "BIGINT": pa.int64(),
               "UTINYINT": pa.uint8(), "USMALLINT": pa.uint16(), "UINTEGER": pa.uint32()}
-#: source rows per Arrow batch read out of DuckDB, and staged rows held before they are inserted
-_BATCH_ROWS = 1 << 17
+#: source rows per Arrow batch read out of DuckDB, and staged rows held before they are inserted.
+#: DuckDB builds a batch of text columns slower the larger it is: every column of the 2M-row bench
+#: out in batches of 2^14 rows costs ~0.36 CPU-s, in 2^17 ~0.44 (bench/RESULTS.md, session 22)
+_BATCH_ROWS = 1 << 14
 _FLUSH_BYTES = 64 << 20
-#: a whole read gives way to a narrow one (key and fingerprint) when its first batch says that the
-#: source has at most about this many changed rows (see _narrow)
+#: a whole read gives way to a narrow one (key and fingerprint) when its first _PROBE_ROWS rows say
+#: that the source has at most about NARROW_ROWS changed rows (see _narrow)
 NARROW_ROWS = 64
+_PROBE_ROWS = 1 << 17
 
 
 def _zeros(n: int, dtype: type) -> np.ndarray:
@@ -154,7 +157,7 @@ def stage_changed(con: duckdb.DuckDBPyConnection, dense: DenseState, columns: Se
     a null key among rows read twice: the caller's join then diffs again).
 
     ``rows``, the source's row count, is given when ``_src`` can be read again (Parquet files):
-    a read whose first batch has no changed row then gives way to one of the key and the
+    a read whose first rows have (next to) no changed row then gives way to one of the key and the
     fingerprint alone, and a second read fetches the few rows it finds changed (:func:`_narrow`)."""
     writer = con.cursor()  # stg is filled while another cursor streams the source
     try:
@@ -183,7 +186,8 @@ def stage_changed(con: duckdb.DuckDBPyConnection, dense: DenseState, columns: Se
 def _whole(con: duckdb.DuckDBPyConnection, writer: duckdb.DuckDBPyConnection, dense: DenseState,
            columns: Sequence[str], key: str, fp_sql: str, action_type: str, rows: int | None) -> _Pass | None:
     """One read of every column; the new and changed rows go into ``stg`` as they come. None when
-    it stopped after its first batch to let a narrow read take over (``rows``: see stage_changed)."""
+    it stopped after its first _PROBE_ROWS rows to let a narrow read take over (``rows``: see
+    stage_changed); it stops before it stages a row."""
     cols = ", ".join(quote(c) for c in columns)
     done = _Pass(dense)
     held: list[pa.RecordBatch] = []
@@ -202,20 +206,29 @@ def _whole(con: duckdb.DuckDBPyConnection, writer: duckdb.DuckDBPyConnection, de
 
     reader = con.sql(f"SELECT {cols}, {fp_sql} AS _fp FROM _src").to_arrow_reader(_BATCH_ROWS)
     ki = list(reader.schema.names).index(key)
+    total = rows or 0
+    probing, seen = total > 0, 0  # (changed rows among the first ones, while they may still decide)
     for batch in reader:
         if not batch.num_rows:
             continue
         hit, same = done.compare(batch.column(ki), _values(batch.column(batch.num_columns - 1)))
         changed = len(same) - int(np.count_nonzero(same))
-        if rows and done.read < rows and done.read == len(same) and changed * rows <= NARROW_ROWS * done.read:
-            reader.close()  # (the narrow read follows on the same connection)
-            return None
+        if probing:
+            seen += changed
+            if seen * total > NARROW_ROWS * _PROBE_ROWS or done.read >= total:
+                probing = False  # too many changes for the narrow read, or nothing left to read
+            elif done.read >= _PROBE_ROWS:
+                if seen * total <= NARROW_ROWS * done.read:
+                    reader.close()  # (the narrow read follows on the same connection; nothing was staged)
+                    return None
+                probing = False
         if changed:
             keep = ~same
             kept = batch.filter(bool_array(keep)).append_column("_upd", bool_array(hit[keep]))
             held.append(kept)
             size += kept.nbytes
             if size >= _FLUSH_BYTES:
+                probing = False  # (rows staged: the read goes on)
                 flush()
     flush()
     return done
@@ -229,7 +242,7 @@ def _narrow(con: duckdb.DuckDBPyConnection, dense: DenseState, key: str, fp_sql:
     (about 0.45 CPU-s for the two text columns of the 10M-row bench), so an unchanged source
     costs the read and the hash alone. Fetching the changed rows again costs up to what a read
     does (their keys spread over the file), more than the narrow read saves once more than
-    about NARROW_ROWS rows changed: hence a whole read's first batch decides (_whole)."""
+    about NARROW_ROWS rows changed: hence a whole read's first rows decide (_whole)."""
     done = _Pass(dense)
     keys: list[np.ndarray] = []
     prints: list[np.ndarray] = []

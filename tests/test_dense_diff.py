@@ -197,8 +197,10 @@ def _late_changes(v1: pl.DataFrame) -> pl.DataFrame:
 
 @pytest.fixture
 def narrow(monkeypatch):
-    """Batches of 32 rows, so that a small source's first batch can decide; counts the narrow reads."""
-    monkeypatch.setattr(_dense_diff, "_BATCH_ROWS", 32)
+    """The first 32 rows decide (in batches of 8), so that a small source's first rows can; counts
+    the narrow reads."""
+    monkeypatch.setattr(_dense_diff, "_BATCH_ROWS", 8)
+    monkeypatch.setattr(_dense_diff, "_PROBE_ROWS", 32)
     used = []
     real = _dense_diff._narrow
 
@@ -232,6 +234,19 @@ def test_a_first_batch_with_changes_keeps_the_whole_read(tmp_path, monkeypatch, 
     assert run.status == "success", run.error
     _same_frames(out, v2.sort("id"))
     assert (again.counts["unchanged"], again.counts["sent"]) == (v2.height, 0)
+
+
+def test_changes_after_the_first_batch_but_among_the_first_rows_keep_the_whole_read(tmp_path, monkeypatch, narrow):
+    """The first 32 rows decide, whatever batches they come in: 10 of rows 17-31 changed (of 300
+    rows: more than NARROW_ROWS projected), though the first two batches of 8 are unchanged."""
+    v1 = _frame(list(range(1, 301)), "v1")
+    v2 = v1.with_columns(pl.when(pl.col("id").is_between(18, 27)).then(pl.col("qty").fill_null(0) + 1)
+                         .otherwise(pl.col("qty")).alias("qty"))
+    run, out, used, again = _sync(tmp_path, "probe", v1, v2, True, monkeypatch)
+    assert used == 1 and len(narrow) == 1, "only the run after it (nothing changed) read narrow"
+    assert run.status == "success", run.error
+    assert (run.counts["updated"], run.counts["sent"]) == (10, 10)
+    _same_frames(out, v2.sort("id"))
 
 
 @pytest.mark.parametrize("second", ["same", "changed"])
