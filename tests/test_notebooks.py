@@ -11,6 +11,7 @@ that lands in another branch); it is skipped only while one of them cannot be im
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 import re
@@ -25,16 +26,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("ipywidgets")
+# Found, not imported: importing nbformat costs ~2 CPU-s (jsonschema builds rfc3987_syntax's grammar),
+# and every xdist worker imports this module to collect it; the worker running the tests imports it.
+for _module in ("nbformat", "nbclient", "ipykernel", "ipywidgets"):
+    if importlib.util.find_spec(_module) is None:
+        pytest.skip(f"could not import {_module!r}", allow_module_level=True)
+
+
+def _nbformat() -> Any:
+    import nbformat
+
+    return nbformat
 
 
 def _regenerate() -> Any:
     """notebooks/regenerate.py, the script that saves the committed notebooks (one way to run them)."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("dfsync_regenerate", ROOT / "notebooks" / "regenerate.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -129,7 +135,7 @@ def run_notebook(name: str, tmp_path: pathlib.Path, extra_env: dict[str, str] | 
     nbdir = copy_repo_bits(tmp_path)
     env = {**jupyter_env(tmp_path), **(extra_env or {})}
     path = nbdir / f"{name}.ipynb"
-    missing = missing_requirements(nbformat.read(path, as_version=4), env)
+    missing = missing_requirements(_nbformat().read(path, as_version=4), env)
     if missing:
         pytest.skip(f"{name} needs {', '.join(missing)}, which is not in this checkout yet")
     nb = execute(path, env)
@@ -166,7 +172,7 @@ def test_committed_notebook_has_outputs_that_render_as_html(path: pathlib.Path) 
     """The notebooks are committed with their outputs (notebooks/regenerate.py) and read without a kernel."""
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(path, as_version=4)
+    nb = _nbformat().read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.execution_count is not None for c in code), f"{path.name}: run notebooks/regenerate.py"
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
@@ -221,7 +227,7 @@ def test_03_validation(tmp_path: pathlib.Path) -> None:
 
 
 def test_04_postgres(tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
-    nb = nbformat.read(ROOT / "notebooks" / "04_postgres.ipynb", as_version=4)
+    nb = _nbformat().read(ROOT / "notebooks" / "04_postgres.ipynb", as_version=4)
     if missing_requirements(nb, jupyter_env(tmp_path / "probe")):
         pytest.skip("the PostgreSQL destination is not in this checkout yet")
     server = request.getfixturevalue("pg_server")
@@ -295,7 +301,7 @@ def test_ten_runs_store_no_more_widget_models_than_one(tmp_path: pathlib.Path) -
         )])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         path = tmp_path / f"runs{n}.ipynb"
-        nbformat.write(nb, path)
+        _nbformat().write(nb, path)
         out = execute(path, jupyter_env(tmp_path))
         assert all(o.get("output_type") != "error" for o in outputs(out)), [o for o in outputs(out)]
         assert len(run_panels(out)) >= n
@@ -320,7 +326,7 @@ def small_notebook(tmp_path: pathlib.Path, name: str, *cells: str) -> Any:
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / f"{name}.ipynb"
-    nbformat.write(nb, path)
+    _nbformat().write(nb, path)
     return execute(path, jupyter_env(tmp_path))
 
 
