@@ -603,3 +603,22 @@ def test_a_key_of_four_text_columns_fits_innodbs_index(mariadb_server, mysql_db,
     assert (run.counts["succeeded"], run.counts["failed"]) == (2, 1), run.counts
     assert "column 'a'" in run.records(status="failed")["_error"][0]
     assert sorted(mariadb_server.execute("SELECT a, b, v FROM t", database=db)) == [("x", "é", 1), ("y", "😀", 2)]
+
+
+def test_values_a_char_or_binary_column_would_alter_are_rejected_per_row(mariadb_server, mysql_db, tmp_path):
+    """A table made by hand with CHAR(n) and BINARY(n) columns: CHAR drops a value's trailing spaces
+    when read ('a  ' came back 'a') and BINARY pads a shorter value with zero bytes (b'a' came back
+    b'a\\x00\\x00'); the run said success. Such rows are rejected, naming the column and the type to
+    use; values that fit (no trailing space, exactly n bytes) go in."""
+    db = db_of(mysql_db)
+    mariadb_server.execute("CREATE TABLE t (id int PRIMARY KEY, c CHAR(3), b BINARY(3)) DEFAULT CHARSET=utf8mb4",
+                           database=db)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "c": ["a  ", "ab", "é😀x", None], "b": [b"abc", b"a", b"\x00bc", None]})
+    run = ws.create_sync("s", source=df, destination=dfsync.destinations.mysql(mysql_db, table="t"),
+                         primary_key="id", max_failed_rows=2).run(progress=False)
+    assert run.status == "success", run.error
+    failed = {r["id"]: r["_error"] for r in run.records(status="failed").to_dicts()}
+    assert sorted(failed) == [1, 2] and "CHAR(3)" in failed[1] and "BINARY(3)" in failed[2], failed
+    assert sorted(mariadb_server.execute("SELECT id, c, b FROM t", database=db)) == [
+        (3, "é😀x", b"\x00bc"), (4, None, None)]

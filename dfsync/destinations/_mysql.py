@@ -78,6 +78,7 @@ from ._mysql_data import (
     RowWarnings,
     arrow_to_mysql,
     conform,
+    fixed_width,
     key_chars,
     mysql_connect,
     mysql_to_arrow,
@@ -217,6 +218,7 @@ class MySQLSession(ArrowSQLSession):
         self.collation = "utf8mb4_bin"
         self.loader = Loader(self._classify, destination.describe())
         self._pre_bad: dict[int, str] = {}
+        self._fixed: dict[str, tuple[str, int]] = {}  # CHAR(n) / BINARY(n) columns of a table made by hand
         self._loose: dict[str, str] | None = None
         super().__init__(destination, ctx)
 
@@ -323,6 +325,10 @@ class MySQLSession(ArrowSQLSession):
             indexes.setdefault(str(idx), set()).add(str(col))
         return list(indexes.values()) == [set(self.ctx.primary_key)]
 
+    def _fit_table(self, cur: Any, records: pa.Schema, incoming: dict[str, str]) -> None:
+        super()._fit_table(cur, records, incoming)
+        self._fixed = fixed_width(self._describe(self.target))
+
     def _incoming_types(self, schema: pa.Schema) -> dict[str, str]:
         chars = key_chars(schema, self.ctx.primary_key)
         return {f.name: arrow_to_mysql(f.type, f.name in self.ctx.primary_key, chars) for f in schema}
@@ -387,7 +393,7 @@ class MySQLSession(ArrowSQLSession):
 
     # ---------------------------------------------------------------- write
     def _fast_path_ok(self, data: pa.Table) -> bool:
-        self._pre_bad = unstorable(data, self.columns)  # values MySQL would store other than sent
+        self._pre_bad = unstorable(data, self.columns, self._fixed)  # values MySQL would store other than sent
         return not self._pre_bad
 
     def _bisect(self, cur: Any, batch_no: int, data: pa.Table, original: pa.Table) -> BatchResult:

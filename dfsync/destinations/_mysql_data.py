@@ -22,7 +22,7 @@ from .._schema import JSON, fraction_unit
 from ..errors import DestinationError, MissingDependencyError, SchemaMismatchError
 from ._sql import q
 
-__all__ = ["JSON_TYPE", "KEY_CHARS", "key_chars", "SQL_MODE", "UTC_TYPE", "mysql_to_arrow", "Loader", "RowWarnings", "arrow_to_mysql", "conform", "mysql_connect",
+__all__ = ["JSON_TYPE", "KEY_CHARS", "fixed_width", "key_chars", "SQL_MODE", "UTC_TYPE", "mysql_to_arrow", "Loader", "RowWarnings", "arrow_to_mysql", "conform", "mysql_connect",
            "mysql_to_duck", "normal_type", "row_message", "unstorable"]
 
 SQL_MODE = ("STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
@@ -225,12 +225,26 @@ def conform(data: pa.Table) -> pa.Table:
     return pa.table(cols, names=data.column_names)
 
 
-def unstorable(data: pa.Table, columns: list[str]) -> dict[int, str]:
-    """Rows whose values MySQL cannot keep exactly (checked in Arrow, before sending)."""
+def fixed_width(declared: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """The CHAR(n) and BINARY(n) columns of a table (made by hand): column -> (kind, n).
+
+    >>> fixed_width({"c": "char(3)", "v": "varchar(3)", "b": "binary(16)"})
+    {'c': ('char', 3), 'b': ('binary', 16)}
+    """
+    found = {c: re.fullmatch(r"(char|binary)\((\d+)\)", t) for c, t in declared.items()}
+    return {c: (m.group(1), int(m.group(2))) for c, m in found.items() if m}
+
+
+def unstorable(data: pa.Table, columns: list[str], fixed: dict[str, tuple[str, int]] | None = None) -> dict[int, str]:
+    """Rows whose values MySQL cannot keep exactly (checked in Arrow, before sending). ``fixed``: the
+    table's CHAR(n) columns, which drop a value's trailing spaces when read ('a ' reads back 'a'),
+    and BINARY(n) ones, which pad a shorter value with zero bytes (b'a' reads back b'a\\x00\\x00')."""
     bad: dict[int, str] = {}
     for name in columns:
         col = data.column(name)
         t = col.type
+        if name in (fixed or {}):
+            bad.update(_padded(col, name, *(fixed or {})[name]))
         mask = None
         if (pa.types.is_timestamp(t) or pa.types.is_time(t)) and t.unit == "ns":
             ints = pc.fill_null(col.cast(pa.int64()), 0).to_numpy()
@@ -245,6 +259,23 @@ def unstorable(data: pa.Table, columns: list[str]) -> dict[int, str]:
             for i in np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False)):
                 bad[int(i)] = why
     return bad
+
+
+def _padded(col: pa.ChunkedArray, name: str, kind: str, n: int) -> dict[int, str]:
+    """Rows a CHAR(n) column would read back without their trailing spaces, or a BINARY(n) one
+    with zero bytes after them."""
+    t = col.type
+    if kind == "char" and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        mask = pc.ends_with(col, " ")
+        why = (f"column {name!r} is CHAR({n}) in the table, which drops trailing spaces: the value would read "
+               f"back without them (make the column VARCHAR({n}), or strip them in the sync's mapping)")
+    elif kind == "binary" and (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        mask = pc.less(pc.binary_length(col), n)
+        why = (f"column {name!r} is BINARY({n}) in the table, which pads a shorter value with zero bytes: it "
+               f"would read back longer than sent (make the column VARBINARY({n}))")
+    else:
+        return {}
+    return {int(i): why for i in np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False))}
 
 
 _LOCAL_REFUSED = {1148, 3948, 2068, 1235, 4166}
