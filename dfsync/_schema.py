@@ -163,6 +163,14 @@ def _fix(column: str, dst: pa.DataType | str, replace_ok: bool = True,
             import polars as pl
 
             dtype = pl.DataFrame(pa.table({column: pa.array([], type=dst)})).dtypes[0]
+            if pl.Series([], dtype=dtype).to_arrow().type != dst and pa.types.is_temporal(dst):
+                # timestamp[s] (MySQL DATETIME, PostgreSQL timestamp(0)), time32 (TIME(3)): polars has no
+                # such type, and a cast to the nearest it has (ms, a time in ns) was refused again
+                return (f"no polars type is {type_name(dst)} (polars' datetimes keep ms, us or ns, its times "
+                        f"of day ns): make the table's column keep six fractional digits (MySQL DATETIME(6) or "
+                        f"TIME(6), PostgreSQL timestamp(6) or time(6))"
+                        + (", or rewrite the table with the source's types with destination_mode='replace'"
+                           + (" and schema='evolve'" if policy == "freeze" else "") if replace_ok else ""))
             expr = f"pl.col({column!r})"
             # polars cuts the fraction off a float cast to an integer without a word: the fix we
             # suggest must make the rounding the user's visible choice, not hide it again
@@ -413,7 +421,10 @@ def plan_table(incoming: pa.Schema, existing: dict[str, tuple[str, Any]], *, pol
             arrow = next((a for a in arrow if fits(f.type, a)), arrow[0])
         if arrow is None:
             problems.append(f"column {f.name!r} is {type_name(f.type)} in the source but {declared} in {where}, "
-                            f"a type dfsync cannot check; {_fix(f.name, f.type)}")
+                            f"a type dfsync cannot check (it could keep a value other than the one sent); change "
+                            f"the table's column to a type dfsync knows, send the field under another name in "
+                            f"the sync's mapping, or rewrite the table with the source's types with "
+                            f"destination_mode='replace'")
         elif fits(f.type, arrow):
             continue
         elif f.name in typed_ and policy == "evolve" and holds_values is not None and name not in fixed_:
