@@ -614,3 +614,22 @@ def test_a_first_load_larger_than_one_commit_takes_goes_batch_by_batch(tmp_path,
     assert run.status == "success" and run.counts["sent"] == 11 and taken == []
     assert read(tmp_path / "t").equals(df)
     assert deltalake.DeltaTable(str(tmp_path / "t")).history(1)[0]["operation"] == "WRITE"
+
+
+def test_a_row_a_check_constraint_of_the_table_refuses_is_failed_alone(tmp_path):
+    """A Delta table with a CHECK constraint (delta.constraints.pos = 'v > 0'): delta-rs refused the
+    whole commit for one row breaking it, with a 'Generic DeltaTable error' taken for a store that did
+    not answer, so the run paused, and every run after it, and no row of the batch landed. Such a row
+    is failed alone, naming the constraint; the others go in."""
+    path = str(tmp_path / "t")
+    deltalake.write_deltalake(path, pa.table({"id": pa.array([1], pa.int64()), "v": pa.array([5], pa.int64())}))
+    deltalake.DeltaTable(path).alter.add_constraint({"pos": "v > 0"})
+    ws = dfsync.Workspace(str(tmp_path / "ws.duckdb"))
+    sync = ws.create_sync("s", source=pl.DataFrame({"id": [1, 2, 3], "v": [-5, 1, None]}), primary_key="id",
+                          destination=dfsync.destinations.delta(path), max_failed_rows=2)
+    run = sync.run(progress=False)
+    assert run.status == "success", run.error
+    failed = run.records(status="failed").sort("id")  # delta-rs refuses a NULL too
+    assert failed["id"].to_list() == [1, 3] and "CHECK constraint 'pos'" in failed["_error"][0], failed.to_dicts()
+    assert read(path).to_dicts() == [{"id": 1, "v": 5}, {"id": 2, "v": 1}]
+    ws.close()

@@ -55,6 +55,8 @@ from ..errors import (
 )
 from ..states import DestinationMode
 from ._delta_aside import AsideLoad
+from ._delta_rows import constraints, unfit_rows
+from ._delta_rows import present as present_keys
 from .base import (
     ACTION_COLUMN,
     EXISTS_MESSAGE,
@@ -251,6 +253,7 @@ class DeltaSession(AsideLoad, DestinationSession):
         self.columns: list[str] = []
         self.fresh = False
         self.not_null: list[str] = []
+        self.checks: dict[str, str] = {}  # the table's CHECK constraints
         self.parts = os.path.join(self.uri, "_dfsync", ctx.run_tag) if "://" not in self.uri else None
         self._dt: Any = None
 
@@ -337,6 +340,7 @@ class DeltaSession(AsideLoad, DestinationSession):
         have = pa.schema(dt.schema().to_arrow())
         self.target_schema = have
         self.not_null = [f.name for f in have if not f.nullable and f.name in self.columns]
+        self.checks = constraints(dt)
         runs = self._run_commits(dt)
         if runs:  # a resumed run: was the table empty when it began?
             self.fresh = bool(runs[max(runs)].get("fresh"))
@@ -418,6 +422,10 @@ class DeltaSession(AsideLoad, DestinationSession):
                 why = str(exc)
             except (OSError, DeltaError) as exc:
                 text = str(exc)
+                if "failed validation check" in text.lower():  # a CHECK or NOT NULL: no retry helps
+                    text = text.split("Preview of invalid data")[0].strip()  # not the rows' values
+                    raise DestinationError(f"Delta table {self.uri} refused the batch: {redact(text)[:600]} A "
+                                           f"constraint of the table refuses a row: send values it takes.") from exc
                 if "file name too long" in text.lower():  # no retry makes it shorter: the run fails
                     raise DestinationError(
                         f"Delta table {self.uri} refused the batch: a file's name is longer than the file system "
@@ -440,14 +448,14 @@ class DeltaSession(AsideLoad, DestinationSession):
         if done is not None:  # committed before a crash or a lost answer: never twice
             return self._from_ledger(batch.data, done.get("not_delivered") or [])
         data = self._conform(batch.records()).append_column(ACTION_COLUMN, batch.data.column(ACTION_COLUMN))
-        failed, skipped = self._unfit_rows(data), {}
+        failed, skipped = unfit_rows(data, self.not_null, self.ctx.primary_key, self.checks), {}
         mode = self.ctx.mode
         if mode in (DestinationMode.UPDATE, DestinationMode.INSERT):
             # a table that was empty when the run began holds only this run's earlier batches, whose
             # keys no batch repeats (unless the source was read again): no key of this one is there.
             # Scanning the table's keys cost 0.1-0.23 s a batch, the more the more batches went before
             skip_scan = mode == DestinationMode.INSERT and self.fresh and not self.ctx.requeried
-            present = np.zeros(data.num_rows, dtype=bool) if skip_scan else self._present(dt, data)
+            present = np.zeros(data.num_rows, dtype=bool) if skip_scan else present_keys(dt, data, list(self.ctx.primary_key))
             for i in np.flatnonzero(present):
                 if mode == DestinationMode.INSERT and int(i) not in failed:
                     failed[int(i)] = EXISTS_MESSAGE
@@ -464,51 +472,6 @@ class DeltaSession(AsideLoad, DestinationSession):
         props = self._commit_props(batch.batch_no, {"batch": batch.batch_no, "fresh": self.fresh, "not_delivered": nd})
         self._apply(dt, keep, props)
         return BatchResult(failed=failed, skipped=skipped)
-
-    def _unfit_rows(self, data: pa.Table) -> dict[int, str]:
-        """Rows a NOT NULL column of the table would refuse (Delta refuses the whole commit), and rows
-        whose key is NaN: the MERGE matches no NaN, and a batch holding one wrote other keys twice."""
-        import pyarrow.compute as pc
-
-        bad: dict[int, str] = {}
-        for c in self.not_null:
-            for i in np.flatnonzero(data.column(c).is_null().to_numpy(zero_copy_only=False)):
-                bad.setdefault(int(i), f"column {c!r} is NOT NULL in the Delta table and the value is null")
-        for k in self.ctx.primary_key:
-            if pa.types.is_floating(data.schema.field(k).type):
-                nan = pc.fill_null(pc.is_nan(data.column(k)), False).to_numpy(zero_copy_only=False)
-                for i in np.flatnonzero(nan):
-                    bad.setdefault(int(i), f"key column {k!r} is NaN, which a Delta MERGE cannot match to a row; "
-                                           f"give the row another key, or choose another primary_key")
-        return bad
-
-    def _present(self, dt: Any, data: pa.Table) -> np.ndarray:
-        """For each row: does the table hold its key?"""
-        import polars as pl
-
-        pk = list(self.ctx.primary_key)
-        if data.num_rows == 0 or dt is None:
-            return np.zeros(data.num_rows, dtype=bool)
-        batch_keys = pl.from_arrow(data.select(pk)).with_row_index("_i")  # type: ignore[union-attr]
-        first = batch_keys[pk[0]].drop_nulls().unique()
-        if "%" in str(dt.table_uri):
-            # a local path holding a space, '#', '?', '%' or a non-ASCII letter: delta-rs gives its
-            # files' paths %-escaped (file_uris()), which polars' Delta scan opens as they are ('No
-            # such file'): every insert/update run into such an existing table paused. delta-rs reads
-            # its keys itself (its SQL engine, no pruning by the batch's keys)
-            from deltalake import QueryBuilder
-
-            names = ", ".join('"' + k.replace('"', '""') + '"' for k in pk)
-            keys = pa.table(QueryBuilder().register("t", dt).execute(f"SELECT DISTINCT {names} FROM t").read_all())
-            there = pl.from_arrow(keys).cast({k: batch_keys.schema[k] for k in pk})  # type: ignore[union-attr]
-        else:
-            # polars reads the table (not pyarrow.dataset, whose import pulls in pandas: 0.3 s a process)
-            there = (pl.scan_delta(dt).select(pk).filter(pl.col(pk[0]).is_in(first.implode()))
-                     .cast({k: batch_keys.schema[k] for k in pk}).unique().collect())
-        hit = batch_keys.join(there, on=pk, how="semi")["_i"].to_numpy()
-        out = np.zeros(data.num_rows, dtype=bool)
-        out[hit] = True
-        return out
 
     def _apply(self, dt: Any, data: pa.Table, props: Any) -> None:
         from deltalake import write_deltalake
