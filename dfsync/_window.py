@@ -55,9 +55,10 @@ def _text_cursor_hint(column: str, source: Any) -> str:
         return (f": the {fmt or 'parquet'} files store it as text, so convert it while reading: "
                 f"sources.duckdb_query(\"SELECT * REPLACE (CAST({column} AS TIMESTAMPTZ) AS {column}) FROM "
                 f"'<your files>'\"), or sources.frame(pl.scan_{fmt or 'parquet'}('<your files>').with_columns("
-                f"pl.col({column!r}).str.to_datetime()))")
+                f"pl.col({column!r}).str.to_datetime(time_zone='UTC')))")
     if kind == "frame":
-        return f": convert it in the frame: df.with_columns(pl.col({column!r}).str.to_datetime())"
+        return (f": convert it in the frame: df.with_columns(pl.col({column!r}).str.to_datetime(time_zone='UTC')) "
+                f"(or .str.to_datetime() for times without an offset)")
     if kind == "duckdb_query":
         return f": CAST it in the query: {cast}"
     return (f" (text, as SQLite dates and times): CAST it in the query source (CAST({column} AS TIMESTAMPTZ) on "
