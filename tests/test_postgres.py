@@ -233,6 +233,12 @@ def test_row_failures_bisected_and_rest_delivered(pg_server, pg_uri):
     assert "numeric field overflow" in res.failed[401]
     assert "too long" in res.failed[500]
     assert "foreign key" in res.failed[777]
+    # one line, without dfsync's own statement (its staged row numbers) nor the failing row, which
+    # the record holds: rows failing one constraint share one message, as the panel groups them
+    assert all("\n" not in m and "Failed to execute query" not in m and "Failing row contains" not in m
+               for m in res.failed.values()), res.failed
+    assert res.failed[400] == ('INTEGRITY: [libpq] ERROR: new row for relation "t" violates check constraint '
+                               '"t_qty_check". SQLSTATE: 23514'), res.failed[400]
     assert pg_server.execute("SELECT count(*) FROM t", dbname=db) == [(n - 5,)]
     nd = pg_server.execute("SELECT not_delivered::text FROM _dfsync_batches WHERE batch_no = 1", dbname=db)
     assert json.loads(nd[0][0]) == [[17], [400], [401], [500], [777]]

@@ -54,7 +54,7 @@ from ..errors import (
     redact,
 )
 from ..states import DestinationMode
-from ._sql import FENCE_BATCH, ROW_COLUMN, TableName, conflicts_sql, duck_to_arrow, q, taken_over
+from ._sql import FENCE_BATCH, ROW_COLUMN, TableName, conflicts_sql, duck_to_arrow, q, row_error, taken_over
 from .base import (
     ACTION_COLUMN,
     EXISTS_MESSAGE,
@@ -540,7 +540,7 @@ class ArrowSQLSession(DestinationSession):
         return self._result(original, failed, missing)
 
     def _row_message(self, exc: BaseException) -> str:
-        return redact(str(exc))
+        return redact(row_error(exc))
 
     def _result(self, data: pa.Table, failed: dict[int, str], missing: list[int]) -> BatchResult:
         return BatchResult(failed=failed, skipped={i: SKIP_MESSAGE for i in missing if i not in failed})

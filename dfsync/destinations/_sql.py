@@ -15,7 +15,8 @@ from .._schema import JSON
 from ..errors import ConfigError, RunTakenOver
 from .base import ACTION_COLUMN, Destination
 
-__all__ = ["FENCE_BATCH", "ROW_COLUMN", "ServerDestination", "TableName", "conflicts_sql", "drop_key_clashes", "duck_to_arrow", "q", "taken_over"]
+__all__ = ["FENCE_BATCH", "ROW_COLUMN", "ServerDestination", "TableName", "conflicts_sql", "drop_key_clashes", "duck_to_arrow", "q",
+           "row_error", "taken_over"]
 
 #: the row number of each staged row (its position in the batch)
 ROW_COLUMN = "_dfsync_row"
@@ -30,6 +31,21 @@ def taken_over(ctx: Any, where: str) -> RunTakenOver:
     return RunTakenOver(f"run {ctx.run_id} of sync {ctx.sync_name!r} was taken over by another process (its owner "
                         f"epoch {ctx.owner_epoch} is no longer the newest in the ledger of {where}); nothing was "
                         f"written and this process stops working on the run")
+
+
+def row_error(exc: BaseException) -> str:
+    """The message of a row the destination rejected, as one line a run can group rows by: ADBC
+    quotes the statement it ran (dfsync's own SQL, naming the staged row's number) and PostgreSQL
+    adds the failing row ('DETAIL: Failing row contains (...)', which the record holds): each made
+    every rejected row's message unique, so a panel's 'failed per destination error' listed 381
+    errors of one row each for two CHECK constraints."""
+    text = str(exc)
+    start = text.find("Failed to execute query '")
+    end = text.find("': ", start) if start >= 0 else -1
+    if end > 0:
+        text = text[:start] + text[end + 3:]
+    text = re.sub(r"^DETAIL:\s+Failing row contains .*$", "", text, flags=re.M)
+    return re.sub(r"\s+([.,])", r"\1", " ".join(text.split()))
 
 
 def conflicts_sql(stage: str, target: str, key: Sequence[str], casts: dict[str, str]) -> str:
