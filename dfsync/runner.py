@@ -539,7 +539,9 @@ class Runner:
         limit = defn.max_failed_rows
         allowed = failed_rows_allowed(limit, sent)
         problem = None
-        if failed and succeeded == 0 and not every_row_may_fail(limit):
+        # rows sent again after an earlier run's rejection only (an unchanged source) are no sign of a
+        # wrong endpoint: that run delivered others; they count against max_failed_rows as before
+        if failed and succeeded == 0 and not every_row_may_fail(limit) and run["retried"] < sent:
             others = f"; {run['skipped']} more skipped" if run["skipped"] else ""
             problem = (f"every row sent was rejected by the destination ({_words.plural(failed, 'row')}{others}); "
                        f"see run.records(status='failed') for the errors")

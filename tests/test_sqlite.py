@@ -94,6 +94,29 @@ def test_row_failures_bisected(tmp_path):
     assert json.loads(rows(path, "SELECT not_delivered FROM _dfsync_batches WHERE batch_no = 1")[0][0]) == [[3], [250]]
 
 
+def test_a_run_resending_only_rows_rejected_before_is_judged_by_max_failed_rows(tmp_path):
+    """A sync tolerating 5 rejected rows delivered all but 2 (a CHECK constraint), healthy; the next
+    run of the unchanged source sent those 2 again (nothing else changed), both rejected again, and
+    it failed with 'every row sent was rejected' (the rule for a wrong endpoint or table): each later
+    run of a source that did not change turned the sync failed. Retried rows alone do not trigger
+    that rule; new rows all rejected still do."""
+    db = tmp_path / "wh.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER CHECK (qty >= 0))")
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "qty": [1, -1, 2, -2]})
+    sync = ws.create_sync("s", source=df, primary_key="id", max_failed_rows=5,
+                          destination=dfsync.destinations.sqlite(str(db), table="t"))
+    first = sync.run(progress=False)
+    assert first.status == "success" and first.counts["failed"] == 2, first.error
+    again = sync.run(progress=False)
+    assert again.counts["retried"] == again.counts["sent"] == again.counts["failed"] == 2
+    assert again.status == "success" and sync.status == "healthy", again.error
+    # a new row, rejected with the retried ones: every row sent rejected, as before
+    bad = sync.run(progress=False, source=pl.concat([df, pl.DataFrame({"id": [5], "qty": [-3]})]))
+    assert bad.status == "failed" and "every row sent was rejected" in bad.error, bad.error
+
+
 def test_rows_that_fail_only_together_beside_a_row_that_fails_alone(tmp_path):
     """Two rows that break a UNIQUE constraint only together, in a batch where another row fails
     alone: the search found the lone row, took the pair for good, and the batch's commit failed on
