@@ -470,7 +470,7 @@ def scheduler(
 ) -> None:
     """Run due syncs on their schedules until Ctrl-C (or once, with --once).
 
-    A sync that never ran is due at the first pass; then every interval after its last run, or at its cron times. A run interrupted by Ctrl-C or SIGTERM pauses and resumes on its next run. With --once the exit code is 1 if any run did not succeed.
+    A sync that never ran is due at the first pass; then every interval after its last run, or at its cron times. A run interrupted by Ctrl-C or SIGTERM pauses and resumes on its next run. With --once the exit code is 1 if any run did not succeed, or a due sync could not start (one running elsewhere is left to it).
     """
     from .schedule import Scheduler
 
@@ -487,9 +487,11 @@ def scheduler(
             else:
                 for r in started:
                     echo_run(r)
-                if not started:
+                for name, why, _problem in sched.not_started:  # due, but not started: not "nothing due"
+                    typer.echo(f"sync {name!r}: not run, {for_cli(why, name)}")
+                if not started and not sched.not_started:
                     typer.echo("nothing due")
-            if any(r.status.value != "success" for r in started):
+            if any(r.status.value != "success" for r in started) or any(p for *_, p in sched.not_started):
                 raise typer.Exit(EXIT_FAILED)
             return
         planned = ws.syncs().filter(ws.syncs()["schedule"].is_not_null())

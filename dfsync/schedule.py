@@ -172,6 +172,8 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self.current: str | None = None  # name of the sync being run now, if any
         self.runs: list[SyncRun] = []  # runs started by this scheduler, oldest first
+        #: the due syncs the last pass did not start: (name, why, a problem: False when running elsewhere)
+        self.not_started: list[tuple[str, str, bool]] = []
 
     # .............................................................. one pass
     def due(self) -> list[dict[str, Any]]:
@@ -199,6 +201,7 @@ class Scheduler:
         logged and its next run planned; nothing here raises for one sync's problem.
         """
         started: list[SyncRun] = []
+        self.not_started = []
         # every pass, not only when a due sync starts: runs whose owner died (or, on a PostgreSQL
         # workspace, stopped beating its heart) are moved per STATES.md, on any host
         for rid, was, now in self.ws.recover():
@@ -234,15 +237,19 @@ class Scheduler:
                 log.info("sync %r: run %s %s %s", name, run.id, run.status.value, run.counts)
         except SyncAlreadyRunning as exc:
             log.info("sync %r: not started, already running: %s", name, exc)
+            self.not_started.append((name, f"already running: {exc}", False))
         except SessionOnlyError as exc:
             log.warning("sync %r: skipped: %s", name, exc)
+            self.not_started.append((name, f"skipped: {exc}", True))
         except SyncNotFoundError:
             log.info("sync %r was deleted", name)
             return None
         except DfsyncError as exc:
             log.warning("sync %r: could not start: %s", name, exc)
-        except Exception:  # one sync's bug must not stop the others
+            self.not_started.append((name, f"could not start: {exc}", True))
+        except Exception as exc:  # one sync's bug must not stop the others
             log.exception("sync %r: unexpected error", name)
+            self.not_started.append((name, f"unexpected error: {type(exc).__name__}: {exc}", True))
         finally:
             self.current = None
         # the next run counts from now, so a long or late run leads to one catch-up at most

@@ -385,6 +385,14 @@ def test_a_session_only_sync_cannot_run_from_the_cli(tmp_path, ws_path, dfsync_c
     res = dfsync_cli("run", "frame_sync", "-w", ws_path)
     assert res.code == 2
     _clean_error(res, "in-memory frame")
+    # due on a schedule, a cron's `dfsync scheduler --once` said "nothing due" and exited 0
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("frame_sync", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})), primary_key="id",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "w.duckdb"), table="t"),
+                       schedule="every hour", if_exists="update")
+    res = dfsync_cli("scheduler", "--once", "-w", ws_path)
+    assert res.code == 1 and "nothing due" not in res.out, res.out
+    assert "sync 'frame_sync': not run, skipped: sync 'frame_sync' can only run in the Python session" in res.out
     status = dfsync_cli("status", "frame_sync", "-w", ws_path, "--json")
     assert json.loads(status.out)["session_only"] is True
     with dfsync.Workspace(ws_path) as ws:
