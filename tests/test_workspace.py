@@ -73,6 +73,46 @@ def test_workspace_survives_reopen_and_lists_syncs(tmp_path):
     assert s2.run(progress=False).counts["unchanged"] == 200  # rebuilt from the stored definition
 
 
+def test_each_call_attaches_the_file_and_lets_go_of_it(tmp_path):
+    """Every open of a workspace file attaches it to the process's one in-memory DuckDB
+    (dfsync/store/_host.py: no new DuckDB instance, ~15 ms of CPU, per open); the last connection's
+    close detaches it, checkpointed. So between calls the file is free (this process's own
+    duckdb.connect opens it: it would be refused while attached) and holds no journal; and a file
+    this process holds open through a connection of its own is still used (shared), as before."""
+    path = str(tmp_path / "ws.duckdb")
+    w = dfsync.Workspace(path)
+    s = w.create_sync("x", source=dfsync.sources.frame(pl.DataFrame({"id": [1, 2]})), destination=duck(tmp_path),
+                      primary_key="id")
+    assert s.run(progress=False).status == "success"
+    assert not os.path.exists(path + ".wal")
+    own = duckdb.connect(path)  # free between calls; and held now by an instance of this process's own
+    try:
+        assert own.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
+        assert s.run(progress=False).counts["unchanged"] == 2
+        assert w.syncs()["last_run_status"].to_list() == ["success"]
+    finally:
+        own.close()
+    assert s.run(progress=False).status == "success"
+    assert duckdb.connect(path).execute("SELECT count(*) FROM runs").fetchall() == [(3,)]
+
+
+def test_workspaces_of_a_process_share_one_duckdb_and_the_largest_memory_limit(tmp_path):
+    """Two workspace files open at once are attached to the same in-memory DuckDB (no instance of
+    their own, ~15 ms of CPU each open); memory_limit is that instance's, so it is the larger of
+    the two workspace_memory settings while both are open (a small cap of one does not starve the
+    other), and a file is detached (free for another instance) once its last connection closes."""
+    small = dfsync.Workspace(str(tmp_path / "small.duckdb"), workspace_memory="10MB")
+    big = dfsync.Workspace(str(tmp_path / "big.duckdb"), workspace_memory="300MB")
+    with small.store._connect() as a:
+        assert a.execute("SELECT current_setting('memory_limit')").fetchall() == [("9.5 MiB",)]
+        with big.store._connect() as b:
+            paths = {r[0] for r in a.execute("SELECT path FROM duckdb_databases() WHERE path IS NOT NULL").fetchall()}
+            assert paths == {str(tmp_path / "small.duckdb"), str(tmp_path / "big.duckdb")}
+            assert a.execute("SELECT count(*) FROM runs").fetchall() == b.execute("SELECT count(*) FROM runs").fetchall()
+            assert a.execute("SELECT current_setting('memory_limit')").fetchall() == [("286.1 MiB",)]
+        duckdb.connect(str(tmp_path / "big.duckdb")).close()  # detached: this process may open it
+
+
 def test_sync_not_found_lists_names(ws, tmp_path):
     ws.create_sync("alpha", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})), destination=duck(tmp_path),
                    primary_key="id")

@@ -546,8 +546,8 @@ def _room_for_scattered_writes(con: Any, table: str) -> None:
 
     if not isinstance(con, duckdb.DuckDBPyConnection):  # a PostgreSQL workspace has no such limit
         return
-    rows = first(con.execute("SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? "
-                             "AND schema_name = current_schema()", [table]))
+    rows = first(con.execute("SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? AND schema_name = "
+                             "current_schema() AND database_name = current_database()", [table]))
     need = int((rows[0] if rows else 0) or 0) * _SCATTERED_BYTES_PER_ROW + 64 * 2**20
     limit = first(con.execute("SELECT current_setting('memory_limit')"))[0]
     have = memory_bytes(limit)

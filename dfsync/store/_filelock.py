@@ -31,6 +31,7 @@ import duckdb
 from .._paths import not_writable, owner_problem, private_dir, private_file
 from .._settings import setting
 from ..errors import WorkspaceBusy, WorkspaceCorrupt, WorkspaceError
+from . import _host
 from ._common import StoreKey, now
 from ._compact import compact_file, remove_strays
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
@@ -169,12 +170,14 @@ class FileConnections(StoreKey):
             raise
 
     def _close(self, con: duckdb.DuckDBPyConnection | None) -> None:
-        if con is not None:
-            con.close()
-        if not self.memory and con is not _PAUSED:
-            with self._gate.cond:
-                self._gate.open -= 1
-                self._gate.cond.notify_all()
+        try:
+            if con is not None:
+                _host.close(con)
+        finally:  # counted closed even when the close raised (a compaction waits for the count)
+            if not self.memory and con is not _PAUSED:
+                with self._gate.cond:
+                    self._gate.open -= 1
+                    self._gate.cond.notify_all()
 
     def _open_file(self, connect: Callable[[], duckdb.DuckDBPyConnection] | None) -> duckdb.DuckDBPyConnection:
         self._defer_to_waiters()
@@ -186,9 +189,18 @@ class FileConnections(StoreKey):
                 try:
                     if connect is not None:
                         return _utc(connect())
-                    con = _utc(duckdb.connect(self.path))
                     # the workspace's pages are evicted, not kept: a run's memory is its staging
-                    con.execute(f"SET memory_limit = '{setting('workspace_memory', {'workspace_memory': self.memory_limit})}'")
+                    limit = setting('workspace_memory', {'workspace_memory': self.memory_limit})
+                    # attached to this process's one in-memory DuckDB (dfsync/store/_host.py): no new
+                    # instance per open; a file held through an instance of its own shares that one
+                    con = _host.attach(self._key, self.path, limit)
+                    if con is None:
+                        con = _utc(duckdb.connect(self.path))
+                        try:
+                            con.execute(f"SET memory_limit = '{limit}'")
+                        except BaseException:
+                            con.close()
+                            raise
                     return con
                 except duckdb.IOException as exc:
                     msg = str(exc)
@@ -353,7 +365,7 @@ class FileConnections(StoreKey):
         if self.memory or not self._holds_lease():
             return
         with contextlib.suppress(duckdb.Error), self._connect() as con:
-            con.execute("CHECKPOINT")
+            _host.checkpoint(con)
 
     @contextlib.contextmanager
     def released(self) -> Iterator[None]:
@@ -377,9 +389,9 @@ class FileConnections(StoreKey):
             while not done.wait(0.01):
                 if time.monotonic() >= deadline or self._waiters():
                     with self._lock:
-                        if parked[0] is not None:
-                            self._close(parked[0])
-                            parked[0] = None
+                        con, parked[0] = parked[0], None  # taken first: a close that raises leaves none parked
+                        if con is not None:
+                            self._close(con)
                     return
 
         watcher = threading.Thread(target=let_go, name="dfsync-release", daemon=True)

@@ -1,0 +1,187 @@
+"""One in-memory DuckDB of this process that workspace files are ATTACHed to while open.
+
+``duckdb.connect(path)`` builds a new DuckDB instance whenever the process has no connection
+to the file open: its catalog of built-in functions alone is ~15 ms of CPU, and a re-sync opens
+its workspace four to six times (``Workspace()``, ``create_sync``, the run's lease, the reopen
+after the source read, the status reads after it; bench/RESULTS.md, issue 22). ATTACHing the
+file to an instance that already exists costs ~1-2 ms, and DETACHing it (when the last
+connection of this process to the file closes) checkpoints it and drops the file lock exactly
+as closing the instance did: other processes open the file between operations as before
+(docs/CONCURRENCY.md), and the file holds no journal afterwards.
+
+A file this process already holds through an instance of its own (a notebook's
+``duckdb.connect(workspace)``) cannot be attached a second time: such an open gets
+``duckdb.connect(path)``, which shares that instance, as every open did before.
+
+Memory: DuckDB's ``memory_limit`` is one setting of the instance, not of an attached file. Each
+open sets it, as before, to the largest ``workspace_memory`` of the files attached now (one
+workspace's small cap does not starve another's run in the same process). A checkpoint (the
+DETACH's, and :func:`checkpoint`'s at a run's end) may need more than a small cap: DuckDB's
+vacuum merges row groups of a table (a 1.5M-row state: ~12 MB), and a checkpoint DuckDB
+cannot finish invalidates the attached database. It runs with :data:`CHECKPOINT_ROOM` more
+(the pages it reads are the file's, evicted under that limit, and the attached file's pages
+are all dropped when it is detached); the limit is set back after it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+
+from .._settings import memory_bytes
+
+#: memory a checkpoint may use beyond the workspace's limit (DuckDB's vacuum of row groups)
+CHECKPOINT_ROOM = 64 * 2**20
+
+_lock = threading.Lock()
+#: (the instance, the process that made it: a forked child makes its own)
+_host: list[tuple[duckdb.DuckDBPyConnection, int]] = []
+_inherited: list[duckdb.DuckDBPyConnection] = []
+
+
+@dataclass
+class _File:
+    alias: str
+    path: str
+    open: int  # connections of this process to it
+    limit: str  # its workspace_memory
+
+
+#: file key -> its attachment
+_attached: dict[str, _File] = {}
+#: id of each open connection made by :func:`attach` -> its file key
+_hosted: dict[int, str] = {}
+
+
+def _instance() -> duckdb.DuckDBPyConnection:
+    if _host and _host[0][1] == os.getpid():
+        return _host[0][0]
+    _inherited.extend(h for h, _ in _host)  # a forked child never closes its parent's instance
+    _host.clear()
+    _attached.clear()
+    _hosted.clear()
+    con = duckdb.connect(":memory:")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    # a workspace's spill (its memory is capped) goes to a private directory, not the working directory
+    spill = tempfile.mkdtemp(prefix="dfsync-workspace-")
+    atexit.register(shutil.rmtree, spill, True)
+    con.execute(f"SET temp_directory = '{spill.replace(chr(39), chr(39) * 2)}'")
+    _host.append((con, os.getpid()))
+    return con
+
+
+def _conflict(exc: duckdb.Error) -> bool:
+    """This process holds the file through another instance (DuckDB refuses a second one)."""
+    msg = str(exc).lower()
+    return "file handle conflict" in msg or "already attached" in msg
+
+
+def _largest_limit() -> str | None:
+    limits = [f.limit for f in _attached.values()]
+    return max(limits, key=lambda v: memory_bytes(v) or 0) if limits else None
+
+
+def attach(key: str, path: str, memory_limit: str) -> duckdb.DuckDBPyConnection | None:
+    """A connection whose default database is the workspace file ``path`` (attached now unless it
+    already is), its instance's memory limit set (``memory_limit``, or a larger one of another
+    file attached now); None when this process holds the file through an instance of its own
+    (the caller connects to that instance). DuckDB's errors (the file locked by another process,
+    not a database) are raised as ``duckdb.connect`` raises them."""
+    with _lock:
+        host = _instance()
+        f = _attached.get(key)
+        if f is None:
+            alias = "ws_" + hashlib.sha1(key.encode()).hexdigest()[:16]
+            try:
+                host.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS {alias}")
+            except duckdb.Error as exc:
+                if _conflict(exc):
+                    return None
+                raise
+            f = _attached[key] = _File(alias, path, 0, memory_limit)
+        f.open += 1
+        f.limit = memory_limit
+        con = host.cursor()
+        _hosted[id(con)] = key
+        try:
+            con.execute(f"USE {f.alias}")
+            # the workspace's pages are evicted, not kept: a run's memory is its staging
+            con.execute(f"SET memory_limit = '{_largest_limit()}'")
+        except BaseException:
+            _release(con)
+            raise
+    return con
+
+
+def close(con: duckdb.DuckDBPyConnection) -> None:
+    """Close a workspace connection; the last one :func:`attach` made for a file DETACHes it (a
+    checkpoint, then the file lock goes), as closing an instance's last connection did."""
+    if id(con) not in _hosted:
+        con.close()
+        return
+    with _lock:
+        _release(con)
+
+
+def _release(con: duckdb.DuckDBPyConnection) -> None:
+    """(under ``_lock``)"""
+    con.close()
+    key = _hosted.pop(id(con), None)
+    f = _attached.get(key) if key is not None else None
+    if key is None or f is None:
+        return
+    f.open -= 1
+    if f.open > 0:
+        return
+    del _attached[key]
+    host = _instance()
+    # nothing written since the last checkpoint (no journal): DuckDB does not checkpoint
+    with _room(host) if _journal(f.path) else contextlib.nullcontext():
+        try:
+            host.execute(f"DETACH {f.alias}")
+        except duckdb.Error:
+            if host.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?",
+                            [f.alias]).fetchall()[0][0]:
+                raise
+            # detached, its checkpoint not done: the file keeps its journal (.wal), which the next
+            # open replays, as a DuckDB instance whose checkpoint fails at its close leaves it
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
+    """CHECKPOINT the workspace of ``con`` (with room for DuckDB's vacuum when it is attached)."""
+    if id(con) not in _hosted:
+        con.execute("CHECKPOINT")
+        return
+    with _lock, _room(_instance()):
+        con.execute("CHECKPOINT")
+
+
+def _journal(path: str) -> bool:
+    try:
+        return os.path.getsize(path + ".wal") > 0
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _room(host: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The instance's memory limit raised by :data:`CHECKPOINT_ROOM`, set back after."""
+    limit = host.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    have = memory_bytes(limit)
+    if have:
+        host.execute(f"SET memory_limit = '{(have + CHECKPOINT_ROOM) // 2**20 + 1}MiB'")
+    try:
+        yield
+    finally:
+        if have:
+            host.execute(f"SET memory_limit = '{limit}'")
+
