@@ -204,8 +204,7 @@ class Runner:
 
     def _execute(self) -> None:
         defn = self.defn
-        problem = defn.mapping.reorder_error()  # stored before create_sync refused it: refused before anything is sent
-        if problem is not None:
+        if (problem := defn.mapping.reorder_error()) is not None:  # stored before create_sync refused it
             raise problem
         _settle.reconcile(self.store, self.sync_id, self.sync_name, self.defn)
         if self.status == RunStatus.PAUSED:
