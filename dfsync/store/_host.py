@@ -51,7 +51,7 @@ _inherited: list[duckdb.DuckDBPyConnection] = []
 @dataclass
 class _File:
     alias: str
-    path: str
+    path: str  # absolute (its key)
     open: int  # connections of this process to it
     limit: str  # its workspace_memory
 
@@ -107,7 +107,7 @@ def attach(key: str, path: str, memory_limit: str) -> duckdb.DuckDBPyConnection 
                 if _conflict(exc):
                     return None
                 raise
-            f = _attached[key] = _File(alias, path, 0, memory_limit)
+            f = _attached[key] = _File(alias, key, 0, memory_limit)
         f.open += 1
         f.limit = memory_limit
         con = host.cursor()
@@ -151,6 +151,7 @@ def _release(con: duckdb.DuckDBPyConnection) -> None:
         except duckdb.Error:
             if host.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?",
                             [f.alias]).fetchall()[0][0]:
+                _attached[key] = f  # still attached: the next open uses it, the next close detaches it
                 raise
             # detached, its checkpoint not done: the file keeps its journal (.wal), which the next
             # open replays, as a DuckDB instance whose checkpoint fails at its close leaves it
