@@ -85,7 +85,7 @@ import polars as pl
 import dfsync
 
 DATA = pathlib.Path("data").resolve()
-work = pathlib.Path("work").resolve()
+work = pathlib.Path("work-themes").resolve()  # the panel notebook's server runs this one too
 work.mkdir(exist_ok=True)
 src = work / "customers.parquet"
 
@@ -117,9 +117,12 @@ v2.with_columns(plan=pl.when(pl.col("customer_id").is_between(40, 44)).then(pl.l
 ]
 
 
-@pytest.fixture
-def lab(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
-    """A JupyterLab server over a temp copy holding panel.ipynb and data/; yields (base url with token, root)."""
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A JupyterLab server over a temp copy holding panel.ipynb, themes.ipynb and data/; yields its
+    base url and token (``{base}/lab/workspaces/{name}/tree/{name}.ipynb?token=...`` opens a notebook
+    in a JupyterLab workspace of its own). One server for the module's tests: each start and stop
+    cost ~10 s; each test has its own notebook, work directory, kernel and browser."""
     import importlib.util
 
     for module in ("jupyterlab", "ipywidgets", "nbformat"):
@@ -128,6 +131,7 @@ def lab(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
+    tmp_path = tmp_path_factory.mktemp("lab")
     root = tmp_path / "root"
     root.mkdir()
     copy_repo_bits(root)
@@ -165,7 +169,7 @@ def lab(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
                 log.flush()
                 pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
             time.sleep(0.25)
-        yield f"{base}/lab/tree/panel.ipynb?token={token}", tmp_path
+        yield f"{base}/lab/workspaces/{{name}}/tree/{{name}}.ipynb?token={token}"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -187,9 +191,9 @@ def playwright() -> tuple[Any, Any]:
     return expect, sync_playwright
 
 
-def test_sync_panel_in_jupyterlab(lab: tuple[str, pathlib.Path]) -> None:
+def test_sync_panel_in_jupyterlab(lab: str, tmp_path: pathlib.Path) -> None:
     expect, sync_playwright = playwright()
-    url, shots = lab
+    url, shots = lab.format(name="panel"), tmp_path
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -321,10 +325,9 @@ ROOTS = ".dfsync-panel, .dfsync-run-history, .dfsync-dashboard"
 INTERNAL_COLUMNS = ("_fingerprint", "_status", "_checks", "_action", "_batch", "_run_id")
 
 
-def test_panels_explain_the_run_in_light_and_dark_themes(lab: tuple[str, pathlib.Path]) -> None:
+def test_panels_explain_the_run_in_light_and_dark_themes(lab: str, tmp_path: pathlib.Path) -> None:
     expect, sync_playwright = playwright()
-    url, shots = lab
-    url = url.replace("/panel.ipynb", "/themes.ipynb")
+    url, shots = lab.format(name="themes"), tmp_path
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
