@@ -83,6 +83,7 @@ class PGServer:
     user: str = "dfsync"
     dbname: str = "postgres"
     extra: dict[str, str] = field(default_factory=dict)
+    extra_state: dict[str, str] = field(default_factory=dict)  # what was asked of the server once
 
     @property
     def uri(self) -> str:
@@ -127,8 +128,17 @@ class PGServer:
     def new_database(self) -> str:
         """A fresh empty database; returns its URI (tests stay independent)."""
         name = "t_" + uuid.uuid4().hex[:12]
-        self.execute(f'CREATE DATABASE "{name}"')
+        self.execute(f'CREATE DATABASE "{name}"{self._copy_strategy()}')
         return self.uri.rsplit("/", 1)[0] + "/" + name
+
+    def _copy_strategy(self) -> str:
+        """PostgreSQL 15+ copies the template block by block through the WAL by default (~7 MB of WAL
+        a database); copying its files is faster for the small empty template (0.10 s against 0.12-0.19 s
+        a database on a busy host), and the tests make hundreds."""
+        if "strategy" not in self.extra_state:
+            version = int(self.execute("SHOW server_version_num")[0][0])
+            self.extra_state["strategy"] = " STRATEGY = FILE_COPY" if version >= 150000 else ""
+        return self.extra_state["strategy"]
 
     def read(self, uri: str, sql: str) -> pl.DataFrame:
         import adbc_driver_postgresql.dbapi as pgdb
