@@ -632,4 +632,12 @@ def test_a_row_a_check_constraint_of_the_table_refuses_is_failed_alone(tmp_path)
     failed = run.records(status="failed").sort("id")  # delta-rs refuses a NULL too
     assert failed["id"].to_list() == [1, 3] and "CHECK constraint 'pos'" in failed["_error"][0], failed.to_dicts()
     assert read(path).to_dicts() == [{"id": 1, "v": 5}, {"id": 2, "v": 1}]
+    # replace rewrites the table in one commit, which the constraint refuses: failed with what to do,
+    # not with delta-rs's raw preview of the rows' values
+    with pytest.warns(UserWarning, match="writes too"):
+        sync = ws.create_sync("r", source=pl.DataFrame({"id": [7], "v": [-777]}), primary_key="id",
+                              destination=dfsync.destinations.delta(path), destination_mode="replace")
+    run = sync.run(progress=False)
+    assert run.status == "failed" and "table is unchanged" in run.error and "-777" not in run.error, run.error
+    assert read(path).to_dicts() == [{"id": 1, "v": 5}, {"id": 2, "v": 1}]
     ws.close()

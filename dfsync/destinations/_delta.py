@@ -549,9 +549,17 @@ class DeltaSession(AsideLoad, DestinationSession):
             # streamed from the parts, one record batch at a time, into the overwrite commit
             data = pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for n in sorted(files)
                                                               for b in self._part_batches(files[n])))
-            write_deltalake(self.uri, data, mode="overwrite", schema_mode="overwrite",
-                            partition_by=self.destination.partition_by, storage_options=self.opts,
-                            commit_properties=self._commit_props(0, {"replace": True}))
+            try:
+                write_deltalake(self.uri, data, mode="overwrite", schema_mode="overwrite",
+                                partition_by=self.destination.partition_by, storage_options=self.opts,
+                                commit_properties=self._commit_props(0, {"replace": True}))
+            except Exception as exc:  # delta-rs's text previews the refused rows' values: not kept
+                if "failed validation check" not in str(exc).lower():
+                    raise
+                raise DestinationError(
+                    f"Delta table {self.uri} refused the replace: {redact(str(exc).split('Preview of')[0].strip())} "
+                    f"A CHECK constraint or NOT NULL column of the table refuses rows of the source; the table "
+                    f"is unchanged. Send values it takes, or drop the constraint.") from None
         self.abandon()
 
     def abandon(self) -> None:
