@@ -79,6 +79,10 @@ def arrow_to_mysql(t: pa.DataType, key: bool = False, chars: int = KEY_CHARS) ->
 KEY_BYTES = 3072
 
 
+_KEY_BYTES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8, "float": 4, "double": 8, "date": 3, "time": 6,
+              "datetime": 8}
+
+
 def key_chars(schema: pa.Schema, primary_key: list[str] | tuple[str, ...]) -> int:
     """Characters of each text or bytes key column (at most ``KEY_CHARS``) so that the whole key fits
     an InnoDB index: four varchar(255) key columns (4080 bytes) made CREATE TABLE fail with 'Specified
@@ -96,8 +100,8 @@ def key_chars(schema: pa.Schema, primary_key: list[str] | tuple[str, ...]) -> in
             per_char += 4
         elif text.startswith("varbinary"):
             per_char += 1
-        else:  # a number, date or time: at most 30 bytes (decimal(65)), 8 for most
-            fixed += 30 if pa.types.is_decimal(t) else 8
+        else:  # a number, date or time: its bytes in an index (a decimal at most 30)
+            fixed += 30 if pa.types.is_decimal(t) else _KEY_BYTES.get(text.split(" ")[0].split("(")[0], 8)
     return KEY_CHARS if not per_char else max(1, min(KEY_CHARS, (KEY_BYTES - fixed) // per_char))
 
 
