@@ -261,6 +261,16 @@ def test_a_file_where_a_directory_goes_or_a_directory_where_a_file_goes_is_named
     assert sorted(set(os.listdir(tmp_path)) - {"staging"}) == ["folder", "notes.txt", "ws.duckdb"]
 
 
+def test_an_unreachable_database_source_is_one_line(ws, tmp_path):
+    """libpq's message runs over lines ('...Connection refused\n\tIs the server running...\n'): the
+    command line, whose errors are one line, printed it with a tab and a blank line after it."""
+    with pytest.raises(dfsync.SourceError) as err:
+        ws.create_sync("pg", source=dfsync.sources.database("postgresql://u@127.0.0.1:9/db", "SELECT 1 AS id"),
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t"), primary_key="id")
+    assert str(err.value).startswith("cannot connect to postgresql://u@127.0.0.1:9/db: ")
+    assert "\n" not in str(err.value) and "\t" not in str(err.value), repr(str(err.value))
+
+
 def test_missing_sqlite_source_is_named_and_not_created(ws, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(dfsync.SourceError, match=f"the SQLite database {tmp_path / 'missing.sqlite'} does not exist"):

@@ -209,7 +209,7 @@ class DatabaseSource(Source):
         try:
             return connect_postgres(holder.connection_uri())
         except Exception as exc:
-            raise SourceError(f"cannot connect to {self.uri}: {redact(str(exc))}") from exc
+            raise SourceError(f"cannot connect to {self.uri}: {redact(' '.join(str(exc).split()))}") from exc
 
     def _sql(self, cursor: CursorFilter | None, limit0: bool = False) -> tuple[str, tuple]:
         sql, params = self.query, ()

@@ -113,7 +113,7 @@ def _open(source: Any, sql: str, params: tuple, *, snapshot: bool,
     except MissingDependencyError:
         raise
     except Exception as exc:
-        raise SourceError(f"cannot connect to {source.uri}: {redact(str(exc))}") from exc
+        raise SourceError(f"cannot connect to {source.uri}: {redact(' '.join(str(exc).split()))}") from exc
     import pymysql.cursors
 
     cur = con.cursor(pymysql.cursors.SSCursor)
