@@ -45,21 +45,40 @@ def _short(n: float) -> str:
     return f"{n:,.0f}"
 
 
-def run_rows(runs: pl.DataFrame) -> list[dict[str, Any]]:
-    """Per run (oldest first): counts plus planned (rows to send) and throughput (rows sent per second)."""
+def sending_seconds(store: Any, runs: pl.DataFrame) -> dict[int, float]:
+    """Seconds each run that sent rows spent sending (``in_progress``), as its panel's rows/s counts
+    them: a run's whole duration holds its reading and, for a run paused overnight, the night."""
+    from datetime import datetime, timezone
+
+    from ._html_run import durations
+
+    out = {}
+    for r in runs.iter_rows(named=True):
+        if not r["sent"]:
+            continue
+        view = {"timeline": store.run_timeline(r["run_id"]), "finished_at": r["finished_at"],
+                "now": datetime.now(timezone.utc)}
+        out[r["run_id"]] = durations(view).get("in_progress", 0.0)
+    return out
+
+
+def run_rows(runs: pl.DataFrame, sending: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """Per run (oldest first): counts plus planned (rows to send) and throughput (rows sent per
+    second of sending when ``sending`` (:func:`sending_seconds`) has the run, else of its duration)."""
     out = []
     for r in reversed(list(runs.iter_rows(named=True))):
         counts = {k: int(r.get(k) or 0) for k in ("queried", "inserted", "updated", "deleted", "unchanged",
                                                   "invalid", "sent", "succeeded", "failed", "skipped")}
-        secs = float(r["duration_s"] or 0.0)
+        secs = (sending or {}).get(r["run_id"]) or float(r["duration_s"] or 0.0)
         out.append({**r, **counts, "planned": to_send(counts),
                     "rate": counts["sent"] / secs if secs > 0 and counts["sent"] else 0.0})
     return out
 
 
-def history_chart(runs: pl.DataFrame, *, width: int = 600, height: int = 230) -> str:
+def history_chart(runs: pl.DataFrame, *, width: int = 600, height: int = 230,
+                  sending: dict[int, float] | None = None) -> str:
     """An inline SVG: planned vs sent (log scale, left axis), invalid rows, throughput (right axis)."""
-    data = run_rows(runs)
+    data = run_rows(runs, sending)
     if not data:
         return ""
     left, right, top, bottom = 58, 64, 34, 44
@@ -144,10 +163,10 @@ def history_chart(runs: pl.DataFrame, *, width: int = 600, height: int = 230) ->
     return "".join(p)
 
 
-def runs_table(runs: pl.DataFrame) -> str:
+def runs_table(runs: pl.DataFrame, sending: dict[int, float] | None = None) -> str:
     """Recent runs (a ``sync.runs()`` frame) as a table: status, start, duration, counts, rows/s."""
     rows = []
-    for d in reversed(run_rows(runs)):
+    for d in reversed(run_rows(runs, sending)):
         rows.append({
             "run": d["run_id"], "status": badge(d["status"]), "started": fmt_time(d["started_at"]),
             "duration": fmt_seconds(d["duration_s"]), **{k: d[k] for k in PANEL_COUNTERS},
@@ -158,16 +177,18 @@ def runs_table(runs: pl.DataFrame) -> str:
     return table(rows, cols, numeric=("run", "duration", *PANEL_COUNTERS, "sent", "planned", "rows/s"))
 
 
-def history_html(name: str, runs: pl.DataFrame) -> str:
-    """Run history of one sync: chart and table (``runs`` is ``sync.runs(limit)``)."""
+def history_html(name: str, runs: pl.DataFrame, sending: dict[int, float] | None = None) -> str:
+    """Run history of one sync: chart and table (``runs`` is ``sync.runs(limit)``; ``sending``:
+    :func:`sending_seconds` of them)."""
     if runs.height == 0:
         return box(f"runs of <code>{esc(name)}</code>", "<i>no runs yet</i>", cls="dfsync dfsync-history-box")
     return box(f"runs of <code>{esc(name)}</code> ({runs.height} most recent)",
-               f'<div style="overflow-x:auto;max-width:100%">{history_chart(runs)}</div>' + runs_table(runs),
+               f'<div style="overflow-x:auto;max-width:100%">{history_chart(runs, sending=sending)}</div>'
+               + runs_table(runs, sending),
                cls="dfsync dfsync-history-box")
 
 
-__all__ = ["history_chart", "history_html", "run_rows", "runs_table"]
+__all__ = ["history_chart", "history_html", "run_rows", "runs_table", "sending_seconds"]
 
 
 # ---------------------------------------------------------------------- reprs of a sync and a workspace
@@ -204,5 +225,6 @@ def sync_html(sync: Sync) -> str:
                  + run_body(run_view(run)))
         runs = sync.runs(limit=5)
         if runs.height > 1:
-            body += f'<div style="margin-top:6px;color:{MUTED}">recent runs</div>' + runs_table(runs)
+            body += (f'<div style="margin-top:6px;color:{MUTED}">recent runs</div>'
+                     + runs_table(runs, sending_seconds(sync.workspace.store, runs)))
     return box(f"sync <code>{esc(sync.name)}</code> {badge(sync.status.value)}", body)

@@ -74,6 +74,14 @@ def test_a_run_paused_by_disabling_its_sync_says_so(ws, tmp_path):
     sync.enable()
     again = sync.run(progress=False)
     assert again.id == run.id and again.status == "success" and again.error is None
+    # RunHistory's rows/s is the panel's: rows sent per second of sending, not of the whole run
+    # (its reading, and its pause: a run paused overnight charted as a trickle)
+    from dfsync import _html_history, _html_run
+
+    runs = sync.runs()
+    (row,) = _html_history.run_rows(runs, _html_history.sending_seconds(ws.store, runs))
+    panel = _html_run.speed(_html_run.run_view(again))["rate"]
+    assert row["rate"] == pytest.approx(panel, rel=1e-3), (row["rate"], panel, row["duration_s"])
 
 
 def test_terminal_progress_line_shows_why_a_run_failed(ws, capsys):

@@ -41,7 +41,8 @@ class RunHistory(SnapshotMixin, w.VBox):
 
     def refresh(self) -> RunHistory:
         self.runs = self.sync.runs(limit=self.limit)
-        self.html.value = _html_history.history_html(self.sync.name, self.runs)
+        self.html.value = _html_history.history_html(
+            self.sync.name, self.runs, _html_history.sending_seconds(self.sync.workspace.store, self.runs))
         return self
 
     def reload(self) -> None:
