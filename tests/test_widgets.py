@@ -141,6 +141,17 @@ def test_widget_without_ipywidgets_names_the_extra(tmp_path: pathlib.Path) -> No
 
 
 # ---------------------------------------------------------------------------- SyncPanel
+def test_a_disabled_syncs_panel_shows_no_next_scheduled_run(ws: dfsync.Workspace, tmp_path: pathlib.Path) -> None:
+    """The header of a disabled sync said 'next scheduled <its old time>' (the scheduler skips it)."""
+    sync = ws.create_sync("sched", source=pl.DataFrame({"id": [1]}), primary_key="id", schedule="every hour",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "s.duckdb"), table="t"))
+    sync.run(progress=False)
+    assert "next scheduled" in widgets.SyncPanel(sync).header.value
+    sync.disable()
+    panel = widgets.SyncPanel(sync)
+    assert panel.state["next_run_at"] is None and "next scheduled" not in panel.header.value, panel.header.value
+
+
 def test_panel_before_any_run(customers: dfsync.Sync) -> None:
     panel = widgets.SyncPanel(customers)
     assert panel.state["sync_status"] == "pending" and panel.state["run_id"] is None

@@ -27,6 +27,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from .. import _html, _html_preview, _html_run, _registry
 from ..errors import DfsyncError, InvalidTransition
+from ..states import SyncStatus
 
 if TYPE_CHECKING:
     from ..workspace import Sync, SyncRun
@@ -194,7 +195,9 @@ class SyncPanel(SnapshotMixin, w.VBox):
         n_runs = store.run_count(srow["id"]) if latest else 0
         state: dict[str, Any] = {"sync_status": srow["status"], "runs": n_runs, "run_id": None,
                                  "run_status": None, "counts": {}, "durations": {}, "error": None,
-                                 "next_run_at": srow["next_run_at"], "started_at": None, "latest_run_id": latest}
+                                 # a disabled sync does not run: no next time (as sync.next_run_at, ws.syncs())
+                                 "next_run_at": srow["next_run_at"] if SyncStatus(srow["status"]).scheduled else None,
+                                 "started_at": None, "latest_run_id": latest}
         view = None
         if run is not None:
             view = _html_run.run_view(run, row)
