@@ -89,7 +89,9 @@ def echo_run(run: SyncRun) -> None:
     c = run.counts
     typer.echo(f"run {run.id} of {run.sync_name!r}: {run.status.value}  inserted={c['inserted']} "
                f"updated={c['updated']} deleted={c['deleted']} unchanged={c['unchanged']} "
-               f"sent={c['sent']} failed={c['failed']} invalid={c['invalid']}")
+               f"sent={c['sent']} failed={c['failed']} invalid={c['invalid']}"
+               # sent = succeeded + failed + skipped: rows an update mode found missing, or insert skipped
+               + (f" skipped={c['skipped']}" if c.get("skipped") else ""))
     from .store import bucket_summary
 
     states = _bucket_states(run)

@@ -269,6 +269,22 @@ def test_a_file_where_a_directory_goes_or_a_directory_where_a_file_goes_is_named
     assert sorted(set(os.listdir(tmp_path)) - {"staging"}) == ["folder", "notes.txt", "ws.duckdb"]
 
 
+def test_the_cli_run_line_adds_up_in_update_mode(ws, tmp_path, capsys):
+    """`dfsync run` printed sent=16 failed=0 for an update-mode run that skipped 6 rows missing from
+    the table (sent = succeeded + failed + skipped): it names the skipped rows when there are some."""
+    from dfsync._cliout import echo_run
+
+    dest = dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="t")
+    ws.create_sync("ins", source=pl.DataFrame({"id": [1, 2]}), primary_key="id", destination=dest).run(progress=False)
+    run = ws.create_sync("upd", source=pl.DataFrame({"id": [1, 2, 3]}), primary_key="id", destination=dest,
+                         destination_mode="update").run(progress=False)
+    echo_run(run)
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith("sent=3 failed=0 invalid=0 skipped=1"), line
+    echo_run(ws.sync("ins").last_run())
+    assert "skipped" not in capsys.readouterr().out
+
+
 def test_an_unreachable_database_source_is_one_line(ws, tmp_path):
     """libpq's message runs over lines ('...Connection refused\n\tIs the server running...\n'): the
     command line, whose errors are one line, printed it with a tab and a blank line after it."""
