@@ -33,6 +33,7 @@ _FOR_CLI: tuple[tuple[str, str], ...] = (
     (r"\b(the next )?sync\.run\(\) resumes", r"\1`dfsync run {name}` resumes"),
     (r"\bwait for it \(run\.wait\(\)\)", "wait for it to end (`dfsync status {name}` shows it)"),
     (r"\bsync\.(reset|enable|disable|run)\(\)", r"`dfsync \1 {name}`"),
+    (r"\brun\.validation\(\) has the details", "`dfsync status {name}` lists them"),
     # a run's kept records: the run's id when the message is a run's (its sync's last run may be another)
     (r"\brun\.records\(status=['\"](\w+)['\"]\)", r"`dfsync records {run} --status \1`"),
     # the options the commands take, as the keyword arguments they are given to

@@ -545,6 +545,8 @@ def _root(workspace: str = typer.Option(
     """
     if workspace:  # the commands' --workspace reads DFSYNC_WORKSPACE when not given after them
         os.environ["DFSYNC_WORKSPACE"] = workspace
+    if logging.lastResort is not None:  # a run's warning (on_invalid='warn') names commands, not Python calls
+        logging.lastResort.addFilter(_cli_words)
 
 
 def main() -> None:

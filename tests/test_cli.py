@@ -452,6 +452,14 @@ def test_the_scheduler_log_and_a_run_error_name_commands_not_python_calls(tmp_pa
     assert "run `dfsync reset seq` to forget the cursor" in res.err, res.err  # the log
     assert "error: cursor_field 'seq' is String" in res.out and "`dfsync reset seq`" in res.out, res.out
     assert "sync.reset()" not in res.out + res.err
+    # a `dfsync run` under on_invalid='warn' warned '...; run.validation() has the details'
+    with dfsync.Workspace(ws_path) as ws:
+        ws.create_sync("warned", source=dfsync.sources.files(str(src)), primary_key="id", on_invalid="warn",
+                       destination=dfsync.destinations.duckdb(str(tmp_path / "w2.duckdb"), table="t"),
+                       checks=[dfsync.checks.in_set("seq", ["1"])])
+    res = dfsync_cli("run", "warned", "-w", ws_path)
+    assert res.code == 0 and "seq in_set: 1 row; `dfsync status warned` lists them" in res.err, res.err
+    assert "run.validation()" not in res.err
 
 
 def test_scheduler_in_the_foreground_stops_on_sigterm(files_sync, ws_path, spawn) -> None:
