@@ -142,6 +142,56 @@ def same(a: pa.DataType | str, b: pa.DataType | str) -> bool:
     return fits(a, b) and fits(b, a)
 
 
+def fill_nulls(old: pa.DataType | str, new: pa.DataType | str) -> pa.DataType | None:
+    """The one rule for NULL types (docs/SCHEMA.md, a column that held only NULLs): ``new`` where
+    each part of polars' Null type (a column of only NULLs, a list's elements, a struct's field or a
+    map's values that held only NULLs) takes ``old``'s type there, and each such part of ``old``
+    ``new``'s; None when the two differ anywhere else (a widening, a lossy change: not this rule's).
+
+    >>> fill_nulls(pa.list_(pa.null()), pa.list_(pa.int64())), fill_nulls(pa.int64(), pa.null())
+    (ListType(list<item: int64>), DataType(int64))
+    """
+    if isinstance(old, str) or isinstance(new, str):
+        return new if old == new else None
+    if pa.types.is_null(new):
+        return old
+    if pa.types.is_null(old):
+        return new
+    if is_list(old) and is_list(new) and not pa.types.is_fixed_size_list(new):
+        value = fill_nulls(old.value_type, new.value_type)
+        if value is None:
+            return None
+        return (pa.large_list if pa.types.is_large_list(new) else pa.list_)(new.value_field.with_type(value))
+    if pa.types.is_struct(old) and pa.types.is_struct(new):
+        if [old.field(i).name for i in range(old.num_fields)] != [new.field(i).name for i in range(new.num_fields)]:
+            return None
+        fields = [new.field(i).with_type(fill_nulls(old.field(i).type, new.field(i).type))
+                  for i in range(new.num_fields) if fill_nulls(old.field(i).type, new.field(i).type) is not None]
+        return pa.struct(fields) if len(fields) == new.num_fields else None
+    if pa.types.is_map(old) and pa.types.is_map(new):
+        key, item = fill_nulls(old.key_type, new.key_type), fill_nulls(old.item_type, new.item_type)
+        return pa.map_(key, item) if key is not None and item is not None else None
+    return new if same(old, new) else None
+
+
+def holds_values(column: pa.Array | pa.ChunkedArray, new: pa.DataType) -> bool:
+    """Does ``column`` (a destination's, read back) hold a value other than NULL in a part whose type
+    is not ``new``'s there? Such a part must hold only NULLs for the column to take ``new``
+    (:func:`fill_nulls`): the column itself, or a list's elements, a struct's field."""
+    if isinstance(column, pa.ChunkedArray):
+        return any(holds_values(chunk, new) for chunk in column.chunks)
+    t = column.type
+    if same(t, new):
+        return False
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and is_list(new):
+        return holds_values(column.flatten(), new.value_type)
+    if pa.types.is_struct(t) and pa.types.is_struct(new):
+        kinds = {new.field(i).name: new.field(i).type for i in range(new.num_fields)}
+        return any(holds_values(part, kinds[t.field(i).name]) if t.field(i).name in kinds else
+                   part.null_count < len(part) for i, part in enumerate(column.flatten()))
+    return column.null_count < len(column)
+
+
 def fraction_unit(digits: int) -> str:
     """The Arrow time unit a database column keeping ``digits`` decimal places of a second
     (``timestamp(3)``, ``DATETIME(0)``) holds exactly: a finer value would be rounded, so 1 or 2
@@ -250,7 +300,8 @@ class Change:
         if self.kind == "widened":
             return f"schema: column {c!r} widened from {type_name(self.old)} to {type_name(self.new)}"
         if self.kind == "typed":
-            return (f"schema: column {c!r} held only NULLs so far and is now {type_name(self.new)} in the source: "
+            what = "held only NULLs" if pa.types.is_null(self.old) else f"({type_name(self.old)}) held only NULLs in its nested values"
+            return (f"schema: column {c!r} {what} so far and is now {type_name(self.new)} in the source: "
                     f"the destination's column takes that type")
         return (f"schema: column {c!r} is now {type_name(self.new)} in the source; the destination keeps "
                 f"{type_name(self.old)}, which holds every value")
@@ -302,12 +353,14 @@ def plan(recorded: Sequence[Field], incoming: pa.Schema, key: Sequence[str], pol
         field = Field(f.name, was.type, was.nullable, f.name in key)
         if not was.sent:
             changes.append(Change("restored", f.name, was.type, f.type))
-        if same(f.type, was.type) or pa.types.is_null(f.type):
-            pass  # a column of only NULLs (polars' Null type) fits every column: not a change of type
-        elif pa.types.is_null(was.type):
-            # every value delivered so far was NULL: the destination's column takes the first real type
-            changes.append(Change("typed", f.name, was.type, f.type))
-            field.type = f.type
+        filled = fill_nulls(was.type, f.type)
+        if same(f.type, was.type) or (filled is not None and same(filled, was.type)):
+            pass  # only NULLs where the column has a type (polars' Null, a list<null>): not a change of type
+        elif filled is not None:
+            # every value delivered so far was NULL (the column, or a list's elements, a struct's field):
+            # the destination's column takes the type the source now gives them
+            changes.append(Change("typed", f.name, was.type, filled))
+            field.type = filled
         elif fits(f.type, was.type):
             changes.append(Change("narrower", f.name, was.type, f.type))
         elif fits(was.type, f.type):

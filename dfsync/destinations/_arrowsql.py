@@ -46,13 +46,7 @@ import pyarrow as pa
 
 from .._arrow import int_array
 from .._schema import plan_table
-from ..errors import (
-    DestinationError,
-    DfsyncError,
-    SchemaMismatchError,
-    TransientDestinationError,
-    redact,
-)
+from ..errors import DestinationError, DfsyncError, SchemaMismatchError, TransientDestinationError, redact
 from ..states import DestinationMode
 from ._sql import FENCE_BATCH, ROW_COLUMN, TableName, conflicts_sql, duck_to_arrow, q, row_error, taken_over
 from .base import (
@@ -143,17 +137,19 @@ class ArrowSQLSession(DestinationSession):
     def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
         return f"ALTER TABLE {name.sql} ALTER COLUMN {q(column)} TYPE {declared}"
 
-    def _retype_sql(self, name: TableName, column: str, declared: str) -> list[str]:
-        """Give a column holding only NULLs another type (docs/SCHEMA.md: a column of only NULLs)."""
+    def _retype_sql(self, name: TableName, column: str, declared: str, was: str) -> list[str]:
+        """Give a column of only NULLs (declared ``was``) another type; ``_holds_values``: does it hold another value?"""
         return [f"ALTER TABLE {name.sql} ALTER COLUMN {q(column)} TYPE {declared} USING NULL"]
+
+    def _holds_values(self, cur: Any, column: str, declared: str) -> bool:
+        return bool(self._fetch(cur, f"SELECT 1 FROM {self.target.sql} WHERE {q(column)} IS NOT NULL LIMIT 1"))
 
     def _fit_table(self, cur: Any, records: pa.Schema, incoming: dict[str, str]) -> None:
         """Add the columns the records bring and widen the ones they outgrew (or raise, nothing sent)."""
         existing = {c: (t, self._native_to_arrow(t)) for c, t in self._describe(self.target).items()}
         plan = plan_table(records, existing, policy=self.ctx.schema, can_widen=self.can_widen,
                           widen=self.widen_columns, exact_names=self.exact_names, typed=self.typed_columns,
-                          holds_values=lambda c: bool(self._fetch(cur, f"SELECT 1 FROM {self.target.sql} WHERE "
-                                                                       f"{q(c)} IS NOT NULL LIMIT 1")),
+                          holds_values=lambda c: self._holds_values(cur, c, existing[c][0]),
                           where=f"table {self.target.display} of {self._where()}")
         for f in plan.add:
             cur.execute(f"ALTER TABLE {self.target.sql} ADD COLUMN {q(f.name)} {incoming[f.name]}")
@@ -162,7 +158,7 @@ class ArrowSQLSession(DestinationSession):
             cur.execute(self._widen_sql(self.target, col, incoming[f.name]))
             self.schema_changes.append((f.name, f"widened column {col!r} of {self.target.display} to {incoming[f.name]}"))
         for col, f in plan.retype:
-            for sql in self._retype_sql(self.target, col, incoming[f.name]):
+            for sql in self._retype_sql(self.target, col, incoming[f.name], existing[col][0]):
                 cur.execute(sql)
             self.schema_changes.append((f.name, f"column {col!r} of {self.target.display} (only NULLs) is now {incoming[f.name]}"))
         if plan.add or plan.widen or plan.retype:

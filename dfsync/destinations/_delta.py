@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._arrow import bool_array
+from .._arrow import bool_array, is_nested
 from .._paths import user_path
-from .._schema import plan_table
+from .._schema import holds_values, plan_table
 from .._secrets import resolve_secret
 from ..errors import (
     ConfigError,
@@ -352,12 +352,9 @@ class DeltaSession(AsideLoad, DestinationSession):
 
         have = pa.schema(dt.schema().to_arrow())
         existing = {f.name: (str(f.type), _readback(f.type)) for f in have}
-        def holds_values(column: str) -> bool:
-            col = dt.to_pyarrow_table(columns=[column]).column(column)
-            return col.null_count < len(col)
-
         plan = plan_table(records, existing, policy=self.ctx.schema, where=f"Delta table {self.uri}", exact_names=True,
-                          widen=self.widen_columns, typed=self.typed_columns, holds_values=holds_values)
+                          widen=self.widen_columns, typed=self.typed_columns, holds_values=lambda c: holds_values(
+                              dt.to_pyarrow_table(columns=[c]).column(c), delta_type(records.field(c).type)))
         if plan.add:
             fields = [pa.field(f.name, delta_type(f.type), True) for f in plan.add]
             dt.alter.add_columns(Schema.from_arrow(pa.schema(fields)).fields)
@@ -365,14 +362,15 @@ class DeltaSession(AsideLoad, DestinationSession):
                 self.schema_changes.append((f.name, f"added column {f.name!r} ({f.type}) to Delta table {self.uri}"))
         if plan.widen or plan.retype:  # Delta cannot change a column's type in place: one commit rewrites the table
             table = dt.to_pyarrow_table()
-            for col, f in plan.widen + plan.retype:
-                i = table.schema.get_field_index(col)
-                t = delta_type(f.type)  # a retyped column holds only NULLs (a cast from text to a list has no kernel)
-                values = table.column(col).cast(t) if (col, f) in plan.widen else pa.nulls(table.num_rows, t)
+            for (col, f), widened in [(w, True) for w in plan.widen] + [(r, False) for r in plan.retype]:
+                i, t = table.schema.get_field_index(col), delta_type(f.type)
+                # a retyped column holds only NULLs (a cast from text to a list has no kernel); a list or
+                # struct only NULLs where its type changes: cast, its lists and other fields kept as they are
+                nested = is_nested(table.schema.field(i).type)
+                values = table.column(col).cast(t) if widened or nested else pa.nulls(table.num_rows, t)
                 table = table.set_column(i, pa.field(col, t, True), values)
                 self.schema_changes.append((col, f"widened column {col!r} of Delta table {self.uri} to {f.type}"
-                                            if (col, f) in plan.widen else
-                                            f"column {col!r} of Delta table {self.uri} (only NULLs) is now {f.type}"))
+                                            if widened else f"column {col!r} of Delta table {self.uri} (only NULLs) is now {f.type}"))
             write_deltalake(dt, table, mode="overwrite", schema_mode="overwrite",
                             partition_by=dt.metadata().partition_columns or None)
         if plan.add or plan.widen or plan.retype:

@@ -342,7 +342,7 @@ class MySQLSession(ArrowSQLSession):
     def _widen_sql(self, name: TableName, column: str, declared: str) -> str:
         return f"ALTER TABLE {name.sql} MODIFY COLUMN {q(column)} {declared}"
 
-    def _retype_sql(self, name: TableName, column: str, declared: str) -> list[str]:
+    def _retype_sql(self, name: TableName, column: str, declared: str, was: str) -> list[str]:
         return [self._widen_sql(name, column, declared)]  # the column holds only NULLs: nothing to convert
 
     def _create_sql(self, name: TableName, types: dict[str, str], *, with_key: bool = True) -> str:

@@ -56,7 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc  # noqa: F401 - keeps pyarrow.compute loaded for the casts
 
 from .._adbc import connect_postgres
-from .._arrow import nested_to_json
+from .._arrow import is_list, nested_to_json
 from .._pgtypes import arrow_to_pg
 from .._schema import fraction_unit
 from .._secrets import resolve_secret, take_password, uri_with_password
@@ -346,17 +346,33 @@ class PostgresSession(ArrowSQLSession):
     def _json_columns(self) -> list[str]:
         return [f.name for f in self.records_schema if arrow_to_pg(f.type) == "jsonb"]
 
+    def _retype_sql(self, name: TableName, column: str, declared: str, was: str) -> list[str]:
+        """A column of only NULLs takes NULLs of the new type; an array whose elements are all NULL
+        (a list<null>, text[] here) keeps each array, its length and its NULLs ([] stays [])."""
+        if not was.endswith("[]"):
+            return super()._retype_sql(name, column, declared, was)
+        using = f"to_jsonb({q(column)})" if declared in ("json", "jsonb") else f"{q(column)}::{declared}"
+        return [f"ALTER TABLE {name.sql} ALTER COLUMN {q(column)} TYPE {declared} USING {using}"]
+
+    def _holds_values(self, cur: Any, column: str, declared: str) -> bool:
+        if not declared.endswith("[]"):
+            return super()._holds_values(cur, column, declared)
+        return bool(self._fetch(cur, f"SELECT 1 FROM {self.target.sql} WHERE EXISTS (SELECT 1 FROM unnest({q(column)}) "
+                                     f"AS e(v) WHERE v IS NOT NULL) LIMIT 1"))
+
     def _casts(self, actual: dict[str, str] | None) -> dict[str, str]:
         """Nested values go as JSON text cast to jsonb; so does text into an existing json or jsonb
         column (PostgreSQL has no implicit cast from text: the statement failed). A column of only
         NULLs (polars' Null type, staged as text) goes as NULLs of the table column's type: into a
-        double precision column, say, the text failed the statement."""
+        double precision column, say, the text failed the statement; a list of only NULLs
+        (list<null>, staged as text[]) as arrays of the column's type, each keeping its length."""
         if getattr(self, "_table_types", None) is None:  # one catalog look a session
             self._table_types = dict(actual if actual is not None else self._describe(self.write_target))
         types = self._table_types
         text = [c for c, t in types.items() if t in ("json", "jsonb") and c in self.columns]
         casts = {f.name: f"::{types[f.name]}" for f in self.records_schema
-                 if pa.types.is_null(f.type) and types.get(f.name, "text") != "text"}
+                 if pa.types.is_null(f.type) and types.get(f.name, "text") != "text"
+                 or is_list(f.type) and pa.types.is_null(f.type.value_type) and types.get(f.name, "text[]") != "text[]"}
         return {**casts, **{c: "::jsonb" for c in (*self._json_columns(), *text)}}
 
     def _conform(self, data: pa.Table) -> pa.Table:

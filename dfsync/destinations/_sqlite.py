@@ -258,7 +258,7 @@ class SQLiteSession(ArrowSQLSession):
     #: hold 64-bit values, so the widenings dfsync applies need no change here
     can_widen = False
 
-    def _retype_sql(self, name: TableName, column: str, declared: str) -> list[str]:
+    def _retype_sql(self, name: TableName, column: str, declared: str, was: str) -> list[str]:
         # no ALTER COLUMN: a column of only NULLs is dropped and added again (it moves to the table's end)
         return [f"ALTER TABLE {name.sql} DROP COLUMN {q(column)}",
                 f"ALTER TABLE {name.sql} ADD COLUMN {q(column)} {declared}"]
