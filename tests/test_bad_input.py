@@ -306,6 +306,21 @@ def _csv_value_does_not_parse(ctx: Ctx) -> dfsync.SyncRun:
     return ctx.create(source=dfsync.sources.files("bad.csv")).run(progress=False)
 
 
+def _csv_not_utf8(ctx: Ctx) -> dfsync.SyncRun:
+    """A Latin-1 CSV file: polars said only 'invalid utf-8 sequence', naming no file, line or way out."""
+    Path("latin1.csv").write_bytes("id,name\n1,ok\n2,caf\u00e9\n".encode("latin-1"))
+    return ctx.create(source=dfsync.sources.files("latin1.csv")).run(progress=False)
+
+
+def _frame_not_utf8(ctx: Ctx) -> dfsync.SyncRun:
+    """A frame whose text column holds bytes that are not UTF-8 (Latin-1 viewed as text without a
+    check): DuckDB said only 'Invalid unicode ... segment statistics update', naming no column."""
+    import pyarrow as pa
+    names = pa.array([b"ok", b"fine", b"caf\xe9"], pa.binary()).view(pa.string())
+    df = pl.from_arrow(pa.table({"id": [1, 2, 3], "name": names}))
+    return ctx.create(source=dfsync.sources.frame(df)).run(progress=False)
+
+
 def _newer_schema(ctx: Ctx) -> None:
     with ctx.ws.store._connect() as con:
         con.execute("INSERT INTO dfsync_schema VALUES (999, now())")
@@ -481,6 +496,10 @@ CASES: list[Case] = [
          errors.SourceError, ("'un'", "UNION"), ("::VARCHAR", "union_extract")),
     Case("csv-value-does-not-parse", _csv_value_does_not_parse, errors.SourceError, ("oops", "score", "bad.csv"),
          ("schema_overrides", "infer_schema_length"), new_run=True),
+    Case("csv-not-utf8", _csv_not_utf8, errors.SourceError, ("latin1.csv", "line 3", "UTF-8"),
+         ("iconv", "utf8-lossy", "changes those values"), new_run=True),
+    Case("frame-text-not-utf8", _frame_not_utf8, errors.SourceError, ("'name'", "row 2", "UTF-8"),
+         ("pl.Binary",), new_run=True),
     Case("all-rows-invalid", lambda c: c.create(checks=[dfsync.checks.between("score", max=0)]).run(progress=False),
          errors.ValidationFailed, ("score",), ("on_invalid='skip'",), new_run=True),
     Case("drift-type-change", lambda c: _drift(c, people(score=[f"{i}" for i in range(N)])),
@@ -621,6 +640,30 @@ def _check_case(case: Case, root: str, pristine: str, target: str, monkeypatch) 
 def test_enough_cases():
     assert len(CASES) >= 30 and len(FILE_CASES) == 4
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_text_that_is_not_utf8_gives_preview_and_validate_the_runs_error(tmp_path) -> None:
+    """preview() and validate() raise the error a run records for a Latin-1 CSV file and a frame
+    with invalid UTF-8 (file and line, column and row, what to do), and create nothing."""
+    import pyarrow as pa
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes("id,name\n1,caf\u00e9\n".encode("latin-1"))
+    names = pa.array([b"caf\xe9"], pa.binary()).view(pa.string())
+    frame = dfsync.sources.frame(pl.from_arrow(pa.table({"id": [1], "name": names})))
+    with dfsync.Workspace(str(tmp_path / "ws.duckdb")) as ws:
+        for name, source, says in [("c", dfsync.sources.files(str(csv)), (str(csv), "line 2", "utf8-lossy")),
+                                   ("f", frame, ("column 'name'", "row 0", "pl.Binary"))]:
+            sync = ws.create_sync(name, source=source, primary_key="id", sensitive=["name"],
+                                  destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table=name))
+            errors_ = []
+            for call in (sync.preview, sync.validate):
+                with pytest.raises(errors.SourceError) as info:
+                    call()
+                errors_.append(str(info.value))
+            run = sync.run(progress=False)
+            assert run.status == "failed" and errors_ == [run.error, run.error]
+            assert all(word in run.error for word in says) and "caf" not in run.error
+    assert not (tmp_path / "d.duckdb").exists()
 
 
 def test_a_read_error_while_staging_names_what_failed_not_the_key(tmp_path) -> None:

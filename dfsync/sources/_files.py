@@ -169,6 +169,12 @@ class FilesSource(Source):
                 f"read it as text and cast it in the mapping (sources.files(..., schema_overrides="
                 f"{{{(where[1] if where else 'KEY')!r}: pl.String}})), or let polars look at every row of the first "
                 f"file (infer_schema_length=None); nothing was sent")
+        elif self.format in ("csv", "ndjson") and re.search(r"invalid utf-?8", message, re.IGNORECASE):
+            where = _first_invalid_utf8(self.resolve())
+            text += ((f" ({where[0]}, line {where[1]})" if where else "") +
+                     ". polars reads only UTF-8 text: convert the file to UTF-8 (for a Latin-1 file: "
+                     "iconv -f latin1 -t utf-8), or read it with sources.files(..., encoding='utf8-lossy'), "
+                     "which replaces each invalid byte with U+FFFD and so changes those values; nothing was sent")
         elif self.format in ("csv", "ndjson") and "could not parse" in message:
             text += (". polars decides each column's type from the file's first rows; fix the value in the file, "
                      "or read that column as text (sources.files(..., schema_overrides={'COLUMN': pl.String})) "
@@ -412,3 +418,19 @@ def _dropped_keys(shape: Any, dtype: Any, prefix: str = "") -> Any:
                 yield from _dropped_keys(sub, fields[key], f"{prefix}{key}.")
     elif isinstance(shape, list) and shape and isinstance(dtype, (pl.List, pl.Array)):
         yield from _dropped_keys(shape[0], dtype.inner, prefix)
+
+
+def _first_invalid_utf8(files: list[str]) -> tuple[str, int] | None:
+    """The first (file, 1-based line) holding bytes that are not UTF-8 (no UTF-8 character
+    holds a newline byte, so each line decodes on its own)."""
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                for n, line in enumerate(fh, 1):
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return f, n
+        except OSError:
+            continue
+    return None

@@ -58,6 +58,19 @@ class FrameSource(Source):
     def describe(self) -> str:
         return f"frame({self.name or 'in-memory'})"
 
+    def read_error(self, message: str) -> str:
+        text = super().read_error(message)
+        if not re.search(r"invalid unicode|invalid utf-?8", message, re.IGNORECASE):
+            return text
+        try:
+            where = _invalid_utf8(self.read().collect())
+        except Exception:  # noqa: BLE001 - the diagnosis only names the column; the read's error stands
+            where = None
+        column = f"column {where[0]!r} (first at row {where[1]}, 0-based)" if where else "a text column"
+        return (f"{text}. {column} of the frame holds bytes that are not valid UTF-8 text (e.g. Latin-1 "
+                f"decoded without checking); fix or re-decode those values in the frame, or cast the column to "
+                f"binary (pl.Binary) to send it as bytes; nothing was sent")
+
 
 #: what sources.frame() takes besides polars frames, by module: type name -> None, or what to pass instead
 _OTHER = {"polars": {"Series": "a DataFrame: series.to_frame()"},
@@ -195,3 +208,29 @@ def _refuse_arrow_types(schema: Any) -> None:
             raise SchemaMismatchError(f"column {f.name!r} of the Arrow table holds {why}, e.g. "
                                       f"table.cast(...) or table.set_column(...), before sources.frame(). "
                                       f"Nothing was sent.")
+
+
+def _invalid_utf8(df: pl.DataFrame) -> tuple[str, int] | None:
+    """The first text column of ``df`` holding invalid UTF-8, and its first such row (Arrow
+    validates by halves: a cast per step, no Python per value)."""
+    import pyarrow as pa
+
+    def valid(a: Any) -> bool:
+        try:
+            a.cast(pa.large_string())
+            return True
+        except pa.ArrowInvalid:
+            return False
+
+    for name, dtype in df.schema.items():
+        if dtype != pl.String:
+            continue
+        arr = df.get_column(name).to_arrow().cast(pa.large_binary())
+        if valid(arr):
+            continue
+        lo, hi = 0, len(arr)  # the first bad row is in [lo, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if not valid(arr.slice(lo, mid - lo)) else (mid, hi)
+        return name, lo
+    return None
