@@ -16,6 +16,8 @@ receives a definition, never the user-facing handles.
 
 from __future__ import annotations
 
+import re
+
 import copy
 import json
 import warnings
@@ -50,7 +52,10 @@ def record_schema(source: Source, mapper: Mapping, keys: list[str], cursor_field
     except DfsyncError:
         raise
     except Exception as exc:
-        raise SourceError(f"could not read the schema of {source.describe()}: {str(exc).splitlines()[0]}") from exc
+        msg = str(exc).splitlines()[0]
+        if re.search(r"valid utf-?8", msg, re.IGNORECASE):  # the source names the file and line, says what to do
+            raise SourceError(source.read_error(msg).replace("could not read ", "could not read the schema of ", 1)) from exc
+        raise SourceError(f"could not read the schema of {source.describe()}: {msg}") from exc
     schema = mapper.validate(src_schema)
     fields = list(schema.names())
     from ._stage_input import no_case_clash, refuse_reserved

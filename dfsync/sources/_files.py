@@ -169,12 +169,14 @@ class FilesSource(Source):
                 f"read it as text and cast it in the mapping (sources.files(..., schema_overrides="
                 f"{{{(where[1] if where else 'KEY')!r}: pl.String}})), or let polars look at every row of the first "
                 f"file (infer_schema_length=None); nothing was sent")
-        elif self.format in ("csv", "ndjson") and re.search(r"invalid utf-?8", message, re.IGNORECASE):
+        elif self.format in ("csv", "ndjson") and re.search(r"valid utf-?8", message, re.IGNORECASE):
             where = _first_invalid_utf8(self.resolve())
             text += ((f" ({where[0]}, line {where[1]})" if where else "") +
                      ". polars reads only UTF-8 text: convert the file to UTF-8 (for a Latin-1 file: "
-                     "iconv -f latin1 -t utf-8), or read it with sources.files(..., encoding='utf8-lossy'), "
-                     "which replaces each invalid byte with U+FFFD and so changes those values; nothing was sent")
+                     "iconv -f latin1 -t utf-8)" + (
+                         ", or read it with sources.files(..., encoding='utf8-lossy'), which replaces each "
+                         "invalid byte with U+FFFD and so changes those values" if self.format == "csv" else "")
+                     + "; nothing was sent")
         elif self.format in ("csv", "ndjson") and "could not parse" in message:
             text += (". polars decides each column's type from the file's first rows; fix the value in the file, "
                      "or read that column as text (sources.files(..., schema_overrides={'COLUMN': pl.String})) "
