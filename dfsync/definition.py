@@ -16,10 +16,9 @@ receives a definition, never the user-facing handles.
 
 from __future__ import annotations
 
-import re
-
 import copy
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
