@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import warnings
 
 import duckdb
@@ -552,3 +553,43 @@ def test_ws_sql_only_reads_and_says_why_a_query_failed(ws, tmp_path):
     with pytest.raises(dfsync.WorkspaceQueryError, match='"nope" not found') as err:
         ws.sql("SELECT nope FROM syncs")
     assert "SHOW TABLES" in str(err.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_child_forked_while_another_thread_opens_a_workspace_can_open_its_own(tmp_path):
+    """The process's one DuckDB host is guarded by a lock; a child forked while another thread
+    held it (a scheduler thread opening its workspace) hung at its first open of a workspace."""
+    import threading
+
+    from dfsync.store import _host
+
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with _host._lock:
+            held.set()
+            done.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 once it opened a workspace, killed below otherwise
+        code = 1
+        try:
+            dfsync.Workspace(str(tmp_path / "child.duckdb"))
+            code = 0
+        finally:
+            os._exit(code)
+    done.set()
+    t.join()
+    for _ in range(100):
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung opening a workspace")
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -48,6 +48,17 @@ _host: list[tuple[duckdb.DuckDBPyConnection, int]] = []
 _inherited: list[duckdb.DuckDBPyConnection] = []
 
 
+def _after_fork_in_child() -> None:
+    """A child forked while another thread of its parent held ``_lock`` would wait for it forever
+    (that thread does not exist in the child): the child starts with a lock of its own."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @dataclass
 class _File:
     alias: str
