@@ -641,3 +641,18 @@ def test_a_row_a_check_constraint_of_the_table_refuses_is_failed_alone(tmp_path)
     assert run.status == "failed" and "table is unchanged" in run.error and "-777" not in run.error, run.error
     assert read(path).to_dicts() == [{"id": 1, "v": 5}, {"id": 2, "v": 1}]
     ws.close()
+
+
+def test_a_check_constraint_is_evaluated_as_one_expression_not_run_as_statements(tmp_path):
+    """A Delta table's CHECK constraint is text anyone who writes the table's metadata sets; it was
+    pasted into a DuckDB query on the batch, so a constraint closing the expression ran statements of
+    its own in the syncing process (here COPY ... TO a file). It is evaluated as one expression only,
+    with no access to files; one that is not is left to delta-rs."""
+    from dfsync.destinations import _delta_rows
+
+    out = tmp_path / "written.csv"
+    batch = pa.table({"id": [1, 2], "v": [5, -1], ACTION_COLUMN: ["upsert", "upsert"]})
+    evil = f"v > 0) IS NOT TRUE; COPY (SELECT 42) TO '{out}'; SELECT 1 FROM b WHERE (true"
+    assert _delta_rows.unfit_rows(batch, [], ["id"], {"evil": evil, "reads": "length(read_text('/etc/hostname')) > 0"}) == {}
+    assert not out.exists()
+    assert _delta_rows.unfit_rows(batch, [], ["id"], {"pos": "v > 0"}) == {1: "the Delta table's CHECK constraint 'pos' (v > 0) refuses this row"}
