@@ -165,9 +165,10 @@ def fill_nulls(old: pa.DataType | str, new: pa.DataType | str) -> pa.DataType | 
     if pa.types.is_struct(old) and pa.types.is_struct(new):
         if [old.field(i).name for i in range(old.num_fields)] != [new.field(i).name for i in range(new.num_fields)]:
             return None
-        fields = [new.field(i).with_type(fill_nulls(old.field(i).type, new.field(i).type))
-                  for i in range(new.num_fields) if fill_nulls(old.field(i).type, new.field(i).type) is not None]
-        return pa.struct(fields) if len(fields) == new.num_fields else None
+        types = [fill_nulls(old.field(i).type, new.field(i).type) for i in range(new.num_fields)]
+        if any(t is None for t in types):
+            return None
+        return pa.struct([new.field(i).with_type(t) for i, t in enumerate(types)])
     if pa.types.is_map(old) and pa.types.is_map(new):
         key, item = fill_nulls(old.key_type, new.key_type), fill_nulls(old.item_type, new.item_type)
         return pa.map_(key, item) if key is not None and item is not None else None
