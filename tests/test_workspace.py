@@ -114,6 +114,30 @@ def test_workspaces_of_a_process_share_one_duckdb_and_the_largest_memory_limit(t
         duckdb.connect(str(tmp_path / "big.duckdb")).close()  # detached: this process may open it
 
 
+def test_the_room_a_delete_needs_is_kept_while_other_workspaces_open_and_checkpoint(tmp_path):
+    """The memory limit is the process's one DuckDB's: the room a delete spread over a large state
+    asked for (store/_delivery.py) was taken back by another thread opening a workspace (each open
+    set the limit to the largest workspace_memory) or by a checkpoint setting back what it had read,
+    so the delete could fail with Out of Memory. The room now stays while its connection is open."""
+    from dfsync._settings import memory_bytes
+    from dfsync.store import _host
+
+    a_ws = dfsync.Workspace(str(tmp_path / "a.duckdb"), workspace_memory="10MB")
+    b_ws = dfsync.Workspace(str(tmp_path / "b.duckdb"), workspace_memory="20MB")
+    with a_ws.store._connect() as a:
+        _host.need(a, 200 * 2**20)
+        def limit(con):
+            return memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+        assert limit(a) >= 200 * 2**20
+        with b_ws.store._connect() as b:
+            assert limit(b) >= 200 * 2**20
+            b_ws.store.checkpoint()
+        assert limit(a) >= 200 * 2**20
+    with a_ws.store._connect() as a:  # its room went with the connection that needed it
+        assert a.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == "9.5 MiB"
+
+
 def test_sync_not_found_lists_names(ws, tmp_path):
     ws.create_sync("alpha", source=dfsync.sources.frame(pl.DataFrame({"id": [1]})), destination=duck(tmp_path),
                    primary_key="id")

@@ -20,7 +20,6 @@ import pyarrow as pa
 
 from .._arrow import distinct_values, int_array
 from .._ident import quote
-from .._settings import memory_bytes
 from ..states import RunStatus
 from ._common import first
 
@@ -546,13 +545,10 @@ def _room_for_scattered_writes(con: Any, table: str) -> None:
 
     if not isinstance(con, duckdb.DuckDBPyConnection):  # a PostgreSQL workspace has no such limit
         return
+    from . import _host
     rows = first(con.execute("SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? AND schema_name = "
                              "current_schema() AND database_name = current_database()", [table]))
-    need = int((rows[0] if rows else 0) or 0) * _SCATTERED_BYTES_PER_ROW + 64 * 2**20
-    limit = first(con.execute("SELECT current_setting('memory_limit')"))[0]
-    have = memory_bytes(limit)
-    if have and need > have:
-        con.execute(f"SET memory_limit = '{need // 2**20 + 1}MiB'")
+    _host.need(con, int((rows[0] if rows else 0) or 0) * _SCATTERED_BYTES_PER_ROW + 64 * 2**20)
 
 
 def _common_type(a: str, b: str) -> str:

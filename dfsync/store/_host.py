@@ -20,7 +20,10 @@ DETACH's, and :func:`checkpoint`'s at a run's end) may need more than a small ca
 vacuum merges row groups of a table (a 1.5M-row state: ~12 MB), and a checkpoint DuckDB
 cannot finish invalidates the attached database. It runs with :data:`CHECKPOINT_ROOM` more
 (the pages it reads are the file's, evicted under that limit, and the attached file's pages
-are all dropped when it is detached); the limit is set back after it.
+are all dropped when it is detached); the limit is set back after it. A connection whose
+statements need more (a delete spread over a large state: :func:`need`) keeps that room until
+it closes. One function sets the limit (``_set_limit``), so no thread's open or checkpoint takes
+back the room another thread's statement is using.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -38,6 +42,8 @@ from dataclasses import dataclass
 import duckdb
 
 from .._settings import memory_bytes
+
+log = logging.getLogger("dfsync.store")
 
 #: memory a checkpoint may use beyond the workspace's limit (DuckDB's vacuum of row groups)
 CHECKPOINT_ROOM = 64 * 2**20
@@ -84,10 +90,17 @@ def _instance() -> duckdb.DuckDBPyConnection:
     con.execute("SET GLOBAL TimeZone = 'UTC'")
     # a workspace's spill (its memory is capped) goes to a private directory, not the working directory
     spill = tempfile.mkdtemp(prefix="dfsync-workspace-")
-    atexit.register(shutil.rmtree, spill, True)
+    atexit.register(_remove_spill, spill, os.getpid())
     con.execute(f"SET temp_directory = '{spill.replace(chr(39), chr(39) * 2)}'")
     _host.append((con, os.getpid()))
     return con
+
+
+def _remove_spill(spill: str, pid: int) -> None:
+    """At exit of the process that made it (a child forked from it, exiting normally, runs its
+    parent's exit handlers too: the parent may still be using it)."""
+    if os.getpid() == pid:
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _conflict(exc: duckdb.Error) -> bool:
@@ -96,9 +109,38 @@ def _conflict(exc: duckdb.Error) -> bool:
     return "file handle conflict" in msg or "already attached" in msg
 
 
-def _largest_limit() -> str | None:
+#: id of an open connection -> the memory its statements need (:func:`need`), kept while it is open
+_needs: dict[int, int] = {}
+
+
+def _set_limit(con: duckdb.DuckDBPyConnection, extra: int = 0) -> None:
+    """(under ``_lock``) The instance's one memory limit: the largest ``workspace_memory`` of the
+    files attached now, or more while an open connection needs more (:func:`need`), plus ``extra``
+    (a checkpoint's room). Every change of the limit goes through here, so that no thread's
+    setting takes back the room another's statement needs."""
     limits = [f.limit for f in _attached.values()]
-    return max(limits, key=lambda v: memory_bytes(v) or 0) if limits else None
+    if not limits:
+        return
+    largest = max(limits, key=lambda v: memory_bytes(v) or 0)
+    have = memory_bytes(largest)
+    if have is None:  # a size dfsync cannot read: as it is
+        con.execute(f"SET memory_limit = '{largest}'")
+        return
+    want = max([have, *_needs.values()]) + extra
+    con.execute(f"SET memory_limit = '{largest}'" if want == have else f"SET memory_limit = '{want // 2**20 + 1}MiB'")
+
+
+def need(con: duckdb.DuckDBPyConnection, size: int) -> None:
+    """Let ``con``'s statements use at least ``size`` bytes (never lowered) until it is closed: a
+    delete spread over a large table needs room in proportion to the table (store/_delivery.py)."""
+    if id(con) not in _hosted:  # an instance of its own: its limit is this connection's
+        have = memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        if have and size > have:
+            con.execute(f"SET memory_limit = '{size // 2**20 + 1}MiB'")
+        return
+    with _lock:
+        _needs[id(con)] = max(_needs.get(id(con), 0), size)
+        _set_limit(con)
 
 
 def attach(key: str, path: str, memory_limit: str) -> duckdb.DuckDBPyConnection | None:
@@ -126,7 +168,7 @@ def attach(key: str, path: str, memory_limit: str) -> duckdb.DuckDBPyConnection 
         try:
             con.execute(f"USE {f.alias}")
             # the workspace's pages are evicted, not kept: a run's memory is its staging
-            con.execute(f"SET memory_limit = '{_largest_limit()}'")
+            _set_limit(con)
         except BaseException:
             _release(con)
             raise
@@ -147,11 +189,14 @@ def _release(con: duckdb.DuckDBPyConnection) -> None:
     """(under ``_lock``)"""
     con.close()
     key = _hosted.pop(id(con), None)
+    had_need = _needs.pop(id(con), None) is not None
     f = _attached.get(key) if key is not None else None
     if key is None or f is None:
         return
     f.open -= 1
     if f.open > 0:
+        if had_need:  # its room is not needed any more
+            _set_limit(_instance())
         return
     del _attached[key]
     host = _instance()
@@ -162,8 +207,11 @@ def _release(con: duckdb.DuckDBPyConnection) -> None:
         except duckdb.Error:
             if host.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?",
                             [f.alias]).fetchall()[0][0]:
-                _attached[key] = f  # still attached: the next open uses it, the next close detaches it
-                raise
+                # still attached: the next open uses it, the next close detaches it (a close does not
+                # fail the caller, as an instance's close whose checkpoint fails does not)
+                _attached[key] = f
+                log.warning("could not detach the workspace %s (its checkpoint failed); it stays open in "
+                            "this process until its next close", f.path)
             # detached, its checkpoint not done: the file keeps its journal (.wal), which the next
             # open replays, as a DuckDB instance whose checkpoint fails at its close leaves it
 
@@ -186,14 +234,10 @@ def _journal(path: str) -> bool:
 
 @contextlib.contextmanager
 def _room(host: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """The instance's memory limit raised by :data:`CHECKPOINT_ROOM`, set back after."""
-    limit = host.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    have = memory_bytes(limit)
-    if have:
-        host.execute(f"SET memory_limit = '{(have + CHECKPOINT_ROOM) // 2**20 + 1}MiB'")
+    """(under ``_lock``) The instance's memory limit raised by :data:`CHECKPOINT_ROOM`, set back after."""
+    _set_limit(host, CHECKPOINT_ROOM)
     try:
         yield
     finally:
-        if have:
-            host.execute(f"SET memory_limit = '{limit}'")
+        _set_limit(host)
 
