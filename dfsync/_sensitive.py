@@ -92,16 +92,22 @@ def store_key(store: Any) -> bytes:
     return workspace_key(store.workspace_id())
 
 
-def protect(records: pa.Table | None, sensitive: Sequence[str], store: Any, error_cap: int | None = None) -> pa.Table | None:
-    """Records about to be stored in ``store``, their ``sensitive`` fields hashed; ``error_cap``: their
-    ``_error`` texts then cut to that many characters (after the hashing, which finds whole values
-    only: a value cut in half would stay in plain)."""
+def cap_error(text: str | None) -> str | None:
+    """A destination's error for one row cut to :data:`ERROR_CAP` characters: the one place that
+    decides the cap (:func:`protect` cuts stored records with it, the run's staging its own copy)."""
+    return None if text is None else text[:ERROR_CAP]
+
+
+def protect(records: pa.Table | None, sensitive: Sequence[str], store: Any) -> pa.Table | None:
+    """Records about to be stored in ``store``, their ``sensitive`` fields hashed, then their
+    ``_error`` texts cut to :data:`ERROR_CAP` characters (after the hashing, which finds whole
+    values only: a value cut in half would stay in plain)."""
     if records is not None and sensitive:
         records = protect_records(records, sensitive, store_key(store))
-    if records is not None and error_cap is not None and "_error" in records.column_names:
+    if records is not None and "_error" in records.column_names:
         import pyarrow.compute as pc
 
-        cut = pc.utf8_slice_codeunits(records.column("_error"), 0, error_cap)
+        cut = pc.utf8_slice_codeunits(records.column("_error"), 0, ERROR_CAP)
         records = records.set_column(records.column_names.index("_error"), "_error", cut)
     return records
 

@@ -507,13 +507,13 @@ class Runner:
                             dict(sent=n, succeeded=n - len(bad), failed=len(result.failed),
                                  skipped=len(result.skipped), batches=1),
                             cursor_max=cursor_to_json(self.cursor_max) if self.cursor_max is not None else None,
-                            records=_sensitive.protect(recs, defn.sensitive, store, error_cap=_sensitive.ERROR_CAP))
+                            records=_sensitive.protect(recs, defn.sensitive, store))
         assert self.staging is not None
         rids = tbl.column("_rid")
         self.staging.record_outcomes(rids if delivered is None else rids.filter(delivered),
                                      RecordStatus.SUCCEEDED.value, batch_no)
         for i, (st_, err) in bad.items():
-            self.staging.record_outcomes(rids.take(int_array([i])), st_, batch_no, err[:_sensitive.ERROR_CAP])
+            self.staging.record_outcomes(rids.take(int_array([i])), st_, batch_no, _sensitive.cap_error(err))
         self.report()
 
     def _store_invalid_records(self) -> None:
