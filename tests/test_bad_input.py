@@ -713,3 +713,21 @@ def test_a_field_named_as_dfsyncs_own_columns_is_refused_at_create_sync(tmp_path
     renamed = ws.create_sync("r", source=frame, destination=dfsync.destinations.duckdb(str(tmp_path / "d.duckdb"), table="r"),
                              primary_key="id", mapping={"id": "id", "v": name})
     assert renamed.run(progress=False).status == "success"
+
+
+def test_reader_options_polars_refuses_at_read_are_config_errors_at_sources_files(tmp_path) -> None:
+    """encoding='latin1' (polars reads UTF-8 only), a two-character separator or a value outside an
+    option's closed set failed only at create_sync, as a SourceError 'could not read the schema':
+    now sources.files() refuses them, naming the option, the accepted values and what to do."""
+    csv, pq = str(tmp_path / "x.csv"), str(tmp_path / "x.parquet")
+    for path, options, says in [
+            (csv, {"encoding": "latin1"}, ("encoding='latin1'", "'utf8', 'utf8-lossy'", "iconv -f latin1 -t utf-8")),
+            (csv, {"separator": ";;"}, ("separator=';;'", "one-byte")),
+            (csv, {"missing_columns": "skip"}, ("missing_columns='skip'", "'insert', 'raise'")),
+            (pq, {"parallel": "rows"}, ("parallel='rows'", "'row_groups'"))]:
+        with pytest.raises(errors.ConfigError) as info:
+            dfsync.sources.files(path, **options)
+        assert all(word in str(info.value) for word in says), str(info.value)
+    for path, options in [(csv, {"encoding": "utf8-lossy", "separator": "\t", "quote_char": None}),
+                          (csv, {"quote_char": "", "missing_columns": None}), (pq, {"parallel": "auto"})]:
+        dfsync.sources.files(path, **options)  # accepted values still pass

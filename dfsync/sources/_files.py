@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import glob as _glob
 import hashlib
@@ -72,6 +73,51 @@ def _layout(fmt: str, path: str, options: dict[str, Any]) -> dict[str, Any]:
                           f"{fmt} file; nothing was read or sent.") from exc
 
 
+def _choices(reader: Any, name: str) -> tuple | None:
+    """The values polars' ``reader`` accepts for option ``name`` when its type is a closed set of
+    text values (``Literal[...]``, or an alias such as ``CsvEncoding``; None among them when it may
+    be left out); None when it takes anything else too (a number, a function, ...)."""
+    import typing
+
+    from polars import _typing as ptyping
+
+    allowed: list = []
+    for part in str(inspect.signature(reader).parameters[name].annotation).split(" | "):
+        if part == "None":
+            allowed.append(None)
+        elif part.startswith("Literal[") and part.endswith("]"):
+            allowed.extend(ast.literal_eval(f"({part[8:-1]},)"))
+        elif typing.get_origin(getattr(ptyping, part, None)) is typing.Literal:
+            allowed.extend(typing.get_args(getattr(ptyping, part)))
+        else:
+            return None
+    return tuple(allowed)
+
+
+def _check_options(format: str, reader: Any, options: dict[str, Any]) -> None:
+    """Refuse at configuration the option values polars refuses only when the files are read
+    (then the sync could not even be created: its schema is read at ``create_sync``)."""
+    where = f"sources.files(..., format={format!r})"
+    for name, value in options.items():
+        allowed = _choices(reader, name)
+        if allowed is not None and value not in allowed:
+            shown = ", ".join(repr(a) for a in allowed)
+            fix = ""
+            if name == "encoding":
+                fix = (f"; polars reads UTF-8 only: convert the file first (e.g. `iconv -f {value} -t utf-8 "
+                       f"in.csv > out.csv`), or pass encoding='utf8-lossy', which replaces each byte that is "
+                       f"not UTF-8 with \ufffd")
+            raise ConfigError(f"{where}: {name}={value!r} is not accepted by polars; pass one of {shown}{fix}")
+    for name, empty in (("separator", False), ("quote_char", True)):  # polars: one byte
+        value = options.get(name)
+        if value is None and name == "quote_char":
+            continue
+        if format == "csv" and name in options and (not isinstance(value, str) or len(value.encode()) > 1
+                                                    or (not value and not empty)):
+            raise ConfigError(f"{where}: {name}={value!r} must be a single one-byte character"
+                              f"{' (or empty/None: no quoting)' if empty else ''}, e.g. {name}={';' if name == 'separator' else chr(39)!r}")
+
+
 @register_source
 class FilesSource(Source):
     kind = "files"
@@ -104,6 +150,7 @@ class FilesSource(Source):
         refuse_unknown(f"sources.files(..., format={format!r}) (its options go to polars.{reader.__name__})",
                        options, ["format", "skip_unchanged", *(p for p in inspect.signature(reader).parameters
                                                                 if p != "source" and not p.startswith("_"))])
+        _check_options(format, reader, options)
         tsv = [os.path.splitext(p.rstrip("*"))[1].lower() == ".tsv" for p in self.paths]
         if format == "csv" and any(tsv) and "separator" not in options:
             if not all(tsv):  # one reader, one separator
