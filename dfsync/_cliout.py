@@ -85,6 +85,14 @@ def run_summary(run: SyncRun) -> dict[str, Any]:
             "buckets": _bucket_states(run), "error": run.error and for_cli(run.error, run.sync_name, run.id), "checks": checks_summary(run.validation())}
 
 
+def not_started_summary(name: str, why: str, problem: bool) -> dict[str, Any]:
+    """A due sync the scheduler did not start, in the shape of :func:`run_summary` (no run: ``run_id``
+    and ``counts`` null, ``status`` "not_started", ``error`` why); ``problem``: it makes the exit
+    code 1 (false: it is running elsewhere, which is left to finish)."""
+    return {"run_id": None, "sync": name, "status": "not_started", "counts": None, "buckets": None,
+            "error": for_cli(why, name), "checks": [], "problem": problem}
+
+
 def echo_run(run: SyncRun) -> None:
     c = run.counts
     typer.echo(f"run {run.id} of {run.sync_name!r}: {run.status.value}  inserted={c['inserted']} "

@@ -38,6 +38,7 @@ from ._cliout import (
     echo_run,
     print_json,
     print_table,
+    not_started_summary,
     run_summary,
     utc,
 )
@@ -470,7 +471,7 @@ def scheduler(
 ) -> None:
     """Run due syncs on their schedules until Ctrl-C (or once, with --once).
 
-    A sync that never ran is due at the first pass; then every interval after its last run, or at its cron times. A run interrupted by Ctrl-C or SIGTERM pauses and resumes on its next run. With --once the exit code is 1 if any run did not succeed, or a due sync could not start (one running elsewhere is left to it).
+    A sync that never ran is due at the first pass; then every interval after its last run, or at its cron times. A run interrupted by Ctrl-C or SIGTERM pauses and resumes on its next run. With --once the exit code is 1 if any run did not succeed, or a due sync could not start (one running elsewhere is left to it). With --once --json: a list of the runs started, then of the due syncs not started (status "not_started", run_id null, error: why; problem: false when it runs elsewhere).
     """
     from .schedule import Scheduler
 
@@ -483,7 +484,8 @@ def scheduler(
         if once:
             started = sched.run_pending()
             if as_json:
-                print_json([run_summary(r) for r in started])
+                print_json([run_summary(r) for r in started]  # then the due syncs not started, and why
+                           + [not_started_summary(*n) for n in sched.not_started])
             else:
                 for r in started:
                     echo_run(r)

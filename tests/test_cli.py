@@ -393,6 +393,12 @@ def test_a_session_only_sync_cannot_run_from_the_cli(tmp_path, ws_path, dfsync_c
     res = dfsync_cli("scheduler", "--once", "-w", ws_path)
     assert res.code == 1 and "nothing due" not in res.out, res.out
     assert "sync 'frame_sync': not run, skipped: sync 'frame_sync' can only run in the Python session" in res.out
+    _make_due(ws_path, "frame_sync")  # --json printed [] (the sync was in the exit code and stderr only)
+    res = dfsync_cli("scheduler", "--once", "-w", ws_path, "--json")
+    (entry,) = json.loads(res.out)
+    assert res.code == 1 and entry["sync"] == "frame_sync" and entry["status"] == "not_started", res.out
+    assert entry["run_id"] is None and entry["problem"] is True
+    assert entry["error"].startswith("skipped: sync 'frame_sync' can only run in the Python session")
     status = dfsync_cli("status", "frame_sync", "-w", ws_path, "--json")
     assert json.loads(status.out)["session_only"] is True
     with dfsync.Workspace(ws_path) as ws:
