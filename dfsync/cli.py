@@ -36,9 +36,9 @@ from ._cliout import (
     checks_summary,
     echo_checks,
     echo_run,
+    not_started_summary,
     print_json,
     print_table,
-    not_started_summary,
     run_summary,
     utc,
 )
