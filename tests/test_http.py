@@ -181,6 +181,26 @@ def test_multi_status_by_index_and_records_left_out_count_as_failed(http_server)
                              3: "the 207 answer reported no outcome for this record"}
 
 
+def test_a_failure_the_answer_does_not_tie_to_a_record_fails_the_records_it_left_unreported(http_server):
+    # a 200 listing only failures, by an "id" dfsync cannot match (composite key, unknown id) or by a
+    # non-integer index: the run said success, every record counted delivered, the failure lost
+    pk = ("id", "name")
+    http_server.handler = lambda req: Reply(200, {"results": [{"id": "2-n2", "error": "bad email"}]})
+    dest = dfsync.destinations.http(http_server.url, batch_size=4, **FAST)
+    (result,) = send(dest, batch(4), context=ctx(pk=pk))
+    assert sorted(result.failed) == [0, 1, 2, 3]
+    assert all("bad email" in e and "could not match" in e for e in result.failed.values())
+    http_server.reset()  # same keys as above: the server would replay its stored answer
+    http_server.handler = lambda req: Reply(200, {"results": [{"index": 0, "status": 201},
+                                                               {"id": 99, "error": "no such contact"}]})
+    (result,) = send(dest, batch(3))
+    assert sorted(result.failed) == [1, 2] and "no such contact" in result.failed[1]
+    http_server.reset()
+    http_server.handler = lambda req: Reply(200, {"results": [{"index": "1", "error": "bad email"}]})
+    (result,) = send(dest, batch(3))
+    assert result.failed == {1: "bad email"}
+
+
 def test_a_200_answer_is_read_for_failures_however_its_results_key_is_written():
     import httpx
 

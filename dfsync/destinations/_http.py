@@ -63,7 +63,9 @@ Retries and outcomes
     the default reads ``{"results": [{"index"|"id": .., "status": .., "error": ..}]}``
     (an entry fails when it has an ``error``, a status >= 400 or "error"/"failed"; entries
     are matched by ``index``, else by ``id`` against a one-field primary key, else by
-    position). A 207 answer must list every record: unlisted records count as failed.
+    position). A 207 answer must list every record: unlisted records count as failed. A failure
+    the answer reports for a record it does not identify (an ``id`` with a composite key, an
+    unknown ``id``) fails every record of the request it did not report on (sent again next run).
 
 Idempotency and delivery
     At least once: ``transactional = False`` and ``committed_batches()`` is empty. Every

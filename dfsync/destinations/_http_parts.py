@@ -405,20 +405,35 @@ def results_parser(response: Any, records: Sequence[dict[str, Any]], primary_key
     by_id: dict[str, int] | None = None
     failed: dict[int, str] = {}
     seen: set[int] = set()
+    unmatched: str | None = None  # a failure the answer reported for a record it did not identify
     for pos, entry in enumerate(results):
         idx = entry.get("index") if isinstance(entry, dict) else None
+        if isinstance(idx, str) and idx.strip().isdigit():  # "index": "3"
+            idx = int(idx)
         if idx is None and isinstance(entry, dict) and "id" in entry and len(primary_key) == 1:
             if by_id is None:
                 by_id = {str(r.get(primary_key[0])): i for i, r in enumerate(records)}
             idx = by_id.get(str(entry["id"]))
         if idx is None and len(results) == len(records):
             idx = pos
-        if not isinstance(idx, int) or not 0 <= idx < len(records):
+        error = _entry_error(entry)
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(records):
+            if error and unmatched is None:
+                unmatched = error
             continue
         seen.add(idx)
-        error = _entry_error(entry)
         if error:
             failed[idx] = error
+    if unmatched is not None:
+        # Counting the request's other records delivered would hide the failure (the run said
+        # success): each record the answer did not report on is failed and sent again next run.
+        which = ("by 'index', or by 'id' with a one-column primary key" if len(primary_key) == 1
+                 else "by 'index' (a composite primary key has no single 'id')")
+        for i in range(len(records)):
+            if i not in seen:
+                failed[i] = (f"the answer reported a failure ({_cut(str(unmatched))}) that dfsync could not match "
+                             f"to a record (entries are matched {which}, or by position when the answer lists "
+                             f"every record); this record is counted failed and sent again next run")
     if multi:
         for i in range(len(records)):
             if i not in seen:
