@@ -301,3 +301,25 @@ def test_update_mode_counts_a_missing_row_with_a_time_key_as_skipped(tmp_path):
 
 def test_update_mode_counts_a_missing_row_with_a_time_key_as_skipped_mysql(mysql_db):
     _update_mode_skips_by_time_key(dfsync.destinations.mysql(mysql_db, table="weather"))
+
+
+def test_a_timestamp_key_whose_unit_grows_still_matches_its_rows(tmp_path):
+    # ms values were written as '...06:00:00.000'; after the source's unit became ns the same keys
+    # went in as '...06:00:00.000000000', matched no row, and an upsert doubled the table (success)
+    import datetime as dt
+
+    path = tmp_path / "d.sqlite"
+    ws = dfsync.Workspace(tmp_path / "ws")
+    df = pl.DataFrame({"k": [dt.datetime(2013, 1, 1, 6), dt.datetime(2013, 1, 1, 7)], "v": [1, 2],
+                       "x": ["a", "b"]}).with_columns(pl.col("k").cast(pl.Datetime("ms")))
+    sync = ws.create_sync("s", source=df, destination=dfsync.destinations.sqlite(path, "t"), primary_key=["k", "v"],
+                          destination_mode="mirror")
+    assert sync.run(progress=False).status == "success"
+    finer = df.with_columns(pl.col("k").cast(pl.Datetime("ns")), pl.lit("c").alias("x"))
+    run = sync.run(source=finer, progress=False)
+    assert run.status == "success" and run.counts["updated"] == 2  # the type changed: each row once more
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT k, v, x FROM t ORDER BY k").fetchall() == [
+            ("2013-01-01T06:00:00.000", 1, "c"), ("2013-01-01T07:00:00.000", 2, "c")]
+    run = sync.run(source=finer.with_columns(pl.col("k") + pl.duration(nanoseconds=5)), progress=False)
+    assert run.status == "failed" and "key column 'k'" in run.error and "truncate('1ms')" in run.error

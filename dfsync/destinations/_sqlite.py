@@ -14,7 +14,8 @@ integers -> INTEGER, floats -> REAL (NaN refused: SQLite stores it as NULL), dec
 DECIMAL TEXT(p,s) (TEXT affinity: the digits as written), strings -> TEXT,
 binary -> BLOB, lists / structs / maps -> JSON (JSON text), durations -> DURATION TEXT
 (DuckDB's interval text), bool -> BOOLEAN (0/1), date -> DATE, timestamp -> TIMESTAMP (tz-aware: TIMESTAMPTZ, in UTC), time -> TIME
-(dates and times are stored as ISO-8601 text by the driver).
+(dates and times are stored as ISO-8601 text by the driver, with as many fractional digits as the
+unit; in a table that holds rows, values go in the unit its text already has, so keys keep matching).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ from .base import (
 )
 
 __all__ = ["SQLiteDestination", "arrow_to_sqlite"]
+
+
+#: a stored timestamp's or time's fractional digits -> its unit
+_UNITS = {0: "s", 3: "ms", 6: "us", 9: "ns"}
+_UNIT_NAMES = {"s": "whole seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 
 
 def arrow_to_sqlite(t: pa.DataType) -> str:
@@ -285,7 +291,50 @@ class SQLiteSession(ArrowSQLSession):
             return [pa.int64(), pa.float64()]
         return super()._native_to_arrow(declared)
 
+    def _prepare(self, cur: Any, records: pa.Schema) -> None:
+        super()._prepare(cur, records)
+        # A timestamp (or time of day) is ISO text with as many fractional digits as its unit: after
+        # a run of ms values, a source whose unit became ns wrote '...06:00:00.000000000' beside
+        # '...06:00:00.000', so a key matched no row (an upsert added a second row, the run a
+        # success). Values go in the unit the table's text already has (_conform).
+        self.stored_units: dict[str, str] = {}
+        if self.ctx.mode.rewrites:
+            return
+        for f in records:
+            t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+            if not (pa.types.is_timestamp(t) or pa.types.is_time(t)):
+                continue
+            rows = self._fetch(cur, f"SELECT {q(f.name)} FROM {self.target.sql} "
+                                    f"WHERE typeof({q(f.name)}) = 'text' LIMIT 1")
+            m = re.search(r"\d{2}:\d{2}:\d{2}(?:\.(\d+))?", str(rows[0][0])) if rows else None
+            unit = _UNITS.get(len(m.group(1) or "")) if m else None
+            if unit and unit != t.unit:
+                self.stored_units[f.name] = unit
+
+    def _in_stored_units(self, data: pa.Table) -> pa.Table:
+        for name, unit in getattr(self, "stored_units", {}).items():
+            i = data.schema.get_field_index(name)
+            if i < 0:
+                continue
+            t = data.schema.field(i).type
+            to = (pa.timestamp(unit, t.tz) if pa.types.is_timestamp(t)
+                  else pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit))
+            try:
+                col = data.column(i).cast(to)  # safe: refuses a value the unit cannot hold exactly
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                if name in self.ctx.primary_key:
+                    raise SchemaMismatchError(
+                        f"key column {name!r} is {t} in the source, but table {self.target.display} of "
+                        f"{self._where()} holds it as text in {unit} ({_UNIT_NAMES[unit]}), and a value has "
+                        f"finer digits: written as it is, its key would match no row there. Round it in the "
+                        f"sync's mapping, e.g. mapping={{{name!r}: pl.col({name!r}).dt.truncate('1{unit}')}}, "
+                        f"or rewrite the table with destination_mode='replace'") from None
+                continue  # a value column keeps its digits (it reads back equal)
+            data = data.set_column(i, data.schema.field(i).with_type(to), col)
+        return data
+
     def _conform(self, data: pa.Table) -> pa.Table:
+        data = self._in_stored_units(data)
         data = nested_to_json(data, [f.name for f in data.schema if is_nested(f.type) or is_interval(f.type)])
         fields, changed = [], False
         for f in data.schema:
