@@ -416,6 +416,13 @@ def test_json_lines_envelope_and_function_bodies(http_server):
                                   **FAST), batch(2))
     assert json.loads(http_server.requests[-1].body) == {
         "contacts": [{"id": 0, "name": "n0"}, {"id": 1, "name": "n1"}], "n": 2}
+    # what the function returns is written as the built-in bodies write it (str() gave
+    # '2013-01-01 06:00:00+00:00' and "b'\\x00\\xff'")
+    at = dt.datetime(2013, 1, 1, 6, tzinfo=dt.timezone.utc)
+    send(dfsync.destinations.http(http_server.url, body=lambda recs: recs, **FAST),
+         batch(1, start=5, at=[at], blob=[b"\x00\xff"], price=[decimal.Decimal("1.50")]))
+    assert json.loads(http_server.requests[-1].body) == [
+        {"id": 5, "name": "n5", "at": "2013-01-01T06:00:00+00:00", "blob": "AP8=", "price": "1.50"}]
 
 
 AWKWARD = ["plain", "line\nbreak", "},{\"id\":0}", "tab\tand \\ backslash", "quote \" here", "ünïcødé ✓",

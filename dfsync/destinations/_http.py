@@ -26,7 +26,7 @@ How a batch is sent
 Bodies
     ``body="json"`` (a JSON array, the default), ``"ndjson"`` (JSON Lines) or a function
     ``records -> body`` (``records`` is a list of dicts; str/bytes are sent as they are,
-    anything else is JSON-encoded). ``envelope="data"`` wraps an array as ``{"data": [...]}``.
+    anything else is JSON-encoded, datetimes as ISO 8601, bytes as base64, decimals as strings). ``envelope="data"`` wraps an array as ``{"data": [...]}``.
     Per-record requests send one JSON object. Encoding is vectorised and pipelined: the
     records go in a few chunks (one request first, so sending starts at once, then the rest
     of the first round of requests, then 2, 4, 8 and 16 requests per worker); one polars

@@ -37,6 +37,7 @@ from ._http_parts import (
     Secret,
     Texts,
     check_fields,
+    json_default,
     json_ready,
     json_texts,
     nest_expressions,
@@ -380,7 +381,7 @@ class HTTPSession(DestinationSession):
                 return made, "application/json"
             if isinstance(made, str):
                 return made.encode(), "application/json"
-            return json.dumps(made, default=str).encode(), "application/json"
+            return json.dumps(made, default=json_default).encode(), "application/json"
         assert req.text is not None
         a, b = req.span  # each record is followed by its separator: a newline, or a comma in an array
         if req.route.per_record:
