@@ -79,18 +79,21 @@ def _choices(reader: Any, name: str) -> tuple | None:
     be left out); None when it takes anything else too (a number, a function, ...)."""
     import typing
 
-    from polars import _typing as ptyping
+    try:  # polars' own annotations, read as text: another polars may spell them otherwise
+        from polars import _typing as ptyping
 
-    allowed: list = []
-    for part in str(inspect.signature(reader).parameters[name].annotation).split(" | "):
-        if part == "None":
-            allowed.append(None)
-        elif part.startswith("Literal[") and part.endswith("]"):
-            allowed.extend(ast.literal_eval(f"({part[8:-1]},)"))
-        elif typing.get_origin(getattr(ptyping, part, None)) is typing.Literal:
-            allowed.extend(typing.get_args(getattr(ptyping, part)))
-        else:
-            return None
+        allowed: list = []
+        for part in str(inspect.signature(reader).parameters[name].annotation).split(" | "):
+            if part == "None":
+                allowed.append(None)
+            elif part.startswith("Literal[") and part.endswith("]"):
+                allowed.extend(ast.literal_eval(f"({part[8:-1]},)"))
+            elif typing.get_origin(getattr(ptyping, part, None)) is typing.Literal:
+                allowed.extend(typing.get_args(getattr(ptyping, part)))
+            else:
+                return None
+    except Exception:  # noqa: BLE001 - unreadable: polars itself refuses a wrong value at read
+        return None
     return tuple(allowed)
 
 
