@@ -55,7 +55,7 @@ from ..errors import (
 )
 from ..states import DestinationMode
 from ._delta_aside import AsideLoad
-from ._delta_rows import constraints, unfit_rows
+from ._delta_rows import constraints, refusal, unfit_rows
 from ._delta_rows import present as present_keys
 from .base import (
     ACTION_COLUMN,
@@ -420,10 +420,10 @@ class DeltaSession(AsideLoad, DestinationSession):
                 why = str(exc)
             except (OSError, DeltaError) as exc:
                 text = str(exc)
-                if "failed validation check" in text.lower():  # a CHECK or NOT NULL: no retry helps
-                    text = text.split("Preview of invalid data")[0].strip()  # not the rows' values
-                    raise DestinationError(f"Delta table {self.uri} refused the batch: {redact(text)[:600]} A "
-                                           f"constraint of the table refuses a row: send values it takes.") from exc
+                refused = refusal(exc)
+                if refused is not None:  # a CHECK or NOT NULL: no retry helps (the rows' values not kept)
+                    raise DestinationError(f"Delta table {self.uri} refused the batch: {redact(refused)[:600]} A "
+                                           f"constraint of the table refuses a row: send values it takes.") from None
                 if "file name too long" in text.lower():  # no retry makes it shorter: the run fails
                     raise DestinationError(
                         f"Delta table {self.uri} refused the batch: a file's name is longer than the file system "
@@ -552,10 +552,11 @@ class DeltaSession(AsideLoad, DestinationSession):
                                 partition_by=self.destination.partition_by, storage_options=self.opts,
                                 commit_properties=self._commit_props(0, {"replace": True}))
             except Exception as exc:  # delta-rs's text previews the refused rows' values: not kept
-                if "failed validation check" not in str(exc).lower():
+                refused = refusal(exc)
+                if refused is None:
                     raise
                 raise DestinationError(
-                    f"Delta table {self.uri} refused the replace: {redact(str(exc).split('Preview of')[0].strip())} "
+                    f"Delta table {self.uri} refused the replace: {redact(refused)} "
                     f"A CHECK constraint or NOT NULL column of the table refuses rows of the source; the table "
                     f"is unchanged. Send values it takes, or drop the constraint.") from None
         self.abandon()

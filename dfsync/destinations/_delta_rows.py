@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from .base import ACTION_COLUMN
 
-__all__ = ["constraints", "present", "unfit_rows"]
+__all__ = ["constraints", "present", "refusal", "unfit_rows"]
 
 _ROW = "__dfsync_row"
 
@@ -24,6 +24,15 @@ def constraints(dt: Any) -> dict[str, str]:
     """The table's CHECK constraints: name -> SQL expression (``delta.constraints.<name>``)."""
     conf = dt.metadata().configuration or {}
     return {k.removeprefix("delta.constraints."): str(v) for k, v in conf.items() if k.startswith("delta.constraints.")}
+
+
+def refusal(exc: BaseException) -> str | None:
+    """delta-rs's text of a commit that a CHECK constraint or a NOT NULL column refused (no retry
+    helps), without its preview of the refused rows' values; None for any other error."""
+    text = str(exc)
+    if "failed validation check" not in text.lower():
+        return None
+    return text.split("Preview of")[0].strip()
 
 
 def unfit_rows(data: pa.Table, not_null: list[str], primary_key: tuple[str, ...] | list[str],
